@@ -1,0 +1,98 @@
+// Fused linear + cross-entropy, forward and backward in one pass over row chunks (Liger-style):
+//   z = h_c W^T  [rows, V] (the only vocabulary-sized buffer), loss per row from lse(z), then z is
+//   overwritten in place by dL/dz and fed to two GEMMs: dh_c = dz W, dW += dz^T h_c.
+// Gradient of loss_i = (1-eps)(lse - z_t) + eps (lse - mean z) + lam lse^2 with respect to z_v:
+//   p_v (1 + 2 lam lse) - (1-eps) [v = t] - eps / V.
+#include <algorithm>
+#include <cstring>
+
+#include "common.h"
+#include "gemm.h"
+#include "kernels_cpu.h"
+
+namespace vw::cpu {
+
+KernelStats linear_cross_entropy_cpu(const LinearCrossEntropyArgs& a) {
+  const char* op = "linear_cross_entropy";
+  check_dims(op, a.N, a.d, a.V);
+  check_f32(op, a.dtype);
+  const int64_t N = a.N, d = a.d, V = a.V;
+  const float* h = static_cast<const float*>(a.h);
+  const float* w = static_cast<const float*>(a.w);
+  float* dh = static_cast<float*>(a.dh);
+  const bool grad = a.compute_grad;
+
+  int64_t n_valid = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const int32_t t = a.targets[i];
+    if (t == a.ignore_index) continue;
+    if (t < 0 || t >= V) throw_range_error("[", op, "] targets[", i, "] = ", t, " is outside [0, ", V, ") and is not ignoreIndex (", a.ignore_index, ")");
+    ++n_valid;
+  }
+  check_finite(op, "h", h, N * d);
+  check_finite(op, "w", w, V * d);
+
+  KernelStats st;
+  st.rows = n_valid;
+  if (grad) {
+    std::memset(dh, 0, sizeof(float) * N * d);
+    std::memset(a.dw, 0, sizeof(float) * V * d);
+  }
+  std::fill(a.row_loss, a.row_loss + N, 0.f);
+  if (n_valid == 0) return st;
+
+  const double c = a.reduction == Reduction::Mean ? a.grad_scale / n_valid : a.grad_scale;
+  const double eps = a.label_smoothing, lam = a.z_loss_weight;
+  const int64_t chunk = pick_chunk_rows(a.chunk_rows, N, V, 1, a.workspace_budget);
+  std::vector<float> z(static_cast<size_t>(chunk * V));
+  std::vector<double> row_loss(static_cast<size_t>(N), 0.0);
+  st.chunk_rows = chunk;
+  st.workspace_bytes = static_cast<int64_t>(z.size() * sizeof(float));
+
+  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
+    const int64_t nc = std::min(chunk, N - c0);
+    bool any = false;
+    for (int64_t r = 0; r < nc; ++r) any |= a.targets[c0 + r] != a.ignore_index;
+    if (!any) continue;  // a fully ignored chunk costs nothing and leaves dh zero
+    sgemm(false, true, nc, V, d, 1.f, h + c0 * d, d, w, d, 0.f, z.data(), V);
+    parallel_for(nc, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* row = z.data() + r * V;
+        const int64_t i = c0 + r;
+        const int32_t t = a.targets[i];
+        if (t == a.ignore_index) {
+          if (grad) std::fill(row, row + V, 0.f);
+          continue;
+        }
+        const float m = vec_max(row, V);
+        check_logit_row(op, m, i);
+        const double lse = m + std::log(vec_sum_exp(row, V, m));
+        double loss = (1 - eps) * (lse - row[t]) + lam * lse * lse;
+        if (eps != 0) loss += eps * (lse - vec_sum(row, V) / V);
+        row_loss[i] = loss;
+        if (grad) {
+          const float zt_scale = static_cast<float>(c * (1 + 2 * lam * lse));
+          vec_exp(row, row, V, lse, zt_scale);
+          if (eps != 0) {
+            const float u = static_cast<float>(c * eps / V);
+            for (int64_t v = 0; v < V; ++v) row[v] -= u;
+          }
+          row[t] -= static_cast<float>(c * (1 - eps));
+        }
+      }
+    });
+    if (grad) {
+      sgemm(false, false, nc, d, V, 1.f, z.data(), V, w, d, 0.f, dh + c0 * d, d);
+      sgemm(true, false, V, d, nc, 1.f, z.data(), V, h + c0 * d, d, 1.f, a.dw, d);
+    }
+  }
+  double total = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    total += row_loss[i];
+    a.row_loss[i] = static_cast<float>(row_loss[i]);
+  }
+  st.loss = a.reduction == Reduction::Mean ? total / n_valid : total;
+  return st;
+}
+
+}  // namespace vw::cpu

@@ -1,0 +1,16 @@
+// A small blocking thread pool for the element-wise row passes of the CPU kernels. Workers sleep on a
+// condition variable (no spinning), so they do not steal cycles from OpenBLAS's own GEMM threads.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace vw::cpu {
+
+// Number of threads used by parallel_for: VWLMM_NUM_THREADS if set, else the hardware concurrency.
+int num_threads();
+
+// Calls fn(begin, end) on disjoint ranges covering [0, n), in parallel, and returns when all are done.
+// Ranges hold at least `grain` items. Exceptions thrown by fn are rethrown on the calling thread.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+}  // namespace vw::cpu

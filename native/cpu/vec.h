@@ -1,0 +1,24 @@
+// Vectorised row primitives of the fused kernels (one logits row of length n at a time). Sums are
+// accumulated in double so a 32k-long row keeps fp32 results within 1e-6 relative.
+// On x86-64 each function is compiled twice (AVX2+FMA and baseline) and picked at load time, so one
+// prebuilt binary is both portable and fast.
+#pragma once
+#include <cstdint>
+
+namespace vw::cpu {
+
+float vec_max(const float* x, int64_t n);                      // -inf for n = 0; NaN if any NaN
+double vec_sum(const float* x, int64_t n);
+double vec_dot(const float* x, const float* y, int64_t n);
+double vec_sum_exp(const float* x, int64_t n, float shift);    // sum exp(x - shift)
+void vec_exp(float* y, const float* x, int64_t n, double shift, float scale);  // y = scale exp(x - shift)
+bool vec_all_finite(const float* x, int64_t n);
+
+// KL row pieces, a = target logits, b = predicted logits, la = a - lse_a, lb = b - lse_b, p = exp(la):
+double vec_kl(const float* a, const float* b, int64_t n, double lse_a, double lse_b);  // sum p (la - lb)
+// In place: a <- sa * p (la - lb - kl) (skipped when sa == 0), b <- sb * (q - p).
+void vec_kl_grad(float* a, float* b, int64_t n, double lse_a, double lse_b, float kl, float sa, float sb);
+// In place softmax backward: g <- p * (g - dot), p and g rows of length n.
+void vec_softmax_grad(float* g, const float* p, int64_t n, float dot);
+
+}  // namespace vw::cpu

@@ -1,0 +1,94 @@
+// Fused visual-word KL, forward and backward in one pass over row chunks (VISUAL_WORDS.md section 2):
+//   a = x_c Wvm^T / T (target logits), b = h_c Wlm^T / T (predicted logits), both [rows, V];
+//   KL_i = sum_v p_v (log p_v - log q_v), p = softmax(a), q = softmax(b)   (computed from log-probs, so
+//   every row is >= 0 up to rounding rather than a difference of large lse terms);
+//   dKL/db = q - p,  dKL/da = p (log p - log q - KL),  each times gradScale / (T M) for batchmean.
+// a and b are overwritten in place by those gradients, then 4 GEMMs give dh, dWlm, dx, dWvm: 6 GEMMs in all.
+#include <algorithm>
+#include <cstring>
+
+#include "common.h"
+#include "gemm.h"
+#include "kernels_cpu.h"
+
+namespace vw::cpu {
+
+KernelStats visual_word_kl_cpu(const VisualWordKLArgs& a) {
+  const char* op = "visual_word_kl";
+  check_dims(op, a.M, a.d, a.V);
+  check_f32(op, a.dtype);
+  if (!(a.temperature > 0) || !std::isfinite(a.temperature))
+    throw_range_error("[", op, "] temperature must be a positive finite number, got ", a.temperature);
+  const int64_t M = a.M, d = a.d, V = a.V;
+  const float* h = static_cast<const float*>(a.h);
+  const float* x = static_cast<const float*>(a.x);
+  const float* w_lm = static_cast<const float*>(a.w_lm);
+  const float* w_vm = static_cast<const float*>(a.w_vm);
+  float* dh = static_cast<float*>(a.dh);
+  float* dx = static_cast<float*>(a.dx);
+  const bool grad = a.compute_grad, grad_target = grad && !a.detach_target;
+  check_finite(op, "h", h, M * d);
+  check_finite(op, "wLm", w_lm, V * d);
+  check_finite(op, "x", x, M * d);
+  check_finite(op, "wVm", w_vm, V * d);
+
+  KernelStats st;
+  st.rows = M;
+  if (grad) {
+    std::memset(dh, 0, sizeof(float) * M * d);
+    std::memset(a.dw_lm, 0, sizeof(float) * V * d);
+  }
+  if (grad_target) {
+    std::memset(dx, 0, sizeof(float) * M * d);
+    std::memset(a.dw_vm, 0, sizeof(float) * V * d);
+  }
+  if (M == 0) return st;
+
+  const float inv_t = static_cast<float>(1.0 / a.temperature);
+  const double s = a.grad_scale / a.temperature / (a.reduction == Reduction::Mean ? M : 1);
+  const float sb = static_cast<float>(s), sa = grad_target ? sb : 0.f;
+  const int64_t chunk = pick_chunk_rows(a.chunk_rows, M, V, 2, a.workspace_budget);
+  std::vector<float> la(static_cast<size_t>(chunk * V)), lb(static_cast<size_t>(chunk * V));
+  std::vector<double> row_loss(static_cast<size_t>(M));
+  st.chunk_rows = chunk;
+  st.workspace_bytes = static_cast<int64_t>((la.size() + lb.size()) * sizeof(float));
+
+  for (int64_t c0 = 0; c0 < M; c0 += chunk) {
+    const int64_t nc = std::min(chunk, M - c0);
+    float* A = la.data();
+    float* B = lb.data();
+    sgemm(false, true, nc, V, d, inv_t, x + c0 * d, d, w_vm, d, 0.f, A, V);
+    sgemm(false, true, nc, V, d, inv_t, h + c0 * d, d, w_lm, d, 0.f, B, V);
+    parallel_for(nc, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* ar = A + r * V;
+        float* br = B + r * V;
+        const float ma = vec_max(ar, V), mb = vec_max(br, V);
+        check_logit_row(op, ma, c0 + r);
+        check_logit_row(op, mb, c0 + r);
+        const double lse_a = ma + std::log(vec_sum_exp(ar, V, ma));
+        const double lse_b = mb + std::log(vec_sum_exp(br, V, mb));
+        const double kl = vec_kl(ar, br, V, lse_a, lse_b);
+        row_loss[c0 + r] = kl;
+        if (grad) vec_kl_grad(ar, br, V, lse_a, lse_b, static_cast<float>(kl), sa, sb);
+      }
+    });
+    if (grad) {
+      sgemm(false, false, nc, d, V, 1.f, B, V, w_lm, d, 0.f, dh + c0 * d, d);
+      sgemm(true, false, V, d, nc, 1.f, B, V, h + c0 * d, d, 1.f, a.dw_lm, d);
+    }
+    if (grad_target) {
+      sgemm(false, false, nc, d, V, 1.f, A, V, w_vm, d, 0.f, dx + c0 * d, d);
+      sgemm(true, false, V, d, nc, 1.f, A, V, x + c0 * d, d, 1.f, a.dw_vm, d);
+    }
+  }
+  double total = 0;
+  for (int64_t i = 0; i < M; ++i) {
+    total += row_loss[i];
+    a.row_loss[i] = static_cast<float>(row_loss[i]);
+  }
+  st.loss = a.reduction == Reduction::Mean ? total / M : total;
+  return st;
+}
+
+}  // namespace vw::cpu

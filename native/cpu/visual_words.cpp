@@ -1,0 +1,69 @@
+// Visual words: top-k of softmax(x Wvm^T) per row (VISUAL_WORDS.md section 4), streaming over row chunks.
+// Probabilities are exp(z - lse(z)) over the whole vocabulary; ties go to the lower token id.
+#include <algorithm>
+#include <utility>
+
+#include "common.h"
+#include "gemm.h"
+#include "kernels_cpu.h"
+
+namespace vw::cpu {
+
+KernelStats visual_words_cpu(const VisualWordsArgs& a) {
+  const char* op = "visual_words";
+  check_dims(op, a.N, a.d, a.V);
+  check_f32(op, a.dtype);
+  if (a.k < 1 || a.k > a.V) throw_range_error("[", op, "] topK must be in [1, V = ", a.V, "], got ", a.k);
+  const int64_t N = a.N, d = a.d, V = a.V, k = a.k;
+  const float* x = static_cast<const float*>(a.x);
+  const float* w = static_cast<const float*>(a.w_vm);
+  check_finite(op, "x", x, N * d);
+  check_finite(op, "wVm", w, V * d);
+  KernelStats st;
+  st.rows = N;
+  if (N == 0) return st;
+  const int64_t chunk = pick_chunk_rows(a.chunk_rows, N, V, 1, a.workspace_budget);
+  std::vector<float> z(static_cast<size_t>(chunk * V));
+  st.chunk_rows = chunk;
+  st.workspace_bytes = static_cast<int64_t>(z.size() * sizeof(float));
+
+  // "better" = larger logit, then lower id; the heap keeps the worst of the current top-k on top.
+  auto better = [](const std::pair<float, int32_t>& l, const std::pair<float, int32_t>& r) {
+    return l.first > r.first || (l.first == r.first && l.second < r.second);
+  };
+  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
+    const int64_t nc = std::min(chunk, N - c0);
+    sgemm(false, true, nc, V, d, 1.f, x + c0 * d, d, w, d, 0.f, z.data(), V);
+    parallel_for(nc, 1, [&](int64_t r0, int64_t r1) {
+      std::vector<std::pair<float, int32_t>> heap;
+      heap.reserve(static_cast<size_t>(k));
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* row = z.data() + r * V;
+        const float m = vec_max(row, V);
+        check_logit_row(op, m, c0 + r);
+        const double lse = m + std::log(vec_sum_exp(row, V, m));
+        heap.clear();
+        for (int32_t v = 0; v < V; ++v) {
+          std::pair<float, int32_t> cand(row[v], v);
+          if (static_cast<int64_t>(heap.size()) < k) {
+            heap.push_back(cand);
+            std::push_heap(heap.begin(), heap.end(), better);
+          } else if (better(cand, heap.front())) {
+            std::pop_heap(heap.begin(), heap.end(), better);
+            heap.back() = cand;
+            std::push_heap(heap.begin(), heap.end(), better);
+          }
+        }
+        std::sort(heap.begin(), heap.end(), better);
+        const int64_t i = c0 + r;
+        for (int64_t j = 0; j < k; ++j) {
+          a.ids[i * k + j] = heap[j].second;
+          a.probs[i * k + j] = static_cast<float>(std::exp(heap[j].first - lse));
+        }
+      }
+    });
+  }
+  return st;
+}
+
+}  // namespace vw::cpu

@@ -1,0 +1,57 @@
+// NativeBuffer: a block of backend memory (host RAM for the CPU addon, device memory for the CUDA addon)
+// owned by a JS object. dispose() frees it at once and is idempotent; the GC finalizer is only a safety
+// net. Every allocation is reported to V8 (AdjustExternalMemory) and counted, so tests can check leaks.
+#pragma once
+#include <napi.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace vw::napi {
+
+// What a backend provides to NativeBuffer. Each addon defines exactly one (see addon_*.cc).
+struct DeviceMemory {
+  const char* device;                                  // "cpu" | "cuda"
+  void* (*alloc)(size_t bytes);                        // throws vw::Error on failure
+  void (*release)(void* ptr);
+  void (*upload)(void* dst, const void* src, size_t);  // host -> backend
+  void (*download)(void* dst, const void* src, size_t);
+  void (*zero)(void* dst, size_t);
+};
+extern const DeviceMemory kDeviceMemory;
+
+class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  // Allocates a new buffer of `bytes` (zeroed when `zero`) and returns its JS object.
+  static Napi::Object Create(Napi::Env env, size_t bytes, bool zero);
+  // The buffer behind a JS value; throws a TypeError naming `what` if it is not a live NativeBuffer.
+  static NativeBuffer* From(const Napi::Value& v, const char* what);
+
+  explicit NativeBuffer(const Napi::CallbackInfo& info);
+  ~NativeBuffer() override;
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+  // Frees the memory now (idempotent); used to drop outputs of a kernel call that failed.
+  void Release(Napi::Env env) { Free(&env); }
+
+  static std::atomic<int64_t> live_count, live_bytes;
+
+ private:
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value Read(const Napi::CallbackInfo& info);
+  Napi::Value Bytes(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value Device(const Napi::CallbackInfo& info);
+  void Free(Napi::Env* env);
+
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  bool disposed_ = true;
+};
+
+}  // namespace vw::napi
