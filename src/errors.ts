@@ -1,0 +1,23 @@
+// Argument errors in the sharp style: "<where>: expected <what> for <name> but received <actual>".
+// TypeError for the wrong kind of value (type, dtype, device, rank), RangeError for wrong sizes/values.
+
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'object' && value !== null && 'shape' in value && 'dtype' in value && 'device' in value) {
+    const t = value as { shape: readonly number[]; dtype: string; device: string };
+    return `${t.dtype} ${t.device} tensor of shape [${t.shape.join(', ')}]`;
+  }
+  if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as unknown as { length: number }).length})`;
+  if (Array.isArray(value)) return `array(${value.length})`;
+  if (typeof value === 'string') return `'${value}' (string)`;
+  return `${String(value)} (${typeof value})`;
+}
+
+export function typeError(where: string, name: string, expected: string, actual: unknown): TypeError {
+  return new TypeError(`${where}: expected ${expected} for ${name} but received ${describe(actual)}`);
+}
+
+export function rangeError(where: string, message: string): RangeError {
+  return new RangeError(`${where}: ${message}`);
+}

@@ -1,0 +1,116 @@
+// Loading of the native addons. The CPU addon (vwlmm.node) is required: it is found by node-gyp-build
+// in build/Release or prebuilds/<platform>-<arch>/. The CUDA addon (vwlmm_cuda.node) is optional and
+// loaded lazily on first use of the 'cuda' device; why it is unavailable is kept and reported.
+import * as fs from 'fs';
+import * as path from 'path';
+
+/** A block of backend memory owned by JS (native/napi/buffer.h). */
+export interface NativeBuffer {
+  readonly bytes: number;
+  readonly disposed: boolean;
+  readonly device: 'cpu' | 'cuda';
+  dispose(): void;
+  write(src: ArrayBufferView, byteOffset?: number): void;
+  read(dst: ArrayBufferView, byteOffset?: number): void;
+}
+
+export interface KernelStats {
+  loss: number;
+  rows: number;
+  chunkRows: number;
+  workspaceBytes: number;
+}
+
+export interface Addon {
+  NativeBuffer: new (bytes: number) => NativeBuffer;
+  opNames(): string[];
+  memoryStats(): { liveBuffers: number; liveBytes: number };
+  backendInfo(): Record<string, unknown>;
+  linearCrossEntropy(h: NativeBuffer, w: NativeBuffer, t: NativeBuffer, dims: object, opts: object): KernelStats & {
+    rowLoss: Float32Array; dh: NativeBuffer | null; dw: NativeBuffer | null;
+  };
+  visualWordKL(h: NativeBuffer, wLm: NativeBuffer, x: NativeBuffer, wVm: NativeBuffer, dims: object, opts: object): KernelStats & {
+    rowLoss: Float32Array; dh: NativeBuffer | null; dwLm: NativeBuffer | null; dx: NativeBuffer | null; dwVm: NativeBuffer | null;
+  };
+  visualWords(x: NativeBuffer, wVm: NativeBuffer, dims: object, opts: object): KernelStats & { ids: NativeBuffer; probs: NativeBuffer };
+  pseudoImageFeatures(x: NativeBuffer, wVm: NativeBuffer, e: NativeBuffer, dims: object, opts: object): KernelStats & { out: NativeBuffer };
+  pseudoImageFeaturesBackward(x: NativeBuffer, wVm: NativeBuffer, e: NativeBuffer, g: NativeBuffer, dims: object, opts: object): KernelStats & {
+    dx: NativeBuffer; dwVm: NativeBuffer; de: NativeBuffer;
+  };
+  sgemm?(ta: boolean, tb: boolean, M: number, N: number, K: number, A: NativeBuffer, B: NativeBuffer, C: NativeBuffer): void;
+}
+
+export const packageRoot = path.join(__dirname, '..');
+
+let cpuAddon: Addon | null = null;
+
+export function cpu(): Addon {
+  if (cpuAddon) return cpuAddon;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const load = require('node-gyp-build') as (dir: string) => Addon;
+    cpuAddon = load(packageRoot);
+  } catch (e) {
+    throw new Error(
+      `vwlmm: the native CPU addon could not be loaded (${(e as Error).message}).\n` +
+        'Build it with `npm run build:native` (needs cmake >= 3.18 and a C++17 compiler; ' +
+        'apt install libopenblas-dev for a fast GEMM).',
+    );
+  }
+  return cpuAddon;
+}
+
+let cudaAddon: Addon | null = null;
+let cudaReason: string | null = null;
+
+function cudaCandidates(): string[] {
+  const env = process.env.VWLMM_CUDA_ADDON;
+  const list = [
+    path.join(packageRoot, 'build', 'Release', 'cuda', 'vwlmm_cuda.node'),
+    path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`, 'cuda', 'vwlmm_cuda.node'),
+  ];
+  return env ? [env, ...list] : list;
+}
+
+/** The CUDA addon, or null with the reason in cudaUnavailableReason(). Tried once per process. */
+export function tryCuda(): Addon | null {
+  if (cudaAddon || cudaReason) return cudaAddon;
+  if (process.env.VWLMM_DISABLE_CUDA) {
+    cudaReason = 'disabled by VWLMM_DISABLE_CUDA';
+    return null;
+  }
+  const file = cudaCandidates().find((f) => fs.existsSync(f));
+  if (!file) {
+    cudaReason = 'the CUDA addon was not built (no nvcc or cuBLAS at build time); looked in ' + cudaCandidates().join(', ');
+    return null;
+  }
+  let addon: Addon;
+  try {
+    addon = require(file) as Addon;
+  } catch (e) {
+    cudaReason = `loading ${file} failed: ${(e as Error).message}`;
+    return null;
+  }
+  const info = addon.backendInfo() as { available?: boolean; reason?: string };
+  if (!info.available) {
+    cudaReason = `no usable CUDA device: ${info.reason ?? 'unknown'}`;
+    return null;
+  }
+  cudaAddon = addon;
+  return addon;
+}
+
+export function cudaUnavailableReason(): string | null {
+  tryCuda();
+  return cudaReason;
+}
+
+export function cuda(where: string): Addon {
+  const a = tryCuda();
+  if (!a) throw new Error(`${where}: CUDA is unavailable: ${cudaReason}`);
+  return a;
+}
+
+export function addonFor(device: 'cpu' | 'cuda', where: string): Addon {
+  return device === 'cpu' ? cpu() : cuda(where);
+}

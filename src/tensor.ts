@@ -1,0 +1,189 @@
+// Tensor: shape + dtype + device over a NativeBuffer that owns the memory. Memory is freed by dispose()
+// (idempotent; any later use throws) or by the innermost enclosing scope(); the garbage collector is only
+// a safety net (the native finalizer frees what was forgotten).
+import { f32ToBf16, bf16ToF32 } from './bf16';
+import { rangeError, typeError } from './errors';
+import { addonFor, NativeBuffer } from './native';
+
+export type DType = 'float32' | 'int32' | 'bfloat16';
+export type Device = 'cpu' | 'cuda';
+
+const DTYPE_BYTES: Record<DType, number> = { float32: 4, int32: 4, bfloat16: 2 };
+
+export interface TensorOptions {
+  device?: Device;
+  dtype?: DType;
+}
+
+function checkShape(where: string, shape: readonly number[]): number {
+  if (!Array.isArray(shape)) throw typeError(where, 'shape', 'an array of non-negative integers', shape);
+  let n = 1;
+  for (const s of shape) {
+    if (!Number.isInteger(s) || s < 0) throw typeError(where, 'shape', 'an array of non-negative integers', shape);
+    n *= s;
+  }
+  return n;
+}
+
+// --- scopes -------------------------------------------------------------------------------------
+const scopes: Set<Tensor>[] = [];
+
+function track(t: Tensor): void {
+  if (scopes.length > 0) scopes[scopes.length - 1].add(t);
+}
+
+function collectTensors(value: unknown, out: Set<Tensor>, seen: Set<unknown>): void {
+  if (value === null || typeof value !== 'object' || seen.has(value)) return;
+  seen.add(value);
+  if (value instanceof Tensor) {
+    out.add(value);
+    return;
+  }
+  if (ArrayBuffer.isView(value)) return;
+  if (Array.isArray(value)) {
+    for (const v of value) collectTensors(v, out, seen);
+    return;
+  }
+  if (value instanceof Map) {
+    for (const v of value.values()) collectTensors(v, out, seen);
+    return;
+  }
+  for (const v of Object.values(value as Record<string, unknown>)) collectTensors(v, out, seen);
+}
+
+/**
+ * Runs fn and disposes every tensor created inside it, except the tensors reachable from its return
+ * value (a tensor, or arrays / plain objects / Maps holding tensors); those move to the enclosing scope.
+ * Also disposes on throw. Async functions are not supported (the scope would close before they finish).
+ */
+export function scope<T>(fn: () => T): T {
+  const mine = new Set<Tensor>();
+  scopes.push(mine);
+  let result: T;
+  try {
+    result = fn();
+    if (result instanceof Promise) throw new TypeError('scope: fn must be synchronous (it returned a Promise)');
+  } catch (e) {
+    scopes.pop();
+    for (const t of mine) t.dispose();
+    throw e;
+  }
+  scopes.pop();
+  const kept = new Set<Tensor>();
+  collectTensors(result, kept, new Set());
+  for (const t of mine) {
+    if (kept.has(t)) track(t);
+    else t.dispose();
+  }
+  return result;
+}
+
+/** Removes t from the current scope so it outlives it (it must then be disposed by hand). */
+export function keep<T extends Tensor>(t: T): T {
+  for (const s of scopes) s.delete(t);
+  return t;
+}
+
+// --- Tensor ---------------------------------------------------------------------------------------
+export class Tensor {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  readonly device: Device;
+  private buf: NativeBuffer | null;
+
+  /** Wraps a NativeBuffer (takes ownership). Use Tensor.fromArray / Tensor.zeros in user code. */
+  constructor(buffer: NativeBuffer, shape: readonly number[], dtype: DType, device: Device) {
+    this.buf = buffer;
+    this.shape = Object.freeze([...shape]);
+    this.dtype = dtype;
+    this.device = device;
+    track(this);
+  }
+
+  static fromArray(data: Float32Array | Int32Array, shape: readonly number[], opts: TensorOptions = {}): Tensor {
+    const where = 'Tensor.fromArray';
+    const device = opts.device ?? 'cpu';
+    if (device !== 'cpu' && device !== 'cuda') throw typeError(where, 'device', "'cpu' or 'cuda'", device);
+    const n = checkShape(where, shape);
+    let dtype = opts.dtype;
+    if (data instanceof Float32Array) dtype ??= 'float32';
+    else if (data instanceof Int32Array) dtype ??= 'int32';
+    else throw typeError(where, 'data', 'a Float32Array or Int32Array', data);
+    if (dtype !== 'float32' && dtype !== 'int32' && dtype !== 'bfloat16')
+      throw typeError(where, 'dtype', "'float32', 'int32' or 'bfloat16'", dtype);
+    if ((dtype === 'int32') !== data instanceof Int32Array)
+      throw typeError(where, 'data', dtype === 'int32' ? 'an Int32Array for dtype int32' : `a Float32Array for dtype ${dtype}`, data);
+    if (dtype === 'bfloat16' && device !== 'cuda')
+      throw typeError(where, 'dtype', "'float32' or 'int32' on the CPU (bfloat16 is a CUDA dtype)", dtype);
+    if (data.length !== n)
+      throw rangeError(where, `data has ${data.length} elements but shape [${shape.join(', ')}] needs ${n}`);
+    const addon = addonFor(device, where);
+    const buf = new addon.NativeBuffer(n * DTYPE_BYTES[dtype]);
+    try {
+      if (n > 0) buf.write(dtype === 'bfloat16' ? f32ToBf16(data as Float32Array) : data);
+    } catch (e) {
+      buf.dispose();
+      throw e;
+    }
+    return new Tensor(buf, shape, dtype, device);
+  }
+
+  static zeros(shape: readonly number[], opts: TensorOptions = {}): Tensor {
+    const dtype = opts.dtype ?? 'float32';
+    const n = checkShape('Tensor.zeros', shape);
+    return Tensor.fromArray(dtype === 'int32' ? new Int32Array(n) : new Float32Array(n), shape, opts);
+  }
+
+  get size(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+  get rank(): number {
+    return this.shape.length;
+  }
+  get disposed(): boolean {
+    return this.buf === null || this.buf.disposed;
+  }
+
+  /** The native buffer (for bindings); throws if the tensor has been disposed. */
+  get buffer(): NativeBuffer {
+    if (this.buf === null || this.buf.disposed) throw new TypeError(`Tensor [${this.shape.join(', ')}] ${this.dtype} has been disposed`);
+    return this.buf;
+  }
+
+  /** A host copy: Int32Array for int32, Float32Array for float32 and bfloat16. */
+  toArray(): Float32Array | Int32Array {
+    const buf = this.buffer;
+    const n = this.size;
+    if (this.dtype === 'int32') {
+      const out = new Int32Array(n);
+      if (n > 0) buf.read(out);
+      return out;
+    }
+    if (this.dtype === 'bfloat16') {
+      const raw = new Uint16Array(n);
+      if (n > 0) buf.read(raw);
+      return bf16ToF32(raw);
+    }
+    const out = new Float32Array(n);
+    if (n > 0) buf.read(out);
+    return out;
+  }
+
+  /** A copy on `device` (and optionally another float dtype); `this` is unchanged. */
+  to(device: Device, dtype?: DType): Tensor {
+    const target = dtype ?? (device === 'cpu' && this.dtype === 'bfloat16' ? 'float32' : this.dtype);
+    const data = this.toArray();
+    return Tensor.fromArray(data, this.shape, { device, dtype: target });
+  }
+
+  dispose(): void {
+    if (this.buf) {
+      this.buf.dispose();
+      this.buf = null;
+    }
+  }
+
+  toString(): string {
+    return `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device}${this.disposed ? ', disposed' : ''})`;
+  }
+}

@@ -1,0 +1,36 @@
+// Seeded random inputs. Each run draws a fresh seed (printed on failure via the test names) unless
+// VWLMM_TEST_SEED pins it, so the kernels meet new inputs every run and a failure can be replayed.
+export const runSeed = Number(process.env.VWLMM_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
+
+export class Rng {
+  private s: number;
+  constructor(seed: number) {
+    this.s = seed >>> 0 || 1;
+  }
+  /** Uniform in [0, 1): mulberry32. */
+  next(): number {
+    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  normal(): number {
+    const u = Math.max(this.next(), 1e-12);
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
+  }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+  normals(n: number, scale = 1): Float32Array {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) a[i] = this.normal() * scale;
+    return a;
+  }
+}
+
+/** An Rng for one test case: the run seed mixed with a per-case label. */
+export function rngFor(label: string): Rng {
+  let h = runSeed ^ 0x9e3779b9;
+  for (let i = 0; i < label.length; i++) h = Math.imul(h ^ label.charCodeAt(i), 0x01000193);
+  return new Rng(h >>> 0);
+}
