@@ -14,10 +14,14 @@ double vec_sum_exp(const float* x, int64_t n, float shift);    // sum exp(x - sh
 void vec_exp(float* y, const float* x, int64_t n, double shift, float scale);  // y = scale exp(x - shift)
 bool vec_all_finite(const float* x, int64_t n);
 
-// KL row pieces, a = target logits, b = predicted logits, la = a - lse_a, lb = b - lse_b, p = exp(la):
-double vec_kl(const float* a, const float* b, int64_t n, double lse_a, double lse_b);  // sum p (la - lb)
-// In place: a <- sa * p (la - lb - kl) (skipped when sa == 0), b <- sb * (q - p).
-void vec_kl_grad(float* a, float* b, int64_t n, double lse_a, double lse_b, float kl, float sa, float sb);
+// KL row of target logits a and predicted logits b (their approximate lse given): the KL and the two
+// corrections that make p sum to 1 and the log-ratio exact (see vec.cpp).
+struct KlRow {
+  double kl = 0, shift = 0, psum = 1;
+};
+KlRow vec_kl(const float* a, const float* b, int64_t n, double lse_a, double lse_b);
+// In place: a <- sa * p (log p - log q - kl) (skipped when sa == 0), b <- sb * (q - p).
+void vec_kl_grad(float* a, float* b, int64_t n, double lse_a, double lse_b, const KlRow& row, float sa, float sb);
 // In place softmax backward: g <- p * (g - dot), p and g rows of length n.
 void vec_softmax_grad(float* g, const float* p, int64_t n, float dot);
 

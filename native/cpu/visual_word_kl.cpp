@@ -68,9 +68,9 @@ KernelStats visual_word_kl_cpu(const VisualWordKLArgs& a) {
         check_logit_row(op, mb, c0 + r);
         const double lse_a = ma + std::log(vec_sum_exp(ar, V, ma));
         const double lse_b = mb + std::log(vec_sum_exp(br, V, mb));
-        const double kl = vec_kl(ar, br, V, lse_a, lse_b);
-        row_loss[c0 + r] = kl;
-        if (grad) vec_kl_grad(ar, br, V, lse_a, lse_b, static_cast<float>(kl), sa, sb);
+        const KlRow kl = vec_kl(ar, br, V, lse_a, lse_b);
+        row_loss[c0 + r] = kl.kl;
+        if (grad) vec_kl_grad(ar, br, V, lse_a, lse_b, kl, sa, sb);
       }
     });
     if (grad) {

@@ -1,6 +1,11 @@
 // Independent float64 references of the fused kernels: plain loops over MATERIALISED [N, V] logits,
 // gradients derived through the generic softmax Jacobian (dz = p * (g - <p, g>)) rather than the
 // closed forms the kernels use, so a wrong closed form cannot hide in both.
+//
+// Each gradient also comes with a magnitude ("...Mag"): the same sums with every term replaced by its
+// absolute value. A float32 sum of terms t_i has an error ~ eps * sum |t_i|, however much the terms
+// cancel, so tests measure errors against max(Mag) (normwise, condition-aware) rather than max |ref|,
+// which would demand relative accuracy from results that are the tiny difference of large terms.
 export type F64 = Float64Array;
 
 /** z[i, v] = s * sum_k a[i, k] b[v, k] in float64. */
@@ -36,8 +41,13 @@ function softmaxBackward(logp: F64, g: F64): F64 {
   return dz;
 }
 
-/** dA[n, d] = G[n, V] B[V, d] and dB[V, d] = G^T A (float64). */
-function backprop(G: F64, A: ArrayLike<number>, B: ArrayLike<number>, n: number, V: number, d: number): { dA: F64; dB: F64 } {
+/** dA[n, d] = G[n, V] B[V, d] and dB[V, d] = G^T A (float64); with abs, the same over |G|, |A|, |B|. */
+function backprop(G: F64, A: ArrayLike<number>, B: ArrayLike<number>, n: number, V: number, d: number, abs = false): { dA: F64; dB: F64 } {
+  if (abs) {
+    G = G.map(Math.abs);
+    A = Float64Array.from(A, Math.abs);
+    B = Float64Array.from(B, Math.abs);
+  }
   const dA = new Float64Array(n * d), dB = new Float64Array(V * d);
   for (let i = 0; i < n; i++)
     for (let v = 0; v < V; v++) {
@@ -66,7 +76,7 @@ export function linearCrossEntropyRef(h: ArrayLike<number>, w: ArrayLike<number>
   let valid = 0;
   for (let i = 0; i < N; i++) if (t[i] !== ignore) valid++;
   const scale = (o.gradScale ?? 1) / ((o.reduction ?? 'mean') === 'mean' ? Math.max(valid, 1) : 1);
-  const losses = new Float64Array(N), G = new Float64Array(N * V);
+  const losses = new Float64Array(N), G = new Float64Array(N * V), Gm = new Float64Array(N * V);
   for (let i = 0; i < N; i++) {
     if (t[i] === ignore) continue;
     const { logp, lse } = rowLogSoftmax(z, i, V);
@@ -80,11 +90,16 @@ export function linearCrossEntropyRef(h: ArrayLike<number>, w: ArrayLike<number>
     losses[i] = loss;
     // -sum y log p through the softmax Jacobian; z-loss directly: d(lam lse^2)/dz = 2 lam lse p.
     const dz = Number.isFinite(g.reduce((a, b) => a + b, 0)) ? softmaxBackward(logp, g) : crossEntropyDz(logp, t[i], eps);
-    for (let v = 0; v < V; v++) G[i * V + v] = scale * (dz[v] + 2 * lam * lse * Math.exp(logp[v]));
+    for (let v = 0; v < V; v++) {
+      const p = Math.exp(logp[v]);
+      G[i * V + v] = scale * (dz[v] + 2 * lam * lse * p);
+      Gm[i * V + v] = Math.abs(scale) * (p * Math.abs(1 + 2 * lam * lse) + (v === t[i] ? 1 - eps : 0) + eps / V);
+    }
   }
   const total = losses.reduce((a, b) => a + b, 0);
   const { dA: dh, dB: dw } = backprop(G, h, w, N, V, d);
-  return { loss: (o.reduction ?? 'mean') === 'mean' ? (valid ? total / valid : 0) : total, losses, dh, dw, valid };
+  const { dA: dhMag, dB: dwMag } = backprop(Gm, h, w, N, V, d, true);
+  return { loss: (o.reduction ?? 'mean') === 'mean' ? (valid ? total / valid : 0) : total, losses, dh, dw, dhMag, dwMag, valid };
 }
 
 // When some p underflows to 0, -y/p is infinite and the Jacobian route is undefined; fall back to p - y.
@@ -106,7 +121,8 @@ export function visualWordKLRef(h: ArrayLike<number>, wLm: ArrayLike<number>, x:
   const T = o.temperature ?? 1;
   const a = logits(x, wVm, M, V, d, 1 / T), b = logits(h, wLm, M, V, d, 1 / T);
   const scale = (o.gradScale ?? 1) / T / ((o.reduction ?? 'batchmean') === 'batchmean' ? Math.max(M, 1) : 1);
-  const losses = new Float64Array(M), Ga = new Float64Array(M * V), Gb = new Float64Array(M * V);
+  const losses = new Float64Array(M), lossesMag = new Float64Array(M), Ga = new Float64Array(M * V), Gb = new Float64Array(M * V);
+  const Gam = new Float64Array(M * V), Gbm = new Float64Array(M * V);
   for (let i = 0; i < M; i++) {
     const A = rowLogSoftmax(a, i, V), B = rowLogSoftmax(b, i, V);
     let kl = 0;
@@ -114,20 +130,29 @@ export function visualWordKLRef(h: ArrayLike<number>, wLm: ArrayLike<number>, x:
     for (let v = 0; v < V; v++) {
       const p = Math.exp(A.logp[v]);
       kl += p * (A.logp[v] - B.logp[v]);
+      lossesMag[i] += p * Math.abs(A.logp[v] - B.logp[v]);
       gp[v] = A.logp[v] - B.logp[v] + 1;
     }
     losses[i] = kl;
     const da = softmaxBackward(A.logp, gp);
     // dKL/db_v = sum_u -p_u d(log q_u)/db_v = q_v - p_v (log-softmax Jacobian, summed by hand)
     for (let v = 0; v < V; v++) {
+      const p = Math.exp(A.logp[v]), q = Math.exp(B.logp[v]);
       Ga[i * V + v] = scale * da[v];
-      Gb[i * V + v] = scale * (Math.exp(B.logp[v]) - Math.exp(A.logp[v]));
+      Gb[i * V + v] = scale * (q - p);
+      Gam[i * V + v] = Math.abs(scale) * p * (Math.abs(A.logp[v] - B.logp[v]) + Math.abs(kl));
+      Gbm[i * V + v] = Math.abs(scale) * (q + p);
     }
   }
   const total = losses.reduce((s, v) => s + v, 0);
   const { dA: dx, dB: dwVm } = backprop(Ga, x, wVm, M, V, d);
   const { dA: dh, dB: dwLm } = backprop(Gb, h, wLm, M, V, d);
-  return { loss: (o.reduction ?? 'batchmean') === 'batchmean' ? (M ? total / M : 0) : total, losses, dh, dwLm, dx, dwVm };
+  const { dA: dxMag, dB: dwVmMag } = backprop(Gam, x, wVm, M, V, d, true);
+  const { dA: dhMag, dB: dwLmMag } = backprop(Gbm, h, wLm, M, V, d, true);
+  return {
+    loss: (o.reduction ?? 'batchmean') === 'batchmean' ? (M ? total / M : 0) : total, losses, lossesMag,
+    dh, dwLm, dx, dwVm, dhMag, dwLmMag, dxMag, dwVmMag,
+  };
 }
 
 /** Top-k (ids, probs) of softmax(x wVm^T) by full sort; ties to the lower id. */
@@ -161,21 +186,28 @@ export function pseudoImageFeaturesRef(x: ArrayLike<number>, w: ArrayLike<number
 /** Gradients of sum(out * g) for out = softmax(x wVm^T) e. */
 export function pseudoImageFeaturesBackwardRef(x: ArrayLike<number>, w: ArrayLike<number>, e: ArrayLike<number>, g: ArrayLike<number>, N: number, d: number, V: number, dE: number) {
   const z = logits(x, w, N, V, d);
-  const G = new Float64Array(N * V), de = new Float64Array(V * dE);
+  const G = new Float64Array(N * V), Gm = new Float64Array(N * V), de = new Float64Array(V * dE), deMag = new Float64Array(V * dE);
   for (let i = 0; i < N; i++) {
     const { logp } = rowLogSoftmax(z, i, V);
     const gp = new Float64Array(V); // dL/dp_v = <g_i, e_v>
+    let dot = 0;
     for (let v = 0; v < V; v++) {
       let s = 0;
       for (let j = 0; j < dE; j++) s += g[i * dE + j] * e[v * dE + j];
       gp[v] = s;
       const p = Math.exp(logp[v]);
-      for (let j = 0; j < dE; j++) de[v * dE + j] += p * g[i * dE + j];
+      dot += p * s;
+      for (let j = 0; j < dE; j++) {
+        de[v * dE + j] += p * g[i * dE + j];
+        deMag[v * dE + j] += p * Math.abs(g[i * dE + j]);
+      }
     }
     G.set(softmaxBackward(logp, gp), i * V);
+    for (let v = 0; v < V; v++) Gm[i * V + v] = Math.exp(logp[v]) * (Math.abs(gp[v]) + Math.abs(dot));
   }
   const { dA: dx, dB: dwVm } = backprop(G, x, w, N, V, d);
-  return { dx, dwVm, de };
+  const { dA: dxMag, dB: dwVmMag } = backprop(Gm, x, w, N, V, d, true);
+  return { dx, dwVm, de, dxMag, dwVmMag, deMag };
 }
 
 /** Central finite difference of f at coordinate i of `at` (float64). */

@@ -1,0 +1,269 @@
+// Host-side definitions shared by the CUDA kernels (declared in common.cuh): error formatting, the
+// per-process context, scratch allocation, gemm_rm, and the deferred non-finite checks.
+#include <climits>
+#include <mutex>
+#include <vector>
+
+#include "common.cuh"
+
+namespace vw::cuda {
+
+namespace {
+const char* base_name(const char* path) {
+  const char* slash = std::strrchr(path, '/');
+  return slash ? slash + 1 : path;
+}
+}  // namespace
+
+void throw_cuda_error(const char* op, cudaError_t err, const char* file, int line) {
+  cudaGetLastError();  // clear a non-sticky error so the next call starts clean
+  if (err == cudaErrorMemoryAllocation)
+    throw_runtime_error("[", op, "] out of CUDA memory (", cudaGetErrorString(err), ") at ", base_name(file), ":", line);
+  throw_runtime_error("[", op, "] ", cudaGetErrorString(err), " at ", base_name(file), ":", line);
+}
+
+void throw_cublas_error(const char* op, cublasStatus_t st, const char* file, int line) {
+  throw_runtime_error("[", op, "] cuBLAS ", cublasGetStatusName(st), " (", cublasGetStatusString(st), ") at ",
+                      base_name(file), ":", line);
+}
+
+// ------------------------------------------------------------------------------------------- context
+
+Context& context(const char* op) {
+  static std::mutex mu;
+  static Context ctx;  // never destroyed: tearing down cuBLAS after the driver at process exit crashes
+  std::lock_guard<std::mutex> lock(mu);
+  if (ctx.blas) return ctx;
+
+  Context c;
+  CUDA_CHECK(op, cudaGetDevice(&c.device));
+  CUDA_CHECK(op, cudaDeviceGetAttribute(&c.sm_count, cudaDevAttrMultiProcessorCount, c.device));
+  int pools = 0;
+  CUDA_CHECK(op, cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, c.device));
+  c.async_alloc = pools != 0;
+  if (c.async_alloc) {
+    // Keep freed workspace in the pool between calls instead of unmapping it at every synchronise (a
+    // 256 MiB remap per call is measurable); the addon trims the pool when a cudaMalloc runs out.
+    cudaMemPool_t pool;
+    CUDA_CHECK(op, cudaDeviceGetDefaultMemPool(&pool, c.device));
+    uint64_t threshold = UINT64_MAX;
+    CUDA_CHECK(op, cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  }
+  // A blocking stream: it waits for NativeBuffer's cudaMemcpy/cudaMemset on the legacy default stream.
+  CUDA_CHECK(op, cudaStreamCreate(&c.stream));
+  cublasStatus_t st = cublasCreate(&c.blas);
+  if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(c.blas, c.stream);
+  // Default math mode: no TF32 for float32 GEMMs (results must match the CPU backend to ~1e-5).
+  if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(c.blas, CUBLAS_DEFAULT_MATH);
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    if (c.blas) cublasDestroy(c.blas);
+    cudaStreamDestroy(c.stream);
+    throw_cublas_error(op, st, __FILE__, __LINE__);
+  }
+  ctx = c;
+  return ctx;
+}
+
+// ------------------------------------------------------------------------------------------- scratch
+
+DeviceBuffer::DeviceBuffer(const char* op, const Context& ctx, size_t bytes, int64_t* tally) : ctx_(&ctx) {
+  if (bytes == 0) return;
+  const cudaError_t err =
+      ctx.async_alloc ? cudaMallocAsync(&ptr_, bytes, ctx.stream) : cudaMalloc(&ptr_, bytes);
+  if (err != cudaSuccess) {
+    ptr_ = nullptr;
+    cudaGetLastError();
+    if (err == cudaErrorMemoryAllocation)
+      throw_runtime_error("[", op, "] out of CUDA memory allocating ", bytes, " bytes of workspace");
+    throw_cuda_error(op, err, __FILE__, __LINE__);
+  }
+  if (tally) *tally += static_cast<int64_t>(bytes);
+}
+
+DeviceBuffer::~DeviceBuffer() { release(); }
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    release();
+    ctx_ = o.ctx_;
+    ptr_ = o.ptr_;
+    o.ptr_ = nullptr;
+  }
+  return *this;
+}
+
+void DeviceBuffer::release() noexcept {
+  if (!ptr_) return;
+  // Errors cannot be reported from a destructor; a failed free only leaks into the pool.
+  if (ctx_->async_alloc)
+    cudaFreeAsync(ptr_, ctx_->stream);
+  else
+    cudaFree(ptr_);
+  ptr_ = nullptr;
+}
+
+// ------------------------------------------------------------------------------------------- GEMM
+
+void gemm_rm(const char* op, cublasHandle_t handle, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+             float alpha, const void* A, cudaDataType_t type_a, int64_t lda, const void* B, cudaDataType_t type_b,
+             int64_t ldb, float beta, void* C, cudaDataType_t type_c, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  const int64_t kMax = INT_MAX;
+  if (M > kMax || N > kMax || K > kMax || lda > kMax || ldb > kMax || ldc > kMax)
+    throw_range_error("[", op, "] GEMM sizes M=", M, " N=", N, " K=", K, " exceed cuBLAS's int range");
+  CUBLAS_CHECK(op, cublasGemmEx(handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha, B, type_b,
+                                static_cast<int>(ldb), A, type_a, static_cast<int>(lda), &beta, C, type_c,
+                                static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// ------------------------------------------------------------------------------------------- checks
+
+namespace {
+
+constexpr int kCheckThreads = 256;
+
+// Lane (element within a 16-byte word) of the first non-finite value, or -1. Exponent bits all ones
+// means Inf or NaN for both float32 and bfloat16.
+__device__ __forceinline__ int first_nonfinite_lane(uint4 w, float*) {
+  const uint32_t e = 0x7f800000u;
+  if ((w.x & e) == e) return 0;
+  if ((w.y & e) == e) return 1;
+  if ((w.z & e) == e) return 2;
+  if ((w.w & e) == e) return 3;
+  return -1;
+}
+__device__ __forceinline__ int first_nonfinite_lane(uint4 w, __nv_bfloat16*) {
+  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if ((words[k] & 0x7f80u) == 0x7f80u) return 2 * k;  // little endian: the low half is the earlier element
+    if ((words[k] & 0x7f800000u) == 0x7f800000u) return 2 * k + 1;
+  }
+  return -1;
+}
+__device__ __forceinline__ bool nonfinite(float x) { return !isfinite(x); }
+__device__ __forceinline__ bool nonfinite(__nv_bfloat16 x) { return !isfinite(__bfloat162float(x)); }
+
+struct MinOp {
+  __device__ __forceinline__ unsigned long long operator()(unsigned long long a, unsigned long long b) const {
+    return a < b ? a : b;
+  }
+};
+
+// First flat index of a non-finite value in x[0, n) -> atomicMin into *first_bad. The first n_vec * PER
+// elements are read as 16-byte words (the caller sets n_vec = 0 for a misaligned pointer). Each thread
+// visits increasing indices, so its first hit is its minimum and it can stop there.
+template <typename T>
+__global__ void __launch_bounds__(kCheckThreads)
+    common_check_finite_kernel(const T* __restrict__ x, int64_t n, int64_t n_vec, unsigned long long* first_bad) {
+  constexpr int kPer = 16 / sizeof(T);
+  unsigned long long bad = ULLONG_MAX;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int64_t i = tid; i < n_vec; i += stride) {
+    const int lane = first_nonfinite_lane(reinterpret_cast<const uint4*>(x)[i], static_cast<T*>(nullptr));
+    if (lane >= 0) {
+      bad = static_cast<unsigned long long>(i * kPer + lane);
+      break;
+    }
+  }
+  if (bad == ULLONG_MAX) {
+    for (int64_t i = n_vec * kPer + tid; i < n; i += stride) {
+      if (nonfinite(x[i])) {
+        bad = static_cast<unsigned long long>(i);
+        break;
+      }
+    }
+  }
+  bad = block_allreduce(bad, MinOp{}, ULLONG_MAX);
+  if (threadIdx.x == 0 && bad != ULLONG_MAX) atomicMin(first_bad, bad);
+}
+
+template <typename T>
+void launch_check_finite(const char* op, const Context& ctx, const void* ptr, int64_t n, unsigned long long* slot) {
+  if (n <= 0) return;
+  constexpr int kPer = 16 / sizeof(T);
+  const bool aligned = reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+  const int64_t n_vec = aligned ? n / kPer : 0;
+  const int64_t work = n_vec > 0 ? n_vec : n;
+  // Enough blocks to saturate HBM, few enough that the per-block reduction is noise.
+  const int64_t blocks = std::min<int64_t>((work + kCheckThreads - 1) / kCheckThreads, int64_t(ctx.sm_count) * 8);
+  common_check_finite_kernel<T><<<static_cast<unsigned>(blocks), kCheckThreads, 0, ctx.stream>>>(
+      static_cast<const T*>(ptr), n, n_vec, slot);
+  CUDA_CHECK_LAUNCH(op);
+}
+
+float element_as_float(const char* op, const Context& ctx, const void* ptr, int64_t i, DType t) {
+  if (t == DType::BF16) {
+    uint16_t bits = 0;
+    CUDA_CHECK(op, cudaMemcpyAsync(&bits, elem_offset(ptr, i, t), 2, cudaMemcpyDeviceToHost, ctx.stream));
+    CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+    const uint32_t f = static_cast<uint32_t>(bits) << 16;
+    float v;
+    std::memcpy(&v, &f, 4);
+    return v;
+  }
+  float v = 0.f;
+  CUDA_CHECK(op, cudaMemcpyAsync(&v, elem_offset(ptr, i, t), 4, cudaMemcpyDeviceToHost, ctx.stream));
+  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+  return v;
+}
+
+}  // namespace
+
+DeviceBuffer start_checks(const char* op, const Context& ctx, DType t, std::initializer_list<NamedInput> inputs,
+                          int64_t* tally) {
+  if (inputs.size() >= static_cast<size_t>(kLogitSlot)) throw_runtime_error("[", op, "] too many checked inputs");
+  DeviceBuffer status(op, ctx, kStatusBytes, tally);
+  CUDA_CHECK(op, cudaMemsetAsync(status.get(), 0xff, kStatusBytes, ctx.stream));
+  unsigned long long* slots = status.as<unsigned long long>();
+  int i = 0;
+  for (const NamedInput& in : inputs) {
+    if (t == DType::BF16)
+      launch_check_finite<__nv_bfloat16>(op, ctx, in.ptr, in.n, slots + i);
+    else
+      launch_check_finite<float>(op, ctx, in.ptr, in.n, slots + i);
+    ++i;
+  }
+  return status;
+}
+
+void raise_status(const char* op, const Context& ctx, const DeviceBuffer& status, DType t,
+                  std::initializer_list<NamedInput> inputs) {
+  unsigned long long h[kStatusSlots];
+  CUDA_CHECK(op, cudaMemcpyAsync(h, status.get(), kStatusBytes, cudaMemcpyDeviceToHost, ctx.stream));
+  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+  int i = 0;
+  for (const NamedInput& in : inputs) {
+    if (h[i] != ULLONG_MAX) {
+      const int64_t at = static_cast<int64_t>(h[i]);
+      const float v = element_as_float(op, ctx, in.ptr, at, t);
+      throw_range_error("[", op, "] ", in.name, " contains a non-finite value (", v, ") at flat index ", at);
+    }
+    ++i;
+  }
+  if (h[kLogitSlot] != ULLONG_MAX) {
+    const int64_t row = static_cast<int64_t>(h[kLogitSlot] >> 32);
+    const uint32_t bits = static_cast<uint32_t>(h[kLogitSlot] & 0xffffffffu);
+    float m;
+    std::memcpy(&m, &bits, 4);
+    throw_range_error("[", op, "] logits of row ", row, " are not finite (", m,
+                      "): the inputs overflow float32 in the projection");
+  }
+}
+
+double copy_row_losses(const char* op, const Context& ctx, const double* d_loss, float* host, int64_t n) {
+  if (n <= 0) return 0.0;
+  std::vector<double> loss(static_cast<size_t>(n));
+  CUDA_CHECK(op, cudaMemcpyAsync(loss.data(), d_loss, sizeof(double) * n, cudaMemcpyDeviceToHost, ctx.stream));
+  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    total += loss[i];
+    host[i] = static_cast<float>(loss[i]);
+  }
+  return total;
+}
+
+}  // namespace vw::cuda

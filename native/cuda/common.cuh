@@ -1,0 +1,283 @@
+// Shared pieces of the CUDA kernels (native/cuda/*.cu): error macros that throw vw::Error, the per-process
+// stream + cuBLAS handle, RAII device scratch, the row-major GEMM helper, the deferred input/logit checks,
+// and device helpers (bf16 conversion, warp/block reductions, online-softmax states, vector row access).
+//
+// Conventions shared by every op (see native/core/kernels.h for the math):
+//   * all work runs on one blocking stream (context().stream), so it is ordered after the cudaMemcpy /
+//     cudaMemset of NativeBuffer (legacy default stream); every op synchronises it before returning;
+//   * logits are float32 [chunk, V] blocks; a row pass is one thread block per row;
+//   * errors found on the device (non-finite inputs, non-finite logit rows) are recorded in a small status
+//     array and raised once at the end (raise_status), in the CPU backend's order, so the normal path has
+//     no host round trip per chunk.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+
+#include "../core/dtype.h"
+#include "../core/error.h"
+#include "../core/kernels.h"
+
+namespace vw::cuda {
+
+// ------------------------------------------------------------------------------------------- errors
+
+// Throw vw::Error (runtime) "[op] <message> at file:line"; never exit or abort.
+[[noreturn]] void throw_cuda_error(const char* op, cudaError_t err, const char* file, int line);
+[[noreturn]] void throw_cublas_error(const char* op, cublasStatus_t st, const char* file, int line);
+
+#define CUDA_CHECK(op, expr)                                                                   \
+  do {                                                                                         \
+    const cudaError_t vw_cuda_err_ = (expr);                                                   \
+    if (vw_cuda_err_ != cudaSuccess) ::vw::cuda::throw_cuda_error((op), vw_cuda_err_, __FILE__, __LINE__); \
+  } while (0)
+
+#define CUBLAS_CHECK(op, expr)                                                                 \
+  do {                                                                                         \
+    const cublasStatus_t vw_cublas_st_ = (expr);                                               \
+    if (vw_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                                \
+      ::vw::cuda::throw_cublas_error((op), vw_cublas_st_, __FILE__, __LINE__);                 \
+  } while (0)
+
+// Catches launch-configuration errors right after a <<<>>> launch.
+#define CUDA_CHECK_LAUNCH(op) CUDA_CHECK(op, cudaGetLastError())
+
+// ------------------------------------------------------------------------------------------- context
+
+struct Context {
+  int device = -1;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  int sm_count = 1;
+  bool async_alloc = false;  // stream-ordered allocator (cudaMallocAsync) supported
+};
+
+// The per-process context, created on first use on the then-current device (the module init never
+// touches the GPU). Throws vw::Error naming `op` when there is no usable device.
+Context& context(const char* op);
+
+// ------------------------------------------------------------------------------------------- scratch
+
+// RAII device scratch from the stream-ordered pool; adds its size to *tally (KernelStats.workspace_bytes).
+// Freed (stream-ordered) on every exit path, including exceptions.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const char* op, const Context& ctx, size_t bytes, int64_t* tally);
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ctx_(o.ctx_), ptr_(o.ptr_) { o.ptr_ = nullptr; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+
+  template <typename T>
+  T* as() const { return static_cast<T*>(ptr_); }
+  void* get() const { return ptr_; }
+
+ private:
+  void release() noexcept;
+  const Context* ctx_ = nullptr;
+  void* ptr_ = nullptr;
+};
+
+// ------------------------------------------------------------------------------------------- args
+
+inline void check_dims(const char* op, int64_t rows, int64_t d, int64_t V) {
+  if (rows < 0 || d < 1 || V < 1)
+    throw_range_error("[", op, "] invalid sizes: rows=", rows, " d=", d, " V=", V, " (need rows >= 0, d >= 1, V >= 1)");
+  // Row passes index a row with int and cuBLAS takes int sizes / leading dimensions.
+  const int64_t kMax = std::numeric_limits<int32_t>::max();
+  if (rows > kMax || d > kMax || V > kMax)
+    throw_range_error("[", op, "] sizes rows=", rows, " d=", d, " V=", V, " exceed the CUDA backend's limit of ", kMax);
+}
+
+inline void check_dtype(const char* op, DType t) {
+  if (t != DType::F32 && t != DType::BF16)
+    throw_type_error("[", op, "] the CUDA backend computes in float32 or bfloat16, got ", dtype_name(t));
+}
+
+inline cudaDataType_t cuda_type(DType t) { return t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+// p + elems elements of type t (pointer arithmetic on the untyped tensors of the argument structs).
+inline const void* elem_offset(const void* p, int64_t elems, DType t) {
+  return static_cast<const char*>(p) + elems * static_cast<int64_t>(dtype_size(t));
+}
+inline void* elem_offset(void* p, int64_t elems, DType t) {
+  return static_cast<char*>(p) + elems * static_cast<int64_t>(dtype_size(t));
+}
+
+// Rows per chunk when each row needs `f32_blocks` float32 and `bf16_blocks` bfloat16 [V] buffers within
+// `budget` bytes. pick_chunk_rows counts whole float32 buffers, so it is called in half-float units.
+inline int64_t pick_rows(int64_t requested, int64_t n, int64_t V, int f32_blocks, int bf16_blocks, int64_t budget) {
+  if (budget < 1) budget = 1;
+  return pick_chunk_rows(requested, n, V, 2 * f32_blocks + bf16_blocks, 2 * budget);
+}
+
+// ------------------------------------------------------------------------------------------- GEMM
+
+// Row-major C[M,N] = alpha op(A) op(B) + beta C with op(A) [M,K], op(B) [K,N] and leading dimensions in
+// elements of the row-major layout. cuBLAS is column-major: a row-major X is the column-major X^T, so this
+// computes C^T = op(B)^T op(A)^T, i.e. swaps the operands (and M/N) and keeps the transpose flags.
+// Always CUBLAS_COMPUTE_32F: float32 inputs stay true fp32 (no TF32), bf16 inputs use tensor cores with
+// fp32 accumulation. With beta = 0, C is write-only (may hold garbage).
+void gemm_rm(const char* op, cublasHandle_t handle, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+             float alpha, const void* A, cudaDataType_t type_a, int64_t lda, const void* B, cudaDataType_t type_b,
+             int64_t ldb, float beta, void* C, cudaDataType_t type_c, int64_t ldc);
+
+// ------------------------------------------------------------------------------------------- checks
+
+// Status words of one op call (device, unsigned long long, all bits set = nothing found):
+//   slot i < kLogitSlot: first flat index of a non-finite value in input i;
+//   kLogitSlot: (global row << 32 | float bits of that row's max) of the first row whose logits are not
+//   finite (atomicMin keeps the lowest row).
+constexpr int kStatusSlots = 8;
+constexpr int kLogitSlot = kStatusSlots - 1;
+constexpr size_t kStatusBytes = kStatusSlots * sizeof(unsigned long long);
+
+struct NamedInput {
+  const char* name;  // the JS-facing argument name used in the message ("h", "wVm", ...)
+  const void* ptr;
+  int64_t n;
+};
+
+// Allocates the status words, clears them, and queues a non-finite scan of each input (slot = position).
+DeviceBuffer start_checks(const char* op, const Context& ctx, DType t, std::initializer_list<NamedInput> inputs,
+                          int64_t* tally);
+
+// Synchronises the stream, reads the status words and throws the first error in the CPU backend's order:
+// inputs in the given order, then the first non-finite logit row.
+void raise_status(const char* op, const Context& ctx, const DeviceBuffer& status, DType t,
+                  std::initializer_list<NamedInput> inputs);
+
+// Copies n device doubles to host floats (synchronous) and returns their sum in double.
+double copy_row_losses(const char* op, const Context& ctx, const double* d_loss, float* host, int64_t n);
+
+// ================================================================================== device helpers
+#ifdef __CUDACC__
+
+constexpr int kRowThreads = 512;  // threads per row block of the row passes
+constexpr unsigned kFullMask = 0xffffffffu;
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// exp(z - m) that is 1 (not NaN) when z == m == +-inf: -inf entries seen before the first finite logit
+// are wiped by the next rescale, and +inf rows are reported by the max check anyway.
+__device__ __forceinline__ float exp_shift(float z, float m) { return z == m ? 1.f : expf(z - m); }
+
+// Shuffles any 4-byte-multiple trivially copyable value word by word.
+template <typename T>
+__device__ __forceinline__ T shfl_xor(T v, int lane_mask) {
+  static_assert(sizeof(T) % 4 == 0, "shfl_xor needs a 4-byte multiple");
+  constexpr int kWords = sizeof(T) / 4;
+  uint32_t w[kWords];
+  memcpy(w, &v, sizeof(T));
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) w[i] = __shfl_xor_sync(kFullMask, w[i], lane_mask);
+  memcpy(&v, w, sizeof(T));
+  return v;
+}
+
+template <typename T, typename Op>
+__device__ __forceinline__ T warp_allreduce(T v, Op op) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = op(v, shfl_xor(v, o));
+  return v;
+}
+
+// Reduction over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the
+// result. `identity` pads the missing warps; op must be associative and commutative up to rounding.
+// Ends with a barrier, so it can be called back to back.
+template <typename T, typename Op>
+__device__ T block_allreduce(T v, Op op, T identity) {
+  __shared__ T warp_vals[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+  v = warp_allreduce(v, op);
+  if (lane == 0) warp_vals[warp] = v;
+  __syncthreads();
+  v = lane < n_warps ? warp_vals[lane] : identity;
+  v = warp_allreduce(v, op);
+  __syncthreads();
+  return v;
+}
+
+struct SumOp {
+  template <typename T>
+  __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+
+// Online softmax state of a set of logits: m = max (NaN never enters it: a NaN logit poisons s instead),
+// s = sum exp(z - m). Empty: m = -inf, s = 0.
+struct SoftmaxState {
+  float m, s;
+  __device__ __forceinline__ void add(float z) {
+    if (z > m) {
+      s = s * exp_shift(m, z) + 1.f;
+      m = z;
+    } else {
+      s += exp_shift(z, m);
+    }
+  }
+  // The row's max as the CPU reports it: NaN when any logit was NaN.
+  __device__ __forceinline__ float reported_max() const { return s != s ? s : m; }
+  __device__ __forceinline__ bool bad() const { return !isfinite(reported_max()); }
+};
+__device__ __forceinline__ SoftmaxState softmax_empty() { return {-INFINITY, 0.f}; }
+struct SoftmaxMerge {
+  __device__ __forceinline__ SoftmaxState operator()(SoftmaxState a, SoftmaxState b) const {
+    const float m = fmaxf(a.m, b.m);
+    return {m, a.s * exp_shift(a.m, m) + b.s * exp_shift(b.m, m)};
+  }
+};
+
+// Records a non-finite logit row (global index `row`, reported max `val`); the lowest row wins.
+__device__ __forceinline__ void flag_bad_row(unsigned long long* status, int64_t row, float val) {
+  const unsigned long long key =
+      (static_cast<unsigned long long>(row) << 32) | static_cast<unsigned long long>(__float_as_uint(val));
+  atomicMin(status + kLogitSlot, key);
+}
+
+// Vector access to a row: VEC = 4 when V % 4 == 0 (every row then starts 16-byte aligned in a float block
+// and 8-byte aligned in a bf16 block), else 1.
+template <int VEC>
+__device__ __forceinline__ void load_row(const float* p, float (&v)[VEC]) {
+  if constexpr (VEC == 4) {
+    const float4 x = *reinterpret_cast<const float4*>(p);
+    v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+  } else {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) v[j] = p[j];
+  }
+}
+
+template <int VEC, typename T>
+__device__ __forceinline__ void store_row(T* p, const float (&v)[VEC]) {
+  if constexpr (VEC == 4 && sizeof(T) == 4) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  } else if constexpr (VEC == 4 && sizeof(T) == 2) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(v[0], v[1]), hi = __floats2bfloat162_rn(v[2], v[3]);
+    uint2 w;
+    memcpy(&w.x, &lo, 4);
+    memcpy(&w.y, &hi, 4);
+    *reinterpret_cast<uint2*>(p) = w;
+  } else {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) p[j] = from_float<T>(v[j]);
+  }
+}
+
+#endif  // __CUDACC__
+
+}  // namespace vw::cuda

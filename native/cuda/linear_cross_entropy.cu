@@ -1,0 +1,212 @@
+// Fused linear + cross-entropy on CUDA, forward and backward in one pass over row chunks (same semantics
+// as native/cpu/linear_cross_entropy.cpp).
+//   Shapes: h [N, d], w [V, d] (dtype), targets [N] int32 (device), dh [N, d] dtype, dw [V, d] float32,
+//           row_loss [N] float32 (host).
+//   Per chunk of nc rows:
+//     GEMM 1  z[nc, V] (f32) = h_c w^T
+//     row pass (one block per row): online max/sum-exp (+ sum z for label smoothing) in one read, loss in
+//              double, then a second read writing dL/dz = c (1 + 2 lam lse) p - c eps / V - c (1 - eps) [v = t]
+//              in place (float32) or into a bf16 block (bfloat16 inputs, since cuBLAS wants A and B of one type);
+//              ignored rows get a zero gradient row and loss 0
+//     GEMM 2  dh_c = g w          (C in dtype, beta 0)
+//     GEMM 3  dw  += g^T h_c      (C float32; beta 0 on the first processed chunk, so dw needs no memset)
+//   Targets are validated on the host (one 4N-byte copy); chunks whose rows are all ignored are skipped and
+//   their dh rows zeroed, as on the CPU.
+#include <algorithm>
+#include <vector>
+
+#include "common.cuh"
+#include "kernels_cuda.h"
+
+namespace vw::cuda {
+namespace {
+
+struct CeRowParams {
+  float* z;               // [nc, V] logits block
+  void* g;                // [nc, V] gradient out (== z for float32, a bf16 block for bfloat16); null if !grad
+  const int32_t* targets; // [nc] (device, chunk start)
+  double* row_loss;       // [nc] (device, chunk start)
+  unsigned long long* status;
+  int64_t row0;           // global index of the chunk's first row
+  int V;
+  int32_t ignore_index;
+  double c;               // gradient scale per row: gradScale (/ n_valid for mean)
+  double eps, lam;        // label smoothing, z-loss weight
+  float u, hit;           // c eps / V (every logit) and c (1 - eps) (the target logit), rounded as on the CPU
+  bool grad;
+};
+
+template <int VEC, typename OutT>
+__global__ void __launch_bounds__(kRowThreads) linear_cross_entropy_row_kernel(CeRowParams p) {
+  const int r = blockIdx.x;
+  const int V = p.V;
+  float* z = p.z + static_cast<int64_t>(r) * V;
+  OutT* g = p.grad ? static_cast<OutT*>(p.g) + static_cast<int64_t>(r) * V : nullptr;
+  const int32_t t = p.targets[r];
+
+  if (t == p.ignore_index) {  // uniform per block: the whole block leaves together
+    if (p.grad) {
+      float zero[VEC];
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) zero[j] = 0.f;
+      for (int v = threadIdx.x * VEC; v < V; v += blockDim.x * VEC) store_row<VEC>(g + v, zero);
+    }
+    if (threadIdx.x == 0) p.row_loss[r] = 0.0;
+    return;
+  }
+
+  // Read 1: max, sum exp, sum z (the sum is only used with label smoothing; one add per element).
+  SoftmaxState st = softmax_empty();
+  float sum_z = 0.f;
+  for (int v = threadIdx.x * VEC; v < V; v += blockDim.x * VEC) {
+    float x[VEC];
+    load_row<VEC>(z + v, x);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      st.add(x[j]);
+      sum_z += x[j];
+    }
+  }
+  // z[t] must be read before any thread overwrites the row in place (the reductions below are barriers).
+  const float z_t = threadIdx.x == 0 ? z[t] : 0.f;
+  st = block_allreduce(st, SoftmaxMerge{}, softmax_empty());
+  sum_z = block_allreduce(sum_z, SumOp{}, 0.f);
+
+  const double lse = static_cast<double>(st.m) + log(static_cast<double>(st.s));
+  if (threadIdx.x == 0) {
+    if (st.bad()) flag_bad_row(p.status, p.row0 + r, st.reported_max());
+    double loss = (1.0 - p.eps) * (lse - z_t) + p.lam * lse * lse;
+    if (p.eps != 0.0) loss += p.eps * (lse - static_cast<double>(sum_z) / V);
+    p.row_loss[r] = loss;
+  }
+  if (!p.grad) return;
+
+  // Read 2: p_v = exp((z - m) - log s) (z - m is exact near the max, so no large-lse cancellation).
+  const float log_s = logf(st.s), m = st.m;
+  const float scale = static_cast<float>(p.c * (1.0 + 2.0 * p.lam * lse));
+  const float u = p.u, hit = p.hit;
+  for (int v = threadIdx.x * VEC; v < V; v += blockDim.x * VEC) {
+    float x[VEC];
+    load_row<VEC>(z + v, x);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      float gv = scale * expf((x[j] - m) - log_s) - u;
+      if (v + j == t) gv -= hit;
+      x[j] = gv;
+    }
+    store_row<VEC>(g + v, x);
+  }
+}
+
+template <typename OutT>
+void launch_row_kernel(const char* op, const Context& ctx, int64_t nc, const CeRowParams& p) {
+  if (p.V % 4 == 0)
+    linear_cross_entropy_row_kernel<4, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
+  else
+    linear_cross_entropy_row_kernel<1, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
+  CUDA_CHECK_LAUNCH(op);
+}
+
+}  // namespace
+
+KernelStats linear_cross_entropy_cuda(const LinearCrossEntropyArgs& a) {
+  const char* op = "linear_cross_entropy";
+  check_dims(op, a.N, a.d, a.V);
+  check_dtype(op, a.dtype);
+  const int64_t N = a.N, d = a.d, V = a.V;
+  const DType dt = a.dtype;
+  const bool grad = a.compute_grad, bf16 = dt == DType::BF16;
+  Context& ctx = context(op);
+
+  // Targets: one small copy to validate them exactly as the CPU does and to know which chunks to skip.
+  std::vector<int32_t> targets(static_cast<size_t>(N));
+  if (N > 0) {
+    CUDA_CHECK(op, cudaMemcpyAsync(targets.data(), a.targets, sizeof(int32_t) * N, cudaMemcpyDeviceToHost, ctx.stream));
+    CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+  }
+  int64_t n_valid = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const int32_t t = targets[i];
+    if (t == a.ignore_index) continue;
+    if (t < 0 || t >= V)
+      throw_range_error("[", op, "] targets[", i, "] = ", t, " is outside [0, ", V, ") and is not ignoreIndex (", a.ignore_index, ")");
+    ++n_valid;
+  }
+
+  const auto inputs = {NamedInput{"h", a.h, N * d}, NamedInput{"w", a.w, V * d}};
+  int64_t ws = 0;
+  DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
+  KernelStats st;
+  st.rows = n_valid;
+  if (n_valid == 0) {
+    if (grad) {
+      CUDA_CHECK(op, cudaMemsetAsync(a.dh, 0, dtype_size(dt) * N * d, ctx.stream));
+      CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
+    }
+    raise_status(op, ctx, status, dt, inputs);
+    std::fill(a.row_loss, a.row_loss + N, 0.f);
+    st.workspace_bytes = ws;
+    return st;
+  }
+
+  DeviceBuffer row_loss(op, ctx, sizeof(double) * N, &ws);
+  CUDA_CHECK(op, cudaMemsetAsync(row_loss.get(), 0, sizeof(double) * N, ctx.stream));  // skipped chunks read 0
+  const int64_t chunk = pick_rows(a.chunk_rows, N, V, 1, grad && bf16 ? 1 : 0, a.workspace_budget - ws);
+  DeviceBuffer z(op, ctx, sizeof(float) * chunk * V, &ws);
+  DeviceBuffer gbf;
+  if (grad && bf16) gbf = DeviceBuffer(op, ctx, sizeof(__nv_bfloat16) * chunk * V, &ws);
+  st.chunk_rows = chunk;
+
+  const double c = a.reduction == Reduction::Mean ? a.grad_scale / n_valid : a.grad_scale;
+  const cudaDataType_t tin = cuda_type(dt), tg = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  void* g = bf16 ? gbf.get() : z.get();
+  bool dw_started = false;
+  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
+    const int64_t nc = std::min(chunk, N - c0);
+    bool any = false;
+    for (int64_t r = 0; r < nc && !any; ++r) any = targets[c0 + r] != a.ignore_index;
+    if (!any) {  // a fully ignored chunk costs nothing and leaves dh zero
+      if (grad) CUDA_CHECK(op, cudaMemsetAsync(elem_offset(a.dh, c0 * d, dt), 0, dtype_size(dt) * nc * d, ctx.stream));
+      continue;
+    }
+    const void* h_c = elem_offset(a.h, c0 * d, dt);
+    gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, h_c, tin, d, a.w, tin, d, 0.f, z.get(), CUDA_R_32F, V);
+
+    CeRowParams p;
+    p.z = z.as<float>();
+    p.g = grad ? g : nullptr;
+    p.targets = a.targets + c0;
+    p.row_loss = row_loss.as<double>() + c0;
+    p.status = status.as<unsigned long long>();
+    p.row0 = c0;
+    p.V = static_cast<int>(V);
+    p.ignore_index = a.ignore_index;
+    p.c = c;
+    p.eps = a.label_smoothing;
+    p.lam = a.z_loss_weight;
+    p.u = static_cast<float>(c * a.label_smoothing / V);
+    p.hit = static_cast<float>(c * (1 - a.label_smoothing));
+    p.grad = grad;
+    if (bf16 && grad)
+      launch_row_kernel<__nv_bfloat16>(op, ctx, nc, p);
+    else
+      launch_row_kernel<float>(op, ctx, nc, p);
+
+    if (grad) {
+      gemm_rm(op, ctx.blas, false, false, nc, d, V, 1.f, g, tg, V, a.w, tin, d, 0.f, elem_offset(a.dh, c0 * d, dt),
+              tin, d);
+      gemm_rm(op, ctx.blas, true, false, V, d, nc, 1.f, g, tg, V, h_c, tin, d, dw_started ? 1.f : 0.f, a.dw,
+              CUDA_R_32F, d);
+      dw_started = true;
+    }
+  }
+  if (grad && !dw_started) CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
+
+  raise_status(op, ctx, status, dt, inputs);
+  const double total = copy_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, N);
+  st.loss = a.reduction == Reduction::Mean ? total / n_valid : total;
+  st.workspace_bytes = ws;
+  return st;
+}
+
+}  // namespace vw::cuda
