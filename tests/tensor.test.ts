@@ -1,0 +1,146 @@
+// Tensor, scope and native memory: round trips, disposal, leak accounting, bf16 conversion.
+import { describe, expect, it } from 'vitest';
+import { cudaAvailable, keep, kernels, memoryStats, scope, Tensor } from '../src';
+import { bf16ToF32, f32ToBf16, roundToBf16 } from '../src/bf16';
+import { rngFor } from './support/random';
+
+const live = () => memoryStats().cpu.liveBuffers;
+
+describe('Tensor', () => {
+  it('round-trips float32 and int32 data and reports shape, dtype, device', () => {
+    const f = Tensor.fromArray(new Float32Array([1.5, -2, 3e-8, 4e30, 0, -0]), [2, 3]);
+    expect(f.shape).toEqual([2, 3]);
+    expect(f.dtype).toBe('float32');
+    expect(f.device).toBe('cpu');
+    expect(Array.from(f.toArray())).toEqual([1.5, -2, Math.fround(3e-8), Math.fround(4e30), 0, -0]);
+    const i = Tensor.fromArray(new Int32Array([7, -2147483648, 2147483647]), [3]);
+    expect(i.dtype).toBe('int32');
+    expect(Array.from(i.toArray())).toEqual([7, -2147483648, 2147483647]);
+    f.dispose();
+    i.dispose();
+  });
+
+  it('holds empty tensors', () => {
+    const t = Tensor.fromArray(new Float32Array(0), [0, 5]);
+    expect(t.size).toBe(0);
+    expect(t.toArray().length).toBe(0);
+    t.dispose();
+  });
+
+  it('dispose is idempotent, frees memory at once, and later use throws', () => {
+    const before = memoryStats().cpu;
+    const t = Tensor.fromArray(new Float32Array(1000), [10, 100]);
+    expect(memoryStats().cpu.liveBytes - before.liveBytes).toBe(4000);
+    t.dispose();
+    t.dispose();
+    expect(memoryStats().cpu).toEqual(before);
+    expect(t.disposed).toBe(true);
+    expect(() => t.toArray()).toThrow(/disposed/);
+    const w = Tensor.fromArray(new Float32Array(4), [2, 2]);
+    expect(() => kernels.visualWords(t, w)).toThrow(/x has been disposed/);
+    w.dispose();
+  });
+
+  it('scope disposes intermediates and keeps what it returns (nested)', () => {
+    const base = live();
+    const kept = scope(() => {
+      Tensor.fromArray(new Float32Array(3), [3]);
+      const inner = scope(() => {
+        Tensor.fromArray(new Float32Array(2), [2]);
+        return { a: Tensor.fromArray(new Float32Array([1, 2]), [2]), list: [Tensor.fromArray(new Int32Array([5]), [1])] };
+      });
+      expect(live()).toBe(base + 3); // the outer temp + the two returned from inner
+      return inner;
+    });
+    expect(live()).toBe(base + 2);
+    expect(Array.from(kept.a.toArray())).toEqual([1, 2]);
+    kept.a.dispose();
+    kept.list[0].dispose();
+    expect(live()).toBe(base);
+  });
+
+  it('scope disposes everything when fn throws, and keep() exempts a tensor', () => {
+    const base = live();
+    let escaped: Tensor | null = null;
+    expect(() =>
+      scope(() => {
+        escaped = keep(Tensor.fromArray(new Float32Array(1), [1]));
+        Tensor.fromArray(new Float32Array(1), [1]);
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
+    expect(live()).toBe(base + 1);
+    escaped!.dispose();
+    expect(live()).toBe(base);
+  });
+
+  it('kernel outputs are native tensors that scope frees; repeated calls do not leak', () => {
+    const rng = rngFor('leak');
+    const h = Tensor.fromArray(rng.normals(16 * 8), [16, 8]);
+    const w = Tensor.fromArray(rng.normals(50 * 8), [50, 8]);
+    const t = Tensor.fromArray(new Int32Array(16).fill(3), [16]);
+    const base = memoryStats().cpu;
+    for (let i = 0; i < 50; i++) {
+      scope(() => {
+        kernels.linearCrossEntropy(h, w, t);
+        kernels.visualWordKL(h, w, h, w);
+        kernels.visualWords(h, w, { topK: 2 });
+        kernels.pseudoImageFeaturesBackward(h, w, w, kernels.pseudoImageFeatures(h, w, w));
+      });
+    }
+    expect(memoryStats().cpu).toEqual(base);
+    [h, w, t].forEach((x) => x.dispose());
+  });
+
+  it('a failing kernel call frees the outputs it had allocated', () => {
+    const h = Tensor.fromArray(new Float32Array([1, 2, 3, 4]), [2, 2]);
+    const w = Tensor.fromArray(new Float32Array([1, 0, 0, 1, 1, 1]), [3, 2]);
+    const t = Tensor.fromArray(new Int32Array([1, 7]), [2]);
+    const base = memoryStats().cpu;
+    expect(() => kernels.linearCrossEntropy(h, w, t)).toThrow(RangeError);
+    expect(memoryStats().cpu).toEqual(base);
+    [h, w, t].forEach((x) => x.dispose());
+  });
+
+  it('rejects bad construction arguments with errors that name them', () => {
+    expect(() => Tensor.fromArray(new Float32Array(5), [2, 3])).toThrow(/5 elements but shape \[2, 3\] needs 6/);
+    expect(() => Tensor.fromArray([1, 2] as unknown as Float32Array, [2])).toThrow(TypeError);
+    expect(() => Tensor.fromArray(new Float32Array(2), [2, -1])).toThrow(/shape/);
+    expect(() => Tensor.fromArray(new Float32Array(2), [2.5])).toThrow(/shape/);
+    expect(() => Tensor.fromArray(new Float32Array(2), [2], { dtype: 'int32' })).toThrow(/Int32Array/);
+    expect(() => Tensor.fromArray(new Float32Array(2), [2], { dtype: 'bfloat16' })).toThrow(/bfloat16 is a CUDA dtype/);
+    expect(() => Tensor.fromArray(new Float32Array(2), [2], { device: 'tpu' as 'cpu' })).toThrow(/device/);
+  });
+
+  it.skipIf(cudaAvailable())('asking for CUDA without a GPU names the reason', () => {
+    expect(() => Tensor.fromArray(new Float32Array(2), [2], { device: 'cuda' })).toThrow(/CUDA is unavailable: .+/);
+  });
+
+  it.skipIf(!cudaAvailable())('moves data between cpu and cuda, including bfloat16', () => {
+    const a = new Float32Array([1, -2.5, 3.14159, 1e-3]);
+    scope(() => {
+      const c = Tensor.fromArray(a, [4]).to('cuda');
+      expect(c.device).toBe('cuda');
+      expect(Array.from(c.to('cpu').toArray())).toEqual(Array.from(a));
+      const b = Tensor.fromArray(a, [4], { device: 'cuda', dtype: 'bfloat16' });
+      expect(Array.from(b.toArray())).toEqual(Array.from(a, roundToBf16));
+    });
+  });
+});
+
+describe('bfloat16 conversion', () => {
+  it('rounds to nearest even and keeps NaN/Inf', () => {
+    // 1 + 2^-8 is exactly halfway between two bf16 values: ties go to the even mantissa (1).
+    const x = new Float32Array([1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -0, Infinity, -Infinity, NaN, 65504, 1e-40]);
+    const y = bf16ToF32(f32ToBf16(x));
+    expect(y[0]).toBe(1);
+    expect(y[1]).toBe(1);
+    expect(y[2]).toBe(1 + 4 * 2 ** -8);
+    expect(Object.is(y[3], -0)).toBe(true);
+    expect(y[4]).toBe(Infinity);
+    expect(y[5]).toBe(-Infinity);
+    expect(Number.isNaN(y[6])).toBe(true);
+    expect(Math.abs(y[7] - 65504) / 65504).toBeLessThan(2 ** -8);
+    for (let i = 0; i < x.length; i++) if (!Number.isNaN(x[i])) expect(y[i]).toBe(roundToBf16(x[i]));
+  });
+});
