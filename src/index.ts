@@ -10,7 +10,7 @@ export type {
 } from './kernels';
 
 export interface BackendInfo {
-  cpu: { device: 'cpu'; gemm: string; threads: number; napiVersion: number };
+  cpu: { device: 'cpu'; gemm: string; threads: number; simd: string; napiVersion: number };
   cuda: { available: boolean; reason: string | null; [key: string]: unknown };
 }
 

@@ -14,17 +14,18 @@ namespace vw {
 
 enum class Reduction : int32_t { Mean = 0, Sum = 1, None = 2 };
 
-// Chosen row chunk: the caller's value if > 0, else the most rows whose `bufs` float32 [rows, V] buffers
-// fit in `budget_bytes` (at least 1, at most n).
+// Chosen row chunk: the caller's value if > 0, else the fewest chunks whose `bufs` float32 [rows, V]
+// buffers fit in `budget_bytes`, balanced (576 rows in 262-row chunks become 3 x 192, not 262+262+52,
+// since a thin last chunk runs its GEMMs far below peak). At least 1, at most n.
 inline int64_t pick_chunk_rows(int64_t requested, int64_t n, int64_t V, int bufs, int64_t budget_bytes) {
   if (n <= 0) return 0;
-  int64_t rows = requested;
-  if (rows <= 0) {
-    int64_t per_row = V * 4 * bufs;
-    rows = per_row > 0 ? budget_bytes / per_row : n;
-    if (rows < 1) rows = 1;
-  }
-  return rows < n ? rows : n;
+  if (requested > 0) return requested < n ? requested : n;
+  const int64_t per_row = V * 4 * bufs;
+  int64_t rows = per_row > 0 ? budget_bytes / per_row : n;
+  if (rows < 1) rows = 1;
+  if (rows >= n) return n;
+  const int64_t chunks = (n + rows - 1) / rows;
+  return (n + chunks - 1) / chunks;
 }
 
 // loss_i = (1 - eps) (lse_i - z_i[t_i]) + eps (lse_i - mean_v z_iv) + z_loss_weight * lse_i^2,

@@ -1,11 +1,16 @@
 // Vectorised row primitives of the fused kernels (one logits row of length n at a time). Sums are
 // accumulated in double so a 32k-long row keeps fp32 results within 1e-6 relative.
-// On x86-64 each function is compiled twice (AVX2+FMA and baseline) and picked at load time, so one
-// prebuilt binary is both portable and fast.
+// Reductions carry `omp simd` (compiled with -fopenmp-simd: no OpenMP runtime) so they vectorise
+// without -ffast-math, which would break the NaN checks. On x86-64 the bodies (vec_kernels.inc) are
+// compiled twice, baseline and AVX2+FMA, and vec.cpp picks one at load time, so one prebuilt binary is
+// both portable and fast.
 #pragma once
 #include <cstdint>
 
 namespace vw::cpu {
+
+// "avx2+fma" or "generic": the build of these functions in use.
+const char* vec_isa_name();
 
 float vec_max(const float* x, int64_t n);                      // -inf for n = 0; NaN if any NaN
 double vec_sum(const float* x, int64_t n);

@@ -7,6 +7,7 @@
 #include "../cpu/gemm.h"
 #include "../cpu/kernels_cpu.h"
 #include "../cpu/parallel.h"
+#include "../cpu/vec.h"
 #include "kernels_napi.h"
 
 namespace vw::napi {
@@ -61,6 +62,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     o.Set("device", "cpu");
     o.Set("gemm", cpu::gemm_backend_name());
     o.Set("threads", cpu::num_threads());
+    o.Set("simd", cpu::vec_isa_name());
     o.Set("napiVersion", NAPI_VERSION);
     return o;
   }));

@@ -21,7 +21,7 @@ describe('bounded workspace', () => {
       // A tighter budget gives smaller chunks and the same numbers.
       const small = kernels.linearCrossEntropy(h, w, t, { workspaceBytes: 4 * 2 ** 20 });
       expect(small.workspaceBytes).toBeLessThanOrEqual(4 * 2 ** 20);
-      expect(small.chunkRows).toBe(Math.floor((4 * 2 ** 20) / (V * 4)));
+      expect(small.chunkRows).toBeLessThanOrEqual(Math.floor((4 * 2 ** 20) / (V * 4)));
       expect(small.loss).toBeCloseTo(ce.loss, 5);
       const a = small.dw!.toArray(), b = ce.dw!.toArray();
       let diff = 0, scale = 0;
