@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "kernels_cuda.h"
 
 namespace vw::cuda {
 
@@ -68,8 +69,17 @@ Context& context(const char* op) {
 
 DeviceBuffer::DeviceBuffer(const char* op, const Context& ctx, size_t bytes, int64_t* tally) : ctx_(&ctx) {
   if (bytes == 0) return;
-  const cudaError_t err =
-      ctx.async_alloc ? cudaMallocAsync(&ptr_, bytes, ctx.stream) : cudaMalloc(&ptr_, bytes);
+  auto try_alloc = [&]() { return ctx.async_alloc ? cudaMallocAsync(&ptr_, bytes, ctx.stream) : cudaMalloc(&ptr_, bytes); };
+  cudaError_t err = try_alloc();
+  if (err == cudaErrorMemoryAllocation && ctx.async_alloc) {
+    // The pool keeps earlier workspace cached (release threshold = max); hand it back and retry once.
+    cudaGetLastError();
+    cudaMemPool_t pool;
+    if (cudaStreamSynchronize(ctx.stream) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, ctx.device) == cudaSuccess)
+      cudaMemPoolTrimTo(pool, 0);
+    cudaGetLastError();
+    err = try_alloc();
+  }
   if (err != cudaSuccess) {
     ptr_ = nullptr;
     cudaGetLastError();
@@ -264,6 +274,26 @@ double copy_row_losses(const char* op, const Context& ctx, const double* d_loss,
     host[i] = static_cast<float>(loss[i]);
   }
   return total;
+}
+
+}  // namespace vw::cuda
+
+namespace vw::cuda {
+
+void gemm_cuda(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, const void* B, float* C,
+               DType ab_type) {
+  const char* op = "sgemm";
+  check_dtype(op, ab_type);
+  if (M < 0 || N < 0 || K < 0) throw_range_error("[", op, "] negative size");
+  Context& ctx = context(op);
+  if (M > 0 && N > 0 && K == 0) {  // cuBLAS with k = 0 and beta = 0 is not guaranteed to write C
+    CUDA_CHECK(op, cudaMemsetAsync(C, 0, sizeof(float) * M * N, ctx.stream));
+  } else {
+    const cudaDataType_t t = cuda_type(ab_type);
+    gemm_rm(op, ctx.blas, trans_a, trans_b, M, N, K, 1.f, A, t, trans_a ? M : K, B, t, trans_b ? K : N, 0.f, C,
+            CUDA_R_32F, N);
+  }
+  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
 }
 
 }  // namespace vw::cuda

@@ -161,6 +161,9 @@ double copy_row_losses(const char* op, const Context& ctx, const double* d_loss,
 // ================================================================================== device helpers
 #ifdef __CUDACC__
 
+// Host-callable too, so the online-reduction math can be unit-tested without a GPU.
+#define VW_HD __host__ __device__ __forceinline__
+
 constexpr int kRowThreads = 512;  // threads per row block of the row passes
 constexpr unsigned kFullMask = 0xffffffffu;
 
@@ -175,7 +178,18 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { re
 
 // exp(z - m) that is 1 (not NaN) when z == m == +-inf: -inf entries seen before the first finite logit
 // are wiped by the next rescale, and +inf rows are reported by the max check anyway.
-__device__ __forceinline__ float exp_shift(float z, float m) { return z == m ? 1.f : expf(z - m); }
+VW_HD float exp_shift(float z, float m) { return z == m ? 1.f : expf(z - m); }
+
+// A double as float hi + lo: (x - hi) - lo is exact to the float rounding of the result, so subtracting a
+// large per-row constant (an lse ~ 1e3) from a logit does not lose the 2^-24 |constant| a single float
+// would (the CPU backend's SPLIT in native/cpu/vec.cpp).
+struct Split {
+  float hi, lo;
+};
+VW_HD Split split(double x) {
+  const float hi = static_cast<float>(x);
+  return {hi, static_cast<float>(x - static_cast<double>(hi))};
+}
 
 // Shuffles any 4-byte-multiple trivially copyable value word by word.
 template <typename T>
@@ -222,7 +236,7 @@ struct SumOp {
 // s = sum exp(z - m). Empty: m = -inf, s = 0.
 struct SoftmaxState {
   float m, s;
-  __device__ __forceinline__ void add(float z) {
+  VW_HD void add(float z) {
     if (z > m) {
       s = s * exp_shift(m, z) + 1.f;
       m = z;
@@ -231,12 +245,12 @@ struct SoftmaxState {
     }
   }
   // The row's max as the CPU reports it: NaN when any logit was NaN.
-  __device__ __forceinline__ float reported_max() const { return s != s ? s : m; }
-  __device__ __forceinline__ bool bad() const { return !isfinite(reported_max()); }
+  VW_HD float reported_max() const { return s != s ? s : m; }
+  VW_HD bool bad() const { return !isfinite(reported_max()); }
 };
-__device__ __forceinline__ SoftmaxState softmax_empty() { return {-INFINITY, 0.f}; }
+VW_HD SoftmaxState softmax_empty() { return {-INFINITY, 0.f}; }
 struct SoftmaxMerge {
-  __device__ __forceinline__ SoftmaxState operator()(SoftmaxState a, SoftmaxState b) const {
+  VW_HD SoftmaxState operator()(SoftmaxState a, SoftmaxState b) const {
     const float m = fmaxf(a.m, b.m);
     return {m, a.s * exp_shift(a.m, m) + b.s * exp_shift(b.m, m)};
   }

@@ -55,9 +55,10 @@ __global__ void __launch_bounds__(kRowThreads) linear_cross_entropy_row_kernel(C
     return;
   }
 
-  // Read 1: max, sum exp, sum z (the sum is only used with label smoothing; one add per element).
+  // Read 1: max, sum exp, sum z (only used with label smoothing; a double add per element is free in this
+  // memory-bound pass and keeps eps (lse - mean z) accurate for large logits, as the CPU's double sum does).
   SoftmaxState st = softmax_empty();
-  float sum_z = 0.f;
+  double sum_z = 0.0;
   for (int v = threadIdx.x * VEC; v < V; v += blockDim.x * VEC) {
     float x[VEC];
     load_row<VEC>(z + v, x);
@@ -70,19 +71,19 @@ __global__ void __launch_bounds__(kRowThreads) linear_cross_entropy_row_kernel(C
   // z[t] must be read before any thread overwrites the row in place (the reductions below are barriers).
   const float z_t = threadIdx.x == 0 ? z[t] : 0.f;
   st = block_allreduce(st, SoftmaxMerge{}, softmax_empty());
-  sum_z = block_allreduce(sum_z, SumOp{}, 0.f);
+  sum_z = block_allreduce(sum_z, SumOp{}, 0.0);
 
   const double lse = static_cast<double>(st.m) + log(static_cast<double>(st.s));
   if (threadIdx.x == 0) {
     if (st.bad()) flag_bad_row(p.status, p.row0 + r, st.reported_max());
     double loss = (1.0 - p.eps) * (lse - z_t) + p.lam * lse * lse;
-    if (p.eps != 0.0) loss += p.eps * (lse - static_cast<double>(sum_z) / V);
+    if (p.eps != 0.0) loss += p.eps * (lse - sum_z / V);
     p.row_loss[r] = loss;
   }
   if (!p.grad) return;
 
-  // Read 2: p_v = exp((z - m) - log s) (z - m is exact near the max, so no large-lse cancellation).
-  const float log_s = logf(st.s), m = st.m;
+  // Read 2: p_v = exp(z - lse) with lse split into float hi + lo (see Split), as the CPU's vec_exp.
+  const Split lse_c = split(lse);
   const float scale = static_cast<float>(p.c * (1.0 + 2.0 * p.lam * lse));
   const float u = p.u, hit = p.hit;
   for (int v = threadIdx.x * VEC; v < V; v += blockDim.x * VEC) {
@@ -90,7 +91,7 @@ __global__ void __launch_bounds__(kRowThreads) linear_cross_entropy_row_kernel(C
     load_row<VEC>(z + v, x);
 #pragma unroll
     for (int j = 0; j < VEC; ++j) {
-      float gv = scale * expf((x[j] - m) - log_s) - u;
+      float gv = scale * expf((x[j] - lse_c.hi) - lse_c.lo) - u;
       if (v + j == t) gv -= hit;
       x[j] = gv;
     }

@@ -5,12 +5,11 @@
 //   Per chunk of nc rows:
 //     GEMM 1,2  a = x_c w_vm^T / T, b = h_c w_lm^T / T          (two float32 [nc, V] blocks)
 //     row pass  (one block per row, two reads of a and b):
-//               read 1: online max / sum-exp of a and b plus t = sum_v e^(a-Ma) ((a-Ma) - (b-Mb)), so
-//                       KL = t / Sa - log Sa + log Sb  (the log-prob form of the CPU: every term is a
-//                       difference of logits relative to their row max, no large-lse cancellation);
-//               read 2: la = (a-Ma) - log Sa, lb = (b-Mb) - log Sb, p = e^la, q = e^lb,
-//                       a <- sa p (la - lb - KL) (not when detached), b <- sb (q - p),
-//                       in place (float32) or into bf16 blocks (bfloat16: cuBLAS wants one A/B type)
+//               read 1: the CPU's log-ratio KL (lr = (a - b) - D, KL = sum p lr + log sum p e^-lr) with
+//                       online maxima, so the max, the normalisation and the KL come from one read
+//                       (KlState below);
+//               read 2: a <- sa p (lr - KL) (not when detached), b <- sb (q - p), in place (float32) or
+//                       into bf16 blocks (bfloat16: cuBLAS wants one A/B type)
 //     GEMM 3,4  dh_c = gb w_lm,  dw_lm += gb^T h_c
 //     GEMM 5,6  dx_c = ga w_vm,  dw_vm += ga^T x_c              (not when detached)
 //   dw_* use beta 0 on the first chunk, so they need no memset.
@@ -22,50 +21,62 @@
 namespace vw::cuda {
 namespace {
 
-// Online state of one row (or a strided part of it): Ma, Sa = sum e^(a - Ma), Mb, Sb likewise, and
-// t = sum e^(a - Ma) ((a - Ma) - (b - Mb)) relative to the current maxima. Empty: Sa = 0.
+// Online state of one row (or a strided part of it), the CPU's log-ratio form (native/cpu/vec.cpp, vec_kl)
+// made single-pass. With running maxima Ma, Mb, the reference D = Ma - Mb, weights w = e^(a - Ma) and the
+// log-ratio lr = (a - b) - D (a - b is exact when a ~ b, so lr keeps its relative precision):
+//   Sa = sum w,  L = sum w lr,  E = sum w expm1(-lr)   (E by series-accurate expm1 when |lr| < 0.5, else
+//   as e^((a - Ma) - lr) - w, which cannot overflow: (a - Ma) - lr ~ b - Mb <= 0),
+//   KL = L / Sa + log1p(E / Sa)
+// The second term is the exact normalisation of q relative to p, so any constant error in D cancels and a
+// near-zero KL (~|lr|^2) keeps relative accuracy instead of being a difference of O(log V) lse terms.
+// When a maximum moves, the state is re-based exactly: with k = D' - D (exact in double) and
+// alpha = e^(Ma - Ma'):  L <- alpha (L - k Sa),  E <- alpha (E + expm1(k) (E + Sa)),  Sa <- alpha Sa.
+// Sb = sum e^(b - Mb) is kept as well, for lse_b in the gradient pass (q from its own normalisation, as on
+// the CPU, rather than derived from E, which carries the rounding of a - b when a and b are far apart).
+// Sums are double (the row pass is memory bound, so that is free); Mb propagates NaN so a NaN in b is
+// reported like the CPU's max. Empty: Sa = 0.
 struct KlState {
-  float ma, sa, mb, sb, t;
+  float ma, mb, D;
+  double sa, sb, l, e;
 
-  __device__ __forceinline__ void add(float a, float b) {
-    if (sa == 0.f) {  // first element (Sa >= 1 afterwards, or NaN)
-      ma = a, mb = b, sa = 1.f, sb = 1.f, t = 0.f;
+  VW_HD void rebase(float nma, float nmb) {
+    const float nd = nma - nmb;
+    const double k = static_cast<double>(nd) - static_cast<double>(D);
+    const double alpha = exp_shift(ma, nma);
+    l = alpha * (l - k * sa);
+    e = alpha * (e + expm1(k) * (e + sa));
+    sa *= alpha;
+    sb *= exp_shift(mb, nmb);
+    ma = nma, mb = nmb, D = nd;
+  }
+  VW_HD void add(float a, float b) {
+    if (sa == 0.0) {  // first element (Sa >= 1 afterwards, or NaN): lr = 0
+      ma = a, mb = b, D = a - b, sa = 1.0, sb = 1.0, l = 0.0, e = 0.0;
       return;
     }
-    if (b > mb) {  // every term gains (b - Mb): t += Sa (b - Mb)
-      t += sa * (b - mb);
-      sb = sb * exp_shift(mb, b) + 1.f;
-      mb = b;
-    } else {
-      sb += exp_shift(b, mb);
-    }
-    if (a > ma) {  // weights scale by e^(Ma - a), every term loses (a - Ma); the new element has weight 1
-      const float alpha = exp_shift(ma, a);
-      t = alpha * (t - sa * (a - ma)) - (b - mb);
-      sa = sa * alpha + 1.f;
-      ma = a;
-    } else {
-      const float w = exp_shift(a, ma);
-      sa += w;
-      t += w * ((a - ma) - (b - mb));
-    }
+    const float nma = a > ma ? a : ma, nmb = (b > mb || b != b) ? b : mb;
+    if (nma != ma || !(nmb == mb)) rebase(nma, nmb);
+    const float lr = (a - b) - D;
+    const float w = exp_shift(a, ma);
+    sa += w;
+    sb += exp_shift(b, mb);
+    l += static_cast<double>(w * lr);
+    e += static_cast<double>(fabsf(lr) < 0.5f ? w * expm1f(-lr) : expf((a - ma) - lr) - w);
   }
-  __device__ __forceinline__ float max_a() const { return sa != sa ? sa : ma; }  // NaN if any a was NaN
-  __device__ __forceinline__ float max_b() const { return sb != sb ? sb : mb; }
+  VW_HD float max_a() const { return sa != sa ? static_cast<float>(sa) : ma; }  // NaN if any a was NaN
+  VW_HD float max_b() const { return mb; }
 };
+VW_HD KlState kl_empty() { return {-INFINITY, -INFINITY, 0.f, 0.0, 0.0, 0.0, 0.0}; }
 
 struct KlMerge {
-  __device__ __forceinline__ KlState operator()(const KlState& x, const KlState& y) const {
-    if (x.sa == 0.f) return y;
-    if (y.sa == 0.f) return x;
-    const float ma = fmaxf(x.ma, y.ma), mb = fmaxf(x.mb, y.mb);
-    const float ax = exp_shift(x.ma, ma), ay = exp_shift(y.ma, ma);
-    KlState r;
-    r.ma = ma, r.mb = mb;
-    r.sa = x.sa * ax + y.sa * ay;
-    r.sb = x.sb * exp_shift(x.mb, mb) + y.sb * exp_shift(y.mb, mb);
-    // Re-reference each part's terms to the merged maxima: term += (m_a,part - Ma) - (m_b,part - Mb).
-    r.t = ax * (x.t + x.sa * ((x.ma - ma) - (x.mb - mb))) + ay * (y.t + y.sa * ((y.ma - ma) - (y.mb - mb)));
+  VW_HD KlState operator()(KlState x, KlState y) const {
+    if (x.sa == 0.0) return y;
+    if (y.sa == 0.0) return x;
+    const float ma = fmaxf(x.ma, y.ma), mb = (x.mb > y.mb || x.mb != x.mb) ? x.mb : y.mb;
+    x.rebase(ma, mb);
+    y.rebase(ma, mb);
+    KlState r = x;
+    r.sa += y.sa, r.sb += y.sb, r.l += y.l, r.e += y.e;
     return r;
   }
 };
@@ -90,7 +101,7 @@ __global__ void __launch_bounds__(kRowThreads) visual_word_kl_row_kernel(KlRowPa
   const float* a = p.a + off;
   const float* b = p.b + off;
 
-  KlState st{-INFINITY, 0.f, -INFINITY, 0.f, 0.f};
+  KlState st = kl_empty();
   for (int v = threadIdx.x * VEC; v < V; v += blockDim.x * VEC) {
     float av[VEC], bv[VEC];
     load_row<VEC>(a + v, av);
@@ -98,9 +109,10 @@ __global__ void __launch_bounds__(kRowThreads) visual_word_kl_row_kernel(KlRowPa
 #pragma unroll
     for (int j = 0; j < VEC; ++j) st.add(av[j], bv[j]);
   }
-  st = block_allreduce(st, KlMerge{}, KlState{-INFINITY, 0.f, -INFINITY, 0.f, 0.f});
+  st = block_allreduce(st, KlMerge{}, kl_empty());
 
-  const double kl = static_cast<double>(st.t) / st.sa - log(static_cast<double>(st.sa)) + log(static_cast<double>(st.sb));
+  const double c = log1p(st.e / st.sa);  // lr + c is the exact log-ratio of the normalised p and q
+  const double kl = st.l / st.sa + c;
   if (threadIdx.x == 0) {
     // Same report order as the CPU: the target side's max first.
     const float mxa = st.max_a(), mxb = st.max_b();
@@ -112,8 +124,20 @@ __global__ void __launch_bounds__(kRowThreads) visual_word_kl_row_kernel(KlRowPa
   }
   if (!p.gb) return;
 
-  const float log_sa = logf(st.sa), log_sb = logf(st.sb), klf = static_cast<float>(kl);
-  const float sa = p.scale_a, sb = p.scale_b;
+  // Read 2, all in terms of (a - b), (a - Ma) and (b - Mb), whose float differences are exact or nearly so,
+  // minus per-row double constants split into float hi + lo (the CPU's SPLIT: a single float would carry
+  // ulp(|constant|) ~ 4e-6 for a constant ~ 50 into every entry):
+  //   log p       = (a - Ma) - log Sa
+  //   lr          = (a - b) - (D - c)            exact log-ratio of the normalised p and q
+  //   lr - KL     = (a - b) - (D + L / Sa)       (c cancels)
+  //   log q       = (b - Mb) - log Sb
+  //   q - p       = p expm1(-lr) when |lr| < 0.5 (p and q then share their leading digits, which a float
+  //                 difference would lose), else e^(log q) - p
+  const double log_sa = log(st.sa);
+  const Split lp_c = split(log_sa), lr_c = split(static_cast<double>(st.D) - c),
+              lrk_c = split(static_cast<double>(st.D) + st.l / st.sa),
+              lq_c = split(log(st.sb));
+  const float ma = st.ma, mb = st.mb, sa = p.scale_a, sb = p.scale_b;
   OutT* ga = p.ga ? static_cast<OutT*>(p.ga) + off : nullptr;
   OutT* gb = static_cast<OutT*>(p.gb) + off;
   for (int v = threadIdx.x * VEC; v < V; v += blockDim.x * VEC) {
@@ -122,10 +146,12 @@ __global__ void __launch_bounds__(kRowThreads) visual_word_kl_row_kernel(KlRowPa
     load_row<VEC>(b + v, bv);
 #pragma unroll
     for (int j = 0; j < VEC; ++j) {
-      const float la = (av[j] - st.ma) - log_sa, lb = (bv[j] - st.mb) - log_sb;
-      const float pa = expf(la), qb = expf(lb);
-      av[j] = sa * pa * (la - lb - klf);
-      bv[j] = sb * (qb - pa);
+      const float ab = av[j] - bv[j];
+      const float pa = expf(((av[j] - ma) - lp_c.hi) - lp_c.lo);
+      const float lr = (ab - lr_c.hi) - lr_c.lo;
+      const float qp = fabsf(lr) < 0.5f ? pa * expm1f(-lr) : expf(((bv[j] - mb) - lq_c.hi) - lq_c.lo) - pa;
+      av[j] = sa * pa * ((ab - lrk_c.hi) - lrk_c.lo);
+      bv[j] = sb * qp;
     }
     if (ga) store_row<VEC>(ga + v, av);
     store_row<VEC>(gb + v, bv);

@@ -1,0 +1,261 @@
+// Pseudo image features on CUDA (same semantics as native/cpu/pseudo_image_features.cpp):
+// out = softmax(x w_vm^T) E, an attention of the queries x over V "tokens" (keys w_vm, values E).
+//   Shapes: x [N, d], w_vm [V, d], e [V, dE], grad_out [N, dE], out [N, dE], dx [N, d] (dtype);
+//           dw_vm [V, d], de [V, dE] float32.
+//   Forward, per chunk of nc rows:
+//     GEMM      z[nc, V] (f32) = x_c w_vm^T
+//     row pass  online max / sum-exp (read 1), P = exp((z - m) - log s) (read 2) in place (float32) or into
+//               a bf16 block (bfloat16: cuBLAS wants one A/B type)
+//     GEMM      out_c = P e
+//   Backward, per chunk:
+//     GEMM      z = x_c w_vm^T,  G = grad_out_c e^T               (two float32 [nc, V] blocks)
+//     row pass  read 1: online max / sum-exp of z and t = sum e^(z - m) G, so rowdot(P, G) = t / s;
+//               read 2: P = exp((z - m) - log s), dA = P (G - t / s); dA overwrites G and P overwrites z
+//               (float32) or both go to bf16 blocks
+//     GEMM      dx_c = dA w_vm,  dw_vm += dA^T x_c,  de += P^T grad_out_c   (beta 0 on the first chunk)
+#include <algorithm>
+
+#include "common.cuh"
+#include "kernels_cuda.h"
+
+namespace vw::cuda {
+namespace {
+
+struct PifRowParams {
+  float* z;        // [nc, V] logits
+  float* g;        // [nc, V] grad_out e^T (backward only)
+  void* p_out;     // P: == z (float32) or a bf16 block
+  void* da_out;    // dA: == g (float32) or a bf16 block (backward only)
+  unsigned long long* status;
+  int64_t row0;
+  int V;
+};
+
+template <int VEC, typename OutT>
+__global__ void __launch_bounds__(kRowThreads) pseudo_image_features_softmax_kernel(PifRowParams p) {
+  const int r = blockIdx.x;
+  const int64_t off = static_cast<int64_t>(r) * p.V;
+  const float* z = p.z + off;
+  SoftmaxState st = softmax_empty();
+  for (int v = threadIdx.x * VEC; v < p.V; v += blockDim.x * VEC) {
+    float x[VEC];
+    load_row<VEC>(z + v, x);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) st.add(x[j]);
+  }
+  st = block_allreduce(st, SoftmaxMerge{}, softmax_empty());
+  if (threadIdx.x == 0 && st.bad()) flag_bad_row(p.status, p.row0 + r, st.reported_max());
+
+  // lse in double, split (see Split): a float log s would bias every p by up to 2^-24 |lse| relative.
+  const Split lse = split(static_cast<double>(st.m) + log(static_cast<double>(st.s)));
+  OutT* out = static_cast<OutT*>(p.p_out) + off;
+  for (int v = threadIdx.x * VEC; v < p.V; v += blockDim.x * VEC) {
+    float x[VEC];
+    load_row<VEC>(z + v, x);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) x[j] = expf((x[j] - lse.hi) - lse.lo);
+    store_row<VEC>(out + v, x);
+  }
+}
+
+// Online softmax state plus t = sum e^(z - m) g, rescaled with s; sums in double like the CPU's vec_dot
+// (free in this memory-bound pass).
+struct PifState {
+  float m;
+  double s, t;
+  VW_HD void add(float z, float g) {
+    if (z > m) {
+      const double alpha = exp_shift(m, z);
+      s = s * alpha + 1.0;
+      t = t * alpha + g;
+      m = z;
+    } else {
+      const float w = exp_shift(z, m);
+      s += w;
+      t += static_cast<double>(w * g);
+    }
+  }
+};
+struct PifMerge {
+  VW_HD PifState operator()(const PifState& x, const PifState& y) const {
+    const float m = fmaxf(x.m, y.m);
+    const double ax = exp_shift(x.m, m), ay = exp_shift(y.m, m);
+    return {m, x.s * ax + y.s * ay, x.t * ax + y.t * ay};
+  }
+};
+
+template <int VEC, typename OutT>
+__global__ void __launch_bounds__(kRowThreads) pseudo_image_features_backward_row_kernel(PifRowParams p) {
+  const int r = blockIdx.x;
+  const int64_t off = static_cast<int64_t>(r) * p.V;
+  const float* z = p.z + off;
+  const float* g = p.g + off;
+  PifState st{-INFINITY, 0.0, 0.0};
+  for (int v = threadIdx.x * VEC; v < p.V; v += blockDim.x * VEC) {
+    float zv[VEC], gv[VEC];
+    load_row<VEC>(z + v, zv);
+    load_row<VEC>(g + v, gv);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) st.add(zv[j], gv[j]);
+  }
+  st = block_allreduce(st, PifMerge{}, PifState{-INFINITY, 0.0, 0.0});
+  if (threadIdx.x == 0) {
+    const SoftmaxState sm{st.m, static_cast<float>(st.s)};
+    if (sm.bad()) flag_bad_row(p.status, p.row0 + r, sm.reported_max());
+  }
+
+  const Split lse = split(static_cast<double>(st.m) + log(st.s));
+  const float dot = static_cast<float>(st.t / st.s);
+  OutT* pout = static_cast<OutT*>(p.p_out) + off;
+  OutT* daout = static_cast<OutT*>(p.da_out) + off;
+  for (int v = threadIdx.x * VEC; v < p.V; v += blockDim.x * VEC) {
+    float zv[VEC], gv[VEC];
+    load_row<VEC>(z + v, zv);
+    load_row<VEC>(g + v, gv);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      const float pv = expf((zv[j] - lse.hi) - lse.lo);
+      gv[j] = pv * (gv[j] - dot);
+      zv[j] = pv;
+    }
+    store_row<VEC>(pout + v, zv);
+    store_row<VEC>(daout + v, gv);
+  }
+}
+
+template <typename OutT>
+void launch_softmax(const char* op, const Context& ctx, int64_t nc, const PifRowParams& p) {
+  if (p.V % 4 == 0)
+    pseudo_image_features_softmax_kernel<4, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
+  else
+    pseudo_image_features_softmax_kernel<1, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
+  CUDA_CHECK_LAUNCH(op);
+}
+
+template <typename OutT>
+void launch_backward(const char* op, const Context& ctx, int64_t nc, const PifRowParams& p) {
+  if (p.V % 4 == 0)
+    pseudo_image_features_backward_row_kernel<4, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
+  else
+    pseudo_image_features_backward_row_kernel<1, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
+  CUDA_CHECK_LAUNCH(op);
+}
+
+void check_pif(const char* op, const PseudoImageFeaturesArgs& a) {
+  check_dims(op, a.N, a.d, a.V);
+  check_dtype(op, a.dtype);
+  if (a.dE < 1) throw_range_error("[", op, "] invalid embedding width dE=", a.dE);
+  if (a.dE > INT32_MAX) throw_range_error("[", op, "] embedding width dE=", a.dE, " exceeds the CUDA backend's limit");
+}
+
+}  // namespace
+
+KernelStats pseudo_image_features_cuda(const PseudoImageFeaturesArgs& a) {
+  const char* op = "pseudo_image_features";
+  check_pif(op, a);
+  const int64_t N = a.N, d = a.d, V = a.V, dE = a.dE;
+  const DType dt = a.dtype;
+  const bool bf16 = dt == DType::BF16;
+  Context& ctx = context(op);
+
+  const auto inputs = {NamedInput{"x", a.x, N * d}, NamedInput{"wVm", a.w_vm, V * d}, NamedInput{"e", a.e, V * dE}};
+  int64_t ws = 0;
+  DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
+  KernelStats st;
+  st.rows = N;
+  if (N == 0) {
+    raise_status(op, ctx, status, dt, inputs);
+    st.workspace_bytes = ws;
+    return st;
+  }
+  const int64_t chunk = pick_rows(a.chunk_rows, N, V, 1, bf16 ? 1 : 0, a.workspace_budget - ws);
+  DeviceBuffer z(op, ctx, sizeof(float) * chunk * V, &ws);
+  DeviceBuffer pbf;
+  if (bf16) pbf = DeviceBuffer(op, ctx, sizeof(__nv_bfloat16) * chunk * V, &ws);
+  st.chunk_rows = chunk;
+  const cudaDataType_t tin = cuda_type(dt);
+  void* P = bf16 ? pbf.get() : z.get();
+  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
+    const int64_t nc = std::min(chunk, N - c0);
+    gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, elem_offset(a.x, c0 * d, dt), tin, d, a.w_vm, tin, d, 0.f,
+            z.get(), CUDA_R_32F, V);
+    PifRowParams p{};
+    p.z = z.as<float>();
+    p.p_out = P;
+    p.status = status.as<unsigned long long>();
+    p.row0 = c0;
+    p.V = static_cast<int>(V);
+    if (bf16)
+      launch_softmax<__nv_bfloat16>(op, ctx, nc, p);
+    else
+      launch_softmax<float>(op, ctx, nc, p);
+    gemm_rm(op, ctx.blas, false, false, nc, dE, V, 1.f, P, tin, V, a.e, tin, dE, 0.f, elem_offset(a.out, c0 * dE, dt),
+            tin, dE);
+  }
+  raise_status(op, ctx, status, dt, inputs);
+  st.workspace_bytes = ws;
+  return st;
+}
+
+KernelStats pseudo_image_features_backward_cuda(const PseudoImageFeaturesArgs& a) {
+  const char* op = "pseudo_image_features_backward";
+  check_pif(op, a);
+  const int64_t N = a.N, d = a.d, V = a.V, dE = a.dE;
+  const DType dt = a.dtype;
+  const bool bf16 = dt == DType::BF16;
+  Context& ctx = context(op);
+
+  const auto inputs = {NamedInput{"x", a.x, N * d}, NamedInput{"wVm", a.w_vm, V * d}, NamedInput{"e", a.e, V * dE},
+                       NamedInput{"gradOut", a.grad_out, N * dE}};
+  int64_t ws = 0;
+  DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
+  KernelStats st;
+  st.rows = N;
+  if (N == 0) {
+    CUDA_CHECK(op, cudaMemsetAsync(a.dw_vm, 0, sizeof(float) * V * d, ctx.stream));
+    CUDA_CHECK(op, cudaMemsetAsync(a.de, 0, sizeof(float) * V * dE, ctx.stream));
+    raise_status(op, ctx, status, dt, inputs);
+    st.workspace_bytes = ws;
+    return st;
+  }
+  const int64_t chunk = pick_rows(a.chunk_rows, N, V, 2, bf16 ? 2 : 0, a.workspace_budget - ws);
+  DeviceBuffer z(op, ctx, sizeof(float) * chunk * V, &ws), g(op, ctx, sizeof(float) * chunk * V, &ws);
+  DeviceBuffer pbf, dabf;
+  if (bf16) {
+    pbf = DeviceBuffer(op, ctx, sizeof(__nv_bfloat16) * chunk * V, &ws);
+    dabf = DeviceBuffer(op, ctx, sizeof(__nv_bfloat16) * chunk * V, &ws);
+  }
+  st.chunk_rows = chunk;
+  const cudaDataType_t tin = cuda_type(dt);
+  void* P = bf16 ? pbf.get() : z.get();
+  void* dA = bf16 ? dabf.get() : g.get();
+  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
+    const int64_t nc = std::min(chunk, N - c0);
+    const void* x_c = elem_offset(a.x, c0 * d, dt);
+    const void* go_c = elem_offset(a.grad_out, c0 * dE, dt);
+    gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, x_c, tin, d, a.w_vm, tin, d, 0.f, z.get(), CUDA_R_32F, V);
+    gemm_rm(op, ctx.blas, false, true, nc, V, dE, 1.f, go_c, tin, dE, a.e, tin, dE, 0.f, g.get(), CUDA_R_32F, V);
+    PifRowParams p{};
+    p.z = z.as<float>();
+    p.g = g.as<float>();
+    p.p_out = P;
+    p.da_out = dA;
+    p.status = status.as<unsigned long long>();
+    p.row0 = c0;
+    p.V = static_cast<int>(V);
+    if (bf16)
+      launch_backward<__nv_bfloat16>(op, ctx, nc, p);
+    else
+      launch_backward<float>(op, ctx, nc, p);
+    const float beta = c0 == 0 ? 0.f : 1.f;
+    gemm_rm(op, ctx.blas, false, false, nc, d, V, 1.f, dA, tin, V, a.w_vm, tin, d, 0.f, elem_offset(a.dx, c0 * d, dt),
+            tin, d);
+    gemm_rm(op, ctx.blas, true, false, V, d, nc, 1.f, dA, tin, V, x_c, tin, d, beta, a.dw_vm, CUDA_R_32F, d);
+    gemm_rm(op, ctx.blas, true, false, V, dE, nc, 1.f, P, tin, V, go_c, tin, dE, beta, a.de, CUDA_R_32F, dE);
+  }
+  raise_status(op, ctx, status, dt, inputs);
+  st.workspace_bytes = ws;
+  return st;
+}
+
+}  // namespace vw::cuda
