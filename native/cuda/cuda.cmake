@@ -85,7 +85,7 @@ else()
   set(_vw_cuda_out "${_vw_cuda_out}/cuda")
   get_filename_component(_vw_cublas_dir "${_vw_cublas_lib}" DIRECTORY)
 
-  file(GLOB VWLMM_CUDA_SOURCES ${CMAKE_SOURCE_DIR}/native/cuda/*.cu)
+  file(GLOB VWLMM_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/native/cuda/*.cu)
   add_library(vwlmm_cuda SHARED native/napi/addon_cuda.cc native/napi/buffer.cc ${VWLMM_CUDA_SOURCES} ${CMAKE_JS_SRC})
   target_include_directories(vwlmm_cuda PRIVATE ${CMAKE_JS_INC} ${NODE_ADDON_API_DIR} ${CUDAToolkit_INCLUDE_DIRS})
   if(_vw_cublas_inc)
