@@ -4,6 +4,16 @@ import { cpu, cudaUnavailableReason, tryCuda } from './native';
 export { Tensor, scope, keep } from './tensor';
 export type { DType, Device, TensorOptions } from './tensor';
 export { kernels } from './kernels';
+export * as ops from './ops';
+import { linearCrossEntropy, pseudoImageFeatures, visualWordKL } from './ops';
+/** The fused losses as differentiable ops (F.linearCrossEntropy, F.visualWordKL, F.pseudoImageFeatures). */
+export const F = { linearCrossEntropy, visualWordKL, pseudoImageFeatures };
+export { backward, noGrad, isGradEnabled, zeroGrad, clearTape, tapeLength } from './autograd';
+export { AdamW, clipGradNorm, gradNorm } from './optim';
+export type { AdamWOptions } from './optim';
+export { Generator } from './random';
+export { callOp, engineOpNames } from './engine';
+export * as nn from './nn';
 export type {
   Reduction, ChunkOptions, LinearCrossEntropyOptions, LinearCrossEntropyResult, VisualWordKLOptions,
   VisualWordKLResult, VisualWordsOptions,

@@ -22,7 +22,8 @@ export interface KernelStats {
 }
 
 export interface Addon {
-  NativeBuffer: new (bytes: number) => NativeBuffer;
+  /** new NativeBuffer(bytes, zero = false) */
+  NativeBuffer: new (bytes: number, zero?: boolean) => NativeBuffer;
   opNames(): string[];
   memoryStats(): { liveBuffers: number; liveBytes: number };
   backendInfo(): Record<string, unknown>;
@@ -47,9 +48,11 @@ let cpuAddon: Addon | null = null;
 export function cpu(): Addon {
   if (cpuAddon) return cpuAddon;
   try {
+    // VWLMM_ADDON points at a specific vwlmm.node (e.g. a second build directory); else build/ or prebuilds/.
+    const explicit = process.env.VWLMM_ADDON;
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const load = require('node-gyp-build') as (dir: string) => Addon;
-    cpuAddon = load(packageRoot);
+    cpuAddon = explicit ? (require(explicit) as Addon) : load(packageRoot);
   } catch (e) {
     throw new Error(
       `vwlmm: the native CPU addon could not be loaded (${(e as Error).message}).\n` +

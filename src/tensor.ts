@@ -37,6 +37,10 @@ function collectTensors(value: unknown, out: Set<Tensor>, seen: Set<unknown>): v
   seen.add(value);
   if (value instanceof Tensor) {
     out.add(value);
+    // A returned tensor that autograd recorded keeps its graph alive: the inputs and saved tensors its
+    // backward needs move to the enclosing scope with it (as a PyTorch graph keeps tensors alive).
+    const node = value.gradFn;
+    if (node) for (const t of [...node.inputs, ...node.saved, ...node.outputs]) if (t) collectTensors(t, out, seen);
     return;
   }
   if (ArrayBuffer.isView(value)) return;
@@ -85,19 +89,52 @@ export function keep<T extends Tensor>(t: T): T {
 }
 
 // --- Tensor ---------------------------------------------------------------------------------------
+// autograd.ts installs the implementation of Tensor.backward (tensor.ts cannot import it: cycle).
+let backwardImpl: ((root: Tensor, gradient?: Tensor) => void) | null = null;
+export function setBackwardImpl(fn: (root: Tensor, gradient?: Tensor) => void): void {
+  backwardImpl = fn;
+}
+
+/** What autograd (src/autograd.ts) records about the op that produced a tensor. */
+export interface GradNode {
+  readonly name: string;
+  readonly inputs: readonly (Tensor | null)[];
+  readonly outputs: readonly Tensor[];
+  saved: Tensor[];
+}
+
 export class Tensor {
   readonly shape: readonly number[];
   readonly dtype: DType;
   readonly device: Device;
   private buf: NativeBuffer | null;
+  /** False for views (reshape): they share the buffer of the tensor they view and never free it. */
+  private readonly owner: boolean;
+  /** Autograd: whether gradients flow to / through this tensor. Set on parameters by the user. */
+  requiresGrad = false;
+  /** Autograd: accumulated gradient of a leaf (owned by the tensor, freed by zeroGrad or dispose). */
+  grad: Tensor | null = null;
+  /** Autograd: the recorded op that produced this tensor (null for leaves). */
+  gradFn: GradNode | null = null;
 
-  /** Wraps a NativeBuffer (takes ownership). Use Tensor.fromArray / Tensor.zeros in user code. */
-  constructor(buffer: NativeBuffer, shape: readonly number[], dtype: DType, device: Device) {
+  /** Wraps a NativeBuffer (takes ownership unless `owner` is false). Use Tensor.fromArray etc. */
+  constructor(buffer: NativeBuffer, shape: readonly number[], dtype: DType, device: Device, owner = true) {
     this.buf = buffer;
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
     this.device = device;
+    this.owner = owner;
     track(this);
+  }
+
+  /**
+   * A view with another shape of the same elements (no copy). The view is valid while this tensor is;
+   * disposing the view frees nothing. Autograd-aware code should use ops.reshape.
+   */
+  view(shape: readonly number[]): Tensor {
+    const n = checkShape('Tensor.view', shape);
+    if (n !== this.size) throw rangeError('Tensor.view', `cannot view [${this.shape.join(', ')}] (${this.size} elements) as [${shape.join(', ')}] (${n})`);
+    return new Tensor(this.buffer, shape, this.dtype, this.device, false);
   }
 
   static fromArray(data: Float32Array | Int32Array, shape: readonly number[], opts: TensorOptions = {}): Tensor {
@@ -128,10 +165,25 @@ export class Tensor {
     return new Tensor(buf, shape, dtype, device);
   }
 
+  /** A tensor of zeros, allocated and cleared natively (no host copy). */
   static zeros(shape: readonly number[], opts: TensorOptions = {}): Tensor {
+    return Tensor.alloc('Tensor.zeros', shape, opts, true);
+  }
+
+  /** A tensor with unspecified contents (for outputs that an op overwrites completely). */
+  static empty(shape: readonly number[], opts: TensorOptions = {}): Tensor {
+    return Tensor.alloc('Tensor.empty', shape, opts, false);
+  }
+
+  private static alloc(where: string, shape: readonly number[], opts: TensorOptions, zero: boolean): Tensor {
+    const device = opts.device ?? 'cpu';
     const dtype = opts.dtype ?? 'float32';
-    const n = checkShape('Tensor.zeros', shape);
-    return Tensor.fromArray(dtype === 'int32' ? new Int32Array(n) : new Float32Array(n), shape, opts);
+    if (device !== 'cpu' && device !== 'cuda') throw typeError(where, 'device', "'cpu' or 'cuda'", device);
+    if (!(dtype in DTYPE_BYTES)) throw typeError(where, 'dtype', "'float32', 'int32' or 'bfloat16'", dtype);
+    if (dtype === 'bfloat16' && device !== 'cuda') throw typeError(where, 'dtype', "'float32' or 'int32' on the CPU (bfloat16 is a CUDA dtype)", dtype);
+    const n = checkShape(where, shape);
+    const addon = addonFor(device, where);
+    return new Tensor(new addon.NativeBuffer(n * DTYPE_BYTES[dtype], zero), shape, dtype, device);
   }
 
   get size(): number {
@@ -148,6 +200,18 @@ export class Tensor {
   get buffer(): NativeBuffer {
     if (this.buf === null || this.buf.disposed) throw new TypeError(`Tensor [${this.shape.join(', ')}] ${this.dtype} has been disposed`);
     return this.buf;
+  }
+
+  /** Back-propagates from this (scalar) tensor: see autograd.backward. */
+  backward(gradient?: Tensor): void {
+    if (!backwardImpl) throw new Error('autograd is not loaded');
+    backwardImpl(this, gradient);
+  }
+
+  /** The value of a one-element tensor. */
+  item(): number {
+    if (this.size !== 1) throw rangeError('Tensor.item', `expected one element, the shape is [${this.shape.join(', ')}]`);
+    return this.toArray()[0];
   }
 
   /** A host copy: Int32Array for int32, Float32Array for float32 and bfloat16. */
@@ -178,9 +242,14 @@ export class Tensor {
 
   dispose(): void {
     if (this.buf) {
-      this.buf.dispose();
+      if (this.owner) this.buf.dispose();
       this.buf = null;
     }
+    if (this.grad) {
+      this.grad.dispose();
+      this.grad = null;
+    }
+    this.gradFn = null;
   }
 
   toString(): string {

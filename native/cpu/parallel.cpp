@@ -123,4 +123,20 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   });
 }
 
+int64_t parallel_parts(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int64_t)>& fn) {
+  if (n <= 0) return 0;
+  grain = std::max<int64_t>(grain, 1);
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool().size(), (n + grain - 1) / grain));
+  const int64_t step = (n + parts - 1) / parts;
+  if (parts == 1) {
+    fn(0, 0, n);
+    return 1;
+  }
+  pool().run(static_cast<int>(parts), [&](int i) {
+    int64_t b = i * step, e = std::min(n, b + step);
+    if (b < e) fn(i, b, e);
+  });
+  return parts;
+}
+
 }  // namespace vw::cpu

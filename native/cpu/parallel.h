@@ -13,4 +13,9 @@ int num_threads();
 // Ranges hold at least `grain` items. Exceptions thrown by fn are rethrown on the calling thread.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+// Like parallel_for, but the split is fixed by (n, grain, num_threads()) and fn also receives the part
+// index in [0, parts): per-part partial sums merged in part order give run-to-run identical results.
+// Returns the number of parts.
+int64_t parallel_parts(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int64_t)>& fn);
+
 }  // namespace vw::cpu

@@ -8,6 +8,8 @@
 #include "../cpu/kernels_cpu.h"
 #include "../cpu/parallel.h"
 #include "../cpu/vec.h"
+#include "../cpu/engine_cpu.h"
+#include "engine_napi.h"
 #include "kernels_napi.h"
 
 namespace vw::napi {
@@ -54,8 +56,16 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   });
 }
 
+// The CPU implements every engine op (a missing one fails to link).
+const EngineRegistry kCpuEngine = {
+#define VW_ENGINE_OP(name) {#name, cpu::name##_cpu},
+#include "../core/engine_ops.def"
+#undef VW_ENGINE_OP
+};
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterCommon<CpuBackend>(env, exports);
+  RegisterEngine(env, exports, &kCpuEngine, "cpu");
   exports.Set("sgemm", Napi::Function::New(env, Sgemm, "sgemm"));
   exports.Set("backendInfo", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     Napi::Object o = Napi::Object::New(info.Env());

@@ -52,6 +52,7 @@ NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
   bytes_ = static_cast<size_t>(n);
   try {
     data_ = bytes_ > 0 ? kDeviceMemory.alloc(bytes_) : nullptr;
+    if (data_ && info.Length() > 1 && info[1].ToBoolean()) kDeviceMemory.zero(data_, bytes_);
   } catch (const std::exception& e) {
     ThrowAsJs(env, e);
     return;

@@ -1,0 +1,98 @@
+// Training-engine throughput on the CPU: forward + backward of a small LLaMA decoder (4 layers, d 256,
+// 8 heads, seq 256, batch 8, vocab 4096, fused cross-entropy on next tokens) and a small CLIP ViT
+// (4 layers, d 256, 8 heads, 64 px images in 8 px patches, batch 8, loss sum(h * R) on the LLaVA feature
+// layer), next to the same models in PyTorch (transformers, eager and torch.compile) in the same run when
+// python3 with torch and transformers is available (said so otherwise). Prints a table and one JSON line.
+//
+//   npx tsx benchmarks/engine_cpu.ts [--reps 3] [--no-torch]
+import { spawnSync } from 'child_process';
+import * as os from 'os';
+import { F, Generator, nn, ops, scope, Tensor, zeroGrad } from '../src';
+
+const args = process.argv.slice(2);
+const reps = Number(args[args.indexOf('--reps') + 1] || 3) || 3;
+const BATCH = 8, SEQ = 256;
+
+function time(step: () => void): number {
+  step();
+  const ts: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = process.hrtime.bigint();
+    step();
+    ts.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  ts.sort((a, b) => a - b);
+  return ts[Math.floor(ts.length / 2)];
+}
+
+function decoder(): { seconds: number; tokens: number } {
+  const cfg: nn.LlamaConfig = { vocabSize: 4096, hiddenSize: 256, intermediateSize: 688, numLayers: 4, numHeads: 8, numKvHeads: 8, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 512, initializerRange: 0.02 };
+  const gen = new Generator(0);
+  const model = new nn.LlamaForCausalLM(cfg, { generator: gen });
+  const ids = new Int32Array(BATCH * SEQ).map(() => gen.int(cfg.vocabSize));
+  const targets = new Int32Array(BATCH * SEQ).map((_, i) => ((i + 1) % SEQ === 0 ? -100 : ids[i + 1]));
+  const seconds = time(() =>
+    scope(() => {
+      const out = model.model.forward(model.model.embed_tokens.forward(Tensor.fromArray(ids, [BATCH, SEQ])));
+      const loss = F.linearCrossEntropy(ops.reshape(out.last, [BATCH * SEQ, cfg.hiddenSize]), model.lm_head.weight, Tensor.fromArray(targets, [BATCH * SEQ]));
+      loss.backward();
+      zeroGrad(model.parameters());
+    }),
+  );
+  model.dispose();
+  return { seconds, tokens: BATCH * SEQ };
+}
+
+function vit(): { seconds: number; tokens: number } {
+  const cfg: nn.ClipVisionConfig = { hiddenSize: 256, intermediateSize: 1024, numLayers: 4, numHeads: 8, imageSize: 64, patchSize: 8, numChannels: 3, layerNormEps: 1e-5, hiddenAct: 'quick_gelu', initializerRange: 0.02, initializerFactor: 1 };
+  const gen = new Generator(1);
+  const model = new nn.ClipVisionModel(cfg, { generator: gen });
+  const pix = gen.normals(BATCH * 3 * 64 * 64);
+  const nTok = 65;
+  const R = gen.normals(BATCH * nTok * 256);
+  const seconds = time(() =>
+    scope(() => {
+      const h = model.vision_model.forward(Tensor.fromArray(pix, [BATCH, 3, 64, 64]), { upToLayer: -2 }).lastHiddenState;
+      ops.sum(ops.mul(h, Tensor.fromArray(R, [BATCH, nTok, 256]))).backward();
+      zeroGrad(model.parameters());
+    }),
+  );
+  model.dispose();
+  return { seconds, tokens: BATCH * nTok };
+}
+
+function torchRun(model: string, mode: string): { seconds: number; tokensPerSecond: number; attention?: string } | { error: string } {
+  const r = spawnSync('python3', ['benchmarks/torch_engine.py', '--model', model, '--mode', mode, '--reps', String(reps)], { encoding: 'utf8', timeout: 1_200_000 });
+  try {
+    return JSON.parse((r.stdout || '').trim().split('\n').pop() || '');
+  } catch {
+    return { error: (r.stderr || 'no output').slice(-300) };
+  }
+}
+
+const rows: { model: string; impl: string; seconds: number; tokensPerSecond: number; note?: string }[] = [];
+for (const [name, fn] of [['decoder', decoder], ['vit', vit]] as const) {
+  const r = fn();
+  rows.push({ model: name, impl: 'vwlmm', seconds: r.seconds, tokensPerSecond: r.tokens / r.seconds });
+  process.stderr.write(`  ${name} vwlmm: ${r.seconds.toFixed(3)} s\n`);
+}
+const torchOk = !args.includes('--no-torch') && spawnSync('python3', ['-c', 'import torch, transformers'], { encoding: 'utf8' }).status === 0;
+if (torchOk) {
+  for (const name of ['decoder', 'vit']) {
+    for (const mode of ['eager', 'compile']) {
+      const r = torchRun(name, mode);
+      if ('error' in r) rows.push({ model: name, impl: `torch ${mode}`, seconds: NaN, tokensPerSecond: NaN, note: r.error });
+      else rows.push({ model: name, impl: `torch ${mode}`, seconds: r.seconds, tokensPerSecond: r.tokensPerSecond, note: r.attention ? `attention=${r.attention}` : undefined });
+      process.stderr.write(`  ${name} torch ${mode}: done\n`);
+    }
+  }
+}
+const machine = `${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores`;
+console.log(`\n${machine}; torch: ${torchOk ? 'yes' : 'not available or --no-torch'}`);
+console.log('| model | implementation | seconds (fwd+bwd) | tokens/s | vs vwlmm | note |');
+console.log('|---|---|---|---|---|---|');
+for (const r of rows) {
+  const base = rows.find((x) => x.model === r.model && x.impl === 'vwlmm')!;
+  console.log(`| ${r.model} | ${r.impl} | ${r.seconds.toFixed(3)} | ${r.tokensPerSecond.toFixed(0)} | ${(r.tokensPerSecond / base.tokensPerSecond).toFixed(2)}x | ${r.note ?? ''} |`);
+}
+console.log(JSON.stringify({ date: new Date().toISOString(), machine, command: `npx tsx benchmarks/engine_cpu.ts ${args.join(' ')}`.trim(), rows }));

@@ -1,0 +1,77 @@
+// Element-wise arithmetic on flat float32 buffers of n elements (any shape):
+//   axpby:         Z = a X + b Y   (Z may be X or Y: in place). A zero coefficient drops its operand
+//                  entirely (b = 0: Z = a X without reading Y, so uninitialised or NaN Y does not leak in,
+//                  as BLAS beta = 0; likewise a = 0).
+//   mul:           Z = X * Y       (backward: dX = dZ * Y, dY = dZ * X, also mul)
+//   add_broadcast: Z[b, :] = X[b, :] + y for b < B   (position embeddings; backward: dX = dZ,
+//                  dy = sum_rows dZ)
+//   fill:          X[0..n) = value
+// Loops are plain contiguous passes under `omp simd` (exact aliasing of an output with an input is an
+// element-wise dependence only), split over the pool above kElemGrain elements.
+#include <algorithm>
+
+#include "engine_args.h"
+#include "engine_cpu.h"
+#include "parallel.h"
+
+namespace vw::cpu {
+
+void axpby_cpu(const OpCall& c) {
+  const int64_t n = size_arg(c, 0, "n");
+  const float a = static_cast<float>(c.fp(0, "a")), b = static_cast<float>(c.fp(1, "b"));
+  const float* x = c.in_f32(0, n, "X");
+  const float* y = c.in_f32(1, n, "Y");
+  float* z = c.out_f32(0, n, "Z");
+  parallel_for(n, kElemGrain, [&](int64_t i0, int64_t i1) {
+    if (b == 0.f) {
+#pragma omp simd
+      for (int64_t i = i0; i < i1; ++i) z[i] = a * x[i];
+    } else if (a == 0.f) {
+#pragma omp simd
+      for (int64_t i = i0; i < i1; ++i) z[i] = b * y[i];
+    } else {
+#pragma omp simd
+      for (int64_t i = i0; i < i1; ++i) z[i] = a * x[i] + b * y[i];
+    }
+  });
+}
+
+void mul_cpu(const OpCall& c) {
+  const int64_t n = size_arg(c, 0, "n");
+  const float* x = c.in_f32(0, n, "X");
+  const float* y = c.in_f32(1, n, "Y");
+  float* z = c.out_f32(0, n, "Z");
+  parallel_for(n, kElemGrain, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+    for (int64_t i = i0; i < i1; ++i) z[i] = x[i] * y[i];
+  });
+}
+
+void add_broadcast_cpu(const OpCall& c) {
+  const int64_t B = size_arg(c, 0, "B"), n = size_arg(c, 1, "n");
+  const int64_t total = numel(c, {B, n});
+  const float* x = c.in_f32(0, total, "X");
+  const float* y = c.in_f32(1, n, "y");
+  float* z = c.out_f32(0, total, "Z");
+  if (n == 0) return;
+  // Items are (row, block of <= kElemGrain columns), so one long row (B = 1) still spreads over threads.
+  const int64_t block = std::min(n, kElemGrain), nb = (n + block - 1) / block;
+  parallel_for(B * nb, std::max<int64_t>(1, kElemGrain / block), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / nb, j0 = (t % nb) * block, j1 = std::min(n, j0 + block);
+      const float* xb = x + b * n;
+      float* zb = z + b * n;
+#pragma omp simd
+      for (int64_t j = j0; j < j1; ++j) zb[j] = xb[j] + y[j];
+    }
+  });
+}
+
+void fill_cpu(const OpCall& c) {
+  const int64_t n = size_arg(c, 0, "n");
+  const float v = static_cast<float>(c.fp(0, "value"));
+  float* x = c.out_f32(0, n, "X");
+  parallel_for(n, 4 * kElemGrain, [&](int64_t i0, int64_t i1) { std::fill(x + i0, x + i1, v); });
+}
+
+}  // namespace vw::cpu

@@ -1,0 +1,67 @@
+// RMSNorm (LLaMA): y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps), rows of C, computed in fp32 with a
+// double row sum. Forward saves rstd for the backward.
+// Backward (llm.c style, derivation: y_j = w_j x_j r, dr/dx_k = -r^3 x_k / C):
+//   dx = r (dy * w) - r^3 x (sum_j dy_j w_j x_j) / C,   dw += sum_rows dy * x * r.
+#include <cmath>
+#include <vector>
+
+#include "engine_cpu.h"
+#include "parallel.h"
+
+namespace vw::cpu {
+
+void rms_norm_forward_cpu(const OpCall& c) {
+  const int64_t R = c.ip(0, "R"), C = c.ip(1, "C");
+  const double eps = c.fp(0, "eps");
+  const float* x = c.in_f32(0, R * C, "x");
+  const float* w = c.in_f32(1, C, "w");
+  float* y = c.out_f32(0, R * C, "y");
+  float* rstd = c.out_f32(1, R, "rstd");
+  parallel_for(R, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * C;
+      double ss = 0;
+      for (int64_t j = 0; j < C; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+      const float rs = static_cast<float>(1.0 / std::sqrt(ss / C + eps));
+      rstd[r] = rs;
+      float* yr = y + r * C;
+      for (int64_t j = 0; j < C; ++j) yr[j] = xr[j] * rs * w[j];
+    }
+  });
+}
+
+void rms_norm_backward_cpu(const OpCall& c) {
+  const int64_t R = c.ip(0, "R"), C = c.ip(1, "C");
+  const float* dy = c.in_f32(0, R * C, "dy");
+  const float* x = c.in_f32(1, R * C, "x");
+  const float* w = c.in_f32(2, C, "w");
+  const float* rstd = c.in_f32(3, R, "rstd");
+  float* dx = c.out_f32(0, R * C, "dx");
+  float* dw = c.out_f32(1, C, "dw");
+  // dw is a reduction over rows: each part sums its rows privately; parts merge in order (deterministic).
+  std::vector<std::vector<double>> partial(static_cast<size_t>(num_threads()));
+  parallel_parts(R, 16, [&](int64_t part, int64_t r0, int64_t r1) {
+    std::vector<double>& acc = partial[part];
+    acc.assign(static_cast<size_t>(C), 0.0);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *xr = x + r * C, *dyr = dy + r * C;
+      const double rs = rstd[r];
+      double dot = 0;
+      for (int64_t j = 0; j < C; ++j) dot += static_cast<double>(dyr[j]) * w[j] * xr[j];
+      const double k = rs * rs * rs * dot / C;
+      float* dxr = dx + r * C;
+      for (int64_t j = 0; j < C; ++j) {
+        dxr[j] = static_cast<float>(rs * dyr[j] * w[j] - k * xr[j]);
+        acc[j] += static_cast<double>(dyr[j]) * xr[j] * rs;
+      }
+    }
+  });
+  for (int64_t j = 0; j < C; ++j) {
+    double s = 0;
+    for (const auto& p : partial)
+      if (!p.empty()) s += p[j];
+    dw[j] += static_cast<float>(s);
+  }
+}
+
+}  // namespace vw::cpu

@@ -1,0 +1,177 @@
+// Image loading (sharp) and CLIP preprocessing in the LLaVA-1.5 way (shared/method/VISUAL_WORDS.md section 5).
+//
+// loadImage decodes PNG / JPEG / WebP (anything libvips reads; the first frame of animations) to 8-bit RGB:
+// greyscale is replicated to three channels, alpha is dropped without compositing (PIL's convert('RGB')),
+// 16-bit images are reduced to 8 bits, EXIF orientation is NOT applied (PIL does not either).
+//
+// preprocessClip follows CLIPImageProcessor as LLaVA uses it:
+//   'pad'         LLaVA expand2square first: paste the image on a max(w, h) square of the mean colour
+//                 (int(mean * 255) as LLaVA truncates: (122, 116, 104) for CLIP) at offset
+//                 ((s - w) >> 1, (s - h) >> 1), then as 'resize_crop';
+//   'resize_crop' resize the shortest side to `size` (long side floor(size * long / short)) with a
+//                 bicubic (Catmull-Rom, sharp 'cubic') kernel, unless it already is `size`; centre crop
+//                 size x size at ((w - size) >> 1, (h - size) >> 1) (HF center_crop rounds down);
+// then scale 1/255, normalise (x - mean) / std, and lay out CHW float32. The resize goes through uint8 like
+// PIL; bicubic resampling by libvips is close to, not bit-identical with, PIL's.
+
+import * as fs from 'fs';
+import sharp from 'sharp';
+
+export const CLIP_MEAN: readonly [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
+export const CLIP_STD: readonly [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
+
+/** 8-bit RGB, row-major [height, width, 3]. */
+export interface RgbImage {
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
+
+export type AspectMode = 'pad' | 'resize_crop';
+
+export interface ClipPreprocessOptions {
+  /** Output side (336 for CLIP ViT-L/14-336). */
+  size: number;
+  mean?: readonly number[];
+  std?: readonly number[];
+  /** 'pad' (LLaVA-1.5 stage 2, expand2square) or 'resize_crop' (default). */
+  aspect?: AspectMode;
+}
+
+/** Decode an image file to 8-bit RGB. Throws an Error naming the file and the reason. */
+export async function loadImage(file: string): Promise<RgbImage> {
+  let bytes: Buffer;
+  try {
+    bytes = await fs.promises.readFile(file);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const why = err.code === 'ENOENT' ? 'file not found'
+      : err.code === 'EISDIR' ? 'is a directory'
+        : err.code === 'EACCES' ? 'permission denied' : err.message;
+    throw new Error(`loadImage: cannot read '${file}': ${why}`);
+  }
+  return decodeImage(bytes, file);
+}
+
+/** Decode encoded image bytes (PNG, JPEG, WebP, ...) to 8-bit RGB; `name` is used in error messages. */
+export async function decodeImage(bytes: Uint8Array, name = '<buffer>'): Promise<RgbImage> {
+  if (bytes.length === 0) throw new Error(`loadImage: cannot decode '${name}': the file is empty`);
+  try {
+    const { data, info } = await sharp(bytes, { failOn: 'error' })
+      .removeAlpha()
+      .toColourspace('srgb')
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3 || data.length !== info.width * info.height * 3) {
+      throw new Error(`unexpected decoded layout (${info.width}x${info.height}x${info.channels})`);
+    }
+    return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  } catch (e) {
+    const msg = (e as Error).message;
+    const why = /unsupported image format/i.test(msg) ? `not a supported image (PNG, JPEG or WebP expected): ${msg}` : msg;
+    throw new Error(`loadImage: cannot decode '${name}': ${why}`);
+  }
+}
+
+function checkImage(where: string, img: RgbImage): void {
+  if (!img || !Number.isInteger(img.width) || !Number.isInteger(img.height) || img.width <= 0 || img.height <= 0) {
+    throw new RangeError(`${where}: image width and height must be positive integers, got ${img?.width}x${img?.height}`);
+  }
+  if (!(img.data instanceof Uint8Array) || img.data.length !== img.width * img.height * 3) {
+    throw new RangeError(`${where}: expected ${img.width * img.height * 3} RGB bytes for a ${img.width}x${img.height} image, got ${img.data?.length}`);
+  }
+}
+
+function checkStats(where: string, mean: readonly number[], std: readonly number[]): void {
+  if (mean.length !== 3 || std.length !== 3) throw new RangeError(`${where}: mean and std need 3 values each`);
+  if (std.some((s) => !(s > 0)) || mean.some((m) => !Number.isFinite(m))) {
+    throw new RangeError(`${where}: std must be positive and mean finite, got mean [${mean}] std [${std}]`);
+  }
+}
+
+/** LLaVA expand2square: the image centred on a max(w, h) square filled with `fill` (RGB bytes). */
+export function expandToSquare(img: RgbImage, fill: readonly number[]): RgbImage {
+  checkImage('expandToSquare', img);
+  const { width: w, height: h } = img;
+  if (w === h) return img;
+  const s = Math.max(w, h);
+  const out = new Uint8Array(s * s * 3);
+  for (let p = 0; p < s * s; p++) { out[3 * p] = fill[0]; out[3 * p + 1] = fill[1]; out[3 * p + 2] = fill[2]; }
+  const ox = (s - w) >> 1, oy = (s - h) >> 1;
+  for (let y = 0; y < h; y++) out.set(img.data.subarray(y * w * 3, (y + 1) * w * 3), ((oy + y) * s + ox) * 3);
+  return { width: s, height: s, data: out };
+}
+
+/**
+ * The pad colour of 'pad' mode: int(mean * 255) per channel, truncated as LLaVA does
+ * (`tuple(int(x * 255) for x in image_processor.image_mean)`): (122, 116, 104) for the CLIP mean
+ * (rounding would give (123, 117, 104)).
+ */
+export function padColour(mean: readonly number[] = CLIP_MEAN): [number, number, number] {
+  return [0, 1, 2].map((c) => Math.min(255, Math.max(0, Math.trunc(mean[c] * 255)))) as [number, number, number];
+}
+
+/** Bicubic resize to exactly width x height (sharp / libvips 'cubic' = Catmull-Rom). */
+export async function resizeRgb(img: RgbImage, width: number, height: number): Promise<RgbImage> {
+  checkImage('resizeRgb', img);
+  if (img.width === width && img.height === height) return img;
+  const { data, info } = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
+    .resize(width, height, { kernel: 'cubic', fit: 'fill' })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
+
+/** The size after resizing the shortest side to `size` (HF get_resize_output_image_size, default_to_square=False). */
+export function shortestSideSize(width: number, height: number, size: number): { width: number; height: number } {
+  if (width <= height) return { width: size, height: Math.floor((size * height) / width) };
+  return { width: Math.floor((size * width) / height), height: size };
+}
+
+/** CLIP preprocessing to a [3, size, size] CHW float32 array (see the file comment). */
+export async function preprocessClip(img: RgbImage, opts: ClipPreprocessOptions): Promise<Float32Array> {
+  const { size } = opts;
+  const mean = opts.mean ?? CLIP_MEAN, std = opts.std ?? CLIP_STD, aspect = opts.aspect ?? 'resize_crop';
+  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`preprocessClip: size must be a positive integer, got ${size}`);
+  if (aspect !== 'pad' && aspect !== 'resize_crop') throw new RangeError(`preprocessClip: aspect must be 'pad' or 'resize_crop', got ${String(aspect)}`);
+  checkStats('preprocessClip', mean, std);
+  checkImage('preprocessClip', img);
+  let im = aspect === 'pad' ? expandToSquare(img, padColour(mean)) : img;
+  const target = shortestSideSize(im.width, im.height, size);
+  im = await resizeRgb(im, target.width, target.height);
+  const ox = (im.width - size) >> 1, oy = (im.height - size) >> 1;
+  return normalizeRgbRegion(im, ox, oy, size, mean, std);
+}
+
+function normalizeRgbRegion(img: RgbImage, ox: number, oy: number, size: number, mean: readonly number[], std: readonly number[]): Float32Array {
+  const out = new Float32Array(3 * size * size);
+  const plane = size * size, w = img.width, d = img.data;
+  for (let c = 0; c < 3; c++) {
+    // (x / 255 - mean) / std, computed as in float64 then stored as float32.
+    const m = mean[c], s = std[c];
+    const lut = new Float32Array(256);
+    for (let v = 0; v < 256; v++) lut[v] = (v / 255 - m) / s;
+    const base = c * plane;
+    for (let y = 0; y < size; y++) {
+      const row = ((oy + y) * w + ox) * 3 + c;
+      const o = base + y * size;
+      for (let x = 0; x < size; x++) out[o + x] = lut[d[row + 3 * x]];
+    }
+  }
+  return out;
+}
+
+/**
+ * Synchronous fast path for raw RGB bytes that are already size x size (e.g. generated Sort-of-CLEVR scenes):
+ * scale 1/255, normalise, CHW float32 [3, size, size]. No resize, crop or pad.
+ */
+export function normalizeRgb(
+  data: Uint8Array, size: number, mean: readonly number[] = CLIP_MEAN, std: readonly number[] = CLIP_STD,
+): Float32Array {
+  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`normalizeRgb: size must be a positive integer, got ${size}`);
+  if (!(data instanceof Uint8Array) || data.length !== size * size * 3) {
+    throw new RangeError(`normalizeRgb: expected ${size * size * 3} RGB bytes for ${size}x${size}, got ${(data as Uint8Array | undefined)?.length}`);
+  }
+  checkStats('normalizeRgb', mean, std);
+  return normalizeRgbRegion({ width: size, height: size, data }, 0, 0, size, mean, std);
+}

@@ -1,0 +1,291 @@
+// TextTokenizer: a Hugging Face tokenizer.json (BPE, Unigram, WordPiece or WordLevel) run by the pure-JS
+// @huggingface/tokenizers, with the special-token ids the LLaVA pipeline needs (BOS, EOS, UNK, PAD).
+//
+// encode() never adds special tokens except an optional BOS at the front: templates put "</s>" into the
+// prompt text themselves (it is matched as an added token), and LLaVA's tokenizer_image_token adds BOS once.
+//
+// Special tokens are resolved in this order (the first that names a token wins):
+//   BOS: options.bosToken, tokenizer_config.json / special_tokens_map.json `bos_token`, the post_processor
+//        template (a SpecialToken before $A), "<s>" when it is in the vocabulary; otherwise null.
+//   EOS: options.eosToken, config `eos_token`, the post_processor template (a SpecialToken after $A),
+//        "</s>" when it is in the vocabulary; otherwise null.
+//   UNK: options.unkToken, config `unk_token`, the model's own unk_token / unk_id, "<unk>"; otherwise null.
+//   PAD: options.padToken; else UNK (LLaVA sets pad = unk: id 0 for LLaMA); else config `pad_token`; else
+//        EOS; else 0.
+import * as fs from 'fs';
+import * as path from 'path';
+import { Tokenizer } from '@huggingface/tokenizers';
+
+/** tokenizer_config.json content (only the keys used here are typed). */
+export interface TokenizerConfigObject {
+  bos_token?: string | { content: string } | null;
+  eos_token?: string | { content: string } | null;
+  unk_token?: string | { content: string } | null;
+  pad_token?: string | { content: string } | null;
+  additional_special_tokens?: Array<string | { content: string }>;
+  [key: string]: unknown;
+}
+
+export interface TextTokenizerOptions {
+  /** tokenizer_config.json content; when loading from a path, the file beside tokenizer.json is used. */
+  config?: TokenizerConfigObject | null;
+  bosToken?: string;
+  eosToken?: string;
+  unkToken?: string;
+  padToken?: string;
+  /** Name used in error messages (defaults to the file path, or "tokenizer.json object"). */
+  source?: string;
+}
+
+export interface EncodeOptions {
+  /** Put the BOS id in front (default false). Throws when the tokenizer has no BOS token. */
+  addBos?: boolean;
+}
+
+export interface DecodeOptions {
+  /** Drop special tokens (BOS, EOS, UNK, PAD and added tokens marked special). Default true. */
+  skipSpecial?: boolean;
+}
+
+const SUPPORTED_MODELS = ['BPE', 'Unigram', 'WordPiece', 'WordLevel'];
+
+type JsonObject = Record<string, unknown>;
+
+function isObject(v: unknown): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function tokenContent(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (isObject(v) && typeof v.content === 'string') return v.content;
+  return null;
+}
+
+function readJson(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new Error(`TextTokenizer: ${what} not found: ${file}`);
+    throw new Error(`TextTokenizer: cannot read ${what} ${file}: ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`TextTokenizer: ${file} is not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** The special tokens the post_processor's single-sequence template puts before and after $A. */
+function templateSpecials(pp: unknown): { before: string[]; after: string[] } {
+  const out = { before: [] as string[], after: [] as string[] };
+  if (!isObject(pp)) return out;
+  if (pp.type === 'Sequence' && Array.isArray(pp.processors)) {
+    for (const p of pp.processors) {
+      const r = templateSpecials(p);
+      if (r.before.length > 0 || r.after.length > 0) return r;
+    }
+    return out;
+  }
+  if (pp.type !== 'TemplateProcessing' || !Array.isArray(pp.single)) return out;
+  let seenA = false;
+  for (const item of pp.single) {
+    if (!isObject(item)) continue;
+    if (isObject(item.Sequence)) {
+      seenA = true;
+    } else if (isObject(item.SpecialToken) && typeof item.SpecialToken.id === 'string') {
+      (seenA ? out.after : out.before).push(item.SpecialToken.id);
+    }
+  }
+  return out;
+}
+
+export class TextTokenizer {
+  /** Where the tokenizer came from (file path or "tokenizer.json object"); used in error messages. */
+  readonly source: string;
+  readonly bosId: number | null;
+  readonly eosId: number | null;
+  readonly unkId: number | null;
+  readonly padId: number;
+  readonly bosToken: string | null;
+  readonly eosToken: string | null;
+  readonly unkToken: string | null;
+  /** Largest token id + 1 (model vocabulary plus added tokens; LLaMA: 32000). */
+  readonly vocabSize: number;
+  /** Ids dropped by decode({ skipSpecial: true }). */
+  readonly specialIds: ReadonlySet<number>;
+  private readonly tok: Tokenizer;
+
+  /**
+   * From a tokenizer.json path (or a directory holding tokenizer.json; a tokenizer_config.json and a
+   * special_tokens_map.json beside it are read when present) or from the parsed tokenizer.json object.
+   */
+  constructor(source: string | object, options: TextTokenizerOptions = {}) {
+    let json: unknown;
+    let config: TokenizerConfigObject = {};
+    let where: string;
+    if (typeof source === 'string') {
+      let file = source;
+      try {
+        if (fs.statSync(file).isDirectory()) file = path.join(file, 'tokenizer.json');
+      } catch {
+        // reported by readJson below
+      }
+      where = options.source ?? file;
+      json = readJson(file, 'tokenizer file');
+      if (options.config === undefined) {
+        const dir = path.dirname(file);
+        for (const name of ['special_tokens_map.json', 'tokenizer_config.json']) {
+          const f = path.join(dir, name);
+          if (!fs.existsSync(f)) continue;
+          const c = readJson(f, name);
+          if (!isObject(c)) throw new Error(`TextTokenizer: ${f} must hold a JSON object`);
+          config = { ...config, ...c }; // tokenizer_config.json wins over special_tokens_map.json
+        }
+      }
+    } else {
+      where = options.source ?? 'tokenizer.json object';
+      json = source;
+    }
+    if (options.config) config = { ...options.config };
+    this.source = where;
+
+    if (!isObject(json)) throw new Error(`TextTokenizer: ${where}: a tokenizer.json must be a JSON object`);
+    const model = json.model;
+    if (!isObject(model)) throw new Error(`TextTokenizer: ${where}: tokenizer.json has no "model" object`);
+    const type = model.type;
+    if (typeof type !== 'string' || !SUPPORTED_MODELS.includes(type)) {
+      throw new Error(
+        `TextTokenizer: ${where}: unsupported tokenizer model type ${JSON.stringify(type)} (supported: ${SUPPORTED_MODELS.join(', ')})`,
+      );
+    }
+    if (json.added_tokens !== undefined && !Array.isArray(json.added_tokens)) {
+      throw new Error(`TextTokenizer: ${where}: "added_tokens" must be an array`);
+    }
+
+    const addedTokens = (json.added_tokens ?? []) as JsonObject[];
+    const vocabHas = (t: string): boolean => {
+      if (addedTokens.some((a) => a.content === t)) return true;
+      const v = model.vocab;
+      if (Array.isArray(v)) return v.some((e) => Array.isArray(e) && e[0] === t);
+      return isObject(v) && Object.prototype.hasOwnProperty.call(v, t);
+    };
+    const specials = templateSpecials(json.post_processor);
+    const pick = (...candidates: Array<string | null | undefined>): string | null => {
+      for (const c of candidates) if (typeof c === 'string' && c.length > 0) return c;
+      return null;
+    };
+    let modelUnk: string | null = tokenContent(model.unk_token);
+    if (modelUnk === null && type === 'Unigram' && typeof model.unk_id === 'number' && Array.isArray(model.vocab)) {
+      const e = model.vocab[model.unk_id];
+      if (Array.isArray(e) && typeof e[0] === 'string') modelUnk = e[0];
+    }
+    const bosToken = pick(options.bosToken, tokenContent(config.bos_token), specials.before[0], vocabHas('<s>') ? '<s>' : null);
+    const eosToken = pick(options.eosToken, tokenContent(config.eos_token), specials.after[0], vocabHas('</s>') ? '</s>' : null);
+    const unkToken = pick(options.unkToken, tokenContent(config.unk_token), modelUnk, vocabHas('<unk>') ? '<unk>' : null);
+    const padToken = pick(options.padToken, unkToken, tokenContent(config.pad_token));
+
+    // tokenizers.js wants every component key present (null when absent) and an added_tokens array; its
+    // config supplies the special tokens (WordLevel models run as its vocabulary-only "Legacy" model).
+    const tjson: JsonObject = {
+      normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...json, added_tokens: addedTokens,
+    };
+    const tconfig: JsonObject = { ...config };
+    for (const [k, v] of [['bos_token', bosToken], ['eos_token', eosToken], ['unk_token', unkToken], ['pad_token', padToken]] as const) {
+      if (v !== null) tconfig[k] = v;
+      else delete tconfig[k];
+    }
+    if (Array.isArray(config.additional_special_tokens)) {
+      tconfig.additional_special_tokens = config.additional_special_tokens.map(tokenContent).filter((t): t is string => t !== null);
+    }
+    try {
+      this.tok = new Tokenizer(tjson, tconfig);
+    } catch (e) {
+      throw new Error(`TextTokenizer: ${where}: cannot build the tokenizer: ${(e as Error).message}`);
+    }
+
+    const idOf = (name: string, token: string | null): number | null => {
+      if (token === null) return null;
+      const id = this.tok.token_to_id(token);
+      if (id === undefined) throw new Error(`TextTokenizer: ${where}: ${name} ${JSON.stringify(token)} is not in the vocabulary`);
+      return id;
+    };
+    this.bosToken = bosToken;
+    this.eosToken = eosToken;
+    this.unkToken = unkToken;
+    this.bosId = idOf('bos_token', bosToken);
+    this.eosId = idOf('eos_token', eosToken);
+    this.unkId = idOf('unk_token', unkToken);
+    this.padId = padToken !== null ? (idOf('pad_token', padToken) as number) : (this.eosId ?? 0);
+
+    let maxId = -1;
+    for (const id of this.tok.get_vocab(true).values()) if (id > maxId) maxId = id;
+    this.vocabSize = maxId + 1;
+
+    const special = new Set<number>();
+    for (const id of [this.bosId, this.eosId, this.unkId, this.padId]) if (id !== null) special.add(id);
+    for (const a of addedTokens) if (a.special === true && typeof a.id === 'number') special.add(a.id);
+    for (const t of (tconfig.additional_special_tokens as string[] | undefined) ?? []) {
+      const id = this.tok.token_to_id(t);
+      if (id !== undefined) special.add(id);
+    }
+    this.specialIds = special;
+  }
+
+  /** Loads tokenizer.json from a file (or a directory holding one). */
+  static fromFile(file: string, options: TextTokenizerOptions = {}): TextTokenizer {
+    return new TextTokenizer(file, options);
+  }
+
+  /** Ids of `text` (no special tokens added, except BOS in front with { addBos: true }). */
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    if (typeof text !== 'string') throw new TypeError(`TextTokenizer.encode: expected a string but received ${typeof text}`);
+    const ids: number[] = [];
+    if (options.addBos) {
+      if (this.bosId === null) throw new Error(`TextTokenizer.encode: ${this.source} has no BOS token (addBos: true)`);
+      ids.push(this.bosId);
+    }
+    if (text.length === 0) return ids;
+    const enc = this.tok.encode(text, { add_special_tokens: false });
+    for (let i = 0; i < enc.ids.length; i++) {
+      const id = enc.ids[i];
+      if (id === undefined || id === null || !Number.isInteger(id)) {
+        throw new Error(`TextTokenizer.encode: ${this.source}: token ${JSON.stringify(enc.tokens[i])} is not in the vocabulary and there is no unk token`);
+      }
+      ids.push(id);
+    }
+    return ids;
+  }
+
+  /** Text of `ids`. Negative ids (the image placeholder -200, the ignore index -100) are skipped. */
+  decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
+    const skipSpecial = options.skipSpecial ?? true;
+    const keep: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id)) throw new TypeError(`TextTokenizer.decode: ids[${i}] = ${id} is not an integer`);
+      if (id < 0) continue;
+      if (skipSpecial && this.specialIds.has(id)) continue;
+      keep.push(id);
+    }
+    if (keep.length === 0) return '';
+    return this.tok.decode(keep, { skip_special_tokens: skipSpecial });
+  }
+
+  /** The token string of `id`, or null when the id is not in the vocabulary. */
+  idToToken(id: number): string | null {
+    return this.tok.id_to_token(id) ?? null;
+  }
+
+  /** The id of token string `token`, or null when it is not in the vocabulary. */
+  tokenToId(token: string): number | null {
+    return this.tok.token_to_id(token) ?? null;
+  }
+
+  /** The token strings of `text` (no special tokens added); for inspection and tests. */
+  tokenize(text: string): string[] {
+    if (text.length === 0) return [];
+    return this.tok.encode(text, { add_special_tokens: false }).tokens;
+  }
+}

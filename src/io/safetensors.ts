@@ -1,0 +1,581 @@
+// safetensors I/O on the host (https://github.com/huggingface/safetensors, "Format"):
+//   8 bytes      N, unsigned little-endian 64-bit: the byte length of the header
+//   N bytes      UTF-8 JSON object: { "__metadata__"?: {string: string},
+//                                     name: { dtype, shape: int[], data_offsets: [begin, end] }, ... }
+//                (writers pad it with spaces; offsets are relative to the byte after the header)
+//   rest         the tensor data, little-endian, row-major
+// Reading converts every supported dtype to the two host dtypes of the engine: F32/F16/BF16/F64 -> float32,
+// I32/I64/I16/I8/U8/U16/U32/U64/BOOL -> int32 (64/32-bit unsigned values outside the int32 range throw a
+// RangeError naming the tensor). Tensors are read one by one straight from the file descriptor into fresh,
+// aligned typed arrays, so files of several GB work (no 2 GiB readFile limit, no unaligned views).
+// Writing produces F32/I32 only, names sorted, header padded to 8 bytes, atomically (tmp file, fsync, rename).
+
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { randomBytes } from 'crypto';
+
+export type HostDType = 'float32' | 'int32';
+
+export interface HostTensor {
+  dtype: HostDType;
+  shape: number[];
+  data: Float32Array | Int32Array;
+}
+
+/** One header entry, as stored in the file (before conversion). */
+export interface SafetensorsEntry {
+  name: string;
+  /** The file's dtype string, e.g. 'F32', 'BF16', 'I64'. */
+  dtype: string;
+  shape: number[];
+  /** Absolute byte offsets in the file, [begin, end). */
+  begin: number;
+  end: number;
+}
+
+export interface SafetensorsHeader {
+  entries: SafetensorsEntry[];
+  metadata: Record<string, string>;
+  /** Byte offset of the data section (8 + header length). */
+  dataStart: number;
+  fileSize: number;
+}
+
+export interface ReadOptions {
+  /** Only tensors for which this returns true are read (e.g. `(n) => n.startsWith('vision_model.')`). */
+  filter?: (name: string) => boolean;
+}
+
+/** A malformed or unreadable safetensors file / checkpoint; the message names the file and the problem. */
+export class SafetensorsError extends Error {
+  readonly file: string;
+  constructor(file: string, problem: string, options?: { cause?: unknown }) {
+    super(`safetensors: ${file}: ${problem}`, options);
+    this.name = 'SafetensorsError';
+    this.file = file;
+  }
+}
+
+// Source dtypes: byte size and the host dtype they become.
+const DTYPES: Record<string, { size: number; to: HostDType }> = {
+  F32: { size: 4, to: 'float32' },
+  F16: { size: 2, to: 'float32' },
+  BF16: { size: 2, to: 'float32' },
+  F64: { size: 8, to: 'float32' },
+  I32: { size: 4, to: 'int32' },
+  I64: { size: 8, to: 'int32' },
+  I16: { size: 2, to: 'int32' },
+  I8: { size: 1, to: 'int32' },
+  U8: { size: 1, to: 'int32' },
+  U16: { size: 2, to: 'int32' },
+  U32: { size: 4, to: 'int32' },
+  U64: { size: 8, to: 'int32' },
+  BOOL: { size: 1, to: 'int32' },
+};
+const KNOWN_UNSUPPORTED = new Set(['F8_E4M3', 'F8_E5M2', 'F8_E8M0', 'F4', 'F6_E2M3', 'F6_E3M2', 'C64']);
+
+const LITTLE_ENDIAN = os.endianness() === 'LE';
+// Largest single read/write: fs calls take an int32 length.
+const IO_CHUNK = 1 << 30;
+
+// ------------------------------------------------------------------------------------------------------------
+// Reading
+// ------------------------------------------------------------------------------------------------------------
+
+function describeFsError(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  if (err && err.code === 'ENOENT') return 'no such file';
+  if (err && err.code === 'EISDIR') return 'is a directory, not a file';
+  if (err && err.code === 'EACCES') return 'permission denied';
+  return err && err.message ? err.message : String(e);
+}
+
+function openForRead(file: string): { fd: number; size: number } {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    throw new SafetensorsError(file, `cannot open: ${describeFsError(e)}`, { cause: e });
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new SafetensorsError(file, 'not a regular file');
+    return { fd, size: st.size };
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+}
+
+/** Reads exactly `length` bytes at `position` into `target` (at `targetOffset`), in chunks. */
+function readExactly(fd: number, file: string, target: Uint8Array, targetOffset: number, length: number,
+  position: number): void {
+  let done = 0;
+  while (done < length) {
+    const n = Math.min(IO_CHUNK, length - done);
+    let got: number;
+    try {
+      got = fs.readSync(fd, target, targetOffset + done, n, position + done);
+    } catch (e) {
+      throw new SafetensorsError(file, `read failed at byte ${position + done}: ${describeFsError(e)}`, { cause: e });
+    }
+    if (got === 0) {
+      throw new SafetensorsError(file, `unexpected end of file at byte ${position + done} (the file changed while reading?)`);
+    }
+    done += got;
+  }
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function parseHeader(fd: number, file: string, fileSize: number): SafetensorsHeader {
+  if (fileSize < 8) {
+    throw new SafetensorsError(file, `file is ${fileSize} bytes, shorter than the 8-byte header length field (not a safetensors file?)`);
+  }
+  const lenBuf = new Uint8Array(8);
+  readExactly(fd, file, lenBuf, 0, 8, 0);
+  const headerLen = new DataView(lenBuf.buffer).getBigUint64(0, true);
+  if (headerLen > BigInt(fileSize - 8)) {
+    throw new SafetensorsError(file, `header length ${headerLen} runs beyond the end of the file (${fileSize} bytes; truncated or not a safetensors file?)`);
+  }
+  const n = Number(headerLen);
+  if (n < 2) throw new SafetensorsError(file, `header length ${n} is too small for a JSON object`);
+  const hb = new Uint8Array(n);
+  readExactly(fd, file, hb, 0, n, 8);
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(hb.buffer, hb.byteOffset, hb.byteLength).toString('utf8'));
+  } catch (e) {
+    throw new SafetensorsError(file, `header is not valid JSON (${(e as Error).message})`, { cause: e });
+  }
+  if (!isPlainObject(json)) throw new SafetensorsError(file, 'header is not a JSON object');
+
+  const dataStart = 8 + n;
+  const dataSize = fileSize - dataStart;
+  const metadata: Record<string, string> = {};
+  const entries: SafetensorsEntry[] = [];
+  for (const [name, raw] of Object.entries(json)) {
+    if (name === '__metadata__') {
+      if (!isPlainObject(raw)) throw new SafetensorsError(file, '__metadata__ is not a JSON object');
+      for (const [k, v] of Object.entries(raw)) {
+        if (typeof v !== 'string') {
+          throw new SafetensorsError(file, `__metadata__ value for '${k}' is not a string`);
+        }
+        metadata[k] = v;
+      }
+      continue;
+    }
+    const where = `tensor '${name}'`;
+    if (!isPlainObject(raw)) throw new SafetensorsError(file, `${where}: header entry is not a JSON object`);
+    const { dtype, shape, data_offsets: offs } = raw;
+    if (typeof dtype !== 'string') throw new SafetensorsError(file, `${where}: missing or non-string dtype`);
+    const info = DTYPES[dtype];
+    if (!info) {
+      const why = KNOWN_UNSUPPORTED.has(dtype) ? 'unsupported dtype' : 'unknown dtype';
+      throw new SafetensorsError(file, `${where}: ${why} '${dtype}' (supported: ${Object.keys(DTYPES).join(', ')})`);
+    }
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw new SafetensorsError(file, `${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    }
+    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0)) {
+      throw new SafetensorsError(file, `${where}: data_offsets ${JSON.stringify(offs)} is not a pair of non-negative integers`);
+    }
+    const [b, e] = offs as number[];
+    if (b > e) throw new SafetensorsError(file, `${where}: data_offsets [${b}, ${e}] has begin > end`);
+    if (e > dataSize) {
+      throw new SafetensorsError(file, `${where}: data_offsets [${b}, ${e}] out of range: the data section has ${dataSize} bytes (truncated file?)`);
+    }
+    let numel = 1;
+    for (const d of shape as number[]) numel *= d;
+    const expected = numel * info.size;
+    if (!Number.isSafeInteger(expected) || expected !== e - b) {
+      throw new SafetensorsError(file, `${where}: data_offsets [${b}, ${e}] span ${e - b} bytes but shape [${(shape as number[]).join(', ')}] x ${dtype} (${info.size} bytes) needs ${expected}`);
+    }
+    entries.push({ name, dtype, shape: (shape as number[]).slice(), begin: dataStart + b, end: dataStart + e });
+  }
+  // Overlaps (empty tensors overlap nothing).
+  const sorted = entries.filter((t) => t.end > t.begin).sort((x, y) => x.begin - y.begin);
+  for (let i = 1; i < sorted.length; i++) {
+    const p = sorted[i - 1];
+    const c = sorted[i];
+    if (c.begin < p.end) {
+      throw new SafetensorsError(file, `tensors '${p.name}' [${p.begin - dataStart}, ${p.end - dataStart}) and '${c.name}' [${c.begin - dataStart}, ${c.end - dataStart}) overlap`);
+    }
+  }
+  return { entries, metadata, dataStart, fileSize };
+}
+
+let f16Table: Uint32Array | null = null;
+/** float32 bit patterns of all 65536 half values (exact: every half is a float32). */
+function halfTable(): Uint32Array {
+  if (f16Table) return f16Table;
+  const t = new Uint32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = (h & 0x8000) << 16;
+    const exp = (h >> 10) & 0x1f;
+    const mant = h & 0x3ff;
+    if (exp === 0x1f) {
+      t[h] = sign | 0x7f800000 | (mant << 13); // inf / NaN (payload kept)
+    } else if (exp !== 0) {
+      t[h] = sign | ((exp + 112) << 23) | (mant << 13);
+    } else if (mant === 0) {
+      t[h] = sign; // +-0
+    } else {
+      // subnormal: mant * 2^-24, normalised for float32
+      let e = -14;
+      let m = mant;
+      while ((m & 0x400) === 0) {
+        m <<= 1;
+        e--;
+      }
+      t[h] = sign | ((e + 127) << 23) | ((m & 0x3ff) << 13);
+    }
+  }
+  f16Table = t;
+  return t;
+}
+
+function int64Error(file: string, name: string, index: number, lo: number, hi: number, unsigned: boolean): never {
+  const v = unsigned
+    ? (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0)
+    : (BigInt(hi | 0) << 32n) | BigInt(lo >>> 0);
+  throw new RangeError(`safetensors: ${file}: tensor '${name}': element ${index} = ${v} does not fit in int32 (${unsigned ? 'U64' : 'I64'} is read as int32)`);
+}
+
+function readEntry(fd: number, file: string, t: SafetensorsEntry): HostTensor {
+  const info = DTYPES[t.dtype];
+  const nbytes = t.end - t.begin;
+  const numel = nbytes / info.size;
+  const shape = t.shape.slice();
+
+  // Fresh ArrayBuffers are 8-byte aligned, so typed views of any element size are valid.
+  if (LITTLE_ENDIAN && (t.dtype === 'F32' || t.dtype === 'I32')) {
+    const data = t.dtype === 'F32' ? new Float32Array(numel) : new Int32Array(numel);
+    readExactly(fd, file, new Uint8Array(data.buffer), 0, nbytes, t.begin);
+    return { dtype: info.to, shape, data };
+  }
+  const raw = new Uint8Array(nbytes);
+  readExactly(fd, file, raw, 0, nbytes, t.begin);
+  const buf = raw.buffer;
+
+  if (!LITTLE_ENDIAN) return readEntryBigEndianHost(file, t, raw, numel);
+
+  switch (t.dtype) {
+    case 'F16': {
+      const src = new Uint16Array(buf);
+      const out = new Float32Array(numel);
+      const bits = new Uint32Array(out.buffer);
+      const table = halfTable();
+      for (let i = 0; i < numel; i++) bits[i] = table[src[i]];
+      return { dtype: 'float32', shape, data: out };
+    }
+    case 'BF16': {
+      const src = new Uint16Array(buf);
+      const out = new Float32Array(numel);
+      const bits = new Uint32Array(out.buffer);
+      for (let i = 0; i < numel; i++) bits[i] = src[i] << 16;
+      return { dtype: 'float32', shape, data: out };
+    }
+    case 'F64': {
+      const out = new Float32Array(numel);
+      out.set(new Float64Array(buf)); // round to nearest even, overflow to +-Infinity
+      return { dtype: 'float32', shape, data: out };
+    }
+    case 'I64':
+    case 'U64': {
+      const w = new Int32Array(buf);
+      const out = new Int32Array(numel);
+      const unsigned = t.dtype === 'U64';
+      for (let i = 0; i < numel; i++) {
+        const lo = w[2 * i];
+        const hi = w[2 * i + 1];
+        if (unsigned ? hi !== 0 || lo < 0 : hi !== lo >> 31) int64Error(file, t.name, i, lo, hi, unsigned);
+        out[i] = lo;
+      }
+      return { dtype: 'int32', shape, data: out };
+    }
+    case 'U32': {
+      const src = new Uint32Array(buf);
+      for (let i = 0; i < numel; i++) {
+        if (src[i] > 0x7fffffff) {
+          throw new RangeError(`safetensors: ${file}: tensor '${t.name}': element ${i} = ${src[i]} does not fit in int32 (U32 is read as int32)`);
+        }
+      }
+      return { dtype: 'int32', shape, data: new Int32Array(buf) };
+    }
+    case 'I16':
+      return { dtype: 'int32', shape, data: Int32Array.from(new Int16Array(buf)) };
+    case 'U16':
+      return { dtype: 'int32', shape, data: Int32Array.from(new Uint16Array(buf)) };
+    case 'I8':
+      return { dtype: 'int32', shape, data: Int32Array.from(new Int8Array(buf)) };
+    case 'U8':
+      return { dtype: 'int32', shape, data: Int32Array.from(raw) };
+    case 'BOOL': {
+      const out = new Int32Array(numel);
+      for (let i = 0; i < numel; i++) out[i] = raw[i] !== 0 ? 1 : 0;
+      return { dtype: 'int32', shape, data: out };
+    }
+    default:
+      throw new SafetensorsError(file, `tensor '${t.name}': unknown dtype '${t.dtype}'`);
+  }
+}
+
+/** Portable (slow) path for big-endian hosts: DataView reads. */
+function readEntryBigEndianHost(file: string, t: SafetensorsEntry, raw: Uint8Array, numel: number): HostTensor {
+  const dv = new DataView(raw.buffer);
+  const shape = t.shape.slice();
+  const info = DTYPES[t.dtype];
+  if (info.to === 'float32') {
+    const out = new Float32Array(numel);
+    const table = t.dtype === 'F16' ? halfTable() : null;
+    const u = new Uint32Array(1);
+    const f = new Float32Array(u.buffer);
+    for (let i = 0; i < numel; i++) {
+      if (t.dtype === 'F32') out[i] = dv.getFloat32(4 * i, true);
+      else if (t.dtype === 'F64') out[i] = dv.getFloat64(8 * i, true);
+      else {
+        const h = dv.getUint16(2 * i, true);
+        u[0] = table ? table[h] : h << 16;
+        out[i] = f[0];
+      }
+    }
+    return { dtype: 'float32', shape, data: out };
+  }
+  const out = new Int32Array(numel);
+  for (let i = 0; i < numel; i++) {
+    let v: number;
+    switch (t.dtype) {
+      case 'I32': v = dv.getInt32(4 * i, true); break;
+      case 'U32': v = dv.getUint32(4 * i, true); break;
+      case 'I16': v = dv.getInt16(2 * i, true); break;
+      case 'U16': v = dv.getUint16(2 * i, true); break;
+      case 'I8': v = dv.getInt8(i); break;
+      case 'U8': v = dv.getUint8(i); break;
+      case 'BOOL': v = dv.getUint8(i) !== 0 ? 1 : 0; break;
+      default: {
+        const lo = dv.getInt32(8 * i, true);
+        const hi = dv.getInt32(8 * i + 4, true);
+        const unsigned = t.dtype === 'U64';
+        if (unsigned ? hi !== 0 || lo < 0 : hi !== lo >> 31) int64Error(file, t.name, i, lo, hi, unsigned);
+        v = lo;
+      }
+    }
+    if (v > 0x7fffffff) {
+      throw new RangeError(`safetensors: ${file}: tensor '${t.name}': element ${i} = ${v} does not fit in int32 (${t.dtype} is read as int32)`);
+    }
+    out[i] = v;
+  }
+  return { dtype: 'int32', shape, data: out };
+}
+
+/** The header only (names, file dtypes, shapes, offsets, metadata); reads no tensor data. */
+export function readSafetensorsHeader(file: string): SafetensorsHeader {
+  const { fd, size } = openForRead(file);
+  try {
+    return parseHeader(fd, file, size);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Reads a .safetensors file: tensors (converted to float32 / int32) and the `__metadata__` map ({} if absent). */
+export function readSafetensorsWithMetadata(file: string, options: ReadOptions = {}):
+  { tensors: Map<string, HostTensor>; metadata: Record<string, string> } {
+  const { fd, size } = openForRead(file);
+  try {
+    const header = parseHeader(fd, file, size);
+    const tensors = new Map<string, HostTensor>();
+    for (const entry of header.entries) {
+      if (options.filter && !options.filter(entry.name)) continue;
+      tensors.set(entry.name, readEntry(fd, file, entry));
+    }
+    return { tensors, metadata: header.metadata };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Reads a .safetensors file; every tensor is converted to float32 (float types) or int32 (integer/bool types). */
+export function readSafetensors(file: string, options: ReadOptions = {}): Map<string, HostTensor> {
+  return readSafetensorsWithMetadata(file, options).tensors;
+}
+
+/**
+ * The weights of a checkpoint directory in HF layout: `model.safetensors`, or `model.safetensors.index.json`
+ * (`{ "weight_map": { name: shard file } }`) and its shards, merged into one map.
+ */
+export function readCheckpointWeights(dir: string, options: ReadOptions = {}): Map<string, HostTensor> {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch (e) {
+    throw new SafetensorsError(dir, `checkpoint directory: ${describeFsError(e)}`, { cause: e });
+  }
+  if (!st.isDirectory()) throw new SafetensorsError(dir, 'checkpoint path is not a directory');
+
+  const single = path.join(dir, 'model.safetensors');
+  const index = path.join(dir, 'model.safetensors.index.json');
+  if (fs.existsSync(single)) return readSafetensors(single, options);
+  if (!fs.existsSync(index)) {
+    const files = fs.readdirSync(dir);
+    const torchFiles = files.filter((f) => /^pytorch_model.*\.bin$/.test(f) || /\.(pt|pth|ckpt)$/.test(f));
+    const others = files.filter((f) => f.endsWith('.safetensors'));
+    let hint = '';
+    if (torchFiles.length) hint = `; found PyTorch pickle weights (${torchFiles.join(', ')}), which are not supported: convert them to safetensors first`;
+    else if (others.length) hint = `; other .safetensors files there: ${others.join(', ')}`;
+    throw new SafetensorsError(dir, `no model.safetensors or model.safetensors.index.json in the checkpoint directory${hint}`);
+  }
+
+  let indexJson: unknown;
+  try {
+    indexJson = JSON.parse(fs.readFileSync(index, 'utf8'));
+  } catch (e) {
+    throw new SafetensorsError(index, `cannot read the shard index: ${(e as Error).message}`, { cause: e });
+  }
+  if (!isPlainObject(indexJson) || !isPlainObject(indexJson.weight_map)) {
+    throw new SafetensorsError(index, 'shard index has no "weight_map" object');
+  }
+  const weightMap = indexJson.weight_map;
+  const byShard = new Map<string, string[]>();
+  for (const [name, shard] of Object.entries(weightMap)) {
+    if (typeof shard !== 'string' || shard === '' || path.isAbsolute(shard) ||
+      shard.split(/[\\/]/).includes('..')) {
+      throw new SafetensorsError(index, `weight_map entry for '${name}' is not a relative shard file name: ${JSON.stringify(shard)}`);
+    }
+    let list = byShard.get(shard);
+    if (!list) byShard.set(shard, (list = []));
+    list.push(name);
+  }
+  const missing = [...byShard.keys()].filter((s) => !fs.existsSync(path.join(dir, s))).sort();
+  if (missing.length) {
+    throw new SafetensorsError(index, `missing shard file${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (of ${byShard.size}) in ${dir}`);
+  }
+
+  const merged = new Map<string, HostTensor>();
+  const origin = new Map<string, string>();
+  for (const [shard, names] of byShard) {
+    const shardPath = path.join(dir, shard);
+    const tensors = readSafetensors(shardPath, options);
+    for (const name of names) {
+      if (!tensors.has(name) && (!options.filter || options.filter(name))) {
+        throw new SafetensorsError(shardPath, `tensor '${name}' is listed for this shard in ${path.basename(index)} but is not in it`);
+      }
+    }
+    for (const [name, t] of tensors) {
+      const prev = origin.get(name);
+      if (prev !== undefined) {
+        throw new SafetensorsError(shardPath, `tensor '${name}' is also in shard ${prev}`);
+      }
+      origin.set(name, shard);
+      merged.set(name, t);
+    }
+  }
+  return merged;
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Writing
+// ------------------------------------------------------------------------------------------------------------
+
+function checkTensor(file: string, name: string, t: HostTensor): void {
+  const where = `writeSafetensors(${file}): tensor '${name}'`;
+  if (name === '' || name === '__metadata__') throw new TypeError(`${where}: invalid tensor name`);
+  if (!t || typeof t !== 'object') throw new TypeError(`${where}: expected a HostTensor`);
+  if (t.dtype === 'float32') {
+    if (!(t.data instanceof Float32Array)) throw new TypeError(`${where}: dtype float32 needs a Float32Array`);
+  } else if (t.dtype === 'int32') {
+    if (!(t.data instanceof Int32Array)) throw new TypeError(`${where}: dtype int32 needs an Int32Array`);
+  } else {
+    throw new TypeError(`${where}: dtype must be 'float32' or 'int32', got ${JSON.stringify(t.dtype)}`);
+  }
+  if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new RangeError(`${where}: shape ${JSON.stringify(t.shape)} is not a list of non-negative integers`);
+  }
+  const numel = t.shape.reduce((a, b) => a * b, 1);
+  if (numel !== t.data.length) {
+    throw new RangeError(`${where}: shape [${t.shape.join(', ')}] has ${numel} elements but data has ${t.data.length}`);
+  }
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  let done = 0;
+  while (done < bytes.byteLength) {
+    const n = Math.min(IO_CHUNK, bytes.byteLength - done);
+    done += fs.writeSync(fd, bytes, done, n);
+  }
+}
+
+function tensorBytes(t: HostTensor): Uint8Array {
+  if (LITTLE_ENDIAN) return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+  const out = new Uint8Array(t.data.byteLength);
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < t.data.length; i++) {
+    if (t.dtype === 'float32') dv.setFloat32(4 * i, t.data[i], true);
+    else dv.setInt32(4 * i, t.data[i], true);
+  }
+  return out;
+}
+
+/**
+ * Writes float32/int32 tensors (names sorted) and optional string metadata as a .safetensors file.
+ * Atomic: the bytes go to `${file}.tmp-<pid>-<random>` in the same directory, are fsync'ed, and the tmp file
+ * is renamed over `file`, so readers see either the old file or the complete new one. On failure the tmp
+ * file is removed and `file` is left as it was.
+ */
+export function writeSafetensors(file: string, tensors: Map<string, HostTensor> | Record<string, HostTensor>,
+  metadata?: Record<string, string>): void {
+  const entries: [string, HostTensor][] = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
+  for (const [name, t] of entries) checkTensor(file, name, t);
+  entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+
+  const header: Record<string, unknown> = {};
+  if (metadata !== undefined) {
+    if (!isPlainObject(metadata)) throw new TypeError(`writeSafetensors(${file}): metadata must be an object of strings`);
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== 'string') {
+        throw new TypeError(`writeSafetensors(${file}): metadata value for '${k}' must be a string, got ${typeof v}`);
+      }
+    }
+    if (Object.keys(metadata).length > 0) header.__metadata__ = { ...metadata };
+  }
+  let offset = 0;
+  for (const [name, t] of entries) {
+    const nbytes = t.data.byteLength;
+    header[name] = { dtype: t.dtype === 'float32' ? 'F32' : 'I32', shape: t.shape.slice(), data_offsets: [offset, offset + nbytes] };
+    offset += nbytes;
+  }
+  let json = JSON.stringify(header);
+  const rawLen = Buffer.byteLength(json, 'utf8');
+  json += ' '.repeat((8 - (rawLen % 8)) % 8); // the data section starts 8-byte aligned
+  const headerBytes = Buffer.from(json, 'utf8');
+  const prefix = Buffer.alloc(8);
+  prefix.writeBigUInt64LE(BigInt(headerBytes.byteLength), 0);
+
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+  let fd: number | null = null;
+  try {
+    fd = fs.openSync(tmp, 'wx', 0o644);
+    writeAll(fd, prefix);
+    writeAll(fd, headerBytes);
+    for (const [, t] of entries) writeAll(fd, tensorBytes(t));
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = null;
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    if (fd !== null) {
+      try { fs.closeSync(fd); } catch { /* already failing */ }
+    }
+    try { fs.unlinkSync(tmp); } catch { /* never created or already gone */ }
+    throw new SafetensorsError(file, `write failed: ${describeFsError(e)}`, { cause: e });
+  }
+  // Make the rename itself durable (best effort: not every platform can fsync a directory).
+  try {
+    const dfd = fs.openSync(path.dirname(path.resolve(file)), 'r');
+    try { fs.fsyncSync(dfd); } finally { fs.closeSync(dfd); }
+  } catch { /* ignore */ }
+}

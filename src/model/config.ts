@@ -1,0 +1,119 @@
+// VW-LMM configuration and its LLaVA-layout config.json (VISUAL_WORDS.md section 1): model_type "llava",
+// the mm_* keys, the LLaMA keys at the top level, plus the vision tower's own config (vision_config) when
+// the tower is embedded, the VW-LMM keys (vm_*), the conversation template and image preprocessing.
+import { ClipVisionConfig, clipConfigFromHF, clipConfigToHF } from '../nn/clip';
+import { LlamaConfig, llamaConfigFromHF, llamaConfigToHF } from '../nn/llama';
+import { parseProjectorType } from '../nn/projector';
+
+export type TemplateName = 'plain' | 'vicuna_v1' | 'mistral';
+
+export interface ImageConfig {
+  size: number;
+  mean: [number, number, number];
+  std: [number, number, number];
+  /** LLaVA image_aspect_ratio: 'pad' (expand to a square of the mean colour) or 'square' (resize + crop). */
+  aspect: 'pad' | 'square';
+}
+
+export interface VwLmmConfig {
+  llm: LlamaConfig;
+  vision: ClipVisionConfig;
+  /** mm_vision_tower: a name or a directory; "embedded" when the weights are in this checkpoint. */
+  visionTower: string;
+  projectorType: string;
+  /** mm_vision_select_layer: HF hidden_states index (negative from the end). */
+  selectLayer: number;
+  selectFeature: 'patch' | 'cls_patch';
+  /** Weight of the visual-word KL (0 = plain LLaVA: no vm_head). */
+  vmWeight: number;
+  /** Pseudo image features: patches enter the LLM as softmax(vm_head(x)) . E. */
+  pif: boolean;
+  /** Stop the KL gradient at the target (vm_head and projector). Official: false. */
+  detachTarget: boolean;
+  template: TemplateName;
+  image: ImageConfig;
+  /** Token id of the image placeholder in tokenized prompts (LLaVA: -200). */
+  imageTokenIndex: number;
+}
+
+export const CLIP_MEAN: [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
+export const CLIP_STD: [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
+
+export function hasVmHead(c: VwLmmConfig): boolean {
+  return c.vmWeight > 0 || c.pif;
+}
+
+/** Number of image feature tokens one image contributes. */
+export function numImageTokens(c: VwLmmConfig): number {
+  const grid = c.vision.imageSize / c.vision.patchSize;
+  return grid * grid + (c.selectFeature === 'cls_patch' ? 1 : 0);
+}
+
+export function validateConfig(c: VwLmmConfig): VwLmmConfig {
+  parseProjectorType(c.projectorType);
+  const L = c.vision.numLayers;
+  if (!Number.isInteger(c.selectLayer) || c.selectLayer < -(L + 1) || c.selectLayer > L)
+    throw new RangeError(`config: mm_vision_select_layer ${c.selectLayer} is out of range for a ${L}-layer tower`);
+  if (c.selectLayer === 0 || c.selectLayer === -(L + 1)) {
+    // allowed: the embedding output
+  }
+  if (!(c.vmWeight >= 0)) throw new RangeError(`config: vm_weight must be >= 0, got ${c.vmWeight}`);
+  if (!['plain', 'vicuna_v1', 'mistral'].includes(c.template)) throw new RangeError(`config: unknown conversation template '${c.template}'`);
+  if (c.selectFeature !== 'patch' && c.selectFeature !== 'cls_patch') throw new RangeError(`config: mm_vision_select_feature '${c.selectFeature}' is not supported`);
+  return c;
+}
+
+export function configToJson(c: VwLmmConfig): Record<string, unknown> {
+  return {
+    architectures: ['LlavaLlamaForCausalLM'],
+    model_type: 'llava',
+    ...llamaConfigToHF(c.llm),
+    mm_vision_tower: c.visionTower,
+    mm_hidden_size: c.vision.hiddenSize,
+    mm_projector_type: c.projectorType,
+    mm_vision_select_layer: c.selectLayer,
+    mm_vision_select_feature: c.selectFeature,
+    image_aspect_ratio: c.image.aspect,
+    mm_use_im_start_end: false,
+    mm_use_im_patch_token: false,
+    tie_word_embeddings: false,
+    vision_config: clipConfigToHF(c.vision),
+    vm_weight: c.vmWeight,
+    vm_pif: c.pif,
+    vm_detach_target: c.detachTarget,
+    conversation_template: c.template,
+    image_size: c.image.size,
+    image_mean: c.image.mean,
+    image_std: c.image.std,
+    image_token_index: c.imageTokenIndex,
+  };
+}
+
+export function configFromJson(j: Record<string, unknown>, visionConfig?: Record<string, unknown>): VwLmmConfig {
+  if (j.model_type !== undefined && j.model_type !== 'llava' && j.model_type !== 'llava_llama')
+    throw new RangeError(`config: model_type '${j.model_type}' is not a LLaVA model`);
+  const vc = (j.vision_config as Record<string, unknown> | undefined) ?? visionConfig;
+  if (!vc) throw new RangeError(`config: no vision_config; mm_vision_tower '${j.mm_vision_tower}' must be loaded separately (pass its config)`);
+  const vision = clipConfigFromHF(vc);
+  const arr3 = (v: unknown, d: [number, number, number]): [number, number, number] =>
+    Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number') ? (v as [number, number, number]) : d;
+  return validateConfig({
+    llm: llamaConfigFromHF(j),
+    vision,
+    visionTower: String(j.mm_vision_tower ?? 'embedded'),
+    projectorType: String(j.mm_projector_type ?? 'linear'),
+    selectLayer: Number(j.mm_vision_select_layer ?? -2),
+    selectFeature: (j.mm_vision_select_feature ?? 'patch') as 'patch' | 'cls_patch',
+    vmWeight: Number(j.vm_weight ?? 0),
+    pif: Boolean(j.vm_pif ?? false),
+    detachTarget: Boolean(j.vm_detach_target ?? false),
+    template: (j.conversation_template ?? 'vicuna_v1') as TemplateName,
+    image: {
+      size: Number(j.image_size ?? vision.imageSize),
+      mean: arr3(j.image_mean, CLIP_MEAN),
+      std: arr3(j.image_std, CLIP_STD),
+      aspect: j.image_aspect_ratio === 'pad' ? 'pad' : 'square',
+    },
+    imageTokenIndex: Number(j.image_token_index ?? -200),
+  });
+}

@@ -1,0 +1,268 @@
+// VW-LMM (VISUAL_WORDS.md sections 1-3): CLIP vision tower -> projector -> LLaMA decoder with lm_head and,
+// new in VW-LMM, vm_head. Loss = CE(text) + vmWeight * KL(visual word of the next patch || prediction),
+// both through the fused kernels; `pif` feeds patches as softmax(vm_head(x)) . E. With vmWeight 0 and
+// pif off it is plain LLaVA (no vm_head).
+//
+// Parameter names follow the original LLaVA checkpoints: model.embed_tokens, model.layers.N,
+// model.norm, model.mm_projector.{0,2}, model.vision_tower.vision_tower.vision_model.* (when the tower
+// is embedded), lm_head, vm_head.
+import { noGrad } from '../autograd';
+import * as ops from '../ops';
+import { Generator } from '../random';
+import { scope, Tensor } from '../tensor';
+import { ClipVisionModel } from '../nn/clip';
+import { Linear } from '../nn/layers';
+import { KVCache, LlamaDecoder } from '../nn/llama';
+import { InitOptions, Module } from '../nn/module';
+import { Projector } from '../nn/projector';
+import { hasVmHead, numImageTokens, VwLmmConfig } from './config';
+
+/** A collated batch as the model consumes it (see src/data/collate.ts for how it is made). */
+export interface ModelBatch {
+  B: number;
+  T: number;
+  /** [B*T] token ids; image and padding positions hold any valid id (ignored). */
+  tokenIds: Int32Array;
+  /** [B*T] 1 = real token or image position, 0 = padding. */
+  attentionMask: Int32Array;
+  /** [nImages * P] flat positions b*T + t of the image features, image by image, patch by patch. */
+  imagePositions: Int32Array;
+  /** [nImages * 3 * S * S] preprocessed pixels (CHW), or null for text-only batches. */
+  pixelValues: Float32Array | null;
+  /** [B*T] next-token targets for the CE at each position (-100 = none). */
+  targets?: Int32Array;
+  /** KL rows: positions t whose t+1 is an image feature, and that feature's index. */
+  klRows?: { rows: Int32Array; featureIndex: Int32Array };
+}
+
+export interface LossOutput {
+  loss: Tensor;
+  ce: number;
+  kl: number;
+  /** Supervised text tokens and KL rows in the batch. */
+  textTokens: number;
+  klRows: number;
+}
+
+/** LLaVA's LlavaLlamaModel: the LLaMA decoder plus mm_projector and vision_tower. */
+class LlavaModel extends LlamaDecoder {
+  readonly mm_projector: Projector;
+  readonly vision_tower: VisionTowerWrapper;
+  constructor(config: VwLmmConfig, init: InitOptions) {
+    super(config.llm, init);
+    this.mm_projector = this.child('mm_projector', new Projector(config.projectorType, config.vision.hiddenSize, config.llm.hiddenSize, { std: config.llm.initializerRange, init }));
+    this.vision_tower = this.child('vision_tower', new VisionTowerWrapper(new ClipVisionModel(config.vision, init)));
+  }
+}
+
+/** LLaVA's CLIPVisionTower keeps the HF model as `.vision_tower`. */
+class VisionTowerWrapper extends Module {
+  constructor(readonly vision_tower: ClipVisionModel) {
+    super();
+    this.child('vision_tower', vision_tower);
+  }
+}
+
+export class VwLmm extends Module {
+  readonly model: LlavaModel;
+  readonly lm_head: Linear;
+  readonly vm_head: Linear | null;
+
+  constructor(readonly config: VwLmmConfig, init: InitOptions) {
+    super();
+    this.model = this.child('model', new LlavaModel(config, init));
+    const c = config.llm;
+    this.lm_head = this.child('lm_head', new Linear(c.hiddenSize, c.vocabSize, { bias: false, std: c.initializerRange, init }));
+    this.vm_head = hasVmHead(config) ? this.child('vm_head', new Linear(c.hiddenSize, c.vocabSize, { bias: false, std: c.initializerRange, init })) : null;
+  }
+
+  static create(config: VwLmmConfig, seed: number): VwLmm {
+    return new VwLmm(config, { generator: new Generator(seed) });
+  }
+
+  get visionTower(): ClipVisionModel {
+    return this.model.vision_tower.vision_tower;
+  }
+
+  get numImageTokens(): number {
+    return numImageTokens(this.config);
+  }
+
+  /** Projected image features x [nImages * P, D] (before PIF): what the KL target is computed from. */
+  imageFeatures(pixels: Float32Array, nImages: number): Tensor {
+    const v = this.config.vision, S = v.imageSize;
+    const tower = this.visionTower.vision_model;
+    const towerTrainable = tower.parameters().some((p) => p.requiresGrad);
+    const run = () => {
+      const h = tower.forward(Tensor.fromArray(pixels, [nImages, v.numChannels, S, S]), { upToLayer: this.config.selectLayer }).lastHiddenState;
+      const T1 = h.shape[1];
+      return this.config.selectFeature === 'patch' ? ops.slice(h, 1, 1, T1 - 1) : h;
+    };
+    const feats = towerTrainable ? run() : noGrad(run);
+    const P = feats.shape[1];
+    return ops.reshape(this.model.mm_projector.forward(feats), [nImages * P, this.config.llm.hiddenSize]);
+  }
+
+  /** Input embeddings [B, T, D]: token embeddings with the image features spliced in at their positions. */
+  inputEmbeddings(batch: Pick<ModelBatch, 'B' | 'T' | 'tokenIds' | 'imagePositions'>, features: Tensor | null): Tensor {
+    const { B, T } = batch, D = this.config.llm.hiddenSize;
+    const text = this.model.embed_tokens.forward(Tensor.fromArray(batch.tokenIds, [B * T]));
+    if (!features || batch.imagePositions.length === 0) return ops.reshape(text, [B, T, D]);
+    if (features.shape[0] !== batch.imagePositions.length)
+      throw new RangeError(`VwLmm: ${features.shape[0]} image features for ${batch.imagePositions.length} image positions`);
+    let feats = features;
+    if (this.config.pif) feats = ops.pseudoImageFeatures(features, this.vm_head!.weight, this.model.embed_tokens.weight);
+    const idx = new Int32Array(B * T);
+    for (let i = 0; i < idx.length; i++) idx[i] = i;
+    batch.imagePositions.forEach((pos, k) => (idx[pos] = B * T + k));
+    const spliced = ops.gatherRows(ops.concat([text, feats], 0), Tensor.fromArray(idx, [B * T]));
+    return ops.reshape(spliced, [B, T, D]);
+  }
+
+  /** Final hidden states [B*T, D] for a batch. */
+  hidden(batch: ModelBatch): { h: Tensor; features: Tensor | null } {
+    const nImages = batch.pixelValues ? batch.imagePositions.length / this.numImageTokens : 0;
+    if (!Number.isInteger(nImages)) throw new RangeError(`VwLmm: ${batch.imagePositions.length} image positions is not a multiple of ${this.numImageTokens} tokens per image`);
+    const features = batch.pixelValues && nImages > 0 ? this.imageFeatures(batch.pixelValues, nImages) : null;
+    const emb = this.inputEmbeddings(batch, features);
+    const out = this.model.forward(emb, { keyMask: Tensor.fromArray(batch.attentionMask, [batch.B, batch.T]) });
+    return { h: ops.reshape(out.last, [batch.B * batch.T, this.config.llm.hiddenSize]), features };
+  }
+
+  /** The VW-LMM objective on a batch (needs targets; klRows when vmWeight > 0). */
+  loss(batch: ModelBatch): LossOutput {
+    if (!batch.targets) throw new TypeError('VwLmm.loss: the batch has no targets');
+    const { h, features } = this.hidden(batch);
+    const textTokens = batch.targets.reduce((a, t) => a + (t !== -100 ? 1 : 0), 0);
+    let loss = ops.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(batch.targets, [batch.B * batch.T]));
+    const ce = loss.item();
+    let kl = 0, klRows = 0;
+    if (this.config.vmWeight > 0 && features && batch.klRows && batch.klRows.rows.length > 0) {
+      klRows = batch.klRows.rows.length;
+      const hRows = ops.gatherRows(h, Tensor.fromArray(batch.klRows.rows, [klRows]));
+      const xRows = ops.gatherRows(features, Tensor.fromArray(batch.klRows.featureIndex, [klRows]));
+      const klT = ops.visualWordKL(hRows, this.lm_head.weight, xRows, this.vm_head!.weight, { detachTarget: this.config.detachTarget });
+      kl = klT.item();
+      loss = ops.add(loss, ops.scale(klT, this.config.vmWeight));
+    }
+    return { loss, ce, kl, textTokens, klRows };
+  }
+
+  /**
+   * Generation for a batch of prompts (token ids with the image placeholder already expanded to image
+   * positions, as collate produces for one sample each): greedy when temperature is 0, else sampling with
+   * temperature and top-p. Prompts of equal length run together with a KV cache.
+   */
+  generate(prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[], opts: GenerateOptions): number[][] {
+    const results: number[][] = new Array(prompts.length);
+    const byLength = new Map<number, number[]>();
+    prompts.forEach((p, i) => byLength.set(p.tokenIds.length, [...(byLength.get(p.tokenIds.length) ?? []), i]));
+    const gen = new Generator(opts.seed ?? 0);
+    for (const [T, members] of byLength) {
+      for (let start = 0; start < members.length; start += opts.batchSize ?? 32) {
+        const group = members.slice(start, start + (opts.batchSize ?? 32));
+        const outs = noGrad(() => this.generateGroup(group.map((i) => prompts[i]), T, opts, gen));
+        group.forEach((i, k) => (results[i] = outs[k]));
+      }
+    }
+    return results;
+  }
+
+  private generateGroup(prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[], T: number, opts: GenerateOptions, gen: Generator): number[][] {
+    const B = prompts.length, D = this.config.llm.hiddenSize, V = this.config.llm.vocabSize;
+    const cache = new KVCache(this.config.llm.numLayers);
+    const out: number[][] = prompts.map(() => []);
+    const done = new Array(B).fill(false);
+    try {
+      let next = scope(() => {
+        const tokenIds = new Int32Array(B * T), imagePositions: number[] = [];
+        const pixels: Float32Array[] = [];
+        prompts.forEach((p, b) => {
+          tokenIds.set(p.tokenIds, b * T);
+          p.imagePositions.forEach((pos) => imagePositions.push(b * T + pos));
+          if (p.pixelValues) pixels.push(p.pixelValues);
+        });
+        const batch = { B, T, tokenIds, imagePositions: Int32Array.from(imagePositions) };
+        const nImages = pixels.length;
+        const feats = nImages > 0 ? this.imageFeatures(concatF32(pixels), nImages) : null;
+        const emb = this.inputEmbeddings(batch, feats);
+        const hs = this.model.forward(emb, { cache }).last; // [B, T, D]
+        const last = ops.reshape(ops.slice(hs, 1, T - 1, 1), [B, D]);
+        return this.pick(this.lm_head.forward(last).toArray() as Float32Array, B, V, opts, gen);
+      });
+      for (let step = 0; step < opts.maxNewTokens; step++) {
+        next.forEach((t, b) => {
+          if (done[b]) return;
+          if (opts.eosId !== undefined && t === opts.eosId) done[b] = true;
+          else out[b].push(t);
+        });
+        if (done.every(Boolean) || step === opts.maxNewTokens - 1) break;
+        next = scope(() => {
+          const emb = this.model.embed_tokens.forward(Tensor.fromArray(Int32Array.from(next), [B, 1]));
+          const hs = this.model.forward(emb, { cache }).last;
+          return this.pick(this.lm_head.forward(ops.reshape(hs, [B, D])).toArray() as Float32Array, B, V, opts, gen);
+        });
+      }
+    } finally {
+      cache.dispose();
+    }
+    return out;
+  }
+
+  private pick(logits: Float32Array, B: number, V: number, opts: GenerateOptions, gen: Generator): number[] {
+    const res: number[] = [];
+    for (let b = 0; b < B; b++) {
+      const row = logits.subarray(b * V, (b + 1) * V);
+      res.push(opts.temperature && opts.temperature > 0 ? sampleTopP(row, opts.temperature, opts.topP ?? 1, gen) : argmax(row));
+    }
+    return res;
+  }
+}
+
+export interface GenerateOptions {
+  maxNewTokens: number;
+  eosId?: number;
+  /** 0 (default) = greedy. */
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  batchSize?: number;
+}
+
+function argmax(a: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
+  return best;
+}
+
+function sampleTopP(logits: Float32Array, temperature: number, topP: number, gen: Generator): number {
+  let m = -Infinity;
+  for (const v of logits) m = Math.max(m, v / temperature);
+  const p = Array.from(logits, (v, i) => ({ i, p: Math.exp(v / temperature - m) }));
+  const z = p.reduce((s, x) => s + x.p, 0);
+  p.sort((a, b) => b.p - a.p || a.i - b.i);
+  let cum = 0, keepN = 0;
+  for (const x of p) {
+    cum += x.p / z;
+    keepN++;
+    if (cum >= topP) break;
+  }
+  const kept = p.slice(0, keepN), zk = kept.reduce((s, x) => s + x.p, 0);
+  let u = gen.uniform() * zk;
+  for (const x of kept) {
+    u -= x.p;
+    if (u <= 0) return x.i;
+  }
+  return kept[kept.length - 1].i;
+}
+
+function concatF32(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+

@@ -1,0 +1,199 @@
+// LLaMA-family decoder (HF LlamaModel / LlamaForCausalLM names and math): token embedding, layers of
+// pre-RMSNorm grouped-query attention with rotary embeddings and a SwiGLU MLP, final RMSNorm.
+import * as ops from '../ops';
+import { keep, Tensor } from '../tensor';
+import { Embedding, Linear, RMSNorm } from './layers';
+import { InitOptions, Module, ModuleList } from './module';
+
+export interface LlamaConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  maxPositionEmbeddings: number;
+  /** Std of the normal initialisation (HF initializer_range). */
+  initializerRange: number;
+}
+
+/** Our config from an HF LlamaConfig (config.json) object. */
+export function llamaConfigFromHF(c: Record<string, unknown>): LlamaConfig {
+  const num = (k: string, d?: number): number => {
+    const v = c[k] ?? d;
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new TypeError(`LLaMA config: ${k} must be a number, got ${JSON.stringify(c[k])}`);
+    return v;
+  };
+  if (c.hidden_act !== undefined && c.hidden_act !== 'silu') throw new RangeError(`LLaMA config: hidden_act '${c.hidden_act}' is not supported (only silu)`);
+  if (c.attention_bias || c.mlp_bias) throw new RangeError('LLaMA config: attention_bias / mlp_bias are not supported');
+  const heads = num('num_attention_heads');
+  return {
+    vocabSize: num('vocab_size'), hiddenSize: num('hidden_size'), intermediateSize: num('intermediate_size'),
+    numLayers: num('num_hidden_layers'), numHeads: heads, numKvHeads: num('num_key_value_heads', heads),
+    rmsNormEps: num('rms_norm_eps', 1e-6), ropeTheta: num('rope_theta', 10000),
+    maxPositionEmbeddings: num('max_position_embeddings', 2048), initializerRange: num('initializer_range', 0.02),
+  };
+}
+
+export function llamaConfigToHF(c: LlamaConfig): Record<string, unknown> {
+  return {
+    vocab_size: c.vocabSize, hidden_size: c.hiddenSize, intermediate_size: c.intermediateSize,
+    num_hidden_layers: c.numLayers, num_attention_heads: c.numHeads, num_key_value_heads: c.numKvHeads,
+    rms_norm_eps: c.rmsNormEps, rope_theta: c.ropeTheta, max_position_embeddings: c.maxPositionEmbeddings,
+    initializer_range: c.initializerRange, hidden_act: 'silu', attention_bias: false, mlp_bias: false,
+    tie_word_embeddings: false,
+  };
+}
+
+/** Keys and values of past positions, per layer, for incremental decoding. */
+export class KVCache {
+  readonly k: (Tensor | null)[];
+  readonly v: (Tensor | null)[];
+  length = 0;
+  constructor(numLayers: number) {
+    this.k = new Array(numLayers).fill(null);
+    this.v = new Array(numLayers).fill(null);
+  }
+  dispose(): void {
+    for (const t of [...this.k, ...this.v]) t?.dispose();
+    this.k.fill(null);
+    this.v.fill(null);
+    this.length = 0;
+  }
+}
+
+export class LlamaAttention extends Module {
+  readonly q_proj: Linear;
+  readonly k_proj: Linear;
+  readonly v_proj: Linear;
+  readonly o_proj: Linear;
+  readonly headDim: number;
+  constructor(readonly config: LlamaConfig, init: InitOptions) {
+    super();
+    const c = config, std = c.initializerRange;
+    this.headDim = c.hiddenSize / c.numHeads;
+    if (!Number.isInteger(this.headDim)) throw new RangeError(`LLaMA: hidden_size ${c.hiddenSize} is not divisible by num_attention_heads ${c.numHeads}`);
+    this.q_proj = this.child('q_proj', new Linear(c.hiddenSize, c.numHeads * this.headDim, { bias: false, std, init }));
+    this.k_proj = this.child('k_proj', new Linear(c.hiddenSize, c.numKvHeads * this.headDim, { bias: false, std, init }));
+    this.v_proj = this.child('v_proj', new Linear(c.hiddenSize, c.numKvHeads * this.headDim, { bias: false, std, init }));
+    this.o_proj = this.child('o_proj', new Linear(c.numHeads * this.headDim, c.hiddenSize, { bias: false, std, init }));
+  }
+
+  /** x [B, T, D]; with a cache, positions continue after cache.length and K/V are appended. */
+  forward(x: Tensor, keyMask: Tensor | null, cache: KVCache | null, layer: number): Tensor {
+    const [B, T] = x.shape, c = this.config, Dh = this.headDim;
+    const pos = cache ? cache.length : 0;
+    const q = ops.rope(ops.reshape(this.q_proj.forward(x), [B, T, c.numHeads, Dh]), c.ropeTheta, pos);
+    let k = ops.rope(ops.reshape(this.k_proj.forward(x), [B, T, c.numKvHeads, Dh]), c.ropeTheta, pos);
+    let v = ops.reshape(this.v_proj.forward(x), [B, T, c.numKvHeads, Dh]);
+    if (cache) {
+      const pk = cache.k[layer], pv = cache.v[layer];
+      if (pk && pv) {
+        k = ops.concat([pk, k], 1);
+        v = ops.concat([pv, v], 1);
+        pk.dispose();
+        pv.dispose();
+      } else {
+        // the cache owns its own copies (the views above die with the caller's scope)
+        k = ops.concat([k], 1);
+        v = ops.concat([v], 1);
+      }
+      // the cache owns these: they outlive the step's scope
+      cache.k[layer] = keep(k);
+      cache.v[layer] = keep(v);
+    }
+    const o = ops.attention(q, k, v, { causal: true, keyMask });
+    return this.o_proj.forward(ops.reshape(o, [B, T, c.numHeads * Dh]));
+  }
+}
+
+export class LlamaMLP extends Module {
+  readonly gate_proj: Linear;
+  readonly up_proj: Linear;
+  readonly down_proj: Linear;
+  constructor(c: LlamaConfig, init: InitOptions) {
+    super();
+    const std = c.initializerRange;
+    this.gate_proj = this.child('gate_proj', new Linear(c.hiddenSize, c.intermediateSize, { bias: false, std, init }));
+    this.up_proj = this.child('up_proj', new Linear(c.hiddenSize, c.intermediateSize, { bias: false, std, init }));
+    this.down_proj = this.child('down_proj', new Linear(c.intermediateSize, c.hiddenSize, { bias: false, std, init }));
+  }
+  forward(x: Tensor): Tensor {
+    return this.down_proj.forward(ops.swiglu(this.gate_proj.forward(x), this.up_proj.forward(x)));
+  }
+}
+
+export class LlamaDecoderLayer extends Module {
+  readonly input_layernorm: RMSNorm;
+  readonly self_attn: LlamaAttention;
+  readonly post_attention_layernorm: RMSNorm;
+  readonly mlp: LlamaMLP;
+  constructor(c: LlamaConfig, init: InitOptions) {
+    super();
+    this.self_attn = this.child('self_attn', new LlamaAttention(c, init));
+    this.mlp = this.child('mlp', new LlamaMLP(c, init));
+    this.input_layernorm = this.child('input_layernorm', new RMSNorm(c.hiddenSize, c.rmsNormEps, init));
+    this.post_attention_layernorm = this.child('post_attention_layernorm', new RMSNorm(c.hiddenSize, c.rmsNormEps, init));
+  }
+  forward(x: Tensor, keyMask: Tensor | null, cache: KVCache | null, layer: number): Tensor {
+    const h = ops.add(x, this.self_attn.forward(this.input_layernorm.forward(x), keyMask, cache, layer));
+    return ops.add(h, this.mlp.forward(this.post_attention_layernorm.forward(h)));
+  }
+}
+
+export interface DecoderOutput {
+  /** Final hidden states (after the final norm) [B, T, D]. */
+  last: Tensor;
+  /** With outputHiddenStates: the embedding output, then each layer's output; the last one normed (HF). */
+  hiddenStates: Tensor[] | null;
+}
+
+/** HF LlamaModel: names embed_tokens, layers.N, norm (prefix "model." inside LlamaForCausalLM). */
+export class LlamaDecoder extends Module {
+  readonly embed_tokens: Embedding;
+  readonly layers: ModuleList<LlamaDecoderLayer>;
+  readonly norm: RMSNorm;
+  constructor(readonly config: LlamaConfig, init: InitOptions) {
+    super();
+    this.embed_tokens = this.child('embed_tokens', new Embedding(config.vocabSize, config.hiddenSize, { std: config.initializerRange, init }));
+    const layers: LlamaDecoderLayer[] = [];
+    for (let i = 0; i < config.numLayers; i++) layers.push(new LlamaDecoderLayer(config, init));
+    this.layers = this.child('layers', new ModuleList(layers));
+    this.norm = this.child('norm', new RMSNorm(config.hiddenSize, config.rmsNormEps, init));
+  }
+
+  /**
+   * inputsEmbeds [B, T, D] (from embed_tokens, or text and image features spliced together);
+   * keyMask int32 [B, Tk] (1 = real token; Tk includes cached positions); cache for generation.
+   */
+  forward(inputsEmbeds: Tensor, opts: { keyMask?: Tensor | null; cache?: KVCache | null; outputHiddenStates?: boolean } = {}): DecoderOutput {
+    const keyMask = opts.keyMask ?? null, cache = opts.cache ?? null;
+    const states: Tensor[] | null = opts.outputHiddenStates ? [inputsEmbeds] : null;
+    let h = inputsEmbeds;
+    this.layers.items.forEach((layer, i) => {
+      h = layer.forward(h, keyMask, cache, i);
+      if (states) states.push(h);
+    });
+    if (cache) cache.length += inputsEmbeds.shape[1];
+    const last = this.norm.forward(h);
+    if (states) states[states.length - 1] = last;
+    return { last, hiddenStates: states };
+  }
+}
+
+/** HF LlamaForCausalLM: model (LlamaDecoder) + lm_head. */
+export class LlamaForCausalLM extends Module {
+  readonly model: LlamaDecoder;
+  readonly lm_head: Linear;
+  constructor(readonly config: LlamaConfig, init: InitOptions) {
+    super();
+    this.model = this.child('model', new LlamaDecoder(config, init));
+    this.lm_head = this.child('lm_head', new Linear(config.hiddenSize, config.vocabSize, { bias: false, std: config.initializerRange, init }));
+  }
+  forward(ids: Tensor, opts: { keyMask?: Tensor | null; cache?: KVCache | null; outputHiddenStates?: boolean } = {}): DecoderOutput & { logits: Tensor } {
+    const out = this.model.forward(this.model.embed_tokens.forward(ids), opts);
+    return { ...out, logits: this.lm_head.forward(out.last) };
+  }
+}

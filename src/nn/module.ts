@@ -1,0 +1,126 @@
+// Module: a tree of named parameters whose dotted names are the Hugging Face tensor names, so checkpoints
+// map 1:1 (model.layers.0.self_attn.q_proj.weight ...). Parameters are Tensors with requiresGrad set;
+// they are owned by the module (kept out of any scope) and freed by dispose().
+import { rangeError } from '../errors';
+import { Generator } from '../random';
+import { Device, keep, Tensor } from '../tensor';
+
+/** A host-side tensor (what checkpoint readers produce). */
+export interface HostTensor {
+  dtype: 'float32' | 'int32';
+  shape: number[];
+  data: Float32Array | Int32Array;
+}
+
+export interface InitOptions {
+  generator: Generator;
+  device?: Device;
+}
+
+export abstract class Module {
+  private readonly ownParams = new Map<string, Tensor>();
+  private readonly ownChildren = new Map<string, Module>();
+
+  /** Registers a parameter (trainable by default). */
+  protected param(name: string, t: Tensor): Tensor {
+    if (this.ownParams.has(name) || this.ownChildren.has(name)) throw new Error(`Module: duplicate name '${name}'`);
+    keep(t);
+    t.requiresGrad = true;
+    this.ownParams.set(name, t);
+    return t;
+  }
+
+  protected child<M extends Module>(name: string, m: M): M {
+    if (this.ownParams.has(name) || this.ownChildren.has(name)) throw new Error(`Module: duplicate name '${name}'`);
+    this.ownChildren.set(name, m);
+    return m;
+  }
+
+  /** All parameters with their dotted names, in registration order. */
+  namedParameters(prefix = ''): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    for (const [n, t] of this.ownParams) out.set(prefix + n, t);
+    for (const [n, c] of this.ownChildren) for (const [k, t] of c.namedParameters(`${prefix}${n}.`)) out.set(k, t);
+    return out;
+  }
+
+  parameters(): Tensor[] {
+    return [...this.namedParameters().values()];
+  }
+
+  /** Parameters that currently require grad (the trainable set). */
+  trainableParameters(): Tensor[] {
+    return this.parameters().filter((p) => p.requiresGrad);
+  }
+
+  /** Freezes (false) or unfreezes (true) every parameter of this module. */
+  setTrainable(trainable: boolean): this {
+    for (const p of this.parameters()) p.requiresGrad = trainable;
+    return this;
+  }
+
+  numParameters(): number {
+    return this.parameters().reduce((a, p) => a + p.size, 0);
+  }
+
+  /**
+   * Copies weights from a name -> host tensor map. strict: every parameter must be present and every
+   * entry used (prefix-stripped names: `prefix` is removed from the map's names first).
+   */
+  loadStateDict(weights: Map<string, HostTensor>, opts: { strict?: boolean; prefix?: string } = {}): { missing: string[]; unexpected: string[] } {
+    const prefix = opts.prefix ?? '';
+    const params = this.namedParameters();
+    const used = new Set<string>();
+    const missing: string[] = [];
+    for (const [name, p] of params) {
+      const src = weights.get(prefix + name);
+      if (!src) {
+        missing.push(name);
+        continue;
+      }
+      used.add(prefix + name);
+      if (src.dtype !== 'float32') throw new TypeError(`loadStateDict: ${prefix + name} is ${src.dtype}, expected float32`);
+      const n = src.shape.reduce((a, b) => a * b, 1);
+      if (n !== p.size || src.shape.length !== p.rank || src.shape.some((s, i) => s !== p.shape[i]))
+        throw rangeError('loadStateDict', `${prefix + name} has shape [${src.shape.join(', ')}] but the model expects [${p.shape.join(', ')}]`);
+      p.buffer.write(p.dtype === 'float32' ? (src.data as Float32Array) : (Tensor.fromArray(src.data as Float32Array, p.shape, { device: p.device, dtype: p.dtype }).toArray() as Float32Array));
+    }
+    const unexpected = [...weights.keys()].filter((k) => k.startsWith(prefix) && !used.has(k));
+    if (opts.strict !== false && (missing.length || unexpected.length))
+      throw new Error(`loadStateDict: ${missing.length ? `missing ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', ...' : ''}` : ''}${missing.length && unexpected.length ? '; ' : ''}${unexpected.length ? `unexpected ${unexpected.slice(0, 8).join(', ')}${unexpected.length > 8 ? ', ...' : ''}` : ''}`);
+    return { missing, unexpected };
+  }
+
+  /** Host copies of every parameter under its dotted name. */
+  stateDict(prefix = ''): Map<string, HostTensor> {
+    const out = new Map<string, HostTensor>();
+    for (const [n, p] of this.namedParameters(prefix)) out.set(n, { dtype: 'float32', shape: [...p.shape], data: p.toArray() as Float32Array });
+    return out;
+  }
+
+  /** Frees every parameter (and its gradient). */
+  dispose(): void {
+    for (const p of this.parameters()) p.dispose();
+  }
+}
+
+/** An ordered list of modules named "0", "1", ... (HF ModuleList). */
+export class ModuleList<M extends Module> extends Module {
+  readonly items: M[];
+  constructor(items: M[]) {
+    super();
+    this.items = items;
+    items.forEach((m, i) => this.child(String(i), m));
+  }
+}
+
+// Parameter factories (initialisation as in Hugging Face for each family).
+export function normalParam(shape: number[], std: number, init: InitOptions, mean = 0): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return Tensor.fromArray(init.generator.normals(n, std, mean), shape, { device: init.device });
+}
+
+export function constParam(shape: number[], value: number, init: InitOptions): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return Tensor.fromArray(new Float32Array(n).fill(value), shape, { device: init.device });
+}

@@ -1,0 +1,583 @@
+// Differentiable ops: each checks its arguments, runs engine ops (src/engine.ts -> native/<backend>/<op>)
+// and, when an input requires grad, records its backward on the tape (src/autograd.ts). Backward
+// functions return fresh tensors (the autograd ownership rule); tensors captured by a backward closure
+// are inputs/outputs that the caller's scope owns, while `saved` holds what only the backward needs.
+import { isGradEnabled, needsGrad, record } from './autograd';
+import { callOp } from './engine';
+import { rangeError, typeError } from './errors';
+import { kernels, LinearCrossEntropyOptions, VisualWordKLOptions } from './kernels';
+import { Tensor } from './tensor';
+
+const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+const shapeStr = (s: readonly number[]) => `[${s.join(', ')}]`;
+
+function check(where: string, name: string, t: unknown, opts: { rank?: number; minRank?: number; dtype?: string } = {}): Tensor {
+  if (!(t instanceof Tensor)) throw typeError(where, name, 'a Tensor', t);
+  if (t.disposed) throw new TypeError(`${where}: ${name} has been disposed`);
+  if (opts.rank !== undefined && t.rank !== opts.rank) throw rangeError(where, `${name} must be ${opts.rank}-D, got shape ${shapeStr(t.shape)}`);
+  if (opts.minRank !== undefined && t.rank < opts.minRank) throw rangeError(where, `${name} must have at least ${opts.minRank} dims, got shape ${shapeStr(t.shape)}`);
+  const dtype = opts.dtype ?? 'float';
+  if (dtype === 'float' ? t.dtype === 'int32' : t.dtype !== dtype) throw typeError(where, name, dtype === 'float' ? 'a float tensor' : `a ${dtype} tensor`, t);
+  return t;
+}
+
+function sameShape(where: string, a: Tensor, b: Tensor, an: string, bn: string): void {
+  if (a.rank !== b.rank || a.shape.some((s, i) => s !== b.shape[i]))
+    throw rangeError(where, `${an} ${shapeStr(a.shape)} and ${bn} ${shapeStr(b.shape)} must have the same shape`);
+  if (a.device !== b.device) throw new TypeError(`${where}: ${an} is on ${a.device} but ${bn} is on ${b.device}`);
+}
+
+const like = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.empty(shape, { device: t.device, dtype: t.dtype });
+const zerosLike = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.zeros(shape, { device: t.device, dtype: t.dtype });
+
+function copyOf(t: Tensor, shape: readonly number[] = t.shape): Tensor {
+  const out = like(t, shape);
+  callOp('axpby', t.device, [t, out], [out], [t.size], [1, 0]);
+  return out;
+}
+
+/** Scalar value of a one-element tensor. */
+export function item(t: Tensor): number {
+  if (t.size !== 1) throw rangeError('item', `expected a one-element tensor, got shape ${shapeStr(t.shape)}`);
+  return t.toArray()[0];
+}
+
+// ------------------------------------------------------------------ shape
+/** A view with another shape (no copy); its gradient is reshaped back. */
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  check('ops.reshape', 'x', x, { dtype: x?.dtype });
+  const out = x.view(shape);
+  if (needsGrad(x)) record('reshape', [x], [out], ([g]) => [copyOf(g!, x.shape)]);
+  return out;
+}
+
+// ------------------------------------------------------------------ elementwise
+function binaryElementwise(where: string, a: Tensor, b: Tensor): void {
+  check(where, 'a', a);
+  check(where, 'b', b);
+  sameShape(where, a, b, 'a', 'b');
+}
+
+/** alpha * a + beta * b (same shapes). */
+export function axpby(a: Tensor, b: Tensor, alpha = 1, beta = 1): Tensor {
+  binaryElementwise('ops.add', a, b);
+  const out = like(a);
+  callOp('axpby', a.device, [a, b], [out], [a.size], [alpha, beta]);
+  if (needsGrad(a, b)) {
+    record('axpby', [a, b], [out], ([g]) => [scaled(g!, alpha), scaled(g!, beta)]);
+  }
+  return out;
+}
+
+export const add = (a: Tensor, b: Tensor) => axpby(a, b, 1, 1);
+export const sub = (a: Tensor, b: Tensor) => axpby(a, b, 1, -1);
+
+function scaled(g: Tensor, s: number): Tensor {
+  const out = like(g);
+  callOp('axpby', g.device, [g, out], [out], [g.size], [s, 0]);
+  return out;
+}
+
+export function scale(x: Tensor, s: number): Tensor {
+  check('ops.scale', 'x', x);
+  const out = scaled(x, s);
+  if (needsGrad(x)) record('scale', [x], [out], ([g]) => [scaled(g!, s)]);
+  return out;
+}
+
+export function mul(a: Tensor, b: Tensor): Tensor {
+  binaryElementwise('ops.mul', a, b);
+  const out = like(a);
+  callOp('mul', a.device, [a, b], [out], [a.size]);
+  if (needsGrad(a, b)) {
+    record('mul', [a, b], [out], ([g]) => {
+      const ga = a.requiresGrad ? like(a) : null, gb = b.requiresGrad ? like(b) : null;
+      if (ga) callOp('mul', a.device, [g, b], [ga], [a.size]);
+      if (gb) callOp('mul', a.device, [g, a], [gb], [a.size]);
+      return [ga, gb];
+    });
+  }
+  return out;
+}
+
+/** x [B, ...rest] + y [...rest], y broadcast over the leading dim. */
+export function addBroadcast(x: Tensor, y: Tensor): Tensor {
+  const where = 'ops.addBroadcast';
+  check(where, 'x', x, { minRank: 1 });
+  check(where, 'y', y);
+  const n = y.size;
+  if (x.size % Math.max(n, 1) !== 0 || prod(x.shape.slice(x.rank - y.rank)) !== n || x.shape.slice(x.rank - y.rank).some((s, i) => s !== y.shape[i]))
+    throw rangeError(where, `y ${shapeStr(y.shape)} must match the trailing dims of x ${shapeStr(x.shape)}`);
+  const B = n === 0 ? 0 : x.size / n;
+  const out = like(x);
+  callOp('add_broadcast', x.device, [x, y], [out], [B, n]);
+  if (needsGrad(x, y)) {
+    record('add_broadcast', [x, y], [out], ([g]) => {
+      const gy = y.requiresGrad ? Tensor.empty(y.shape, { device: y.device, dtype: y.dtype }) : null;
+      if (gy) callOp('sum_rows', x.device, [g], [gy], [B, n, 0]);
+      return [x.requiresGrad ? copyOf(g!) : null, gy];
+    });
+  }
+  return out;
+}
+
+/** sum of all elements -> [1]. */
+export function sum(x: Tensor): Tensor {
+  check('ops.sum', 'x', x);
+  const out = Tensor.empty([1], { device: x.device, dtype: x.dtype });
+  callOp('sum_rows', x.device, [x], [out], [x.size, 1, 0]);
+  if (needsGrad(x)) {
+    record('sum', [x], [out], ([g]) => {
+      const gx = like(x);
+      callOp('fill', x.device, [], [gx], [x.size], [item(g!)]);
+      return [gx];
+    });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ matmul / linear
+/**
+ * a @ b with optional transposes. a [..., M, K] (or [..., K, M] with transA), b [K, N] shared or
+ * [..., K, N] with the same leading dims (transB: [.., N, K]). Returns [..., M, N].
+ */
+export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
+  const where = 'ops.matmul';
+  check(where, 'a', a, { minRank: 2 });
+  check(where, 'b', b, { minRank: 2 });
+  const ta = !!opts.transA, tb = !!opts.transB;
+  const [ar, ac] = a.shape.slice(-2), [br, bc] = b.shape.slice(-2);
+  const M = ta ? ac : ar, K = ta ? ar : ac, Kb = tb ? bc : br, N = tb ? br : bc;
+  if (K !== Kb) throw rangeError(where, `inner dimensions differ: a ${shapeStr(a.shape)}${ta ? '^T' : ''} @ b ${shapeStr(b.shape)}${tb ? '^T' : ''}`);
+  const batchDims = a.shape.slice(0, -2);
+  const batch = prod(batchDims);
+  const bShared = b.rank === 2;
+  if (!bShared && (b.rank !== a.rank || b.shape.slice(0, -2).some((s, i) => s !== batchDims[i])))
+    throw rangeError(where, `batch dims of a ${shapeStr(a.shape)} and b ${shapeStr(b.shape)} differ`);
+  if (a.device !== b.device) throw new TypeError(`${where}: a is on ${a.device} but b is on ${b.device}`);
+  const out = Tensor.empty([...batchDims, M, N], { device: a.device, dtype: a.dtype });
+  callOp('matmul', a.device, [a, b, null], [out], [batch, M, N, K, +ta, +tb, 0, 0, M * K, bShared ? 0 : K * N, M * N], [1]);
+  if (needsGrad(a, b)) {
+    record('matmul', [a, b], [out], ([g]) => {
+      const sb = bShared ? 0 : K * N;
+      let ga: Tensor | null = null, gb: Tensor | null = null;
+      if (a.requiresGrad) {
+        ga = like(a);
+        if (!ta) mm(g!, b, ga, batch, M, K, N, false, !tb, M * N, sb, M * K, false); // dA = dC op(B)^T
+        else mm(b, g!, ga, batch, K, M, N, tb, true, sb, M * N, M * K, false);      // dA^T = op(B) dC^T
+      }
+      if (b.requiresGrad) {
+        // dB = op(A)^T dC (or its transpose when B is stored transposed), summed over the batch when B
+        // is shared: strideC 0 with accumulate adds every batch entry into the same dB.
+        gb = Tensor.zeros(b.shape, { device: b.device, dtype: b.dtype });
+        const sc = bShared ? 0 : K * N;
+        if (bShared && !ta) {
+          // A and dC are contiguous [batch * M, K] and [batch * M, N]: one GEMM over all rows
+          if (!tb) mm(a, g!, gb, 1, K, N, batch * M, true, false, 0, 0, 0, true);
+          else mm(g!, a, gb, 1, N, K, batch * M, true, false, 0, 0, 0, true);
+        } else if (!tb) mm(a, g!, gb, batch, K, N, M, !ta, false, M * K, M * N, sc, true);
+        else mm(g!, a, gb, batch, N, K, M, true, ta, M * N, M * K, sc, true);
+      }
+      return [ga, gb];
+    });
+  }
+  return out;
+}
+
+/** Engine matmul: C[i] (=|+=) op(A[i]) op(B[i]) for i < batch, [M, K] x [K, N] after the transposes. */
+function mm(A: Tensor, B: Tensor, C: Tensor, batch: number, M: number, N: number, K: number, ta: boolean, tb: boolean, sA: number, sB: number, sC: number, accumulate: boolean, bias: Tensor | null = null): void {
+  callOp('matmul', A.device, [A, B, bias], [C], [batch, M, N, K, +ta, +tb, bias ? 1 : 0, +accumulate, sA, sB, sC], [1]);
+}
+
+/** x [..., in] @ w^T + b, w [out, in] (PyTorch/HF layout), b [out]. */
+export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
+  const where = 'ops.linear';
+  check(where, 'x', x, { minRank: 1 });
+  check(where, 'w', w, { rank: 2 });
+  if (b) check(where, 'b', b, { rank: 1 });
+  const [O, I] = w.shape;
+  if (x.shape[x.rank - 1] !== I) throw rangeError(where, `x ${shapeStr(x.shape)} has ${x.shape[x.rank - 1]} features but w ${shapeStr(w.shape)} expects ${I}`);
+  if (b && b.shape[0] !== O) throw rangeError(where, `b ${shapeStr(b.shape)} must have ${O} entries`);
+  for (const [n, t] of [['w', w], ['b', b]] as const) if (t && t.device !== x.device) throw new TypeError(`${where}: ${n} is on ${t.device} but x is on ${x.device}`);
+  const R = x.size / Math.max(I, 1);
+  const out = Tensor.empty([...x.shape.slice(0, -1), O], { device: x.device, dtype: x.dtype });
+  mm(x, w, out, 1, R, O, I, false, true, 0, 0, 0, false, b);
+  if (needsGrad(x, w, b)) {
+    record('linear', [x, w, b], [out], ([g]) => {
+      const gx = x.requiresGrad ? like(x) : null;
+      if (gx) mm(g!, w, gx, 1, R, I, O, false, false, 0, 0, 0, false);             // dx = g w
+      const gw = w.requiresGrad ? zerosLike(w) : null;
+      if (gw) mm(g!, x, gw, 1, O, I, R, true, false, 0, 0, 0, true);               // dw = g^T x
+      const gb = b && b.requiresGrad ? like(b) : null;
+      if (gb) callOp('sum_rows', x.device, [g], [gb], [R, O, 0]);                  // db = sum_rows g
+      return [gx, gw, gb];
+    });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ embeddings and norms
+/** table[ids]: ids int32 [...], table [V, D] -> [..., D]. */
+export function embedding(ids: Tensor, table: Tensor): Tensor {
+  const where = 'ops.embedding';
+  check(where, 'ids', ids, { dtype: 'int32' });
+  check(where, 'table', table, { rank: 2 });
+  const [V, D] = table.shape, n = ids.size;
+  const out = Tensor.empty([...ids.shape, D], { device: table.device, dtype: table.dtype });
+  callOp('embedding_forward', table.device, [ids, table], [out], [n, V, D]);
+  if (needsGrad(table)) {
+    record('embedding', [ids, table], [out], ([g]) => {
+      const gt = zerosLike(table);
+      callOp('embedding_backward', table.device, [ids, g], [gt], [n, V, D]);
+      return [null, gt];
+    });
+  }
+  return out;
+}
+
+function rowsOf(where: string, x: Tensor, w: Tensor): [number, number] {
+  const C = x.shape[x.rank - 1];
+  if (w.rank !== 1 || w.shape[0] !== C) throw rangeError(where, `weight ${shapeStr(w.shape)} must be [${C}] for x ${shapeStr(x.shape)}`);
+  return [C === 0 ? 0 : x.size / C, C];
+}
+
+/** RMSNorm over the last dim (LLaMA). */
+export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
+  const where = 'ops.rmsNorm';
+  check(where, 'x', x, { minRank: 1 });
+  check(where, 'w', w);
+  const [R, C] = rowsOf(where, x, w);
+  const out = like(x);
+  const rstd = Tensor.empty([R], { device: x.device });
+  callOp('rms_norm_forward', x.device, [x, w], [out, rstd], [R, C], [eps]);
+  if (needsGrad(x, w)) {
+    record('rms_norm', [x, w], [out], ([g]) => {
+      const gx = like(x), gw = zerosLike(w);
+      callOp('rms_norm_backward', x.device, [g, x, w, rstd], [gx, gw], [R, C]);
+      return [x.requiresGrad ? gx : (gx.dispose(), null), w.requiresGrad ? gw : (gw.dispose(), null)];
+    }, [rstd]);
+  } else {
+    rstd.dispose();
+  }
+  return out;
+}
+
+/** LayerNorm over the last dim (biased variance, as PyTorch). */
+export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor {
+  const where = 'ops.layerNorm';
+  check(where, 'x', x, { minRank: 1 });
+  check(where, 'w', w);
+  check(where, 'b', b);
+  const [R, C] = rowsOf(where, x, w);
+  rowsOf(where, x, b);
+  const out = like(x);
+  const mean = Tensor.empty([R], { device: x.device }), rstd = Tensor.empty([R], { device: x.device });
+  callOp('layer_norm_forward', x.device, [x, w, b], [out, mean, rstd], [R, C], [eps]);
+  if (needsGrad(x, w, b)) {
+    record('layer_norm', [x, w, b], [out], ([g]) => {
+      const gx = like(x), gw = zerosLike(w), gb = zerosLike(b);
+      callOp('layer_norm_backward', x.device, [g, x, w, mean, rstd], [gx, gw, gb], [R, C]);
+      const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));
+      return [keepOrDrop(gx, x.requiresGrad), keepOrDrop(gw, w.requiresGrad), keepOrDrop(gb, b.requiresGrad)];
+    }, [mean, rstd]);
+  } else {
+    mean.dispose();
+    rstd.dispose();
+  }
+  return out;
+}
+
+/** Rotary position embedding on x [B, T, H, Dh] (HF LLaMA rotate_half), positions posOffset + t. */
+export function rope(x: Tensor, theta: number, posOffset = 0): Tensor {
+  const where = 'ops.rope';
+  check(where, 'x', x, { rank: 4 });
+  const [B, T, H, Dh] = x.shape;
+  if (Dh % 2 !== 0) throw rangeError(where, `head size ${Dh} must be even`);
+  const out = like(x);
+  callOp('rope', x.device, [x], [out], [B, T, H, Dh, posOffset, 0], [theta]);
+  if (needsGrad(x)) {
+    record('rope', [x], [out], ([g]) => {
+      const gx = like(x);
+      callOp('rope', x.device, [g], [gx], [B, T, H, Dh, posOffset, 1], [theta]);
+      return [gx];
+    });
+  }
+  return out;
+}
+
+/** softmax over the last dim. */
+export function softmax(x: Tensor): Tensor {
+  check('ops.softmax', 'x', x, { minRank: 1 });
+  const C = x.shape[x.rank - 1], R = C === 0 ? 0 : x.size / C;
+  const out = like(x);
+  callOp('softmax_forward', x.device, [x], [out], [R, C]);
+  if (needsGrad(x)) {
+    record('softmax', [x], [out], ([g]) => {
+      const gx = like(x);
+      callOp('softmax_backward', x.device, [g, out], [gx], [R, C]);
+      return [gx];
+    });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ activations
+const ACT = { gelu: 0, geluTanh: 1, quickGelu: 2, silu: 3 } as const;
+export type Activation = keyof typeof ACT;
+
+export function activation(x: Tensor, kind: Activation): Tensor {
+  check('ops.activation', 'x', x);
+  if (!(kind in ACT)) throw typeError('ops.activation', 'kind', Object.keys(ACT).join(' | '), kind);
+  const k = ACT[kind];
+  const out = like(x);
+  callOp('activation_forward', x.device, [x], [out], [x.size, k]);
+  if (needsGrad(x)) {
+    record(kind, [x], [out], ([g]) => {
+      const gx = like(x);
+      callOp('activation_backward', x.device, [g, x], [gx], [x.size, k]);
+      return [gx];
+    });
+  }
+  return out;
+}
+export const gelu = (x: Tensor) => activation(x, 'gelu');
+export const geluTanh = (x: Tensor) => activation(x, 'geluTanh');
+export const quickGelu = (x: Tensor) => activation(x, 'quickGelu');
+export const silu = (x: Tensor) => activation(x, 'silu');
+
+/** silu(gate) * up (LLaMA MLP). */
+export function swiglu(gate: Tensor, up: Tensor): Tensor {
+  binaryElementwise('ops.swiglu', gate, up);
+  const out = like(gate);
+  callOp('swiglu_forward', gate.device, [gate, up], [out], [gate.size]);
+  if (needsGrad(gate, up)) {
+    record('swiglu', [gate, up], [out], ([g]) => {
+      const gg = like(gate), gu = like(up);
+      callOp('swiglu_backward', gate.device, [g, gate, up], [gg, gu], [gate.size]);
+      return [gate.requiresGrad ? gg : (gg.dispose(), null), up.requiresGrad ? gu : (gu.dispose(), null)];
+    });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ concatenation, slicing, gathering
+// A tensor split at `axis` is [outer, axisLen * inner] rows; copy_2d moves whole row segments.
+function axisGeometry(where: string, x: Tensor, axis: number): { outer: number; inner: number; ax: number } {
+  const ax = axis < 0 ? axis + x.rank : axis;
+  if (!Number.isInteger(ax) || ax < 0 || ax >= x.rank) throw rangeError(where, `axis ${axis} is out of range for shape ${shapeStr(x.shape)}`);
+  return { outer: prod(x.shape.slice(0, ax)), inner: prod(x.shape.slice(ax + 1)), ax };
+}
+
+/** Concatenation along `axis` (the other dims must agree). */
+export function concat(xs: Tensor[], axis = 0): Tensor {
+  const where = 'ops.concat';
+  if (!Array.isArray(xs) || xs.length === 0) throw typeError(where, 'xs', 'a non-empty array of tensors', xs);
+  xs.forEach((x, i) => check(where, `xs[${i}]`, x));
+  const { outer, inner, ax } = axisGeometry(where, xs[0], axis);
+  for (const [i, x] of xs.entries()) {
+    if (x.rank !== xs[0].rank || x.shape.some((s, d) => d !== ax && s !== xs[0].shape[d]) || x.device !== xs[0].device)
+      throw rangeError(where, `xs[${i}] ${shapeStr(x.shape)} does not match xs[0] ${shapeStr(xs[0].shape)} outside axis ${ax}`);
+  }
+  const total = xs.reduce((a, x) => a + x.shape[ax], 0);
+  const shape = [...xs[0].shape];
+  shape[ax] = total;
+  const out = Tensor.empty(shape, { device: xs[0].device, dtype: xs[0].dtype });
+  const dstStride = total * inner;
+  let off = 0;
+  const offsets: number[] = [];
+  for (const x of xs) {
+    const cols = x.shape[ax] * inner;
+    offsets.push(off);
+    callOp('copy_2d', x.device, [x], [out], [outer, cols, cols, dstStride, 0, off, 0]);
+    off += cols;
+  }
+  if (needsGrad(...xs)) {
+    record('concat', xs, [out], ([g]) =>
+      xs.map((x, i) => {
+        if (!x.requiresGrad) return null;
+        const cols = x.shape[ax] * inner;
+        const gx = like(x);
+        callOp('copy_2d', x.device, [g], [gx], [outer, cols, dstStride, cols, offsets[i], 0, 0]);
+        return gx;
+      }),
+    );
+  }
+  return out;
+}
+
+/** x[..., start:start+length, ...] along `axis` (a copy). */
+export function slice(x: Tensor, axis: number, start: number, length: number): Tensor {
+  const where = 'ops.slice';
+  check(where, 'x', x, { minRank: 1 });
+  const { outer, inner, ax } = axisGeometry(where, x, axis);
+  const L = x.shape[ax];
+  if (!Number.isInteger(start) || !Number.isInteger(length) || start < 0 || length < 0 || start + length > L)
+    throw rangeError(where, `[${start}, ${start + length}) is outside axis ${ax} of length ${L}`);
+  const shape = [...x.shape];
+  shape[ax] = length;
+  const out = like(x, shape);
+  const cols = length * inner, srcStride = L * inner;
+  callOp('copy_2d', x.device, [x], [out], [outer, cols, srcStride, cols, start * inner, 0, 0]);
+  if (needsGrad(x)) {
+    record('slice', [x], [out], ([g]) => {
+      const gx = zerosLike(x);
+      callOp('copy_2d', x.device, [g], [gx], [outer, cols, cols, srcStride, 0, start * inner, 1]);
+      return [gx];
+    });
+  }
+  return out;
+}
+
+/** Rows of src [S, ...] picked by idx int32 [n] -> [n, ...] (splicing image features into sequences). */
+export function gatherRows(src: Tensor, idx: Tensor): Tensor {
+  const where = 'ops.gatherRows';
+  check(where, 'src', src, { minRank: 1 });
+  check(where, 'idx', idx, { rank: 1, dtype: 'int32' });
+  const S = src.shape[0], C = S === 0 ? prod(src.shape.slice(1)) : src.size / S, n = idx.shape[0];
+  const out = like(src, [n, ...src.shape.slice(1)]);
+  callOp('gather_rows', src.device, [src, idx], [out], [S, n, C]);
+  if (needsGrad(src)) {
+    record('gather_rows', [src, idx], [out], ([g]) => {
+      const gs = zerosLike(src);
+      callOp('scatter_add_rows', src.device, [g, idx], [gs], [S, n, C]);
+      return [gs, null];
+    });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ attention
+export interface AttentionOptions {
+  causal?: boolean;
+  /** int32 [B, Tk]: 1 = key visible, 0 = padding. */
+  keyMask?: Tensor | null;
+  /** Default 1/sqrt(Dh). */
+  scale?: number;
+}
+
+/** Multi-head attention, q [B, Tq, Hq, Dh], k and v [B, Tk, Hkv, Dh] (grouped-query when Hkv < Hq). */
+export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
+  const where = 'ops.attention';
+  check(where, 'q', q, { rank: 4 });
+  check(where, 'k', k, { rank: 4 });
+  check(where, 'v', v, { rank: 4 });
+  const [B, Tq, Hq, Dh] = q.shape, [Bk, Tk, Hkv, Dk] = k.shape;
+  sameShape(where, k, v, 'k', 'v');
+  if (Bk !== B || Dk !== Dh) throw rangeError(where, `k ${shapeStr(k.shape)} does not fit q ${shapeStr(q.shape)}`);
+  if (Hkv === 0 || Hq % Hkv !== 0) throw rangeError(where, `query heads (${Hq}) must be a multiple of key/value heads (${Hkv})`);
+  const mask = opts.keyMask ?? null;
+  if (mask) {
+    check(where, 'keyMask', mask, { rank: 2, dtype: 'int32' });
+    if (mask.shape[0] !== B || mask.shape[1] !== Tk) throw rangeError(where, `keyMask ${shapeStr(mask.shape)} must be [${B}, ${Tk}]`);
+  }
+  const ints = [B, Tq, Tk, Hq, Hkv, Dh, opts.causal ? 1 : 0, mask ? 1 : 0];
+  const floats = [opts.scale ?? 1 / Math.sqrt(Dh)];
+  const out = like(q);
+  const lse = Tensor.empty([B, Hq, Tq], { device: q.device });
+  callOp('attention_forward', q.device, [q, k, v, mask], [out, lse], ints, floats);
+  if (needsGrad(q, k, v)) {
+    record('attention', [q, k, v], [out], ([g]) => {
+      const gq = like(q), gk = like(k), gv = like(v);
+      callOp('attention_backward', q.device, [g, q, k, v, out, lse, mask], [gq, gk, gv], ints, floats);
+      const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));
+      return [keepOrDrop(gq, q.requiresGrad), keepOrDrop(gk, k.requiresGrad), keepOrDrop(gv, v.requiresGrad)];
+    }, [lse]);
+  } else {
+    lse.dispose();
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ vision
+/**
+ * Patch embedding of a ViT: images [B, C, H, W], weight [D, C, p, p] (a stride-p Conv2d without bias)
+ * -> [B, P, D], P = (H / p)(W / p) patches in row-major order. Gradients flow to the weight only.
+ */
+export function patchEmbed(images: Tensor, weight: Tensor): Tensor {
+  const where = 'ops.patchEmbed';
+  check(where, 'images', images, { rank: 4 });
+  check(where, 'weight', weight, { rank: 4 });
+  const [B, C, H, W] = images.shape, [D, Cw, p, p2] = weight.shape;
+  if (Cw !== C || p !== p2) throw rangeError(where, `weight ${shapeStr(weight.shape)} does not fit images ${shapeStr(images.shape)}`);
+  if (H % p !== 0 || W % p !== 0) throw rangeError(where, `image size ${H}x${W} is not a multiple of the patch size ${p}`);
+  if (images.requiresGrad) throw new TypeError(`${where}: gradients with respect to the pixels are not supported`);
+  const P = (H / p) * (W / p), K = C * p * p;
+  const cols = Tensor.empty([B, P, K], { device: images.device, dtype: images.dtype });
+  callOp('im2col', images.device, [images], [cols], [B, C, H, W, p]);
+  const out = Tensor.empty([B, P, D], { device: images.device, dtype: images.dtype });
+  mm(cols, weight, out, 1, B * P, D, K, false, true, 0, 0, 0, false);
+  if (needsGrad(weight)) {
+    record('patch_embed', [images, weight], [out], ([g]) => {
+      const gw = zerosLike(weight);
+      mm(g!, cols, gw, 1, D, K, B * P, true, false, 0, 0, 0, true);
+      return [null, gw];
+    }, [cols]);
+  } else {
+    cols.dispose();
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ fused losses (issue 2 kernels)
+// The kernels compute loss and gradients in one pass; the op keeps the gradients as `saved` and its
+// backward only scales them by the upstream gradient, so the fusion (and its bounded memory) is kept.
+
+function scalarLike(ref: Tensor, v: number): Tensor {
+  return Tensor.fromArray(new Float32Array([v]), [1], { device: ref.device, dtype: ref.dtype === 'bfloat16' ? 'float32' : ref.dtype });
+}
+
+function takeScaled(t: Tensor | null, s: number, want: boolean): Tensor | null {
+  if (!t || !want) return null;
+  if (s !== 1) callOp('axpby', t.device, [t, t], [t], [t.size], [s, 0]);
+  return t;
+}
+
+/** Cross-entropy of h w^T against targets as a differentiable scalar (fused; no [N, V] logits). */
+export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: Omit<LinearCrossEntropyOptions, 'grad' | 'gradScale'> = {}): Tensor {
+  if (opts.reduction === 'none') throw rangeError('F.linearCrossEntropy', "reduction 'none' is not differentiable here; use kernels.linearCrossEntropy");
+  const grad = isGradEnabled() && (h.requiresGrad || w.requiresGrad);
+  const r = kernels.linearCrossEntropy(h, w, targets, { ...opts, grad });
+  const out = scalarLike(h, r.loss);
+  if (grad) {
+    const saved = [r.dh!, r.dw!];
+    const node = record('linear_cross_entropy', [h, w, targets], [out], ([g]) => {
+      const s = item(g!);
+      const res = [takeScaled(r.dh, s, h.requiresGrad), takeScaled(r.dw, s, w.requiresGrad), null];
+      node.saved = saved.filter((t) => !res.includes(t)); // the returned ones now belong to autograd
+      return res;
+    }, saved);
+  }
+  return out;
+}
+
+/** Visual-word KL (VW-LMM image-token loss) as a differentiable scalar (fused). */
+export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts: Omit<VisualWordKLOptions, 'grad' | 'gradScale'> = {}): Tensor {
+  if (opts.reduction === 'none') throw rangeError('F.visualWordKL', "reduction 'none' is not differentiable here; use kernels.visualWordKL");
+  const needTarget = !opts.detachTarget && (x.requiresGrad || wVm.requiresGrad);
+  const grad = isGradEnabled() && (h.requiresGrad || wLm.requiresGrad || needTarget);
+  const r = kernels.visualWordKL(h, wLm, x, wVm, { ...opts, grad, detachTarget: !needTarget });
+  const out = scalarLike(h, r.loss);
+  if (grad) {
+    const saved = [r.dh, r.dwLm, r.dx, r.dwVm].filter((t): t is Tensor => t !== null);
+    const node = record('visual_word_kl', [h, wLm, x, wVm], [out], ([g]) => {
+      const s = item(g!);
+      const res = [takeScaled(r.dh, s, h.requiresGrad), takeScaled(r.dwLm, s, wLm.requiresGrad), takeScaled(r.dx, s, x.requiresGrad), takeScaled(r.dwVm, s, wVm.requiresGrad)];
+      node.saved = saved.filter((t) => !res.includes(t));
+      return res;
+    }, saved);
+  }
+  return out;
+}
+
+/** PIF: softmax(x wVm^T) e, differentiable (fused forward and backward kernels). */
+export function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor): Tensor {
+  const out = kernels.pseudoImageFeatures(x, wVm, e);
+  if (needsGrad(x, wVm, e)) {
+    record('pseudo_image_features', [x, wVm, e], [out], ([g]) => {
+      const r = kernels.pseudoImageFeaturesBackward(x, wVm, e, g!);
+      const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));
+      return [keepOrDrop(r.dx, x.requiresGrad), keepOrDrop(r.dwVm, wVm.requiresGrad), keepOrDrop(r.de, e.requiresGrad)];
+    });
+  }
+  return out;
+}

@@ -1,0 +1,128 @@
+// AdamW (decoupled weight decay, bias correction: torch.optim.AdamW semantics) as one fused native update
+// over all parameters per step, and global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).
+import { callOp } from './engine';
+import { keep, Tensor } from './tensor';
+
+export interface AdamWOptions {
+  lr: number;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+}
+
+interface ParamState {
+  m: Tensor;
+  v: Tensor;
+  step: number;
+}
+
+export class AdamW {
+  readonly params: Tensor[];
+  lr: number;
+  readonly betas: [number, number];
+  readonly eps: number;
+  readonly weightDecay: number;
+  private readonly state = new Map<Tensor, ParamState>();
+
+  constructor(params: Iterable<Tensor>, opts: AdamWOptions) {
+    this.params = [...params];
+    this.lr = opts.lr;
+    this.betas = opts.betas ?? [0.9, 0.999];
+    this.eps = opts.eps ?? 1e-8;
+    this.weightDecay = opts.weightDecay ?? 0.01;
+    const bad = (name: string, v: number, ok: boolean) => {
+      if (!Number.isFinite(v) || !ok) throw new RangeError(`AdamW: invalid ${name} ${v}`);
+    };
+    bad('lr', this.lr, this.lr >= 0);
+    bad('beta1', this.betas[0], this.betas[0] >= 0 && this.betas[0] < 1);
+    bad('beta2', this.betas[1], this.betas[1] >= 0 && this.betas[1] < 1);
+    bad('eps', this.eps, this.eps >= 0);
+    bad('weightDecay', this.weightDecay, this.weightDecay >= 0);
+    if (new Set(this.params).size !== this.params.length) throw new RangeError('AdamW: a parameter appears twice');
+  }
+
+  /** One update of every parameter that has a gradient (others are skipped, as in PyTorch). */
+  step(opts: { gradScale?: number } = {}): void {
+    const ready = this.params.filter((p) => p.grad);
+    // one native call per device and per step count (parameters first updated later have fewer steps)
+    const groups = new Map<string, Tensor[]>();
+    for (const p of ready) {
+      let st = this.state.get(p);
+      if (!st) {
+        st = { m: keep(Tensor.zeros(p.shape, { device: p.device })), v: keep(Tensor.zeros(p.shape, { device: p.device })), step: 0 };
+        this.state.set(p, st);
+      }
+      st.step += 1;
+      const key = `${p.device}:${st.step}`;
+      groups.set(key, [...(groups.get(key) ?? []), p]);
+    }
+    for (const [key, ps] of groups) {
+      const [device, step] = key.split(':');
+      const sts = ps.map((p) => this.state.get(p)!);
+      callOp('adamw_step', device as 'cpu' | 'cuda', ps.map((p) => p.grad!), [...ps, ...sts.map((s) => s.m), ...sts.map((s) => s.v)],
+        [ps.length, Number(step), ...ps.map((p) => p.size)],
+        [this.lr, this.betas[0], this.betas[1], this.eps, this.weightDecay, opts.gradScale ?? 1]);
+    }
+  }
+
+  /** Optimizer state for checkpoints: per parameter index, its step and moment tensors. */
+  stateEntries(): { index: number; step: number; m: Tensor; v: Tensor }[] {
+    return this.params.flatMap((p, index) => {
+      const s = this.state.get(p);
+      return s ? [{ index, step: s.step, m: s.m, v: s.v }] : [];
+    });
+  }
+
+  /** Restores state saved by stateEntries (host data). */
+  loadState(entries: { index: number; step: number; m: Float32Array; v: Float32Array }[]): void {
+    for (const e of entries) {
+      const p = this.params[e.index];
+      if (!p || e.m.length !== p.size || e.v.length !== p.size) throw new RangeError(`AdamW.loadState: entry ${e.index} does not fit the parameters`);
+      this.state.get(p)?.m.dispose();
+      this.state.get(p)?.v.dispose();
+      this.state.set(p, {
+        step: e.step,
+        m: keep(Tensor.fromArray(e.m, p.shape, { device: p.device })),
+        v: keep(Tensor.fromArray(e.v, p.shape, { device: p.device })),
+      });
+    }
+  }
+
+  dispose(): void {
+    for (const s of this.state.values()) {
+      s.m.dispose();
+      s.v.dispose();
+    }
+    this.state.clear();
+  }
+}
+
+/** The global L2 norm of the gradients (parameters without a gradient are ignored). */
+export function gradNorm(params: Iterable<Tensor>): number {
+  const grads = [...params].map((p) => p.grad).filter((g): g is Tensor => g !== null);
+  let total = 0;
+  const byDevice = new Map<string, Tensor[]>();
+  for (const g of grads) byDevice.set(g.device, [...(byDevice.get(g.device) ?? []), g]);
+  for (const [device, gs] of byDevice) {
+    const out = Tensor.empty([1], { device: device as 'cpu' | 'cuda' });
+    callOp('sum_squares', device as 'cpu' | 'cuda', gs, [out], [gs.length, ...gs.map((g) => g.size)]);
+    total += out.toArray()[0];
+    out.dispose();
+  }
+  return Math.sqrt(total);
+}
+
+/**
+ * Scales all gradients so their global norm is at most maxNorm (torch.nn.utils.clip_grad_norm_:
+ * factor maxNorm / (norm + 1e-6) when it is below 1). Returns the norm before clipping.
+ */
+export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): number {
+  const ps = [...params];
+  const norm = gradNorm(ps);
+  if (!Number.isFinite(norm)) throw new RangeError(`clipGradNorm: the gradient norm is ${norm} (NaN or Inf in a gradient)`);
+  const factor = maxNorm / (norm + 1e-6);
+  if (factor < 1) {
+    for (const p of ps) if (p.grad) callOp('axpby', p.grad.device, [p.grad, p.grad], [p.grad], [p.grad.size], [factor, 0]);
+  }
+  return norm;
+}

@@ -1,0 +1,103 @@
+// Every differentiable op's backward, wired through the tape, against central finite differences of
+// the op's own forward (float32, so a wiring check with a loose tolerance: the engine kernels themselves
+// are checked at 1e-5 against float64 references in tests/engine and tests/kernels).
+import { describe, expect, it } from 'vitest';
+import { F, ops, scope, Tensor } from '../../src';
+import { rngFor, runSeed } from '../support/random';
+
+type Fn = (xs: Tensor[]) => Tensor;
+
+/** Checks d sum(f(xs) * R)/d xs[k] for every float input against finite differences at a few coordinates. */
+function gradcheck(label: string, f: Fn, inputs: { shape: number[]; scale?: number; int?: number[] }[], tol = 2e-2): void {
+  const rng = rngFor(`gradcheck:${label}`);
+  const data = inputs.map((s) => (s.int ? Int32Array.from(s.int) : rng.normals(s.shape.reduce((a, b) => a * b, 1), s.scale ?? 1)));
+  const make = (arrs: (Float32Array | Int32Array)[]) => arrs.map((a, i) => Tensor.fromArray(a, inputs[i].shape));
+  let R: Float32Array | null = null;
+  const lossOf = (arrs: (Float32Array | Int32Array)[]): number =>
+    scope(() => {
+      const y = f(make(arrs));
+      R ??= rng.normals(y.size);
+      let s = 0;
+      const ya = y.toArray();
+      for (let i = 0; i < ya.length; i++) s += ya[i] * R[i];
+      return s;
+    });
+  lossOf(data); // fixes R
+  const grads = scope(() => {
+    const xs = make(data);
+    xs.forEach((x, i) => (x.requiresGrad = !inputs[i].int));
+    const y = f(xs);
+    const loss = ops.sum(ops.mul(y, Tensor.fromArray(R!, y.shape)));
+    loss.backward();
+    const g = xs.map((x) => (x.grad ? (x.grad.toArray() as Float32Array) : null));
+    xs.forEach((x) => x.dispose());
+    return g;
+  });
+  data.forEach((arr, k) => {
+    if (inputs[k].int) return;
+    const g = grads[k];
+    expect(g, `${label}: input ${k} got no gradient`).not.toBeNull();
+    let maxG = 0;
+    for (const v of g!) maxG = Math.max(maxG, Math.abs(v));
+    const picks = [0, Math.floor(arr.length / 2), arr.length - 1, rng.int(arr.length)];
+    for (const i of picks) {
+      const h = 1e-2 * Math.max(1, Math.abs(arr[i]));
+      const up = Float32Array.from(arr as Float32Array), dn = Float32Array.from(arr as Float32Array);
+      up[i] += h;
+      dn[i] -= h;
+      const fd = (lossOf(data.map((d, j) => (j === k ? up : d))) - lossOf(data.map((d, j) => (j === k ? dn : d)))) / (up[i] - dn[i]);
+      expect(Math.abs(g![i] - fd), `${label}: d/dx${k}[${i}] autograd ${g![i]} vs finite difference ${fd}`).toBeLessThanOrEqual(tol * Math.max(1, maxG));
+    }
+  });
+}
+
+describe(`autograd gradients of ops.* (seed ${runSeed})`, () => {
+  it('linear with and without bias', () => {
+    gradcheck('linear+b', ([x, w, b]) => ops.linear(x, w, b), [{ shape: [2, 3, 5] }, { shape: [4, 5] }, { shape: [4] }]);
+    gradcheck('linear', ([x, w]) => ops.linear(x, w), [{ shape: [7, 3] }, { shape: [2, 3] }]);
+  });
+  it('matmul: transposes, batches, shared B', () => {
+    for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
+      const a = ta ? [2, 4, 3] : [2, 3, 4], bs = tb ? [5, 4] : [4, 5], bb = tb ? [2, 5, 4] : [2, 4, 5];
+      gradcheck(`mm shared ${ta}${tb}`, ([x, y]) => ops.matmul(x, y, { transA: ta, transB: tb }), [{ shape: a }, { shape: bs }]);
+      gradcheck(`mm batched ${ta}${tb}`, ([x, y]) => ops.matmul(x, y, { transA: ta, transB: tb }), [{ shape: a }, { shape: bb }]);
+    }
+  });
+  it('elementwise: add, sub, scale, mul, addBroadcast, activations, swiglu, softmax, sum', () => {
+    gradcheck('add', ([a, b]) => ops.add(a, b), [{ shape: [3, 4] }, { shape: [3, 4] }]);
+    gradcheck('sub', ([a, b]) => ops.sub(a, b), [{ shape: [5] }, { shape: [5] }]);
+    gradcheck('scale', ([a]) => ops.scale(a, -1.7), [{ shape: [6] }]);
+    gradcheck('mul', ([a, b]) => ops.mul(a, b), [{ shape: [2, 5] }, { shape: [2, 5] }]);
+    gradcheck('addBroadcast', ([a, b]) => ops.addBroadcast(a, b), [{ shape: [3, 2, 4] }, { shape: [2, 4] }]);
+    for (const k of ['gelu', 'geluTanh', 'quickGelu', 'silu'] as const) gradcheck(k, ([a]) => ops.activation(a, k), [{ shape: [9] }]);
+    gradcheck('swiglu', ([a, b]) => ops.swiglu(a, b), [{ shape: [2, 7] }, { shape: [2, 7] }]);
+    gradcheck('softmax', ([a]) => ops.softmax(a), [{ shape: [3, 6] }]);
+    gradcheck('sum', ([a]) => ops.sum(a), [{ shape: [4, 2] }]);
+    gradcheck('reshape', ([a]) => ops.reshape(a, [2, 6]), [{ shape: [3, 4] }]);
+  });
+  it('norms, rope, embedding', () => {
+    gradcheck('rmsNorm', ([x, w]) => ops.rmsNorm(x, w, 1e-6), [{ shape: [3, 8] }, { shape: [8] }]);
+    gradcheck('layerNorm', ([x, w, b]) => ops.layerNorm(x, w, b, 1e-5), [{ shape: [4, 6] }, { shape: [6] }, { shape: [6] }]);
+    gradcheck('rope', ([x]) => ops.rope(x, 10000, 3), [{ shape: [2, 3, 2, 8] }]);
+    gradcheck('embedding', ([ids, w]) => ops.embedding(ids, w), [{ shape: [5], int: [0, 3, 3, 1, 0] }, { shape: [4, 3] }]);
+  });
+  it('concat, slice, gatherRows', () => {
+    gradcheck('concat1', ([a, b]) => ops.concat([a, b], 1), [{ shape: [2, 1, 3] }, { shape: [2, 4, 3] }]);
+    gradcheck('concat0', ([a, b]) => ops.concat([a, b], 0), [{ shape: [1, 3] }, { shape: [2, 3] }]);
+    gradcheck('slice', ([a]) => ops.slice(a, 1, 1, 2), [{ shape: [2, 4, 3] }]);
+    gradcheck('gatherRows', ([a, i]) => ops.gatherRows(a, i), [{ shape: [4, 3] }, { shape: [6], int: [3, 0, 0, 2, 3, 3] }]);
+  });
+  it('attention: causal GQA with padding, bidirectional', () => {
+    gradcheck('attn causal gqa', ([q, k, v]) => ops.attention(q, k, v, { causal: true }), [{ shape: [2, 5, 4, 3] }, { shape: [2, 5, 2, 3] }, { shape: [2, 5, 2, 3] }]);
+    gradcheck('attn masked', ([q, k, v, m]) => ops.attention(q, k, v, { causal: false, keyMask: m }), [{ shape: [2, 3, 2, 4] }, { shape: [2, 4, 2, 4] }, { shape: [2, 4, 2, 4] }, { shape: [2, 4], int: [1, 1, 1, 1, 1, 1, 0, 0] }]);
+  });
+  it('patchEmbed (weight gradient)', () => {
+    const img = rngFor('img').normals(2 * 3 * 4 * 4);
+    gradcheck('patchEmbed', ([w]) => scope(() => ops.patchEmbed(Tensor.fromArray(img, [2, 3, 4, 4]), w)), [{ shape: [5, 3, 2, 2] }]);
+  });
+  it('fused losses F.*', () => {
+    gradcheck('F.ce', ([h, w, t]) => F.linearCrossEntropy(h, w, t, { labelSmoothing: 0.1 }), [{ shape: [5, 4] }, { shape: [9, 4] }, { shape: [5], int: [1, -100, 8, 0, 3] }]);
+    gradcheck('F.kl', ([h, w, x, v]) => F.visualWordKL(h, w, x, v), [{ shape: [3, 4] }, { shape: [7, 4] }, { shape: [3, 4] }, { shape: [7, 4] }]);
+    gradcheck('F.pif', ([x, w, e]) => F.pseudoImageFeatures(x, w, e), [{ shape: [3, 4] }, { shape: [7, 4] }, { shape: [7, 5] }]);
+  });
+});

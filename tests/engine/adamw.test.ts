@@ -1,0 +1,125 @@
+// Engine ops adamw_step and sum_squares (native/cpu/adamw.cpp).
+import { describe, expect, it } from 'vitest';
+import { scope, Tensor } from '../../src';
+import { relErr } from '../support/compare';
+import { adamwRef, AdamWParams } from '../support/engine_reference';
+import { expectErr, f32, out, run, sameBits } from '../support/engine_harness';
+import { callOp } from '../../src/engine';
+import { rngFor, runSeed } from '../support/random';
+
+const TOL = 1e-5;
+const opts: AdamWParams = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, gradScale: 0.5 };
+const floats = (o: AdamWParams) => [o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, o.gradScale];
+
+/** One fused adamw_step over tensors p, m, v (updated in place) with grads g. */
+function step(p: Tensor[], m: Tensor[], v: Tensor[], g: Tensor[], t: number, o: AdamWParams): void {
+  callOp('adamw_step', 'cpu', g, [...p, ...m, ...v], [p.length, t, ...p.map((x) => x.size)], floats(o));
+}
+
+describe(`engine adamw_step (seed ${runSeed})`, () => {
+  it('three steps over tensors of sizes 0, 1, 7, 33, 100003 match torch.optim.AdamW', () => {
+    const sizes = [0, 1, 7, 33, 100_003];
+    const rng = rngFor('adamw:steps');
+    scope(() => {
+      const p = sizes.map((n) => f32(rng.normals(n, 0.05))), m = sizes.map((n) => f32(new Float32Array(n))), v = sizes.map((n) => f32(new Float32Array(n)));
+      for (let t = 1; t <= 3; t++) {
+        const g = sizes.map((n) => rng.normals(n, t));
+        // The reference steps from the kernel's own float32 state, so each step is judged on its own.
+        const before = p.map((x) => x.toArray()), ref = sizes.map((_, i) => ({
+          p: Float64Array.from(before[i]), m: Float64Array.from(m[i].toArray()), v: Float64Array.from(v[i].toArray()),
+        }));
+        ref.forEach((r, i) => adamwRef(r.p, r.m, r.v, g[i], t, opts));
+        step(p, m, v, g.map((x) => f32(x)), t, opts);
+        for (let i = 0; i < sizes.length; i++) {
+          // Judge the update p_new - p_old (~lr), not p itself, which would hide a wrong update.
+          const got = p[i].toArray(), dGot = Float64Array.from(got, (x, j) => x - before[i][j]), dRef = ref[i].p.map((x, j) => x - before[i][j]);
+          expectErr('adamw update (p_new - p_old)', relErr(dGot, dRef), TOL);
+          expectErr('adamw m', relErr(m[i].toArray(), ref[i].m), TOL);
+          expectErr('adamw v', relErr(v[i].toArray(), ref[i].v), TOL);
+        }
+      }
+    });
+  });
+
+  it('step 2 from a given state, no weight decay, gradScale 1, large lr', () => {
+    const n = 257, rng = rngFor('adamw:state');
+    const o = { ...opts, lr: 0.3, weightDecay: 0, gradScale: 1, beta1: 0.8, beta2: 0.95 };
+    const p0 = rng.normals(n), m0 = rng.normals(n, 0.1), v0 = rng.normals(n, 0.1).map((x) => x * x), g = rng.normals(n);
+    const ref = { p: Float64Array.from(p0), m: Float64Array.from(m0), v: Float64Array.from(v0) };
+    adamwRef(ref.p, ref.m, ref.v, g, 2, o);
+    scope(() => {
+      const p = f32(p0), m = f32(m0), v = f32(v0);
+      step([p], [m], [v], [f32(g)], 2, o);
+      expectErr('adamw update (p_new - p_old)', relErr(Float64Array.from(p.toArray(), (x, j) => x - p0[j]), ref.p.map((x, j) => x - p0[j])), TOL);
+      expectErr('adamw m', relErr(m.toArray(), ref.m), TOL);
+      expectErr('adamw v', relErr(v.toArray(), ref.v), TOL);
+    });
+  });
+
+  it('a zero gradient from zero moments is pure decoupled weight decay', () => {
+    const p0 = rngFor('adamw:decay').normals(33);
+    scope(() => {
+      const p = f32(p0);
+      step([p], [f32(new Float32Array(33))], [f32(new Float32Array(33))], [f32(new Float32Array(33))], 5, opts);
+      expectErr('adamw weight decay only', relErr(p.toArray(), Float64Array.from(p0, (x) => x * (1 - opts.lr * opts.weightDecay))), 1e-7);
+    });
+  });
+
+  it('k = 0 is a no-op', () => {
+    expect(() => callOp('adamw_step', 'cpu', [], [], [0, 1], floats(opts))).not.toThrow();
+  });
+
+  it('argument errors name the problem', () => {
+    scope(() => {
+      const t = () => f32(new Float32Array(4));
+      const go = (ints: number[], fl = floats(opts), outs = [t(), t(), t()], ins = [t()]) => callOp('adamw_step', 'cpu', ins, outs, ints, fl);
+      expect(() => go([1, 1, 4])).not.toThrow();
+      expect(() => go([1, 0, 4])).toThrow(/\[adamw_step\] step must be >= 1/);
+      expect(() => go([1, 1, 5])).toThrow(/g\[0\] holds 16 bytes but needs 20/);
+      expect(() => go([1, 1, 4], floats(opts), [t(), f32([1]), t()])).toThrow(/m\[0\] holds 4 bytes but needs 16/);
+      expect(() => go([1, 1])).toThrow(/expects 3 integer parameters for k = 1, got 2/);
+      expect(() => go([2, 1, 4, 4])).toThrow(/expects 2 inputs and 6 outputs, got 1 and 3/);
+      expect(() => go([1, 1, -4])).toThrow(/n\[0\] must be >= 0, got -4/);
+      expect(() => go([1, 1, 4], [1e-3, 1, 0.999, 1e-8, 0, 1])).toThrow(/beta1 must be in \[0, 1\), got 1/);
+      expect(() => go([1, 1, 4], [1e-3, 0.9, -0.1, 1e-8, 0, 1])).toThrow(/beta2 must be in \[0, 1\)/);
+      expect(() => go([1, 1, 4], [NaN, 0.9, 0.999, 1e-8, 0, 1])).toThrow(/lr must be finite, got nan/);
+      expect(() => go([1, 1, 4], [1e-3, 0.9, 0.999, -1, 0, 1])).toThrow(/eps must be >= 0/);
+      expect(() => go([1, 1, 4], [1e-3, 0.9, 0.999, 1e-8, -1, 1])).toThrow(/weightDecay must be >= 0/);
+      expect(() => go([1, 1, 4], [1e-3, 0.9, 0.999, 1e-8, 0])).toThrow(/missing float parameter 5 \(gradScale\)/);
+    });
+  });
+});
+
+describe(`engine sum_squares (seed ${runSeed})`, () => {
+  it('sums the squares of all tensors in double; bit-identical across runs', () => {
+    const sizes = [0, 1, 7, 33, 257, 300_001];
+    const rng = rngFor('sumsq');
+    const xs = sizes.map((n, i) => rng.normals(n, 10 ** (i - 3)));
+    let ref = 0;
+    for (const x of xs) for (const v of x) ref += v * v;
+    scope(() => {
+      const ts = xs.map((x) => f32(x));
+      const once = () => run('sum_squares', ts, [out(1)], [sizes.length, ...sizes])[0];
+      const a = once(), b = once();
+      expect(sameBits(a, b)).toBe(true);
+      expectErr('sum_squares', Math.abs(a[0] - ref) / ref, 1e-7);
+    });
+  });
+
+  it('k = 0 and empty tensors give 0', () => {
+    scope(() => {
+      expect(run('sum_squares', [], [f32([5])], [0])[0][0]).toBe(0);
+      expect(run('sum_squares', [f32([])], [f32([5])], [1, 0])[0][0]).toBe(0);
+    });
+  });
+
+  it('argument errors name the problem', () => {
+    scope(() => {
+      const x = f32([1, 2, 3]);
+      expect(() => run('sum_squares', [x], [out(1)], [1, 4])).toThrow(/\[sum_squares\] x\[0\] holds 12 bytes but needs 16/);
+      expect(() => run('sum_squares', [x, x], [out(1)], [1, 3])).toThrow(/expects 1 inputs and 1 outputs, got 2 and 1/);
+      expect(() => run('sum_squares', [x], [out(1)], [2, 3])).toThrow(/expects 3 integer parameters for k = 2, got 2/);
+      expect(() => run('sum_squares', [x], [f32([])], [1, 3])).toThrow(/s holds 0 bytes but needs 4/);
+    });
+  });
+});

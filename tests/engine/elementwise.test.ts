@@ -1,0 +1,101 @@
+// Engine ops axpby, mul, add_broadcast, fill (native/cpu/elementwise.cpp).
+import { describe, expect, it } from 'vitest';
+import { scope } from '../../src';
+import { relErr } from '../support/compare';
+import { expectErr, f32, out, poisoned, run, sameBits } from '../support/engine_harness';
+import { rngFor, runSeed } from '../support/random';
+
+const TOL = 1e-5;
+const sizes = [0, 1, 7, 33, 257, 100_003];
+
+describe(`engine element-wise ops (seed ${runSeed})`, () => {
+  describe('axpby', () => {
+    for (const n of sizes)
+      for (const [a, b] of [[1, 1], [0.5, -2], [-3, 0], [0, 1.5], [1e-3, 1]]) {
+        it(`n=${n} a=${a} b=${b}`, () => {
+          const rng = rngFor(`axpby:${n}:${a}:${b}`);
+          const x = rng.normals(n), y = rng.normals(n);
+          // A zero coefficient must not read its operand: poison it with NaN.
+          if (b === 0) y.fill(NaN);
+          if (a === 0) x.fill(NaN);
+          const ref = Float64Array.from({ length: n }, (_, i) => (a === 0 ? 0 : a * x[i]) + (b === 0 ? 0 : b * y[i]));
+          scope(() => {
+            const [z] = run('axpby', [f32(x), f32(y)], [poisoned(n)], [n], [a, b]);
+            expectErr('axpby', relErr(z, ref), TOL);
+            const yt = f32(y);  // in place into Y
+            run('axpby', [f32(x), yt], [yt], [n], [a, b]);
+            expect(sameBits(yt.toArray() as Float32Array, z)).toBe(true);
+            const xt = f32(x);  // in place into X
+            run('axpby', [xt, f32(y)], [xt], [n], [a, b]);
+            expect(sameBits(xt.toArray() as Float32Array, z)).toBe(true);
+          });
+        });
+      }
+  });
+
+  describe('mul', () => {
+    for (const n of sizes) {
+      it(`n=${n}`, () => {
+        const rng = rngFor(`mul:${n}`);
+        const x = rng.normals(n), y = rng.normals(n);
+        scope(() => {
+          const [z] = run('mul', [f32(x), f32(y)], [poisoned(n)], [n]);
+          expectErr('mul', relErr(z, Float64Array.from(x, (v, i) => v * y[i])), TOL);
+          const xt = f32(x);
+          run('mul', [xt, f32(y)], [xt], [n]);
+          expect(sameBits(xt.toArray() as Float32Array, z)).toBe(true);
+        });
+      });
+    }
+  });
+
+  describe('add_broadcast', () => {
+    for (const [B, n] of [[1, 1], [7, 33], [1, 100_003], [3, 70_001], [300, 257], [0, 5], [3, 0]]) {
+      it(`B=${B} n=${n}`, () => {
+        const rng = rngFor(`addb:${B}:${n}`);
+        const x = rng.normals(B * n), y = rng.normals(n);
+        const ref = Float64Array.from(x, (v, i) => v + y[i % Math.max(n, 1)]);
+        scope(() => {
+          const [z] = run('add_broadcast', [f32(x), f32(y)], [poisoned(B * n)], [B, n]);
+          expectErr('add_broadcast', relErr(z, ref), TOL);
+          const xt = f32(x);
+          run('add_broadcast', [xt, f32(y)], [xt], [B, n]);
+          expect(sameBits(xt.toArray() as Float32Array, z)).toBe(true);
+        });
+      });
+    }
+  });
+
+  describe('fill', () => {
+    for (const n of [0, 1, 33, 300_001])
+      for (const v of [0, -0, 2.5, NaN, -Infinity]) {
+        it(`n=${n} value=${v}`, () => {
+          scope(() => {
+            const [x] = run('fill', [], [poisoned(n, 7)], [n], [v]);
+            expect(sameBits(x, new Float32Array(n).fill(v))).toBe(true);
+          });
+        });
+      }
+    it('fills only the first n elements', () => {
+      scope(() => {
+        const [x] = run('fill', [], [poisoned(5, 7)], [3], [1]);
+        expect([...x]).toEqual([1, 1, 1, 7, 7]);
+      });
+    });
+  });
+
+  it('argument errors name the problem', () => {
+    scope(() => {
+      const x = f32(new Float32Array(4));
+      expect(() => run('axpby', [x, f32([1, 2])], [out(4)], [4], [1, 1])).toThrow(/\[axpby\] Y holds 8 bytes but needs 16/);
+      expect(() => run('axpby', [x, x], [out(4)], [4], [1])).toThrow(/missing float parameter 1 \(b\)/);
+      expect(() => run('axpby', [x, x], [out(3)], [4], [1, 1])).toThrow(/Z holds 12 bytes but needs 16/);
+      expect(() => run('mul', [x, x], [out(4)], [-1])).toThrow(/\[mul\] n must be >= 0, got -1/);
+      expect(() => run('mul', [x], [out(4)], [4])).toThrow(/missing input 1 \(Y\)/);
+      expect(() => run('add_broadcast', [x, f32([1, 2])], [out(4)], [2, 3])).toThrow(/\[add_broadcast\] X holds 16 bytes but needs 24/);
+      expect(() => run('add_broadcast', [x, f32([1])], [out(4)], [2, 2])).toThrow(/y holds 4 bytes but needs 8/);
+      expect(() => run('fill', [], [out(2)], [3], [0])).toThrow(/\[fill\] X holds 8 bytes but needs 12/);
+      expect(() => run('fill', [], [out(2)], [2], [])).toThrow(/missing float parameter 0 \(value\)/);
+    });
+  });
+});
