@@ -1,5 +1,6 @@
 // Scaled dot-product attention (multi-head, grouped-query, causal, key padding), flash-attention style:
-// the full [Tq, Tk] score matrix is never formed; each worker holds one [kBlockQ, Tk] block of one head.
+// the full [Tq, Tk] score matrix is never formed; each worker holds one [kBlockQ, Tk] score block of one
+// head (plus its dP block in the backward).
 //   Q [B, Tq, Hq, Dh], K, V [B, Tk, Hkv, Dh], keyMask i32 [B, Tk] (optional; 1 = visible, 0 = padding),
 //   O [B, Tq, Hq, Dh], lse [B, Hq, Tq].  Query head h reads kv head h / G, G = Hq / Hkv.
 //   S = scale Q K^T, P = softmax_row(S) over visible keys, O = P V, lse_t = log sum_visible exp(S_t).
@@ -21,7 +22,8 @@
 // Parallel over (b, kv head) tasks, each owning its dK/dV slices; when there are fewer tasks than threads,
 // tasks are also split into chunks of query blocks (the backward then sums per-chunk dK/dV partials in
 // chunk order). Work items are handed out dynamically but every output has one fixed summation order, so
-// results are run-to-run identical (for a given thread count).
+// results are run-to-run identical; they also do not depend on the thread count, except dK/dV when
+// B * Hkv < threads (the chunk count, hence the partial sums, follows the thread count).
 //
 // Timing note (forward + backward, best of 40-100 runs, 2-core AMD EPYC VM shared with other jobs, AVX2):
 //   B=8 T=256 Hq=Hkv=8 Dh=32 causal (a d=256 decoder):  7.2 ms (2.4 + 4.8) on 2 threads, 14.2 on 1
@@ -218,7 +220,8 @@ int64_t visible(const Dims& d, const KeySets& ks, int64_t b, int64_t t) {
 }
 
 // ------------------------------------------------------------------------------------------ scheduling
-// Work item = (task (b, g), chunk of query blocks). More chunks than one only when tasks < threads.
+// Work item = (task (b, g), chunk of query blocks). More chunks than one only when tasks < threads: then
+// about threads / tasks of them (at most max_chunks).
 struct Schedule {
   int64_t tasks, nqb, chunks, items;
   int64_t task(int64_t item) const { return item % tasks; }
@@ -337,7 +340,7 @@ void attention_forward_cpu(const OpCall& c) {
   if (d.q_elems == 0) return;
 
   const GemmFn gemm = gemm_impl();
-  const Schedule sc = make_schedule(d, 4 * num_threads());
+  const Schedule sc = make_schedule(d, std::numeric_limits<int64_t>::max());
   const float neg_inf = -std::numeric_limits<float>::infinity();
   auto make_state = [&] { return std::make_unique<Workspace>(d, false); };
   run_items(sc.items, make_state, [&](Workspace& w, int64_t it) {

@@ -1,0 +1,85 @@
+// The Sort-of-CLEVR task in memory, for the demo and recipe experiments: scenes, questions and captions
+// generated with the project's generator (src/data/sort_of_clevr.ts), tokenised once with the word-level
+// tokenizer and the conversation templates, images kept as raw RGB and normalised per batch. Samples
+// are either one image with several question turns (multi-turn, every answer supervised) or a caption.
+import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
+import { TemplateName, tokenizeConversation, Turn } from '../data/conversation';
+import { normalizeRgb } from '../data/images';
+import {
+  captionFor, COLOURS, generateScene, questionsFor, renderScene, Scene, sortOfClevrVocabulary, SortOfClevrQuestion, wordLevelTokenizerJson, WORD_LEVEL_TOKENIZER_CONFIG,
+} from '../data/sort_of_clevr';
+import { TextTokenizer } from '../data/tokenizer';
+import { ModelBatch } from '../model/vwlmm';
+import { Generator } from '../random';
+
+export interface TaskSample {
+  image: number;
+  inputIds: number[];
+  labels: number[];
+}
+
+export interface SplitData {
+  scenes: Scene[];
+  rgb: Uint8Array[];
+  questions: SortOfClevrQuestion[][];
+}
+
+export function makeSplit(n: number, gen: Generator, perImage: { nonRelational: number; relational: number }): SplitData {
+  const scenes: Scene[] = [], rgb: Uint8Array[] = [], questions: SortOfClevrQuestion[][] = [];
+  for (let i = 0; i < n; i++) {
+    const s = generateScene(gen);
+    scenes.push(s);
+    rgb.push(renderScene(s));
+    questions.push(questionsFor(s, gen, perImage));
+  }
+  return { scenes, rgb, questions };
+}
+
+export function makeTokenizer(): { tokenizer: TextTokenizer; json: Record<string, unknown> } {
+  const json = wordLevelTokenizerJson(sortOfClevrVocabulary());
+  return { tokenizer: new TextTokenizer(json, { config: WORD_LEVEL_TOKENIZER_CONFIG }), json };
+}
+
+/** Caption variants: 'dense' = the generator's caption (colour shape left|right top|bottom per object). */
+export function captionText(scene: Scene): string {
+  return captionFor(scene);
+}
+
+export function questionConversation(qs: SortOfClevrQuestion[]): Turn[] {
+  const turns: Turn[] = [];
+  qs.forEach((q, i) => {
+    turns.push({ from: 'human', value: i === 0 ? `<image>\n${q.question}` : q.question });
+    turns.push({ from: 'gpt', value: q.answer });
+  });
+  return turns;
+}
+
+export function tokenizeSamples(convs: { image: number; turns: Turn[] }[], tokenizer: TextTokenizer, template: TemplateName): { samples: TaskSample[]; mismatches: number } {
+  const samples: TaskSample[] = [];
+  let mismatches = 0;
+  for (const c of convs) {
+    const t = tokenizeConversation(c.turns, tokenizer, template);
+    if (t.mismatch) {
+      mismatches++;
+      continue;
+    }
+    samples.push({ image: c.image, inputIds: t.inputIds, labels: t.labels });
+  }
+  return { samples, mismatches };
+}
+
+/** A ModelBatch from samples of one split (images normalised on the fly). */
+export function batchOf(samples: TaskSample[], split: SplitData, opts: { imageSize: number; numPatches: number; padId: number; mean: readonly number[]; std: readonly number[] }): ModelBatch {
+  const b = collate(samples.map((s) => ({ inputIds: s.inputIds, labels: s.labels, image: normalizeRgb(split.rgb[s.image], opts.imageSize, opts.mean, opts.std) })), { padId: opts.padId, numPatches: opts.numPatches });
+  return {
+    B: b.B, T: b.T, tokenIds: b.tokenIds, attentionMask: b.attentionMask, imagePositions: b.imagePositions,
+    pixelValues: b.pixelValues, targets: nextTokenTargets(b), klRows: visualWordRows(b),
+  };
+}
+
+export { COLOURS };
+
+/** Answer normalisation for exact match: lower case, punctuation removed, whitespace collapsed. */
+export function normalizeAnswer(s: string): string {
+  return s.toLowerCase().replace(/[^\p{L}\p{N}\s]/gu, ' ').replace(/\s+/g, ' ').trim();
+}
