@@ -1,6 +1,6 @@
 # CUDA addon build rules, included from CMakeLists.txt unless -DVWLMM_CUDA=off.
-#   vwlmm_cuda.node: native/napi/addon_cuda.cc + native/cuda/*.cu, static cudart, cuBLAS (shared), written to
-#   ${CMAKE_LIBRARY_OUTPUT_DIRECTORY}/cuda (build/Release/cuda under cmake-js).
+#   vwlmm_cuda.node: native/napi/addon_cuda.cc + native/cuda/*.cu + native/cuda/engine/*.cu (engine ops), static
+#   cudart, cuBLAS (shared), written to ${CMAKE_LIBRARY_OUTPUT_DIRECTORY}/cuda (build/Release/cuda under cmake-js).
 # Built when nvcc is found (check_language) AND cuBLAS is found: first in VWLMM_CUBLAS_ROOT (env or cache; a folder
 # with include/cublas_v2.h and lib/libcublas.so or lib/libcublas.so.13, e.g. the nvidia-cublas wheel's
 # nvidia/cu13, which ships only the versioned name), then in the CUDA toolkit (CUDA::cublas).
@@ -85,7 +85,7 @@ else()
   set(_vw_cuda_out "${_vw_cuda_out}/cuda")
   get_filename_component(_vw_cublas_dir "${_vw_cublas_lib}" DIRECTORY)
 
-  file(GLOB VWLMM_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/native/cuda/*.cu)
+  file(GLOB VWLMM_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/native/cuda/*.cu ${CMAKE_SOURCE_DIR}/native/cuda/engine/*.cu)
   add_library(vwlmm_cuda SHARED native/napi/addon_cuda.cc native/napi/buffer.cc ${VWLMM_CUDA_SOURCES} ${CMAKE_JS_SRC})
   target_include_directories(vwlmm_cuda PRIVATE ${CMAKE_JS_INC} ${NODE_ADDON_API_DIR} ${CUDAToolkit_INCLUDE_DIRS})
   if(_vw_cublas_inc)

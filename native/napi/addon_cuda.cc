@@ -8,7 +8,9 @@
 
 #include <string>
 
+#include "../cuda/engine_cuda.h"
 #include "../cuda/kernels_cuda.h"
+#include "engine_napi.h"
 #include "kernels_napi.h"
 
 namespace vw::napi {
@@ -145,8 +147,41 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// The engine ops with a CUDA implementation (native/cuda/engine/*.cu); any other engine op throws
+// "[op] has no cuda implementation" from engineCall.
+const EngineRegistry kCudaEngine = {
+    {"matmul", cuda::matmul_cuda},
+    {"sum_rows", cuda::sum_rows_cuda},
+    {"embedding_forward", cuda::embedding_forward_cuda},
+    {"embedding_backward", cuda::embedding_backward_cuda},
+    {"rms_norm_forward", cuda::rms_norm_forward_cuda},
+    {"rms_norm_backward", cuda::rms_norm_backward_cuda},
+    {"layer_norm_forward", cuda::layer_norm_forward_cuda},
+    {"layer_norm_backward", cuda::layer_norm_backward_cuda},
+    {"rope", cuda::rope_cuda},
+    {"softmax_forward", cuda::softmax_forward_cuda},
+    {"softmax_backward", cuda::softmax_backward_cuda},
+    {"activation_forward", cuda::activation_forward_cuda},
+    {"activation_backward", cuda::activation_backward_cuda},
+    {"swiglu_forward", cuda::swiglu_forward_cuda},
+    {"swiglu_backward", cuda::swiglu_backward_cuda},
+    {"axpby", cuda::axpby_cuda},
+    {"mul", cuda::mul_cuda},
+    {"add_broadcast", cuda::add_broadcast_cuda},
+    {"copy_2d", cuda::copy_2d_cuda},
+    {"gather_rows", cuda::gather_rows_cuda},
+    {"scatter_add_rows", cuda::scatter_add_rows_cuda},
+    {"im2col", cuda::im2col_cuda},
+    {"attention_forward", cuda::attention_forward_cuda},
+    {"attention_backward", cuda::attention_backward_cuda},
+    {"adamw_step", cuda::adamw_step_cuda},
+    {"sum_squares", cuda::sum_squares_cuda},
+    {"fill", cuda::fill_cuda},
+};
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterCommon<CudaBackend>(env, exports);
+  RegisterEngine(env, exports, &kCudaEngine, "cuda");
   exports.Set("sgemm", Napi::Function::New(env, Sgemm, "sgemm"));
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));
   return exports;

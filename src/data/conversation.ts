@@ -34,12 +34,13 @@
 // every piece of text they encode; measuring prefixes makes the check exact for any tokenizer.) To keep
 // this linear in the prompt length, a boundary is measured from the previous boundary that ends with
 // sep2 ("</s>", an added token: tokenizers split there before normalising) by encoding sep2 + the text
-// since then; `exactPrefixes: true` re-encodes the chunk from its start instead (same result).
+// since then; `exactPrefixes: true` re-encodes the chunk from its start instead (same result for HF-style
+// tokenizers; the test suite checks both on every fixture).
 //
 // Truncation: like LLaVA (its collator slices input_ids and labels to tokenizer.model_max_length), input
 // ids and labels are cut to the first maxLength entries (-200 counts as one entry here; the sequence is
 // expanded to numPatches positions later, in collate). numImages counts the placeholders that survive.
-import { TextTokenizer } from './tokenizer';
+import type { TextTokenizer } from './tokenizer';
 
 export const IMAGE_TOKEN = '<image>';
 export const IMAGE_TOKEN_INDEX = -200;

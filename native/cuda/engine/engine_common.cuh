@@ -1,0 +1,185 @@
+// Shared pieces of the CUDA engine ops (native/cuda/engine/*.cu):
+//   * the CPU ops' parameter checks (native/cpu/engine_args.h: host-only inline helpers, no CPU code is
+//     linked), so both backends reject the same arguments with the same messages;
+//   * the float-dtype dispatch of the bf16-capable ops (one template per kernel, instantiated for float and
+//     __nv_bfloat16; loads convert to float, all arithmetic is fp32 or wider, stores round once);
+//   * grid sizing for grid-stride passes, and the end-of-op synchronisation;
+//   * first_outside(): the device-side range check of int32 data (ids, key masks), read back once;
+//   * column_sums(): deterministic column reductions (bias / norm weight gradients) without atomics.
+#pragma once
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
+#include "../../cpu/engine_args.h"
+#include "../common.cuh"
+#include "../engine_cuda.h"
+
+namespace vw::cuda::eng {
+
+using cpu::add_elems;
+using cpu::expect_counts;
+using cpu::finite_arg;
+using cpu::flag_arg;
+using cpu::numel;
+using cpu::size_arg;
+
+constexpr int kThreads = 256;  // threads per block of the element-wise and row passes
+
+// Blocks of a grid-stride pass over n items, `per_block` items per block and sweep: enough to fill the
+// GPU several times over, never more than there is work (at least one).
+inline unsigned grid_for(const Context& ctx, int64_t n, int64_t per_block = kThreads) {
+  const int64_t want = (n + per_block - 1) / per_block;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(want, int64_t{ctx.sm_count} * 32)));
+}
+
+// Every op ends here: the stream is synchronised so asynchronous faults are reported by the op that caused
+// them (the convention of native/cuda/common.cuh).
+inline void finish(const char* op, const Context& ctx) { CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream)); }
+
+// The float type of a bf16-capable op, taken from one of its buffers: bfloat16 when that buffer is, else
+// float32 (so a buffer of any other dtype then fails OpCall::in_any / out_any with the CPU's
+// "<name> must be float32, got <dtype>").
+inline DType float_type_of(const std::vector<Buf>& bufs, size_t k) {
+  return k < bufs.size() && bufs[k].dtype == DType::BF16 ? DType::BF16 : DType::F32;
+}
+
+template <typename T>
+struct Tag {
+  using type = T;
+};
+
+// f(Tag<float>{}) or f(Tag<__nv_bfloat16>{}).
+template <typename F>
+void dispatch_float(DType t, F&& f) {
+  if (t == DType::BF16)
+    f(Tag<__nv_bfloat16>{});
+  else
+    f(Tag<float>{});
+}
+
+// First flat index i < n with x[i] outside [lo, hi), and x[i]; index -1 when none. Synchronises.
+struct BadValue {
+  int64_t index;
+  int32_t value;
+};
+BadValue first_outside(const char* op, const Context& ctx, const int32_t* x, int64_t n, int64_t lo, int64_t hi);
+
+// Throws the CPU's "[op] <name>[i] = v is outside [0, S)" for the first id outside [0, S) (check_row_ids).
+void check_row_ids(const char* op, const Context& ctx, const int32_t* idx, int64_t n, int64_t S, const char* name);
+
+#ifdef __CUDACC__
+
+// NaN-propagating max (the CPU's vec_max returns NaN when any element is NaN; fmaxf would drop it).
+struct NanMaxOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return (a > b || a != a) ? a : b; }
+};
+
+// Reduction over a team of TEAM threads that share a row: one warp (TEAM = 32) or the whole block
+// (TEAM = blockDim.x = kThreads). Every thread of the team gets the result.
+template <int TEAM, typename T, typename Op>
+__device__ __forceinline__ T team_reduce(T v, Op op, T identity) {
+  if constexpr (TEAM == 32) {
+    (void)identity;
+    return warp_allreduce(v, op);
+  } else {
+    return block_allreduce(v, op, identity);
+  }
+}
+
+// Row passes: rows of up to kWarpRowMax elements go to one warp each (kThreads / 32 rows per block), longer
+// ones to a whole block. team_coords gives a thread its lane in the row's team and its first row / row step.
+constexpr int64_t kWarpRowMax = 1024;
+
+template <int TEAM>
+__device__ __forceinline__ void team_coords(int& lane, int64_t& first, int64_t& step) {
+  constexpr int kTeams = kThreads / TEAM;
+  lane = static_cast<int>(threadIdx.x % TEAM);
+  first = static_cast<int64_t>(blockIdx.x) * kTeams + threadIdx.x / TEAM;
+  step = static_cast<int64_t>(gridDim.x) * kTeams;
+}
+
+inline unsigned row_grid(const Context& ctx, int64_t R, bool warp_rows) {
+  return grid_for(ctx, R, warp_rows ? kThreads / 32 : 1);
+}
+
+// ------------------------------------------------------------------------------ column reductions
+// out_o[j] = sum_r f(r, j)[o] for o < NOUT, r < R, j < C, in double, with a split fixed by (R, C) alone:
+// rows are cut into `chunks` contiguous chunks; a block sums a tile of 32 columns of one chunk, its 8 row
+// lanes each summing their rows in order and the lanes merging in order; a second kernel adds the chunk
+// partials in chunk order and hands the sums to store(j, sums). No atomics: run-to-run bit-identical.
+// F: __device__ void operator()(int64_t r, int64_t j, double (&v)[NOUT]) const
+// S: __device__ void operator()(int64_t j, const double (&s)[NOUT]) const
+constexpr int kColTile = 32, kRowLanes = 8;
+
+template <int NOUT, typename F>
+__global__ void __launch_bounds__(kColTile* kRowLanes)
+    column_partial_kernel(F f, int64_t R, int64_t C, int64_t rows_per, double* __restrict__ partial) {
+  __shared__ double sh[NOUT][kRowLanes][kColTile];
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kColTile + threadIdx.x;
+  const int64_t chunk = blockIdx.y;
+  const int64_t r0 = chunk * rows_per, r1 = r0 + rows_per < R ? r0 + rows_per : R;
+  double acc[NOUT];
+#pragma unroll
+  for (int o = 0; o < NOUT; ++o) acc[o] = 0.0;
+  if (j < C) {
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kRowLanes) {
+      double v[NOUT];
+      f(r, j, v);
+#pragma unroll
+      for (int o = 0; o < NOUT; ++o) acc[o] += v[o];
+    }
+  }
+#pragma unroll
+  for (int o = 0; o < NOUT; ++o) sh[o][threadIdx.y][threadIdx.x] = acc[o];
+  __syncthreads();
+  if (threadIdx.y == 0 && j < C) {
+#pragma unroll
+    for (int o = 0; o < NOUT; ++o) {
+      double s = 0.0;
+      for (int l = 0; l < kRowLanes; ++l) s += sh[o][l][threadIdx.x];
+      partial[(chunk * NOUT + o) * C + j] = s;
+    }
+  }
+}
+
+template <int NOUT, typename S>
+__global__ void __launch_bounds__(kThreads)
+    column_final_kernel(const double* __restrict__ partial, int64_t chunks, int64_t C, S store) {
+  for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < C;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    double s[NOUT];
+#pragma unroll
+    for (int o = 0; o < NOUT; ++o) s[o] = 0.0;
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+#pragma unroll
+      for (int o = 0; o < NOUT; ++o) s[o] += partial[(ch * NOUT + o) * C + j];
+    }
+    store(j, s);
+  }
+}
+
+// Host launcher of the two kernels above (C >= 1; R may be 0: every sum is then 0 and store still runs).
+template <int NOUT, typename F, typename S>
+void column_sums(const char* op, const Context& ctx, int64_t R, int64_t C, F f, S store) {
+  if (C <= 0) return;
+  const int64_t tiles = (C + kColTile - 1) / kColTile;
+  if (tiles > INT_MAX) throw_range_error("[", op, "] C = ", C, " exceeds the CUDA backend's column limit");
+  // About 1024 blocks in all, at least 32 rows per chunk, at most 1024 chunks.
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>({(R + 31) / 32, std::max<int64_t>(1, 1024 / tiles), 1024}));
+  const int64_t rows_per = std::max<int64_t>(1, (R + chunks - 1) / chunks);
+  DeviceBuffer partial(op, ctx, sizeof(double) * static_cast<size_t>(chunks * NOUT * C), nullptr);
+  column_partial_kernel<NOUT, F><<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks)),
+                                   dim3(kColTile, kRowLanes), 0, ctx.stream>>>(f, R, C, rows_per, partial.as<double>());
+  CUDA_CHECK_LAUNCH(op);
+  column_final_kernel<NOUT, S><<<grid_for(ctx, C), kThreads, 0, ctx.stream>>>(partial.as<double>(), chunks, C, store);
+  CUDA_CHECK_LAUNCH(op);
+}
+
+// Grid-stride index helpers.
+__device__ __forceinline__ int64_t global_tid() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ int64_t global_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+
+#endif  // __CUDACC__
+
+}  // namespace vw::cuda::eng

@@ -1,0 +1,155 @@
+// Batched matmul and column sums on CUDA (semantics: native/cpu/matmul.cpp).
+//   matmul:   C[b] (=|+=) alpha op(A[b]) op(B[b]) + bias[N] through cuBLAS (CUBLAS_COMPUTE_32F: float32 stays
+//             true fp32, no TF32; bf16 uses tensor cores with fp32 accumulation).
+//             Dtypes: A, B, C float32 (bias float32); or A, B bfloat16 with C bfloat16 or float32 (fp32 C
+//             is how bf16 activations produce fp32 weight gradients) and bias float32 or bfloat16.
+//             Batches whose C blocks cannot overlap (strideC >= M*N) run as one strided-batched GEMM; else
+//             (strideC = 0 accumulation, overlapping blocks) one GEMM per batch, in batch order, as the CPU.
+//             The bias is written into (or added onto) C first and the GEMM then accumulates (beta = 1).
+//   sum_rows: y[C] (=|+=) sum_r X[r, :] in double, deterministic (engine_common.cuh column_sums).
+#include "engine_common.cuh"
+
+namespace vw::cuda {
+
+namespace {
+
+using namespace eng;
+
+int64_t batched_extent(const OpCall& c, int64_t batch, int64_t stride, int64_t block) {
+  if (batch == 0 || block == 0) return 0;
+  return add_elems(c, numel(c, {batch - 1, stride}), block);
+}
+
+// C[b * sC + m * N + n] = bias[n] (accumulate: +=) for b < batch, m < M, n < N.
+template <typename TC, typename TB>
+__global__ void __launch_bounds__(kThreads)
+    bias_rows_kernel(TC* __restrict__ C, const TB* __restrict__ bias, int64_t batch, int64_t M, int64_t N, int64_t sC,
+                     bool acc) {
+  const int64_t total = batch * M * N;
+  for (int64_t e = global_tid(); e < total; e += global_stride()) {
+    const int64_t n = e % N, row = e / N, b = row / M, m = row % M;
+    TC* p = C + b * sC + m * N + n;
+    const float v = to_float(bias[n]);
+    *p = from_float<TC>(acc ? to_float(*p) + v : v);
+  }
+}
+
+void launch_bias(const char* op, const Context& ctx, void* C, DType tc, const void* bias, DType tb, int64_t batch,
+                 int64_t M, int64_t N, int64_t sC, bool acc) {
+  const unsigned grid = grid_for(ctx, batch * M * N);
+  dispatch_float(tc, [&](auto ctag) {
+    using TC = typename decltype(ctag)::type;
+    dispatch_float(tb, [&](auto btag) {
+      using TB = typename decltype(btag)::type;
+      bias_rows_kernel<TC, TB><<<grid, kThreads, 0, ctx.stream>>>(static_cast<TC*>(C), static_cast<const TB*>(bias),
+                                                                  batch, M, N, sC, acc);
+    });
+  });
+  CUDA_CHECK_LAUNCH(op);
+}
+
+// Row-major strided-batched GEMM (see gemm_rm in common.cuh for the operand swap).
+void gemm_batched_rm(const char* op, cublasHandle_t handle, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const void* A, cudaDataType_t type_ab, int64_t lda, int64_t sA, const void* B, int64_t ldb,
+                     int64_t sB, float beta, void* C, cudaDataType_t type_c, int64_t ldc, int64_t sC, int64_t count) {
+  const int64_t kMax = INT_MAX;
+  if (M > kMax || N > kMax || K > kMax || lda > kMax || ldb > kMax || ldc > kMax || count > kMax)
+    throw_range_error("[", op, "] GEMM sizes M=", M, " N=", N, " K=", K, " batch=", count, " exceed cuBLAS's int range");
+  CUBLAS_CHECK(op, cublasGemmStridedBatchedEx(handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                              static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha, B,
+                                              type_ab, static_cast<int>(ldb), static_cast<long long>(sB), A, type_ab,
+                                              static_cast<int>(lda), static_cast<long long>(sA), &beta, C, type_c,
+                                              static_cast<int>(ldc), static_cast<long long>(sC), static_cast<int>(count),
+                                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// y[j] = acc ? float(y[j] + s) : float(s) (the CPU's store, the add in double).
+struct SumRowsTerm {
+  const float* x;
+  int64_t C;
+  __device__ void operator()(int64_t r, int64_t j, double (&v)[1]) const { v[0] = x[r * C + j]; }
+};
+struct SumRowsStore {
+  float* y;
+  bool acc;
+  __device__ void operator()(int64_t j, const double (&s)[1]) const {
+    y[j] = acc ? static_cast<float>(static_cast<double>(y[j]) + s[0]) : static_cast<float>(s[0]);
+  }
+};
+
+}  // namespace
+
+void matmul_cuda(const OpCall& c) {
+  const char* op = c.op;
+  const int64_t batch = size_arg(c, 0, "batch"), M = size_arg(c, 1, "M"), N = size_arg(c, 2, "N"), K = size_arg(c, 3, "K");
+  const bool ta = flag_arg(c, 4, "transA"), tb = flag_arg(c, 5, "transB");
+  const bool has_bias = flag_arg(c, 6, "hasBias"), acc = flag_arg(c, 7, "accumulate");
+  const int64_t sA = size_arg(c, 8, "strideA"), sB = size_arg(c, 9, "strideB"), sC = size_arg(c, 10, "strideC");
+  const float alpha = static_cast<float>(c.fp(0, "alpha"));
+  for (int64_t d : {M, N, K})
+    if (d > INT_MAX) throw_range_error("[", op, "] M, N and K must be <= ", INT_MAX, " (BLAS int), got ", d);
+  const int64_t MN = numel(c, {M, N});
+  const DType t = float_type_of(c.in, 0);
+  const void* A = c.in_any(0, batched_extent(c, batch, sA, numel(c, {M, K})), t, "A");
+  const void* B = c.in_any(1, batched_extent(c, batch, sB, numel(c, {K, N})), t, "B");
+  // bf16 products take a float32 or bf16 bias and write a bf16 or float32 C.
+  const DType t_bias = t == DType::BF16 ? float_type_of(c.in, 2) : DType::F32;
+  const void* bias = has_bias ? c.in_any(2, N, t_bias, "bias") : nullptr;
+  const DType t_c = t == DType::BF16 && !c.out.empty() && c.out[0].dtype == DType::F32 ? DType::F32 : t;
+  void* C = c.out_any(0, batched_extent(c, batch, sC, MN), t_c, "C");
+  Context& ctx = context(op);
+  if (batch == 0 || MN == 0) return;
+
+  const cudaDataType_t type_ab = cuda_type(t), type_c = cuda_type(t_c);
+  const int64_t lda = ta ? M : K, ldb = tb ? K : N;
+  const float beta = (acc || has_bias) ? 1.f : 0.f;
+  if (batch == 1 || sC < MN) {
+    // C blocks may overlap (strideC = 0 sums the batches): strictly in batch order.
+    for (int64_t b = 0; b < batch; ++b) {
+      void* Cb = elem_offset(C, b * sC, t_c);
+      if (has_bias) launch_bias(op, ctx, Cb, t_c, bias, t_bias, 1, M, N, 0, acc);
+      if (K == 0) {
+        // cuBLAS with k = 0 and beta = 0 is not guaranteed to write C.
+        if (!acc && !has_bias) CUDA_CHECK(op, cudaMemsetAsync(Cb, 0, static_cast<size_t>(MN) * dtype_size(t_c), ctx.stream));
+        continue;
+      }
+      gemm_rm(op, ctx.blas, ta, tb, M, N, K, alpha, elem_offset(A, b * sA, t), type_ab, lda, elem_offset(B, b * sB, t),
+              type_ab, ldb, beta, Cb, type_c, N);
+    }
+  } else {
+    if (has_bias) launch_bias(op, ctx, C, t_c, bias, t_bias, batch, M, N, sC, acc);
+    if (K == 0) {
+      if (!acc && !has_bias) {
+        if (sC == MN) {
+          CUDA_CHECK(op, cudaMemsetAsync(C, 0, static_cast<size_t>(batch * MN) * dtype_size(t_c), ctx.stream));
+        } else {
+          for (int64_t b = 0; b < batch; ++b)
+            CUDA_CHECK(op, cudaMemsetAsync(elem_offset(C, b * sC, t_c), 0, static_cast<size_t>(MN) * dtype_size(t_c), ctx.stream));
+        }
+      }
+    } else {
+      // cuBLAS batch counts are int; 65535 per call keeps every implementation's grid limits in range.
+      constexpr int64_t kGroup = 65535;
+      for (int64_t b0 = 0; b0 < batch; b0 += kGroup) {
+        const int64_t nb = std::min(kGroup, batch - b0);
+        gemm_batched_rm(op, ctx.blas, ta, tb, M, N, K, alpha, elem_offset(A, b0 * sA, t), type_ab, lda, sA,
+                        elem_offset(B, b0 * sB, t), ldb, sB, beta, elem_offset(C, b0 * sC, t_c), type_c, N, sC, nb);
+      }
+    }
+  }
+  finish(op, ctx);
+}
+
+void sum_rows_cuda(const OpCall& c) {
+  const char* op = c.op;
+  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C");
+  const bool acc = flag_arg(c, 2, "accumulate");
+  const float* x = c.in_f32(0, numel(c, {R, C}), "X");
+  float* y = c.out_f32(0, C, "y");
+  Context& ctx = context(op);
+  if (C == 0) return;
+  column_sums<1>(op, ctx, R, C, SumRowsTerm{x, C}, SumRowsStore{y, acc});
+  finish(op, ctx);
+}
+
+}  // namespace vw::cuda

@@ -1,0 +1,169 @@
+// Row movement on CUDA (semantics: native/cpu/rows.cpp, native/cpu/embedding.cpp). float32 only.
+//   gather_rows / embedding_forward: dst[i, :] = src[idx[i], :], a block per destination row (grid-stride).
+//   scatter_add_rows / embedding_backward: dSrc[idx[i], :] += dDst[i, :], deterministic and atomic-free:
+//     the (idx, i) pairs are sorted by idx with CUB's radix sort (stable, so equal ids keep increasing i),
+//     then each run of equal ids is summed by one block, in order of i, in double starting from the old
+//     row (a single-row run is a plain float add), exactly the CPU's grouping.
+//   im2col: cols[b, P, Cin*p*p] from img[b, Cin, H, W], one thread per output element.
+// The ids are checked against [0, S) on the device first (one read-back; the CPU's message), before any
+// output is written.
+#include <cub/device/device_radix_sort.cuh>
+
+#include "engine_common.cuh"
+
+namespace vw::cuda {
+
+namespace {
+
+using namespace eng;
+
+constexpr int kRowThreads = 128;
+
+__global__ void __launch_bounds__(kRowThreads)
+    gather_rows_kernel(const float* __restrict__ src, const int32_t* __restrict__ idx, float* __restrict__ dst, int64_t n,
+                       int64_t C) {
+  for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+    const float* s = src + static_cast<int64_t>(idx[i]) * C;
+    float* d = dst + i * C;
+    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) d[j] = s[j];
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) iota_kernel(int32_t* __restrict__ v, int64_t n) {
+  for (int64_t i = global_tid(); i < n; i += global_stride()) v[i] = static_cast<int32_t>(i);
+}
+
+// One block per run of equal sorted ids (a block at a position that does not start a run exits).
+__global__ void __launch_bounds__(kRowThreads)
+    scatter_runs_kernel(const float* __restrict__ ddst, const uint32_t* __restrict__ keys, const int32_t* __restrict__ order,
+                        float* __restrict__ dsrc, int64_t n, int64_t C) {
+  for (int64_t p = blockIdx.x; p < n; p += gridDim.x) {
+    const uint32_t v = keys[p];
+    if (p > 0 && keys[p - 1] == v) continue;
+    int64_t q = p + 1;
+    while (q < n && keys[q] == v) ++q;
+    float* d = dsrc + static_cast<int64_t>(v) * C;
+    if (q == p + 1) {
+      const float* s = ddst + static_cast<int64_t>(order[p]) * C;
+      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) d[j] += s[j];
+    } else {
+      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
+        double a = d[j];
+        for (int64_t k = p; k < q; ++k) a += ddst[static_cast<int64_t>(order[k]) * C + j];
+        d[j] = static_cast<float>(a);
+      }
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kThreads)
+    im2col_kernel(const float* __restrict__ img, float* __restrict__ cols, int64_t total, int64_t Cin, int64_t H,
+                  int64_t W, int64_t p, int64_t P, int64_t Wp, int64_t K) {
+  for (int64_t e = global_tid(); e < total; e += global_stride()) {
+    const int64_t r = e / K, k = e % K;
+    const int64_t b = r / P, py = (r % P) / Wp, px = r % Wp;
+    const int64_t ch = k / (p * p), ky = (k / p) % p, kx = k % p;
+    cols[e] = img[((b * Cin + ch) * H + py * p + ky) * W + px * p + kx];
+  }
+}
+
+void gather(const char* op, const Context& ctx, const float* src, const int32_t* idx, float* dst, int64_t n, int64_t C) {
+  if (n == 0 || C == 0) return;
+  gather_rows_kernel<<<grid_for(ctx, n, 1), kRowThreads, 0, ctx.stream>>>(src, idx, dst, n, C);
+  CUDA_CHECK_LAUNCH(op);
+}
+
+void scatter_add(const char* op, const Context& ctx, const float* ddst, const int32_t* idx, float* dsrc, int64_t S,
+                 int64_t n, int64_t C) {
+  if (n == 0 || C == 0) return;
+  if (n > INT_MAX) throw_range_error("[", op, "] n = ", n, " exceeds the CUDA backend's limit of ", INT_MAX, " rows");
+  // The ids lie in [0, S) (checked) and S - 1 < 2^31: sort only the bits that can be set.
+  int end_bit = 1;
+  while (end_bit < 32 && (int64_t{1} << end_bit) < S) ++end_bit;
+  const int items = static_cast<int>(n);
+  DeviceBuffer keys_out(op, ctx, sizeof(uint32_t) * static_cast<size_t>(n), nullptr);
+  DeviceBuffer order_in(op, ctx, sizeof(int32_t) * static_cast<size_t>(n), nullptr);
+  DeviceBuffer order_out(op, ctx, sizeof(int32_t) * static_cast<size_t>(n), nullptr);
+  iota_kernel<<<grid_for(ctx, n), kThreads, 0, ctx.stream>>>(order_in.as<int32_t>(), n);
+  CUDA_CHECK_LAUNCH(op);
+  const uint32_t* keys_in = reinterpret_cast<const uint32_t*>(idx);  // non-negative ids: same order unsigned
+  size_t temp_bytes = 0;
+  CUDA_CHECK(op, cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys_in, keys_out.as<uint32_t>(), order_in.as<int32_t>(),
+                                                 order_out.as<int32_t>(), items, 0, end_bit, ctx.stream));
+  DeviceBuffer temp(op, ctx, temp_bytes, nullptr);
+  CUDA_CHECK(op, cub::DeviceRadixSort::SortPairs(temp.get(), temp_bytes, keys_in, keys_out.as<uint32_t>(), order_in.as<int32_t>(),
+                                                 order_out.as<int32_t>(), items, 0, end_bit, ctx.stream));
+  scatter_runs_kernel<<<grid_for(ctx, n, 1), kRowThreads, 0, ctx.stream>>>(ddst, keys_out.as<uint32_t>(), order_out.as<int32_t>(),
+                                                                           dsrc, n, C);
+  CUDA_CHECK_LAUNCH(op);
+}
+
+}  // namespace
+
+void embedding_forward_cuda(const OpCall& c) {
+  const char* op = c.op;
+  const int64_t n = size_arg(c, 0, "n"), V = size_arg(c, 1, "V"), D = size_arg(c, 2, "D");
+  const int32_t* ids = c.in_i32(0, n, "ids");
+  const float* w = c.in_f32(1, numel(c, {V, D}), "W");
+  float* y = c.out_f32(0, numel(c, {n, D}), "Y");
+  Context& ctx = context(op);
+  eng::check_row_ids(op, ctx, ids, n, V, "ids");
+  gather(op, ctx, w, ids, y, n, D);
+  finish(op, ctx);
+}
+
+void embedding_backward_cuda(const OpCall& c) {
+  const char* op = c.op;
+  const int64_t n = size_arg(c, 0, "n"), V = size_arg(c, 1, "V"), D = size_arg(c, 2, "D");
+  const int32_t* ids = c.in_i32(0, n, "ids");
+  const float* dy = c.in_f32(1, numel(c, {n, D}), "dY");
+  float* dw = c.out_f32(0, numel(c, {V, D}), "dW");
+  Context& ctx = context(op);
+  eng::check_row_ids(op, ctx, ids, n, V, "ids");
+  scatter_add(op, ctx, dy, ids, dw, V, n, D);
+  finish(op, ctx);
+}
+
+void gather_rows_cuda(const OpCall& c) {
+  const char* op = c.op;
+  const int64_t S = size_arg(c, 0, "S"), n = size_arg(c, 1, "n"), C = size_arg(c, 2, "C");
+  const float* src = c.in_f32(0, numel(c, {S, C}), "src");
+  const int32_t* idx = c.in_i32(1, n, "idx");
+  float* dst = c.out_f32(0, numel(c, {n, C}), "dst");
+  Context& ctx = context(op);
+  eng::check_row_ids(op, ctx, idx, n, S, "idx");
+  gather(op, ctx, src, idx, dst, n, C);
+  finish(op, ctx);
+}
+
+void scatter_add_rows_cuda(const OpCall& c) {
+  const char* op = c.op;
+  const int64_t S = size_arg(c, 0, "S"), n = size_arg(c, 1, "n"), C = size_arg(c, 2, "C");
+  const float* ddst = c.in_f32(0, numel(c, {n, C}), "dDst");
+  const int32_t* idx = c.in_i32(1, n, "idx");
+  float* dsrc = c.out_f32(0, numel(c, {S, C}), "dSrc");
+  Context& ctx = context(op);
+  eng::check_row_ids(op, ctx, idx, n, S, "idx");
+  scatter_add(op, ctx, ddst, idx, dsrc, S, n, C);
+  finish(op, ctx);
+}
+
+void im2col_cuda(const OpCall& c) {
+  const char* op = c.op;
+  const int64_t B = size_arg(c, 0, "B"), Cin = size_arg(c, 1, "Cin"), H = size_arg(c, 2, "H"), W = size_arg(c, 3, "W");
+  const int64_t p = size_arg(c, 4, "p");
+  if (p < 1) throw_range_error("[", op, "] patch size p must be >= 1, got ", p);
+  if (H % p != 0 || W % p != 0)
+    throw_range_error("[", op, "] H (", H, ") and W (", W, ") must be multiples of the patch size p (", p, ")");
+  const int64_t Hp = H / p, Wp = W / p, P = Hp * Wp, K = numel(c, {Cin, p, p});
+  const float* img = c.in_f32(0, numel(c, {B, Cin, H, W}), "img");
+  float* cols = c.out_f32(0, numel(c, {B, P, K}), "cols");
+  Context& ctx = context(op);
+  const int64_t total = numel(c, {B, P, K});
+  if (total == 0) return;
+  im2col_kernel<<<grid_for(ctx, total), kThreads, 0, ctx.stream>>>(img, cols, total, Cin, H, W, p, P, Wp, K);
+  CUDA_CHECK_LAUNCH(op);
+  finish(op, ctx);
+}
+
+}  // namespace vw::cuda

@@ -1,0 +1,150 @@
+#!/usr/bin/env node
+// The `vwlmm` command line: demo (the main job), train, eval, generate, visual-words, data sort-of-clevr,
+// info. Every command validates its flags and paths and exits with a message naming the problem.
+import { Command, InvalidArgumentError } from 'commander';
+import * as fs from 'fs';
+import * as path from 'path';
+import { backendInfo } from './index';
+
+const int = (name: string, min = 0) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+  return n;
+};
+const num = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
+  return n;
+};
+
+function existing(p: string, what: string, kind: 'file' | 'dir'): string {
+  if (!fs.existsSync(p)) fail(`${what} ${p} does not exist`);
+  const st = fs.statSync(p);
+  if (kind === 'dir' && !st.isDirectory()) fail(`${what} ${p} is not a directory`);
+  if (kind === 'file' && !st.isFile()) fail(`${what} ${p} is not a file`);
+  return p;
+}
+
+function fail(msg: string): never {
+  process.stderr.write(`vwlmm: ${msg}\n`);
+  process.exit(2);
+}
+
+const program = new Command();
+program.name('vwlmm').description('Train, evaluate and inspect VW-LMM (visual-words) multimodal models').version(require('../package.json').version);
+
+program.command('info').description('show the native backends (CPU GEMM, SIMD build, threads, CUDA)').option('--json', 'print JSON').action((o: { json?: boolean }) => {
+  const info = backendInfo();
+  if (o.json) console.log(JSON.stringify(info));
+  else {
+    console.log(`vwlmm ${require('../package.json').version}`);
+    console.log(`CPU:  ${info.cpu.gemm}; row passes ${info.cpu.simd}; ${info.cpu.threads} threads`);
+    console.log(`CUDA: ${info.cuda.available ? `${String(info.cuda.deviceName)} (compute ${String(info.cuda.computeCapability)})` : `unavailable: ${info.cuda.reason}`}`);
+  }
+});
+
+const data = program.command('data').description('data set generators');
+data.command('sort-of-clevr').description('generate Sort-of-CLEVR (LLaVA JSON + PNG, captions, tokenizer.json)')
+  .requiredOption('--out <dir>', 'output directory')
+  .option('--train <n>', 'training images', int('--train', 1), 9800)
+  .option('--test <n>', 'test images', int('--test', 1), 200)
+  .option('--seed <n>', 'random seed', int('--seed'), 0)
+  .action(async (o: { out: string; train: number; test: number; seed: number }) => {
+    const { writeSortOfClevr, writeWordLevelTokenizer, sortOfClevrVocabulary } = await import('./data/sort_of_clevr');
+    const s = writeSortOfClevr(o.out, { train: o.train, test: o.test, seed: o.seed });
+    writeWordLevelTokenizer(path.join(o.out, 'tokenizer.json'), sortOfClevrVocabulary());
+    console.log(JSON.stringify(s));
+  });
+
+program.command('demo').description('generate Sort-of-CLEVR, train a small VW-LMM through both stages on the CPU, evaluate, report accuracy')
+  .option('--out <dir>', 'output directory (checkpoint, metrics, plots)', 'vwlmm-demo')
+  .option('--seed <n>', 'random seed', int('--seed'), 0)
+  .option('--ablation', 'also train the same run with vmWeight 0 (plain LLaVA) and compare')
+  .option('--scale <x>', 'multiply the training steps (e.g. 0.05 for a smoke run)', num('--scale'), 1)
+  .option('--json', 'end with one JSON object')
+  .action(async (o: { out: string; seed: number; ablation?: boolean; scale: number; json?: boolean }) => {
+    if (!(o.scale > 0)) fail('--scale must be > 0');
+    const { runDemo } = await import('./demo/demo');
+    const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json });
+    if (o.json) console.log(JSON.stringify(res));
+  });
+
+program.command('eval').description('exact-match (or VQA soft) accuracy of a checkpoint on a LLaVA-format file')
+  .requiredOption('--checkpoint <dir>', 'checkpoint directory')
+  .requiredOption('--data <file>', 'LLaVA JSON / JSONL file whose last assistant turn is the answer')
+  .option('--image-folder <dir>', 'folder the image paths are relative to', '.')
+  .option('--limit <n>', 'evaluate the first n records', int('--limit', 1))
+  .option('--max-new-tokens <n>', 'generation budget per answer', int('--max-new-tokens', 1), 16)
+  .option('--strict', 'fail on the first broken record or image instead of skipping it')
+  .option('--json', 'print one JSON object')
+  .action(async (o: { checkpoint: string; data: string; imageFolder: string; limit?: number; maxNewTokens: number; strict?: boolean; json?: boolean }) => {
+    existing(o.checkpoint, 'checkpoint', 'dir');
+    existing(o.data, 'data file', 'file');
+    existing(o.imageFolder, 'image folder', 'dir');
+    const { loadCheckpoint } = await import('./model/checkpoint');
+    const { TextTokenizer } = await import('./data/tokenizer');
+    const { evaluateFile } = await import('./eval/llava_eval');
+    const { model, tokenizerPath } = loadCheckpoint(o.checkpoint);
+    if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
+    const r = await evaluateFile(model, new TextTokenizer(tokenizerPath), o.data, o.imageFolder, { limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict });
+    if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, count: r.count, categories: r.categories, skipped: r.skipped.length }));
+    else {
+      console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% over ${r.count} records${r.skipped.length ? ` (${r.skipped.length} skipped)` : ''}`);
+      for (const [k, v] of Object.entries(r.categories)) console.log(`  ${k.padEnd(12)} ${(100 * v.accuracy).toFixed(2)}%  (${v.count})`);
+      for (const s of r.skipped.slice(0, 10)) console.log(`  skipped ${s.id ?? `line ${s.line}`}: ${s.reason}`);
+    }
+    model.dispose();
+  });
+
+program.command('generate').description('answer a prompt about an image with a checkpoint')
+  .requiredOption('--checkpoint <dir>', 'checkpoint directory')
+  .requiredOption('--prompt <text>', 'the question')
+  .option('--image <file>', 'image file (PNG/JPEG/WebP)')
+  .option('--max-new-tokens <n>', 'generation budget', int('--max-new-tokens', 1), 32)
+  .option('--temperature <t>', '0 = greedy', num('--temperature'), 0)
+  .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'), 1)
+  .option('--seed <n>', 'sampling seed', int('--seed'), 0)
+  .action(async (o: { checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; seed: number }) => {
+    existing(o.checkpoint, 'checkpoint', 'dir');
+    if (o.image) existing(o.image, 'image', 'file');
+    if (o.topP <= 0 || o.topP > 1) fail('--top-p must be in (0, 1]');
+    if (o.temperature < 0) fail('--temperature must be >= 0');
+    const { loadCheckpoint } = await import('./model/checkpoint');
+    const { TextTokenizer } = await import('./data/tokenizer');
+    const { buildGenerationPrompt } = await import('./data/conversation');
+    const { collate } = await import('./data/collate');
+    const { loadImage, preprocessClip } = await import('./data/images');
+    const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint);
+    if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
+    const tok = new TextTokenizer(tokenizerPath);
+    const pixels = o.image ? await preprocessClip(await loadImage(o.image), { size: config.image.size, mean: config.image.mean, std: config.image.std, aspect: config.image.aspect === 'pad' ? 'pad' : 'resize_crop' }) : null;
+    const p = buildGenerationPrompt([{ from: 'human', value: pixels ? `<image>\n${o.prompt}` : o.prompt }], config.template, tok);
+    const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tok.padId, numPatches: model.numImageTokens });
+    const [ids] = model.generate([{ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues }], { maxNewTokens: o.maxNewTokens, eosId: tok.eosId ?? undefined, temperature: o.temperature, topP: o.topP, seed: o.seed });
+    console.log(tok.decode(ids));
+    model.dispose();
+  });
+
+program.command('visual-words').description('top-k visual words of every patch (JSON) and a picture with the top-1 word on each patch')
+  .requiredOption('--checkpoint <dir>', 'checkpoint directory')
+  .requiredOption('--image <file>', 'image file')
+  .option('--top-k <k>', 'words per patch', int('--top-k', 1), 5)
+  .option('--out <png>', 'where to write the picture', 'visual_words.png')
+  .action(async (o: { checkpoint: string; image: string; topK: number; out: string }) => {
+    existing(o.checkpoint, 'checkpoint', 'dir');
+    existing(o.image, 'image', 'file');
+    const { loadCheckpoint } = await import('./model/checkpoint');
+    const { TextTokenizer } = await import('./data/tokenizer');
+    const { loadImage, preprocessClip } = await import('./data/images');
+    const { visualWordsOf, drawVisualWords } = await import('./eval/visual_words');
+    const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint);
+    if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
+    const img = await loadImage(o.image);
+    const pixels = await preprocessClip(img, { size: config.image.size, mean: config.image.mean, std: config.image.std, aspect: config.image.aspect === 'pad' ? 'pad' : 'resize_crop' });
+    const patches = visualWordsOf(model, new TextTokenizer(tokenizerPath), pixels, o.topK);
+    await drawVisualWords(img.data, img.width, img.height, patches, config.vision.imageSize / config.vision.patchSize, o.out);
+    console.log(JSON.stringify({ image: o.image, picture: o.out, patches }));
+    model.dispose();
+  });
+
+program.parseAsync(process.argv).catch((e: Error) => fail(e.message));
