@@ -47,6 +47,10 @@ let cpuAddon: Addon | null = null;
 
 export function cpu(): Addon {
   if (cpuAddon) return cpuAddon;
+  // OpenBLAS worker threads spin for ~2^28 cycles after each GEMM by default, stealing the cores from the
+  // element-wise kernels that run between GEMMs (measured: those ran 2x slower). 2^4 cycles makes them
+  // sleep at once; read by OpenBLAS when the addon loads, so set before. A user's own value wins.
+  if (process.env.OPENBLAS_THREAD_TIMEOUT === undefined) process.env.OPENBLAS_THREAD_TIMEOUT = '4';
   try {
     // VWLMM_ADDON points at a specific vwlmm.node (e.g. a second build directory); else build/ or prebuilds/.
     const explicit = process.env.VWLMM_ADDON;

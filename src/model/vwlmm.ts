@@ -114,7 +114,10 @@ export class VwLmm extends Module {
     if (this.config.pif) feats = ops.pseudoImageFeatures(features, this.vm_head!.weight, this.model.embed_tokens.weight);
     const idx = new Int32Array(B * T);
     for (let i = 0; i < idx.length; i++) idx[i] = i;
-    batch.imagePositions.forEach((pos, k) => (idx[pos] = B * T + k));
+    batch.imagePositions.forEach((pos, k) => {
+      if (!Number.isInteger(pos) || pos < 0 || pos >= B * T) throw new RangeError(`VwLmm: image position ${pos} is outside the batch (${B} x ${T})`);
+      idx[pos] = B * T + k;
+    });
     const spliced = ops.gatherRows(ops.concat([text, feats], 0), Tensor.fromArray(idx, [B * T]));
     return ops.reshape(spliced, [B, T, D]);
   }
@@ -156,7 +159,12 @@ export class VwLmm extends Module {
   generate(prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[], opts: GenerateOptions): number[][] {
     const results: number[][] = new Array(prompts.length);
     const byLength = new Map<number, number[]>();
-    prompts.forEach((p, i) => byLength.set(p.tokenIds.length, [...(byLength.get(p.tokenIds.length) ?? []), i]));
+    prompts.forEach((p, i) => {
+      const bad = p.imagePositions.find((pos) => pos < 0 || pos >= p.tokenIds.length);
+      if (bad !== undefined) throw new RangeError(`VwLmm.generate: prompt ${i} has an image position ${bad} outside its ${p.tokenIds.length} tokens`);
+      if (p.tokenIds.length === 0) throw new RangeError(`VwLmm.generate: prompt ${i} is empty`);
+      byLength.set(p.tokenIds.length, [...(byLength.get(p.tokenIds.length) ?? []), i]);
+    });
     const gen = new Generator(opts.seed ?? 0);
     for (const [T, members] of byLength) {
       for (let start = 0; start < members.length; start += opts.batchSize ?? 32) {

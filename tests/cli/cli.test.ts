@@ -1,0 +1,75 @@
+// CLI smoke runs on tiny budgets (seconds): every command end to end, and clear errors on bad flags and
+// paths (exit code 2, a message naming the problem, no stack trace).
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const root = path.join(__dirname, '..', '..');
+const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli.ts'), ...args], { encoding: 'utf8', cwd: root, timeout: 300_000 });
+const out = fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-cli-'));
+
+describe('vwlmm CLI', () => {
+  let demo: Record<string, unknown>;
+  beforeAll(() => {
+    const r = cli('demo', '--out', path.join(out, 'demo'), '--scale', '0.01', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    demo = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  }, 300_000);
+
+  it('demo --json ends with the accuracy summary and writes checkpoint, metrics, loss curve, visual words', () => {
+    for (const k of ['nonRelationalAccuracy', 'relationalAccuracy', 'seconds', 'checkpoint']) expect(demo).toHaveProperty(k);
+    expect(demo.nonRelationalAccuracy as number).toBeGreaterThanOrEqual(0);
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'trainer_state.json', 'optimizer.safetensors']) expect(fs.existsSync(path.join(demo.checkpoint as string, f)), f).toBe(true);
+    for (const k of ['metrics', 'lossCurve', 'visualWords']) expect(fs.statSync(demo[k] as string).size).toBeGreaterThan(100);
+  });
+
+  it('eval --json on the generated test split, per category', () => {
+    const r = cli('eval', '--checkpoint', demo.checkpoint as string, '--data', path.join(out, 'demo', 'data', 'test.json'), '--image-folder', path.join(out, 'demo', 'data'), '--limit', '30', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.count).toBe(30);
+    expect(Object.keys(j.categories).length).toBeGreaterThan(0);
+    expect(j.accuracy).toBeGreaterThanOrEqual(0);
+  });
+
+  it('generate and visual-words on a generated image', () => {
+    const img = path.join(out, 'demo', 'data', 'images', fs.readdirSync(path.join(out, 'demo', 'data', 'images')).find((f) => f.startsWith('test'))!);
+    const g = cli('generate', '--checkpoint', demo.checkpoint as string, '--image', img, '--prompt', 'What shape is the red object?', '--max-new-tokens', '3');
+    expect(g.status, g.stderr).toBe(0);
+    const pic = path.join(out, 'vw.png');
+    const v = cli('visual-words', '--checkpoint', demo.checkpoint as string, '--image', img, '--out', pic, '--top-k', '2');
+    expect(v.status, v.stderr).toBe(0);
+    const j = JSON.parse(v.stdout);
+    expect(j.patches.length).toBe(25);
+    expect(j.patches[0].words.length).toBe(2);
+    expect(fs.statSync(pic).size).toBeGreaterThan(100);
+  });
+
+  it('data sort-of-clevr and info', () => {
+    const d = cli('data', 'sort-of-clevr', '--out', path.join(out, 'soc'), '--train', '3', '--test', '2', '--seed', '1');
+    expect(d.status, d.stderr).toBe(0);
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'soc', 'test.json'), 'utf8')).length).toBe(40);
+    const i = cli('info', '--json');
+    expect(i.status).toBe(0);
+    expect(JSON.parse(i.stdout).cpu.gemm).toMatch(/openblas|builtin/);
+  });
+
+  it('bad flags and paths give a clear error and exit code 2', () => {
+    const cases: [string[], RegExp][] = [
+      [['eval', '--checkpoint', path.join(out, 'missing'), '--data', 'x.json'], /checkpoint .*missing does not exist/],
+      [['eval', '--checkpoint', demo.checkpoint as string, '--data', path.join(out, 'none.json')], /data file .*none.json does not exist/],
+      [['demo', '--scale', '-1'], /--scale must be > 0/],
+      [['data', 'sort-of-clevr', '--out', path.join(out, 'x'), '--train', 'many'], /--train must be an integer/],
+      [['generate', '--checkpoint', demo.checkpoint as string, '--prompt', 'hi', '--top-p', '2'], /--top-p must be in \(0, 1\]/],
+      [['frobnicate'], /unknown command/],
+    ];
+    for (const [args, msg] of cases) {
+      const r = cli(...args);
+      expect(r.status, args.join(' ')).not.toBe(0);
+      expect(r.stderr, args.join(' ')).toMatch(msg);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+});

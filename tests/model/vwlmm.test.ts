@@ -1,0 +1,128 @@
+// VW-LMM model, checkpoints and the trainer: the objective against a composition of independently
+// tested pieces, checkpoint round trip, exact resume, and the data flow of the demo on a tiny budget.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { kernels, memoryStats, noGrad, ops, scope, Tensor } from '../../src';
+import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../../src/model/config';
+import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
+import { VwLmm } from '../../src/model/vwlmm';
+import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSamples } from '../../src/demo/task';
+import { Generator } from '../../src/random';
+import { readTrainerState, Trainer } from '../../src/train/trainer';
+
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-model-'));
+
+function tinyConfig(vocabSize: number, vmWeight = 1): VwLmmConfig {
+  return {
+    llm: { vocabSize, hiddenSize: 16, intermediateSize: 24, numLayers: 1, numHeads: 2, numKvHeads: 1, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 256, initializerRange: 0.1 },
+    vision: { hiddenSize: 12, intermediateSize: 16, numLayers: 2, numHeads: 2, imageSize: 75, patchSize: 15, numChannels: 3, layerNormEps: 1e-5, hiddenAct: 'quick_gelu', initializerRange: 0.1, initializerFactor: 1 },
+    visionTower: 'embedded', projectorType: 'mlp2x_gelu', selectLayer: -2, selectFeature: 'patch', vmWeight, pif: false, detachTarget: false,
+    template: 'vicuna_v1', image: { size: 75, mean: [...CLIP_MEAN] as [number, number, number], std: [...CLIP_STD] as [number, number, number], aspect: 'square' }, imageTokenIndex: -200,
+  };
+}
+
+function tinyData(n = 8) {
+  const { tokenizer, json } = makeTokenizer();
+  const split = makeSplit(n, new Generator(3), { nonRelational: 2, relational: 2 });
+  const { samples } = tokenizeSamples(split.questions.map((q, i) => ({ image: i, turns: questionConversation(q) })), tokenizer, 'vicuna_v1');
+  return { tokenizer, json, split, samples };
+}
+
+describe('VW-LMM', () => {
+  it('loss = CE(text) + vmWeight * KL(next patch visual word || prediction), recomputed from its parts', () => {
+    const { tokenizer, split, samples } = tinyData(2);
+    const model = VwLmm.create(tinyConfig(tokenizer.vocabSize, 0.7), 1);
+    const batch = batchOf(samples, split, { imageSize: 75, numPatches: 25, padId: tokenizer.padId, mean: CLIP_MEAN, std: CLIP_STD });
+    noGrad(() => scope(() => {
+      const out = model.loss(batch);
+      const { h, features } = model.hidden(batch);
+      const ce = kernels.linearCrossEntropy(h, model.lm_head.weight, Tensor.fromArray(batch.targets!, [batch.B * batch.T]), { grad: false }).loss;
+      const rows = batch.klRows!;
+      // every KL row: the token before an image's first patch, and patches 1..P-1 (P = 25, two images)
+      expect(rows.rows.length).toBe(2 * 25);
+      const kl = kernels.visualWordKL(ops.gatherRows(h, Tensor.fromArray(rows.rows, [rows.rows.length])), model.lm_head.weight,
+        ops.gatherRows(features!, Tensor.fromArray(rows.featureIndex, [rows.rows.length])), model.vm_head!.weight, { grad: false }).loss;
+      expect(out.ce).toBeCloseTo(ce, 6);
+      expect(out.kl).toBeCloseTo(kl, 6);
+      expect(out.loss.item()).toBeCloseTo(ce + 0.7 * kl, 5);
+    }));
+    model.dispose();
+  });
+
+  it('plain LLaVA mode has no vm_head and a CE-only loss', () => {
+    const { tokenizer } = tinyData(1);
+    const model = VwLmm.create(tinyConfig(tokenizer.vocabSize, 0), 1);
+    expect(model.vm_head).toBeNull();
+    expect([...model.namedParameters().keys()].some((k) => k.startsWith('vm_head'))).toBe(false);
+    model.dispose();
+  });
+
+  it('checkpoint round trip: LLaVA names, identical outputs after loading', () => {
+    const { tokenizer, json, split, samples } = tinyData(2);
+    const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 2);
+    const names = [...model.namedParameters().keys()];
+    for (const n of ['model.embed_tokens.weight', 'model.layers.0.self_attn.q_proj.weight', 'model.norm.weight', 'model.mm_projector.0.weight', 'model.mm_projector.2.bias',
+      'model.vision_tower.vision_tower.vision_model.embeddings.patch_embedding.weight', 'lm_head.weight', 'vm_head.weight']) expect(names).toContain(n);
+    const dir = path.join(tmp(), 'ckpt');
+    saveCheckpoint(dir, model, { tokenizer: json });
+    const cfgJson = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    expect(cfgJson.model_type).toBe('llava');
+    expect(cfgJson.mm_projector_type).toBe('mlp2x_gelu');
+    expect(cfgJson.mm_vision_select_layer).toBe(-2);
+    const loaded = loadCheckpoint(dir);
+    expect(loaded.tokenizerPath).toBe(path.join(dir, 'tokenizer.json'));
+    const batch = batchOf(samples, split, { imageSize: 75, numPatches: 25, padId: tokenizer.padId, mean: CLIP_MEAN, std: CLIP_STD });
+    const a = noGrad(() => scope(() => model.loss(batch).loss.item()));
+    const b = noGrad(() => scope(() => loaded.model.loss(batch).loss.item()));
+    expect(b).toBe(a);
+    model.dispose();
+    loaded.model.dispose();
+    expect(() => loadCheckpoint(path.join(dir, 'nope'))).toThrow(/is not a directory/);
+  });
+
+  it('resume continues the loss curve exactly', () => {
+    const { tokenizer, json, split, samples } = tinyData(8);
+    const bopts = { imageSize: 75, numPatches: 25, padId: tokenizer.padId, mean: CLIP_MEAN, std: CLIP_STD };
+    const stages = () => [
+      { name: 'a', size: samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i) => samples[i]), split, bopts), steps: 4, batchSize: 2, lr: 3e-3, trainable: { visionTower: false, projector: true, llm: false, vmHead: true } },
+      { name: 'b', size: samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i) => samples[i]), split, bopts), steps: 4, batchSize: 3, gradAccum: 2, lr: 2e-3, trainable: { visionTower: true, projector: true, llm: true, vmHead: true } },
+    ];
+    const losses = (dir: string) => fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((r) => r.type === 'train').map((r) => r.loss as number);
+    const full = tmp();
+    const m1 = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5);
+    new Trainer(m1, stages(), { seed: 9, outDir: full, checkpointFiles: { tokenizer: json } }).run();
+    m1.dispose();
+    // interrupted after 6 steps (inside stage b, after a checkpoint at step 6), then resumed
+    const part = tmp();
+    const m2 = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5);
+    new Trainer(m2, stages(), { seed: 9, outDir: part, saveEvery: 3, stopAfterSteps: 7, checkpointFiles: { tokenizer: json } }).run();
+    m2.dispose();
+    const ck = loadCheckpoint(path.join(part, 'checkpoint'));
+    const st = readTrainerState(path.join(part, 'checkpoint'));
+    expect(st.state.globalStep).toBe(6);
+    new Trainer(ck.model, stages(), { seed: 9, outDir: part, checkpointFiles: { tokenizer: json } }).run(st);
+    ck.model.dispose();
+    expect(losses(part)).toEqual(losses(full));
+    expect(losses(full).length).toBe(8);
+  });
+
+  it('generation: greedy is deterministic, and memory is flat across calls', () => {
+    const { tokenizer, split, samples } = tinyData(2);
+    const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 4);
+    const b = batchOf([samples[0]], split, { imageSize: 75, numPatches: 25, padId: tokenizer.padId, mean: CLIP_MEAN, std: CLIP_STD });
+    const prompt = { tokenIds: b.tokenIds.slice(0, 60), imagePositions: b.imagePositions, pixelValues: b.pixelValues };
+    expect(() => model.generate([{ ...prompt, tokenIds: prompt.tokenIds.slice(0, 40) }], { maxNewTokens: 1 })).toThrow(/image position 40 outside its 40 tokens/);
+    const g1 = model.generate([prompt, prompt], { maxNewTokens: 5 });
+    const before = memoryStats().cpu;
+    const g2 = model.generate([prompt], { maxNewTokens: 5 });
+    expect(memoryStats().cpu).toEqual(before);
+    expect(g1[0]).toEqual(g2[0]);
+    expect(g1[1]).toEqual(g1[0]);
+    expect(g1[0].length).toBe(5);
+    const s = model.generate([prompt], { maxNewTokens: 5, temperature: 1, topP: 0.9, seed: 1 });
+    expect(s[0].length).toBeLessThanOrEqual(5);
+    model.dispose();
+  });
+});
