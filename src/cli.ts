@@ -69,6 +69,60 @@ program.command('demo').description('generate Sort-of-CLEVR, train a small VW-LM
     if (o.json) console.log(JSON.stringify(res));
   });
 
+program.command('train').description('train a checkpoint on a LLaVA-format file (one stage; run it again for the next)')
+  .requiredOption('--init <dir>', 'checkpoint to start from (config.json, model.safetensors, tokenizer.json)')
+  .requiredOption('--data <file>', 'LLaVA JSON / JSONL training file')
+  .option('--image-folder <dir>', 'folder the image paths are relative to', '.')
+  .requiredOption('--out <dir>', 'output directory (checkpoint/, metrics.jsonl, loss_curve.png)')
+  .option('--steps <n>', 'optimizer steps (default: one epoch)', int('--steps', 1))
+  .option('--epochs <n>', 'epochs when --steps is absent', num('--epochs'), 1)
+  .option('--batch-size <n>', 'samples per micro-batch', int('--batch-size', 1), 16)
+  .option('--grad-accum <n>', 'micro-batches per optimizer step', int('--grad-accum', 1), 1)
+  .option('--lr <x>', 'peak learning rate', num('--lr'), 2e-5)
+  .option('--warmup-ratio <x>', 'share of steps for linear warmup', num('--warmup-ratio'), 0.03)
+  .option('--weight-decay <x>', 'AdamW decoupled weight decay', num('--weight-decay'), 0)
+  .option('--max-grad-norm <x>', 'global gradient-norm clip', num('--max-grad-norm'), 1)
+  .option('--trainable <parts>', 'comma list of vision,projector,llm,vm (LLaVA stage 1: projector,vm)', 'projector,llm,vm')
+  .option('--seed <n>', 'random seed', int('--seed'), 0)
+  .option('--save-every <n>', 'checkpoint every n steps (and at the end)', int('--save-every'), 0)
+  .option('--resume', 'continue from <out>/checkpoint exactly where it stopped')
+  .option('--strict', 'fail on the first broken record, image or tokenization mismatch')
+  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean }) => {
+    existing(o.data, 'data file', 'file');
+    existing(o.imageFolder, 'image folder', 'dir');
+    const parts = o.trainable.split(',').map((p) => p.trim()).filter(Boolean);
+    const known = ['vision', 'projector', 'llm', 'vm'];
+    const unknown = parts.filter((p) => !known.includes(p));
+    if (unknown.length) fail(`--trainable: unknown part(s) ${unknown.join(', ')} (use ${known.join(', ')})`);
+    if (!(o.lr > 0)) fail('--lr must be > 0');
+    if (o.warmupRatio < 0 || o.warmupRatio > 1) fail('--warmup-ratio must be in [0, 1]');
+    const from = o.resume ? path.join(o.out, 'checkpoint') : o.init;
+    existing(from, o.resume ? 'resume checkpoint' : 'init checkpoint', 'dir');
+    const { loadCheckpoint } = await import('./model/checkpoint');
+    const { TextTokenizer } = await import('./data/tokenizer');
+    const { trainOnFile } = await import('./train/from_file');
+    const { readTrainerState } = await import('./train/trainer');
+    const { plotMetrics } = await import('./viz/plot');
+    const { model, tokenizerPath } = loadCheckpoint(from);
+    if (!tokenizerPath) fail(`checkpoint ${from} has no tokenizer.json`);
+    const resume = o.resume ? readTrainerState(from) : undefined;
+    const { Progress } = await import('./train/progress');
+    const progress = new Progress(10);
+    const t0 = Date.now();
+    const { data, state } = await trainOnFile(model, new TextTokenizer(tokenizerPath), tokenizerPath, {
+      data: o.data, imageFolder: o.imageFolder, outDir: o.out, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
+      lr: o.lr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
+      trainable: { visionTower: parts.includes('vision'), projector: parts.includes('projector'), llm: parts.includes('llm'), vmHead: parts.includes('vm') },
+      strict: !!o.strict, resume,
+      onLog: (r) => progress.update(r),
+    });
+    progress.stop();
+    await plotMetrics(path.join(o.out, 'metrics.jsonl'), path.join(o.out, 'loss_curve.png'), `vwlmm train ${path.basename(o.data)}`);
+    console.log(`trained ${state.globalStep} steps on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches; checkpoint ${path.join(o.out, 'checkpoint')}`);
+    for (const s of data.skipped.slice(0, 10)) console.log(`  skipped ${s.id ?? `line ${s.line}`}: ${s.reason}`);
+    model.dispose();
+  });
+
 program.command('eval').description('exact-match (or VQA soft) accuracy of a checkpoint on a LLaVA-format file')
   .requiredOption('--checkpoint <dir>', 'checkpoint directory')
   .requiredOption('--data <file>', 'LLaVA JSON / JSONL file whose last assistant turn is the answer')

@@ -10,6 +10,7 @@ import { normalizeRgb } from '../data/images';
 import { evaluateFile } from '../eval/llava_eval';
 import { drawVisualWords, visualWordsOf } from '../eval/visual_words';
 import { plotMetrics } from '../viz/plot';
+import { Progress } from '../train/progress';
 import { VwLmm } from '../model/vwlmm';
 import { DEFAULT_RECIPE, Recipe, runRecipe } from './recipe';
 import { SplitData } from './task';
@@ -69,17 +70,18 @@ export function visualWordAgreement(model: VwLmm, tokenizer: TextTokenizer, spli
   return total ? hit / total : null;
 }
 
-async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void): Promise<{ result: DemoRunResult; model: VwLmm; test: SplitData }> {
+async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean): Promise<{ result: DemoRunResult; model: VwLmm; test: SplitData }> {
   const t0 = Date.now();
+  const progress = new Progress(50, quiet ? process.stderr : process.stdout);
   const res = runRecipe(recipe, {
     outDir: dir,
     tokenizerJson: JSON.parse(fs.readFileSync(path.join(dataDir, 'tokenizer.json'), 'utf8')),
     onLog: (r) => {
-      if (r.type === 'train' && (r.step as number) % 50 === 0)
-        log(`  ${String(r.stage).padEnd(9)} step ${String(r.step).padStart(5)}/${r.steps}  loss ${(r.loss as number).toFixed(3)} (CE ${(r.ce as number).toFixed(3)}, KL ${(r.kl as number).toFixed(3)})  ${Math.round(r.tokensPerSec as number)} tok/s  ETA ${Math.round(r.eta as number)} s`);
+      progress.update(r);
       if (r.type === 'eval') log(`  eval after ${r.stage} step ${r.step}: non-relational ${(100 * (r.nonRelational as number)).toFixed(1)}%, relational ${(100 * (r.relational as number)).toFixed(1)}%`);
     },
   });
+  progress.stop();
   const trainSeconds = (Date.now() - t0) / 1000;
   const ev = await evaluateFile(res.model, tokenizer, path.join(dataDir, 'test.json'), dataDir, { maxNewTokens: 4 });
   const groups = { nonRelational: { sum: 0, n: 0 }, relational: { sum: 0, n: 0 } };
@@ -111,7 +113,7 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
   const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
   log(`training VW-LMM (vmWeight ${recipe.vmWeight}): stage 1 captions ${recipe.stage1.steps} steps, stage 2 questions ${recipe.stage2.steps} steps`);
-  const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log);
+  const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet);
   const metrics = path.join(o.outDir, 'vw', 'metrics.jsonl');
   const lossCurve = path.join(o.outDir, 'vw', 'loss_curve.png');
   await plotMetrics(metrics, lossCurve, `VW-LMM on Sort-of-CLEVR (seed ${o.seed})`);
@@ -126,7 +128,7 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   let ablation: DemoRunResult | undefined;
   if (o.ablation) {
     log('ablation: the same run with vmWeight 0 (plain LLaVA objective)');
-    const a = await oneRun({ ...recipe, vmWeight: 0 }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log);
+    const a = await oneRun({ ...recipe, vmWeight: 0 }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet);
     a.model.dispose();
     ablation = a.result;
   }

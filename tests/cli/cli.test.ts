@@ -47,6 +47,18 @@ describe('vwlmm CLI', () => {
     expect(fs.statSync(pic).size).toBeGreaterThan(100);
   });
 
+  it('train: one stage from a checkpoint on a LLaVA file, with a loss curve and a checkpoint', () => {
+    const dataDir = path.join(out, 'demo', 'data');
+    const r = cli('train', '--init', demo.checkpoint as string, '--data', path.join(dataDir, 'test.json'), '--image-folder', dataDir, '--out', path.join(out, 'train'), '--steps', '3', '--batch-size', '4', '--lr', '1e-3', '--trainable', 'projector,llm,vm');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/step 3\/3/);
+    expect(r.stdout).toMatch(/trained 3 steps/);
+    for (const f of ['checkpoint/model.safetensors', 'metrics.jsonl', 'loss_curve.png']) expect(fs.existsSync(path.join(out, 'train', f)), f).toBe(true);
+    const bad = cli('train', '--init', demo.checkpoint as string, '--data', path.join(dataDir, 'test.json'), '--image-folder', dataDir, '--out', path.join(out, 'train2'), '--trainable', 'brain');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/unknown part\(s\) brain/);
+  });
+
   it('data sort-of-clevr and info', () => {
     const d = cli('data', 'sort-of-clevr', '--out', path.join(out, 'soc'), '--train', '3', '--test', '2', '--seed', '1');
     expect(d.status, d.stderr).toBe(0);
