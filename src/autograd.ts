@@ -4,8 +4,9 @@
 // longer needed, then clears the tape. Leaf tensors with requiresGrad accumulate into .grad (so
 // micro-batches add up until zeroGrad).
 //
-// Ownership rule: a backward function returns FRESH tensors (never its incoming gradient, never one tensor
-// twice); the engine then owns them exclusively and frees them deterministically.
+// Ownership rule: a backward function returns tensors that autograd then owns exclusively: fresh ones, or
+// (pass-through) one of its incoming gradients, which autograd then does not free with the node; never
+// one tensor for two inputs. Everything is freed deterministically.
 import { callOp } from './engine';
 import { GradNode, keep, setBackwardImpl, Tensor } from './tensor';
 
@@ -94,8 +95,11 @@ export function backward(root: Tensor, gradient?: Tensor): void {
       const gOut = node.outputs.map((o) => grads.get(o) ?? null);
       if (gOut.every((g) => g === null)) continue;
       const gIn = node.backward(gOut);
+      const passed = new Set(gIn.filter((g): g is Tensor => g !== null));
+      if (passed.size !== gIn.filter((g) => g !== null).length) throw new Error(`autograd: the backward of ${node.name} returned one tensor for two inputs`);
       for (const o of node.outputs) {
-        grads.get(o)?.dispose();
+        const g = grads.get(o);
+        if (g && !passed.has(g)) g.dispose();
         grads.delete(o);
       }
       for (const t of node.saved) t.dispose();

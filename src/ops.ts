@@ -47,7 +47,8 @@ export function item(t: Tensor): number {
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   check('ops.reshape', 'x', x, { dtype: x?.dtype });
   const out = x.view(shape);
-  if (needsGrad(x)) record('reshape', [x], [out], ([g]) => [copyOf(g!, x.shape)]);
+  // the incoming gradient changes owner and shape, no copy
+  if (needsGrad(x)) record('reshape', [x], [out], ([g]) => [g!.moveTo(x.shape)]);
   return out;
 }
 
@@ -64,7 +65,12 @@ export function axpby(a: Tensor, b: Tensor, alpha = 1, beta = 1): Tensor {
   const out = like(a);
   callOp('axpby', a.device, [a, b], [out], [a.size], [alpha, beta]);
   if (needsGrad(a, b)) {
-    record('axpby', [a, b], [out], ([g]) => [scaled(g!, alpha), scaled(g!, beta)]);
+    // a gradient of alpha = 1 passes through unchanged (no copy); the other input gets its own
+    record('axpby', [a, b], [out], ([g]) => {
+      const ga = a.requiresGrad ? (alpha === 1 ? g! : scaled(g!, alpha)) : null;
+      const gb = b.requiresGrad ? (beta === 1 && ga !== g ? g! : scaled(g!, beta)) : null;
+      return [ga, gb];
+    });
   }
   return out;
 }
@@ -206,8 +212,8 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
     record('linear', [x, w, b], [out], ([g]) => {
       const gx = x.requiresGrad ? like(x) : null;
       if (gx) mm(g!, w, gx, 1, R, I, O, false, false, 0, 0, 0, false);             // dx = g w
-      const gw = w.requiresGrad ? zerosLike(w) : null;
-      if (gw) mm(g!, x, gw, 1, O, I, R, true, false, 0, 0, 0, true);               // dw = g^T x
+      const gw = w.requiresGrad ? like(w) : null;
+      if (gw) mm(g!, x, gw, 1, O, I, R, true, false, 0, 0, 0, false);              // dw = g^T x
       const gb = b && b.requiresGrad ? like(b) : null;
       if (gb) callOp('sum_rows', x.device, [g], [gb], [R, O, 0]);                  // db = sum_rows g
       return [gx, gw, gb];

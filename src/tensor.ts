@@ -202,6 +202,19 @@ export class Tensor {
     return this.buf;
   }
 
+  /**
+   * Moves this tensor's memory into a new tensor of another shape (same element count) without a copy;
+   * this tensor is left disposed. Used where a value changes owner (autograd passing a gradient on).
+   */
+  moveTo(shape: readonly number[]): Tensor {
+    const n = checkShape('Tensor.moveTo', shape);
+    if (n !== this.size) throw rangeError('Tensor.moveTo', `cannot move [${this.shape.join(', ')}] into [${shape.join(', ')}]`);
+    if (!this.owner) throw new TypeError('Tensor.moveTo: a view does not own its memory');
+    const buf = this.buffer;
+    this.buf = null;
+    return new Tensor(buf, shape, this.dtype, this.device, true);
+  }
+
   /** Back-propagates from this (scalar) tensor: see autograd.backward. */
   backward(gradient?: Tensor): void {
     if (!backwardImpl) throw new Error('autograd is not loaded');

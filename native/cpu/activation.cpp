@@ -18,6 +18,7 @@
 
 #include "engine_args.h"
 #include "engine_cpu.h"
+#include "isa.h"
 #include "parallel.h"
 
 namespace vw::cpu {
@@ -84,20 +85,43 @@ inline float sig_arg_grad(float x) {
   return 1.f;
 }
 
+// The sigmoid-form loops, written once and compiled for the baseline ISA and for AVX2+FMA (isa.h).
+template <int K>
+inline void act_forward_rows(const float* x, float* y, int64_t i0, int64_t i1) {
+#pragma omp simd
+  for (int64_t i = i0; i < i1; ++i) y[i] = x[i] * sigmoid(sig_arg<K>(x[i]));
+}
+template <int K>
+inline void act_backward_rows(const float* dy, const float* x, float* dx, int64_t i0, int64_t i1) {
+#pragma omp simd
+  for (int64_t i = i0; i < i1; ++i) {
+    const float v = x[i];
+    float s, sc;
+    sigmoid_pair(sig_arg<K>(v), s, sc);
+    dx[i] = dy[i] * (s + v * s * sc * sig_arg_grad<K>(v));
+  }
+}
+template <int K>
+VW_TARGET_AVX2 void act_forward_rows_avx2(const float* x, float* y, int64_t i0, int64_t i1) { act_forward_rows<K>(x, y, i0, i1); }
+template <int K>
+VW_TARGET_AVX2 void act_backward_rows_avx2(const float* dy, const float* x, float* dx, int64_t i0, int64_t i1) { act_backward_rows<K>(dy, x, dx, i0, i1); }
+
 template <int K>
 void act_forward(const float* x, float* y, int64_t n) {
+  const bool avx2 = vw_use_avx2();
   parallel_for(n, kElemGrain, [&](int64_t i0, int64_t i1) {
     if constexpr (K == kGeluErf) {
       for (int64_t i = i0; i < i1; ++i) y[i] = x[i] * 0.5f * std::erfc(-x[i] * kSqrt1_2);  // libm call: scalar
     } else {
-#pragma omp simd
-      for (int64_t i = i0; i < i1; ++i) y[i] = x[i] * sigmoid(sig_arg<K>(x[i]));
+      if (avx2) act_forward_rows_avx2<K>(x, y, i0, i1);
+      else act_forward_rows<K>(x, y, i0, i1);
     }
   });
 }
 
 template <int K>
 void act_backward(const float* dy, const float* x, float* dx, int64_t n) {
+  const bool avx2 = vw_use_avx2();
   parallel_for(n, kElemGrain, [&](int64_t i0, int64_t i1) {
     if constexpr (K == kGeluErf) {
       for (int64_t i = i0; i < i1; ++i) {
@@ -106,15 +130,29 @@ void act_backward(const float* dy, const float* x, float* dx, int64_t n) {
         dx[i] = dy[i] * (cdf + v * pdf);
       }
     } else {
-#pragma omp simd
-      for (int64_t i = i0; i < i1; ++i) {
-        const float v = x[i];
-        float s, sc;
-        sigmoid_pair(sig_arg<K>(v), s, sc);
-        dx[i] = dy[i] * (s + v * s * sc * sig_arg_grad<K>(v));
-      }
+      if (avx2) act_backward_rows_avx2<K>(dy, x, dx, i0, i1);
+      else act_backward_rows<K>(dy, x, dx, i0, i1);
     }
   });
+}
+
+inline void swiglu_forward_rows(const float* gate, const float* up, float* y, int64_t i0, int64_t i1) {
+#pragma omp simd
+  for (int64_t i = i0; i < i1; ++i) y[i] = gate[i] * sigmoid(gate[i]) * up[i];
+}
+inline void swiglu_backward_rows(const float* dy, const float* gate, const float* up, float* dgate, float* dup, int64_t i0, int64_t i1) {
+#pragma omp simd
+  for (int64_t i = i0; i < i1; ++i) {
+    const float g = gate[i], u = up[i], d = dy[i];
+    float s, sc;
+    sigmoid_pair(g, s, sc);
+    dgate[i] = d * u * (s + g * s * sc);
+    dup[i] = d * g * s;
+  }
+}
+VW_TARGET_AVX2 void swiglu_forward_rows_avx2(const float* gate, const float* up, float* y, int64_t i0, int64_t i1) { swiglu_forward_rows(gate, up, y, i0, i1); }
+VW_TARGET_AVX2 void swiglu_backward_rows_avx2(const float* dy, const float* gate, const float* up, float* dgate, float* dup, int64_t i0, int64_t i1) {
+  swiglu_backward_rows(dy, gate, up, dgate, dup, i0, i1);
 }
 
 int64_t activation_kind(const OpCall& c) {
@@ -158,9 +196,10 @@ void swiglu_forward_cpu(const OpCall& c) {
   const float* gate = c.in_f32(0, n, "gate");
   const float* up = c.in_f32(1, n, "up");
   float* y = c.out_f32(0, n, "Y");
+  const bool avx2 = vw_use_avx2();
   parallel_for(n, kElemGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) y[i] = gate[i] * sigmoid(gate[i]) * up[i];
+    if (avx2) swiglu_forward_rows_avx2(gate, up, y, i0, i1);
+    else swiglu_forward_rows(gate, up, y, i0, i1);
   });
 }
 
@@ -171,15 +210,10 @@ void swiglu_backward_cpu(const OpCall& c) {
   const float* up = c.in_f32(2, n, "up");
   float* dgate = c.out_f32(0, n, "dgate");
   float* dup = c.out_f32(1, n, "dup");
+  const bool avx2 = vw_use_avx2();
   parallel_for(n, kElemGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) {
-      const float g = gate[i], u = up[i], d = dy[i];
-      float s, sc;
-      sigmoid_pair(g, s, sc);
-      dgate[i] = d * u * (s + g * s * sc);
-      dup[i] = d * g * s;
-    }
+    if (avx2) swiglu_backward_rows_avx2(dy, gate, up, dgate, dup, i0, i1);
+    else swiglu_backward_rows(dy, gate, up, dgate, dup, i0, i1);
   });
 }
 
