@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "engine_args.h"
+#include "attention_args.h"
 #include "engine_cpu.h"
 #include "parallel.h"
 #include "vec.h"
@@ -147,37 +148,8 @@ GemmFn gemm_impl() {
 }
 
 // ------------------------------------------------------------------------------------------ parameters
-struct Dims {
-  int64_t B, Tq, Tk, Hq, Hkv, Dh, G;
-  bool causal, has_mask;
-  float scale;
-  int64_t q_elems, kv_elems, lse_elems;
-};
-
-Dims read_dims(const OpCall& c) {
-  Dims d;
-  d.B = size_arg(c, 0, "B");
-  d.Tq = size_arg(c, 1, "Tq");
-  d.Tk = size_arg(c, 2, "Tk");
-  d.Hq = size_arg(c, 3, "Hq");
-  d.Hkv = size_arg(c, 4, "Hkv");
-  d.Dh = size_arg(c, 5, "Dh");
-  d.causal = flag_arg(c, 6, "causal");
-  d.has_mask = flag_arg(c, 7, "hasMask");
-  const double scale = finite_arg(c, 0, "scale");
-  if (d.Hq < 1 || d.Hkv < 1 || d.Dh < 1)
-    throw_range_error("[", c.op, "] Hq, Hkv, Dh must be >= 1, got ", d.Hq, ", ", d.Hkv, ", ", d.Dh);
-  if (d.Hq % d.Hkv != 0)
-    throw_range_error("[", c.op, "] Hq = ", d.Hq, " query heads must be a multiple of Hkv = ", d.Hkv, " kv heads");
-  if (!std::isfinite(static_cast<float>(scale))) throw_range_error("[", c.op, "] scale ", scale, " overflows float32");
-  d.G = d.Hq / d.Hkv;
-  d.scale = static_cast<float>(scale);
-  d.q_elems = numel(c, {d.B, d.Tq, d.Hq, d.Dh});
-  d.kv_elems = numel(c, {d.B, d.Tk, d.Hkv, d.Dh});
-  d.lse_elems = numel(c, {d.B, d.Hq, d.Tq});
-  numel(c, {add_elems(c, d.Tk, kPad), add_elems(c, d.Dh, kPad + kBlockQ), 8});  // bounds the workspace
-  return d;
-}
+using Dims = AttentionDims;
+inline Dims read_dims(const OpCall& c) { return read_attention_dims(c, kPad, kBlockQ); }
 
 // Visible keys of each batch row: keys[b] lists them in order, prefix[b][j] counts those < j (Tk + 1
 // entries). A causal query at position p sees the first prefix[b][p + 1] packed keys.

@@ -26,6 +26,7 @@
 //   dK, dQ are scaled by `scale` once at the end.
 // Key tiles past the last visible position of a causal query tile are never visited, nor query tiles
 // before the first query that can see a key tile; dK/dV tiles whose keys are all padding skip the loop.
+#include "../../cpu/attention_args.h"
 #include <type_traits>
 
 #include "engine_common.cuh"
@@ -44,38 +45,8 @@ constexpr int64_t kCpuPad = 8, kCpuBlockQ = 64;  // the CPU workspace constants,
 
 static_assert(kAttnThreads == 4 * kBQ && kAttnThreads == 4 * kBK, "one quad of lanes per tile row");
 
-struct Dims {
-  int64_t B, Tq, Tk, Hq, Hkv, Dh, G;
-  bool causal, has_mask;
-  float scale;
-  int64_t q_elems, kv_elems, lse_elems;
-};
-
-// The CPU's read_dims: the same checks in the same order, with the same messages.
-Dims read_dims(const OpCall& c) {
-  Dims d;
-  d.B = size_arg(c, 0, "B");
-  d.Tq = size_arg(c, 1, "Tq");
-  d.Tk = size_arg(c, 2, "Tk");
-  d.Hq = size_arg(c, 3, "Hq");
-  d.Hkv = size_arg(c, 4, "Hkv");
-  d.Dh = size_arg(c, 5, "Dh");
-  d.causal = flag_arg(c, 6, "causal");
-  d.has_mask = flag_arg(c, 7, "hasMask");
-  const double scale = finite_arg(c, 0, "scale");
-  if (d.Hq < 1 || d.Hkv < 1 || d.Dh < 1)
-    throw_range_error("[", c.op, "] Hq, Hkv, Dh must be >= 1, got ", d.Hq, ", ", d.Hkv, ", ", d.Dh);
-  if (d.Hq % d.Hkv != 0)
-    throw_range_error("[", c.op, "] Hq = ", d.Hq, " query heads must be a multiple of Hkv = ", d.Hkv, " kv heads");
-  if (!std::isfinite(static_cast<float>(scale))) throw_range_error("[", c.op, "] scale ", scale, " overflows float32");
-  d.G = d.Hq / d.Hkv;
-  d.scale = static_cast<float>(scale);
-  d.q_elems = numel(c, {d.B, d.Tq, d.Hq, d.Dh});
-  d.kv_elems = numel(c, {d.B, d.Tk, d.Hkv, d.Dh});
-  d.lse_elems = numel(c, {d.B, d.Hq, d.Tq});
-  numel(c, {add_elems(c, d.Tk, kCpuPad), add_elems(c, d.Dh, kCpuPad + kCpuBlockQ), 8});
-  return d;
-}
+using Dims = cpu::AttentionDims;
+inline Dims read_dims(const OpCall& c) { return cpu::read_attention_dims(c, kCpuPad, kCpuBlockQ); }
 
 // The key mask slot: the buffer (null without one) after the CPU's presence checks; its values are checked
 // on the device by check_mask_values.
