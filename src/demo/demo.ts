@@ -78,7 +78,7 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
     tokenizerJson: JSON.parse(fs.readFileSync(path.join(dataDir, 'tokenizer.json'), 'utf8')),
     onLog: (r) => {
       progress.update(r);
-      if (r.type === 'eval') log(`  eval after ${r.stage} step ${r.step}: non-relational ${(100 * (r.nonRelational as number)).toFixed(1)}%, relational ${(100 * (r.relational as number)).toFixed(1)}%`);
+      if (r.type === 'eval') log(`  eval after ${r.stage} step ${r.step}: caption words ${(100 * (r.captionAccuracy as number)).toFixed(1)}%${r.nonRelational !== undefined ? `, non-relational ${(100 * (r.nonRelational as number)).toFixed(1)}%, relational ${(100 * (r.relational as number)).toFixed(1)}%` : ''}`);
     },
   });
   progress.stop();

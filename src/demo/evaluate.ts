@@ -5,7 +5,10 @@ import { buildGenerationPrompt, TemplateName } from '../data/conversation';
 import { normalizeRgb } from '../data/images';
 import { TextTokenizer } from '../data/tokenizer';
 import { VwLmm } from '../model/vwlmm';
-import { normalizeAnswer, SplitData } from './task';
+import { noGrad } from '../autograd';
+import * as ops from '../ops';
+import { scope } from '../tensor';
+import { batchOf, captionText, normalizeAnswer, SplitData, tokenizeSamples } from './task';
 
 export interface Accuracy {
   accuracy: number;
@@ -45,4 +48,33 @@ export function evaluateSplit(model: VwLmm, split: SplitData, tokenizer: TextTok
   const fin = (m: Record<string, { correct: number; count: number }>) =>
     Object.fromEntries(Object.entries(m).map(([k, v]) => [k, { accuracy: v.correct / v.count, count: v.count }]));
   return { accuracy: correct / Math.max(1, outs.length), count: outs.length, categories: fin(cats), groups: fin(groups) };
+}
+
+/**
+ * Teacher-forced accuracy of the caption's attribute words (shape, left/right, top/bottom) on full
+ * scenes: the stage-1 signal (chance is 50%); colour words and separators are excluded.
+ */
+export function captionAccuracy(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, maxImages = 100): number {
+  const attr = new Set(['square', 'circle', 'left', 'right', 'top', 'bottom'].map((w) => tokenizer.tokenToId(w)));
+  const n = Math.min(maxImages, split.scenes.length);
+  const convs = Array.from({ length: n }, (_, i) => ({ image: i, turns: [{ from: 'human' as const, value: '<image>' }, { from: 'gpt' as const, value: captionText(split.scenes[i]) }] }));
+  const { samples } = tokenizeSamples(convs, tokenizer, 'plain');
+  const cfg = model.config;
+  let hit = 0, total = 0;
+  for (let s = 0; s < samples.length; s += 32) {
+    const batch = batchOf(samples.slice(s, s + 32), split, { imageSize: cfg.image.size, numPatches: model.numImageTokens, padId: tokenizer.padId, mean: cfg.image.mean, std: cfg.image.std });
+    noGrad(() => scope(() => {
+      const { h } = model.hidden(batch);
+      const logits = ops.linear(h, model.lm_head.weight).toArray() as Float32Array;
+      const V = cfg.llm.vocabSize;
+      batch.targets!.forEach((t, r) => {
+        if (t < 0 || !attr.has(t)) return;
+        let best = 0;
+        for (let v = 1; v < V; v++) if (logits[r * V + v] > logits[r * V + best]) best = v;
+        total++;
+        if (best === t) hit++;
+      });
+    }));
+  }
+  return total ? hit / total : 0;
 }

@@ -12,7 +12,7 @@ import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../model/config';
 import { VwLmm } from '../model/vwlmm';
 import { Generator } from '../random';
 import { Stage, Trainer } from '../train/trainer';
-import { Accuracy, evaluateSplit } from './evaluate';
+import { Accuracy, captionAccuracy, evaluateSplit } from './evaluate';
 import { renderScene, Scene } from '../data/sort_of_clevr';
 import { batchOf, captionText, makeSplit, makeTokenizer, questionConversation, SplitData, TaskSample, tokenizeSamples } from './task';
 
@@ -21,9 +21,16 @@ export interface Recipe {
   trainImages: number;
   testImages: number;
   model: { d: number; layers: number; heads: number; ffn: number; visionD: number; visionLayers: number; visionHeads: number; visionFfn: number; patch: number; projector: string; initStd: number };
+  /** Pixel normalisation mean and std (per channel, on [0, 1] values). */
+  imageMean: [number, number, number];
+  imageStd: [number, number, number];
   vmWeight: number;
-  /** subsets: each caption image shows a random subset of 1..6 of the objects (binding is easy with few). */
-  stage1: { steps: number; batchSize: number; lr: number; subsets: boolean };
+  /**
+   * subsets: each caption image shows a random subset of 1..maxObjects of its objects (binding a colour
+   * word to its object is easy with few objects). warmupObjects/warmupSteps: a first caption stage with
+   * at most that many objects (a growing curriculum); 0 steps = none.
+   */
+  stage1: { steps: number; batchSize: number; lr: number; subsets: boolean; warmupObjects: number; warmupSteps: number };
   stage2: { steps: number; batchSize: number; lr: number; questionsPerSample: number; captionShare: number };
   evalEvery: number;
   evalQuestions: number;
@@ -34,8 +41,10 @@ export const DEFAULT_RECIPE: Recipe = {
   trainImages: 9800,
   testImages: 200,
   model: { d: 64, layers: 2, heads: 4, ffn: 128, visionD: 64, visionLayers: 2, visionHeads: 4, visionFfn: 128, patch: 15, projector: 'mlp2x_gelu', initStd: 0.05 },
+  imageMean: [...CLIP_MEAN] as [number, number, number],
+  imageStd: [...CLIP_STD] as [number, number, number],
   vmWeight: 1,
-  stage1: { steps: 600, batchSize: 32, lr: 2e-3, subsets: true },
+  stage1: { steps: 600, batchSize: 32, lr: 2e-3, subsets: true, warmupObjects: 2, warmupSteps: 0 },
   stage2: { steps: 1500, batchSize: 16, lr: 1e-3, questionsPerSample: 8, captionShare: 0.25 },
   evalEvery: 250,
   evalQuestions: 600,
@@ -47,7 +56,7 @@ export function recipeConfig(r: Recipe, vocabSize: number): VwLmmConfig {
     llm: { vocabSize, hiddenSize: m.d, intermediateSize: m.ffn, numLayers: m.layers, numHeads: m.heads, numKvHeads: m.heads, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 1024, initializerRange: m.initStd },
     vision: { hiddenSize: m.visionD, intermediateSize: m.visionFfn, numLayers: m.visionLayers, numHeads: m.visionHeads, imageSize: 75, patchSize: m.patch, numChannels: 3, layerNormEps: 1e-5, hiddenAct: 'quick_gelu', initializerRange: m.initStd, initializerFactor: 1 },
     visionTower: 'embedded', projectorType: m.projector, selectLayer: -1, selectFeature: 'patch', vmWeight: r.vmWeight, pif: false, detachTarget: false,
-    template: 'vicuna_v1', image: { size: 75, mean: [...CLIP_MEAN] as [number, number, number], std: [...CLIP_STD] as [number, number, number], aspect: 'square' }, imageTokenIndex: -200,
+    template: 'vicuna_v1', image: { size: 75, mean: [...r.imageMean] as [number, number, number], std: [...r.imageStd] as [number, number, number], aspect: 'square' }, imageTokenIndex: -200,
   };
 }
 
@@ -70,16 +79,21 @@ export function runRecipe(r: Recipe, opts: { outDir: string; onLog?: (rec: Recor
   const P = model.numImageTokens;
   const bopts = { imageSize: 75, numPatches: P, padId: tokenizer.padId, mean: cfg.image.mean, std: cfg.image.std };
   // stage 1 images: the training scenes, or (subsets) each reduced to a random subset of its objects
-  const capGen = gen.fork('caption-subsets');
-  const capScenes = train.scenes.map((sc) => {
-    if (!r.stage1.subsets) return sc;
-    const k = 1 + capGen.int(sc.objects.length);
-    const keep = capGen.shuffle(sc.objects.map((_, j) => j)).slice(0, k).sort((a, b) => a - b);
-    return { objects: keep.map((j) => sc.objects[j]) };
-  });
-  const capSplit: SplitData = { scenes: capScenes, rgb: capScenes.map((sc, i) => (sc === train.scenes[i] ? train.rgb[i] : renderScene(sc))), questions: [] };
   const captionTurns = (sc: Scene): Turn[] => [{ from: 'human', value: '<image>' }, { from: 'gpt', value: captionText(sc) }];
-  const captions = tokenizeSamples(capScenes.map((sc, i) => ({ image: i, turns: captionTurns(sc) })), tokenizer, 'plain').samples;
+  const subsetSplit = (maxObjects: number, label: string): { split: SplitData; samples: TaskSample[] } => {
+    const g = gen.fork(label);
+    const scenes = train.scenes.map((sc) => {
+      if (!r.stage1.subsets && maxObjects >= sc.objects.length) return sc;
+      const k = 1 + g.int(Math.min(maxObjects, sc.objects.length));
+      const keep = g.shuffle(sc.objects.map((_, j) => j)).slice(0, k).sort((a, b) => a - b);
+      return { objects: keep.map((j) => sc.objects[j]) };
+    });
+    const split: SplitData = { scenes, rgb: scenes.map((sc, i) => (sc === train.scenes[i] ? train.rgb[i] : renderScene(sc))), questions: [] };
+    return { split, samples: tokenizeSamples(scenes.map((sc, i) => ({ image: i, turns: captionTurns(sc) })), tokenizer, 'plain').samples };
+  };
+  const cap = subsetSplit(6, 'caption-subsets');
+  const capSplit = cap.split, captions = cap.samples;
+  const warm = r.stage1.warmupSteps > 0 ? subsetSplit(r.stage1.warmupObjects, 'caption-warmup') : null;
   const fullCaptions = tokenizeSamples(train.scenes.map((sc, i) => ({ image: i, turns: captionTurns(sc) })), tokenizer, 'plain').samples;
   // stage 2: each image's 20 questions split into conversations of questionsPerSample turns
   const k = r.stage2.questionsPerSample;
@@ -93,14 +107,16 @@ export function runRecipe(r: Recipe, opts: { outDir: string; onLog?: (rec: Recor
   const mixed: TaskSample[] = [...questions, ...Array.from({ length: nCap }, (_, j) => fullCaptions[j % fullCaptions.length])];
   const all = { trainable: { visionTower: true, projector: true, llm: true, vmHead: true } };
   const stages: Stage[] = [
+    ...(warm ? [{ name: 'captions-warmup', size: warm.samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => warm.samples[i]), warm.split, bopts), steps: r.stage1.warmupSteps, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...all }] : []),
     { name: 'captions', size: captions.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => captions[i]), capSplit, bopts), steps: r.stage1.steps, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...all },
     { name: 'questions', size: mixed.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => mixed[i]), train, bopts), steps: r.stage2.steps, batchSize: r.stage2.batchSize, lr: r.stage2.lr, warmupRatio: 0.03, ...all },
   ].filter((s) => (s.steps ?? 0) > 0);
   const trainer = new Trainer(model, stages, {
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery,
-    evaluate: (m) => {
+    evaluate: (m, where) => {
+      if (where.stage.startsWith('captions')) return { captionAccuracy: captionAccuracy(m, test, tokenizer) };
       const a = evaluateSplit(m, test, tokenizer, 'vicuna_v1', { maxQuestions: r.evalQuestions });
-      return { accuracy: a.accuracy, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
+      return { captionAccuracy: captionAccuracy(m, test, tokenizer), accuracy: a.accuracy, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
     },
     onLog: opts.onLog, checkpointFiles: { tokenizer: opts.tokenizerJson ?? json },
     logEvery: 10,

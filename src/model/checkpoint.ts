@@ -4,16 +4,27 @@
 // temp directory that is renamed over the target at the end, so a crash never leaves a half checkpoint.
 // Loading also accepts original LLaVA checkpoints: sharded weights, and a vision tower that is not in the
 // checkpoint but in the directory named by mm_vision_tower (HF CLIPVisionModel layout, names with or
-// without the "vision_model." prefix).
+// without the "vision_model." prefix); and transformers' LlavaForConditionalGeneration directories
+// (config.json with text_config / vision_config), which saveCheckpoint(..., { format: 'transformers' })
+// also writes (see transformers_llava.ts for that layout and the name table).
 import * as fs from 'fs';
 import * as path from 'path';
 import { HostTensor, readCheckpointWeights, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig } from './config';
+import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, stringifyTransformersConfig, transformersNameFromOurs, weightsFromTransformers, weightsToTransformers } from './transformers_llava';
 import { VwLmm } from './vwlmm';
 
 const TOWER_PREFIX = 'model.vision_tower.vision_tower.';
 
 export interface SaveOptions {
+  /**
+   * 'vwlmm' (default): our LLaVA layout (config.json with mm_* keys, LLaVA tensor names, vm_head).
+   * 'transformers': what transformers' LlavaForConditionalGeneration.from_pretrained loads (plain LLaVA
+   * only: vmWeight 0, mlp2x_gelu, an image token id inside the vocabulary).
+   */
+  format?: 'vwlmm' | 'transformers';
+  /** transformers format: the image token id to write (default: the model config's imageTokenIndex). */
+  imageTokenIndex?: number;
   /** tokenizer.json to copy in (a path) or to write (an object). */
   tokenizer?: string | Record<string, unknown>;
   /** Extra files written into the checkpoint (name -> contents). */
@@ -25,11 +36,16 @@ export interface SaveOptions {
 export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}): void {
   const parent = path.dirname(path.resolve(dir));
   fs.mkdirSync(parent, { recursive: true });
+  const transformers = opts.format === 'transformers';
+  if (opts.format !== undefined && opts.format !== 'vwlmm' && !transformers) throw new RangeError(`saveCheckpoint: unknown format '${String(opts.format)}' (vwlmm | transformers)`);
+  // everything that can throw on the model is done before the temp directory exists
+  const configJson = transformers ? configToTransformers(model.config, opts.imageTokenIndex ?? model.config.imageTokenIndex) : { ...configToJson(model.config), mm_vision_tower: 'embedded' };
+  const tensors = transformers ? weightsToTransformers(model.stateDict()) : model.stateDict();
   const tmp = `${path.resolve(dir)}.tmp-${process.pid}-${Date.now()}`;
   fs.mkdirSync(tmp);
   try {
-    fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify({ ...configToJson(model.config), mm_vision_tower: 'embedded' }, null, 2) + '\n');
-    writeSafetensors(path.join(tmp, 'model.safetensors'), model.stateDict(), { format: 'pt' });
+    fs.writeFileSync(path.join(tmp, 'config.json'), (transformers ? stringifyTransformersConfig(configJson) : JSON.stringify(configJson, null, 2)) + '\n');
+    writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' });
     if (typeof opts.tokenizer === 'string') fs.copyFileSync(opts.tokenizer, path.join(tmp, 'tokenizer.json'));
     else if (opts.tokenizer) fs.writeFileSync(path.join(tmp, 'tokenizer.json'), JSON.stringify(opts.tokenizer));
     for (const [name, data] of Object.entries(opts.extraFiles ?? {})) fs.writeFileSync(path.join(tmp, name), data);
@@ -57,6 +73,7 @@ function readJson(file: string): Record<string, unknown> {
 export function loadCheckpoint(dir: string, opts: { seed?: number } = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`checkpoint: ${dir} is not a directory`);
   const json = readJson(path.join(dir, 'config.json'));
+  if (isTransformersLlavaConfig(json)) return loadTransformersCheckpoint(dir, json, opts.seed ?? 0);
   const weights = readCheckpointWeights(dir);
   let towerWeights: Map<string, HostTensor> | null = null;
   let visionConfig: Record<string, unknown> | undefined;
@@ -78,6 +95,23 @@ export function loadCheckpoint(dir: string, opts: { seed?: number } = {}): { mod
     // Every parameter must be present; extra tensors (e.g. a CLIP text tower) are ignored.
     const { missing } = model.loadStateDict(weights, { strict: false });
     if (missing.length) throw new Error(`checkpoint: ${dir} lacks ${missing.length} tensors, e.g. ${missing.slice(0, 5).join(', ')}`);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  const tok = path.join(dir, 'tokenizer.json');
+  return { model, config, tokenizerPath: fs.existsSync(tok) ? tok : null };
+}
+
+/** A transformers LlavaForConditionalGeneration directory (config.json with text_config / vision_config). */
+function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, seed: number): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
+  const pre = path.join(dir, 'preprocessor_config.json');
+  const config = configFromTransformers(json, fs.existsSync(pre) ? readJson(pre) : undefined);
+  const weights = weightsFromTransformers(readCheckpointWeights(dir), json);
+  const model = VwLmm.create(config, seed);
+  try {
+    const { missing } = model.loadStateDict(weights, { strict: false });
+    if (missing.length) throw new Error(`checkpoint: ${dir} lacks ${missing.length} tensors, e.g. ${missing.slice(0, 5).map((n) => transformersNameFromOurs(n) ?? n).join(', ')}`);
   } catch (e) {
     model.dispose();
     throw e;

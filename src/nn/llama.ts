@@ -21,18 +21,26 @@ export interface LlamaConfig {
 
 /** Our config from an HF LlamaConfig (config.json) object. */
 export function llamaConfigFromHF(c: Record<string, unknown>): LlamaConfig {
-  const num = (k: string, d?: number): number => {
-    const v = c[k] ?? d;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new TypeError(`LLaMA config: ${k} must be a number, got ${JSON.stringify(c[k])}`);
+  const numOf = (k: string, v: unknown): number => {
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new TypeError(`LLaMA config: ${k} must be a number, got ${JSON.stringify(v)}`);
     return v;
   };
+  const num = (k: string, d?: number): number => numOf(k, c[k] ?? d);
   if (c.hidden_act !== undefined && c.hidden_act !== 'silu') throw new RangeError(`LLaMA config: hidden_act '${c.hidden_act}' is not supported (only silu)`);
   if (c.attention_bias || c.mlp_bias) throw new RangeError('LLaMA config: attention_bias / mlp_bias are not supported');
+  // transformers 5 writes rope_parameters {rope_theta, rope_type} (which wins over a top-level rope_theta, as in
+  // transformers 5); 4.x a top-level rope_theta (+ rope_scaling)
+  const rp = (typeof c.rope_parameters === 'object' && c.rope_parameters !== null ? c.rope_parameters : {}) as Record<string, unknown>;
+  const rs = (typeof c.rope_scaling === 'object' && c.rope_scaling !== null ? c.rope_scaling : {}) as Record<string, unknown>;
+  for (const t of [rp.rope_type, rs.rope_type ?? rs.type])
+    if (t !== undefined && t !== 'default') throw new RangeError(`LLaMA config: rope type '${String(t)}' is not supported (only default)`);
   const heads = num('num_attention_heads');
+  if (c.head_dim !== undefined && c.head_dim !== null && c.head_dim !== num('hidden_size') / heads)
+    throw new RangeError(`LLaMA config: head_dim ${String(c.head_dim)} is not hidden_size / num_attention_heads (not supported)`);
   return {
     vocabSize: num('vocab_size'), hiddenSize: num('hidden_size'), intermediateSize: num('intermediate_size'),
     numLayers: num('num_hidden_layers'), numHeads: heads, numKvHeads: num('num_key_value_heads', heads),
-    rmsNormEps: num('rms_norm_eps', 1e-6), ropeTheta: num('rope_theta', 10000),
+    rmsNormEps: num('rms_norm_eps', 1e-6), ropeTheta: rp.rope_theta !== undefined ? numOf('rope_parameters.rope_theta', rp.rope_theta) : num('rope_theta', 10000),
     maxPositionEmbeddings: num('max_position_embeddings', 2048), initializerRange: num('initializer_range', 0.02),
   };
 }
