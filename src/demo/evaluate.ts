@@ -55,7 +55,12 @@ export function evaluateSplit(model: VwLmm, split: SplitData, tokenizer: TextTok
  * scenes: the stage-1 signal (chance is 50%); colour words and separators are excluded.
  */
 export function captionAccuracy(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, maxImages = 100): number {
-  const attr = new Set(['square', 'circle', 'left', 'right', 'top', 'bottom'].map((w) => tokenizer.tokenToId(w)));
+  return captionWordAccuracy(model, split, tokenizer, ['square', 'circle', 'left', 'right', 'top', 'bottom'], maxImages);
+}
+
+/** captionAccuracy restricted to the given words (e.g. the shape words). */
+export function captionWordAccuracy(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, words: string[], maxImages = 100): number {
+  const attr = new Set(words.map((w) => tokenizer.tokenToId(w)));
   const n = Math.min(maxImages, split.scenes.length);
   const convs = Array.from({ length: n }, (_, i) => ({ image: i, turns: [{ from: 'human' as const, value: '<image>' }, { from: 'gpt' as const, value: captionText(split.scenes[i]) }] }));
   const { samples } = tokenizeSamples(convs, tokenizer, 'plain');

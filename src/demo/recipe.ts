@@ -8,11 +8,11 @@
 // From scratch every part is trainable in both stages (LLaVA's frozen-LLM stage 1 assumes a pretrained
 // LLM and tower). All sizes and budgets are fields of Recipe; the defaults are what the demo runs.
 import { Turn } from '../data/conversation';
-import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../model/config';
+import { VwLmmConfig } from '../model/config';
 import { VwLmm } from '../model/vwlmm';
 import { Generator } from '../random';
 import { Stage, Trainer } from '../train/trainer';
-import { Accuracy, captionAccuracy, evaluateSplit } from './evaluate';
+import { Accuracy, captionAccuracy, captionWordAccuracy, evaluateSplit } from './evaluate';
 import { renderScene, Scene } from '../data/sort_of_clevr';
 import { batchOf, captionText, makeSplit, makeTokenizer, questionConversation, SplitData, TaskSample, tokenizeSamples } from './task';
 
@@ -30,8 +30,13 @@ export interface Recipe {
    * word to its object is easy with few objects). warmupObjects/warmupSteps: a first caption stage with
    * at most that many objects (a growing curriculum); 0 steps = none.
    */
-  stage1: { steps: number; batchSize: number; lr: number; subsets: boolean; warmupObjects: number; warmupSteps: number };
-  stage2: { steps: number; batchSize: number; lr: number; questionsPerSample: number; captionShare: number };
+  stage1: { steps: number; batchSize: number; lr: number; subsets: boolean; warmupObjects: number; warmupSteps: number; relational: boolean };
+  /**
+   * describeTurns: extra turns per conversation asking "What is the {colour} object?" answered with its
+   * attribute words (as in the caption: "circle left top", plus the relational words with
+   * stage1.relational): dense supervision for binding the question's colour word to its object.
+   */
+  stage2: { steps: number; batchSize: number; lr: number; questionsPerSample: number; captionShare: number; describeTurns: number };
   evalEvery: number;
   evalQuestions: number;
 }
@@ -40,13 +45,16 @@ export const DEFAULT_RECIPE: Recipe = {
   seed: 0,
   trainImages: 9800,
   testImages: 200,
-  model: { d: 64, layers: 2, heads: 4, ffn: 128, visionD: 64, visionLayers: 2, visionHeads: 4, visionFfn: 128, patch: 15, projector: 'mlp2x_gelu', initStd: 0.05 },
-  imageMean: [...CLIP_MEAN] as [number, number, number],
-  imageStd: [...CLIP_STD] as [number, number, number],
+  // 8 heads in both towers: binding a colour word to its object broke earlier than with 4 (RESULTS.md)
+  model: { d: 64, layers: 2, heads: 8, ffn: 128, visionD: 64, visionLayers: 2, visionHeads: 8, visionFfn: 128, patch: 15, projector: 'mlp2x_gelu', initStd: 0.05 },
+  // white background -> 0: a patch's embedding is the sum of its object pixels only (caption words 84%
+  // after 2,000 steps, against 61% with CLIP's normalisation)
+  imageMean: [1, 1, 1],
+  imageStd: [0.5, 0.5, 0.5],
   vmWeight: 1,
-  stage1: { steps: 600, batchSize: 32, lr: 2e-3, subsets: true, warmupObjects: 2, warmupSteps: 0 },
-  stage2: { steps: 1500, batchSize: 16, lr: 1e-3, questionsPerSample: 8, captionShare: 0.25 },
-  evalEvery: 250,
+  stage1: { steps: 2000, batchSize: 32, lr: 3e-3, subsets: true, warmupObjects: 2, warmupSteps: 0, relational: false },
+  stage2: { steps: 6000, batchSize: 16, lr: 2e-3, questionsPerSample: 8, captionShare: 0.25, describeTurns: 3 },
+  evalEvery: 1000,
   evalQuestions: 600,
 };
 
@@ -79,7 +87,7 @@ export function runRecipe(r: Recipe, opts: { outDir: string; onLog?: (rec: Recor
   const P = model.numImageTokens;
   const bopts = { imageSize: 75, numPatches: P, padId: tokenizer.padId, mean: cfg.image.mean, std: cfg.image.std };
   // stage 1 images: the training scenes, or (subsets) each reduced to a random subset of its objects
-  const captionTurns = (sc: Scene): Turn[] => [{ from: 'human', value: '<image>' }, { from: 'gpt', value: captionText(sc) }];
+  const captionTurns = (sc: Scene): Turn[] => [{ from: 'human', value: '<image>' }, { from: 'gpt', value: captionText(sc, r.stage1.relational) }];
   const subsetSplit = (maxObjects: number, label: string): { split: SplitData; samples: TaskSample[] } => {
     const g = gen.fork(label);
     const scenes = train.scenes.map((sc) => {
@@ -98,8 +106,17 @@ export function runRecipe(r: Recipe, opts: { outDir: string; onLog?: (rec: Recor
   // stage 2: each image's 20 questions split into conversations of questionsPerSample turns
   const k = r.stage2.questionsPerSample;
   const convs: { image: number; turns: Turn[] }[] = [];
+  const describeGen = gen.fork('describe');
   train.questions.forEach((qs, i) => {
-    for (let s = 0; s < qs.length; s += k) convs.push({ image: i, turns: questionConversation(qs.slice(s, s + k)) });
+    for (let s = 0; s < qs.length; s += k) {
+      const turns = questionConversation(qs.slice(s, s + k));
+      for (let d = 0; d < r.stage2.describeTurns; d++) {
+        const j = describeGen.int(train.scenes[i].objects.length);
+        const words = captionText({ objects: train.scenes[i].objects }, r.stage1.relational).split(' , ')[j].split(' ').slice(1).join(' ');
+        turns.push({ from: 'human', value: `What is the ${train.scenes[i].objects[j].colour} object?` }, { from: 'gpt', value: words });
+      }
+      convs.push({ image: i, turns });
+    }
   });
   const questions = tokenizeSamples(convs, tokenizer, 'vicuna_v1').samples;
   // the mixture: questions then captions; captionShare of the stage's samples are captions
@@ -114,9 +131,10 @@ export function runRecipe(r: Recipe, opts: { outDir: string; onLog?: (rec: Recor
   const trainer = new Trainer(model, stages, {
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery,
     evaluate: (m, where) => {
-      if (where.stage.startsWith('captions')) return { captionAccuracy: captionAccuracy(m, test, tokenizer) };
+      const shapes = captionWordAccuracy(m, test, tokenizer, ['square', 'circle']);
+      if (where.stage.startsWith('captions')) return { captionAccuracy: captionAccuracy(m, test, tokenizer), captionShapeAccuracy: shapes };
       const a = evaluateSplit(m, test, tokenizer, 'vicuna_v1', { maxQuestions: r.evalQuestions });
-      return { captionAccuracy: captionAccuracy(m, test, tokenizer), accuracy: a.accuracy, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
+      return { captionAccuracy: captionAccuracy(m, test, tokenizer), captionShapeAccuracy: shapes, accuracy: a.accuracy, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
     },
     onLog: opts.onLog, checkpointFiles: { tokenizer: opts.tokenizerJson ?? json },
     logEvery: 10,

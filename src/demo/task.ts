@@ -6,7 +6,7 @@ import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
 import { TemplateName, tokenizeConversation, Turn } from '../data/conversation';
 import { normalizeRgb } from '../data/images';
 import {
-  captionFor, COLOURS, generateScene, questionsFor, renderScene, Scene, sortOfClevrVocabulary, SortOfClevrQuestion, wordLevelTokenizerJson, WORD_LEVEL_TOKENIZER_CONFIG,
+  answerFor, captionFor, COLOURS, generateScene, questionsFor, renderScene, Scene, sortOfClevrVocabulary, SortOfClevrQuestion, wordLevelTokenizerJson, WORD_LEVEL_TOKENIZER_CONFIG,
 } from '../data/sort_of_clevr';
 import { TextTokenizer } from '../data/tokenizer';
 import { ModelBatch } from '../model/vwlmm';
@@ -40,9 +40,18 @@ export function makeTokenizer(): { tokenizer: TextTokenizer; json: Record<string
   return { tokenizer: new TextTokenizer(json, { config: WORD_LEVEL_TOKENIZER_CONFIG }), json };
 }
 
-/** Caption variants: 'dense' = the generator's caption (colour shape left|right top|bottom per object). */
-export function captionText(scene: Scene): string {
-  return captionFor(scene);
+/**
+ * The stage-1 caption: the generator's dense caption (colour shape left|right top|bottom per object), or
+ * with `relational` each object also gets "closest <shape> furthest <shape> same <n>" (the shapes of its
+ * nearest and farthest objects and how many objects share its shape): the relations as dense targets.
+ */
+export function captionText(scene: Scene, relational = false): string {
+  if (!relational) return captionFor(scene);
+  return scene.objects.map((o, i) => {
+    const base = `${o.colour} ${o.shape} ${o.cx < 37.5 ? 'left' : 'right'} ${o.cy < 37.5 ? 'top' : 'bottom'}`;
+    const rel = scene.objects.length > 1 ? ` closest ${answerFor(scene, 'closest', i)} furthest ${answerFor(scene, 'furthest', i)}` : '';
+    return `${base}${rel} same ${answerFor(scene, 'count', i)}`;
+  }).join(' , ');
 }
 
 export function questionConversation(qs: SortOfClevrQuestion[]): Turn[] {
