@@ -40,6 +40,17 @@ export function memoryStats(): { cpu: { liveBuffers: number; liveBytes: number }
   return { cpu: cpu().memoryStats(), cuda: cudaAddon ? cudaAddon.memoryStats() : null };
 }
 
+/**
+ * Host memory of disposed tensors is kept in size-class free lists for reuse (up to 1 GiB): the bytes held
+ * there now, and a call that returns them to the system (like torch.cuda.empty_cache).
+ */
+export function cachedHostBytes(): number {
+  return (cpu() as unknown as { cachedBytes(): number }).cachedBytes();
+}
+export function releaseHostCache(): number {
+  return (cpu() as unknown as { releaseCache(): number }).releaseCache();
+}
+
 /** Names of the native ops (native/core/ops.def), the same on every backend. */
 export function opNames(): string[] {
   return cpu().opNames();

@@ -1,6 +1,6 @@
 // Tensor, scope and native memory: round trips, disposal, leak accounting, bf16 conversion.
 import { describe, expect, it } from 'vitest';
-import { cudaAvailable, keep, kernels, memoryStats, scope, Tensor } from '../src';
+import { cachedHostBytes, cudaAvailable, keep, kernels, memoryStats, releaseHostCache, scope, Tensor } from '../src';
 import { bf16ToF32, f32ToBf16, roundToBf16 } from '../src/bf16';
 import { rngFor } from './support/random';
 
@@ -18,6 +18,20 @@ describe('Tensor', () => {
     expect(Array.from(i.toArray())).toEqual([7, -2147483648, 2147483647]);
     f.dispose();
     i.dispose();
+  });
+
+  it('disposed host blocks are cached by size class, reused, and released on request', () => {
+    releaseHostCache();
+    const a = Tensor.fromArray(new Float32Array(100_000), [100_000]);
+    a.dispose();
+    const cached = cachedHostBytes();
+    expect(cached).toBeGreaterThanOrEqual(400_000);
+    const b = Tensor.fromArray(new Float32Array(99_000).fill(7), [99_000]); // same size class: reused
+    expect(cachedHostBytes()).toBe(0);
+    expect(b.toArray()[98_999]).toBe(7);
+    b.dispose();
+    expect(releaseHostCache()).toBe(cached);
+    expect(cachedHostBytes()).toBe(0);
   });
 
   it('holds empty tensors', () => {

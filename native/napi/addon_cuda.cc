@@ -50,7 +50,7 @@ void* DeviceAlloc(size_t bytes) {
   return p;
 }
 // Called from dispose() and GC finalizers, which cannot throw; a failed free (driver gone at exit) is moot.
-void DeviceFree(void* p) {
+void DeviceFree(void* p, size_t /*bytes*/) {
   if (cudaFree(p) != cudaSuccess) cudaGetLastError();
 }
 void Upload(void* dst, const void* src, size_t n) {

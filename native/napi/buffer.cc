@@ -68,7 +68,7 @@ NativeBuffer::~NativeBuffer() { Free(nullptr); }
 void NativeBuffer::Free(Napi::Env* env) {
   if (disposed_) return;
   disposed_ = true;
-  if (data_) kDeviceMemory.release(data_);
+  if (data_) kDeviceMemory.release(data_, bytes_);
   data_ = nullptr;
   live_count--;
   live_bytes -= static_cast<int64_t>(bytes_);

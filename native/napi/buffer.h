@@ -14,7 +14,7 @@ namespace vw::napi {
 struct DeviceMemory {
   const char* device;                                  // "cpu" | "cuda"
   void* (*alloc)(size_t bytes);                        // throws vw::Error on failure
-  void (*release)(void* ptr);
+  void (*release)(void* ptr, size_t bytes);  // bytes: the size it was allocated with
   void (*upload)(void* dst, const void* src, size_t);  // host -> backend
   void (*download)(void* dst, const void* src, size_t);
   void (*zero)(void* dst, size_t);
