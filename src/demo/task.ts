@@ -88,7 +88,4 @@ export function batchOf(samples: TaskSample[], split: SplitData, opts: { imageSi
 
 export { COLOURS };
 
-/** Answer normalisation for exact match: lower case, punctuation removed, whitespace collapsed. */
-export function normalizeAnswer(s: string): string {
-  return s.toLowerCase().replace(/[^\p{L}\p{N}\s]/gu, ' ').replace(/\s+/g, ' ').trim();
-}
+export { normalizeAnswer } from '../eval/llava_eval';

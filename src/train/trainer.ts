@@ -157,7 +157,7 @@ export class Trainer {
             scope(() => {
               const out = this.model.loss(batch);
               // micro-batches average: each backward carries 1/accum of the gradient
-              const scaled = accum === 1 ? out.loss : scaleScalar(out.loss, 1 / accum);
+              const scaled = accum === 1 ? out.loss : ops.scale(out.loss, 1 / accum);
               scaled.backward();
               ce += out.ce / accum;
               kl += out.kl / accum;
@@ -200,10 +200,6 @@ export class Trainer {
       extraTensors: { 'optimizer.safetensors': tensors },
     });
   }
-}
-
-function scaleScalar(t: Tensor, s: number): Tensor {
-  return ops.scale(t, s);
 }
 
 function optimizerEntries(tensors: Map<string, HostTensor>, nParams: number): { index: number; step: number; m: Float32Array; v: Float32Array }[] {
