@@ -20,7 +20,7 @@ export interface Recipe {
   seed: number;
   trainImages: number;
   testImages: number;
-  model: { d: number; layers: number; heads: number; ffn: number; visionD: number; visionLayers: number; visionHeads: number; visionFfn: number; patch: number; projector: string; initStd: number };
+  model: { d: number; layers: number; heads: number; ffn: number; visionD: number; visionLayers: number; visionHeads: number; visionFfn: number; patch: number; projector: string; initStd: number; selectFeature?: 'patch' | 'cls_patch' };
   /** Pixel normalisation mean and std (per channel, on [0, 1] values). */
   imageMean: [number, number, number];
   imageStd: [number, number, number];
@@ -63,7 +63,7 @@ export function recipeConfig(r: Recipe, vocabSize: number): VwLmmConfig {
   return {
     llm: { vocabSize, hiddenSize: m.d, intermediateSize: m.ffn, numLayers: m.layers, numHeads: m.heads, numKvHeads: m.heads, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 1024, initializerRange: m.initStd },
     vision: { hiddenSize: m.visionD, intermediateSize: m.visionFfn, numLayers: m.visionLayers, numHeads: m.visionHeads, imageSize: 75, patchSize: m.patch, numChannels: 3, layerNormEps: 1e-5, hiddenAct: 'quick_gelu', initializerRange: m.initStd, initializerFactor: 1 },
-    visionTower: 'embedded', projectorType: m.projector, selectLayer: -1, selectFeature: 'patch', vmWeight: r.vmWeight, pif: false, detachTarget: false,
+    visionTower: 'embedded', projectorType: m.projector, selectLayer: -1, selectFeature: m.selectFeature ?? 'patch', vmWeight: r.vmWeight, pif: false, detachTarget: false,
     template: 'vicuna_v1', image: { size: 75, mean: [...r.imageMean] as [number, number, number], std: [...r.imageStd] as [number, number, number], aspect: 'square' }, imageTokenIndex: -200,
   };
 }

@@ -11,7 +11,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { clipGradNorm, AdamW } from '../optim';
 import { Generator } from '../random';
-import { scope, Tensor } from '../tensor';
+import { scope } from '../tensor';
 import * as ops from '../ops';
 import { zeroGrad } from '../autograd';
 import { HostTensor, readSafetensors } from '../io/safetensors';
