@@ -10,7 +10,7 @@ const cases = [
   { name: 'N=1 d=1 V=1 dE=1', N: 1, d: 1, V: 1, dE: 1 },
   { name: 'odd sizes N=5 d=3 V=17 dE=7', N: 5, d: 3, V: 17, dE: 7 },
   { name: 'several chunks N=31 d=11 V=1003 dE=13', N: 31, d: 11, V: 1003, dE: 13, chunkRows: 6 },
-  { name: 'large logits x100', N: 4, d: 8, V: 200, dE: 5, scale: 100 },
+  { name: 'large logits x100', N: 4, d: 8, V: 200, dE: 5, scale: 100, gradTolFactor: 10 },
   { name: 'LLaMA vocabulary V=32000', N: 2, d: 32, V: 32000, dE: 24 },
   { name: 'empty N=0', N: 0, d: 3, V: 10, dE: 4 },
 ];
@@ -36,7 +36,9 @@ describe(`kernels.pseudoImageFeatures (seed ${runSeed})`, () => {
             expect(out.shape).toEqual([c.N, c.dE]);
             expect(relErr(out.toArray(), refOut)).toBeLessThanOrEqual(b.tol);
             const r = kernels.pseudoImageFeaturesBackward(...args, tensor(b, g, [c.N, c.dE]), { chunkRows: c.chunkRows });
-            const gtol = b.tol;
+            // logits of ~300 carry an fp32 rounding of 300 * 2^-24 ~ 2e-5 before any kernel arithmetic, which
+            // moves softmax by that much relative: the x100 cases allow 10 x the tolerance (conditioning)
+            const gtol = b.tol * ((c as { gradTolFactor?: number }).gradTolFactor ?? 1);
             expect(magErr(r.dx.toArray(), ref.dx, ref.dxMag)).toBeLessThanOrEqual(gtol);
             expect(magErr(r.dwVm.toArray(), ref.dwVm, ref.dwVmMag)).toBeLessThanOrEqual(gtol);
             expect(magErr(r.de.toArray(), ref.de, ref.deMag)).toBeLessThanOrEqual(gtol);

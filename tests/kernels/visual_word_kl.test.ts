@@ -14,6 +14,7 @@ interface Case extends KlRefOptions {
   scale?: number;
   chunkRows?: number;
   detachTarget?: boolean;
+  gradTolFactor?: number;
 }
 
 const cases: Case[] = [
@@ -24,7 +25,7 @@ const cases: Case[] = [
   { name: 'none reduction', M: 6, d: 5, V: 97, reduction: 'none' },
   { name: 'temperature 2', M: 8, d: 12, V: 211, temperature: 2 },
   { name: 'detachTarget', M: 7, d: 8, V: 150, detachTarget: true },
-  { name: 'large logits x100', M: 6, d: 16, V: 400, scale: 100 },
+  { name: 'large logits x100', M: 6, d: 16, V: 400, scale: 100, gradTolFactor: 10 },
   { name: 'LLaMA vocabulary V=32000', M: 3, d: 48, V: 32000 },
   { name: 'empty M=0', M: 0, d: 4, V: 9 },
 ];
@@ -58,7 +59,9 @@ describe(`kernels.visualWordKL (seed ${runSeed})`, () => {
             else expect(Math.abs(r.loss - ref.loss)).toBeLessThanOrEqual(b.tol * Math.max(ref.loss, ...ref.lossesMag));
             expect(magErr(r.losses, ref.losses, ref.lossesMag)).toBeLessThanOrEqual(b.tol);
             for (const kl of r.losses) expect(kl).toBeGreaterThanOrEqual(-1e-6);
-            const gtol = b.tol;
+            // logits of ~300 carry an fp32 rounding of 300 * 2^-24 ~ 2e-5 before any kernel arithmetic, which
+            // moves softmax by that much relative: the x100 cases allow 10 x the tolerance (conditioning)
+            const gtol = b.tol * (c.gradTolFactor ?? 1);
             expect(magErr(r.dh!.toArray(), ref.dh, ref.dhMag)).toBeLessThanOrEqual(gtol);
             expect(magErr(r.dwLm!.toArray(), ref.dwLm, ref.dwLmMag)).toBeLessThanOrEqual(gtol);
             if (c.detachTarget) {
