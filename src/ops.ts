@@ -30,18 +30,6 @@ function sameShape(where: string, a: Tensor, b: Tensor, an: string, bn: string):
 const like = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.empty(shape, { device: t.device, dtype: t.dtype });
 const zerosLike = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.zeros(shape, { device: t.device, dtype: t.dtype });
 
-function copyOf(t: Tensor, shape: readonly number[] = t.shape): Tensor {
-  const out = like(t, shape);
-  callOp('axpby', t.device, [t, out], [out], [t.size], [1, 0]);
-  return out;
-}
-
-/** Scalar value of a one-element tensor. */
-export function item(t: Tensor): number {
-  if (t.size !== 1) throw rangeError('item', `expected a one-element tensor, got shape ${shapeStr(t.shape)}`);
-  return t.toArray()[0];
-}
-
 // ------------------------------------------------------------------ shape
 /** A view with another shape (no copy); its gradient is reshaped back. */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -121,7 +109,7 @@ export function addBroadcast(x: Tensor, y: Tensor): Tensor {
     record('add_broadcast', [x, y], [out], ([g]) => {
       const gy = y.requiresGrad ? Tensor.empty(y.shape, { device: y.device, dtype: y.dtype }) : null;
       if (gy) callOp('sum_rows', x.device, [g], [gy], [B, n, 0]);
-      return [x.requiresGrad ? copyOf(g!) : null, gy];
+      return [x.requiresGrad ? g! : null, gy]; // x's gradient passes through
     });
   }
   return out;
@@ -135,7 +123,7 @@ export function sum(x: Tensor): Tensor {
   if (needsGrad(x)) {
     record('sum', [x], [out], ([g]) => {
       const gx = like(x);
-      callOp('fill', x.device, [], [gx], [x.size], [item(g!)]);
+      callOp('fill', x.device, [], [gx], [x.size], [g!.item()]);
       return [gx];
     });
   }
@@ -547,7 +535,7 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: 
   if (grad) {
     const saved = [r.dh!, r.dw!];
     const node = record('linear_cross_entropy', [h, w, targets], [out], ([g]) => {
-      const s = item(g!);
+      const s = g!.item();
       const res = [takeScaled(r.dh, s, h.requiresGrad), takeScaled(r.dw, s, w.requiresGrad), null];
       node.saved = saved.filter((t) => !res.includes(t)); // the returned ones now belong to autograd
       return res;
@@ -566,7 +554,7 @@ export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opt
   if (grad) {
     const saved = [r.dh, r.dwLm, r.dx, r.dwVm].filter((t): t is Tensor => t !== null);
     const node = record('visual_word_kl', [h, wLm, x, wVm], [out], ([g]) => {
-      const s = item(g!);
+      const s = g!.item();
       const res = [takeScaled(r.dh, s, h.requiresGrad), takeScaled(r.dwLm, s, wLm.requiresGrad), takeScaled(r.dx, s, x.requiresGrad), takeScaled(r.dwVm, s, wVm.requiresGrad)];
       node.saved = saved.filter((t) => !res.includes(t));
       return res;
