@@ -11,7 +11,11 @@ export type Reduction = 'mean' | 'sum' | 'none';
 export interface ChunkOptions {
   /** Rows per chunk (0 or undefined: as many as fit in workspaceBytes). */
   chunkRows?: number;
-  /** Budget for the [chunkRows, V] float32 logit blocks, default 64 MiB. */
+  /**
+   * Budget for the [chunkRows, V] float32 logit blocks: default 64 MiB on the CPU, 1 GiB on CUDA (there the
+   * fp32 weight-gradient accumulation, one read and write of dW per chunk, costs more than the GEMMs below
+   * ~2,000 rows per chunk; benchmarks/RESULTS.md).
+   */
   workspaceBytes?: number;
 }
 
@@ -86,8 +90,11 @@ function equalDim(where: string, what: string, a: number, b: number): void {
   if (a !== b) throw rangeError(where, `${what} (${a} vs ${b})`);
 }
 
-function chunkOpts(where: string, o: ChunkOptions): { chunkRows?: number; workspaceBytes?: number } {
-  const r: { chunkRows?: number; workspaceBytes?: number } = {};
+/** Default workspaceBytes per device (the native side's own default, 64 MiB, is the CPU's). */
+export const DEFAULT_WORKSPACE_BYTES: Record<Device, number> = { cpu: 64 * 2 ** 20, cuda: 2 ** 30 };
+
+function chunkOpts(where: string, o: ChunkOptions, device: Device): { chunkRows?: number; workspaceBytes?: number } {
+  const r: { chunkRows?: number; workspaceBytes?: number } = { workspaceBytes: DEFAULT_WORKSPACE_BYTES[device] };
   if (o.chunkRows !== undefined) {
     if (!Number.isInteger(o.chunkRows) || o.chunkRows < 0) throw typeError(where, 'chunkRows', 'a non-negative integer', o.chunkRows);
     r.chunkRows = o.chunkRows;
@@ -148,7 +155,7 @@ function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts?: Linear
   const r = addonFor(device, where).linearCrossEntropy(h.buffer, w.buffer, targets.buffer, { N, d, V }, {
     dtype, ignoreIndex, reduction, grad, labelSmoothing, zLossWeight,
     gradScale: finiteNumber(where, 'gradScale', o.gradScale, 1),
-    ...chunkOpts(where, o),
+    ...chunkOpts(where, o, device),
   });
   return {
     loss: r.loss,
@@ -187,7 +194,7 @@ function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts?: Vis
   const r = addonFor(device, where).visualWordKL(h.buffer, wLm.buffer, x.buffer, wVm.buffer, { M, d, V }, {
     dtype, reduction, temperature, detachTarget, grad,
     gradScale: finiteNumber(where, 'gradScale', o.gradScale, 1),
-    ...chunkOpts(where, o),
+    ...chunkOpts(where, o, device),
   });
   return {
     loss: r.loss,
@@ -212,7 +219,7 @@ function visualWords(x: Tensor, wVm: Tensor, opts?: VisualWordsOptions): { ids: 
   const topK = o.topK ?? 1;
   if (!Number.isInteger(topK) || topK < 1) throw typeError(where, 'topK', 'a positive integer', topK);
   if (topK > V) throw rangeError(where, `topK (${topK}) exceeds the vocabulary size V (${V})`);
-  const r = addonFor(device, where).visualWords(x.buffer, wVm.buffer, { N, d, V }, { dtype, topK, ...chunkOpts(where, o) });
+  const r = addonFor(device, where).visualWords(x.buffer, wVm.buffer, { N, d, V }, { dtype, topK, ...chunkOpts(where, o, device) });
   return { ids: new Tensor(r.ids, [N, topK], 'int32', device), probs: new Tensor(r.probs, [N, topK], 'float32', device) };
 }
 
@@ -231,7 +238,7 @@ function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor, opts?: ChunkOpti
   const where = 'kernels.pseudoImageFeatures';
   const o = options(where, opts) as ChunkOptions;
   const { dims, device, dtype } = pifArgs(where, x, wVm, e);
-  const r = addonFor(device, where).pseudoImageFeatures(x.buffer, wVm.buffer, e.buffer, dims, { dtype, ...chunkOpts(where, o) });
+  const r = addonFor(device, where).pseudoImageFeatures(x.buffer, wVm.buffer, e.buffer, dims, { dtype, ...chunkOpts(where, o, device) });
   return new Tensor(r.out, [dims.N, dims.dE], dtype, device);
 }
 
@@ -244,7 +251,7 @@ function pseudoImageFeaturesBackward(x: Tensor, wVm: Tensor, e: Tensor, gradOut:
   equalDim(where, 'gradOut must have one row per row of x', Ng, dims.N);
   equalDim(where, 'gradOut must have the width dE of e', dEg, dims.dE);
   sameKind(where, x, 'x', { gradOut });
-  const r = addonFor(device, where).pseudoImageFeaturesBackward(x.buffer, wVm.buffer, e.buffer, gradOut.buffer, dims, { dtype, ...chunkOpts(where, o) });
+  const r = addonFor(device, where).pseudoImageFeaturesBackward(x.buffer, wVm.buffer, e.buffer, gradOut.buffer, dims, { dtype, ...chunkOpts(where, o, device) });
   return {
     dx: new Tensor(r.dx, [dims.N, dims.d], dtype, device),
     dwVm: new Tensor(r.dwVm, [dims.V, dims.d], 'float32', device),

@@ -30,7 +30,7 @@ namespace {
 // The second term is the exact normalisation of q relative to p, so any constant error in D cancels and a
 // near-zero KL (~|lr|^2) keeps relative accuracy instead of being a difference of O(log V) lse terms.
 // When a maximum moves, the state is re-based exactly: with k = D' - D (exact in double) and
-// alpha = e^(Ma - Ma'):  L <- alpha (L - k Sa),  E <- alpha (E + expm1(k) (E + Sa)),  Sa <- alpha Sa.
+// alpha = e^(Ma - Ma'):  L <- alpha (L - k Sa),  E <- alpha E + alpha expm1(k) (E + Sa),  Sa <- alpha Sa.
 // Sb = sum e^(b - Mb) is kept as well, for lse_b in the gradient pass (q from its own normalisation, as on
 // the CPU, rather than derived from E, which carries the rounding of a - b when a and b are far apart).
 // Sums are double (the row pass is memory bound, so that is free); Mb propagates NaN so a NaN in b is
@@ -42,9 +42,15 @@ struct KlState {
   VW_HD void rebase(float nma, float nmb) {
     const float nd = nma - nmb;
     const double k = static_cast<double>(nd) - static_cast<double>(D);
-    const double alpha = exp_shift(ma, nma);
+    const double la = static_cast<double>(ma) - static_cast<double>(nma);  // exact, <= 0
+    const double alpha = exp(la);
+    // alpha expm1(k) as e^(k + la) - alpha when |k| >= 1: a thread's first element can sit ~1e3 below the
+    // row max (x100 logits), where expm1(k) overflows and alpha underflows (inf * 0 = NaN); k + la ~
+    // Mb - Mb' <= 0 cannot overflow, and the two terms differ by e^|k| >= e, so nothing cancels. The
+    // product form when |k| < 1, where the difference would cancel.
+    const double ak = fabs(k) < 1.0 ? alpha * expm1(k) : exp(k + la) - alpha;
     l = alpha * (l - k * sa);
-    e = alpha * (e + expm1(k) * (e + sa));
+    e = alpha * e + ak * (e + sa);
     sa *= alpha;
     sb *= exp_shift(mb, nmb);
     ma = nma, mb = nmb, D = nd;

@@ -1,7 +1,7 @@
 // The fused kernels never allocate an N x V tensor: their scratch is bounded by workspaceBytes (64 MiB by
-// default) whatever N is, and results do not depend on the chunking.
+// default on the CPU, 1 GiB on CUDA) whatever N is, and results do not depend on the chunking.
 import { describe, expect, it } from 'vitest';
-import { kernels, scope, Tensor } from '../../src';
+import { cudaAvailable, kernels, scope, Tensor } from '../../src';
 import { rngFor } from '../support/random';
 
 describe('bounded workspace', () => {
@@ -30,6 +30,25 @@ describe('bounded workspace', () => {
         scale = Math.max(scale, Math.abs(b[i]));
       }
       expect(diff / scale).toBeLessThan(1e-5);
+    });
+  });
+
+  it.skipIf(!cudaAvailable())('CUDA default budget: 1 GiB at most although N x V x 4 bytes is larger', () => {
+    const N = 4500, d = 8, V = 64000;
+    expect(N * V * 4).toBeGreaterThan(2 ** 30);
+    const rng = rngFor('ws-cuda');
+    scope(() => {
+      const opt = { device: 'cuda' as const, dtype: 'bfloat16' as const };
+      const h = Tensor.fromArray(rng.normals(N * d), [N, d], opt);
+      const w = Tensor.fromArray(rng.normals(V * d, 0.1), [V, d], opt);
+      const t = Tensor.fromArray(new Int32Array(N).map(() => rng.int(V)), [N], { device: 'cuda' });
+      const ce = kernels.linearCrossEntropy(h, w, t);
+      expect(ce.workspaceBytes).toBeLessThanOrEqual(2 ** 30);
+      expect(ce.workspaceBytes).toBeGreaterThan(64 * 2 ** 20);
+      expect(ce.chunkRows).toBeLessThan(N);
+      const kl = kernels.visualWordKL(h, w, h, w);
+      expect(kl.workspaceBytes).toBeLessThanOrEqual(2 ** 30);
+      expect(Number.isFinite(kl.loss)).toBe(true);
     });
   });
 });

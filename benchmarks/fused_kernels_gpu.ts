@@ -1,0 +1,113 @@
+// GPU benchmark of the fused vocabulary kernels (forward + backward in one call) against PyTorch eager
+// and torch.compile of the official formulation on the same GPU (benchmarks/torch_reference.py
+// --device cuda), bf16 inputs with fp32 softmax/loss math, as a user of HF/LLaVA would run it.
+// Memory: ours = the kernel's workspace + its outputs (the gradients, fp32 for weights), counted exactly
+// from the allocations; torch = torch.cuda.max_memory_allocated() minus the inputs.
+// Prints a table, then one JSON line; --out FILE also writes the JSON.
+//
+//   npx tsx benchmarks/fused_kernels_gpu.ts [--N 9216] [--d 4096] [--V 32000] [--reps 5] [--dtypes bfloat16,float32]
+//       [--workspace-mib 64,256] [--torch-dtypes bfloat16] [--no-torch]
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import { backendInfo, cudaAvailable, kernels, memoryStats, scope, Tensor } from '../src';
+import type { DType } from '../src';
+
+type Op = 'kl' | 'ce';
+interface Result {
+  op: Op; impl: string; dtype: string; N: number; d: number; V: number;
+  seconds: number; tflops: number; memMiB: number; workspaceMiB?: number; loss?: number; note?: string;
+}
+
+const args = process.argv.slice(2);
+const arg = (name: string, dflt: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const N = Number(arg('N', '9216')), d = Number(arg('d', '4096')), V = Number(arg('V', '32000'));
+const reps = Number(arg('reps', '5'));
+const dtypes = arg('dtypes', 'bfloat16,float32').split(',') as DType[];
+const workspaces = arg('workspace-mib', '64,256').split(',').map(Number);
+// PyTorch (eager and compile) for these dtypes only: compiling costs ~1 min per case of a short GPU lease
+const torchDtypes = arg('torch-dtypes', 'bfloat16').split(',');
+const gemms = (op: Op) => (op === 'kl' ? 6 : 3);
+
+function uniform(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = (s / 2 ** 32 - 0.5) * 0.2;
+  }
+  return a;
+}
+
+function ours(op: Op, dtype: DType, workspaceMiB: number): Result {
+  const opt = { device: 'cuda' as const, dtype };
+  const h = Tensor.fromArray(uniform(N * d, 1), [N, d], opt);
+  const wLm = Tensor.fromArray(uniform(V * d, 2), [V, d], opt);
+  const x = Tensor.fromArray(uniform(N * d, 3), [N, d], opt);
+  const wVm = Tensor.fromArray(uniform(V * d, 4), [V, d], opt);
+  const t = Tensor.fromArray(new Int32Array(N).map((_, i) => (i * 7919) % V), [N], { device: 'cuda' });
+  const base = memoryStats().cuda!.liveBytes;
+  let loss = 0, workspace = 0, outBytes = 0;
+  const workspaceBytes = workspaceMiB * 2 ** 20;
+  // the loss is read back to the host, which waits for the GPU: each step's time is complete
+  const step = () => scope(() => {
+    const r = op === 'kl' ? kernels.visualWordKL(h, wLm, x, wVm, { workspaceBytes }) : kernels.linearCrossEntropy(h, wLm, t, { workspaceBytes });
+    loss = r.loss;
+    workspace = r.workspaceBytes;
+    outBytes = memoryStats().cuda!.liveBytes - base;
+  });
+  step();
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = process.hrtime.bigint();
+    step();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  [h, wLm, x, wVm, t].forEach((a) => a.dispose());
+  times.sort((a, b) => a - b);
+  const seconds = times[Math.floor(times.length / 2)];
+  return {
+    op, impl: `vwlmm fused (ws ${workspaceMiB} MiB)`, dtype, N, d, V, seconds, tflops: (gemms(op) * 2 * N * d * V) / seconds / 1e12,
+    memMiB: (outBytes + workspace) / 2 ** 20, workspaceMiB: workspace / 2 ** 20, loss,
+  };
+}
+
+function torch(op: Op, dtype: DType, mode: 'eager' | 'compile'): Result {
+  const r = spawnSync('python3', ['benchmarks/torch_reference.py', '--op', op, '--N', `${N}`, '--d', `${d}`, '--V', `${V}`, '--mode', mode,
+    '--reps', `${reps}`, '--device', 'cuda', '--dtype', dtype], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const base = { op, impl: `torch ${mode}`, dtype, N, d, V };
+  const line = (r.stdout || '').trim().split('\n').pop() ?? '';
+  try {
+    const j = JSON.parse(line);
+    return { ...base, seconds: j.seconds, tflops: (gemms(op) * 2 * N * d * V) / j.seconds / 1e12, memMiB: j.peakMemGrowthMiB, loss: j.loss };
+  } catch {
+    return { ...base, seconds: NaN, tflops: NaN, memMiB: NaN, note: `failed: ${(r.stderr || r.error?.message || '').slice(-400)}` };
+  }
+}
+
+if (!cudaAvailable()) {
+  console.error(`fused_kernels_gpu: no usable CUDA device (${JSON.stringify(backendInfo().cuda)})`);
+  process.exit(1);
+}
+const results: Result[] = [];
+for (const op of ['kl', 'ce'] as Op[]) {
+  for (const dtype of dtypes) {
+    for (const ws of workspaces) results.push(ours(op, dtype, ws));
+    if (!args.includes('--no-torch') && torchDtypes.includes(dtype)) for (const mode of ['eager', 'compile'] as const) results.push(torch(op, dtype, mode));
+  }
+}
+const fmt = (x: number, p = 2) => (Number.isFinite(x) ? x.toFixed(p) : 'n/a');
+console.log(`device: ${JSON.stringify(backendInfo().cuda)}`);
+console.log(`N ${N}, d ${d}, V ${V}, median of ${reps}`);
+console.log('op | dtype    | impl                       |      ms | TFLOP/s | mem MiB | vs eager | vs compile | loss');
+for (const r of results) {
+  const ref = (mode: string) => results.find((q) => q.op === r.op && q.dtype === r.dtype && q.impl === `torch ${mode}`);
+  const ratio = (q?: Result) => (q && Number.isFinite(q.seconds) ? `${fmt(q.seconds / r.seconds)}x` : 'n/a');
+  console.log(`${r.op} | ${r.dtype.padEnd(8)} | ${r.impl.padEnd(26)} | ${fmt(r.seconds * 1e3, 1).padStart(7)} | ${fmt(r.tflops, 1).padStart(7)} | ${fmt(r.memMiB, 0).padStart(7)} | ${ratio(ref('eager')).padStart(8)} | ${ratio(ref('compile')).padStart(10)} | ${r.loss ?? ''}${r.note ? ' ' + r.note : ''}`);
+}
+const json = JSON.stringify({ device: backendInfo().cuda, N, d, V, reps, results });
+console.log(json);
+const out = arg('out', '');
+if (out) fs.writeFileSync(out, json + '\n');

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One GPU session's checks, run on a machine with a GPU, nvcc, cuBLAS and PyTorch but no Node/npm/network:
+# unpack Node and node_modules carried in .device/, build both addons (CUDA for sm_90), run the test files
+# whose cuda-f32 / cuda-bf16 backends and CPU-vs-CUDA parity cases need a GPU, then time the fused kernels
+# against PyTorch eager and torch.compile on the same GPU. Logs and JSON go to $OUT; a table prints last.
+#   .device/node.xz      Node 20 (../shared/device/node-v20.20.2-linux-x64.xz)
+#   .device/nm.tar.xz    node_modules (without typescript)
+#   .device/src.tar      `git archive HEAD` plus the files under test (isolates the run from edits in progress)
+set -u
+OUT=${OUT:-/tmp/vwlmm-gpu-out}; mkdir -p "$OUT"
+here=$(pwd)
+mkdir -p /tmp/nodebin && xz -dc .device/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
+export PATH=/tmp/nodebin:$PATH
+w=/tmp/vwlmm-work; rm -rf "$w"; mkdir -p "$w"
+tar -xf .device/src.tar -C "$w" && tar -xJf .device/nm.tar.xz -C "$w" || { echo "unpack failed"; exit 1; }
+cd "$w"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+t0=$(date +%s)
+if ! VWLMM_CUDA_ARCHS=90 node node_modules/cmake-js/bin/cmake-js compile --directory . --CDVWLMM_CUDA=on -p 16 >"$OUT/build.log" 2>&1; then
+  tail -60 "$OUT/build.log"; echo "BUILD FAILED"; exit 1
+fi
+echo "build: $(( $(date +%s) - t0 )) s"; grep -E "vwlmm: (CPU GEMM|CUDA addon)" "$OUT/build.log"
+node -e "require('./node_modules/tsx/dist/cjs/api/index.cjs').register(); const v=require('./src'); console.log(JSON.stringify(v.backendInfo()))" 2>&1 | tee "$OUT/backend.json" | head -c 1500; echo
+t0=$(date +%s)
+timeout ${TEST_TIMEOUT:-240} node node_modules/vitest/vitest.mjs run ${TESTS:-tests/kernels tests/engine tests/tensor.test.ts} >"$OUT/tests.log" 2>&1
+echo "tests: rc $? in $(( $(date +%s) - t0 )) s"
+grep -E "FAIL|✗|×|AssertionError|Error:" "$OUT/tests.log" | head -40
+tail -8 "$OUT/tests.log"
+t0=$(date +%s)
+timeout ${BENCH_TIMEOUT:-300} node node_modules/tsx/dist/cli.mjs benchmarks/fused_kernels_gpu.ts ${BENCH_ARGS:-} --out "$OUT/bench.json" >"$OUT/bench.log" 2>&1
+echo "bench: rc $? in $(( $(date +%s) - t0 )) s"
+cat "$OUT/bench.log" | grep -v '^{'
