@@ -1,17 +1,65 @@
 #!/usr/bin/env node
-// npm install hook: use a prebuilt binary (prebuilds/<platform>-<arch>/) when one loads, else build from
-// source with cmake-js. VWLMM_BUILD_FROM_SOURCE=1 forces the source build.
+// npm install hook. Uses a native binary that is already there, without compiling anything: the prebuilt one
+// shipped in the package (prebuilds/<platform>-<arch>/, linux-x64 in the npm tarball) or an existing build/Release
+// from an earlier source build, picked exactly as the library picks it at run time (node-gyp-build) and loaded
+// once to make sure it works on this machine. Otherwise (no binary for this platform, one that does not load
+// here, or VWLMM_BUILD_FROM_SOURCE=1) it says why and builds from source with cmake-js (scripts/build-native.js).
 'use strict';
+const fs = require('fs');
 const path = require('path');
 
 const root = path.join(__dirname, '..');
-if (!process.env.VWLMM_BUILD_FROM_SOURCE) {
+const tuple = `${process.platform}-${process.arch}`;
+const rel = (f) => path.relative(root, f);
+
+/** { file } of a binary that loads here, or { reason } why there is none. */
+function existingBinary() {
+  let file;
   try {
-    require('node-gyp-build')(root);
-    console.log('vwlmm: using the existing native binary');
-    process.exit(0);
+    file = require('node-gyp-build').resolve(root);
   } catch (e) {
-    // no usable binary: build one
+    let reason;
+    if (fs.existsSync(path.join(root, '.git'))) reason = 'a source checkout (no build/Release or prebuilds/ yet)';
+    else if (!fs.existsSync(path.join(root, 'prebuilds'))) reason = 'this package was packed without prebuilt binaries (no prebuilds/ folder)';
+    else reason = `no prebuilt binary for ${tuple} that matches this system (prebuilt: linux-x64 glibc only)`;
+    return { reason };
   }
+  try {
+    require(file);
+  } catch (e) {
+    return { reason: `${rel(file)} does not load on this machine (${String(e.message).split('\n')[0]})` };
+  }
+  return { file };
 }
+
+function cudaNote() {
+  const candidates = [path.join(root, 'build', 'Release', 'cuda', 'vwlmm_cuda.node'),
+    path.join(root, 'prebuilds', tuple, 'cuda', 'vwlmm_cuda.node')];
+  const f = candidates.find((c) => fs.existsSync(c));
+  if (!f) return 'no CUDA addon in this package (CPU only; a source build with nvcc + cuBLAS adds one)';
+  let cublas = 'cuBLAS';
+  try {
+    const m = /libcublas\.so\.\d+/.exec(fs.readFileSync(f).toString('latin1'));
+    if (m) cublas = m[0];
+  } catch (e) { /* only for the message */ }
+  return `CUDA addon ${rel(f)} (loaded on first use of device 'cuda'; needs an NVIDIA driver and ${cublas} on the library path)`;
+}
+
+const force = process.env.VWLMM_BUILD_FROM_SOURCE && !['0', 'false', ''].includes(process.env.VWLMM_BUILD_FROM_SOURCE);
+let reason;
+if (force) {
+  reason = `VWLMM_BUILD_FROM_SOURCE=${process.env.VWLMM_BUILD_FROM_SOURCE}`;
+} else {
+  const found = existingBinary();
+  if (found.file) {
+    const prebuilt = rel(found.file).startsWith('prebuilds');
+    console.log(prebuilt
+      ? `vwlmm: using the prebuilt binary ${rel(found.file)} (nothing to compile; VWLMM_BUILD_FROM_SOURCE=1 builds from source)`
+      : `vwlmm: using the existing build ${rel(found.file)} (npm run build:native rebuilds it)`);
+    console.log(`vwlmm: ${cudaNote()}`);
+    process.exit(0);
+  }
+  reason = found.reason;
+}
+console.log(`vwlmm: building the native addon from source: ${reason}`);
 require('./build-native.js');

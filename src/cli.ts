@@ -1,10 +1,16 @@
 #!/usr/bin/env node
 // The `vwlmm` command line: demo (the main job), train, eval, generate, visual-words, data sort-of-clevr,
 // info. Every command validates its flags and paths and exits with a message naming the problem.
+//
+// SIGINT / SIGTERM during `train` or `demo`: the current step finishes, a checkpoint is written, and the
+// process exits with 130 / 143 after printing the command that resumes (the same one with --resume).
+// Both run the Trainer with runAsync + handleSignals (the demo's vision pretraining, stage 0, checks the
+// same signals after each of its steps; it writes no checkpoint, so stopping there leaves nothing to resume).
+// Outside training (generation, evaluation) the signals keep their default: the process ends at once, and
+// every checkpoint written so far is complete.
 import { Command, InvalidArgumentError } from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
-import { backendInfo } from './index';
 
 const int = (name: string, min = 0) => (v: string) => {
   const n = Number(v);
@@ -30,10 +36,35 @@ function fail(msg: string): never {
   process.exit(2);
 }
 
+/** The command line that continues this run: the same arguments plus --resume. */
+function resumeCommand(): string {
+  const q = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  const args = process.argv.slice(2).filter((a) => a !== '--resume');
+  return ['vwlmm', ...args, '--resume'].map(q).join(' ');
+}
+
+/** Reports an interrupted run (what was saved, how to resume) and exits 130 / 143. */
+async function exitInterrupted(e: { message: string; exitCode: number; checkpoint: string | null }): Promise<never> {
+  if (process.stdout.isTTY) process.stdout.write('\x1b[?25h\n'); // a progress bar cut short hid the cursor
+  process.stderr.write(`\nvwlmm: ${e.message}\n`);
+  process.stderr.write(e.checkpoint ? `vwlmm: resume with: ${resumeCommand()}\n` : `vwlmm: nothing to resume: run the same command again (${resumeCommand().replace(/ --resume$/, '')})\n`);
+  process.exit(e.exitCode);
+}
+
+/** Rejects a tokenizer that does not belong to the checkpoint (naming both vocabulary sizes). */
+async function openTokenizer(tokenizerPath: string, vocabSize: number) {
+  const { TextTokenizer } = await import('./data/tokenizer');
+  const { checkTokenizerVocab } = await import('./model/checkpoint');
+  const tok = new TextTokenizer(tokenizerPath);
+  checkTokenizerVocab(tok.vocabSize, vocabSize, tokenizerPath);
+  return tok;
+}
+
 const program = new Command();
 program.name('vwlmm').description('Train, evaluate and inspect VW-LMM (visual-words) multimodal models').version(require('../package.json').version);
 
-program.command('info').description('show the native backends (CPU GEMM, SIMD build, threads, CUDA)').option('--json', 'print JSON').action((o: { json?: boolean }) => {
+program.command('info').description('show the native backends (CPU GEMM, SIMD build, threads, CUDA)').option('--json', 'print JSON').action(async (o: { json?: boolean }) => {
+  const { backendInfo } = await import('./index');
   const info = backendInfo();
   if (o.json) console.log(JSON.stringify(info));
   else {
@@ -62,11 +93,18 @@ program.command('demo').description('generate Sort-of-CLEVR, train a small VW-LM
   .option('--ablation', 'also train the same run with vmWeight 0 (plain LLaVA) and compare')
   .option('--scale <x>', 'multiply the training steps (e.g. 0.05 for a smoke run)', num('--scale'), 1)
   .option('--json', 'end with one JSON object')
-  .action(async (o: { out: string; seed: number; ablation?: boolean; scale: number; json?: boolean }) => {
+  .option('--resume', 'continue an interrupted demo from its checkpoints (same --out, --seed, --scale)')
+  .action(async (o: { out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean }) => {
     if (!(o.scale > 0)) fail('--scale must be > 0');
+    const { TrainingInterrupted } = await import('./train/interrupt');
     const { runDemo } = await import('./demo/demo');
-    const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json });
-    if (o.json) console.log(JSON.stringify(res));
+    try {
+      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume });
+      if (o.json) console.log(JSON.stringify(res));
+    } catch (e) {
+      if (e instanceof TrainingInterrupted) await exitInterrupted(e);
+      throw e;
+    }
   });
 
 program.command('train').description('train a checkpoint on a LLaVA-format file (one stage; run it again for the next)')
@@ -87,7 +125,9 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--save-every <n>', 'checkpoint every n steps (and at the end)', int('--save-every'), 0)
   .option('--resume', 'continue from <out>/checkpoint exactly where it stopped')
   .option('--strict', 'fail on the first broken record, image or tokenization mismatch')
-  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean }) => {
+  .option('--non-finite <action>', 'a step with a NaN/Inf loss or gradient norm: skip its update, or stop', 'skip')
+  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string }) => {
+    if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
     const parts = o.trainable.split(',').map((p) => p.trim()).filter(Boolean);
@@ -96,30 +136,51 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (unknown.length) fail(`--trainable: unknown part(s) ${unknown.join(', ')} (use ${known.join(', ')})`);
     if (!(o.lr > 0)) fail('--lr must be > 0');
     if (o.warmupRatio < 0 || o.warmupRatio > 1) fail('--warmup-ratio must be in [0, 1]');
-    const from = o.resume ? path.join(o.out, 'checkpoint') : o.init;
-    existing(from, o.resume ? 'resume checkpoint' : 'init checkpoint', 'dir');
-    const { loadCheckpoint } = await import('./model/checkpoint');
-    const { TextTokenizer } = await import('./data/tokenizer');
+    const { loadCheckpoint, resolveCheckpointDir } = await import('./model/checkpoint');
+    let from = o.init;
+    if (o.resume) {
+      // the newest complete checkpoint, also when a save was killed half-way (<out>/checkpoint.old-*)
+      const found = resolveCheckpointDir(path.join(o.out, 'checkpoint'));
+      if (!found) fail(`--resume: no checkpoint in ${path.join(o.out, 'checkpoint')} (run without --resume to start)`);
+      from = found;
+    } else existing(from, 'init checkpoint', 'dir');
     const { trainOnFile } = await import('./train/from_file');
     const { readTrainerState } = await import('./train/trainer');
+    const { TrainingInterrupted } = await import('./train/interrupt');
     const { plotMetrics } = await import('./viz/plot');
-    const { model, tokenizerPath } = loadCheckpoint(from);
+    const { model, config, tokenizerPath } = loadCheckpoint(from);
     if (!tokenizerPath) fail(`checkpoint ${from} has no tokenizer.json`);
+    const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const resume = o.resume ? readTrainerState(from) : undefined;
     const { Progress } = await import('./train/progress');
     const progress = new Progress(10);
     const t0 = Date.now();
-    const { data, state } = await trainOnFile(model, new TextTokenizer(tokenizerPath), tokenizerPath, {
-      data: o.data, imageFolder: o.imageFolder, outDir: o.out, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
-      lr: o.lr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
-      trainable: { visionTower: parts.includes('vision'), projector: parts.includes('projector'), llm: parts.includes('llm'), vmHead: parts.includes('vm') },
-      strict: !!o.strict, resume,
-      onLog: (r) => progress.update(r),
-    });
+    let nonFiniteSteps = 0;
+    let result: Awaited<ReturnType<typeof trainOnFile>>;
+    try {
+      result = await trainOnFile(model, tokenizer, tokenizerPath, {
+        data: o.data, imageFolder: o.imageFolder, outDir: o.out, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
+        lr: o.lr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
+        trainable: { visionTower: parts.includes('vision'), projector: parts.includes('projector'), llm: parts.includes('llm'), vmHead: parts.includes('vm') },
+        strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop',
+        onLog: (r) => {
+          progress.update(r);
+          if (r.type === 'nonfinite') {
+            nonFiniteSteps++;
+            process.stderr.write(`vwlmm: non-finite ${String(r.what)} at stage '${String(r.stage)}' step ${String(r.step)}, sample indices [${(r.samples as number[]).join(', ')}]: ${String(r.detail)}; ${r.action === 'stop' ? 'stopping' : 'update skipped'}\n`);
+          }
+        },
+      });
+    } catch (e) {
+      progress.stop();
+      if (e instanceof TrainingInterrupted) await exitInterrupted(e);
+      throw e;
+    }
     progress.stop();
+    const { data, state } = result;
     await plotMetrics(path.join(o.out, 'metrics.jsonl'), path.join(o.out, 'loss_curve.png'), `vwlmm train ${path.basename(o.data)}`);
-    console.log(`trained ${state.globalStep} steps on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches; checkpoint ${path.join(o.out, 'checkpoint')}`);
-    for (const s of data.skipped.slice(0, 10)) console.log(`  skipped ${s.id ?? `line ${s.line}`}: ${s.reason}`);
+    console.log(`trained ${state.globalStep} steps on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
+    for (const s of data.skipped.slice(0, 10)) console.log(`  skipped ${s.line !== undefined ? `${o.data}:${s.line}` : s.index !== undefined ? `${o.data}[${s.index}]` : `record ${s.id}`}: ${s.reason}`);
     model.dispose();
   });
 
@@ -136,16 +197,15 @@ program.command('eval').description('exact-match (or VQA soft) accuracy of a che
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
     const { loadCheckpoint } = await import('./model/checkpoint');
-    const { TextTokenizer } = await import('./data/tokenizer');
     const { evaluateFile } = await import('./eval/llava_eval');
-    const { model, tokenizerPath } = loadCheckpoint(o.checkpoint);
+    const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
-    const r = await evaluateFile(model, new TextTokenizer(tokenizerPath), o.data, o.imageFolder, { limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict });
+    const r = await evaluateFile(model, await openTokenizer(tokenizerPath, config.llm.vocabSize), o.data, o.imageFolder, { limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict });
     if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, count: r.count, categories: r.categories, skipped: r.skipped.length }));
     else {
       console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% over ${r.count} records${r.skipped.length ? ` (${r.skipped.length} skipped)` : ''}`);
       for (const [k, v] of Object.entries(r.categories)) console.log(`  ${k.padEnd(12)} ${(100 * v.accuracy).toFixed(2)}%  (${v.count})`);
-      for (const s of r.skipped.slice(0, 10)) console.log(`  skipped ${s.id ?? `line ${s.line}`}: ${s.reason}`);
+      for (const s of r.skipped.slice(0, 10)) console.log(`  skipped ${s.id ?? (s.line !== undefined ? `${o.data}:${s.line}` : '?')}: ${s.reason}`);
     }
     model.dispose();
   });
@@ -164,13 +224,12 @@ program.command('generate').description('answer a prompt about an image with a c
     if (o.topP <= 0 || o.topP > 1) fail('--top-p must be in (0, 1]');
     if (o.temperature < 0) fail('--temperature must be >= 0');
     const { loadCheckpoint } = await import('./model/checkpoint');
-    const { TextTokenizer } = await import('./data/tokenizer');
     const { buildGenerationPrompt } = await import('./data/conversation');
     const { collate } = await import('./data/collate');
     const { loadImage, preprocessClip } = await import('./data/images');
     const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
-    const tok = new TextTokenizer(tokenizerPath);
+    const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const pixels = o.image ? await preprocessClip(await loadImage(o.image), { size: config.image.size, mean: config.image.mean, std: config.image.std, aspect: config.image.aspect === 'pad' ? 'pad' : 'resize_crop' }) : null;
     const p = buildGenerationPrompt([{ from: 'human', value: pixels ? `<image>\n${o.prompt}` : o.prompt }], config.template, tok);
     const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tok.padId, numPatches: model.numImageTokens });
@@ -188,14 +247,14 @@ program.command('visual-words').description('top-k visual words of every patch (
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.image, 'image', 'file');
     const { loadCheckpoint } = await import('./model/checkpoint');
-    const { TextTokenizer } = await import('./data/tokenizer');
     const { loadImage, preprocessClip } = await import('./data/images');
     const { visualWordsOf, drawVisualWords } = await import('./eval/visual_words');
     const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
+    const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const img = await loadImage(o.image);
     const pixels = await preprocessClip(img, { size: config.image.size, mean: config.image.mean, std: config.image.std, aspect: config.image.aspect === 'pad' ? 'pad' : 'resize_crop' });
-    const patches = visualWordsOf(model, new TextTokenizer(tokenizerPath), pixels, o.topK);
+    const patches = visualWordsOf(model, tok, pixels, o.topK);
     await drawVisualWords(img.data, img.width, img.height, patches, config.vision.imageSize / config.vision.patchSize, o.out);
     console.log(JSON.stringify({ image: o.image, picture: o.out, patches }));
     model.dispose();

@@ -2,6 +2,14 @@
 // TypeError for the wrong kind of value (type, dtype, device, rank), RangeError for wrong sizes/values.
 
 export function describe(value: unknown): string {
+  try {
+    return describeValue(value);
+  } catch {
+    return `a value that cannot be shown (${typeof value})`; // e.g. a proxy whose traps throw
+  }
+}
+
+function describeValue(value: unknown): string {
   if (value === null) return 'null';
   if (value === undefined) return 'undefined';
   if (typeof value === 'object' && value !== null && 'shape' in value && 'dtype' in value && 'device' in value) {
@@ -10,7 +18,12 @@ export function describe(value: unknown): string {
   }
   if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as unknown as { length: number }).length})`;
   if (Array.isArray(value)) return `array(${value.length})`;
-  if (typeof value === 'string') return `'${value}' (string)`;
+  if (typeof value === 'string') return `'${value.length > 60 ? value.slice(0, 60) + '...' : value}' (string)`;
+  if (typeof value === 'object' || typeof value === 'function') {
+    // String() may throw (Object.create(null), a throwing toString) or run user code: use the tag
+    const tag = Object.prototype.toString.call(value);
+    return `${typeof value === 'function' ? 'a function' : tag} (${typeof value})`;
+  }
   return `${String(value)} (${typeof value})`;
 }
 

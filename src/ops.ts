@@ -27,6 +27,22 @@ function sameShape(where: string, a: Tensor, b: Tensor, an: string, bn: string):
   if (a.device !== b.device) throw new TypeError(`${where}: ${an} is on ${a.device} but ${bn} is on ${b.device}`);
 }
 
+/** A number parameter: finite, optionally an integer and/or >= min. */
+function num(where: string, name: string, v: unknown, o: { integer?: boolean; min?: number; positive?: boolean } = {}): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || (o.integer && !Number.isInteger(v)))
+    throw typeError(where, name, o.integer ? 'an integer' : 'a finite number', v);
+  if ((o.min !== undefined && v < o.min) || (o.positive && !(v > 0)))
+    throw rangeError(where, `${name} must be ${o.positive ? '> 0' : `>= ${o.min}`}, got ${v}`);
+  return v;
+}
+
+/** An options object (undefined: {}). */
+function optionsOf<T extends object>(where: string, o: T | undefined | null): T {
+  if (o === undefined) return {} as T;
+  if (o === null || typeof o !== 'object') throw typeError(where, 'options', 'an object', o);
+  return o;
+}
+
 const like = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.empty(shape, { device: t.device, dtype: t.dtype });
 const zerosLike = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.zeros(shape, { device: t.device, dtype: t.dtype });
 
@@ -50,6 +66,8 @@ function binaryElementwise(where: string, a: Tensor, b: Tensor): void {
 /** alpha * a + beta * b (same shapes). */
 export function axpby(a: Tensor, b: Tensor, alpha = 1, beta = 1): Tensor {
   binaryElementwise('ops.add', a, b);
+  num('ops.add', 'alpha', alpha);
+  num('ops.add', 'beta', beta);
   const out = like(a);
   callOp('axpby', a.device, [a, b], [out], [a.size], [alpha, beta]);
   if (needsGrad(a, b)) {
@@ -74,6 +92,7 @@ function scaled(g: Tensor, s: number): Tensor {
 
 export function scale(x: Tensor, s: number): Tensor {
   check('ops.scale', 'x', x);
+  num('ops.scale', 's', s);
   const out = scaled(x, s);
   if (needsGrad(x)) record('scale', [x], [out], ([g]) => [scaled(g!, s)]);
   return out;
@@ -137,6 +156,7 @@ export function sum(x: Tensor): Tensor {
  */
 export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
   const where = 'ops.matmul';
+  opts = optionsOf(where, opts);
   check(where, 'a', a, { minRank: 2 });
   check(where, 'b', b, { minRank: 2 });
   const ta = !!opts.transA, tb = !!opts.transB;
@@ -165,7 +185,9 @@ export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: 
         // is shared: strideC 0 with accumulate adds every batch entry into the same dB.
         gb = Tensor.zeros(b.shape, { device: b.device, dtype: b.dtype });
         const sc = bShared ? 0 : K * N;
-        if (bShared && !ta) {
+        if (M === 0) {
+          // an empty product: dB stays zero (and the batched calls below would have all strides 0)
+        } else if (bShared && !ta) {
           // A and dC are contiguous [batch * M, K] and [batch * M, N]: one GEMM over all rows
           if (!tb) mm(a, g!, gb, 1, K, N, batch * M, true, false, 0, 0, 0, true);
           else mm(g!, a, gb, 1, N, K, batch * M, true, false, 0, 0, 0, true);
@@ -240,6 +262,7 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
   const where = 'ops.rmsNorm';
   check(where, 'x', x, { minRank: 1 });
   check(where, 'w', w);
+  num(where, 'eps', eps, { min: 0 });
   const [R, C] = rowsOf(where, x, w);
   const out = like(x);
   const rstd = Tensor.empty([R], { device: x.device });
@@ -262,6 +285,7 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor 
   check(where, 'x', x, { minRank: 1 });
   check(where, 'w', w);
   check(where, 'b', b);
+  num(where, 'eps', eps, { min: 0 });
   const [R, C] = rowsOf(where, x, w);
   rowsOf(where, x, b);
   const out = like(x);
@@ -285,6 +309,8 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor 
 export function rope(x: Tensor, theta: number, posOffset = 0): Tensor {
   const where = 'ops.rope';
   check(where, 'x', x, { rank: 4 });
+  num(where, 'theta', theta, { positive: true });
+  num(where, 'posOffset', posOffset, { integer: true, min: 0 });
   const [B, T, H, Dh] = x.shape;
   if (Dh % 2 !== 0) throw rangeError(where, `head size ${Dh} must be even`);
   const out = like(x);
@@ -321,7 +347,7 @@ export type Activation = keyof typeof ACT;
 
 export function activation(x: Tensor, kind: Activation): Tensor {
   check('ops.activation', 'x', x);
-  if (!(kind in ACT)) throw typeError('ops.activation', 'kind', Object.keys(ACT).join(' | '), kind);
+  if (typeof kind !== 'string' || !Object.prototype.hasOwnProperty.call(ACT, kind)) throw typeError('ops.activation', 'kind', Object.keys(ACT).join(' | '), kind);
   const k = ACT[kind];
   const out = like(x);
   callOp('activation_forward', x.device, [x], [out], [x.size, k]);
@@ -357,8 +383,9 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
 // ------------------------------------------------------------------ concatenation, slicing, gathering
 // A tensor split at `axis` is [outer, axisLen * inner] rows; copy_2d moves whole row segments.
 function axisGeometry(where: string, x: Tensor, axis: number): { outer: number; inner: number; ax: number } {
+  if (typeof axis !== 'number' || !Number.isInteger(axis)) throw typeError(where, 'axis', 'an integer', axis);
   const ax = axis < 0 ? axis + x.rank : axis;
-  if (!Number.isInteger(ax) || ax < 0 || ax >= x.rank) throw rangeError(where, `axis ${axis} is out of range for shape ${shapeStr(x.shape)}`);
+  if (ax < 0 || ax >= x.rank) throw rangeError(where, `axis ${axis} is out of range for shape ${shapeStr(x.shape)}`);
   return { outer: prod(x.shape.slice(0, ax)), inner: prod(x.shape.slice(ax + 1)), ax };
 }
 
@@ -366,7 +393,7 @@ function axisGeometry(where: string, x: Tensor, axis: number): { outer: number; 
 export function concat(xs: Tensor[], axis = 0): Tensor {
   const where = 'ops.concat';
   if (!Array.isArray(xs) || xs.length === 0) throw typeError(where, 'xs', 'a non-empty array of tensors', xs);
-  xs.forEach((x, i) => check(where, `xs[${i}]`, x));
+  for (let i = 0; i < xs.length; i++) check(where, `xs[${i}]`, xs[i]); // (forEach would skip holes)
   const { outer, inner, ax } = axisGeometry(where, xs[0], axis);
   for (const [i, x] of xs.entries()) {
     if (x.rank !== xs[0].rank || x.shape.some((s, d) => d !== ax && s !== xs[0].shape[d]) || x.device !== xs[0].device)
@@ -405,7 +432,9 @@ export function slice(x: Tensor, axis: number, start: number, length: number): T
   check(where, 'x', x, { minRank: 1 });
   const { outer, inner, ax } = axisGeometry(where, x, axis);
   const L = x.shape[ax];
-  if (!Number.isInteger(start) || !Number.isInteger(length) || start < 0 || length < 0 || start + length > L)
+  num(where, 'start', start, { integer: true, min: 0 });
+  num(where, 'length', length, { integer: true, min: 0 });
+  if (start + length > L)
     throw rangeError(where, `[${start}, ${start + length}) is outside axis ${ax} of length ${L}`);
   const shape = [...x.shape];
   shape[ax] = length;
@@ -452,6 +481,7 @@ export interface AttentionOptions {
 /** Multi-head attention, q [B, Tq, Hq, Dh], k and v [B, Tk, Hkv, Dh] (grouped-query when Hkv < Hq). */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   const where = 'ops.attention';
+  opts = optionsOf(where, opts);
   check(where, 'q', q, { rank: 4 });
   check(where, 'k', k, { rank: 4 });
   check(where, 'v', v, { rank: 4 });
@@ -465,7 +495,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
     if (mask.shape[0] !== B || mask.shape[1] !== Tk) throw rangeError(where, `keyMask ${shapeStr(mask.shape)} must be [${B}, ${Tk}]`);
   }
   const ints = [B, Tq, Tk, Hq, Hkv, Dh, opts.causal ? 1 : 0, mask ? 1 : 0];
-  const floats = [opts.scale ?? 1 / Math.sqrt(Dh)];
+  const floats = [opts.scale === undefined ? 1 / Math.sqrt(Dh) : num(where, 'scale', opts.scale)];
   const out = like(q);
   const lse = Tensor.empty([B, Hq, Tq], { device: q.device });
   callOp('attention_forward', q.device, [q, k, v, mask], [out, lse], ints, floats);
@@ -528,6 +558,9 @@ function takeScaled(t: Tensor | null, s: number, want: boolean): Tensor | null {
 
 /** Cross-entropy of h w^T against targets as a differentiable scalar (fused; no [N, V] logits). */
 export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: Omit<LinearCrossEntropyOptions, 'grad' | 'gradScale'> = {}): Tensor {
+  opts = optionsOf('F.linearCrossEntropy', opts);
+  check('F.linearCrossEntropy', 'h', h);
+  check('F.linearCrossEntropy', 'w', w);
   if (opts.reduction === 'none') throw rangeError('F.linearCrossEntropy', "reduction 'none' is not differentiable here; use kernels.linearCrossEntropy");
   const grad = isGradEnabled() && (h.requiresGrad || w.requiresGrad);
   const r = kernels.linearCrossEntropy(h, w, targets, { ...opts, grad });
@@ -546,6 +579,8 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: 
 
 /** Visual-word KL (VW-LMM image-token loss) as a differentiable scalar (fused). */
 export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts: Omit<VisualWordKLOptions, 'grad' | 'gradScale'> = {}): Tensor {
+  opts = optionsOf('F.visualWordKL', opts);
+  ([['h', h], ['wLm', wLm], ['x', x], ['wVm', wVm]] as const).forEach(([n, t]) => check('F.visualWordKL', n, t));
   if (opts.reduction === 'none') throw rangeError('F.visualWordKL', "reduction 'none' is not differentiable here; use kernels.visualWordKL");
   const needTarget = !opts.detachTarget && (x.requiresGrad || wVm.requiresGrad);
   const grad = isGradEnabled() && (h.requiresGrad || wLm.requiresGrad || needTarget);

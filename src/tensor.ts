@@ -22,7 +22,16 @@ function checkShape(where: string, shape: readonly number[]): number {
     if (!Number.isInteger(s) || s < 0) throw typeError(where, 'shape', 'an array of non-negative integers', shape);
     n *= s;
   }
+  if (n > Number.MAX_SAFE_INTEGER) throw rangeError(where, `shape [${shape.join(', ')}] has more than 2^53 elements`);
   return n;
+}
+
+const isDType = (v: unknown): v is DType => typeof v === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, v);
+
+function checkOptions(where: string, opts: unknown): TensorOptions {
+  if (opts === undefined) return {};
+  if (opts === null || typeof opts !== 'object') throw typeError(where, 'options', 'an object { device?, dtype? }', opts);
+  return opts as TensorOptions;
 }
 
 // --- scopes -------------------------------------------------------------------------------------
@@ -117,8 +126,19 @@ export class Tensor {
   /** Autograd: the recorded op that produced this tensor (null for leaves). */
   gradFn: GradNode | null = null;
 
-  /** Wraps a NativeBuffer (takes ownership unless `owner` is false). Use Tensor.fromArray etc. */
+  /**
+   * Wraps a NativeBuffer (takes ownership unless `owner` is false). Use Tensor.fromArray etc. The buffer
+   * must be a live one of `device` holding at least the shape's elements of `dtype`.
+   */
   constructor(buffer: NativeBuffer, shape: readonly number[], dtype: DType, device: Device, owner = true) {
+    const where = 'new Tensor';
+    const n = checkShape(where, shape);
+    if (!isDType(dtype)) throw typeError(where, 'dtype', "'float32', 'int32' or 'bfloat16'", dtype);
+    if (device !== 'cpu' && device !== 'cuda') throw typeError(where, 'device', "'cpu' or 'cuda'", device);
+    if (!(buffer instanceof addonFor(device, where).NativeBuffer)) throw typeError(where, 'buffer', `a ${device} NativeBuffer`, buffer);
+    if (buffer.disposed) throw new TypeError(`${where}: the buffer has been disposed`);
+    if (buffer.bytes < n * DTYPE_BYTES[dtype])
+      throw rangeError(where, `the buffer holds ${buffer.bytes} bytes but shape [${shape.join(', ')}] of ${dtype} needs ${n * DTYPE_BYTES[dtype]}`);
     this.buf = buffer;
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
@@ -139,10 +159,12 @@ export class Tensor {
 
   static fromArray(data: Float32Array | Int32Array, shape: readonly number[], opts: TensorOptions = {}): Tensor {
     const where = 'Tensor.fromArray';
+    opts = checkOptions(where, opts);
     const device = opts.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda') throw typeError(where, 'device', "'cpu' or 'cuda'", device);
     const n = checkShape(where, shape);
     let dtype = opts.dtype;
+    if (!ArrayBuffer.isView(data)) throw typeError(where, 'data', 'a Float32Array or Int32Array', data);
     if (data instanceof Float32Array) dtype ??= 'float32';
     else if (data instanceof Int32Array) dtype ??= 'int32';
     else throw typeError(where, 'data', 'a Float32Array or Int32Array', data);
@@ -176,10 +198,11 @@ export class Tensor {
   }
 
   private static alloc(where: string, shape: readonly number[], opts: TensorOptions, zero: boolean): Tensor {
+    opts = checkOptions(where, opts);
     const device = opts.device ?? 'cpu';
     const dtype = opts.dtype ?? 'float32';
     if (device !== 'cpu' && device !== 'cuda') throw typeError(where, 'device', "'cpu' or 'cuda'", device);
-    if (!(dtype in DTYPE_BYTES)) throw typeError(where, 'dtype', "'float32', 'int32' or 'bfloat16'", dtype);
+    if (!isDType(dtype)) throw typeError(where, 'dtype', "'float32', 'int32' or 'bfloat16'", dtype);
     if (dtype === 'bfloat16' && device !== 'cuda') throw typeError(where, 'dtype', "'float32' or 'int32' on the CPU (bfloat16 is a CUDA dtype)", dtype);
     const n = checkShape(where, shape);
     const addon = addonFor(device, where);
@@ -248,7 +271,12 @@ export class Tensor {
 
   /** A copy on `device` (and optionally another float dtype); `this` is unchanged. */
   to(device: Device, dtype?: DType): Tensor {
+    const where = 'Tensor.to';
+    if (device !== 'cpu' && device !== 'cuda') throw typeError(where, 'device', "'cpu' or 'cuda'", device);
+    if (dtype !== undefined && !isDType(dtype)) throw typeError(where, 'dtype', "'float32', 'int32' or 'bfloat16'", dtype);
     const target = dtype ?? (device === 'cpu' && this.dtype === 'bfloat16' ? 'float32' : this.dtype);
+    if ((target === 'int32') !== (this.dtype === 'int32')) throw typeError(where, 'dtype', `a ${this.dtype === 'int32' ? 'int32' : 'float'} dtype for a ${this.dtype} tensor`, target);
+    addonFor(device, where); // a clear error when CUDA is unavailable
     const data = this.toArray();
     return Tensor.fromArray(data, this.shape, { device, dtype: target });
   }

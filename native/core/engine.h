@@ -49,6 +49,8 @@ struct OpCall {
     if (k >= v.size()) throw_type_error("[", op, "] missing ", kind, " ", k, " (", name, ")");
     const Buf& b = v[k];
     if (b.dtype != t) throw_type_error("[", op, "] ", name, " must be ", dtype_name(t), ", got ", dtype_name(b.dtype));
+    // elems x size can overflow size_t (2^62 elements x 4 bytes wraps to 0) although elems fits int64
+    if (static_cast<uint64_t>(elems) > SIZE_MAX / dtype_size(t)) throw_range_error("[", op, "] ", name, ": ", elems, " elements overflow the byte count");
     const size_t need = static_cast<size_t>(elems) * dtype_size(t);
     if (b.bytes < need) throw_range_error("[", op, "] ", name, " holds ", b.bytes, " bytes but needs ", need);
     if (need > 0 && b.data == nullptr) throw_type_error("[", op, "] ", name, " is missing");

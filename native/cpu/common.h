@@ -2,6 +2,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "../core/error.h"
@@ -10,6 +11,12 @@
 #include "vec.h"
 
 namespace vw::cpu {
+
+// Zeroes n floats. A zero-size buffer has no memory (a null pointer), which memset must never be given
+// (it is declared nonnull: undefined behaviour even for 0 bytes).
+inline void zero_f32(void* p, int64_t n) {
+  if (n > 0) std::memset(p, 0, sizeof(float) * static_cast<size_t>(n));
+}
 
 inline void check_dims(const char* op, int64_t rows, int64_t d, int64_t V) {
   if (rows < 0 || d < 1 || V < 1)

@@ -35,8 +35,8 @@ KernelStats linear_cross_entropy_cpu(const LinearCrossEntropyArgs& a) {
   KernelStats st;
   st.rows = n_valid;
   if (grad) {
-    std::memset(dh, 0, sizeof(float) * N * d);
-    std::memset(a.dw, 0, sizeof(float) * V * d);
+    zero_f32(dh, N * d);
+    zero_f32(a.dw, V * d);
   }
   std::fill(a.row_loss, a.row_loss + N, 0.f);
   if (n_valid == 0) return st;

@@ -43,6 +43,10 @@ void matmul_cpu(const OpCall& c) {
   const float* bias = has_bias ? c.in_f32(2, N, "bias") : nullptr;
   float* C = c.out_f32(0, batched_extent(c, batch, sC, MN), "C");
   if (batch == 0 || MN == 0) return;
+  // With all three strides 0 no buffer bounds the batch count: every batch repeats one product into one C,
+  // so batch = 2^32 would loop for minutes. Such a call is never meaningful (ops.ts skips empty products).
+  if (batch > 1 && sA == 0 && sB == 0 && sC == 0)
+    throw_range_error("[", c.op, "] batch = ", batch, " with strideA = strideB = strideC = 0 repeats one product; pass batch = 1");
 
   // Batches run one after the other on the calling thread (the BLAS threads each GEMM itself; concurrent
   // BLAS calls from our pool would oversubscribe the cores). Being in order, overlapping outputs are well

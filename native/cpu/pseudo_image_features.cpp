@@ -70,9 +70,9 @@ KernelStats pseudo_image_features_backward_cpu(const PseudoImageFeaturesArgs& a)
   const float* gout = static_cast<const float*>(a.grad_out);
   check_finite(op, "gradOut", gout, N * dE);
   float* dx = static_cast<float*>(a.dx);
-  std::memset(dx, 0, sizeof(float) * N * d);
-  std::memset(a.dw_vm, 0, sizeof(float) * V * d);
-  std::memset(a.de, 0, sizeof(float) * V * dE);
+  zero_f32(dx, N * d);
+  zero_f32(a.dw_vm, V * d);
+  zero_f32(a.de, V * dE);
   KernelStats st;
   st.rows = N;
   if (N == 0) return st;

@@ -5,17 +5,18 @@
 #include <cmath>
 #include <vector>
 
+#include "engine_args.h"
 #include "engine_cpu.h"
 #include "parallel.h"
 
 namespace vw::cpu {
 
 void rms_norm_forward_cpu(const OpCall& c) {
-  const int64_t R = c.ip(0, "R"), C = c.ip(1, "C");
+  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C"), n = numel(c, {R, C});
   const double eps = c.fp(0, "eps");
-  const float* x = c.in_f32(0, R * C, "x");
+  const float* x = c.in_f32(0, n, "x");
   const float* w = c.in_f32(1, C, "w");
-  float* y = c.out_f32(0, R * C, "y");
+  float* y = c.out_f32(0, n, "y");
   float* rstd = c.out_f32(1, R, "rstd");
   parallel_for(R, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -31,12 +32,12 @@ void rms_norm_forward_cpu(const OpCall& c) {
 }
 
 void rms_norm_backward_cpu(const OpCall& c) {
-  const int64_t R = c.ip(0, "R"), C = c.ip(1, "C");
-  const float* dy = c.in_f32(0, R * C, "dy");
-  const float* x = c.in_f32(1, R * C, "x");
+  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C"), n = numel(c, {R, C});
+  const float* dy = c.in_f32(0, n, "dy");
+  const float* x = c.in_f32(1, n, "x");
   const float* w = c.in_f32(2, C, "w");
   const float* rstd = c.in_f32(3, R, "rstd");
-  float* dx = c.out_f32(0, R * C, "dx");
+  float* dx = c.out_f32(0, n, "dx");
   float* dw = c.out_f32(1, C, "dw");
   // dw is a reduction over rows: each part sums its rows privately; parts merge in order (deterministic).
   std::vector<std::vector<double>> partial(static_cast<size_t>(num_threads()));

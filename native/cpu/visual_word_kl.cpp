@@ -35,12 +35,12 @@ KernelStats visual_word_kl_cpu(const VisualWordKLArgs& a) {
   KernelStats st;
   st.rows = M;
   if (grad) {
-    std::memset(dh, 0, sizeof(float) * M * d);
-    std::memset(a.dw_lm, 0, sizeof(float) * V * d);
+    zero_f32(dh, M * d);
+    zero_f32(a.dw_lm, V * d);
   }
   if (grad_target) {
-    std::memset(dx, 0, sizeof(float) * M * d);
-    std::memset(a.dw_vm, 0, sizeof(float) * V * d);
+    zero_f32(dx, M * d);
+    zero_f32(a.dw_vm, V * d);
   }
   if (M == 0) return st;
 

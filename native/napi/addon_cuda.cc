@@ -88,14 +88,12 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return Guard(info.Env(), [&]() -> Napi::Value {
     const char* op = "sgemm";
     if (info.Length() < 8) throw_type_error("[sgemm] expected (transA, transB, M, N, K, A, B, C, options?)");
-    bool ta = info[0].ToBoolean(), tb = info[1].ToBoolean();
-    int64_t M = info[2].As<Napi::Number>().Int64Value(), N = info[3].As<Napi::Number>().Int64Value(),
-            K = info[4].As<Napi::Number>().Int64Value();
-    if (M < 0 || N < 0 || K < 0) throw_range_error("[sgemm] negative size");
+    const bool ta = GemmFlag(info[0], "transA"), tb = GemmFlag(info[1], "transB");
+    const int64_t M = GemmSize(info[2], "M"), N = GemmSize(info[3], "N"), K = GemmSize(info[4], "K");
     const DType t = GetDType(OptsArg(info, 8, op), op);
-    const void* A = BufferArg(info[5], op, "A", M * K, t);
-    const void* B = BufferArg(info[6], op, "B", K * N, t);
-    float* C = static_cast<float*>(BufferArg(info[7], op, "C", M * N, DType::F32));
+    const void* A = BufferArg(info[5], op, "A", Elems(op, M, K), t);
+    const void* B = BufferArg(info[6], op, "B", Elems(op, K, N), t);
+    float* C = static_cast<float*>(BufferArg(info[7], op, "C", Elems(op, M, N), DType::F32));
     cuda::gemm_cuda(ta, tb, M, N, K, A, B, C, t);
     return info.Env().Undefined();
   });

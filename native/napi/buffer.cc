@@ -1,5 +1,8 @@
 #include "buffer.h"
 
+#include <cmath>
+#include <cstring>
+
 #include "../core/error.h"
 #include "errors.h"
 
@@ -10,14 +13,40 @@ std::atomic<int64_t> NativeBuffer::live_bytes{0};
 
 static Napi::FunctionReference* g_ctor = nullptr;
 
+// One type tag per backend, so a CUDA buffer is never taken for a host one (or the reverse).
+static const napi_type_tag* Tag() {
+  static const napi_type_tag kCpu = {0x76776c6d6d2d6370ULL, 0x752d6275662d7631ULL};   // "vwlmm-cpu-buf-v1"
+  static const napi_type_tag kCuda = {0x76776c6d6d2d6375ULL, 0x64612d6275662d31ULL};  // "vwlmm-cuda-buf-1"
+  return std::strcmp(kDeviceMemory.device, "cpu") == 0 ? &kCpu : &kCuda;
+}
+
+// What a JS value is, for error messages.
+static const char* KindOf(const Napi::Value& v) {
+  switch (v.Type()) {
+    case napi_undefined: return "undefined";
+    case napi_null: return "null";
+    case napi_boolean: return "a boolean";
+    case napi_number: return "a number";
+    case napi_string: return "a string";
+    case napi_symbol: return "a symbol";
+    case napi_function: return "a function";
+    case napi_external: return "an external";
+    case napi_bigint: return "a bigint";
+    default: return "an object of another kind";
+  }
+}
+
 Napi::Function NativeBuffer::Init(Napi::Env env) {
-  Napi::Function fn = DefineClass(env, "NativeBuffer",
-                                  {InstanceMethod("dispose", &NativeBuffer::Dispose),
-                                   InstanceMethod("write", &NativeBuffer::Write),
-                                   InstanceMethod("read", &NativeBuffer::Read),
-                                   InstanceAccessor("bytes", &NativeBuffer::Bytes, nullptr),
-                                   InstanceAccessor("disposed", &NativeBuffer::Disposed, nullptr),
-                                   InstanceAccessor("device", &NativeBuffer::Device, nullptr)});
+  Napi::Function fn = DefineClass(env, "NativeBuffer", {});
+  Napi::Object proto = fn.Get("prototype").As<Napi::Object>();
+  proto.DefineProperties({
+      Napi::PropertyDescriptor::Function(env, proto, "dispose", &NativeBuffer::Dispose),
+      Napi::PropertyDescriptor::Function(env, proto, "write", &NativeBuffer::Write),
+      Napi::PropertyDescriptor::Function(env, proto, "read", &NativeBuffer::Read),
+      Napi::PropertyDescriptor::Accessor(env, proto, "bytes", &NativeBuffer::Bytes),
+      Napi::PropertyDescriptor::Accessor(env, proto, "disposed", &NativeBuffer::Disposed),
+      Napi::PropertyDescriptor::Accessor(env, proto, "device", &NativeBuffer::Device),
+  });
   g_ctor = new Napi::FunctionReference(Napi::Persistent(fn));
   env.SetInstanceData<Napi::FunctionReference>(g_ctor);
   return fn;
@@ -30,23 +59,37 @@ Napi::Object NativeBuffer::Create(Napi::Env env, size_t bytes, bool zero) {
   return obj;
 }
 
+NativeBuffer* NativeBuffer::Peek(const Napi::Value& v) {
+  if (!v.IsObject()) return nullptr;
+  Napi::Object o = v.As<Napi::Object>();
+  if (!o.CheckTypeTag(Tag())) return nullptr;
+  return ObjectWrap<NativeBuffer>::Unwrap(o);
+}
+
 NativeBuffer* NativeBuffer::From(const Napi::Value& v, const char* what) {
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(g_ctor->Value()))
-    throw_type_error(what, " must be a ", kDeviceMemory.device, " NativeBuffer");
-  NativeBuffer* b = ObjectWrap<NativeBuffer>::Unwrap(v.As<Napi::Object>());
+  NativeBuffer* b = Peek(v);
+  if (!b) throw_type_error(what, " must be a ", kDeviceMemory.device, " NativeBuffer, got ", KindOf(v));
   if (b->disposed_) throw_type_error(what, " has been disposed");
+  return b;
+}
+
+NativeBuffer* NativeBuffer::Self(const Napi::CallbackInfo& info, const char* what) {
+  NativeBuffer* b = Peek(info.This());
+  if (!b) throw_type_error(what, ": `this` must be a ", kDeviceMemory.device, " NativeBuffer, got ", KindOf(info.This()));
   return b;
 }
 
 NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeBuffer>(info) {
   Napi::Env env = info.Env();
+  info.This().As<Napi::Object>().TypeTag(Tag());
   if (info.Length() < 1 || !info[0].IsNumber()) {
-    Napi::TypeError::New(env, "NativeBuffer(bytes): bytes must be a number").ThrowAsJavaScriptException();
+    Napi::TypeError::New(env, std::string("NativeBuffer(bytes): bytes must be a number, got ") + KindOf(info.Length() < 1 ? env.Undefined() : info[0]))
+        .ThrowAsJavaScriptException();
     return;
   }
   double n = info[0].As<Napi::Number>().DoubleValue();
-  if (!(n >= 0) || n > 9.0e15 || n != static_cast<double>(static_cast<int64_t>(n))) {
-    Napi::RangeError::New(env, "NativeBuffer(bytes): bytes must be a non-negative integer").ThrowAsJavaScriptException();
+  if (!(n >= 0) || n > 9.0e15 || n != std::floor(n)) {
+    Napi::RangeError::New(env, str_cat("NativeBuffer(bytes): bytes must be an integer in [0, 9e15], got ", n)).ThrowAsJavaScriptException();
     return;
   }
   bytes_ = static_cast<size_t>(n);
@@ -54,7 +97,9 @@ NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
     data_ = bytes_ > 0 ? kDeviceMemory.alloc(bytes_) : nullptr;
     if (data_ && info.Length() > 1 && info[1].ToBoolean()) kDeviceMemory.zero(data_, bytes_);
   } catch (const std::exception& e) {
-    ThrowAsJs(env, e);
+    if (data_) kDeviceMemory.release(data_, bytes_);
+    data_ = nullptr;
+    Napi::Error::New(env, std::string("NativeBuffer(bytes): ") + e.what()).ThrowAsJavaScriptException();
     return;
   }
   disposed_ = false;  // only a successful allocation is counted and later freed
@@ -75,10 +120,13 @@ void NativeBuffer::Free(Napi::Env* env) {
   if (env) Napi::MemoryManagement::AdjustExternalMemory(*env, -static_cast<int64_t>(bytes_));
 }
 
+// dispose(): frees the memory now; idempotent.
 Napi::Value NativeBuffer::Dispose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Free(&env);
-  return env.Undefined();
+  return Guard(env, [&]() -> Napi::Value {
+    Self(info, "NativeBuffer.dispose")->Free(&env);
+    return env.Undefined();
+  });
 }
 
 // write(typedArray, byteOffset = 0): copies the whole typed array into the buffer at byteOffset.
@@ -88,49 +136,69 @@ static void CheckRange(const NativeBuffer* b, size_t offset, size_t n, const cha
     throw_range_error(what, ": ", n, " bytes at offset ", offset, " exceed the buffer's ", b->bytes(), " bytes");
 }
 
-static void ArrayArgs(const Napi::CallbackInfo& info, const char* what, Napi::TypedArray* arr, size_t* offset) {
-  if (info.Length() < 1 || !info[0].IsTypedArray()) throw_type_error(what, ": expected a typed array");
-  *arr = info[0].As<Napi::TypedArray>();
+// The typed array argument (its data pointer and byte length; a detached one has 0 bytes) and the offset.
+static void ArrayArgs(const Napi::CallbackInfo& info, const char* what, uint8_t** data, size_t* bytes, size_t* offset) {
+  if (info.Length() < 1 || !info[0].IsTypedArray())
+    throw_type_error(what, ": expected a typed array, got ", info.Length() < 1 ? "no argument" : KindOf(info[0]));
+  napi_typedarray_type type;
+  size_t length = 0, byte_offset = 0;
+  void* p = nullptr;
+  napi_value ab;
+  if (napi_get_typedarray_info(info.Env(), info[0], &type, &length, &p, &ab, &byte_offset) != napi_ok)
+    throw_type_error(what, ": could not read the typed array");
+  *data = static_cast<uint8_t*>(p);
+  *bytes = length * info[0].As<Napi::TypedArray>().ElementSize();
+  if (*bytes > 0 && !p) throw_type_error(what, ": the typed array has no data");
   *offset = 0;
   if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsNumber()) throw_type_error(what, ": byteOffset must be a number, got ", KindOf(info[1]));
     double o = info[1].As<Napi::Number>().DoubleValue();
-    if (!(o >= 0)) throw_range_error(what, ": byteOffset must be >= 0");
+    if (!(o >= 0) || o != std::floor(o) || o > 9.0e15) throw_range_error(what, ": byteOffset must be an integer >= 0, got ", o);
     *offset = static_cast<size_t>(o);
   }
 }
 
 Napi::Value NativeBuffer::Write(const Napi::CallbackInfo& info) {
   return Guard(info.Env(), [&]() -> Napi::Value {
-    if (disposed_) throw_type_error("NativeBuffer.write: the buffer has been disposed");
-    Napi::TypedArray arr;
-    size_t off;
-    ArrayArgs(info, "NativeBuffer.write", &arr, &off);
-    CheckRange(this, off, arr.ByteLength(), "NativeBuffer.write");
-    const uint8_t* src = static_cast<const uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
-    if (arr.ByteLength() > 0) kDeviceMemory.upload(static_cast<uint8_t*>(data_) + off, src, arr.ByteLength());
+    NativeBuffer* self = Self(info, "NativeBuffer.write");
+    if (self->disposed_) throw_type_error("NativeBuffer.write: the buffer has been disposed");
+    uint8_t* src;
+    size_t n, off;
+    ArrayArgs(info, "NativeBuffer.write", &src, &n, &off);
+    CheckRange(self, off, n, "NativeBuffer.write");
+    if (n > 0) kDeviceMemory.upload(static_cast<uint8_t*>(self->data_) + off, src, n);
     return info.Env().Undefined();
   });
 }
 
 Napi::Value NativeBuffer::Read(const Napi::CallbackInfo& info) {
   return Guard(info.Env(), [&]() -> Napi::Value {
-    if (disposed_) throw_type_error("NativeBuffer.read: the buffer has been disposed");
-    Napi::TypedArray arr;
-    size_t off;
-    ArrayArgs(info, "NativeBuffer.read", &arr, &off);
-    CheckRange(this, off, arr.ByteLength(), "NativeBuffer.read");
-    uint8_t* dst = static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
-    if (arr.ByteLength() > 0) kDeviceMemory.download(dst, static_cast<const uint8_t*>(data_) + off, arr.ByteLength());
+    NativeBuffer* self = Self(info, "NativeBuffer.read");
+    if (self->disposed_) throw_type_error("NativeBuffer.read: the buffer has been disposed");
+    uint8_t* dst;
+    size_t n, off;
+    ArrayArgs(info, "NativeBuffer.read", &dst, &n, &off);
+    CheckRange(self, off, n, "NativeBuffer.read");
+    if (n > 0) kDeviceMemory.download(dst, static_cast<const uint8_t*>(self->data_) + off, n);
     return info.Env().Undefined();
   });
 }
 
 Napi::Value NativeBuffer::Bytes(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(bytes_));
+  return Guard(info.Env(), [&]() -> Napi::Value {
+    return Napi::Number::New(info.Env(), static_cast<double>(Self(info, "NativeBuffer.bytes")->bytes_));
+  });
 }
-Napi::Value NativeBuffer::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed_); }
+Napi::Value NativeBuffer::Disposed(const Napi::CallbackInfo& info) {
+  return Guard(info.Env(), [&]() -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), Self(info, "NativeBuffer.disposed")->disposed_);
+  });
+}
 Napi::Value NativeBuffer::Device(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), kDeviceMemory.device);
+  return Guard(info.Env(), [&]() -> Napi::Value {
+    Self(info, "NativeBuffer.device");
+    return Napi::String::New(info.Env(), kDeviceMemory.device);
+  });
 }
 
 }  // namespace vw::napi

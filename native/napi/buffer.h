@@ -1,6 +1,10 @@
 // NativeBuffer: a block of backend memory (host RAM for the CPU addon, device memory for the CUDA addon)
-// owned by a JS object. dispose() frees it at once and is idempotent; the GC finalizer is only a safety
-// net. Every allocation is reported to V8 (AdjustExternalMemory) and counted, so tests can check leaks.
+// owned by a JS object. dispose() frees it at once and is idempotent (a second dispose() does nothing);
+// any other use of a disposed buffer throws a TypeError. The GC finalizer is only a safety net. Every
+// allocation is reported to V8 (AdjustExternalMemory) and counted, so tests can check leaks.
+// Objects are recognised by a per-device N-API type tag (not instanceof, which JS can redefine), so an
+// object of another class, another addon's buffer, or Object.create(NativeBuffer.prototype) is a
+// TypeError, also as `this` of the methods and accessors.
 #pragma once
 #include <napi.h>
 
@@ -28,6 +32,8 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
   static Napi::Object Create(Napi::Env env, size_t bytes, bool zero);
   // The buffer behind a JS value; throws a TypeError naming `what` if it is not a live NativeBuffer.
   static NativeBuffer* From(const Napi::Value& v, const char* what);
+  // The same without the liveness check (null if v is not a NativeBuffer of this addon).
+  static NativeBuffer* Peek(const Napi::Value& v);
 
   explicit NativeBuffer(const Napi::CallbackInfo& info);
   ~NativeBuffer() override;
@@ -41,12 +47,14 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
   static std::atomic<int64_t> live_count, live_bytes;
 
  private:
-  Napi::Value Dispose(const Napi::CallbackInfo& info);
-  Napi::Value Write(const Napi::CallbackInfo& info);
-  Napi::Value Read(const Napi::CallbackInfo& info);
-  Napi::Value Bytes(const Napi::CallbackInfo& info);
-  Napi::Value Disposed(const Napi::CallbackInfo& info);
-  Napi::Value Device(const Napi::CallbackInfo& info);
+  // Methods and accessors are free functions that check `this` themselves (see the header comment).
+  static Napi::Value Dispose(const Napi::CallbackInfo& info);
+  static Napi::Value Write(const Napi::CallbackInfo& info);
+  static Napi::Value Read(const Napi::CallbackInfo& info);
+  static Napi::Value Bytes(const Napi::CallbackInfo& info);
+  static Napi::Value Disposed(const Napi::CallbackInfo& info);
+  static Napi::Value Device(const Napi::CallbackInfo& info);
+  static NativeBuffer* Self(const Napi::CallbackInfo& info, const char* what);
   void Free(Napi::Env* env);
 
   void* data_ = nullptr;

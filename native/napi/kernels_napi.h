@@ -2,9 +2,16 @@
 // (vw::cpu::*_cpu or vw::cuda::*_cuda). Each binding reads dims/options, re-checks buffer sizes, allocates
 // the outputs, calls the kernel, and returns { ...stats, outputs }. If the kernel throws, the outputs
 // are freed before the error reaches JS.
+// Order matters: everything that can run JS (property reads of dims/options, which may be getters or
+// proxies) happens first, the input buffers are looked up after it, and nothing runs JS between that and
+// the kernel (the outputs are only attached to the result afterwards), so no JS code can free an input
+// whose pointer was taken. Element counts are overflow-checked before they size anything.
 #pragma once
 #include <napi.h>
 
+#include <climits>
+#include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "args.h"
@@ -13,30 +20,44 @@
 
 namespace vw::napi {
 
-// Output buffers of one call; released unless the call succeeds.
+// Output buffers of one call; released unless the call succeeds. The JS objects are attached to the
+// result only after the kernel (Set may run JS setters of Object.prototype).
 class Outputs {
  public:
   explicit Outputs(Napi::Env env) : env_(env) {}
   ~Outputs() {
     if (!ok_)
-      for (auto& r : refs_) NativeBuffer::From(r.Value(), "output")->Release(env_);
+      for (auto& e : entries_)
+        if (e.buf) e.buf->Release(env_);  // alive: e.ref holds its JS object
   }
-  // A new buffer of elems x t, or null JS value when !wanted.
-  void* Add(const char* key, int64_t elems, DType t, bool wanted, Napi::Object result) {
-    if (!wanted) {
-      result.Set(key, env_.Null());
-      return nullptr;
+  // A new buffer of elems x t, or nullptr (a null JS value in the result) when !wanted.
+  void* Add(const char* key, int64_t elems, DType t, bool wanted) {
+    Entry e{key, Napi::ObjectReference(), nullptr};
+    if (wanted) {
+      size_t bytes;
+      if (elems < 0 || __builtin_mul_overflow(static_cast<size_t>(elems), dtype_size(t), &bytes))
+        throw_range_error("output ", key, " is too large (", elems, " elements)");
+      Napi::Object o = NativeBuffer::Create(env_, bytes, false);
+      e.ref = Napi::Persistent(o);
+      e.buf = NativeBuffer::From(o, key);
     }
-    Napi::Object o = NativeBuffer::Create(env_, static_cast<size_t>(elems) * dtype_size(t), false);
-    refs_.push_back(Napi::Persistent(o));
-    result.Set(key, o);
-    return NativeBuffer::From(o, key)->data();
+    entries_.push_back(std::move(e));
+    return entries_.back().buf ? entries_.back().buf->data() : nullptr;
   }
-  void Commit() { ok_ = true; }
+  // Marks the call as successful and attaches the outputs to `result`.
+  void Commit(Napi::Object result) {
+    ok_ = true;
+    for (auto& e : entries_) result.Set(e.key, e.buf ? Napi::Value(e.ref.Value()) : env_.Null());
+  }
 
  private:
+  struct Entry {
+    const char* key;
+    Napi::ObjectReference ref;
+    NativeBuffer* buf;
+  };
   Napi::Env env_;
-  std::vector<Napi::ObjectReference> refs_;
+  std::vector<Entry> entries_;
   bool ok_ = false;
 };
 
@@ -51,12 +72,20 @@ inline Napi::Object DimsArg(const Napi::CallbackInfo& info, size_t i, const char
   return info[i].As<Napi::Object>();
 }
 
-inline void CommonChunkOpts(const Napi::Object& o, const char* op, int64_t* chunk_rows, int64_t* budget) {
-  *chunk_rows = static_cast<int64_t>(GetNumber(o, "chunkRows", 0, op));
-  double b = GetNumber(o, "workspaceBytes", static_cast<double>(*budget), op);
-  if (*chunk_rows < 0 || b < 1) throw_range_error("[", op, "] chunkRows must be >= 0 and workspaceBytes >= 1");
-  *budget = static_cast<int64_t>(b);
+// An integer option in [lo, hi] (dflt when absent).
+inline int64_t GetInt(const Napi::Object& o, const char* key, double dflt, double lo, double hi, const char* op) {
+  const double v = GetNumber(o, key, dflt, op);
+  if (v != std::floor(v) || v < lo || v > hi) throw_range_error("[", op, "] option ", key, " must be an integer in [", lo, ", ", hi, "], got ", v);
+  return static_cast<int64_t>(v);
 }
+
+inline void CommonChunkOpts(const Napi::Object& o, const char* op, int64_t* chunk_rows, int64_t* budget) {
+  *chunk_rows = GetInt(o, "chunkRows", 0, 0, 9.0e15, op);
+  *budget = GetInt(o, "workspaceBytes", static_cast<double>(*budget), 1, 9.0e15, op);
+}
+
+// The per-row losses (a host Float32Array of `rows` entries).
+inline Napi::Float32Array RowLoss(Napi::Env env, int64_t rows) { return Napi::Float32Array::New(env, static_cast<size_t>(rows)); }
 
 // linearCrossEntropy(h, w, targets, {N, d, V}, opts) -> { loss, rows, chunkRows, workspaceBytes, rowLoss, dh, dw }
 template <typename B>
@@ -66,12 +95,9 @@ Napi::Value linearCrossEntropy(const Napi::CallbackInfo& info) {
     const char* op = "linear_cross_entropy";
     Napi::Object dims = DimsArg(info, 3, op), o = OptsArg(info, 4, op);
     LinearCrossEntropyArgs a;
-    a.N = GetDim(dims, "N", op), a.d = GetDim(dims, "d", op), a.V = GetDim(dims, "V", op);
+    a.N = GetDim(dims, "N", op), a.d = GetDim(dims, "d", op, 1), a.V = GetDim(dims, "V", op, 1);
     a.dtype = GetDType(o, op);
-    a.h = BufferArg(info[0], op, "h", a.N * a.d, a.dtype);
-    a.w = BufferArg(info[1], op, "w", a.V * a.d, a.dtype);
-    a.targets = static_cast<const int32_t*>(BufferArg(info[2], op, "targets", a.N, DType::I32));
-    a.ignore_index = static_cast<int32_t>(GetNumber(o, "ignoreIndex", -100, op));
+    a.ignore_index = static_cast<int32_t>(GetInt(o, "ignoreIndex", -100, INT32_MIN, INT32_MAX, op));
     a.reduction = GetReduction(o, op);
     a.grad_scale = GetNumber(o, "gradScale", 1, op);
     a.label_smoothing = GetNumber(o, "labelSmoothing", 0, op);
@@ -80,18 +106,18 @@ Napi::Value linearCrossEntropy(const Napi::CallbackInfo& info) {
     if (a.label_smoothing < 0 || a.label_smoothing > 1) throw_range_error("[", op, "] labelSmoothing must be in [0, 1]");
     if (a.z_loss_weight < 0) throw_range_error("[", op, "] zLossWeight must be >= 0");
     CommonChunkOpts(o, op, &a.chunk_rows, &a.workspace_budget);
-    Napi::Object r = Napi::Object::New(env);
+    a.h = BufferArg(info[0], op, "h", Elems(op, a.N, a.d), a.dtype);
+    a.w = BufferArg(info[1], op, "w", Elems(op, a.V, a.d), a.dtype);
+    a.targets = static_cast<const int32_t*>(BufferArg(info[2], op, "targets", a.N, DType::I32));
     Outputs outs(env);
-    a.dh = outs.Add("dh", a.N * a.d, a.dtype, a.compute_grad, r);
-    a.dw = static_cast<float*>(outs.Add("dw", a.V * a.d, DType::F32, a.compute_grad, r));
-    Napi::Float32Array row_loss = Napi::Float32Array::New(env, static_cast<size_t>(a.N));
+    a.dh = outs.Add("dh", Elems(op, a.N, a.d), a.dtype, a.compute_grad);
+    a.dw = static_cast<float*>(outs.Add("dw", Elems(op, a.V, a.d), DType::F32, a.compute_grad));
+    Napi::Float32Array row_loss = RowLoss(env, a.N);
     a.row_loss = row_loss.Data();
     KernelStats st = B::linear_cross_entropy(a);
-    outs.Commit();
     Napi::Object s = StatsObject(env, st);
     s.Set("rowLoss", row_loss);
-    s.Set("dh", r.Get("dh"));
-    s.Set("dw", r.Get("dw"));
+    outs.Commit(s);
     return s;
   });
 }
@@ -104,32 +130,30 @@ Napi::Value visualWordKL(const Napi::CallbackInfo& info) {
     const char* op = "visual_word_kl";
     Napi::Object dims = DimsArg(info, 4, op), o = OptsArg(info, 5, op);
     VisualWordKLArgs a;
-    a.M = GetDim(dims, "M", op), a.d = GetDim(dims, "d", op), a.V = GetDim(dims, "V", op);
+    a.M = GetDim(dims, "M", op), a.d = GetDim(dims, "d", op, 1), a.V = GetDim(dims, "V", op, 1);
     a.dtype = GetDType(o, op);
-    a.h = BufferArg(info[0], op, "h", a.M * a.d, a.dtype);
-    a.w_lm = BufferArg(info[1], op, "wLm", a.V * a.d, a.dtype);
-    a.x = BufferArg(info[2], op, "x", a.M * a.d, a.dtype);
-    a.w_vm = BufferArg(info[3], op, "wVm", a.V * a.d, a.dtype);
     a.reduction = GetReduction(o, op);
     a.temperature = GetNumber(o, "temperature", 1, op);
     a.grad_scale = GetNumber(o, "gradScale", 1, op);
     a.detach_target = GetBool(o, "detachTarget", false, op);
     a.compute_grad = GetBool(o, "grad", true, op);
     CommonChunkOpts(o, op, &a.chunk_rows, &a.workspace_budget);
+    a.h = BufferArg(info[0], op, "h", Elems(op, a.M, a.d), a.dtype);
+    a.w_lm = BufferArg(info[1], op, "wLm", Elems(op, a.V, a.d), a.dtype);
+    a.x = BufferArg(info[2], op, "x", Elems(op, a.M, a.d), a.dtype);
+    a.w_vm = BufferArg(info[3], op, "wVm", Elems(op, a.V, a.d), a.dtype);
     const bool gt = a.compute_grad && !a.detach_target;
-    Napi::Object r = Napi::Object::New(env);
     Outputs outs(env);
-    a.dh = outs.Add("dh", a.M * a.d, a.dtype, a.compute_grad, r);
-    a.dw_lm = static_cast<float*>(outs.Add("dwLm", a.V * a.d, DType::F32, a.compute_grad, r));
-    a.dx = outs.Add("dx", a.M * a.d, a.dtype, gt, r);
-    a.dw_vm = static_cast<float*>(outs.Add("dwVm", a.V * a.d, DType::F32, gt, r));
-    Napi::Float32Array row_loss = Napi::Float32Array::New(env, static_cast<size_t>(a.M));
+    a.dh = outs.Add("dh", Elems(op, a.M, a.d), a.dtype, a.compute_grad);
+    a.dw_lm = static_cast<float*>(outs.Add("dwLm", Elems(op, a.V, a.d), DType::F32, a.compute_grad));
+    a.dx = outs.Add("dx", Elems(op, a.M, a.d), a.dtype, gt);
+    a.dw_vm = static_cast<float*>(outs.Add("dwVm", Elems(op, a.V, a.d), DType::F32, gt));
+    Napi::Float32Array row_loss = RowLoss(env, a.M);
     a.row_loss = row_loss.Data();
     KernelStats st = B::visual_word_kl(a);
-    outs.Commit();
     Napi::Object s = StatsObject(env, st);
     s.Set("rowLoss", row_loss);
-    for (const char* k : {"dh", "dwLm", "dx", "dwVm"}) s.Set(k, r.Get(k));
+    outs.Commit(s);
     return s;
   });
 }
@@ -142,35 +166,34 @@ Napi::Value visualWords(const Napi::CallbackInfo& info) {
     const char* op = "visual_words";
     Napi::Object dims = DimsArg(info, 2, op), o = OptsArg(info, 3, op);
     VisualWordsArgs a;
-    a.N = GetDim(dims, "N", op), a.d = GetDim(dims, "d", op), a.V = GetDim(dims, "V", op);
+    a.N = GetDim(dims, "N", op), a.d = GetDim(dims, "d", op, 1), a.V = GetDim(dims, "V", op, 1);
     a.dtype = GetDType(o, op);
-    a.k = static_cast<int64_t>(GetNumber(o, "topK", 1, op));
-    a.x = BufferArg(info[0], op, "x", a.N * a.d, a.dtype);
-    a.w_vm = BufferArg(info[1], op, "wVm", a.V * a.d, a.dtype);
+    a.k = GetInt(o, "topK", 1, 1, static_cast<double>(a.V), op);
     CommonChunkOpts(o, op, &a.chunk_rows, &a.workspace_budget);
-    if (a.k < 1 || a.k > a.V) throw_range_error("[", op, "] topK must be in [1, V = ", a.V, "], got ", a.k);
-    Napi::Object r = Napi::Object::New(env);
+    a.x = BufferArg(info[0], op, "x", Elems(op, a.N, a.d), a.dtype);
+    a.w_vm = BufferArg(info[1], op, "wVm", Elems(op, a.V, a.d), a.dtype);
     Outputs outs(env);
-    a.ids = static_cast<int32_t*>(outs.Add("ids", a.N * a.k, DType::I32, true, r));
-    a.probs = static_cast<float*>(outs.Add("probs", a.N * a.k, DType::F32, true, r));
+    a.ids = static_cast<int32_t*>(outs.Add("ids", Elems(op, a.N, a.k), DType::I32, true));
+    a.probs = static_cast<float*>(outs.Add("probs", Elems(op, a.N, a.k), DType::F32, true));
     KernelStats st = B::visual_words(a);
-    outs.Commit();
     Napi::Object s = StatsObject(env, st);
-    s.Set("ids", r.Get("ids"));
-    s.Set("probs", r.Get("probs"));
+    outs.Commit(s);
     return s;
   });
 }
 
+// Dims and options of both PIF bindings (JS-running reads), then the buffers x, wVm, e.
 inline void PifArgs(const Napi::CallbackInfo& info, const char* op, size_t dims_at, PseudoImageFeaturesArgs* a) {
   Napi::Object dims = DimsArg(info, dims_at, op), o = OptsArg(info, dims_at + 1, op);
-  a->N = GetDim(dims, "N", op), a->d = GetDim(dims, "d", op), a->V = GetDim(dims, "V", op);
-  a->dE = GetDim(dims, "dE", op);
+  a->N = GetDim(dims, "N", op), a->d = GetDim(dims, "d", op, 1), a->V = GetDim(dims, "V", op, 1);
+  a->dE = GetDim(dims, "dE", op, 1);
   a->dtype = GetDType(o, op);
-  a->x = BufferArg(info[0], op, "x", a->N * a->d, a->dtype);
-  a->w_vm = BufferArg(info[1], op, "wVm", a->V * a->d, a->dtype);
-  a->e = BufferArg(info[2], op, "e", a->V * a->dE, a->dtype);
   CommonChunkOpts(o, op, &a->chunk_rows, &a->workspace_budget);
+}
+inline void PifBuffers(const Napi::CallbackInfo& info, const char* op, PseudoImageFeaturesArgs* a) {
+  a->x = BufferArg(info[0], op, "x", Elems(op, a->N, a->d), a->dtype);
+  a->w_vm = BufferArg(info[1], op, "wVm", Elems(op, a->V, a->d), a->dtype);
+  a->e = BufferArg(info[2], op, "e", Elems(op, a->V, a->dE), a->dtype);
 }
 
 // pseudoImageFeatures(x, wVm, e, {N, d, V, dE}, opts) -> { out }
@@ -181,13 +204,12 @@ Napi::Value pseudoImageFeatures(const Napi::CallbackInfo& info) {
     const char* op = "pseudo_image_features";
     PseudoImageFeaturesArgs a;
     PifArgs(info, op, 3, &a);
-    Napi::Object r = Napi::Object::New(env);
+    PifBuffers(info, op, &a);
     Outputs outs(env);
-    a.out = outs.Add("out", a.N * a.dE, a.dtype, true, r);
+    a.out = outs.Add("out", Elems(op, a.N, a.dE), a.dtype, true);
     KernelStats st = B::pseudo_image_features(a);
-    outs.Commit();
     Napi::Object s = StatsObject(env, st);
-    s.Set("out", r.Get("out"));
+    outs.Commit(s);
     return s;
   });
 }
@@ -200,16 +222,15 @@ Napi::Value pseudoImageFeaturesBackward(const Napi::CallbackInfo& info) {
     const char* op = "pseudo_image_features_backward";
     PseudoImageFeaturesArgs a;
     PifArgs(info, op, 4, &a);
-    a.grad_out = BufferArg(info[3], op, "gradOut", a.N * a.dE, a.dtype);
-    Napi::Object r = Napi::Object::New(env);
+    PifBuffers(info, op, &a);
+    a.grad_out = BufferArg(info[3], op, "gradOut", Elems(op, a.N, a.dE), a.dtype);
     Outputs outs(env);
-    a.dx = outs.Add("dx", a.N * a.d, a.dtype, true, r);
-    a.dw_vm = static_cast<float*>(outs.Add("dwVm", a.V * a.d, DType::F32, true, r));
-    a.de = static_cast<float*>(outs.Add("de", a.V * a.dE, DType::F32, true, r));
+    a.dx = outs.Add("dx", Elems(op, a.N, a.d), a.dtype, true);
+    a.dw_vm = static_cast<float*>(outs.Add("dwVm", Elems(op, a.V, a.d), DType::F32, true));
+    a.de = static_cast<float*>(outs.Add("de", Elems(op, a.V, a.dE), DType::F32, true));
     KernelStats st = B::pseudo_image_features_backward(a);
-    outs.Commit();
     Napi::Object s = StatsObject(env, st);
-    for (const char* k : {"dx", "dwVm", "de"}) s.Set(k, r.Get(k));
+    outs.Commit(s);
     return s;
   });
 }

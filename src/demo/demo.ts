@@ -38,6 +38,7 @@ export interface DemoResult extends DemoRunResult {
 
 function scaled(r: Recipe, scale: number): Recipe {
   const c: Recipe = JSON.parse(JSON.stringify(r));
+  if (c.stage0.steps > 0) c.stage0.steps = Math.max(1, Math.round(c.stage0.steps * scale));
   c.stage1.steps = Math.max(1, Math.round(c.stage1.steps * scale));
   c.stage2.steps = Math.max(1, Math.round(c.stage2.steps * scale));
   c.evalEvery = Math.max(1, Math.round(c.evalEvery * scale));
@@ -70,11 +71,11 @@ export function visualWordAgreement(model: VwLmm, tokenizer: TextTokenizer, spli
   return total ? hit / total : null;
 }
 
-async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean): Promise<{ result: DemoRunResult; model: VwLmm; test: SplitData }> {
+async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean): Promise<{ result: DemoRunResult; model: VwLmm; test: SplitData }> {
   const t0 = Date.now();
   const progress = new Progress(50, quiet ? process.stderr : process.stdout);
-  const res = runRecipe(recipe, {
-    outDir: dir,
+  const res = await runRecipe(recipe, {
+    outDir: dir, resume, handleSignals: true,
     tokenizerJson: JSON.parse(fs.readFileSync(path.join(dataDir, 'tokenizer.json'), 'utf8')),
     onLog: (r) => {
       progress.update(r);
@@ -103,7 +104,7 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   };
 }
 
-export async function runDemo(o: { outDir: string; seed: number; ablation: boolean; scale: number; quiet: boolean; recipe?: Recipe }): Promise<DemoResult> {
+export async function runDemo(o: { outDir: string; seed: number; ablation: boolean; scale: number; quiet: boolean; recipe?: Recipe; resume?: boolean }): Promise<DemoResult> {
   const t0 = Date.now();
   const log = (s: string) => (o.quiet ? process.stderr.write(s + '\n') : console.log(s));
   const recipe = scaled({ ...(o.recipe ?? DEFAULT_RECIPE), seed: o.seed }, o.scale);
@@ -112,8 +113,8 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   writeSortOfClevr(dataDir, { train: recipe.trainImages, test: recipe.testImages, seed: o.seed });
   writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
   const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
-  log(`training VW-LMM (vmWeight ${recipe.vmWeight}): stage 1 captions ${recipe.stage1.steps} steps, stage 2 questions ${recipe.stage2.steps} steps`);
-  const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet);
+  log(`training VW-LMM (vmWeight ${recipe.vmWeight}): stage 0 vision tower ${recipe.stage0.steps} steps, stage 1 captions ${recipe.stage1.steps} steps, stage 2 questions ${recipe.stage2.steps} steps`);
+  const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume);
   const metrics = path.join(o.outDir, 'vw', 'metrics.jsonl');
   const lossCurve = path.join(o.outDir, 'vw', 'loss_curve.png');
   await plotMetrics(metrics, lossCurve, `VW-LMM on Sort-of-CLEVR (seed ${o.seed})`);
@@ -128,7 +129,7 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   let ablation: DemoRunResult | undefined;
   if (o.ablation) {
     log('ablation: the same run with vmWeight 0 (plain LLaVA objective)');
-    const a = await oneRun({ ...recipe, vmWeight: 0 }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet);
+    const a = await oneRun({ ...recipe, vmWeight: 0 }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume);
     a.model.dispose();
     ablation = a.result;
   }

@@ -7,13 +7,17 @@
 //     supervised) mixed with captions, so the binding is kept while the question kinds are learned.
 // From scratch every part is trainable in both stages (LLaVA's frozen-LLM stage 1 assumes a pretrained
 // LLM and tower). All sizes and budgets are fields of Recipe; the defaults are what the demo runs.
+import * as path from 'path';
 import { Turn } from '../data/conversation';
+import { resolveCheckpointDir } from '../model/checkpoint';
 import { VwLmmConfig } from '../model/config';
 import { VwLmm } from '../model/vwlmm';
 import { Generator } from '../random';
+import { installStopHandlers, StopRequest } from '../train/interrupt';
 import { Stage, Trainer } from '../train/trainer';
 import { Accuracy, captionAccuracy, captionWordAccuracy, evaluateSplit } from './evaluate';
 import { renderScene, Scene } from '../data/sort_of_clevr';
+import { pretrainVisionTower } from './vision_pretrain';
 import { batchOf, captionText, makeSplit, makeTokenizer, questionConversation, SplitData, TaskSample, tokenizeSamples } from './task';
 
 export interface Recipe {
@@ -30,6 +34,12 @@ export interface Recipe {
    * word to its object is easy with few objects). warmupObjects/warmupSteps: a first caption stage with
    * at most that many objects (a growing curriculum); 0 steps = none.
    */
+  /**
+   * Stage 0: vision tower pretraining on object attributes (src/demo/vision_pretrain.ts); 0 steps = none.
+   * freeze: the stages after it in which the tower stays frozen, as LLaVA keeps its pretrained CLIP tower
+   * ([1]: frozen while the LLM learns to read it, trained again with the questions).
+   */
+  stage0: { steps: number; batchSize: number; lr: number; freeze: number[] };
   stage1: { steps: number; batchSize: number; lr: number; subsets: boolean; warmupObjects: number; warmupSteps: number; relational: boolean };
   /**
    * describeTurns: extra turns per conversation asking "What is the {colour} object?" answered with its
@@ -52,6 +62,7 @@ export const DEFAULT_RECIPE: Recipe = {
   imageMean: [1, 1, 1],
   imageStd: [0.5, 0.5, 0.5],
   vmWeight: 1,
+  stage0: { steps: 2000, batchSize: 32, lr: 3e-3, freeze: [1] },
   stage1: { steps: 2000, batchSize: 32, lr: 3e-3, subsets: true, warmupObjects: 2, warmupSteps: 0, relational: false },
   stage2: { steps: 6000, batchSize: 16, lr: 2e-3, questionsPerSample: 8, captionShare: 0.25, describeTurns: 3 },
   evalEvery: 1000,
@@ -76,7 +87,18 @@ export interface RecipeResult {
   testSplit: SplitData;
 }
 
-export function runRecipe(r: Recipe, opts: { outDir: string; onLog?: (rec: Record<string, unknown>) => void; tokenizerJson?: Record<string, unknown> }): RecipeResult {
+export interface RunRecipeOptions {
+  outDir: string;
+  onLog?: (rec: Record<string, unknown>) => void;
+  tokenizerJson?: Record<string, unknown>;
+  /** Continue from the newest complete checkpoint in outDir (stage 0 is skipped: its tower is in it). */
+  resume?: boolean;
+  /** SIGINT / SIGTERM stop training after the current step with a checkpoint (TrainingInterrupted). */
+  handleSignals?: boolean;
+}
+
+/** Trains a model by the recipe (async: the trainer yields between steps, so signals are handled). */
+export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<RecipeResult> {
   const t0 = Date.now();
   const gen = new Generator(r.seed);
   const { tokenizer, json } = makeTokenizer();
@@ -84,6 +106,17 @@ export function runRecipe(r: Recipe, opts: { outDir: string; onLog?: (rec: Recor
   const test = makeSplit(r.testImages, gen.fork('test'), { nonRelational: 10, relational: 10 });
   const cfg = recipeConfig(r, tokenizer.vocabSize);
   const model = VwLmm.create(cfg, r.seed);
+  const resuming = !!opts.resume && resolveCheckpointDir(path.join(opts.outDir, 'checkpoint')) !== null;
+  if (r.stage0.steps > 0 && !resuming) {
+    const stop = new StopRequest();
+    const remove = opts.handleSignals ? installStopHandlers(stop) : null;
+    try {
+      const v = await pretrainVisionTower(model, train, { ...r.stage0, seed: r.seed, mean: cfg.image.mean, std: cfg.image.std, onLog: opts.onLog, logEvery: 100, stopRequested: () => stop.requested() }, test);
+      opts.onLog?.({ stage: 'vision', done: true, seconds: v.seconds, ...Object.fromEntries(Object.entries(v.accuracy).map(([k, a]) => [`acc_${k}`, a])) });
+    } finally {
+      remove?.();
+    }
+  }
   const P = model.numImageTokens;
   const bopts = { imageSize: 75, numPatches: P, padId: tokenizer.padId, mean: cfg.image.mean, std: cfg.image.std };
   // stage 1 images: the training scenes, or (subsets) each reduced to a random subset of its objects
@@ -122,14 +155,14 @@ export function runRecipe(r: Recipe, opts: { outDir: string; onLog?: (rec: Recor
   // the mixture: questions then captions; captionShare of the stage's samples are captions
   const nCap = Math.round((questions.length * r.stage2.captionShare) / (1 - r.stage2.captionShare));
   const mixed: TaskSample[] = [...questions, ...Array.from({ length: nCap }, (_, j) => fullCaptions[j % fullCaptions.length])];
-  const all = { trainable: { visionTower: true, projector: true, llm: true, vmHead: true } };
+  const trainable = (stage: number) => ({ trainable: { visionTower: !(r.stage0.steps > 0 && r.stage0.freeze.includes(stage)), projector: true, llm: true, vmHead: true } });
   const stages: Stage[] = [
-    ...(warm ? [{ name: 'captions-warmup', size: warm.samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => warm.samples[i]), warm.split, bopts), steps: r.stage1.warmupSteps, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...all }] : []),
-    { name: 'captions', size: captions.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => captions[i]), capSplit, bopts), steps: r.stage1.steps, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...all },
-    { name: 'questions', size: mixed.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => mixed[i]), train, bopts), steps: r.stage2.steps, batchSize: r.stage2.batchSize, lr: r.stage2.lr, warmupRatio: 0.03, ...all },
+    ...(warm ? [{ name: 'captions-warmup', size: warm.samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => warm.samples[i]), warm.split, bopts), steps: r.stage1.warmupSteps, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...trainable(1) }] : []),
+    { name: 'captions', size: captions.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => captions[i]), capSplit, bopts), steps: r.stage1.steps, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...trainable(1) },
+    { name: 'questions', size: mixed.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => mixed[i]), train, bopts), steps: r.stage2.steps, batchSize: r.stage2.batchSize, lr: r.stage2.lr, warmupRatio: 0.03, ...trainable(2) },
   ].filter((s) => (s.steps ?? 0) > 0);
   const trainer = new Trainer(model, stages, {
-    seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery,
+    seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals,
     evaluate: (m, where) => {
       const shapes = captionWordAccuracy(m, test, tokenizer, ['square', 'circle']);
       if (where.stage.startsWith('captions')) return { captionAccuracy: captionAccuracy(m, test, tokenizer), captionShapeAccuracy: shapes };
@@ -139,7 +172,7 @@ export function runRecipe(r: Recipe, opts: { outDir: string; onLog?: (rec: Recor
     onLog: opts.onLog, checkpointFiles: { tokenizer: opts.tokenizerJson ?? json },
     logEvery: 10,
   });
-  trainer.run();
+  await trainer.runAsync();
   const acc = evaluateSplit(model, test, tokenizer, 'vicuna_v1');
   return { model, test: acc, seconds: (Date.now() - t0) / 1000, train, testSplit: test };
 }

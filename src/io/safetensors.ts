@@ -9,13 +9,19 @@
 // RangeError naming the tensor). Tensors are read one by one straight from the file descriptor into fresh,
 // aligned typed arrays, so files of several GB work (no 2 GiB readFile limit, no unaligned views).
 // Writing produces F32/I32 only, names sorted, header padded to 8 bytes, atomically (tmp file, fsync, rename).
+// Integrity: a writer may store the sha256 of the tensor data (the tensors' bytes in offset order) in the
+// metadata under CHECKSUM_KEY (our checkpoints do); reading every tensor of such a file verifies it, so
+// flipped or zeroed bytes inside a well-formed file are an error, not a silently wrong model.
 
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { randomBytes } from 'crypto';
+import { createHash, Hash, randomBytes } from 'crypto';
 
 export type HostDType = 'float32' | 'int32';
+
+/** Metadata key of the sha256 (hex) of the tensor data in offset order; see writeSafetensors' `checksum`. */
+export const CHECKSUM_KEY = 'vwlmm_data_sha256';
 
 export interface HostTensor {
   dtype: HostDType;
@@ -245,7 +251,7 @@ function int64Error(file: string, name: string, index: number, lo: number, hi: n
   throw new RangeError(`safetensors: ${file}: tensor '${name}': element ${index} = ${v} does not fit in int32 (${unsigned ? 'U64' : 'I64'} is read as int32)`);
 }
 
-function readEntry(fd: number, file: string, t: SafetensorsEntry): HostTensor {
+function readEntry(fd: number, file: string, t: SafetensorsEntry, hash?: Hash): HostTensor {
   const info = DTYPES[t.dtype];
   const nbytes = t.end - t.begin;
   const numel = nbytes / info.size;
@@ -255,10 +261,12 @@ function readEntry(fd: number, file: string, t: SafetensorsEntry): HostTensor {
   if (LITTLE_ENDIAN && (t.dtype === 'F32' || t.dtype === 'I32')) {
     const data = t.dtype === 'F32' ? new Float32Array(numel) : new Int32Array(numel);
     readExactly(fd, file, new Uint8Array(data.buffer), 0, nbytes, t.begin);
+    hash?.update(new Uint8Array(data.buffer));
     return { dtype: info.to, shape, data };
   }
   const raw = new Uint8Array(nbytes);
   readExactly(fd, file, raw, 0, nbytes, t.begin);
+  hash?.update(raw);
   const buf = raw.buffer;
 
   if (!LITTLE_ENDIAN) return readEntryBigEndianHost(file, t, raw, numel);
@@ -389,6 +397,18 @@ export function readSafetensorsWithMetadata(file: string, options: ReadOptions =
   try {
     const header = parseHeader(fd, file, size);
     const tensors = new Map<string, HostTensor>();
+    const expected = header.metadata[CHECKSUM_KEY];
+    if (expected !== undefined && !options.filter) {
+      // every tensor, in offset order, through the hash
+      const hash = createHash('sha256');
+      const ordered = header.entries.slice().sort((a, b) => a.begin - b.begin);
+      for (const entry of ordered) tensors.set(entry.name, readEntry(fd, file, entry, hash));
+      const got = hash.digest('hex');
+      if (got !== expected.toLowerCase()) {
+        throw new SafetensorsError(file, `the tensor data does not match its checksum (sha256 ${got}, the header records ${expected}): the file is corrupt`);
+      }
+      return { tensors: new Map(header.entries.map((e) => [e.name, tensors.get(e.name)!])), metadata: header.metadata };
+    }
     for (const entry of header.entries) {
       if (options.filter && !options.filter(entry.name)) continue;
       tensors.set(entry.name, readEntry(fd, file, entry));
@@ -524,10 +544,11 @@ function tensorBytes(t: HostTensor): Uint8Array {
  * Writes float32/int32 tensors (names sorted) and optional string metadata as a .safetensors file.
  * Atomic: the bytes go to `${file}.tmp-<pid>-<random>` in the same directory, are fsync'ed, and the tmp file
  * is renamed over `file`, so readers see either the old file or the complete new one. On failure the tmp
- * file is removed and `file` is left as it was.
+ * file is removed and `file` is left as it was. `checksum: true` records the sha256 of the tensor data in
+ * the metadata (CHECKSUM_KEY), which readers of the whole file verify.
  */
 export function writeSafetensors(file: string, tensors: Map<string, HostTensor> | Record<string, HostTensor>,
-  metadata?: Record<string, string>): void {
+  metadata?: Record<string, string>, options: { checksum?: boolean } = {}): void {
   const entries: [string, HostTensor][] = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   for (const [name, t] of entries) checkTensor(file, name, t);
   entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
@@ -541,6 +562,12 @@ export function writeSafetensors(file: string, tensors: Map<string, HostTensor> 
       }
     }
     if (Object.keys(metadata).length > 0) header.__metadata__ = { ...metadata };
+  }
+  if (options.checksum) {
+    // sha256 of the tensor data as written (names sorted = offset order), verified by the reader
+    const hash = createHash('sha256');
+    for (const [, t] of entries) hash.update(tensorBytes(t));
+    header.__metadata__ = { ...(header.__metadata__ as Record<string, string> | undefined), [CHECKSUM_KEY]: hash.digest('hex') };
   }
   let offset = 0;
   for (const [name, t] of entries) {

@@ -1,7 +1,11 @@
 // Checkpoint directories (self-contained): config.json (LLaVA layout, see config.ts), model.safetensors
 // (LLaVA tensor names; the vision tower embedded under model.vision_tower.vision_tower.vision_model.*),
-// tokenizer.json, and optionally the trainer's state. Written atomically: everything goes to a sibling
-// temp directory that is renamed over the target at the end, so a crash never leaves a half checkpoint.
+// tokenizer.json, and optionally the trainer's state. Written crash-safely: everything goes to a sibling
+// temp directory (every file fsync'ed, then the directory); the previous checkpoint is renamed to
+// `<dir>.old-<stamp>`, the temp directory renamed to `<dir>`, the parent directory fsync'ed, and only then
+// the old one is removed (renamed to `<dir>.trash-*` first, so an `.old-*` directory is always complete).
+// A kill -9 at any instant therefore leaves `<dir>` or, between the two renames, `<dir>.old-*` complete:
+// resolveCheckpointDir finds whichever is newest, and loadCheckpoint falls back to it.
 // Loading also accepts original LLaVA checkpoints: sharded weights, and a vision tower that is not in the
 // checkpoint but in the directory named by mm_vision_tower (HF CLIPVisionModel layout, names with or
 // without the "vision_model." prefix); and transformers' LlavaForConditionalGeneration directories
@@ -41,23 +45,136 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   // everything that can throw on the model is done before the temp directory exists
   const configJson = transformers ? configToTransformers(model.config, opts.imageTokenIndex ?? model.config.imageTokenIndex) : { ...configToJson(model.config), mm_vision_tower: 'embedded' };
   const tensors = transformers ? weightsToTransformers(model.stateDict()) : model.stateDict();
-  const tmp = `${path.resolve(dir)}.tmp-${process.pid}-${Date.now()}`;
+  const target = path.resolve(dir);
+  const tmp = `${target}.tmp-${process.pid}-${Date.now()}-${saveCounter++}`;
   fs.mkdirSync(tmp);
   try {
-    fs.writeFileSync(path.join(tmp, 'config.json'), (transformers ? stringifyTransformersConfig(configJson) : JSON.stringify(configJson, null, 2)) + '\n');
-    writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' });
-    if (typeof opts.tokenizer === 'string') fs.copyFileSync(opts.tokenizer, path.join(tmp, 'tokenizer.json'));
-    else if (opts.tokenizer) fs.writeFileSync(path.join(tmp, 'tokenizer.json'), JSON.stringify(opts.tokenizer));
-    for (const [name, data] of Object.entries(opts.extraFiles ?? {})) fs.writeFileSync(path.join(tmp, name), data);
-    for (const [name, tensors] of Object.entries(opts.extraTensors ?? {})) writeSafetensors(path.join(tmp, name), tensors);
-    const old = `${path.resolve(dir)}.old-${process.pid}-${Date.now()}`;
-    if (fs.existsSync(dir)) fs.renameSync(dir, old);
-    fs.renameSync(tmp, dir);
-    if (fs.existsSync(old)) fs.rmSync(old, { recursive: true, force: true });
+    writeFileDurable(path.join(tmp, 'config.json'), (transformers ? stringifyTransformersConfig(configJson) : JSON.stringify(configJson, null, 2)) + '\n');
+    writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' }, { checksum: true });
+    if (typeof opts.tokenizer === 'string') writeFileDurable(path.join(tmp, 'tokenizer.json'), fs.readFileSync(opts.tokenizer));
+    else if (opts.tokenizer) writeFileDurable(path.join(tmp, 'tokenizer.json'), JSON.stringify(opts.tokenizer));
+    for (const [name, data] of Object.entries(opts.extraFiles ?? {})) writeFileDurable(path.join(tmp, name), data);
+    for (const [name, tensors] of Object.entries(opts.extraTensors ?? {})) writeSafetensors(path.join(tmp, name), tensors, undefined, { checksum: true });
+    fsyncPath(tmp);
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
+  // From here on some complete checkpoint is always findable: the target, or (between the renames) the
+  // .old- one; a failure leaves the tmp directory for the next save to clean up.
+  let old: string | null = null;
+  if (fs.existsSync(target)) {
+    old = `${target}.old-${stamp()}`;
+    fs.renameSync(target, old);
+  }
+  fs.renameSync(tmp, target);
+  fsyncPath(parent);
+  removeStale(target, old);
+}
+
+let saveCounter = 0;
+const OLD_NAME = /^old-\d{15}-\d+-\d+$/;
+const STALE_NAME = /^(old|trash)-\d{15}-\d+-\d+$/;
+/** A name part that sorts by time (then process and a counter), for .old- directories. */
+function stamp(): string {
+  return `${String(Date.now()).padStart(15, '0')}-${process.pid}-${saveCounter++}`;
+}
+
+/** Writes a file and fsyncs it (the data is on disk before the directory that holds it is renamed). */
+function writeFileDurable(file: string, data: string | Buffer): void {
+  const fd = fs.openSync(file, 'w', 0o644);
+  try {
+    fs.writeFileSync(fd, data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** fsync of a directory (its entries) or file; best effort where the platform cannot. */
+function fsyncPath(p: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(p, 'r');
+  } catch {
+    return;
+  }
+  try {
+    fs.fsyncSync(fd);
+  } catch {
+    /* e.g. directories on some platforms */
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * After a successful save: removes `old` (this save's previous checkpoint), .old- directories of earlier
+ * interrupted saves, .trash- leftovers, and .tmp- directories of processes that no longer run (a crashed save).
+ */
+function removeStale(target: string, old: string | null): void {
+  const parent = path.dirname(target), base = path.basename(target);
+  let names: string[];
+  try {
+    names = fs.readdirSync(parent);
+  } catch {
+    return;
+  }
+  const victims = names.filter((n) => {
+    if (!n.startsWith(`${base}.`)) return false;
+    const rest = n.slice(base.length + 1);
+    if (STALE_NAME.test(rest)) return true;
+    const m = /^tmp-(\d+)-/.exec(rest);
+    return m !== null && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]));
+  }).map((n) => path.join(parent, n));
+  if (old && !victims.includes(old)) victims.push(old);
+  for (const v of victims) {
+    try {
+      // an .old- directory is renamed away first, so a kill during the removal never leaves a partial one
+      const trash = /^trash-/.test(path.basename(v).slice(base.length + 1)) ? v : `${target}.trash-${stamp()}`;
+      if (trash !== v) fs.renameSync(v, trash);
+      fs.rmSync(trash, { recursive: true, force: true });
+    } catch {
+      /* another process's cleanup, or permissions: left for the next save */
+    }
+  }
+}
+
+/**
+ * The directory holding the newest complete checkpoint saved at `dir`: `dir` itself when it holds a
+ * config.json, else the newest `<dir>.old-*` left by a save that was killed between its two renames; null
+ * when there is none.
+ */
+export function resolveCheckpointDir(dir: string): string | null {
+  const target = path.resolve(dir);
+  const complete = (d: string) => {
+    try {
+      return fs.statSync(d).isDirectory() && fs.existsSync(path.join(d, 'config.json'));
+    } catch {
+      return false;
+    }
+  };
+  if (complete(target)) return dir;
+  const parent = path.dirname(target), base = path.basename(target);
+  let names: string[];
+  try {
+    names = fs.readdirSync(parent);
+  } catch {
+    return null;
+  }
+  const olds = names.filter((n) => n.startsWith(`${base}.`) && OLD_NAME.test(n.slice(base.length + 1))).sort().reverse();
+  for (const n of olds) if (complete(path.join(parent, n))) return path.join(parent, n);
+  return null;
 }
 
 function readJson(file: string): Record<string, unknown> {
@@ -70,10 +187,15 @@ function readJson(file: string): Record<string, unknown> {
 }
 
 /** Loads a VW-LMM / LLaVA checkpoint directory. */
-export function loadCheckpoint(dir: string, opts: { seed?: number } = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`checkpoint: ${dir} is not a directory`);
+export function loadCheckpoint(dir: string, opts: { seed?: number } = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null; dir: string } {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
+    // a save killed between its two renames leaves the previous checkpoint as <dir>.old-*
+    const fallback = resolveCheckpointDir(dir);
+    if (fallback === null) throw new Error(`checkpoint: ${dir} is not a directory`);
+    dir = fallback;
+  }
   const json = readJson(path.join(dir, 'config.json'));
-  if (isTransformersLlavaConfig(json)) return loadTransformersCheckpoint(dir, json, opts.seed ?? 0);
+  if (isTransformersLlavaConfig(json)) return { ...loadTransformersCheckpoint(dir, json, opts.seed ?? 0), dir };
   const weights = readCheckpointWeights(dir);
   let towerWeights: Map<string, HostTensor> | null = null;
   let visionConfig: Record<string, unknown> | undefined;
@@ -86,7 +208,7 @@ export function loadCheckpoint(dir: string, opts: { seed?: number } = {}): { mod
     visionConfig = readJson(path.join(towerDir, 'config.json'));
     towerWeights = readCheckpointWeights(towerDir, { filter: (n: string) => !n.startsWith('text_model.') });
   }
-  const config = configFromJson(json, visionConfig);
+  const config = withConfigFile(dir, () => configFromJson(json, visionConfig));
   const model = VwLmm.create(config, opts.seed ?? 0);
   try {
     if (towerWeights) {
@@ -100,13 +222,26 @@ export function loadCheckpoint(dir: string, opts: { seed?: number } = {}): { mod
     throw e;
   }
   const tok = path.join(dir, 'tokenizer.json');
-  return { model, config, tokenizerPath: fs.existsSync(tok) ? tok : null };
+  return { model, config, tokenizerPath: fs.existsSync(tok) ? tok : null, dir };
+}
+
+/** Config errors (a missing or wrong-typed key) prefixed with the config file, keeping their class. */
+function withConfigFile<T>(dir: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof TypeError || e instanceof RangeError) {
+      const Ctor = e instanceof TypeError ? TypeError : RangeError;
+      throw new Ctor(`checkpoint: ${path.join(dir, 'config.json')}: ${e.message}`, { cause: e });
+    }
+    throw e;
+  }
 }
 
 /** A transformers LlavaForConditionalGeneration directory (config.json with text_config / vision_config). */
 function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, seed: number): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
   const pre = path.join(dir, 'preprocessor_config.json');
-  const config = configFromTransformers(json, fs.existsSync(pre) ? readJson(pre) : undefined);
+  const config = withConfigFile(dir, () => configFromTransformers(json, fs.existsSync(pre) ? readJson(pre) : undefined));
   const weights = weightsFromTransformers(readCheckpointWeights(dir), json);
   const model = VwLmm.create(config, seed);
   try {
@@ -118,4 +253,17 @@ function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, 
   }
   const tok = path.join(dir, 'tokenizer.json');
   return { model, config, tokenizerPath: fs.existsSync(tok) ? tok : null };
+}
+
+/**
+ * A tokenizer that does not belong to the model is an error naming both sizes: more token ids than the
+ * model's vocab_size (ids out of range), or fewer, unless the embedding was padded as transformers does
+ * (vocab_size = the tokenizer's size rounded up to a multiple of 8 ... 128, e.g. llava-hf: 32002 -> 32064).
+ */
+export function checkTokenizerVocab(tokenizerVocab: number, modelVocab: number, tokenizerPath: string): void {
+  if (tokenizerVocab === modelVocab) return;
+  const padded = [8, 16, 32, 64, 128].some((m) => Math.ceil(tokenizerVocab / m) * m === modelVocab);
+  if (tokenizerVocab < modelVocab && padded) return;
+  throw new RangeError(`tokenizer ${tokenizerPath} has a vocabulary of ${tokenizerVocab} tokens but the checkpoint's vocab_size is ${modelVocab}: ` +
+    (tokenizerVocab > modelVocab ? 'its ids would run past the embedding' : 'not a padding of the tokenizer\'s size') + ' (the tokenizer does not belong to this checkpoint)');
 }

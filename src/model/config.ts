@@ -89,31 +89,74 @@ export function configToJson(c: VwLmmConfig): Record<string, unknown> {
   };
 }
 
+/**
+ * Typed reads of config.json keys: a wrong type or value is an error naming the key and what it holds
+ * (never a silent coercion: "false" is not a boolean, "75" is not a number, a bad image_mean is not
+ * replaced by CLIP's).
+ */
+function keyReader(j: Record<string, unknown>) {
+  const show = (v: unknown) => JSON.stringify(v) ?? String(v);
+  const get = (k: string) => (j[k] === null ? undefined : j[k]);
+  return {
+    num(k: string, d: number, check?: { integer?: boolean; min?: number }): number {
+      const v = get(k);
+      if (v === undefined) return d;
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw new TypeError(`config: ${k} must be a number, got ${show(v)}`);
+      if (check?.integer && !Number.isInteger(v)) throw new TypeError(`config: ${k} must be an integer, got ${show(v)}`);
+      if (check?.min !== undefined && v < check.min) throw new RangeError(`config: ${k} must be >= ${check.min}, got ${show(v)}`);
+      return v;
+    },
+    bool(k: string, d: boolean): boolean {
+      const v = get(k);
+      if (v === undefined) return d;
+      if (typeof v !== 'boolean') throw new TypeError(`config: ${k} must be true or false, got ${show(v)}`);
+      return v;
+    },
+    str<T extends string>(k: string, d: T, allowed?: readonly T[]): T {
+      const v = get(k);
+      if (v === undefined) return d;
+      if (typeof v !== 'string') throw new TypeError(`config: ${k} must be a string, got ${show(v)}`);
+      if (allowed && !allowed.includes(v as T)) throw new RangeError(`config: ${k} '${v}' is not supported (${allowed.join(' | ')})`);
+      return v as T;
+    },
+    arr3(k: string, d: [number, number, number]): [number, number, number] {
+      const v = get(k);
+      if (v === undefined) return [...d];
+      if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'number' && Number.isFinite(x)))
+        throw new TypeError(`config: ${k} must be a list of 3 numbers, got ${show(v)}`);
+      return [...v] as [number, number, number];
+    },
+  };
+}
+
 export function configFromJson(j: Record<string, unknown>, visionConfig?: Record<string, unknown>): VwLmmConfig {
+  if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new TypeError('config: config.json must hold a JSON object');
   if (j.model_type !== undefined && j.model_type !== 'llava' && j.model_type !== 'llava_llama')
     throw new RangeError(`config: model_type '${j.model_type}' is not a LLaVA model`);
-  const vc = (j.vision_config as Record<string, unknown> | undefined) ?? visionConfig;
+  if (j.vision_config !== undefined && j.vision_config !== null && (typeof j.vision_config !== 'object' || Array.isArray(j.vision_config)))
+    throw new TypeError(`config: vision_config must be an object, got ${JSON.stringify(j.vision_config)}`);
+  const vc = (j.vision_config as Record<string, unknown> | undefined | null) ?? visionConfig;
   if (!vc) throw new RangeError(`config: no vision_config; mm_vision_tower '${j.mm_vision_tower}' must be loaded separately (pass its config)`);
   const vision = clipConfigFromHF(vc);
-  const arr3 = (v: unknown, d: [number, number, number]): [number, number, number] =>
-    Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number') ? (v as [number, number, number]) : d;
+  const k = keyReader(j);
   return validateConfig({
     llm: llamaConfigFromHF(j),
     vision,
-    visionTower: String(j.mm_vision_tower ?? 'embedded'),
-    projectorType: String(j.mm_projector_type ?? 'linear'),
-    selectLayer: Number(j.mm_vision_select_layer ?? -2),
-    selectFeature: (j.mm_vision_select_feature ?? 'patch') as 'patch' | 'cls_patch',
-    vmWeight: Number(j.vm_weight ?? 0),
-    pif: Boolean(j.vm_pif ?? false),
-    detachTarget: Boolean(j.vm_detach_target ?? false),
-    template: (j.conversation_template ?? 'vicuna_v1') as TemplateName,
+    visionTower: k.str('mm_vision_tower', 'embedded'),
+    projectorType: k.str('mm_projector_type', 'linear'),
+    selectLayer: k.num('mm_vision_select_layer', -2, { integer: true }),
+    selectFeature: k.str('mm_vision_select_feature', 'patch', ['patch', 'cls_patch'] as const),
+    vmWeight: k.num('vm_weight', 0, { min: 0 }),
+    pif: k.bool('vm_pif', false),
+    detachTarget: k.bool('vm_detach_target', false),
+    template: k.str<TemplateName>('conversation_template', 'vicuna_v1', ['plain', 'vicuna_v1', 'mistral']),
     image: {
-      size: Number(j.image_size ?? vision.imageSize),
-      mean: arr3(j.image_mean, CLIP_MEAN),
-      std: arr3(j.image_std, CLIP_STD),
-      aspect: j.image_aspect_ratio === 'pad' ? 'pad' : 'square',
+      size: k.num('image_size', vision.imageSize, { integer: true, min: 1 }),
+      mean: k.arr3('image_mean', CLIP_MEAN),
+      std: k.arr3('image_std', CLIP_STD),
+      // LLaVA writes 'pad' (1.5) or 'square'; 'anyres' (LLaVA-NeXT) and others are not supported
+      aspect: k.str('image_aspect_ratio', 'square', ['pad', 'square'] as const),
     },
-    imageTokenIndex: Number(j.image_token_index ?? -200),
+    imageTokenIndex: k.num('image_token_index', -200, { integer: true }),
   });
 }

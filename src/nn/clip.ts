@@ -25,15 +25,21 @@ export function clipConfigFromHF(c: Record<string, unknown>): ClipVisionConfig {
   const src = (c.vision_config as Record<string, unknown> | undefined) ?? c;
   const num = (k: string, d?: number): number => {
     const v = src[k] ?? d;
+    if (v === undefined) throw new TypeError(`CLIP vision config: ${k} is missing (a number is required)`);
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new TypeError(`CLIP vision config: ${k} must be a number, got ${JSON.stringify(src[k])}`);
     return v;
   };
+  const size = (k: string, d?: number): number => {
+    const v = num(k, d);
+    if (!Number.isInteger(v) || v < 1) throw new RangeError(`CLIP vision config: ${k} must be a positive integer, got ${v}`);
+    return v;
+  };
   const act = (src.hidden_act ?? 'quick_gelu') as string;
-  if (act !== 'quick_gelu' && act !== 'gelu') throw new RangeError(`CLIP vision config: hidden_act '${act}' is not supported`);
+  if (act !== 'quick_gelu' && act !== 'gelu') throw new RangeError(`CLIP vision config: hidden_act ${JSON.stringify(act)} is not supported (quick_gelu | gelu)`);
   return {
-    hiddenSize: num('hidden_size'), intermediateSize: num('intermediate_size'), numLayers: num('num_hidden_layers'),
-    numHeads: num('num_attention_heads'), imageSize: num('image_size'), patchSize: num('patch_size'),
-    numChannels: num('num_channels', 3), layerNormEps: num('layer_norm_eps', 1e-5), hiddenAct: act,
+    hiddenSize: size('hidden_size'), intermediateSize: size('intermediate_size'), numLayers: size('num_hidden_layers'),
+    numHeads: size('num_attention_heads'), imageSize: size('image_size'), patchSize: size('patch_size'),
+    numChannels: size('num_channels', 3), layerNormEps: num('layer_norm_eps', 1e-5), hiddenAct: act,
     initializerRange: num('initializer_range', 0.02), initializerFactor: num('initializer_factor', 1),
   };
 }

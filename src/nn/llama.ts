@@ -22,10 +22,17 @@ export interface LlamaConfig {
 /** Our config from an HF LlamaConfig (config.json) object. */
 export function llamaConfigFromHF(c: Record<string, unknown>): LlamaConfig {
   const numOf = (k: string, v: unknown): number => {
+    if (v === undefined) throw new TypeError(`LLaMA config: ${k} is missing (a number is required)`);
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new TypeError(`LLaMA config: ${k} must be a number, got ${JSON.stringify(v)}`);
     return v;
   };
   const num = (k: string, d?: number): number => numOf(k, c[k] ?? d);
+  // sizes and counts: positive integers (a 16.5 or -3 would only fail later, far from the config)
+  const size = (k: string, d?: number): number => {
+    const v = num(k, d);
+    if (!Number.isInteger(v) || v < 1) throw new RangeError(`LLaMA config: ${k} must be a positive integer, got ${v}`);
+    return v;
+  };
   if (c.hidden_act !== undefined && c.hidden_act !== 'silu') throw new RangeError(`LLaMA config: hidden_act '${c.hidden_act}' is not supported (only silu)`);
   if (c.attention_bias || c.mlp_bias) throw new RangeError('LLaMA config: attention_bias / mlp_bias are not supported');
   // transformers 5 writes rope_parameters {rope_theta, rope_type} (which wins over a top-level rope_theta, as in
@@ -34,12 +41,12 @@ export function llamaConfigFromHF(c: Record<string, unknown>): LlamaConfig {
   const rs = (typeof c.rope_scaling === 'object' && c.rope_scaling !== null ? c.rope_scaling : {}) as Record<string, unknown>;
   for (const t of [rp.rope_type, rs.rope_type ?? rs.type])
     if (t !== undefined && t !== 'default') throw new RangeError(`LLaMA config: rope type '${String(t)}' is not supported (only default)`);
-  const heads = num('num_attention_heads');
+  const heads = size('num_attention_heads');
   if (c.head_dim !== undefined && c.head_dim !== null && c.head_dim !== num('hidden_size') / heads)
     throw new RangeError(`LLaMA config: head_dim ${String(c.head_dim)} is not hidden_size / num_attention_heads (not supported)`);
   return {
-    vocabSize: num('vocab_size'), hiddenSize: num('hidden_size'), intermediateSize: num('intermediate_size'),
-    numLayers: num('num_hidden_layers'), numHeads: heads, numKvHeads: num('num_key_value_heads', heads),
+    vocabSize: size('vocab_size'), hiddenSize: size('hidden_size'), intermediateSize: size('intermediate_size'),
+    numLayers: size('num_hidden_layers'), numHeads: heads, numKvHeads: size('num_key_value_heads', heads),
     rmsNormEps: num('rms_norm_eps', 1e-6), ropeTheta: rp.rope_theta !== undefined ? numOf('rope_parameters.rope_theta', rp.rope_theta) : num('rope_theta', 10000),
     maxPositionEmbeddings: num('max_position_embeddings', 2048), initializerRange: num('initializer_range', 0.02),
   };

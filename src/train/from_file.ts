@@ -30,21 +30,27 @@ export interface FileTrainOptions {
   strict: boolean;
   resume?: { state: TrainerState; optimizer: Map<string, HostTensor> };
   onLog?: (r: Record<string, unknown>) => void;
+  /** SIGINT / SIGTERM stop training cleanly (checkpoint, then TrainingInterrupted); see Trainer.runAsync. */
+  handleSignals?: boolean;
+  /** NaN / Inf loss or gradient norm: skip the step (default) or stop with a NonFiniteError. */
+  nonFinite?: 'skip' | 'stop';
 }
 
 export interface PreparedData {
   samples: { inputIds: number[]; labels: number[]; image: number | null }[];
   images: Float32Array[];
-  skipped: { id?: string; line?: number; reason: string }[];
+  /** Records not trained on: a broken line (JSONL line / JSON list index), an unreadable image. */
+  skipped: { id?: string; line?: number; index?: number; reason: string }[];
   mismatches: number;
 }
 
 export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, strict: boolean): Promise<PreparedData> {
   const { records, skipped: bad } = readLlavaRecords(file, { strict });
-  const skipped: PreparedData['skipped'] = bad.map((b) => ({ line: b.line, reason: b.reason }));
+  const skipped: PreparedData['skipped'] = bad.map((b) => ({ line: b.line, index: b.index, reason: b.reason }));
   const cfg = model.config;
   const images: Float32Array[] = [];
   const byPath = new Map<string, number>();
+  const whyBroken = new Map<string, string>();
   const samples: PreparedData['samples'] = [];
   let mismatches = 0;
   for (const r of records) {
@@ -57,13 +63,14 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
           images.push(await preprocessClip(img, { size: cfg.image.size, mean: cfg.image.mean, std: cfg.image.std, aspect: cfg.image.aspect === 'pad' ? 'pad' : 'resize_crop' }));
           byPath.set(p, images.length - 1);
         } catch (e) {
-          if (strict) throw e;
+          if (strict) throw new Error(`record '${r.id}': ${(e as Error).message} (--strict)`);
           byPath.set(p, -1);
+          whyBroken.set(p, (e as Error).message);
         }
       }
       image = byPath.get(p)!;
       if (image < 0) {
-        skipped.push({ id: r.id, reason: `image ${p} could not be read` });
+        skipped.push({ id: r.id, reason: `image ${p} could not be read: ${whyBroken.get(p)}` });
         continue;
       }
     }
@@ -90,7 +97,7 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
     },
   };
   fs.mkdirSync(o.outDir, { recursive: true });
-  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson } });
-  const state = trainer.run(o.resume);
+  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite });
+  const state = await trainer.runAsync(o.resume);
   return { data, state };
 }

@@ -1,5 +1,5 @@
 // The training loop: stages as in LLaVA (each with its data, schedule and trainable parts), AdamW with a
-// cosine schedule and warmup, gradient accumulation, global-norm clipping, periodic evaluation, atomic
+// cosine schedule and warmup, gradient accumulation, global-norm clipping, periodic evaluation, crash-safe
 // checkpoints (weights, optimizer state, data position) every N steps and an exact --resume, a progress
 // line (step, CE and KL, tokens/s, ETA), a JSONL metrics log.
 //
@@ -7,17 +7,28 @@
 // the weights and AdamW moments are restored bit for bit and the schedule depends on the step only, so
 // the resumed loss curve continues the uninterrupted one (the kernels are deterministic for a fixed
 // thread count).
+//
+// Interruption (src/train/interrupt.ts): with a StopRequest (option `stop`, or `handleSignals` with
+// runAsync()) the trainer checks it between optimizer steps,
+// writes a checkpoint at the step it reached and throws TrainingInterrupted. A kill -9 at any moment leaves
+// the last complete checkpoint loadable (saveCheckpoint; resolveCheckpointDir finds it).
+//
+// Non-finite steps: a NaN/Inf loss (or a kernel refusing a non-finite activation) or gradient norm skips
+// the optimizer step (weights and AdamW moments unchanged), logs a 'nonfinite' record naming the stage,
+// step and sample indices, and counts it (state.skippedSteps, the 'summary' record); `nonFinite: 'stop'`
+// throws a NonFiniteError instead.
 import * as fs from 'fs';
 import * as path from 'path';
-import { clipGradNorm, AdamW } from '../optim';
+import { clipGradNorm, gradNorm as globalGradNorm, AdamW } from '../optim';
 import { Generator } from '../random';
 import { scope } from '../tensor';
 import * as ops from '../ops';
-import { zeroGrad } from '../autograd';
-import { HostTensor, readSafetensors } from '../io/safetensors';
-import { saveCheckpoint, SaveOptions } from '../model/checkpoint';
+import { clearTape, zeroGrad } from '../autograd';
+import { HostTensor, readCheckpointWeights, readSafetensors } from '../io/safetensors';
+import { resolveCheckpointDir, saveCheckpoint, SaveOptions } from '../model/checkpoint';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { cosineWithWarmup } from './schedule';
+import { installStopHandlers, NonFiniteError, StopRequest, TrainingInterrupted } from './interrupt';
 
 /** Which parts of the model a stage trains (the rest is frozen). */
 export interface Trainable {
@@ -60,6 +71,23 @@ export interface TrainerOptions {
   stopAfterSteps?: number;
   /** Write a train record every N steps (default 1). */
   logEvery?: number;
+  /**
+   * Checked between optimizer steps: when requested, the trainer writes a checkpoint at the step it reached
+   * and throws TrainingInterrupted.
+   */
+  stop?: StopRequest;
+  /**
+   * runAsync() only: SIGINT / SIGTERM request the stop while it runs (handlers removed at the end). A
+   * synchronous run() cannot receive signals (Node runs handlers on the event loop), so it refuses this.
+   */
+  handleSignals?: boolean;
+  /** A step whose loss or global gradient norm is NaN / Inf: 'skip' its update (default) or 'stop' (throw). */
+  nonFinite?: 'skip' | 'stop';
+  /**
+   * Without an explicit resume: continue from `<outDir>/checkpoint` (weights loaded into the model,
+   * optimizer state and data position) when there is one. Default false.
+   */
+  autoResume?: boolean;
 }
 
 export interface TrainerState {
@@ -67,6 +95,19 @@ export interface TrainerState {
   step: number;
   globalStep: number;
   seed: number;
+  /** Optimizer steps skipped for a non-finite loss or gradient norm (so far, over all stages). */
+  skippedSteps?: number;
+  /** Saved with checkpoints: the stage names and their step counts, checked on resume. */
+  stages?: string[];
+  stageSteps?: number[];
+}
+
+type ResumeFrom = { state: TrainerState; optimizer: Map<string, HostTensor> };
+
+
+/** Errors by which the kernels refuse non-finite activations (the step's loss is then NaN / Inf). */
+function isNonFiniteError(e: unknown): e is Error {
+  return e instanceof RangeError && /contains a non-finite value|are not finite/.test(e.message);
 }
 
 export function applyTrainable(model: VwLmm, t: Trainable): void {
@@ -130,11 +171,74 @@ export class Trainer {
   }
 
   /** Runs every stage from `resume` (or from the start) to the end; returns the final state. */
-  run(resume?: { state: TrainerState; optimizer: Map<string, HostTensor> }): TrainerState {
+  run(resume?: ResumeFrom): TrainerState {
+    if (this.opts.handleSignals) throw new TypeError('Trainer: handleSignals needs runAsync(): a synchronous run() never lets Node deliver a signal (pass `stop` and request it from elsewhere instead)');
+    const it = this.loop(resume, this.opts.stop ?? null);
+    for (;;) {
+      const r = it.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /**
+   * run(), yielding to the event loop after every optimizer step, so signal handlers and timers run during
+   * training; with `handleSignals`, SIGINT / SIGTERM stop it cleanly (checkpoint, then TrainingInterrupted).
+   */
+  async runAsync(resume?: ResumeFrom): Promise<TrainerState> {
+    const stop = this.opts.stop ?? (this.opts.handleSignals ? new StopRequest() : null);
+    const remove = this.opts.handleSignals && stop ? installStopHandlers(stop) : null;
+    try {
+      const it = this.loop(resume, stop);
+      for (;;) {
+        const r = it.next();
+        if (r.done) return r.value;
+        await new Promise<void>((res) => setImmediate(res));
+      }
+    } finally {
+      remove?.();
+    }
+  }
+
+  /** The checkpoint directory this trainer writes. */
+  get checkpointDir(): string {
+    return path.join(this.opts.outDir, 'checkpoint');
+  }
+
+  /** autoResume: the newest complete checkpoint in outDir, loaded into the model; null when there is none. */
+  private loadLatest(): ResumeFrom | null {
+    const dir = resolveCheckpointDir(this.checkpointDir);
+    if (dir === null || !fs.existsSync(path.join(dir, 'trainer_state.json'))) return null;
+    const from = readTrainerState(dir);
+    const { missing } = this.model.loadStateDict(readCheckpointWeights(dir), { strict: false });
+    if (missing.length) throw new Error(`resume: ${dir} lacks ${missing.length} of the model's tensors, e.g. ${missing.slice(0, 5).join(', ')} (a checkpoint of another model?)`);
+    return from;
+  }
+
+  private checkResume(st: TrainerState): void {
+    if (st.seed !== this.opts.seed) throw new Error(`resume: the checkpoint was trained with seed ${st.seed}, not ${this.opts.seed}`);
+    const names = this.stages.map((s) => s.name), steps = this.stages.map(stageSteps);
+    if (st.stages && st.stages.join('\u0000') !== names.join('\u0000'))
+      throw new Error(`resume: the checkpoint was trained with stages [${st.stages.join(', ')}], this run has [${names.join(', ')}]`);
+    if (st.stageSteps) {
+      const k = st.stageSteps.findIndex((n, i) => n !== steps[i]);
+      if (k >= 0 || st.stageSteps.length !== steps.length)
+        throw new Error(`resume: stage '${names[Math.max(k, 0)]}' had ${st.stageSteps[Math.max(k, 0)]} steps in the checkpoint's run, this run has ${steps[Math.max(k, 0)]} (the schedule and data order would differ: use the same steps / epochs / batch size)`);
+    }
+    if (!(st.stage >= 0 && st.stage < this.stages.length) || !(st.step >= 0 && st.step <= steps[st.stage]))
+      throw new Error(`resume: position stage ${st.stage} step ${st.step} is outside this run's stages`);
+  }
+
+  private *loop(resume: ResumeFrom | undefined, stop: StopRequest | null): Iterator<void, TrainerState, undefined> {
+    if (!resume && this.opts.autoResume) resume = this.loadLatest() ?? undefined;
     const state: TrainerState = resume ? { ...resume.state } : { stage: 0, step: 0, globalStep: 0, seed: this.opts.seed };
-    if (state.seed !== this.opts.seed) throw new Error(`resume: the checkpoint was trained with seed ${state.seed}, not ${this.opts.seed}`);
+    state.skippedSteps ??= 0;
+    delete state.stages;
+    delete state.stageSteps;
+    if (resume) this.checkResume(resume.state);
     if (resume) truncateMetrics(this.metricsFile, state.globalStep);
     else fs.writeFileSync(this.metricsFile, '');
+    // the global step whose checkpoint is on disk (so an interrupt there need not write it again)
+    let savedAt = resume ? state.globalStep : -1;
     for (; state.stage < this.stages.length; state.stage++, state.step = 0) {
       const s = this.stages[state.stage];
       applyTrainable(this.model, s.trainable);
@@ -147,46 +251,108 @@ export class Trainer {
         const t0 = Date.now();
         let tokens = 0;
         while (state.step < total) {
-          if (this.opts.stopAfterSteps !== undefined && state.globalStep >= this.opts.stopAfterSteps) return state;
-          const lr = cosineWithWarmup(state.step, total, s.warmupRatio ?? 0.03, s.lr);
-          opt.lr = lr;
-          let ce = 0, kl = 0, loss = 0;
-          const accum = s.gradAccum ?? 1;
-          for (let m = 0; m < accum; m++) {
-            const batch = s.makeBatch(batchIndices(state.seed, state.stage, s, state.step, m));
-            scope(() => {
-              const out = this.model.loss(batch);
-              // micro-batches average: each backward carries 1/accum of the gradient
-              const scaled = accum === 1 ? out.loss : ops.scale(out.loss, 1 / accum);
-              scaled.backward();
-              ce += out.ce / accum;
-              kl += out.kl / accum;
-              loss += out.loss.item() / accum;
-              tokens += batch.attentionMask.reduce((a, b) => a + b, 0);
-            });
+          const signal = stop?.requested();
+          if (signal) {
+            let checkpoint: string | null = null;
+            if (state.globalStep > 0) {
+              if (savedAt !== state.globalStep) this.save(state, opt);
+              checkpoint = this.checkpointDir;
+            }
+            const where = `at stage '${s.name}' step ${state.step}/${total} (global step ${state.globalStep})`;
+            this.log({ type: 'interrupted', signal, stage: s.name, step: state.step, globalStep: state.globalStep, checkpoint });
+            throw new TrainingInterrupted(signal, checkpoint, { ...state }, where);
           }
-          const gradNorm = clipGradNorm(params, s.maxGradNorm ?? 1.0);
-          opt.step();
-          zeroGrad(params);
-          state.step++;
-          state.globalStep++;
-          const elapsed = (Date.now() - t0) / 1000;
-          const rec = { type: 'train', stage: s.name, step: state.step, steps: total, globalStep: state.globalStep, loss, ce, kl, lr, gradNorm, tokensPerSec: tokens / Math.max(elapsed, 1e-9), elapsed, eta: (elapsed / state.step) * (total - state.step) };
-          if (state.step % (this.opts.logEvery ?? 1) === 0 || state.step === total) this.log(rec);
+          if (this.opts.stopAfterSteps !== undefined && state.globalStep >= this.opts.stopAfterSteps) return state;
+          this.step(s, state, total, opt, params, t0, (n) => (tokens += n), () => tokens);
           const atEnd = state.step === total;
           if (this.opts.evaluate && ((this.opts.evalEvery && state.step % this.opts.evalEvery === 0) || atEnd)) {
             this.log({ type: 'eval', stage: s.name, step: state.step, globalStep: state.globalStep, ...this.opts.evaluate(this.model, { stage: s.name, step: state.step }) });
           }
-          if ((this.opts.saveEvery && state.globalStep % this.opts.saveEvery === 0) || atEnd) this.save(state, opt);
+          if ((this.opts.saveEvery && state.globalStep % this.opts.saveEvery === 0) || atEnd) {
+            this.save(state, opt);
+            savedAt = state.globalStep;
+          }
+          yield;
         }
       } finally {
         opt.dispose();
       }
     }
+    this.log({ type: 'summary', globalStep: state.globalStep, skippedSteps: state.skippedSteps });
     return state;
   }
 
-  /** Atomic checkpoint with the trainer state (position and optimizer) for an exact resume. */
+  /** One optimizer step (all micro-batches); a non-finite loss or gradient norm skips the update. */
+  private step(s: Stage, state: TrainerState, total: number, opt: AdamW, params: ReturnType<VwLmm['trainableParameters']>, t0: number,
+    addTokens: (n: number) => void, tokens: () => number): void {
+    const lr = cosineWithWarmup(state.step, total, s.warmupRatio ?? 0.03, s.lr);
+    opt.lr = lr;
+    let ce = 0, kl = 0, loss = 0;
+    const accum = s.gradAccum ?? 1;
+    const samples: number[][] = [];
+    let bad: { what: 'loss' | 'gradient norm'; micro: number | null; detail: string } | null = null;
+    for (let m = 0; m < accum && !bad; m++) {
+      const idx = batchIndices(state.seed, state.stage, s, state.step, m);
+      samples.push(idx);
+      const batch = s.makeBatch(idx);
+      try {
+        scope(() => {
+          const out = this.model.loss(batch);
+          const value = out.loss.item();
+          if (!Number.isFinite(value)) {
+            bad = { what: 'loss', micro: m, detail: `loss ${value} (CE ${out.ce}, KL ${out.kl})` };
+            return;
+          }
+          // micro-batches average: each backward carries 1/accum of the gradient
+          const scaled = accum === 1 ? out.loss : ops.scale(out.loss, 1 / accum);
+          scaled.backward();
+          ce += out.ce / accum;
+          kl += out.kl / accum;
+          loss += value / accum;
+          addTokens(batch.attentionMask.reduce((a, b) => a + b, 0));
+        });
+      } catch (e) {
+        if (!isNonFiniteError(e)) throw e;
+        bad = { what: 'loss', micro: m, detail: e.message };
+      }
+    }
+    let gradNorm = NaN;
+    if (!bad) {
+      const norm = globalGradNorm(params);
+      if (Number.isFinite(norm)) gradNorm = clipGradNorm(params, s.maxGradNorm ?? 1.0);
+      else bad = { what: 'gradient norm', micro: null, detail: `global gradient norm ${norm}` };
+    }
+    if (bad) {
+      clearTape();
+      zeroGrad(params);
+      const b = bad as { what: string; micro: number | null; detail: string };
+      const record = {
+        type: 'nonfinite', stage: s.name, step: state.step + 1, steps: total, globalStep: state.globalStep + 1, what: b.what, detail: b.detail,
+        microBatch: b.micro, samples: b.micro === null ? samples.flat() : samples[b.micro], stepSamples: samples.flat(),
+        action: this.opts.nonFinite === 'stop' ? 'stop' : 'skipped', skippedSteps: state.skippedSteps! + 1,
+      };
+      const where = `stage '${s.name}' step ${state.step + 1}/${total} (global step ${state.globalStep + 1})${b.micro === null ? '' : `, micro-batch ${b.micro}`}, sample indices [${record.samples.join(', ')}]`;
+      if (this.opts.nonFinite === 'stop') {
+        this.log({ ...record, skippedSteps: state.skippedSteps });
+        throw new NonFiniteError(`non-finite ${b.what} at ${where}: ${b.detail} (nonFinite: 'stop'; the weights are those before this step)`, record);
+      }
+      // the batch is consumed (the data position moves on) but the weights and AdamW moments stay as they were
+      state.skippedSteps!++;
+      state.step++;
+      state.globalStep++;
+      this.log(record);
+      return;
+    }
+    opt.step();
+    zeroGrad(params);
+    state.step++;
+    state.globalStep++;
+    const elapsed = (Date.now() - t0) / 1000;
+    const rec = { type: 'train', stage: s.name, step: state.step, steps: total, globalStep: state.globalStep, loss, ce, kl, lr, gradNorm, tokensPerSec: tokens() / Math.max(elapsed, 1e-9), elapsed, eta: (elapsed / state.step) * (total - state.step) };
+    if (state.step % (this.opts.logEvery ?? 1) === 0 || state.step === total) this.log(rec);
+  }
+
+  /** Crash-safe checkpoint with the trainer state (position and optimizer) for an exact resume. */
   save(state: TrainerState, opt: AdamW): void {
     const tensors = new Map<string, HostTensor>();
     for (const e of opt.stateEntries()) {
@@ -196,7 +362,7 @@ export class Trainer {
     }
     saveCheckpoint(path.join(this.opts.outDir, 'checkpoint'), this.model, {
       ...this.opts.checkpointFiles,
-      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, stages: this.stages.map((s) => s.name) }, null, 2) },
+      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map(stageSteps) }, null, 2) },
       extraTensors: { 'optimizer.safetensors': tensors },
     });
   }
@@ -212,24 +378,42 @@ function optimizerEntries(tensors: Map<string, HostTensor>, nParams: number): { 
   return out;
 }
 
-/** Reads the trainer state and optimizer tensors saved in a checkpoint directory. */
+/**
+ * Reads the trainer state and optimizer tensors saved in a checkpoint directory (or, when a save was killed
+ * between its renames, in the `.old-*` one resolveCheckpointDir falls back to).
+ */
 export function readTrainerState(checkpointDir: string): { state: TrainerState; optimizer: Map<string, HostTensor> } {
-  const f = path.join(checkpointDir, 'trainer_state.json');
+  const dir = resolveCheckpointDir(checkpointDir) ?? checkpointDir;
+  const f = path.join(dir, 'trainer_state.json');
   if (!fs.existsSync(f)) throw new Error(`resume: ${f} does not exist (not a training checkpoint)`);
-  const state = JSON.parse(fs.readFileSync(f, 'utf8')) as TrainerState;
-  return { state, optimizer: readSafetensors(path.join(checkpointDir, 'optimizer.safetensors')) };
+  let state: TrainerState;
+  try {
+    state = JSON.parse(fs.readFileSync(f, 'utf8')) as TrainerState;
+  } catch (e) {
+    throw new Error(`resume: ${f} is not valid JSON (${(e as Error).message})`);
+  }
+  for (const k of ['stage', 'step', 'globalStep', 'seed'] as const) {
+    if (!Number.isInteger(state?.[k]) || state[k] < 0 && k !== 'seed') throw new Error(`resume: ${f}: '${k}' must be a non-negative integer, got ${JSON.stringify(state?.[k])}`);
+  }
+  return { state, optimizer: readSafetensors(path.join(dir, 'optimizer.safetensors')) };
 }
 
-/** Keeps the metrics log up to `globalStep` (a resumed run rewrites what came after its checkpoint). */
+/**
+ * Keeps the metrics log up to `globalStep` (a resumed run rewrites what came after its checkpoint; a line
+ * cut by a kill is dropped). Replaced atomically, so a kill during the rewrite loses nothing.
+ */
 function truncateMetrics(file: string, globalStep: number): void {
   if (!fs.existsSync(file)) return;
   const keep = fs.readFileSync(file, 'utf8').split('\n').filter((l) => {
     if (!l.trim()) return false;
     try {
-      return (JSON.parse(l) as { globalStep?: number }).globalStep! <= globalStep;
+      const r = JSON.parse(l) as { type?: string; globalStep?: number };
+      return r.type !== 'summary' && r.globalStep! <= globalStep;
     } catch {
       return false;
     }
   });
-  fs.writeFileSync(file, keep.map((l) => l + '\n').join(''));
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, keep.map((l) => l + '\n').join(''));
+  fs.renameSync(tmp, file);
 }

@@ -1,0 +1,169 @@
+#!/usr/bin/env node
+// `npm run prebuild`: builds the release addons with cmake-js and puts them where node-gyp-build (CPU addon) and
+// src/native.ts (CUDA addon) look in an installed package:
+//   prebuilds/<platform>-<arch>/vwlmm.napi[.glibc|.musl].node   CPU addon, self-contained: static OpenBLAS
+//                                                               (built-in GEMM when no usable static OpenBLAS)
+//   prebuilds/<platform>-<arch>/cuda/vwlmm_cuda.node            CUDA addon, when nvcc + cuBLAS are found:
+//                                                               static cudart, cuBLAS shared (found at run time)
+// Then checks the result and fails loudly: `ldd` shows only system libraries (libc, libstdc++, libm, libgcc_s,
+// libpthread, ld-linux; for CUDA also libdl, librt and cuBLAS, never libcudart), the CPU addon loads, and
+// node-gyp-build resolves exactly the new file.
+// Options (flag or environment variable):
+//   --cuda auto|on|off        VWLMM_PREBUILD_CUDA   (default auto: built when nvcc and cuBLAS are found;
+//                                                    VWLMM_CUBLAS_ROOT as for build:native)
+//   --blas auto|openblas|builtin  VWLMM_PREBUILD_BLAS (default auto: static OpenBLAS, else built-in GEMM)
+//   --build-dir DIR           VWLMM_PREBUILD_BUILD_DIR (cmake-js build folder, default build/prebuild; reused, so a
+//                                                    second run is incremental; a folder built by `npm install` with
+//                                                    default options, e.g. build/, only needs a reconfigure)
+//   --out DIR                 VWLMM_PREBUILD_OUT    (the prebuilds folder, default <package>/prebuilds)
+//   VWLMM_CMAKE_ARGS          extra CMake definitions, as for build:native (e.g. "-DOPENBLAS_LIBRARY=/path/libopenblas.a")
+'use strict';
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const path = require('path');
+
+const root = path.join(__dirname, '..');
+
+function option(flag, env, def) {
+  const i = process.argv.indexOf(flag);
+  if (i >= 0 && process.argv[i + 1]) return process.argv[i + 1];
+  return process.env[env] || def;
+}
+const cudaMode = option('--cuda', 'VWLMM_PREBUILD_CUDA', 'auto');
+const blasMode = option('--blas', 'VWLMM_PREBUILD_BLAS', 'auto');
+const buildDir = path.resolve(option('--build-dir', 'VWLMM_PREBUILD_BUILD_DIR', path.join(root, 'build', 'prebuild')));
+const outRoot = path.resolve(option('--out', 'VWLMM_PREBUILD_OUT', path.join(root, 'prebuilds')));
+for (const [name, v, ok] of [['cuda', cudaMode, ['auto', 'on', 'off']], ['blas', blasMode, ['auto', 'openblas', 'builtin']]]) {
+  if (!ok.includes(v)) fail(`--${name} must be one of ${ok.join(', ')} (got "${v}")`);
+}
+
+function fail(msg) {
+  console.error(`\nvwlmm prebuild: FAILED: ${msg}`);
+  process.exit(1);
+}
+function log(msg) {
+  console.log(`vwlmm prebuild: ${msg}`);
+}
+
+const tuple = `${process.platform}-${process.arch}`;
+const libc = process.platform !== 'linux' ? '' : fs.existsSync('/etc/alpine-release') ? 'musl' : 'glibc';
+// node-gyp-build tags: "napi" (any Node-API runtime, any ABI) and the libc, so a musl system never picks a glibc build.
+const cpuName = `vwlmm.napi${libc ? '.' + libc : ''}.node`;
+const builtCpu = path.join(buildDir, 'Release', 'vwlmm.node');
+const builtCuda = path.join(buildDir, 'Release', 'cuda', 'vwlmm_cuda.node');
+
+let cudaConfigured = false;
+function build(blas) {
+  const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
+  const common = ['--directory', root, '--out', buildDir, '--config', 'Release'];
+  const extra = (process.env.VWLMM_CMAKE_ARGS || '').split(/\s+/).filter(Boolean).map((a) => (a.startsWith('-D') ? `--CD${a.slice(2)}` : a));
+  log(`building in ${buildDir} (VWLMM_CUDA=${cudaMode}, VWLMM_BLAS=${blas})`);
+  // Configure explicitly: `cmake-js build/compile` skips configuring when a cache exists, and would then ignore
+  // changed -D options (e.g. the built-in GEMM fallback below). Its output says whether this configuration has
+  // the CUDA target, so a stale vwlmm_cuda.node left in a reused build folder is never shipped.
+  const conf = spawnSync(process.execPath, [cmakeJs, 'configure', ...common, ...extra, `--CDVWLMM_CUDA=${cudaMode}`, `--CDVWLMM_BLAS=${blas}`,
+      '--CDVWLMM_SANITIZE=OFF'],
+    { stdio: ['inherit', 'pipe', 'inherit'], cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 });
+  process.stdout.write(conf.stdout || '');
+  if (conf.status !== 0) fail(`cmake-js configure failed (exit ${conf.status}, see the output above); needs cmake >= 3.18, make or ninja and a C++17 compiler`);
+  cudaConfigured = /vwlmm: CUDA addon built:/.test(conf.stdout || '');
+  const r = spawnSync(process.execPath, [cmakeJs, 'build', ...common], { stdio: 'inherit', cwd: root });
+  if (r.status !== 0) fail(`cmake-js build failed (exit ${r.status}, see the output above)`);
+  if (!fs.existsSync(builtCpu)) fail(`the build finished but ${builtCpu} is missing`);
+  if (cudaConfigured && !fs.existsSync(builtCuda)) fail(`CMake configured the CUDA addon but ${builtCuda} is missing`);
+}
+
+const BASE_LIBS = [/^linux-vdso\.so/, /^linux-gate\.so/, /^libc\.so/, /^libstdc\+\+\.so/, /^libm\.so/, /^libgcc_s\.so/,
+  /^libpthread\.so/, /^ld-linux[-\w.]*\.so/];
+// static cudart itself needs libdl/librt; cuBLAS is shared (and brings libcublasLt).
+const CUDA_LIBS = [...BASE_LIBS, /^libdl\.so/, /^librt\.so/, /^libcublas\.so/, /^libcublasLt\.so/];
+
+/** The shared libraries `ldd` reports for file: [{ name, where }]. null where ldd is not available. */
+function lddOf(file) {
+  if (process.platform !== 'linux') return null;
+  const r = spawnSync('ldd', [file], { encoding: 'utf8' });
+  if (r.error) return null;
+  if (r.status !== 0) fail(`ldd ${file} failed: ${r.stderr || r.stdout}`);
+  return r.stdout.split('\n').map((l) => l.trim()).filter(Boolean).map((l) => {
+    const m = /^(\S+)(?:\s+=>\s+(.*?))?\s*(?:\(0x[0-9a-f]+\))?$/.exec(l);
+    const name = path.basename(m ? m[1] : l.split(/\s/)[0]);
+    return { name, where: m && m[2] ? m[2] : '' , line: l };
+  });
+}
+
+/** Libraries of file outside allowed (and unresolved ones); [] when clean, null when not checkable. */
+function offenders(file, allowed) {
+  const libs = lddOf(file);
+  if (!libs) return null;
+  return libs.filter((l) => !allowed.some((re) => re.test(l.name)) || /not found/.test(l.where)).map((l) => l.line);
+}
+
+let blas = blasMode;
+build(blas);
+let bad = offenders(builtCpu, BASE_LIBS);
+if (bad === null) {
+  log(`ldd is not available on ${process.platform}: the self-containment check is skipped (prebuilds are checked on linux)`);
+} else if (bad.length) {
+  const reason = `the CPU addon is not self-contained with VWLMM_BLAS=${blas}: it needs ${bad.join('; ')}`;
+  if (blas !== 'auto') fail(`${reason}\n(use a static libopenblas.a without libgfortran, or --blas builtin)`);
+  console.warn(`\nvwlmm prebuild: ${reason}.\nvwlmm prebuild: no usable static OpenBLAS (a shared libopenblas or one that needs ` +
+    'libgfortran): falling back to the built-in GEMM for the prebuilt CPU addon (slower GEMMs; install libopenblas-dev ' +
+    'with its libopenblas.a for the fast one).\n');
+  blas = 'builtin';
+  build(blas);
+  bad = offenders(builtCpu, BASE_LIBS);
+  if (bad && bad.length) fail(`the CPU addon still needs non-system libraries with the built-in GEMM: ${bad.join('; ')}`);
+}
+if (bad) log(`ldd check passed: ${builtCpu} needs only ${lddOf(builtCpu).map((l) => l.name).join(', ')}`);
+
+// The CPU addon loads and reports its GEMM (a child process: loading it here would pin this file in memory).
+const info = spawnSync(process.execPath, ['-e', `console.log(JSON.stringify(require(${JSON.stringify(builtCpu)}).backendInfo()))`],
+  { encoding: 'utf8' });
+if (info.status !== 0) fail(`the built CPU addon does not load: ${info.stderr}`);
+const cpuInfo = JSON.parse(info.stdout);
+log(`CPU addon loads: GEMM ${cpuInfo.gemm}, ${cpuInfo.simd}`);
+
+const haveCuda = cudaConfigured;
+if (cudaMode === 'on' && !haveCuda) fail('--cuda on but the CUDA addon was not built');
+if (haveCuda) {
+  const libs = lddOf(builtCuda);
+  if (libs) {
+    const cudart = libs.filter((l) => /^libcudart\.so/.test(l.name));
+    if (cudart.length) fail(`the CUDA addon links the shared cudart (${cudart[0].line}); it must use the static one`);
+    const badCuda = offenders(builtCuda, CUDA_LIBS);
+    if (badCuda.length) fail(`the CUDA addon needs libraries beyond the system ones and cuBLAS: ${badCuda.join('; ')}`);
+    log(`ldd check passed: ${builtCuda} needs only ${libs.map((l) => l.name).join(', ')} (static cudart; cuBLAS shared)`);
+  }
+  const cinfo = spawnSync(process.execPath, ['-e', `console.log(JSON.stringify(require(${JSON.stringify(builtCuda)}).backendInfo()))`],
+    { encoding: 'utf8' });
+  if (cinfo.status !== 0) fail(`the built CUDA addon does not load here: ${cinfo.stderr}`);
+  const ci = JSON.parse(cinfo.stdout);
+  log(`CUDA addon loads (${ci.available ? 'device ' + (ci.name || ci.device || 'available') : 'no device here: ' + ci.reason})`);
+} else {
+  log('no CUDA addon (not requested, or no nvcc / cuBLAS: see the "vwlmm: CUDA addon not built" line above)');
+}
+
+// Place them. The whole <platform>-<arch> folder is replaced so no stale file (e.g. an old CUDA addon) survives.
+const dest = path.join(outRoot, tuple);
+fs.rmSync(dest, { recursive: true, force: true });
+fs.mkdirSync(dest, { recursive: true });
+const destCpu = path.join(dest, cpuName);
+fs.copyFileSync(builtCpu, destCpu);
+let destCuda = null;
+if (haveCuda) {
+  fs.mkdirSync(path.join(dest, 'cuda'));
+  destCuda = path.join(dest, 'cuda', 'vwlmm_cuda.node');
+  fs.copyFileSync(builtCuda, destCuda);
+}
+
+// node-gyp-build, reading prebuilds only, must pick exactly this file.
+if (path.basename(outRoot) === 'prebuilds') {
+  const r = spawnSync(process.execPath, ['-e', `console.log(require('node-gyp-build').resolve(${JSON.stringify(path.dirname(outRoot))}))`],
+    { encoding: 'utf8', cwd: root, env: { ...process.env, PREBUILDS_ONLY: '1' } });
+  const got = (r.stdout || '').trim();
+  if (r.status !== 0 || path.resolve(got) !== destCpu) fail(`node-gyp-build does not resolve ${destCpu} (got: ${got || r.stderr})`);
+}
+const show = (f) => (path.relative(process.cwd(), f).startsWith('..') ? f : path.relative(process.cwd(), f));
+const mb = (f) => (fs.statSync(f).size / 1048576).toFixed(1) + ' MB';
+log(`wrote ${show(destCpu)} (${mb(destCpu)}, GEMM: ${cpuInfo.gemm.split(' ').slice(0, 3).join(' ')})`);
+if (destCuda) log(`wrote ${show(destCuda)} (${mb(destCuda)}; needs an NVIDIA driver and cuBLAS at run time)`);

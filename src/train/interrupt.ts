@@ -1,0 +1,105 @@
+// Graceful interruption of training (SIGINT / SIGTERM): a StopRequest the Trainer checks between optimizer
+// steps; when set, the Trainer lets the current step finish, writes a checkpoint (weights, optimizer state,
+// data position) and throws TrainingInterrupted, which the caller turns into an exit code (130 / 143).
+//
+// Node delivers signals on the main thread's event loop only, so a handler cannot run while a synchronous
+// training loop holds that thread. Two ways in:
+//   - Trainer.runAsync() yields to the event loop after every step, so handlers installed by
+//     installStopHandlers (or the Trainer's own with `handleSignals: true`) set the request in time;
+//   - a StopRequest with a stop file: another process (the `vwlmm demo` supervisor, see src/cli.ts)
+//     writes the signal name into the file, and the synchronous loop reads it after every step.
+import * as fs from 'fs';
+import type { TrainerState } from './trainer';
+
+export type StopSignal = 'SIGINT' | 'SIGTERM';
+export const STOP_SIGNALS: readonly StopSignal[] = ['SIGINT', 'SIGTERM'];
+
+/** The conventional exit status of a process stopped by the signal: 128 + its number (130, 143). */
+export function exitCodeFor(signal: string): number {
+  return signal === 'SIGTERM' ? 143 : signal === 'SIGINT' ? 130 : 1;
+}
+
+/** A request to stop training at the next step boundary. */
+export class StopRequest {
+  private signal: string | null = null;
+  /** @param file a stop file: when it exists and holds a signal name (or anything), a stop is requested. */
+  constructor(readonly file?: string) {}
+
+  /** Asks the trainer(s) checking this request to stop after the current step. */
+  request(signal: string = 'SIGINT'): void {
+    if (this.signal === null) this.signal = signal;
+  }
+
+  /** The signal (or reason) of a pending request, or null. One small read of the stop file when there is one. */
+  requested(): string | null {
+    if (this.signal === null && this.file !== undefined && fs.existsSync(this.file)) {
+      try {
+        const s = fs.readFileSync(this.file, 'utf8').trim();
+        this.signal = s || 'SIGINT';
+      } catch {
+        /* no file: no request */
+      }
+    }
+    return this.signal;
+  }
+
+  /** Forgets a request (e.g. before the next run). */
+  clear(): void {
+    this.signal = null;
+    if (this.file !== undefined) fs.rmSync(this.file, { force: true });
+  }
+}
+
+/**
+ * Installs SIGINT / SIGTERM listeners that request a stop (and print what happens next on stderr); a second
+ * signal calls `onSecond` (default: exit at once with 130 / 143: every checkpoint on disk is complete, see
+ * saveCheckpoint). Returns the function that removes them. While installed, the signals no longer kill the
+ * process by themselves: only use with something that checks `stop` (Trainer.runAsync, or a trainer reading
+ * a stop file).
+ */
+export function installStopHandlers(stop: StopRequest, opts: { onFirst?: (signal: StopSignal) => void; onSecond?: (signal: StopSignal) => void; quiet?: boolean } = {}): () => void {
+  let count = 0;
+  const handler = (signal: StopSignal) => {
+    count++;
+    if (count === 1) {
+      stop.request(signal);
+      if (!opts.quiet) process.stderr.write(`\nvwlmm: ${signal}: stopping after the current step and writing a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : 'send it'} again to quit at once; the last complete checkpoint stays loadable)\n`);
+      opts.onFirst?.(signal);
+    } else if (opts.onSecond) {
+      opts.onSecond(signal);
+    } else {
+      process.stderr.write(`vwlmm: ${signal} again: quitting without a new checkpoint\n`);
+      process.exit(exitCodeFor(signal));
+    }
+  };
+  for (const s of STOP_SIGNALS) process.on(s, handler);
+  return () => {
+    for (const s of STOP_SIGNALS) process.removeListener(s, handler);
+  };
+}
+
+/** Thrown by the Trainer after it stopped on a StopRequest (the checkpoint, if any, is written). */
+export class TrainingInterrupted extends Error {
+  readonly signal: string;
+  /** 130 (SIGINT), 143 (SIGTERM), else 1. */
+  readonly exitCode: number;
+  /** The checkpoint directory to resume from, or null when the stop came before the first step. */
+  readonly checkpoint: string | null;
+  readonly state: TrainerState;
+  constructor(signal: string, checkpoint: string | null, state: TrainerState, where: string) {
+    super(`training interrupted by ${signal} ${where}; ${checkpoint ? `checkpoint ${checkpoint} (weights, optimizer state and data position) is complete` : 'no step was taken, so no checkpoint was written'}`);
+    this.name = 'TrainingInterrupted';
+    this.signal = signal;
+    this.exitCode = exitCodeFor(signal);
+    this.checkpoint = checkpoint;
+    this.state = state;
+  }
+}
+
+/** Thrown by the Trainer with `nonFinite: 'stop'` when a step's loss or gradient norm is NaN or Inf. */
+export class NonFiniteError extends Error {
+  constructor(message: string, readonly record: Record<string, unknown>) {
+    super(message);
+    this.name = 'NonFiniteError';
+  }
+}

@@ -1,0 +1,124 @@
+// Non-finite steps: a NaN injected into one sample's pixels (the kernels refuse the non-finite activations:
+// a NaN loss) or into a gradient (finite loss, NaN global gradient norm) skips that optimizer step: the
+// weights and AdamW moments stay bit for bit as before it, the step is counted (metrics.jsonl 'nonfinite'
+// records with stage, step and sample indices, state.skippedSteps, the 'summary' record), and training goes
+// on. nonFinite: 'stop' throws a NonFiniteError naming the step and the batch instead.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { Tensor, keep } from '../../src';
+import { HostTensor, readSafetensors } from '../../src/io/safetensors';
+import { ModelBatch, VwLmm } from '../../src/model/vwlmm';
+import { NonFiniteError } from '../../src/train/interrupt';
+import { batchIndices, Stage, Trainer, TrainerOptions } from '../../src/train/trainer';
+import { tinyConfig, tinyData, tinyStages } from './support/tiny';
+
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-nonfinite-'));
+const records = (dir: string) => fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const same = (a: Map<string, HostTensor>, b: Map<string, HostTensor>) => {
+  expect([...a.keys()]).toEqual([...b.keys()]);
+  for (const [k, t] of a) expect(Buffer.from(t.data.buffer).equals(Buffer.from(b.get(k)!.data.buffer)), k).toBe(true);
+};
+
+describe('non-finite loss or gradients', () => {
+  const { tokenizer, json, samples, makeBatch } = tinyData(8);
+  const seed = 9;
+  // stage a: one epoch of 8 samples in 4 steps of 2, so a poisoned sample is in exactly one step
+  const base = () => tinyStages(makeBatch, samples.length, 4);
+  const poisonedStep = 2; // 0-based step of stage a whose first sample gets a NaN pixel
+  const poison = batchIndices(seed, 0, base()[0], poisonedStep, 0)[0];
+  const nanBatch = (idx: number[]): ModelBatch => {
+    const b = makeBatch(idx);
+    if (!idx.includes(poison)) return b;
+    const px = b.pixelValues!.slice();
+    px[idx.indexOf(poison) * 3 * 75 * 75 + 123] = NaN;
+    return { ...b, pixelValues: px };
+  };
+  const withNaN = (): Stage[] => {
+    const s = base();
+    s[0] = { ...s[0], makeBatch: nanBatch };
+    return s;
+  };
+  const run = (stages: Stage[], opts: Partial<TrainerOptions> = {}, model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5)) => {
+    const out = tmp();
+    const snapshots: { globalStep: number; model: Map<string, HostTensor>; opt: Map<string, HostTensor> }[] = [];
+    const ck = () => path.join(out, 'checkpoint');
+    const t = new Trainer(model, stages, {
+      seed, outDir: out, saveEvery: 1, checkpointFiles: { tokenizer: json }, ...opts,
+      // the checkpoint on disk when a record is logged is that of the step before (saved after logging)
+      onLog: (r) => {
+        if ((r.type === 'train' || r.type === 'nonfinite') && fs.existsSync(ck()))
+          snapshots.push({ globalStep: (r.globalStep as number) - 1, model: readSafetensors(path.join(ck(), 'model.safetensors')), opt: readSafetensors(path.join(ck(), 'optimizer.safetensors')) });
+      },
+    });
+    let error: unknown = null;
+    let state = null;
+    try {
+      state = t.run();
+    } catch (e) {
+      error = e;
+    }
+    model.dispose();
+    return { out, state, error, snapshots };
+  };
+
+  it("a NaN loss skips the step: weights and AdamW moments unchanged, counted, the batch named, training goes on", () => {
+    const r = run(withNaN());
+    expect(r.error).toBeNull();
+    expect(r.state!.skippedSteps).toBe(1);
+    expect(r.state!.globalStep).toBe(8);
+    const recs = records(r.out);
+    const bad = recs.filter((x) => x.type === 'nonfinite');
+    expect(bad).toHaveLength(1);
+    expect(bad[0]).toMatchObject({ stage: 'a', step: poisonedStep + 1, globalStep: poisonedStep + 1, what: 'loss', microBatch: 0, action: 'skipped', skippedSteps: 1 });
+    expect(bad[0].samples).toContain(poison);
+    expect(bad[0].detail).toMatch(/non-finite/);
+    expect(recs.filter((x) => x.type === 'train').map((x) => x.globalStep)).toEqual([1, 2, 4, 5, 6, 7, 8]);
+    expect(recs.at(-1)).toMatchObject({ type: 'summary', globalStep: 8, skippedSteps: 1 });
+    // the checkpoint after the skipped step (global 3) equals the one before it (global 2), bit for bit
+    const before = r.snapshots.find((s) => s.globalStep === poisonedStep)!, after = r.snapshots.find((s) => s.globalStep === poisonedStep + 1)!;
+    same(after.model, before.model);
+    same(after.opt, before.opt);
+    // and the next step did update them
+    const next = r.snapshots.find((s) => s.globalStep === poisonedStep + 2)!;
+    expect(Buffer.from(next.opt.get('0.m')!.data.buffer).equals(Buffer.from(after.opt.get('0.m')!.data.buffer))).toBe(false);
+    for (const t of [...r.snapshots.at(-1)!.model.values()]) expect(t.data.every((v) => Number.isFinite(v))).toBe(true);
+  });
+
+  it('a NaN gradient with a finite loss (global norm NaN) is skipped too, with gradient accumulation', () => {
+    const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5);
+    const loss = model.loss.bind(model);
+    let calls = 0;
+    // stage b step 2 (global step 6), micro-batch 1: a NaN lands in lm_head's accumulated gradient
+    model.loss = (b: ModelBatch) => {
+      calls++;
+      const out = loss(b);
+      if (calls === 4 + 2 * 1 + 2) {
+        const w = model.lm_head.weight;
+        const g = keep(Tensor.fromArray(new Float32Array(w.size).fill(NaN), w.shape));
+        if (w.grad) w.grad.dispose();
+        w.grad = g;
+      }
+      return out;
+    };
+    const r = run(base(), {}, model);
+    expect(r.error).toBeNull();
+    const bad = records(r.out).filter((x) => x.type === 'nonfinite');
+    expect(bad).toHaveLength(1);
+    expect(bad[0]).toMatchObject({ stage: 'b', step: 2, globalStep: 6, what: 'gradient norm', microBatch: null });
+    expect(bad[0].samples).toHaveLength(6); // both micro-batches of 3
+    const before = r.snapshots.find((s) => s.globalStep === 5)!, after = r.snapshots.find((s) => s.globalStep === 6)!;
+    same(after.model, before.model);
+    same(after.opt, before.opt);
+    expect(r.state!.skippedSteps).toBe(1);
+  });
+
+  it("nonFinite: 'stop' throws a NonFiniteError naming the stage, step and sample indices", () => {
+    const r = run(withNaN(), { nonFinite: 'stop' });
+    expect(r.error).toBeInstanceOf(NonFiniteError);
+    const msg = (r.error as Error).message;
+    expect(msg).toMatch(new RegExp(`non-finite loss at stage 'a' step ${poisonedStep + 1}/4 \\(global step ${poisonedStep + 1}\\), micro-batch 0, sample indices \\[[^\\]]*\\b${poison}\\b`));
+    expect(records(r.out).filter((x) => x.type === 'nonfinite')[0]).toMatchObject({ action: 'stop' });
+  });
+});
