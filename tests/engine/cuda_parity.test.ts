@@ -362,6 +362,8 @@ describe('CUDA engine ops: errors, extensions, determinism', () => {
       [out(24), out(16), out(16)], [1, 2, 2, 3, 2, 4, 0, 0], [1]);
     sameError('matmul', [f(normals(rng, 6)), f(normals(rng, 6))], [out(4)], [1, 2, 2, 3, 2, 0, 0, 0, 0, 0, 0], [1]);
     sameError('matmul', [f(normals(rng, 6)), f(normals(rng, 5))], [out(4)], [1, 2, 2, 3, 0, 0, 0, 0, 0, 0, 0], [1]);
+    // batch > 1 with every stride 0 (one product repeated into one C) is refused on both
+    sameError('matmul', [f(normals(rng, 6)), f(normals(rng, 6))], [out(4)], [3, 2, 2, 3, 0, 0, 0, 0, 0, 0, 0], [1]);
     sameError('copy_2d', [f(normals(rng, 20))], [out(20)], [3, 4, 4, 3, 0, 0, 0]);
     sameError('im2col', [f(normals(rng, 180))], [out(180)], [2, 3, 5, 6, 2]);
     sameError('activation_forward', [f(normals(rng, 3))], [out(3)], [3, 4]);

@@ -97,8 +97,12 @@ void matmul_cuda(const OpCall& c) {
   const void* bias = has_bias ? c.in_any(2, N, t_bias, "bias") : nullptr;
   const DType t_c = t == DType::BF16 && !c.out.empty() && c.out[0].dtype == DType::F32 ? DType::F32 : t;
   void* C = c.out_any(0, batched_extent(c, batch, sC, MN), t_c, "C");
-  Context& ctx = context(op);
   if (batch == 0 || MN == 0) return;
+  // As on the CPU: with all three strides 0 no buffer bounds the batch count (batch = 2^32 would queue
+  // billions of launches repeating one product into one C).
+  if (batch > 1 && sA == 0 && sB == 0 && sC == 0)
+    throw_range_error("[", op, "] batch = ", batch, " with strideA = strideB = strideC = 0 repeats one product; pass batch = 1");
+  Context& ctx = context(op);
 
   const cudaDataType_t type_ab = cuda_type(t), type_c = cuda_type(t_c);
   const int64_t lda = ta ? M : K, ldb = tb ? K : N;
