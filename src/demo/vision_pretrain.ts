@@ -83,6 +83,7 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
   // the whole tower trains here (a model is created with its tower frozen); the rest of the model is untouched
   model.setTrainable(false);
   model.visionTower.setTrainable(true);
+
   const params = [...tower.parameters(), ...own];
   const opt = new AdamW(params, { lr: opts.lr, weightDecay: 0 });
 
