@@ -8,22 +8,13 @@
 import { spawnSync } from 'child_process';
 import * as os from 'os';
 import { F, Generator, nn, ops, scope, Tensor, zeroGrad } from '../src';
+import { medianSeconds } from './support';
 
 const args = process.argv.slice(2);
 const reps = Number(args[args.indexOf('--reps') + 1] || 3) || 3;
 const BATCH = 8, SEQ = 256;
 
-function time(step: () => void): number {
-  step();
-  const ts: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = process.hrtime.bigint();
-    step();
-    ts.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  ts.sort((a, b) => a - b);
-  return ts[Math.floor(ts.length / 2)];
-}
+const time = (step: () => void): number => medianSeconds(step, reps);
 
 function decoder(): { seconds: number; tokens: number } {
   const cfg: nn.LlamaConfig = { vocabSize: 4096, hiddenSize: 256, intermediateSize: 688, numLayers: 4, numHeads: 8, numKvHeads: 8, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 512, initializerRange: 0.02 };

@@ -13,6 +13,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import { backendInfo, kernels, scope, Tensor } from '../src';
 import { cpu, NativeBuffer } from '../src/native';
+import { arg, uniform } from './support';
 
 type Op = 'kl' | 'ce';
 type Impl = 'fused' | 'gemm-ceiling' | 'naive';
@@ -22,10 +23,6 @@ interface Result {
 }
 
 const args = process.argv.slice(2);
-const arg = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
 
 function rssMiB(): number {
   return process.memoryUsage().rss / 2 ** 20;
@@ -34,16 +31,6 @@ function peakRssMiB(): number {
   return process.resourceUsage().maxRSS / 1024;
 }
 const gemmCount = (op: Op) => (op === 'kl' ? 6 : 3);
-
-function uniform(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = (s / 2 ** 32 - 0.5) * 0.2;
-  }
-  return a;
-}
 
 // ------------------------------------------------------------------ child: one measurement
 function runChild(op: Op, impl: Impl, N: number, d: number, V: number, reps: number): Result {

@@ -11,6 +11,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import { backendInfo, cudaAvailable, kernels, memoryStats, scope, Tensor } from '../src';
 import type { DType } from '../src';
+import { arg, medianSeconds, uniform } from './support';
 
 type Op = 'kl' | 'ce';
 interface Result {
@@ -19,10 +20,6 @@ interface Result {
 }
 
 const args = process.argv.slice(2);
-const arg = (name: string, dflt: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
 const N = Number(arg('N', '9216')), d = Number(arg('d', '4096')), V = Number(arg('V', '32000'));
 const reps = Number(arg('reps', '5'));
 const dtypes = arg('dtypes', 'bfloat16,float32').split(',') as DType[];
@@ -30,16 +27,6 @@ const workspaces = arg('workspace-mib', '64,256').split(',').map(Number);
 // PyTorch (eager and compile) for these dtypes only: compiling costs ~1 min per case of a short GPU lease
 const torchDtypes = arg('torch-dtypes', 'bfloat16').split(',');
 const gemms = (op: Op) => (op === 'kl' ? 6 : 3);
-
-function uniform(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = (s / 2 ** 32 - 0.5) * 0.2;
-  }
-  return a;
-}
 
 function ours(op: Op, dtype: DType, workspaceMiB: number): Result {
   const opt = { device: 'cuda' as const, dtype };
@@ -58,16 +45,8 @@ function ours(op: Op, dtype: DType, workspaceMiB: number): Result {
     workspace = r.workspaceBytes;
     outBytes = memoryStats().cuda!.liveBytes - base;
   });
-  step();
-  const times: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = process.hrtime.bigint();
-    step();
-    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
+  const seconds = medianSeconds(step, reps);
   [h, wLm, x, wVm, t].forEach((a) => a.dispose());
-  times.sort((a, b) => a - b);
-  const seconds = times[Math.floor(times.length / 2)];
   return {
     op, impl: `vwlmm fused (ws ${workspaceMiB} MiB)`, dtype, N, d, V, seconds, tflops: (gemms(op) * 2 * N * d * V) / seconds / 1e12,
     memMiB: (outBytes + workspace) / 2 ** 20, workspaceMiB: workspace / 2 ** 20, loss,
