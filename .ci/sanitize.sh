@@ -8,7 +8,7 @@
 # only logs as "Worker exited unexpectedly" is caught by the grep too).
 #
 #   .ci/sanitize.sh                    # ~3 min on 2 cores: build ~1 min, tests ~40 s, fuzzing <= 60 s
-# Env: VWLMM_SANITIZE_BUILD (build folder, default $TMPDIR/vwlmm-sanitize), VWLMM_FUZZ_SEED (replay a
+# Env: VWLMM_SANITIZE_BUILD (build folder, default ./build-sanitize), VWLMM_FUZZ_SEED (replay a
 # seed), VWLMM_FUZZ_TIME_MS / VWLMM_FUZZ_CALLS (fuzzing budget, default 60 s / 1,000,000 calls).
 # Test subset: tests/kernels, tests/engine, tests/tensor.test.ts, tests/autograd, tests/io, tests/fuzz (every
 # test that drives the native code directly) plus tests/nn and tests/model (the LLaMA / CLIP / VW-LMM modules
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-build="${VWLMM_SANITIZE_BUILD:-${TMPDIR:-/tmp}/vwlmm-sanitize}"
+build="${VWLMM_SANITIZE_BUILD:-$PWD/build-sanitize}"  # per checkout: a CMake cache is tied to its source folder
 log="$build/sanitize.log"
 start=$(date +%s)
 
