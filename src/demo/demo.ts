@@ -39,6 +39,7 @@ export interface DemoResult extends DemoRunResult {
 function scaled(r: Recipe, scale: number): Recipe {
   const c: Recipe = JSON.parse(JSON.stringify(r));
   if (c.stage0.steps > 0) c.stage0.steps = Math.max(1, Math.round(c.stage0.steps * scale));
+  c.stage0.frozenSteps = Math.round(c.stage0.frozenSteps * scale);
   c.stage1.steps = Math.max(1, Math.round(c.stage1.steps * scale));
   c.stage2.steps = Math.max(1, Math.round(c.stage2.steps * scale));
   c.evalEvery = Math.max(1, Math.round(c.evalEvery * scale));

@@ -38,10 +38,11 @@ export interface Recipe {
    */
   /**
    * Stage 0: vision tower pretraining on object attributes (src/demo/vision_pretrain.ts); 0 steps = none.
-   * freeze: the stages after it in which the tower stays frozen, as LLaVA keeps its pretrained CLIP tower
-   * ([1]: frozen while the LLM learns to read it, trained again with the questions).
+   * frozenSteps: the first stage-1 steps keep the tower frozen (as LLaVA keeps its pretrained CLIP tower)
+   * while the LLM learns to read it; trained from then on. Trained from the start, the random LLM's
+   * gradients wiped the tower's shape features (caption shape words 50%).
    */
-  stage0: { steps: number; batchSize: number; lr: number; freeze: number[] };
+  stage0: { steps: number; batchSize: number; lr: number; frozenSteps: number };
   stage1: { steps: number; batchSize: number; lr: number; subsets: boolean; warmupObjects: number; warmupSteps: number; relational: boolean };
   /**
    * describeTurns: extra turns per conversation asking "What is the {colour} object?" answered with its
@@ -71,7 +72,7 @@ export const DEFAULT_RECIPE: Recipe = {
   imageMean: [1, 1, 1],
   imageStd: [0.5, 0.5, 0.5],
   vmWeight: 1,
-  stage0: { steps: 2000, batchSize: 32, lr: 3e-3, freeze: [1] },
+  stage0: { steps: 2000, batchSize: 32, lr: 3e-3, frozenSteps: 1000 },
   stage1: { steps: 2000, batchSize: 32, lr: 3e-3, subsets: true, warmupObjects: 2, warmupSteps: 0, relational: false },
   stage2: { steps: 6000, batchSize: 16, lr: 2e-3, questionsPerSample: 8, captionShare: 0.25, describeTurns: 3 },
   evalEvery: 1000,
@@ -173,11 +174,13 @@ export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Reci
   // the mixture: questions then captions; captionShare of the stage's samples are captions
   const nCap = Math.round((questions.length * r.stage2.captionShare) / (1 - r.stage2.captionShare));
   const mixed: TaskSample[] = [...questions, ...Array.from({ length: nCap }, (_, j) => fullCaptions[j % fullCaptions.length])];
-  const trainable = (stage: number) => ({ trainable: { visionTower: !(r.stage0.steps > 0 && r.stage0.freeze.includes(stage)), projector: true, llm: true, vmHead: true } });
+  const trainable = (tower: boolean) => ({ trainable: { visionTower: tower, projector: true, llm: true, vmHead: true } });
+  const frozen = r.stage0.steps > 0 ? Math.min(r.stage0.frozenSteps, r.stage1.steps) : 0;
   const stages: Stage[] = [
-    ...(warm ? [{ name: 'captions-warmup', size: warm.samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => warm.samples[i]), warm.split, bopts), steps: r.stage1.warmupSteps, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...trainable(1) }] : []),
-    { name: 'captions', size: captions.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => captions[i]), capSplit, bopts), steps: r.stage1.steps, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...trainable(1) },
-    { name: 'questions', size: mixed.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => mixed[i]), train, bopts), steps: r.stage2.steps, batchSize: r.stage2.batchSize, lr: r.stage2.lr, warmupRatio: 0.03, ...trainable(2) },
+    ...(warm ? [{ name: 'captions-warmup', size: warm.samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => warm.samples[i]), warm.split, bopts), steps: r.stage1.warmupSteps, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...trainable(true) }] : []),
+    { name: 'captions-frozen-tower', size: captions.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => captions[i]), capSplit, bopts), steps: frozen, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...trainable(false) },
+    { name: 'captions', size: captions.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => captions[i]), capSplit, bopts), steps: r.stage1.steps - frozen, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...trainable(true) },
+    { name: 'questions', size: mixed.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => mixed[i]), train, bopts), steps: r.stage2.steps, batchSize: r.stage2.batchSize, lr: r.stage2.lr, warmupRatio: 0.03, ...trainable(true) },
   ].filter((s) => (s.steps ?? 0) > 0);
   const trainer = new Trainer(model, stages, {
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals,

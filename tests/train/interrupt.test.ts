@@ -147,7 +147,7 @@ describe('vwlmm CLI interruption', () => {
     proc.kill('SIGTERM');
     const res = await done;
     expect(res.code, res.stderr).toBe(143);
-    expect(res.stderr).toMatch(/training interrupted by SIGTERM at stage 'captions' step \d+\/\d+/);
+    expect(res.stderr).toMatch(/training interrupted by SIGTERM at stage 'captions[a-z-]*' step \d+\/\d+/);
     expect(res.stderr).toContain(`resume with: vwlmm demo --out ${out} --scale 0.01 --json --resume`);
     const st = readTrainerState(path.join(out, 'vw', 'checkpoint')).state;
     expect(st.globalStep).toBeGreaterThanOrEqual(10);
