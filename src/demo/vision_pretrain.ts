@@ -80,46 +80,44 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
   const queries = param(K * nC * D, [1, K * nC, 1, D], 0.1);
   const heads = PRETRAIN_ATTRIBUTES.map((a) => param(a.classes.length * D, [a.classes.length, D], 0.05));
   const own = [queries, ...heads];
-  // the whole tower trains here (a model is created with its tower frozen); the rest of the model is untouched
+  // only the tower trains here (and the read-out's own queries and heads); the LLM side is left untouched
   model.setTrainable(false);
   model.visionTower.setTrainable(true);
-
   const params = [...tower.parameters(), ...own];
   const opt = new AdamW(params, { lr: opts.lr, weightDecay: 0 });
-
-  const logEvery = opts.logEvery ?? 100;
-  for (let step = 0; step < opts.steps; step++) {
-    opt.lr = cosineWithWarmup(step, opts.steps, 0.03, opts.lr);
-    const idx = Array.from({ length: opts.batchSize }, () => gen.int(train.scenes.length));
-    const tg = targets(train, idx);
-    const rec: Record<string, unknown> = { stage: 'vision', step: step + 1 };
-    scope(() => {
-      const h = readoutOf(model, queries, pixelsOf(train, idx, S, opts), idx.length);
-      let loss: Tensor | null = null;
-      heads.forEach((w, a) => {
-        const l = ops.linearCrossEntropy(h[a], w, Tensor.fromArray(tg[a], [tg[a].length]));
-        loss = loss ? ops.add(loss, l) : l;
+  try {
+    const logEvery = opts.logEvery ?? 100;
+    for (let step = 0; step < opts.steps; step++) {
+      opt.lr = cosineWithWarmup(step, opts.steps, 0.03, opts.lr);
+      const idx = Array.from({ length: opts.batchSize }, () => gen.int(train.scenes.length));
+      const tg = targets(train, idx);
+      const rec: Record<string, unknown> = { stage: 'vision', step: step + 1 };
+      scope(() => {
+        const h = readoutOf(model, queries, pixelsOf(train, idx, S, opts), idx.length);
+        let loss: Tensor | null = null;
+        heads.forEach((w, a) => {
+          const l = ops.linearCrossEntropy(h[a], w, Tensor.fromArray(tg[a], [tg[a].length]));
+          loss = loss ? ops.add(loss, l) : l;
+        });
+        rec.loss = loss!.item();
+        backward(loss!);
       });
-      rec.loss = loss!.item();
-      backward(loss!);
-    });
-    clipGradNorm(params, 1.0);
-    opt.step();
-    zeroGrad(params);
-    if (opts.onLog && ((step + 1) % logEvery === 0 || step + 1 === opts.steps)) opts.onLog(rec);
-    await new Promise<void>((res) => setImmediate(res));
-    const sig = opts.stopRequested?.() ?? null;
-    if (sig !== null) {
-      own.forEach((t) => t.dispose());
-      opt.dispose();
-      throw new TrainingInterrupted(sig, null, { stage: 0, step: 0, globalStep: 0, seed: opts.seed }, `during vision-tower pretraining (stage 0) step ${step + 1}/${opts.steps}`);
+      clipGradNorm(params, 1.0);
+      opt.step();
+      zeroGrad(params);
+      if (opts.onLog && ((step + 1) % logEvery === 0 || step + 1 === opts.steps)) opts.onLog(rec);
+      await new Promise<void>((res) => setImmediate(res));
+      const sig = opts.stopRequested?.() ?? null;
+      if (sig !== null)
+        throw new TrainingInterrupted(sig, null, { stage: 0, step: 0, globalStep: 0, seed: opts.seed }, `during vision-tower pretraining (stage 0) step ${step + 1}/${opts.steps}`);
     }
+    const accuracy = evalSplit ? evaluateReadout(model, queries, heads, evalSplit, opts) : {};
+    return { seconds: (Date.now() - t0) / 1000, accuracy };
+  } finally {
+    own.forEach((t) => t.dispose());
+    opt.dispose();
+    model.visionTower.setTrainable(false);
   }
-  const accuracy = evalSplit ? evaluateReadout(model, queries, heads, evalSplit, opts) : {};
-  own.forEach((t) => t.dispose());
-  opt.dispose();
-  model.visionTower.setTrainable(false);
-  return { seconds: (Date.now() - t0) / 1000, accuracy };
 }
 
 function pixelsOf(split: SplitData, idx: number[], S: number, opts: { mean: readonly number[]; std: readonly number[] }): Float32Array {
