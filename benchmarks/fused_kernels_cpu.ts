@@ -13,7 +13,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import { backendInfo, kernels, scope, Tensor } from '../src';
 import { cpu, NativeBuffer } from '../src/native';
-import { arg, uniform } from './support';
+import { arg, medianSeconds, uniform } from './support';
 
 type Op = 'kl' | 'ce';
 type Impl = 'fused' | 'gemm-ceiling' | 'naive';
@@ -54,15 +54,7 @@ function runChild(op: Op, impl: Impl, N: number, d: number, V: number, reps: num
       loss = op === 'kl' ? naiveKL(N, d, V, h, wLm, x, wVm) : naiveCE(N, d, V, h, wLm, t);
     }
   };
-  step();
-  const times: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = process.hrtime.bigint();
-    step();
-    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  times.sort((a, b) => a - b);
-  const seconds = times[Math.floor(times.length / 2)];
+  const seconds = medianSeconds(step, reps);
   return {
     op, impl, N, d, V, seconds, gflops: (gemmCount(op) * 2 * N * d * V) / seconds / 1e9,
     peakRssGrowthMiB: peakRssMiB() - rss0, workspaceMiB: workspace / 2 ** 20, loss: impl === 'gemm-ceiling' ? undefined : loss,
