@@ -114,12 +114,16 @@ export function gradNorm(params: Iterable<Tensor>): number {
 
 /**
  * Scales all gradients so their global norm is at most maxNorm (torch.nn.utils.clip_grad_norm_:
- * factor maxNorm / (norm + 1e-6) when it is below 1). Returns the norm before clipping.
+ * factor maxNorm / (norm + 1e-6) when it is below 1). Returns the norm before clipping. A non-finite norm
+ * throws, or with errorIfNonfinite: false (torch's error_if_nonfinite) is returned with the gradients untouched.
  */
-export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): number {
+export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, opts: { errorIfNonfinite?: boolean } = {}): number {
   const ps = [...params];
   const norm = gradNorm(ps);
-  if (!Number.isFinite(norm)) throw new RangeError(`clipGradNorm: the gradient norm is ${norm} (NaN or Inf in a gradient)`);
+  if (!Number.isFinite(norm)) {
+    if (opts.errorIfNonfinite === false) return norm; // gradients left as they are; the caller skips the step
+    throw new RangeError(`clipGradNorm: the gradient norm is ${norm} (NaN or Inf in a gradient)`);
+  }
   const factor = maxNorm / (norm + 1e-6);
   if (factor < 1) {
     for (const p of ps) if (p.grad) callOp('axpby', p.grad.device, [p.grad, p.grad], [p.grad], [p.grad.size], [factor, 0]);

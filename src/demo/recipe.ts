@@ -1,12 +1,14 @@
-// The Sort-of-CLEVR demo recipe: a small VW-LMM trained from scratch on the CPU in two stages.
+// The Sort-of-CLEVR demo recipe: a small VW-LMM trained from scratch on the CPU in three stages.
+//   stage 0 ("vision", src/demo/vision_pretrain.ts): the vision tower alone learns the objects' attributes,
+//     standing in for the pretrained CLIP tower LLaVA starts from;
 //   stage 1 ("captions"): dense captions (every object's colour, shape and position words, all
 //     supervised, LLaVA's `plain` template) teach the vision tower what the objects are and the decoder
 //     the colour-keyed lookup from a word to its object: the long plateau of question-only training
 //     (../shared/method/DEMO_NOTES.md) is a missing word -> object binding;
 //   stage 2 ("questions"): multi-turn conversations of an image's questions (vicuna_v1, every answer
 //     supervised) mixed with captions, so the binding is kept while the question kinds are learned.
-// From scratch every part is trainable in both stages (LLaVA's frozen-LLM stage 1 assumes a pretrained
-// LLM and tower). All sizes and budgets are fields of Recipe; the defaults are what the demo runs.
+// From scratch the LLM is trainable in both stages (LLaVA's frozen-LLM stage 1 assumes a pretrained LLM);
+// the tower is frozen for the first stage-1 steps only. All sizes and budgets are fields of Recipe; the defaults are what the demo runs.
 import * as path from 'path';
 import { Turn } from '../data/conversation';
 import { resolveCheckpointDir } from '../model/checkpoint';
@@ -32,24 +34,22 @@ export interface Recipe {
   imageStd: [number, number, number];
   vmWeight: number;
   /**
-   * subsets: each caption image shows a random subset of 1..maxObjects of its objects (binding a colour
-   * word to its object is easy with few objects). warmupObjects/warmupSteps: a first caption stage with
-   * at most that many objects (a growing curriculum); 0 steps = none.
-   */
-  /**
    * Stage 0: vision tower pretraining on object attributes (src/demo/vision_pretrain.ts); 0 steps = none.
    * frozenSteps: the first stage-1 steps keep the tower frozen (as LLaVA keeps its pretrained CLIP tower)
    * while the LLM learns to read it; trained from then on. Trained from the start, the random LLM's
    * gradients wiped the tower's shape features (caption shape words 50%).
    */
   stage0: { steps: number; batchSize: number; lr: number; frozenSteps: number };
+  /**
+   * subsets: each caption image shows a random subset of 1..maxObjects of its objects (binding a colour
+   * word to its object is easy with few objects). warmupObjects/warmupSteps: a first caption stage with
+   * at most that many objects (a growing curriculum); 0 steps = none.
+   */
   stage1: { steps: number; batchSize: number; lr: number; subsets: boolean; warmupObjects: number; warmupSteps: number; relational: boolean };
   /**
    * describeTurns: extra turns per conversation asking "What is the {colour} object?" answered with its
    * attribute words (as in the caption: "circle left top", plus the relational words with
    * stage1.relational): dense supervision for binding the question's colour word to its object.
-   */
-  /**
    * positionTurns: extra left/top questions per conversation (colour and kind drawn at random): the yes/no
    * answers need the question kind crossed with the object's position, which the other kinds never train.
    */
@@ -174,13 +174,16 @@ export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Reci
   // the mixture: questions then captions; captionShare of the stage's samples are captions
   const nCap = Math.round((questions.length * r.stage2.captionShare) / (1 - r.stage2.captionShare));
   const mixed: TaskSample[] = [...questions, ...Array.from({ length: nCap }, (_, j) => fullCaptions[j % fullCaptions.length])];
-  const trainable = (tower: boolean) => ({ trainable: { visionTower: tower, projector: true, llm: true, vmHead: true } });
+  const stage = (name: string, samples: TaskSample[], split: SplitData, steps: number, b: { batchSize: number; lr: number }, tower: boolean): Stage => ({
+    name, size: samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i) => samples[i]), split, bopts), steps, batchSize: b.batchSize, lr: b.lr, warmupRatio: 0.03,
+    trainable: { visionTower: tower, projector: true, llm: true, vmHead: true },
+  });
   const frozen = r.stage0.steps > 0 ? Math.min(r.stage0.frozenSteps, r.stage1.steps) : 0;
   const stages: Stage[] = [
-    ...(warm ? [{ name: 'captions-warmup', size: warm.samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => warm.samples[i]), warm.split, bopts), steps: r.stage1.warmupSteps, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...trainable(true) }] : []),
-    { name: 'captions-frozen-tower', size: captions.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => captions[i]), capSplit, bopts), steps: frozen, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...trainable(false) },
-    { name: 'captions', size: captions.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => captions[i]), capSplit, bopts), steps: r.stage1.steps - frozen, batchSize: r.stage1.batchSize, lr: r.stage1.lr, warmupRatio: 0.03, ...trainable(true) },
-    { name: 'questions', size: mixed.length, makeBatch: (idx: number[]) => batchOf(idx.map((i: number) => mixed[i]), train, bopts), steps: r.stage2.steps, batchSize: r.stage2.batchSize, lr: r.stage2.lr, warmupRatio: 0.03, ...trainable(true) },
+    ...(warm ? [stage('captions-warmup', warm.samples, warm.split, r.stage1.warmupSteps, r.stage1, true)] : []),
+    stage('captions-frozen-tower', captions, capSplit, frozen, r.stage1, false),
+    stage('captions', captions, capSplit, r.stage1.steps - frozen, r.stage1, true),
+    stage('questions', mixed, train, r.stage2.steps, r.stage2, true),
   ].filter((s) => (s.steps ?? 0) > 0);
   const trainer = new Trainer(model, stages, {
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals,

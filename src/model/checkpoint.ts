@@ -123,20 +123,12 @@ function pidAlive(pid: number): boolean {
  * interrupted saves, .trash- leftovers, and .tmp- directories of processes that no longer run (a crashed save).
  */
 function removeStale(target: string, old: string | null): void {
-  const parent = path.dirname(target), base = path.basename(target);
-  let names: string[];
-  try {
-    names = fs.readdirSync(parent);
-  } catch {
-    return;
-  }
-  const victims = names.filter((n) => {
-    if (!n.startsWith(`${base}.`)) return false;
-    const rest = n.slice(base.length + 1);
+  const base = path.basename(target);
+  const victims = siblings(target).filter(({ rest }) => {
     if (STALE_NAME.test(rest)) return true;
     const m = /^tmp-(\d+)-/.exec(rest);
     return m !== null && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]));
-  }).map((n) => path.join(parent, n));
+  }).map(({ file }) => file);
   if (old && !victims.includes(old)) victims.push(old);
   for (const v of victims) {
     try {
@@ -165,16 +157,20 @@ export function resolveCheckpointDir(dir: string): string | null {
     }
   };
   if (complete(target)) return dir;
+  const olds = siblings(target).filter(({ rest }) => OLD_NAME.test(rest)).map(({ file }) => file).sort().reverse();
+  return olds.find(complete) ?? null;
+}
+
+/** The entries `<target>.<rest>` beside target (its temp, .old- and .trash- directories); none if unreadable. */
+function siblings(target: string): { file: string; rest: string }[] {
   const parent = path.dirname(target), base = path.basename(target);
   let names: string[];
   try {
     names = fs.readdirSync(parent);
   } catch {
-    return null;
+    return [];
   }
-  const olds = names.filter((n) => n.startsWith(`${base}.`) && OLD_NAME.test(n.slice(base.length + 1))).sort().reverse();
-  for (const n of olds) if (complete(path.join(parent, n))) return path.join(parent, n);
-  return null;
+  return names.filter((n) => n.startsWith(`${base}.`)).map((n) => ({ file: path.join(parent, n), rest: n.slice(base.length + 1) }));
 }
 
 function readJson(file: string): Record<string, unknown> {

@@ -3,12 +3,9 @@
 // data position) and throws TrainingInterrupted, which the caller turns into an exit code (130 / 143).
 //
 // Node delivers signals on the main thread's event loop only, so a handler cannot run while a synchronous
-// training loop holds that thread. Two ways in:
-//   - Trainer.runAsync() yields to the event loop after every step, so handlers installed by
-//     installStopHandlers (or the Trainer's own with `handleSignals: true`) set the request in time;
-//   - a StopRequest with a stop file: another process (the `vwlmm demo` supervisor, see src/cli.ts)
-//     writes the signal name into the file, and the synchronous loop reads it after every step.
-import * as fs from 'fs';
+// training loop holds that thread: Trainer.runAsync() (and the demo's stage 0) yield to the event loop after
+// every step, so handlers installed by installStopHandlers (or the Trainer's own with `handleSignals: true`)
+// set the request in time. A synchronous run() can be given a StopRequest that other code requests.
 import type { TrainerState } from './trainer';
 
 export type StopSignal = 'SIGINT' | 'SIGTERM';
@@ -22,51 +19,32 @@ export function exitCodeFor(signal: string): number {
 /** A request to stop training at the next step boundary. */
 export class StopRequest {
   private signal: string | null = null;
-  /** @param file a stop file: when it exists and holds a signal name (or anything), a stop is requested. */
-  constructor(readonly file?: string) {}
 
   /** Asks the trainer(s) checking this request to stop after the current step. */
   request(signal: string = 'SIGINT'): void {
     if (this.signal === null) this.signal = signal;
   }
 
-  /** The signal (or reason) of a pending request, or null. One small read of the stop file when there is one. */
+  /** The signal (or reason) of a pending request, or null. */
   requested(): string | null {
-    if (this.signal === null && this.file !== undefined && fs.existsSync(this.file)) {
-      try {
-        const s = fs.readFileSync(this.file, 'utf8').trim();
-        this.signal = s || 'SIGINT';
-      } catch {
-        /* no file: no request */
-      }
-    }
     return this.signal;
-  }
-
-  /** Forgets a request (e.g. before the next run). */
-  clear(): void {
-    this.signal = null;
-    if (this.file !== undefined) fs.rmSync(this.file, { force: true });
   }
 }
 
 /**
  * Installs SIGINT / SIGTERM listeners that request a stop (and print what happens next on stderr); a second
- * signal calls `onSecond` (default: exit at once with 130 / 143: every checkpoint on disk is complete, see
+ * signal exits at once (130 / 143: every checkpoint on disk is complete, see
  * saveCheckpoint). Returns the function that removes them. While installed, the signals no longer kill the
- * process by themselves: only use with something that checks `stop` (Trainer.runAsync, or a trainer reading
- * a stop file).
+ * process by themselves: only use with something that checks `stop` between steps and yields to the event
+ * loop (Trainer.runAsync).
  */
-export function installStopHandlers(stop: StopRequest, opts: { onFirst?: (signal: StopSignal) => void; onSecond?: (signal: StopSignal) => void; quiet?: boolean } = {}): () => void {
-  let count = 0;
+export function installStopHandlers(stop: StopRequest): () => void {
+  let first = true;
   const handler = (signal: StopSignal) => {
-    count++;
-    if (count === 1) {
+    if (first) {
+      first = false;
       stop.request(signal);
-      if (!opts.quiet) process.stderr.write(`\nvwlmm: ${signal}: stopping after the current step and writing a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : 'send it'} again to quit at once; the last complete checkpoint stays loadable)\n`);
-      opts.onFirst?.(signal);
-    } else if (opts.onSecond) {
-      opts.onSecond(signal);
+      process.stderr.write(`\nvwlmm: ${signal}: stopping after the current step and writing a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : 'send it'} again to quit at once; the last complete checkpoint stays loadable)\n`);
     } else {
       process.stderr.write(`vwlmm: ${signal} again: quitting without a new checkpoint\n`);
       process.exit(exitCodeFor(signal));

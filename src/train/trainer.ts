@@ -19,7 +19,7 @@
 // throws a NonFiniteError instead.
 import * as fs from 'fs';
 import * as path from 'path';
-import { clipGradNorm, gradNorm as globalGradNorm, AdamW } from '../optim';
+import { clipGradNorm, AdamW } from '../optim';
 import { Generator } from '../random';
 import { scope } from '../tensor';
 import * as ops from '../ops';
@@ -103,7 +103,6 @@ export interface TrainerState {
 }
 
 type ResumeFrom = { state: TrainerState; optimizer: Map<string, HostTensor> };
-
 
 /** Errors by which the kernels refuse non-finite activations (the step's loss is then NaN / Inf). */
 function isNonFiniteError(e: unknown): e is Error {
@@ -318,8 +317,8 @@ export class Trainer {
     }
     let gradNorm = NaN;
     if (!bad) {
-      const norm = globalGradNorm(params);
-      if (Number.isFinite(norm)) gradNorm = clipGradNorm(params, s.maxGradNorm ?? 1.0);
+      const norm = clipGradNorm(params, s.maxGradNorm ?? 1.0, { errorIfNonfinite: false });
+      if (Number.isFinite(norm)) gradNorm = norm;
       else bad = { what: 'gradient norm', micro: null, detail: `global gradient norm ${norm}` };
     }
     if (bad) {
