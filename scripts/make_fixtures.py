@@ -430,9 +430,10 @@ def make_dtypes():
         assert back[k].dtype == t[k].dtype and torch.equal(back[k].nan_to_num(), t[k].nan_to_num()), k
 
 
-def sizes():
+def sizes(folder=None):
+    """Prints every file under folder (default: the fixtures folder) with its size."""
     total = 0
-    for dirpath, _, files in os.walk(FIX):
+    for dirpath, _, files in sorted(os.walk(folder or FIX)):
         for fn in sorted(files):
             p = os.path.join(dirpath, fn)
             s = os.path.getsize(p)

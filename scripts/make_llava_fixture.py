@@ -61,7 +61,7 @@ from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fixtures import FIX, ROOT, exact_float64, f32_contig, rel_err  # noqa: E402
+from make_fixtures import FIX, exact_float64, f32_contig, rel_err, sizes  # noqa: E402
 
 IMAGE_TOKEN = 63
 OUT = os.path.join(FIX, "tiny_llava")
@@ -189,22 +189,11 @@ def make_llava():
     print("tiny_llava hf/config.json keys:", sorted(conf))
 
 
-def sizes():
-    total = 0
-    for dirpath, _, files in sorted(os.walk(OUT)):
-        for fn in sorted(files):
-            p = os.path.join(dirpath, fn)
-            s = os.path.getsize(p)
-            total += s
-            print(f"  {os.path.relpath(p, ROOT):60s} {s:9d} bytes")
-    print(f"  total {total} bytes")
-
-
 def main():
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     make_llava()
-    sizes()
+    sizes(OUT)
 
 
 if __name__ == "__main__":
