@@ -1,0 +1,32 @@
+// The driver behind the demo-recipe experiments in benchmarks/RESULTS.md: DEFAULT_RECIPE with the given
+// overrides (deep-merged JSON), trained by runRecipe; prints the stage-0 read-out accuracies and every
+// evaluation as they come, then the per-kind accuracies on the in-memory test split.
+//
+//   npx tsx benchmarks/demo_recipe.ts '{"stage2":{"steps":3000}}' [--out /tmp/recipe-run]
+import { DEFAULT_RECIPE, Recipe, runRecipe } from '../src/demo/recipe';
+import { arg } from './support';
+
+type Json = Record<string, unknown>;
+const merge = (a: Json, b: Json): Json => {
+  const o: Json = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    o[k] = v !== null && typeof v === 'object' && !Array.isArray(v) && typeof a[k] === 'object' ? merge(a[k] as Json, v as Json) : v;
+  }
+  return o;
+};
+
+const overrides = process.argv[2] && !process.argv[2].startsWith('--') ? (JSON.parse(process.argv[2]) as Json) : {};
+const recipe = merge(DEFAULT_RECIPE as unknown as Json, overrides) as unknown as Recipe;
+const t0 = Date.now();
+const at = () => `${((Date.now() - t0) / 1000).toFixed(0)}s`;
+runRecipe(recipe, {
+  outDir: arg('out', '/tmp/vwlmm-recipe-run'),
+  handleSignals: true,
+  onLog: (rec) => {
+    if (rec.done || rec.type === 'eval') console.log(at(), JSON.stringify(rec));
+  },
+}).then((res) => {
+  const kinds = Object.fromEntries(Object.entries(res.test.categories).map(([k, v]) => [k, v.accuracy]));
+  console.log('final', at(), JSON.stringify({ seconds: res.seconds, groups: res.test.groups, kinds }));
+  res.model.dispose();
+});
