@@ -117,6 +117,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--batch-size <n>', 'samples per micro-batch', int('--batch-size', 1), 16)
   .option('--grad-accum <n>', 'micro-batches per optimizer step', int('--grad-accum', 1), 1)
   .option('--lr <x>', 'peak learning rate', num('--lr'), 2e-5)
+  .option('--mm-vision-tower-lr <x>', "the vision tower's peak learning rate when it trains (default: --lr)", num('--mm-vision-tower-lr'))
   .option('--warmup-ratio <x>', 'share of steps for linear warmup', num('--warmup-ratio'), 0.03)
   .option('--weight-decay <x>', 'AdamW decoupled weight decay', num('--weight-decay'), 0)
   .option('--max-grad-norm <x>', 'global gradient-norm clip', num('--max-grad-norm'), 1)
@@ -126,7 +127,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--resume', 'continue from <out>/checkpoint exactly where it stopped')
   .option('--strict', 'fail on the first broken record, image or tokenization mismatch')
   .option('--non-finite <action>', 'a step with a NaN/Inf loss or gradient norm: skip its update, or stop', 'skip')
-  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string }) => {
+  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string }) => {
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
@@ -135,6 +136,8 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const unknown = parts.filter((p) => !known.includes(p));
     if (unknown.length) fail(`--trainable: unknown part(s) ${unknown.join(', ')} (use ${known.join(', ')})`);
     if (!(o.lr > 0)) fail('--lr must be > 0');
+    if (o.mmVisionTowerLr !== undefined && !(o.mmVisionTowerLr >= 0)) fail('--mm-vision-tower-lr must be >= 0');
+    if (o.mmVisionTowerLr !== undefined && !parts.includes('vision')) fail('--mm-vision-tower-lr needs the vision tower trainable (--trainable with vision)');
     if (o.warmupRatio < 0 || o.warmupRatio > 1) fail('--warmup-ratio must be in [0, 1]');
     const { loadCheckpoint, resolveCheckpointDir } = await import('./model/checkpoint');
     let from = o.init;
@@ -160,7 +163,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     try {
       result = await trainOnFile(model, tokenizer, tokenizerPath, {
         data: o.data, imageFolder: o.imageFolder, outDir: o.out, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
-        lr: o.lr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
+        lr: o.lr, visionTowerLr: o.mmVisionTowerLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
         trainable: { visionTower: parts.includes('vision'), projector: parts.includes('projector'), llm: parts.includes('llm'), vmHead: parts.includes('vm') },
         strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop',
         onLog: (r) => {

@@ -10,7 +10,7 @@ import { linearCrossEntropy, pseudoImageFeatures, visualWordKL } from './ops';
 export const F = { linearCrossEntropy, visualWordKL, pseudoImageFeatures };
 export { backward, noGrad, isGradEnabled, zeroGrad, clearTape, tapeLength } from './autograd';
 export { AdamW, clipGradNorm, gradNorm } from './optim';
-export type { AdamWOptions } from './optim';
+export type { AdamWOptions, ParamGroup } from './optim';
 export { Generator } from './random';
 export { callOp, engineOpNames } from './engine';
 export * as nn from './nn';

@@ -10,6 +10,15 @@ export interface AdamWOptions {
   weightDecay?: number;
 }
 
+/**
+ * A parameter group (torch's param_groups): its parameters update with lr * lrScale, so one schedule
+ * setting `lr` moves every group together (LLaVA's mm_vision_tower_lr is such a group).
+ */
+export interface ParamGroup {
+  params: Tensor[];
+  lrScale?: number;
+}
+
 interface ParamState {
   m: Tensor;
   v: Tensor;
@@ -17,15 +26,27 @@ interface ParamState {
 }
 
 export class AdamW {
+  /** All parameters, groups concatenated in order (the indices optimizer checkpoints use). */
   readonly params: Tensor[];
+  readonly groups: { params: Tensor[]; lrScale: number }[];
   lr: number;
   readonly betas: [number, number];
   readonly eps: number;
   readonly weightDecay: number;
   private readonly state = new Map<Tensor, ParamState>();
 
-  constructor(params: Iterable<Tensor>, opts: AdamWOptions) {
-    this.params = [...params];
+  constructor(params: Iterable<Tensor> | readonly ParamGroup[], opts: AdamWOptions) {
+    const list = [...params] as (Tensor | ParamGroup)[];
+    const isGroup = (x: Tensor | ParamGroup): x is ParamGroup => !(x instanceof Tensor);
+    if (list.some(isGroup) && !list.every(isGroup)) throw new TypeError('AdamW: pass either tensors or parameter groups, not both');
+    this.groups = list.length > 0 && isGroup(list[0])
+      ? (list as ParamGroup[]).map((g, i) => {
+        const scale = g.lrScale ?? 1;
+        if (!Number.isFinite(scale) || scale < 0) throw new RangeError(`AdamW: invalid lrScale ${scale} in parameter group ${i}`);
+        return { params: [...g.params], lrScale: scale };
+      })
+      : [{ params: list as Tensor[], lrScale: 1 }];
+    this.params = this.groups.flatMap((g) => g.params);
     this.lr = opts.lr;
     this.betas = opts.betas ?? [0.9, 0.999];
     this.eps = opts.eps ?? 1e-8;
@@ -43,25 +64,27 @@ export class AdamW {
 
   /** One update of every parameter that has a gradient (others are skipped, as in PyTorch). */
   step(opts: { gradScale?: number } = {}): void {
-    const ready = this.params.filter((p) => p.grad);
-    // one native call per device and per step count (parameters first updated later have fewer steps)
-    const groups = new Map<string, Tensor[]>();
-    for (const p of ready) {
-      let st = this.state.get(p);
-      if (!st) {
-        st = { m: keep(Tensor.zeros(p.shape, { device: p.device })), v: keep(Tensor.zeros(p.shape, { device: p.device })), step: 0 };
-        this.state.set(p, st);
+    // one native call per group, device and step count (parameters first updated later have fewer steps)
+    const calls = new Map<string, Tensor[]>();
+    this.groups.forEach((g, gi) => {
+      for (const p of g.params) {
+        if (!p.grad) continue;
+        let st = this.state.get(p);
+        if (!st) {
+          st = { m: keep(Tensor.zeros(p.shape, { device: p.device })), v: keep(Tensor.zeros(p.shape, { device: p.device })), step: 0 };
+          this.state.set(p, st);
+        }
+        st.step += 1;
+        const key = `${gi}:${p.device}:${st.step}`;
+        calls.set(key, [...(calls.get(key) ?? []), p]);
       }
-      st.step += 1;
-      const key = `${p.device}:${st.step}`;
-      groups.set(key, [...(groups.get(key) ?? []), p]);
-    }
-    for (const [key, ps] of groups) {
-      const [device, step] = key.split(':');
+    });
+    for (const [key, ps] of calls) {
+      const [gi, device, step] = key.split(':');
       const sts = ps.map((p) => this.state.get(p)!);
       callOp('adamw_step', device as 'cpu' | 'cuda', ps.map((p) => p.grad!), [...ps, ...sts.map((s) => s.m), ...sts.map((s) => s.v)],
         [ps.length, Number(step), ...ps.map((p) => p.size)],
-        [this.lr, this.betas[0], this.betas[1], this.eps, this.weightDecay, opts.gradScale ?? 1]);
+        [this.lr * this.groups[Number(gi)].lrScale, this.betas[0], this.betas[1], this.eps, this.weightDecay, opts.gradScale ?? 1]);
     }
   }
 

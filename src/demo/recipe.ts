@@ -53,7 +53,9 @@ export interface Recipe {
    * positionTurns: extra left/top questions per conversation (colour and kind drawn at random): the yes/no
    * answers need the question kind crossed with the object's position, which the other kinds never train.
    */
-  stage2: { steps: number; batchSize: number; lr: number; questionsPerSample: number; captionShare: number; describeTurns: number; positionTurns?: number };
+  stage2: { steps: number; batchSize: number; lr: number; questionsPerSample: number; captionShare: number; describeTurns: number; positionTurns?: number;
+    /** The vision tower's peak learning rate in stage 2 (LLaVA's mm_vision_tower_lr): absent = lr, 0 = frozen. */
+    visionTowerLr?: number };
   evalEvery: number;
   evalQuestions: number;
 }
@@ -174,8 +176,9 @@ export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Reci
   // the mixture: questions then captions; captionShare of the stage's samples are captions
   const nCap = Math.round((questions.length * r.stage2.captionShare) / (1 - r.stage2.captionShare));
   const mixed: TaskSample[] = [...questions, ...Array.from({ length: nCap }, (_, j) => fullCaptions[j % fullCaptions.length])];
-  const stage = (name: string, samples: TaskSample[], split: SplitData, steps: number, b: { batchSize: number; lr: number }, tower: boolean): Stage => ({
+  const stage = (name: string, samples: TaskSample[], split: SplitData, steps: number, b: { batchSize: number; lr: number }, tower: boolean, visionTowerLr?: number): Stage => ({
     name, size: samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i) => samples[i]), split, bopts), steps, batchSize: b.batchSize, lr: b.lr, warmupRatio: 0.03,
+    visionTowerLr: tower ? visionTowerLr : undefined,
     trainable: { visionTower: tower, projector: true, llm: true, vmHead: true },
   });
   const frozen = r.stage0.steps > 0 ? Math.min(r.stage0.frozenSteps, r.stage1.steps) : 0;
@@ -183,7 +186,7 @@ export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Reci
     ...(warm ? [stage('captions-warmup', warm.samples, warm.split, r.stage1.warmupSteps, r.stage1, true)] : []),
     stage('captions-frozen-tower', captions, capSplit, frozen, r.stage1, false),
     stage('captions', captions, capSplit, r.stage1.steps - frozen, r.stage1, true),
-    stage('questions', mixed, train, r.stage2.steps, r.stage2, true),
+    stage('questions', mixed, train, r.stage2.steps, r.stage2, r.stage2.visionTowerLr !== 0, r.stage2.visionTowerLr),
   ].filter((s) => (s.steps ?? 0) > 0);
   const trainer = new Trainer(model, stages, {
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals,

@@ -21,6 +21,8 @@ export interface FileTrainOptions {
   batchSize: number;
   gradAccum: number;
   lr: number;
+  /** The vision tower's peak learning rate when it trains (LLaVA's mm_vision_tower_lr); absent = lr. */
+  visionTowerLr?: number;
   warmupRatio: number;
   weightDecay: number;
   maxGradNorm: number;
@@ -90,7 +92,7 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
   if (data.samples.length === 0) throw new Error(`no trainable samples in ${o.data} (${data.skipped.length} skipped, ${data.mismatches} tokenization mismatches)`);
   const stage: Stage = {
     name: 'train', size: data.samples.length, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
-    lr: o.lr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, trainable: o.trainable,
+    lr: o.lr, visionTowerLr: o.visionTowerLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, trainable: o.trainable,
     makeBatch: (idx) => {
       const b = collate(idx.map((i) => ({ inputIds: data.samples[i].inputIds, labels: data.samples[i].labels, image: data.samples[i].image === null ? null : data.images[data.samples[i].image!] })), { padId: tokenizer.padId, numPatches: model.numImageTokens });
       return { B: b.B, T: b.T, tokenIds: b.tokenIds, attentionMask: b.attentionMask, imagePositions: b.imagePositions, pixelValues: b.pixelValues, targets: nextTokenTargets(b), klRows: visualWordRows(b) };

@@ -19,9 +19,9 @@
 // throws a NonFiniteError instead.
 import * as fs from 'fs';
 import * as path from 'path';
-import { clipGradNorm, AdamW } from '../optim';
+import { clipGradNorm, AdamW, ParamGroup } from '../optim';
 import { Generator } from '../random';
-import { scope } from '../tensor';
+import { scope, Tensor } from '../tensor';
 import * as ops from '../ops';
 import { clearTape, zeroGrad } from '../autograd';
 import { HostTensor, readCheckpointWeights, readSafetensors } from '../io/safetensors';
@@ -49,6 +49,11 @@ export interface Stage {
   batchSize: number;
   gradAccum?: number;
   lr: number;
+  /**
+   * Peak learning rate of the vision tower when it trains (LLaVA's mm_vision_tower_lr): a second AdamW
+   * parameter group on the same schedule; absent = lr.
+   */
+  visionTowerLr?: number;
   warmupRatio?: number;
   weightDecay?: number;
   maxGradNorm?: number;
@@ -242,7 +247,7 @@ export class Trainer {
       const s = this.stages[state.stage];
       applyTrainable(this.model, s.trainable);
       const params = this.model.trainableParameters();
-      const opt = new AdamW(params, { lr: s.lr, weightDecay: s.weightDecay ?? 0 });
+      const opt = new AdamW(paramGroups(this.model, params, s), { lr: s.lr, weightDecay: s.weightDecay ?? 0 });
       try {
         if (resume && state.step > 0) opt.loadState(optimizerEntries(resume.optimizer, params.length));
         resume = undefined;
@@ -415,4 +420,16 @@ function truncateMetrics(file: string, globalStep: number): void {
   const tmp = `${file}.tmp-${process.pid}`;
   fs.writeFileSync(tmp, keep.map((l) => l + '\n').join(''));
   fs.renameSync(tmp, file);
+}
+
+/** The stage's AdamW groups: everything at lr, or (visionTowerLr) the tower's parameters in a group of their own. */
+function paramGroups(model: VwLmm, params: Tensor[], s: Stage): ParamGroup[] {
+  if (s.visionTowerLr === undefined) return [{ params }];
+  if (!(Number.isFinite(s.visionTowerLr) && s.visionTowerLr >= 0)) throw new RangeError(`stage '${s.name}': visionTowerLr must be a finite number >= 0, got ${s.visionTowerLr}`);
+  if (!(s.lr > 0)) throw new RangeError(`stage '${s.name}': visionTowerLr needs lr > 0 (the tower's rate is set relative to it), got lr ${s.lr}`);
+  const tower = new Set(model.visionTower.parameters());
+  return [
+    { params: params.filter((p) => !tower.has(p)) },
+    { params: params.filter((p) => tower.has(p)), lrScale: s.visionTowerLr / s.lr },
+  ];
 }

@@ -2,13 +2,13 @@
 // paths (exit code 2, a message naming the problem, no stack trace).
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { tempDirs } from '../support/tmp';
 
 const root = path.join(__dirname, '..', '..');
 const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli.ts'), ...args], { encoding: 'utf8', cwd: root, timeout: 300_000 });
-const out = fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-cli-'));
+const out = tempDirs('cli')();
 
 describe('vwlmm CLI', () => {
   let demo: Record<string, unknown>;

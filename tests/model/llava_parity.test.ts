@@ -5,9 +5,9 @@
 // on the non-padded positions. Then our transformers-format save must load back to identical logits.
 // (That transformers itself loads our save is checked by scripts/check_llava_export.py, not at test time.)
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
+import { tempDirs } from '../support/tmp';
 import { noGrad, scope } from '../../src';
 import { HostTensor, readSafetensors, writeSafetensors } from '../../src/io/safetensors';
 import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
@@ -23,7 +23,7 @@ const host = (name: string): HostTensor => {
   if (!t) throw new Error(`fixture tensor ${name} is missing`);
   return t;
 };
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-llava-'));
+const tmp = tempDirs('llava');
 
 /** The fixture batch: image features go where input_ids holds the image token, in row-major order (as HF). */
 function fixtureBatch(imageTokenId: number): ModelBatch {

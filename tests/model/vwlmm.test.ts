@@ -1,9 +1,9 @@
 // VW-LMM model, checkpoints and the trainer: the objective against a composition of independently
 // tested pieces, checkpoint round trip, exact resume, and the data flow of the demo on a tiny budget.
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
+import { tempDirs } from '../support/tmp';
 import { kernels, memoryStats, noGrad, ops, scope, Tensor } from '../../src';
 import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../../src/model/config';
 import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
@@ -12,7 +12,7 @@ import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSample
 import { Generator } from '../../src/random';
 import { readTrainerState, Trainer } from '../../src/train/trainer';
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-model-'));
+const tmp = tempDirs('model');
 
 function tinyConfig(vocabSize: number, vmWeight = 1): VwLmmConfig {
   return {

@@ -4,9 +4,9 @@
 // to the checkpoint (both sizes named), images truncated or not images, a JSONL line that is not JSON
 // (a counted skip with file:line; --strict fails), a damaged trainer state.
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { tempDirs } from '../support/tmp';
 import { checkTokenizerVocab, loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
 import { TextTokenizer } from '../../src/data/tokenizer';
@@ -14,7 +14,7 @@ import { prepareFile } from '../../src/train/from_file';
 import { readTrainerState, Trainer } from '../../src/train/trainer';
 import { cli, tinyConfig, tinyData, tinyStages, writeCliFixture } from './support/tiny';
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-corrupt-'));
+const tmp = tempDirs('corrupt');
 
 /** The header object and data section of a safetensors file. */
 function splitSafetensors(file: string): { header: Record<string, any>; data: Buffer } {

@@ -3,9 +3,9 @@
 // resumes), and the resumed run continues the loss curve exactly. Signal handlers are removed afterwards.
 import { ChildProcess } from 'child_process';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
+import { tempDirs } from '../support/tmp';
 import { loadCheckpoint } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
 import { StopRequest, TrainingInterrupted } from '../../src/train/interrupt';
@@ -13,7 +13,7 @@ import { readTrainerState, Trainer, TrainerOptions } from '../../src/train/train
 import { readSafetensors } from '../../src/io/safetensors';
 import { cli, cliAsync, tinyConfig, tinyData, tinyStages, trainLosses, writeCliFixture } from './support/tiny';
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-interrupt-'));
+const tmp = tempDirs('interrupt');
 
 describe('Trainer interruption', () => {
   const { tokenizer, json, samples, makeBatch } = tinyData(8);

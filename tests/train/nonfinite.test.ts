@@ -4,9 +4,9 @@
 // records with stage, step and sample indices, state.skippedSteps, the 'summary' record), and training goes
 // on. nonFinite: 'stop' throws a NonFiniteError naming the step and the batch instead.
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
+import { tempDirs } from '../support/tmp';
 import { Tensor, keep } from '../../src';
 import { HostTensor, readSafetensors } from '../../src/io/safetensors';
 import { ModelBatch, VwLmm } from '../../src/model/vwlmm';
@@ -14,7 +14,7 @@ import { NonFiniteError } from '../../src/train/interrupt';
 import { batchIndices, Stage, Trainer, TrainerOptions } from '../../src/train/trainer';
 import { tinyConfig, tinyData, tinyStages } from './support/tiny';
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-nonfinite-'));
+const tmp = tempDirs('nonfinite');
 const records = (dir: string) => fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
 const same = (a: Map<string, HostTensor>, b: Map<string, HostTensor>) => {
   expect([...a.keys()]).toEqual([...b.keys()]);
