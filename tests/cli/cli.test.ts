@@ -49,7 +49,7 @@ describe('vwlmm CLI', () => {
 
   it('train: one stage from a checkpoint on a LLaVA file, with a loss curve and a checkpoint', () => {
     const dataDir = path.join(out, 'demo', 'data');
-    const r = cli('train', '--init', demo.checkpoint as string, '--data', path.join(dataDir, 'test.json'), '--image-folder', dataDir, '--out', path.join(out, 'train'), '--steps', '3', '--batch-size', '4', '--lr', '1e-3', '--trainable', 'projector,llm,vm');
+    const r = cli('train', '--init', demo.checkpoint as string, '--data', path.join(dataDir, 'test.json'), '--image-folder', dataDir, '--out', path.join(out, 'train'), '--steps', '3', '--batch-size', '4', '--lr', '1e-3', '--trainable', 'vision,projector,llm,vm', '--mm-vision-tower-lr', '1e-4');
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/step +3\/3 /);
     expect(r.stdout).toMatch(/trained 3 steps/);
@@ -57,6 +57,9 @@ describe('vwlmm CLI', () => {
     const bad = cli('train', '--init', demo.checkpoint as string, '--data', path.join(dataDir, 'test.json'), '--image-folder', dataDir, '--out', path.join(out, 'train2'), '--trainable', 'brain');
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toMatch(/unknown part\(s\) brain/);
+    const frozenTower = cli('train', '--init', demo.checkpoint as string, '--data', path.join(dataDir, 'test.json'), '--image-folder', dataDir, '--out', path.join(out, 'train3'), '--mm-vision-tower-lr', '1e-4');
+    expect(frozenTower.status).toBe(2);
+    expect(frozenTower.stderr).toMatch(/--mm-vision-tower-lr needs the vision tower trainable/);
   });
 
   it('data sort-of-clevr and info', () => {

@@ -1,0 +1,94 @@
+// Diagnostics of a trained Sort-of-CLEVR checkpoint, the measurements behind the recipe notes in
+// benchmarks/RESULTS.md: (1) left/top answer accuracy by the object's distance from the midline (a model
+// that reads the position is right far from the midline; one that guesses is not), (2) linear probes of the
+// projected image features at each object's centre patch (does what the LLM receives encode the object's
+// horizontal / vertical half?), (3) teacher-forced caption words.
+//
+//   npx tsx benchmarks/demo_probe.ts <checkpoint dir> [--images 150]
+import { noGrad } from '../src/autograd';
+import { answerFor, COLOURS, questionText, SortOfClevrQuestion } from '../src/data/sort_of_clevr';
+import { normalizeRgb } from '../src/data/images';
+import { captionWordAccuracy, evaluateSplit } from '../src/demo/evaluate';
+import { makeSplit, makeTokenizer, SplitData } from '../src/demo/task';
+import { loadCheckpoint } from '../src/model/checkpoint';
+import { VwLmm } from '../src/model/vwlmm';
+import { Generator } from '../src/random';
+import { scope } from '../src/tensor';
+import { arg } from './support';
+
+const dir = process.argv[2];
+if (!dir || dir.startsWith('--')) throw new Error('usage: demo_probe.ts <checkpoint dir> [--images N]');
+const { model } = loadCheckpoint(dir);
+const { tokenizer } = makeTokenizer();
+const split = makeSplit(Number(arg('images', '150')), new Generator(123), { nonRelational: 0, relational: 0 });
+
+// (1) every object's left and top question, bucketed by |centre - 37.5| (the bucket rides in `category`,
+// which evaluateSplit tallies by)
+const bucket = (d: number) => (d < 3 ? '0-3' : d < 8 ? '3-8' : d < 15 ? '8-15' : '15+');
+const qs: SplitData = {
+  ...split,
+  questions: split.scenes.map((s) => s.objects.flatMap((o, i) => (['left', 'top'] as const).map((k) => ({
+    question: questionText(k, COLOURS[i]), answer: answerFor(s, k, i), group: k,
+    category: `${k} |d| ${bucket(Math.abs((k === 'left' ? o.cx : o.cy) - 37.5))} px`,
+  }) as unknown as SortOfClevrQuestion))),
+};
+const acc = evaluateSplit(model, qs, tokenizer, 'vicuna_v1');
+console.log('answers by distance from the midline:');
+for (const [k, v] of Object.entries(acc.categories).sort()) console.log(`  ${k.padEnd(18)} ${(100 * v.accuracy).toFixed(1)}%  (${v.count})`);
+
+// (2) ridge-regression probes on the projected features of the patch holding each object's centre
+console.log('linear probes of the projected features at object centres (held-out accuracy):');
+for (const [k, v] of Object.entries(probes(model, split))) console.log(`  ${k.padEnd(18)} ${(100 * v).toFixed(1)}%`);
+
+// (3) caption words, teacher-forced
+for (const w of [['square', 'circle'], ['left', 'right'], ['top', 'bottom']]) console.log(`caption ${w.join('/')}: ${(100 * captionWordAccuracy(model, split, tokenizer, w)).toFixed(1)}%`);
+model.dispose();
+
+function probes(m: VwLmm, s: SplitData): Record<string, number> {
+  const cfg = m.config, D = cfg.llm.hiddenSize;
+  const rows: { f: number[]; y: Record<string, number> }[] = [];
+  s.scenes.forEach((sc, i) => {
+    const px = normalizeRgb(s.rgb[i], cfg.image.size, cfg.image.mean, cfg.image.std);
+    const feats = noGrad(() => scope(() => m.imageFeatures(px, 1).toArray() as Float32Array));
+    const grid = cfg.image.size / cfg.vision.patchSize;
+    for (const o of sc.objects) {
+      const p = Math.floor(o.cy / cfg.vision.patchSize) * grid + Math.floor(o.cx / cfg.vision.patchSize);
+      rows.push({ f: Array.from(feats.subarray(p * D, (p + 1) * D)), y: { 'left half': o.cx < 37.5 ? 1 : 0, 'top half': o.cy < 37.5 ? 1 : 0 } });
+    }
+  });
+  const cut = Math.floor((rows.length * 2) / 3);
+  const out: Record<string, number> = {};
+  for (const key of Object.keys(rows[0].y)) {
+    const w = ridge(rows.slice(0, cut).map((r) => r.f), rows.slice(0, cut).map((r) => r.y[key]), 1e-2);
+    const test = rows.slice(cut);
+    out[key] = test.filter((r) => (r.f.reduce((a, v, i) => a + v * w[i], w[w.length - 1]) > 0.5 ? 1 : 0) === r.y[key]).length / test.length;
+  }
+  return out;
+}
+
+/** Least squares with an L2 penalty and a bias (last weight), by Gauss-Jordan elimination in float64. */
+function ridge(X: number[][], y: number[], lambda: number): number[] {
+  const n = X[0].length + 1;
+  const A = Array.from({ length: n }, () => new Float64Array(n)), b = new Float64Array(n);
+  X.forEach((row, k) => {
+    const x = [...row, 1];
+    for (let i = 0; i < n; i++) {
+      b[i] += x[i] * y[k];
+      for (let j = 0; j < n; j++) A[i][j] += x[i] * x[j];
+    }
+  });
+  for (let i = 0; i < n; i++) A[i][i] += lambda;
+  for (let i = 0; i < n; i++) {
+    let p = i;
+    for (let r = i + 1; r < n; r++) if (Math.abs(A[r][i]) > Math.abs(A[p][i])) p = r;
+    [A[i], A[p]] = [A[p], A[i]];
+    [b[i], b[p]] = [b[p], b[i]];
+    for (let r = 0; r < n; r++) {
+      if (r === i) continue;
+      const f = A[r][i] / A[i][i];
+      for (let c = i; c < n; c++) A[r][c] -= f * A[i][c];
+      b[r] -= f * b[i];
+    }
+  }
+  return Array.from(b, (v, i) => v / A[i][i]);
+}
