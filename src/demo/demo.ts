@@ -72,11 +72,11 @@ export function visualWordAgreement(model: VwLmm, tokenizer: TextTokenizer, spli
   return total ? hit / total : null;
 }
 
-async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean): Promise<{ result: DemoRunResult; model: VwLmm; test: SplitData }> {
+async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, pretrainedTower?: Map<string, Float32Array>): Promise<{ result: DemoRunResult; model: VwLmm; test: SplitData; tower: Map<string, Float32Array> | null }> {
   const t0 = Date.now();
   const progress = new Progress(50, quiet ? process.stderr : process.stdout);
   const res = await runRecipe(recipe, {
-    outDir: dir, resume, handleSignals: true,
+    outDir: dir, resume, handleSignals: true, pretrainedTower,
     tokenizerJson: JSON.parse(fs.readFileSync(path.join(dataDir, 'tokenizer.json'), 'utf8')),
     onLog: (r) => {
       progress.update(r);
@@ -97,6 +97,7 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   return {
     model: res.model,
     test: res.testSplit,
+    tower: res.tower,
     result: {
       accuracy: ev.accuracy, nonRelationalAccuracy: groups.nonRelational.sum / Math.max(1, groups.nonRelational.n),
       relationalAccuracy: groups.relational.sum / Math.max(1, groups.relational.n), categories: ev.categories,
@@ -129,8 +130,8 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   main.model.dispose();
   let ablation: DemoRunResult | undefined;
   if (o.ablation) {
-    log('ablation: the same run with vmWeight 0 (plain LLaVA objective)');
-    const a = await oneRun({ ...recipe, vmWeight: 0 }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume);
+    log('ablation: the same run with vmWeight 0 (plain LLaVA objective), from the same stage-0 tower');
+    const a = await oneRun({ ...recipe, vmWeight: 0 }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, main.tower ?? undefined);
     a.model.dispose();
     ablation = a.result;
   }

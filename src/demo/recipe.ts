@@ -93,6 +93,8 @@ export function recipeConfig(r: Recipe, vocabSize: number): VwLmmConfig {
 
 export interface RecipeResult {
   model: VwLmm;
+  /** The vision tower's weights after stage 0 (host copies), to hand to another run (`pretrainedTower`); null without stage 0. */
+  tower: Map<string, Float32Array> | null;
   test: Accuracy;
   seconds: number;
   train: SplitData;
@@ -107,6 +109,12 @@ export interface RunRecipeOptions {
   resume?: boolean;
   /** SIGINT / SIGTERM stop training after the current step with a checkpoint (TrainingInterrupted). */
   handleSignals?: boolean;
+  /**
+   * The tower weights another run of the same recipe and seed got from stage 0 (RecipeResult.tower): loaded
+   * instead of running stage 0 again, which would give the same weights (stage 0 sees neither the LLM nor
+   * vmWeight). The demo's ablation uses it.
+   */
+  pretrainedTower?: Map<string, Float32Array>;
 }
 
 /** Trains a model by the recipe (async: the trainer yields between steps, so signals are handled). */
@@ -124,12 +132,23 @@ export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Reci
     pe.buffer.write((pe.toArray() as Float32Array).map((v) => v * k));
   }
   const resuming = !!opts.resume && resolveCheckpointDir(path.join(opts.outDir, 'checkpoint')) !== null;
-  if (r.stage0.steps > 0 && !resuming) {
+  let tower: Map<string, Float32Array> | null = null;
+  if (r.stage0.steps > 0 && !resuming && opts.pretrainedTower) {
+    const params = model.visionTower.namedParameters();
+    for (const [name, t] of params) {
+      const w = opts.pretrainedTower.get(name);
+      if (!w || w.length !== t.size) throw new RangeError(`runRecipe: pretrainedTower has no ${t.size}-value '${name}' (made by another recipe?)`);
+      t.buffer.write(w);
+    }
+    if (opts.pretrainedTower.size !== params.size) throw new RangeError(`runRecipe: pretrainedTower has ${opts.pretrainedTower.size} tensors, the tower ${params.size}`);
+    tower = opts.pretrainedTower;
+  } else if (r.stage0.steps > 0 && !resuming) {
     const stop = new StopRequest();
     const remove = opts.handleSignals ? installStopHandlers(stop) : null;
     try {
       const v = await pretrainVisionTower(model, train, { ...r.stage0, seed: r.seed, mean: cfg.image.mean, std: cfg.image.std, onLog: opts.onLog, logEvery: 100, stopRequested: () => stop.requested() }, test);
       opts.onLog?.({ stage: 'vision', done: true, seconds: v.seconds, ...Object.fromEntries(Object.entries(v.accuracy).map(([k, a]) => [`acc_${k}`, a])) });
+      tower = new Map([...model.visionTower.namedParameters()].map(([n, t]) => [n, t.toArray() as Float32Array]));
     } finally {
       remove?.();
     }
@@ -201,5 +220,5 @@ export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Reci
   });
   await trainer.runAsync();
   const acc = evaluateSplit(model, test, tokenizer, 'vicuna_v1');
-  return { model, test: acc, seconds: (Date.now() - t0) / 1000, train, testSplit: test };
+  return { model, tower, test: acc, seconds: (Date.now() - t0) / 1000, train, testSplit: test };
 }

@@ -1,0 +1,35 @@
+// runRecipe's pretrainedTower: a second run of the same recipe and seed that takes the first run's stage-0
+// tower (as the demo's --ablation does) ends bit for bit where the run that redoes stage 0 ends, and a tower
+// from another recipe is refused by name.
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_RECIPE, Recipe, runRecipe } from '../../src/demo/recipe';
+import { tempDirs } from '../support/tmp';
+
+const tmp = tempDirs('recipe');
+const tiny: Recipe = {
+  ...DEFAULT_RECIPE, trainImages: 12, testImages: 2, evalEvery: 0, evalQuestions: 4,
+  model: { ...DEFAULT_RECIPE.model, d: 16, ffn: 24, heads: 2, visionD: 12, visionFfn: 16, visionHeads: 2, visionLayers: 2 },
+  stage0: { ...DEFAULT_RECIPE.stage0, steps: 3, batchSize: 4, frozenSteps: 1 },
+  stage1: { ...DEFAULT_RECIPE.stage1, steps: 2, batchSize: 4 },
+  stage2: { ...DEFAULT_RECIPE.stage2, steps: 2, batchSize: 4 },
+};
+const weights = (m: { namedParameters(): Map<string, { toArray(): ArrayLike<number> }> }) => new Map([...m.namedParameters()].map(([n, t]) => [n, Array.from(t.toArray())]));
+
+describe('runRecipe pretrainedTower', () => {
+  it('gives the same model as running stage 0 again, and refuses a tower of another shape', async () => {
+    const dir = tmp();
+    const first = await runRecipe(tiny, { outDir: path.join(dir, 'a') });
+    expect(first.tower).not.toBeNull();
+    first.model.dispose();
+    const ablation = { ...tiny, vmWeight: 0 };
+    const redo = await runRecipe(ablation, { outDir: path.join(dir, 'b') });
+    const shared = await runRecipe(ablation, { outDir: path.join(dir, 'c'), pretrainedTower: first.tower! });
+    expect(shared.tower).toBe(first.tower);
+    expect(weights(shared.model)).toEqual(weights(redo.model));
+    redo.model.dispose();
+    shared.model.dispose();
+    const wider = { ...tiny, model: { ...tiny.model, visionFfn: 20 } };
+    await expect(runRecipe(wider, { outDir: path.join(dir, 'd'), pretrainedTower: first.tower! })).rejects.toThrow(/pretrainedTower has no \d+-value 'vision_model\.encoder\.layers\.0\.mlp\.fc1\.weight'/);
+  });
+});
