@@ -12,6 +12,7 @@
 // All sizes and budgets are fields of Recipe; the defaults are what the demo runs.
 import * as path from 'path';
 import { Turn } from '../data/conversation';
+import { TextTokenizer } from '../data/tokenizer';
 import { resolveCheckpointDir } from '../model/checkpoint';
 import { VwLmmConfig } from '../model/config';
 import { VwLmm } from '../model/vwlmm';
@@ -133,6 +134,29 @@ export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Reci
   const test = makeSplit(r.testImages, gen.fork('test'), { nonRelational: 10, relational: 10 });
   const cfg = recipeConfig(r, tokenizer.vocabSize);
   const model = VwLmm.create(cfg, r.seed);
+  try {
+    return await trainByRecipe(r, opts, model, { t0, gen, tokenizer, json, train, test, cfg });
+  } catch (e) {
+    model.dispose(); // the caller never gets it: release its native memory now
+    throw e;
+  }
+}
+
+/** Writes another run's stage-0 tower into the model, after checking that it fits name by name. */
+function loadTower(model: VwLmm, weights: Map<string, Float32Array>): void {
+  const params = model.visionTower.namedParameters();
+  for (const [name, t] of params) {
+    const w = weights.get(name);
+    if (!w || w.length !== t.size) throw new RangeError(`runRecipe: pretrainedTower has no ${t.size}-value '${name}' (made by another recipe?)`);
+  }
+  if (weights.size !== params.size) throw new RangeError(`runRecipe: pretrainedTower has ${weights.size} tensors, the tower ${params.size}`);
+  for (const [name, t] of params) t.buffer.write(weights.get(name)!);
+}
+
+async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c: {
+  t0: number; gen: Generator; tokenizer: TextTokenizer; json: Record<string, unknown>; train: SplitData; test: SplitData; cfg: VwLmmConfig;
+}): Promise<RecipeResult> {
+  const { t0, gen, tokenizer, json, train, test, cfg } = c;
   if (r.model.positionInitStd !== undefined) {
     const pe = model.visionTower.vision_model.embeddings.position_embedding.weight;
     const k = r.model.positionInitStd / r.model.initStd;
@@ -141,13 +165,7 @@ export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Reci
   const resuming = !!opts.resume && resolveCheckpointDir(path.join(opts.outDir, 'checkpoint')) !== null;
   let tower: Map<string, Float32Array> | null = null;
   if (r.stage0.steps > 0 && !resuming && opts.pretrainedTower) {
-    const params = model.visionTower.namedParameters();
-    for (const [name, t] of params) {
-      const w = opts.pretrainedTower.get(name);
-      if (!w || w.length !== t.size) throw new RangeError(`runRecipe: pretrainedTower has no ${t.size}-value '${name}' (made by another recipe?)`);
-      t.buffer.write(w);
-    }
-    if (opts.pretrainedTower.size !== params.size) throw new RangeError(`runRecipe: pretrainedTower has ${opts.pretrainedTower.size} tensors, the tower ${params.size}`);
+    loadTower(model, opts.pretrainedTower);
     tower = opts.pretrainedTower;
   } else if (r.stage0.steps > 0 && !resuming) {
     const stop = new StopRequest();

@@ -1,8 +1,9 @@
 // runRecipe's pretrainedTower: a second run of the same recipe and seed that takes the first run's stage-0
 // tower (as the demo's --ablation does) ends bit for bit where the run that redoes stage 0 ends, and a tower
-// from another recipe is refused by name.
+// from another recipe is refused by name, its run's model released.
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
+import { memoryStats } from '../../src';
 import { DEFAULT_RECIPE, Recipe, runRecipe } from '../../src/demo/recipe';
 import { tempDirs } from '../support/tmp';
 
@@ -30,6 +31,8 @@ describe('runRecipe pretrainedTower', () => {
     redo.model.dispose();
     shared.model.dispose();
     const wider = { ...tiny, model: { ...tiny.model, visionFfn: 20 } };
+    const live = memoryStats().cpu.liveBuffers;
     await expect(runRecipe(wider, { outDir: path.join(dir, 'd'), pretrainedTower: first.tower! })).rejects.toThrow(/pretrainedTower has no \d+-value 'vision_model\.encoder\.layers\.0\.mlp\.fc1\.weight'/);
+    expect(memoryStats().cpu.liveBuffers).toBe(live); // the refused run's model is released, not leaked
   });
 });
