@@ -45,9 +45,10 @@ class Outputs {
     return entries_.back().buf ? entries_.back().buf->data() : nullptr;
   }
   // Marks the call as successful and attaches the outputs to `result`.
+  // ok_ only after every Set: a throwing setter (a patched Object.prototype) leaves the outputs to be released.
   void Commit(Napi::Object result) {
-    ok_ = true;
     for (auto& e : entries_) result.Set(e.key, e.buf ? Napi::Value(e.ref.Value()) : env_.Null());
+    ok_ = true;
   }
 
  private:

@@ -5,9 +5,9 @@
 // the killed-and-resumed run equals the uninterrupted one. VWLMM_KILLS sets the number of kills (default 12).
 import { ChildProcess, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
+import { tempDirs } from '../support/tmp';
 import { loadCheckpoint, resolveCheckpointDir } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
 import { readTrainerState, Trainer } from '../../src/train/trainer';
@@ -43,6 +43,7 @@ function start(outDir: string): Run {
 
 const numbers = (lines: string[], tag: string) => lines.filter((l) => l.startsWith(tag + ' ')).map((l) => Number(l.slice(tag.length + 1)));
 const losses = trainLosses;
+const tempDir = tempDirs('kill9');
 
 describe('kill -9 during training', () => {
   it('a save killed between its two renames: the .old- checkpoint is found, loaded and resumed exactly; the next save cleans up', () => {
@@ -52,7 +53,7 @@ describe('kill -9 during training', () => {
       new Trainer(m, tinyStages(makeBatch, samples.length, 3), { seed: 9, outDir, saveEvery: 1, checkpointFiles: { tokenizer: json }, ...extra }).run();
       m.dispose();
     };
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-renames-'));
+    const tmp = tempDir();
     train(path.join(tmp, 'ref'));
     const out = path.join(tmp, 'run'), ck = path.join(out, 'checkpoint');
     train(out, { stopAfterSteps: 4 });
@@ -70,11 +71,10 @@ describe('kill -9 during training', () => {
     train(out, { autoResume: true });
     expect(trainLosses(out)).toEqual(trainLosses(path.join(tmp, 'ref')));
     expect(fs.readdirSync(out).filter((n) => n.startsWith('checkpoint.'))).toEqual([]);
-    fs.rmSync(tmp, { recursive: true, force: true });
   });
 
   it(`${KILLS} SIGKILLs at random moments: the last complete checkpoint always loads and resumes exactly`, async () => {
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-kill9-'));
+    const tmp = tempDir();
     const t0 = Date.now();
     // the uninterrupted run, in this process (checkpoints do not change the numbers; the child saves every step)
     const { tokenizer, json, samples, makeBatch } = tinyData(8);
@@ -149,6 +149,5 @@ describe('kill -9 during training', () => {
     expect(fs.readdirSync(out).filter((n) => /^checkpoint\.(tmp|old|trash)-/.test(n))).toEqual([]);
     const report = { ...stats, finalStep: 2 * STEPS, startupMs: Math.round(startup), stepWithCheckpointMs: +stepMs.toFixed(1), seconds: +((Date.now() - t0) / 1000).toFixed(1) };
     process.stdout.write(`kill -9 report: ${JSON.stringify(report)}\n`);
-    fs.rmSync(tmp, { recursive: true, force: true });
   }, 120_000);
 });

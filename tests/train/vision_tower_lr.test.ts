@@ -35,8 +35,8 @@ describe('Stage.visionTowerLr', () => {
     for (const [n, d] of base) {
       expect(same.get(n), n).toEqual(d); // rate = lr: bit for bit the single-group run
       if (isTower(n)) {
+        if (norm(d) === 0) continue; // e.g. a layer the selected features do not reach
         towerParams++;
-        if (norm(d) === 0) continue;
         const r = tenth.get(n)!;
         const err = Math.sqrt(d.reduce((a, x, i) => a + (r[i] - 0.1 * x) ** 2, 0)) / norm(d);
         expect(err, n).toBeLessThan(1e-3); // eps and float rounding only
@@ -46,7 +46,7 @@ describe('Stage.visionTowerLr', () => {
         expect(zero.get(n), n).toEqual(d);
       }
     }
-    expect(towerParams).toBeGreaterThan(10);
+    expect(towerParams).toBeGreaterThan(10); // tower parameters that did move, so the checks above ran
   });
 
   it('a run stopped and resumed with tower groups ends exactly where the uninterrupted one does', () => {

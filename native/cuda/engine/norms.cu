@@ -179,13 +179,13 @@ void check_norm_dims(const OpCall& c, int64_t C) {
 
 void rms_norm_forward_cuda(const OpCall& c) {
   const char* op = c.op;
-  // Unchecked c.ip as the CPU op (the buffer checks below reject negative sizes).
-  const int64_t R = c.ip(0, "R"), C = c.ip(1, "C");
+  // Checked sizes and product, as the CPU op (R * C must not wrap past the buffer checks).
+  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C"), n = numel(c, {R, C});
   const double eps = c.fp(0, "eps");
   const DType t = float_type_of(c.in, 0), tw = float_type_of(c.in, 1);
-  const void* x = c.in_any(0, R * C, t, "x");
+  const void* x = c.in_any(0, n, t, "x");
   const void* w = c.in_any(1, C, tw, "w");
-  void* y = c.out_any(0, R * C, t, "y");
+  void* y = c.out_any(0, n, t, "y");
   float* rstd = c.out_f32(1, R, "rstd");
   Context& ctx = context(op);
   if (R <= 0) return;
@@ -209,13 +209,13 @@ void rms_norm_forward_cuda(const OpCall& c) {
 
 void rms_norm_backward_cuda(const OpCall& c) {
   const char* op = c.op;
-  const int64_t R = c.ip(0, "R"), C = c.ip(1, "C");
+  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C"), n = numel(c, {R, C});
   const DType t = float_type_of(c.in, 0), tw = float_type_of(c.in, 2);
-  const void* dy = c.in_any(0, R * C, t, "dy");
-  const void* x = c.in_any(1, R * C, t, "x");
+  const void* dy = c.in_any(0, n, t, "dy");
+  const void* x = c.in_any(1, n, t, "x");
   const void* w = c.in_any(2, C, tw, "w");
   const float* rstd = c.in_f32(3, R, "rstd");
-  void* dx = c.out_any(0, R * C, t, "dx");
+  void* dx = c.out_any(0, n, t, "dx");
   float* dw = c.out_f32(1, C, "dw");
   Context& ctx = context(op);
   if (C <= 0) return;
