@@ -13,7 +13,7 @@ const tmp = tempDirs('towerlr');
 describe('Stage.visionTowerLr', () => {
   const { tokenizer, json, samples, makeBatch } = tinyData(8);
   const stage = (steps: number, visionTowerLr?: number): Stage[] => [{
-    name: 'all', size: samples.length, makeBatch, steps, batchSize: 2, lr: 2e-3, warmupRatio: 0, visionTowerLr,
+    name: 'all', size: samples.length, makeBatch, steps, batchSize: 2, lr: 2e-3, warmupRatio: 1, visionTowerLr, // all warmup: the first step runs at lr / steps, not the schedule's end (0 for one step)
     trainable: { visionTower: true, projector: true, llm: true, vmHead: true },
   }];
   const weights = (m: VwLmm) => new Map([...m.namedParameters()].map(([n, p]) => [n, Float64Array.from(p.toArray() as Float32Array)]));
@@ -31,7 +31,7 @@ describe('Stage.visionTowerLr', () => {
 
   it('scales the tower update by visionTowerLr / lr and leaves the other parameters as they were', () => {
     const base = train(stage(1)).delta, tenth = train(stage(1, 2e-4)).delta, same = train(stage(1, 2e-3)).delta, zero = train(stage(1, 0)).delta;
-    let towerParams = 0;
+    let towerParams = 0, otherParams = 0;
     for (const [n, d] of base) {
       expect(same.get(n), n).toEqual(d); // rate = lr: bit for bit the single-group run
       if (isTower(n)) {
@@ -42,11 +42,13 @@ describe('Stage.visionTowerLr', () => {
         expect(err, n).toBeLessThan(1e-3); // eps and float rounding only
         expect(norm(zero.get(n)!), n).toBe(0);
       } else {
+        if (norm(d) > 0) otherParams++;
         expect(tenth.get(n), n).toEqual(d);
         expect(zero.get(n), n).toEqual(d);
       }
     }
     expect(towerParams).toBeGreaterThan(10); // tower parameters that did move, so the checks above ran
+    expect(otherParams).toBeGreaterThan(10);
   });
 
   it('a run stopped and resumed with tower groups ends exactly where the uninterrupted one does', () => {
