@@ -158,31 +158,23 @@ static void ArrayArgs(const Napi::CallbackInfo& info, const char* what, uint8_t*
   }
 }
 
-Napi::Value NativeBuffer::Write(const Napi::CallbackInfo& info) {
+// write(typedArray, byteOffset?) copies host -> buffer, read(...) buffer -> host: the same checks either way.
+Napi::Value NativeBuffer::Transfer(const Napi::CallbackInfo& info, const char* what, bool to_buffer) {
   return Guard(info.Env(), [&]() -> Napi::Value {
-    NativeBuffer* self = Self(info, "NativeBuffer.write");
-    if (self->disposed_) throw_type_error("NativeBuffer.write: the buffer has been disposed");
-    uint8_t* src;
+    NativeBuffer* self = Self(info, what);
+    if (self->disposed_) throw_type_error(what, ": the buffer has been disposed");
+    uint8_t* host;
     size_t n, off;
-    ArrayArgs(info, "NativeBuffer.write", &src, &n, &off);
-    CheckRange(self, off, n, "NativeBuffer.write");
-    if (n > 0) kDeviceMemory.upload(static_cast<uint8_t*>(self->data_) + off, src, n);
+    ArrayArgs(info, what, &host, &n, &off);
+    CheckRange(self, off, n, what);
+    uint8_t* mem = static_cast<uint8_t*>(self->data_) + off;
+    if (n > 0) to_buffer ? kDeviceMemory.upload(mem, host, n) : kDeviceMemory.download(host, mem, n);
     return info.Env().Undefined();
   });
 }
 
-Napi::Value NativeBuffer::Read(const Napi::CallbackInfo& info) {
-  return Guard(info.Env(), [&]() -> Napi::Value {
-    NativeBuffer* self = Self(info, "NativeBuffer.read");
-    if (self->disposed_) throw_type_error("NativeBuffer.read: the buffer has been disposed");
-    uint8_t* dst;
-    size_t n, off;
-    ArrayArgs(info, "NativeBuffer.read", &dst, &n, &off);
-    CheckRange(self, off, n, "NativeBuffer.read");
-    if (n > 0) kDeviceMemory.download(dst, static_cast<const uint8_t*>(self->data_) + off, n);
-    return info.Env().Undefined();
-  });
-}
+Napi::Value NativeBuffer::Write(const Napi::CallbackInfo& info) { return Transfer(info, "NativeBuffer.write", true); }
+Napi::Value NativeBuffer::Read(const Napi::CallbackInfo& info) { return Transfer(info, "NativeBuffer.read", false); }
 
 Napi::Value NativeBuffer::Bytes(const Napi::CallbackInfo& info) {
   return Guard(info.Env(), [&]() -> Napi::Value {

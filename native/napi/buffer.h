@@ -51,6 +51,7 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
   static Napi::Value Dispose(const Napi::CallbackInfo& info);
   static Napi::Value Write(const Napi::CallbackInfo& info);
   static Napi::Value Read(const Napi::CallbackInfo& info);
+  static Napi::Value Transfer(const Napi::CallbackInfo& info, const char* what, bool to_buffer);
   static Napi::Value Bytes(const Napi::CallbackInfo& info);
   static Napi::Value Disposed(const Napi::CallbackInfo& info);
   static Napi::Value Device(const Napi::CallbackInfo& info);
