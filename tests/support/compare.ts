@@ -33,3 +33,23 @@ export function magErr(a: ArrayLike<number>, ref: ArrayLike<number>, mag: ArrayL
   const scale = maxAbs(mag);
   return scale === 0 ? diff : diff / scale;
 }
+
+const F32_UNIT_ROUNDOFF = 2 ** -24;
+
+/**
+ * Error of an in-place float32 update, judged on the update p_new - p_old (~lr, far smaller than p) against the
+ * reference update: max |(got - before) - (ref - before)| / max(mag), after taking off at each element the
+ * 2^-24 (|p_old| + |p_new|) that storing p in float32 costs whatever the kernel does (one rounding of the decayed
+ * p, one of the result). Without that allowance an update that nearly cancels (tiny m) would be judged on p's
+ * own rounding, relative to nothing.
+ */
+export function updateErr(before: ArrayLike<number>, got: ArrayLike<number>, ref: ArrayLike<number>, mag: ArrayLike<number>): number {
+  if (before.length !== got.length || got.length !== ref.length) throw new Error(`length mismatch ${before.length}, ${got.length}, ${ref.length}`);
+  let diff = 0;
+  for (let i = 0; i < got.length; i++) {
+    const d = Math.abs(got[i] - ref[i]) - F32_UNIT_ROUNDOFF * (Math.abs(before[i]) + Math.abs(got[i]));
+    diff = Number.isNaN(d) ? Infinity : Math.max(diff, d);
+  }
+  const scale = maxAbs(mag);
+  return scale === 0 ? diff : diff / scale;
+}

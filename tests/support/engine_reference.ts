@@ -335,16 +335,26 @@ export const siluGradRef = (g: number) => sigmoid(g) * (1 + g * (1 - sigmoid(g))
 // ------------------------------------------------------------------------------------------ AdamW
 export interface AdamWParams { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; gradScale: number }
 
-/** One torch.optim.AdamW step (decoupled decay, bias correction) in float64; p, m, v updated in place. */
-export function adamwRef(p: F64, m: F64, v: F64, g: Arr, step: number, o: AdamWParams): void {
+/**
+ * One torch.optim.AdamW step (decoupled decay, bias correction) in float64; p, m, v updated in place.
+ * Returns condition-aware magnitudes, the same sums over absolute values (see tests/support/reference.ts):
+ * mMag = beta1 |m| + (1 - beta1) |g'|, which m = beta1 m + (1 - beta1) g' may cancel down from, and
+ * updMag, the magnitude of the update p_new - p_old with mMag in place of m.
+ */
+export function adamwRef(p: F64, m: F64, v: F64, g: Arr, step: number, o: AdamWParams): { mMag: F64; updMag: F64 } {
   const bc1 = 1 - o.beta1 ** step, bc2 = 1 - o.beta2 ** step;
+  const mMag = new Float64Array(p.length), updMag = new Float64Array(p.length);
   for (let i = 0; i < p.length; i++) {
     const gi = g[i] * o.gradScale;
+    mMag[i] = o.beta1 * Math.abs(m[i]) + (1 - o.beta1) * Math.abs(gi);
     m[i] = o.beta1 * m[i] + (1 - o.beta1) * gi;
     v[i] = o.beta2 * v[i] + (1 - o.beta2) * gi * gi;
+    const denom = Math.sqrt(v[i] / bc2) + o.eps;
+    updMag[i] = o.lr * o.weightDecay * Math.abs(p[i]) + (o.lr * (mMag[i] / bc1)) / denom;
     p[i] *= 1 - o.lr * o.weightDecay;
-    p[i] -= (o.lr * (m[i] / bc1)) / (Math.sqrt(v[i] / bc2) + o.eps);
+    p[i] -= (o.lr * (m[i] / bc1)) / denom;
   }
+  return { mMag, updMag };
 }
 
 // ------------------------------------------------------------------------------------------ helpers
