@@ -6,8 +6,9 @@
 //   prebuilds/<platform>-<arch>/cuda/vwlmm_cuda.node            CUDA addon, when nvcc + cuBLAS are found:
 //                                                               static cudart, cuBLAS shared (found at run time)
 // Then checks the result and fails loudly: `ldd` shows only system libraries (libc, libstdc++, libm, libgcc_s,
-// libpthread, ld-linux; for CUDA also libdl, librt and cuBLAS, never libcudart), the CPU addon loads, and
-// node-gyp-build resolves exactly the new file.
+// libpthread, ld-linux); the CUDA addon's own NEEDED entries (readelf -d) add only libdl, librt and cuBLAS, never
+// libcudart, and every library of its load chain resolves (a missing libcublasLt is named as an incomplete cuBLAS);
+// both addons load, and node-gyp-build resolves exactly the new file.
 // Options (flag or environment variable):
 //   --cuda auto|on|off        VWLMM_PREBUILD_CUDA   (default auto: built when nvcc and cuBLAS are found;
 //                                                    VWLMM_CUBLAS_ROOT as for build:native)
@@ -91,6 +92,15 @@ function lddOf(file) {
   });
 }
 
+/** The NEEDED entries of file's dynamic section (its own dependencies, not theirs); null where readelf is missing. */
+function neededOf(file) {
+  if (process.platform !== 'linux') return null;
+  const r = spawnSync('readelf', ['-d', file], { encoding: 'utf8' });
+  if (r.error) return null;
+  if (r.status !== 0) fail(`readelf -d ${file} failed: ${r.stderr || r.stdout}`);
+  return [...r.stdout.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
+}
+
 /** Libraries of file outside allowed (and unresolved ones); [] when clean, null when not checkable. */
 function offenders(file, allowed) {
   const libs = lddOf(file);
@@ -126,13 +136,29 @@ log(`CPU addon loads: GEMM ${cpuInfo.gemm}, ${cpuInfo.simd}`);
 const haveCuda = cudaConfigured;
 if (cudaMode === 'on' && !haveCuda) fail('--cuda on but the CUDA addon was not built');
 if (haveCuda) {
+  // What the addon itself needs (its NEEDED entries) is ours to check: system libraries and cuBLAS, never the
+  // shared cudart. What cuBLAS needs in turn (libcublasLt) is cuBLAS's: a missing one means the cuBLAS found at
+  // build time is incomplete, which is said as such, with the library that is missing.
+  const needed = neededOf(builtCuda);
   const libs = lddOf(builtCuda);
+  if (needed) {
+    const cudart = needed.filter((n) => /^libcudart\.so/.test(n));
+    if (cudart.length) fail(`the CUDA addon links the shared cudart (${cudart[0]}); it must use the static one`);
+    const own = needed.filter((n) => !CUDA_LIBS.some((re) => re.test(n)));
+    if (own.length) fail(`the CUDA addon needs libraries beyond the system ones and cuBLAS: ${own.join(', ')}`);
+  }
   if (libs) {
-    const cudart = libs.filter((l) => /^libcudart\.so/.test(l.name));
-    if (cudart.length) fail(`the CUDA addon links the shared cudart (${cudart[0].line}); it must use the static one`);
-    const badCuda = offenders(builtCuda, CUDA_LIBS);
-    if (badCuda.length) fail(`the CUDA addon needs libraries beyond the system ones and cuBLAS: ${badCuda.join('; ')}`);
-    log(`ldd check passed: ${builtCuda} needs only ${libs.map((l) => l.name).join(', ')} (static cudart; cuBLAS shared)`);
+    const missing = libs.filter((l) => /not found/.test(l.where)).map((l) => l.name);
+    const direct = missing.filter((n) => !needed || needed.includes(n));
+    if (direct.length) fail(`the CUDA addon needs ${direct.join(', ')}, not found on this machine (ldd ${builtCuda})`);
+    if (missing.length) {
+      const cublas = libs.find((l) => /^libcublas\.so/.test(l.name));
+      fail(`the cuBLAS the CUDA addon was linked against is incomplete: ${cublas ? cublas.where : 'libcublas'} needs ` +
+        `${missing.join(', ')}, which is not found. Install cuBLAS whole (libcublas and libcublasLt of one CUDA ` +
+        'major, from the CUDA toolkit or the whole lib/ folder of the nvidia-cublas wheel).');
+    }
+    log(`ldd check passed: ${builtCuda} needs ${needed ? needed.join(', ') : '(readelf unavailable)'} ` +
+      `and loads with ${libs.map((l) => l.name).join(', ')} (static cudart; cuBLAS shared)`);
   }
   const cinfo = spawnSync(process.execPath, ['-e', `console.log(JSON.stringify(require(${JSON.stringify(builtCuda)}).backendInfo()))`],
     { encoding: 'utf8' });

@@ -79,6 +79,17 @@ function cudaCandidates(): string[] {
   return env ? [env, ...list] : list;
 }
 
+/** What to do when the dynamic loader could not find a library of the CUDA addon's chain (cuBLAS, most often). */
+function missingLibraryHint(message: string): string {
+  const lib = /(lib[\w.+-]+\.so[\w.]*): cannot open shared object file/.exec(message)?.[1];
+  if (!lib) return '';
+  const what = /^libcublas(Lt)?\.so/.test(lib)
+    ? 'cuBLAS is missing or incomplete: the CUDA addon needs libcublas and libcublasLt of one CUDA major, ' +
+      'from the CUDA toolkit or the whole lib/ folder of the nvidia-cublas wheel'
+    : `the CUDA addon needs ${lib}`;
+  return ` (${what}; put the folder holding ${lib} on LD_LIBRARY_PATH or in the loader's configuration)`;
+}
+
 /** The CUDA addon, or null with the reason in cudaUnavailableReason(). Tried once per process. */
 export function tryCuda(): Addon | null {
   if (cudaAddon || cudaReason) return cudaAddon;
@@ -95,7 +106,7 @@ export function tryCuda(): Addon | null {
   try {
     addon = require(file) as Addon;
   } catch (e) {
-    cudaReason = `loading ${file} failed: ${(e as Error).message}`;
+    cudaReason = `loading ${file} failed: ${(e as Error).message}${missingLibraryHint((e as Error).message)}`;
     return null;
   }
   const info = addon.backendInfo() as { available?: boolean; reason?: string };

@@ -2,7 +2,7 @@
 #   vwlmm_cuda.node: native/napi/addon_cuda.cc + native/cuda/*.cu + native/cuda/engine/*.cu (engine ops), static
 #   cudart, cuBLAS (shared), written to ${CMAKE_LIBRARY_OUTPUT_DIRECTORY}/cuda (build/Release/cuda under cmake-js).
 # Built when nvcc is found (check_language) AND cuBLAS is found: first in VWLMM_CUBLAS_ROOT (env or cache; a folder
-# with include/cublas_v2.h and lib/libcublas.so or lib/libcublas.so.13, e.g. the nvidia-cublas wheel's
+# with include/cublas_v2.h and lib/libcublas.so or lib/libcublas.so.<major>, e.g. the nvidia-cublas wheel's
 # nvidia/cu13, which ships only the versioned name), then in the CUDA toolkit (CUDA::cublas).
 # VWLMM_CUDA=auto skips the addon with a STATUS line saying why; VWLMM_CUDA=on makes that a hard error.
 # Architectures: env VWLMM_CUDA_ARCHS (default "80;90"). The CPU target `vwlmm` never links any of this.
@@ -53,8 +53,16 @@ if(NOT _vw_cuda_skip)
   unset(VWLMM_CUBLAS_LIBRARY CACHE)
   if(_vw_cublas_root)
     find_path(VWLMM_CUBLAS_INCLUDE_DIR cublas_v2.h PATHS "${_vw_cublas_root}/include" NO_DEFAULT_PATH)
-    find_library(VWLMM_CUBLAS_LIBRARY NAMES cublas libcublas.so.13 libcublas.so.12
-                 PATHS "${_vw_cublas_root}/lib" "${_vw_cublas_root}/lib64" NO_DEFAULT_PATH)
+    find_library(VWLMM_CUBLAS_LIBRARY NAMES cublas PATHS "${_vw_cublas_root}/lib" "${_vw_cublas_root}/lib64" NO_DEFAULT_PATH)
+    if(NOT VWLMM_CUBLAS_LIBRARY)
+      # A wheel ships only the versioned name (libcublas.so.<major>), whichever major that is.
+      file(GLOB _vw_cublas_versioned "${_vw_cublas_root}/lib/libcublas.so.[0-9]*" "${_vw_cublas_root}/lib64/libcublas.so.[0-9]*")
+      if(_vw_cublas_versioned)
+        list(SORT _vw_cublas_versioned COMPARE NATURAL ORDER DESCENDING)  # the newest major where several are
+        list(GET _vw_cublas_versioned 0 _vw_cublas_first)
+        set(VWLMM_CUBLAS_LIBRARY "${_vw_cublas_first}" CACHE FILEPATH "cuBLAS library" FORCE)
+      endif()
+    endif()
     if(VWLMM_CUBLAS_INCLUDE_DIR AND VWLMM_CUBLAS_LIBRARY)
       set(_vw_cublas_lib "${VWLMM_CUBLAS_LIBRARY}")
       set(_vw_cublas_inc "${VWLMM_CUBLAS_INCLUDE_DIR}")

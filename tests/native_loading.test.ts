@@ -1,0 +1,59 @@
+// Loading the CUDA addon (src/native.ts): it loads wherever cuBLAS is complete, and where cuBLAS is not (libcublas
+// without the libcublasLt it needs), the reason it gives names the missing library and what to install. Each case
+// runs in a child process, since a process loads the addon once. Skipped where no CUDA addon was built.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { tempDirs } from './support/tmp';
+
+const root = path.join(__dirname, '..');
+const addon = path.join(root, 'build', 'Release', 'cuda', 'vwlmm_cuda.node');
+const built = fs.existsSync(addon);
+const tmp = tempDirs('loading');
+
+/** backendInfo().cuda in a fresh Node process with env (LD_LIBRARY_PATH removed, so only the addon's RUNPATH counts). */
+function cudaInfoIn(env: Record<string, string>): { available: boolean; reason: string | null } {
+  const base = { ...process.env };
+  delete base.LD_LIBRARY_PATH;
+  delete base.VWLMM_DISABLE_CUDA;
+  const r = spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e',
+    "console.log(JSON.stringify(require('./src').backendInfo().cuda))"], { cwd: root, env: { ...base, ...env }, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`child exited ${r.status}: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+/** Where the dynamic loader finds the addon's libcublas.so.N, or null. */
+function resolvedCublas(): string | null {
+  const r = spawnSync('ldd', [addon], { encoding: 'utf8' });
+  const m = /^\s*libcublas\.so\S*\s+=>\s+(\/\S+)/m.exec(r.stdout ?? '');
+  return m ? m[1] : null;
+}
+
+describe.skipIf(!built)('CUDA addon loading', () => {
+  it('loads where cuBLAS is complete (available, or no device: never a failed load)', () => {
+    const lib = resolvedCublas();
+    expect(lib, `ldd ${addon} does not resolve libcublas`).not.toBeNull();
+    const info = cudaInfoIn({});
+    if (!info.available) expect(info.reason).toMatch(/^no usable CUDA device/);
+  });
+
+  it('where libcublas lacks the libcublasLt it needs, the reason names it and says what to install', () => {
+    const lib = resolvedCublas()!;
+    const lt = spawnSync('ldconfig', ['-p'], { encoding: 'utf8' }).stdout ?? '';
+    if (/libcublasLt\.so/.test(lt)) return; // a system-wide libcublasLt would complete any libcublas
+    // A copy of the addon beside libcublas alone: the addon's RUNPATH starts with $ORIGIN, and libcublas looks
+    // for libcublasLt through its own $ORIGIN, which then holds no libcublasLt.
+    const dir = tmp();
+    fs.copyFileSync(addon, path.join(dir, 'vwlmm_cuda.node'));
+    try {
+      fs.linkSync(fs.realpathSync(lib), path.join(dir, path.basename(lib)));
+    } catch {
+      fs.copyFileSync(lib, path.join(dir, path.basename(lib)));
+    }
+    const info = cudaInfoIn({ VWLMM_CUDA_ADDON: path.join(dir, 'vwlmm_cuda.node') });
+    expect(info.available).toBe(false);
+    expect(info.reason).toMatch(/loading .*vwlmm_cuda\.node failed: libcublasLt\.so\.\d+: cannot open shared object file/);
+    expect(info.reason).toMatch(/cuBLAS is missing or incomplete: .*libcublas and libcublasLt/);
+  });
+});
