@@ -60,7 +60,11 @@ seeds.forEach((seed, n) => {
   } catch (e) {
     failed = [{ file: '-', test: '(no report)', message: `vitest exited ${r.status}: ${(r.stderr || '').slice(-400)}` }];
   }
-  if (r.status !== 0 && !failed.length) failed = [{ file: '-', test: '(exit status)', message: `vitest exited ${r.status}` }];
+  if (r.status !== 0 && !failed.length) {
+    // no failed test, yet a failed run: an unhandled error or a crashed worker, which vitest reports on its output
+    const said = `${r.stdout ?? ''}\n${r.stderr ?? ''}`.split('\n').filter((l) => /error|unhandled|exited|killed|signal/i.test(l));
+    failed = [{ file: '-', test: '(exit status)', message: `vitest exited ${r.status ?? r.signal}: ${said.slice(0, 12).join(' | ').slice(0, 2000)}` }];
+  }
   const secs = ((Date.now() - t0) / 1000).toFixed(0);
   if (failed.length) {
     for (const f of failed) failures.push({ seed, ...f });

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { kernels, scope } from '../../src';
 import { asInput, backends, ints, tensor } from '../support/backends';
 import { magErr, relErr, scalarRelErr } from '../support/compare';
-import { finiteDifference, linearCrossEntropyRef, CeRefOptions } from '../support/reference';
+import { finiteDifference, linearCrossEntropyRef, logitRoundingAllowance, CeRefOptions } from '../support/reference';
 import { rngFor, runSeed } from '../support/random';
 
 interface Case extends CeRefOptions {
@@ -14,7 +14,6 @@ interface Case extends CeRefOptions {
   scale?: number;
   ignoredShare?: number;
   chunkRows?: number;
-  gradTolFactor?: number;
 }
 
 const cases: Case[] = [
@@ -25,7 +24,7 @@ const cases: Case[] = [
   { name: 'none reduction', N: 6, d: 5, V: 97, reduction: 'none', ignoredShare: 0.4 },
   { name: 'label smoothing + z-loss', N: 11, d: 13, V: 301, labelSmoothing: 0.1, zLossWeight: 1e-3, ignoredShare: 0.2 },
   { name: 'custom ignoreIndex', N: 8, d: 4, V: 50, ignoreIndex: 3, ignoredShare: 0.5 },
-  { name: 'large logits x100', N: 7, d: 16, V: 513, scale: 100, gradTolFactor: 10 },
+  { name: 'large logits x100', N: 7, d: 16, V: 513, scale: 100 },
   { name: 'LLaMA vocabulary V=32000', N: 3, d: 64, V: 32000, ignoredShare: 0 },
   { name: 'empty N=0', N: 0, d: 4, V: 9 },
   { name: 'all rows ignored', N: 5, d: 4, V: 9, ignoredShare: 1 },
@@ -65,9 +64,8 @@ describe(`kernels.linearCrossEntropy (seed ${runSeed})`, () => {
               expect(scalarRelErr(r.loss, ref.loss)).toBeLessThanOrEqual(b.tol);
             }
             expect(relErr(r.losses, ref.losses)).toBeLessThanOrEqual(b.tol);
-            // logits of ~300 carry an fp32 rounding of 300 * 2^-24 ~ 2e-5 before any kernel arithmetic, which
-            // moves softmax by that much relative: the x100 cases allow 10 x the tolerance (conditioning)
-            const gtol = b.tol * (c.gradTolFactor ?? 1);
+            // plus what float32 logits cost the softmax (large for the x100 case; tests/support/reference.ts)
+            const gtol = b.tol + logitRoundingAllowance(h, w, c.N, c.V, c.d);
             expect(magErr(r.dh!.toArray(), ref.dh, ref.dhMag)).toBeLessThanOrEqual(gtol);
             expect(magErr(r.dw!.toArray(), ref.dw, ref.dwMag)).toBeLessThanOrEqual(gtol);
             for (const v of r.dh!.toArray()) expect(Number.isFinite(v)).toBe(true);
