@@ -1,5 +1,5 @@
-// Prints the closing line CI reads: "N passed, N failed, N skipped" (after vitest's own report), and on a
-// failure the run's seed with the command that replays the failing files on it.
+// Prints the closing line CI reads: "N passed, N failed, N skipped" (after vitest's own report), and before it
+// the run's seed: on a failure, with the command that replays the failing files on it.
 import * as path from 'path';
 import type { Reporter, TestModule } from 'vitest/node';
 
@@ -21,9 +21,11 @@ export default class SummaryReporter implements Reporter {
     }
     failed += unhandledErrors.length;
     const seed = process.env.VWLMM_TEST_SEED;
-    if (failed > 0 && seed !== undefined) {
+    if (seed !== undefined) {
       const files = failedFiles.size ? ` ${[...failedFiles].join(' ')}` : '';
-      process.stdout.write(`\nTest seed ${seed}. Replay the failures with: VWLMM_TEST_SEED=${seed} npx vitest run${files}\n`);
+      process.stdout.write(failed > 0
+        ? `\nTest seed ${seed}. Replay the failures with: VWLMM_TEST_SEED=${seed} npx vitest run${files}\n`
+        : `\nTest seed ${seed} (VWLMM_TEST_SEED)\n`);
     }
     process.stdout.write(`\n${passed} passed, ${failed} failed, ${skipped} skipped\n`);
   }
