@@ -6,7 +6,7 @@
 // training loop holds that thread: Trainer.runAsync() (and the demo's stage 0) yield to the event loop after
 // every step, so handlers installed by installStopHandlers (or the Trainer's own with `handleSignals: true`)
 // set the request in time. A synchronous run() can be given a StopRequest that other code requests.
-import type { TrainerState } from './trainer';
+import type { TrainerState } from './state';
 
 export type StopSignal = 'SIGINT' | 'SIGTERM';
 export const STOP_SIGNALS: readonly StopSignal[] = ['SIGINT', 'SIGTERM'];

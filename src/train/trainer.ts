@@ -29,6 +29,9 @@ import { resolveCheckpointDir, saveCheckpoint, SaveOptions } from '../model/chec
 import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { cosineWithWarmup } from './schedule';
 import { installStopHandlers, NonFiniteError, StopRequest, TrainingInterrupted } from './interrupt';
+import type { TrainerState } from './state';
+
+export type { TrainerState } from './state';
 
 /** Which parts of the model a stage trains (the rest is frozen). */
 export interface Trainable {
@@ -93,18 +96,6 @@ export interface TrainerOptions {
    * optimizer state and data position) when there is one. Default false.
    */
   autoResume?: boolean;
-}
-
-export interface TrainerState {
-  stage: number;
-  step: number;
-  globalStep: number;
-  seed: number;
-  /** Optimizer steps skipped for a non-finite loss or gradient norm (so far, over all stages). */
-  skippedSteps?: number;
-  /** Saved with checkpoints: the stage names and their step counts, checked on resume. */
-  stages?: string[];
-  stageSteps?: number[];
 }
 
 type ResumeFrom = { state: TrainerState; optimizer: Map<string, HostTensor> };

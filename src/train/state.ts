@@ -1,0 +1,13 @@
+// Where a training run stands: saved with every checkpoint (trainer_state.json) and carried by
+// TrainingInterrupted. Its own module so that interrupt.ts and trainer.ts both use it without importing each other.
+export interface TrainerState {
+  stage: number;
+  step: number;
+  globalStep: number;
+  seed: number;
+  /** Optimizer steps skipped for a non-finite loss or gradient norm (so far, over all stages). */
+  skippedSteps?: number;
+  /** Saved with checkpoints: the stage names and their step counts, checked on resume. */
+  stages?: string[];
+  stageSteps?: number[];
+}
