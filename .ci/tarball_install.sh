@@ -5,8 +5,9 @@
 #   without prebuilds: the install says why and builds from source, and that build works;
 #   without tools:     VWLMM_BUILD_FROM_SOURCE=1 with no cmake/compiler on PATH fails and says what is needed.
 # Each installed package is imported from the consumer project, runs a fused kernel (finite loss) and one AdamW
-# training step of a tiny decoder (finite loss that falls, weights change). Prints the install times and the
-# tarball size. The checkout is left untouched: dist/ and prebuilds/ are built into a staging copy under $TMPDIR.
+# training step of a tiny decoder (finite loss that falls, weights change); the prebuilt install also runs the
+# README's API example as an ES module and as CommonJS. Prints the install times and the tarball size. The
+# checkout is left untouched: dist/ and prebuilds/ are built into a staging copy under $TMPDIR.
 # vwlmm itself comes from the local tarball; its dependencies from the npm cache / registry.
 # Env: VWLMM_PREBUILD_CUDA=auto|on|off (default auto: the CUDA addon is prebuilt when nvcc + cuBLAS are found,
 #      VWLMM_CUBLAS_ROOT as for the normal build), VWLMM_PREBUILD_BUILD_DIR (reuse a cmake build folder),
@@ -139,6 +140,22 @@ if [ -f "$work/prebuilds.off/linux-x64/cuda/vwlmm_cuda.node" ]; then
     || die "the prebuilt CUDA addon did not load in the installed package: $(grep -o 'CUDA unavailable.*' "$work/smoke-with.txt")"
 fi
 (cd "$work/with-prebuild" && npx --no-install vwlmm info) | sed 's/^/  [vwlmm info] /'
+# The package's subpaths load from ES modules (the exports map), and the README's API example (the block after
+# <!-- readme-api-example -->) runs against the installed package with plain node, as written (.mjs: `import ...
+# from 'vwlmm'`, so Node must see the CommonJS names) and as CommonJS (.cjs: its imports turned into require
+# calls). tests/api/readme_snippet.ts extracts and converts it and checks what it prints, as
+# tests/api/readme_example.test.ts does from source.
+(cd "$work/with-prebuild" && node --input-type=module -e "
+  for (const s of ['model', 'data', 'train', 'eval', 'demo']) {
+    const m = await import('vwlmm/' + s);
+    if (Object.keys(m).length < 4) throw new Error('vwlmm/' + s + ' exports almost nothing');
+  }") || die "a subpath of the package's exports map does not load"
+snippet() { node "$repo/node_modules/tsx/dist/cli.mjs" "$repo/tests/api/readme_snippet.ts" "$@"; }
+for f in readme_example.mjs readme_example.cjs; do
+  snippet "$([ "${f##*.}" = mjs ] && echo esm || echo cjs)" "$repo/README.md" > "$work/with-prebuild/$f" || die "cannot extract the README API example"
+  (cd "$work/with-prebuild" && TMPDIR=$work node "$f") > "$work/$f.out" 2>&1 || { cat "$work/$f.out"; die "the README API example fails as $f"; }
+  snippet check < "$work/$f.out" | sed "s/^/  [$f] /" || { cat "$work/$f.out"; die "the README API example printed something else as $f"; }
+done
 
 echo "== install without prebuilds ($(basename "$tgz_without"), $(size "$tgz_without")): source build (CPU addon only)"
 install_into no-prebuild "$tgz_without" VWLMM_CMAKE_ARGS=-DVWLMM_CUDA=off VWLMM_CUBLAS_ROOT=

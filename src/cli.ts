@@ -8,6 +8,10 @@
 // same signals after each of its steps; it writes no checkpoint, so stopping there leaves nothing to resume).
 // Outside training (generation, evaluation) the signals keep their default: the process ends at once, and
 // every checkpoint written so far is complete.
+//
+// The library is used only through its public modules (./model, ./data, ./train, ./eval, ./demo, ./index:
+// what a user of the package imports; tests/api/public_api.test.ts checks it), each imported lazily by the
+// command that needs it.
 import { Command, InvalidArgumentError } from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -53,8 +57,8 @@ async function exitInterrupted(e: { message: string; exitCode: number; checkpoin
 
 /** Rejects a tokenizer that does not belong to the checkpoint (naming both vocabulary sizes). */
 async function openTokenizer(tokenizerPath: string, vocabSize: number) {
-  const { TextTokenizer } = await import('./data/tokenizer');
-  const { checkTokenizerVocab } = await import('./model/checkpoint');
+  const { TextTokenizer } = await import('./data');
+  const { checkTokenizerVocab } = await import('./model');
   const tok = new TextTokenizer(tokenizerPath);
   checkTokenizerVocab(tok.vocabSize, vocabSize, tokenizerPath);
   return tok;
@@ -81,7 +85,7 @@ data.command('sort-of-clevr').description('generate Sort-of-CLEVR (LLaVA JSON + 
   .option('--test <n>', 'test images', int('--test', 1), 200)
   .option('--seed <n>', 'random seed', int('--seed'), 0)
   .action(async (o: { out: string; train: number; test: number; seed: number }) => {
-    const { writeSortOfClevr, writeWordLevelTokenizer, sortOfClevrVocabulary } = await import('./data/sort_of_clevr');
+    const { writeSortOfClevr, writeWordLevelTokenizer, sortOfClevrVocabulary } = await import('./data');
     const s = writeSortOfClevr(o.out, { train: o.train, test: o.test, seed: o.seed });
     writeWordLevelTokenizer(path.join(o.out, 'tokenizer.json'), sortOfClevrVocabulary());
     console.log(JSON.stringify(s));
@@ -96,8 +100,8 @@ program.command('demo').description('generate Sort-of-CLEVR, train a small VW-LM
   .option('--resume', 'continue an interrupted demo from its checkpoints (same --out, --seed, --scale)')
   .action(async (o: { out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean }) => {
     if (!(o.scale > 0)) fail('--scale must be > 0');
-    const { TrainingInterrupted } = await import('./train/interrupt');
-    const { runDemo } = await import('./demo/demo');
+    const { TrainingInterrupted } = await import('./train');
+    const { runDemo } = await import('./demo');
     try {
       const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume });
       if (o.json) console.log(JSON.stringify(res));
@@ -139,7 +143,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (o.mmVisionTowerLr !== undefined && !(o.mmVisionTowerLr >= 0)) fail('--mm-vision-tower-lr must be >= 0');
     if (o.mmVisionTowerLr !== undefined && !parts.includes('vision')) fail('--mm-vision-tower-lr needs the vision tower trainable (--trainable with vision)');
     if (o.warmupRatio < 0 || o.warmupRatio > 1) fail('--warmup-ratio must be in [0, 1]');
-    const { loadCheckpoint, resolveCheckpointDir } = await import('./model/checkpoint');
+    const { loadCheckpoint, resolveCheckpointDir } = await import('./model');
     let from = o.init;
     if (o.resume) {
       // the newest complete checkpoint, also when a save was killed half-way (<out>/checkpoint.old-*)
@@ -147,15 +151,11 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
       if (!found) fail(`--resume: no checkpoint in ${path.join(o.out, 'checkpoint')} (run without --resume to start)`);
       from = found;
     } else existing(from, 'init checkpoint', 'dir');
-    const { trainOnFile } = await import('./train/from_file');
-    const { readTrainerState } = await import('./train/trainer');
-    const { TrainingInterrupted } = await import('./train/interrupt');
-    const { plotMetrics } = await import('./viz/plot');
+    const { trainOnFile, readTrainerState, TrainingInterrupted, plotMetrics, Progress } = await import('./train');
     const { model, config, tokenizerPath } = loadCheckpoint(from);
     if (!tokenizerPath) fail(`checkpoint ${from} has no tokenizer.json`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const resume = o.resume ? readTrainerState(from) : undefined;
-    const { Progress } = await import('./train/progress');
     const progress = new Progress(10);
     const t0 = Date.now();
     let nonFiniteSteps = 0;
@@ -199,8 +199,8 @@ program.command('eval').description('exact-match (or VQA soft) accuracy of a che
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
-    const { loadCheckpoint } = await import('./model/checkpoint');
-    const { evaluateFile } = await import('./eval/llava_eval');
+    const { loadCheckpoint } = await import('./model');
+    const { evaluateFile } = await import('./eval');
     const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const r = await evaluateFile(model, await openTokenizer(tokenizerPath, config.llm.vocabSize), o.data, o.imageFolder, { limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict });
@@ -226,10 +226,8 @@ program.command('generate').description('answer a prompt about an image with a c
     if (o.image) existing(o.image, 'image', 'file');
     if (o.topP <= 0 || o.topP > 1) fail('--top-p must be in (0, 1]');
     if (o.temperature < 0) fail('--temperature must be >= 0');
-    const { loadCheckpoint } = await import('./model/checkpoint');
-    const { buildGenerationPrompt } = await import('./data/conversation');
-    const { collate } = await import('./data/collate');
-    const { loadImage, preprocessClip } = await import('./data/images');
+    const { loadCheckpoint } = await import('./model');
+    const { buildGenerationPrompt, collate, loadImage, preprocessClip } = await import('./data');
     const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
@@ -249,9 +247,9 @@ program.command('visual-words').description('top-k visual words of every patch (
   .action(async (o: { checkpoint: string; image: string; topK: number; out: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.image, 'image', 'file');
-    const { loadCheckpoint } = await import('./model/checkpoint');
-    const { loadImage, preprocessClip } = await import('./data/images');
-    const { visualWordsOf, drawVisualWords } = await import('./eval/visual_words');
+    const { loadCheckpoint } = await import('./model');
+    const { loadImage, preprocessClip } = await import('./data');
+    const { visualWordsOf, drawVisualWords } = await import('./eval');
     const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);

@@ -19,6 +19,21 @@ export type {
   VisualWordKLResult, VisualWordsOptions,
 } from './kernels';
 
+// The library above the engine: one public module per area (also the package's subpaths 'vwlmm/model',
+// 'vwlmm/data', ...). `export *` compiles to __exportStar(require(...)), which Node's CommonJS named-export
+// detection follows, so `import { VwLmm } from 'vwlmm'` works from ES modules too.
+export * from './model';
+export * from './data';
+export * from './train';
+export * from './eval';
+export * from './demo';
+// Names two areas both export, resolved here: the model's CLIP constants (mutable tuples, as ImageConfig
+// holds them) and template name (what a VwLmmConfig accepts); the conversation module's wider template name
+// (it also knows 'v1' and 'mistral_instruct') under its own name.
+export { CLIP_MEAN, CLIP_STD } from './model';
+export type { TemplateName } from './model';
+export type { TemplateName as ConversationTemplateName } from './data';
+
 export interface BackendInfo {
   cpu: { device: 'cpu'; gemm: string; threads: number; simd: string; napiVersion: number };
   cuda: { available: boolean; reason: string | null; [key: string]: unknown };

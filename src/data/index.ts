@@ -1,0 +1,34 @@
+// Public API of the data pipeline: tokenizers, conversation templates with LLaVA's label masking, LLaVA
+// JSON / JSONL data sets, images and CLIP preprocessing, collate, and the Sort-of-CLEVR generator with its
+// word-level tokenizer. Re-exported by the package root and by 'vwlmm/data'.
+export { TextTokenizer } from './tokenizer';
+export type { TextTokenizerOptions, TokenizerConfigObject, EncodeOptions, DecodeOptions } from './tokenizer';
+export {
+  IMAGE_TOKEN, IMAGE_TOKEN_INDEX, IGNORE_INDEX, SHORT_ANSWER_PROMPT, PLAIN, VICUNA_V1, MISTRAL, MISTRAL_INSTRUCT, TEMPLATES,
+  getTemplate, moveImageToFront, buildSegments, buildPrompt, tokenizerImageToken, tokenizeConversation, buildGenerationPrompt,
+} from './conversation';
+export type {
+  SeparatorStyle, ConversationTemplate, TemplateName, Turn, PromptSegment, ImageTokenizeOptions, TokenizeConversationOptions,
+  TokenizedConversation, GenerationPrompt,
+} from './conversation';
+export { LlavaDataset, readLlavaRecords, validateLlavaRecord } from './dataset';
+export type { LlavaRole, LlavaTurn, LlavaRecord, SkippedRecord, ReadLlavaOptions, ImageSkip, DatasetItem, BatchOptions } from './dataset';
+export {
+  CLIP_MEAN, CLIP_STD, loadImage, decodeImage, preprocessClip, normalizeRgb, expandToSquare, padColour, resizeRgb, shortestSideSize,
+} from './images';
+export type { RgbImage, AspectMode, ClipPreprocessOptions } from './images';
+export { collate, nextTokenTargets, visualWordRows } from './collate';
+export type { CollateSample, CollateOptions, Batch } from './collate';
+// Sort-of-CLEVR: the generic-sounding constants get the data set's name at this level. Its
+// SHORT_ANSWER_PROMPT and VICUNA_SYSTEM_PROMPT (the vocabulary's source texts) stay internal: the
+// conversation module's SHORT_ANSWER_PROMPT above is the one prompts are built with.
+export {
+  writeSortOfClevr, generateScene, renderScene, questionsFor, questionText, answerFor, captionFor, encodePng, sortOfClevrImageName,
+  sortOfClevrVocabulary, COLOURS, COLOUR_RGB, QUESTION_TEMPLATES, NON_RELATIONAL_KINDS, RELATIONAL_KINDS, SORT_OF_CLEVR_GENERATOR_VERSION,
+  IMAGE_SIZE as SORT_OF_CLEVR_IMAGE_SIZE,
+  writeWordLevelTokenizer, wordLevelTokenizerJson, wordLevelPreTokenize, wordLevelNormalize, WORD_LEVEL_SPECIAL_TOKENS, WORD_LEVEL_TOKENIZER_CONFIG,
+} from './sort_of_clevr';
+export type {
+  Scene, SceneObject, SortOfClevrQuestion, SortOfClevrRecord, SortOfClevrSummary, WriteSortOfClevrOptions, Colour, Shape, QuestionKind,
+  QuestionGroup, NonRelationalKind, RelationalKind, WordLevelTokenizerOptions,
+} from './sort_of_clevr';

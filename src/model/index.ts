@@ -1,0 +1,18 @@
+// Public API of the model: VW-LMM, its LLaVA-layout config, checkpoints (ours and transformers' LLaVA layout)
+// and the safetensors files they are made of. Re-exported by the package root and by 'vwlmm/model'.
+export { VwLmm } from './vwlmm';
+export type { ModelBatch, LossOutput, GenerateOptions } from './vwlmm';
+export {
+  CLIP_MEAN, CLIP_STD, hasVmHead, numImageTokens, validateConfig, configToJson, configFromJson,
+} from './config';
+export type { TemplateName, ImageConfig, VwLmmConfig } from './config';
+export { saveCheckpoint, loadCheckpoint, resolveCheckpointDir, checkTokenizerVocab } from './checkpoint';
+export type { SaveOptions } from './checkpoint';
+export {
+  LLAVA_TRANSFORMERS_NAMES, isTransformersLlavaConfig, configFromTransformers, configToTransformers,
+  weightsFromTransformers, weightsToTransformers, ourNameFromTransformers, transformersNameFromOurs,
+} from './transformers_llava';
+export {
+  readSafetensors, readSafetensorsWithMetadata, readSafetensorsHeader, readCheckpointWeights, writeSafetensors, SafetensorsError,
+} from '../io/safetensors';
+export type { HostTensor, HostDType, SafetensorsHeader, SafetensorsEntry, ReadOptions } from '../io/safetensors';

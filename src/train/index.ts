@@ -1,0 +1,13 @@
+// Public API of training: the Trainer (stages, options, state, exact resume), training on a LLaVA file,
+// interruption (StopRequest, signal handlers, TrainingInterrupted), the learning-rate schedule, the CLI's
+// progress line and the loss-curve plot of a metrics.jsonl. Re-exported by the root and by 'vwlmm/train'.
+export { Trainer, readTrainerState, applyTrainable, stageSteps, batchIndices } from './trainer';
+export type { Stage, Trainable, TrainerOptions, TrainerState } from './trainer';
+export { trainOnFile, prepareFile } from './from_file';
+export type { FileTrainOptions, PreparedData } from './from_file';
+export { StopRequest, installStopHandlers, TrainingInterrupted, NonFiniteError, exitCodeFor, STOP_SIGNALS } from './interrupt';
+export type { StopSignal } from './interrupt';
+export { cosineWithWarmup } from './schedule';
+export { Progress } from './progress';
+export { plotMetrics, plotLines } from '../viz/plot';
+export type { Series } from '../viz/plot';
