@@ -38,7 +38,7 @@ export interface Addon {
   pseudoImageFeaturesBackward(x: NativeBuffer, wVm: NativeBuffer, e: NativeBuffer, g: NativeBuffer, dims: object, opts: object): KernelStats & {
     dx: NativeBuffer; dwVm: NativeBuffer; de: NativeBuffer;
   };
-  sgemm?(ta: boolean, tb: boolean, M: number, N: number, K: number, A: NativeBuffer, B: NativeBuffer, C: NativeBuffer): void;
+  sgemm?(ta: boolean, tb: boolean, M: number, N: number, K: number, A: NativeBuffer, B: NativeBuffer, C: NativeBuffer, opts?: { builtin?: boolean; alpha?: number; beta?: number; lda?: number; ldb?: number; ldc?: number }): void;
 }
 
 export const packageRoot = path.join(__dirname, '..');

@@ -1,6 +1,7 @@
 // vwlmm.node: the CPU addon (always built). Host memory, the CPU kernels, and backendInfo().
 #include <napi.h>
 
+#include <algorithm>
 #include <cstdlib>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -108,18 +109,44 @@ struct CpuBackend {
   }
 };
 
-// sgemm(transA, transB, M, N, K, A, B, C) on NativeBuffers, C = op(A) op(B): exposed for the benchmark's
-// ceiling measurement and the tests of the fallback GEMM.
+// sgemm(transA, transB, M, N, K, A, B, C, options?) on NativeBuffers, C = alpha op(A) op(B) + beta C:
+// exposed for the benchmarks' GEMM measurements and the GEMM tests. options (all optional):
+//   builtin: true runs the built-in GEMM even where OpenBLAS is in use (to compare the two in one process),
+//   alpha (1), beta (0; 0 overwrites C without reading it), lda / ldb / ldc: row strides >= the logical
+//   widths (default: the widths), the buffers then holding (rows - 1) * ld + width elements.
 Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return Guard(info.Env(), [&]() -> Napi::Value {
     const char* op = "sgemm";
     if (info.Length() < 8) throw_type_error("[sgemm] expected (transA, transB, M, N, K, A, B, C), got ", info.Length(), " arguments");
     const bool ta = GemmFlag(info[0], "transA"), tb = GemmFlag(info[1], "transB");
     const int64_t M = GemmSize(info[2], "M"), N = GemmSize(info[3], "N"), K = GemmSize(info[4], "K");
-    const float* A = static_cast<const float*>(BufferArg(info[5], op, "A", Elems(op, M, K), DType::F32));
-    const float* B = static_cast<const float*>(BufferArg(info[6], op, "B", Elems(op, K, N), DType::F32));
-    float* C = static_cast<float*>(BufferArg(info[7], op, "C", Elems(op, M, N), DType::F32));
-    cpu::sgemm(ta, tb, M, N, K, 1.f, A, ta ? M : K, B, tb ? K : N, 0.f, C, N);
+    bool builtin = false;
+    float alpha = 1.f, beta = 0.f;
+    // Row strides: at least the stored width and 1 (as BLAS requires); read before the buffers are.
+    int64_t lda = std::max<int64_t>(1, ta ? M : K), ldb = std::max<int64_t>(1, tb ? K : N), ldc = std::max<int64_t>(1, N);
+    if (info.Length() > 8 && !info[8].IsUndefined() && !info[8].IsNull()) {
+      if (!info[8].IsObject()) throw_type_error("[sgemm] options must be an object");
+      const Napi::Object o = info[8].As<Napi::Object>();
+      builtin = GetBool(o, "builtin", false, op);
+      alpha = static_cast<float>(GetNumber(o, "alpha", 1, op));
+      beta = static_cast<float>(GetNumber(o, "beta", 0, op));
+      const auto stride = [&](const char* key, int64_t min) {
+        const Napi::Value v = o.Get(key);
+        if (v.IsUndefined() || v.IsNull()) return min;
+        const int64_t ld = GemmSize(v, key);
+        if (ld < min) throw_range_error("[sgemm] ", key, " must be >= ", min, " (the row width), got ", ld);
+        return ld;
+      };
+      lda = stride("lda", lda), ldb = stride("ldb", ldb), ldc = stride("ldc", ldc);
+    }
+    // Elements a [rows, width] matrix with row stride ld spans: (rows - 1) * ld + width.
+    const auto extent = [&](int64_t rows, int64_t width, int64_t ld) {
+      return rows == 0 || width == 0 ? 0 : Elems(op, rows - 1, ld) + width;
+    };
+    const float* A = static_cast<const float*>(BufferArg(info[5], op, "A", ta ? extent(K, M, lda) : extent(M, K, lda), DType::F32));
+    const float* B = static_cast<const float*>(BufferArg(info[6], op, "B", tb ? extent(N, K, ldb) : extent(K, N, ldb), DType::F32));
+    float* C = static_cast<float*>(BufferArg(info[7], op, "C", extent(M, N, ldc), DType::F32));
+    (builtin ? cpu::sgemm_builtin : cpu::sgemm)(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return info.Env().Undefined();
   });
 }

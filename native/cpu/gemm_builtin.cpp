@@ -1,0 +1,329 @@
+// The built-in sgemm (used when OpenBLAS is not found at build time): a packed, cache-blocked GEMM in
+// the BLIS / GotoBLAS layout, with a register-blocked micro-kernel.
+//
+//   for jc in N step NC          B panel  KC x NC  (packed, lives in L3)
+//     for pc in K step ~KC       one K block: C += alpha op(A)[:, pc] op(B)[pc, :]  (beta on the first)
+//       pack op(B)[pc, jc] into NR-wide slivers (k-major, zero-padded to NR columns)
+//       for ic in M step MC      A block  MC x KC  (packed, lives in L2)
+//         pack op(A)[ic, pc] into MR-tall slivers (k-major, zero-padded to MR rows)
+//         for jr in NC step NR   B sliver KC x NR  (stays in L1 while the A slivers stream past it)
+//           for ir in MC step MR
+//             micro-kernel: an MR x NR tile of C accumulated in registers over the kc k's
+//
+// Why: a naive loop reloads op(B) from memory for every row of C and is bound by memory bandwidth.
+// Packing makes every operand of the micro-kernel a unit-stride stream that sits in the right cache
+// level (transposes are absorbed by the packing, so all four trans cases run the same kernel), and the
+// register tile gives MR x NR / (MR + NR) FMAs per loaded float. AVX2+FMA: MR x NR = 6 x 16, 12 ymm
+// accumulators (FMA latency 4-5 x 2 ports needs >= 10 in flight), 2 loads of B and 6 broadcasts of A per
+// 12 FMAs; KC = 256 puts a 16 KiB B sliver plus a 6 KiB A sliver in a 32 KiB L1, MC = 144 a 144 KiB A
+// block in L2, NC = 4096 a 4 MiB B panel in L3; K is cut into ceil(K / KC) near-equal blocks (K = 257 in
+// blocks of 129 and 128, not 256 and 1). The portable kernel is a plain C++ loop over a register tile the
+// compiler vectorises: 4 x 8 for SSE2's 16 registers of 4 floats, 8 x 8 on AArch64's 32.
+// (No AVX-512 kernel: the development machine has no AVX-512 to test one on.)
+//
+// Threads: C is split into a grid of pm x pn thread tiles (rows in multiples of MR, columns of NR) and
+// each thread runs the whole loop nest above on its tile with its own packing buffers: one parallel_for
+// per call and no barriers. The price is that a thread packs the parts of A (or B) it shares with its
+// grid neighbours itself; the grid is chosen to keep that small (thread tiles as square as the shape
+// allows). Determinism: the K blocks depend on K only and each C element is one in-order multiply-add
+// chain per K block, added to C in block order by the same write-out code (edge tiles go through a padded
+// temporary tile), so results are bit-identical across runs, thread counts and tile positions (for one
+// micro-kernel: the AVX2 and portable ones round differently).
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "gemm.h"
+#include "isa.h"
+#include "parallel.h"
+
+// The AVX2 kernel exists where isa.h can dispatch to it (GCC on x86-64; vw_use_avx2() is false elsewhere).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VW_GEMM_AVX2 1
+#include <immintrin.h>
+#endif
+
+namespace vw::cpu {
+namespace {
+
+constexpr int64_t kKC = 256;   // K block: a KC x NR B sliver and a KC x MR A sliver share L1
+constexpr int64_t kMC = 144;   // M block (a multiple of every MR below): the packed A block in L2
+constexpr int64_t kNCmax = 4096;  // N block (rounded down to a multiple of NR): the packed B panel in L3
+
+inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return cdiv(a, b) * b; }
+
+// A 64-byte aligned scratch buffer that only grows; one per thread for A and one for B (thread_local:
+// the pool's workers are long-lived, so the buffers are allocated once, not per call).
+struct Scratch {
+  float* p = nullptr;
+  size_t cap = 0;
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      p = nullptr;
+      cap = 0;
+      const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!p) throw std::bad_alloc();
+      cap = n;
+    }
+    return p;
+  }
+  ~Scratch() { std::free(p); }
+};
+thread_local Scratch tl_apack, tl_bpack;
+
+// ------------------------------------------------------------------------------------------ packing
+// Slivers are written k-major, so a sliver of width W (MR rows of op(A) or NR columns of op(B)) holds element
+// (k, w) at k*W + w. When the source is contiguous along the sliver's width (op(A) transposed, op(B) not),
+// each source row is read once front to back and scattered to the slivers: a unit-stride read stream
+// instead of kc strided visits per sliver. When it is contiguous along k, each of the W source rows is read
+// in 8-k steps so every read is a short unit-stride run.
+
+// Copies `w` contiguous values of a source row into `W`-wide sliver positions, zero-padding to W.
+template <int W>
+inline void scatter_row(const float* __restrict src, int64_t n, int64_t kc, int64_t k, float* __restrict dst) {
+  int64_t s = 0;
+  for (; (s + 1) * W <= n; ++s) std::memcpy(dst + s * kc * W + k * W, src + s * W, sizeof(float) * W);
+  if (s * W < n) {
+    float* d = dst + s * kc * W + k * W;
+    const int64_t rest = n - s * W;
+    for (int w = 0; w < W; ++w) d[w] = w < rest ? src[s * W + w] : 0.f;
+  }
+}
+
+// Gathers slivers of W rows, each contiguous along k (row r of sliver s at src + (s*W + r) * ld).
+template <int W>
+inline void gather_rows(const float* src, int64_t ld, int64_t n, int64_t kc, float* __restrict dst) {
+  for (int64_t s = 0; s * W < n; ++s) {
+    const int64_t rows = std::min<int64_t>(W, n - s * W);
+    float* __restrict d = dst + s * kc * W;
+    for (int64_t r = rows; r < W; ++r)
+      for (int64_t k = 0; k < kc; ++k) d[k * W + r] = 0.f;
+    const float* p = src + s * W * ld;
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int kk = 0; kk < 8; ++kk) d[(k + kk) * W + r] = p[r * ld + k + kk];
+    for (; k < kc; ++k)
+      for (int64_t r = 0; r < rows; ++r) d[k * W + r] = p[r * ld + k];
+  }
+}
+
+// op(A)[i, k] = trans ? A[k * lda + i] : A[i * lda + k], rows [m0, m0 + mc), k in [k0, k0 + kc), into
+// ceil(mc / MR) MR-row slivers (rows past mc zero).
+template <int MR>
+void pack_a(bool trans, const float* A, int64_t lda, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* dst) {
+  if (trans) {
+    for (int64_t k = 0; k < kc; ++k) scatter_row<MR>(A + (k0 + k) * lda + m0, mc, kc, k, dst);
+  } else {
+    gather_rows<MR>(A + m0 * lda + k0, lda, mc, kc, dst);
+  }
+}
+
+// op(B)[k, j] = trans ? B[j * ldb + k] : B[k * ldb + j], k in [k0, k0 + kc), columns [n0, n0 + nc), into
+// ceil(nc / NR) NR-column slivers (columns past nc zero).
+template <int NR>
+void pack_b(bool trans, const float* B, int64_t ldb, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst) {
+  if (trans) {
+    gather_rows<NR>(B + n0 * ldb + k0, ldb, nc, kc, dst);
+  } else {
+    for (int64_t k = 0; k < kc; ++k) scatter_row<NR>(B + (k0 + k) * ldb + n0, nc, kc, k, dst);
+  }
+}
+
+// ------------------------------------------------------------------------------------------ micro-kernels
+// C[0..MR, 0..NR] (row stride ldc) = alpha * sum_k A[k*MR + r] B[k*NR + c] + beta * C; beta == 0 never
+// reads C (it may hold NaN). A and B are packed slivers (B 64-byte aligned).
+
+// Portable: plain loops over a register tile the compiler vectorises (keeps acc in registers once the
+// loops are unrolled). 4 x 8 = 8 accumulator vectors of 4 floats fits SSE2's 16 registers with room for B
+// and the broadcasts (6 x 8 spilled and ran 20% slower); AArch64 has 32 registers.
+#if defined(__aarch64__)
+constexpr int kGenMR = 8, kGenNR = 8;
+#else
+constexpr int kGenMR = 4, kGenNR = 8;
+#endif
+
+void kernel_generic(int64_t kc, const float* __restrict A, const float* __restrict B, float* __restrict C,
+                    int64_t ldc, float alpha, float beta) {
+  constexpr int MR = kGenMR, NR = kGenNR;
+  float acc[MR][NR] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const float a = A[k * MR + r];
+#pragma GCC unroll 16
+      for (int c = 0; c < NR; ++c) acc[r][c] += a * B[k * NR + c];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    float* cr = C + r * ldc;
+    if (beta == 0.f) {
+#pragma GCC unroll 16
+      for (int c = 0; c < NR; ++c) cr[c] = alpha * acc[r][c];
+    } else {
+#pragma GCC unroll 16
+      for (int c = 0; c < NR; ++c) cr[c] = alpha * acc[r][c] + beta * cr[c];
+    }
+  }
+}
+
+#ifdef VW_GEMM_AVX2
+// AVX2+FMA: 6 x 16, c[r][h] holds C[r, 8h .. 8h+8).
+VW_TARGET_AVX2 void kernel_avx2(int64_t kc, const float* __restrict A, const float* __restrict B,
+                                float* __restrict C, int64_t ldc, float alpha, float beta) {
+  constexpr int MR = 6;
+  __m256 c[MR][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
+  for (int r = 0; r < MR; ++r) _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      const __m256 a = _mm256_broadcast_ss(A + r);
+      c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
+      c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+    }
+    A += MR;
+    B += 16;
+  }
+  const __m256 va = _mm256_set1_ps(alpha);
+  if (beta == 0.f) {
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      _mm256_storeu_ps(C + r * ldc, _mm256_mul_ps(va, c[r][0]));
+      _mm256_storeu_ps(C + r * ldc + 8, _mm256_mul_ps(va, c[r][1]));
+    }
+  } else {
+    const __m256 vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      float* cr = C + r * ldc;
+      _mm256_storeu_ps(cr, _mm256_fmadd_ps(va, c[r][0], _mm256_mul_ps(vb, _mm256_loadu_ps(cr))));
+      _mm256_storeu_ps(cr + 8, _mm256_fmadd_ps(va, c[r][1], _mm256_mul_ps(vb, _mm256_loadu_ps(cr + 8))));
+    }
+  }
+}
+#endif
+
+using Kernel = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float);
+
+// ------------------------------------------------------------------------------------------ driver
+struct Gemm {
+  bool ta, tb;
+  int64_t M, N, K;
+  float alpha;
+  const float* A;
+  int64_t lda;
+  const float* B;
+  int64_t ldb;
+  float beta;
+  float* C;
+  int64_t ldc;
+};
+
+// The loop nest on rows [m0, m1) x columns [n0, n1) of C, with this thread's packing buffers.
+template <int MR, int NR>
+void run_tile(const Gemm& g, Kernel kernel, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  constexpr int64_t NC = kNCmax / NR * NR;
+  // K blocks of near-equal size (a function of K only: the summation order must not depend on the tile)
+  const int64_t kblocks = cdiv(g.K, kKC), kb = cdiv(g.K, kblocks);
+  float* bpack = tl_bpack.get(static_cast<size_t>(std::min(kb, g.K) * round_up(std::min(NC, n1 - n0), NR)));
+  float* apack = tl_apack.get(static_cast<size_t>(std::min(kb, g.K) * round_up(std::min(kMC, m1 - m0), MR)));
+  alignas(64) float tile[MR * NR];
+  for (int64_t jc = n0; jc < n1; jc += NC) {
+    const int64_t nc = std::min(NC, n1 - jc);
+    for (int64_t pc = 0; pc < g.K; pc += kb) {
+      const int64_t kc = std::min(kb, g.K - pc);
+      const float beta = pc == 0 ? g.beta : 1.f;
+      pack_b<NR>(g.tb, g.B, g.ldb, pc, kc, jc, nc, bpack);
+      for (int64_t ic = m0; ic < m1; ic += kMC) {
+        const int64_t mc = std::min(kMC, m1 - ic);
+        pack_a<MR>(g.ta, g.A, g.lda, ic, mc, pc, kc, apack);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int64_t nr = std::min<int64_t>(NR, nc - jr);
+          const float* bs = bpack + jr * kc;
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int64_t mr = std::min<int64_t>(MR, mc - ir);
+            const float* as = apack + ir * kc;
+            float* c = g.C + (ic + ir) * g.ldc + jc + jr;
+            if (mr == MR && nr == NR) {
+              kernel(kc, as, bs, c, g.ldc, g.alpha, beta);
+            } else {  // edge: the same kernel on a padded tile, so edge elements round exactly as others
+              std::memset(tile, 0, sizeof(tile));
+              if (beta != 0.f)
+                for (int64_t r = 0; r < mr; ++r) std::memcpy(tile + r * NR, c + r * g.ldc, sizeof(float) * nr);
+              kernel(kc, as, bs, tile, NR, g.alpha, beta);
+              for (int64_t r = 0; r < mr; ++r) std::memcpy(c + r * g.ldc, tile + r * NR, sizeof(float) * nr);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Below this many flops per thread, waking another thread costs more than it saves.
+constexpr double kMinFlopsPerThread = 2e6;
+// Rough cost of packing one element, in flops of the micro-kernel (a strided read and a write vs ~100
+// flops per ns): only steers the grid towards packing less.
+constexpr double kPackCost = 16;
+
+template <int MR, int NR>
+void run(const Gemm& g, Kernel kernel) {
+  constexpr int64_t NC = kNCmax / NR * NR;
+  const double flops = 2.0 * g.M * g.N * g.K;
+  const int64_t T = std::max<int64_t>(1, static_cast<int64_t>(std::min<double>(num_threads(), flops / kMinFlopsPerThread)));
+  // Thread grid pm x pn: the one with the least estimated work in its busiest thread (its share of the
+  // flops plus what it packs: its rows of A once per NC block of its columns, and its columns of B).
+  int64_t pm = 1, pn = 1;
+  double best = -1;
+  for (int64_t m = 1; m <= T; ++m) {
+    const int64_t n = T / m;
+    const int64_t mt = round_up(cdiv(g.M, m), MR), nt = round_up(cdiv(g.N, n), NR);
+    if ((m > 1 && mt * (m - 1) >= g.M) || (n > 1 && nt * (n - 1) >= g.N)) continue;  // an idle tile
+    const double cost = 2.0 * mt * nt * g.K + kPackCost * g.K * (mt * cdiv(nt, NC) + nt);
+    if (best < 0 || cost < best) best = cost, pm = m, pn = n;
+  }
+  const int64_t mt = round_up(cdiv(g.M, pm), MR), nt = round_up(cdiv(g.N, pn), NR);
+  parallel_for(pm * pn, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t m0 = (t / pn) * mt, n0 = (t % pn) * nt;
+      if (m0 < g.M && n0 < g.N) run_tile<MR, NR>(g, kernel, m0, std::min(g.M, m0 + mt), n0, std::min(g.N, n0 + nt));
+    }
+  });
+}
+
+}  // namespace
+
+void sgemm_builtin(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.f) {  // C = beta C (0 when beta = 0, never reading C); A and B are not read
+    parallel_for(M, std::max<int64_t>(1, 16384 / N), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        float* c = C + i * ldc;
+        if (beta == 0.f) {
+          std::fill(c, c + N, 0.f);
+        } else if (beta != 1.f) {
+          for (int64_t j = 0; j < N; ++j) c[j] *= beta;
+        }
+      }
+    });
+    return;
+  }
+  const Gemm g{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
+#ifdef VW_GEMM_AVX2
+  if (vw_use_avx2()) return run<6, 16>(g, kernel_avx2);
+#endif
+  run<kGenMR, kGenNR>(g, kernel_generic);
+}
+
+}  // namespace vw::cpu
