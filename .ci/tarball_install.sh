@@ -128,7 +128,7 @@ t_with=$took
 p=$work/with-prebuild/node_modules/vwlmm
 grep -q '^vwlmm: using the prebuilt binary prebuilds/linux-x64/vwlmm.napi.glibc.node' "$work/with-prebuild.log" \
   || die "the install did not report using the prebuilt binary"
-! grep -qi 'cmake\|compiling the native\|building the native' "$work/with-prebuild.log" || die "the prebuilt install ran a build"
+! grep -qi 'cmake-js\|compiling the native\|building the native' "$work/with-prebuild.log" || die "the prebuilt install ran a build"
 [ ! -e "$p/build" ] || die "the prebuilt install has a build/ folder: something compiled"
 [ ! -e "$work/with-prebuild/node_modules/typescript" ] || die "typescript was installed into the consumer"
 (cd "$work/with-prebuild" && cp "$smoke" . && node smoke.js) | tee "$work/smoke-with.txt"

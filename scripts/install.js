@@ -4,6 +4,7 @@
 // from an earlier source build, picked exactly as the library picks it at run time (node-gyp-build) and loaded
 // once to make sure it works on this machine. Otherwise (no binary for this platform, one that does not load
 // here, or VWLMM_BUILD_FROM_SOURCE=1) it says why and builds from source with cmake-js (scripts/build-native.js).
+// Either way it says which GEMM the CPU addon runs, and warns loudly when that is a slow one (build-native.js).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -45,21 +46,27 @@ function cudaNote() {
   return `CUDA addon ${rel(f)} (loaded on first use of device 'cuda'; needs an NVIDIA driver and ${cublas} on the library path)`;
 }
 
-const force = process.env.VWLMM_BUILD_FROM_SOURCE && !['0', 'false', ''].includes(process.env.VWLMM_BUILD_FROM_SOURCE);
-let reason;
-if (force) {
-  reason = `VWLMM_BUILD_FROM_SOURCE=${process.env.VWLMM_BUILD_FROM_SOURCE}`;
-} else {
-  const found = existingBinary();
-  if (found.file) {
-    const prebuilt = rel(found.file).startsWith('prebuilds');
-    console.log(prebuilt
-      ? `vwlmm: using the prebuilt binary ${rel(found.file)} (nothing to compile; VWLMM_BUILD_FROM_SOURCE=1 builds from source)`
-      : `vwlmm: using the existing build ${rel(found.file)} (npm run build:native rebuilds it)`);
-    console.log(`vwlmm: ${cudaNote()}`);
-    process.exit(0);
+function main() {
+  const native = require('./build-native.js');
+  const force = process.env.VWLMM_BUILD_FROM_SOURCE && !['0', 'false', ''].includes(process.env.VWLMM_BUILD_FROM_SOURCE);
+  let reason;
+  if (force) {
+    reason = `VWLMM_BUILD_FROM_SOURCE=${process.env.VWLMM_BUILD_FROM_SOURCE}`;
+  } else {
+    const found = existingBinary();
+    if (found.file) {
+      const prebuilt = rel(found.file).startsWith('prebuilds');
+      console.log(prebuilt
+        ? `vwlmm: using the prebuilt binary ${rel(found.file)} (nothing to compile; VWLMM_BUILD_FROM_SOURCE=1 builds from source)`
+        : `vwlmm: using the existing build ${rel(found.file)} (npm run build:native rebuilds it)`);
+      native.reportGemm(found.file, prebuilt ? 'prebuilt' : 'existing');
+      console.log(`vwlmm: ${cudaNote()}`);
+      return;
+    }
+    reason = found.reason;
   }
-  reason = found.reason;
+  console.log(`vwlmm: building the native addon from source: ${reason}`);
+  native.build();
 }
-console.log(`vwlmm: building the native addon from source: ${reason}`);
-require('./build-native.js');
+
+main();

@@ -2,6 +2,7 @@
 // VW-LMM from scratch through both stages on the CPU (src/demo/recipe.ts), evaluate it on the generated
 // test split through the file pipeline (the same code as `vwlmm eval`), and write the checkpoint, the
 // metrics log, the loss curve and a visual-words picture. With ablation, the same run with vmWeight 0.
+// Before training it says which CPU GEMM runs and how long the run should take here (src/demo/estimate.ts).
 import * as fs from 'fs';
 import * as path from 'path';
 import { sortOfClevrVocabulary, writeSortOfClevr, writeWordLevelTokenizer } from '../data/sort_of_clevr';
@@ -12,6 +13,8 @@ import { drawVisualWords, visualWordsOf } from '../eval/visual_words';
 import { plotMetrics } from '../viz/plot';
 import { Progress } from '../train/progress';
 import { VwLmm } from '../model/vwlmm';
+import { cpu } from '../native';
+import { Calibration, calibrate, DemoEstimate, demoWork, estimateDemo, estimateNotice, gemmNotice, stepsDone } from './estimate';
 import { DEFAULT_RECIPE, Recipe, runRecipe } from './recipe';
 import { SplitData } from './task';
 
@@ -34,6 +37,10 @@ export interface DemoResult extends DemoRunResult {
   lossCurve: string;
   visualWords: string | null;
   ablation?: DemoRunResult;
+  /** backendInfo().cpu.gemm: "openblas <config>" or "builtin". */
+  gemm: string;
+  /** The time expected at the start (compare with `seconds`) and the per-step costs it was computed from. */
+  estimate: DemoEstimate & { calibration: Calibration };
 }
 
 function scaled(r: Recipe, scale: number): Recipe {
@@ -110,6 +117,13 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   const t0 = Date.now();
   const log = (s: string) => (o.quiet ? process.stderr.write(s + '\n') : console.log(s));
   const recipe = scaled({ ...(o.recipe ?? DEFAULT_RECIPE), seed: o.seed }, o.scale);
+  const info = cpu().backendInfo() as { gemm: string; threads?: number; simd?: string };
+  log(gemmNotice(info));
+  // what a --resume has left: each run's trained steps from its checkpoint (stage 0 is then skipped)
+  const done = o.resume ? { vw: stepsDone(path.join(o.outDir, 'vw')), llava: o.ablation ? stepsDone(path.join(o.outDir, 'llava')) : null } : undefined;
+  const calibration = await calibrate(recipe);
+  const estimate = { ...estimateDemo(demoWork(recipe, { ablation: o.ablation, done }), calibration), calibration };
+  log(estimateNotice(estimate, calibration, { ablation: o.ablation, resumed: !!done && (done.vw !== null || done.llava !== null) }));
   const dataDir = path.join(o.outDir, 'data');
   log(`vwlmm demo: generating Sort-of-CLEVR (${recipe.trainImages} + ${recipe.testImages} images) in ${dataDir}`);
   writeSortOfClevr(dataDir, { train: recipe.trainImages, test: recipe.testImages, seed: o.seed });
@@ -142,8 +156,8 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   log('|---|---|---|---|---|---|---|---|---|---|');
   log(row('VW-LMM', main.result));
   if (ablation) log(row('LLaVA (vm 0)', ablation));
-  log(`\n${seconds.toFixed(0)} s; checkpoint ${main.result.checkpoint}; loss curve ${lossCurve}${visualWords ? `; visual words ${visualWords}` : ''}`);
-  return { ...main.result, seconds, outDir: o.outDir, metrics, lossCurve, visualWords, ablation };
+  log(`\n${seconds.toFixed(0)} s (expected ${(estimate.seconds + calibration.seconds).toFixed(0)} s with the calibration); checkpoint ${main.result.checkpoint}; loss curve ${lossCurve}${visualWords ? `; visual words ${visualWords}` : ''}`);
+  return { ...main.result, seconds, outDir: o.outDir, metrics, lossCurve, visualWords, ablation, gemm: info.gemm, estimate };
 }
 
 

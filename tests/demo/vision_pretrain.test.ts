@@ -4,42 +4,68 @@ import { describe, expect, it } from 'vitest';
 import { memoryStats } from '../../src';
 import { DEFAULT_RECIPE, recipeConfig } from '../../src/demo/recipe';
 import { makeSplit, makeTokenizer } from '../../src/demo/task';
-import { pretrainVisionTower } from '../../src/demo/vision_pretrain';
+import { pretrainVisionTower, PRETRAIN_ATTRIBUTES } from '../../src/demo/vision_pretrain';
+import { answerFor, COLOURS } from '../../src/data/sort_of_clevr';
 import { VwLmm } from '../../src/model/vwlmm';
 import { Generator } from '../../src/random';
 import { TrainingInterrupted } from '../../src/train/interrupt';
+import { rngFor } from '../support/random';
 
+// model, scenes and pretraining seeds from the run's seed (VWLMM_TEST_SEED), so every run meets new ones
+const seeds = rngFor('vision-pretrain');
 function setup() {
   const { tokenizer } = makeTokenizer();
   const cfg = recipeConfig(DEFAULT_RECIPE, tokenizer.vocabSize);
-  const model = VwLmm.create(cfg, 3);
-  const split = makeSplit(24, new Generator(7), { nonRelational: 1, relational: 1 });
+  const model = VwLmm.create(cfg, seeds.int(2 ** 31));
+  const split = makeSplit(24, new Generator(seeds.int(2 ** 31)), { nonRelational: 1, relational: 1 });
   return { cfg, model, split };
+}
+
+/** Per attribute, the share of the split's objects in its most frequent class: what a constant guess scores. */
+function majorityShare(split: ReturnType<typeof makeSplit>): Record<string, number> {
+  return Object.fromEntries(PRETRAIN_ATTRIBUTES.map(({ kind, classes }) => {
+    const counts = new Array(classes.length).fill(0);
+    let n = 0;
+    for (const sc of split.scenes) {
+      for (const c of COLOURS) {
+        const k = sc.objects.findIndex((o) => o.colour === c);
+        if (k < 0) continue;
+        counts[classes.indexOf(answerFor(sc, kind, k))]++;
+        n++;
+      }
+    }
+    return [kind, Math.max(...counts) / n];
+  }));
 }
 
 const snapshot = (ps: { toArray(): ArrayLike<number> }[]) => ps.map((p) => Float32Array.from(p.toArray()));
 const changed = (a: Float32Array[], b: Float32Array[]) => a.some((x, i) => x.some((v, j) => v !== b[i][j]));
 
 describe('demo stage 0: vision tower pretraining', () => {
-  it('trains the tower only, frees its read-out and optimizer, and leaves the tower frozen', async () => {
+  it('trains the tower only, learns the scenes it sees, frees its read-out and optimizer, and leaves the tower frozen', async () => {
     const { cfg, model, split } = setup();
     const tower = model.visionTower.vision_model.parameters();
     const rest = model.parameters().filter((p) => !tower.includes(p));
     const tower0 = snapshot(tower), rest0 = snapshot(rest);
     const live0 = memoryStats().cpu.liveBuffers;
     const logs: Record<string, unknown>[] = [];
-    const r = await pretrainVisionTower(model, split, { steps: 6, batchSize: 4, lr: 3e-3, seed: 1, mean: cfg.image.mean, std: cfg.image.std, onLog: (x) => logs.push(x), logEvery: 3 }, split);
+    const r = await pretrainVisionTower(model, split, { steps: 100, batchSize: 8, lr: 3e-3, seed: seeds.int(2 ** 31), mean: cfg.image.mean, std: cfg.image.std, onLog: (x) => logs.push(x), logEvery: 50 }, split);
     expect(changed(snapshot(tower), tower0)).toBe(true);
     expect(changed(snapshot(rest), rest0)).toBe(false);
     expect(memoryStats().cpu.liveBuffers).toBe(live0);
     expect(tower.every((p) => !p.requiresGrad)).toBe(true);
-    expect(logs.map((l) => l.step)).toEqual([3, 6]);
+    expect(logs.map((l) => l.step)).toEqual([50, 100]);
     expect(logs.every((l) => Number.isFinite(l.loss as number))).toBe(true);
     expect(Object.keys(r.accuracy).sort()).toEqual(['closest', 'count', 'furthest', 'left', 'shape', 'top']);
-    for (const a of Object.values(r.accuracy)) {
-      expect(a).toBeGreaterThanOrEqual(0);
-      expect(a).toBeLessThanOrEqual(1);
-    }
+    // 100 steps of 8 on these 24 scenes (~140 objects) fit them well beyond a constant guess. Measured over 16
+    // seeds: every attribute above its majority share (by 7 points at the least; shape 72-80% vs 52-62%), the
+    // mean margin over the 6 attributes 0.23-0.28, count's 0.36-0.56 (82-91% vs 29-46%). A read-out or a
+    // backward that does not learn stays at the majority share (margin ~0) or below it.
+    const majority = majorityShare(split);
+    const margins = PRETRAIN_ATTRIBUTES.map(({ kind }) => r.accuracy[kind] - majority[kind]);
+    const detail = JSON.stringify({ accuracy: r.accuracy, majority });
+    expect(margins.reduce((a, b) => a + b, 0) / margins.length, detail).toBeGreaterThan(0.1);
+    expect(r.accuracy.count - majority.count, detail).toBeGreaterThan(0.2);
     model.dispose();
   });
 
