@@ -26,9 +26,12 @@ export {
   writeSortOfClevr, generateScene, renderScene, questionsFor, questionText, answerFor, captionFor, encodePng, sortOfClevrImageName,
   sortOfClevrVocabulary, COLOURS, COLOUR_RGB, QUESTION_TEMPLATES, NON_RELATIONAL_KINDS, RELATIONAL_KINDS, SORT_OF_CLEVR_GENERATOR_VERSION,
   IMAGE_SIZE as SORT_OF_CLEVR_IMAGE_SIZE,
-  writeWordLevelTokenizer, wordLevelTokenizerJson, wordLevelPreTokenize, wordLevelNormalize, WORD_LEVEL_SPECIAL_TOKENS, WORD_LEVEL_TOKENIZER_CONFIG,
 } from './sort_of_clevr';
 export type {
   Scene, SceneObject, SortOfClevrQuestion, SortOfClevrRecord, SortOfClevrSummary, WriteSortOfClevrOptions, Colour, Shape, QuestionKind,
-  QuestionGroup, NonRelationalKind, RelationalKind, WordLevelTokenizerOptions,
+  QuestionGroup, NonRelationalKind, RelationalKind,
 } from './sort_of_clevr';
+export {
+  writeWordLevelTokenizer, wordLevelTokenizerJson, wordLevelPreTokenize, wordLevelNormalize, WORD_LEVEL_SPECIAL_TOKENS, WORD_LEVEL_TOKENIZER_CONFIG,
+} from './word_level_tokenizer';
+export type { WordLevelTokenizerOptions } from './word_level_tokenizer';

@@ -5,7 +5,8 @@
 // Before training it says which CPU GEMM runs and how long the run should take here (src/demo/estimate.ts).
 import * as fs from 'fs';
 import * as path from 'path';
-import { sortOfClevrVocabulary, writeSortOfClevr, writeWordLevelTokenizer } from '../data/sort_of_clevr';
+import { sortOfClevrVocabulary, writeSortOfClevr } from '../data/sort_of_clevr';
+import { writeWordLevelTokenizer } from '../data/word_level_tokenizer';
 import { TextTokenizer } from '../data/tokenizer';
 import { normalizeRgb } from '../data/images';
 import { evaluateFile } from '../eval/llava_eval';

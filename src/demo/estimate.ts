@@ -9,7 +9,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { sortOfClevrVocabulary, writeSortOfClevr, writeWordLevelTokenizer } from '../data/sort_of_clevr';
+import { sortOfClevrVocabulary, writeSortOfClevr } from '../data/sort_of_clevr';
+import { writeWordLevelTokenizer } from '../data/word_level_tokenizer';
 import { TextTokenizer } from '../data/tokenizer';
 import { evaluateFile } from '../eval/llava_eval';
 import { resolveCheckpointDir } from '../model/checkpoint';

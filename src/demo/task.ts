@@ -6,8 +6,9 @@ import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
 import { TemplateName, tokenizeConversation, Turn } from '../data/conversation';
 import { normalizeRgb } from '../data/images';
 import {
-  answerFor, captionFor, COLOURS, generateScene, questionsFor, renderScene, Scene, sortOfClevrVocabulary, SortOfClevrQuestion, wordLevelTokenizerJson, WORD_LEVEL_TOKENIZER_CONFIG,
+  answerFor, captionFor, COLOURS, generateScene, questionsFor, renderScene, Scene, sortOfClevrVocabulary, SortOfClevrQuestion,
 } from '../data/sort_of_clevr';
+import { wordLevelTokenizerJson, WORD_LEVEL_TOKENIZER_CONFIG } from '../data/word_level_tokenizer';
 import { TextTokenizer } from '../data/tokenizer';
 import { ModelBatch } from '../model/vwlmm';
 import { Generator } from '../random';

@@ -5,10 +5,12 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../../src/random';
 import {
-  COLOURS, QUESTION_TEMPLATES, SHORT_ANSWER_PROMPT, VICUNA_SYSTEM_PROMPT, WORD_LEVEL_TOKENIZER_CONFIG,
-  captionFor, generateScene, questionText, questionsFor, sortOfClevrVocabulary, wordLevelNormalize,
-  wordLevelPreTokenize, wordLevelTokenizerJson, writeWordLevelTokenizer, QuestionKind,
+  COLOURS, QUESTION_TEMPLATES, SHORT_ANSWER_PROMPT, VICUNA_SYSTEM_PROMPT, captionFor, generateScene, questionText, questionsFor,
+  sortOfClevrVocabulary, QuestionKind,
 } from '../../src/data/sort_of_clevr';
+import {
+  WORD_LEVEL_TOKENIZER_CONFIG, wordLevelNormalize, wordLevelPreTokenize, wordLevelTokenizerJson, writeWordLevelTokenizer,
+} from '../../src/data/word_level_tokenizer';
 
 let tmp: string;
 let tok: Tokenizer;
