@@ -13,12 +13,86 @@
 // also writes (see transformers_llava.ts for that layout and the name table).
 import * as fs from 'fs';
 import * as path from 'path';
-import { HostTensor, readCheckpointWeights, writeSafetensors } from '../io/safetensors';
+import { describeFsError, HostTensor, isPlainObject, readSafetensors, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, stringifyTransformersConfig, transformersNameFromOurs, weightsFromTransformers, weightsToTransformers } from './transformers_llava';
 import { VwLmm } from './vwlmm';
 
 const TOWER_PREFIX = 'model.vision_tower.vision_tower.';
+
+
+/**
+ * The weights of a checkpoint directory in HF layout: `model.safetensors`, or `model.safetensors.index.json`
+ * (`{ "weight_map": { name: shard file } }`) and its shards, merged into one map.
+ */
+export function readCheckpointWeights(dir: string, options: ReadOptions = {}): Map<string, HostTensor> {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch (e) {
+    throw new SafetensorsError(dir, `checkpoint directory: ${describeFsError(e)}`, { cause: e });
+  }
+  if (!st.isDirectory()) throw new SafetensorsError(dir, 'checkpoint path is not a directory');
+
+  const single = path.join(dir, 'model.safetensors');
+  const index = path.join(dir, 'model.safetensors.index.json');
+  if (fs.existsSync(single)) return readSafetensors(single, options);
+  if (!fs.existsSync(index)) {
+    const files = fs.readdirSync(dir);
+    const torchFiles = files.filter((f) => /^pytorch_model.*\.bin$/.test(f) || /\.(pt|pth|ckpt)$/.test(f));
+    const others = files.filter((f) => f.endsWith('.safetensors'));
+    let hint = '';
+    if (torchFiles.length) hint = `; found PyTorch pickle weights (${torchFiles.join(', ')}), which are not supported: convert them to safetensors first`;
+    else if (others.length) hint = `; other .safetensors files there: ${others.join(', ')}`;
+    throw new SafetensorsError(dir, `no model.safetensors or model.safetensors.index.json in the checkpoint directory${hint}`);
+  }
+
+  let indexJson: unknown;
+  try {
+    indexJson = JSON.parse(fs.readFileSync(index, 'utf8'));
+  } catch (e) {
+    throw new SafetensorsError(index, `cannot read the shard index: ${(e as Error).message}`, { cause: e });
+  }
+  if (!isPlainObject(indexJson) || !isPlainObject(indexJson.weight_map)) {
+    throw new SafetensorsError(index, 'shard index has no "weight_map" object');
+  }
+  const weightMap = indexJson.weight_map;
+  const byShard = new Map<string, string[]>();
+  for (const [name, shard] of Object.entries(weightMap)) {
+    if (typeof shard !== 'string' || shard === '' || path.isAbsolute(shard) ||
+      shard.split(/[\\/]/).includes('..')) {
+      throw new SafetensorsError(index, `weight_map entry for '${name}' is not a relative shard file name: ${JSON.stringify(shard)}`);
+    }
+    let list = byShard.get(shard);
+    if (!list) byShard.set(shard, (list = []));
+    list.push(name);
+  }
+  const missing = [...byShard.keys()].filter((s) => !fs.existsSync(path.join(dir, s))).sort();
+  if (missing.length) {
+    throw new SafetensorsError(index, `missing shard file${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (of ${byShard.size}) in ${dir}`);
+  }
+
+  const merged = new Map<string, HostTensor>();
+  const origin = new Map<string, string>();
+  for (const [shard, names] of byShard) {
+    const shardPath = path.join(dir, shard);
+    const tensors = readSafetensors(shardPath, options);
+    for (const name of names) {
+      if (!tensors.has(name) && (!options.filter || options.filter(name))) {
+        throw new SafetensorsError(shardPath, `tensor '${name}' is listed for this shard in ${path.basename(index)} but is not in it`);
+      }
+    }
+    for (const [name, t] of tensors) {
+      const prev = origin.get(name);
+      if (prev !== undefined) {
+        throw new SafetensorsError(shardPath, `tensor '${name}' is also in shard ${prev}`);
+      }
+      origin.set(name, shard);
+      merged.set(name, t);
+    }
+  }
+  return merged;
+}
 
 export interface SaveOptions {
   /**

@@ -6,13 +6,13 @@ export {
   CLIP_MEAN, CLIP_STD, hasVmHead, numImageTokens, validateConfig, configToJson, configFromJson,
 } from './config';
 export type { TemplateName, ImageConfig, VwLmmConfig } from './config';
-export { saveCheckpoint, loadCheckpoint, resolveCheckpointDir, checkTokenizerVocab } from './checkpoint';
+export { saveCheckpoint, loadCheckpoint, resolveCheckpointDir, checkTokenizerVocab, readCheckpointWeights } from './checkpoint';
 export type { SaveOptions } from './checkpoint';
 export {
   LLAVA_TRANSFORMERS_NAMES, isTransformersLlavaConfig, configFromTransformers, configToTransformers,
   weightsFromTransformers, weightsToTransformers, ourNameFromTransformers, transformersNameFromOurs,
 } from './transformers_llava';
 export {
-  readSafetensors, readSafetensorsWithMetadata, readSafetensorsHeader, readCheckpointWeights, writeSafetensors, SafetensorsError,
+  readSafetensors, readSafetensorsWithMetadata, readSafetensorsHeader, writeSafetensors, SafetensorsError,
 } from '../io/safetensors';
 export type { HostTensor, HostDType, SafetensorsHeader, SafetensorsEntry, ReadOptions } from '../io/safetensors';

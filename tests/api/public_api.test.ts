@@ -69,6 +69,8 @@ const SOURCES: Record<Area, string[]> = {
 const INTERNAL: Record<string, string> = {
   'model/transformers_llava:stringifyTransformersConfig': "saveCheckpoint's JSON layout (matches Python's json.dumps)",
   'io/safetensors:CHECKSUM_KEY': 'metadata key written and verified by the safetensors reader/writer itself',
+  'io/safetensors:describeFsError': "file-error wording shared with checkpoint.ts's directory reader",
+  'io/safetensors:isPlainObject': "JSON shape check shared with checkpoint.ts's shard-index reader",
   'data/sort_of_clevr:SHORT_ANSWER_PROMPT': "a source text of the vocabulary; the data module's SHORT_ANSWER_PROMPT is conversation.ts's",
   'data/sort_of_clevr:VICUNA_SYSTEM_PROMPT': 'a source text of the vocabulary',
   'data/sort_of_clevr:OBJECT_SIZE': 'renderer geometry',

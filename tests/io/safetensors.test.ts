@@ -5,9 +5,10 @@ import * as os from 'os';
 import * as path from 'path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  HostTensor, SafetensorsError, readCheckpointWeights, readSafetensors, readSafetensorsHeader,
+  HostTensor, SafetensorsError, readSafetensors, readSafetensorsHeader,
   readSafetensorsWithMetadata, writeSafetensors,
 } from '../../src/io/safetensors';
+import { readCheckpointWeights } from '../../src/model/checkpoint';
 
 const FIX = path.resolve(__dirname, '..', 'fixtures');
 let tmp: string;
