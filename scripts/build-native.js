@@ -58,15 +58,13 @@ function preflight() {
   return cmakeVersion;
 }
 
-// The built-in GEMM (native/cpu/gemm_builtin.cpp) against OpenBLAS, time ratios measured 2026-12-03 on the
-// 2-core AMD EPYC (benchmarks/gemm_cpu.ts; the demo's training steps by alternating the two addons):
-//   AVX2+FMA kernel: 0.95x on the fused-kernel shapes (d 1024, V 32000), 0.20x on the demo's small ones, the
-//     demo's stage-0 / caption / question steps 0.8-1.2x: on par, OpenBLAS is optional there;
-//   portable kernel (CPUs without AVX2+FMA, or VWLMM_SIMD=generic): 3.2x / 2.9x (against OpenBLAS's AVX2
-//     kernels), the demo's steps 1.0-1.5x.
-// (The first release's naive built-in GEMM made stage 0 of the demo take 14.5 min instead of 2.7, 5.4x.)
-// Re-measure when either changes.
-const BUILTIN_VS_OPENBLAS = { portableGemm: '~3x', portableDemoSteps: '1.0-1.5x', avx2Gemm: '0.95x', avx2DemoSteps: '0.8-1.2x' };
+// The built-in GEMM (native/cpu/gemm_builtin.cpp) against OpenBLAS, time ratios on the 2-core AMD EPYC,
+// 2026-12-03 (benchmarks/RESULTS.md: benchmarks/gemm_cpu.ts on a quiet machine; the demo's training steps by
+// alternating the two addons): AVX2+FMA kernel 1.00x on the fused-kernel shapes, 0.90x on the demo's, the demo's
+// steps 0.8-1.2x: on par, OpenBLAS is optional there; portable kernel (CPUs without AVX2+FMA, or
+// VWLMM_SIMD=generic) ~3x, the demo's steps 1.0-1.5x. The one copy of these figures: src/demo/estimate.ts quotes
+// them from here. Re-measure when either GEMM changes.
+const BUILTIN_VS_OPENBLAS = { portableGemm: '~3x', portableDemoSteps: '1.0-1.5x', avx2Gemm: '1.00x', avx2DemoSteps: '0.8-1.2x' };
 
 /** True when backendInfo().gemm names the built-in GEMM (native/cpu/gemm_builtin.cpp), not OpenBLAS. */
 function isBuiltinGemm(gemm) {
@@ -195,6 +193,6 @@ function build() {
   reportGemm(file, 'build');
 }
 
-module.exports = { build, gemmWarning, isBuiltinGemm, hasAvx2Kernel, addonInfo, reportGemm, cacheMissesOpenblas };
+module.exports = { build, gemmWarning, isBuiltinGemm, hasAvx2Kernel, addonInfo, reportGemm, cacheMissesOpenblas, BUILTIN_VS_OPENBLAS };
 
 if (require.main === module) build();

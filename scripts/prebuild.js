@@ -22,6 +22,7 @@
 const { spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
+const { addonInfo } = require('./build-native.js');
 
 const root = path.join(__dirname, '..');
 
@@ -127,10 +128,8 @@ if (bad === null) {
 if (bad) log(`ldd check passed: ${builtCpu} needs only ${lddOf(builtCpu).map((l) => l.name).join(', ')}`);
 
 // The CPU addon loads and reports its GEMM (a child process: loading it here would pin this file in memory).
-const info = spawnSync(process.execPath, ['-e', `console.log(JSON.stringify(require(${JSON.stringify(builtCpu)}).backendInfo()))`],
-  { encoding: 'utf8' });
-if (info.status !== 0) fail(`the built CPU addon does not load: ${info.stderr}`);
-const cpuInfo = JSON.parse(info.stdout);
+const cpuInfo = addonInfo(builtCpu);
+if (cpuInfo.error) fail(`the built CPU addon does not load: ${cpuInfo.error}`);
 log(`CPU addon loads: GEMM ${cpuInfo.gemm}, ${cpuInfo.simd}`);
 
 const haveCuda = cudaConfigured;

@@ -222,6 +222,8 @@ describe("package.json's exports map", () => {
       fs.writeFileSync(out, ts.transpileModule(fs.readFileSync(f, 'utf8'), { compilerOptions: parsed.options, fileName: f }).outputText);
     }
     fs.copyFileSync(path.join(root, 'package.json'), path.join(pkgDir, 'package.json'));
+    fs.mkdirSync(path.join(pkgDir, 'scripts'));
+    fs.copyFileSync(path.join(root, 'scripts', 'build-native.js'), path.join(pkgDir, 'scripts', 'build-native.js')); // shipped ("files")
     fs.symlinkSync(path.join(root, 'node_modules'), path.join(pkgDir, 'node_modules'));
     if (fs.existsSync(path.join(root, 'build'))) fs.symlinkSync(path.join(root, 'build'), path.join(pkgDir, 'build'));
     fs.mkdirSync(path.join(consumer, 'node_modules'), { recursive: true });
