@@ -38,7 +38,6 @@ if (!seeds.length || seeds.some((s) => !Number.isInteger(s) || s < 0)) {
 const vitest = path.join(root, 'node_modules', 'vitest', 'vitest.mjs');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-sweep-'));
 const failures = [];
-const broken = [];
 const t0 = Date.now();
 console.log(`seed_sweep: ${seeds.length} seeds (${list ? 'listed' : `base ${base}`}) over ${suites.join(' ')}`);
 seeds.forEach((seed, n) => {
@@ -68,7 +67,6 @@ seeds.forEach((seed, n) => {
   const secs = ((Date.now() - t0) / 1000).toFixed(0);
   if (failed.length) {
     for (const f of failed) failures.push({ seed, ...f });
-    if (failed.some((f) => f.file === '-')) broken.push(seed);
     console.log(`[${n + 1}/${seeds.length}] seed ${seed}: ${failed.length} FAILED (${secs} s)`);
     for (const f of failed) console.log(`    ${f.file} > ${f.test}\n      ${f.message}\n      replay: VWLMM_TEST_SEED=${seed} npx vitest run ${f.file === '-' ? suites.join(' ') : f.file}`);
   } else {
