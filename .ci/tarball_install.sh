@@ -70,7 +70,7 @@ const path = require('path');
 const pkg = path.dirname(require.resolve('vwlmm/package.json'));
 if (!pkg.startsWith(path.join(process.cwd(), 'node_modules'))) throw new Error(`vwlmm resolved outside the project: ${pkg}`);
 const vw = require('vwlmm');
-const { Tensor, kernels, scope, nn, AdamW, F, ops, Generator, zeroGrad, backendInfo } = vw;
+const { Tensor, fused, scope, nn, AdamW, F, Generator, zeroGrad, backendInfo } = vw;
 const binary = path.relative(pkg, require('node-gyp-build').resolve(pkg));
 const info = backendInfo();
 const gen = new Generator(1);
@@ -78,7 +78,7 @@ const rand = (n) => gen.normals(n);
 // fused cross-entropy on small random tensors
 const N = 8, d = 16, V = 50;
 const ce = scope(() => {
-  const r = kernels.linearCrossEntropy(Tensor.fromArray(rand(N * d), [N, d]), Tensor.fromArray(rand(V * d), [V, d]),
+  const r = fused.linearCrossEntropy(Tensor.fromArray(rand(N * d), [N, d]), Tensor.fromArray(rand(V * d), [V, d]),
     Tensor.fromArray(Int32Array.from({ length: N }, (_, i) => (i * 7) % V), [N]));
   if (r.dh.shape.join() !== `${N},${d}` || r.dw.shape.join() !== `${V},${d}`) throw new Error('bad gradient shapes');
   return r.loss;
@@ -95,7 +95,7 @@ const targets = ids.map((t) => (t * 7 + 3) % cfg.vocabSize);
 const before = model.lm_head.weight.toArray();
 const step = (train) => scope(() => {
   const out = model.model.forward(model.model.embed_tokens.forward(Tensor.fromArray(ids, [B, T])));
-  const loss = F.linearCrossEntropy(ops.reshape(out.last, [B * T, cfg.hiddenSize]), model.lm_head.weight, Tensor.fromArray(targets, [B * T]));
+  const loss = F.linearCrossEntropy(F.reshape(out.last, [B * T, cfg.hiddenSize]), model.lm_head.weight, Tensor.fromArray(targets, [B * T]));
   const v = loss.item();
   if (train) { loss.backward(); opt.step(); zeroGrad(model.parameters()); }
   return v;

@@ -7,7 +7,7 @@
 //   npx tsx benchmarks/engine_cpu.ts [--reps 3] [--no-torch]
 import { spawnSync } from 'child_process';
 import * as os from 'os';
-import { F, Generator, nn, ops, scope, Tensor, zeroGrad } from '../src';
+import { F, Generator, nn, scope, Tensor, zeroGrad } from '../src';
 import { medianSeconds } from './support';
 
 const args = process.argv.slice(2);
@@ -25,7 +25,7 @@ function decoder(): { seconds: number; tokens: number } {
   const seconds = time(() =>
     scope(() => {
       const out = model.model.forward(model.model.embed_tokens.forward(Tensor.fromArray(ids, [BATCH, SEQ])));
-      const loss = F.linearCrossEntropy(ops.reshape(out.last, [BATCH * SEQ, cfg.hiddenSize]), model.lm_head.weight, Tensor.fromArray(targets, [BATCH * SEQ]));
+      const loss = F.linearCrossEntropy(F.reshape(out.last, [BATCH * SEQ, cfg.hiddenSize]), model.lm_head.weight, Tensor.fromArray(targets, [BATCH * SEQ]));
       loss.backward();
       zeroGrad(model.parameters());
     }),
@@ -44,7 +44,7 @@ function vit(): { seconds: number; tokens: number } {
   const seconds = time(() =>
     scope(() => {
       const h = model.vision_model.forward(Tensor.fromArray(pix, [BATCH, 3, 64, 64]), { upToLayer: -2 }).lastHiddenState;
-      ops.sum(ops.mul(h, Tensor.fromArray(R, [BATCH, nTok, 256]))).backward();
+      F.sum(F.mul(h, Tensor.fromArray(R, [BATCH, nTok, 256]))).backward();
       zeroGrad(model.parameters());
     }),
   );

@@ -11,7 +11,7 @@
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
-import { backendInfo, kernels, scope, Tensor } from '../src';
+import { backendInfo, fused, scope, Tensor } from '../src';
 import { cpu, NativeBuffer } from '../src/native';
 import { arg, medianSeconds, uniform } from './support';
 
@@ -44,7 +44,7 @@ function runChild(op: Op, impl: Impl, N: number, d: number, V: number, reps: num
   const step = (): void => {
     if (impl === 'fused') {
       scope(() => {
-        const r = op === 'kl' ? kernels.visualWordKL(h, wLm, x, wVm) : kernels.linearCrossEntropy(h, wLm, t);
+        const r = op === 'kl' ? fused.visualWordKL(h, wLm, x, wVm) : fused.linearCrossEntropy(h, wLm, t);
         loss = r.loss;
         workspace = r.workspaceBytes;
       });

@@ -7,7 +7,7 @@
 // Ownership rule: a backward function returns tensors that autograd then owns exclusively: fresh ones, or
 // (pass-through) one of its incoming gradients, which autograd then does not free with the node; never
 // one tensor for two inputs. Everything is freed deterministically.
-import { callOp } from './engine';
+import { callOp } from './call_op';
 import { GradNode, keep, setBackwardImpl, Tensor } from './tensor';
 
 export interface Node extends GradNode {

@@ -3,21 +3,22 @@ import { cpu, cudaUnavailableReason, tryCuda } from './native';
 
 export { Tensor, scope, keep } from './tensor';
 export type { DType, Device, TensorOptions } from './tensor';
-export { kernels } from './kernels';
-export * as ops from './ops';
-import { linearCrossEntropy, pseudoImageFeatures, visualWordKL } from './ops';
-/** The fused losses as differentiable ops (F.linearCrossEntropy, F.visualWordKL, F.pseudoImageFeatures). */
-export const F = { linearCrossEntropy, visualWordKL, pseudoImageFeatures };
+// The engine in three layers, one name each: `callOp` runs a row of the op table (native/core/ops.def);
+// `fused` wraps the fused vocabulary ops with typed results; `F` is the differentiable layer (autograd),
+// as torch.nn.functional is PyTorch's.
+export { callOp, opNames, opConstants } from './call_op';
+export type { OpStats } from './call_op';
+export { fused, DEFAULT_WORKSPACE_BUDGET } from './fused';
+export * as F from './functional';
 export { backward, noGrad, isGradEnabled, zeroGrad, clearTape, tapeLength } from './autograd';
 export { AdamW, clipGradNorm, gradNorm } from './optim';
 export type { AdamWOptions, ParamGroup } from './optim';
 export { Generator } from './random';
-export { callOp, engineOpNames } from './engine';
 export * as nn from './nn';
 export type {
   Reduction, ChunkOptions, LinearCrossEntropyOptions, LinearCrossEntropyResult, VisualWordKLOptions,
   VisualWordKLResult, VisualWordsOptions,
-} from './kernels';
+} from './fused';
 
 // The library above the engine: one public module per area (also the package's subpaths 'vwlmm/model',
 // 'vwlmm/data', ...). `export *` compiles to __exportStar(require(...)), which Node's CommonJS named-export
@@ -64,11 +65,6 @@ export function cachedHostBytes(): number {
 }
 export function releaseHostCache(): number {
   return (cpu() as unknown as { releaseCache(): number }).releaseCache();
-}
-
-/** Names of the native ops (native/core/ops.def), the same on every backend. */
-export function opNames(): string[] {
-  return cpu().opNames();
 }
 
 export function cudaAvailable(): boolean {

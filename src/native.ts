@@ -14,30 +14,26 @@ export interface NativeBuffer {
   read(dst: ArrayBufferView, byteOffset?: number): void;
 }
 
-export interface KernelStats {
+/** What a fused op reports besides its outputs (native OpStats). */
+export interface OpStats {
   loss: number;
   rows: number;
   chunkRows: number;
+  /** Scratch the op actually allocated, which the workspaceBudget bounded. */
   workspaceBytes: number;
 }
 
 export interface Addon {
   /** new NativeBuffer(bytes, zero = false) */
   NativeBuffer: new (bytes: number, zero?: boolean) => NativeBuffer;
+  /** Runs a row of native/core/ops.def (see src/call_op.ts). */
+  callOp(op: string, inputs: (NativeBuffer | null)[], inDtypes: string[], outputs: (NativeBuffer | null)[], outDtypes: string[], ints: number[], floats: number[]): OpStats | null;
+  /** The op table's names, in table order. */
   opNames(): string[];
+  /** The enums ops take as integers, defined once natively (native/core/activation.h, fused_args.h). */
+  opConstants(): { activation: Record<string, number>; reduction: Record<string, number> };
   memoryStats(): { liveBuffers: number; liveBytes: number };
   backendInfo(): Record<string, unknown>;
-  linearCrossEntropy(h: NativeBuffer, w: NativeBuffer, t: NativeBuffer, dims: object, opts: object): KernelStats & {
-    rowLoss: Float32Array; dh: NativeBuffer | null; dw: NativeBuffer | null;
-  };
-  visualWordKL(h: NativeBuffer, wLm: NativeBuffer, x: NativeBuffer, wVm: NativeBuffer, dims: object, opts: object): KernelStats & {
-    rowLoss: Float32Array; dh: NativeBuffer | null; dwLm: NativeBuffer | null; dx: NativeBuffer | null; dwVm: NativeBuffer | null;
-  };
-  visualWords(x: NativeBuffer, wVm: NativeBuffer, dims: object, opts: object): KernelStats & { ids: NativeBuffer; probs: NativeBuffer };
-  pseudoImageFeatures(x: NativeBuffer, wVm: NativeBuffer, e: NativeBuffer, dims: object, opts: object): KernelStats & { out: NativeBuffer };
-  pseudoImageFeaturesBackward(x: NativeBuffer, wVm: NativeBuffer, e: NativeBuffer, g: NativeBuffer, dims: object, opts: object): KernelStats & {
-    dx: NativeBuffer; dwVm: NativeBuffer; de: NativeBuffer;
-  };
   sgemm?(ta: boolean, tb: boolean, M: number, N: number, K: number, A: NativeBuffer, B: NativeBuffer, C: NativeBuffer, opts?: { builtin?: boolean; alpha?: number; beta?: number; lda?: number; ldb?: number; ldc?: number }): void;
 }
 

@@ -1,6 +1,6 @@
 // AdamW (decoupled weight decay, bias correction: torch.optim.AdamW semantics) as one fused native update
 // over all parameters per step, and global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).
-import { callOp } from './engine';
+import { callOp } from './call_op';
 import { keep, Tensor } from './tensor';
 
 export interface AdamWOptions {

@@ -149,7 +149,7 @@ export class Tensor {
 
   /**
    * A view with another shape of the same elements (no copy). The view is valid while this tensor is;
-   * disposing the view frees nothing. Autograd-aware code should use ops.reshape.
+   * disposing the view frees nothing. Autograd-aware code should use F.reshape.
    */
   view(shape: readonly number[]): Tensor {
     const n = checkShape('Tensor.view', shape);

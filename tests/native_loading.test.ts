@@ -5,6 +5,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
+import { backendInfo } from '../src';
 import { tempDirs } from './support/tmp';
 
 const root = path.join(__dirname, '..');
@@ -55,5 +56,14 @@ describe.skipIf(!built)('CUDA addon loading', () => {
     expect(info.available).toBe(false);
     expect(info.reason).toMatch(/loading .*vwlmm_cuda\.node failed: libcublasLt\.so\.\d+: cannot open shared object file/);
     expect(info.reason).toMatch(/cuBLAS is missing or incomplete: .*libcublas and libcublasLt/);
+  });
+});
+
+describe('backendInfo', () => {
+  it('reports the CPU GEMM and why CUDA is or is not available', () => {
+    const info = backendInfo();
+    expect(info.cpu.gemm).toMatch(/^(openblas|builtin)/);
+    expect(info.cpu.threads).toBeGreaterThan(0);
+    if (!info.cuda.available) expect(info.cuda.reason).toMatch(/\w/);
   });
 });

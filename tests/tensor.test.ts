@@ -1,6 +1,6 @@
 // Tensor, scope and native memory: round trips, disposal, leak accounting, bf16 conversion.
 import { describe, expect, it } from 'vitest';
-import { cachedHostBytes, cudaAvailable, keep, kernels, memoryStats, releaseHostCache, scope, Tensor } from '../src';
+import { cachedHostBytes, cudaAvailable, keep, fused, memoryStats, releaseHostCache, scope, Tensor } from '../src';
 import { bf16ToF32, f32ToBf16, roundToBf16 } from '../src/bf16';
 import { rngFor } from './support/random';
 
@@ -51,7 +51,7 @@ describe('Tensor', () => {
     expect(t.disposed).toBe(true);
     expect(() => t.toArray()).toThrow(/disposed/);
     const w = Tensor.fromArray(new Float32Array(4), [2, 2]);
-    expect(() => kernels.visualWords(t, w)).toThrow(/x has been disposed/);
+    expect(() => fused.visualWords(t, w)).toThrow(/x has been disposed/);
     w.dispose();
   });
 
@@ -96,10 +96,10 @@ describe('Tensor', () => {
     const base = memoryStats().cpu;
     for (let i = 0; i < 50; i++) {
       scope(() => {
-        kernels.linearCrossEntropy(h, w, t);
-        kernels.visualWordKL(h, w, h, w);
-        kernels.visualWords(h, w, { topK: 2 });
-        kernels.pseudoImageFeaturesBackward(h, w, w, kernels.pseudoImageFeatures(h, w, w));
+        fused.linearCrossEntropy(h, w, t);
+        fused.visualWordKL(h, w, h, w);
+        fused.visualWords(h, w, { topK: 2 });
+        fused.pseudoImageFeaturesBackward(h, w, w, fused.pseudoImageFeatures(h, w, w));
       });
     }
     expect(memoryStats().cpu).toEqual(base);
@@ -111,7 +111,7 @@ describe('Tensor', () => {
     const w = Tensor.fromArray(new Float32Array([1, 0, 0, 1, 1, 1]), [3, 2]);
     const t = Tensor.fromArray(new Int32Array([1, 7]), [2]);
     const base = memoryStats().cpu;
-    expect(() => kernels.linearCrossEntropy(h, w, t)).toThrow(RangeError);
+    expect(() => fused.linearCrossEntropy(h, w, t)).toThrow(RangeError);
     expect(memoryStats().cpu).toEqual(base);
     [h, w, t].forEach((x) => x.dispose());
   });

@@ -3,6 +3,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
+
+#include "error.h"
 
 namespace vw {
 
@@ -16,6 +19,13 @@ inline const char* dtype_name(DType t) {
 inline size_t dtype_size(DType t) {
   static const size_t sizes[kDTypeCount] = {4, 4, 2};
   return sizes[static_cast<int>(t)];
+}
+
+// The DType of a TypeScript dtype name; `op` names the caller in the error.
+inline DType dtype_from_name(const std::string& s, const char* op) {
+  for (int k = 0; k < kDTypeCount; ++k)
+    if (s == dtype_name(static_cast<DType>(k))) return static_cast<DType>(k);
+  throw_type_error("[", op, "] unknown dtype '", s, "'");
 }
 
 }  // namespace vw

@@ -1,4 +1,4 @@
-// Element-wise activations (n elements, float32) and SwiGLU.
+// Element-wise activations (n elements, float32; kinds: native/core/activation.h) and SwiGLU.
 //   kind 0 gelu (erf):   y = x Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2   (computed as erfc(-x/sqrt 2) / 2,
 //                        which keeps its relative precision for negative x)
 //   kind 1 gelu (tanh):  y = x (1 + tanh(u)) / 2,  u = sqrt(2/pi) (x + 0.044715 x^3)   (PyTorch 'tanh')
@@ -16,8 +16,9 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine_args.h"
-#include "engine_cpu.h"
+#include "../core/activation.h"
+#include "ops_cpu.h"
+#include "work_split.h"
 #include "isa.h"
 #include "parallel.h"
 
@@ -68,8 +69,6 @@ constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 constexpr float kGeluK = 0.79788456080286536f;  // sqrt(2/pi)
 constexpr float kGeluC = 0.044715f;
 constexpr float kQuick = 1.702f;
-
-enum Kind { kGeluErf = 0, kGeluTanh = 1, kQuickGelu = 2, kSilu = 3 };
 
 // Argument a(x) of the sigmoid of the x sigmoid(a(x)) kinds, and its derivative.
 template <int K>
@@ -155,18 +154,11 @@ VW_TARGET_AVX2 void swiglu_backward_rows_avx2(const float* dy, const float* gate
   swiglu_backward_rows(dy, gate, up, dgate, dup, i0, i1);
 }
 
-int64_t activation_kind(const OpCall& c) {
-  const int64_t kind = c.ip(1, "kind");
-  if (kind < 0 || kind > 3)
-    throw_range_error("[", c.op, "] kind must be 0 (gelu erf), 1 (gelu tanh), 2 (quick_gelu) or 3 (silu), got ", kind);
-  return kind;
-}
-
 }  // namespace
 
 void activation_forward_cpu(const OpCall& c) {
   const int64_t n = size_arg(c, 0, "n");
-  const int64_t kind = activation_kind(c);
+  const ActivationKind kind = activation_kind_arg(c, 1);
   const float* x = c.in_f32(0, n, "X");
   float* y = c.out_f32(0, n, "Y");
   switch (kind) {
@@ -179,7 +171,7 @@ void activation_forward_cpu(const OpCall& c) {
 
 void activation_backward_cpu(const OpCall& c) {
   const int64_t n = size_arg(c, 0, "n");
-  const int64_t kind = activation_kind(c);
+  const ActivationKind kind = activation_kind_arg(c, 1);
   const float* dy = c.in_f32(0, n, "dY");
   const float* x = c.in_f32(1, n, "X");
   float* dx = c.out_f32(0, n, "dX");

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "engine_args.h"
-#include "engine_cpu.h"
+#include "work_split.h"
+#include "ops_cpu.h"
 #include "parallel.h"
 #include "vec.h"
 

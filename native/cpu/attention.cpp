@@ -39,9 +39,9 @@
 #include <memory>
 #include <vector>
 
-#include "engine_args.h"
-#include "attention_args.h"
-#include "engine_cpu.h"
+#include "work_split.h"
+#include "../core/attention_args.h"
+#include "ops_cpu.h"
 #include "parallel.h"
 #include "vec.h"
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "../core/error.h"
-#include "../core/kernels.h"
+#include "../core/fused_args.h"
 #include "parallel.h"
 #include "vec.h"
 

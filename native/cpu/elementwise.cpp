@@ -10,8 +10,8 @@
 // element-wise dependence only), split over the pool above kElemGrain elements.
 #include <algorithm>
 
-#include "engine_args.h"
-#include "engine_cpu.h"
+#include "work_split.h"
+#include "ops_cpu.h"
 #include "parallel.h"
 
 namespace vw::cpu {

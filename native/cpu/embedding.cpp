@@ -2,8 +2,8 @@
 //   forward:  Y[i, :] = W[ids[i], :]          ids i32 [n] in [0, V), W [V, D], Y [n, D]
 //   backward: dW[ids[i], :] += dY[i, :]       (dY/dW is a 0/1 selection, so the vector-Jacobian product
 //             adds each dY row to the row it came from; repeated ids sum, deterministically, see rows.cpp)
-#include "engine_args.h"
-#include "engine_cpu.h"
+#include "work_split.h"
+#include "ops_cpu.h"
 
 namespace vw::cpu {
 

@@ -13,8 +13,8 @@
 #include <cmath>
 #include <vector>
 
-#include "engine_args.h"
-#include "engine_cpu.h"
+#include "work_split.h"
+#include "ops_cpu.h"
 #include "parallel.h"
 
 namespace vw::cpu {

@@ -8,11 +8,11 @@
 
 #include "common.h"
 #include "gemm.h"
-#include "kernels_cpu.h"
+#include "ops_cpu.h"
 
 namespace vw::cpu {
 
-KernelStats linear_cross_entropy_cpu(const LinearCrossEntropyArgs& a) {
+OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   const char* op = "linear_cross_entropy";
   check_dims(op, a.N, a.d, a.V);
   check_f32(op, a.dtype);
@@ -32,7 +32,7 @@ KernelStats linear_cross_entropy_cpu(const LinearCrossEntropyArgs& a) {
   check_finite(op, "h", h, N * d);
   check_finite(op, "w", w, V * d);
 
-  KernelStats st;
+  OpStats st;
   st.rows = n_valid;
   if (grad) {
     zero_f32(dh, N * d);
@@ -94,5 +94,8 @@ KernelStats linear_cross_entropy_cpu(const LinearCrossEntropyArgs& a) {
   st.loss = a.reduction == Reduction::Mean ? total / n_valid : total;
   return st;
 }
+
+// The table entries (native/core/ops.def).
+void linear_cross_entropy_cpu(const OpCall& c) { c.report(linear_cross_entropy(read_linear_cross_entropy(c))); }
 
 }  // namespace vw::cpu

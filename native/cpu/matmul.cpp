@@ -12,8 +12,8 @@
 #include <cstring>
 #include <vector>
 
-#include "engine_args.h"
-#include "engine_cpu.h"
+#include "work_split.h"
+#include "ops_cpu.h"
 #include "gemm.h"
 #include "parallel.h"
 

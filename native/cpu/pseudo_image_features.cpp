@@ -7,7 +7,7 @@
 
 #include "common.h"
 #include "gemm.h"
-#include "kernels_cpu.h"
+#include "ops_cpu.h"
 
 namespace vw::cpu {
 namespace {
@@ -36,7 +36,7 @@ void check_pif(const char* op, const PseudoImageFeaturesArgs& a) {
 
 }  // namespace
 
-KernelStats pseudo_image_features_cpu(const PseudoImageFeaturesArgs& a) {
+OpStats pseudo_image_features(const PseudoImageFeaturesArgs& a) {
   const char* op = "pseudo_image_features";
   check_pif(op, a);
   const int64_t N = a.N, d = a.d, V = a.V, dE = a.dE;
@@ -44,7 +44,7 @@ KernelStats pseudo_image_features_cpu(const PseudoImageFeaturesArgs& a) {
   const float* w = static_cast<const float*>(a.w_vm);
   const float* e = static_cast<const float*>(a.e);
   float* out = static_cast<float*>(a.out);
-  KernelStats st;
+  OpStats st;
   st.rows = N;
   if (N == 0) return st;
   const int64_t chunk = pick_chunk_rows(a.chunk_rows, N, V, 1, a.workspace_budget);
@@ -60,7 +60,7 @@ KernelStats pseudo_image_features_cpu(const PseudoImageFeaturesArgs& a) {
   return st;
 }
 
-KernelStats pseudo_image_features_backward_cpu(const PseudoImageFeaturesArgs& a) {
+OpStats pseudo_image_features_backward(const PseudoImageFeaturesArgs& a) {
   const char* op = "pseudo_image_features_backward";
   check_pif(op, a);
   const int64_t N = a.N, d = a.d, V = a.V, dE = a.dE;
@@ -73,7 +73,7 @@ KernelStats pseudo_image_features_backward_cpu(const PseudoImageFeaturesArgs& a)
   zero_f32(dx, N * d);
   zero_f32(a.dw_vm, V * d);
   zero_f32(a.de, V * dE);
-  KernelStats st;
+  OpStats st;
   st.rows = N;
   if (N == 0) return st;
   const int64_t chunk = pick_chunk_rows(a.chunk_rows, N, V, 2, a.workspace_budget);
@@ -98,5 +98,9 @@ KernelStats pseudo_image_features_backward_cpu(const PseudoImageFeaturesArgs& a)
   }
   return st;
 }
+
+// The table entries (native/core/ops.def).
+void pseudo_image_features_cpu(const OpCall& c) { c.report(pseudo_image_features(read_pseudo_image_features(c, false))); }
+void pseudo_image_features_backward_cpu(const OpCall& c) { c.report(pseudo_image_features_backward(read_pseudo_image_features(c, true))); }
 
 }  // namespace vw::cpu

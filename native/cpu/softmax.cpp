@@ -3,8 +3,8 @@
 // the forward output Y, which the forward returns anyway. A row of all -inf gives NaN (as PyTorch).
 #include <cmath>
 
-#include "engine_args.h"
-#include "engine_cpu.h"
+#include "work_split.h"
+#include "ops_cpu.h"
 #include "parallel.h"
 #include "vec.h"
 

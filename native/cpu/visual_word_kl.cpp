@@ -9,11 +9,11 @@
 
 #include "common.h"
 #include "gemm.h"
-#include "kernels_cpu.h"
+#include "ops_cpu.h"
 
 namespace vw::cpu {
 
-KernelStats visual_word_kl_cpu(const VisualWordKLArgs& a) {
+OpStats visual_word_kl(const VisualWordKLArgs& a) {
   const char* op = "visual_word_kl";
   check_dims(op, a.M, a.d, a.V);
   check_f32(op, a.dtype);
@@ -32,7 +32,7 @@ KernelStats visual_word_kl_cpu(const VisualWordKLArgs& a) {
   check_finite(op, "x", x, M * d);
   check_finite(op, "wVm", w_vm, V * d);
 
-  KernelStats st;
+  OpStats st;
   st.rows = M;
   if (grad) {
     zero_f32(dh, M * d);
@@ -90,5 +90,8 @@ KernelStats visual_word_kl_cpu(const VisualWordKLArgs& a) {
   st.loss = a.reduction == Reduction::Mean ? total / M : total;
   return st;
 }
+
+// The table entries (native/core/ops.def).
+void visual_word_kl_cpu(const OpCall& c) { c.report(visual_word_kl(read_visual_word_kl(c))); }
 
 }  // namespace vw::cpu

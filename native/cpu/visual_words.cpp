@@ -5,11 +5,11 @@
 
 #include "common.h"
 #include "gemm.h"
-#include "kernels_cpu.h"
+#include "ops_cpu.h"
 
 namespace vw::cpu {
 
-KernelStats visual_words_cpu(const VisualWordsArgs& a) {
+OpStats visual_words(const VisualWordsArgs& a) {
   const char* op = "visual_words";
   check_dims(op, a.N, a.d, a.V);
   check_f32(op, a.dtype);
@@ -19,7 +19,7 @@ KernelStats visual_words_cpu(const VisualWordsArgs& a) {
   const float* w = static_cast<const float*>(a.w_vm);
   check_finite(op, "x", x, N * d);
   check_finite(op, "wVm", w, V * d);
-  KernelStats st;
+  OpStats st;
   st.rows = N;
   if (N == 0) return st;
   const int64_t chunk = pick_chunk_rows(a.chunk_rows, N, V, 1, a.workspace_budget);
@@ -65,5 +65,8 @@ KernelStats visual_words_cpu(const VisualWordsArgs& a) {
   }
   return st;
 }
+
+// The table entries (native/core/ops.def).
+void visual_words_cpu(const OpCall& c) { c.report(visual_words(read_visual_words(c))); }
 
 }  // namespace vw::cpu

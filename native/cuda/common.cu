@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "common.cuh"
-#include "kernels_cuda.h"
+#include "ops_cuda.h"
 
 namespace vw::cuda {
 
@@ -199,9 +199,7 @@ void launch_check_finite(const char* op, const Context& ctx, const void* ptr, in
   const int64_t work = n_vec > 0 ? n_vec : n;
   // Enough blocks to saturate HBM, few enough that the per-block reduction is noise.
   const int64_t blocks = std::min<int64_t>((work + kCheckThreads - 1) / kCheckThreads, int64_t(ctx.sm_count) * 8);
-  common_check_finite_kernel<T><<<static_cast<unsigned>(blocks), kCheckThreads, 0, ctx.stream>>>(
-      static_cast<const T*>(ptr), n, n_vec, slot);
-  CUDA_CHECK_LAUNCH(op);
+  launch(op, ctx, static_cast<unsigned>(blocks), kCheckThreads, 0, common_check_finite_kernel<T>, static_cast<const T*>(ptr), n, n_vec, slot);
 }
 
 float element_as_float(const char* op, const Context& ctx, const void* ptr, int64_t i, DType t) {
@@ -263,17 +261,26 @@ void raise_status(const char* op, const Context& ctx, const DeviceBuffer& status
   }
 }
 
-double copy_row_losses(const char* op, const Context& ctx, const double* d_loss, float* host, int64_t n) {
+double copy_row_losses(const char* op, const Context& ctx, const double* d_loss, float* row_loss, int64_t n) {
   if (n <= 0) return 0.0;
   std::vector<double> loss(static_cast<size_t>(n));
   CUDA_CHECK(op, cudaMemcpyAsync(loss.data(), d_loss, sizeof(double) * n, cudaMemcpyDeviceToHost, ctx.stream));
   CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+  std::vector<float> as_float(static_cast<size_t>(n));
   double total = 0;
   for (int64_t i = 0; i < n; ++i) {
     total += loss[i];
-    host[i] = static_cast<float>(loss[i]);
+    as_float[static_cast<size_t>(i)] = static_cast<float>(loss[i]);
   }
+  // synchronous: as_float dies with this frame
+  CUDA_CHECK(op, cudaMemcpyAsync(row_loss, as_float.data(), sizeof(float) * n, cudaMemcpyHostToDevice, ctx.stream));
+  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
   return total;
+}
+
+void finish_op(const char* op) {
+  Context& ctx = context(op);
+  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
 }
 
 }  // namespace vw::cuda

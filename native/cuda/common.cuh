@@ -2,7 +2,7 @@
 // stream + cuBLAS handle, RAII device scratch, the row-major GEMM helper, the deferred input/logit checks,
 // and device helpers (bf16 conversion, warp/block reductions, online-softmax states, vector row access).
 //
-// Conventions shared by every op (see native/core/kernels.h for the math):
+// Conventions shared by every op (see native/core/fused_args.h for the math):
 //   * all work runs on one blocking stream (context().stream), so it is ordered after the cudaMemcpy /
 //     cudaMemset of NativeBuffer (legacy default stream); every op synchronises it before returning;
 //   * logits are float32 [chunk, V] blocks; a row pass is one thread block per row;
@@ -19,10 +19,11 @@
 #include <cstring>
 #include <initializer_list>
 #include <limits>
+#include <utility>
 
 #include "../core/dtype.h"
 #include "../core/error.h"
-#include "../core/kernels.h"
+#include "../core/fused_args.h"
 
 namespace vw::cuda {
 
@@ -64,7 +65,7 @@ Context& context(const char* op);
 
 // ------------------------------------------------------------------------------------------- scratch
 
-// RAII device scratch from the stream-ordered pool; adds its size to *tally (KernelStats.workspace_bytes).
+// RAII device scratch from the stream-ordered pool; adds its size to *tally (OpStats.workspace_bytes).
 // Freed (stream-ordered) on every exit path, including exceptions.
 class DeviceBuffer {
  public:
@@ -155,11 +156,21 @@ DeviceBuffer start_checks(const char* op, const Context& ctx, DType t, std::init
 void raise_status(const char* op, const Context& ctx, const DeviceBuffer& status, DType t,
                   std::initializer_list<NamedInput> inputs);
 
-// Copies n device doubles to host floats (synchronous) and returns their sum in double.
-double copy_row_losses(const char* op, const Context& ctx, const double* d_loss, float* host, int64_t n);
+// Writes n device doubles as float32 to `row_loss` (device) and returns their sum in double (synchronous:
+// the sum is a host result of the op).
+double copy_row_losses(const char* op, const Context& ctx, const double* d_loss, float* row_loss, int64_t n);
 
 // ================================================================================== device helpers
 #ifdef __CUDACC__
+
+// Every kernel launch of the CUDA ops goes through here: enqueued on the ops' stream, then the launch is
+// checked (a bad configuration is reported at once, naming the op). Waiting for the work is run_op's
+// (native/cuda/ops_cuda.h), once per op, so how launches synchronise and report is a one-place change.
+template <typename... P, typename... A>
+void launch(const char* op, const Context& ctx, dim3 grid, dim3 block, size_t smem, void (*kernel)(P...), A&&... args) {
+  kernel<<<grid, block, smem, ctx.stream>>>(std::forward<A>(args)...);
+  CUDA_CHECK_LAUNCH(op);
+}
 
 // Host-callable too, so the online-reduction math can be unit-tested without a GPU.
 #define VW_HD __host__ __device__ __forceinline__

@@ -1,7 +1,7 @@
 // Fused linear + cross-entropy on CUDA, forward and backward in one pass over row chunks (same semantics
 // as native/cpu/linear_cross_entropy.cpp).
 //   Shapes: h [N, d], w [V, d] (dtype), targets [N] int32 (device), dh [N, d] dtype, dw [V, d] float32,
-//           row_loss [N] float32 (host).
+//           row_loss [N] float32.
 //   Per chunk of nc rows:
 //     GEMM 1  z[nc, V] (f32) = h_c w^T
 //     row pass (one block per row): online max/sum-exp (+ sum z for label smoothing) in one read, loss in
@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "common.cuh"
-#include "kernels_cuda.h"
+#include "ops_cuda.h"
 
 namespace vw::cuda {
 namespace {
@@ -102,15 +102,14 @@ __global__ void __launch_bounds__(kRowThreads) linear_cross_entropy_row_kernel(C
 template <typename OutT>
 void launch_row_kernel(const char* op, const Context& ctx, int64_t nc, const CeRowParams& p) {
   if (p.V % 4 == 0)
-    linear_cross_entropy_row_kernel<4, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
+    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, linear_cross_entropy_row_kernel<4, OutT>, p);
   else
-    linear_cross_entropy_row_kernel<1, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
-  CUDA_CHECK_LAUNCH(op);
+    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, linear_cross_entropy_row_kernel<1, OutT>, p);
 }
 
 }  // namespace
 
-KernelStats linear_cross_entropy_cuda(const LinearCrossEntropyArgs& a) {
+OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   const char* op = "linear_cross_entropy";
   check_dims(op, a.N, a.d, a.V);
   check_dtype(op, a.dtype);
@@ -137,15 +136,15 @@ KernelStats linear_cross_entropy_cuda(const LinearCrossEntropyArgs& a) {
   const auto inputs = {NamedInput{"h", a.h, N * d}, NamedInput{"w", a.w, V * d}};
   int64_t ws = 0;
   DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
-  KernelStats st;
+  OpStats st;
   st.rows = n_valid;
   if (n_valid == 0) {
     if (grad) {
       CUDA_CHECK(op, cudaMemsetAsync(a.dh, 0, dtype_size(dt) * N * d, ctx.stream));
       CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
     }
+    if (N > 0) CUDA_CHECK(op, cudaMemsetAsync(a.row_loss, 0, sizeof(float) * N, ctx.stream));
     raise_status(op, ctx, status, dt, inputs);
-    std::fill(a.row_loss, a.row_loss + N, 0.f);
     st.workspace_bytes = ws;
     return st;
   }
@@ -209,5 +208,8 @@ KernelStats linear_cross_entropy_cuda(const LinearCrossEntropyArgs& a) {
   st.workspace_bytes = ws;
   return st;
 }
+
+// The table entries (native/core/ops.def).
+void linear_cross_entropy_cuda(const OpCall& c) { c.report(linear_cross_entropy(read_linear_cross_entropy(c))); }
 
 }  // namespace vw::cuda

@@ -16,7 +16,7 @@
 #include <algorithm>
 
 #include "common.cuh"
-#include "kernels_cuda.h"
+#include "ops_cuda.h"
 
 namespace vw::cuda {
 namespace {
@@ -126,19 +126,17 @@ __global__ void __launch_bounds__(kRowThreads) pseudo_image_features_backward_ro
 template <typename OutT>
 void launch_softmax(const char* op, const Context& ctx, int64_t nc, const PifRowParams& p) {
   if (p.V % 4 == 0)
-    pseudo_image_features_softmax_kernel<4, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
+    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, pseudo_image_features_softmax_kernel<4, OutT>, p);
   else
-    pseudo_image_features_softmax_kernel<1, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
-  CUDA_CHECK_LAUNCH(op);
+    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, pseudo_image_features_softmax_kernel<1, OutT>, p);
 }
 
 template <typename OutT>
 void launch_backward(const char* op, const Context& ctx, int64_t nc, const PifRowParams& p) {
   if (p.V % 4 == 0)
-    pseudo_image_features_backward_row_kernel<4, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
+    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, pseudo_image_features_backward_row_kernel<4, OutT>, p);
   else
-    pseudo_image_features_backward_row_kernel<1, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
-  CUDA_CHECK_LAUNCH(op);
+    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, pseudo_image_features_backward_row_kernel<1, OutT>, p);
 }
 
 void check_pif(const char* op, const PseudoImageFeaturesArgs& a) {
@@ -150,7 +148,7 @@ void check_pif(const char* op, const PseudoImageFeaturesArgs& a) {
 
 }  // namespace
 
-KernelStats pseudo_image_features_cuda(const PseudoImageFeaturesArgs& a) {
+OpStats pseudo_image_features(const PseudoImageFeaturesArgs& a) {
   const char* op = "pseudo_image_features";
   check_pif(op, a);
   const int64_t N = a.N, d = a.d, V = a.V, dE = a.dE;
@@ -161,7 +159,7 @@ KernelStats pseudo_image_features_cuda(const PseudoImageFeaturesArgs& a) {
   const auto inputs = {NamedInput{"x", a.x, N * d}, NamedInput{"wVm", a.w_vm, V * d}, NamedInput{"e", a.e, V * dE}};
   int64_t ws = 0;
   DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
-  KernelStats st;
+  OpStats st;
   st.rows = N;
   if (N == 0) {
     raise_status(op, ctx, status, dt, inputs);
@@ -197,7 +195,7 @@ KernelStats pseudo_image_features_cuda(const PseudoImageFeaturesArgs& a) {
   return st;
 }
 
-KernelStats pseudo_image_features_backward_cuda(const PseudoImageFeaturesArgs& a) {
+OpStats pseudo_image_features_backward(const PseudoImageFeaturesArgs& a) {
   const char* op = "pseudo_image_features_backward";
   check_pif(op, a);
   const int64_t N = a.N, d = a.d, V = a.V, dE = a.dE;
@@ -209,7 +207,7 @@ KernelStats pseudo_image_features_backward_cuda(const PseudoImageFeaturesArgs& a
                        NamedInput{"gradOut", a.grad_out, N * dE}};
   int64_t ws = 0;
   DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
-  KernelStats st;
+  OpStats st;
   st.rows = N;
   if (N == 0) {
     CUDA_CHECK(op, cudaMemsetAsync(a.dw_vm, 0, sizeof(float) * V * d, ctx.stream));
@@ -257,5 +255,9 @@ KernelStats pseudo_image_features_backward_cuda(const PseudoImageFeaturesArgs& a
   st.workspace_bytes = ws;
   return st;
 }
+
+// The table entries (native/core/ops.def).
+void pseudo_image_features_cuda(const OpCall& c) { c.report(pseudo_image_features(read_pseudo_image_features(c, false))); }
+void pseudo_image_features_backward_cuda(const OpCall& c) { c.report(pseudo_image_features_backward(read_pseudo_image_features(c, true))); }
 
 }  // namespace vw::cuda

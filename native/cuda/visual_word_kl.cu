@@ -1,7 +1,7 @@
 // Fused visual-word KL on CUDA, forward and backward in one pass over row chunks (same semantics as
 // native/cpu/visual_word_kl.cpp).
 //   Shapes: h, x [M, d]; w_lm, w_vm [V, d] (dtype); dh, dx [M, d] dtype; dw_lm, dw_vm [V, d] float32;
-//           row_loss [M] float32 (host).
+//           row_loss [M] float32.
 //   Per chunk of nc rows:
 //     GEMM 1,2  a = x_c w_vm^T / T, b = h_c w_lm^T / T          (two float32 [nc, V] blocks)
 //     row pass  (one block per row, two reads of a and b):
@@ -16,7 +16,7 @@
 #include <algorithm>
 
 #include "common.cuh"
-#include "kernels_cuda.h"
+#include "ops_cuda.h"
 
 namespace vw::cuda {
 namespace {
@@ -167,15 +167,14 @@ __global__ void __launch_bounds__(kRowThreads) visual_word_kl_row_kernel(KlRowPa
 template <typename OutT>
 void launch_row_kernel(const char* op, const Context& ctx, int64_t nc, const KlRowParams& p) {
   if (p.V % 4 == 0)
-    visual_word_kl_row_kernel<4, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
+    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, visual_word_kl_row_kernel<4, OutT>, p);
   else
-    visual_word_kl_row_kernel<1, OutT><<<static_cast<unsigned>(nc), kRowThreads, 0, ctx.stream>>>(p);
-  CUDA_CHECK_LAUNCH(op);
+    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, visual_word_kl_row_kernel<1, OutT>, p);
 }
 
 }  // namespace
 
-KernelStats visual_word_kl_cuda(const VisualWordKLArgs& a) {
+OpStats visual_word_kl(const VisualWordKLArgs& a) {
   const char* op = "visual_word_kl";
   check_dims(op, a.M, a.d, a.V);
   check_dtype(op, a.dtype);
@@ -190,7 +189,7 @@ KernelStats visual_word_kl_cuda(const VisualWordKLArgs& a) {
                        NamedInput{"wVm", a.w_vm, V * d}};
   int64_t ws = 0;
   DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
-  KernelStats st;
+  OpStats st;
   st.rows = M;
   if (M == 0) {
     if (grad) CUDA_CHECK(op, cudaMemsetAsync(a.dw_lm, 0, sizeof(float) * V * d, ctx.stream));
@@ -256,5 +255,8 @@ KernelStats visual_word_kl_cuda(const VisualWordKLArgs& a) {
   st.workspace_bytes = ws;
   return st;
 }
+
+// The table entries (native/core/ops.def).
+void visual_word_kl_cuda(const OpCall& c) { c.report(visual_word_kl(read_visual_word_kl(c))); }
 
 }  // namespace vw::cuda

@@ -12,7 +12,7 @@
 #include <climits>
 
 #include "common.cuh"
-#include "kernels_cuda.h"
+#include "ops_cuda.h"
 
 namespace vw::cuda {
 namespace {
@@ -147,21 +147,20 @@ void launch_row_kernel(const char* op, const Context& ctx, int64_t nc, const VwR
   const bool vec = p.V % 4 == 0;
   if (p.k <= kSmallK) {
     if (vec)
-      visual_words_small_k_kernel<4><<<grid, kTopkThreads, 0, ctx.stream>>>(p);
+      launch(op, ctx, grid, kTopkThreads, 0, visual_words_small_k_kernel<4>, p);
     else
-      visual_words_small_k_kernel<1><<<grid, kTopkThreads, 0, ctx.stream>>>(p);
+      launch(op, ctx, grid, kTopkThreads, 0, visual_words_small_k_kernel<1>, p);
   } else {
     if (vec)
-      visual_words_large_k_kernel<4><<<grid, kRowThreads, 0, ctx.stream>>>(p);
+      launch(op, ctx, grid, kRowThreads, 0, visual_words_large_k_kernel<4>, p);
     else
-      visual_words_large_k_kernel<1><<<grid, kRowThreads, 0, ctx.stream>>>(p);
+      launch(op, ctx, grid, kRowThreads, 0, visual_words_large_k_kernel<1>, p);
   }
-  CUDA_CHECK_LAUNCH(op);
 }
 
 }  // namespace
 
-KernelStats visual_words_cuda(const VisualWordsArgs& a) {
+OpStats visual_words(const VisualWordsArgs& a) {
   const char* op = "visual_words";
   check_dims(op, a.N, a.d, a.V);
   check_dtype(op, a.dtype);
@@ -173,7 +172,7 @@ KernelStats visual_words_cuda(const VisualWordsArgs& a) {
   const auto inputs = {NamedInput{"x", a.x, N * d}, NamedInput{"wVm", a.w_vm, V * d}};
   int64_t ws = 0;
   DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
-  KernelStats st;
+  OpStats st;
   st.rows = N;
   if (N == 0) {
     raise_status(op, ctx, status, dt, inputs);
@@ -202,5 +201,8 @@ KernelStats visual_words_cuda(const VisualWordsArgs& a) {
   st.workspace_bytes = ws;
   return st;
 }
+
+// The table entries (native/core/ops.def).
+void visual_words_cuda(const OpCall& c) { c.report(visual_words(read_visual_words(c))); }
 
 }  // namespace vw::cuda

@@ -1,5 +1,5 @@
-// vwlmm_cuda.node: the CUDA addon (built when nvcc and cuBLAS are found). Device memory, the CUDA kernels,
-// and backendInfo(). Mirrors addon_cpu.cc. Loading it never touches the GPU: the CUDA runtime is linked
+// vwlmm_cuda.node: the CUDA addon (built when nvcc and cuBLAS are found): the op table bound to the CUDA
+// kernels, device memory, sgemm and backendInfo(). Mirrors addon_cpu.cc. Loading it never touches the GPU: the CUDA runtime is linked
 // statically and only reaches the driver on the first call, so on a machine without a driver the module
 // loads, backendInfo() reports { available: false, reason }, and every other call throws a plain Error.
 #include <cublas_v2.h>
@@ -8,10 +8,9 @@
 
 #include <string>
 
-#include "../cuda/engine_cuda.h"
-#include "../cuda/kernels_cuda.h"
-#include "engine_napi.h"
-#include "kernels_napi.h"
+#include "../cuda/ops_cuda.h"
+#include "args.h"
+#include "op_napi.h"
 
 namespace vw::napi {
 
@@ -71,16 +70,6 @@ void Zero(void* dst, size_t n) {
 
 const DeviceMemory kDeviceMemory = {"cuda", DeviceAlloc, DeviceFree, Upload, Download, Zero};
 
-struct CudaBackend {
-  static KernelStats linear_cross_entropy(const LinearCrossEntropyArgs& a) { return cuda::linear_cross_entropy_cuda(a); }
-  static KernelStats visual_word_kl(const VisualWordKLArgs& a) { return cuda::visual_word_kl_cuda(a); }
-  static KernelStats visual_words(const VisualWordsArgs& a) { return cuda::visual_words_cuda(a); }
-  static KernelStats pseudo_image_features(const PseudoImageFeaturesArgs& a) { return cuda::pseudo_image_features_cuda(a); }
-  static KernelStats pseudo_image_features_backward(const PseudoImageFeaturesArgs& a) {
-    return cuda::pseudo_image_features_backward_cuda(a);
-  }
-};
-
 // sgemm(transA, transB, M, N, K, A, B, C, { dtype }?) on NativeBuffers, C = op(A) op(B) in float32; A and
 // B are float32, or bfloat16 with { dtype: 'bfloat16' }. Same signature as the CPU addon's: the
 // benchmark's cuBLAS ceiling.
@@ -90,10 +79,16 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
     if (info.Length() < 8) throw_type_error("[sgemm] expected (transA, transB, M, N, K, A, B, C, options?)");
     const bool ta = GemmFlag(info[0], "transA"), tb = GemmFlag(info[1], "transB");
     const int64_t M = GemmSize(info[2], "M"), N = GemmSize(info[3], "N"), K = GemmSize(info[4], "K");
-    const DType t = GetDType(OptsArg(info, 8, op), op);
-    const void* A = BufferArg(info[5], op, "A", Elems(op, M, K), t);
-    const void* B = BufferArg(info[6], op, "B", Elems(op, K, N), t);
-    float* C = static_cast<float*>(BufferArg(info[7], op, "C", Elems(op, M, N), DType::F32));
+    DType t = DType::F32;
+    if (info.Length() > 8 && !info[8].IsUndefined() && !info[8].IsNull()) {
+      if (!info[8].IsObject()) throw_type_error("[sgemm] options must be an object");
+      const Napi::Value dt = info[8].As<Napi::Object>().Get("dtype");
+      if (!dt.IsUndefined() && !dt.IsNull()) t = dtype_from_name(dt.IsString() ? dt.As<Napi::String>().Utf8Value() : "", op);
+    }
+    const OpCall c = GemmBuffers(info, t);
+    const void* A = c.in_any(0, GemmElems(M, K), t, "A");
+    const void* B = c.in_any(1, GemmElems(K, N), t, "B");
+    float* C = c.out_f32(0, GemmElems(M, N), "C");
     cuda::gemm_cuda(ta, tb, M, N, K, A, B, C, t);
     return info.Env().Undefined();
   });
@@ -145,41 +140,15 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// The engine ops with a CUDA implementation (native/cuda/engine/*.cu); any other engine op throws
-// "[op] has no cuda implementation" from engineCall.
-const EngineRegistry kCudaEngine = {
-    {"matmul", cuda::matmul_cuda},
-    {"sum_rows", cuda::sum_rows_cuda},
-    {"embedding_forward", cuda::embedding_forward_cuda},
-    {"embedding_backward", cuda::embedding_backward_cuda},
-    {"rms_norm_forward", cuda::rms_norm_forward_cuda},
-    {"rms_norm_backward", cuda::rms_norm_backward_cuda},
-    {"layer_norm_forward", cuda::layer_norm_forward_cuda},
-    {"layer_norm_backward", cuda::layer_norm_backward_cuda},
-    {"rope", cuda::rope_cuda},
-    {"softmax_forward", cuda::softmax_forward_cuda},
-    {"softmax_backward", cuda::softmax_backward_cuda},
-    {"activation_forward", cuda::activation_forward_cuda},
-    {"activation_backward", cuda::activation_backward_cuda},
-    {"swiglu_forward", cuda::swiglu_forward_cuda},
-    {"swiglu_backward", cuda::swiglu_backward_cuda},
-    {"axpby", cuda::axpby_cuda},
-    {"mul", cuda::mul_cuda},
-    {"add_broadcast", cuda::add_broadcast_cuda},
-    {"copy_2d", cuda::copy_2d_cuda},
-    {"gather_rows", cuda::gather_rows_cuda},
-    {"scatter_add_rows", cuda::scatter_add_rows_cuda},
-    {"im2col", cuda::im2col_cuda},
-    {"attention_forward", cuda::attention_forward_cuda},
-    {"attention_backward", cuda::attention_backward_cuda},
-    {"adamw_step", cuda::adamw_step_cuda},
-    {"sum_squares", cuda::sum_squares_cuda},
-    {"fill", cuda::fill_cuda},
+// Every op of the table, each launched through run_op (native/cuda/ops_cuda.h): a missing one fails to link.
+const OpEntry kCudaOps[] = {
+#define VW_OP(name) {#name, cuda::run_op<cuda::name##_cuda>},
+#include "../core/ops.def"
+#undef VW_OP
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  RegisterCommon<CudaBackend>(env, exports);
-  RegisterEngine(env, exports, &kCudaEngine, "cuda");
+  RegisterOps(env, exports, kCudaOps, "cuda");
   exports.Set("sgemm", Napi::Function::New(env, Sgemm, "sgemm"));
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));
   return exports;

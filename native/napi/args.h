@@ -1,5 +1,6 @@
-// Argument marshalling helpers for the kernel bindings: read typed values from JS, re-check them, and
-// name the offending argument in the error. No math here.
+// Arguments of the sgemm bindings (both addons; the benchmarks' GEMM ceiling and the GEMM tests). The ops
+// themselves take their arguments through callOp (op_napi.h); sgemm's buffers are checked by the same
+// OpCall checks, so there is one byte-count overflow check in the native code.
 #pragma once
 #include <napi.h>
 
@@ -9,30 +10,12 @@
 
 #include "../core/dtype.h"
 #include "../core/error.h"
-#include "../core/kernels.h"
+#include "../core/op.h"
 #include "buffer.h"
 
 namespace vw::napi {
 
-// dims.<key>: an integer >= min (and <= 2^53, the exact range of a JS number).
-inline int64_t GetDim(const Napi::Object& dims, const char* key, const char* op, int64_t min = 0) {
-  Napi::Value v = dims.Get(key);
-  if (!v.IsNumber()) throw_type_error("[", op, "] dims.", key, " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= static_cast<double>(min)) || d != std::floor(d) || d > 9.0e15) {
-    if (min == 0) throw_range_error("[", op, "] dims.", key, " must be a non-negative integer, got ", d);
-    throw_range_error("[", op, "] dims.", key, " must be an integer >= ", min, ", got ", d);
-  }
-  return static_cast<int64_t>(d);
-}
-
-// a x b for element counts (both >= 0): a RangeError instead of a wrapped product.
-inline int64_t Elems(const char* op, int64_t a, int64_t b) {
-  int64_t n;
-  if (__builtin_mul_overflow(a, b, &n)) throw_range_error("[", op, "] sizes overflow 64-bit element counts (", a, " x ", b, ")");
-  return n;
-}
-
+// options.<key>: a finite number (dflt when absent).
 inline double GetNumber(const Napi::Object& o, const char* key, double dflt, const char* op) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined() || v.IsNull()) return dflt;
@@ -49,37 +32,7 @@ inline bool GetBool(const Napi::Object& o, const char* key, bool dflt, const cha
   return v.As<Napi::Boolean>().Value();
 }
 
-inline Reduction GetReduction(const Napi::Object& o, const char* op) {
-  Napi::Value v = o.Get("reduction");
-  if (v.IsUndefined() || v.IsNull()) return Reduction::Mean;
-  std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
-  if (s == "mean" || s == "batchmean") return Reduction::Mean;
-  if (s == "sum") return Reduction::Sum;
-  if (s == "none") return Reduction::None;
-  throw_range_error("[", op, "] option reduction must be 'mean' | 'batchmean' | 'sum' | 'none'");
-}
-
-inline DType GetDType(const Napi::Object& o, const char* op) {
-  Napi::Value v = o.Get("dtype");
-  if (v.IsUndefined() || v.IsNull()) return DType::F32;
-  std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
-  if (s == "float32") return DType::F32;
-  if (s == "bfloat16") return DType::BF16;
-  throw_type_error("[", op, "] dtype must be 'float32' or 'bfloat16', got '", s, "'");
-}
-
-// The data of a NativeBuffer argument that must hold at least `elems` elements of `t`.
-inline void* BufferArg(const Napi::Value& v, const char* op, const char* name, int64_t elems, DType t) {
-  NativeBuffer* b = NativeBuffer::From(v, (std::string("[") + op + "] " + name).c_str());
-  size_t need;
-  if (elems < 0 || __builtin_mul_overflow(static_cast<size_t>(elems), dtype_size(t), &need))
-    throw_range_error("[", op, "] ", name, ": invalid element count ", elems);
-  if (b->bytes() < need)
-    throw_range_error("[", op, "] ", name, " holds ", b->bytes(), " bytes but its shape needs ", need, " (", elems, " x ", dtype_name(t), ")");
-  return b->data();
-}
-
-// sgemm's arguments (both addons): a boolean flag, and a size that is an integer in [0, INT_MAX] (BLAS int).
+// A boolean flag, and a size that is an integer in [0, INT_MAX] (BLAS int).
 inline bool GemmFlag(const Napi::Value& v, const char* name) {
   if (!v.IsBoolean()) throw_type_error("[sgemm] ", name, " must be a boolean");
   return v.As<Napi::Boolean>().Value();
@@ -90,14 +43,20 @@ inline int64_t GemmSize(const Napi::Value& v, const char* name) {
   if (!(d >= 0) || d != std::floor(d) || d > INT_MAX) throw_range_error("[sgemm] ", name, " must be an integer in [0, ", INT_MAX, "], got ", d);
   return static_cast<int64_t>(d);
 }
+// a x b of two sizes <= INT_MAX: fits int64.
+inline int64_t GemmElems(int64_t a, int64_t b) { return a * b; }
 
-inline Napi::Object StatsObject(Napi::Env env, const KernelStats& st) {
-  Napi::Object r = Napi::Object::New(env);
-  r.Set("loss", Napi::Number::New(env, st.loss));
-  r.Set("rows", Napi::Number::New(env, static_cast<double>(st.rows)));
-  r.Set("chunkRows", Napi::Number::New(env, static_cast<double>(st.chunk_rows)));
-  r.Set("workspaceBytes", Napi::Number::New(env, static_cast<double>(st.workspace_bytes)));
-  return r;
+// info[5..7] (A, B: inputs of dtype ab; C: float32 output) as an OpCall whose in_f32 / out_f32 etc. check
+// them. Looked up last, after every argument read that may run JS.
+inline OpCall GemmBuffers(const Napi::CallbackInfo& info, DType ab) {
+  OpCall c;
+  c.op = "sgemm";
+  const char* names[3] = {"[sgemm] A", "[sgemm] B", "[sgemm] C"};
+  for (int k = 0; k < 3; ++k) {
+    NativeBuffer* b = NativeBuffer::From(info[5 + k], names[k]);
+    (k < 2 ? c.in : c.out).push_back(Buf{b->data(), b->bytes(), k < 2 ? ab : DType::F32});
+  }
+  return c;
 }
 
 }  // namespace vw::napi

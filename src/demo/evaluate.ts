@@ -6,7 +6,7 @@ import { normalizeRgb } from '../data/images';
 import { TextTokenizer } from '../data/tokenizer';
 import { VwLmm } from '../model/vwlmm';
 import { noGrad } from '../autograd';
-import * as ops from '../ops';
+import * as F from '../functional';
 import { scope } from '../tensor';
 import { batchOf, captionText, normalizeAnswer, SplitData, tokenizeSamples } from './task';
 
@@ -70,7 +70,7 @@ export function captionWordAccuracy(model: VwLmm, split: SplitData, tokenizer: T
     const batch = batchOf(samples.slice(s, s + 32), split, { imageSize: cfg.image.size, numPatches: model.numImageTokens, padId: tokenizer.padId, mean: cfg.image.mean, std: cfg.image.std });
     noGrad(() => scope(() => {
       const { h } = model.hidden(batch);
-      const logits = ops.linear(h, model.lm_head.weight).toArray() as Float32Array;
+      const logits = F.linear(h, model.lm_head.weight).toArray() as Float32Array;
       const V = cfg.llm.vocabSize;
       batch.targets!.forEach((t, r) => {
         if (t < 0 || !attr.has(t)) return;

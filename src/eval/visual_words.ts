@@ -2,7 +2,7 @@
 // softmax(vm_head(x_i)) for every patch i of an image, and a picture with the top-1 word drawn on each
 // patch cell of the (upscaled) image.
 import sharp from 'sharp';
-import { kernels } from '../kernels';
+import { fused } from '../fused';
 import { noGrad } from '../autograd';
 import { scope } from '../tensor';
 import { TextTokenizer } from '../data/tokenizer';
@@ -22,7 +22,7 @@ export function visualWordsOf(model: VwLmm, tokenizer: TextTokenizer, pixels: Fl
   return noGrad(() =>
     scope(() => {
       const x = model.imageFeatures(pixels, 1);
-      const { ids, probs } = kernels.visualWords(x, model.vm_head!.weight, { topK });
+      const { ids, probs } = fused.visualWords(x, model.vm_head!.weight, { topK });
       const id = ids.toArray(), pr = probs.toArray();
       const out: PatchWords[] = [];
       for (let i = 0; i < x.shape[0]; i++) {

@@ -7,7 +7,7 @@
 // model.norm, model.mm_projector.{0,2}, model.vision_tower.vision_tower.vision_model.* (when the tower
 // is embedded), lm_head, vm_head.
 import { noGrad } from '../autograd';
-import * as ops from '../ops';
+import * as F from '../functional';
 import { Generator } from '../random';
 import { scope, Tensor } from '../tensor';
 import { ClipVisionModel } from '../nn/clip';
@@ -96,30 +96,30 @@ export class VwLmm extends Module {
     const run = () => {
       const h = tower.forward(Tensor.fromArray(pixels, [nImages, v.numChannels, S, S]), { upToLayer: this.config.selectLayer }).lastHiddenState;
       const T1 = h.shape[1];
-      return this.config.selectFeature === 'patch' ? ops.slice(h, 1, 1, T1 - 1) : h;
+      return this.config.selectFeature === 'patch' ? F.slice(h, 1, 1, T1 - 1) : h;
     };
     const feats = towerTrainable ? run() : noGrad(run);
     const P = feats.shape[1];
-    return ops.reshape(this.model.mm_projector.forward(feats), [nImages * P, this.config.llm.hiddenSize]);
+    return F.reshape(this.model.mm_projector.forward(feats), [nImages * P, this.config.llm.hiddenSize]);
   }
 
   /** Input embeddings [B, T, D]: token embeddings with the image features spliced in at their positions. */
   inputEmbeddings(batch: Pick<ModelBatch, 'B' | 'T' | 'tokenIds' | 'imagePositions'>, features: Tensor | null): Tensor {
     const { B, T } = batch, D = this.config.llm.hiddenSize;
     const text = this.model.embed_tokens.forward(Tensor.fromArray(batch.tokenIds, [B * T]));
-    if (!features || batch.imagePositions.length === 0) return ops.reshape(text, [B, T, D]);
+    if (!features || batch.imagePositions.length === 0) return F.reshape(text, [B, T, D]);
     if (features.shape[0] !== batch.imagePositions.length)
       throw new RangeError(`VwLmm: ${features.shape[0]} image features for ${batch.imagePositions.length} image positions`);
     let feats = features;
-    if (this.config.pif) feats = ops.pseudoImageFeatures(features, this.vm_head!.weight, this.model.embed_tokens.weight);
+    if (this.config.pif) feats = F.pseudoImageFeatures(features, this.vm_head!.weight, this.model.embed_tokens.weight);
     const idx = new Int32Array(B * T);
     for (let i = 0; i < idx.length; i++) idx[i] = i;
     batch.imagePositions.forEach((pos, k) => {
       if (!Number.isInteger(pos) || pos < 0 || pos >= B * T) throw new RangeError(`VwLmm: image position ${pos} is outside the batch (${B} x ${T})`);
       idx[pos] = B * T + k;
     });
-    const spliced = ops.gatherRows(ops.concat([text, feats], 0), Tensor.fromArray(idx, [B * T]));
-    return ops.reshape(spliced, [B, T, D]);
+    const spliced = F.gatherRows(F.concat([text, feats], 0), Tensor.fromArray(idx, [B * T]));
+    return F.reshape(spliced, [B, T, D]);
   }
 
   /** Final hidden states [B*T, D] for a batch. */
@@ -129,7 +129,7 @@ export class VwLmm extends Module {
     const features = batch.pixelValues && nImages > 0 ? this.imageFeatures(batch.pixelValues, nImages) : null;
     const emb = this.inputEmbeddings(batch, features);
     const out = this.model.forward(emb, { keyMask: Tensor.fromArray(batch.attentionMask, [batch.B, batch.T]) });
-    return { h: ops.reshape(out.last, [batch.B * batch.T, this.config.llm.hiddenSize]), features };
+    return { h: F.reshape(out.last, [batch.B * batch.T, this.config.llm.hiddenSize]), features };
   }
 
   /** The VW-LMM objective on a batch (needs targets; klRows when vmWeight > 0). */
@@ -137,16 +137,16 @@ export class VwLmm extends Module {
     if (!batch.targets) throw new TypeError('VwLmm.loss: the batch has no targets');
     const { h, features } = this.hidden(batch);
     const textTokens = batch.targets.reduce((a, t) => a + (t !== -100 ? 1 : 0), 0);
-    let loss = ops.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(batch.targets, [batch.B * batch.T]));
+    let loss = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(batch.targets, [batch.B * batch.T]));
     const ce = loss.item();
     let kl = 0, klRows = 0;
     if (this.config.vmWeight > 0 && features && batch.klRows && batch.klRows.rows.length > 0) {
       klRows = batch.klRows.rows.length;
-      const hRows = ops.gatherRows(h, Tensor.fromArray(batch.klRows.rows, [klRows]));
-      const xRows = ops.gatherRows(features, Tensor.fromArray(batch.klRows.featureIndex, [klRows]));
-      const klT = ops.visualWordKL(hRows, this.lm_head.weight, xRows, this.vm_head!.weight, { detachTarget: this.config.detachTarget });
+      const hRows = F.gatherRows(h, Tensor.fromArray(batch.klRows.rows, [klRows]));
+      const xRows = F.gatherRows(features, Tensor.fromArray(batch.klRows.featureIndex, [klRows]));
+      const klT = F.visualWordKL(hRows, this.lm_head.weight, xRows, this.vm_head!.weight, { detachTarget: this.config.detachTarget });
       kl = klT.item();
-      loss = ops.add(loss, ops.scale(klT, this.config.vmWeight));
+      loss = F.add(loss, F.scale(klT, this.config.vmWeight));
     }
     return { loss, ce, kl, textTokens, klRows };
   }
@@ -195,7 +195,7 @@ export class VwLmm extends Module {
         const feats = nImages > 0 ? this.imageFeatures(concatF32(pixels), nImages) : null;
         const emb = this.inputEmbeddings(batch, feats);
         const hs = this.model.forward(emb, { cache }).last; // [B, T, D]
-        const last = ops.reshape(ops.slice(hs, 1, T - 1, 1), [B, D]);
+        const last = F.reshape(F.slice(hs, 1, T - 1, 1), [B, D]);
         return this.pick(this.lm_head.forward(last).toArray() as Float32Array, B, V, opts, gen);
       });
       for (let step = 0; step < opts.maxNewTokens; step++) {
@@ -208,7 +208,7 @@ export class VwLmm extends Module {
         next = scope(() => {
           const emb = this.model.embed_tokens.forward(Tensor.fromArray(Int32Array.from(next), [B, 1]));
           const hs = this.model.forward(emb, { cache }).last;
-          return this.pick(this.lm_head.forward(ops.reshape(hs, [B, D])).toArray() as Float32Array, B, V, opts, gen);
+          return this.pick(this.lm_head.forward(F.reshape(hs, [B, D])).toArray() as Float32Array, B, V, opts, gen);
         });
       }
     } finally {

@@ -2,7 +2,7 @@
 // token + learned positions, pre-layernorm, pre-LN encoder layers (bidirectional attention with biases,
 // quick_gelu MLP), post-layernorm on the class token. hidden_states[0] is the pre-layernormed embedding
 // output; LLaVA takes hidden_states[select_layer] (default -2) without its CLS token.
-import * as ops from '../ops';
+import * as F from '../functional';
 import { Tensor } from '../tensor';
 import { LayerNorm, Linear } from './layers';
 import { InitOptions, Module, ModuleList, normalParam } from './module';
@@ -70,9 +70,9 @@ class ClipAttention extends Module {
   }
   forward(x: Tensor): Tensor {
     const [B, T, D] = x.shape, H = this.config.numHeads, Dh = D / H;
-    const split = (t: Tensor) => ops.reshape(t, [B, T, H, Dh]);
-    const o = ops.attention(split(this.q_proj.forward(x)), split(this.k_proj.forward(x)), split(this.v_proj.forward(x)), { causal: false });
-    return this.out_proj.forward(ops.reshape(o, [B, T, D]));
+    const split = (t: Tensor) => F.reshape(t, [B, T, H, Dh]);
+    const o = F.attention(split(this.q_proj.forward(x)), split(this.k_proj.forward(x)), split(this.v_proj.forward(x)), { causal: false });
+    return this.out_proj.forward(F.reshape(o, [B, T, D]));
   }
 }
 
@@ -88,7 +88,7 @@ class ClipMLP extends Module {
   }
   forward(x: Tensor): Tensor {
     const h = this.fc1.forward(x);
-    return this.fc2.forward(this.config.hiddenAct === 'quick_gelu' ? ops.quickGelu(h) : ops.gelu(h));
+    return this.fc2.forward(this.config.hiddenAct === 'quick_gelu' ? F.quickGelu(h) : F.gelu(h));
   }
 }
 
@@ -105,8 +105,8 @@ class ClipEncoderLayer extends Module {
     this.layer_norm2 = this.child('layer_norm2', new LayerNorm(c.hiddenSize, c.layerNormEps, init));
   }
   forward(x: Tensor): Tensor {
-    const h = ops.add(x, this.self_attn.forward(this.layer_norm1.forward(x)));
-    return ops.add(h, this.mlp.forward(this.layer_norm2.forward(h)));
+    const h = F.add(x, this.self_attn.forward(this.layer_norm1.forward(x)));
+    return F.add(h, this.mlp.forward(this.layer_norm2.forward(h)));
   }
 }
 
@@ -128,10 +128,10 @@ class ClipEmbeddings extends Module {
     const [B, C, H, W] = pixels.shape, c = this.config;
     if (C !== c.numChannels || H !== c.imageSize || W !== c.imageSize)
       throw new RangeError(`CLIP: expected pixels [B, ${c.numChannels}, ${c.imageSize}, ${c.imageSize}], got [${pixels.shape.join(', ')}]`);
-    const patches = ops.patchEmbed(pixels, this.patch_embedding.weight); // [B, P, D]
+    const patches = F.patchEmbed(pixels, this.patch_embedding.weight); // [B, P, D]
     const D = c.hiddenSize;
-    const cls = ops.reshape(ops.addBroadcast(Tensor.zeros([B, D], { device: pixels.device }), this.class_embedding), [B, 1, D]);
-    return ops.addBroadcast(ops.concat([cls, patches], 1), this.position_embedding.weight);
+    const cls = F.reshape(F.addBroadcast(Tensor.zeros([B, D], { device: pixels.device }), this.class_embedding), [B, 1, D]);
+    return F.addBroadcast(F.concat([cls, patches], 1), this.position_embedding.weight);
   }
 }
 
@@ -185,7 +185,7 @@ export class ClipVisionTransformer extends Module {
   /** pooler_output: post_layernorm of the class token of the last layer. */
   pooled(lastHiddenState: Tensor): Tensor {
     const [B, , D] = lastHiddenState.shape;
-    return this.post_layernorm.forward(ops.reshape(ops.slice(lastHiddenState, 1, 0, 1), [B, D]));
+    return this.post_layernorm.forward(F.reshape(F.slice(lastHiddenState, 1, 0, 1), [B, D]));
   }
 }
 

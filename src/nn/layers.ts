@@ -1,5 +1,5 @@
 // Basic layers with HF parameter names (weight, bias) and layouts (Linear weight [out, in]).
-import * as ops from '../ops';
+import * as F from '../functional';
 import { Tensor } from '../tensor';
 import { constParam, InitOptions, Module, normalParam } from './module';
 
@@ -12,7 +12,7 @@ export class Linear extends Module {
     this.bias = opts.bias ? this.param('bias', constParam([outFeatures], 0, opts.init)) : null;
   }
   forward(x: Tensor): Tensor {
-    return ops.linear(x, this.weight, this.bias);
+    return F.linear(x, this.weight, this.bias);
   }
 }
 
@@ -23,7 +23,7 @@ export class Embedding extends Module {
     this.weight = this.param('weight', normalParam([num, dim], opts.std, opts.init));
   }
   forward(ids: Tensor): Tensor {
-    return ops.embedding(ids, this.weight);
+    return F.embedding(ids, this.weight);
   }
 }
 
@@ -34,7 +34,7 @@ export class RMSNorm extends Module {
     this.weight = this.param('weight', constParam([dim], 1, init));
   }
   forward(x: Tensor): Tensor {
-    return ops.rmsNorm(x, this.weight, this.eps);
+    return F.rmsNorm(x, this.weight, this.eps);
   }
 }
 
@@ -47,6 +47,6 @@ export class LayerNorm extends Module {
     this.bias = this.param('bias', constParam([dim], 0, init));
   }
   forward(x: Tensor): Tensor {
-    return ops.layerNorm(x, this.weight, this.bias, this.eps);
+    return F.layerNorm(x, this.weight, this.bias, this.eps);
   }
 }

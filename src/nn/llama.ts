@@ -1,6 +1,6 @@
 // LLaMA-family decoder (HF LlamaModel / LlamaForCausalLM names and math): token embedding, layers of
 // pre-RMSNorm grouped-query attention with rotary embeddings and a SwiGLU MLP, final RMSNorm.
-import * as ops from '../ops';
+import * as F from '../functional';
 import { keep, Tensor } from '../tensor';
 import { Embedding, Linear, RMSNorm } from './layers';
 import { InitOptions, Module, ModuleList } from './module';
@@ -100,27 +100,27 @@ export class LlamaAttention extends Module {
   forward(x: Tensor, keyMask: Tensor | null, cache: KVCache | null, layer: number): Tensor {
     const [B, T] = x.shape, c = this.config, Dh = this.headDim;
     const pos = cache ? cache.length : 0;
-    const q = ops.rope(ops.reshape(this.q_proj.forward(x), [B, T, c.numHeads, Dh]), c.ropeTheta, pos);
-    let k = ops.rope(ops.reshape(this.k_proj.forward(x), [B, T, c.numKvHeads, Dh]), c.ropeTheta, pos);
-    let v = ops.reshape(this.v_proj.forward(x), [B, T, c.numKvHeads, Dh]);
+    const q = F.rope(F.reshape(this.q_proj.forward(x), [B, T, c.numHeads, Dh]), c.ropeTheta, pos);
+    let k = F.rope(F.reshape(this.k_proj.forward(x), [B, T, c.numKvHeads, Dh]), c.ropeTheta, pos);
+    let v = F.reshape(this.v_proj.forward(x), [B, T, c.numKvHeads, Dh]);
     if (cache) {
       const pk = cache.k[layer], pv = cache.v[layer];
       if (pk && pv) {
-        k = ops.concat([pk, k], 1);
-        v = ops.concat([pv, v], 1);
+        k = F.concat([pk, k], 1);
+        v = F.concat([pv, v], 1);
         pk.dispose();
         pv.dispose();
       } else {
         // the cache owns its own copies (the views above die with the caller's scope)
-        k = ops.concat([k], 1);
-        v = ops.concat([v], 1);
+        k = F.concat([k], 1);
+        v = F.concat([v], 1);
       }
       // the cache owns these: they outlive the step's scope
       cache.k[layer] = keep(k);
       cache.v[layer] = keep(v);
     }
-    const o = ops.attention(q, k, v, { causal: true, keyMask });
-    return this.o_proj.forward(ops.reshape(o, [B, T, c.numHeads * Dh]));
+    const o = F.attention(q, k, v, { causal: true, keyMask });
+    return this.o_proj.forward(F.reshape(o, [B, T, c.numHeads * Dh]));
   }
 }
 
@@ -136,7 +136,7 @@ export class LlamaMLP extends Module {
     this.down_proj = this.child('down_proj', new Linear(c.intermediateSize, c.hiddenSize, { bias: false, std, init }));
   }
   forward(x: Tensor): Tensor {
-    return this.down_proj.forward(ops.swiglu(this.gate_proj.forward(x), this.up_proj.forward(x)));
+    return this.down_proj.forward(F.swiglu(this.gate_proj.forward(x), this.up_proj.forward(x)));
   }
 }
 
@@ -153,8 +153,8 @@ export class LlamaDecoderLayer extends Module {
     this.post_attention_layernorm = this.child('post_attention_layernorm', new RMSNorm(c.hiddenSize, c.rmsNormEps, init));
   }
   forward(x: Tensor, keyMask: Tensor | null, cache: KVCache | null, layer: number): Tensor {
-    const h = ops.add(x, this.self_attn.forward(this.input_layernorm.forward(x), keyMask, cache, layer));
-    return ops.add(h, this.mlp.forward(this.post_attention_layernorm.forward(h)));
+    const h = F.add(x, this.self_attn.forward(this.input_layernorm.forward(x), keyMask, cache, layer));
+    return F.add(h, this.mlp.forward(this.post_attention_layernorm.forward(h)));
   }
 }
 

@@ -1,6 +1,6 @@
 // LLaVA multimodal projector: 'linear' or 'mlp{N}x_gelu' (Linear, then (GELU, Linear) x (N - 1)).
 // Names follow nn.Sequential indices: mm_projector.0, mm_projector.2, ... (GELUs hold no parameters).
-import * as ops from '../ops';
+import * as F from '../functional';
 import { Tensor } from '../tensor';
 import { Linear } from './layers';
 import { InitOptions, Module } from './module';
@@ -23,7 +23,7 @@ export class Projector extends Module {
   }
   forward(x: Tensor): Tensor {
     let h = this.linears[0].forward(x);
-    for (let i = 1; i < this.linears.length; i++) h = this.linears[i].forward(ops.gelu(h));
+    for (let i = 1; i < this.linears.length; i++) h = this.linears[i].forward(F.gelu(h));
     return h;
   }
 }

@@ -50,10 +50,10 @@ const FUNCTIONS = [
   // demo
   'runDemo', 'runRecipe', 'recipeConfig',
   // engine
-  'scope', 'keep', 'backward', 'noGrad', 'zeroGrad', 'clipGradNorm', 'gradNorm', 'callOp', 'engineOpNames', 'backendInfo', 'memoryStats', 'opNames',
+  'scope', 'keep', 'backward', 'noGrad', 'zeroGrad', 'clipGradNorm', 'gradNorm', 'callOp', 'opNames', 'opConstants', 'backendInfo', 'memoryStats',
   'cudaAvailable', 'releaseHostCache', 'cachedHostBytes',
 ];
-const OBJECTS = ['kernels', 'ops', 'F', 'nn', 'DEFAULT_RECIPE', 'TEMPLATES', 'VICUNA_V1', 'WORD_LEVEL_TOKENIZER_CONFIG'];
+const OBJECTS = ['fused', 'F', 'DEFAULT_WORKSPACE_BUDGET', 'nn', 'DEFAULT_RECIPE', 'TEMPLATES', 'VICUNA_V1', 'WORD_LEVEL_TOKENIZER_CONFIG'];
 const ARRAYS = ['CLIP_MEAN', 'CLIP_STD', 'COLOURS', 'LLAVA_TRANSFORMERS_NAMES', 'STOP_SIGNALS'];
 
 const isClass = (v: unknown) => typeof v === 'function' && /^class[\s{]/.test(Function.prototype.toString.call(v));

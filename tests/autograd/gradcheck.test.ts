@@ -2,7 +2,7 @@
 // the op's own forward (float32, so a wiring check with a loose tolerance: the engine kernels themselves
 // are checked at 1e-5 against float64 references in tests/engine and tests/kernels).
 import { describe, expect, it } from 'vitest';
-import { F, ops, scope, Tensor } from '../../src';
+import { F, scope, Tensor } from '../../src';
 import { rngFor, runSeed } from '../support/random';
 
 type Fn = (xs: Tensor[]) => Tensor;
@@ -27,7 +27,7 @@ function gradcheck(label: string, f: Fn, inputs: { shape: number[]; scale?: numb
     const xs = make(data);
     xs.forEach((x, i) => (x.requiresGrad = !inputs[i].int));
     const y = f(xs);
-    const loss = ops.sum(ops.mul(y, Tensor.fromArray(R!, y.shape)));
+    const loss = F.sum(F.mul(y, Tensor.fromArray(R!, y.shape)));
     loss.backward();
     const g = xs.map((x) => (x.grad ? (x.grad.toArray() as Float32Array) : null));
     xs.forEach((x) => x.dispose());
@@ -53,47 +53,47 @@ function gradcheck(label: string, f: Fn, inputs: { shape: number[]; scale?: numb
 
 describe(`autograd gradients of ops.* (seed ${runSeed})`, () => {
   it('linear with and without bias', () => {
-    gradcheck('linear+b', ([x, w, b]) => ops.linear(x, w, b), [{ shape: [2, 3, 5] }, { shape: [4, 5] }, { shape: [4] }]);
-    gradcheck('linear', ([x, w]) => ops.linear(x, w), [{ shape: [7, 3] }, { shape: [2, 3] }]);
+    gradcheck('linear+b', ([x, w, b]) => F.linear(x, w, b), [{ shape: [2, 3, 5] }, { shape: [4, 5] }, { shape: [4] }]);
+    gradcheck('linear', ([x, w]) => F.linear(x, w), [{ shape: [7, 3] }, { shape: [2, 3] }]);
   });
   it('matmul: transposes, batches, shared B', () => {
     for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
       const a = ta ? [2, 4, 3] : [2, 3, 4], bs = tb ? [5, 4] : [4, 5], bb = tb ? [2, 5, 4] : [2, 4, 5];
-      gradcheck(`mm shared ${ta}${tb}`, ([x, y]) => ops.matmul(x, y, { transA: ta, transB: tb }), [{ shape: a }, { shape: bs }]);
-      gradcheck(`mm batched ${ta}${tb}`, ([x, y]) => ops.matmul(x, y, { transA: ta, transB: tb }), [{ shape: a }, { shape: bb }]);
+      gradcheck(`mm shared ${ta}${tb}`, ([x, y]) => F.matmul(x, y, { transA: ta, transB: tb }), [{ shape: a }, { shape: bs }]);
+      gradcheck(`mm batched ${ta}${tb}`, ([x, y]) => F.matmul(x, y, { transA: ta, transB: tb }), [{ shape: a }, { shape: bb }]);
     }
   });
   it('elementwise: add, sub, scale, mul, addBroadcast, activations, swiglu, softmax, sum', () => {
-    gradcheck('add', ([a, b]) => ops.add(a, b), [{ shape: [3, 4] }, { shape: [3, 4] }]);
-    gradcheck('sub', ([a, b]) => ops.sub(a, b), [{ shape: [5] }, { shape: [5] }]);
-    gradcheck('scale', ([a]) => ops.scale(a, -1.7), [{ shape: [6] }]);
-    gradcheck('mul', ([a, b]) => ops.mul(a, b), [{ shape: [2, 5] }, { shape: [2, 5] }]);
-    gradcheck('addBroadcast', ([a, b]) => ops.addBroadcast(a, b), [{ shape: [3, 2, 4] }, { shape: [2, 4] }]);
-    for (const k of ['gelu', 'geluTanh', 'quickGelu', 'silu'] as const) gradcheck(k, ([a]) => ops.activation(a, k), [{ shape: [9] }]);
-    gradcheck('swiglu', ([a, b]) => ops.swiglu(a, b), [{ shape: [2, 7] }, { shape: [2, 7] }]);
-    gradcheck('softmax', ([a]) => ops.softmax(a), [{ shape: [3, 6] }]);
-    gradcheck('sum', ([a]) => ops.sum(a), [{ shape: [4, 2] }]);
-    gradcheck('reshape', ([a]) => ops.reshape(a, [2, 6]), [{ shape: [3, 4] }]);
+    gradcheck('add', ([a, b]) => F.add(a, b), [{ shape: [3, 4] }, { shape: [3, 4] }]);
+    gradcheck('sub', ([a, b]) => F.sub(a, b), [{ shape: [5] }, { shape: [5] }]);
+    gradcheck('scale', ([a]) => F.scale(a, -1.7), [{ shape: [6] }]);
+    gradcheck('mul', ([a, b]) => F.mul(a, b), [{ shape: [2, 5] }, { shape: [2, 5] }]);
+    gradcheck('addBroadcast', ([a, b]) => F.addBroadcast(a, b), [{ shape: [3, 2, 4] }, { shape: [2, 4] }]);
+    for (const k of ['gelu', 'geluTanh', 'quickGelu', 'silu'] as const) gradcheck(k, ([a]) => F.activation(a, k), [{ shape: [9] }]);
+    gradcheck('swiglu', ([a, b]) => F.swiglu(a, b), [{ shape: [2, 7] }, { shape: [2, 7] }]);
+    gradcheck('softmax', ([a]) => F.softmax(a), [{ shape: [3, 6] }]);
+    gradcheck('sum', ([a]) => F.sum(a), [{ shape: [4, 2] }]);
+    gradcheck('reshape', ([a]) => F.reshape(a, [2, 6]), [{ shape: [3, 4] }]);
   });
   it('norms, rope, embedding', () => {
-    gradcheck('rmsNorm', ([x, w]) => ops.rmsNorm(x, w, 1e-6), [{ shape: [3, 8] }, { shape: [8] }]);
-    gradcheck('layerNorm', ([x, w, b]) => ops.layerNorm(x, w, b, 1e-5), [{ shape: [4, 6] }, { shape: [6] }, { shape: [6] }]);
-    gradcheck('rope', ([x]) => ops.rope(x, 10000, 3), [{ shape: [2, 3, 2, 8] }]);
-    gradcheck('embedding', ([ids, w]) => ops.embedding(ids, w), [{ shape: [5], int: [0, 3, 3, 1, 0] }, { shape: [4, 3] }]);
+    gradcheck('rmsNorm', ([x, w]) => F.rmsNorm(x, w, 1e-6), [{ shape: [3, 8] }, { shape: [8] }]);
+    gradcheck('layerNorm', ([x, w, b]) => F.layerNorm(x, w, b, 1e-5), [{ shape: [4, 6] }, { shape: [6] }, { shape: [6] }]);
+    gradcheck('rope', ([x]) => F.rope(x, 10000, 3), [{ shape: [2, 3, 2, 8] }]);
+    gradcheck('embedding', ([ids, w]) => F.embedding(ids, w), [{ shape: [5], int: [0, 3, 3, 1, 0] }, { shape: [4, 3] }]);
   });
   it('concat, slice, gatherRows', () => {
-    gradcheck('concat1', ([a, b]) => ops.concat([a, b], 1), [{ shape: [2, 1, 3] }, { shape: [2, 4, 3] }]);
-    gradcheck('concat0', ([a, b]) => ops.concat([a, b], 0), [{ shape: [1, 3] }, { shape: [2, 3] }]);
-    gradcheck('slice', ([a]) => ops.slice(a, 1, 1, 2), [{ shape: [2, 4, 3] }]);
-    gradcheck('gatherRows', ([a, i]) => ops.gatherRows(a, i), [{ shape: [4, 3] }, { shape: [6], int: [3, 0, 0, 2, 3, 3] }]);
+    gradcheck('concat1', ([a, b]) => F.concat([a, b], 1), [{ shape: [2, 1, 3] }, { shape: [2, 4, 3] }]);
+    gradcheck('concat0', ([a, b]) => F.concat([a, b], 0), [{ shape: [1, 3] }, { shape: [2, 3] }]);
+    gradcheck('slice', ([a]) => F.slice(a, 1, 1, 2), [{ shape: [2, 4, 3] }]);
+    gradcheck('gatherRows', ([a, i]) => F.gatherRows(a, i), [{ shape: [4, 3] }, { shape: [6], int: [3, 0, 0, 2, 3, 3] }]);
   });
   it('attention: causal GQA with padding, bidirectional', () => {
-    gradcheck('attn causal gqa', ([q, k, v]) => ops.attention(q, k, v, { causal: true }), [{ shape: [2, 5, 4, 3] }, { shape: [2, 5, 2, 3] }, { shape: [2, 5, 2, 3] }]);
-    gradcheck('attn masked', ([q, k, v, m]) => ops.attention(q, k, v, { causal: false, keyMask: m }), [{ shape: [2, 3, 2, 4] }, { shape: [2, 4, 2, 4] }, { shape: [2, 4, 2, 4] }, { shape: [2, 4], int: [1, 1, 1, 1, 1, 1, 0, 0] }]);
+    gradcheck('attn causal gqa', ([q, k, v]) => F.attention(q, k, v, { causal: true }), [{ shape: [2, 5, 4, 3] }, { shape: [2, 5, 2, 3] }, { shape: [2, 5, 2, 3] }]);
+    gradcheck('attn masked', ([q, k, v, m]) => F.attention(q, k, v, { causal: false, keyMask: m }), [{ shape: [2, 3, 2, 4] }, { shape: [2, 4, 2, 4] }, { shape: [2, 4, 2, 4] }, { shape: [2, 4], int: [1, 1, 1, 1, 1, 1, 0, 0] }]);
   });
   it('patchEmbed (weight gradient)', () => {
     const img = rngFor('img').normals(2 * 3 * 4 * 4);
-    gradcheck('patchEmbed', ([w]) => scope(() => ops.patchEmbed(Tensor.fromArray(img, [2, 3, 4, 4]), w)), [{ shape: [5, 3, 2, 2] }]);
+    gradcheck('patchEmbed', ([w]) => scope(() => F.patchEmbed(Tensor.fromArray(img, [2, 3, 4, 4]), w)), [{ shape: [5, 3, 2, 2] }]);
   });
   it('fused losses F.*', () => {
     gradcheck('F.ce', ([h, w, t]) => F.linearCrossEntropy(h, w, t, { labelSmoothing: 0.1 }), [{ shape: [5, 4] }, { shape: [9, 4] }, { shape: [5], int: [1, -100, 8, 0, 3] }]);

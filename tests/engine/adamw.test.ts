@@ -4,7 +4,7 @@ import { scope, Tensor } from '../../src';
 import { magErr, relErr, updateErr } from '../support/compare';
 import { adamwRef, AdamWParams } from '../support/engine_reference';
 import { expectErr, f32, out, run, sameBits } from '../support/engine_harness';
-import { callOp } from '../../src/engine';
+import { callOp } from '../../src/call_op';
 import { rngFor, runSeed } from '../support/random';
 
 const TOL = 1e-5;

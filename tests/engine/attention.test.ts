@@ -4,7 +4,7 @@
 // empty tensors, finite differences of sum(O * R), determinism and argument errors.
 import { describe, expect, it } from 'vitest';
 import { scope, Tensor } from '../../src';
-import { callOp } from '../../src/engine';
+import { callOp } from '../../src/call_op';
 import { magErr, relErr } from '../support/compare';
 import { attentionBackwardRef, attentionLoss, attentionRef, AttnDims } from '../support/attention_reference';
 import { finiteDifference } from '../support/reference';

@@ -1,5 +1,5 @@
-// Parity of the CUDA engine ops (native/cuda/engine/*.cu) with the CPU ops (native/cpu): every engine op
-// runs on both backends on the same random inputs (odd sizes, both row-kernel paths (rows of <= 1024 and
+// The backend parity table: every op of the table (native/core/ops.def; native/cuda/**/*.cu against
+// native/cpu/*.cpp) runs on both backends on the same random inputs (odd sizes, both row-kernel paths (rows of <= 1024 and
 // > 1024 elements), batches with gaps, masks, GQA, causal KV caches, empty tensors) and the outputs are
 // compared normwise (max |cuda - cpu| / max |cpu|, tests/support/compare.ts relErr).
 // Tolerances: float32 1e-5; 1e-4 for attention (different summation orders over keys and head dims, and
@@ -14,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { cudaAvailable, scope, Tensor } from '../../src';
 import type { DType } from '../../src';
 import { roundToBf16 } from '../../src/bf16';
-import { callOp } from '../../src/engine';
+import { callOp, opNames } from '../../src/call_op';
 import { relErr } from '../support/compare';
 import { expectErr, sameBits } from '../support/engine_harness';
 import { Rng, rngFor, runSeed } from '../support/random';
@@ -30,11 +30,13 @@ interface In {
   data: Float32Array | Int32Array | null;
   cast?: boolean;
 }
-/** An output of n elements, pre-filled with `init` (for "+=" outputs) or NaN. */
+/** An output of n elements, pre-filled with `init` (for "+=" outputs) or NaN; n < 0: absent (null). */
 interface Out {
   n: number;
   init?: Float32Array;
   cast?: boolean;
+  /** int32 (the fused top-k ids); compared exactly. */
+  int?: boolean;
 }
 interface Case {
   name: string;
@@ -55,6 +57,8 @@ const ids = (data: Int32Array): In => ({ data });
 const none: In = { data: null };
 const out = (n: number, castOut = false): Out => ({ n, cast: castOut });
 const acc = (init: Float32Array, castOut = false): Out => ({ n: init.length, init, cast: castOut });
+const noOut: Out = { n: -1 };
+const intOut = (n: number): Out => ({ n, int: true });
 
 function normals(rng: Rng, n: number, scale = 1, shift = 0): Float32Array {
   const a = rng.normals(n, scale);
@@ -79,11 +83,13 @@ function runOn(c: Case, device: 'cpu' | 'cuda', dtype: DType): Float32Array[] {
       return Tensor.fromArray(data, [data.length], { device, dtype: device === 'cuda' && s.cast ? dtype : 'float32' });
     });
     const outs = c.outputs.map((o) => {
+      if (o.n < 0) return null;
+      if (o.int) return Tensor.fromArray(new Int32Array(o.n).fill(-1), [o.n], { device });
       const init = o.init ? (bf && o.cast ? rounded(o.init) : o.init) : new Float32Array(o.n).fill(NaN);
       return Tensor.fromArray(init, [o.n], { device, dtype: device === 'cuda' && o.cast ? dtype : 'float32' });
     });
     callOp(c.op, device, ins, outs, c.ints, c.floats ?? []);
-    return outs.map((t) => t.toArray() as Float32Array);
+    return outs.filter((t) => t !== null).map((t) => Float32Array.from(t!.toArray()));
   });
 }
 
@@ -320,13 +326,57 @@ function attentionCases(rng: Rng, a: Attn): Case[] {
   ];
 }
 
+// The fused vocabulary ops: both row-pass widths (V % 4 == 0 and not), several row chunks, ignored rows,
+// label smoothing and z-loss, detached targets, k > 1, gradients off, empty inputs. Logits stay moderate
+// (|z| of a few units), so the CPU and CUDA summation orders differ by float32 rounding only.
+function fusedCases(rng: Rng): Case[] {
+  const cases: Case[] = [];
+  const MiB64 = 64 * 2 ** 20;
+  const small = (n: number) => normals(rng, n, 0.3);
+  for (const [N, d, V, chunk] of [[37, 19, 101, 8], [40, 16, 128, 0], [0, 5, 7, 0]]) {
+    const t = randIds(rng, N, V).map((x, i) => (i % 5 === 2 ? -100 : x));
+    for (const [red, grad, ls, z] of [[0, 1, 0.1, 1e-3], [1, 1, 0, 0], [2, 0, 0, 0]]) {
+      cases.push({ name: `linear_cross_entropy N=${N} V=${V} red=${red} grad=${grad}`, op: 'linear_cross_entropy', bf16: true, tol: TOL_LONG,
+        inputs: [cast(small(N * d)), cast(small(V * d)), ids(t)], outputs: [out(N), grad ? out(N * d, true) : noOut, grad ? out(V * d) : noOut],
+        ints: [N, d, V, -100, red, grad, chunk, MiB64], floats: [1, ls, z] });
+    }
+    for (const detach of [0, 1]) {
+      cases.push({ name: `visual_word_kl M=${N} V=${V} detach=${detach}`, op: 'visual_word_kl', bf16: true, tol: TOL_LONG,
+        inputs: [cast(small(N * d)), cast(small(V * d)), cast(small(N * d)), cast(small(V * d))],
+        outputs: [out(N), out(N * d, true), out(V * d), detach ? noOut : out(N * d, true), detach ? noOut : out(V * d)],
+        ints: [N, d, V, 0, 1, detach, chunk, MiB64], floats: [1.5, 0.5] });
+    }
+    for (const k of [1, 5]) {
+      // ids are compared exactly: float32 only (bf16 rounding may swap near-ties)
+      cases.push({ name: `visual_words N=${N} V=${V} k=${k}`, op: 'visual_words', tol: TOL_LONG,
+        inputs: [cast(small(N * d)), cast(small(V * d))], outputs: [intOut(N * k), out(N * k)], ints: [N, d, V, k, chunk, MiB64] });
+    }
+    const dE = 9;
+    cases.push({ name: `pseudo_image_features N=${N} V=${V}`, op: 'pseudo_image_features', bf16: true, tol: TOL_LONG,
+      inputs: [cast(small(N * d)), cast(small(V * d)), cast(small(V * dE))], outputs: [out(N * dE, true)], ints: [N, d, V, dE, chunk, MiB64] });
+    cases.push({ name: `pseudo_image_features_backward N=${N} V=${V}`, op: 'pseudo_image_features_backward', bf16: true, tol: TOL_LONG,
+      inputs: [cast(small(N * d)), cast(small(V * d)), cast(small(V * dE)), cast(small(N * dE))],
+      outputs: [out(N * d, true), out(V * d), out(V * dE)], ints: [N, d, V, dE, chunk, MiB64] });
+  }
+  return cases;
+}
+
 // ------------------------------------------------------------------------------------------ tests
 
-describe(`CUDA engine ops match the CPU ops (seed ${runSeed})`, () => {
+describe(`CUDA ops match the CPU ops (seed ${runSeed})`, () => {
   const groups: [string, (rng: Rng) => Case[]][] = [
     ['matmul', matmulCases], ['rows', rowsCases], ['norms, rope, softmax', normCases], ['element-wise', elementwiseCases],
     ['optimizer', optimizerCases], ...attnConfigs.map((a): [string, (rng: Rng) => Case[]] => [`attention ${a.name}`, (rng) => attentionCases(rng, a)]),
+    ['fused', fusedCases],
   ];
+
+  // Runs without a GPU too: an op added to the table without a case here fails, on every machine.
+  it('the table has cases for every op of the table, in both dtypes where the op takes bfloat16', () => {
+    const all = groups.flatMap(([g, make]) => make(rngFor(`cuda_parity:${g}`)));
+    expect([...new Set(all.map((c) => c.op))].sort()).toEqual([...opNames()].sort());
+    const cudaNames = hasCuda ? opNames('cuda') : opNames();
+    expect(cudaNames).toEqual(opNames());
+  });
   for (const [group, make] of groups) {
     describe(group, () => {
       it.skipIf(!hasCuda)('float32', () => {

@@ -21,23 +21,23 @@ const hash = (b, n) => crypto.createHash('sha1').update(Buffer.from(read(b, n).b
 const out = [];
 for (const [R, C] of [[40000, 5], [3000, 300], [50, 1000], [1 << 20, 1]]) {
   const y = f(C);
-  a.engineCall('sum_rows', [f(R * C)], ['float32'], [y], ['float32'], [R, C, 0], []);
+  a.callOp('sum_rows', [f(R * C)], ['float32'], [y], ['float32'], [R, C, 0], []);
   out.push(hash(y, C));
 }
 {
   const R = 5000, C = 77, x = f(R * C), w = f(C), b = f(C), dw = f(C), db = f(C), mean = f(R), rstd = f(R);
-  a.engineCall('layer_norm_forward', [x, w, b], ['float32', 'float32', 'float32'], [f(R * C), mean, rstd], ['float32', 'float32', 'float32'], [R, C], [1e-5]);
-  a.engineCall('layer_norm_backward', [f(R * C), x, w, mean, rstd], Array(5).fill('float32'), [f(R * C), dw, db], Array(3).fill('float32'), [R, C], []);
+  a.callOp('layer_norm_forward', [x, w, b], ['float32', 'float32', 'float32'], [f(R * C), mean, rstd], ['float32', 'float32', 'float32'], [R, C], [1e-5]);
+  a.callOp('layer_norm_backward', [f(R * C), x, w, mean, rstd], Array(5).fill('float32'), [f(R * C), dw, db], Array(3).fill('float32'), [R, C], []);
   out.push(hash(dw, C), hash(db, C));
 }
 {
   const n = 20000, V = 5, D = 64, ids = buf(Int32Array.from({ length: n }, (_, i) => (i * 7919) % V)), dW = f(V * D);
-  a.engineCall('embedding_backward', [ids, f(n * D)], ['int32', 'float32'], [dW], ['float32'], [n, V, D], []);
+  a.callOp('embedding_backward', [ids, f(n * D)], ['int32', 'float32'], [dW], ['float32'], [n, V, D], []);
   out.push(hash(dW, V * D));
 }
 {
   const sum = f(1);
-  a.engineCall('sum_squares', [f(1 << 20), f(12345)], ['float32', 'float32'], [sum], ['float32'], [2, 1 << 20, 12345], []);
+  a.callOp('sum_squares', [f(1 << 20), f(12345)], ['float32', 'float32'], [sum], ['float32'], [2, 1 << 20, 12345], []);
   out.push(hash(sum, 1));
 }
 console.log(out.join(' '));

@@ -1,7 +1,7 @@
 // Fuzzer of the Node-API boundary and the public TS API, run in a child process by napi_fuzz.test.ts (so
 // a crash, abort or hang is seen from outside). It calls every export of the CPU addon (the NativeBuffer
-// constructor, its methods and accessors, every fused kernel of opNames(), engineCall with every engine op,
-// sgemm, the memory and cache functions) and the TS API (Tensor.*, kernels.*, ops.*, callOp) thousands of
+// constructor, its methods and accessors, callOp with every op of the table,
+// sgemm, the memory and cache functions) and the TS API (Tensor.*, fused.*, F.*, callOp) thousands of
 // times, each call a valid one with a few arguments replaced: wrong types, shapes and dtypes; negative,
 // huge, fractional, NaN and infinite sizes; disposed tensors and buffers; detached and shared ArrayBuffers;
 // typed arrays of the wrong type; empty arrays; missing and extra arguments; objects and proxies whose
@@ -19,10 +19,7 @@
 // when no problem was found, 1 otherwise. --trace writes each call's description to FILE (synchronously,
 // before the call) to find the call behind a crash.
 import * as fs from 'fs';
-import {
-  cachedHostBytes, callOp, clearTape, engineOpNames, kernels, memoryStats, opNames, ops, releaseHostCache, scope, Tensor,
-  backendInfo,
-} from '../../src';
+import { cachedHostBytes, callOp, clearTape, opNames, fused, memoryStats, F, releaseHostCache, scope, Tensor, backendInfo } from '../../src';
 import { cpu, NativeBuffer } from '../../src/native';
 import { Rng } from '../support/random';
 
@@ -40,8 +37,8 @@ const traceFd = traceIdx >= 0 ? fs.openSync(process.argv[traceIdx + 1], 'w') : n
 const rng = new Rng(seed);
 const addon = cpu() as unknown as Record<string, unknown> & {
   NativeBuffer: new (bytes: number, zero?: boolean) => NativeBuffer;
-  engineCall: (...a: unknown[]) => void;
-  engineOpNames(): string[];
+  callOp: (...a: unknown[]) => unknown;
+  opNames(): string[];
 };
 const NB = addon.NativeBuffer;
 const pick = <T>(a: readonly T[]): T => a[rng.int(a.length)];
@@ -316,7 +313,7 @@ function disposeAll(v: unknown, depth = 0): void {
 
 function run(targetName: string, call: Call): void {
   const pt = (perTarget[targetName] ??= { tried: 0, worked: 0, threw: 0 });
-  if (/^(engineCall|callOp) /.test(targetName) && typeof call.args[0] === 'string') call.names = [...call.names, `[${call.args[0]}]`];
+  if (/^(rawCallOp|callOp) /.test(targetName) && typeof call.args[0] === 'string') call.names = [...call.names, `[${call.args[0]}]`];
   let allowed = true;
   try {
     allowed = !call.guard || call.guard(call.args);
@@ -385,36 +382,12 @@ add('NativeBuffer.dispose', () => ({ fn: proto.dispose, self: chance(0.5) ? buf(
 for (const k of ['bytes', 'disposed', 'device'])
   add(`NativeBuffer.${k}`, () => ({ fn: getter(k), self: chance(0.5) ? buf(8) : disposedBuffer(), nativeThis: true, args: [], names: [`NativeBuffer.${k}`] }));
 
-// --- the fused kernels, raw (every name of opNames()) and through kernels.*
+// --- the fused ops through fused.* (raw, they are callOp targets like every other op of the table)
 const snake: Record<string, string> = {
   linearCrossEntropy: 'linear_cross_entropy', visualWordKL: 'visual_word_kl', visualWords: 'visual_words',
   pseudoImageFeatures: 'pseudo_image_features', pseudoImageFeaturesBackward: 'pseudo_image_features_backward',
 };
 const dimsOf = () => ({ N: 1 + rng.int(5), d: 1 + rng.int(6), V: 1 + rng.int(7), dE: 1 + rng.int(4) });
-const rawKernel: Record<string, () => unknown[]> = {
-  linearCrossEntropy: () => {
-    const { N, d, V } = dimsOf();
-    return [buf(4 * N * d), buf(4 * V * d), ibuf(randInts(N, -1, V)), { N, d, V },
-      { ignoreIndex: -1, reduction: pick(['mean', 'sum', 'none']), labelSmoothing: 0.1, zLossWeight: 0.01, grad: chance(0.8), chunkRows: rng.int(3) }];
-  },
-  visualWordKL: () => {
-    const { N: M, d, V } = dimsOf();
-    return [buf(4 * M * d), buf(4 * V * d), buf(4 * M * d), buf(4 * V * d), { M, d, V },
-      { reduction: pick(['batchmean', 'sum', 'none']), temperature: 1.5, detachTarget: chance(0.3), grad: chance(0.8), workspaceBytes: 64 }];
-  },
-  visualWords: () => {
-    const { N, d, V } = dimsOf();
-    return [buf(4 * N * d), buf(4 * V * d), { N, d, V }, { topK: 1 + rng.int(V) }];
-  },
-  pseudoImageFeatures: () => {
-    const { N, d, V, dE } = dimsOf();
-    return [buf(4 * N * d), buf(4 * V * d), buf(4 * V * dE), { N, d, V, dE }, { chunkRows: 1 }];
-  },
-  pseudoImageFeaturesBackward: () => {
-    const { N, d, V, dE } = dimsOf();
-    return [buf(4 * N * d), buf(4 * V * d), buf(4 * V * dE), buf(4 * N * dE), { N, d, V, dE }, {}];
-  },
-};
 const tsKernel: Record<string, () => unknown[]> = {
   linearCrossEntropy: () => {
     const { N, d, V } = dimsOf();
@@ -430,37 +403,35 @@ const tsKernel: Record<string, () => unknown[]> = {
   },
   pseudoImageFeatures: () => {
     const { N, d, V, dE } = dimsOf();
-    return [tf([N, d]), tf([V, d]), tf([V, dE]), { workspaceBytes: 32 }];
+    return [tf([N, d]), tf([V, d]), tf([V, dE]), { workspaceBudget: 32 }];
   },
   pseudoImageFeaturesBackward: () => {
     const { N, d, V, dE } = dimsOf();
     return [tf([N, d]), tf([V, d]), tf([V, dE]), tf([N, dE])];
   },
 };
-const fusedNames = opNames();
-for (const k of fusedNames) {
-  if (!rawKernel[k] || !tsKernel[k]) throw new Error(`fuzz: no generator for the fused kernel ${k}: add one to tests/fuzz/fuzz_child.ts`);
-  add(`addon.${k}`, () => ({ fn: addon[k] as never, args: rawKernel[k](), names: [snake[k], k, ...NBN] }));
-  add(`kernels.${k}`, () => ({ fn: (kernels as unknown as Record<string, never>)[k], args: tsKernel[k](), names: [`kernels.${k}`, snake[k], ...NBN] }));
+for (const k of Object.keys(fused)) {
+  if (!tsKernel[k] || !snake[k]) throw new Error(`fuzz: no generator for fused.${k}: add one to tests/fuzz/fuzz_child.ts`);
+  add(`fused.${k}`, () => ({ fn: (fused as unknown as Record<string, never>)[k], args: tsKernel[k](), names: [`fused.${k}`, snake[k], ...NBN] }));
 }
 
 add('addon.sgemm', () => {
   const M = rng.int(5), N = rng.int(5), K = rng.int(5);
   return { fn: addon.sgemm as never, args: [chance(0.5), chance(0.5), M, N, K, buf(4 * M * K), buf(4 * K * N), buf(4 * M * N)], names: ['sgemm', ...NBN] };
 });
-for (const k of ['opNames', 'memoryStats', 'backendInfo', 'releaseCache', 'cachedBytes', 'engineOpNames'])
+for (const k of ['opNames', 'opConstants', 'memoryStats', 'backendInfo', 'releaseCache', 'cachedBytes'])
   add(`addon.${k}`, () => ({ fn: addon[k] as never, args: [], names: [k] }));
-for (const [k, fn] of Object.entries({ memoryStats, backendInfo, releaseHostCache, cachedHostBytes, opNames, engineOpNames }))
-  add(k, () => ({ fn: fn as never, args: k === 'engineOpNames' ? ['cpu'] : [], names: [k, 'CUDA'] }));
+for (const [k, fn] of Object.entries({ memoryStats, backendInfo, releaseHostCache, cachedHostBytes, opNames }))
+  add(k, () => ({ fn: fn as never, args: k === 'opNames' ? ['cpu'] : [], names: [k, 'CUDA'] }));
 
-// --- engine ops: valid templates recorded from ops.* (every call ops.* makes to engineCall), replayed
-// raw through engineCall and through callOp with fresh buffers of the same sizes, then mutated.
-interface Template { op: string; ins: ({ bytes: number; dtype: string; ints: number[] | null } | null)[]; outs: { bytes: number; dtype: string }[]; ints: number[]; floats: number[] }
+// --- ops: valid templates recorded from F.* and fused.* (every call they make to the binding's callOp), replayed
+// raw through the binding and through callOp with fresh buffers of the same sizes, then mutated.
+interface Template { op: string; ins: ({ bytes: number; dtype: string; ints: number[] | null } | null)[]; outs: ({ bytes: number; dtype: string } | null)[]; ints: number[]; floats: number[] }
 const templates = new Map<string, Template[]>();
 
 function recordTemplates(): void {
-  const orig = addon.engineCall;
-  addon.engineCall = (op: unknown, inputs: unknown, inDtypes: unknown, outputs: unknown, outDtypes: unknown, ints: unknown, floats: unknown) => {
+  const orig = addon.callOp;
+  addon.callOp = (op: unknown, inputs: unknown, inDtypes: unknown, outputs: unknown, outDtypes: unknown, ints: unknown, floats: unknown) => {
     const ins = (inputs as (NativeBuffer | null)[]).map((b, i) => {
       if (!b) return null;
       const dtype = (inDtypes as string[])[i];
@@ -472,7 +443,7 @@ function recordTemplates(): void {
       }
       return { bytes: b.bytes, dtype, ints: iv };
     });
-    const outs = (outputs as NativeBuffer[]).map((b, i) => ({ bytes: b.bytes, dtype: (outDtypes as string[])[i] }));
+    const outs = (outputs as (NativeBuffer | null)[]).map((b, i) => (b ? { bytes: b.bytes, dtype: (outDtypes as string[])[i] } : null));
     const list = templates.get(op as string) ?? [];
     if (list.length < 6) list.push({ op: op as string, ins, outs, ints: [...(ints as number[])], floats: [...(floats as number[])] });
     templates.set(op as string, list);
@@ -484,14 +455,14 @@ function recordTemplates(): void {
         try {
           const args = gen();
           scope(() => {
-            const fn = (ops as unknown as Record<string, (...a: unknown[]) => unknown>)[name];
+            const fn = (F as unknown as Record<string, (...a: unknown[]) => unknown>)[name];
             // gradients to every float input (patchEmbed: not to the pixels)
             args.forEach((a, i) => {
               if (a instanceof Tensor && a.dtype === 'float32' && !(name === 'patchEmbed' && i === 0)) a.requiresGrad = true;
             });
             const r = fn(...args);
             const out = Array.isArray(r) ? r[0] : r;
-            if (out instanceof Tensor && out.requiresGrad) ops.sum(out).backward();
+            if (out instanceof Tensor && out.requiresGrad) F.sum(out).backward();
           });
         } finally {
           for (const x of local) x.dispose();
@@ -502,14 +473,14 @@ function recordTemplates(): void {
       const p = tf([3, 2]);
       const g = tf([3, 2]);
       const q = tf([4]);
-      addon.engineCall('sum_squares', [p.buffer, q.buffer], ['float32', 'float32'], [buf(4)], ['float32'], [2, 6, 4], []);
-      addon.engineCall('adamw_step', [g.buffer], ['float32'], [p.buffer, buf(24, 'zero'), buf(24, 'zero')], ['float32', 'float32', 'float32'], [1, 1, 6], [1e-3, 0.9, 0.999, 1e-8, 0.01, 1]);
-      addon.engineCall('fill', [], [], [q.buffer], ['float32'], [4], [2.5]);
+      addon.callOp('sum_squares', [p.buffer, q.buffer], ['float32', 'float32'], [buf(4)], ['float32'], [2, 6, 4], []);
+      addon.callOp('adamw_step', [g.buffer], ['float32'], [p.buffer, buf(24, 'zero'), buf(24, 'zero')], ['float32', 'float32', 'float32'], [1, 1, 6], [1e-3, 0.9, 0.999, 1e-8, 0.01, 1]);
+      addon.callOp('fill', [], [], [q.buffer], ['float32'], [4], [2.5]);
       for (const x of local) x.dispose();
       local = [];
     }
   } finally {
-    addon.engineCall = orig;
+    addon.callOp = orig;
     clearTape();
   }
 }
@@ -523,12 +494,12 @@ function instantiate(t: Template, asTensors: boolean): { ins: unknown[]; inD: st
   return {
     ins: t.ins.map((s) => (s ? mk(s.bytes, s.dtype, s.ints) : null)),
     inD: t.ins.map((s) => (s ? s.dtype : 'float32')),
-    outs: t.outs.map((s) => mk(s.bytes, s.dtype, null)),
-    outD: t.outs.map((s) => s.dtype),
+    outs: t.outs.map((s) => (s ? mk(s.bytes, s.dtype, null) : null)),
+    outD: t.outs.map((s) => (s ? s.dtype : 'float32')),
   };
 }
 
-// --- ops.*: one valid call per exported function (the templates for the engine come from these too)
+// --- F.*: one valid call per exported function (the templates for the engine come from these too)
 const opsGen: Record<string, () => unknown[]> = {
   reshape: () => [tf([2, 3]), [3, 2]],
   axpby: () => [tf([2, 3]), tf([2, 3]), 0.5, 2],
@@ -561,16 +532,16 @@ const opsGen: Record<string, () => unknown[]> = {
   pseudoImageFeatures: () => [tf([2, 3]), tf([4, 3]), tf([4, 2])],
 };
 const uncoveredOps: string[] = [];
-const engineNames = engineOpNames('cpu').map((n) => `[${n}]`);
-for (const [name, fn] of Object.entries(ops)) {
+const engineNames = opNames('cpu').map((n) => `[${n}]`);
+for (const [name, fn] of Object.entries(F)) {
   if (typeof fn !== 'function') continue;
   if (!opsGen[name]) {
     uncoveredOps.push(name);
     continue;
   }
-  // an op may report through the op it delegates to (ops.gelu -> ops.activation, F.* -> kernels.*) or the
+  // an op may report through the op it delegates to (F.gelu -> F.activation, F.* -> fused.*) or the
   // engine op that rejected a parameter ("[rope] theta must be ..."): any API or engine op name will do
-  add(`ops.${name}`, () => ({ fn: fn as never, args: opsGen[name](), names: ['ops.', 'F.', 'kernels.', 'Tensor.', ...engineNames, ...Object.values(snake).map((n) => `[${n}]`), ...NBN] }));
+  add(`F.${name}`, () => ({ fn: fn as never, args: opsGen[name](), names: ['F.', 'fused.', 'Tensor.', ...engineNames, ...Object.values(snake).map((n) => `[${n}]`), ...NBN] }));
 }
 
 // --- Tensor
@@ -608,24 +579,24 @@ method('dispose', () => (chance(0.5) ? tf([2]) : disposedTensor()), () => []);
 // --- callOp
 let engineTargets = 0;
 function addEngineTargets(): void {
-  for (const op of engineOpNames('cpu')) {
+  for (const op of opNames('cpu')) {
     const list = templates.get(op);
     engineTargets++;
-    add(`engineCall ${op}`, () => {
+    add(`rawCallOp ${op}`, () => {
       if (!list) {
-        // no template (an op ops.* does not use): random buffers and parameters
+        // no template (an op F.* does not use): random buffers and parameters
         const nIn = rng.int(5), nOut = rng.int(4);
         const ins = Array.from({ length: nIn }, () => (chance(0.3) ? ibuf(randInts(rng.int(12), -2, 6)) : buf(4 * rng.int(24))));
         const outs = Array.from({ length: nOut }, () => buf(4 * rng.int(24)));
         return {
-          fn: addon.engineCall as never,
+          fn: addon.callOp as never,
           args: [op, ins, ins.map(() => pick(['float32', 'int32'])), outs, outs.map(() => 'float32'), randInts(rng.int(12), 0, 6), [rng.next()]],
-          names: [op, 'engineCall', ...NBN],
+          names: [op, 'callOp', ...NBN],
         };
       }
       const t = pick(list);
       const x = instantiate(t, false);
-      return { fn: addon.engineCall as never, args: [op, x.ins, x.inD, x.outs, x.outD, [...t.ints], [...t.floats]], names: [op, 'engineCall', ...NBN] };
+      return { fn: addon.callOp as never, args: [op, x.ins, x.inD, x.outs, x.outD, [...t.ints], [...t.floats]], names: [op, 'callOp', ...NBN] };
     });
     if (list)
       add(`callOp ${op}`, () => {
@@ -634,7 +605,7 @@ function addEngineTargets(): void {
         return { fn: callOp as never, args: [op, 'cpu', x.ins, x.outs, [...t.ints], [...t.floats]], names: [op, 'callOp', ...NBN] };
       });
   }
-  add('engineCall unknown op', () => ({ fn: addon.engineCall as never, args: [pick(['', 'nope', 'constructor', '__proto__', 'toString']), [], [], [], [], [], []], names: ['engineCall', 'implementation'] }));
+  add('rawCallOp unknown op', () => ({ fn: addon.callOp as never, args: [pick(['', 'nope', 'constructor', '__proto__', 'toString']), [], [], [], [], [], []], names: ['callOp', 'is not an op'] }));
   add('callOp cuda', () => ({ fn: callOp as never, args: ['fill', 'cuda', [], [], [1], [0]], names: ['fill', 'callOp', 'CUDA'] }));
 }
 
@@ -649,7 +620,7 @@ const baselineFailures: string[] = [];
 for (const t of targets) {
   const before = perTarget[t.name]?.worked ?? 0;
   run(t.name, t.make());
-  const expectFail = /without new|cuda|unknown op/.test(t.name) || (t.name.startsWith('engineCall') && !templates.has(t.name.slice(11)));
+  const expectFail = /without new|cuda|unknown op/.test(t.name) || (t.name.startsWith('rawCallOp ') && !templates.has(t.name.slice(10)));
   if (!expectFail && (perTarget[t.name]?.worked ?? 0) === before) baselineFailures.push(t.name);
 }
 
@@ -682,7 +653,7 @@ const leaked = memoryStats().cpu.liveBuffers - base;
 const untried = targets.filter((t) => !perTarget[t.name] || perTarget[t.name].tried === 0).map((t) => t.name);
 const report = {
   seed, seconds, ...stats, problemCount, problems, slowest, baselineFailures, leakedBuffers: leaked, uncoveredOps,
-  targets: targets.length, engineOps: engineTargets, templatedEngineOps: [...templates.keys()].length, fusedKernels: fusedNames.length,
+  targets: targets.length, engineOps: engineTargets, templatedOps: [...templates.keys()].length, fusedWrappers: Object.keys(fused).length,
   addonExports: Object.keys(addon).sort(), untried, perTarget,
 };
 process.stdout.write(JSON.stringify(report) + '\n');

@@ -9,8 +9,8 @@
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { callOp, cudaAvailable, engineOpNames, kernels, memoryStats, opNames, ops, scope, Tensor } from '../../src';
-import { cpu, NativeBuffer, tryCuda } from '../../src/native';
+import { callOp, cudaAvailable, opNames, fused, memoryStats, F, scope, Tensor } from '../../src';
+import { Addon, cpu, NativeBuffer, tryCuda } from '../../src/native';
 import { runSeed } from '../support/random';
 
 const root = path.join(__dirname, '..', '..');
@@ -34,6 +34,20 @@ interface Report {
   addonExports: string[];
   slowest: { ms: number; target: string };
   perTarget: Record<string, { tried: number; worked: number; threw: number }>;
+}
+
+
+
+/** The binding's visual_words with raw buffers: ints [N, d, V, k] (+ chunkRows 0, a 64-byte budget unless given). */
+function rawVisualWords(a: Addon, x: unknown, w: unknown, ints: number[]): unknown {
+  const full = ints.length >= 6 ? ints : [...ints, 0, 64];
+  const ids = new a.NativeBuffer(64), probs = new a.NativeBuffer(64);
+  try {
+    return a.callOp('visual_words', [x as NativeBuffer, w as NativeBuffer], ['float32', 'float32'], [ids, probs], ['int32', 'float32'], full, []);
+  } finally {
+    ids.dispose();
+    probs.dispose();
+  }
 }
 
 describe('Node-API fuzzing', () => {
@@ -68,8 +82,8 @@ describe('Node-API fuzzing', () => {
     // every export of the addon, every fused kernel and every engine op was called
     const names = Object.keys(rep.perTarget);
     for (const k of rep.addonExports) expect(names.some((n) => n.includes(k)), `addon export ${k} is never fuzzed`).toBe(true);
-    for (const k of opNames()) expect(rep.perTarget[`addon.${k}`]?.tried ?? 0).toBeGreaterThan(0);
-    for (const op of engineOpNames('cpu')) expect(rep.perTarget[`engineCall ${op}`]?.tried ?? 0, op).toBeGreaterThan(0);
+    for (const k of Object.keys(fused)) expect(rep.perTarget[`fused.${k}`]?.tried ?? 0, k).toBeGreaterThan(0);
+    for (const op of opNames('cpu')) expect(rep.perTarget[`rawCallOp ${op}`]?.tried ?? 0, op).toBeGreaterThan(0);
   }, TIME_MS + 90_000);
 });
 
@@ -85,8 +99,8 @@ describe('disposal, devices and argument checks at the boundary', () => {
     expect(() => t.toArray()).toThrow(/has been disposed/);
     expect(() => t.view([4])).toThrow(/has been disposed/);
     expect(() => t.to('cpu')).toThrow(/has been disposed/);
-    expect(() => kernels.visualWords(t, w)).toThrow(/kernels.visualWords: x has been disposed/);
-    expect(() => ops.add(t, t)).toThrow(/ops.add: a has been disposed/);
+    expect(() => fused.visualWords(t, w)).toThrow(/fused.visualWords: x has been disposed/);
+    expect(() => F.add(t, t)).toThrow(/F.add: a has been disposed/);
     expect(() => callOp('fill', 'cpu', [], [t], [4], [0])).toThrow(/callOp \[fill\]: outputs\[0\] has been disposed/);
     const b = new a.NativeBuffer(16);
     b.dispose();
@@ -94,8 +108,8 @@ describe('disposal, devices and argument checks at the boundary', () => {
     expect(b.bytes).toBe(16);
     expect(() => b.write(new Float32Array(1))).toThrow(/NativeBuffer.write: the buffer has been disposed/);
     expect(() => b.read(new Float32Array(1))).toThrow(/NativeBuffer.read: the buffer has been disposed/);
-    expect(() => a.visualWords(b, b, { N: 1, d: 1, V: 1 }, {})).toThrow(/\[visual_words\] x has been disposed/);
-    expect(() => (a as unknown as { engineCall: (...x: unknown[]) => void }).engineCall('fill', [], [], [b], ['float32'], [1], [0])).toThrow(
+    expect(() => rawVisualWords(a, b, b, [1, 1, 1, 1])).toThrow(/\[visual_words\] inputs\[0\] has been disposed/);
+    expect(() => a.callOp('fill', [], [], [b], ['float32'], [1], [0])).toThrow(
       /\[fill\] outputs\[0\] has been disposed/,
     );
     expect(() => new Tensor(b, [4], 'float32', 'cpu')).toThrow(/new Tensor: the buffer has been disposed/);
@@ -136,13 +150,13 @@ describe('disposal, devices and argument checks at the boundary', () => {
     } else {
       const g = Tensor.fromArray(new Float32Array(4), [2, 2], { device: 'cuda' });
       const gi = Tensor.fromArray(new Int32Array([0, 1]), [2], { device: 'cuda' });
-      expect(() => kernels.linearCrossEntropy(t, g, gi)).toThrow(/is on cuda but h is on cpu|targets is on cuda but h is on cpu/);
-      expect(() => kernels.visualWords(g, t)).toThrow(/wVm is on cpu but x is on cuda/);
-      expect(() => ops.add(t, g)).toThrow(/a is on cpu but b is on cuda/);
-      expect(() => ops.matmul(t, g)).toThrow(/a is on cpu but b is on cuda/);
+      expect(() => fused.linearCrossEntropy(t, g, gi)).toThrow(/is on cuda but h is on cpu|targets is on cuda but h is on cpu/);
+      expect(() => fused.visualWords(g, t)).toThrow(/wVm is on cpu but x is on cuda/);
+      expect(() => F.add(t, g)).toThrow(/a is on cpu but b is on cuda/);
+      expect(() => F.matmul(t, g)).toThrow(/a is on cpu but b is on cuda/);
       expect(() => callOp('axpby', 'cpu', [t, g], [t], [4], [1, 1])).toThrow(/a tensor is on cuda but the op runs on cpu/);
       // a CUDA buffer is not a CPU buffer for the CPU addon (type tags, not instanceof)
-      expect(() => a.visualWords(g.buffer, t.buffer, { N: 2, d: 2, V: 2 }, {})).toThrow(/x must be a cpu NativeBuffer/);
+      expect(() => rawVisualWords(a, g.buffer, t.buffer, [2, 2, 2, 1])).toThrow(/\[visual_words\] inputs\[0\] must be a cpu NativeBuffer/);
       expect(() => new Tensor(t.buffer, [2, 2], 'float32', 'cuda')).toThrow(/new Tensor: expected a cuda NativeBuffer/);
       scope(() => expect(g.to('cpu').toArray()).toEqual(new Float32Array(4)));
       g.dispose();
@@ -157,7 +171,7 @@ describe('disposal, devices and argument checks at the boundary', () => {
     expect(() => fake.bytes).toThrow(/NativeBuffer.bytes: `this` must be a cpu NativeBuffer/);
     const write = a.NativeBuffer.prototype.write;
     expect(() => write.call({}, new Float32Array(1))).toThrow(TypeError);
-    expect(() => a.visualWords(fake, fake, { N: 0, d: 1, V: 1 }, {})).toThrow(/x must be a cpu NativeBuffer, got an object/);
+    expect(() => rawVisualWords(a, fake, fake, [0, 1, 1, 1])).toThrow(/inputs\[0\] must be a cpu NativeBuffer, got an object/);
     expect(() => (a.NativeBuffer as unknown as () => void)()).toThrow(TypeError);
     expect(() => new Tensor({ bytes: 64, disposed: false, device: 'cpu' } as unknown as NativeBuffer, [4], 'float32', 'cpu')).toThrow(/expected a cpu NativeBuffer/);
     const b = new a.NativeBuffer(8);
@@ -176,26 +190,21 @@ describe('disposal, devices and argument checks at the boundary', () => {
 
   it('a getter that disposes the inputs while the arguments are read cannot cause a use after free', () => {
     const h = new a.NativeBuffer(16), w = new a.NativeBuffer(16);
-    const opts = {
-      get topK() {
-        h.dispose();
-        w.dispose();
-        return 1;
-      },
-    };
-    // options are read before the buffers are looked up: the kernel sees the disposal
-    expect(() => a.visualWords(h, w, { N: 2, d: 2, V: 2 }, opts)).toThrow(/\[visual_words\] x has been disposed/);
+    const vints = [2, 2, 2, 1, 0, 64];
+    Object.defineProperty(vints, 3, { get: () => (h.dispose(), w.dispose(), 1) });
+    // parameters are read before the buffers are looked up: the op sees the disposal
+    expect(() => rawVisualWords(a, h, w, vints)).toThrow(/\[visual_words\] inputs\[0\] has been disposed/);
     const x = new a.NativeBuffer(16), y = new a.NativeBuffer(16);
     const ints = [4];
     Object.defineProperty(ints, 0, { get: () => (x.dispose(), 4) });
-    expect(() => (a as unknown as { engineCall: (...z: unknown[]) => void }).engineCall('mul', [x, y], ['float32', 'float32'], [y], ['float32'], ints, [])).toThrow(
+    expect(() => a.callOp('mul', [x, y], ['float32', 'float32'], [y], ['float32'], ints, [])).toThrow(
       /\[mul\] inputs\[0\] has been disposed/,
     );
     y.dispose();
   });
 
   it('sizes whose products overflow are rejected instead of wrapping (found by the fuzzer)', () => {
-    const call = (a as unknown as { engineCall: (...z: unknown[]) => void }).engineCall;
+    const call = (...z: unknown[]) => (a.callOp as (...x: unknown[]) => unknown)(...z);
     const b = new a.NativeBuffer(64);
     // 2^31 x 2^31 elements x 4 bytes wrapped to 0 bytes and the op ran over 60-byte buffers (SIGSEGV)
     expect(() => call('softmax_backward', [b, b], ['float32', 'float32'], [b], ['float32'], [2 ** 31, 2 ** 31], [])).toThrow(RangeError);
@@ -209,11 +218,14 @@ describe('disposal, devices and argument checks at the boundary', () => {
     expect(() => a.sgemm!(false, false, 2 ** 40, 1, 1, b, b, b)).toThrow(/\[sgemm\] M must be an integer in \[0, 2147483647\]/);
     expect(() => a.sgemm!(1 as unknown as boolean, false, 1, 1, 1, b, b, b)).toThrow(/transA must be a boolean/);
     // N x d = 2^52 x 2^12 = 2^64 elements wrapped to 0 and passed the size check of x
-    expect(() => a.pseudoImageFeatures(b, b, b, { N: 2 ** 52, d: 2 ** 12, V: 1, dE: 2 ** 12 }, {})).toThrow(RangeError);
-    expect(() => a.visualWords(b, b, { N: 1, d: 0, V: 1 }, {})).toThrow(/dims.d must be an integer >= 1/);
-    expect(() => a.visualWords(b, b, { N: 1, d: 1, V: 4 }, { topK: 1.5 })).toThrow(/topK must be an integer/);
-    expect(() => a.linearCrossEntropy(b, b, b, { N: 1, d: 1, V: 1 }, { ignoreIndex: 2 ** 40 })).toThrow(/ignoreIndex must be an integer/);
-    expect(() => a.linearCrossEntropy(b, b, b, { N: 1, d: 1, V: 1 }, { chunkRows: 1e300 })).toThrow(/chunkRows must be an integer/);
+    expect(() => call('pseudo_image_features', [b, b, b], ['float32', 'float32', 'float32'], [b], ['float32'], [2 ** 52, 2 ** 12, 1, 2 ** 12, 0, 64], [])).toThrow(RangeError);
+    expect(() => rawVisualWords(a, b, b, [1, 0, 1, 1])).toThrow(/\[visual_words\] d must be >= 1, got 0/);
+    expect(() => rawVisualWords(a, b, b, [1, 1, 4, 1.5])).toThrow(/ints\[3\] must be an integer/);
+    const o = new a.NativeBuffer(64);
+    const ce = (ints: number[]) => call('linear_cross_entropy', [b, b, b], ['float32', 'float32', 'int32'], [o, o, o], ['float32', 'float32', 'float32'], ints, [1, 0, 0]);
+    expect(() => ce([1, 1, 1, 2 ** 40, 0, 1, 0, 64])).toThrow(/ignoreIndex must be in \[-2147483648, 2147483647\]/);
+    expect(() => ce([1, 1, 1, -100, 0, 1, 1e300, 64])).toThrow(/ints\[6\] must be an integer in \[-2\^53, 2\^53\]/);
+    o.dispose();
     expect(() => new a.NativeBuffer(2 ** 53)).toThrow(/NativeBuffer\(bytes\): bytes must be an integer in \[0, 9e15\]/);
     expect(() => new a.NativeBuffer(2 ** 50)).toThrow(/NativeBuffer\(bytes\): out of host memory/);
     expect(() => Tensor.zeros([2 ** 30, 2 ** 30])).toThrow(/more than 2\^53 elements|NativeBuffer/);
@@ -221,7 +233,7 @@ describe('disposal, devices and argument checks at the boundary', () => {
   });
 
   it('an int32 input cannot be the buffer of a float output (it would be read as indices while written)', () => {
-    const call = (a as unknown as { engineCall: (...z: unknown[]) => void }).engineCall;
+    const call = (...z: unknown[]) => (a.callOp as (...x: unknown[]) => unknown)(...z);
     const src = new a.NativeBuffer(16), idx = new a.NativeBuffer(8);
     idx.write(new Int32Array([0, 1]));
     expect(() => call('gather_rows', [src, idx], ['float32', 'int32'], [idx], ['float32'], [2, 2, 1], [])).toThrow(
@@ -237,14 +249,14 @@ describe('disposal, devices and argument checks at the boundary', () => {
     const t = Tensor.fromArray(new Float32Array(6), [2, 3]);
     expect(() => Tensor.fromArray(new Float32Array(4), [2, 2], null as never)).toThrow(/Tensor.fromArray: expected an object/);
     expect(() => Tensor.zeros([2], 5 as never)).toThrow(/Tensor.zeros: expected an object/);
-    expect(() => ops.matmul(t, t, null as never)).toThrow(/ops.matmul: expected an object for options/);
-    expect(() => ops.activation(t, 'toString' as never)).toThrow(/ops.activation: expected gelu/);
-    scope(() => expect(() => ops.rope(Tensor.zeros([1, 1, 1, 2]), NaN)).toThrow(/ops.rope: expected a finite number for theta/));
-    expect(() => ops.slice(t, Symbol('x') as never, 0, 1)).toThrow(/ops.slice: expected an integer for axis/);
-    expect(() => ops.concat([, t] as never, 0)).toThrow(/ops.concat: expected a Tensor for xs\[0\] but received undefined/);
-    expect(() => ops.linearCrossEntropy(0.5 as never, t, t)).toThrow(/F.linearCrossEntropy: expected a Tensor for h/);
+    expect(() => F.matmul(t, t, null as never)).toThrow(/F.matmul: expected an object for options/);
+    expect(() => F.activation(t, 'toString' as never)).toThrow(/F.activation: expected gelu/);
+    scope(() => expect(() => F.rope(Tensor.zeros([1, 1, 1, 2]), NaN)).toThrow(/F.rope: expected a finite number for theta/));
+    expect(() => F.slice(t, Symbol('x') as never, 0, 1)).toThrow(/F.slice: expected an integer for axis/);
+    expect(() => F.concat([, t] as never, 0)).toThrow(/F.concat: expected a Tensor for xs\[0\] but received undefined/);
+    expect(() => F.linearCrossEntropy(0.5 as never, t, t)).toThrow(/F.linearCrossEntropy: expected a Tensor for h/);
     expect(() => callOp('fill', 'cpu', 3 as never, [t])).toThrow(/callOp \[fill\]: expected an array of Tensors/);
-    expect(() => kernels.visualWords(Object.create(null), t)).toThrow(/kernels.visualWords: expected a Tensor \[N, d\] for x but received \[object Object\]/);
+    expect(() => fused.visualWords(Object.create(null), t)).toThrow(/fused.visualWords: expected a Tensor \[N, d\] for x but received \[object Object\]/);
     expect(() => t.to('cpu', 'int32')).toThrow(/Tensor.to: expected a float dtype/);
     t.dispose();
     const tx = tryCuda(); // loading a missing CUDA addon is never an error by itself

@@ -328,8 +328,8 @@ describe('sgemm options: argument checks', () => {
       expect(() => a.sgemm!(false, false, 4, 4, 4, b, b, b, { alpha: NaN })).toThrow(/\[sgemm\] option alpha must be finite/);
       expect(() => a.sgemm!(false, false, 4, 4, 4, b, b, b, { lda: 3 })).toThrow(/\[sgemm\] lda must be >= 4/);
       expect(() => a.sgemm!(false, true, 4, 4, 4, b, b, b, { ldb: 2.5 })).toThrow(/\[sgemm\] ldb must be an integer/);
-      expect(() => a.sgemm!(false, false, 4, 4, 4, b, b, b, { ldc: 40 })).toThrow(/\[sgemm\] C holds 256 bytes but its shape needs 496/);
-      expect(() => a.sgemm!(true, false, 4, 4, 4, b, b, b, { lda: 21, builtin: true })).toThrow(/\[sgemm\] A holds 256 bytes but its shape needs 268/);
+      expect(() => a.sgemm!(false, false, 4, 4, 4, b, b, b, { ldc: 40 })).toThrow(/\[sgemm\] C holds 256 bytes but needs 496/);
+      expect(() => a.sgemm!(true, false, 4, 4, 4, b, b, b, { lda: 21, builtin: true })).toThrow(/\[sgemm\] A holds 256 bytes but needs 268/);
     } finally {
       b.dispose();
     }

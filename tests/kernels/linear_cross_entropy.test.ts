@@ -1,6 +1,6 @@
-// kernels.linearCrossEntropy against the float64 reference (tests/support/reference.ts) on every backend.
+// fused.linearCrossEntropy against the float64 reference (tests/support/reference.ts) on every backend.
 import { describe, expect, it } from 'vitest';
-import { kernels, scope } from '../../src';
+import { fused, scope } from '../../src';
 import { asInput, backends, ints, tensor } from '../support/backends';
 import { magErr, relErr, scalarRelErr } from '../support/compare';
 import { finiteDifference, linearCrossEntropyRef, logitRoundingAllowance, CeRefOptions } from '../support/reference';
@@ -44,7 +44,7 @@ function inputs(c: Case) {
   return { h, w, t };
 }
 
-describe(`kernels.linearCrossEntropy (seed ${runSeed})`, () => {
+describe(`fused.linearCrossEntropy (seed ${runSeed})`, () => {
   for (const b of backends) {
     describe(b.name, () => {
       for (const c of cases) {
@@ -53,7 +53,7 @@ describe(`kernels.linearCrossEntropy (seed ${runSeed})`, () => {
           const h = asInput(b, raw.h), w = asInput(b, raw.w);
           const ref = linearCrossEntropyRef(h, w, raw.t, c.N, c.d, c.V, c);
           scope(() => {
-            const r = kernels.linearCrossEntropy(tensor(b, h, [c.N, c.d]), tensor(b, w, [c.V, c.d]), ints(b, raw.t), {
+            const r = fused.linearCrossEntropy(tensor(b, h, [c.N, c.d]), tensor(b, w, [c.V, c.d]), ints(b, raw.t), {
               ignoreIndex: c.ignoreIndex, reduction: c.reduction, gradScale: c.gradScale,
               labelSmoothing: c.labelSmoothing, zLossWeight: c.zLossWeight, chunkRows: c.chunkRows,
             });
@@ -78,7 +78,7 @@ describe(`kernels.linearCrossEntropy (seed ${runSeed})`, () => {
         const { h, w, t } = inputs(c);
         const hi = asInput(b, h), wi = asInput(b, w);
         const r = scope(() => {
-          const out = kernels.linearCrossEntropy(tensor(b, hi, [4, 6]), tensor(b, wi, [31, 6]), ints(b, t), c);
+          const out = fused.linearCrossEntropy(tensor(b, hi, [4, 6]), tensor(b, wi, [31, 6]), ints(b, t), c);
           return { dh: out.dh!.toArray(), dw: out.dw!.toArray() };
         });
         const loss = (hp: Float64Array) => linearCrossEntropyRef(hp, wi, t, 4, 6, 31, c).loss;
@@ -92,8 +92,8 @@ describe(`kernels.linearCrossEntropy (seed ${runSeed})`, () => {
         const { h, w, t } = inputs(c);
         scope(() => {
           const args = [tensor(b, asInput(b, h), [10, 8]), tensor(b, asInput(b, w), [77, 8]), ints(b, t)] as const;
-          const full = kernels.linearCrossEntropy(...args);
-          const lossOnly = kernels.linearCrossEntropy(...args, { grad: false });
+          const full = fused.linearCrossEntropy(...args);
+          const lossOnly = fused.linearCrossEntropy(...args, { grad: false });
           expect(lossOnly.dh).toBeNull();
           expect(lossOnly.dw).toBeNull();
           expect(lossOnly.loss).toBeCloseTo(full.loss, 6);

@@ -1,6 +1,6 @@
-// kernels.pseudoImageFeatures and its backward against float64 references (and finite differences).
+// fused.pseudoImageFeatures and its backward against float64 references (and finite differences).
 import { describe, expect, it } from 'vitest';
-import { kernels, scope } from '../../src';
+import { fused, scope } from '../../src';
 import { asInput, backends, tensor } from '../support/backends';
 import { magErr } from '../support/compare';
 import { finiteDifference, logitRoundingAllowance, pseudoImageFeaturesBackwardRef, pseudoImageFeaturesRef, pseudoImageFeaturesWithMag } from '../support/reference';
@@ -21,7 +21,7 @@ function inputs(label: string, c: { N: number; d: number; V: number; dE: number;
   return { x: rng.normals(c.N * c.d, s), w: rng.normals(c.V * c.d, 3 * s), e: rng.normals(c.V * c.dE), g: rng.normals(c.N * c.dE) };
 }
 
-describe(`kernels.pseudoImageFeatures (seed ${runSeed})`, () => {
+describe(`fused.pseudoImageFeatures (seed ${runSeed})`, () => {
   for (const b of backends) {
     describe(b.name, () => {
       for (const c of cases) {
@@ -34,10 +34,10 @@ describe(`kernels.pseudoImageFeatures (seed ${runSeed})`, () => {
           const tol = b.tol + logitRoundingAllowance(x, w, c.N, c.V, c.d);
           scope(() => {
             const args = [tensor(b, x, [c.N, c.d]), tensor(b, w, [c.V, c.d]), tensor(b, e, [c.V, c.dE])] as const;
-            const out = kernels.pseudoImageFeatures(...args, { chunkRows: c.chunkRows });
+            const out = fused.pseudoImageFeatures(...args, { chunkRows: c.chunkRows });
             expect(out.shape).toEqual([c.N, c.dE]);
             expect(magErr(out.toArray(), ref0.out, ref0.outMag)).toBeLessThanOrEqual(tol);
-            const r = kernels.pseudoImageFeaturesBackward(...args, tensor(b, g, [c.N, c.dE]), { chunkRows: c.chunkRows });
+            const r = fused.pseudoImageFeaturesBackward(...args, tensor(b, g, [c.N, c.dE]), { chunkRows: c.chunkRows });
             expect(magErr(r.dx.toArray(), ref.dx, ref.dxMag)).toBeLessThanOrEqual(tol);
             expect(magErr(r.dwVm.toArray(), ref.dwVm, ref.dwVmMag)).toBeLessThanOrEqual(tol);
             expect(magErr(r.de.toArray(), ref.de, ref.deMag)).toBeLessThanOrEqual(tol);
@@ -50,7 +50,7 @@ describe(`kernels.pseudoImageFeatures (seed ${runSeed})`, () => {
         const raw = inputs('fd', c);
         const x = asInput(b, raw.x), w = asInput(b, raw.w), e = asInput(b, raw.e), g = asInput(b, raw.g);
         const r = scope(() => {
-          const o = kernels.pseudoImageFeaturesBackward(tensor(b, x, [3, 4]), tensor(b, w, [19, 4]), tensor(b, e, [19, 5]), tensor(b, g, [3, 5]));
+          const o = fused.pseudoImageFeaturesBackward(tensor(b, x, [3, 4]), tensor(b, w, [19, 4]), tensor(b, e, [19, 5]), tensor(b, g, [3, 5]));
           return { dx: o.dx.toArray(), dwVm: o.dwVm.toArray(), de: o.de.toArray() };
         });
         const dot = (out: Float64Array) => out.reduce((s, v, i) => s + v * g[i], 0);

@@ -10,13 +10,13 @@ import { linearCrossEntropyRef, visualWordKLRef } from '../support/reference';
 import { rngFor } from '../support/random';
 
 const childScript = `
-const { kernels, scope, Tensor, backendInfo } = require(${JSON.stringify(path.join(__dirname, '../../src'))});
+const { fused, scope, Tensor, backendInfo } = require(${JSON.stringify(path.join(__dirname, '../../src'))});
 const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));
 const T = (a, s) => Tensor.fromArray(Float32Array.from(a), s);
 const { M, d, V } = input;
 const out = scope(() => {
-  const kl = kernels.visualWordKL(T(input.h, [M, d]), T(input.w, [V, d]), T(input.x, [M, d]), T(input.w2, [V, d]));
-  const ce = kernels.linearCrossEntropy(T(input.h, [M, d]), T(input.w, [V, d]), Tensor.fromArray(Int32Array.from(input.t), [M]));
+  const kl = fused.visualWordKL(T(input.h, [M, d]), T(input.w, [V, d]), T(input.x, [M, d]), T(input.w2, [V, d]));
+  const ce = fused.linearCrossEntropy(T(input.h, [M, d]), T(input.w, [V, d]), Tensor.fromArray(Int32Array.from(input.t), [M]));
   return { simd: backendInfo().cpu.simd, kl: kl.loss, dx: Array.from(kl.dx.toArray()), dh: Array.from(kl.dh.toArray()), ce: ce.loss, dw: Array.from(ce.dw.toArray()) };
 });
 process.stdout.write(JSON.stringify(out));

@@ -1,6 +1,6 @@
-// kernels.visualWordKL against the float64 reference on every backend.
+// fused.visualWordKL against the float64 reference on every backend.
 import { describe, expect, it } from 'vitest';
-import { kernels, scope } from '../../src';
+import { fused, scope } from '../../src';
 import { asInput, backends, tensor } from '../support/backends';
 import { magErr } from '../support/compare';
 import { finiteDifference, logitRoundingAllowance, visualWordKLRef, KlRefOptions } from '../support/reference';
@@ -40,7 +40,7 @@ function inputs(c: Case) {
   };
 }
 
-describe(`kernels.visualWordKL (seed ${runSeed})`, () => {
+describe(`fused.visualWordKL (seed ${runSeed})`, () => {
   for (const b of backends) {
     describe(b.name, () => {
       for (const c of cases) {
@@ -49,7 +49,7 @@ describe(`kernels.visualWordKL (seed ${runSeed})`, () => {
           const h = asInput(b, raw.h), wLm = asInput(b, raw.wLm), x = asInput(b, raw.x), wVm = asInput(b, raw.wVm);
           const ref = visualWordKLRef(h, wLm, x, wVm, c.M, c.d, c.V, c);
           scope(() => {
-            const r = kernels.visualWordKL(tensor(b, h, [c.M, c.d]), tensor(b, wLm, [c.V, c.d]), tensor(b, x, [c.M, c.d]), tensor(b, wVm, [c.V, c.d]), {
+            const r = fused.visualWordKL(tensor(b, h, [c.M, c.d]), tensor(b, wLm, [c.V, c.d]), tensor(b, x, [c.M, c.d]), tensor(b, wVm, [c.V, c.d]), {
               reduction: c.reduction, temperature: c.temperature, gradScale: c.gradScale, detachTarget: c.detachTarget, chunkRows: c.chunkRows,
             });
             // KL of close distributions is ~|log-ratio|^2 while its terms are ~|log-ratio|: losses are judged
@@ -78,7 +78,7 @@ describe(`kernels.visualWordKL (seed ${runSeed})`, () => {
         const rng = rngFor('kl:same');
         const h = asInput(b, rng.normals(4 * 6)), w = asInput(b, rng.normals(37 * 6));
         scope(() => {
-          const r = kernels.visualWordKL(tensor(b, h, [4, 6]), tensor(b, w, [37, 6]), tensor(b, h, [4, 6]), tensor(b, w, [37, 6]));
+          const r = fused.visualWordKL(tensor(b, h, [4, 6]), tensor(b, w, [37, 6]), tensor(b, h, [4, 6]), tensor(b, w, [37, 6]));
           for (const kl of r.losses) expect(Math.abs(kl)).toBeLessThan(1e-6);
           for (const g of r.dh!.toArray()) expect(Math.abs(g)).toBeLessThan(1e-6);
         });
@@ -89,7 +89,7 @@ describe(`kernels.visualWordKL (seed ${runSeed})`, () => {
         const raw = inputs({ name: 'fd', M, d, V });
         const h = asInput(b, raw.h), wLm = asInput(b, raw.wLm), x = asInput(b, raw.x), wVm = asInput(b, raw.wVm);
         const g = scope(() => {
-          const r = kernels.visualWordKL(tensor(b, h, [M, d]), tensor(b, wLm, [V, d]), tensor(b, x, [M, d]), tensor(b, wVm, [V, d]), { temperature: 1.5 });
+          const r = fused.visualWordKL(tensor(b, h, [M, d]), tensor(b, wLm, [V, d]), tensor(b, x, [M, d]), tensor(b, wVm, [V, d]), { temperature: 1.5 });
           return { dh: r.dh!.toArray(), dx: r.dx!.toArray(), dwVm: r.dwVm!.toArray() };
         });
         const o = { temperature: 1.5 };

@@ -1,6 +1,6 @@
-// kernels.visualWords (top-k visual words) against a float64 full sort.
+// fused.visualWords (top-k visual words) against a float64 full sort.
 import { describe, expect, it } from 'vitest';
-import { kernels, scope } from '../../src';
+import { fused, scope } from '../../src';
 import { asInput, backends, tensor } from '../support/backends';
 import { logitRoundingAllowance, visualWordsRef } from '../support/reference';
 import { rngFor, runSeed } from '../support/random';
@@ -14,7 +14,7 @@ const cases = [
   { name: 'empty N=0', N: 0, d: 3, V: 10, k: 2 },
 ];
 
-describe(`kernels.visualWords (seed ${runSeed})`, () => {
+describe(`fused.visualWords (seed ${runSeed})`, () => {
   for (const b of backends) {
     describe(b.name, () => {
       for (const c of cases) {
@@ -26,7 +26,7 @@ describe(`kernels.visualWords (seed ${runSeed})`, () => {
           // A probability is exp(z - lse): float32 logits move log p by up to `allow` (large for logits x100)
           const allow = logitRoundingAllowance(x, w, c.N, c.V, c.d);
           scope(() => {
-            const r = kernels.visualWords(tensor(b, x, [c.N, c.d]), tensor(b, w, [c.V, c.d]), { topK: c.k, chunkRows: c.chunkRows });
+            const r = fused.visualWords(tensor(b, x, [c.N, c.d]), tensor(b, w, [c.V, c.d]), { topK: c.k, chunkRows: c.chunkRows });
             expect(r.ids.shape).toEqual([c.N, c.k]);
             expect(r.ids.dtype).toBe('int32');
             const ids = r.ids.toArray(), probs = r.probs.toArray();
@@ -47,7 +47,7 @@ describe(`kernels.visualWords (seed ${runSeed})`, () => {
         // Rows 0..2 of w are identical, so their logits tie exactly.
         const w = new Float32Array([1, 0, 1, 0, 1, 0, 0, 1, -1, 0]);
         scope(() => {
-          const r = kernels.visualWords(tensor(b, new Float32Array([2, 0.5]), [1, 2]), tensor(b, w, [5, 2]), { topK: 4 });
+          const r = fused.visualWords(tensor(b, new Float32Array([2, 0.5]), [1, 2]), tensor(b, w, [5, 2]), { topK: 4 });
           expect(Array.from(r.ids.toArray())).toEqual([0, 1, 2, 3]);
           const p = r.probs.toArray();
           const z = [2, 2, 2, 0.5, -2];

@@ -1,7 +1,7 @@
-// The fused kernels never allocate an N x V tensor: their scratch is bounded by workspaceBytes (64 MiB by
+// The fused kernels never allocate an N x V tensor: their scratch is bounded by workspaceBudget (64 MiB by
 // default on the CPU, 1 GiB on CUDA) whatever N is, and results do not depend on the chunking.
 import { describe, expect, it } from 'vitest';
-import { cudaAvailable, kernels, scope, Tensor } from '../../src';
+import { cudaAvailable, fused, scope, Tensor } from '../../src';
 import { rngFor } from '../support/random';
 
 describe('bounded workspace', () => {
@@ -13,13 +13,13 @@ describe('bounded workspace', () => {
       const h = Tensor.fromArray(rng.normals(N * d), [N, d]);
       const w = Tensor.fromArray(rng.normals(V * d, 0.1), [V, d]);
       const t = Tensor.fromArray(new Int32Array(N).map(() => rng.int(V)), [N]);
-      const ce = kernels.linearCrossEntropy(h, w, t);
+      const ce = fused.linearCrossEntropy(h, w, t);
       expect(ce.workspaceBytes).toBeLessThanOrEqual(64 * 2 ** 20);
       expect(ce.chunkRows).toBeLessThan(N);
-      const kl = kernels.visualWordKL(h, w, h, w);
+      const kl = fused.visualWordKL(h, w, h, w);
       expect(kl.workspaceBytes).toBeLessThanOrEqual(64 * 2 ** 20);
       // A tighter budget gives smaller chunks and the same numbers.
-      const small = kernels.linearCrossEntropy(h, w, t, { workspaceBytes: 4 * 2 ** 20 });
+      const small = fused.linearCrossEntropy(h, w, t, { workspaceBudget: 4 * 2 ** 20 });
       expect(small.workspaceBytes).toBeLessThanOrEqual(4 * 2 ** 20);
       expect(small.chunkRows).toBeLessThanOrEqual(Math.floor((4 * 2 ** 20) / (V * 4)));
       expect(small.loss).toBeCloseTo(ce.loss, 5);
@@ -42,11 +42,11 @@ describe('bounded workspace', () => {
       const h = Tensor.fromArray(rng.normals(N * d), [N, d], opt);
       const w = Tensor.fromArray(rng.normals(V * d, 0.1), [V, d], opt);
       const t = Tensor.fromArray(new Int32Array(N).map(() => rng.int(V)), [N], { device: 'cuda' });
-      const ce = kernels.linearCrossEntropy(h, w, t);
+      const ce = fused.linearCrossEntropy(h, w, t);
       expect(ce.workspaceBytes).toBeLessThanOrEqual(2 ** 30);
       expect(ce.workspaceBytes).toBeGreaterThan(64 * 2 ** 20);
       expect(ce.chunkRows).toBeLessThan(N);
-      const kl = kernels.visualWordKL(h, w, h, w);
+      const kl = fused.visualWordKL(h, w, h, w);
       expect(kl.workspaceBytes).toBeLessThanOrEqual(2 ** 30);
       expect(Number.isFinite(kl.loss)).toBe(true);
     });

@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { tempDirs } from '../support/tmp';
-import { kernels, memoryStats, noGrad, ops, scope, Tensor } from '../../src';
+import { fused, memoryStats, noGrad, F, scope, Tensor } from '../../src';
 import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../../src/model/config';
 import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
@@ -38,12 +38,12 @@ describe('VW-LMM', () => {
     noGrad(() => scope(() => {
       const out = model.loss(batch);
       const { h, features } = model.hidden(batch);
-      const ce = kernels.linearCrossEntropy(h, model.lm_head.weight, Tensor.fromArray(batch.targets!, [batch.B * batch.T]), { grad: false }).loss;
+      const ce = fused.linearCrossEntropy(h, model.lm_head.weight, Tensor.fromArray(batch.targets!, [batch.B * batch.T]), { grad: false }).loss;
       const rows = batch.klRows!;
       // every KL row: the token before an image's first patch, and patches 1..P-1 (P = 25, two images)
       expect(rows.rows.length).toBe(2 * 25);
-      const kl = kernels.visualWordKL(ops.gatherRows(h, Tensor.fromArray(rows.rows, [rows.rows.length])), model.lm_head.weight,
-        ops.gatherRows(features!, Tensor.fromArray(rows.featureIndex, [rows.rows.length])), model.vm_head!.weight, { grad: false }).loss;
+      const kl = fused.visualWordKL(F.gatherRows(h, Tensor.fromArray(rows.rows, [rows.rows.length])), model.lm_head.weight,
+        F.gatherRows(features!, Tensor.fromArray(rows.featureIndex, [rows.rows.length])), model.vm_head!.weight, { grad: false }).loss;
       expect(out.ce).toBeCloseTo(ce, 6);
       expect(out.kl).toBeCloseTo(kl, 6);
       expect(out.loss.item()).toBeCloseTo(ce + 0.7 * kl, 5);

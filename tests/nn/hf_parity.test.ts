@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { Generator, nn, ops, scope, Tensor } from '../../src';
+import { Generator, nn, F, scope, Tensor } from '../../src';
 import { HostTensor, readSafetensors } from '../../src/io/safetensors';
 import { maxAbs, relErr } from '../support/compare';
 
@@ -50,7 +50,7 @@ describe('transformers parity', () => {
       out.hiddenStates!.forEach((h, k) => {
         expect(relErr(maskedRows(h.toArray(), mask, D), maskedRows(host(io, `hidden_states.${k}`).data, mask, D)), `hidden_states.${k}`).toBeLessThan(1e-4);
       });
-      ops.sum(ops.mul(out.logits, tensorOf(host(io, 'R')))).backward();
+      F.sum(F.mul(out.logits, tensorOf(host(io, 'R')))).backward();
     });
     for (const [name, p] of model.namedParameters()) {
       expect(relErr(p.grad!.toArray(), host(io, `grad.${name}`).data), `grad.${name}`).toBeLessThan(1e-4);
@@ -83,9 +83,9 @@ describe('transformers parity', () => {
       expect(feat.shape).toEqual(host(io, `hidden_states.${L - 1}`).shape);
       expect(relErr(feat.toArray(), host(io, `hidden_states.${L - 1}`).data)).toBeLessThan(1e-4);
       const T1 = feat.shape[1];
-      const patches = ops.slice(feat, 1, 1, T1 - 1);
+      const patches = F.slice(feat, 1, 1, T1 - 1);
       const R = tensorOf(host(io, 'R'));
-      ops.sum(ops.mul(patches, ops.slice(R, 1, 1, T1 - 1))).backward();
+      F.sum(F.mul(patches, F.slice(R, 1, 1, T1 - 1))).backward();
     });
     // The key bias gets a gradient that is exactly zero in theory (softmax is invariant to adding
     // q.b to every score of a row), so relative error means nothing there: gradients are measured

@@ -1,7 +1,7 @@
 // 100 training steps of a small decoder keep native memory flat: every activation, gradient temporary
 // and saved tensor is released deterministically each step (no reliance on the garbage collector).
 import { describe, expect, it } from 'vitest';
-import { AdamW, clipGradNorm, F, Generator, memoryStats, nn, ops, scope, Tensor, zeroGrad } from '../../src';
+import { AdamW, clipGradNorm, F, Generator, memoryStats, nn, scope, Tensor, zeroGrad } from '../../src';
 
 describe('training memory', () => {
   it('100 steps of a 2-layer decoder: live native buffers and bytes stay constant, the loss falls', () => {
@@ -22,7 +22,7 @@ describe('training memory', () => {
       scope(() => {
         const x = Tensor.fromArray(ids, [B, T]);
         const out = model.model.forward(model.model.embed_tokens.forward(x));
-        const h = ops.reshape(out.last, [B * T, cfg.hiddenSize]);
+        const h = F.reshape(out.last, [B * T, cfg.hiddenSize]);
         const loss = F.linearCrossEntropy(h, model.lm_head.weight, Tensor.fromArray(targets, [B * T]));
         losses.push(loss.item());
         loss.backward();

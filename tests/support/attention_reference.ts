@@ -1,4 +1,4 @@
-// Independent float64 reference of attention_forward / attention_backward (native/core/engine_ops.def),
+// Independent float64 reference of attention_forward / attention_backward (native/core/ops.def),
 // written from the math with nothing blockwise: for every (batch, query head) the FULL [Tq, Tk] score
 // matrix is materialised, softmaxed over the visible keys and multiplied out. The backward goes through
 // the generic softmax Jacobian (dS = P * (G - <P, G>) with G = dL/dP = dO V^T) rather than the kernels'

@@ -2,7 +2,7 @@
 // returns the outputs as host arrays. Call inside scope(() => ...) so the tensors are freed.
 import { afterAll, expect } from 'vitest';
 import { Tensor } from '../../src';
-import { callOp } from '../../src/engine';
+import { callOp } from '../../src/call_op';
 
 /** A float32 CPU tensor holding `a` (rounded to float32). */
 export function f32(a: ArrayLike<number>, shape: number[] = [a.length]): Tensor {

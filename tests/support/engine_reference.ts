@@ -1,4 +1,4 @@
-// Independent float64 references of the engine ops (native/core/engine_ops.def), written as plain loops
+// Independent float64 references of the engine ops (native/core/ops.def), written as plain loops
 // from the math, not from the C++ kernels. Backward references are vector-Jacobian products through
 // EXPLICIT Jacobians (each entry dy_i/dx_k written down from the forward by the chain rule), never the
 // closed forms the kernels use, so a wrong closed form cannot hide in both; tests also check them against

@@ -1,9 +1,9 @@
-// Multi-tensor AdamW step and sum of squares on CUDA (semantics: native/cpu/adamw.cpp). float32 tensors.
+// Multi-tensor AdamW step and sum of squares on CUDA (semantics: the CPU backend's adamw.cpp). float32 tensors.
 // Both cut the k tensors into fixed chunks of kChunk elements; a table of (tensor, begin, end) chunks and the
 // tensors' pointers is uploaded once per call and one block handles one chunk, so a single launch covers
 // every tensor whatever their number and sizes.
 //   adamw_step: the CPU's float expressions (bias corrections formed in double on the host). Extension
-//     (CUDA only, see engine_ops.def): with the int bf16Copies = 1 after n_1..n_k, k more outputs
+//     (CUDA only, see native/core/ops.def): with the int bf16Copies = 1 after n_1..n_k, k more outputs
 //     c_1..c_k (bfloat16 [n_t]) receive the updated p_t rounded to bf16 in the same pass: the model copies
 //     a bf16 forward reads while p stays the fp32 master. Absent or 0: the CPU's interface exactly.
 //   sum_squares: per-chunk sums in double, then one block adds the chunk sums in a fixed order: the result
@@ -159,9 +159,7 @@ void adamw_step_cuda(const OpCall& c) {
   DeviceBuffer table = upload_table(op, ctx, chunks, recs);
   const Chunk* d_chunks = table.as<Chunk>();
   const AdamRec* d_recs = reinterpret_cast<const AdamRec*>(d_chunks + chunks.size());
-  adamw_kernel<<<static_cast<unsigned>(chunks.size()), kThreads, 0, ctx.stream>>>(d_chunks, d_recs, s);
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
+  launch(op, ctx, static_cast<unsigned>(chunks.size()), kThreads, 0, adamw_kernel, d_chunks, d_recs, s);
 }
 
 void sum_squares_cuda(const OpCall& c) {
@@ -180,12 +178,10 @@ void sum_squares_cuda(const OpCall& c) {
     DeviceBuffer table = upload_table(op, ctx, chunks, xs);
     const Chunk* d_chunks = table.as<Chunk>();
     const float* const* d_xs = reinterpret_cast<const float* const*>(d_chunks + chunks.size());
-    sum_squares_chunk_kernel<<<static_cast<unsigned>(chunks.size()), kThreads, 0, ctx.stream>>>(d_chunks, d_xs, part.as<double>());
-    CUDA_CHECK_LAUNCH(op);
+    launch(op, ctx, static_cast<unsigned>(chunks.size()), kThreads, 0, sum_squares_chunk_kernel, d_chunks, d_xs,
+           part.as<double>());
   }  // `table` is freed stream-ordered (or by cudaFree, which waits for the device): after the kernel
-  sum_squares_final_kernel<<<1, kThreads, 0, ctx.stream>>>(part.as<double>(), static_cast<int64_t>(chunks.size()), out);
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
+  launch(op, ctx, 1, kThreads, 0, sum_squares_final_kernel, part.as<double>(), static_cast<int64_t>(chunks.size()), out);
 }
 
 }  // namespace vw::cuda

@@ -1,4 +1,4 @@
-// Scaled dot-product attention on CUDA, flash-attention style (semantics: native/cpu/attention.cpp):
+// Scaled dot-product attention on CUDA, flash-attention style (semantics: the CPU backend's attention.cpp):
 //   Q [B, Tq, Hq, Dh], K, V [B, Tk, Hkv, Dh], keyMask i32 [B, Tk] (optional, 1 visible / 0 padding),
 //   O [B, Tq, Hq, Dh], lse [B, Hq, Tq] (float32 always). Query head h reads kv head h / G, G = Hq / Hkv.
 //   Query t sees key j when keyMask[b, j] = 1 and, when causal, j <= Tk - Tq + t. A row that sees no key
@@ -26,9 +26,9 @@
 //   dK, dQ are scaled by `scale` once at the end.
 // Key tiles past the last visible position of a causal query tile are never visited, nor query tiles
 // before the first query that can see a key tile; dK/dV tiles whose keys are all padding skip the loop.
-#include "../../cpu/attention_args.h"
 #include <type_traits>
 
+#include "../../core/attention_args.h"
 #include "engine_common.cuh"
 
 namespace vw::cuda {
@@ -45,8 +45,8 @@ constexpr int64_t kCpuPad = 8, kCpuBlockQ = 64;  // the CPU workspace constants,
 
 static_assert(kAttnThreads == 4 * kBQ && kAttnThreads == 4 * kBK, "one quad of lanes per tile row");
 
-using Dims = cpu::AttentionDims;
-inline Dims read_dims(const OpCall& c) { return cpu::read_attention_dims(c, kCpuPad, kCpuBlockQ); }
+using Dims = AttentionDims;
+inline Dims read_dims(const OpCall& c) { return read_attention_dims(c, kCpuPad, kCpuBlockQ); }
 
 // The key mask slot: the buffer (null without one) after the CPU's presence checks; its values are checked
 // on the device by check_mask_values.
@@ -481,10 +481,11 @@ void dispatch_head(int64_t Dh, F&& f) {
     f(std::integral_constant<int, 256>{});
 }
 
-// Launches kernel<<<blocks, kAttnThreads, smem>>>(args...), opting into more than 48 KiB of dynamic shared
+// Launches `blocks` tiles of kAttnThreads through launch(), opting into more than 48 KiB of dynamic shared
 // memory when needed.
 template <typename... KArgs, typename... Args>
-void launch(const char* op, const Context& ctx, void (*kernel)(KArgs...), int64_t blocks, size_t smem, Args... args) {
+void launch_tiles(const char* op, const Context& ctx, void (*kernel)(KArgs...), int64_t blocks, size_t smem,
+                  Args... args) {
   if (blocks <= 0) return;
   if (blocks > INT_MAX) throw_range_error("[", op, "] too many attention tiles for one launch (", blocks, ")");
   if (smem > 48 * 1024) {
@@ -494,8 +495,7 @@ void launch(const char* op, const Context& ctx, void (*kernel)(KArgs...), int64_
       throw_range_error("[", op, "] this head size needs ", smem, " bytes of shared memory per block; the device allows ", optin);
     CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   }
-  kernel<<<static_cast<unsigned>(blocks), kAttnThreads, smem, ctx.stream>>>(args...);
-  CUDA_CHECK_LAUNCH(op);
+  launch(op, ctx, static_cast<unsigned>(blocks), kAttnThreads, smem, kernel, args...);
 }
 
 }  // namespace
@@ -520,11 +520,11 @@ void attention_forward_cuda(const OpCall& c) {
     using T = typename decltype(tag)::type;
     dispatch_head(d.Dh, [&](auto dp) {
       constexpr int DP = decltype(dp)::value;
-      launch(op, ctx, attention_forward_kernel<DP, T>, s.B * s.Hq * s.n_qt, forward_smem(DP), s, static_cast<const T*>(Q),
-             static_cast<const T*>(K), static_cast<const T*>(V), mask, static_cast<T*>(O), lse);
+      launch_tiles(op, ctx, attention_forward_kernel<DP, T>, s.B * s.Hq * s.n_qt, forward_smem(DP),
+                   s, static_cast<const T*>(Q), static_cast<const T*>(K), static_cast<const T*>(V), mask,
+                   static_cast<T*>(O), lse);
     });
   });
-  finish(op, ctx);
 }
 
 void attention_backward_cuda(const OpCall& c) {
@@ -558,14 +558,14 @@ void attention_backward_cuda(const OpCall& c) {
     const float* D = dd.as<float>();
     dispatch_head(d.Dh, [&](auto dp) {
       constexpr int DP = decltype(dp)::value;
-      launch(op, ctx, attention_rowstats_kernel<DP, T>, q_blocks, rowstats_smem(DP), s, Qp, Kp, mask, dOp, Op, lse,
-             stats.as<float2>(), dd.as<float>());
-      launch(op, ctx, attention_dkdv_kernel<DP, T>, kv_blocks, dkdv_smem(DP), s, Qp, Kp, Vp, mask, dOp, st, D,
-             static_cast<T*>(dK), static_cast<T*>(dV));
-      launch(op, ctx, attention_dq_kernel<DP, T>, q_blocks, dq_smem(DP), s, Qp, Kp, Vp, mask, dOp, st, D, static_cast<T*>(dQ));
+      launch_tiles(op, ctx, attention_rowstats_kernel<DP, T>, q_blocks, rowstats_smem(DP), s, Qp, Kp, mask, dOp, Op, lse,
+                   stats.as<float2>(), dd.as<float>());
+      launch_tiles(op, ctx, attention_dkdv_kernel<DP, T>, kv_blocks, dkdv_smem(DP), s, Qp, Kp, Vp, mask, dOp, st, D,
+                   static_cast<T*>(dK), static_cast<T*>(dV));
+      launch_tiles(op, ctx, attention_dq_kernel<DP, T>, q_blocks, dq_smem(DP), s, Qp, Kp, Vp, mask, dOp, st, D,
+                   static_cast<T*>(dQ));
     });
   });
-  finish(op, ctx);
 }
 
 }  // namespace vw::cuda

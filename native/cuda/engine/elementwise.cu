@@ -1,11 +1,12 @@
-// Element-wise engine ops on CUDA (semantics: native/cpu/activation.cpp, native/cpu/elementwise.cpp):
-//   activation_forward/backward (kind 0 gelu erf, 1 gelu tanh, 2 quick_gelu, 3 silu), swiglu_forward/
+// Element-wise engine ops on CUDA (semantics: the CPU backend's activation.cpp and elementwise.cpp):
+//   activation_forward/backward (the kinds of native/core/activation.h), swiglu_forward/
 //   backward, axpby, mul: float32 or bfloat16 (every buffer of a call the same dtype; fp32 arithmetic with
 //   the CPU's formulas: erfc for gelu, a sigmoid and its complement from exp(-|z|));
 //   add_broadcast, fill, copy_2d: float32.
 // All are grid-stride passes with 64-bit indices; outputs may alias their inputs element for element.
 #include <type_traits>
 
+#include "../../core/activation.h"
 #include "engine_common.cuh"
 
 namespace vw::cuda {
@@ -20,8 +21,6 @@ constexpr float kGeluK = 0.79788456080286536f;  // sqrt(2/pi)
 constexpr float kGeluC = 0.044715f;
 constexpr float kQuick = 1.702f;
 
-enum Kind { kGeluErf = 0, kGeluTanh = 1, kQuickGelu = 2, kSilu = 3 };
-
 // sigmoid(z) and 1 - sigmoid(z) = sigmoid(-z), each to full relative precision (no overflow: e <= 1).
 __device__ __forceinline__ void sigmoid_pair(float z, float& s, float& sc) {
   const float e = expf(-fabsf(z));
@@ -35,13 +34,13 @@ __device__ __forceinline__ float sigmoid(float z) {
   return s;
 }
 
-template <int K>
+template <ActivationKind K>
 __device__ __forceinline__ float sig_arg(float x) {
   if constexpr (K == kGeluTanh) return 2.f * kGeluK * (x + kGeluC * x * x * x);
   if constexpr (K == kQuickGelu) return kQuick * x;
   return x;
 }
-template <int K>
+template <ActivationKind K>
 __device__ __forceinline__ float sig_arg_grad(float x) {
   if constexpr (K == kGeluTanh) return 2.f * kGeluK * (1.f + 3.f * kGeluC * x * x);
   if constexpr (K == kQuickGelu) return kQuick;
@@ -49,7 +48,7 @@ __device__ __forceinline__ float sig_arg_grad(float x) {
   return 1.f;
 }
 
-template <int K, typename T>
+template <ActivationKind K, typename T>
 __global__ void __launch_bounds__(kThreads) act_forward_kernel(const T* x, T* y, int64_t n) {
   for (int64_t i = global_tid(); i < n; i += global_stride()) {
     const float v = to_float(x[i]);
@@ -62,7 +61,7 @@ __global__ void __launch_bounds__(kThreads) act_forward_kernel(const T* x, T* y,
   }
 }
 
-template <int K, typename T>
+template <ActivationKind K, typename T>
 __global__ void __launch_bounds__(kThreads) act_backward_kernel(const T* dy, const T* x, T* dx, int64_t n) {
   for (int64_t i = global_tid(); i < n; i += global_stride()) {
     const float v = to_float(x[i]), d = to_float(dy[i]);
@@ -138,21 +137,14 @@ __global__ void __launch_bounds__(kThreads) copy_2d_kernel(const float* src, flo
   }
 }
 
-int64_t activation_kind(const OpCall& c) {
-  const int64_t kind = c.ip(1, "kind");
-  if (kind < 0 || kind > 3)
-    throw_range_error("[", c.op, "] kind must be 0 (gelu erf), 1 (gelu tanh), 2 (quick_gelu) or 3 (silu), got ", kind);
-  return kind;
-}
-
-// f(std::integral_constant<int, kind>{}).
+// f(std::integral_constant<ActivationKind, kind>{}).
 template <typename F>
-void dispatch_kind(int64_t kind, F&& f) {
+void dispatch_kind(ActivationKind kind, F&& f) {
   switch (kind) {
-    case kGeluErf: f(std::integral_constant<int, kGeluErf>{}); break;
-    case kGeluTanh: f(std::integral_constant<int, kGeluTanh>{}); break;
-    case kQuickGelu: f(std::integral_constant<int, kQuickGelu>{}); break;
-    default: f(std::integral_constant<int, kSilu>{}); break;
+    case kGeluErf: f(std::integral_constant<ActivationKind, kGeluErf>{}); break;
+    case kGeluTanh: f(std::integral_constant<ActivationKind, kGeluTanh>{}); break;
+    case kQuickGelu: f(std::integral_constant<ActivationKind, kQuickGelu>{}); break;
+    case kSilu: f(std::integral_constant<ActivationKind, kSilu>{}); break;
   }
 }
 
@@ -161,7 +153,7 @@ void dispatch_kind(int64_t kind, F&& f) {
 void activation_forward_cuda(const OpCall& c) {
   const char* op = c.op;
   const int64_t n = size_arg(c, 0, "n");
-  const int64_t kind = activation_kind(c);
+  const ActivationKind kind = activation_kind_arg(c, 1);
   const DType t = float_type_of(c.in, 0);
   const void* x = c.in_any(0, n, t, "X");
   void* y = c.out_any(0, n, t, "Y");
@@ -170,17 +162,16 @@ void activation_forward_cuda(const OpCall& c) {
   dispatch_float(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
     dispatch_kind(kind, [&](auto k) {
-      act_forward_kernel<decltype(k)::value, T><<<grid_for(ctx, n), kThreads, 0, ctx.stream>>>(static_cast<const T*>(x), static_cast<T*>(y), n);
+      launch(op, ctx, grid_for(ctx, n), kThreads, 0, act_forward_kernel<decltype(k)::value, T>,
+             static_cast<const T*>(x), static_cast<T*>(y), n);
     });
   });
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
 }
 
 void activation_backward_cuda(const OpCall& c) {
   const char* op = c.op;
   const int64_t n = size_arg(c, 0, "n");
-  const int64_t kind = activation_kind(c);
+  const ActivationKind kind = activation_kind_arg(c, 1);
   const DType t = float_type_of(c.in, 0);
   const void* dy = c.in_any(0, n, t, "dY");
   const void* x = c.in_any(1, n, t, "X");
@@ -190,12 +181,10 @@ void activation_backward_cuda(const OpCall& c) {
   dispatch_float(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
     dispatch_kind(kind, [&](auto k) {
-      act_backward_kernel<decltype(k)::value, T><<<grid_for(ctx, n), kThreads, 0, ctx.stream>>>(
-          static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<T*>(dx), n);
+      launch(op, ctx, grid_for(ctx, n), kThreads, 0, act_backward_kernel<decltype(k)::value, T>,
+             static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<T*>(dx), n);
     });
   });
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
 }
 
 void swiglu_forward_cuda(const OpCall& c) {
@@ -209,11 +198,9 @@ void swiglu_forward_cuda(const OpCall& c) {
   if (n == 0) return;
   dispatch_float(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    swiglu_forward_kernel<T><<<grid_for(ctx, n), kThreads, 0, ctx.stream>>>(static_cast<const T*>(gate), static_cast<const T*>(up),
-                                                                             static_cast<T*>(y), n);
+    launch(op, ctx, grid_for(ctx, n), kThreads, 0, swiglu_forward_kernel<T>, static_cast<const T*>(gate),
+           static_cast<const T*>(up), static_cast<T*>(y), n);
   });
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
 }
 
 void swiglu_backward_cuda(const OpCall& c) {
@@ -229,12 +216,9 @@ void swiglu_backward_cuda(const OpCall& c) {
   if (n == 0) return;
   dispatch_float(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    swiglu_backward_kernel<T><<<grid_for(ctx, n), kThreads, 0, ctx.stream>>>(
-        static_cast<const T*>(dy), static_cast<const T*>(gate), static_cast<const T*>(up), static_cast<T*>(dgate),
-        static_cast<T*>(dup), n);
+    launch(op, ctx, grid_for(ctx, n), kThreads, 0, swiglu_backward_kernel<T>, static_cast<const T*>(dy),
+           static_cast<const T*>(gate), static_cast<const T*>(up), static_cast<T*>(dgate), static_cast<T*>(dup), n);
   });
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
 }
 
 void axpby_cuda(const OpCall& c) {
@@ -250,11 +234,9 @@ void axpby_cuda(const OpCall& c) {
   const int mode = b == 0.f ? 1 : a == 0.f ? 2 : 0;
   dispatch_float(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    axpby_kernel<T><<<grid_for(ctx, n), kThreads, 0, ctx.stream>>>(static_cast<const T*>(x), static_cast<const T*>(y),
-                                                                    static_cast<T*>(z), n, a, b, mode);
+    launch(op, ctx, grid_for(ctx, n), kThreads, 0, axpby_kernel<T>, static_cast<const T*>(x), static_cast<const T*>(y),
+           static_cast<T*>(z), n, a, b, mode);
   });
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
 }
 
 void mul_cuda(const OpCall& c) {
@@ -268,11 +250,9 @@ void mul_cuda(const OpCall& c) {
   if (n == 0) return;
   dispatch_float(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    mul_kernel<T><<<grid_for(ctx, n), kThreads, 0, ctx.stream>>>(static_cast<const T*>(x), static_cast<const T*>(y),
-                                                                  static_cast<T*>(z), n);
+    launch(op, ctx, grid_for(ctx, n), kThreads, 0, mul_kernel<T>, static_cast<const T*>(x), static_cast<const T*>(y),
+           static_cast<T*>(z), n);
   });
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
 }
 
 void add_broadcast_cuda(const OpCall& c) {
@@ -284,9 +264,7 @@ void add_broadcast_cuda(const OpCall& c) {
   float* z = c.out_f32(0, total, "Z");
   Context& ctx = context(op);
   if (total == 0) return;
-  add_broadcast_kernel<<<grid_for(ctx, total), kThreads, 0, ctx.stream>>>(x, y, z, total, n);
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
+  launch(op, ctx, grid_for(ctx, total), kThreads, 0, add_broadcast_kernel, x, y, z, total, n);
 }
 
 void fill_cuda(const OpCall& c) {
@@ -296,9 +274,7 @@ void fill_cuda(const OpCall& c) {
   float* x = c.out_f32(0, n, "X");
   Context& ctx = context(op);
   if (n == 0) return;
-  fill_kernel<<<grid_for(ctx, n), kThreads, 0, ctx.stream>>>(x, n, v);
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
+  launch(op, ctx, grid_for(ctx, n), kThreads, 0, fill_kernel, x, n, v);
 }
 
 void copy_2d_cuda(const OpCall& c) {
@@ -317,10 +293,8 @@ void copy_2d_cuda(const OpCall& c) {
   float* dst = c.out_f32(0, extent(d_off, d_stride), "dst");
   Context& ctx = context(op);
   if (empty) return;
-  copy_2d_kernel<<<grid_for(ctx, numel(c, {rows, cols})), kThreads, 0, ctx.stream>>>(src + s_off, dst + d_off, rows, cols,
-                                                                                    s_stride, d_stride, acc);
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
+  launch(op, ctx, grid_for(ctx, numel(c, {rows, cols})), kThreads, 0, copy_2d_kernel, src + s_off, dst + d_off, rows,
+         cols, s_stride, d_stride, acc);
 }
 
 }  // namespace vw::cuda

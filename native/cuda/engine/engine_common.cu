@@ -33,8 +33,8 @@ BadValue first_outside(const char* op, const Context& ctx, const int32_t* x, int
   if (n <= 0) return {-1, 0};
   DeviceBuffer status(op, ctx, sizeof(unsigned long long), nullptr);
   CUDA_CHECK(op, cudaMemsetAsync(status.get(), 0xff, sizeof(unsigned long long), ctx.stream));
-  first_outside_kernel<<<grid_for(ctx, n), kThreads, 0, ctx.stream>>>(x, n, lo, hi, status.as<unsigned long long>());
-  CUDA_CHECK_LAUNCH(op);
+  launch(op, ctx, grid_for(ctx, n), kThreads, 0, first_outside_kernel, x, n, lo, hi, status.as<unsigned long long>());
+  // The result is read on the host: these waits are part of the op, not its end-of-op synchronisation.
   unsigned long long first = 0;
   CUDA_CHECK(op, cudaMemcpyAsync(&first, status.get(), sizeof first, cudaMemcpyDeviceToHost, ctx.stream));
   CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));

@@ -1,28 +1,24 @@
 // Shared pieces of the CUDA engine ops (native/cuda/engine/*.cu):
-//   * the CPU ops' parameter checks (native/cpu/engine_args.h: host-only inline helpers, no CPU code is
-//     linked), so both backends reject the same arguments with the same messages;
+//   * the backend-neutral parameter readers (native/core/op_args.h, namespace vw: found unqualified from
+//     here), so both backends reject the same arguments with the same messages;
 //   * the float-dtype dispatch of the bf16-capable ops (one template per kernel, instantiated for float and
 //     __nv_bfloat16; loads convert to float, all arithmetic is fp32 or wider, stores round once);
-//   * grid sizing for grid-stride passes, and the end-of-op synchronisation;
+//   * grid sizing for grid-stride passes;
 //   * first_outside(): the device-side range check of int32 data (ids, key masks), read back once;
 //   * column_sums(): deterministic column reductions (bias / norm weight gradients) without atomics.
+// Ops only enqueue work: every kernel goes through launch() (native/cuda/common.cuh) and the stream is
+// waited for by run_op() (native/cuda/ops_cuda.h), so no op synchronises at its end; an op waits inside
+// only for a host read-back (first_outside).
 #pragma once
 #include <algorithm>
 #include <climits>
 #include <cstdint>
 
-#include "../../cpu/engine_args.h"
+#include "../../core/op_args.h"
 #include "../common.cuh"
-#include "../engine_cuda.h"
+#include "../ops_cuda.h"
 
 namespace vw::cuda::eng {
-
-using cpu::add_elems;
-using cpu::expect_counts;
-using cpu::finite_arg;
-using cpu::flag_arg;
-using cpu::numel;
-using cpu::size_arg;
 
 constexpr int kThreads = 256;  // threads per block of the element-wise and row passes
 
@@ -31,17 +27,6 @@ constexpr int kThreads = 256;  // threads per block of the element-wise and row 
 inline unsigned grid_for(const Context& ctx, int64_t n, int64_t per_block = kThreads) {
   const int64_t want = (n + per_block - 1) / per_block;
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(want, int64_t{ctx.sm_count} * 32)));
-}
-
-// Every op ends here: the stream is synchronised so asynchronous faults are reported by the op that caused
-// them (the convention of native/cuda/common.cuh).
-inline void finish(const char* op, const Context& ctx) { CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream)); }
-
-// The float type of a bf16-capable op, taken from one of its buffers: bfloat16 when that buffer is, else
-// float32 (so a buffer of any other dtype then fails OpCall::in_any / out_any with the CPU's
-// "<name> must be float32, got <dtype>").
-inline DType float_type_of(const std::vector<Buf>& bufs, size_t k) {
-  return k < bufs.size() && bufs[k].dtype == DType::BF16 ? DType::BF16 : DType::F32;
 }
 
 template <typename T>
@@ -169,11 +154,10 @@ void column_sums(const char* op, const Context& ctx, int64_t R, int64_t C, F f, 
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>({(R + 31) / 32, std::max<int64_t>(1, 1024 / tiles), 1024}));
   const int64_t rows_per = std::max<int64_t>(1, (R + chunks - 1) / chunks);
   DeviceBuffer partial(op, ctx, sizeof(double) * static_cast<size_t>(chunks * NOUT * C), nullptr);
-  column_partial_kernel<NOUT, F><<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks)),
-                                   dim3(kColTile, kRowLanes), 0, ctx.stream>>>(f, R, C, rows_per, partial.as<double>());
-  CUDA_CHECK_LAUNCH(op);
-  column_final_kernel<NOUT, S><<<grid_for(ctx, C), kThreads, 0, ctx.stream>>>(partial.as<double>(), chunks, C, store);
-  CUDA_CHECK_LAUNCH(op);
+  launch(op, ctx, dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks)), dim3(kColTile, kRowLanes), 0,
+         column_partial_kernel<NOUT, F>, f, R, C, rows_per, partial.as<double>());
+  launch(op, ctx, grid_for(ctx, C), kThreads, 0, column_final_kernel<NOUT, S>, partial.as<double>(), chunks, C, store);
+  // `partial` is freed stream-ordered, after the kernels.
 }
 
 // Grid-stride index helpers.

@@ -1,4 +1,4 @@
-// Batched matmul and column sums on CUDA (semantics: native/cpu/matmul.cpp).
+// Batched matmul and column sums on CUDA (semantics: the CPU backend's matmul.cpp).
 //   matmul:   C[b] (=|+=) alpha op(A[b]) op(B[b]) + bias[N] through cuBLAS (CUBLAS_COMPUTE_32F: float32 stays
 //             true fp32, no TF32; bf16 uses tensor cores with fp32 accumulation).
 //             Dtypes: A, B, C float32 (bias float32); or A, B bfloat16 with C bfloat16 or float32 (fp32 C
@@ -41,11 +41,10 @@ void launch_bias(const char* op, const Context& ctx, void* C, DType tc, const vo
     using TC = typename decltype(ctag)::type;
     dispatch_float(tb, [&](auto btag) {
       using TB = typename decltype(btag)::type;
-      bias_rows_kernel<TC, TB><<<grid, kThreads, 0, ctx.stream>>>(static_cast<TC*>(C), static_cast<const TB*>(bias),
-                                                                  batch, M, N, sC, acc);
+      launch(op, ctx, grid, kThreads, 0, bias_rows_kernel<TC, TB>, static_cast<TC*>(C), static_cast<const TB*>(bias),
+             batch, M, N, sC, acc);
     });
   });
-  CUDA_CHECK_LAUNCH(op);
 }
 
 // Row-major strided-batched GEMM (see gemm_rm in common.cuh for the operand swap).
@@ -141,7 +140,6 @@ void matmul_cuda(const OpCall& c) {
       }
     }
   }
-  finish(op, ctx);
 }
 
 void sum_rows_cuda(const OpCall& c) {
@@ -153,7 +151,6 @@ void sum_rows_cuda(const OpCall& c) {
   Context& ctx = context(op);
   if (C == 0) return;
   column_sums<1>(op, ctx, R, C, SumRowsTerm{x, C}, SumRowsStore{y, acc});
-  finish(op, ctx);
 }
 
 }  // namespace vw::cuda

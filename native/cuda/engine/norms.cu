@@ -1,5 +1,5 @@
-// RMSNorm and LayerNorm over rows of C on CUDA (semantics, formulas and derivations: native/cpu/rms_norm.cpp,
-// native/cpu/layer_norm.cpp; the same double row sums, the same float expressions).
+// RMSNorm and LayerNorm over rows of C on CUDA (semantics, formulas and derivations: the CPU backend's
+// rms_norm.cpp and layer_norm.cpp; the same double row sums, the same float expressions).
 //   Row passes: a warp per row when C <= kWarpRowMax, else a block of kThreads per row.
 //   Weight gradients (dw, db, "+=") are column sums in double with a fixed split and no atomics
 //   (engine_common.cuh column_sums), so they are run-to-run bit-identical.
@@ -198,13 +198,12 @@ void rms_norm_forward_cuda(const OpCall& c) {
       const W* wp = static_cast<const W*>(w);
       T* yp = static_cast<T*>(y);
       if (warp_rows)
-        rms_forward_kernel<32, T, W><<<row_grid(ctx, R, true), kThreads, 0, ctx.stream>>>(xp, wp, yp, rstd, R, C, eps);
+        launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, rms_forward_kernel<32, T, W>, xp, wp, yp, rstd, R, C, eps);
       else
-        rms_forward_kernel<kThreads, T, W><<<row_grid(ctx, R, false), kThreads, 0, ctx.stream>>>(xp, wp, yp, rstd, R, C, eps);
+        launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, rms_forward_kernel<kThreads, T, W>,
+               xp, wp, yp, rstd, R, C, eps);
     });
   });
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
 }
 
 void rms_norm_backward_cuda(const OpCall& c) {
@@ -232,13 +231,13 @@ void rms_norm_backward_cuda(const OpCall& c) {
       const W* wp = static_cast<const W*>(w);
       T* dxp = static_cast<T*>(dx);
       if (warp_rows)
-        rms_backward_dx_kernel<32, T, W><<<row_grid(ctx, R, true), kThreads, 0, ctx.stream>>>(dyp, xp, wp, rstd, dxp, R, C);
+        launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, rms_backward_dx_kernel<32, T, W>,
+               dyp, xp, wp, rstd, dxp, R, C);
       else
-        rms_backward_dx_kernel<kThreads, T, W><<<row_grid(ctx, R, false), kThreads, 0, ctx.stream>>>(dyp, xp, wp, rstd, dxp, R, C);
+        launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, rms_backward_dx_kernel<kThreads, T, W>,
+               dyp, xp, wp, rstd, dxp, R, C);
     });
-    CUDA_CHECK_LAUNCH(op);
   });
-  finish(op, ctx);
 }
 
 void layer_norm_forward_cuda(const OpCall& c) {
@@ -256,11 +255,11 @@ void layer_norm_forward_cuda(const OpCall& c) {
   Context& ctx = context(op);
   if (R == 0) return;
   if (C <= kWarpRowMax)
-    layer_norm_forward_kernel<32><<<row_grid(ctx, R, true), kThreads, 0, ctx.stream>>>(x, w, b, y, mean, rstd, R, C, eps);
+    launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, layer_norm_forward_kernel<32>,
+           x, w, b, y, mean, rstd, R, C, eps);
   else
-    layer_norm_forward_kernel<kThreads><<<row_grid(ctx, R, false), kThreads, 0, ctx.stream>>>(x, w, b, y, mean, rstd, R, C, eps);
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
+    launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, layer_norm_forward_kernel<kThreads>,
+           x, w, b, y, mean, rstd, R, C, eps);
 }
 
 void layer_norm_backward_cuda(const OpCall& c) {
@@ -281,13 +280,13 @@ void layer_norm_backward_cuda(const OpCall& c) {
   float2* ms = mean_split.as<float2>();
   if (R > 0) {
     if (C <= kWarpRowMax)
-      layer_norm_backward_dx_kernel<32><<<row_grid(ctx, R, true), kThreads, 0, ctx.stream>>>(dy, x, w, rstd, dx, ms, R, C);
+      launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, layer_norm_backward_dx_kernel<32>,
+             dy, x, w, rstd, dx, ms, R, C);
     else
-      layer_norm_backward_dx_kernel<kThreads><<<row_grid(ctx, R, false), kThreads, 0, ctx.stream>>>(dy, x, w, rstd, dx, ms, R, C);
-    CUDA_CHECK_LAUNCH(op);
+      launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, layer_norm_backward_dx_kernel<kThreads>,
+             dy, x, w, rstd, dx, ms, R, C);
   }
   column_sums<2>(op, ctx, R, C, LayerNormDwDbTerm{dy, x, ms, rstd, C}, LayerNormDwDbStore{dw, db});
-  finish(op, ctx);
 }
 
 }  // namespace vw::cuda

@@ -1,4 +1,4 @@
-// Rotary position embedding on CUDA (semantics: native/cpu/rope.cpp; HF LLaMA rotate_half pairing
+// Rotary position embedding on CUDA (semantics: the CPU backend's rope.cpp; HF LLaMA rotate_half pairing
 // (j, j + Dh/2), inverse = 1 rotates by -angle). float32 only.
 //   1. table kernel: cos/sin [T, Dh/2] with the angle (posOffset + t) theta^(-2j/Dh) formed and reduced in
 //      double (positions reach ~1e5), stored as float (the CPU's table, to libm rounding);
@@ -54,12 +54,9 @@ void rope_cuda(const OpCall& c) {
   if (n == 0) return;
   const int64_t half = Dh / 2;
   DeviceBuffer table(op, ctx, sizeof(float2) * static_cast<size_t>(T * half), nullptr);
-  rope_table_kernel<<<grid_for(ctx, T * half), kThreads, 0, ctx.stream>>>(table.as<float2>(), T, half, Dh, pos0, theta,
-                                                                           inverse ? -1.0 : 1.0);
-  CUDA_CHECK_LAUNCH(op);
-  rope_rotate_kernel<<<grid_for(ctx, n / 2), kThreads, 0, ctx.stream>>>(x, y, table.as<float2>(), B * T, T, H, half);
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
+  launch(op, ctx, grid_for(ctx, T * half), kThreads, 0, rope_table_kernel, table.as<float2>(), T, half, Dh, pos0, theta,
+         inverse ? -1.0 : 1.0);
+  launch(op, ctx, grid_for(ctx, n / 2), kThreads, 0, rope_rotate_kernel, x, y, table.as<float2>(), B * T, T, H, half);
 }
 
 }  // namespace vw::cuda

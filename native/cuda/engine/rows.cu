@@ -1,4 +1,4 @@
-// Row movement on CUDA (semantics: native/cpu/rows.cpp, native/cpu/embedding.cpp). float32 only.
+// Row movement on CUDA (semantics: the CPU backend's rows.cpp and embedding.cpp). float32 only.
 //   gather_rows / embedding_forward: dst[i, :] = src[idx[i], :], a block per destination row (grid-stride).
 //   scatter_add_rows / embedding_backward: dSrc[idx[i], :] += dDst[i, :], deterministic and atomic-free:
 //     the (idx, i) pairs are sorted by idx with CUB's radix sort (stable, so equal ids keep increasing i),
@@ -69,8 +69,7 @@ __global__ void __launch_bounds__(kThreads)
 
 void gather(const char* op, const Context& ctx, const float* src, const int32_t* idx, float* dst, int64_t n, int64_t C) {
   if (n == 0 || C == 0) return;
-  gather_rows_kernel<<<grid_for(ctx, n, 1), kRowThreads, 0, ctx.stream>>>(src, idx, dst, n, C);
-  CUDA_CHECK_LAUNCH(op);
+  launch(op, ctx, grid_for(ctx, n, 1), kRowThreads, 0, gather_rows_kernel, src, idx, dst, n, C);
 }
 
 void scatter_add(const char* op, const Context& ctx, const float* ddst, const int32_t* idx, float* dsrc, int64_t S,
@@ -84,8 +83,7 @@ void scatter_add(const char* op, const Context& ctx, const float* ddst, const in
   DeviceBuffer keys_out(op, ctx, sizeof(uint32_t) * static_cast<size_t>(n), nullptr);
   DeviceBuffer order_in(op, ctx, sizeof(int32_t) * static_cast<size_t>(n), nullptr);
   DeviceBuffer order_out(op, ctx, sizeof(int32_t) * static_cast<size_t>(n), nullptr);
-  iota_kernel<<<grid_for(ctx, n), kThreads, 0, ctx.stream>>>(order_in.as<int32_t>(), n);
-  CUDA_CHECK_LAUNCH(op);
+  launch(op, ctx, grid_for(ctx, n), kThreads, 0, iota_kernel, order_in.as<int32_t>(), n);
   const uint32_t* keys_in = reinterpret_cast<const uint32_t*>(idx);  // non-negative ids: same order unsigned
   size_t temp_bytes = 0;
   CUDA_CHECK(op, cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys_in, keys_out.as<uint32_t>(), order_in.as<int32_t>(),
@@ -93,9 +91,8 @@ void scatter_add(const char* op, const Context& ctx, const float* ddst, const in
   DeviceBuffer temp(op, ctx, temp_bytes, nullptr);
   CUDA_CHECK(op, cub::DeviceRadixSort::SortPairs(temp.get(), temp_bytes, keys_in, keys_out.as<uint32_t>(), order_in.as<int32_t>(),
                                                  order_out.as<int32_t>(), items, 0, end_bit, ctx.stream));
-  scatter_runs_kernel<<<grid_for(ctx, n, 1), kRowThreads, 0, ctx.stream>>>(ddst, keys_out.as<uint32_t>(), order_out.as<int32_t>(),
-                                                                           dsrc, n, C);
-  CUDA_CHECK_LAUNCH(op);
+  launch(op, ctx, grid_for(ctx, n, 1), kRowThreads, 0, scatter_runs_kernel, ddst, keys_out.as<uint32_t>(),
+         order_out.as<int32_t>(), dsrc, n, C);
 }
 
 }  // namespace
@@ -109,7 +106,6 @@ void embedding_forward_cuda(const OpCall& c) {
   Context& ctx = context(op);
   eng::check_row_ids(op, ctx, ids, n, V, "ids");
   gather(op, ctx, w, ids, y, n, D);
-  finish(op, ctx);
 }
 
 void embedding_backward_cuda(const OpCall& c) {
@@ -121,7 +117,6 @@ void embedding_backward_cuda(const OpCall& c) {
   Context& ctx = context(op);
   eng::check_row_ids(op, ctx, ids, n, V, "ids");
   scatter_add(op, ctx, dy, ids, dw, V, n, D);
-  finish(op, ctx);
 }
 
 void gather_rows_cuda(const OpCall& c) {
@@ -133,7 +128,6 @@ void gather_rows_cuda(const OpCall& c) {
   Context& ctx = context(op);
   eng::check_row_ids(op, ctx, idx, n, S, "idx");
   gather(op, ctx, src, idx, dst, n, C);
-  finish(op, ctx);
 }
 
 void scatter_add_rows_cuda(const OpCall& c) {
@@ -145,7 +139,6 @@ void scatter_add_rows_cuda(const OpCall& c) {
   Context& ctx = context(op);
   eng::check_row_ids(op, ctx, idx, n, S, "idx");
   scatter_add(op, ctx, ddst, idx, dsrc, S, n, C);
-  finish(op, ctx);
 }
 
 void im2col_cuda(const OpCall& c) {
@@ -161,9 +154,7 @@ void im2col_cuda(const OpCall& c) {
   Context& ctx = context(op);
   const int64_t total = numel(c, {B, P, K});
   if (total == 0) return;
-  im2col_kernel<<<grid_for(ctx, total), kThreads, 0, ctx.stream>>>(img, cols, total, Cin, H, W, p, P, Wp, K);
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
+  launch(op, ctx, grid_for(ctx, total), kThreads, 0, im2col_kernel, img, cols, total, Cin, H, W, p, P, Wp, K);
 }
 
 }  // namespace vw::cuda

@@ -1,4 +1,4 @@
-// Softmax over rows of C on CUDA (semantics: native/cpu/softmax.cpp). float32 only.
+// Softmax over rows of C on CUDA (semantics: the CPU backend's softmax.cpp). float32 only.
 //   forward:  y = exp(x - max) / sum exp(x - max), the max NaN-propagating, the sum in double, the 1 / sum
 //             rounded to float and applied as a scale (the CPU's order); a row of all -inf gives NaN.
 //   backward: dx = y * (dy - sum_k dy_k y_k), the dot in double; dX may be dY (in place: each element is
@@ -58,11 +58,9 @@ void softmax_forward_cuda(const OpCall& c) {
   Context& ctx = context(op);
   if (n == 0) return;
   if (C <= kWarpRowMax)
-    softmax_forward_kernel<32><<<row_grid(ctx, R, true), kThreads, 0, ctx.stream>>>(x, y, R, C);
+    launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, softmax_forward_kernel<32>, x, y, R, C);
   else
-    softmax_forward_kernel<kThreads><<<row_grid(ctx, R, false), kThreads, 0, ctx.stream>>>(x, y, R, C);
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
+    launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, softmax_forward_kernel<kThreads>, x, y, R, C);
 }
 
 void softmax_backward_cuda(const OpCall& c) {
@@ -75,11 +73,9 @@ void softmax_backward_cuda(const OpCall& c) {
   Context& ctx = context(op);
   if (n == 0) return;
   if (C <= kWarpRowMax)
-    softmax_backward_kernel<32><<<row_grid(ctx, R, true), kThreads, 0, ctx.stream>>>(dy, y, dx, R, C);
+    launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, softmax_backward_kernel<32>, dy, y, dx, R, C);
   else
-    softmax_backward_kernel<kThreads><<<row_grid(ctx, R, false), kThreads, 0, ctx.stream>>>(dy, y, dx, R, C);
-  CUDA_CHECK_LAUNCH(op);
-  finish(op, ctx);
+    launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, softmax_backward_kernel<kThreads>, dy, y, dx, R, C);
 }
 
 }  // namespace vw::cuda

@@ -1,12 +1,12 @@
-// Parameters of attention_forward / attention_backward (native/core/engine_ops.def), read and checked
+// Parameters of attention_forward / attention_backward (native/core/ops.def), read and checked
 // once for both backends so the CPU and CUDA ops validate in the same order with the same messages.
 #pragma once
 #include <cmath>
 #include <cstdint>
 
-#include "engine_args.h"
+#include "op_args.h"
 
-namespace vw::cpu {
+namespace vw {
 
 struct AttentionDims {
   int64_t B, Tq, Tk, Hq, Hkv, Dh, G;
@@ -41,4 +41,4 @@ inline AttentionDims read_attention_dims(const OpCall& c, int64_t pad, int64_t b
   return d;
 }
 
-}  // namespace vw::cpu
+}  // namespace vw

@@ -1,11 +1,12 @@
-// Differentiable ops: each checks its arguments, runs engine ops (src/engine.ts -> native/<backend>/<op>)
+// F.*, the differentiable layer: each function checks its arguments, runs ops of the table (callOp ->
+// native/<backend>/<op>)
 // and, when an input requires grad, records its backward on the tape (src/autograd.ts). Backward
 // functions return fresh tensors (the autograd ownership rule); tensors captured by a backward closure
 // are inputs/outputs that the caller's scope owns, while `saved` holds what only the backward needs.
 import { isGradEnabled, needsGrad, record } from './autograd';
-import { callOp } from './engine';
+import { callOp, opConstants } from './call_op';
 import { rangeError, typeError } from './errors';
-import { kernels, LinearCrossEntropyOptions, VisualWordKLOptions } from './kernels';
+import { fused, LinearCrossEntropyOptions, VisualWordKLOptions } from './fused';
 import { Tensor } from './tensor';
 
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
@@ -49,7 +50,7 @@ const zerosLike = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.zero
 // ------------------------------------------------------------------ shape
 /** A view with another shape (no copy); its gradient is reshaped back. */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
-  check('ops.reshape', 'x', x, { dtype: x?.dtype });
+  check('F.reshape', 'x', x, { dtype: x?.dtype });
   const out = x.view(shape);
   // the incoming gradient changes owner and shape, no copy
   if (needsGrad(x)) record('reshape', [x], [out], ([g]) => [g!.moveTo(x.shape)]);
@@ -65,9 +66,9 @@ function binaryElementwise(where: string, a: Tensor, b: Tensor): void {
 
 /** alpha * a + beta * b (same shapes). */
 export function axpby(a: Tensor, b: Tensor, alpha = 1, beta = 1): Tensor {
-  binaryElementwise('ops.add', a, b);
-  num('ops.add', 'alpha', alpha);
-  num('ops.add', 'beta', beta);
+  binaryElementwise('F.add', a, b);
+  num('F.add', 'alpha', alpha);
+  num('F.add', 'beta', beta);
   const out = like(a);
   callOp('axpby', a.device, [a, b], [out], [a.size], [alpha, beta]);
   if (needsGrad(a, b)) {
@@ -91,15 +92,15 @@ function scaled(g: Tensor, s: number): Tensor {
 }
 
 export function scale(x: Tensor, s: number): Tensor {
-  check('ops.scale', 'x', x);
-  num('ops.scale', 's', s);
+  check('F.scale', 'x', x);
+  num('F.scale', 's', s);
   const out = scaled(x, s);
   if (needsGrad(x)) record('scale', [x], [out], ([g]) => [scaled(g!, s)]);
   return out;
 }
 
 export function mul(a: Tensor, b: Tensor): Tensor {
-  binaryElementwise('ops.mul', a, b);
+  binaryElementwise('F.mul', a, b);
   const out = like(a);
   callOp('mul', a.device, [a, b], [out], [a.size]);
   if (needsGrad(a, b)) {
@@ -115,7 +116,7 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 
 /** x [B, ...rest] + y [...rest], y broadcast over the leading dim. */
 export function addBroadcast(x: Tensor, y: Tensor): Tensor {
-  const where = 'ops.addBroadcast';
+  const where = 'F.addBroadcast';
   check(where, 'x', x, { minRank: 1 });
   check(where, 'y', y);
   const n = y.size;
@@ -136,7 +137,7 @@ export function addBroadcast(x: Tensor, y: Tensor): Tensor {
 
 /** sum of all elements -> [1]. */
 export function sum(x: Tensor): Tensor {
-  check('ops.sum', 'x', x);
+  check('F.sum', 'x', x);
   const out = Tensor.empty([1], { device: x.device, dtype: x.dtype });
   callOp('sum_rows', x.device, [x], [out], [x.size, 1, 0]);
   if (needsGrad(x)) {
@@ -155,7 +156,7 @@ export function sum(x: Tensor): Tensor {
  * [..., K, N] with the same leading dims (transB: [.., N, K]). Returns [..., M, N].
  */
 export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
-  const where = 'ops.matmul';
+  const where = 'F.matmul';
   opts = optionsOf(where, opts);
   check(where, 'a', a, { minRank: 2 });
   check(where, 'b', b, { minRank: 2 });
@@ -207,7 +208,7 @@ function mm(A: Tensor, B: Tensor, C: Tensor, batch: number, M: number, N: number
 
 /** x [..., in] @ w^T + b, w [out, in] (PyTorch/HF layout), b [out]. */
 export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
-  const where = 'ops.linear';
+  const where = 'F.linear';
   check(where, 'x', x, { minRank: 1 });
   check(where, 'w', w, { rank: 2 });
   if (b) check(where, 'b', b, { rank: 1 });
@@ -235,7 +236,7 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
 // ------------------------------------------------------------------ embeddings and norms
 /** table[ids]: ids int32 [...], table [V, D] -> [..., D]. */
 export function embedding(ids: Tensor, table: Tensor): Tensor {
-  const where = 'ops.embedding';
+  const where = 'F.embedding';
   check(where, 'ids', ids, { dtype: 'int32' });
   check(where, 'table', table, { rank: 2 });
   const [V, D] = table.shape, n = ids.size;
@@ -259,7 +260,7 @@ function rowsOf(where: string, x: Tensor, w: Tensor): [number, number] {
 
 /** RMSNorm over the last dim (LLaMA). */
 export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
-  const where = 'ops.rmsNorm';
+  const where = 'F.rmsNorm';
   check(where, 'x', x, { minRank: 1 });
   check(where, 'w', w);
   num(where, 'eps', eps, { min: 0 });
@@ -281,7 +282,7 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
 
 /** LayerNorm over the last dim (biased variance, as PyTorch). */
 export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor {
-  const where = 'ops.layerNorm';
+  const where = 'F.layerNorm';
   check(where, 'x', x, { minRank: 1 });
   check(where, 'w', w);
   check(where, 'b', b);
@@ -307,7 +308,7 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor 
 
 /** Rotary position embedding on x [B, T, H, Dh] (HF LLaMA rotate_half), positions posOffset + t. */
 export function rope(x: Tensor, theta: number, posOffset = 0): Tensor {
-  const where = 'ops.rope';
+  const where = 'F.rope';
   check(where, 'x', x, { rank: 4 });
   num(where, 'theta', theta, { positive: true });
   num(where, 'posOffset', posOffset, { integer: true, min: 0 });
@@ -327,7 +328,7 @@ export function rope(x: Tensor, theta: number, posOffset = 0): Tensor {
 
 /** softmax over the last dim. */
 export function softmax(x: Tensor): Tensor {
-  check('ops.softmax', 'x', x, { minRank: 1 });
+  check('F.softmax', 'x', x, { minRank: 1 });
   const C = x.shape[x.rank - 1], R = C === 0 ? 0 : x.size / C;
   const out = like(x);
   callOp('softmax_forward', x.device, [x], [out], [R, C]);
@@ -342,13 +343,14 @@ export function softmax(x: Tensor): Tensor {
 }
 
 // ------------------------------------------------------------------ activations
-const ACT = { gelu: 0, geluTanh: 1, quickGelu: 2, silu: 3 } as const;
-export type Activation = keyof typeof ACT;
+/** The activation kinds; their numbers come from the op table (native/core/activation.h). */
+export type Activation = 'gelu' | 'geluTanh' | 'quickGelu' | 'silu';
 
 export function activation(x: Tensor, kind: Activation): Tensor {
-  check('ops.activation', 'x', x);
-  if (typeof kind !== 'string' || !Object.prototype.hasOwnProperty.call(ACT, kind)) throw typeError('ops.activation', 'kind', Object.keys(ACT).join(' | '), kind);
-  const k = ACT[kind];
+  check('F.activation', 'x', x);
+  const kinds = opConstants().activation;
+  if (typeof kind !== 'string' || !Object.prototype.hasOwnProperty.call(kinds, kind)) throw typeError('F.activation', 'kind', Object.keys(kinds).join(' | '), kind);
+  const k = kinds[kind];
   const out = like(x);
   callOp('activation_forward', x.device, [x], [out], [x.size, k]);
   if (needsGrad(x)) {
@@ -367,7 +369,7 @@ export const silu = (x: Tensor) => activation(x, 'silu');
 
 /** silu(gate) * up (LLaMA MLP). */
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
-  binaryElementwise('ops.swiglu', gate, up);
+  binaryElementwise('F.swiglu', gate, up);
   const out = like(gate);
   callOp('swiglu_forward', gate.device, [gate, up], [out], [gate.size]);
   if (needsGrad(gate, up)) {
@@ -391,7 +393,7 @@ function axisGeometry(where: string, x: Tensor, axis: number): { outer: number; 
 
 /** Concatenation along `axis` (the other dims must agree). */
 export function concat(xs: Tensor[], axis = 0): Tensor {
-  const where = 'ops.concat';
+  const where = 'F.concat';
   if (!Array.isArray(xs) || xs.length === 0) throw typeError(where, 'xs', 'a non-empty array of tensors', xs);
   for (let i = 0; i < xs.length; i++) check(where, `xs[${i}]`, xs[i]); // (forEach would skip holes)
   const { outer, inner, ax } = axisGeometry(where, xs[0], axis);
@@ -428,7 +430,7 @@ export function concat(xs: Tensor[], axis = 0): Tensor {
 
 /** x[..., start:start+length, ...] along `axis` (a copy). */
 export function slice(x: Tensor, axis: number, start: number, length: number): Tensor {
-  const where = 'ops.slice';
+  const where = 'F.slice';
   check(where, 'x', x, { minRank: 1 });
   const { outer, inner, ax } = axisGeometry(where, x, axis);
   const L = x.shape[ax];
@@ -453,7 +455,7 @@ export function slice(x: Tensor, axis: number, start: number, length: number): T
 
 /** Rows of src [S, ...] picked by idx int32 [n] -> [n, ...] (splicing image features into sequences). */
 export function gatherRows(src: Tensor, idx: Tensor): Tensor {
-  const where = 'ops.gatherRows';
+  const where = 'F.gatherRows';
   check(where, 'src', src, { minRank: 1 });
   check(where, 'idx', idx, { rank: 1, dtype: 'int32' });
   const S = src.shape[0], C = S === 0 ? prod(src.shape.slice(1)) : src.size / S, n = idx.shape[0];
@@ -480,7 +482,7 @@ export interface AttentionOptions {
 
 /** Multi-head attention, q [B, Tq, Hq, Dh], k and v [B, Tk, Hkv, Dh] (grouped-query when Hkv < Hq). */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
-  const where = 'ops.attention';
+  const where = 'F.attention';
   opts = optionsOf(where, opts);
   check(where, 'q', q, { rank: 4 });
   check(where, 'k', k, { rank: 4 });
@@ -518,7 +520,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
  * -> [B, P, D], P = (H / p)(W / p) patches in row-major order. Gradients flow to the weight only.
  */
 export function patchEmbed(images: Tensor, weight: Tensor): Tensor {
-  const where = 'ops.patchEmbed';
+  const where = 'F.patchEmbed';
   check(where, 'images', images, { rank: 4 });
   check(where, 'weight', weight, { rank: 4 });
   const [B, C, H, W] = images.shape, [D, Cw, p, p2] = weight.shape;
@@ -542,7 +544,7 @@ export function patchEmbed(images: Tensor, weight: Tensor): Tensor {
   return out;
 }
 
-// ------------------------------------------------------------------ fused losses (issue 2 kernels)
+// ------------------------------------------------------------------ fused losses
 // The kernels compute loss and gradients in one pass; the op keeps the gradients as `saved` and its
 // backward only scales them by the upstream gradient, so the fusion (and its bounded memory) is kept.
 
@@ -561,9 +563,9 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: 
   opts = optionsOf('F.linearCrossEntropy', opts);
   check('F.linearCrossEntropy', 'h', h);
   check('F.linearCrossEntropy', 'w', w);
-  if (opts.reduction === 'none') throw rangeError('F.linearCrossEntropy', "reduction 'none' is not differentiable here; use kernels.linearCrossEntropy");
+  if (opts.reduction === 'none') throw rangeError('F.linearCrossEntropy', "reduction 'none' is not differentiable here; use fused.linearCrossEntropy");
   const grad = isGradEnabled() && (h.requiresGrad || w.requiresGrad);
-  const r = kernels.linearCrossEntropy(h, w, targets, { ...opts, grad });
+  const r = fused.linearCrossEntropy(h, w, targets, { ...opts, grad });
   const out = scalarLike(h, r.loss);
   if (grad) {
     const saved = [r.dh!, r.dw!];
@@ -581,10 +583,10 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: 
 export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts: Omit<VisualWordKLOptions, 'grad' | 'gradScale'> = {}): Tensor {
   opts = optionsOf('F.visualWordKL', opts);
   ([['h', h], ['wLm', wLm], ['x', x], ['wVm', wVm]] as const).forEach(([n, t]) => check('F.visualWordKL', n, t));
-  if (opts.reduction === 'none') throw rangeError('F.visualWordKL', "reduction 'none' is not differentiable here; use kernels.visualWordKL");
+  if (opts.reduction === 'none') throw rangeError('F.visualWordKL', "reduction 'none' is not differentiable here; use fused.visualWordKL");
   const needTarget = !opts.detachTarget && (x.requiresGrad || wVm.requiresGrad);
   const grad = isGradEnabled() && (h.requiresGrad || wLm.requiresGrad || needTarget);
-  const r = kernels.visualWordKL(h, wLm, x, wVm, { ...opts, grad, detachTarget: !needTarget });
+  const r = fused.visualWordKL(h, wLm, x, wVm, { ...opts, grad, detachTarget: !needTarget });
   const out = scalarLike(h, r.loss);
   if (grad) {
     const saved = [r.dh, r.dwLm, r.dx, r.dwVm].filter((t): t is Tensor => t !== null);
@@ -600,10 +602,10 @@ export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opt
 
 /** PIF: softmax(x wVm^T) e, differentiable (fused forward and backward kernels). */
 export function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor): Tensor {
-  const out = kernels.pseudoImageFeatures(x, wVm, e);
+  const out = fused.pseudoImageFeatures(x, wVm, e);
   if (needsGrad(x, wVm, e)) {
     record('pseudo_image_features', [x, wVm, e], [out], ([g]) => {
-      const r = kernels.pseudoImageFeaturesBackward(x, wVm, e, g!);
+      const r = fused.pseudoImageFeaturesBackward(x, wVm, e, g!);
       const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));
       return [keepOrDrop(r.dx, x.requiresGrad), keepOrDrop(r.dwVm, wVm.requiresGrad), keepOrDrop(r.de, e.requiresGrad)];
     });

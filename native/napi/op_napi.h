@@ -1,6 +1,10 @@
-// Binding of the engine ops (native/core/engine.h): one function for all of them.
-//   engineCall(op, inputs, inDtypes, outputs, outDtypes, ints, floats)
-// inputs/outputs are arrays of NativeBuffer (an input may be null for an absent optional one).
+// The one binding of the op table (native/core/ops.def, calling convention native/core/op.h), shared by
+// both addons, which differ only in the functions they register:
+//   callOp(op, inputs, inDtypes, outputs, outDtypes, ints, floats) -> stats | null
+// inputs/outputs are arrays of NativeBuffer (null for an absent optional one); stats is
+// { loss, rows, chunkRows, workspaceBytes } for the fused ops, null for the others.
+// Also: opNames() (the table, in order), opConstants() (the enums ops take as integers), memoryStats() and
+// the NativeBuffer class.
 #pragma once
 #include <napi.h>
 
@@ -12,23 +16,24 @@
 #include <utility>
 #include <vector>
 
-#include "../core/engine.h"
+#include "../core/activation.h"
+#include "../core/fused_args.h"
+#include "../core/op.h"
 #include "buffer.h"
 #include "errors.h"
 
 namespace vw::napi {
 
-using EngineRegistry = std::unordered_map<std::string, OpFn>;
+// One backend's implementation of every row of the table, in table order.
+struct OpEntry {
+  const char* name;
+  OpFn fn;
+};
+template <size_t N>
+using OpTable = OpEntry[N];
 
 // Longest buffer or parameter list a call may pass (adamw_step takes all parameters of a model at once).
 constexpr uint32_t kMaxListLength = 1u << 20;
-
-inline DType DTypeFromName(const std::string& s, const char* op) {
-  if (s == "float32") return DType::F32;
-  if (s == "int32") return DType::I32;
-  if (s == "bfloat16") return DType::BF16;
-  throw_type_error("[", op, "] unknown dtype '", s, "'");
-}
 
 // A list of buffers with their dtypes, read from JS in two steps: Read() takes the values (which may run
 // JS: array getters, proxies) and Resolve() looks the buffers up afterwards, when no more JS runs before
@@ -51,7 +56,7 @@ struct BufList {
       values[k] = a.Get(k);
       Napi::Value dt = t.Get(k);
       if (!dt.IsString()) throw_type_error("[", op, "] ", what, " dtype [", k, "] must be a string");
-      bufs[k].dtype = DTypeFromName(dt.As<Napi::String>().Utf8Value(), op);
+      bufs[k].dtype = dtype_from_name(dt.As<Napi::String>().Utf8Value(), op);
     }
   }
   void Resolve(const char* op, const char* what) {
@@ -87,13 +92,29 @@ std::vector<T> NumList(const Napi::Value& v, const char* op, const char* what) {
   return out;
 }
 
-inline void RegisterEngine(Napi::Env env, Napi::Object exports, const EngineRegistry* reg, const char* device) {
-  exports.Set("engineCall", Napi::Function::New(env, [reg, device](const Napi::CallbackInfo& info) -> Napi::Value {
+inline Napi::Value StatsObject(Napi::Env env, const OpStats& st) {
+  if (!st.set) return env.Null();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("loss", Napi::Number::New(env, st.loss));
+  r.Set("rows", Napi::Number::New(env, static_cast<double>(st.rows)));
+  r.Set("chunkRows", Napi::Number::New(env, static_cast<double>(st.chunk_rows)));
+  r.Set("workspaceBytes", Napi::Number::New(env, static_cast<double>(st.workspace_bytes)));
+  return r;
+}
+
+// Registers callOp, opNames, opConstants, memoryStats and NativeBuffer for one backend's table.
+template <size_t N>
+void RegisterOps(Napi::Env env, Napi::Object exports, const OpTable<N>& table, const char* device) {
+  // Lives as long as the addon (the functions below hold it).
+  auto* index = new std::unordered_map<std::string, OpFn>();
+  for (const OpEntry& e : table) index->emplace(e.name, e.fn);
+  exports.Set("NativeBuffer", NativeBuffer::Init(env));
+  exports.Set("callOp", Napi::Function::New(env, [index, device](const Napi::CallbackInfo& info) -> Napi::Value {
     return Guard(info.Env(), [&]() -> Napi::Value {
-      if (info.Length() < 7 || !info[0].IsString()) throw_type_error("engineCall: expected (op: string, inputs, inDtypes, outputs, outDtypes, ints, floats)");
+      if (info.Length() < 7 || !info[0].IsString()) throw_type_error("callOp: expected (op: string, inputs, inDtypes, outputs, outDtypes, ints, floats)");
       const std::string name = info[0].As<Napi::String>().Utf8Value();
-      auto it = reg->find(name);
-      if (it == reg->end()) throw_type_error("[", name, "] has no ", device, " implementation (or is not an engine op)");
+      auto it = index->find(name);
+      if (it == index->end()) throw_type_error("[", name, "] is not an op (native/core/ops.def) of the ", device, " backend");
       OpCall c;
       c.op = it->first.c_str();
       BufList in, out;
@@ -120,15 +141,34 @@ inline void RegisterEngine(Napi::Env env, Napi::Object exports, const EngineRegi
       }
       c.in = std::move(in.bufs);
       c.out = std::move(out.bufs);
+      OpStats stats;
+      c.stats = &stats;
       it->second(c);
-      return info.Env().Undefined();
+      return StatsObject(info.Env(), stats);
     });
   }));
-  exports.Set("engineOpNames", Napi::Function::New(env, [reg](const Napi::CallbackInfo& info) -> Napi::Value {
+  exports.Set("opNames", Napi::Function::New(env, [tp = &table](const Napi::CallbackInfo& info) -> Napi::Value {
     Napi::Array a = Napi::Array::New(info.Env());
     uint32_t k = 0;
-    for (const auto& [name, fn] : *reg) a.Set(k++, Napi::String::New(info.Env(), name));
+    for (const OpEntry& e : *tp) a.Set(k++, Napi::String::New(info.Env(), e.name));
     return a;
+  }));
+  exports.Set("opConstants", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Napi::Env e = info.Env();
+    Napi::Object act = Napi::Object::New(e), red = Napi::Object::New(e), o = Napi::Object::New(e);
+    for (int32_t k = 0; k < kActivationKindCount; ++k) act.Set(activation_name(k), k);
+    red.Set("mean", static_cast<int32_t>(Reduction::Mean));
+    red.Set("sum", static_cast<int32_t>(Reduction::Sum));
+    red.Set("none", static_cast<int32_t>(Reduction::None));
+    o.Set("activation", act);
+    o.Set("reduction", red);
+    return o;
+  }));
+  exports.Set("memoryStats", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("liveBuffers", Napi::Number::New(info.Env(), static_cast<double>(NativeBuffer::live_count.load())));
+    o.Set("liveBytes", Napi::Number::New(info.Env(), static_cast<double>(NativeBuffer::live_bytes.load())));
+    return o;
   }));
 }
 

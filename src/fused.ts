@@ -1,22 +1,24 @@
-// kernels.*: the fused vocabulary kernels (native/core/ops.def). This layer validates every argument with
-// a message that names it, picks the addon of the tensors' device, and wraps the outputs as Tensors.
-// The math lives in native/cpu/<op>.cpp and native/cuda/<op>.cu; the float64 references in tests/reference.
+// fused.*: typed wrappers of the fused vocabulary ops of the op table (native/core/ops.def,
+// native/core/fused_args.h). This layer validates every argument with a message that names it, allocates
+// the outputs on the tensors' device, runs the op through callOp and returns the outputs with the op's
+// stats. The kernels live in native/cpu/<op>.cpp and native/cuda/<op>.cu; the float64 references in
+// tests/support/reference.ts. The differentiable versions are F.linearCrossEntropy etc. (src/functional.ts).
+import { callOp, opConstants } from './call_op';
 import { rangeError, typeError } from './errors';
-import { addonFor, NativeBuffer } from './native';
+import { OpStats } from './native';
 import { Device, DType, Tensor } from './tensor';
 
 export type Reduction = 'mean' | 'sum' | 'none';
 
 /** Options shared by every kernel: how the vocabulary-sized scratch is bounded. */
 export interface ChunkOptions {
-  /** Rows per chunk (0 or undefined: as many as fit in workspaceBytes). */
+  /** Rows per chunk (0 or undefined: as many as fit in workspaceBudget). */
   chunkRows?: number;
   /**
-   * Budget for the [chunkRows, V] float32 logit blocks: default 64 MiB on the CPU, 1 GiB on CUDA (there the
-   * fp32 weight-gradient accumulation, one read and write of dW per chunk, costs more than the GEMMs below
-   * ~2,000 rows per chunk; benchmarks/RESULTS.md).
+   * Bytes the op may allocate as scratch, mainly the [chunkRows, V] float32 logit blocks: default
+   * DEFAULT_WORKSPACE_BUDGET (64 MiB on the CPU, 1 GiB on CUDA). What it used is the result's workspaceBytes.
    */
-  workspaceBytes?: number;
+  workspaceBudget?: number;
 }
 
 export interface LinearCrossEntropyOptions extends ChunkOptions {
@@ -90,20 +92,42 @@ function equalDim(where: string, what: string, a: number, b: number): void {
   if (a !== b) throw rangeError(where, `${what} (${a} vs ${b})`);
 }
 
-/** Default workspaceBytes per device (the native side's own default, 64 MiB, is the CPU's). */
-export const DEFAULT_WORKSPACE_BYTES: Record<Device, number> = { cpu: 64 * 2 ** 20, cuda: 2 ** 30 };
+/**
+ * The default workspace budget per device, defined here only. On CUDA it is larger because there the fp32
+ * weight-gradient accumulation, one read and write of dW per chunk, costs more than the GEMMs below ~2,000
+ * rows per chunk (benchmarks/RESULTS.md).
+ */
+export const DEFAULT_WORKSPACE_BUDGET: Record<Device, number> = { cpu: 64 * 2 ** 20, cuda: 2 ** 30 };
 
-function chunkOpts(where: string, o: ChunkOptions, device: Device): { chunkRows?: number; workspaceBytes?: number } {
-  const r: { chunkRows?: number; workspaceBytes?: number } = { workspaceBytes: DEFAULT_WORKSPACE_BYTES[device] };
-  if (o.chunkRows !== undefined) {
-    if (!Number.isInteger(o.chunkRows) || o.chunkRows < 0) throw typeError(where, 'chunkRows', 'a non-negative integer', o.chunkRows);
-    r.chunkRows = o.chunkRows;
+/** [chunkRows, workspaceBudget], the last two integer parameters of every fused op. */
+function chunkInts(where: string, o: ChunkOptions, device: Device): [number, number] {
+  const rows = o.chunkRows ?? 0;
+  if (!Number.isInteger(rows) || rows < 0) throw typeError(where, 'chunkRows', 'a non-negative integer', o.chunkRows);
+  const budget = o.workspaceBudget ?? DEFAULT_WORKSPACE_BUDGET[device];
+  if (!Number.isInteger(budget) || budget < 1 || budget > Number.MAX_SAFE_INTEGER) throw typeError(where, 'workspaceBudget', 'a positive integer (bytes)', o.workspaceBudget);
+  return [rows, budget];
+}
+
+/** Outputs of one call, freed if the op throws (the caller takes them over otherwise). */
+function outputs<T extends Record<string, Tensor | null>>(make: () => T, run: (o: T) => OpStats | null): { out: T; stats: OpStats } {
+  const out = make();
+  try {
+    const stats = run(out);
+    if (!stats) throw new Error('a fused op returned no stats (the native addon does not match this build)');
+    return { out, stats };
+  } catch (e) {
+    for (const t of Object.values(out)) t?.dispose();
+    throw e;
   }
-  if (o.workspaceBytes !== undefined) {
-    if (!Number.isInteger(o.workspaceBytes) || o.workspaceBytes < 1) throw typeError(where, 'workspaceBytes', 'a positive integer', o.workspaceBytes);
-    r.workspaceBytes = o.workspaceBytes;
+}
+
+/** The per-row losses as a host array (the rowLoss output is freed). */
+function hostLosses(t: Tensor): Float32Array {
+  try {
+    return t.toArray() as Float32Array;
+  } finally {
+    t.dispose();
   }
-  return r;
 }
 
 function finiteNumber(where: string, name: string, v: unknown, dflt: number): number {
@@ -124,16 +148,14 @@ function options(where: string, o: unknown): Record<string, unknown> {
   return o as Record<string, unknown>;
 }
 
-function wrap(buf: NativeBuffer | null, shape: number[], dtype: DType, device: Device): Tensor | null {
-  return buf ? new Tensor(buf, shape, dtype, device) : null;
-}
+const empty = (shape: number[], dtype: DType, device: Device, wanted = true) => (wanted ? Tensor.empty(shape, { dtype, device }) : null);
 
 /**
  * Fused linear + cross-entropy: loss of softmax(h w^T) against targets, with dL/dh and dL/dw, without
  * materialising the [N, V] logits. Rows whose target is ignoreIndex contribute nothing.
  */
 function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts?: LinearCrossEntropyOptions): LinearCrossEntropyResult {
-  const where = 'kernels.linearCrossEntropy';
+  const where = 'fused.linearCrossEntropy';
   const o = options(where, opts) as LinearCrossEntropyOptions;
   const [N, d] = matrix(where, 'h', h, 'N, d');
   const [V, dw] = matrix(where, 'w', w, 'V, d');
@@ -152,20 +174,13 @@ function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts?: Linear
   const zLossWeight = finiteNumber(where, 'zLossWeight', o.zLossWeight, 0);
   if (zLossWeight < 0) throw rangeError(where, `zLossWeight must be >= 0, got ${zLossWeight}`);
   const grad = bool(where, 'grad', o.grad, true);
-  const r = addonFor(device, where).linearCrossEntropy(h.buffer, w.buffer, targets.buffer, { N, d, V }, {
-    dtype, ignoreIndex, reduction, grad, labelSmoothing, zLossWeight,
-    gradScale: finiteNumber(where, 'gradScale', o.gradScale, 1),
-    ...chunkOpts(where, o, device),
-  });
-  return {
-    loss: r.loss,
-    losses: r.rowLoss,
-    rows: r.rows,
-    dh: wrap(r.dh, [N, d], dtype, device),
-    dw: wrap(r.dw, [V, d], 'float32', device),
-    chunkRows: r.chunkRows,
-    workspaceBytes: r.workspaceBytes,
-  };
+  const gradScale = finiteNumber(where, 'gradScale', o.gradScale, 1);
+  const ints = [N, d, V, ignoreIndex, opConstants().reduction[reduction], grad ? 1 : 0, ...chunkInts(where, o, device)];
+  const { out, stats } = outputs(
+    () => ({ rowLoss: empty([N], 'float32', device)!, dh: empty([N, d], dtype, device, grad), dw: empty([V, d], 'float32', device, grad) }),
+    (r) => callOp('linear_cross_entropy', device, [h, w, targets], [r.rowLoss, r.dh, r.dw], ints, [gradScale, labelSmoothing, zLossWeight]),
+  );
+  return { loss: stats.loss, losses: hostLosses(out.rowLoss), rows: stats.rows, dh: out.dh, dw: out.dw, chunkRows: stats.chunkRows, workspaceBytes: stats.workspaceBytes };
 }
 
 /**
@@ -173,7 +188,7 @@ function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts?: Linear
  * softmax(h wLm^T / T)), with gradients to both sides (to h/wLm only when detachTarget).
  */
 function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts?: VisualWordKLOptions): VisualWordKLResult {
-  const where = 'kernels.visualWordKL';
+  const where = 'fused.visualWordKL';
   const o = options(where, opts) as VisualWordKLOptions;
   const [M, d] = matrix(where, 'h', h, 'M, d');
   const [V, d1] = matrix(where, 'wLm', wLm, 'V, d');
@@ -191,26 +206,23 @@ function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts?: Vis
   if (temperature <= 0) throw rangeError(where, `temperature must be > 0, got ${temperature}`);
   const detachTarget = bool(where, 'detachTarget', o.detachTarget, false);
   const grad = bool(where, 'grad', o.grad, true);
-  const r = addonFor(device, where).visualWordKL(h.buffer, wLm.buffer, x.buffer, wVm.buffer, { M, d, V }, {
-    dtype, reduction, temperature, detachTarget, grad,
-    gradScale: finiteNumber(where, 'gradScale', o.gradScale, 1),
-    ...chunkOpts(where, o, device),
-  });
-  return {
-    loss: r.loss,
-    losses: r.rowLoss,
-    dh: wrap(r.dh, [M, d], dtype, device),
-    dwLm: wrap(r.dwLm, [V, d], 'float32', device),
-    dx: wrap(r.dx, [M, d], dtype, device),
-    dwVm: wrap(r.dwVm, [V, d], 'float32', device),
-    chunkRows: r.chunkRows,
-    workspaceBytes: r.workspaceBytes,
-  };
+  const gradScale = finiteNumber(where, 'gradScale', o.gradScale, 1);
+  const target = grad && !detachTarget;
+  const red = opConstants().reduction[reduction === 'batchmean' ? 'mean' : reduction];
+  const ints = [M, d, V, red, grad ? 1 : 0, detachTarget ? 1 : 0, ...chunkInts(where, o, device)];
+  const { out, stats } = outputs(
+    () => ({
+      rowLoss: empty([M], 'float32', device)!, dh: empty([M, d], dtype, device, grad), dwLm: empty([V, d], 'float32', device, grad),
+      dx: empty([M, d], dtype, device, target), dwVm: empty([V, d], 'float32', device, target),
+    }),
+    (r) => callOp('visual_word_kl', device, [h, wLm, x, wVm], [r.rowLoss, r.dh, r.dwLm, r.dx, r.dwVm], ints, [temperature, gradScale]),
+  );
+  return { loss: stats.loss, losses: hostLosses(out.rowLoss), dh: out.dh, dwLm: out.dwLm, dx: out.dx, dwVm: out.dwVm, chunkRows: stats.chunkRows, workspaceBytes: stats.workspaceBytes };
 }
 
 /** The top-k visual words of each row: ids [N, k] int32 and probs [N, k] (softmax over the whole vocabulary). */
 function visualWords(x: Tensor, wVm: Tensor, opts?: VisualWordsOptions): { ids: Tensor; probs: Tensor } {
-  const where = 'kernels.visualWords';
+  const where = 'fused.visualWords';
   const o = options(where, opts) as VisualWordsOptions;
   const [N, d] = matrix(where, 'x', x, 'N, d');
   const [V, d1] = matrix(where, 'wVm', wVm, 'V, d');
@@ -219,8 +231,12 @@ function visualWords(x: Tensor, wVm: Tensor, opts?: VisualWordsOptions): { ids: 
   const topK = o.topK ?? 1;
   if (!Number.isInteger(topK) || topK < 1) throw typeError(where, 'topK', 'a positive integer', topK);
   if (topK > V) throw rangeError(where, `topK (${topK}) exceeds the vocabulary size V (${V})`);
-  const r = addonFor(device, where).visualWords(x.buffer, wVm.buffer, { N, d, V }, { dtype, topK, ...chunkOpts(where, o, device) });
-  return { ids: new Tensor(r.ids, [N, topK], 'int32', device), probs: new Tensor(r.probs, [N, topK], 'float32', device) };
+  const ints = [N, d, V, topK, ...chunkInts(where, o, device)];
+  const { out } = outputs(
+    () => ({ ids: empty([N, topK], 'int32', device)!, probs: empty([N, topK], 'float32', device)! }),
+    (r) => callOp('visual_words', device, [x, wVm], [r.ids, r.probs], ints),
+  );
+  return out;
 }
 
 function pifArgs(where: string, x: Tensor, wVm: Tensor, e: Tensor) {
@@ -230,33 +246,35 @@ function pifArgs(where: string, x: Tensor, wVm: Tensor, e: Tensor) {
   equalDim(where, 'x and wVm must have the same hidden size d', d, d1);
   equalDim(where, 'e must have one row per vocabulary entry of wVm', Ve, V);
   const kind = sameKind(where, x, 'x', { wVm, e });
-  return { dims: { N, d, V, dE }, ...kind };
+  return { N, d, V, dE, ...kind };
 }
 
 /** Pseudo image features (PIF): softmax(x wVm^T) e, [N, dE], streamed without an [N, V] tensor. */
 function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor, opts?: ChunkOptions): Tensor {
-  const where = 'kernels.pseudoImageFeatures';
+  const where = 'fused.pseudoImageFeatures';
   const o = options(where, opts) as ChunkOptions;
-  const { dims, device, dtype } = pifArgs(where, x, wVm, e);
-  const r = addonFor(device, where).pseudoImageFeatures(x.buffer, wVm.buffer, e.buffer, dims, { dtype, ...chunkOpts(where, o, device) });
-  return new Tensor(r.out, [dims.N, dims.dE], dtype, device);
+  const { N, d, V, dE, device, dtype } = pifArgs(where, x, wVm, e);
+  const { out } = outputs(
+    () => ({ out: empty([N, dE], dtype, device)! }),
+    (r) => callOp('pseudo_image_features', device, [x, wVm, e], [r.out], [N, d, V, dE, ...chunkInts(where, o, device)]),
+  );
+  return out.out;
 }
 
 /** Backward of pseudoImageFeatures for upstream gradient gradOut [N, dE]: { dx, dwVm, de }. */
 function pseudoImageFeaturesBackward(x: Tensor, wVm: Tensor, e: Tensor, gradOut: Tensor, opts?: ChunkOptions): { dx: Tensor; dwVm: Tensor; de: Tensor } {
-  const where = 'kernels.pseudoImageFeaturesBackward';
+  const where = 'fused.pseudoImageFeaturesBackward';
   const o = options(where, opts) as ChunkOptions;
-  const { dims, device, dtype } = pifArgs(where, x, wVm, e);
+  const { N, d, V, dE, device, dtype } = pifArgs(where, x, wVm, e);
   const [Ng, dEg] = matrix(where, 'gradOut', gradOut, 'N, dE');
-  equalDim(where, 'gradOut must have one row per row of x', Ng, dims.N);
-  equalDim(where, 'gradOut must have the width dE of e', dEg, dims.dE);
+  equalDim(where, 'gradOut must have one row per row of x', Ng, N);
+  equalDim(where, 'gradOut must have the width dE of e', dEg, dE);
   sameKind(where, x, 'x', { gradOut });
-  const r = addonFor(device, where).pseudoImageFeaturesBackward(x.buffer, wVm.buffer, e.buffer, gradOut.buffer, dims, { dtype, ...chunkOpts(where, o, device) });
-  return {
-    dx: new Tensor(r.dx, [dims.N, dims.d], dtype, device),
-    dwVm: new Tensor(r.dwVm, [dims.V, dims.d], 'float32', device),
-    de: new Tensor(r.de, [dims.V, dims.dE], 'float32', device),
-  };
+  const { out } = outputs(
+    () => ({ dx: empty([N, d], dtype, device)!, dwVm: empty([V, d], 'float32', device)!, de: empty([V, dE], 'float32', device)! }),
+    (r) => callOp('pseudo_image_features_backward', device, [x, wVm, e, gradOut], [r.dx, r.dwVm, r.de], [N, d, V, dE, ...chunkInts(where, o, device)]),
+  );
+  return out;
 }
 
-export const kernels = { linearCrossEntropy, visualWordKL, visualWords, pseudoImageFeatures, pseudoImageFeaturesBackward };
+export const fused = { linearCrossEntropy, visualWordKL, visualWords, pseudoImageFeatures, pseudoImageFeaturesBackward };

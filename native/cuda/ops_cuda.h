@@ -1,0 +1,31 @@
+// The CUDA backend of the op table (native/core/ops.def): one `<name>_cuda(const OpCall&)` per row, in
+// native/cuda/<op>.cu (fused vocabulary ops) and native/cuda/engine/*.cu; a missing one fails to link.
+// Buffers are device pointers. Parameters are read with the backend-neutral readers of native/core, on the
+// host, before the GPU is touched; data-dependent checks (ids, key masks) run on the device.
+// Ops only enqueue work on context().stream: run_op() (native/cuda/common.cuh) is the one place that
+// decides when the host waits for it and how asynchronous faults are reported.
+#pragma once
+#include "../core/fused_args.h"
+#include "../core/op.h"
+
+namespace vw::cuda {
+
+#define VW_OP(name) void name##_cuda(const OpCall& c);
+#include "../core/ops.def"
+#undef VW_OP
+
+// Row-major C[M,N] = op(A) op(B) (float32 C, A and B float32 or both bfloat16) on the ops' stream,
+// synchronised: the GEMM ceiling the benchmarks compare the fused ops against.
+void gemm_cuda(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, const void* B, float* C,
+               DType ab_type);
+
+// Runs op `fn` and then waits for the stream, so that a fault is reported by the op that caused it (the
+// launch path of every op; the binding registers run_op<name##_cuda>).
+void finish_op(const char* op);
+template <OpFn F>
+void run_op(const OpCall& c) {
+  F(c);
+  finish_op(c.op);
+}
+
+}  // namespace vw::cuda
