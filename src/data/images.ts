@@ -15,7 +15,15 @@
 // PIL; bicubic resampling by libvips is close to, not bit-identical with, PIL's.
 
 import * as fs from 'fs';
-import sharp from 'sharp';
+import type Sharp from 'sharp';
+
+// sharp (libvips) is loaded on first use, so importing the package (`vwlmm info`, a text-only script) does
+// not pay for it.
+let sharpModule: typeof Sharp | null = null;
+function sharp(): typeof Sharp {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  return (sharpModule ??= require('sharp') as typeof Sharp);
+}
 
 export const CLIP_MEAN: readonly [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
 export const CLIP_STD: readonly [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
@@ -57,7 +65,7 @@ export async function loadImage(file: string): Promise<RgbImage> {
 export async function decodeImage(bytes: Uint8Array, name = '<buffer>'): Promise<RgbImage> {
   if (bytes.length === 0) throw new Error(`loadImage: cannot decode '${name}': the file is empty`);
   try {
-    const { data, info } = await sharp(bytes, { failOn: 'error' })
+    const { data, info } = await sharp()(bytes, { failOn: 'error' })
       .removeAlpha()
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
@@ -115,7 +123,7 @@ export function padColour(mean: readonly number[] = CLIP_MEAN): [number, number,
 export async function resizeRgb(img: RgbImage, width: number, height: number): Promise<RgbImage> {
   checkImage('resizeRgb', img);
   if (img.width === width && img.height === height) return img;
-  const { data, info } = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
+  const { data, info } = await sharp()(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
     .resize(width, height, { kernel: 'cubic', fit: 'fill' })
     .raw()
     .toBuffer({ resolveWithObject: true });

@@ -1,8 +1,8 @@
-// Public API of evaluation: exact match after normalisation (normalizeAnswer) and VQA soft accuracy, the
+// Public API of evaluation: exact match after normalisation (exactMatch, normalizeAnswer) and VQA soft accuracy, the
 // evaluation of a LLaVA question file, and visual words (compute, draw). Generation itself is
 // VwLmm.generate (its options type is re-exported here) on a prompt from buildGenerationPrompt (data).
 // Re-exported by the package root and by 'vwlmm/eval'.
-export { normalizeAnswer, vqaSoftAccuracy, evaluateFile } from './llava_eval';
+export { normalizeAnswer, exactMatch, vqaSoftAccuracy, evaluateFile } from './llava_eval';
 export type { EvalResult } from './llava_eval';
 export { visualWordsOf, drawVisualWords } from './visual_words';
 export type { PatchWords } from './visual_words';

@@ -22,6 +22,11 @@ export function normalizeAnswer(s: string): string {
   return s.toLowerCase().replace(/[^\p{L}\p{N}\s]/gu, ' ').replace(/\s+/g, ' ').trim();
 }
 
+/** 1 when prediction and answer are equal after normalizeAnswer (case, punctuation, spacing), else 0. */
+export function exactMatch(pred: string, answer: string): number {
+  return Number(normalizeAnswer(pred) === normalizeAnswer(answer));
+}
+
 /** VQA accuracy of one prediction against 10 human answers. */
 export function vqaSoftAccuracy(pred: string, answers: string[]): number {
   const p = normalizeAnswer(pred);
@@ -70,7 +75,7 @@ export async function evaluateFile(model: VwLmm, tokenizer: TextTokenizer, file:
     const r = kept[i];
     const pred = tokenizer.decode(ids);
     const expected = r.conversations[r.conversations.length - 1].value;
-    const score = Array.isArray(r.answers) && r.answers.length === 10 ? vqaSoftAccuracy(pred, r.answers) : Number(normalizeAnswer(pred) === normalizeAnswer(expected));
+    const score = Array.isArray(r.answers) && r.answers.length === 10 ? vqaSoftAccuracy(pred, r.answers) : exactMatch(pred, expected);
     sum += score;
     const c = (r.category as string | undefined) ?? 'all';
     cats[c] ??= { sum: 0, count: 0 };

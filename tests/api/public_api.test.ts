@@ -46,7 +46,7 @@ const FUNCTIONS = [
   'tokenizerImageToken', 'readLlavaRecords', 'loadImage', 'decodeImage', 'preprocessClip', 'normalizeRgb', 'writeSortOfClevr',
   'generateScene', 'renderScene', 'questionsFor', 'captionFor', 'sortOfClevrVocabulary', 'writeWordLevelTokenizer', 'wordLevelTokenizerJson',
   // eval
-  'normalizeAnswer', 'vqaSoftAccuracy', 'evaluateFile', 'visualWordsOf', 'drawVisualWords',
+  'normalizeAnswer', 'exactMatch', 'vqaSoftAccuracy', 'evaluateFile', 'visualWordsOf', 'drawVisualWords',
   // demo
   'runDemo', 'runRecipe', 'recipeConfig',
   // engine
