@@ -4,8 +4,8 @@
 //
 // SIGINT / SIGTERM during `train` or `demo`: the current step finishes, a checkpoint is written, and the
 // process exits with 130 / 143 after printing the command that resumes (the same one with --resume).
-// Both run the Trainer with runAsync + handleSignals (the demo's vision pretraining, stage 0, checks the
-// same signals after each of its steps; it writes no checkpoint, so stopping there leaves nothing to resume).
+// Both run the Trainer with runAsync + handleSignals (the demo's vision pretraining, stage 0, is a Trainer of
+// its own on the same signals; it writes no checkpoint, so stopping there leaves nothing to resume).
 // Outside training (generation, evaluation) the signals keep their default: the process ends at once, and
 // every checkpoint written so far is complete.
 //

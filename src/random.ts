@@ -1,5 +1,13 @@
 // Seeded random numbers for parameter initialisation and data shuffling: reproducible across runs and
 // machines (no Math.random). mulberry32 for uniforms, Box-Muller for normals.
+/** One step of mulberry32: the next state and a uniform in [0, 1) (shared with the tests' input generator). */
+export function mulberry32(state: number): { state: number; value: number } {
+  let t = (state = (state + 0x6d2b79f5) >>> 0);
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return { state, value: ((t ^ (t >>> 14)) >>> 0) / 4294967296 };
+}
+
 export class Generator {
   private state: number;
   private spare: number | null = null;
@@ -11,10 +19,9 @@ export class Generator {
 
   /** Uniform in [0, 1). */
   uniform(): number {
-    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    const r = mulberry32(this.state);
+    this.state = r.state;
+    return r.value;
   }
 
   normal(): number {

@@ -1,6 +1,7 @@
 // The Sort-of-CLEVR demo recipe: a small VW-LMM trained from scratch on the CPU in three stages.
 //   stage 0 ("vision", src/demo/vision_pretrain.ts): the vision tower alone learns the objects' attributes,
-//     standing in for the pretrained CLIP tower LLaVA starts from;
+//     standing in for the pretrained CLIP tower LLaVA starts from (a Trainer of its own, writing nothing to
+//     outDir: the run's checkpoint and metrics are those of stages 1 and 2);
 //   stage 1 ("captions"): dense captions (every object's colour, shape and position words, all
 //     supervised, LLaVA's `plain` template) teach the vision tower what the objects are and the decoder
 //     the colour-keyed lookup from a word to its object: the long plateau of question-only training
@@ -171,7 +172,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     const stop = new StopRequest();
     const remove = opts.handleSignals ? installStopHandlers(stop) : null;
     try {
-      const v = await pretrainVisionTower(model, train, { ...r.stage0, seed: r.seed, mean: cfg.image.mean, std: cfg.image.std, onLog: opts.onLog, logEvery: 100, stopRequested: () => stop.requested() }, test);
+      const v = await pretrainVisionTower(model, train, { ...r.stage0, seed: r.seed, mean: cfg.image.mean, std: cfg.image.std, onLog: opts.onLog, logEvery: 100, stop }, test);
       opts.onLog?.({ stage: 'vision', done: true, seconds: v.seconds, ...Object.fromEntries(Object.entries(v.accuracy).map(([k, a]) => [`acc_${k}`, a])) });
       tower = new Map([...model.visionTower.namedParameters()].map(([n, t]) => [n, t.toArray() as Float32Array]));
     } finally {

@@ -6,16 +6,21 @@
 // are discarded afterwards, as CLIP's text tower is.
 // Why: through the LLM alone the tower never learned shapes within the budget (caption shape words at
 // 49-58% after 2,000 steps, benchmarks/RESULTS.md), while direct supervision teaches them in ~1,500 steps.
-import { backward, noGrad, zeroGrad } from '../autograd';
+//
+// It runs on the Trainer (src/train/trainer.ts) as one stage with its own loss (Stage.loss: the read-out's
+// cross-entropies) and the queries and heads as the stage's extraParameters, so schedule, clipping,
+// non-finite steps and stop requests are the Trainer's. The Trainer gets no outDir: stage 0 writes neither
+// metrics.jsonl nor a checkpoint (the demo's run directory holds stages 1 and 2; a stop here leaves nothing
+// to resume, and a resumed demo skips stage 0), and its records reach onLog as { stage: 'vision', step, loss }.
+import { noGrad } from '../autograd';
 import { answerFor, COLOURS, QuestionKind } from '../data/sort_of_clevr';
 import { normalizeRgb } from '../data/images';
 import { VwLmm } from '../model/vwlmm';
-import { clipGradNorm, AdamW } from '../optim';
-import * as ops from '../ops';
+import * as F from '../functional';
 import { Generator } from '../random';
 import { scope, Tensor } from '../tensor';
-import { TrainingInterrupted } from '../train/interrupt';
-import { cosineWithWarmup } from '../train/schedule';
+import { StopRequest } from '../train/interrupt';
+import { Stage, Trainer } from '../train/trainer';
 import { SplitData } from './task';
 
 /** The attributes predicted per object, with their classes (answers as the question templates give them). */
@@ -35,9 +40,12 @@ export interface VisionPretrainOptions {
   seed: number;
   mean: readonly number[];
   std: readonly number[];
-  /** Checked after every step: when it returns a signal name, stage 0 stops (TrainingInterrupted, no checkpoint). */
-  stopRequested?: () => string | null;
-  /** Called every logEvery steps with { stage: 'vision', step, loss }. */
+  /**
+   * Checked by the Trainer before every step: once requested, stage 0 stops with TrainingInterrupted (its
+   * `checkpoint` null: stage 0 writes none).
+   */
+  stop?: StopRequest;
+  /** Called every logEvery steps (and after the last) with { stage: 'vision', step, loss }. */
   onLog?: (rec: Record<string, unknown>) => void;
   logEvery?: number;
 }
@@ -63,11 +71,10 @@ function targets(split: SplitData, idx: number[]): Int32Array[] {
   });
 }
 
-/** Stage 0 (async: yields to the event loop after every step, so signal handlers run). */
+/** Stage 0 (async: the Trainer yields to the event loop after every step, so signal handlers run). */
 export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: VisionPretrainOptions, evalSplit?: SplitData): Promise<VisionPretrainResult> {
   const t0 = Date.now();
   const cfg = model.config, D = cfg.vision.hiddenSize, S = cfg.vision.imageSize, nC = COLOURS.length;
-  const tower = model.visionTower.vision_model;
   const gen = new Generator(opts.seed).fork('vision-pretrain');
   const param = (n: number, shape: number[], std: number) => {
     const t = Tensor.fromArray(Float32Array.from(gen.normals(n), (v) => v * std), shape);
@@ -79,44 +86,35 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
   const K = PRETRAIN_ATTRIBUTES.length;
   const queries = param(K * nC * D, [1, K * nC, 1, D], 0.1);
   const heads = PRETRAIN_ATTRIBUTES.map((a) => param(a.classes.length * D, [a.classes.length, D], 0.05));
-  const own = [queries, ...heads];
-  // only the tower trains here (and the read-out's own queries and heads); the LLM side is left untouched
-  model.setTrainable(false);
-  model.visionTower.setTrainable(true);
-  const params = [...tower.parameters(), ...own];
-  const opt = new AdamW(params, { lr: opts.lr, weightDecay: 0 });
-  try {
-    const logEvery = opts.logEvery ?? 100;
-    for (let step = 0; step < opts.steps; step++) {
-      opt.lr = cosineWithWarmup(step, opts.steps, 0.03, opts.lr);
-      const idx = Array.from({ length: opts.batchSize }, () => gen.int(train.scenes.length));
+  const stage: Stage = {
+    name: 'vision', size: train.scenes.length, steps: opts.steps, batchSize: opts.batchSize, lr: opts.lr,
+    warmupRatio: 0.03, weightDecay: 0, maxGradNorm: 1.0,
+    // only the tower trains here (and the read-out's own queries and heads); the LLM side is left untouched
+    trainable: { visionTower: true },
+    extraParameters: [queries, ...heads],
+    loss: (m, idx) => {
       const tg = targets(train, idx);
-      const rec: Record<string, unknown> = { stage: 'vision', step: step + 1 };
-      scope(() => {
-        const h = readoutOf(model, queries, pixelsOf(train, idx, S, opts), idx.length);
-        let loss: Tensor | null = null;
-        heads.forEach((w, a) => {
-          const l = ops.linearCrossEntropy(h[a], w, Tensor.fromArray(tg[a], [tg[a].length]));
-          loss = loss ? ops.add(loss, l) : l;
-        });
-        rec.loss = loss!.item();
-        backward(loss!);
-      });
-      clipGradNorm(params, 1.0);
-      opt.step();
-      zeroGrad(params);
-      if (opts.onLog && ((step + 1) % logEvery === 0 || step + 1 === opts.steps)) opts.onLog(rec);
-      await new Promise<void>((res) => setImmediate(res));
-      const sig = opts.stopRequested?.() ?? null;
-      if (sig !== null)
-        throw new TrainingInterrupted(sig, null, { stage: 0, step: 0, globalStep: 0, seed: opts.seed }, `during vision-tower pretraining (stage 0) step ${step + 1}/${opts.steps}`);
-    }
+      const h = readoutOf(m, queries, pixelsOf(train, idx, S, opts), idx.length);
+      return heads.map((w, a) => F.linearCrossEntropy(h[a], w, Tensor.fromArray(tg[a], [tg[a].length]))).reduce((x, y) => F.add(x, y));
+    },
+  };
+  try {
+    await new Trainer(model, [stage], {
+      // the data order's own seed: with opts.seed it would replay the order of the demo's first caption stage
+      seed: gen.int(2 ** 31),
+      stop: opts.stop, logEvery: opts.logEvery ?? 100,
+      // train records in stage 0's own shape, and skipped (NaN / Inf) steps; not its 'summary': the demo's
+      // log has one, the main run's (estimate.ts times that run by it)
+      onLog: (r) => {
+        if (r.type === 'train') opts.onLog?.({ stage: 'vision', step: r.step, loss: r.loss });
+        else if (r.type === 'nonfinite') opts.onLog?.(r);
+      },
+    }).runAsync();
     const accuracy = evalSplit ? evaluateReadout(model, queries, heads, evalSplit, opts) : {};
     return { seconds: (Date.now() - t0) / 1000, accuracy };
   } finally {
-    own.forEach((t) => t.dispose());
-    opt.dispose();
-    model.visionTower.setTrainable(false);
+    stage.extraParameters!.forEach((t) => t.dispose());
+    model.setTrainable(false); // the Trainer leaves the stage's parts trainable; the tower stays frozen from here
   }
 }
 
@@ -131,12 +129,12 @@ function readoutOf(model: VwLmm, queries: Tensor, pixels: Float32Array, B: numbe
   const cfg = model.config, D = cfg.vision.hiddenSize, S = cfg.vision.imageSize, nC = COLOURS.length, K = PRETRAIN_ATTRIBUTES.length;
   const out = model.visionTower.vision_model.forward(Tensor.fromArray(pixels, [B, 3, S, S]), { upToLayer: cfg.selectLayer }).lastHiddenState;
   const T1 = out.shape[1];
-  const feats = cfg.selectFeature === 'patch' ? ops.slice(out, 1, 1, T1 - 1) : out;
+  const feats = cfg.selectFeature === 'patch' ? F.slice(out, 1, 1, T1 - 1) : out;
   const P = feats.shape[1];
-  const kv = ops.reshape(feats, [B, P, 1, D]);
-  const q = ops.concat(Array.from({ length: B }, () => queries), 0); // [B, K * 6, 1, D]
-  const o = ops.reshape(ops.attention(q, kv, kv), [B, K, nC, D]);
-  return PRETRAIN_ATTRIBUTES.map((_, a) => ops.reshape(ops.slice(o, 1, a, 1), [B * nC, D]));
+  const kv = F.reshape(feats, [B, P, 1, D]);
+  const q = F.concat(Array.from({ length: B }, () => queries), 0); // [B, K * 6, 1, D]
+  const o = F.reshape(F.attention(q, kv, kv), [B, K, nC, D]);
+  return PRETRAIN_ATTRIBUTES.map((_, a) => F.reshape(F.slice(o, 1, a, 1), [B * nC, D]));
 }
 
 function evaluateReadout(model: VwLmm, queries: Tensor, heads: Tensor[], split: SplitData, opts: VisionPretrainOptions): Record<string, number> {
@@ -149,7 +147,7 @@ function evaluateReadout(model: VwLmm, queries: Tensor, heads: Tensor[], split: 
     noGrad(() => scope(() => {
       const h = readoutOf(model, queries, pixelsOf(split, idx, S, opts), idx.length);
       heads.forEach((w, a) => {
-        const logits = ops.matmul(h[a], w, { transB: true }).toArray() as Float32Array;
+        const logits = F.matmul(h[a], w, { transB: true }).toArray() as Float32Array;
         const C = w.shape[0];
         for (let r = 0; r < idx.length * nC; r++) {
           let best = 0;

@@ -3,9 +3,10 @@
 // data position) and throws TrainingInterrupted, which the caller turns into an exit code (130 / 143).
 //
 // Node delivers signals on the main thread's event loop only, so a handler cannot run while a synchronous
-// training loop holds that thread: Trainer.runAsync() (and the demo's stage 0) yield to the event loop after
-// every step, so handlers installed by installStopHandlers (or the Trainer's own with `handleSignals: true`)
-// set the request in time. A synchronous run() can be given a StopRequest that other code requests.
+// training loop holds that thread: Trainer.runAsync() (which the demo's stage 0 also runs on) yields to the
+// event loop after every step, so handlers installed by installStopHandlers (or the Trainer's own with
+// `handleSignals: true`) set the request in time. A synchronous run() can be given a StopRequest that other
+// code requests.
 import type { TrainerState } from './state';
 
 export type StopSignal = 'SIGINT' | 'SIGTERM';
@@ -61,11 +62,12 @@ export class TrainingInterrupted extends Error {
   readonly signal: string;
   /** 130 (SIGINT), 143 (SIGTERM), else 1. */
   readonly exitCode: number;
-  /** The checkpoint directory to resume from, or null when the stop came before the first step. */
+  /** The checkpoint directory to resume from; null when the stop came before the first step, or without outDir. */
   readonly checkpoint: string | null;
   readonly state: TrainerState;
   constructor(signal: string, checkpoint: string | null, state: TrainerState, where: string) {
-    super(`training interrupted by ${signal} ${where}; ${checkpoint ? `checkpoint ${checkpoint} (weights, optimizer state and data position) is complete` : 'no step was taken, so no checkpoint was written'}`);
+    const none = state.globalStep === 0 ? 'no step was taken, so no checkpoint was written' : 'this run writes no checkpoints (no outDir), so there is nothing to resume';
+    super(`training interrupted by ${signal} ${where}; ${checkpoint ? `checkpoint ${checkpoint} (weights, optimizer state and data position) is complete` : none}`);
     this.name = 'TrainingInterrupted';
     this.signal = signal;
     this.exitCode = exitCodeFor(signal);

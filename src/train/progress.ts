@@ -1,5 +1,6 @@
 // Training progress for the CLI: a cli-progress bar on a terminal (step, loss split into CE and KL,
-// tokens/s, ETA), plain lines every `every` steps otherwise (logs, CI).
+// tokens/s, ETA), plain lines every `every` steps otherwise (logs, CI). A stage with its own loss
+// (Stage.loss) logs no CE, KL or tokens: its line shows the loss and ETA only.
 import { SingleBar } from 'cli-progress';
 
 export class Progress {
@@ -9,12 +10,14 @@ export class Progress {
 
   update(r: Record<string, unknown>): void {
     if (r.type !== 'train') return;
-    const payload = { stage: String(r.stage), loss: (r.loss as number).toFixed(3), ce: (r.ce as number).toFixed(3), kl: (r.kl as number).toFixed(3), tps: Math.round(r.tokensPerSec as number), etaS: Math.round(r.eta as number) };
+    const parts = r.ce === undefined ? '' : ` (CE ${(r.ce as number).toFixed(3)}, KL ${(r.kl as number).toFixed(3)})`;
+    const tps = r.tokensPerSec === undefined ? null : Math.round(r.tokensPerSec as number);
+    const payload = { stage: String(r.stage), loss: (r.loss as number).toFixed(3), parts, speed: tps === null ? '' : ` ${tps} tok/s`, etaS: Math.round(r.eta as number) };
     if (this.stream.isTTY) {
       if (!this.bar || this.stage !== payload.stage) {
         this.bar?.stop();
         this.stage = payload.stage;
-        this.bar = new SingleBar({ format: '{stage} |{bar}| {value}/{total} loss {loss} (CE {ce}, KL {kl}) {tps} tok/s ETA {etaS} s', stream: this.stream, hideCursor: true }, undefined as never);
+        this.bar = new SingleBar({ format: '{stage} |{bar}| {value}/{total} loss {loss}{parts}{speed} ETA {etaS} s', stream: this.stream, hideCursor: true }, undefined as never);
         this.bar.start(r.steps as number, 0, payload);
       }
       this.bar.update(r.step as number, payload);
@@ -23,7 +26,7 @@ export class Progress {
         this.bar = null;
       }
     } else if ((r.step as number) % this.every === 0 || r.step === r.steps) {
-      this.stream.write(`  ${payload.stage.padEnd(9)} step ${String(r.step).padStart(5)}/${r.steps}  loss ${payload.loss} (CE ${payload.ce}, KL ${payload.kl})  ${payload.tps} tok/s  ETA ${payload.etaS} s\n`);
+      this.stream.write(`  ${payload.stage.padEnd(9)} step ${String(r.step).padStart(5)}/${r.steps}  loss ${payload.loss}${parts}${tps === null ? '' : `  ${tps} tok/s`}  ETA ${payload.etaS} s\n`);
     }
   }
 

@@ -17,12 +17,23 @@
 // the optimizer step (weights and AdamW moments unchanged), logs a 'nonfinite' record naming the stage,
 // step and sample indices, and counts it (state.skippedSteps, the 'summary' record); `nonFinite: 'stop'`
 // throws a NonFiniteError instead.
+//
+// A stage with its own objective (Stage.loss, HF Trainer's compute_loss) gets everything above from the
+// same loop: its loss of a micro-batch's sample indices replaces makeBatch + VwLmm.loss, and the tensors it
+// trains beside the model (Stage.extraParameters, e.g. a probe's read-out heads) join the stage's optimizer.
+// They are not the model's, so they stay out of model.safetensors (which VwLmm.load and eval read as the
+// model); the checkpoint keeps the current stage's in stage_parameters.safetensors beside the optimizer
+// state, so a resume inside that stage is exact. The demo's stage 0 (src/demo/vision_pretrain.ts) is one.
+// Without outDir a run writes nothing: records go to onLog only, and with no checkpoint a stop leaves
+// nothing to resume.
 import * as fs from 'fs';
 import * as path from 'path';
+import { f32ToBf16 } from '../bf16';
+import { describe, rangeError, typeError } from '../errors';
 import { clipGradNorm, AdamW, ParamGroup } from '../optim';
 import { Generator } from '../random';
 import { scope, Tensor } from '../tensor';
-import * as ops from '../ops';
+import * as F from '../functional';
 import { clearTape, zeroGrad } from '../autograd';
 import { HostTensor, readSafetensors } from '../io/safetensors';
 import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions } from '../model/checkpoint';
@@ -43,9 +54,23 @@ export interface Trainable {
 
 export interface Stage {
   name: string;
-  /** Number of samples, and a function turning sample indices into a batch. */
+  /** Number of samples, and a function turning sample indices into a batch (for VwLmm.loss; not with `loss`). */
   size: number;
-  makeBatch: (indices: number[]) => ModelBatch;
+  makeBatch?: (indices: number[]) => ModelBatch;
+  /**
+   * The stage's own objective in place of makeBatch + VwLmm.loss (HF Trainer's compute_loss): the scalar loss
+   * of one micro-batch, given its sample indices. It runs inside the trainer's scope (its tensors are freed
+   * after the backward); accumulation, clipping, the schedule, non-finite checks and logging are the trainer's.
+   * Its train records carry loss, lr and gradNorm (no CE / KL / tokens: the trainer cannot know them).
+   */
+  loss?: (model: VwLmm, indices: number[]) => Tensor;
+  /**
+   * Tensors the stage trains beside the model's `trainable` parts (needs `loss`; each requiresGrad, none a
+   * model parameter): in the same AdamW group as the model's parameters at `lr` (weight decay, clipping and
+   * schedule included). The caller owns and frees them. Checkpoints written during the stage hold them in
+   * stage_parameters.safetensors (not model.safetensors), and a resume inside the stage restores them.
+   */
+  extraParameters?: Tensor[];
   /** Optimizer steps; when absent, epochs * ceil(size / (batchSize * gradAccum)). */
   steps?: number;
   epochs?: number;
@@ -65,7 +90,11 @@ export interface Stage {
 
 export interface TrainerOptions {
   seed: number;
-  outDir: string;
+  /**
+   * Where metrics.jsonl and checkpoint/ go. Absent: the run writes nothing (records reach onLog only, no
+   * checkpoint is saved, a stop throws TrainingInterrupted without one); saveEvery and autoResume need it.
+   */
+  outDir?: string;
   /** Save a checkpoint every N optimizer steps (0 = only at the end of each stage). */
   saveEvery?: number;
   /** Run `evaluate` every N steps (0 = only at the end of each stage). */
@@ -98,7 +127,10 @@ export interface TrainerOptions {
   autoResume?: boolean;
 }
 
-type ResumeFrom = { state: TrainerState; optimizer: Map<string, HostTensor> };
+/** What readTrainerState reads; stageParameters: the current stage's extraParameters, when it has any. */
+type ResumeFrom = { state: TrainerState; optimizer: Map<string, HostTensor>; stageParameters?: Map<string, HostTensor> | null };
+
+const STAGE_PARAMETERS = 'stage_parameters.safetensors';
 
 /** Errors by which the kernels refuse non-finite activations (the step's loss is then NaN / Inf). */
 function isNonFiniteError(e: unknown): e is Error {
@@ -153,15 +185,49 @@ function epochOrder(seed: number, stage: number, epoch: number, n: number): numb
   return o;
 }
 
+/** A stage's loss and extra parameters, checked before any stage runs (not hours into the run). */
+function checkStage(model: VwLmm, s: Stage): void {
+  const where = `Trainer: stage '${s.name}'`;
+  if (s.loss !== undefined) {
+    if (typeof s.loss !== 'function') throw typeError(where, 'loss', 'a function (model, indices) => Tensor', s.loss);
+    if (s.makeBatch !== undefined) throw rangeError(where, 'has both makeBatch and loss: a stage with its own loss builds its inputs from the sample indices, so makeBatch would never run');
+  } else if (typeof s.makeBatch !== 'function') {
+    throw typeError(where, 'makeBatch', 'a function (indices) => ModelBatch (or a loss of its own)', s.makeBatch);
+  }
+  if (s.extraParameters === undefined) return;
+  if (!Array.isArray(s.extraParameters)) throw typeError(where, 'extraParameters', 'an array of tensors', s.extraParameters);
+  if (s.extraParameters.length && s.loss === undefined) throw rangeError(where, 'extraParameters need a loss of its own: VwLmm.loss never reads them, so they would get no gradient');
+  const own = new Set(model.parameters());
+  s.extraParameters.forEach((p, k) => {
+    if (!(p instanceof Tensor)) throw typeError(where, `extraParameters[${k}]`, 'a Tensor', p);
+    if (!p.requiresGrad) throw rangeError(where, `extraParameters[${k}] (${describe(p)}) does not require grad: set requiresGrad = true (the backward gives gradients only to tensors that do)`);
+    if (own.has(p)) throw rangeError(where, `extraParameters[${k}] (${describe(p)}) is a parameter of the model: make it trainable through the stage's \`trainable\` instead`);
+  });
+}
+
+/** The stage's loss of one micro-batch: its own (a one-element tensor), else VwLmm.loss of its batch. */
+function stageLoss(model: VwLmm, s: Stage, idx: number[], batch: ModelBatch | null): { loss: Tensor; ce?: number; kl?: number } {
+  if (batch) return model.loss(batch);
+  const loss = s.loss!(model, idx);
+  if (!(loss instanceof Tensor) || loss.size !== 1) throw typeError(`Trainer: stage '${s.name}'`, 'the value of loss(model, indices)', 'a one-element Tensor (the scalar loss)', loss);
+  return { loss };
+}
+
 export class Trainer {
-  private readonly metricsFile: string;
+  private readonly metricsFile: string | null;
   constructor(readonly model: VwLmm, readonly stages: Stage[], readonly opts: TrainerOptions) {
-    fs.mkdirSync(opts.outDir, { recursive: true });
-    this.metricsFile = path.join(opts.outDir, 'metrics.jsonl');
+    if (opts.outDir === undefined) {
+      for (const k of ['saveEvery', 'autoResume'] as const) {
+        if (opts[k]) throw typeError('Trainer', 'outDir', `a directory (${k} writes / reads checkpoints there)`, opts.outDir);
+      }
+    }
+    for (const s of stages) checkStage(model, s);
+    if (opts.outDir !== undefined) fs.mkdirSync(opts.outDir, { recursive: true });
+    this.metricsFile = opts.outDir === undefined ? null : path.join(opts.outDir, 'metrics.jsonl');
   }
 
   private log(record: Record<string, unknown>): void {
-    fs.appendFileSync(this.metricsFile, JSON.stringify(record) + '\n');
+    if (this.metricsFile) fs.appendFileSync(this.metricsFile, JSON.stringify(record) + '\n');
     this.opts.onLog?.(record);
   }
 
@@ -194,14 +260,14 @@ export class Trainer {
     }
   }
 
-  /** The checkpoint directory this trainer writes. */
-  get checkpointDir(): string {
-    return path.join(this.opts.outDir, 'checkpoint');
+  /** The checkpoint directory this trainer writes (null without outDir: it writes none). */
+  get checkpointDir(): string | null {
+    return this.opts.outDir === undefined ? null : path.join(this.opts.outDir, 'checkpoint');
   }
 
   /** autoResume: the newest complete checkpoint in outDir, loaded into the model; null when there is none. */
   private loadLatest(): ResumeFrom | null {
-    const dir = resolveCheckpointDir(this.checkpointDir);
+    const dir = resolveCheckpointDir(this.checkpointDir!);
     if (dir === null || !fs.existsSync(path.join(dir, 'trainer_state.json'))) return null;
     const from = readTrainerState(dir);
     const { missing } = this.model.loadStateDict(readCheckpointWeights(dir), { strict: false });
@@ -230,17 +296,21 @@ export class Trainer {
     delete state.stages;
     delete state.stageSteps;
     if (resume) this.checkResume(resume.state);
-    if (resume) truncateMetrics(this.metricsFile, state.globalStep);
-    else fs.writeFileSync(this.metricsFile, '');
+    if (this.metricsFile && resume) truncateMetrics(this.metricsFile, state.globalStep);
+    else if (this.metricsFile) fs.writeFileSync(this.metricsFile, '');
     // the global step whose checkpoint is on disk (so an interrupt there need not write it again)
     let savedAt = resume ? state.globalStep : -1;
     for (; state.stage < this.stages.length; state.stage++, state.step = 0) {
       const s = this.stages[state.stage];
       applyTrainable(this.model, s.trainable);
-      const params = this.model.trainableParameters();
+      const params = [...this.model.trainableParameters(), ...(s.extraParameters ?? [])];
       const opt = new AdamW(paramGroups(this.model, params, s), { lr: s.lr, weightDecay: s.weightDecay ?? 0 });
       try {
-        if (resume && state.step > 0) opt.loadState(optimizerEntries(resume.optimizer, params.length));
+        if (resume && state.step > 0) {
+          // the stage's own tensors first, so a misfit is named (not an optimizer entry that does not fit)
+          if (s.extraParameters?.length) loadStageParameters(s, resume.stageParameters ?? null);
+          opt.loadState(optimizerEntries(resume.optimizer, params.length));
+        }
         resume = undefined;
         const total = stageSteps(s);
         const t0 = Date.now();
@@ -249,7 +319,7 @@ export class Trainer {
           const signal = stop?.requested();
           if (signal) {
             let checkpoint: string | null = null;
-            if (state.globalStep > 0) {
+            if (state.globalStep > 0 && this.opts.outDir !== undefined) {
               if (savedAt !== state.globalStep) this.save(state, opt);
               checkpoint = this.checkpointDir;
             }
@@ -263,7 +333,7 @@ export class Trainer {
           if (this.opts.evaluate && ((this.opts.evalEvery && state.step % this.opts.evalEvery === 0) || atEnd)) {
             this.log({ type: 'eval', stage: s.name, step: state.step, globalStep: state.globalStep, ...this.opts.evaluate(this.model, { stage: s.name, step: state.step }) });
           }
-          if ((this.opts.saveEvery && state.globalStep % this.opts.saveEvery === 0) || atEnd) {
+          if (this.opts.outDir !== undefined && ((this.opts.saveEvery && state.globalStep % this.opts.saveEvery === 0) || atEnd)) {
             this.save(state, opt);
             savedAt = state.globalStep;
           }
@@ -289,21 +359,22 @@ export class Trainer {
     for (let m = 0; m < accum && !bad; m++) {
       const idx = batchIndices(state.seed, state.stage, s, state.step, m);
       samples.push(idx);
-      const batch = s.makeBatch(idx);
+      const batch = s.loss ? null : s.makeBatch!(idx);
       try {
         scope(() => {
-          const out = this.model.loss(batch);
+          const out = stageLoss(this.model, s, idx, batch);
           const value = out.loss.item();
           if (!Number.isFinite(value)) {
-            bad = { what: 'loss', micro: m, detail: `loss ${value} (CE ${out.ce}, KL ${out.kl})` };
+            bad = { what: 'loss', micro: m, detail: batch ? `loss ${value} (CE ${out.ce}, KL ${out.kl})` : `loss ${value}` };
             return;
           }
           // micro-batches average: each backward carries 1/accum of the gradient
-          const scaled = accum === 1 ? out.loss : ops.scale(out.loss, 1 / accum);
+          const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
           scaled.backward();
-          ce += out.ce / accum;
-          kl += out.kl / accum;
           loss += value / accum;
+          if (!batch) return;
+          ce += out.ce! / accum;
+          kl += out.kl! / accum;
           addTokens(batch.attentionMask.reduce((a, b) => a + b, 0));
         });
       } catch (e) {
@@ -342,23 +413,31 @@ export class Trainer {
     zeroGrad(params);
     state.step++;
     state.globalStep++;
-    const elapsed = (Date.now() - t0) / 1000;
-    const rec = { type: 'train', stage: s.name, step: state.step, steps: total, globalStep: state.globalStep, loss, ce, kl, lr, gradNorm, tokensPerSec: tokens() / Math.max(elapsed, 1e-9), elapsed, eta: (elapsed / state.step) * (total - state.step) };
+    const elapsed = (Date.now() - t0) / 1000, eta = (elapsed / state.step) * (total - state.step);
+    const rec = s.loss
+      ? { type: 'train', stage: s.name, step: state.step, steps: total, globalStep: state.globalStep, loss, lr, gradNorm, elapsed, eta }
+      : { type: 'train', stage: s.name, step: state.step, steps: total, globalStep: state.globalStep, loss, ce, kl, lr, gradNorm, tokensPerSec: tokens() / Math.max(elapsed, 1e-9), elapsed, eta };
     if (state.step % (this.opts.logEvery ?? 1) === 0 || state.step === total) this.log(rec);
   }
 
-  /** Crash-safe checkpoint with the trainer state (position and optimizer) for an exact resume. */
+  /**
+   * Crash-safe checkpoint with the trainer state (position, optimizer, the stage's extraParameters) for an
+   * exact resume.
+   */
   save(state: TrainerState, opt: AdamW): void {
+    if (this.opts.outDir === undefined) throw typeError('Trainer.save', 'outDir', 'a directory to write the checkpoint in', this.opts.outDir);
     const tensors = new Map<string, HostTensor>();
     for (const e of opt.stateEntries()) {
       tensors.set(`${e.index}.m`, { dtype: 'float32', shape: [...e.m.shape], data: e.m.toArray() as Float32Array });
       tensors.set(`${e.index}.v`, { dtype: 'float32', shape: [...e.v.shape], data: e.v.toArray() as Float32Array });
       tensors.set(`${e.index}.step`, { dtype: 'int32', shape: [1], data: Int32Array.of(e.step) });
     }
+    const extra = this.stages[state.stage]?.extraParameters ?? [];
+    const stageTensors = new Map<string, HostTensor>(extra.map((p, k) => [String(k), { dtype: 'float32', shape: [...p.shape], data: p.toArray() as Float32Array }]));
     saveCheckpoint(path.join(this.opts.outDir, 'checkpoint'), this.model, {
       ...this.opts.checkpointFiles,
       extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map(stageSteps) }, null, 2) },
-      extraTensors: { 'optimizer.safetensors': tensors },
+      extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
     });
   }
 }
@@ -373,11 +452,29 @@ function optimizerEntries(tensors: Map<string, HostTensor>, nParams: number): { 
   return out;
 }
 
+/** Writes a checkpoint's stage_parameters into the stage's extraParameters, refusing any that do not fit. */
+function loadStageParameters(s: Stage, saved: Map<string, HostTensor> | null): void {
+  const where = `resume: stage '${s.name}'`, extra = s.extraParameters!;
+  if (!saved) throw rangeError(where, `has ${extra.length} extraParameters but the checkpoint has no ${STAGE_PARAMETERS} (written by a run whose stage had none?)`);
+  if (saved.size !== extra.length) throw rangeError(where, `has ${extra.length} extraParameters but the checkpoint's ${STAGE_PARAMETERS} holds ${saved.size}`);
+  extra.forEach((p, k) => {
+    const t = saved.get(String(k));
+    if (!t || t.dtype !== 'float32' || t.shape.length !== p.rank || t.shape.some((n, i) => n !== p.shape[i]))
+      throw rangeError(where, `expected a float32 [${p.shape.join(', ')}] tensor '${k}' in the checkpoint's ${STAGE_PARAMETERS} for extraParameters[${k}] but found ${t ? `${t.dtype} [${t.shape.join(', ')}]` : 'none'}`);
+  });
+  // saved as float32 host copies (toArray), so a bfloat16 tensor gets its own values back
+  extra.forEach((p, k) => {
+    const data = saved.get(String(k))!.data as Float32Array;
+    p.buffer.write(p.dtype === 'bfloat16' ? f32ToBf16(data) : data);
+  });
+}
+
 /**
- * Reads the trainer state and optimizer tensors saved in a checkpoint directory (or, when a save was killed
- * between its renames, in the `.old-*` one resolveCheckpointDir falls back to).
+ * Reads the trainer state, optimizer tensors and (when the stage had any) extraParameters saved in a
+ * checkpoint directory (or, when a save was killed between its renames, in the `.old-*` one
+ * resolveCheckpointDir falls back to).
  */
-export function readTrainerState(checkpointDir: string): { state: TrainerState; optimizer: Map<string, HostTensor> } {
+export function readTrainerState(checkpointDir: string): { state: TrainerState; optimizer: Map<string, HostTensor>; stageParameters: Map<string, HostTensor> | null } {
   const dir = resolveCheckpointDir(checkpointDir) ?? checkpointDir;
   const f = path.join(dir, 'trainer_state.json');
   if (!fs.existsSync(f)) throw new Error(`resume: ${f} does not exist (not a training checkpoint)`);
@@ -390,7 +487,8 @@ export function readTrainerState(checkpointDir: string): { state: TrainerState; 
   for (const k of ['stage', 'step', 'globalStep', 'seed'] as const) {
     if (!Number.isInteger(state?.[k]) || state[k] < 0 && k !== 'seed') throw new Error(`resume: ${f}: '${k}' must be a non-negative integer, got ${JSON.stringify(state?.[k])}`);
   }
-  return { state, optimizer: readSafetensors(path.join(dir, 'optimizer.safetensors')) };
+  const stageFile = path.join(dir, STAGE_PARAMETERS);
+  return { state, optimizer: readSafetensors(path.join(dir, 'optimizer.safetensors')), stageParameters: fs.existsSync(stageFile) ? readSafetensors(stageFile) : null };
 }
 
 /**

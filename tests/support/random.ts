@@ -1,5 +1,7 @@
 // Seeded random inputs. Each run draws a fresh seed (printed on failure via the test names) unless
 // VWLMM_TEST_SEED pins it, so the kernels meet new inputs every run and a failure can be replayed.
+import { mulberry32 } from '../../src/random';
+
 export const runSeed = Number(process.env.VWLMM_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
 export class Rng {
@@ -9,10 +11,9 @@ export class Rng {
   }
   /** Uniform in [0, 1): mulberry32. */
   next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    const r = mulberry32(this.s);
+    this.s = r.state;
+    return r.value;
   }
   normal(): number {
     const u = Math.max(this.next(), 1e-12);
