@@ -30,6 +30,12 @@ inline int64_t pick_chunk_rows(int64_t requested, int64_t n, int64_t V, int bufs
   return (n + chunks - 1) / chunks;
 }
 
+// The loss a fused op reports: the sum of its row losses, divided by `rows` for Mean (the valid rows of
+// the cross-entropy, batchmean for the KL).
+inline double reduce_loss(double total, Reduction reduction, int64_t rows) {
+  return reduction == Reduction::Mean ? total / rows : total;
+}
+
 // loss_i = (1 - eps) (lse_i - z_i[t_i]) + eps (lse_i - mean_v z_iv) + z_loss_weight * lse_i^2,
 // z_i = h_i W^T. Rows whose target is ignore_index contribute nothing (loss 0, zero gradient).
 struct LinearCrossEntropyArgs {

@@ -19,9 +19,10 @@
 namespace vw {
 
 struct Buf {
-  void* data = nullptr;
+  void* data = nullptr;  // null for zero bytes too
   size_t bytes = 0;
   DType dtype = DType::F32;
+  bool present = false;  // a buffer was given (false: a null slot, an absent optional buffer)
 };
 
 // Host results of the fused ops (linear_cross_entropy, visual_word_kl, visual_words, pseudo_image_features*).
@@ -74,7 +75,7 @@ struct OpCall {
     // elems x size can overflow size_t (2^62 elements x 4 bytes wraps to 0) although elems fits int64
     if (static_cast<uint64_t>(elems) > SIZE_MAX / dtype_size(t)) throw_range_error("[", op, "] ", name, ": ", elems, " elements overflow the byte count");
     const size_t need = static_cast<size_t>(elems) * dtype_size(t);
-    if (need > 0 && b.data == nullptr) throw_type_error("[", op, "] ", name, " is missing (null)");
+    if (need > 0 && !b.present) throw_type_error("[", op, "] ", name, " is missing (null)");
     if (b.bytes < need) throw_range_error("[", op, "] ", name, " holds ", b.bytes, " bytes but needs ", need);
     return b.data;
   }

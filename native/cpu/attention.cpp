@@ -158,13 +158,8 @@ struct KeySets {
   std::vector<std::vector<int64_t>> prefix;
 };
 
-KeySets read_mask(const OpCall& c, size_t slot, const Dims& d) {
-  const int32_t* mask = nullptr;
-  if (d.has_mask) {
-    mask = c.in_i32(slot, d.B * d.Tk, "keyMask");
-  } else if (c.has_in(slot)) {
-    throw_type_error("[", c.op, "] keyMask is given but hasMask = 0");
-  }
+// The visible keys of the key mask read by key_mask_arg (null: every key), whose values are checked here.
+KeySets key_sets(const OpCall& c, const int32_t* mask, const Dims& d) {
   KeySets ks;
   ks.keys.resize(static_cast<size_t>(d.B));
   ks.prefix.resize(static_cast<size_t>(d.B));
@@ -303,12 +298,10 @@ void scores(GemmFn gemm, Workspace& w, const Dims& d, const float* Q, int64_t b,
 // ------------------------------------------------------------------------------------------ forward
 void attention_forward_cpu(const OpCall& c) {
   const Dims d = read_dims(c);
-  const float* Q = c.in_f32(0, d.q_elems, "Q");
-  const float* K = c.in_f32(1, d.kv_elems, "K");
-  const float* V = c.in_f32(2, d.kv_elems, "V");
-  const KeySets ks = read_mask(c, 3, d);
-  float* O = c.out_f32(0, d.q_elems, "O");
-  float* lse = c.out_f32(1, d.lse_elems, "lse");
+  KeySets ks;
+  const auto io = read_attention_tensors<float>(c, d, false, [&](const int32_t* mask) { ks = key_sets(c, mask, d); });
+  const float *Q = io.Q, *K = io.K, *V = io.V;
+  float *O = io.O, *lse = io.lse;
   if (d.q_elems == 0) return;
 
   const GemmFn gemm = gemm_impl();
@@ -384,16 +377,10 @@ void scatter_keys(float* dX, const float* xc, int64_t ldc, const Dims& d, const 
 
 void attention_backward_cpu(const OpCall& c) {
   const Dims d = read_dims(c);
-  const float* dO = c.in_f32(0, d.q_elems, "dO");
-  const float* Q = c.in_f32(1, d.q_elems, "Q");
-  const float* K = c.in_f32(2, d.kv_elems, "K");
-  const float* V = c.in_f32(3, d.kv_elems, "V");
-  const float* O = c.in_f32(4, d.q_elems, "O");
-  const float* lse = c.in_f32(5, d.lse_elems, "lse");
-  const KeySets ks = read_mask(c, 6, d);
-  float* dQ = c.out_f32(0, d.q_elems, "dQ");
-  float* dK = c.out_f32(1, d.kv_elems, "dK");
-  float* dV = c.out_f32(2, d.kv_elems, "dV");
+  KeySets ks;
+  const auto io = read_attention_tensors<float>(c, d, true, [&](const int32_t* mask) { ks = key_sets(c, mask, d); });
+  const float *dO = io.dO, *Q = io.Q, *K = io.K, *V = io.V, *O = io.saved_O, *lse = io.saved_lse;
+  float *dQ = io.dQ, *dK = io.dK, *dV = io.dV;
   if (d.B * d.Hkv == 0) return;
 
   const GemmFn gemm = gemm_impl();

@@ -1,4 +1,5 @@
-// Helpers shared by the CPU kernels: argument re-checks and the row-chunk loop.
+// Helpers shared by the CPU fused kernels: the float32 and finiteness checks, the logit blocks of the
+// row-chunk loop and the backward of the logits, the row-loss totals.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -7,6 +8,7 @@
 
 #include "../core/error.h"
 #include "../core/fused_args.h"
+#include "gemm.h"
 #include "parallel.h"
 #include "vec.h"
 
@@ -18,11 +20,7 @@ inline void zero_f32(void* p, int64_t n) {
   if (n > 0) std::memset(p, 0, sizeof(float) * static_cast<size_t>(n));
 }
 
-inline void check_dims(const char* op, int64_t rows, int64_t d, int64_t V) {
-  if (rows < 0 || d < 1 || V < 1)
-    throw_range_error("[", op, "] invalid sizes: rows=", rows, " d=", d, " V=", V, " (need rows >= 0, d >= 1, V >= 1)");
-}
-
+// The argument readers (native/core/fused_args.h) have checked the sizes and buffers; the CPU adds its dtype.
 inline void check_f32(const char* op, DType t) {
   if (t != DType::F32) throw_type_error("[", op, "] the CPU backend computes in float32, got ", dtype_name(t));
 }
@@ -50,5 +48,41 @@ inline void check_logit_row(const char* op, float max, int64_t row) {
     throw_range_error("[", op, "] logits of row ", row, " are not finite (", max, "): the inputs overflow float32 in the projection");
 }
 
+// The [rows, V] float32 logit blocks a fused op streams its row chunks through: `count` blocks of `rows`
+// rows, the chunk pick_chunk_rows makes of the call's chunkRows and workspace budget for n rows; both are
+// recorded in the op's stats (chunk_rows, workspace_bytes).
+class LogitBlocks {
+ public:
+  LogitBlocks(OpStats& st, int64_t requested, int64_t n, int64_t V, int count, int64_t budget)
+      : rows(pick_chunk_rows(requested, n, V, count, budget)), V_(V), mem_(static_cast<size_t>(count * rows * V)) {
+    st.chunk_rows = rows;
+    st.workspace_bytes = static_cast<int64_t>(mem_.size() * sizeof(float));
+  }
+  float* block(int k) { return mem_.data() + k * rows * V_; }
+
+  const int64_t rows;  // per chunk
+
+ private:
+  const int64_t V_;
+  std::vector<float> mem_;
+};
+
+// The backward of a chunk's logits z = x_c W^T (x_c [nc, d], W [V, d]) from dz [nc, V]:
+// dx_c = dz W, dW += dz^T x_c.
+inline void logits_backward(int64_t nc, int64_t V, int64_t d, const float* dz, const float* w, const float* x_c,
+                            float* dx_c, float* dw) {
+  sgemm(false, false, nc, d, V, 1.f, dz, V, w, d, 0.f, dx_c, d);
+  sgemm(true, false, V, d, nc, 1.f, dz, V, x_c, d, 1.f, dw, d);
+}
+
+// Writes the per-row losses (double) to the float32 output and returns their sum, in row order.
+inline double store_row_losses(const std::vector<double>& loss, float* out) {
+  double total = 0;
+  for (size_t i = 0; i < loss.size(); ++i) {
+    total += loss[i];
+    out[i] = static_cast<float>(loss[i]);
+  }
+  return total;
+}
 
 }  // namespace vw::cpu

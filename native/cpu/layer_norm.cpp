@@ -13,6 +13,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../core/norm_args.h"
 #include "work_split.h"
 #include "ops_cpu.h"
 #include "parallel.h"
@@ -20,10 +21,6 @@
 namespace vw::cpu {
 
 namespace {
-
-void check_norm_dims(const OpCall& c, int64_t C) {
-  if (C < 1) throw_range_error("[", c.op, "] C must be >= 1, got ", C);
-}
 
 double row_mean(const float* x, int64_t C) {
   double s = 0;
@@ -41,16 +38,11 @@ struct Split {
 }  // namespace
 
 void layer_norm_forward_cpu(const OpCall& c) {
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C");
-  check_norm_dims(c, C);
-  const double eps = c.fp(0, "eps");
-  if (!(eps >= 0) || !std::isfinite(eps)) throw_range_error("[", c.op, "] eps must be finite and >= 0, got ", eps);
-  const float* x = c.in_f32(0, numel(c, {R, C}), "X");
-  const float* w = c.in_f32(1, C, "w");
-  const float* b = c.in_f32(2, C, "b");
-  float* y = c.out_f32(0, numel(c, {R, C}), "Y");
-  float* mean = c.out_f32(1, R, "mean");
-  float* rstd = c.out_f32(2, R, "rstd");
+  const LayerNormArgs a = read_layer_norm_forward(c);
+  const int64_t R = a.R, C = a.C;
+  const double eps = a.eps;
+  const float *x = a.x, *w = a.w, *b = a.b;
+  float *y = a.out, *mean = a.mean, *rstd = a.rstd;
   parallel_for(R, row_grain(C), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * C;
@@ -72,17 +64,10 @@ void layer_norm_forward_cpu(const OpCall& c) {
 }
 
 void layer_norm_backward_cpu(const OpCall& c) {
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C");
-  check_norm_dims(c, C);
-  const int64_t RC = numel(c, {R, C});
-  const float* dy = c.in_f32(0, RC, "dY");
-  const float* x = c.in_f32(1, RC, "X");
-  const float* w = c.in_f32(2, C, "w");
-  c.in_f32(3, R, "mean");  // recomputed in double below
-  const float* rstd = c.in_f32(4, R, "rstd");
-  float* dx = c.out_f32(0, RC, "dX");
-  float* dw = c.out_f32(1, C, "dw");
-  float* db = c.out_f32(2, C, "db");
+  const LayerNormArgs a = read_layer_norm_backward(c);
+  const int64_t R = a.R, C = a.C;
+  const float *dy = a.dy, *x = a.x, *w = a.w, *rstd = a.saved_rstd;
+  float *dx = a.out, *dw = a.dw, *db = a.db;
   // dw, db reduce over rows: fixed row chunks (reduction_chunks) each sum [dw | db] in double privately,
   // merged in chunk order, so the result is bit-identical whatever the thread count.
   const int64_t chunks = reduction_chunks(R, C), rows_per = (R + chunks - 1) / chunks;

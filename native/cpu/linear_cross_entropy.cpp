@@ -14,7 +14,6 @@ namespace vw::cpu {
 
 OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   const char* op = "linear_cross_entropy";
-  check_dims(op, a.N, a.d, a.V);
   check_f32(op, a.dtype);
   const int64_t N = a.N, d = a.d, V = a.V;
   const float* h = static_cast<const float*>(a.h);
@@ -43,21 +42,20 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
 
   const double c = a.reduction == Reduction::Mean ? a.grad_scale / n_valid : a.grad_scale;
   const double eps = a.label_smoothing, lam = a.z_loss_weight;
-  const int64_t chunk = pick_chunk_rows(a.chunk_rows, N, V, 1, a.workspace_budget);
-  std::vector<float> z(static_cast<size_t>(chunk * V));
+  LogitBlocks blocks(st, a.chunk_rows, N, V, 1, a.workspace_budget);
+  const int64_t chunk = blocks.rows;
+  float* z = blocks.block(0);
   std::vector<double> row_loss(static_cast<size_t>(N), 0.0);
-  st.chunk_rows = chunk;
-  st.workspace_bytes = static_cast<int64_t>(z.size() * sizeof(float));
 
   for (int64_t c0 = 0; c0 < N; c0 += chunk) {
     const int64_t nc = std::min(chunk, N - c0);
     bool any = false;
     for (int64_t r = 0; r < nc; ++r) any |= a.targets[c0 + r] != a.ignore_index;
     if (!any) continue;  // a fully ignored chunk costs nothing and leaves dh zero
-    sgemm(false, true, nc, V, d, 1.f, h + c0 * d, d, w, d, 0.f, z.data(), V);
+    sgemm(false, true, nc, V, d, 1.f, h + c0 * d, d, w, d, 0.f, z, V);
     parallel_for(nc, 1, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        float* row = z.data() + r * V;
+        float* row = z + r * V;
         const int64_t i = c0 + r;
         const int32_t t = a.targets[i];
         if (t == a.ignore_index) {
@@ -81,17 +79,9 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
         }
       }
     });
-    if (grad) {
-      sgemm(false, false, nc, d, V, 1.f, z.data(), V, w, d, 0.f, dh + c0 * d, d);
-      sgemm(true, false, V, d, nc, 1.f, z.data(), V, h + c0 * d, d, 1.f, a.dw, d);
-    }
+    if (grad) logits_backward(nc, V, d, z, w, h + c0 * d, dh + c0 * d, a.dw);
   }
-  double total = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    total += row_loss[i];
-    a.row_loss[i] = static_cast<float>(row_loss[i]);
-  }
-  st.loss = a.reduction == Reduction::Mean ? total / n_valid : total;
+  st.loss = reduce_loss(store_row_losses(row_loss, a.row_loss), a.reduction, n_valid);
   return st;
 }
 

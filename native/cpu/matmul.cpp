@@ -8,10 +8,10 @@
 // matmul has no backward of its own: dA = dC op(B)^T and dB = op(A)^T dC are matmuls with other trans
 // flags, and dbias = sum_rows(dC) over all batches.
 #include <algorithm>
-#include <climits>
 #include <cstring>
 #include <vector>
 
+#include "../core/matmul_args.h"
 #include "work_split.h"
 #include "ops_cpu.h"
 #include "gemm.h"
@@ -19,34 +19,15 @@
 
 namespace vw::cpu {
 
-namespace {
-
-// Elements a batched operand spans: batch blocks of `block` elements, `stride` apart.
-int64_t batched_extent(const OpCall& c, int64_t batch, int64_t stride, int64_t block) {
-  if (batch == 0 || block == 0) return 0;
-  return add_elems(c, numel(c, {batch - 1, stride}), block);
-}
-
-}  // namespace
-
 void matmul_cpu(const OpCall& c) {
-  const int64_t batch = size_arg(c, 0, "batch"), M = size_arg(c, 1, "M"), N = size_arg(c, 2, "N"), K = size_arg(c, 3, "K");
-  const bool ta = flag_arg(c, 4, "transA"), tb = flag_arg(c, 5, "transB");
-  const bool has_bias = flag_arg(c, 6, "hasBias"), acc = flag_arg(c, 7, "accumulate");
-  const int64_t sA = size_arg(c, 8, "strideA"), sB = size_arg(c, 9, "strideB"), sC = size_arg(c, 10, "strideC");
-  const float alpha = static_cast<float>(c.fp(0, "alpha"));
-  for (int64_t d : {M, N, K})
-    if (d > INT_MAX) throw_range_error("[", c.op, "] M, N and K must be <= ", INT_MAX, " (BLAS int), got ", d);
-  const int64_t MN = numel(c, {M, N});
-  const float* A = c.in_f32(0, batched_extent(c, batch, sA, numel(c, {M, K})), "A");
-  const float* B = c.in_f32(1, batched_extent(c, batch, sB, numel(c, {K, N})), "B");
-  const float* bias = has_bias ? c.in_f32(2, N, "bias") : nullptr;
-  float* C = c.out_f32(0, batched_extent(c, batch, sC, MN), "C");
-  if (batch == 0 || MN == 0) return;
-  // With all three strides 0 no buffer bounds the batch count: every batch repeats one product into one C,
-  // so batch = 2^32 would loop for minutes. Such a call is never meaningful (ops.ts skips empty products).
-  if (batch > 1 && sA == 0 && sB == 0 && sC == 0)
-    throw_range_error("[", c.op, "] batch = ", batch, " with strideA = strideB = strideC = 0 repeats one product; pass batch = 1");
+  const MatmulArgs a = read_matmul(c, false);
+  if (a.empty()) return;
+  const int64_t batch = a.batch, M = a.M, N = a.N, K = a.K, sA = a.sA, sB = a.sB, sC = a.sC;
+  const bool ta = a.trans_a, tb = a.trans_b, has_bias = a.has_bias, acc = a.acc;
+  const float* A = static_cast<const float*>(a.A);
+  const float* B = static_cast<const float*>(a.B);
+  const float* bias = static_cast<const float*>(a.bias);
+  float* C = static_cast<float*>(a.C);
 
   // Batches run one after the other on the calling thread (the BLAS threads each GEMM itself; concurrent
   // BLAS calls from our pool would oversubscribe the cores). Being in order, overlapping outputs are well
@@ -68,15 +49,16 @@ void matmul_cpu(const OpCall& c) {
         }
       });
     }
-    sgemm(ta, tb, M, N, K, alpha, A + b * sA, ta ? M : K, B + b * sB, tb ? K : N, beta, Cb, N);
+    sgemm(ta, tb, M, N, K, a.alpha, A + b * sA, ta ? M : K, B + b * sB, tb ? K : N, beta, Cb, N);
   }
 }
 
 void sum_rows_cpu(const OpCall& c) {
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C");
-  const bool acc = flag_arg(c, 2, "accumulate");
-  const float* x = c.in_f32(0, numel(c, {R, C}), "X");
-  float* y = c.out_f32(0, C, "y");
+  const SumRowsArgs a = read_sum_rows(c);
+  const int64_t R = a.R, C = a.C;
+  const bool acc = a.acc;
+  const float* x = a.x;
+  float* y = a.y;
   if (C == 0) return;
   auto store = [&](int64_t j, double s) { y[j] = acc ? static_cast<float>(y[j] + s) : static_cast<float>(s); };
 

@@ -25,13 +25,34 @@ void softmax_rows(const char* op, float* z, int64_t nc, int64_t V, int64_t c0) {
   });
 }
 
+// The dtype and the inputs of either op (gradOut: the backward's).
 void check_pif(const char* op, const PseudoImageFeaturesArgs& a) {
-  check_dims(op, a.N, a.d, a.V);
   check_f32(op, a.dtype);
-  if (a.dE < 1) throw_range_error("[", op, "] invalid embedding width dE=", a.dE);
   check_finite(op, "x", a.x, a.N * a.d);
   check_finite(op, "wVm", a.w_vm, a.V * a.d);
   check_finite(op, "e", a.e, a.V * a.dE);
+  if (a.grad_out) check_finite(op, "gradOut", a.grad_out, a.N * a.dE);
+}
+
+// The chunk loop of both ops: per chunk of nc rows from row c0, P = softmax(x_c Wvm^T) into block 0 of
+// `count` logit blocks, then chunk_fn(c0, nc, blocks).
+template <typename ChunkFn>
+OpStats softmax_chunks(const char* op, const PseudoImageFeaturesArgs& a, int count, ChunkFn&& chunk_fn) {
+  const int64_t N = a.N, d = a.d, V = a.V;
+  const float* x = static_cast<const float*>(a.x);
+  const float* w = static_cast<const float*>(a.w_vm);
+  OpStats st;
+  st.rows = N;
+  if (N == 0) return st;
+  LogitBlocks blocks(st, a.chunk_rows, N, V, count, a.workspace_budget);
+  for (int64_t c0 = 0; c0 < N; c0 += blocks.rows) {
+    const int64_t nc = std::min(blocks.rows, N - c0);
+    float* p = blocks.block(0);
+    sgemm(false, true, nc, V, d, 1.f, x + c0 * d, d, w, d, 0.f, p, V);
+    softmax_rows(op, p, nc, V, c0);
+    chunk_fn(c0, nc, blocks);
+  }
+  return st;
 }
 
 }  // namespace
@@ -39,25 +60,12 @@ void check_pif(const char* op, const PseudoImageFeaturesArgs& a) {
 OpStats pseudo_image_features(const PseudoImageFeaturesArgs& a) {
   const char* op = "pseudo_image_features";
   check_pif(op, a);
-  const int64_t N = a.N, d = a.d, V = a.V, dE = a.dE;
-  const float* x = static_cast<const float*>(a.x);
-  const float* w = static_cast<const float*>(a.w_vm);
+  const int64_t V = a.V, dE = a.dE;
   const float* e = static_cast<const float*>(a.e);
   float* out = static_cast<float*>(a.out);
-  OpStats st;
-  st.rows = N;
-  if (N == 0) return st;
-  const int64_t chunk = pick_chunk_rows(a.chunk_rows, N, V, 1, a.workspace_budget);
-  std::vector<float> p(static_cast<size_t>(chunk * V));
-  st.chunk_rows = chunk;
-  st.workspace_bytes = static_cast<int64_t>(p.size() * sizeof(float));
-  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
-    const int64_t nc = std::min(chunk, N - c0);
-    sgemm(false, true, nc, V, d, 1.f, x + c0 * d, d, w, d, 0.f, p.data(), V);
-    softmax_rows(op, p.data(), nc, V, c0);
-    sgemm(false, false, nc, dE, V, 1.f, p.data(), V, e, dE, 0.f, out + c0 * dE, dE);
-  }
-  return st;
+  return softmax_chunks(op, a, 1, [&](int64_t c0, int64_t nc, LogitBlocks& blocks) {
+    sgemm(false, false, nc, dE, V, 1.f, blocks.block(0), V, e, dE, 0.f, out + c0 * dE, dE);
+  });
 }
 
 OpStats pseudo_image_features_backward(const PseudoImageFeaturesArgs& a) {
@@ -68,35 +76,24 @@ OpStats pseudo_image_features_backward(const PseudoImageFeaturesArgs& a) {
   const float* w = static_cast<const float*>(a.w_vm);
   const float* e = static_cast<const float*>(a.e);
   const float* gout = static_cast<const float*>(a.grad_out);
-  check_finite(op, "gradOut", gout, N * dE);
   float* dx = static_cast<float*>(a.dx);
   zero_f32(dx, N * d);
   zero_f32(a.dw_vm, V * d);
   zero_f32(a.de, V * dE);
-  OpStats st;
-  st.rows = N;
-  if (N == 0) return st;
-  const int64_t chunk = pick_chunk_rows(a.chunk_rows, N, V, 2, a.workspace_budget);
-  std::vector<float> p(static_cast<size_t>(chunk * V)), g(static_cast<size_t>(chunk * V));
-  st.chunk_rows = chunk;
-  st.workspace_bytes = static_cast<int64_t>((p.size() + g.size()) * sizeof(float));
-  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
-    const int64_t nc = std::min(chunk, N - c0);
-    sgemm(false, true, nc, V, d, 1.f, x + c0 * d, d, w, d, 0.f, p.data(), V);
-    softmax_rows(op, p.data(), nc, V, c0);
-    sgemm(false, true, nc, V, dE, 1.f, gout + c0 * dE, dE, e, dE, 0.f, g.data(), V);
+  return softmax_chunks(op, a, 2, [&](int64_t c0, int64_t nc, LogitBlocks& blocks) {
+    const float* p = blocks.block(0);
+    float* g = blocks.block(1);
+    sgemm(false, true, nc, V, dE, 1.f, gout + c0 * dE, dE, e, dE, 0.f, g, V);
     parallel_for(nc, 1, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        float* gr = g.data() + r * V;
-        const float* pr = p.data() + r * V;
+        float* gr = g + r * V;
+        const float* pr = p + r * V;
         vec_softmax_grad(gr, pr, V, static_cast<float>(vec_dot(pr, gr, V)));
       }
     });
-    sgemm(false, false, nc, d, V, 1.f, g.data(), V, w, d, 0.f, dx + c0 * d, d);
-    sgemm(true, false, V, d, nc, 1.f, g.data(), V, x + c0 * d, d, 1.f, a.dw_vm, d);
-    sgemm(true, false, V, dE, nc, 1.f, p.data(), V, gout + c0 * dE, dE, 1.f, a.de, dE);
-  }
-  return st;
+    logits_backward(nc, V, d, g, w, x + c0 * d, dx + c0 * d, a.dw_vm);
+    sgemm(true, false, V, dE, nc, 1.f, p, V, gout + c0 * dE, dE, 1.f, a.de, dE);
+  });
 }
 
 // The table entries (native/core/ops.def).

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../core/norm_args.h"
 #include "work_split.h"
 #include "ops_cpu.h"
 #include "parallel.h"
@@ -12,12 +13,13 @@
 namespace vw::cpu {
 
 void rms_norm_forward_cpu(const OpCall& c) {
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C"), n = numel(c, {R, C});
-  const double eps = c.fp(0, "eps");
-  const float* x = c.in_f32(0, n, "x");
-  const float* w = c.in_f32(1, C, "w");
-  float* y = c.out_f32(0, n, "y");
-  float* rstd = c.out_f32(1, R, "rstd");
+  const RmsNormArgs a = read_rms_norm_forward(c, false);
+  const int64_t R = a.R, C = a.C;
+  const double eps = a.eps;
+  const float* x = static_cast<const float*>(a.x);
+  const float* w = static_cast<const float*>(a.w);
+  float* y = static_cast<float*>(a.out);
+  float* rstd = a.rstd;
   parallel_for(R, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * C;
@@ -32,13 +34,14 @@ void rms_norm_forward_cpu(const OpCall& c) {
 }
 
 void rms_norm_backward_cpu(const OpCall& c) {
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C"), n = numel(c, {R, C});
-  const float* dy = c.in_f32(0, n, "dy");
-  const float* x = c.in_f32(1, n, "x");
-  const float* w = c.in_f32(2, C, "w");
-  const float* rstd = c.in_f32(3, R, "rstd");
-  float* dx = c.out_f32(0, n, "dx");
-  float* dw = c.out_f32(1, C, "dw");
+  const RmsNormArgs a = read_rms_norm_backward(c, false);
+  const int64_t R = a.R, C = a.C;
+  const float* dy = static_cast<const float*>(a.dy);
+  const float* x = static_cast<const float*>(a.x);
+  const float* w = static_cast<const float*>(a.w);
+  const float* rstd = a.saved_rstd;
+  float* dx = static_cast<float*>(a.out);
+  float* dw = a.dw;
   // dw is a reduction over rows: each part sums its rows privately; parts merge in order (deterministic).
   std::vector<std::vector<double>> partial(static_cast<size_t>(num_threads()));
   parallel_parts(R, 16, [&](int64_t part, int64_t r0, int64_t r1) {

@@ -24,6 +24,8 @@
 
 namespace vw::cpu {
 
+namespace {
+
 void check_row_ids(const OpCall& c, const int32_t* idx, int64_t n, int64_t S, const char* idx_name) {
   for (int64_t i = 0; i < n; ++i)
     if (idx[i] < 0 || idx[i] >= S) throw_range_error("[", c.op, "] ", idx_name, "[", i, "] = ", idx[i], " is outside [0, ", S, ")");
@@ -71,24 +73,17 @@ void scatter_add_rows_f32(const float* ddst, const int32_t* idx, float* dsrc, in
   });
 }
 
+}  // namespace
+
 void copy_2d_cpu(const OpCall& c) {
-  const int64_t rows = size_arg(c, 0, "rows"), cols = size_arg(c, 1, "cols");
-  const int64_t s_stride = size_arg(c, 2, "srcStride"), d_stride = size_arg(c, 3, "dstStride");
-  const int64_t s_off = size_arg(c, 4, "srcOffset"), d_off = size_arg(c, 5, "dstOffset");
-  const bool acc = flag_arg(c, 6, "accumulate");
-  if (rows > 1 && d_stride < cols)
-    throw_range_error("[", c.op, "] dstStride (", d_stride, ") must be >= cols (", cols, ") when rows > 1: destination rows would overlap");
-  const bool empty = rows == 0 || cols == 0;
-  // Elements each buffer must hold: offset + (rows - 1) * stride + cols.
-  auto extent = [&](int64_t off, int64_t stride) { return empty ? 0 : add_elems(c, add_elems(c, off, numel(c, {rows - 1, stride})), cols); };
-  const float* src = c.in_f32(0, extent(s_off, s_stride), "src");
-  float* dst = c.out_f32(0, extent(d_off, d_stride), "dst");
-  if (empty) return;
-  parallel_for(rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
+  const Copy2dArgs a = read_copy_2d(c);
+  if (a.empty) return;
+  const int64_t cols = a.cols;
+  parallel_for(a.rows, row_grain(cols), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const float* s = src + s_off + r * s_stride;
-      float* d = dst + d_off + r * d_stride;
-      if (acc) {
+      const float* s = a.src + a.s_off + r * a.s_stride;
+      float* d = a.dst + a.d_off + r * a.d_stride;
+      if (a.acc) {
 #pragma omp simd
         for (int64_t j = 0; j < cols; ++j) d[j] += s[j];
       } else {
@@ -98,40 +93,27 @@ void copy_2d_cpu(const OpCall& c) {
   });
 }
 
-void gather_rows_cpu(const OpCall& c) {
-  const int64_t S = size_arg(c, 0, "S"), n = size_arg(c, 1, "n"), C = size_arg(c, 2, "C");
-  const float* src = c.in_f32(0, numel(c, {S, C}), "src");
-  const int32_t* idx = c.in_i32(1, n, "idx");
-  float* dst = c.out_f32(0, numel(c, {n, C}), "dst");
-  check_row_ids(c, idx, n, S, "idx");
-  gather_rows_f32(src, idx, dst, n, C);
+void move_rows(const OpCall& c, const RowMoveArgs& a) {
+  check_row_ids(c, a.idx, a.n, a.S, a.idx_name);
+  if (a.scatter)
+    scatter_add_rows_f32(a.src, a.idx, a.dst, a.S, a.n, a.C);
+  else
+    gather_rows_f32(a.src, a.idx, a.dst, a.n, a.C);
 }
 
-void scatter_add_rows_cpu(const OpCall& c) {
-  const int64_t S = size_arg(c, 0, "S"), n = size_arg(c, 1, "n"), C = size_arg(c, 2, "C");
-  const float* ddst = c.in_f32(0, numel(c, {n, C}), "dDst");
-  const int32_t* idx = c.in_i32(1, n, "idx");
-  float* dsrc = c.out_f32(0, numel(c, {S, C}), "dSrc");
-  check_row_ids(c, idx, n, S, "idx");
-  scatter_add_rows_f32(ddst, idx, dsrc, S, n, C);
-}
+void gather_rows_cpu(const OpCall& c) { move_rows(c, read_gather_rows(c, false)); }
+void scatter_add_rows_cpu(const OpCall& c) { move_rows(c, read_gather_rows(c, true)); }
 
 void im2col_cpu(const OpCall& c) {
-  const int64_t B = size_arg(c, 0, "B"), Cin = size_arg(c, 1, "Cin"), H = size_arg(c, 2, "H"), W = size_arg(c, 3, "W");
-  const int64_t p = size_arg(c, 4, "p");
-  if (p < 1) throw_range_error("[", c.op, "] patch size p must be >= 1, got ", p);
-  if (H % p != 0 || W % p != 0)
-    throw_range_error("[", c.op, "] H (", H, ") and W (", W, ") must be multiples of the patch size p (", p, ")");
-  const int64_t Hp = H / p, Wp = W / p, P = Hp * Wp, K = numel(c, {Cin, p, p});
-  const float* img = c.in_f32(0, numel(c, {B, Cin, H, W}), "img");
-  float* cols = c.out_f32(0, numel(c, {B, P, K}), "cols");
+  const Im2colArgs a = read_im2col(c);
+  const int64_t Cin = a.Cin, H = a.H, W = a.W, p = a.p, P = a.P, Wp = a.Wp, K = a.K;
   if (K == 0) return;
-  parallel_for(B * P, row_grain(K), [&](int64_t r0, int64_t r1) {
+  parallel_for(a.B * P, row_grain(K), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / P, py = (r % P) / Wp, px = r % Wp;
-      float* out = cols + r * K;
+      float* out = a.cols + r * K;
       for (int64_t ch = 0; ch < Cin; ++ch) {
-        const float* plane = img + ((b * Cin + ch) * H + py * p) * W + px * p;
+        const float* plane = a.img + ((b * Cin + ch) * H + py * p) * W + px * p;
         for (int64_t ky = 0; ky < p; ++ky) std::memcpy(out + (ch * p + ky) * p, plane + ky * W, sizeof(float) * static_cast<size_t>(p));
       }
     }

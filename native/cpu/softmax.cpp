@@ -3,6 +3,7 @@
 // the forward output Y, which the forward returns anyway. A row of all -inf gives NaN (as PyTorch).
 #include <cmath>
 
+#include "../core/softmax_args.h"
 #include "work_split.h"
 #include "ops_cpu.h"
 #include "parallel.h"
@@ -11,10 +12,10 @@
 namespace vw::cpu {
 
 void softmax_forward_cpu(const OpCall& c) {
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C");
-  const int64_t n = numel(c, {R, C});
-  const float* x = c.in_f32(0, n, "X");
-  float* y = c.out_f32(0, n, "Y");
+  const SoftmaxArgs a = read_softmax(c, false);
+  const int64_t R = a.R, C = a.C;
+  const float* x = a.x;
+  float* y = a.out;
   if (C == 0) return;
   parallel_for(R, row_grain(C), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -27,11 +28,10 @@ void softmax_forward_cpu(const OpCall& c) {
 }
 
 void softmax_backward_cpu(const OpCall& c) {
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C");
-  const int64_t n = numel(c, {R, C});
-  const float* dy = c.in_f32(0, n, "dY");
-  const float* y = c.in_f32(1, n, "Y");
-  float* dx = c.out_f32(0, n, "dX");
+  const SoftmaxArgs a = read_softmax(c, true);
+  const int64_t R = a.R, C = a.C;
+  const float *dy = a.dy, *y = a.y;
+  float* dx = a.out;
   if (C == 0) return;
   parallel_for(R, row_grain(C), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {

@@ -5,58 +5,50 @@
 #include <cstring>
 
 namespace vw::cpu {
+
+// The primitives of vec.h, each defined by both builds (vec_kernels.inc) with vec.h's signature.
+#define VW_VEC_PRIMITIVES(X) \
+  X(vec_max) X(vec_sum) X(vec_dot) X(vec_sum_exp) X(vec_exp) X(vec_all_finite) X(vec_kl) X(vec_kl_grad) X(vec_softmax_grad)
+
+#define VW_DECLARE(name) decltype(::vw::cpu::name) name;
 namespace generic {
-float vec_max(const float* x, int64_t n);
-double vec_sum(const float* x, int64_t n);
-double vec_dot(const float* x, const float* y, int64_t n);
-double vec_sum_exp(const float* x, int64_t n, float shift);
-void vec_exp(float* y, const float* x, int64_t n, double shift, float scale);
-bool vec_all_finite(const float* x, int64_t n);
-KlRow vec_kl(const float* a, const float* b, int64_t n, double lse_a, double lse_b);
-void vec_kl_grad(float* a, float* b, int64_t n, double lse_a, double lse_b, const KlRow& row, float sa, float sb);
-void vec_softmax_grad(float* g, const float* p, int64_t n, float dot);
+VW_VEC_PRIMITIVES(VW_DECLARE)
 }  // namespace generic
 #ifdef VWLMM_HAVE_AVX2_BUILD
 namespace avx2 {
-float vec_max(const float* x, int64_t n);
-double vec_sum(const float* x, int64_t n);
-double vec_dot(const float* x, const float* y, int64_t n);
-double vec_sum_exp(const float* x, int64_t n, float shift);
-void vec_exp(float* y, const float* x, int64_t n, double shift, float scale);
-bool vec_all_finite(const float* x, int64_t n);
-KlRow vec_kl(const float* a, const float* b, int64_t n, double lse_a, double lse_b);
-void vec_kl_grad(float* a, float* b, int64_t n, double lse_a, double lse_b, const KlRow& row, float sa, float sb);
-void vec_softmax_grad(float* g, const float* p, int64_t n, float dot);
+VW_VEC_PRIMITIVES(VW_DECLARE)
 }  // namespace avx2
 #endif
+#undef VW_DECLARE
 
 namespace {
 struct VecImpl {
-  decltype(&generic::vec_max) vec_max;
-  decltype(&generic::vec_sum) vec_sum;
-  decltype(&generic::vec_dot) vec_dot;
-  decltype(&generic::vec_sum_exp) vec_sum_exp;
-  decltype(&generic::vec_exp) vec_exp;
-  decltype(&generic::vec_all_finite) vec_all_finite;
-  decltype(&generic::vec_kl) vec_kl;
-  decltype(&generic::vec_kl_grad) vec_kl_grad;
-  decltype(&generic::vec_softmax_grad) vec_softmax_grad;
+#define VW_FIELD(name) decltype(&::vw::cpu::name) name;
+  VW_VEC_PRIMITIVES(VW_FIELD)
+#undef VW_FIELD
   const char* name;
 };
+
+// The table of one build: VecImpl{ns::vec_max, ..., "name"}.
+#define VW_GENERIC(name) generic::name,
+#define VW_AVX2(name) avx2::name,
 
 const VecImpl& impl() {
   static const VecImpl chosen = [] {
     // VWLMM_SIMD=generic forces the baseline build (tests check both builds against the reference).
     const char* force = std::getenv("VWLMM_SIMD");
-    if (force && std::strcmp(force, "generic") == 0) return VecImpl{generic::vec_max, generic::vec_sum, generic::vec_dot, generic::vec_sum_exp, generic::vec_exp, generic::vec_all_finite, generic::vec_kl, generic::vec_kl_grad, generic::vec_softmax_grad, "generic"};
+    if (force && std::strcmp(force, "generic") == 0) return VecImpl{VW_VEC_PRIMITIVES(VW_GENERIC) "generic"};
 #ifdef VWLMM_HAVE_AVX2_BUILD
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return VecImpl{avx2::vec_max, avx2::vec_sum, avx2::vec_dot, avx2::vec_sum_exp, avx2::vec_exp, avx2::vec_all_finite, avx2::vec_kl, avx2::vec_kl_grad, avx2::vec_softmax_grad, "avx2+fma"};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return VecImpl{VW_VEC_PRIMITIVES(VW_AVX2) "avx2+fma"};
 #endif
-    return VecImpl{generic::vec_max, generic::vec_sum, generic::vec_dot, generic::vec_sum_exp, generic::vec_exp, generic::vec_all_finite, generic::vec_kl, generic::vec_kl_grad, generic::vec_softmax_grad, "generic"};
+    return VecImpl{VW_VEC_PRIMITIVES(VW_GENERIC) "generic"};
   }();
   return chosen;
 }
+
+#undef VW_GENERIC
+#undef VW_AVX2
 }  // namespace
 
 const char* vec_isa_name() { return impl().name; }
@@ -70,5 +62,7 @@ bool vec_all_finite(const float* x, int64_t n) { return impl().vec_all_finite(x,
 KlRow vec_kl(const float* a, const float* b, int64_t n, double lse_a, double lse_b) { return impl().vec_kl(a, b, n, lse_a, lse_b); }
 void vec_kl_grad(float* a, float* b, int64_t n, double lse_a, double lse_b, const KlRow& row, float sa, float sb) { return impl().vec_kl_grad(a, b, n, lse_a, lse_b, row, sa, sb); }
 void vec_softmax_grad(float* g, const float* p, int64_t n, float dot) { return impl().vec_softmax_grad(g, p, n, dot); }
+
+#undef VW_VEC_PRIMITIVES
 
 }  // namespace vw::cpu

@@ -15,10 +15,7 @@ namespace vw::cpu {
 
 OpStats visual_word_kl(const VisualWordKLArgs& a) {
   const char* op = "visual_word_kl";
-  check_dims(op, a.M, a.d, a.V);
   check_f32(op, a.dtype);
-  if (!(a.temperature > 0) || !std::isfinite(a.temperature))
-    throw_range_error("[", op, "] temperature must be a positive finite number, got ", a.temperature);
   const int64_t M = a.M, d = a.d, V = a.V;
   const float* h = static_cast<const float*>(a.h);
   const float* x = static_cast<const float*>(a.x);
@@ -47,16 +44,14 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   const float inv_t = static_cast<float>(1.0 / a.temperature);
   const double s = a.grad_scale / a.temperature / (a.reduction == Reduction::Mean ? M : 1);
   const float sb = static_cast<float>(s), sa = grad_target ? sb : 0.f;
-  const int64_t chunk = pick_chunk_rows(a.chunk_rows, M, V, 2, a.workspace_budget);
-  std::vector<float> la(static_cast<size_t>(chunk * V)), lb(static_cast<size_t>(chunk * V));
+  LogitBlocks blocks(st, a.chunk_rows, M, V, 2, a.workspace_budget);
+  const int64_t chunk = blocks.rows;
+  float* A = blocks.block(0);
+  float* B = blocks.block(1);
   std::vector<double> row_loss(static_cast<size_t>(M));
-  st.chunk_rows = chunk;
-  st.workspace_bytes = static_cast<int64_t>((la.size() + lb.size()) * sizeof(float));
 
   for (int64_t c0 = 0; c0 < M; c0 += chunk) {
     const int64_t nc = std::min(chunk, M - c0);
-    float* A = la.data();
-    float* B = lb.data();
     sgemm(false, true, nc, V, d, inv_t, x + c0 * d, d, w_vm, d, 0.f, A, V);
     sgemm(false, true, nc, V, d, inv_t, h + c0 * d, d, w_lm, d, 0.f, B, V);
     parallel_for(nc, 1, [&](int64_t r0, int64_t r1) {
@@ -73,21 +68,10 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
         if (grad) vec_kl_grad(ar, br, V, lse_a, lse_b, kl, sa, sb);
       }
     });
-    if (grad) {
-      sgemm(false, false, nc, d, V, 1.f, B, V, w_lm, d, 0.f, dh + c0 * d, d);
-      sgemm(true, false, V, d, nc, 1.f, B, V, h + c0 * d, d, 1.f, a.dw_lm, d);
-    }
-    if (grad_target) {
-      sgemm(false, false, nc, d, V, 1.f, A, V, w_vm, d, 0.f, dx + c0 * d, d);
-      sgemm(true, false, V, d, nc, 1.f, A, V, x + c0 * d, d, 1.f, a.dw_vm, d);
-    }
+    if (grad) logits_backward(nc, V, d, B, w_lm, h + c0 * d, dh + c0 * d, a.dw_lm);
+    if (grad_target) logits_backward(nc, V, d, A, w_vm, x + c0 * d, dx + c0 * d, a.dw_vm);
   }
-  double total = 0;
-  for (int64_t i = 0; i < M; ++i) {
-    total += row_loss[i];
-    a.row_loss[i] = static_cast<float>(row_loss[i]);
-  }
-  st.loss = a.reduction == Reduction::Mean ? total / M : total;
+  st.loss = reduce_loss(store_row_losses(row_loss, a.row_loss), a.reduction, M);
   return st;
 }
 

@@ -11,9 +11,7 @@ namespace vw::cpu {
 
 OpStats visual_words(const VisualWordsArgs& a) {
   const char* op = "visual_words";
-  check_dims(op, a.N, a.d, a.V);
   check_f32(op, a.dtype);
-  if (a.k < 1 || a.k > a.V) throw_range_error("[", op, "] topK must be in [1, V = ", a.V, "], got ", a.k);
   const int64_t N = a.N, d = a.d, V = a.V, k = a.k;
   const float* x = static_cast<const float*>(a.x);
   const float* w = static_cast<const float*>(a.w_vm);
@@ -22,10 +20,9 @@ OpStats visual_words(const VisualWordsArgs& a) {
   OpStats st;
   st.rows = N;
   if (N == 0) return st;
-  const int64_t chunk = pick_chunk_rows(a.chunk_rows, N, V, 1, a.workspace_budget);
-  std::vector<float> z(static_cast<size_t>(chunk * V));
-  st.chunk_rows = chunk;
-  st.workspace_bytes = static_cast<int64_t>(z.size() * sizeof(float));
+  LogitBlocks blocks(st, a.chunk_rows, N, V, 1, a.workspace_budget);
+  const int64_t chunk = blocks.rows;
+  float* z = blocks.block(0);
 
   // "better" = larger logit, then lower id; the heap keeps the worst of the current top-k on top.
   auto better = [](const std::pair<float, int32_t>& l, const std::pair<float, int32_t>& r) {
@@ -33,12 +30,12 @@ OpStats visual_words(const VisualWordsArgs& a) {
   };
   for (int64_t c0 = 0; c0 < N; c0 += chunk) {
     const int64_t nc = std::min(chunk, N - c0);
-    sgemm(false, true, nc, V, d, 1.f, x + c0 * d, d, w, d, 0.f, z.data(), V);
+    sgemm(false, true, nc, V, d, 1.f, x + c0 * d, d, w, d, 0.f, z, V);
     parallel_for(nc, 1, [&](int64_t r0, int64_t r1) {
       std::vector<std::pair<float, int32_t>> heap;
       heap.reserve(static_cast<size_t>(k));
       for (int64_t r = r0; r < r1; ++r) {
-        const float* row = z.data() + r * V;
+        const float* row = z + r * V;
         const float m = vec_max(row, V);
         check_logit_row(op, m, c0 + r);
         const double lse = m + std::log(vec_sum_exp(row, V, m));

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "../core/op_args.h"
+#include "../core/rows_args.h"
 
 namespace vw::cpu {
 
@@ -22,12 +23,10 @@ inline int64_t reduction_chunks(int64_t R, int64_t C) {
   return std::max<int64_t>(1, std::min<int64_t>({16, R, R * std::max<int64_t>(C, 1) / (2 * kElemGrain)}));
 }
 
-// Shared by embedding_forward / gather_rows and embedding_backward / scatter_add_rows (rows.cpp):
+// The body of embedding_forward / gather_rows and embedding_backward / scatter_add_rows (rows.cpp): the ids
+// checked against [0, S) first (the message names a.idx_name), then
 //   gather:      dst[i, :] = src[idx[i], :]          (src [S, C], idx [n], dst [n, C])
-//   scatter-add: dsrc[idx[i], :] += ddst[i, :]      (deterministic, race-free; see rows.cpp)
-// idx is checked against [0, S) first; the message names `idx_name`.
-void check_row_ids(const OpCall& c, const int32_t* idx, int64_t n, int64_t S, const char* idx_name);
-void gather_rows_f32(const float* src, const int32_t* idx, float* dst, int64_t n, int64_t C);
-void scatter_add_rows_f32(const float* ddst, const int32_t* idx, float* dsrc, int64_t S, int64_t n, int64_t C);
+//   scatter-add: dst[idx[i], :] += src[i, :]        (deterministic, race-free; see rows.cpp)
+void move_rows(const OpCall& c, const RowMoveArgs& a);
 
 }  // namespace vw::cpu

@@ -220,7 +220,7 @@ float element_as_float(const char* op, const Context& ctx, const void* ptr, int6
 
 }  // namespace
 
-DeviceBuffer start_checks(const char* op, const Context& ctx, DType t, std::initializer_list<NamedInput> inputs,
+DeviceBuffer start_checks(const char* op, const Context& ctx, DType t, const std::vector<NamedInput>& inputs,
                           int64_t* tally) {
   if (inputs.size() >= static_cast<size_t>(kLogitSlot)) throw_runtime_error("[", op, "] too many checked inputs");
   DeviceBuffer status(op, ctx, kStatusBytes, tally);
@@ -238,7 +238,7 @@ DeviceBuffer start_checks(const char* op, const Context& ctx, DType t, std::init
 }
 
 void raise_status(const char* op, const Context& ctx, const DeviceBuffer& status, DType t,
-                  std::initializer_list<NamedInput> inputs) {
+                  const std::vector<NamedInput>& inputs) {
   unsigned long long h[kStatusSlots];
   CUDA_CHECK(op, cudaMemcpyAsync(h, status.get(), kStatusBytes, cudaMemcpyDeviceToHost, ctx.stream));
   CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));

@@ -1,6 +1,7 @@
 // Shared pieces of the CUDA kernels (native/cuda/*.cu): error macros that throw vw::Error, the per-process
-// stream + cuBLAS handle, RAII device scratch, the row-major GEMM helper, the deferred input/logit checks,
-// and device helpers (bf16 conversion, warp/block reductions, online-softmax states, vector row access).
+// stream + cuBLAS handle, RAII device scratch, the float-dtype dispatch, the row-major GEMM helpers, the
+// deferred input/logit checks and the frame of a fused-op call (FusedCall, ChunkBlocks), and device helpers
+// (bf16 conversion, warp/block reductions, online-softmax states, vector row access, row-pass launches).
 //
 // Conventions shared by every op (see native/core/fused_args.h for the math):
 //   * all work runs on one blocking stream (context().stream), so it is ordered after the cudaMemcpy /
@@ -17,9 +18,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <initializer_list>
 #include <limits>
 #include <utility>
+#include <vector>
 
 #include "../core/dtype.h"
 #include "../core/error.h"
@@ -89,10 +90,10 @@ class DeviceBuffer {
 
 // ------------------------------------------------------------------------------------------- args
 
+// The argument readers (native/core/fused_args.h) have checked rows >= 0, d >= 1, V >= 1 and the float
+// type; the CUDA backend adds its int32 limit: row passes index a row with int and cuBLAS takes int sizes /
+// leading dimensions.
 inline void check_dims(const char* op, int64_t rows, int64_t d, int64_t V) {
-  if (rows < 0 || d < 1 || V < 1)
-    throw_range_error("[", op, "] invalid sizes: rows=", rows, " d=", d, " V=", V, " (need rows >= 0, d >= 1, V >= 1)");
-  // Row passes index a row with int and cuBLAS takes int sizes / leading dimensions.
   const int64_t kMax = std::numeric_limits<int32_t>::max();
   if (rows > kMax || d > kMax || V > kMax)
     throw_range_error("[", op, "] sizes rows=", rows, " d=", d, " V=", V, " exceed the CUDA backend's limit of ", kMax);
@@ -104,6 +105,20 @@ inline void check_dtype(const char* op, DType t) {
 }
 
 inline cudaDataType_t cuda_type(DType t) { return t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+template <typename T>
+struct Tag {
+  using type = T;
+};
+
+// f(Tag<float>{}) or f(Tag<__nv_bfloat16>{}): the C++ type of a float DType.
+template <typename F>
+void dispatch_float(DType t, F&& f) {
+  if (t == DType::BF16)
+    f(Tag<__nv_bfloat16>{});
+  else
+    f(Tag<float>{});
+}
 
 // p + elems elements of type t (pointer arithmetic on the untyped tensors of the argument structs).
 inline const void* elem_offset(const void* p, int64_t elems, DType t) {
@@ -131,6 +146,15 @@ void gemm_rm(const char* op, cublasHandle_t handle, bool trans_a, bool trans_b, 
              float alpha, const void* A, cudaDataType_t type_a, int64_t lda, const void* B, cudaDataType_t type_b,
              int64_t ldb, float beta, void* C, cudaDataType_t type_c, int64_t ldc);
 
+// The backward of a chunk's logits z = x_c W^T (x_c [nc, d], W [V, d], both of type tin) from dz [nc, V]
+// (type tg): dx_c = dz W (type tin), dW = dz^T x_c + beta dW (float32).
+inline void logits_backward(const char* op, cublasHandle_t handle, int64_t nc, int64_t V, int64_t d, const void* dz,
+                            cudaDataType_t tg, const void* w, const void* x_c, cudaDataType_t tin, void* dx_c, float* dw,
+                            float beta) {
+  gemm_rm(op, handle, false, false, nc, d, V, 1.f, dz, tg, V, w, tin, d, 0.f, dx_c, tin, d);
+  gemm_rm(op, handle, true, false, V, d, nc, 1.f, dz, tg, V, x_c, tin, d, beta, dw, CUDA_R_32F, d);
+}
+
 // ------------------------------------------------------------------------------------------- checks
 
 // Status words of one op call (device, unsigned long long, all bits set = nothing found):
@@ -148,13 +172,63 @@ struct NamedInput {
 };
 
 // Allocates the status words, clears them, and queues a non-finite scan of each input (slot = position).
-DeviceBuffer start_checks(const char* op, const Context& ctx, DType t, std::initializer_list<NamedInput> inputs,
+DeviceBuffer start_checks(const char* op, const Context& ctx, DType t, const std::vector<NamedInput>& inputs,
                           int64_t* tally);
 
 // Synchronises the stream, reads the status words and throws the first error in the CPU backend's order:
 // inputs in the given order, then the first non-finite logit row.
 void raise_status(const char* op, const Context& ctx, const DeviceBuffer& status, DType t,
-                  std::initializer_list<NamedInput> inputs);
+                  const std::vector<NamedInput>& inputs);
+
+// The frame of one fused-op call: the non-finite checks of its inputs, queued at once (start_checks), and
+// the tally of the scratch it allocates (scratch(), ChunkBlocks); finish() raises what the checks found,
+// in the CPU backend's order (raise_status), and returns the stats with the workspace used.
+class FusedCall {
+ public:
+  FusedCall(const char* op, const Context& ctx, DType t, std::vector<NamedInput> inputs, int64_t rows)
+      : op_(op), ctx_(ctx), t_(t), inputs_(std::move(inputs)), status_(start_checks(op, ctx, t, inputs_, &ws_)) {
+    stats.rows = rows;
+  }
+  DeviceBuffer scratch(size_t bytes) { return DeviceBuffer(op_, ctx_, bytes, &ws_); }
+  unsigned long long* status() const { return status_.as<unsigned long long>(); }
+  int64_t workspace_bytes() const { return ws_; }
+  OpStats finish() {
+    raise_status(op_, ctx_, status_, t_, inputs_);
+    stats.workspace_bytes = ws_;
+    return stats;
+  }
+
+  OpStats stats;  // rows set here; chunk_rows (ChunkBlocks) and loss are the op's
+
+ private:
+  const char* op_;
+  const Context& ctx_;
+  DType t_;
+  std::vector<NamedInput> inputs_;
+  int64_t ws_ = 0;
+  DeviceBuffer status_;
+};
+
+// The [rows, V] logit blocks a fused op streams its row chunks through: `f32` float32 blocks, then `bf16`
+// bfloat16 ones (the blocks a row pass writes for the bf16 GEMMs, since cuBLAS wants A and B of one type),
+// each of `rows` rows: the chunk pick_rows makes of the call's chunkRows and of the budget left after the
+// scratch already taken. Allocated through `call`, which records rows in its stats.
+class ChunkBlocks {
+ public:
+  ChunkBlocks(FusedCall& call, int64_t requested, int64_t n, int64_t V, int f32, int bf16, int64_t budget)
+      : rows(pick_rows(requested, n, V, f32, bf16, budget - call.workspace_bytes())) {
+    for (int k = 0; k < f32; ++k) f32_.push_back(call.scratch(sizeof(float) * rows * V));
+    for (int k = 0; k < bf16; ++k) bf16_.push_back(call.scratch(sizeof(__nv_bfloat16) * rows * V));
+    call.stats.chunk_rows = rows;
+  }
+  float* f32(int k) const { return f32_[k].as<float>(); }
+  void* bf16(int k) const { return k < static_cast<int>(bf16_.size()) ? bf16_[k].get() : nullptr; }  // null if not asked for
+
+  const int64_t rows;  // per chunk
+
+ private:
+  std::vector<DeviceBuffer> f32_, bf16_;
+};
 
 // Writes n device doubles as float32 to `row_loss` (device) and returns their sum in double (synchronous:
 // the sum is a host result of the op).
@@ -274,6 +348,14 @@ __device__ __forceinline__ void flag_bad_row(unsigned long long* status, int64_t
   atomicMin(status + kLogitSlot, key);
 }
 
+// Enqueues a fused op's row pass: one block of `threads` per row of the nc-row chunk, running vec4 when
+// V % 4 == 0 (every row then starts 16-byte aligned, see load_row below) and vec1 otherwise.
+template <typename P>
+void launch_rows(const char* op, const Context& ctx, int64_t nc, unsigned threads, int V, void (*vec4)(P), void (*vec1)(P),
+                 const P& p) {
+  launch(op, ctx, static_cast<unsigned>(nc), threads, 0, V % 4 == 0 ? vec4 : vec1, p);
+}
+
 // Vector access to a row: VEC = 4 when V % 4 == 0 (every row then starts 16-byte aligned in a float block
 // and 8-byte aligned in a bf16 block), else 1.
 template <int VEC>
@@ -301,6 +383,20 @@ __device__ __forceinline__ void store_row(T* p, const float (&v)[VEC]) {
 #pragma unroll
     for (int j = 0; j < VEC; ++j) p[j] = from_float<T>(v[j]);
   }
+}
+
+// The online softmax state of the V logits of row z (one read, VEC at a time), merged over the block into st:
+// every thread gets the row's state.
+template <int VEC>
+__device__ __forceinline__ void row_softmax_state(const float* z, int V, SoftmaxState& st) {
+  st = softmax_empty();
+  for (int v = threadIdx.x * VEC; v < V; v += blockDim.x * VEC) {
+    float x[VEC];
+    load_row<VEC>(z + v, x);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) st.add(x[j]);
+  }
+  st = block_allreduce(st, SoftmaxMerge{}, softmax_empty());
 }
 
 #endif  // __CUDACC__

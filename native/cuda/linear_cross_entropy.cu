@@ -99,12 +99,13 @@ __global__ void __launch_bounds__(kRowThreads) linear_cross_entropy_row_kernel(C
   }
 }
 
-template <typename OutT>
-void launch_row_kernel(const char* op, const Context& ctx, int64_t nc, const CeRowParams& p) {
-  if (p.V % 4 == 0)
-    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, linear_cross_entropy_row_kernel<4, OutT>, p);
-  else
-    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, linear_cross_entropy_row_kernel<1, OutT>, p);
+// The row pass of a chunk; its gradient rows are bfloat16 blocks when bf16_out, else float32 (in place).
+void launch_row_kernel(const char* op, const Context& ctx, int64_t nc, const CeRowParams& p, bool bf16_out) {
+  dispatch_float(bf16_out ? DType::BF16 : DType::F32, [&](auto tag) {
+    using OutT = typename decltype(tag)::type;
+    launch_rows(op, ctx, nc, kRowThreads, p.V, linear_cross_entropy_row_kernel<4, OutT>,
+                linear_cross_entropy_row_kernel<1, OutT>, p);
+  });
 }
 
 }  // namespace
@@ -112,7 +113,6 @@ void launch_row_kernel(const char* op, const Context& ctx, int64_t nc, const CeR
 OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   const char* op = "linear_cross_entropy";
   check_dims(op, a.N, a.d, a.V);
-  check_dtype(op, a.dtype);
   const int64_t N = a.N, d = a.d, V = a.V;
   const DType dt = a.dtype;
   const bool grad = a.compute_grad, bf16 = dt == DType::BF16;
@@ -133,33 +133,25 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
     ++n_valid;
   }
 
-  const auto inputs = {NamedInput{"h", a.h, N * d}, NamedInput{"w", a.w, V * d}};
-  int64_t ws = 0;
-  DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
-  OpStats st;
-  st.rows = n_valid;
+  FusedCall call(op, ctx, dt, {NamedInput{"h", a.h, N * d}, NamedInput{"w", a.w, V * d}}, n_valid);
   if (n_valid == 0) {
     if (grad) {
       CUDA_CHECK(op, cudaMemsetAsync(a.dh, 0, dtype_size(dt) * N * d, ctx.stream));
       CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
     }
     if (N > 0) CUDA_CHECK(op, cudaMemsetAsync(a.row_loss, 0, sizeof(float) * N, ctx.stream));
-    raise_status(op, ctx, status, dt, inputs);
-    st.workspace_bytes = ws;
-    return st;
+    return call.finish();
   }
 
-  DeviceBuffer row_loss(op, ctx, sizeof(double) * N, &ws);
+  DeviceBuffer row_loss = call.scratch(sizeof(double) * N);
   CUDA_CHECK(op, cudaMemsetAsync(row_loss.get(), 0, sizeof(double) * N, ctx.stream));  // skipped chunks read 0
-  const int64_t chunk = pick_rows(a.chunk_rows, N, V, 1, grad && bf16 ? 1 : 0, a.workspace_budget - ws);
-  DeviceBuffer z(op, ctx, sizeof(float) * chunk * V, &ws);
-  DeviceBuffer gbf;
-  if (grad && bf16) gbf = DeviceBuffer(op, ctx, sizeof(__nv_bfloat16) * chunk * V, &ws);
-  st.chunk_rows = chunk;
+  const ChunkBlocks blocks(call, a.chunk_rows, N, V, 1, grad && bf16 ? 1 : 0, a.workspace_budget);
+  const int64_t chunk = blocks.rows;
+  float* z = blocks.f32(0);
 
   const double c = a.reduction == Reduction::Mean ? a.grad_scale / n_valid : a.grad_scale;
   const cudaDataType_t tin = cuda_type(dt), tg = bf16 ? CUDA_R_16BF : CUDA_R_32F;
-  void* g = bf16 ? gbf.get() : z.get();
+  void* g = bf16 ? blocks.bf16(0) : z;
   bool dw_started = false;
   for (int64_t c0 = 0; c0 < N; c0 += chunk) {
     const int64_t nc = std::min(chunk, N - c0);
@@ -170,14 +162,14 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
       continue;
     }
     const void* h_c = elem_offset(a.h, c0 * d, dt);
-    gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, h_c, tin, d, a.w, tin, d, 0.f, z.get(), CUDA_R_32F, V);
+    gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, h_c, tin, d, a.w, tin, d, 0.f, z, CUDA_R_32F, V);
 
     CeRowParams p;
-    p.z = z.as<float>();
+    p.z = z;
     p.g = grad ? g : nullptr;
     p.targets = a.targets + c0;
     p.row_loss = row_loss.as<double>() + c0;
-    p.status = status.as<unsigned long long>();
+    p.status = call.status();
     p.row0 = c0;
     p.V = static_cast<int>(V);
     p.ignore_index = a.ignore_index;
@@ -187,25 +179,18 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
     p.u = static_cast<float>(c * a.label_smoothing / V);
     p.hit = static_cast<float>(c * (1 - a.label_smoothing));
     p.grad = grad;
-    if (bf16 && grad)
-      launch_row_kernel<__nv_bfloat16>(op, ctx, nc, p);
-    else
-      launch_row_kernel<float>(op, ctx, nc, p);
+    launch_row_kernel(op, ctx, nc, p, bf16 && grad);
 
     if (grad) {
-      gemm_rm(op, ctx.blas, false, false, nc, d, V, 1.f, g, tg, V, a.w, tin, d, 0.f, elem_offset(a.dh, c0 * d, dt),
-              tin, d);
-      gemm_rm(op, ctx.blas, true, false, V, d, nc, 1.f, g, tg, V, h_c, tin, d, dw_started ? 1.f : 0.f, a.dw,
-              CUDA_R_32F, d);
+      logits_backward(op, ctx.blas, nc, V, d, g, tg, a.w, h_c, tin, elem_offset(a.dh, c0 * d, dt), a.dw,
+                      dw_started ? 1.f : 0.f);
       dw_started = true;
     }
   }
   if (grad && !dw_started) CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
 
-  raise_status(op, ctx, status, dt, inputs);
-  const double total = copy_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, N);
-  st.loss = a.reduction == Reduction::Mean ? total / n_valid : total;
-  st.workspace_bytes = ws;
+  OpStats st = call.finish();
+  st.loss = reduce_loss(copy_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, N), a.reduction, n_valid);
   return st;
 }
 

@@ -14,6 +14,7 @@
 //               (float32) or both go to bf16 blocks
 //     GEMM      dx_c = dA w_vm,  dw_vm += dA^T x_c,  de += P^T grad_out_c   (beta 0 on the first chunk)
 #include <algorithm>
+#include <vector>
 
 #include "common.cuh"
 #include "ops_cuda.h"
@@ -36,14 +37,8 @@ __global__ void __launch_bounds__(kRowThreads) pseudo_image_features_softmax_ker
   const int r = blockIdx.x;
   const int64_t off = static_cast<int64_t>(r) * p.V;
   const float* z = p.z + off;
-  SoftmaxState st = softmax_empty();
-  for (int v = threadIdx.x * VEC; v < p.V; v += blockDim.x * VEC) {
-    float x[VEC];
-    load_row<VEC>(z + v, x);
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) st.add(x[j]);
-  }
-  st = block_allreduce(st, SoftmaxMerge{}, softmax_empty());
+  SoftmaxState st;
+  row_softmax_state<VEC>(z, p.V, st);
   if (threadIdx.x == 0 && st.bad()) flag_bad_row(p.status, p.row0 + r, st.reported_max());
 
   // lse in double, split (see Split): a float log s would bias every p by up to 2^-24 |lse| relative.
@@ -123,137 +118,81 @@ __global__ void __launch_bounds__(kRowThreads) pseudo_image_features_backward_ro
   }
 }
 
-template <typename OutT>
-void launch_softmax(const char* op, const Context& ctx, int64_t nc, const PifRowParams& p) {
-  if (p.V % 4 == 0)
-    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, pseudo_image_features_softmax_kernel<4, OutT>, p);
-  else
-    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, pseudo_image_features_softmax_kernel<1, OutT>, p);
+// The row pass of a chunk: the softmax (forward) or its backward; P (and dA) go to bfloat16 blocks when
+// bf16, else float32 in place.
+void launch_row_pass(const char* op, const Context& ctx, int64_t nc, const PifRowParams& p, bool backward, bool bf16) {
+  dispatch_float(bf16 ? DType::BF16 : DType::F32, [&](auto tag) {
+    using OutT = typename decltype(tag)::type;
+    if (backward)
+      launch_rows(op, ctx, nc, kRowThreads, p.V, pseudo_image_features_backward_row_kernel<4, OutT>,
+                  pseudo_image_features_backward_row_kernel<1, OutT>, p);
+    else
+      launch_rows(op, ctx, nc, kRowThreads, p.V, pseudo_image_features_softmax_kernel<4, OutT>,
+                  pseudo_image_features_softmax_kernel<1, OutT>, p);
+  });
 }
 
-template <typename OutT>
-void launch_backward(const char* op, const Context& ctx, int64_t nc, const PifRowParams& p) {
-  if (p.V % 4 == 0)
-    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, pseudo_image_features_backward_row_kernel<4, OutT>, p);
-  else
-    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, pseudo_image_features_backward_row_kernel<1, OutT>, p);
-}
-
-void check_pif(const char* op, const PseudoImageFeaturesArgs& a) {
+// Both ops: the forward's out = P e, or the backward's dx = dA w_vm, dw_vm += dA^T x, de += P^T grad_out.
+OpStats run_pif(const char* op, const PseudoImageFeaturesArgs& a, bool backward) {
   check_dims(op, a.N, a.d, a.V);
-  check_dtype(op, a.dtype);
-  if (a.dE < 1) throw_range_error("[", op, "] invalid embedding width dE=", a.dE);
   if (a.dE > INT32_MAX) throw_range_error("[", op, "] embedding width dE=", a.dE, " exceeds the CUDA backend's limit");
+  const int64_t N = a.N, d = a.d, V = a.V, dE = a.dE;
+  const DType dt = a.dtype;
+  const bool bf16 = dt == DType::BF16;
+  Context& ctx = context(op);
+
+  std::vector<NamedInput> inputs = {NamedInput{"x", a.x, N * d}, NamedInput{"wVm", a.w_vm, V * d},
+                                    NamedInput{"e", a.e, V * dE}};
+  if (backward) inputs.push_back(NamedInput{"gradOut", a.grad_out, N * dE});
+  FusedCall call(op, ctx, dt, std::move(inputs), N);
+  if (N == 0) {
+    if (backward) {
+      CUDA_CHECK(op, cudaMemsetAsync(a.dw_vm, 0, sizeof(float) * V * d, ctx.stream));
+      CUDA_CHECK(op, cudaMemsetAsync(a.de, 0, sizeof(float) * V * dE, ctx.stream));
+    }
+    return call.finish();
+  }
+  // float32 blocks z (the logits, then P in place) and, backward, g (grad_out e^T, then dA in place); bf16
+  // blocks for P and dA when the op runs in bf16.
+  const int f32_blocks = backward ? 2 : 1;
+  const ChunkBlocks blocks(call, a.chunk_rows, N, V, f32_blocks, bf16 ? f32_blocks : 0, a.workspace_budget);
+  const cudaDataType_t tin = cuda_type(dt);
+  float* z = blocks.f32(0);
+  float* g = backward ? blocks.f32(1) : nullptr;
+  void* P = bf16 ? blocks.bf16(0) : z;
+  void* dA = bf16 ? blocks.bf16(1) : g;
+  for (int64_t c0 = 0; c0 < N; c0 += blocks.rows) {
+    const int64_t nc = std::min(blocks.rows, N - c0);
+    const void* x_c = elem_offset(a.x, c0 * d, dt);
+    const void* go_c = backward ? elem_offset(a.grad_out, c0 * dE, dt) : nullptr;
+    gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, x_c, tin, d, a.w_vm, tin, d, 0.f, z, CUDA_R_32F, V);
+    if (backward) gemm_rm(op, ctx.blas, false, true, nc, V, dE, 1.f, go_c, tin, dE, a.e, tin, dE, 0.f, g, CUDA_R_32F, V);
+    PifRowParams p{};
+    p.z = z;
+    p.g = g;
+    p.p_out = P;
+    p.da_out = dA;
+    p.status = call.status();
+    p.row0 = c0;
+    p.V = static_cast<int>(V);
+    launch_row_pass(op, ctx, nc, p, backward, bf16);
+    if (!backward) {
+      gemm_rm(op, ctx.blas, false, false, nc, dE, V, 1.f, P, tin, V, a.e, tin, dE, 0.f, elem_offset(a.out, c0 * dE, dt),
+              tin, dE);
+    } else {
+      const float beta = c0 == 0 ? 0.f : 1.f;
+      logits_backward(op, ctx.blas, nc, V, d, dA, tin, a.w_vm, x_c, tin, elem_offset(a.dx, c0 * d, dt), a.dw_vm, beta);
+      gemm_rm(op, ctx.blas, true, false, V, dE, nc, 1.f, P, tin, V, go_c, tin, dE, beta, a.de, CUDA_R_32F, dE);
+    }
+  }
+  return call.finish();
 }
 
 }  // namespace
 
-OpStats pseudo_image_features(const PseudoImageFeaturesArgs& a) {
-  const char* op = "pseudo_image_features";
-  check_pif(op, a);
-  const int64_t N = a.N, d = a.d, V = a.V, dE = a.dE;
-  const DType dt = a.dtype;
-  const bool bf16 = dt == DType::BF16;
-  Context& ctx = context(op);
-
-  const auto inputs = {NamedInput{"x", a.x, N * d}, NamedInput{"wVm", a.w_vm, V * d}, NamedInput{"e", a.e, V * dE}};
-  int64_t ws = 0;
-  DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
-  OpStats st;
-  st.rows = N;
-  if (N == 0) {
-    raise_status(op, ctx, status, dt, inputs);
-    st.workspace_bytes = ws;
-    return st;
-  }
-  const int64_t chunk = pick_rows(a.chunk_rows, N, V, 1, bf16 ? 1 : 0, a.workspace_budget - ws);
-  DeviceBuffer z(op, ctx, sizeof(float) * chunk * V, &ws);
-  DeviceBuffer pbf;
-  if (bf16) pbf = DeviceBuffer(op, ctx, sizeof(__nv_bfloat16) * chunk * V, &ws);
-  st.chunk_rows = chunk;
-  const cudaDataType_t tin = cuda_type(dt);
-  void* P = bf16 ? pbf.get() : z.get();
-  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
-    const int64_t nc = std::min(chunk, N - c0);
-    gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, elem_offset(a.x, c0 * d, dt), tin, d, a.w_vm, tin, d, 0.f,
-            z.get(), CUDA_R_32F, V);
-    PifRowParams p{};
-    p.z = z.as<float>();
-    p.p_out = P;
-    p.status = status.as<unsigned long long>();
-    p.row0 = c0;
-    p.V = static_cast<int>(V);
-    if (bf16)
-      launch_softmax<__nv_bfloat16>(op, ctx, nc, p);
-    else
-      launch_softmax<float>(op, ctx, nc, p);
-    gemm_rm(op, ctx.blas, false, false, nc, dE, V, 1.f, P, tin, V, a.e, tin, dE, 0.f, elem_offset(a.out, c0 * dE, dt),
-            tin, dE);
-  }
-  raise_status(op, ctx, status, dt, inputs);
-  st.workspace_bytes = ws;
-  return st;
-}
-
+OpStats pseudo_image_features(const PseudoImageFeaturesArgs& a) { return run_pif("pseudo_image_features", a, false); }
 OpStats pseudo_image_features_backward(const PseudoImageFeaturesArgs& a) {
-  const char* op = "pseudo_image_features_backward";
-  check_pif(op, a);
-  const int64_t N = a.N, d = a.d, V = a.V, dE = a.dE;
-  const DType dt = a.dtype;
-  const bool bf16 = dt == DType::BF16;
-  Context& ctx = context(op);
-
-  const auto inputs = {NamedInput{"x", a.x, N * d}, NamedInput{"wVm", a.w_vm, V * d}, NamedInput{"e", a.e, V * dE},
-                       NamedInput{"gradOut", a.grad_out, N * dE}};
-  int64_t ws = 0;
-  DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
-  OpStats st;
-  st.rows = N;
-  if (N == 0) {
-    CUDA_CHECK(op, cudaMemsetAsync(a.dw_vm, 0, sizeof(float) * V * d, ctx.stream));
-    CUDA_CHECK(op, cudaMemsetAsync(a.de, 0, sizeof(float) * V * dE, ctx.stream));
-    raise_status(op, ctx, status, dt, inputs);
-    st.workspace_bytes = ws;
-    return st;
-  }
-  const int64_t chunk = pick_rows(a.chunk_rows, N, V, 2, bf16 ? 2 : 0, a.workspace_budget - ws);
-  DeviceBuffer z(op, ctx, sizeof(float) * chunk * V, &ws), g(op, ctx, sizeof(float) * chunk * V, &ws);
-  DeviceBuffer pbf, dabf;
-  if (bf16) {
-    pbf = DeviceBuffer(op, ctx, sizeof(__nv_bfloat16) * chunk * V, &ws);
-    dabf = DeviceBuffer(op, ctx, sizeof(__nv_bfloat16) * chunk * V, &ws);
-  }
-  st.chunk_rows = chunk;
-  const cudaDataType_t tin = cuda_type(dt);
-  void* P = bf16 ? pbf.get() : z.get();
-  void* dA = bf16 ? dabf.get() : g.get();
-  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
-    const int64_t nc = std::min(chunk, N - c0);
-    const void* x_c = elem_offset(a.x, c0 * d, dt);
-    const void* go_c = elem_offset(a.grad_out, c0 * dE, dt);
-    gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, x_c, tin, d, a.w_vm, tin, d, 0.f, z.get(), CUDA_R_32F, V);
-    gemm_rm(op, ctx.blas, false, true, nc, V, dE, 1.f, go_c, tin, dE, a.e, tin, dE, 0.f, g.get(), CUDA_R_32F, V);
-    PifRowParams p{};
-    p.z = z.as<float>();
-    p.g = g.as<float>();
-    p.p_out = P;
-    p.da_out = dA;
-    p.status = status.as<unsigned long long>();
-    p.row0 = c0;
-    p.V = static_cast<int>(V);
-    if (bf16)
-      launch_backward<__nv_bfloat16>(op, ctx, nc, p);
-    else
-      launch_backward<float>(op, ctx, nc, p);
-    const float beta = c0 == 0 ? 0.f : 1.f;
-    gemm_rm(op, ctx.blas, false, false, nc, d, V, 1.f, dA, tin, V, a.w_vm, tin, d, 0.f, elem_offset(a.dx, c0 * d, dt),
-            tin, d);
-    gemm_rm(op, ctx.blas, true, false, V, d, nc, 1.f, dA, tin, V, x_c, tin, d, beta, a.dw_vm, CUDA_R_32F, d);
-    gemm_rm(op, ctx.blas, true, false, V, dE, nc, 1.f, P, tin, V, go_c, tin, dE, beta, a.de, CUDA_R_32F, dE);
-  }
-  raise_status(op, ctx, status, dt, inputs);
-  st.workspace_bytes = ws;
-  return st;
+  return run_pif("pseudo_image_features_backward", a, true);
 }
 
 // The table entries (native/core/ops.def).

@@ -164,12 +164,12 @@ __global__ void __launch_bounds__(kRowThreads) visual_word_kl_row_kernel(KlRowPa
   }
 }
 
-template <typename OutT>
-void launch_row_kernel(const char* op, const Context& ctx, int64_t nc, const KlRowParams& p) {
-  if (p.V % 4 == 0)
-    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, visual_word_kl_row_kernel<4, OutT>, p);
-  else
-    launch(op, ctx, static_cast<unsigned>(nc), kRowThreads, 0, visual_word_kl_row_kernel<1, OutT>, p);
+// The row pass of a chunk; its gradient rows are bfloat16 blocks when bf16_out, else float32 (in place).
+void launch_row_kernel(const char* op, const Context& ctx, int64_t nc, const KlRowParams& p, bool bf16_out) {
+  dispatch_float(bf16_out ? DType::BF16 : DType::F32, [&](auto tag) {
+    using OutT = typename decltype(tag)::type;
+    launch_rows(op, ctx, nc, kRowThreads, p.V, visual_word_kl_row_kernel<4, OutT>, visual_word_kl_row_kernel<1, OutT>, p);
+  });
 }
 
 }  // namespace
@@ -177,82 +177,62 @@ void launch_row_kernel(const char* op, const Context& ctx, int64_t nc, const KlR
 OpStats visual_word_kl(const VisualWordKLArgs& a) {
   const char* op = "visual_word_kl";
   check_dims(op, a.M, a.d, a.V);
-  check_dtype(op, a.dtype);
-  if (!(a.temperature > 0) || !std::isfinite(a.temperature))
-    throw_range_error("[", op, "] temperature must be a positive finite number, got ", a.temperature);
   const int64_t M = a.M, d = a.d, V = a.V;
   const DType dt = a.dtype;
   const bool grad = a.compute_grad, grad_target = grad && !a.detach_target, bf16 = dt == DType::BF16;
   Context& ctx = context(op);
 
-  const auto inputs = {NamedInput{"h", a.h, M * d}, NamedInput{"wLm", a.w_lm, V * d}, NamedInput{"x", a.x, M * d},
-                       NamedInput{"wVm", a.w_vm, V * d}};
-  int64_t ws = 0;
-  DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
-  OpStats st;
-  st.rows = M;
+  FusedCall call(op, ctx, dt,
+                 {NamedInput{"h", a.h, M * d}, NamedInput{"wLm", a.w_lm, V * d}, NamedInput{"x", a.x, M * d},
+                  NamedInput{"wVm", a.w_vm, V * d}},
+                 M);
   if (M == 0) {
     if (grad) CUDA_CHECK(op, cudaMemsetAsync(a.dw_lm, 0, sizeof(float) * V * d, ctx.stream));
     if (grad_target) CUDA_CHECK(op, cudaMemsetAsync(a.dw_vm, 0, sizeof(float) * V * d, ctx.stream));
-    raise_status(op, ctx, status, dt, inputs);
-    st.workspace_bytes = ws;
-    return st;
+    return call.finish();
   }
 
-  DeviceBuffer row_loss(op, ctx, sizeof(double) * M, &ws);
+  DeviceBuffer row_loss = call.scratch(sizeof(double) * M);
+  // bf16 gradient blocks: gb (bf16(0)) with the gradient, ga (bf16(1)) when the target side gets one too.
   const int bf16_blocks = grad && bf16 ? (grad_target ? 2 : 1) : 0;
-  const int64_t chunk = pick_rows(a.chunk_rows, M, V, 2, bf16_blocks, a.workspace_budget - ws);
-  DeviceBuffer za(op, ctx, sizeof(float) * chunk * V, &ws), zb(op, ctx, sizeof(float) * chunk * V, &ws);
-  DeviceBuffer ga_bf, gb_bf;
-  if (grad && bf16) gb_bf = DeviceBuffer(op, ctx, sizeof(__nv_bfloat16) * chunk * V, &ws);
-  if (grad_target && bf16) ga_bf = DeviceBuffer(op, ctx, sizeof(__nv_bfloat16) * chunk * V, &ws);
-  st.chunk_rows = chunk;
+  const ChunkBlocks blocks(call, a.chunk_rows, M, V, 2, bf16_blocks, a.workspace_budget);
+  const int64_t chunk = blocks.rows;
+  float *za = blocks.f32(0), *zb = blocks.f32(1);
 
   const float inv_t = static_cast<float>(1.0 / a.temperature);
   const double s = a.grad_scale / a.temperature / (a.reduction == Reduction::Mean ? M : 1);
   const cudaDataType_t tin = cuda_type(dt), tg = bf16 ? CUDA_R_16BF : CUDA_R_32F;
-  void* ga = grad_target ? (bf16 ? ga_bf.get() : za.get()) : nullptr;
-  void* gb = grad ? (bf16 ? gb_bf.get() : zb.get()) : nullptr;
+  void* ga = grad_target ? (bf16 ? blocks.bf16(1) : za) : nullptr;
+  void* gb = grad ? (bf16 ? blocks.bf16(0) : zb) : nullptr;
   for (int64_t c0 = 0; c0 < M; c0 += chunk) {
     const int64_t nc = std::min(chunk, M - c0);
     const void* x_c = elem_offset(a.x, c0 * d, dt);
     const void* h_c = elem_offset(a.h, c0 * d, dt);
-    gemm_rm(op, ctx.blas, false, true, nc, V, d, inv_t, x_c, tin, d, a.w_vm, tin, d, 0.f, za.get(), CUDA_R_32F, V);
-    gemm_rm(op, ctx.blas, false, true, nc, V, d, inv_t, h_c, tin, d, a.w_lm, tin, d, 0.f, zb.get(), CUDA_R_32F, V);
+    gemm_rm(op, ctx.blas, false, true, nc, V, d, inv_t, x_c, tin, d, a.w_vm, tin, d, 0.f, za, CUDA_R_32F, V);
+    gemm_rm(op, ctx.blas, false, true, nc, V, d, inv_t, h_c, tin, d, a.w_lm, tin, d, 0.f, zb, CUDA_R_32F, V);
 
     KlRowParams p;
-    p.a = za.as<float>();
-    p.b = zb.as<float>();
+    p.a = za;
+    p.b = zb;
     p.ga = ga;
     p.gb = gb;
     p.row_loss = row_loss.as<double>() + c0;
-    p.status = status.as<unsigned long long>();
+    p.status = call.status();
     p.row0 = c0;
     p.V = static_cast<int>(V);
     p.scale_b = static_cast<float>(s);
     p.scale_a = grad_target ? p.scale_b : 0.f;
-    if (bf16 && grad)
-      launch_row_kernel<__nv_bfloat16>(op, ctx, nc, p);
-    else
-      launch_row_kernel<float>(op, ctx, nc, p);
+    launch_row_kernel(op, ctx, nc, p, bf16 && grad);
 
     const float beta = c0 == 0 ? 0.f : 1.f;
-    if (grad) {
-      gemm_rm(op, ctx.blas, false, false, nc, d, V, 1.f, gb, tg, V, a.w_lm, tin, d, 0.f, elem_offset(a.dh, c0 * d, dt),
-              tin, d);
-      gemm_rm(op, ctx.blas, true, false, V, d, nc, 1.f, gb, tg, V, h_c, tin, d, beta, a.dw_lm, CUDA_R_32F, d);
-    }
-    if (grad_target) {
-      gemm_rm(op, ctx.blas, false, false, nc, d, V, 1.f, ga, tg, V, a.w_vm, tin, d, 0.f, elem_offset(a.dx, c0 * d, dt),
-              tin, d);
-      gemm_rm(op, ctx.blas, true, false, V, d, nc, 1.f, ga, tg, V, x_c, tin, d, beta, a.dw_vm, CUDA_R_32F, d);
-    }
+    if (grad)
+      logits_backward(op, ctx.blas, nc, V, d, gb, tg, a.w_lm, h_c, tin, elem_offset(a.dh, c0 * d, dt), a.dw_lm, beta);
+    if (grad_target)
+      logits_backward(op, ctx.blas, nc, V, d, ga, tg, a.w_vm, x_c, tin, elem_offset(a.dx, c0 * d, dt), a.dw_vm, beta);
   }
 
-  raise_status(op, ctx, status, dt, inputs);
-  const double total = copy_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, M);
-  st.loss = a.reduction == Reduction::Mean ? total / M : total;
-  st.workspace_bytes = ws;
+  OpStats st = call.finish();
+  st.loss = reduce_loss(copy_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, M), a.reduction, M);
   return st;
 }
 

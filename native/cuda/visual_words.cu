@@ -114,14 +114,8 @@ template <int VEC>
 __global__ void __launch_bounds__(kRowThreads) visual_words_large_k_kernel(VwRowParams p) {
   const int r = blockIdx.x;
   const float* z = p.z + static_cast<int64_t>(r) * p.V;
-  SoftmaxState st = softmax_empty();
-  for (int v = threadIdx.x * VEC; v < p.V; v += blockDim.x * VEC) {
-    float x[VEC];
-    load_row<VEC>(z + v, x);
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) st.add(x[j]);
-  }
-  st = block_allreduce(st, SoftmaxMerge{}, softmax_empty());
+  SoftmaxState st;
+  row_softmax_state<VEC>(z, p.V, st);
   const double lse = finish_lse(p, r, st);
 
   Cand prev{INFINITY, -1};  // ranks above every real entry
@@ -143,19 +137,10 @@ __global__ void __launch_bounds__(kRowThreads) visual_words_large_k_kernel(VwRow
 }
 
 void launch_row_kernel(const char* op, const Context& ctx, int64_t nc, const VwRowParams& p) {
-  const unsigned grid = static_cast<unsigned>(nc);
-  const bool vec = p.V % 4 == 0;
-  if (p.k <= kSmallK) {
-    if (vec)
-      launch(op, ctx, grid, kTopkThreads, 0, visual_words_small_k_kernel<4>, p);
-    else
-      launch(op, ctx, grid, kTopkThreads, 0, visual_words_small_k_kernel<1>, p);
-  } else {
-    if (vec)
-      launch(op, ctx, grid, kRowThreads, 0, visual_words_large_k_kernel<4>, p);
-    else
-      launch(op, ctx, grid, kRowThreads, 0, visual_words_large_k_kernel<1>, p);
-  }
+  if (p.k <= kSmallK)
+    launch_rows(op, ctx, nc, kTopkThreads, p.V, visual_words_small_k_kernel<4>, visual_words_small_k_kernel<1>, p);
+  else
+    launch_rows(op, ctx, nc, kRowThreads, p.V, visual_words_large_k_kernel<4>, visual_words_large_k_kernel<1>, p);
 }
 
 }  // namespace
@@ -163,43 +148,29 @@ void launch_row_kernel(const char* op, const Context& ctx, int64_t nc, const VwR
 OpStats visual_words(const VisualWordsArgs& a) {
   const char* op = "visual_words";
   check_dims(op, a.N, a.d, a.V);
-  check_dtype(op, a.dtype);
-  if (a.k < 1 || a.k > a.V) throw_range_error("[", op, "] topK must be in [1, V = ", a.V, "], got ", a.k);
   const int64_t N = a.N, d = a.d, V = a.V, k = a.k;
   const DType dt = a.dtype;
   Context& ctx = context(op);
 
-  const auto inputs = {NamedInput{"x", a.x, N * d}, NamedInput{"wVm", a.w_vm, V * d}};
-  int64_t ws = 0;
-  DeviceBuffer status = start_checks(op, ctx, dt, inputs, &ws);
-  OpStats st;
-  st.rows = N;
-  if (N == 0) {
-    raise_status(op, ctx, status, dt, inputs);
-    st.workspace_bytes = ws;
-    return st;
-  }
-  const int64_t chunk = pick_rows(a.chunk_rows, N, V, 1, 0, a.workspace_budget - ws);
-  DeviceBuffer z(op, ctx, sizeof(float) * chunk * V, &ws);
-  st.chunk_rows = chunk;
+  FusedCall call(op, ctx, dt, {NamedInput{"x", a.x, N * d}, NamedInput{"wVm", a.w_vm, V * d}}, N);
+  if (N == 0) return call.finish();
+  const ChunkBlocks blocks(call, a.chunk_rows, N, V, 1, 0, a.workspace_budget);
   const cudaDataType_t tin = cuda_type(dt);
-  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
-    const int64_t nc = std::min(chunk, N - c0);
+  for (int64_t c0 = 0; c0 < N; c0 += blocks.rows) {
+    const int64_t nc = std::min(blocks.rows, N - c0);
     gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, elem_offset(a.x, c0 * d, dt), tin, d, a.w_vm, tin, d, 0.f,
-            z.get(), CUDA_R_32F, V);
+            blocks.f32(0), CUDA_R_32F, V);
     VwRowParams p;
-    p.z = z.as<float>();
+    p.z = blocks.f32(0);
     p.ids = a.ids + c0 * k;
     p.probs = a.probs + c0 * k;
-    p.status = status.as<unsigned long long>();
+    p.status = call.status();
     p.row0 = c0;
     p.V = static_cast<int>(V);
     p.k = static_cast<int>(k);
     launch_row_kernel(op, ctx, nc, p);
   }
-  raise_status(op, ctx, status, dt, inputs);
-  st.workspace_bytes = ws;
-  return st;
+  return call.finish();
 }
 
 // The table entries (native/core/ops.def).

@@ -54,7 +54,7 @@ inline OpCall GemmBuffers(const Napi::CallbackInfo& info, DType ab) {
   const char* names[3] = {"[sgemm] A", "[sgemm] B", "[sgemm] C"};
   for (int k = 0; k < 3; ++k) {
     NativeBuffer* b = NativeBuffer::From(info[5 + k], names[k]);
-    (k < 2 ? c.in : c.out).push_back(Buf{b->data(), b->bytes(), k < 2 ? ab : DType::F32});
+    (k < 2 ? c.in : c.out).push_back(Buf{b->data(), b->bytes(), k < 2 ? ab : DType::F32, true});
   }
   return c;
 }

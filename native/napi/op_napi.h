@@ -67,6 +67,7 @@ struct BufList {
       natives[k] = b;
       bufs[k].data = b->data();
       bufs[k].bytes = b->bytes();
+      bufs[k].present = true;
     }
   }
 };

@@ -48,22 +48,25 @@ static_assert(kAttnThreads == 4 * kBQ && kAttnThreads == 4 * kBK, "one quad of l
 using Dims = AttentionDims;
 inline Dims read_dims(const OpCall& c) { return read_attention_dims(c, kCpuPad, kCpuBlockQ); }
 
-// The key mask slot: the buffer (null without one) after the CPU's presence checks; its values are checked
-// on the device by check_mask_values.
-const int32_t* read_mask(const OpCall& c, size_t slot, const Dims& d) {
-  if (d.has_mask) return c.in_i32(slot, d.B * d.Tk, "keyMask");
-  if (c.has_in(slot)) throw_type_error("[", c.op, "] keyMask is given but hasMask = 0");
-  return nullptr;
-}
-
-void check_mask_values(const char* op, const Context& ctx, const int32_t* mask, const Dims& d) {
-  const BadValue bad = first_outside(op, ctx, mask, d.B * d.Tk, 0, 2);
+// The values of the key mask (key_mask_arg; null: none), checked on the device where the CPU checks them.
+void check_mask_values(const char* op, const int32_t* mask, const Dims& d) {
+  if (!mask || d.B * d.Tk == 0) return;
+  const BadValue bad = first_outside(op, context(op), mask, d.B * d.Tk, 0, 2);
   if (bad.index >= 0)
     throw_range_error("[", op, "] keyMask[", bad.index / d.Tk, ", ", bad.index % d.Tk, "] = ", bad.value, " must be 0 or 1");
 }
 
 void check_head_size(const char* op, const Dims& d) {
   if (d.Dh > kMaxDh) throw_range_error("[", op, "] Dh = ", d.Dh, " exceeds the CUDA backend's limit of ", kMaxDh);
+}
+
+// The tensors of either op (native/core/attention_args.h), the key mask's values checked where the CPU
+// checks them, then the CUDA backend's head-size limit.
+AttentionTensors<void> read_tensors(const OpCall& c, const Dims& d, bool backward) {
+  const auto io =
+      read_attention_tensors<void>(c, d, backward, [&](const int32_t* mask) { check_mask_values(c.op, mask, d); });
+  check_head_size(c.op, d);
+  return io;
 }
 
 // ------------------------------------------------------------------------------------------- device side
@@ -140,12 +143,79 @@ __device__ __forceinline__ QueryTile query_tile(const Shape& s) {
   return {bh / s.Hq, h, h / s.G, qt * kBQ};
 }
 
-constexpr size_t forward_smem(int DP) { return sizeof(float) * ((kBQ + 2 * kBK) * (DP + 1) + kBQ * (kBK + 1) + kBK); }
-constexpr size_t rowstats_smem(int DP) { return sizeof(float) * ((kBQ + kBK) * (DP + 1) + kBK); }
-constexpr size_t dkdv_smem(int DP) {
-  return sizeof(float) * (2 * kBQ + kBQ + kBK + (2 * kBK + 2 * kBQ) * (DP + 1) + 2 * kBK * (kBQ + 1));
+// A kernel's dynamic shared memory: consecutive arrays of N... floats, in order. `bytes` is what its launch
+// asks for and carve() points the kernel's arrays into it, so the two cannot disagree.
+template <int... N>
+struct SmemLayout {
+  static constexpr size_t bytes = sizeof(float) * (size_t{0} + ... + static_cast<size_t>(N));
+  template <typename... P>
+  __device__ __forceinline__ static void carve(float* base, P*&... parts) {
+    static_assert(sizeof...(P) == sizeof...(N), "one array per size");
+    float* next = base;
+    ((parts = reinterpret_cast<P*>(next), next += N), ...);
+  }
+};
+
+// The kernels' layouts: tiles of kBQ query or kBK key rows, DP + 1 floats apart; P and dS rows one more than
+// their length apart; key-mask tiles of kBK.
+template <int DP>  // Q, K, V tiles, P [kBQ][kBK + 1], key mask
+using ForwardSmem = SmemLayout<kBQ * (DP + 1), kBK * (DP + 1), kBK * (DP + 1), kBQ * (kBK + 1), kBK>;
+template <int DP>  // Q, K tiles, key mask
+using RowstatsSmem = SmemLayout<kBQ * (DP + 1), kBK * (DP + 1), kBK>;
+template <int DP>  // (hi, lo) of the query rows' L as float2 [kBQ], their D [kBQ], key mask, K, V, Q, dO tiles,
+                   // P^T and dS^T [kBK][kBQ + 1]
+using DkdvSmem = SmemLayout<2 * kBQ, kBQ, kBK, kBK * (DP + 1), kBK * (DP + 1), kBQ * (DP + 1), kBQ * (DP + 1),
+                            kBK * (kBQ + 1), kBK * (kBQ + 1)>;
+template <int DP>  // Q, dO, K, V tiles, dS [kBQ][kBK + 1], key mask
+using DqSmem = SmemLayout<kBQ * (DP + 1), kBQ * (DP + 1), kBK * (DP + 1), kBK * (DP + 1), kBQ * (kBK + 1), kBK>;
+
+// Key tile k0 of kv head g of batch row b, loaded by the whole block: its K rows into Ks, its V rows into Vs
+// (the second form), its key mask into Ms; ends with a barrier, so the tile is complete for every thread.
+template <int DP, typename T>
+__device__ __forceinline__ void load_key_tile(const Shape& s, const T* __restrict__ K, const int32_t* __restrict__ mask,
+                                              int64_t b, int64_t g, int64_t k0, float* Ks, float* Ms) {
+  load_tile<kBK, DP>(Ks, K, b, s.Tk, s.Hkv, g, s.Dh, k0);
+  load_mask_tile(Ms, mask, b, s.Tk, k0);
+  __syncthreads();
 }
-constexpr size_t dq_smem(int DP) { return sizeof(float) * ((2 * kBQ + 2 * kBK) * (DP + 1) + kBQ * (kBK + 1) + kBK); }
+template <int DP, typename T>
+__device__ __forceinline__ void load_key_tile(const Shape& s, const T* __restrict__ K, const T* __restrict__ V,
+                                              const int32_t* __restrict__ mask, int64_t b, int64_t g, int64_t k0,
+                                              float* Ks, float* Vs, float* Ms) {
+  load_tile<kBK, DP>(Ks, K, b, s.Tk, s.Hkv, g, s.Dh, k0);
+  load_tile<kBK, DP>(Vs, V, b, s.Tk, s.Hkv, g, s.Dh, k0);
+  load_mask_tile(Ms, mask, b, s.Tk, k0);
+  __syncthreads();
+}
+
+// Dot products over the DP columns of row a with this lane's rows sub + 4 i (i < N) of tile A (rows DP + 1
+// apart): x[i] = a . A[sub + 4 i]; lane_dots2 also y[i] = b . B[sub + 4 i], in the same pass.
+template <int DP, int N>
+__device__ __forceinline__ void lane_dots(const float* a, const float* A, int sub, float (&x)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) x[i] = 0.f;
+#pragma unroll 4
+  for (int d = 0; d < DP; ++d) {
+    const float ad = a[d];
+#pragma unroll
+    for (int i = 0; i < N; ++i) x[i] += ad * A[(sub + 4 * i) * (DP + 1) + d];
+  }
+}
+template <int DP, int N>
+__device__ __forceinline__ void lane_dots2(const float* a, const float* A, const float* b, const float* B, int sub,
+                                           float (&x)[N], float (&y)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) x[i] = y[i] = 0.f;
+#pragma unroll 4
+  for (int d = 0; d < DP; ++d) {
+    const float ad = a[d], bd = b[d];
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      x[i] += ad * A[(sub + 4 * i) * (DP + 1) + d];
+      y[i] += bd * B[(sub + 4 * i) * (DP + 1) + d];
+    }
+  }
+}
 
 // ------------------------------------------------------------------------------------------- forward
 
@@ -155,11 +225,8 @@ __global__ void __launch_bounds__(kAttnThreads)
                              const int32_t* __restrict__ mask, T* __restrict__ O, float* __restrict__ lse) {
   constexpr int DS = DP + 1, NJ = DP / 4, KPT = kBK / 4, PS = kBK + 1;
   extern __shared__ float smem[];
-  float* Qs = smem;             // [kBQ][DS]
-  float* Ks = Qs + kBQ * DS;    // [kBK][DS]
-  float* Vs = Ks + kBK * DS;    // [kBK][DS]
-  float* Ps = Vs + kBK * DS;    // [kBQ][PS]
-  float* Ms = Ps + kBQ * PS;    // [kBK]
+  float *Qs, *Ks, *Vs, *Ps, *Ms;
+  ForwardSmem<DP>::carve(smem, Qs, Ks, Vs, Ps, Ms);
 
   const QueryTile qt = query_tile(s);
   const int r = threadIdx.x >> 2, sub = threadIdx.x & 3;
@@ -174,19 +241,9 @@ __global__ void __launch_bounds__(kAttnThreads)
   const int64_t kend = key_end(s, qt.t0);
   for (int64_t k0 = 0; k0 < kend; k0 += kBK) {
     __syncthreads();  // the previous tile is consumed (and Qs is complete on the first pass)
-    load_tile<kBK, DP>(Ks, K, qt.b, s.Tk, s.Hkv, qt.g, s.Dh, k0);
-    load_tile<kBK, DP>(Vs, V, qt.b, s.Tk, s.Hkv, qt.g, s.Dh, k0);
-    load_mask_tile(Ms, mask, qt.b, s.Tk, k0);
-    __syncthreads();
+    load_key_tile<DP>(s, K, V, mask, qt.b, qt.g, k0, Ks, Vs, Ms);
     float sc[KPT];
-#pragma unroll
-    for (int i = 0; i < KPT; ++i) sc[i] = 0.f;
-#pragma unroll 4
-    for (int d = 0; d < DP; ++d) {
-      const float qd = Qs[r * DS + d];
-#pragma unroll
-      for (int i = 0; i < KPT; ++i) sc[i] += qd * Ks[(sub + 4 * i) * DS + d];
-    }
+    lane_dots<DP>(Qs + r * DS, Ks, sub, sc);
     float tmax = -INFINITY;
 #pragma unroll
     for (int i = 0; i < KPT; ++i) {
@@ -243,9 +300,8 @@ __global__ void __launch_bounds__(kAttnThreads)
                               float2* __restrict__ stats, float* __restrict__ Dd) {
   constexpr int DS = DP + 1, KPT = kBK / 4;
   extern __shared__ float smem[];
-  float* Qs = smem;           // [kBQ][DS]
-  float* Ks = Qs + kBQ * DS;  // [kBK][DS]
-  float* Ms = Ks + kBK * DS;  // [kBK]
+  float *Qs, *Ks, *Ms;
+  RowstatsSmem<DP>::carve(smem, Qs, Ks, Ms);
 
   const QueryTile qt = query_tile(s);
   const int r = threadIdx.x >> 2, sub = threadIdx.x & 3;
@@ -259,18 +315,9 @@ __global__ void __launch_bounds__(kAttnThreads)
   const int64_t kend = key_end(s, qt.t0);
   for (int64_t k0 = 0; k0 < kend; k0 += kBK) {
     __syncthreads();
-    load_tile<kBK, DP>(Ks, K, qt.b, s.Tk, s.Hkv, qt.g, s.Dh, k0);
-    load_mask_tile(Ms, mask, qt.b, s.Tk, k0);
-    __syncthreads();
+    load_key_tile<DP>(s, K, mask, qt.b, qt.g, k0, Ks, Ms);
     float sc[KPT];
-#pragma unroll
-    for (int i = 0; i < KPT; ++i) sc[i] = 0.f;
-#pragma unroll 4
-    for (int d = 0; d < DP; ++d) {
-      const float qd = Qs[r * DS + d];
-#pragma unroll
-      for (int i = 0; i < KPT; ++i) sc[i] += qd * Ks[(sub + 4 * i) * DS + d];
-    }
+    lane_dots<DP>(Qs + r * DS, Ks, sub, sc);
 #pragma unroll
     for (int i = 0; i < KPT; ++i) {
       const int kk = sub + 4 * i;
@@ -309,25 +356,16 @@ __global__ void __launch_bounds__(kAttnThreads)
                           const float* __restrict__ Dd, T* __restrict__ dK, T* __restrict__ dV) {
   constexpr int DS = DP + 1, NJ = DP / 4, QPT = kBQ / 4, PS = kBQ + 1;
   extern __shared__ float smem[];
-  float2* Ls = reinterpret_cast<float2*>(smem);  // [kBQ] (hi, lo) of the tile's rows
-  float* Dsh = smem + 2 * kBQ;                   // [kBQ]
-  float* Ms = Dsh + kBQ;                         // [kBK]
-  float* Ks = Ms + kBK;                          // [kBK][DS]
-  float* Vs = Ks + kBK * DS;                     // [kBK][DS]
-  float* Qs = Vs + kBK * DS;                     // [kBQ][DS]
-  float* dOs = Qs + kBQ * DS;                    // [kBQ][DS]
-  float* Ps = dOs + kBQ * DS;                    // [kBK][PS]: P^T
-  float* dSs = Ps + kBK * PS;                    // [kBK][PS]: dS^T
+  float2* Ls;
+  float *Dsh, *Ms, *Ks, *Vs, *Qs, *dOs, *Ps, *dSs;
+  DkdvSmem<DP>::carve(smem, Ls, Dsh, Ms, Ks, Vs, Qs, dOs, Ps, dSs);
 
   const int64_t bg_count = s.B * s.Hkv;
   const int64_t bg = blockIdx.x % bg_count, k0 = static_cast<int64_t>(blockIdx.x / bg_count) * kBK;
   const int64_t b = bg / s.Hkv, g = bg % s.Hkv;
   const int kk = threadIdx.x >> 2, sub = threadIdx.x & 3;
   const int64_t j = k0 + kk;
-  load_tile<kBK, DP>(Ks, K, b, s.Tk, s.Hkv, g, s.Dh, k0);
-  load_tile<kBK, DP>(Vs, V, b, s.Tk, s.Hkv, g, s.Dh, k0);
-  load_mask_tile(Ms, mask, b, s.Tk, k0);
-  __syncthreads();
+  load_key_tile<DP>(s, K, V, mask, b, g, k0, Ks, Vs, Ms);
   const bool any_key = __syncthreads_or(threadIdx.x < kBK && Ms[threadIdx.x] != 0.f);
 
   float dk[NJ], dv[NJ];
@@ -349,17 +387,7 @@ __global__ void __launch_bounds__(kAttnThreads)
         }
         __syncthreads();
         float sc[QPT], dp[QPT];
-#pragma unroll
-        for (int i = 0; i < QPT; ++i) sc[i] = dp[i] = 0.f;
-#pragma unroll 4
-        for (int d = 0; d < DP; ++d) {
-          const float kd = Ks[kk * DS + d], vd = Vs[kk * DS + d];
-#pragma unroll
-          for (int i = 0; i < QPT; ++i) {
-            sc[i] += Qs[(sub + 4 * i) * DS + d] * kd;
-            dp[i] += dOs[(sub + 4 * i) * DS + d] * vd;
-          }
-        }
+        lane_dots2<DP>(Ks + kk * DS, Qs, Vs + kk * DS, dOs, sub, sc, dp);
 #pragma unroll
         for (int i = 0; i < QPT; ++i) {
           const int rr = sub + 4 * i;
@@ -402,12 +430,8 @@ __global__ void __launch_bounds__(kAttnThreads)
                         const float* __restrict__ Dd, T* __restrict__ dQ) {
   constexpr int DS = DP + 1, NJ = DP / 4, KPT = kBK / 4, PS = kBK + 1;
   extern __shared__ float smem[];
-  float* Qs = smem;            // [kBQ][DS]
-  float* dOs = Qs + kBQ * DS;  // [kBQ][DS]
-  float* Ks = dOs + kBQ * DS;  // [kBK][DS]
-  float* Vs = Ks + kBK * DS;   // [kBK][DS]
-  float* dSs = Vs + kBK * DS;  // [kBQ][PS]
-  float* Ms = dSs + kBQ * PS;  // [kBK]
+  float *Qs, *dOs, *Ks, *Vs, *dSs, *Ms;
+  DqSmem<DP>::carve(smem, Qs, dOs, Ks, Vs, dSs, Ms);
 
   const QueryTile qt = query_tile(s);
   const int r = threadIdx.x >> 2, sub = threadIdx.x & 3;
@@ -424,22 +448,9 @@ __global__ void __launch_bounds__(kAttnThreads)
   const int64_t kend = key_end(s, qt.t0);
   for (int64_t k0 = 0; k0 < kend; k0 += kBK) {
     __syncthreads();
-    load_tile<kBK, DP>(Ks, K, qt.b, s.Tk, s.Hkv, qt.g, s.Dh, k0);
-    load_tile<kBK, DP>(Vs, V, qt.b, s.Tk, s.Hkv, qt.g, s.Dh, k0);
-    load_mask_tile(Ms, mask, qt.b, s.Tk, k0);
-    __syncthreads();
+    load_key_tile<DP>(s, K, V, mask, qt.b, qt.g, k0, Ks, Vs, Ms);
     float sc[KPT], dp[KPT];
-#pragma unroll
-    for (int i = 0; i < KPT; ++i) sc[i] = dp[i] = 0.f;
-#pragma unroll 4
-    for (int d = 0; d < DP; ++d) {
-      const float qd = Qs[r * DS + d], od = dOs[r * DS + d];
-#pragma unroll
-      for (int i = 0; i < KPT; ++i) {
-        sc[i] += qd * Ks[(sub + 4 * i) * DS + d];
-        dp[i] += od * Vs[(sub + 4 * i) * DS + d];
-      }
-    }
+    lane_dots2<DP>(Qs + r * DS, Ks, dOs + r * DS, Vs, sub, sc, dp);
 #pragma unroll
     for (int i = 0; i < KPT; ++i) {
       const int kk = sub + 4 * i;
@@ -503,26 +514,18 @@ void launch_tiles(const char* op, const Context& ctx, void (*kernel)(KArgs...), 
 void attention_forward_cuda(const OpCall& c) {
   const char* op = c.op;
   const Dims d = read_dims(c);
-  const DType t = float_type_of(c.in, 0);
-  const void* Q = c.in_any(0, d.q_elems, t, "Q");
-  const void* K = c.in_any(1, d.kv_elems, t, "K");
-  const void* V = c.in_any(2, d.kv_elems, t, "V");
-  const int32_t* mask = read_mask(c, 3, d);
-  if (mask && d.B * d.Tk > 0) check_mask_values(op, context(op), mask, d);  // the CPU checks them here
-  void* O = c.out_any(0, d.q_elems, t, "O");
-  float* lse = c.out_f32(1, d.lse_elems, "lse");
-  check_head_size(op, d);
+  const auto io = read_tensors(c, d, false);
   Context& ctx = context(op);
   if (d.q_elems == 0) return;
 
   const Shape s = make_shape(d);
-  dispatch_float(t, [&](auto tag) {
+  dispatch_float(io.t, [&](auto tag) {
     using T = typename decltype(tag)::type;
     dispatch_head(d.Dh, [&](auto dp) {
       constexpr int DP = decltype(dp)::value;
-      launch_tiles(op, ctx, attention_forward_kernel<DP, T>, s.B * s.Hq * s.n_qt, forward_smem(DP),
-                   s, static_cast<const T*>(Q), static_cast<const T*>(K), static_cast<const T*>(V), mask,
-                   static_cast<T*>(O), lse);
+      launch_tiles(op, ctx, attention_forward_kernel<DP, T>, s.B * s.Hq * s.n_qt, ForwardSmem<DP>::bytes,
+                   s, static_cast<const T*>(io.Q), static_cast<const T*>(io.K), static_cast<const T*>(io.V), io.mask,
+                   static_cast<T*>(io.O), io.lse);
     });
   });
 }
@@ -530,19 +533,7 @@ void attention_forward_cuda(const OpCall& c) {
 void attention_backward_cuda(const OpCall& c) {
   const char* op = c.op;
   const Dims d = read_dims(c);
-  const DType t = float_type_of(c.in, 0);
-  const void* dO = c.in_any(0, d.q_elems, t, "dO");
-  const void* Q = c.in_any(1, d.q_elems, t, "Q");
-  const void* K = c.in_any(2, d.kv_elems, t, "K");
-  const void* V = c.in_any(3, d.kv_elems, t, "V");
-  const void* O = c.in_any(4, d.q_elems, t, "O");
-  const float* lse = c.in_f32(5, d.lse_elems, "lse");
-  const int32_t* mask = read_mask(c, 6, d);
-  if (mask && d.B * d.Tk > 0) check_mask_values(op, context(op), mask, d);
-  void* dQ = c.out_any(0, d.q_elems, t, "dQ");
-  void* dK = c.out_any(1, d.kv_elems, t, "dK");
-  void* dV = c.out_any(2, d.kv_elems, t, "dV");
-  check_head_size(op, d);
+  const auto io = read_tensors(c, d, true);
   Context& ctx = context(op);
   if (d.B * d.Hkv == 0) return;
 
@@ -550,20 +541,20 @@ void attention_backward_cuda(const OpCall& c) {
   DeviceBuffer stats(op, ctx, sizeof(float2) * static_cast<size_t>(d.lse_elems), nullptr);
   DeviceBuffer dd(op, ctx, sizeof(float) * static_cast<size_t>(d.lse_elems), nullptr);
   const int64_t q_blocks = s.B * s.Hq * s.n_qt, kv_blocks = s.B * s.Hkv * ((s.Tk + kBK - 1) / kBK);
-  dispatch_float(t, [&](auto tag) {
+  dispatch_float(io.t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const T *dOp = static_cast<const T*>(dO), *Qp = static_cast<const T*>(Q), *Kp = static_cast<const T*>(K),
-            *Vp = static_cast<const T*>(V), *Op = static_cast<const T*>(O);
+    const T *dOp = static_cast<const T*>(io.dO), *Qp = static_cast<const T*>(io.Q), *Kp = static_cast<const T*>(io.K),
+            *Vp = static_cast<const T*>(io.V), *Op = static_cast<const T*>(io.saved_O);
     const float2* st = stats.as<float2>();
     const float* D = dd.as<float>();
     dispatch_head(d.Dh, [&](auto dp) {
       constexpr int DP = decltype(dp)::value;
-      launch_tiles(op, ctx, attention_rowstats_kernel<DP, T>, q_blocks, rowstats_smem(DP), s, Qp, Kp, mask, dOp, Op, lse,
-                   stats.as<float2>(), dd.as<float>());
-      launch_tiles(op, ctx, attention_dkdv_kernel<DP, T>, kv_blocks, dkdv_smem(DP), s, Qp, Kp, Vp, mask, dOp, st, D,
-                   static_cast<T*>(dK), static_cast<T*>(dV));
-      launch_tiles(op, ctx, attention_dq_kernel<DP, T>, q_blocks, dq_smem(DP), s, Qp, Kp, Vp, mask, dOp, st, D,
-                   static_cast<T*>(dQ));
+      launch_tiles(op, ctx, attention_rowstats_kernel<DP, T>, q_blocks, RowstatsSmem<DP>::bytes, s, Qp, Kp, io.mask, dOp, Op,
+                   io.saved_lse, stats.as<float2>(), dd.as<float>());
+      launch_tiles(op, ctx, attention_dkdv_kernel<DP, T>, kv_blocks, DkdvSmem<DP>::bytes, s, Qp, Kp, Vp, io.mask, dOp, st, D,
+                   static_cast<T*>(io.dK), static_cast<T*>(io.dV));
+      launch_tiles(op, ctx, attention_dq_kernel<DP, T>, q_blocks, DqSmem<DP>::bytes, s, Qp, Kp, Vp, io.mask, dOp, st, D,
+                   static_cast<T*>(io.dQ));
     });
   });
 }

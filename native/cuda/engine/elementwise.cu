@@ -5,8 +5,10 @@
 //   add_broadcast, fill, copy_2d: float32.
 // All are grid-stride passes with 64-bit indices; outputs may alias their inputs element for element.
 #include <type_traits>
+#include <utility>
 
 #include "../../core/activation.h"
+#include "../../core/rows_args.h"
 #include "engine_common.cuh"
 
 namespace vw::cuda {
@@ -148,111 +150,71 @@ void dispatch_kind(ActivationKind kind, F&& f) {
   }
 }
 
-}  // namespace
-
-void activation_forward_cuda(const OpCall& c) {
+// The frame of the n-element ops: inputs 0.. and outputs 0.. named in_names / out_names, n elements each, all
+// of the float type of input 0; then, unless n = 0, the grid-stride pass kernel(inputs..., outputs..., n,
+// extra...), kernel_of(Tag<T>) naming the kernel instance for that type.
+template <size_t NI, size_t NO, typename KernelOf, size_t... I, size_t... O, typename... X>
+void elementwise_pass(const OpCall& c, int64_t n, const char* const (&in_names)[NI], const char* const (&out_names)[NO],
+                      KernelOf kernel_of, std::index_sequence<I...>, std::index_sequence<O...>, X... extra) {
   const char* op = c.op;
-  const int64_t n = size_arg(c, 0, "n");
-  const ActivationKind kind = activation_kind_arg(c, 1);
   const DType t = float_type_of(c.in, 0);
-  const void* x = c.in_any(0, n, t, "X");
-  void* y = c.out_any(0, n, t, "Y");
+  const void* in[NI];
+  void* out[NO];
+  for (size_t k = 0; k < NI; ++k) in[k] = c.in_any(k, n, t, in_names[k]);
+  for (size_t k = 0; k < NO; ++k) out[k] = c.out_any(k, n, t, out_names[k]);
   Context& ctx = context(op);
   if (n == 0) return;
   dispatch_float(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    dispatch_kind(kind, [&](auto k) {
-      launch(op, ctx, grid_for(ctx, n), kThreads, 0, act_forward_kernel<decltype(k)::value, T>,
-             static_cast<const T*>(x), static_cast<T*>(y), n);
-    });
+    launch(op, ctx, grid_for(ctx, n), kThreads, 0, kernel_of(tag), static_cast<const T*>(in[I])..., static_cast<T*>(out[O])...,
+           n, extra...);
+  });
+}
+
+template <size_t NI, size_t NO, typename KernelOf, typename... X>
+void elementwise_op(const OpCall& c, int64_t n, const char* const (&in_names)[NI], const char* const (&out_names)[NO],
+                    KernelOf kernel_of, X... extra) {
+  elementwise_pass(c, n, in_names, out_names, kernel_of, std::make_index_sequence<NI>{}, std::make_index_sequence<NO>{},
+                   extra...);
+}
+
+}  // namespace
+
+void activation_forward_cuda(const OpCall& c) {
+  const int64_t n = size_arg(c, 0, "n");
+  dispatch_kind(activation_kind_arg(c, 1), [&](auto k) {
+    elementwise_op(c, n, {"X"}, {"Y"},
+                   [](auto tag) { return act_forward_kernel<decltype(k)::value, typename decltype(tag)::type>; });
   });
 }
 
 void activation_backward_cuda(const OpCall& c) {
-  const char* op = c.op;
   const int64_t n = size_arg(c, 0, "n");
-  const ActivationKind kind = activation_kind_arg(c, 1);
-  const DType t = float_type_of(c.in, 0);
-  const void* dy = c.in_any(0, n, t, "dY");
-  const void* x = c.in_any(1, n, t, "X");
-  void* dx = c.out_any(0, n, t, "dX");
-  Context& ctx = context(op);
-  if (n == 0) return;
-  dispatch_float(t, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    dispatch_kind(kind, [&](auto k) {
-      launch(op, ctx, grid_for(ctx, n), kThreads, 0, act_backward_kernel<decltype(k)::value, T>,
-             static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<T*>(dx), n);
-    });
+  dispatch_kind(activation_kind_arg(c, 1), [&](auto k) {
+    elementwise_op(c, n, {"dY", "X"}, {"dX"},
+                   [](auto tag) { return act_backward_kernel<decltype(k)::value, typename decltype(tag)::type>; });
   });
 }
 
 void swiglu_forward_cuda(const OpCall& c) {
-  const char* op = c.op;
-  const int64_t n = size_arg(c, 0, "n");
-  const DType t = float_type_of(c.in, 0);
-  const void* gate = c.in_any(0, n, t, "gate");
-  const void* up = c.in_any(1, n, t, "up");
-  void* y = c.out_any(0, n, t, "Y");
-  Context& ctx = context(op);
-  if (n == 0) return;
-  dispatch_float(t, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    launch(op, ctx, grid_for(ctx, n), kThreads, 0, swiglu_forward_kernel<T>, static_cast<const T*>(gate),
-           static_cast<const T*>(up), static_cast<T*>(y), n);
-  });
+  elementwise_op(c, size_arg(c, 0, "n"), {"gate", "up"}, {"Y"},
+                 [](auto tag) { return swiglu_forward_kernel<typename decltype(tag)::type>; });
 }
 
 void swiglu_backward_cuda(const OpCall& c) {
-  const char* op = c.op;
-  const int64_t n = size_arg(c, 0, "n");
-  const DType t = float_type_of(c.in, 0);
-  const void* dy = c.in_any(0, n, t, "dY");
-  const void* gate = c.in_any(1, n, t, "gate");
-  const void* up = c.in_any(2, n, t, "up");
-  void* dgate = c.out_any(0, n, t, "dgate");
-  void* dup = c.out_any(1, n, t, "dup");
-  Context& ctx = context(op);
-  if (n == 0) return;
-  dispatch_float(t, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    launch(op, ctx, grid_for(ctx, n), kThreads, 0, swiglu_backward_kernel<T>, static_cast<const T*>(dy),
-           static_cast<const T*>(gate), static_cast<const T*>(up), static_cast<T*>(dgate), static_cast<T*>(dup), n);
-  });
+  elementwise_op(c, size_arg(c, 0, "n"), {"dY", "gate", "up"}, {"dgate", "dup"},
+                 [](auto tag) { return swiglu_backward_kernel<typename decltype(tag)::type>; });
 }
 
 void axpby_cuda(const OpCall& c) {
-  const char* op = c.op;
   const int64_t n = size_arg(c, 0, "n");
   const float a = static_cast<float>(c.fp(0, "a")), b = static_cast<float>(c.fp(1, "b"));
-  const DType t = float_type_of(c.in, 0);
-  const void* x = c.in_any(0, n, t, "X");
-  const void* y = c.in_any(1, n, t, "Y");
-  void* z = c.out_any(0, n, t, "Z");
-  Context& ctx = context(op);
-  if (n == 0) return;
   const int mode = b == 0.f ? 1 : a == 0.f ? 2 : 0;
-  dispatch_float(t, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    launch(op, ctx, grid_for(ctx, n), kThreads, 0, axpby_kernel<T>, static_cast<const T*>(x), static_cast<const T*>(y),
-           static_cast<T*>(z), n, a, b, mode);
-  });
+  elementwise_op(c, n, {"X", "Y"}, {"Z"}, [](auto tag) { return axpby_kernel<typename decltype(tag)::type>; }, a, b, mode);
 }
 
 void mul_cuda(const OpCall& c) {
-  const char* op = c.op;
-  const int64_t n = size_arg(c, 0, "n");
-  const DType t = float_type_of(c.in, 0);
-  const void* x = c.in_any(0, n, t, "X");
-  const void* y = c.in_any(1, n, t, "Y");
-  void* z = c.out_any(0, n, t, "Z");
-  Context& ctx = context(op);
-  if (n == 0) return;
-  dispatch_float(t, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    launch(op, ctx, grid_for(ctx, n), kThreads, 0, mul_kernel<T>, static_cast<const T*>(x), static_cast<const T*>(y),
-           static_cast<T*>(z), n);
-  });
+  elementwise_op(c, size_arg(c, 0, "n"), {"X", "Y"}, {"Z"}, [](auto tag) { return mul_kernel<typename decltype(tag)::type>; });
 }
 
 void add_broadcast_cuda(const OpCall& c) {
@@ -279,22 +241,11 @@ void fill_cuda(const OpCall& c) {
 
 void copy_2d_cuda(const OpCall& c) {
   const char* op = c.op;
-  const int64_t rows = size_arg(c, 0, "rows"), cols = size_arg(c, 1, "cols");
-  const int64_t s_stride = size_arg(c, 2, "srcStride"), d_stride = size_arg(c, 3, "dstStride");
-  const int64_t s_off = size_arg(c, 4, "srcOffset"), d_off = size_arg(c, 5, "dstOffset");
-  const bool acc = flag_arg(c, 6, "accumulate");
-  if (rows > 1 && d_stride < cols)
-    throw_range_error("[", op, "] dstStride (", d_stride, ") must be >= cols (", cols, ") when rows > 1: destination rows would overlap");
-  const bool empty = rows == 0 || cols == 0;
-  auto extent = [&](int64_t off, int64_t stride) {
-    return empty ? 0 : add_elems(c, add_elems(c, off, numel(c, {rows - 1, stride})), cols);
-  };
-  const float* src = c.in_f32(0, extent(s_off, s_stride), "src");
-  float* dst = c.out_f32(0, extent(d_off, d_stride), "dst");
+  const Copy2dArgs a = read_copy_2d(c);
   Context& ctx = context(op);
-  if (empty) return;
-  launch(op, ctx, grid_for(ctx, numel(c, {rows, cols})), kThreads, 0, copy_2d_kernel, src + s_off, dst + d_off, rows,
-         cols, s_stride, d_stride, acc);
+  if (a.empty) return;
+  launch(op, ctx, grid_for(ctx, numel(c, {a.rows, a.cols})), kThreads, 0, copy_2d_kernel, a.src + a.s_off, a.dst + a.d_off,
+         a.rows, a.cols, a.s_stride, a.d_stride, a.acc);
 }
 
 }  // namespace vw::cuda

@@ -1,8 +1,9 @@
 // Shared pieces of the CUDA engine ops (native/cuda/engine/*.cu):
 //   * the backend-neutral parameter readers (native/core/op_args.h, namespace vw: found unqualified from
 //     here), so both backends reject the same arguments with the same messages;
-//   * the float-dtype dispatch of the bf16-capable ops (one template per kernel, instantiated for float and
-//     __nv_bfloat16; loads convert to float, all arithmetic is fp32 or wider, stores round once);
+//   * the float-dtype dispatch of the bf16-capable ops (dispatch_float, native/cuda/common.cuh: one template
+//     per kernel, instantiated for float and __nv_bfloat16; loads convert to float, all arithmetic is fp32 or
+//     wider, stores round once);
 //   * grid sizing for grid-stride passes;
 //   * first_outside(): the device-side range check of int32 data (ids, key masks), read back once;
 //   * column_sums(): deterministic column reductions (bias / norm weight gradients) without atomics.
@@ -27,20 +28,6 @@ constexpr int kThreads = 256;  // threads per block of the element-wise and row 
 inline unsigned grid_for(const Context& ctx, int64_t n, int64_t per_block = kThreads) {
   const int64_t want = (n + per_block - 1) / per_block;
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(want, int64_t{ctx.sm_count} * 32)));
-}
-
-template <typename T>
-struct Tag {
-  using type = T;
-};
-
-// f(Tag<float>{}) or f(Tag<__nv_bfloat16>{}).
-template <typename F>
-void dispatch_float(DType t, F&& f) {
-  if (t == DType::BF16)
-    f(Tag<__nv_bfloat16>{});
-  else
-    f(Tag<float>{});
 }
 
 // First flat index i < n with x[i] outside [lo, hi), and x[i]; index -1 when none. Synchronises.
@@ -86,6 +73,17 @@ __device__ __forceinline__ void team_coords(int& lane, int64_t& first, int64_t& 
 
 inline unsigned row_grid(const Context& ctx, int64_t R, bool warp_rows) {
   return grid_for(ctx, R, warp_rows ? kThreads / 32 : 1);
+}
+
+// Enqueues a row pass over R rows of C elements: warp_kernel (the TEAM = 32 instance) when C <= kWarpRowMax,
+// else block_kernel (TEAM = kThreads), kThreads threads per block either way.
+template <typename... P, typename... A>
+void launch_team_rows(const char* op, const Context& ctx, int64_t R, int64_t C, void (*warp_kernel)(P...),
+                      void (*block_kernel)(P...), const A&... args) {
+  if (C <= kWarpRowMax)
+    launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, warp_kernel, args...);
+  else
+    launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, block_kernel, args...);
 }
 
 // ------------------------------------------------------------------------------ column reductions

@@ -7,6 +7,7 @@
 //             (strideC = 0 accumulation, overlapping blocks) one GEMM per batch, in batch order, as the CPU.
 //             The bias is written into (or added onto) C first and the GEMM then accumulates (beta = 1).
 //   sum_rows: y[C] (=|+=) sum_r X[r, :] in double, deterministic (engine_common.cuh column_sums).
+#include "../../core/matmul_args.h"
 #include "engine_common.cuh"
 
 namespace vw::cuda {
@@ -14,11 +15,6 @@ namespace vw::cuda {
 namespace {
 
 using namespace eng;
-
-int64_t batched_extent(const OpCall& c, int64_t batch, int64_t stride, int64_t block) {
-  if (batch == 0 || block == 0) return 0;
-  return add_elems(c, numel(c, {batch - 1, stride}), block);
-}
 
 // C[b * sC + m * N + n] = bias[n] (accumulate: +=) for b < batch, m < M, n < N.
 template <typename TC, typename TB>
@@ -80,27 +76,14 @@ struct SumRowsStore {
 
 void matmul_cuda(const OpCall& c) {
   const char* op = c.op;
-  const int64_t batch = size_arg(c, 0, "batch"), M = size_arg(c, 1, "M"), N = size_arg(c, 2, "N"), K = size_arg(c, 3, "K");
-  const bool ta = flag_arg(c, 4, "transA"), tb = flag_arg(c, 5, "transB");
-  const bool has_bias = flag_arg(c, 6, "hasBias"), acc = flag_arg(c, 7, "accumulate");
-  const int64_t sA = size_arg(c, 8, "strideA"), sB = size_arg(c, 9, "strideB"), sC = size_arg(c, 10, "strideC");
-  const float alpha = static_cast<float>(c.fp(0, "alpha"));
-  for (int64_t d : {M, N, K})
-    if (d > INT_MAX) throw_range_error("[", op, "] M, N and K must be <= ", INT_MAX, " (BLAS int), got ", d);
-  const int64_t MN = numel(c, {M, N});
-  const DType t = float_type_of(c.in, 0);
-  const void* A = c.in_any(0, batched_extent(c, batch, sA, numel(c, {M, K})), t, "A");
-  const void* B = c.in_any(1, batched_extent(c, batch, sB, numel(c, {K, N})), t, "B");
-  // bf16 products take a float32 or bf16 bias and write a bf16 or float32 C.
-  const DType t_bias = t == DType::BF16 ? float_type_of(c.in, 2) : DType::F32;
-  const void* bias = has_bias ? c.in_any(2, N, t_bias, "bias") : nullptr;
-  const DType t_c = t == DType::BF16 && !c.out.empty() && c.out[0].dtype == DType::F32 ? DType::F32 : t;
-  void* C = c.out_any(0, batched_extent(c, batch, sC, MN), t_c, "C");
-  if (batch == 0 || MN == 0) return;
-  // As on the CPU: with all three strides 0 no buffer bounds the batch count (batch = 2^32 would queue
-  // billions of launches repeating one product into one C).
-  if (batch > 1 && sA == 0 && sB == 0 && sC == 0)
-    throw_range_error("[", op, "] batch = ", batch, " with strideA = strideB = strideC = 0 repeats one product; pass batch = 1");
+  const MatmulArgs a = read_matmul(c, true);
+  if (a.empty()) return;
+  const int64_t batch = a.batch, M = a.M, N = a.N, K = a.K, MN = a.MN, sA = a.sA, sB = a.sB, sC = a.sC;
+  const bool ta = a.trans_a, tb = a.trans_b, has_bias = a.has_bias, acc = a.acc;
+  const float alpha = a.alpha;
+  const DType t = a.t, t_bias = a.t_bias, t_c = a.t_c;
+  const void *A = a.A, *B = a.B, *bias = a.bias;
+  void* C = a.C;
   Context& ctx = context(op);
 
   const cudaDataType_t type_ab = cuda_type(t), type_c = cuda_type(t_c);
@@ -144,13 +127,10 @@ void matmul_cuda(const OpCall& c) {
 
 void sum_rows_cuda(const OpCall& c) {
   const char* op = c.op;
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C");
-  const bool acc = flag_arg(c, 2, "accumulate");
-  const float* x = c.in_f32(0, numel(c, {R, C}), "X");
-  float* y = c.out_f32(0, C, "y");
+  const SumRowsArgs a = read_sum_rows(c);
   Context& ctx = context(op);
-  if (C == 0) return;
-  column_sums<1>(op, ctx, R, C, SumRowsTerm{x, C}, SumRowsStore{y, acc});
+  if (a.C == 0) return;
+  column_sums<1>(op, ctx, a.R, a.C, SumRowsTerm{a.x, a.C}, SumRowsStore{a.y, a.acc});
 }
 
 }  // namespace vw::cuda

@@ -7,6 +7,7 @@
 // model copy or the fp32 master can be passed), rstd and dw always float32. LayerNorm: float32 only.
 // rms_norm_backward runs its dw pass before dx, so dX may alias dY there; layer_norm_backward needs them
 // distinct (as on the CPU).
+#include "../../core/norm_args.h"
 #include "engine_common.cuh"
 
 namespace vw::cuda {
@@ -73,6 +74,12 @@ struct RmsDwTerm {
     v[0] = static_cast<double>(to_float(dy[r * C + j])) * static_cast<double>(to_float(x[r * C + j])) * static_cast<double>(rstd[r]);
   }
 };
+// f(Tag<T>{}, Tag<W>{}) with T the float type of RMSNorm's activations and W that of its weight.
+template <typename F>
+void dispatch_rms(const RmsNormArgs& a, F&& f) {
+  dispatch_float(a.t, [&](auto ttag) { dispatch_float(a.tw, [&](auto wtag) { f(ttag, wtag); }); });
+}
+
 struct AddFloatStore {  // dw[j] += float(s): the CPU's float add
   float* out;
   __device__ void operator()(int64_t j, const double (&s)[1]) const { out[j] += static_cast<float>(s[0]); }
@@ -169,124 +176,64 @@ struct LayerNormDwDbStore {  // dw[j] = float(dw[j] + sw), db likewise: the CPU'
   }
 };
 
-void check_norm_dims(const OpCall& c, int64_t C) {
-  if (C < 1) throw_range_error("[", c.op, "] C must be >= 1, got ", C);
-}
-
 }  // namespace
 
 // ------------------------------------------------------------------------------------------- entry points
 
 void rms_norm_forward_cuda(const OpCall& c) {
   const char* op = c.op;
-  // Checked sizes and product, as the CPU op (R * C must not wrap past the buffer checks).
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C"), n = numel(c, {R, C});
-  const double eps = c.fp(0, "eps");
-  const DType t = float_type_of(c.in, 0), tw = float_type_of(c.in, 1);
-  const void* x = c.in_any(0, n, t, "x");
-  const void* w = c.in_any(1, C, tw, "w");
-  void* y = c.out_any(0, n, t, "y");
-  float* rstd = c.out_f32(1, R, "rstd");
+  const RmsNormArgs a = read_rms_norm_forward(c, true);
   Context& ctx = context(op);
-  if (R <= 0) return;
-  const bool warp_rows = C <= kWarpRowMax;
-  dispatch_float(t, [&](auto ttag) {
+  if (a.R <= 0) return;
+  dispatch_rms(a, [&](auto ttag, auto wtag) {
     using T = typename decltype(ttag)::type;
-    dispatch_float(tw, [&](auto wtag) {
-      using W = typename decltype(wtag)::type;
-      const T* xp = static_cast<const T*>(x);
-      const W* wp = static_cast<const W*>(w);
-      T* yp = static_cast<T*>(y);
-      if (warp_rows)
-        launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, rms_forward_kernel<32, T, W>, xp, wp, yp, rstd, R, C, eps);
-      else
-        launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, rms_forward_kernel<kThreads, T, W>,
-               xp, wp, yp, rstd, R, C, eps);
-    });
+    using W = typename decltype(wtag)::type;
+    launch_team_rows(op, ctx, a.R, a.C, rms_forward_kernel<32, T, W>, rms_forward_kernel<kThreads, T, W>,
+                     static_cast<const T*>(a.x), static_cast<const W*>(a.w), static_cast<T*>(a.out), a.rstd, a.R, a.C, a.eps);
   });
 }
 
 void rms_norm_backward_cuda(const OpCall& c) {
   const char* op = c.op;
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C"), n = numel(c, {R, C});
-  const DType t = float_type_of(c.in, 0), tw = float_type_of(c.in, 2);
-  const void* dy = c.in_any(0, n, t, "dy");
-  const void* x = c.in_any(1, n, t, "x");
-  const void* w = c.in_any(2, C, tw, "w");
-  const float* rstd = c.in_f32(3, R, "rstd");
-  void* dx = c.out_any(0, n, t, "dx");
-  float* dw = c.out_f32(1, C, "dw");
+  const RmsNormArgs a = read_rms_norm_backward(c, true);
   Context& ctx = context(op);
-  if (C <= 0) return;
-  const bool warp_rows = C <= kWarpRowMax;
-  dispatch_float(t, [&](auto ttag) {
+  if (a.C <= 0) return;
+  // dw first: it reads dy, which dx may overwrite.
+  dispatch_float(a.t, [&](auto ttag) {
     using T = typename decltype(ttag)::type;
-    const T* dyp = static_cast<const T*>(dy);
-    const T* xp = static_cast<const T*>(x);
-    // dw first: it reads dy, which dx may overwrite.
-    column_sums<1>(op, ctx, R, C, RmsDwTerm<T>{dyp, xp, rstd, C}, AddFloatStore{dw});
-    if (R == 0) return;
-    dispatch_float(tw, [&](auto wtag) {
-      using W = typename decltype(wtag)::type;
-      const W* wp = static_cast<const W*>(w);
-      T* dxp = static_cast<T*>(dx);
-      if (warp_rows)
-        launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, rms_backward_dx_kernel<32, T, W>,
-               dyp, xp, wp, rstd, dxp, R, C);
-      else
-        launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, rms_backward_dx_kernel<kThreads, T, W>,
-               dyp, xp, wp, rstd, dxp, R, C);
-    });
+    column_sums<1>(op, ctx, a.R, a.C, RmsDwTerm<T>{static_cast<const T*>(a.dy), static_cast<const T*>(a.x), a.saved_rstd, a.C},
+                   AddFloatStore{a.dw});
+  });
+  if (a.R == 0) return;
+  dispatch_rms(a, [&](auto ttag, auto wtag) {
+    using T = typename decltype(ttag)::type;
+    using W = typename decltype(wtag)::type;
+    launch_team_rows(op, ctx, a.R, a.C, rms_backward_dx_kernel<32, T, W>, rms_backward_dx_kernel<kThreads, T, W>,
+                     static_cast<const T*>(a.dy), static_cast<const T*>(a.x), static_cast<const W*>(a.w), a.saved_rstd,
+                     static_cast<T*>(a.out), a.R, a.C);
   });
 }
 
 void layer_norm_forward_cuda(const OpCall& c) {
   const char* op = c.op;
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C");
-  check_norm_dims(c, C);
-  const double eps = c.fp(0, "eps");
-  if (!(eps >= 0) || !std::isfinite(eps)) throw_range_error("[", op, "] eps must be finite and >= 0, got ", eps);
-  const float* x = c.in_f32(0, numel(c, {R, C}), "X");
-  const float* w = c.in_f32(1, C, "w");
-  const float* b = c.in_f32(2, C, "b");
-  float* y = c.out_f32(0, numel(c, {R, C}), "Y");
-  float* mean = c.out_f32(1, R, "mean");
-  float* rstd = c.out_f32(2, R, "rstd");
+  const LayerNormArgs a = read_layer_norm_forward(c);
   Context& ctx = context(op);
-  if (R == 0) return;
-  if (C <= kWarpRowMax)
-    launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, layer_norm_forward_kernel<32>,
-           x, w, b, y, mean, rstd, R, C, eps);
-  else
-    launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, layer_norm_forward_kernel<kThreads>,
-           x, w, b, y, mean, rstd, R, C, eps);
+  if (a.R == 0) return;
+  launch_team_rows(op, ctx, a.R, a.C, layer_norm_forward_kernel<32>, layer_norm_forward_kernel<kThreads>, a.x, a.w, a.b,
+                   a.out, a.mean, a.rstd, a.R, a.C, a.eps);
 }
 
 void layer_norm_backward_cuda(const OpCall& c) {
   const char* op = c.op;
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C");
-  check_norm_dims(c, C);
-  const int64_t RC = numel(c, {R, C});
-  const float* dy = c.in_f32(0, RC, "dY");
-  const float* x = c.in_f32(1, RC, "X");
-  const float* w = c.in_f32(2, C, "w");
-  c.in_f32(3, R, "mean");  // recomputed in double, as on the CPU
-  const float* rstd = c.in_f32(4, R, "rstd");
-  float* dx = c.out_f32(0, RC, "dX");
-  float* dw = c.out_f32(1, C, "dw");
-  float* db = c.out_f32(2, C, "db");
+  const LayerNormArgs a = read_layer_norm_backward(c);
+  const int64_t R = a.R, C = a.C;
   Context& ctx = context(op);
   DeviceBuffer mean_split(op, ctx, sizeof(float2) * static_cast<size_t>(R), nullptr);
   float2* ms = mean_split.as<float2>();
-  if (R > 0) {
-    if (C <= kWarpRowMax)
-      launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, layer_norm_backward_dx_kernel<32>,
-             dy, x, w, rstd, dx, ms, R, C);
-    else
-      launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, layer_norm_backward_dx_kernel<kThreads>,
-             dy, x, w, rstd, dx, ms, R, C);
-  }
-  column_sums<2>(op, ctx, R, C, LayerNormDwDbTerm{dy, x, ms, rstd, C}, LayerNormDwDbStore{dw, db});
+  if (R > 0)
+    launch_team_rows(op, ctx, R, C, layer_norm_backward_dx_kernel<32>, layer_norm_backward_dx_kernel<kThreads>, a.dy, a.x,
+                     a.w, a.saved_rstd, a.out, ms, R, C);
+  column_sums<2>(op, ctx, R, C, LayerNormDwDbTerm{a.dy, a.x, ms, a.saved_rstd, C}, LayerNormDwDbStore{a.dw, a.db});
 }
 
 }  // namespace vw::cuda

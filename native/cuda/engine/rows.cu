@@ -9,6 +9,7 @@
 // output is written.
 #include <cub/device/device_radix_sort.cuh>
 
+#include "../../core/rows_args.h"
 #include "engine_common.cuh"
 
 namespace vw::cuda {
@@ -95,66 +96,31 @@ void scatter_add(const char* op, const Context& ctx, const float* ddst, const in
          order_out.as<int32_t>(), dsrc, n, C);
 }
 
+// The body of the four row ops: the ids checked on the device, then the gather or the scatter-add.
+void move_rows(const char* op, const RowMoveArgs& a) {
+  Context& ctx = context(op);
+  eng::check_row_ids(op, ctx, a.idx, a.n, a.S, a.idx_name);
+  if (a.scatter)
+    scatter_add(op, ctx, a.src, a.idx, a.dst, a.S, a.n, a.C);
+  else
+    gather(op, ctx, a.src, a.idx, a.dst, a.n, a.C);
+}
+
 }  // namespace
 
-void embedding_forward_cuda(const OpCall& c) {
-  const char* op = c.op;
-  const int64_t n = size_arg(c, 0, "n"), V = size_arg(c, 1, "V"), D = size_arg(c, 2, "D");
-  const int32_t* ids = c.in_i32(0, n, "ids");
-  const float* w = c.in_f32(1, numel(c, {V, D}), "W");
-  float* y = c.out_f32(0, numel(c, {n, D}), "Y");
-  Context& ctx = context(op);
-  eng::check_row_ids(op, ctx, ids, n, V, "ids");
-  gather(op, ctx, w, ids, y, n, D);
-}
-
-void embedding_backward_cuda(const OpCall& c) {
-  const char* op = c.op;
-  const int64_t n = size_arg(c, 0, "n"), V = size_arg(c, 1, "V"), D = size_arg(c, 2, "D");
-  const int32_t* ids = c.in_i32(0, n, "ids");
-  const float* dy = c.in_f32(1, numel(c, {n, D}), "dY");
-  float* dw = c.out_f32(0, numel(c, {V, D}), "dW");
-  Context& ctx = context(op);
-  eng::check_row_ids(op, ctx, ids, n, V, "ids");
-  scatter_add(op, ctx, dy, ids, dw, V, n, D);
-}
-
-void gather_rows_cuda(const OpCall& c) {
-  const char* op = c.op;
-  const int64_t S = size_arg(c, 0, "S"), n = size_arg(c, 1, "n"), C = size_arg(c, 2, "C");
-  const float* src = c.in_f32(0, numel(c, {S, C}), "src");
-  const int32_t* idx = c.in_i32(1, n, "idx");
-  float* dst = c.out_f32(0, numel(c, {n, C}), "dst");
-  Context& ctx = context(op);
-  eng::check_row_ids(op, ctx, idx, n, S, "idx");
-  gather(op, ctx, src, idx, dst, n, C);
-}
-
-void scatter_add_rows_cuda(const OpCall& c) {
-  const char* op = c.op;
-  const int64_t S = size_arg(c, 0, "S"), n = size_arg(c, 1, "n"), C = size_arg(c, 2, "C");
-  const float* ddst = c.in_f32(0, numel(c, {n, C}), "dDst");
-  const int32_t* idx = c.in_i32(1, n, "idx");
-  float* dsrc = c.out_f32(0, numel(c, {S, C}), "dSrc");
-  Context& ctx = context(op);
-  eng::check_row_ids(op, ctx, idx, n, S, "idx");
-  scatter_add(op, ctx, ddst, idx, dsrc, S, n, C);
-}
+void embedding_forward_cuda(const OpCall& c) { move_rows(c.op, read_embedding(c, false)); }
+void embedding_backward_cuda(const OpCall& c) { move_rows(c.op, read_embedding(c, true)); }
+void gather_rows_cuda(const OpCall& c) { move_rows(c.op, read_gather_rows(c, false)); }
+void scatter_add_rows_cuda(const OpCall& c) { move_rows(c.op, read_gather_rows(c, true)); }
 
 void im2col_cuda(const OpCall& c) {
   const char* op = c.op;
-  const int64_t B = size_arg(c, 0, "B"), Cin = size_arg(c, 1, "Cin"), H = size_arg(c, 2, "H"), W = size_arg(c, 3, "W");
-  const int64_t p = size_arg(c, 4, "p");
-  if (p < 1) throw_range_error("[", op, "] patch size p must be >= 1, got ", p);
-  if (H % p != 0 || W % p != 0)
-    throw_range_error("[", op, "] H (", H, ") and W (", W, ") must be multiples of the patch size p (", p, ")");
-  const int64_t Hp = H / p, Wp = W / p, P = Hp * Wp, K = numel(c, {Cin, p, p});
-  const float* img = c.in_f32(0, numel(c, {B, Cin, H, W}), "img");
-  float* cols = c.out_f32(0, numel(c, {B, P, K}), "cols");
+  const Im2colArgs a = read_im2col(c);
   Context& ctx = context(op);
-  const int64_t total = numel(c, {B, P, K});
+  const int64_t total = numel(c, {a.B, a.P, a.K});
   if (total == 0) return;
-  launch(op, ctx, grid_for(ctx, total), kThreads, 0, im2col_kernel, img, cols, total, Cin, H, W, p, P, Wp, K);
+  launch(op, ctx, grid_for(ctx, total), kThreads, 0, im2col_kernel, a.img, a.cols, total, a.Cin, a.H, a.W, a.p, a.P, a.Wp,
+         a.K);
 }
 
 }  // namespace vw::cuda

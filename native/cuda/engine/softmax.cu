@@ -4,6 +4,7 @@
 //   backward: dx = y * (dy - sum_k dy_k y_k), the dot in double; dX may be dY (in place: each element is
 //             read before it is written, after the row's dot is complete).
 // A warp per row when C <= kWarpRowMax, else a block of kThreads per row.
+#include "../../core/softmax_args.h"
 #include "engine_common.cuh"
 
 namespace vw::cuda {
@@ -50,32 +51,18 @@ __global__ void __launch_bounds__(kThreads) softmax_backward_kernel(const float*
 }  // namespace
 
 void softmax_forward_cuda(const OpCall& c) {
-  const char* op = c.op;
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C");
-  const int64_t n = numel(c, {R, C});
-  const float* x = c.in_f32(0, n, "X");
-  float* y = c.out_f32(0, n, "Y");
-  Context& ctx = context(op);
-  if (n == 0) return;
-  if (C <= kWarpRowMax)
-    launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, softmax_forward_kernel<32>, x, y, R, C);
-  else
-    launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, softmax_forward_kernel<kThreads>, x, y, R, C);
+  const SoftmaxArgs a = read_softmax(c, false);
+  Context& ctx = context(c.op);
+  if (a.n == 0) return;
+  launch_team_rows(c.op, ctx, a.R, a.C, softmax_forward_kernel<32>, softmax_forward_kernel<kThreads>, a.x, a.out, a.R, a.C);
 }
 
 void softmax_backward_cuda(const OpCall& c) {
-  const char* op = c.op;
-  const int64_t R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C");
-  const int64_t n = numel(c, {R, C});
-  const float* dy = c.in_f32(0, n, "dY");
-  const float* y = c.in_f32(1, n, "Y");
-  float* dx = c.out_f32(0, n, "dX");
-  Context& ctx = context(op);
-  if (n == 0) return;
-  if (C <= kWarpRowMax)
-    launch(op, ctx, row_grid(ctx, R, true), kThreads, 0, softmax_backward_kernel<32>, dy, y, dx, R, C);
-  else
-    launch(op, ctx, row_grid(ctx, R, false), kThreads, 0, softmax_backward_kernel<kThreads>, dy, y, dx, R, C);
+  const SoftmaxArgs a = read_softmax(c, true);
+  Context& ctx = context(c.op);
+  if (a.n == 0) return;
+  launch_team_rows(c.op, ctx, a.R, a.C, softmax_backward_kernel<32>, softmax_backward_kernel<kThreads>, a.dy, a.y, a.out,
+                   a.R, a.C);
 }
 
 }  // namespace vw::cuda
