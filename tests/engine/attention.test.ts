@@ -12,15 +12,9 @@ import { rngFor, runSeed } from '../support/random';
 
 type MaskKind = 'none' | 'random' | 'right-pad' | 'left-pad';
 
-interface Case {
+/** The op's dimensions (the reference's, less the scale: 1 / sqrt(Dh) x scoreScale) and what to vary. */
+interface Case extends Omit<AttnDims, 'scale'> {
   name: string;
-  B: number;
-  Tq: number;
-  Tk: number;
-  Hq: number;
-  Hkv: number;
-  Dh: number;
-  causal: boolean;
   mask?: MaskKind;
   /** Batch rows whose keys are all padding. */
   emptyRows?: number[];

@@ -1,0 +1,53 @@
+// Where a decoder training step spends its time, per op of the table (native/core/ops.def): the engine
+// benchmark's decoder (benchmarks/engine_cpu.ts) run with every callOp timed, plus the step's wall time,
+// so the rest is the JS side (autograd, allocation, argument checks). Not a test; prints a table.
+//
+//   npx tsx benchmarks/profile_decoder.ts [--reps 5]
+import { F, Generator, nn, scope, Tensor, zeroGrad } from '../src';
+import { cpu } from '../src/native';
+
+const args = process.argv.slice(2);
+const reps = Number(args[args.indexOf('--reps') + 1] || 5) || 5;
+const BATCH = 8, SEQ = 256;
+const cfg: nn.LlamaConfig = { vocabSize: 4096, hiddenSize: 256, intermediateSize: 688, numLayers: 4, numHeads: 8, numKvHeads: 8, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 512, initializerRange: 0.02 };
+const gen = new Generator(0);
+const model = new nn.LlamaForCausalLM(cfg, { generator: gen });
+const ids = new Int32Array(BATCH * SEQ).map(() => gen.int(cfg.vocabSize));
+const targets = new Int32Array(BATCH * SEQ).map((_, i) => ((i + 1) % SEQ === 0 ? -100 : ids[i + 1]));
+
+const addon = cpu();
+const raw = addon.callOp.bind(addon);
+const perOp = new Map<string, { ms: number; calls: number }>();
+let timing = false;
+addon.callOp = (op, ...rest) => {
+  if (!timing) return raw(op, ...rest);
+  const t0 = process.hrtime.bigint();
+  try {
+    return raw(op, ...rest);
+  } finally {
+    const e = perOp.get(op) ?? { ms: 0, calls: 0 };
+    e.ms += Number(process.hrtime.bigint() - t0) / 1e6;
+    e.calls++;
+    perOp.set(op, e);
+  }
+};
+
+const step = () => scope(() => {
+  const out = model.model.forward(model.model.embed_tokens.forward(Tensor.fromArray(ids, [BATCH, SEQ])));
+  const loss = F.linearCrossEntropy(F.reshape(out.last, [BATCH * SEQ, cfg.hiddenSize]), model.lm_head.weight, Tensor.fromArray(targets, [BATCH * SEQ]));
+  loss.backward();
+  zeroGrad(model.parameters());
+});
+step();
+step();
+timing = true;
+let wall = 0;
+for (let r = 0; r < reps; r++) {
+  const t0 = process.hrtime.bigint();
+  step();
+  wall += Number(process.hrtime.bigint() - t0) / 1e6;
+}
+const rows = [...perOp.entries()].map(([op, e]) => ({ op, ms: e.ms / reps, calls: e.calls / reps })).sort((a, b) => b.ms - a.ms);
+const inOps = rows.reduce((s, r) => s + r.ms, 0);
+console.log(`decoder step (B ${BATCH} x T ${SEQ}, d ${cfg.hiddenSize}, ${cfg.numLayers} layers): ${(wall / reps).toFixed(1)} ms per step, ${inOps.toFixed(1)} ms in ops, ${(wall / reps - inOps).toFixed(1)} ms outside (JS, allocation)`);
+for (const r of rows) console.log(`  ${r.op.padEnd(28)} ${r.ms.toFixed(2).padStart(8)} ms  ${String(r.calls).padStart(4)} calls`);
