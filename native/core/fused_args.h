@@ -115,13 +115,6 @@ struct PseudoImageFeaturesArgs {
 // backend's table entry is then one line: `void <op>_<backend>(const OpCall& c) { c.report(<op>(read_<op>(c))); }`
 // around its typed kernel `OpStats <op>(const <Op>Args&)`.
 
-// Integer parameter k that must be >= lo.
-inline int64_t min_arg(const OpCall& c, size_t k, const char* name, int64_t lo) {
-  const int64_t v = c.ip(k, name);
-  if (v < lo) throw_range_error("[", c.op, "] ", name, " must be >= ", lo, ", got ", v);
-  return v;
-}
-
 inline Reduction reduction_arg(const OpCall& c, size_t k) {
   return static_cast<Reduction>(int_arg(c, k, "reduction (0 mean, 1 sum, 2 none)", 0, 2));
 }

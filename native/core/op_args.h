@@ -11,12 +11,15 @@
 
 namespace vw {
 
-// Integer parameter k as a size (>= 0).
-inline int64_t size_arg(const OpCall& c, size_t k, const char* name) {
+// Integer parameter k that must be >= lo.
+inline int64_t min_arg(const OpCall& c, size_t k, const char* name, int64_t lo) {
   const int64_t v = c.ip(k, name);
-  if (v < 0) throw_range_error("[", c.op, "] ", name, " must be >= 0, got ", v);
+  if (v < lo) throw_range_error("[", c.op, "] ", name, " must be >= ", lo, ", got ", v);
   return v;
 }
+
+// Integer parameter k as a size (>= 0).
+inline int64_t size_arg(const OpCall& c, size_t k, const char* name) { return min_arg(c, k, name, 0); }
 
 // Integer parameter k in [lo, hi].
 inline int64_t int_arg(const OpCall& c, size_t k, const char* name, int64_t lo, int64_t hi) {
