@@ -261,20 +261,24 @@ void raise_status(const char* op, const Context& ctx, const DeviceBuffer& status
   }
 }
 
+namespace {
+__global__ void doubles_to_floats_kernel(const double* __restrict__ src, float* __restrict__ dst, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = static_cast<float>(src[i]);
+}
+}  // namespace
+
 double copy_row_losses(const char* op, const Context& ctx, const double* d_loss, float* row_loss, int64_t n) {
   if (n <= 0) return 0.0;
+  // the float32 rows stay on the device; only the doubles come to the host, for the total
+  const int64_t blocks = std::min<int64_t>((n + 255) / 256, int64_t(ctx.sm_count) * 8);
+  launch(op, ctx, static_cast<unsigned>(blocks), 256, 0, doubles_to_floats_kernel, d_loss, row_loss, n);
   std::vector<double> loss(static_cast<size_t>(n));
   CUDA_CHECK(op, cudaMemcpyAsync(loss.data(), d_loss, sizeof(double) * n, cudaMemcpyDeviceToHost, ctx.stream));
   CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
-  std::vector<float> as_float(static_cast<size_t>(n));
   double total = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    total += loss[i];
-    as_float[static_cast<size_t>(i)] = static_cast<float>(loss[i]);
-  }
-  // synchronous: as_float dies with this frame
-  CUDA_CHECK(op, cudaMemcpyAsync(row_loss, as_float.data(), sizeof(float) * n, cudaMemcpyHostToDevice, ctx.stream));
-  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+  for (double v : loss) total += v;
   return total;
 }
 
