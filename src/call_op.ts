@@ -2,7 +2,7 @@
 // through the one binding. The differentiable layer (src/functional.ts, `F`) and the typed fused-op
 // wrappers (src/fused.ts, `fused`) are written on top of callOp; this is the one place that talks to it.
 import { typeError } from './errors';
-import { addonFor, cpu, OpStats } from './native';
+import { Addon, addonFor, cpu, OpStats } from './native';
 import { Device, DType, Tensor } from './tensor';
 
 export type { OpStats };
@@ -42,11 +42,11 @@ export function opNames(device: Device = 'cpu'): string[] {
   return addonFor(device, 'opNames').opNames();
 }
 
-let constants: ReturnType<typeof cpu>['opConstants'] extends () => infer C ? C : never;
+type OpConstants = ReturnType<Addon['opConstants']>;
+let constants: OpConstants | null = null;
 /** The enums ops take as integers (activation kinds, reductions), as the native table defines them. */
-export function opConstants(): typeof constants {
-  constants ??= cpu().opConstants();
-  return constants;
+export function opConstants(): OpConstants {
+  return (constants ??= cpu().opConstants());
 }
 
 export type { DType };
