@@ -4,11 +4,11 @@
 // layer), next to the same models in PyTorch (transformers, eager and torch.compile) in the same run when
 // python3 with torch and transformers is available (said so otherwise). Prints a table and one JSON line.
 //
-//   npx tsx benchmarks/engine_cpu.ts [--reps 3] [--no-torch]
+//   npx tsx benchmarks/engine_cpu.ts [--reps 3] [--rounds 1] [--models decoder,vit] [--torch-modes eager,compile] [--no-torch]
 import { spawnSync } from 'child_process';
 import * as os from 'os';
 import { F, Generator, nn, scope, Tensor, zeroGrad } from '../src';
-import { medianSeconds } from './support';
+import { arg, medianSeconds } from './support';
 
 const args = process.argv.slice(2);
 const reps = Number(args[args.indexOf('--reps') + 1] || 3) || 3;
@@ -61,29 +61,46 @@ function torchRun(model: string, mode: string): { seconds: number; tokensPerSeco
   }
 }
 
-const rows: { model: string; impl: string; seconds: number; tokensPerSecond: number; note?: string }[] = [];
-for (const [name, fn] of [['decoder', decoder], ['vit', vit]] as const) {
-  const r = fn();
-  rows.push({ model: name, impl: 'vwlmm', seconds: r.seconds, tokensPerSecond: r.tokens / r.seconds });
-  process.stderr.write(`  ${name} vwlmm: ${r.seconds.toFixed(3)} s\n`);
-}
+// Rounds alternate the implementations (vwlmm, torch eager, torch.compile per model), so a noisy machine's
+// slow spells hit them alike; the table reports each implementation's median over the rounds, and the ratio
+// of vwlmm to each PyTorch mode round by round (its median and range).
+interface Row { model: string; impl: string; seconds: number; tokensPerSecond: number; note?: string; rounds: number[] }
+const rows: Row[] = [];
+const models = arg('models', 'decoder,vit').split(',').filter((m) => m === 'decoder' || m === 'vit');
+const rounds = Math.max(1, Number(arg('rounds', '1')) || 1);
+const torchModes = arg('torch-modes', 'eager,compile').split(',').filter((m) => m === 'eager' || m === 'compile');
 const torchOk = !args.includes('--no-torch') && spawnSync('python3', ['-c', 'import torch, transformers'], { encoding: 'utf8' }).status === 0;
-if (torchOk) {
-  for (const name of ['decoder', 'vit']) {
-    for (const mode of ['eager', 'compile']) {
-      const r = torchRun(name, mode);
-      if ('error' in r) rows.push({ model: name, impl: `torch ${mode}`, seconds: NaN, tokensPerSecond: NaN, note: r.error });
-      else rows.push({ model: name, impl: `torch ${mode}`, seconds: r.seconds, tokensPerSecond: r.tokensPerSecond, note: r.attention ? `attention=${r.attention}` : undefined });
-      process.stderr.write(`  ${name} torch ${mode}: done\n`);
+const add = (model: string, impl: string, seconds: number, tokens: number, note?: string): void => {
+  let r = rows.find((x) => x.model === model && x.impl === impl);
+  if (!r) rows.push((r = { model, impl, seconds: NaN, tokensPerSecond: NaN, note, rounds: [] }));
+  r.rounds.push(seconds);
+  const sorted = r.rounds.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  r.seconds = sorted.length ? sorted[Math.floor(sorted.length / 2)] : NaN;
+  r.tokensPerSecond = tokens / r.seconds;
+};
+for (let round = 0; round < rounds; round++) {
+  for (const name of models) {
+    const r = (name === 'decoder' ? decoder : vit)();
+    add(name, 'vwlmm', r.seconds, r.tokens);
+    process.stderr.write(`  round ${round + 1}: ${name} vwlmm ${r.seconds.toFixed(3)} s\n`);
+    if (!torchOk) continue;
+    for (const mode of torchModes) {
+      const t = torchRun(name, mode);
+      if ('error' in t) add(name, `torch ${mode}`, NaN, r.tokens, t.error);
+      else add(name, `torch ${mode}`, t.seconds, r.tokens, t.attention ? `attention=${t.attention}` : undefined);
+      process.stderr.write(`  round ${round + 1}: ${name} torch ${mode} ${'error' in t ? 'failed' : t.seconds.toFixed(3) + ' s'}\n`);
     }
   }
 }
 const machine = `${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores`;
-console.log(`\n${machine}; torch: ${torchOk ? 'yes' : 'not available or --no-torch'}`);
-console.log('| model | implementation | seconds (fwd+bwd) | tokens/s | vs vwlmm | note |');
+console.log(`\n${machine}; torch: ${torchOk ? 'yes' : 'not available or --no-torch'}; ${rounds} round(s), median of ${reps} steps each`);
+console.log('| model | implementation | seconds (fwd+bwd, median of rounds) | tokens/s | vwlmm relative to it: per-round median (range) | note |');
 console.log('|---|---|---|---|---|---|');
 for (const r of rows) {
   const base = rows.find((x) => x.model === r.model && x.impl === 'vwlmm')!;
-  console.log(`| ${r.model} | ${r.impl} | ${r.seconds.toFixed(3)} | ${r.tokensPerSecond.toFixed(0)} | ${(r.tokensPerSecond / base.tokensPerSecond).toFixed(2)}x | ${r.note ?? ''} |`);
+  // ratio > 1: vwlmm is faster (its time is smaller)
+  const ratios = r.rounds.map((t, i) => t / base.rounds[i]).filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  const rel = r === base || !ratios.length ? '' : `${ratios[Math.floor(ratios.length / 2)].toFixed(2)}x (${ratios[0].toFixed(2)}-${ratios[ratios.length - 1].toFixed(2)})`;
+  console.log(`| ${r.model} | ${r.impl} | ${r.seconds.toFixed(3)} | ${r.tokensPerSecond.toFixed(0)} | ${rel} | ${r.note ?? ''} |`);
 }
 console.log(JSON.stringify({ date: new Date().toISOString(), machine, command: `npx tsx benchmarks/engine_cpu.ts ${args.join(' ')}`.trim(), rows }));

@@ -6,7 +6,8 @@
 //     256 are the KL's chunks at N = 576 / 2304, 288 and 461 the cross-entropy's (64 MiB workspace);
 //   - the demo (src/demo/recipe.ts): vision tower d 64, FFN 256, 32 images x 26 tokens = 832 rows, patch
 //     embedding 675 -> 64 on 800 patches; LLM d 64, FFN 128, vocab 72, 32 sequences x ~91 tokens = 2912
-//     rows; each linear layer's forward (x W^T, NT), dX (dY W, NN) and dW (dY^T x, TN).
+//     rows; each linear layer's forward (x W^T, NT), dX (dY W, NN) and dW (dY^T x, TN);
+//   - decoder: the engine benchmark's decoder layers (--set decoder).
 // The two implementations alternate within each repetition, so background load hits both alike. GFLOP/s
 // from the median wall time; "cpu ratio" compares process CPU time per call (user + system, all threads),
 // which a busy machine disturbs less than wall time. Prints a table, then one JSON line.
@@ -44,6 +45,13 @@ function shapes(): Shape[] {
   linear('llm gate/up', 2912, 64, 128);
   linear('llm down', 2912, 128, 64);
   linear('llm lm_head', 2912, 64, 72);
+  // the engine benchmark's decoder (benchmarks/engine_cpu.ts): 8 x 256 tokens, d 256, FFN 688; q/k/v and
+  // gate/up also as one GEMM each (the concatenated weights)
+  for (const [name, inF, outF] of [['q/k/v/o', 256, 256], ['qkv fused', 256, 768], ['gate/up', 256, 688], ['gate+up fused', 256, 1376], ['down', 688, 256]] as const) {
+    for (const l of [{ name: `${name} fwd`, ta: false, tb: true, M: 2048, N: outF, K: inF, beta: 0 }, { name: `${name} dX`, ta: false, tb: false, M: 2048, N: inF, K: outF, beta: 0 }, { name: `${name} dW`, ta: true, tb: false, M: outF, N: inF, K: 2048, beta: 1 }]) {
+      list.push({ set: 'decoder', ...l });
+    }
+  }
   return list;
 }
 

@@ -47,6 +47,10 @@ export function cpu(): Addon {
   // element-wise kernels that run between GEMMs (measured: those ran 2x slower). 2^4 cycles makes them
   // sleep at once; read by OpenBLAS when the addon loads, so set before. A user's own value wins.
   if (process.env.OPENBLAS_THREAD_TIMEOUT === undefined) process.env.OPENBLAS_THREAD_TIMEOUT = '4';
+  // VWLMM_GEMM picks the CPU GEMM of a build that has OpenBLAS (read natively at the first GEMM).
+  const gemm = process.env.VWLMM_GEMM;
+  if (gemm !== undefined && gemm !== '' && gemm !== 'openblas' && gemm !== 'builtin')
+    throw new RangeError(`vwlmm: VWLMM_GEMM must be 'openblas' or 'builtin' (or unset: OpenBLAS where the build has it), got '${gemm}'`);
   try {
     // VWLMM_ADDON points at a specific vwlmm.node (e.g. a second build directory); else build/ or prebuilds/.
     const explicit = process.env.VWLMM_ADDON;

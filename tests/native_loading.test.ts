@@ -67,3 +67,27 @@ describe('backendInfo', () => {
     if (!info.cuda.available) expect(info.cuda.reason).toMatch(/\w/);
   });
 });
+
+describe('VWLMM_GEMM', () => {
+  /** backendInfo().cpu.gemm and a small matmul's result in a fresh process with VWLMM_GEMM set. */
+  function run(value: string): { status: number | null; stdout: string; stderr: string } {
+    const code = "const v=require('./src');const a=v.Tensor.fromArray(new Float32Array([1,2,3,4,5,6]),[2,3]);" +
+      "const b=v.Tensor.fromArray(new Float32Array([1,0,2,1,0,3]),[3,2]);" +
+      "console.log(JSON.stringify({gemm:v.backendInfo().cpu.gemm,c:Array.from(v.F.matmul(a,b).toArray())}))";
+    return spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e', code],
+      { cwd: root, env: { ...process.env, VWLMM_GEMM: value }, encoding: 'utf8' });
+  }
+  it('builtin selects the built-in GEMM (and it computes the product)', () => {
+    const r = run('builtin');
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(out.gemm).toMatch(/^builtin/);
+    // [[1,2,3],[4,5,6]] @ [[1,0],[2,1],[0,3]] by hand
+    expect(out.c).toEqual([5, 11, 14, 23]);
+  });
+  it('an unknown value is an error that names the variable and the choices', () => {
+    const r = run('mkl');
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/VWLMM_GEMM must be 'openblas' or 'builtin'.*got 'mkl'/);
+  });
+});

@@ -78,7 +78,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterOps(env, exports, kCpuOps, "cpu");
   exports.Set("sgemm", Napi::Function::New(env, Sgemm, "sgemm"));
   exports.Set("releaseCache", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    return Napi::Number::New(info.Env(), static_cast<double>(cpu::release_host_cache()));
+    const size_t released = cpu::release_host_cache();
+    NativeBuffer::LowerReportedExternalMemory(info.Env());
+    return Napi::Number::New(info.Env(), static_cast<double>(released));
   }));
   exports.Set("cachedBytes", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Number::New(info.Env(), static_cast<double>(cpu::cached_host_bytes()));

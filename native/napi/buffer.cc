@@ -105,26 +105,48 @@ NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
   disposed_ = false;  // only a successful allocation is counted and later freed
   live_count++;
   live_bytes += static_cast<int64_t>(bytes_);
-  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes_));
+  ReportExternalMemory(env);
 }
 
-NativeBuffer::~NativeBuffer() { Free(nullptr); }
+NativeBuffer::~NativeBuffer() { Free(); }
 
-void NativeBuffer::Free(Napi::Env* env) {
+void NativeBuffer::Free() {
   if (disposed_) return;
   disposed_ = true;
   if (data_) kDeviceMemory.release(data_, bytes_);
   data_ = nullptr;
   live_count--;
   live_bytes -= static_cast<int64_t>(bytes_);
-  if (env) Napi::MemoryManagement::AdjustExternalMemory(*env, -static_cast<int64_t>(bytes_));
+}
+
+// V8 is told the high-water mark of live native memory, not every allocation and free. V8 starts a
+// mark-compact whenever the external memory it was told about grows 64 MiB past its value at the last one,
+// so following a training step's activations up and down (50 -> 400 -> 50 MiB every step) cost about three
+// full GCs per step (12 ms of a 600 ms decoder step). With the high-water mark, growth beyond every earlier
+// peak still makes V8 collect (the safety net for buffers a program forgot to dispose), and a steady
+// training loop causes none. lower_reported_external_memory() brings it down to the live bytes (after
+// releaseHostCache, when memory really goes back to the system).
+static int64_t reported_external = 0;  // the JS thread only (constructors, dispose, finalizers)
+
+void NativeBuffer::ReportExternalMemory(Napi::Env env) {
+  const int64_t live = live_bytes.load();
+  if (live <= reported_external) return;
+  Napi::MemoryManagement::AdjustExternalMemory(env, live - reported_external);
+  reported_external = live;
+}
+
+void NativeBuffer::LowerReportedExternalMemory(Napi::Env env) {
+  const int64_t live = live_bytes.load();
+  if (live >= reported_external) return;
+  Napi::MemoryManagement::AdjustExternalMemory(env, live - reported_external);
+  reported_external = live;
 }
 
 // dispose(): frees the memory now; idempotent.
 Napi::Value NativeBuffer::Dispose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    Self(info, "NativeBuffer.dispose")->Free(&env);
+    Self(info, "NativeBuffer.dispose")->Free();
     return env.Undefined();
   });
 }

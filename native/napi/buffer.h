@@ -1,7 +1,8 @@
 // NativeBuffer: a block of backend memory (host RAM for the CPU addon, device memory for the CUDA addon)
 // owned by a JS object. dispose() frees it at once and is idempotent (a second dispose() does nothing);
 // any other use of a disposed buffer throws a TypeError. The GC finalizer is only a safety net. Every
-// allocation is reported to V8 (AdjustExternalMemory) and counted, so tests can check leaks.
+// allocation is counted, so tests can check leaks, and the high-water mark of live bytes is reported to V8
+// (AdjustExternalMemory; buffer.cc says why not every allocation).
 // Objects are recognised by a per-device N-API type tag (not instanceof, which JS can redefine), so an
 // object of another class, another addon's buffer, or Object.create(NativeBuffer.prototype) is a
 // TypeError, also as `this` of the methods and accessors.
@@ -42,9 +43,12 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
   size_t bytes() const { return bytes_; }
 
   // Frees the memory now (idempotent); used to drop outputs of a kernel call that failed.
-  void Release(Napi::Env env) { Free(&env); }
+  void Release() { Free(); }
 
   static std::atomic<int64_t> live_count, live_bytes;
+  // What V8 hears of live_bytes (buffer.cc): its high-water mark, lowered only by the second call.
+  static void ReportExternalMemory(Napi::Env env);
+  static void LowerReportedExternalMemory(Napi::Env env);
 
  private:
   // Methods and accessors are free functions that check `this` themselves (see the header comment).
@@ -56,7 +60,7 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
   static Napi::Value Disposed(const Napi::CallbackInfo& info);
   static Napi::Value Device(const Napi::CallbackInfo& info);
   static NativeBuffer* Self(const Napi::CallbackInfo& info, const char* what);
-  void Free(Napi::Env* env);
+  void Free();
 
   void* data_ = nullptr;
   size_t bytes_ = 0;
