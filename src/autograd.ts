@@ -8,7 +8,7 @@
 // (pass-through) one of its incoming gradients, which autograd then does not free with the node; never
 // one tensor for two inputs. Everything is freed deterministically.
 import { callOp } from './call_op';
-import { GradNode, keep, setBackwardImpl, Tensor } from './tensor';
+import { GradNode, keep, scope, setBackwardImpl, Tensor } from './tensor';
 
 export interface Node extends GradNode {
   readonly name: string;
@@ -78,10 +78,15 @@ function accumulate(out: Tensor, g: Tensor): void {
 export function backward(root: Tensor, gradient?: Tensor): void {
   if (!root.requiresGrad) throw new TypeError('backward: the tensor does not require grad (no recorded op produced it from a parameter)');
   if (!gradient && root.size !== 1) throw new RangeError(`backward: root must be a scalar (got shape [${root.shape.join(', ')}]) unless a gradient is given`);
-  const grads = new Map<Tensor, Tensor>();
   const seed = gradient
     ? gradient.to(root.device, root.dtype)
     : Tensor.fromArray(new Float32Array([1]), root.shape, { device: root.device, dtype: root.dtype });
+  propagate(root, seed);
+}
+
+/** backward() from root with the gradient `seed`, which it takes ownership of. */
+function propagate(root: Tensor, seed: Tensor): void {
+  const grads = new Map<Tensor, Tensor>();
   const nodes = tape;
   tape = [];
   try {
@@ -143,6 +148,39 @@ function addLeafGrad(leaf: Tensor, g: Tensor): void {
   } else {
     leaf.grad = keep(g);
   }
+}
+
+/**
+ * Gradient checkpointing (torch.utils.checkpoint, as LLaVA's --gradient_checkpointing uses it per layer): runs
+ * fn(...inputs) keeping none of its intermediate tensors, and runs it again during the backward to get the
+ * gradients of its inputs and of the parameters it uses. Memory held between forward and backward drops from
+ * every intermediate of fn to its output; the price is a second forward of fn. fn must compute the same thing
+ * both times (every op here is deterministic) and return a tensor it created (not a view of an input).
+ * `params`: what fn uses besides its inputs that may need gradients (a module's parameters), so that a
+ * layer whose input needs none (a first layer) still gets its parameters' gradients.
+ */
+export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], params: Iterable<Tensor>): Tensor {
+  const grads = inputs.map((x) => x.requiresGrad);
+  if (!gradEnabled || (!grads.some(Boolean) && ![...params].some((p) => p.requiresGrad))) return fn(...inputs);
+  const out = scope(() => noGrad(() => fn(...inputs)));
+  if (!(out instanceof Tensor) || out.isView) throw new TypeError('gradientCheckpoint: fn must return a tensor it created (not a view or a non-tensor)');
+  record('gradientCheckpoint', inputs, [out], ([g]) => {
+    // Leaves that share the inputs' memory collect the input gradients; the parameters' gradients
+    // accumulate into their .grad as in any backward. The recomputed intermediates die with the scope.
+    const leaves = inputs.map((x, k) => (grads[k] ? x.view(x.shape) : x));
+    for (let k = 0; k < leaves.length; k++) if (grads[k]) leaves[k].requiresGrad = true;
+    return scope(() => {
+      const y = fn(...leaves);
+      if (y.requiresGrad) propagate(y, g!.moveTo(g!.shape)); // g changes owner: the outer backward's dispose of it is a no-op
+      return leaves.map((leaf, k) => {
+        if (!grads[k]) return null;
+        const lg = leaf.grad;
+        leaf.grad = null;
+        return lg;
+      });
+    });
+  });
+  return out;
 }
 
 /** Drops everything recorded but not back-propagated (e.g. after a forward pass that is abandoned). */

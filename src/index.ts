@@ -10,7 +10,7 @@ export { callOp, opNames, opConstants } from './call_op';
 export type { OpStats } from './call_op';
 export { fused, DEFAULT_WORKSPACE_BUDGET } from './fused';
 export * as F from './functional';
-export { backward, noGrad, isGradEnabled, zeroGrad, clearTape, tapeLength } from './autograd';
+export { backward, gradientCheckpoint, noGrad, isGradEnabled, zeroGrad, clearTape, tapeLength } from './autograd';
 export { AdamW, clipGradNorm, gradNorm } from './optim';
 export type { AdamWOptions, ParamGroup } from './optim';
 export { Generator } from './random';

@@ -219,6 +219,11 @@ export class Tensor {
     return this.buf === null || this.buf.disposed;
   }
 
+  /** True for a view (Tensor.view, F.reshape): it shares another tensor's memory and frees nothing. */
+  get isView(): boolean {
+    return !this.owner;
+  }
+
   /** The native buffer (for bindings); throws if the tensor has been disposed. */
   get buffer(): NativeBuffer {
     if (this.buf === null || this.buf.disposed) throw new TypeError(`Tensor [${this.shape.join(', ')}] ${this.dtype} has been disposed`);

@@ -84,6 +84,20 @@ export class VwLmm extends Module {
     return this.model.vision_tower.vision_tower;
   }
 
+  /**
+   * Gradient checkpointing of every decoder and vision layer (LLaVA's --gradient_checkpointing): each layer's
+   * intermediates are recomputed in the backward instead of kept; same gradients, less memory, one more
+   * forward of the layers. Inference (noGrad, generation) is unaffected.
+   */
+  get gradientCheckpointing(): boolean {
+    return this.model.gradientCheckpointing;
+  }
+  set gradientCheckpointing(on: boolean) {
+    if (typeof on !== 'boolean') throw new TypeError(`VwLmm.gradientCheckpointing must be a boolean, got ${typeof on}`);
+    this.model.gradientCheckpointing = on;
+    this.visionTower.vision_model.gradientCheckpointing = on;
+  }
+
   get numImageTokens(): number {
     return numImageTokens(this.config);
   }

@@ -2,6 +2,7 @@
 // token + learned positions, pre-layernorm, pre-LN encoder layers (bidirectional attention with biases,
 // quick_gelu MLP), post-layernorm on the class token. hidden_states[0] is the pre-layernormed embedding
 // output; LLaVA takes hidden_states[select_layer] (default -2) without its CLS token.
+import { gradientCheckpoint } from '../autograd';
 import * as F from '../functional';
 import { Tensor } from '../tensor';
 import { LayerNorm, Linear } from './layers';
@@ -155,6 +156,8 @@ export class ClipVisionTransformer extends Module {
   readonly pre_layrnorm: LayerNorm;
   readonly encoder: Module & { layers: ModuleList<ClipEncoderLayer> };
   readonly post_layernorm: LayerNorm;
+  /** Recompute each encoder layer in the backward (see LlamaDecoder.gradientCheckpointing). */
+  gradientCheckpointing = false;
   constructor(readonly config: ClipVisionConfig, init: InitOptions) {
     super();
     this.embeddings = this.child('embeddings', new ClipEmbeddings(config, init));
@@ -176,7 +179,8 @@ export class ClipVisionTransformer extends Module {
     let h = this.pre_layrnorm.forward(this.embeddings.forward(pixels));
     const states = [h];
     for (let i = 0; i < stop; i++) {
-      h = this.encoder.layers.items[i].forward(h);
+      const layer = this.encoder.layers.items[i];
+      h = this.gradientCheckpointing ? gradientCheckpoint((x) => layer.forward(x), [h], layer.parameters()) : layer.forward(h);
       states.push(h);
     }
     return { hiddenStates: states, lastHiddenState: h };

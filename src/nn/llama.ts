@@ -1,5 +1,6 @@
 // LLaMA-family decoder (HF LlamaModel / LlamaForCausalLM names and math): token embedding, layers of
 // pre-RMSNorm grouped-query attention with rotary embeddings and a SwiGLU MLP, final RMSNorm.
+import { gradientCheckpoint } from '../autograd';
 import * as F from '../functional';
 import { keep, Tensor } from '../tensor';
 import { Embedding, Linear, RMSNorm } from './layers';
@@ -170,6 +171,11 @@ export class LlamaDecoder extends Module {
   readonly embed_tokens: Embedding;
   readonly layers: ModuleList<LlamaDecoderLayer>;
   readonly norm: RMSNorm;
+  /**
+   * Recompute each layer in the backward instead of keeping its intermediates (HF's
+   * gradient_checkpointing_enable()): training only (no KV cache), same gradients, less memory.
+   */
+  gradientCheckpointing = false;
   constructor(readonly config: LlamaConfig, init: InitOptions) {
     super();
     this.embed_tokens = this.child('embed_tokens', new Embedding(config.vocabSize, config.hiddenSize, { std: config.initializerRange, init }));
@@ -188,7 +194,9 @@ export class LlamaDecoder extends Module {
     const states: Tensor[] | null = opts.outputHiddenStates ? [inputsEmbeds] : null;
     let h = inputsEmbeds;
     this.layers.items.forEach((layer, i) => {
-      h = layer.forward(h, keyMask, cache, i);
+      h = this.gradientCheckpointing && !cache
+        ? gradientCheckpoint((x) => layer.forward(x, keyMask, null, i), [h], layer.parameters())
+        : layer.forward(h, keyMask, cache, i);
       if (states) states.push(h);
     });
     if (cache) cache.length += inputsEmbeds.shape[1];

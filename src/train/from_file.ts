@@ -36,6 +36,8 @@ export interface FileTrainOptions {
   handleSignals?: boolean;
   /** NaN / Inf loss or gradient norm: skip the step (default) or stop with a NonFiniteError. */
   nonFinite?: 'skip' | 'stop';
+  /** Recompute every decoder and vision layer in the backward (less memory; see VwLmm.gradientCheckpointing). */
+  gradientCheckpointing?: boolean;
 }
 
 export interface PreparedData {
@@ -99,7 +101,7 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
     },
   };
   fs.mkdirSync(o.outDir, { recursive: true });
-  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite });
+  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing });
   const state = await trainer.runAsync(o.resume);
   return { data, state };
 }

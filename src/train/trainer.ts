@@ -125,6 +125,8 @@ export interface TrainerOptions {
    * optimizer state and data position) when there is one. Default false.
    */
   autoResume?: boolean;
+  /** Sets model.gradientCheckpointing for the run (every decoder and vision layer recomputed in the backward). */
+  gradientCheckpointing?: boolean;
 }
 
 /** What readTrainerState reads; stageParameters: the current stage's extraParameters, when it has any. */
@@ -222,6 +224,7 @@ export class Trainer {
       }
     }
     for (const s of stages) checkStage(model, s);
+    if (opts.gradientCheckpointing !== undefined) model.gradientCheckpointing = opts.gradientCheckpointing;
     if (opts.outDir !== undefined) fs.mkdirSync(opts.outDir, { recursive: true });
     this.metricsFile = opts.outDir === undefined ? null : path.join(opts.outDir, 'metrics.jsonl');
   }
