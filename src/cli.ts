@@ -13,6 +13,7 @@
 // what a user of the package imports; tests/api/public_api.test.ts checks it), each imported lazily by the
 // command that needs it.
 import { Command, InvalidArgumentError } from 'commander';
+import type { DeviceSpec } from './index';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -26,6 +27,15 @@ const num = (name: string) => (v: string) => {
   if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
   return n;
 };
+
+// --device of every command that runs a model: checked (and the GPU made ready) before any work, with an error
+// naming --device and, for CUDA, why it is unusable here
+const DEVICE_HELP = 'where the model runs: cpu, cuda or cuda:N (default cpu)';
+async function device(spec: string): Promise<DeviceSpec> {
+  const { useDevice } = await import('./index');
+  useDevice('--device', spec as DeviceSpec);
+  return spec as DeviceSpec;
+}
 
 function existing(p: string, what: string, kind: 'file' | 'dir'): string {
   if (!fs.existsSync(p)) fail(`${what} ${p} does not exist`);
@@ -98,12 +108,13 @@ program.command('demo').description('generate Sort-of-CLEVR, train a small VW-LM
   .option('--scale <x>', 'multiply the training steps (e.g. 0.05 for a smoke run)', num('--scale'), 1)
   .option('--json', 'end with one JSON object')
   .option('--resume', 'continue an interrupted demo from its checkpoints (same --out, --seed, --scale)')
-  .action(async (o: { out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean }) => {
+  .option('--device <d>', DEVICE_HELP, 'cpu')
+  .action(async (o: { out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; device: string }) => {
     if (!(o.scale > 0)) fail('--scale must be > 0');
     const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
     try {
-      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume });
+      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: await device(o.device) });
       if (o.json) console.log(JSON.stringify(res));
     } catch (e) {
       if (e instanceof TrainingInterrupted) await exitInterrupted(e);
@@ -132,7 +143,8 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--strict', 'fail on the first broken record, image or tokenization mismatch')
   .option('--non-finite <action>', 'a step with a NaN/Inf loss or gradient norm: skip its update, or stop', 'skip')
   .option('--gradient-checkpointing', 'recompute every decoder and vision layer in the backward: less memory, one more forward per layer')
-  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean }) => {
+  .option('--device <d>', DEVICE_HELP, 'cpu')
+  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string }) => {
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
@@ -153,7 +165,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
       from = found;
     } else existing(from, 'init checkpoint', 'dir');
     const { trainOnFile, readTrainerState, TrainingInterrupted, plotMetrics, Progress } = await import('./train');
-    const { model, config, tokenizerPath } = loadCheckpoint(from);
+    const { model, config, tokenizerPath } = loadCheckpoint(from, { device: await device(o.device) });
     if (!tokenizerPath) fail(`checkpoint ${from} has no tokenizer.json`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const resume = o.resume ? readTrainerState(from) : undefined;
@@ -196,13 +208,14 @@ program.command('eval').description('exact-match (or VQA soft) accuracy of a che
   .option('--max-new-tokens <n>', 'generation budget per answer', int('--max-new-tokens', 1), 16)
   .option('--strict', 'fail on the first broken record or image instead of skipping it')
   .option('--json', 'print one JSON object')
-  .action(async (o: { checkpoint: string; data: string; imageFolder: string; limit?: number; maxNewTokens: number; strict?: boolean; json?: boolean }) => {
+  .option('--device <d>', DEVICE_HELP, 'cpu')
+  .action(async (o: { checkpoint: string; data: string; imageFolder: string; limit?: number; maxNewTokens: number; strict?: boolean; json?: boolean; device: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
     const { loadCheckpoint } = await import('./model');
     const { evaluateFile } = await import('./eval');
-    const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint);
+    const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint, { device: await device(o.device) });
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const r = await evaluateFile(model, await openTokenizer(tokenizerPath, config.llm.vocabSize), o.data, o.imageFolder, { limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict });
     if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, count: r.count, categories: r.categories, skipped: r.skipped.length }));
@@ -222,14 +235,15 @@ program.command('generate').description('answer a prompt about an image with a c
   .option('--temperature <t>', '0 = greedy', num('--temperature'), 0)
   .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'), 1)
   .option('--seed <n>', 'sampling seed', int('--seed'), 0)
-  .action(async (o: { checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; seed: number }) => {
+  .option('--device <d>', DEVICE_HELP, 'cpu')
+  .action(async (o: { checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; seed: number; device: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     if (o.image) existing(o.image, 'image', 'file');
     if (o.topP <= 0 || o.topP > 1) fail('--top-p must be in (0, 1]');
     if (o.temperature < 0) fail('--temperature must be >= 0');
     const { loadCheckpoint } = await import('./model');
     const { buildGenerationPrompt, collate, loadImage, preprocessClip } = await import('./data');
-    const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint);
+    const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint, { device: await device(o.device) });
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const pixels = o.image ? await preprocessClip(await loadImage(o.image), { size: config.image.size, mean: config.image.mean, std: config.image.std, aspect: config.image.aspect === 'pad' ? 'pad' : 'resize_crop' }) : null;
@@ -245,13 +259,14 @@ program.command('visual-words').description('top-k visual words of every patch (
   .requiredOption('--image <file>', 'image file')
   .option('--top-k <k>', 'words per patch', int('--top-k', 1), 5)
   .option('--out <png>', 'where to write the picture', 'visual_words.png')
-  .action(async (o: { checkpoint: string; image: string; topK: number; out: string }) => {
+  .option('--device <d>', DEVICE_HELP, 'cpu')
+  .action(async (o: { checkpoint: string; image: string; topK: number; out: string; device: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.image, 'image', 'file');
     const { loadCheckpoint } = await import('./model');
     const { loadImage, preprocessClip } = await import('./data');
     const { visualWordsOf, drawVisualWords } = await import('./eval');
-    const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint);
+    const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint, { device: await device(o.device) });
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const img = await loadImage(o.image);

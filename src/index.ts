@@ -3,6 +3,8 @@ import { cpu, cudaUnavailableReason, tryCuda } from './native';
 
 export { Tensor, scope, keep } from './tensor';
 export type { DType, Device, TensorOptions } from './tensor';
+export { parseDevice, useDevice } from './device';
+export type { DeviceSpec } from './device';
 // The engine in three layers, one name each: `callOp` runs a row of the op table (native/core/ops.def);
 // `fused` wraps the fused vocabulary ops with typed results; `F` is the differentiable layer (autograd),
 // as torch.nn.functional is PyTorch's.

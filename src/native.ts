@@ -34,6 +34,8 @@ export interface Addon {
   opConstants(): { activation: Record<string, number>; reduction: Record<string, number> };
   memoryStats(): { liveBuffers: number; liveBytes: number };
   backendInfo(): Record<string, unknown>;
+  /** CUDA addon only: makes GPU `index` this process's device (src/device.ts). */
+  selectDevice?(index: number): void;
   sgemm?(ta: boolean, tb: boolean, M: number, N: number, K: number, A: NativeBuffer, B: NativeBuffer, C: NativeBuffer, opts?: { builtin?: boolean; alpha?: number; beta?: number; lda?: number; ldb?: number; ldc?: number }): void;
 }
 

@@ -140,6 +140,30 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// selectDevice(n): GPU n becomes this process's device (src/device.ts: 'cuda:N'). One process drives one GPU:
+// the buffers, streams and cuBLAS handles of the ops belong to the device current when they were made, so
+// switching is refused once memory is held on another device.
+Napi::Value SelectDevice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    const double n = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) ThrowCuda("cudaGetDeviceCount", err);
+    if (!(n >= 0) || n != static_cast<double>(static_cast<int>(n)) || n >= count)
+      throw_range_error("[cuda] device index ", n, " does not exist: this machine has ", count, " CUDA device(s), cuda:0 to cuda:", count - 1);
+    int current = 0;
+    if (cudaGetDevice(&current) != cudaSuccess) cudaGetLastError();
+    if (current == static_cast<int>(n)) return env.Undefined();
+    if (NativeBuffer::live_count.load() > 0)
+      throw_runtime_error("[cuda] cannot move this process to cuda:", static_cast<int>(n), ": it holds ", NativeBuffer::live_count.load(),
+                          " buffers on cuda:", current, " (one process drives one GPU; choose the device before creating tensors)");
+    const cudaError_t e2 = cudaSetDevice(static_cast<int>(n));
+    if (e2 != cudaSuccess) ThrowCuda("cudaSetDevice", e2);
+    return env.Undefined();
+  });
+}
+
 // Every op of the table, each launched through run_op (native/cuda/ops_cuda.h): a missing one fails to link.
 const OpEntry kCudaOps[] = {
 #define VW_OP(name) {#name, cuda::run_op<cuda::name##_cuda>},
@@ -151,6 +175,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterOps(env, exports, kCudaOps, "cuda");
   exports.Set("sgemm", Napi::Function::New(env, Sgemm, "sgemm"));
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));
+  exports.Set("selectDevice", Napi::Function::New(env, SelectDevice, "selectDevice"));
   return exports;
 }
 

@@ -9,6 +9,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import type { DeviceSpec } from '../device';
 import { sortOfClevrVocabulary, writeSortOfClevr } from '../data/sort_of_clevr';
 import { writeWordLevelTokenizer } from '../data/word_level_tokenizer';
 import { TextTokenizer } from '../data/tokenizer';
@@ -190,7 +191,7 @@ const CAL_STEPS = 20;
  * in a temporary directory that is removed afterwards), then its answers to a small written test set (the
  * demo's file evaluation). Nothing of it touches the demo's own run.
  */
-export async function calibrate(r: Recipe): Promise<Calibration> {
+export async function calibrate(r: Recipe, opts: { device?: DeviceSpec } = {}): Promise<Calibration> {
   const t0 = Date.now();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-calibration-'));
   try {
@@ -211,7 +212,7 @@ export async function calibrate(r: Recipe): Promise<Calibration> {
     const writeImage = (Date.now() - t) / 1000 / 16;
     const times: { rec: Record<string, unknown>; at: number }[] = [];
     const start = Date.now();
-    const res = await runRecipe(cal, { outDir: path.join(dir, 'run'), onLog: (rec) => times.push({ rec, at: Date.now() }) });
+    const res = await runRecipe(cal, { outDir: path.join(dir, 'run'), device: opts.device, onLog: (rec) => times.push({ rec, at: Date.now() }) });
     const end = Date.now();
     let fileQuestion: number;
     try {

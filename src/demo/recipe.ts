@@ -12,6 +12,7 @@
 // after stage 0 the tower is frozen (stage0.frozenSteps, stage2.visionTowerLr; by default for the whole run).
 // All sizes and budgets are fields of Recipe; the defaults are what the demo runs.
 import * as path from 'path';
+import type { DeviceSpec } from '../device';
 import { Turn } from '../data/conversation';
 import { TextTokenizer } from '../data/tokenizer';
 import { resolveCheckpointDir } from '../model/checkpoint';
@@ -112,6 +113,8 @@ export interface RecipeResult {
 
 export interface RunRecipeOptions {
   outDir: string;
+  /** Where the model is created and trains: 'cpu' (default), 'cuda' or 'cuda:N'. */
+  device?: DeviceSpec;
   onLog?: (rec: Record<string, unknown>) => void;
   tokenizerJson?: Record<string, unknown>;
   /** Continue from the newest complete checkpoint in outDir (stage 0 is skipped: its tower is in it). */
@@ -134,7 +137,7 @@ export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Reci
   const train = makeSplit(r.trainImages, gen.fork('train'), { nonRelational: 10, relational: 10 });
   const test = makeSplit(r.testImages, gen.fork('test'), { nonRelational: 10, relational: 10 });
   const cfg = recipeConfig(r, tokenizer.vocabSize);
-  const model = VwLmm.create(cfg, r.seed);
+  const model = VwLmm.create(cfg, r.seed, { device: opts.device });
   try {
     return await trainByRecipe(r, opts, model, { t0, gen, tokenizer, json, train, test, cfg });
   } catch (e) {

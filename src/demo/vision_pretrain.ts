@@ -77,7 +77,7 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
   const cfg = model.config, D = cfg.vision.hiddenSize, S = cfg.vision.imageSize, nC = COLOURS.length;
   const gen = new Generator(opts.seed).fork('vision-pretrain');
   const param = (n: number, shape: number[], std: number) => {
-    const t = Tensor.fromArray(Float32Array.from(gen.normals(n), (v) => v * std), shape);
+    const t = Tensor.fromArray(Float32Array.from(gen.normals(n), (v) => v * std), shape, { device: model.device });
     t.requiresGrad = true;
     return t;
   };
@@ -95,7 +95,7 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
     loss: (m, idx) => {
       const tg = targets(train, idx);
       const h = readoutOf(m, queries, pixelsOf(train, idx, S, opts), idx.length);
-      return heads.map((w, a) => F.linearCrossEntropy(h[a], w, Tensor.fromArray(tg[a], [tg[a].length]))).reduce((x, y) => F.add(x, y));
+      return heads.map((w, a) => F.linearCrossEntropy(h[a], w, Tensor.fromArray(tg[a], [tg[a].length], { device: m.device }))).reduce((x, y) => F.add(x, y));
     },
   };
   try {
@@ -127,7 +127,7 @@ function pixelsOf(split: SplitData, idx: number[], S: number, opts: { mean: read
 /** Per attribute, [B * 6, D]: each (attribute, colour) query's attention read-out of the tower's selected features. */
 function readoutOf(model: VwLmm, queries: Tensor, pixels: Float32Array, B: number): Tensor[] {
   const cfg = model.config, D = cfg.vision.hiddenSize, S = cfg.vision.imageSize, nC = COLOURS.length, K = PRETRAIN_ATTRIBUTES.length;
-  const out = model.visionTower.vision_model.forward(Tensor.fromArray(pixels, [B, 3, S, S]), { upToLayer: cfg.selectLayer }).lastHiddenState;
+  const out = model.visionTower.vision_model.forward(Tensor.fromArray(pixels, [B, 3, S, S], { device: model.device }), { upToLayer: cfg.selectLayer }).lastHiddenState;
   const T1 = out.shape[1];
   const feats = cfg.selectFeature === 'patch' ? F.slice(out, 1, 1, T1 - 1) : out;
   const P = feats.shape[1];

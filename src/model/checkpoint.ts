@@ -13,6 +13,7 @@
 // also writes (see transformers_llava.ts for that layout and the name table).
 import * as fs from 'fs';
 import * as path from 'path';
+import { DeviceSpec } from '../device';
 import { describeFsError, HostTensor, isPlainObject, readSafetensors, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, stringifyTransformersConfig, transformersNameFromOurs, weightsFromTransformers, weightsToTransformers } from './transformers_llava';
@@ -256,8 +257,11 @@ function readJson(file: string): Record<string, unknown> {
   }
 }
 
-/** Loads a VW-LMM / LLaVA checkpoint directory. */
-export function loadCheckpoint(dir: string, opts: { seed?: number } = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null; dir: string } {
+/**
+ * Loads a VW-LMM / LLaVA checkpoint directory onto `opts.device` ('cpu' by default). Weights are stored as
+ * float32 whatever device and dtype saved them, so a checkpoint of a GPU run loads on the CPU and the other way round.
+ */
+export function loadCheckpoint(dir: string, opts: { seed?: number; device?: DeviceSpec } = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null; dir: string } {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
     // a save killed between its two renames leaves the previous checkpoint as <dir>.old-*
     const fallback = resolveCheckpointDir(dir);
@@ -265,7 +269,7 @@ export function loadCheckpoint(dir: string, opts: { seed?: number } = {}): { mod
     dir = fallback;
   }
   const json = readJson(path.join(dir, 'config.json'));
-  if (isTransformersLlavaConfig(json)) return { ...loadTransformersCheckpoint(dir, json, opts.seed ?? 0), dir };
+  if (isTransformersLlavaConfig(json)) return { ...loadTransformersCheckpoint(dir, json, opts.seed ?? 0, opts.device), dir };
   const weights = readCheckpointWeights(dir);
   let towerWeights: Map<string, HostTensor> | null = null;
   let visionConfig: Record<string, unknown> | undefined;
@@ -279,7 +283,7 @@ export function loadCheckpoint(dir: string, opts: { seed?: number } = {}): { mod
     towerWeights = readCheckpointWeights(towerDir, { filter: (n: string) => !n.startsWith('text_model.') });
   }
   const config = withConfigFile(dir, () => configFromJson(json, visionConfig));
-  const model = VwLmm.create(config, opts.seed ?? 0);
+  const model = VwLmm.create(config, opts.seed ?? 0, { device: opts.device });
   try {
     if (towerWeights) {
       for (const [k, t] of towerWeights) weights.set(TOWER_PREFIX + (k.startsWith('vision_model.') ? k : `vision_model.${k}`), t);
@@ -309,11 +313,11 @@ function withConfigFile<T>(dir: string, fn: () => T): T {
 }
 
 /** A transformers LlavaForConditionalGeneration directory (config.json with text_config / vision_config). */
-function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, seed: number): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
+function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, seed: number, device: DeviceSpec | undefined): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
   const pre = path.join(dir, 'preprocessor_config.json');
   const config = withConfigFile(dir, () => configFromTransformers(json, fs.existsSync(pre) ? readJson(pre) : undefined));
   const weights = weightsFromTransformers(readCheckpointWeights(dir), json);
-  const model = VwLmm.create(config, seed);
+  const model = VwLmm.create(config, seed, { device });
   try {
     const { missing } = model.loadStateDict(weights, { strict: false });
     if (missing.length) throw new Error(`checkpoint: ${dir} lacks ${missing.length} tensors, e.g. ${missing.slice(0, 5).map((n) => transformersNameFromOurs(n) ?? n).join(', ')}`);

@@ -8,6 +8,7 @@
 // is embedded), lm_head, vm_head.
 import { noGrad } from '../autograd';
 import * as F from '../functional';
+import { DeviceSpec, useDevice } from '../device';
 import { Generator } from '../random';
 import { scope, Tensor } from '../tensor';
 import { ClipVisionModel } from '../nn/clip';
@@ -76,8 +77,13 @@ export class VwLmm extends Module {
     this.vm_head = hasVmHead(config) ? this.child('vm_head', new Linear(c.hiddenSize, c.vocabSize, { bias: false, std: c.initializerRange, init })) : null;
   }
 
-  static create(config: VwLmmConfig, seed: number): VwLmm {
-    return new VwLmm(config, { generator: new Generator(seed) });
+  /**
+   * A model with weights drawn from `seed` (the same weights on every device), created on `opts.device`
+   * ('cpu' by default; 'cuda' or 'cuda:N' need a usable GPU and say why when there is none).
+   */
+  static create(config: VwLmmConfig, seed: number, opts: { device?: DeviceSpec } = {}): VwLmm {
+    const device = useDevice('VwLmm.create', opts.device);
+    return new VwLmm(config, { generator: new Generator(seed), device });
   }
 
   get visionTower(): ClipVisionModel {
@@ -108,7 +114,7 @@ export class VwLmm extends Module {
     const tower = this.visionTower.vision_model;
     const towerTrainable = tower.parameters().some((p) => p.requiresGrad);
     const run = () => {
-      const h = tower.forward(Tensor.fromArray(pixels, [nImages, v.numChannels, S, S]), { upToLayer: this.config.selectLayer }).lastHiddenState;
+      const h = tower.forward(Tensor.fromArray(pixels, [nImages, v.numChannels, S, S], { device: this.device }), { upToLayer: this.config.selectLayer }).lastHiddenState;
       const T1 = h.shape[1];
       return this.config.selectFeature === 'patch' ? F.slice(h, 1, 1, T1 - 1) : h;
     };
@@ -120,7 +126,7 @@ export class VwLmm extends Module {
   /** Input embeddings [B, T, D]: token embeddings with the image features spliced in at their positions. */
   inputEmbeddings(batch: Pick<ModelBatch, 'B' | 'T' | 'tokenIds' | 'imagePositions'>, features: Tensor | null): Tensor {
     const { B, T } = batch, D = this.config.llm.hiddenSize;
-    const text = this.model.embed_tokens.forward(Tensor.fromArray(batch.tokenIds, [B * T]));
+    const text = this.model.embed_tokens.forward(Tensor.fromArray(batch.tokenIds, [B * T], { device: this.device }));
     if (!features || batch.imagePositions.length === 0) return F.reshape(text, [B, T, D]);
     if (features.shape[0] !== batch.imagePositions.length)
       throw new RangeError(`VwLmm: ${features.shape[0]} image features for ${batch.imagePositions.length} image positions`);
@@ -132,7 +138,7 @@ export class VwLmm extends Module {
       if (!Number.isInteger(pos) || pos < 0 || pos >= B * T) throw new RangeError(`VwLmm: image position ${pos} is outside the batch (${B} x ${T})`);
       idx[pos] = B * T + k;
     });
-    const spliced = F.gatherRows(F.concat([text, feats], 0), Tensor.fromArray(idx, [B * T]));
+    const spliced = F.gatherRows(F.concat([text, feats], 0), Tensor.fromArray(idx, [B * T], { device: this.device }));
     return F.reshape(spliced, [B, T, D]);
   }
 
@@ -142,7 +148,7 @@ export class VwLmm extends Module {
     if (!Number.isInteger(nImages)) throw new RangeError(`VwLmm: ${batch.imagePositions.length} image positions is not a multiple of ${this.numImageTokens} tokens per image`);
     const features = batch.pixelValues && nImages > 0 ? this.imageFeatures(batch.pixelValues, nImages) : null;
     const emb = this.inputEmbeddings(batch, features);
-    const out = this.model.forward(emb, { keyMask: Tensor.fromArray(batch.attentionMask, [batch.B, batch.T]) });
+    const out = this.model.forward(emb, { keyMask: Tensor.fromArray(batch.attentionMask, [batch.B, batch.T], { device: this.device }) });
     return { h: F.reshape(out.last, [batch.B * batch.T, this.config.llm.hiddenSize]), features };
   }
 
@@ -151,13 +157,13 @@ export class VwLmm extends Module {
     if (!batch.targets) throw new TypeError('VwLmm.loss: the batch has no targets');
     const { h, features } = this.hidden(batch);
     const textTokens = batch.targets.reduce((a, t) => a + (t !== -100 ? 1 : 0), 0);
-    let loss = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(batch.targets, [batch.B * batch.T]));
+    let loss = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(batch.targets, [batch.B * batch.T], { device: this.device }));
     const ce = loss.item();
     let kl = 0, klRows = 0;
     if (this.config.vmWeight > 0 && features && batch.klRows && batch.klRows.rows.length > 0) {
       klRows = batch.klRows.rows.length;
-      const hRows = F.gatherRows(h, Tensor.fromArray(batch.klRows.rows, [klRows]));
-      const xRows = F.gatherRows(features, Tensor.fromArray(batch.klRows.featureIndex, [klRows]));
+      const hRows = F.gatherRows(h, Tensor.fromArray(batch.klRows.rows, [klRows], { device: this.device }));
+      const xRows = F.gatherRows(features, Tensor.fromArray(batch.klRows.featureIndex, [klRows], { device: this.device }));
       const klT = F.visualWordKL(hRows, this.lm_head.weight, xRows, this.vm_head!.weight, { detachTarget: this.config.detachTarget });
       kl = klT.item();
       loss = F.add(loss, F.scale(klT, this.config.vmWeight));
@@ -220,7 +226,7 @@ export class VwLmm extends Module {
         });
         if (done.every(Boolean) || step === opts.maxNewTokens - 1) break;
         next = scope(() => {
-          const emb = this.model.embed_tokens.forward(Tensor.fromArray(Int32Array.from(next), [B, 1]));
+          const emb = this.model.embed_tokens.forward(Tensor.fromArray(Int32Array.from(next), [B, 1], { device: this.device }));
           const hs = this.model.forward(emb, { cache }).last;
           return this.pick(this.lm_head.forward(F.reshape(hs, [B, D])).toArray() as Float32Array, B, V, opts, gen);
         });

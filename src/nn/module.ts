@@ -59,6 +59,12 @@ export abstract class Module {
     return this;
   }
 
+  /** The device of this module's parameters ('cpu' for a module without any). */
+  get device(): Device {
+    const first: Tensor | undefined = this.namedParameters().values().next().value;
+    return first?.device ?? 'cpu';
+  }
+
   numParameters(): number {
     return this.parameters().reduce((a, p) => a + p.size, 0);
   }
