@@ -1,5 +1,6 @@
 // vwlmm public API.
-import { cpu, cudaUnavailableReason, tryCuda } from './native';
+import { BackendMemoryStats, cpu, cudaUnavailableReason, tryCuda } from './native';
+export type { BackendMemoryStats } from './native';
 
 export { Tensor, scope, keep } from './tensor';
 export type { DType, Device, TensorOptions } from './tensor';
@@ -52,8 +53,11 @@ export function backendInfo(): BackendInfo {
   return { cpu: c, cuda };
 }
 
-/** Live native buffers and bytes per backend (for leak checks). */
-export function memoryStats(): { cpu: { liveBuffers: number; liveBytes: number }; cuda: { liveBuffers: number; liveBytes: number } | null } {
+/**
+ * Per backend: live tensors (buffers, bytes; for leak checks) and the caching allocator's reserved, cached and
+ * peak bytes and system allocations (a steady-state training step makes none). cuda is null until CUDA is used.
+ */
+export function memoryStats(): { cpu: BackendMemoryStats; cuda: BackendMemoryStats | null } {
   const cudaAddon = tryCuda();
   return { cpu: cpu().memoryStats(), cuda: cudaAddon ? cudaAddon.memoryStats() : null };
 }
@@ -63,10 +67,14 @@ export function memoryStats(): { cpu: { liveBuffers: number; liveBytes: number }
  * there now, and a call that returns them to the system (like torch.cuda.empty_cache).
  */
 export function cachedHostBytes(): number {
-  return (cpu() as unknown as { cachedBytes(): number }).cachedBytes();
+  return cpu().memoryStats().cachedBytes;
 }
 export function releaseHostCache(): number {
-  return (cpu() as unknown as { releaseCache(): number }).releaseCache();
+  return cpu().releaseCache();
+}
+/** The CUDA caching allocator's cached blocks back to the driver (torch.cuda.empty_cache()); 0 without CUDA. */
+export function releaseCudaCache(): number {
+  return tryCuda()?.releaseCache() ?? 0;
 }
 
 export function cudaAvailable(): boolean {

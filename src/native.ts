@@ -32,11 +32,28 @@ export interface Addon {
   opNames(): string[];
   /** The enums ops take as integers, defined once natively (native/core/activation.h, fused_args.h). */
   opConstants(): { activation: Record<string, number>; reduction: Record<string, number> };
-  memoryStats(): { liveBuffers: number; liveBytes: number };
+  memoryStats(): BackendMemoryStats;
+  /** The caching allocator's cached blocks back to the system; returns the bytes. */
+  releaseCache(): number;
   backendInfo(): Record<string, unknown>;
   /** CUDA addon only: makes GPU `index` this process's device (src/device.ts). */
   selectDevice?(index: number): void;
   sgemm?(ta: boolean, tb: boolean, M: number, N: number, K: number, A: NativeBuffer, B: NativeBuffer, C: NativeBuffer, opts?: { builtin?: boolean; alpha?: number; beta?: number; lda?: number; ldb?: number; ldc?: number }): void;
+}
+
+/** One backend's memory: live tensors, and what its caching allocator (native/core/block_cache.h) holds. */
+export interface BackendMemoryStats {
+  liveBuffers: number;
+  /** Bytes of live tensors (as requested). */
+  liveBytes: number;
+  /** Held from the system: live blocks (at their size class) plus cached ones. */
+  reservedBytes: number;
+  /** Free blocks kept for reuse. */
+  cachedBytes: number;
+  peakReservedBytes: number;
+  /** Allocations the cache could not serve (each one a system allocation: a cudaMalloc on CUDA). */
+  systemAllocs: number;
+  cacheHits: number;
 }
 
 export const packageRoot = path.join(__dirname, '..');

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { cachedHostBytes, cudaAvailable, keep, fused, memoryStats, releaseHostCache, scope, Tensor } from '../src';
 import { bf16ToF32, f32ToBf16, roundToBf16 } from '../src/bf16';
 import { rngFor } from './support/random';
+import { liveMemory } from './support/memory';
 
 const live = () => memoryStats().cpu.liveBuffers;
 
@@ -42,12 +43,12 @@ describe('Tensor', () => {
   });
 
   it('dispose is idempotent, frees memory at once, and later use throws', () => {
-    const before = memoryStats().cpu;
+    const before = liveMemory();
     const t = Tensor.fromArray(new Float32Array(1000), [10, 100]);
     expect(memoryStats().cpu.liveBytes - before.liveBytes).toBe(4000);
     t.dispose();
     t.dispose();
-    expect(memoryStats().cpu).toEqual(before);
+    expect(liveMemory()).toEqual(before);
     expect(t.disposed).toBe(true);
     expect(() => t.toArray()).toThrow(/disposed/);
     const w = Tensor.fromArray(new Float32Array(4), [2, 2]);
@@ -93,7 +94,7 @@ describe('Tensor', () => {
     const h = Tensor.fromArray(rng.normals(16 * 8), [16, 8]);
     const w = Tensor.fromArray(rng.normals(50 * 8), [50, 8]);
     const t = Tensor.fromArray(new Int32Array(16).fill(3), [16]);
-    const base = memoryStats().cpu;
+    const base = liveMemory();
     for (let i = 0; i < 50; i++) {
       scope(() => {
         fused.linearCrossEntropy(h, w, t);
@@ -102,7 +103,7 @@ describe('Tensor', () => {
         fused.pseudoImageFeaturesBackward(h, w, w, fused.pseudoImageFeatures(h, w, w));
       });
     }
-    expect(memoryStats().cpu).toEqual(base);
+    expect(liveMemory()).toEqual(base);
     [h, w, t].forEach((x) => x.dispose());
   });
 
@@ -110,9 +111,9 @@ describe('Tensor', () => {
     const h = Tensor.fromArray(new Float32Array([1, 2, 3, 4]), [2, 2]);
     const w = Tensor.fromArray(new Float32Array([1, 0, 0, 1, 1, 1]), [3, 2]);
     const t = Tensor.fromArray(new Int32Array([1, 7]), [2]);
-    const base = memoryStats().cpu;
+    const base = liveMemory();
     expect(() => fused.linearCrossEntropy(h, w, t)).toThrow(RangeError);
-    expect(memoryStats().cpu).toEqual(base);
+    expect(liveMemory()).toEqual(base);
     [h, w, t].forEach((x) => x.dispose());
   });
 

@@ -1,4 +1,5 @@
-// Host memory of tensors (the CPU addon's DeviceMemory). Blocks of 64 KiB and more are rounded up to size
+// Host memory of tensors (the CPU addon's DeviceMemory), through the caching allocator of
+// native/core/block_cache.h. Blocks of 64 KiB and more are rounded up to size
 // classes (4 per octave, so at most 19% waste) and kept in free lists when disposed, up to 1 GiB: a
 // training step allocates and frees the same sizes every step, and without reuse glibc either fragments its
 // arenas (RSS grew by GBs at constant live memory) or, with a low mmap threshold, page-faults every block
@@ -6,6 +7,8 @@
 // cache at once; release_host_cache() hands the cache back to the system (like torch.cuda.empty_cache).
 #pragma once
 #include <cstddef>
+
+#include "../core/block_cache.h"
 
 namespace vw::cpu {
 
@@ -15,5 +18,6 @@ void host_copy(void* dst, const void* src, size_t n);
 void host_zero(void* dst, size_t n);
 size_t release_host_cache();                  // bytes returned to the system
 size_t cached_host_bytes();
+BlockCacheStats host_cache_stats();         // reserved / cached / peak bytes, system allocations
 
 }  // namespace vw::cpu

@@ -17,7 +17,8 @@
 
 namespace vw::napi {
 
-const DeviceMemory kDeviceMemory = {"cpu", cpu::host_alloc, cpu::host_free, cpu::host_copy, cpu::host_copy, cpu::host_zero};
+const DeviceMemory kDeviceMemory = {"cpu", cpu::host_alloc, cpu::host_free, cpu::host_copy, cpu::host_copy, cpu::host_zero,
+                                    cpu::host_cache_stats, cpu::release_host_cache};
 
 // sgemm(transA, transB, M, N, K, A, B, C, options?) on NativeBuffers, C = alpha op(A) op(B) + beta C:
 // exposed for the benchmarks' GEMM measurements and the GEMM tests. options (all optional):
@@ -77,14 +78,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #endif
   RegisterOps(env, exports, kCpuOps, "cpu");
   exports.Set("sgemm", Napi::Function::New(env, Sgemm, "sgemm"));
-  exports.Set("releaseCache", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    const size_t released = cpu::release_host_cache();
-    NativeBuffer::LowerReportedExternalMemory(info.Env());
-    return Napi::Number::New(info.Env(), static_cast<double>(released));
-  }));
-  exports.Set("cachedBytes", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    return Napi::Number::New(info.Env(), static_cast<double>(cpu::cached_host_bytes()));
-  }));
   exports.Set("backendInfo", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("device", "cpu");

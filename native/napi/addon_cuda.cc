@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 #include <napi.h>
 
+#include <cstdint>
 #include <string>
 
 #include "../cuda/ops_cuda.h"
@@ -33,7 +34,9 @@ void TrimWorkspacePool() {
   cudaGetLastError();
 }
 
-void* DeviceAlloc(size_t bytes) {
+// The raw allocator under the block cache: nullptr when out of memory (after giving the kernels' workspace
+// pool back), so the cache can empty itself and retry.
+void* RawDeviceAlloc(size_t bytes) {
   void* p = nullptr;
   cudaError_t err = cudaMalloc(&p, bytes);
   if (err == cudaErrorMemoryAllocation) {
@@ -43,14 +46,30 @@ void* DeviceAlloc(size_t bytes) {
   }
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();
-    throw_runtime_error("out of CUDA memory allocating ", bytes, " bytes");
+    return nullptr;
   }
   if (err != cudaSuccess) ThrowCuda("cudaMalloc", err);
   return p;
 }
 // Called from dispose() and GC finalizers, which cannot throw; a failed free (driver gone at exit) is moot.
-void DeviceFree(void* p, size_t /*bytes*/) {
+void RawDeviceFree(void* p) {
   if (cudaFree(p) != cudaSuccess) cudaGetLastError();
+}
+
+// Tensors' device memory: every size cached (cudaMalloc costs tens of microseconds and cudaFree synchronises
+// the device), 512-byte classes up to 1 MiB, then 4 per octave; no cap (torch.cuda.empty_cache() is
+// releaseCache()). Not yet run on a GPU: the CPU backend runs the same cache (tests/engine/memory_cache.test.ts).
+BlockCache& DeviceCache() {
+  static BlockCache c("CUDA", RawDeviceAlloc, RawDeviceFree, 512, size_t{1} << 20, /*cache_small=*/true, SIZE_MAX);
+  return c;
+}
+void* DeviceAlloc(size_t bytes) { return DeviceCache().alloc(bytes); }
+void DeviceFree(void* p, size_t bytes) { DeviceCache().free(p, bytes); }
+BlockCacheStats DeviceCacheStats() { return DeviceCache().stats(); }
+size_t ReleaseDeviceCache() {
+  const size_t freed = DeviceCache().release();
+  TrimWorkspacePool();
+  return freed;
 }
 void Upload(void* dst, const void* src, size_t n) {
   const cudaError_t err = cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice);
@@ -68,7 +87,7 @@ void Zero(void* dst, size_t n) {
 
 }  // namespace
 
-const DeviceMemory kDeviceMemory = {"cuda", DeviceAlloc, DeviceFree, Upload, Download, Zero};
+const DeviceMemory kDeviceMemory = {"cuda", DeviceAlloc, DeviceFree, Upload, Download, Zero, DeviceCacheStats, ReleaseDeviceCache};
 
 // sgemm(transA, transB, M, N, K, A, B, C, { dtype }?) on NativeBuffers, C = op(A) op(B) in float32; A and
 // B are float32, or bfloat16 with { dtype: 'bfloat16' }. Same signature as the CPU addon's: the

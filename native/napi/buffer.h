@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../core/block_cache.h"
+
 namespace vw::napi {
 
 // What a backend provides to NativeBuffer. Each addon defines exactly one (see addon_*.cc).
@@ -23,6 +25,8 @@ struct DeviceMemory {
   void (*upload)(void* dst, const void* src, size_t);  // host -> backend
   void (*download)(void* dst, const void* src, size_t);
   void (*zero)(void* dst, size_t);
+  BlockCacheStats (*cache_stats)();  // the backend's caching allocator (native/core/block_cache.h)
+  size_t (*release_cache)();         // its cached blocks back to the system; returns the bytes
 };
 extern const DeviceMemory kDeviceMemory;
 

@@ -169,7 +169,21 @@ void RegisterOps(Napi::Env env, Napi::Object exports, const OpTable<N>& table, c
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("liveBuffers", Napi::Number::New(info.Env(), static_cast<double>(NativeBuffer::live_count.load())));
     o.Set("liveBytes", Napi::Number::New(info.Env(), static_cast<double>(NativeBuffer::live_bytes.load())));
+    const BlockCacheStats s = kDeviceMemory.cache_stats();
+    o.Set("reservedBytes", Napi::Number::New(info.Env(), static_cast<double>(s.reserved)));
+    o.Set("cachedBytes", Napi::Number::New(info.Env(), static_cast<double>(s.cached)));
+    o.Set("peakReservedBytes", Napi::Number::New(info.Env(), static_cast<double>(s.peak_reserved)));
+    o.Set("systemAllocs", Napi::Number::New(info.Env(), static_cast<double>(s.system_allocs)));
+    o.Set("cacheHits", Napi::Number::New(info.Env(), static_cast<double>(s.cache_hits)));
     return o;
+  }));
+  // releaseCache(): the cached blocks back to the system (torch.cuda.empty_cache()); returns the bytes.
+  exports.Set("releaseCache", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      const size_t released = kDeviceMemory.release_cache();
+      NativeBuffer::LowerReportedExternalMemory(info.Env());
+      return Napi::Number::New(info.Env(), static_cast<double>(released));
+    });
   }));
 }
 

@@ -419,7 +419,7 @@ add('addon.sgemm', () => {
   const M = rng.int(5), N = rng.int(5), K = rng.int(5);
   return { fn: addon.sgemm as never, args: [chance(0.5), chance(0.5), M, N, K, buf(4 * M * K), buf(4 * K * N), buf(4 * M * N)], names: ['sgemm', ...NBN] };
 });
-for (const k of ['opNames', 'opConstants', 'memoryStats', 'backendInfo', 'releaseCache', 'cachedBytes'])
+for (const k of ['opNames', 'opConstants', 'memoryStats', 'backendInfo', 'releaseCache'])
   add(`addon.${k}`, () => ({ fn: addon[k] as never, args: [], names: [k] }));
 for (const [k, fn] of Object.entries({ memoryStats, backendInfo, releaseHostCache, cachedHostBytes, opNames }))
   add(k, () => ({ fn: fn as never, args: k === 'opNames' ? ['cpu'] : [], names: [k, 'CUDA'] }));

@@ -11,6 +11,7 @@ import { VwLmm } from '../../src/model/vwlmm';
 import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSamples } from '../../src/demo/task';
 import { Generator } from '../../src/random';
 import { readTrainerState, Trainer } from '../../src/train/trainer';
+import { liveMemory } from '../support/memory';
 
 const tmp = tempDirs('model');
 
@@ -115,9 +116,9 @@ describe('VW-LMM', () => {
     const prompt = { tokenIds: b.tokenIds.slice(0, 60), imagePositions: b.imagePositions, pixelValues: b.pixelValues };
     expect(() => model.generate([{ ...prompt, tokenIds: prompt.tokenIds.slice(0, 40) }], { maxNewTokens: 1 })).toThrow(/image position 40 outside its 40 tokens/);
     const g1 = model.generate([prompt, prompt], { maxNewTokens: 5 });
-    const before = memoryStats().cpu;
+    const before = liveMemory();
     const g2 = model.generate([prompt], { maxNewTokens: 5 });
-    expect(memoryStats().cpu).toEqual(before);
+    expect(liveMemory()).toEqual(before);
     expect(g1[0]).toEqual(g2[0]);
     expect(g1[1]).toEqual(g1[0]);
     expect(g1[0].length).toBe(5);

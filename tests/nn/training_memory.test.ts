@@ -1,7 +1,8 @@
 // 100 training steps of a small decoder keep native memory flat: every activation, gradient temporary
-// and saved tensor is released deterministically each step (no reliance on the garbage collector).
+// and saved tensor is released deterministically each step (no reliance on the garbage collector); and a
+// steady-state step's memory all comes from the caching allocator.
 import { describe, expect, it } from 'vitest';
-import { AdamW, clipGradNorm, F, Generator, memoryStats, nn, scope, Tensor, zeroGrad } from '../../src';
+import { AdamW, clipGradNorm, F, Generator, memoryStats, nn, releaseHostCache, scope, Tensor, zeroGrad } from '../../src';
 
 describe('training memory', () => {
   it('100 steps of a 2-layer decoder: live native buffers and bytes stay constant, the loss falls', () => {
@@ -17,7 +18,7 @@ describe('training memory', () => {
     const ids = new Int32Array(B * T).map(() => gen.int(cfg.vocabSize));
     const targets = ids.map((t) => (t * 7 + 3) % cfg.vocabSize);
     const losses: number[] = [];
-    const snapshots: { liveBuffers: number; liveBytes: number }[] = [];
+    const snapshots: { liveBuffers: number; liveBytes: number; reservedBytes: number }[] = [];
     for (let step = 0; step < 100; step++) {
       scope(() => {
         const x = Tensor.fromArray(ids, [B, T]);
@@ -30,10 +31,60 @@ describe('training memory', () => {
         opt.step();
         zeroGrad(model.parameters());
       });
-      if (step === 9 || step === 99) snapshots.push(memoryStats().cpu);
+      if (step === 9 || step === 99) {
+        const m = memoryStats().cpu;
+        snapshots.push({ liveBuffers: m.liveBuffers, liveBytes: m.liveBytes, reservedBytes: m.reservedBytes });
+      }
     }
     expect(snapshots[1]).toEqual(snapshots[0]);
     expect(losses[99]).toBeLessThan(0.5 * losses[0]);
+    opt.dispose();
+    model.dispose();
+  });
+
+  // The caching allocator (native/core/block_cache.h) is the same code on both backends (on CUDA every size is
+  // cached; on the host, blocks over 64 KiB): checked here on the host, with tensors large enough to be cached.
+  it('a steady-state step asks the system for no memory: every block comes from the cache', () => {
+    const cfg: nn.LlamaConfig = {
+      vocabSize: 512, hiddenSize: 128, intermediateSize: 200, numLayers: 2, numHeads: 4, numKvHeads: 4,
+      rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 256, initializerRange: 0.05,
+    };
+    const gen = new Generator(11);
+    const model = new nn.LlamaForCausalLM(cfg, { generator: gen });
+    const opt = new AdamW(model.parameters(), { lr: 1e-3 });
+    const B = 2, T = 128; // activations [256, 128] floats: 128 KiB blocks
+    const ids = new Int32Array(B * T).map(() => gen.int(cfg.vocabSize));
+    const step = () => scope(() => {
+      const out = model.model.forward(model.model.embed_tokens.forward(Tensor.fromArray(ids, [B, T])));
+      const loss = F.linearCrossEntropy(F.reshape(out.last, [B * T, cfg.hiddenSize]), model.lm_head.weight, Tensor.fromArray(ids, [B * T]));
+      loss.backward();
+      opt.step();
+      zeroGrad(model.parameters());
+    });
+    step();
+    step();
+    const before = memoryStats().cpu;
+    for (let k = 0; k < 3; k++) step();
+    const after = memoryStats().cpu;
+    expect(after.systemAllocs).toBe(before.systemAllocs);
+    expect(after.cacheHits - before.cacheHits).toBeGreaterThan(3 * 20); // dozens of cached blocks reused per step
+    expect(after.reservedBytes).toBe(before.reservedBytes);
+    expect(after.peakReservedBytes).toBeGreaterThanOrEqual(after.reservedBytes);
+    expect(after.reservedBytes).toBeGreaterThanOrEqual(after.liveBytes + after.cachedBytes);
+    expect(after.cachedBytes).toBeGreaterThan(0);
+    // empty_cache: the cached blocks go back, the live ones stay
+    const freed = releaseHostCache();
+    const released = memoryStats().cpu;
+    expect(freed).toBe(after.cachedBytes);
+    expect(released.cachedBytes).toBe(0);
+    expect(released.reservedBytes).toBe(after.reservedBytes - freed);
+    expect(released.liveBytes).toBe(after.liveBytes);
+    // the next step refills the cache from the system, then runs from it again
+    step();
+    const refilled = memoryStats().cpu;
+    expect(refilled.systemAllocs).toBeGreaterThan(released.systemAllocs);
+    step();
+    expect(memoryStats().cpu.systemAllocs).toBe(refilled.systemAllocs);
     opt.dispose();
     model.dispose();
   });
