@@ -8,7 +8,7 @@ import { tokenizeConversation, Turn } from '../data/conversation';
 import { readLlavaRecords } from '../data/dataset';
 import { loadImage, preprocessClip } from '../data/images';
 import { TextTokenizer } from '../data/tokenizer';
-import { VwLmm } from '../model/vwlmm';
+import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { Stage, Trainable, Trainer, TrainerState } from './trainer';
 import { HostTensor } from '../io/safetensors';
 
@@ -41,42 +41,74 @@ export interface FileTrainOptions {
 }
 
 export interface PreparedData {
+  /** image: an index into imagePaths, or null for a text-only record. */
   samples: { inputIds: number[]; labels: number[]; image: number | null }[];
-  images: Float32Array[];
+  /** The readable images the samples use (absolute paths): decoded per batch during training, not kept. */
+  imagePaths: string[];
   /** Records not trained on: a broken line (JSONL line / JSON list index), an unreadable image. */
   skipped: { id?: string; line?: number; index?: number; reason: string }[];
   mismatches: number;
 }
 
+/** How many images are decoded at once (sharp runs them on libuv's worker threads). */
+const DECODE_CONCURRENCY = 4;
+
+/** The CLIP pixels [3, S, S] of an image file, as the model's config preprocesses them. */
+async function pixelsOf(model: VwLmm, file: string): Promise<Float32Array> {
+  const cfg = model.config;
+  return preprocessClip(await loadImage(file), { size: cfg.image.size, mean: cfg.image.mean, std: cfg.image.std, aspect: cfg.image.aspect === 'pad' ? 'pad' : 'resize_crop' });
+}
+
+/**
+ * Reads a LLaVA file: records tokenized, every image decoded once to find the broken ones (skipped and
+ * counted, or an error with --strict), DECODE_CONCURRENCY at a time. The pixels are not kept: training
+ * decodes each batch's images again while the previous step runs (trainOnFile), so memory does not grow with
+ * the data set (558K LLaVA images at 336 px would be 750 GB of float pixels).
+ */
 export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, strict: boolean): Promise<PreparedData> {
   const { records, skipped: bad } = readLlavaRecords(file, { strict });
   const skipped: PreparedData['skipped'] = bad.map((b) => ({ line: b.line, index: b.index, reason: b.reason }));
   const cfg = model.config;
-  const images: Float32Array[] = [];
-  const byPath = new Map<string, number>();
+  // every distinct image, in first-use order, checked by decoding it
+  const order: string[] = [];
+  const firstRecord = new Map<string, string>();
+  for (const r of records) {
+    if (r.image === undefined) continue;
+    const p = path.resolve(imageFolder, r.image);
+    if (!firstRecord.has(p)) {
+      firstRecord.set(p, r.id);
+      order.push(p);
+    }
+  }
   const whyBroken = new Map<string, string>();
+  for (let i = 0; i < order.length; i += DECODE_CONCURRENCY) {
+    const chunk = order.slice(i, i + DECODE_CONCURRENCY);
+    const results = await Promise.allSettled(chunk.map((p) => pixelsOf(model, p)));
+    results.forEach((res, k) => {
+      if (res.status === 'fulfilled') return;
+      const msg = (res.reason as Error).message;
+      if (strict) throw new Error(`record '${firstRecord.get(chunk[k])}': ${msg} (--strict)`);
+      whyBroken.set(chunk[k], msg);
+    });
+  }
+  const imagePaths: string[] = [];
+  const indexOf = new Map<string, number>();
   const samples: PreparedData['samples'] = [];
   let mismatches = 0;
   for (const r of records) {
     let image: number | null = null;
     if (r.image !== undefined) {
       const p = path.resolve(imageFolder, r.image);
-      if (!byPath.has(p)) {
-        try {
-          const img = await loadImage(p);
-          images.push(await preprocessClip(img, { size: cfg.image.size, mean: cfg.image.mean, std: cfg.image.std, aspect: cfg.image.aspect === 'pad' ? 'pad' : 'resize_crop' }));
-          byPath.set(p, images.length - 1);
-        } catch (e) {
-          if (strict) throw new Error(`record '${r.id}': ${(e as Error).message} (--strict)`);
-          byPath.set(p, -1);
-          whyBroken.set(p, (e as Error).message);
-        }
-      }
-      image = byPath.get(p)!;
-      if (image < 0) {
-        skipped.push({ id: r.id, reason: `image ${p} could not be read: ${whyBroken.get(p)}` });
+      const why = whyBroken.get(p);
+      if (why !== undefined) {
+        skipped.push({ id: r.id, reason: `image ${p} could not be read: ${why}` });
         continue;
       }
+      if (!indexOf.has(p)) {
+        indexOf.set(p, imagePaths.length);
+        imagePaths.push(p);
+      }
+      image = indexOf.get(p)!;
     }
     const t = tokenizeConversation(r.conversations as Turn[], tokenizer, cfg.template);
     if (t.mismatch) {
@@ -86,7 +118,19 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
     }
     samples.push({ inputIds: t.inputIds, labels: t.labels, image });
   }
-  return { samples, images, skipped, mismatches };
+  return { samples, imagePaths, skipped, mismatches };
+}
+
+/** A batch of samples with their images decoded now (the distinct ones of the batch, at once). */
+export async function loadFileBatch(model: VwLmm, tokenizer: TextTokenizer, data: PreparedData, idx: number[]): Promise<ModelBatch> {
+  const wanted = [...new Set(idx.map((i) => data.samples[i].image).filter((x): x is number => x !== null))];
+  const pixels = new Map<number, Float32Array>();
+  const decoded = await Promise.all(wanted.map((k) => pixelsOf(model, data.imagePaths[k]).catch((e: Error) => {
+    throw new Error(`${data.imagePaths[k]} could not be read during training (it could when the file was prepared: changed on disk?): ${e.message}`);
+  })));
+  wanted.forEach((k, j) => pixels.set(k, decoded[j]));
+  const b = collate(idx.map((i) => ({ inputIds: data.samples[i].inputIds, labels: data.samples[i].labels, image: data.samples[i].image === null ? null : pixels.get(data.samples[i].image!)! })), { padId: tokenizer.padId, numPatches: model.numImageTokens });
+  return { B: b.B, T: b.T, tokenIds: b.tokenIds, attentionMask: b.attentionMask, imagePositions: b.imagePositions, pixelValues: b.pixelValues, targets: nextTokenTargets(b), klRows: visualWordRows(b) };
 }
 
 export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions): Promise<{ data: PreparedData; state: TrainerState }> {
@@ -95,10 +139,7 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
   const stage: Stage = {
     name: 'train', size: data.samples.length, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
     lr: o.lr, visionTowerLr: o.visionTowerLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, trainable: o.trainable,
-    makeBatch: (idx) => {
-      const b = collate(idx.map((i) => ({ inputIds: data.samples[i].inputIds, labels: data.samples[i].labels, image: data.samples[i].image === null ? null : data.images[data.samples[i].image!] })), { padId: tokenizer.padId, numPatches: model.numImageTokens });
-      return { B: b.B, T: b.T, tokenIds: b.tokenIds, attentionMask: b.attentionMask, imagePositions: b.imagePositions, pixelValues: b.pixelValues, targets: nextTokenTargets(b), klRows: visualWordRows(b) };
-    },
+    loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx),
   };
   fs.mkdirSync(o.outDir, { recursive: true });
   const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing });

@@ -58,6 +58,12 @@ export interface Stage {
   size: number;
   makeBatch?: (indices: number[]) => ModelBatch;
   /**
+   * makeBatch's asynchronous form (for batches read from disk: image files decoded and resized per batch):
+   * runAsync() starts loading the next optimizer step's micro-batches before it runs the current step, so the
+   * loading (sharp decodes in libuv's worker threads) overlaps the computation. Only with runAsync().
+   */
+  loadBatch?: (indices: number[]) => Promise<ModelBatch>;
+  /**
    * The stage's own objective in place of makeBatch + VwLmm.loss (HF Trainer's compute_loss): the scalar loss
    * of one micro-batch, given its sample indices. It runs inside the trainer's scope (its tensors are freed
    * after the backward); accumulation, clipping, the schedule, non-finite checks and logging are the trainer's.
@@ -192,9 +198,12 @@ function checkStage(model: VwLmm, s: Stage): void {
   const where = `Trainer: stage '${s.name}'`;
   if (s.loss !== undefined) {
     if (typeof s.loss !== 'function') throw typeError(where, 'loss', 'a function (model, indices) => Tensor', s.loss);
-    if (s.makeBatch !== undefined) throw rangeError(where, 'has both makeBatch and loss: a stage with its own loss builds its inputs from the sample indices, so makeBatch would never run');
+    if (s.makeBatch !== undefined || s.loadBatch !== undefined) throw rangeError(where, `has both ${s.makeBatch !== undefined ? 'makeBatch' : 'loadBatch'} and loss: a stage with its own loss builds its inputs from the sample indices, so it would never run`);
+  } else if (s.loadBatch !== undefined) {
+    if (typeof s.loadBatch !== 'function') throw typeError(where, 'loadBatch', 'an async function (indices) => Promise<ModelBatch>', s.loadBatch);
+    if (s.makeBatch !== undefined) throw rangeError(where, 'has both makeBatch and loadBatch: give one of them');
   } else if (typeof s.makeBatch !== 'function') {
-    throw typeError(where, 'makeBatch', 'a function (indices) => ModelBatch (or a loss of its own)', s.makeBatch);
+    throw typeError(where, 'makeBatch', 'a function (indices) => ModelBatch (or loadBatch, or a loss of its own)', s.makeBatch);
   }
   if (s.extraParameters === undefined) return;
   if (!Array.isArray(s.extraParameters)) throw typeError(where, 'extraParameters', 'an array of tensors', s.extraParameters);
@@ -207,6 +216,11 @@ function checkStage(model: VwLmm, s: Stage): void {
   });
 }
 
+/** The key of one micro-batch's loaded batch: stage, optimizer step, micro-batch. */
+function batchKey(stage: number, step: number, m: number): string {
+  return `${stage}/${step}/${m}`;
+}
+
 /** The stage's loss of one micro-batch: its own (a one-element tensor), else VwLmm.loss of its batch. */
 function stageLoss(model: VwLmm, s: Stage, idx: number[], batch: ModelBatch | null): { loss: Tensor; ce?: number; kl?: number } {
   if (batch) return model.loss(batch);
@@ -217,6 +231,9 @@ function stageLoss(model: VwLmm, s: Stage, idx: number[], batch: ModelBatch | nu
 
 export class Trainer {
   private readonly metricsFile: string | null;
+  /** Micro-batches loaded ahead by runAsync (stages with loadBatch), by position: see batchKey. */
+  private readonly loaded = new Map<string, Promise<ModelBatch>>();
+  private readonly ready = new Map<string, ModelBatch>();
   constructor(readonly model: VwLmm, readonly stages: Stage[], readonly opts: TrainerOptions) {
     if (opts.outDir === undefined) {
       for (const k of ['saveEvery', 'autoResume'] as const) {
@@ -256,11 +273,62 @@ export class Trainer {
       for (;;) {
         const r = it.next();
         if (r.done) return r.value;
+        // r.value: the step the loop runs next. Its batches must be loaded; the one after it starts loading now,
+        // so that it overlaps that step's computation.
+        if (r.value) {
+          await this.awaitBatches(r.value);
+          const after = this.following(r.value);
+          if (after) this.startLoading(after);
+        }
         await new Promise<void>((res) => setImmediate(res));
       }
     } finally {
       remove?.();
+      this.loaded.clear();
+      this.ready.clear();
     }
+  }
+
+  /** The optimizer step after `pos` (the next stage's first when pos is a stage's last), or null at the end. */
+  private following(pos: { stage: number; step: number }): { stage: number; step: number } | null {
+    if (pos.step + 1 < stageSteps(this.stages[pos.stage])) return { stage: pos.stage, step: pos.step + 1 };
+    return pos.stage + 1 < this.stages.length ? { stage: pos.stage + 1, step: 0 } : null;
+  }
+
+  private startLoading(pos: { stage: number; step: number }): void {
+    const s = this.stages[pos.stage];
+    if (!s.loadBatch) return;
+    for (let m = 0; m < (s.gradAccum ?? 1); m++) {
+      const key = batchKey(pos.stage, pos.step, m);
+      if (this.loaded.has(key) || this.ready.has(key)) continue;
+      const p = s.loadBatch(batchIndices(this.opts.seed, pos.stage, s, pos.step, m));
+      p.catch(() => undefined); // awaited in awaitBatches; this keeps an unawaited failure from being unhandled
+      this.loaded.set(key, p);
+    }
+  }
+
+  private async awaitBatches(pos: { stage: number; step: number }): Promise<void> {
+    this.startLoading(pos);
+    const s = this.stages[pos.stage];
+    for (let m = 0; m < (s.gradAccum ?? 1); m++) {
+      const key = batchKey(pos.stage, pos.step, m);
+      const p = this.loaded.get(key);
+      if (!p) continue;
+      this.loaded.delete(key);
+      this.ready.set(key, await p);
+    }
+  }
+
+  /** The batch of one micro-batch: loaded ahead by runAsync (loadBatch), or made now (makeBatch). */
+  private batchOf(s: Stage, stage: number, step: number, m: number, idx: number[]): ModelBatch {
+    const key = batchKey(stage, step, m);
+    const b = this.ready.get(key);
+    if (b) {
+      this.ready.delete(key);
+      return b;
+    }
+    if (s.makeBatch) return s.makeBatch(idx);
+    throw new TypeError(`Trainer: stage '${s.name}' loads its batches asynchronously (loadBatch): train it with runAsync(), not run()`);
   }
 
   /** The checkpoint directory this trainer writes (null without outDir: it writes none). */
@@ -292,7 +360,7 @@ export class Trainer {
       throw new Error(`resume: position stage ${st.stage} step ${st.step} is outside this run's stages`);
   }
 
-  private *loop(resume: ResumeFrom | undefined, stop: StopRequest | null): Iterator<void, TrainerState, undefined> {
+  private *loop(resume: ResumeFrom | undefined, stop: StopRequest | null): Iterator<{ stage: number; step: number } | void, TrainerState, undefined> {
     if (!resume && this.opts.autoResume) resume = this.loadLatest() ?? undefined;
     const state: TrainerState = resume ? { ...resume.state } : { stage: 0, step: 0, globalStep: 0, seed: this.opts.seed };
     state.skippedSteps ??= 0;
@@ -331,6 +399,7 @@ export class Trainer {
             throw new TrainingInterrupted(signal, checkpoint, { ...state }, where);
           }
           if (this.opts.stopAfterSteps !== undefined && state.globalStep >= this.opts.stopAfterSteps) return state;
+          if (s.loadBatch) yield { stage: state.stage, step: state.step }; // runAsync: load this step's batches first
           this.step(s, state, total, opt, params, t0, (n) => (tokens += n), () => tokens);
           const atEnd = state.step === total;
           if (this.opts.evaluate && ((this.opts.evalEvery && state.step % this.opts.evalEvery === 0) || atEnd)) {
@@ -362,7 +431,7 @@ export class Trainer {
     for (let m = 0; m < accum && !bad; m++) {
       const idx = batchIndices(state.seed, state.stage, s, state.step, m);
       samples.push(idx);
-      const batch = s.loss ? null : s.makeBatch!(idx);
+      const batch = s.loss ? null : this.batchOf(s, state.stage, state.step, m, idx);
       try {
         scope(() => {
           const out = stageLoss(this.model, s, idx, batch);

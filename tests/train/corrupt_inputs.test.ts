@@ -10,7 +10,7 @@ import { tempDirs } from '../support/tmp';
 import { checkTokenizerVocab, loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
 import { TextTokenizer } from '../../src/data/tokenizer';
-import { prepareFile } from '../../src/train/from_file';
+import { loadFileBatch, prepareFile } from '../../src/train/from_file';
 import { readTrainerState, Trainer } from '../../src/train/trainer';
 import { cli, tinyConfig, tinyData, tinyStages, writeCliFixture } from './support/tiny';
 
@@ -182,6 +182,26 @@ describe('broken data files', () => {
     const imagesOnly = path.join(fx.imageFolder, 'img.jsonl');
     fs.writeFileSync(imagesOnly, fs.readFileSync(jsonl, 'utf8').split('\n').slice(8).join('\n'));
     await expect(prepareFile(ck.model, new TextTokenizer(fx.tokenizer), imagesOnly, fx.imageFolder, true)).rejects.toThrow(/record 'cut-png': loadImage: cannot decode '.*truncated.png'.*\(--strict\)/);
+    ck.model.dispose();
+  });
+
+  it('images are decoded per batch (none kept); one broken after preparation is an error naming it', async () => {
+    const ck = loadCheckpoint(fx.init);
+    const tok = new TextTokenizer(fx.tokenizer);
+    const p = await prepareFile(ck.model, tok, jsonl, fx.imageFolder, false);
+    expect(p.imagePaths.length).toBeGreaterThan(0);
+    const withImage = p.samples.findIndex((x) => x.image !== null);
+    const b = await loadFileBatch(ck.model, tok, p, [withImage]);
+    expect(b.pixelValues!.length).toBe(3 * ck.config.image.size ** 2);
+    const victim = p.imagePaths[p.samples[withImage].image!];
+    const copy = path.join(dir, 'victim.png');
+    fs.copyFileSync(victim, copy);
+    try {
+      fs.writeFileSync(victim, 'garbage');
+      await expect(loadFileBatch(ck.model, tok, p, [withImage])).rejects.toThrow(/could not be read during training \(it could when the file was prepared: changed on disk\?\): loadImage: cannot decode/);
+    } finally {
+      fs.copyFileSync(copy, victim);
+    }
     ck.model.dispose();
   });
 

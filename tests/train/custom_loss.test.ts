@@ -145,7 +145,7 @@ describe('Stage.loss with extraParameters', () => {
     const trainer = (s: Partial<Stage>) => new Trainer(m, [{ ...probe(hs), ...s }], { seed: 3 });
     expect(() => trainer({ makeBatch })).toThrow(/stage 'probe': has both makeBatch and loss/);
     expect(() => trainer({ loss: undefined, makeBatch })).toThrow(/stage 'probe': extraParameters need a loss of its own/);
-    expect(() => trainer({ loss: undefined, extraParameters: undefined })).toThrow(/stage 'probe': expected a function \(indices\) => ModelBatch \(or a loss of its own\) for makeBatch but received undefined/);
+    expect(() => trainer({ loss: undefined, extraParameters: undefined })).toThrow(/stage 'probe': expected a function \(indices\) => ModelBatch \(or loadBatch, or a loss of its own\) for makeBatch but received undefined/);
     const frozen = Tensor.zeros([2, D]);
     expect(() => trainer({ extraParameters: [frozen] })).toThrow(/stage 'probe': extraParameters\[0\] \(float32 cpu tensor of shape \[2, 12\]\) does not require grad/);
     expect(() => trainer({ extraParameters: [m.lm_head.weight] })).toThrow(/extraParameters\[0\] .* is a parameter of the model/);
