@@ -267,11 +267,27 @@ function readEntry(fd: number, file: string, t: SafetensorsEntry, hash?: Hash): 
   const raw = new Uint8Array(nbytes);
   readExactly(fd, file, raw, 0, nbytes, t.begin);
   hash?.update(raw);
-  const buf = raw.buffer;
 
   if (!LITTLE_ENDIAN) return readEntryBigEndianHost(file, t, raw, numel);
+  return hostTensorFromBytes(file, t.name, t.dtype, raw, shape);
+}
 
+/**
+ * A little-endian tensor of a safetensors dtype ('F32', 'BF16', 'I64', ...) from its raw bytes, converted to the
+ * engine's host dtypes as readSafetensors does (also used by the PyTorch checkpoint reader, src/io/torch_bin.ts).
+ * `raw` must start at offset 0 of its own ArrayBuffer (8-byte aligned); `file` and `name` go into errors.
+ */
+export function hostTensorFromBytes(file: string, name: string, dtype: string, raw: Uint8Array, shape: number[]): HostTensor {
+  const info = DTYPES[dtype];
+  if (!info) throw new SafetensorsError(file, `tensor '${name}': unknown dtype '${dtype}'`);
+  const numel = raw.length / info.size;
+  const buf = raw.buffer;
+  const t = { name, dtype };
   switch (t.dtype) {
+    case 'F32':
+      return { dtype: 'float32', shape, data: new Float32Array(buf, 0, numel) };
+    case 'I32':
+      return { dtype: 'int32', shape, data: new Int32Array(buf, 0, numel) };
     case 'F16': {
       const src = new Uint16Array(buf);
       const out = new Float32Array(numel);

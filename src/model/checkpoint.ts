@@ -14,6 +14,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { DeviceSpec } from '../device';
+import { readTorchBin } from '../io/torch_bin';
 import { describeFsError, HostTensor, isPlainObject, readSafetensors, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, stringifyTransformersConfig, transformersNameFromOurs, weightsFromTransformers, weightsToTransformers } from './transformers_llava';
@@ -36,16 +37,24 @@ export function readCheckpointWeights(dir: string, options: ReadOptions = {}): M
   if (!st.isDirectory()) throw new SafetensorsError(dir, 'checkpoint path is not a directory');
 
   const single = path.join(dir, 'model.safetensors');
-  const index = path.join(dir, 'model.safetensors.index.json');
+  let index = path.join(dir, 'model.safetensors.index.json');
+  let readShard: (file: string, o: ReadOptions) => Map<string, HostTensor> = readSafetensors;
   if (fs.existsSync(single)) return readSafetensors(single, options);
   if (!fs.existsSync(index)) {
+    // PyTorch's own format (released LLaVA / VW-LMM checkpoints): pytorch_model.bin, or shards and an index
+    const bin = path.join(dir, 'pytorch_model.bin');
+    if (fs.existsSync(bin)) return skipLegacyBuffers(readTorchBin(bin, options));
+    index = path.join(dir, 'pytorch_model.bin.index.json');
+    readShard = (f, o) => skipLegacyBuffers(readTorchBin(f, o));
+  }
+  if (!fs.existsSync(index)) {
     const files = fs.readdirSync(dir);
-    const torchFiles = files.filter((f) => /^pytorch_model.*\.bin$/.test(f) || /\.(pt|pth|ckpt)$/.test(f));
+    const torchFiles = files.filter((f) => /\.(pt|pth|ckpt|bin)$/.test(f));
     const others = files.filter((f) => f.endsWith('.safetensors'));
     let hint = '';
-    if (torchFiles.length) hint = `; found PyTorch pickle weights (${torchFiles.join(', ')}), which are not supported: convert them to safetensors first`;
+    if (torchFiles.length) hint = `; found ${torchFiles.join(', ')}: PyTorch weights load from pytorch_model.bin or pytorch_model.bin.index.json (rename, or read them with readTorchBin)`;
     else if (others.length) hint = `; other .safetensors files there: ${others.join(', ')}`;
-    throw new SafetensorsError(dir, `no model.safetensors or model.safetensors.index.json in the checkpoint directory${hint}`);
+    throw new SafetensorsError(dir, `no model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json in the checkpoint directory${hint}`);
   }
 
   let indexJson: unknown;
@@ -77,9 +86,9 @@ export function readCheckpointWeights(dir: string, options: ReadOptions = {}): M
   const origin = new Map<string, string>();
   for (const [shard, names] of byShard) {
     const shardPath = path.join(dir, shard);
-    const tensors = readSafetensors(shardPath, options);
+    const tensors = readShard(shardPath, options);
     for (const name of names) {
-      if (!tensors.has(name) && (!options.filter || options.filter(name))) {
+      if (!tensors.has(name) && (!options.filter || options.filter(name)) && !name.endsWith('rotary_emb.inv_freq')) {
         throw new SafetensorsError(shardPath, `tensor '${name}' is listed for this shard in ${path.basename(index)} but is not in it`);
       }
     }
@@ -93,6 +102,12 @@ export function readCheckpointWeights(dir: string, options: ReadOptions = {}): M
     }
   }
   return merged;
+}
+
+/** Buffers old checkpoints carry that no model reads (recomputed from the config): rotary inverse frequencies. */
+function skipLegacyBuffers(weights: Map<string, HostTensor>): Map<string, HostTensor> {
+  for (const name of [...weights.keys()]) if (name.endsWith('rotary_emb.inv_freq')) weights.delete(name);
+  return weights;
 }
 
 export interface SaveOptions {

@@ -16,3 +16,4 @@ export {
   readSafetensors, readSafetensorsWithMetadata, readSafetensorsHeader, writeSafetensors, SafetensorsError,
 } from '../io/safetensors';
 export type { HostTensor, HostDType, SafetensorsHeader, SafetensorsEntry, ReadOptions } from '../io/safetensors';
+export { readTorchBin, TorchPickleError } from '../io/torch_bin';

@@ -38,7 +38,7 @@ const FUNCTIONS = [
   // model
   'loadCheckpoint', 'saveCheckpoint', 'resolveCheckpointDir', 'checkTokenizerVocab', 'configFromJson', 'configToJson', 'validateConfig',
   'numImageTokens', 'hasVmHead', 'configFromTransformers', 'configToTransformers', 'isTransformersLlavaConfig', 'weightsFromTransformers',
-  'weightsToTransformers', 'readSafetensors', 'writeSafetensors', 'readCheckpointWeights',
+  'weightsToTransformers', 'readSafetensors', 'writeSafetensors', 'readCheckpointWeights', 'readTorchBin',
   // train
   'readTrainerState', 'trainOnFile', 'prepareFile', 'loadFileBatch', 'installStopHandlers', 'exitCodeFor', 'cosineWithWarmup', 'plotMetrics', 'applyTrainable',
   // data
@@ -60,7 +60,7 @@ const isClass = (v: unknown) => typeof v === 'function' && /^class[\s{]/.test(Fu
 
 /** The source files behind each area module; every runtime export of theirs is public unless listed in INTERNAL. */
 const SOURCES: Record<Area, string[]> = {
-  model: ['model/vwlmm', 'model/config', 'model/checkpoint', 'model/transformers_llava', 'io/safetensors'],
+  model: ['model/vwlmm', 'model/config', 'model/checkpoint', 'model/transformers_llava', 'io/safetensors', 'io/torch_bin'],
   data: ['data/tokenizer', 'data/conversation', 'data/dataset', 'data/images', 'data/collate', 'data/sort_of_clevr', 'data/word_level_tokenizer'],
   train: ['train/trainer', 'train/from_file', 'train/interrupt', 'train/schedule', 'train/progress', 'viz/plot'],
   eval: ['eval/llava_eval', 'eval/visual_words'],
@@ -71,6 +71,8 @@ const INTERNAL: Record<string, string> = {
   'io/safetensors:CHECKSUM_KEY': 'metadata key written and verified by the safetensors reader/writer itself',
   'io/safetensors:describeFsError': "file-error wording shared with checkpoint.ts's directory reader",
   'io/safetensors:isPlainObject': "JSON shape check shared with checkpoint.ts's shard-index reader",
+  'io/safetensors:hostTensorFromBytes': "the dtype conversion shared with the PyTorch checkpoint reader (io/torch_bin.ts)",
+  'io/torch_bin:unpickle': 'the restricted pickle machine behind readTorchBin (tested directly)',
   'data/sort_of_clevr:SHORT_ANSWER_PROMPT': "a source text of the vocabulary; the data module's SHORT_ANSWER_PROMPT is conversation.ts's",
   'data/sort_of_clevr:VICUNA_SYSTEM_PROMPT': 'a source text of the vocabulary',
   'data/sort_of_clevr:OBJECT_SIZE': 'renderer geometry',

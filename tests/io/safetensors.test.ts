@@ -497,9 +497,13 @@ describe('readCheckpointWeights errors', () => {
     expect(() => readCheckpointWeights(path.join(tmp, 'nope'))).toThrow(/nope: checkpoint directory: no such file/);
     const empty = path.join(tmp, `empty${counter++}`);
     fs.mkdirSync(empty);
-    expect(() => readCheckpointWeights(empty)).toThrow(/no model\.safetensors or model\.safetensors\.index\.json/);
+    expect(() => readCheckpointWeights(empty)).toThrow(/no model\.safetensors, model\.safetensors\.index\.json, pytorch_model\.bin or pytorch_model\.bin\.index\.json/);
+    // PyTorch weights under another name are named, with how to load them
+    fs.writeFileSync(path.join(empty, 'weights.pt'), 'x');
+    expect(() => readCheckpointWeights(empty)).toThrow(/found weights\.pt: PyTorch weights load from pytorch_model\.bin/);
+    // a pytorch_model.bin that is not one: the torch reader names the file and the problem
     fs.writeFileSync(path.join(empty, 'pytorch_model.bin'), 'x');
-    expect(() => readCheckpointWeights(empty)).toThrow(/PyTorch pickle weights \(pytorch_model\.bin\)/);
+    expect(() => readCheckpointWeights(empty)).toThrow(/torch checkpoint: .*pytorch_model\.bin: .*not a zip archive/);
   });
 
   it('missing shards are listed', () => {
