@@ -276,7 +276,7 @@ function readJson(file: string): Record<string, unknown> {
  * Loads a VW-LMM / LLaVA checkpoint directory onto `opts.device` ('cpu' by default). Weights are stored as
  * float32 whatever device and dtype saved them, so a checkpoint of a GPU run loads on the CPU and the other way round.
  */
-export function loadCheckpoint(dir: string, opts: { seed?: number; device?: DeviceSpec } = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null; dir: string } {
+export function loadCheckpoint(dir: string, opts: { seed?: number; device?: DeviceSpec; pif?: boolean } = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null; dir: string } {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
     // a save killed between its two renames leaves the previous checkpoint as <dir>.old-*
     const fallback = resolveCheckpointDir(dir);
@@ -297,7 +297,7 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
     visionConfig = readJson(path.join(towerDir, 'config.json'));
     towerWeights = readCheckpointWeights(towerDir, { filter: (n: string) => !n.startsWith('text_model.') });
   }
-  const config = withConfigFile(dir, () => configFromJson(json, visionConfig));
+  const config = withConfigFile(dir, () => modelKind(dir, json, configFromJson(json, visionConfig), weights, opts.pif));
   const model = VwLmm.create(config, opts.seed ?? 0, { device: opts.device });
   try {
     if (towerWeights) {
@@ -312,6 +312,36 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
   }
   const tok = path.join(dir, 'tokenizer.json');
   return { model, config, tokenizerPath: fs.existsSync(tok) ? tok : null, dir };
+}
+
+// The architectures a LLaVA-layout config.json may name: ours and LLaVA's, and the official VW-LMM classes.
+const VW_ARCHITECTURES = ['vwLlamaForCausalLM', 'vwMistralForCausalLM', 'vwPifLlamaForCausalLM'];
+const KNOWN_ARCHITECTURES = [...VW_ARCHITECTURES, 'LlavaLlamaForCausalLM', 'LlavaMistralForCausalLM'];
+
+/**
+ * What kind of model the checkpoint holds, where its config does not say. The official VW-LMM configs carry no vm_*
+ * keys (the official loader picks its class from the model's name): a vm_head.weight among the weights, or a vw*
+ * architecture, makes it a VW-LMM (the official loss weight 1), and it is the PIF variant when the architecture
+ * says so or, as the official loader decides, the model's name (_name_or_path, else the directory) contains
+ * "pif"; `pif` overrides that. Explicit vm_weight / vm_pif keys (our checkpoints) win.
+ */
+function modelKind(dir: string, json: Record<string, unknown>, config: VwLmmConfig, weights: Map<string, HostTensor>, pif: boolean | undefined): VwLmmConfig {
+  const arch = json.architectures;
+  if (arch !== undefined && arch !== null) {
+    if (!Array.isArray(arch) || !arch.every((a) => typeof a === 'string')) throw new TypeError(`architectures must be a list of class names, got ${JSON.stringify(arch)}`);
+    const unknown = (arch as string[]).filter((a) => !KNOWN_ARCHITECTURES.includes(a));
+    if (unknown.length) throw new RangeError(`architectures ${unknown.join(', ')} not supported (known: ${KNOWN_ARCHITECTURES.join(', ')}, and transformers' LlavaForConditionalGeneration layout)`);
+  }
+  const archs = (arch ?? []) as string[];
+  const vw = weights.has('vm_head.weight') || archs.some((a) => VW_ARCHITECTURES.includes(a));
+  if (pif !== undefined && typeof pif !== 'boolean') throw new TypeError(`loadCheckpoint: pif must be a boolean, got ${JSON.stringify(pif)}`);
+  const name = typeof json._name_or_path === 'string' && json._name_or_path ? json._name_or_path : path.basename(path.resolve(dir));
+  const out = { ...config };
+  if (json.vm_weight === undefined && vw) out.vmWeight = 1;
+  if (pif !== undefined) out.pif = pif;
+  else if (json.vm_pif === undefined && vw) out.pif = archs.includes('vwPifLlamaForCausalLM') || /pif/i.test(name);
+  if (out.pif && !weights.has('vm_head.weight')) throw new RangeError(`the model is the PIF variant${pif ? ' (pif: true)' : ` ("pif" in its name '${name}')`} but has no vm_head.weight, which PIF needs (pass pif: false to load it as plain LLaVA)`);
+  return out;
 }
 
 /** Config errors (a missing or wrong-typed key) prefixed with the config file, keeping their class. */

@@ -18,6 +18,12 @@ export interface LlamaConfig {
   maxPositionEmbeddings: number;
   /** Std of the normal initialisation (HF initializer_range). */
   initializerRange: number;
+  /**
+   * Mistral's sliding_window (null / absent: full causal attention). Only sequences up to this many positions
+   * run (where the window changes nothing); a longer one is refused, as sliding-window attention is not
+   * implemented.
+   */
+  slidingWindow?: number | null;
 }
 
 /** Our config from an HF LlamaConfig (config.json) object. */
@@ -50,7 +56,15 @@ export function llamaConfigFromHF(c: Record<string, unknown>): LlamaConfig {
     numLayers: size('num_hidden_layers'), numHeads: heads, numKvHeads: size('num_key_value_heads', heads),
     rmsNormEps: num('rms_norm_eps', 1e-6), ropeTheta: rp.rope_theta !== undefined ? numOf('rope_parameters.rope_theta', rp.rope_theta) : num('rope_theta', 10000),
     maxPositionEmbeddings: num('max_position_embeddings', 2048), initializerRange: num('initializer_range', 0.02),
+    ...slidingWindowOf(c),
   };
+}
+
+function slidingWindowOf(c: Record<string, unknown>): { slidingWindow?: number } {
+  const w = c.sliding_window;
+  if (w === undefined || w === null || c.use_sliding_window === false) return {};
+  if (typeof w !== 'number' || !Number.isInteger(w) || w < 1) throw new TypeError(`LLaMA config: sliding_window must be a positive integer or null, got ${JSON.stringify(w)}`);
+  return { slidingWindow: w };
 }
 
 export function llamaConfigToHF(c: LlamaConfig): Record<string, unknown> {
@@ -59,7 +73,7 @@ export function llamaConfigToHF(c: LlamaConfig): Record<string, unknown> {
     num_hidden_layers: c.numLayers, num_attention_heads: c.numHeads, num_key_value_heads: c.numKvHeads,
     rms_norm_eps: c.rmsNormEps, rope_theta: c.ropeTheta, max_position_embeddings: c.maxPositionEmbeddings,
     initializer_range: c.initializerRange, hidden_act: 'silu', attention_bias: false, mlp_bias: false,
-    tie_word_embeddings: false,
+    tie_word_embeddings: false, ...(c.slidingWindow ? { sliding_window: c.slidingWindow } : {}),
   };
 }
 
@@ -120,6 +134,8 @@ export class LlamaAttention extends Module {
       cache.k[layer] = keep(k);
       cache.v[layer] = keep(v);
     }
+    const w = c.slidingWindow;
+    if (w && k.shape[1] > w) throw new RangeError(`LLaMA: ${k.shape[1]} positions exceed the config's sliding_window of ${w}: sliding-window attention is not implemented (sequences up to ${w} positions are exact)`);
     const o = F.attention(q, k, v, { causal: true, keyMask });
     return this.o_proj.forward(F.reshape(o, [B, T, c.numHeads * Dh]));
   }

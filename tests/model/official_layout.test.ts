@@ -1,0 +1,82 @@
+// Checkpoints as the official VW-LMM code writes them: LLaVA-layout config.json without any vm_* key, the model
+// class named by `architectures` (vwLlamaForCausalLM, vwPifLlamaForCausalLM, ...) and PIF by "pif" in the model's
+// name. The vm_head is kept (it used to be dropped silently), PIF follows the official rule or an explicit override,
+// and an unknown architecture is refused by name.
+import * as fs from 'fs';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { F, Generator, nn, noGrad, scope, Tensor } from '../../src';
+import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
+import { VwLmm } from '../../src/model/vwlmm';
+import { tinyConfig } from '../train/support/tiny';
+import { tempDirs } from '../support/tmp';
+
+const tmp = tempDirs('official');
+
+/** A checkpoint of a tiny model in the official layout: our save, then the vm_* keys removed and `architectures` set. */
+function official(name: string, architectures: string[], vmWeight = 1): { dir: string; model: VwLmm } {
+  const model = VwLmm.create(tinyConfig(40, vmWeight), 3);
+  const dir = path.join(tmp(), name);
+  saveCheckpoint(dir, model);
+  const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  for (const k of ['vm_weight', 'vm_pif', 'vm_detach_target']) delete cfg[k];
+  cfg.architectures = architectures;
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
+  return { dir, model };
+}
+
+describe('official VW-LMM checkpoints', () => {
+  it('vm_head makes it a VW-LMM (weight 1), loaded with its weights; plain LLaVA stays plain', () => {
+    const { dir, model } = official('VW-LMM-Vicuna-7b', ['vwLlamaForCausalLM']);
+    const { model: m, config } = loadCheckpoint(dir);
+    expect(config.vmWeight).toBe(1);
+    expect(config.pif).toBe(false);
+    expect(m.vm_head).not.toBeNull();
+    expect(Array.from(m.vm_head!.weight.toArray())).toEqual(Array.from(model.vm_head!.weight.toArray()));
+    m.dispose();
+    model.dispose();
+    const plain = official('llava-v1.5-7b-pif-like-name', ['LlavaLlamaForCausalLM'], 0);
+    const p = loadCheckpoint(plain.dir);
+    expect(p.config.vmWeight).toBe(0);
+    expect(p.config.pif).toBe(false); // no vm_head: not a VW-LMM whatever its name
+    expect(p.model.vm_head).toBeNull();
+    expect(() => loadCheckpoint(plain.dir, { pif: true })).toThrow(/PIF variant \(pif: true\) but has no vm_head.weight/);
+    p.model.dispose();
+    plain.model.dispose();
+  });
+
+  it('PIF as the official loader decides it ("pif" in the name, or the architecture), with an override', () => {
+    const byName = official('VW-LMM-PIF-Vicuna-7b', ['vwLlamaForCausalLM']);
+    const a = loadCheckpoint(byName.dir);
+    expect(a.config.pif).toBe(true);
+    const b = loadCheckpoint(byName.dir, { pif: false });
+    expect(b.config.pif).toBe(false);
+    const byArch = official('vw-model', ['vwPifLlamaForCausalLM']);
+    const c = loadCheckpoint(byArch.dir);
+    expect(c.config.pif).toBe(true);
+    for (const x of [a, b, c]) x.model.dispose();
+    byName.model.dispose();
+    byArch.model.dispose();
+  });
+
+  it('an unknown architecture is refused by name', () => {
+    const { dir, model } = official('gpt', ['GPT2LMHeadModel']);
+    expect(() => loadCheckpoint(dir)).toThrow(/config.json: architectures GPT2LMHeadModel not supported \(known: vwLlamaForCausalLM/);
+    model.dispose();
+  });
+
+  it('Mistral bases: GQA, rope_theta 1e6, and a sliding window (exact up to its length, refused beyond)', () => {
+    const hf = { vocab_size: 50, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2, rope_theta: 1e6, sliding_window: 8 };
+    const cfg = nn.llamaConfigFromHF(hf);
+    expect(cfg).toMatchObject({ numKvHeads: 2, ropeTheta: 1e6, slidingWindow: 8 });
+    expect(nn.llamaConfigFromHF({ ...hf, sliding_window: null }).slidingWindow).toBeUndefined();
+    expect(nn.llamaConfigFromHF({ ...hf, use_sliding_window: false }).slidingWindow).toBeUndefined();
+    expect(() => nn.llamaConfigFromHF({ ...hf, sliding_window: '4096' })).toThrow(/sliding_window must be a positive integer or null, got "4096"/);
+    expect(nn.llamaConfigToHF(cfg).sliding_window).toBe(8);
+    const model = new nn.LlamaForCausalLM(cfg, { generator: new Generator(1) });
+    const run = (T: number) => scope(() => noGrad(() => F.sum(model.forward(Tensor.fromArray(new Int32Array(T).fill(3), [1, T])).logits).item()));
+    expect(Number.isFinite(run(8))).toBe(true);
+    expect(() => run(9)).toThrow(/9 positions exceed the config's sliding_window of 8: sliding-window attention is not implemented/);
+    model.dispose();
+  });
+});
