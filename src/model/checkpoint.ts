@@ -18,6 +18,7 @@ import { readTorchBin } from '../io/torch_bin';
 import { describeFsError, HostTensor, isPlainObject, readSafetensors, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, stringifyTransformersConfig, transformersNameFromOurs, weightsFromTransformers, weightsToTransformers } from './transformers_llava';
+import { applyLora, loraConfigOf } from './lora';
 import { VwLmm } from './vwlmm';
 
 const TOWER_PREFIX = 'model.vision_tower.vision_tower.';
@@ -133,7 +134,12 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   const transformers = opts.format === 'transformers';
   if (opts.format !== undefined && opts.format !== 'vwlmm' && !transformers) throw new RangeError(`saveCheckpoint: unknown format '${String(opts.format)}' (vwlmm | transformers)`);
   // everything that can throw on the model is done before the temp directory exists
-  const configJson = transformers ? configToTransformers(model.config, opts.imageTokenIndex ?? model.config.imageTokenIndex) : { ...configToJson(model.config), mm_vision_tower: 'embedded' };
+  const lora = loraConfigOf(model);
+  if (lora && transformers) throw new RangeError('saveCheckpoint: the transformers layout has no place for LoRA adapters: merge them (mergeLora) first, or save them with saveLoraAdapter');
+  // a model with LoRA adapters keeps them (lora_A / lora_B tensors) and says so in config.json, so that a resume or
+  // loadCheckpoint re-creates them before loading the weights
+  const configJson = transformers ? configToTransformers(model.config, opts.imageTokenIndex ?? model.config.imageTokenIndex)
+    : { ...configToJson(model.config), mm_vision_tower: 'embedded', ...(lora ? { lora: { r: lora.r, lora_alpha: lora.alpha, lora_dropout: lora.dropout, target_modules: lora.targetModules } } : {}) };
   const tensors = transformers ? weightsToTransformers(model.stateDict()) : model.stateDict();
   const target = path.resolve(dir);
   const tmp = `${target}.tmp-${process.pid}-${Date.now()}-${saveCounter++}`;
@@ -300,6 +306,14 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
   const config = withConfigFile(dir, () => modelKind(dir, json, configFromJson(json, visionConfig), weights, opts.pif));
   const model = VwLmm.create(config, opts.seed ?? 0, { device: opts.device });
   try {
+    const loraKeys = [...weights.keys()].filter((k) => /\.lora_[AB]\.weight$/.test(k));
+    if (json.lora !== undefined && json.lora !== null) {
+      const l = json.lora as Record<string, unknown>;
+      if (typeof l !== 'object' || !Array.isArray(l.target_modules)) throw new TypeError(`checkpoint: ${dir}/config.json: lora must be an object with r, lora_alpha, lora_dropout, target_modules`);
+      applyLora(model, { r: l.r as number, alpha: l.lora_alpha as number, dropout: (l.lora_dropout as number) ?? 0, targetModules: l.target_modules as string[] });
+    } else if (loraKeys.length) {
+      throw new Error(`checkpoint: ${dir} holds LoRA tensors (${loraKeys[0]}, ...) but its config.json has no lora entry saying how to apply them`);
+    }
     if (towerWeights) {
       for (const [k, t] of towerWeights) weights.set(TOWER_PREFIX + (k.startsWith('vision_model.') ? k : `vision_model.${k}`), t);
     }

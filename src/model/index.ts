@@ -17,3 +17,5 @@ export {
 } from '../io/safetensors';
 export type { HostTensor, HostDType, SafetensorsHeader, SafetensorsEntry, ReadOptions } from '../io/safetensors';
 export { readTorchBin, TorchPickleError } from '../io/torch_bin';
+export { applyLora, loadLoraAdapter, saveLoraAdapter, mergeLora, removeLora, loraParameters, loraConfigOf } from './lora';
+export type { LoraConfig, WithDecoder } from './lora';

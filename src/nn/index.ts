@@ -6,3 +6,5 @@ export type { LlamaConfig, DecoderOutput } from './llama';
 export { ClipVisionTransformer, ClipVisionModel, clipConfigFromHF, clipConfigToHF } from './clip';
 export type { ClipVisionConfig, VisionOutput } from './clip';
 export { Projector, parseProjectorType } from './projector';
+export { LoraAdapter, LLM_LORA_TARGETS } from './lora';
+export type { LoraOptions } from './lora';

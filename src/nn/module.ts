@@ -36,6 +36,11 @@ export abstract class Module {
     return m;
   }
 
+  /** Removes a child module (it is not disposed: the caller decides). */
+  protected removeChild(name: string): void {
+    if (!this.ownChildren.delete(name)) throw new Error(`Module: no child '${name}'`);
+  }
+
   /** All parameters with their dotted names, in registration order. */
   namedParameters(prefix = ''): Map<string, Tensor> {
     const out = new Map<string, Tensor>();

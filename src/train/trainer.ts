@@ -37,6 +37,7 @@ import * as F from '../functional';
 import { clearTape, zeroGrad } from '../autograd';
 import { HostTensor, readSafetensors } from '../io/safetensors';
 import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions } from '../model/checkpoint';
+import { loraParameters } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { cosineWithWarmup } from './schedule';
 import { installStopHandlers, NonFiniteError, StopRequest, TrainingInterrupted } from './interrupt';
@@ -50,6 +51,8 @@ export interface Trainable {
   projector?: boolean;
   llm?: boolean;
   vmHead?: boolean;
+  /** The LoRA adapters (applyLora): trained while the LLM's own weights stay frozen (unless llm is set). */
+  lora?: boolean;
 }
 
 export interface Stage {
@@ -156,6 +159,11 @@ export function applyTrainable(model: VwLmm, t: Trainable): void {
     model.lm_head.setTrainable(true);
   }
   if (t.vmHead && model.vm_head) model.vm_head.setTrainable(true);
+  if (t.lora) {
+    const adapters = loraParameters(model);
+    if (adapters.size === 0) throw new RangeError("Trainer: trainable.lora is set but the model has no LoRA adapters (applyLora first)");
+    for (const p of adapters.values()) p.requiresGrad = true;
+  }
 }
 
 export function stageSteps(s: Stage): number {

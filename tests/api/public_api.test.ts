@@ -38,7 +38,7 @@ const FUNCTIONS = [
   // model
   'loadCheckpoint', 'saveCheckpoint', 'resolveCheckpointDir', 'checkTokenizerVocab', 'configFromJson', 'configToJson', 'validateConfig',
   'numImageTokens', 'hasVmHead', 'configFromTransformers', 'configToTransformers', 'isTransformersLlavaConfig', 'weightsFromTransformers',
-  'weightsToTransformers', 'readSafetensors', 'writeSafetensors', 'readCheckpointWeights', 'readTorchBin',
+  'weightsToTransformers', 'readSafetensors', 'writeSafetensors', 'readCheckpointWeights', 'readTorchBin', 'applyLora', 'loadLoraAdapter', 'saveLoraAdapter', 'mergeLora',
   // train
   'readTrainerState', 'trainOnFile', 'prepareFile', 'loadFileBatch', 'installStopHandlers', 'exitCodeFor', 'cosineWithWarmup', 'plotMetrics', 'applyTrainable',
   // data
@@ -60,7 +60,7 @@ const isClass = (v: unknown) => typeof v === 'function' && /^class[\s{]/.test(Fu
 
 /** The source files behind each area module; every runtime export of theirs is public unless listed in INTERNAL. */
 const SOURCES: Record<Area, string[]> = {
-  model: ['model/vwlmm', 'model/config', 'model/checkpoint', 'model/transformers_llava', 'io/safetensors', 'io/torch_bin'],
+  model: ['model/vwlmm', 'model/config', 'model/checkpoint', 'model/transformers_llava', 'model/lora', 'io/safetensors', 'io/torch_bin'],
   data: ['data/tokenizer', 'data/conversation', 'data/dataset', 'data/images', 'data/collate', 'data/sort_of_clevr', 'data/word_level_tokenizer'],
   train: ['train/trainer', 'train/from_file', 'train/interrupt', 'train/schedule', 'train/progress', 'viz/plot'],
   eval: ['eval/llava_eval', 'eval/visual_words'],

@@ -1,0 +1,79 @@
+// LoRA (Hu et al. 2021) as PEFT implements it for nn.Linear: y = W x + b + (alpha / r) B A dropout(x), A [r, in]
+// initialised as PEFT does (kaiming-uniform with a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in))), B [out, r] zeros, so a new
+// adapter changes nothing until it trains. The adapter hangs off the Linear as children lora_A / lora_B, so its
+// parameter names are PEFT's minus the adapter name ("model.layers.0.self_attn.q_proj.lora_A.weight"); PEFT's
+// adapter files (adapter_config.json + adapter_model.safetensors, names prefixed "base_model.model.") are read
+// and written by src/model/lora_io.ts.
+import { noGrad } from '../autograd';
+import { f32ToBf16 } from '../bf16';
+import * as F from '../functional';
+import { Generator } from '../random';
+import { scope, Tensor } from '../tensor';
+import { Linear } from './layers';
+import { Module } from './module';
+
+export interface LoraOptions {
+  /** Rank r (LLaVA-1.5's recipe: 128). */
+  r: number;
+  /** lora_alpha: the update is scaled by alpha / r (LLaVA-1.5: 256). */
+  alpha: number;
+  /** lora_dropout on the adapter's input while training (LLaVA-1.5: 0.05); 0 by default. */
+  dropout?: number;
+}
+
+class LoraWeight extends Module {
+  readonly weight: Tensor;
+  constructor(w: Tensor) {
+    super();
+    this.weight = this.param('weight', w);
+  }
+}
+
+/** The adapter of one Linear (its children lora_A, lora_B). */
+export class LoraAdapter extends Module {
+  readonly lora_A: LoraWeight;
+  readonly lora_B: LoraWeight;
+  readonly scaling: number;
+  readonly dropout: number;
+  /** Draws the dropout masks (seeded, so a run is reproducible); set per run by the caller when it matters. */
+  generator: Generator;
+  constructor(readonly base: Linear, readonly opts: LoraOptions, generator: Generator) {
+    super();
+    const { r, alpha } = opts, dropout = opts.dropout ?? 0;
+    if (!Number.isInteger(r) || r < 1) throw new RangeError(`LoRA: r must be a positive integer, got ${r}`);
+    if (!(alpha > 0)) throw new RangeError(`LoRA: alpha must be > 0, got ${alpha}`);
+    if (!(dropout >= 0 && dropout < 1)) throw new RangeError(`LoRA: dropout must be in [0, 1), got ${dropout}`);
+    const bound = 1 / Math.sqrt(base.inFeatures);
+    const a = Float32Array.from({ length: r * base.inFeatures }, () => (2 * generator.uniform() - 1) * bound);
+    this.lora_A = this.child('lora_A', new LoraWeight(Tensor.fromArray(a, [r, base.inFeatures], { device: base.weight.device })));
+    this.lora_B = this.child('lora_B', new LoraWeight(Tensor.zeros([base.outFeatures, r], { device: base.weight.device })));
+    this.scaling = alpha / r;
+    this.dropout = dropout;
+    this.generator = generator.fork('lora-dropout');
+  }
+
+  /** (alpha / r) B A dropout(x): [..., out]. */
+  delta(x: Tensor, training: boolean): Tensor {
+    let h = x;
+    if (training && this.dropout > 0) {
+      // inverted dropout with a host-drawn mask (seeded); the mask is a constant of the graph
+      const keep = 1 - this.dropout;
+      const mask = Float32Array.from({ length: x.size }, () => (this.generator.uniform() < keep ? 1 / keep : 0));
+      h = F.mul(x, Tensor.fromArray(mask, x.shape, { device: x.device }));
+    }
+    return F.scale(F.linear(F.linear(h, this.lora_A.weight), this.lora_B.weight), this.scaling);
+  }
+
+  /** W += (alpha / r) B A, in place (the base weight then holds the adapter; the caller removes it). */
+  mergeInto(): void {
+    const w = this.base.weight;
+    scope(() => noGrad(() => {
+      const merged = F.add(w, F.scale(F.matmul(this.lora_B.weight, this.lora_A.weight), this.scaling));
+      const data = merged.toArray() as Float32Array;
+      w.buffer.write(w.dtype === 'bfloat16' ? f32ToBf16(data) : data);
+    }));
+  }
+}
+
+/** The Linear layer names PEFT targets for LLaVA-1.5's LoRA: every Linear of the LLM's decoder layers. */
+export const LLM_LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;

@@ -1,0 +1,172 @@
+// LoRA (src/nn/lora.ts, src/model/lora.ts) against PEFT: a PEFT-made adapter (scripts/make_lora_fixture.py) loaded
+// onto the same tiny LLaMA gives PEFT's logits; ours saved in PEFT's format reads back the same; merging gives the
+// same logits without the adapters; a new adapter changes nothing until it trains; gradients reach only the
+// adapters when the base is frozen, checked by finite differences; broken adapter files are refused by name.
+import * as fs from 'fs';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { F, Generator, nn, noGrad, scope, Tensor } from '../../src';
+import { HostTensor, readSafetensors, writeSafetensors } from '../../src/io/safetensors';
+import { applyLora, loadLoraAdapter, loraConfigOf, loraParameters, mergeLora, removeLora, saveLoraAdapter } from '../../src/model/lora';
+import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
+import { VwLmm } from '../../src/model/vwlmm';
+import { Trainer } from '../../src/train/trainer';
+import { tinyConfig, tinyData } from '../train/support/tiny';
+import { relErr } from '../support/compare';
+import { runSeed } from '../support/random';
+import { tempDirs } from '../support/tmp';
+
+const fixtures = path.join(__dirname, '..', 'fixtures');
+const tmp = tempDirs('lora');
+const io = readSafetensors(path.join(fixtures, 'tiny_llama', 'io.safetensors'));
+const loraIo = readSafetensors(path.join(fixtures, 'lora', 'io.safetensors'));
+const host = (m: Map<string, HostTensor>, n: string) => m.get(n)!;
+const mask = host(io, 'attention_mask').data as Int32Array;
+
+function tinyLlama(): nn.LlamaForCausalLM {
+  const cfg = nn.llamaConfigFromHF(JSON.parse(fs.readFileSync(path.join(fixtures, 'tiny_llama', 'config.json'), 'utf8')));
+  const m = new nn.LlamaForCausalLM(cfg, { generator: new Generator(0) });
+  m.loadStateDict(readSafetensors(path.join(fixtures, 'tiny_llama', 'model.safetensors')));
+  return m;
+}
+const logitsOf = (m: nn.LlamaForCausalLM): number[] => scope(() => noGrad(() => {
+  const ids = host(io, 'input_ids'), am = host(io, 'attention_mask');
+  const out = m.forward(Tensor.fromArray(ids.data, ids.shape), { keyMask: Tensor.fromArray(am.data, am.shape) }).logits.toArray();
+  const V = m.config.vocabSize, rows: number[] = [];
+  for (let r = 0; r < mask.length; r++) if (mask[r]) for (let j = 0; j < V; j++) rows.push(out[r * V + j]);
+  return rows;
+}));
+const maskedRef = (name: string, V: number): number[] => {
+  const a = host(loraIo, name).data, rows: number[] = [];
+  for (let r = 0; r < mask.length; r++) if (mask[r]) for (let j = 0; j < V; j++) rows.push(a[r * V + j]);
+  return rows;
+};
+
+describe('LoRA', () => {
+  it("a PEFT-made adapter gives PEFT's logits; saved in PEFT's format it reads back the same; merged, the same again", () => {
+    const model = tinyLlama();
+    const V = model.config.vocabSize;
+    expect(relErr(logitsOf(model), maskedRef('base_logits', V))).toBeLessThan(1e-4);
+    expect(loadLoraAdapter(path.join(fixtures, 'lora', 'peft_adapter'), model)).toEqual({ adapters: 2 * 7 });
+    expect(loraConfigOf(model)).toEqual({ r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
+    const adapted = logitsOf(model);
+    expect(relErr(adapted, maskedRef('logits', V))).toBeLessThan(1e-4);
+    expect(relErr(adapted, maskedRef('base_logits', V))).toBeGreaterThan(1e-2); // the adapter matters
+    // our save: PEFT's names and config keys; read back onto a fresh base: the same logits
+    const dir = path.join(tmp(), 'ours');
+    saveLoraAdapter(dir, model, { baseModelNameOrPath: 'tiny_llama' });
+    const peftNames = [...readSafetensors(path.join(fixtures, 'lora', 'peft_adapter', 'adapter_model.safetensors')).keys()].sort();
+    expect([...readSafetensors(path.join(dir, 'adapter_model.safetensors')).keys()].sort()).toEqual(peftNames);
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+    expect(cfg).toMatchObject({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 4, lora_alpha: 8, bias: 'none', base_model_name_or_path: 'tiny_llama' });
+    const again = tinyLlama();
+    loadLoraAdapter(dir, again);
+    expect(logitsOf(again)).toEqual(adapted);
+    // merged: no adapters left, the same function
+    mergeLora(again);
+    expect(loraParameters(again).size).toBe(0);
+    expect(again.lm_head.lora).toBeNull();
+    expect(relErr(logitsOf(again), adapted)).toBeLessThan(1e-5);
+    model.dispose();
+    again.dispose();
+  });
+
+  it('a new adapter changes nothing; with the base frozen only the adapters get gradients, as finite differences say', () => {
+    const model = tinyLlama();
+    const before = logitsOf(model);
+    const n = applyLora(model, { r: 3, alpha: 6, seed: runSeed });
+    expect(n).toBe(2 * 7);
+    expect(logitsOf(model)).toEqual(before); // B = 0
+    // LLaVA's recipe: lm_head never gets an adapter
+    expect(model.lm_head.lora).toBeNull();
+    const lora = loraParameters(model);
+    for (const p of model.parameters()) p.requiresGrad = false;
+    for (const p of lora.values()) p.requiresGrad = true;
+    // move B off zero so A's gradient is not zero too
+    const gen = new Generator(runSeed + 1);
+    for (const [name, p] of lora) if (name.endsWith('lora_B.weight')) p.buffer.write(Float32Array.from(gen.normals(p.size), (v) => 0.1 * v));
+    const ids = host(io, 'input_ids');
+    const R = Float32Array.from(gen.normals(ids.shape[0] * ids.shape[1] * model.config.vocabSize));
+    const loss = () => scope(() => F.sum(F.mul(model.forward(Tensor.fromArray(ids.data, ids.shape)).logits, Tensor.fromArray(R, [ids.shape[0], ids.shape[1], model.config.vocabSize]))).item());
+    scope(() => F.sum(F.mul(model.forward(Tensor.fromArray(ids.data, ids.shape)).logits, Tensor.fromArray(R, [ids.shape[0], ids.shape[1], model.config.vocabSize]))).backward());
+    for (const [name, p] of model.namedParameters()) expect(p.grad !== null, name).toBe(lora.has(name));
+    // central differences on a few entries of a few adapters (float32 forward: h 1e-2, tolerance relative 2e-2)
+    for (const name of ['model.layers.0.self_attn.q_proj.lora_A.weight', 'model.layers.1.mlp.down_proj.lora_B.weight']) {
+      const p = lora.get(name)!, g = p.grad!.toArray(), w = p.toArray() as Float32Array;
+      for (const i of [0, Math.floor(p.size / 2), p.size - 1]) {
+        const h = 1e-2, orig = w[i];
+        w[i] = orig + h; p.buffer.write(w);
+        const up = loss();
+        w[i] = orig - h; p.buffer.write(w);
+        const down = loss();
+        w[i] = orig; p.buffer.write(w);
+        const fd = (up - down) / (2 * h);
+        expect(Math.abs(fd - g[i]), `${name}[${i}]: fd ${fd} vs ${g[i]}`).toBeLessThanOrEqual(2e-2 * Math.max(1, Math.abs(fd)));
+      }
+    }
+    removeLora(model);
+    expect(logitsOf(model)).toEqual(before);
+    model.dispose();
+  });
+
+  it('adapter files it cannot apply exactly are refused, naming the problem; a failed load leaves no adapters', () => {
+    const src = path.join(fixtures, 'lora', 'peft_adapter');
+    const variant = (edit: (c: Record<string, unknown>) => void, tensors?: (m: Map<string, HostTensor>) => void): string => {
+      const d = path.join(tmp(), `v${Math.random().toString(36).slice(2)}`);
+      fs.mkdirSync(d);
+      const c = JSON.parse(fs.readFileSync(path.join(src, 'adapter_config.json'), 'utf8'));
+      edit(c);
+      fs.writeFileSync(path.join(d, 'adapter_config.json'), JSON.stringify(c));
+      const w = readSafetensors(path.join(src, 'adapter_model.safetensors'));
+      tensors?.(w);
+      writeSafetensors(path.join(d, 'adapter_model.safetensors'), w);
+      return d;
+    };
+    const model = tinyLlama();
+    const cases: [string, RegExp][] = [
+      [variant((c) => (c.peft_type = 'IA3')), /peft_type is "IA3", only LORA is supported/],
+      [variant((c) => (c.use_dora = true)), /use_dora is set: DoRA is not supported/],
+      [variant((c) => (c.bias = 'all')), /bias is "all": only 'none' is supported/],
+      [variant((c) => (c.rank_pattern = { q_proj: 8 })), /rank_pattern is not empty/],
+      [variant((c) => (c.target_modules = '.*proj')), /target_modules is a regular expression/],
+      [variant((c) => (c.target_modules = ['q_proj', 'lm_head'])), /target module\(s\) lm_head are not Linear layers of the decoder/],
+      [variant(() => undefined, (w) => w.delete('base_model.model.model.layers.1.mlp.up_proj.lora_B.weight')), /lacks 1 adapter tensors, e.g. model.layers.1.mlp.up_proj.lora_B.weight/],
+      [variant(() => undefined, (w) => w.set('base_model.model.model.layers.0.mlp.up_proj.lora_A.weight', { dtype: 'float32', shape: [5, 32], data: new Float32Array(160) })), /is float32 \[5, 32\], the adapter needs float32 \[4, 32\]/],
+      [variant(() => undefined, (w) => w.set('base_model.model.model.layers.0.mlp.extra.lora_A.weight', { dtype: 'float32', shape: [4, 32], data: new Float32Array(128) })), /has no place in this model/],
+    ];
+    for (const [dir, re] of cases) {
+      expect(() => loadLoraAdapter(dir, model)).toThrow(re);
+      expect(loraParameters(model).size).toBe(0);
+    }
+    expect(() => loadLoraAdapter(tmp(), model)).toThrow(/no adapter_config.json/);
+    model.dispose();
+  });
+
+  it('a VW-LMM trains its adapters, projector and vm_head with the LLM frozen; checkpoints keep the adapters', () => {
+    const { tokenizer, split, makeBatch } = tinyData(6);
+    const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 2);
+    applyLora(model, { r: 2, alpha: 4, seed: runSeed });
+    const start = new Map([...model.namedParameters()].map(([n, p]) => [n, Array.from(p.toArray())]));
+    new Trainer(model, [{ name: 'lora', size: split.scenes.length, makeBatch, steps: 3, batchSize: 2, lr: 1e-2, warmupRatio: 0, trainable: { lora: true, projector: true, vmHead: true } }], { seed: 1 }).run();
+    for (const [n, p] of model.namedParameters()) {
+      const moved = Array.from(p.toArray()).some((v, i) => v !== start.get(n)![i]);
+      const shouldMove = /\.lora_[AB]\.weight$/.test(n) || n.startsWith('model.mm_projector.') || n.startsWith('vm_head.');
+      // lora_A may stay put on the first step (B = 0 gives A no gradient), but B and the rest must move
+      if (!n.endsWith('lora_A.weight')) expect(moved, n).toBe(shouldMove);
+    }
+    const dir = path.join(tmp(), 'ckpt');
+    saveCheckpoint(dir, model);
+    const loaded = loadCheckpoint(dir);
+    expect(loraConfigOf(loaded.model)).toEqual(loraConfigOf(model));
+    for (const [n, p] of model.namedParameters()) expect(Array.from(loaded.model.namedParameters().get(n)!.toArray()), n).toEqual(Array.from(p.toArray()));
+    expect(() => saveCheckpoint(path.join(tmp(), 'hf'), model, { format: 'transformers' })).toThrow(/no place for LoRA adapters: merge them/);
+    // LoRA tensors without the config entry that says how to apply them
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    delete cfg.lora;
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
+    expect(() => loadCheckpoint(dir)).toThrow(/holds LoRA tensors \(.*lora_[AB].weight, ...\) but its config.json has no lora entry/);
+    expect(() => new Trainer(VwLmm.create(tinyConfig(tokenizer.vocabSize), 2), [{ name: 'x', size: 6, makeBatch, steps: 1, batchSize: 2, lr: 1e-3, trainable: { lora: true } }], { seed: 1 }).run()).toThrow(/trainable.lora is set but the model has no LoRA adapters/);
+    model.dispose();
+    loaded.model.dispose();
+  });
+});
