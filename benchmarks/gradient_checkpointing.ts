@@ -1,0 +1,56 @@
+// What gradient checkpointing (VwLmm.gradientCheckpointing, per decoder / vision layer) costs and saves on the CPU:
+// the engine benchmark's decoder (benchmarks/engine_cpu.ts: LLaMA d 256, 4 layers, 8 x 256 tokens) forward + backward
+// with and without it, alternating: seconds per step (median), the native bytes held between forward and backward
+// (activations kept for the backward), and the peak the caching allocator reserved. Prints a table and one JSON line.
+//
+//   npx tsx benchmarks/gradient_checkpointing.ts [--reps 5] [--rounds 3]
+import * as os from 'os';
+import { F, Generator, memoryStats, nn, releaseHostCache, scope, Tensor, zeroGrad } from '../src';
+import { arg } from './support';
+
+const reps = Math.max(1, Number(arg('reps', '5')) || 5), rounds = Math.max(1, Number(arg('rounds', '3')) || 3);
+const BATCH = 8, SEQ = 256;
+const cfg: nn.LlamaConfig = { vocabSize: 4096, hiddenSize: 256, intermediateSize: 688, numLayers: 4, numHeads: 8, numKvHeads: 8, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 512, initializerRange: 0.02 };
+const gen = new Generator(0);
+const model = new nn.LlamaForCausalLM(cfg, { generator: gen });
+const ids = new Int32Array(BATCH * SEQ).map(() => gen.int(cfg.vocabSize));
+const targets = new Int32Array(BATCH * SEQ).map((_, i) => ((i + 1) % SEQ === 0 ? -100 : ids[i + 1]));
+
+function step(): { seconds: number; held: number } {
+  const base = memoryStats().cpu.liveBytes;
+  let held = 0;
+  const t0 = process.hrtime.bigint();
+  scope(() => {
+    const out = model.model.forward(model.model.embed_tokens.forward(Tensor.fromArray(ids, [BATCH, SEQ])));
+    const loss = F.linearCrossEntropy(F.reshape(out.last, [BATCH * SEQ, cfg.hiddenSize]), model.lm_head.weight, Tensor.fromArray(targets, [BATCH * SEQ]));
+    held = memoryStats().cpu.liveBytes - base;
+    loss.backward();
+    zeroGrad(model.parameters());
+  });
+  return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, held };
+}
+
+const results: Record<'off' | 'on', { seconds: number[]; held: number; peakReserved: number }> = {
+  off: { seconds: [], held: 0, peakReserved: 0 }, on: { seconds: [], held: 0, peakReserved: 0 },
+};
+for (let r = 0; r < rounds; r++) {
+  for (const mode of ['off', 'on'] as const) {
+    model.model.gradientCheckpointing = mode === 'on';
+    releaseHostCache(); // the peak below is this mode's own
+    step(); // warm-up
+    for (let k = 0; k < reps; k++) {
+      const s = step();
+      results[mode].seconds.push(s.seconds);
+      results[mode].held = s.held;
+    }
+    results[mode].peakReserved = Math.max(results[mode].peakReserved, memoryStats().cpu.peakReservedBytes);
+  }
+}
+const med = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+const MiB = (b: number) => (b / 2 ** 20).toFixed(1);
+console.log(`${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores; decoder d ${cfg.hiddenSize}, ${cfg.numLayers} layers, ${BATCH} x ${SEQ} tokens; ${rounds} rounds x ${reps} steps`);
+console.log('| gradient checkpointing | seconds per step (median) | held between forward and backward (MiB) | peak reserved (MiB) |');
+console.log('|---|---|---|---|');
+for (const mode of ['off', 'on'] as const) console.log(`| ${mode} | ${med(results[mode].seconds).toFixed(3)} | ${MiB(results[mode].held)} | ${MiB(results[mode].peakReserved)} |`);
+console.log(JSON.stringify({ date: new Date().toISOString(), command: `npx tsx benchmarks/gradient_checkpointing.ts ${process.argv.slice(2).join(' ')}`.trim(), results: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, { seconds: med(v.seconds), heldBytes: v.held, peakReservedBytes: v.peakReserved }])) }));
+model.dispose();
