@@ -37,6 +37,22 @@ async function device(spec: string): Promise<DeviceSpec> {
   return spec as DeviceSpec;
 }
 
+/** --checkpoint on --device, with --adapter's LoRA applied when given. */
+async function loadWithAdapter(checkpoint: string, dev: string, adapter: string | undefined) {
+  const { loadCheckpoint, loadLoraAdapter } = await import('./model');
+  if (adapter) existing(adapter, 'adapter', 'dir');
+  const loaded = loadCheckpoint(checkpoint, { device: await device(dev) });
+  if (adapter) {
+    try {
+      loadLoraAdapter(adapter, loaded.model);
+    } catch (e) {
+      loaded.model.dispose();
+      throw e;
+    }
+  }
+  return loaded;
+}
+
 function existing(p: string, what: string, kind: 'file' | 'dir'): string {
   if (!fs.existsSync(p)) fail(`${what} ${p} does not exist`);
   const st = fs.statSync(p);
@@ -136,7 +152,11 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--warmup-ratio <x>', 'share of steps for linear warmup', num('--warmup-ratio'), 0.03)
   .option('--weight-decay <x>', 'AdamW decoupled weight decay', num('--weight-decay'), 0)
   .option('--max-grad-norm <x>', 'global gradient-norm clip', num('--max-grad-norm'), 1)
-  .option('--trainable <parts>', 'comma list of vision,projector,llm,vm (LLaVA stage 1: projector,vm)', 'projector,llm,vm')
+  .option('--trainable <parts>', 'comma list of vision,projector,llm,vm,lora (LLaVA stage 1: projector,vm; default projector,llm,vm, with --lora-r projector,vm,lora)')
+  .option('--lora-r <n>', 'add LoRA adapters of rank n to every Linear of the LLM (LLaVA-1.5 LoRA: 128)', int('--lora-r', 1))
+  .option('--lora-alpha <x>', 'LoRA alpha (default 2 x r, as LLaVA-1.5: 256 for r 128)', num('--lora-alpha'))
+  .option('--lora-dropout <p>', 'LoRA dropout', num('--lora-dropout'), 0.05)
+  .option('--mm-projector-lr <x>', "the projector's peak learning rate (LLaVA's LoRA recipe: 2e-5; default: --lr)", num('--mm-projector-lr'))
   .option('--seed <n>', 'random seed', int('--seed'), 0)
   .option('--save-every <n>', 'checkpoint every n steps (and at the end)', int('--save-every'), 0)
   .option('--resume', 'continue from <out>/checkpoint exactly where it stopped')
@@ -144,15 +164,19 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--non-finite <action>', 'a step with a NaN/Inf loss or gradient norm: skip its update, or stop', 'skip')
   .option('--gradient-checkpointing', 'recompute every decoder and vision layer in the backward: less memory, one more forward per layer')
   .option('--device <d>', DEVICE_HELP, 'cpu')
-  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string }) => {
+  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
-    const parts = o.trainable.split(',').map((p) => p.trim()).filter(Boolean);
-    const known = ['vision', 'projector', 'llm', 'vm'];
+    const parts = (o.trainable ?? (o.loraR !== undefined ? 'projector,vm,lora' : 'projector,llm,vm')).split(',').map((p) => p.trim()).filter(Boolean);
+    const known = ['vision', 'projector', 'llm', 'vm', 'lora'];
     const unknown = parts.filter((p) => !known.includes(p));
     if (unknown.length) fail(`--trainable: unknown part(s) ${unknown.join(', ')} (use ${known.join(', ')})`);
     if (!(o.lr > 0)) fail('--lr must be > 0');
+    if (o.loraR === undefined && (o.loraAlpha !== undefined)) fail('--lora-alpha needs --lora-r');
+    if (o.loraAlpha !== undefined && !(o.loraAlpha > 0)) fail('--lora-alpha must be > 0');
+    if (!(o.loraDropout >= 0 && o.loraDropout < 1)) fail('--lora-dropout must be in [0, 1)');
+    if (o.mmProjectorLr !== undefined && !(o.mmProjectorLr >= 0)) fail('--mm-projector-lr must be >= 0');
     if (o.mmVisionTowerLr !== undefined && !(o.mmVisionTowerLr >= 0)) fail('--mm-vision-tower-lr must be >= 0');
     if (o.mmVisionTowerLr !== undefined && !parts.includes('vision')) fail('--mm-vision-tower-lr needs the vision tower trainable (--trainable with vision)');
     if (o.warmupRatio < 0 || o.warmupRatio > 1) fail('--warmup-ratio must be in [0, 1]');
@@ -176,8 +200,9 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     try {
       result = await trainOnFile(model, tokenizer, tokenizerPath, {
         data: o.data, imageFolder: o.imageFolder, outDir: o.out, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
-        lr: o.lr, visionTowerLr: o.mmVisionTowerLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
-        trainable: { visionTower: parts.includes('vision'), projector: parts.includes('projector'), llm: parts.includes('llm'), vmHead: parts.includes('vm') },
+        lr: o.lr, visionTowerLr: o.mmVisionTowerLr, projectorLr: o.mmProjectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
+        trainable: { visionTower: parts.includes('vision'), projector: parts.includes('projector'), llm: parts.includes('llm'), vmHead: parts.includes('vm'), lora: parts.includes('lora') },
+        lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
         strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing,
         onLog: (r) => {
           progress.update(r);
@@ -209,13 +234,13 @@ program.command('eval').description('exact-match (or VQA soft) accuracy of a che
   .option('--strict', 'fail on the first broken record or image instead of skipping it')
   .option('--json', 'print one JSON object')
   .option('--device <d>', DEVICE_HELP, 'cpu')
-  .action(async (o: { checkpoint: string; data: string; imageFolder: string; limit?: number; maxNewTokens: number; strict?: boolean; json?: boolean; device: string }) => {
+  .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
+  .action(async (o: { checkpoint: string; data: string; imageFolder: string; limit?: number; maxNewTokens: number; strict?: boolean; json?: boolean; device: string; adapter?: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
-    const { loadCheckpoint } = await import('./model');
     const { evaluateFile } = await import('./eval');
-    const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint, { device: await device(o.device) });
+    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const r = await evaluateFile(model, await openTokenizer(tokenizerPath, config.llm.vocabSize), o.data, o.imageFolder, { limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict });
     if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, count: r.count, categories: r.categories, skipped: r.skipped.length }));
@@ -236,14 +261,14 @@ program.command('generate').description('answer a prompt about an image with a c
   .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'), 1)
   .option('--seed <n>', 'sampling seed', int('--seed'), 0)
   .option('--device <d>', DEVICE_HELP, 'cpu')
-  .action(async (o: { checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; seed: number; device: string }) => {
+  .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
+  .action(async (o: { checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; seed: number; device: string; adapter?: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     if (o.image) existing(o.image, 'image', 'file');
     if (o.topP <= 0 || o.topP > 1) fail('--top-p must be in (0, 1]');
     if (o.temperature < 0) fail('--temperature must be >= 0');
-    const { loadCheckpoint } = await import('./model');
     const { buildGenerationPrompt, collate, loadImage, preprocessClip } = await import('./data');
-    const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint, { device: await device(o.device) });
+    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const pixels = o.image ? await preprocessClip(await loadImage(o.image), { size: config.image.size, mean: config.image.mean, std: config.image.std, aspect: config.image.aspect === 'pad' ? 'pad' : 'resize_crop' }) : null;
@@ -260,13 +285,13 @@ program.command('visual-words').description('top-k visual words of every patch (
   .option('--top-k <k>', 'words per patch', int('--top-k', 1), 5)
   .option('--out <png>', 'where to write the picture', 'visual_words.png')
   .option('--device <d>', DEVICE_HELP, 'cpu')
-  .action(async (o: { checkpoint: string; image: string; topK: number; out: string; device: string }) => {
+  .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
+  .action(async (o: { checkpoint: string; image: string; topK: number; out: string; device: string; adapter?: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.image, 'image', 'file');
-    const { loadCheckpoint } = await import('./model');
     const { loadImage, preprocessClip } = await import('./data');
     const { visualWordsOf, drawVisualWords } = await import('./eval');
-    const { model, config, tokenizerPath } = loadCheckpoint(o.checkpoint, { device: await device(o.device) });
+    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const img = await loadImage(o.image);
@@ -274,6 +299,24 @@ program.command('visual-words').description('top-k visual words of every patch (
     const patches = visualWordsOf(model, tok, pixels, o.topK);
     await drawVisualWords(img.data, img.width, img.height, patches, config.vision.imageSize / config.vision.patchSize, o.out);
     console.log(JSON.stringify({ image: o.image, picture: o.out, patches }));
+    model.dispose();
+  });
+
+program.command('merge-adapter').description('fold LoRA adapters into the weights and write a full checkpoint')
+  .requiredOption('--checkpoint <dir>', 'the base checkpoint (or one trained with --lora-r, adapters inside)')
+  .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply first')
+  .requiredOption('--out <dir>', 'where the merged checkpoint goes')
+  .option('--format <f>', 'vwlmm (LLaVA layout) or transformers (LlavaForConditionalGeneration)', 'vwlmm')
+  .action(async (o: { checkpoint: string; adapter?: string; out: string; format: string }) => {
+    existing(o.checkpoint, 'checkpoint', 'dir');
+    if (o.format !== 'vwlmm' && o.format !== 'transformers') fail(`--format must be vwlmm or transformers, got '${o.format}'`);
+    const { saveCheckpoint, mergeLora, loraConfigOf } = await import('./model');
+    const { model, tokenizerPath } = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter);
+    const lora = loraConfigOf(model);
+    if (!lora) fail(`no LoRA adapters: ${o.checkpoint} has none${o.adapter ? '' : ' (give --adapter)'}`);
+    mergeLora(model);
+    saveCheckpoint(o.out, model, { format: o.format as 'vwlmm' | 'transformers', tokenizer: tokenizerPath ?? undefined });
+    console.log(`merged LoRA (r ${lora!.r}, alpha ${lora!.alpha}, ${lora!.targetModules.join(', ')}) into ${o.out}`);
     model.dispose();
   });
 

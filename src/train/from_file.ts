@@ -8,6 +8,7 @@ import { tokenizeConversation, Turn } from '../data/conversation';
 import { readLlavaRecords } from '../data/dataset';
 import { loadImage, preprocessClip } from '../data/images';
 import { TextTokenizer } from '../data/tokenizer';
+import { applyLora, loraConfigOf } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { Stage, Trainable, Trainer, TrainerState } from './trainer';
 import { HostTensor } from '../io/safetensors';
@@ -23,6 +24,10 @@ export interface FileTrainOptions {
   lr: number;
   /** The vision tower's peak learning rate when it trains (LLaVA's mm_vision_tower_lr); absent = lr. */
   visionTowerLr?: number;
+  /** The projector's own peak learning rate (LLaVA's mm_projector_lr). */
+  projectorLr?: number;
+  /** LoRA adapters to add before training (unless the model has them already, e.g. on a resume). */
+  lora?: { r: number; alpha: number; dropout: number };
   warmupRatio: number;
   weightDecay: number;
   maxGradNorm: number;
@@ -134,11 +139,12 @@ export async function loadFileBatch(model: VwLmm, tokenizer: TextTokenizer, data
 }
 
 export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions): Promise<{ data: PreparedData; state: TrainerState }> {
+  if (o.lora && !loraConfigOf(model)) applyLora(model, { ...o.lora, seed: o.seed });
   const data = await prepareFile(model, tokenizer, o.data, o.imageFolder, o.strict);
   if (data.samples.length === 0) throw new Error(`no trainable samples in ${o.data} (${data.skipped.length} skipped, ${data.mismatches} tokenization mismatches)`);
   const stage: Stage = {
     name: 'train', size: data.samples.length, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
-    lr: o.lr, visionTowerLr: o.visionTowerLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, trainable: o.trainable,
+    lr: o.lr, visionTowerLr: o.visionTowerLr, projectorLr: o.projectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, trainable: o.trainable,
     loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx),
   };
   fs.mkdirSync(o.outDir, { recursive: true });

@@ -91,6 +91,8 @@ export interface Stage {
    * parameter group on the same schedule; absent = lr.
    */
   visionTowerLr?: number;
+  /** Peak learning rate of the projector (LLaVA's mm_projector_lr, 2e-5 in its LoRA recipe); absent = lr. */
+  projectorLr?: number;
   warmupRatio?: number;
   weightDecay?: number;
   maxGradNorm?: number;
@@ -591,14 +593,21 @@ function truncateMetrics(file: string, globalStep: number): void {
   fs.renameSync(tmp, file);
 }
 
-/** The stage's AdamW groups: everything at lr, or (visionTowerLr) the tower's parameters in a group of their own. */
+/**
+ * The stage's AdamW groups: everything at lr, then (visionTowerLr) the tower's parameters and (projectorLr, LLaVA's
+ * mm_projector_lr) the projector's in groups of their own, on the same schedule at their own peak rates.
+ */
 function paramGroups(model: VwLmm, params: Tensor[], s: Stage): ParamGroup[] {
-  if (s.visionTowerLr === undefined) return [{ params }];
-  if (!(Number.isFinite(s.visionTowerLr) && s.visionTowerLr >= 0)) throw new RangeError(`stage '${s.name}': visionTowerLr must be a finite number >= 0, got ${s.visionTowerLr}`);
-  if (!(s.lr > 0)) throw new RangeError(`stage '${s.name}': visionTowerLr needs lr > 0 (the tower's rate is set relative to it), got lr ${s.lr}`);
-  const tower = new Set(model.visionTower.parameters());
+  const special = ([['visionTowerLr', s.visionTowerLr, model.visionTower.parameters()], ['projectorLr', s.projectorLr, model.model.mm_projector.parameters()]] as const)
+    .filter(([, lr]) => lr !== undefined);
+  if (special.length === 0) return [{ params }];
+  for (const [key, lr] of special) {
+    if (!(Number.isFinite(lr) && lr! >= 0)) throw new RangeError(`stage '${s.name}': ${key} must be a finite number >= 0, got ${lr}`);
+    if (!(s.lr > 0)) throw new RangeError(`stage '${s.name}': ${key} needs lr > 0 (its rate is set relative to it), got lr ${s.lr}`);
+  }
+  const sets = special.map(([, , ps]) => new Set<Tensor>(ps));
   return [
-    { params: params.filter((p) => !tower.has(p)) },
-    { params: params.filter((p) => tower.has(p)), lrScale: s.visionTowerLr / s.lr },
+    { params: params.filter((p) => !sets.some((set) => set.has(p))) },
+    ...special.map(([, lr], k) => ({ params: params.filter((p) => sets[k].has(p)), lrScale: lr! / s.lr })),
   ];
 }

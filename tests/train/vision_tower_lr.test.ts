@@ -69,4 +69,21 @@ describe('Stage.visionTowerLr', () => {
     expect(() => train(stage(1, -1))).toThrow(/stage 'all': visionTowerLr must be a finite number >= 0, got -1/);
     expect(() => train(stage(1, NaN))).toThrow(/visionTowerLr must be a finite number >= 0, got NaN/);
   });
+
+  it('projectorLr (mm_projector_lr) scales the projector update the same way, beside a tower rate', () => {
+    const withProj = (steps: number, projectorLr?: number, visionTowerLr?: number): Stage[] => stage(steps, visionTowerLr).map((s) => ({ ...s, projectorLr }));
+    const base = train(withProj(1)).delta, both = train(withProj(1, 4e-4, 2e-4)).delta;
+    const isProjector = (n: string) => n.startsWith('model.mm_projector.');
+    let checked = 0;
+    for (const [n, d] of base) {
+      if (norm(d) === 0) continue;
+      const k = isProjector(n) ? 0.2 : isTower(n) ? 0.1 : 1;
+      const r = both.get(n)!;
+      const err = Math.sqrt(d.reduce((a, x, i) => a + (r[i] - k * x) ** 2, 0)) / norm(d);
+      expect(err, n).toBeLessThan(1e-3);
+      if (isProjector(n)) checked++;
+    }
+    expect(checked).toBe(4); // the mlp2x_gelu projector's two weights and biases
+    expect(() => train(withProj(1, -2))).toThrow(/stage 'all': projectorLr must be a finite number >= 0, got -2/);
+  });
 });

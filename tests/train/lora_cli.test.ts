@@ -1,0 +1,78 @@
+// LoRA from the command line, as LLaVA-1.5's LoRA recipe runs: `vwlmm train --lora-r` trains adapters, the projector
+// (at --mm-projector-lr) and vm_head with the LLM frozen; the checkpoint keeps the adapters; `vwlmm merge-adapter`
+// folds them in (same outputs, no adapter left); eval / generate take a PEFT adapter with --adapter; bad flags fail.
+import * as fs from 'fs';
+import * as path from 'path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { F, noGrad, scope, Tensor } from '../../src';
+import { readSafetensors } from '../../src/io/safetensors';
+import { loadCheckpoint } from '../../src/model/checkpoint';
+import { loraConfigOf, saveLoraAdapter } from '../../src/model/lora';
+import { cli, writeCliFixture } from './support/tiny';
+import { tempDirs } from '../support/tmp';
+
+const tmp = tempDirs('loracli');
+
+describe('LoRA on the command line', () => {
+  let fx: ReturnType<typeof writeCliFixture>;
+  let dir: string;
+  beforeAll(() => {
+    dir = tmp();
+    fx = writeCliFixture(dir, { images: 4 });
+  });
+
+  it('train --lora-r: adapters, projector and vm_head train, the LLM stays; merge-adapter folds them in', () => {
+    const out = path.join(dir, 'out');
+    const r = cli('train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', out, '--steps', '3', '--batch-size', '2', '--lora-r', '2', '--mm-projector-lr', '1e-3', '--lr', '1e-2');
+    expect(r.status, r.stderr).toBe(0);
+    const ck = path.join(out, 'checkpoint');
+    const cfg = JSON.parse(fs.readFileSync(path.join(ck, 'config.json'), 'utf8'));
+    expect(cfg.lora).toEqual({ r: 2, lora_alpha: 4, lora_dropout: 0.05, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
+    const before = readSafetensors(path.join(fx.init, 'model.safetensors')), after = readSafetensors(path.join(ck, 'model.safetensors'));
+    const same = (n: string) => Array.from(after.get(n)!.data).every((v, i) => v === before.get(n)!.data[i]);
+    expect(same('model.layers.0.self_attn.q_proj.weight')).toBe(true);
+    expect(same('model.embed_tokens.weight')).toBe(true);
+    expect(same('lm_head.weight')).toBe(true);
+    expect(same('model.mm_projector.0.weight')).toBe(false);
+    expect(same('vm_head.weight')).toBe(false);
+    expect(after.has('model.layers.0.mlp.down_proj.lora_B.weight')).toBe(true);
+    // merge: the same function without adapters
+    const merged = path.join(dir, 'merged');
+    const m = cli('merge-adapter', '--checkpoint', ck, '--out', merged);
+    expect(m.status, m.stderr).toBe(0);
+    expect(m.stdout).toMatch(/merged LoRA \(r 2, alpha 4/);
+    const a = loadCheckpoint(ck), b = loadCheckpoint(merged);
+    expect(loraConfigOf(b.model)).toBeNull();
+    expect([...readSafetensors(path.join(merged, 'model.safetensors')).keys()].some((k) => k.includes('lora_'))).toBe(false);
+    const h = (x: typeof a) => scope(() => noGrad(() => Array.from(F.linear(x.model.model.forward(x.model.model.embed_tokens.forward(Tensor.fromArray(Int32Array.from([1, 5, 9, 2]), [1, 4]))).last, x.model.lm_head.weight).toArray())));
+    const ha = h(a), hb = h(b);
+    const scale = Math.max(...ha.map(Math.abs));
+    expect(Math.max(...ha.map((v, i) => Math.abs(v - hb[i])))).toBeLessThan(1e-5 * scale);
+    // the adapters as a PEFT directory, applied to the init checkpoint by --adapter
+    const adapter = path.join(dir, 'adapter');
+    saveLoraAdapter(adapter, a.model);
+    const g = cli('generate', '--checkpoint', fx.init, '--adapter', adapter, '--prompt', 'what shape is the red object?', '--max-new-tokens', '2');
+    expect(g.status, g.stderr).toBe(0);
+    a.model.dispose();
+    b.model.dispose();
+  });
+
+  it('bad LoRA flags and adapters fail with a message, no stack trace', () => {
+    const out = path.join(dir, 'bad');
+    const base = ['train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', out, '--steps', '1'];
+    const cases: [string[], RegExp][] = [
+      [[...base, '--lora-alpha', '4'], /--lora-alpha needs --lora-r/],
+      [[...base, '--lora-r', '0'], /--lora-r must be an integer >= 1/],
+      [[...base, '--lora-r', '2', '--lora-dropout', '1'], /--lora-dropout must be in \[0, 1\)/],
+      [[...base, '--trainable', 'lora'], /trainable.lora is set but the model has no LoRA adapters/],
+      [['generate', '--checkpoint', fx.init, '--adapter', path.join(dir, 'nope'), '--prompt', 'x'], /adapter .*nope does not exist/],
+      [['merge-adapter', '--checkpoint', fx.init, '--out', path.join(dir, 'm2')], /no LoRA adapters: .* has none \(give --adapter\)/],
+    ];
+    for (const [args, re] of cases) {
+      const r = cli(...args);
+      expect(r.status, args.join(' ')).not.toBe(0);
+      expect(r.stderr, args.join(' ')).toMatch(re);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+});
