@@ -435,6 +435,31 @@ export function readSafetensorsWithMetadata(file: string, options: ReadOptions =
   }
 }
 
+/**
+ * Streams a .safetensors file: `fn` gets each tensor (converted as readSafetensors converts) in file order, one at a
+ * time, so a caller that copies it elsewhere and drops it holds one tensor on the host, not the file. The checksum of
+ * our files (read without a filter) is checked after the last tensor: a mismatch throws then, so the caller must
+ * treat everything it was given as void when this throws.
+ */
+export function forEachSafetensor(file: string, options: ReadOptions, fn: (name: string, t: HostTensor) => void): void {
+  const { fd, size } = openForRead(file);
+  try {
+    const header = parseHeader(fd, file, size);
+    const expected = options.filter ? undefined : header.metadata[CHECKSUM_KEY];
+    const hash = expected !== undefined ? createHash('sha256') : undefined;
+    for (const entry of header.entries.slice().sort((a, b) => a.begin - b.begin)) {
+      if (options.filter && !options.filter(entry.name)) continue;
+      fn(entry.name, readEntry(fd, file, entry, hash));
+    }
+    if (hash) {
+      const got = hash.digest('hex');
+      if (got !== expected!.toLowerCase()) throw new SafetensorsError(file, `the tensor data does not match its checksum (sha256 ${got}, the header records ${expected}): the file is corrupt`);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Reads a .safetensors file; every tensor is converted to float32 (float types) or int32 (integer/bool types). */
 export function readSafetensors(file: string, options: ReadOptions = {}): Map<string, HostTensor> {
   return readSafetensorsWithMetadata(file, options).tensors;

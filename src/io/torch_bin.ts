@@ -178,6 +178,31 @@ export function unpickle(file: string, bytes: Uint8Array): Value {
 
 /** The tensors of a torch.save zip (a state dict: name -> tensor), as host tensors. */
 export function readTorchBin(file: string, options: ReadOptions = {}): Map<string, HostTensor> {
+  const out = new Map<string, HostTensor>();
+  forEachTorchTensor(file, options, (name, t) => out.set(name, t));
+  return out;
+}
+
+/** The names of a torch.save zip's tensors (its pickle only: no storage is read). */
+export function torchBinTensorNames(file: string): string[] {
+  return withTorchBin(file, (_fd, _entries, _prefix, dict) => [...dict].filter(([n, v]) => typeof n === 'string' && isKind(v, 'tensor')).map(([n]) => n as string));
+}
+
+/** Streams a torch.save zip's tensors one at a time (each read from the archive when its turn comes). */
+export function forEachTorchTensor(file: string, options: ReadOptions, fn: (name: string, t: HostTensor) => void): void {
+  withTorchBin(file, (fd, entries, prefix, dict) => {
+    let any = false;
+    for (const [name, v] of dict) {
+      if (typeof name !== 'string' || !isKind(v, 'tensor')) continue; // e.g. a step counter beside the tensors
+      any = true;
+      if (options.filter && !options.filter(name)) continue;
+      fn(name, materialise(fd, file, entries, prefix, name, v));
+    }
+    if (!any && dict.size > 0) throw new TorchPickleError(file, 'the pickled dict holds no tensors');
+  });
+}
+
+function withTorchBin<T>(file: string, body: (fd: number, entries: Map<string, ZipEntry>, prefix: string, dict: Map<Value, Value>) => T): T {
   let fd: number;
   try {
     fd = fs.openSync(file, 'r');
@@ -204,14 +229,7 @@ export function readTorchBin(file: string, options: ReadOptions = {}): Map<strin
     // a training checkpoint wrapping the state dict
     for (const key of ['state_dict', 'model']) if (dict && dict.size === 1 && dict.get(key) instanceof Map) dict = dict.get(key) as Map<Value, Value>;
     if (!dict) throw new TorchPickleError(file, 'the pickle holds no dict of tensors (a state dict)');
-    const out = new Map<string, HostTensor>();
-    for (const [name, v] of dict) {
-      if (typeof name !== 'string' || !isKind(v, 'tensor')) continue; // e.g. a step counter beside the tensors
-      if (options.filter && !options.filter(name)) continue;
-      out.set(name, materialise(fd, file, entries, prefix, name, v));
-    }
-    if (out.size === 0 && dict.size > 0 && !options.filter) throw new TorchPickleError(file, 'the pickled dict holds no tensors');
-    return out;
+    return body(fd, entries, prefix, dict);
   } finally {
     fs.closeSync(fd);
   }

@@ -14,8 +14,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { DeviceSpec } from '../device';
-import { readTorchBin } from '../io/torch_bin';
-import { describeFsError, HostTensor, isPlainObject, readSafetensors, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
+import { writeParameter } from '../nn/module';
+import { forEachTorchTensor, torchBinTensorNames } from '../io/torch_bin';
+import { describeFsError, forEachSafetensor, HostTensor, isPlainObject, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, stringifyTransformersConfig, transformersNameFromOurs, weightsFromTransformers, weightsToTransformers } from './transformers_llava';
 import { applyLora, loraConfigOf } from './lora';
@@ -24,11 +25,17 @@ import { VwLmm } from './vwlmm';
 const TOWER_PREFIX = 'model.vision_tower.vision_tower.';
 
 
-/**
- * The weights of a checkpoint directory in HF layout: `model.safetensors`, or `model.safetensors.index.json`
- * (`{ "weight_map": { name: shard file } }`) and its shards, merged into one map.
- */
-export function readCheckpointWeights(dir: string, options: ReadOptions = {}): Map<string, HostTensor> {
+/** Where a checkpoint directory keeps its weights: one file, or shards listed by an index (name -> shard). */
+interface WeightFiles {
+  kind: 'safetensors' | 'torch';
+  /** The single file, or null for shards. */
+  single: string | null;
+  index: string | null;
+  /** Shard file -> the tensor names the index puts there. */
+  shards: Map<string, string[]>;
+}
+
+function weightFiles(dir: string): WeightFiles {
   let st: fs.Stats;
   try {
     st = fs.statSync(dir);
@@ -36,17 +43,15 @@ export function readCheckpointWeights(dir: string, options: ReadOptions = {}): M
     throw new SafetensorsError(dir, `checkpoint directory: ${describeFsError(e)}`, { cause: e });
   }
   if (!st.isDirectory()) throw new SafetensorsError(dir, 'checkpoint path is not a directory');
-
-  const single = path.join(dir, 'model.safetensors');
+  const none = { index: null, shards: new Map<string, string[]>() };
+  if (fs.existsSync(path.join(dir, 'model.safetensors'))) return { kind: 'safetensors', single: path.join(dir, 'model.safetensors'), ...none };
+  let kind: WeightFiles['kind'] = 'safetensors';
   let index = path.join(dir, 'model.safetensors.index.json');
-  let readShard: (file: string, o: ReadOptions) => Map<string, HostTensor> = readSafetensors;
-  if (fs.existsSync(single)) return readSafetensors(single, options);
   if (!fs.existsSync(index)) {
     // PyTorch's own format (released LLaVA / VW-LMM checkpoints): pytorch_model.bin, or shards and an index
-    const bin = path.join(dir, 'pytorch_model.bin');
-    if (fs.existsSync(bin)) return skipLegacyBuffers(readTorchBin(bin, options));
+    if (fs.existsSync(path.join(dir, 'pytorch_model.bin'))) return { kind: 'torch', single: path.join(dir, 'pytorch_model.bin'), ...none };
+    kind = 'torch';
     index = path.join(dir, 'pytorch_model.bin.index.json');
-    readShard = (f, o) => skipLegacyBuffers(readTorchBin(f, o));
   }
   if (!fs.existsSync(index)) {
     const files = fs.readdirSync(dir);
@@ -57,7 +62,6 @@ export function readCheckpointWeights(dir: string, options: ReadOptions = {}): M
     else if (others.length) hint = `; other .safetensors files there: ${others.join(', ')}`;
     throw new SafetensorsError(dir, `no model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json in the checkpoint directory${hint}`);
   }
-
   let indexJson: unknown;
   try {
     indexJson = JSON.parse(fs.readFileSync(index, 'utf8'));
@@ -67,48 +71,69 @@ export function readCheckpointWeights(dir: string, options: ReadOptions = {}): M
   if (!isPlainObject(indexJson) || !isPlainObject(indexJson.weight_map)) {
     throw new SafetensorsError(index, 'shard index has no "weight_map" object');
   }
-  const weightMap = indexJson.weight_map;
-  const byShard = new Map<string, string[]>();
-  for (const [name, shard] of Object.entries(weightMap)) {
+  const shards = new Map<string, string[]>();
+  for (const [name, shard] of Object.entries(indexJson.weight_map)) {
     if (typeof shard !== 'string' || shard === '' || path.isAbsolute(shard) ||
       shard.split(/[\\/]/).includes('..')) {
       throw new SafetensorsError(index, `weight_map entry for '${name}' is not a relative shard file name: ${JSON.stringify(shard)}`);
     }
-    let list = byShard.get(shard);
-    if (!list) byShard.set(shard, (list = []));
+    let list = shards.get(shard);
+    if (!list) shards.set(shard, (list = []));
     list.push(name);
   }
-  const missing = [...byShard.keys()].filter((s) => !fs.existsSync(path.join(dir, s))).sort();
+  const missing = [...shards.keys()].filter((f) => !fs.existsSync(path.join(dir, f))).sort();
   if (missing.length) {
-    throw new SafetensorsError(index, `missing shard file${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (of ${byShard.size}) in ${dir}`);
+    throw new SafetensorsError(index, `missing shard file${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (of ${shards.size}) in ${dir}`);
   }
-
-  const merged = new Map<string, HostTensor>();
-  const origin = new Map<string, string>();
-  for (const [shard, names] of byShard) {
-    const shardPath = path.join(dir, shard);
-    const tensors = readShard(shardPath, options);
-    for (const name of names) {
-      if (!tensors.has(name) && (!options.filter || options.filter(name)) && !name.endsWith('rotary_emb.inv_freq')) {
-        throw new SafetensorsError(shardPath, `tensor '${name}' is listed for this shard in ${path.basename(index)} but is not in it`);
-      }
-    }
-    for (const [name, t] of tensors) {
-      const prev = origin.get(name);
-      if (prev !== undefined) {
-        throw new SafetensorsError(shardPath, `tensor '${name}' is also in shard ${prev}`);
-      }
-      origin.set(name, shard);
-      merged.set(name, t);
-    }
-  }
-  return merged;
+  return { kind, single: null, index, shards };
 }
 
-/** Buffers old checkpoints carry that no model reads (recomputed from the config): rotary inverse frequencies. */
-function skipLegacyBuffers(weights: Map<string, HostTensor>): Map<string, HostTensor> {
-  for (const name of [...weights.keys()]) if (name.endsWith('rotary_emb.inv_freq')) weights.delete(name);
-  return weights;
+const isLegacyBuffer = (name: string) => name.endsWith('rotary_emb.inv_freq');
+
+/**
+ * Streams the weights of a checkpoint directory in HF layout (`model.safetensors`, or
+ * `model.safetensors.index.json` and its shards; PyTorch's `pytorch_model.bin` or its shards with
+ * `pytorch_model.bin.index.json`): `fn` gets one tensor at a time, shard after shard, so a loader that copies each
+ * into the model holds one tensor on the host, not the checkpoint. Legacy buffers (rotary_emb.inv_freq) are skipped.
+ * It throws on a broken file, possibly after `fn` has seen some tensors (then they must be treated as void).
+ */
+export function forEachCheckpointTensor(dir: string, options: ReadOptions, fn: (name: string, t: HostTensor) => void): void {
+  const w = weightFiles(dir);
+  const each = (file: string, f: (name: string, t: HostTensor) => void) =>
+    w.kind === 'torch' ? forEachTorchTensor(file, options, (n, t) => !isLegacyBuffer(n) && f(n, t)) : forEachSafetensor(file, options, f);
+  if (w.single) return each(w.single, fn);
+  const origin = new Map<string, string>();
+  for (const [shard, names] of w.shards) {
+    const shardPath = path.join(dir, shard);
+    const got = new Set<string>();
+    each(shardPath, (name, t) => {
+      const prev = origin.get(name);
+      if (prev !== undefined) throw new SafetensorsError(shardPath, `tensor '${name}' is also in shard ${prev}`);
+      origin.set(name, shard);
+      got.add(name);
+      fn(name, t);
+    });
+    for (const name of names) {
+      if (!got.has(name) && (!options.filter || options.filter(name)) && !isLegacyBuffer(name)) {
+        throw new SafetensorsError(shardPath, `tensor '${name}' is listed for this shard in ${path.basename(w.index!)} but is not in it`);
+      }
+    }
+  }
+}
+
+/** The tensor names of a checkpoint directory, without reading any tensor data. */
+export function checkpointTensorNames(dir: string): string[] {
+  const w = weightFiles(dir);
+  const namesOf = (file: string) => (w.kind === 'torch' ? torchBinTensorNames(file) : readSafetensorsHeader(file).entries.map((e) => e.name));
+  const names = w.single ? namesOf(w.single) : [...w.shards.keys()].flatMap((f) => namesOf(path.join(dir, f)));
+  return names.filter((n) => !isLegacyBuffer(n));
+}
+
+/** The weights of a checkpoint directory (see forEachCheckpointTensor), all at once. */
+export function readCheckpointWeights(dir: string, options: ReadOptions = {}): Map<string, HostTensor> {
+  const out = new Map<string, HostTensor>();
+  forEachCheckpointTensor(dir, options, (name, t) => out.set(name, t));
+  return out;
 }
 
 export interface SaveOptions {
@@ -291,22 +316,22 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
   }
   const json = readJson(path.join(dir, 'config.json'));
   if (isTransformersLlavaConfig(json)) return { ...loadTransformersCheckpoint(dir, json, opts.seed ?? 0, opts.device), dir };
-  const weights = readCheckpointWeights(dir);
-  let towerWeights: Map<string, HostTensor> | null = null;
+  // Names first (headers, the index, the pickle: no tensor data), to know what the model is; then the weights are
+  // streamed into it one tensor at a time, so the host never holds the checkpoint (a 7B model is 28 GB in fp32).
+  const names = new Set(checkpointTensorNames(dir));
+  let towerDir: string | null = null;
   let visionConfig: Record<string, unknown> | undefined;
-  const embedded = [...weights.keys()].some((k) => k.startsWith(TOWER_PREFIX));
-  if (!embedded) {
+  if (![...names].some((k) => k.startsWith(TOWER_PREFIX))) {
     const tower = String(json.mm_vision_tower ?? '');
-    const towerDir = path.isAbsolute(tower) ? tower : path.join(dir, tower);
+    towerDir = path.isAbsolute(tower) ? tower : path.join(dir, tower);
     if (!tower || !fs.existsSync(path.join(towerDir, 'config.json')))
       throw new Error(`checkpoint: the vision tower is not in ${dir} and mm_vision_tower '${tower}' is not a local CLIP directory (models are never downloaded)`);
     visionConfig = readJson(path.join(towerDir, 'config.json'));
-    towerWeights = readCheckpointWeights(towerDir, { filter: (n: string) => !n.startsWith('text_model.') });
   }
-  const config = withConfigFile(dir, () => modelKind(dir, json, configFromJson(json, visionConfig), weights, opts.pif));
+  const config = withConfigFile(dir, () => modelKind(dir, json, configFromJson(json, visionConfig), names, opts.pif));
   const model = VwLmm.create(config, opts.seed ?? 0, { device: opts.device });
   try {
-    const loraKeys = [...weights.keys()].filter((k) => /\.lora_[AB]\.weight$/.test(k));
+    const loraKeys = [...names].filter((k) => /\.lora_[AB]\.weight$/.test(k));
     if (json.lora !== undefined && json.lora !== null) {
       const l = json.lora as Record<string, unknown>;
       if (typeof l !== 'object' || !Array.isArray(l.target_modules)) throw new TypeError(`checkpoint: ${dir}/config.json: lora must be an object with r, lora_alpha, lora_dropout, target_modules`);
@@ -314,11 +339,18 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
     } else if (loraKeys.length) {
       throw new Error(`checkpoint: ${dir} holds LoRA tensors (${loraKeys[0]}, ...) but its config.json has no lora entry saying how to apply them`);
     }
-    if (towerWeights) {
-      for (const [k, t] of towerWeights) weights.set(TOWER_PREFIX + (k.startsWith('vision_model.') ? k : `vision_model.${k}`), t);
-    }
     // Every parameter must be present; extra tensors (e.g. a CLIP text tower) are ignored.
-    const { missing } = model.loadStateDict(weights, { strict: false });
+    const params = model.namedParameters();
+    const seen = new Set<string>();
+    const put = (name: string, t: HostTensor) => {
+      const p = params.get(name);
+      if (!p) return;
+      writeParameter('loadCheckpoint', name, p, t);
+      seen.add(name);
+    };
+    forEachCheckpointTensor(dir, {}, put);
+    if (towerDir) forEachCheckpointTensor(towerDir, { filter: (n: string) => !n.startsWith('text_model.') }, (k, t) => put(TOWER_PREFIX + (k.startsWith('vision_model.') ? k : `vision_model.${k}`), t));
+    const missing = [...params.keys()].filter((n) => !seen.has(n));
     if (missing.length) throw new Error(`checkpoint: ${dir} lacks ${missing.length} tensors, e.g. ${missing.slice(0, 5).join(', ')}`);
   } catch (e) {
     model.dispose();
@@ -339,7 +371,7 @@ const KNOWN_ARCHITECTURES = [...VW_ARCHITECTURES, 'LlavaLlamaForCausalLM', 'Llav
  * says so or, as the official loader decides, the model's name (_name_or_path, else the directory) contains
  * "pif"; `pif` overrides that. Explicit vm_weight / vm_pif keys (our checkpoints) win.
  */
-function modelKind(dir: string, json: Record<string, unknown>, config: VwLmmConfig, weights: Map<string, HostTensor>, pif: boolean | undefined): VwLmmConfig {
+function modelKind(dir: string, json: Record<string, unknown>, config: VwLmmConfig, weights: Set<string>, pif: boolean | undefined): VwLmmConfig {
   const arch = json.architectures;
   if (arch !== undefined && arch !== null) {
     if (!Array.isArray(arch) || !arch.every((a) => typeof a === 'string')) throw new TypeError(`architectures must be a list of class names, got ${JSON.stringify(arch)}`);

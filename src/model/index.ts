@@ -6,16 +6,16 @@ export {
   CLIP_MEAN, CLIP_STD, hasVmHead, numImageTokens, validateConfig, configToJson, configFromJson,
 } from './config';
 export type { TemplateName, ImageConfig, VwLmmConfig } from './config';
-export { saveCheckpoint, loadCheckpoint, resolveCheckpointDir, checkTokenizerVocab, readCheckpointWeights } from './checkpoint';
+export { saveCheckpoint, loadCheckpoint, resolveCheckpointDir, checkTokenizerVocab, readCheckpointWeights, forEachCheckpointTensor, checkpointTensorNames } from './checkpoint';
 export type { SaveOptions } from './checkpoint';
 export {
   LLAVA_TRANSFORMERS_NAMES, isTransformersLlavaConfig, configFromTransformers, configToTransformers,
   weightsFromTransformers, weightsToTransformers, ourNameFromTransformers, transformersNameFromOurs,
 } from './transformers_llava';
 export {
-  readSafetensors, readSafetensorsWithMetadata, readSafetensorsHeader, writeSafetensors, SafetensorsError,
+  readSafetensors, readSafetensorsWithMetadata, readSafetensorsHeader, writeSafetensors, SafetensorsError, forEachSafetensor,
 } from '../io/safetensors';
 export type { HostTensor, HostDType, SafetensorsHeader, SafetensorsEntry, ReadOptions } from '../io/safetensors';
-export { readTorchBin, TorchPickleError } from '../io/torch_bin';
+export { readTorchBin, TorchPickleError, forEachTorchTensor, torchBinTensorNames } from '../io/torch_bin';
 export { applyLora, loadLoraAdapter, saveLoraAdapter, mergeLora, removeLora, loraParameters, loraConfigOf } from './lora';
 export type { LoraConfig, WithDecoder } from './lora';

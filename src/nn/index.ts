@@ -1,4 +1,4 @@
-export { Module, ModuleList, normalParam, constParam } from './module';
+export { Module, ModuleList, normalParam, constParam, writeParameter } from './module';
 export type { HostTensor, InitOptions } from './module';
 export { Linear, Embedding, RMSNorm, LayerNorm } from './layers';
 export { LlamaAttention, LlamaMLP, LlamaDecoderLayer, LlamaDecoder, LlamaForCausalLM, KVCache, llamaConfigFromHF, llamaConfigToHF } from './llama';

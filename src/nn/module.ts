@@ -1,6 +1,7 @@
 // Module: a tree of named parameters whose dotted names are the Hugging Face tensor names, so checkpoints
 // map 1:1 (model.layers.0.self_attn.q_proj.weight ...). Parameters are Tensors with requiresGrad set;
 // they are owned by the module (kept out of any scope) and freed by dispose().
+import { f32ToBf16 } from '../bf16';
 import { rangeError } from '../errors';
 import { Generator } from '../random';
 import { Device, keep, Tensor } from '../tensor';
@@ -90,11 +91,7 @@ export abstract class Module {
         continue;
       }
       used.add(prefix + name);
-      if (src.dtype !== 'float32') throw new TypeError(`loadStateDict: ${prefix + name} is ${src.dtype}, expected float32`);
-      const n = src.shape.reduce((a, b) => a * b, 1);
-      if (n !== p.size || src.shape.length !== p.rank || src.shape.some((s, i) => s !== p.shape[i]))
-        throw rangeError('loadStateDict', `${prefix + name} has shape [${src.shape.join(', ')}] but the model expects [${p.shape.join(', ')}]`);
-      p.buffer.write(p.dtype === 'float32' ? (src.data as Float32Array) : (Tensor.fromArray(src.data as Float32Array, p.shape, { device: p.device, dtype: p.dtype }).toArray() as Float32Array));
+      writeParameter('loadStateDict', prefix + name, p, src);
     }
     const unexpected = [...weights.keys()].filter((k) => k.startsWith(prefix) && !used.has(k));
     if (opts.strict !== false && (missing.length || unexpected.length))
@@ -113,6 +110,19 @@ export abstract class Module {
   dispose(): void {
     for (const p of this.parameters()) p.dispose();
   }
+}
+
+/**
+ * Copies a host tensor into parameter `p` (converted to its dtype: bfloat16 on CUDA); a wrong dtype or shape is
+ * an error naming `name`. Shared by loadStateDict and the streaming checkpoint loader.
+ */
+export function writeParameter(where: string, name: string, p: Tensor, src: HostTensor): void {
+  if (src.dtype !== 'float32') throw new TypeError(`${where}: ${name} is ${src.dtype}, expected float32`);
+  const n = src.shape.reduce((a, b) => a * b, 1);
+  if (n !== p.size || src.shape.length !== p.rank || src.shape.some((s, i) => s !== p.shape[i]))
+    throw rangeError(where, `${name} has shape [${src.shape.join(', ')}] but the model expects [${p.shape.join(', ')}]`);
+  const data = src.data as Float32Array;
+  p.buffer.write(p.dtype === 'bfloat16' ? f32ToBf16(data) : data);
 }
 
 /** An ordered list of modules named "0", "1", ... (HF ModuleList). */
