@@ -329,7 +329,8 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
     visionConfig = readJson(path.join(towerDir, 'config.json'));
   }
   const config = withConfigFile(dir, () => modelKind(dir, json, configFromJson(json, visionConfig), names, opts.pif));
-  const model = VwLmm.create(config, opts.seed ?? 0, { device: opts.device });
+  // every parameter is loaded below (a missing one is an error), so none is drawn at random first
+  const model = VwLmm.create(config, opts.seed ?? 0, { device: opts.device, uninitialized: true });
   try {
     const loraKeys = [...names].filter((k) => /\.lora_[AB]\.weight$/.test(k));
     if (json.lora !== undefined && json.lora !== null) {

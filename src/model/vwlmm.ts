@@ -79,11 +79,12 @@ export class VwLmm extends Module {
 
   /**
    * A model with weights drawn from `seed` (the same weights on every device), created on `opts.device`
-   * ('cpu' by default; 'cuda' or 'cuda:N' need a usable GPU and say why when there is none).
+   * ('cpu' by default; 'cuda' or 'cuda:N' need a usable GPU and say why when there is none); `uninitialized`
+   * leaves the weights unset, for a caller that loads every one of them next.
    */
-  static create(config: VwLmmConfig, seed: number, opts: { device?: DeviceSpec } = {}): VwLmm {
+  static create(config: VwLmmConfig, seed: number, opts: { device?: DeviceSpec; uninitialized?: boolean } = {}): VwLmm {
     const device = useDevice('VwLmm.create', opts.device);
-    return new VwLmm(config, { generator: new Generator(seed), device });
+    return new VwLmm(config, { generator: new Generator(seed), device, uninitialized: opts.uninitialized });
   }
 
   get visionTower(): ClipVisionModel {

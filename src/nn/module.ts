@@ -16,6 +16,11 @@ export interface HostTensor {
 export interface InitOptions {
   generator: Generator;
   device?: Device;
+  /**
+   * Leave the parameters uninitialised (for a model whose every weight is loaded next: loadCheckpoint). Drawing
+   * 7B normals in JS takes minutes and leaves gigabytes of garbage for a result that is overwritten at once.
+   */
+  uninitialized?: boolean;
 }
 
 export abstract class Module {
@@ -137,11 +142,13 @@ export class ModuleList<M extends Module> extends Module {
 
 // Parameter factories (initialisation as in Hugging Face for each family).
 export function normalParam(shape: number[], std: number, init: InitOptions, mean = 0): Tensor {
+  if (init.uninitialized) return Tensor.empty(shape, { device: init.device });
   const n = shape.reduce((a, b) => a * b, 1);
   return Tensor.fromArray(init.generator.normals(n, std, mean), shape, { device: init.device });
 }
 
 export function constParam(shape: number[], value: number, init: InitOptions): Tensor {
+  if (init.uninitialized) return Tensor.empty(shape, { device: init.device });
   const n = shape.reduce((a, b) => a * b, 1);
   return Tensor.fromArray(new Float32Array(n).fill(value), shape, { device: init.device });
 }
