@@ -8,7 +8,7 @@
 import { spawnSync } from 'child_process';
 import * as os from 'os';
 import { F, Generator, nn, scope, Tensor, zeroGrad } from '../src';
-import { arg, medianSeconds } from './support';
+import { arg, engineDecoder, medianSeconds } from './support';
 
 const args = process.argv.slice(2);
 const reps = Number(args[args.indexOf('--reps') + 1] || 3) || 3;
@@ -17,21 +17,10 @@ const BATCH = 8, SEQ = 256;
 const time = (step: () => void): number => medianSeconds(step, reps);
 
 function decoder(): { seconds: number; tokens: number } {
-  const cfg: nn.LlamaConfig = { vocabSize: 4096, hiddenSize: 256, intermediateSize: 688, numLayers: 4, numHeads: 8, numKvHeads: 8, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 512, initializerRange: 0.02 };
-  const gen = new Generator(0);
-  const model = new nn.LlamaForCausalLM(cfg, { generator: gen });
-  const ids = new Int32Array(BATCH * SEQ).map(() => gen.int(cfg.vocabSize));
-  const targets = new Int32Array(BATCH * SEQ).map((_, i) => ((i + 1) % SEQ === 0 ? -100 : ids[i + 1]));
-  const seconds = time(() =>
-    scope(() => {
-      const out = model.model.forward(model.model.embed_tokens.forward(Tensor.fromArray(ids, [BATCH, SEQ])));
-      const loss = F.linearCrossEntropy(F.reshape(out.last, [BATCH * SEQ, cfg.hiddenSize]), model.lm_head.weight, Tensor.fromArray(targets, [BATCH * SEQ]));
-      loss.backward();
-      zeroGrad(model.parameters());
-    }),
-  );
-  model.dispose();
-  return { seconds, tokens: BATCH * SEQ };
+  const d = engineDecoder();
+  const seconds = time(() => d.step());
+  d.model.dispose();
+  return { seconds, tokens: d.batch * d.seq };
 }
 
 function vit(): { seconds: number; tokens: number } {

@@ -5,28 +5,17 @@
 //
 //   npx tsx benchmarks/gradient_checkpointing.ts [--reps 5] [--rounds 3]
 import * as os from 'os';
-import { F, Generator, memoryStats, nn, releaseHostCache, scope, Tensor, zeroGrad } from '../src';
-import { arg } from './support';
+import { memoryStats, releaseHostCache } from '../src';
+import { arg, engineDecoder } from './support';
 
 const reps = Math.max(1, Number(arg('reps', '5')) || 5), rounds = Math.max(1, Number(arg('rounds', '3')) || 3);
-const BATCH = 8, SEQ = 256;
-const cfg: nn.LlamaConfig = { vocabSize: 4096, hiddenSize: 256, intermediateSize: 688, numLayers: 4, numHeads: 8, numKvHeads: 8, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 512, initializerRange: 0.02 };
-const gen = new Generator(0);
-const model = new nn.LlamaForCausalLM(cfg, { generator: gen });
-const ids = new Int32Array(BATCH * SEQ).map(() => gen.int(cfg.vocabSize));
-const targets = new Int32Array(BATCH * SEQ).map((_, i) => ((i + 1) % SEQ === 0 ? -100 : ids[i + 1]));
+const { cfg, model, batch: BATCH, seq: SEQ, step: decoderStep } = engineDecoder();
 
 function step(): { seconds: number; held: number } {
   const base = memoryStats().cpu.liveBytes;
   let held = 0;
   const t0 = process.hrtime.bigint();
-  scope(() => {
-    const out = model.model.forward(model.model.embed_tokens.forward(Tensor.fromArray(ids, [BATCH, SEQ])));
-    const loss = F.linearCrossEntropy(F.reshape(out.last, [BATCH * SEQ, cfg.hiddenSize]), model.lm_head.weight, Tensor.fromArray(targets, [BATCH * SEQ]));
-    held = memoryStats().cpu.liveBytes - base;
-    loss.backward();
-    zeroGrad(model.parameters());
-  });
+  decoderStep(() => (held = memoryStats().cpu.liveBytes - base));
   return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, held };
 }
 

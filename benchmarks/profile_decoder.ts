@@ -3,17 +3,12 @@
 // so the rest is the JS side (autograd, allocation, argument checks). Not a test; prints a table.
 //
 //   npx tsx benchmarks/profile_decoder.ts [--reps 5]
-import { F, Generator, nn, scope, Tensor, zeroGrad } from '../src';
 import { cpu } from '../src/native';
+import { engineDecoder } from './support';
 
 const args = process.argv.slice(2);
 const reps = Number(args[args.indexOf('--reps') + 1] || 5) || 5;
-const BATCH = 8, SEQ = 256;
-const cfg: nn.LlamaConfig = { vocabSize: 4096, hiddenSize: 256, intermediateSize: 688, numLayers: 4, numHeads: 8, numKvHeads: 8, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 512, initializerRange: 0.02 };
-const gen = new Generator(0);
-const model = new nn.LlamaForCausalLM(cfg, { generator: gen });
-const ids = new Int32Array(BATCH * SEQ).map(() => gen.int(cfg.vocabSize));
-const targets = new Int32Array(BATCH * SEQ).map((_, i) => ((i + 1) % SEQ === 0 ? -100 : ids[i + 1]));
+const { cfg, batch: BATCH, seq: SEQ, step: decoderStep } = engineDecoder();
 
 const addon = cpu();
 const raw = addon.callOp.bind(addon);
@@ -32,12 +27,7 @@ addon.callOp = (op, ...rest) => {
   }
 };
 
-const step = () => scope(() => {
-  const out = model.model.forward(model.model.embed_tokens.forward(Tensor.fromArray(ids, [BATCH, SEQ])));
-  const loss = F.linearCrossEntropy(F.reshape(out.last, [BATCH * SEQ, cfg.hiddenSize]), model.lm_head.weight, Tensor.fromArray(targets, [BATCH * SEQ]));
-  loss.backward();
-  zeroGrad(model.parameters());
-});
+const step = () => decoderStep();
 step();
 step();
 timing = true;

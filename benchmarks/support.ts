@@ -1,4 +1,5 @@
-// Helpers shared by the benchmark scripts: flags, deterministic inputs, median timing.
+// Helpers shared by the benchmark scripts: flags, deterministic inputs, median timing, the engine decoder.
+import { F, Generator, nn, scope, Tensor, zeroGrad } from '../src';
 
 /** The value after `--name` on the command line, or `dflt`. */
 export function arg(name: string, dflt: string): string {
@@ -29,4 +30,26 @@ export function medianSeconds(step: () => void, reps: number): number {
   }
   ts.sort((a, b) => a - b);
   return ts[Math.floor(ts.length / 2)];
+}
+
+/**
+ * The engine benchmark's decoder (benchmarks/engine_cpu.ts, profile_decoder.ts, gradient_checkpointing.ts): LLaMA
+ * d 256, 4 layers, 8 heads, FFN 688, vocab 4096, a batch of 8 x 256 random tokens with next-token targets, and
+ * `step()`: one forward + backward with the fused cross-entropy (gradients cleared after).
+ */
+export function engineDecoder(): { cfg: nn.LlamaConfig; model: nn.LlamaForCausalLM; batch: number; seq: number; step: (afterForward?: () => void) => void } {
+  const BATCH = 8, SEQ = 256;
+  const cfg: nn.LlamaConfig = { vocabSize: 4096, hiddenSize: 256, intermediateSize: 688, numLayers: 4, numHeads: 8, numKvHeads: 8, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 512, initializerRange: 0.02 };
+  const gen = new Generator(0);
+  const model = new nn.LlamaForCausalLM(cfg, { generator: gen });
+  const ids = new Int32Array(BATCH * SEQ).map(() => gen.int(cfg.vocabSize));
+  const targets = new Int32Array(BATCH * SEQ).map((_, i) => ((i + 1) % SEQ === 0 ? -100 : ids[i + 1]));
+  const step = (afterForward?: () => void) => scope(() => {
+    const out = model.model.forward(model.model.embed_tokens.forward(Tensor.fromArray(ids, [BATCH, SEQ])));
+    const loss = F.linearCrossEntropy(F.reshape(out.last, [BATCH * SEQ, cfg.hiddenSize]), model.lm_head.weight, Tensor.fromArray(targets, [BATCH * SEQ]));
+    afterForward?.();
+    loss.backward();
+    zeroGrad(model.parameters());
+  });
+  return { cfg, model, batch: BATCH, seq: SEQ, step };
 }

@@ -4,15 +4,17 @@
 import { describe, expect, it } from 'vitest';
 import { AdamW, clipGradNorm, F, Generator, memoryStats, nn, releaseHostCache, scope, Tensor, zeroGrad } from '../../src';
 
+/** A 2-layer, 4-head decoder of width d (initialisation std `std`), its generator, and AdamW over its parameters. */
+function decoder(vocabSize: number, d: number, ffn: number, kvHeads: number, std: number, seed: number, opt: { lr: number; weightDecay?: number }) {
+  const cfg: nn.LlamaConfig = { vocabSize, hiddenSize: d, intermediateSize: ffn, numLayers: 2, numHeads: 4, numKvHeads: kvHeads, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 256, initializerRange: std };
+  const gen = new Generator(seed);
+  const model = new nn.LlamaForCausalLM(cfg, { generator: gen });
+  return { cfg, gen, model, opt: new AdamW(model.parameters(), opt) };
+}
+
 describe('training memory', () => {
   it('100 steps of a 2-layer decoder: live native buffers and bytes stay constant, the loss falls', () => {
-    const cfg: nn.LlamaConfig = {
-      vocabSize: 50, hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2,
-      rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 64, initializerRange: 0.1,
-    };
-    const gen = new Generator(7);
-    const model = new nn.LlamaForCausalLM(cfg, { generator: gen });
-    const opt = new AdamW(model.parameters(), { lr: 3e-3, weightDecay: 0.01 });
+    const { cfg, gen, model, opt } = decoder(50, 32, 48, 2, 0.1, 7, { lr: 3e-3, weightDecay: 0.01 });
     const B = 4, T = 16;
     // a fixed batch the model can memorise: next token = (token * 7 + 3) mod V
     const ids = new Int32Array(B * T).map(() => gen.int(cfg.vocabSize));
@@ -45,13 +47,7 @@ describe('training memory', () => {
   // The caching allocator (native/core/block_cache.h) is the same code on both backends (on CUDA every size is
   // cached; on the host, blocks over 64 KiB): checked here on the host, with tensors large enough to be cached.
   it('a steady-state step asks the system for no memory: every block comes from the cache', () => {
-    const cfg: nn.LlamaConfig = {
-      vocabSize: 512, hiddenSize: 128, intermediateSize: 200, numLayers: 2, numHeads: 4, numKvHeads: 4,
-      rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 256, initializerRange: 0.05,
-    };
-    const gen = new Generator(11);
-    const model = new nn.LlamaForCausalLM(cfg, { generator: gen });
-    const opt = new AdamW(model.parameters(), { lr: 1e-3 });
+    const { cfg, gen, model, opt } = decoder(512, 128, 200, 4, 0.05, 11, { lr: 1e-3 });
     const B = 2, T = 128; // activations [256, 128] floats: 128 KiB blocks
     const ids = new Int32Array(B * T).map(() => gen.int(cfg.vocabSize));
     const step = () => scope(() => {
