@@ -18,7 +18,7 @@ import { writeParameter } from '../nn/module';
 import { forEachTorchTensor, torchBinTensorNames } from '../io/torch_bin';
 import { describeFsError, forEachSafetensor, HostTensor, isPlainObject, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig } from './config';
-import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, stringifyTransformersConfig, transformersNameFromOurs, weightsFromTransformers, weightsToTransformers } from './transformers_llava';
+import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
 import { applyLora, loraConfigOf } from './lora';
 import { VwLmm } from './vwlmm';
 
@@ -408,10 +408,42 @@ function withConfigFile<T>(dir: string, fn: () => T): T {
 function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, seed: number, device: DeviceSpec | undefined): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
   const pre = path.join(dir, 'preprocessor_config.json');
   const config = withConfigFile(dir, () => configFromTransformers(json, fs.existsSync(pre) ? readJson(pre) : undefined));
-  const weights = weightsFromTransformers(readCheckpointWeights(dir), json);
-  const model = VwLmm.create(config, seed, { device });
+  // the names mapped up front (weightsFromTransformers' rules), then the weights streamed in as in loadCheckpoint
+  const ours = new Map<string, string>();
+  const unknown: string[] = [];
+  for (const n of checkpointTensorNames(dir)) {
+    const o = ourNameFromTransformers(n);
+    if (o === null) unknown.push(n);
+    else if ([...ours.values()].includes(o)) throw new Error(`checkpoint: tensors ${n} and another one both map to ${o}`);
+    else ours.set(n, o);
+  }
+  if (unknown.length) throw new Error(`checkpoint: ${unknown.length} tensors are not part of transformers' LLaVA layout, e.g. ${unknown.slice(0, 5).join(', ')}`);
+  const tc = json.text_config as Record<string, unknown> | undefined;
+  const tiedHead = (json.tie_word_embeddings === true || (typeof tc === 'object' && tc !== null && tc.tie_word_embeddings === true)) && ![...ours.values()].includes('lm_head.weight');
+  const model = VwLmm.create(config, seed, { device, uninitialized: true });
   try {
-    const { missing } = model.loadStateDict(weights, { strict: false });
+    const params = model.namedParameters();
+    const seen = new Set<string>();
+    const put = (name: string, t: HostTensor) => {
+      const p = params.get(name);
+      if (!p) return;
+      writeParameter('loadCheckpoint', name, p, t);
+      seen.add(name);
+    };
+    forEachCheckpointTensor(dir, {}, (n, t) => {
+      const o = ours.get(n)!;
+      put(o, t);
+      if (tiedHead && o === 'model.embed_tokens.weight') put('lm_head.weight', t);
+    });
+    if (json.multimodal_projector_bias === false) {
+      // a bias-free projector: our projector has biases, kept at zero
+      for (const k of ['0', '2']) {
+        const b = `model.mm_projector.${k}.bias`;
+        const p = params.get(b);
+        if (p && !seen.has(b)) put(b, { dtype: 'float32', shape: [...p.shape], data: new Float32Array(p.size) });
+      }
+    }
+    const missing = [...params.keys()].filter((n) => !seen.has(n));
     if (missing.length) throw new Error(`checkpoint: ${dir} lacks ${missing.length} tensors, e.g. ${missing.slice(0, 5).map((n) => transformersNameFromOurs(n) ?? n).join(', ')}`);
   } catch (e) {
     model.dispose();
