@@ -6,10 +6,15 @@
 - peft_adapter/: PeftModel.save_pretrained of a LoraConfig(r=4, lora_alpha=8, lora_dropout=0, bias='none') on all
   seven Linear layers of every decoder layer (q/k/v/o, gate/up/down), lora_A and lora_B drawn N(0, 0.2^2) (seeded)
   so the adapter changes the logits.
+- peft_adapter_bin/: the same adapter as LLaVA's own LoRA checkpoints store it: adapter_model.bin (torch.save) and
+  non_lora_trainables.bin with the fully trained parts under LLaVA's names (here tiny_llama's final norm and lm_head,
+  "base_model.model."-prefixed, values in io.safetensors as `norm` and `lm_head`).
+  (PEFT writes target_modules from a set: their order in adapter_config.json can differ between runs.)
 - io.safetensors: `logits` of the adapted model (float64 computation of the float32 weights) on tiny_llama's
   input_ids / attention_mask, and `base_logits` of the base model alone.
 """
 import os
+import shutil
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -38,12 +43,20 @@ def main():
     model.peft_config['default'].base_model_name_or_path = 'tests/fixtures/tiny_llama'  # not this machine's path
     model.save_pretrained(os.path.join(OUT, 'peft_adapter'))
     os.remove(os.path.join(OUT, 'peft_adapter', 'README.md'))  # PEFT's model-card stub
+    adapter_dir = os.path.join(OUT, 'peft_adapter')
+    bin_dir = os.path.join(OUT, 'peft_adapter_bin')
+    os.makedirs(bin_dir, exist_ok=True)
+    shutil.copy(os.path.join(adapter_dir, 'adapter_config.json'), bin_dir)
+    torch.save(load_file(os.path.join(adapter_dir, 'adapter_model.safetensors')), os.path.join(bin_dir, 'adapter_model.bin'))
+    norm = 1 + 0.1 * torch.randn(base.config.hidden_size, generator=g)
+    head = 0.3 * torch.randn(base.config.vocab_size, base.config.hidden_size, generator=g)
+    torch.save({'base_model.model.model.norm.weight': norm, 'base_model.model.lm_head.weight': head}, os.path.join(bin_dir, 'non_lora_trainables.bin'))
     m64 = model.double()
     with torch.no_grad():
         logits = m64(input_ids=ids, attention_mask=mask).logits
         with m64.disable_adapter():
             base_logits = m64(input_ids=ids, attention_mask=mask).logits
-    save_file({'logits': logits.float().contiguous(), 'base_logits': base_logits.float().contiguous()}, os.path.join(OUT, 'io.safetensors'))
+    save_file({'logits': logits.float().contiguous(), 'base_logits': base_logits.float().contiguous(), 'norm': norm, 'lm_head': head}, os.path.join(OUT, 'io.safetensors'))
 
 
 if __name__ == '__main__':

@@ -5,6 +5,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { HostTensor, readSafetensors, writeSafetensors } from '../io/safetensors';
+import { readTorchBin } from '../io/torch_bin';
+import { writeParameter } from '../nn/module';
 import { Linear } from '../nn/layers';
 import { LlamaDecoder } from '../nn/llama';
 import { LLM_LORA_TARGETS, LoraOptions } from '../nn/lora';
@@ -81,9 +83,10 @@ const PEFT_PREFIX = 'base_model.model.';
 
 /**
  * Writes the adapters as PEFT does (adapter_config.json, adapter_model.safetensors), so that
- * PeftModel.from_pretrained(base, dir) loads them onto the transformers model of the same weights.
+ * PeftModel.from_pretrained(base, dir) loads them onto the transformers model of the same weights;
+ * `nonLoraTrainables` (module names, e.g. ['model.mm_projector', 'vm_head']) adds LLaVA's non_lora_trainables file.
  */
-export function saveLoraAdapter(dir: string, model: WithDecoder, opts: { baseModelNameOrPath?: string } = {}): void {
+export function saveLoraAdapter(dir: string, model: WithDecoder, opts: { baseModelNameOrPath?: string; nonLoraTrainables?: string[] } = {}): void {
   const cfg = loraConfigOf(model);
   if (!cfg) throw new Error('saveLoraAdapter: the model has no LoRA adapters');
   fs.mkdirSync(dir, { recursive: true });
@@ -98,16 +101,29 @@ export function saveLoraAdapter(dir: string, model: WithDecoder, opts: { baseMod
   const tmp = `${dir}/.adapter-${process.pid}`;
   writeSafetensors(`${tmp}.safetensors`, tensors, { format: 'pt' });
   fs.writeFileSync(`${tmp}.json`, JSON.stringify(config, null, 2) + '\n');
+  if (opts.nonLoraTrainables?.length) {
+    // as LLaVA's LoRA training saves them (names prefixed "base_model.model."), as safetensors
+    const all = model.namedParameters(), extra = new Map<string, HostTensor>();
+    for (const prefix of opts.nonLoraTrainables) {
+      const hits = [...all].filter(([n]) => n === prefix || n.startsWith(`${prefix}.`));
+      if (!hits.length) throw new RangeError(`saveLoraAdapter: nonLoraTrainables '${prefix}' names no parameter of the model`);
+      for (const [n, t] of hits) extra.set(PEFT_PREFIX + n, { dtype: 'float32', shape: [...t.shape], data: t.toArray() as Float32Array });
+    }
+    writeSafetensors(`${tmp}.extra.safetensors`, extra, { format: 'pt' });
+    fs.renameSync(`${tmp}.extra.safetensors`, path.join(dir, 'non_lora_trainables.safetensors'));
+  }
   fs.renameSync(`${tmp}.safetensors`, path.join(dir, 'adapter_model.safetensors'));
   fs.renameSync(`${tmp}.json`, path.join(dir, 'adapter_config.json'));
 }
 
 /**
- * Loads a PEFT LoRA adapter directory onto the model (adds the adapters, then sets their weights). Refuses what it
+ * Loads a PEFT LoRA adapter directory onto the model (adds the adapters, then sets their weights; adapter_model
+ * .safetensors or PyTorch's .bin). A non_lora_trainables file beside it (LLaVA's LoRA checkpoints: the projector,
+ * and vm_head for VW-LMM) is loaded into the model's own parameters, named as LLaVA names them. Refuses what it
  * cannot apply exactly, naming it: another peft_type, DoRA, a bias, per-layer rank / alpha patterns, fan_in_fan_out,
  * target modules outside the decoder's Linear layers, missing or misshaped tensors. rsLoRA scales by alpha / sqrt(r).
  */
-export function loadLoraAdapter(dir: string, model: WithDecoder): { adapters: number } {
+export function loadLoraAdapter(dir: string, model: WithDecoder): { adapters: number; nonLoraTrainables: number } {
   const where = `loadLoraAdapter: ${dir}`;
   const file = path.join(dir, 'adapter_config.json');
   if (!fs.existsSync(file)) throw new Error(`${where}: no adapter_config.json (a PEFT adapter directory has it and adapter_model.safetensors)`);
@@ -134,7 +150,7 @@ export function loadLoraAdapter(dir: string, model: WithDecoder): { adapters: nu
   const targets = Array.isArray(tm) ? (tm as unknown[]).map(String) : typeof tm === 'string' ? bad('target_modules', `is a regular expression (${tm}): give the module names as a list`) : bad('target_modules', 'is missing');
   // rsLoRA: alpha / sqrt(r) = (alpha * sqrt(r)) / r, so the adapter's alpha / r scaling gives it
   const effAlpha = c.use_rslora ? (alpha as number) * Math.sqrt(r as number) : (alpha as number);
-  const weights = readSafetensors(path.join(dir, 'adapter_model.safetensors'));
+  const weights = readAdapterFile(dir, 'adapter_model', where);
   const count = applyLora(model, { r: r as number, alpha: effAlpha, dropout: typeof c.lora_dropout === 'number' ? c.lora_dropout : 0, targetModules: targets as string[] });
   const params = loraParameters(model);
   const seen = new Set<string>();
@@ -156,10 +172,36 @@ export function loadLoraAdapter(dir: string, model: WithDecoder): { adapters: nu
       seen.add(name);
     }
     const missing = [...params.keys()].filter((n) => !seen.has(n));
-    if (missing.length) throw new RangeError(`${where}: adapter_model.safetensors lacks ${missing.length} adapter tensors, e.g. ${missing.slice(0, 3).join(', ')}`);
+    if (missing.length) throw new RangeError(`${where}: the adapter file lacks ${missing.length} adapter tensors, e.g. ${missing.slice(0, 3).join(', ')}`);
   } catch (e) {
     removeLora(model);
     throw e;
   }
-  return { adapters: count };
+  // LLaVA's LoRA checkpoints keep the fully trained parts (the projector; vm_head for VW-LMM) beside the adapter
+  const extra = fs.existsSync(path.join(dir, 'non_lora_trainables.safetensors')) || fs.existsSync(path.join(dir, 'non_lora_trainables.bin'))
+    ? readAdapterFile(dir, 'non_lora_trainables', where) : null;
+  let nonLora = 0;
+  if (extra) {
+    const all = model.namedParameters();
+    // LLaVA's own normalisation (its model builder): drop "base_model.", then, when any name starts "model.model.",
+    // one "model." from every name that starts with it
+    let names = [...extra.keys()].map((k) => (k.startsWith('base_model.') ? k.slice('base_model.'.length) : k));
+    if (names.some((n) => n.startsWith('model.model.'))) names = names.map((n) => (n.startsWith('model.') ? n.slice('model.'.length) : n));
+    for (const [k, [key, t]] of [...extra].entries()) {
+      const name = names[k];
+      const p = all.get(name);
+      if (!p) throw new RangeError(`${where}: non_lora_trainables tensor '${key}' has no place in this model`);
+      writeParameter(where, name, p, t);
+      nonLora++;
+    }
+  }
+  return { adapters: count, nonLoraTrainables: nonLora };
+}
+
+/** <dir>/<stem>.safetensors, else PyTorch's <dir>/<stem>.bin (LLaVA's own LoRA checkpoints). */
+function readAdapterFile(dir: string, stem: string, where: string): Map<string, HostTensor> {
+  const st = path.join(dir, `${stem}.safetensors`), bin = path.join(dir, `${stem}.bin`);
+  if (fs.existsSync(st)) return readSafetensors(st);
+  if (fs.existsSync(bin)) return readTorchBin(bin);
+  throw new Error(`${where}: no ${stem}.safetensors or ${stem}.bin`);
 }

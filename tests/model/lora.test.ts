@@ -47,7 +47,7 @@ describe('LoRA', () => {
     const model = tinyLlama();
     const V = model.config.vocabSize;
     expect(relErr(logitsOf(model), maskedRef('base_logits', V))).toBeLessThan(1e-4);
-    expect(loadLoraAdapter(path.join(fixtures, 'lora', 'peft_adapter'), model)).toEqual({ adapters: 2 * 7 });
+    expect(loadLoraAdapter(path.join(fixtures, 'lora', 'peft_adapter'), model)).toEqual({ adapters: 2 * 7, nonLoraTrainables: 0 });
     expect(loraConfigOf(model)).toEqual({ r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
     const adapted = logitsOf(model);
     expect(relErr(adapted, maskedRef('logits', V))).toBeLessThan(1e-4);
@@ -130,7 +130,7 @@ describe('LoRA', () => {
       [variant((c) => (c.rank_pattern = { q_proj: 8 })), /rank_pattern is not empty/],
       [variant((c) => (c.target_modules = '.*proj')), /target_modules is a regular expression/],
       [variant((c) => (c.target_modules = ['q_proj', 'lm_head'])), /target module\(s\) lm_head are not Linear layers of the decoder/],
-      [variant(() => undefined, (w) => w.delete('base_model.model.model.layers.1.mlp.up_proj.lora_B.weight')), /lacks 1 adapter tensors, e.g. model.layers.1.mlp.up_proj.lora_B.weight/],
+      [variant(() => undefined, (w) => w.delete('base_model.model.model.layers.1.mlp.up_proj.lora_B.weight')), /the adapter file lacks 1 adapter tensors, e.g. model.layers.1.mlp.up_proj.lora_B.weight/],
       [variant(() => undefined, (w) => w.set('base_model.model.model.layers.0.mlp.up_proj.lora_A.weight', { dtype: 'float32', shape: [5, 32], data: new Float32Array(160) })), /is float32 \[5, 32\], the adapter needs float32 \[4, 32\]/],
       [variant(() => undefined, (w) => w.set('base_model.model.model.layers.0.mlp.extra.lora_A.weight', { dtype: 'float32', shape: [4, 32], data: new Float32Array(128) })), /has no place in this model/],
     ];
@@ -139,6 +139,9 @@ describe('LoRA', () => {
       expect(loraParameters(model).size).toBe(0);
     }
     expect(() => loadLoraAdapter(tmp(), model)).toThrow(/no adapter_config.json/);
+    const noWeights = tmp();
+    fs.copyFileSync(path.join(src, 'adapter_config.json'), path.join(noWeights, 'adapter_config.json'));
+    expect(() => loadLoraAdapter(noWeights, model)).toThrow(/no adapter_model.safetensors or adapter_model.bin/);
     model.dispose();
   });
 
@@ -168,5 +171,24 @@ describe('LoRA', () => {
     expect(() => new Trainer(VwLmm.create(tinyConfig(tokenizer.vocabSize), 2), [{ name: 'x', size: 6, makeBatch, steps: 1, batchSize: 2, lr: 1e-3, trainable: { lora: true } }], { seed: 1 }).run()).toThrow(/trainable.lora is set but the model has no LoRA adapters/);
     model.dispose();
     loaded.model.dispose();
+  });
+
+  it("LLaVA's own LoRA checkpoints: adapter_model.bin and non_lora_trainables.bin under LLaVA's names", () => {
+    const a = tinyLlama(), b = tinyLlama();
+    loadLoraAdapter(path.join(fixtures, 'lora', 'peft_adapter'), a);
+    expect(loadLoraAdapter(path.join(fixtures, 'lora', 'peft_adapter_bin'), b)).toEqual({ adapters: 14, nonLoraTrainables: 2 });
+    const la = loraParameters(a), lb = loraParameters(b);
+    for (const [n, t] of la) expect(Array.from(lb.get(n)!.toArray()), n).toEqual(Array.from(t.toArray()));
+    // "base_model.model.model.norm.weight" -> model.norm.weight, "base_model.model.lm_head.weight" -> lm_head.weight
+    expect(Array.from(b.model.norm.weight.toArray())).toEqual(Array.from(host(loraIo, 'norm').data));
+    expect(Array.from(b.lm_head.weight.toArray())).toEqual(Array.from(host(loraIo, 'lm_head').data));
+    // and ours: non_lora_trainables written beside the adapter, read back into a fresh base
+    const dir = path.join(tmp(), 'with-extra');
+    saveLoraAdapter(dir, b, { nonLoraTrainables: ['model.norm', 'lm_head'] });
+    const c = tinyLlama();
+    expect(loadLoraAdapter(dir, c)).toEqual({ adapters: 14, nonLoraTrainables: 2 });
+    expect(logitsOf(c)).toEqual(logitsOf(b));
+    expect(() => saveLoraAdapter(path.join(tmp(), 'x'), b, { nonLoraTrainables: ['model.mm_projector'] })).toThrow(/nonLoraTrainables 'model.mm_projector' names no parameter/);
+    for (const m of [a, b, c]) m.dispose();
   });
 });
