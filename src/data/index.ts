@@ -35,3 +35,5 @@ export {
   writeWordLevelTokenizer, wordLevelTokenizerJson, wordLevelPreTokenize, wordLevelNormalize, WORD_LEVEL_SPECIAL_TOKENS, WORD_LEVEL_TOKENIZER_CONFIG,
 } from './word_level_tokenizer';
 export type { WordLevelTokenizerOptions } from './word_level_tokenizer';
+export { readSentencePieceModel, llamaTokenizerJson, tokenizerJsonFromSentencePiece } from './sentencepiece';
+export type { SentencePiece, SentencePieceModel, LlamaTokenizerOptions } from './sentencepiece';

@@ -13,6 +13,7 @@
 // also writes (see transformers_llava.ts for that layout and the name table).
 import * as fs from 'fs';
 import * as path from 'path';
+import { tokenizerJsonFromSentencePiece } from '../data/sentencepiece';
 import { DeviceSpec } from '../device';
 import { writeParameter } from '../nn/module';
 import { forEachTorchTensor, torchBinTensorNames } from '../io/torch_bin';
@@ -357,8 +358,7 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
     model.dispose();
     throw e;
   }
-  const tok = path.join(dir, 'tokenizer.json');
-  return { model, config, tokenizerPath: fs.existsSync(tok) ? tok : null, dir };
+  return { model, config, tokenizerPath: tokenizerPathOf(dir), dir };
 }
 
 // The architectures a LLaVA-layout config.json may name: ours and LLaVA's, and the official VW-LMM classes.
@@ -449,8 +449,17 @@ function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, 
     model.dispose();
     throw e;
   }
+  return { model, config, tokenizerPath: tokenizerPathOf(dir) };
+}
+
+/**
+ * The checkpoint's tokenizer.json; else one converted from its SentencePiece tokenizer.model (liuhaotian's LLaVA
+ * checkpoints ship only that), as transformers' LlamaTokenizer would build it; else null.
+ */
+function tokenizerPathOf(dir: string): string | null {
   const tok = path.join(dir, 'tokenizer.json');
-  return { model, config, tokenizerPath: fs.existsSync(tok) ? tok : null };
+  if (fs.existsSync(tok)) return tok;
+  return fs.existsSync(path.join(dir, 'tokenizer.model')) ? tokenizerJsonFromSentencePiece(dir) : null;
 }
 
 /**

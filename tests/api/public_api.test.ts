@@ -44,7 +44,7 @@ const FUNCTIONS = [
   // data
   'collate', 'nextTokenTargets', 'visualWordRows', 'tokenizeConversation', 'buildGenerationPrompt', 'buildPrompt', 'getTemplate',
   'tokenizerImageToken', 'readLlavaRecords', 'loadImage', 'decodeImage', 'preprocessClip', 'normalizeRgb', 'writeSortOfClevr',
-  'generateScene', 'renderScene', 'questionsFor', 'captionFor', 'sortOfClevrVocabulary', 'writeWordLevelTokenizer', 'wordLevelTokenizerJson',
+  'generateScene', 'renderScene', 'questionsFor', 'captionFor', 'sortOfClevrVocabulary', 'writeWordLevelTokenizer', 'wordLevelTokenizerJson', 'llamaTokenizerJson',
   // eval
   'normalizeAnswer', 'exactMatch', 'vqaSoftAccuracy', 'evaluateFile', 'visualWordsOf', 'drawVisualWords',
   // demo
@@ -61,7 +61,7 @@ const isClass = (v: unknown) => typeof v === 'function' && /^class[\s{]/.test(Fu
 /** The source files behind each area module; every runtime export of theirs is public unless listed in INTERNAL. */
 const SOURCES: Record<Area, string[]> = {
   model: ['model/vwlmm', 'model/config', 'model/checkpoint', 'model/transformers_llava', 'model/lora', 'io/safetensors', 'io/torch_bin'],
-  data: ['data/tokenizer', 'data/conversation', 'data/dataset', 'data/images', 'data/collate', 'data/sort_of_clevr', 'data/word_level_tokenizer'],
+  data: ['data/tokenizer', 'data/conversation', 'data/dataset', 'data/images', 'data/collate', 'data/sort_of_clevr', 'data/word_level_tokenizer', 'data/sentencepiece'],
   train: ['train/trainer', 'train/from_file', 'train/interrupt', 'train/schedule', 'train/progress', 'viz/plot'],
   eval: ['eval/llava_eval', 'eval/visual_words'],
   demo: ['demo/demo', 'demo/recipe'],

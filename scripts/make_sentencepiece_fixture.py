@@ -1,0 +1,61 @@
+"""A tiny SentencePiece BPE tokenizer.model and what transformers makes of it, for src/data/sentencepiece.ts
+(tests/data/sentencepiece.test.ts). sentencepiece, protobuf and transformers from the local package index.
+
+  python3 scripts/make_sentencepiece_fixture.py     # deterministic; writes tests/fixtures/sentencepiece/
+
+- tokenizer.model: trained on a small corpus of Vicuna-template conversations (with the <image> placeholder, digits,
+  accents, CJK and emoji) as LLaMA's is: BPE, byte fallback, split digits, identity normalization, dummy prefix.
+- <variant>/tokenizer_config.json and <variant>/tokenizer.json for variants legacy / non-legacy (transformers'
+  LlamaTokenizer.from_pretrained of the directory holding only tokenizer.model and tokenizer_config.json, then
+  backend_tokenizer.to_str()).
+- expected.json: per variant, the ids transformers gives for every line of the probe texts (with the BOS it adds).
+"""
+import json
+import os
+import shutil
+
+import sentencepiece as spm
+from transformers import AutoTokenizer
+
+OUT = os.path.join(os.path.dirname(__file__), '..', 'tests', 'fixtures', 'sentencepiece')
+SYSTEM = "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's questions."
+LINES = [
+    f"{SYSTEM} USER: <image>\nWhat is the colour of the big square? ASSISTANT: red</s>",
+    f"{SYSTEM} USER: <image>\nHow many objects are there? ASSISTANT: 3</s>USER: Is it left of the circle? ASSISTANT: no</s>",
+    "There are 12 objects: a red circle, a green square and a blue one.",
+    "ça coûte 5€ — naïve café 東京 🙂  two  spaces\ttab",
+]
+PROBES = LINES + ["", " ", "  leading spaces", "USER:<image>ASSISTANT:", "unseen Zürich ÆØÅ 123456789", "</s><s><unk> specials inline"]
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    corpus = os.path.join(OUT, 'corpus.tmp')
+    with open(corpus, 'w') as f:
+        f.write('\n'.join(LINES * 40))
+    spm.SentencePieceTrainer.train(input=corpus, model_prefix=os.path.join(OUT, 'tokenizer'), vocab_size=420, model_type='bpe',
+                                   byte_fallback=True, character_coverage=0.9995, split_digits=True, normalization_rule_name='identity',
+                                   remove_extra_whitespaces=False, add_dummy_prefix=True, allow_whitespace_only_pieces=True,
+                                   bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2, num_threads=1)
+    os.remove(corpus)
+    os.remove(os.path.join(OUT, 'tokenizer.vocab'))
+    expected = {}
+    for variant, legacy in [('legacy', True), ('non_legacy', False)]:
+        d = os.path.join(OUT, variant)
+        os.makedirs(d, exist_ok=True)
+        cfg = {'tokenizer_class': 'LlamaTokenizer', 'bos_token': '<s>', 'eos_token': '</s>', 'unk_token': '<unk>',
+               'add_bos_token': True, 'add_eos_token': False, 'legacy': legacy}
+        with open(os.path.join(d, 'tokenizer_config.json'), 'w') as f:
+            json.dump(cfg, f, indent=2)
+        shutil.copy(os.path.join(OUT, 'tokenizer.model'), os.path.join(d, 'tokenizer.model'))
+        tok = AutoTokenizer.from_pretrained(d)
+        os.remove(os.path.join(d, 'tokenizer.model'))
+        with open(os.path.join(d, 'tokenizer.json'), 'w') as f:
+            f.write(tok.backend_tokenizer.to_str(pretty=True))
+        expected[variant] = [{'text': t, 'ids': tok(t).input_ids} for t in PROBES]
+    with open(os.path.join(OUT, 'expected.json'), 'w') as f:
+        json.dump(expected, f, ensure_ascii=False, indent=1)
+
+
+if __name__ == '__main__':
+    main()
