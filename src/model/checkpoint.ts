@@ -342,17 +342,10 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
       throw new Error(`checkpoint: ${dir} holds LoRA tensors (${loraKeys[0]}, ...) but its config.json has no lora entry saying how to apply them`);
     }
     // Every parameter must be present; extra tensors (e.g. a CLIP text tower) are ignored.
-    const params = model.namedParameters();
-    const seen = new Set<string>();
-    const put = (name: string, t: HostTensor) => {
-      const p = params.get(name);
-      if (!p) return;
-      writeParameter('loadCheckpoint', name, p, t);
-      seen.add(name);
-    };
-    forEachCheckpointTensor(dir, {}, put);
-    if (towerDir) forEachCheckpointTensor(towerDir, { filter: (n: string) => !n.startsWith('text_model.') }, (k, t) => put(TOWER_PREFIX + (k.startsWith('vision_model.') ? k : `vision_model.${k}`), t));
-    const missing = [...params.keys()].filter((n) => !seen.has(n));
+    const sink = parameterSink(model);
+    forEachCheckpointTensor(dir, {}, sink.put);
+    if (towerDir) forEachCheckpointTensor(towerDir, { filter: (n: string) => !n.startsWith('text_model.') }, (k, t) => sink.put(TOWER_PREFIX + (k.startsWith('vision_model.') ? k : `vision_model.${k}`), t));
+    const missing = sink.missing();
     if (missing.length) throw new Error(`checkpoint: ${dir} lacks ${missing.length} tensors, e.g. ${missing.slice(0, 5).join(', ')}`);
   } catch (e) {
     model.dispose();
@@ -422,34 +415,44 @@ function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, 
   const tiedHead = (json.tie_word_embeddings === true || (typeof tc === 'object' && tc !== null && tc.tie_word_embeddings === true)) && ![...ours.values()].includes('lm_head.weight');
   const model = VwLmm.create(config, seed, { device, uninitialized: true });
   try {
-    const params = model.namedParameters();
-    const seen = new Set<string>();
-    const put = (name: string, t: HostTensor) => {
-      const p = params.get(name);
-      if (!p) return;
-      writeParameter('loadCheckpoint', name, p, t);
-      seen.add(name);
-    };
+    const sink = parameterSink(model);
     forEachCheckpointTensor(dir, {}, (n, t) => {
       const o = ours.get(n)!;
-      put(o, t);
-      if (tiedHead && o === 'model.embed_tokens.weight') put('lm_head.weight', t);
+      sink.put(o, t);
+      if (tiedHead && o === 'model.embed_tokens.weight') sink.put('lm_head.weight', t);
     });
     if (json.multimodal_projector_bias === false) {
       // a bias-free projector: our projector has biases, kept at zero
       for (const k of ['0', '2']) {
         const b = `model.mm_projector.${k}.bias`;
-        const p = params.get(b);
-        if (p && !seen.has(b)) put(b, { dtype: 'float32', shape: [...p.shape], data: new Float32Array(p.size) });
+        const p = sink.params.get(b);
+        if (p && !sink.has(b)) sink.put(b, { dtype: 'float32', shape: [...p.shape], data: new Float32Array(p.size) });
       }
     }
-    const missing = [...params.keys()].filter((n) => !seen.has(n));
+    const missing = sink.missing();
     if (missing.length) throw new Error(`checkpoint: ${dir} lacks ${missing.length} tensors, e.g. ${missing.slice(0, 5).map((n) => transformersNameFromOurs(n) ?? n).join(', ')}`);
   } catch (e) {
     model.dispose();
     throw e;
   }
   return { model, config, tokenizerPath: tokenizerPathOf(dir) };
+}
+
+/** Writes host tensors into a model's parameters by name (others ignored), remembering which it set. */
+function parameterSink(model: VwLmm) {
+  const params = model.namedParameters();
+  const seen = new Set<string>();
+  return {
+    params,
+    put: (name: string, t: HostTensor): void => {
+      const p = params.get(name);
+      if (!p) return;
+      writeParameter('loadCheckpoint', name, p, t);
+      seen.add(name);
+    },
+    has: (name: string): boolean => seen.has(name),
+    missing: (): string[] => [...params.keys()].filter((n) => !seen.has(n)),
+  };
 }
 
 /**
