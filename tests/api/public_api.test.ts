@@ -40,7 +40,7 @@ const FUNCTIONS = [
   'numImageTokens', 'hasVmHead', 'configFromTransformers', 'configToTransformers', 'isTransformersLlavaConfig', 'weightsFromTransformers',
   'weightsToTransformers', 'readSafetensors', 'writeSafetensors', 'readCheckpointWeights', 'readTorchBin', 'applyLora', 'loadLoraAdapter', 'saveLoraAdapter', 'mergeLora',
   // train
-  'readTrainerState', 'trainOnFile', 'prepareFile', 'loadFileBatch', 'installStopHandlers', 'exitCodeFor', 'cosineWithWarmup', 'plotMetrics', 'applyTrainable',
+  'readTrainerState', 'trainOnFile', 'prepareFile', 'loadFileBatch', 'describeSkipped', 'installStopHandlers', 'exitCodeFor', 'cosineWithWarmup', 'plotMetrics', 'applyTrainable',
   // data
   'collate', 'nextTokenTargets', 'visualWordRows', 'tokenizeConversation', 'buildGenerationPrompt', 'buildPrompt', 'getTemplate',
   'tokenizerImageToken', 'readLlavaRecords', 'loadImage', 'decodeImage', 'preprocessClip', 'normalizeRgb', 'writeSortOfClevr',

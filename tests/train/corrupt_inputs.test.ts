@@ -205,6 +205,18 @@ describe('broken data files', () => {
     ck.model.dispose();
   });
 
+  it('nothing trainable: the reasons counted, with the first example of each', () => {
+    const recs = JSON.parse(fs.readFileSync(fx.data, 'utf8')) as Record<string, unknown>[];
+    const lines = recs.slice(0, 3).map((r, k) => JSON.stringify({ ...r, image: `images/missing${k}.png` }));
+    lines.splice(1, 0, '{"id": "cut", "conversations": [');
+    const bad = path.join(fx.imageFolder, 'nothing.jsonl');
+    fs.writeFileSync(bad, lines.join('\n') + '\n');
+    const r = cli('train', '--init', fx.init, '--data', bad, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'nothing'), '--steps', '1');
+    expect(r.status).toBe(2);
+    const missing0 = path.join(fx.imageFolder, 'images', 'missing0.png');
+    expect(r.stderr).toContain(`no trainable samples in ${bad}: 4 skipped: 3 image file not found (first: ${missing0}); 1 malformed JSON (first: ${bad}:2); 0 tokenization mismatches`);
+  });
+
   it('vwlmm train reports the skipped line as file:line; --strict fails naming it', () => {
     const out = path.join(dir, 'out');
     const r = cli('train', '--init', fx.init, '--data', jsonl, '--image-folder', fx.imageFolder, '--out', out, '--steps', '2', '--batch-size', '2');
