@@ -154,6 +154,7 @@ export function loadLoraAdapter(dir: string, model: WithDecoder): { adapters: nu
   const count = applyLora(model, { r: r as number, alpha: effAlpha, dropout: typeof c.lora_dropout === 'number' ? c.lora_dropout : 0, targetModules: targets as string[] });
   const params = loraParameters(model);
   const seen = new Set<string>();
+  let nonLora = 0;
   try {
     for (const [key, t] of weights) {
       if (!key.startsWith(PEFT_PREFIX)) throw new RangeError(`${where}: tensor '${key}' is not under '${PEFT_PREFIX}' (not a PEFT adapter file)`);
@@ -166,34 +167,29 @@ export function loadLoraAdapter(dir: string, model: WithDecoder): { adapters: nu
       }
       const p = params.get(name);
       if (!p) throw new RangeError(`${where}: tensor '${key}' has no place in this model (no LoRA adapter '${name}')`);
-      if (t.dtype !== 'float32' || t.shape.length !== 2 || t.shape[0] !== p.shape[0] || t.shape[1] !== p.shape[1])
-        throw new RangeError(`${where}: tensor '${key}' is ${t.dtype} [${t.shape.join(', ')}], the adapter needs float32 [${p.shape.join(', ')}]`);
-      p.buffer.write(t.data as Float32Array);
+      writeParameter(where, key, p, t);
       seen.add(name);
     }
     const missing = [...params.keys()].filter((n) => !seen.has(n));
     if (missing.length) throw new RangeError(`${where}: the adapter file lacks ${missing.length} adapter tensors, e.g. ${missing.slice(0, 3).join(', ')}`);
-  } catch (e) {
-    removeLora(model);
-    throw e;
-  }
-  // LLaVA's LoRA checkpoints keep the fully trained parts (the projector; vm_head for VW-LMM) beside the adapter
-  const extra = fs.existsSync(path.join(dir, 'non_lora_trainables.safetensors')) || fs.existsSync(path.join(dir, 'non_lora_trainables.bin'))
-    ? readAdapterFile(dir, 'non_lora_trainables', where) : null;
-  let nonLora = 0;
-  if (extra) {
+    // LLaVA's LoRA checkpoints keep the fully trained parts (the projector; vm_head for VW-LMM) beside the adapter
+    const extra = fs.existsSync(path.join(dir, 'non_lora_trainables.safetensors')) || fs.existsSync(path.join(dir, 'non_lora_trainables.bin'))
+      ? readAdapterFile(dir, 'non_lora_trainables', where) : new Map<string, HostTensor>();
     const all = model.namedParameters();
     // LLaVA's own normalisation (its model builder): drop "base_model.", then, when any name starts "model.model.",
     // one "model." from every name that starts with it
     let names = [...extra.keys()].map((k) => (k.startsWith('base_model.') ? k.slice('base_model.'.length) : k));
     if (names.some((n) => n.startsWith('model.model.'))) names = names.map((n) => (n.startsWith('model.') ? n.slice('model.'.length) : n));
-    for (const [k, [key, t]] of [...extra].entries()) {
-      const name = names[k];
-      const p = all.get(name);
-      if (!p) throw new RangeError(`${where}: non_lora_trainables tensor '${key}' has no place in this model`);
-      writeParameter(where, name, p, t);
+    [...extra.values()].forEach((t, k) => {
+      const p = all.get(names[k]);
+      if (!p) throw new RangeError(`${where}: non_lora_trainables tensor '${[...extra.keys()][k]}' has no place in this model`);
+      writeParameter(where, names[k], p, t);
       nonLora++;
-    }
+    });
+  } catch (e) {
+    // the adapters go; a non-LoRA tensor already written stays written (the caller discards a model that failed)
+    removeLora(model);
+    throw e;
   }
   return { adapters: count, nonLoraTrainables: nonLora };
 }

@@ -3,7 +3,7 @@
 // adapter changes nothing until it trains. The adapter hangs off the Linear as children lora_A / lora_B, so its
 // parameter names are PEFT's minus the adapter name ("model.layers.0.self_attn.q_proj.lora_A.weight"); PEFT's
 // adapter files (adapter_config.json + adapter_model.safetensors, names prefixed "base_model.model.") are read
-// and written by src/model/lora_io.ts.
+// and written by src/model/lora.ts.
 import { noGrad } from '../autograd';
 import { f32ToBf16 } from '../bf16';
 import * as F from '../functional';
@@ -35,8 +35,8 @@ export class LoraAdapter extends Module {
   readonly lora_B: LoraWeight;
   readonly scaling: number;
   readonly dropout: number;
-  /** Draws the dropout masks (seeded, so a run is reproducible); set per run by the caller when it matters. */
-  generator: Generator;
+  /** Draws the dropout masks (seeded, so a run is reproducible). */
+  private readonly generator: Generator;
   constructor(readonly base: Linear, readonly opts: LoraOptions, generator: Generator) {
     super();
     const { r, alpha } = opts, dropout = opts.dropout ?? 0;
