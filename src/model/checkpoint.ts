@@ -337,7 +337,7 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
     if (json.lora !== undefined && json.lora !== null) {
       const l = json.lora as Record<string, unknown>;
       if (typeof l !== 'object' || !Array.isArray(l.target_modules)) throw new TypeError(`checkpoint: ${dir}/config.json: lora must be an object with r, lora_alpha, lora_dropout, target_modules`);
-      applyLora(model, { r: l.r as number, alpha: l.lora_alpha as number, dropout: (l.lora_dropout as number) ?? 0, targetModules: l.target_modules as string[] });
+      withConfigFile(dir, () => applyLora(model, { r: l.r as number, alpha: l.lora_alpha as number, dropout: (l.lora_dropout as number) ?? 0, targetModules: l.target_modules as string[] }));
     } else if (loraKeys.length) {
       throw new Error(`checkpoint: ${dir} holds LoRA tensors (${loraKeys[0]}, ...) but its config.json has no lora entry saying how to apply them`);
     }
@@ -365,7 +365,7 @@ const KNOWN_ARCHITECTURES = [...VW_ARCHITECTURES, 'LlavaLlamaForCausalLM', 'Llav
  * says so or, as the official loader decides, the model's name (_name_or_path, else the directory) contains
  * "pif"; `pif` overrides that. Explicit vm_weight / vm_pif keys (our checkpoints) win.
  */
-function modelKind(dir: string, json: Record<string, unknown>, config: VwLmmConfig, weights: Set<string>, pif: boolean | undefined): VwLmmConfig {
+function modelKind(dir: string, json: Record<string, unknown>, config: VwLmmConfig, names: Set<string>, pif: boolean | undefined): VwLmmConfig {
   const arch = json.architectures;
   if (arch !== undefined && arch !== null) {
     if (!Array.isArray(arch) || !arch.every((a) => typeof a === 'string')) throw new TypeError(`architectures must be a list of class names, got ${JSON.stringify(arch)}`);
@@ -373,14 +373,14 @@ function modelKind(dir: string, json: Record<string, unknown>, config: VwLmmConf
     if (unknown.length) throw new RangeError(`architectures ${unknown.join(', ')} not supported (known: ${KNOWN_ARCHITECTURES.join(', ')}, and transformers' LlavaForConditionalGeneration layout)`);
   }
   const archs = (arch ?? []) as string[];
-  const vw = weights.has('vm_head.weight') || archs.some((a) => VW_ARCHITECTURES.includes(a));
+  const vw = names.has('vm_head.weight') || archs.some((a) => VW_ARCHITECTURES.includes(a));
   if (pif !== undefined && typeof pif !== 'boolean') throw new TypeError(`loadCheckpoint: pif must be a boolean, got ${JSON.stringify(pif)}`);
   const name = typeof json._name_or_path === 'string' && json._name_or_path ? json._name_or_path : path.basename(path.resolve(dir));
   const out = { ...config };
   if (json.vm_weight === undefined && vw) out.vmWeight = 1;
   if (pif !== undefined) out.pif = pif;
   else if (json.vm_pif === undefined && vw) out.pif = archs.includes('vwPifLlamaForCausalLM') || /pif/i.test(name);
-  if (out.pif && !weights.has('vm_head.weight')) throw new RangeError(`the model is the PIF variant${pif ? ' (pif: true)' : ` ("pif" in its name '${name}')`} but has no vm_head.weight, which PIF needs (pass pif: false to load it as plain LLaVA)`);
+  if (out.pif && !names.has('vm_head.weight')) throw new RangeError(`the model is the PIF variant${pif ? ' (pif: true)' : ` ("pif" in its name '${name}')`} but has no vm_head.weight, which PIF needs (pass pif: false to load it as plain LLaVA)`);
   return out;
 }
 
@@ -403,16 +403,20 @@ function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, 
   const config = withConfigFile(dir, () => configFromTransformers(json, fs.existsSync(pre) ? readJson(pre) : undefined));
   // the names mapped up front (weightsFromTransformers' rules), then the weights streamed in as in loadCheckpoint
   const ours = new Map<string, string>();
+  const taken = new Set<string>();
   const unknown: string[] = [];
   for (const n of checkpointTensorNames(dir)) {
     const o = ourNameFromTransformers(n);
     if (o === null) unknown.push(n);
-    else if ([...ours.values()].includes(o)) throw new Error(`checkpoint: tensors ${n} and another one both map to ${o}`);
-    else ours.set(n, o);
+    else if (taken.has(o)) throw new Error(`checkpoint: tensors ${n} and another one both map to ${o}`);
+    else {
+      ours.set(n, o);
+      taken.add(o);
+    }
   }
   if (unknown.length) throw new Error(`checkpoint: ${unknown.length} tensors are not part of transformers' LLaVA layout, e.g. ${unknown.slice(0, 5).join(', ')}`);
   const tc = json.text_config as Record<string, unknown> | undefined;
-  const tiedHead = (json.tie_word_embeddings === true || (typeof tc === 'object' && tc !== null && tc.tie_word_embeddings === true)) && ![...ours.values()].includes('lm_head.weight');
+  const tiedHead = (json.tie_word_embeddings === true || (typeof tc === 'object' && tc !== null && tc.tie_word_embeddings === true)) && !taken.has('lm_head.weight');
   const model = VwLmm.create(config, seed, { device, uninitialized: true });
   try {
     const sink = parameterSink(model);
