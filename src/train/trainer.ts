@@ -464,6 +464,8 @@ export class Trainer {
         bad = { what: 'loss', micro: m, detail: e.message };
       }
     }
+    // micro-batches loaded ahead but not used (a non-finite loss ended the step early) are dropped with it
+    for (let m = 0; m < accum; m++) this.ready.delete(batchKey(state.stage, state.step, m));
     let gradNorm = NaN;
     if (!bad) {
       const norm = clipGradNorm(params, s.maxGradNorm ?? 1.0, { errorIfNonfinite: false });
