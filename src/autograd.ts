@@ -7,6 +7,7 @@
 // Ownership rule: a backward function returns tensors that autograd then owns exclusively: fresh ones, or
 // (pass-through) one of its incoming gradients, which autograd then does not free with the node; never
 // one tensor for two inputs. Everything is freed deterministically.
+import { autocast, computeDtype } from './amp';
 import { callOp } from './call_op';
 import { GradNode, keep, scope, setBackwardImpl, Tensor } from './tensor';
 
@@ -164,7 +165,8 @@ export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tens
   if (!gradEnabled || (!grads.some(Boolean) && ![...params].some((p) => p.requiresGrad))) return fn(...inputs);
   const out = scope(() => noGrad(() => fn(...inputs)));
   if (!(out instanceof Tensor) || out.isView) throw new TypeError('gradientCheckpoint: fn must return a tensor it created (not a view or a non-tensor)');
-  record('gradientCheckpoint', inputs, [out], ([g]) => {
+  const dtype = computeDtype(); // the recomputation runs in the forward's precision (torch keeps the autocast state too)
+  record('gradientCheckpoint', inputs, [out], ([g]) => autocast(dtype, () => {
     // Leaves that share the inputs' memory collect the input gradients; the parameters' gradients
     // accumulate into their .grad as in any backward. The recomputed intermediates die with the scope.
     const leaves = inputs.map((x, k) => (grads[k] ? x.view(x.shape) : x));
@@ -179,7 +181,7 @@ export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tens
         return lg;
       });
     });
-  });
+  }));
   return out;
 }
 

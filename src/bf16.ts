@@ -1,4 +1,5 @@
-// bfloat16 <-> float32 on the host (the CUDA addon stores bf16 as raw 16-bit words).
+// bfloat16 <-> float32 on the host (both addons store bf16 as raw 16-bit words; native/core/bf16.h is the
+// same conversion in C++).
 // Rounding is to nearest even, NaN stays NaN, as torch's .to(torch.bfloat16).
 
 const f32 = new Float32Array(1);
@@ -28,6 +29,7 @@ export function bf16ToF32(src: Uint16Array): Float32Array {
 /** The float32 value nearest to x after a round trip through bfloat16. */
 export function roundToBf16(x: number): number {
   f32[0] = x;
+  if (Number.isNaN(x)) return x;
   const b = u32[0];
   u32[0] = (((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff) << 16;
   return f32[0];

@@ -31,6 +31,13 @@ const num = (name: string) => (v: string) => {
 // --device of every command that runs a model: checked (and the GPU made ready) before any work, with an error
 // naming --device and, for CUDA, why it is unusable here
 const DEVICE_HELP = 'where the model runs: cpu, cuda or cuda:N (default cpu)';
+const DTYPE_HELP = 'precision of the products: bf16 (bf16 GEMM operands; fp32 master weights, AdamW, norms, softmax and loss) or fp32 (default: bf16 on cuda, fp32 on cpu)';
+/** --dtype, checked by the library's parser (src/amp.ts); undefined: the device's default. */
+async function computeDtypeOf(v: string | undefined): Promise<'float32' | 'bfloat16' | undefined> {
+  if (v === undefined) return undefined;
+  const { parseComputeDtype } = await import('./index');
+  return parseComputeDtype('--dtype', v);
+}
 async function device(spec: string): Promise<DeviceSpec> {
   const { useDevice } = await import('./index');
   useDevice('--device', spec as DeviceSpec);
@@ -125,12 +132,13 @@ program.command('demo').description('generate Sort-of-CLEVR, train a small VW-LM
   .option('--json', 'end with one JSON object')
   .option('--resume', 'continue an interrupted demo from its checkpoints (same --out, --seed, --scale)')
   .option('--device <d>', DEVICE_HELP, 'cpu')
-  .action(async (o: { out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; device: string }) => {
+  .option('--dtype <d>', DTYPE_HELP)
+  .action(async (o: { out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; device: string; dtype?: string }) => {
     if (!(o.scale > 0)) fail('--scale must be > 0');
     const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
     try {
-      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: await device(o.device) });
+      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: await device(o.device), dtype: await computeDtypeOf(o.dtype) });
       if (o.json) console.log(JSON.stringify(res));
     } catch (e) {
       if (e instanceof TrainingInterrupted) await exitInterrupted(e);
@@ -164,7 +172,8 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--non-finite <action>', 'a step with a NaN/Inf loss or gradient norm: skip its update, or stop', 'skip')
   .option('--gradient-checkpointing', 'recompute every decoder and vision layer in the backward: less memory, one more forward per layer')
   .option('--device <d>', DEVICE_HELP, 'cpu')
-  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
+  .option('--dtype <d>', DTYPE_HELP)
+  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
@@ -189,6 +198,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
       from = found;
     } else existing(from, 'init checkpoint', 'dir');
     const { trainOnFile, readTrainerState, TrainingInterrupted, plotMetrics, Progress } = await import('./train');
+    const dtype = await computeDtypeOf(o.dtype);
     const { model, config, tokenizerPath } = loadCheckpoint(from, { device: await device(o.device) });
     if (!tokenizerPath) fail(`checkpoint ${from} has no tokenizer.json`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
@@ -203,7 +213,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         lr: o.lr, visionTowerLr: o.mmVisionTowerLr, projectorLr: o.mmProjectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
         trainable: { visionTower: parts.includes('vision'), projector: parts.includes('projector'), llm: parts.includes('llm'), vmHead: parts.includes('vm'), lora: parts.includes('lora') },
         lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
-        strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing,
+        strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, dtype,
         onLog: (r) => {
           progress.update(r);
           if (r.type === 'nonfinite') {

@@ -1,8 +1,11 @@
 // F.*, the differentiable layer: each function checks its arguments, runs ops of the table (callOp ->
 // native/<backend>/<op>)
-// and, when an input requires grad, records its backward on the tape (src/autograd.ts). Backward
+// and, when an input requires grad, records its backward on the tape (src/autograd.ts). Inside
+// autocast('bfloat16') (src/amp.ts) linear, patchEmbed and the fused losses run their products on bf16
+// copies and return float32. Backward
 // functions return fresh tensors (the autograd ownership rule); tensors captured by a backward closure
 // are inputs/outputs that the caller's scope owns, while `saved` holds what only the backward needs.
+import { autocast, bf16Operand, castsToBf16, castTensor } from './amp';
 import { isGradEnabled, needsGrad, record } from './autograd';
 import { callOp, opConstants } from './call_op';
 import { rangeError, typeError } from './errors';
@@ -217,6 +220,7 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
   if (b && b.shape[0] !== O) throw rangeError(where, `b ${shapeStr(b.shape)} must have ${O} entries`);
   for (const [n, t] of [['w', w], ['b', b]] as const) if (t && t.device !== x.device) throw new TypeError(`${where}: ${n} is on ${t.device} but x is on ${x.device}`);
   const R = x.size / Math.max(I, 1);
+  if (castsToBf16(x, w, b)) return linearBf16(x, w, b, R, O, I);
   const out = Tensor.empty([...x.shape.slice(0, -1), O], { device: x.device, dtype: x.dtype });
   mm(x, w, out, 1, R, O, I, false, true, 0, 0, 0, false, b);
   if (needsGrad(x, w, b)) {
@@ -230,6 +234,57 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
       return [gx, gw, gb];
     });
   }
+  return out;
+}
+
+/**
+ * F.linear under autocast('bfloat16'): x and w as bf16 operands, fp32 accumulation into a float32 output
+ * (bias float32); the backward casts the gradient to bf16 for dx = g w and dw = g^T x (both float32 out).
+ * Saves x's bf16 copy (half of x); the weight's copy is the region's (recast if the region has ended).
+ */
+function linearBf16(x: Tensor, w: Tensor, b: Tensor | null, R: number, O: number, I: number): Tensor {
+  const xb = castTensor(x, 'bfloat16');
+  const wb = bf16Operand(w);
+  const out = Tensor.empty([...x.shape.slice(0, -1), O], { device: x.device, dtype: 'float32' });
+  try {
+    mm(xb, wb.t, out, 1, R, O, I, false, true, 0, 0, 0, false, b);
+  } catch (e) {
+    xb.dispose();
+    if (wb.owned) wb.t.dispose();
+    out.dispose();
+    throw e;
+  }
+  if (!needsGrad(x, w, b)) {
+    xb.dispose();
+    if (wb.owned) wb.t.dispose();
+    return out;
+  }
+  record('linear', [x, w, b], [out], ([g]) => {
+    const gb = castTensor(g!, 'bfloat16');
+    const wq = !wb.owned && wb.t.disposed ? bf16Operand(w) : wb;
+    try {
+      const gx = x.requiresGrad ? like(x) : null;
+      if (gx) mm(gb, wq.t, gx, 1, R, I, O, false, false, 0, 0, 0, false);          // dx = g w
+      const gw = w.requiresGrad ? like(w) : null;
+      if (gw) mm(gb, xb, gw, 1, O, I, R, true, false, 0, 0, 0, false);              // dw = g^T x
+      const gbias = b && b.requiresGrad ? like(b) : null;
+      if (gbias) callOp('sum_rows', x.device, [g], [gbias], [R, O, 0]);             // db = sum_rows g (fp32)
+      return [gx, gw, gbias];
+    } finally {
+      gb.dispose();
+      if (wq !== wb && wq.owned) wq.t.dispose();
+    }
+  }, wb.owned ? [xb, wb.t] : [xb]);
+  return out;
+}
+
+/** x in another float dtype (float32 <-> bfloat16); the gradient is cast back to x's dtype. */
+export function cast(x: Tensor, dtype: 'float32' | 'bfloat16'): Tensor {
+  const where = 'F.cast';
+  check(where, 'x', x);
+  if (dtype !== 'float32' && dtype !== 'bfloat16') throw typeError(where, 'dtype', "'float32' or 'bfloat16'", dtype);
+  const out = castTensor(x, dtype);
+  if (needsGrad(x)) record('cast', [x], [out], ([g]) => [castTensor(g!, x.dtype as 'float32' | 'bfloat16')]);
   return out;
 }
 
@@ -528,14 +583,31 @@ export function patchEmbed(images: Tensor, weight: Tensor): Tensor {
   if (H % p !== 0 || W % p !== 0) throw rangeError(where, `image size ${H}x${W} is not a multiple of the patch size ${p}`);
   if (images.requiresGrad) throw new TypeError(`${where}: gradients with respect to the pixels are not supported`);
   const P = (H / p) * (W / p), K = C * p * p;
-  const cols = Tensor.empty([B, P, K], { device: images.device, dtype: images.dtype });
+  let cols = Tensor.empty([B, P, K], { device: images.device, dtype: images.dtype });
   callOp('im2col', images.device, [images], [cols], [B, C, H, W, p]);
-  const out = Tensor.empty([B, P, D], { device: images.device, dtype: images.dtype });
-  mm(cols, weight, out, 1, B * P, D, K, false, true, 0, 0, 0, false);
+  // autocast('bfloat16'): the patch columns and the weight as bf16 operands (fp32 output and gradient)
+  const bf16 = castsToBf16(images, weight);
+  if (bf16) {
+    const c16 = castTensor(cols, 'bfloat16');
+    cols.dispose();
+    cols = c16;
+  }
+  const wop = bf16 ? bf16Operand(weight) : { t: weight, owned: false };
+  const out = Tensor.empty([B, P, D], { device: images.device, dtype: 'float32' });
+  try {
+    mm(cols, wop.t, out, 1, B * P, D, K, false, true, 0, 0, 0, false);
+  } finally {
+    if (wop.owned) wop.t.dispose();
+  }
   if (needsGrad(weight)) {
     record('patch_embed', [images, weight], [out], ([g]) => {
       const gw = zerosLike(weight);
-      mm(g!, cols, gw, 1, D, K, B * P, true, false, 0, 0, 0, true);
+      const gop = bf16 ? castTensor(g!, 'bfloat16') : g!;
+      try {
+        mm(gop, cols, gw, 1, D, K, B * P, true, false, 0, 0, 0, true);
+      } finally {
+        if (gop !== g) gop.dispose();
+      }
       return [null, gw];
     }, [cols]);
   } else {
@@ -558,6 +630,31 @@ function takeScaled(t: Tensor | null, s: number, want: boolean): Tensor | null {
   return t;
 }
 
+/**
+ * Runs a fused op on the operands `ts`, as bf16 copies under autocast('bfloat16') (castsToBf16), else as
+ * they are; the copies made here are freed when it returns.
+ */
+function withOperands<R>(ts: Tensor[], run: (ops: Tensor[]) => R): R {
+  const bf16 = castsToBf16(...ts);
+  const ops = bf16 ? [] as { t: Tensor; owned: boolean }[] : ts.map((t) => ({ t, owned: false }));
+  try {
+    if (bf16) for (const t of ts) ops.push(bf16Operand(t));
+    return run(ops.map((o) => o.t));
+  } finally {
+    for (const o of ops) if (o.owned) o.t.dispose();
+  }
+}
+
+/** A gradient the fused op wrote in bf16 (the dtype of its operand), as the float32 its input needs. */
+function asFloat32(t: Tensor | null): Tensor | null {
+  if (!t || t.dtype === 'float32') return t;
+  try {
+    return castTensor(t, 'float32');
+  } finally {
+    t.dispose();
+  }
+}
+
 /** Cross-entropy of h w^T against targets as a differentiable scalar (fused; no [N, V] logits). */
 export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: Omit<LinearCrossEntropyOptions, 'grad' | 'gradScale'> = {}): Tensor {
   opts = optionsOf('F.linearCrossEntropy', opts);
@@ -565,7 +662,8 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: 
   check('F.linearCrossEntropy', 'w', w);
   if (opts.reduction === 'none') throw rangeError('F.linearCrossEntropy', "reduction 'none' is not differentiable here; use fused.linearCrossEntropy");
   const grad = isGradEnabled() && (h.requiresGrad || w.requiresGrad);
-  const r = fused.linearCrossEntropy(h, w, targets, { ...opts, grad });
+  const r = withOperands([h, w], ([hh, ww]) => fused.linearCrossEntropy(hh, ww, targets, { ...opts, grad }));
+  r.dh = asFloat32(r.dh);
   const out = scalarLike(h, r.loss);
   if (grad) {
     const saved = [r.dh!, r.dw!];
@@ -586,7 +684,9 @@ export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opt
   if (opts.reduction === 'none') throw rangeError('F.visualWordKL', "reduction 'none' is not differentiable here; use fused.visualWordKL");
   const needTarget = !opts.detachTarget && (x.requiresGrad || wVm.requiresGrad);
   const grad = isGradEnabled() && (h.requiresGrad || wLm.requiresGrad || needTarget);
-  const r = fused.visualWordKL(h, wLm, x, wVm, { ...opts, grad, detachTarget: !needTarget });
+  const r = withOperands([h, wLm, x, wVm], ([hh, wl, xx, wv]) => fused.visualWordKL(hh, wl, xx, wv, { ...opts, grad, detachTarget: !needTarget }));
+  r.dh = asFloat32(r.dh);
+  r.dx = asFloat32(r.dx);
   const out = scalarLike(h, r.loss);
   if (grad) {
     const saved = [r.dh, r.dwLm, r.dx, r.dwVm].filter((t): t is Tensor => t !== null);
@@ -602,10 +702,15 @@ export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opt
 
 /** PIF: softmax(x wVm^T) e, differentiable (fused forward and backward kernels). */
 export function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor): Tensor {
-  const out = fused.pseudoImageFeatures(x, wVm, e);
+  // under autocast('bfloat16') both kernels take bf16 copies (recast in the backward: x's copy is not kept)
+  const bf16 = castsToBf16(x, wVm, e);
+  const out = asFloat32(withOperands([x, wVm, e], ([xx, wv, ee]) => fused.pseudoImageFeatures(xx, wv, ee)))!;
   if (needsGrad(x, wVm, e)) {
     record('pseudo_image_features', [x, wVm, e], [out], ([g]) => {
-      const r = fused.pseudoImageFeaturesBackward(x, wVm, e, g!);
+      const r = bf16
+        ? autocast('bfloat16', () => withOperands([x, wVm, e, g!], ([xx, wv, ee, gg]) => fused.pseudoImageFeaturesBackward(xx, wv, ee, gg)))
+        : fused.pseudoImageFeaturesBackward(x, wVm, e, g!);
+      r.dx = asFloat32(r.dx)!;
       const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));
       return [keepOrDrop(r.dx, x.requiresGrad), keepOrDrop(r.dwVm, wVm.requiresGrad), keepOrDrop(r.de, e.requiresGrad)];
     });

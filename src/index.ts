@@ -14,6 +14,8 @@ export type { OpStats } from './call_op';
 export { fused, DEFAULT_WORKSPACE_BUDGET } from './fused';
 export * as F from './functional';
 export { backward, gradientCheckpoint, noGrad, isGradEnabled, zeroGrad, clearTape, tapeLength } from './autograd';
+export { autocast, computeDtype, defaultComputeDtype, parseComputeDtype } from './amp';
+export type { ComputeDtype } from './amp';
 export { AdamW, clipGradNorm, gradNorm } from './optim';
 export type { AdamWOptions, ParamGroup } from './optim';
 export { Generator } from './random';

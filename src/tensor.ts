@@ -172,8 +172,6 @@ export class Tensor {
       throw typeError(where, 'dtype', "'float32', 'int32' or 'bfloat16'", dtype);
     if ((dtype === 'int32') !== data instanceof Int32Array)
       throw typeError(where, 'data', dtype === 'int32' ? 'an Int32Array for dtype int32' : `a Float32Array for dtype ${dtype}`, data);
-    if (dtype === 'bfloat16' && device !== 'cuda')
-      throw typeError(where, 'dtype', "'float32' or 'int32' on the CPU (bfloat16 is a CUDA dtype)", dtype);
     if (data.length !== n)
       throw rangeError(where, `data has ${data.length} elements but shape [${shape.join(', ')}] needs ${n}`);
     const addon = addonFor(device, where);
@@ -203,7 +201,6 @@ export class Tensor {
     const dtype = opts.dtype ?? 'float32';
     if (device !== 'cpu' && device !== 'cuda') throw typeError(where, 'device', "'cpu' or 'cuda'", device);
     if (!isDType(dtype)) throw typeError(where, 'dtype', "'float32', 'int32' or 'bfloat16'", dtype);
-    if (dtype === 'bfloat16' && device !== 'cuda') throw typeError(where, 'dtype', "'float32' or 'int32' on the CPU (bfloat16 is a CUDA dtype)", dtype);
     const n = checkShape(where, shape);
     const addon = addonFor(device, where);
     return new Tensor(new addon.NativeBuffer(n * DTYPE_BYTES[dtype], zero), shape, dtype, device);
@@ -279,7 +276,7 @@ export class Tensor {
     const where = 'Tensor.to';
     if (device !== 'cpu' && device !== 'cuda') throw typeError(where, 'device', "'cpu' or 'cuda'", device);
     if (dtype !== undefined && !isDType(dtype)) throw typeError(where, 'dtype', "'float32', 'int32' or 'bfloat16'", dtype);
-    const target = dtype ?? (device === 'cpu' && this.dtype === 'bfloat16' ? 'float32' : this.dtype);
+    const target = dtype ?? this.dtype;
     if ((target === 'int32') !== (this.dtype === 'int32')) throw typeError(where, 'dtype', `a ${this.dtype === 'int32' ? 'int32' : 'float'} dtype for a ${this.dtype} tensor`, target);
     addonFor(device, where); // a clear error when CUDA is unavailable
     const data = this.toArray();

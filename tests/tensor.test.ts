@@ -123,8 +123,20 @@ describe('Tensor', () => {
     expect(() => Tensor.fromArray(new Float32Array(2), [2, -1])).toThrow(/shape/);
     expect(() => Tensor.fromArray(new Float32Array(2), [2.5])).toThrow(/shape/);
     expect(() => Tensor.fromArray(new Float32Array(2), [2], { dtype: 'int32' })).toThrow(/Int32Array/);
-    expect(() => Tensor.fromArray(new Float32Array(2), [2], { dtype: 'bfloat16' })).toThrow(/bfloat16 is a CUDA dtype/);
     expect(() => Tensor.fromArray(new Float32Array(2), [2], { device: 'tpu' as 'cpu' })).toThrow(/device/);
+  });
+
+  it('holds bfloat16 on the CPU (rounded to nearest even) and converts with to()', () => {
+    const a = new Float32Array([1, 1 + 2 ** -8, -2.5, 3.14159, 1e-3, NaN, Infinity]);
+    scope(() => {
+      const b = Tensor.fromArray(a, [7], { dtype: 'bfloat16' });
+      expect(b.buffer.bytes).toBe(14);
+      expect(Array.from(b.toArray())).toEqual(Array.from(bf16ToF32(f32ToBf16(a))));
+      expect(b.to('cpu').dtype).toBe('bfloat16');
+      expect(Array.from(b.to('cpu', 'float32').toArray())).toEqual(Array.from(b.toArray()));
+      expect(Tensor.zeros([3], { dtype: 'bfloat16' }).toArray()).toEqual(new Float32Array(3));
+      expect(() => b.to('cpu', 'int32')).toThrow(/a float dtype for a bfloat16 tensor/);
+    });
   });
 
   it.skipIf(cudaAvailable())('asking for CUDA without a GPU names the reason', () => {

@@ -22,7 +22,7 @@ fi
 echo "build: $(( $(date +%s) - t0 )) s"; grep -E "vwlmm: (CPU GEMM|CUDA addon)" "$OUT/build.log"
 node -e "require('./node_modules/tsx/dist/cjs/api/index.cjs').register(); const v=require('./src'); console.log(JSON.stringify(v.backendInfo()))" 2>&1 | tee "$OUT/backend.json" | head -c 1500; echo
 t0=$(date +%s)
-timeout ${TEST_TIMEOUT:-240} node node_modules/vitest/vitest.mjs run ${TESTS:-tests/kernels tests/engine tests/tensor.test.ts} >"$OUT/tests.log" 2>&1
+timeout ${TEST_TIMEOUT:-240} node node_modules/vitest/vitest.mjs run ${TESTS:-tests/kernels tests/engine tests/tensor.test.ts tests/model/device.test.ts tests/model/mixed_precision.test.ts} >"$OUT/tests.log" 2>&1
 echo "tests: rc $? in $(( $(date +%s) - t0 )) s"
 grep -E "FAIL|✗|×|AssertionError|Error:" "$OUT/tests.log" | head -40
 tail -8 "$OUT/tests.log"

@@ -1,4 +1,4 @@
-// Helpers shared by the CPU fused kernels: the float32 and finiteness checks, the logit blocks of the
+// Helpers shared by the CPU fused kernels: the finiteness checks, the logit blocks of the
 // row-chunk loop and the backward of the logits, the row-loss totals.
 #pragma once
 #include <cmath>
@@ -19,11 +19,6 @@ namespace vw::cpu {
 // (it is declared nonnull: undefined behaviour even for 0 bytes).
 inline void zero_f32(void* p, int64_t n) {
   if (n > 0) std::memset(p, 0, sizeof(float) * static_cast<size_t>(n));
-}
-
-// The argument readers (native/core/fused_args.h) have checked the sizes and buffers; the CPU adds its dtype.
-inline void check_f32(const char* op, DType t) {
-  if (t != DType::F32) throw_type_error("[", op, "] the CPU backend computes in float32, got ", dtype_name(t));
 }
 
 // Throws a RangeError naming the argument and the first bad index if x holds NaN or +-Inf.

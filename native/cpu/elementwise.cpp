@@ -6,10 +6,14 @@
 //   add_broadcast: Z[b, :] = X[b, :] + y for b < B   (position embeddings; backward: dX = dZ,
 //                  dy = sum_rows dZ)
 //   fill:          X[0..n) = value
+//   cast:          Y = X in Y's dtype (float32 <-> bfloat16, native/core/bf16.h)
 // Loops are plain contiguous passes under `omp simd` (exact aliasing of an output with an input is an
 // element-wise dependence only), split over the pool above kElemGrain elements.
 #include <algorithm>
+#include <cstring>
 
+#include "../core/bf16.h"
+#include "../core/cast_args.h"
 #include "work_split.h"
 #include "ops_cpu.h"
 #include "parallel.h"
@@ -72,6 +76,27 @@ void fill_cpu(const OpCall& c) {
   const float v = static_cast<float>(c.fp(0, "value"));
   float* x = c.out_f32(0, n, "X");
   parallel_for(n, 4 * kElemGrain, [&](int64_t i0, int64_t i1) { std::fill(x + i0, x + i1, v); });
+}
+
+void cast_cpu(const OpCall& c) {
+  const CastArgs a = read_cast(c);
+  auto pass = [&](auto convert) {
+    parallel_for(a.n, kElemGrain, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) convert(i);
+    });
+  };
+  const float* xf = static_cast<const float*>(a.x);
+  const uint16_t* xh = static_cast<const uint16_t*>(a.x);
+  float* yf = static_cast<float*>(a.y);
+  uint16_t* yh = static_cast<uint16_t*>(a.y);
+  if (a.n == 0) return;
+  if (a.tx == a.ty) {
+    if (a.x != a.y) std::memcpy(a.y, a.x, static_cast<size_t>(a.n) * dtype_size(a.tx));
+  } else if (a.ty == DType::BF16) {
+    pass([&](int64_t i) { yh[i] = bf16_from_f32(xf[i]); });
+  } else {
+    pass([&](int64_t i) { yf[i] = f32_from_bf16(xh[i]); });
+  }
 }
 
 }  // namespace vw::cpu

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "float32_view.h"
 #include "gemm.h"
 #include "ops_cpu.h"
 
@@ -14,7 +15,6 @@ namespace vw::cpu {
 
 OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   const char* op = "linear_cross_entropy";
-  check_f32(op, a.dtype);
   const int64_t N = a.N, d = a.d, V = a.V;
   const float* h = static_cast<const float*>(a.h);
   const float* w = static_cast<const float*>(a.w);
@@ -86,6 +86,10 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
 }
 
 // The table entries (native/core/ops.def).
-void linear_cross_entropy_cpu(const OpCall& c) { c.report(linear_cross_entropy(read_linear_cross_entropy(c))); }
+// bf16 h/w/x (mixed precision) run on float32 copies (float32_view.h), after the call is checked as given.
+void linear_cross_entropy_cpu(const OpCall& c) {
+  read_linear_cross_entropy(c);
+  in_float32(c, [](const OpCall& w) { w.report(linear_cross_entropy(read_linear_cross_entropy(w))); });
+}
 
 }  // namespace vw::cpu

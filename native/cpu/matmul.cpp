@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../core/matmul_args.h"
+#include "float32_view.h"
 #include "work_split.h"
 #include "ops_cpu.h"
 #include "gemm.h"
@@ -19,7 +20,8 @@
 
 namespace vw::cpu {
 
-void matmul_cpu(const OpCall& c) {
+namespace {
+void matmul_f32(const OpCall& c) {
   const MatmulArgs a = read_matmul(c, false);
   if (a.empty()) return;
   const int64_t batch = a.batch, M = a.M, N = a.N, K = a.K, sA = a.sA, sB = a.sB, sC = a.sC;
@@ -51,6 +53,13 @@ void matmul_cpu(const OpCall& c) {
     }
     sgemm(ta, tb, M, N, K, a.alpha, A + b * sA, ta ? M : K, B + b * sB, tb ? K : N, beta, Cb, N);
   }
+}
+}  // namespace
+
+// bf16 operands (mixed precision): checked as CUDA checks them, then computed in float32 on widened copies.
+void matmul_cpu(const OpCall& c) {
+  if (read_matmul(c, true).empty()) return;
+  in_float32(c, matmul_f32);
 }
 
 void sum_rows_cpu(const OpCall& c) {

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "float32_view.h"
 #include "gemm.h"
 #include "ops_cpu.h"
 
@@ -25,9 +26,8 @@ void softmax_rows(const char* op, float* z, int64_t nc, int64_t V, int64_t c0) {
   });
 }
 
-// The dtype and the inputs of either op (gradOut: the backward's).
+// The inputs of either op (gradOut: the backward's).
 void check_pif(const char* op, const PseudoImageFeaturesArgs& a) {
-  check_f32(op, a.dtype);
   check_finite(op, "x", a.x, a.N * a.d);
   check_finite(op, "wVm", a.w_vm, a.V * a.d);
   check_finite(op, "e", a.e, a.V * a.dE);
@@ -97,7 +97,14 @@ OpStats pseudo_image_features_backward(const PseudoImageFeaturesArgs& a) {
 }
 
 // The table entries (native/core/ops.def).
-void pseudo_image_features_cpu(const OpCall& c) { c.report(pseudo_image_features(read_pseudo_image_features(c, false))); }
-void pseudo_image_features_backward_cpu(const OpCall& c) { c.report(pseudo_image_features_backward(read_pseudo_image_features(c, true))); }
+// bf16 x/wVm/e (mixed precision) run on float32 copies (float32_view.h), after the call is checked as given.
+void pseudo_image_features_cpu(const OpCall& c) {
+  read_pseudo_image_features(c, false);
+  in_float32(c, [](const OpCall& w) { w.report(pseudo_image_features(read_pseudo_image_features(w, false))); });
+}
+void pseudo_image_features_backward_cpu(const OpCall& c) {
+  read_pseudo_image_features(c, true);
+  in_float32(c, [](const OpCall& w) { w.report(pseudo_image_features_backward(read_pseudo_image_features(w, true))); });
+}
 
 }  // namespace vw::cpu

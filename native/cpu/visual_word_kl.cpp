@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "float32_view.h"
 #include "gemm.h"
 #include "ops_cpu.h"
 
@@ -15,7 +16,6 @@ namespace vw::cpu {
 
 OpStats visual_word_kl(const VisualWordKLArgs& a) {
   const char* op = "visual_word_kl";
-  check_f32(op, a.dtype);
   const int64_t M = a.M, d = a.d, V = a.V;
   const float* h = static_cast<const float*>(a.h);
   const float* x = static_cast<const float*>(a.x);
@@ -76,6 +76,10 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
 }
 
 // The table entries (native/core/ops.def).
-void visual_word_kl_cpu(const OpCall& c) { c.report(visual_word_kl(read_visual_word_kl(c))); }
+// bf16 h/w/x (mixed precision) run on float32 copies (float32_view.h), after the call is checked as given.
+void visual_word_kl_cpu(const OpCall& c) {
+  read_visual_word_kl(c);
+  in_float32(c, [](const OpCall& w) { w.report(visual_word_kl(read_visual_word_kl(w))); });
+}
 
 }  // namespace vw::cpu

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "common.h"
+#include "float32_view.h"
 #include "gemm.h"
 #include "ops_cpu.h"
 
@@ -11,7 +12,6 @@ namespace vw::cpu {
 
 OpStats visual_words(const VisualWordsArgs& a) {
   const char* op = "visual_words";
-  check_f32(op, a.dtype);
   const int64_t N = a.N, d = a.d, V = a.V, k = a.k;
   const float* x = static_cast<const float*>(a.x);
   const float* w = static_cast<const float*>(a.w_vm);
@@ -64,6 +64,10 @@ OpStats visual_words(const VisualWordsArgs& a) {
 }
 
 // The table entries (native/core/ops.def).
-void visual_words_cpu(const OpCall& c) { c.report(visual_words(read_visual_words(c))); }
+// bf16 h/w/x (mixed precision) run on float32 copies (float32_view.h), after the call is checked as given.
+void visual_words_cpu(const OpCall& c) {
+  read_visual_words(c);
+  in_float32(c, [](const OpCall& w) { w.report(visual_words(read_visual_words(w))); });
+}
 
 }  // namespace vw::cpu

@@ -3,6 +3,7 @@
 // test split through the file pipeline (the same code as `vwlmm eval`), and write the checkpoint, the
 // metrics log, the loss curve and a visual-words picture. With ablation, the same run with vmWeight 0.
 // Before training it says which CPU GEMM runs and how long the run should take here (src/demo/estimate.ts).
+import type { ComputeDtype } from '../amp';
 import * as fs from 'fs';
 import * as path from 'path';
 import { DeviceSpec, useDevice } from '../device';
@@ -81,11 +82,11 @@ export function visualWordAgreement(model: VwLmm, tokenizer: TextTokenizer, spli
   return total ? hit / total : null;
 }
 
-async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, pretrainedTower?: Map<string, Float32Array>): Promise<{ result: DemoRunResult; model: VwLmm; test: SplitData; tower: Map<string, Float32Array> | null }> {
+async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>): Promise<{ result: DemoRunResult; model: VwLmm; test: SplitData; tower: Map<string, Float32Array> | null }> {
   const t0 = Date.now();
   const progress = new Progress(50, quiet ? process.stderr : process.stdout);
   const res = await runRecipe(recipe, {
-    outDir: dir, device, resume, handleSignals: true, pretrainedTower,
+    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower,
     tokenizerJson: JSON.parse(fs.readFileSync(path.join(dataDir, 'tokenizer.json'), 'utf8')),
     onLog: (r) => {
       progress.update(r);
@@ -115,7 +116,7 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   };
 }
 
-export async function runDemo(o: { outDir: string; seed: number; ablation: boolean; scale: number; quiet: boolean; recipe?: Recipe; resume?: boolean; device?: DeviceSpec }): Promise<DemoResult> {
+export async function runDemo(o: { outDir: string; seed: number; ablation: boolean; scale: number; quiet: boolean; recipe?: Recipe; resume?: boolean; device?: DeviceSpec; dtype?: ComputeDtype }): Promise<DemoResult> {
   const t0 = Date.now();
   const log = (s: string) => (o.quiet ? process.stderr.write(s + '\n') : console.log(s));
   const recipe = scaled({ ...(o.recipe ?? DEFAULT_RECIPE), seed: o.seed }, o.scale);
@@ -124,7 +125,7 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   // what a --resume has left: each run's trained steps from its checkpoint (stage 0 is then skipped)
   const done = o.resume ? { vw: stepsDone(path.join(o.outDir, 'vw')), llava: o.ablation ? stepsDone(path.join(o.outDir, 'llava')) : null } : undefined;
   useDevice('vwlmm demo', o.device); // before anything else: no GPU is an error now, not after the data
-  const calibration = await calibrate(recipe, { device: o.device });
+  const calibration = await calibrate(recipe, { device: o.device, dtype: o.dtype });
   const estimate = { ...estimateDemo(demoWork(recipe, { ablation: o.ablation, done }), calibration), calibration };
   log(estimateNotice(estimate, calibration, { ablation: o.ablation, resumed: !!done && (done.vw !== null || done.llava !== null) }));
   const dataDir = path.join(o.outDir, 'data');
@@ -133,7 +134,7 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
   const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
   log(`training VW-LMM (vmWeight ${recipe.vmWeight}): stage 0 vision tower ${recipe.stage0.steps} steps, stage 1 captions ${recipe.stage1.steps} steps, stage 2 questions ${recipe.stage2.steps} steps`);
-  const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device);
+  const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype);
   const metrics = path.join(o.outDir, 'vw', 'metrics.jsonl');
   const lossCurve = path.join(o.outDir, 'vw', 'loss_curve.png');
   await plotMetrics(metrics, lossCurve, `VW-LMM on Sort-of-CLEVR (seed ${o.seed})`);
@@ -148,7 +149,7 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   let ablation: DemoRunResult | undefined;
   if (o.ablation) {
     log('ablation: the same run with vmWeight 0 (plain LLaVA objective), from the same stage-0 tower');
-    const a = await oneRun({ ...recipe, vmWeight: 0 }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, main.tower ?? undefined);
+    const a = await oneRun({ ...recipe, vmWeight: 0 }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined);
     a.model.dispose();
     ablation = a.result;
   }

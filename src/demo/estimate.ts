@@ -6,6 +6,7 @@
 // demo's step, question and image counts (demoWork). So a slow GEMM, a loaded machine or fewer cores all show
 // up in the estimate. The calibration itself takes some 4-12 s on 2 cores with OpenBLAS (more with a slow
 // GEMM: ~35 s with the first release's built-in one).
+import type { ComputeDtype } from '../amp';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -191,7 +192,7 @@ const CAL_STEPS = 20;
  * in a temporary directory that is removed afterwards), then its answers to a small written test set (the
  * demo's file evaluation). Nothing of it touches the demo's own run.
  */
-export async function calibrate(r: Recipe, opts: { device?: DeviceSpec } = {}): Promise<Calibration> {
+export async function calibrate(r: Recipe, opts: { device?: DeviceSpec; dtype?: ComputeDtype } = {}): Promise<Calibration> {
   const t0 = Date.now();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-calibration-'));
   try {
@@ -212,7 +213,7 @@ export async function calibrate(r: Recipe, opts: { device?: DeviceSpec } = {}): 
     const writeImage = (Date.now() - t) / 1000 / 16;
     const times: { rec: Record<string, unknown>; at: number }[] = [];
     const start = Date.now();
-    const res = await runRecipe(cal, { outDir: path.join(dir, 'run'), device: opts.device, onLog: (rec) => times.push({ rec, at: Date.now() }) });
+    const res = await runRecipe(cal, { outDir: path.join(dir, 'run'), device: opts.device, dtype: opts.dtype, onLog: (rec) => times.push({ rec, at: Date.now() }) });
     const end = Date.now();
     let fileQuestion: number;
     try {

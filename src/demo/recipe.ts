@@ -12,6 +12,7 @@
 // after stage 0 the tower is frozen (stage0.frozenSteps, stage2.visionTowerLr; by default for the whole run).
 // All sizes and budgets are fields of Recipe; the defaults are what the demo runs.
 import * as path from 'path';
+import type { ComputeDtype } from '../amp';
 import type { DeviceSpec } from '../device';
 import { Turn } from '../data/conversation';
 import { TextTokenizer } from '../data/tokenizer';
@@ -115,6 +116,8 @@ export interface RunRecipeOptions {
   outDir: string;
   /** Where the model is created and trains: 'cpu' (default), 'cuda' or 'cuda:N'. */
   device?: DeviceSpec;
+  /** The compute dtype of every stage (TrainerOptions.dtype): default bf16 on CUDA, fp32 on the CPU. */
+  dtype?: ComputeDtype;
   onLog?: (rec: Record<string, unknown>) => void;
   tokenizerJson?: Record<string, unknown>;
   /** Continue from the newest complete checkpoint in outDir (stage 0 is skipped: its tower is in it). */
@@ -175,7 +178,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     const stop = new StopRequest();
     const remove = opts.handleSignals ? installStopHandlers(stop) : null;
     try {
-      const v = await pretrainVisionTower(model, train, { ...r.stage0, seed: r.seed, mean: cfg.image.mean, std: cfg.image.std, onLog: opts.onLog, logEvery: 100, stop }, test);
+      const v = await pretrainVisionTower(model, train, { ...r.stage0, seed: r.seed, mean: cfg.image.mean, std: cfg.image.std, onLog: opts.onLog, logEvery: 100, stop, dtype: opts.dtype }, test);
       opts.onLog?.({ stage: 'vision', done: true, seconds: v.seconds, ...Object.fromEntries(Object.entries(v.accuracy).map(([k, a]) => [`acc_${k}`, a])) });
       tower = new Map([...model.visionTower.namedParameters()].map(([n, t]) => [n, t.toArray() as Float32Array]));
     } finally {
@@ -237,7 +240,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     stage('questions', mixed, train, r.stage2.steps, r.stage2, r.stage2.visionTowerLr !== 0, r.stage2.visionTowerLr),
   ].filter((s) => (s.steps ?? 0) > 0);
   const trainer = new Trainer(model, stages, {
-    seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals,
+    seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype: opts.dtype,
     evaluate: (m, where) => {
       const shapes = captionWordAccuracy(m, test, tokenizer, ['square', 'circle']);
       if (where.stage.startsWith('captions')) return { captionAccuracy: captionAccuracy(m, test, tokenizer), captionShapeAccuracy: shapes };

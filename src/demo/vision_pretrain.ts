@@ -12,6 +12,7 @@
 // non-finite steps and stop requests are the Trainer's. The Trainer gets no outDir: stage 0 writes neither
 // metrics.jsonl nor a checkpoint (the demo's run directory holds stages 1 and 2; a stop here leaves nothing
 // to resume, and a resumed demo skips stage 0), and its records reach onLog as { stage: 'vision', step, loss }.
+import type { ComputeDtype } from '../amp';
 import { noGrad } from '../autograd';
 import { answerFor, COLOURS, QuestionKind } from '../data/sort_of_clevr';
 import { normalizeRgb } from '../data/images';
@@ -48,6 +49,8 @@ export interface VisionPretrainOptions {
   /** Called every logEvery steps (and after the last) with { stage: 'vision', step, loss }. */
   onLog?: (rec: Record<string, unknown>) => void;
   logEvery?: number;
+  /** The compute dtype (TrainerOptions.dtype; default: the device's). */
+  dtype?: ComputeDtype;
 }
 
 export interface VisionPretrainResult {
@@ -102,7 +105,7 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
     await new Trainer(model, [stage], {
       // the data order's own seed: with opts.seed it would replay the order of the demo's first caption stage
       seed: gen.int(2 ** 31),
-      stop: opts.stop, logEvery: opts.logEvery ?? 100,
+      stop: opts.stop, logEvery: opts.logEvery ?? 100, dtype: opts.dtype,
       // train records in stage 0's own shape, and skipped (NaN / Inf) steps; not its 'summary': the demo's
       // log has one, the main run's (estimate.ts times that run by it)
       onLog: (r) => {

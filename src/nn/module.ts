@@ -23,6 +23,13 @@ export interface InitOptions {
   uninitialized?: boolean;
 }
 
+const registered = new WeakSet<Tensor>();
+
+/** True for a tensor registered as a module parameter (mixed precision caches its bf16 copy, src/amp.ts). */
+export function isParameter(t: Tensor): boolean {
+  return registered.has(t);
+}
+
 export abstract class Module {
   private readonly ownParams = new Map<string, Tensor>();
   private readonly ownChildren = new Map<string, Module>();
@@ -32,6 +39,7 @@ export abstract class Module {
     if (this.ownParams.has(name) || this.ownChildren.has(name)) throw new Error(`Module: duplicate name '${name}'`);
     keep(t);
     t.requiresGrad = true;
+    registered.add(t);
     this.ownParams.set(name, t);
     return t;
   }

@@ -1,6 +1,7 @@
 // Training on a LLaVA-format file (what `vwlmm train` runs): records are tokenised once with the model's
 // conversation template (mismatches counted and reported, never trained on), images decoded and
 // preprocessed once (broken or missing ones skipped and counted), then the Trainer runs one stage.
+import type { ComputeDtype } from '../amp';
 import * as fs from 'fs';
 import * as path from 'path';
 import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
@@ -43,6 +44,8 @@ export interface FileTrainOptions {
   nonFinite?: 'skip' | 'stop';
   /** Recompute every decoder and vision layer in the backward (less memory; see VwLmm.gradientCheckpointing). */
   gradientCheckpointing?: boolean;
+  /** The compute dtype (TrainerOptions.dtype): default bf16 on CUDA, fp32 on the CPU. */
+  dtype?: ComputeDtype;
 }
 
 export interface PreparedData {
@@ -167,7 +170,7 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
     loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx),
   };
   fs.mkdirSync(o.outDir, { recursive: true });
-  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing });
+  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, dtype: o.dtype });
   const state = await trainer.runAsync(o.resume);
   return { data, state };
 }

@@ -28,6 +28,7 @@
 // nothing to resume.
 import * as fs from 'fs';
 import * as path from 'path';
+import { autocast, ComputeDtype, defaultComputeDtype, parseComputeDtype } from '../amp';
 import { f32ToBf16 } from '../bf16';
 import { describe, rangeError, typeError } from '../errors';
 import { clipGradNorm, AdamW, ParamGroup } from '../optim';
@@ -138,6 +139,12 @@ export interface TrainerOptions {
   autoResume?: boolean;
   /** Sets model.gradientCheckpointing for the run (every decoder and vision layer recomputed in the backward). */
   gradientCheckpointing?: boolean;
+  /**
+   * The precision of the products (src/amp.ts): 'bfloat16' runs every forward and backward under
+   * autocast('bfloat16') (bf16 GEMM operands, fp32 master weights, AdamW moments, norms, softmax and loss);
+   * 'float32' computes everything in fp32. Default: bfloat16 on CUDA, float32 on the CPU (defaultComputeDtype).
+   */
+  dtype?: ComputeDtype;
 }
 
 /** What readTrainerState reads; stageParameters: the current stage's extraParameters, when it has any. */
@@ -244,6 +251,8 @@ export class Trainer {
   /** Micro-batches loaded ahead by runAsync (stages with loadBatch), by position: see batchKey. */
   private readonly loaded = new Map<string, Promise<ModelBatch>>();
   private readonly ready = new Map<string, ModelBatch>();
+  /** The compute dtype of every forward and backward (TrainerOptions.dtype). */
+  readonly dtype: ComputeDtype;
   constructor(readonly model: VwLmm, readonly stages: Stage[], readonly opts: TrainerOptions) {
     if (opts.outDir === undefined) {
       for (const k of ['saveEvery', 'autoResume'] as const) {
@@ -252,6 +261,7 @@ export class Trainer {
     }
     for (const s of stages) checkStage(model, s);
     if (opts.gradientCheckpointing !== undefined) model.gradientCheckpointing = opts.gradientCheckpointing;
+    this.dtype = opts.dtype === undefined ? defaultComputeDtype(model.device) : parseComputeDtype('Trainer', opts.dtype);
     if (opts.outDir !== undefined) fs.mkdirSync(opts.outDir, { recursive: true });
     this.metricsFile = opts.outDir === undefined ? null : path.join(opts.outDir, 'metrics.jsonl');
   }
@@ -438,32 +448,36 @@ export class Trainer {
     const accum = s.gradAccum ?? 1;
     const samples: number[][] = [];
     let bad: { what: 'loss' | 'gradient norm'; micro: number | null; detail: string } | null = null;
-    for (let m = 0; m < accum && !bad; m++) {
-      const idx = batchIndices(state.seed, state.stage, s, state.step, m);
-      samples.push(idx);
-      const batch = s.loss ? null : this.batchOf(s, state.stage, state.step, m, idx);
-      try {
-        scope(() => {
-          const out = stageLoss(this.model, s, idx, batch);
-          const value = out.loss.item();
-          if (!Number.isFinite(value)) {
-            bad = { what: 'loss', micro: m, detail: batch ? `loss ${value} (CE ${out.ce}, KL ${out.kl})` : `loss ${value}` };
-            return;
-          }
-          // micro-batches average: each backward carries 1/accum of the gradient
-          const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
-          scaled.backward();
-          loss += value / accum;
-          if (!batch) return;
-          ce += out.ce! / accum;
-          kl += out.kl! / accum;
-          addTokens(batch.attentionMask.reduce((a, b) => a + b, 0));
-        });
-      } catch (e) {
-        if (!isNonFiniteError(e)) throw e;
-        bad = { what: 'loss', micro: m, detail: e.message };
+    // One autocast region for all micro-batches: each weight is cast to bf16 once per step (not per use);
+    // the region ends before the clipping and the fp32 update.
+    autocast(this.dtype, () => {
+      for (let m = 0; m < accum && !bad; m++) {
+        const idx = batchIndices(state.seed, state.stage, s, state.step, m);
+        samples.push(idx);
+        const batch = s.loss ? null : this.batchOf(s, state.stage, state.step, m, idx);
+        try {
+          scope(() => {
+            const out = stageLoss(this.model, s, idx, batch);
+            const value = out.loss.item();
+            if (!Number.isFinite(value)) {
+              bad = { what: 'loss', micro: m, detail: batch ? `loss ${value} (CE ${out.ce}, KL ${out.kl})` : `loss ${value}` };
+              return;
+            }
+            // micro-batches average: each backward carries 1/accum of the gradient
+            const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
+            scaled.backward();
+            loss += value / accum;
+            if (!batch) return;
+            ce += out.ce! / accum;
+            kl += out.kl! / accum;
+            addTokens(batch.attentionMask.reduce((a, b) => a + b, 0));
+          });
+        } catch (e) {
+          if (!isNonFiniteError(e)) throw e;
+          bad = { what: 'loss', micro: m, detail: e.message };
+        }
       }
-    }
+    });
     // micro-batches loaded ahead but not used (a non-finite loss ended the step early) are dropped with it
     for (let m = 0; m < accum; m++) this.ready.delete(batchKey(state.stage, state.step, m));
     let gradNorm = NaN;

@@ -249,6 +249,13 @@ function elementwiseCases(rng: Rng): Case[] {
   cases.push({ name: 'mul n = 0', op: 'mul', bf16: true, inputs: [cast(new Float32Array(0)), cast(new Float32Array(0))], outputs: [out(0, true)], ints: [0] });
   cases.push({ name: 'add_broadcast', op: 'add_broadcast', inputs: [f(normals(rng, 3 * 7)), f(normals(rng, 7))], outputs: [out(21)], ints: [3, 7] });
   cases.push({ name: 'fill', op: 'fill', inputs: [], outputs: [out(1000)], ints: [1000], floats: [2.5] });
+  // cast: in the bf16 run each direction (bf16 -> f32 widens, f32 -> bf16 rounds once) and a bf16 copy
+  const big = normals(rng, n, 1e30);
+  big.set([NaN, Infinity, -Infinity, -0, 3.4e38, 1 + 2 ** -8, 1e-40]);
+  cases.push({ name: 'cast widen', op: 'cast', bf16: true, inputs: [cast(big)], outputs: [out(n)], ints: [n] });
+  cases.push({ name: 'cast round', op: 'cast', bf16: true, inputs: [f(normals(rng, n))], outputs: [out(n, true)], ints: [n] });
+  cases.push({ name: 'cast copy', op: 'cast', bf16: true, inputs: [cast(normals(rng, n))], outputs: [out(n, true)], ints: [n] });
+  cases.push({ name: 'cast n = 0', op: 'cast', bf16: true, inputs: [cast(new Float32Array(0))], outputs: [out(0, true)], ints: [0] });
   return cases;
 }
 

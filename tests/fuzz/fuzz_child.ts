@@ -462,7 +462,7 @@ function recordTemplates(): void {
             });
             const r = fn(...args);
             const out = Array.isArray(r) ? r[0] : r;
-            if (out instanceof Tensor && out.requiresGrad) F.sum(out).backward();
+            if (out instanceof Tensor && out.requiresGrad) F.sum(out.dtype === 'float32' ? out : F.cast(out, 'float32')).backward();
           });
         } finally {
           for (const x of local) x.dispose();
@@ -530,6 +530,7 @@ const opsGen: Record<string, () => unknown[]> = {
   linearCrossEntropy: () => [tf([3, 4]), tf([5, 4]), ti([0, 4, -100]), { reduction: 'sum' }],
   visualWordKL: () => [tf([2, 3]), tf([4, 3]), tf([2, 3]), tf([4, 3])],
   pseudoImageFeatures: () => [tf([2, 3]), tf([4, 3]), tf([4, 2])],
+  cast: () => [tf([2, 3]), pick(['bfloat16', 'float32'])],
 };
 const uncoveredOps: string[] = [];
 const engineNames = opNames('cpu').map((n) => `[${n}]`);

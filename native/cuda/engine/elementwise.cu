@@ -2,12 +2,15 @@
 //   activation_forward/backward (the kinds of native/core/activation.h), swiglu_forward/
 //   backward, axpby, mul: float32 or bfloat16 (every buffer of a call the same dtype; fp32 arithmetic with
 //   the CPU's formulas: erfc for gelu, a sigmoid and its complement from exp(-|z|));
-//   add_broadcast, fill, copy_2d: float32.
+//   add_broadcast, fill, copy_2d: float32;
+//   cast: float32 <-> bfloat16 either way (or a copy), rounding once (__float2bfloat16_rn, as the CPU's
+//   native/core/bf16.h).
 // All are grid-stride passes with 64-bit indices; outputs may alias their inputs element for element.
 #include <type_traits>
 #include <utility>
 
 #include "../../core/activation.h"
+#include "../../core/cast_args.h"
 #include "../../core/rows_args.h"
 #include "engine_common.cuh"
 
@@ -178,6 +181,11 @@ void elementwise_op(const OpCall& c, int64_t n, const char* const (&in_names)[NI
                    extra...);
 }
 
+template <typename TX, typename TY>
+__global__ void __launch_bounds__(kThreads) cast_kernel(const TX* __restrict__ x, TY* __restrict__ y, int64_t n) {
+  for (int64_t i = global_tid(); i < n; i += global_stride()) y[i] = from_float<TY>(to_float(x[i]));
+}
+
 }  // namespace
 
 void activation_forward_cuda(const OpCall& c) {
@@ -246,6 +254,24 @@ void copy_2d_cuda(const OpCall& c) {
   if (a.empty) return;
   launch(op, ctx, grid_for(ctx, numel(c, {a.rows, a.cols})), kThreads, 0, copy_2d_kernel, a.src + a.s_off, a.dst + a.d_off,
          a.rows, a.cols, a.s_stride, a.d_stride, a.acc);
+}
+
+void cast_cuda(const OpCall& c) {
+  const char* op = c.op;
+  const CastArgs a = read_cast(c);
+  Context& ctx = context(op);
+  if (a.n == 0) return;
+  if (a.tx == a.ty) {
+    if (a.x != a.y) CUDA_CHECK(op, cudaMemcpyAsync(a.y, a.x, static_cast<size_t>(a.n) * dtype_size(a.tx), cudaMemcpyDeviceToDevice, ctx.stream));
+    return;
+  }
+  dispatch_float(a.tx, [&](auto xtag) {
+    using TX = typename decltype(xtag)::type;
+    dispatch_float(a.ty, [&](auto ytag) {
+      using TY = typename decltype(ytag)::type;
+      launch(op, ctx, grid_for(ctx, a.n), kThreads, 0, cast_kernel<TX, TY>, static_cast<const TX*>(a.x), static_cast<TY*>(a.y), a.n);
+    });
+  });
 }
 
 }  // namespace vw::cuda

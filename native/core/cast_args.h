@@ -1,0 +1,27 @@
+// Parameters and buffers of cast (native/core/ops.def), read once for both backends.
+#pragma once
+#include <cstdint>
+
+#include "op_args.h"
+
+namespace vw {
+
+// in [X] out [Y], i [n]: Y = X in Y's float type. Each of X and Y is float32 or bfloat16 (its buffer's
+// dtype; any other dtype fails as "<name> must be float32, got <dtype>").
+struct CastArgs {
+  int64_t n = 0;
+  DType tx = DType::F32, ty = DType::F32;
+  const void* x = nullptr;
+  void* y = nullptr;
+};
+
+inline CastArgs read_cast(const OpCall& c) {
+  CastArgs a;
+  a.n = size_arg(c, 0, "n");
+  a.tx = float_type_of(c.in, 0), a.ty = float_type_of(c.out, 0);
+  a.x = c.in_any(0, a.n, a.tx, "X");
+  a.y = c.out_any(0, a.n, a.ty, "Y");
+  return a;
+}
+
+}  // namespace vw

@@ -1,0 +1,137 @@
+// bfloat16 on the CPU (native/cpu/float32_view.h): the ops that take bf16 (matmul, cast, the fused ops)
+// must give exactly what their float32 kernel gives on the bf16 values, rounded once where the output is
+// bf16; the cast op must round as torch / the CUDA intrinsics (round to nearest even, NaN stays NaN,
+// overflow to inf). Calls that mix dtypes the CUDA backend refuses are refused with its message.
+import { describe, expect, it } from 'vitest';
+import { scope, Tensor } from '../../src';
+import type { DType } from '../../src';
+import { bf16ToF32, f32ToBf16 } from '../../src/bf16';
+import { callOp } from '../../src/call_op';
+import { sameBits } from '../support/engine_harness';
+import { rngFor, runSeed } from '../support/random';
+
+const rounded = (a: Float32Array) => bf16ToF32(f32ToBf16(a));
+
+/** One op call as data: float inputs/outputs flagged `bf` run in bfloat16 in the bf16 call. */
+interface Slot {
+  data: Float32Array | Int32Array | null;
+  bf?: boolean;
+}
+
+/**
+ * Runs `op` twice: with the `bf` slots in bfloat16, and all in float32 holding the same (rounded) values.
+ * Returns both sets of outputs and stats.
+ */
+function twice(op: string, ins: Slot[], outs: Slot[], ints: number[], floats: number[] = []) {
+  const runAs = (bf: boolean) => scope(() => {
+    const make = (s: Slot) => {
+      if (s.data === null) return null;
+      if (s.data instanceof Int32Array) return Tensor.fromArray(s.data, [s.data.length]);
+      const dtype: DType = bf && s.bf ? 'bfloat16' : 'float32';
+      return Tensor.fromArray(s.bf ? rounded(s.data) : s.data, [s.data.length], { dtype });
+    };
+    const i = ins.map(make), o = outs.map(make);
+    const stats = callOp(op, 'cpu', i, o, ints, floats);
+    return { outs: o.map((t) => (t ? Float32Array.from(t.toArray()) : null)), stats };
+  });
+  return { bf: runAs(true), f32: runAs(false) };
+}
+
+/** The bf16 call's outputs equal the float32 call's, rounded to bf16 where the output is bf16: bit for bit. */
+function expectExact(op: string, ins: Slot[], outs: Slot[], ints: number[], floats: number[] = []) {
+  const r = twice(op, ins, outs, ints, floats);
+  r.bf.outs.forEach((got, k) => {
+    const ref = r.f32.outs[k];
+    if (got === null || ref === null) return;
+    const want = outs[k].bf ? rounded(ref) : ref;
+    expect(sameBits(got, want), `${op} output ${k}`).toBe(true);
+  });
+  return r;
+}
+
+describe(`bfloat16 on the CPU (seed ${runSeed})`, () => {
+  it('cast rounds to nearest even as torch, keeps NaN, overflows to inf, widens exactly', () => {
+    const x = new Float32Array([1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -0, Infinity, -Infinity, NaN, 3.4e38, -3.4e38, 65504, -2.5]);
+    const nanLowPayload = new Float32Array(new Uint32Array([0x7f800001]).buffer); // a NaN whose payload is only in the low bits
+    const all = new Float32Array([...x, nanLowPayload[0], ...rngFor('bf16_cpu:cast').normals(2001, 10)]);
+    scope(() => {
+      const src = Tensor.fromArray(all, [all.length]);
+      const b = Tensor.empty([all.length], { dtype: 'bfloat16' });
+      callOp('cast', 'cpu', [src], [b], [all.length]);
+      const raw = new Uint16Array(all.length);
+      b.buffer.read(raw);
+      expect(Array.from(raw)).toEqual(Array.from(f32ToBf16(all)));
+      expect(Array.from(b.toArray().slice(0, 11))).toEqual([1, 1, 1 + 2 ** -6, -0, Infinity, -Infinity, NaN, Infinity, -Infinity, 65536, -2.5]);
+      expect(Number.isNaN(b.toArray()[11])).toBe(true);
+      const back = Tensor.empty([all.length]);
+      callOp('cast', 'cpu', [b], [back], [all.length]);
+      expect(sameBits(back.toArray() as Float32Array, bf16ToF32(raw))).toBe(true);
+      // same dtype: a copy; empty: nothing
+      const copy = Tensor.empty([all.length], { dtype: 'bfloat16' });
+      callOp('cast', 'cpu', [b], [copy], [all.length]);
+      expect(sameBits(copy.toArray() as Float32Array, b.toArray() as Float32Array)).toBe(true);
+      callOp('cast', 'cpu', [Tensor.empty([0])], [Tensor.empty([0], { dtype: 'bfloat16' })], [0]);
+      expect(() => callOp('cast', 'cpu', [Tensor.fromArray(new Int32Array(3), [3])], [b], [3])).toThrow(/\[cast\] X must be float32, got int32/);
+      expect(() => callOp('cast', 'cpu', [src], [b], [all.length + 1])).toThrow(/\[cast\] X holds .* bytes but needs/);
+    });
+  });
+
+  it('matmul: bf16 A, B into a float32 or bf16 C, with a float32 or bf16 bias, accumulating', () => {
+    const rng = rngFor('bf16_cpu:matmul');
+    const [M, N, K] = [37, 19, 53];
+    const A = rng.normals(M * K), B = rng.normals(K * N), bias = rng.normals(N), C0 = rng.normals(M * N);
+    for (const cBf of [false, true]) {
+      for (const biasBf of [false, true]) {
+        for (const accumulate of [0, 1]) {
+          for (const [ta, tb] of [[0, 0], [1, 1], [0, 1]]) {
+            expectExact('matmul', [{ data: A, bf: true }, { data: B, bf: true }, { data: bias, bf: biasBf }], [{ data: C0, bf: cBf }],
+              [1, M, N, K, ta, tb, 1, accumulate, 0, 0, 0], [0.75]);
+          }
+        }
+      }
+    }
+    // batched, strideC = 0 summing every batch into one C (the dW of a shared weight)
+    const bA = rng.normals(3 * M * K), bB = rng.normals(3 * K * N);
+    expectExact('matmul', [{ data: bA, bf: true }, { data: bB, bf: true }, { data: null }], [{ data: C0 }], [3, M, N, K, 0, 0, 0, 1, M * K, K * N, 0], [1]);
+    // the CUDA contract: A and B of one dtype (and no bf16 C from float32 products)
+    scope(() => {
+      const a16 = Tensor.fromArray(A, [A.length], { dtype: 'bfloat16' }), b32 = Tensor.fromArray(B, [B.length]);
+      expect(() => callOp('matmul', 'cpu', [a16, b32, null], [Tensor.empty([M * N])], [1, M, N, K, 0, 0, 0, 0, 0, 0, 0], [1]))
+        .toThrow(/^\[matmul\] B must be bfloat16, got float32/);
+      const a32 = Tensor.fromArray(A, [A.length]);
+      expect(() => callOp('matmul', 'cpu', [a32, b32, null], [Tensor.empty([M * N], { dtype: 'bfloat16' })], [1, M, N, K, 0, 0, 0, 0, 0, 0, 0], [1]))
+        .toThrow(/^\[matmul\] C must be float32, got bfloat16/);
+    });
+  });
+
+  it('the fused ops on bf16 operands: exactly their float32 kernel on the bf16 values; the widened copies count as workspace', () => {
+    const rng = rngFor('bf16_cpu:fused');
+    const [N, d, V] = [29, 24, 301];
+    const h = rng.normals(N * d), w = rng.normals(V * d, 0.3), x = rng.normals(N * d), wv = rng.normals(V * d, 0.3), e = rng.normals(V * 16);
+    const targets = Int32Array.from({ length: N }, (_, i) => (i % 7 === 3 ? -100 : rng.int(V)));
+    const budget = 1 << 20;
+    const ce = expectExact('linear_cross_entropy', [{ data: h, bf: true }, { data: w, bf: true }, { data: targets }],
+      [{ data: new Float32Array(N) }, { data: new Float32Array(N * d), bf: true }, { data: new Float32Array(V * d) }],
+      [N, d, V, -100, 0, 1, 0, budget], [1, 0.1, 1e-4]);
+    expect(ce.bf.stats!.loss).toBe(ce.f32.stats!.loss);
+    expect(ce.bf.stats!.workspaceBytes).toBe(ce.f32.stats!.workspaceBytes + 4 * (2 * N * d + V * d));
+    const kl = expectExact('visual_word_kl', [{ data: h, bf: true }, { data: w, bf: true }, { data: x, bf: true }, { data: wv, bf: true }],
+      [{ data: new Float32Array(N) }, { data: new Float32Array(N * d), bf: true }, { data: new Float32Array(V * d) }, { data: new Float32Array(N * d), bf: true }, { data: new Float32Array(V * d) }],
+      [N, d, V, 0, 1, 0, 0, budget], [1.5, 1]);
+    expect(kl.bf.stats!.loss).toBe(kl.f32.stats!.loss);
+    expectExact('visual_words', [{ data: x, bf: true }, { data: wv, bf: true }], [{ data: new Int32Array(N * 3) }, { data: new Float32Array(N * 3) }], [N, d, V, 3, 0, budget]);
+    expectExact('pseudo_image_features', [{ data: x, bf: true }, { data: wv, bf: true }, { data: e, bf: true }], [{ data: new Float32Array(N * 16), bf: true }], [N, d, V, 16, 0, budget]);
+    expectExact('pseudo_image_features_backward', [{ data: x, bf: true }, { data: wv, bf: true }, { data: e, bf: true }, { data: rng.normals(N * 16), bf: true }],
+      [{ data: new Float32Array(N * d), bf: true }, { data: new Float32Array(V * d) }, { data: new Float32Array(V * 16) }], [N, d, V, 16, 0, budget]);
+  });
+
+  it('ops that take bf16 on CUDA only refuse it on the CPU with a TypeError naming the dtype', () => {
+    scope(() => {
+      const x = Tensor.fromArray(new Float32Array(4), [4], { dtype: 'bfloat16' }), w = Tensor.fromArray(new Float32Array(2), [2]);
+      expect(() => callOp('rms_norm_forward', 'cpu', [x, w], [Tensor.empty([4], { dtype: 'bfloat16' }), Tensor.empty([2])], [2, 2], [1e-6]))
+        .toThrow(/^\[rms_norm_forward\] x must be float32, got bfloat16/);
+      expect(() => callOp('axpby', 'cpu', [x, x], [Tensor.empty([4], { dtype: 'bfloat16' })], [4], [1, 1])).toThrow(/^\[axpby\] X must be float32, got bfloat16/);
+      expect(() => callOp('sum_rows', 'cpu', [x], [Tensor.empty([2])], [2, 2, 0])).toThrow(/^\[sum_rows\] X must be float32, got bfloat16/);
+    });
+  });
+});

@@ -1,0 +1,48 @@
+// --dtype on `vwlmm train`: bf16 trains (with LoRA adapters too) to weights close to the fp32 run's but not
+// equal to them (the products were rounded), the checkpoint holds fp32 master weights, and a bad value fails
+// with a message naming --dtype.
+import * as path from 'path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { readSafetensors } from '../../src/io/safetensors';
+import { cli, writeCliFixture } from './support/tiny';
+import { tempDirs } from '../support/tmp';
+
+const tmp = tempDirs('dtypecli');
+
+describe('vwlmm train --dtype', () => {
+  let fx: ReturnType<typeof writeCliFixture>;
+  let dir: string;
+  beforeAll(() => {
+    dir = tmp();
+    fx = writeCliFixture(dir, { images: 4 });
+  });
+
+  it('bf16 and fp32 runs (with LoRA) end close but not equal; the checkpoint is float32', () => {
+    const run = (dtype: string) => {
+      const out = path.join(dir, dtype);
+      const r = cli('train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', out, '--steps', '3', '--batch-size', '2',
+        '--lora-r', '2', '--trainable', 'projector,vm,lora', '--lr', '1e-2', '--dtype', dtype);
+      expect(r.status, r.stderr).toBe(0);
+      return readSafetensors(path.join(out, 'checkpoint', 'model.safetensors'));
+    };
+    const bf = run('bf16'), f32 = run('fp32'), init = readSafetensors(path.join(fx.init, 'model.safetensors'));
+    // The updates point the same way (AdamW's normalised steps amplify small gradient differences, so the
+    // tolerances of one step are tests/model/mixed_precision.test.ts's; this checks the flag reaches training).
+    const cosine = (a: number[], b: number[]) => a.reduce((s, v, i) => s + v * b[i], 0) / Math.sqrt(a.reduce((s, v) => s + v * v, 0) * b.reduce((s, v) => s + v * v, 0));
+    for (const name of ['model.mm_projector.0.weight', 'vm_head.weight', 'model.layers.0.mlp.down_proj.lora_B.weight']) {
+      const a = bf.get(name)!, b = f32.get(name)!;
+      expect(a.dtype, name).toBe('float32');
+      expect(Array.from(a.data).some((v, i) => v !== b.data[i]), name).toBe(true);
+      const start = init.get(name)?.data ?? new Float32Array(a.data.length); // lora_B starts at zero
+      const da = Array.from(a.data, (v, i) => v - start[i]), db = Array.from(b.data, (v, i) => v - start[i]);
+      expect(cosine(da, db), name).toBeGreaterThan(0.98);
+    }
+  });
+
+  it('a bad --dtype fails before training, naming the flag', () => {
+    const r = cli('train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'bad'), '--steps', '1', '--dtype', 'fp16');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/vwlmm: --dtype: expected 'bf16' or 'fp32' \('bfloat16' \/ 'float32'\) for dtype but received 'fp16'/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
