@@ -9,6 +9,7 @@
 // one tensor for two inputs. Everything is freed deterministically.
 import { autocast, computeDtype } from './amp';
 import { callOp } from './call_op';
+import type { Generator } from './random';
 import { GradNode, keep, scope, setBackwardImpl, Tensor } from './tensor';
 
 export interface Node extends GradNode {
@@ -22,9 +23,20 @@ export interface Node extends GradNode {
 
 let gradEnabled = true;
 let tape: Node[] = [];
+/** Set while gradientCheckpoint runs its first forward (without gradients) of a forward that will be trained. */
+let checkpointForward = false;
 
 export function isGradEnabled(): boolean {
   return gradEnabled;
+}
+
+/**
+ * True while a forward runs that will be back-propagated: with gradients, or the no-gradient first forward of a
+ * gradientCheckpoint. Training-only randomness (LoRA dropout) asks this, so a checkpointed layer draws its masks
+ * in the forward and (replayed) in the recomputation.
+ */
+export function isTraining(): boolean {
+  return gradEnabled || checkpointForward;
 }
 
 /** Runs fn without recording (inference, evaluation, optimizer updates). */
@@ -158,12 +170,24 @@ function addLeafGrad(leaf: Tensor, g: Tensor): void {
  * every intermediate of fn to its output; the price is a second forward of fn. fn must compute the same thing
  * both times (every op here is deterministic) and return a tensor it created (not a view of an input).
  * `params`: what fn uses besides its inputs that may need gradients (a module's parameters), so that a
- * layer whose input needs none (a first layer) still gets its parameters' gradients.
+ * layer whose input needs none (a first layer) still gets its parameters' gradients. `generators`: the random
+ * streams fn draws from (a layer's LoRA dropout), replayed in the recomputation; fn's training-only randomness
+ * runs in the first forward too (isTraining()), so both runs use the same masks.
  */
-export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], params: Iterable<Tensor>): Tensor {
+export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], params: Iterable<Tensor>, generators: readonly Generator[] = []): Tensor {
   const grads = inputs.map((x) => x.requiresGrad);
   if (!gradEnabled || (!grads.some(Boolean) && ![...params].some((p) => p.requiresGrad))) return fn(...inputs);
-  const out = scope(() => noGrad(() => fn(...inputs)));
+  // The generators fn draws from (LoRA dropout) restart in the recomputation where the forward started, so it
+  // draws the same masks (torch's preserve_rng_state); afterwards they continue where they were.
+  const starts = generators.map((gen) => gen.saveState());
+  const prevForward = checkpointForward;
+  checkpointForward = true;
+  let out: Tensor;
+  try {
+    out = scope(() => noGrad(() => fn(...inputs)));
+  } finally {
+    checkpointForward = prevForward;
+  }
   if (!(out instanceof Tensor) || out.isView) throw new TypeError('gradientCheckpoint: fn must return a tensor it created (not a view or a non-tensor)');
   const dtype = computeDtype(); // the recomputation runs in the forward's precision (torch keeps the autocast state too)
   record('gradientCheckpoint', inputs, [out], ([g]) => autocast(dtype, () => {
@@ -171,8 +195,15 @@ export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tens
     // accumulate into their .grad as in any backward. The recomputed intermediates die with the scope.
     const leaves = inputs.map((x, k) => (grads[k] ? x.view(x.shape) : x));
     for (let k = 0; k < leaves.length; k++) if (grads[k]) leaves[k].requiresGrad = true;
+    const now = generators.map((gen) => gen.saveState());
+    generators.forEach((gen, k) => gen.restoreState(starts[k]));
     return scope(() => {
-      const y = fn(...leaves);
+      let y: Tensor;
+      try {
+        y = fn(...leaves);
+      } finally {
+        generators.forEach((gen, k) => gen.restoreState(now[k]));
+      }
       if (y.requiresGrad) propagate(y, g!.moveTo(g!.shape)); // g changes owner: the outer backward's dispose of it is a no-op
       return leaves.map((leaf, k) => {
         if (!grads[k]) return null;

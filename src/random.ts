@@ -56,6 +56,17 @@ export class Generator {
     return a;
   }
 
+  /** The generator's position in its stream (gradient checkpointing replays a layer's draws from it). */
+  saveState(): { state: number; spare: number | null } {
+    return { state: this.state, spare: this.spare };
+  }
+
+  /** Goes back (or forward) to a position saveState() returned. */
+  restoreState(s: { state: number; spare: number | null }): void {
+    this.state = s.state;
+    this.spare = s.spare;
+  }
+
   /** A child generator whose stream depends on this one's state and a label (independent streams). */
   fork(label: string): Generator {
     let h = Math.floor(this.uniform() * 2 ** 31);

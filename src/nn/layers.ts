@@ -1,5 +1,5 @@
 // Basic layers with HF parameter names (weight, bias) and layouts (Linear weight [out, in]).
-import { isGradEnabled } from '../autograd';
+import { isTraining } from '../autograd';
 import * as F from '../functional';
 import { Generator } from '../random';
 import { Tensor } from '../tensor';
@@ -19,7 +19,7 @@ export class Linear extends Module {
 
   forward(x: Tensor): Tensor {
     const y = F.linear(x, this.weight, this.bias);
-    return this.lora ? F.add(y, this.lora.delta(x, isGradEnabled())) : y;
+    return this.lora ? F.add(y, this.lora.delta(x, isTraining())) : y;
   }
 
   /** Attaches a LoRA adapter (children lora_A, lora_B: PEFT's names); the base weight is left as it is. */

@@ -1,7 +1,8 @@
 // LLaMA-family decoder (HF LlamaModel / LlamaForCausalLM names and math): token embedding, layers of
 // pre-RMSNorm grouped-query attention with rotary embeddings and a SwiGLU MLP, final RMSNorm.
-import { gradientCheckpoint, isGradEnabled } from '../autograd';
+import { gradientCheckpoint } from '../autograd';
 import * as F from '../functional';
+import type { Generator } from '../random';
 import { keep, Tensor } from '../tensor';
 import { Embedding, Linear, RMSNorm } from './layers';
 import { InitOptions, Module, ModuleList } from './module';
@@ -183,17 +184,13 @@ export interface DecoderOutput {
 }
 
 /**
- * LoRA dropout draws a fresh mask on each call, and a checkpointed layer runs twice (its forward without gradients,
- * so without dropout, then again in the backward): the gradients would not be those of the forward that ran.
- * Until the recomputation replays the masks, the combination is refused instead of training on wrong gradients.
+ * The random streams a layer draws from while training: its LoRA adapters' dropout generators. A checkpointed layer
+ * runs twice (forward, then recomputed in the backward); replaying these makes the recomputation draw the forward's
+ * dropout masks, so the gradients are those of the forward that ran.
  */
-function refuseCheckpointedDropout(layers: LlamaDecoderLayer[]): void {
-  for (const l of layers) {
-    for (const lin of [l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj, l.self_attn.o_proj, l.mlp.gate_proj, l.mlp.up_proj, l.mlp.down_proj]) {
-      if (lin.lora && lin.lora.dropout > 0)
-        throw new RangeError(`LLaMA: LoRA dropout (${lin.lora.dropout}) with gradient checkpointing is not supported: the recomputed layers would draw other dropout masks (use LoRA dropout 0, e.g. --lora-dropout 0, or no gradient checkpointing)`);
-    }
-  }
+function dropoutGenerators(l: LlamaDecoderLayer): Generator[] {
+  return [l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj, l.self_attn.o_proj, l.mlp.gate_proj, l.mlp.up_proj, l.mlp.down_proj]
+    .flatMap((lin) => (lin.lora && lin.lora.dropout > 0 ? [lin.lora.dropoutGenerator] : []));
 }
 
 /** HF LlamaModel: names embed_tokens, layers.N, norm (prefix "model." inside LlamaForCausalLM). */
@@ -223,10 +220,9 @@ export class LlamaDecoder extends Module {
     const keyMask = opts.keyMask ?? null, cache = opts.cache ?? null;
     const states: Tensor[] | null = opts.outputHiddenStates ? [inputsEmbeds] : null;
     let h = inputsEmbeds;
-    if (this.gradientCheckpointing && !cache && isGradEnabled()) refuseCheckpointedDropout(this.layers.items);
     this.layers.items.forEach((layer, i) => {
       h = this.gradientCheckpointing && !cache
-        ? gradientCheckpoint((x) => layer.forward(x, keyMask, null, i), [h], layer.parameters())
+        ? gradientCheckpoint((x) => layer.forward(x, keyMask, null, i), [h], layer.parameters(), dropoutGenerators(layer))
         : layer.forward(h, keyMask, cache, i);
       if (states) states.push(h);
     });

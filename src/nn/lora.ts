@@ -35,8 +35,8 @@ export class LoraAdapter extends Module {
   readonly lora_B: LoraWeight;
   readonly scaling: number;
   readonly dropout: number;
-  /** Draws the dropout masks (seeded, so a run is reproducible). */
-  private readonly generator: Generator;
+  /** Draws the dropout masks (seeded, so a run is reproducible; gradient checkpointing replays it). */
+  readonly dropoutGenerator: Generator;
   constructor(readonly base: Linear, readonly opts: LoraOptions, generator: Generator) {
     super();
     const { r, alpha } = opts, dropout = opts.dropout ?? 0;
@@ -49,7 +49,7 @@ export class LoraAdapter extends Module {
     this.lora_B = this.child('lora_B', new LoraWeight(Tensor.zeros([base.outFeatures, r], { device: base.weight.device })));
     this.scaling = alpha / r;
     this.dropout = dropout;
-    this.generator = generator.fork('lora-dropout');
+    this.dropoutGenerator = generator.fork('lora-dropout');
   }
 
   /** (alpha / r) B A dropout(x): [..., out]. */
@@ -58,7 +58,7 @@ export class LoraAdapter extends Module {
     if (training && this.dropout > 0) {
       // inverted dropout with a host-drawn mask (seeded); the mask is a constant of the graph
       const keep = 1 - this.dropout;
-      const mask = Float32Array.from({ length: x.size }, () => (this.generator.uniform() < keep ? 1 / keep : 0));
+      const mask = Float32Array.from({ length: x.size }, () => (this.dropoutGenerator.uniform() < keep ? 1 / keep : 0));
       h = F.mul(x, Tensor.fromArray(mask, x.shape, { device: x.device }));
     }
     return F.scale(F.linear(F.linear(h, this.lora_A.weight), this.lora_B.weight), this.scaling);

@@ -106,11 +106,49 @@ describe('LoRA', () => {
     }
     removeLora(model);
     expect(logitsOf(model)).toEqual(before);
-    // LoRA dropout with gradient checkpointing would train on masks the forward never used: refused, not wrong
-    applyLora(model, { r: 2, alpha: 4, dropout: 0.1 });
-    model.model.gradientCheckpointing = true;
-    expect(() => loss()).toThrow(/LoRA dropout \(0.1\) with gradient checkpointing is not supported/);
-    expect(logitsOf(model)).toEqual(before); // evaluation (no gradients) is unaffected
+    model.dispose();
+  });
+
+  it('LoRA dropout under gradient checkpointing: the recomputation replays the forward\'s masks (same loss, gradients, generator positions)', () => {
+    const model = tinyLlama();
+    const before = logitsOf(model);
+    applyLora(model, { r: 2, alpha: 4, dropout: 0.3, seed: runSeed });
+    const lora = loraParameters(model);
+    for (const p of model.parameters()) p.requiresGrad = false;
+    for (const p of lora.values()) p.requiresGrad = true;
+    const gen = new Generator(runSeed + 2);
+    for (const [name, p] of lora) if (name.endsWith('lora_B.weight')) p.buffer.write(Float32Array.from(gen.normals(p.size), (v) => 0.1 * v));
+    const ids = host(io, 'input_ids');
+    const R = Float32Array.from(gen.normals(ids.shape[0] * ids.shape[1] * model.config.vocabSize));
+    const gens = model.model.layers.items.flatMap((l) => [l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj, l.self_attn.o_proj, l.mlp.gate_proj, l.mlp.up_proj, l.mlp.down_proj])
+      .map((lin) => lin.lora!.dropoutGenerator);
+    const start = gens.map((g) => g.saveState());
+    // two micro-batches (forward and backward twice), as gradient accumulation runs them
+    const run = (checkpoint: boolean) => {
+      model.model.gradientCheckpointing = checkpoint;
+      gens.forEach((g, k) => g.restoreState(start[k]));
+      for (const p of lora.values()) p.grad?.dispose(), (p.grad = null);
+      const losses: number[] = [];
+      for (let m = 0; m < 2; m++) {
+        scope(() => {
+          const l = F.sum(F.mul(model.forward(Tensor.fromArray(ids.data, ids.shape)).logits, Tensor.fromArray(R, [ids.shape[0], ids.shape[1], model.config.vocabSize])));
+          losses.push(l.item());
+          l.backward();
+        });
+      }
+      return { losses, grads: [...lora].map(([n, p]) => [n, Array.from(p.grad!.toArray())] as const), states: gens.map((g) => g.saveState()) };
+    };
+    const plain = run(false), checkpointed = run(true);
+    expect(plain.losses[0]).not.toBe(plain.losses[1]); // dropout is on: each micro-batch draws other masks
+    expect(checkpointed.losses).toEqual(plain.losses);
+    for (const [k, [n, g]] of plain.grads.entries()) expect(checkpointed.grads[k][1], n).toEqual(g);
+    expect(checkpointed.states).toEqual(plain.states);
+    // evaluation (no gradients) draws no masks
+    const logits = logitsOf(model);
+    expect(logitsOf(model)).toEqual(logits);
+    expect(gens.map((g) => g.saveState())).toEqual(plain.states);
+    removeLora(model);
+    expect(logitsOf(model)).toEqual(before);
     model.dispose();
   });
 
