@@ -620,13 +620,12 @@ export function patchEmbed(images: Tensor, weight: Tensor): Tensor {
 // The kernels compute loss and gradients in one pass; the op keeps the gradients as `saved` and its
 // backward only scales them by the upstream gradient, so the fusion (and its bounded memory) is kept.
 
-function scalarLike(ref: Tensor, v: number): Tensor {
-  return Tensor.fromArray(new Float32Array([v]), [1], { device: ref.device, dtype: ref.dtype === 'bfloat16' ? 'float32' : ref.dtype });
-}
-
-function takeScaled(t: Tensor | null, s: number, want: boolean): Tensor | null {
+// The loss stays on the device (deviceLoss) and the backward scales the saved gradients by the upstream
+// gradient there too (mul_scalar): the host never waits for either (one host synchronisation per training
+// step, tests/train/host_syncs.test.ts).
+function takeScaled(t: Tensor | null, g: Tensor, want: boolean): Tensor | null {
   if (!t || !want) return null;
-  if (s !== 1) callOp('axpby', t.device, [t, t], [t], [t.size], [s, 0]);
+  callOp('mul_scalar', t.device, [t, g], [t], [t.size]);
   return t;
 }
 
@@ -662,14 +661,13 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: 
   check('F.linearCrossEntropy', 'w', w);
   if (opts.reduction === 'none') throw rangeError('F.linearCrossEntropy', "reduction 'none' is not differentiable here; use fused.linearCrossEntropy");
   const grad = isGradEnabled() && (h.requiresGrad || w.requiresGrad);
-  const r = withOperands([h, w], ([hh, ww]) => fused.linearCrossEntropy(hh, ww, targets, { ...opts, grad }));
+  const r = withOperands([h, w], ([hh, ww]) => fused.linearCrossEntropy(hh, ww, targets, { ...opts, grad, deviceLoss: true }));
   r.dh = asFloat32(r.dh);
-  const out = scalarLike(h, r.loss);
+  const out = r.lossTensor!;
   if (grad) {
     const saved = [r.dh!, r.dw!];
     const node = record('linear_cross_entropy', [h, w, targets], [out], ([g]) => {
-      const s = g!.item();
-      const res = [takeScaled(r.dh, s, h.requiresGrad), takeScaled(r.dw, s, w.requiresGrad), null];
+      const res = [takeScaled(r.dh, g!, h.requiresGrad), takeScaled(r.dw, g!, w.requiresGrad), null];
       node.saved = saved.filter((t) => !res.includes(t)); // the returned ones now belong to autograd
       return res;
     }, saved);
@@ -684,15 +682,14 @@ export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opt
   if (opts.reduction === 'none') throw rangeError('F.visualWordKL', "reduction 'none' is not differentiable here; use fused.visualWordKL");
   const needTarget = !opts.detachTarget && (x.requiresGrad || wVm.requiresGrad);
   const grad = isGradEnabled() && (h.requiresGrad || wLm.requiresGrad || needTarget);
-  const r = withOperands([h, wLm, x, wVm], ([hh, wl, xx, wv]) => fused.visualWordKL(hh, wl, xx, wv, { ...opts, grad, detachTarget: !needTarget }));
+  const r = withOperands([h, wLm, x, wVm], ([hh, wl, xx, wv]) => fused.visualWordKL(hh, wl, xx, wv, { ...opts, grad, detachTarget: !needTarget, deviceLoss: true }));
   r.dh = asFloat32(r.dh);
   r.dx = asFloat32(r.dx);
-  const out = scalarLike(h, r.loss);
+  const out = r.lossTensor!;
   if (grad) {
     const saved = [r.dh, r.dwLm, r.dx, r.dwVm].filter((t): t is Tensor => t !== null);
     const node = record('visual_word_kl', [h, wLm, x, wVm], [out], ([g]) => {
-      const s = g!.item();
-      const res = [takeScaled(r.dh, s, h.requiresGrad), takeScaled(r.dwLm, s, wLm.requiresGrad), takeScaled(r.dx, s, x.requiresGrad), takeScaled(r.dwVm, s, wVm.requiresGrad)];
+      const res = [takeScaled(r.dh, g!, h.requiresGrad), takeScaled(r.dwLm, g!, wLm.requiresGrad), takeScaled(r.dx, g!, x.requiresGrad), takeScaled(r.dwVm, g!, wVm.requiresGrad)];
       node.saved = saved.filter((t) => !res.includes(t));
       return res;
     }, saved);

@@ -29,6 +29,11 @@ export interface LinearCrossEntropyOptions extends ChunkOptions {
   zLossWeight?: number;
   /** Compute dh and dw (default true); false gives the loss only. */
   grad?: boolean;
+  /**
+   * Keep the reduced loss on the device (default false): the result's lossTensor holds it ([1] float32) and
+   * the host never waits for it; loss is then NaN and losses empty (the training path: src/functional.ts).
+   */
+  deviceLoss?: boolean;
 }
 
 export interface LinearCrossEntropyResult {
@@ -40,6 +45,8 @@ export interface LinearCrossEntropyResult {
   rows: number;
   dh: Tensor | null;
   dw: Tensor | null;
+  /** With deviceLoss: the reduced loss, [1] float32 on the device (the caller owns it); else null. */
+  lossTensor: Tensor | null;
   chunkRows: number;
   workspaceBytes: number;
 }
@@ -50,6 +57,8 @@ export interface VisualWordKLOptions extends ChunkOptions {
   gradScale?: number;
   detachTarget?: boolean;
   grad?: boolean;
+  /** As LinearCrossEntropyOptions.deviceLoss. */
+  deviceLoss?: boolean;
 }
 
 export interface VisualWordKLResult {
@@ -61,6 +70,8 @@ export interface VisualWordKLResult {
   dwLm: Tensor | null;
   dx: Tensor | null;
   dwVm: Tensor | null;
+  /** With deviceLoss: the reduced loss, [1] float32 on the device (the caller owns it); else null. */
+  lossTensor: Tensor | null;
   chunkRows: number;
   workspaceBytes: number;
 }
@@ -121,10 +132,10 @@ function outputs<T extends Record<string, Tensor | null>>(make: () => T, run: (o
   }
 }
 
-/** The per-row losses as a host array (the rowLoss output is freed). */
-function hostLosses(t: Tensor): Float32Array {
+/** The per-row losses as a host array (the rowLoss output is freed); none with deviceLoss (no host read). */
+function hostLosses(t: Tensor, deviceLoss: boolean): Float32Array {
   try {
-    return t.toArray() as Float32Array;
+    return deviceLoss ? new Float32Array(0) : (t.toArray() as Float32Array);
   } finally {
     t.dispose();
   }
@@ -175,12 +186,19 @@ function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts?: Linear
   if (zLossWeight < 0) throw rangeError(where, `zLossWeight must be >= 0, got ${zLossWeight}`);
   const grad = bool(where, 'grad', o.grad, true);
   const gradScale = finiteNumber(where, 'gradScale', o.gradScale, 1);
+  const deviceLoss = bool(where, 'deviceLoss', o.deviceLoss, false);
   const ints = [N, d, V, ignoreIndex, opConstants().reduction[reduction], grad ? 1 : 0, ...chunkInts(where, o, device)];
   const { out, stats } = outputs(
-    () => ({ rowLoss: empty([N], 'float32', device)!, dh: empty([N, d], dtype, device, grad), dw: empty([V, d], 'float32', device, grad) }),
-    (r) => callOp('linear_cross_entropy', device, [h, w, targets], [r.rowLoss, r.dh, r.dw], ints, [gradScale, labelSmoothing, zLossWeight]),
+    () => ({
+      rowLoss: empty([N], 'float32', device)!, dh: empty([N, d], dtype, device, grad), dw: empty([V, d], 'float32', device, grad),
+      loss: empty([1], 'float32', device, deviceLoss),
+    }),
+    (r) => callOp('linear_cross_entropy', device, [h, w, targets], [r.rowLoss, r.dh, r.dw, r.loss], ints, [gradScale, labelSmoothing, zLossWeight]),
   );
-  return { loss: stats.loss, losses: hostLosses(out.rowLoss), rows: stats.rows, dh: out.dh, dw: out.dw, chunkRows: stats.chunkRows, workspaceBytes: stats.workspaceBytes };
+  return {
+    loss: stats.loss, losses: hostLosses(out.rowLoss, deviceLoss), rows: stats.rows, dh: out.dh, dw: out.dw, lossTensor: out.loss,
+    chunkRows: stats.chunkRows, workspaceBytes: stats.workspaceBytes,
+  };
 }
 
 /**
@@ -209,15 +227,19 @@ function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts?: Vis
   const gradScale = finiteNumber(where, 'gradScale', o.gradScale, 1);
   const target = grad && !detachTarget;
   const red = opConstants().reduction[reduction === 'batchmean' ? 'mean' : reduction];
+  const deviceLoss = bool(where, 'deviceLoss', o.deviceLoss, false);
   const ints = [M, d, V, red, grad ? 1 : 0, detachTarget ? 1 : 0, ...chunkInts(where, o, device)];
   const { out, stats } = outputs(
     () => ({
       rowLoss: empty([M], 'float32', device)!, dh: empty([M, d], dtype, device, grad), dwLm: empty([V, d], 'float32', device, grad),
-      dx: empty([M, d], dtype, device, target), dwVm: empty([V, d], 'float32', device, target),
+      dx: empty([M, d], dtype, device, target), dwVm: empty([V, d], 'float32', device, target), loss: empty([1], 'float32', device, deviceLoss),
     }),
-    (r) => callOp('visual_word_kl', device, [h, wLm, x, wVm], [r.rowLoss, r.dh, r.dwLm, r.dx, r.dwVm], ints, [temperature, gradScale]),
+    (r) => callOp('visual_word_kl', device, [h, wLm, x, wVm], [r.rowLoss, r.dh, r.dwLm, r.dx, r.dwVm, r.loss], ints, [temperature, gradScale]),
   );
-  return { loss: stats.loss, losses: hostLosses(out.rowLoss), dh: out.dh, dwLm: out.dwLm, dx: out.dx, dwVm: out.dwVm, chunkRows: stats.chunkRows, workspaceBytes: stats.workspaceBytes };
+  return {
+    loss: stats.loss, losses: hostLosses(out.rowLoss, deviceLoss), dh: out.dh, dwLm: out.dwLm, dx: out.dx, dwVm: out.dwVm, lossTensor: out.loss,
+    chunkRows: stats.chunkRows, workspaceBytes: stats.workspaceBytes,
+  };
 }
 
 /** The top-k visual words of each row: ids [N, k] int32 and probs [N, k] (softmax over the whole vocabulary). */

@@ -1,5 +1,7 @@
 // vwlmm public API.
 import { BackendMemoryStats, cpu, cudaUnavailableReason, tryCuda } from './native';
+import type { Device } from './tensor';
+import { typeError } from './errors';
 export type { BackendMemoryStats } from './native';
 
 export { Tensor, scope, keep } from './tensor';
@@ -62,6 +64,17 @@ export function backendInfo(): BackendInfo {
 export function memoryStats(): { cpu: BackendMemoryStats; cuda: BackendMemoryStats | null } {
   const cudaAddon = tryCuda();
   return { cpu: cpu().memoryStats(), cuda: cudaAddon ? cudaAddon.memoryStats() : null };
+}
+
+/**
+ * How many times the host has waited for a backend so far: each read of a tensor's data (toArray, item) and,
+ * on CUDA, each stream synchronisation inside an op. A Trainer step waits once (for what it logs); the
+ * difference of two calls counts the waits in between. 0 for CUDA until CUDA is used.
+ */
+export function hostSyncs(device: Device = 'cpu'): number {
+  if (device === 'cuda') return tryCuda()?.hostSyncs() ?? 0;
+  if (device !== 'cpu') throw typeError('hostSyncs', 'device', "'cpu' or 'cuda'", device);
+  return cpu().hostSyncs();
 }
 
 /**

@@ -35,6 +35,8 @@ export interface Addon {
   memoryStats(): BackendMemoryStats;
   /** The caching allocator's cached blocks back to the system; returns the bytes. */
   releaseCache(): number;
+  /** How many times the host has waited for this backend (native/core/host_sync.h). */
+  hostSyncs(): number;
   backendInfo(): Record<string, unknown>;
   /** CUDA addon only: makes GPU `index` this process's device (src/device.ts). */
   selectDevice?(index: number): void;

@@ -26,6 +26,10 @@ timeout ${TEST_TIMEOUT:-240} node node_modules/vitest/vitest.mjs run ${TESTS:-te
 echo "tests: rc $? in $(( $(date +%s) - t0 )) s"
 grep -E "FAIL|✗|×|AssertionError|Error:" "$OUT/tests.log" | head -40
 tail -8 "$OUT/tests.log"
+# host synchronisations per training step on CUDA, with the per-op wait (default) and without (VWLMM_CUDA_ASYNC=1)
+for mode in 0 1; do
+  VWLMM_CUDA_ASYNC=$mode timeout 120 node node_modules/tsx/dist/cli.mjs benchmarks/host_syncs.ts --device cuda --steps 10 2>&1 | tail -1 | tee -a "$OUT/host_syncs.log"
+done
 t0=$(date +%s)
 timeout ${BENCH_TIMEOUT:-300} node node_modules/tsx/dist/cli.mjs benchmarks/fused_kernels_gpu.ts ${BENCH_ARGS:-} --out "$OUT/bench.json" >"$OUT/bench.log" 2>&1
 echo "bench: rc $? in $(( $(date +%s) - t0 )) s"

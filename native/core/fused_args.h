@@ -36,6 +36,11 @@ inline double reduce_loss(double total, Reduction reduction, int64_t rows) {
   return reduction == Reduction::Mean ? total / rows : total;
 }
 
+// The factor reduce_loss applies to the row-loss total (0 when no row counts: the loss is 0 then).
+inline double loss_scale(Reduction reduction, int64_t rows) {
+  return reduction == Reduction::Mean ? (rows > 0 ? 1.0 / static_cast<double>(rows) : 0.0) : 1.0;
+}
+
 // loss_i = (1 - eps) (lse_i - z_i[t_i]) + eps (lse_i - mean_v z_iv) + z_loss_weight * lse_i^2,
 // z_i = h_i W^T. Rows whose target is ignore_index contribute nothing (loss 0, zero gradient).
 struct LinearCrossEntropyArgs {
@@ -56,6 +61,7 @@ struct LinearCrossEntropyArgs {
   void* dh = nullptr;         // [N, d], dtype (may be null when !compute_grad)
   float* dw = nullptr;        // [V, d], float32
   float* row_loss = nullptr;  // [N] float32
+  float* loss = nullptr;      // [1] float32, optional: the reduced loss stays on the device (stats.loss NaN)
 };
 
 // KL(softmax(x Wvm^T / T) || softmax(h Wlm^T / T)) per row, reduced batchmean / sum / none.
@@ -79,6 +85,7 @@ struct VisualWordKLArgs {
   void* dx = nullptr;          // [M, d] dtype (null when detach_target)
   float* dw_vm = nullptr;      // [V, d] f32 (null when detach_target)
   float* row_loss = nullptr;   // [M] f32
+  float* loss = nullptr;       // [1] f32, optional: the reduced loss stays on the device (stats.loss NaN)
 };
 
 // Top-k of softmax(x Wvm^T) per row, probabilities normalised over the whole vocabulary.
@@ -147,6 +154,7 @@ inline LinearCrossEntropyArgs read_linear_cross_entropy(const OpCall& c) {
     a.dh = c.out_any(1, Nd, a.dtype, "dh");
     a.dw = c.out_f32(2, Vd, "dw");
   }
+  if (c.has_out(3)) a.loss = c.out_f32(3, 1, "loss");
   return a;
 }
 
@@ -175,6 +183,7 @@ inline VisualWordKLArgs read_visual_word_kl(const OpCall& c) {
       a.dw_vm = c.out_f32(4, Vd, "dwVm");
     }
   }
+  if (c.has_out(5)) a.loss = c.out_f32(5, 1, "loss");
   return a;
 }
 

@@ -21,6 +21,16 @@ inline void zero_f32(void* p, int64_t n) {
   if (n > 0) std::memset(p, 0, sizeof(float) * static_cast<size_t>(n));
 }
 
+// The fused losses' optional `loss` output (ops.def): the reduced loss written there instead of reported, as
+// the CUDA backend does, so callers get the same stats from both.
+inline OpStats loss_to_output(OpStats st, float* loss) {
+  if (loss) {
+    *loss = static_cast<float>(st.loss);
+    st.loss = std::nan("");
+  }
+  return st;
+}
+
 // Throws a RangeError naming the argument and the first bad index if x holds NaN or +-Inf.
 inline void check_finite(const char* op, const char* name, const void* ptr, int64_t n) {
   const float* x = static_cast<const float*>(ptr);

@@ -3,6 +3,7 @@
 //                  entirely (b = 0: Z = a X without reading Y, so uninitialised or NaN Y does not leak in,
 //                  as BLAS beta = 0; likewise a = 0).
 //   mul:           Z = X * Y       (backward: dX = dZ * Y, dY = dZ * X, also mul)
+//   mul_scalar:    Z = X * s[0]    (s a one-element buffer: a factor the host never reads)
 //   add_broadcast: Z[b, :] = X[b, :] + y for b < B   (position embeddings; backward: dX = dZ,
 //                  dy = sum_rows dZ)
 //   fill:          X[0..n) = value
@@ -48,6 +49,17 @@ void mul_cpu(const OpCall& c) {
   parallel_for(n, kElemGrain, [&](int64_t i0, int64_t i1) {
 #pragma omp simd
     for (int64_t i = i0; i < i1; ++i) z[i] = x[i] * y[i];
+  });
+}
+
+void mul_scalar_cpu(const OpCall& c) {
+  const int64_t n = size_arg(c, 0, "n");
+  const float* x = c.in_f32(0, n, "X");
+  const float s = *c.in_f32(1, 1, "s");
+  float* z = c.out_f32(0, n, "Z");
+  parallel_for(n, kElemGrain, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+    for (int64_t i = i0; i < i1; ++i) z[i] = x[i] * s;
   });
 }
 

@@ -89,7 +89,10 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
 // bf16 h/w/x (mixed precision) run on float32 copies (float32_view.h), after the call is checked as given.
 void linear_cross_entropy_cpu(const OpCall& c) {
   read_linear_cross_entropy(c);
-  in_float32(c, [](const OpCall& w) { w.report(linear_cross_entropy(read_linear_cross_entropy(w))); });
+  in_float32(c, [](const OpCall& w) {
+    const auto a = read_linear_cross_entropy(w);
+    w.report(loss_to_output(linear_cross_entropy(a), a.loss));
+  });
 }
 
 }  // namespace vw::cpu

@@ -79,7 +79,10 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
 // bf16 h/w/x (mixed precision) run on float32 copies (float32_view.h), after the call is checked as given.
 void visual_word_kl_cpu(const OpCall& c) {
   read_visual_word_kl(c);
-  in_float32(c, [](const OpCall& w) { w.report(visual_word_kl(read_visual_word_kl(w))); });
+  in_float32(c, [](const OpCall& w) {
+    const auto a = read_visual_word_kl(w);
+    w.report(loss_to_output(visual_word_kl(a), a.loss));
+  });
 }
 
 }  // namespace vw::cpu

@@ -1,6 +1,8 @@
 // Host-side definitions shared by the CUDA kernels (declared in common.cuh): error formatting, the
 // per-process context, scratch allocation, gemm_rm, and the deferred non-finite checks.
 #include <climits>
+#include <cstdlib>
+#include <string>
 #include <mutex>
 #include <vector>
 
@@ -206,7 +208,7 @@ float element_as_float(const char* op, const Context& ctx, const void* ptr, int6
   if (t == DType::BF16) {
     uint16_t bits = 0;
     CUDA_CHECK(op, cudaMemcpyAsync(&bits, elem_offset(ptr, i, t), 2, cudaMemcpyDeviceToHost, ctx.stream));
-    CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+    wait_stream(op, ctx);
     const uint32_t f = static_cast<uint32_t>(bits) << 16;
     float v;
     std::memcpy(&v, &f, 4);
@@ -214,7 +216,7 @@ float element_as_float(const char* op, const Context& ctx, const void* ptr, int6
   }
   float v = 0.f;
   CUDA_CHECK(op, cudaMemcpyAsync(&v, elem_offset(ptr, i, t), 4, cudaMemcpyDeviceToHost, ctx.stream));
-  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+  wait_stream(op, ctx);
   return v;
 }
 
@@ -241,7 +243,7 @@ void raise_status(const char* op, const Context& ctx, const DeviceBuffer& status
                   const std::vector<NamedInput>& inputs) {
   unsigned long long h[kStatusSlots];
   CUDA_CHECK(op, cudaMemcpyAsync(h, status.get(), kStatusBytes, cudaMemcpyDeviceToHost, ctx.stream));
-  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+  wait_stream(op, ctx);
   int i = 0;
   for (const NamedInput& in : inputs) {
     if (h[i] != ULLONG_MAX) {
@@ -276,15 +278,53 @@ double copy_row_losses(const char* op, const Context& ctx, const double* d_loss,
   launch(op, ctx, static_cast<unsigned>(blocks), 256, 0, doubles_to_floats_kernel, d_loss, row_loss, n);
   std::vector<double> loss(static_cast<size_t>(n));
   CUDA_CHECK(op, cudaMemcpyAsync(loss.data(), d_loss, sizeof(double) * n, cudaMemcpyDeviceToHost, ctx.stream));
-  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+  wait_stream(op, ctx);
   double total = 0;
   for (double v : loss) total += v;
   return total;
 }
 
-void finish_op(const char* op) {
-  Context& ctx = context(op);
+void wait_stream(const char* op, const Context& ctx) {
+  count_host_sync();
   CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+}
+
+namespace {
+__global__ void sum_losses_kernel(const double* __restrict__ x, int64_t n, double scale, float* __restrict__ out) {
+  // one block, a fixed order: deterministic
+  __shared__ double s[256];
+  double v = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) v += x[i];
+  s[threadIdx.x] = v;
+  __syncthreads();
+  for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+    if (static_cast<int>(threadIdx.x) < k) s[threadIdx.x] += s[threadIdx.x + k];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[0] = static_cast<float>(s[0] * scale);
+}
+}  // namespace
+
+void device_row_losses(const char* op, const Context& ctx, const double* d_loss, float* row_loss, int64_t n, double scale,
+                       float* loss) {
+  if (n > 0) {
+    const int64_t blocks = std::min<int64_t>((n + 255) / 256, int64_t(ctx.sm_count) * 8);
+    launch(op, ctx, static_cast<unsigned>(blocks), 256, 0, doubles_to_floats_kernel, d_loss, row_loss, n);
+  }
+  launch(op, ctx, 1, 256, 0, sum_losses_kernel, d_loss, n, scale, loss);
+}
+
+// Every op ends here (run_op). The host waits for the stream after each op unless VWLMM_CUDA_ASYNC=1: the
+// stream-ordered mode that waits only where a value is read (not yet run on a GPU; the per-op wait stays the
+// default until a GPU session has run the suite both ways).
+void finish_op(const char* op) {
+  static const bool async = [] {
+    const char* v = std::getenv("VWLMM_CUDA_ASYNC");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  if (async) return;
+  Context& ctx = context(op);
+  wait_stream(op, ctx);
 }
 
 }  // namespace vw::cuda
@@ -304,7 +344,7 @@ void gemm_cuda(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
     gemm_rm(op, ctx.blas, trans_a, trans_b, M, N, K, 1.f, A, t, trans_a ? M : K, B, t, trans_b ? K : N, 0.f, C,
             CUDA_R_32F, N);
   }
-  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+  wait_stream(op, ctx);
 }
 
 }  // namespace vw::cuda

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../core/dtype.h"
+#include "../core/host_sync.h"
 #include "../core/error.h"
 #include "../core/fused_args.h"
 
@@ -233,6 +234,15 @@ class ChunkBlocks {
 // Writes n device doubles as float32 to `row_loss` (device) and returns their sum in double (synchronous:
 // the sum is a host result of the op).
 double copy_row_losses(const char* op, const Context& ctx, const double* d_loss, float* row_loss, int64_t n);
+
+// The same float32 rows, and loss[0] = float(scale * sum) computed on the device (no host wait: the fused
+// losses' `loss` output). d_loss may be null when n = 0 (loss 0).
+void device_row_losses(const char* op, const Context& ctx, const double* d_loss, float* row_loss, int64_t n, double scale,
+                       float* loss);
+
+// The host waits for the ops' stream: the one way ops synchronise, counted as a host synchronisation
+// (native/core/host_sync.h).
+void wait_stream(const char* op, const Context& ctx);
 
 // ================================================================================== device helpers
 #ifdef __CUDACC__

@@ -122,7 +122,7 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   std::vector<int32_t> targets(static_cast<size_t>(N));
   if (N > 0) {
     CUDA_CHECK(op, cudaMemcpyAsync(targets.data(), a.targets, sizeof(int32_t) * N, cudaMemcpyDeviceToHost, ctx.stream));
-    CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+    wait_stream(op, ctx);
   }
   int64_t n_valid = 0;
   for (int64_t i = 0; i < N; ++i) {
@@ -140,6 +140,7 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
       CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
     }
     if (N > 0) CUDA_CHECK(op, cudaMemsetAsync(a.row_loss, 0, sizeof(float) * N, ctx.stream));
+    if (a.loss) CUDA_CHECK(op, cudaMemsetAsync(a.loss, 0, sizeof(float), ctx.stream));
     return call.finish();
   }
 
@@ -190,7 +191,12 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   if (grad && !dw_started) CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
 
   OpStats st = call.finish();
-  st.loss = reduce_loss(copy_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, N), a.reduction, n_valid);
+  if (a.loss) {
+    device_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, N, loss_scale(a.reduction, n_valid), a.loss);
+    st.loss = std::nan("");
+  } else {
+    st.loss = reduce_loss(copy_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, N), a.reduction, n_valid);
+  }
   return st;
 }
 

@@ -189,6 +189,7 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   if (M == 0) {
     if (grad) CUDA_CHECK(op, cudaMemsetAsync(a.dw_lm, 0, sizeof(float) * V * d, ctx.stream));
     if (grad_target) CUDA_CHECK(op, cudaMemsetAsync(a.dw_vm, 0, sizeof(float) * V * d, ctx.stream));
+    if (a.loss) CUDA_CHECK(op, cudaMemsetAsync(a.loss, 0, sizeof(float), ctx.stream));
     return call.finish();
   }
 
@@ -232,7 +233,12 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   }
 
   OpStats st = call.finish();
-  st.loss = reduce_loss(copy_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, M), a.reduction, M);
+  if (a.loss) {
+    device_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, M, loss_scale(a.reduction, M), a.loss);
+    st.loss = std::nan("");
+  } else {
+    st.loss = reduce_loss(copy_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, M), a.reduction, M);
+  }
   return st;
 }
 

@@ -1,5 +1,7 @@
 #include "buffer.h"
 
+#include "../core/host_sync.h"
+
 #include <cmath>
 #include <cstring>
 
@@ -190,7 +192,14 @@ Napi::Value NativeBuffer::Transfer(const Napi::CallbackInfo& info, const char* w
     ArrayArgs(info, what, &host, &n, &off);
     CheckRange(self, off, n, what);
     uint8_t* mem = static_cast<uint8_t*>(self->data_) + off;
-    if (n > 0) to_buffer ? kDeviceMemory.upload(mem, host, n) : kDeviceMemory.download(host, mem, n);
+    if (n > 0) {
+      if (to_buffer) {
+        kDeviceMemory.upload(mem, host, n);
+      } else {
+        count_host_sync();
+        kDeviceMemory.download(host, mem, n);
+      }
+    }
     return info.Env().Undefined();
   });
 }

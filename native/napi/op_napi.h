@@ -3,8 +3,8 @@
 //   callOp(op, inputs, inDtypes, outputs, outDtypes, ints, floats) -> stats | null
 // inputs/outputs are arrays of NativeBuffer (null for an absent optional one); stats is
 // { loss, rows, chunkRows, workspaceBytes } for the fused ops, null for the others.
-// Also: opNames() (the table, in order), opConstants() (the enums ops take as integers), memoryStats() and
-// the NativeBuffer class.
+// Also: opNames() (the table, in order), opConstants() (the enums ops take as integers), memoryStats(),
+// hostSyncs() and the NativeBuffer class.
 #pragma once
 #include <napi.h>
 
@@ -18,6 +18,7 @@
 
 #include "../core/activation.h"
 #include "../core/fused_args.h"
+#include "../core/host_sync.h"
 #include "../core/op.h"
 #include "buffer.h"
 #include "errors.h"
@@ -176,6 +177,10 @@ void RegisterOps(Napi::Env env, Napi::Object exports, const OpTable<N>& table, c
     o.Set("systemAllocs", Napi::Number::New(info.Env(), static_cast<double>(s.system_allocs)));
     o.Set("cacheHits", Napi::Number::New(info.Env(), static_cast<double>(s.cache_hits)));
     return o;
+  }));
+  // hostSyncs(): how many times the host has waited for this backend (native/core/host_sync.h).
+  exports.Set("hostSyncs", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Napi::Number::New(info.Env(), static_cast<double>(host_sync_counter().load()));
   }));
   // releaseCache(): the cached blocks back to the system (torch.cuda.empty_cache()); returns the bytes.
   exports.Set("releaseCache", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {

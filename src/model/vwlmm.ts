@@ -38,8 +38,12 @@ export interface ModelBatch {
 
 export interface LossOutput {
   loss: Tensor;
-  ce: number;
-  kl: number;
+  /** The text cross-entropy and the image-token KL ([1] float32 on the model's device; klLoss null without KL rows). */
+  ceLoss: Tensor;
+  klLoss: Tensor | null;
+  /** Their values: each read from the device when first asked for (a host synchronisation on CUDA). */
+  readonly ce: number;
+  readonly kl: number;
   /** Supervised text tokens and KL rows in the batch. */
   textTokens: number;
   klRows: number;
@@ -158,18 +162,26 @@ export class VwLmm extends Module {
     if (!batch.targets) throw new TypeError('VwLmm.loss: the batch has no targets');
     const { h, features } = this.hidden(batch);
     const textTokens = batch.targets.reduce((a, t) => a + (t !== -100 ? 1 : 0), 0);
-    let loss = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(batch.targets, [batch.B * batch.T], { device: this.device }));
-    const ce = loss.item();
-    let kl = 0, klRows = 0;
+    const ceLoss = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(batch.targets, [batch.B * batch.T], { device: this.device }));
+    let loss = ceLoss, klLoss: Tensor | null = null, klRows = 0;
     if (this.config.vmWeight > 0 && features && batch.klRows && batch.klRows.rows.length > 0) {
       klRows = batch.klRows.rows.length;
       const hRows = F.gatherRows(h, Tensor.fromArray(batch.klRows.rows, [klRows], { device: this.device }));
       const xRows = F.gatherRows(features, Tensor.fromArray(batch.klRows.featureIndex, [klRows], { device: this.device }));
-      const klT = F.visualWordKL(hRows, this.lm_head.weight, xRows, this.vm_head!.weight, { detachTarget: this.config.detachTarget });
-      kl = klT.item();
-      loss = F.add(loss, F.scale(klT, this.config.vmWeight));
+      klLoss = F.visualWordKL(hRows, this.lm_head.weight, xRows, this.vm_head!.weight, { detachTarget: this.config.detachTarget });
+      loss = F.add(loss, F.scale(klLoss, this.config.vmWeight));
     }
-    return { loss, ce, kl, textTokens, klRows };
+    // no host read here: a training step reads what it logs once (Trainer), not per loss term
+    let ce: number | null = null, kl: number | null = null;
+    return {
+      loss, ceLoss, klLoss, textTokens, klRows,
+      get ce() {
+        return (ce ??= ceLoss.item());
+      },
+      get kl() {
+        return (kl ??= klLoss ? klLoss.item() : 0);
+      },
+    };
   }
 
   /**

@@ -30,10 +30,11 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { autocast, ComputeDtype, defaultComputeDtype, parseComputeDtype } from '../amp';
 import { f32ToBf16 } from '../bf16';
+import { callOp } from '../call_op';
 import { describe, rangeError, typeError } from '../errors';
-import { clipGradNorm, AdamW, ParamGroup } from '../optim';
+import { AdamW, ParamGroup } from '../optim';
 import { Generator } from '../random';
-import { scope, Tensor } from '../tensor';
+import { keep, scope, Tensor } from '../tensor';
 import * as F from '../functional';
 import { clearTape, zeroGrad } from '../autograd';
 import { HostTensor, readSafetensors } from '../io/safetensors';
@@ -239,7 +240,7 @@ function batchKey(stage: number, step: number, m: number): string {
 }
 
 /** The stage's loss of one micro-batch: its own (a one-element tensor), else VwLmm.loss of its batch. */
-function stageLoss(model: VwLmm, s: Stage, idx: number[], batch: ModelBatch | null): { loss: Tensor; ce?: number; kl?: number } {
+function stageLoss(model: VwLmm, s: Stage, idx: number[], batch: ModelBatch | null): { loss: Tensor; ceLoss?: Tensor; klLoss?: Tensor | null } {
   if (batch) return model.loss(batch);
   const loss = s.loss!(model, idx);
   if (!(loss instanceof Tensor) || loss.size !== 1) throw typeError(`Trainer: stage '${s.name}'`, 'the value of loss(model, indices)', 'a one-element Tensor (the scalar loss)', loss);
@@ -448,43 +449,65 @@ export class Trainer {
     const accum = s.gradAccum ?? 1;
     const samples: number[][] = [];
     let bad: { what: 'loss' | 'gradient norm'; micro: number | null; detail: string } | null = null;
-    // One autocast region for all micro-batches: each weight is cast to bf16 once per step (not per use);
-    // the region ends before the clipping and the fp32 update.
-    autocast(this.dtype, () => {
-      for (let m = 0; m < accum && !bad; m++) {
-        const idx = batchIndices(state.seed, state.stage, s, state.step, m);
-        samples.push(idx);
-        const batch = s.loss ? null : this.batchOf(s, state.stage, state.step, m, idx);
-        try {
-          scope(() => {
-            const out = stageLoss(this.model, s, idx, batch);
-            const value = out.loss.item();
-            if (!Number.isFinite(value)) {
-              bad = { what: 'loss', micro: m, detail: batch ? `loss ${value} (CE ${out.ce}, KL ${out.kl})` : `loss ${value}` };
-              return;
-            }
-            // micro-batches average: each backward carries 1/accum of the gradient
-            const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
-            scaled.backward();
-            loss += value / accum;
-            if (!batch) return;
-            ce += out.ce! / accum;
-            kl += out.kl! / accum;
-            addTokens(batch.attentionMask.reduce((a, b) => a + b, 0));
-          });
-        } catch (e) {
-          if (!isNonFiniteError(e)) throw e;
-          bad = { what: 'loss', micro: m, detail: e.message };
-        }
-      }
-    });
-    // micro-batches loaded ahead but not used (a non-finite loss ended the step early) are dropped with it
-    for (let m = 0; m < accum; m++) this.ready.delete(batchKey(state.stage, state.step, m));
     let gradNorm = NaN;
-    if (!bad) {
-      const norm = clipGradNorm(params, s.maxGradNorm ?? 1.0, { errorIfNonfinite: false });
-      if (Number.isFinite(norm)) gradNorm = norm;
-      else bad = { what: 'gradient norm', micro: null, detail: `global gradient norm ${norm}` };
+    // What the step logs and decides on stays on the device until one read at its end (one host
+    // synchronisation per step on CUDA): per micro-batch loss, CE and KL, then the squared gradient norm.
+    const device = this.model.device;
+    const stats = keep(Tensor.zeros([3 * accum + 1], { device }));
+    const put = (t: Tensor | null | undefined, slot: number) => {
+      if (t) callOp('copy_2d', device, [t], [stats], [1, 1, 1, 1, 0, slot, 0]);
+    };
+    let stepTokens = 0, ran = 0;
+    try {
+      // One autocast region for all micro-batches: each weight is cast to bf16 once per step (not per use);
+      // the region ends before the clipping and the fp32 update.
+      autocast(this.dtype, () => {
+        for (let m = 0; m < accum && !bad; m++) {
+          const idx = batchIndices(state.seed, state.stage, s, state.step, m);
+          samples.push(idx);
+          const batch = s.loss ? null : this.batchOf(s, state.stage, state.step, m, idx);
+          try {
+            scope(() => {
+              const out = stageLoss(this.model, s, idx, batch);
+              put(out.loss, 3 * m);
+              put(out.ceLoss, 3 * m + 1);
+              put(out.klLoss, 3 * m + 2);
+              // micro-batches average: each backward carries 1/accum of the gradient. A non-finite loss
+              // back-propagates too (its gradients are dropped with the step once the read shows it).
+              const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
+              scaled.backward();
+              if (batch) stepTokens += batch.attentionMask.reduce((a, b) => a + b, 0);
+            });
+            ran = m + 1;
+          } catch (e) {
+            if (!isNonFiniteError(e)) throw e;
+            bad = { what: 'loss', micro: m, detail: e.message };
+          }
+        }
+      });
+      // micro-batches loaded ahead but not used (a non-finite input ended the step early) are dropped with it
+      for (let m = 0; m < accum; m++) this.ready.delete(batchKey(state.stage, state.step, m));
+      if (!bad) {
+        const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
+        scope(() => {
+          const sq = Tensor.empty([1], { device });
+          callOp('sum_squares', device, grads, [sq], [grads.length, ...grads.map((g) => g.size)]);
+          put(sq, 3 * accum);
+        });
+        const v = stats.toArray(); // the step's one host synchronisation
+        for (let m = 0; m < ran && !bad; m++) {
+          const [l, c, k] = [v[3 * m], v[3 * m + 1], v[3 * m + 2]];
+          if (!Number.isFinite(l)) bad = { what: 'loss', micro: m, detail: s.loss ? `loss ${l}` : `loss ${l} (CE ${c}, KL ${k})` };
+          loss += l / accum;
+          ce += c / accum;
+          kl += k / accum;
+        }
+        const norm = Math.sqrt(v[3 * accum]);
+        if (!bad && !Number.isFinite(norm)) bad = { what: 'gradient norm', micro: null, detail: `global gradient norm ${norm}` };
+        gradNorm = norm;
+      }
+    } finally {
+      stats.dispose();
     }
     if (bad) {
       clearTape();
@@ -507,7 +530,11 @@ export class Trainer {
       this.log(record);
       return;
     }
-    opt.step();
+    // clipping as torch.nn.utils.clip_grad_norm_ (factor maxNorm / (norm + 1e-6) when below 1), applied
+    // inside the update
+    const factor = (s.maxGradNorm ?? 1.0) / (gradNorm + 1e-6);
+    opt.step({ gradScale: factor < 1 ? factor : 1 });
+    addTokens(stepTokens);
     zeroGrad(params);
     state.step++;
     state.globalStep++;

@@ -1,4 +1,4 @@
-// Engine ops axpby, mul, add_broadcast, fill (native/cpu/elementwise.cpp).
+// Engine ops axpby, mul, mul_scalar, add_broadcast, fill (native/cpu/elementwise.cpp).
 import { describe, expect, it } from 'vitest';
 import { scope } from '../../src';
 import { relErr } from '../support/compare';
@@ -44,6 +44,23 @@ describe(`engine element-wise ops (seed ${runSeed})`, () => {
           const xt = f32(x);
           run('mul', [xt, f32(y)], [xt], [n]);
           expect(sameBits(xt.toArray() as Float32Array, z)).toBe(true);
+        });
+      });
+    }
+  });
+
+  describe('mul_scalar', () => {
+    for (const n of sizes) {
+      it(`n=${n}`, () => {
+        const rng = rngFor(`mul_scalar:${n}`);
+        const x = rng.normals(n), s = rng.normals(1);
+        scope(() => {
+          const [z] = run('mul_scalar', [f32(x), f32(s)], [poisoned(n)], [n]);
+          expectErr('mul_scalar', relErr(z, Float64Array.from(x, (v) => v * s[0])), TOL);
+          const xt = f32(x); // in place
+          run('mul_scalar', [xt, f32(s)], [xt], [n]);
+          expect(sameBits(xt.toArray() as Float32Array, z)).toBe(true);
+          expect(() => run('mul_scalar', [f32(x), f32([])], [poisoned(n)], [n])).toThrow(/\[mul_scalar\] s is missing \(null\)|\[mul_scalar\] s holds 0 bytes but needs 4/);
         });
       });
     }

@@ -19,7 +19,7 @@
 // when no problem was found, 1 otherwise. --trace writes each call's description to FILE (synchronously,
 // before the call) to find the call behind a crash.
 import * as fs from 'fs';
-import { cachedHostBytes, callOp, clearTape, opNames, fused, memoryStats, F, releaseHostCache, scope, Tensor, backendInfo } from '../../src';
+import { cachedHostBytes, callOp, clearTape, opNames, fused, hostSyncs, memoryStats, F, releaseHostCache, scope, Tensor, backendInfo } from '../../src';
 import { cpu, NativeBuffer } from '../../src/native';
 import { Rng } from '../support/random';
 
@@ -419,10 +419,10 @@ add('addon.sgemm', () => {
   const M = rng.int(5), N = rng.int(5), K = rng.int(5);
   return { fn: addon.sgemm as never, args: [chance(0.5), chance(0.5), M, N, K, buf(4 * M * K), buf(4 * K * N), buf(4 * M * N)], names: ['sgemm', ...NBN] };
 });
-for (const k of ['opNames', 'opConstants', 'memoryStats', 'backendInfo', 'releaseCache'])
+for (const k of ['opNames', 'opConstants', 'memoryStats', 'backendInfo', 'releaseCache', 'hostSyncs'])
   add(`addon.${k}`, () => ({ fn: addon[k] as never, args: [], names: [k] }));
-for (const [k, fn] of Object.entries({ memoryStats, backendInfo, releaseHostCache, cachedHostBytes, opNames }))
-  add(k, () => ({ fn: fn as never, args: k === 'opNames' ? ['cpu'] : [], names: [k, 'CUDA'] }));
+for (const [k, fn] of Object.entries({ memoryStats, backendInfo, releaseHostCache, cachedHostBytes, opNames, hostSyncs }))
+  add(k, () => ({ fn: fn as never, args: k === 'opNames' || k === 'hostSyncs' ? [pick(['cpu', 'cuda', 'gpu', undefined])] : [], names: [k, 'CUDA'] }));
 
 // --- ops: valid templates recorded from F.* and fused.* (every call they make to the binding's callOp), replayed
 // raw through the binding and through callOp with fresh buffers of the same sizes, then mutated.

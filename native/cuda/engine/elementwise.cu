@@ -2,7 +2,7 @@
 //   activation_forward/backward (the kinds of native/core/activation.h), swiglu_forward/
 //   backward, axpby, mul: float32 or bfloat16 (every buffer of a call the same dtype; fp32 arithmetic with
 //   the CPU's formulas: erfc for gelu, a sigmoid and its complement from exp(-|z|));
-//   add_broadcast, fill, copy_2d: float32;
+//   mul_scalar, add_broadcast, fill, copy_2d: float32;
 //   cast: float32 <-> bfloat16 either way (or a copy), rounding once (__float2bfloat16_rn, as the CPU's
 //   native/core/bf16.h).
 // All are grid-stride passes with 64-bit indices; outputs may alias their inputs element for element.
@@ -181,6 +181,13 @@ void elementwise_op(const OpCall& c, int64_t n, const char* const (&in_names)[NI
                    extra...);
 }
 
+// The factor is read by every thread from device memory: the host never waits for it.
+__global__ void __launch_bounds__(kThreads)
+    mul_scalar_kernel(const float* __restrict__ x, const float* __restrict__ s, float* __restrict__ z, int64_t n) {
+  const float f = *s;
+  for (int64_t i = global_tid(); i < n; i += global_stride()) z[i] = x[i] * f;
+}
+
 template <typename TX, typename TY>
 __global__ void __launch_bounds__(kThreads) cast_kernel(const TX* __restrict__ x, TY* __restrict__ y, int64_t n) {
   for (int64_t i = global_tid(); i < n; i += global_stride()) y[i] = from_float<TY>(to_float(x[i]));
@@ -223,6 +230,17 @@ void axpby_cuda(const OpCall& c) {
 
 void mul_cuda(const OpCall& c) {
   elementwise_op(c, size_arg(c, 0, "n"), {"X", "Y"}, {"Z"}, [](auto tag) { return mul_kernel<typename decltype(tag)::type>; });
+}
+
+void mul_scalar_cuda(const OpCall& c) {
+  const char* op = c.op;
+  const int64_t n = size_arg(c, 0, "n");
+  const float* x = c.in_f32(0, n, "X");
+  const float* s = c.in_f32(1, 1, "s");
+  float* z = c.out_f32(0, n, "Z");
+  Context& ctx = context(op);
+  if (n == 0) return;
+  launch(op, ctx, grid_for(ctx, n), kThreads, 0, mul_scalar_kernel, x, s, z, n);
 }
 
 void add_broadcast_cuda(const OpCall& c) {

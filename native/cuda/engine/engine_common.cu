@@ -37,11 +37,11 @@ BadValue first_outside(const char* op, const Context& ctx, const int32_t* x, int
   // The result is read on the host: these waits are part of the op, not its end-of-op synchronisation.
   unsigned long long first = 0;
   CUDA_CHECK(op, cudaMemcpyAsync(&first, status.get(), sizeof first, cudaMemcpyDeviceToHost, ctx.stream));
-  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+  wait_stream(op, ctx);
   if (first == ULLONG_MAX) return {-1, 0};
   BadValue b{static_cast<int64_t>(first), 0};
   CUDA_CHECK(op, cudaMemcpyAsync(&b.value, x + b.index, sizeof(int32_t), cudaMemcpyDeviceToHost, ctx.stream));
-  CUDA_CHECK(op, cudaStreamSynchronize(ctx.stream));
+  wait_stream(op, ctx);
   return b;
 }
 

@@ -1,0 +1,47 @@
+// Host synchronisations and time per optimizer step of the demo model's Trainer on one device: how often the
+// host waits for the backend inside a step (hostSyncs(), native/core/host_sync.h). The CPU count is the
+// orchestration's (tests/train/host_syncs.test.ts holds it to 1); on CUDA every wait inside an op counts too, so
+// this lists what is left of "one synchronisation per step". Run it with VWLMM_CUDA_ASYNC=1 as well (no wait
+// at the end of every op).
+//
+//   npx tsx benchmarks/host_syncs.ts [--device cuda] [--dtype bf16] [--steps 20] [--accum 2]
+import { hostSyncs } from '../src';
+import { parseComputeDtype } from '../src/amp';
+import { DeviceSpec, useDevice } from '../src/device';
+import { DEFAULT_RECIPE, recipeConfig } from '../src/demo/recipe';
+import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSamples } from '../src/demo/task';
+import { VwLmm } from '../src/model/vwlmm';
+import { Generator } from '../src/random';
+import { Trainer } from '../src/train/trainer';
+import { arg } from './support';
+
+const device = arg('device', 'cpu') as DeviceSpec;
+useDevice('--device', device);
+const steps = Number(arg('steps', '20')), accum = Number(arg('accum', '2'));
+const dtype = parseComputeDtype('--dtype', arg('dtype', device.startsWith('cuda') ? 'bf16' : 'fp32'));
+const { tokenizer } = makeTokenizer();
+const split = makeSplit(64, new Generator(1), { nonRelational: 4, relational: 4 });
+const { samples } = tokenizeSamples(split.questions.map((q, i) => ({ image: i, turns: questionConversation(q) })), tokenizer, 'vicuna_v1');
+const cfg = recipeConfig(DEFAULT_RECIPE, tokenizer.vocabSize);
+const model = VwLmm.create(cfg, 1, { device });
+const size = cfg.vision.imageSize, patches = (size / cfg.vision.patchSize) ** 2;
+const makeBatch = (idx: number[]) => batchOf(idx.map((i) => samples[i]), split, { imageSize: size, numPatches: patches, padId: tokenizer.padId, mean: cfg.image.mean, std: cfg.image.std });
+const per: { syncs: number; ms: number }[] = [];
+let last = 0, t = 0;
+const trainer = new Trainer(model, [{ name: 'q', size: samples.length, makeBatch, steps, batchSize: 16, gradAccum: accum, lr: 1e-3, trainable: { projector: true, llm: true, vmHead: true } }], {
+  seed: 1, dtype,
+  onLog: (r) => {
+    if (r.type !== 'train') return;
+    const now = hostSyncs(device.startsWith('cuda') ? 'cuda' : 'cpu');
+    per.push({ syncs: now - last, ms: Date.now() - t });
+    last = now;
+    t = Date.now();
+  },
+});
+last = hostSyncs(device.startsWith('cuda') ? 'cuda' : 'cpu');
+t = Date.now();
+trainer.run();
+const steady = per.slice(2);
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+console.log(JSON.stringify({ device, dtype, accum, async: process.env.VWLMM_CUDA_ASYNC === '1', syncsPerStep: per.map((p) => p.syncs), meanMsPerStep: mean(steady.map((p) => p.ms)) }));
+model.dispose();

@@ -1,0 +1,95 @@
+// Host synchronisations (native/core/host_sync.h, hostSyncs()): a training step reads what it logs and decides on
+// (per micro-batch loss, CE, KL, the gradient norm) in one read at its end; the fused losses keep their loss
+// on the device and scale their saved gradients there (mul_scalar), the model's loss terms are not read. On the
+// CPU this counts the reads of tensor data (where CUDA would wait), so the orchestration is checked in CI;
+// the CUDA ops' own waits are counted there too (a GPU session reports them).
+import { describe, expect, it } from 'vitest';
+import { F, hostSyncs, scope, Tensor } from '../../src';
+import { VwLmm } from '../../src/model/vwlmm';
+import { Stage, Trainer } from '../../src/train/trainer';
+import { tinyConfig, tinyData } from './support/tiny';
+
+/** Host syncs of each optimizer step of `stages` (train records only: no evaluation, no checkpoints). */
+function syncsPerStep(stages: Stage[], opts: { dtype?: 'float32' | 'bfloat16'; gradientCheckpointing?: boolean; vmWeight?: number } = {}): number[] {
+  const { tokenizer } = tinyData(8);
+  const model = VwLmm.create(tinyConfig(tokenizer.vocabSize, opts.vmWeight ?? 1), 4);
+  const counts: number[] = [];
+  let last = hostSyncs();
+  const t = new Trainer(model, stages, {
+    seed: 2, dtype: opts.dtype, gradientCheckpointing: opts.gradientCheckpointing,
+    onLog: (r) => {
+      if (r.type !== 'train') return;
+      const now = hostSyncs();
+      counts.push(now - last);
+      last = now;
+    },
+  });
+  last = hostSyncs();
+  t.run();
+  model.dispose();
+  return counts;
+}
+
+describe('host synchronisations per training step', () => {
+  it('hostSyncs counts every read of tensor data, nothing else', () => {
+    scope(() => {
+      const a = Tensor.fromArray(new Float32Array([1, 2, 3]), [3]);
+      const before = hostSyncs();
+      const b = F.add(a, a); // ops and uploads are not waits
+      Tensor.fromArray(new Float32Array(4), [4]);
+      expect(hostSyncs()).toBe(before);
+      b.toArray();
+      F.sum(b).item();
+      expect(hostSyncs()).toBe(before + 2);
+    });
+  });
+
+  it('one per optimizer step: VW-LMM loss (CE + KL), gradient accumulation, clipping, every stage kind', () => {
+    const { samples, makeBatch } = tinyData(8);
+    const stages: Stage[] = [
+      { name: 'one', size: samples.length, makeBatch, steps: 3, batchSize: 2, lr: 3e-3, trainable: { projector: true, vmHead: true } },
+      { name: 'accum', size: samples.length, makeBatch, steps: 3, batchSize: 2, gradAccum: 3, lr: 2e-3, maxGradNorm: 1e-3, trainable: { visionTower: true, projector: true, llm: true, vmHead: true } },
+    ];
+    expect(syncsPerStep(stages)).toEqual([1, 1, 1, 1, 1, 1]);
+    // in bf16, with every layer recomputed in the backward
+    expect(syncsPerStep(stages, { dtype: 'bfloat16', gradientCheckpointing: true })).toEqual([1, 1, 1, 1, 1, 1]);
+    // plain LLaVA (no KL term)
+    expect(syncsPerStep(stages.slice(1), { vmWeight: 0 })).toEqual([1, 1, 1]);
+  });
+
+  it("one per step for a stage with its own loss (HF's compute_loss)", () => {
+    const { samples, makeBatch } = tinyData(8);
+    const stage: Stage = {
+      name: 'custom', size: samples.length, steps: 3, batchSize: 2, gradAccum: 2, lr: 1e-3, trainable: { projector: true, llm: true },
+      loss: (m, idx) => m.loss(makeBatch(idx)).loss,
+    };
+    expect(syncsPerStep([stage])).toEqual([1, 1, 1]);
+  });
+
+  it('the logged numbers are the ones the loss terms hold (read once, at the end)', () => {
+    const { tokenizer, samples, makeBatch } = tinyData(8);
+    const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 4);
+    const idx = [0, 1];
+    const direct = scope(() => {
+      const out = model.loss(makeBatch(idx));
+      return { loss: out.loss.item(), ce: out.ce, kl: out.kl };
+    });
+    expect(direct.kl).toBeGreaterThan(0);
+    expect(direct.loss).toBeCloseTo(direct.ce + direct.kl, 5);
+    const records: Record<string, unknown>[] = [];
+    // one step of one micro-batch whose indices the trainer picks: compare against the same computation
+    const t = new Trainer(model, [{ name: 's', size: samples.length, makeBatch, steps: 1, batchSize: 8, lr: 0, trainable: { projector: true } }], { seed: 1, onLog: (r) => records.push(r) });
+    const all = scope(() => {
+      const out = model.loss(makeBatch([...Array(8).keys()]));
+      return { loss: out.loss.item(), ce: out.ce, kl: out.kl };
+    });
+    t.run();
+    const rec = records.find((r) => r.type === 'train')!;
+    // the batch is all 8 samples in some order: the same mean loss up to summation order
+    expect(rec.loss as number).toBeCloseTo(all.loss, 5);
+    expect(rec.ce as number).toBeCloseTo(all.ce, 5);
+    expect(rec.kl as number).toBeCloseTo(all.kl, 5);
+    expect(Number.isFinite(rec.gradNorm as number) && (rec.gradNorm as number) > 0).toBe(true);
+    model.dispose();
+  });
+});
