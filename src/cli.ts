@@ -235,6 +235,29 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     model.dispose();
   });
 
+// `vwlmm score <benchmark>`: the official LLaVA-1.5 scorers on an answers file (src/eval/scorers.ts), printing what
+// they print; --json: one object of the numbers instead.
+const score = program.command('score').description("score LLaVA answer files as LLaVA-1.5's official scripts do (textvqa, pope)");
+score.command('textvqa').description("eval_textvqa.py: EvalAI answer processing and the VQA accuracy")
+  .requiredOption('--answers <file>', 'answers (JSONL: question_id, prompt, text)')
+  .requiredOption('--annotations <file>', 'TextVQA_0.5.1_val.json')
+  .option('--json', 'print one JSON object')
+  .action(async (o: { answers: string; annotations: string; json?: boolean }) => {
+    const { scoreTextVQA } = await import('./eval');
+    const r = scoreTextVQA(o.answers, o.annotations);
+    process.stdout.write(o.json ? JSON.stringify({ experiment: r.experiment, samples: r.samples, accuracy: r.accuracy }) + '\n' : r.report);
+  });
+score.command('pope').description('eval_pope.py: yes/no from the first sentence; accuracy, precision, recall, F1, yes-ratio per category')
+  .requiredOption('--answers <file>', 'answers (JSONL: question_id, text)')
+  .requiredOption('--questions <file>', 'llava_pope_test.jsonl (question_id, category)')
+  .requiredOption('--annotations <dir>', 'the folder of coco_pope_<category>.json label files')
+  .option('--json', 'print one JSON object')
+  .action(async (o: { answers: string; questions: string; annotations: string; json?: boolean }) => {
+    const { scorePope } = await import('./eval');
+    const r = scorePope(o.answers, o.questions, o.annotations);
+    process.stdout.write(o.json ? JSON.stringify({ categories: r.categories }) + '\n' : r.report);
+  });
+
 program.command('eval').description('exact-match (or VQA soft) accuracy of a checkpoint on a LLaVA-format file')
   .requiredOption('--checkpoint <dir>', 'checkpoint directory')
   .requiredOption('--data <file>', 'LLaVA JSON / JSONL file whose last assistant turn is the answer')

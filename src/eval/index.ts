@@ -2,7 +2,11 @@
 // evaluation of a LLaVA question file, and visual words (compute, draw). Generation itself is
 // VwLmm.generate (its options type is re-exported here) on a prompt from buildGenerationPrompt (data).
 // Re-exported by the package root and by 'vwlmm/eval'.
-export { normalizeAnswer, exactMatch, vqaSoftAccuracy, evaluateFile } from './llava_eval';
+export { normalizeAnswer, exactMatch, evaluateFile } from './llava_eval';
+export { evalAIAnswer, vqaSoftAccuracy } from './evalai';
+export { scoreTextVQA, scorePope, textvqaQuestionOf, popeAnswerIsNo, readAnswers } from './scorers';
+export type { TextVQAScore, PopeCategory, AnswerRecord } from './scorers';
+export { pyRepr, pyFixed } from './pyformat';
 export type { EvalResult } from './llava_eval';
 export { visualWordsOf, drawVisualWords } from './visual_words';
 export type { PatchWords } from './visual_words';

@@ -1,7 +1,7 @@
 // Evaluation on any LLaVA-format file whose last assistant turn is the expected answer: greedy decoding
 // of the reply to the conversation without that turn, exact match after normalisation (case and
-// punctuation insensitive), overall and per `category`; the VQA soft accuracy (min(1, matches among the
-// other 9 / 3), averaged over the 10 leave-one-out subsets) when a record carries 10 `answers`.
+// punctuation insensitive), overall and per `category`; the VQA soft accuracy with EvalAI's answer processing
+// (src/eval/evalai.ts) when a record carries 10 `answers`.
 import * as path from 'path';
 import { collate } from '../data/collate';
 import { buildGenerationPrompt, Turn } from '../data/conversation';
@@ -9,6 +9,7 @@ import { LlavaRecord, readLlavaRecords } from '../data/dataset';
 import { loadImage, preprocessClip } from '../data/images';
 import { TextTokenizer } from '../data/tokenizer';
 import { VwLmm } from '../model/vwlmm';
+import { vqaSoftAccuracy } from './evalai';
 
 export interface EvalResult {
   accuracy: number;
@@ -27,17 +28,6 @@ export function exactMatch(pred: string, answer: string): number {
   return Number(normalizeAnswer(pred) === normalizeAnswer(answer));
 }
 
-/** VQA accuracy of one prediction against 10 human answers. */
-export function vqaSoftAccuracy(pred: string, answers: string[]): number {
-  const p = normalizeAnswer(pred);
-  let total = 0;
-  for (let i = 0; i < answers.length; i++) {
-    let matches = 0;
-    for (let j = 0; j < answers.length; j++) if (j !== i && normalizeAnswer(answers[j]) === p) matches++;
-    total += Math.min(1, matches / 3);
-  }
-  return total / answers.length;
-}
 
 export async function evaluateFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, opts: { maxNewTokens?: number; strict?: boolean; limit?: number } = {}): Promise<EvalResult> {
   const { records, skipped: badLines } = readLlavaRecords(file, { strict: opts.strict });

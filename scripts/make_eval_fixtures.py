@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Fixtures for tests/eval/official_scorers.test.ts: LLaVA-1.5's own scoring code, run as is on answer files made
+here, and what it returns and prints.
+
+  python3 scripts/make_eval_fixtures.py --llava DIR [--out tests/fixtures/eval]
+
+DIR is a checkout of github.com/haotian-liu/LLaVA (only llava/eval/m4c_evaluator.py, eval_textvqa.py and
+eval_pope.py are used; they are loaded by path, so the package's model code and its dependencies are not needed;
+tqdm is). Written:
+  evalai.json      EvalAIAnswerProcessor on answer variants (number words, articles, contractions, punctuation,
+                   periods, commas in numbers, whitespace, "unanswerable", ...), the per-question VQA accuracy of
+                   TextVQAAccuracyEvaluator on prediction / 10-answer sets, and Python's repr and '%.Nf' of floats
+  textvqa/         annotations.json (TextVQA_0.5.1_val.json's layout), answers.jsonl (LLaVA's three TextVQA prompt
+                   forms), expected.txt (what eval_textvqa.py prints)
+  pope/            questions.jsonl, annotations/coco_pope_<category>.json, answers.jsonl, expected.txt (what
+                   eval_pope.py prints; os.listdir sorted, as `vwlmm score pope` orders the categories)
+"""
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import random
+import runpy
+import sys
+import types
+
+
+def load(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+BASE_ANSWERS = [
+    "two", "Two.", "2", "2.", "two.", "The two", "a dog", "an apple", "the", "none", "zero", "ten", "10", "eleven",
+    "Yes", "yes.", "Yes, it is.", "no", "No, there is not.", "not sure", "unanswerable", "Unanswerable.",
+    "dont", "Dont know", "isnt it", "its", "it's", "John's car", "Im here", "cant", "won't", "wont", "y'all",
+    "1,000", "1, 000", "3.5", "3.5.", "a.b.c", "e.g.", "t-shirt", "t - shirt", "e-mail", "black/white", "black / white",
+    "(left)", "[right]", "\"stop\"", "{x}", "a=b", "c++", "back\\slash", "snake_case", "<tag>", "@home", "`tick`",
+    "hello!", "what?", "semi;colon", "  spaced   out  ", "tab\there", "new\nline", "MiXeD CaSe", "CAFÉ", "Straße",
+    "coca-cola", "7-eleven", "9.30", "9:30", "$5", "5$", "50%", "1st", "No.", "No. 5", "no.5", "a lot", "an hour",
+    "one two three", "the the the", "\u00a0nbsp", "zero-width\u200bspace", "\u0663.", "\u0663\u066b\u0664",
+    "end\x85nel", "\x1cfs", ". " * 40 + "x", "." * 40 + "1",
+]
+
+
+def evalai_cases(m4c, rng):
+    proc = m4c.EvalAIAnswerProcessor()
+    answers = list(BASE_ANSWERS)
+    # random combinations of the pieces above
+    pieces = ["two", "The", "a", "dog", ",", ".", "?", "!", "-", "/", "don't", "dont", "3.5", "1,000", "  ", "'s", "none"]
+    for _ in range(150):
+        answers.append("".join(rng.choice(pieces) + rng.choice(["", " "]) for _ in range(rng.randint(1, 6))))
+    processed = [[a, proc(a)] for a in answers]
+    scores = []
+    evaluator = m4c.TextVQAAccuracyEvaluator()
+    pool = ["two", "2", "two.", "The two", "dog", "a dog", "dogs", "yes", "no", "unanswerable", "dont know", "don't know",
+            "1,000", "1000", "3.5", "t-shirt", "tshirt", "t shirt"]
+    for _ in range(200):
+        gt = [rng.choice(pool) for _ in range(10)]
+        pred = rng.choice(pool + ["Two", "A dog.", "No.", "cat", "Don't know", "T-Shirt"])
+        score = evaluator._compute_answer_scores(gt).get(proc(pred), 0.0)
+        scores.append({"pred": pred, "gt": gt, "score": score})
+    floats = [0.0, -0.0, 1.0, 0.5, 0.1, 1 / 3, 2 / 3, 0.125, 0.375, 0.0625, 1e-05, 1.5e-05, 0.0001, 0.00012345, 123.456,
+              1e16, 1.2345e16, 12345678901234.5, 0.8571428571428571, 0.9, 0.85, 0.835, 0.8345, 0.999, 0.9995, 99.995,
+              12.125, 12.135, 0.0005, 2.675, 1.005, -0.125, -2.5, 1e-7, 5e-324, 1e300]
+    floats += [rng.random() for _ in range(40)] + [rng.randint(0, 10 ** 6) / 8 for _ in range(20)]
+    reprs = [[f, repr(f)] for f in floats]
+    fixed = [[f, n, "%.*f" % (n, f)] for f in floats[:-2] for n in (0, 2, 3)]
+    return {"processed": processed, "scores": scores, "repr": reprs, "fixed": fixed}
+
+
+def textvqa_case(rng, out):
+    os.makedirs(out, exist_ok=True)
+    data, lines = [], []
+    pool = ["two", "2", "coca cola", "coca-cola", "stop", "STOP", "yes", "no", "unanswerable", "10", "ten", "nike", "the nike"]
+    for i in range(60):
+        q = f"What is written on sign {i}?"
+        image_id = f"img{i % 40:03d}"
+        answers = [rng.choice(pool) for _ in range(10)]
+        data.append({"image_id": image_id, "question": q, "question_id": i, "answers": answers})
+        form = i % 3
+        if form == 0:
+            prompt = f"OCR tokens: foo bar Question: {q} Short answer:"
+        elif form == 1:
+            prompt = f"{q}\nReference OCR token: foo, bar\nAnswer the question using a single word or phrase."
+        else:
+            prompt = f"{q}\nAnswer the question using a single word or phrase."
+        pred = rng.choice(pool + ["Two.", "Coca-Cola", "The Nike.", "stop sign"])
+        lines.append({"question_id": image_id, "prompt": prompt, "text": pred, "answer_id": f"a{i}", "model_id": "m", "metadata": {}})
+    with open(os.path.join(out, "annotations.json"), "w") as f:
+        json.dump({"dataset_name": "textvqa", "data": data}, f)
+    with open(os.path.join(out, "answers.jsonl"), "w") as f:
+        for l in lines:
+            f.write(json.dumps(l) + "\n")
+
+
+def pope_case(rng, out):
+    os.makedirs(os.path.join(out, "annotations"), exist_ok=True)
+    questions, answers = [], []
+    texts = ["Yes, there is a dog in the image.", "No, there is no dog.", "There is not a dog.", "No.", "Yes.", "yes",
+             "no", "I do not see one. Yes it could be.", "Yes, but no cat.", "Not really", "No dog, yes cat."]
+    for c, category in enumerate(["adversarial", "popular", "random"]):
+        labels = []
+        for i in range(30):
+            qid = c * 1000 + i
+            questions.append({"question_id": qid, "image": f"COCO_{qid}.jpg", "text": "Is there a dog in the image?", "category": category})
+            labels.append({"question_id": qid, "label": rng.choice(["yes", "no"])})
+            answers.append({"question_id": qid, "prompt": "Is there a dog in the image?", "text": rng.choice(texts), "answer_id": str(qid), "model_id": "m", "metadata": {}})
+        with open(os.path.join(out, "annotations", f"coco_pope_{category}.json"), "w") as f:
+            for l in labels:
+                f.write(json.dumps(l) + "\n")
+    rng.shuffle(answers)  # categories interleaved, each in its label order (zip pairs them by position)
+    answers.sort(key=lambda a: (a["question_id"] // 1000, a["question_id"]))
+    with open(os.path.join(out, "questions.jsonl"), "w") as f:
+        for q in questions:
+            f.write(json.dumps(q) + "\n")
+    with open(os.path.join(out, "answers.jsonl"), "w") as f:
+        for a in answers:
+            f.write(json.dumps(a) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--llava", required=True, help="a LLaVA checkout")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "eval"))
+    a = ap.parse_args()
+    ev = os.path.join(a.llava, "llava", "eval")
+    pkg, sub = types.ModuleType("llava"), types.ModuleType("llava.eval")
+    pkg.__path__, sub.__path__ = [], []
+    sys.modules["llava"], sys.modules["llava.eval"] = pkg, sub
+    m4c = load(os.path.join(ev, "m4c_evaluator.py"), "llava.eval.m4c_evaluator")
+    textvqa = load(os.path.join(ev, "eval_textvqa.py"), "llava.eval.eval_textvqa")
+    rng = random.Random(0)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "evalai.json"), "w") as f:
+        json.dump(evalai_cases(m4c, rng), f, ensure_ascii=False, indent=0)
+
+    tdir = os.path.join(a.out, "textvqa")
+    textvqa_case(rng, tdir)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+        textvqa.eval_single(os.path.join(tdir, "annotations.json"), os.path.join(tdir, "answers.jsonl"))
+    with open(os.path.join(tdir, "expected.txt"), "w") as f:
+        f.write(buf.getvalue())
+
+    pdir = os.path.join(a.out, "pope")
+    pope_case(rng, pdir)
+    buf = io.StringIO()
+    real_listdir = os.listdir
+    os.listdir = lambda p: sorted(real_listdir(p))
+    argv = sys.argv
+    sys.argv = ["eval_pope.py", "--annotation-dir", os.path.join(pdir, "annotations"), "--question-file",
+                os.path.join(pdir, "questions.jsonl"), "--result-file", os.path.join(pdir, "answers.jsonl")]
+    try:
+        with contextlib.redirect_stdout(buf):
+            runpy.run_path(os.path.join(ev, "eval_pope.py"), run_name="__main__")
+    finally:
+        os.listdir, sys.argv = real_listdir, argv
+    with open(os.path.join(pdir, "expected.txt"), "w") as f:
+        f.write(buf.getvalue())
+    print("wrote", os.path.abspath(a.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+// Python's float formatting, so `vwlmm score` prints what the official Python scorers print, to the last digit:
+// repr(x) (print(x), '{}'.format(x)) and '%.Nf' / '{:.Nf}'. JavaScript's String(x) has the same shortest
+// round-trip digits as repr but switches to exponent notation elsewhere, and toFixed rounds exact ties away from
+// zero where Python rounds them to even.
+
+/** Python's repr(float). */
+export function pyRepr(x: number): string {
+  if (Number.isNaN(x)) return 'nan';
+  if (!Number.isFinite(x)) return x > 0 ? 'inf' : '-inf';
+  if (x === 0) return Object.is(x, -0) ? '-0.0' : '0.0';
+  // the shortest round-trip digits and the decimal exponent, from JS (the same digits as Python's repr)
+  const [mant, expStr] = Math.abs(x).toExponential().split('e');
+  const digits = mant.replace('.', '');
+  const e = Number(expStr);
+  const sign = x < 0 ? '-' : '';
+  if (e >= -4 && e < 16) {
+    let s: string;
+    if (e < 0) s = '0.' + '0'.repeat(-e - 1) + digits;
+    else if (digits.length <= e + 1) s = digits + '0'.repeat(e + 1 - digits.length) + '.0';
+    else s = digits.slice(0, e + 1) + '.' + digits.slice(e + 1);
+    return sign + s;
+  }
+  const m = digits.length > 1 ? digits[0] + '.' + digits.slice(1) : digits;
+  return `${sign}${m}e${e < 0 ? '-' : '+'}${String(Math.abs(e)).padStart(2, '0')}`;
+}
+
+/** Python's '%.{digits}f' % x: the exact binary value rounded correctly, exact ties to even. */
+export function pyFixed(x: number, digits: number): string {
+  if (!Number.isInteger(digits) || digits < 0 || digits > 100) throw new RangeError(`pyFixed: digits must be an integer in [0, 100], got ${digits}`);
+  if (Number.isNaN(x)) return 'nan';
+  if (!Number.isFinite(x)) return x > 0 ? 'inf' : '-inf';
+  const tie = exactTieBelow(x, digits);
+  if (tie === null) {
+    const s = Math.abs(x) < 1e21 ? x.toFixed(digits) : BigInt(x).toString() + (digits ? '.' + '0'.repeat(digits) : '');
+    return Object.is(x, -0) || (x < 0 && !s.startsWith('-')) ? '-' + s : s;
+  }
+  // x * 10^digits lies exactly halfway between tie and tie + 1: round to the even one
+  const n = tie % 2n === 0n ? tie : tie + 1n;
+  const str = n.toString().padStart(digits + 1, '0');
+  const body = digits ? str.slice(0, -digits) + '.' + str.slice(-digits) : str;
+  return (x < 0 ? '-' : '') + body;
+}
+
+/**
+ * When |x| * 10^digits is exactly k + 1/2 for an integer k, returns k; else null. x is m * 2^-s exactly (m odd):
+ * the product is a half-integer iff s >= 1 and m 10^digits mod 2^s = 2^(s-1).
+ */
+function exactTieBelow(x: number, digits: number): bigint | null {
+  const v = new DataView(new ArrayBuffer(8));
+  v.setFloat64(0, Math.abs(x));
+  const bits = v.getBigUint64(0);
+  const expBits = Number((bits >> 52n) & 0x7ffn);
+  let mant = bits & ((1n << 52n) - 1n);
+  let exp: number;
+  if (expBits === 0) exp = -1074;
+  else {
+    mant |= 1n << 52n;
+    exp = expBits - 1075;
+  }
+  if (mant === 0n || exp >= 0) return null;
+  const s = BigInt(-exp);
+  const scaled = mant * 10n ** BigInt(digits);
+  const denom = 1n << s;
+  if (scaled % denom !== denom >> 1n) return null;
+  return scaled / denom;
+}

@@ -1,0 +1,79 @@
+// The official scorers against LLaVA-1.5's own code (llava/eval/m4c_evaluator.py, eval_textvqa.py, eval_pope.py),
+// run as is by scripts/make_eval_fixtures.py on the fixture answers in tests/fixtures/eval: EvalAI's answer
+// processing string for string, the per-question VQA accuracy value for value, Python's float printing digit for
+// digit, and `vwlmm score textvqa|pope` printing byte for byte what the official scripts print.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { evalAIAnswer, pyFixed, pyRepr, scorePope, scoreTextVQA, vqaSoftAccuracy } from '../../src';
+import { tempDirs } from '../support/tmp';
+
+const root = path.join(__dirname, '..', '..');
+const fx = path.join(root, 'tests', 'fixtures', 'eval');
+const tmp = tempDirs('scorers');
+const cases = JSON.parse(fs.readFileSync(path.join(fx, 'evalai.json'), 'utf8')) as {
+  processed: [string, string][];
+  scores: { pred: string; gt: string[]; score: number }[];
+  repr: [number, string][];
+  fixed: [number, number, string][];
+};
+const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli.ts'), ...args], { encoding: 'utf8', cwd: root, timeout: 120_000 });
+
+describe("LLaVA-1.5's official scoring", () => {
+  it("EvalAI's answer processing: every fixture answer as m4c_evaluator processes it", () => {
+    expect(cases.processed.length).toBeGreaterThan(200);
+    const wrong = cases.processed.filter(([a, want]) => evalAIAnswer(a) !== want).map(([a, want]) => ({ a, want, got: evalAIAnswer(a) }));
+    expect(wrong).toEqual([]);
+    // the examples of the issue: "2." against "two" scores 1
+    expect(vqaSoftAccuracy('2.', Array(10).fill('two'))).toBe(1);
+    expect(evalAIAnswer("The dog's bone, isnt it?")).toBe("dog 's bone isn't it");
+  });
+
+  it('the VQA accuracy of each prediction equals TextVQAAccuracyEvaluator', () => {
+    for (const c of cases.scores) expect(vqaSoftAccuracy(c.pred, c.gt), `${c.pred} vs ${c.gt.join('|')}`).toBe(c.score);
+    expect(new Set(cases.scores.map((c) => c.score)).size).toBeGreaterThan(4); // fractions, not only 0 and 1
+  });
+
+  it("Python's repr and '%.Nf' of floats (exact ties to even)", () => {
+    for (const [x, want] of cases.repr) expect(pyRepr(x), String(x)).toBe(want);
+    for (const [x, n, want] of cases.fixed) expect(pyFixed(x, n), `${x} %.${n}f`).toBe(want);
+  });
+
+  it('scoreTextVQA prints what eval_textvqa.py prints; vwlmm score textvqa too, and --json', () => {
+    const want = fs.readFileSync(path.join(fx, 'textvqa', 'expected.txt'), 'utf8');
+    const r = scoreTextVQA(path.join(fx, 'textvqa', 'answers.jsonl'), path.join(fx, 'textvqa', 'annotations.json'));
+    expect(r.report).toBe(want);
+    expect(r.samples).toBe(60);
+    const c = cli('score', 'textvqa', '--answers', path.join(fx, 'textvqa', 'answers.jsonl'), '--annotations', path.join(fx, 'textvqa', 'annotations.json'));
+    expect(c.status, c.stderr).toBe(0);
+    expect(c.stdout).toBe(want);
+    const j = cli('score', 'textvqa', '--answers', path.join(fx, 'textvqa', 'answers.jsonl'), '--annotations', path.join(fx, 'textvqa', 'annotations.json'), '--json');
+    expect(JSON.parse(j.stdout)).toEqual({ experiment: 'answers', samples: 60, accuracy: r.accuracy });
+  });
+
+  it('scorePope prints what eval_pope.py prints; vwlmm score pope too', () => {
+    const want = fs.readFileSync(path.join(fx, 'pope', 'expected.txt'), 'utf8');
+    const args = [path.join(fx, 'pope', 'answers.jsonl'), path.join(fx, 'pope', 'questions.jsonl'), path.join(fx, 'pope', 'annotations')] as const;
+    const r = scorePope(...args);
+    expect(r.report).toBe(want);
+    expect(r.categories.map((c) => c.category)).toEqual(['adversarial', 'popular', 'random']);
+    const c = cli('score', 'pope', '--answers', args[0], '--questions', args[1], '--annotations', args[2]);
+    expect(c.status, c.stderr).toBe(0);
+    expect(c.stdout).toBe(want);
+  });
+
+  it('answers it cannot score give an error naming the file, line and question', () => {
+    const dir = tmp();
+    const ans = path.join(dir, 'a.jsonl');
+    fs.writeFileSync(ans, JSON.stringify({ question_id: 'nope', prompt: 'What?\nAnswer the question using a single word or phrase.', text: 'x' }) + '\n{broken\n');
+    expect(() => scoreTextVQA(ans, path.join(fx, 'textvqa', 'annotations.json'))).toThrow(/line 2: not JSON/);
+    fs.writeFileSync(ans, JSON.stringify({ question_id: 'nope', prompt: 'What?\nAnswer the question using a single word or phrase.', text: 'x' }) + '\n');
+    expect(() => scoreTextVQA(ans, path.join(fx, 'textvqa', 'annotations.json'))).toThrow(/line 1: no annotation with image_id "nope" and question "what\?"/);
+    expect(() => scoreTextVQA(path.join(dir, 'missing.jsonl'), path.join(fx, 'textvqa', 'annotations.json'))).toThrow(/answers .*missing.jsonl does not exist/);
+    const r = cli('score', 'pope', '--answers', ans, '--questions', path.join(fx, 'pope', 'questions.jsonl'), '--annotations', path.join(fx, 'pope', 'annotations'));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/vwlmm: answers .*a.jsonl line 1: question_id "nope" is not in .*questions.jsonl/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
