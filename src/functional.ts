@@ -10,6 +10,7 @@ import { isGradEnabled, needsGrad, record } from './autograd';
 import { callOp, opConstants } from './call_op';
 import { rangeError, typeError } from './errors';
 import { fused, LinearCrossEntropyOptions, VisualWordKLOptions } from './fused';
+import { Generator } from './random';
 import { Tensor } from './tensor';
 
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
@@ -275,6 +276,31 @@ function linearBf16(x: Tensor, w: Tensor, b: Tensor | null, R: number, O: number
       if (wq !== wb && wq.owned) wq.t.dispose();
     }
   }, wb.owned ? [xb, wb.t] : [xb]);
+  return out;
+}
+
+/**
+ * Inverted dropout: each element kept with probability 1 - p and scaled by 1 / (1 - p), else 0 (torch's
+ * F.dropout in training). The mask is a function of a seed drawn from `generator` and the element index
+ * (native/core/dropout.h), computed on the tensor's device, never uploaded or stored: the backward rebuilds it.
+ */
+export function dropout(x: Tensor, p: number, generator: Generator): Tensor {
+  const where = 'F.dropout';
+  check(where, 'x', x, { dtype: 'float32' });
+  num(where, 'p', p, { min: 0 });
+  if (!(p < 1)) throw rangeError(where, `p must be in [0, 1), got ${p}`);
+  if (!(generator instanceof Generator)) throw typeError(where, 'generator', 'a Generator', generator);
+  if (p === 0) return x;
+  // 53 random bits: the seed of this call's mask
+  const seed = Math.floor(generator.uniform() * 2 ** 21) * 2 ** 32 + Math.floor(generator.uniform() * 2 ** 32);
+  const threshold = Math.round(p * 2 ** 24), scale = 1 / (1 - p);
+  const apply = (t: Tensor) => {
+    const out = like(t);
+    callOp('dropout', t.device, [t], [out], [t.size, seed, threshold], [scale]);
+    return out;
+  };
+  const out = apply(x);
+  if (needsGrad(x)) record('dropout', [x], [out], ([g]) => [apply(g!)]);
   return out;
 }
 

@@ -1,4 +1,4 @@
-// Parameters and buffers of cast (native/core/ops.def), read once for both backends.
+// Parameters and buffers of cast and dropout (native/core/ops.def), read once for both backends.
 #pragma once
 #include <cstdint>
 
@@ -21,6 +21,27 @@ inline CastArgs read_cast(const OpCall& c) {
   a.tx = float_type_of(c.in, 0), a.ty = float_type_of(c.out, 0);
   a.x = c.in_any(0, a.n, a.tx, "X");
   a.y = c.out_any(0, a.n, a.ty, "Y");
+  return a;
+}
+
+// dropout: in [X] out [Y], i [n, seed, threshold] f [scale] (native/core/dropout.h).
+struct DropoutArgs {
+  int64_t n = 0;
+  uint64_t seed = 0;
+  uint32_t threshold = 0;
+  float scale = 1.f;
+  const float* x = nullptr;
+  float* y = nullptr;
+};
+
+inline DropoutArgs read_dropout(const OpCall& c) {
+  DropoutArgs a;
+  a.n = size_arg(c, 0, "n");
+  a.seed = static_cast<uint64_t>(int_arg(c, 1, "seed", 0, (int64_t{1} << 53) - 1));
+  a.threshold = static_cast<uint32_t>(int_arg(c, 2, "threshold", 0, int64_t{1} << 24));
+  a.scale = static_cast<float>(finite_arg(c, 0, "scale"));
+  a.x = c.in_f32(0, a.n, "X");
+  a.y = c.out_f32(0, a.n, "Y");
   return a;
 }
 

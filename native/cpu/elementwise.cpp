@@ -4,6 +4,7 @@
 //                  as BLAS beta = 0; likewise a = 0).
 //   mul:           Z = X * Y       (backward: dX = dZ * Y, dY = dZ * X, also mul)
 //   mul_scalar:    Z = X * s[0]    (s a one-element buffer: a factor the host never reads)
+//   dropout:       Y = X * scale where kept (native/core/dropout.h: the mask is a function of seed and index)
 //   add_broadcast: Z[b, :] = X[b, :] + y for b < B   (position embeddings; backward: dX = dZ,
 //                  dy = sum_rows dZ)
 //   fill:          X[0..n) = value
@@ -15,6 +16,7 @@
 
 #include "../core/bf16.h"
 #include "../core/cast_args.h"
+#include "../core/dropout.h"
 #include "work_split.h"
 #include "ops_cpu.h"
 #include "parallel.h"
@@ -60,6 +62,14 @@ void mul_scalar_cpu(const OpCall& c) {
   parallel_for(n, kElemGrain, [&](int64_t i0, int64_t i1) {
 #pragma omp simd
     for (int64_t i = i0; i < i1; ++i) z[i] = x[i] * s;
+  });
+}
+
+void dropout_cpu(const OpCall& c) {
+  const DropoutArgs a = read_dropout(c);
+  parallel_for(a.n, kElemGrain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      a.y[i] = dropout_keep(a.seed, static_cast<uint64_t>(i), a.threshold) ? a.x[i] * a.scale : 0.f;
   });
 }
 

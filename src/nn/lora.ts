@@ -54,13 +54,8 @@ export class LoraAdapter extends Module {
 
   /** (alpha / r) B A dropout(x): [..., out]. */
   delta(x: Tensor, training: boolean): Tensor {
-    let h = x;
-    if (training && this.dropout > 0) {
-      // inverted dropout with a host-drawn mask (seeded); the mask is a constant of the graph
-      const keep = 1 - this.dropout;
-      const mask = Float32Array.from({ length: x.size }, () => (this.dropoutGenerator.uniform() < keep ? 1 / keep : 0));
-      h = F.mul(x, Tensor.fromArray(mask, x.shape, { device: x.device }));
-    }
+    // inverted dropout on the device, its mask a function of a seed from the adapter's generator
+    const h = training && this.dropout > 0 ? F.dropout(x, this.dropout, this.dropoutGenerator) : x;
     return F.scale(F.linear(F.linear(h, this.lora_A.weight), this.lora_B.weight), this.scaling);
   }
 

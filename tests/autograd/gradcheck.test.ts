@@ -2,7 +2,7 @@
 // the op's own forward (float32, so a wiring check with a loose tolerance: the engine kernels themselves
 // are checked at 1e-5 against float64 references in tests/engine and tests/kernels).
 import { describe, expect, it } from 'vitest';
-import { F, scope, Tensor } from '../../src';
+import { F, Generator, scope, Tensor } from '../../src';
 import { rngFor, runSeed } from '../support/random';
 
 type Fn = (xs: Tensor[]) => Tensor;
@@ -96,6 +96,8 @@ describe(`autograd gradients of ops.* (seed ${runSeed})`, () => {
     gradcheck('patchEmbed', ([w]) => scope(() => F.patchEmbed(Tensor.fromArray(img, [2, 3, 4, 4]), w)), [{ shape: [5, 3, 2, 2] }]);
   });
   it('fused losses F.*', () => {
+    // the same mask on every call (a generator of one seed each time): piecewise linear, so differences apply
+    gradcheck('F.dropout', ([x]) => F.dropout(x, 0.3, new Generator(7)), [{ shape: [5, 7] }]);
     gradcheck('F.ce', ([h, w, t]) => F.linearCrossEntropy(h, w, t, { labelSmoothing: 0.1 }), [{ shape: [5, 4] }, { shape: [9, 4] }, { shape: [5], int: [1, -100, 8, 0, 3] }]);
     gradcheck('F.kl', ([h, w, x, v]) => F.visualWordKL(h, w, x, v), [{ shape: [3, 4] }, { shape: [7, 4] }, { shape: [3, 4] }, { shape: [7, 4] }]);
     gradcheck('F.pif', ([x, w, e]) => F.pseudoImageFeatures(x, w, e), [{ shape: [3, 4] }, { shape: [7, 4] }, { shape: [7, 5] }]);

@@ -66,6 +66,50 @@ describe(`engine element-wise ops (seed ${runSeed})`, () => {
     }
   });
 
+  describe('dropout', () => {
+    // An independent reference of native/core/dropout.h: SplitMix64 of the counter in BigInt arithmetic.
+    const M64 = (1n << 64n) - 1n;
+    const bits = (seed: bigint, i: bigint) => {
+      let z = (seed + (i + 1n) * 0x9e3779b97f4a7c15n) & M64;
+      z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M64;
+      z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M64;
+      z ^= z >> 31n;
+      return Number(z >> 40n);
+    };
+    for (const [n, p, seed] of [[0, 0.5, 1], [1, 0.5, 0], [257, 0.05, 12345], [100_003, 0.3, 2 ** 53 - 1], [4099, 0.9, 2 ** 40 + 3], [33, 0, 9]] as const) {
+      it(`n=${n} p=${p} seed=${seed}`, () => {
+        const rng = rngFor(`dropout:${n}:${p}`);
+        const x = rng.normals(n);
+        const threshold = Math.round(p * 2 ** 24), scale = 1 / (1 - p);
+        let kept = 0;
+        const ref = Float32Array.from(x, (v, i) => {
+          if (bits(BigInt(seed), BigInt(i)) < threshold) return 0;
+          kept++;
+          return Math.fround(v * Math.fround(scale));
+        });
+        scope(() => {
+          const [y] = run('dropout', [f32(x)], [poisoned(n)], [n, seed, threshold], [scale]);
+          expect(sameBits(y, ref)).toBe(true);
+          // in place, and the same mask again for the same seed (what the backward relies on)
+          const xt = f32(x);
+          run('dropout', [xt], [xt], [n, seed, threshold], [scale]);
+          expect(sameBits(xt.toArray() as Float32Array, ref)).toBe(true);
+        });
+        if (n > 4000) {
+          const sd = Math.sqrt(n * p * (1 - p));
+          expect(Math.abs(kept - n * (1 - p))).toBeLessThan(5 * sd); // the kept share is 1 - p
+        }
+      });
+    }
+    it('rejects a seed outside [0, 2^53) and a threshold above 2^24', () => {
+      scope(() => {
+        expect(() => run('dropout', [f32([1])], [out(1)], [1, -1, 5], [1])).toThrow(/\[dropout\] seed must be in \[0, 9007199254740991\], got -1/);
+        expect(() => run('dropout', [f32([1])], [out(1)], [1, 1, 2 ** 24 + 1], [1])).toThrow(/\[dropout\] threshold must be in \[0, 16777216\]/);
+        expect(() => run('dropout', [f32([1])], [out(1)], [1, 1, 5], [NaN])).toThrow(/\[dropout\] scale must be finite/);
+      });
+    });
+  });
+
   describe('add_broadcast', () => {
     for (const [B, n] of [[1, 1], [7, 33], [1, 100_003], [3, 70_001], [300, 257], [0, 5], [3, 0]]) {
       it(`B=${B} n=${n}`, () => {

@@ -2,7 +2,7 @@
 //   activation_forward/backward (the kinds of native/core/activation.h), swiglu_forward/
 //   backward, axpby, mul: float32 or bfloat16 (every buffer of a call the same dtype; fp32 arithmetic with
 //   the CPU's formulas: erfc for gelu, a sigmoid and its complement from exp(-|z|));
-//   mul_scalar, add_broadcast, fill, copy_2d: float32;
+//   mul_scalar, dropout, add_broadcast, fill, copy_2d: float32;
 //   cast: float32 <-> bfloat16 either way (or a copy), rounding once (__float2bfloat16_rn, as the CPU's
 //   native/core/bf16.h).
 // All are grid-stride passes with 64-bit indices; outputs may alias their inputs element for element.
@@ -11,6 +11,7 @@
 
 #include "../../core/activation.h"
 #include "../../core/cast_args.h"
+#include "../../core/dropout.h"
 #include "../../core/rows_args.h"
 #include "engine_common.cuh"
 
@@ -188,6 +189,13 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t i = global_tid(); i < n; i += global_stride()) z[i] = x[i] * f;
 }
 
+// The mask from (seed, index) alone, the CPU's bits (native/core/dropout.h).
+__global__ void __launch_bounds__(kThreads) dropout_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n,
+                                                          uint64_t seed, uint32_t threshold, float scale) {
+  for (int64_t i = global_tid(); i < n; i += global_stride())
+    y[i] = dropout_keep(seed, static_cast<uint64_t>(i), threshold) ? x[i] * scale : 0.f;
+}
+
 template <typename TX, typename TY>
 __global__ void __launch_bounds__(kThreads) cast_kernel(const TX* __restrict__ x, TY* __restrict__ y, int64_t n) {
   for (int64_t i = global_tid(); i < n; i += global_stride()) y[i] = from_float<TY>(to_float(x[i]));
@@ -241,6 +249,14 @@ void mul_scalar_cuda(const OpCall& c) {
   Context& ctx = context(op);
   if (n == 0) return;
   launch(op, ctx, grid_for(ctx, n), kThreads, 0, mul_scalar_kernel, x, s, z, n);
+}
+
+void dropout_cuda(const OpCall& c) {
+  const char* op = c.op;
+  const DropoutArgs a = read_dropout(c);
+  Context& ctx = context(op);
+  if (a.n == 0) return;
+  launch(op, ctx, grid_for(ctx, a.n), kThreads, 0, dropout_kernel, a.x, a.y, a.n, a.seed, a.threshold, a.scale);
 }
 
 void add_broadcast_cuda(const OpCall& c) {
