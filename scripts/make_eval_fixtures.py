@@ -4,8 +4,8 @@ here, and what it returns and prints.
 
   python3 scripts/make_eval_fixtures.py --llava DIR [--out tests/fixtures/eval]
 
-DIR is a checkout of github.com/haotian-liu/LLaVA (only llava/eval/m4c_evaluator.py, eval_textvqa.py and
-eval_pope.py are used; they are loaded by path, so the package's model code and its dependencies are not needed;
+DIR is a checkout of github.com/haotian-liu/LLaVA (only llava/eval/m4c_evaluator.py, eval_textvqa.py, eval_pope.py
+and eval_science_qa.py are used; they are loaded by path, so the package's model code and its dependencies are not needed;
 tqdm is). Written:
   evalai.json      EvalAIAnswerProcessor on answer variants (number words, articles, contractions, punctuation,
                    periods, commas in numbers, whitespace, "unanswerable", ...), the per-question VQA accuracy of
@@ -14,6 +14,8 @@ tqdm is). Written:
                    forms), expected.txt (what eval_textvqa.py prints)
   pope/            questions.jsonl, annotations/coco_pope_<category>.json, answers.jsonl, expected.txt (what
                    eval_pope.py prints; os.listdir sorted, as `vwlmm score pope` orders the categories)
+  sqa/             problems.json, pid_splits.json, answers.jsonl, expected.txt (what eval_science_qa.py prints) and
+                   expected_output.json / expected_result.json (what it writes)
 """
 import argparse
 import contextlib
@@ -124,6 +126,32 @@ def pope_case(rng, out):
             f.write(json.dumps(a) + "\n")
 
 
+def sqa_case(rng, out):
+    os.makedirs(out, exist_ok=True)
+    problems, test, lines = {}, [], []
+    texts = ["A", "B", "C", "D", "E", "B. the second", "C.", "The answer is C.", "The answer is C", "The answer is B. The answer is D.",
+             "Maybe A.", "the answer is a.", "E. five", "The answer is D!", "The answer is A.\nBecause", "Réponse: The answer is B. ✓", ""]
+    for i in range(80):
+        pid = str(1000 + i)
+        n = rng.choice([2, 3, 4, 5])
+        problems[pid] = {"question": f"q{i}", "choices": [f"c{k}" for k in range(n)], "answer": rng.randrange(n),
+                         "subject": rng.choice(["natural science", "social science", "language science"]), "grade": f"grade{rng.randint(1, 12)}"}
+        test.append(pid)
+        if i % 9 == 4:
+            continue  # no prediction: FAILED
+        image = i % 3 != 0
+        prompt = ("<image>\n" if image else "") + f"Question {i}\nOptions: (A) x (B) y\nAnswer with the option's letter from the given choices directly."
+        lines.append({"question_id": pid, "prompt": prompt, "text": rng.choice(texts), "answer_id": f"a{i}", "model_id": "m", "metadata": {}})
+    test.append(test[3])  # a repeated id: the official dict keeps one
+    with open(os.path.join(out, "problems.json"), "w") as f:
+        json.dump(problems, f)
+    with open(os.path.join(out, "pid_splits.json"), "w") as f:
+        json.dump({"test": test, "val": test[:10]}, f)
+    with open(os.path.join(out, "answers.jsonl"), "w") as f:
+        for l in lines:
+            f.write(json.dumps(l) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--llava", required=True, help="a LLaVA checkout")
@@ -162,6 +190,19 @@ def main():
     finally:
         os.listdir, sys.argv = real_listdir, argv
     with open(os.path.join(pdir, "expected.txt"), "w") as f:
+        f.write(buf.getvalue())
+
+    sdir = os.path.join(a.out, "sqa")
+    sqa_case(rng, sdir)
+    buf = io.StringIO()
+    sys.argv = ["eval_science_qa.py", "--base-dir", sdir, "--result-file", os.path.join(sdir, "answers.jsonl"),
+                "--output-file", os.path.join(sdir, "expected_output.json"), "--output-result", os.path.join(sdir, "expected_result.json")]
+    try:
+        with contextlib.redirect_stdout(buf):
+            runpy.run_path(os.path.join(ev, "eval_science_qa.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    with open(os.path.join(sdir, "expected.txt"), "w") as f:
         f.write(buf.getvalue())
     print("wrote", os.path.abspath(a.out))
 

@@ -237,7 +237,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
 
 // `vwlmm score <benchmark>`: the official LLaVA-1.5 scorers on an answers file (src/eval/scorers.ts), printing what
 // they print; --json: one object of the numbers instead.
-const score = program.command('score').description("score LLaVA answer files as LLaVA-1.5's official scripts do (textvqa, pope)");
+const score = program.command('score').description("score LLaVA answer files as LLaVA-1.5's official scripts do (textvqa, pope, sqa)");
 score.command('textvqa').description("eval_textvqa.py: EvalAI answer processing and the VQA accuracy")
   .requiredOption('--answers <file>', 'answers (JSONL: question_id, prompt, text)')
   .requiredOption('--annotations <file>', 'TextVQA_0.5.1_val.json')
@@ -256,6 +256,21 @@ score.command('pope').description('eval_pope.py: yes/no from the first sentence;
     const { scorePope } = await import('./eval');
     const r = scorePope(o.answers, o.questions, o.annotations);
     process.stdout.write(o.json ? JSON.stringify({ categories: r.categories }) + '\n' : r.report);
+  });
+
+score.command('sqa').description('eval_science_qa.py: option letters parsed from the answers; accuracy and IMG-accuracy')
+  .requiredOption('--base-dir <dir>', "ScienceQA's data folder (problems.json, pid_splits.json)")
+  .requiredOption('--answers <file>', 'answers (JSONL: question_id, prompt, text)')
+  .option('--split <name>', 'the split of pid_splits.json', 'test')
+  .option('--output-file <file>', 'write the correct / incorrect analyses (as the official --output-file)')
+  .option('--output-result <file>', 'write acc, correct, count and the parsed answers (as the official --output-result)')
+  .option('--json', 'print one JSON object')
+  .action(async (o: { baseDir: string; answers: string; split: string; outputFile?: string; outputResult?: string; json?: boolean }) => {
+    const { scoreScienceQA } = await import('./eval');
+    const r = scoreScienceQA(o.baseDir, o.answers, o.split);
+    if (o.outputFile) fs.writeFileSync(o.outputFile, r.outputFile);
+    if (o.outputResult) fs.writeFileSync(o.outputResult, r.outputResult);
+    process.stdout.write(o.json ? JSON.stringify({ total: r.total, correct: r.correct, accuracy: r.accuracy, imgAccuracy: r.imgAccuracy }) + '\n' : r.report);
   });
 
 program.command('eval').description('exact-match (or VQA soft) accuracy of a checkpoint on a LLaVA-format file')

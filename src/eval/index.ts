@@ -4,8 +4,8 @@
 // Re-exported by the package root and by 'vwlmm/eval'.
 export { normalizeAnswer, exactMatch, evaluateFile } from './llava_eval';
 export { evalAIAnswer, vqaSoftAccuracy } from './evalai';
-export { scoreTextVQA, scorePope, textvqaQuestionOf, popeAnswerIsNo, readAnswers } from './scorers';
-export type { TextVQAScore, PopeCategory, AnswerRecord } from './scorers';
+export { scoreTextVQA, scorePope, scoreScienceQA, textvqaQuestionOf, popeAnswerIsNo, scienceQAAnswerOf, readAnswers } from './scorers';
+export type { TextVQAScore, PopeCategory, ScienceQAScore, AnswerRecord } from './scorers';
 export { pyRepr, pyFixed } from './pyformat';
 export type { EvalResult } from './llava_eval';
 export { visualWordsOf, drawVisualWords } from './visual_words';

@@ -64,3 +64,50 @@ function exactTieBelow(x: number, digits: number): bigint | null {
   if (scaled % denom !== denom >> 1n) return null;
   return scaled / denom;
 }
+
+/** A number Python holds as a float (json.dumps writes repr(x): 100.0, not 100). */
+export class PyFloat {
+  constructor(readonly value: number) {}
+}
+
+/** A JSON value as Python's json.dump(value, f, indent=n) writes it (ensure_ascii, key order kept). */
+export function pyJsonDumps(value: unknown, indent: number, level = 0): string {
+  const pad = (l: number) => '\n' + ' '.repeat(indent * l);
+  if (value === null || value === undefined) return 'null';
+  if (value === true) return 'true';
+  if (value === false) return 'false';
+  if (value instanceof PyFloat) {
+    const v = value.value;
+    return Number.isNaN(v) ? 'NaN' : !Number.isFinite(v) ? (v > 0 ? 'Infinity' : '-Infinity') : pyRepr(v);
+  }
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value)) throw new TypeError(`pyJsonDumps: ${value} is not an integer (wrap Python floats in PyFloat)`);
+    return BigInt(value).toString();
+  }
+  if (typeof value === 'string') return pyJsonString(value);
+  if (Array.isArray(value)) {
+    if (value.length === 0) return '[]';
+    return '[' + value.map((v) => pad(level + 1) + pyJsonDumps(v, indent, level + 1)).join(',') + pad(level) + ']';
+  }
+  if (typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>);
+    if (entries.length === 0) return '{}';
+    return '{' + entries.map(([k, v]) => pad(level + 1) + pyJsonString(k) + ': ' + pyJsonDumps(v, indent, level + 1)).join(',') + pad(level) + '}';
+  }
+  throw new TypeError(`pyJsonDumps: cannot write ${typeof value}`);
+}
+
+const JSON_ESCAPES: Record<string, string> = { '"': '\\"', '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\b': '\\b', '\f': '\\f' };
+
+/** Python's json string with ensure_ascii: every character outside ' '..'~' escaped (UTF-16 units as \uXXXX). */
+function pyJsonString(s: string): string {
+  let out = '"';
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i];
+    const code = s.charCodeAt(i);
+    if (JSON_ESCAPES[c]) out += JSON_ESCAPES[c];
+    else if (code >= 0x20 && code <= 0x7e) out += c;
+    else out += '\\u' + code.toString(16).padStart(4, '0');
+  }
+  return out + '"';
+}

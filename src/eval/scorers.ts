@@ -1,12 +1,13 @@
-// The official scorers of LLaVA-1.5's evaluation (llava/eval/eval_textvqa.py, eval_pope.py), reimplemented to print
-// exactly what they print (src/eval/pyformat.ts) and to return the numbers: `vwlmm score textvqa|pope`. They read
+// The official scorers of LLaVA-1.5's evaluation (llava/eval/eval_textvqa.py, eval_pope.py, eval_science_qa.py),
+// reimplemented to print exactly what they print and write (src/eval/pyformat.ts) and to return the numbers:
+// `vwlmm score textvqa|pope|sqa`. They read
 // LLaVA's answer files (JSONL lines with question_id, prompt, text, ...). Where the official script would crash
 // (a question without an annotation, no positive predictions for precision), these throw an error naming the
 // file, line and question instead.
 import * as fs from 'fs';
 import * as path from 'path';
 import { vqaSoftAccuracy } from './evalai';
-import { pyFixed, pyRepr } from './pyformat';
+import { PyFloat, pyFixed, pyJsonDumps, pyRepr } from './pyformat';
 
 export interface AnswerRecord {
   question_id: unknown;
@@ -164,3 +165,75 @@ export function scorePope(answersFile: string, questionFile: string, annotationD
   return { categories, report };
 }
 
+
+export interface ScienceQAScore {
+  total: number;
+  correct: number;
+  /** Percentages, as the official script computes them. */
+  accuracy: number;
+  imgAccuracy: number;
+  /** What eval_science_qa.py prints. */
+  report: string;
+  /** The contents of its --output-file and --output-result (json.dump, indent 2). */
+  outputFile: string;
+  outputResult: string;
+}
+
+const SQA_OPTIONS = ['A', 'B', 'C', 'D', 'E'];
+
+/** eval_science_qa.py's reading of an answer: the letter alone, "X. ...", or exactly one "The answer is X."; else FAILED. */
+export function scienceQAAnswerOf(text: string): string {
+  if (SQA_OPTIONS.includes(text)) return text;
+  if (text.length >= 3 && SQA_OPTIONS.includes(text[0]) && text.slice(1, 3) === '. ') return text[0];
+  // Python's '.' matches anything but '\n' (JavaScript's also refuses '\r', '\u2028', '\u2029')
+  const found = [...text.matchAll(/The answer is ([A-Z])[^\n]/g)];
+  return found.length === 1 ? found[0][1] : 'FAILED';
+}
+
+/**
+ * eval_science_qa.py: the answers file against ScienceQA's problems.json and pid_splits.json (in baseDir), the
+ * split's problems in pid_splits order; a problem without an answer counts as FAILED.
+ */
+export function scoreScienceQA(baseDir: string, answersFile: string, split = 'test'): ScienceQAScore {
+  const readJson = (f: string) => {
+    const p = path.join(baseDir, f);
+    if (!fs.existsSync(p)) throw new Error(`ScienceQA ${p} does not exist`);
+    try {
+      return JSON.parse(fs.readFileSync(p, 'utf8')) as unknown;
+    } catch (e) {
+      throw new Error(`ScienceQA ${p}: not JSON (${(e as Error).message})`);
+    }
+  };
+  const splits = readJson('pid_splits.json') as Record<string, string[]>;
+  const problems = readJson('problems.json') as Record<string, { choices: string[]; answer: number }>;
+  const ids = splits?.[split];
+  if (!Array.isArray(ids)) throw new Error(`ScienceQA ${path.join(baseDir, 'pid_splits.json')} has no split "${split}"`);
+  const preds = new Map<string, { rec: AnswerRecord; line: number }>();
+  for (const a of readAnswers(answersFile)) preds.set(keyOf(a.rec.question_id), a);
+  const results: { correct: Record<string, unknown>[]; incorrect: Record<string, unknown>[] } = { correct: [], incorrect: [] };
+  const parsed: Record<string, number> = {}, outputs: Record<string, string> = {};
+  const seen = new Set<string>();
+  for (const pid of ids) {
+    if (seen.has(pid)) continue; // a dict of the split: a repeated id counts once
+    seen.add(pid);
+    const prob = problems[pid];
+    if (!prob || !Array.isArray(prob.choices)) throw new Error(`ScienceQA problems.json has no problem ${pid} (listed in split ${split})`);
+    const p = preds.get(keyOf(pid));
+    if (p && typeof p.rec.prompt !== 'string') throw new Error(`answers ${answersFile} line ${p.line}: no prompt (the official script reads it)`);
+    const text = p ? p.rec.text : 'FAILED', prompt = p ? (p.rec.prompt as string) : 'Unknown';
+    const answer = scienceQAAnswerOf(text);
+    const opts = SQA_OPTIONS.slice(0, prob.choices.length);
+    const idx = opts.includes(answer) ? SQA_OPTIONS.indexOf(answer) : -1;
+    const analysis = { question_id: pid, parsed_ans: answer, ground_truth: SQA_OPTIONS[prob.answer], question: prompt, pred: text, is_multimodal: prompt.includes('<image>') };
+    parsed[pid] = idx;
+    outputs[pid] = text;
+    (idx === prob.answer ? results.correct : results.incorrect).push(analysis);
+  }
+  const correct = results.correct.length, total = correct + results.incorrect.length;
+  const mmCorrect = results.correct.filter((x) => x.is_multimodal).length, mmTotal = mmCorrect + results.incorrect.filter((x) => x.is_multimodal).length;
+  if (total === 0 || mmTotal === 0) throw new Error(`ScienceQA split ${split}: ${total} problems, ${mmTotal} with an image: the official script divides by zero`);
+  const accuracy = (correct / total) * 100, imgAccuracy = (mmCorrect / mmTotal) * 100;
+  const report = `Total: ${total}, Correct: ${correct}, Accuracy: ${pyFixed(accuracy, 2)}%, IMG-Accuracy: ${pyFixed(imgAccuracy, 2)}%\n`;
+  const outputResult = pyJsonDumps({ acc: new PyFloat(accuracy), correct, count: total, results: parsed, outputs }, 2);
+  return { total, correct, accuracy, imgAccuracy, report, outputFile: pyJsonDumps(results, 2), outputResult };
+}

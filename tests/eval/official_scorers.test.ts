@@ -6,7 +6,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { evalAIAnswer, pyFixed, pyRepr, scorePope, scoreTextVQA, vqaSoftAccuracy } from '../../src';
+import { evalAIAnswer, pyFixed, pyRepr, scienceQAAnswerOf, scorePope, scoreScienceQA, scoreTextVQA, vqaSoftAccuracy } from '../../src';
 import { tempDirs } from '../support/tmp';
 
 const root = path.join(__dirname, '..', '..');
@@ -61,6 +61,21 @@ describe("LLaVA-1.5's official scoring", () => {
     const c = cli('score', 'pope', '--answers', args[0], '--questions', args[1], '--annotations', args[2]);
     expect(c.status, c.stderr).toBe(0);
     expect(c.stdout).toBe(want);
+  });
+
+  it('scoreScienceQA prints and writes what eval_science_qa.py prints and writes; vwlmm score sqa too', () => {
+    const dir = path.join(fx, 'sqa');
+    const r = scoreScienceQA(dir, path.join(dir, 'answers.jsonl'));
+    expect(r.report).toBe(fs.readFileSync(path.join(dir, 'expected.txt'), 'utf8'));
+    expect(r.outputFile).toBe(fs.readFileSync(path.join(dir, 'expected_output.json'), 'utf8'));
+    expect(r.outputResult).toBe(fs.readFileSync(path.join(dir, 'expected_result.json'), 'utf8'));
+    expect(scienceQAAnswerOf('The answer is C')).toBe('FAILED'); // Python's '.' needs a character after the letter
+    expect(scienceQAAnswerOf('The answer is C.\r')).toBe('C');
+    const out = tmp();
+    const c = cli('score', 'sqa', '--base-dir', dir, '--answers', path.join(dir, 'answers.jsonl'), '--output-file', path.join(out, 'o.json'), '--output-result', path.join(out, 'r.json'));
+    expect(c.status, c.stderr).toBe(0);
+    expect(c.stdout).toBe(r.report);
+    expect(fs.readFileSync(path.join(out, 'r.json'), 'utf8')).toBe(r.outputResult);
   });
 
   it('answers it cannot score give an error naming the file, line and question', () => {
