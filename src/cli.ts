@@ -235,6 +235,46 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     model.dispose();
   });
 
+program.command('answer').description("answer a LLaVA question file (model_vqa_loader's JSONL: question_id, image, text) into an answers file, greedily, resumable")
+  .requiredOption('--checkpoint <dir>', 'checkpoint directory')
+  .requiredOption('--questions <file>', 'question JSONL')
+  .option('--image-folder <dir>', 'folder the image paths are relative to', '.')
+  .requiredOption('--answers <file>', 'answers JSONL (appended to; ids already in it are skipped)')
+  .option('--conv-mode <name>', "conversation template (LLaVA's --conv-mode; default the checkpoint's)")
+  .option('--num-chunks <n>', 'split the questions into n chunks (as LLaVA)', int('--num-chunks', 1), 1)
+  .option('--chunk-idx <i>', 'answer chunk i', int('--chunk-idx', 0), 0)
+  .option('--max-new-tokens <n>', 'generation budget per answer', int('--max-new-tokens', 1), 128)
+  .option('--batch-size <n>', 'questions per batch (and per flush of the answers file)', int('--batch-size', 1), 16)
+  .option('--strict', 'stop on the first broken line or missing image instead of counting it')
+  .option('--device <d>', DEVICE_HELP, 'cpu')
+  .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
+  .action(async (o: { checkpoint: string; questions: string; imageFolder: string; answers: string; convMode?: string; numChunks: number; chunkIdx: number; maxNewTokens: number; batchSize: number; strict?: boolean; device: string; adapter?: string }) => {
+    existing(o.checkpoint, 'checkpoint', 'dir');
+    existing(o.questions, 'questions', 'file');
+    existing(o.imageFolder, 'image folder', 'dir');
+    if (o.chunkIdx >= o.numChunks) fail(`--chunk-idx ${o.chunkIdx} must be below --num-chunks ${o.numChunks}`);
+    const { answerQuestions } = await import('./eval');
+    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter);
+    if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
+    const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
+    const r = await answerQuestions(model, tokenizer, {
+      questions: o.questions, imageFolder: o.imageFolder, answers: o.answers, modelId: path.basename(path.resolve(o.checkpoint)),
+      template: o.convMode as never, maxNewTokens: o.maxNewTokens, batchSize: o.batchSize, numChunks: o.numChunks, chunkIdx: o.chunkIdx, strict: !!o.strict,
+      onProgress: (p) => process.stderr.write(`\ranswered ${p.done}/${p.total}  ${p.answersPerSec.toFixed(2)} answers/s, ${p.tokensPerSec.toFixed(1)} tokens/s, ETA ${Math.round(p.etaSec)} s   `),
+    });
+    process.stderr.write('\n');
+    console.log(`answered ${r.answered} of ${r.total} questions (${r.resumed} already in ${o.answers})${r.skipped.length ? `, ${r.skipped.length} skipped` : ''} in ${r.seconds.toFixed(1)} s`);
+    const reasons = new Map<string, { n: number; first: string }>();
+    for (const s of r.skipped) {
+      const kind = s.reason.replace(/^image [^:]*: /, 'image: ').split(':')[0];
+      const e = reasons.get(kind) ?? { n: 0, first: `line ${s.line}: ${s.reason}` };
+      e.n++;
+      reasons.set(kind, e);
+    }
+    for (const [kind, e] of reasons) console.log(`  skipped ${e.n}: ${kind} (first: ${e.first})`);
+    model.dispose();
+  });
+
 // `vwlmm score <benchmark>`: the official LLaVA-1.5 scorers on an answers file (src/eval/scorers.ts), printing what
 // they print; --json: one object of the numbers instead.
 const score = program.command('score').description("score LLaVA answer files as LLaVA-1.5's official scripts do (textvqa, pope, sqa)");

@@ -7,6 +7,8 @@ export { evalAIAnswer, vqaSoftAccuracy } from './evalai';
 export { scoreTextVQA, scorePope, scoreScienceQA, textvqaQuestionOf, popeAnswerIsNo, scienceQAAnswerOf, readAnswers } from './scorers';
 export type { TextVQAScore, PopeCategory, ScienceQAScore, AnswerRecord } from './scorers';
 export { pyRepr, pyFixed } from './pyformat';
+export { answerQuestions, chunkOf } from './answer';
+export type { AnswerOptions, AnswerResult } from './answer';
 export type { EvalResult } from './llava_eval';
 export { visualWordsOf, drawVisualWords } from './visual_words';
 export type { PatchWords } from './visual_words';

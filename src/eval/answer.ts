@@ -1,0 +1,160 @@
+// Answers in LLaVA's formats (llava/eval/model_vqa_loader.py): a question file of JSON lines (question_id, image,
+// text[, category]) in, an answers file out with one line per question, `{question_id, prompt, text, answer_id,
+// model_id, metadata}` as LLaVA writes it (prompt: the question text; text: the greedy answer, stripped). The
+// prompt is the loader's: "<image>\n" + question as the human turn of the conversation template, the assistant
+// turn open. Questions are split as LLaVA's --num-chunks / --chunk-idx split them; a rerun skips the ids already
+// in the answers file, and lines are appended and flushed per batch, so a killed run loses at most one batch.
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { collate } from '../data/collate';
+import { buildGenerationPrompt, getTemplate, TemplateName, Turn } from '../data/conversation';
+import { loadImage, preprocessClip } from '../data/images';
+import { TextTokenizer } from '../data/tokenizer';
+import { VwLmm } from '../model/vwlmm';
+import { pyStrip } from './evalai';
+
+export interface AnswerOptions {
+  /** Question JSONL (question_id, image, text). */
+  questions: string;
+  imageFolder: string;
+  /** The answers file (JSONL), appended to. */
+  answers: string;
+  /** model_id of every line (LLaVA: the checkpoint folder's name). */
+  modelId: string;
+  /** The conversation template (LLaVA's --conv-mode); default the model's. */
+  template?: TemplateName;
+  /** Generation budget per answer (LLaVA's default 128). */
+  maxNewTokens?: number;
+  /** Questions per generation batch (and per flush of the answers file). */
+  batchSize?: number;
+  numChunks?: number;
+  chunkIdx?: number;
+  /** Stop on the first broken line or missing image instead of counting it. */
+  strict?: boolean;
+  onProgress?: (p: { done: number; total: number; answersPerSec: number; tokensPerSec: number; etaSec: number }) => void;
+}
+
+export interface AnswerResult {
+  /** Questions of this chunk, answered now, and found in the answers file already. */
+  total: number;
+  answered: number;
+  resumed: number;
+  /** Questions not answered: a broken line or an unreadable image, with the reason. */
+  skipped: { line: number; questionId?: unknown; reason: string }[];
+  generatedTokens: number;
+  seconds: number;
+}
+
+/** LLaVA's split_list / get_chunk: ceil(n / numChunks) questions per chunk, the k-th chunk. */
+export function chunkOf<T>(items: readonly T[], numChunks: number, chunkIdx: number): T[] {
+  if (!Number.isInteger(numChunks) || numChunks < 1) throw new RangeError(`answer: numChunks must be an integer >= 1, got ${numChunks}`);
+  if (!Number.isInteger(chunkIdx) || chunkIdx < 0 || chunkIdx >= numChunks) throw new RangeError(`answer: chunkIdx must be in [0, ${numChunks}), got ${chunkIdx}`);
+  const size = Math.ceil(items.length / numChunks);
+  return size === 0 ? [] : items.slice(chunkIdx * size, chunkIdx * size + size);
+}
+
+const SHORTUUID = '23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
+/** A 22-character id from shortuuid's alphabet (LLaVA's answer_id). */
+function answerId(): string {
+  const bytes = crypto.randomBytes(22);
+  return Array.from(bytes, (b) => SHORTUUID[b % SHORTUUID.length]).join('');
+}
+
+const idKey = (v: unknown) => (typeof v === 'number' ? `n:${v}` : typeof v === 'string' ? `s:${v}` : `j:${JSON.stringify(v)}`);
+
+/** The question ids already answered; a last line cut short by a killed run is removed from the file. */
+function answeredIds(file: string): Set<string> {
+  const ids = new Set<string>();
+  if (!fs.existsSync(file)) return ids;
+  const text = fs.readFileSync(file, 'utf8');
+  const lines = text.split('\n');
+  let keep = 0; // bytes of complete lines
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i];
+    const last = i === lines.length - 1;
+    if (last && l === '') break;
+    try {
+      const rec = JSON.parse(l) as { question_id?: unknown };
+      if (last) throw new Error('no newline'); // written without its newline: cut short
+      ids.add(idKey(rec.question_id));
+      keep += Buffer.byteLength(l, 'utf8') + 1;
+    } catch (e) {
+      if (!last) throw new Error(`answers ${file} line ${i + 1} is not JSON (${(e as Error).message}): not a file this command wrote`);
+      fs.truncateSync(file, keep);
+    }
+  }
+  return ids;
+}
+
+export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o: AnswerOptions): Promise<AnswerResult> {
+  const t0 = Date.now();
+  if (!fs.existsSync(o.questions)) throw new Error(`questions ${o.questions} does not exist`);
+  const skipped: AnswerResult['skipped'] = [];
+  const questions: { line: number; id: unknown; image: string | null; text: string }[] = [];
+  fs.readFileSync(o.questions, 'utf8').split('\n').forEach((l, i) => {
+    if (!l.trim()) return;
+    const bad = (reason: string, id?: unknown) => {
+      if (o.strict) throw new Error(`questions ${o.questions} line ${i + 1}: ${reason}`);
+      skipped.push({ line: i + 1, questionId: id, reason });
+    };
+    let q: Record<string, unknown>;
+    try {
+      q = JSON.parse(l) as Record<string, unknown>;
+    } catch (e) {
+      return bad(`not JSON (${(e as Error).message})`);
+    }
+    if (q === null || typeof q !== 'object' || Array.isArray(q)) return bad('not a JSON object');
+    if (!('question_id' in q)) return bad('no question_id');
+    if (typeof q.text !== 'string') return bad('text must be a string', q.question_id);
+    if (q.image !== undefined && typeof q.image !== 'string') return bad('image must be a file name', q.question_id);
+    questions.push({ line: i + 1, id: q.question_id, image: (q.image as string | undefined) ?? null, text: q.text });
+  });
+  const chunk = chunkOf(questions, o.numChunks ?? 1, o.chunkIdx ?? 0);
+  fs.mkdirSync(path.dirname(path.resolve(o.answers)), { recursive: true });
+  const done = answeredIds(o.answers);
+  const pending = chunk.filter((q) => !done.has(idKey(q.id)));
+  const cfg = model.config, template = getTemplate(o.template ?? cfg.template); // an unknown name fails here, before any work
+  const batchSize = o.batchSize ?? 16;
+  let answered = 0, tokens = 0;
+  const fd = fs.openSync(o.answers, 'a');
+  try {
+    for (let b = 0; b < pending.length; b += batchSize) {
+      const batch: { q: (typeof pending)[number]; prompt: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null } }[] = [];
+      for (const q of pending.slice(b, b + batchSize)) {
+        let pixels: Float32Array | null = null;
+        if (q.image !== null) {
+          const file = path.resolve(o.imageFolder, q.image);
+          try {
+            pixels = await preprocessClip(await loadImage(file), { size: cfg.image.size, mean: cfg.image.mean, std: cfg.image.std, aspect: cfg.image.aspect === 'pad' ? 'pad' : 'resize_crop' });
+          } catch (e) {
+            const reason = `image ${q.image}: ${(e as Error).message}`;
+            if (o.strict) throw new Error(`questions ${o.questions} line ${q.line} (question_id ${JSON.stringify(q.id)}): ${reason}`);
+            skipped.push({ line: q.line, questionId: q.id, reason });
+            continue;
+          }
+        }
+        const turns: Turn[] = [{ from: 'human', value: q.image !== null ? `<image>\n${q.text}` : q.text }];
+        const p = buildGenerationPrompt(turns, template, tokenizer);
+        const c = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tokenizer.padId, numPatches: model.numImageTokens });
+        batch.push({ q, prompt: { tokenIds: c.tokenIds, imagePositions: c.imagePositions, pixelValues: c.pixelValues } });
+      }
+      if (batch.length === 0) continue;
+      const outs = model.generate(batch.map((x) => x.prompt), { maxNewTokens: o.maxNewTokens ?? 128, eosId: tokenizer.eosId ?? undefined, batchSize });
+      let lines = '';
+      outs.forEach((ids, k) => {
+        tokens += ids.length;
+        const text = pyStrip(tokenizer.decode(ids));
+        lines += JSON.stringify({ question_id: batch[k].q.id, prompt: batch[k].q.text, text, answer_id: answerId(), model_id: o.modelId, metadata: {} }) + '\n';
+      });
+      fs.writeSync(fd, lines);
+      fs.fsyncSync(fd);
+      answered += outs.length;
+      const sec = (Date.now() - t0) / 1000;
+      o.onProgress?.({ done: answered, total: pending.length, answersPerSec: answered / sec, tokensPerSec: tokens / sec, etaSec: ((pending.length - b - batch.length) * sec) / Math.max(1, b + batch.length) });
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { total: chunk.length, answered, resumed: chunk.length - pending.length, skipped, generatedTokens: tokens, seconds: (Date.now() - t0) / 1000 };
+}

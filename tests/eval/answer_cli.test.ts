@@ -1,0 +1,93 @@
+// `vwlmm answer`: LLaVA's question JSONL in, its answers JSONL out (question_id, prompt = the question, text, answer_id,
+// model_id, metadata); LLaVA's chunking; resumable (ids already answered are skipped; a line cut short by a kill is
+// dropped and redone); broken lines and missing images counted by reason with the first example, --strict stops.
+import * as fs from 'fs';
+import * as path from 'path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { answerQuestions, chunkOf } from '../../src/eval/answer';
+import { loadCheckpoint } from '../../src/model/checkpoint';
+import { TextTokenizer } from '../../src/data/tokenizer';
+import { cli, writeCliFixture } from '../train/support/tiny';
+import { tempDirs } from '../support/tmp';
+
+const tmp = tempDirs('answer');
+
+describe('vwlmm answer', () => {
+  let fx: ReturnType<typeof writeCliFixture>;
+  let dir: string, questions: string;
+  let ids: number[];
+  beforeAll(() => {
+    dir = tmp();
+    fx = writeCliFixture(dir, { images: 3 });
+    const recs = JSON.parse(fs.readFileSync(fx.data, 'utf8')) as { image: string; conversations: { from: string; value: string }[] }[];
+    const lines = recs.slice(0, 7).map((r, i) => JSON.stringify({ question_id: 100 + i, image: r.image, text: r.conversations[0].value.replace('<image>\n', '').replace('\n<image>', ''), category: 'x' }));
+    ids = recs.slice(0, 7).map((_, i) => 100 + i);
+    questions = path.join(dir, 'questions.jsonl');
+    fs.writeFileSync(questions, lines.join('\n') + '\n');
+  });
+
+  it("LLaVA's chunks: ceil(n / k) each, in order, covering every question once", () => {
+    const xs = [...Array(10).keys()];
+    expect([0, 1, 2].map((k) => chunkOf(xs, 3, k))).toEqual([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]);
+    expect(chunkOf(xs, 4, 3)).toEqual([9]);
+    expect(chunkOf([], 2, 1)).toEqual([]);
+    expect(() => chunkOf(xs, 2, 2)).toThrow(/chunkIdx must be in \[0, 2\)/);
+  });
+
+  it('writes one LLaVA answer line per question, in chunks, and a rerun adds nothing', () => {
+    const out = path.join(dir, 'answers.jsonl');
+    for (const k of [0, 1]) {
+      const r = cli('answer', '--checkpoint', fx.init, '--questions', questions, '--image-folder', fx.imageFolder, '--answers', out, '--num-chunks', '2', '--chunk-idx', String(k), '--max-new-tokens', '3', '--batch-size', '3');
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/answers\/s, [\d.]+ tokens\/s, ETA/);
+    }
+    const lines = fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.question_id)).toEqual(ids);
+    for (const l of lines) {
+      expect(Object.keys(l)).toEqual(['question_id', 'prompt', 'text', 'answer_id', 'model_id', 'metadata']);
+      expect(l.model_id).toBe('init');
+      expect(l.answer_id).toMatch(/^[2-9A-HJ-NP-Za-km-z]{22}$/);
+      expect(typeof l.text).toBe('string');
+      expect(l.text).toBe(l.text.trim());
+    }
+    const q0 = JSON.parse(fs.readFileSync(questions, 'utf8').split('\n')[0]);
+    expect(lines[0].prompt).toBe(q0.text); // LLaVA writes the question, not the templated prompt
+    const again = cli('answer', '--checkpoint', fx.init, '--questions', questions, '--image-folder', fx.imageFolder, '--answers', out, '--max-new-tokens', '3');
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/answered 0 of 7 questions \(7 already in/);
+    expect(fs.readFileSync(out, 'utf8').trim().split('\n').length).toBe(7);
+  });
+
+  it('a line cut short by a kill is redone; broken lines and missing images are counted, --strict stops', async () => {
+    const out = path.join(dir, 'cut.jsonl');
+    const ck = loadCheckpoint(fx.init);
+    const tok = new TextTokenizer(ck.tokenizerPath!);
+    await answerQuestions(ck.model, tok, { questions, imageFolder: fx.imageFolder, answers: out, modelId: 'm', maxNewTokens: 2, numChunks: 7, chunkIdx: 0 });
+    const first = fs.readFileSync(out, 'utf8');
+    fs.writeFileSync(out, first + first.slice(0, 20)); // half a line: what a kill during a write leaves
+    const r = await answerQuestions(ck.model, tok, { questions, imageFolder: fx.imageFolder, answers: out, modelId: 'm', maxNewTokens: 2, batchSize: 4 });
+    expect(r.resumed).toBe(1);
+    expect(r.answered).toBe(6);
+    const lines = fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l).question_id);
+    expect(lines).toEqual(ids);
+    // broken input
+    const bad = path.join(dir, 'bad.jsonl');
+    fs.writeFileSync(bad, [JSON.stringify({ question_id: 1, image: 'missing.png', text: 'what?' }), '{oops', JSON.stringify({ question_id: 3, text: 5 }), JSON.stringify({ question_id: 4, text: 'text only?' })].join('\n'));
+    const r2 = await answerQuestions(ck.model, tok, { questions: bad, imageFolder: fx.imageFolder, answers: path.join(dir, 'bad_out.jsonl'), modelId: 'm', maxNewTokens: 2 });
+    expect(r2.answered).toBe(1);
+    expect(r2.skipped.map((s) => s.line)).toEqual([2, 3, 1]);
+    expect(r2.skipped[0].reason).toMatch(/^not JSON \(/);
+    expect(r2.skipped[1]).toMatchObject({ questionId: 3, reason: 'text must be a string' });
+    expect(r2.skipped[2]).toMatchObject({ questionId: 1 });
+    expect(r2.skipped[2].reason).toMatch(/^image missing.png: /);
+    const c = cli('answer', '--checkpoint', fx.init, '--questions', bad, '--image-folder', fx.imageFolder, '--answers', path.join(dir, 'bad2.jsonl'), '--max-new-tokens', '2');
+    expect(c.status, c.stderr).toBe(0);
+    expect(c.stdout).toMatch(/3 skipped/);
+    expect(c.stdout).toMatch(/skipped 1: image \(first: line 1: image missing.png: /);
+    const s = cli('answer', '--checkpoint', fx.init, '--questions', bad, '--image-folder', fx.imageFolder, '--answers', path.join(dir, 'bad3.jsonl'), '--strict');
+    expect(s.status).toBe(2);
+    expect(s.stderr).toMatch(/vwlmm: questions .*bad.jsonl line 2: not JSON/);
+    expect(s.stderr).not.toMatch(/\n\s+at /);
+    ck.model.dispose();
+  });
+});
