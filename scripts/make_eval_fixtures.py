@@ -5,7 +5,7 @@ here, and what it returns and prints.
   python3 scripts/make_eval_fixtures.py --llava DIR [--out tests/fixtures/eval]
 
 DIR is a checkout of github.com/haotian-liu/LLaVA (only llava/eval/m4c_evaluator.py, eval_textvqa.py, eval_pope.py
-and eval_science_qa.py are used; they are loaded by path, so the package's model code and its dependencies are not needed;
+and eval_science_qa.py, and scripts/convert_*.py are used; they are loaded by path, so the package's model code and its dependencies are not needed;
 tqdm is). Written:
   evalai.json      EvalAIAnswerProcessor on answer variants (number words, articles, contractions, punctuation,
                    periods, commas in numbers, whitespace, "unanswerable", ...), the per-question VQA accuracy of
@@ -16,6 +16,9 @@ tqdm is). Written:
                    eval_pope.py prints; os.listdir sorted, as `vwlmm score pope` orders the categories)
   sqa/             problems.json, pid_splits.json, answers.jsonl, expected.txt (what eval_science_qa.py prints) and
                    expected_output.json / expected_result.json (what it writes)
+  submission/      answers (with a broken and a repeated line), the VQAv2 / VizWiz / SEED question files, and what
+                   scripts/convert_{vqav2,vizwiz}_for_submission.py, convert_{gqa,mmvet}_for_eval.py and
+                   convert_seed_for_submission.py print and write for them
 """
 import argparse
 import contextlib
@@ -152,6 +155,77 @@ def sqa_case(rng, out):
             f.write(json.dumps(l) + "\n")
 
 
+def run_script(path, argv):
+    """A script of LLaVA's run as `python path argv...`; returns what it printed."""
+    buf, saved = io.StringIO(), sys.argv
+    sys.argv = [os.path.basename(path)] + argv
+    try:
+        with contextlib.redirect_stdout(buf):
+            runpy.run_path(path, run_name="__main__")
+    finally:
+        sys.argv = saved
+    return buf.getvalue()
+
+
+def submission_cases(rng, out, scripts):
+    os.makedirs(out, exist_ok=True)
+    texts = ["Two.", "yes", "No, it is not.", "the dog", "1,000", "Dont know", "unanswerable", "3.5", "café", "Ten!", "e.g.",
+             "RED...", "A", "B", "C", "D", "Réponse ✓", ""]
+    # answers: ids 0..39 (an int id, a duplicate line whose later answer wins, a broken line, a blank line)
+    lines = [json.dumps({"question_id": i, "prompt": "q", "text": rng.choice(texts), "answer_id": "x", "model_id": "m", "metadata": {}}) for i in range(40)]
+    lines.insert(5, json.dumps({"question_id": 3, "prompt": "q", "text": "overridden later? no: this one is earlier"}))
+    lines.insert(9, "{not json")
+    answers = os.path.join(out, "answers.jsonl")
+    with open(answers, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    clean = os.path.join(out, "answers_clean.jsonl")
+    with open(clean, "w") as f:
+        f.write("\n".join(l for l in lines if l.startswith("{\"")) + "\n")
+    # VQAv2: the test-dev split has questions without answers (answer '')
+    vdir = os.path.join(out, "vqav2_layout")
+    os.makedirs(os.path.join(vdir, "answers", "test", "ckpt"), exist_ok=True)
+    with open(os.path.join(vdir, "answers", "test", "ckpt", "merge.jsonl"), "w") as f:
+        f.write(open(answers).read())
+    with open(os.path.join(out, "vqav2_test.jsonl"), "w") as f:
+        for i in range(45):
+            f.write(json.dumps({"question_id": i, "image": f"COCO_{i}.jpg", "text": "q?"}) + "\n")
+    with open(os.path.join(vdir, "llava_vqav2_mscoco_test2015.jsonl"), "w") as f:
+        f.write(open(os.path.join(out, "vqav2_test.jsonl")).read())
+    printed = run_script(os.path.join(scripts, "convert_vqav2_for_submission.py"), ["--dir", vdir, "--ckpt", "ckpt", "--split", "test"])
+    with open(os.path.join(out, "vqav2_expected.txt"), "w") as f:
+        f.write(printed)
+    with open(os.path.join(vdir, "answers_upload", "test", "ckpt.json")) as src, open(os.path.join(out, "vqav2_expected.json"), "w") as dst:
+        dst.write(src.read())
+    import shutil
+    shutil.rmtree(vdir)
+    # VizWiz: every question answered
+    with open(os.path.join(out, "vizwiz_test.jsonl"), "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"question_id": i, "image": f"VizWiz_test_{i:08d}.jpg", "text": "q?"}) + "\n")
+    printed = run_script(os.path.join(scripts, "convert_vizwiz_for_submission.py"), ["--annotation-file", os.path.join(out, "vizwiz_test.jsonl"),
+                         "--result-file", answers, "--result-upload-file", os.path.join(out, "vizwiz_expected.json")])
+    with open(os.path.join(out, "vizwiz_expected.txt"), "w") as f:
+        f.write(printed)
+    run_script(os.path.join(scripts, "convert_gqa_for_eval.py"), ["--src", clean, "--dst", os.path.join(out, "gqa_expected.json")])
+    run_script(os.path.join(scripts, "convert_mmvet_for_eval.py"), ["--src", clean, "--dst", os.path.join(out, "mmvet_expected.json")])
+    # SEED-Bench: 9 question types over image and video questions, ids as strings (the script int()s them)
+    qtypes = {f"Type {k}": k for k in range(1, 10)}
+    questions = []
+    for i in range(40):
+        qt = 1 + i % 9
+        questions.append({"question_id": str(i), "question_type_id": qt, "data_type": "image" if qt <= 6 else "video", "answer": rng.choice("ABCD")})
+    with open(os.path.join(out, "seed.json"), "w") as f:
+        json.dump({"questions": questions, "question_type": qtypes}, f)
+    seed_answers = os.path.join(out, "seed_answers.jsonl")
+    with open(seed_answers, "w") as f:
+        for q in questions:
+            f.write(json.dumps({"question_id": int(q["question_id"]), "prompt": "q", "text": q["answer"] if rng.random() < 0.6 else "A"}) + "\n")
+    printed = run_script(os.path.join(scripts, "convert_seed_for_submission.py"), ["--annotation-file", os.path.join(out, "seed.json"),
+                         "--result-file", seed_answers, "--result-upload-file", os.path.join(out, "seed_expected.jsonl")])
+    with open(os.path.join(out, "seed_expected.txt"), "w") as f:
+        f.write(printed)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--llava", required=True, help="a LLaVA checkout")
@@ -204,6 +278,7 @@ def main():
         sys.argv = argv
     with open(os.path.join(sdir, "expected.txt"), "w") as f:
         f.write(buf.getvalue())
+    submission_cases(rng, os.path.join(a.out, "submission"), os.path.join(a.llava, "scripts"))
     print("wrote", os.path.abspath(a.out))
 
 

@@ -277,7 +277,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
 
 // `vwlmm score <benchmark>`: the official LLaVA-1.5 scorers on an answers file (src/eval/scorers.ts), printing what
 // they print; --json: one object of the numbers instead.
-const score = program.command('score').description("score LLaVA answer files as LLaVA-1.5's official scripts do (textvqa, pope, sqa)");
+const score = program.command('score').description("score LLaVA answer files as LLaVA-1.5's official scripts do (textvqa, pope, sqa, seed), or convert them for a server (vqav2, vizwiz, gqa, mmvet)");
 score.command('textvqa').description("eval_textvqa.py: EvalAI answer processing and the VQA accuracy")
   .requiredOption('--answers <file>', 'answers (JSONL: question_id, prompt, text)')
   .requiredOption('--annotations <file>', 'TextVQA_0.5.1_val.json')
@@ -311,6 +311,38 @@ score.command('sqa').description('eval_science_qa.py: option letters parsed from
     if (o.outputFile) fs.writeFileSync(o.outputFile, r.outputFile);
     if (o.outputResult) fs.writeFileSync(o.outputResult, r.outputResult);
     process.stdout.write(o.json ? JSON.stringify({ total: r.total, correct: r.correct, accuracy: r.accuracy, imgAccuracy: r.imgAccuracy }) + '\n' : r.report);
+  });
+
+// The conversions before a server or an external grader scores (LLaVA's scripts/convert_*.py): write --submission and
+// print what the script prints.
+for (const [name, desc, needs] of [
+  ['vqav2', "convert_vqav2_for_submission.py: EvalAI-processed answers for every test-dev question ('' when unanswered)", '--questions <file>'],
+  ['vizwiz', 'convert_vizwiz_for_submission.py: image and EvalAI-processed answer per question', '--annotations <file>'],
+  ['gqa', "convert_gqa_for_eval.py: GQA's predictions file (questionId, prediction) for its eval.py", null],
+  ['mmvet', "convert_mmvet_for_eval.py: {v1_<id>: answer} for MM-Vet's grader", null],
+] as const) {
+  const c = score.command(name).description(desc).requiredOption('--answers <file>', 'answers (JSONL: question_id, text)').requiredOption('--submission <file>', 'the file to write');
+  if (needs) c.requiredOption(needs, needs.startsWith('--questions') ? 'llava_vqav2_mscoco_test2015.jsonl (question_id per line)' : 'VizWiz llava_test.jsonl (question_id, image per line)');
+  c.action(async (o: { answers: string; submission: string; questions?: string; annotations?: string }) => {
+    const ev = await import('./eval');
+    const r = name === 'vqav2' ? ev.vqav2Submission(o.answers, o.questions!) : name === 'vizwiz' ? ev.vizwizSubmission(o.answers, o.annotations!)
+      : name === 'gqa' ? ev.gqaSubmission(o.answers) : ev.mmvetSubmission(o.answers);
+    fs.mkdirSync(path.dirname(path.resolve(o.submission)), { recursive: true });
+    fs.writeFileSync(o.submission, r.file);
+    process.stdout.write(r.report);
+  });
+}
+score.command('seed').description('convert_seed_for_submission.py: accuracy by question type, total, image and video; the upload file')
+  .requiredOption('--answers <file>', 'answers (JSONL: question_id, text)')
+  .requiredOption('--annotations <file>', "SEED-Bench's SEED-Bench.json")
+  .requiredOption('--submission <file>', 'the upload file to write (JSON lines)')
+  .option('--json', 'print one JSON object')
+  .action(async (o: { answers: string; annotations: string; submission: string; json?: boolean }) => {
+    const { scoreSeed } = await import('./eval');
+    const r = scoreSeed(o.answers, o.annotations);
+    fs.mkdirSync(path.dirname(path.resolve(o.submission)), { recursive: true });
+    fs.writeFileSync(o.submission, r.file);
+    process.stdout.write(o.json ? JSON.stringify({ byType: r.byType, total: r.total, image: r.image, video: r.video }) + '\n' : r.report);
   });
 
 program.command('eval').description('exact-match (or VQA soft) accuracy of a checkpoint on a LLaVA-format file')

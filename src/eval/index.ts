@@ -8,6 +8,8 @@ export { scoreTextVQA, scorePope, scoreScienceQA, textvqaQuestionOf, popeAnswerI
 export type { TextVQAScore, PopeCategory, ScienceQAScore, AnswerRecord } from './scorers';
 export { pyRepr, pyFixed } from './pyformat';
 export { answerQuestions, chunkOf } from './answer';
+export { vqav2Submission, vizwizSubmission, gqaSubmission, mmvetSubmission, scoreSeed } from './submission';
+export type { Submission, SeedScore } from './submission';
 export type { AnswerOptions, AnswerResult } from './answer';
 export type { EvalResult } from './llava_eval';
 export { visualWordsOf, drawVisualWords } from './visual_words';

@@ -70,9 +70,13 @@ export class PyFloat {
   constructor(readonly value: number) {}
 }
 
-/** A JSON value as Python's json.dump(value, f, indent=n) writes it (ensure_ascii, key order kept). */
-export function pyJsonDumps(value: unknown, indent: number, level = 0): string {
-  const pad = (l: number) => '\n' + ' '.repeat(indent * l);
+/**
+ * A JSON value as Python's json.dump(value, f, indent=n) writes it (ensure_ascii, key order kept); indent null:
+ * json.dump's default one-line form (', ' and ': ' separators).
+ */
+export function pyJsonDumps(value: unknown, indent: number | null, level = 0): string {
+  const pad = (l: number) => (indent === null ? '' : '\n' + ' '.repeat(indent * l));
+  const sep = indent === null ? ', ' : ',';
   if (value === null || value === undefined) return 'null';
   if (value === true) return 'true';
   if (value === false) return 'false';
@@ -87,12 +91,12 @@ export function pyJsonDumps(value: unknown, indent: number, level = 0): string {
   if (typeof value === 'string') return pyJsonString(value);
   if (Array.isArray(value)) {
     if (value.length === 0) return '[]';
-    return '[' + value.map((v) => pad(level + 1) + pyJsonDumps(v, indent, level + 1)).join(',') + pad(level) + ']';
+    return '[' + value.map((v) => pad(level + 1) + pyJsonDumps(v, indent, level + 1)).join(sep) + pad(level) + ']';
   }
   if (typeof value === 'object') {
     const entries = Object.entries(value as Record<string, unknown>);
     if (entries.length === 0) return '{}';
-    return '{' + entries.map(([k, v]) => pad(level + 1) + pyJsonString(k) + ': ' + pyJsonDumps(v, indent, level + 1)).join(',') + pad(level) + '}';
+    return '{' + entries.map(([k, v]) => pad(level + 1) + pyJsonString(k) + ': ' + pyJsonDumps(v, indent, level + 1)).join(sep) + pad(level) + '}';
   }
   throw new TypeError(`pyJsonDumps: cannot write ${typeof value}`);
 }
@@ -110,4 +114,21 @@ function pyJsonString(s: string): string {
     else out += '\\u' + code.toString(16).padStart(4, '0');
   }
   return out + '"';
+}
+
+/**
+ * The lines of a file as Python's `for line in open(f)` yields them (universal newlines: "\r\n" and "\r" end a line
+ * too), without their line end; a last line without one counts, an empty tail does not.
+ */
+export function pyLines(text: string): string[] {
+  const lines = text.replace(/\r\n?/g, '\n').split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  return lines;
+}
+
+/** Python's str.rstrip(chars). */
+export function pyRstrip(s: string, chars: string): string {
+  let e = s.length;
+  while (e > 0 && chars.includes(s[e - 1])) e--;
+  return s.slice(0, e);
 }

@@ -6,7 +6,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { evalAIAnswer, pyFixed, pyRepr, scienceQAAnswerOf, scorePope, scoreScienceQA, scoreTextVQA, vqaSoftAccuracy } from '../../src';
+import { evalAIAnswer, gqaSubmission, mmvetSubmission, pyFixed, pyRepr, scienceQAAnswerOf, scorePope, scoreScienceQA, scoreSeed, scoreTextVQA, vizwizSubmission, vqaSoftAccuracy, vqav2Submission } from '../../src';
 import { tempDirs } from '../support/tmp';
 
 const root = path.join(__dirname, '..', '..');
@@ -76,6 +76,30 @@ describe("LLaVA-1.5's official scoring", () => {
     expect(c.status, c.stderr).toBe(0);
     expect(c.stdout).toBe(r.report);
     expect(fs.readFileSync(path.join(out, 'r.json'), 'utf8')).toBe(r.outputResult);
+  });
+
+  it("the submission converters write and print what LLaVA's convert_*.py scripts do; SEED's accuracies too", () => {
+    const d = path.join(fx, 'submission');
+    const read = (f: string) => fs.readFileSync(path.join(d, f), 'utf8');
+    const v = vqav2Submission(path.join(d, 'answers.jsonl'), path.join(d, 'vqav2_test.jsonl'));
+    expect(v.report).toBe(read('vqav2_expected.txt'));
+    expect(v.file).toBe(read('vqav2_expected.json'));
+    const z = vizwizSubmission(path.join(d, 'answers.jsonl'), path.join(d, 'vizwiz_test.jsonl'));
+    expect(z.report).toBe(read('vizwiz_expected.txt'));
+    expect(z.file).toBe(read('vizwiz_expected.json'));
+    expect(gqaSubmission(path.join(d, 'answers_clean.jsonl')).file).toBe(read('gqa_expected.json'));
+    expect(mmvetSubmission(path.join(d, 'answers_clean.jsonl')).file).toBe(read('mmvet_expected.json'));
+    const sd = scoreSeed(path.join(d, 'seed_answers.jsonl'), path.join(d, 'seed.json'));
+    expect(sd.report).toBe(read('seed_expected.txt'));
+    expect(sd.file).toBe(read('seed_expected.jsonl'));
+    // the CLI writes the same file
+    const out = path.join(tmp(), 'up.json');
+    const c = cli('score', 'vqav2', '--answers', path.join(d, 'answers.jsonl'), '--questions', path.join(d, 'vqav2_test.jsonl'), '--submission', out);
+    expect(c.status, c.stderr).toBe(0);
+    expect(c.stdout).toBe(read('vqav2_expected.txt'));
+    expect(fs.readFileSync(out, 'utf8')).toBe(read('vqav2_expected.json'));
+    // VizWiz needs every question answered (the script asserts it): an error naming the question
+    expect(() => vizwizSubmission(path.join(d, 'answers.jsonl'), path.join(d, 'vqav2_test.jsonl'))).toThrow(/question_id 40 of .*vqav2_test.jsonl has no answer/);
   });
 
   it('answers it cannot score give an error naming the file, line and question', () => {
