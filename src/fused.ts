@@ -52,7 +52,11 @@ export interface LinearCrossEntropyResult {
 }
 
 export interface VisualWordKLOptions extends ChunkOptions {
-  reduction?: 'batchmean' | 'mean' | 'sum' | 'none';
+  /**
+   * 'batchmean' (default; KLDivLoss(reduction='batchmean'), what VW-LMM trains with): the sum over rows / M; 'sum';
+   * 'none'. PyTorch's 'mean' (divided by M x V elements) is refused rather than silently taken as batchmean.
+   */
+  reduction?: 'batchmean' | 'sum' | 'none';
   temperature?: number;
   gradScale?: number;
   detachTarget?: boolean;
@@ -219,7 +223,8 @@ function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts?: Vis
   equalDim(where, 'wVm must have the hidden size d of h', d3, d);
   const { device, dtype } = sameKind(where, h, 'h', { wLm, x, wVm });
   const reduction = o.reduction ?? 'batchmean';
-  if (!['batchmean', 'mean', 'sum', 'none'].includes(reduction)) throw typeError(where, 'reduction', "'batchmean' | 'sum' | 'none'", reduction);
+  if (reduction === ('mean' as string)) throw rangeError(where, "reduction 'mean' is PyTorch's mean over all M x V elements, which VW-LMM does not use; use 'batchmean' (the sum over rows / M, KLDivLoss's recommended reduction) or 'sum'");
+  if (!['batchmean', 'sum', 'none'].includes(reduction)) throw typeError(where, 'reduction', "'batchmean' | 'sum' | 'none'", reduction);
   const temperature = finiteNumber(where, 'temperature', o.temperature, 1);
   if (temperature <= 0) throw rangeError(where, `temperature must be > 0, got ${temperature}`);
   const detachTarget = bool(where, 'detachTarget', o.detachTarget, false);

@@ -1,10 +1,12 @@
-// Learning-rate schedule of LLaVA / HF Trainer: linear warmup over warmupRatio of the steps, then cosine
-// decay to 0 (transformers.get_cosine_schedule_with_warmup). `step` is the 0-based index of the update
-// about to happen; we evaluate the schedule at step + 1 so the first update is not wasted at lr 0.
+// Learning-rate schedule of LLaVA / HF Trainer: transformers.get_cosine_schedule_with_warmup with
+// num_warmup_steps = ceil(totalSteps * warmupRatio): update `step` (0-based) runs at
+//   baseLr * step / warm                                        while step < warm (so the first update is at 0
+//                                                               when there is warmup, as in HF),
+//   baseLr * 0.5 (1 + cos(pi (step - warm) / (total - warm)))   after (never 0 at the last update).
+// tests/train/schedule.test.ts checks it against the values transformers produces.
 export function cosineWithWarmup(step: number, totalSteps: number, warmupRatio: number, baseLr: number): number {
   const warm = Math.ceil(totalSteps * warmupRatio);
-  const s = step + 1;
-  if (s <= warm) return (baseLr * s) / Math.max(1, warm);
-  const progress = Math.min(1, (s - warm) / Math.max(1, totalSteps - warm));
-  return baseLr * 0.5 * (1 + Math.cos(Math.PI * progress));
+  if (step < warm) return baseLr * (step / Math.max(1, warm));
+  const progress = (step - warm) / Math.max(1, totalSteps - warm);
+  return baseLr * Math.max(0, 0.5 * (1 + Math.cos(Math.PI * 0.5 * 2 * progress)));
 }

@@ -50,6 +50,8 @@ describe('kernel argument errors', () => {
       expect(() => fused.visualWordKL(h, w, h, f([6, 4]))).toThrow(/wVm must have as many rows \(vocabulary\) as wLm \(6 vs 5\)/);
       expect(() => fused.visualWordKL(h, w, h, f([5, 3]))).toThrow(/hidden size/);
       expect(() => fused.visualWordKL(h, w, h, w, { temperature: 0 })).toThrow(/temperature must be > 0/);
+      // PyTorch's 'mean' divides by M x V: refused, not taken as batchmean
+      expect(() => fused.visualWordKL(h, w, h, w, { reduction: 'mean' as never })).toThrow(/reduction 'mean' is PyTorch's mean over all M x V elements.*use 'batchmean'/);
       expect(() => fused.visualWordKL(h, w, h, w, { detachTarget: 1 as unknown as boolean })).toThrow(/detachTarget/);
     });
   });

@@ -13,7 +13,7 @@ const tmp = tempDirs('towerlr');
 describe('Stage.visionTowerLr', () => {
   const { tokenizer, json, samples, makeBatch } = tinyData(8);
   const stage = (steps: number, visionTowerLr?: number): Stage[] => [{
-    name: 'all', size: samples.length, makeBatch, steps, batchSize: 2, lr: 2e-3, warmupRatio: 1, visionTowerLr, // all warmup: the first step runs at lr / steps, not the schedule's end (0 for one step)
+    name: 'all', size: samples.length, makeBatch, steps, batchSize: 2, lr: 2e-3, warmupRatio: 0, visionTowerLr, // no warmup: the first update runs at the full lr (HF's schedule)
     trainable: { visionTower: true, projector: true, llm: true, vmHead: true },
   }];
   const weights = (m: VwLmm) => new Map([...m.namedParameters()].map(([n, p]) => [n, Float64Array.from(p.toArray() as Float32Array)]));
