@@ -30,6 +30,20 @@ tail -8 "$OUT/tests.log"
 for mode in 0 1; do
   VWLMM_CUDA_ASYNC=$mode timeout 120 node node_modules/tsx/dist/cli.mjs benchmarks/host_syncs.ts --device cuda --steps 10 2>&1 | tail -1 | tee -a "$OUT/host_syncs.log"
 done
+# end to end against HF transformers (issue 11): the same VW-LMM training step, bf16, batch 16 x 325 tokens
+timeout 300 python3 benchmarks/hf_vwlmm_train.py --device cuda 2>"$OUT/hf_train.err" | tail -1 > "$OUT/hf_train.json"
+timeout 300 node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda 2>"$OUT/vwlmm_train.err" | tail -1 > "$OUT/vwlmm_train.json"
+python3 - "$OUT" <<'PY'
+import json, sys, os
+o = sys.argv[1]
+try:
+    hf, vw = (json.load(open(os.path.join(o, f))) for f in ("hf_train.json", "vwlmm_train.json"))
+    print(f"train step (bf16, {hf['batch']}x{hf['seq']}): HF {hf['tokensPerSec']:.0f} tok/s, MFU {hf['mfu']:.3f}, peak {hf['peakBytes']/2**30:.2f} GiB | "
+          f"vwlmm {vw['tokensPerSec']:.0f} tok/s, MFU {vw['mfu']:.3f}, peak {vw['peakBytes']/2**30:.2f} GiB, {vw['hostSyncsPerStep']} syncs/step | "
+          f"ratio {vw['tokensPerSec']/hf['tokensPerSec']:.2f}x")
+except Exception as e:
+    print("train comparison failed:", e)
+PY
 t0=$(date +%s)
 timeout ${BENCH_TIMEOUT:-300} node node_modules/tsx/dist/cli.mjs benchmarks/fused_kernels_gpu.ts ${BENCH_ARGS:-} --out "$OUT/bench.json" >"$OUT/bench.log" 2>&1
 echo "bench: rc $? in $(( $(date +%s) - t0 )) s"
