@@ -29,6 +29,11 @@ export interface DemoRunResult {
   relationalAccuracy: number;
   categories: Record<string, { accuracy: number; count: number }>;
   visualWordAgreement: number | null;
+  /** Its chance level (the best constant word's agreement, and that word) and the mean entropy of the visual words. */
+  visualWordChance: number | null;
+  visualWordChanceWord: string | null;
+  visualWordEntropy: number | null;
+  visualWordMaxEntropy: number;
   trainSeconds: number;
   checkpoint: string;
 }
@@ -57,29 +62,61 @@ function scaled(r: Recipe, scale: number): Recipe {
   return c;
 }
 
-/** Share of patches lying on an object whose top-1 visual word is that object's colour or shape word. */
-export function visualWordAgreement(model: VwLmm, tokenizer: TextTokenizer, split: SplitData, maxImages = 50): number | null {
-  if (!model.vm_head) return null;
-  const cfg = model.config, p = cfg.vision.patchSize, S = cfg.vision.imageSize, grid = S / p;
-  let hit = 0, total = 0;
+export interface VisualWordStats {
+  /** Share of object patches whose top-1 visual word is the object's colour or shape word (null without vm_head). */
+  agreement: number | null;
+  /** The chance level: the best agreement a constant word would get on the same patches, and that word. */
+  chance: number | null;
+  chanceWord: string | null;
+  /** Mean entropy (nats) of the patches' visual-word distributions; log V is a uniform one, 0 a collapsed one. */
+  meanEntropy: number | null;
+  maxEntropy: number;
+}
+
+/** The object covering most of a patch (at least 1/8 of it), or -1. */
+function objectOfPatch(split: SplitData, image: number, row: number, col: number, p: number): number {
+  let best = -1, bestCount = 0;
+  split.scenes[image].objects.forEach((o, k) => {
+    let c = 0;
+    for (let y = row * p; y < (row + 1) * p; y++)
+      for (let x = col * p; x < (col + 1) * p; x++) if (Math.abs(x - o.cx) <= 5 && Math.abs(y - o.cy) <= 5) c++;
+    if (c > bestCount) [best, bestCount] = [k, c];
+  });
+  return bestCount >= (p * p) / 8 ? best : -1;
+}
+
+/**
+ * What the visual words say on the first maxImages images of a split: agreement with the objects' colour and shape
+ * words, its chance level, and whether the distributions collapsed (their mean entropy).
+ */
+export function visualWordStats(model: VwLmm, tokenizer: TextTokenizer, split: SplitData, maxImages = 50): VisualWordStats {
+  const V = model.config.llm.vocabSize;
+  if (!model.vm_head) return { agreement: null, chance: null, chanceWord: null, meanEntropy: null, maxEntropy: Math.log(V) };
+  const cfg = model.config, p = cfg.vision.patchSize, S = cfg.vision.imageSize;
+  let hit = 0, total = 0, entropy = 0, patches = 0;
+  const wordHits = new Map<string, number>(); // patches a constant word would get right
   for (let i = 0; i < Math.min(maxImages, split.scenes.length); i++) {
-    const patches = visualWordsOf(model, tokenizer, normalizeRgb(split.rgb[i], S, cfg.image.mean, cfg.image.std), 1);
-    for (const patch of patches) {
-      // the object covering most of the patch, if any
-      let best = -1, bestCount = 0;
-      split.scenes[i].objects.forEach((o, k) => {
-        let c = 0;
-        for (let y = patch.row * p; y < (patch.row + 1) * p; y++)
-          for (let x = patch.col * p; x < (patch.col + 1) * p; x++) if (Math.abs(x - o.cx) <= 5 && Math.abs(y - o.cy) <= 5) c++;
-        if (c > bestCount) [best, bestCount] = [k, c];
-      });
-      if (best < 0 || bestCount < (p * p) / 8) continue;
-      const o = split.scenes[i].objects[best];
+    for (const patch of visualWordsOf(model, tokenizer, normalizeRgb(split.rgb[i], S, cfg.image.mean, cfg.image.std), V)) {
+      let h = 0;
+      for (const w of patch.words) if (w.prob > 0) h -= w.prob * Math.log(w.prob);
+      entropy += h;
+      patches++;
+      const k = objectOfPatch(split, i, patch.row, patch.col, p);
+      if (k < 0) continue;
+      const o = split.scenes[i].objects[k];
       total++;
       if (patch.words[0].token === o.colour || patch.words[0].token === o.shape) hit++;
+      for (const w of new Set([o.colour, o.shape])) wordHits.set(w, (wordHits.get(w) ?? 0) + 1);
     }
   }
-  return total ? hit / total : null;
+  let chanceWord: string | null = null, best = 0;
+  for (const [w, n] of wordHits) if (n > best) [chanceWord, best] = [w, n];
+  return { agreement: total ? hit / total : null, chance: total ? best / total : null, chanceWord, meanEntropy: patches ? entropy / patches : null, maxEntropy: Math.log(V) };
+}
+
+/** Share of patches lying on an object whose top-1 visual word is that object's colour or shape word. */
+export function visualWordAgreement(model: VwLmm, tokenizer: TextTokenizer, split: SplitData, maxImages = 50): number | null {
+  return visualWordStats(model, tokenizer, split, maxImages).agreement;
 }
 
 async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>): Promise<{ result: DemoRunResult; model: VwLmm; test: SplitData; tower: Map<string, Float32Array> | null }> {
@@ -104,6 +141,7 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
       groups[g].n += v.count;
     }
   }
+  const vw = visualWordStats(res.model, tokenizer, res.testSplit);
   return {
     model: res.model,
     test: res.testSplit,
@@ -111,7 +149,8 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
     result: {
       accuracy: ev.accuracy, nonRelationalAccuracy: groups.nonRelational.sum / Math.max(1, groups.nonRelational.n),
       relationalAccuracy: groups.relational.sum / Math.max(1, groups.relational.n), categories: ev.categories,
-      visualWordAgreement: visualWordAgreement(res.model, tokenizer, res.testSplit), trainSeconds, checkpoint: path.join(dir, 'checkpoint'),
+      visualWordAgreement: vw.agreement, visualWordChance: vw.chance, visualWordChanceWord: vw.chanceWord, visualWordEntropy: vw.meanEntropy,
+      visualWordMaxEntropy: vw.maxEntropy, trainSeconds, checkpoint: path.join(dir, 'checkpoint'),
     },
   };
 }
@@ -155,11 +194,14 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   }
   const seconds = (Date.now() - t0) / 1000;
   const row = (name: string, r: DemoRunResult) =>
-    `| ${name.padEnd(14)} | ${(100 * r.nonRelationalAccuracy).toFixed(1).padStart(6)}% | ${(100 * r.relationalAccuracy).toFixed(1).padStart(6)}% | ${['shape', 'left', 'top', 'closest', 'furthest', 'count'].map((c) => `${(100 * (r.categories[c]?.accuracy ?? 0)).toFixed(1).padStart(5)}%`).join(' | ')} | ${r.visualWordAgreement === null ? '   n/a' : `${(100 * r.visualWordAgreement).toFixed(1).padStart(5)}%`} |`;
+    `| ${name.padEnd(14)} | ${(100 * r.nonRelationalAccuracy).toFixed(1).padStart(6)}% | ${(100 * r.relationalAccuracy).toFixed(1).padStart(6)}% | ${['shape', 'left', 'top', 'closest', 'furthest', 'count'].map((c) => `${(100 * (r.categories[c]?.accuracy ?? 0)).toFixed(1).padStart(5)}%`).join(' | ')} | ${r.visualWordAgreement === null ? '   n/a' : `${(100 * r.visualWordAgreement).toFixed(1).padStart(5)}% (chance ${(100 * r.visualWordChance!).toFixed(1)}%)`} |`;
   log('\n| model          | non-rel | relational | shape | left | top | closest | furthest | count | VW agreement |');
   log('|---|---|---|---|---|---|---|---|---|---|');
   log(row('VW-LMM', main.result));
   if (ablation) log(row('LLaVA (vm 0)', ablation));
+  const m = main.result;
+  if (m.visualWordEntropy !== null)
+    log(`visual words: ${(100 * m.visualWordAgreement!).toFixed(1)}% of object patches name their object's colour or shape (chance: "${m.visualWordChanceWord}" everywhere, ${(100 * m.visualWordChance!).toFixed(1)}%); mean entropy ${m.visualWordEntropy.toFixed(2)} nats of at most ${m.visualWordMaxEntropy.toFixed(2)}`);
   log(`\n${seconds.toFixed(0)} s (expected ${(estimate.seconds + calibration.seconds).toFixed(0)} s with the calibration); checkpoint ${main.result.checkpoint}; loss curve ${lossCurve}${visualWords ? `; visual words ${visualWords}` : ''}`);
   return { ...main.result, seconds, outDir: o.outDir, metrics, lossCurve, visualWords, ablation, gemm: info.gemm, estimate };
 }
