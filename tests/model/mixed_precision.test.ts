@@ -15,6 +15,7 @@ import { bf16Operand, castTensor, computeDtype, parseComputeDtype } from '../../
 import { gradientCheckpoint } from '../../src/autograd';
 import { bf16ToF32, f32ToBf16 } from '../../src/bf16';
 import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../../src/model/config';
+import { tinyConfig as sharedTinyConfig } from '../train/support/tiny';
 import { loadCheckpoint } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
 import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSamples } from '../../src/demo/task';
@@ -39,13 +40,10 @@ function gemm64(M: number, N: number, K: number, a: (m: number, k: number) => nu
   return c;
 }
 
+/** The training tests' tiny VW-LMM with a second decoder layer (the step tolerances below were measured on it). */
 function tinyConfig(vocabSize: number): VwLmmConfig {
-  return {
-    llm: { vocabSize, hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 2, numKvHeads: 1, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 256, initializerRange: 0.1 },
-    vision: { hiddenSize: 12, intermediateSize: 16, numLayers: 2, numHeads: 2, imageSize: 75, patchSize: 15, numChannels: 3, layerNormEps: 1e-5, hiddenAct: 'quick_gelu', initializerRange: 0.1, initializerFactor: 1 },
-    visionTower: 'embedded', projectorType: 'mlp2x_gelu', selectLayer: -2, selectFeature: 'patch', vmWeight: 1, pif: false, detachTarget: false,
-    template: 'vicuna_v1', image: { size: 75, mean: [...CLIP_MEAN] as [number, number, number], std: [...CLIP_STD] as [number, number, number], aspect: 'square' }, imageTokenIndex: -200,
-  };
+  const c = sharedTinyConfig(vocabSize);
+  return { ...c, llm: { ...c.llm, numLayers: 2 } };
 }
 
 function tinyData(n: number) {
