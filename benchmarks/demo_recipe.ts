@@ -1,6 +1,6 @@
 // The driver behind the demo-recipe experiments in benchmarks/RESULTS.md: DEFAULT_RECIPE with the given
 // overrides (deep-merged JSON), trained by runRecipe; prints the stage-0 read-out accuracies and every
-// evaluation as they come, then the per-kind accuracies on the in-memory test split.
+// evaluation as they come, then the per-kind accuracies on the validation split (the recipe's tuning split).
 //
 //   npx tsx benchmarks/demo_recipe.ts '{"stage2":{"steps":3000}}' [--out /tmp/recipe-run]
 import { DEFAULT_RECIPE, Recipe, runRecipe } from '../src/demo/recipe';
@@ -26,7 +26,7 @@ runRecipe(recipe, {
     if (rec.done || rec.type === 'eval') console.log(at(), JSON.stringify(rec));
   },
 }).then((res) => {
-  const kinds = Object.fromEntries(Object.entries(res.test.categories).map(([k, v]) => [k, v.accuracy]));
-  console.log('final', at(), JSON.stringify({ seconds: res.seconds, groups: res.test.groups, kinds }));
+  const kinds = Object.fromEntries(Object.entries(res.val.categories).map(([k, v]) => [k, v.accuracy]));
+  console.log('final', at(), JSON.stringify({ seconds: res.seconds, groups: res.val.groups, kinds }));
   res.model.dispose();
 });

@@ -119,7 +119,7 @@ export function visualWordAgreement(model: VwLmm, tokenizer: TextTokenizer, spli
   return visualWordStats(model, tokenizer, split, maxImages).agreement;
 }
 
-async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>): Promise<{ result: DemoRunResult; model: VwLmm; test: SplitData; tower: Map<string, Float32Array> | null }> {
+async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>): Promise<{ result: DemoRunResult; model: VwLmm; val: SplitData; tower: Map<string, Float32Array> | null }> {
   const t0 = Date.now();
   const progress = new Progress(50, quiet ? process.stderr : process.stdout);
   const res = await runRecipe(recipe, {
@@ -141,10 +141,10 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
       groups[g].n += v.count;
     }
   }
-  const vw = visualWordStats(res.model, tokenizer, res.testSplit);
+  const vw = visualWordStats(res.model, tokenizer, res.valSplit);
   return {
     model: res.model,
-    test: res.testSplit,
+    val: res.valSplit,
     tower: res.tower,
     result: {
       accuracy: ev.accuracy, nonRelationalAccuracy: groups.nonRelational.sum / Math.max(1, groups.nonRelational.n),
@@ -181,8 +181,8 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   if (main.model.vm_head) {
     visualWords = path.join(o.outDir, 'vw', 'visual_words.png');
     const cfg = main.model.config;
-    const patches = visualWordsOf(main.model, tokenizer, normalizeRgb(main.test.rgb[0], cfg.vision.imageSize, cfg.image.mean, cfg.image.std), 3);
-    await drawVisualWords(main.test.rgb[0], 75, 75, patches, cfg.vision.imageSize / cfg.vision.patchSize, visualWords);
+    const patches = visualWordsOf(main.model, tokenizer, normalizeRgb(main.val.rgb[0], cfg.vision.imageSize, cfg.image.mean, cfg.image.std), 3);
+    await drawVisualWords(main.val.rgb[0], 75, 75, patches, cfg.vision.imageSize / cfg.vision.patchSize, visualWords);
   }
   main.model.dispose();
   let ablation: DemoRunResult | undefined;

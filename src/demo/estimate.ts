@@ -20,7 +20,7 @@ import { packageRoot } from '../native';
 import { readTrainerState } from '../train/trainer';
 import { Recipe, runRecipe } from './recipe';
 
-/** Questions per test image: the demo's data set and the recipe's test split both ask 10 + 10. */
+/** Questions per test image: the demo's test set and the recipe's validation split both ask 10 + 10. */
 export const QUESTIONS_PER_IMAGE = 20;
 
 /**
@@ -45,11 +45,11 @@ export interface Calibration {
   captionStep: number;
   /** One stage-2 (question conversation) optimizer step. */
   questionStep: number;
-  /** One greedily answered evaluation question of the in-memory test split (the trainer's and runRecipe's evaluations). */
+  /** One greedily answered evaluation question of the in-memory validation split (the trainer's and runRecipe's evaluations). */
   question: number;
   /** One question of the written test.json (the demo's final evaluation: also loads and preprocesses the image). */
   fileQuestion: number;
-  /** The caption metrics of an evaluation, per test image. */
+  /** The caption metrics of an evaluation, per validation image. */
   captionEvalImage: number;
   /** Generating, rendering and tokenising one training image's samples in memory (runRecipe's set-up). */
   setupImage: number;
@@ -68,7 +68,7 @@ export interface DemoWork {
   questions: number;
   /** Questions of test.json answered by the demo's evaluation. */
   fileQuestions: number;
-  /** Caption evaluations x test images. */
+  /** Caption evaluations x validation images. */
   captionEvalImages: number;
   /** Training images set up in memory (once per run). */
   setupImages: number;

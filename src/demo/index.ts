@@ -1,7 +1,7 @@
 // Public API of the Sort-of-CLEVR demo: the whole run (`vwlmm demo`) and the recipe it trains by.
 // Re-exported by the package root and by 'vwlmm/demo'.
-export { runDemo, visualWordAgreement } from './demo';
-export type { DemoResult, DemoRunResult } from './demo';
+export { runDemo, visualWordAgreement, visualWordStats } from './demo';
+export type { DemoResult, DemoRunResult, VisualWordStats } from './demo';
 export { DEFAULT_RECIPE, recipeConfig, runRecipe } from './recipe';
 export type { Recipe, RecipeResult, RunRecipeOptions } from './recipe';
 // types in the signatures above (RecipeResult's splits and accuracy)

@@ -106,10 +106,11 @@ export interface RecipeResult {
   model: VwLmm;
   /** The vision tower's weights after stage 0 (host copies), to hand to another run (`pretrainedTower`); null without stage 0. */
   tower: Map<string, Float32Array> | null;
-  test: Accuracy;
+  /** Accuracy on the validation split (what recipes are tuned on; the demo scores data/test.json separately). */
+  val: Accuracy;
   seconds: number;
   train: SplitData;
-  testSplit: SplitData;
+  valSplit: SplitData;
 }
 
 export interface RunRecipeOptions {
@@ -138,11 +139,13 @@ export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Reci
   const gen = new Generator(r.seed);
   const { tokenizer, json } = makeTokenizer();
   const train = makeSplit(r.trainImages, gen.fork('train'), { nonRelational: 10, relational: 10 });
-  const test = makeSplit(r.testImages, gen.fork('test'), { nonRelational: 10, relational: 10 });
+  // the split every evaluation during training (and stage 0's read-out) uses, to tune on: a validation split of
+  // testImages images from its own stream, never the test set the demo scores (data/test.json)
+  const val = makeSplit(r.testImages, gen.fork('val'), { nonRelational: 10, relational: 10 });
   const cfg = recipeConfig(r, tokenizer.vocabSize);
   const model = VwLmm.create(cfg, r.seed, { device: opts.device });
   try {
-    return await trainByRecipe(r, opts, model, { t0, gen, tokenizer, json, train, test, cfg });
+    return await trainByRecipe(r, opts, model, { t0, gen, tokenizer, json, train, val, cfg });
   } catch (e) {
     model.dispose(); // the caller never gets it: release its native memory now
     throw e;
@@ -161,9 +164,9 @@ function loadTower(model: VwLmm, weights: Map<string, Float32Array>): void {
 }
 
 async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c: {
-  t0: number; gen: Generator; tokenizer: TextTokenizer; json: Record<string, unknown>; train: SplitData; test: SplitData; cfg: VwLmmConfig;
+  t0: number; gen: Generator; tokenizer: TextTokenizer; json: Record<string, unknown>; train: SplitData; val: SplitData; cfg: VwLmmConfig;
 }): Promise<RecipeResult> {
-  const { t0, gen, tokenizer, json, train, test, cfg } = c;
+  const { t0, gen, tokenizer, json, train, val, cfg } = c;
   if (r.model.positionInitStd !== undefined) {
     const pe = model.visionTower.vision_model.embeddings.position_embedding.weight;
     const k = r.model.positionInitStd / r.model.initStd;
@@ -178,7 +181,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     const stop = new StopRequest();
     const remove = opts.handleSignals ? installStopHandlers(stop) : null;
     try {
-      const v = await pretrainVisionTower(model, train, { ...r.stage0, seed: r.seed, mean: cfg.image.mean, std: cfg.image.std, onLog: opts.onLog, logEvery: 100, stop, dtype: opts.dtype }, test);
+      const v = await pretrainVisionTower(model, train, { ...r.stage0, seed: r.seed, mean: cfg.image.mean, std: cfg.image.std, onLog: opts.onLog, logEvery: 100, stop, dtype: opts.dtype }, val);
       opts.onLog?.({ stage: 'vision', done: true, seconds: v.seconds, ...Object.fromEntries(Object.entries(v.accuracy).map(([k, a]) => [`acc_${k}`, a])) });
       tower = new Map([...model.visionTower.namedParameters()].map(([n, t]) => [n, t.toArray() as Float32Array]));
     } finally {
@@ -242,15 +245,15 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   const trainer = new Trainer(model, stages, {
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype: opts.dtype,
     evaluate: (m, where) => {
-      const shapes = captionWordAccuracy(m, test, tokenizer, ['square', 'circle']);
-      if (where.stage.startsWith('captions')) return { captionAccuracy: captionAccuracy(m, test, tokenizer), captionShapeAccuracy: shapes };
-      const a = evaluateSplit(m, test, tokenizer, 'vicuna_v1', { maxQuestions: r.evalQuestions });
-      return { captionAccuracy: captionAccuracy(m, test, tokenizer), captionShapeAccuracy: shapes, accuracy: a.accuracy, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
+      const shapes = captionWordAccuracy(m, val, tokenizer, ['square', 'circle']);
+      if (where.stage.startsWith('captions')) return { captionAccuracy: captionAccuracy(m, val, tokenizer), captionShapeAccuracy: shapes };
+      const a = evaluateSplit(m, val, tokenizer, 'vicuna_v1', { maxQuestions: r.evalQuestions });
+      return { captionAccuracy: captionAccuracy(m, val, tokenizer), captionShapeAccuracy: shapes, accuracy: a.accuracy, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
     },
     onLog: opts.onLog, checkpointFiles: { tokenizer: opts.tokenizerJson ?? json },
     logEvery: 10,
   });
   await trainer.runAsync();
-  const acc = evaluateSplit(model, test, tokenizer, 'vicuna_v1');
-  return { model, tower, test: acc, seconds: (Date.now() - t0) / 1000, train, testSplit: test };
+  const acc = evaluateSplit(model, val, tokenizer, 'vicuna_v1');
+  return { model, tower, val: acc, seconds: (Date.now() - t0) / 1000, train, valSplit: val };
 }
