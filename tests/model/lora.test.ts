@@ -71,6 +71,20 @@ describe('LoRA', () => {
     again.dispose();
   });
 
+  /**
+   * The base frozen and only the adapters trained, lora_B moved off zero (so A's gradient is not zero too); an input
+   * and a random R for the loss sum(logits * R).
+   */
+  const adaptersToTrain = (model: nn.LlamaForCausalLM, seed: number) => {
+    const lora = loraParameters(model);
+    for (const p of model.parameters()) p.requiresGrad = false;
+    for (const p of lora.values()) p.requiresGrad = true;
+    const gen = new Generator(seed);
+    for (const [name, p] of lora) if (name.endsWith('lora_B.weight')) p.buffer.write(Float32Array.from(gen.normals(p.size), (v) => 0.1 * v));
+    const ids = host(io, 'input_ids');
+    return { lora, ids, R: Float32Array.from(gen.normals(ids.shape[0] * ids.shape[1] * model.config.vocabSize)) };
+  };
+
   it('a new adapter changes nothing; with the base frozen only the adapters get gradients, as finite differences say', () => {
     const model = tinyLlama();
     const before = logitsOf(model);
@@ -79,14 +93,7 @@ describe('LoRA', () => {
     expect(logitsOf(model)).toEqual(before); // B = 0
     // LLaVA's recipe: lm_head never gets an adapter
     expect(model.lm_head.lora).toBeNull();
-    const lora = loraParameters(model);
-    for (const p of model.parameters()) p.requiresGrad = false;
-    for (const p of lora.values()) p.requiresGrad = true;
-    // move B off zero so A's gradient is not zero too
-    const gen = new Generator(runSeed + 1);
-    for (const [name, p] of lora) if (name.endsWith('lora_B.weight')) p.buffer.write(Float32Array.from(gen.normals(p.size), (v) => 0.1 * v));
-    const ids = host(io, 'input_ids');
-    const R = Float32Array.from(gen.normals(ids.shape[0] * ids.shape[1] * model.config.vocabSize));
+    const { lora, ids, R } = adaptersToTrain(model, runSeed + 1);
     const loss = () => scope(() => F.sum(F.mul(model.forward(Tensor.fromArray(ids.data, ids.shape)).logits, Tensor.fromArray(R, [ids.shape[0], ids.shape[1], model.config.vocabSize]))).item());
     scope(() => F.sum(F.mul(model.forward(Tensor.fromArray(ids.data, ids.shape)).logits, Tensor.fromArray(R, [ids.shape[0], ids.shape[1], model.config.vocabSize]))).backward());
     for (const [name, p] of model.namedParameters()) expect(p.grad !== null, name).toBe(lora.has(name));
@@ -116,13 +123,7 @@ describe('LoRA', () => {
     const model = tinyLlama();
     const before = logitsOf(model);
     applyLora(model, { r: 2, alpha: 4, dropout: 0.3, seed: runSeed });
-    const lora = loraParameters(model);
-    for (const p of model.parameters()) p.requiresGrad = false;
-    for (const p of lora.values()) p.requiresGrad = true;
-    const gen = new Generator(runSeed + 2);
-    for (const [name, p] of lora) if (name.endsWith('lora_B.weight')) p.buffer.write(Float32Array.from(gen.normals(p.size), (v) => 0.1 * v));
-    const ids = host(io, 'input_ids');
-    const R = Float32Array.from(gen.normals(ids.shape[0] * ids.shape[1] * model.config.vocabSize));
+    const { lora, ids, R } = adaptersToTrain(model, runSeed + 2);
     const gens = model.model.layers.items.flatMap((l) => [l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj, l.self_attn.o_proj, l.mlp.gate_proj, l.mlp.up_proj, l.mlp.down_proj])
       .map((lin) => lin.lora!.dropoutGenerator);
     const start = gens.map((g) => g.saveState());
