@@ -31,7 +31,7 @@ const num = (name: string) => (v: string) => {
 // --device of every command that runs a model: checked (and the GPU made ready) before any work, with an error
 // naming --device and, for CUDA, why it is unusable here
 const DEVICE_HELP = 'where the model runs: cpu, cuda or cuda:N (default cpu)';
-const DTYPE_HELP = 'precision of the products: bf16 (bf16 GEMM operands; fp32 master weights, AdamW, norms, softmax and loss) or fp32 (default: bf16 on cuda, fp32 on cpu)';
+const DTYPE_HELP = 'precision of the products: bf16 (bf16 GEMM operands; fp32 weights, optimizer, norms, softmax and loss) or fp32 (default: bf16 on cuda, fp32 on cpu)';
 /** --dtype, checked by the library's parser (src/amp.ts); undefined: the device's default. */
 async function computeDtypeOf(v: string | undefined): Promise<'float32' | 'bfloat16' | undefined> {
   if (v === undefined) return undefined;
@@ -248,7 +248,8 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
   .option('--strict', 'stop on the first broken line or missing image instead of counting it')
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
-  .action(async (o: { checkpoint: string; questions: string; imageFolder: string; answers: string; convMode?: string; numChunks: number; chunkIdx: number; maxNewTokens: number; batchSize: number; strict?: boolean; device: string; adapter?: string }) => {
+  .option('--dtype <d>', DTYPE_HELP)
+  .action(async (o: { checkpoint: string; questions: string; imageFolder: string; answers: string; convMode?: string; numChunks: number; chunkIdx: number; maxNewTokens: number; batchSize: number; strict?: boolean; device: string; adapter?: string; dtype?: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.questions, 'questions', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
@@ -259,7 +260,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const r = await answerQuestions(model, tokenizer, {
       questions: o.questions, imageFolder: o.imageFolder, answers: o.answers, modelId: path.basename(path.resolve(o.checkpoint)),
-      template: o.convMode as never, maxNewTokens: o.maxNewTokens, batchSize: o.batchSize, numChunks: o.numChunks, chunkIdx: o.chunkIdx, strict: !!o.strict,
+      template: o.convMode as never, maxNewTokens: o.maxNewTokens, batchSize: o.batchSize, numChunks: o.numChunks, chunkIdx: o.chunkIdx, strict: !!o.strict, dtype: await computeDtypeOf(o.dtype),
       onProgress: (p) => process.stderr.write(`\ranswered ${p.done}/${p.total}  ${p.answersPerSec.toFixed(2)} answers/s, ${p.tokensPerSec.toFixed(1)} tokens/s, ETA ${Math.round(p.etaSec)} s   `),
     });
     process.stderr.write('\n');
@@ -355,14 +356,15 @@ program.command('eval').description('exact-match (or VQA soft) accuracy of a che
   .option('--json', 'print one JSON object')
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
-  .action(async (o: { checkpoint: string; data: string; imageFolder: string; limit?: number; maxNewTokens: number; strict?: boolean; json?: boolean; device: string; adapter?: string }) => {
+  .option('--dtype <d>', DTYPE_HELP)
+  .action(async (o: { checkpoint: string; data: string; imageFolder: string; limit?: number; maxNewTokens: number; strict?: boolean; json?: boolean; device: string; adapter?: string; dtype?: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
     const { evaluateFile } = await import('./eval');
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
-    const r = await evaluateFile(model, await openTokenizer(tokenizerPath, config.llm.vocabSize), o.data, o.imageFolder, { limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict });
+    const r = await evaluateFile(model, await openTokenizer(tokenizerPath, config.llm.vocabSize), o.data, o.imageFolder, { limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict, dtype: await computeDtypeOf(o.dtype) });
     if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, count: r.count, categories: r.categories, skipped: r.skipped.length }));
     else {
       console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% over ${r.count} records${r.skipped.length ? ` (${r.skipped.length} skipped)` : ''}`);
@@ -382,7 +384,8 @@ program.command('generate').description('answer a prompt about an image with a c
   .option('--seed <n>', 'sampling seed', int('--seed'), 0)
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
-  .action(async (o: { checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; seed: number; device: string; adapter?: string }) => {
+  .option('--dtype <d>', DTYPE_HELP)
+  .action(async (o: { checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; seed: number; device: string; adapter?: string; dtype?: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     if (o.image) existing(o.image, 'image', 'file');
     if (o.topP <= 0 || o.topP > 1) fail('--top-p must be in (0, 1]');
@@ -394,7 +397,7 @@ program.command('generate').description('answer a prompt about an image with a c
     const pixels = o.image ? await preprocessClip(await loadImage(o.image), { size: config.image.size, mean: config.image.mean, std: config.image.std, aspect: config.image.aspect === 'pad' ? 'pad' : 'resize_crop' }) : null;
     const p = buildGenerationPrompt([{ from: 'human', value: pixels ? `<image>\n${o.prompt}` : o.prompt }], config.template, tok);
     const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tok.padId, numPatches: model.numImageTokens });
-    const [ids] = model.generate([{ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues }], { maxNewTokens: o.maxNewTokens, eosId: tok.eosId ?? undefined, temperature: o.temperature, topP: o.topP, seed: o.seed });
+    const [ids] = model.generate([{ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues }], { maxNewTokens: o.maxNewTokens, eosId: tok.eosId ?? undefined, temperature: o.temperature, topP: o.topP, seed: o.seed, dtype: await computeDtypeOf(o.dtype) });
     console.log(tok.decode(ids));
     model.dispose();
   });

@@ -11,6 +11,7 @@ import { collate } from '../data/collate';
 import { buildGenerationPrompt, getTemplate, TemplateName, Turn } from '../data/conversation';
 import { loadImage, preprocessClip } from '../data/images';
 import { TextTokenizer } from '../data/tokenizer';
+import type { ComputeDtype } from '../amp';
 import { VwLmm } from '../model/vwlmm';
 import { pyStrip } from './evalai';
 
@@ -32,6 +33,8 @@ export interface AnswerOptions {
   chunkIdx?: number;
   /** Stop on the first broken line or missing image instead of counting it. */
   strict?: boolean;
+  /** The precision of generation (GenerateOptions.dtype; default the device's). */
+  dtype?: ComputeDtype;
   onProgress?: (p: { done: number; total: number; answersPerSec: number; tokensPerSec: number; etaSec: number }) => void;
 }
 
@@ -140,7 +143,7 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
         batch.push({ q, prompt: { tokenIds: c.tokenIds, imagePositions: c.imagePositions, pixelValues: c.pixelValues } });
       }
       if (batch.length === 0) continue;
-      const outs = model.generate(batch.map((x) => x.prompt), { maxNewTokens: o.maxNewTokens ?? 128, eosId: tokenizer.eosId ?? undefined, batchSize });
+      const outs = model.generate(batch.map((x) => x.prompt), { maxNewTokens: o.maxNewTokens ?? 128, eosId: tokenizer.eosId ?? undefined, batchSize, dtype: o.dtype });
       let lines = '';
       outs.forEach((ids, k) => {
         tokens += ids.length;

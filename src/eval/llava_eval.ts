@@ -8,6 +8,7 @@ import { buildGenerationPrompt, Turn } from '../data/conversation';
 import { LlavaRecord, readLlavaRecords } from '../data/dataset';
 import { loadImage, preprocessClip } from '../data/images';
 import { TextTokenizer } from '../data/tokenizer';
+import type { ComputeDtype } from '../amp';
 import { VwLmm } from '../model/vwlmm';
 import { vqaSoftAccuracy } from './evalai';
 
@@ -29,7 +30,7 @@ export function exactMatch(pred: string, answer: string): number {
 }
 
 
-export async function evaluateFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, opts: { maxNewTokens?: number; strict?: boolean; limit?: number } = {}): Promise<EvalResult> {
+export async function evaluateFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, opts: { maxNewTokens?: number; strict?: boolean; limit?: number; dtype?: ComputeDtype } = {}): Promise<EvalResult> {
   const { records, skipped: badLines } = readLlavaRecords(file, { strict: opts.strict });
   const skipped: EvalResult['skipped'] = badLines.map((s) => ({ line: s.line, reason: s.reason }));
   const cfg = model.config;
@@ -58,7 +59,7 @@ export async function evaluateFile(model: VwLmm, tokenizer: TextTokenizer, file:
     prompts.push({ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues });
     kept.push(r);
   }
-  const outs = model.generate(prompts, { maxNewTokens: opts.maxNewTokens ?? 16, eosId: tokenizer.eosId ?? undefined, batchSize: 32 });
+  const outs = model.generate(prompts, { maxNewTokens: opts.maxNewTokens ?? 16, eosId: tokenizer.eosId ?? undefined, batchSize: 32, dtype: opts.dtype });
   const cats: Record<string, { sum: number; count: number }> = {};
   let sum = 0;
   outs.forEach((ids, i) => {

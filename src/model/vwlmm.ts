@@ -6,6 +6,7 @@
 // Parameter names follow the original LLaVA checkpoints: model.embed_tokens, model.layers.N,
 // model.norm, model.mm_projector.{0,2}, model.vision_tower.vision_tower.vision_model.* (when the tower
 // is embedded), lm_head, vm_head.
+import { autocast, ComputeDtype, defaultComputeDtype, parseComputeDtype } from '../amp';
 import { noGrad } from '../autograd';
 import * as F from '../functional';
 import { DeviceSpec, useDevice } from '../device';
@@ -190,6 +191,11 @@ export class VwLmm extends Module {
    * temperature and top-p. Prompts of equal length run together with a KV cache.
    */
   generate(prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[], opts: GenerateOptions): number[][] {
+    const dtype = opts.dtype === undefined ? defaultComputeDtype(this.device) : parseComputeDtype('VwLmm.generate', opts.dtype);
+    return autocast(dtype, () => this.generateIn(prompts, opts));
+  }
+
+  private generateIn(prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[], opts: GenerateOptions): number[][] {
     const results: number[][] = new Array(prompts.length);
     const byLength = new Map<number, number[]>();
     prompts.forEach((p, i) => {
@@ -268,6 +274,11 @@ export interface GenerateOptions {
   topP?: number;
   seed?: number;
   batchSize?: number;
+  /**
+   * The precision of the products (src/amp.ts autocast): 'bfloat16' or 'float32'; default the device's (bf16 on CUDA,
+   * fp32 on the CPU). One autocast region covers the whole call, so each weight is cast once.
+   */
+  dtype?: ComputeDtype;
 }
 
 function argmax(a: Float32Array): number {

@@ -249,6 +249,26 @@ describe(`mixed precision: autocast('bfloat16') (seed ${runSeed})`, () => {
     }
   });
 
+  it('generation in bf16: greedy tokens from bf16 products in one autocast region, its weight copies freed after the call', () => {
+    const { tokenizer, batch } = tinyData(2);
+    const m = VwLmm.create(tinyConfig(tokenizer.vocabSize), 9);
+    const b = batch([0, 1]);
+    // prompts: each sample's first 20 tokens (its image inside them)
+    const prompts = [0, 1].map((i) => {
+      const ids = b.tokenIds.slice(i * b.T, i * b.T + 20);
+      const pos = Int32Array.from(b.imagePositions.filter((p) => p >= i * b.T && p < i * b.T + 20), (p) => p - i * b.T);
+      return { tokenIds: ids, imagePositions: pos, pixelValues: b.pixelValues!.slice(i * (b.pixelValues!.length / 2), (i + 1) * (b.pixelValues!.length / 2)) };
+    });
+    const live = memoryStats().cpu.liveBuffers;
+    const f32 = m.generate(prompts, { maxNewTokens: 6 });
+    const bf = m.generate(prompts, { maxNewTokens: 6, dtype: 'bfloat16' });
+    expect(memoryStats().cpu.liveBuffers).toBe(live); // the region's weight copies are gone
+    expect(bf.map((x) => x.length)).toEqual(f32.map((x) => x.length));
+    expect(bf.flat().every((t) => Number.isInteger(t) && t >= 0 && t < tokenizer.vocabSize)).toBe(true);
+    expect(() => m.generate(prompts, { maxNewTokens: 2, dtype: 'half' as never })).toThrow(/VwLmm.generate: expected 'bf16' or 'fp32'/);
+    m.dispose();
+  });
+
   it.skipIf(!gpu)('a bf16 training step on CUDA agrees with the bf16 step on the CPU (loss, gradients, update)', () => {
     const { tokenizer, batch } = tinyData(4);
     const b = batch([0, 1, 2, 3]);

@@ -1,6 +1,6 @@
 // --dtype on `vwlmm train`: bf16 trains (with LoRA adapters too) to weights close to the fp32 run's but not
 // equal to them (the products were rounded), the checkpoint holds fp32 master weights, and a bad value fails
-// with a message naming --dtype.
+// with a message naming --dtype; generate and eval take it too.
 import * as path from 'path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readSafetensors } from '../../src/io/safetensors';
@@ -37,6 +37,17 @@ describe('vwlmm train --dtype', () => {
       const da = Array.from(a.data, (v, i) => v - start[i]), db = Array.from(b.data, (v, i) => v - start[i]);
       expect(cosine(da, db), name).toBeGreaterThan(0.98);
     }
+  });
+
+  it('generate, eval and answer take --dtype too (one autocast region per generate call)', () => {
+    const g = cli('generate', '--checkpoint', fx.init, '--prompt', 'what shape is the red object?', '--max-new-tokens', '3', '--dtype', 'bf16');
+    expect(g.status, g.stderr).toBe(0);
+    const e = cli('eval', '--checkpoint', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--limit', '4', '--max-new-tokens', '2', '--dtype', 'bf16', '--json');
+    expect(e.status, e.stderr).toBe(0);
+    expect(JSON.parse(e.stdout.trim().split('\n').pop()!).count).toBe(4);
+    const bad = cli('generate', '--checkpoint', fx.init, '--prompt', 'x', '--dtype', 'half');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/vwlmm: --dtype: expected 'bf16' or 'fp32'/);
   });
 
   it('a bad --dtype fails before training, naming the flag', () => {
