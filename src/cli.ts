@@ -241,6 +241,8 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
   .option('--image-folder <dir>', 'folder the image paths are relative to', '.')
   .requiredOption('--answers <file>', 'answers JSONL (appended to; ids already in it are skipped)')
   .option('--conv-mode <name>', "conversation template (LLaVA's --conv-mode; default the checkpoint's)")
+  .option('--format <f>', "the LLaVA loader: vqa_loader (question JSONL) or science (ScienceQA's JSON, as model_vqa_science)", 'vqa_loader')
+  .option('--single-pred-prompt', "science: ask for the option's letter directly (LLaVA's --single-pred-prompt)")
   .option('--num-chunks <n>', 'split the questions into n chunks (as LLaVA)', int('--num-chunks', 1), 1)
   .option('--chunk-idx <i>', 'answer chunk i', int('--chunk-idx', 0), 0)
   .option('--max-new-tokens <n>', 'generation budget per answer', int('--max-new-tokens', 1), 128)
@@ -249,9 +251,10 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
   .option('--dtype <d>', DTYPE_HELP)
-  .action(async (o: { checkpoint: string; questions: string; imageFolder: string; answers: string; convMode?: string; numChunks: number; chunkIdx: number; maxNewTokens: number; batchSize: number; strict?: boolean; device: string; adapter?: string; dtype?: string }) => {
+  .action(async (o: { checkpoint: string; questions: string; imageFolder: string; answers: string; convMode?: string; numChunks: number; chunkIdx: number; maxNewTokens: number; batchSize: number; strict?: boolean; device: string; adapter?: string; dtype?: string; format: string; singlePredPrompt?: boolean }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.questions, 'questions', 'file');
+    if (o.format !== 'vqa_loader' && o.format !== 'science') fail(`--format must be vqa_loader or science, got ${o.format}`);
     existing(o.imageFolder, 'image folder', 'dir');
     if (o.chunkIdx >= o.numChunks) fail(`--chunk-idx ${o.chunkIdx} must be below --num-chunks ${o.numChunks}`);
     const { answerQuestions } = await import('./eval');
@@ -259,7 +262,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const r = await answerQuestions(model, tokenizer, {
-      questions: o.questions, imageFolder: o.imageFolder, answers: o.answers, modelId: path.basename(path.resolve(o.checkpoint)),
+      questions: o.questions, format: o.format as 'vqa_loader' | 'science', singlePredPrompt: !!o.singlePredPrompt, imageFolder: o.imageFolder, answers: o.answers, modelId: path.basename(path.resolve(o.checkpoint)),
       template: o.convMode as never, maxNewTokens: o.maxNewTokens, batchSize: o.batchSize, numChunks: o.numChunks, chunkIdx: o.chunkIdx, strict: !!o.strict, dtype: await computeDtypeOf(o.dtype),
       onProgress: (p) => process.stderr.write(`\ranswered ${p.done}/${p.total}  ${p.answersPerSec.toFixed(2)} answers/s, ${p.tokensPerSec.toFixed(1)} tokens/s, ETA ${Math.round(p.etaSec)} s   `),
     });

@@ -16,8 +16,15 @@ import { VwLmm } from '../model/vwlmm';
 import { pyStrip } from './evalai';
 
 export interface AnswerOptions {
-  /** Question JSONL (question_id, image, text). */
+  /**
+   * The question file: model_vqa_loader's JSONL (question_id, image, text[, category]), or with format 'science'
+   * model_vqa_science's JSON list of LLaVA records (id, image?, conversations: the first turn is the question).
+   */
   questions: string;
+  /** Which LLaVA loader's questions and prompts: 'vqa_loader' (default) or 'science' (ScienceQA). */
+  format?: 'vqa_loader' | 'science';
+  /** science: append "Answer with the option's letter from the given choices directly." (LLaVA's --single-pred-prompt). */
+  singlePredPrompt?: boolean;
   imageFolder: string;
   /** The answers file (JSONL), appended to. */
   answers: string;
@@ -90,12 +97,49 @@ function answeredIds(file: string): Set<string> {
   return ids;
 }
 
+const SINGLE_PRED = "Answer with the option's letter from the given choices directly.";
+
+/**
+ * model_vqa_science's questions: the first turn without "<image>", stripped; the written prompt gets "<image>\n" in
+ * front when the record has an image (eval_science_qa counts those as IMG), and both get the single-prediction
+ * instruction with --single-pred-prompt.
+ */
+function scienceQuestions(file: string, singlePred: boolean, strict: boolean | undefined, skipped: AnswerResult['skipped']) {
+  let list: unknown;
+  try {
+    list = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`questions ${file}: not JSON (${(e as Error).message}); ScienceQA questions are one JSON list (llava_test_CQM-A.json)`);
+  }
+  if (!Array.isArray(list)) throw new Error(`questions ${file}: expected a JSON list of LLaVA records`);
+  const out: { line: number; id: unknown; image: string | null; text: string; prompt: string }[] = [];
+  list.forEach((r: Record<string, unknown>, i) => {
+    const first = Array.isArray(r?.conversations) ? (r.conversations[0] as { value?: unknown }) : undefined;
+    if (!r || !('id' in r) || typeof first?.value !== 'string' || (r.image !== undefined && typeof r.image !== 'string')) {
+      const reason = 'not a LLaVA record with an id and a first turn (and an image file name, if any)';
+      if (strict) throw new Error(`questions ${file} record ${i}: ${reason}`);
+      skipped.push({ line: i + 1, questionId: r?.id, reason });
+      return;
+    }
+    let qs = pyStrip(first.value.split('<image>').join(''));
+    let prompt = r.image !== undefined ? `<image>\n${qs}` : qs;
+    if (singlePred) {
+      qs += `\n${SINGLE_PRED}`;
+      prompt += `\n${SINGLE_PRED}`;
+    }
+    out.push({ line: i + 1, id: r.id, image: (r.image as string | undefined) ?? null, text: qs, prompt });
+  });
+  return out;
+}
+
 export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o: AnswerOptions): Promise<AnswerResult> {
   const t0 = Date.now();
   if (!fs.existsSync(o.questions)) throw new Error(`questions ${o.questions} does not exist`);
   const skipped: AnswerResult['skipped'] = [];
-  const questions: { line: number; id: unknown; image: string | null; text: string }[] = [];
-  fs.readFileSync(o.questions, 'utf8').split('\n').forEach((l, i) => {
+  const questions: { line: number; id: unknown; image: string | null; text: string; prompt: string }[] = [];
+  if (o.format === 'science') {
+    for (const q of scienceQuestions(o.questions, !!o.singlePredPrompt, o.strict, skipped)) questions.push(q);
+  } else fs.readFileSync(o.questions, 'utf8').split('\n').forEach((l, i) => {
     if (!l.trim()) return;
     const bad = (reason: string, id?: unknown) => {
       if (o.strict) throw new Error(`questions ${o.questions} line ${i + 1}: ${reason}`);
@@ -111,7 +155,7 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
     if (!('question_id' in q)) return bad('no question_id');
     if (typeof q.text !== 'string') return bad('text must be a string', q.question_id);
     if (q.image !== undefined && typeof q.image !== 'string') return bad('image must be a file name', q.question_id);
-    questions.push({ line: i + 1, id: q.question_id, image: (q.image as string | undefined) ?? null, text: q.text });
+    questions.push({ line: i + 1, id: q.question_id, image: (q.image as string | undefined) ?? null, text: q.text, prompt: q.text });
   });
   const chunk = chunkOf(questions, o.numChunks ?? 1, o.chunkIdx ?? 0);
   fs.mkdirSync(path.dirname(path.resolve(o.answers)), { recursive: true });
@@ -148,7 +192,7 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
       outs.forEach((ids, k) => {
         tokens += ids.length;
         const text = pyStrip(tokenizer.decode(ids));
-        lines += JSON.stringify({ question_id: batch[k].q.id, prompt: batch[k].q.text, text, answer_id: answerId(), model_id: o.modelId, metadata: {} }) + '\n';
+        lines += JSON.stringify({ question_id: batch[k].q.id, prompt: batch[k].q.prompt, text, answer_id: answerId(), model_id: o.modelId, metadata: {} }) + '\n';
       });
       fs.writeSync(fd, lines);
       fs.fsyncSync(fd);

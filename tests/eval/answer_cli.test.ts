@@ -58,6 +58,28 @@ describe('vwlmm answer', () => {
     expect(fs.readFileSync(out, 'utf8').trim().split('\n').length).toBe(7);
   });
 
+  it("ScienceQA's loader (model_vqa_science): the first turn without <image>, and its prompt as eval_science_qa reads it", async () => {
+    const recs = JSON.parse(fs.readFileSync(fx.data, 'utf8')) as { image: string }[];
+    const file = path.join(dir, 'sqa_questions.json');
+    fs.writeFileSync(file, JSON.stringify([
+      { id: 'p1', image: recs[0].image, conversations: [{ from: 'human', value: '<image>\n  Which shape is red?\nA. circle\nB. square  ' }, { from: 'gpt', value: 'A' }] },
+      { id: 'p2', conversations: [{ from: 'human', value: 'Which is a colour?\nA. red\nB. left' }, { from: 'gpt', value: 'A' }] },
+      { id: 'p3', conversations: [] },
+    ]));
+    const ck = loadCheckpoint(fx.init);
+    const out = path.join(dir, 'sqa_answers.jsonl');
+    const r = await answerQuestions(ck.model, new TextTokenizer(ck.tokenizerPath!), { questions: file, format: 'science', singlePredPrompt: true, imageFolder: fx.imageFolder, answers: out, modelId: 'm', maxNewTokens: 2 });
+    expect(r.answered).toBe(2);
+    expect(r.skipped.map((s) => s.questionId)).toEqual(['p3']);
+    const lines = fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const suffix = "\nAnswer with the option's letter from the given choices directly.";
+    expect(lines.map((l) => [l.question_id, l.prompt])).toEqual([
+      ['p1', `<image>\nWhich shape is red?\nA. circle\nB. square${suffix}`],
+      ['p2', `Which is a colour?\nA. red\nB. left${suffix}`],
+    ]);
+    ck.model.dispose();
+  });
+
   it('a line cut short by a kill is redone; broken lines and missing images are counted, --strict stops', async () => {
     const out = path.join(dir, 'cut.jsonl');
     const ck = loadCheckpoint(fx.init);
