@@ -127,12 +127,18 @@ export function gradNorm(params: Iterable<Tensor>): number {
   const byDevice = new Map<string, Tensor[]>();
   for (const g of grads) byDevice.set(g.device, [...(byDevice.get(g.device) ?? []), g]);
   for (const [device, gs] of byDevice) {
-    const out = Tensor.empty([1], { device: device as 'cpu' | 'cuda' });
-    callOp('sum_squares', device as 'cpu' | 'cuda', gs, [out], [gs.length, ...gs.map((g) => g.size)]);
+    const out = sumSquares(gs, device as 'cpu' | 'cuda');
     total += out.toArray()[0];
     out.dispose();
   }
   return Math.sqrt(total);
+}
+
+/** The sum of squares of every element of `ts` (all on `device`) as a [1] float32 tensor there: no host read. */
+export function sumSquares(ts: Tensor[], device: 'cpu' | 'cuda'): Tensor {
+  const out = Tensor.empty([1], { device });
+  callOp('sum_squares', device, ts, [out], [ts.length, ...ts.map((t) => t.size)]);
+  return out;
 }
 
 /**

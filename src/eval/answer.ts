@@ -14,6 +14,7 @@ import { TextTokenizer } from '../data/tokenizer';
 import type { ComputeDtype } from '../amp';
 import { VwLmm } from '../model/vwlmm';
 import { pyStrip } from './evalai';
+import { pyKey } from './pyformat';
 
 export interface AnswerOptions {
   /**
@@ -71,8 +72,6 @@ function answerId(): string {
   return Array.from(bytes, (b) => SHORTUUID[b % SHORTUUID.length]).join('');
 }
 
-const idKey = (v: unknown) => (typeof v === 'number' ? `n:${v}` : typeof v === 'string' ? `s:${v}` : `j:${JSON.stringify(v)}`);
-
 /** The question ids already answered; a last line cut short by a killed run is removed from the file. */
 function answeredIds(file: string): Set<string> {
   const ids = new Set<string>();
@@ -87,7 +86,7 @@ function answeredIds(file: string): Set<string> {
     try {
       const rec = JSON.parse(l) as { question_id?: unknown };
       if (last) throw new Error('no newline'); // written without its newline: cut short
-      ids.add(idKey(rec.question_id));
+      ids.add(pyKey(rec.question_id));
       keep += Buffer.byteLength(l, 'utf8') + 1;
     } catch (e) {
       if (!last) throw new Error(`answers ${file} line ${i + 1} is not JSON (${(e as Error).message}): not a file this command wrote`);
@@ -113,12 +112,13 @@ function scienceQuestions(file: string, singlePred: boolean, strict: boolean | u
   }
   if (!Array.isArray(list)) throw new Error(`questions ${file}: expected a JSON list of LLaVA records`);
   const out: { line: number; id: unknown; image: string | null; text: string; prompt: string }[] = [];
-  list.forEach((r: Record<string, unknown>, i) => {
-    const first = Array.isArray(r?.conversations) ? (r.conversations[0] as { value?: unknown }) : undefined;
-    if (!r || !('id' in r) || typeof first?.value !== 'string' || (r.image !== undefined && typeof r.image !== 'string')) {
+  list.forEach((item: unknown, i) => {
+    const r = (item !== null && typeof item === 'object' ? item : {}) as Record<string, unknown>;
+    const first = Array.isArray(r.conversations) ? (r.conversations[0] as { value?: unknown } | undefined) : undefined;
+    if (!('id' in r) || typeof first?.value !== 'string' || (r.image !== undefined && typeof r.image !== 'string')) {
       const reason = 'not a LLaVA record with an id and a first turn (and an image file name, if any)';
       if (strict) throw new Error(`questions ${file} record ${i}: ${reason}`);
-      skipped.push({ line: i + 1, questionId: r?.id, reason });
+      skipped.push({ line: i + 1, questionId: r.id, reason });
       return;
     }
     let qs = pyStrip(first.value.split('<image>').join(''));
@@ -160,7 +160,7 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
   const chunk = chunkOf(questions, o.numChunks ?? 1, o.chunkIdx ?? 0);
   fs.mkdirSync(path.dirname(path.resolve(o.answers)), { recursive: true });
   const done = answeredIds(o.answers);
-  const pending = chunk.filter((q) => !done.has(idKey(q.id)));
+  const pending = chunk.filter((q) => !done.has(pyKey(q.id)));
   const cfg = model.config, template = getTemplate(o.template ?? cfg.template); // an unknown name fails here, before any work
   const batchSize = o.batchSize ?? 16;
   let answered = 0, tokens = 0;

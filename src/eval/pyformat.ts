@@ -1,7 +1,9 @@
-// Python's float formatting, so `vwlmm score` prints what the official Python scorers print, to the last digit:
-// repr(x) (print(x), '{}'.format(x)) and '%.Nf' / '{:.Nf}'. JavaScript's String(x) has the same shortest
-// round-trip digits as repr but switches to exponent notation elsewhere, and toFixed rounds exact ties away from
-// zero where Python rounds them to even.
+// The Python semantics the official scorers' results depend on, so `vwlmm score` prints and writes what they do:
+// float formatting, repr(x) (print(x), '{}'.format(x)) and '%.Nf' / '{:.Nf}' (JavaScript's String(x) has the same
+// shortest round-trip digits as repr but switches to exponent notation elsewhere, and toFixed rounds exact ties away
+// from zero where Python rounds them to even); json.dump; line iteration over a file; dictionary-key identity of
+// JSON values.
+import * as fs from 'fs';
 
 /** Python's repr(float). */
 export function pyRepr(x: number): string {
@@ -131,4 +133,32 @@ export function pyRstrip(s: string, chars: string): string {
   let e = s.length;
   while (e > 0 && chars.includes(s[e - 1])) e--;
   return s.slice(0, e);
+}
+
+/** Python dictionary-key identity of a JSON value: 1 and 1.0 are one key, "1" is another. */
+export function pyKey(v: unknown): string {
+  return typeof v === 'number' ? `n:${v}` : typeof v === 'string' ? `s:${v}` : `j:${JSON.stringify(v)}`;
+}
+
+/** A file's text; a missing file is an error naming `what` and the path. */
+export function readTextFile(file: string, what: string): string {
+  if (!fs.existsSync(file)) throw new Error(`${what} ${file} does not exist`);
+  return fs.readFileSync(file, 'utf8');
+}
+
+/**
+ * `[json.loads(l) for l in open(file)]` where every line must be a JSON object: a line that is not (blank, broken,
+ * another JSON value) is an error naming the file and line, where the official scripts crash.
+ */
+export function jsonObjectLines(file: string, what: string): { rec: Record<string, unknown>; line: number }[] {
+  return pyLines(readTextFile(file, what)).map((l, i) => {
+    let v: unknown;
+    try {
+      v = JSON.parse(l);
+    } catch (e) {
+      throw new Error(`${what} ${file} line ${i + 1}: not JSON (${(e as Error).message})`);
+    }
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${what} ${file} line ${i + 1}: expected a JSON object`);
+    return { rec: v as Record<string, unknown>, line: i + 1 };
+  });
 }

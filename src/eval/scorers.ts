@@ -7,7 +7,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { vqaSoftAccuracy } from './evalai';
-import { PyFloat, pyFixed, pyJsonDumps, pyRepr } from './pyformat';
+import { jsonObjectLines, PyFloat, pyFixed, pyJsonDumps, pyKey, pyRepr, readTextFile } from './pyformat';
 
 export interface AnswerRecord {
   question_id: unknown;
@@ -16,35 +16,15 @@ export interface AnswerRecord {
   [k: string]: unknown;
 }
 
-/** A JSONL file of objects; a bad line is an error naming the file and line. */
-function readJsonl(file: string, what: string): { rec: Record<string, unknown>; line: number }[] {
-  if (!fs.existsSync(file)) throw new Error(`${what} ${file} does not exist`);
-  const out: { rec: Record<string, unknown>; line: number }[] = [];
-  fs.readFileSync(file, 'utf8').split('\n').forEach((l, i) => {
-    if (!l.trim()) return;
-    let v: unknown;
-    try {
-      v = JSON.parse(l);
-    } catch (e) {
-      throw new Error(`${what} ${file} line ${i + 1}: not JSON (${(e as Error).message})`);
-    }
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${what} ${file} line ${i + 1}: expected a JSON object`);
-    out.push({ rec: v as Record<string, unknown>, line: i + 1 });
-  });
-  return out;
-}
-
 /** LLaVA's answer lines; each needs question_id and a string text. */
 export function readAnswers(file: string): { rec: AnswerRecord; line: number }[] {
-  return readJsonl(file, 'answers').map(({ rec, line }) => {
+  return jsonObjectLines(file, 'answers').map(({ rec, line }) => {
     if (!('question_id' in rec)) throw new Error(`answers ${file} line ${line}: no question_id`);
     if (typeof rec.text !== 'string') throw new Error(`answers ${file} line ${line}: text must be a string`);
     return { rec: rec as AnswerRecord, line };
   });
 }
 
-/** Python's key equality for JSON values used as dictionary keys (1 and 1.0 are one key; "1" is another). */
-const keyOf = (v: unknown): string => (typeof v === 'number' ? `n:${v}` : typeof v === 'string' ? `s:${v}` : `j:${JSON.stringify(v)}`);
 
 /** eval_textvqa.py's prompt_processor: the question inside one of LLaVA's three TextVQA prompt forms, lower case. */
 export function textvqaQuestionOf(prompt: string): string {
@@ -74,16 +54,19 @@ export interface TextVQAScore {
 
 /** eval_textvqa.py on one answers file against TextVQA_0.5.1_val.json (its `data`). */
 export function scoreTextVQA(answersFile: string, annotationFile: string): TextVQAScore {
-  if (!fs.existsSync(annotationFile)) throw new Error(`annotations ${annotationFile} does not exist`);
+  const text = readTextFile(annotationFile, 'annotations');
   let data: unknown;
   try {
-    data = (JSON.parse(fs.readFileSync(annotationFile, 'utf8')) as { data?: unknown }).data;
+    data = (JSON.parse(text) as { data?: unknown } | null)?.data;
   } catch (e) {
     throw new Error(`annotations ${annotationFile}: not JSON (${(e as Error).message})`);
   }
   if (!Array.isArray(data)) throw new Error(`annotations ${annotationFile}: expected an object with a "data" list (TextVQA_0.5.1_val.json)`);
   const byKey = new Map<string, { answers: string[] }>();
-  for (const a of data as { image_id: unknown; question: string; answers: string[] }[]) byKey.set(`${keyOf(a.image_id)}|${String(a.question).toLowerCase()}`, a);
+  for (const a of data as { image_id: unknown; question: string; answers: string[] }[]) {
+    if (a === null || typeof a !== 'object' || !Array.isArray(a.answers)) throw new Error(`annotations ${annotationFile}: an entry of "data" without an answers list`);
+    byKey.set(`${pyKey(a.image_id)}|${String(a.question).toLowerCase()}`, a);
+  }
   const scores: number[] = [];
   for (const { rec, line } of readAnswers(answersFile)) {
     let q: string;
@@ -92,7 +75,7 @@ export function scoreTextVQA(answersFile: string, annotationFile: string): TextV
     } catch (e) {
       throw new Error(`answers ${answersFile} line ${line}: ${(e as Error).message}`);
     }
-    const ann = byKey.get(`${keyOf(rec.question_id)}|${q}`);
+    const ann = byKey.get(`${pyKey(rec.question_id)}|${q}`);
     if (!ann) throw new Error(`answers ${answersFile} line ${line}: no annotation with image_id ${JSON.stringify(rec.question_id)} and question ${JSON.stringify(q)} in ${annotationFile}`);
     scores.push(vqaSoftAccuracy(rec.text, ann.answers));
   }
@@ -126,7 +109,7 @@ export function popeAnswerIsNo(text: string): boolean {
  */
 export function scorePope(answersFile: string, questionFile: string, annotationDir: string): { categories: PopeCategory[]; report: string } {
   const questions = new Map<string, Record<string, unknown>>();
-  for (const { rec } of readJsonl(questionFile, 'questions')) questions.set(keyOf(rec.question_id), rec);
+  for (const { rec } of jsonObjectLines(questionFile, 'questions')) questions.set(pyKey(rec.question_id), rec);
   const answers = readAnswers(answersFile);
   if (!fs.existsSync(annotationDir) || !fs.statSync(annotationDir).isDirectory()) throw new Error(`annotations ${annotationDir} is not a directory`);
   let report = '';
@@ -135,12 +118,12 @@ export function scorePope(answersFile: string, questionFile: string, annotationD
     if (!file.startsWith('coco_pope_') || !file.endsWith('.json')) throw new Error(`annotations ${annotationDir}: ${file} is not a coco_pope_<category>.json file (the official script asserts that every file is)`);
     const category = file.slice(10, -5);
     const cur = answers.filter(({ rec, line }) => {
-      const q = questions.get(keyOf(rec.question_id));
+      const q = questions.get(pyKey(rec.question_id));
       if (!q) throw new Error(`answers ${answersFile} line ${line}: question_id ${JSON.stringify(rec.question_id)} is not in ${questionFile}`);
       return q.category === category;
     });
     report += `Category: ${category}, # samples: ${cur.length}\n`;
-    const labels = readJsonl(path.join(annotationDir, file), 'annotations').map(({ rec }) => (rec.label === 'no' ? 0 : 1));
+    const labels = jsonObjectLines(path.join(annotationDir, file), 'annotations').map(({ rec }) => (rec.label === 'no' ? 0 : 1));
     const preds = cur.map(({ rec }) => (popeAnswerIsNo(rec.text) ? 0 : 1));
     if (preds.length === 0) throw new Error(`answers ${answersFile}: no answers for category ${category} (the official script divides by zero)`);
     const yesRatio = preds.filter((p) => p === 1).length / preds.length;
@@ -197,9 +180,9 @@ export function scienceQAAnswerOf(text: string): string {
 export function scoreScienceQA(baseDir: string, answersFile: string, split = 'test'): ScienceQAScore {
   const readJson = (f: string) => {
     const p = path.join(baseDir, f);
-    if (!fs.existsSync(p)) throw new Error(`ScienceQA ${p} does not exist`);
+    const text = readTextFile(p, 'ScienceQA');
     try {
-      return JSON.parse(fs.readFileSync(p, 'utf8')) as unknown;
+      return JSON.parse(text) as unknown;
     } catch (e) {
       throw new Error(`ScienceQA ${p}: not JSON (${(e as Error).message})`);
     }
@@ -209,7 +192,7 @@ export function scoreScienceQA(baseDir: string, answersFile: string, split = 'te
   const ids = splits?.[split];
   if (!Array.isArray(ids)) throw new Error(`ScienceQA ${path.join(baseDir, 'pid_splits.json')} has no split "${split}"`);
   const preds = new Map<string, { rec: AnswerRecord; line: number }>();
-  for (const a of readAnswers(answersFile)) preds.set(keyOf(a.rec.question_id), a);
+  for (const a of readAnswers(answersFile)) preds.set(pyKey(a.rec.question_id), a);
   const results: { correct: Record<string, unknown>[]; incorrect: Record<string, unknown>[] } = { correct: [], incorrect: [] };
   const parsed: Record<string, number> = {}, outputs: Record<string, string> = {};
   const seen = new Set<string>();
@@ -218,7 +201,7 @@ export function scoreScienceQA(baseDir: string, answersFile: string, split = 'te
     seen.add(pid);
     const prob = problems[pid];
     if (!prob || !Array.isArray(prob.choices)) throw new Error(`ScienceQA problems.json has no problem ${pid} (listed in split ${split})`);
-    const p = preds.get(keyOf(pid));
+    const p = preds.get(pyKey(pid));
     if (p && typeof p.rec.prompt !== 'string') throw new Error(`answers ${answersFile} line ${p.line}: no prompt (the official script reads it)`);
     const text = p ? p.rec.text : 'FAILED', prompt = p ? (p.rec.prompt as string) : 'Unknown';
     const answer = scienceQAAnswerOf(text);

@@ -4,34 +4,14 @@
 // Each writes what the script writes and prints what it prints (src/eval/pyformat.ts); tests compare with the
 // scripts run as is (scripts/make_eval_fixtures.py). Where a script would crash, these throw an error naming the
 // file, line or question.
-import * as fs from 'fs';
 import { evalAIAnswer } from './evalai';
-import { pyFixed, pyJsonDumps, pyLines, pyRepr, pyRstrip } from './pyformat';
-
-/** Python dictionary-key identity of a JSON value (1 and 1.0 are one key, "1" another). */
-const keyOf = (v: unknown): string => (typeof v === 'number' ? `n:${v}` : typeof v === 'string' ? `s:${v}` : `j:${JSON.stringify(v)}`);
-
-function readText(file: string, what: string): string {
-  if (!fs.existsSync(file)) throw new Error(`${what} ${file} does not exist`);
-  return fs.readFileSync(file, 'utf8');
-}
-
-/** JSON lines; a line that is not JSON is an error naming it (the scripts that do not catch it crash there). */
-function jsonLines(file: string, what: string): Record<string, unknown>[] {
-  return pyLines(readText(file, what)).map((l, i) => {
-    try {
-      return JSON.parse(l) as Record<string, unknown>;
-    } catch (e) {
-      throw new Error(`${what} ${file} line ${i + 1}: not JSON (${(e as Error).message})`);
-    }
-  });
-}
+import { jsonObjectLines, pyFixed, pyJsonDumps, pyKey, pyLines, pyRepr, pyRstrip, readTextFile } from './pyformat';
 
 /** The answers as the VQAv2 / VizWiz converters read them: id -> text (the last line wins), broken lines counted. */
 function readResults(file: string): { results: Map<string, string>; errorLines: number } {
   const results = new Map<string, string>();
   let errorLines = 0;
-  for (const l of pyLines(readText(file, 'answers'))) {
+  for (const l of pyLines(readTextFile(file, 'answers'))) {
     let rec: Record<string, unknown>;
     try {
       rec = JSON.parse(l) as Record<string, unknown>;
@@ -39,8 +19,8 @@ function readResults(file: string): { results: Map<string, string>; errorLines: 
       errorLines++;
       continue;
     }
-    if (typeof rec?.text !== 'string') throw new Error(`answers ${file}: a line without a string "text" (question_id ${JSON.stringify(rec?.question_id)})`);
-    results.set(keyOf(rec.question_id), rec.text);
+    if (typeof rec?.text !== 'string') throw new Error(`answers ${file}: a line without a string "text" (${JSON.stringify(l).slice(0, 80)})`);
+    results.set(pyKey(rec.question_id), rec.text);
   }
   return { results, errorLines };
 }
@@ -55,17 +35,17 @@ export interface Submission {
 /** convert_vqav2_for_submission.py: every test-split question, its EvalAI-processed answer ('' when unanswered). */
 export function vqav2Submission(answersFile: string, testSplitFile: string): Submission {
   const { results, errorLines } = readResults(answersFile);
-  const split = jsonLines(testSplitFile, 'test split');
-  const all = split.map((x) => ({ question_id: x.question_id, answer: results.has(keyOf(x.question_id)) ? evalAIAnswer(results.get(keyOf(x.question_id))!) : '' }));
+  const split = jsonObjectLines(testSplitFile, 'test split').map((l) => l.rec);
+  const all = split.map((x) => ({ question_id: x.question_id, answer: results.has(pyKey(x.question_id)) ? evalAIAnswer(results.get(pyKey(x.question_id))!) : '' }));
   return { report: `total results: ${results.size}, total split: ${split.length}, error_line: ${errorLines}\n`, file: pyJsonDumps(all, null) };
 }
 
 /** convert_vizwiz_for_submission.py: every annotated question (each must be answered), image and processed answer. */
 export function vizwizSubmission(answersFile: string, annotationFile: string): Submission {
   const { results, errorLines } = readResults(answersFile);
-  const split = jsonLines(annotationFile, 'annotations');
+  const split = jsonObjectLines(annotationFile, 'annotations').map((l) => l.rec);
   const all = split.map((x) => {
-    const text = results.get(keyOf(x.question_id));
+    const text = results.get(pyKey(x.question_id));
     if (text === undefined) throw new Error(`answers ${answersFile}: question_id ${JSON.stringify(x.question_id)} of ${annotationFile} has no answer (the official script asserts every one has)`);
     return { image: x.image, answer: evalAIAnswer(text) };
   });
@@ -74,7 +54,7 @@ export function vizwizSubmission(answersFile: string, annotationFile: string): S
 
 /** convert_gqa_for_eval.py: GQA's prediction file (questionId, the answer without trailing periods, lower case). */
 export function gqaSubmission(answersFile: string): Submission {
-  const all = jsonLines(answersFile, 'answers').map((r) => ({ questionId: r.question_id, prediction: pyRstrip(String(r.text), '.').toLowerCase() }));
+  const all = jsonObjectLines(answersFile, 'answers').map((l) => l.rec).map((r) => ({ questionId: r.question_id, prediction: pyRstrip(String(r.text), '.').toLowerCase() }));
   return { report: '', file: pyJsonDumps(all, null) };
 }
 
@@ -84,7 +64,7 @@ const pyStr = (v: unknown): string => (typeof v === 'string' ? v : typeof v === 
 /** convert_mmvet_for_eval.py: {"v1_<question_id>": answer}, as MM-Vet's GPT-4 grader reads it. */
 export function mmvetSubmission(answersFile: string): Submission {
   const out: Record<string, string> = {};
-  for (const r of jsonLines(answersFile, 'answers')) out[`v1_${pyStr(r.question_id)}`] = String(r.text);
+  for (const r of jsonObjectLines(answersFile, 'answers').map((l) => l.rec)) out[`v1_${pyStr(r.question_id)}`] = String(r.text);
   return { report: '', file: pyJsonDumps(out, 2) };
 }
 
@@ -109,25 +89,26 @@ export interface SeedScore extends Submission {
  */
 export function scoreSeed(answersFile: string, annotationFile: string): SeedScore {
   const results = new Map<string, Record<string, unknown>>();
-  for (const r of jsonLines(answersFile, 'answers')) results.set(keyOf(r.question_id), r);
+  for (const r of jsonObjectLines(answersFile, 'answers').map((l) => l.rec)) results.set(pyKey(r.question_id), r);
   let data: { questions: Record<string, unknown>[]; question_type: Record<string, unknown> };
   try {
-    data = JSON.parse(readText(annotationFile, 'annotations'));
+    data = JSON.parse(readTextFile(annotationFile, 'annotations'));
   } catch (e) {
     throw new Error(`annotations ${annotationFile}: not JSON (${(e as Error).message})`);
   }
-  if (!Array.isArray(data?.questions) || typeof data.question_type !== 'object') throw new Error(`annotations ${annotationFile}: expected SEED-Bench's {questions, question_type}`);
-  const typeName = new Map<string, string>(Object.entries(data.question_type).map(([n, id]) => [keyOf(id), n]));
+  if (!Array.isArray(data?.questions) || typeof data.question_type !== 'object' || data.questions.some((q) => q === null || typeof q !== 'object'))
+    throw new Error(`annotations ${annotationFile}: expected SEED-Bench's {questions: [objects], question_type}`);
+  const typeName = new Map<string, string>(Object.entries(data.question_type).map(([n, id]) => [pyKey(id), n]));
   let report = '';
   const evalSingle = (only: string | null): number | null => {
     const counts = new Map<string, { id: unknown; n: number; correct: number | undefined }>();
     for (const q of data.questions) {
       if (only !== null && q.data_type !== only) continue;
-      const k = keyOf(q.question_type_id);
+      const k = pyKey(q.question_type_id);
       const c = counts.get(k) ?? { id: q.question_type_id, n: 0, correct: undefined };
       c.n++;
       counts.set(k, c);
-      const row = results.get(keyOf(pyInt(q.question_id)));
+      const row = results.get(pyKey(pyInt(q.question_id)));
       if (!row) c.correct = c.correct ?? 0;
       else if (row.text === q.answer) c.correct = (c.correct ?? 0) + 1;
     }
@@ -138,7 +119,7 @@ export function scoreSeed(answersFile: string, annotationFile: string): SeedScor
       if (c.correct === undefined) throw new Error(`SEED question type ${String(c.id)}: every question answered and none correctly (the official script fails on this with a KeyError)`);
       const acc = (c.correct / c.n) * 100;
       if (only === null) {
-        const name = typeName.get(keyOf(c.id));
+        const name = typeName.get(pyKey(c.id));
         if (name === undefined) throw new Error(`annotations ${annotationFile}: question type ${String(c.id)} is not in question_type`);
         report += `${name}: ${pyFixed(acc, 2)}%\n`;
         byType[name] = acc;
@@ -159,7 +140,7 @@ export function scoreSeed(answersFile: string, annotationFile: string): SeedScor
   const image = evalSingle('image'), video = evalSingle('video');
   let file = '';
   for (const q of data.questions) {
-    const r = results.get(keyOf(q.question_id)) ?? results.get(keyOf(pyInt(q.question_id)));
+    const r = results.get(pyKey(q.question_id)) ?? results.get(pyKey(pyInt(q.question_id)));
     if (!r) throw new Error(`answers ${answersFile}: SEED question ${JSON.stringify(q.question_id)} has no answer (the official script fails on it)`);
     file += pyJsonDumps({ question_id: q.question_id, prediction: r.text }, null) + '\n';
   }

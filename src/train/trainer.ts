@@ -32,7 +32,7 @@ import { autocast, ComputeDtype, defaultComputeDtype, parseComputeDtype } from '
 import { f32ToBf16 } from '../bf16';
 import { callOp } from '../call_op';
 import { describe, rangeError, typeError } from '../errors';
-import { AdamW, ParamGroup } from '../optim';
+import { AdamW, ParamGroup, sumSquares } from '../optim';
 import { Generator } from '../random';
 import { keep, scope, Tensor } from '../tensor';
 import * as F from '../functional';
@@ -489,11 +489,7 @@ export class Trainer {
       for (let m = 0; m < accum; m++) this.ready.delete(batchKey(state.stage, state.step, m));
       if (!bad) {
         const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
-        scope(() => {
-          const sq = Tensor.empty([1], { device });
-          callOp('sum_squares', device, grads, [sq], [grads.length, ...grads.map((g) => g.size)]);
-          put(sq, 3 * accum);
-        });
+        scope(() => put(sumSquares(grads, device), 3 * accum));
         const v = stats.toArray(); // the step's one host synchronisation
         for (let m = 0; m < ran && !bad; m++) {
           const [l, c, k] = [v[3 * m], v[3 * m + 1], v[3 * m + 2]];

@@ -65,12 +65,13 @@ describe('vwlmm answer', () => {
       { id: 'p1', image: recs[0].image, conversations: [{ from: 'human', value: '<image>\n  Which shape is red?\nA. circle\nB. square  ' }, { from: 'gpt', value: 'A' }] },
       { id: 'p2', conversations: [{ from: 'human', value: 'Which is a colour?\nA. red\nB. left' }, { from: 'gpt', value: 'A' }] },
       { id: 'p3', conversations: [] },
+      5, null,
     ]));
     const ck = loadCheckpoint(fx.init);
     const out = path.join(dir, 'sqa_answers.jsonl');
     const r = await answerQuestions(ck.model, new TextTokenizer(ck.tokenizerPath!), { questions: file, format: 'science', singlePredPrompt: true, imageFolder: fx.imageFolder, answers: out, modelId: 'm', maxNewTokens: 2 });
     expect(r.answered).toBe(2);
-    expect(r.skipped.map((s) => s.questionId)).toEqual(['p3']);
+    expect(r.skipped.map((s) => [s.line, s.questionId])).toEqual([[3, 'p3'], [4, undefined], [5, undefined]]);
     const lines = fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     const suffix = "\nAnswer with the option's letter from the given choices directly.";
     expect(lines.map((l) => [l.question_id, l.prompt])).toEqual([

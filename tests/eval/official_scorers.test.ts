@@ -110,6 +110,12 @@ describe("LLaVA-1.5's official scoring", () => {
     fs.writeFileSync(ans, JSON.stringify({ question_id: 'nope', prompt: 'What?\nAnswer the question using a single word or phrase.', text: 'x' }) + '\n');
     expect(() => scoreTextVQA(ans, path.join(fx, 'textvqa', 'annotations.json'))).toThrow(/line 1: no annotation with image_id "nope" and question "what\?"/);
     expect(() => scoreTextVQA(path.join(dir, 'missing.jsonl'), path.join(fx, 'textvqa', 'annotations.json'))).toThrow(/answers .*missing.jsonl does not exist/);
+    fs.writeFileSync(ans, 'null\n');
+    expect(() => gqaSubmission(ans)).toThrow(/answers .*a.jsonl line 1: expected a JSON object/);
+    const badAnn = path.join(dir, 'ann.json');
+    fs.writeFileSync(badAnn, JSON.stringify({ data: [null] }));
+    expect(() => scoreTextVQA(path.join(fx, 'textvqa', 'answers.jsonl'), badAnn)).toThrow(/an entry of "data" without an answers list/);
+    fs.writeFileSync(ans, JSON.stringify({ question_id: 'nope', prompt: 'What?\nAnswer the question using a single word or phrase.', text: 'x' }) + '\n');
     const r = cli('score', 'pope', '--answers', ans, '--questions', path.join(fx, 'pope', 'questions.jsonl'), '--annotations', path.join(fx, 'pope', 'annotations'));
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/vwlmm: answers .*a.jsonl line 1: question_id "nope" is not in .*questions.jsonl/);
