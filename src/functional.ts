@@ -146,8 +146,10 @@ export function sum(x: Tensor): Tensor {
   callOp('sum_rows', x.device, [x], [out], [x.size, 1, 0]);
   if (needsGrad(x)) {
     record('sum', [x], [out], ([g]) => {
+      // ones scaled by g on the device: reading g would make the backward wait for the host
       const gx = like(x);
-      callOp('fill', x.device, [], [gx], [x.size], [g!.item()]);
+      callOp('fill', x.device, [], [gx], [x.size], [1]);
+      callOp('mul_scalar', x.device, [gx, g!], [gx], [x.size]);
       return [gx];
     });
   }

@@ -1,5 +1,5 @@
 // vwlmm public API.
-import { BackendMemoryStats, cpu, cudaUnavailableReason, tryCuda } from './native';
+import { BackendMemoryStats, cpu, cuda, cudaUnavailableReason, tryCuda } from './native';
 import type { Device } from './tensor';
 import { typeError } from './errors';
 export type { BackendMemoryStats } from './native';
@@ -75,6 +75,36 @@ export function hostSyncs(device: Device = 'cpu'): number {
   if (device === 'cuda') return tryCuda()?.hostSyncs() ?? 0;
   if (device !== 'cpu') throw typeError('hostSyncs', 'device', "'cpu' or 'cuda'", device);
   return cpu().hostSyncs();
+}
+
+function addonOf(where: string, device: Device) {
+  if (device === 'cuda') return cuda(where);
+  if (device !== 'cpu') throw typeError(where, 'device', "'cpu' or 'cuda'", device);
+  return cpu();
+}
+
+/**
+ * Waits for the device's enqueued work (torch.cuda.synchronize) and raises the first data check that failed
+ * since the last synchronisation: an id, key-mask value or target out of range, with the op that found it.
+ */
+export function synchronize(device: Device = 'cpu'): void {
+  addonOf('synchronize', device).synchronize();
+}
+
+/**
+ * Async mode, per device (native/core/error_flags.h). Off (the default): every op raises its own data checks;
+ * on CUDA the host waits after each op. On: no op waits, and a failed check is raised at the next
+ * synchronisation (a read of a tensor, synchronize()), naming the op that found it; what was computed since is
+ * undefined, as after a PyTorch device-side assert. VWLMM_CUDA_ASYNC=1 starts CUDA in async mode. The CPU
+ * runs its ops as they are called either way; its async mode defers only the raise, so CI checks the path a GPU
+ * takes. Returns the previous mode.
+ */
+export function setAsync(device: Device, on: boolean): boolean {
+  if (typeof on !== 'boolean') throw typeError('setAsync', 'on', 'a boolean', on);
+  return addonOf('setAsync', device).setAsync(on);
+}
+export function isAsync(device: Device = 'cpu'): boolean {
+  return addonOf('isAsync', device).isAsync();
 }
 
 /**

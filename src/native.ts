@@ -37,6 +37,11 @@ export interface Addon {
   releaseCache(): number;
   /** How many times the host has waited for this backend (native/core/host_sync.h). */
   hostSyncs(): number;
+  /** Waits for the backend's work; raises the first failed asynchronous check (native/core/error_flags.h). */
+  synchronize(): void;
+  /** Async mode on or off; returns the previous mode. */
+  setAsync(on: boolean): boolean;
+  isAsync(): boolean;
   backendInfo(): Record<string, unknown>;
   /** CUDA addon only: makes GPU `index` this process's device (src/device.ts). */
   selectDevice?(index: number): void;

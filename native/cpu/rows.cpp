@@ -18,6 +18,7 @@
 #include <numeric>
 #include <vector>
 
+#include "../core/error_flags.h"
 #include "work_split.h"
 #include "ops_cpu.h"
 #include "parallel.h"
@@ -25,11 +26,6 @@
 namespace vw::cpu {
 
 namespace {
-
-void check_row_ids(const OpCall& c, const int32_t* idx, int64_t n, int64_t S, const char* idx_name) {
-  for (int64_t i = 0; i < n; ++i)
-    if (idx[i] < 0 || idx[i] >= S) throw_range_error("[", c.op, "] ", idx_name, "[", i, "] = ", idx[i], " is outside [0, ", S, ")");
-}
 
 void gather_rows_f32(const float* src, const int32_t* idx, float* dst, int64_t n, int64_t C) {
   if (C == 0) return;
@@ -93,8 +89,10 @@ void copy_2d_cpu(const OpCall& c) {
   });
 }
 
+// The ids are checked first (native/core/error_flags.h): in sync mode a bad one is raised here, before any
+// output is written; in async mode the op then does nothing and the error is raised at the next read.
 void move_rows(const OpCall& c, const RowMoveArgs& a) {
-  check_row_ids(c, a.idx, a.n, a.S, a.idx_name);
+  if (!error_flags().check_on_host(ValueCheck::ids(c.op, a.idx_name, a.S), a.idx, a.n)) return;
   if (a.scatter)
     scatter_add_rows_f32(a.src, a.idx, a.dst, a.S, a.n, a.C);
   else

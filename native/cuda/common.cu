@@ -1,5 +1,6 @@
 // Host-side definitions shared by the CUDA kernels (declared in common.cuh): error formatting, the
 // per-process context, scratch allocation, gemm_rm, and the deferred non-finite checks.
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <string>
@@ -54,6 +55,8 @@ Context& context(const char* op) {
   }
   // A blocking stream: it waits for NativeBuffer's cudaMemcpy/cudaMemset on the legacy default stream.
   CUDA_CHECK(op, cudaStreamCreate(&c.stream));
+  CUDA_CHECK(op, cudaMalloc(&c.flag_slots, sizeof(FlagSlot) * ErrorFlags::kSlots));
+  CUDA_CHECK(op, cudaMallocHost(&c.flag_host, sizeof(FlagSlot) * ErrorFlags::kSlots));
   cublasStatus_t st = cublasCreate(&c.blas);
   if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(c.blas, c.stream);
   // Default math mode: no TF32 for float32 GEMMs (results must match the CPU backend to ~1e-5).
@@ -314,17 +317,86 @@ void device_row_losses(const char* op, const Context& ctx, const double* d_loss,
   launch(op, ctx, 1, 256, 0, sum_losses_kernel, d_loss, n, scale, loss);
 }
 
-// Every op ends here (run_op). The host waits for the stream after each op unless VWLMM_CUDA_ASYNC=1: the
-// stream-ordered mode that waits only where a value is read (not yet run on a GPU; the per-op wait stays the
-// default until a GPU session has run the suite both ways).
-void finish_op(const char* op) {
-  static const bool async = [] {
-    const char* v = std::getenv("VWLMM_CUDA_ASYNC");
-    return v != nullptr && std::string(v) == "1";
-  }();
-  if (async) return;
-  Context& ctx = context(op);
+// ------------------------------------------------------------------------------------------- error flags
+
+namespace {
+
+struct MinU64 {
+  __device__ __forceinline__ unsigned long long operator()(unsigned long long a, unsigned long long b) const {
+    return a < b ? a : b;
+  }
+};
+
+// atomicMin of the first index i with x[i] failing `c` into slot->first (each thread visits increasing
+// indices, so its first hit is its minimum).
+__global__ void __launch_bounds__(256)
+    flag_first_failure_kernel(const int32_t* __restrict__ x, int64_t n, ValueCheck c, FlagSlot* slot) {
+  unsigned long long bad = ULLONG_MAX;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (!c.passes(x[i])) {
+      bad = static_cast<unsigned long long>(i);
+      break;
+    }
+  }
+  bad = block_allreduce(bad, MinU64{}, ULLONG_MAX);
+  if (threadIdx.x == 0 && bad != ULLONG_MAX) atomicMin(reinterpret_cast<unsigned long long*>(&slot->first), bad);
+}
+
+// The failing value, read while x is still what the check saw (stream order).
+__global__ void flag_value_kernel(const int32_t* __restrict__ x, FlagSlot* slot) {
+  if (slot->first != kNoFailure) slot->value = x[slot->first];
+}
+
+}  // namespace
+
+void check_values(const char* op, const Context& ctx, const ValueCheck& c, const int32_t* x, int64_t n) {
+  if (n <= 0) return;
+  ErrorFlags& flags = error_flags();
+  if (flags.slots_full()) drain_flags(op, ctx);
+  FlagSlot* slot = ctx.flag_slots + flags.claim_slot(c);
+  CUDA_CHECK(op, cudaMemsetAsync(slot, 0xff, sizeof(FlagSlot), ctx.stream));
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>((n + 255) / 256, int64_t{ctx.sm_count} * 32));
+  launch(op, ctx, static_cast<unsigned>(blocks), 256, 0, flag_first_failure_kernel, x, n, c, slot);
+  launch(op, ctx, 1, 1, 0, flag_value_kernel, x, slot);
+}
+
+void fetch_flags(const Context& ctx) {
+  const int used = error_flags().slots_used();
+  if (used > 0)
+    CUDA_CHECK("error flags", cudaMemcpyAsync(ctx.flag_host, ctx.flag_slots, sizeof(FlagSlot) * used,
+                                              cudaMemcpyDeviceToHost, ctx.stream));
+}
+
+void drain_flags(const char* op, const Context& ctx) {
+  fetch_flags(ctx);
   wait_stream(op, ctx);
+  if (error_flags().pending()) error_flags().raise_pending(ctx.flag_host);
+}
+
+// Nothing is pending before any op has run, so these never create the context.
+void flags_before_read() {
+  if (error_flags().slots_used() > 0) fetch_flags(context("NativeBuffer.read"));
+}
+void flags_after_read() {
+  if (error_flags().pending()) error_flags().raise_pending(context("NativeBuffer.read").flag_host);
+}
+void synchronize() {
+  const char* op = "synchronize";
+  if (error_flags().pending()) {
+    drain_flags(op, context(op));
+  } else {
+    CUDA_CHECK(op, cudaDeviceSynchronize());
+  }
+}
+
+// Every op ends here (run_op). Sync mode (the default): the host waits for the stream after each op and
+// raises the op's failed checks. Async mode (setAsync(true), VWLMM_CUDA_ASYNC=1 at load): no wait; what is
+// read waits, and raises then (not yet run on a GPU; sync stays the default until a GPU session has run the
+// suite both ways).
+void finish_op(const char* op) {
+  if (error_flags().async()) return;
+  drain_flags(op, context(op));
 }
 
 }  // namespace vw::cuda

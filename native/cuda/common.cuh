@@ -5,7 +5,9 @@
 //
 // Conventions shared by every op (see native/core/fused_args.h for the math):
 //   * all work runs on one blocking stream (context().stream), so it is ordered after the cudaMemcpy /
-//     cudaMemset of NativeBuffer (legacy default stream); every op synchronises it before returning;
+//     cudaMemset of NativeBuffer (legacy default stream); run_op decides when the host waits for it;
+//   * data-dependent argument checks (ids, key masks) are device kernels that set error flags
+//     (check_values, native/core/error_flags.h), raised at the next synchronisation;
 //   * logits are float32 [chunk, V] blocks; a row pass is one thread block per row;
 //   * errors found on the device (non-finite inputs, non-finite logit rows) are recorded in a small status
 //     array and raised once at the end (raise_status), in the CPU backend's order, so the normal path has
@@ -25,6 +27,7 @@
 #include "../core/dtype.h"
 #include "../core/host_sync.h"
 #include "../core/error.h"
+#include "../core/error_flags.h"
 #include "../core/fused_args.h"
 
 namespace vw::cuda {
@@ -59,6 +62,9 @@ struct Context {
   cublasHandle_t blas = nullptr;
   int sm_count = 1;
   bool async_alloc = false;  // stream-ordered allocator (cudaMallocAsync) supported
+  // The error flags' device slots (native/core/error_flags.h) and their pinned host copy, ErrorFlags::kSlots each.
+  FlagSlot* flag_slots = nullptr;
+  FlagSlot* flag_host = nullptr;
 };
 
 // The per-process context, created on first use on the then-current device (the module init never
@@ -243,6 +249,15 @@ void device_row_losses(const char* op, const Context& ctx, const double* d_loss,
 // The host waits for the ops' stream: the one way ops synchronise, counted as a host synchronisation
 // (native/core/host_sync.h).
 void wait_stream(const char* op, const Context& ctx);
+
+// Error flags (native/core/error_flags.h) on the device.
+// check_values enqueues a device check of x[0, n) (a slot claimed and reset, a scan kernel, a kernel that
+// records the failing value), forcing a drain first when every slot is pending; no host wait.
+void check_values(const char* op, const Context& ctx, const ValueCheck& c, const int32_t* x, int64_t n);
+// Enqueues the copy of the claimed slots to ctx.flag_host (nothing when none is claimed).
+void fetch_flags(const Context& ctx);
+// Waits for the stream and raises the first failed pending check, clearing them all.
+void drain_flags(const char* op, const Context& ctx);
 
 // ================================================================================== device helpers
 #ifdef __CUDACC__

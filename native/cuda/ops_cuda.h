@@ -5,6 +5,7 @@
 // Ops only enqueue work on context().stream: run_op() (native/cuda/common.cuh) is the one place that
 // decides when the host waits for it and how asynchronous faults are reported.
 #pragma once
+#include "../core/error_flags.h"
 #include "../core/fused_args.h"
 #include "../core/op.h"
 
@@ -19,12 +20,25 @@ namespace vw::cuda {
 void gemm_cuda(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, const void* B, float* C,
                DType ab_type);
 
+// The error flags (native/core/error_flags.h) at a NativeBuffer read: the copy of the device's flags
+// enqueued before the read (whose wait covers it), the first failure raised after it. synchronize(): waits
+// for the ops' stream and raises.
+void flags_before_read();
+void flags_after_read();
+void synchronize();
+
 // Runs op `fn` and then waits for the stream, so that a fault is reported by the op that caused it (the
 // launch path of every op; the binding registers run_op<name##_cuda>).
 void finish_op(const char* op);
 template <OpFn F>
 void run_op(const OpCall& c) {
-  F(c);
+  try {
+    F(c);
+  } catch (...) {
+    // In sync mode nothing else is pending: the op's own checks give way to the error it raised.
+    if (!error_flags().async()) error_flags().clear();
+    throw;
+  }
   finish_op(c.op);
 }
 

@@ -7,6 +7,7 @@
 #include <malloc.h>
 #endif
 
+#include "../core/error_flags.h"
 #include "../cpu/gemm.h"
 #include "../cpu/host_memory.h"
 #include "../cpu/ops_cpu.h"
@@ -17,8 +18,17 @@
 
 namespace vw::napi {
 
+namespace {
+// The CPU runs every check on the host as its op runs: a read has nothing to fetch, only to raise what async
+// mode has kept (native/core/error_flags.h).
+void NoFlagsToFetch() {}
+void RaiseFlags() {
+  if (error_flags().pending()) error_flags().raise_pending(nullptr);
+}
+}  // namespace
+
 const DeviceMemory kDeviceMemory = {"cpu", cpu::host_alloc, cpu::host_free, cpu::host_copy, cpu::host_copy, cpu::host_zero,
-                                    cpu::host_cache_stats, cpu::release_host_cache};
+                                    cpu::host_cache_stats, cpu::release_host_cache, NoFlagsToFetch, RaiseFlags, RaiseFlags};
 
 // sgemm(transA, transB, M, N, K, A, B, C, options?) on NativeBuffers, C = alpha op(A) op(B) + beta C:
 // exposed for the benchmarks' GEMM measurements and the GEMM tests. options (all optional):

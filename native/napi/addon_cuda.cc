@@ -7,8 +7,10 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
+#include "../core/error_flags.h"
 #include "../cuda/ops_cuda.h"
 #include "args.h"
 #include "op_napi.h"
@@ -87,7 +89,10 @@ void Zero(void* dst, size_t n) {
 
 }  // namespace
 
-const DeviceMemory kDeviceMemory = {"cuda", DeviceAlloc, DeviceFree, Upload, Download, Zero, DeviceCacheStats, ReleaseDeviceCache};
+const DeviceMemory kDeviceMemory = {"cuda",           DeviceAlloc,          DeviceFree,
+                                    Upload,           Download,             Zero,
+                                    DeviceCacheStats, ReleaseDeviceCache,   cuda::flags_before_read,
+                                    cuda::flags_after_read, cuda::synchronize};
 
 // sgemm(transA, transB, M, N, K, A, B, C, { dtype }?) on NativeBuffers, C = op(A) op(B) in float32; A and
 // B are float32, or bfloat16 with { dtype: 'bfloat16' }. Same signature as the CPU addon's: the
@@ -191,6 +196,9 @@ const OpEntry kCudaOps[] = {
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // VWLMM_CUDA_ASYNC=1 starts the addon in async mode (native/core/error_flags.h); setAsync() changes it.
+  const char* async = std::getenv("VWLMM_CUDA_ASYNC");
+  error_flags().set_async(async != nullptr && std::string(async) == "1");
   RegisterOps(env, exports, kCudaOps, "cuda");
   exports.Set("sgemm", Napi::Function::New(env, Sgemm, "sgemm"));
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));

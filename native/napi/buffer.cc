@@ -197,7 +197,9 @@ Napi::Value NativeBuffer::Transfer(const Napi::CallbackInfo& info, const char* w
         kDeviceMemory.upload(mem, host, n);
       } else {
         count_host_sync();
+        kDeviceMemory.flags_before_read();
         kDeviceMemory.download(host, mem, n);
+        kDeviceMemory.flags_after_read();
       }
     }
     return info.Env().Undefined();

@@ -27,6 +27,12 @@ struct DeviceMemory {
   void (*zero)(void* dst, size_t);
   BlockCacheStats (*cache_stats)();  // the backend's caching allocator (native/core/block_cache.h)
   size_t (*release_cache)();         // its cached blocks back to the system; returns the bytes
+  // The error flags (native/core/error_flags.h) at a host synchronisation: before_read enqueues the copy of
+  // the device's flags ahead of a read (whose wait then covers it); after_read raises the first failed
+  // check; synchronize waits for all enqueued work, then does the same.
+  void (*flags_before_read)();
+  void (*flags_after_read)();
+  void (*synchronize)();
 };
 extern const DeviceMemory kDeviceMemory;
 

@@ -4,7 +4,7 @@
 // inputs/outputs are arrays of NativeBuffer (null for an absent optional one); stats is
 // { loss, rows, chunkRows, workspaceBytes } for the fused ops, null for the others.
 // Also: opNames() (the table, in order), opConstants() (the enums ops take as integers), memoryStats(),
-// hostSyncs() and the NativeBuffer class.
+// hostSyncs(), synchronize(), setAsync() / isAsync() and the NativeBuffer class.
 #pragma once
 #include <napi.h>
 
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../core/activation.h"
+#include "../core/error_flags.h"
 #include "../core/fused_args.h"
 #include "../core/host_sync.h"
 #include "../core/op.h"
@@ -181,6 +182,28 @@ void RegisterOps(Napi::Env env, Napi::Object exports, const OpTable<N>& table, c
   // hostSyncs(): how many times the host has waited for this backend (native/core/host_sync.h).
   exports.Set("hostSyncs", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Number::New(info.Env(), static_cast<double>(host_sync_counter().load()));
+  }));
+  // synchronize(): waits for the backend's enqueued work and raises the first failed asynchronous check
+  // (native/core/error_flags.h); torch.cuda.synchronize().
+  exports.Set("synchronize", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      count_host_sync();
+      kDeviceMemory.synchronize();
+      return info.Env().Undefined();
+    });
+  }));
+  // setAsync(on): async mode (checks raised at the next synchronisation, and on CUDA no wait after each op)
+  // or sync mode; returns the previous mode. isAsync(): the current one.
+  exports.Set("setAsync", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      if (info.Length() < 1 || !info[0].IsBoolean()) throw_type_error("setAsync: expected a boolean");
+      const bool was = error_flags().async();
+      error_flags().set_async(info[0].As<Napi::Boolean>().Value());
+      return Napi::Boolean::New(info.Env(), was);
+    });
+  }));
+  exports.Set("isAsync", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), error_flags().async());
   }));
   // releaseCache(): the cached blocks back to the system (torch.cuda.empty_cache()); returns the bytes.
   exports.Set("releaseCache", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {

@@ -51,7 +51,7 @@ const FUNCTIONS = [
   'runDemo', 'runRecipe', 'recipeConfig',
   // engine
   'scope', 'keep', 'backward', 'noGrad', 'zeroGrad', 'clipGradNorm', 'gradNorm', 'callOp', 'opNames', 'opConstants', 'backendInfo', 'memoryStats',
-  'cudaAvailable', 'releaseHostCache', 'cachedHostBytes',
+  'cudaAvailable', 'releaseHostCache', 'cachedHostBytes', 'hostSyncs', 'synchronize', 'setAsync', 'isAsync',
 ];
 const OBJECTS = ['fused', 'F', 'DEFAULT_WORKSPACE_BUDGET', 'nn', 'DEFAULT_RECIPE', 'TEMPLATES', 'VICUNA_V1', 'WORD_LEVEL_TOKENIZER_CONFIG'];
 const ARRAYS = ['CLIP_MEAN', 'CLIP_STD', 'COLOURS', 'LLAVA_TRANSFORMERS_NAMES', 'STOP_SIGNALS'];

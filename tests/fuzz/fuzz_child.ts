@@ -10,7 +10,8 @@
 // Contract checked on every call: it returns, or it throws an Error (instanceof Error) whose message is
 // non-empty, is not a bare engine message ("Cannot read properties of ...", N-API's "Invalid argument"),
 // and names the function, op or argument at fault (one of the target's names) or is one of a few
-// self-explanatory problems ("... has been disposed", "out of host memory", "CUDA is unavailable"). An
+// self-explanatory problems ("... has been disposed", "out of host memory", "CUDA is unavailable", an asynchronous
+// check's failure raised at a later read). An
 // error thrown by our own throwing getters may propagate unchanged. Every tensor and buffer the harness created is disposed
 // at the end and the live native buffer count must be back where it started (no leaks on error paths).
 //
@@ -19,7 +20,10 @@
 // when no problem was found, 1 otherwise. --trace writes each call's description to FILE (synchronously,
 // before the call) to find the call behind a crash.
 import * as fs from 'fs';
-import { cachedHostBytes, callOp, clearTape, opNames, fused, Generator, hostSyncs, memoryStats, F, releaseHostCache, scope, Tensor, backendInfo } from '../../src';
+import {
+  cachedHostBytes, callOp, clearTape, opNames, fused, Generator, hostSyncs, isAsync, memoryStats, F, releaseHostCache, scope, setAsync,
+  synchronize, Tensor, backendInfo,
+} from '../../src';
 import { cpu, NativeBuffer } from '../../src/native';
 import { Rng } from '../support/random';
 
@@ -264,7 +268,8 @@ const problems: { target: string; problem: string; args: string }[] = [];
 let problemCount = 0;
 
 // Messages that are clear without naming the call: the problem itself is the information.
-const PROBLEM_KINDS = /has been disposed|out of (host|CUDA) memory|CUDA is unavailable/;
+// An asynchronous check's error names the op that found it, which ran in an earlier call.
+const PROBLEM_KINDS = /has been disposed|out of (host|CUDA) memory|CUDA is unavailable|an asynchronous check/;
 const GENERIC = /Cannot read prop|is not a function|is not iterable|is not a constructor|^Invalid argument|was expected$|undefined is not|null is not|Cannot convert|Maximum call stack|Invalid typed array length|Array buffer allocation failed/;
 
 function describeArg(v: unknown, depth = 0): string {
@@ -419,10 +424,14 @@ add('addon.sgemm', () => {
   const M = rng.int(5), N = rng.int(5), K = rng.int(5);
   return { fn: addon.sgemm as never, args: [chance(0.5), chance(0.5), M, N, K, buf(4 * M * K), buf(4 * K * N), buf(4 * M * N)], names: ['sgemm', ...NBN] };
 });
-for (const k of ['opNames', 'opConstants', 'memoryStats', 'backendInfo', 'releaseCache', 'hostSyncs'])
+for (const k of ['opNames', 'opConstants', 'memoryStats', 'backendInfo', 'releaseCache', 'hostSyncs', 'synchronize', 'isAsync'])
   add(`addon.${k}`, () => ({ fn: addon[k] as never, args: [], names: [k] }));
-for (const [k, fn] of Object.entries({ memoryStats, backendInfo, releaseHostCache, cachedHostBytes, opNames, hostSyncs }))
-  add(k, () => ({ fn: fn as never, args: k === 'opNames' ? ['cpu'] : k === 'hostSyncs' ? [pick(['cpu', undefined])] : [], names: [k, 'CUDA'] }));
+// Async mode some of the time (native/core/error_flags.h): the hostile ids, masks and targets of the calls then
+// run into the kernels, which must skip them, and their errors surface at a later read.
+add('addon.setAsync', () => ({ fn: addon.setAsync as never, args: [chance(0.3)], names: ['setAsync'] }));
+for (const [k, fn] of Object.entries({ memoryStats, backendInfo, releaseHostCache, cachedHostBytes, opNames, hostSyncs, synchronize, isAsync }))
+  add(k, () => ({ fn: fn as never, args: k === 'opNames' ? ['cpu'] : k === 'hostSyncs' || k === 'synchronize' || k === 'isAsync' ? [pick(['cpu', undefined])] : [], names: [k, 'CUDA'] }));
+add('setAsync', () => ({ fn: setAsync as never, args: ['cpu', chance(0.3)], names: ['setAsync'] }));
 
 // --- ops: valid templates recorded from F.* and fused.* (every call they make to the binding's callOp), replayed
 // raw through the binding and through callOp with fresh buffers of the same sizes, then mutated.
@@ -649,6 +658,12 @@ while (stats.tried < maxCalls && Date.now() - t0 < timeMs) {
 }
 const seconds = (Date.now() - t0) / 1000;
 
+setAsync('cpu', false);
+try {
+  synchronize('cpu');
+} catch {
+  // a failed check of the last async calls
+}
 for (const x of local) x.dispose();
 clearTape();
 const leaked = memoryStats().cpu.liveBuffers - base;

@@ -48,12 +48,10 @@ static_assert(kAttnThreads == 4 * kBQ && kAttnThreads == 4 * kBK, "one quad of l
 using Dims = AttentionDims;
 inline Dims read_dims(const OpCall& c) { return read_attention_dims(c, kCpuPad, kCpuBlockQ); }
 
-// The values of the key mask (key_mask_arg; null: none), checked on the device where the CPU checks them.
+// The values of the key mask (key_mask_arg; null: none), checked on the device where the CPU checks them:
+// an error flag (native/core/error_flags.h). The kernels read any nonzero value as visible.
 void check_mask_values(const char* op, const int32_t* mask, const Dims& d) {
-  if (!mask || d.B * d.Tk == 0) return;
-  const BadValue bad = first_outside(op, context(op), mask, d.B * d.Tk, 0, 2);
-  if (bad.index >= 0)
-    throw_range_error("[", op, "] keyMask[", bad.index / d.Tk, ", ", bad.index % d.Tk, "] = ", bad.value, " must be 0 or 1");
+  if (mask) check_values(op, context(op), ValueCheck::key_mask(op, d.Tk), mask, d.B * d.Tk);
 }
 
 void check_head_size(const char* op, const Dims& d) {

@@ -5,11 +5,10 @@
 //     per kernel, instantiated for float and __nv_bfloat16; loads convert to float, all arithmetic is fp32 or
 //     wider, stores round once);
 //   * grid sizing for grid-stride passes;
-//   * first_outside(): the device-side range check of int32 data (ids, key masks), read back once;
 //   * column_sums(): deterministic column reductions (bias / norm weight gradients) without atomics.
 // Ops only enqueue work: every kernel goes through launch() (native/cuda/common.cuh) and the stream is
-// waited for by run_op() (native/cuda/ops_cuda.h), so no op synchronises at its end; an op waits inside
-// only for a host read-back (first_outside).
+// waited for by run_op() (native/cuda/ops_cuda.h), so no op synchronises at its end. Data-dependent checks
+// (ids, key masks) set error flags on the device (check_values, native/core/error_flags.h): no read-back.
 #pragma once
 #include <algorithm>
 #include <climits>
@@ -29,16 +28,6 @@ inline unsigned grid_for(const Context& ctx, int64_t n, int64_t per_block = kThr
   const int64_t want = (n + per_block - 1) / per_block;
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(want, int64_t{ctx.sm_count} * 32)));
 }
-
-// First flat index i < n with x[i] outside [lo, hi), and x[i]; index -1 when none. Synchronises.
-struct BadValue {
-  int64_t index;
-  int32_t value;
-};
-BadValue first_outside(const char* op, const Context& ctx, const int32_t* x, int64_t n, int64_t lo, int64_t hi);
-
-// Throws the CPU's "[op] <name>[i] = v is outside [0, S)" for the first id outside [0, S) (check_row_ids).
-void check_row_ids(const char* op, const Context& ctx, const int32_t* idx, int64_t n, int64_t S, const char* name);
 
 #ifdef __CUDACC__
 

@@ -5,8 +5,8 @@
 //     then each run of equal ids is summed by one block, in order of i, in double starting from the old
 //     row (a single-row run is a plain float add), exactly the CPU's grouping.
 //   im2col: cols[b, P, Cin*p*p] from img[b, Cin, H, W], one thread per output element.
-// The ids are checked against [0, S) on the device first (one read-back; the CPU's message), before any
-// output is written.
+// The ids are checked against [0, S) on the device (an error flag with the CPU's message, raised at the op's
+// end in sync mode, at the next synchronisation in async mode); the kernels skip ids outside it.
 #include <cub/device/device_radix_sort.cuh>
 
 #include "../../core/rows_args.h"
@@ -20,12 +20,18 @@ using namespace eng;
 
 constexpr int kRowThreads = 128;
 
+// An id outside [0, S) (its error flag is set; raised at the next synchronisation) gives a zero row.
 __global__ void __launch_bounds__(kRowThreads)
     gather_rows_kernel(const float* __restrict__ src, const int32_t* __restrict__ idx, float* __restrict__ dst, int64_t n,
-                       int64_t C) {
+                       int64_t C, int64_t S) {
   for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
-    const float* s = src + static_cast<int64_t>(idx[i]) * C;
+    const int64_t v = idx[i];
     float* d = dst + i * C;
+    if (v < 0 || v >= S) {
+      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) d[j] = 0.f;
+      continue;
+    }
+    const float* s = src + v * C;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) d[j] = s[j];
   }
 }
@@ -34,13 +40,15 @@ __global__ void __launch_bounds__(kThreads) iota_kernel(int32_t* __restrict__ v,
   for (int64_t i = global_tid(); i < n; i += global_stride()) v[i] = static_cast<int32_t>(i);
 }
 
-// One block per run of equal sorted ids (a block at a position that does not start a run exits).
+// One block per run of equal sorted ids (a block at a position that does not start a run exits). Runs of
+// ids outside [0, S) (flagged; a negative id is >= 2^31 unsigned) are skipped.
 __global__ void __launch_bounds__(kRowThreads)
     scatter_runs_kernel(const float* __restrict__ ddst, const uint32_t* __restrict__ keys, const int32_t* __restrict__ order,
-                        float* __restrict__ dsrc, int64_t n, int64_t C) {
+                        float* __restrict__ dsrc, int64_t n, int64_t C, int64_t S) {
   for (int64_t p = blockIdx.x; p < n; p += gridDim.x) {
     const uint32_t v = keys[p];
     if (p > 0 && keys[p - 1] == v) continue;
+    if (static_cast<int64_t>(v) >= S) continue;
     int64_t q = p + 1;
     while (q < n && keys[q] == v) ++q;
     float* d = dsrc + static_cast<int64_t>(v) * C;
@@ -68,16 +76,18 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-void gather(const char* op, const Context& ctx, const float* src, const int32_t* idx, float* dst, int64_t n, int64_t C) {
+void gather(const char* op, const Context& ctx, const float* src, const int32_t* idx, float* dst, int64_t S, int64_t n,
+            int64_t C) {
   if (n == 0 || C == 0) return;
-  launch(op, ctx, grid_for(ctx, n, 1), kRowThreads, 0, gather_rows_kernel, src, idx, dst, n, C);
+  launch(op, ctx, grid_for(ctx, n, 1), kRowThreads, 0, gather_rows_kernel, src, idx, dst, n, C, S);
 }
 
 void scatter_add(const char* op, const Context& ctx, const float* ddst, const int32_t* idx, float* dsrc, int64_t S,
                  int64_t n, int64_t C) {
   if (n == 0 || C == 0) return;
   if (n > INT_MAX) throw_range_error("[", op, "] n = ", n, " exceeds the CUDA backend's limit of ", INT_MAX, " rows");
-  // The ids lie in [0, S) (checked) and S - 1 < 2^31: sort only the bits that can be set.
+  // Valid ids lie in [0, S) and S - 1 < 2^31: sort only the bits they can set. Flagged ids outside it may then
+  // split a run (their high bits are not sorted on): the result is undefined, but every write stays in dSrc.
   int end_bit = 1;
   while (end_bit < 32 && (int64_t{1} << end_bit) < S) ++end_bit;
   const int items = static_cast<int>(n);
@@ -93,17 +103,18 @@ void scatter_add(const char* op, const Context& ctx, const float* ddst, const in
   CUDA_CHECK(op, cub::DeviceRadixSort::SortPairs(temp.get(), temp_bytes, keys_in, keys_out.as<uint32_t>(), order_in.as<int32_t>(),
                                                  order_out.as<int32_t>(), items, 0, end_bit, ctx.stream));
   launch(op, ctx, grid_for(ctx, n, 1), kRowThreads, 0, scatter_runs_kernel, ddst, keys_out.as<uint32_t>(),
-         order_out.as<int32_t>(), dsrc, n, C);
+         order_out.as<int32_t>(), dsrc, n, C, S);
 }
 
-// The body of the four row ops: the ids checked on the device, then the gather or the scatter-add.
+// The body of the four row ops: the ids' device check (an error flag, native/core/error_flags.h), then the
+// gather or the scatter-add, which skip ids outside [0, S).
 void move_rows(const char* op, const RowMoveArgs& a) {
   Context& ctx = context(op);
-  eng::check_row_ids(op, ctx, a.idx, a.n, a.S, a.idx_name);
+  check_values(op, ctx, ValueCheck::ids(op, a.idx_name, a.S), a.idx, a.n);
   if (a.scatter)
     scatter_add(op, ctx, a.src, a.idx, a.dst, a.S, a.n, a.C);
   else
-    gather(op, ctx, a.src, a.idx, a.dst, a.n, a.C);
+    gather(op, ctx, a.src, a.idx, a.dst, a.S, a.n, a.C);
 }
 
 }  // namespace

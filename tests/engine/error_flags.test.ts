@@ -1,0 +1,131 @@
+// Error flags (native/core/error_flags.h): the data checks of the ops (ids, key-mask values, targets) in
+// sync mode, raised by the op itself, and in async mode, raised at the next synchronisation with the op's
+// name. Runs on every backend of tests/support/backends.ts (float32): the CPU takes the same path as a GPU,
+// so CI checks the bookkeeping, the order and the messages; CUDA adds the device slots and their drain.
+import { afterEach, describe, expect, it } from 'vitest';
+import { backward, F, fused, hostSyncs, isAsync, scope, setAsync, synchronize, Tensor } from '../../src';
+import type { Device } from '../../src';
+import { backends } from '../support/backends';
+import { rngFor, runSeed } from '../support/random';
+
+const cases = backends.filter((b) => b.dtype === 'float32');
+
+/** Runs fn with `device` in async mode, restoring the mode and clearing what fn left pending. */
+function inAsync(device: Device, fn: () => void): void {
+  const was = setAsync(device, true);
+  try {
+    fn();
+  } finally {
+    setAsync(device, was);
+    try {
+      synchronize(device);
+    } catch {
+      // a test that failed before reading left a flag behind: cleared by the raise
+    }
+  }
+}
+
+describe(`error flags (seed ${runSeed})`, () => {
+  for (const b of cases) {
+    const d = b.device;
+    const run = b.available ? it : it.skip;
+    const table = (V: number, D: number, seed: string) => Tensor.fromArray(rngFor(seed).normals(V * D), [V, D], { device: d });
+    const ids = (a: number[]) => Tensor.fromArray(Int32Array.from(a), [a.length], { device: d });
+
+    afterEach(() => {
+      if (b.available) expect(isAsync(d)).toBe(false);
+    });
+
+    run(`${b.name}: sync mode (the default) raises a bad id in the op that got it`, () => {
+      expect(isAsync(d)).toBe(false);
+      scope(() => {
+        expect(() => F.embedding(ids([0, 7]), table(5, 3, 'sync'))).toThrow(/^\[embedding_forward\] ids\[1\] = 7 is outside \[0, 5\)$/);
+        // nothing stays pending: the next read is clean
+        expect(Array.from(F.embedding(ids([4]), table(5, 3, 'sync')).toArray())).toHaveLength(3);
+        synchronize(d);
+      });
+    });
+
+    run(`${b.name}: async mode raises at the next read, naming the op, then is clear again`, () => {
+      inAsync(d, () => scope(() => {
+        const W = table(5, 3, 'async');
+        const syncs = hostSyncs(d);
+        const y = F.embedding(ids([0, 1, 9, 2]), W); // no throw: the check is pending
+        const z = F.scale(y, 2); // later ops run (their values are undefined)
+        expect(hostSyncs(d)).toBe(syncs); // neither op waited
+        expect(() => z.toArray()).toThrow(/^\[embedding_forward\] ids\[2\] = 9 is outside \[0, 5\) \(an asynchronous check, raised at the next synchronisation/);
+        // raised once: the same tensor reads now, and a good op's result is exact
+        z.toArray();
+        const good = F.embedding(ids([3, 0]), W).toArray();
+        const w = W.toArray();
+        expect(Array.from(good)).toEqual([...Array.from(w.subarray(9, 12)), ...Array.from(w.subarray(0, 3))]);
+      }));
+    });
+
+    run(`${b.name}: async mode reports the first failure in op order and counts the others`, () => {
+      inAsync(d, () => scope(() => {
+        const W = table(4, 2, 'order');
+        F.embedding(ids([0, 1]), W); // passes
+        F.gatherRows(W, ids([3, -1, 8])); // first failure: idx[1]
+        F.embedding(ids([5]), W); // second
+        expect(() => synchronize(d)).toThrow(/^\[gather_rows\] idx\[1\] = -1 is outside \[0, 4\).*\(and 1 later failed check\)$/);
+        synchronize(d); // cleared
+      }));
+    });
+
+    run(`${b.name}: key-mask values and cross-entropy targets take the same path`, () => {
+      inAsync(d, () => scope(() => {
+        const rng = rngFor('mask');
+        const q = Tensor.fromArray(rng.normals(2 * 3 * 2 * 4), [2, 3, 2, 4], { device: d });
+        const mask = Tensor.fromArray(Int32Array.from([1, 1, 0, 1, 2, 1]), [2, 3], { device: d });
+        F.attention(q, q, q, { keyMask: mask });
+        expect(() => synchronize(d)).toThrow(/^\[attention_forward\] keyMask\[1, 1\] = 2 must be 0 or 1 \(an asynchronous check/);
+
+        const h = Tensor.fromArray(rng.normals(3 * 4), [3, 4], { device: d });
+        const w = Tensor.fromArray(rng.normals(6 * 4), [6, 4], { device: d });
+        const t = Tensor.fromArray(Int32Array.from([2, -100, 6]), [3], { device: d });
+        const r = fused.linearCrossEntropy(h, w, t, { deviceLoss: true, grad: true });
+        expect(() => r.lossTensor!.item()).toThrow(/^\[linear_cross_entropy\] targets\[2\] = 6 is outside \[0, 6\) and is not ignoreIndex \(-100\)/);
+      }));
+    });
+
+    run(`${b.name}: a training step with a bad id runs to its read without a crash`, () => {
+      inAsync(d, () => scope(() => {
+        const W = table(6, 4, 'step');
+        W.requiresGrad = true;
+        const loss = F.sum(F.embedding(ids([1, 6, 2]), W));
+        backward(loss); // the backward's embedding_backward flags the same id again
+        expect(() => W.grad!.toArray()).toThrow(/^\[embedding_forward\] ids\[1\] = 6 is outside \[0, 6\).*\(and 1 later failed check\)$/);
+      }));
+    });
+
+    run(`${b.name}: more checks than the device has slots (${256}) drain on the way`, () => {
+      inAsync(d, () => scope(() => {
+        const W = table(3, 2, 'many');
+        for (let k = 0; k < 300; k++) scope(() => void F.embedding(ids([k % 3, k === 270 ? 3 : 0]), W));
+        expect(() => synchronize(d)).toThrow(/^\[embedding_forward\] ids\[1\] = 3 is outside \[0, 3\)/);
+      }));
+    });
+
+    run(`${b.name}: async and sync mode compute the same results when every check passes`, () => {
+      const rng = rngFor('same');
+      const idv = Array.from({ length: 17 }, () => rng.int(11));
+      const once = () => scope(() => {
+        const W = table(11, 5, 'same');
+        W.requiresGrad = true;
+        const y = F.embedding(ids(idv), W);
+        backward(F.sum(F.mul(y, y)));
+        return [Array.from(y.toArray()), Array.from(W.grad!.toArray())];
+      });
+      const sync = once();
+      let async: number[][] = [];
+      inAsync(d, () => (async = once()));
+      expect(async).toEqual(sync);
+    });
+  }
+
+  it('setAsync takes a boolean and names what it got', () => {
+    expect(() => setAsync('cpu', 1 as unknown as boolean)).toThrow(/on/);
+    expect(() => synchronize('tpu' as Device)).toThrow(/device/);
+  });
+});
