@@ -59,9 +59,25 @@ export function computeDtype(): ComputeDtype {
   return current;
 }
 
-/** True when a product over these float32 operands runs in bf16 here. */
+/** True when a product over these float operands runs in bf16 here (a weight stored in bf16 is taken as it is). */
 export function castsToBf16(...ts: (Tensor | null | undefined)[]): boolean {
-  return current === 'bfloat16' && ts.every((t) => !t || t.dtype === 'float32');
+  return current === 'bfloat16' && ts.every((t) => !t || t.dtype === 'float32' || t.dtype === 'bfloat16');
+}
+
+/**
+ * A weight stored in bfloat16 (storeFrozenWeights, src/nn/layers.ts) as the operand of a float32 product:
+ * widened for the call (owned), as QLoRA dequantises its base weights; a float32 one as it is. Only frozen
+ * weights are stored so: a trainable one must be a float32 master, and `where` says so.
+ */
+export function float32Operand(w: Tensor): { t: Tensor; owned: boolean } {
+  if (w.dtype !== 'bfloat16') return { t: w, owned: false };
+  return { t: castTensor(w, 'float32'), owned: true };
+}
+
+/** Refuses a trainable weight stored in bfloat16 (its gradient and AdamW need a float32 master). */
+export function checkStoredWeight(where: string, name: string, w: Tensor): void {
+  if (w.dtype === 'bfloat16' && w.requiresGrad && isParameter(w))
+    throw new TypeError(`${where}: ${name} is stored in bfloat16 and requires grad; only frozen weights may be stored in bf16 (trainable ones are float32 masters)`);
 }
 
 /** A new tensor holding x in `dtype` (the native cast op; not recorded by autograd). */
@@ -77,6 +93,7 @@ export function castTensor(x: Tensor, dtype: 'float32' | 'bfloat16'): Tensor {
  * a fresh copy as well.
  */
 export function bf16Operand(x: Tensor): { t: Tensor; owned: boolean } {
+  if (x.dtype === 'bfloat16') return { t: x, owned: false }; // stored in bf16 already
   if (weightCopies !== null && isParameter(x)) {
     let c = weightCopies.get(x);
     if (!c || c.disposed) {

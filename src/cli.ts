@@ -33,10 +33,10 @@ const num = (name: string) => (v: string) => {
 const DEVICE_HELP = 'where the model runs: cpu, cuda or cuda:N (default cpu)';
 const DTYPE_HELP = 'precision of the products: bf16 (bf16 GEMM operands; fp32 weights, optimizer, norms, softmax and loss) or fp32 (default: bf16 on cuda, fp32 on cpu)';
 /** --dtype, checked by the library's parser (src/amp.ts); undefined: the device's default. */
-async function computeDtypeOf(v: string | undefined): Promise<'float32' | 'bfloat16' | undefined> {
+async function computeDtypeOf(v: string | undefined, option = '--dtype'): Promise<'float32' | 'bfloat16' | undefined> {
   if (v === undefined) return undefined;
   const { parseComputeDtype } = await import('./index');
-  return parseComputeDtype('--dtype', v);
+  return parseComputeDtype(option, v);
 }
 async function device(spec: string): Promise<DeviceSpec> {
   const { useDevice } = await import('./index');
@@ -173,7 +173,8 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--gradient-checkpointing', 'recompute every decoder and vision layer in the backward: less memory, one more forward per layer')
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--dtype <d>', DTYPE_HELP)
-  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
+  .option('--frozen-dtype <d>', 'how the frozen Linear weights are stored: bf16 (half the memory: a LoRA base) or fp32 (default: the --dtype)')
+  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
@@ -199,6 +200,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     } else existing(from, 'init checkpoint', 'dir');
     const { trainOnFile, readTrainerState, TrainingInterrupted, plotMetrics, Progress } = await import('./train');
     const dtype = await computeDtypeOf(o.dtype);
+    const frozenDtype = await computeDtypeOf(o.frozenDtype, '--frozen-dtype');
     const { model, config, tokenizerPath } = loadCheckpoint(from, { device: await device(o.device) });
     if (!tokenizerPath) fail(`checkpoint ${from} has no tokenizer.json`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
@@ -213,7 +215,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         lr: o.lr, visionTowerLr: o.mmVisionTowerLr, projectorLr: o.mmProjectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
         trainable: { visionTower: parts.includes('vision'), projector: parts.includes('projector'), llm: parts.includes('llm'), vmHead: parts.includes('vm'), lora: parts.includes('lora') },
         lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
-        strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, dtype,
+        strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, dtype, frozenDtype,
         onLog: (r) => {
           progress.update(r);
           if (r.type === 'nonfinite') {

@@ -5,7 +5,7 @@
 // copies and return float32. Backward
 // functions return fresh tensors (the autograd ownership rule); tensors captured by a backward closure
 // are inputs/outputs that the caller's scope owns, while `saved` holds what only the backward needs.
-import { autocast, bf16Operand, castsToBf16, castTensor } from './amp';
+import { autocast, bf16Operand, castsToBf16, castTensor, checkStoredWeight, float32Operand } from './amp';
 import { isGradEnabled, needsGrad, record } from './autograd';
 import { callOp, opConstants } from './call_op';
 import { rangeError, typeError } from './errors';
@@ -223,7 +223,9 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
   if (b && b.shape[0] !== O) throw rangeError(where, `b ${shapeStr(b.shape)} must have ${O} entries`);
   for (const [n, t] of [['w', w], ['b', b]] as const) if (t && t.device !== x.device) throw new TypeError(`${where}: ${n} is on ${t.device} but x is on ${x.device}`);
   const R = x.size / Math.max(I, 1);
+  checkStoredWeight(where, 'w', w);
   if (castsToBf16(x, w, b)) return linearBf16(x, w, b, R, O, I);
+  if (w.dtype === 'bfloat16' && x.dtype === 'float32') return linearWidened(x, w, b, R, O, I);
   const out = Tensor.empty([...x.shape.slice(0, -1), O], { device: x.device, dtype: x.dtype });
   mm(x, w, out, 1, R, O, I, false, true, 0, 0, 0, false, b);
   if (needsGrad(x, w, b)) {
@@ -235,6 +237,38 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
       const gb = b && b.requiresGrad ? like(b) : null;
       if (gb) callOp('sum_rows', x.device, [g], [gb], [R, O, 0]);                  // db = sum_rows g
       return [gx, gw, gb];
+    });
+  }
+  return out;
+}
+
+/**
+ * F.linear in float32 with a frozen weight stored in bf16 (storeFrozenWeights): the weight is widened for the
+ * product and again in the backward (for dx), never kept in float32 between them.
+ */
+function linearWidened(x: Tensor, w: Tensor, b: Tensor | null, R: number, O: number, I: number): Tensor {
+  const out = Tensor.empty([...x.shape.slice(0, -1), O], { device: x.device, dtype: 'float32' });
+  const widened = (fn: (w32: Tensor) => void) => {
+    const w32 = float32Operand(w).t;
+    try {
+      fn(w32);
+    } finally {
+      w32.dispose();
+    }
+  };
+  try {
+    widened((w32) => mm(x, w32, out, 1, R, O, I, false, true, 0, 0, 0, false, b));
+  } catch (e) {
+    out.dispose();
+    throw e;
+  }
+  if (needsGrad(x, b)) {
+    record('linear', [x, w, b], [out], ([g]) => {
+      const gx = x.requiresGrad ? like(x) : null;
+      if (gx) widened((w32) => mm(g!, w32, gx, 1, R, I, O, false, false, 0, 0, 0, false)); // dx = g w
+      const gb = b && b.requiresGrad ? like(b) : null;
+      if (gb) callOp('sum_rows', x.device, [g], [gb], [R, O, 0]);
+      return [gx, null, gb];
     });
   }
   return out;
@@ -620,7 +654,8 @@ export function patchEmbed(images: Tensor, weight: Tensor): Tensor {
     cols.dispose();
     cols = c16;
   }
-  const wop = bf16 ? bf16Operand(weight) : { t: weight, owned: false };
+  checkStoredWeight(where, 'weight', weight);
+  const wop = bf16 ? bf16Operand(weight) : cols.dtype === 'float32' ? float32Operand(weight) : { t: weight, owned: false };
   const out = Tensor.empty([B, P, D], { device: images.device, dtype: 'float32' });
   try {
     mm(cols, wop.t, out, 1, B * P, D, K, false, true, 0, 0, 0, false);
@@ -658,14 +693,19 @@ function takeScaled(t: Tensor | null, g: Tensor, want: boolean): Tensor | null {
 }
 
 /**
- * Runs a fused op on the operands `ts`, as bf16 copies under autocast('bfloat16') (castsToBf16), else as
- * they are; the copies made here are freed when it returns.
+ * Runs a fused op of `where` on the operands `named` (in order), as bf16 copies under autocast('bfloat16')
+ * (castsToBf16), else as they are, a frozen weight stored in bf16 widened when the others are float32; the
+ * copies made here are freed when it returns.
  */
-function withOperands<R>(ts: Tensor[], run: (ops: Tensor[]) => R): R {
+function withOperands<R>(where: string, named: Record<string, Tensor>, run: (ops: Tensor[]) => R): R {
+  for (const [n, t] of Object.entries(named)) checkStoredWeight(where, n, t);
+  const ts = Object.values(named);
   const bf16 = castsToBf16(...ts);
-  const ops = bf16 ? [] as { t: Tensor; owned: boolean }[] : ts.map((t) => ({ t, owned: false }));
+  // float32 compute with a frozen weight stored in bf16 (storeFrozenWeights): that weight widened for the call
+  const widen = !bf16 && ts.some((t) => t.dtype === 'float32') && ts.some((t) => t.dtype === 'bfloat16');
+  const ops = [] as { t: Tensor; owned: boolean }[];
   try {
-    if (bf16) for (const t of ts) ops.push(bf16Operand(t));
+    for (const t of ts) ops.push(bf16 ? bf16Operand(t) : widen ? float32Operand(t) : { t, owned: false });
     return run(ops.map((o) => o.t));
   } finally {
     for (const o of ops) if (o.owned) o.t.dispose();
@@ -689,7 +729,7 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: 
   check('F.linearCrossEntropy', 'w', w);
   if (opts.reduction === 'none') throw rangeError('F.linearCrossEntropy', "reduction 'none' is not differentiable here; use fused.linearCrossEntropy");
   const grad = isGradEnabled() && (h.requiresGrad || w.requiresGrad);
-  const r = withOperands([h, w], ([hh, ww]) => fused.linearCrossEntropy(hh, ww, targets, { ...opts, grad, deviceLoss: true }));
+  const r = withOperands('F.linearCrossEntropy', { h, w }, ([hh, ww]) => fused.linearCrossEntropy(hh, ww, targets, { ...opts, grad, deviceLoss: true }));
   r.dh = asFloat32(r.dh);
   const out = r.lossTensor!;
   if (grad) {
@@ -710,7 +750,7 @@ export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opt
   if (opts.reduction === 'none') throw rangeError('F.visualWordKL', "reduction 'none' is not differentiable here; use fused.visualWordKL");
   const needTarget = !opts.detachTarget && (x.requiresGrad || wVm.requiresGrad);
   const grad = isGradEnabled() && (h.requiresGrad || wLm.requiresGrad || needTarget);
-  const r = withOperands([h, wLm, x, wVm], ([hh, wl, xx, wv]) => fused.visualWordKL(hh, wl, xx, wv, { ...opts, grad, detachTarget: !needTarget, deviceLoss: true }));
+  const r = withOperands('F.visualWordKL', { h, wLm, x, wVm }, ([hh, wl, xx, wv]) => fused.visualWordKL(hh, wl, xx, wv, { ...opts, grad, detachTarget: !needTarget, deviceLoss: true }));
   r.dh = asFloat32(r.dh);
   r.dx = asFloat32(r.dx);
   const out = r.lossTensor!;
@@ -729,11 +769,11 @@ export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opt
 export function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor): Tensor {
   // under autocast('bfloat16') both kernels take bf16 copies (recast in the backward: x's copy is not kept)
   const bf16 = castsToBf16(x, wVm, e);
-  const out = asFloat32(withOperands([x, wVm, e], ([xx, wv, ee]) => fused.pseudoImageFeatures(xx, wv, ee)))!;
+  const out = asFloat32(withOperands('F.pseudoImageFeatures', { x, wVm, e }, ([xx, wv, ee]) => fused.pseudoImageFeatures(xx, wv, ee)))!;
   if (needsGrad(x, wVm, e)) {
     record('pseudo_image_features', [x, wVm, e], [out], ([g]) => {
       const r = bf16
-        ? autocast('bfloat16', () => withOperands([x, wVm, e, g!], ([xx, wv, ee, gg]) => fused.pseudoImageFeaturesBackward(xx, wv, ee, gg)))
+        ? autocast('bfloat16', () => withOperands('F.pseudoImageFeatures', { x, wVm, e, g: g! }, ([xx, wv, ee, gg]) => fused.pseudoImageFeaturesBackward(xx, wv, ee, gg)))
         : fused.pseudoImageFeaturesBackward(x, wVm, e, g!);
       r.dx = asFloat32(r.dx)!;
       const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));

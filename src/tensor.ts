@@ -283,6 +283,25 @@ export class Tensor {
     return Tensor.fromArray(data, this.shape, { device, dtype: target });
   }
 
+  /**
+   * Takes over `from`'s memory and dtype in place (same shape and device), as torch's `p.data = q`: every
+   * reference to this tensor sees the new storage (a parameter stored in another dtype, src/nn/layers.ts
+   * storeFrozenWeights). The old memory and any gradient are freed; `from` is left disposed. Neither may be a view.
+   */
+  adoptStorage(from: Tensor): void {
+    const where = 'Tensor.adoptStorage';
+    if (!this.owner || !from.owner) throw new TypeError(`${where}: views share another tensor's memory and cannot adopt or give theirs`);
+    if (from.device !== this.device || from.shape.length !== this.shape.length || from.shape.some((d, i) => d !== this.shape[i]))
+      throw rangeError(where, `[${from.shape.join(', ')}] on ${from.device} does not fit [${this.shape.join(', ')}] on ${this.device}`);
+    const buf = from.buffer;
+    this.buffer.dispose();
+    this.grad?.dispose();
+    this.grad = null;
+    this.buf = buf;
+    (this as { dtype: DType }).dtype = from.dtype;
+    from.buf = null;
+  }
+
   dispose(): void {
     if (this.buf) {
       if (this.owner) this.buf.dispose();

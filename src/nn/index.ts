@@ -1,6 +1,7 @@
 export { Module, ModuleList, normalParam, constParam, writeParameter } from './module';
 export type { HostTensor, InitOptions } from './module';
-export { Linear, Embedding, RMSNorm, LayerNorm } from './layers';
+export { Linear, Embedding, RMSNorm, LayerNorm, storeFrozenWeights } from './layers';
+export type { StoredWeights } from './layers';
 export { LlamaAttention, LlamaMLP, LlamaDecoderLayer, LlamaDecoder, LlamaForCausalLM, KVCache, llamaConfigFromHF, llamaConfigToHF } from './llama';
 export type { LlamaConfig, DecoderOutput } from './llama';
 export { ClipVisionTransformer, ClipVisionModel, clipConfigFromHF, clipConfigToHF } from './clip';

@@ -1,4 +1,5 @@
 // Basic layers with HF parameter names (weight, bias) and layouts (Linear weight [out, in]).
+import { castTensor } from '../amp';
 import { isTraining } from '../autograd';
 import * as F from '../functional';
 import { Generator } from '../random';
@@ -42,6 +43,46 @@ export class Linear extends Module {
     this.lora = null;
     a.dispose();
   }
+}
+
+/** What storeFrozenWeights changed. */
+export interface StoredWeights {
+  /** Linear weights now stored in bfloat16 / back in float32. */
+  toBf16: number;
+  toFloat32: number;
+  /** Bytes of the Linear weights before and after. */
+  bytesBefore: number;
+  bytesAfter: number;
+}
+
+/**
+ * Stores the frozen weights of every Linear under `root` in `dtype`, and every trainable one in float32: what
+ * LoRA fine-tuning at 7B needs to fit (the frozen base in bf16, half the memory; LLaVA's LoRA scripts load it so).
+ * The products take a bf16 weight as it is under autocast('bfloat16') and widen it for the call in float32 compute
+ * (src/amp.ts float32Operand), so in float32 compute the results equal those of float32 weights holding the
+ * rounded values. Rounding to bf16 is lossy once; back to float32 is exact. Skipped: modules named in `exclude`
+ * (the last name component, e.g. 'vm_head', whose weight the visual-word ops also take directly). A weight changed
+ * loses its pending gradient. The Trainer applies it at the start of each stage (TrainerOptions.frozenDtype).
+ */
+export function storeFrozenWeights(root: Module, dtype: 'bfloat16' | 'float32', opts: { exclude?: readonly string[] } = {}): StoredWeights {
+  if (dtype !== 'bfloat16' && dtype !== 'float32') throw new TypeError(`storeFrozenWeights: dtype must be 'bfloat16' or 'float32', got ${String(dtype)}`);
+  const exclude = new Set(opts.exclude ?? []);
+  const r: StoredWeights = { toBf16: 0, toFloat32: 0, bytesBefore: 0, bytesAfter: 0 };
+  const bytes = (t: Tensor) => t.size * (t.dtype === 'bfloat16' ? 2 : 4);
+  for (const [name, m] of root.namedModules()) {
+    if (!(m instanceof Linear) || exclude.has(name.split('.').pop()!)) continue;
+    const w = m.weight;
+    r.bytesBefore += bytes(w);
+    const want = w.requiresGrad ? 'float32' : dtype;
+    if (w.dtype !== want) {
+      const copy = castTensor(w, want);
+      w.adoptStorage(copy);
+      if (want === 'bfloat16') r.toBf16++;
+      else r.toFloat32++;
+    }
+    r.bytesAfter += bytes(w);
+  }
+  return r;
 }
 
 export class Embedding extends Module {

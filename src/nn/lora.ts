@@ -4,6 +4,7 @@
 // parameter names are PEFT's minus the adapter name ("model.layers.0.self_attn.q_proj.lora_A.weight"); PEFT's
 // adapter files (adapter_config.json + adapter_model.safetensors, names prefixed "base_model.model.") are read
 // and written by src/model/lora.ts.
+import { float32Operand } from '../amp';
 import { noGrad } from '../autograd';
 import { f32ToBf16 } from '../bf16';
 import * as F from '../functional';
@@ -63,7 +64,8 @@ export class LoraAdapter extends Module {
   mergeInto(): void {
     const w = this.base.weight;
     scope(() => noGrad(() => {
-      const merged = F.add(w, F.scale(F.matmul(this.lora_B.weight, this.lora_A.weight), this.scaling));
+      const w32 = float32Operand(w).t; // a base stored in bf16 (storeFrozenWeights) widened; the sum is rounded back
+      const merged = F.add(w32, F.scale(F.matmul(this.lora_B.weight, this.lora_A.weight), this.scaling));
       const data = merged.toArray() as Float32Array;
       w.buffer.write(w.dtype === 'bfloat16' ? f32ToBf16(data) : data);
     }));

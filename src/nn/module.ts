@@ -63,6 +63,13 @@ export abstract class Module {
     return out;
   }
 
+  /** This module ('' or `prefix` without its dot) and every descendant under its dotted name, depth first. */
+  namedModules(prefix = ''): Map<string, Module> {
+    const out = new Map<string, Module>([[prefix.replace(/\.$/, ''), this]]);
+    for (const [n, c] of this.ownChildren) for (const [k, m] of c.namedModules(`${prefix}${n}.`)) out.set(k, m);
+    return out;
+  }
+
   parameters(): Tensor[] {
     return [...this.namedParameters().values()];
   }

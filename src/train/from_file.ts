@@ -46,6 +46,8 @@ export interface FileTrainOptions {
   gradientCheckpointing?: boolean;
   /** The compute dtype (TrainerOptions.dtype): default bf16 on CUDA, fp32 on the CPU. */
   dtype?: ComputeDtype;
+  /** How frozen Linear weights are stored (TrainerOptions.frozenDtype): default the compute dtype. */
+  frozenDtype?: ComputeDtype;
 }
 
 export interface PreparedData {
@@ -170,7 +172,7 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
     loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx),
   };
   fs.mkdirSync(o.outDir, { recursive: true });
-  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, dtype: o.dtype });
+  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, dtype: o.dtype, frozenDtype: o.frozenDtype });
   const state = await trainer.runAsync(o.resume);
   return { data, state };
 }

@@ -41,6 +41,7 @@ import { HostTensor, readSafetensors } from '../io/safetensors';
 import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions } from '../model/checkpoint';
 import { loraParameters } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
+import { storeFrozenWeights } from '../nn/layers';
 import { cosineWithWarmup } from './schedule';
 import { installStopHandlers, NonFiniteError, StopRequest, TrainingInterrupted } from './interrupt';
 import type { TrainerState } from './state';
@@ -146,6 +147,13 @@ export interface TrainerOptions {
    * 'float32' computes everything in fp32. Default: bfloat16 on CUDA, float32 on the CPU (defaultComputeDtype).
    */
   dtype?: ComputeDtype;
+  /**
+   * How each stage stores the Linear weights it freezes (nn.storeFrozenWeights, at the stage's start; vm_head
+   * excepted): 'bfloat16' halves their memory (LoRA's frozen base; a weight a later stage trains comes back as
+   * float32, its values rounded to bf16 once), 'float32' keeps them. Trainable weights are always float32
+   * masters. Default: the compute dtype (bf16 on CUDA, fp32 on the CPU).
+   */
+  frozenDtype?: ComputeDtype;
 }
 
 /** What readTrainerState reads; stageParameters: the current stage's extraParameters, when it has any. */
@@ -254,6 +262,8 @@ export class Trainer {
   private readonly ready = new Map<string, ModelBatch>();
   /** The compute dtype of every forward and backward (TrainerOptions.dtype). */
   readonly dtype: ComputeDtype;
+  /** How frozen Linear weights are stored (TrainerOptions.frozenDtype). */
+  readonly frozenDtype: ComputeDtype;
   constructor(readonly model: VwLmm, readonly stages: Stage[], readonly opts: TrainerOptions) {
     if (opts.outDir === undefined) {
       for (const k of ['saveEvery', 'autoResume'] as const) {
@@ -263,6 +273,7 @@ export class Trainer {
     for (const s of stages) checkStage(model, s);
     if (opts.gradientCheckpointing !== undefined) model.gradientCheckpointing = opts.gradientCheckpointing;
     this.dtype = opts.dtype === undefined ? defaultComputeDtype(model.device) : parseComputeDtype('Trainer', opts.dtype);
+    this.frozenDtype = opts.frozenDtype === undefined ? this.dtype : parseComputeDtype('Trainer frozenDtype', opts.frozenDtype);
     if (opts.outDir !== undefined) fs.mkdirSync(opts.outDir, { recursive: true });
     this.metricsFile = opts.outDir === undefined ? null : path.join(opts.outDir, 'metrics.jsonl');
   }
@@ -395,6 +406,8 @@ export class Trainer {
     for (; state.stage < this.stages.length; state.stage++, state.step = 0) {
       const s = this.stages[state.stage];
       applyTrainable(this.model, s.trainable);
+      // vm_head stays float32: the visual-word ops (fused.visualWords) take it directly
+      storeFrozenWeights(this.model, this.frozenDtype, { exclude: ['vm_head'] });
       const params = [...this.model.trainableParameters(), ...(s.extraParameters ?? [])];
       const opt = new AdamW(paramGroups(this.model, params, s), { lr: s.lr, weightDecay: s.weightDecay ?? 0 });
       try {
