@@ -8,6 +8,7 @@
 // autocast weight cache): a region around all micro-batches of an optimizer step casts each weight once.
 // Weights must not change inside a region (the Trainer steps the optimizer after it ends).
 import { callOp } from './call_op';
+import { isGradEnabled } from './autograd';
 import { typeError } from './errors';
 import { isParameter } from './nn/module';
 import { keep, Tensor } from './tensor';
@@ -28,7 +29,7 @@ export function parseComputeDtype(where: string, v: unknown): ComputeDtype {
 
 /** The default compute dtype of a device: bf16 on CUDA (as LLaVA trains), float32 on the CPU. */
 export function defaultComputeDtype(device: string): ComputeDtype {
-  return device === 'cuda' ? 'bfloat16' : 'float32';
+  return device === 'cuda' || device.startsWith('cuda:') ? 'bfloat16' : 'float32';
 }
 
 /**
@@ -76,7 +77,7 @@ export function float32Operand(w: Tensor): { t: Tensor; owned: boolean } {
 
 /** Refuses a trainable weight stored in bfloat16 (its gradient and AdamW need a float32 master). */
 export function checkStoredWeight(where: string, name: string, w: Tensor): void {
-  if (w.dtype === 'bfloat16' && w.requiresGrad && isParameter(w))
+  if (w.dtype === 'bfloat16' && w.requiresGrad && isParameter(w) && isGradEnabled())
     throw new TypeError(`${where}: ${name} is stored in bfloat16 and requires grad; only frozen weights may be stored in bf16 (trainable ones are float32 masters)`);
 }
 

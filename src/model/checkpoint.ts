@@ -306,9 +306,11 @@ function readJson(file: string): Record<string, unknown> {
 
 /**
  * Loads a VW-LMM / LLaVA checkpoint directory onto `opts.device` ('cpu' by default). Weights are stored as
- * float32 whatever device and dtype saved them, so a checkpoint of a GPU run loads on the CPU and the other way round.
+ * float32 whatever device and dtype saved them, so a checkpoint of a GPU run loads on the CPU and the other way round;
+ * `weightDtype` 'bfloat16' keeps the LLM's and the vision tower's Linear weights in bf16 instead (half the memory,
+ * rounded once: for inference, where autocast('bfloat16') would round them anyway, or for LoRA's frozen base).
  */
-export function loadCheckpoint(dir: string, opts: { seed?: number; device?: DeviceSpec; pif?: boolean } = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null; dir: string } {
+export function loadCheckpoint(dir: string, opts: { seed?: number; device?: DeviceSpec; pif?: boolean; weightDtype?: 'float32' | 'bfloat16' } = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null; dir: string } {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
     // a save killed between its two renames leaves the previous checkpoint as <dir>.old-*
     const fallback = resolveCheckpointDir(dir);
@@ -316,7 +318,7 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
     dir = fallback;
   }
   const json = readJson(path.join(dir, 'config.json'));
-  if (isTransformersLlavaConfig(json)) return { ...loadTransformersCheckpoint(dir, json, opts.seed ?? 0, opts.device), dir };
+  if (isTransformersLlavaConfig(json)) return { ...loadTransformersCheckpoint(dir, json, opts.seed ?? 0, opts.device, opts.weightDtype), dir };
   // Names first (headers, the index, the pickle: no tensor data), to know what the model is; then the weights are
   // streamed into it one tensor at a time, so the host never holds the checkpoint (a 7B model is 28 GB in fp32).
   const names = new Set(checkpointTensorNames(dir));
@@ -331,7 +333,9 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
   }
   const config = withConfigFile(dir, () => modelKind(dir, json, configFromJson(json, visionConfig), names, opts.pif));
   // every parameter is loaded below (a missing one is an error), so none is drawn at random first
-  const model = VwLmm.create(config, opts.seed ?? 0, { device: opts.device, uninitialized: true });
+  // weightDtype 'bfloat16': the LLM's and the tower's Linear weights stored in bf16 from the start (VwLmm.create's
+  // linearDtype), each tensor converted as it streams in, so the model never exists in float32
+  const model = VwLmm.create(config, opts.seed ?? 0, { device: opts.device, uninitialized: true, linearDtype: opts.weightDtype });
   try {
     const loraKeys = [...names].filter((k) => /\.lora_[AB]\.weight$/.test(k));
     if (json.lora !== undefined && json.lora !== null) {
@@ -398,7 +402,7 @@ function withConfigFile<T>(dir: string, fn: () => T): T {
 }
 
 /** A transformers LlavaForConditionalGeneration directory (config.json with text_config / vision_config). */
-function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, seed: number, device: DeviceSpec | undefined): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
+function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, seed: number, device: DeviceSpec | undefined, linearDtype: 'float32' | 'bfloat16' | undefined): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
   const pre = path.join(dir, 'preprocessor_config.json');
   const config = withConfigFile(dir, () => configFromTransformers(json, fs.existsSync(pre) ? readJson(pre) : undefined));
   // the names mapped up front (weightsFromTransformers' rules), then the weights streamed in as in loadCheckpoint
@@ -417,7 +421,7 @@ function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, 
   if (unknown.length) throw new Error(`checkpoint: ${unknown.length} tensors are not part of transformers' LLaVA layout, e.g. ${unknown.slice(0, 5).join(', ')}`);
   const tc = json.text_config as Record<string, unknown> | undefined;
   const tiedHead = (json.tie_word_embeddings === true || (typeof tc === 'object' && tc !== null && tc.tie_word_embeddings === true)) && !taken.has('lm_head.weight');
-  const model = VwLmm.create(config, seed, { device, uninitialized: true });
+  const model = VwLmm.create(config, seed, { device, uninitialized: true, linearDtype });
   try {
     const sink = parameterSink(model);
     forEachCheckpointTensor(dir, {}, (n, t) => {

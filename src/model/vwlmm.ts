@@ -56,7 +56,8 @@ class LlavaModel extends LlamaDecoder {
   readonly vision_tower: VisionTowerWrapper;
   constructor(config: VwLmmConfig, init: InitOptions) {
     super(config.llm, init);
-    this.mm_projector = this.child('mm_projector', new Projector(config.projectorType, config.vision.hiddenSize, config.llm.hiddenSize, { std: config.llm.initializerRange, init }));
+    // float32 always (init.linearDtype is for the LLM and the tower): every VW-LMM / LLaVA stage trains the projector
+    this.mm_projector = this.child('mm_projector', new Projector(config.projectorType, config.vision.hiddenSize, config.llm.hiddenSize, { std: config.llm.initializerRange, init: { ...init, linearDtype: undefined } }));
     this.vision_tower = this.child('vision_tower', new VisionTowerWrapper(new ClipVisionModel(config.vision, init)));
   }
 }
@@ -79,17 +80,23 @@ export class VwLmm extends Module {
     this.model = this.child('model', new LlavaModel(config, init));
     const c = config.llm;
     this.lm_head = this.child('lm_head', new Linear(c.hiddenSize, c.vocabSize, { bias: false, std: c.initializerRange, init }));
-    this.vm_head = hasVmHead(config) ? this.child('vm_head', new Linear(c.hiddenSize, c.vocabSize, { bias: false, std: c.initializerRange, init })) : null;
+    // float32 always: trained in every stage, and the visual-word ops (fused.visualWords) take it directly
+    this.vm_head = hasVmHead(config) ? this.child('vm_head', new Linear(c.hiddenSize, c.vocabSize, { bias: false, std: c.initializerRange, init: { ...init, linearDtype: undefined } })) : null;
   }
 
   /**
    * A model with weights drawn from `seed` (the same weights on every device), created on `opts.device`
    * ('cpu' by default; 'cuda' or 'cuda:N' need a usable GPU and say why when there is none); `uninitialized`
-   * leaves the weights unset, for a caller that loads every one of them next.
+   * leaves the weights unset, for a caller that loads every one of them next. `linearDtype` 'bfloat16' stores the
+   * Linear weights of the LLM (decoder layers, lm_head) and of the vision tower in bf16 (half the memory; for
+   * running, or for training that keeps them frozen: LoRA's base); the projector and vm_head stay float32.
    */
-  static create(config: VwLmmConfig, seed: number, opts: { device?: DeviceSpec; uninitialized?: boolean } = {}): VwLmm {
+  static create(config: VwLmmConfig, seed: number, opts: { device?: DeviceSpec; uninitialized?: boolean; linearDtype?: 'float32' | 'bfloat16' } = {}): VwLmm {
     const device = useDevice('VwLmm.create', opts.device);
-    return new VwLmm(config, { generator: new Generator(seed), device, uninitialized: opts.uninitialized });
+    const linearDtype = opts.linearDtype;
+    if (linearDtype !== undefined && linearDtype !== 'float32' && linearDtype !== 'bfloat16')
+      throw new TypeError(`VwLmm.create: linearDtype must be 'float32' or 'bfloat16', got ${String(linearDtype)}`);
+    return new VwLmm(config, { generator: new Generator(seed), device, uninitialized: opts.uninitialized, linearDtype });
   }
 
   get visionTower(): ClipVisionModel {

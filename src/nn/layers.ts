@@ -12,7 +12,7 @@ export class Linear extends Module {
   readonly bias: Tensor | null;
   constructor(readonly inFeatures: number, readonly outFeatures: number, opts: { bias: boolean; std: number; init: InitOptions }) {
     super();
-    this.weight = this.param('weight', normalParam([outFeatures, inFeatures], opts.std, opts.init));
+    this.weight = this.param('weight', normalParam([outFeatures, inFeatures], opts.std, opts.init, 0, opts.init.linearDtype));
     this.bias = opts.bias ? this.param('bias', constParam([outFeatures], 0, opts.init)) : null;
   }
   /** A LoRA adapter (src/nn/lora.ts) whose update is added to the output; null without one. */

@@ -21,6 +21,12 @@ export interface InitOptions {
    * 7B normals in JS takes minutes and leaves gigabytes of garbage for a result that is overwritten at once.
    */
   uninitialized?: boolean;
+  /**
+   * The storage of Linear weights: 'bfloat16' for Linear weights that will be frozen or only run (VwLmm.create's
+   * and loadCheckpoint's option), so that a 7B model never exists in float32; a stage that trains one brings it
+   * back to float32 (nn.storeFrozenWeights). Default float32.
+   */
+  linearDtype?: 'float32' | 'bfloat16';
 }
 
 const registered = new WeakSet<Tensor>();
@@ -34,11 +40,11 @@ export abstract class Module {
   private readonly ownParams = new Map<string, Tensor>();
   private readonly ownChildren = new Map<string, Module>();
 
-  /** Registers a parameter (trainable by default). */
+  /** Registers a parameter (trainable by default; frozen when stored in bfloat16: see storeFrozenWeights). */
   protected param(name: string, t: Tensor): Tensor {
     if (this.ownParams.has(name) || this.ownChildren.has(name)) throw new Error(`Module: duplicate name '${name}'`);
     keep(t);
-    t.requiresGrad = true;
+    t.requiresGrad = t.dtype !== 'bfloat16';
     registered.add(t);
     this.ownParams.set(name, t);
     return t;
@@ -156,10 +162,10 @@ export class ModuleList<M extends Module> extends Module {
 }
 
 // Parameter factories (initialisation as in Hugging Face for each family).
-export function normalParam(shape: number[], std: number, init: InitOptions, mean = 0): Tensor {
-  if (init.uninitialized) return Tensor.empty(shape, { device: init.device });
+export function normalParam(shape: number[], std: number, init: InitOptions, mean = 0, dtype: 'float32' | 'bfloat16' = 'float32'): Tensor {
+  if (init.uninitialized) return Tensor.empty(shape, { device: init.device, dtype });
   const n = shape.reduce((a, b) => a * b, 1);
-  return Tensor.fromArray(init.generator.normals(n, std, mean), shape, { device: init.device });
+  return Tensor.fromArray(init.generator.normals(n, std, mean), shape, { device: init.device, dtype });
 }
 
 export function constParam(shape: number[], value: number, init: InitOptions): Tensor {

@@ -4,7 +4,7 @@
 // a trainable weight is never stored so.
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { autocast, backward, F, memoryStats, nn, scope, Tensor } from '../../src';
+import { autocast, backward, F, memoryStats, nn, noGrad, scope, Tensor } from '../../src';
 import type { ComputeDtype } from '../../src';
 import { roundToBf16 } from '../../src/bf16';
 import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
@@ -54,7 +54,10 @@ describe(`frozen weights stored in bf16 (seed ${runSeed})`, () => {
       const m = new (class extends nn.Module {
         readonly weight = this.param('weight', w);
       })();
+      expect(m.weight.requiresGrad).toBe(false); // registered frozen
+      m.weight.requiresGrad = true;
       expect(() => F.linear(Tensor.zeros([1, 3]), m.weight)).toThrow(/F\.linear: w is stored in bfloat16 and requires grad/);
+      expect(noGrad(() => F.linear(Tensor.zeros([1, 3]), m.weight)).shape).toEqual([1, 2]); // inference is fine
       m.weight.requiresGrad = false;
       expect(F.linear(Tensor.zeros([1, 3]), m.weight).shape).toEqual([1, 2]);
       m.dispose();
@@ -119,6 +122,27 @@ describe(`frozen weights stored in bf16 (seed ${runSeed})`, () => {
       b.dispose();
     });
   }
+
+  it("loadCheckpoint's weightDtype bf16 holds the LLM's and the tower's Linear weights in bf16; under autocast the outputs are the same", () => {
+    const { tokenizer, makeBatch } = tinyData(4);
+    const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 2);
+    const dir = path.join(tmp(), 'ckpt');
+    saveCheckpoint(dir, model);
+    const f32 = loadCheckpoint(dir).model, b16 = loadCheckpoint(dir, { weightDtype: 'bfloat16' }).model;
+    for (const [n, p] of b16.namedParameters()) {
+      const stored = /\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|out_proj|fc1|fc2)\.weight$|^lm_head\.weight$/.test(n);
+      expect(p.dtype, n).toBe(stored ? 'bfloat16' : 'float32');
+      const want = f32.namedParameters().get(n)!.toArray() as Float32Array;
+      expect(Array.from(p.toArray()), n).toEqual(Array.from(stored ? rounded(want) : want));
+    }
+    const loss = (m: VwLmm) => scope(() => autocast('bfloat16', () => {
+      const out = m.loss(makeBatch([0, 1, 2]));
+      return [out.loss.item(), out.ce, out.kl];
+    }));
+    expect(loss(b16)).toEqual(loss(f32));
+    expect(() => loadCheckpoint(dir, { weightDtype: 'float16' as never })).toThrow(/linearDtype must be 'float32' or 'bfloat16'/);
+    for (const m of [model, f32, b16]) m.dispose();
+  });
 
   it('a stage that trains what the last one froze gets float32 weights back; checkpoints and merging read bf16 storage', () => {
     const { tokenizer, split, makeBatch } = tinyData(6);

@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { F, noGrad, scope, Tensor } from '../../src';
+import { roundToBf16 } from '../../src/bf16';
 import { readSafetensors } from '../../src/io/safetensors';
 import { loadCheckpoint } from '../../src/model/checkpoint';
 import { loraConfigOf, saveLoraAdapter } from '../../src/model/lora';
@@ -55,6 +56,23 @@ describe('LoRA on the command line', () => {
     expect(g.status, g.stderr).toBe(0);
     a.model.dispose();
     b.model.dispose();
+  });
+
+  it('train --lora-r --frozen-dtype bf16: the base is held in bf16 (loaded so) and the checkpoint holds its rounded values', () => {
+    const out = path.join(dir, 'out-bf16');
+    const r = cli('train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', out, '--steps', '2', '--batch-size', '2', '--lora-r', '2', '--frozen-dtype', 'bf16');
+    expect(r.status, r.stderr).toBe(0);
+    const before = readSafetensors(path.join(fx.init, 'model.safetensors')), after = readSafetensors(path.join(out, 'checkpoint', 'model.safetensors'));
+    const rounded = (n: string) => Array.from(before.get(n)!.data as Float32Array).map(roundToBf16);
+    const exact = (n: string) => Array.from(before.get(n)!.data);
+    // the frozen LLM and tower: their bf16 values; the rest (embeddings, norms, biases) as they were
+    expect(Array.from(after.get('model.layers.0.self_attn.q_proj.weight')!.data)).toEqual(rounded('model.layers.0.self_attn.q_proj.weight'));
+    expect(Array.from(after.get('lm_head.weight')!.data)).toEqual(rounded('lm_head.weight'));
+    expect(Array.from(after.get('model.embed_tokens.weight')!.data)).toEqual(exact('model.embed_tokens.weight'));
+    expect(Array.from(after.get('model.layers.0.input_layernorm.weight')!.data)).toEqual(exact('model.layers.0.input_layernorm.weight'));
+    const bad = cli('train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'x'), '--steps', '1', '--frozen-dtype', 'fp16');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/--frozen-dtype/);
   });
 
   it('bad LoRA flags and adapters fail with a message, no stack trace', () => {
