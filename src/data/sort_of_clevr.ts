@@ -19,10 +19,10 @@
 // the same rule as the left/top questions). The caption is already in word-level normal form (lower case,
 // one space between tokens), so decode(encode(caption)) === caption.
 //
-// Reproducibility: writeSortOfClevr(seed) makes `new Generator(seed)`, forks one stream per split
-// (fork('train'), fork('test'), so the test set does not depend on the number of training images), and
-// one stream per image from its split's stream (splitGen.fork('image')), used first for the scene and then
-// for the questions (so image i does not depend on the question counts of earlier images).
+// Reproducibility: writeSortOfClevr(seed) makes `new Generator(seed)` and forks one stream per split
+// (fork('train'), fork('test'), so the test set does not depend on the number of training images); a split is
+// sortOfClevrSplit(stream): image after image, the scene and then its questions from that one stream. The demo
+// trains on exactly that (src/demo/task.ts makeSplit), so data/train.json holds the scenes and questions it trained on.
 
 import * as fs from 'fs';
 import * as path from 'path';
@@ -31,7 +31,7 @@ import { Generator } from '../random';
 import { wordLevelPreTokenize } from './word_level_tokenizer';
 
 /** Bumped whenever the same seed would produce different images, questions or captions. */
-export const SORT_OF_CLEVR_GENERATOR_VERSION = 1;
+export const SORT_OF_CLEVR_GENERATOR_VERSION = 2;
 
 export const IMAGE_SIZE = 75;
 /** Half the side of a square and the radius of a circle. */
@@ -219,6 +219,21 @@ export interface SortOfClevrRecord {
   group: QuestionGroup | 'caption';
 }
 
+/**
+ * `count` scenes and their questions from one stream, image after image (the scene, then its questions): a split as
+ * writeSortOfClevr writes it (with `new Generator(seed).fork(split)`) and the demo trains on it.
+ */
+export function sortOfClevrSplit(gen: Generator, count: number, perImage: { nonRelational?: number; relational?: number } = {}): { scenes: Scene[]; questions: SortOfClevrQuestion[][] } {
+  if (!Number.isInteger(count) || count < 0) throw new RangeError(`sortOfClevrSplit: count must be a non-negative integer, got ${count}`);
+  const scenes: Scene[] = [], questions: SortOfClevrQuestion[][] = [];
+  for (let i = 0; i < count; i++) {
+    const scene = generateScene(gen);
+    scenes.push(scene);
+    questions.push(questionsFor(scene, gen, perImage));
+  }
+  return { scenes, questions };
+}
+
 export interface WriteSortOfClevrOptions {
   train?: number;
   test?: number;
@@ -284,12 +299,12 @@ export function writeSortOfClevr(outDir: string, opts: WriteSortOfClevrOptions =
   const out: Record<'train' | 'test', SortOfClevrRecord[]> = { train: [], test: [] };
   const captions: SortOfClevrRecord[] = [];
   for (const [split, count] of [['train', train], ['test', test]] as const) {
-    const splitGen = root.fork(split);
+    const a0 = performance.now();
+    const data = sortOfClevrSplit(root.fork(split), count, { nonRelational, relational });
+    tGen += performance.now() - a0;
     for (let i = 0; i < count; i++) {
       const a = performance.now();
-      const gen = splitGen.fork('image');
-      const scene = generateScene(gen);
-      const qs = questionsFor(scene, gen, { nonRelational, relational });
+      const scene = data.scenes[i], qs = data.questions[i];
       const rgb = renderScene(scene);
       const b = performance.now();
       const image = sortOfClevrImageName(split, i, count);

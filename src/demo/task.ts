@@ -6,7 +6,7 @@ import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
 import { TemplateName, tokenizeConversation, Turn } from '../data/conversation';
 import { normalizeRgb } from '../data/images';
 import {
-  answerFor, captionFor, COLOURS, generateScene, questionsFor, renderScene, Scene, sortOfClevrVocabulary, SortOfClevrQuestion,
+  answerFor, captionFor, COLOURS, renderScene, Scene, sortOfClevrSplit, sortOfClevrVocabulary, SortOfClevrQuestion,
 } from '../data/sort_of_clevr';
 import { wordLevelTokenizerJson, WORD_LEVEL_TOKENIZER_CONFIG } from '../data/word_level_tokenizer';
 import { TextTokenizer } from '../data/tokenizer';
@@ -25,15 +25,10 @@ export interface SplitData {
   questions: SortOfClevrQuestion[][];
 }
 
+/** A split as writeSortOfClevr writes it from the same stream (sortOfClevrSplit), with its images rendered. */
 export function makeSplit(n: number, gen: Generator, perImage: { nonRelational: number; relational: number }): SplitData {
-  const scenes: Scene[] = [], rgb: Uint8Array[] = [], questions: SortOfClevrQuestion[][] = [];
-  for (let i = 0; i < n; i++) {
-    const s = generateScene(gen);
-    scenes.push(s);
-    rgb.push(renderScene(s));
-    questions.push(questionsFor(s, gen, perImage));
-  }
-  return { scenes, rgb, questions };
+  const { scenes, questions } = sortOfClevrSplit(gen, n, perImage);
+  return { scenes, rgb: scenes.map(renderScene), questions };
 }
 
 export function makeTokenizer(): { tokenizer: TextTokenizer; json: Record<string, unknown> } {

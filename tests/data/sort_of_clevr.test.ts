@@ -6,8 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../../src/random';
 import {
   COLOURS, answerFor, captionFor, encodePng, generateScene, questionsFor, renderScene, Scene,
-  writeSortOfClevr,
+  sortOfClevrSplit, writeSortOfClevr,
 } from '../../src/data/sort_of_clevr';
+import { makeSplit } from '../../src/demo/task';
 
 let tmp: string;
 beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-soc-')); });
@@ -143,7 +144,7 @@ describe('writeSortOfClevr', () => {
     expect(train).toHaveLength(60);
     expect(test).toHaveLength(15);
     expect(caps).toHaveLength(12);
-    expect(meta).toMatchObject({ seed: 7, generatorVersion: 1, counts: { trainImages: 12, testImages: 3, trainRecords: 60 } });
+    expect(meta).toMatchObject({ seed: 7, generatorVersion: 2, counts: { trainImages: 12, testImages: 3, trainRecords: 60 } });
     expect(train[0].image).toBe('images/train_00000.png');
     expect(train[0].id).toBe('train_00000_q00');
     expect(train[0].conversations[0].value.startsWith('<image>\n')).toBe(true);
@@ -164,6 +165,33 @@ describe('writeSortOfClevr', () => {
     expect(fs.readFileSync(path.join(b, 'images', 'test_00001.png'))).toEqual(fs.readFileSync(path.join(a, 'images', 'test_00001.png')));
     writeSortOfClevr(c, { train: 5, test: 3, seed: 7, nonRelational: 2, relational: 3 });
     expect(fs.readFileSync(path.join(c, 'test.json'))).toEqual(fs.readFileSync(path.join(a, 'test.json')));
+  });
+
+  it("holds what the demo trains on: its training split is the same stream's scenes, questions and pixels", () => {
+    const dir = path.join(tmp, 'demo-data');
+    writeSortOfClevr(dir, { train: 6, test: 2, seed: 5 });
+    const train = JSON.parse(fs.readFileSync(path.join(dir, 'train.json'), 'utf8'));
+    const captions = JSON.parse(fs.readFileSync(path.join(dir, 'captions.json'), 'utf8'));
+    // the demo's training split (src/demo/recipe.ts: makeSplit(trainImages, new Generator(seed).fork('train')))
+    const split = makeSplit(6, new Generator(5).fork('train'), { nonRelational: 10, relational: 10 });
+    expect(train).toHaveLength(6 * 20);
+    split.questions.forEach((qs, i) => qs.forEach((q, k) => {
+      const rec = train[i * 20 + k];
+      expect(rec.image).toBe(`images/train_0000${i}.png`);
+      expect(rec.conversations[0].value).toBe(`<image>\n${q.question}`);
+      expect(rec.conversations[1].value).toBe(q.answer);
+    }));
+    split.scenes.forEach((sc, i) => {
+      expect(captions[i].conversations[1].value).toBe(captionFor(sc));
+      const png = PNG.sync.read(fs.readFileSync(path.join(dir, 'images', `train_0000${i}.png`)));
+      const rgb = split.rgb[i];
+      for (let p = 0; p < 75 * 75; p++) for (let ch = 0; ch < 3; ch++) if (png.data[4 * p + ch] !== rgb[3 * p + ch]) throw new Error(`image ${i} differs at pixel ${p}`);
+    });
+    // and the same function makes both (no second generator to drift); the test stream is the root's second fork
+    const root = new Generator(5);
+    root.fork('train');
+    expect(sortOfClevrSplit(root.fork('test'), 2).questions[1].map((q) => q.answer)).toEqual(
+      JSON.parse(fs.readFileSync(path.join(dir, 'test.json'), 'utf8')).slice(20, 40).map((r: { conversations: { value: string }[] }) => r.conversations[1].value));
   });
 
   it('writes a PNG that decodes to the exact rendered pixels', () => {
