@@ -139,12 +139,14 @@ program.command('demo').description('generate Sort-of-CLEVR, train a small VW-LM
   .option('--resume', 'continue an interrupted demo from its checkpoints (same --out, --seed, --scale)')
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--dtype <d>', DTYPE_HELP)
-  .action(async (o: { out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; device: string; dtype?: string }) => {
+  .option('--schedule <s>', "default, or paper: a text stage first, then stage 1 with the LLM frozen (VW-LMM's schedule at demo scale)", 'default')
+  .action(async (o: { out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; device: string; dtype?: string; schedule: string }) => {
     if (!(o.scale > 0)) fail('--scale must be > 0');
+    if (o.schedule !== 'default' && o.schedule !== 'paper') fail(`--schedule must be default or paper, got ${o.schedule}`);
     const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
     try {
-      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: await device(o.device), dtype: await computeDtypeOf(o.dtype) });
+      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: await device(o.device), dtype: await computeDtypeOf(o.dtype), schedule: o.schedule as 'default' | 'paper' });
       if (o.json) console.log(JSON.stringify(res));
     } catch (e) {
       if (e instanceof TrainingInterrupted) await exitInterrupted(e);

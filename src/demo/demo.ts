@@ -18,7 +18,7 @@ import { Progress } from '../train/progress';
 import { VwLmm } from '../model/vwlmm';
 import { cpu } from '../native';
 import { Calibration, calibrate, DemoEstimate, demoWork, estimateDemo, estimateNotice, gemmNotice, stepsDone } from './estimate';
-import { DEFAULT_RECIPE, Recipe, runRecipe } from './recipe';
+import { DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from './recipe';
 import { SplitData } from './task';
 
 const GROUP: Record<string, 'nonRelational' | 'relational'> = { shape: 'nonRelational', left: 'nonRelational', top: 'nonRelational', closest: 'relational', furthest: 'relational', count: 'relational' };
@@ -56,6 +56,7 @@ function scaled(r: Recipe, scale: number): Recipe {
   if (c.stage0.steps > 0) c.stage0.steps = Math.max(1, Math.round(c.stage0.steps * scale));
   c.stage0.frozenSteps = Math.round(c.stage0.frozenSteps * scale);
   c.stage1.steps = Math.max(1, Math.round(c.stage1.steps * scale));
+  if (c.text && c.text.steps > 0) c.text.steps = Math.max(1, Math.round(c.text.steps * scale));
   c.stage2.steps = Math.max(1, Math.round(c.stage2.steps * scale));
   c.evalEvery = Math.max(1, Math.round(c.evalEvery * scale));
   if (scale < 1) c.trainImages = Math.max(64, Math.round(c.trainImages * scale));
@@ -155,10 +156,14 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   };
 }
 
-export async function runDemo(o: { outDir: string; seed: number; ablation: boolean; scale: number; quiet: boolean; recipe?: Recipe; resume?: boolean; device?: DeviceSpec; dtype?: ComputeDtype }): Promise<DemoResult> {
+export async function runDemo(o: { outDir: string; seed: number; ablation: boolean; scale: number; quiet: boolean; recipe?: Recipe; resume?: boolean; device?: DeviceSpec; dtype?: ComputeDtype;
+  /** 'paper': the recipe through paperSchedule (a text stage, then stage 1 with the LLM frozen). Default 'default'. */
+  schedule?: 'default' | 'paper' }): Promise<DemoResult> {
   const t0 = Date.now();
   const log = (s: string) => (o.quiet ? process.stderr.write(s + '\n') : console.log(s));
-  const recipe = scaled({ ...(o.recipe ?? DEFAULT_RECIPE), seed: o.seed }, o.scale);
+  if (o.schedule !== undefined && o.schedule !== 'default' && o.schedule !== 'paper') throw new TypeError(`runDemo: schedule must be 'default' or 'paper', got ${String(o.schedule)}`);
+  const base = o.recipe ?? DEFAULT_RECIPE;
+  const recipe = scaled({ ...(o.schedule === 'paper' ? paperSchedule(base) : base), seed: o.seed }, o.scale);
   const info = cpu().backendInfo() as { gemm: string; threads?: number; simd?: string };
   log(gemmNotice(info));
   // what a --resume has left: each run's trained steps from its checkpoint (stage 0 is then skipped)
@@ -172,7 +177,7 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   writeSortOfClevr(dataDir, { train: recipe.trainImages, test: recipe.testImages, seed: o.seed });
   writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
   const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
-  log(`training VW-LMM (vmWeight ${recipe.vmWeight}): stage 0 vision tower ${recipe.stage0.steps} steps, stage 1 captions ${recipe.stage1.steps} steps, stage 2 questions ${recipe.stage2.steps} steps`);
+  log(`training VW-LMM (vmWeight ${recipe.vmWeight}): stage 0 vision tower ${recipe.stage0.steps} steps, ${recipe.text?.steps ? `text ${recipe.text.steps} steps, ` : ''}stage 1 captions ${recipe.stage1.steps} steps${recipe.stage1.freezeLlm ? ' (LLM frozen)' : ''}, stage 2 questions ${recipe.stage2.steps} steps`);
   const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype);
   const metrics = path.join(o.outDir, 'vw', 'metrics.jsonl');
   const lossCurve = path.join(o.outDir, 'vw', 'loss_curve.png');

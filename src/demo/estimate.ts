@@ -100,6 +100,7 @@ export function demoWork(r: Recipe, o: { ablation: boolean; done?: { vw: number 
   // the trainer's stages as runRecipe builds them, each with its own step count (and evaluation schedule)
   const frozen = r.stage0.steps > 0 ? Math.min(r.stage0.frozenSteps, r.stage1.steps) : 0;
   const stages: { steps: number; questions: boolean }[] = [
+    { steps: r.text?.steps ?? 0, questions: false }, // text steps (no image) cost less than a caption step: an upper bound
     { steps: r.stage1.warmupSteps, questions: false },
     { steps: frozen, questions: false },
     { steps: r.stage1.steps - frozen, questions: false },
@@ -205,6 +206,7 @@ export async function calibrate(r: Recipe, opts: { device?: DeviceSpec; dtype?: 
       stage0: { ...r.stage0, steps: r.stage0.steps > 0 ? stage0Steps : 0, frozenSteps: r.stage0.frozenSteps >= r.stage1.steps ? CAL_STEPS : 0 },
       stage1: { ...r.stage1, steps: CAL_STEPS, warmupSteps: 0 },
       stage2: { ...r.stage2, steps: CAL_STEPS },
+      text: undefined, // costed as caption steps (demoWork): an upper bound
     };
     const dataDir = path.join(dir, 'data');
     let t = Date.now();

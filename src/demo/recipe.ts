@@ -14,12 +14,14 @@
 import * as path from 'path';
 import type { ComputeDtype } from '../amp';
 import type { DeviceSpec } from '../device';
-import { Turn } from '../data/conversation';
+import { tokenizeConversation, Turn } from '../data/conversation';
 import { TextTokenizer } from '../data/tokenizer';
+import * as F from '../functional';
 import { resolveCheckpointDir } from '../model/checkpoint';
 import { VwLmmConfig } from '../model/config';
 import { VwLmm } from '../model/vwlmm';
 import { Generator } from '../random';
+import { Tensor } from '../tensor';
 import { installStopHandlers, StopRequest } from '../train/interrupt';
 import { Stage, Trainer } from '../train/trainer';
 import { Accuracy, captionAccuracy, captionWordAccuracy, evaluateSplit } from './evaluate';
@@ -50,7 +52,18 @@ export interface Recipe {
    * word to its object is easy with few objects). warmupObjects/warmupSteps: a first caption stage with
    * at most that many objects (a growing curriculum); 0 steps = none.
    */
-  stage1: { steps: number; batchSize: number; lr: number; subsets: boolean; warmupObjects: number; warmupSteps: number; relational: boolean };
+  stage1: { steps: number; batchSize: number; lr: number; subsets: boolean; warmupObjects: number; warmupSteps: number; relational: boolean;
+    /**
+     * Keep the LLM (embeddings, decoder, lm_head) frozen through stage 1, as VW-LMM and LLaVA do: the projector and
+     * vm_head learn to speak to a language model that already exists (pair it with `text`).
+     */
+    freezeLlm?: boolean };
+  /**
+   * The text stage before stage 1 (VW-LMM starts from a pretrained Vicuna): the LLM alone learns the scene language
+   * from text, every token supervised: each training image's caption and its questions with their answers, with no
+   * image. Absent or 0 steps: none.
+   */
+  text?: { steps: number; batchSize: number; lr: number };
   /**
    * describeTurns: extra turns per conversation asking "What is the {colour} object?" answered with its
    * attribute words (as in the caption: "circle left top", plus the relational words with
@@ -91,6 +104,14 @@ export const DEFAULT_RECIPE: Recipe = {
   evalEvery: 1000,
   evalQuestions: 600,
 };
+
+/**
+ * The paper's schedule at demo scale: a text stage first (the stand-in for the pretrained LLM), then stage 1 with the
+ * LLM frozen while the projector and vm_head learn (CE + KL), then stage 2 with everything but the tower trained.
+ */
+export function paperSchedule(r: Recipe): Recipe {
+  return { ...r, text: r.text ?? { steps: 3000, batchSize: 32, lr: 3e-3 }, stage1: { ...r.stage1, freezeLlm: true } };
+}
 
 export function recipeConfig(r: Recipe, vocabSize: number): VwLmmConfig {
   const m = r.model;
@@ -150,6 +171,38 @@ export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Reci
     model.dispose(); // the caller never gets it: release its native memory now
     throw e;
   }
+}
+
+/**
+ * The text stage (Recipe.text): the LLM alone, on each training image's caption and on its questions with their
+ * answers as text (vicuna_v1, no image), every token supervised: the language a pretrained LLM would bring. Its own
+ * loss: next-token cross-entropy over the LLM's embeddings, decoder and lm_head; nothing else trains.
+ */
+function textStage(t: { steps: number; batchSize: number; lr: number }, train: SplitData, tokenizer: TextTokenizer, relational: boolean): Stage {
+  const texts: number[][] = [];
+  train.scenes.forEach((sc, i) => {
+    texts.push(tokenizer.encode(captionText(sc, relational), { addBos: true }));
+    const turns = questionConversation(train.questions[i]).map((x) => ({ ...x, value: x.value.replace('<image>\n', '') }));
+    texts.push(tokenizeConversation(turns, tokenizer, 'vicuna_v1').inputIds);
+  });
+  return {
+    name: 'text', size: texts.length, steps: t.steps, batchSize: t.batchSize, lr: t.lr, warmupRatio: 0.03,
+    trainable: { visionTower: false, projector: false, llm: true, vmHead: false },
+    loss: (m, idx) => {
+      const seqs = idx.map((i) => texts[i]);
+      const B = seqs.length, T = Math.max(...seqs.map((x) => x.length));
+      const ids = new Int32Array(B * T).fill(tokenizer.padId), mask = new Int32Array(B * T), targets = new Int32Array(B * T).fill(-100);
+      seqs.forEach((x, b) => x.forEach((id, j) => {
+        ids[b * T + j] = id;
+        mask[b * T + j] = 1;
+        if (j + 1 < x.length) targets[b * T + j] = x[j + 1];
+      }));
+      const dev = { device: m.device };
+      const e = m.model.embed_tokens.forward(Tensor.fromArray(ids, [B, T], dev));
+      const h = m.model.forward(e, { keyMask: Tensor.fromArray(mask, [B, T], dev) }).last;
+      return F.linearCrossEntropy(F.reshape(h, [B * T, m.config.llm.hiddenSize]), m.lm_head.weight, Tensor.fromArray(targets, [B * T], dev));
+    },
+  };
 }
 
 /** Writes another run's stage-0 tower into the model, after checking that it fits name by name. */
@@ -233,10 +286,11 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   const stage = (name: string, samples: TaskSample[], split: SplitData, steps: number, b: { batchSize: number; lr: number }, tower: boolean, visionTowerLr?: number): Stage => ({
     name, size: samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i) => samples[i]), split, bopts), steps, batchSize: b.batchSize, lr: b.lr, warmupRatio: 0.03,
     visionTowerLr: tower ? visionTowerLr : undefined,
-    trainable: { visionTower: tower, projector: true, llm: true, vmHead: true },
+    trainable: { visionTower: tower, projector: true, llm: !(name.startsWith('captions') && r.stage1.freezeLlm), vmHead: true },
   });
   const frozen = r.stage0.steps > 0 ? Math.min(r.stage0.frozenSteps, r.stage1.steps) : 0;
   const stages: Stage[] = [
+    ...(r.text && r.text.steps > 0 ? [textStage(r.text, train, tokenizer, r.stage1.relational)] : []),
     ...(warm ? [stage('captions-warmup', warm.samples, warm.split, r.stage1.warmupSteps, r.stage1, true)] : []),
     stage('captions-frozen-tower', captions, capSplit, frozen, r.stage1, false),
     stage('captions', captions, capSplit, r.stage1.steps - frozen, r.stage1, true),
@@ -245,6 +299,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   const trainer = new Trainer(model, stages, {
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype: opts.dtype,
     evaluate: (m, where) => {
+      if (where.stage === 'text') return {} as Record<string, number>; // no image has been seen yet
       const shapes = captionWordAccuracy(m, val, tokenizer, ['square', 'circle']);
       if (where.stage.startsWith('captions')) return { captionAccuracy: captionAccuracy(m, val, tokenizer), captionShapeAccuracy: shapes };
       const a = evaluateSplit(m, val, tokenizer, 'vicuna_v1', { maxQuestions: r.evalQuestions });
