@@ -77,6 +77,7 @@ export function float32Operand(w: Tensor): { t: Tensor; owned: boolean } {
 
 /** Refuses a trainable weight stored in bfloat16 (its gradient and AdamW need a float32 master). */
 export function checkStoredWeight(where: string, name: string, w: Tensor): void {
+  if (!(w instanceof Tensor)) return; // not a tensor: the caller's argument checks name it
   if (w.dtype === 'bfloat16' && w.requiresGrad && isParameter(w) && isGradEnabled())
     throw new TypeError(`${where}: ${name} is stored in bfloat16 and requires grad; only frozen weights may be stored in bf16 (trainable ones are float32 masters)`);
 }

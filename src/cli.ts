@@ -140,13 +140,15 @@ program.command('demo').description('generate Sort-of-CLEVR, train a small VW-LM
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--dtype <d>', DTYPE_HELP)
   .option('--schedule <s>', "default, or paper: a text stage first, then stage 1 with the LLM frozen (VW-LMM's schedule at demo scale)", 'default')
-  .action(async (o: { out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; device: string; dtype?: string; schedule: string }) => {
+  .option('--pif', 'the PIF variant: the LLM reads each patch as its visual word (a mixture of word embeddings)')
+  .option('--detach-target', "detach the KL's target (an ablation of the paper's objective)")
+  .action(async (o: { out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; device: string; dtype?: string; schedule: string; pif?: boolean; detachTarget?: boolean }) => {
     if (!(o.scale > 0)) fail('--scale must be > 0');
     if (o.schedule !== 'default' && o.schedule !== 'paper') fail(`--schedule must be default or paper, got ${o.schedule}`);
     const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
     try {
-      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: await device(o.device), dtype: await computeDtypeOf(o.dtype), schedule: o.schedule as 'default' | 'paper' });
+      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: await device(o.device), dtype: await computeDtypeOf(o.dtype), schedule: o.schedule as 'default' | 'paper', pif: o.pif, detachTarget: o.detachTarget });
       if (o.json) console.log(JSON.stringify(res));
     } catch (e) {
       if (e instanceof TrainingInterrupted) await exitInterrupted(e);

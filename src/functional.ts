@@ -767,6 +767,7 @@ export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opt
 
 /** PIF: softmax(x wVm^T) e, differentiable (fused forward and backward kernels). */
 export function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor): Tensor {
+  ([['x', x], ['wVm', wVm], ['e', e]] as const).forEach(([n, t]) => check('F.pseudoImageFeatures', n, t));
   // under autocast('bfloat16') both kernels take bf16 copies (recast in the backward: x's copy is not kept)
   const bf16 = castsToBf16(x, wVm, e);
   const out = asFloat32(withOperands('F.pseudoImageFeatures', { x, wVm, e }, ([xx, wv, ee]) => fused.pseudoImageFeatures(xx, wv, ee)))!;

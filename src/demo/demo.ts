@@ -158,12 +158,15 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
 
 export async function runDemo(o: { outDir: string; seed: number; ablation: boolean; scale: number; quiet: boolean; recipe?: Recipe; resume?: boolean; device?: DeviceSpec; dtype?: ComputeDtype;
   /** 'paper': the recipe through paperSchedule (a text stage, then stage 1 with the LLM frozen). Default 'default'. */
-  schedule?: 'default' | 'paper' }): Promise<DemoResult> {
+  schedule?: 'default' | 'paper';
+  /** The PIF variant / a detached KL target (Recipe.pif, Recipe.detachTarget); default the recipe's. */
+  pif?: boolean; detachTarget?: boolean }): Promise<DemoResult> {
   const t0 = Date.now();
   const log = (s: string) => (o.quiet ? process.stderr.write(s + '\n') : console.log(s));
   if (o.schedule !== undefined && o.schedule !== 'default' && o.schedule !== 'paper') throw new TypeError(`runDemo: schedule must be 'default' or 'paper', got ${String(o.schedule)}`);
   const base = o.recipe ?? DEFAULT_RECIPE;
-  const recipe = scaled({ ...(o.schedule === 'paper' ? paperSchedule(base) : base), seed: o.seed }, o.scale);
+  const variant = { ...(o.pif !== undefined ? { pif: o.pif } : {}), ...(o.detachTarget !== undefined ? { detachTarget: o.detachTarget } : {}) };
+  const recipe = scaled({ ...(o.schedule === 'paper' ? paperSchedule(base) : base), ...variant, seed: o.seed }, o.scale);
   const info = cpu().backendInfo() as { gemm: string; threads?: number; simd?: string };
   log(gemmNotice(info));
   // what a --resume has left: each run's trained steps from its checkpoint (stage 0 is then skipped)
@@ -177,7 +180,7 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   writeSortOfClevr(dataDir, { train: recipe.trainImages, test: recipe.testImages, seed: o.seed });
   writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
   const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
-  log(`training VW-LMM (vmWeight ${recipe.vmWeight}): stage 0 vision tower ${recipe.stage0.steps} steps, ${recipe.text?.steps ? `text ${recipe.text.steps} steps, ` : ''}stage 1 captions ${recipe.stage1.steps} steps${recipe.stage1.freezeLlm ? ' (LLM frozen)' : ''}, stage 2 questions ${recipe.stage2.steps} steps`);
+  log(`training VW-LMM (vmWeight ${recipe.vmWeight}${recipe.pif ? ', PIF' : ''}${recipe.detachTarget ? ', target detached' : ''}): stage 0 vision tower ${recipe.stage0.steps} steps, ${recipe.text?.steps ? `text ${recipe.text.steps} steps, ` : ''}stage 1 captions ${recipe.stage1.steps} steps${recipe.stage1.freezeLlm ? ' (LLM frozen)' : ''}, stage 2 questions ${recipe.stage2.steps} steps`);
   const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype);
   const metrics = path.join(o.outDir, 'vw', 'metrics.jsonl');
   const lossCurve = path.join(o.outDir, 'vw', 'loss_curve.png');
@@ -193,7 +196,7 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   let ablation: DemoRunResult | undefined;
   if (o.ablation) {
     log('ablation: the same run with vmWeight 0 (plain LLaVA objective), from the same stage-0 tower');
-    const a = await oneRun({ ...recipe, vmWeight: 0 }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined);
+    const a = await oneRun({ ...recipe, vmWeight: 0, pif: false }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined);
     a.model.dispose();
     ablation = a.result;
   }

@@ -41,6 +41,13 @@ export interface Recipe {
   imageStd: [number, number, number];
   vmWeight: number;
   /**
+   * The PIF variant (VISUAL_WORDS.md section 3): the LLM reads each patch as its visual word's mixture of word
+   * embeddings, softmax(vm_head(x)) . E, instead of x. Default false.
+   */
+  pif?: boolean;
+  /** Detach the KL's target (the visual word) from the graph, an ablation of the paper's objective. Default false. */
+  detachTarget?: boolean;
+  /**
    * Stage 0: vision tower pretraining on object attributes (src/demo/vision_pretrain.ts); 0 steps = none.
    * frozenSteps: the first stage-1 steps keep the tower frozen (as LLaVA keeps its pretrained CLIP tower)
    * while the LLM learns to read it; trained from then on. Trained from the start, the random LLM's
@@ -118,7 +125,7 @@ export function recipeConfig(r: Recipe, vocabSize: number): VwLmmConfig {
   return {
     llm: { vocabSize, hiddenSize: m.d, intermediateSize: m.ffn, numLayers: m.layers, numHeads: m.heads, numKvHeads: m.heads, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 1024, initializerRange: m.initStd },
     vision: { hiddenSize: m.visionD, intermediateSize: m.visionFfn, numLayers: m.visionLayers, numHeads: m.visionHeads, imageSize: 75, patchSize: m.patch, numChannels: 3, layerNormEps: 1e-5, hiddenAct: 'quick_gelu', initializerRange: m.initStd, initializerFactor: 1 },
-    visionTower: 'embedded', projectorType: m.projector, selectLayer: -1, selectFeature: m.selectFeature ?? 'patch', vmWeight: r.vmWeight, pif: false, detachTarget: false,
+    visionTower: 'embedded', projectorType: m.projector, selectLayer: -1, selectFeature: m.selectFeature ?? 'patch', vmWeight: r.vmWeight, pif: r.pif ?? false, detachTarget: r.detachTarget ?? false,
     template: 'vicuna_v1', image: { size: 75, mean: [...r.imageMean] as [number, number, number], std: [...r.imageStd] as [number, number, number], aspect: 'square' }, imageTokenIndex: -200,
   };
 }

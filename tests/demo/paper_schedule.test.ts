@@ -47,4 +47,13 @@ describe(`the paper's schedule (paperSchedule)`, () => {
     expect(same(both.weights, text.weights, /^model\.mm_projector\./)).toBe(false);
     expect(same(both.weights, text.weights, /^vm_head\./)).toBe(false);
   });
+
+  it('runs the PIF variant and the detached target, which the model then carries in its config', async () => {
+    for (const v of [{ pif: true }, { detachTarget: true }]) {
+      const res = await runRecipe({ ...tiny, ...v, text: { ...tiny.text!, steps: 1 } }, { outDir: tmp() });
+      expect(res.model.config).toMatchObject({ pif: !!v.pif, detachTarget: !!v.detachTarget, vmWeight: 1 });
+      expect(Number.isFinite(res.val.accuracy)).toBe(true);
+      res.model.dispose();
+    }
+  });
 });
