@@ -90,9 +90,24 @@ void copy_2d_cpu(const OpCall& c) {
 }
 
 // The ids are checked first (native/core/error_flags.h): in sync mode a bad one is raised here, before any
-// output is written; in async mode the op then does nothing and the error is raised at the next read.
+// output is written; in async mode the error is raised at the next read, and the op skips the bad ids as CUDA's
+// kernels do (a zero row in a gather, nothing added in a scatter), so no unset memory reaches later ops.
 void move_rows(const OpCall& c, const RowMoveArgs& a) {
-  if (!error_flags().check_on_host(ValueCheck::ids(c.op, a.idx_name, a.S), a.idx, a.n)) return;
+  if (!error_flags().check_on_host(ValueCheck::ids(c.op, a.idx_name, a.S), a.idx, a.n)) {
+    for (int64_t i = 0; i < a.n; ++i) {
+      const int64_t v = a.idx[i];
+      const bool ok = v >= 0 && v < a.S;
+      if (a.scatter) {
+        if (ok)
+          for (int64_t j = 0; j < a.C; ++j) a.dst[v * a.C + j] += a.src[i * a.C + j];
+      } else if (ok) {
+        std::memcpy(a.dst + i * a.C, a.src + v * a.C, sizeof(float) * static_cast<size_t>(a.C));
+      } else {
+        std::memset(a.dst + i * a.C, 0, sizeof(float) * static_cast<size_t>(a.C));
+      }
+    }
+    return;
+  }
   if (a.scatter)
     scatter_add_rows_f32(a.src, a.idx, a.dst, a.S, a.n, a.C);
   else
