@@ -86,11 +86,12 @@ class ErrorFlags {
   bool async() const { return async_; }
   void set_async(bool on) { async_ = on; }
 
-  // A check the host has just run. A passing one is not kept. In sync mode a failure is raised now.
+  // A check the host has just run. A passing one is not kept. In sync mode a failure is raised now, unless device
+  // checks from an earlier async stretch are still pending: the op's end then raises them all, in order.
   void record(const ValueCheck& c, uint64_t first, int64_t value) {
     if (first == kNoFailure) return;
     pending_.push_back({c, -1, first, value, async_});
-    if (!async_) raise_pending(nullptr);
+    if (!async_ && slots_used_ == 0) raise_pending(nullptr);
   }
   // Scans x[0, n) on the host and records the result; true when every value passed.
   bool check_on_host(const ValueCheck& c, const int32_t* x, int64_t n) {
