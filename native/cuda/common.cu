@@ -2,6 +2,7 @@
 // per-process context, scratch allocation, gemm_rm, and the deferred non-finite checks.
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <cstdlib>
 #include <string>
 #include <mutex>
@@ -388,6 +389,43 @@ void synchronize() {
   } else {
     CUDA_CHECK(op, cudaDeviceSynchronize());
   }
+}
+
+// ------------------------------------------------------------------------------------------- staged uploads
+// A ring of pinned chunks: a chunk is refilled only after the copy from it has finished (its event), so the host
+// waits only when uploads lap the ring faster than the device drains it (counted as a host synchronisation).
+namespace {
+constexpr size_t kStageBytes = size_t{8} << 20;
+constexpr int kStageChunks = 4;
+struct StageChunk {
+  void* host = nullptr;
+  cudaEvent_t done = nullptr;
+  bool in_flight = false;
+};
+}  // namespace
+
+bool upload_staged(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0 || bytes > kStageBytes) return false;
+  const char* op = "NativeBuffer.write";
+  static StageChunk ring[kStageChunks];  // never freed: pinned memory lives as long as the process
+  static int next = 0;
+  Context& ctx = context(op);
+  StageChunk& c = ring[next];
+  next = (next + 1) % kStageChunks;
+  if (!c.host) {
+    CUDA_CHECK(op, cudaMallocHost(&c.host, kStageBytes));
+    CUDA_CHECK(op, cudaEventCreateWithFlags(&c.done, cudaEventDisableTiming));
+  }
+  if (c.in_flight && cudaEventQuery(c.done) == cudaErrorNotReady) {
+    count_host_sync();
+    CUDA_CHECK(op, cudaEventSynchronize(c.done));
+  }
+  cudaGetLastError();  // cudaEventQuery's cudaErrorNotReady is not an error
+  std::memcpy(c.host, src, bytes);
+  CUDA_CHECK(op, cudaMemcpyAsync(dst, c.host, bytes, cudaMemcpyHostToDevice, ctx.stream));
+  CUDA_CHECK(op, cudaEventRecord(c.done, ctx.stream));
+  c.in_flight = true;
+  return true;
 }
 
 // Every op ends here (run_op). Sync mode (the default): the host waits for the stream after each op and

@@ -73,7 +73,10 @@ size_t ReleaseDeviceCache() {
   TrimWorkspacePool();
   return freed;
 }
+// Async mode (native/core/error_flags.h): through pinned staging on the ops' stream, no host wait; else one
+// synchronous copy on the legacy default stream (which the ops' blocking stream is ordered after).
 void Upload(void* dst, const void* src, size_t n) {
+  if (error_flags().async() && cuda::upload_staged(dst, src, n)) return;
   const cudaError_t err = cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice);
   if (err != cudaSuccess) ThrowCuda("cudaMemcpy host -> device", err);
 }
