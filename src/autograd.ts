@@ -18,6 +18,8 @@ export interface Node extends GradNode {
   readonly outputs: readonly Tensor[];
   /** Tensors kept only for the backward (freed after it, or when the tape is cleared). */
   saved: Tensor[];
+  /** Leaves the backward gives gradients to besides its inputs (a gradientCheckpoint's parameters). */
+  leaves?: readonly Tensor[];
   backward(gradOutputs: (Tensor | null)[]): (Tensor | null)[];
 }
 
@@ -97,11 +99,44 @@ export function backward(root: Tensor, gradient?: Tensor): void {
   propagate(root, seed);
 }
 
+let gradReadyHooks: ((leaf: Tensor) => void)[] = [];
+let depth = 0;
+
+/**
+ * Calls fn(leaf) during each backward() as soon as a leaf's gradient is final: after the last node (in the
+ * backward's order) that gives it one, whether or not a gradient reached it (then .grad may be null). What
+ * data-parallel training starts its gradient reductions from (torch's post-accumulate-grad hooks). Returns the
+ * function that removes the hook.
+ */
+export function onGradReady(fn: (leaf: Tensor) => void): () => void {
+  gradReadyHooks = [...gradReadyHooks, fn];
+  return () => {
+    gradReadyHooks = gradReadyHooks.filter((h) => h !== fn);
+  };
+}
+
+/** For each node index, the leaves it is the last to give a gradient to (the first node that uses them). */
+function lastUses(nodes: readonly Node[]): Map<number, Tensor[]> {
+  const seen = new Set<Tensor>(), at = new Map<number, Tensor[]>();
+  nodes.forEach((node, i) => {
+    for (const t of [...node.inputs, ...(node.leaves ?? [])]) {
+      if (!t || !t.requiresGrad || t.gradFn !== null || seen.has(t)) continue;
+      seen.add(t);
+      at.set(i, [...(at.get(i) ?? []), t]);
+    }
+  });
+  return at;
+}
+
 /** backward() from root with the gradient `seed`, which it takes ownership of. */
 function propagate(root: Tensor, seed: Tensor): void {
   const grads = new Map<Tensor, Tensor>();
   const nodes = tape;
   tape = [];
+  // hooks fire in the outermost backward only (a checkpoint's recomputation is part of its node)
+  const hooks = depth === 0 ? gradReadyHooks : [];
+  const ready = hooks.length ? lastUses(nodes) : null;
+  depth++;
   try {
     if (root.gradFn === null) {
       addLeafGrad(root, seed);
@@ -109,40 +144,11 @@ function propagate(root: Tensor, seed: Tensor): void {
     }
     grads.set(root, seed);
     for (let i = nodes.length - 1; i >= 0; i--) {
-      const node = nodes[i];
-      const gOut = node.outputs.map((o) => grads.get(o) ?? null);
-      if (gOut.every((g) => g === null)) continue;
-      const gIn = node.backward(gOut);
-      const passed = new Set(gIn.filter((g): g is Tensor => g !== null));
-      if (passed.size !== gIn.filter((g) => g !== null).length) throw new Error(`autograd: the backward of ${node.name} returned one tensor for two inputs`);
-      for (const o of node.outputs) {
-        const g = grads.get(o);
-        if (g && !passed.has(g)) g.dispose();
-        grads.delete(o);
-      }
-      for (const t of node.saved) t.dispose();
-      node.saved = [];
-      node.inputs.forEach((inp, k) => {
-        const g = gIn[k];
-        if (!g) return;
-        if (!inp || !inp.requiresGrad) {
-          g.dispose();
-          return;
-        }
-        if (inp.gradFn === null) {
-          addLeafGrad(inp, g);
-        } else {
-          const prev = grads.get(inp);
-          if (prev) {
-            accumulate(prev, g);
-            g.dispose();
-          } else {
-            grads.set(inp, g);
-          }
-        }
-      });
+      backwardNode(nodes[i], grads);
+      for (const leaf of ready?.get(i) ?? []) for (const h of hooks) h(leaf);
     }
   } finally {
+    depth--;
     for (const g of grads.values()) g.dispose();
     for (const n of nodes) {
       for (const t of n.saved) t.dispose();
@@ -150,6 +156,41 @@ function propagate(root: Tensor, seed: Tensor): void {
       for (const o of n.outputs) o.gradFn = null;
     }
   }
+}
+
+/** One node of the backward: its output gradients in, its input gradients accumulated. */
+function backwardNode(node: Node, grads: Map<Tensor, Tensor>): void {
+  const gOut = node.outputs.map((o) => grads.get(o) ?? null);
+  if (gOut.every((g) => g === null)) return;
+  const gIn = node.backward(gOut);
+  const passed = new Set(gIn.filter((g): g is Tensor => g !== null));
+  if (passed.size !== gIn.filter((g) => g !== null).length) throw new Error(`autograd: the backward of ${node.name} returned one tensor for two inputs`);
+  for (const o of node.outputs) {
+    const g = grads.get(o);
+    if (g && !passed.has(g)) g.dispose();
+    grads.delete(o);
+  }
+  for (const t of node.saved) t.dispose();
+  node.saved = [];
+  node.inputs.forEach((inp, k) => {
+    const g = gIn[k];
+    if (!g) return;
+    if (!inp || !inp.requiresGrad) {
+      g.dispose();
+      return;
+    }
+    if (inp.gradFn === null) {
+      addLeafGrad(inp, g);
+    } else {
+      const prev = grads.get(inp);
+      if (prev) {
+        accumulate(prev, g);
+        g.dispose();
+      } else {
+        grads.set(inp, g);
+      }
+    }
+  });
 }
 
 function addLeafGrad(leaf: Tensor, g: Tensor): void {
@@ -190,7 +231,7 @@ export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tens
   }
   if (!(out instanceof Tensor) || out.isView) throw new TypeError('gradientCheckpoint: fn must return a tensor it created (not a view or a non-tensor)');
   const dtype = computeDtype(); // the recomputation runs in the forward's precision (torch keeps the autocast state too)
-  record('gradientCheckpoint', inputs, [out], ([g]) => autocast(dtype, () => {
+  const node = record('gradientCheckpoint', inputs, [out], ([g]) => autocast(dtype, () => {
     // Leaves that share the inputs' memory collect the input gradients; the parameters' gradients
     // accumulate into their .grad as in any backward. The recomputed intermediates die with the scope.
     const leaves = inputs.map((x, k) => (grads[k] ? x.view(x.shape) : x));
@@ -213,6 +254,7 @@ export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tens
       });
     });
   }));
+  node.leaves = [...params];
   return out;
 }
 

@@ -87,6 +87,21 @@ function resumeCommand(): string {
 }
 
 /** Reports an interrupted run (what was saved, how to resume) and exits 130 / 143. */
+/**
+ * `vwlmm train --nproc-per-node N`: this process only supervises the N ranks it starts (the same command line
+ * without --nproc-per-node), and exits with the first failure's code, naming the rank.
+ */
+async function launchTrain(nproc: number, backend: 'mpi' | 'nccl'): Promise<never> {
+  const { launchRanks } = await import('./distributed');
+  const argv = process.argv.slice(2);
+  const k = argv.findIndex((a) => a === '--nproc-per-node' || a.startsWith('--nproc-per-node='));
+  const rest = argv.filter((_, i) => i !== k && !(i === k + 1 && !argv[k].includes('=')));
+  process.stderr.write(`vwlmm train: starting ${nproc} ranks (${backend}${backend === 'mpi' ? ', through mpirun' : ''}); --batch-size is per rank, the global batch ${nproc}x\n`);
+  const r = await launchRanks({ nproc, backend, command: [process.execPath, ...process.execArgv, process.argv[1], ...rest] });
+  if (r.failure) fail(`data-parallel run failed: ${r.failure}; the other ranks were stopped`);
+  process.exit(0);
+}
+
 async function exitInterrupted(e: { message: string; exitCode: number; checkpoint: string | null }): Promise<never> {
   if (process.stdout.isTTY) process.stdout.write('\x1b[?25h\n'); // a progress bar cut short hid the cursor
   process.stderr.write(`\nvwlmm: ${e.message}\n`);
@@ -184,8 +199,15 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--dtype <d>', DTYPE_HELP)
   .option('--frozen-dtype <d>', 'how the frozen Linear weights are stored: bf16 (half the memory: a LoRA base) or fp32 (default: the --dtype)')
-  .action(async (o: { init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
+  .option('--nproc-per-node <n>', 'data-parallel: start n ranks on this machine (as torchrun; MPI ranks through mpirun). --batch-size is per rank. Also runs under mpirun -np n, or with torchrun-style RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT', int('--nproc-per-node', 1))
+  .option('--dist-backend <b>', 'data-parallel backend: mpi (CPU) or nccl (CUDA); default: by --device')
+  .action(async (o: { nprocPerNode?: number; distBackend?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
+    const distBackend = o.distBackend ?? (o.device.startsWith('cuda') ? 'nccl' : 'mpi');
+    if (distBackend !== 'mpi' && distBackend !== 'nccl') fail(`--dist-backend must be mpi or nccl, got '${o.distBackend}'`);
+    const { launchEnv } = await import('./distributed');
+    const env = launchEnv();
+    if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) return launchTrain(o.nprocPerNode, distBackend);
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
     const parts = (o.trainable ?? (o.loraR !== undefined ? 'projector,vm,lora' : 'projector,llm,vm')).split(',').map((p) => p.trim()).filter(Boolean);
@@ -221,7 +243,11 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (!tokenizerPath) fail(`checkpoint ${from} has no tokenizer.json`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const resume = o.resume ? readTrainerState(from) : undefined;
-    const progress = new Progress(10);
+    // a rank of a data-parallel run (mpirun, torchrun-style variables, --nproc-per-node): rank 0 alone reports
+    const { initProcessGroup } = await import('./distributed');
+    const group = env.worldSize > 1 ? await initProcessGroup({ backend: distBackend }) : null;
+    const lead = (group?.rank ?? 0) === 0;
+    const progress = new Progress(10); // onLog runs on rank 0 only
     const t0 = Date.now();
     let nonFiniteSteps = 0;
     let result: Awaited<ReturnType<typeof trainOnFile>>;
@@ -232,6 +258,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         trainable: { visionTower: parts.includes('vision'), projector: parts.includes('projector'), llm: parts.includes('llm'), vmHead: parts.includes('vm'), lora: parts.includes('lora') },
         lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
         strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, dtype, frozenDtype,
+        processGroup: group ?? undefined,
         onLog: (r) => {
           progress.update(r);
           if (r.type === 'nonfinite') {
@@ -242,10 +269,15 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
       });
     } catch (e) {
       progress.stop();
-      if (e instanceof TrainingInterrupted) await exitInterrupted(e);
+      if (e instanceof TrainingInterrupted) {
+        group?.destroy();
+        await exitInterrupted(e);
+      }
       throw e;
     }
     progress.stop();
+    group?.destroy();
+    if (!lead) return model.dispose();
     const { data, state } = result;
     await plotMetrics(path.join(o.out, 'metrics.jsonl'), path.join(o.out, 'loss_curve.png'), `vwlmm train ${path.basename(o.data)}`);
     console.log(`trained ${state.globalStep} steps on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);

@@ -15,7 +15,7 @@ export { callOp, opNames, opConstants } from './call_op';
 export type { OpStats } from './call_op';
 export { fused, DEFAULT_WORKSPACE_BUDGET } from './fused';
 export * as F from './functional';
-export { backward, gradientCheckpoint, noGrad, isGradEnabled, zeroGrad, clearTape, tapeLength } from './autograd';
+export { backward, gradientCheckpoint, noGrad, isGradEnabled, zeroGrad, clearTape, tapeLength, onGradReady } from './autograd';
 export { autocast, computeDtype, defaultComputeDtype, parseComputeDtype } from './amp';
 export type { ComputeDtype } from './amp';
 export { AdamW, clipGradNorm, gradNorm } from './optim';
@@ -35,6 +35,7 @@ export * from './data';
 export * from './train';
 export * from './eval';
 export * from './demo';
+export * from './distributed';
 // Names two areas both export, resolved here: the model's CLIP constants (mutable tuples, as ImageConfig
 // holds them) and template name (what a VwLmmConfig accepts); the conversation module's wider template name
 // (it also knows 'v1' and 'mistral_instruct') under its own name.

@@ -43,9 +43,26 @@ export interface Addon {
   setAsync(on: boolean): boolean;
   isAsync(): boolean;
   backendInfo(): Record<string, unknown>;
+  /** The process group's collectives (native/napi/dist_napi.h; src/distributed/process_group.ts). */
+  distInit(backend: string, options: Record<string, unknown>): DistGroupInfo;
+  distInfo(): DistGroupInfo | null;
+  distStart(collective: string, input: NativeBuffer, output: NativeBuffer, dtype: string, count: number, op: string, root: number): number;
+  distTest(handle: number): boolean;
+  distWait(handle: number, timeoutMs: number): void;
+  distDestroy(timeoutMs: number): void;
   /** CUDA addon only: makes GPU `index` this process's device (src/device.ts). */
   selectDevice?(index: number): void;
   sgemm?(ta: boolean, tb: boolean, M: number, N: number, K: number, A: NativeBuffer, B: NativeBuffer, C: NativeBuffer, opts?: { builtin?: boolean; alpha?: number; beta?: number; lda?: number; ldb?: number; ldc?: number }): void;
+}
+
+/** What a backend reports of its process group. */
+export interface DistGroupInfo {
+  backend: string;
+  rank: number;
+  worldSize: number;
+  localRank: number;
+  localWorldSize: number;
+  library: string;
 }
 
 /** One backend's memory: live tensors, and what its caching allocator (native/core/block_cache.h) holds. */

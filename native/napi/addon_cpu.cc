@@ -2,7 +2,11 @@
 // (native/cpu/host_memory.h), sgemm and backendInfo().
 #include <napi.h>
 
+#include <dlfcn.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <string>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -13,7 +17,9 @@
 #include "../cpu/ops_cpu.h"
 #include "../cpu/parallel.h"
 #include "../cpu/vec.h"
+#include "../distributed/mpi_communicator.h"
 #include "args.h"
+#include "dist_napi.h"
 #include "op_napi.h"
 
 namespace vw::napi {
@@ -73,6 +79,23 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   });
 }
 
+// libvwlmm_mpi.so beside this addon (CMake builds it there where MPI is found).
+std::string DefaultMpiLibrary() {
+  Dl_info info{};
+  if (!dladdr(reinterpret_cast<void*>(&DefaultMpiLibrary), &info) || !info.dli_fname) return "libvwlmm_mpi.so";
+  const std::string self = info.dli_fname;
+  const size_t slash = self.rfind('/');
+  return (slash == std::string::npos ? std::string(".") : self.substr(0, slash)) + "/libvwlmm_mpi.so";
+}
+
+// The host's process group: MPI (options.library: another libvwlmm_mpi.so).
+dist::Communicator* OpenHostCommunicator(const std::string& backend, const Napi::Object& o, double timeout_s) {
+  if (backend != "mpi") throw_type_error("[distInit] the cpu backend runs process groups over 'mpi', not '", backend, "' (NCCL is the cuda backend's)");
+  const Napi::Value lib = o.Get("library");
+  if (!lib.IsUndefined() && !lib.IsString()) throw_type_error("[distInit] options.library must be a path string");
+  return dist::open_mpi(lib.IsString() ? lib.As<Napi::String>().Utf8Value() : DefaultMpiLibrary(), timeout_s);
+}
+
 // The CPU implements every op of the table (a missing one fails to link).
 const OpEntry kCpuOps[] = {
 #define VW_OP(name) {#name, cpu::name##_cpu},
@@ -88,6 +111,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #endif
   RegisterOps(env, exports, kCpuOps, "cpu");
   exports.Set("sgemm", Napi::Function::New(env, Sgemm, "sgemm"));
+  RegisterDist(env, exports, OpenHostCommunicator);
   exports.Set("backendInfo", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("device", "cpu");
@@ -95,6 +119,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     o.Set("threads", cpu::num_threads());
     o.Set("simd", cpu::vec_isa_name());
     o.Set("napiVersion", NAPI_VERSION);
+    // where the MPI backend of process groups would load from, and whether it was built
+    const std::string mpi = DefaultMpiLibrary();
+    Napi::Object m = Napi::Object::New(info.Env());
+    m.Set("library", mpi);
+    void* probe = dlopen(mpi.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+    m.Set("built", probe != nullptr || access(mpi.c_str(), R_OK) == 0);
+    if (probe) dlclose(probe);
+    o.Set("mpi", m);
     return o;
   }));
   return exports;

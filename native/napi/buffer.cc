@@ -112,10 +112,15 @@ NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
 
 NativeBuffer::~NativeBuffer() { Free(); }
 
+void NativeBuffer::CheckNotPinned(const char* what) const {
+  if (pins_ > 0) throw_type_error(what, ": the buffer is in use by a collective that has not been waited for (wait for its Work first)");
+}
+
 void NativeBuffer::Free() {
   if (disposed_) return;
   disposed_ = true;
-  if (data_) kDeviceMemory.release(data_, bytes_);
+  // pinned: a collective may still write it (a finalizer at exit, after a timeout), so it is never reused
+  if (data_ && pins_ == 0) kDeviceMemory.release(data_, bytes_);
   data_ = nullptr;
   live_count--;
   live_bytes -= static_cast<int64_t>(bytes_);
@@ -148,7 +153,9 @@ void NativeBuffer::LowerReportedExternalMemory(Napi::Env env) {
 Napi::Value NativeBuffer::Dispose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
-    Self(info, "NativeBuffer.dispose")->Free();
+    NativeBuffer* self = Self(info, "NativeBuffer.dispose");
+    self->CheckNotPinned("NativeBuffer.dispose");
+    self->Free();
     return env.Undefined();
   });
 }
@@ -187,6 +194,7 @@ Napi::Value NativeBuffer::Transfer(const Napi::CallbackInfo& info, const char* w
   return Guard(info.Env(), [&]() -> Napi::Value {
     NativeBuffer* self = Self(info, what);
     if (self->disposed_) throw_type_error(what, ": the buffer has been disposed");
+    self->CheckNotPinned(what);
     uint8_t* host;
     size_t n, off;
     ArrayArgs(info, what, &host, &n, &off);

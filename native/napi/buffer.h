@@ -55,6 +55,15 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
   // Frees the memory now (idempotent); used to drop outputs of a kernel call that failed.
   void Release() { Free(); }
 
+  // A collective (native/napi/dist_napi.h) that has started on the buffer and not been waited for pins it:
+  // dispose(), write(), read() and ops refuse a pinned buffer, since the communication thread or stream may still
+  // read or write it. A buffer pinned for good (its collective timed out) is never returned to the allocator.
+  void Pin() { ++pins_; }
+  void Unpin() { --pins_; }
+  bool pinned() const { return pins_ > 0; }
+  // Throws a TypeError naming `what` when pinned.
+  void CheckNotPinned(const char* what) const;
+
   static std::atomic<int64_t> live_count, live_bytes;
   // What V8 hears of live_bytes (buffer.cc): its high-water mark, lowered only by the second call.
   static void ReportExternalMemory(Napi::Env env);
@@ -75,6 +84,7 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
   void* data_ = nullptr;
   size_t bytes_ = 0;
   bool disposed_ = true;
+  int pins_ = 0;  // the JS thread only
 };
 
 }  // namespace vw::napi

@@ -65,7 +65,9 @@ struct BufList {
     for (size_t k = 0; k < values.size(); ++k) {
       const Napi::Value& v = values[k];
       if (v.IsNull() || v.IsUndefined()) continue;
-      NativeBuffer* b = NativeBuffer::From(v, (std::string("[") + op + "] " + what + "[" + std::to_string(k) + "]").c_str());
+      const std::string name = std::string("[") + op + "] " + what + "[" + std::to_string(k) + "]";
+      NativeBuffer* b = NativeBuffer::From(v, name.c_str());
+      b->CheckNotPinned(name.c_str());
       natives[k] = b;
       bufs[k].data = b->data();
       bufs[k].bytes = b->bytes();

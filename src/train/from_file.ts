@@ -1,6 +1,7 @@
 // Training on a LLaVA-format file (what `vwlmm train` runs): records are tokenised once with the model's
 // conversation template (mismatches counted and reported, never trained on), images decoded and
 // preprocessed once (broken or missing ones skipped and counted), then the Trainer runs one stage.
+import type { ProcessGroup } from '../distributed/process_group';
 import type { ComputeDtype } from '../amp';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -48,6 +49,8 @@ export interface FileTrainOptions {
   dtype?: ComputeDtype;
   /** How frozen Linear weights are stored (TrainerOptions.frozenDtype): default the compute dtype. */
   frozenDtype?: ComputeDtype;
+  /** Data-parallel over this group's ranks (TrainerOptions.processGroup). */
+  processGroup?: ProcessGroup;
 }
 
 export interface PreparedData {
@@ -172,7 +175,7 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
     loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx),
   };
   fs.mkdirSync(o.outDir, { recursive: true });
-  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, dtype: o.dtype, frozenDtype: o.frozenDtype });
+  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup });
   const state = await trainer.runAsync(o.resume);
   return { data, state };
 }

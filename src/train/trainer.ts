@@ -42,6 +42,8 @@ import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOption
 import { loraParameters } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { storeFrozenWeights } from '../nn/layers';
+import type { ProcessGroup } from '../distributed/process_group';
+import { ZeroAdamW } from '../distributed/zero';
 import { cosineWithWarmup } from './schedule';
 import { installStopHandlers, NonFiniteError, StopRequest, TrainingInterrupted } from './interrupt';
 import type { TrainerState } from './state';
@@ -154,6 +156,17 @@ export interface TrainerOptions {
    * masters. Default: the compute dtype (bf16 on CUDA, fp32 on the CPU).
    */
   frozenDtype?: ComputeDtype;
+  /**
+   * Data-parallel training over this group's ranks (src/dist; every rank runs the same Trainer): each rank takes
+   * its own batchSize samples of every micro-batch (the global batch is worldSize x batchSize x gradAccum),
+   * gradients are averaged in buckets that start during the backward, and AdamW's state is sharded over the ranks
+   * (ZeRO-1, src/distributed/zero.ts). The clipping norm and the non-finite checks are global; rank 0 alone logs and
+   * writes checkpoints (in the single-process layout, so a run resumes on any number of ranks with the same
+   * global batch); a stop requested on any rank stops every rank at the same step.
+   */
+  processGroup?: ProcessGroup;
+  /** Data-parallel gradient bucket size (torch DDP's bucket_cap_mb; default 25 MiB). */
+  bucketBytes?: number;
 }
 
 /** What readTrainerState reads; stageParameters: the current stage's extraParameters, when it has any. */
@@ -184,16 +197,22 @@ export function applyTrainable(model: VwLmm, t: Trainable): void {
   }
 }
 
-export function stageSteps(s: Stage): number {
+/** Optimizer steps of a stage; `worldSize` data-parallel ranks take worldSize x batchSize samples per micro-batch. */
+export function stageSteps(s: Stage, worldSize = 1): number {
   if (s.steps !== undefined) return s.steps;
-  const perEpoch = Math.ceil(s.size / (s.batchSize * (s.gradAccum ?? 1)));
+  const perEpoch = Math.ceil(s.size / (s.batchSize * (s.gradAccum ?? 1) * worldSize));
   return Math.max(1, Math.round((s.epochs ?? 1) * perEpoch));
 }
 
-/** Sample indices of micro-batch `micro` of optimizer step `step`: epochs of seeded permutations. */
-export function batchIndices(seed: number, stageIndex: number, s: Stage, step: number, micro: number): number[] {
-  const perStep = s.batchSize * (s.gradAccum ?? 1);
-  const start = step * perStep + micro * s.batchSize;
+/**
+ * Sample indices of micro-batch `micro` of optimizer step `step` on data-parallel rank `rank` of `worldSize`:
+ * epochs of seeded permutations (a function of seed, stage and epoch only), each micro-batch the next
+ * worldSize x batchSize positions and rank r the r-th batchSize of them. So the ranks' shards are disjoint and
+ * cover the epoch, and one rank at batch worldSize x B sees exactly the samples of worldSize ranks at batch B.
+ */
+export function batchIndices(seed: number, stageIndex: number, s: Stage, step: number, micro: number, rank = 0, worldSize = 1): number[] {
+  const perMicro = s.batchSize * worldSize;
+  const start = step * perMicro * (s.gradAccum ?? 1) + micro * perMicro + rank * s.batchSize;
   const out: number[] = [];
   let cachedEpoch = -1, order: number[] = [];
   for (let k = 0; k < s.batchSize; k++) {
@@ -271,14 +290,30 @@ export class Trainer {
       }
     }
     for (const s of stages) checkStage(model, s);
+    if (opts.processGroup !== undefined) {
+      const g = opts.processGroup as unknown;
+      if (g === null || typeof g !== 'object' || typeof (g as ProcessGroup).reduceScatterAsync !== 'function') throw typeError('Trainer', 'processGroup', 'a ProcessGroup (initProcessGroup)', g);
+      if (opts.processGroup.device !== model.device) throw typeError('Trainer', 'processGroup', `a group over the model's device (${model.device}; mpi: cpu, nccl: cuda)`, `a ${opts.processGroup.backend} group of ${opts.processGroup.device} tensors`);
+      if (opts.processGroup.isDestroyed) throw new TypeError('Trainer: the process group has been destroyed');
+    }
     if (opts.gradientCheckpointing !== undefined) model.gradientCheckpointing = opts.gradientCheckpointing;
     this.dtype = opts.dtype === undefined ? defaultComputeDtype(model.device) : parseComputeDtype('Trainer', opts.dtype);
     this.frozenDtype = opts.frozenDtype === undefined ? this.dtype : parseComputeDtype('Trainer frozenDtype', opts.frozenDtype);
-    if (opts.outDir !== undefined) fs.mkdirSync(opts.outDir, { recursive: true });
-    this.metricsFile = opts.outDir === undefined ? null : path.join(opts.outDir, 'metrics.jsonl');
+    this.group = opts.processGroup ?? null;
+    this.world = this.group?.worldSize ?? 1;
+    this.rank = this.group?.rank ?? 0;
+    // rank 0 alone writes: the metrics log and the checkpoints
+    if (opts.outDir !== undefined && this.rank === 0) fs.mkdirSync(opts.outDir, { recursive: true });
+    this.metricsFile = opts.outDir === undefined || this.rank !== 0 ? null : path.join(opts.outDir, 'metrics.jsonl');
   }
 
+  /** The data-parallel group (TrainerOptions.processGroup), its size and this process's rank (1 and 0 without). */
+  readonly group: ProcessGroup | null;
+  readonly world: number;
+  readonly rank: number;
+
   private log(record: Record<string, unknown>): void {
+    if (this.rank !== 0) return;
     if (this.metricsFile) fs.appendFileSync(this.metricsFile, JSON.stringify(record) + '\n');
     this.opts.onLog?.(record);
   }
@@ -323,7 +358,7 @@ export class Trainer {
 
   /** The optimizer step after `pos` (the next stage's first when pos is a stage's last), or null at the end. */
   private following(pos: { stage: number; step: number }): { stage: number; step: number } | null {
-    if (pos.step + 1 < stageSteps(this.stages[pos.stage])) return { stage: pos.stage, step: pos.step + 1 };
+    if (pos.step + 1 < stageSteps(this.stages[pos.stage], this.world)) return { stage: pos.stage, step: pos.step + 1 };
     return pos.stage + 1 < this.stages.length ? { stage: pos.stage + 1, step: 0 } : null;
   }
 
@@ -333,7 +368,7 @@ export class Trainer {
     for (let m = 0; m < (s.gradAccum ?? 1); m++) {
       const key = batchKey(pos.stage, pos.step, m);
       if (this.loaded.has(key) || this.ready.has(key)) continue;
-      const p = s.loadBatch(batchIndices(this.opts.seed, pos.stage, s, pos.step, m));
+      const p = s.loadBatch(batchIndices(this.opts.seed, pos.stage, s, pos.step, m, this.rank, this.world));
       p.catch(() => undefined); // awaited in awaitBatches; this keeps an unawaited failure from being unhandled
       this.loaded.set(key, p);
     }
@@ -380,7 +415,7 @@ export class Trainer {
 
   private checkResume(st: TrainerState): void {
     if (st.seed !== this.opts.seed) throw new Error(`resume: the checkpoint was trained with seed ${st.seed}, not ${this.opts.seed}`);
-    const names = this.stages.map((s) => s.name), steps = this.stages.map(stageSteps);
+    const names = this.stages.map((s) => s.name), steps = this.stages.map((s) => stageSteps(s, this.world));
     if (st.stages && st.stages.join('\u0000') !== names.join('\u0000'))
       throw new Error(`resume: the checkpoint was trained with stages [${st.stages.join(', ')}], this run has [${names.join(', ')}]`);
     if (st.stageSteps) {
@@ -409,7 +444,8 @@ export class Trainer {
       // vm_head stays float32: the visual-word ops (fused.visualWords) take it directly
       storeFrozenWeights(this.model, this.frozenDtype, { exclude: ['vm_head'] });
       const params = [...this.model.trainableParameters(), ...(s.extraParameters ?? [])];
-      const opt = new AdamW(paramGroups(this.model, params, s), { lr: s.lr, weightDecay: s.weightDecay ?? 0 });
+      const adamw = { lr: s.lr, weightDecay: s.weightDecay ?? 0 };
+      const opt = this.group ? new ZeroAdamW(this.group, paramGroups(this.model, params, s), { ...adamw, bucketBytes: this.opts.bucketBytes }) : new AdamW(paramGroups(this.model, params, s), adamw);
       try {
         if (resume && state.step > 0) {
           // the stage's own tensors first, so a misfit is named (not an optimizer entry that does not fit)
@@ -417,11 +453,12 @@ export class Trainer {
           opt.loadState(optimizerEntries(resume.optimizer, params.length));
         }
         resume = undefined;
-        const total = stageSteps(s);
+        const total = stageSteps(s, this.world);
         const t0 = Date.now();
         let tokens = 0;
         while (state.step < total) {
-          const signal = stop?.requested();
+          // data-parallel: the stop every rank agreed on at the end of the last step (stepStop), so all stop together
+          const signal = this.group ? this.agreedStop : stop?.requested();
           if (signal) {
             let checkpoint: string | null = null;
             if (state.globalStep > 0 && this.opts.outDir !== undefined) {
@@ -434,7 +471,7 @@ export class Trainer {
           }
           if (this.opts.stopAfterSteps !== undefined && state.globalStep >= this.opts.stopAfterSteps) return state;
           if (s.loadBatch) yield { stage: state.stage, step: state.step }; // runAsync: load this step's batches first
-          this.step(s, state, total, opt, params, t0, (n) => (tokens += n), () => tokens);
+          this.step(s, state, total, opt, params, t0, (n) => (tokens += n), () => tokens, stop);
           const atEnd = state.step === total;
           if (this.opts.evaluate && ((this.opts.evalEvery && state.step % this.opts.evalEvery === 0) || atEnd)) {
             this.log({ type: 'eval', stage: s.name, step: state.step, globalStep: state.globalStep, ...this.opts.evaluate(this.model, { stage: s.name, step: state.step }) });
@@ -454,8 +491,11 @@ export class Trainer {
   }
 
   /** One optimizer step (all micro-batches); a non-finite loss or gradient norm skips the update. */
-  private step(s: Stage, state: TrainerState, total: number, opt: AdamW, params: ReturnType<VwLmm['trainableParameters']>, t0: number,
-    addTokens: (n: number) => void, tokens: () => number): void {
+  /** Data-parallel: the stop signal some rank had at the end of the last step (null: none). */
+  private agreedStop: ReturnType<StopRequest['requested']> = null;
+
+  private step(s: Stage, state: TrainerState, total: number, opt: AdamW | ZeroAdamW, params: ReturnType<VwLmm['trainableParameters']>, t0: number,
+    addTokens: (n: number) => void, tokens: () => number, stop: StopRequest | null): void {
     const lr = cosineWithWarmup(state.step, total, s.warmupRatio ?? 0.03, s.lr);
     opt.lr = lr;
     let ce = 0, kl = 0, loss = 0;
@@ -466,7 +506,9 @@ export class Trainer {
     // What the step logs and decides on stays on the device until one read at its end (one host
     // synchronisation per step on CUDA): per micro-batch loss, CE and KL, then the squared gradient norm.
     const device = this.model.device;
-    const stats = keep(Tensor.zeros([3 * accum + 1], { device }));
+    // data-parallel: 3 more slots, summed over the ranks with the rest: tokens, a failed micro-batch, a stop request
+    const dp = opt instanceof ZeroAdamW ? opt : null;
+    const stats = keep(Tensor.zeros([3 * accum + 1 + (dp ? 3 : 0)], { device }));
     const put = (t: Tensor | null | undefined, slot: number) => {
       if (t) callOp('copy_2d', device, [t], [stats], [1, 1, 1, 1, 0, slot, 0]);
     };
@@ -476,7 +518,7 @@ export class Trainer {
       // the region ends before the clipping and the fp32 update.
       autocast(this.dtype, () => {
         for (let m = 0; m < accum && !bad; m++) {
-          const idx = batchIndices(state.seed, state.stage, s, state.step, m);
+          const idx = batchIndices(state.seed, state.stage, s, state.step, m, this.rank, this.world);
           samples.push(idx);
           const batch = s.loss ? null : this.batchOf(s, state.stage, state.step, m, idx);
           try {
@@ -488,6 +530,7 @@ export class Trainer {
               // micro-batches average: each backward carries 1/accum of the gradient. A non-finite loss
               // back-propagates too (its gradients are dropped with the step once the read shows it).
               const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
+              if (dp && m === accum - 1) dp.armForBackward(); // the last micro-batch's gradients are final: reduce as they come
               scaled.backward();
               if (batch) stepTokens += batch.attentionMask.reduce((a, b) => a + b, 0);
             });
@@ -500,9 +543,27 @@ export class Trainer {
       });
       // micro-batches loaded ahead but not used (a non-finite input ended the step early) are dropped with it
       for (let m = 0; m < accum; m++) this.ready.delete(batchKey(state.stage, state.step, m));
+      if (dp) {
+        // every rank reduces, whatever happened here: the ranks must start the same collectives
+        dp.reduceGradients();
+        scope(() => put(dp.ownedSumSquares(), 3 * accum));
+        const extra = Tensor.fromArray(Float32Array.of(stepTokens, bad ? 1 : 0, stop?.requested() ? 1 : 0), [3], { device });
+        callOp('copy_2d', device, [extra], [stats], [1, 3, 3, 3, 0, 3 * accum + 1, 0]);
+        extra.dispose();
+        this.group!.allReduce(stats); // losses summed (divided below), the norm's squares, tokens, failures, stops
+        const v = stats.toArray();
+        for (let k = 0; k < 3 * accum; k++) v[k] /= this.world;
+        stepTokens = v[3 * accum + 1];
+        if (!bad && v[3 * accum + 2] > 0) bad = { what: 'loss', micro: null, detail: `a non-finite loss on another rank (${v[3 * accum + 2]} of ${this.world})` };
+        if (v[3 * accum + 3] > 0) this.agreedStop = stop?.requested() ?? 'SIGTERM';
+        if (!bad) ran = accum;
+        stats.buffer.write(v);
+      }
       if (!bad) {
-        const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
-        scope(() => put(sumSquares(grads, device), 3 * accum));
+        if (!dp) {
+          const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
+          scope(() => put(sumSquares(grads, device), 3 * accum));
+        }
         const v = stats.toArray(); // the step's one host synchronisation
         for (let m = 0; m < ran && !bad; m++) {
           const [l, c, k] = [v[3 * m], v[3 * m + 1], v[3 * m + 2]];
@@ -521,6 +582,7 @@ export class Trainer {
     if (bad) {
       clearTape();
       zeroGrad(params);
+      dp?.discard();
       const b = bad as { what: string; micro: number | null; detail: string };
       const record = {
         type: 'nonfinite', stage: s.name, step: state.step + 1, steps: total, globalStep: state.globalStep + 1, what: b.what, detail: b.detail,
@@ -551,26 +613,32 @@ export class Trainer {
     const rec = s.loss
       ? { type: 'train', stage: s.name, step: state.step, steps: total, globalStep: state.globalStep, loss, lr, gradNorm, elapsed, eta }
       : { type: 'train', stage: s.name, step: state.step, steps: total, globalStep: state.globalStep, loss, ce, kl, lr, gradNorm, tokensPerSec: tokens() / Math.max(elapsed, 1e-9), elapsed, eta };
-    if (state.step % (this.opts.logEvery ?? 1) === 0 || state.step === total) this.log(rec);
+    // data-parallel: how many gradient buckets started during the backward (overlapped), of how many
+    const overlap = dp ? { buckets: dp.lastStep.buckets, bucketsInBackward: dp.lastStep.startedInBackward } : {};
+    if (state.step % (this.opts.logEvery ?? 1) === 0 || state.step === total) this.log({ ...rec, ...overlap });
   }
 
   /**
    * Crash-safe checkpoint with the trainer state (position, optimizer, the stage's extraParameters) for an
-   * exact resume.
+   * exact resume. Data-parallel: every rank calls it (the sharded optimizer state is gathered), rank 0 writes.
    */
-  save(state: TrainerState, opt: AdamW): void {
+  save(state: TrainerState, opt: AdamW | ZeroAdamW): void {
     if (this.opts.outDir === undefined) throw typeError('Trainer.save', 'outDir', 'a directory to write the checkpoint in', this.opts.outDir);
+    const entries = opt instanceof ZeroAdamW
+      ? opt.gatherState().map((e) => ({ ...e, shape: opt.params[e.index].shape }))
+      : opt.stateEntries().map((e) => ({ index: e.index, step: e.step, shape: e.m.shape, m: e.m.toArray() as Float32Array, v: e.v.toArray() as Float32Array }));
+    if (this.rank !== 0) return;
     const tensors = new Map<string, HostTensor>();
-    for (const e of opt.stateEntries()) {
-      tensors.set(`${e.index}.m`, { dtype: 'float32', shape: [...e.m.shape], data: e.m.toArray() as Float32Array });
-      tensors.set(`${e.index}.v`, { dtype: 'float32', shape: [...e.v.shape], data: e.v.toArray() as Float32Array });
+    for (const e of entries) {
+      tensors.set(`${e.index}.m`, { dtype: 'float32', shape: [...e.shape], data: e.m });
+      tensors.set(`${e.index}.v`, { dtype: 'float32', shape: [...e.shape], data: e.v });
       tensors.set(`${e.index}.step`, { dtype: 'int32', shape: [1], data: Int32Array.of(e.step) });
     }
     const extra = this.stages[state.stage]?.extraParameters ?? [];
     const stageTensors = new Map<string, HostTensor>(extra.map((p, k) => [String(k), { dtype: 'float32', shape: [...p.shape], data: p.toArray() as Float32Array }]));
     saveCheckpoint(path.join(this.opts.outDir, 'checkpoint'), this.model, {
       ...this.opts.checkpointFiles,
-      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map(stageSteps) }, null, 2) },
+      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), ...(this.group ? { worldSize: this.world } : {}) }, null, 2) },
       extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
     });
   }

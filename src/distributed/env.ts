@@ -1,0 +1,43 @@
+// What launched this process, read from its environment: torchrun-style variables (RANK, WORLD_SIZE, LOCAL_RANK,
+// LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT; `vwlmm train --nproc-per-node N` sets them too) or mpirun's (Open
+// MPI's OMPI_COMM_WORLD_*, MPICH's PMI_*). Malformed values are errors that name the variable.
+
+export interface LaunchEnv {
+  /** Who started the ranks; null: a single process, started by hand. */
+  launcher: 'torchrun' | 'mpirun' | null;
+  rank: number;
+  worldSize: number;
+  localRank: number;
+  localWorldSize: number;
+  /** The rendezvous of rank 0 (torchrun-style only). */
+  masterAddr: string | null;
+  masterPort: number | null;
+}
+
+function int(env: NodeJS.ProcessEnv, name: string, min: number): number | null {
+  const v = env[name];
+  if (v === undefined || v === '') return null;
+  if (!/^\d+$/.test(v.trim()) || Number(v) < min) throw new RangeError(`launch environment: ${name} must be an integer >= ${min}, got '${v}'`);
+  return Number(v);
+}
+
+export function launchEnv(env: NodeJS.ProcessEnv = process.env): LaunchEnv {
+  const rank = int(env, 'RANK', 0), world = int(env, 'WORLD_SIZE', 1);
+  if (rank !== null || world !== null) {
+    if (rank === null || world === null) throw new RangeError(`launch environment: RANK and WORLD_SIZE go together (got ${rank === null ? 'WORLD_SIZE' : 'RANK'} alone)`);
+    if (rank >= world) throw new RangeError(`launch environment: RANK ${rank} is not below WORLD_SIZE ${world}`);
+    const localRank = int(env, 'LOCAL_RANK', 0) ?? rank, localWorld = int(env, 'LOCAL_WORLD_SIZE', 1) ?? world;
+    if (localRank >= localWorld) throw new RangeError(`launch environment: LOCAL_RANK ${localRank} is not below LOCAL_WORLD_SIZE ${localWorld}`);
+    const port = int(env, 'MASTER_PORT', 1);
+    if (port !== null && port > 65535) throw new RangeError(`launch environment: MASTER_PORT must be a port number (1-65535), got ${port}`);
+    return { launcher: 'torchrun', rank, worldSize: world, localRank, localWorldSize: localWorld, masterAddr: env.MASTER_ADDR || null, masterPort: port };
+  }
+  const mpiRank = int(env, 'OMPI_COMM_WORLD_RANK', 0) ?? int(env, 'PMI_RANK', 0);
+  const mpiSize = int(env, 'OMPI_COMM_WORLD_SIZE', 1) ?? int(env, 'PMI_SIZE', 1);
+  if (mpiRank !== null && mpiSize !== null) {
+    const localRank = int(env, 'OMPI_COMM_WORLD_LOCAL_RANK', 0) ?? int(env, 'MPI_LOCALRANKID', 0) ?? mpiRank;
+    const localWorld = int(env, 'OMPI_COMM_WORLD_LOCAL_SIZE', 1) ?? int(env, 'MPI_LOCALNRANKS', 1) ?? mpiSize;
+    return { launcher: 'mpirun', rank: mpiRank, worldSize: mpiSize, localRank, localWorldSize: localWorld, masterAddr: null, masterPort: null };
+  }
+  return { launcher: null, rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: null, masterPort: null };
+}

@@ -1,0 +1,199 @@
+// A process group as torch.distributed has one: rank, world size, local rank, and the collectives all-reduce,
+// reduce-scatter, all-gather and broadcast on tensors, over MPI on the CPU (OpenMPI: `mpirun -np N`) and NCCL on
+// the GPU. One group per process. Collectives run in call order on the group's own queue (a host thread for MPI,
+// a CUDA stream for NCCL: native/distributed/collective.h); the `Async` forms return a Work to wait for later, so a
+// gradient bucket can travel while the backward pass goes on. Every wait has a deadline: a rank that died or
+// hangs ends the others with an error naming the collective, never a hang.
+import { describe, rangeError, typeError } from '../errors';
+import { addonFor, type Addon, type DistGroupInfo } from '../native';
+import { Tensor, type Device } from '../tensor';
+import { launchEnv } from './env';
+
+export type Backend = 'mpi' | 'nccl';
+export type ReduceOp = 'sum' | 'avg' | 'max' | 'min';
+
+/** torch.distributed's default NCCL timeout (10 minutes): how long any wait may last. */
+export const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
+
+export interface ProcessGroupOptions {
+  /** 'mpi' (CPU tensors; the default on the CPU) or 'nccl' (CUDA tensors; the default on CUDA). */
+  backend?: Backend;
+  /** How long initialisation and each wait may take before the rank gives up with an error. */
+  timeoutMs?: number;
+  /** MPI: another libvwlmm_mpi.so than the one beside the CPU addon. */
+  library?: string;
+}
+
+/** A started collective (torch's Work): wait() blocks until it finished (or throws what failed). */
+export class Work {
+  private done = false;
+  constructor(private readonly group: ProcessGroup, private readonly handle: number, readonly what: string, private readonly after?: () => void) {}
+
+  /** True once finished (does not wait; a failure is thrown here too). */
+  isCompleted(): boolean {
+    if (this.done) return true;
+    return this.group.addon.distTest(this.handle);
+  }
+
+  /** Waits at most the group's timeout; the tensors it uses may be read and freed again afterwards. */
+  wait(): void {
+    if (this.done) return;
+    this.group.addon.distWait(this.handle, this.group.timeoutMs);
+    this.done = true;
+    this.after?.();
+  }
+}
+
+let current: ProcessGroup | null = null;
+
+export class ProcessGroup {
+  readonly backend: Backend;
+  readonly rank: number;
+  readonly worldSize: number;
+  /** Rank and number of ranks on this machine (MPI_COMM_TYPE_SHARED; LOCAL_RANK under torchrun). */
+  readonly localRank: number;
+  readonly localWorldSize: number;
+  /** The device of the tensors it reduces: 'cpu' for MPI, 'cuda' for NCCL. */
+  readonly device: Device;
+  /** The MPI or NCCL library and its version. */
+  readonly library: string;
+  readonly timeoutMs: number;
+  private destroyed = false;
+
+  /** @internal use initProcessGroup */
+  constructor(readonly addon: Addon, info: DistGroupInfo, timeoutMs: number) {
+    this.backend = info.backend as Backend;
+    this.rank = info.rank;
+    this.worldSize = info.worldSize;
+    this.localRank = info.localRank;
+    this.localWorldSize = info.localWorldSize;
+    this.device = this.backend === 'nccl' ? 'cuda' : 'cpu';
+    this.library = info.library;
+    this.timeoutMs = timeoutMs;
+  }
+
+  /** In place: every rank's `t` becomes the reduction of all ranks' `t`. */
+  allReduce(t: Tensor, opts: { op?: ReduceOp } = {}): void {
+    this.allReduceAsync(t, opts).wait();
+  }
+  allReduceAsync(t: Tensor, opts: { op?: ReduceOp } = {}): Work {
+    const where = 'ProcessGroup.allReduce';
+    this.check(where, 'tensor', t);
+    return this.start(where, 'all_reduce', t, t, t.size, opts.op ?? 'sum', 0);
+  }
+
+  /** output (n elements) = the reduction over ranks of chunk `rank` of input (worldSize * n elements). */
+  reduceScatter(output: Tensor, input: Tensor, opts: { op?: ReduceOp } = {}): void {
+    this.reduceScatterAsync(output, input, opts).wait();
+  }
+  reduceScatterAsync(output: Tensor, input: Tensor, opts: { op?: ReduceOp } = {}): Work {
+    const where = 'ProcessGroup.reduceScatter';
+    this.check(where, 'output', output);
+    this.check(where, 'input', input, output.dtype);
+    if (input.size !== output.size * this.worldSize) throw rangeError(where, `input has ${input.size} elements but ${this.worldSize} ranks x output's ${output.size} = ${output.size * this.worldSize} are needed`);
+    if (input.buffer === output.buffer && output.size > 0 && this.worldSize > 1) throw rangeError(where, 'input and output must be different tensors');
+    return this.start(where, 'reduce_scatter', input, output, output.size, opts.op ?? 'sum', 0);
+  }
+
+  /** output (worldSize * n elements) = every rank's input (n elements), in rank order. */
+  allGather(output: Tensor, input: Tensor): void {
+    this.allGatherAsync(output, input).wait();
+  }
+  allGatherAsync(output: Tensor, input: Tensor): Work {
+    const where = 'ProcessGroup.allGather';
+    this.check(where, 'output', output);
+    this.check(where, 'input', input, output.dtype);
+    if (output.size !== input.size * this.worldSize) throw rangeError(where, `output has ${output.size} elements but ${this.worldSize} ranks x input's ${input.size} = ${input.size * this.worldSize} are needed`);
+    if (input.buffer === output.buffer && input.size > 0 && this.worldSize > 1) throw rangeError(where, 'input and output must be different tensors');
+    return this.start(where, 'all_gather', input, output, input.size, 'sum', 0);
+  }
+
+  /** In place: every rank's `t` becomes rank `root`'s. */
+  broadcast(t: Tensor, root = 0): void {
+    this.broadcastAsync(t, root).wait();
+  }
+  broadcastAsync(t: Tensor, root = 0): Work {
+    const where = 'ProcessGroup.broadcast';
+    this.check(where, 'tensor', t);
+    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) throw typeError(where, 'root', `a rank in [0, ${this.worldSize})`, root);
+    return this.start(where, 'broadcast', t, t, t.size, 'sum', root);
+  }
+
+  /** Returns once every rank has called it (an all-reduce of one element). */
+  barrier(): void {
+    const t = Tensor.zeros([1], { device: this.device, dtype: 'int32' });
+    try {
+      this.allReduce(t);
+    } finally {
+      t.dispose();
+    }
+  }
+
+  /**
+   * Ends the group (MPI_Finalize / ncclCommDestroy) once every rank calls it; no collective may be left unwaited.
+   * The process cannot start another group.
+   */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.addon.distDestroy(this.timeoutMs);
+    this.destroyed = true;
+    if (current === this) current = null;
+  }
+
+  get isDestroyed(): boolean {
+    return this.destroyed;
+  }
+
+  private check(where: string, name: string, t: Tensor, dtype?: string): void {
+    if (this.destroyed) throw new TypeError(`${where}: the process group has been destroyed`);
+    if (!(t instanceof Tensor)) throw typeError(where, name, 'a Tensor', t);
+    if (t.device !== this.device) throw typeError(where, `${name}'s device`, `a ${this.device} tensor (the ${this.backend} group reduces ${this.device} tensors)`, t);
+    if (dtype !== undefined && t.dtype !== dtype) throw typeError(where, `${name}'s dtype`, `${dtype} (as the output)`, t);
+  }
+
+  private start(where: string, kind: string, input: Tensor, output: Tensor, count: number, op: ReduceOp, root: number): Work {
+    if (op !== 'sum' && op !== 'avg' && op !== 'max' && op !== 'min') throw typeError(where, 'op', "'sum', 'avg', 'max' or 'min'", op);
+    const handle = this.addon.distStart(kind, input.buffer, output.buffer, input.dtype, count, op, root);
+    return new Work(this, handle, `${kind} of ${describe(output)}`);
+  }
+}
+
+/**
+ * Starts this process's group (torch.distributed.init_process_group). MPI: the ranks of `mpirun -np N` (one process
+ * alone is a group of one). NCCL: the ranks torchrun-style variables describe (RANK, WORLD_SIZE, LOCAL_RANK,
+ * MASTER_ADDR, MASTER_PORT; `vwlmm train --nproc-per-node N` sets them), rank 0 handing out NCCL's unique id over a
+ * TCP rendezvous (src/distributed/rendezvous.ts). A rank that does not arrive within the timeout ends the others with an
+ * error.
+ */
+export async function initProcessGroup(opts: ProcessGroupOptions = {}): Promise<ProcessGroup> {
+  const where = 'initProcessGroup';
+  if (opts === null || typeof opts !== 'object') throw typeError(where, 'options', 'an object', opts);
+  const backend = opts.backend ?? 'mpi';
+  if (backend !== 'mpi' && backend !== 'nccl') throw typeError(where, 'backend', "'mpi' or 'nccl'", backend);
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) throw typeError(where, 'timeoutMs', 'a finite number of milliseconds > 0', timeoutMs);
+  if (opts.library !== undefined && typeof opts.library !== 'string') throw typeError(where, 'library', 'a path', opts.library);
+  if (current) throw new TypeError(`${where}: this process already has a process group (rank ${current.rank} of ${current.worldSize})`);
+  const env = launchEnv();
+  let info: DistGroupInfo;
+  let addon: Addon;
+  if (backend === 'mpi') {
+    addon = addonFor('cpu', where);
+    info = addon.distInit('mpi', { timeoutMs, ...(opts.library !== undefined ? { library: opts.library } : {}) });
+    // mpirun's own numbering must agree with what MPI reports (a torchrun-style launch cannot start MPI ranks)
+    if (env.launcher === 'torchrun' && env.worldSize !== info.worldSize) {
+      throw new Error(`${where}: WORLD_SIZE is ${env.worldSize} but MPI started ${info.worldSize} rank(s): MPI ranks are started by mpirun (mpirun -np ${env.worldSize} ...), not by RANK / WORLD_SIZE variables`);
+    }
+  } else {
+    const { ncclRendezvous } = await import('./rendezvous');
+    addon = addonFor('cuda', where);
+    info = await ncclRendezvous(addon, env, timeoutMs);
+  }
+  current = new ProcessGroup(addon, info, timeoutMs);
+  return current;
+}
+
+/** The process's group, or null (torch.distributed.is_initialized). */
+export function processGroup(): ProcessGroup | null {
+  return current;
+}

@@ -1,0 +1,350 @@
+// Data-parallel training with ZeRO-1 (DeepSpeed's stage 1, as llm.c does it): gradients are reduce-scattered
+// in buckets, each rank updates with AdamW only the parameters it owns (their moments live on that rank alone),
+// and the updated parameters are all-gathered back, so every rank holds the same weights after each step.
+//
+// Buckets: the trainable parameters in reverse registration order (the order the backward finishes them, as
+// torch DDP's first buckets), cut at `bucketBytes`. Inside a bucket each parameter is owned by one rank (the
+// least loaded so far: the same deterministic choice on every rank), and the bucket's flat buffer holds rank 0's
+// parameters, padding, rank 1's, ..., in chunks of equal size, so one reduce-scatter leaves each rank the
+// averaged gradients of its own parameters and one all-gather of the same layout brings the weights back.
+// During the backward of a step's last micro-batch a bucket starts its reduce-scatter as soon as its last
+// gradient is final (autograd's onGradReady) and every earlier bucket has started: every rank starts the same
+// collectives in the same order while the backward goes on. A bucket whose gradients never came (a parameter
+// this micro-batch did not use, or a step cut short by a non-finite loss) starts at the end, with zeros.
+//
+// The weights stay float32 on every rank (the fp32 masters; autocast makes the bf16 copies per step): what is
+// sharded is AdamW's state, two of the three copies a float32 AdamW keeps. Checkpoints hold the whole state (in
+// the single-process layout), gathered at each save, so a run resumes on any number of ranks.
+import { onGradReady } from '../autograd';
+import { callOp } from '../call_op';
+import { rangeError } from '../errors';
+import { AdamW, AdamWOptions, ParamGroup, sumSquares } from '../optim';
+import { keep, Tensor } from '../tensor';
+import type { ProcessGroup, Work } from './process_group';
+
+/** torch DDP's default bucket_cap_mb (25 MiB). */
+export const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
+
+interface Member {
+  param: Tensor;
+  /** Index in ZeroAdamW.params (the optimizer checkpoint's index). */
+  index: number;
+  owner: number;
+  /** Element offset inside its owner's chunk. */
+  offset: number;
+}
+
+interface Bucket {
+  members: Member[];
+  /** Elements of one rank's chunk (the largest owner's share). */
+  chunk: number;
+  /** [worldSize * chunk]: the gradients going in, the gathered weights (or moments) coming back. */
+  flat: Tensor;
+  /** [chunk]: this rank's reduced gradients, then its updated weights. */
+  shard: Tensor;
+  ready: number;
+  work: Work | null;
+}
+
+export interface ZeroOptions extends AdamWOptions {
+  bucketBytes?: number;
+}
+
+export class ZeroAdamW {
+  /** Every trainable parameter, groups concatenated (the indices of optimizer checkpoints, as AdamW's). */
+  readonly params: Tensor[];
+  private readonly buckets: Bucket[] = [];
+  private readonly bucketOf = new Map<Tensor, Bucket>();
+  /** AdamW over the parameters this rank owns, in their groups (lrScale kept). */
+  private readonly inner: AdamW;
+  private readonly localIndex = new Map<number, number>();
+  private launched = 0;
+  private removeHook: (() => void) | null = null;
+  private early = 0;
+  /** The last step's buckets, and how many of them started during the backward (the rest at its end). */
+  lastStep = { buckets: 0, startedInBackward: 0 };
+
+  constructor(readonly group: ProcessGroup, groups: readonly ParamGroup[], opts: ZeroOptions) {
+    this.bucketBytes = opts.bucketBytes ?? DEFAULT_BUCKET_BYTES;
+    if (!Number.isFinite(this.bucketBytes) || this.bucketBytes <= 0) throw rangeError('ZeroAdamW', `bucketBytes must be > 0, got ${this.bucketBytes}`);
+    this.params = groups.flatMap((g) => [...g.params]);
+    for (const p of this.params) {
+      if (p.device !== group.device) throw rangeError('ZeroAdamW', `a parameter is on ${p.device} but the ${group.backend} group reduces ${group.device} tensors`);
+      if (p.dtype !== 'float32') throw rangeError('ZeroAdamW', `parameters must be float32 masters, got a ${p.dtype} one`);
+    }
+    // each parameter (largest first) to the least loaded rank: deterministic, so every rank agrees
+    const load = new Array<number>(group.worldSize).fill(0);
+    this.params.map((p, index) => ({ p, index })).sort((x, y) => y.p.size - x.p.size || x.index - y.index).forEach(({ p }) => {
+      let r = 0;
+      for (let k = 1; k < load.length; k++) if (load[k] < load[r]) r = k;
+      load[r] += p.size;
+      this.owners.set(p, r);
+    });
+    // first buckets: reverse registration order (rebuilt after the first backward in the order it finished them)
+    this.buildBuckets(this.params.map((_, i) => i).reverse());
+    const ownedGroups = groups.map((g) => ({ params: [...g.params].filter((p) => this.owners.get(p) === group.rank), lrScale: g.lrScale }));
+    this.inner = new AdamW(ownedGroups, opts);
+    this.inner.params.forEach((p, k) => this.localIndex.set(this.params.indexOf(p), k));
+  }
+
+  private readonly bucketBytes: number;
+  private readonly owners = new Map<Tensor, number>();
+  /** Parameter indices in the order the first armed backward finished them (torch DDP rebuilds its buckets so). */
+  private readyOrder: number[] | null = [];
+
+  /** Buckets of `order` (parameter indices), cut at bucketBytes; each rank's members packed into its chunk. */
+  private buildBuckets(order: number[]): void {
+    for (const b of this.buckets) {
+      b.flat.dispose();
+      b.shard.dispose();
+    }
+    this.buckets.length = 0;
+    this.bucketOf.clear();
+    const world = this.group.worldSize;
+    let cur: number[] = [], bytes = 0;
+    const cut = () => {
+      if (!cur.length) return;
+      const byRank = new Array<number>(world).fill(0);
+      const members: Member[] = cur.map((index) => {
+        const param = this.params[index], owner = this.owners.get(param)!;
+        const m = { param, index, owner, offset: byRank[owner] };
+        byRank[owner] += param.size;
+        return m;
+      });
+      const chunk = Math.max(1, ...byRank);
+      const b: Bucket = {
+        members, chunk, ready: 0, work: null,
+        flat: keep(Tensor.zeros([world * chunk], { device: this.group.device })),
+        shard: keep(Tensor.zeros([chunk], { device: this.group.device })),
+      };
+      this.buckets.push(b);
+      for (const m of members) this.bucketOf.set(m.param, b);
+      cur = [];
+      bytes = 0;
+    };
+    for (const i of order) {
+      const n = 4 * this.params[i].size;
+      if (bytes > 0 && bytes + n > this.bucketBytes) cut();
+      cur.push(i);
+      bytes += n;
+    }
+    cut();
+  }
+
+  /**
+   * After the first armed backward: the buckets again, in the order it finished the gradients (then what it never
+   * reached, in reverse registration order), rank 0's order for everyone (a rank whose graph differed would
+   * otherwise cut other buckets: the collectives would not match).
+   */
+  private rebuildBuckets(): void {
+    const seen = new Set(this.readyOrder!);
+    const order = [...this.readyOrder!, ...this.params.map((_, i) => i).reverse().filter((i) => !seen.has(i))];
+    this.readyOrder = null;
+    const t = Tensor.fromArray(Int32Array.from(order), [order.length], { device: this.group.device, dtype: 'int32' });
+    try {
+      this.group.broadcast(t, 0);
+      this.buildBuckets(Array.from(t.toArray()));
+    } finally {
+      t.dispose();
+    }
+  }
+
+  get lr(): number {
+    return this.inner.lr;
+  }
+  set lr(v: number) {
+    this.inner.lr = v;
+  }
+
+  /** The parameters this rank updates. */
+  get owned(): readonly Tensor[] {
+    return this.inner.params;
+  }
+
+  /**
+   * Before the backward of a step's last micro-batch: buckets start their reduce-scatter as their gradients
+   * become final. Earlier micro-batches accumulate locally (torch DDP's no_sync).
+   */
+  armForBackward(): void {
+    this.removeHook?.();
+    for (const b of this.buckets) b.ready = 0;
+    const index = new Map(this.params.map((p, i) => [p, i]));
+    this.removeHook = onGradReady((leaf) => {
+      const b = this.bucketOf.get(leaf);
+      if (!b) return;
+      this.readyOrder?.push(index.get(leaf)!);
+      b.ready++;
+      const before = this.launched;
+      this.launchReady();
+      this.early += this.launched - before;
+    });
+  }
+
+  /**
+   * After all micro-batches (also after one that failed): starts every bucket not yet started, waits for them,
+   * and leaves on each owned parameter the gradient averaged over the ranks (the others' local gradients are
+   * freed). Every rank must call it once per step.
+   */
+  reduceGradients(): void {
+    this.removeHook?.();
+    this.removeHook = null;
+    this.lastStep = { buckets: this.buckets.length, startedInBackward: this.early };
+    this.early = 0;
+    while (this.launched < this.buckets.length) this.launch(this.buckets[this.launched]);
+    this.anyGrad?.dispose();
+    this.anyGrad = keep(Tensor.fromArray(Float32Array.from(this.params, (p) => (this.hadGrad.has(p) ? 1 : 0)), [this.params.length], { device: this.group.device }));
+    const flags = this.group.allReduceAsync(this.anyGrad, { op: 'max' });
+    const rank = this.group.rank;
+    for (const b of this.buckets) {
+      b.work!.wait();
+      b.work = null;
+      for (const m of b.members) {
+        if (m.owner !== rank) continue;
+        const g = m.param.grad ?? keep(Tensor.empty(m.param.shape, { device: m.param.device }));
+        callOp('copy_2d', g.device, [b.shard], [g], [1, m.param.size, m.param.size, m.param.size, m.offset, 0, 0]);
+        m.param.grad = g;
+      }
+    }
+    flags.wait();
+    this.launched = 0;
+    if (this.readyOrder?.length) this.rebuildBuckets();
+  }
+
+  /** Parameters that had a gradient on this rank this step (see anyGrad). */
+  private readonly hadGrad = new Set<Tensor>();
+  /** Per parameter, 1 where some rank had a gradient (the max of hadGrad over the ranks): step() updates those only, as AdamW skips a parameter without one. */
+  private anyGrad: Tensor | null = null;
+
+  /** The sum of squares of the owned parameters' reduced gradients ([1] tensor); summed over ranks: the global norm squared. */
+  ownedSumSquares(): Tensor {
+    const grads = this.inner.params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
+    return sumSquares(grads, this.group.device);
+  }
+
+  /**
+   * The sharded update (AdamW on the owned parameters that had a gradient on some rank) and the all-gather of
+   * the updated weights. Every rank must call it, after reduceGradients.
+   */
+  step(opts: { gradScale?: number } = {}): void {
+    if (!this.anyGrad) throw new TypeError('ZeroAdamW.step: reduceGradients() first');
+    const any = this.anyGrad.toArray();
+    this.params.forEach((p, i) => {
+      if (!(any[i] > 0) && p.grad) {
+        p.grad.dispose();
+        p.grad = null;
+      }
+    });
+    this.inner.step({ gradScale: opts.gradScale });
+    this.gather((m) => m.param, (m) => m.param);
+    this.dropGrads();
+  }
+
+  /** A skipped step: the reduced gradients are dropped, weights and moments stay. */
+  discard(): void {
+    this.dropGrads();
+  }
+
+  /**
+   * The whole AdamW state in the single-process layout (index, step, moments) on every rank: collective, every
+   * rank must call it (Trainer.save does, then rank 0 writes it).
+   */
+  gatherState(): { index: number; step: number; m: Float32Array; v: Float32Array }[] {
+    const own = new Map(this.inner.stateEntries().map((e) => [this.inner.params[e.index], e]));
+    const steps = Tensor.fromArray(Float32Array.from(this.params, (p) => own.get(p)?.step ?? 0), [this.params.length], { device: this.group.device });
+    const moments = new Map<Tensor, { m: Float32Array; v: Float32Array }>();
+    try {
+      this.group.allReduce(steps, { op: 'max' });
+      for (const which of ['m', 'v'] as const) {
+        this.gather((m) => own.get(m.param)?.[which] ?? null, null, (m, values) => {
+          const e = moments.get(m.param) ?? { m: new Float32Array(0), v: new Float32Array(0) };
+          e[which] = values;
+          moments.set(m.param, e);
+        });
+      }
+      const st = steps.toArray();
+      return this.params.flatMap((p, index) => (st[index] > 0 ? [{ index, step: st[index], ...moments.get(p)! }] : []));
+    } finally {
+      steps.dispose();
+    }
+  }
+
+  /** Restores a single-process layout state (AdamW.stateEntries of any world size): each rank keeps its own. */
+  loadState(entries: { index: number; step: number; m: Float32Array; v: Float32Array }[]): void {
+    for (const e of entries) if (!this.params[e.index] || e.m.length !== this.params[e.index].size) throw new RangeError(`ZeroAdamW.loadState: entry ${e.index} does not fit the parameters`);
+    this.inner.loadState(entries.filter((e) => this.localIndex.has(e.index)).map((e) => ({ ...e, index: this.localIndex.get(e.index)! })));
+  }
+
+  dispose(): void {
+    this.removeHook?.();
+    this.removeHook = null;
+    for (const b of this.buckets) {
+      b.work?.wait();
+      b.flat.dispose();
+      b.shard.dispose();
+    }
+    this.buckets.length = 0;
+    this.anyGrad?.dispose();
+    this.anyGrad = null;
+    this.inner.dispose();
+  }
+
+  /** Starts, in order, every bucket whose gradients are all final. */
+  private launchReady(): void {
+    while (this.launched < this.buckets.length && this.buckets[this.launched].ready === this.buckets[this.launched].members.length) this.launch(this.buckets[this.launched]);
+  }
+
+  /** Copies the bucket's gradients into its flat buffer (zeros where none), frees them, starts the reduce-scatter. */
+  private launch(b: Bucket): void {
+    const dev = this.group.device;
+    callOp('fill', dev, [], [b.flat], [b.flat.size], [0]);
+    for (const m of b.members) {
+      const g = m.param.grad;
+      if (!g) continue;
+      this.hadGrad.add(m.param);
+      callOp('copy_2d', dev, [g], [b.flat], [1, g.size, g.size, g.size, 0, m.owner * b.chunk + m.offset, 0]);
+      g.dispose();
+      m.param.grad = null;
+    }
+    b.work = this.group.reduceScatterAsync(b.shard, b.flat, { op: 'avg' });
+    this.launched++;
+  }
+
+  /**
+   * Each rank's chunk from `source` (owned members; null: zeros), all-gathered; then each member's values go to
+   * `target` (a tensor) or `take` (host copies).
+   */
+  private gather(source: (m: Member) => Tensor | null, target: ((m: Member) => Tensor) | null, take?: (m: Member, values: Float32Array) => void): void {
+    const dev = this.group.device, rank = this.group.rank;
+    for (const b of this.buckets) {
+      callOp('fill', dev, [], [b.shard], [b.chunk], [0]);
+      for (const m of b.members) {
+        const t = m.owner === rank ? source(m) : null;
+        if (t) callOp('copy_2d', dev, [t], [b.shard], [1, t.size, t.size, t.size, 0, m.offset, 0]);
+      }
+      b.work = this.group.allGatherAsync(b.flat, b.shard);
+    }
+    for (const b of this.buckets) {
+      b.work!.wait();
+      b.work = null;
+      const host = take ? (b.flat.toArray() as Float32Array) : null;
+      for (const m of b.members) {
+        const at = m.owner * b.chunk + m.offset;
+        if (host) take!(m, host.slice(at, at + m.param.size));
+        else {
+          const t = target!(m);
+          callOp('copy_2d', dev, [b.flat], [t], [1, t.size, t.size, t.size, at, 0, 0]);
+        }
+      }
+    }
+  }
+
+  private dropGrads(): void {
+    for (const p of this.params) {
+      p.grad?.dispose();
+      p.grad = null;
+    }
+    this.hadGrad.clear();
+    this.anyGrad?.dispose();
+    this.anyGrad = null;
+  }
+}

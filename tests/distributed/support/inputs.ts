@@ -1,0 +1,8 @@
+// The collectives test's inputs: rank r's random values, the same wherever computed, so each rank makes its own
+// and the test makes everyone's for the reference.
+import { Generator } from '../../../src/random';
+
+export function inputOf(seed: number, rank: number, n: number): Float32Array {
+  const g = new Generator(seed).fork(`rank${rank}`);
+  return Float32Array.from({ length: n }, () => g.normal() * 3);
+}

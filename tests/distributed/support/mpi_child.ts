@@ -1,0 +1,127 @@
+// One rank of the data-parallel tests (tests/distributed/data_parallel.test.ts), started by `mpirun -np N` (or alone, as a
+// group of one): node --import tsx tests/distributed/support/mpi_child.ts <mode> <outDir> [json options]
+//   collectives  every collective on random tensors; writes what it got (rank_<r>.json) for the test to check
+//   train        (noGroup: the same without a group, plain AdamW) the tiny VW-LMM trained with the Trainer over the group; rank 0 writes the weights (weights.json)
+//   die          trains, and rank 1 kills itself with SIGKILL in the third step
+//   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout
+import * as fs from 'fs';
+import * as path from 'path';
+import { initProcessGroup } from '../../../src/distributed/process_group';
+import { scope, Tensor } from '../../../src/tensor';
+import { VwLmm } from '../../../src/model/vwlmm';
+import { Stage, Trainer } from '../../../src/train/trainer';
+import { F } from '../../../src';
+import { inputOf } from './inputs';
+import { tinyConfig, tinyData } from '../../train/support/tiny';
+
+const [mode, outDir, json] = process.argv.slice(2);
+const opts = JSON.parse(json ?? '{}') as { noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; resume?: boolean; bucketBytes?: number; timeoutMs?: number };
+
+
+async function main(): Promise<void> {
+  if (opts.noGroup) return trainTiny(null, outDir); // the single-process reference: AdamW, no group
+  const group = await initProcessGroup({ backend: 'mpi', timeoutMs: opts.timeoutMs ?? 60_000 });
+  const { rank, worldSize } = group;
+  fs.mkdirSync(outDir, { recursive: true });
+  if (mode === 'collectives') {
+    const seed = opts.seed ?? 1, out: Record<string, number[]> = {};
+    scope(() => {
+      for (const n of [0, 1, 7, 1000]) {
+        for (const op of ['sum', 'avg', 'max', 'min'] as const) {
+          const t = Tensor.fromArray(inputOf(seed + n, rank, n), [n]);
+          group.allReduce(t, { op });
+          out[`all_reduce/${op}/${n}`] = Array.from(t.toArray());
+          const big = Tensor.fromArray(inputOf(seed + n + 1, rank, n * worldSize), [n * worldSize]);
+          const small = Tensor.empty([n]);
+          group.reduceScatter(small, big, { op });
+          out[`reduce_scatter/${op}/${n}`] = Array.from(small.toArray());
+          // bf16 travels as 16-bit words and reduces in float32, rounded once per partial result
+          const tb = Tensor.fromArray(inputOf(seed + n + 2, rank, n), [n], { dtype: 'bfloat16' });
+          group.allReduce(tb, { op });
+          out[`all_reduce_bf16/${op}/${n}`] = Array.from(tb.toArray());
+        }
+        const mine = Tensor.fromArray(inputOf(seed + n + 3, rank, n), [n]);
+        const all = Tensor.empty([n * worldSize]);
+        group.allGather(all, mine);
+        out[`all_gather/${n}`] = Array.from(all.toArray());
+        for (let root = 0; root < worldSize; root++) {
+          const b = Tensor.fromArray(inputOf(seed + n + 4, rank, n), [n]);
+          group.broadcast(b, root);
+          out[`broadcast/${root}/${n}`] = Array.from(b.toArray());
+        }
+        const ints = Tensor.fromArray(Int32Array.from({ length: n }, (_, i) => i * (rank + 1)), [n]);
+        group.allReduce(ints, { op: 'sum' });
+        out[`all_reduce_int32/sum/${n}`] = Array.from(ints.toArray());
+      }
+      // async: several in flight at once, waited for in reverse order
+      const ts = [0, 1, 2].map((k) => Tensor.fromArray(inputOf(seed + 100 + k, rank, 333), [333]));
+      const works = ts.map((t) => group.allReduceAsync(t));
+      let refused = '';
+      try {
+        ts[0].dispose();
+      } catch (e) {
+        refused = (e as Error).message;
+      }
+      works.reverse().forEach((w) => w.wait());
+      ts.forEach((t, k) => (out[`async/${k}`] = Array.from(t.toArray())));
+      out.refusedDispose = [refused.includes('in use by a collective') ? 1 : 0];
+      group.barrier();
+    });
+    fs.writeFileSync(path.join(outDir, `rank_${rank}.json`), JSON.stringify({ rank, worldSize, localRank: group.localRank, library: group.library, out }));
+  } else if (mode === 'train' || mode === 'die') {
+    trainTiny(group, outDir, mode === 'die');
+  } else if (mode === 'hang') {
+    if (rank === 1) {
+      const until = Date.now() + 60_000;
+      while (Date.now() < until) { /* never takes part */ }
+    }
+    const t = Tensor.zeros([4]);
+    group.allReduce(t); // rank 0: times out after timeoutMs
+  } else {
+    throw new Error(`unknown mode ${mode}`);
+  }
+  group.destroy();
+}
+
+/** What the test compares across world sizes: the mean over samples of each sample's own loss (equal weights). */
+function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, dir: string, die = false): void {
+  const { tokenizer, samples, makeBatch } = tinyData(16);
+  const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 4);
+  const perSample = (m: VwLmm, idx: number[]) => F.scale(idx.map((i) => m.loss(makeBatch([i])).loss).reduce((a, b) => F.add(a, b)), 1 / idx.length);
+  const common = { size: samples.length, batchSize: opts.batchSize ?? 2, lr: 3e-3, warmupRatio: 0.1, loss: perSample };
+  const stages: Stage[] = [
+    { name: 'a', ...common, steps: opts.steps ?? 10, trainable: { projector: true, vmHead: true } },
+    { name: 'b', ...common, steps: opts.steps ?? 10, gradAccum: opts.gradAccum ?? 2, maxGradNorm: 0.05, weightDecay: 0.01, trainable: { visionTower: true, projector: true, llm: true, vmHead: true } },
+  ];
+  let step = 0;
+  const overlap: [number, number][] = [];
+  const trainer = new Trainer(model, stages, {
+    seed: 5, processGroup: group ?? undefined, outDir: dir, autoResume: opts.resume, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, bucketBytes: opts.bucketBytes ?? 4096,
+    onLog: (r) => {
+      if (r.type !== 'train') return;
+      step++;
+      if (r.buckets !== undefined) overlap.push([r.bucketsInBackward as number, r.buckets as number]);
+    },
+  });
+  if (die && group && group.rank === 1) {
+    // dies inside the third step's backward, with collectives of the others in flight
+    let n = 0;
+    const orig = stages[0].loss!;
+    stages[0].loss = (m, idx) => {
+      if (++n === 3) process.kill(process.pid, 'SIGKILL');
+      return orig(m, idx);
+    };
+  }
+  trainer.run();
+  if ((group?.rank ?? 0) === 0) {
+    const weights: Record<string, number[]> = {};
+    for (const [name, p] of model.namedParameters()) weights[name] = Array.from(p.toArray());
+    fs.writeFileSync(path.join(dir, 'weights.json'), JSON.stringify({ steps: step, weights, overlap }));
+  }
+  model.dispose();
+}
+
+main().catch((e) => {
+  process.stderr.write(`rank error: ${(e as Error).message}\n`);
+  process.exit(1);
+});
