@@ -15,6 +15,10 @@ w=/tmp/vwlmm-work; rm -rf "$w"; mkdir -p "$w"
 tar -xf .device/src.tar -C "$w" && tar -xJf .device/nm.tar.xz -C "$w" || { echo "unpack failed"; exit 1; }
 cd "$w"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+# NCCL from the nvidia-nccl wheel PyTorch brings (header at build time, library dlopened at run time; issue 14)
+ncclroot=$(python3 -c "import glob, site; c = [g for p in site.getsitepackages() for g in glob.glob(p + '/nvidia/nccl')]; print(c[0] if c else '')" 2>/dev/null)
+[ -n "$ncclroot" ] && export VWLMM_NCCL_ROOT="$ncclroot" VWLMM_NCCL_LIBRARY="$ncclroot/lib/libnccl.so.2"
+echo "NCCL: ${ncclroot:-not found in site-packages}"
 t0=$(date +%s)
 if ! VWLMM_CUDA_ARCHS=90 node node_modules/cmake-js/bin/cmake-js compile --directory . --CDVWLMM_CUDA=on -p 16 >"$OUT/build.log" 2>&1; then
   tail -60 "$OUT/build.log"; echo "BUILD FAILED"; exit 1
@@ -30,6 +34,17 @@ tail -8 "$OUT/tests.log"
 for mode in 0 1; do
   VWLMM_CUDA_ASYNC=$mode timeout 120 node node_modules/tsx/dist/cli.mjs benchmarks/host_syncs.ts --device cuda --steps 10 2>&1 | tail -1 | tee -a "$OUT/host_syncs.log"
 done
+# NCCL with one rank (issue 14): the same 20 training steps (tiny VW-LMM, fp32, ZeRO-1 over the group) as the
+# single-process path on the GPU, bit for bit
+rc=tests/distributed/support/rank_child.ts
+timeout 120 node node_modules/tsx/dist/cli.mjs $rc train "$OUT/nccl_ref" '{"noGroup":true,"batchSize":4,"device":"cuda"}' >"$OUT/nccl.log" 2>&1
+RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29561 timeout 120 node node_modules/tsx/dist/cli.mjs $rc train "$OUT/nccl_one" '{"backend":"nccl","batchSize":4,"device":"cuda"}' >>"$OUT/nccl.log" 2>&1
+node -e "
+const f = (d) => JSON.parse(require('fs').readFileSync(d + '/weights.json', 'utf8'));
+try { const a = f('$OUT/nccl_ref'), b = f('$OUT/nccl_one'); let d = 0; for (const k in a.weights) a.weights[k].forEach((x, i) => (d = Math.max(d, Math.abs(x - b.weights[k][i]))));
+  console.log('NCCL one rank vs single process: ' + b.steps + ' steps, max |weight difference| ' + d + (d === 0 ? ' (bit for bit)' : ' (NOT bit for bit)'));
+} catch (e) { console.log('NCCL one-rank check failed: ' + e.message); }" | tee -a "$OUT/nccl.log"
+tail -3 "$OUT/nccl.log"
 # end to end against HF transformers (issue 11): the same VW-LMM training step, bf16, batch 16 x 325 tokens
 timeout 300 python3 benchmarks/hf_vwlmm_train.py --device cuda 2>"$OUT/hf_train.err" | tail -1 > "$OUT/hf_train.json"
 timeout 300 node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda 2>"$OUT/vwlmm_train.err" | tail -1 > "$OUT/vwlmm_train.json"

@@ -8,11 +8,14 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "../core/error_flags.h"
 #include "../cuda/ops_cuda.h"
+#include "../distributed/nccl_communicator.h"
 #include "args.h"
+#include "dist_napi.h"
 #include "op_napi.h"
 
 namespace vw::napi {
@@ -134,6 +137,20 @@ Napi::Value BackendInfo(const Napi::CallbackInfo& info) {
       cublasGetProperty(MINOR_VERSION, &minor) == CUBLAS_STATUS_SUCCESS &&
       cublasGetProperty(PATCH_LEVEL, &patch) == CUBLAS_STATUS_SUCCESS)
     o.Set("cublasVersion", major * 10000 + minor * 100 + patch);  // CUBLAS_VERSION's encoding
+  {
+    // data-parallel over NCCL: compiled in, found at run time (dlopen), or why not; the addon works without it
+    const dist::NcclStatus st = dist::nccl_status();
+    Napi::Object n = Napi::Object::New(env);
+    n.Set("compiled", st.compiled);
+    n.Set("available", st.available);
+    if (st.available) {
+      n.Set("library", st.library);
+      n.Set("version", st.version);
+    } else {
+      n.Set("reason", st.reason);
+    }
+    o.Set("nccl", n);
+  }
 
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
@@ -191,6 +208,24 @@ Napi::Value SelectDevice(const Napi::CallbackInfo& info) {
   });
 }
 
+// The GPU's process group: NCCL. options: uniqueId (rank 0's, 128 bytes, from the rendezvous), rank, worldSize,
+// localRank, localWorldSize (src/distributed/rendezvous.ts ncclRendezvous).
+dist::Communicator* OpenDeviceCommunicator(const std::string& backend, const Napi::Object& o, double timeout_s) {
+  if (backend != "nccl") throw_type_error("[distInit] the cuda backend runs process groups over 'nccl', not '", backend, "' (MPI is the cpu backend's)");
+  const Napi::Value id = o.Get("uniqueId");
+  if (!id.IsTypedArray() || id.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) throw_type_error("[distInit] options.uniqueId must be a Uint8Array (rank 0's NCCL unique id)");
+  const Napi::Uint8Array bytes = id.As<Napi::Uint8Array>();
+  const auto number = [&](const char* key, double lo, double hi) {
+    const Napi::Value v = o.Get(key);
+    const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= lo && d <= hi) || d != static_cast<double>(static_cast<int>(d))) throw_range_error("[distInit] options.", key, " must be an integer in [", lo, ", ", hi, "]");
+    return static_cast<int>(d);
+  };
+  const int size = number("worldSize", 1, 1 << 20), rank = number("rank", 0, size - 1);
+  const int local_size = number("localWorldSize", 1, size), local_rank = number("localRank", 0, local_size - 1);
+  return dist::open_nccl(std::string(reinterpret_cast<const char*>(bytes.Data()), bytes.ByteLength()), rank, size, local_rank, local_size, timeout_s);
+}
+
 // Every op of the table, each launched through run_op (native/cuda/ops_cuda.h): a missing one fails to link.
 const OpEntry kCudaOps[] = {
 #define VW_OP(name) {#name, cuda::run_op<cuda::name##_cuda>},
@@ -206,6 +241,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemm", Napi::Function::New(env, Sgemm, "sgemm"));
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));
   exports.Set("selectDevice", Napi::Function::New(env, SelectDevice, "selectDevice"));
+  RegisterDist(env, exports, OpenDeviceCommunicator);
+  exports.Set("ncclUniqueId", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      const std::string id = dist::nccl_unique_id();
+      Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), id.size());
+      std::memcpy(out.Data(), id.data(), id.size());
+      return out;
+    });
+  }, "ncclUniqueId"));
   return exports;
 }
 

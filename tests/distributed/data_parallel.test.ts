@@ -1,7 +1,7 @@
 // Data-parallel training over MPI on this machine (2 ranks through mpirun, src/distributed): the collectives against
 // a float64 reference, 2 ranks at batch B against 1 rank at batch 2B, ZeRO-1's sharded optimizer state through a
 // checkpoint (same and different world size), a rank that dies or hangs, the data shards, the launch environment
-// and the TCP rendezvous. The ranks are tests/distributed/support/mpi_child.ts.
+// and the TCP rendezvous. The ranks are tests/distributed/support/rank_child.ts.
 // Needs Open MPI (apt install libopenmpi-dev openmpi-bin; .ci/run installs it): without it the MPI tests skip, unless
 // VWLMM_REQUIRE_MPI=1 (CI), where a missing MPI fails.
 import { spawnSync } from 'child_process';
@@ -17,10 +17,11 @@ import { bf16ToF32, f32ToBf16 } from '../../src/bf16';
 import { tempDirs } from '../support/tmp';
 import { runSeed } from '../support/random';
 import { inputOf } from './support/inputs';
+import { writeCliFixture } from '../train/support/tiny';
 
 const tmp = tempDirs('dist');
 const root = path.join(__dirname, '..', '..');
-const child = path.join(__dirname, 'support', 'mpi_child.ts');
+const child = path.join(__dirname, 'support', 'rank_child.ts');
 const haveMpirun = spawnSync('mpirun', ['--version'], { encoding: 'utf8' }).status === 0;
 const mpiInfo = (cpu().backendInfo() as { mpi?: { built: boolean; library: string } }).mpi;
 const mpiReady = haveMpirun && !!mpiInfo?.built;
@@ -156,6 +157,19 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
     single('train', alone, { noGroup: true, batchSize: 4, resume: true });
     expect(maxDiff(weights(alone).weights, b.weights)).toBeLessThan(2e-6);
   }, 120_000);
+
+  it('vwlmm train --nproc-per-node 2 trains over 2 ranks (through mpirun), rank 0 alone logging and writing the checkpoint', () => {
+    const dir = tmp(), f = writeCliFixture(dir), out = path.join(dir, 'out');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli.ts'), 'train', '--init', f.init, '--data', f.data, '--image-folder', f.imageFolder,
+      '--out', out, '--steps', '3', '--batch-size', '2', '--lr', '1e-3', '--nproc-per-node', '2'], { encoding: 'utf8', cwd: root, timeout: 120_000 });
+    expect(r.status, r.stderr + r.stdout).toBe(0);
+    expect(r.stderr).toMatch(/starting 2 ranks \(mpi, through mpirun\)/);
+    expect(r.stdout.match(/trained 3 steps/g)).toHaveLength(1);
+    const state = readTrainerState(path.join(out, 'checkpoint')).state as { globalStep: number; worldSize?: number };
+    expect([state.globalStep, state.worldSize]).toEqual([3, 2]);
+    const train = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; step?: number }).filter((x) => x.type === 'train');
+    expect(train.map((x) => x.step)).toEqual([1, 2, 3]);
+  }, 130_000);
 
   it('a rank killed in the middle of training ends the other one with an error, within seconds', async () => {
     const r = await ranks(2, 'die', tmp(), { batchSize: 2 }, 60_000);

@@ -1,5 +1,6 @@
 // One rank of the data-parallel tests (tests/distributed/data_parallel.test.ts), started by `mpirun -np N` (or alone, as a
-// group of one): node --import tsx tests/distributed/support/mpi_child.ts <mode> <outDir> [json options]
+// group of one; with backend 'nccl', by torchrun-style variables: benchmarks/gpu/device_check.sh):
+//   node --import tsx tests/distributed/support/rank_child.ts <mode> <outDir> [json options]
 //   collectives  every collective on random tensors; writes what it got (rank_<r>.json) for the test to check
 //   train        (noGroup: the same without a group, plain AdamW) the tiny VW-LMM trained with the Trainer over the group; rank 0 writes the weights (weights.json)
 //   die          trains, and rank 1 kills itself with SIGKILL in the third step
@@ -15,12 +16,12 @@ import { inputOf } from './inputs';
 import { tinyConfig, tinyData } from '../../train/support/tiny';
 
 const [mode, outDir, json] = process.argv.slice(2);
-const opts = JSON.parse(json ?? '{}') as { noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; resume?: boolean; bucketBytes?: number; timeoutMs?: number };
+const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; resume?: boolean; bucketBytes?: number; timeoutMs?: number };
 
 
 async function main(): Promise<void> {
   if (opts.noGroup) return trainTiny(null, outDir); // the single-process reference: AdamW, no group
-  const group = await initProcessGroup({ backend: 'mpi', timeoutMs: opts.timeoutMs ?? 60_000 });
+  const group = await initProcessGroup({ backend: opts.backend ?? 'mpi', timeoutMs: opts.timeoutMs ?? 60_000 });
   const { rank, worldSize } = group;
   fs.mkdirSync(outDir, { recursive: true });
   if (mode === 'collectives') {
@@ -86,7 +87,7 @@ async function main(): Promise<void> {
 /** What the test compares across world sizes: the mean over samples of each sample's own loss (equal weights). */
 function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, dir: string, die = false): void {
   const { tokenizer, samples, makeBatch } = tinyData(16);
-  const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 4);
+  const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 4, { device: opts.device ?? 'cpu' });
   const perSample = (m: VwLmm, idx: number[]) => F.scale(idx.map((i) => m.loss(makeBatch([i])).loss).reduce((a, b) => F.add(a, b)), 1 / idx.length);
   const common = { size: samples.length, batchSize: opts.batchSize ?? 2, lr: 3e-3, warmupRatio: 0.1, loss: perSample };
   const stages: Stage[] = [
@@ -96,7 +97,7 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
   let step = 0;
   const overlap: [number, number][] = [];
   const trainer = new Trainer(model, stages, {
-    seed: 5, processGroup: group ?? undefined, outDir: dir, autoResume: opts.resume, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, bucketBytes: opts.bucketBytes ?? 4096,
+    seed: 5, processGroup: group ?? undefined, dtype: 'float32', outDir: dir, autoResume: opts.resume, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, bucketBytes: opts.bucketBytes ?? 4096,
     onLog: (r) => {
       if (r.type !== 'train') return;
       step++;
