@@ -1,0 +1,63 @@
+// Data-parallel training on this machine (issue 14): the demo's VW-LMM on Sort-of-CLEVR question batches (stage 2:
+// everything trained but the tower), one process at the global batch against N ranks over MPI at 1/N of it each, the
+// same global batch and the same samples. Prints one JSON line per run; run it once per arm:
+//   VWLMM_NUM_THREADS=2 npx tsx benchmarks/data_parallel.ts --batch 32
+//   VWLMM_NUM_THREADS=1 mpirun -np 2 --oversubscribe npx tsx benchmarks/data_parallel.ts --batch 16
+// (as root, Open MPI also wants OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1). Measures the time per
+// optimizer step after `--warmup` steps, the samples per second of the whole group, and the bytes each rank's
+// collectives move per step. On 2 cores this shows the overhead of the group (the ranks share the same 2 cores), not a
+// speed-up; the GPU numbers are for a machine with several GPUs (scaling model: benchmarks/scaling_model.ts).
+import { initProcessGroup, launchEnv, ProcessGroup } from '../src/distributed';
+import { DEFAULT_RECIPE, recipeConfig } from '../src/demo/recipe';
+import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSamples } from '../src/demo/task';
+import { VwLmm } from '../src/model/vwlmm';
+import { Generator } from '../src/random';
+import { Trainer } from '../src/train/trainer';
+
+const arg = (name: string, def: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : def;
+};
+const batch = arg('batch', 32), steps = arg('steps', 20), warmup = arg('warmup', 3);
+
+async function main(): Promise<void> {
+  const env = launchEnv();
+  const group: ProcessGroup | null = env.worldSize > 1 ? await initProcessGroup({ backend: 'mpi' }) : null;
+  const { tokenizer } = makeTokenizer();
+  const split = makeSplit(256, new Generator(1), { nonRelational: 2, relational: 2 });
+  const { samples } = tokenizeSamples(split.questions.map((q, i) => ({ image: i, turns: questionConversation(q) })), tokenizer, 'vicuna_v1');
+  const r = DEFAULT_RECIPE;
+  const model = VwLmm.create(recipeConfig(r, tokenizer.vocabSize), 0);
+  const bopts = { imageSize: 75, numPatches: (75 / r.model.patch) ** 2, padId: tokenizer.padId, mean: r.imageMean, std: r.imageStd };
+  const times: number[] = [];
+  let last = Date.now();
+  const trainer = new Trainer(model, [{ name: 'questions', size: samples.length, steps: warmup + steps, batchSize: batch, lr: 1e-4, makeBatch: (idx) => batchOf(idx.map((i) => samples[i]), split, bopts), trainable: { projector: true, llm: true, vmHead: true } }], {
+    seed: 0, processGroup: group ?? undefined,
+    onLog: (rec) => {
+      if (rec.type !== 'train') return;
+      const now = Date.now();
+      times.push(now - last);
+      last = now;
+    },
+  });
+  last = Date.now();
+  trainer.run();
+  const trained = model.trainableParameters().reduce((a, p) => a + p.size, 0);
+  const world = group?.worldSize ?? 1;
+  const sec = times.slice(warmup).reduce((a, b) => a + b, 0) / 1000 / steps;
+  if ((group?.rank ?? 0) === 0) {
+    console.log(JSON.stringify({
+      ranks: world, batchPerRank: batch, globalBatch: batch * world, threads: Number(process.env.VWLMM_NUM_THREADS ?? 0) || null, secondsPerStep: sec,
+      samplesPerSec: (batch * world) / sec, trainedParameters: trained,
+      // reduce-scatter of the gradients + all-gather of the weights, float32, each rank (W - 1) / W of the buffer each way
+      bytesPerStepPerRank: world > 1 ? 2 * ((world - 1) / world) * trained * 4 : 0, library: group?.library ?? null,
+    }));
+  }
+  model.dispose();
+  group?.destroy();
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
