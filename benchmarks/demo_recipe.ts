@@ -3,7 +3,10 @@
 // evaluation as they come, then the per-kind accuracies on the validation split (the recipe's tuning split).
 //
 //   npx tsx benchmarks/demo_recipe.ts '{"stage2":{"steps":3000}}' [--out /tmp/recipe-run]
+// Data-parallel (the recipe's batches are the global ones, each rank takes its share; rank 0 prints):
+//   VWLMM_NUM_THREADS=1 mpirun -np 2 --oversubscribe npx tsx benchmarks/demo_recipe.ts '{}'
 import { DEFAULT_RECIPE, Recipe, runRecipe } from '../src/demo/recipe';
+import { initProcessGroup, launchEnv } from '../src/distributed';
 import { arg } from './support';
 
 type Json = Record<string, unknown>;
@@ -19,14 +22,19 @@ const overrides = process.argv[2] && !process.argv[2].startsWith('--') ? (JSON.p
 const recipe = merge(DEFAULT_RECIPE as unknown as Json, overrides) as unknown as Recipe;
 const t0 = Date.now();
 const at = () => `${((Date.now() - t0) / 1000).toFixed(0)}s`;
-runRecipe(recipe, {
-  outDir: arg('out', '/tmp/vwlmm-recipe-run'),
-  handleSignals: true,
-  onLog: (rec) => {
-    if (rec.done || rec.type === 'eval') console.log(at(), JSON.stringify(rec));
-  },
-}).then((res) => {
+(async () => {
+  const group = launchEnv().worldSize > 1 ? await initProcessGroup({ backend: 'mpi' }) : null;
+  const lead = (group?.rank ?? 0) === 0;
+  const res = await runRecipe(recipe, {
+    outDir: arg('out', '/tmp/vwlmm-recipe-run'),
+    handleSignals: true,
+    processGroup: group ?? undefined,
+    onLog: (rec) => {
+      if (lead && (rec.done || rec.type === 'eval')) console.log(at(), JSON.stringify(rec));
+    },
+  });
   const kinds = Object.fromEntries(Object.entries(res.val.categories).map(([k, v]) => [k, v.accuracy]));
-  console.log('final', at(), JSON.stringify({ seconds: res.seconds, groups: res.val.groups, kinds }));
+  if (lead) console.log('final', at(), JSON.stringify({ seconds: res.seconds, ranks: group?.worldSize ?? 1, groups: res.val.groups, kinds }));
   res.model.dispose();
-});
+  group?.destroy();
+})();

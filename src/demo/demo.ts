@@ -3,6 +3,7 @@
 // test split through the file pipeline (the same code as `vwlmm eval`), and write the checkpoint, the
 // metrics log, the loss curve and a visual-words picture. With ablation, the same run with vmWeight 0.
 // Before training it says which CPU GEMM runs and how long the run should take here (src/demo/estimate.ts).
+import type { ProcessGroup } from '../distributed/process_group';
 import type { ComputeDtype } from '../amp';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -47,6 +48,8 @@ export interface DemoResult extends DemoRunResult {
   ablation?: DemoRunResult;
   /** backendInfo().cpu.gemm: "openblas <config>" or "builtin". */
   gemm: string;
+  /** The data-parallel ranks that trained it (DemoOptions.processGroup); absent for one process. */
+  ranks?: number;
   /** The time expected at the start (compare with `seconds`) and the per-step costs it was computed from. */
   estimate: DemoEstimate & { calibration: Calibration };
 }
@@ -120,11 +123,11 @@ export function visualWordAgreement(model: VwLmm, tokenizer: TextTokenizer, spli
   return visualWordStats(model, tokenizer, split, maxImages).agreement;
 }
 
-async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>): Promise<{ result: DemoRunResult; model: VwLmm; val: SplitData; tower: Map<string, Float32Array> | null }> {
+async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>, group?: ProcessGroup): Promise<{ result: DemoRunResult | null; model: VwLmm; val: SplitData; tower: Map<string, Float32Array> | null }> {
   const t0 = Date.now();
   const progress = new Progress(50, quiet ? process.stderr : process.stdout);
   const res = await runRecipe(recipe, {
-    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower,
+    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group,
     tokenizerJson: JSON.parse(fs.readFileSync(path.join(dataDir, 'tokenizer.json'), 'utf8')),
     onLog: (r) => {
       progress.update(r);
@@ -133,6 +136,8 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   });
   progress.stop();
   const trainSeconds = (Date.now() - t0) / 1000;
+  // data-parallel: rank 0 alone evaluates (the ranks hold the same model)
+  if ((group?.rank ?? 0) !== 0) return { model: res.model, val: res.valSplit, tower: res.tower, result: null };
   const ev = await evaluateFile(res.model, tokenizer, path.join(dataDir, 'test.json'), dataDir, { maxNewTokens: 4 });
   const groups = { nonRelational: { sum: 0, n: 0 }, relational: { sum: 0, n: 0 } };
   for (const [cat, v] of Object.entries(ev.categories)) {
@@ -156,13 +161,26 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   };
 }
 
-export async function runDemo(o: { outDir: string; seed: number; ablation: boolean; scale: number; quiet: boolean; recipe?: Recipe; resume?: boolean; device?: DeviceSpec; dtype?: ComputeDtype;
+export interface DemoOptions {
+  outDir: string; seed: number; ablation: boolean; scale: number; quiet: boolean; recipe?: Recipe; resume?: boolean; device?: DeviceSpec; dtype?: ComputeDtype;
   /** 'paper': the recipe through paperSchedule (a text stage, then stage 1 with the LLM frozen). Default 'default'. */
   schedule?: 'default' | 'paper';
   /** The PIF variant / a detached KL target (Recipe.pif, Recipe.detachTarget); default the recipe's. */
-  pif?: boolean; detachTarget?: boolean }): Promise<DemoResult> {
+  pif?: boolean; detachTarget?: boolean;
+  /**
+   * Data-parallel over this group's ranks, each running runDemo with the same options (`vwlmm demo --nproc-per-node
+   * N`): the recipe's batches are the global ones, split over the ranks (RunRecipeOptions.processGroup). Rank 0
+   * writes the data, logs, evaluates and plots; the others train and resolve with null.
+   */
+  processGroup?: ProcessGroup;
+}
+
+export function runDemo(o: DemoOptions & { processGroup?: undefined }): Promise<DemoResult>;
+export function runDemo(o: DemoOptions): Promise<DemoResult | null>;
+export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
   const t0 = Date.now();
-  const log = (s: string) => (o.quiet ? process.stderr.write(s + '\n') : console.log(s));
+  const group = o.processGroup, lead = (group?.rank ?? 0) === 0;
+  const log = (s: string) => (!lead ? undefined : o.quiet ? process.stderr.write(s + '\n') : console.log(s));
   if (o.schedule !== undefined && o.schedule !== 'default' && o.schedule !== 'paper') throw new TypeError(`runDemo: schedule must be 'default' or 'paper', got ${String(o.schedule)}`);
   const base = o.recipe ?? DEFAULT_RECIPE;
   const variant = { ...(o.pif !== undefined ? { pif: o.pif } : {}), ...(o.detachTarget !== undefined ? { detachTarget: o.detachTarget } : {}) };
@@ -174,14 +192,23 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
   useDevice('vwlmm demo', o.device); // before anything else: no GPU is an error now, not after the data
   const calibration = await calibrate(recipe, { device: o.device, dtype: o.dtype });
   const estimate = { ...estimateDemo(demoWork(recipe, { ablation: o.ablation, done }), calibration), calibration };
-  log(estimateNotice(estimate, calibration, { ablation: o.ablation, resumed: !!done && (done.vw !== null || done.llava !== null) }));
+  log(estimateNotice(estimate, calibration, { ablation: o.ablation, resumed: !!done && (done.vw !== null || done.llava !== null) }) + (group ? ` (for one process: ${group.worldSize} data-parallel ranks share the training steps)` : ''));
   const dataDir = path.join(o.outDir, 'data');
   log(`vwlmm demo: generating Sort-of-CLEVR (${recipe.trainImages} + ${recipe.testImages} images) in ${dataDir}`);
-  writeSortOfClevr(dataDir, { train: recipe.trainImages, test: recipe.testImages, seed: o.seed });
-  writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
+  if (lead) {
+    writeSortOfClevr(dataDir, { train: recipe.trainImages, test: recipe.testImages, seed: o.seed });
+    writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
+  }
+  group?.barrier(); // the other ranks read the tokenizer rank 0 wrote
   const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
   log(`training VW-LMM (vmWeight ${recipe.vmWeight}${recipe.pif ? ', PIF' : ''}${recipe.detachTarget ? ', target detached' : ''}): stage 0 vision tower ${recipe.stage0.steps} steps, ${recipe.text?.steps ? `text ${recipe.text.steps} steps, ` : ''}stage 1 captions ${recipe.stage1.steps} steps${recipe.stage1.freezeLlm ? ' (LLM frozen)' : ''}, stage 2 questions ${recipe.stage2.steps} steps`);
-  const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype);
+  const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, undefined, group);
+  if (!lead) {
+    main.model.dispose();
+    group!.barrier(); // rank 0's evaluation and plots
+    if (o.ablation) (await oneRun({ ...recipe, vmWeight: 0, pif: false }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group)).model.dispose();
+    return null;
+  }
   const metrics = path.join(o.outDir, 'vw', 'metrics.jsonl');
   const lossCurve = path.join(o.outDir, 'vw', 'loss_curve.png');
   await plotMetrics(metrics, lossCurve, `VW-LMM on Sort-of-CLEVR (seed ${o.seed})`);
@@ -193,25 +220,26 @@ export async function runDemo(o: { outDir: string; seed: number; ablation: boole
     await drawVisualWords(main.val.rgb[0], 75, 75, patches, cfg.vision.imageSize / cfg.vision.patchSize, visualWords);
   }
   main.model.dispose();
+  group?.barrier();
   let ablation: DemoRunResult | undefined;
   if (o.ablation) {
     log('ablation: the same run with vmWeight 0 (plain LLaVA objective), from the same stage-0 tower');
-    const a = await oneRun({ ...recipe, vmWeight: 0, pif: false }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined);
+    const a = await oneRun({ ...recipe, vmWeight: 0, pif: false }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group);
     a.model.dispose();
-    ablation = a.result;
+    ablation = a.result!;
   }
   const seconds = (Date.now() - t0) / 1000;
   const row = (name: string, r: DemoRunResult) =>
     `| ${name.padEnd(14)} | ${(100 * r.nonRelationalAccuracy).toFixed(1).padStart(6)}% | ${(100 * r.relationalAccuracy).toFixed(1).padStart(6)}% | ${['shape', 'left', 'top', 'closest', 'furthest', 'count'].map((c) => `${(100 * (r.categories[c]?.accuracy ?? 0)).toFixed(1).padStart(5)}%`).join(' | ')} | ${r.visualWordAgreement === null ? '   n/a' : `${(100 * r.visualWordAgreement).toFixed(1).padStart(5)}% (chance ${(100 * r.visualWordChance!).toFixed(1)}%)`} |`;
   log('\n| model          | non-rel | relational | shape | left | top | closest | furthest | count | VW agreement |');
   log('|---|---|---|---|---|---|---|---|---|---|');
-  log(row('VW-LMM', main.result));
+  log(row('VW-LMM', main.result!));
   if (ablation) log(row('LLaVA (vm 0)', ablation));
-  const m = main.result;
+  const m = main.result!;
   if (m.visualWordEntropy !== null)
     log(`visual words: ${(100 * m.visualWordAgreement!).toFixed(1)}% of object patches name their object's colour or shape (chance: "${m.visualWordChanceWord}" everywhere, ${(100 * m.visualWordChance!).toFixed(1)}%); mean entropy ${m.visualWordEntropy.toFixed(2)} nats of at most ${m.visualWordMaxEntropy.toFixed(2)}`);
-  log(`\n${seconds.toFixed(0)} s (expected ${(estimate.seconds + calibration.seconds).toFixed(0)} s with the calibration); checkpoint ${main.result.checkpoint}; loss curve ${lossCurve}${visualWords ? `; visual words ${visualWords}` : ''}`);
-  return { ...main.result, seconds, outDir: o.outDir, metrics, lossCurve, visualWords, ablation, gemm: info.gemm, estimate };
+  log(`\n${seconds.toFixed(0)} s (expected ${(estimate.seconds + calibration.seconds).toFixed(0)} s with the calibration${group ? ', for one process' : ''}); checkpoint ${m.checkpoint}; loss curve ${lossCurve}${visualWords ? `; visual words ${visualWords}` : ''}`);
+  return { ...m, ...(group ? { ranks: group.worldSize } : {}), seconds, outDir: o.outDir, metrics, lossCurve, visualWords, ablation, gemm: info.gemm, estimate };
 }
 
 

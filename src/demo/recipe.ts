@@ -26,7 +26,8 @@ import { installStopHandlers, StopRequest } from '../train/interrupt';
 import { Stage, Trainer } from '../train/trainer';
 import { Accuracy, captionAccuracy, captionWordAccuracy, evaluateSplit } from './evaluate';
 import { answerFor, questionText, renderScene, Scene } from '../data/sort_of_clevr';
-import { pretrainVisionTower } from './vision_pretrain';
+import { pretrainVisionTower, rankShare } from './vision_pretrain';
+import type { ProcessGroup } from '../distributed/process_group';
 import { batchOf, captionText, makeSplit, makeTokenizer, questionConversation, SplitData, TaskSample, tokenizeSamples } from './task';
 
 export interface Recipe {
@@ -159,6 +160,11 @@ export interface RunRecipeOptions {
    * vmWeight). The demo's ablation uses it.
    */
   pretrainedTower?: Map<string, Float32Array>;
+  /**
+   * Data-parallel over this group (every rank calls runRecipe with the same recipe): the recipe's batch sizes stay
+   * the global ones, each rank takes its share (TrainerOptions.processGroup); the ranks end with the same model.
+   */
+  processGroup?: ProcessGroup;
 }
 
 /** Trains a model by the recipe (async: the trainer yields between steps, so signals are handled). */
@@ -241,7 +247,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     const stop = new StopRequest();
     const remove = opts.handleSignals ? installStopHandlers(stop) : null;
     try {
-      const v = await pretrainVisionTower(model, train, { ...r.stage0, seed: r.seed, mean: cfg.image.mean, std: cfg.image.std, onLog: opts.onLog, logEvery: 100, stop, dtype: opts.dtype }, val);
+      const v = await pretrainVisionTower(model, train, { ...r.stage0, seed: r.seed, mean: cfg.image.mean, std: cfg.image.std, onLog: opts.onLog, logEvery: 100, stop, dtype: opts.dtype, processGroup: opts.processGroup }, val);
       opts.onLog?.({ stage: 'vision', done: true, seconds: v.seconds, ...Object.fromEntries(Object.entries(v.accuracy).map(([k, a]) => [`acc_${k}`, a])) });
       tower = new Map([...model.visionTower.namedParameters()].map(([n, t]) => [n, t.toArray() as Float32Array]));
     } finally {
@@ -291,20 +297,20 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   const nCap = Math.round((questions.length * r.stage2.captionShare) / (1 - r.stage2.captionShare));
   const mixed: TaskSample[] = [...questions, ...Array.from({ length: nCap }, (_, j) => fullCaptions[j % fullCaptions.length])];
   const stage = (name: string, samples: TaskSample[], split: SplitData, steps: number, b: { batchSize: number; lr: number }, tower: boolean, visionTowerLr?: number): Stage => ({
-    name, size: samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i) => samples[i]), split, bopts), steps, batchSize: b.batchSize, lr: b.lr, warmupRatio: 0.03,
+    name, size: samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i) => samples[i]), split, bopts), steps, batchSize: rankShare(name, b.batchSize, opts.processGroup), lr: b.lr, warmupRatio: 0.03,
     visionTowerLr: tower ? visionTowerLr : undefined,
     trainable: { visionTower: tower, projector: true, llm: !(name.startsWith('captions') && r.stage1.freezeLlm), vmHead: true },
   });
   const frozen = r.stage0.steps > 0 ? Math.min(r.stage0.frozenSteps, r.stage1.steps) : 0;
   const stages: Stage[] = [
-    ...(r.text && r.text.steps > 0 ? [textStage(r.text, train, tokenizer, r.stage1.relational)] : []),
+    ...(r.text && r.text.steps > 0 ? [textStage({ ...r.text, batchSize: rankShare('text', r.text.batchSize, opts.processGroup) }, train, tokenizer, r.stage1.relational)] : []),
     ...(warm ? [stage('captions-warmup', warm.samples, warm.split, r.stage1.warmupSteps, r.stage1, true)] : []),
     stage('captions-frozen-tower', captions, capSplit, frozen, r.stage1, false),
     stage('captions', captions, capSplit, r.stage1.steps - frozen, r.stage1, true),
     stage('questions', mixed, train, r.stage2.steps, r.stage2, r.stage2.visionTowerLr !== 0, r.stage2.visionTowerLr),
   ].filter((s) => (s.steps ?? 0) > 0);
   const trainer = new Trainer(model, stages, {
-    seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype: opts.dtype,
+    seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype: opts.dtype, processGroup: opts.processGroup,
     evaluate: (m, where) => {
       if (where.stage === 'text') return {} as Record<string, number>; // no image has been seen yet
       const shapes = captionWordAccuracy(m, val, tokenizer, ['square', 'circle']);

@@ -12,6 +12,7 @@
 // non-finite steps and stop requests are the Trainer's. The Trainer gets no outDir: stage 0 writes neither
 // metrics.jsonl nor a checkpoint (the demo's run directory holds stages 1 and 2; a stop here leaves nothing
 // to resume, and a resumed demo skips stage 0), and its records reach onLog as { stage: 'vision', step, loss }.
+import type { ProcessGroup } from '../distributed/process_group';
 import type { ComputeDtype } from '../amp';
 import { noGrad } from '../autograd';
 import { answerFor, COLOURS, QuestionKind } from '../data/sort_of_clevr';
@@ -51,12 +52,21 @@ export interface VisionPretrainOptions {
   logEvery?: number;
   /** The compute dtype (TrainerOptions.dtype; default: the device's). */
   dtype?: ComputeDtype;
+  /** Data-parallel over this group (TrainerOptions.processGroup): batchSize is the global batch, split over the ranks. */
+  processGroup?: ProcessGroup;
 }
 
 export interface VisionPretrainResult {
   seconds: number;
   /** Per-attribute accuracy on `evalSplit` (when given). */
   accuracy: Record<string, number>;
+}
+
+/** One rank's share of a global batch (the whole batch without a group); a batch the ranks cannot split evenly is refused. */
+export function rankShare(where: string, batch: number, group: ProcessGroup | undefined): number {
+  const world = group?.worldSize ?? 1;
+  if (batch % world !== 0) throw new RangeError(`${where}: the batch of ${batch} does not split over ${world} data-parallel ranks`);
+  return batch / world;
 }
 
 /** Targets [B * 6] per attribute, objects in colour order. */
@@ -90,7 +100,7 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
   const queries = param(K * nC * D, [1, K * nC, 1, D], 0.1);
   const heads = PRETRAIN_ATTRIBUTES.map((a) => param(a.classes.length * D, [a.classes.length, D], 0.05));
   const stage: Stage = {
-    name: 'vision', size: train.scenes.length, steps: opts.steps, batchSize: opts.batchSize, lr: opts.lr,
+    name: 'vision', size: train.scenes.length, steps: opts.steps, batchSize: rankShare('stage 0', opts.batchSize, opts.processGroup), lr: opts.lr,
     warmupRatio: 0.03, weightDecay: 0, maxGradNorm: 1.0,
     // only the tower trains here (and the read-out's own queries and heads); the LLM side is left untouched
     trainable: { visionTower: true },
@@ -105,7 +115,7 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
     await new Trainer(model, [stage], {
       // the data order's own seed: with opts.seed it would replay the order of the demo's first caption stage
       seed: gen.int(2 ** 31),
-      stop: opts.stop, logEvery: opts.logEvery ?? 100, dtype: opts.dtype,
+      stop: opts.stop, logEvery: opts.logEvery ?? 100, dtype: opts.dtype, processGroup: opts.processGroup,
       // train records in stage 0's own shape, and skipped (NaN / Inf) steps; not its 'summary': the demo's
       // log has one, the main run's (estimate.ts times that run by it)
       onLog: (r) => {

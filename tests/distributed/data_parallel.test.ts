@@ -171,6 +171,19 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
     expect(train.map((x) => x.step)).toEqual([1, 2, 3]);
   }, 130_000);
 
+  it('vwlmm demo --nproc-per-node 2: both ranks train, rank 0 alone writes the data, evaluates and prints the one result', () => {
+    const out = path.join(tmp(), 'demo');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli.ts'), 'demo', '--out', out, '--scale', '0.01', '--json', '--nproc-per-node', '2'],
+      { encoding: 'utf8', cwd: root, timeout: 240_000 });
+    expect(r.status, r.stderr.slice(-2000)).toBe(0);
+    const lines = r.stdout.trim().split('\n').filter((l) => l.startsWith('{'));
+    expect(lines).toHaveLength(1);
+    const res = JSON.parse(lines[0]) as { ranks: number; nonRelationalAccuracy: number; categories: Record<string, { count: number }> };
+    expect(res.ranks).toBe(2);
+    expect(Object.values(res.categories).reduce((a, c) => a + c.count, 0)).toBe(4000); // the written test.json, scored once
+    for (const f of ['data/test.json', 'data/tokenizer.json', 'vw/checkpoint/model.safetensors', 'vw/metrics.jsonl', 'vw/loss_curve.png']) expect(fs.existsSync(path.join(out, f)), f).toBe(true);
+  }, 250_000);
+
   it('a rank killed in the middle of training ends the other one with an error, within seconds', async () => {
     const r = await ranks(2, 'die', tmp(), { batchSize: 2 }, 60_000);
     expect(r.failure).toMatch(/mpirun \(2 ranks\) (exited with code [1-9]|was killed)/);
