@@ -158,7 +158,7 @@ program.command('demo').description('generate Sort-of-CLEVR, train a small VW-LM
   .option('--schedule <s>', "default, or paper: a text stage first, then stage 1 with the LLM frozen (VW-LMM's schedule at demo scale)", 'default')
   .option('--pif', 'the PIF variant: the LLM reads each patch as its visual word (a mixture of word embeddings)')
   .option('--detach-target', "detach the KL's target (an ablation of the paper's objective)")
-  .option('--nproc-per-node <n>', 'data-parallel: train with n ranks on this machine (through mpirun: apt install libopenmpi-dev openmpi-bin); the batches stay the global ones; 2 on 2 cores is ~1.4x faster (benchmarks/RESULTS.md)', int('--nproc-per-node', 1))
+  .option('--nproc-per-node <n>', 'data-parallel: train with n ranks on this machine (through mpirun: apt install libopenmpi-dev openmpi-bin); the batches stay the global ones; 2 on 2 cores train 1.28x faster (benchmarks/RESULTS.md)', int('--nproc-per-node', 1))
   .action(async (o: { nprocPerNode?: number; out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; device: string; dtype?: string; schedule: string; pif?: boolean; detachTarget?: boolean }) => {
     if (!(o.scale > 0)) fail('--scale must be > 0');
     if (o.schedule !== 'default' && o.schedule !== 'paper') fail(`--schedule must be default or paper, got ${o.schedule}`);
