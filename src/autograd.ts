@@ -122,7 +122,9 @@ function lastUses(nodes: readonly Node[]): Map<number, Tensor[]> {
     for (const t of [...node.inputs, ...(node.leaves ?? [])]) {
       if (!t || !t.requiresGrad || t.gradFn !== null || seen.has(t)) continue;
       seen.add(t);
-      at.set(i, [...(at.get(i) ?? []), t]);
+      const list = at.get(i);
+      if (list) list.push(t);
+      else at.set(i, [t]);
     }
   });
   return at;

@@ -86,7 +86,6 @@ function resumeCommand(): string {
   return ['vwlmm', ...args, '--resume'].map(q).join(' ');
 }
 
-/** Reports an interrupted run (what was saved, how to resume) and exits 130 / 143. */
 /**
  * `vwlmm train|demo --nproc-per-node N`: this process only supervises the N ranks it starts (the same command line
  * without --nproc-per-node), and exits with the first failure's code, naming the rank.
@@ -95,7 +94,8 @@ async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'n
   const { launchRanks } = await import('./distributed');
   const argv = process.argv.slice(2);
   const k = argv.findIndex((a) => a === '--nproc-per-node' || a.startsWith('--nproc-per-node='));
-  const rest = argv.filter((_, i) => i !== k && !(i === k + 1 && !argv[k].includes('=')));
+  const inline = k >= 0 && argv[k].includes('=');
+  const rest = argv.filter((_, i) => i !== k && !(k >= 0 && !inline && i === k + 1));
   const batches = command === 'train' ? '--batch-size is per rank, the global batch is ' + nproc + 'x' : "the recipe's batches are split over them";
   process.stderr.write(`vwlmm ${command}: starting ${nproc} ranks (${backend}${backend === 'mpi' ? ', through mpirun' : ''}); ${batches}\n`);
   const r = await launchRanks({ nproc, backend, command: [process.execPath, ...process.execArgv, process.argv[1], ...rest] });
@@ -103,6 +103,7 @@ async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'n
   process.exit(0);
 }
 
+/** Reports an interrupted run (what was saved, how to resume) and exits 130 / 143. */
 async function exitInterrupted(e: { message: string; exitCode: number; checkpoint: string | null }): Promise<never> {
   if (process.stdout.isTTY) process.stdout.write('\x1b[?25h\n'); // a progress bar cut short hid the cursor
   process.stderr.write(`\nvwlmm: ${e.message}\n`);

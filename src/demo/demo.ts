@@ -175,40 +175,48 @@ export interface DemoOptions {
   processGroup?: ProcessGroup;
 }
 
+/** A data-parallel demo's other ranks: they wait for rank 0's data, train the same runs with it, and write nothing. */
+async function trainOnly(o: DemoOptions, recipe: Recipe, group: ProcessGroup): Promise<null> {
+  const dataDir = path.join(o.outDir, 'data');
+  group.barrier(); // rank 0 has written the data
+  const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
+  const run = async (r: Recipe, dir: string, tower?: Map<string, Float32Array>) => oneRun(r, path.join(o.outDir, dir), dataDir, tokenizer, () => undefined, o.quiet, !!o.resume, o.device, o.dtype, tower, group);
+  const main = await run(recipe, 'vw');
+  main.model.dispose();
+  group.barrier(); // rank 0's evaluation and plots
+  if (o.ablation) (await run({ ...recipe, vmWeight: 0, pif: false }, 'llava', main.tower ?? undefined)).model.dispose();
+  return null;
+}
+
 export function runDemo(o: DemoOptions & { processGroup?: undefined }): Promise<DemoResult>;
 export function runDemo(o: DemoOptions): Promise<DemoResult | null>;
 export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
   const t0 = Date.now();
   const group = o.processGroup, lead = (group?.rank ?? 0) === 0;
-  const log = (s: string) => (!lead ? undefined : o.quiet ? process.stderr.write(s + '\n') : console.log(s));
+  const log = (s: string) => (o.quiet ? process.stderr.write(s + '\n') : console.log(s));
   if (o.schedule !== undefined && o.schedule !== 'default' && o.schedule !== 'paper') throw new TypeError(`runDemo: schedule must be 'default' or 'paper', got ${String(o.schedule)}`);
   const base = o.recipe ?? DEFAULT_RECIPE;
   const variant = { ...(o.pif !== undefined ? { pif: o.pif } : {}), ...(o.detachTarget !== undefined ? { detachTarget: o.detachTarget } : {}) };
   const recipe = scaled({ ...(o.schedule === 'paper' ? paperSchedule(base) : base), ...variant, seed: o.seed }, o.scale);
   const info = cpu().backendInfo() as { gemm: string; threads?: number; simd?: string };
-  log(gemmNotice(info));
+  if (lead) log(gemmNotice(info));
   // what a --resume has left: each run's trained steps from its checkpoint (stage 0 is then skipped)
   const done = o.resume ? { vw: stepsDone(path.join(o.outDir, 'vw')), llava: o.ablation ? stepsDone(path.join(o.outDir, 'llava')) : null } : undefined;
   useDevice('vwlmm demo', o.device); // before anything else: no GPU is an error now, not after the data
+  // data-parallel: rank 0 alone calibrates (the others wait at the barrier below, so its timings are not shared
+  // cores'); its estimate is for one process
+  if (!lead) return trainOnly(o, recipe, group!);
   const calibration = await calibrate(recipe, { device: o.device, dtype: o.dtype });
   const estimate = { ...estimateDemo(demoWork(recipe, { ablation: o.ablation, done }), calibration), calibration };
   log(estimateNotice(estimate, calibration, { ablation: o.ablation, resumed: !!done && (done.vw !== null || done.llava !== null) }) + (group ? ` (for one process: ${group.worldSize} data-parallel ranks share the training steps)` : ''));
   const dataDir = path.join(o.outDir, 'data');
   log(`vwlmm demo: generating Sort-of-CLEVR (${recipe.trainImages} + ${recipe.testImages} images) in ${dataDir}`);
-  if (lead) {
-    writeSortOfClevr(dataDir, { train: recipe.trainImages, test: recipe.testImages, seed: o.seed });
-    writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
-  }
-  group?.barrier(); // the other ranks read the tokenizer rank 0 wrote
+  writeSortOfClevr(dataDir, { train: recipe.trainImages, test: recipe.testImages, seed: o.seed });
+  writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
+  group?.barrier(); // the other ranks read the tokenizer rank 0 wrote (trainOnly)
   const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
   log(`training VW-LMM (vmWeight ${recipe.vmWeight}${recipe.pif ? ', PIF' : ''}${recipe.detachTarget ? ', target detached' : ''}): stage 0 vision tower ${recipe.stage0.steps} steps, ${recipe.text?.steps ? `text ${recipe.text.steps} steps, ` : ''}stage 1 captions ${recipe.stage1.steps} steps${recipe.stage1.freezeLlm ? ' (LLM frozen)' : ''}, stage 2 questions ${recipe.stage2.steps} steps`);
   const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, undefined, group);
-  if (!lead) {
-    main.model.dispose();
-    group!.barrier(); // rank 0's evaluation and plots
-    if (o.ablation) (await oneRun({ ...recipe, vmWeight: 0, pif: false }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group)).model.dispose();
-    return null;
-  }
   const metrics = path.join(o.outDir, 'vw', 'metrics.jsonl');
   const lossCurve = path.join(o.outDir, 'vw', 'loss_curve.png');
   await plotMetrics(metrics, lossCurve, `VW-LMM on Sort-of-CLEVR (seed ${o.seed})`);

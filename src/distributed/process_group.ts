@@ -27,7 +27,7 @@ export interface ProcessGroupOptions {
 /** A started collective (torch's Work): wait() blocks until it finished (or throws what failed). */
 export class Work {
   private done = false;
-  constructor(private readonly group: ProcessGroup, private readonly handle: number, readonly what: string, private readonly after?: () => void) {}
+  constructor(private readonly group: ProcessGroup, private readonly handle: number, readonly what: string) {}
 
   /** True once finished (does not wait; a failure is thrown here too). */
   isCompleted(): boolean {
@@ -40,7 +40,6 @@ export class Work {
     if (this.done) return;
     this.group.addon.distWait(this.handle, this.group.timeoutMs);
     this.done = true;
-    this.after?.();
   }
 }
 

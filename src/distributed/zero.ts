@@ -2,11 +2,12 @@
 // in buckets, each rank updates with AdamW only the parameters it owns (their moments live on that rank alone),
 // and the updated parameters are all-gathered back, so every rank holds the same weights after each step.
 //
-// Buckets: the trainable parameters in reverse registration order (the order the backward finishes them, as
-// torch DDP's first buckets), cut at `bucketBytes`. Inside a bucket each parameter is owned by one rank (the
-// least loaded so far: the same deterministic choice on every rank), and the bucket's flat buffer holds rank 0's
-// parameters, padding, rank 1's, ..., in chunks of equal size, so one reduce-scatter leaves each rank the
-// averaged gradients of its own parameters and one all-gather of the same layout brings the weights back.
+// Ownership: each parameter, largest first, goes to the least loaded rank (the same deterministic choice on every
+// rank, fixed for the optimizer's life, so AdamW's state never moves). Buckets: the parameters cut at `bucketBytes`,
+// first in reverse registration order (torch DDP's first buckets), after the first backward in the order it
+// finished the gradients. A bucket's flat buffer holds its members owned by rank 0, padding, rank 1's, ..., in
+// chunks of equal size, so one reduce-scatter leaves each rank the averaged gradients of its own parameters and one
+// all-gather of the same layout brings the weights back.
 // During the backward of a step's last micro-batch a bucket starts its reduce-scatter as soon as its last
 // gradient is final (autograd's onGradReady) and every earlier bucket has started: every rank starts the same
 // collectives in the same order while the backward goes on. A bucket whose gradients never came (a parameter
@@ -154,11 +155,6 @@ export class ZeroAdamW {
   }
   set lr(v: number) {
     this.inner.lr = v;
-  }
-
-  /** The parameters this rank updates. */
-  get owned(): readonly Tensor[] {
-    return this.inner.params;
   }
 
   /**

@@ -157,7 +157,7 @@ export interface TrainerOptions {
    */
   frozenDtype?: ComputeDtype;
   /**
-   * Data-parallel training over this group's ranks (src/dist; every rank runs the same Trainer): each rank takes
+   * Data-parallel training over this group's ranks (src/distributed; every rank runs the same Trainer): each rank takes
    * its own batchSize samples of every micro-batch (the global batch is worldSize x batchSize x gradAccum),
    * gradients are averaged in buckets that start during the backward, and AdamW's state is sharded over the ranks
    * (ZeRO-1, src/distributed/zero.ts). The clipping norm and the non-finite checks are global; rank 0 alone logs and
@@ -457,7 +457,7 @@ export class Trainer {
         const t0 = Date.now();
         let tokens = 0;
         while (state.step < total) {
-          // data-parallel: the stop every rank agreed on at the end of the last step (stepStop), so all stop together
+          // data-parallel: the stop every rank agreed on at the end of the last step (agreedStop), so all stop together
           const signal = this.group ? this.agreedStop : stop?.requested();
           if (signal) {
             let checkpoint: string | null = null;
@@ -490,10 +490,10 @@ export class Trainer {
     return state;
   }
 
-  /** One optimizer step (all micro-batches); a non-finite loss or gradient norm skips the update. */
   /** Data-parallel: the stop signal some rank had at the end of the last step (null: none). */
   private agreedStop: ReturnType<StopRequest['requested']> = null;
 
+  /** One optimizer step (all micro-batches); a non-finite loss or gradient norm skips the update. */
   private step(s: Stage, state: TrainerState, total: number, opt: AdamW | ZeroAdamW, params: ReturnType<VwLmm['trainableParameters']>, t0: number,
     addTokens: (n: number) => void, tokens: () => number, stop: StopRequest | null): void {
     const lr = cosineWithWarmup(state.step, total, s.warmupRatio ?? 0.03, s.lr);
@@ -513,6 +513,7 @@ export class Trainer {
       if (t) callOp('copy_2d', device, [t], [stats], [1, 1, 1, 1, 0, slot, 0]);
     };
     let stepTokens = 0, ran = 0;
+    let v: Float32Array | null = null; // the step's stats, read once
     try {
       // One autocast region for all micro-batches: each weight is cast to bf16 once per step (not per use);
       // the region ends before the clipping and the fp32 update.
@@ -551,20 +552,19 @@ export class Trainer {
         callOp('copy_2d', device, [extra], [stats], [1, 3, 3, 3, 0, 3 * accum + 1, 0]);
         extra.dispose();
         this.group!.allReduce(stats); // losses summed (divided below), the norm's squares, tokens, failures, stops
-        const v = stats.toArray();
+        v = stats.toArray() as Float32Array; // the step's one host synchronisation
         for (let k = 0; k < 3 * accum; k++) v[k] /= this.world;
         stepTokens = v[3 * accum + 1];
         if (!bad && v[3 * accum + 2] > 0) bad = { what: 'loss', micro: null, detail: `a non-finite loss on another rank (${v[3 * accum + 2]} of ${this.world})` };
         if (v[3 * accum + 3] > 0) this.agreedStop = stop?.requested() ?? 'SIGTERM';
         if (!bad) ran = accum;
-        stats.buffer.write(v);
       }
       if (!bad) {
         if (!dp) {
           const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
           scope(() => put(sumSquares(grads, device), 3 * accum));
         }
-        const v = stats.toArray(); // the step's one host synchronisation
+        v ??= stats.toArray() as Float32Array; // the step's one host synchronisation
         for (let m = 0; m < ran && !bad; m++) {
           const [l, c, k] = [v[3 * m], v[3 * m + 1], v[3 * m + 2]];
           if (!Number.isFinite(l)) bad = { what: 'loss', micro: m, detail: s.loss ? `loss ${l}` : `loss ${l} (CE ${c}, KL ${k})` };
