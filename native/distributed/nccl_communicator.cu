@@ -144,6 +144,7 @@ class NcclCommunicator final : public Communicator {
     ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
     cfg.blocking = 0;  // polled below, so a rank that never arrives ends this one at the deadline
     check("ncclCommInitRank", a.CommInitRankConfig(&comm_, size_, id, rank_, &cfg));
+    timeout_s_ = timeout_s;
     settle("ncclCommInitRank", timeout_s);
   }
 
@@ -177,7 +178,7 @@ class NcclCommunicator final : public Communicator {
       case Collective::broadcast: r = a.Broadcast(c.in, c.out, c.count, t, c.root, comm_, stream_); break;
     }
     check(what, r);
-    if (r == ncclInProgress) settle(what, 60.0);
+    if (r == ncclInProgress) settle(what, timeout_s_);  // the group's deadline, as every wait
     CUDA_CHECK(what, cudaEventRecord(done, stream_));
     const uint64_t h = ++next_;
     pending_[h] = {done, what};
@@ -276,6 +277,7 @@ class NcclCommunicator final : public Communicator {
 
   int rank_, size_, local_rank_, local_size_;
   ncclComm_t comm_ = nullptr;
+  double timeout_s_ = 0;
   cudaStream_t stream_ = nullptr, ops_stream_ = nullptr;
   std::unordered_map<uint64_t, Pending> pending_;
   uint64_t next_ = 0;
