@@ -2,30 +2,45 @@
 // text[, category]) in, an answers file out with one line per question, `{question_id, prompt, text, answer_id,
 // model_id, metadata}` as LLaVA writes it (prompt: the question text; text: the greedy answer, stripped). The
 // prompt is the loader's: "<image>\n" + question as the human turn of the conversation template, the assistant
-// turn open. Questions are split as LLaVA's --num-chunks / --chunk-idx split them; a rerun skips the ids already
-// in the answers file, and lines are appended and flushed per batch, so a killed run loses at most one batch.
+// turn open (the question as it is: LLaVA's eval loaders do not strip it, as preprocess_multimodal does in training).
+// Questions are split as LLaVA's --num-chunks / --chunk-idx split them; a rerun skips the ids already in the answers
+// file, and lines are appended and flushed per batch, so a killed run loses at most one batch.
+// format 'science' is model_vqa_science.py; 'mmbench' is model_vqa_mmbench.py (src/eval/mmbench.ts: an MMBench TSV with
+// base64 images; its lines add round_id, options and option_char, and a question is done per (question_id, round_id)).
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { collate } from '../data/collate';
-import { buildGenerationPrompt, getTemplate, TemplateName, Turn } from '../data/conversation';
-import { loadImage, preprocessClip } from '../data/images';
+import { buildGenerationPrompt, ConversationTemplate, GenerationPrompt, getTemplate, TemplateName, Turn } from '../data/conversation';
+import { decodeImage, loadImage, preprocessClip } from '../data/images';
 import { TextTokenizer } from '../data/tokenizer';
 import type { ComputeDtype } from '../amp';
 import { VwLmm } from '../model/vwlmm';
+import { chunkOf } from './chunk';
 import { pyStrip } from './evalai';
+import { mmbenchQuestions } from './mmbench';
 import { pyKey } from './pyformat';
+
+export { chunkOf };
 
 export interface AnswerOptions {
   /**
    * The question file: model_vqa_loader's JSONL (question_id, image, text[, category]), or with format 'science'
-   * model_vqa_science's JSON list of LLaVA records (id, image?, conversations: the first turn is the question).
+   * model_vqa_science's JSON list of LLaVA records (id, image?, conversations: the first turn is the question), or with
+   * format 'mmbench' an MMBench TSV (index, question, hint, A-D, image in base64, ...).
    */
   questions: string;
-  /** Which LLaVA loader's questions and prompts: 'vqa_loader' (default) or 'science' (ScienceQA). */
-  format?: 'vqa_loader' | 'science';
-  /** science: append "Answer with the option's letter from the given choices directly." (LLaVA's --single-pred-prompt). */
+  /** Which LLaVA loader's questions and prompts: 'vqa_loader' (default), 'science' (ScienceQA) or 'mmbench'. */
+  format?: 'vqa_loader' | 'science' | 'mmbench';
+  /**
+   * science, mmbench: append "Answer with the option's letter from the given choices directly." (LLaVA's
+   * --single-pred-prompt; mmbench with lang 'cn': "请直接回答选项字母。").
+   */
   singlePredPrompt?: boolean;
+  /** mmbench: the language of the single-prediction instruction (LLaVA's --lang; default 'en'). */
+  lang?: 'en' | 'cn';
+  /** mmbench: answer every rotation of each question's options (LLaVA's --all-rounds). */
+  allRounds?: boolean;
   imageFolder: string;
   /** The answers file (JSONL), appended to. */
   answers: string;
@@ -47,7 +62,7 @@ export interface AnswerOptions {
 }
 
 export interface AnswerResult {
-  /** Questions of this chunk, answered now, and found in the answers file already. */
+  /** Questions of this chunk (mmbench: one per round), answered now, and found in the answers file already. */
   total: number;
   answered: number;
   resumed: number;
@@ -57,14 +72,6 @@ export interface AnswerResult {
   seconds: number;
 }
 
-/** LLaVA's split_list / get_chunk: ceil(n / numChunks) questions per chunk, the k-th chunk. */
-export function chunkOf<T>(items: readonly T[], numChunks: number, chunkIdx: number): T[] {
-  if (!Number.isInteger(numChunks) || numChunks < 1) throw new RangeError(`answer: numChunks must be an integer >= 1, got ${numChunks}`);
-  if (!Number.isInteger(chunkIdx) || chunkIdx < 0 || chunkIdx >= numChunks) throw new RangeError(`answer: chunkIdx must be in [0, ${numChunks}), got ${chunkIdx}`);
-  const size = Math.ceil(items.length / numChunks);
-  return size === 0 ? [] : items.slice(chunkIdx * size, chunkIdx * size + size);
-}
-
 const SHORTUUID = '23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
 /** A 22-character id from shortuuid's alphabet (LLaVA's answer_id). */
 function answerId(): string {
@@ -72,7 +79,10 @@ function answerId(): string {
   return Array.from(bytes, (b) => SHORTUUID[b % SHORTUUID.length]).join('');
 }
 
-/** The question ids already answered; a last line cut short by a killed run is removed from the file. */
+/** A question's identity in the answers file: its id, and its round where LLaVA writes one (MMBench). */
+const doneKey = (id: unknown, round: unknown) => (round === undefined ? pyKey(id) : `${pyKey(id)}#${pyKey(round)}`);
+
+/** The questions already answered; a last line cut short by a killed run is removed from the file. */
 function answeredIds(file: string): Set<string> {
   const ids = new Set<string>();
   if (!fs.existsSync(file)) return ids;
@@ -84,9 +94,9 @@ function answeredIds(file: string): Set<string> {
     const last = i === lines.length - 1;
     if (last && l === '') break;
     try {
-      const rec = JSON.parse(l) as { question_id?: unknown };
+      const rec = JSON.parse(l) as { question_id?: unknown; round_id?: unknown };
       if (last) throw new Error('no newline'); // written without its newline: cut short
-      ids.add(pyKey(rec.question_id));
+      ids.add(doneKey(rec.question_id, rec.round_id));
       keep += Buffer.byteLength(l, 'utf8') + 1;
     } catch (e) {
       if (!last) throw new Error(`answers ${file} line ${i + 1} is not JSON (${(e as Error).message}): not a file this command wrote`);
@@ -97,6 +107,17 @@ function answeredIds(file: string): Set<string> {
 }
 
 const SINGLE_PRED = "Answer with the option's letter from the given choices directly.";
+
+/** A question to answer: its image (a file, or base64 from an MMBench TSV), the human turn after "<image>\n", the prompt written. */
+interface Question {
+  line: number;
+  id: unknown;
+  image: { file: string } | { base64: string; row: number } | null;
+  text: string;
+  prompt: string;
+  /** MMBench's fields of the answer line. */
+  round?: { roundId: number; options: string[]; optionChar: string[] };
+}
 
 /**
  * model_vqa_science's questions: the first turn without "<image>", stripped; the written prompt gets "<image>\n" in
@@ -111,7 +132,7 @@ function scienceQuestions(file: string, singlePred: boolean, strict: boolean | u
     throw new Error(`questions ${file}: not JSON (${(e as Error).message}); ScienceQA questions are one JSON list (llava_test_CQM-A.json)`);
   }
   if (!Array.isArray(list)) throw new Error(`questions ${file}: expected a JSON list of LLaVA records`);
-  const out: { line: number; id: unknown; image: string | null; text: string; prompt: string }[] = [];
+  const out: Question[] = [];
   list.forEach((item: unknown, i) => {
     const r = (item !== null && typeof item === 'object' ? item : {}) as Record<string, unknown>;
     const first = Array.isArray(r.conversations) ? (r.conversations[0] as { value?: unknown } | undefined) : undefined;
@@ -127,17 +148,35 @@ function scienceQuestions(file: string, singlePred: boolean, strict: boolean | u
       qs += `\n${SINGLE_PRED}`;
       prompt += `\n${SINGLE_PRED}`;
     }
-    out.push({ line: i + 1, id: r.id, image: (r.image as string | undefined) ?? null, text: qs, prompt });
+    out.push({ line: i + 1, id: r.id, image: r.image !== undefined ? { file: r.image as string } : null, text: qs, prompt });
   });
   return out;
+}
+
+/**
+ * The generation prompt of a question as LLaVA's eval loaders build it: "<image>\n" + text as the human turn (text
+ * taken as it is), the assistant turn open; its token ids by tokenizer_image_token when a tokenizer is given.
+ */
+export function answerPrompt(text: string, hasImage: boolean, template: TemplateName | ConversationTemplate, tokenizer?: TextTokenizer | null): GenerationPrompt {
+  const turns: Turn[] = [{ from: 'human', value: hasImage ? `<image>\n${text}` : text }];
+  return buildGenerationPrompt(turns, template, tokenizer, { moveImageToFront: false });
 }
 
 export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o: AnswerOptions): Promise<AnswerResult> {
   const t0 = Date.now();
   if (!fs.existsSync(o.questions)) throw new Error(`questions ${o.questions} does not exist`);
   const skipped: AnswerResult['skipped'] = [];
-  const questions: { line: number; id: unknown; image: string | null; text: string; prompt: string }[] = [];
-  if (o.format === 'science') {
+  const questions: Question[] = [];
+  let mmbench: Question[] | null = null;
+  if (o.format === 'mmbench') {
+    // LLaVA chunks the TSV's rows, then asks each row's rounds
+    const m = mmbenchQuestions(o.questions, { lang: o.lang, singlePredPrompt: o.singlePredPrompt, allRounds: o.allRounds, numChunks: o.numChunks, chunkIdx: o.chunkIdx, strict: o.strict });
+    skipped.push(...m.skipped);
+    mmbench = m.questions.map((q) => ({
+      line: q.line, id: q.questionId, image: { base64: q.imageBase64, row: q.row }, text: q.text, prompt: q.prompt,
+      round: { roundId: q.roundId, options: q.options, optionChar: q.optionChar },
+    }));
+  } else if (o.format === 'science') {
     for (const q of scienceQuestions(o.questions, !!o.singlePredPrompt, o.strict, skipped)) questions.push(q);
   } else fs.readFileSync(o.questions, 'utf8').split('\n').forEach((l, i) => {
     if (!l.trim()) return;
@@ -155,12 +194,12 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
     if (!('question_id' in q)) return bad('no question_id');
     if (typeof q.text !== 'string') return bad('text must be a string', q.question_id);
     if (q.image !== undefined && typeof q.image !== 'string') return bad('image must be a file name', q.question_id);
-    questions.push({ line: i + 1, id: q.question_id, image: (q.image as string | undefined) ?? null, text: q.text, prompt: q.text });
+    questions.push({ line: i + 1, id: q.question_id, image: q.image !== undefined ? { file: q.image as string } : null, text: q.text, prompt: q.text });
   });
-  const chunk = chunkOf(questions, o.numChunks ?? 1, o.chunkIdx ?? 0);
+  const chunk = mmbench ?? chunkOf(questions, o.numChunks ?? 1, o.chunkIdx ?? 0);
   fs.mkdirSync(path.dirname(path.resolve(o.answers)), { recursive: true });
   const done = answeredIds(o.answers);
-  const pending = chunk.filter((q) => !done.has(pyKey(q.id)));
+  const pending = chunk.filter((q) => !done.has(doneKey(q.id, q.round?.roundId)));
   const cfg = model.config, template = getTemplate(o.template ?? cfg.template); // an unknown name fails here, before any work
   const batchSize = o.batchSize ?? 16;
   let answered = 0, tokens = 0;
@@ -171,18 +210,18 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
       for (const q of pending.slice(b, b + batchSize)) {
         let pixels: Float32Array | null = null;
         if (q.image !== null) {
-          const file = path.resolve(o.imageFolder, q.image);
+          const img = q.image;
           try {
-            pixels = await preprocessClip(await loadImage(file), { size: cfg.image.size, mean: cfg.image.mean, std: cfg.image.std, aspect: cfg.image.aspect === 'pad' ? 'pad' : 'resize_crop' });
+            const rgb = 'file' in img ? await loadImage(path.resolve(o.imageFolder, img.file)) : await decodeImage(Buffer.from(img.base64, 'base64'), `${o.questions} row ${img.row} column image`);
+            pixels = await preprocessClip(rgb, { size: cfg.image.size, mean: cfg.image.mean, std: cfg.image.std, aspect: cfg.image.aspect === 'pad' ? 'pad' : 'resize_crop' });
           } catch (e) {
-            const reason = `image ${q.image}: ${(e as Error).message}`;
+            const reason = `image ${'file' in img ? img.file : `row ${img.row}`}: ${(e as Error).message}`;
             if (o.strict) throw new Error(`questions ${o.questions} line ${q.line} (question_id ${JSON.stringify(q.id)}): ${reason}`);
             skipped.push({ line: q.line, questionId: q.id, reason });
             continue;
           }
         }
-        const turns: Turn[] = [{ from: 'human', value: q.image !== null ? `<image>\n${q.text}` : q.text }];
-        const p = buildGenerationPrompt(turns, template, tokenizer);
+        const p = answerPrompt(q.text, q.image !== null, template, tokenizer);
         const c = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tokenizer.padId, numPatches: model.numImageTokens });
         batch.push({ q, prompt: { tokenIds: c.tokenIds, imagePositions: c.imagePositions, pixelValues: c.pixelValues } });
       }
@@ -192,7 +231,12 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
       outs.forEach((ids, k) => {
         tokens += ids.length;
         const text = pyStrip(tokenizer.decode(ids));
-        lines += JSON.stringify({ question_id: batch[k].q.id, prompt: batch[k].q.prompt, text, answer_id: answerId(), model_id: o.modelId, metadata: {} }) + '\n';
+        const q = batch[k].q;
+        // LLaVA's key order: model_vqa_mmbench.py adds round_id after question_id, options and option_char after text
+        const rec = q.round
+          ? { question_id: q.id, round_id: q.round.roundId, prompt: q.prompt, text, options: q.round.options, option_char: q.round.optionChar, answer_id: answerId(), model_id: o.modelId, metadata: {} }
+          : { question_id: q.id, prompt: q.prompt, text, answer_id: answerId(), model_id: o.modelId, metadata: {} };
+        lines += JSON.stringify(rec) + '\n';
       });
       fs.writeSync(fd, lines);
       fs.fsyncSync(fd);

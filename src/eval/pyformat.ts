@@ -135,6 +135,33 @@ export function pyRstrip(s: string, chars: string): string {
   return s.slice(0, e);
 }
 
+// str.isspace(): JavaScript's \s lacks U+001C..U+001F and U+0085 and has U+FEFF, which Python's lacks
+const PY_SPACE = '\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
+const PY_STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, 'g');
+const PY_SPLIT = new RegExp(`[${PY_SPACE}]+`);
+
+/** Python's str.strip() (no argument: whitespace as str.isspace() has it). */
+export function pyStrip(s: string): string {
+  return s.replace(PY_STRIP, '');
+}
+
+/** Python's str.split() (no argument): the words between runs of whitespace. */
+export function pySplit(s: string): string[] {
+  const t = pyStrip(s);
+  return t === '' ? [] : t.split(PY_SPLIT);
+}
+
+/** Python's a < b for str: by code points (JavaScript's < compares UTF-16 units, which differs above U+FFFF). */
+export function pyStrCompare(a: string, b: string): number {
+  let i = 0;
+  while (i < a.length && i < b.length) {
+    const x = a.codePointAt(i)!, y = b.codePointAt(i)!;
+    if (x !== y) return x < y ? -1 : 1;
+    i += x > 0xffff ? 2 : 1; // equal code points: the same number of units in both
+  }
+  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1; // a prefix comes first
+}
+
 /** Python dictionary-key identity of a JSON value: 1 and 1.0 are one key, "1" is another. */
 export function pyKey(v: unknown): string {
   return typeof v === 'number' ? `n:${v}` : typeof v === 'string' ? `s:${v}` : `j:${JSON.stringify(v)}`;

@@ -47,6 +47,8 @@ const FUNCTIONS = [
   'generateScene', 'renderScene', 'questionsFor', 'captionFor', 'sortOfClevrVocabulary', 'writeWordLevelTokenizer', 'wordLevelTokenizerJson', 'llamaTokenizerJson',
   // eval
   'normalizeAnswer', 'exactMatch', 'vqaSoftAccuracy', 'evaluateFile', 'visualWordsOf', 'drawVisualWords',
+  'answerPrompt', 'mmbenchQuestions', 'mmbenchSubmission', 'readXlsx', 'writeXlsx',
+  'scoreGQA', 'gqaPrediction', 'scoreMME', 'convertAnswersToMME',
   // demo
   'runDemo', 'runRecipe', 'recipeConfig',
   // distributed
@@ -55,7 +57,7 @@ const FUNCTIONS = [
   'scope', 'keep', 'backward', 'noGrad', 'zeroGrad', 'clipGradNorm', 'gradNorm', 'callOp', 'opNames', 'opConstants', 'backendInfo', 'memoryStats',
   'cudaAvailable', 'releaseHostCache', 'cachedHostBytes', 'hostSyncs', 'synchronize', 'setAsync', 'isAsync',
 ];
-const OBJECTS = ['fused', 'F', 'DEFAULT_WORKSPACE_BUDGET', 'nn', 'DEFAULT_RECIPE', 'TEMPLATES', 'VICUNA_V1', 'WORD_LEVEL_TOKENIZER_CONFIG'];
+const OBJECTS = ['fused', 'F', 'DEFAULT_WORKSPACE_BUDGET', 'nn', 'DEFAULT_RECIPE', 'TEMPLATES', 'VICUNA_V1', 'WORD_LEVEL_TOKENIZER_CONFIG', 'MME_SUBTASKS'];
 const ARRAYS = ['CLIP_MEAN', 'CLIP_STD', 'COLOURS', 'LLAVA_TRANSFORMERS_NAMES', 'STOP_SIGNALS'];
 
 const isClass = (v: unknown) => typeof v === 'function' && /^class[\s{]/.test(Function.prototype.toString.call(v));
@@ -65,7 +67,7 @@ const SOURCES: Record<Area, string[]> = {
   model: ['model/vwlmm', 'model/config', 'model/checkpoint', 'model/transformers_llava', 'model/lora', 'io/safetensors', 'io/torch_bin'],
   data: ['data/tokenizer', 'data/conversation', 'data/dataset', 'data/images', 'data/collate', 'data/sort_of_clevr', 'data/word_level_tokenizer', 'data/sentencepiece'],
   train: ['train/trainer', 'train/from_file', 'train/interrupt', 'train/schedule', 'train/progress', 'viz/plot'],
-  eval: ['eval/llava_eval', 'eval/visual_words'],
+  eval: ['eval/llava_eval', 'eval/visual_words', 'eval/gqa', 'eval/mme'],
   demo: ['demo/demo', 'demo/recipe'],
   distributed: ['distributed/process_group', 'distributed/zero', 'distributed/env', 'distributed/launch', 'distributed/rendezvous'],
 };
