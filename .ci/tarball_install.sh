@@ -6,7 +6,9 @@
 #   without tools:     VWLMM_BUILD_FROM_SOURCE=1 with no cmake/compiler on PATH fails and says what is needed.
 # Each installed package is imported from the consumer project, runs a fused kernel (finite loss) and one AdamW
 # training step of a tiny decoder (finite loss that falls, weights change); the prebuilt install also runs the
-# README's API example as an ES module and as CommonJS. Prints the install times and the tarball size. The
+# README's API example as an ES module and as CommonJS; where the prebuild has the MPI backend (libvwlmm_mpi.so, built
+# where Open MPI is installed; required under VWLMM_REQUIRE_MPI=1), the tarball ships it and 2 ranks of the installed
+# package all-reduce through mpirun. Prints the install times and the tarball size. The
 # checkout is left untouched: dist/ and prebuilds/ are built into a staging copy under $TMPDIR.
 # vwlmm itself comes from the local tarball; its dependencies from the npm cache / registry.
 # Env: VWLMM_PREBUILD_CUDA=auto|on|off (default auto: the CUDA addon is prebuilt when nvcc + cuBLAS are found,
@@ -61,6 +63,15 @@ for f in package/prebuilds/linux-x64/vwlmm.napi.glibc.node package/dist/index.js
   grep -qx "$f" "$work/with.list" || die "the tarball lacks $f"
 done
 if grep -q prebuilds/ "$work/without.list"; then die "the no-prebuild tarball has prebuilds"; fi
+# the MPI backend: in the prebuild where MPI was found (a machine that must have MPI must have it in the prebuild),
+# and then in the tarball
+have_mpi=0
+if [ -f "$work/prebuilds.off/linux-x64/libvwlmm_mpi.so" ]; then
+  have_mpi=1
+  grep -qx package/prebuilds/linux-x64/libvwlmm_mpi.so "$work/with.list" || die "the tarball lacks prebuilds/linux-x64/libvwlmm_mpi.so"
+elif [ "${VWLMM_REQUIRE_MPI:-}" = 1 ]; then
+  die "VWLMM_REQUIRE_MPI=1 but the prebuild has no libvwlmm_mpi.so (see the prebuild's MPI line above)"
+fi
 
 # ---------------------------------------------------------------- consumer projects
 smoke=$work/smoke.js
@@ -106,6 +117,7 @@ if (!Number.isFinite(l0) || !Number.isFinite(l1)) throw new Error(`training loss
 if (!(l1 < l0)) throw new Error(`one AdamW step did not lower the loss: ${l0} -> ${l1}`);
 if (before.every((x, i) => x === after[i])) throw new Error('the training step did not change the weights');
 console.log(`smoke: binary ${binary}; GEMM ${info.cpu.gemm.split(' ').slice(0, 3).join(' ')}; CUDA ${info.cuda.available ? 'available' : 'unavailable: ' + info.cuda.reason}`);
+console.log(`smoke: MPI ${info.cpu.mpi.available ? `available (${info.cpu.mpi.version}) from ${path.relative(pkg, info.cpu.mpi.library)}` : 'unavailable: ' + info.cpu.mpi.reason}`);
 console.log(`smoke: linearCrossEntropy loss ${ce.toFixed(4)}; 1 AdamW step of a 2-layer decoder: loss ${l0.toFixed(4)} -> ${l1.toFixed(4)}`);
 JS
 
@@ -138,6 +150,24 @@ if [ -f "$work/prebuilds.off/linux-x64/cuda/vwlmm_cuda.node" ]; then
   # failed load is an error, not a pass; without a GPU it reports no device.
   grep -q 'CUDA available\|no usable CUDA device' "$work/smoke-with.txt" \
     || die "the prebuilt CUDA addon did not load in the installed package: $(grep -o 'CUDA unavailable.*' "$work/smoke-with.txt")"
+fi
+if [ "$have_mpi" = 1 ]; then
+  # the installed package's addon finds its MPI backend beside itself, and 2 ranks all-reduce through it
+  grep -q '^vwlmm: MPI backend prebuilds/linux-x64/libvwlmm_mpi.so (' "$work/with-prebuild.log" || die "the prebuilt install did not report its MPI backend"
+  grep -q 'MPI available (.*) from prebuilds/linux-x64/libvwlmm_mpi.so' "$work/smoke-with.txt" \
+    || die "the prebuilt install does not load its MPI backend: $(grep -o 'MPI unavailable.*' "$work/smoke-with.txt")"
+  (cd "$work/with-prebuild" && OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun -np 2 --oversubscribe node -e "
+    const { initProcessGroup, Tensor } = require('vwlmm');
+    initProcessGroup({ backend: 'mpi', timeoutMs: 60000 }).then((g) => {
+      const t = Tensor.fromArray(new Float32Array([g.rank + 1, 10]), [2]);
+      g.allReduce(t);
+      const got = Array.from(t.toArray()).join();
+      if (got !== '3,20') throw new Error('rank ' + g.rank + ': all-reduce gave ' + got + ', expected 3,20');
+      if (g.rank === 0) console.log('mpi: 2 ranks of the installed package all-reduced over ' + g.library);
+      g.destroy();
+    }).catch((e) => { console.error(e.message); process.exit(1); });") > "$work/mpi.txt" 2>&1 \
+    || { cat "$work/mpi.txt"; die "2 ranks of the prebuilt install could not all-reduce over MPI"; }
+  sed 's/^/  /' "$work/mpi.txt"
 fi
 (cd "$work/with-prebuild" && npx --no-install vwlmm info) | sed 's/^/  [vwlmm info] /'
 # The package's subpaths load from ES modules (the exports map), and the README's API example (the block after

@@ -46,6 +46,20 @@ function cudaNote() {
   return `CUDA addon ${rel(f)} (loaded on first use of device 'cuda'; needs an NVIDIA driver and ${cublas} on the library path)`;
 }
 
+/** The MPI backend of process groups beside the addon `file` (libvwlmm_mpi.so, dlopened on first use), or why there is none. */
+function mpiNote(file) {
+  let mpi;
+  try {
+    mpi = require(file).backendInfo().mpi;
+  } catch (e) {
+    return `could not check the MPI backend: ${String(e.message).split('\n')[0]}`;
+  }
+  if (!mpi || mpi.available === undefined) return `${rel(file)} does not report an MPI backend (a build older than it: npm run build:native)`;
+  return mpi.available
+    ? `MPI backend ${rel(mpi.library)} (${mpi.version}; process groups over MPI, launched with mpirun)`
+    : `no working MPI backend for process groups (everything else works): ${mpi.reason}`;
+}
+
 function main() {
   const native = require('./build-native.js');
   const force = process.env.VWLMM_BUILD_FROM_SOURCE && !['0', 'false', ''].includes(process.env.VWLMM_BUILD_FROM_SOURCE);
@@ -61,6 +75,7 @@ function main() {
         : `vwlmm: using the existing build ${rel(found.file)} (npm run build:native rebuilds it)`);
       native.reportGemm(found.file, prebuilt ? 'prebuilt' : 'existing');
       console.log(`vwlmm: ${cudaNote()}`);
+      console.log(`vwlmm: ${mpiNote(found.file)}`);
       return;
     }
     reason = found.reason;

@@ -5,14 +5,20 @@
 //                                                               (built-in GEMM when no usable static OpenBLAS)
 //   prebuilds/<platform>-<arch>/cuda/vwlmm_cuda.node            CUDA addon, when nvcc + cuBLAS are found:
 //                                                               static cudart, cuBLAS shared (found at run time)
+//   prebuilds/<platform>-<arch>/libvwlmm_mpi.so                 the MPI backend of process groups, when MPI is found:
+//                                                               linked against this machine's MPI (Open MPI 4:
+//                                                               libmpi.so.40, needed at run time only by process
+//                                                               groups); the CPU addon dlopens it from its own folder
 // Then checks the result and fails loudly: `ldd` shows only system libraries (libc, libstdc++, libm, libgcc_s,
 // libpthread, ld-linux); the CUDA addon's own NEEDED entries (readelf -d) add only libdl, librt and cuBLAS, never
 // libcudart, and every library of its load chain resolves (a missing libcublasLt is named as an incomplete cuBLAS);
-// both addons load, and node-gyp-build resolves exactly the new file.
+// both addons load, and node-gyp-build resolves exactly the new file. libvwlmm_mpi.so needs only system libraries
+// and one libmpi, and the placed CPU addon finds it beside itself and loads it.
 // Options (flag or environment variable):
 //   --cuda auto|on|off        VWLMM_PREBUILD_CUDA   (default auto: built when nvcc and cuBLAS are found;
 //                                                    VWLMM_CUBLAS_ROOT as for build:native)
 //   --blas auto|openblas|builtin  VWLMM_PREBUILD_BLAS (default auto: static OpenBLAS, else built-in GEMM)
+//   --mpi auto|on|off         VWLMM_PREBUILD_MPI    (default auto: the MPI backend where CMake finds MPI)
 //   --build-dir DIR           VWLMM_PREBUILD_BUILD_DIR (cmake-js build folder, default build/prebuild; reused, so a
 //                                                    second run is incremental; a folder built by `npm install` with
 //                                                    default options, e.g. build/, only needs a reconfigure)
@@ -33,9 +39,10 @@ function option(flag, env, def) {
 }
 const cudaMode = option('--cuda', 'VWLMM_PREBUILD_CUDA', 'auto');
 const blasMode = option('--blas', 'VWLMM_PREBUILD_BLAS', 'auto');
+const mpiMode = option('--mpi', 'VWLMM_PREBUILD_MPI', 'auto');
 const buildDir = path.resolve(option('--build-dir', 'VWLMM_PREBUILD_BUILD_DIR', path.join(root, 'build', 'prebuild')));
 const outRoot = path.resolve(option('--out', 'VWLMM_PREBUILD_OUT', path.join(root, 'prebuilds')));
-for (const [name, v, ok] of [['cuda', cudaMode, ['auto', 'on', 'off']], ['blas', blasMode, ['auto', 'openblas', 'builtin']]]) {
+for (const [name, v, ok] of [['cuda', cudaMode, ['auto', 'on', 'off']], ['blas', blasMode, ['auto', 'openblas', 'builtin']], ['mpi', mpiMode, ['auto', 'on', 'off']]]) {
   if (!ok.includes(v)) fail(`--${name} must be one of ${ok.join(', ')} (got "${v}")`);
 }
 
@@ -53,8 +60,9 @@ const libc = process.platform !== 'linux' ? '' : fs.existsSync('/etc/alpine-rele
 const cpuName = `vwlmm.napi${libc ? '.' + libc : ''}.node`;
 const builtCpu = path.join(buildDir, 'Release', 'vwlmm.node');
 const builtCuda = path.join(buildDir, 'Release', 'cuda', 'vwlmm_cuda.node');
+const builtMpi = path.join(buildDir, 'Release', 'libvwlmm_mpi.so');
 
-let cudaConfigured = false;
+let cudaConfigured = false, mpiConfigured = false;
 function build(blas) {
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
   const common = ['--directory', root, '--out', buildDir, '--config', 'Release'];
@@ -64,15 +72,18 @@ function build(blas) {
   // changed -D options (e.g. the built-in GEMM fallback below). Its output says whether this configuration has
   // the CUDA target, so a stale vwlmm_cuda.node left in a reused build folder is never shipped.
   const conf = spawnSync(process.execPath, [cmakeJs, 'configure', ...common, ...extra, `--CDVWLMM_CUDA=${cudaMode}`, `--CDVWLMM_BLAS=${blas}`,
-      '--CDVWLMM_SANITIZE=OFF'],
+      `--CDVWLMM_MPI=${mpiMode}`, '--CDVWLMM_SANITIZE=OFF'],
     { stdio: ['inherit', 'pipe', 'inherit'], cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 });
   process.stdout.write(conf.stdout || '');
   if (conf.status !== 0) fail(`cmake-js configure failed (exit ${conf.status}, see the output above); needs cmake >= 3.18, make or ninja and a C++17 compiler`);
   cudaConfigured = /vwlmm: CUDA addon built:/.test(conf.stdout || '');
+  // likewise for the MPI backend: a libvwlmm_mpi.so left by an earlier configuration is never shipped
+  mpiConfigured = /vwlmm: MPI backend = /.test(conf.stdout || '');
   const r = spawnSync(process.execPath, [cmakeJs, 'build', ...common], { stdio: 'inherit', cwd: root });
   if (r.status !== 0) fail(`cmake-js build failed (exit ${r.status}, see the output above)`);
   if (!fs.existsSync(builtCpu)) fail(`the build finished but ${builtCpu} is missing`);
   if (cudaConfigured && !fs.existsSync(builtCuda)) fail(`CMake configured the CUDA addon but ${builtCuda} is missing`);
+  if (mpiConfigured && !fs.existsSync(builtMpi)) fail(`CMake configured the MPI backend but ${builtMpi} is missing`);
 }
 
 const BASE_LIBS = [/^linux-vdso\.so/, /^linux-gate\.so/, /^libc\.so/, /^libstdc\+\+\.so/, /^libm\.so/, /^libgcc_s\.so/,
@@ -168,6 +179,27 @@ if (haveCuda) {
   log('no CUDA addon (not requested, or no nvcc / cuBLAS: see the "vwlmm: CUDA addon not built" line above)');
 }
 
+// The MPI backend needs the system libraries and one MPI library (the one CMake found: its soname, e.g. Open MPI
+// 4's libmpi.so.40, is what a user's machine must have for process groups; nothing else of vwlmm needs it).
+let mpiSoname = null;
+if (mpiMode === 'on' && !mpiConfigured) fail('--mpi on but the MPI backend was not built');
+if (mpiConfigured) {
+  const needed = neededOf(builtMpi);
+  if (needed) {
+    const mpiLibs = needed.filter((n) => /^libmpi\.so/.test(n));
+    const own = needed.filter((n) => !mpiLibs.includes(n) && ![...BASE_LIBS, /^libdl\.so/].some((re) => re.test(n)));
+    if (mpiLibs.length !== 1) fail(`libvwlmm_mpi.so should link exactly one libmpi, it needs: ${needed.join(', ')}`);
+    if (own.length) fail(`libvwlmm_mpi.so needs libraries beyond the system ones and MPI: ${own.join(', ')}`);
+    mpiSoname = mpiLibs[0];
+  }
+  const missing = (lddOf(builtMpi) || []).filter((l) => /not found/.test(l.where)).map((l) => l.name);
+  if (missing.length) fail(`libvwlmm_mpi.so needs ${missing.join(', ')}, not found on this machine (ldd ${builtMpi})`);
+  log(`MPI backend built: ${builtMpi} (links ${mpiSoname || 'libmpi'})`);
+} else {
+  log(`no MPI backend (${mpiMode === 'off' ? '--mpi off' : 'CMake found no MPI: see the "vwlmm: MPI backend" line above'}); installs of this ` +
+    'prebuild will need a source build to train over MPI (apt install libopenmpi-dev for one here)');
+}
+
 // Place them. The whole <platform>-<arch> folder is replaced so no stale file (e.g. an old CUDA addon) survives.
 const dest = path.join(outRoot, tuple);
 fs.rmSync(dest, { recursive: true, force: true });
@@ -179,6 +211,17 @@ if (haveCuda) {
   fs.mkdirSync(path.join(dest, 'cuda'));
   destCuda = path.join(dest, 'cuda', 'vwlmm_cuda.node');
   fs.copyFileSync(builtCuda, destCuda);
+}
+// beside the CPU addon: it dlopens libvwlmm_mpi.so from the folder it was itself loaded from
+let destMpi = null, mpiInfo = null;
+if (mpiConfigured) {
+  destMpi = path.join(dest, 'libvwlmm_mpi.so');
+  fs.copyFileSync(builtMpi, destMpi);
+  const r = spawnSync(process.execPath, ['-e', `console.log(JSON.stringify(require(${JSON.stringify(destCpu)}).backendInfo().mpi))`], { encoding: 'utf8' });
+  if (r.status !== 0) fail(`the placed CPU addon does not load: ${r.stderr}`);
+  mpiInfo = JSON.parse(r.stdout);
+  if (path.resolve(mpiInfo.library) !== destMpi) fail(`the placed CPU addon looks for its MPI backend at ${mpiInfo.library}, not beside itself (${destMpi})`);
+  if (!mpiInfo.available) fail(`the placed MPI backend does not load here: ${mpiInfo.reason}`);
 }
 
 // node-gyp-build, reading prebuilds only, must pick exactly this file.
@@ -192,3 +235,4 @@ const show = (f) => (path.relative(process.cwd(), f).startsWith('..') ? f : path
 const mb = (f) => (fs.statSync(f).size / 1048576).toFixed(1) + ' MB';
 log(`wrote ${show(destCpu)} (${mb(destCpu)}, GEMM: ${cpuInfo.gemm.split(' ').slice(0, 3).join(' ')})`);
 if (destCuda) log(`wrote ${show(destCuda)} (${mb(destCuda)}; needs an NVIDIA driver and cuBLAS at run time)`);
+if (destMpi) log(`wrote ${show(destMpi)} (${mb(destMpi)}; ${mpiInfo.version}: process groups over MPI need ${mpiSoname || 'that MPI'} at run time)`);

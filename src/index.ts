@@ -44,7 +44,14 @@ export type { TemplateName } from './model';
 export type { TemplateName as ConversationTemplateName } from './data';
 
 export interface BackendInfo {
-  cpu: { device: 'cpu'; gemm: string; threads: number; simd: string; napiVersion: number };
+  cpu: {
+    device: 'cpu'; gemm: string; threads: number; simd: string; napiVersion: number;
+    /**
+     * The MPI backend of process groups, libvwlmm_mpi.so beside the CPU addon: there (`built`), loading with the MPI
+     * it was linked against (`available`: that MPI's `version` and the `mpiLibrary` file), or the `reason` it does not.
+     */
+    mpi: { library: string; built: boolean; available: boolean; version?: string; mpiLibrary?: string; reason?: string };
+  };
   cuda: { available: boolean; reason: string | null; [key: string]: unknown };
 }
 

@@ -9,7 +9,7 @@
 extern "C" {
 #endif
 
-#define VWLMM_MPI_ABI 1
+#define VWLMM_MPI_ABI 2
 
 typedef struct {
   int rank, size, local_rank, local_size;
@@ -32,6 +32,9 @@ typedef struct {
   int (*init)(VwMpiWorld* world, char* err, size_t errlen);
   int (*run)(const VwMpiCall* call, char* err, size_t errlen);
   int (*finalize)(char* err, size_t errlen);
+  // Any time before init (MPI_Get_library_version may precede MPI_Init): the MPI library's version (first line)
+  // and the file it was loaded from, for backendInfo().cpu.mpi.
+  void (*describe)(char* version, size_t versionlen, char* path, size_t pathlen);
 } VwMpiApi;
 
 // The symbol the addon looks up.

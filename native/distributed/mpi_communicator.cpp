@@ -5,12 +5,13 @@
 #include "mpi_communicator.h"
 
 #include <dlfcn.h>
+#include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <map>
 #include <thread>
 #include <unordered_map>
 
@@ -171,26 +172,82 @@ class MpiCommunicator final : public Communicator {
   std::string init_error_, finalize_error_, broken_, failed_what_, running_what_;
 };
 
-}  // namespace
+// A source build links libvwlmm_mpi.so against the MPI it finds.
+constexpr const char* kSourceBuild = "VWLMM_BUILD_FROM_SOURCE=1 npm install vwlmm (npm run build:native in a checkout)";
 
-Communicator* open_mpi(const std::string& library, double timeout_s) {
+struct Loaded {
+  const VwMpiApi* api = nullptr;
+  std::string version, mpi_path;
+};
+
+// Loads libvwlmm_mpi.so (and through it the MPI library it was linked against); throws why it cannot. Loaded
+// libraries are never closed: Open MPI does not support being unloaded. The description is taken at the first
+// load, which precedes MPI_Init (open_mpi loads first): afterwards only the communication thread may call MPI.
+std::mutex g_load_mu;
+std::map<std::string, Loaded> g_loaded;
+std::string g_started;  // the library MPI was started from (open_mpi), once it was
+
+const Loaded& load_mpi(const std::string& library) {
+  std::lock_guard<std::mutex> lk(g_load_mu);
+  auto it = g_loaded.find(library);
+  if (it != g_loaded.end()) return it->second;
+  // a second MPI beside the running one would mix two MPI libraries' global symbols in one process
+  if (!g_started.empty())
+    throw_runtime_error("[process group] ", library, " is not loaded: this process runs MPI from ", g_started, " (one MPI backend per process)");
+  if (access(library.c_str(), F_OK) != 0)
+    throw_runtime_error("[process group] the MPI backend ", library, " is not there: this vwlmm.node was built where no MPI was found. To train over MPI, "
+                        "install Open MPI (apt install libopenmpi-dev openmpi-bin) and build vwlmm from source, which builds the backend against it: ", kSourceBuild);
   // RTLD_GLOBAL: Open MPI loads its components as plugins that resolve symbols of libmpi from the global scope
   // (mpi4py does the same).
   void* h = dlopen(library.c_str(), RTLD_NOW | RTLD_GLOBAL);
   if (!h) {
     const char* e = dlerror();
-    throw_runtime_error("[process group] the MPI backend could not be loaded: ", e ? e : library,
-                        " (it is built beside the CPU addon where OpenMPI is installed: apt install libopenmpi-dev openmpi-bin, then npm run build:native)");
+    // dlerror names what failed: most often the MPI library libvwlmm_mpi.so was linked against is not installed
+    // (libmpi.so.40 is Open MPI's, from 3.0 on: the prebuilt binary's)
+    throw_runtime_error("[process group] the MPI backend ", library, " could not be loaded: ", e ? e : "dlopen failed",
+                        ". Install the MPI it was linked against (Open MPI's libmpi.so.40: apt install openmpi-bin libopenmpi-dev), "
+                        "or build vwlmm from source against the MPI you have (with its development files): ", kSourceBuild);
   }
   using Entry = const VwMpiApi* (*)();
   auto entry = reinterpret_cast<Entry>(dlsym(h, "vwlmm_mpi_api"));
   const VwMpiApi* api = entry ? entry() : nullptr;
   if (!api || api->abi != VWLMM_MPI_ABI)
-    throw_runtime_error("[process group] ", library, " is not a libvwlmm_mpi.so of this version (ABI ", api ? api->abi : -1, ", expected ", VWLMM_MPI_ABI, "): rebuild with npm run build:native");
-  // MPI starts once per process: a second thread calling MPI_Init_thread (after an init that timed out, say)
-  // would be undefined behaviour.
-  static std::atomic<bool> started{false};
-  if (started.exchange(true)) throw_runtime_error("[process group] MPI was already started in this process (it starts once per process, even after a failed or timed-out start)");
+    throw_runtime_error("[process group] ", library, " is not a libvwlmm_mpi.so of this version (ABI ", api ? api->abi : -1, ", expected ", VWLMM_MPI_ABI,
+                        "): it must come from the same build as vwlmm.node: ", kSourceBuild);
+  Loaded l;
+  l.api = api;
+  char version[256] = {0}, path[4096] = {0};
+  api->describe(version, sizeof version, path, sizeof path);
+  l.version = version;
+  l.mpi_path = path;
+  return g_loaded.emplace(library, std::move(l)).first->second;
+}
+
+}  // namespace
+
+MpiStatus mpi_status(const std::string& library) {
+  MpiStatus s;
+  s.built = access(library.c_str(), F_OK) == 0;
+  try {
+    const Loaded& l = load_mpi(library);
+    s.available = true;
+    s.version = l.version;
+    s.mpi_path = l.mpi_path;
+  } catch (const Error& e) {
+    s.reason = e.what();
+  }
+  return s;
+}
+
+Communicator* open_mpi(const std::string& library, double timeout_s) {
+  const VwMpiApi* api = load_mpi(library).api;
+  {
+    // MPI starts once per process: a second thread calling MPI_Init_thread (after an init that timed out, say)
+    // would be undefined behaviour.
+    std::lock_guard<std::mutex> lk(g_load_mu);
+    if (!g_started.empty()) throw_runtime_error("[process group] MPI was already started in this process (it starts once per process, even after a failed or timed-out start)");
+    g_started = library;
+  }
   // Owned by the process from here on (see the header comment): released only by the OS at exit.
   auto* comm = new MpiCommunicator(api, library);
   comm->open(timeout_s);

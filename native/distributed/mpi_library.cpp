@@ -6,6 +6,8 @@
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
+#include <dlfcn.h>
+
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -74,6 +76,24 @@ void divide(void* out, unsigned long long n, int dtype, int world) {
   }
 }
 
+// MPI_Get_library_version up to its first line break or comma ("Open MPI v4.1.4, package: ..." -> "Open MPI v4.1.4").
+void library_version(char* out, size_t n) {
+  char version[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
+  int len = 0;
+  MPI_Get_library_version(version, &len);
+  const char* nl = std::strpbrk(version, "\n,");
+  const size_t keep = nl ? static_cast<size_t>(nl - version) : std::strlen(version);
+  std::snprintf(out, n, "%.*s", static_cast<int>(keep), version);
+}
+
+void describe(char* version, size_t versionlen, char* path, size_t pathlen) {
+  library_version(version, versionlen);
+  // MPI_Init's address (through the GOT: libmpi's own) names the libmpi the dynamic loader picked
+  Dl_info info{};
+  const bool found = dladdr(reinterpret_cast<void*>(&MPI_Init), &info) != 0 && info.dli_fname;
+  std::snprintf(path, pathlen, "%s", found ? info.dli_fname : "");
+}
+
 int init(VwMpiWorld* w, char* err, size_t n) {
   int inited = 0, rc = MPI_Initialized(&inited);
   if (rc != MPI_SUCCESS) return fail(err, n, "MPI_Initialized", rc);
@@ -92,12 +112,7 @@ int init(VwMpiWorld* w, char* err, size_t n) {
   MPI_Comm_rank(local, &w->local_rank);
   MPI_Comm_size(local, &w->local_size);
   MPI_Comm_free(&local);
-  char version[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
-  int len = 0;
-  MPI_Get_library_version(version, &len);
-  const char* nl = std::strpbrk(version, "\n,");
-  const size_t keep = nl ? static_cast<size_t>(nl - version) : std::strlen(version);
-  std::snprintf(w->library, sizeof w->library, "%.*s", static_cast<int>(keep), version);
+  library_version(w->library, sizeof w->library);
   if (g_bf16_ops[0] == MPI_OP_NULL) {
     MPI_Op_create(&bf16_reduce<0>, 1, &g_bf16_ops[0]);
     MPI_Op_create(&bf16_reduce<2>, 1, &g_bf16_ops[1]);
@@ -156,6 +171,6 @@ int finalize(char* err, size_t n) {
 }  // namespace
 
 extern "C" const VwMpiApi* vwlmm_mpi_api(void) {
-  static const VwMpiApi api = {VWLMM_MPI_ABI, init, run, finalize};
+  static const VwMpiApi api = {VWLMM_MPI_ABI, init, run, finalize, describe};
   return &api;
 }

@@ -3,7 +3,6 @@
 #include <napi.h>
 
 #include <dlfcn.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <string>
@@ -79,7 +78,8 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   });
 }
 
-// libvwlmm_mpi.so beside this addon (CMake builds it there where MPI is found).
+// libvwlmm_mpi.so beside this addon, whichever file it was loaded from (build/Release, or a prebuilds/<platform>
+// folder: CMake and scripts/prebuild.js put it there where MPI is found).
 std::string DefaultMpiLibrary() {
   Dl_info info{};
   if (!dladdr(reinterpret_cast<void*>(&DefaultMpiLibrary), &info) || !info.dli_fname) return "libvwlmm_mpi.so";
@@ -119,13 +119,20 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     o.Set("threads", cpu::num_threads());
     o.Set("simd", cpu::vec_isa_name());
     o.Set("napiVersion", NAPI_VERSION);
-    // where the MPI backend of process groups would load from, and whether it was built
+    // the MPI backend of process groups beside this addon: whether it is there, whether it loads (as NCCL's
+    // status does, this loads it), with which MPI, or why not
     const std::string mpi = DefaultMpiLibrary();
+    const dist::MpiStatus st = dist::mpi_status(mpi);
     Napi::Object m = Napi::Object::New(info.Env());
     m.Set("library", mpi);
-    void* probe = dlopen(mpi.c_str(), RTLD_LAZY | RTLD_NOLOAD);
-    m.Set("built", probe != nullptr || access(mpi.c_str(), R_OK) == 0);
-    if (probe) dlclose(probe);
+    m.Set("built", st.built);
+    m.Set("available", st.available);
+    if (st.available) {
+      m.Set("version", st.version);
+      m.Set("mpiLibrary", st.mpi_path);
+    } else {
+      m.Set("reason", st.reason);
+    }
     o.Set("mpi", m);
     return o;
   }));

@@ -188,6 +188,7 @@ export class ZeroAdamW {
     this.early = 0;
     while (this.launched < this.buckets.length) this.launch(this.buckets[this.launched]);
     this.anyGrad?.dispose();
+    this.anyGradHost = null;
     this.anyGrad = keep(Tensor.fromArray(Float32Array.from(this.params, (p) => (this.hadGrad.has(p) ? 1 : 0)), [this.params.length], { device: this.group.device }));
     const flags = this.group.allReduceAsync(this.anyGrad, { op: 'max' });
     const rank = this.group.rank;
@@ -210,6 +211,31 @@ export class ZeroAdamW {
   private readonly hadGrad = new Set<Tensor>();
   /** Per parameter, 1 where some rank had a gradient (the max of hadGrad over the ranks): step() updates those only, as AdamW skips a parameter without one. */
   private anyGrad: Tensor | null = null;
+  /** anyGrad's values once readWithFlags has read them (step() then needs no read of its own). */
+  private anyGradHost: Float32Array | null = null;
+
+  /**
+   * The values of `stats` (a float32 tensor the caller has reduced, e.g. the step's losses and norm) and the
+   * reduced has-gradient flags, in one host read: both are copied side by side into one buffer and read together,
+   * and step() uses the flags read here. On CUDA each read is a wait for the stream: this keeps a data-parallel
+   * step at one. The collectives are the ones the two separate reads saw, so the results are the same bit for bit.
+   * After reduceGradients, before step.
+   */
+  readWithFlags(stats: Tensor): Float32Array {
+    if (!this.anyGrad) throw new TypeError('ZeroAdamW.readWithFlags: reduceGradients() first');
+    if (stats.dtype !== 'float32' || stats.device !== this.group.device) throw new TypeError(`ZeroAdamW.readWithFlags: stats must be a float32 ${this.group.device} tensor, got a ${stats.dtype} ${stats.device} one`);
+    const n = stats.size, k = this.anyGrad.size, dev = this.group.device;
+    const both = Tensor.empty([n + k], { device: dev });
+    try {
+      callOp('copy_2d', dev, [stats], [both], [1, n, n, n, 0, 0, 0]);
+      callOp('copy_2d', dev, [this.anyGrad], [both], [1, k, k, k, 0, n, 0]);
+      const host = both.toArray() as Float32Array;
+      this.anyGradHost = host.subarray(n);
+      return host.subarray(0, n);
+    } finally {
+      both.dispose();
+    }
+  }
 
   /** The sum of squares of the owned parameters' reduced gradients ([1] tensor); summed over ranks: the global norm squared. */
   ownedSumSquares(): Tensor {
@@ -223,7 +249,7 @@ export class ZeroAdamW {
    */
   step(opts: { gradScale?: number } = {}): void {
     if (!this.anyGrad) throw new TypeError('ZeroAdamW.step: reduceGradients() first');
-    const any = this.anyGrad.toArray();
+    const any = this.anyGradHost ?? this.anyGrad.toArray();
     this.params.forEach((p, i) => {
       if (!(any[i] > 0) && p.grad) {
         p.grad.dispose();
@@ -342,5 +368,6 @@ export class ZeroAdamW {
     this.hadGrad.clear();
     this.anyGrad?.dispose();
     this.anyGrad = null;
+    this.anyGradHost = null;
   }
 }

@@ -3,8 +3,14 @@
 // on the device and scale their saved gradients there (mul_scalar), the model's loss terms are not read. On the
 // CPU this counts the reads of tensor data (where CUDA would wait), so the orchestration is checked in CI;
 // the CUDA ops' own waits are counted there too (a GPU session reports them).
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { F, hostSyncs, scope, Tensor } from '../../src';
+import { cpu } from '../../src/native';
+import { launchRanks } from '../../src/distributed/launch';
+import { tempDirs } from '../support/tmp';
 import { VwLmm } from '../../src/model/vwlmm';
 import { Stage, Trainer } from '../../src/train/trainer';
 import { tinyConfig, tinyData } from './support/tiny';
@@ -92,4 +98,21 @@ describe('host synchronisations per training step', () => {
     expect(Number.isFinite(rec.gradNorm as number) && (rec.gradNorm as number) > 0).toBe(true);
     model.dispose();
   });
+});
+
+// Data-parallel (2 ranks over MPI, tests/distributed/support/rank_child.ts): the all-reduced stats and ZeroAdamW's
+// has-gradient flags come back in one read (ZeroAdamW.readWithFlags; two reads before). A stage's first step reads
+// once more: the bucket order rank 0 broadcasts after the first backward (ZeroAdamW.rebuildBuckets).
+const tmp = tempDirs('host-syncs-dp');
+const mpiReady = spawnSync('mpirun', ['--version'], { encoding: 'utf8' }).status === 0 && !!(cpu().backendInfo() as { mpi?: { built?: boolean } }).mpi?.built;
+describe.skipIf(!mpiReady && process.env.VWLMM_REQUIRE_MPI !== '1')('host synchronisations per data-parallel step', () => {
+  it('one per step on 2 ranks (two in a stage\'s first step), through both stages and gradient accumulation', async () => {
+    const dir = tmp();
+    const child = path.join(__dirname, '..', 'distributed', 'support', 'rank_child.ts');
+    const r = await launchRanks({ nproc: 2, backend: 'mpi', stdio: 'pipe', env: { ...process.env }, graceMs: 2000,
+      command: [process.execPath, '--import', 'tsx', child, 'train', dir, JSON.stringify({ batchSize: 2, steps: 4, noOutDir: true })] });
+    expect(r.failure, r.output.join('\n')).toBeNull();
+    const { syncs } = JSON.parse(fs.readFileSync(path.join(dir, 'weights.json'), 'utf8')) as { syncs: number[] };
+    expect(syncs).toEqual([2, 1, 1, 1, 2, 1, 1, 1]); // before: [3, 2, 2, 2, 3, 2, 2, 2]
+  }, 60_000);
 });

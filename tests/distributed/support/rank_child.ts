@@ -2,7 +2,9 @@
 // group of one; with backend 'nccl', by torchrun-style variables: benchmarks/gpu/device_check.sh):
 //   node --import tsx tests/distributed/support/rank_child.ts <mode> <outDir> [json options]
 //   collectives  every collective on random tensors; writes what it got (rank_<r>.json) for the test to check
-//   train        (noGroup: the same without a group, plain AdamW) the tiny VW-LMM trained with the Trainer over the group; rank 0 writes the weights (weights.json)
+//   train        (noGroup: the same without a group, plain AdamW) the tiny VW-LMM trained with the Trainer over the group; rank 0 writes the weights
+//                and its host waits per step (hostSyncs, tests/train/host_syncs.test.ts) (weights.json); noOutDir: no
+//                metrics or checkpoints (a save's reads would count in the next step)
 //   die          trains, and rank 1 kills itself with SIGKILL in the third step
 //   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout
 import * as fs from 'fs';
@@ -11,12 +13,12 @@ import { initProcessGroup } from '../../../src/distributed/process_group';
 import { scope, Tensor } from '../../../src/tensor';
 import { VwLmm } from '../../../src/model/vwlmm';
 import { Stage, Trainer } from '../../../src/train/trainer';
-import { F } from '../../../src';
+import { F, hostSyncs } from '../../../src';
 import { inputOf } from './inputs';
 import { tinyConfig, tinyData } from '../../train/support/tiny';
 
 const [mode, outDir, json] = process.argv.slice(2);
-const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; resume?: boolean; bucketBytes?: number; timeoutMs?: number };
+const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number };
 
 
 async function main(): Promise<void> {
@@ -94,13 +96,16 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
     { name: 'a', ...common, steps: opts.steps ?? 10, trainable: { projector: true, vmHead: true } },
     { name: 'b', ...common, steps: opts.steps ?? 10, gradAccum: opts.gradAccum ?? 2, maxGradNorm: 0.05, weightDecay: 0.01, trainable: { visionTower: true, projector: true, llm: true, vmHead: true } },
   ];
-  let step = 0;
+  let step = 0, syncsAt = 0;
   const overlap: [number, number][] = [];
+  const syncs: number[] = [];
   const trainer = new Trainer(model, stages, {
-    seed: 5, processGroup: group ?? undefined, dtype: 'float32', outDir: dir, autoResume: opts.resume, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, bucketBytes: opts.bucketBytes ?? 4096,
+    seed: 5, processGroup: group ?? undefined, dtype: 'float32', outDir: opts.noOutDir ? undefined : dir, autoResume: opts.resume, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, bucketBytes: opts.bucketBytes ?? 4096,
     onLog: (r) => {
       if (r.type !== 'train') return;
       step++;
+      syncs.push(hostSyncs() - syncsAt);
+      syncsAt = hostSyncs();
       if (r.buckets !== undefined) overlap.push([r.bucketsInBackward as number, r.buckets as number]);
     },
   });
@@ -113,11 +118,12 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
       return orig(m, idx);
     };
   }
+  syncsAt = hostSyncs();
   trainer.run();
   if ((group?.rank ?? 0) === 0) {
     const weights: Record<string, number[]> = {};
     for (const [name, p] of model.namedParameters()) weights[name] = Array.from(p.toArray());
-    fs.writeFileSync(path.join(dir, 'weights.json'), JSON.stringify({ steps: step, weights, overlap }));
+    fs.writeFileSync(path.join(dir, 'weights.json'), JSON.stringify({ steps: step, weights, overlap, syncs }));
   }
   model.dispose();
 }
