@@ -8,12 +8,16 @@ import * as os from 'os';
 import * as path from 'path';
 import { visualWordStats } from '../src/demo/demo';
 import { DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from '../src/demo/recipe';
-import { makeTokenizer } from '../src/demo/task';
+import { makeTokenizer, objectAtPatch } from '../src/demo/task';
+import { visualWordsOf } from '../src/eval/visual_words';
+import { normalizeRgb } from '../src/data/images';
 import { arg } from './support';
 
 const scale = Number(arg('scale', '0.25')), seed = Number(arg('seed', '0'));
-const paper = arg('schedule', 'default') === 'paper', pif = process.argv.includes('--pif');
-const base: Recipe = { ...(paper ? paperSchedule(DEFAULT_RECIPE) : DEFAULT_RECIPE), pif, seed };
+const paper = arg('schedule', 'default') === 'paper', pif = process.argv.includes('--pif'), grid = process.argv.includes('--grid');
+const overrides = JSON.parse(arg('recipe', '{}')) as Partial<Recipe>;
+const sched = paper ? paperSchedule(DEFAULT_RECIPE) : DEFAULT_RECIPE;
+const base: Recipe = { ...sched, ...(grid && sched.text ? { text: { ...sched.text, grid } } : {}), pif, seed, ...overrides };
 const s = (n: number) => Math.max(1, Math.round(n * scale));
 const scaled: Recipe = {
   ...base, trainImages: Math.max(64, Math.round(base.trainImages * scale)), evalEvery: 0,
@@ -31,7 +35,23 @@ const dir = path.join(os.tmpdir(), `vw-by-stage-${process.pid}`);
     const res = await runRecipe(r, { outDir: path.join(dir, upTo), pretrainedTower: tower });
     tower ??= res.tower ?? undefined;
     const vw = visualWordStats(res.model, tokenizer, res.valSplit);
-    console.log(JSON.stringify({ upTo, scale, schedule: paper ? 'paper' : 'default', pif, seed, ...vw, nonRelational: res.val.groups['non-relational']?.accuracy, relational: res.val.groups.relational?.accuracy, seconds: res.seconds }));
+    // what the object patches' top-1 words are: colour hits, shape hits, and the commonest words
+    const top = new Map<string, number>();
+    let colourHits = 0, shapeHits = 0, n = 0;
+    const cfg = res.model.config;
+    for (let i = 0; i < 50; i++) {
+      for (const pw of visualWordsOf(res.model, tokenizer, normalizeRgb(res.valSplit.rgb[i], 75, cfg.image.mean, cfg.image.std), 1)) {
+        const k = objectAtPatch(res.valSplit.scenes[i], pw.row, pw.col, cfg.vision.patchSize);
+        if (k < 0) continue;
+        const o = res.valSplit.scenes[i].objects[k], w = pw.words[0].token;
+        n++;
+        if (w === o.colour) colourHits++;
+        if (w === o.shape) shapeHits++;
+        top.set(w, (top.get(w) ?? 0) + 1);
+      }
+    }
+    const commonest = [...top].sort((a, b) => b[1] - a[1]).slice(0, 5).map(([w, c]) => `${w} ${(100 * c / n).toFixed(1)}%`);
+    console.log(JSON.stringify({ upTo, scale, schedule: paper ? 'paper' : 'default', pif, grid, seed, ...vw, colourHits: colourHits / n, shapeHits: shapeHits / n, commonest, nonRelational: res.val.groups['non-relational']?.accuracy, relational: res.val.groups.relational?.accuracy, seconds: res.seconds }));
     res.model.dispose();
   }
 })();

@@ -203,6 +203,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--lora-dropout <p>', 'LoRA dropout', num('--lora-dropout'), 0.05)
   .option('--mm-projector-lr <x>', "the projector's peak learning rate (LLaVA's LoRA recipe: 2e-5; default: --lr)", num('--mm-projector-lr'))
   .option('--seed <n>', 'random seed', int('--seed'), 0)
+  .option('--stage <name>', "the stage's name: in the logs and checkpoint, and the key of its sample order (a stage of a longer run, e.g. the demo's reproduce.sh, gets the order it had there)", 'train')
   .option('--save-every <n>', 'checkpoint every n steps (and at the end)', int('--save-every'), 0)
   .option('--resume', 'continue from <out>/checkpoint exactly where it stopped')
   .option('--strict', 'fail on the first broken record, image or tokenization mismatch')
@@ -213,7 +214,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--frozen-dtype <d>', 'how the frozen Linear weights are stored: bf16 (half the memory: a LoRA base) or fp32 (default: the --dtype)')
   .option('--nproc-per-node <n>', 'data-parallel: start n ranks on this machine (as torchrun; MPI ranks through mpirun). --batch-size is per rank. Also runs under mpirun -np n, or with torchrun-style RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT', int('--nproc-per-node', 1))
   .option('--dist-backend <b>', 'data-parallel backend: mpi (CPU) or nccl (CUDA); default: by --device')
-  .action(async (o: { nprocPerNode?: number; distBackend?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
+  .action(async (o: { nprocPerNode?: number; distBackend?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     const distBackend = o.distBackend ?? (o.device.startsWith('cuda') ? 'nccl' : 'mpi');
     if (distBackend !== 'mpi' && distBackend !== 'nccl') fail(`--dist-backend must be mpi or nccl, got '${o.distBackend}'`);
@@ -223,9 +224,11 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
     const parts = (o.trainable ?? (o.loraR !== undefined ? 'projector,vm,lora' : 'projector,llm,vm')).split(',').map((p) => p.trim()).filter(Boolean);
-    const known = ['vision', 'projector', 'llm', 'vm', 'lora'];
+    const { TRAINABLE_PARTS } = await import('./train');
+    const known = Object.keys(TRAINABLE_PARTS);
     const unknown = parts.filter((p) => !known.includes(p));
     if (unknown.length) fail(`--trainable: unknown part(s) ${unknown.join(', ')} (use ${known.join(', ')})`);
+    if (!o.stage.trim()) fail('--stage must name the stage');
     if (!(o.lr > 0)) fail('--lr must be > 0');
     if (o.loraR === undefined && (o.loraAlpha !== undefined)) fail('--lora-alpha needs --lora-r');
     if (o.loraAlpha !== undefined && !(o.loraAlpha > 0)) fail('--lora-alpha must be > 0');
@@ -267,7 +270,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
       result = await trainOnFile(model, tokenizer, tokenizerPath, {
         data: o.data, imageFolder: o.imageFolder, outDir: o.out, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
         lr: o.lr, visionTowerLr: o.mmVisionTowerLr, projectorLr: o.mmProjectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
-        trainable: { visionTower: parts.includes('vision'), projector: parts.includes('projector'), llm: parts.includes('llm'), vmHead: parts.includes('vm'), lora: parts.includes('lora') },
+        trainable: Object.fromEntries(known.map((p) => [TRAINABLE_PARTS[p], parts.includes(p)])), stage: o.stage,
         lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
         strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, dtype, frozenDtype,
         processGroup: group ?? undefined,
@@ -297,14 +300,16 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     model.dispose();
   });
 
-program.command('answer').description("answer a LLaVA question file (model_vqa_loader's JSONL: question_id, image, text) into an answers file, greedily, resumable")
+program.command('answer').description("answer a LLaVA question file (model_vqa_loader's JSONL: question_id, image, text; ScienceQA's JSON; an MMBench TSV) into an answers file, greedily, resumable")
   .requiredOption('--checkpoint <dir>', 'checkpoint directory')
-  .requiredOption('--questions <file>', 'question JSONL')
+  .requiredOption('--questions <file>', 'question JSONL (--format science: JSON; mmbench: the TSV with base64 images)')
   .option('--image-folder <dir>', 'folder the image paths are relative to', '.')
   .requiredOption('--answers <file>', 'answers JSONL (appended to; ids already in it are skipped)')
   .option('--conv-mode <name>', "conversation template (LLaVA's --conv-mode; default the checkpoint's)")
-  .option('--format <f>', "the LLaVA loader: vqa_loader (question JSONL) or science (ScienceQA's JSON, as model_vqa_science)", 'vqa_loader')
-  .option('--single-pred-prompt', "science: ask for the option's letter directly (LLaVA's --single-pred-prompt)")
+  .option('--format <f>', "the LLaVA loader: vqa_loader (question JSONL), science (ScienceQA's JSON, as model_vqa_science) or mmbench (MMBench's TSV, as model_vqa_mmbench: hint, options A-D)", 'vqa_loader')
+  .option('--single-pred-prompt', "science, mmbench: ask for the option's letter directly (LLaVA's --single-pred-prompt)")
+  .option('--lang <l>', 'mmbench: en or cn, the language of --single-pred-prompt (cn for MMBench-CN)', 'en')
+  .option('--all-rounds', "mmbench: ask each question once per rotation of its options (LLaVA's --all-rounds: circular evaluation)")
   .option('--num-chunks <n>', 'split the questions into n chunks (as LLaVA)', int('--num-chunks', 1), 1)
   .option('--chunk-idx <i>', 'answer chunk i', int('--chunk-idx', 0), 0)
   .option('--max-new-tokens <n>', 'generation budget per answer', int('--max-new-tokens', 1), 128)
@@ -313,10 +318,12 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
   .option('--dtype <d>', DTYPE_HELP)
-  .action(async (o: { checkpoint: string; questions: string; imageFolder: string; answers: string; convMode?: string; numChunks: number; chunkIdx: number; maxNewTokens: number; batchSize: number; strict?: boolean; device: string; adapter?: string; dtype?: string; format: string; singlePredPrompt?: boolean }) => {
+  .action(async (o: { checkpoint: string; questions: string; imageFolder: string; answers: string; convMode?: string; numChunks: number; chunkIdx: number; maxNewTokens: number; batchSize: number; strict?: boolean; device: string; adapter?: string; dtype?: string; format: string; singlePredPrompt?: boolean; lang: string; allRounds?: boolean }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.questions, 'questions', 'file');
-    if (o.format !== 'vqa_loader' && o.format !== 'science') fail(`--format must be vqa_loader or science, got ${o.format}`);
+    if (o.format !== 'vqa_loader' && o.format !== 'science' && o.format !== 'mmbench') fail(`--format must be vqa_loader, science or mmbench, got ${o.format}`);
+    if (o.lang !== 'en' && o.lang !== 'cn') fail(`--lang must be en or cn, got ${o.lang}`);
+    if (o.format !== 'mmbench' && (o.lang !== 'en' || o.allRounds)) fail(`--lang and --all-rounds are for --format mmbench (got --format ${o.format})`);
     existing(o.imageFolder, 'image folder', 'dir');
     if (o.chunkIdx >= o.numChunks) fail(`--chunk-idx ${o.chunkIdx} must be below --num-chunks ${o.numChunks}`);
     const { answerQuestions } = await import('./eval');
@@ -324,7 +331,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const r = await answerQuestions(model, tokenizer, {
-      questions: o.questions, format: o.format as 'vqa_loader' | 'science', singlePredPrompt: !!o.singlePredPrompt, imageFolder: o.imageFolder, answers: o.answers, modelId: path.basename(path.resolve(o.checkpoint)),
+      questions: o.questions, format: o.format as 'vqa_loader' | 'science' | 'mmbench', singlePredPrompt: !!o.singlePredPrompt, lang: o.lang as 'en' | 'cn', allRounds: !!o.allRounds, imageFolder: o.imageFolder, answers: o.answers, modelId: path.basename(path.resolve(o.checkpoint)),
       template: o.convMode as never, maxNewTokens: o.maxNewTokens, batchSize: o.batchSize, numChunks: o.numChunks, chunkIdx: o.chunkIdx, strict: !!o.strict, dtype: await computeDtypeOf(o.dtype),
       onProgress: (p) => process.stderr.write(`\ranswered ${p.done}/${p.total}  ${p.answersPerSec.toFixed(2)} answers/s, ${p.tokensPerSec.toFixed(1)} tokens/s, ETA ${Math.round(p.etaSec)} s   `),
     });
@@ -343,7 +350,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
 
 // `vwlmm score <benchmark>`: the official LLaVA-1.5 scorers on an answers file (src/eval/scorers.ts), printing what
 // they print; --json: one object of the numbers instead.
-const score = program.command('score').description("score LLaVA answer files as LLaVA-1.5's official scripts do (textvqa, pope, sqa, seed), or convert them for a server (vqav2, vizwiz, gqa, mmvet)");
+const score = program.command('score').description("score LLaVA answer files as LLaVA-1.5's official scripts do (textvqa, pope, sqa, gqa, mme, seed), or convert them for a server (vqav2, vizwiz, mmbench, mmbench_cn, mmvet)");
 score.command('textvqa').description("eval_textvqa.py: EvalAI answer processing and the VQA accuracy")
   .requiredOption('--answers <file>', 'answers (JSONL: question_id, prompt, text)')
   .requiredOption('--annotations <file>', 'TextVQA_0.5.1_val.json')
@@ -384,7 +391,6 @@ score.command('sqa').description('eval_science_qa.py: option letters parsed from
 for (const [name, desc, needs] of [
   ['vqav2', "convert_vqav2_for_submission.py: EvalAI-processed answers for every test-dev question ('' when unanswered)", '--questions <file>'],
   ['vizwiz', 'convert_vizwiz_for_submission.py: image and EvalAI-processed answer per question', '--annotations <file>'],
-  ['gqa', "convert_gqa_for_eval.py: GQA's predictions file (questionId, prediction) for its eval.py", null],
   ['mmvet', "convert_mmvet_for_eval.py: {v1_<id>: answer} for MM-Vet's grader", null],
 ] as const) {
   const c = score.command(name).description(desc).requiredOption('--answers <file>', 'answers (JSONL: question_id, text)').requiredOption('--submission <file>', 'the file to write');
@@ -392,11 +398,60 @@ for (const [name, desc, needs] of [
   c.action(async (o: { answers: string; submission: string; questions?: string; annotations?: string }) => {
     const ev = await import('./eval');
     const r = name === 'vqav2' ? ev.vqav2Submission(o.answers, o.questions!) : name === 'vizwiz' ? ev.vizwizSubmission(o.answers, o.annotations!)
-      : name === 'gqa' ? ev.gqaSubmission(o.answers) : ev.mmvetSubmission(o.answers);
+      : ev.mmvetSubmission(o.answers);
     fs.mkdirSync(path.dirname(path.resolve(o.submission)), { recursive: true });
     fs.writeFileSync(o.submission, r.file);
     process.stdout.write(r.report);
   });
+}
+score.command('gqa').description("convert_gqa_for_eval.py, then GQA's eval.py on testdev_balanced: accuracy, binary / open, per structural and semantic type, steps and words, distribution; --submission writes the predictions file")
+  .requiredOption('--answers <file>', 'answers (JSONL: question_id, text)')
+  .option('--questions <file>', "GQA's testdev_balanced_questions.json: score the answers")
+  .option('--submission <file>', 'write the predictions file eval.py reads (testdev_balanced_predictions.json)')
+  .option('--consistency', "eval.py's --consistency: entailed-question consistency (every question of the file needs an answer)")
+  .option('--json', 'print one JSON object')
+  .action(async (o: { answers: string; questions?: string; submission?: string; consistency?: boolean; json?: boolean }) => {
+    if (!o.questions && !o.submission) fail('score gqa: give --questions to score the answers, --submission to write the predictions file, or both');
+    const { gqaSubmission, scoreGQA } = await import('./eval');
+    if (o.submission) {
+      const r = gqaSubmission(o.answers);
+      fs.mkdirSync(path.dirname(path.resolve(o.submission)), { recursive: true });
+      fs.writeFileSync(o.submission, r.file);
+    }
+    if (!o.questions) return;
+    const r = scoreGQA(o.answers, o.questions, { consistency: o.consistency });
+    const { report, ...numbers } = r;
+    process.stdout.write(o.json ? JSON.stringify(numbers) + '\n' : report);
+  });
+score.command('mme').description("convert_answer_to_mme.py, then MME's calculation.py: acc and acc+ per subtask, score = (acc + acc+) x 100, perception and cognition totals")
+  .requiredOption('--answers <file>', 'answers (JSONL: question_id, prompt, text)')
+  .requiredOption('--benchmark <dir>', "MME_Benchmark_release_version (its question files hold the ground truth)")
+  .option('--questions <file>', 'llava_mme.jsonl: check that every question has an answer')
+  .option('--out <dir>', "write the eval_tool's per-subtask files there, as convert_answer_to_mme.py does")
+  .option('--json', 'print one JSON object')
+  .action(async (o: { answers: string; benchmark: string; questions?: string; out?: string; json?: boolean }) => {
+    const { scoreMME } = await import('./eval');
+    const r = scoreMME(o.answers, o.benchmark, o.questions);
+    if (o.out) {
+      fs.mkdirSync(o.out, { recursive: true });
+      for (const [category, text] of r.files) fs.writeFileSync(path.join(o.out, `${category}.txt`), text);
+    }
+    process.stdout.write(o.json ? JSON.stringify({ perception: r.perception, cognition: r.cognition }) + '\n' : r.report);
+  });
+// MMBench and MMBench-CN are scored by OpenCompass's server from an .xlsx (convert_mmbench_for_submission.py: the same for both)
+for (const [name, tsv] of [['mmbench', 'mmbench_dev_20230712.tsv'], ['mmbench_cn', 'mmbench_dev_cn_20231003.tsv']] as const) {
+  score.command(name).description(`convert_mmbench_for_submission.py: the ${tsv} rows with each index's prediction (the last answer line of it: with --all-rounds, the last round), as the .xlsx to upload`)
+    .requiredOption('--answers <file>', 'answers (JSONL: question_id, round_id, text; from answer --format mmbench)')
+    .requiredOption('--annotations <file>', `the MMBench TSV answered (${tsv})`)
+    .requiredOption('--submission <file>', 'the .xlsx to write')
+    .action(async (o: { answers: string; annotations: string; submission: string }) => {
+      const { mmbenchSubmission } = await import('./eval');
+      const r = mmbenchSubmission(o.answers, o.annotations);
+      fs.mkdirSync(path.dirname(path.resolve(o.submission)), { recursive: true });
+      fs.writeFileSync(o.submission, r.xlsx);
+      process.stdout.write(r.report); // the script prints nothing; what was written goes to stderr
+      process.stderr.write(`wrote ${o.submission}: ${r.count.rows} rows, ${r.count.predicted} with a prediction, from ${r.count.answers} answer lines (${r.count.unmatched} with an id that is no row's index)\n`);
+    });
 }
 score.command('seed').description('convert_seed_for_submission.py: accuracy by question type, total, image and video; the upload file')
   .requiredOption('--answers <file>', 'answers (JSONL: question_id, text)')

@@ -273,8 +273,11 @@ function writeRecords(file: string, records: unknown[]): void {
   fs.writeFileSync(file, body);
 }
 
-/** Image file name of image `index` of a split: images/train_00000.png (0-based, zero-padded to >= 5 digits). */
-export function sortOfClevrImageName(split: 'train' | 'test', index: number, count: number): string {
+/**
+ * Image file name of image `index` of a split of `count` images: images/train_00000.png (0-based, zero-padded to >= 5
+ * digits). The splits are train and test; the demo's stage files name their caption subsets' images so too.
+ */
+export function sortOfClevrImageName(split: string, index: number, count: number): string {
   const width = Math.max(5, String(Math.max(0, count - 1)).length);
   return `images/${split}_${pad(index, width)}.png`;
 }

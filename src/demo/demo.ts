@@ -1,7 +1,8 @@
 // `vwlmm demo`, the main job: generate Sort-of-CLEVR (LLaVA JSON + PNG + tokenizer.json), train a small
 // VW-LMM from scratch through both stages on the CPU (src/demo/recipe.ts), evaluate it on the generated
 // test split through the file pipeline (the same code as `vwlmm eval`), and write the checkpoint, the
-// metrics log, the loss curve and a visual-words picture. With ablation, the same run with vmWeight 0.
+// metrics log, the loss curve and a visual-words picture, and what `vwlmm train` needs to run stages 1 and 2 again
+// (src/demo/reproduce.ts: data/stages/, <run>/init, <run>/reproduce.sh). With ablation, the same run with vmWeight 0.
 // Before training it says which CPU GEMM runs and how long the run should take here (src/demo/estimate.ts).
 import type { ProcessGroup } from '../distributed/process_group';
 import type { ComputeDtype } from '../amp';
@@ -20,7 +21,7 @@ import { VwLmm } from '../model/vwlmm';
 import { cpu } from '../native';
 import { Calibration, calibrate, DemoEstimate, demoWork, estimateDemo, estimateNotice, gemmNotice, stepsDone } from './estimate';
 import { DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from './recipe';
-import { SplitData } from './task';
+import { objectAtPatch, SplitData } from './task';
 
 const GROUP: Record<string, 'nonRelational' | 'relational'> = { shape: 'nonRelational', left: 'nonRelational', top: 'nonRelational', closest: 'relational', furthest: 'relational', count: 'relational' };
 
@@ -37,6 +38,8 @@ export interface DemoRunResult {
   visualWordMaxEntropy: number;
   trainSeconds: number;
   checkpoint: string;
+  /** The script that runs stages 1 and 2 again with `vwlmm train` on the files they trained on (src/demo/reproduce.ts). */
+  reproduce: string;
 }
 
 export interface DemoResult extends DemoRunResult {
@@ -77,18 +80,6 @@ export interface VisualWordStats {
   maxEntropy: number;
 }
 
-/** The object covering most of a patch (at least 1/8 of it), or -1. */
-function objectOfPatch(split: SplitData, image: number, row: number, col: number, p: number): number {
-  let best = -1, bestCount = 0;
-  split.scenes[image].objects.forEach((o, k) => {
-    let c = 0;
-    for (let y = row * p; y < (row + 1) * p; y++)
-      for (let x = col * p; x < (col + 1) * p; x++) if (Math.abs(x - o.cx) <= 5 && Math.abs(y - o.cy) <= 5) c++;
-    if (c > bestCount) [best, bestCount] = [k, c];
-  });
-  return bestCount >= (p * p) / 8 ? best : -1;
-}
-
 /**
  * What the visual words say on the first maxImages images of a split: agreement with the objects' colour and shape
  * words, its chance level, and whether the distributions collapsed (their mean entropy).
@@ -105,7 +96,7 @@ export function visualWordStats(model: VwLmm, tokenizer: TextTokenizer, split: S
       for (const w of patch.words) if (w.prob > 0) h -= w.prob * Math.log(w.prob);
       entropy += h;
       patches++;
-      const k = objectOfPatch(split, i, patch.row, patch.col, p);
+      const k = objectAtPatch(split.scenes[i], patch.row, patch.col, p);
       if (k < 0) continue;
       const o = split.scenes[i].objects[k];
       total++;
@@ -127,7 +118,7 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   const t0 = Date.now();
   const progress = new Progress(50, quiet ? process.stderr : process.stdout);
   const res = await runRecipe(recipe, {
-    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group,
+    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group, reproduce: { dataDir },
     tokenizerJson: JSON.parse(fs.readFileSync(path.join(dataDir, 'tokenizer.json'), 'utf8')),
     onLog: (r) => {
       progress.update(r);
@@ -156,7 +147,7 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
       accuracy: ev.accuracy, nonRelationalAccuracy: groups.nonRelational.sum / Math.max(1, groups.nonRelational.n),
       relationalAccuracy: groups.relational.sum / Math.max(1, groups.relational.n), categories: ev.categories,
       visualWordAgreement: vw.agreement, visualWordChance: vw.chance, visualWordChanceWord: vw.chanceWord, visualWordEntropy: vw.meanEntropy,
-      visualWordMaxEntropy: vw.maxEntropy, trainSeconds, checkpoint: path.join(dir, 'checkpoint'),
+      visualWordMaxEntropy: vw.maxEntropy, trainSeconds, checkpoint: path.join(dir, 'checkpoint'), reproduce: path.join(dir, 'reproduce.sh'),
     },
   };
 }
@@ -247,6 +238,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
   if (m.visualWordEntropy !== null)
     log(`visual words: ${(100 * m.visualWordAgreement!).toFixed(1)}% of object patches name their object's colour or shape (chance: "${m.visualWordChanceWord}" everywhere, ${(100 * m.visualWordChance!).toFixed(1)}%); mean entropy ${m.visualWordEntropy.toFixed(2)} nats of at most ${m.visualWordMaxEntropy.toFixed(2)}`);
   log(`\n${seconds.toFixed(0)} s (expected ${(estimate.seconds + calibration.seconds).toFixed(0)} s with the calibration${group ? ', for one process' : ''}); checkpoint ${m.checkpoint}; loss curve ${lossCurve}${visualWords ? `; visual words ${visualWords}` : ''}`);
+  log(`stages 1 and 2 again with \`vwlmm train\`, on the files they trained on (${path.join(dataDir, 'stages')}): bash ${m.reproduce}`);
   return { ...m, ...(group ? { ranks: group.worldSize } : {}), seconds, outDir: o.outDir, metrics, lossCurve, visualWords, ablation, gemm: info.gemm, estimate };
 }
 

@@ -11,13 +11,14 @@
 // From scratch the LLM is trainable in both stages (LLaVA's frozen-LLM stage 1 assumes a pretrained LLM);
 // after stage 0 the tower is frozen (stage0.frozenSteps, stage2.visionTowerLr; by default for the whole run).
 // All sizes and budgets are fields of Recipe; the defaults are what the demo runs.
+import * as fs from 'fs';
 import * as path from 'path';
 import type { ComputeDtype } from '../amp';
 import type { DeviceSpec } from '../device';
-import { tokenizeConversation, Turn } from '../data/conversation';
+import { tokenizeConversation } from '../data/conversation';
 import { TextTokenizer } from '../data/tokenizer';
 import * as F from '../functional';
-import { resolveCheckpointDir } from '../model/checkpoint';
+import { resolveCheckpointDir, saveCheckpoint } from '../model/checkpoint';
 import { VwLmmConfig } from '../model/config';
 import { VwLmm } from '../model/vwlmm';
 import { Generator } from '../random';
@@ -25,10 +26,11 @@ import { Tensor } from '../tensor';
 import { installStopHandlers, StopRequest } from '../train/interrupt';
 import { Stage, Trainer } from '../train/trainer';
 import { Accuracy, captionAccuracy, captionWordAccuracy, evaluateSplit } from './evaluate';
-import { answerFor, questionText, renderScene, Scene } from '../data/sort_of_clevr';
+import { answerFor, questionText, renderScene, Scene, sortOfClevrImageName } from '../data/sort_of_clevr';
 import { pretrainVisionTower, rankShare } from './vision_pretrain';
 import type { ProcessGroup } from '../distributed/process_group';
-import { batchOf, captionText, makeSplit, makeTokenizer, questionConversation, SplitData, TaskSample, tokenizeSamples } from './task';
+import { RecordStage, reproduceScript, StageConversation, stageSamples, writeStageFiles } from './reproduce';
+import { batchOf, captionText, makeSplit, sceneGridText, makeTokenizer, questionConversation, SplitData, TaskSample } from './task';
 
 export interface Recipe {
   seed: number;
@@ -71,7 +73,12 @@ export interface Recipe {
    * from text, every token supervised: each training image's caption and its questions with their answers, with no
    * image. Absent or 0 steps: none.
    */
-  text?: { steps: number; batchSize: number; lr: number };
+  text?: { steps: number; batchSize: number; lr: number;
+    /**
+     * Also each training scene written out patch by patch (sceneGridText: the colour of the object on each patch, "."
+     * elsewhere) followed by its caption: text in which words name what is where, in the image tokens' positions.
+     */
+    grid?: boolean | 'nearest' };
   /**
    * describeTurns: extra turns per conversation asking "What is the {colour} object?" answered with its
    * attribute words (as in the caption: "circle left top", plus the relational words with
@@ -165,17 +172,28 @@ export interface RunRecipeOptions {
    * the global ones, each rank takes its share (TrainerOptions.processGroup); the ranks end with the same model.
    */
   processGroup?: ProcessGroup;
+  /**
+   * Write what `vwlmm train` needs to run stages 1 and 2 again (src/demo/reproduce.ts): their LLaVA files under
+   * dataDir (which must hold writeSortOfClevr's files of this seed and trainImages), <outDir>/init and
+   * <outDir>/reproduce.sh.
+   */
+  reproduce?: { dataDir: string };
+  /** Write a train record every N steps (default 10). */
+  logEvery?: number;
 }
+
+/** Questions per image of the splits (writeSortOfClevr's defaults: data/train.json holds the same). */
+const QUESTIONS_PER_IMAGE = { nonRelational: 10, relational: 10 };
 
 /** Trains a model by the recipe (async: the trainer yields between steps, so signals are handled). */
 export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<RecipeResult> {
   const t0 = Date.now();
   const gen = new Generator(r.seed);
   const { tokenizer, json } = makeTokenizer();
-  const train = makeSplit(r.trainImages, gen.fork('train'), { nonRelational: 10, relational: 10 });
+  const train = makeSplit(r.trainImages, gen.fork('train'), QUESTIONS_PER_IMAGE);
   // the split every evaluation during training (and stage 0's read-out) uses, to tune on: a validation split of
   // testImages images from its own stream, never the test set the demo scores (data/test.json)
-  const val = makeSplit(r.testImages, gen.fork('val'), { nonRelational: 10, relational: 10 });
+  const val = makeSplit(r.testImages, gen.fork('val'), QUESTIONS_PER_IMAGE);
   const cfg = recipeConfig(r, tokenizer.vocabSize);
   const model = VwLmm.create(cfg, r.seed, { device: opts.device });
   try {
@@ -191,10 +209,11 @@ export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Reci
  * answers as text (vicuna_v1, no image), every token supervised: the language a pretrained LLM would bring. Its own
  * loss: next-token cross-entropy over the LLM's embeddings, decoder and lm_head; nothing else trains.
  */
-function textStage(t: { steps: number; batchSize: number; lr: number }, train: SplitData, tokenizer: TextTokenizer, relational: boolean): Stage {
+function textStage(t: NonNullable<Recipe['text']>, train: SplitData, tokenizer: TextTokenizer, relational: boolean, patch: number): Stage {
   const texts: number[][] = [];
   train.scenes.forEach((sc, i) => {
     texts.push(tokenizer.encode(captionText(sc, relational), { addBos: true }));
+    if (t.grid) texts.push(tokenizer.encode(`${sceneGridText(sc, 75, patch, t.grid === 'nearest' ? 'nearest' : 'object')} ${captionText(sc, relational)}`, { addBos: true }));
     const turns = questionConversation(train.questions[i]).map((x) => ({ ...x, value: x.value.replace('<image>\n', '') }));
     texts.push(tokenizeConversation(turns, tokenizer, 'vicuna_v1').inputIds);
   });
@@ -256,9 +275,17 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   }
   const P = model.numImageTokens;
   const bopts = { imageSize: 75, numPatches: P, padId: tokenizer.padId, mean: cfg.image.mean, std: cfg.image.std };
+  // Stages 1 and 2 train on conversations about image files, tokenised in order: the records of the LLaVA files
+  // `vwlmm train` reproduces them from (src/demo/reproduce.ts). StageData: a stage's split (its images in memory),
+  // conversations, their samples, and the images only the stage files bring.
+  type StageData = { split: SplitData; conversations: StageConversation[]; samples: TaskSample[]; images: Map<string, Uint8Array> };
+  const stageData = (label: string, split: SplitData, conversations: StageConversation[], images = new Map<string, Uint8Array>()): StageData =>
+    ({ split, conversations, images, samples: stageSamples(`runRecipe: ${label}`, conversations, tokenizer) });
+  const trainFile = (i: number) => sortOfClevrImageName('train', i, train.scenes.length);
+  const captionOf = (sc: Scene, image: number, file: string): StageConversation =>
+    ({ image, file, template: 'plain', turns: [{ from: 'human', value: '<image>' }, { from: 'gpt', value: captionText(sc, r.stage1.relational) }] });
   // stage 1 images: the training scenes, or (subsets) each reduced to a random subset of its objects
-  const captionTurns = (sc: Scene): Turn[] => [{ from: 'human', value: '<image>' }, { from: 'gpt', value: captionText(sc, r.stage1.relational) }];
-  const subsetSplit = (maxObjects: number, label: string): { split: SplitData; samples: TaskSample[] } => {
+  const subsetSplit = (maxObjects: number, label: string): StageData => {
     const g = gen.fork(label);
     const scenes = train.scenes.map((sc) => {
       if (!r.stage1.subsets && maxObjects >= sc.objects.length) return sc;
@@ -267,15 +294,21 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
       return { objects: keep.map((j) => sc.objects[j]) };
     });
     const split: SplitData = { scenes, rgb: scenes.map((sc, i) => (sc === train.scenes[i] ? train.rgb[i] : renderScene(sc))), questions: [] };
-    return { split, samples: tokenizeSamples(scenes.map((sc, i) => ({ image: i, turns: captionTurns(sc) })), tokenizer, 'plain').samples };
+    const images = new Map<string, Uint8Array>();
+    const conversations = scenes.map((sc, i) => {
+      if (sc === train.scenes[i]) return captionOf(sc, i, trainFile(i));
+      const file = sortOfClevrImageName(label, i, scenes.length);
+      images.set(file, split.rgb[i]);
+      return captionOf(sc, i, file);
+    });
+    return stageData(label, split, conversations, images);
   };
   const cap = subsetSplit(6, 'caption-subsets');
-  const capSplit = cap.split, captions = cap.samples;
   const warm = r.stage1.warmupSteps > 0 ? subsetSplit(r.stage1.warmupObjects, 'caption-warmup') : null;
-  const fullCaptions = tokenizeSamples(train.scenes.map((sc, i) => ({ image: i, turns: captionTurns(sc) })), tokenizer, 'plain').samples;
+  const fullCaptions = train.scenes.map((sc, i) => captionOf(sc, i, trainFile(i)));
   // stage 2: each image's 20 questions split into conversations of questionsPerSample turns
   const k = r.stage2.questionsPerSample;
-  const convs: { image: number; turns: Turn[] }[] = [];
+  const convs: StageConversation[] = [];
   const describeGen = gen.fork('describe');
   train.questions.forEach((qs, i) => {
     for (let s = 0; s < qs.length; s += k) {
@@ -289,26 +322,35 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
         const j = describeGen.int(train.scenes[i].objects.length), kind = describeGen.int(2) === 0 ? 'left' : 'top';
         turns.push({ from: 'human', value: questionText(kind, train.scenes[i].objects[j].colour) }, { from: 'gpt', value: answerFor(train.scenes[i], kind, j) });
       }
-      convs.push({ image: i, turns });
+      convs.push({ image: i, file: trainFile(i), turns, template: 'vicuna_v1' });
     }
   });
-  const questions = tokenizeSamples(convs, tokenizer, 'vicuna_v1').samples;
-  // the mixture: questions then captions; captionShare of the stage's samples are captions
-  const nCap = Math.round((questions.length * r.stage2.captionShare) / (1 - r.stage2.captionShare));
-  const mixed: TaskSample[] = [...questions, ...Array.from({ length: nCap }, (_, j) => fullCaptions[j % fullCaptions.length])];
-  const stage = (name: string, samples: TaskSample[], split: SplitData, steps: number, b: { batchSize: number; lr: number }, tower: boolean, visionTowerLr?: number): Stage => ({
-    name, size: samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i) => samples[i]), split, bopts), steps, batchSize: rankShare(name, b.batchSize, opts.processGroup), lr: b.lr, warmupRatio: 0.03,
-    visionTowerLr: tower ? visionTowerLr : undefined,
-    trainable: { visionTower: tower, projector: true, llm: !(name.startsWith('captions') && r.stage1.freezeLlm), vmHead: true },
+  // the mixture: questions (vicuna_v1) then captions (plain); captionShare of the stage's samples are captions
+  const nCap = Math.round((convs.length * r.stage2.captionShare) / (1 - r.stage2.captionShare));
+  const mixed = stageData('questions', train, [...convs, ...Array.from({ length: nCap }, (_, j) => fullCaptions[j % fullCaptions.length])]);
+  // a stage with every schedule field set: reproduce.sh writes each one out (the global batch; ranks take shares below)
+  const recordStage = (name: string, d: StageData, steps: number, b: { batchSize: number; lr: number }, tower: boolean, visionTowerLr?: number): RecordStage => ({
+    conversations: d.conversations, images: d.images,
+    stage: {
+      name, size: d.samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i) => d.samples[i]), d.split, bopts), steps, batchSize: b.batchSize, gradAccum: 1, lr: b.lr,
+      warmupRatio: 0.03, weightDecay: 0, maxGradNorm: 1, visionTowerLr: tower ? visionTowerLr : undefined,
+      trainable: { visionTower: tower, projector: true, llm: !(name.startsWith('captions') && r.stage1.freezeLlm), vmHead: true },
+    },
   });
   const frozen = r.stage0.steps > 0 ? Math.min(r.stage0.frozenSteps, r.stage1.steps) : 0;
+  const recordStages = [
+    ...(warm ? [recordStage('captions-warmup', warm, r.stage1.warmupSteps, r.stage1, true)] : []),
+    recordStage('captions-frozen-tower', cap, frozen, r.stage1, false),
+    recordStage('captions', cap, r.stage1.steps - frozen, r.stage1, true),
+    recordStage('questions', mixed, r.stage2.steps, r.stage2, r.stage2.visionTowerLr !== 0, r.stage2.visionTowerLr),
+  ].filter((s) => s.stage.steps > 0);
   const stages: Stage[] = [
-    ...(r.text && r.text.steps > 0 ? [textStage({ ...r.text, batchSize: rankShare('text', r.text.batchSize, opts.processGroup) }, train, tokenizer, r.stage1.relational)] : []),
-    ...(warm ? [stage('captions-warmup', warm.samples, warm.split, r.stage1.warmupSteps, r.stage1, true)] : []),
-    stage('captions-frozen-tower', captions, capSplit, frozen, r.stage1, false),
-    stage('captions', captions, capSplit, r.stage1.steps - frozen, r.stage1, true),
-    stage('questions', mixed, train, r.stage2.steps, r.stage2, r.stage2.visionTowerLr !== 0, r.stage2.visionTowerLr),
+    ...(r.text && r.text.steps > 0 ? [textStage({ ...r.text, batchSize: rankShare('text', r.text.batchSize, opts.processGroup) }, train, tokenizer, r.stage1.relational, r.model.patch)] : []),
+    ...recordStages.map((s) => ({ ...s.stage, batchSize: rankShare(s.stage.name, s.stage.batchSize, opts.processGroup) })),
   ].filter((s) => (s.steps ?? 0) > 0);
+  // data-parallel: rank 0 alone writes (the ranks hold the same model)
+  const reproduce = opts.reproduce && (opts.processGroup?.rank ?? 0) === 0 && recordStages.length > 0 ? opts.reproduce : null;
+  if (reproduce) writeStageFiles(reproduce.dataDir, recordStages, { seed: r.seed, trainImages: r.trainImages, ...QUESTIONS_PER_IMAGE });
   const trainer = new Trainer(model, stages, {
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype: opts.dtype, processGroup: opts.processGroup,
     evaluate: (m, where) => {
@@ -319,8 +361,13 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
       return { captionAccuracy: captionAccuracy(m, val, tokenizer), captionShapeAccuracy: shapes, accuracy: a.accuracy, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
     },
     onLog: opts.onLog, checkpointFiles: { tokenizer: opts.tokenizerJson ?? json },
-    logEvery: 10,
+    logEvery: opts.logEvery ?? 10,
+    // reproduce.sh's --init: the model the first record stage starts from (after stage 0 and the text stage)
+    onStageStart: (m, s) => {
+      if (reproduce && s.name === recordStages[0].stage.name) saveCheckpoint(path.join(opts.outDir, 'init'), m, { tokenizer: opts.tokenizerJson ?? json });
+    },
   });
+  if (reproduce) fs.writeFileSync(path.join(opts.outDir, 'reproduce.sh'), reproduceScript(opts.outDir, reproduce.dataDir, recordStages, { seed: r.seed, device: model.device, dtype: trainer.dtype }), { mode: 0o755 });
   await trainer.runAsync();
   const acc = evaluateSplit(model, val, tokenizer, 'vicuna_v1');
   return { model, tower, val: acc, seconds: (Date.now() - t0) / 1000, train, valSplit: val };

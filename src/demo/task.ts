@@ -50,6 +50,42 @@ export function captionText(scene: Scene, relational = false): string {
   }).join(' , ');
 }
 
+/** The object covering most of patch (row, col) of a scene's image (at least 1/8 of the patch), or -1. */
+export function objectAtPatch(scene: Scene, row: number, col: number, patch: number): number {
+  let best = -1, bestCount = 0;
+  scene.objects.forEach((o, k) => {
+    let c = 0;
+    for (let y = row * patch; y < (row + 1) * patch; y++)
+      for (let x = col * patch; x < (col + 1) * patch; x++) if (Math.abs(x - o.cx) <= 5 && Math.abs(y - o.cy) <= 5) c++;
+    if (c > bestCount) [best, bestCount] = [k, c];
+  });
+  return bestCount >= (patch * patch) / 8 ? best : -1;
+}
+
+/**
+ * A scene written out as text, patch by patch in raster order (the image tokens' order): each patch's word is the
+ * colour of the object covering it, or "." for the background. The text stage's stand-in for what a pretrained
+ * LLM brings: words that name what is where, in the positions the image's patches will take.
+ */
+export function sceneGridText(scene: Scene, imageSize: number, patch: number, fill: 'object' | 'nearest' = 'object'): string {
+  const n = Math.floor(imageSize / patch), words: string[] = [];
+  for (let row = 0; row < n; row++)
+    for (let col = 0; col < n; col++) {
+      let k = objectAtPatch(scene, row, col, patch);
+      if (k < 0 && fill === 'nearest') {
+        // the object nearest the patch's centre: a map in which every patch is named
+        const cx = (col + 0.5) * patch, cy = (row + 0.5) * patch;
+        let best = Infinity;
+        scene.objects.forEach((o, j) => {
+          const d = (o.cx - cx) ** 2 + (o.cy - cy) ** 2;
+          if (d < best) [best, k] = [d, j];
+        });
+      }
+      words.push(k < 0 ? '.' : scene.objects[k].colour);
+    }
+  return words.join(' ');
+}
+
 export function questionConversation(qs: SortOfClevrQuestion[]): Turn[] {
   const turns: Turn[] = [];
   qs.forEach((q, i) => {

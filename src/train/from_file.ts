@@ -1,13 +1,15 @@
 // Training on a LLaVA-format file (what `vwlmm train` runs): records are tokenised once with the model's
-// conversation template (mismatches counted and reported, never trained on), images decoded and
-// preprocessed once (broken or missing ones skipped and counted), then the Trainer runs one stage.
+// conversation template, or a record's own (`conversation_template`: a file can mix templates, as the demo's
+// stage 2 mixes vicuna_v1 questions with plain captions; LLaVA's train.py ignores the field), mismatches counted and
+// reported, never trained on; images decoded and preprocessed once (broken or missing ones skipped and counted),
+// then the Trainer runs one stage.
 import type { ProcessGroup } from '../distributed/process_group';
 import type { ComputeDtype } from '../amp';
 import * as fs from 'fs';
 import * as path from 'path';
 import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
-import { tokenizeConversation, Turn } from '../data/conversation';
-import { readLlavaRecords } from '../data/dataset';
+import { TEMPLATES, TemplateName, tokenizeConversation, Turn } from '../data/conversation';
+import { LlavaRecord, readLlavaRecords } from '../data/dataset';
 import { loadImage, preprocessClip } from '../data/images';
 import { TextTokenizer } from '../data/tokenizer';
 import { applyLora, loraConfigOf } from '../model/lora';
@@ -19,6 +21,11 @@ export interface FileTrainOptions {
   data: string;
   imageFolder: string;
   outDir: string;
+  /**
+   * The stage's name (default 'train'): in the logs and the checkpoint, and the key of its sample order (batchIndices),
+   * so a stage of a longer run is run again with the order it had there.
+   */
+  stage?: string;
   steps?: number;
   epochs?: number;
   batchSize: number;
@@ -66,6 +73,14 @@ export interface PreparedData {
 /** How many images are decoded at once (sharp runs them on libuv's worker threads). */
 const DECODE_CONCURRENCY = 4;
 
+/** The template a record is tokenised with: its own `conversation_template` when it has one, else `fallback`. */
+function recordTemplate(r: LlavaRecord, fallback: TemplateName): { template: TemplateName } | { error: string } {
+  const t = r.conversation_template;
+  if (t === undefined) return { template: fallback };
+  if (typeof t === 'string' && Object.prototype.hasOwnProperty.call(TEMPLATES, t)) return { template: t as TemplateName };
+  return { error: `record '${r.id}': conversation_template ${JSON.stringify(t)} is not a template (${Object.keys(TEMPLATES).join(', ')})` };
+}
+
 /** The CLIP pixels [3, S, S] of an image file, as the model's config preprocesses them. */
 async function pixelsOf(model: VwLmm, file: string): Promise<Float32Array> {
   const cfg = model.config;
@@ -109,6 +124,12 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
   const samples: PreparedData['samples'] = [];
   let mismatches = 0;
   for (const r of records) {
+    const template = recordTemplate(r, cfg.template);
+    if ('error' in template) {
+      if (strict) throw new Error(`${template.error} (--strict)`);
+      skipped.push({ id: r.id, reason: template.error });
+      continue;
+    }
     let image: number | null = null;
     if (r.image !== undefined) {
       const p = path.resolve(imageFolder, r.image);
@@ -123,7 +144,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
       }
       image = indexOf.get(p)!;
     }
-    const t = tokenizeConversation(r.conversations as Turn[], tokenizer, cfg.template);
+    const t = tokenizeConversation(r.conversations as Turn[], tokenizer, template.template);
     if (t.mismatch) {
       mismatches++;
       if (strict) throw new Error(`tokenization mismatch in record ${r.id}: ${t.mismatchDetail}`);
@@ -170,7 +191,7 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
   const data = await prepareFile(model, tokenizer, o.data, o.imageFolder, o.strict);
   if (data.samples.length === 0) throw new Error(`no trainable samples in ${o.data}: ${describeSkipped(data, o.data)}`);
   const stage: Stage = {
-    name: 'train', size: data.samples.length, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
+    name: o.stage ?? 'train', size: data.samples.length, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
     lr: o.lr, visionTowerLr: o.visionTowerLr, projectorLr: o.projectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, trainable: o.trainable,
     loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx),
   };

@@ -10,4 +10,9 @@ export interface TrainerState {
   /** Saved with checkpoints: the stage names and their step counts, checked on resume. */
   stages?: string[];
   stageSteps?: number[];
+  /**
+   * Saved with checkpoints: how batchIndices orders a stage's samples (SAMPLE_ORDER); a checkpoint whose order differs
+   * (or, absent, one from before the order was keyed by the stage's name) cannot be resumed exactly and is refused.
+   */
+  sampleOrder?: string;
 }

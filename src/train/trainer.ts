@@ -3,7 +3,7 @@
 // checkpoints (weights, optimizer state, data position) every N steps and an exact --resume, a progress
 // line (step, CE and KL, tokens/s, ETA), a JSONL metrics log.
 //
-// Exactness of resume: the batch at (stage, step) is a pure function of (seed, stage, epoch, position),
+// Exactness of resume: the batch at (stage, step) is a pure function of (seed, stage name, epoch, position),
 // the weights and AdamW moments are restored bit for bit and the schedule depends on the step only, so
 // the resumed loss curve continues the uninterrupted one (the kernels are deterministic for a fixed
 // thread count).
@@ -59,6 +59,9 @@ export interface Trainable {
   /** The LoRA adapters (applyLora): trained while the LLM's own weights stay frozen (unless llm is set). */
   lora?: boolean;
 }
+
+/** The part names of `vwlmm train --trainable` and the Trainable field each sets (one table for both directions). */
+export const TRAINABLE_PARTS: Readonly<Record<string, keyof Trainable>> = Object.freeze({ vision: 'visionTower', projector: 'projector', llm: 'llm', vm: 'vmHead', lora: 'lora' });
 
 export interface Stage {
   name: string;
@@ -118,6 +121,12 @@ export interface TrainerOptions {
   evaluate?: (model: VwLmm, where: { stage: string; step: number }) => Record<string, number>;
   /** Called with each log record (also written to metrics.jsonl). */
   onLog?: (record: Record<string, unknown>) => void;
+  /**
+   * Called as each stage begins at its step 0, with the model it starts from (before the stage's trainable parts
+   * and frozen storage are set), on every data-parallel rank; a resume inside a stage does not call it again. The
+   * demo saves the model its first LLaVA-file stage starts from here (the `--init` of its reproduce.sh).
+   */
+  onStageStart?: (model: VwLmm, stage: Stage) => void;
   /** Files saved with every checkpoint (e.g. the tokenizer). */
   checkpointFiles?: Pick<SaveOptions, 'tokenizer' | 'extraFiles'>;
   /** Stop after this many optimizer steps in total (for tests of resume), as if interrupted. */
@@ -206,11 +215,13 @@ export function stageSteps(s: Stage, worldSize = 1): number {
 
 /**
  * Sample indices of micro-batch `micro` of optimizer step `step` on data-parallel rank `rank` of `worldSize`:
- * epochs of seeded permutations (a function of seed, stage and epoch only), each micro-batch the next
+ * epochs of seeded permutations (a function of seed, the stage's name and epoch only), each micro-batch the next
  * worldSize x batchSize positions and rank r the r-th batchSize of them. So the ranks' shards are disjoint and
  * cover the epoch, and one rank at batch worldSize x B sees exactly the samples of worldSize ranks at batch B.
+ * Keyed by name, not by position in the run: a stage run on its own (`vwlmm train --stage NAME`) draws the
+ * order it had inside a longer run.
  */
-export function batchIndices(seed: number, stageIndex: number, s: Stage, step: number, micro: number, rank = 0, worldSize = 1): number[] {
+export function batchIndices(seed: number, s: Stage, step: number, micro: number, rank = 0, worldSize = 1): number[] {
   const perMicro = s.batchSize * worldSize;
   const start = step * perMicro * (s.gradAccum ?? 1) + micro * perMicro + rank * s.batchSize;
   const out: number[] = [];
@@ -218,7 +229,7 @@ export function batchIndices(seed: number, stageIndex: number, s: Stage, step: n
   for (let k = 0; k < s.batchSize; k++) {
     const flat = start + k, epoch = Math.floor(flat / s.size), pos = flat % s.size;
     if (epoch !== cachedEpoch) {
-      order = epochOrder(seed, stageIndex, epoch, s.size);
+      order = epochOrder(seed, s.name, epoch, s.size);
       cachedEpoch = epoch;
     }
     out.push(order[pos]);
@@ -226,12 +237,15 @@ export function batchIndices(seed: number, stageIndex: number, s: Stage, step: n
   return out;
 }
 
+/** The sample order's name, saved in checkpoints (TrainerState.sampleOrder): seeded permutations keyed by the stage's name. */
+export const SAMPLE_ORDER = 'by-stage-name';
+
 const orderCache = new Map<string, number[]>();
-function epochOrder(seed: number, stage: number, epoch: number, n: number): number[] {
-  const key = `${seed}:${stage}:${epoch}:${n}`;
+function epochOrder(seed: number, stage: string, epoch: number, n: number): number[] {
+  const key = JSON.stringify([seed, stage, epoch, n]);
   let o = orderCache.get(key);
   if (!o) {
-    o = new Generator(seed).fork(`stage${stage}`).fork(`epoch${epoch}`).shuffle(Array.from({ length: n }, (_, i) => i));
+    o = new Generator(seed).fork(`stage ${stage}`).fork(`epoch${epoch}`).shuffle(Array.from({ length: n }, (_, i) => i));
     if (orderCache.size > 8) orderCache.clear();
     orderCache.set(key, o);
   }
@@ -368,7 +382,7 @@ export class Trainer {
     for (let m = 0; m < (s.gradAccum ?? 1); m++) {
       const key = batchKey(pos.stage, pos.step, m);
       if (this.loaded.has(key) || this.ready.has(key)) continue;
-      const p = s.loadBatch(batchIndices(this.opts.seed, pos.stage, s, pos.step, m, this.rank, this.world));
+      const p = s.loadBatch(batchIndices(this.opts.seed, s, pos.step, m, this.rank, this.world));
       p.catch(() => undefined); // awaited in awaitBatches; this keeps an unawaited failure from being unhandled
       this.loaded.set(key, p);
     }
@@ -415,6 +429,8 @@ export class Trainer {
 
   private checkResume(st: TrainerState): void {
     if (st.seed !== this.opts.seed) throw new Error(`resume: the checkpoint was trained with seed ${st.seed}, not ${this.opts.seed}`);
+    if (st.sampleOrder !== SAMPLE_ORDER)
+      throw new Error(`resume: the checkpoint's samples were drawn in ${st.sampleOrder ? `the order '${st.sampleOrder}'` : "an older order (keyed by the stage's position)"}, this version draws them '${SAMPLE_ORDER}': the run would not continue exactly (start it again, or resume with the version that wrote it)`);
     const names = this.stages.map((s) => s.name), steps = this.stages.map((s) => stageSteps(s, this.world));
     if (st.stages && st.stages.join('\u0000') !== names.join('\u0000'))
       throw new Error(`resume: the checkpoint was trained with stages [${st.stages.join(', ')}], this run has [${names.join(', ')}]`);
@@ -433,6 +449,7 @@ export class Trainer {
     state.skippedSteps ??= 0;
     delete state.stages;
     delete state.stageSteps;
+    delete state.sampleOrder;
     if (resume) this.checkResume(resume.state);
     if (this.metricsFile && resume) truncateMetrics(this.metricsFile, state.globalStep);
     else if (this.metricsFile) fs.writeFileSync(this.metricsFile, '');
@@ -440,6 +457,7 @@ export class Trainer {
     let savedAt = resume ? state.globalStep : -1;
     for (; state.stage < this.stages.length; state.stage++, state.step = 0) {
       const s = this.stages[state.stage];
+      if (state.step === 0) this.opts.onStageStart?.(this.model, s);
       applyTrainable(this.model, s.trainable);
       // vm_head stays float32: the visual-word ops (fused.visualWords) take it directly
       storeFrozenWeights(this.model, this.frozenDtype, { exclude: ['vm_head'] });
@@ -519,7 +537,7 @@ export class Trainer {
       // the region ends before the clipping and the fp32 update.
       autocast(this.dtype, () => {
         for (let m = 0; m < accum && !bad; m++) {
-          const idx = batchIndices(state.seed, state.stage, s, state.step, m, this.rank, this.world);
+          const idx = batchIndices(state.seed, s, state.step, m, this.rank, this.world);
           samples.push(idx);
           const batch = s.loss ? null : this.batchOf(s, state.stage, state.step, m, idx);
           try {
@@ -552,7 +570,7 @@ export class Trainer {
         callOp('copy_2d', device, [extra], [stats], [1, 3, 3, 3, 0, 3 * accum + 1, 0]);
         extra.dispose();
         this.group!.allReduce(stats); // losses summed (divided below), the norm's squares, tokens, failures, stops
-        v = stats.toArray() as Float32Array; // the step's one host synchronisation
+        v = dp.readWithFlags(stats); // the step's one host synchronisation (with ZeroAdamW's has-gradient flags)
         for (let k = 0; k < 3 * accum; k++) v[k] /= this.world;
         stepTokens = v[3 * accum + 1];
         if (!bad && v[3 * accum + 2] > 0) bad = { what: 'loss', micro: null, detail: `a non-finite loss on another rank (${v[3 * accum + 2]} of ${this.world})` };
@@ -638,7 +656,7 @@ export class Trainer {
     const stageTensors = new Map<string, HostTensor>(extra.map((p, k) => [String(k), { dtype: 'float32', shape: [...p.shape], data: p.toArray() as Float32Array }]));
     saveCheckpoint(path.join(this.opts.outDir, 'checkpoint'), this.model, {
       ...this.opts.checkpointFiles,
-      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), ...(this.group ? { worldSize: this.world } : {}) }, null, 2) },
+      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), ...(this.group ? { worldSize: this.world } : {}) }, null, 2) },
       extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
     });
   }

@@ -208,15 +208,15 @@ describe('data shards', () => {
       const seen: number[] = [];
       for (let step = 0; step < steps; step++) {
         for (let m = 0; m < accum; m++) {
-          const perRank = Array.from({ length: W }, (_, r) => batchIndices(7, 0, s, step, m, r, W));
-          expect(perRank.flat().sort((x, y) => x - y)).toEqual([...batchIndices(7, 0, big, step, m)].sort((x, y) => x - y));
-          expect(batchIndices(7, 0, s, step, m, 1, W)).toEqual(perRank[1]); // deterministic
+          const perRank = Array.from({ length: W }, (_, r) => batchIndices(7, s, step, m, r, W));
+          expect(perRank.flat().sort((x, y) => x - y)).toEqual([...batchIndices(7, big, step, m)].sort((x, y) => x - y));
+          expect(batchIndices(7, s, step, m, 1, W)).toEqual(perRank[1]); // deterministic
           seen.push(...perRank.flat());
         }
       }
       expect([...seen].sort((x, y) => x - y)).toEqual(Array.from({ length: size }, (_, i) => i));
       // the next epoch is another permutation
-      const first = (step: number) => Array.from({ length: W }, (_, r) => batchIndices(7, 0, s, step, 0, r, W)).flat();
+      const first = (step: number) => Array.from({ length: W }, (_, r) => batchIndices(7, s, step, 0, r, W)).flat();
       expect(first(steps)).not.toEqual(first(0));
     }
   });

@@ -86,6 +86,12 @@ describe('Trainer interruption', () => {
     const st = readTrainerState(path.join(out, 'checkpoint'));
     const other = new Trainer(m, tinyStages(makeBatch, samples.length, 5), { seed: 9, outDir: out });
     expect(() => other.run(st)).toThrow(/stage 'a' had 4 steps in the checkpoint's run, this run has 5/);
+    // a checkpoint from before the sample order was keyed by the stage's name (no sampleOrder) would resume
+    // with other batches: refused, as is an order this version does not draw
+    const same = new Trainer(m, stages(), { seed: 9, outDir: out });
+    expect(st.state.sampleOrder).toBe('by-stage-name');
+    expect(() => same.run({ ...st, state: { ...st.state, sampleOrder: undefined } })).toThrow(/an older order \(keyed by the stage's position\)/);
+    expect(() => same.run({ ...st, state: { ...st.state, sampleOrder: 'by-index' } })).toThrow(/the order 'by-index'.*would not continue exactly/);
     m.dispose();
   });
 });

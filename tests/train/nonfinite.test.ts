@@ -27,7 +27,7 @@ describe('non-finite loss or gradients', () => {
   // stage a: one epoch of 8 samples in 4 steps of 2, so a poisoned sample is in exactly one step
   const base = () => tinyStages(makeBatch, samples.length, 4);
   const poisonedStep = 2; // 0-based step of stage a whose first sample gets a NaN pixel
-  const poison = batchIndices(seed, 0, base()[0], poisonedStep, 0)[0];
+  const poison = batchIndices(seed, base()[0], poisonedStep, 0)[0];
   const nanBatch = (idx: number[]): ModelBatch => {
     const b = makeBatch(idx);
     if (!idx.includes(poison)) return b;

@@ -1,0 +1,104 @@
+// The demo's stages 1 and 2 again with `vwlmm train`: runRecipe (with `reproduce`, as the demo runs it) writes the
+// stage files, <run>/init and <run>/reproduce.sh; the script run through the CLI gives the run's per-step losses,
+// learning rates and gradient norms and its final weights bit for bit (same machine and thread count: the paths are
+// identical, src/demo/reproduce.ts says why). The last command on a shuffled copy of its file must differ, so the
+// comparison can fail.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { writeSortOfClevr } from '../../src/data/sort_of_clevr';
+import { DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from '../../src/demo/recipe';
+import { readSafetensors } from '../../src/io/safetensors';
+import { tempDirs } from '../support/tmp';
+
+const root = path.join(__dirname, '..', '..');
+const tmp = tempDirs('reproduce');
+// a seed other than the CLI's default, the tower trained in stage 2 at its own rate (--mm-vision-tower-lr), and an
+// evaluation after every step (the demo's run evaluates, the file run does not)
+const tiny: Recipe = {
+  ...DEFAULT_RECIPE, seed: 3, trainImages: 12, testImages: 2, evalEvery: 1, evalQuestions: 4,
+  model: { ...DEFAULT_RECIPE.model, d: 16, ffn: 24, heads: 2, visionD: 12, visionFfn: 16, visionHeads: 2, visionLayers: 2 },
+  stage0: { ...DEFAULT_RECIPE.stage0, steps: 2, batchSize: 4, frozenSteps: 1 },
+  stage1: { ...DEFAULT_RECIPE.stage1, steps: 3, batchSize: 4 },
+  stage2: { ...DEFAULT_RECIPE.stage2, steps: 3, batchSize: 4, visionTowerLr: 1e-3 },
+};
+
+type Rec = { type: string; stage: string; step: number; loss: number; ce: number; kl: number; lr: number; gradNorm: number };
+const trainRecords = (file: string, stage?: string) => fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Rec)
+  .filter((r) => r.type === 'train' && (stage === undefined || r.stage === stage)).map(({ step, loss, ce, kl, lr, gradNorm }) => ({ step, loss, ce, kl, lr, gradNorm }));
+const weights = (dir: string) => readSafetensors(path.join(dir, 'model.safetensors'));
+/** Names of the tensors whose bytes differ (or that only one side has). */
+function differing(a: ReturnType<typeof weights>, b: ReturnType<typeof weights>): string[] {
+  const names = new Set([...a.keys(), ...b.keys()]);
+  return [...names].filter((n) => {
+    const x = a.get(n), y = b.get(n);
+    if (!x || !y) return true;
+    const bx = Buffer.from(x.data.buffer, x.data.byteOffset, x.data.byteLength), by = Buffer.from(y.data.buffer, y.data.byteOffset, y.data.byteLength);
+    return x.dtype !== y.dtype || !bx.equals(by);
+  });
+}
+const bash = (script: string, out: string) => spawnSync('bash', [script, out], {
+  encoding: 'utf8', cwd: root, timeout: 240_000,
+  env: { ...process.env, VWLMM: `${process.execPath} --import tsx ${path.join(root, 'src', 'cli.ts')}` },
+});
+
+/** Runs the recipe as the demo does (data first, then runRecipe writing the stage files); returns the paths. */
+async function demoRun(r: Recipe) {
+  const dir = tmp(), data = path.join(dir, 'data'), run = path.join(dir, 'vw'), out = path.join(dir, 'again');
+  writeSortOfClevr(data, { train: r.trainImages, test: 2, seed: r.seed });
+  const res = await runRecipe(r, { outDir: run, reproduce: { dataDir: data }, logEvery: 1 });
+  res.model.dispose();
+  return { data, run, out, script: fs.readFileSync(path.join(run, 'reproduce.sh'), 'utf8') };
+}
+const commands = (script: string) => script.split('\n').filter((l) => l.startsWith('$vwlmm train'));
+/** Every stage's train records (step, loss, CE, KL, lr, gradient norm) and the last checkpoint's bytes are the run's. */
+function expectSameRun(run: string, out: string, stages: string[]): void {
+  for (const s of stages) {
+    const demo = trainRecords(path.join(run, 'metrics.jsonl'), s);
+    expect(demo.length, s).toBeGreaterThan(0);
+    expect(trainRecords(path.join(out, s, 'metrics.jsonl')), s).toEqual(demo);
+  }
+  expect(differing(weights(path.join(run, 'checkpoint')), weights(path.join(out, stages[stages.length - 1], 'checkpoint')))).toEqual([]);
+}
+
+describe('vwlmm demo reproduce.sh', () => {
+  it('runs stages 1 and 2 again with `vwlmm train`: the same losses step by step and the same weights, bit for bit', async () => {
+    const { data, run, out, script } = await demoRun(tiny);
+    const stages = ['captions-frozen-tower', 'captions', 'questions'];
+    expect(commands(script).map((l) => /--stage (\S+)/.exec(l)![1])).toEqual(stages);
+    expect(script).toContain('--seed 3 ');
+    expect(script).toContain('--trainable vision,projector,llm,vm --mm-vision-tower-lr 0.001 ');
+    // stage 2's file: its 36 conversations (12 images x 20 questions, 8 a conversation) then 12 captions (25%)
+    const questions = JSON.parse(fs.readFileSync(path.join(data, 'stages', 'questions.json'), 'utf8')) as { image: string; conversation_template: string }[];
+    expect(questions.map((q) => q.conversation_template)).toEqual([...Array(36).fill('vicuna_v1'), ...Array(12).fill('plain')]);
+    expect(questions[0].image).toBe('images/train_00000.png');
+    const captions = JSON.parse(fs.readFileSync(path.join(data, 'stages', 'captions.json'), 'utf8')) as { image: string }[];
+    expect(captions.map((c) => c.image)).toEqual(Array.from({ length: 12 }, (_, i) => `images/caption-subsets_${String(i).padStart(5, '0')}.png`));
+    for (const c of captions) expect(fs.existsSync(path.join(data, c.image))).toBe(true);
+
+    const r = bash(path.join(run, 'reproduce.sh'), out);
+    expect(r.status, r.stderr).toBe(0);
+    expectSameRun(run, out, stages);
+
+    // the last command again on its file with the records reversed: other batches, other losses and weights
+    fs.writeFileSync(path.join(data, 'stages', 'questions-reversed.json'), JSON.stringify([...questions].reverse()));
+    const last = commands(script).pop()!;
+    const head = script.split('\n').filter((l) => !l.startsWith('$vwlmm train')).join('\n');
+    const reversed = path.join(run, 'reversed.sh'); // beside reproduce.sh: its paths are relative to the script
+    fs.writeFileSync(reversed, `${head}\n${last.replace('/stages/questions.json', '/stages/questions-reversed.json').replace('--out "$out/questions"', '--out "$out/reversed"')}\n`);
+    const rr = bash(reversed, out);
+    expect(rr.status, rr.stderr).toBe(0);
+    expect(trainRecords(path.join(out, 'reversed', 'metrics.jsonl')).map((x) => x.loss)).not.toEqual(trainRecords(path.join(run, 'metrics.jsonl'), 'questions').map((x) => x.loss));
+    expect(differing(weights(path.join(run, 'checkpoint')), weights(path.join(out, 'reversed', 'checkpoint'))).length).toBeGreaterThan(0);
+  }, 180_000);
+
+  it("with the paper's schedule: init/ is the model after the text stage, stage 1 keeps the LLM frozen", async () => {
+    const paper = paperSchedule({ ...tiny, text: { steps: 2, batchSize: 4, lr: 3e-3 } });
+    const { run, out, script } = await demoRun(paper);
+    expect(commands(script)[0]).toContain('--trainable projector,vm ');
+    const r = bash(path.join(run, 'reproduce.sh'), out);
+    expect(r.status, r.stderr).toBe(0);
+    expectSameRun(run, out, ['captions-frozen-tower', 'captions', 'questions']);
+  }, 120_000);
+});

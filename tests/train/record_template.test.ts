@@ -1,0 +1,35 @@
+// A record's own conversation_template (the demo's stage 2 mixes vicuna_v1 questions with plain captions in one
+// file): prepareFile tokenises each record with it, the others with the checkpoint's template; a name that is no
+// template skips the record with a reason naming it, and --strict fails on it.
+import * as fs from 'fs';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { tokenizeConversation, Turn } from '../../src/data/conversation';
+import { TextTokenizer } from '../../src/data/tokenizer';
+import { loadCheckpoint } from '../../src/model/checkpoint';
+import { prepareFile } from '../../src/train/from_file';
+import { tempDirs } from '../support/tmp';
+import { writeCliFixture } from './support/tiny';
+
+const tmp = tempDirs('record-template');
+
+describe('conversation_template of a record', () => {
+  it('tokenises that record with it; an unknown name is a skipped record, or an error with strict', async () => {
+    const dir = tmp();
+    const fx = writeCliFixture(dir, { images: 1 });
+    const [a, b, c] = (JSON.parse(fs.readFileSync(fx.data, 'utf8')) as { id: string; conversations: Turn[] }[]).slice(0, 3);
+    const file = path.join(dir, 'mixed.json');
+    fs.writeFileSync(file, JSON.stringify([a, { ...b, conversation_template: 'plain' }, { ...c, conversation_template: 'vicuna' }]));
+    const ck = loadCheckpoint(fx.init);
+    const tok = new TextTokenizer(fx.tokenizer);
+    const p = await prepareFile(ck.model, tok, file, fx.imageFolder, false);
+    expect(ck.config.template).toBe('vicuna_v1');
+    expect(p.samples.map((s) => s.inputIds)).toEqual([
+      tokenizeConversation(a.conversations, tok, 'vicuna_v1').inputIds,
+      tokenizeConversation(b.conversations, tok, 'plain').inputIds,
+    ]);
+    expect(p.skipped).toEqual([{ id: c.id, reason: `record '${c.id}': conversation_template "vicuna" is not a template (plain, vicuna_v1, v1, mistral, mistral_instruct)` }]);
+    await expect(prepareFile(ck.model, tok, file, fx.imageFolder, true)).rejects.toThrow(/conversation_template "vicuna" is not a template .*\(--strict\)/);
+    ck.model.dispose();
+  });
+});
