@@ -1,9 +1,11 @@
 // Visual words stage by stage (issue 13): trains the demo recipe (optionally with the paper's schedule and PIF) at a
 // scale, stopping after stage 1 and after stage 2, and prints the visual words' agreement, chance level and mean
 // entropy on the validation split after each, plus the accuracy. Shows where the KL collapses (to one word or to
-// uniform) instead of only at the end. One JSON line per stopping point.
+// uniform) instead of only at the end, and what the object patches' top-1 words are. One JSON line per stopping point.
 //
-//   npx tsx benchmarks/visual_words_by_stage.ts [--scale 0.25] [--schedule paper] [--pif] [--seed 0]
+//   npx tsx benchmarks/visual_words_by_stage.ts [--scale 0.25] [--schedule paper] [--pif] [--grid] [--seed 0]
+//     [--recipe '<Recipe fields as JSON, before scaling>']   e.g. '{"detachTarget":true}',
+//     '{"text":{"steps":12000,"batchSize":32,"lr":0.003,"grid":"nearest"}}'
 import * as os from 'os';
 import * as path from 'path';
 import { visualWordStats } from '../src/demo/demo';
@@ -51,7 +53,7 @@ const dir = path.join(os.tmpdir(), `vw-by-stage-${process.pid}`);
       }
     }
     const commonest = [...top].sort((a, b) => b[1] - a[1]).slice(0, 5).map(([w, c]) => `${w} ${(100 * c / n).toFixed(1)}%`);
-    console.log(JSON.stringify({ upTo, scale, schedule: paper ? 'paper' : 'default', pif, grid, seed, ...vw, colourHits: colourHits / n, shapeHits: shapeHits / n, commonest, nonRelational: res.val.groups['non-relational']?.accuracy, relational: res.val.groups.relational?.accuracy, seconds: res.seconds }));
+    console.log(JSON.stringify({ upTo, scale, schedule: paper ? 'paper' : 'default', pif, grid: scaled.text?.grid ?? false, textSteps: scaled.text?.steps ?? 0, detachTarget: scaled.detachTarget ?? false, seed, ...vw, colourHits: colourHits / n, shapeHits: shapeHits / n, commonest, nonRelational: res.val.groups['non-relational']?.accuracy, relational: res.val.groups.relational?.accuracy, seconds: res.seconds }));
     res.model.dispose();
   }
 })();

@@ -350,7 +350,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
 
 // `vwlmm score <benchmark>`: the official LLaVA-1.5 scorers on an answers file (src/eval/scorers.ts), printing what
 // they print; --json: one object of the numbers instead.
-const score = program.command('score').description("score LLaVA answer files as LLaVA-1.5's official scripts do (textvqa, pope, sqa, gqa, mme, seed), or convert them for a server (vqav2, vizwiz, mmbench, mmbench_cn, mmvet)");
+const score = program.command('score').description("score LLaVA answer files as LLaVA-1.5's official scripts do (textvqa, pope, sqa, gqa, mme, seed), or convert them for a server (vqav2, vizwiz, mmbench, mmbench_cn, mmvet); sort-of-clevr: as `vwlmm eval` scores");
 score.command('textvqa').description("eval_textvqa.py: EvalAI answer processing and the VQA accuracy")
   .requiredOption('--answers <file>', 'answers (JSONL: question_id, prompt, text)')
   .requiredOption('--annotations <file>', 'TextVQA_0.5.1_val.json')
@@ -466,10 +466,35 @@ score.command('seed').description('convert_seed_for_submission.py: accuracy by q
     process.stdout.write(o.json ? JSON.stringify({ byType: r.byType, total: r.total, image: r.image, video: r.video }) + '\n' : r.report);
   });
 
-program.command('eval').description('exact-match (or VQA soft) accuracy of a checkpoint on a LLaVA-format file')
+/** The summary of `eval` and `score sort-of-clevr` (one scorer behind both: src/eval/llava_eval.ts). */
+function printEvalResult(r: import('./eval').EvalResult, data: string, json: boolean | undefined) {
+  if (json) console.log(JSON.stringify({ accuracy: r.accuracy, count: r.count, categories: r.categories, groups: r.groups, skipped: r.skipped.length, answers: r.answers }));
+  else {
+    console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% over ${r.count} records${r.skipped.length ? ` (${r.skipped.length} skipped)` : ''}`);
+    for (const [k, v] of Object.entries(r.categories)) console.log(`  ${k.padEnd(12)} ${(100 * v.accuracy).toFixed(2)}%  (${v.count})`);
+    for (const s of r.skipped.slice(0, 10)) console.log(`  skipped ${s.id ?? (s.line !== undefined ? `${data}:${s.line}` : '?')}: ${s.reason}`);
+    if (r.answers) console.log(`answers ${r.answers}${r.resumed ? ` (${r.resumed} of them there already)` : ''}`);
+  }
+}
+
+// `score sort-of-clevr`: what `eval` scores, from an answers file alone (`eval --answers`, or `answer` on eval's questions)
+score.command('sort-of-clevr').description("exact match after normalisation (VQA soft accuracy where a record has 10 answers) of an answers file against a LLaVA-format file's last assistant turns, per category: what `vwlmm eval` reports, without generating")
+  .requiredOption('--answers <file>', 'answers (JSONL: question_id = the record id, text)')
+  .requiredOption('--data <file>', 'the LLaVA JSON / JSONL file answered (Sort-of-CLEVR: test.json)')
+  .option('--limit <n>', 'score the first n records', int('--limit', 1))
+  .option('--json', 'print one JSON object')
+  .action(async (o: { answers: string; data: string; limit?: number; json?: boolean }) => {
+    existing(o.answers, 'answers', 'file');
+    existing(o.data, 'data file', 'file');
+    const { scoreLlavaAnswers } = await import('./eval');
+    printEvalResult(scoreLlavaAnswers(o.answers, o.data, { limit: o.limit }), o.data, o.json);
+  });
+
+program.command('eval').description('exact-match (or VQA soft) accuracy of a checkpoint on a LLaVA-format file: answers its questions into an answers file (as `vwlmm answer`), then scores it (as `vwlmm score sort-of-clevr`)')
   .requiredOption('--checkpoint <dir>', 'checkpoint directory')
   .requiredOption('--data <file>', 'LLaVA JSON / JSONL file whose last assistant turn is the answer')
   .option('--image-folder <dir>', 'folder the image paths are relative to', '.')
+  .option('--answers <file>', 'write the answers there and keep them (LLaVA answer lines; a rerun skips the records answered already); default a temporary file')
   .option('--limit <n>', 'evaluate the first n records', int('--limit', 1))
   .option('--max-new-tokens <n>', 'generation budget per answer', int('--max-new-tokens', 1), 16)
   .option('--strict', 'fail on the first broken record or image instead of skipping it')
@@ -477,20 +502,18 @@ program.command('eval').description('exact-match (or VQA soft) accuracy of a che
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
   .option('--dtype <d>', DTYPE_HELP)
-  .action(async (o: { checkpoint: string; data: string; imageFolder: string; limit?: number; maxNewTokens: number; strict?: boolean; json?: boolean; device: string; adapter?: string; dtype?: string }) => {
+  .action(async (o: { checkpoint: string; data: string; imageFolder: string; answers?: string; limit?: number; maxNewTokens: number; strict?: boolean; json?: boolean; device: string; adapter?: string; dtype?: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
+    if (o.answers && fs.existsSync(o.answers) && !fs.statSync(o.answers).isFile()) fail(`answers ${o.answers} is not a file`);
     const { evaluateFile } = await import('./eval');
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype));
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
-    const r = await evaluateFile(model, await openTokenizer(tokenizerPath, config.llm.vocabSize), o.data, o.imageFolder, { limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict, dtype: await computeDtypeOf(o.dtype) });
-    if (o.json) console.log(JSON.stringify({ accuracy: r.accuracy, count: r.count, categories: r.categories, skipped: r.skipped.length }));
-    else {
-      console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% over ${r.count} records${r.skipped.length ? ` (${r.skipped.length} skipped)` : ''}`);
-      for (const [k, v] of Object.entries(r.categories)) console.log(`  ${k.padEnd(12)} ${(100 * v.accuracy).toFixed(2)}%  (${v.count})`);
-      for (const s of r.skipped.slice(0, 10)) console.log(`  skipped ${s.id ?? (s.line !== undefined ? `${o.data}:${s.line}` : '?')}: ${s.reason}`);
-    }
+    const r = await evaluateFile(model, await openTokenizer(tokenizerPath, config.llm.vocabSize), o.data, o.imageFolder, {
+      limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict, dtype: await computeDtypeOf(o.dtype), answers: o.answers, modelId: path.basename(path.resolve(o.checkpoint)),
+    });
+    printEvalResult(r, o.data, o.json);
     model.dispose();
   });
 

@@ -1,6 +1,7 @@
 // `vwlmm demo`, the main job: generate Sort-of-CLEVR (LLaVA JSON + PNG + tokenizer.json), train a small
 // VW-LMM from scratch through both stages on the CPU (src/demo/recipe.ts), evaluate it on the generated
-// test split through the file pipeline (the same code as `vwlmm eval`), and write the checkpoint, the
+// test split through the file pipeline (the same code as `vwlmm eval`: LLaVA's answers file <run>/answers/test.jsonl,
+// then its score), and write the checkpoint, the
 // metrics log, the loss curve and a visual-words picture, and what `vwlmm train` needs to run stages 1 and 2 again
 // (src/demo/reproduce.ts: data/stages/, <run>/init, <run>/reproduce.sh). With ablation, the same run with vmWeight 0.
 // Before training it says which CPU GEMM runs and how long the run should take here (src/demo/estimate.ts).
@@ -38,6 +39,8 @@ export interface DemoRunResult {
   visualWordMaxEntropy: number;
   trainSeconds: number;
   checkpoint: string;
+  /** The answers to data/test.json that the accuracies score (LLaVA's answer lines; `vwlmm score sort-of-clevr` rescoring them). */
+  answers: string;
   /** The script that runs stages 1 and 2 again with `vwlmm train` on the files they trained on (src/demo/reproduce.ts). */
   reproduce: string;
 }
@@ -129,7 +132,11 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   const trainSeconds = (Date.now() - t0) / 1000;
   // data-parallel: rank 0 alone evaluates (the ranks hold the same model)
   if ((group?.rank ?? 0) !== 0) return { model: res.model, val: res.valSplit, tower: res.tower, result: null };
-  const ev = await evaluateFile(res.model, tokenizer, path.join(dataDir, 'test.json'), dataDir, { maxNewTokens: 4 });
+  // answered afresh every time: a file left by an earlier run (or by one resumed with another --scale) holds another
+  // model's answers, which evaluateFile would keep
+  const answers = path.join(dir, 'answers', 'test.jsonl');
+  fs.rmSync(answers, { force: true });
+  const ev = await evaluateFile(res.model, tokenizer, path.join(dataDir, 'test.json'), dataDir, { maxNewTokens: 4, answers, modelId: path.basename(dir) });
   const groups = { nonRelational: { sum: 0, n: 0 }, relational: { sum: 0, n: 0 } };
   for (const [cat, v] of Object.entries(ev.categories)) {
     const g = GROUP[cat];
@@ -147,7 +154,7 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
       accuracy: ev.accuracy, nonRelationalAccuracy: groups.nonRelational.sum / Math.max(1, groups.nonRelational.n),
       relationalAccuracy: groups.relational.sum / Math.max(1, groups.relational.n), categories: ev.categories,
       visualWordAgreement: vw.agreement, visualWordChance: vw.chance, visualWordChanceWord: vw.chanceWord, visualWordEntropy: vw.meanEntropy,
-      visualWordMaxEntropy: vw.maxEntropy, trainSeconds, checkpoint: path.join(dir, 'checkpoint'), reproduce: path.join(dir, 'reproduce.sh'),
+      visualWordMaxEntropy: vw.maxEntropy, trainSeconds, checkpoint: path.join(dir, 'checkpoint'), answers, reproduce: path.join(dir, 'reproduce.sh'),
     },
   };
 }
@@ -238,6 +245,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
   if (m.visualWordEntropy !== null)
     log(`visual words: ${(100 * m.visualWordAgreement!).toFixed(1)}% of object patches name their object's colour or shape (chance: "${m.visualWordChanceWord}" everywhere, ${(100 * m.visualWordChance!).toFixed(1)}%); mean entropy ${m.visualWordEntropy.toFixed(2)} nats of at most ${m.visualWordMaxEntropy.toFixed(2)}`);
   log(`\n${seconds.toFixed(0)} s (expected ${(estimate.seconds + calibration.seconds).toFixed(0)} s with the calibration${group ? ', for one process' : ''}); checkpoint ${m.checkpoint}; loss curve ${lossCurve}${visualWords ? `; visual words ${visualWords}` : ''}`);
+  log(`answers to ${path.join(dataDir, 'test.json')}: ${m.answers}${ablation ? ` (and ${ablation.answers})` : ''}; score them again with: vwlmm score sort-of-clevr --answers ${m.answers} --data ${path.join(dataDir, 'test.json')}`);
   log(`stages 1 and 2 again with \`vwlmm train\`, on the files they trained on (${path.join(dataDir, 'stages')}): bash ${m.reproduce}`);
   return { ...m, ...(group ? { ranks: group.worldSize } : {}), seconds, outDir: o.outDir, metrics, lossCurve, visualWords, ablation, gemm: info.gemm, estimate };
 }

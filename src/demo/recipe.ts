@@ -44,6 +44,12 @@ export interface Recipe {
   imageStd: [number, number, number];
   vmWeight: number;
   /**
+   * 'embedding': as stage 1 begins (after the text stage), vm_head starts as a copy of the word embeddings, so a patch's
+   * first visual word is the word whose embedding its feature is most like (an experiment of issue 13; absent: vm_head
+   * keeps its random init, as the official code's nn.Linear).
+   */
+  vmHeadInit?: 'embedding';
+  /**
    * The PIF variant (VISUAL_WORDS.md section 3): the LLM reads each patch as its visual word's mixture of word
    * embeddings, softmax(vm_head(x)) . E, instead of x. Default false.
    */
@@ -364,6 +370,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     logEvery: opts.logEvery ?? 10,
     // reproduce.sh's --init: the model the first record stage starts from (after stage 0 and the text stage)
     onStageStart: (m, s) => {
+      if (r.vmHeadInit === 'embedding' && s.name === recordStages[0].stage.name && m.vm_head) m.vm_head.weight.buffer.write(m.model.embed_tokens.weight.toArray() as Float32Array);
       if (reproduce && s.name === recordStages[0].stage.name) saveCheckpoint(path.join(opts.outDir, 'init'), m, { tokenizer: opts.tokenizerJson ?? json });
     },
   });

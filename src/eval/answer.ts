@@ -52,6 +52,11 @@ export interface AnswerOptions {
   maxNewTokens?: number;
   /** Questions per generation batch (and per flush of the answers file). */
   batchSize?: number;
+  /**
+   * Questions per flush of the answers file, when more than batchSize: generation batches only prompts of one length,
+   * so a larger window fills more of them (evaluateFile: Sort-of-CLEVR's questions come in several lengths, mixed).
+   */
+  flushEvery?: number;
   numChunks?: number;
   chunkIdx?: number;
   /** Stop on the first broken line or missing image instead of counting it. */
@@ -202,12 +207,14 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
   const pending = chunk.filter((q) => !done.has(doneKey(q.id, q.round?.roundId)));
   const cfg = model.config, template = getTemplate(o.template ?? cfg.template); // an unknown name fails here, before any work
   const batchSize = o.batchSize ?? 16;
+  if (o.flushEvery !== undefined && !(Number.isInteger(o.flushEvery) && o.flushEvery >= 1)) throw new RangeError(`answer: flushEvery must be an integer >= 1, got ${o.flushEvery}`);
+  const flushEvery = Math.max(batchSize, o.flushEvery ?? batchSize);
   let answered = 0, tokens = 0;
   const fd = fs.openSync(o.answers, 'a');
   try {
-    for (let b = 0; b < pending.length; b += batchSize) {
+    for (let b = 0; b < pending.length; b += flushEvery) {
       const batch: { q: (typeof pending)[number]; prompt: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null } }[] = [];
-      for (const q of pending.slice(b, b + batchSize)) {
+      for (const q of pending.slice(b, b + flushEvery)) {
         let pixels: Float32Array | null = null;
         if (q.image !== null) {
           const img = q.image;

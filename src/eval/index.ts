@@ -2,7 +2,7 @@
 // evaluation of a LLaVA question file, and visual words (compute, draw). Generation itself is
 // VwLmm.generate (its options type is re-exported here) on a prompt from buildGenerationPrompt (data).
 // Re-exported by the package root and by 'vwlmm/eval'.
-export { normalizeAnswer, exactMatch, evaluateFile } from './llava_eval';
+export { normalizeAnswer, exactMatch, evaluateFile, scoreLlavaAnswers } from './llava_eval';
 export { evalAIAnswer, vqaSoftAccuracy } from './evalai';
 export { scoreTextVQA, scorePope, scoreScienceQA, textvqaQuestionOf, popeAnswerIsNo, scienceQAAnswerOf, readAnswers } from './scorers';
 export type { TextVQAScore, PopeCategory, ScienceQAScore, AnswerRecord } from './scorers';
@@ -19,7 +19,7 @@ export type { GQAScore, GQAGroupScore, GQAOptions } from './gqa';
 export { scoreMME, convertAnswersToMME, MME_SUBTASKS } from './mme';
 export type { MMEScore, MMESubtaskScore } from './mme';
 export type { AnswerOptions, AnswerResult } from './answer';
-export type { EvalResult } from './llava_eval';
+export type { EvalResult, EvalOptions } from './llava_eval';
 export { visualWordsOf, drawVisualWords } from './visual_words';
 export type { PatchWords } from './visual_words';
 export { buildGenerationPrompt } from '../data/conversation';

@@ -1,23 +1,52 @@
-// Evaluation on any LLaVA-format file whose last assistant turn is the expected answer: greedy decoding
-// of the reply to the conversation without that turn, exact match after normalisation (case and
-// punctuation insensitive), overall and per `category`; the VQA soft accuracy with EvalAI's answer processing
-// (src/eval/evalai.ts) when a record carries 10 `answers`.
+// Evaluation on any LLaVA-format file whose last assistant turn is the expected answer, through the same two steps
+// as LLaVA-1.5's benchmarks (answers file, then score): each record's question is written as a model_vqa_loader
+// question line (question_id = record id, image, text = the human turn without "<image>") and answered by
+// answerQuestions (src/eval/answer.ts: greedy, LLaVA's answer lines, resumable); then scoreLlavaAnswers matches the
+// answer lines to the records: exact match after normalisation (case and punctuation insensitive), or the VQA soft
+// accuracy with EvalAI's answer processing (src/eval/evalai.ts) when a record carries 10 `answers`; overall, per
+// `category` and per `group`. `vwlmm eval`, `vwlmm score sort-of-clevr` and the demo all go through here.
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
-import { collate } from '../data/collate';
-import { buildGenerationPrompt, Turn } from '../data/conversation';
 import { LlavaRecord, readLlavaRecords } from '../data/dataset';
-import { loadImage, preprocessClip } from '../data/images';
 import { TextTokenizer } from '../data/tokenizer';
 import type { ComputeDtype } from '../amp';
 import { VwLmm } from '../model/vwlmm';
+import { answerQuestions, AnswerResult } from './answer';
 import { vqaSoftAccuracy } from './evalai';
+import { readAnswers } from './scorers';
 
 export interface EvalResult {
   accuracy: number;
   count: number;
   categories: Record<string, { accuracy: number; count: number }>;
-  /** Records skipped (unreadable line, missing image) with the reason. */
+  /** Accuracy per record `group` (Sort-of-CLEVR: non-relational, relational); empty when no record names one. */
+  groups: Record<string, { accuracy: number; count: number }>;
+  /** Records skipped (unreadable line, not one question and its answer, missing image, no answer line) with the reason. */
   skipped: { id?: string; line?: number; reason: string }[];
+  /** The answers file scored, where EvalOptions.answers put it; null when it was a temporary one (removed). */
+  answers: string | null;
+  /** Answers found in that file already (a resumed evaluation): scored, not generated again. */
+  resumed: number;
+}
+
+export interface EvalOptions {
+  /** Generation budget per answer (default 16). */
+  maxNewTokens?: number;
+  /** Stop on the first broken record or image instead of skipping it. */
+  strict?: boolean;
+  /** Evaluate the first n records. */
+  limit?: number;
+  dtype?: ComputeDtype;
+  /**
+   * Where to write the answers (LLaVA's answer lines, JSONL), kept; when it exists, the records it answers already are
+   * not answered again (as `vwlmm answer`). Default: a temporary file, removed afterwards.
+   */
+  answers?: string;
+  /** model_id of the answer lines (LLaVA: the checkpoint's folder name; default 'vwlmm'). */
+  modelId?: string;
+  /** Prompts per generation batch (default 32). */
+  batchSize?: number;
 }
 
 export function normalizeAnswer(s: string): string {
@@ -30,53 +59,126 @@ export function exactMatch(pred: string, answer: string): number {
 }
 
 
-export async function evaluateFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, opts: { maxNewTokens?: number; strict?: boolean; limit?: number; dtype?: ComputeDtype } = {}): Promise<EvalResult> {
+/** A record as a question: the text of its one human turn, without "<image>" (the loader puts "<image>\n" in front). */
+interface EvalQuestion {
+  record: LlavaRecord;
+  text: string;
+  /** The expected answer: the last (assistant) turn. */
+  answer: string;
+}
+
+/** The records of a LLaVA-format file that can be asked (the first `limit`), the others with the reason, and every record id. */
+function evalQuestions(file: string, opts: { strict?: boolean; limit?: number }) {
   const { records, skipped: badLines } = readLlavaRecords(file, { strict: opts.strict });
   const skipped: EvalResult['skipped'] = badLines.map((s) => ({ line: s.line, reason: s.reason }));
-  const cfg = model.config;
-  const prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[] = [];
-  const kept: LlavaRecord[] = [];
+  const ids = new Set(records.map((r) => r.id));
+  const seen = new Set<string>();
+  const questions: EvalQuestion[] = [];
   for (const r of records.slice(0, opts.limit ?? records.length)) {
-    const turns = r.conversations as Turn[];
+    const turns = r.conversations;
     const last = turns[turns.length - 1];
     if (!last || last.from !== 'gpt') {
       skipped.push({ id: r.id, reason: 'the last turn is not an assistant answer' });
       continue;
     }
-    let pixels: Float32Array | null = null;
-    if (r.image !== undefined) {
-      try {
-        const img = await loadImage(path.resolve(imageFolder, r.image));
-        pixels = await preprocessClip(img, { size: cfg.image.size, mean: cfg.image.mean, std: cfg.image.std, aspect: cfg.image.aspect === 'pad' ? 'pad' : 'resize_crop' });
-      } catch (e) {
-        if (opts.strict) throw e;
-        skipped.push({ id: r.id, reason: (e as Error).message });
-        continue;
-      }
+    // LLaVA's question files ask one question per line: a conversation with earlier turns has no such form
+    if (turns.length !== 2) { // readLlavaRecords has checked that turns alternate from the human's
+      skipped.push({ id: r.id, reason: `not one human question and its answer (${turns.length} turns): LLaVA's question lines ask one question` });
+      continue;
     }
-    const p = buildGenerationPrompt(turns.slice(0, -1), cfg.template, tokenizer);
-    const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tokenizer.padId, numPatches: model.numImageTokens });
-    prompts.push({ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues });
-    kept.push(r);
+    // answers are matched to records by id: a second record with the same id could not be told apart
+    if (seen.has(r.id)) {
+      skipped.push({ id: r.id, reason: 'a second record with this id' });
+      continue;
+    }
+    seen.add(r.id);
+    // what training's preprocess_multimodal leaves after "<image>\n": the question's text, trimmed as it trims it
+    const q = turns[0].value;
+    questions.push({ record: r, text: q.includes('<image>') ? q.split('<image>').join('').trim() : q, answer: last.value });
   }
-  const outs = model.generate(prompts, { maxNewTokens: opts.maxNewTokens ?? 16, eosId: tokenizer.eosId ?? undefined, batchSize: 32, dtype: opts.dtype });
-  const cats: Record<string, { sum: number; count: number }> = {};
-  let sum = 0;
-  outs.forEach((ids, i) => {
-    const r = kept[i];
-    const pred = tokenizer.decode(ids);
-    const expected = r.conversations[r.conversations.length - 1].value;
-    const score = Array.isArray(r.answers) && r.answers.length === 10 ? vqaSoftAccuracy(pred, r.answers) : exactMatch(pred, expected);
-    sum += score;
-    const c = (r.category as string | undefined) ?? 'all';
-    cats[c] ??= { sum: 0, count: 0 };
-    cats[c].sum += score;
-    cats[c].count++;
-  });
-  return {
-    accuracy: outs.length ? sum / outs.length : 0,
-    count: outs.length,
-    categories: Object.fromEntries(Object.entries(cats).map(([k, v]) => [k, { accuracy: v.sum / v.count, count: v.count }])),
-    skipped,
+  return { questions, skipped, ids };
+}
+
+/**
+ * The one scorer of evaluateFile and `vwlmm score sort-of-clevr`: each question's answer line (question_id = record
+ * id) scored against its record. An answer line naming no record of the file, or a record twice, is an error naming
+ * the answers file and line; a question without an answer line is skipped ("no answer").
+ */
+function scoreQuestions(answersFile: string, questions: readonly EvalQuestion[], ids: ReadonlySet<string>, dataFile: string) {
+  const byId = new Map<string, { text: string; line: number }>();
+  for (const { rec, line } of readAnswers(answersFile)) {
+    const q = rec.question_id;
+    const id = typeof q === 'string' ? q : typeof q === 'number' ? String(q) : null; // readLlavaRecords makes number ids strings
+    if (id === null || !ids.has(id)) throw new Error(`answers ${answersFile} line ${line}: question_id ${JSON.stringify(q)} is not the id of a record of ${dataFile}`);
+    const prev = byId.get(id);
+    if (prev) throw new Error(`answers ${answersFile} line ${line}: a second answer to question_id ${JSON.stringify(q)} (the first is on line ${prev.line})`);
+    byId.set(id, { text: rec.text, line });
+  }
+  const skipped: EvalResult['skipped'] = [];
+  const cats: Record<string, { sum: number; count: number }> = {}, groups: Record<string, { sum: number; count: number }> = {};
+  const add = (m: typeof cats, k: string, score: number) => {
+    m[k] ??= { sum: 0, count: 0 };
+    m[k].sum += score;
+    m[k].count++;
   };
+  let sum = 0, count = 0;
+  for (const { record: r, answer } of questions) {
+    const a = byId.get(r.id);
+    if (!a) {
+      skipped.push({ id: r.id, reason: `no answer in ${answersFile}` });
+      continue;
+    }
+    const score = Array.isArray(r.answers) && r.answers.length === 10 ? vqaSoftAccuracy(a.text, r.answers) : exactMatch(a.text, answer);
+    sum += score;
+    count++;
+    add(cats, (r.category as string | undefined) ?? 'all', score);
+    if (typeof r.group === 'string') add(groups, r.group, score);
+  }
+  const fin = (m: typeof cats) => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, { accuracy: v.sum / v.count, count: v.count }]));
+  return { accuracy: count ? sum / count : 0, count, categories: fin(cats), groups: fin(groups), skipped };
+}
+
+/**
+ * Scores an answers file (LLaVA's answer lines: from evaluateFile's `answers`, `vwlmm eval --answers` or `vwlmm
+ * answer` on the questions evaluateFile writes) against a LLaVA-format file, as evaluateFile scores: answer once, score
+ * many times. Records without an answer line are skipped and listed, not counted.
+ */
+export function scoreLlavaAnswers(answersFile: string, dataFile: string, opts: { strict?: boolean; limit?: number } = {}): EvalResult {
+  const { questions, skipped, ids } = evalQuestions(dataFile, opts);
+  const r = scoreQuestions(answersFile, questions, ids, dataFile);
+  return { ...r, skipped: [...skipped, ...r.skipped], answers: answersFile, resumed: 0 };
+}
+
+// Answer lines are flushed every this many questions: generation batches only prompts of one length, and a window of
+// 1,024 mixed Sort-of-CLEVR questions fills its batches of 32 about as a whole test set does; a killed run loses at
+// most this many answers.
+const FLUSH_EVERY = 1024;
+
+export async function evaluateFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, opts: EvalOptions = {}): Promise<EvalResult> {
+  const { questions, skipped, ids } = evalQuestions(file, opts);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-eval-'));
+  try {
+    const questionFile = path.join(tmp, 'questions.jsonl');
+    fs.writeFileSync(questionFile, questions.map(({ record: r, text }) =>
+      JSON.stringify({ question_id: r.id, ...(r.image !== undefined ? { image: r.image } : {}), text, ...(typeof r.category === 'string' ? { category: r.category } : {}) }) + '\n').join(''));
+    const answers = opts.answers ?? path.join(tmp, 'answers.jsonl');
+    let res: AnswerResult;
+    try {
+      res = await answerQuestions(model, tokenizer, {
+        questions: questionFile, imageFolder, answers, modelId: opts.modelId ?? 'vwlmm', maxNewTokens: opts.maxNewTokens ?? 16,
+        batchSize: opts.batchSize ?? 32, flushEvery: FLUSH_EVERY, strict: opts.strict, dtype: opts.dtype,
+      });
+    } catch (e) {
+      // --strict: name the records' file, not the temporary question file written from it (the message names the id)
+      const m = (e as Error).message, prefix = `questions ${questionFile} `;
+      if (m.startsWith(prefix)) throw new Error(`${file} ${m.slice(prefix.length).replace(/^line \d+ \(question_id (.*?)\): /, 'record $1: ')}`);
+      throw e;
+    }
+    // a question answerQuestions could not ask (an unreadable image) is skipped for its reason, not as "no answer"
+    const why = new Map(res.skipped.map((s) => [String(s.questionId), s.reason]));
+    const r = scoreQuestions(answers, questions, ids, file);
+    return { ...r, skipped: [...skipped, ...r.skipped.map((s) => (why.has(s.id!) ? { id: s.id, reason: why.get(s.id!)! } : s))], answers: opts.answers ?? null, resumed: res.resumed };
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
 }

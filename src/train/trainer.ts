@@ -238,7 +238,7 @@ export function batchIndices(seed: number, s: Stage, step: number, micro: number
 }
 
 /** The sample order's name, saved in checkpoints (TrainerState.sampleOrder): seeded permutations keyed by the stage's name. */
-export const SAMPLE_ORDER = 'by-stage-name';
+const SAMPLE_ORDER = 'by-stage-name';
 
 const orderCache = new Map<string, number[]>();
 function epochOrder(seed: number, stage: string, epoch: number, n: number): number[] {

@@ -46,7 +46,7 @@ const FUNCTIONS = [
   'tokenizerImageToken', 'readLlavaRecords', 'loadImage', 'decodeImage', 'preprocessClip', 'normalizeRgb', 'writeSortOfClevr',
   'generateScene', 'renderScene', 'questionsFor', 'captionFor', 'sortOfClevrVocabulary', 'writeWordLevelTokenizer', 'wordLevelTokenizerJson', 'llamaTokenizerJson',
   // eval
-  'normalizeAnswer', 'exactMatch', 'vqaSoftAccuracy', 'evaluateFile', 'visualWordsOf', 'drawVisualWords',
+  'normalizeAnswer', 'exactMatch', 'vqaSoftAccuracy', 'evaluateFile', 'scoreLlavaAnswers', 'visualWordsOf', 'drawVisualWords',
   'answerPrompt', 'mmbenchQuestions', 'mmbenchSubmission', 'readXlsx', 'writeXlsx',
   'scoreGQA', 'gqaPrediction', 'scoreMME', 'convertAnswersToMME',
   // demo

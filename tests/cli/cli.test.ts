@@ -47,6 +47,11 @@ describe('vwlmm CLI', () => {
     expect(demoStderr).toMatch(/vwlmm demo: expected time on this machine: ~\d/);
     for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'trainer_state.json', 'optimizer.safetensors']) expect(fs.existsSync(path.join(demo.checkpoint as string, f)), f).toBe(true);
     for (const k of ['metrics', 'lossCurve', 'visualWords']) expect(fs.statSync(demo[k] as string).size).toBeGreaterThan(100);
+    // the accuracies score the answers file it kept (LLaVA's answer lines, one per test question, in its order)
+    expect(demo.answers).toBe(path.join(out, 'demo', 'vw', 'answers', 'test.jsonl'));
+    const answers = fs.readFileSync(demo.answers as string, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { question_id: string; model_id: string });
+    expect(answers.map((a) => a.question_id)).toEqual((testJson as { id: string }[]).map((r) => r.id));
+    expect(answers[0].model_id).toBe('vw');
   });
 
   it('eval --json on the generated test split, per category', () => {
@@ -64,6 +69,15 @@ describe('vwlmm CLI', () => {
     expect(j.accuracy).toBeCloseTo(right / 30, 12);
     // 18 / 19 / 18 of these 30 right after the demo runs of seeds 0 / 1 / 2; an untrained model gets 0
     expect(j.accuracy).toBeGreaterThan(0.2);
+  });
+
+  it("score sort-of-clevr on the demo's answers file gives the demo's numbers, without generating", () => {
+    const r = cli('score', 'sort-of-clevr', '--answers', demo.answers as string, '--data', path.join(out, 'demo', 'data', 'test.json'), '--json');
+    expect(r.status, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout) as { accuracy: number; count: number; categories: Record<string, { accuracy: number; count: number }>; skipped: number };
+    expect(j.accuracy).toBeCloseTo(demo.accuracy as number, 12);
+    expect(j.categories).toEqual(demo.categories);
+    expect(j.skipped).toBe(0);
   });
 
   it('generate and visual-words on a generated image', () => {
