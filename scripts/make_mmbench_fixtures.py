@@ -4,9 +4,8 @@
   python3 scripts/make_mmbench_fixtures.py --llava DIR [--out tests/fixtures/eval/mmbench]
 
 DIR is a checkout of github.com/haotian-liu/LLaVA (commit c121f04 was used). Its llava/eval/model_vqa_mmbench.py runs
-unchanged (its eval_model), with llava/conversation.py, llava/mm_utils.py and llava/constants.py loaded by path; the
-model loader is a stub whose tokenizer is the Llama fixture tokenizer (tests/fixtures/sentencepiece/non_legacy) and whose
-generate() records its input ids and answers a fixed letter (no model code is imported). scripts/
+unchanged (its eval_model) with a stub model (scripts/llava_stub.py) whose tokenizer is the Llama fixture tokenizer
+(tests/fixtures/sentencepiece/non_legacy) and whose generate() answers a fixed letter. scripts/
 convert_mmbench_for_submission.py then runs as a script on the answers. Needs torch (CPU), transformers, pandas,
 openpyxl and Pillow.
 
@@ -25,33 +24,20 @@ Written (all under --out):
 """
 import argparse
 import base64
-import contextlib
-import importlib.util
 import io
 import json
 import os
 import random
-import runpy
 import shutil
-import sys
 import tempfile
 import types
 
-import torch
 from PIL import Image
-from transformers import AutoTokenizer
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-TOKENIZERS = os.path.join(ROOT, "tests", "fixtures", "sentencepiece")
+import llava_stub
+from llava_stub import ROOT
+
 COLUMNS = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source", "l2-category", "comment", "split"]
-
-
-def load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def image_b64(rng, fmt):
@@ -111,39 +97,16 @@ def write_tsv(path, rows, rng, extra):
 
 
 def run_eval(mm, tsv, out, conv_mode, lang, single_pred, all_rounds, chunks, tokenizer, letters):
-    """eval_model of model_vqa_mmbench.py on `tsv` with a stub model; returns its lines, prompts and image sizes."""
-    records = []
-
-    class Model:
-        config = types.SimpleNamespace(mm_use_im_start_end=False, image_aspect_ratio="pad")
-
-        def generate(self, input_ids, images=None, image_sizes=None, **kw):
-            records[-1]["image_size"] = list(image_sizes[0])
-            return torch.tensor([tokenizer(letters.pop(0), add_special_tokens=False).input_ids])
-
-    class Processor:
-        image_mean = [0.48145466, 0.4578275, 0.40821073]
-
-        def preprocess(self, image, return_tensors):
-            return {"pixel_values": torch.zeros(1, 3, 2, 2)}
-
-    real_tit = mm.tokenizer_image_token
-
-    def tokenizer_image_token(prompt, tok, *a, **k):
-        records.append({"prompt": prompt})
-        return real_tit(prompt, tok, *a, **k)
-
-    mm.tokenizer_image_token = tokenizer_image_token
-    mm.load_pretrained_model = lambda path, base, name: (tokenizer, Model(), Processor(), 2048)
+    """eval_model of model_vqa_mmbench.py on `tsv` with a stub model; returns its lines and records (prompt, image size)."""
     answers = os.path.join(out, "answers.jsonl")
     args = types.SimpleNamespace(model_path="/models/llava-fixture", model_base=None, question_file=tsv, answers_file=answers,
                                  conv_mode=conv_mode, num_chunks=chunks[0], chunk_idx=chunks[1], temperature=0, top_p=None,
                                  num_beams=1, all_rounds=all_rounds, single_pred_prompt=single_pred, lang=lang)
-    with contextlib.redirect_stderr(io.StringIO()):
+    with llava_stub.stubbed(llava_stub.StubModel(tokenizer, letters), mm) as model:
         mm.eval_model(args)
     lines = [json.loads(l) for l in open(answers)]
-    assert len(lines) == len(records)
-    return lines, records
+    assert len(lines) == len(model.records)
+    return lines, model.records
 
 
 def cells_of(xlsx):
@@ -157,30 +120,9 @@ def main():
     ap.add_argument("--llava", required=True, help="a LLaVA checkout")
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "eval", "mmbench"))
     a = ap.parse_args()
-    # llava as an empty package: the modules the script imports, loaded by path or stubbed (no model code)
-    for name in ["llava", "llava.model", "llava.eval"]:
-        m = types.ModuleType(name)
-        m.__path__ = []
-        sys.modules[name] = m
-    load(os.path.join(a.llava, "llava", "constants.py"), "llava.constants")
-    load(os.path.join(a.llava, "llava", "conversation.py"), "llava.conversation")
-    mm_utils = load(os.path.join(a.llava, "llava", "mm_utils.py"), "llava.mm_utils")
-    utils = types.ModuleType("llava.utils")
-    utils.disable_torch_init = lambda: None
-    sys.modules["llava.utils"] = utils
-    builder = types.ModuleType("llava.model.builder")
-    builder.load_pretrained_model = None  # replaced per run
-    sys.modules["llava.model.builder"] = builder
-    if "shortuuid" not in sys.modules:
-        try:
-            import shortuuid  # noqa: F401
-        except ImportError:
-            su = types.ModuleType("shortuuid")
-            su.uuid = lambda: "".join(random.choice("23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz") for _ in range(22))
-            sys.modules["shortuuid"] = su
-    torch.Tensor.cuda = lambda self, *a, **k: self  # the script moves its inputs to the GPU; the stub runs on the CPU
-    mm = load(os.path.join(a.llava, "llava", "eval", "model_vqa_mmbench.py"), "llava.eval.model_vqa_mmbench")
-    toks = {v: AutoTokenizer.from_pretrained(os.path.join(TOKENIZERS, v)) for v in ["legacy", "non_legacy"]}
+    mm_utils = llava_stub.install(a.llava)
+    mm = llava_stub.load(os.path.join(a.llava, "llava", "eval", "model_vqa_mmbench.py"), "llava.eval.model_vqa_mmbench")
+    toks = llava_stub.tokenizers()
 
     rng = random.Random(0)
     os.makedirs(a.out, exist_ok=True)
@@ -241,12 +183,8 @@ def main():
                 for l in lines + extra:
                     f.write(json.dumps(l) + "\n")
             shutil.copy(answers, os.path.join(rdir, "exp.jsonl"))
-            argv = sys.argv
-            sys.argv = ["convert_mmbench_for_submission.py", "--annotation-file", tsvs[tsv], "--result-dir", rdir, "--upload-dir", udir, "--experiment", "exp"]
-            try:
-                runpy.run_path(os.path.join(a.llava, "scripts", "convert_mmbench_for_submission.py"), run_name="__main__")
-            finally:
-                sys.argv = argv
+            llava_stub.run_main(os.path.join(a.llava, "scripts", "convert_mmbench_for_submission.py"),
+                                ["--annotation-file", tsvs[tsv], "--result-dir", rdir, "--upload-dir", udir, "--experiment", "exp"])
             shutil.copy(os.path.join(udir, "exp.xlsx"), os.path.join(a.out, f"{name}_expected.xlsx"))
             with open(os.path.join(a.out, f"{name}_expected_cells.json"), "w") as f:
                 json.dump(cells_of(os.path.join(udir, "exp.xlsx")), f, ensure_ascii=False)

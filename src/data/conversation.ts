@@ -196,7 +196,8 @@ function renderSegments(turns: NormTurn[], t: ConversationTemplate, generation: 
       pushSeg(segs, t.system + t.sep, false);
       for (const turn of turns) {
         if (turn.role === 0) {
-          pushSeg(segs, `${user}: ${turn.value}${t.sep}`, false);
+          // LLaVA's get_prompt writes an empty message as the bare role + ":" (no space, no separator)
+          pushSeg(segs, turn.value ? `${user}: ${turn.value}${t.sep}` : `${user}:`, false);
         } else {
           pushSeg(segs, `${assistant}:`, false);
           pushSeg(segs, ` ${turn.value}${t.sep2}`, true);

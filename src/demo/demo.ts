@@ -1,9 +1,9 @@
 // `vwlmm demo`, the main job: generate Sort-of-CLEVR (LLaVA JSON + PNG + tokenizer.json), train a small
 // VW-LMM from scratch through both stages on the CPU (src/demo/recipe.ts), evaluate it on the generated
-// test split through the file pipeline (the same code as `vwlmm eval`: LLaVA's answers file <run>/answers/test.jsonl,
-// then its score), and write the checkpoint, the
-// metrics log, the loss curve and a visual-words picture, and what `vwlmm train` needs to run stages 1 and 2 again
-// (src/demo/reproduce.ts: data/stages/, <run>/init, <run>/reproduce.sh). With ablation, the same run with vmWeight 0.
+// test split through the file pipeline (the same code as `vwlmm eval`: LLaVA's answers file
+// <run>/answers/test.jsonl, then its score), and write the checkpoint, the metrics log, the loss curve, a
+// visual-words picture, and what `vwlmm train` needs to run stages 1 and 2 again (src/demo/reproduce.ts:
+// data/stages/, <run>/init, <run>/reproduce.sh). With ablation, the same run with vmWeight 0.
 // Before training it says which CPU GEMM runs and how long the run should take here (src/demo/estimate.ts).
 import type { ProcessGroup } from '../distributed/process_group';
 import type { ComputeDtype } from '../amp';

@@ -11,7 +11,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { collate } from '../data/collate';
-import { buildGenerationPrompt, ConversationTemplate, GenerationPrompt, getTemplate, TemplateName, Turn } from '../data/conversation';
+import { buildGenerationPrompt, ConversationTemplate, GenerationPrompt, getTemplate, IMAGE_TOKEN, TemplateName, tokenizerImageToken } from '../data/conversation';
 import { decodeImage, loadImage, preprocessClip } from '../data/images';
 import { TextTokenizer } from '../data/tokenizer';
 import type { ComputeDtype } from '../amp';
@@ -114,7 +114,7 @@ function answeredIds(file: string): Set<string> {
 const SINGLE_PRED = "Answer with the option's letter from the given choices directly.";
 
 /** A question to answer: its image (a file, or base64 from an MMBench TSV), the human turn after "<image>\n", the prompt written. */
-interface Question {
+export interface Question {
   line: number;
   id: unknown;
   image: { file: string } | { base64: string; row: number } | null;
@@ -129,7 +129,7 @@ interface Question {
  * front when the record has an image (eval_science_qa counts those as IMG), and both get the single-prediction
  * instruction with --single-pred-prompt.
  */
-function scienceQuestions(file: string, singlePred: boolean, strict: boolean | undefined, skipped: AnswerResult['skipped']) {
+export function scienceQuestions(file: string, singlePred: boolean, strict: boolean | undefined, skipped: AnswerResult['skipped']): Question[] {
   let list: unknown;
   try {
     list = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -159,12 +159,46 @@ function scienceQuestions(file: string, singlePred: boolean, strict: boolean | u
 }
 
 /**
+ * model_vqa_loader's (and model_vqa's: the same prompt code) questions: JSON lines with question_id, text and image (a
+ * file name; without one, a text-only question), the text taken as it is for both the prompt and the line written.
+ */
+export function loaderQuestions(file: string, strict: boolean | undefined, skipped: AnswerResult['skipped']): Question[] {
+  const out: Question[] = [];
+  fs.readFileSync(file, 'utf8').split('\n').forEach((l, i) => {
+    if (!l.trim()) return;
+    const bad = (reason: string, id?: unknown) => {
+      if (strict) throw new Error(`questions ${file} line ${i + 1}: ${reason}`);
+      skipped.push({ line: i + 1, questionId: id, reason });
+    };
+    let q: Record<string, unknown>;
+    try {
+      q = JSON.parse(l) as Record<string, unknown>;
+    } catch (e) {
+      return bad(`not JSON (${(e as Error).message})`);
+    }
+    if (q === null || typeof q !== 'object' || Array.isArray(q)) return bad('not a JSON object');
+    if (!('question_id' in q)) return bad('no question_id');
+    if (typeof q.text !== 'string') return bad('text must be a string', q.question_id);
+    if (q.image !== undefined && typeof q.image !== 'string') return bad('image must be a file name', q.question_id);
+    out.push({ line: i + 1, id: q.question_id, image: q.image !== undefined ? { file: q.image as string } : null, text: q.text, prompt: q.text });
+  });
+  return out;
+}
+
+/**
  * The generation prompt of a question as LLaVA's eval loaders build it: "<image>\n" + text as the human turn (text
  * taken as it is), the assistant turn open; its token ids by tokenizer_image_token when a tokenizer is given.
+ * With plain (conv_plain, SeparatorStyle.PLAIN) that is the human turn + "\n", its text kept; buildGenerationPrompt's
+ * plain prompt is the training one ("<image>" alone: a stage-1 model's caption cue).
  */
 export function answerPrompt(text: string, hasImage: boolean, template: TemplateName | ConversationTemplate, tokenizer?: TextTokenizer | null): GenerationPrompt {
-  const turns: Turn[] = [{ from: 'human', value: hasImage ? `<image>\n${text}` : text }];
-  return buildGenerationPrompt(turns, template, tokenizer, { moveImageToFront: false });
+  const value = hasImage ? `${IMAGE_TOKEN}\n${text}` : text;
+  const t = getTemplate(template);
+  if (t.style === 'plain') {
+    const prompt = value ? value + t.sep : ''; // get_prompt skips an empty message, separator and all
+    return { prompt, inputIds: tokenizer ? tokenizerImageToken(prompt, tokenizer) : null, numImages: prompt.split(IMAGE_TOKEN).length - 1 };
+  }
+  return buildGenerationPrompt([{ from: 'human', value }], t, tokenizer, { moveImageToFront: false });
 }
 
 export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o: AnswerOptions): Promise<AnswerResult> {
@@ -183,24 +217,7 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
     }));
   } else if (o.format === 'science') {
     for (const q of scienceQuestions(o.questions, !!o.singlePredPrompt, o.strict, skipped)) questions.push(q);
-  } else fs.readFileSync(o.questions, 'utf8').split('\n').forEach((l, i) => {
-    if (!l.trim()) return;
-    const bad = (reason: string, id?: unknown) => {
-      if (o.strict) throw new Error(`questions ${o.questions} line ${i + 1}: ${reason}`);
-      skipped.push({ line: i + 1, questionId: id, reason });
-    };
-    let q: Record<string, unknown>;
-    try {
-      q = JSON.parse(l) as Record<string, unknown>;
-    } catch (e) {
-      return bad(`not JSON (${(e as Error).message})`);
-    }
-    if (q === null || typeof q !== 'object' || Array.isArray(q)) return bad('not a JSON object');
-    if (!('question_id' in q)) return bad('no question_id');
-    if (typeof q.text !== 'string') return bad('text must be a string', q.question_id);
-    if (q.image !== undefined && typeof q.image !== 'string') return bad('image must be a file name', q.question_id);
-    questions.push({ line: i + 1, id: q.question_id, image: q.image !== undefined ? { file: q.image as string } : null, text: q.text, prompt: q.text });
-  });
+  } else for (const q of loaderQuestions(o.questions, o.strict, skipped)) questions.push(q);
   const chunk = mmbench ?? chunkOf(questions, o.numChunks ?? 1, o.chunkIdx ?? 0);
   fs.mkdirSync(path.dirname(path.resolve(o.answers)), { recursive: true });
   const done = answeredIds(o.answers);
@@ -215,6 +232,16 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
     for (let b = 0; b < pending.length; b += flushEvery) {
       const batch: { q: (typeof pending)[number]; prompt: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null } }[] = [];
       for (const q of pending.slice(b, b + flushEvery)) {
+        const skip = (reason: string) => {
+          if (o.strict) throw new Error(`questions ${o.questions} line ${q.line} (question_id ${JSON.stringify(q.id)}): ${reason}`);
+          skipped.push({ line: q.line, questionId: q.id, reason });
+        };
+        const p = answerPrompt(q.text, q.image !== null, template, tokenizer);
+        // LLaVA builds such a prompt too, but its model fails on more placeholders than images
+        if (p.numImages !== (q.image !== null ? 1 : 0)) {
+          skip(`the question's text holds "<image>" (the prompt would hold ${p.numImages} image placeholders for ${q.image !== null ? 'one image' : 'no image'})`);
+          continue;
+        }
         let pixels: Float32Array | null = null;
         if (q.image !== null) {
           const img = q.image;
@@ -222,13 +249,10 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
             const rgb = 'file' in img ? await loadImage(path.resolve(o.imageFolder, img.file)) : await decodeImage(Buffer.from(img.base64, 'base64'), `${o.questions} row ${img.row} column image`);
             pixels = await preprocessClip(rgb, { size: cfg.image.size, mean: cfg.image.mean, std: cfg.image.std, aspect: cfg.image.aspect === 'pad' ? 'pad' : 'resize_crop' });
           } catch (e) {
-            const reason = `image ${'file' in img ? img.file : `row ${img.row}`}: ${(e as Error).message}`;
-            if (o.strict) throw new Error(`questions ${o.questions} line ${q.line} (question_id ${JSON.stringify(q.id)}): ${reason}`);
-            skipped.push({ line: q.line, questionId: q.id, reason });
+            skip(`image ${'file' in img ? img.file : `row ${img.row}`}: ${(e as Error).message}`);
             continue;
           }
         }
-        const p = answerPrompt(q.text, q.image !== null, template, tokenizer);
         const c = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tokenizer.padId, numPatches: model.numImageTokens });
         batch.push({ q, prompt: { tokenIds: c.tokenIds, imagePositions: c.imagePositions, pixelValues: c.pixelValues } });
       }
