@@ -418,7 +418,8 @@ export interface GenerationPrompt {
 /**
  * The prompt for greedy decoding of the next assistant reply (LLaVA eval: conv.append_message(roles[1],
  * None); conv.get_prompt()). `conversations` ends with the human question (for short-answer benchmarks
- * append SHORT_ANSWER_PROMPT to it). The plain template gives just "<image>" (as in its training prompt).
+ * append SHORT_ANSWER_PROMPT to it). The plain template gives just "<image>" (as in its training prompt;
+ * LLaVA's eval loaders give the human turn + "\n": answerPrompt in src/eval/answer.ts).
  */
 export function buildGenerationPrompt(
   conversations: readonly Turn[],

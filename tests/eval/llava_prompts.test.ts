@@ -85,15 +85,23 @@ describe("LLaVA's eval loaders: `answer` writes LLaVA's lines", () => {
       const r = run(name);
       const ck = loadCheckpoint(fx.init);
       const out = path.join(tmp(), 'answers.jsonl');
-      const res = await answerQuestions(ck.model, new TextTokenizer(ck.tokenizerPath!), {
-        questions: path.join(dir, r.questions), format: science(r) ? 'science' : 'vqa_loader', singlePredPrompt: r.single_pred_prompt,
+      const opts = {
+        questions: path.join(dir, r.questions), format: science(r) ? 'science' as const : 'vqa_loader' as const, singlePredPrompt: r.single_pred_prompt,
         imageFolder: path.join(dir, 'images'), answers: out, modelId: 'llava-fixture', template: r.conv_mode, maxNewTokens: 1,
-      });
-      ck.model.dispose();
+      };
+      const tok = new TextTokenizer(ck.tokenizerPath!);
+      const res = await answerQuestions(ck.model, tok, opts);
       // the questions whose text holds "<image>" (the loader's ids 6 and 7; science removes the tag)
       const twice = r.prompts.flatMap((p, i) => (p.split('<image>').length > 2 ? [r.lines[i].question_id] : []));
       expect(twice).toEqual(science(r) ? [] : [6, 7]);
-      expect(res.skipped).toEqual(twice.map((id) => ({ line: expect.any(Number), questionId: id, reason: 'the question\'s text holds "<image>" (the prompt would hold 2 image placeholders for one image)' })));
+      const lineOf = (id: unknown) => questionsOf(r).find((q) => q.id === id)!.line;
+      const reason = 'the question\'s text holds "<image>" (the prompt would hold 2 image placeholders for one image)';
+      expect(res.skipped).toEqual(twice.map((id) => ({ line: lineOf(id), questionId: id, reason })));
+      if (twice.length) {
+        const strict = answerQuestions(ck.model, tok, { ...opts, answers: path.join(tmp(), 'strict.jsonl'), strict: true });
+        await expect(strict).rejects.toThrow(`questions ${opts.questions} line ${lineOf(6)} (question_id 6): ${reason}`);
+      }
+      ck.model.dispose();
       const lines = fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
       for (const l of lines) {
         delete l.answer_id; // random
