@@ -112,7 +112,8 @@ export function readZipEntry(fd: number, file: string, entry: ZipEntry, start = 
   if (entry.method === 8) {
     let data: Buffer;
     try {
-      data = zlib.inflateRawSync(readAt(fd, file, entry.offset, entry.compressedSize));
+      // bounded by the directory's size: a hostile entry cannot inflate into gigabytes before the check below
+      data = zlib.inflateRawSync(readAt(fd, file, entry.offset, entry.compressedSize), { maxOutputLength: Math.max(1, entry.size) });
     } catch (e) {
       throw new ZipError(file, `entry '${entry.name}': cannot inflate (${(e as Error).message})`);
     }

@@ -13,7 +13,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { answerPrompt, answerQuestions } from '../../src/eval/answer';
 import { mmbenchQuestions, mmbenchSubmission, readTable } from '../../src/eval/mmbench';
 import { formatG, readXlsx, writeXlsx, XlsxValue } from '../../src/io/xlsx';
-import { readZipEntries, readZipEntry } from '../../src/io/zip';
+import { readZipEntries, readZipEntry, writeZip } from '../../src/io/zip';
 import { decodeImage } from '../../src/data/images';
 import { TextTokenizer } from '../../src/data/tokenizer';
 import type { TemplateName } from '../../src/data/conversation';
@@ -266,5 +266,18 @@ describe('xlsx writer and reader', () => {
     bytes[at + 10] ^= 0xff;
     fs.writeFileSync(f, bytes);
     expect(() => readXlsx(f)).toThrow(/zip: .*c\.xlsx: entry 'xl\/worksheets\/sheet1\.xml': (cannot inflate|inflated to)/);
+  });
+  it('an entry that inflates past the size its directory states stops at that size (no zip bomb)', () => {
+    const z = writeZip([{ name: 'a', data: new Uint8Array(20_000_000) }]);
+    z.writeUInt32LE(10, z.lastIndexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02])) + 24); // the central directory's uncompressed size
+    const f = path.join(tmp(), 'bomb.zip');
+    fs.writeFileSync(f, z);
+    const fd = fs.openSync(f, 'r');
+    try {
+      const e = readZipEntries(fd, f, { deflate: true }).get('a')!;
+      expect(() => readZipEntry(fd, f, e)).toThrow(/bomb\.zip: entry 'a': cannot inflate \(Cannot create a Buffer larger than 10 bytes\)/);
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 });
