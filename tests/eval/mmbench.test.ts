@@ -275,7 +275,7 @@ describe('xlsx writer and reader', () => {
     const fd = fs.openSync(f, 'r');
     try {
       const e = readZipEntries(fd, f, { deflate: true }).get('a')!;
-      expect(() => readZipEntry(fd, f, e)).toThrow(/bomb\.zip: entry 'a': cannot inflate \(Cannot create a Buffer larger than 10 bytes\)/);
+      expect(() => readZipEntry(fd, f, e)).toThrow(/bomb\.zip: entry 'a': cannot inflate/);
     } finally {
       fs.closeSync(fd);
     }
