@@ -74,15 +74,16 @@ describe('Stage.loss with extraParameters', () => {
     const tower = new Set(m.visionTower.parameters()), rest = m.parameters().filter((p) => !tower.has(p));
     const tower0 = snapshot([...tower]), rest0 = snapshot(rest), heads0 = snapshot(hs), loss0 = allLoss(m, hs);
     const out = tmp(), records: Record<string, unknown>[] = [];
-    new Trainer(m, [probe(hs, 100)], { seed: 3, outDir: out, checkpointFiles: { tokenizer: json }, onLog: (r) => records.push(r) }).run();
+    new Trainer(m, [probe(hs, 200)], { seed: 3, outDir: out, checkpointFiles: { tokenizer: json }, onLog: (r) => records.push(r) }).run();
     const loss1 = allLoss(m, hs), detail = JSON.stringify({ loss0, loss1, priorLoss });
-    // 100 steps of 4 images fit the 8 images' patches: measured 1.39 -> 0.38, the class shares' loss 1.36
+    // 200 steps of 4 images fit the 8 images' patches, whatever the sample order (at 100 steps the fit depended on it:
+    // 0.38 to 0.88 over stage names); the class shares' loss is 1.36
     expect(loss1, detail).toBeLessThan(0.5 * priorLoss);
     expect(snapshot(hs).map((h, j) => h.some((v, i) => v !== heads0[j][i]))).toEqual([true, true]);
     expect(snapshot([...tower]).some((t, k) => t.some((v, i) => v !== tower0[k][i]))).toBe(true);
     expect(snapshot(rest)).toEqual(rest0);
     const train = records.filter((r) => r.type === 'train');
-    expect(train.map((r) => r.step)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    expect(train.map((r) => r.step)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
     expect(Object.keys(train[0])).toEqual(['type', 'stage', 'step', 'steps', 'globalStep', 'loss', 'lr', 'gradNorm', 'elapsed', 'eta']);
     expect(train.every((r) => Number.isFinite(r.loss) && (r.gradNorm as number) > 0)).toBe(true);
     // the model checkpoint is the model's weights only; the heads are trainer state beside it
