@@ -209,10 +209,9 @@ async function main(): Promise<void> {
   writeJsonl(qFile, questions);
   writeJsonl(warmFile, questions.slice(0, warmup));
 
-  // prompt lengths: vwlmm generates only equal-length prompts together (VwLmm.generate groups a batch by length)
+  // prompt lengths: both sides pad each batch on the left (VwLmm.generate sorts the prompts by length first)
   const lengths = questions.map((q) => answerPrompt(q.text, true, config.template, tokenizer).inputIds!.length - 1 + P);
-  let groups = 0;
-  for (let b = 0; b < lengths.length; b += batchSize) groups += new Set(lengths.slice(b, b + batchSize)).size;
+  const distinctLengths = new Set(lengths).size;
 
   // 3. what transformers must reproduce: the first questions' prompt ids, pixels and next-token logits
   const check = new Map<string, HostTensor>();
@@ -307,7 +306,7 @@ async function main(): Promise<void> {
   console.log(`\nanswering: ${given ? `${modelDir}:` : `${size} model`} (LLaMA d ${cfg.hiddenSize}, ${cfg.numLayers} layers, V ${cfg.vocabSize}; CLIP d ${vis.hiddenSize}, ${vis.numLayers} layers, ${P} image tokens), ` +
     `${nQuestions} questions over ${nImages} images${uniform ? ' (one template: equal prompt lengths)' : ''}, ${f(promptTokens, 1)} prompt tokens on average, batch ${batchSize}, ${threads} threads, float32`);
   console.log(`checks (transformers recomputed vwlmm's first ${hf.checks.questions} questions): prompt ids equal ${hf.checks.prompt_ids_equal}, pixels max |diff| ${Number(hf.checks.pixels_max_abs_diff).toExponential(1)}, next-token logits rel. err ${Number(hf.checks.logits_rel_err).toExponential(1)}`);
-  console.log(`vwlmm formed ${groups} generation groups from ${Math.ceil(nQuestions / batchSize)} batches (equal prompt lengths only): ${f(nQuestions / groups, 1)} questions per group; transformers pads each batch\n`);
+  console.log(`${distinctLengths} distinct prompt lengths; both sides pad each batch on the left (vwlmm after sorting the prompts by length)\n`);
   console.log('| side | max_new_tokens | answers/s | generated tokens/s | ms per generated token | vwlmm / transformers (answers/s) | answers agree | tokens agree |');
   console.log('|---|---|---|---|---|---|---|---|');
   [1, budget].forEach((b, i) => {
@@ -322,7 +321,7 @@ async function main(): Promise<void> {
   console.log(`\nPROJECTION, not a measurement: LLaVA-1.5-7B on one H200, GQA testdev: prefill ${prompt7b} tokens + CLIP-L/336 at the bf16 peak (989 TFLOP/s) = ${f(prefillBoundMs, 1)} ms/question; ` +
     `decode ${decodeSteps} steps x 13.5 GB of bf16 weights at 4.8 TB/s = ${f(decodeStepBoundMs, 2)} ms/step: batch 1 >= ${f(h200.batch1Minutes, 1)} min, batch 16 >= ${f(h200.batch16Minutes, 1)} min; at 50% of peak FLOP/s and 70% of bandwidth, batch 1 ~ ${f(h200.realisticBatch1Minutes, 1)} min`);
   console.log(JSON.stringify({
-    benchmark: 'answer_throughput', size: given ? modelDir : size, questions: nQuestions, images: nImages, uniform, batchSize, maxNewTokens: budget, threads, promptTokens, groups, loadStart, loadEnd,
+    benchmark: 'answer_throughput', size: given ? modelDir : size, questions: nQuestions, images: nImages, uniform, batchSize, maxNewTokens: budget, threads, promptTokens, distinctLengths, loadStart, loadEnd,
     gemm: backendInfo().cpu.gemm, torch: hf.torch, transformers: hf.transformers, attn: hf.attn_implementation, checks: hf.checks, agreement: agree, sides, h200,
   }));
 }

@@ -195,35 +195,60 @@ export class VwLmm extends Module {
   /**
    * Generation for a batch of prompts (token ids with the image placeholder already expanded to image
    * positions, as collate produces for one sample each): greedy when temperature is 0, else sampling with
-   * temperature and top-p. Prompts of equal length run together with a KV cache.
+   * temperature and top-p. Results come back in the prompts' order.
+   *
+   * Batching, as transformers' generate: the prompts, sorted by length (ties in the caller's order), are cut into
+   * batches of `batchSize` (default 32) that run together with a KV cache, each prompt left-padded to its batch's
+   * longest. The key mask hides the padding from every query (prefill and decode); padded positions get zero
+   * embeddings and see no key (the attention op writes zeros for such a row), so they stay exactly zero. RoPE
+   * then places a row's tokens at pad..pad+L-1 rather than 0..L-1: the scores depend only on relative positions,
+   * so the logits equal the unpadded ones up to float rounding (tests/model/vwlmm.test.ts checks 1e-5 relative).
+   * Sampling draws from one Generator(seed): batch by batch in that sorted order, then step by step, then row by
+   * row (a finished row draws too, its token ignored), so a prompt's draws depend on the other prompts of the call.
    */
-  generate(prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[], opts: GenerateOptions): number[][] {
+  generate(prompts: GeneratePrompt[], opts: GenerateOptions): number[][] {
     const dtype = opts.dtype === undefined ? defaultComputeDtype(this.device) : parseComputeDtype('VwLmm.generate', opts.dtype);
     return autocast(dtype, () => this.generateIn(prompts, opts));
   }
 
-  private generateIn(prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[], opts: GenerateOptions): number[][] {
-    const results: number[][] = new Array(prompts.length);
-    const byLength = new Map<number, number[]>();
+  private generateIn(prompts: GeneratePrompt[], opts: GenerateOptions): number[][] {
+    const batchSize = opts.batchSize ?? 32;
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`VwLmm.generate: batchSize must be a positive integer, got ${batchSize}`);
     prompts.forEach((p, i) => {
       const bad = p.imagePositions.find((pos) => pos < 0 || pos >= p.tokenIds.length);
       if (bad !== undefined) throw new RangeError(`VwLmm.generate: prompt ${i} has an image position ${bad} outside its ${p.tokenIds.length} tokens`);
       if (p.tokenIds.length === 0) throw new RangeError(`VwLmm.generate: prompt ${i} is empty`);
-      byLength.set(p.tokenIds.length, [...(byLength.get(p.tokenIds.length) ?? []), i]);
     });
+    // sorted by length, so a batch pads little; stable, so the order (and the Generator's draws) is deterministic
+    const order = prompts.map((_, i) => i).sort((a, b) => prompts[a].tokenIds.length - prompts[b].tokenIds.length || a - b);
+    const results: number[][] = new Array(prompts.length);
     const gen = new Generator(opts.seed ?? 0);
-    for (const [T, members] of byLength) {
-      for (let start = 0; start < members.length; start += opts.batchSize ?? 32) {
-        const group = members.slice(start, start + (opts.batchSize ?? 32));
-        const outs = noGrad(() => this.generateGroup(group.map((i) => prompts[i]), T, opts, gen));
-        group.forEach((i, k) => (results[i] = outs[k]));
-      }
+    for (let start = 0; start < order.length; start += batchSize) {
+      const group = order.slice(start, start + batchSize);
+      const outs = noGrad(() => this.generateGroup(group.map((i) => prompts[i]), group, opts, gen));
+      group.forEach((i, k) => (results[i] = outs[k]));
     }
     return results;
   }
 
-  private generateGroup(prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[], T: number, opts: GenerateOptions, gen: Generator): number[][] {
+  /** One batch: prompts left-padded to the longest (T); `rows` are their indices in the caller's list (onLogits). */
+  private generateGroup(prompts: GeneratePrompt[], rows: readonly number[], opts: GenerateOptions, gen: Generator): number[][] {
     const B = prompts.length, D = this.config.llm.hiddenSize, V = this.config.llm.vocabSize;
+    const T = prompts.reduce((m, p) => Math.max(m, p.tokenIds.length), 0);
+    const pads = prompts.map((p) => T - p.tokenIds.length);
+    const padded = pads.some((n) => n > 0);
+    // key mask int32 [B, Tk] over cache + new positions (null without padding: every key visible)
+    const keyMask = (Tk: number): Tensor | null => {
+      if (!padded) return null;
+      const m = new Int32Array(B * Tk).fill(1);
+      pads.forEach((n, b) => m.fill(0, b * Tk, b * Tk + n));
+      return Tensor.fromArray(m, [B, Tk], { device: this.device });
+    };
+    const logitsOf = (h: Tensor): number[] => {
+      const logits = this.lm_head.forward(h).toArray() as Float32Array;
+      opts.onLogits?.(logits, rows);
+      return this.pick(logits, B, V, opts, gen);
+    };
     const cache = new KVCache(this.config.llm.numLayers);
     const out: number[][] = prompts.map(() => []);
     const done = new Array(B).fill(false);
@@ -232,17 +257,26 @@ export class VwLmm extends Module {
         const tokenIds = new Int32Array(B * T), imagePositions: number[] = [];
         const pixels: Float32Array[] = [];
         prompts.forEach((p, b) => {
-          tokenIds.set(p.tokenIds, b * T);
-          p.imagePositions.forEach((pos) => imagePositions.push(b * T + pos));
+          const o = b * T + pads[b];
+          tokenIds.set(p.tokenIds, o);
+          p.imagePositions.forEach((pos) => imagePositions.push(o + pos));
           if (p.pixelValues) pixels.push(p.pixelValues);
         });
         const batch = { B, T, tokenIds, imagePositions: Int32Array.from(imagePositions) };
         const nImages = pixels.length;
         const feats = nImages > 0 ? this.imageFeatures(concatF32(pixels), nImages) : null;
-        const emb = this.inputEmbeddings(batch, feats);
-        const hs = this.model.forward(emb, { cache }).last; // [B, T, D]
-        const last = F.reshape(F.slice(hs, 1, T - 1, 1), [B, D]);
-        return this.pick(this.lm_head.forward(last).toArray() as Float32Array, B, V, opts, gen);
+        let emb = this.inputEmbeddings(batch, feats);
+        if (padded) {
+          // zeros at the padding: with no visible key their attention output is 0 and RMSNorm(0) = 0, so they stay 0
+          // in every layer; never a non-finite K/V there (a masked key's 0 weight times NaN would still be NaN)
+          const idx = new Int32Array(B * T);
+          for (let i = 0; i < idx.length; i++) idx[i] = i % T < pads[Math.floor(i / T)] ? B * T : i;
+          const zero = Tensor.zeros([1, D], { device: this.device, dtype: emb.dtype });
+          emb = F.reshape(F.gatherRows(F.concat([F.reshape(emb, [B * T, D]), zero], 0), Tensor.fromArray(idx, [B * T], { device: this.device })), [B, T, D]);
+        }
+        const hs = this.model.forward(emb, { keyMask: keyMask(T), cache }).last; // [B, T, D]
+        // left padding: every row's last real token is at T - 1
+        return logitsOf(F.reshape(F.slice(hs, 1, T - 1, 1), [B, D]));
       });
       for (let step = 0; step < opts.maxNewTokens; step++) {
         next.forEach((t, b) => {
@@ -253,8 +287,8 @@ export class VwLmm extends Module {
         if (done.every(Boolean) || step === opts.maxNewTokens - 1) break;
         next = scope(() => {
           const emb = this.model.embed_tokens.forward(Tensor.fromArray(Int32Array.from(next), [B, 1], { device: this.device }));
-          const hs = this.model.forward(emb, { cache }).last;
-          return this.pick(this.lm_head.forward(F.reshape(hs, [B, D])).toArray() as Float32Array, B, V, opts, gen);
+          const hs = this.model.forward(emb, { keyMask: keyMask(cache.length + 1), cache }).last;
+          return logitsOf(F.reshape(hs, [B, D]));
         });
       }
     } finally {
@@ -273,6 +307,13 @@ export class VwLmm extends Module {
   }
 }
 
+/** A prompt: token ids [L] with its image positions (0..L-1) and that image's pixels, or none (text only). */
+export interface GeneratePrompt {
+  tokenIds: Int32Array;
+  imagePositions: Int32Array;
+  pixelValues: Float32Array | null;
+}
+
 export interface GenerateOptions {
   maxNewTokens: number;
   eosId?: number;
@@ -280,12 +321,18 @@ export interface GenerateOptions {
   temperature?: number;
   topP?: number;
   seed?: number;
+  /** Prompts per batch (default 32); batches mix lengths (left padding). */
   batchSize?: number;
   /**
    * The precision of the products (src/amp.ts autocast): 'bfloat16' or 'float32'; default the device's (bf16 on CUDA,
    * fp32 on the CPU). One autocast region covers the whole call, so each weight is cast once.
    */
   dtype?: ComputeDtype;
+  /**
+   * @internal Inspection (tests): each step's logits [B * V] of a batch, and the caller's prompt index of each row
+   * (the prefill's call first, then one per decode step).
+   */
+  onLogits?: (logits: Float32Array, rows: readonly number[]) => void;
 }
 
 function argmax(a: Float32Array): number {

@@ -127,3 +127,107 @@ describe('VW-LMM', () => {
     model.dispose();
   });
 });
+
+// VwLmm.generate batches prompts of different lengths with left padding (key mask over the padding, image positions
+// shifted, RoPE positions shifted by the pad): tokens must equal those of each prompt run alone, and every step's
+// logits must agree with the unpadded run to float rounding.
+describe('VW-LMM generate: mixed-length batches', () => {
+  type Prompt = { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null };
+  const MAX_NEW = 6;
+
+  function setup() {
+    const { tokenizer, split, samples } = tinyData(4);
+    const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 4);
+    const one = (i: number) => batchOf([samples[i]], split, { imageSize: 75, numPatches: 25, padId: tokenizer.padId, mean: CLIP_MEAN, std: CLIP_STD });
+    // image positions 32..56 in every sample
+    const withImage = (i: number, L: number): Prompt => {
+      const b = one(i);
+      return { tokenIds: b.tokenIds.slice(0, L), imagePositions: b.imagePositions, pixelValues: b.pixelValues };
+    };
+    const textOnly = (i: number, from: number, L: number): Prompt => ({ tokenIds: one(i).tokenIds.slice(from, from + L), imagePositions: new Int32Array(0), pixelValues: null });
+    return { model, V: tokenizer.vocabSize, withImage, textOnly, full: (i: number) => withImage(i, one(i).T) };
+  }
+
+  /** Tokens and each step's logits row of every prompt (onLogits: the rows of a batch in the caller's indices). */
+  function run(model: VwLmm, V: number, prompts: Prompt[], opts: { batchSize?: number; eosId?: number } = {}) {
+    const logits: Float32Array[][] = prompts.map(() => []);
+    const tokens = model.generate(prompts, { maxNewTokens: MAX_NEW, ...opts, onLogits: (l, rows) => rows.forEach((i, b) => logits[i].push(l.slice(b * V, (b + 1) * V))) });
+    return { tokens, logits };
+  }
+
+  /** Each prompt alone (B = 1, no padding): the reference. */
+  function singles(model: VwLmm, V: number, prompts: Prompt[], opts: { eosId?: number } = {}) {
+    const r = prompts.map((p) => run(model, V, [p], opts));
+    return { tokens: r.map((x) => x.tokens[0]), logits: r.map((x) => x.logits[0]) };
+  }
+
+  /** Largest |a - b| / max |b| over every step's logits row of every prompt. */
+  function maxRelError(a: Float32Array[][], b: Float32Array[][]): number {
+    expect(a.map((x) => x.length)).toEqual(b.map((x) => x.length));
+    let worst = 0;
+    a.forEach((steps, i) => steps.forEach((row, s) => {
+      const ref = b[i][s];
+      let diff = 0, scale = 0;
+      row.forEach((v, j) => {
+        expect(Number.isFinite(v)).toBe(true);
+        diff = Math.max(diff, Math.abs(v - ref[j]));
+        scale = Math.max(scale, Math.abs(ref[j]));
+      });
+      worst = Math.max(worst, diff / scale);
+    }));
+    return worst;
+  }
+
+  it('greedy, images and text-only mixed: the tokens of each prompt alone, logits within 1e-5 relative, in the caller\'s order', () => {
+    const { model, V, withImage, textOnly } = setup();
+    // lengths 60, 20, 70, 5, 58, 60, 20: unsorted, with ties; text-only rows beside image rows in one batch
+    const prompts = [withImage(0, 60), textOnly(0, 0, 20), withImage(1, 70), textOnly(2, 57, 5), withImage(2, 58), withImage(3, 60), textOnly(1, 0, 20)];
+    const ref = singles(model, V, prompts);
+    const before = liveMemory();
+    const batched = run(model, V, prompts);
+    expect(liveMemory()).toEqual(before);
+    expect(batched.tokens).toEqual(ref.tokens);
+    expect(batched.tokens.every((t) => t.length === MAX_NEW)).toBe(true);
+    expect(batched.logits.every((x) => x.length === MAX_NEW)).toBe(true); // the prefill and every decode step
+    expect(maxRelError(batched.logits, ref.logits)).toBeLessThan(1e-5);
+    // the rows do differ, so the order check has teeth
+    expect(new Set(ref.tokens.map((t) => t.join())).size).toBeGreaterThan(2);
+    const reversed = model.generate([...prompts].reverse(), { maxNewTokens: MAX_NEW });
+    expect(reversed).toEqual([...ref.tokens].reverse());
+    // eos: a row that finishes early keeps being fed in its batch (its tokens ignored); the others are unaffected
+    const eosId = ref.tokens[2][1];
+    const withEos = run(model, V, prompts, { eosId });
+    const refEos = singles(model, V, prompts, { eosId });
+    expect(withEos.tokens).toEqual(refEos.tokens);
+    expect(withEos.tokens[2]).toEqual(ref.tokens[2].slice(0, 1));
+    model.dispose();
+  });
+
+  it('one prompt much longer than the other (113 positions of padding)', () => {
+    const { model, V, full, textOnly } = setup();
+    const prompts = [textOnly(1, 60, 4), full(0)];
+    expect(prompts[1].tokenIds.length - prompts[0].tokenIds.length).toBeGreaterThan(10);
+    const ref = singles(model, V, prompts);
+    const batched = run(model, V, prompts);
+    expect(batched.tokens).toEqual(ref.tokens);
+    expect(maxRelError(batched.logits, ref.logits)).toBeLessThan(1e-5);
+    model.dispose();
+  });
+
+  it('batchSize 1, 3 and larger than the number of prompts give the same tokens and logits', () => {
+    const { model, V, withImage, textOnly } = setup();
+    const prompts = [withImage(1, 64), textOnly(0, 3, 9), withImage(0, 57), textOnly(3, 70, 30), withImage(2, 61)];
+    const ref = singles(model, V, prompts);
+    for (const batchSize of [1, 3, 64]) {
+      const batched = run(model, V, prompts, { batchSize });
+      expect(batched.tokens, `batchSize ${batchSize}`).toEqual(ref.tokens);
+      expect(maxRelError(batched.logits, ref.logits), `batchSize ${batchSize}`).toBeLessThan(1e-5);
+    }
+    expect(() => model.generate(prompts, { maxNewTokens: 1, batchSize: 0 })).toThrow(/batchSize must be a positive integer, got 0/);
+    // sampling: one Generator in a fixed order, so the same seed gives the same answers
+    const s1 = model.generate(prompts, { maxNewTokens: MAX_NEW, temperature: 1, topP: 0.9, seed: 7, batchSize: 2 });
+    const s2 = model.generate(prompts, { maxNewTokens: MAX_NEW, temperature: 1, topP: 0.9, seed: 7, batchSize: 2 });
+    expect(s2).toEqual(s1);
+    model.dispose();
+  });
+});
