@@ -62,7 +62,9 @@ export interface Recipe {
    * while the LLM learns to read it; trained from then on. Trained from the start, the random LLM's
    * gradients wiped the tower's shape features (caption shape words 50%).
    */
-  stage0: { steps: number; batchSize: number; lr: number; frozenSteps: number };
+  stage0: { steps: number; batchSize: number; lr: number; frozenSteps: number;
+    /** How stage 0 reads an object's attributes from the tower (VisionPretrainOptions.readout; default 'attention'). */
+    readout?: 'attention' | 'object' | 'both' };
   /**
    * subsets: each caption image shows a random subset of 1..maxObjects of its objects (binding a colour
    * word to its object is easy with few objects). warmupObjects/warmupSteps: a first caption stage with

@@ -50,16 +50,37 @@ export function captionText(scene: Scene, relational = false): string {
   }).join(' , ');
 }
 
+/** How many pixels of patch (row, col) object o of a scene covers (objects are the 11 x 11 squares around their centres). */
+function coveredPixels(o: Scene['objects'][number], row: number, col: number, patch: number): number {
+  const span = (lo: number, c: number) => Math.max(0, Math.min(lo + patch - 1, Math.floor(c + 5)) - Math.max(lo, Math.ceil(c - 5)) + 1);
+  return span(col * patch, o.cx) * span(row * patch, o.cy);
+}
+
 /** The object covering most of patch (row, col) of a scene's image (at least 1/8 of the patch), or -1. */
 export function objectAtPatch(scene: Scene, row: number, col: number, patch: number): number {
   let best = -1, bestCount = 0;
   scene.objects.forEach((o, k) => {
-    let c = 0;
-    for (let y = row * patch; y < (row + 1) * patch; y++)
-      for (let x = col * patch; x < (col + 1) * patch; x++) if (Math.abs(x - o.cx) <= 5 && Math.abs(y - o.cy) <= 5) c++;
+    const c = coveredPixels(o, row, col, patch);
     if (c > bestCount) [best, bestCount] = [k, c];
   });
   return bestCount >= (patch * patch) / 8 ? best : -1;
+}
+
+/**
+ * Per object of a scene, the patches (raster index over a grid of `grid` x `grid`) it covers, each with the share of
+ * the object's pixels in it (the shares sum to 1): where the object is in the image tokens, as a pooling weight.
+ */
+export function objectPatchWeights(scene: Scene, patch: number, grid: number): { patch: number; weight: number }[][] {
+  return scene.objects.map((o) => {
+    const cells: { patch: number; weight: number }[] = [];
+    for (let row = 0; row < grid; row++)
+      for (let col = 0; col < grid; col++) {
+        const c = coveredPixels(o, row, col, patch);
+        if (c > 0) cells.push({ patch: row * grid + col, weight: c });
+      }
+    const total = cells.reduce((a, c) => a + c.weight, 0);
+    return cells.map((c) => ({ patch: c.patch, weight: c.weight / total }));
+  });
 }
 
 /**
