@@ -5,21 +5,11 @@
 //   npx tsx benchmarks/demo_recipe.ts '{"stage2":{"steps":3000}}' [--out /tmp/recipe-run]
 // Data-parallel (the recipe's batches are the global ones, each rank takes its share; rank 0 prints):
 //   VWLMM_NUM_THREADS=1 mpirun -np 2 --oversubscribe npx tsx benchmarks/demo_recipe.ts '{}'
-import { DEFAULT_RECIPE, Recipe, runRecipe } from '../src/demo/recipe';
+import { DEFAULT_RECIPE, runRecipe } from '../src/demo/recipe';
 import { initProcessGroup, launchEnv } from '../src/distributed';
-import { arg } from './support';
+import { arg, overridesArg, recipeWith } from './support';
 
-type Json = Record<string, unknown>;
-const merge = (a: Json, b: Json): Json => {
-  const o: Json = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    o[k] = v !== null && typeof v === 'object' && !Array.isArray(v) && typeof a[k] === 'object' ? merge(a[k] as Json, v as Json) : v;
-  }
-  return o;
-};
-
-const overrides = process.argv[2] && !process.argv[2].startsWith('--') ? (JSON.parse(process.argv[2]) as Json) : {};
-const recipe = merge(DEFAULT_RECIPE as unknown as Json, overrides) as unknown as Recipe;
+const recipe = recipeWith(DEFAULT_RECIPE, overridesArg());
 const t0 = Date.now();
 const at = () => `${((Date.now() - t0) / 1000).toFixed(0)}s`;
 (async () => {

@@ -53,3 +53,21 @@ export function engineDecoder(): { cfg: nn.LlamaConfig; model: nn.LlamaForCausal
   });
   return { cfg, model, batch: BATCH, seq: SEQ, step };
 }
+
+type Json = Record<string, unknown>;
+const deepMerge = (a: Json, b: Json): Json => {
+  const o: Json = { ...a };
+  for (const [k, v] of Object.entries(b)) o[k] = v !== null && typeof v === 'object' && !Array.isArray(v) && typeof a[k] === 'object' ? deepMerge(a[k] as Json, v as Json) : v;
+  return o;
+};
+
+/** A recipe with overrides deep-merged in (JSON objects merge field by field; anything else replaces). */
+export function recipeWith<R extends object>(base: R, ...overrides: Json[]): R {
+  return overrides.reduce((r, o) => deepMerge(r, o), base as unknown as Json) as unknown as R;
+}
+
+/** The first command-line argument when it is not a flag: a JSON object of recipe overrides ({} when absent). */
+export function overridesArg(): Json {
+  const a = process.argv[2];
+  return a && !a.startsWith('--') ? (JSON.parse(a) as Json) : {};
+}

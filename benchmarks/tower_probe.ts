@@ -15,14 +15,7 @@ import { objectAtPatch, SplitData } from '../src/demo/task';
 import { PRETRAIN_ATTRIBUTES } from '../src/demo/vision_pretrain';
 import { VwLmm } from '../src/model/vwlmm';
 import { scope, Tensor } from '../src/tensor';
-import { arg } from './support';
-
-type Json = Record<string, unknown>;
-const merge = (a: Json, b: Json): Json => {
-  const o: Json = { ...a };
-  for (const [k, v] of Object.entries(b)) o[k] = v !== null && typeof v === 'object' && !Array.isArray(v) && typeof a[k] === 'object' ? merge(a[k] as Json, v as Json) : v;
-  return o;
-};
+import { arg, overridesArg, recipeWith } from './support';
 
 /** Per object of images [0, n): its feature rows (a: most-covered patch, b: mean of covered patches) and attribute classes. */
 function objectRows(model: VwLmm, split: SplitData, n: number, r: Recipe): { a: number[][]; b: number[][]; y: number[][] } {
@@ -107,10 +100,9 @@ function score(w: number[][], x: number[][], y: number[]): number {
 }
 
 (async () => {
-  const overrides = process.argv[2] && !process.argv[2].startsWith('--') ? (JSON.parse(process.argv[2]) as Json) : {};
   // stages 1 and 2 of one step each: the tower stays frozen after stage 0 (stage0.frozenSteps), so the model's tower
   // is stage 0's
-  const r = merge(merge(DEFAULT_RECIPE as unknown as Json, { stage1: { steps: 1 }, stage2: { steps: 1 }, evalEvery: 100000 }), overrides) as unknown as Recipe;
+  const r = recipeWith(DEFAULT_RECIPE, { stage1: { steps: 1 }, stage2: { steps: 1 }, evalEvery: 100000 }, overridesArg());
   const res = await runRecipe(r, {
     outDir: arg('out', '/tmp/vwlmm-tower-probe'),
     onLog: (rec) => { if (rec.stage === 'vision' && rec.done) console.log('stage 0 read-out', JSON.stringify(rec)); },

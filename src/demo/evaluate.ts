@@ -52,17 +52,19 @@ export function evaluateSplit(model: VwLmm, split: SplitData, tokenizer: TextTok
 
 /**
  * Teacher-forced accuracy of the caption's attribute words (shape, left/right, top/bottom) on full
- * scenes: the stage-1 signal (chance is 50%); colour words and separators are excluded.
+ * scenes: the stage-1 signal (chance is 50%); colour words and separators are excluded. `relational`: the captions
+ * the relational recipe trains on (captionText's, whose closest / furthest shape words count too); a model trained on
+ * those, scored on the plain ones, meets a "," where it learned "closest" and loses track of the later objects.
  */
-export function captionAccuracy(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, maxImages = 100): number {
-  return captionWordAccuracy(model, split, tokenizer, ['square', 'circle', 'left', 'right', 'top', 'bottom'], maxImages);
+export function captionAccuracy(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, relational = false, maxImages = 100): number {
+  return captionWordAccuracy(model, split, tokenizer, ['square', 'circle', 'left', 'right', 'top', 'bottom'], relational, maxImages);
 }
 
 /** captionAccuracy restricted to the given words (e.g. the shape words). */
-export function captionWordAccuracy(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, words: string[], maxImages = 100): number {
+export function captionWordAccuracy(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, words: string[], relational = false, maxImages = 100): number {
   const attr = new Set(words.map((w) => tokenizer.tokenToId(w)));
   const n = Math.min(maxImages, split.scenes.length);
-  const convs = Array.from({ length: n }, (_, i) => ({ image: i, turns: [{ from: 'human' as const, value: '<image>' }, { from: 'gpt' as const, value: captionText(split.scenes[i]) }] }));
+  const convs = Array.from({ length: n }, (_, i) => ({ image: i, turns: [{ from: 'human' as const, value: '<image>' }, { from: 'gpt' as const, value: captionText(split.scenes[i], relational) }] }));
   const { samples } = tokenizeSamples(convs, tokenizer, 'plain');
   const cfg = model.config;
   let hit = 0, total = 0;
