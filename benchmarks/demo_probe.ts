@@ -4,7 +4,7 @@
 // projected image features at each object's centre patch (does what the LLM receives encode the object's
 // horizontal / vertical half?), (3) teacher-forced caption words.
 //
-//   npx tsx benchmarks/demo_probe.ts <checkpoint dir> [--images 150]
+//   npx tsx benchmarks/demo_probe.ts <checkpoint dir> [--images 150] [--plain-captions]
 import { noGrad } from '../src/autograd';
 import { answerFor, COLOURS, questionText, SortOfClevrQuestion } from '../src/data/sort_of_clevr';
 import { normalizeRgb } from '../src/data/images';
@@ -40,8 +40,10 @@ for (const [k, v] of Object.entries(acc.categories).sort()) console.log(`  ${k.p
 console.log('linear probes of the projected features at object centres (held-out accuracy):');
 for (const [k, v] of Object.entries(probes(model, split))) console.log(`  ${k.padEnd(18)} ${(100 * v).toFixed(1)}%`);
 
-// (3) caption words, teacher-forced
-for (const w of [['square', 'circle'], ['left', 'right'], ['top', 'bottom']]) console.log(`caption ${w.join('/')}: ${(100 * captionWordAccuracy(model, split, tokenizer, w)).toFixed(1)}%`);
+// (3) caption words, teacher-forced, on the captions the model trained on (--plain-captions: the generator's plain ones,
+// for a recipe with stage1.relational false)
+const relational = !process.argv.includes('--plain-captions');
+for (const w of [['square', 'circle'], ['left', 'right'], ['top', 'bottom']]) console.log(`caption ${w.join('/')}: ${(100 * captionWordAccuracy(model, split, tokenizer, w, relational)).toFixed(1)}%`);
 model.dispose();
 
 function probes(m: VwLmm, s: SplitData): Record<string, number> {
