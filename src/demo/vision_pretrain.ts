@@ -144,10 +144,8 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
       },
     }).runAsync();
     // per attribute; with 'both' the object read-out's as object_<attribute>
-    const accuracy = evalSplit ? Object.assign({}, ...kinds.map((k, r) => {
-      const acc = evaluateReadout(model, (sp, idx) => readout(model, sp, idx)[r], heads[r], evalSplit);
-      return Object.fromEntries(Object.entries(acc).map(([a, v]) => [r > 0 ? `${k}_${a}` : a, v]));
-    })) as Record<string, number> : {};
+    const accuracy = evalSplit ? Object.assign({}, ...evaluateReadout((sp, idx) => readout(model, sp, idx), heads, evalSplit).map((acc, r) =>
+      Object.fromEntries(Object.entries(acc).map(([a, v]) => [r > 0 ? `${kinds[r]}_${a}` : a, v])))) as Record<string, number> : {};
     return { seconds: (Date.now() - t0) / 1000, accuracy };
   } finally {
     [queries, ...heads.flat()].forEach((t) => t.dispose());
@@ -198,26 +196,27 @@ export function objectReadoutOf(model: VwLmm, split: SplitData, idx: number[], f
   return F.matmul(Tensor.fromArray(pool, [B * nC, B * P], { device: model.device }), patches);
 }
 
-function evaluateReadout(model: VwLmm, readout: (split: SplitData, idx: number[]) => Tensor[], heads: Tensor[], split: SplitData): Record<string, number> {
+/** Per read-out kind, per attribute, the accuracy on `split` (every kind from one forward of the tower per batch). */
+function evaluateReadout(readout: (split: SplitData, idx: number[]) => Tensor[][], heads: Tensor[][], split: SplitData): Record<string, number>[] {
   const nC = COLOURS.length;
-  const right = new Array(heads.length).fill(0);
+  const right = heads.map((hs) => new Array(hs.length).fill(0));
   let count = 0;
   for (let s = 0; s < split.scenes.length; s += 50) {
     const idx = Array.from({ length: Math.min(50, split.scenes.length - s) }, (_, j) => s + j);
     const tg = targets(split, idx);
     noGrad(() => scope(() => {
       const h = readout(split, idx);
-      heads.forEach((w, a) => {
-        const logits = F.matmul(h[a], w, { transB: true }).toArray() as Float32Array;
+      heads.forEach((hs, k) => hs.forEach((w, a) => {
+        const logits = F.matmul(h[k][a], w, { transB: true }).toArray() as Float32Array;
         const C = w.shape[0];
         for (let r = 0; r < idx.length * nC; r++) {
           let best = 0;
           for (let c = 1; c < C; c++) if (logits[r * C + c] > logits[r * C + best]) best = c;
-          if (best === tg[a][r]) right[a]++;
+          if (best === tg[a][r]) right[k][a]++;
         }
-      });
+      }));
     }));
     count += idx.length * nC;
   }
-  return Object.fromEntries(PRETRAIN_ATTRIBUTES.map((a, i) => [a.kind, right[i] / count]));
+  return right.map((rk) => Object.fromEntries(PRETRAIN_ATTRIBUTES.map((a, i) => [a.kind, rk[i] / count])));
 }
