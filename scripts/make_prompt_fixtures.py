@@ -75,12 +75,15 @@ RUNS = [
     ("loader_vicuna_v1", LOADER, "questions.jsonl", "vicuna_v1", []),  # LLaVA-1.5's scripts/v1_5/eval/{textvqa,pope,vqav2,gqa,...}.sh
     ("loader_v1_chunk", LOADER, "questions.jsonl", "v1", ["--num-chunks", "3", "--chunk-idx", "1"]),
     ("loader_mistral_instruct", LOADER, "questions.jsonl", "mistral_instruct", []),
+    ("loader_llava_v1", LOADER, "questions.jsonl", "llava_v1", []),
+    ("loader_v1_mmtag", LOADER, "questions.jsonl", "v1_mmtag", []),  # the system prompt differs; the loader does not wrap the image
     ("loader_plain", LOADER, "questions.jsonl", "plain", []),
     ("vqa_vicuna_v1", VQA, "questions.jsonl", "vicuna_v1", []),  # mmvet.sh, llavabench.sh
     ("science_vicuna_v1_single", SCIENCE, "sqa.json", "vicuna_v1", ["--single-pred-prompt"]),  # sqa.sh
     ("science_vicuna_v1", SCIENCE, "sqa.json", "vicuna_v1", []),
     ("science_mistral_instruct_chunk", SCIENCE, "sqa.json", "mistral_instruct", ["--single-pred-prompt", "--num-chunks", "2", "--chunk-idx", "1"]),
     ("science_plain", SCIENCE, "sqa.json", "plain", []),
+    ("science_v1_mmtag_single", SCIENCE, "sqa.json", "v1_mmtag", ["--single-pred-prompt"]),
     ("science_plain_single", SCIENCE, "sqa.json", "plain", ["--single-pred-prompt"]),
 ]
 

@@ -4,7 +4,9 @@
 // Prompt strings (q = human turn, a = assistant reply; "<image>" already moved to the front of its turn):
 //   plain      (stage 1)  "<image>" + a + "\n"                       human text other than <image> dropped
 //   vicuna_v1  (stage 2)  SYSTEM + " " + "USER: " + q + " " + "ASSISTANT: " + a + "</s>" + "USER: " + ...
-//                         (LLaVA SeparatorStyle.TWO, sep " ", sep2 "</s>": role + ": " + message + sep|sep2)
+//                         (LLaVA SeparatorStyle.TWO, sep " ", sep2 "</s>": role + ": " + message + sep|sep2; an empty
+//                         message is the bare role + ":"); llava_v1 and v1_mmtag differ in SYSTEM, and v1_mmtag's
+//                         training prompts write the image as "<Image><image></Image>"
 //   mistral    (VW-LMM)   "[INST] " + q + " [/INST]" + a + "</s>" + "[INST] " + ... (VW-LMM's
 //                         SeparatorStyle.MISTRAL: sep "", sep2 "</s>", no system prompt, no space before a)
 //   mistral_instruct      "[INST] " + q + " [/INST]" + " " + a + " " + "</s>" + ... (LLaVA's
@@ -62,6 +64,11 @@ export interface ConversationTemplate {
   readonly sep: string;
   /** Second separator: the end of each assistant turn ("</s>"), supervised with the reply. */
   readonly sep2: string;
+  /**
+   * LLaVA's "mmtag" versions: training prompts (preprocess_multimodal, after moving the image to the front) write the
+   * image as "<Image><image></Image>". LLaVA's eval loaders do not wrap it (only their system prompt differs).
+   */
+  readonly imageTag?: boolean;
 }
 
 export const PLAIN: ConversationTemplate = Object.freeze({
@@ -78,6 +85,24 @@ export const VICUNA_V1: ConversationTemplate = Object.freeze({
   sep2: '</s>',
 });
 
+/** LLaVA's `llava_v1`: vicuna_v1 with "human" for "user" in the system prompt. */
+export const LLAVA_V1: ConversationTemplate = Object.freeze({
+  ...VICUNA_V1,
+  name: 'llava_v1',
+  system:
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's questions.",
+});
+
+/** LLaVA's `v1_mmtag`: the vicuna_v1 format, a system prompt that announces the image tags, and the tags in training prompts. */
+export const V1_MMTAG: ConversationTemplate = Object.freeze({
+  ...VICUNA_V1,
+  name: 'v1_mmtag',
+  system:
+    'A chat between a curious user and an artificial intelligence assistant. The assistant is able to understand the visual content that the user provides, and assist the user with a variety of tasks using natural language.' +
+    'The visual content will be provided with the following format: <Image>visual content</Image>.',
+  imageTag: true,
+});
+
 /** VW-LMM's `mistral` template (SeparatorStyle.MISTRAL): "[INST] q [/INST]a</s>". */
 export const MISTRAL: ConversationTemplate = Object.freeze({
   name: 'mistral', style: 'mistral', system: '', roles: Object.freeze(['USER', 'ASSISTANT']) as readonly [string, string], sep: '', sep2: '</s>',
@@ -92,11 +117,13 @@ export const TEMPLATES: Readonly<Record<string, ConversationTemplate>> = Object.
   plain: PLAIN,
   vicuna_v1: VICUNA_V1,
   v1: VICUNA_V1,
+  llava_v1: LLAVA_V1,
+  v1_mmtag: V1_MMTAG,
   mistral: MISTRAL,
   mistral_instruct: MISTRAL_INSTRUCT,
 });
 
-export type TemplateName = 'plain' | 'vicuna_v1' | 'v1' | 'mistral' | 'mistral_instruct';
+export type TemplateName = 'plain' | 'vicuna_v1' | 'v1' | 'llava_v1' | 'v1_mmtag' | 'mistral' | 'mistral_instruct';
 
 /** A template by name (or the template itself); throws listing the known names. */
 export function getTemplate(template: ConversationTemplate | TemplateName | string): ConversationTemplate {
@@ -198,9 +225,12 @@ function renderSegments(turns: NormTurn[], t: ConversationTemplate, generation: 
         if (turn.role === 0) {
           // LLaVA's get_prompt writes an empty message as the bare role + ":" (no space, no separator)
           pushSeg(segs, turn.value ? `${user}: ${turn.value}${t.sep}` : `${user}:`, false);
-        } else {
+        } else if (turn.value) {
           pushSeg(segs, `${assistant}:`, false);
           pushSeg(segs, ` ${turn.value}${t.sep2}`, true);
+        } else {
+          // an empty reply is the bare role + ":" too: nothing to supervise, not even sep2
+          pushSeg(segs, `${assistant}:`, false);
         }
       }
       if (generation) pushSeg(segs, `${assistant}:`, false);
@@ -234,7 +264,10 @@ export function buildSegments(
   options: { moveImageToFront?: boolean } = {},
 ): PromptSegment[] {
   const t = getTemplate(template);
-  return renderSegments(normalizeTurns(conversations, options.moveImageToFront ?? true), t, false);
+  const move = options.moveImageToFront ?? true;
+  let turns = normalizeTurns(conversations, move);
+  if (move && t.imageTag) turns = turns.map((x) => ({ role: x.role, value: x.value.split(IMAGE_TOKEN).join(`<Image>${IMAGE_TOKEN}</Image>`) }));
+  return renderSegments(turns, t, false);
 }
 
 /** The training prompt string of a conversation (LLaVA conv.get_prompt() after preprocess_multimodal). */
@@ -283,7 +316,10 @@ export interface TokenizedConversation {
   labels: number[];
   /** Image placeholders in inputIds. */
   numImages: number;
-  /** LLaVA's "tokenization mismatch": a token merged across a segment boundary; all labels are then -100. */
+  /**
+   * LLaVA's "tokenization mismatch": a token merged across a segment boundary, or (vicuna-style templates) a prompt
+   * LLaVA's round split cannot label (roundSplitFailure); all labels are then -100.
+   */
   mismatch: boolean;
   /** What mismatched (null when mismatch is false). */
   mismatchDetail: string | null;
@@ -389,6 +425,7 @@ export function tokenizeConversation(
     if (anchorId !== null && segs[k].text.endsWith(t.sep2) && b > 0 && inputIds[b - 1] === anchorId) anchor = { chunk: j, char: charPos, tok: b };
   }
 
+  if (mismatchDetail === null) mismatchDetail = roundSplitFailure(prompt, t);
   const fullLength = inputIds.length;
   let labels = new Array<number>(fullLength).fill(IGNORE_INDEX);
   if (mismatchDetail === null) {
@@ -405,6 +442,31 @@ export function tokenizeConversation(
   return {
     inputIds: ids, labels, numImages, mismatch: mismatchDetail !== null, mismatchDetail, truncated, fullLength, prompt,
   };
+}
+
+/**
+ * LLaVA's preprocess_v1 (SeparatorStyle.TWO) labels a prompt round by round: it splits the prompt on sep2 ("</s>") and
+ * each round on sep + assistant role + ": " (" ASSISTANT: "), and stops at the first round that is empty or does not
+ * split in two. Text left after that point makes its token count disagree, and it masks the whole sample as a
+ * "tokenization mismatch". That happens to a conversation that ends with a human turn or an empty reply, and to a
+ * reply that contains " ASSISTANT: " or "</s>". The reason, or null when the split goes through.
+ */
+function roundSplitFailure(prompt: string, t: ConversationTemplate): string | null {
+  if (t.style !== 'two') return null;
+  const rounds = prompt.split(t.sep2), sep = `${t.sep}${t.roles[1]}: `;
+  for (let i = 0; i < rounds.length; i++) {
+    if (rounds[i] === '') {
+      if (i === rounds.length - 1) return null;
+      return `round ${i + 1} of the prompt is empty ("${t.sep2}" written in a reply?): LLaVA's round split stops there and masks the sample`;
+    }
+    const parts = rounds[i].split(sep).length;
+    if (parts !== 2) {
+      return parts < 2
+        ? `round ${i + 1} of the prompt has no reply (the conversation ends with a human turn or an empty reply): LLaVA masks the sample`
+        : `round ${i + 1} of the prompt holds "${sep}" ${parts - 1} times (the role written in a turn?): LLaVA's round split stops there and masks the sample`;
+    }
+  }
+  return null;
 }
 
 export interface GenerationPrompt {

@@ -1,7 +1,7 @@
 // The prompts of `vwlmm answer` (formats vqa_loader and science) against LLaVA's own eval scripts, run unchanged on the
 // fixture question files (scripts/make_prompt_fixtures.py: model_vqa_loader.py, model_vqa.py and model_vqa_science.py
 // as `python -m llava.eval.<name>` runs them, with a stub model):
-// - per run (--conv-mode vicuna_v1 / v1 / mistral_instruct / plain, --single-pred-prompt, chunks): the questions of the
+// - per run (--conv-mode vicuna_v1 / v1 / llava_v1 / v1_mmtag / mistral_instruct / plain, --single-pred-prompt, chunks): the questions of the
 //   chunk with LLaVA's question_id and written prompt, whether an image goes with each, and the full prompts string
 //   for string;
 // - the input ids LLaVA's generate() got (tokenizer_image_token; legacy and non-legacy Llama fixture tokenizers), id
