@@ -352,7 +352,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
 // they print; --json: one object of the numbers instead.
 const score = program.command('score').description("score LLaVA answer files as LLaVA-1.5's official scripts do (textvqa, pope, sqa, gqa, mme, seed), or convert them for a server (vqav2, vizwiz, mmbench, mmbench_cn, mmvet); sort-of-clevr: as `vwlmm eval` scores");
 score.command('textvqa').description("eval_textvqa.py: EvalAI answer processing and the VQA accuracy")
-  .requiredOption('--answers <file>', 'answers (JSONL: question_id, prompt, text)')
+  .requiredOption('--answers <path>', 'answers (JSONL: question_id, prompt, text; or a folder of chunk files <chunks>_<index>.jsonl, merged in order as the LLaVA eval scripts do)')
   .requiredOption('--annotations <file>', 'TextVQA_0.5.1_val.json')
   .option('--json', 'print one JSON object')
   .action(async (o: { answers: string; annotations: string; json?: boolean }) => {
@@ -361,7 +361,7 @@ score.command('textvqa').description("eval_textvqa.py: EvalAI answer processing 
     process.stdout.write(o.json ? JSON.stringify({ experiment: r.experiment, samples: r.samples, accuracy: r.accuracy }) + '\n' : r.report);
   });
 score.command('pope').description('eval_pope.py: yes/no from the first sentence; accuracy, precision, recall, F1, yes-ratio per category')
-  .requiredOption('--answers <file>', 'answers (JSONL: question_id, text)')
+  .requiredOption('--answers <path>', 'answers (JSONL: question_id, text; or a folder of chunk files <chunks>_<index>.jsonl, merged in order as the LLaVA eval scripts do)')
   .requiredOption('--questions <file>', 'llava_pope_test.jsonl (question_id, category)')
   .requiredOption('--annotations <dir>', 'the folder of coco_pope_<category>.json label files')
   .option('--json', 'print one JSON object')
@@ -373,7 +373,7 @@ score.command('pope').description('eval_pope.py: yes/no from the first sentence;
 
 score.command('sqa').description('eval_science_qa.py: option letters parsed from the answers; accuracy and IMG-accuracy')
   .requiredOption('--base-dir <dir>', "ScienceQA's data folder (problems.json, pid_splits.json)")
-  .requiredOption('--answers <file>', 'answers (JSONL: question_id, prompt, text)')
+  .requiredOption('--answers <path>', 'answers (JSONL: question_id, prompt, text; or a folder of chunk files <chunks>_<index>.jsonl, merged in order as the LLaVA eval scripts do)')
   .option('--split <name>', 'the split of pid_splits.json', 'test')
   .option('--output-file <file>', 'write the correct / incorrect analyses (as the official --output-file)')
   .option('--output-result <file>', 'write acc, correct, count and the parsed answers (as the official --output-result)')
@@ -393,7 +393,7 @@ for (const [name, desc, needs] of [
   ['vizwiz', 'convert_vizwiz_for_submission.py: image and EvalAI-processed answer per question', '--annotations <file>'],
   ['mmvet', "convert_mmvet_for_eval.py: {v1_<id>: answer} for MM-Vet's grader", null],
 ] as const) {
-  const c = score.command(name).description(desc).requiredOption('--answers <file>', 'answers (JSONL: question_id, text)').requiredOption('--submission <file>', 'the file to write');
+  const c = score.command(name).description(desc).requiredOption('--answers <path>', 'answers (JSONL: question_id, text; or a folder of chunk files <chunks>_<index>.jsonl, merged in order as the LLaVA eval scripts do)').requiredOption('--submission <file>', 'the file to write');
   if (needs) c.requiredOption(needs, needs.startsWith('--questions') ? 'llava_vqav2_mscoco_test2015.jsonl (question_id per line)' : 'VizWiz llava_test.jsonl (question_id, image per line)');
   c.action(async (o: { answers: string; submission: string; questions?: string; annotations?: string }) => {
     const ev = await import('./eval');
@@ -405,7 +405,7 @@ for (const [name, desc, needs] of [
   });
 }
 score.command('gqa').description("convert_gqa_for_eval.py, then GQA's eval.py on testdev_balanced: accuracy, binary / open, per structural and semantic type, steps and words, distribution; --submission writes the predictions file")
-  .requiredOption('--answers <file>', 'answers (JSONL: question_id, text)')
+  .requiredOption('--answers <path>', 'answers (JSONL: question_id, text; or a folder of chunk files <chunks>_<index>.jsonl, merged in order as the LLaVA eval scripts do)')
   .option('--questions <file>', "GQA's testdev_balanced_questions.json: score the answers")
   .option('--submission <file>', 'write the predictions file eval.py reads (testdev_balanced_predictions.json)')
   .option('--consistency', "eval.py's --consistency: entailed-question consistency (every question of the file needs an answer)")
@@ -424,7 +424,7 @@ score.command('gqa').description("convert_gqa_for_eval.py, then GQA's eval.py on
     process.stdout.write(o.json ? JSON.stringify(numbers) + '\n' : report);
   });
 score.command('mme').description("convert_answer_to_mme.py, then MME's calculation.py: acc and acc+ per subtask, score = (acc + acc+) x 100, perception and cognition totals")
-  .requiredOption('--answers <file>', 'answers (JSONL: question_id, prompt, text)')
+  .requiredOption('--answers <path>', 'answers (JSONL: question_id, prompt, text; or a folder of chunk files <chunks>_<index>.jsonl, merged in order as the LLaVA eval scripts do)')
   .requiredOption('--benchmark <dir>', "MME_Benchmark_release_version (its question files hold the ground truth)")
   .option('--questions <file>', 'llava_mme.jsonl: check that every question has an answer')
   .option('--out <dir>', "write the eval_tool's per-subtask files there, as convert_answer_to_mme.py does")
@@ -441,7 +441,7 @@ score.command('mme').description("convert_answer_to_mme.py, then MME's calculati
 // MMBench and MMBench-CN are scored by OpenCompass's server from an .xlsx (convert_mmbench_for_submission.py: the same for both)
 for (const [name, tsv] of [['mmbench', 'mmbench_dev_20230712.tsv'], ['mmbench_cn', 'mmbench_dev_cn_20231003.tsv']] as const) {
   score.command(name).description(`convert_mmbench_for_submission.py: the ${tsv} rows with each index's prediction (the last answer line of it: with --all-rounds, the last round), as the .xlsx to upload`)
-    .requiredOption('--answers <file>', 'answers (JSONL: question_id, round_id, text; from answer --format mmbench)')
+    .requiredOption('--answers <path>', 'answers (JSONL: question_id, round_id, text; from answer --format mmbench; or a folder of chunk files <chunks>_<index>.jsonl, merged in order as the LLaVA eval scripts do)')
     .requiredOption('--annotations <file>', `the MMBench TSV answered (${tsv})`)
     .requiredOption('--submission <file>', 'the .xlsx to write')
     .action(async (o: { answers: string; annotations: string; submission: string }) => {
@@ -454,7 +454,7 @@ for (const [name, tsv] of [['mmbench', 'mmbench_dev_20230712.tsv'], ['mmbench_cn
     });
 }
 score.command('seed').description('convert_seed_for_submission.py: accuracy by question type, total, image and video; the upload file')
-  .requiredOption('--answers <file>', 'answers (JSONL: question_id, text)')
+  .requiredOption('--answers <path>', 'answers (JSONL: question_id, text; or a folder of chunk files <chunks>_<index>.jsonl, merged in order as the LLaVA eval scripts do)')
   .requiredOption('--annotations <file>', "SEED-Bench's SEED-Bench.json")
   .requiredOption('--submission <file>', 'the upload file to write (JSON lines)')
   .option('--json', 'print one JSON object')
@@ -479,7 +479,7 @@ function printEvalResult(r: import('./eval').EvalResult, data: string, json: boo
 
 // `score sort-of-clevr`: what `eval` scores, from an answers file alone (`eval --answers`, or `answer` on eval's questions)
 score.command('sort-of-clevr').description("exact match after normalisation (VQA soft accuracy where a record has 10 answers) of an answers file against a LLaVA-format file's last assistant turns, per category: what `vwlmm eval` reports, without generating")
-  .requiredOption('--answers <file>', 'answers (JSONL: question_id = the record id, text)')
+  .requiredOption('--answers <path>', 'answers (JSONL: question_id = the record id, text; or a folder of chunk files <chunks>_<index>.jsonl, merged in order as the LLaVA eval scripts do)')
   .requiredOption('--data <file>', 'the LLaVA JSON / JSONL file answered (Sort-of-CLEVR: test.json)')
   .option('--limit <n>', 'score the first n records', int('--limit', 1))
   .option('--json', 'print one JSON object')

@@ -105,14 +105,14 @@ function evalQuestions(file: string, opts: { strict?: boolean; limit?: number })
  * the answers file and line; a question without an answer line is skipped ("no answer").
  */
 function scoreQuestions(answersFile: string, questions: readonly EvalQuestion[], ids: ReadonlySet<string>, dataFile: string) {
-  const byId = new Map<string, { text: string; line: number }>();
-  for (const { rec, line } of readAnswers(answersFile)) {
+  const byId = new Map<string, { text: string; at: string }>();
+  for (const { rec, at } of readAnswers(answersFile)) {
     const q = rec.question_id;
     const id = typeof q === 'string' ? q : typeof q === 'number' ? String(q) : null; // readLlavaRecords makes number ids strings
-    if (id === null || !ids.has(id)) throw new Error(`answers ${answersFile} line ${line}: question_id ${JSON.stringify(q)} is not the id of a record of ${dataFile}`);
+    if (id === null || !ids.has(id)) throw new Error(`${at}: question_id ${JSON.stringify(q)} is not the id of a record of ${dataFile}`);
     const prev = byId.get(id);
-    if (prev) throw new Error(`answers ${answersFile} line ${line}: a second answer to question_id ${JSON.stringify(q)} (the first is on line ${prev.line})`);
-    byId.set(id, { text: rec.text, line });
+    if (prev) throw new Error(`${at}: a second answer to question_id ${JSON.stringify(q)} (the first: ${prev.at})`);
+    byId.set(id, { text: rec.text, at });
   }
   const skipped: EvalResult['skipped'] = [];
   const cats: Record<string, { sum: number; count: number }> = {}, groups: Record<string, { sum: number; count: number }> = {};

@@ -11,8 +11,9 @@
 // the strings "nan" / "none" in any case). Tests run LLaVA's own code on fixture TSVs (scripts/make_mmbench_fixtures.py).
 import * as fs from 'fs';
 import { writeXlsx, XlsxValue } from '../io/xlsx';
+import { answerObjectLines } from './answer_source';
 import { chunkOf } from './chunk';
-import { jsonObjectLines, pyKey } from './pyformat';
+import { pyKey } from './pyformat';
 
 /** pandas' default missing-value strings (pandas._libs.parsers.STR_NA_VALUES). */
 const PANDAS_NA = new Set(['', '#N/A', '#N/A N/A', '#NA', '-1.#IND', '-1.#QNAN', '-NaN', '-nan', '1.#IND', '1.#QNAN', '<NA>', 'N/A', 'NA', 'NULL', 'NaN', 'None', 'n/a', 'nan', 'null']);
@@ -299,12 +300,12 @@ export function mmbenchSubmission(answersFile: string, annotationFile: string): 
   });
   const prediction: XlsxValue[] = t.rows.map(() => '');
   let unmatched = 0;
-  const answers = jsonObjectLines(answersFile, 'answers');
-  for (const { rec, line } of answers) {
-    if (!('question_id' in rec)) throw new Error(`answers ${answersFile} line ${line}: no question_id`);
-    if (!('text' in rec)) throw new Error(`answers ${answersFile} line ${line}: no text`);
+  const answers = answerObjectLines(answersFile);
+  for (const { rec, at } of answers) {
+    if (!('question_id' in rec)) throw new Error(`${at}: no question_id`);
+    if (!('text' in rec)) throw new Error(`${at}: no text`);
     const text = rec.text;
-    if (text !== null && typeof text !== 'string' && typeof text !== 'number' && typeof text !== 'boolean') throw new Error(`answers ${answersFile} line ${line}: text must be a string, got ${JSON.stringify(text).slice(0, 40)} (openpyxl cannot write it)`);
+    if (text !== null && typeof text !== 'string' && typeof text !== 'number' && typeof text !== 'boolean') throw new Error(`${at}: text must be a string, got ${JSON.stringify(text).slice(0, 40)} (openpyxl cannot write it)`);
     const key = matchKey(rec.question_id);
     const hit = key === null ? undefined : rowsOf.get(key);
     if (!hit) unmatched++;

@@ -77,8 +77,7 @@ function readBenchmark(dir: string): Map<string, string> {
 export function convertAnswersToMME(answersFile: string, benchmarkDir: string): Map<string, string> {
   const gt = readBenchmark(benchmarkDir);
   const files = new Map<string, string>();
-  for (const { rec, line } of readAnswers(answersFile)) {
-    const at = `answers ${answersFile} line ${line}`;
+  for (const { rec, at } of readAnswers(answersFile)) {
     if (typeof rec.question_id !== 'string') throw new Error(`${at}: expected a string question_id ("<category>/<image>") but received ${JSON.stringify(rec.question_id)}`);
     if (typeof rec.prompt !== 'string') throw new Error(`${at}: expected a string prompt (the question, which is how the answer finds its ground truth)`);
     const parts = rec.question_id.split('/');
@@ -109,8 +108,8 @@ function yesNo(lowered: string): 'yes' | 'no' | 'other' {
  */
 export function scoreMME(answersFile: string, benchmarkDir: string, questionsFile?: string): MMEScore {
   const answers = readAnswers(answersFile);
-  for (const { rec, line } of answers) {
-    if (/[\t\n\r]/.test(rec.text)) throw new Error(`answers ${answersFile} line ${line}: the answer has a tab or a line break; calculation.py reads one tab-separated line per question and fails on it`);
+  for (const { rec, at } of answers) {
+    if (/[\t\n\r]/.test(rec.text)) throw new Error(`${at}: the answer has a tab or a line break; calculation.py reads one tab-separated line per question and fails on it`);
   }
   if (questionsFile) {
     const answered = new Set(answers.map(({ rec }) => `${pyKey(rec.question_id)}\0${rec.prompt}`));

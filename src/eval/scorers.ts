@@ -6,6 +6,7 @@
 // file, line and question instead.
 import * as fs from 'fs';
 import * as path from 'path';
+import { answerObjectLines } from './answer_source';
 import { vqaSoftAccuracy } from './evalai';
 import { jsonObjectLines, PyFloat, pyFixed, pyJsonDumps, pyKey, pyRepr, readTextFile } from './pyformat';
 
@@ -16,12 +17,15 @@ export interface AnswerRecord {
   [k: string]: unknown;
 }
 
-/** LLaVA's answer lines; each needs question_id and a string text. */
-export function readAnswers(file: string): { rec: AnswerRecord; line: number }[] {
-  return jsonObjectLines(file, 'answers').map(({ rec, line }) => {
-    if (!('question_id' in rec)) throw new Error(`answers ${file} line ${line}: no question_id`);
-    if (typeof rec.text !== 'string') throw new Error(`answers ${file} line ${line}: text must be a string`);
-    return { rec: rec as AnswerRecord, line };
+/**
+ * LLaVA's answer lines, from a file or a folder of chunk files (answerFiles); each needs question_id and a string
+ * text. `at` names the line's file and line number.
+ */
+export function readAnswers(source: string): { rec: AnswerRecord; line: number; at: string }[] {
+  return answerObjectLines(source).map(({ rec, line, at }) => {
+    if (!('question_id' in rec)) throw new Error(`${at}: no question_id`);
+    if (typeof rec.text !== 'string') throw new Error(`${at}: text must be a string`);
+    return { rec: rec as AnswerRecord, line, at };
   });
 }
 
@@ -68,22 +72,23 @@ export function scoreTextVQA(answersFile: string, annotationFile: string): TextV
     byKey.set(`${pyKey(a.image_id)}|${String(a.question).toLowerCase()}`, a);
   }
   const scores: number[] = [];
-  for (const { rec, line } of readAnswers(answersFile)) {
+  for (const { rec, at } of readAnswers(answersFile)) {
     let q: string;
     try {
       q = textvqaQuestionOf(String(rec.prompt ?? ''));
     } catch (e) {
-      throw new Error(`answers ${answersFile} line ${line}: ${(e as Error).message}`);
+      throw new Error(`${at}: ${(e as Error).message}`);
     }
     const ann = byKey.get(`${pyKey(rec.question_id)}|${q}`);
-    if (!ann) throw new Error(`answers ${answersFile} line ${line}: no annotation with image_id ${JSON.stringify(rec.question_id)} and question ${JSON.stringify(q)} in ${annotationFile}`);
+    if (!ann) throw new Error(`${at}: no annotation with image_id ${JSON.stringify(rec.question_id)} and question ${JSON.stringify(q)} in ${annotationFile}`);
     scores.push(vqaSoftAccuracy(rec.text, ann.answers));
   }
   if (scores.length === 0) throw new Error(`answers ${answersFile}: no answers (the official script divides by zero)`);
   let sum = 0;
   for (const s of scores) sum += s;
   const accuracy = sum / scores.length;
-  const experiment = path.basename(answersFile).replace(/\.[^.]*$/, '');
+  // a chunk folder is what LLaVA's scripts merge into merge.jsonl, the file its scorer would name
+  const experiment = fs.statSync(answersFile).isDirectory() ? 'merge' : path.basename(answersFile).replace(/\.[^.]*$/, '');
   return { experiment, samples: scores.length, accuracy, report: `${experiment}\nSamples: ${scores.length}\nAccuracy: ${pyFixed(100 * accuracy, 2)}%\n\n` };
 }
 
@@ -117,9 +122,9 @@ export function scorePope(answersFile: string, questionFile: string, annotationD
   for (const file of fs.readdirSync(annotationDir).sort()) {
     if (!file.startsWith('coco_pope_') || !file.endsWith('.json')) throw new Error(`annotations ${annotationDir}: ${file} is not a coco_pope_<category>.json file (the official script asserts that every file is)`);
     const category = file.slice(10, -5);
-    const cur = answers.filter(({ rec, line }) => {
+    const cur = answers.filter(({ rec, at }) => {
       const q = questions.get(pyKey(rec.question_id));
-      if (!q) throw new Error(`answers ${answersFile} line ${line}: question_id ${JSON.stringify(rec.question_id)} is not in ${questionFile}`);
+      if (!q) throw new Error(`${at}: question_id ${JSON.stringify(rec.question_id)} is not in ${questionFile}`);
       return q.category === category;
     });
     report += `Category: ${category}, # samples: ${cur.length}\n`;
@@ -191,7 +196,7 @@ export function scoreScienceQA(baseDir: string, answersFile: string, split = 'te
   const problems = readJson('problems.json') as Record<string, { choices: string[]; answer: number }>;
   const ids = splits?.[split];
   if (!Array.isArray(ids)) throw new Error(`ScienceQA ${path.join(baseDir, 'pid_splits.json')} has no split "${split}"`);
-  const preds = new Map<string, { rec: AnswerRecord; line: number }>();
+  const preds = new Map<string, { rec: AnswerRecord; at: string }>();
   for (const a of readAnswers(answersFile)) preds.set(pyKey(a.rec.question_id), a);
   const results: { correct: Record<string, unknown>[]; incorrect: Record<string, unknown>[] } = { correct: [], incorrect: [] };
   const parsed: Record<string, number> = {}, outputs: Record<string, string> = {};
@@ -202,7 +207,7 @@ export function scoreScienceQA(baseDir: string, answersFile: string, split = 'te
     const prob = problems[pid];
     if (!prob || !Array.isArray(prob.choices)) throw new Error(`ScienceQA problems.json has no problem ${pid} (listed in split ${split})`);
     const p = preds.get(pyKey(pid));
-    if (p && typeof p.rec.prompt !== 'string') throw new Error(`answers ${answersFile} line ${p.line}: no prompt (the official script reads it)`);
+    if (p && typeof p.rec.prompt !== 'string') throw new Error(`${p.at}: no prompt (the official script reads it)`);
     const text = p ? p.rec.text : 'FAILED', prompt = p ? (p.rec.prompt as string) : 'Unknown';
     const answer = scienceQAAnswerOf(text);
     const opts = SQA_OPTIONS.slice(0, prob.choices.length);

@@ -4,6 +4,7 @@
 // Each writes what the script writes and prints what it prints (src/eval/pyformat.ts); tests compare with the
 // scripts run as is (scripts/make_eval_fixtures.py). Where a script would crash, these throw an error naming the
 // file, line or question.
+import { answerObjectLines } from './answer_source';
 import { evalAIAnswer } from './evalai';
 import { jsonObjectLines, pyFixed, pyJsonDumps, pyKey, pyLines, pyRepr, pyRstrip, readTextFile } from './pyformat';
 
@@ -54,7 +55,7 @@ export function vizwizSubmission(answersFile: string, annotationFile: string): S
 
 /** convert_gqa_for_eval.py: GQA's prediction file (questionId, the answer without trailing periods, lower case). */
 export function gqaSubmission(answersFile: string): Submission {
-  const all = jsonObjectLines(answersFile, 'answers').map((l) => l.rec).map((r) => ({ questionId: r.question_id, prediction: pyRstrip(String(r.text), '.').toLowerCase() }));
+  const all = answerObjectLines(answersFile).map((l) => l.rec).map((r) => ({ questionId: r.question_id, prediction: pyRstrip(String(r.text), '.').toLowerCase() }));
   return { report: '', file: pyJsonDumps(all, null) };
 }
 
@@ -64,7 +65,7 @@ const pyStr = (v: unknown): string => (typeof v === 'string' ? v : typeof v === 
 /** convert_mmvet_for_eval.py: {"v1_<question_id>": answer}, as MM-Vet's GPT-4 grader reads it. */
 export function mmvetSubmission(answersFile: string): Submission {
   const out: Record<string, string> = {};
-  for (const r of jsonObjectLines(answersFile, 'answers').map((l) => l.rec)) out[`v1_${pyStr(r.question_id)}`] = String(r.text);
+  for (const r of answerObjectLines(answersFile).map((l) => l.rec)) out[`v1_${pyStr(r.question_id)}`] = String(r.text);
   return { report: '', file: pyJsonDumps(out, 2) };
 }
 
@@ -89,7 +90,7 @@ export interface SeedScore extends Submission {
  */
 export function scoreSeed(answersFile: string, annotationFile: string): SeedScore {
   const results = new Map<string, Record<string, unknown>>();
-  for (const r of jsonObjectLines(answersFile, 'answers').map((l) => l.rec)) results.set(pyKey(r.question_id), r);
+  for (const r of answerObjectLines(answersFile).map((l) => l.rec)) results.set(pyKey(r.question_id), r);
   let data: { questions: Record<string, unknown>[]; question_type: Record<string, unknown> };
   try {
     data = JSON.parse(readTextFile(annotationFile, 'annotations'));

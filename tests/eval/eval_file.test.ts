@@ -154,7 +154,7 @@ describe('evaluateFile: answers file, then score', () => {
     fs.writeFileSync(f, `${ok(recs[0].id)}\n${ok('nope')}\n`);
     expect(() => scoreLlavaAnswers(f, data)).toThrow(`answers ${f} line 2: question_id "nope" is not the id of a record of ${data}`);
     fs.writeFileSync(f, `${ok(recs[1].id)}\n${ok(recs[0].id)}\n${ok(recs[1].id)}\n`);
-    expect(() => scoreLlavaAnswers(f, data)).toThrow(`answers ${f} line 3: a second answer to question_id "${recs[1].id}" (the first is on line 1)`);
+    expect(() => scoreLlavaAnswers(f, data)).toThrow(`answers ${f} line 3: a second answer to question_id "${recs[1].id}" (the first: answers ${f} line 1)`);
     fs.writeFileSync(f, `${ok(recs[0].id)}\n${JSON.stringify({ question_id: recs[1].id })}\n`);
     expect(() => scoreLlavaAnswers(f, data)).toThrow(`answers ${f} line 2: text must be a string`);
     // a partial file: the records without an answer are listed, not counted
