@@ -67,6 +67,7 @@ function scaled(r: Recipe, scale: number): Recipe {
   c.stage1.steps = Math.max(1, Math.round(c.stage1.steps * scale));
   if (c.text && c.text.steps > 0) c.text.steps = Math.max(1, Math.round(c.text.steps * scale));
   c.stage2.steps = Math.max(1, Math.round(c.stage2.steps * scale));
+  if (c.stage2.nonRelationalSteps) c.stage2.nonRelationalSteps = Math.max(1, Math.round(c.stage2.nonRelationalSteps * scale));
   c.evalEvery = Math.max(1, Math.round(c.evalEvery * scale));
   if (scale < 1) c.trainImages = Math.max(64, Math.round(c.trainImages * scale));
   return c;

@@ -104,6 +104,7 @@ export function demoWork(r: Recipe, o: { ablation: boolean; done?: { vw: number 
     { steps: r.stage1.warmupSteps, questions: false },
     { steps: frozen, questions: false },
     { steps: r.stage1.steps - frozen, questions: false },
+    { steps: r.stage2.nonRelationalSteps ?? 0, questions: true },
     { steps: r.stage2.steps, questions: true },
   ].filter((s) => s.steps > 0);
   const w: DemoWork = { stage0Steps: 0, captionSteps: 0, questionSteps: 0, questions: 0, fileQuestions: 0, captionEvalImages: 0, setupImages: 0, writeImages: r.trainImages + r.testImages };
@@ -205,7 +206,7 @@ export async function calibrate(r: Recipe, opts: { device?: DeviceSpec; dtype?: 
       // all caption steps with the tower frozen when the recipe's are (the default), else all trainable
       stage0: { ...r.stage0, steps: r.stage0.steps > 0 ? stage0Steps : 0, frozenSteps: r.stage0.frozenSteps >= r.stage1.steps ? CAL_STEPS : 0 },
       stage1: { ...r.stage1, steps: CAL_STEPS, warmupSteps: 0 },
-      stage2: { ...r.stage2, steps: CAL_STEPS },
+      stage2: { ...r.stage2, steps: CAL_STEPS, nonRelationalSteps: 0 },
       text: undefined, // costed as caption steps (demoWork): an upper bound
     };
     const dataDir = path.join(dir, 'data');

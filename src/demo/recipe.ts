@@ -95,6 +95,13 @@ export interface Recipe {
    * answers need the question kind crossed with the object's position, which the other kinds never train.
    */
   stage2: { steps: number; batchSize: number; lr: number; questionsPerSample: number; captionShare: number; describeTurns: number; positionTurns?: number;
+    /**
+     * A first stage-2 phase of this many steps (before `steps`, same batch and lr) whose conversations hold only the
+     * non-relational questions (shape, left, top), with the same describe turns and caption share: a curriculum for
+     * the left/top yes/no answers, which need the question kind crossed with the object's position and otherwise
+     * sometimes stay on a plateau (RESULTS.md). Absent or 0: none.
+     */
+    nonRelationalSteps?: number;
     /** The vision tower's peak learning rate in stage 2 (LLaVA's mm_vision_tower_lr): absent = lr, 0 = frozen. */
     visionTowerLr?: number };
   evalEvery: number;
@@ -317,28 +324,37 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   const cap = subsetSplit(6, 'caption-subsets');
   const warm = r.stage1.warmupSteps > 0 ? subsetSplit(r.stage1.warmupObjects, 'caption-warmup') : null;
   const fullCaptions = train.scenes.map((sc, i) => captionOf(sc, i, trainFile(i)));
-  // stage 2: each image's 20 questions split into conversations of questionsPerSample turns
+  // stage 2: each image's 20 questions (or only those `keep` accepts) split into conversations of questionsPerSample turns
   const k = r.stage2.questionsPerSample;
-  const convs: StageConversation[] = [];
-  const describeGen = gen.fork('describe');
-  train.questions.forEach((qs, i) => {
-    for (let s = 0; s < qs.length; s += k) {
-      const turns = questionConversation(qs.slice(s, s + k));
-      for (let d = 0; d < r.stage2.describeTurns; d++) {
-        const j = describeGen.int(train.scenes[i].objects.length);
-        const words = captionText({ objects: train.scenes[i].objects }, r.stage1.relational).split(' , ')[j].split(' ').slice(1).join(' ');
-        turns.push({ from: 'human', value: `What is the ${train.scenes[i].objects[j].colour} object?` }, { from: 'gpt', value: words });
+  const questionConversations = (label: string, keep: (q: (typeof train.questions)[number][number]) => boolean): StageConversation[] => {
+    const convs: StageConversation[] = [];
+    const describeGen = gen.fork(label);
+    train.questions.forEach((all, i) => {
+      const qs = all.filter(keep);
+      for (let s = 0; s < qs.length; s += k) {
+        const turns = questionConversation(qs.slice(s, s + k));
+        for (let d = 0; d < r.stage2.describeTurns; d++) {
+          const j = describeGen.int(train.scenes[i].objects.length);
+          const words = captionText({ objects: train.scenes[i].objects }, r.stage1.relational).split(' , ')[j].split(' ').slice(1).join(' ');
+          turns.push({ from: 'human', value: `What is the ${train.scenes[i].objects[j].colour} object?` }, { from: 'gpt', value: words });
+        }
+        for (let p = 0; p < (r.stage2.positionTurns ?? 0); p++) {
+          const j = describeGen.int(train.scenes[i].objects.length), kind = describeGen.int(2) === 0 ? 'left' : 'top';
+          turns.push({ from: 'human', value: questionText(kind, train.scenes[i].objects[j].colour) }, { from: 'gpt', value: answerFor(train.scenes[i], kind, j) });
+        }
+        convs.push({ image: i, file: trainFile(i), turns, template: 'vicuna_v1' });
       }
-      for (let p = 0; p < (r.stage2.positionTurns ?? 0); p++) {
-        const j = describeGen.int(train.scenes[i].objects.length), kind = describeGen.int(2) === 0 ? 'left' : 'top';
-        turns.push({ from: 'human', value: questionText(kind, train.scenes[i].objects[j].colour) }, { from: 'gpt', value: answerFor(train.scenes[i], kind, j) });
-      }
-      convs.push({ image: i, file: trainFile(i), turns, template: 'vicuna_v1' });
-    }
-  });
+    });
+    return convs;
+  };
   // the mixture: questions (vicuna_v1) then captions (plain); captionShare of the stage's samples are captions
-  const nCap = Math.round((convs.length * r.stage2.captionShare) / (1 - r.stage2.captionShare));
-  const mixed = stageData('questions', train, [...convs, ...Array.from({ length: nCap }, (_, j) => fullCaptions[j % fullCaptions.length])]);
+  const withCaptions = (label: string, convs: StageConversation[]): StageData => {
+    const nCap = Math.round((convs.length * r.stage2.captionShare) / (1 - r.stage2.captionShare));
+    return stageData(label, train, [...convs, ...Array.from({ length: nCap }, (_, j) => fullCaptions[j % fullCaptions.length])]);
+  };
+  const mixed = withCaptions('questions', questionConversations('describe', () => true));
+  const nonRelSteps = r.stage2.nonRelationalSteps ?? 0;
+  const nonRel = nonRelSteps > 0 ? withCaptions('questions-non-relational', questionConversations('describe-non-relational', (q) => q.group === 'non-relational')) : null;
   // a stage with every schedule field set: reproduce.sh writes each one out (the global batch; ranks take shares below)
   const recordStage = (name: string, d: StageData, steps: number, b: { batchSize: number; lr: number }, tower: boolean, visionTowerLr?: number): RecordStage => ({
     conversations: d.conversations, images: d.images,
@@ -353,6 +369,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     ...(warm ? [recordStage('captions-warmup', warm, r.stage1.warmupSteps, r.stage1, true)] : []),
     recordStage('captions-frozen-tower', cap, frozen, r.stage1, false),
     recordStage('captions', cap, r.stage1.steps - frozen, r.stage1, true),
+    ...(nonRel ? [recordStage('questions-non-relational', nonRel, nonRelSteps, r.stage2, r.stage2.visionTowerLr !== 0, r.stage2.visionTowerLr)] : []),
     recordStage('questions', mixed, r.stage2.steps, r.stage2, r.stage2.visionTowerLr !== 0, r.stage2.visionTowerLr),
   ].filter((s) => s.stage.steps > 0);
   const stages: Stage[] = [

@@ -93,6 +93,17 @@ describe('vwlmm demo reproduce.sh', () => {
     expect(differing(weights(path.join(run, 'checkpoint')), weights(path.join(out, 'reversed', 'checkpoint'))).length).toBeGreaterThan(0);
   }, 180_000);
 
+  it('stage2.nonRelationalSteps: a stage of its own before questions, whose file holds only the non-relational questions', async () => {
+    const { data, script } = await demoRun({ ...tiny, stage2: { ...tiny.stage2, nonRelationalSteps: 2 } });
+    expect(commands(script).map((l) => /--stage (\S+)/.exec(l)![1])).toEqual(['captions-frozen-tower', 'captions', 'questions-non-relational', 'questions']);
+    const read = (name: string) => JSON.parse(fs.readFileSync(path.join(data, 'stages', `${name}.json`), 'utf8')) as { conversation_template: string; conversations: { from: string; value: string }[] }[];
+    const asked = (recs: ReturnType<typeof read>) => recs.filter((r) => r.conversation_template === 'vicuna_v1').flatMap((r) => r.conversations.filter((t) => t.from === 'human').map((t) => t.value.replace('<image>\n', '')));
+    const kindOf = (q: string) => /^What shape /.test(q) ? 'shape' : /^Is the \S+ object on the (left|top)\?$/.exec(q)?.[1] ?? (/^What is the \S+ object\?$/.test(q) ? 'describe' : 'relational');
+    const nonRel = new Set(asked(read('questions-non-relational')).map(kindOf)), all = new Set(asked(read('questions')).map(kindOf));
+    expect([...nonRel].sort(), [...nonRel].join()).toEqual(['describe', 'left', 'shape', 'top']);
+    expect(all.has('relational')).toBe(true);
+  }, 120_000);
+
   it("with the paper's schedule: init/ is the model after the text stage, stage 1 keeps the LLM frozen", async () => {
     const paper = paperSchedule({ ...tiny, text: { steps: 2, batchSize: 4, lr: 3e-3 } });
     const { run, out, script } = await demoRun(paper);
