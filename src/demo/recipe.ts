@@ -93,8 +93,11 @@ export interface Recipe {
    * stage1.relational): dense supervision for binding the question's colour word to its object.
    * positionTurns: extra left/top questions per conversation (colour and kind drawn at random): the yes/no
    * answers need the question kind crossed with the object's position, which the other kinds never train.
+   * positionPairs: extra pairs per conversation of the left and the top question about one object (in random order):
+   * two questions that differ only in the kind word, whose answers differ whenever the object's two position bits do.
+   * On the left/top plateau the model answered both kinds from one bit (RESULTS.md); a pair makes that cost a token.
    */
-  stage2: { steps: number; batchSize: number; lr: number; questionsPerSample: number; captionShare: number; describeTurns: number; positionTurns?: number;
+  stage2: { steps: number; batchSize: number; lr: number; questionsPerSample: number; captionShare: number; describeTurns: number; positionTurns?: number; positionPairs?: number;
     /**
      * A first stage-2 phase of this many steps (before `steps`, same batch and lr) whose conversations hold only the
      * non-relational questions (shape, left, top), with the same describe turns and caption share: a curriculum for
@@ -133,7 +136,10 @@ export const DEFAULT_RECIPE: Recipe = {
   stage0: { steps: 6000, batchSize: 32, lr: 3e-3, frozenSteps: 1000, readout: 'both' },
   // relational captions: each object's closest / furthest shapes and same-shape count as dense targets
   stage1: { steps: 1000, batchSize: 32, lr: 3e-3, subsets: true, warmupObjects: 2, warmupSteps: 0, relational: true },
-  stage2: { steps: 3000, batchSize: 16, lr: 2e-3, questionsPerSample: 8, captionShare: 0.25, describeTurns: 3, visionTowerLr: 0 },
+  // positionPairs: without them the left/top yes/no answers stayed on a plateau on some seeds and GEMM roundings (both
+  // kinds answered from one position bit, or one bit never read: left or top 58-69%); 2 pairs a conversation left it on
+  // seed 1 with OpenBLAS's Cooperlake kernels (73%), 4 pairs leave it on every seed and rounding tried (RESULTS.md)
+  stage2: { steps: 3000, batchSize: 16, lr: 2e-3, questionsPerSample: 8, captionShare: 0.25, describeTurns: 3, positionPairs: 4, visionTowerLr: 0 },
   evalEvery: 1000,
   evalQuestions: 600,
 };
@@ -329,6 +335,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   const questionConversations = (label: string, keep: (q: (typeof train.questions)[number][number]) => boolean): StageConversation[] => {
     const convs: StageConversation[] = [];
     const describeGen = gen.fork(label);
+    const pairGen = (r.stage2.positionPairs ?? 0) > 0 ? gen.fork(`${label}-pairs`) : null; // forked only when used: the default run's draws stay
     train.questions.forEach((all, i) => {
       const qs = all.filter(keep);
       for (let s = 0; s < qs.length; s += k) {
@@ -341,6 +348,12 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
         for (let p = 0; p < (r.stage2.positionTurns ?? 0); p++) {
           const j = describeGen.int(train.scenes[i].objects.length), kind = describeGen.int(2) === 0 ? 'left' : 'top';
           turns.push({ from: 'human', value: questionText(kind, train.scenes[i].objects[j].colour) }, { from: 'gpt', value: answerFor(train.scenes[i], kind, j) });
+        }
+        for (let p = 0; p < (r.stage2.positionPairs ?? 0); p++) {
+          const j = pairGen!.int(train.scenes[i].objects.length), first = pairGen!.int(2);
+          for (const kind of first === 0 ? (['left', 'top'] as const) : (['top', 'left'] as const)) {
+            turns.push({ from: 'human', value: questionText(kind, train.scenes[i].objects[j].colour) }, { from: 'gpt', value: answerFor(train.scenes[i], kind, j) });
+          }
         }
         convs.push({ image: i, file: trainFile(i), turns, template: 'vicuna_v1' });
       }

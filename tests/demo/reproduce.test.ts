@@ -93,7 +93,7 @@ describe('vwlmm demo reproduce.sh', () => {
     expect(differing(weights(path.join(run, 'checkpoint')), weights(path.join(out, 'reversed', 'checkpoint'))).length).toBeGreaterThan(0);
   }, 180_000);
 
-  it('stage2.nonRelationalSteps: a stage of its own before questions, whose file holds only the non-relational questions', async () => {
+  it('stage2.nonRelationalSteps: a stage of its own before questions, holding only the non-relational questions; stage2.positionPairs: the pairs', async () => {
     const { data, script } = await demoRun({ ...tiny, stage2: { ...tiny.stage2, nonRelationalSteps: 2 } });
     expect(commands(script).map((l) => /--stage (\S+)/.exec(l)![1])).toEqual(['captions-frozen-tower', 'captions', 'questions-non-relational', 'questions']);
     const read = (name: string) => JSON.parse(fs.readFileSync(path.join(data, 'stages', `${name}.json`), 'utf8')) as { conversation_template: string; conversations: { from: string; value: string }[] }[];
@@ -102,6 +102,19 @@ describe('vwlmm demo reproduce.sh', () => {
     const nonRel = new Set(asked(read('questions-non-relational')).map(kindOf)), all = new Set(asked(read('questions')).map(kindOf));
     expect([...nonRel].sort(), [...nonRel].join()).toEqual(['describe', 'left', 'shape', 'top']);
     expect(all.has('relational')).toBe(true);
+    // stage2.positionPairs (4 by default): each conversation ends with that many pairs of the left and the top question
+    // about one object, in either order, each answered yes or no
+    const pairs = tiny.stage2.positionPairs!;
+    expect(pairs).toBeGreaterThan(0);
+    for (const r of read('questions').filter((x) => x.conversation_template === 'vicuna_v1')) {
+      const tail = r.conversations.slice(-4 * pairs);
+      for (let p = 0; p < pairs; p++) {
+        const [q1, a1, q2, a2] = tail.slice(4 * p, 4 * p + 4);
+        const m1 = /^Is the (\S+) object on the (left|top)\?$/.exec(q1.value), m2 = /^Is the (\S+) object on the (left|top)\?$/.exec(q2.value);
+        expect(m1 && m2 && m1[1] === m2[1] && m1[2] !== m2[2], `${q1.value} / ${q2.value}`).toBe(true);
+        expect([a1.value, a2.value].every((a) => a === 'yes' || a === 'no')).toBe(true);
+      }
+    }
   }, 120_000);
 
   it("with the paper's schedule: init/ is the model after the text stage, stage 1 keeps the LLM frozen", async () => {
