@@ -102,7 +102,7 @@ describe('vwlmm demo reproduce.sh', () => {
     const nonRel = new Set(asked(read('questions-non-relational')).map(kindOf)), all = new Set(asked(read('questions')).map(kindOf));
     expect([...nonRel].sort(), [...nonRel].join()).toEqual(['describe', 'left', 'shape', 'top']);
     expect(all.has('relational')).toBe(true);
-    // stage2.positionPairs (4 by default): each conversation ends with that many pairs of the left and the top question
+    // stage2.positionPairs (2 by default): each conversation ends with that many pairs of the left and the top question
     // about one object, in either order, each answered yes or no
     const pairs = tiny.stage2.positionPairs!;
     expect(pairs).toBeGreaterThan(0);
