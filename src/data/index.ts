@@ -4,7 +4,7 @@
 export { TextTokenizer } from './tokenizer';
 export type { TextTokenizerOptions, TokenizerConfigObject, EncodeOptions, DecodeOptions } from './tokenizer';
 export {
-  IMAGE_TOKEN, IMAGE_TOKEN_INDEX, IGNORE_INDEX, SHORT_ANSWER_PROMPT, PLAIN, VICUNA_V1, MISTRAL, MISTRAL_INSTRUCT, TEMPLATES,
+  IMAGE_TOKEN, IMAGE_TOKEN_INDEX, IGNORE_INDEX, SHORT_ANSWER_PROMPT, PLAIN, VICUNA_V1, LLAVA_V1, V1_MMTAG, MISTRAL, MISTRAL_INSTRUCT, TEMPLATES,
   getTemplate, moveImageToFront, buildSegments, buildPrompt, tokenizerImageToken, tokenizeConversation, buildGenerationPrompt,
 } from './conversation';
 export type {

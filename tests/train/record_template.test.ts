@@ -28,7 +28,7 @@ describe('conversation_template of a record', () => {
       tokenizeConversation(a.conversations, tok, 'vicuna_v1').inputIds,
       tokenizeConversation(b.conversations, tok, 'plain').inputIds,
     ]);
-    expect(p.skipped).toEqual([{ id: c.id, reason: `record '${c.id}': conversation_template "vicuna" is not a template (plain, vicuna_v1, v1, mistral, mistral_instruct)` }]);
+    expect(p.skipped).toEqual([{ id: c.id, reason: `record '${c.id}': conversation_template "vicuna" is not a template (plain, vicuna_v1, v1, llava_v1, v1_mmtag, mistral, mistral_instruct)` }]);
     await expect(prepareFile(ck.model, tok, file, fx.imageFolder, true)).rejects.toThrow(/conversation_template "vicuna" is not a template .*\(--strict\)/);
     ck.model.dispose();
   });
