@@ -138,7 +138,7 @@ export const DEFAULT_RECIPE: Recipe = {
   stage1: { steps: 1000, batchSize: 32, lr: 3e-3, subsets: true, warmupObjects: 2, warmupSteps: 0, relational: true },
   // positionPairs: without them the left/top yes/no answers stayed on a plateau (both kinds answered from one position
   // bit, or one bit hardly read: left or top 58-69%) on 2 of 4 runs (seeds 0-2, and seed 0 with OpenBLAS's Cooperlake
-  // kernels); with 2 pairs a conversation on 1 of 5 (seed 1, Cooperlake), with 4 on 1 of 5 and relational accuracy
+  // kernels); with 2 pairs a conversation on 1 of 6 (seed 1, Cooperlake), with 4 on 1 of 5 and relational accuracy
   // lower (RESULTS.md): better odds, not yet a fix
   stage2: { steps: 3000, batchSize: 16, lr: 2e-3, questionsPerSample: 8, captionShare: 0.25, describeTurns: 3, positionPairs: 2, visionTowerLr: 0 },
   evalEvery: 1000,
