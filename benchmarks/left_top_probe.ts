@@ -10,17 +10,15 @@ import { buildGenerationPrompt } from '../src/data/conversation';
 import { collate } from '../src/data/collate';
 import { normalizeRgb } from '../src/data/images';
 import { questionText } from '../src/data/sort_of_clevr';
-import { makeSplit, makeTokenizer } from '../src/demo/task';
+import { validationSplit } from '../src/demo/recipe';
+import { makeTokenizer } from '../src/demo/task';
 import { loadCheckpoint } from '../src/model/checkpoint';
-import { Generator } from '../src/random';
 import { arg } from './support';
 
 const HALF = 37.5;
 const { model } = loadCheckpoint(arg('checkpoint', '/tmp/vwlmm-recipe-run/checkpoint'));
 const { tokenizer } = makeTokenizer();
-const gen = new Generator(Number(arg('seed', '0')));
-gen.fork('train'); // runRecipe forks the training split first
-const val = makeSplit(Number(arg('images', '200')), gen.fork('val'), { nonRelational: 10, relational: 10 });
+const val = validationSplit(Number(arg('seed', '0')), Number(arg('images', '200')));
 const cfg = model.config;
 const asked: { kind: 'left' | 'top'; left: boolean; top: boolean; coord: number }[] = [];
 const prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[] = [];

@@ -15,7 +15,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { ComputeDtype } from '../amp';
 import type { DeviceSpec } from '../device';
-import { tokenizeConversation } from '../data/conversation';
+import { tokenizeConversation, Turn } from '../data/conversation';
 import { TextTokenizer } from '../data/tokenizer';
 import * as F from '../functional';
 import { resolveCheckpointDir, saveCheckpoint } from '../model/checkpoint';
@@ -210,15 +210,29 @@ export interface RunRecipeOptions {
 /** Questions per image of the splits (writeSortOfClevr's defaults: data/train.json holds the same). */
 const QUESTIONS_PER_IMAGE = { nonRelational: 10, relational: 10 };
 
+/**
+ * The recipe's generator and the streams its splits are drawn from, forked in this order (the run's later draws
+ * depend on it): the training split, and the validation split every evaluation during training (and stage 0's
+ * read-out) uses, to tune on, never the test set the demo scores (data/test.json).
+ */
+function recipeStreams(seed: number): { gen: Generator; train: Generator; val: Generator } {
+  const gen = new Generator(seed);
+  const train = gen.fork('train');
+  return { gen, train, val: gen.fork('val') };
+}
+
+/** The validation split of a run with this seed: `images` (the recipe's testImages) images, drawn as runRecipe draws it. */
+export function validationSplit(seed: number, images: number): SplitData {
+  return makeSplit(images, recipeStreams(seed).val, QUESTIONS_PER_IMAGE);
+}
+
 /** Trains a model by the recipe (async: the trainer yields between steps, so signals are handled). */
 export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<RecipeResult> {
   const t0 = Date.now();
-  const gen = new Generator(r.seed);
+  const streams = recipeStreams(r.seed), gen = streams.gen;
   const { tokenizer, json } = makeTokenizer();
-  const train = makeSplit(r.trainImages, gen.fork('train'), QUESTIONS_PER_IMAGE);
-  // the split every evaluation during training (and stage 0's read-out) uses, to tune on: a validation split of
-  // testImages images from its own stream, never the test set the demo scores (data/test.json)
-  const val = makeSplit(r.testImages, gen.fork('val'), QUESTIONS_PER_IMAGE);
+  const train = makeSplit(r.trainImages, streams.train, QUESTIONS_PER_IMAGE);
+  const val = makeSplit(r.testImages, streams.val, QUESTIONS_PER_IMAGE);
   const cfg = recipeConfig(r, tokenizer.vocabSize);
   const model = VwLmm.create(cfg, r.seed, { device: opts.device });
   try {
@@ -338,23 +352,23 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     const describeGen = gen.fork(label);
     const pairGen = (r.stage2.positionPairs ?? 0) > 0 ? gen.fork(`${label}-pairs`) : null; // forked only when used: the default run's draws stay
     train.questions.forEach((all, i) => {
+      const scene = train.scenes[i], n = scene.objects.length;
+      const described = captionText({ objects: scene.objects }, r.stage1.relational).split(' , ').map((o) => o.split(' ').slice(1).join(' '));
+      const ask = (turns: Turn[], kind: 'left' | 'top', j: number) => turns.push({ from: 'human', value: questionText(kind, scene.objects[j].colour) }, { from: 'gpt', value: answerFor(scene, kind, j) });
       const qs = all.filter(keep);
       for (let s = 0; s < qs.length; s += k) {
         const turns = questionConversation(qs.slice(s, s + k));
         for (let d = 0; d < r.stage2.describeTurns; d++) {
-          const j = describeGen.int(train.scenes[i].objects.length);
-          const words = captionText({ objects: train.scenes[i].objects }, r.stage1.relational).split(' , ')[j].split(' ').slice(1).join(' ');
-          turns.push({ from: 'human', value: `What is the ${train.scenes[i].objects[j].colour} object?` }, { from: 'gpt', value: words });
+          const j = describeGen.int(n);
+          turns.push({ from: 'human', value: `What is the ${scene.objects[j].colour} object?` }, { from: 'gpt', value: described[j] });
         }
         for (let p = 0; p < (r.stage2.positionTurns ?? 0); p++) {
-          const j = describeGen.int(train.scenes[i].objects.length), kind = describeGen.int(2) === 0 ? 'left' : 'top';
-          turns.push({ from: 'human', value: questionText(kind, train.scenes[i].objects[j].colour) }, { from: 'gpt', value: answerFor(train.scenes[i], kind, j) });
+          const j = describeGen.int(n);
+          ask(turns, describeGen.int(2) === 0 ? 'left' : 'top', j);
         }
         for (let p = 0; p < (r.stage2.positionPairs ?? 0); p++) {
-          const j = pairGen!.int(train.scenes[i].objects.length), first = pairGen!.int(2);
-          for (const kind of first === 0 ? (['left', 'top'] as const) : (['top', 'left'] as const)) {
-            turns.push({ from: 'human', value: questionText(kind, train.scenes[i].objects[j].colour) }, { from: 'gpt', value: answerFor(train.scenes[i], kind, j) });
-          }
+          const j = pairGen!.int(n), first = pairGen!.int(2);
+          for (const kind of first === 0 ? (['left', 'top'] as const) : (['top', 'left'] as const)) ask(turns, kind, j);
         }
         convs.push({ image: i, file: trainFile(i), turns, template: 'vicuna_v1' });
       }
