@@ -17,6 +17,7 @@ export function answerFiles(source: string): string[] {
   for (const name of fs.readdirSync(source)) {
     const m = CHUNK_FILE.exec(name);
     if (!m) continue;
+    if (!fs.statSync(path.join(source, name)).isFile()) throw new Error(`answers ${source}: ${name} is not a file`);
     const n = Number(m[1]), i = Number(m[2]);
     if (!chunks.has(n)) chunks.set(n, new Map());
     chunks.get(n)!.set(i, path.join(source, name));

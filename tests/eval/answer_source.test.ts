@@ -62,6 +62,10 @@ describe('answers from a folder of chunk files', () => {
     expect(() => answerFiles(twoRuns)).toThrow(/chunk files of 2 and 3 chunks in one folder/);
     const past = chunked(file, 2, { '2_2.jsonl': '' });
     expect(() => answerFiles(past)).toThrow(/2_2\.jsonl is past the last chunk of 2/);
+    const dirChunk = chunked(file, 2);
+    fs.rmSync(path.join(dirChunk, '2_1.jsonl'));
+    fs.mkdirSync(path.join(dirChunk, '2_1.jsonl'));
+    expect(() => answerFiles(dirChunk)).toThrow(/2_1\.jsonl is not a file/);
     const none = tmp();
     fs.writeFileSync(path.join(none, 'merge.jsonl'), '');
     expect(() => answerFiles(none)).toThrow(/a folder without chunk files/);
