@@ -4,8 +4,9 @@
 // this lists what is left of "one synchronisation per step". Run it with VWLMM_CUDA_ASYNC=1 as well (no wait
 // at the end of every op).
 //
-//   npx tsx benchmarks/host_syncs.ts [--device cuda] [--dtype bf16] [--steps 20] [--accum 2]
-import { hostSyncs } from '../src';
+//   npx tsx benchmarks/host_syncs.ts [--device cuda] [--dtype bf16] [--steps 20] [--accum 2] [--profile N]
+// --profile N: the op profile of the steps after the first 2 (benchmarks/support.ts printOpProfile) on stderr.
+import { hostSyncs, profileOps } from '../src';
 import { parseComputeDtype } from '../src/amp';
 import { DeviceSpec, useDevice } from '../src/device';
 import { DEFAULT_RECIPE, recipeConfig } from '../src/demo/recipe';
@@ -13,11 +14,11 @@ import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSample
 import { VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { Trainer } from '../src/train/trainer';
-import { arg } from './support';
+import { arg, printOpProfile } from './support';
 
 const device = arg('device', 'cpu') as DeviceSpec;
 useDevice('--device', device);
-const steps = Number(arg('steps', '20')), accum = Number(arg('accum', '2'));
+const steps = Number(arg('steps', '20')), accum = Number(arg('accum', '2')), top = Number(arg('profile', '0'));
 const dtype = parseComputeDtype('--dtype', arg('dtype', device.startsWith('cuda') ? 'bf16' : 'fp32'));
 const { tokenizer } = makeTokenizer();
 const split = makeSplit(64, new Generator(1), { nonRelational: 4, relational: 4 });
@@ -34,6 +35,7 @@ const trainer = new Trainer(model, [{ name: 'q', size: samples.length, makeBatch
     if (r.type !== 'train') return;
     const now = hostSyncs(device.startsWith('cuda') ? 'cuda' : 'cpu');
     per.push({ syncs: now - last, ms: Date.now() - t });
+    if (top > 0 && per.length === 2) profileOps(true);
     last = now;
     t = Date.now();
   },
@@ -42,6 +44,7 @@ last = hostSyncs(device.startsWith('cuda') ? 'cuda' : 'cpu');
 t = Date.now();
 trainer.run();
 const steady = per.slice(2);
+if (top > 0) printOpProfile(profileOps(false), steady.length, top);
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 console.log(JSON.stringify({ device, dtype, accum, async: process.env.VWLMM_CUDA_ASYNC === '1', syncsPerStep: per.map((p) => p.syncs), meanMsPerStep: mean(steady.map((p) => p.ms)) }));
 model.dispose();

@@ -5,14 +5,18 @@
 // 129) tokens, one random batch repeated. Prints one JSON line: tokens/s, peak memory, MFU (H200 bf16 989 TFLOPs).
 //
 //   npx tsx benchmarks/train_throughput.ts [--size issue|tiny] [--device cuda|cpu] [--steps 10] [--warmup 3] [--dtype bf16|fp32]
-import { AdamW, autocast, hostSyncs, memoryStats, scope, zeroGrad } from '../src';
+//                                         [--profile N]
+// --profile N: after the timed steps, 2 more steps with the op profile on (profileOps: host wall time per op; on
+// CUDA without VWLMM_CUDA_ASYNC=1 each op waits for its kernels, so that is GPU time): the time per op name and
+// the N costliest op/shape keys, per step, on stderr.
+import { AdamW, autocast, hostSyncs, memoryStats, profileOps, scope, zeroGrad } from '../src';
 import { parseComputeDtype } from '../src/amp';
 import { collate, nextTokenTargets, visualWordRows } from '../src/data/collate';
 import { DeviceSpec, useDevice } from '../src/device';
 import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../src/model/config';
 import { ModelBatch, VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
-import { arg } from './support';
+import { arg, printOpProfile } from './support';
 
 const SIZES = {
   issue: { vision: { d: 768, ff: 3072, L: 12, heads: 12, image: 224, patch: 16 }, text: { d: 1024, ff: 2816, L: 16, heads: 16, V: 32000 }, batch: 16, textTokens: 129 },
@@ -82,5 +86,12 @@ console.log(JSON.stringify({
   peakBytes: dev === 'cuda' ? mem.cuda?.peakReservedBytes ?? null : mem.cpu.peakReservedBytes, flopsPerStep: fl,
   mfu: dev === 'cuda' ? fl / sec / PEAK_BF16 : null, loss, hostSyncsPerStep: (hostSyncs(dev) - syncs0) / steps,
 }));
+const top = Number(arg('profile', '0'));
+if (top > 0) {
+  profileOps(true);
+  for (let i = 0; i < 2; i++) scope(() => void step().item());
+  const entries = profileOps(false);
+  printOpProfile(entries, 2, top);
+}
 model.dispose();
 opt.dispose();

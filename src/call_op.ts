@@ -26,6 +26,22 @@ export function callOp(op: string, device: Device, inputs: (Tensor | null)[], ou
   };
   inputs.forEach((t, i) => t !== null && t !== undefined && checkTensor(t, `inputs[${i}]`));
   outputs.forEach((t, i) => t !== null && t !== undefined && checkTensor(t, `outputs[${i}]`));
+  if (profile === null) return run(op, device, inputs, outputs, ints, floats);
+  const t0 = process.hrtime.bigint();
+  try {
+    return run(op, device, inputs, outputs, ints, floats);
+  } finally {
+    const shapes = inputs.slice(0, 6).map((t) => (t ? `${t.dtype === 'float32' ? 'f32' : t.dtype === 'bfloat16' ? 'bf16' : t.dtype}[${t.shape.join(',')}]` : '-'));
+    const more = inputs.length > 6 ? ` +${inputs.length - 6} inputs` : '';
+    const key = `${device} ${op} ${shapes.join(' ')}${more}${ints.length > 0 && ints.length <= 8 ? ` (${ints.join(',')})` : ''}`;
+    const e = profile.get(key) ?? { calls: 0, ns: 0n };
+    e.calls++;
+    e.ns += process.hrtime.bigint() - t0;
+    profile.set(key, e);
+  }
+}
+
+function run(op: string, device: Device, inputs: (Tensor | null)[], outputs: (Tensor | null)[], ints: number[], floats: number[]): OpStats | null {
   return addonFor(device, op).callOp(
     op,
     inputs.map((t) => (t ? t.buffer : null)),
@@ -35,6 +51,33 @@ export function callOp(op: string, device: Device, inputs: (Tensor | null)[], ou
     ints,
     floats,
   );
+}
+
+// The op profile: host wall time per op call, keyed by device, op and input dtypes and shapes. CUDA ops wait
+// for their kernels at the op's end unless VWLMM_CUDA_ASYNC=1, so there it is the op's GPU time plus its launch
+// overhead; in async mode it is the launch cost alone. Off unless asked for (one Map lookup per op when on).
+let profile: Map<string, { calls: number; ns: bigint }> | null = null;
+
+export interface OpProfileEntry {
+  /** `<device> <op> <dtype[shape]> ...` of the inputs ('-' for an absent optional input). */
+  key: string;
+  calls: number;
+  /** Total host wall time of those calls, in milliseconds. */
+  ms: number;
+}
+
+/** Starts (true: from zero) or stops (false) recording the op profile; returns the entries recorded so far. */
+export function profileOps(on: boolean): OpProfileEntry[] {
+  if (typeof on !== 'boolean') throw typeError('profileOps', 'on', 'a boolean', on);
+  const entries = opProfile();
+  profile = on ? new Map() : null;
+  return entries;
+}
+
+/** The op profile recorded since profileOps(true), the most time first (empty when it is off). */
+export function opProfile(): OpProfileEntry[] {
+  if (profile === null) return [];
+  return [...profile].map(([key, e]) => ({ key, calls: e.calls, ms: Number(e.ns) / 1e6 })).sort((a, b) => b.ms - a.ms);
 }
 
 /** Names of the ops (native/core/ops.def), in table order; every backend implements all of them. */

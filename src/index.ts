@@ -11,8 +11,8 @@ export type { DeviceSpec } from './device';
 // The engine in three layers, one name each: `callOp` runs a row of the op table (native/core/ops.def);
 // `fused` wraps the fused vocabulary ops with typed results; `F` is the differentiable layer (autograd),
 // as torch.nn.functional is PyTorch's.
-export { callOp, opNames, opConstants } from './call_op';
-export type { OpStats } from './call_op';
+export { callOp, opNames, opConstants, opProfile, profileOps } from './call_op';
+export type { OpProfileEntry, OpStats } from './call_op';
 export { fused, DEFAULT_WORKSPACE_BUDGET } from './fused';
 export * as F from './functional';
 export { backward, gradientCheckpoint, noGrad, isGradEnabled, zeroGrad, clearTape, tapeLength, onGradReady } from './autograd';

@@ -137,8 +137,12 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
       CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
     }
     if (N > 0) CUDA_CHECK(op, cudaMemsetAsync(a.row_loss, 0, sizeof(float) * N, ctx.stream));
-    if (a.loss) CUDA_CHECK(op, cudaMemsetAsync(a.loss, 0, sizeof(float), ctx.stream));
-    return call.finish();
+    OpStats st = call.finish();
+    if (a.loss) {
+      CUDA_CHECK(op, cudaMemsetAsync(a.loss, 0, sizeof(float), ctx.stream));
+      st.loss = std::nan("");  // as below: with a loss output nothing is reported on the host
+    }
+    return st;
   }
 
   DeviceBuffer row_loss = call.scratch(sizeof(double) * N);

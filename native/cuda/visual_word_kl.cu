@@ -189,8 +189,12 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   if (M == 0) {
     if (grad) CUDA_CHECK(op, cudaMemsetAsync(a.dw_lm, 0, sizeof(float) * V * d, ctx.stream));
     if (grad_target) CUDA_CHECK(op, cudaMemsetAsync(a.dw_vm, 0, sizeof(float) * V * d, ctx.stream));
-    if (a.loss) CUDA_CHECK(op, cudaMemsetAsync(a.loss, 0, sizeof(float), ctx.stream));
-    return call.finish();
+    OpStats st = call.finish();
+    if (a.loss) {
+      CUDA_CHECK(op, cudaMemsetAsync(a.loss, 0, sizeof(float), ctx.stream));
+      st.loss = std::nan("");  // as below: with a loss output nothing is reported on the host
+    }
+    return st;
   }
 
   DeviceBuffer row_loss = call.scratch(sizeof(double) * M);

@@ -53,3 +53,17 @@ export function updateErr(before: ArrayLike<number>, got: ArrayLike<number>, ref
   const scale = maxAbs(mag);
   return scale === 0 ? diff : diff / scale;
 }
+
+/**
+ * The parameters whose reference gradient is zero up to rounding: max |g| below `floor` times the model's largest
+ * gradient entry. The attention key bias is one (softmax ignores a shift shared by a row's scores, so its gradient
+ * is exactly 0), and two backends' rounding noise there need not agree: tests check such a gradient for being as
+ * small on the other backend (below `bound` times the largest entry) instead, and leave out its optimizer update
+ * (Adam turns noise of either sign into a full step of lr).
+ */
+export function zeroGradients(ref: Map<string, ArrayLike<number>>, floor = 1e-6): { names: Set<string>; largest: number } {
+  let largest = 0;
+  for (const g of ref.values()) largest = Math.max(largest, maxAbs(g));
+  const names = new Set([...ref].filter(([, g]) => maxAbs(g) < floor * largest).map(([n]) => n));
+  return { names, largest };
+}
