@@ -91,3 +91,25 @@ describe('VWLMM_GEMM', () => {
     expect(r.stderr).toMatch(/VWLMM_GEMM must be 'openblas' or 'builtin'.*got 'mkl'/);
   });
 });
+
+describe('addon symbols', () => {
+  // The addons export nothing of vwlmm's own: a default-visibility function-local static (error_flags(),
+  // host_sync_counter(), the process-group state) is an STB_GNU_UNIQUE symbol, one object for every library in
+  // the process, and the CPU and CUDA addons then shared their error flags and host-sync counts (a CPU read
+  // raised a CUDA op's pending async check, on a GPU). CMakeLists.txt builds them with hidden symbols.
+  const cpuAddon = process.env.VWLMM_ADDON ?? path.join(root, 'build', 'Release', 'vwlmm.node');
+  const addons = [cpuAddon, addon].filter((f) => fs.existsSync(f));
+  const readelf = spawnSync('readelf', ['--version'], { encoding: 'utf8' }).status === 0;
+  it.skipIf(!readelf || addons.length === 0)('no vwlmm symbol is unique or exported; the Node-API entry points are', () => {
+    for (const f of addons) {
+      const r = spawnSync('readelf', ['-Ws', '--wide', f], { encoding: 'utf8', maxBuffer: 1 << 28 });
+      expect(r.status, r.stderr).toBe(0);
+      const rows = r.stdout.split('\n').map((l) => l.trim().split(/\s+/)); // Num: Value Size Type Bind Vis Ndx Name
+      const ours = (name: string | undefined) => name !== undefined && /^_Z+N2vw/.test(name);
+      expect(rows.filter((c) => c[4] === 'UNIQUE' && ours(c[7])).map((c) => c[7]), `${f}: unique`).toEqual([]);
+      const exported = rows.filter((c) => (c[4] === 'GLOBAL' || c[4] === 'WEAK') && c[5] === 'DEFAULT' && c[6] !== 'UND').map((c) => c[7]);
+      expect(exported.filter(ours), `${f}: exported`).toEqual([]);
+      expect(exported).toContain('napi_register_module_v1');
+    }
+  });
+});

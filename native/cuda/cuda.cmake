@@ -108,6 +108,7 @@ else()
     CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON
     CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON
     CUDA_RUNTIME_LIBRARY Static
+    ${VWLMM_HIDDEN_SYMBOLS}
     BUILD_RPATH "\$ORIGIN;${_vw_cublas_dir}"
     INSTALL_RPATH "\$ORIGIN;${_vw_cublas_dir}")
   target_compile_options(vwlmm_cuda PRIVATE

@@ -174,6 +174,10 @@ function rowsCases(rng: Rng): Case[] {
   // Many repeats of one id (a padding token) next to unique ones.
   const rep = randIds(rng, 500, 50).map((x, i) => (i % 3 === 0 ? 7 : x));
   cases.push({ name: 'scatter_add_rows 500 ids, every third = 7', op: 'scatter_add_rows', inputs: [f(normals(rng, 500 * 9)), ids(rep)], outputs: [acc(normals(rng, 50 * 9))], ints: [50, 500, 9] });
+  // A run of 603 equal ids (the image placeholders' id in a batch) over C = 300 columns: three column blocks of the
+  // CUDA scatter, the last one partial, and a run length that is not a multiple of its 8-wide load batches.
+  const run = randIds(rng, 700, 30).map((x, i) => (i < 603 ? 3 : x));
+  cases.push({ name: 'embedding_backward 700 ids, a run of 603 equal ids, D=300', op: 'embedding_backward', inputs: [ids(run), f(normals(rng, 700 * 300))], outputs: [acc(normals(rng, 30 * 300))], ints: [700, 30, 300] });
   for (const a of [0, 1]) {
     cases.push({ name: `copy_2d strided, offsets, accumulate=${a}`, op: 'copy_2d', inputs: [f(normals(rng, 1 + 2 * 6 + 4))], outputs: [acc(normals(rng, 2 + 2 * 5 + 4))], ints: [3, 4, 6, 5, 1, 2, a] });
     cases.push({ name: `copy_2d srcStride < cols, accumulate=${a}`, op: 'copy_2d', inputs: [f(normals(rng, 20))], outputs: [acc(normals(rng, 40))], ints: [3, 4, 2, 9, 0, 3, a] });

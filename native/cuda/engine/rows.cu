@@ -2,8 +2,8 @@
 //   gather_rows / embedding_forward: dst[i, :] = src[idx[i], :], a block per destination row (grid-stride).
 //   scatter_add_rows / embedding_backward: dSrc[idx[i], :] += dDst[i, :], deterministic and atomic-free:
 //     the (idx, i) pairs are sorted by idx with CUB's radix sort (stable, so equal ids keep increasing i),
-//     then each run of equal ids is summed by one block, in order of i, in double starting from the old
-//     row (a single-row run is a plain float add), exactly the CPU's grouping.
+//     then each run of equal ids is summed, a thread per column, in order of i, in double starting from the
+//     old row (a single-row run is a plain float add), exactly the CPU's grouping.
 //   im2col: cols[b, P, Cin*p*p] from img[b, Cin, H, W], one thread per output element.
 // The ids are checked against [0, S) on the device (an error flag with the CPU's message, raised at the op's
 // end in sync mode, at the next synchronisation in async mode); the kernels skip ids outside it.
@@ -40,28 +40,37 @@ __global__ void __launch_bounds__(kThreads) iota_kernel(int32_t* __restrict__ v,
   for (int64_t i = global_tid(); i < n; i += global_stride()) v[i] = static_cast<int32_t>(i);
 }
 
-// One block per run of equal sorted ids (a block at a position that does not start a run exits). Runs of
-// ids outside [0, S) (flagged; a negative id is >= 2^31 unsigned) are skipped.
+// One block per run of equal sorted ids and chunk of kRowThreads columns (blockIdx.y; a block at a position that
+// does not start a run exits), one thread per column: a long run (the image placeholders' id, padding) is then
+// spread over C / kRowThreads blocks instead of one, and each thread issues its run's loads 8 ahead of the adds,
+// which stay in order of i (the CPU's grouping, bit for bit as before). Runs of ids outside [0, S) (flagged; a
+// negative id is >= 2^31 unsigned) are skipped.
 __global__ void __launch_bounds__(kRowThreads)
     scatter_runs_kernel(const float* __restrict__ ddst, const uint32_t* __restrict__ keys, const int32_t* __restrict__ order,
                         float* __restrict__ dsrc, int64_t n, int64_t C, int64_t S) {
+  const int64_t j = int64_t{blockIdx.y} * blockDim.x + threadIdx.x;
   for (int64_t p = blockIdx.x; p < n; p += gridDim.x) {
     const uint32_t v = keys[p];
     if (p > 0 && keys[p - 1] == v) continue;
-    if (static_cast<int64_t>(v) >= S) continue;
+    if (static_cast<int64_t>(v) >= S || j >= C) continue;
     int64_t q = p + 1;
     while (q < n && keys[q] == v) ++q;
-    float* d = dsrc + static_cast<int64_t>(v) * C;
+    float* d = dsrc + static_cast<int64_t>(v) * C + j;
     if (q == p + 1) {
-      const float* s = ddst + static_cast<int64_t>(order[p]) * C;
-      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) d[j] += s[j];
-    } else {
-      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
-        double a = d[j];
-        for (int64_t k = p; k < q; ++k) a += ddst[static_cast<int64_t>(order[k]) * C + j];
-        d[j] = static_cast<float>(a);
-      }
+      *d += ddst[static_cast<int64_t>(order[p]) * C + j];
+      continue;
     }
+    double a = *d;
+    int64_t k = p;
+    for (; k + 8 <= q; k += 8) {
+      float x[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) x[u] = ddst[static_cast<int64_t>(order[k + u]) * C + j];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) a += x[u];
+    }
+    for (; k < q; ++k) a += ddst[static_cast<int64_t>(order[k]) * C + j];
+    *d = static_cast<float>(a);
   }
 }
 
@@ -102,7 +111,9 @@ void scatter_add(const char* op, const Context& ctx, const float* ddst, const in
   DeviceBuffer temp(op, ctx, temp_bytes, nullptr);
   CUDA_CHECK(op, cub::DeviceRadixSort::SortPairs(temp.get(), temp_bytes, keys_in, keys_out.as<uint32_t>(), order_in.as<int32_t>(),
                                                  order_out.as<int32_t>(), items, 0, end_bit, ctx.stream));
-  launch(op, ctx, grid_for(ctx, n, 1), kRowThreads, 0, scatter_runs_kernel, ddst, keys_out.as<uint32_t>(),
+  const int64_t column_blocks = (C + kRowThreads - 1) / kRowThreads;
+  if (column_blocks > 65535) throw_range_error("[", op, "] C = ", C, " exceeds the CUDA backend's limit of ", int64_t{65535} * kRowThreads, " columns");
+  launch(op, ctx, dim3(grid_for(ctx, n, 1), static_cast<unsigned>(column_blocks)), kRowThreads, 0, scatter_runs_kernel, ddst, keys_out.as<uint32_t>(),
          order_out.as<int32_t>(), dsrc, n, C, S);
 }
 
