@@ -1,12 +1,12 @@
 // Host synchronisations and time per optimizer step of the demo model's Trainer on one device: how often the
 // host waits for the backend inside a step (hostSyncs(), native/core/host_sync.h). The CPU count is the
 // orchestration's (tests/train/host_syncs.test.ts holds it to 1); on CUDA every wait inside an op counts too, so
-// this lists what is left of "one synchronisation per step". Run it with VWLMM_CUDA_ASYNC=1 as well (no wait
+// this lists what is left of "one synchronisation per step". Run it with VWLMM_CUDA_ASYNC=0 as well (a wait
 // at the end of every op).
 //
 //   npx tsx benchmarks/host_syncs.ts [--device cuda] [--dtype bf16] [--steps 20] [--accum 2] [--profile N]
 // --profile N: the op profile of the steps after the first 2 (benchmarks/support.ts printOpProfile) on stderr.
-import { hostSyncs, profileOps } from '../src';
+import { hostSyncs, isAsync, profileOps } from '../src';
 import { parseComputeDtype } from '../src/amp';
 import { DeviceSpec, useDevice } from '../src/device';
 import { DEFAULT_RECIPE, recipeConfig } from '../src/demo/recipe';
@@ -46,5 +46,5 @@ trainer.run();
 const steady = per.slice(2);
 if (top > 0) printOpProfile(profileOps(false), steady.length, top);
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
-console.log(JSON.stringify({ device, dtype, accum, async: process.env.VWLMM_CUDA_ASYNC === '1', syncsPerStep: per.map((p) => p.syncs), meanMsPerStep: mean(steady.map((p) => p.ms)) }));
+console.log(JSON.stringify({ device, dtype, accum, async: isAsync(device.startsWith('cuda') ? 'cuda' : 'cpu'), syncsPerStep: per.map((p) => p.syncs), meanMsPerStep: mean(steady.map((p) => p.ms)) }));
 model.dispose();

@@ -1,5 +1,5 @@
 // Helpers shared by the benchmark scripts: flags, deterministic inputs, median timing, the engine decoder.
-import { F, Generator, nn, OpProfileEntry, scope, Tensor, zeroGrad } from '../src';
+import { F, Generator, isAsync, nn, OpProfileEntry, scope, Tensor, zeroGrad } from '../src';
 
 /** The value after `--name` on the command line, or `dflt`. */
 export function arg(name: string, dflt: string): string {
@@ -74,8 +74,8 @@ export function overridesArg(): Json {
 
 /**
  * Prints an op profile (profileOps) on stderr, per step of `steps`: the time per op name, then the `top` costliest
- * op/shape keys. On CUDA in the default sync mode each op's time is its GPU time; with VWLMM_CUDA_ASYNC=1 it is
- * the host's launch cost.
+ * op/shape keys. On CUDA in sync mode (VWLMM_CUDA_ASYNC=0) each op's time is its GPU time; in async mode (CUDA's
+ * default) it is the host's launch cost.
  */
 export function printOpProfile(entries: OpProfileEntry[], steps: number, top: number): void {
   const total = entries.reduce((a, e) => a + e.ms, 0);
@@ -89,7 +89,7 @@ export function printOpProfile(entries: OpProfileEntry[], steps: number, top: nu
   }
   const row = (ms: number, calls: number, what: string) =>
     `${(ms / steps).toFixed(2).padStart(9)} ms ${((100 * ms) / total).toFixed(1).padStart(5)}% ${(calls / steps).toFixed(0).padStart(6)} calls  ${what}`;
-  console.error(`op profile, per step (${(total / steps).toFixed(1)} ms in ops${process.env.VWLMM_CUDA_ASYNC === '1' ? ', async: launch cost only' : ''}):`);
+  console.error(`op profile, per step (${(total / steps).toFixed(1)} ms in ops${isAsync('cuda') ? ', CUDA async: launch cost only' : ''}):`);
   for (const [name, o] of [...byOp].sort((a, b) => b[1].ms - a[1].ms)) console.error(row(o.ms, o.calls, name));
   console.error(`the ${top} costliest op/shape keys:`);
   for (const e of entries.slice(0, top)) console.error(row(e.ms, e.calls, e.key));

@@ -7,7 +7,7 @@
 //   npx tsx benchmarks/train_throughput.ts [--size issue|tiny] [--device cuda|cpu] [--steps 10] [--warmup 3] [--dtype bf16|fp32]
 //                                         [--profile N]
 // --profile N: after the timed steps, 2 more steps with the op profile on (profileOps: host wall time per op; on
-// CUDA without VWLMM_CUDA_ASYNC=1 each op waits for its kernels, so that is GPU time): the time per op name and
+// CUDA with VWLMM_CUDA_ASYNC=0 each op waits for its kernels, so that is GPU time; by default, launch cost): the time per op name and
 // the N costliest op/shape keys, per step, on stderr.
 import { AdamW, autocast, hostSyncs, memoryStats, profileOps, scope, zeroGrad } from '../src';
 import { parseComputeDtype } from '../src/amp';

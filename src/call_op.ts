@@ -53,9 +53,9 @@ function run(op: string, device: Device, inputs: (Tensor | null)[], outputs: (Te
   );
 }
 
-// The op profile: host wall time per op call, keyed by device, op and input dtypes and shapes. CUDA ops wait
-// for their kernels at the op's end unless VWLMM_CUDA_ASYNC=1, so there it is the op's GPU time plus its launch
-// overhead; in async mode it is the launch cost alone. Off unless asked for (one Map lookup per op when on).
+// The op profile: host wall time per op call, keyed by device, op and input dtypes and shapes. In CUDA's sync
+// mode (setAsync('cuda', false), VWLMM_CUDA_ASYNC=0) each op waits for its kernels, so it is the op's GPU time
+// plus its launch and wait overhead; in async mode (CUDA's default) it is the launch cost alone. Off unless asked for (one Map lookup per op when on).
 let profile: Map<string, { calls: number; ns: bigint }> | null = null;
 
 export interface OpProfileEntry {

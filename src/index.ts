@@ -100,12 +100,12 @@ export function synchronize(device: Device = 'cpu'): void {
 }
 
 /**
- * Async mode, per device (native/core/error_flags.h). Off (the default): every op raises its own data checks;
- * on CUDA the host waits after each op. On: no op waits, and a failed check is raised at the next
- * synchronisation (a read of a tensor, synchronize()), naming the op that found it; what was computed since is
- * undefined, as after a PyTorch device-side assert. VWLMM_CUDA_ASYNC=1 starts CUDA in async mode. The CPU
- * runs its ops as they are called either way; its async mode defers only the raise, so CI checks the path a GPU
- * takes. Returns the previous mode.
+ * Async mode, per device (native/core/error_flags.h). On (CUDA's default): no op waits, and a failed check is
+ * raised at the next synchronisation (a read of a tensor, synchronize()), naming the op that found it; what was
+ * computed since is undefined, as after a PyTorch device-side assert. Off (the CPU's default; VWLMM_CUDA_ASYNC=0
+ * starts CUDA so, as CUDA_LAUNCH_BLOCKING=1 does for PyTorch): every op raises its own data checks; on CUDA the
+ * host waits after each op. The CPU runs its ops as they are called either way; its async mode defers only the
+ * raise, so CI checks the path a GPU takes. Returns the previous mode.
  */
 export function setAsync(device: Device, on: boolean): boolean {
   if (typeof on !== 'boolean') throw typeError('setAsync', 'on', 'a boolean', on);

@@ -6,8 +6,8 @@
 #   .device/node.xz      Node 20 (../shared/device/node-v20.20.2-linux-x64.xz)
 #   .device/nm.tar.xz    node_modules (without typescript)
 #   .device/src.tar      `git archive HEAD` plus the files under test (isolates the run from edits in progress)
-# SECTIONS picks what runs (default: all but asynctests and profile, in this order): tests asynctests profile syncs
-# nccl train amp demo bench.
+# SECTIONS picks what runs (default: all but synctests and profile, in this order): tests synctests profile syncs
+# nccl train amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
 # REUSE=1 keeps the previous call's unpacked, built tree on a still-warm machine (no unpack, no build).
 set -u
 OUT=${OUT:-/tmp/vwlmm-gpu-out}; mkdir -p "$OUT"
@@ -50,29 +50,29 @@ if want tests; then
   grep -E "FAIL|✗|×|AssertionError|Error:" "$L/tests.log" | head -40
   tail -8 "$L/tests.log"
 fi
-if want asynctests; then
-  # the CPU-vs-CUDA parity cases and training steps again with no wait at the end of each op (VWLMM_CUDA_ASYNC=1)
+if want synctests; then
+  # the CPU-vs-CUDA parity cases and training steps again in sync mode (each op waits for its kernels)
   t0=$(date +%s)
-  VWLMM_CUDA_ASYNC=1 timeout ${TEST_TIMEOUT:-240} node node_modules/vitest/vitest.mjs run ${ASYNC_TESTS:-tests/engine/cuda_parity.test.ts tests/model/device.test.ts tests/model/mixed_precision.test.ts tests/kernels/device_loss.test.ts} >"$L/tests_async.log" 2>&1
-  echo "tests, VWLMM_CUDA_ASYNC=1: rc $? in $(( $(date +%s) - t0 )) s"
-  grep -E "FAIL|AssertionError|Error:" "$L/tests_async.log" | head -20
-  tail -3 "$L/tests_async.log"
+  VWLMM_CUDA_ASYNC=0 timeout ${TEST_TIMEOUT:-240} node node_modules/vitest/vitest.mjs run ${SYNC_TESTS:-tests/engine/cuda_parity.test.ts tests/model/device.test.ts tests/model/mixed_precision.test.ts tests/kernels/device_loss.test.ts} >"$L/tests_sync.log" 2>&1
+  echo "tests, VWLMM_CUDA_ASYNC=0: rc $? in $(( $(date +%s) - t0 )) s"
+  grep -E "FAIL|AssertionError|Error:" "$L/tests_sync.log" | head -20
+  tail -3 "$L/tests_sync.log"
 fi
 if want profile; then
   # where a training step's time goes: the op profile (benchmarks/support.ts printOpProfile) of the issue's model
-  # (each op waits for its kernels: GPU time per op) and of the demo model (sync: GPU time; async: launch cost),
-  # and the issue's model's tokens/s without the per-op wait
-  timeout 100 node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda --steps 4 --warmup 2 --profile 30 >"$L/profile_train.log" 2>&1
+  # in sync mode (each op waits for its kernels: GPU time per op) and of the demo model (sync: GPU time; async:
+  # launch cost), and the issue's model's tokens/s with the per-op wait
+  VWLMM_CUDA_ASYNC=0 timeout 100 node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda --steps 4 --warmup 2 --profile 30 >"$L/profile_train.log" 2>&1
   echo "issue model, sync, op profile: rc $?"; head -45 "$L/profile_train.log" | cut -c1-230
-  VWLMM_CUDA_ASYNC=1 timeout 100 node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda >"$L/train_async.log" 2>&1
-  echo "issue model, VWLMM_CUDA_ASYNC=1: rc $? $(tail -1 "$L/train_async.log" | head -c 600)"
+  VWLMM_CUDA_ASYNC=0 timeout 100 node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda >"$L/train_sync.log" 2>&1
+  echo "issue model, VWLMM_CUDA_ASYNC=0: rc $? $(tail -1 "$L/train_sync.log" | head -c 600)"
   for mode in 0 1; do
     VWLMM_CUDA_ASYNC=$mode timeout 90 node node_modules/tsx/dist/cli.mjs benchmarks/host_syncs.ts --device cuda --steps 8 --profile 12 >"$L/profile_demo_$mode.log" 2>&1
     echo "demo model, VWLMM_CUDA_ASYNC=$mode, op profile: rc $?"; head -42 "$L/profile_demo_$mode.log" | cut -c1-200
   done
 fi
 if want syncs; then
-  # host synchronisations per training step on CUDA, with the per-op wait (default) and without (VWLMM_CUDA_ASYNC=1)
+  # host synchronisations per training step on CUDA, with the per-op wait (VWLMM_CUDA_ASYNC=0) and without (default)
   for mode in 0 1; do
     VWLMM_CUDA_ASYNC=$mode timeout 90 node node_modules/tsx/dist/cli.mjs benchmarks/host_syncs.ts --device cuda --steps 10 >"$L/host_syncs_$mode.log" 2>&1
     echo "host syncs (VWLMM_CUDA_ASYNC=$mode): rc $? $(tail -1 "$L/host_syncs_$mode.log" | head -c 600)"

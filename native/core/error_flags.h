@@ -7,9 +7,9 @@
 //   - the flags are read when the host next synchronises with the backend (a buffer read, synchronize(),
 //     or, in sync mode, the end of the op), and the first failure, in the order the checks were enqueued,
 //     is raised there with its op's name (raise_pending). All pending checks are cleared either way.
-// Sync mode (the default): the op drains its own checks, so its error is raised by the op itself, before
-// it writes an output on the CPU (on CUDA at its end, where it waits anyway). Async mode (setAsync(true),
-// or VWLMM_CUDA_ASYNC=1 for the CUDA addon): nothing waits for a check; the error is raised at the next
+// Sync mode (the CPU's default; VWLMM_CUDA_ASYNC=0 for CUDA): the op drains its own checks, so its error is raised
+// by the op itself, before it writes an output on the CPU (on CUDA at its end, where it then waits). Async mode
+// (CUDA's default; setAsync(true)): nothing waits for a check; the error is raised at the next
 // synchronisation. An op whose check failed must stay memory-safe (it skips the bad entries or its whole
 // work); what it and later ops compute is undefined until the error is raised, as after PyTorch's
 // device-side asserts.

@@ -428,10 +428,9 @@ bool upload_staged(void* dst, const void* src, size_t bytes) {
   return true;
 }
 
-// Every op ends here (run_op). Sync mode (the default): the host waits for the stream after each op and
-// raises the op's failed checks. Async mode (setAsync(true), VWLMM_CUDA_ASYNC=1 at load): no wait; what is
-// read waits, and raises then (not yet run on a GPU; sync stays the default until a GPU session has run the
-// suite both ways).
+// Every op ends here (run_op). Async mode (CUDA's default; setAsync(true)): no wait; what is read waits, and
+// raises the failed checks then. Sync mode (setAsync(false), VWLMM_CUDA_ASYNC=0 at load): the host waits for the
+// stream after each op and raises the op's failed checks (an H200 ran the GPU test files both ways, 2026-12-04).
 void finish_op(const char* op) {
   if (error_flags().async()) return;
   drain_flags(op, context(op));

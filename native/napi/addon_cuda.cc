@@ -234,9 +234,10 @@ const OpEntry kCudaOps[] = {
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  // VWLMM_CUDA_ASYNC=1 starts the addon in async mode (native/core/error_flags.h); setAsync() changes it.
+  // CUDA starts in async mode (native/core/error_flags.h): no op waits for its kernels. VWLMM_CUDA_ASYNC=0 starts
+  // it in sync mode (each op waits and raises its own checks: CUDA_LAUNCH_BLOCKING's use); setAsync() changes it.
   const char* async = std::getenv("VWLMM_CUDA_ASYNC");
-  error_flags().set_async(async != nullptr && std::string(async) == "1");
+  error_flags().set_async(async == nullptr || std::string(async) != "0");
   RegisterOps(env, exports, kCudaOps, "cuda");
   exports.Set("sgemm", Napi::Function::New(env, Sgemm, "sgemm"));
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));

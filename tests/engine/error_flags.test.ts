@@ -10,9 +10,22 @@ import { rngFor, runSeed } from '../support/random';
 
 const cases = backends.filter((b) => b.dtype === 'float32');
 
+// Each device's mode as the process starts: the CPU sync, CUDA async (unless VWLMM_CUDA_ASYNC=0). Every test
+// leaves it so.
+const initial = new Map(cases.filter((b) => b.available).map((b) => [b.device, isAsync(b.device)] as const));
+
 /** Runs fn with `device` in async mode, restoring the mode and clearing what fn left pending. */
 function inAsync(device: Device, fn: () => void): void {
-  const was = setAsync(device, true);
+  inMode(device, true, fn);
+}
+/** Runs fn with `device` in sync mode, restoring the mode. */
+function inSync<T>(device: Device, fn: () => T): T {
+  let r: T | undefined;
+  inMode(device, false, () => (r = fn()));
+  return r as T;
+}
+function inMode(device: Device, on: boolean, fn: () => void): void {
+  const was = setAsync(device, on);
   try {
     fn();
   } finally {
@@ -33,10 +46,14 @@ describe(`error flags (seed ${runSeed})`, () => {
     const ids = (a: number[]) => Tensor.fromArray(Int32Array.from(a), [a.length], { device: d });
 
     afterEach(() => {
-      if (b.available) expect(isAsync(d)).toBe(false);
+      if (b.available) expect(isAsync(d)).toBe(initial.get(d));
     });
 
-    run(`${b.name}: sync mode (the default) raises a bad id in the op that got it`, () => {
+    run(`${b.name}: starts in its default mode (the CPU sync; CUDA async unless VWLMM_CUDA_ASYNC=0)`, () => {
+      expect(initial.get(d)).toBe(d === 'cuda' && process.env.VWLMM_CUDA_ASYNC !== '0');
+    });
+
+    run(`${b.name}: sync mode raises a bad id in the op that got it`, () => inSync(d, () => {
       expect(isAsync(d)).toBe(false);
       scope(() => {
         expect(() => F.embedding(ids([0, 7]), table(5, 3, 'sync'))).toThrow(/^\[embedding_forward\] ids\[1\] = 7 is outside \[0, 5\)$/);
@@ -44,7 +61,7 @@ describe(`error flags (seed ${runSeed})`, () => {
         expect(Array.from(F.embedding(ids([4]), table(5, 3, 'sync')).toArray())).toHaveLength(3);
         synchronize(d);
       });
-    });
+    }));
 
     run(`${b.name}: async mode raises at the next read, naming the op, then is clear again`, () => {
       inAsync(d, () => scope(() => {
@@ -118,7 +135,7 @@ describe(`error flags (seed ${runSeed})`, () => {
         backward(F.sum(F.mul(y, y)));
         return [Array.from(y.toArray()), Array.from(W.grad!.toArray())];
       });
-      const sync = once();
+      const sync = inSync(d, once);
       let async: number[][] = [];
       inAsync(d, () => (async = once()));
       expect(async).toEqual(sync);
