@@ -29,7 +29,7 @@ void synchronize();
 
 // Async mode's host -> device copy (NativeBuffer.write): the data is copied into a pinned staging chunk and sent on
 // the ops' stream, so the host does not wait for the transfer. False when it is not staged (larger than a chunk):
-// the caller copies synchronously. Not yet run on a GPU.
+// the caller copies synchronously.
 bool upload_staged(void* dst, const void* src, size_t bytes);
 
 // Runs op `fn` and then waits for the stream, so that a fault is reported by the op that caused it (the

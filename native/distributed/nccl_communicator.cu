@@ -2,7 +2,8 @@
 // stream has queued, runs on the group's own stream, and records an event; wait() polls that event and NCCL's
 // asynchronous error until the deadline, then makes the ops' stream wait for it. Past the deadline the communicator
 // is aborted (ncclCommAbort), so no rank stays blocked on a dead peer.
-// Not yet run on a GPU: the first GPU session runs tests/distributed's NCCL case (benchmarks/gpu/device_check.sh).
+// Ran on an H200 with one rank (2026-12-04: bit for bit with the single-process path, benchmarks/gpu/device_check.sh);
+// several GPUs have not run it.
 #include "nccl_communicator.h"
 
 #include <cuda_runtime_api.h>

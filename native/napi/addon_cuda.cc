@@ -63,7 +63,8 @@ void RawDeviceFree(void* p) {
 
 // Tensors' device memory: every size cached (cudaMalloc costs tens of microseconds and cudaFree synchronises
 // the device), 512-byte classes up to 1 MiB, then 4 per octave; no cap (torch.cuda.empty_cache() is
-// releaseCache()). Not yet run on a GPU: the CPU backend runs the same cache (tests/engine/memory_cache.test.ts).
+// releaseCache()). Ran on an H200 (2026-12-04) in every CUDA test; the CPU backend runs the same cache
+// (tests/engine/memory_cache.test.ts).
 BlockCache& DeviceCache() {
   static BlockCache c("CUDA", RawDeviceAlloc, RawDeviceFree, 512, size_t{1} << 20, /*cache_small=*/true, SIZE_MAX);
   return c;
