@@ -89,7 +89,7 @@ export function printOpProfile(entries: OpProfileEntry[], steps: number, top: nu
   }
   const row = (ms: number, calls: number, what: string) =>
     `${(ms / steps).toFixed(2).padStart(9)} ms ${((100 * ms) / total).toFixed(1).padStart(5)}% ${(calls / steps).toFixed(0).padStart(6)} calls  ${what}`;
-  console.error(`op profile, per step (${(total / steps).toFixed(1)} ms in ops${isAsync('cuda') ? ', CUDA async: launch cost only' : ''}):`);
+  console.error(`op profile, per step (${(total / steps).toFixed(1)} ms in ops${entries.some((e) => e.key.startsWith('cuda ')) && isAsync('cuda') ? ', CUDA async: launch cost only' : ''}):`);
   for (const [name, o] of [...byOp].sort((a, b) => b[1].ms - a[1].ms)) console.error(row(o.ms, o.calls, name));
   console.error(`the ${top} costliest op/shape keys:`);
   for (const e of entries.slice(0, top)) console.error(row(e.ms, e.calls, e.key));

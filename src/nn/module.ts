@@ -93,8 +93,17 @@ export abstract class Module {
 
   /** The device of this module's parameters ('cpu' for a module without any). */
   get device(): Device {
-    const first: Tensor | undefined = this.namedParameters().values().next().value;
-    return first?.device ?? 'cpu';
+    return this.firstParameter()?.device ?? 'cpu';
+  }
+
+  // Depth first, as namedParameters orders them, without building the map (device is read per forward).
+  private firstParameter(): Tensor | undefined {
+    for (const t of this.ownParams.values()) return t;
+    for (const c of this.ownChildren.values()) {
+      const t = c.firstParameter();
+      if (t) return t;
+    }
+    return undefined;
   }
 
   numParameters(): number {
