@@ -78,6 +78,8 @@ export interface BackendMemoryStats {
   /** Allocations the cache could not serve (each one a system allocation: a cudaMalloc on CUDA). */
   systemAllocs: number;
   cacheHits: number;
+  /** Cached blocks handed back to the system, least recently freed first, to keep the cache under its cap. */
+  evictions: number;
 }
 
 export const packageRoot = path.join(__dirname, '..');

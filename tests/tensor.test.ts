@@ -1,4 +1,6 @@
 // Tensor, scope and native memory: round trips, disposal, leak accounting, bf16 conversion.
+import { spawnSync } from 'child_process';
+import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { cachedHostBytes, cudaAvailable, keep, fused, memoryStats, releaseHostCache, scope, Tensor } from '../src';
 import { bf16ToF32, f32ToBf16, roundToBf16 } from '../src/bf16';
@@ -6,6 +8,7 @@ import { rngFor } from './support/random';
 import { liveMemory } from './support/memory';
 
 const live = () => memoryStats().cpu.liveBuffers;
+const root = path.join(__dirname, '..');
 
 describe('Tensor', () => {
   it('round-trips float32 and int32 data and reports shape, dtype, device', () => {
@@ -33,6 +36,30 @@ describe('Tensor', () => {
     b.dispose();
     expect(releaseHostCache()).toBe(cached);
     expect(cachedHostBytes()).toBe(0);
+  });
+
+  it('a full host cache hands back its least recently freed blocks to keep the new ones (VWLMM_HOST_CACHE_MIB)', () => {
+    // In a child with a 4 MiB cache: four 1 MiB blocks fill it; then a block of another size class, allocated and
+    // disposed five times, is kept after its first disposal (evicting old blocks), so it comes from the system once.
+    // Before, a full cache sent every block of a new size back to the system: five system allocations.
+    const code = `const v = require('./src');
+      const a = [0, 1, 2, 3].map(() => v.Tensor.zeros([262144]));
+      a.forEach((t) => t.dispose());
+      const s0 = v.memoryStats().cpu;
+      for (let i = 0; i < 5; i++) v.Tensor.zeros([393216]).dispose();
+      const s1 = v.memoryStats().cpu;
+      console.log(JSON.stringify({ cached0: s0.cachedBytes, allocs: s1.systemAllocs - s0.systemAllocs, evictions: s1.evictions - s0.evictions, cached: s1.cachedBytes }));`;
+    const run = (mib: string) => spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e', code], { cwd: root, env: { ...process.env, VWLMM_HOST_CACHE_MIB: mib }, encoding: 'utf8' });
+    const r = run('4');
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(out.cached0).toBe(4 << 20);
+    expect(out.allocs).toBe(1);
+    expect(out.evictions).toBe(2); // 1.5 MiB needs two of the oldest 1 MiB blocks gone
+    expect(out.cached).toBe((2 << 20) + 1.5 * (1 << 20));
+    const bad = run('lots');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/VWLMM_HOST_CACHE_MIB must be a whole number of MiB from 0 to 16777216, got 'lots'/);
   });
 
   it('holds empty tensors', () => {

@@ -11,14 +11,24 @@ namespace vw::cpu {
 
 namespace {
 // Blocks up to 64 KiB are 64-byte multiples left to malloc (which caches small blocks itself); larger ones
-// are cached, up to 1 GiB.
+// are cached, up to VWLMM_HOST_CACHE_MIB (default 1024 MiB; read once, at the first allocation).
 constexpr size_t kSmall = 64 * 1024;
+
+size_t cache_cap() {
+  const char* v = std::getenv("VWLMM_HOST_CACHE_MIB");
+  if (v == nullptr || *v == '\0') return size_t{1} << 30;
+  char* end = nullptr;
+  const unsigned long long mib = std::strtoull(v, &end, 10);
+  if (*end != '\0' || v[0] == '-' || mib > (size_t{1} << 24))
+    throw_range_error("VWLMM_HOST_CACHE_MIB must be a whole number of MiB from 0 to 16777216, got '", v, "'");
+  return static_cast<size_t>(mib) << 20;
+}
 
 void* raw_alloc(size_t bytes) { return std::aligned_alloc(64, bytes); }  // 64-byte alignment for vector loads
 void raw_free(void* p) { std::free(p); }
 
 BlockCache& cache() {
-  static BlockCache c("host", raw_alloc, raw_free, 64, kSmall, /*cache_small=*/false, size_t{1} << 30);
+  static BlockCache c("host", raw_alloc, raw_free, 64, kSmall, /*cache_small=*/false, cache_cap());
   return c;
 }
 }  // namespace

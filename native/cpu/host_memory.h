@@ -1,6 +1,7 @@
 // Host memory of tensors (the CPU addon's DeviceMemory), through the caching allocator of
 // native/core/block_cache.h. Blocks of 64 KiB and more are rounded up to size
-// classes (4 per octave, so at most 19% waste) and kept in free lists when disposed, up to 1 GiB: a
+// classes (4 per octave, so at most 19% waste) and kept in free lists when disposed, up to 1 GiB
+// (VWLMM_HOST_CACHE_MIB; the least recently freed blocks go back first): a
 // training step allocates and frees the same sizes every step, and without reuse glibc either fragments its
 // arenas (RSS grew by GBs at constant live memory) or, with a low mmap threshold, page-faults every block
 // in again (2.5x slower steps). Tensors still free deterministically: dispose() returns the block to the

@@ -179,6 +179,7 @@ void RegisterOps(Napi::Env env, Napi::Object exports, const OpTable<N>& table, c
     o.Set("peakReservedBytes", Napi::Number::New(info.Env(), static_cast<double>(s.peak_reserved)));
     o.Set("systemAllocs", Napi::Number::New(info.Env(), static_cast<double>(s.system_allocs)));
     o.Set("cacheHits", Napi::Number::New(info.Env(), static_cast<double>(s.cache_hits)));
+    o.Set("evictions", Napi::Number::New(info.Env(), static_cast<double>(s.evictions)));
     return o;
   }));
   // hostSyncs(): how many times the host has waited for this backend (native/core/host_sync.h).

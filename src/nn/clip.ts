@@ -2,9 +2,9 @@
 // token + learned positions, pre-layernorm, pre-LN encoder layers (bidirectional attention with biases,
 // quick_gelu MLP), post-layernorm on the class token. hidden_states[0] is the pre-layernormed embedding
 // output; LLaVA takes hidden_states[select_layer] (default -2) without its CLS token.
-import { gradientCheckpoint } from '../autograd';
+import { gradientCheckpoint, isGradEnabled } from '../autograd';
 import * as F from '../functional';
-import { Tensor } from '../tensor';
+import { scope, Tensor } from '../tensor';
 import { LayerNorm, Linear } from './layers';
 import { InitOptions, Module, ModuleList, normalParam } from './module';
 
@@ -178,9 +178,11 @@ export class ClipVisionTransformer extends Module {
     if (!Number.isInteger(stop) || stop < 0 || stop > L) throw new RangeError(`CLIP: layer ${opts.upToLayer} is out of range for ${L} layers`);
     let h = this.pre_layrnorm.forward(this.embeddings.forward(pixels));
     const states = [h];
+    const own = !isGradEnabled(); // each layer frees its intermediates as it ends (LlamaDecoder.forward)
     for (let i = 0; i < stop; i++) {
       const layer = this.encoder.layers.items[i];
-      h = this.gradientCheckpointing ? gradientCheckpoint((x) => layer.forward(x), [h], layer.parameters()) : layer.forward(h);
+      const x = h;
+      h = this.gradientCheckpointing ? gradientCheckpoint((y) => layer.forward(y), [h], layer.parameters()) : own ? scope(() => layer.forward(x)) : layer.forward(h);
       states.push(h);
     }
     return { hiddenStates: states, lastHiddenState: h };

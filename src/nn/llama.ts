@@ -1,9 +1,9 @@
 // LLaMA-family decoder (HF LlamaModel / LlamaForCausalLM names and math): token embedding, layers of
 // pre-RMSNorm grouped-query attention with rotary embeddings and a SwiGLU MLP, final RMSNorm.
-import { gradientCheckpoint } from '../autograd';
+import { gradientCheckpoint, isGradEnabled } from '../autograd';
 import * as F from '../functional';
 import type { Generator } from '../random';
-import { keep, Tensor } from '../tensor';
+import { keep, scope, Tensor } from '../tensor';
 import { Embedding, Linear, RMSNorm } from './layers';
 import { InitOptions, Module, ModuleList } from './module';
 
@@ -220,10 +220,16 @@ export class LlamaDecoder extends Module {
     const keyMask = opts.keyMask ?? null, cache = opts.cache ?? null;
     const states: Tensor[] | null = opts.outputHiddenStates ? [inputsEmbeds] : null;
     let h = inputsEmbeds;
+    // Without autograd (generation, evaluation) nothing needs a layer's intermediates after it: each layer frees
+    // them as it ends, so the live memory is one layer's, not the whole decoder's (which overflowed the host
+    // cache when answering: every batch allocated fresh, page-faulting blocks).
+    const own = !isGradEnabled();
     this.layers.items.forEach((layer, i) => {
       h = this.gradientCheckpointing && !cache
         ? gradientCheckpoint((x) => layer.forward(x, keyMask, null, i), [h], layer.parameters(), dropoutGenerators(layer))
-        : layer.forward(h, keyMask, cache, i);
+        : own
+          ? scope(() => layer.forward(h, keyMask, cache, i))
+          : layer.forward(h, keyMask, cache, i);
       if (states) states.push(h);
     });
     if (cache) cache.length += inputsEmbeds.shape[1];

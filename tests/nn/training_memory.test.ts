@@ -2,7 +2,7 @@
 // and saved tensor is released deterministically each step (no reliance on the garbage collector); and a
 // steady-state step's memory all comes from the caching allocator.
 import { describe, expect, it } from 'vitest';
-import { AdamW, clipGradNorm, F, Generator, memoryStats, nn, releaseHostCache, scope, Tensor, zeroGrad } from '../../src';
+import { AdamW, clipGradNorm, F, Generator, memoryStats, nn, noGrad, releaseHostCache, scope, Tensor, zeroGrad } from '../../src';
 
 /** A 2-layer, 4-head decoder of width d (initialisation std `std`), its generator, and AdamW over its parameters. */
 function decoder(vocabSize: number, d: number, ffn: number, kvHeads: number, std: number, seed: number, opt: { lr: number; weightDecay?: number }) {
@@ -84,5 +84,36 @@ describe('training memory', () => {
     expect(memoryStats().cpu.systemAllocs).toBe(refilled.systemAllocs);
     opt.dispose();
     model.dispose();
+  });
+
+  it('without autograd each decoder and vision layer frees its intermediates as it ends: the peak is about one layer', () => {
+    // 8 layers: with autograd every layer's intermediates live until the scope ends (the backward needs them);
+    // without, the forward holds about one layer's. Peak reserved host bytes beyond the weights, after emptying the cache.
+    const peakOf = (fn: () => void) => {
+      releaseHostCache();
+      const before = memoryStats().cpu.reservedBytes;
+      scope(fn);
+      return memoryStats().cpu.peakReservedBytes - before;
+    };
+    const cfg: nn.LlamaConfig = { vocabSize: 64, hiddenSize: 64, intermediateSize: 256, numLayers: 8, numHeads: 4, numKvHeads: 4, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 256, initializerRange: 0.02 };
+    const llm = new nn.LlamaForCausalLM(cfg, { generator: new Generator(3) });
+    const ids = Tensor.fromArray(Int32Array.from({ length: 4 * 128 }, (_, i) => i % 64), [4, 128]);
+    const run = () => void llm.model.forward(llm.model.embed_tokens.forward(ids));
+    const withGrad = peakOf(run), without = peakOf(() => noGrad(run));
+    expect(without).toBeLessThan(withGrad / 3);
+    // the same values either way
+    const a = scope(() => llm.model.forward(llm.model.embed_tokens.forward(ids)).last.toArray());
+    const b = noGrad(() => scope(() => llm.model.forward(llm.model.embed_tokens.forward(ids)).last.toArray()));
+    expect(Array.from(b)).toEqual(Array.from(a));
+    const clip: nn.ClipVisionConfig = { hiddenSize: 64, intermediateSize: 256, numLayers: 8, numHeads: 4, imageSize: 64, patchSize: 4, numChannels: 3, layerNormEps: 1e-5, hiddenAct: 'quick_gelu', initializerRange: 0.02, initializerFactor: 1 };
+    const tower = new nn.ClipVisionModel(clip, { generator: new Generator(4) });
+    const pixels = Tensor.fromArray(new Generator(5).normals(4 * 3 * 64 * 64), [4, 3, 64, 64]);
+    const runTower = () => void tower.vision_model.forward(pixels);
+    const towerGrad = peakOf(runTower), towerNo = peakOf(() => noGrad(runTower));
+    expect(towerNo).toBeLessThan(towerGrad / 2);
+    ids.dispose();
+    pixels.dispose();
+    llm.dispose();
+    tower.dispose();
   });
 });
