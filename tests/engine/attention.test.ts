@@ -35,6 +35,10 @@ const cases: Case[] = [
   { name: 'bidirectional cross Tq=33 Tk=130 GQA 4/2 Dh=64', B: 2, Tq: 33, Tk: 130, Hq: 4, Hkv: 2, Dh: 64, causal: false },
   { name: 'KV cache causal Tq=5 Tk=33 Dh=8', B: 2, Tq: 5, Tk: 33, Hq: 2, Hkv: 2, Dh: 8, causal: true, fd: true },
   { name: 'decode causal Tq=1 Tk=130 GQA 4/1', B: 3, Tq: 1, Tk: 130, Hq: 4, Hkv: 1, Dh: 16, causal: true },
+  // Tq <= 4 takes the CPU's direct path (no packing; generation's decode step), with the same semantics:
+  { name: 'direct: decode over a left-padded cache, Tq=1 Tk=67 GQA 4/2', B: 3, Tq: 1, Tk: 67, Hq: 4, Hkv: 2, Dh: 16, causal: true, mask: 'left-pad', fd: true },
+  { name: 'direct: Tq=4 Tk=37 causal, random mask, an all-padding row', B: 3, Tq: 4, Tk: 37, Hq: 2, Hkv: 1, Dh: 8, causal: true, mask: 'random', emptyRows: [2], fd: true },
+  { name: 'direct: Tq=3 Tk=40 bidirectional, scores x100', B: 2, Tq: 3, Tk: 40, Hq: 2, Hkv: 2, Dh: 8, causal: false, scoreScale: 100 },
   { name: 'causal Tq=33 > Tk=5 (first rows see nothing)', B: 2, Tq: 33, Tk: 5, Hq: 2, Hkv: 1, Dh: 8, causal: true, fd: true },
   { name: 'random key mask + an all-padding batch row', B: 3, Tq: 33, Tk: 33, Hq: 4, Hkv: 2, Dh: 8, causal: false, mask: 'random', emptyRows: [1], fd: true },
   { name: 'right padding, causal, T=130', B: 3, Tq: 130, Tk: 130, Hq: 2, Hkv: 2, Dh: 8, causal: true, mask: 'right-pad' },
