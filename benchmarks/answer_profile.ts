@@ -2,7 +2,7 @@
 // benchmarks/answer_throughput.ts, on both sides, one after the other. vwlmm: reading and preprocessing the images,
 // then per group of equal-length prompts (as VwLmm.generate runs them) the tower + projector, the decoder's prefill
 // with the KV cache and the lm_head row, and decode steps; plus the time per op of the table over the whole batch
-// (every callOp timed, as benchmarks/profile_decoder.ts does). transformers (hf_answer.py --profile): the image
+// (the op profile, profileOps, as benchmarks/profile_decoder.ts uses). transformers (hf_answer.py --profile): the image
 // processor, get_image_features, the language model's prefill over the padded batch, decode steps.
 // Not a test; prints two tables and one JSON line.
 //
@@ -11,39 +11,27 @@
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { backendInfo, F, noGrad, scope, Tensor } from '../src';
+import { backendInfo, F, noGrad, profileOps, scope, Tensor } from '../src';
 import { collate } from '../src/data/collate';
 import { loadImage, preprocessClip } from '../src/data/images';
 import { TextTokenizer } from '../src/data/tokenizer';
 import { answerPrompt, answerQuestions } from '../src/eval/answer';
 import { loadCheckpoint } from '../src/model/checkpoint';
-import { cpu } from '../src/native';
 import { KVCache } from '../src/nn/llama';
-import { arg } from './support';
+import { addByOp, arg, OpTotals } from './support';
 
 const dir = path.resolve(arg('dir', 'benchmarks/out/answer_throughput/d512'));
 const batchSize = Number(arg('batch-size', '16')), steps = Number(arg('steps', '4'));
 const python = arg('python', 'python3');
 
-const addon = cpu();
-const raw = addon.callOp.bind(addon);
-const perOp = new Map<string, { ms: number; calls: number }>();
-const decodeOps = new Map<string, { ms: number; calls: number }>(); // the decode steps' share of perOp
-let timing = false, decoding = false;
-addon.callOp = (op, ...rest) => {
-  if (!timing) return raw(op, ...rest);
-  const t0 = process.hrtime.bigint();
-  try {
-    return raw(op, ...rest);
-  } finally {
-    const dt = Number(process.hrtime.bigint() - t0) / 1e6;
-    for (const m of decoding ? [perOp, decodeOps] : [perOp]) {
-      const e = m.get(op) ?? { ms: 0, calls: 0 };
-      e.ms += dt;
-      e.calls++;
-      m.set(op, e);
-    }
-  }
+const perOp: OpTotals = new Map();
+const decodeOps: OpTotals = new Map(); // the decode steps' share of perOp
+let timing = false;
+// The op profile (profileOps) since the last call, added to `into`, then restarted (while timing).
+const collect = (into: OpTotals[]) => {
+  if (!timing) return;
+  const entries = profileOps(true);
+  for (const m of into) addByOp(entries, m);
 };
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 
@@ -88,14 +76,14 @@ async function main(): Promise<void> {
         model.lm_head.forward(F.reshape(F.slice(hs, 1, T - 1, 1), [B, D])).toArray();
         ms.prefill += now() - t;
         t = now();
-        decoding = true;
+        collect([perOp]);
         for (let s = 0; s < steps; s++) {
           scope(() => {
             const e = model.model.embed_tokens.forward(Tensor.fromArray(new Int32Array(B).fill(3 + s), [B, 1]));
             model.lm_head.forward(F.reshape(model.model.forward(e, { cache }).last, [B, D])).toArray();
           });
         }
-        decoding = false;
+        collect([perOp, decodeOps]);
         ms.decodeStep += (now() - t) / steps;
       }));
       cache.dispose();
@@ -104,9 +92,12 @@ async function main(): Promise<void> {
   };
   await phases(); // warm-up
   timing = true;
+  profileOps(true);
   const t0 = now();
   const ms = await phases();
   const wall = now() - t0;
+  collect([perOp]);
+  profileOps(false);
   timing = false;
   // the same batch through answerQuestions at max_new_tokens 1 (what answer_throughput.ts times): its wall time less
   // the phases above is what the answering loop adds (images decoded again, answers file, fsync)

@@ -1,42 +1,26 @@
 // Where a decoder training step spends its time, per op of the table (native/core/ops.def): the engine
-// benchmark's decoder (benchmarks/engine_cpu.ts) run with every callOp timed, plus the step's wall time,
+// benchmark's decoder (benchmarks/engine_cpu.ts) run with the op profile on (profileOps), plus the step's wall time,
 // so the rest is the JS side (autograd, allocation, argument checks). Not a test; prints a table.
 //
 //   npx tsx benchmarks/profile_decoder.ts [--reps 5]
-import { cpu } from '../src/native';
-import { engineDecoder } from './support';
+import { profileOps } from '../src';
+import { addByOp, engineDecoder } from './support';
 
 const args = process.argv.slice(2);
 const reps = Number(args[args.indexOf('--reps') + 1] || 5) || 5;
 const { cfg, batch: BATCH, seq: SEQ, step: decoderStep } = engineDecoder();
 
-const addon = cpu();
-const raw = addon.callOp.bind(addon);
-const perOp = new Map<string, { ms: number; calls: number }>();
-let timing = false;
-addon.callOp = (op, ...rest) => {
-  if (!timing) return raw(op, ...rest);
-  const t0 = process.hrtime.bigint();
-  try {
-    return raw(op, ...rest);
-  } finally {
-    const e = perOp.get(op) ?? { ms: 0, calls: 0 };
-    e.ms += Number(process.hrtime.bigint() - t0) / 1e6;
-    e.calls++;
-    perOp.set(op, e);
-  }
-};
-
 const step = () => decoderStep();
 step();
 step();
-timing = true;
+profileOps(true);
 let wall = 0;
 for (let r = 0; r < reps; r++) {
   const t0 = process.hrtime.bigint();
   step();
   wall += Number(process.hrtime.bigint() - t0) / 1e6;
 }
+const perOp = addByOp(profileOps(false), new Map());
 const rows = [...perOp.entries()].map(([op, e]) => ({ op, ms: e.ms / reps, calls: e.calls / reps })).sort((a, b) => b.ms - a.ms);
 const inOps = rows.reduce((s, r) => s + r.ms, 0);
 console.log(`decoder step (B ${BATCH} x T ${SEQ}, d ${cfg.hiddenSize}, ${cfg.numLayers} layers): ${(wall / reps).toFixed(1)} ms per step, ${inOps.toFixed(1)} ms in ops, ${(wall / reps - inOps).toFixed(1)} ms outside (JS, allocation)`);

@@ -72,6 +72,20 @@ export function overridesArg(): Json {
   return a && !a.startsWith('--') ? (JSON.parse(a) as Json) : {};
 }
 
+export type OpTotals = Map<string, { ms: number; calls: number }>;
+
+/** Adds op profile entries (profileOps) into totals per op name; returns `into`. */
+export function addByOp(entries: OpProfileEntry[], into: OpTotals): OpTotals {
+  for (const e of entries) {
+    const name = e.key.split(' ')[1];
+    const o = into.get(name) ?? { calls: 0, ms: 0 };
+    o.calls += e.calls;
+    o.ms += e.ms;
+    into.set(name, o);
+  }
+  return into;
+}
+
 /**
  * Prints an op profile (profileOps) on stderr, per step of `steps`: the time per op name, then the `top` costliest
  * op/shape keys. On CUDA in sync mode (VWLMM_CUDA_ASYNC=0) each op's time is its GPU time; in async mode (CUDA's
@@ -79,14 +93,7 @@ export function overridesArg(): Json {
  */
 export function printOpProfile(entries: OpProfileEntry[], steps: number, top: number): void {
   const total = entries.reduce((a, e) => a + e.ms, 0);
-  const byOp = new Map<string, { calls: number; ms: number }>();
-  for (const e of entries) {
-    const name = e.key.split(' ')[1];
-    const o = byOp.get(name) ?? { calls: 0, ms: 0 };
-    o.calls += e.calls;
-    o.ms += e.ms;
-    byOp.set(name, o);
-  }
+  const byOp = addByOp(entries, new Map());
   const row = (ms: number, calls: number, what: string) =>
     `${(ms / steps).toFixed(2).padStart(9)} ms ${((100 * ms) / total).toFixed(1).padStart(5)}% ${(calls / steps).toFixed(0).padStart(6)} calls  ${what}`;
   console.error(`op profile, per step (${(total / steps).toFixed(1)} ms in ops${entries.some((e) => e.key.startsWith('cuda ')) && isAsync('cuda') ? ', CUDA async: launch cost only' : ''}):`);
