@@ -318,6 +318,18 @@ void device_row_losses(const char* op, const Context& ctx, const double* d_loss,
   launch(op, ctx, 1, 256, 0, sum_losses_kernel, d_loss, n, scale, loss);
 }
 
+OpStats finish_losses(const char* op, const Context& ctx, FusedCall& call, const double* d_loss, float* row_loss, int64_t n,
+                      Reduction reduction, int64_t rows, float* loss) {
+  OpStats st = call.finish();
+  if (loss) {
+    device_row_losses(op, ctx, d_loss, row_loss, n, loss_scale(reduction, rows), loss);
+    st.loss = std::nan("");
+  } else {
+    st.loss = n > 0 ? reduce_loss(copy_row_losses(op, ctx, d_loss, row_loss, n), reduction, rows) : 0.0;
+  }
+  return st;
+}
+
 // ------------------------------------------------------------------------------------------- error flags
 
 namespace {

@@ -246,6 +246,12 @@ double copy_row_losses(const char* op, const Context& ctx, const double* d_loss,
 void device_row_losses(const char* op, const Context& ctx, const double* d_loss, float* row_loss, int64_t n, double scale,
                        float* loss);
 
+// A fused loss's end: call.finish(), then the row losses d_loss [n] to the float rowLoss output and the loss reduced
+// over `rows`: with a loss output kept on the device (stats.loss NaN: nothing is read), else read back and reduced.
+// n = 0 (no row counts; d_loss may be null): the loss is 0.
+OpStats finish_losses(const char* op, const Context& ctx, FusedCall& call, const double* d_loss, float* row_loss, int64_t n,
+                      Reduction reduction, int64_t rows, float* loss);
+
 // The host waits for the ops' stream: the one way ops synchronise, counted as a host synchronisation
 // (native/core/host_sync.h).
 void wait_stream(const char* op, const Context& ctx);

@@ -137,12 +137,7 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
       CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
     }
     if (N > 0) CUDA_CHECK(op, cudaMemsetAsync(a.row_loss, 0, sizeof(float) * N, ctx.stream));
-    OpStats st = call.finish();
-    if (a.loss) {
-      CUDA_CHECK(op, cudaMemsetAsync(a.loss, 0, sizeof(float), ctx.stream));
-      st.loss = std::nan("");  // as below: with a loss output nothing is reported on the host
-    }
-    return st;
+    return finish_losses(op, ctx, call, nullptr, a.row_loss, 0, a.reduction, 0, a.loss);  // loss 0
   }
 
   DeviceBuffer row_loss = call.scratch(sizeof(double) * N);
@@ -191,14 +186,7 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   }
   if (grad && !dw_started) CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
 
-  OpStats st = call.finish();
-  if (a.loss) {
-    device_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, N, loss_scale(a.reduction, n_valid), a.loss);
-    st.loss = std::nan("");
-  } else {
-    st.loss = reduce_loss(copy_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, N), a.reduction, n_valid);
-  }
-  return st;
+  return finish_losses(op, ctx, call, row_loss.as<double>(), a.row_loss, N, a.reduction, n_valid, a.loss);
 }
 
 // The table entries (native/core/ops.def).

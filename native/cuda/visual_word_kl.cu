@@ -189,12 +189,7 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   if (M == 0) {
     if (grad) CUDA_CHECK(op, cudaMemsetAsync(a.dw_lm, 0, sizeof(float) * V * d, ctx.stream));
     if (grad_target) CUDA_CHECK(op, cudaMemsetAsync(a.dw_vm, 0, sizeof(float) * V * d, ctx.stream));
-    OpStats st = call.finish();
-    if (a.loss) {
-      CUDA_CHECK(op, cudaMemsetAsync(a.loss, 0, sizeof(float), ctx.stream));
-      st.loss = std::nan("");  // as below: with a loss output nothing is reported on the host
-    }
-    return st;
+    return finish_losses(op, ctx, call, nullptr, a.row_loss, 0, a.reduction, 0, a.loss);  // loss 0
   }
 
   DeviceBuffer row_loss = call.scratch(sizeof(double) * M);
@@ -236,14 +231,7 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
       logits_backward(op, ctx.blas, nc, V, d, ga, tg, a.w_vm, x_c, tin, elem_offset(a.dx, c0 * d, dt), a.dw_vm, beta);
   }
 
-  OpStats st = call.finish();
-  if (a.loss) {
-    device_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, M, loss_scale(a.reduction, M), a.loss);
-    st.loss = std::nan("");
-  } else {
-    st.loss = reduce_loss(copy_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, M), a.reduction, M);
-  }
-  return st;
+  return finish_losses(op, ctx, call, row_loss.as<double>(), a.row_loss, M, a.reduction, M, a.loss);
 }
 
 // The table entries (native/core/ops.def).
