@@ -9,6 +9,10 @@
 # SECTIONS picks what runs (default: all but synctests and profile, in this order): tests synctests profile syncs
 # nccl train amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
 # REUSE=1 keeps the previous call's unpacked, built tree on a still-warm machine (no unpack, no build).
+# A 15-minute lease, as the 2026-12-04 session spent it (benchmarks/RESULTS.md, "The GPU check on an H200"):
+#   call 1 (~4 min + ~30 s start): SECTIONS="tests synctests syncs nccl train profile amp" TEST_TIMEOUT=200
+#   call 2 at once, REUSE=1 (~4.5 min): SECTIONS="demo bench" DEMO_TIMEOUT=170 BENCH_TIMEOUT=110
+# then give the machine back; a fix and a fresh start take the rest.
 set -u
 OUT=${OUT:-/tmp/vwlmm-gpu-out}; mkdir -p "$OUT"
 # Everything is written under $L and packed into $OUT/logs.tgz at the end (the tool returns at most 8 files).
