@@ -546,6 +546,25 @@ export function concat(xs: Tensor[], axis = 0): Tensor {
 }
 
 /** x[..., start:start+length, ...] along `axis` (a copy). */
+/**
+ * Writes src into dst along `axis` at `start`, in place: dst[..., start:start+n, ...] = src (every other axis equal).
+ * Not differentiable (a cache's storage: generation's KV cache); an error if either side needs a gradient.
+ */
+export function writeAt(dst: Tensor, src: Tensor, axis: number, start: number): void {
+  const where = 'F.writeAt';
+  check(where, 'dst', dst);
+  check(where, 'src', src);
+  if (needsGrad(dst, src)) throw new TypeError(`${where}: not differentiable; dst and src must not need a gradient`);
+  if (src.dtype !== dst.dtype || src.device !== dst.device) throw new TypeError(`${where}: src is ${src.dtype} on ${src.device} but dst is ${dst.dtype} on ${dst.device}`);
+  const { outer, inner, ax } = axisGeometry(where, dst, axis);
+  if (src.rank !== dst.rank || src.shape.some((n, i) => i !== ax && n !== dst.shape[i]))
+    throw rangeError(where, `src ${shapeStr(src.shape)} must match dst ${shapeStr(dst.shape)} except along axis ${ax}`);
+  const n = src.shape[ax];
+  if (!Number.isInteger(start) || start < 0 || start + n > dst.shape[ax]) throw rangeError(where, `rows [${start}, ${start + n}) outside dst's ${dst.shape[ax]} along axis ${ax}`);
+  if (outer === 0 || n * inner === 0) return;
+  callOp('copy_2d', dst.device, [src], [dst], [outer, n * inner, n * inner, dst.shape[ax] * inner, 0, start * inner, 0]);
+}
+
 export function slice(x: Tensor, axis: number, start: number, length: number): Tensor {
   const where = 'F.slice';
   check(where, 'x', x, { minRank: 1 });

@@ -214,6 +214,8 @@ export class VwLmm extends Module {
   private generateIn(prompts: GeneratePrompt[], opts: GenerateOptions): number[][] {
     const batchSize = opts.batchSize ?? 32;
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`VwLmm.generate: batchSize must be a positive integer, got ${batchSize}`);
+    if (opts.cacheReserve !== undefined && (!Number.isInteger(opts.cacheReserve) || opts.cacheReserve < 0))
+      throw new RangeError(`VwLmm.generate: cacheReserve must be a non-negative integer, got ${opts.cacheReserve}`);
     prompts.forEach((p, i) => {
       const bad = p.imagePositions.find((pos) => pos < 0 || pos >= p.tokenIds.length);
       if (bad !== undefined) throw new RangeError(`VwLmm.generate: prompt ${i} has an image position ${bad} outside its ${p.tokenIds.length} tokens`);
@@ -250,6 +252,7 @@ export class VwLmm extends Module {
       return this.pick(logits, B, V, opts, gen);
     };
     const cache = new KVCache(this.config.llm.numLayers);
+    const reserve = opts.cacheReserve ?? 64;
     const out: number[][] = prompts.map(() => []);
     const done = new Array(B).fill(false);
     try {
@@ -285,9 +288,11 @@ export class VwLmm extends Module {
           else out[b].push(t);
         });
         if (done.every(Boolean) || step === opts.maxNewTokens - 1) break;
+        // decode steps write into reserved room (KVCache.pads: the cache builds their key masks)
+        if (reserve > 0) [cache.pads, cache.reserve] = [pads, Math.min(reserve, opts.maxNewTokens)];
         next = scope(() => {
           const emb = this.model.embed_tokens.forward(Tensor.fromArray(Int32Array.from(next), [B, 1], { device: this.device }));
-          const hs = this.model.forward(emb, { keyMask: keyMask(cache.length + 1), cache }).last;
+          const hs = this.model.forward(emb, { keyMask: reserve > 0 ? null : keyMask(cache.length + 1), cache }).last;
           return logitsOf(F.reshape(hs, [B, D]));
         });
       }
@@ -323,6 +328,12 @@ export interface GenerateOptions {
   seed?: number;
   /** Prompts per batch (default 32); batches mix lengths (left padding). */
   batchSize?: number;
+  /**
+   * Decode steps write each new key and value into room reserved in the KV cache, this many positions at a time
+   * (default 64, at most maxNewTokens); 0: every step concatenates the whole cache (the same results to float
+   * rounding: the attention then sums over the same keys).
+   */
+  cacheReserve?: number;
   /**
    * The precision of the products (src/amp.ts autocast): 'bfloat16' or 'float32'; default the device's (bf16 on CUDA,
    * fp32 on the CPU). One autocast region covers the whole call, so each weight is cast once.

@@ -3,7 +3,7 @@
 import { gradientCheckpoint, isGradEnabled } from '../autograd';
 import * as F from '../functional';
 import type { Generator } from '../random';
-import { keep, scope, Tensor } from '../tensor';
+import { Device, keep, scope, Tensor } from '../tensor';
 import { Embedding, Linear, RMSNorm } from './layers';
 import { InitOptions, Module, ModuleList } from './module';
 
@@ -83,14 +83,36 @@ export class KVCache {
   readonly k: (Tensor | null)[];
   readonly v: (Tensor | null)[];
   length = 0;
+  /**
+   * Single-token steps with room reserved (generation's decode): `pads` set (each row's left padding), a step writes
+   * its key and value into buffers with up to `reserve` free positions at their end (zeros, grown by `reserve` when
+   * full) and attends over the whole buffer with a key mask, built here from `pads` and `length`, that hides the
+   * padding and the free tail; the caller's key mask is not used then. Without `pads` every step concatenates: it
+   * copies the whole cache (at 260 cached positions ~15% of a CPU decode step).
+   */
+  pads: readonly number[] | null = null;
+  reserve = 64;
+  private mask: { length: number; cap: number; t: Tensor } | null = null;
   constructor(numLayers: number) {
     this.k = new Array(numLayers).fill(null);
     this.v = new Array(numLayers).fill(null);
+  }
+  /** The key mask [B, cap] of the next position (length + 1 keys in use), shared by the layers of a step. */
+  stepMask(cap: number, device: Device): Tensor {
+    const pads = this.pads!;
+    if (this.mask && this.mask.length === this.length && this.mask.cap === cap) return this.mask.t;
+    this.mask?.t.dispose();
+    const B = pads.length, m = new Int32Array(B * cap);
+    pads.forEach((p, b) => m.fill(1, b * cap + p, b * cap + this.length + 1));
+    this.mask = { length: this.length, cap, t: keep(Tensor.fromArray(m, [B, cap], { device })) };
+    return this.mask.t;
   }
   dispose(): void {
     for (const t of [...this.k, ...this.v]) t?.dispose();
     this.k.fill(null);
     this.v.fill(null);
+    this.mask?.t.dispose();
+    this.mask = null;
     this.length = 0;
   }
 }
@@ -121,6 +143,7 @@ export class LlamaAttention extends Module {
     let v = F.reshape(this.v_proj.forward(x), [B, T, c.numKvHeads, Dh]);
     if (cache) {
       const pk = cache.k[layer], pv = cache.v[layer];
+      if (cache.pads && T === 1 && pk && pv) return this.step(q, k, v, cache, layer);
       if (pk && pv) {
         k = F.concat([pk, k], 1);
         v = F.concat([pv, v], 1);
@@ -139,6 +162,26 @@ export class LlamaAttention extends Module {
     if (w && k.shape[1] > w) throw new RangeError(`LLaMA: ${k.shape[1]} positions exceed the config's sliding_window of ${w}: sliding-window attention is not implemented (sequences up to ${w} positions are exact)`);
     const o = F.attention(q, k, v, { causal: true, keyMask });
     return this.o_proj.forward(F.reshape(o, [B, T, c.numHeads * Dh]));
+  }
+
+  // One position per row into a cache with room reserved (KVCache.pads): write, then attend over the whole buffer.
+  private step(q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: number): Tensor {
+    const [B] = q.shape, c = this.config, Dh = this.headDim, pos = cache.length;
+    let bk = cache.k[layer]!, bv = cache.v[layer]!;
+    if (pos >= bk.shape[1]) {
+      // full (or the prefill's exact-size keys): grow by `reserve` zeros (a masked key must still be finite)
+      const room = Tensor.zeros([B, Math.max(1, cache.reserve), c.numKvHeads, Dh], { device: bk.device, dtype: bk.dtype });
+      const [nk, nv] = [keep(F.concat([bk, room], 1)), keep(F.concat([bv, room], 1))];
+      bk.dispose();
+      bv.dispose();
+      [bk, bv] = [(cache.k[layer] = nk), (cache.v[layer] = nv)];
+    }
+    F.writeAt(bk, k, 1, pos);
+    F.writeAt(bv, v, 1, pos);
+    const w = c.slidingWindow;
+    if (w && pos + 1 > w) throw new RangeError(`LLaMA: ${pos + 1} positions exceed the config's sliding_window of ${w}: sliding-window attention is not implemented (sequences up to ${w} positions are exact)`);
+    const o = F.attention(q, bk, bv, { causal: true, keyMask: cache.stepMask(bk.shape[1], bk.device) });
+    return this.o_proj.forward(F.reshape(o, [B, 1, c.numHeads * Dh]));
   }
 }
 

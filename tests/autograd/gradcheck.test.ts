@@ -87,6 +87,21 @@ describe(`autograd gradients of ops.* (seed ${runSeed})`, () => {
     gradcheck('slice', ([a]) => F.slice(a, 1, 1, 2), [{ shape: [2, 4, 3] }]);
     gradcheck('gatherRows', ([a, i]) => F.gatherRows(a, i), [{ shape: [4, 3] }, { shape: [6], int: [3, 0, 0, 2, 3, 3] }]);
   });
+  it('writeAt: an in-place write along an axis (the storage of a cache), refused where a gradient is needed', () => {
+    scope(() => {
+      const dst = Tensor.fromArray(Float32Array.from({ length: 2 * 5 * 3 }, (_, i) => i), [2, 5, 3]);
+      const src = Tensor.fromArray(Float32Array.from({ length: 2 * 2 * 3 }, (_, i) => -1 - i), [2, 2, 3]);
+      F.writeAt(dst, src, 1, 3);
+      const want = Float32Array.from({ length: 30 }, (_, i) => i);
+      for (let b = 0; b < 2; b++) for (let t = 0; t < 2; t++) for (let e = 0; e < 3; e++) want[(b * 5 + 3 + t) * 3 + e] = -1 - ((b * 2 + t) * 3 + e);
+      expect(Array.from(dst.toArray())).toEqual(Array.from(want));
+      expect(() => F.writeAt(dst, src, 1, 4)).toThrow(/F.writeAt: rows \[4, 6\) outside dst's 5 along axis 1/);
+      expect(() => F.writeAt(dst, Tensor.zeros([2, 2, 4]), 1, 0)).toThrow(/must match dst \[2, 5, 3\] except along axis 1/);
+      src.requiresGrad = true;
+      expect(() => F.writeAt(dst, src, 1, 0)).toThrow(/F.writeAt: not differentiable/);
+    });
+  });
+
   it('attention: causal GQA with padding, bidirectional', () => {
     gradcheck('attn causal gqa', ([q, k, v]) => F.attention(q, k, v, { causal: true }), [{ shape: [2, 5, 4, 3] }, { shape: [2, 5, 2, 3] }, { shape: [2, 5, 2, 3] }]);
     gradcheck('attn masked', ([q, k, v, m]) => F.attention(q, k, v, { causal: false, keyMask: m }), [{ shape: [2, 3, 2, 4] }, { shape: [2, 4, 2, 4] }, { shape: [2, 4, 2, 4] }, { shape: [2, 4], int: [1, 1, 1, 1, 1, 1, 0, 0] }]);

@@ -214,6 +214,26 @@ describe('VW-LMM generate: mixed-length batches', () => {
     model.dispose();
   });
 
+  it('decode steps into reserved cache room (grown 1, 2 or 9 positions at a time) match concatenating every step', () => {
+    const { model, V, withImage, textOnly } = setup();
+    const prompts = [withImage(1, 64), textOnly(0, 3, 9), withImage(0, 57)];
+    const gen = (cacheReserve: number) => {
+      const logits: Float32Array[][] = prompts.map(() => []);
+      const tokens = model.generate(prompts, { maxNewTokens: 9, cacheReserve, onLogits: (l, rows) => rows.forEach((i, b) => logits[i].push(l.slice(b * V, (b + 1) * V))) });
+      return { tokens, logits };
+    };
+    const concat = gen(0);
+    const before = liveMemory();
+    for (const reserve of [1, 2, 9]) {
+      const r = gen(reserve);
+      expect(r.tokens, `reserve ${reserve}`).toEqual(concat.tokens);
+      expect(maxRelError(r.logits, concat.logits), `reserve ${reserve}`).toBeLessThan(1e-6);
+    }
+    expect(liveMemory()).toEqual(before); // the cache's buffers and step masks are freed with it
+    expect(() => model.generate(prompts, { maxNewTokens: 2, cacheReserve: -1 })).toThrow(/cacheReserve must be a non-negative integer, got -1/);
+    model.dispose();
+  });
+
   it('batchSize 1, 3 and larger than the number of prompts give the same tokens and logits', () => {
     const { model, V, withImage, textOnly } = setup();
     const prompts = [withImage(1, 64), textOnly(0, 3, 9), withImage(0, 57), textOnly(3, 70, 30), withImage(2, 61)];
