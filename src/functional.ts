@@ -560,7 +560,8 @@ export function writeAt(dst: Tensor, src: Tensor, axis: number, start: number): 
   if (src.rank !== dst.rank || src.shape.some((n, i) => i !== ax && n !== dst.shape[i]))
     throw rangeError(where, `src ${shapeStr(src.shape)} must match dst ${shapeStr(dst.shape)} except along axis ${ax}`);
   const n = src.shape[ax];
-  if (!Number.isInteger(start) || start < 0 || start + n > dst.shape[ax]) throw rangeError(where, `rows [${start}, ${start + n}) outside dst's ${dst.shape[ax]} along axis ${ax}`);
+  if (typeof start !== 'number' || !Number.isInteger(start) || start < 0) throw typeError(where, 'start', 'a non-negative integer', start);
+  if (start + n > dst.shape[ax]) throw rangeError(where, `rows [${start}, ${start + n}) outside dst's ${dst.shape[ax]} along axis ${ax}`);
   if (outer === 0 || n * inner === 0) return;
   callOp('copy_2d', dst.device, [src], [dst], [outer, n * inner, n * inner, dst.shape[ax] * inner, 0, start * inner, 0]);
 }

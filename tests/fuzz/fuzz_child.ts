@@ -478,9 +478,9 @@ function recordTemplates(): void {
           const args = gen();
           scope(() => {
             const fn = (F as unknown as Record<string, (...a: unknown[]) => unknown>)[name];
-            // gradients to every float input (patchEmbed: not to the pixels)
+            // gradients to every float input (patchEmbed: not to the pixels; writeAt is not differentiable)
             args.forEach((a, i) => {
-              if (a instanceof Tensor && a.dtype === 'float32' && !(name === 'patchEmbed' && i === 0)) a.requiresGrad = true;
+              if (a instanceof Tensor && a.dtype === 'float32' && !(name === 'patchEmbed' && i === 0) && name !== 'writeAt') a.requiresGrad = true;
             });
             const r = fn(...args);
             const out = Array.isArray(r) ? r[0] : r;
@@ -546,6 +546,7 @@ const opsGen: Record<string, () => unknown[]> = {
   swiglu: () => [tf([2, 3]), tf([2, 3])],
   concat: () => [[tf([2, 3]), tf([2, 1])], 1],
   slice: () => [tf([4, 3]), 0, 1, 2],
+  writeAt: () => [tf([2, 5, 3]), tf([2, 2, 3]), 1, 3],
   gatherRows: () => [tf([4, 3]), ti([3, 0, 0])],
   attention: () => [tf([1, 3, 2, 4]), tf([1, 3, 1, 4]), tf([1, 3, 1, 4]), { causal: chance(0.5), keyMask: chance(0.5) ? ti([1, 1, 0], [1, 3]) : null }],
   patchEmbed: () => [tf([1, 2, 4, 4]), tf([3, 2, 2, 2])],
