@@ -545,7 +545,6 @@ export function concat(xs: Tensor[], axis = 0): Tensor {
   return out;
 }
 
-/** x[..., start:start+length, ...] along `axis` (a copy). */
 /**
  * Writes src into dst along `axis` at `start`, in place: dst[..., start:start+n, ...] = src (every other axis equal).
  * Not differentiable (a cache's storage: generation's KV cache); an error if either side needs a gradient.
@@ -566,6 +565,7 @@ export function writeAt(dst: Tensor, src: Tensor, axis: number, start: number): 
   callOp('copy_2d', dst.device, [src], [dst], [outer, n * inner, n * inner, dst.shape[ax] * inner, 0, start * inner, 0]);
 }
 
+/** x[..., start:start+length, ...] along `axis` (a copy). */
 export function slice(x: Tensor, axis: number, start: number, length: number): Tensor {
   const where = 'F.slice';
   check(where, 'x', x, { minRank: 1 });

@@ -252,7 +252,9 @@ export class VwLmm extends Module {
       return this.pick(logits, B, V, opts, gen);
     };
     const cache = new KVCache(this.config.llm.numLayers);
+    // decode steps write into room reserved in the cache (KVCache.pads: the cache builds their key masks)
     const reserve = opts.cacheReserve ?? 64;
+    if (reserve > 0) [cache.pads, cache.reserve] = [pads, Math.min(reserve, opts.maxNewTokens)];
     const out: number[][] = prompts.map(() => []);
     const done = new Array(B).fill(false);
     try {
@@ -288,8 +290,6 @@ export class VwLmm extends Module {
           else out[b].push(t);
         });
         if (done.every(Boolean) || step === opts.maxNewTokens - 1) break;
-        // decode steps write into reserved room (KVCache.pads: the cache builds their key masks)
-        if (reserve > 0) [cache.pads, cache.reserve] = [pads, Math.min(reserve, opts.maxNewTokens)];
         next = scope(() => {
           const emb = this.model.embed_tokens.forward(Tensor.fromArray(Int32Array.from(next), [B, 1], { device: this.device }));
           const hs = this.model.forward(emb, { keyMask: reserve > 0 ? null : keyMask(cache.length + 1), cache }).last;

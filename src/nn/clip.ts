@@ -181,8 +181,7 @@ export class ClipVisionTransformer extends Module {
     const own = !isGradEnabled(); // each layer frees its intermediates as it ends (LlamaDecoder.forward)
     for (let i = 0; i < stop; i++) {
       const layer = this.encoder.layers.items[i];
-      const x = h;
-      h = this.gradientCheckpointing ? gradientCheckpoint((y) => layer.forward(y), [h], layer.parameters()) : own ? scope(() => layer.forward(x)) : layer.forward(h);
+      h = this.gradientCheckpointing ? gradientCheckpoint((x) => layer.forward(x), [h], layer.parameters()) : own ? scope(() => layer.forward(h)) : layer.forward(h);
       states.push(h);
     }
     return { hiddenStates: states, lastHiddenState: h };
