@@ -12,7 +12,6 @@ passes to tokenizer_image_token is recorded, with the input ids and image sizes 
 answers the next of `answers`.
 """
 import contextlib
-import importlib.util
 import io
 import os
 import random
@@ -23,16 +22,10 @@ import types
 import torch
 from transformers import AutoTokenizer
 
+from load_by_path import load
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TOKENIZERS = os.path.join(ROOT, "tests", "fixtures", "sentencepiece")
-
-
-def load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def install(llava):

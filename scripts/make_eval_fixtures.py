@@ -22,7 +22,6 @@ tqdm is). Written:
 """
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -31,14 +30,7 @@ import runpy
 import sys
 import types
 
-
-def load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
+from load_by_path import load
 
 BASE_ANSWERS = [
     "two", "Two.", "2", "2.", "two.", "The two", "a dog", "an apple", "the", "none", "zero", "ten", "10", "eleven",

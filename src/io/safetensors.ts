@@ -63,21 +63,12 @@ export class SafetensorsError extends Error {
   }
 }
 
-// Source dtypes: byte size and the host dtype they become.
+// Source dtypes: byte size and the host dtype they become (floats become float32, integers and bools int32).
+const sized = (sizes: Record<string, number>, to: HostDType) =>
+  Object.fromEntries(Object.entries(sizes).map(([name, size]) => [name, { size, to }]));
 const DTYPES: Record<string, { size: number; to: HostDType }> = {
-  F32: { size: 4, to: 'float32' },
-  F16: { size: 2, to: 'float32' },
-  BF16: { size: 2, to: 'float32' },
-  F64: { size: 8, to: 'float32' },
-  I32: { size: 4, to: 'int32' },
-  I64: { size: 8, to: 'int32' },
-  I16: { size: 2, to: 'int32' },
-  I8: { size: 1, to: 'int32' },
-  U8: { size: 1, to: 'int32' },
-  U16: { size: 2, to: 'int32' },
-  U32: { size: 4, to: 'int32' },
-  U64: { size: 8, to: 'int32' },
-  BOOL: { size: 1, to: 'int32' },
+  ...sized({ F32: 4, F16: 2, BF16: 2, F64: 8 }, 'float32'),
+  ...sized({ I32: 4, I64: 8, I16: 2, I8: 1, U8: 1, U16: 2, U32: 4, U64: 8, BOOL: 1 }, 'int32'),
 };
 const KNOWN_UNSUPPORTED = new Set(['F8_E4M3', 'F8_E5M2', 'F8_E8M0', 'F4', 'F6_E2M3', 'F6_E3M2', 'C64']);
 

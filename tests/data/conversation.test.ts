@@ -5,78 +5,17 @@ import {
   moveImageToFront, SHORT_ANSWER_PROMPT, tokenizeConversation, tokenizerImageToken, Turn, VICUNA_V1,
 } from '../../src/data/conversation';
 import { TextTokenizer } from '../../src/data/tokenizer';
+import { llamaBpeJson, wordLevelJson } from '../support/tokenizer_json';
 
-// --- fixtures (tokenizer.json objects built by hand) ---------------------------------------------------
-const SPECIALS = ['<unk>', '<s>', '</s>'];
-const addedTokens = () =>
-  SPECIALS.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
-const bosTemplate = {
-  type: 'TemplateProcessing',
-  single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-  pair: [],
-  special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
-};
-
+// --- fixtures ---------------------------------------------------------------------------------------
 const SYSTEM_WORDS = (
   "a chat between curious user and an artificial intelligence assistant . the gives helpful , detailed polite answers to ' s questions"
 ).split(' ');
 const WORDS = [...SYSTEM_WORDS, ':', 'what', 'is', 'this', '?', 'it', 'cat', 'color', 'black', '[', 'inst', ']', '[/', 'describe',
   'image', 'answer', 'question', 'using', 'single', 'word', 'or', 'phrase', 'yes'];
 
-/** WordLevel: lower-casing, whitespace + punctuation split (\w+|[^\w\s]+), <unk>/<s>/</s>. */
-function wordLevel(): TextTokenizer {
-  const vocab: Record<string, number> = {};
-  for (const w of [...SPECIALS, ...WORDS]) if (!(w in vocab)) vocab[w] = Object.keys(vocab).length;
-  return new TextTokenizer({
-    added_tokens: addedTokens(),
-    normalizer: { type: 'Lowercase' },
-    pre_tokenizer: { type: 'Whitespace' },
-    post_processor: bosTemplate,
-    decoder: null,
-    model: { type: 'WordLevel', vocab, unk_token: '<unk>' },
-  });
-}
-
-/**
- * A LLaMA-style BPE: normalizer Prepend("▁") + Replace(" " -> "▁"), no pre-tokenizer, byte fallback; each
- * word gets a left-to-right merge chain. `first` merges are ranked before all others.
- */
-function llamaBpe(words: string[], first: [string, string][] = []): TextTokenizer {
-  const vocab: Record<string, number> = {};
-  const add = (t: string) => {
-    if (!(t in vocab)) vocab[t] = Object.keys(vocab).length;
-  };
-  SPECIALS.forEach(add);
-  for (let b = 0; b < 256; b++) add(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
-  const merges: [string, string][] = [];
-  for (const [a, b] of first) {
-    add(a);
-    add(b);
-    add(a + b);
-    merges.push([a, b]);
-  }
-  for (const w of words) {
-    const cs = Array.from(w);
-    cs.forEach(add);
-    let cur = cs[0];
-    for (let i = 1; i < cs.length; i++) {
-      if (!merges.some((m) => m[0] === cur && m[1] === cs[i])) merges.push([cur, cs[i]]);
-      cur += cs[i];
-      add(cur);
-    }
-  }
-  return new TextTokenizer({
-    added_tokens: addedTokens(),
-    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
-    pre_tokenizer: null,
-    post_processor: bosTemplate,
-    decoder: {
-      type: 'Sequence',
-      decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }],
-    },
-    model: { type: 'BPE', dropout: null, unk_token: '<unk>', fuse_unk: true, byte_fallback: true, vocab, merges },
-  });
-}
+const wordLevel = () => new TextTokenizer(wordLevelJson(WORDS));
+const llamaBpe = (words: string[], first: [string, string][] = []) => new TextTokenizer(llamaBpeJson(words, first));
 const BPE_WORDS = ['▁USER', '▁ASSISTANT', '▁What', '▁is', '▁this', '▁It', '▁a', '▁cat', '▁color', '▁it', '▁Black', '▁A', '▁chat', '.'];
 
 /** Token strings with supervised positions in brackets, e.g. "<s> user : [it] [</s>]". */

@@ -4,71 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextTokenizer } from '../../src/data/tokenizer';
-
-const SPECIALS = ['<unk>', '<s>', '</s>'];
-const addedTokens = (names = SPECIALS) =>
-  names.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
-const bosTemplate = (bos = '<s>', id = 1) => ({
-  type: 'TemplateProcessing',
-  single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-  pair: [],
-  special_tokens: { [bos]: { id: bos, ids: [id], tokens: [bos] } },
-});
-
-/** WordLevel: lower-casing, whitespace + punctuation split (\w+|[^\w\s]+), <unk>/<s>/</s>. */
-function wordLevelJson(words: string[]): Record<string, unknown> {
-  const vocab: Record<string, number> = {};
-  for (const w of [...SPECIALS, ...words]) if (!(w in vocab)) vocab[w] = Object.keys(vocab).length;
-  return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: addedTokens(),
-    normalizer: { type: 'Lowercase' },
-    pre_tokenizer: { type: 'Whitespace' },
-    post_processor: bosTemplate(),
-    decoder: null,
-    model: { type: 'WordLevel', vocab, unk_token: '<unk>' },
-  };
-}
-
-/** A LLaMA-style BPE (Prepend "▁" + spaces as "▁", byte fallback); each word gets a left-to-right merge chain. */
-function llamaBpeJson(words: string[]): Record<string, unknown> {
-  const vocab: Record<string, number> = {};
-  const add = (t: string) => {
-    if (!(t in vocab)) vocab[t] = Object.keys(vocab).length;
-  };
-  SPECIALS.forEach(add);
-  for (let b = 0; b < 256; b++) add(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
-  const merges: [string, string][] = [];
-  for (const w of words) {
-    const cs = Array.from(w);
-    cs.forEach(add);
-    let cur = cs[0];
-    for (let i = 1; i < cs.length; i++) {
-      if (!merges.some((m) => m[0] === cur && m[1] === cs[i])) merges.push([cur, cs[i]]);
-      cur += cs[i];
-      add(cur);
-    }
-  }
-  return {
-    version: '1.0',
-    added_tokens: addedTokens(),
-    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
-    pre_tokenizer: null,
-    post_processor: bosTemplate(),
-    decoder: {
-      type: 'Sequence',
-      decoders: [
-        { type: 'Replace', pattern: { String: '▁' }, content: ' ' },
-        { type: 'ByteFallback' },
-        { type: 'Fuse' },
-        { type: 'Strip', content: ' ', start: 1, stop: 0 },
-      ],
-    },
-    model: { type: 'BPE', dropout: null, unk_token: '<unk>', fuse_unk: true, byte_fallback: true, vocab, merges },
-  };
-}
+import { addedTokens, llamaBpeJson, wordLevelJson } from '../support/tokenizer_json';
 
 let dir = '';
 beforeAll(() => {

@@ -217,37 +217,43 @@ export function ropeAngle(pos: number, j: number, Dh: number, theta: number): nu
   return pos * Math.pow(theta, (-2 * j) / Dh);
 }
 
-/** HF LLaMA rotate_half RoPE of X [B, T, H, Dh]: (x_j, x_{j+h}) -> (x_j c - x_{j+h} s, x_{j+h} c + x_j s). */
-export function ropeRef(x: Arr, B: number, T: number, H: number, Dh: number, posOffset: number, theta: number): F64 {
-  const y = new Float64Array(B * T * H * Dh), half = Dh / 2;
+/**
+ * Visits every rotated pair of X [B, T, H, Dh] (elements o + j and o + j + Dh/2) with the pair's 2x2 Jacobian
+ * J = [[c, -s], [s, c]] at its position.
+ */
+function forEachRopePair(
+  B: number, T: number, H: number, Dh: number, posOffset: number, theta: number,
+  visit: (i0: number, i1: number, J: number[][]) => void,
+): void {
+  const half = Dh / 2;
   for (let b = 0; b < B; b++)
     for (let t = 0; t < T; t++)
       for (let h = 0; h < H; h++) {
         const o = ((b * T + t) * H + h) * Dh;
         for (let j = 0; j < half; j++) {
           const a = ropeAngle(posOffset + t, j, Dh, theta), c = Math.cos(a), s = Math.sin(a);
-          y[o + j] = x[o + j] * c - x[o + j + half] * s;
-          y[o + j + half] = x[o + j + half] * c + x[o + j] * s;
+          visit(o + j, o + j + half, [[c, -s], [s, c]]);
         }
       }
+}
+
+/** HF LLaMA rotate_half RoPE of X [B, T, H, Dh]: (x_j, x_{j+h}) -> J (x_j, x_{j+h}). */
+export function ropeRef(x: Arr, B: number, T: number, H: number, Dh: number, posOffset: number, theta: number): F64 {
+  const y = new Float64Array(B * T * H * Dh);
+  forEachRopePair(B, T, H, Dh, posOffset, theta, (i0, i1, J) => {
+    y[i0] = J[0][0] * x[i0] + J[0][1] * x[i1];
+    y[i1] = J[1][0] * x[i0] + J[1][1] * x[i1];
+  });
   return y;
 }
 
-/** VJP of ropeRef: J^T dy with the pair Jacobian J = [[c, -s], [s, c]]. */
+/** VJP of ropeRef: J^T dy. */
 export function ropeVjpRef(dy: Arr, B: number, T: number, H: number, Dh: number, posOffset: number, theta: number): F64 {
-  const dx = new Float64Array(B * T * H * Dh), half = Dh / 2;
-  for (let b = 0; b < B; b++)
-    for (let t = 0; t < T; t++)
-      for (let h = 0; h < H; h++) {
-        const o = ((b * T + t) * H + h) * Dh;
-        for (let j = 0; j < half; j++) {
-          const a = ropeAngle(posOffset + t, j, Dh, theta), c = Math.cos(a), s = Math.sin(a);
-          const J = [[c, -s], [s, c]];
-          const g0 = dy[o + j], g1 = dy[o + j + half];
-          dx[o + j] = J[0][0] * g0 + J[1][0] * g1;
-          dx[o + j + half] = J[0][1] * g0 + J[1][1] * g1;
-        }
-      }
+  const dx = new Float64Array(B * T * H * Dh);
+  forEachRopePair(B, T, H, Dh, posOffset, theta, (i0, i1, J) => {
+    dx[i0] = J[0][0] * dy[i0] + J[1][0] * dy[i1];
+    dx[i1] = J[0][1] * dy[i0] + J[1][1] * dy[i1];
+  });
   return dx;
 }
 
