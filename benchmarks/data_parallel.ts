@@ -2,7 +2,7 @@
 // everything trained but the tower), one process at the global batch against N ranks over MPI at 1/N of it each, the
 // same global batch and the same samples. Prints one JSON line per run; run it once per arm:
 //   VWLMM_NUM_THREADS=2 npx tsx benchmarks/data_parallel.ts --batch 32
-//   VWLMM_NUM_THREADS=1 mpirun -np 2 --oversubscribe npx tsx benchmarks/data_parallel.ts --batch 16
+//   VWLMM_NUM_THREADS=1 mpirun -np 2 --oversubscribe npx tsx benchmarks/data_parallel.ts --batch 16 [--gather-dtype bfloat16]
 // (as root, Open MPI also wants OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1). Measures the time per
 // optimizer step after `--warmup` steps, the samples per second of the whole group, and the bytes each rank's
 // collectives move per step. On 2 cores this shows the overhead of the group (the ranks share the same 2 cores), not a
@@ -19,6 +19,8 @@ const arg = (name: string, def: number) => {
   return i >= 0 ? Number(process.argv[i + 1]) : def;
 };
 const batch = arg('batch', 32), steps = arg('steps', 20), warmup = arg('warmup', 3);
+const gi = process.argv.indexOf('--gather-dtype');
+const gatherDtype = (gi >= 0 ? process.argv[gi + 1] : 'float32') as 'float32' | 'bfloat16';
 
 async function main(): Promise<void> {
   const env = launchEnv();
@@ -30,11 +32,12 @@ async function main(): Promise<void> {
   const model = VwLmm.create(recipeConfig(r, tokenizer.vocabSize), 0);
   const bopts = { imageSize: 75, numPatches: (75 / r.model.patch) ** 2, padId: tokenizer.padId, mean: r.imageMean, std: r.imageStd };
   const times: number[] = [];
-  let last = Date.now();
+  let last = Date.now(), gatherBytes = 0;
   const trainer = new Trainer(model, [{ name: 'questions', size: samples.length, steps: warmup + steps, batchSize: batch, lr: 1e-4, makeBatch: (idx) => batchOf(idx.map((i) => samples[i]), split, bopts), trainable: { projector: true, llm: true, vmHead: true } }], {
-    seed: 0, processGroup: group ?? undefined,
+    seed: 0, processGroup: group ?? undefined, gatherDtype,
     onLog: (rec) => {
       if (rec.type !== 'train') return;
+      gatherBytes = (rec.gatherBytes as number | undefined) ?? 0;
       const now = Date.now();
       times.push(now - last);
       last = now;
@@ -49,8 +52,9 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({
       ranks: world, batchPerRank: batch, globalBatch: batch * world, threads: Number(process.env.VWLMM_NUM_THREADS ?? 0) || null, secondsPerStep: sec,
       samplesPerSec: (batch * world) / sec, trainedParameters: trained,
-      // reduce-scatter of the gradients + all-gather of the weights, float32, each rank (W - 1) / W of the buffer each way
-      bytesPerStepPerRank: world > 1 ? 2 * ((world - 1) / world) * trained * 4 : 0, library: group?.library ?? null,
+      // reduce-scatter of the gradients (float32) + all-gather of the weights (gatherDtype), each rank (W - 1) / W of the
+      // buffer each way; gatherBytes: what the last step's all-gather brought this rank, counted by ZeroAdamW
+      gatherDtype, bytesPerStepPerRank: world > 1 ? ((world - 1) / world) * trained * (4 + (gatherDtype === 'bfloat16' ? 2 : 4)) : 0, gatherBytes, library: group?.library ?? null,
     }));
   }
   model.dispose();

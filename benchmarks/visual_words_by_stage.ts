@@ -4,7 +4,7 @@
 // uniform) instead of only at the end, and what the object patches' top-1 words are. One JSON line per stopping point.
 //
 //   npx tsx benchmarks/visual_words_by_stage.ts [--scale 0.25] [--schedule paper] [--pif] [--grid] [--seed 0]
-//     [--recipe '<Recipe fields as JSON, before scaling>']   e.g. '{"detachTarget":true}',
+//     [--stops stage1,stage2] [--recipe '<Recipe fields as JSON, before scaling>']   e.g. '{"detachTarget":true}',
 //     '{"text":{"steps":12000,"batchSize":32,"lr":0.003,"grid":"nearest"}}'
 import * as os from 'os';
 import * as path from 'path';
@@ -32,7 +32,8 @@ const { tokenizer } = makeTokenizer();
 const dir = path.join(os.tmpdir(), `vw-by-stage-${process.pid}`);
 (async () => {
   let tower: Map<string, Float32Array> | undefined; // stage 0's, shared by the second run (the same weights)
-  for (const upTo of ['stage1', 'stage2'] as const) {
+  const stops = arg('stops', 'stage1,stage2').split(',') as ('stage1' | 'stage2')[];
+  for (const upTo of stops) {
     const r: Recipe = upTo === 'stage1' ? { ...scaled, stage2: { ...scaled.stage2, steps: 0 } } : scaled;
     const res = await runRecipe(r, { outDir: path.join(dir, upTo), pretrainedTower: tower });
     tower ??= res.tower ?? undefined;

@@ -214,13 +214,15 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--frozen-dtype <d>', 'how the frozen Linear weights are stored: bf16 (half the memory: a LoRA base) or fp32 (default: the --dtype)')
   .option('--nproc-per-node <n>', 'data-parallel: start n ranks on this machine (as torchrun; MPI ranks through mpirun). --batch-size is per rank. Also runs under mpirun -np n, or with torchrun-style RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT', int('--nproc-per-node', 1))
   .option('--dist-backend <b>', 'data-parallel backend: mpi (CPU) or nccl (CUDA); default: by --device')
-  .action(async (o: { nprocPerNode?: number; distBackend?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
+  .option('--gather-dtype <d>', "data-parallel: the dtype the updated weights are all-gathered in: bf16 (llm.c's ZeRO-1: the fp32 masters sharded too, every rank trains with bf16 weights, half the bytes) or fp32 (default); checkpoints hold the fp32 masters either way")
+  .action(async (o: { nprocPerNode?: number; distBackend?: string; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     const distBackend = o.distBackend ?? (o.device.startsWith('cuda') ? 'nccl' : 'mpi');
     if (distBackend !== 'mpi' && distBackend !== 'nccl') fail(`--dist-backend must be mpi or nccl, got '${o.distBackend}'`);
     const { launchEnv } = await import('./distributed');
     const env = launchEnv();
     if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) return launchRanksOf('train', o.nprocPerNode, distBackend);
+    if (o.gatherDtype !== undefined && env.worldSize <= 1) fail('--gather-dtype is for data-parallel runs (--nproc-per-node, mpirun, torchrun-style variables); this run is one process');
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
     const parts = (o.trainable ?? (o.loraR !== undefined ? 'projector,vm,lora' : 'projector,llm,vm')).split(',').map((p) => p.trim()).filter(Boolean);
@@ -248,6 +250,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const { trainOnFile, readTrainerState, TrainingInterrupted, plotMetrics, Progress } = await import('./train');
     const dtype = await computeDtypeOf(o.dtype);
     const frozenDtype = await computeDtypeOf(o.frozenDtype, '--frozen-dtype');
+    const gatherDtype = await computeDtypeOf(o.gatherDtype, '--gather-dtype');
     const spec = await device(o.device);
     const { defaultComputeDtype } = await import('./index');
     // the LLM and the tower frozen for the whole run (LoRA, or projector-only): loaded in bf16 when they are stored so,
@@ -273,7 +276,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         trainable: Object.fromEntries(known.map((p) => [TRAINABLE_PARTS[p], parts.includes(p)])), stage: o.stage,
         lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
         strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, dtype, frozenDtype,
-        processGroup: group ?? undefined,
+        processGroup: group ?? undefined, gatherDtype,
         onLog: (r) => {
           progress.update(r);
           if (r.type === 'nonfinite') {

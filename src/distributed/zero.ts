@@ -13,13 +13,21 @@
 // collectives in the same order while the backward goes on. A bucket whose gradients never came (a parameter
 // this micro-batch did not use, or a step cut short by a non-finite loss) starts at the end, with zeros.
 //
-// The weights stay float32 on every rank (the fp32 masters; autocast makes the bf16 copies per step): what is
-// sharded is AdamW's state, two of the three copies a float32 AdamW keeps. Checkpoints hold the whole state (in
-// the single-process layout), gathered at each save, so a run resumes on any number of ranks.
+// gatherDtype 'float32' (the default): the weights stay float32 on every rank (the fp32 masters; autocast makes the
+// bf16 copies per step); what is sharded is AdamW's state, two of the three copies a float32 AdamW keeps.
+// gatherDtype 'bfloat16' (llm.c's choice): the float32 masters are sharded too. A rank keeps the master of each
+// parameter it owns apart from the model; after its update the masters are rounded to bf16 and all-gathered as
+// 16-bit words (half the bytes), so every rank computes with the same bf16-valued weights (held in the float32
+// parameters: the rounding autocast applies to GEMM operands anyway, here applied to every trainable weight). At a
+// checkpoint and at the end (finish) the parameters get the float32 masters back, so a checkpoint resumes exactly
+// and the trained model is the masters.
+// Checkpoints hold the whole state (in the single-process layout), gathered at each save, so a run resumes on any
+// number of ranks.
 import { onGradReady } from '../autograd';
 import { callOp } from '../call_op';
 import { rangeError } from '../errors';
 import { AdamW, AdamWOptions, ParamGroup, sumSquares } from '../optim';
+import { castTensor } from '../amp';
 import { keep, Tensor } from '../tensor';
 import type { ProcessGroup, Work } from './process_group';
 
@@ -43,12 +51,20 @@ interface Bucket {
   flat: Tensor;
   /** [chunk]: this rank's reduced gradients, then its updated weights. */
   shard: Tensor;
+  /** gatherDtype 'bfloat16': flat and shard's bf16 twins, what the weights' all-gather moves. */
+  flat16: Tensor | null;
+  shard16: Tensor | null;
   ready: number;
   work: Work | null;
 }
 
 export interface ZeroOptions extends AdamWOptions {
   bucketBytes?: number;
+  /**
+   * The dtype the updated weights are all-gathered in (default 'float32'). 'bfloat16': sharded float32 masters, bf16
+   * weights on every rank, half the bytes moved (see the file's header).
+   */
+  gatherDtype?: 'float32' | 'bfloat16';
 }
 
 export class ZeroAdamW {
@@ -64,10 +80,17 @@ export class ZeroAdamW {
   private early = 0;
   /** The last step's buckets, and how many of them started during the backward (the rest at its end). */
   lastStep = { buckets: 0, startedInBackward: 0 };
+  /** Bytes one rank received in the last all-gather of the weights (the other ranks' chunks). */
+  lastGatherBytes = 0;
+  readonly gatherDtype: 'float32' | 'bfloat16';
+  /** gatherDtype 'bfloat16': the float32 master of each parameter this rank owns (the inner AdamW's parameters). */
+  private readonly masters = new Map<Tensor, Tensor>();
 
   constructor(readonly group: ProcessGroup, groups: readonly ParamGroup[], opts: ZeroOptions) {
     this.bucketBytes = opts.bucketBytes ?? DEFAULT_BUCKET_BYTES;
     if (!Number.isFinite(this.bucketBytes) || this.bucketBytes <= 0) throw rangeError('ZeroAdamW', `bucketBytes must be > 0, got ${this.bucketBytes}`);
+    this.gatherDtype = opts.gatherDtype ?? 'float32';
+    if (this.gatherDtype !== 'float32' && this.gatherDtype !== 'bfloat16') throw rangeError('ZeroAdamW', `gatherDtype must be 'float32' or 'bfloat16', got ${String(this.gatherDtype)}`);
     this.params = groups.flatMap((g) => [...g.params]);
     for (const p of this.params) {
       if (p.device !== group.device) throw rangeError('ZeroAdamW', `a parameter is on ${p.device} but the ${group.backend} group reduces ${group.device} tensors`);
@@ -83,9 +106,40 @@ export class ZeroAdamW {
     });
     // first buckets: reverse registration order (rebuilt after the first backward in the order it finished them)
     this.buildBuckets(this.params.map((_, i) => i).reverse());
-    const ownedGroups = groups.map((g) => ({ params: [...g.params].filter((p) => this.owners.get(p) === group.rank), lrScale: g.lrScale }));
+    const bf16 = this.gatherDtype === 'bfloat16';
+    const ownedGroups = groups.map((g) => ({
+      params: [...g.params].filter((p) => this.owners.get(p) === group.rank).map((p) => (bf16 ? this.masterOf(p) : p)),
+      lrScale: g.lrScale,
+    }));
     this.inner = new AdamW(ownedGroups, opts);
-    this.inner.params.forEach((p, k) => this.localIndex.set(this.params.indexOf(p), k));
+    const paramOf = new Map([...this.masters].map(([p, m]) => [m, p]));
+    this.inner.params.forEach((p, k) => this.localIndex.set(this.params.indexOf(paramOf.get(p) ?? p), k));
+    if (bf16) this.roundWeights();
+  }
+
+  /** A float32 copy of p, kept as its master (gatherDtype 'bfloat16'). */
+  private masterOf(p: Tensor): Tensor {
+    const m = keep(Tensor.empty(p.shape, { device: p.device }));
+    callOp('copy_2d', p.device, [p], [m], [1, p.size, p.size, p.size, 0, 0, 0]);
+    this.masters.set(p, m);
+    return m;
+  }
+
+  /** Where p's reduced gradient goes and AdamW reads it: its master, or p itself. */
+  private holder(p: Tensor): Tensor {
+    return this.masters.get(p) ?? p;
+  }
+
+  /** Every parameter rounded to bf16 in place (the same values on every rank: they all hold the same weights). */
+  private roundWeights(): void {
+    for (const p of this.params) {
+      const b = castTensor(p, 'bfloat16');
+      try {
+        callOp('cast', p.device, [b], [p], [p.size]);
+      } finally {
+        b.dispose();
+      }
+    }
   }
 
   private readonly bucketBytes: number;
@@ -98,6 +152,8 @@ export class ZeroAdamW {
     for (const b of this.buckets) {
       b.flat.dispose();
       b.shard.dispose();
+      b.flat16?.dispose();
+      b.shard16?.dispose();
     }
     this.buckets.length = 0;
     this.bucketOf.clear();
@@ -113,10 +169,13 @@ export class ZeroAdamW {
         return m;
       });
       const chunk = Math.max(1, ...byRank);
+      const dev = this.group.device, bf16 = this.gatherDtype === 'bfloat16';
       const b: Bucket = {
         members, chunk, ready: 0, work: null,
-        flat: keep(Tensor.zeros([world * chunk], { device: this.group.device })),
-        shard: keep(Tensor.zeros([chunk], { device: this.group.device })),
+        flat: keep(Tensor.zeros([world * chunk], { device: dev })),
+        shard: keep(Tensor.zeros([chunk], { device: dev })),
+        flat16: bf16 ? keep(Tensor.zeros([world * chunk], { device: dev, dtype: 'bfloat16' })) : null,
+        shard16: bf16 ? keep(Tensor.zeros([chunk], { device: dev, dtype: 'bfloat16' })) : null,
       };
       this.buckets.push(b);
       for (const m of members) this.bucketOf.set(m.param, b);
@@ -197,9 +256,10 @@ export class ZeroAdamW {
       b.work = null;
       for (const m of b.members) {
         if (m.owner !== rank) continue;
-        const g = m.param.grad ?? keep(Tensor.empty(m.param.shape, { device: m.param.device }));
+        const h = this.holder(m.param);
+        const g = h.grad ?? keep(Tensor.empty(m.param.shape, { device: m.param.device }));
         callOp('copy_2d', g.device, [b.shard], [g], [1, m.param.size, m.param.size, m.param.size, m.offset, 0, 0]);
-        m.param.grad = g;
+        h.grad = g;
       }
     }
     flags.wait();
@@ -251,14 +311,37 @@ export class ZeroAdamW {
     if (!this.anyGrad) throw new TypeError('ZeroAdamW.step: reduceGradients() first');
     const any = this.anyGradHost ?? this.anyGrad.toArray();
     this.params.forEach((p, i) => {
-      if (!(any[i] > 0) && p.grad) {
-        p.grad.dispose();
-        p.grad = null;
+      const h = this.holder(p);
+      if (!(any[i] > 0) && h.grad) {
+        h.grad.dispose();
+        h.grad = null;
       }
     });
     this.inner.step({ gradScale: opts.gradScale });
-    this.gather((m) => m.param, (m) => m.param);
+    this.lastGatherBytes = this.gather((m) => this.holder(m.param), (m) => m.param, undefined, this.gatherDtype === 'bfloat16');
     this.dropGrads();
+  }
+
+  /**
+   * gatherDtype 'bfloat16': the parameters get the float32 masters back (an all-gather in float32), as at the end
+   * of training. Collective: every rank calls it (the Trainer does at a stage's end). A no-op with float32.
+   */
+  finish(): void {
+    if (this.gatherDtype === 'bfloat16') this.gather((m) => this.holder(m.param), (m) => m.param);
+  }
+
+  /**
+   * Runs fn with the float32 masters in the parameters (a checkpoint's weights), then rounds them to bf16 again.
+   * Collective (every rank calls it; fn may differ by rank). With gatherDtype 'float32' it only runs fn.
+   */
+  withMasterWeights<T>(fn: () => T): T {
+    if (this.gatherDtype !== 'bfloat16') return fn();
+    this.finish();
+    try {
+      return fn();
+    } finally {
+      this.roundWeights();
+    }
   }
 
   /** A skipped step: the reduced gradients are dropped, weights and moments stay. */
@@ -271,7 +354,8 @@ export class ZeroAdamW {
    * rank must call it (Trainer.save does, then rank 0 writes it).
    */
   gatherState(): { index: number; step: number; m: Float32Array; v: Float32Array }[] {
-    const own = new Map(this.inner.stateEntries().map((e) => [this.inner.params[e.index], e]));
+    const paramOf = new Map([...this.masters].map(([p, m]) => [m, p]));
+    const own = new Map(this.inner.stateEntries().map((e) => [paramOf.get(this.inner.params[e.index]) ?? this.inner.params[e.index], e]));
     const steps = Tensor.fromArray(Float32Array.from(this.params, (p) => own.get(p)?.step ?? 0), [this.params.length], { device: this.group.device });
     const moments = new Map<Tensor, { m: Float32Array; v: Float32Array }>();
     try {
@@ -303,11 +387,19 @@ export class ZeroAdamW {
       b.work?.wait();
       b.flat.dispose();
       b.shard.dispose();
+      b.flat16?.dispose();
+      b.shard16?.dispose();
     }
     this.buckets.length = 0;
     this.anyGrad?.dispose();
     this.anyGrad = null;
     this.inner.dispose();
+    for (const m of this.masters.values()) {
+      m.grad?.dispose();
+      m.grad = null;
+      m.dispose();
+    }
+    this.masters.clear();
   }
 
   /** Starts, in order, every bucket whose gradients are all final. */
@@ -332,22 +424,29 @@ export class ZeroAdamW {
   }
 
   /**
-   * Each rank's chunk from `source` (owned members; null: zeros), all-gathered; then each member's values go to
-   * `target` (a tensor) or `take` (host copies).
+   * Each rank's chunk from `source` (owned members; null: zeros), all-gathered (in bf16 with `bf16`: rounded once,
+   * 16-bit words moved); then each member's values go to `target` (a tensor) or `take` (host copies). Returns the
+   * bytes this rank received.
    */
-  private gather(source: (m: Member) => Tensor | null, target: ((m: Member) => Tensor) | null, take?: (m: Member, values: Float32Array) => void): void {
+  private gather(source: (m: Member) => Tensor | null, target: ((m: Member) => Tensor) | null, take?: (m: Member, values: Float32Array) => void, bf16 = false): number {
     const dev = this.group.device, rank = this.group.rank;
+    let bytes = 0;
     for (const b of this.buckets) {
       callOp('fill', dev, [], [b.shard], [b.chunk], [0]);
       for (const m of b.members) {
         const t = m.owner === rank ? source(m) : null;
         if (t) callOp('copy_2d', dev, [t], [b.shard], [1, t.size, t.size, t.size, 0, m.offset, 0]);
       }
-      b.work = this.group.allGatherAsync(b.flat, b.shard);
+      if (bf16) {
+        callOp('cast', dev, [b.shard], [b.shard16!], [b.chunk]);
+        b.work = this.group.allGatherAsync(b.flat16!, b.shard16!);
+      } else b.work = this.group.allGatherAsync(b.flat, b.shard);
+      bytes += (this.group.worldSize - 1) * b.chunk * (bf16 ? 2 : 4);
     }
     for (const b of this.buckets) {
       b.work!.wait();
       b.work = null;
+      if (bf16) callOp('cast', dev, [b.flat16!], [b.flat], [b.flat.size]);
       const host = take ? (b.flat.toArray() as Float32Array) : null;
       for (const m of b.members) {
         const at = m.owner * b.chunk + m.offset;
@@ -358,10 +457,11 @@ export class ZeroAdamW {
         }
       }
     }
+    return bytes;
   }
 
   private dropGrads(): void {
-    for (const p of this.params) {
+    for (const p of [...this.params, ...this.masters.values()]) {
       p.grad?.dispose();
       p.grad = null;
     }

@@ -58,6 +58,8 @@ export interface FileTrainOptions {
   frozenDtype?: ComputeDtype;
   /** Data-parallel over this group's ranks (TrainerOptions.processGroup). */
   processGroup?: ProcessGroup;
+  /** Data-parallel: the dtype the updated weights are all-gathered in (TrainerOptions.gatherDtype). */
+  gatherDtype?: 'float32' | 'bfloat16';
 }
 
 export interface PreparedData {
@@ -196,7 +198,7 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
     loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx),
   };
   fs.mkdirSync(o.outDir, { recursive: true });
-  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup });
+  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype });
   const state = await trainer.runAsync(o.resume);
   return { data, state };
 }

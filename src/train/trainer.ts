@@ -176,6 +176,12 @@ export interface TrainerOptions {
   processGroup?: ProcessGroup;
   /** Data-parallel gradient bucket size (torch DDP's bucket_cap_mb; default 25 MiB). */
   bucketBytes?: number;
+  /**
+   * Data-parallel: the dtype the updated weights are all-gathered in (ZeroOptions.gatherDtype; default 'float32').
+   * 'bfloat16': the float32 masters are sharded as well and every rank trains with bf16-valued weights (half the
+   * bytes per step); checkpoints and the model after each stage hold the float32 masters.
+   */
+  gatherDtype?: 'float32' | 'bfloat16';
 }
 
 /** What readTrainerState reads; stageParameters: the current stage's extraParameters, when it has any. */
@@ -463,7 +469,9 @@ export class Trainer {
       storeFrozenWeights(this.model, this.frozenDtype, { exclude: ['vm_head'] });
       const params = [...this.model.trainableParameters(), ...(s.extraParameters ?? [])];
       const adamw = { lr: s.lr, weightDecay: s.weightDecay ?? 0 };
-      const opt = this.group ? new ZeroAdamW(this.group, paramGroups(this.model, params, s), { ...adamw, bucketBytes: this.opts.bucketBytes }) : new AdamW(paramGroups(this.model, params, s), adamw);
+      const opt = this.group
+        ? new ZeroAdamW(this.group, paramGroups(this.model, params, s), { ...adamw, bucketBytes: this.opts.bucketBytes, gatherDtype: this.opts.gatherDtype })
+        : new AdamW(paramGroups(this.model, params, s), adamw);
       try {
         if (resume && state.step > 0) {
           // the stage's own tensors first, so a misfit is named (not an optimizer entry that does not fit)
@@ -487,7 +495,10 @@ export class Trainer {
             this.log({ type: 'interrupted', signal, stage: s.name, step: state.step, globalStep: state.globalStep, checkpoint });
             throw new TrainingInterrupted(signal, checkpoint, { ...state }, where);
           }
-          if (this.opts.stopAfterSteps !== undefined && state.globalStep >= this.opts.stopAfterSteps) return state;
+          if (this.opts.stopAfterSteps !== undefined && state.globalStep >= this.opts.stopAfterSteps) {
+            if (opt instanceof ZeroAdamW) opt.finish();
+            return state;
+          }
           if (s.loadBatch) yield { stage: state.stage, step: state.step }; // runAsync: load this step's batches first
           this.step(s, state, total, opt, params, t0, (n) => (tokens += n), () => tokens, stop);
           const atEnd = state.step === total;
@@ -500,6 +511,7 @@ export class Trainer {
           }
           yield;
         }
+        if (opt instanceof ZeroAdamW) opt.finish(); // gatherDtype bfloat16: the stage's model is the float32 masters
       } finally {
         opt.dispose();
       }
@@ -631,8 +643,8 @@ export class Trainer {
     const rec = s.loss
       ? { type: 'train', stage: s.name, step: state.step, steps: total, globalStep: state.globalStep, loss, lr, gradNorm, elapsed, eta }
       : { type: 'train', stage: s.name, step: state.step, steps: total, globalStep: state.globalStep, loss, ce, kl, lr, gradNorm, tokensPerSec: tokens() / Math.max(elapsed, 1e-9), elapsed, eta };
-    // data-parallel: how many gradient buckets started during the backward (overlapped), of how many
-    const overlap = dp ? { buckets: dp.lastStep.buckets, bucketsInBackward: dp.lastStep.startedInBackward } : {};
+    // data-parallel: how many gradient buckets started during the backward (overlapped), of how many; the bytes of the weights' all-gather
+    const overlap = dp ? { buckets: dp.lastStep.buckets, bucketsInBackward: dp.lastStep.startedInBackward, gatherBytes: dp.lastGatherBytes } : {};
     if (state.step % (this.opts.logEvery ?? 1) === 0 || state.step === total) this.log({ ...rec, ...overlap });
   }
 
@@ -645,7 +657,13 @@ export class Trainer {
     const entries = opt instanceof ZeroAdamW
       ? opt.gatherState().map((e) => ({ ...e, shape: opt.params[e.index].shape }))
       : opt.stateEntries().map((e) => ({ index: e.index, step: e.step, shape: e.m.shape, m: e.m.toArray() as Float32Array, v: e.v.toArray() as Float32Array }));
-    if (this.rank !== 0) return;
+    if (opt instanceof ZeroAdamW) opt.withMasterWeights(() => this.write(state, entries));
+    else this.write(state, entries);
+  }
+
+  /** Rank 0 writes the checkpoint (the model's weights as they are now, and the optimizer entries). */
+  private write(state: TrainerState, entries: { index: number; step: number; shape: readonly number[]; m: Float32Array; v: Float32Array }[]): void {
+    if (this.rank !== 0 || this.opts.outDir === undefined) return;
     const tensors = new Map<string, HostTensor>();
     for (const e of entries) {
       tensors.set(`${e.index}.m`, { dtype: 'float32', shape: [...e.shape], data: e.m });

@@ -4,7 +4,9 @@
 //   collectives  every collective on random tensors; writes what it got (rank_<r>.json) for the test to check
 //   train        (noGroup: the same without a group, plain AdamW) the tiny VW-LMM trained with the Trainer over the group; rank 0 writes the weights
 //                and its host waits per step (hostSyncs, tests/train/host_syncs.test.ts) (weights.json); noOutDir: no
-//                metrics or checkpoints (a save's reads would count in the next step)
+//                metrics or checkpoints (a save's reads would count in the next step); gatherDtype: the Trainer's, and each
+//                rank writes what its trainable weights were at every loss (steps_rank_<r>.json: all bf16 values?, their
+//                sum; rank 0: the bytes of each step's weight all-gather)
 //   die          trains, and rank 1 kills itself with SIGKILL in the third step
 //   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout
 import * as fs from 'fs';
@@ -18,7 +20,7 @@ import { inputOf } from './inputs';
 import { tinyConfig, tinyData } from '../../train/support/tiny';
 
 const [mode, outDir, json] = process.argv.slice(2);
-const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number };
+const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; gatherDtype?: 'float32' | 'bfloat16' };
 
 
 async function main(): Promise<void> {
@@ -90,7 +92,23 @@ async function main(): Promise<void> {
 function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, dir: string, die = false): void {
   const { tokenizer, samples, makeBatch } = tinyData(16);
   const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 4, { device: opts.device ?? 'cpu' });
-  const perSample = (m: VwLmm, idx: number[]) => F.scale(idx.map((i) => m.loss(makeBatch([i])).loss).reduce((a, b) => F.add(a, b)), 1 / idx.length);
+  const seen: { bf16: boolean; sum: number }[] = [], gatherBytes: number[] = [];
+  const perSample = (m: VwLmm, idx: number[]) => {
+    if (opts.gatherDtype) {
+      // the weights this micro-batch computes with: on every rank, all bf16 values? and their sum
+      let bf16 = true, sum = 0;
+      for (const p of m.trainableParameters()) {
+        const v = p.toArray() as Float32Array;
+        const bits = new Uint32Array(v.buffer, v.byteOffset, v.length);
+        for (let i = 0; i < v.length; i++) {
+          if (bits[i] & 0xffff) bf16 = false;
+          sum += v[i];
+        }
+      }
+      seen.push({ bf16, sum });
+    }
+    return F.scale(idx.map((i) => m.loss(makeBatch([i])).loss).reduce((a, b) => F.add(a, b)), 1 / idx.length);
+  };
   const common = { size: samples.length, batchSize: opts.batchSize ?? 2, lr: 3e-3, warmupRatio: 0.1, loss: perSample };
   const stages: Stage[] = [
     { name: 'a', ...common, steps: opts.steps ?? 10, trainable: { projector: true, vmHead: true } },
@@ -100,13 +118,14 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
   const overlap: [number, number][] = [];
   const syncs: number[] = [];
   const trainer = new Trainer(model, stages, {
-    seed: 5, processGroup: group ?? undefined, dtype: 'float32', outDir: opts.noOutDir ? undefined : dir, autoResume: opts.resume, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, bucketBytes: opts.bucketBytes ?? 4096,
+    seed: 5, processGroup: group ?? undefined, dtype: 'float32', outDir: opts.noOutDir ? undefined : dir, autoResume: opts.resume, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, bucketBytes: opts.bucketBytes ?? 4096, gatherDtype: opts.gatherDtype,
     onLog: (r) => {
       if (r.type !== 'train') return;
       step++;
       syncs.push(hostSyncs() - syncsAt);
       syncsAt = hostSyncs();
       if (r.buckets !== undefined) overlap.push([r.bucketsInBackward as number, r.buckets as number]);
+      if (r.gatherBytes !== undefined) gatherBytes.push(r.gatherBytes as number);
     },
   });
   if (die && group && group.rank === 1) {
@@ -120,6 +139,7 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
   }
   syncsAt = hostSyncs();
   trainer.run();
+  if (opts.gatherDtype) fs.writeFileSync(path.join(dir, `steps_rank_${group?.rank ?? 0}.json`), JSON.stringify({ seen, gatherBytes }));
   if ((group?.rank ?? 0) === 0) {
     const weights: Record<string, number[]> = {};
     for (const [name, p] of model.namedParameters()) weights[name] = Array.from(p.toArray());
