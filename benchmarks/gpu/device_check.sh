@@ -93,7 +93,16 @@ const f = (d) => JSON.parse(require('fs').readFileSync(d + '/weights.json', 'utf
 try { const a = f('$L/nccl_ref'), b = f('$L/nccl_one'); let d = 0; for (const k in a.weights) a.weights[k].forEach((x, i) => (d = Math.max(d, Math.abs(x - b.weights[k][i]))));
   console.log('NCCL one rank vs single process: ' + b.steps + ' steps, max |weight difference| ' + d + (d === 0 ? ' (bit for bit)' : ' (NOT bit for bit)'));
 } catch (e) { console.log('NCCL one-rank check failed: ' + e.message); }" >>"$L/nccl.log" 2>&1
-  tail -4 "$L/nccl.log"
+  # gatherDtype bfloat16 (not yet run on a GPU): the weights every micro-batch computes with are bf16 values, the
+  # gather moves half the bytes, and the float32 masters come back at the end, near the float32-gather run's
+  RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29562 timeout 90 node node_modules/tsx/dist/cli.mjs $rc train "$L/nccl_b16" '{"backend":"nccl","batchSize":4,"device":"cuda","gatherDtype":"bfloat16"}' >>"$L/nccl.log" 2>&1
+  node -e "
+const fs = require('fs'), f = (d, n) => JSON.parse(fs.readFileSync(d + '/' + n, 'utf8'));
+try { const a = f('$L/nccl_one', 'weights.json'), b = f('$L/nccl_b16', 'weights.json'), s = f('$L/nccl_b16', 'steps_rank_0.json');
+  let d = 0; for (const k in a.weights) a.weights[k].forEach((x, i) => (d = Math.max(d, Math.abs(x - b.weights[k][i]))));
+  console.log('NCCL gatherDtype bfloat16: ' + s.seen.filter((x) => x.bf16).length + '/' + s.seen.length + ' micro-batches on bf16 weights, gather bytes ' + s.gatherBytes[0] + ', max |weight difference| from fp32 gather ' + d);
+} catch (e) { console.log('NCCL gatherDtype bfloat16 check failed: ' + e.message); }" >>"$L/nccl.log" 2>&1
+  tail -5 "$L/nccl.log"
 fi
 if want train; then
   # end to end against HF transformers (issue 11): the same VW-LMM training step, bf16, batch 16 x 325 tokens
