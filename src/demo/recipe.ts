@@ -139,12 +139,11 @@ export const DEFAULT_RECIPE: Recipe = {
   // positionPairs: without them the left/top yes/no answers stayed on a plateau (both kinds answered from one position
   // bit, or one bit hardly read: left or top 58-69%) on 2 of 4 runs (seeds 0-2, and seed 0 with OpenBLAS's Cooperlake
   // kernels); with 2 pairs a conversation on 1 of 6 (seed 1, Cooperlake), with 4 on 1 of 5 and relational accuracy
-  // lower (RESULTS.md). 4,500 steps rather than 3,000: runs leave the plateau one position bit at a time, some only
-  // after step 2,000 (seed 2: non-relational 75% at 2,000, 99% at 3,000), which the cosine schedule's decayed rate
-  // of a 3,000-step stage did not reach. With 4,500: seeds 0-2 and seed 1 with Cooperlake (73% before) all 99.4-99.6%
-  // on test.json; seed 2 without pairs 99.7% on the validation split (87% before); seed 0 with Cooperlake and 4 pairs
-  // only half way (left 99%, top 64%)
-  stage2: { steps: 4500, batchSize: 16, lr: 2e-3, questionsPerSample: 8, captionShare: 0.25, describeTurns: 3, positionPairs: 2, visionTowerLr: 0 },
+  // lower (RESULTS.md). 6,000 steps rather than 3,000: runs leave the plateau one position bit at a time, some only
+  // after step 3,000 (seed 2 with Cooperlake: top 61% at 3,000, 100% at 4,000), where the cosine schedule of a shorter
+  // stage has decayed its rate (with 4,500 steps that run stopped half way, top 77%; with 3,000 seed 1 with Cooperlake
+  // stayed on the plateau, 73%)
+  stage2: { steps: 6000, batchSize: 16, lr: 2e-3, questionsPerSample: 8, captionShare: 0.25, describeTurns: 3, positionPairs: 2, visionTowerLr: 0 },
   evalEvery: 1000,
   evalQuestions: 600,
 };
