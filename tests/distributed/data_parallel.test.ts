@@ -158,7 +158,7 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
     expect(maxDiff(weights(alone).weights, b.weights)).toBeLessThan(2e-6);
   }, 120_000);
 
-  it('gatherDtype bfloat16: every rank trains with the same bf16 weights, half the gather bytes; the float32 masters come back at the end and in checkpoints, which resume exactly', async () => {
+  it('gatherDtype bfloat16: every rank trains with the same bf16 weights, half the gather bytes; the float32 masters come back at the end and in checkpoints, which resume exactly on 2 ranks and on 1', async () => {
     const f32 = tmp(), b16 = tmp(), cut = tmp();
     const [r32, r16] = [await ranks(2, 'train', f32, { batchSize: 2, noOutDir: true, gatherDtype: 'float32' }), await ranks(2, 'train', b16, { batchSize: 2, gatherDtype: 'bfloat16' })];
     for (const r of [r32, r16]) expect(r.failure, r.output.join('\n')).toBeNull();
@@ -192,10 +192,16 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
     const s = await ranks(2, 'train', cut, { batchSize: 2, stopAfterSteps: 13, saveEvery: 13, gatherDtype: 'bfloat16' });
     expect(s.failure, s.output.join('\n')).toBeNull();
     expect(readTrainerState(path.join(cut, 'checkpoint')).state.globalStep).toBe(13);
+    const alone = tmp();
+    fs.cpSync(cut, alone, { recursive: true });
     const c = await ranks(2, 'train', cut, { batchSize: 2, resume: true, gatherDtype: 'bfloat16' });
     expect(c.failure, c.output.join('\n')).toBeNull();
     expect(weights(cut).steps).toBe(7);
     expect(maxDiff(weights(cut).weights, w16)).toBe(0);
+    // the same checkpoint resumed by one process at 2B (float32 weights, plain AdamW): it continues from the masters
+    single('train', alone, { noGroup: true, batchSize: 4, resume: true });
+    expect(weights(alone).steps).toBe(7);
+    expect(maxDiff(weights(alone).weights, w16)).toBeLessThan(0.1 * moved);
   }, 120_000);
 
   it('vwlmm train --nproc-per-node 2 --gather-dtype bf16 trains over 2 ranks (through mpirun), rank 0 alone logging and writing the checkpoint', () => {
