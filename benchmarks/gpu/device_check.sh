@@ -93,8 +93,9 @@ const f = (d) => JSON.parse(require('fs').readFileSync(d + '/weights.json', 'utf
 try { const a = f('$L/nccl_ref'), b = f('$L/nccl_one'); let d = 0; for (const k in a.weights) a.weights[k].forEach((x, i) => (d = Math.max(d, Math.abs(x - b.weights[k][i]))));
   console.log('NCCL one rank vs single process: ' + b.steps + ' steps, max |weight difference| ' + d + (d === 0 ? ' (bit for bit)' : ' (NOT bit for bit)'));
 } catch (e) { console.log('NCCL one-rank check failed: ' + e.message); }" >>"$L/nccl.log" 2>&1
-  # gatherDtype bfloat16 (not yet run on a GPU): the weights every micro-batch computes with are bf16 values, the
-  # gather moves half the bytes, and the float32 masters come back at the end, near the float32-gather run's
+  # gatherDtype bfloat16 (not yet run on a GPU): the weights every micro-batch computes with are bf16 values (cast op
+  # and ncclBfloat16 on CUDA), and the float32 masters come back at the end, near the float32-gather run's (one rank
+  # receives no bytes: the halving is checked over 2 MPI ranks in tests/distributed)
   RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29562 timeout 90 node node_modules/tsx/dist/cli.mjs $rc train "$L/nccl_b16" '{"backend":"nccl","batchSize":4,"device":"cuda","gatherDtype":"bfloat16"}' >>"$L/nccl.log" 2>&1
   node -e "
 const fs = require('fs'), f = (d, n) => JSON.parse(fs.readFileSync(d + '/' + n, 'utf8'));

@@ -75,6 +75,8 @@ export class ZeroAdamW {
   /** AdamW over the parameters this rank owns, in their groups (lrScale kept). */
   private readonly inner: AdamW;
   private readonly localIndex = new Map<number, number>();
+  /** The model parameter behind each of the inner AdamW's (itself, or the one whose master it updates). */
+  private readonly innerParams: Tensor[];
   private launched = 0;
   private removeHook: (() => void) | null = null;
   private early = 0;
@@ -107,13 +109,10 @@ export class ZeroAdamW {
     // first buckets: reverse registration order (rebuilt after the first backward in the order it finished them)
     this.buildBuckets(this.params.map((_, i) => i).reverse());
     const bf16 = this.gatherDtype === 'bfloat16';
-    const ownedGroups = groups.map((g) => ({
-      params: [...g.params].filter((p) => this.owners.get(p) === group.rank).map((p) => (bf16 ? this.masterOf(p) : p)),
-      lrScale: g.lrScale,
-    }));
-    this.inner = new AdamW(ownedGroups, opts);
-    const paramOf = new Map([...this.masters].map(([p, m]) => [m, p]));
-    this.inner.params.forEach((p, k) => this.localIndex.set(this.params.indexOf(paramOf.get(p) ?? p), k));
+    const ownedGroups = groups.map((g) => ({ params: [...g.params].filter((p) => this.owners.get(p) === group.rank), lrScale: g.lrScale }));
+    this.innerParams = ownedGroups.flatMap((g) => g.params);
+    this.inner = new AdamW(ownedGroups.map((g) => ({ ...g, params: g.params.map((p) => (bf16 ? this.masterOf(p) : p)) })), opts);
+    this.innerParams.forEach((p, k) => this.localIndex.set(this.params.indexOf(p), k));
     if (bf16) this.roundWeights();
   }
 
@@ -354,8 +353,7 @@ export class ZeroAdamW {
    * rank must call it (Trainer.save does, then rank 0 writes it).
    */
   gatherState(): { index: number; step: number; m: Float32Array; v: Float32Array }[] {
-    const paramOf = new Map([...this.masters].map(([p, m]) => [m, p]));
-    const own = new Map(this.inner.stateEntries().map((e) => [paramOf.get(this.inner.params[e.index]) ?? this.inner.params[e.index], e]));
+    const own = new Map(this.inner.stateEntries().map((e) => [this.innerParams[e.index], e]));
     const steps = Tensor.fromArray(Float32Array.from(this.params, (p) => own.get(p)?.step ?? 0), [this.params.length], { device: this.group.device });
     const moments = new Map<Tensor, { m: Float32Array; v: Float32Array }>();
     try {
@@ -437,11 +435,10 @@ export class ZeroAdamW {
         const t = m.owner === rank ? source(m) : null;
         if (t) callOp('copy_2d', dev, [t], [b.shard], [1, t.size, t.size, t.size, 0, m.offset, 0]);
       }
-      if (bf16) {
-        callOp('cast', dev, [b.shard], [b.shard16!], [b.chunk]);
-        b.work = this.group.allGatherAsync(b.flat16!, b.shard16!);
-      } else b.work = this.group.allGatherAsync(b.flat, b.shard);
-      bytes += (this.group.worldSize - 1) * b.chunk * (bf16 ? 2 : 4);
+      if (bf16) callOp('cast', dev, [b.shard], [b.shard16!], [b.chunk]);
+      const [into, from] = bf16 ? [b.flat16!, b.shard16!] : [b.flat, b.shard];
+      b.work = this.group.allGatherAsync(into, from);
+      bytes += (this.group.worldSize - 1) * from.size * (from.dtype === 'bfloat16' ? 2 : 4); // the other ranks' chunks
     }
     for (const b of this.buckets) {
       b.work!.wait();

@@ -657,13 +657,14 @@ export class Trainer {
     const entries = opt instanceof ZeroAdamW
       ? opt.gatherState().map((e) => ({ ...e, shape: opt.params[e.index].shape }))
       : opt.stateEntries().map((e) => ({ index: e.index, step: e.step, shape: e.m.shape, m: e.m.toArray() as Float32Array, v: e.v.toArray() as Float32Array }));
-    if (opt instanceof ZeroAdamW) opt.withMasterWeights(() => this.write(state, entries));
-    else this.write(state, entries);
+    const outDir = this.opts.outDir;
+    if (opt instanceof ZeroAdamW) opt.withMasterWeights(() => this.write(outDir, state, entries));
+    else this.write(outDir, state, entries);
   }
 
   /** Rank 0 writes the checkpoint (the model's weights as they are now, and the optimizer entries). */
-  private write(state: TrainerState, entries: { index: number; step: number; shape: readonly number[]; m: Float32Array; v: Float32Array }[]): void {
-    if (this.rank !== 0 || this.opts.outDir === undefined) return;
+  private write(outDir: string, state: TrainerState, entries: { index: number; step: number; shape: readonly number[]; m: Float32Array; v: Float32Array }[]): void {
+    if (this.rank !== 0) return;
     const tensors = new Map<string, HostTensor>();
     for (const e of entries) {
       tensors.set(`${e.index}.m`, { dtype: 'float32', shape: [...e.shape], data: e.m });
@@ -672,7 +673,7 @@ export class Trainer {
     }
     const extra = this.stages[state.stage]?.extraParameters ?? [];
     const stageTensors = new Map<string, HostTensor>(extra.map((p, k) => [String(k), { dtype: 'float32', shape: [...p.shape], data: p.toArray() as Float32Array }]));
-    saveCheckpoint(path.join(this.opts.outDir, 'checkpoint'), this.model, {
+    saveCheckpoint(path.join(outDir, 'checkpoint'), this.model, {
       ...this.opts.checkpointFiles,
       extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), ...(this.group ? { worldSize: this.world } : {}) }, null, 2) },
       extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
