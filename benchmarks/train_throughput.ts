@@ -2,10 +2,12 @@
 // same model, batch, loss and FLOP formula). A VW-LMM with a CLIP ViT-B/16 tower at 224 px (12 layers, d 768,
 // quick_gelu, select layer -2, patch features), an mlp2x_gelu projector, a 16-layer LLaMA (d 1024, 16 heads, FFN
 // 2816, V 32000) and vm_head; CE on the text plus the KL (batchmean, target not detached); AdamW; batch 16 x (196 +
-// 129) tokens, one random batch repeated. Prints one JSON line: tokens/s, peak memory, MFU (H200 bf16 989 TFLOPs).
+// 129) tokens, one random batch repeated. Prints one JSON line: tokens/s, peak memory, the bytes the first forward
+// leaves live for its backward (savedBytes), MFU (H200 bf16 989 TFLOPs).
 //
 //   npx tsx benchmarks/train_throughput.ts [--size issue|tiny] [--device cuda|cpu] [--steps 10] [--warmup 3] [--dtype bf16|fp32]
-//                                         [--profile N]
+//                                         [--profile N] [--batch B]
+// --batch B: B samples instead of the size's batch (e.g. the issue's model at batch 1 on the CPU, for its memory).
 // --profile N: after the timed steps, 2 more steps with the op profile on (profileOps: host wall time per op; on
 // CUDA with VWLMM_CUDA_ASYNC=0 each op waits for its kernels, so that is GPU time; by default, launch cost): the time per op name and
 // the N costliest op/shape keys, per step, on stderr.
@@ -49,7 +51,8 @@ const model = VwLmm.create(cfg, 0, { device });
 const gen = new Generator(0);
 const patches = (s.vision.image / s.vision.patch) ** 2, seq = patches + s.textTokens, prefix = 4, question = Math.max(1, Math.floor(s.textTokens / 4));
 // one sample: 4 prompt tokens, the image, the question (not supervised), the answer
-const samples = Array.from({ length: s.batch }, () => {
+const batchSize = Number(arg('batch', String(s.batch)));
+const samples = Array.from({ length: batchSize }, () => {
   const text = Array.from({ length: s.textTokens }, () => gen.int(s.text.V - 1));
   const inputIds = [...text.slice(0, prefix), -200, ...text.slice(prefix)];
   const labels = inputIds.map((t, i) => (i <= prefix + question ? -100 : t));
@@ -61,9 +64,14 @@ if (b.T !== seq) throw new Error(`sequence ${b.T}, expected ${seq}`);
 const opt = new AdamW(model.parameters(), { lr: 1e-5 });
 const dev = device.startsWith('cuda') ? 'cuda' : 'cpu';
 let loss = 0;
+// live bytes the forward leaves for the backward (activations and saved copies), measured at the first step
+let savedBytes: number | null = null;
+const live = () => (dev === 'cuda' ? memoryStats().cuda?.liveBytes ?? 0 : memoryStats().cpu.liveBytes);
 const step = () => {
   const l = autocast(dtype, () => scope(() => {
+    const before = savedBytes === null ? live() : 0;
     const out = model.loss(batch);
+    if (savedBytes === null) savedBytes = live() - before;
     out.loss.backward();
     return out.loss;
   }));
@@ -79,11 +87,11 @@ for (let i = 0; i < steps; i++) {
   else scope(() => void step());
 }
 const sec = Number(process.hrtime.bigint() - t0) / 1e9 / steps;
-const fl = flopsPerStep(s, s.batch, seq, patches);
+const fl = flopsPerStep(s, batchSize, seq, patches);
 const mem = memoryStats();
 console.log(JSON.stringify({
-  impl: 'vwlmm', size, device, dtype, batch: s.batch, seq, secondsPerStep: sec, tokensPerSec: (s.batch * seq) / sec,
-  peakBytes: dev === 'cuda' ? mem.cuda?.peakReservedBytes ?? null : mem.cpu.peakReservedBytes, flopsPerStep: fl,
+  impl: 'vwlmm', size, device, dtype, batch: batchSize, seq, secondsPerStep: sec, tokensPerSec: (batchSize * seq) / sec,
+  peakBytes: dev === 'cuda' ? mem.cuda?.peakReservedBytes ?? null : mem.cpu.peakReservedBytes, savedBytes, flopsPerStep: fl,
   mfu: dev === 'cuda' ? fl / sec / PEAK_BF16 : null, loss, hostSyncsPerStep: (hostSyncs(dev) - syncs0) / steps,
 }));
 const top = Number(arg('profile', '0'));

@@ -214,105 +214,113 @@ function mm(A: Tensor, B: Tensor, C: Tensor, batch: number, M: number, N: number
 
 /** x [..., in] @ w^T + b, w [out, in] (PyTorch/HF layout), b [out]. */
 export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
-  const where = 'F.linear';
-  check(where, 'x', x, { minRank: 1 });
-  check(where, 'w', w, { rank: 2 });
-  if (b) check(where, 'b', b, { rank: 1 });
-  const [O, I] = w.shape;
-  if (x.shape[x.rank - 1] !== I) throw rangeError(where, `x ${shapeStr(x.shape)} has ${x.shape[x.rank - 1]} features but w ${shapeStr(w.shape)} expects ${I}`);
-  if (b && b.shape[0] !== O) throw rangeError(where, `b ${shapeStr(b.shape)} must have ${O} entries`);
-  for (const [n, t] of [['w', w], ['b', b]] as const) if (t && t.device !== x.device) throw new TypeError(`${where}: ${n} is on ${t.device} but x is on ${x.device}`);
-  const R = x.size / Math.max(I, 1);
-  checkStoredWeight(where, 'w', w);
-  if (castsToBf16(x, w, b)) return linearBf16(x, w, b, R, O, I);
-  if (w.dtype === 'bfloat16' && x.dtype === 'float32') return linearWidened(x, w, b, R, O, I);
-  const out = Tensor.empty([...x.shape.slice(0, -1), O], { device: x.device, dtype: x.dtype });
-  mm(x, w, out, 1, R, O, I, false, true, 0, 0, 0, false, b);
-  if (needsGrad(x, w, b)) {
-    record('linear', [x, w, b], [out], ([g]) => {
-      const gx = x.requiresGrad ? like(x) : null;
-      if (gx) mm(g!, w, gx, 1, R, I, O, false, false, 0, 0, 0, false);             // dx = g w
-      const gw = w.requiresGrad ? like(w) : null;
-      if (gw) mm(g!, x, gw, 1, O, I, R, true, false, 0, 0, 0, false);              // dw = g^T x
-      const gb = b && b.requiresGrad ? like(b) : null;
-      if (gb) callOp('sum_rows', x.device, [g], [gb], [R, O, 0]);                  // db = sum_rows g
-      return [gx, gw, gb];
-    });
-  }
-  return out;
+  return linearsOf('F.linear', x, [w], [b], (i) => (i === 0 ? 'w' : 'b'))[0];
 }
 
 /**
- * F.linear in float32 with a frozen weight stored in bf16 (storeFrozenWeights): the weight is widened for the
- * product and again in the backward (for dx), never kept in float32 between them.
+ * Several Linears of one input: ys[i] = F.linear(x, ws[i], bs[i]), as attention's q/k/v and the MLP's gate/up
+ * projections take them. The results and gradients are F.linear's; the difference is the work around the products:
+ * under autocast('bfloat16') x is cast to bf16 and saved once (not once per weight), and the backward sums the
+ * weights' contributions to dx in their GEMMs (accumulate) instead of autograd adding separate gradients.
  */
-function linearWidened(x: Tensor, w: Tensor, b: Tensor | null, R: number, O: number, I: number): Tensor {
-  const out = Tensor.empty([...x.shape.slice(0, -1), O], { device: x.device, dtype: 'float32' });
-  const widened = (fn: (w32: Tensor) => void) => {
-    const w32 = float32Operand(w).t;
-    try {
-      fn(w32);
-    } finally {
-      w32.dispose();
-    }
+export function linears(x: Tensor, ws: readonly Tensor[], bs?: readonly (Tensor | null)[]): Tensor[] {
+  const where = 'F.linears';
+  if (!Array.isArray(ws) || ws.length === 0) throw typeError(where, 'ws', 'a non-empty array of weight tensors', ws);
+  const biases = bs ?? ws.map(() => null);
+  if (!Array.isArray(biases) || biases.length !== ws.length) throw typeError(where, 'bs', `an array of ${ws.length} biases (null for none)`, bs);
+  return linearsOf(where, x, ws, biases, (i) => (i < ws.length ? `ws[${i}]` : `bs[${i - ws.length}]`));
+}
+
+/**
+ * The products of F.linear / F.linears, in the precision of the region: float32; a frozen weight stored in bf16
+ * widened for each product (storeFrozenWeights; never kept in float32 between forward and backward); or, under
+ * autocast('bfloat16'), bf16 operands with fp32 accumulation into float32 outputs (bias float32), the backward casting
+ * each gradient to bf16 for dx = g w and dw = g^T x. Saved for the backward: x's bf16 copy (half of x) in bf16, and
+ * the weights' copies that the region does not cache (it recasts those it has freed since).
+ */
+function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly (Tensor | null)[], nameOf: (i: number) => string): Tensor[] {
+  check(where, 'x', x, { minRank: 1 });
+  const I = x.shape[x.rank - 1];
+  ws.forEach((w, i) => {
+    check(where, nameOf(i), w, { rank: 2 });
+    const b = bs[i];
+    if (b !== null && b !== undefined) check(where, nameOf(ws.length + i), b, { rank: 1 });
+    if (w.shape[1] !== I) throw rangeError(where, `x ${shapeStr(x.shape)} has ${I} features but ${nameOf(i)} ${shapeStr(w.shape)} expects ${w.shape[1]}`);
+    if (b && b.shape[0] !== w.shape[0]) throw rangeError(where, `${nameOf(ws.length + i)} ${shapeStr(b.shape)} must have ${w.shape[0]} entries`);
+    for (const [n, t] of [[nameOf(i), w], [nameOf(ws.length + i), b]] as const) if (t && t.device !== x.device) throw new TypeError(`${where}: ${n} is on ${t.device} but x is on ${x.device}`);
+    checkStoredWeight(where, nameOf(i), w);
+  });
+  const R = x.size / Math.max(I, 1);
+  const bias = (i: number) => bs[i] ?? null;
+  const bf16 = castsToBf16(x, ...ws, ...bs);
+  // the operand of weight i: the region's bf16 copy (or an owned cast); a bf16-stored weight widened (owned); or w
+  const operand = (w: Tensor): { t: Tensor; owned: boolean } =>
+    bf16 ? bf16Operand(w) : w.dtype === 'bfloat16' && x.dtype === 'float32' ? float32Operand(w) : { t: w, owned: false };
+  const xo = bf16 ? castTensor(x, 'bfloat16') : x;
+  const outs: Tensor[] = [];
+  const kept: { t: Tensor; owned: boolean }[] = []; // bf16: the weight operands, for the backward
+  const release = () => {
+    if (xo !== x) xo.dispose();
+    for (const k of kept) if (k.owned) k.t.dispose();
   };
   try {
-    widened((w32) => mm(x, w32, out, 1, R, O, I, false, true, 0, 0, 0, false, b));
-  } catch (e) {
-    out.dispose();
-    throw e;
-  }
-  if (needsGrad(x, b)) {
-    record('linear', [x, w, b], [out], ([g]) => {
-      const gx = x.requiresGrad ? like(x) : null;
-      if (gx) widened((w32) => mm(g!, w32, gx, 1, R, I, O, false, false, 0, 0, 0, false)); // dx = g w
-      const gb = b && b.requiresGrad ? like(b) : null;
-      if (gb) callOp('sum_rows', x.device, [g], [gb], [R, O, 0]);
-      return [gx, null, gb];
+    ws.forEach((w, i) => {
+      const O = w.shape[0];
+      const out = Tensor.empty([...x.shape.slice(0, -1), O], { device: x.device, dtype: bf16 ? 'float32' : x.dtype });
+      outs.push(out);
+      const wo = operand(w);
+      if (bf16) kept.push(wo);
+      try {
+        mm(xo, wo.t, out, 1, R, O, I, false, true, 0, 0, 0, false, bias(i));
+      } finally {
+        if (!bf16 && wo.owned) wo.t.dispose();
+      }
     });
-  }
-  return out;
-}
-
-/**
- * F.linear under autocast('bfloat16'): x and w as bf16 operands, fp32 accumulation into a float32 output
- * (bias float32); the backward casts the gradient to bf16 for dx = g w and dw = g^T x (both float32 out).
- * Saves x's bf16 copy (half of x); the weight's copy is the region's (recast if the region has ended).
- */
-function linearBf16(x: Tensor, w: Tensor, b: Tensor | null, R: number, O: number, I: number): Tensor {
-  const xb = castTensor(x, 'bfloat16');
-  const wb = bf16Operand(w);
-  const out = Tensor.empty([...x.shape.slice(0, -1), O], { device: x.device, dtype: 'float32' });
-  try {
-    mm(xb, wb.t, out, 1, R, O, I, false, true, 0, 0, 0, false, b);
   } catch (e) {
-    xb.dispose();
-    if (wb.owned) wb.t.dispose();
-    out.dispose();
+    release();
+    for (const o of outs) o.dispose();
     throw e;
   }
-  if (!needsGrad(x, w, b)) {
-    xb.dispose();
-    if (wb.owned) wb.t.dispose();
-    return out;
+  if (!needsGrad(x, ...ws, ...bs)) {
+    release();
+    return outs;
   }
-  record('linear', [x, w, b], [out], ([g]) => {
-    const gb = castTensor(g!, 'bfloat16');
-    const wq = !wb.owned && wb.t.disposed ? bf16Operand(w) : wb;
-    try {
-      const gx = x.requiresGrad ? like(x) : null;
-      if (gx) mm(gb, wq.t, gx, 1, R, I, O, false, false, 0, 0, 0, false);          // dx = g w
-      const gw = w.requiresGrad ? like(w) : null;
-      if (gw) mm(gb, xb, gw, 1, O, I, R, true, false, 0, 0, 0, false);              // dw = g^T x
-      const gbias = b && b.requiresGrad ? like(b) : null;
-      if (gbias) callOp('sum_rows', x.device, [g], [gbias], [R, O, 0]);             // db = sum_rows g (fp32)
-      return [gx, gw, gbias];
-    } finally {
-      gb.dispose();
-      if (wq !== wb && wq.owned) wq.t.dispose();
-    }
-  }, wb.owned ? [xb, wb.t] : [xb]);
-  return out;
+  record(ws.length === 1 ? 'linear' : 'linears', [x, ...ws, ...bs.map((b) => b ?? null)], outs, (gs) => {
+    let gx: Tensor | null = null;
+    const gws: (Tensor | null)[] = [], gbs: (Tensor | null)[] = [];
+    ws.forEach((w, i) => {
+      const g = gs[i], b = bias(i), O = w.shape[0];
+      if (!g) {
+        gws.push(null);
+        gbs.push(null);
+        return;
+      }
+      const go = bf16 ? castTensor(g, 'bfloat16') : g;
+      try {
+        if (x.requiresGrad) {
+          // the region's copy may have been freed since the forward (a backward after the region ended): recast
+          const wo = bf16 ? (kept[i].owned || !kept[i].t.disposed ? kept[i] : bf16Operand(w)) : operand(w);
+          const first = gx === null;
+          gx ??= like(x);
+          try {
+            mm(go, wo.t, gx, 1, R, I, O, false, false, 0, 0, 0, !first);                  // dx (+)= g w
+          } finally {
+            if (wo !== kept[i] && wo.owned) wo.t.dispose();
+          }
+        }
+        const gw = w.requiresGrad ? like(w) : null;
+        if (gw) mm(go, xo, gw, 1, O, I, R, true, false, 0, 0, 0, false);                  // dw = g^T x
+        gws.push(gw);
+        const gb = b && b.requiresGrad ? like(b) : null;
+        if (gb) callOp('sum_rows', x.device, [g], [gb], [R, O, 0]);                       // db = sum_rows g (fp32)
+        gbs.push(gb);
+      } finally {
+        if (go !== g) go.dispose();
+      }
+    });
+    return [gx, ...gws, ...gbs];
+  }, bf16 ? [xo, ...kept.filter((k) => k.owned).map((k) => k.t)] : []);
+  return outs;
 }
 
 /**

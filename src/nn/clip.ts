@@ -72,7 +72,8 @@ class ClipAttention extends Module {
   forward(x: Tensor): Tensor {
     const [B, T, D] = x.shape, H = this.config.numHeads, Dh = D / H;
     const split = (t: Tensor) => F.reshape(t, [B, T, H, Dh]);
-    const o = F.attention(split(this.q_proj.forward(x)), split(this.k_proj.forward(x)), split(this.v_proj.forward(x)), { causal: false });
+    const [q, k, v] = Linear.forwardMany(x, [this.q_proj, this.k_proj, this.v_proj]);
+    const o = F.attention(split(q), split(k), split(v), { causal: false });
     return this.out_proj.forward(F.reshape(o, [B, T, D]));
   }
 }

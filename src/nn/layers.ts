@@ -19,8 +19,19 @@ export class Linear extends Module {
   lora: LoraAdapter | null = null;
 
   forward(x: Tensor): Tensor {
-    const y = F.linear(x, this.weight, this.bias);
-    return this.lora ? F.add(y, this.lora.delta(x, isTraining())) : y;
+    return Linear.forwardMany(x, [this])[0];
+  }
+
+  /**
+   * The layers' outputs for one input x (attention's q/k/v, the MLP's gate/up): their products through F.linears
+   * (under autocast, x cast and saved once for all of them), each one's LoRA update added.
+   */
+  static forwardMany(x: Tensor, layers: readonly Linear[]): Tensor[] {
+    const ys = layers.length === 1 ? [F.linear(x, layers[0].weight, layers[0].bias)] : F.linears(x, layers.map((l) => l.weight), layers.map((l) => l.bias));
+    return ys.map((y, i) => {
+      const a = layers[i].lora;
+      return a ? F.add(y, a.delta(x, isTraining())) : y;
+    });
   }
 
   /** Attaches a LoRA adapter (children lora_A, lora_B: PEFT's names); the base weight is left as it is. */

@@ -138,9 +138,10 @@ export class LlamaAttention extends Module {
   forward(x: Tensor, keyMask: Tensor | null, cache: KVCache | null, layer: number): Tensor {
     const [B, T] = x.shape, c = this.config, Dh = this.headDim;
     const pos = cache ? cache.length : 0;
-    const q = F.rope(F.reshape(this.q_proj.forward(x), [B, T, c.numHeads, Dh]), c.ropeTheta, pos);
-    let k = F.rope(F.reshape(this.k_proj.forward(x), [B, T, c.numKvHeads, Dh]), c.ropeTheta, pos);
-    let v = F.reshape(this.v_proj.forward(x), [B, T, c.numKvHeads, Dh]);
+    const [yq, yk, yv] = Linear.forwardMany(x, [this.q_proj, this.k_proj, this.v_proj]);
+    const q = F.rope(F.reshape(yq, [B, T, c.numHeads, Dh]), c.ropeTheta, pos);
+    let k = F.rope(F.reshape(yk, [B, T, c.numKvHeads, Dh]), c.ropeTheta, pos);
+    let v = F.reshape(yv, [B, T, c.numKvHeads, Dh]);
     if (cache) {
       const pk = cache.k[layer], pv = cache.v[layer];
       if (cache.pads && T === 1 && pk && pv) return this.step(q, k, v, cache, layer);
@@ -197,7 +198,8 @@ export class LlamaMLP extends Module {
     this.down_proj = this.child('down_proj', new Linear(c.intermediateSize, c.hiddenSize, { bias: false, std, init }));
   }
   forward(x: Tensor): Tensor {
-    return this.down_proj.forward(F.swiglu(this.gate_proj.forward(x), this.up_proj.forward(x)));
+    const [gate, up] = Linear.forwardMany(x, [this.gate_proj, this.up_proj]);
+    return this.down_proj.forward(F.swiglu(gate, up));
   }
 }
 

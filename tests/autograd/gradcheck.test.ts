@@ -56,6 +56,25 @@ describe(`autograd gradients of ops.* (seed ${runSeed})`, () => {
     gradcheck('linear+b', ([x, w, b]) => F.linear(x, w, b), [{ shape: [2, 3, 5] }, { shape: [4, 5] }, { shape: [4] }]);
     gradcheck('linear', ([x, w]) => F.linear(x, w), [{ shape: [7, 3] }, { shape: [2, 3] }]);
   });
+  it('linears: one input, several weights (dx summed in the GEMMs), an output left out of the loss', () => {
+    gradcheck('linears', ([x, a, b, c, bb]) => F.concat(F.linears(x, [a, b, c], [null, bb, null]), 2),
+      [{ shape: [2, 3, 5] }, { shape: [4, 5] }, { shape: [6, 5] }, { shape: [1, 5] }, { shape: [6] }]);
+    gradcheck('linears, two', ([x, a, b]) => F.concat(F.linears(x, [a, b]), 1), [{ shape: [7, 3] }, { shape: [2, 3] }, { shape: [5, 3] }]);
+    // an output outside the loss: its weight gets no gradient, and dx is the other outputs' (the first GEMM writes)
+    scope(() => {
+      const rng = rngFor('linears:unused');
+      const [x, a, b] = [[3, 4], [2, 4], [5, 4]].map((s) => Tensor.fromArray(rng.normals(s[0] * s[1]), s));
+      for (const t of [x, a, b]) t.requiresGrad = true;
+      F.sum(F.linears(x, [a, b])[1]).backward();
+      expect(a.grad).toBeNull();
+      const bd = b.toArray(), gx = x.grad!.toArray();
+      for (let r = 0; r < 3; r++) for (let i = 0; i < 4; i++) {
+        let s = 0;
+        for (let o = 0; o < 5; o++) s += bd[o * 4 + i];
+        expect(gx[r * 4 + i]).toBeCloseTo(s, 5);
+      }
+    });
+  });
   it('matmul: transposes, batches, shared B', () => {
     for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
       const a = ta ? [2, 4, 3] : [2, 3, 4], bs = tb ? [5, 4] : [4, 5], bb = tb ? [2, 5, 4] : [2, 4, 5];

@@ -533,6 +533,7 @@ const opsGen: Record<string, () => unknown[]> = {
   sum: () => [tf([2, 3])],
   matmul: () => (chance(0.5) ? [tf([2, 3, 4]), tf([4, 5])] : [tf([2, 4, 3]), tf([2, 5, 4]), { transA: true, transB: true }]),
   linear: () => [tf([2, 3]), tf([4, 3]), chance(0.5) ? tf([4]) : null],
+  linears: () => [tf([2, 3]), [tf([4, 3]), tf([2, 3])], chance(0.5) ? [tf([4]), null] : undefined],
   embedding: () => [ti([0, 2, 1, 2], [2, 2]), tf([3, 4])],
   rmsNorm: () => [tf([3, 4]), tf([4]), 1e-6],
   layerNorm: () => [tf([3, 4]), tf([4]), tf([4]), 1e-5],

@@ -10,7 +10,7 @@
 // Where a GPU is present, the same bf16 step on CUDA agrees with the CPU's bf16 step.
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { AdamW, autocast, cudaAvailable, F, memoryStats, scope, Tensor, zeroGrad } from '../../src';
+import { AdamW, autocast, cudaAvailable, F, memoryStats, opProfile, profileOps, scope, Tensor, zeroGrad } from '../../src';
 import { bf16Operand, castTensor, computeDtype, parseComputeDtype } from '../../src/amp';
 import { gradientCheckpoint } from '../../src/autograd';
 import { bf16ToF32, f32ToBf16 } from '../../src/bf16';
@@ -79,6 +79,47 @@ describe(`mixed precision: autocast('bfloat16') (seed ${runSeed})`, () => {
       expect(relErr(bt.grad!.toArray(), db)).toBeLessThan(1e-5);
       // the float32 path is untouched outside a region
       expect(relErr(F.linear(xt, wt, bt).toArray(), gemm64(R, O, I, (m, k) => x[m * I + k], (k, n) => w[n * I + k]).map((v, i) => v + b[i % O]))).toBeLessThan(1e-5);
+    });
+  });
+
+  it('F.linears: x cast and saved once for all weights; outputs and gradients as F.linear gives them', () => {
+    const rng = rngFor('amp:linears');
+    const [R, I] = [21, 19], Os = [13, 7, 7];
+    const x = rng.normals(R * I), ws = Os.map((O) => rng.normals(O * I, 0.5)), b = rng.normals(Os[1]);
+    const gs = Os.map((O) => rng.normals(R * O));
+    const xr = r16(x), wr = ws.map(r16);
+    scope(() => {
+      const run = (many: boolean) => {
+        const xt = Tensor.fromArray(x, [R, I]), wts = ws.map((w, i) => Tensor.fromArray(w, [Os[i], I])), bt = Tensor.fromArray(b, [Os[1]]);
+        for (const t of [xt, ...wts, bt]) t.requiresGrad = true;
+        profileOps(true);
+        return autocast('bfloat16', () => {
+          const ys = many ? F.linears(xt, wts, [null, bt, null]) : wts.map((w, i) => F.linear(xt, w, i === 1 ? bt : null));
+          const casts = opProfile().filter((e) => e.key.startsWith('cpu cast f32[21,19]')).reduce((n, e) => n + e.calls, 0);
+          F.sum(F.add(F.add(F.sum(F.mul(ys[0], Tensor.fromArray(gs[0], [R, Os[0]]))), F.sum(F.mul(ys[1], Tensor.fromArray(gs[1], [R, Os[1]])))), F.sum(F.mul(ys[2], Tensor.fromArray(gs[2], [R, Os[2]]))))).backward();
+          profileOps(false);
+          expect(casts, 'casts of x').toBe(many ? 1 : 3);
+          for (const y of ys) expect(y.dtype).toBe('float32');
+          return { ys: ys.map((y) => y.toArray()), gx: xt.grad!.toArray(), gw: wts.map((w) => w.grad!.toArray()), gb: bt.grad!.toArray() };
+        });
+      };
+      const many = run(true), one = run(false);
+      Os.forEach((O, i) => {
+        const yRef = gemm64(R, O, I, (m, k) => xr[m * I + k], (k, n) => wr[i][n * I + k]).map((v, j) => v + (i === 1 ? b[j % O] : 0));
+        expect(relErr(many.ys[i], yRef)).toBeLessThan(1e-5);
+        expect(many.ys[i]).toEqual(one.ys[i]); // the same products, bit for bit
+        const gr = r16(gs[i]);
+        expect(relErr(many.gw[i], gemm64(O, I, R, (m, k) => gr[k * O + m], (k, n) => xr[k * I + n]))).toBeLessThan(1e-5);
+      });
+      // dx = sum_i g_i w_i over the bf16-rounded operands, accumulated in fp32
+      const gxRef = new Float64Array(R * I);
+      Os.forEach((O, i) => {
+        const gr = r16(gs[i]);
+        gemm64(R, I, O, (m, k) => gr[m * O + k], (k, n) => wr[i][k * I + n]).forEach((v, j) => (gxRef[j] += v));
+      });
+      expect(relErr(many.gx, gxRef)).toBeLessThan(1e-5);
+      expect(relErr(many.gx, one.gx)).toBeLessThan(1e-6);
+      expect(many.gb).toEqual(one.gb);
     });
   });
 
