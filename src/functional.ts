@@ -49,6 +49,15 @@ function optionsOf<T extends object>(where: string, o: T | undefined | null): T 
 }
 
 const like = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.empty(shape, { device: t.device, dtype: t.dtype });
+/** fn(g in `dtype`): an incoming gradient cast for an element-wise op whose buffers share one dtype. */
+function withDtype(g: Tensor, dtype: Tensor['dtype'], fn: (g: Tensor) => void): void {
+  const gi = g.dtype === dtype ? g : castTensor(g, dtype as 'float32' | 'bfloat16');
+  try {
+    fn(gi);
+  } finally {
+    if (gi !== g) gi.dispose();
+  }
+}
 const zerosLike = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.zeros(shape, { device: t.device, dtype: t.dtype });
 
 // ------------------------------------------------------------------ shape
@@ -212,9 +221,19 @@ function mm(A: Tensor, B: Tensor, C: Tensor, batch: number, M: number, N: number
   callOp('matmul', A.device, [A, B, bias], [C], [batch, M, N, K, +ta, +tb, bias ? 1 : 0, +accumulate, sA, sB, sC], [1]);
 }
 
+export interface LinearOptions {
+  /**
+   * Under autocast('bfloat16'), return the product in bfloat16 (what torch's autocast returns) rather than float32,
+   * for a consumer that takes bf16 (F.swiglu, F.activation, another F.linear, which then takes it without a cast):
+   * the activation and what its consumers save for the backward take half the memory, and a cast pass goes away.
+   * Its gradient arrives in bf16. Ignored outside autocast('bfloat16'). Default false.
+   */
+  bf16Output?: boolean;
+}
+
 /** x [..., in] @ w^T + b, w [out, in] (PyTorch/HF layout), b [out]. */
-export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
-  return linearsOf('F.linear', x, [w], [b], (i) => (i === 0 ? 'w' : 'b'))[0];
+export function linear(x: Tensor, w: Tensor, b: Tensor | null = null, opts?: LinearOptions): Tensor {
+  return linearsOf('F.linear', x, [w], [b], (i) => (i === 0 ? 'w' : 'b'), optionsOf('F.linear', opts))[0];
 }
 
 /**
@@ -223,12 +242,12 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null = null): Tensor {
  * under autocast('bfloat16') x is cast to bf16 and saved once (not once per weight), and the backward sums the
  * weights' contributions to dx in their GEMMs (accumulate) instead of autograd adding separate gradients.
  */
-export function linears(x: Tensor, ws: readonly Tensor[], bs?: readonly (Tensor | null)[]): Tensor[] {
+export function linears(x: Tensor, ws: readonly Tensor[], bs?: readonly (Tensor | null)[] | null, opts?: LinearOptions): Tensor[] {
   const where = 'F.linears';
   if (!Array.isArray(ws) || ws.length === 0) throw typeError(where, 'ws', 'a non-empty array of weight tensors', ws);
   const biases = bs ?? ws.map(() => null);
   if (!Array.isArray(biases) || biases.length !== ws.length) throw typeError(where, 'bs', `an array of ${ws.length} biases (null for none)`, bs);
-  return linearsOf(where, x, ws, biases, (i) => (i < ws.length ? `ws[${i}]` : `bs[${i - ws.length}]`));
+  return linearsOf(where, x, ws, biases, (i) => (i < ws.length ? `ws[${i}]` : `bs[${i - ws.length}]`), optionsOf(where, opts));
 }
 
 /**
@@ -236,10 +255,12 @@ export function linears(x: Tensor, ws: readonly Tensor[], bs?: readonly (Tensor 
  * widened for each product (storeFrozenWeights; never kept in float32 between forward and backward); or, under
  * autocast('bfloat16'), bf16 operands with fp32 accumulation into float32 outputs (bias float32), the backward casting
  * each gradient to bf16 for dx = g w and dw = g^T x. Saved for the backward: x's bf16 copy (half of x) in bf16, and
- * the weights' copies that the region does not cache (it recasts those it has freed since).
+ * the weights' copies that the region does not cache (it recasts those it has freed since). A bf16 x (a bf16Output
+ * upstream) is taken as it is, and its gradient is bf16.
  */
-function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly (Tensor | null)[], nameOf: (i: number) => string): Tensor[] {
+function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly (Tensor | null)[], nameOf: (i: number) => string, opts: LinearOptions): Tensor[] {
   check(where, 'x', x, { minRank: 1 });
+  if (opts.bf16Output !== undefined && typeof opts.bf16Output !== 'boolean') throw typeError(where, 'bf16Output', 'a boolean', opts.bf16Output);
   const I = x.shape[x.rank - 1];
   ws.forEach((w, i) => {
     check(where, nameOf(i), w, { rank: 2 });
@@ -256,7 +277,8 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
   // the operand of weight i: the region's bf16 copy (or an owned cast); a bf16-stored weight widened (owned); or w
   const operand = (w: Tensor): { t: Tensor; owned: boolean } =>
     bf16 ? bf16Operand(w) : w.dtype === 'bfloat16' && x.dtype === 'float32' ? float32Operand(w) : { t: w, owned: false };
-  const xo = bf16 ? castTensor(x, 'bfloat16') : x;
+  const xo = bf16 && x.dtype !== 'bfloat16' ? castTensor(x, 'bfloat16') : x;
+  const outDtype = bf16 ? (opts.bf16Output ? 'bfloat16' : 'float32') : x.dtype;
   const outs: Tensor[] = [];
   const kept: { t: Tensor; owned: boolean }[] = []; // bf16: the weight operands, for the backward
   const release = () => {
@@ -266,7 +288,7 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
   try {
     ws.forEach((w, i) => {
       const O = w.shape[0];
-      const out = Tensor.empty([...x.shape.slice(0, -1), O], { device: x.device, dtype: bf16 ? 'float32' : x.dtype });
+      const out = Tensor.empty([...x.shape.slice(0, -1), O], { device: x.device, dtype: outDtype });
       outs.push(out);
       const wo = operand(w);
       if (bf16) kept.push(wo);
@@ -295,7 +317,7 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
         gbs.push(null);
         return;
       }
-      const go = bf16 ? castTensor(g, 'bfloat16') : g;
+      const go = bf16 && g.dtype !== 'bfloat16' ? castTensor(g, 'bfloat16') : g;
       try {
         if (x.requiresGrad) {
           // the region's copy may have been freed since the forward (a backward after the region ended): recast
@@ -312,14 +334,21 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
         if (gw) mm(go, xo, gw, 1, O, I, R, true, false, 0, 0, 0, false);                  // dw = g^T x
         gws.push(gw);
         const gb = b && b.requiresGrad ? like(b) : null;
-        if (gb) callOp('sum_rows', x.device, [g], [gb], [R, O, 0]);                       // db = sum_rows g (fp32)
+        if (gb) {
+          const gf = g.dtype === 'float32' ? g : castTensor(g, 'float32');              // sum_rows sums float32
+          try {
+            callOp('sum_rows', x.device, [gf], [gb], [R, O, 0]);                        // db = sum_rows g
+          } finally {
+            if (gf !== g) gf.dispose();
+          }
+        }
         gbs.push(gb);
       } finally {
         if (go !== g) go.dispose();
       }
     });
     return [gx, ...gws, ...gbs];
-  }, bf16 ? [xo, ...kept.filter((k) => k.owned).map((k) => k.t)] : []);
+  }, [...(xo !== x ? [xo] : []), ...kept.filter((k) => k.owned).map((k) => k.t)]);
   return outs;
 }
 
@@ -481,7 +510,7 @@ export function activation(x: Tensor, kind: Activation): Tensor {
   if (needsGrad(x)) {
     record(kind, [x], [out], ([g]) => {
       const gx = like(x);
-      callOp('activation_backward', x.device, [g, x], [gx], [x.size, k]);
+      withDtype(g!, x.dtype, (gi) => callOp('activation_backward', x.device, [gi, x], [gx], [x.size, k]));
       return [gx];
     });
   }
@@ -495,12 +524,13 @@ export const silu = (x: Tensor) => activation(x, 'silu');
 /** silu(gate) * up (LLaMA MLP). */
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
   binaryElementwise('F.swiglu', gate, up);
+  if (gate.dtype !== up.dtype) throw new TypeError(`F.swiglu: gate is ${gate.dtype} but up is ${up.dtype} (one float dtype for both)`);
   const out = like(gate);
   callOp('swiglu_forward', gate.device, [gate, up], [out], [gate.size]);
   if (needsGrad(gate, up)) {
     record('swiglu', [gate, up], [out], ([g]) => {
       const gg = like(gate), gu = like(up);
-      callOp('swiglu_backward', gate.device, [g, gate, up], [gg, gu], [gate.size]);
+      withDtype(g!, gate.dtype, (gi) => callOp('swiglu_backward', gate.device, [gi, gate, up], [gg, gu], [gate.size]));
       return [gate.requiresGrad ? gg : (gg.dispose(), null), up.requiresGrad ? gu : (gu.dispose(), null)];
     });
   }

@@ -1,4 +1,4 @@
-// Element-wise activations (n elements, float32; kinds: native/core/activation.h) and SwiGLU.
+// Element-wise activations (n elements, float32 or bf16 widened; kinds: native/core/activation.h) and SwiGLU.
 //   kind 0 gelu (erf):   y = x Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2   (computed as erfc(-x/sqrt 2) / 2,
 //                        which keeps its relative precision for negative x)
 //   kind 1 gelu (tanh):  y = x (1 + tanh(u)) / 2,  u = sqrt(2/pi) (x + 0.044715 x^3)   (PyTorch 'tanh')
@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "../core/activation.h"
+#include "float32_view.h"
 #include "ops_cpu.h"
 #include "work_split.h"
 #include "isa.h"
@@ -154,9 +155,8 @@ VW_TARGET_AVX2 void swiglu_backward_rows_avx2(const float* dy, const float* gate
   swiglu_backward_rows(dy, gate, up, dgate, dup, i0, i1);
 }
 
-}  // namespace
-
-void activation_forward_cpu(const OpCall& c) {
+// The float32 kernels; the ops below take bf16 too (the CUDA kernels' dtypes) by widening (float32_view.h).
+void activation_forward_f32(const OpCall& c) {
   const int64_t n = size_arg(c, 0, "n");
   const ActivationKind kind = activation_kind_arg(c, 1);
   const float* x = c.in_f32(0, n, "X");
@@ -169,7 +169,7 @@ void activation_forward_cpu(const OpCall& c) {
   }
 }
 
-void activation_backward_cpu(const OpCall& c) {
+void activation_backward_f32(const OpCall& c) {
   const int64_t n = size_arg(c, 0, "n");
   const ActivationKind kind = activation_kind_arg(c, 1);
   const float* dy = c.in_f32(0, n, "dY");
@@ -183,7 +183,7 @@ void activation_backward_cpu(const OpCall& c) {
   }
 }
 
-void swiglu_forward_cpu(const OpCall& c) {
+void swiglu_forward_f32(const OpCall& c) {
   const int64_t n = size_arg(c, 0, "n");
   const float* gate = c.in_f32(0, n, "gate");
   const float* up = c.in_f32(1, n, "up");
@@ -195,7 +195,7 @@ void swiglu_forward_cpu(const OpCall& c) {
   });
 }
 
-void swiglu_backward_cpu(const OpCall& c) {
+void swiglu_backward_f32(const OpCall& c) {
   const int64_t n = size_arg(c, 0, "n");
   const float* dy = c.in_f32(0, n, "dY");
   const float* gate = c.in_f32(1, n, "gate");
@@ -207,6 +207,36 @@ void swiglu_backward_cpu(const OpCall& c) {
     if (avx2) swiglu_backward_rows_avx2(dy, gate, up, dgate, dup, i0, i1);
     else swiglu_backward_rows(dy, gate, up, dgate, dup, i0, i1);
   });
+}
+
+}  // namespace
+
+// All buffers of one float type, that of input 0 (as the CUDA frame checks them); bf16 runs on widened copies.
+template <size_t NI, size_t NO>
+void same_float_type(const OpCall& c, int64_t n, const char* const (&in_names)[NI], const char* const (&out_names)[NO]) {
+  const DType t = float_type_of(c.in, 0);
+  for (size_t k = 0; k < NI; ++k) c.in_any(k, n, t, in_names[k]);
+  for (size_t k = 0; k < NO; ++k) c.out_any(k, n, t, out_names[k]);
+}
+
+void activation_forward_cpu(const OpCall& c) {
+  same_float_type(c, size_arg(c, 0, "n"), {"X"}, {"Y"});
+  in_float32(c, activation_forward_f32);
+}
+
+void activation_backward_cpu(const OpCall& c) {
+  same_float_type(c, size_arg(c, 0, "n"), {"dY", "X"}, {"dX"});
+  in_float32(c, activation_backward_f32);
+}
+
+void swiglu_forward_cpu(const OpCall& c) {
+  same_float_type(c, size_arg(c, 0, "n"), {"gate", "up"}, {"Y"});
+  in_float32(c, swiglu_forward_f32);
+}
+
+void swiglu_backward_cpu(const OpCall& c) {
+  same_float_type(c, size_arg(c, 0, "n"), {"dY", "gate", "up"}, {"dgate", "dup"});
+  in_float32(c, swiglu_backward_f32);
 }
 
 }  // namespace vw::cpu

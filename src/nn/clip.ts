@@ -89,7 +89,7 @@ class ClipMLP extends Module {
     this.fc2 = this.child('fc2', new Linear(config.intermediateSize, D, { bias: true, std: inStd, init }));
   }
   forward(x: Tensor): Tensor {
-    const h = this.fc1.forward(x);
+    const h = this.fc1.forward(x, { bf16Output: true }); // bf16 under autocast, as is the activation fc2 takes
     return this.fc2.forward(this.config.hiddenAct === 'quick_gelu' ? F.quickGelu(h) : F.gelu(h));
   }
 }

@@ -18,16 +18,18 @@ export class Linear extends Module {
   /** A LoRA adapter (src/nn/lora.ts) whose update is added to the output; null without one. */
   lora: LoraAdapter | null = null;
 
-  forward(x: Tensor): Tensor {
-    return Linear.forwardMany(x, [this])[0];
+  forward(x: Tensor, opts?: F.LinearOptions): Tensor {
+    return Linear.forwardMany(x, [this], opts)[0];
   }
 
   /**
    * The layers' outputs for one input x (attention's q/k/v, the MLP's gate/up): their products through F.linears
-   * (under autocast, x cast and saved once for all of them), each one's LoRA update added.
+   * (under autocast, x cast and saved once for all of them), each one's LoRA update added. opts.bf16Output is
+   * dropped where a layer has an adapter (its float32 update is added to the output).
    */
-  static forwardMany(x: Tensor, layers: readonly Linear[]): Tensor[] {
-    const ys = layers.length === 1 ? [F.linear(x, layers[0].weight, layers[0].bias)] : F.linears(x, layers.map((l) => l.weight), layers.map((l) => l.bias));
+  static forwardMany(x: Tensor, layers: readonly Linear[], opts: F.LinearOptions = {}): Tensor[] {
+    const o = layers.some((l) => l.lora) ? { ...opts, bf16Output: false } : opts;
+    const ys = layers.length === 1 ? [F.linear(x, layers[0].weight, layers[0].bias, o)] : F.linears(x, layers.map((l) => l.weight), layers.map((l) => l.bias), o);
     return ys.map((y, i) => {
       const a = layers[i].lora;
       return a ? F.add(y, a.delta(x, isTraining())) : y;

@@ -198,7 +198,8 @@ export class LlamaMLP extends Module {
     this.down_proj = this.child('down_proj', new Linear(c.intermediateSize, c.hiddenSize, { bias: false, std, init }));
   }
   forward(x: Tensor): Tensor {
-    const [gate, up] = Linear.forwardMany(x, [this.gate_proj, this.up_proj]);
+    // gate, up and their SwiGLU stay bf16 under autocast (down_proj takes that as its operand): half the memory
+    const [gate, up] = Linear.forwardMany(x, [this.gate_proj, this.up_proj], { bf16Output: true });
     return this.down_proj.forward(F.swiglu(gate, up));
   }
 }

@@ -1,4 +1,4 @@
-// bfloat16 on the CPU (native/cpu/float32_view.h): the ops that take bf16 (matmul, cast, the fused ops)
+// bfloat16 on the CPU (native/cpu/float32_view.h): the ops that take bf16 (matmul, cast, the fused ops, activations, SwiGLU)
 // must give exactly what their float32 kernel gives on the bf16 values, rounded once where the output is
 // bf16; the cast op must round as torch / the CUDA intrinsics (round to nearest even, NaN stays NaN,
 // overflow to inf). Calls that mix dtypes the CUDA backend refuses are refused with its message.
@@ -123,6 +123,23 @@ describe(`bfloat16 on the CPU (seed ${runSeed})`, () => {
     expectExact('pseudo_image_features', [{ data: x, bf: true }, { data: wv, bf: true }, { data: e, bf: true }], [{ data: new Float32Array(N * 16), bf: true }], [N, d, V, 16, 0, budget]);
     expectExact('pseudo_image_features_backward', [{ data: x, bf: true }, { data: wv, bf: true }, { data: e, bf: true }, { data: rng.normals(N * 16), bf: true }],
       [{ data: new Float32Array(N * d), bf: true }, { data: new Float32Array(V * d) }, { data: new Float32Array(V * 16) }], [N, d, V, 16, 0, budget]);
+  });
+
+  it('activations and SwiGLU in bf16 (the MLP activations of autocast): their float32 kernel on the bf16 values, rounded once', () => {
+    const rng = rngFor('bf16_cpu:act');
+    const n = 1001, x = rng.normals(n, 3), y = rng.normals(n, 3), dy = rng.normals(n);
+    for (const kind of [0, 1, 2, 3]) {
+      expectExact('activation_forward', [{ data: x, bf: true }], [{ data: new Float32Array(n), bf: true }], [n, kind]);
+      expectExact('activation_backward', [{ data: dy, bf: true }, { data: x, bf: true }], [{ data: new Float32Array(n), bf: true }], [n, kind]);
+    }
+    expectExact('swiglu_forward', [{ data: x, bf: true }, { data: y, bf: true }], [{ data: new Float32Array(n), bf: true }], [n]);
+    expectExact('swiglu_backward', [{ data: dy, bf: true }, { data: x, bf: true }, { data: y, bf: true }], [{ data: new Float32Array(n), bf: true }, { data: new Float32Array(n), bf: true }], [n]);
+    // one dtype for every buffer, as on CUDA
+    scope(() => {
+      const a = Tensor.fromArray(x, [n], { dtype: 'bfloat16' }), b = Tensor.fromArray(y, [n]);
+      expect(() => callOp('swiglu_forward', 'cpu', [a, b], [Tensor.empty([n], { dtype: 'bfloat16' })], [n])).toThrow(/^\[swiglu_forward\] up must be bfloat16, got float32/);
+      expect(() => callOp('activation_forward', 'cpu', [a], [Tensor.empty([n])], [n, 2])).toThrow(/^\[activation_forward\] Y must be bfloat16, got float32/);
+    });
   });
 
   it('ops that take bf16 on CUDA only refuse it on the CPU with a TypeError naming the dtype', () => {

@@ -123,6 +123,50 @@ describe(`mixed precision: autocast('bfloat16') (seed ${runSeed})`, () => {
     });
   });
 
+  it('bf16Output: an MLP kept in bf16 between its Linears (fc1 -> activation -> fc2, gate/up -> SwiGLU -> down) against float64', () => {
+    const rng = rngFor('amp:bf16Output');
+    const [R, I, H, O] = [17, 12, 29, 9];
+    const x = rng.normals(R * I), w1 = rng.normals(H * I, 0.4), b1 = rng.normals(H), w2 = rng.normals(H * I, 0.4), w3 = rng.normals(O * H, 0.3), g = rng.normals(R * O);
+    scope(() => {
+      const xt = Tensor.fromArray(x, [R, I]), [t1, t2] = [w1, w2].map((w) => Tensor.fromArray(w, [H, I])), bt = Tensor.fromArray(b1, [H]), t3 = Tensor.fromArray(w3, [O, H]);
+      for (const t of [xt, t1, t2, bt, t3]) t.requiresGrad = true;
+      profileOps(true);
+      const { y, h } = autocast('bfloat16', () => {
+        const [gate, up] = F.linears(xt, [t1, t2], [bt, null], { bf16Output: true });
+        const h = F.swiglu(gate, up);
+        const y = F.linear(h, t3);
+        y.backward(Tensor.fromArray(g, [R, O]));
+        return { y, h };
+      });
+      const casts = profileOps(false).filter((e) => e.key.startsWith('cpu cast ')).map((e) => e.key);
+      // x once and each weight once; neither h nor the gradients arriving in bf16 are cast
+      expect(casts.length, casts.join('\n')).toBe(4 + 1); // x, w1, w2, w3, and g (float32) for down's backward
+      expect([h.dtype, y.dtype]).toEqual(['bfloat16', 'float32']);
+      expect([xt.grad!.dtype, t1.grad!.dtype, bt.grad!.dtype, t3.grad!.dtype]).toEqual(['float32', 'float32', 'float32', 'float32']);
+      // the float64 reference on the values each step rounds to bf16 (the kernels' own error is fp32 accumulation)
+      const xr = r16(x), [r1, r2, r3] = [w1, w2, w3].map(r16);
+      const gate = r16(Float32Array.from(gemm64(R, H, I, (m, k) => xr[m * I + k], (k, n) => r1[n * I + k]), (v, i) => v + b1[i % H]));
+      const up = r16(Float32Array.from(gemm64(R, H, I, (m, k) => xr[m * I + k], (k, n) => r2[n * I + k])));
+      const sig = (v: number) => 1 / (1 + Math.exp(-v));
+      const hr = r16(Float32Array.from(gate, (v, i) => v * sig(v) * up[i]));
+      expect(relErr(h.toArray(), hr)).toBeLessThan(1e-2); // one bf16 rounding apart at most
+      expect(relErr(y.toArray(), gemm64(R, O, H, (m, k) => (h.toArray() as Float32Array)[m * H + k], (k, n) => r3[n * H + k]))).toBeLessThan(1e-5);
+      // dh = g w3 rounded to bf16 (h's gradient is bf16), then dgate, dup in bf16, then dx in float32
+      const gr = r16(g), dh = r16(Float32Array.from(gemm64(R, H, O, (m, k) => gr[m * O + k], (k, n) => r3[k * H + n])));
+      const dgate = r16(Float32Array.from(dh, (d, i) => d * up[i] * (sig(gate[i]) + gate[i] * sig(gate[i]) * (1 - sig(gate[i])))));
+      const dup = r16(Float32Array.from(dh, (d, i) => d * gate[i] * sig(gate[i])));
+      const dx = gemm64(R, I, H, (m, k) => dgate[m * H + k], (k, n) => r1[k * I + n]).map((v, i) => v + gemm64(R, I, H, (m, k) => dup[m * H + k], (k, n) => r2[k * I + n])[i]);
+      expect(relErr(xt.grad!.toArray(), dx)).toBeLessThan(2e-2);
+      const db = new Float64Array(H);
+      for (let r = 0; r < R; r++) for (let j = 0; j < H; j++) db[j] += dgate[r * H + j];
+      expect(relErr(bt.grad!.toArray(), db)).toBeLessThan(2e-2);
+      // outside autocast the option changes nothing
+      expect(F.linear(xt, t1, bt, { bf16Output: true }).dtype).toBe('float32');
+      expect(() => F.linear(xt, t1, bt, { bf16Output: 1 as never })).toThrow(/F\.linear: expected a boolean for bf16Output/);
+      expect(() => F.swiglu(F.cast(xt, 'bfloat16'), xt)).toThrow(/F\.swiglu: gate is bfloat16 but up is float32/);
+    });
+  });
+
   it('F.patchEmbed: bf16 patch columns and weight against a float64 reference', () => {
     const rng = rngFor('amp:patch');
     const [B, C, H, W, p, D] = [2, 3, 6, 9, 3, 5];
