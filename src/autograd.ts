@@ -57,18 +57,30 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
   return gradEnabled && inputs.some((t) => t?.requiresGrad);
 }
 
-/** Records an op whose outputs need gradients (call only when needsGrad(...inputs)). */
-export function record(name: string, inputs: (Tensor | null)[], outputs: Tensor[], backward: Node['backward'], saved: Tensor[] = []): Node {
-  const node: Node = { name, inputs, outputs, saved, backward };
+/**
+ * Records an op whose outputs need gradients (call only when needsGrad(...inputs)). `reads`: the inputs and outputs
+ * whose values `backward` reads (GradNode.reads; default all), so that a scope can free the others' memory.
+ */
+export function record(name: string, inputs: (Tensor | null)[], outputs: Tensor[], backward: Node['backward'], saved: Tensor[] = [], reads?: (Tensor | null)[]): Node {
+  const node: Node = reads ? { name, inputs, outputs, saved, backward, reads } : { name, inputs, outputs, saved, backward };
   for (const o of outputs) {
     o.requiresGrad = true;
     o.gradFn = node;
   }
   tape.push(node);
   // A forward pass recorded but never back-propagated (e.g. evaluation without noGrad) leaves nodes
-  // whose outputs a scope has since freed: drop those so the tape cannot grow without bound.
+  // whose outputs a scope has since freed: drop those so the tape cannot grow without bound. A node lives while a
+  // live output depends on it (its own, or one downstream through released links, Tensor.release).
   if (tape.length > pruneAt) {
-    tape = tape.filter((n) => n.outputs.some((o) => !o.disposed));
+    const live = new Set<GradNode>();
+    const stack: GradNode[] = tape.filter((n) => n.outputs.some((o) => !o.disposed));
+    while (stack.length) {
+      const n = stack.pop()!;
+      if (live.has(n)) continue;
+      live.add(n);
+      for (const t of n.inputs) if (t?.gradFn && !live.has(t.gradFn)) stack.push(t.gradFn);
+    }
+    tape = tape.filter((n) => live.has(n));
     pruneAt = Math.max(10_000, 2 * tape.length);
   }
   return node;

@@ -66,7 +66,7 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   check('F.reshape', 'x', x, { dtype: x?.dtype });
   const out = x.view(shape);
   // the incoming gradient changes owner and shape, no copy
-  if (needsGrad(x)) record('reshape', [x], [out], ([g]) => [g!.moveTo(x.shape)]);
+  if (needsGrad(x)) record('reshape', [x], [out], ([g]) => [g!.moveTo(x.shape)], [], []);
   return out;
 }
 
@@ -90,7 +90,7 @@ export function axpby(a: Tensor, b: Tensor, alpha = 1, beta = 1): Tensor {
       const ga = a.requiresGrad ? (alpha === 1 ? g! : scaled(g!, alpha)) : null;
       const gb = b.requiresGrad ? (beta === 1 && ga !== g ? g! : scaled(g!, beta)) : null;
       return [ga, gb];
-    });
+    }, [], []);
   }
   return out;
 }
@@ -108,7 +108,7 @@ export function scale(x: Tensor, s: number): Tensor {
   check('F.scale', 'x', x);
   num('F.scale', 's', s);
   const out = scaled(x, s);
-  if (needsGrad(x)) record('scale', [x], [out], ([g]) => [scaled(g!, s)]);
+  if (needsGrad(x)) record('scale', [x], [out], ([g]) => [scaled(g!, s)], [], []);
   return out;
 }
 
@@ -122,7 +122,7 @@ export function mul(a: Tensor, b: Tensor): Tensor {
       if (ga) callOp('mul', a.device, [g, b], [ga], [a.size]);
       if (gb) callOp('mul', a.device, [g, a], [gb], [a.size]);
       return [ga, gb];
-    });
+    }, [], [a, b]);
   }
   return out;
 }
@@ -143,7 +143,7 @@ export function addBroadcast(x: Tensor, y: Tensor): Tensor {
       const gy = y.requiresGrad ? Tensor.empty(y.shape, { device: y.device, dtype: y.dtype }) : null;
       if (gy) callOp('sum_rows', x.device, [g], [gy], [B, n, 0]);
       return [x.requiresGrad ? g! : null, gy]; // x's gradient passes through
-    });
+    }, [], []);
   }
   return out;
 }
@@ -160,7 +160,7 @@ export function sum(x: Tensor): Tensor {
       callOp('fill', x.device, [], [gx], [x.size], [1]);
       callOp('mul_scalar', x.device, [gx, g!], [gx], [x.size]);
       return [gx];
-    });
+    }, [], []);
   }
   return out;
 }
@@ -348,7 +348,7 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
       }
     });
     return [gx, ...gws, ...gbs];
-  }, [...(xo !== x ? [xo] : []), ...kept.filter((k) => k.owned).map((k) => k.t)]);
+  }, [...(xo !== x ? [xo] : []), ...kept.filter((k) => k.owned).map((k) => k.t)], [...ws, ...(xo === x ? [x] : [])]);
   return outs;
 }
 
@@ -373,7 +373,7 @@ export function dropout(x: Tensor, p: number, generator: Generator): Tensor {
     return out;
   };
   const out = apply(x);
-  if (needsGrad(x)) record('dropout', [x], [out], ([g]) => [apply(g!)]);
+  if (needsGrad(x)) record('dropout', [x], [out], ([g]) => [apply(g!)], [], []);
   return out;
 }
 
@@ -383,7 +383,7 @@ export function cast(x: Tensor, dtype: 'float32' | 'bfloat16'): Tensor {
   check(where, 'x', x);
   if (dtype !== 'float32' && dtype !== 'bfloat16') throw typeError(where, 'dtype', "'float32' or 'bfloat16'", dtype);
   const out = castTensor(x, dtype);
-  if (needsGrad(x)) record('cast', [x], [out], ([g]) => [castTensor(g!, x.dtype as 'float32' | 'bfloat16')]);
+  if (needsGrad(x)) record('cast', [x], [out], ([g]) => [castTensor(g!, x.dtype as 'float32' | 'bfloat16')], [], []);
   return out;
 }
 
@@ -401,7 +401,7 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
       const gt = zerosLike(table);
       callOp('embedding_backward', table.device, [ids, g], [gt], [n, V, D]);
       return [null, gt];
-    });
+    }, [], [ids]);
   }
   return out;
 }
@@ -427,7 +427,7 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
       const gx = like(x), gw = zerosLike(w);
       callOp('rms_norm_backward', x.device, [g, x, w, rstd], [gx, gw], [R, C]);
       return [x.requiresGrad ? gx : (gx.dispose(), null), w.requiresGrad ? gw : (gw.dispose(), null)];
-    }, [rstd]);
+    }, [rstd], [x, w]);
   } else {
     rstd.dispose();
   }
@@ -452,7 +452,7 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor 
       callOp('layer_norm_backward', x.device, [g, x, w, mean, rstd], [gx, gw, gb], [R, C]);
       const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));
       return [keepOrDrop(gx, x.requiresGrad), keepOrDrop(gw, w.requiresGrad), keepOrDrop(gb, b.requiresGrad)];
-    }, [mean, rstd]);
+    }, [mean, rstd], [x, w]);
   } else {
     mean.dispose();
     rstd.dispose();
@@ -475,7 +475,7 @@ export function rope(x: Tensor, theta: number, posOffset = 0): Tensor {
       const gx = like(x);
       callOp('rope', x.device, [g], [gx], [B, T, H, Dh, posOffset, 1], [theta]);
       return [gx];
-    });
+    }, [], []);
   }
   return out;
 }
@@ -491,7 +491,7 @@ export function softmax(x: Tensor): Tensor {
       const gx = like(x);
       callOp('softmax_backward', x.device, [g, out], [gx], [R, C]);
       return [gx];
-    });
+    }, [], [out]);
   }
   return out;
 }
@@ -512,7 +512,7 @@ export function activation(x: Tensor, kind: Activation): Tensor {
       const gx = like(x);
       withDtype(g!, x.dtype, (gi) => callOp('activation_backward', x.device, [gi, x], [gx], [x.size, k]));
       return [gx];
-    });
+    }, [], [x]);
   }
   return out;
 }
@@ -532,7 +532,7 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
       const gg = like(gate), gu = like(up);
       withDtype(g!, gate.dtype, (gi) => callOp('swiglu_backward', gate.device, [gi, gate, up], [gg, gu], [gate.size]));
       return [gate.requiresGrad ? gg : (gg.dispose(), null), up.requiresGrad ? gu : (gu.dispose(), null)];
-    });
+    }, [], [gate, up]);
   }
   return out;
 }
@@ -578,7 +578,7 @@ export function concat(xs: Tensor[], axis = 0): Tensor {
         callOp('copy_2d', x.device, [g], [gx], [outer, cols, dstStride, cols, offsets[i], 0, 0]);
         return gx;
       }),
-    );
+    [], []);
   }
   return out;
 }
@@ -623,7 +623,7 @@ export function slice(x: Tensor, axis: number, start: number, length: number): T
       const gx = zerosLike(x);
       callOp('copy_2d', x.device, [g], [gx], [outer, cols, cols, srcStride, 0, start * inner, 1]);
       return [gx];
-    });
+    }, [], []);
   }
   return out;
 }
@@ -641,7 +641,7 @@ export function gatherRows(src: Tensor, idx: Tensor): Tensor {
       const gs = zerosLike(src);
       callOp('scatter_add_rows', src.device, [g, idx], [gs], [S, n, C]);
       return [gs, null];
-    });
+    }, [], [idx]);
   }
   return out;
 }
@@ -682,7 +682,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
       callOp('attention_backward', q.device, [g, q, k, v, out, lse, mask], [gq, gk, gv], ints, floats);
       const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));
       return [keepOrDrop(gq, q.requiresGrad), keepOrDrop(gk, k.requiresGrad), keepOrDrop(gv, v.requiresGrad)];
-    }, [lse]);
+    }, [lse], [q, k, v, out]);
   } else {
     lse.dispose();
   }

@@ -41,27 +41,50 @@ function track(t: Tensor): void {
   if (scopes.length > 0) scopes[scopes.length - 1].add(t);
 }
 
-function collectTensors(value: unknown, out: Set<Tensor>, seen: Set<unknown>): void {
+/** What a scope keeps of its tensors: those reachable from its result, and graph tensors no backward reads. */
+interface Reach {
+  kept: Set<Tensor>;
+  /** In a kept graph but read by no backward: their memory is freed, the tensor stays as the graph's link. */
+  links: Set<Tensor>;
+  /** Tensors created in the scope (the walk stops at nodes that have none). */
+  mine: Set<Tensor>;
+}
+
+function collectTensors(value: unknown, r: Reach, seen: Set<unknown>): void {
   if (value === null || typeof value !== 'object' || seen.has(value)) return;
   seen.add(value);
   if (value instanceof Tensor) {
-    out.add(value);
-    // A returned tensor that autograd recorded keeps its graph alive: the inputs and saved tensors its
-    // backward needs move to the enclosing scope with it (as a PyTorch graph keeps tensors alive).
-    const node = value.gradFn;
-    if (node) for (const t of [...node.inputs, ...node.saved, ...node.outputs]) if (t) collectTensors(t, out, seen);
+    r.kept.add(value);
+    if (value.base) collectTensors(value.base, r, seen); // a kept view keeps the memory it views
+    // A returned tensor that autograd recorded keeps its graph alive (as a PyTorch graph keeps tensors alive): the
+    // saved tensors and the inputs and outputs its backward reads (GradNode.reads) move to the enclosing scope with
+    // it; the others stay as links of the graph without their memory (Tensor.release).
+    visitNode(value.gradFn, r, seen);
     return;
   }
   if (ArrayBuffer.isView(value)) return;
   if (Array.isArray(value)) {
-    for (const v of value) collectTensors(v, out, seen);
+    for (const v of value) collectTensors(v, r, seen);
     return;
   }
   if (value instanceof Map) {
-    for (const v of value.values()) collectTensors(v, out, seen);
+    for (const v of value.values()) collectTensors(v, r, seen);
     return;
   }
-  for (const v of Object.values(value as Record<string, unknown>)) collectTensors(v, out, seen);
+  for (const v of Object.values(value as Record<string, unknown>)) collectTensors(v, r, seen);
+}
+
+function visitNode(node: GradNode | null, r: Reach, seen: Set<unknown>): void {
+  // a node with nothing of this scope was recorded before it began: nothing behind it is this scope's to keep
+  if (!node || seen.has(node) || ![...node.outputs, ...node.inputs, ...node.saved].some((t) => t && r.mine.has(t))) return;
+  seen.add(node);
+  const reads = node.reads ?? [...node.inputs, ...node.outputs];
+  for (const t of [...reads, ...node.saved]) if (t) collectTensors(t, r, seen);
+  for (const t of [...node.inputs, ...node.outputs]) {
+    if (!t || reads.includes(t)) continue;
+    r.links.add(t);
+    visitNode(t.gradFn, r, seen);
+  }
 }
 
 /**
@@ -82,10 +105,11 @@ export function scope<T>(fn: () => T): T {
     throw e;
   }
   scopes.pop();
-  const kept = new Set<Tensor>();
-  collectTensors(result, kept, new Set());
+  const r: Reach = { kept: new Set(), links: new Set(), mine };
+  collectTensors(result, r, new Set());
   for (const t of mine) {
-    if (kept.has(t)) track(t);
+    if (r.kept.has(t)) track(t);
+    else if (r.links.has(t) && t.gradFn) t.release();
     else t.dispose();
   }
   return result;
@@ -110,6 +134,11 @@ export interface GradNode {
   readonly inputs: readonly (Tensor | null)[];
   readonly outputs: readonly Tensor[];
   saved: Tensor[];
+  /**
+   * The inputs and outputs whose values the backward reads; absent: all of them. A scope that ends frees the memory
+   * of the others (they stay in the graph as links, Tensor.release): what torch's saved tensors achieve.
+   */
+  readonly reads?: readonly (Tensor | null)[];
 }
 
 export class Tensor {
@@ -119,6 +148,10 @@ export class Tensor {
   private buf: NativeBuffer | null;
   /** False for views (reshape): they share the buffer of the tensor they view and never free it. */
   private readonly owner: boolean;
+  /** The tensor a view views (null for an owner): what a scope must keep with a view it keeps. */
+  readonly base: Tensor | null = null;
+  /** Set by release(): the memory was freed at the end of a scope because no backward reads it. */
+  private released = false;
   /** Autograd: whether gradients flow to / through this tensor. Set on parameters by the user. */
   requiresGrad = false;
   /** Autograd: accumulated gradient of a leaf (owned by the tensor, freed by zeroGrad or dispose). */
@@ -154,7 +187,9 @@ export class Tensor {
   view(shape: readonly number[]): Tensor {
     const n = checkShape('Tensor.view', shape);
     if (n !== this.size) throw rangeError('Tensor.view', `cannot view [${this.shape.join(', ')}] (${this.size} elements) as [${shape.join(', ')}] (${n})`);
-    return new Tensor(this.buffer, shape, this.dtype, this.device, false);
+    const v = new Tensor(this.buffer, shape, this.dtype, this.device, false);
+    (v as { base: Tensor | null }).base = this.base ?? this;
+    return v;
   }
 
   static fromArray(data: Float32Array | Int32Array, shape: readonly number[], opts: TensorOptions = {}): Tensor {
@@ -223,7 +258,10 @@ export class Tensor {
 
   /** The native buffer (for bindings); throws if the tensor has been disposed. */
   get buffer(): NativeBuffer {
-    if (this.buf === null || this.buf.disposed) throw new TypeError(`Tensor [${this.shape.join(', ')}] ${this.dtype} has been disposed`);
+    if (this.buf === null || this.buf.disposed) {
+      if (this.released) throw new TypeError(`Tensor [${this.shape.join(', ')}] ${this.dtype} was freed when its scope ended: it is an intermediate of a recorded graph that no backward reads (GradNode.reads)`);
+      throw new TypeError(`Tensor [${this.shape.join(', ')}] ${this.dtype} has been disposed`);
+    }
     return this.buf;
   }
 
@@ -300,6 +338,18 @@ export class Tensor {
     this.buf = buf;
     (this as { dtype: DType }).dtype = from.dtype;
     from.buf = null;
+  }
+
+  /**
+   * Frees the memory but stays in the autograd graph (gradFn kept): what a scope does with an intermediate that a
+   * recorded graph leads through but no backward reads. Any later read of its values throws.
+   */
+  release(): void {
+    if (this.buf) {
+      if (this.owner) this.buf.dispose();
+      this.buf = null;
+      this.released = true;
+    }
   }
 
   dispose(): void {

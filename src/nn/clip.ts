@@ -2,7 +2,7 @@
 // token + learned positions, pre-layernorm, pre-LN encoder layers (bidirectional attention with biases,
 // quick_gelu MLP), post-layernorm on the class token. hidden_states[0] is the pre-layernormed embedding
 // output; LLaVA takes hidden_states[select_layer] (default -2) without its CLS token.
-import { gradientCheckpoint, isGradEnabled } from '../autograd';
+import { gradientCheckpoint } from '../autograd';
 import * as F from '../functional';
 import { scope, Tensor } from '../tensor';
 import { LayerNorm, Linear } from './layers';
@@ -179,10 +179,9 @@ export class ClipVisionTransformer extends Module {
     if (!Number.isInteger(stop) || stop < 0 || stop > L) throw new RangeError(`CLIP: layer ${opts.upToLayer} is out of range for ${L} layers`);
     let h = this.pre_layrnorm.forward(this.embeddings.forward(pixels));
     const states = [h];
-    const own = !isGradEnabled(); // each layer frees its intermediates as it ends (LlamaDecoder.forward)
     for (let i = 0; i < stop; i++) {
       const layer = this.encoder.layers.items[i];
-      h = this.gradientCheckpointing ? gradientCheckpoint((x) => layer.forward(x), [h], layer.parameters()) : own ? scope(() => layer.forward(h)) : layer.forward(h);
+      h = this.gradientCheckpointing ? gradientCheckpoint((x) => layer.forward(x), [h], layer.parameters()) : scope(() => layer.forward(h)); // frees what no backward reads (LlamaDecoder.forward)
       states.push(h);
     }
     return { hiddenStates: states, lastHiddenState: h };

@@ -1,6 +1,6 @@
 // LLaMA-family decoder (HF LlamaModel / LlamaForCausalLM names and math): token embedding, layers of
 // pre-RMSNorm grouped-query attention with rotary embeddings and a SwiGLU MLP, final RMSNorm.
-import { gradientCheckpoint, isGradEnabled } from '../autograd';
+import { gradientCheckpoint } from '../autograd';
 import * as F from '../functional';
 import type { Generator } from '../random';
 import { Device, keep, scope, Tensor } from '../tensor';
@@ -266,16 +266,13 @@ export class LlamaDecoder extends Module {
     const keyMask = opts.keyMask ?? null, cache = opts.cache ?? null;
     const states: Tensor[] | null = opts.outputHiddenStates ? [inputsEmbeds] : null;
     let h = inputsEmbeds;
-    // Without autograd (generation, evaluation) nothing needs a layer's intermediates after it: each layer frees
-    // them as it ends, so the live memory is one layer's, not the whole decoder's (which overflowed the host
-    // cache when answering: every batch allocated fresh, page-faulting blocks).
-    const own = !isGradEnabled();
+    // Each layer frees its intermediates as it ends, except what a backward reads (GradNode.reads): without
+    // autograd (generation, evaluation) the live memory is one layer's, not the whole decoder's (which overflowed the
+    // host cache when answering); in training, what stays is what torch's saved tensors would keep.
     this.layers.items.forEach((layer, i) => {
       h = this.gradientCheckpointing && !cache
         ? gradientCheckpoint((x) => layer.forward(x, keyMask, null, i), [h], layer.parameters(), dropoutGenerators(layer))
-        : own
-          ? scope(() => layer.forward(h, keyMask, cache, i))
-          : layer.forward(h, keyMask, cache, i);
+        : scope(() => layer.forward(h, keyMask, cache, i));
       if (states) states.push(h);
     });
     if (cache) cache.length += inputsEmbeds.shape[1];

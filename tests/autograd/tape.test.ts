@@ -39,6 +39,65 @@ describe('autograd tape', () => {
     expect(memoryStats().cpu.liveBuffers).toBe(before - 1);
   });
 
+  it('a scope frees the graph intermediates no backward reads (GradNode.reads); the gradients are unchanged', () => {
+    const x = t([0.5, -1, 2, 0.25, 3, -0.5, 1, 2], [1, 2, 2, 2]);
+    x.requiresGrad = true;
+    const run = (inner: boolean) => scope(() => {
+      let a: Tensor | null = null, v: Tensor | null = null;
+      const body = () => {
+        a = F.scale(x, 2);                     // read by no backward (reshape and rope read nothing)
+        const b = F.rope(F.reshape(a, [1, 2, 2, 2]), 10000);
+        v = F.reshape(F.scale(b, 1), [8]);     // a view that the caller keeps: its base stays
+        return { c: F.mul(b, b), v };          // mul reads b
+      };
+      const { c, v: view } = inner ? scope(body) : body();
+      const live = [a!.disposed, b0(c).disposed, view.disposed, v!.disposed];
+      const kept = Array.from(view.toArray());
+      F.sum(c).backward();
+      const g = Array.from(x.grad!.toArray());
+      zeroGrad([x]);
+      return { live, kept, g };
+    });
+    const b0 = (c: Tensor) => c.gradFn!.inputs[0]!; // mul's input b
+    const freed = run(true), whole = run(false);
+    expect(freed.live).toEqual([true, false, false, false]); // a released; b, the view and its base kept
+    expect(whole.live).toEqual([false, false, false, false]);
+    expect(freed.kept).toEqual(whole.kept);
+    expect(freed.g).toEqual(whole.g);
+    // a released tensor says why it cannot be read
+    scope(() => {
+      let a: Tensor | null = null;
+      const c = scope(() => {
+        a = F.scale(x, 2);
+        return F.scale(a, 3);
+      });
+      expect(() => a!.toArray()).toThrow(/was freed when its scope ended: it is an intermediate of a recorded graph that no backward reads/);
+      F.sum(c).backward();
+      expect(Array.from(x.grad!.toArray())).toEqual(new Array(8).fill(6));
+      zeroGrad([x]);
+    });
+    x.dispose();
+  });
+
+  it('pruning the tape keeps the nodes that a live output reaches through released links, and drops abandoned ones', () => {
+    const x = t([1, -2, 3]);
+    x.requiresGrad = true;
+    scope(() => {
+      const before = tapeLength();
+      let h = x;
+      for (let i = 0; i < 6000; i++) h = scope(() => F.scale(F.scale(h, 1), 1)); // the inner output is a link
+      expect(tapeLength() - before).toBeGreaterThan(10_000 - before); // pruned at least once on the way
+      F.sum(h).backward();
+      expect(Array.from(x.grad!.toArray())).toEqual([1, 1, 1]);
+      zeroGrad([x]);
+      // graphs abandoned without backward: their nodes go at the next pruning (the threshold is now >= 20,000)
+      for (let i = 0; i < 11_000; i++) scope(() => void F.scale(F.scale(x, 1), 1));
+      expect(tapeLength()).toBeLessThan(10_000);
+      clearTape();
+    });
+    x.dispose();
+  });
+
   it('backward needs a scalar root that depends on a parameter', () => {
     scope(() => {
       const a = t([1, 2]);
