@@ -473,7 +473,7 @@ export function rope(x: Tensor, theta: number, posOffset = 0): Tensor {
   if (needsGrad(x)) {
     record('rope', [x], [out], ([g]) => {
       const gx = like(x);
-      callOp('rope', x.device, [g], [gx], [B, T, H, Dh, posOffset, 1], [theta]);
+      withDtype(g!, x.dtype, (gi) => callOp('rope', x.device, [gi], [gx], [B, T, H, Dh, posOffset, 1], [theta]));
       return [gx];
     }, [], []);
   }
@@ -666,6 +666,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   sameShape(where, k, v, 'k', 'v');
   if (Bk !== B || Dk !== Dh) throw rangeError(where, `k ${shapeStr(k.shape)} does not fit q ${shapeStr(q.shape)}`);
   if (Hkv === 0 || Hq % Hkv !== 0) throw rangeError(where, `query heads (${Hq}) must be a multiple of key/value heads (${Hkv})`);
+  if (k.dtype !== q.dtype || v.dtype !== q.dtype) throw new TypeError(`${where}: q, k and v must share one float dtype, got ${q.dtype}, ${k.dtype} and ${v.dtype}`);
   const mask = opts.keyMask ?? null;
   if (mask) {
     check(where, 'keyMask', mask, { rank: 2, dtype: 'int32' });
@@ -679,7 +680,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   if (needsGrad(q, k, v)) {
     record('attention', [q, k, v], [out], ([g]) => {
       const gq = like(q), gk = like(k), gv = like(v);
-      callOp('attention_backward', q.device, [g, q, k, v, out, lse, mask], [gq, gk, gv], ints, floats);
+      withDtype(g!, q.dtype, (gi) => callOp('attention_backward', q.device, [gi, q, k, v, out, lse, mask], [gq, gk, gv], ints, floats));
       const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));
       return [keepOrDrop(gq, q.requiresGrad), keepOrDrop(gk, k.requiresGrad), keepOrDrop(gv, v.requiresGrad)];
     }, [lse], [q, k, v, out]);

@@ -42,6 +42,7 @@
 #include "work_split.h"
 #include "../core/attention_args.h"
 #include "../core/error_flags.h"
+#include "float32_view.h"
 #include "ops_cpu.h"
 #include "parallel.h"
 #include "vec.h"
@@ -344,7 +345,8 @@ void attention_forward_direct(const Dims& d, const KeySets& ks, const float* Q, 
 }  // namespace
 
 // ------------------------------------------------------------------------------------------ forward
-void attention_forward_cpu(const OpCall& c) {
+namespace {
+void attention_forward_f32(const OpCall& c) {
   const Dims d = read_dims(c);
   KeySets ks;
   const auto io = read_attention_tensors<float>(c, d, false, [&](const int32_t* mask) { ks = key_sets(c, mask, d); });
@@ -403,6 +405,7 @@ void attention_forward_cpu(const OpCall& c) {
     }
   });
 }
+}  // namespace
 
 // ------------------------------------------------------------------------------------------ backward
 namespace {
@@ -422,9 +425,7 @@ void scatter_keys(float* dX, const float* xc, int64_t ldc, const Dims& d, const 
   }
 }
 
-}  // namespace
-
-void attention_backward_cpu(const OpCall& c) {
+void attention_backward_f32(const OpCall& c) {
   const Dims d = read_dims(c);
   KeySets ks;
   const auto io = read_attention_tensors<float>(c, d, true, [&](const int32_t* mask) { ks = key_sets(c, mask, d); });
@@ -519,6 +520,19 @@ void attention_backward_cpu(const OpCall& c) {
       }
     });
   }
+}
+}  // namespace
+
+// bf16 Q, K, V, O, dO and gradients (autocast's attention; lse float32) run the float32 kernels on widened copies
+// (float32_view.h), checked first as CUDA checks them: one float type for all of them.
+void attention_forward_cpu(const OpCall& c) {
+  read_attention_tensors<void>(c, read_dims(c), false, [](const int32_t*) {});
+  in_float32(c, attention_forward_f32);
+}
+
+void attention_backward_cpu(const OpCall& c) {
+  read_attention_tensors<void>(c, read_dims(c), true, [](const int32_t*) {});
+  in_float32(c, attention_backward_f32);
 }
 
 }  // namespace vw::cpu

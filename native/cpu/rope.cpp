@@ -5,17 +5,19 @@
 // over X [B, T, H, Dh] (position t for every batch row and head). Each pair is rotated by its angle, an
 // orthogonal map, so the backward (the transpose) is the rotation by -angle: inverse = 1. Angles are
 // formed and reduced in double (positions reach ~1e5, where a float angle would be off by ~1e-2 rad);
-// the cos/sin table [T, Dh/2] is built once per call. Y may be X (in place).
+// the cos/sin table [T, Dh/2] is built once per call. Y may be X (in place). X and Y float32, or both bf16.
 #include <cmath>
 #include <vector>
 
+#include "float32_view.h"
 #include "work_split.h"
 #include "ops_cpu.h"
 #include "parallel.h"
 
 namespace vw::cpu {
 
-void rope_cpu(const OpCall& c) {
+namespace {
+void rope_f32(const OpCall& c) {
   const int64_t B = size_arg(c, 0, "B"), T = size_arg(c, 1, "T"), H = size_arg(c, 2, "H"), Dh = size_arg(c, 3, "Dh");
   const int64_t pos0 = size_arg(c, 4, "posOffset");
   const bool inverse = flag_arg(c, 5, "inverse");
@@ -60,6 +62,16 @@ void rope_cpu(const OpCall& c) {
       }
     }
   });
+}
+}  // namespace
+
+// bf16 X and Y (autocast's attention inputs) run on widened copies (float32_view.h); one float type for both.
+void rope_cpu(const OpCall& c) {
+  const int64_t n = numel(c, {size_arg(c, 0, "B"), size_arg(c, 1, "T"), size_arg(c, 2, "H"), size_arg(c, 3, "Dh")});
+  const DType t = float_type_of(c.in, 0);
+  c.in_any(0, n, t, "X");
+  c.out_any(0, n, t, "Y");
+  in_float32(c, rope_f32);
 }
 
 }  // namespace vw::cpu

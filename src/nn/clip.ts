@@ -72,7 +72,7 @@ class ClipAttention extends Module {
   forward(x: Tensor): Tensor {
     const [B, T, D] = x.shape, H = this.config.numHeads, Dh = D / H;
     const split = (t: Tensor) => F.reshape(t, [B, T, H, Dh]);
-    const [q, k, v] = Linear.forwardMany(x, [this.q_proj, this.k_proj, this.v_proj]);
+    const [q, k, v] = Linear.forwardMany(x, [this.q_proj, this.k_proj, this.v_proj], { bf16Output: true }); // as LLaMA's
     const o = F.attention(split(q), split(k), split(v), { causal: false });
     return this.out_proj.forward(F.reshape(o, [B, T, D]));
   }

@@ -138,7 +138,9 @@ export class LlamaAttention extends Module {
   forward(x: Tensor, keyMask: Tensor | null, cache: KVCache | null, layer: number): Tensor {
     const [B, T] = x.shape, c = this.config, Dh = this.headDim;
     const pos = cache ? cache.length : 0;
-    const [yq, yk, yv] = Linear.forwardMany(x, [this.q_proj, this.k_proj, this.v_proj]);
+    // q, k, v, the attention and its output stay bf16 under autocast (o_proj takes that as its operand), as torch's
+    // autocast keeps them; not with a KV cache (generation keeps its cache in float32)
+    const [yq, yk, yv] = Linear.forwardMany(x, [this.q_proj, this.k_proj, this.v_proj], { bf16Output: !cache });
     const q = F.rope(F.reshape(yq, [B, T, c.numHeads, Dh]), c.ropeTheta, pos);
     let k = F.rope(F.reshape(yk, [B, T, c.numKvHeads, Dh]), c.ropeTheta, pos);
     let v = F.reshape(yv, [B, T, c.numKvHeads, Dh]);

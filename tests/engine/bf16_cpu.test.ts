@@ -1,4 +1,4 @@
-// bfloat16 on the CPU (native/cpu/float32_view.h): the ops that take bf16 (matmul, cast, the fused ops, activations, SwiGLU)
+// bfloat16 on the CPU (native/cpu/float32_view.h): the ops that take bf16 (matmul, cast, the fused ops, activations, SwiGLU, RoPE, attention)
 // must give exactly what their float32 kernel gives on the bf16 values, rounded once where the output is
 // bf16; the cast op must round as torch / the CUDA intrinsics (round to nearest even, NaN stays NaN,
 // overflow to inf). Calls that mix dtypes the CUDA backend refuses are refused with its message.
@@ -139,6 +139,28 @@ describe(`bfloat16 on the CPU (seed ${runSeed})`, () => {
       const a = Tensor.fromArray(x, [n], { dtype: 'bfloat16' }), b = Tensor.fromArray(y, [n]);
       expect(() => callOp('swiglu_forward', 'cpu', [a, b], [Tensor.empty([n], { dtype: 'bfloat16' })], [n])).toThrow(/^\[swiglu_forward\] up must be bfloat16, got float32/);
       expect(() => callOp('activation_forward', 'cpu', [a], [Tensor.empty([n])], [n, 2])).toThrow(/^\[activation_forward\] Y must be bfloat16, got float32/);
+    });
+  });
+
+  it('RoPE and attention in bf16 (autocast keeps q, k, v and the output bf16): their float32 kernels on the bf16 values', () => {
+    const rng = rngFor('bf16_cpu:attention');
+    const [B, T, H, Hkv, Dh] = [2, 7, 4, 2, 8];
+    const nq = B * T * H * Dh, nk = B * T * Hkv * Dh, scale = 1 / Math.sqrt(Dh);
+    for (const inverse of [0, 1]) expectExact('rope', [{ data: rng.normals(nq), bf: true }], [{ data: new Float32Array(nq), bf: true }], [B, T, H, Dh, 3, inverse], [10000]);
+    const q = rng.normals(nq), k = rng.normals(nk), v = rng.normals(nk), mask = Int32Array.from({ length: B * T }, (_, i) => (i % T < 5 || i < T ? 1 : 0));
+    for (const causal of [0, 1]) {
+      const ints = [B, T, T, H, Hkv, Dh, causal, 1];
+      const fwd = expectExact('attention_forward', [{ data: q, bf: true }, { data: k, bf: true }, { data: v, bf: true }, { data: mask }],
+        [{ data: new Float32Array(nq), bf: true }, { data: new Float32Array(B * H * T) }], ints, [scale]);
+      const [o, lse] = fwd.bf.outs as Float32Array[];
+      expectExact('attention_backward', [{ data: rng.normals(nq), bf: true }, { data: q, bf: true }, { data: k, bf: true }, { data: v, bf: true }, { data: o, bf: true }, { data: lse }, { data: mask }],
+        [{ data: new Float32Array(nq), bf: true }, { data: new Float32Array(nk), bf: true }, { data: new Float32Array(nk), bf: true }], ints, [scale]);
+    }
+    scope(() => {
+      const a = Tensor.fromArray(q, [nq], { dtype: 'bfloat16' }), b = Tensor.fromArray(k, [nk]);
+      expect(() => callOp('attention_forward', 'cpu', [a, b, b, null], [Tensor.empty([nq], { dtype: 'bfloat16' }), Tensor.empty([B * H * T])], [B, T, T, H, Hkv, Dh, 0, 0], [scale]))
+        .toThrow(/^\[attention_forward\] K must be bfloat16, got float32/);
+      expect(() => callOp('rope', 'cpu', [a], [Tensor.empty([nq])], [B, T, H, Dh, 0, 0], [10000])).toThrow(/^\[rope\] Y must be bfloat16, got float32/);
     });
   });
 

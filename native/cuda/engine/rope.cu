@@ -1,5 +1,6 @@
 // Rotary position embedding on CUDA (semantics: the CPU backend's rope.cpp; HF LLaMA rotate_half pairing
-// (j, j + Dh/2), inverse = 1 rotates by -angle). float32 only.
+// (j, j + Dh/2), inverse = 1 rotates by -angle). X and Y float32, or both bf16 (autocast's q and k: loaded as
+// float, rotated in float, rounded once per store).
 //   1. table kernel: cos/sin [T, Dh/2] with the angle (posOffset + t) theta^(-2j/Dh) formed and reduced in
 //      double (positions reach ~1e5), stored as float (the CPU's table, to libm rounding);
 //   2. rotate kernel: one thread per (row, head, pair); both elements are read before either is written,
@@ -23,17 +24,18 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <typename T_>
 __global__ void __launch_bounds__(kThreads)
-    rope_rotate_kernel(const float* x, float* y, const float2* __restrict__ table, int64_t rows, int64_t T, int64_t H,
+    rope_rotate_kernel(const T_* x, T_* y, const float2* __restrict__ table, int64_t rows, int64_t T, int64_t H,
                        int64_t half) {
   const int64_t per_row = H * half;  // pairs per (b, t) row
   for (int64_t e = global_tid(); e < rows * per_row; e += global_stride()) {
     const int64_t r = e / per_row, rem = e % per_row, h = rem / half, j = rem % half;
     const float2 cs = table[(r % T) * half + j];
     const int64_t base = (r * H + h) * 2 * half;
-    const float a = x[base + j], b = x[base + j + half];
-    y[base + j] = a * cs.x - b * cs.y;
-    y[base + j + half] = b * cs.x + a * cs.y;
+    const float a = to_float(x[base + j]), b = to_float(x[base + j + half]);
+    y[base + j] = from_float<T_>(a * cs.x - b * cs.y);
+    y[base + j + half] = from_float<T_>(b * cs.x + a * cs.y);
   }
 }
 
@@ -48,15 +50,20 @@ void rope_cuda(const OpCall& c) {
   if (Dh % 2 != 0) throw_range_error("[", op, "] Dh must be even (rotate_half pairs j with j + Dh/2), got ", Dh);
   if (!(theta > 0) || !std::isfinite(theta)) throw_range_error("[", op, "] theta must be finite and > 0, got ", theta);
   const int64_t n = numel(c, {B, T, H, Dh});
-  const float* x = c.in_f32(0, n, "X");
-  float* y = c.out_f32(0, n, "Y");
+  const DType t = float_type_of(c.in, 0);
+  const void* x = c.in_any(0, n, t, "X");
+  void* y = c.out_any(0, n, t, "Y");
   Context& ctx = context(op);
   if (n == 0) return;
   const int64_t half = Dh / 2;
   DeviceBuffer table(op, ctx, sizeof(float2) * static_cast<size_t>(T * half), nullptr);
   launch(op, ctx, grid_for(ctx, T * half), kThreads, 0, rope_table_kernel, table.as<float2>(), T, half, Dh, pos0, theta,
          inverse ? -1.0 : 1.0);
-  launch(op, ctx, grid_for(ctx, n / 2), kThreads, 0, rope_rotate_kernel, x, y, table.as<float2>(), B * T, T, H, half);
+  dispatch_float(t, [&](auto tag) {
+    using T_ = typename decltype(tag)::type;
+    launch(op, ctx, grid_for(ctx, n / 2), kThreads, 0, rope_rotate_kernel<T_>, static_cast<const T_*>(x), static_cast<T_*>(y),
+           table.as<float2>(), B * T, T, H, half);
+  });
 }
 
 }  // namespace vw::cuda
