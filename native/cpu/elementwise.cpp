@@ -1,4 +1,4 @@
-// Element-wise arithmetic on flat float32 buffers of n elements (any shape):
+// Element-wise arithmetic on flat float32 buffers of n elements (any shape; axpby and mul take bf16 too, widened):
 //   axpby:         Z = a X + b Y   (Z may be X or Y: in place). A zero coefficient drops its operand
 //                  entirely (b = 0: Z = a X without reading Y, so uninitialised or NaN Y does not leak in,
 //                  as BLAS beta = 0; likewise a = 0).
@@ -18,12 +18,14 @@
 #include "../core/cast_args.h"
 #include "../core/dropout.h"
 #include "work_split.h"
+#include "float32_view.h"
 #include "ops_cpu.h"
 #include "parallel.h"
 
 namespace vw::cpu {
 
-void axpby_cpu(const OpCall& c) {
+namespace {
+void axpby_f32(const OpCall& c) {
   const int64_t n = size_arg(c, 0, "n");
   const float a = static_cast<float>(c.fp(0, "a")), b = static_cast<float>(c.fp(1, "b"));
   const float* x = c.in_f32(0, n, "X");
@@ -43,7 +45,7 @@ void axpby_cpu(const OpCall& c) {
   });
 }
 
-void mul_cpu(const OpCall& c) {
+void mul_f32(const OpCall& c) {
   const int64_t n = size_arg(c, 0, "n");
   const float* x = c.in_f32(0, n, "X");
   const float* y = c.in_f32(1, n, "Y");
@@ -52,6 +54,27 @@ void mul_cpu(const OpCall& c) {
 #pragma omp simd
     for (int64_t i = i0; i < i1; ++i) z[i] = x[i] * y[i];
   });
+}
+
+// X, Y, Z of one float type (as CUDA checks them): bf16 ones (gradients of autocast's bf16 activations, added by
+// autograd) run on widened copies (float32_view.h). Z may be Y: the widened copies are separate, Z is written back.
+void same_float_type_xyz(const OpCall& c) {
+  const int64_t n = size_arg(c, 0, "n");
+  const DType t = float_type_of(c.in, 0);
+  c.in_any(0, n, t, "X");
+  c.in_any(1, n, t, "Y");
+  c.out_any(0, n, t, "Z");
+}
+}  // namespace
+
+void axpby_cpu(const OpCall& c) {
+  same_float_type_xyz(c);
+  in_float32(c, axpby_f32);
+}
+
+void mul_cpu(const OpCall& c) {
+  same_float_type_xyz(c);
+  in_float32(c, mul_f32);
 }
 
 void mul_scalar_cpu(const OpCall& c) {

@@ -1,4 +1,4 @@
-// bfloat16 on the CPU (native/cpu/float32_view.h): the ops that take bf16 (matmul, cast, the fused ops, activations, SwiGLU, RoPE, attention)
+// bfloat16 on the CPU (native/cpu/float32_view.h): the ops that take bf16 (matmul, cast, the fused ops, activations, SwiGLU, RoPE, attention, axpby, mul)
 // must give exactly what their float32 kernel gives on the bf16 values, rounded once where the output is
 // bf16; the cast op must round as torch / the CUDA intrinsics (round to nearest even, NaN stays NaN,
 // overflow to inf). Calls that mix dtypes the CUDA backend refuses are refused with its message.
@@ -125,7 +125,7 @@ describe(`bfloat16 on the CPU (seed ${runSeed})`, () => {
       [{ data: new Float32Array(N * d), bf: true }, { data: new Float32Array(V * d) }, { data: new Float32Array(V * 16) }], [N, d, V, 16, 0, budget]);
   });
 
-  it('activations and SwiGLU in bf16 (the MLP activations of autocast): their float32 kernel on the bf16 values, rounded once', () => {
+  it('activations, SwiGLU, axpby and mul in bf16 (autocast\'s MLP activations and their gradients): their float32 kernel on the bf16 values, rounded once', () => {
     const rng = rngFor('bf16_cpu:act');
     const n = 1001, x = rng.normals(n, 3), y = rng.normals(n, 3), dy = rng.normals(n);
     for (const kind of [0, 1, 2, 3]) {
@@ -134,6 +134,8 @@ describe(`bfloat16 on the CPU (seed ${runSeed})`, () => {
     }
     expectExact('swiglu_forward', [{ data: x, bf: true }, { data: y, bf: true }], [{ data: new Float32Array(n), bf: true }], [n]);
     expectExact('swiglu_backward', [{ data: dy, bf: true }, { data: x, bf: true }, { data: y, bf: true }], [{ data: new Float32Array(n), bf: true }, { data: new Float32Array(n), bf: true }], [n]);
+    for (const [a, b] of [[1.5, -0.5], [2, 0], [0, 3]]) expectExact('axpby', [{ data: x, bf: true }, { data: y, bf: true }], [{ data: new Float32Array(n), bf: true }], [n], [a, b]);
+    expectExact('mul', [{ data: x, bf: true }, { data: y, bf: true }], [{ data: new Float32Array(n), bf: true }], [n]);
     // one dtype for every buffer, as on CUDA
     scope(() => {
       const a = Tensor.fromArray(x, [n], { dtype: 'bfloat16' }), b = Tensor.fromArray(y, [n]);
@@ -169,7 +171,6 @@ describe(`bfloat16 on the CPU (seed ${runSeed})`, () => {
       const x = Tensor.fromArray(new Float32Array(4), [4], { dtype: 'bfloat16' }), w = Tensor.fromArray(new Float32Array(2), [2]);
       expect(() => callOp('rms_norm_forward', 'cpu', [x, w], [Tensor.empty([4], { dtype: 'bfloat16' }), Tensor.empty([2])], [2, 2], [1e-6]))
         .toThrow(/^\[rms_norm_forward\] x must be float32, got bfloat16/);
-      expect(() => callOp('axpby', 'cpu', [x, x], [Tensor.empty([4], { dtype: 'bfloat16' })], [4], [1, 1])).toThrow(/^\[axpby\] X must be float32, got bfloat16/);
       expect(() => callOp('sum_rows', 'cpu', [x], [Tensor.empty([2])], [2, 2, 0])).toThrow(/^\[sum_rows\] X must be float32, got bfloat16/);
     });
   });

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { F, Generator, nn, noGrad, scope, Tensor } from '../../src';
+import { autocast, F, Generator, nn, noGrad, scope, Tensor } from '../../src';
 import { HostTensor, readSafetensors, writeSafetensors } from '../../src/io/safetensors';
 import { applyLora, loadLoraAdapter, loraConfigOf, loraParameters, mergeLora, removeLora, saveLoraAdapter } from '../../src/model/lora';
 import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
@@ -153,6 +153,23 @@ describe('LoRA', () => {
     expect(gens.map((g) => g.saveState())).toEqual(plain.states);
     removeLora(model);
     expect(logitsOf(model)).toEqual(before);
+    model.dispose();
+  });
+
+  it('adapters on o_proj and down_proj only, under autocast(bf16) with dropout: their inputs arrive in bf16 and train', () => {
+    const model = tinyLlama();
+    applyLora(model, { r: 2, alpha: 4, dropout: 0.3, seed: runSeed, targetModules: ['o_proj', 'down_proj'] });
+    const { lora, ids, R } = adaptersToTrain(model, runSeed + 3);
+    const layer = model.model.layers.items[0];
+    const loss = scope(() => autocast('bfloat16', () => {
+      const l = F.sum(F.mul(model.forward(Tensor.fromArray(ids.data, ids.shape)).logits, Tensor.fromArray(R, [ids.shape[0], ids.shape[1], model.config.vocabSize])));
+      l.backward();
+      return l.item();
+    }));
+    expect(Number.isFinite(loss)).toBe(true);
+    expect(layer.self_attn.q_proj.lora).toBeNull();
+    for (const [n, p] of lora) expect(p.grad, n).not.toBeNull(); // every adapter got a gradient
+    expect(Math.max(...[...lora].filter(([n]) => n.endsWith('lora_B.weight')).map(([, p]) => Math.max(...Array.from(p.grad!.toArray(), Math.abs))))).toBeGreaterThan(0);
     model.dispose();
   });
 
