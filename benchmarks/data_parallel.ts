@@ -3,6 +3,7 @@
 // same global batch and the same samples. Prints one JSON line per run; run it once per arm:
 //   VWLMM_NUM_THREADS=2 npx tsx benchmarks/data_parallel.ts --batch 32
 //   VWLMM_NUM_THREADS=1 mpirun -np 2 --oversubscribe npx tsx benchmarks/data_parallel.ts --batch 16 [--gather-dtype bfloat16]
+//     [--no-overlap-gather]   (the weights' all-gather waited for in the step, not overlapped with the next forward)
 // (as root, Open MPI also wants OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1). Measures the time per
 // optimizer step after `--warmup` steps, the samples per second of the whole group, and the bytes each rank's
 // collectives move per step. On 2 cores this shows the overhead of the group (the ranks share the same 2 cores), not a
@@ -21,6 +22,7 @@ const arg = (name: string, def: number) => {
 const batch = arg('batch', 32), steps = arg('steps', 20), warmup = arg('warmup', 3);
 const gi = process.argv.indexOf('--gather-dtype');
 const gatherDtype = (gi >= 0 ? process.argv[gi + 1] : 'float32') as 'float32' | 'bfloat16';
+const overlapGather = !process.argv.includes('--no-overlap-gather');
 
 async function main(): Promise<void> {
   const env = launchEnv();
@@ -34,7 +36,7 @@ async function main(): Promise<void> {
   const times: number[] = [];
   let last = Date.now(), gatherBytes = 0;
   const trainer = new Trainer(model, [{ name: 'questions', size: samples.length, steps: warmup + steps, batchSize: batch, lr: 1e-4, makeBatch: (idx) => batchOf(idx.map((i) => samples[i]), split, bopts), trainable: { projector: true, llm: true, vmHead: true } }], {
-    seed: 0, processGroup: group ?? undefined, gatherDtype,
+    seed: 0, processGroup: group ?? undefined, gatherDtype, overlapGather,
     onLog: (rec) => {
       if (rec.type !== 'train') return;
       gatherBytes = (rec.gatherBytes as number | undefined) ?? 0;
@@ -54,7 +56,7 @@ async function main(): Promise<void> {
       samplesPerSec: (batch * world) / sec, trainedParameters: trained,
       // reduce-scatter of the gradients (float32) + all-gather of the weights (gatherDtype), each rank (W - 1) / W of the
       // buffer each way; gatherBytes: what the last step's all-gather brought this rank, counted by ZeroAdamW
-      gatherDtype, bytesPerStepPerRank: world > 1 ? ((world - 1) / world) * trained * (4 + (gatherDtype === 'bfloat16' ? 2 : 4)) : 0, gatherBytes, library: group?.library ?? null,
+      gatherDtype, overlapGather, bytesPerStepPerRank: world > 1 ? ((world - 1) / world) * trained * (4 + (gatherDtype === 'bfloat16' ? 2 : 4)) : 0, gatherBytes, library: group?.library ?? null,
     }));
   }
   model.dispose();

@@ -121,6 +121,25 @@ export function keep<T extends Tensor>(t: T): T {
   return t;
 }
 
+// --- values still arriving -----------------------------------------------------------------------
+/** Tensors whose values are still arriving, with what completes them (see onFirstAccess). */
+const arriving = new Map<Tensor, () => void>();
+
+/**
+ * Runs `complete` before the first access to t's memory (Tensor.buffer: an op's input or output, a read, a write):
+ * for values still in flight, as ZeroAdamW's all-gather of the updated weights while the next forward starts
+ * (src/distributed/zero.ts). `complete` runs once; it must bring t's values in (or cancel the entry of every tensor
+ * it completes, cancelFirstAccess, before it reads or writes them).
+ */
+export function onFirstAccess(t: Tensor, complete: () => void): void {
+  arriving.set(t, complete);
+}
+
+/** Drops t's pending completion (it has run, or t's values came in another way). */
+export function cancelFirstAccess(t: Tensor): void {
+  arriving.delete(t);
+}
+
 // --- Tensor ---------------------------------------------------------------------------------------
 // autograd.ts installs the implementation of Tensor.backward (tensor.ts cannot import it: cycle).
 let backwardImpl: ((root: Tensor, gradient?: Tensor) => void) | null = null;
@@ -258,6 +277,13 @@ export class Tensor {
 
   /** The native buffer (for bindings); throws if the tensor has been disposed. */
   get buffer(): NativeBuffer {
+    if (arriving.size > 0) {
+      const complete = arriving.get(this);
+      if (complete) {
+        arriving.delete(this);
+        complete();
+      }
+    }
     if (this.buf === null || this.buf.disposed) {
       if (this.released) throw new TypeError(`Tensor [${this.shape.join(', ')}] ${this.dtype} was freed when its scope ended: it is an intermediate of a recorded graph that no backward reads (GradNode.reads)`);
       throw new TypeError(`Tensor [${this.shape.join(', ')}] ${this.dtype} has been disposed`);
@@ -353,6 +379,7 @@ export class Tensor {
   }
 
   dispose(): void {
+    if (arriving.size > 0) arriving.delete(this);
     if (this.buf) {
       if (this.owner) this.buf.dispose();
       this.buf = null;

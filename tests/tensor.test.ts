@@ -2,7 +2,8 @@
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { cachedHostBytes, cudaAvailable, keep, fused, memoryStats, releaseHostCache, scope, Tensor } from '../src';
+import { cachedHostBytes, cudaAvailable, keep, F, fused, memoryStats, releaseHostCache, scope, Tensor } from '../src';
+import { cancelFirstAccess, onFirstAccess } from '../src/tensor';
 import { bf16ToF32, f32ToBf16, roundToBf16 } from '../src/bf16';
 import { rngFor } from './support/random';
 import { liveMemory } from './support/memory';
@@ -196,5 +197,34 @@ describe('bfloat16 conversion', () => {
     expect(Number.isNaN(y[6])).toBe(true);
     expect(Math.abs(y[7] - 65504) / 65504).toBeLessThan(2 ** -8);
     for (let i = 0; i < x.length; i++) if (!Number.isNaN(x[i])) expect(y[i]).toBe(roundToBf16(x[i]));
+  });
+});
+
+describe('values still arriving (onFirstAccess)', () => {
+  it('the completion runs once, before the first read, write or op on the tensor; cancelled or disposed, never', () => {
+    scope(() => {
+      const t = Tensor.fromArray(new Float32Array([1, 2, 3]), [3]);
+      let runs = 0;
+      const arrive = () => {
+        runs++;
+        t.buffer.write(new Float32Array([7, 8, 9])); // its own entry is gone: no recursion
+      };
+      onFirstAccess(t, arrive);
+      expect(t.shape).toEqual([3]); // metadata is no access
+      expect(runs).toBe(0);
+      expect(Array.from(F.scale(t, 2).toArray())).toEqual([14, 16, 18]); // an op's input
+      expect(Array.from(t.toArray())).toEqual([7, 8, 9]);
+      expect(runs).toBe(1);
+      onFirstAccess(t, arrive);
+      t.buffer.write(new Float32Array([0, 0, 0])); // a write completes it first, then overwrites
+      expect([runs, ...Array.from(t.toArray())]).toEqual([2, 0, 0, 0]);
+      onFirstAccess(t, arrive);
+      cancelFirstAccess(t);
+      expect([runs, ...Array.from(t.toArray())]).toEqual([2, 0, 0, 0]);
+      const u = Tensor.zeros([2]);
+      onFirstAccess(u, () => runs++);
+      u.dispose();
+      expect(runs).toBe(2);
+    });
   });
 });

@@ -23,12 +23,17 @@
 // and the trained model is the masters.
 // Checkpoints hold the whole state (in the single-process layout), gathered at each save, so a run resumes on any
 // number of ranks.
+// overlapGather (default true): step() starts the weights' all-gathers, in the order the forward uses the buckets
+// (the reverse of the backward's), and returns; each bucket's values are copied into its parameters when the next
+// forward (or anything else) first touches one of them (tensor.ts onFirstAccess), so the gathers of the later layers
+// travel while the first layers compute, as DeepSpeed's overlap_comm does. Anything that needs the buckets' buffers
+// or every weight (the next reduce-scatter, a checkpoint, finish) completes the rest first.
 import { onGradReady } from '../autograd';
 import { callOp } from '../call_op';
 import { rangeError } from '../errors';
 import { AdamW, AdamWOptions, ParamGroup, sumSquares } from '../optim';
 import { castTensor } from '../amp';
-import { keep, Tensor } from '../tensor';
+import { cancelFirstAccess, keep, onFirstAccess, Tensor } from '../tensor';
 import type { ProcessGroup, Work } from './process_group';
 
 /** torch DDP's default bucket_cap_mb (25 MiB). */
@@ -56,6 +61,8 @@ interface Bucket {
   shard16: Tensor | null;
   ready: number;
   work: Work | null;
+  /** An all-gather of weights in flight that overlapGather left to complete at the first access (see the header). */
+  arriving: { target: (m: Member) => Tensor; bf16: boolean } | null;
 }
 
 export interface ZeroOptions extends AdamWOptions {
@@ -65,6 +72,8 @@ export interface ZeroOptions extends AdamWOptions {
    * weights on every rank, half the bytes moved (see the file's header).
    */
   gatherDtype?: 'float32' | 'bfloat16';
+  /** Overlap the weights' all-gather with the next forward (see the file's header); default true. */
+  overlapGather?: boolean;
 }
 
 export class ZeroAdamW {
@@ -85,6 +94,9 @@ export class ZeroAdamW {
   /** Bytes one rank received in the last all-gather of the weights (the other ranks' chunks). */
   lastGatherBytes = 0;
   readonly gatherDtype: 'float32' | 'bfloat16';
+  readonly overlapGather: boolean;
+  /** Buckets whose weights are still arriving, in the order their all-gathers started. */
+  private pending: Bucket[] = [];
   /** gatherDtype 'bfloat16': the float32 master of each parameter this rank owns (the inner AdamW's parameters). */
   private readonly masters = new Map<Tensor, Tensor>();
 
@@ -93,6 +105,8 @@ export class ZeroAdamW {
     if (!Number.isFinite(this.bucketBytes) || this.bucketBytes <= 0) throw rangeError('ZeroAdamW', `bucketBytes must be > 0, got ${this.bucketBytes}`);
     this.gatherDtype = opts.gatherDtype ?? 'float32';
     if (this.gatherDtype !== 'float32' && this.gatherDtype !== 'bfloat16') throw rangeError('ZeroAdamW', `gatherDtype must be 'float32' or 'bfloat16', got ${String(this.gatherDtype)}`);
+    this.overlapGather = opts.overlapGather ?? true;
+    if (typeof this.overlapGather !== 'boolean') throw rangeError('ZeroAdamW', `overlapGather must be a boolean, got ${String(this.overlapGather)}`);
     this.params = groups.flatMap((g) => [...g.params]);
     for (const p of this.params) {
       if (p.device !== group.device) throw rangeError('ZeroAdamW', `a parameter is on ${p.device} but the ${group.backend} group reduces ${group.device} tensors`);
@@ -148,6 +162,7 @@ export class ZeroAdamW {
 
   /** Buckets of `order` (parameter indices), cut at bucketBytes; each rank's members packed into its chunk. */
   private buildBuckets(order: number[]): void {
+    this.completeAll();
     for (const b of this.buckets) {
       b.flat.dispose();
       b.shard.dispose();
@@ -170,7 +185,7 @@ export class ZeroAdamW {
       const chunk = Math.max(1, ...byRank);
       const dev = this.group.device, bf16 = this.gatherDtype === 'bfloat16';
       const b: Bucket = {
-        members, chunk, ready: 0, work: null,
+        members, chunk, ready: 0, work: null, arriving: null,
         flat: keep(Tensor.zeros([world * chunk], { device: dev })),
         shard: keep(Tensor.zeros([chunk], { device: dev })),
         flat16: bf16 ? keep(Tensor.zeros([world * chunk], { device: dev, dtype: 'bfloat16' })) : null,
@@ -317,8 +332,28 @@ export class ZeroAdamW {
       }
     });
     this.inner.step({ gradScale: opts.gradScale });
-    this.lastGatherBytes = this.gather((m) => this.holder(m.param), (m) => m.param, undefined, this.gatherDtype === 'bfloat16');
+    this.lastGatherBytes = this.gather((m) => this.holder(m.param), (m) => m.param, undefined, this.gatherDtype === 'bfloat16', this.overlapGather);
     this.dropGrads();
+  }
+
+  /** Buckets whose weights are still arriving (overlapGather: all of them right after step()). */
+  get arrivingBuckets(): number {
+    return this.pending.length;
+  }
+
+  /** Brings in every weight still arriving from an overlapped all-gather (waits for it). */
+  completeAll(): void {
+    while (this.pending.length) this.complete(this.pending[0]);
+  }
+
+  /** Waits for b's all-gather and copies its values into its members (once; the first access to one calls it). */
+  private complete(b: Bucket): void {
+    const a = b.arriving;
+    if (!a) return;
+    b.arriving = null;
+    this.pending = this.pending.filter((x) => x !== b);
+    for (const m of b.members) cancelFirstAccess(a.target(m));
+    this.receive(b, a.target, undefined, a.bf16);
   }
 
   /**
@@ -326,6 +361,7 @@ export class ZeroAdamW {
    * of training. Collective: every rank calls it (the Trainer does at a stage's end). A no-op with float32.
    */
   finish(): void {
+    this.completeAll();
     if (this.gatherDtype === 'bfloat16') this.gather((m) => this.holder(m.param), (m) => m.param);
   }
 
@@ -381,6 +417,7 @@ export class ZeroAdamW {
   dispose(): void {
     this.removeHook?.();
     this.removeHook = null;
+    this.completeAll();
     for (const b of this.buckets) {
       b.work?.wait();
       b.flat.dispose();
@@ -407,6 +444,7 @@ export class ZeroAdamW {
 
   /** Copies the bucket's gradients into its flat buffer (zeros where none), frees them, starts the reduce-scatter. */
   private launch(b: Bucket): void {
+    this.completeAll(); // the bucket's buffers carry the weights of an overlapped all-gather until it completes
     const dev = this.group.device;
     callOp('fill', dev, [], [b.flat], [b.flat.size], [0]);
     for (const m of b.members) {
@@ -424,12 +462,16 @@ export class ZeroAdamW {
   /**
    * Each rank's chunk from `source` (owned members; null: zeros), all-gathered (in bf16 with `bf16`: rounded once,
    * 16-bit words moved); then each member's values go to `target` (a tensor) or `take` (host copies). Returns the
-   * bytes this rank received.
+   * bytes this rank received. With `overlap`, the values come in at the first access to each bucket's members (see
+   * the file's header).
    */
-  private gather(source: (m: Member) => Tensor | null, target: ((m: Member) => Tensor) | null, take?: (m: Member, values: Float32Array) => void, bf16 = false): number {
+  private gather(source: (m: Member) => Tensor | null, target: ((m: Member) => Tensor) | null, take?: (m: Member, values: Float32Array) => void, bf16 = false, overlap = false): number {
+    this.completeAll();
     const dev = this.group.device, rank = this.group.rank;
     let bytes = 0;
-    for (const b of this.buckets) {
+    // overlapped: in the order the forward uses the buckets (they are cut in the backward's order)
+    const order = overlap ? [...this.buckets].reverse() : this.buckets;
+    for (const b of order) {
       callOp('fill', dev, [], [b.shard], [b.chunk], [0]);
       for (const m of b.members) {
         const t = m.owner === rank ? source(m) : null;
@@ -440,21 +482,33 @@ export class ZeroAdamW {
       b.work = this.group.allGatherAsync(into, from);
       bytes += (this.group.worldSize - 1) * from.size * (from.dtype === 'bfloat16' ? 2 : 4); // the other ranks' chunks
     }
-    for (const b of this.buckets) {
-      b.work!.wait();
-      b.work = null;
-      if (bf16) callOp('cast', dev, [b.flat16!], [b.flat], [b.flat.size]);
-      const host = take ? (b.flat.toArray() as Float32Array) : null;
-      for (const m of b.members) {
-        const at = m.owner * b.chunk + m.offset;
-        if (host) take!(m, host.slice(at, at + m.param.size));
-        else {
-          const t = target!(m);
-          callOp('copy_2d', dev, [b.flat], [t], [1, t.size, t.size, t.size, at, 0, 0]);
-        }
+    if (overlap && target) {
+      for (const b of order) {
+        b.arriving = { target, bf16 };
+        this.pending.push(b);
+        for (const m of b.members) onFirstAccess(target(m), () => this.complete(b));
+      }
+      return bytes;
+    }
+    for (const b of order) this.receive(b, target, take, bf16);
+    return bytes;
+  }
+
+  /** Waits for b's all-gather, then each member's values go to `target` (a tensor) or `take` (host copies). */
+  private receive(b: Bucket, target: ((m: Member) => Tensor) | null, take: ((m: Member, values: Float32Array) => void) | undefined, bf16: boolean): void {
+    const dev = this.group.device;
+    b.work!.wait();
+    b.work = null;
+    if (bf16) callOp('cast', dev, [b.flat16!], [b.flat], [b.flat.size]);
+    const host = take ? (b.flat.toArray() as Float32Array) : null;
+    for (const m of b.members) {
+      const at = m.owner * b.chunk + m.offset;
+      if (host) take!(m, host.slice(at, at + m.param.size));
+      else {
+        const t = target!(m);
+        if (!t.disposed) callOp('copy_2d', dev, [b.flat], [t], [1, t.size, t.size, t.size, at, 0, 0]);
       }
     }
-    return bytes;
   }
 
   private dropGrads(): void {

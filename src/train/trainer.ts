@@ -182,6 +182,8 @@ export interface TrainerOptions {
    * bytes per step); checkpoints and the model after each stage hold the float32 masters.
    */
   gatherDtype?: 'float32' | 'bfloat16';
+  /** Data-parallel: the weights' all-gather overlaps the next forward (ZeroOptions.overlapGather; default true). */
+  overlapGather?: boolean;
 }
 
 /** What readTrainerState reads; stageParameters: the current stage's extraParameters, when it has any. */
@@ -470,7 +472,7 @@ export class Trainer {
       const params = [...this.model.trainableParameters(), ...(s.extraParameters ?? [])];
       const adamw = { lr: s.lr, weightDecay: s.weightDecay ?? 0 };
       const opt = this.group
-        ? new ZeroAdamW(this.group, paramGroups(this.model, params, s), { ...adamw, bucketBytes: this.opts.bucketBytes, gatherDtype: this.opts.gatherDtype })
+        ? new ZeroAdamW(this.group, paramGroups(this.model, params, s), { ...adamw, bucketBytes: this.opts.bucketBytes, gatherDtype: this.opts.gatherDtype, overlapGather: this.opts.overlapGather })
         : new AdamW(paramGroups(this.model, params, s), adamw);
       try {
         if (resume && state.step > 0) {
@@ -643,8 +645,9 @@ export class Trainer {
     const rec = s.loss
       ? { type: 'train', stage: s.name, step: state.step, steps: total, globalStep: state.globalStep, loss, lr, gradNorm, elapsed, eta }
       : { type: 'train', stage: s.name, step: state.step, steps: total, globalStep: state.globalStep, loss, ce, kl, lr, gradNorm, tokensPerSec: tokens() / Math.max(elapsed, 1e-9), elapsed, eta };
-    // data-parallel: how many gradient buckets started during the backward (overlapped), of how many; the bytes of the weights' all-gather
-    const overlap = dp ? { buckets: dp.lastStep.buckets, bucketsInBackward: dp.lastStep.startedInBackward, gatherBytes: dp.lastGatherBytes } : {};
+    // data-parallel: how many gradient buckets started during the backward (overlapped), of how many; the bytes of the
+    // weights' all-gather, and how many of its buckets are still arriving (overlapGather: completed by the next forward)
+    const overlap = dp ? { buckets: dp.lastStep.buckets, bucketsInBackward: dp.lastStep.startedInBackward, gatherBytes: dp.lastGatherBytes, bucketsArriving: dp.arrivingBuckets } : {};
     if (state.step % (this.opts.logEvery ?? 1) === 0 || state.step === total) this.log({ ...rec, ...overlap });
   }
 

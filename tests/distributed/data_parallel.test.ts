@@ -42,7 +42,7 @@ function single(mode: string, dir: string, opts: Record<string, unknown>) {
   if (r.status !== 0) throw new Error(`single process ${mode} failed: ${r.stderr}`);
 }
 
-const weights = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, 'weights.json'), 'utf8')) as { steps: number; weights: Record<string, number[]>; overlap: [number, number][] };
+const weights = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, 'weights.json'), 'utf8')) as { steps: number; weights: Record<string, number[]>; overlap: [number, number, number][] };
 function maxDiff(a: Record<string, number[]>, b: Record<string, number[]>): number {
   let d = 0;
   for (const k of Object.keys(a)) a[k].forEach((x, i) => (d = Math.max(d, Math.abs(x - b[k][i]))));
@@ -117,6 +117,14 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
     single('train', init, { noGroup: true, batchSize: 4, steps: 0 });
     expect(maxDiff(a.weights, weights(init).weights)).toBeGreaterThan(1e-3);
     expect(maxDiff(a.weights, b.weights)).toBeLessThan(2e-6); // fp32 summation order only (observed 4e-7)
+    // the weights' all-gather overlapping the next forward (the default: buckets still arriving when the step returns,
+    // all of them but after a rebuild, [2, 10, 11]) changes no value: bit for bit without it (none arriving)
+    expect(b.overlap.filter(([, total, arriving]) => !(arriving >= total && total > 0)), JSON.stringify(b.overlap)).toEqual([]);
+    const blocking = tmp();
+    const nb = await ranks(2, 'train', blocking, { batchSize: 2, overlapGather: false });
+    expect(nb.failure, nb.output.join('\n')).toBeNull();
+    expect(weights(blocking).overlap.every(([, , arriving]) => arriving === 0)).toBe(true);
+    expect(maxDiff(weights(blocking).weights, b.weights)).toBe(0);
     // the gradient buckets (4 KiB here) start during the backward as their gradients become final, not after it:
     // from the second step of a stage on, once the buckets follow the order the backward finishes the gradients
     // (observed: 9 of 11 in stage b; the first step's buckets, in registration order, 2 of 10)

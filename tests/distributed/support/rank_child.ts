@@ -20,7 +20,7 @@ import { inputOf } from './inputs';
 import { tinyConfig, tinyData } from '../../train/support/tiny';
 
 const [mode, outDir, json] = process.argv.slice(2);
-const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; gatherDtype?: 'float32' | 'bfloat16' };
+const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean };
 
 
 async function main(): Promise<void> {
@@ -115,16 +115,16 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
     { name: 'b', ...common, steps: opts.steps ?? 10, gradAccum: opts.gradAccum ?? 2, maxGradNorm: 0.05, weightDecay: 0.01, trainable: { visionTower: true, projector: true, llm: true, vmHead: true } },
   ];
   let step = 0, syncsAt = 0;
-  const overlap: [number, number][] = [];
+  const overlap: [number, number, number][] = [];
   const syncs: number[] = [];
   const trainer = new Trainer(model, stages, {
-    seed: 5, processGroup: group ?? undefined, dtype: 'float32', outDir: opts.noOutDir ? undefined : dir, autoResume: opts.resume, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, bucketBytes: opts.bucketBytes ?? 4096, gatherDtype: opts.gatherDtype,
+    seed: 5, processGroup: group ?? undefined, dtype: 'float32', outDir: opts.noOutDir ? undefined : dir, autoResume: opts.resume, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, bucketBytes: opts.bucketBytes ?? 4096, gatherDtype: opts.gatherDtype, overlapGather: opts.overlapGather,
     onLog: (r) => {
       if (r.type !== 'train') return;
       step++;
       syncs.push(hostSyncs() - syncsAt);
       syncsAt = hostSyncs();
-      if (r.buckets !== undefined) overlap.push([r.bucketsInBackward as number, r.buckets as number]);
+      if (r.buckets !== undefined) overlap.push([r.bucketsInBackward as number, r.buckets as number, r.bucketsArriving as number]);
       if (r.gatherBytes !== undefined) gatherBytes.push(r.gatherBytes as number);
     },
   });
