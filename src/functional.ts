@@ -683,7 +683,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
       withDtype(g!, q.dtype, (gi) => callOp('attention_backward', q.device, [gi, q, k, v, out, lse, mask], [gq, gk, gv], ints, floats));
       const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));
       return [keepOrDrop(gq, q.requiresGrad), keepOrDrop(gk, k.requiresGrad), keepOrDrop(gv, v.requiresGrad)];
-    }, [lse], [q, k, v, out]);
+    }, [lse], [q, k, v, out, mask]); // the mask is no input of the node, but the backward reads it too
   } else {
     lse.dispose();
   }

@@ -154,8 +154,9 @@ export interface GradNode {
   readonly outputs: readonly Tensor[];
   saved: Tensor[];
   /**
-   * The inputs and outputs whose values the backward reads; absent: all of them. A scope that ends frees the memory
-   * of the others (they stay in the graph as links, Tensor.release): what torch's saved tensors achieve.
+   * The inputs and outputs whose values the backward reads, and any other tensor it reads that the caller's scope owns
+   * (attention's key mask); absent: all inputs and outputs. A scope that ends frees the memory of the inputs and
+   * outputs not named (they stay in the graph as links, Tensor.release): what torch's saved tensors achieve.
    */
   readonly reads?: readonly (Tensor | null)[];
 }
