@@ -24,15 +24,14 @@ export class Linear extends Module {
 
   /**
    * The layers' outputs for one input x (attention's q/k/v, the MLP's gate/up): their products through F.linears
-   * (under autocast, x cast and saved once for all of them), each one's LoRA update added. opts.bf16Output is
-   * dropped where a layer has an adapter (its float32 update is added to the output).
+   * (under autocast, x cast and saved once for all of them), each one's LoRA update added (in the output's dtype:
+   * bf16 with opts.bf16Output under autocast, as PEFT's update is under torch's autocast).
    */
   static forwardMany(x: Tensor, layers: readonly Linear[], opts: F.LinearOptions = {}): Tensor[] {
-    const o = layers.some((l) => l.lora) ? { ...opts, bf16Output: false } : opts;
-    const ys = layers.length === 1 ? [F.linear(x, layers[0].weight, layers[0].bias, o)] : F.linears(x, layers.map((l) => l.weight), layers.map((l) => l.bias), o);
+    const ys = layers.length === 1 ? [F.linear(x, layers[0].weight, layers[0].bias, opts)] : F.linears(x, layers.map((l) => l.weight), layers.map((l) => l.bias), opts);
     return ys.map((y, i) => {
       const a = layers[i].lora;
-      return a ? F.add(y, a.delta(x, isTraining())) : y;
+      return a ? F.add(y, a.delta(x, isTraining(), opts)) : y;
     });
   }
 
