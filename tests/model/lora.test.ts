@@ -163,18 +163,18 @@ describe('LoRA', () => {
     const run = (dtype: 'bfloat16' | 'float32') => scope(() => autocast(dtype, () => {
       for (const p of lora.values()) p.grad?.dispose(), (p.grad = null);
       profileOps(true);
-      const l = F.sum(F.mul(model.forward(Tensor.fromArray(ids.data, ids.shape)).logits, Tensor.fromArray(R, [ids.shape[0], ids.shape[1], model.config.vocabSize])));
-      l.backward();
+      const logits = model.forward(Tensor.fromArray(ids.data, ids.shape)).logits;
+      F.sum(F.mul(logits, Tensor.fromArray(R, [ids.shape[0], ids.shape[1], model.config.vocabSize]))).backward();
       const ops = profileOps(false).map((e) => e.key);
-      return { loss: l.item(), ops, grads: [...lora.values()].map((p) => Array.from(p.grad!.toArray())) };
+      return { logits: Array.from(logits.toArray()), ops, grads: [...lora.values()].map((p) => Array.from(p.grad!.toArray())) };
     }));
     const b = run('bfloat16'), f = run('float32');
     expect(b.ops.some((k) => k.startsWith('cpu swiglu_forward bf16['))).toBe(true);
     expect(b.ops.some((k) => k.startsWith('cpu attention_forward bf16['))).toBe(true);
     expect(f.ops.some((k) => k.includes('bf16['))).toBe(false);
-    expect(Math.abs(b.loss - f.loss) / Math.abs(f.loss)).toBeLessThan(2e-2);
-    // the loss weights the logits by random R (much cancellation): bf16 activations put the adapters' gradients
-    // 2-7% from float32's over 21 seeds
+    // over 21 seeds: logits 1-4.2% from float32's (this tiny LLaMA's bf16 logits were 1.6% off before its activations
+    // stayed bf16, 1.9% after), the adapters' gradients 2-7% (the loss weights the logits by random R: much cancellation)
+    expect(relErr(b.logits, f.logits)).toBeLessThan(0.08);
     expect(relErr(b.grads.flat(), f.grads.flat())).toBeLessThan(0.15);
     model.dispose();
   });
