@@ -211,32 +211,20 @@ void swiglu_backward_f32(const OpCall& c) {
 
 }  // namespace
 
-// All buffers of one float type, that of input 0 (as the CUDA frame checks them); bf16 runs on widened copies.
-template <size_t NI, size_t NO>
-void same_float_type(const OpCall& c, int64_t n, const char* const (&in_names)[NI], const char* const (&out_names)[NO]) {
-  const DType t = float_type_of(c.in, 0);
-  for (size_t k = 0; k < NI; ++k) c.in_any(k, n, t, in_names[k]);
-  for (size_t k = 0; k < NO; ++k) c.out_any(k, n, t, out_names[k]);
-}
-
 void activation_forward_cpu(const OpCall& c) {
-  same_float_type(c, size_arg(c, 0, "n"), {"X"}, {"Y"});
-  in_float32(c, activation_forward_f32);
+  same_type_in_float32(c, size_arg(c, 0, "n"), {"X"}, {"Y"}, activation_forward_f32);
 }
 
 void activation_backward_cpu(const OpCall& c) {
-  same_float_type(c, size_arg(c, 0, "n"), {"dY", "X"}, {"dX"});
-  in_float32(c, activation_backward_f32);
+  same_type_in_float32(c, size_arg(c, 0, "n"), {"dY", "X"}, {"dX"}, activation_backward_f32);
 }
 
 void swiglu_forward_cpu(const OpCall& c) {
-  same_float_type(c, size_arg(c, 0, "n"), {"gate", "up"}, {"Y"});
-  in_float32(c, swiglu_forward_f32);
+  same_type_in_float32(c, size_arg(c, 0, "n"), {"gate", "up"}, {"Y"}, swiglu_forward_f32);
 }
 
 void swiglu_backward_cpu(const OpCall& c) {
-  same_float_type(c, size_arg(c, 0, "n"), {"dY", "gate", "up"}, {"dgate", "dup"});
-  in_float32(c, swiglu_backward_f32);
+  same_type_in_float32(c, size_arg(c, 0, "n"), {"dY", "gate", "up"}, {"dgate", "dup"}, swiglu_backward_f32);
 }
 
 }  // namespace vw::cpu

@@ -56,25 +56,16 @@ void mul_f32(const OpCall& c) {
   });
 }
 
-// X, Y, Z of one float type (as CUDA checks them): bf16 ones (gradients of autocast's bf16 activations, added by
-// autograd) run on widened copies (float32_view.h). Z may be Y: the widened copies are separate, Z is written back.
-void same_float_type_xyz(const OpCall& c) {
-  const int64_t n = size_arg(c, 0, "n");
-  const DType t = float_type_of(c.in, 0);
-  c.in_any(0, n, t, "X");
-  c.in_any(1, n, t, "Y");
-  c.out_any(0, n, t, "Z");
-}
 }  // namespace
 
+// bf16 X, Y, Z (gradients of autocast's bf16 activations, added by autograd) run on widened copies; Z may be Y (the
+// copies are separate, Z is written back).
 void axpby_cpu(const OpCall& c) {
-  same_float_type_xyz(c);
-  in_float32(c, axpby_f32);
+  same_type_in_float32(c, size_arg(c, 0, "n"), {"X", "Y"}, {"Z"}, axpby_f32);
 }
 
 void mul_cpu(const OpCall& c) {
-  same_float_type_xyz(c);
-  in_float32(c, mul_f32);
+  same_type_in_float32(c, size_arg(c, 0, "n"), {"X", "Y"}, {"Z"}, mul_f32);
 }
 
 void mul_scalar_cpu(const OpCall& c) {

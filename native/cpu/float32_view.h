@@ -11,6 +11,7 @@
 
 #include "../core/bf16.h"
 #include "../core/op.h"
+#include "../core/op_args.h"
 #include "host_memory.h"
 #include "parallel.h"
 #include "work_split.h"
@@ -77,6 +78,17 @@ void in_float32(const OpCall& c, Kernel&& kernel) {
     st.workspace_bytes += widened;
     c.report(st);
   }
+}
+
+// An element-wise op whose buffers are all of input 0's float type (CUDA's element-wise frame checks them so):
+// inputs in_names and outputs out_names of n elements each, checked as given, then kernel on float32 (bf16 widened).
+template <size_t NI, size_t NO, typename Kernel>
+void same_type_in_float32(const OpCall& c, int64_t n, const char* const (&in_names)[NI], const char* const (&out_names)[NO],
+                          Kernel&& kernel) {
+  const DType t = float_type_of(c.in, 0);
+  for (size_t k = 0; k < NI; ++k) c.in_any(k, n, t, in_names[k]);
+  for (size_t k = 0; k < NO; ++k) c.out_any(k, n, t, out_names[k]);
+  in_float32(c, kernel);
 }
 
 }  // namespace vw::cpu

@@ -68,10 +68,7 @@ void rope_f32(const OpCall& c) {
 // bf16 X and Y (autocast's attention inputs) run on widened copies (float32_view.h); one float type for both.
 void rope_cpu(const OpCall& c) {
   const int64_t n = numel(c, {size_arg(c, 0, "B"), size_arg(c, 1, "T"), size_arg(c, 2, "H"), size_arg(c, 3, "Dh")});
-  const DType t = float_type_of(c.in, 0);
-  c.in_any(0, n, t, "X");
-  c.out_any(0, n, t, "Y");
-  in_float32(c, rope_f32);
+  same_type_in_float32(c, n, {"X"}, {"Y"}, rope_f32);
 }
 
 }  // namespace vw::cpu
