@@ -1,9 +1,10 @@
 // Mixed precision as PyTorch's autocast(dtype=torch.bfloat16) (what LLaVA's `--bf16 True` runs): inside
 // autocast('bfloat16', fn), the products of F.linear, F.patchEmbed and the fused vocabulary ops
 // (F.linearCrossEntropy, F.visualWordKL, F.pseudoImageFeatures) take bfloat16 copies of their operands and
-// accumulate in fp32; their results and every gradient they return are float32. Everything else keeps
-// float32: the parameters are the fp32 master weights (the optimizer and its moments stay fp32), and the
-// norms with their statistics, softmax, attention, the log-sum-exp and the loss run on fp32 activations.
+// accumulate in fp32; their results are float32, or bf16 where F.linear's `bf16Output` asks for it (the
+// activations inside the attention and the MLPs, as torch's autocast keeps them; their gradients are then bf16).
+// The parameters are the fp32 master weights (the optimizer and its moments stay fp32), and the norms with their
+// statistics, the residual stream, softmax, the log-sum-exp and the loss stay fp32.
 // A parameter's bf16 copy is made once per autocast region and reused by every use inside it (torch's
 // autocast weight cache): a region around all micro-batches of an optimizer step casts each weight once.
 // Weights must not change inside a region (the Trainer steps the optimizer after it ends).

@@ -7,7 +7,7 @@
 // Ownership rule: a backward function returns tensors that autograd then owns exclusively: fresh ones, or
 // (pass-through) one of its incoming gradients, which autograd then does not free with the node; never
 // one tensor for two inputs. Everything is freed deterministically.
-import { autocast, computeDtype } from './amp';
+import { autocast, castTensor, computeDtype } from './amp';
 import { callOp } from './call_op';
 import type { Generator } from './random';
 import { GradNode, keep, scope, setBackwardImpl, Tensor } from './tensor';
@@ -187,11 +187,18 @@ function backwardNode(node: Node, grads: Map<Tensor, Tensor>): void {
   for (const t of node.saved) t.dispose();
   node.saved = [];
   node.inputs.forEach((inp, k) => {
-    const g = gIn[k];
+    let g = gIn[k];
     if (!g) return;
     if (!inp || !inp.requiresGrad) {
       g.dispose();
       return;
+    }
+    if (g.dtype !== inp.dtype) {
+      // a gradient is held in its tensor's dtype (as torch's autograd casts it to the input's metadata), so the ops
+      // and the accumulation downstream see one dtype (a bf16 activation's gradient is bf16)
+      const c = castTensor(g, inp.dtype as 'float32' | 'bfloat16');
+      g.dispose();
+      g = c;
     }
     if (inp.gradFn === null) {
       addLeafGrad(inp, g);

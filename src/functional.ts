@@ -2,7 +2,7 @@
 // native/<backend>/<op>)
 // and, when an input requires grad, records its backward on the tape (src/autograd.ts). Inside
 // autocast('bfloat16') (src/amp.ts) linear, patchEmbed and the fused losses run their products on bf16
-// copies and return float32. Backward
+// copies and return float32 (linear: bf16 with `bf16Output`). Backward
 // functions return fresh tensors (the autograd ownership rule); tensors captured by a backward closure
 // are inputs/outputs that the caller's scope owns, while `saved` holds what only the backward needs.
 import { autocast, bf16Operand, castsToBf16, castTensor, checkStoredWeight, float32Operand } from './amp';
@@ -49,15 +49,6 @@ function optionsOf<T extends object>(where: string, o: T | undefined | null): T 
 }
 
 const like = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.empty(shape, { device: t.device, dtype: t.dtype });
-/** fn(g in `dtype`): an incoming gradient cast for an element-wise op whose buffers share one dtype. */
-function withDtype(g: Tensor, dtype: Tensor['dtype'], fn: (g: Tensor) => void): void {
-  const gi = g.dtype === dtype ? g : castTensor(g, dtype as 'float32' | 'bfloat16');
-  try {
-    fn(gi);
-  } finally {
-    if (gi !== g) gi.dispose();
-  }
-}
 const zerosLike = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.zeros(shape, { device: t.device, dtype: t.dtype });
 
 // ------------------------------------------------------------------ shape
@@ -473,7 +464,7 @@ export function rope(x: Tensor, theta: number, posOffset = 0): Tensor {
   if (needsGrad(x)) {
     record('rope', [x], [out], ([g]) => {
       const gx = like(x);
-      withDtype(g!, x.dtype, (gi) => callOp('rope', x.device, [gi], [gx], [B, T, H, Dh, posOffset, 1], [theta]));
+      callOp('rope', x.device, [g], [gx], [B, T, H, Dh, posOffset, 1], [theta]);
       return [gx];
     }, [], []);
   }
@@ -510,7 +501,7 @@ export function activation(x: Tensor, kind: Activation): Tensor {
   if (needsGrad(x)) {
     record(kind, [x], [out], ([g]) => {
       const gx = like(x);
-      withDtype(g!, x.dtype, (gi) => callOp('activation_backward', x.device, [gi, x], [gx], [x.size, k]));
+      callOp('activation_backward', x.device, [g, x], [gx], [x.size, k]);
       return [gx];
     }, [], [x]);
   }
@@ -530,7 +521,7 @@ export function swiglu(gate: Tensor, up: Tensor): Tensor {
   if (needsGrad(gate, up)) {
     record('swiglu', [gate, up], [out], ([g]) => {
       const gg = like(gate), gu = like(up);
-      withDtype(g!, gate.dtype, (gi) => callOp('swiglu_backward', gate.device, [gi, gate, up], [gg, gu], [gate.size]));
+      callOp('swiglu_backward', gate.device, [g, gate, up], [gg, gu], [gate.size]);
       return [gate.requiresGrad ? gg : (gg.dispose(), null), up.requiresGrad ? gu : (gu.dispose(), null)];
     }, [], [gate, up]);
   }
@@ -680,7 +671,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   if (needsGrad(q, k, v)) {
     record('attention', [q, k, v], [out], ([g]) => {
       const gq = like(q), gk = like(k), gv = like(v);
-      withDtype(g!, q.dtype, (gi) => callOp('attention_backward', q.device, [gi, q, k, v, out, lse, mask], [gq, gk, gv], ints, floats));
+      callOp('attention_backward', q.device, [g, q, k, v, out, lse, mask], [gq, gk, gv], ints, floats);
       const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));
       return [keepOrDrop(gq, q.requiresGrad), keepOrDrop(gk, k.requiresGrad), keepOrDrop(gv, v.requiresGrad)];
     }, [lse], [q, k, v, out, mask]); // the mask is no input of the node, but the backward reads it too

@@ -1,5 +1,7 @@
 // Tape mechanics: analytic gradients, accumulation across backward calls, noGrad, deterministic release.
 import { describe, expect, it } from 'vitest';
+import { record } from '../../src/autograd';
+import { callOp } from '../../src/call_op';
 import { clearTape, memoryStats, noGrad, F, scope, tapeLength, Tensor, zeroGrad } from '../../src';
 
 const t = (a: number[], shape = [a.length]) => Tensor.fromArray(Float32Array.from(a), shape);
@@ -96,6 +98,26 @@ describe('autograd tape', () => {
       clearTape();
     });
     x.dispose();
+  });
+
+  it("a gradient arrives in its tensor's dtype: one returned in float32 for a bf16 input is cast (as torch does)", () => {
+    scope(() => {
+      const x = Tensor.fromArray(Float32Array.from([0.5, -1, 2]), [3], { dtype: 'bfloat16' });
+      x.requiresGrad = true;
+      const h = F.silu(x); // bf16: its backward takes a bf16 gradient only
+      // an op whose backward hands its bf16 input a float32 gradient
+      const y = Tensor.fromArray(Float32Array.from(h.toArray()), [3]);
+      record('to_f32', [h], [y], ([g]) => {
+        const gh = Tensor.empty([3]);
+        callOp('axpby', 'cpu', [g!, g!], [gh], [3], [2, 0]);
+        return [gh];
+      });
+      F.sum(y).backward();
+      expect(x.grad!.dtype).toBe('bfloat16');
+      const s = (v: number) => 1 / (1 + Math.exp(-v)), ref = [0.5, -1, 2].map((v) => 2 * (s(v) + v * s(v) * (1 - s(v))));
+      Array.from(x.grad!.toArray()).forEach((g, i) => expect(Math.abs(g - ref[i])).toBeLessThan(1e-2 * Math.abs(ref[i]) + 1e-3));
+      x.dispose();
+    });
   });
 
   it('backward needs a scalar root that depends on a parameter', () => {
