@@ -3,8 +3,9 @@
 // and, when an input requires grad, records its backward on the tape (src/autograd.ts). Inside
 // autocast('bfloat16') (src/amp.ts) linear, patchEmbed and the fused losses run their products on bf16
 // copies and return float32 (linear: bf16 with `bf16Output`). Backward
-// functions return fresh tensors (the autograd ownership rule); tensors captured by a backward closure
-// are inputs/outputs that the caller's scope owns, while `saved` holds what only the backward needs.
+// functions return fresh tensors (the autograd ownership rule); the inputs and outputs a backward closure reads
+// are named in its record's `reads` (the caller's scope keeps those and releases the rest, GradNode.reads), while
+// `saved` holds what only the backward needs.
 import { autocast, bf16Operand, castsToBf16, castTensor, checkStoredWeight, float32Operand } from './amp';
 import { isGradEnabled, needsGrad, record } from './autograd';
 import { callOp, opConstants } from './call_op';
