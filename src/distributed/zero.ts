@@ -342,7 +342,7 @@ export class ZeroAdamW {
   }
 
   /** Brings in every weight still arriving from an overlapped all-gather (waits for it). */
-  completeAll(): void {
+  private completeAll(): void {
     while (this.pending.length) this.complete(this.pending[0]);
   }
 
