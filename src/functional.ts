@@ -351,7 +351,7 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
  */
 export function dropout(x: Tensor, p: number, generator: Generator): Tensor {
   const where = 'F.dropout';
-  check(where, 'x', x, { dtype: 'float32' });
+  check(where, 'x', x);
   num(where, 'p', p, { min: 0 });
   if (!(p < 1)) throw rangeError(where, `p must be in [0, 1), got ${p}`);
   if (!(generator instanceof Generator)) throw typeError(where, 'generator', 'a Generator', generator);

@@ -30,8 +30,9 @@ struct DropoutArgs {
   uint64_t seed = 0;
   uint32_t threshold = 0;
   float scale = 1.f;
-  const float* x = nullptr;
-  float* y = nullptr;
+  DType t = DType::F32;  // X and Y: float32, or both bfloat16
+  const void* x = nullptr;
+  void* y = nullptr;
 };
 
 inline DropoutArgs read_dropout(const OpCall& c) {
@@ -40,8 +41,9 @@ inline DropoutArgs read_dropout(const OpCall& c) {
   a.seed = static_cast<uint64_t>(int_arg(c, 1, "seed", 0, (int64_t{1} << 53) - 1));
   a.threshold = static_cast<uint32_t>(int_arg(c, 2, "threshold", 0, int64_t{1} << 24));
   a.scale = static_cast<float>(finite_arg(c, 0, "scale"));
-  a.x = c.in_f32(0, a.n, "X");
-  a.y = c.out_f32(0, a.n, "Y");
+  a.t = float_type_of(c.in, 0);
+  a.x = c.in_any(0, a.n, a.t, "X");
+  a.y = c.out_any(0, a.n, a.t, "Y");
   return a;
 }
 

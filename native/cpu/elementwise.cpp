@@ -80,10 +80,14 @@ void mul_scalar_cpu(const OpCall& c) {
 }
 
 void dropout_cpu(const OpCall& c) {
-  const DropoutArgs a = read_dropout(c);
-  parallel_for(a.n, kElemGrain, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i)
-      a.y[i] = dropout_keep(a.seed, static_cast<uint64_t>(i), a.threshold) ? a.x[i] * a.scale : 0.f;
+  read_dropout(c);  // checked as given; bf16 (a LoRA adapter's input under autocast) runs on a widened copy
+  in_float32(c, [](const OpCall& w) {
+    const DropoutArgs a = read_dropout(w);
+    const float* x = static_cast<const float*>(a.x);
+    float* y = static_cast<float*>(a.y);
+    parallel_for(a.n, kElemGrain, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) y[i] = dropout_keep(a.seed, static_cast<uint64_t>(i), a.threshold) ? x[i] * a.scale : 0.f;
+    });
   });
 }
 

@@ -55,9 +55,8 @@ export class LoraAdapter extends Module {
 
   /** (alpha / r) B A dropout(x): [..., out] (in bf16 under autocast with opts.bf16Output, else float32). */
   delta(x: Tensor, training: boolean, opts: F.LinearOptions = {}): Tensor {
-    // inverted dropout on the device, its mask a function of a seed from the adapter's generator (on float32: a bf16
-    // input, an activation autocast keeps in bf16 upstream, is widened for it)
-    const h = training && this.dropout > 0 ? F.dropout(x.dtype === 'float32' ? x : F.cast(x, 'float32'), this.dropout, this.dropoutGenerator) : x;
+    // inverted dropout on the device, its mask a function of a seed from the adapter's generator
+    const h = training && this.dropout > 0 ? F.dropout(x, this.dropout, this.dropoutGenerator) : x;
     return F.scale(F.linear(F.linear(h, this.lora_A.weight), this.lora_B.weight, null, opts), this.scaling);
   }
 

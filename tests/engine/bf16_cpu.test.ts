@@ -1,4 +1,4 @@
-// bfloat16 on the CPU (native/cpu/float32_view.h): the ops that take bf16 (matmul, cast, the fused ops, activations, SwiGLU, RoPE, attention, axpby, mul)
+// bfloat16 on the CPU (native/cpu/float32_view.h): the ops that take bf16 (matmul, cast, the fused ops, activations, SwiGLU, RoPE, attention, axpby, mul, dropout)
 // must give exactly what their float32 kernel gives on the bf16 values, rounded once where the output is
 // bf16; the cast op must round as torch / the CUDA intrinsics (round to nearest even, NaN stays NaN,
 // overflow to inf). Calls that mix dtypes the CUDA backend refuses are refused with its message.
@@ -125,7 +125,7 @@ describe(`bfloat16 on the CPU (seed ${runSeed})`, () => {
       [{ data: new Float32Array(N * d), bf: true }, { data: new Float32Array(V * d) }, { data: new Float32Array(V * 16) }], [N, d, V, 16, 0, budget]);
   });
 
-  it('activations, SwiGLU, axpby and mul in bf16 (autocast\'s MLP activations and their gradients): their float32 kernel on the bf16 values, rounded once', () => {
+  it('activations, SwiGLU, axpby, mul and dropout in bf16 (autocast\'s MLP activations, their gradients, LoRA\'s dropout): their float32 kernel on the bf16 values, rounded once', () => {
     const rng = rngFor('bf16_cpu:act');
     const n = 1001, x = rng.normals(n, 3), y = rng.normals(n, 3), dy = rng.normals(n);
     for (const kind of [0, 1, 2, 3]) {
@@ -136,6 +136,7 @@ describe(`bfloat16 on the CPU (seed ${runSeed})`, () => {
     expectExact('swiglu_backward', [{ data: dy, bf: true }, { data: x, bf: true }, { data: y, bf: true }], [{ data: new Float32Array(n), bf: true }, { data: new Float32Array(n), bf: true }], [n]);
     for (const [a, b] of [[1.5, -0.5], [2, 0], [0, 3]]) expectExact('axpby', [{ data: x, bf: true }, { data: y, bf: true }], [{ data: new Float32Array(n), bf: true }], [n], [a, b]);
     expectExact('mul', [{ data: x, bf: true }, { data: y, bf: true }], [{ data: new Float32Array(n), bf: true }], [n]);
+    expectExact('dropout', [{ data: x, bf: true }], [{ data: new Float32Array(n), bf: true }], [n, 12345, Math.round(0.3 * 2 ** 24)], [1 / 0.7]);
     // one dtype for every buffer, as on CUDA
     scope(() => {
       const a = Tensor.fromArray(x, [n], { dtype: 'bfloat16' }), b = Tensor.fromArray(y, [n]);

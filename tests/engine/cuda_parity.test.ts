@@ -250,8 +250,8 @@ function elementwiseCases(rng: Rng): Case[] {
   cases.push({ name: 'axpby b = 0 never reads Y (NaN)', op: 'axpby', bf16: true, inputs: [cast(normals(rng, n)), cast(new Float32Array(n).fill(NaN))], outputs: [out(n, true)], ints: [n], floats: [0.3, 0] });
   cases.push({ name: 'axpby a = 0 never reads X (NaN)', op: 'axpby', bf16: true, inputs: [cast(new Float32Array(n).fill(NaN)), cast(normals(rng, n))], outputs: [out(n, true)], ints: [n], floats: [0, 2] });
   cases.push({ name: 'mul', op: 'mul', bf16: true, inputs: [cast(normals(rng, n)), cast(normals(rng, n))], outputs: [out(n, true)], ints: [n] });
-  cases.push({ name: 'dropout p 0.3', op: 'dropout', inputs: [f(normals(rng, n))], outputs: [out(n)], ints: [n, 2 ** 53 - 12345, Math.round(0.3 * 2 ** 24)], floats: [1 / 0.7] });
-  cases.push({ name: 'dropout p 0', op: 'dropout', inputs: [f(normals(rng, n))], outputs: [out(n)], ints: [n, 7, 0], floats: [1] });
+  cases.push({ name: 'dropout p 0.3', op: 'dropout', bf16: true, inputs: [cast(normals(rng, n))], outputs: [out(n, true)], ints: [n, 2 ** 53 - 12345, Math.round(0.3 * 2 ** 24)], floats: [1 / 0.7] });
+  cases.push({ name: 'dropout p 0', op: 'dropout', bf16: true, inputs: [cast(normals(rng, n))], outputs: [out(n, true)], ints: [n, 7, 0], floats: [1] });
   cases.push({ name: 'mul_scalar', op: 'mul_scalar', inputs: [f(normals(rng, n)), f(normals(rng, 1))], outputs: [out(n)], ints: [n] });
   cases.push({ name: 'mul_scalar n = 0', op: 'mul_scalar', inputs: [f(new Float32Array(0)), f(normals(rng, 1))], outputs: [out(0)], ints: [0] });
   cases.push({ name: 'mul n = 0', op: 'mul', bf16: true, inputs: [cast(new Float32Array(0)), cast(new Float32Array(0))], outputs: [out(0, true)], ints: [0] });

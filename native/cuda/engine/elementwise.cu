@@ -2,7 +2,7 @@
 //   activation_forward/backward (the kinds of native/core/activation.h), swiglu_forward/
 //   backward, axpby, mul: float32 or bfloat16 (every buffer of a call the same dtype; fp32 arithmetic with
 //   the CPU's formulas: erfc for gelu, a sigmoid and its complement from exp(-|z|));
-//   mul_scalar, dropout, add_broadcast, fill, copy_2d: float32;
+//   dropout: float32 or bfloat16 (X and Y one dtype); mul_scalar, add_broadcast, fill, copy_2d: float32;
 //   cast: float32 <-> bfloat16 either way (or a copy), rounding once (__float2bfloat16_rn, as the CPU's
 //   native/core/bf16.h).
 // All are grid-stride passes with 64-bit indices; outputs may alias their inputs element for element.
@@ -190,10 +190,11 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // The mask from (seed, index) alone, the CPU's bits (native/core/dropout.h).
-__global__ void __launch_bounds__(kThreads) dropout_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n,
+template <typename T>
+__global__ void __launch_bounds__(kThreads) dropout_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n,
                                                           uint64_t seed, uint32_t threshold, float scale) {
   for (int64_t i = global_tid(); i < n; i += global_stride())
-    y[i] = dropout_keep(seed, static_cast<uint64_t>(i), threshold) ? x[i] * scale : 0.f;
+    y[i] = from_float<T>(dropout_keep(seed, static_cast<uint64_t>(i), threshold) ? to_float(x[i]) * scale : 0.f);
 }
 
 template <typename TX, typename TY>
@@ -256,7 +257,11 @@ void dropout_cuda(const OpCall& c) {
   const DropoutArgs a = read_dropout(c);
   Context& ctx = context(op);
   if (a.n == 0) return;
-  launch(op, ctx, grid_for(ctx, a.n), kThreads, 0, dropout_kernel, a.x, a.y, a.n, a.seed, a.threshold, a.scale);
+  dispatch_float(a.t, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch(op, ctx, grid_for(ctx, a.n), kThreads, 0, dropout_kernel<T>, static_cast<const T*>(a.x), static_cast<T*>(a.y), a.n,
+           a.seed, a.threshold, a.scale);
+  });
 }
 
 void add_broadcast_cuda(const OpCall& c) {
