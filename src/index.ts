@@ -116,6 +116,37 @@ export function isAsync(device: Device = 'cpu'): boolean {
 }
 
 /**
+ * Which kernels run attention on CUDA, as torch.backends.cuda picks an SDPA backend:
+ * - 'tiled': flash-style fused kernels on CUDA cores (native/cuda/engine/attention.cu);
+ * - 'gemm': cuBLAS batched GEMMs on tensor cores with a softmax row pass between them, over chunks of query rows
+ *   whose scores fit `workspaceBytes` (at least 16 rows; never the whole T x T). bf16 and float32 (true fp32);
+ * - 'auto' (the default): 'tiled' until 'gemm' has passed the backend parity table on a GPU.
+ * VWLMM_CUDA_ATTENTION=tiled|gemm sets the starting kernel. The CPU has one attention kernel.
+ */
+export type AttentionKernel = 'auto' | 'tiled' | 'gemm';
+export interface CudaAttentionSettings {
+  kernel: AttentionKernel;
+  workspaceBytes: number;
+}
+const ATTENTION_KERNELS: readonly string[] = ['auto', 'tiled', 'gemm'];
+
+/** Changes the CUDA attention settings given (see AttentionKernel); returns the previous ones. Needs CUDA. */
+export function setCudaAttention(settings: Partial<CudaAttentionSettings>): CudaAttentionSettings {
+  const where = 'setCudaAttention';
+  if (typeof settings !== 'object' || settings === null) throw typeError(where, 'settings', 'an object', settings);
+  const { kernel, workspaceBytes } = settings;
+  if (kernel !== undefined && !ATTENTION_KERNELS.includes(kernel as string))
+    throw typeError(where, 'kernel', "'auto', 'tiled' or 'gemm'", kernel);
+  if (workspaceBytes !== undefined && !(Number.isSafeInteger(workspaceBytes) && workspaceBytes >= 1))
+    throw typeError(where, 'workspaceBytes', 'an integer >= 1', workspaceBytes);
+  return cuda(where).attentionSettings!(kernel, workspaceBytes) as CudaAttentionSettings;
+}
+/** The CUDA attention settings now; null without CUDA. */
+export function cudaAttention(): CudaAttentionSettings | null {
+  return (tryCuda()?.attentionSettings!() as CudaAttentionSettings | undefined) ?? null;
+}
+
+/**
  * Host memory of disposed tensors is kept in size-class free lists for reuse (up to 1 GiB): the bytes held
  * there now, and a call that returns them to the system (like torch.cuda.empty_cache).
  */

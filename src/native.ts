@@ -52,6 +52,8 @@ export interface Addon {
   distDestroy(timeoutMs: number): void;
   /** CUDA addon only: makes GPU `index` this process's device (src/device.ts). */
   selectDevice?(index: number): void;
+  /** CUDA addon only: the attention kernels' settings, changed where given; returns the previous ones (src/index.ts). */
+  attentionSettings?(kernel?: string, workspaceBytes?: number): { kernel: string; workspaceBytes: number };
   sgemm?(ta: boolean, tb: boolean, M: number, N: number, K: number, A: NativeBuffer, B: NativeBuffer, C: NativeBuffer, opts?: { builtin?: boolean; alpha?: number; beta?: number; lda?: number; ldb?: number; ldc?: number }): void;
 }
 
@@ -138,6 +140,10 @@ function missingLibraryHint(message: string): string {
 /** The CUDA addon, or null with the reason in cudaUnavailableReason(). Tried once per process. */
 export function tryCuda(): Addon | null {
   if (cudaAddon || cudaReason) return cudaAddon;
+  // VWLMM_CUDA_ATTENTION picks the starting attention kernel (read natively when the addon loads).
+  const attention = process.env.VWLMM_CUDA_ATTENTION;
+  if (attention !== undefined && attention !== '' && attention !== 'tiled' && attention !== 'gemm')
+    throw new RangeError(`vwlmm: VWLMM_CUDA_ATTENTION must be 'tiled' or 'gemm' (or unset: 'auto'), got '${attention}'`);
   if (process.env.VWLMM_DISABLE_CUDA) {
     cudaReason = 'disabled by VWLMM_DISABLE_CUDA';
     return null;

@@ -5,7 +5,8 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { backendInfo } from '../src';
+import { backendInfo, cudaAttention, cudaAvailable, setCudaAttention } from '../src';
+import type { AttentionKernel } from '../src';
 import { tempDirs } from './support/tmp';
 
 const root = path.join(__dirname, '..');
@@ -111,5 +112,54 @@ describe('addon symbols', () => {
       expect(exported.filter(ours), `${f}: exported`).toEqual([]);
       expect(exported).toContain('napi_register_module_v1');
     }
+  });
+});
+
+describe('CUDA attention settings (setCudaAttention)', () => {
+  it('checks its arguments before it needs CUDA', () => {
+    expect(() => setCudaAttention({ kernel: 'flash' as AttentionKernel })).toThrow(/setCudaAttention: expected 'auto', 'tiled' or 'gemm' for kernel but received/);
+    expect(() => setCudaAttention({ workspaceBytes: 0 })).toThrow(/expected an integer >= 1 for workspaceBytes/);
+    expect(() => setCudaAttention({ workspaceBytes: 1.5 })).toThrow(/workspaceBytes/);
+    expect(() => setCudaAttention(null as unknown as object)).toThrow(/expected an object for settings/);
+    if (!cudaAvailable()) {
+      expect(() => setCudaAttention({ kernel: 'gemm' })).toThrow(/setCudaAttention: CUDA is unavailable/);
+      expect(cudaAttention()).toBeNull();
+    }
+  });
+
+  // The binding itself, on the addon file: it loads and keeps its settings without a GPU.
+  it.skipIf(!built)('the binding starts at auto / 64 MiB, keeps what it is given, returns the previous settings and refuses bad values', () => {
+    const code = `const a=require(${JSON.stringify(addon)});const r=[a.attentionSettings()];r.push(a.attentionSettings('gemm',4096));` +
+      "r.push(a.attentionSettings(undefined,12345));r.push(a.attentionSettings());" +
+      "for(const bad of [['flash'],[undefined,0],[undefined,2.5],[7]]){try{a.attentionSettings(...bad);r.push('no error')}catch(e){r.push(e.message)}}" +
+      'r.push(a.attentionSettings());console.log(JSON.stringify(r))';
+    const env = { ...process.env };
+    delete env.VWLMM_CUDA_ATTENTION;
+    const r = spawnSync(process.execPath, ['-e', code], { cwd: root, env, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(out.slice(0, 4)).toEqual([
+      { kernel: 'auto', workspaceBytes: 64 * 2 ** 20 },
+      { kernel: 'auto', workspaceBytes: 64 * 2 ** 20 },
+      { kernel: 'gemm', workspaceBytes: 4096 },
+      { kernel: 'gemm', workspaceBytes: 12345 },
+    ]);
+    expect(out[4]).toMatch(/kernel must be 'auto', 'tiled' or 'gemm'/);
+    expect(out[5]).toMatch(/workspaceBytes must be an integer >= 1/);
+    expect(out[6]).toMatch(/workspaceBytes must be an integer >= 1/);
+    expect(out[7]).toMatch(/kernel must be/);
+    expect(out[8]).toEqual({ kernel: 'gemm', workspaceBytes: 12345 }); // a refused call changes nothing
+  });
+
+  it.skipIf(!built)('VWLMM_CUDA_ATTENTION sets the starting kernel; another value is an error that names the choices', () => {
+    const run = (value: string) => spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e',
+      `const v=require('./src');v.backendInfo();console.log(JSON.stringify(require(${JSON.stringify(addon)}).attentionSettings()))`],
+    { cwd: root, env: { ...process.env, VWLMM_CUDA_ATTENTION: value }, encoding: 'utf8' });
+    const ok = run('gemm');
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout.trim().split('\n').pop()!).kernel).toBe('gemm');
+    const bad = run('flash');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/VWLMM_CUDA_ATTENTION must be 'tiled' or 'gemm'.*got 'flash'/);
   });
 });

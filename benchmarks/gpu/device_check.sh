@@ -7,10 +7,11 @@
 #   .device/nm.tar.xz    node_modules (without typescript)
 #   .device/src.tar      `git archive HEAD` plus the files under test (isolates the run from edits in progress)
 # SECTIONS picks what runs (default: all but synctests and profile, in this order): tests synctests profile syncs
-# nccl train amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
+# nccl train attention amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
 # REUSE=1 keeps the previous call's unpacked, built tree on a still-warm machine (no unpack, no build).
 # A 15-minute lease, as the 2026-12-04 session spent it (benchmarks/RESULTS.md, "The GPU check on an H200"):
 #   call 1 (~4 min + ~30 s start): SECTIONS="tests synctests syncs nccl train profile amp" TEST_TIMEOUT=200
+#   (since then: the train section runs vwlmm twice, tiled and gemm attention, ~40 s more; "attention" ~1-2 min)
 #   call 2 at once, REUSE=1 (~4.5 min): SECTIONS="demo bench" DEMO_TIMEOUT=170 BENCH_TIMEOUT=110
 # then give the machine back; a fix and a fresh start take the rest.
 set -u
@@ -18,7 +19,7 @@ OUT=${OUT:-/tmp/vwlmm-gpu-out}; mkdir -p "$OUT"
 # Everything is written under $L and packed into $OUT/logs.tgz at the end (the tool returns at most 8 files).
 L=/tmp/vwlmm-logs; rm -rf "$L"; mkdir -p "$L"
 trap 'tar -czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null' EXIT
-SECTIONS=" ${SECTIONS:-tests syncs nccl train amp demo bench} "
+SECTIONS=" ${SECTIONS:-tests syncs nccl train attention amp demo bench} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 mkdir -p /tmp/nodebin && [ -x /tmp/nodebin/node ] || xz -dc .device/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
 export PATH=/tmp/nodebin:$PATH
@@ -109,19 +110,29 @@ if want train; then
   # end to end against HF transformers (issue 11): the same VW-LMM training step, bf16, batch 16 x 325 tokens
   timeout ${TRAIN_TIMEOUT:-120} python3 benchmarks/hf_vwlmm_train.py --device cuda 2>"$L/hf_train.err" | tail -1 > "$L/hf_train.json"
   timeout ${TRAIN_TIMEOUT:-120} node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda 2>"$L/vwlmm_train.err" | tail -1 > "$L/vwlmm_train.json"
+  # the same step with attention through the gemm kernel (setCudaAttention; 'auto' is still the tiled one)
+  VWLMM_CUDA_ATTENTION=gemm timeout ${TRAIN_TIMEOUT:-120} node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda 2>"$L/vwlmm_train_gemm.err" | tail -1 > "$L/vwlmm_train_gemm.json"
   python3 - "$L" <<'PY'
 import json, sys, os
 o = sys.argv[1]
-try:
-    hf, vw = (json.load(open(os.path.join(o, f))) for f in ("hf_train.json", "vwlmm_train.json"))
-    print(f"train step (bf16, {hf['batch']}x{hf['seq']}): HF {hf['tokensPerSec']:.0f} tok/s, MFU {hf['mfu']:.3f}, peak {hf['peakBytes']/2**30:.2f} GiB | "
-          f"vwlmm {vw['tokensPerSec']:.0f} tok/s, MFU {vw['mfu']:.3f}, peak {vw['peakBytes']/2**30:.2f} GiB, {vw['hostSyncsPerStep']} syncs/step | "
-          f"ratio {vw['tokensPerSec']/hf['tokensPerSec']:.2f}x")
-except Exception as e:
-    print("train comparison failed:", e)
-    for f in ("hf_train.err", "vwlmm_train.err"):
-        print(f, open(os.path.join(o, f)).read()[-1500:])
+hf = None
+for name, f in (("tiled attention", "vwlmm_train.json"), ("gemm attention", "vwlmm_train_gemm.json")):
+    try:
+        hf = hf or json.load(open(os.path.join(o, "hf_train.json")))
+        vw = json.load(open(os.path.join(o, f)))
+        print(f"train step (bf16, {hf['batch']}x{hf['seq']}): HF {hf['tokensPerSec']:.0f} tok/s, MFU {hf['mfu']:.3f}, peak {hf['peakBytes']/2**30:.2f} GiB | "
+              f"vwlmm, {name}: {vw['tokensPerSec']:.0f} tok/s, MFU {vw['mfu']:.3f}, peak {vw['peakBytes']/2**30:.2f} GiB, {vw['hostSyncsPerStep']} syncs/step | "
+              f"ratio {vw['tokensPerSec']/hf['tokensPerSec']:.2f}x")
+    except Exception as e:
+        print(f"train comparison ({name}) failed:", e)
+        for g in ("hf_train.err", f.replace(".json", ".err")):
+            print(g, open(os.path.join(o, g)).read()[-1500:])
 PY
+fi
+if want attention; then
+  # attention forward + backward, bf16: the tiled kernels, the gemm kernel at two budgets, PyTorch SDPA (issue 11)
+  timeout ${ATTENTION_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/attention_gpu.ts --out "$L/attention.json" >"$L/attention.log" 2>&1
+  echo "attention: rc $?"; grep -v '^{' "$L/attention.log" | tail -20
 fi
 if want amp; then
   # 200 bf16 steps of the demo model on CUDA against fp32 (issue 11); the CPU fp32 curve is in RESULTS.md

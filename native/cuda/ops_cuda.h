@@ -5,6 +5,7 @@
 // Ops only enqueue work on context().stream: run_op() (native/cuda/common.cuh) is the one place that
 // decides when the host waits for it and how asynchronous faults are reported.
 #pragma once
+#include <cstdint>
 #include "../core/error_flags.h"
 #include "../core/fused_args.h"
 #include "../core/op.h"
@@ -19,6 +20,19 @@ namespace vw::cuda {
 // synchronised: the GEMM ceiling the benchmarks compare the fused ops against.
 void gemm_cuda(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, const void* B, float* C,
                DType ab_type);
+
+// Which attention kernels run attention_forward / attention_backward (as torch.backends.cuda picks an SDPA
+// backend): Tiled, the flash-style CUDA-core kernels of engine/attention.cu; Gemm, cuBLAS batched GEMMs on tensor
+// cores with a softmax row pass between them, in query chunks that fit workspace_bytes (engine/attention_gemm.cu);
+// Auto, Tiled until Gemm has run on a GPU. VWLMM_CUDA_ATTENTION (tiled | gemm) sets the starting kernel.
+enum class AttentionKernel { Auto, Tiled, Gemm };
+struct AttentionSettings {
+  AttentionKernel kernel = AttentionKernel::Auto;
+  int64_t workspace_bytes = int64_t{64} << 20;  // the gemm kernel's score blocks (it takes at least 16 query rows)
+};
+AttentionSettings attention_settings();
+AttentionSettings set_attention_settings(const AttentionSettings& s);  // returns the previous settings
+const char* attention_kernel_name(AttentionKernel k);
 
 // The error flags (native/core/error_flags.h) at a NativeBuffer read: the copy of the device's flags
 // enqueued before the read (whose wait covers it), the first failure raised after it. synchronize(): waits

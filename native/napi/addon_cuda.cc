@@ -227,6 +227,34 @@ dist::Communicator* OpenDeviceCommunicator(const std::string& backend, const Nap
   return dist::open_nccl(std::string(reinterpret_cast<const char*>(bytes.Data()), bytes.ByteLength()), rank, size, local_rank, local_size, timeout_s);
 }
 
+// attentionSettings(kernel?, workspaceBytes?): which kernels run attention on CUDA (native/cuda/ops_cuda.h),
+// changed where given; returns the previous { kernel, workspaceBytes }. src/index.ts setCudaAttention checks the
+// values first; these checks keep a direct call safe.
+Napi::Value AttentionSettingsFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Guard(env, [&]() -> Napi::Value {
+    cuda::AttentionSettings s = cuda::attention_settings();
+    if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull()) {
+      const std::string k = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+      if (k == "auto") s.kernel = cuda::AttentionKernel::Auto;
+      else if (k == "tiled") s.kernel = cuda::AttentionKernel::Tiled;
+      else if (k == "gemm") s.kernel = cuda::AttentionKernel::Gemm;
+      else throw_type_error("[attentionSettings] kernel must be 'auto', 'tiled' or 'gemm'");
+    }
+    if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) {
+      const double b = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
+      if (!(b >= 1) || b > 9007199254740991.0 || b != static_cast<double>(static_cast<int64_t>(b)))
+        throw_range_error("[attentionSettings] workspaceBytes must be an integer >= 1");
+      s.workspace_bytes = static_cast<int64_t>(b);
+    }
+    const cuda::AttentionSettings was = cuda::set_attention_settings(s);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("kernel", cuda::attention_kernel_name(was.kernel));
+    o.Set("workspaceBytes", static_cast<double>(was.workspace_bytes));
+    return o;
+  });
+}
+
 // Every op of the table, each launched through run_op (native/cuda/ops_cuda.h): a missing one fails to link.
 const OpEntry kCudaOps[] = {
 #define VW_OP(name) {#name, cuda::run_op<cuda::name##_cuda>},
@@ -243,6 +271,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemm", Napi::Function::New(env, Sgemm, "sgemm"));
   exports.Set("backendInfo", Napi::Function::New(env, BackendInfo, "backendInfo"));
   exports.Set("selectDevice", Napi::Function::New(env, SelectDevice, "selectDevice"));
+  exports.Set("attentionSettings", Napi::Function::New(env, AttentionSettingsFn, "attentionSettings"));
   RegisterDist(env, exports, OpenDeviceCommunicator);
   exports.Set("ncclUniqueId", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Guard(info.Env(), [&]() -> Napi::Value {

@@ -11,7 +11,8 @@
 // ops given bf16, and run-to-run bitwise determinism of the reductions.
 // Needs a GPU: without one every case is reported as skipped.
 import { describe, expect, it } from 'vitest';
-import { cudaAvailable, scope, setAsync, Tensor } from '../../src';
+import { cudaAvailable, scope, setAsync, setCudaAttention, Tensor } from '../../src';
+import type { CudaAttentionSettings } from '../../src';
 import type { DType } from '../../src';
 import { roundToBf16 } from '../../src/bf16';
 import { callOp, opNames } from '../../src/call_op';
@@ -405,6 +406,31 @@ describe(`CUDA ops match the CPU ops (seed ${runSeed})`, () => {
   }
 });
 
+/** fn() with the CUDA attention settings changed, restored after. */
+function withAttention<R>(settings: Partial<CudaAttentionSettings>, fn: () => R): R {
+  const was = setCudaAttention(settings);
+  try {
+    return fn();
+  } finally {
+    setCudaAttention(was);
+  }
+}
+
+// The gemm attention kernel (setCudaAttention) on the same cases: with the default workspace (one chunk of query
+// rows here) and with 1 byte (chunks of 16 rows: the seams between chunks, each chunk's causal key range, and the
+// leading chunks of `causal Tq=33 > Tk=5` that see no key at all).
+describe(`CUDA attention through the gemm kernel matches the CPU (seed ${runSeed})`, () => {
+  for (const workspaceBytes of [undefined, 1]) {
+    for (const dtype of ['float32', 'bfloat16'] as const) {
+      it.skipIf(!hasCuda)(`${dtype}, workspace ${workspaceBytes ?? 'default'}`, () => {
+        withAttention({ kernel: 'gemm', ...(workspaceBytes ? { workspaceBytes } : {}) }, () => {
+          for (const a of attnConfigs) for (const c of attentionCases(rngFor(`cuda_parity:attention ${a.name}`), a)) expectParity(c, dtype);
+        });
+      });
+    }
+  }
+});
+
 describe('CUDA engine ops: errors, extensions, determinism', () => {
   const sameError = (op: string, inputs: In[], outputs: Out[], ints: number[], floats: number[] = []) => {
     const c: Case = { name: op, op, inputs, outputs, ints, floats };
@@ -513,5 +539,15 @@ describe('CUDA engine ops: errors, extensions, determinism', () => {
       const a = runOn(c, 'cuda', 'float32'), b = runOn(c, 'cuda', 'float32');
       a.forEach((x, i) => expect(sameBits(x, b[i])).toBe(true));
     }
+    // the gemm kernel too, in both dtypes, across chunk seams
+    const gemm = attentionCases(rng, { name: 'determinism', B: 2, Tq: 200, Tk: 200, Hq: 4, Hkv: 2, Dh: 64, causal: true });
+    withAttention({ kernel: 'gemm', workspaceBytes: 1 }, () => {
+      for (const c of gemm) {
+        for (const dtype of ['float32', 'bfloat16'] as const) {
+          const a = runOn(c, 'cuda', dtype), b = runOn(c, 'cuda', dtype);
+          a.forEach((x, i) => expect(sameBits(x, b[i])).toBe(true));
+        }
+      }
+    });
   });
 });
