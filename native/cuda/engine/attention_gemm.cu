@@ -15,7 +15,7 @@
 //     dV += P^T dO_c, dK += scale dS^T Q_c, dQ_c += scale dS K   (float32 accumulators, cast once at the end;
 //                                             dK, dV by one GEMM per query head of a kv head, so that no two batch
 //                                             entries of one call write the same block; for bf16, dS is a hi + lo
-//                                             pair of bf16 blocks, each multiplied: see softmax_grad_rows_kernel)
+//                                             pair of bf16 blocks, each multiplied: see softmax_rows_kernel)
 // Every product has one summation order fixed by the shapes, so results are run-to-run identical.
 // Chosen per call by attention_uses_gemm (the settings' kernel); not yet run on a GPU (benchmarks/RESULTS.md).
 #include <algorithm>
@@ -145,43 +145,42 @@ __device__ __forceinline__ bool key_visible(const Chunk& c, int64_t b, int64_t j
   return (c.mask == nullptr || c.mask[b * c.Tk + j] != 0) && (!c.causal || j <= c.Tk - c.Tq + t);
 }
 
-// Forward: P (in place of nothing: its own block) and lse of each chunk row; one warp per row.
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    softmax_rows_kernel(Chunk c, const float* __restrict__ S, T* __restrict__ P, float* __restrict__ lse) {
-  int lane;
-  int64_t first, step;
-  team_coords<32>(lane, first, step);
-  const int64_t rows = c.B * c.Hq * c.qn;
-  for (int64_t r = first; r < rows; r += step) {
-    const int64_t bh = r / c.qn, i = r % c.qn, b = bh / c.Hq, t = c.q0 + i;
-    const int64_t off = (bh * c.Qc + i) * c.ldS;
-    float m = -INFINITY;
-    for (int64_t j = lane; j < c.kn; j += 32)
-      if (key_visible(c, b, j, t)) m = NanMaxOp{}(m, S[off + j]);
-    m = warp_allreduce(m, NanMaxOp{});
-    float l = 0.f;
-    if (m != -INFINITY) {
-      for (int64_t j = lane; j < c.kn; j += 32)
-        if (key_visible(c, b, j, t)) l += expf(S[off + j] - m);
-      l = warp_allreduce(l, SumOp{});
-    }
-    const bool none = l == 0.f;  // no visible key (a NaN score makes l NaN, and P and lse NaN, as on the CPU)
-    const float inv = none ? 0.f : 1.f / l;
-    for (int64_t j = lane; j < c.kn; j += 32)
-      P[off + j] = from_float<T>(key_visible(c, b, j, t) && !none ? expf(S[off + j] - m) * inv : 0.f);
-    if (lane == 0) lse[bh * c.Tq + t] = none ? -INFINITY : m + logf(l);
+// One chunk row's softmax over its visible keys, computed by a warp: the max m, inv = 1 / sum exp(S - m) and
+// lse = m + log sum. `none`: no visible key (P = 0, lse = -inf); a NaN score makes the sum NaN, and P and lse NaN,
+// as on the CPU.
+struct RowSoftmax {
+  float m, inv, lse;
+  bool none;
+  __device__ __forceinline__ float p(const Chunk& c, const float* S, int64_t off, int64_t b, int64_t j, int64_t t) const {
+    return key_visible(c, b, j, t) && !none ? expf(S[off + j] - m) * inv : 0.f;
   }
+};
+__device__ __forceinline__ RowSoftmax row_softmax(const Chunk& c, const float* S, int64_t off, int64_t b, int64_t t, int lane) {
+  float m = -INFINITY;
+  for (int64_t j = lane; j < c.kn; j += 32)
+    if (key_visible(c, b, j, t)) m = NanMaxOp{}(m, S[off + j]);
+  m = warp_allreduce(m, NanMaxOp{});
+  float l = 0.f;
+  if (m != -INFINITY) {
+    for (int64_t j = lane; j < c.kn; j += 32)
+      if (key_visible(c, b, j, t)) l += expf(S[off + j] - m);
+    l = warp_allreduce(l, SumOp{});
+  }
+  const bool none = l == 0.f;
+  return {m, none ? 0.f : 1.f / l, none ? -INFINITY : m + logf(l), none};
 }
 
-// Backward: P = softmax(S) over the visible keys and dS = P (dP - D_t), stored in T; for bf16, dS as hi + lo,
-// two bf16 values whose sum is dS to about 2^-16. One warp per row. Why the lo part: a row's dS sums to zero, so
-// dQ = sum_j dS_j K_j and dK cancel heavily when P is near one-hot; dS rounded once to bf16 (FlashAttention-2's
-// numerics) left them 1-2% off with scores of ~100 (measured on a float64 model of this path).
-template <typename T>
+// The row pass of a chunk, one warp per row: P = softmax(S) over the visible keys (stored in T), and
+//   forward (kGrad false): lse;
+//   backward (kGrad true): dS = P (dP - D_t), for bf16 as hi + lo, two bf16 values whose sum is dS to about 2^-16
+//     (dS_lo null for float32). Why the lo part: a row's dS sums to zero, so dQ = sum_j dS_j K_j and dK cancel
+//     heavily when P is near one-hot; dS rounded once to bf16 (FlashAttention-2's numerics) left them 1-2% off with
+//     scores of ~100 (measured on a float64 model of this path).
+//   The backward recomputes the softmax from S exactly (its own max and sum), not from the stored lse.
+template <typename T, bool kGrad>
 __global__ void __launch_bounds__(kThreads)
-    softmax_grad_rows_kernel(Chunk c, const float* __restrict__ S, const float* __restrict__ dP,
-                             const float* __restrict__ D, T* __restrict__ P, T* __restrict__ dS, T* __restrict__ dS_lo) {
+    softmax_rows_kernel(Chunk c, const float* __restrict__ S, T* __restrict__ P, float* __restrict__ lse,
+                        const float* __restrict__ dP, const float* __restrict__ D, T* __restrict__ dS, T* __restrict__ dS_lo) {
   int lane;
   int64_t first, step;
   team_coords<32>(lane, first, step);
@@ -189,25 +188,19 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t r = first; r < rows; r += step) {
     const int64_t bh = r / c.qn, i = r % c.qn, b = bh / c.Hq, t = c.q0 + i;
     const int64_t off = (bh * c.Qc + i) * c.ldS;
-    float m = -INFINITY;
-    for (int64_t j = lane; j < c.kn; j += 32)
-      if (key_visible(c, b, j, t)) m = NanMaxOp{}(m, S[off + j]);
-    m = warp_allreduce(m, NanMaxOp{});
-    float l = 0.f;
-    if (m != -INFINITY) {
-      for (int64_t j = lane; j < c.kn; j += 32)
-        if (key_visible(c, b, j, t)) l += expf(S[off + j] - m);
-      l = warp_allreduce(l, SumOp{});
-    }
-    const bool none = l == 0.f;
-    const float inv = none ? 0.f : 1.f / l, Dt = D[bh * c.Tq + t];
-    for (int64_t j = lane; j < c.kn; j += 32) {
-      const float p = key_visible(c, b, j, t) && !none ? expf(S[off + j] - m) * inv : 0.f;
-      const float ds = p * (dP[off + j] - Dt);
-      const T hi = from_float<T>(ds);
-      P[off + j] = from_float<T>(p);
-      dS[off + j] = hi;
-      if (dS_lo != nullptr) dS_lo[off + j] = from_float<T>(ds - to_float(hi));
+    const RowSoftmax sm = row_softmax(c, S, off, b, t, lane);
+    if constexpr (!kGrad) {
+      for (int64_t j = lane; j < c.kn; j += 32) P[off + j] = from_float<T>(sm.p(c, S, off, b, j, t));
+      if (lane == 0) lse[bh * c.Tq + t] = sm.lse;
+    } else {
+      const float Dt = D[bh * c.Tq + t];
+      for (int64_t j = lane; j < c.kn; j += 32) {
+        const float p = sm.p(c, S, off, b, j, t), ds = p * (dP[off + j] - Dt);
+        const T hi = from_float<T>(ds);
+        P[off + j] = from_float<T>(p);
+        dS[off + j] = hi;
+        if (dS_lo != nullptr) dS_lo[off + j] = from_float<T>(ds - to_float(hi));
+      }
     }
   }
 }
@@ -302,8 +295,8 @@ void forward(const char* op, const Context& ctx, const Dims& d, const AttentionT
     const Mat o{rows_of<T>(io.O, d.Tq, d.Hq, d.Dh, q0, 1, 1, 0), tt, ldq};
     gemm_entries(op, ctx, ptrs, d.B, d.Hq, false, true, qn, kn, d.Dh, d.scale, q, k, 0.f, s);
     const Chunk c{d.B, d.Tq, d.Tk, d.Hq, q0, qn, kn, Qc, ldS, d.causal ? 1 : 0, io.mask};
-    launch(op, ctx, row_grid(ctx, d.B * d.Hq * qn, true), kThreads, 0, softmax_rows_kernel<T>, c, S.as<float>(),
-           P.as<T>(), io.lse);
+    launch(op, ctx, row_grid(ctx, d.B * d.Hq * qn, true), kThreads, 0, softmax_rows_kernel<T, false>, c, S.as<float>(),
+           P.as<T>(), io.lse, nullptr, nullptr, nullptr, nullptr);
     gemm_entries(op, ctx, ptrs, d.B, d.Hq, false, false, qn, d.Dh, kn, 1.f, p, v, 0.f, o);
   }
 }
@@ -346,8 +339,8 @@ void backward(const char* op, const Context& ctx, const Dims& d, const Attention
     gemm_entries(op, ctx, ptrs, d.B, d.Hq, false, true, qn, kn, d.Dh, d.scale, q, k, 0.f, s);
     gemm_entries(op, ctx, ptrs, d.B, d.Hq, false, true, qn, kn, d.Dh, 1.f, dout, v, 0.f, dp);
     const Chunk c{d.B, d.Tq, d.Tk, d.Hq, q0, qn, kn, Qc, ldS, d.causal ? 1 : 0, io.mask};
-    launch(op, ctx, row_grid(ctx, d.B * d.Hq * qn, true), kThreads, 0, softmax_grad_rows_kernel<T>, c, S.as<float>(),
-           dP.as<float>(), D.as<float>(), P.as<T>(), dS.as<T>(), dS_lo.as<T>());
+    launch(op, ctx, row_grid(ctx, d.B * d.Hq * qn, true), kThreads, 0, softmax_rows_kernel<T, true>, c, S.as<float>(),
+           P.as<T>(), nullptr, dP.as<float>(), D.as<float>(), dS.as<T>(), dS_lo.as<T>());
     // dS and, for bf16, its lo part: the same products, summed into the float32 accumulators.
     for (const DeviceBuffer* part : {&dS, &dS_lo}) {
       if (part->get() == nullptr) continue;
