@@ -6,8 +6,13 @@ projector, a 16-layer LLaMA (d 1024, 16 heads, FFN 2816, V 32000) and a bias-fre
 cross-entropy on the text, plus KLDivLoss(batchmean) on the image rows (target softmax(vm_head(x_{t+1})), not
 detached). bf16 autocast and fused AdamW on CUDA, batch 16 x (196 image + 129 text) tokens. Prints one JSON line:
 tokens/s, peak memory, model-FLOPs utilisation (H200 bf16 dense peak 989 TFLOPs; formula in flops_per_step).
+--size 7b (issue 12): LLaVA-1.5-7B's shapes (Vicuna-7B, CLIP ViT-L/14 at 336 px), batch 16 x 2048 tokens, built on the
+device with the model in bf16 (the projector and vm_head in fp32). --lora R: PEFT's LoRA as LLaVA-1.5's recipe sets
+it (r R, alpha 2R, dropout 0.05, every Linear of the language model; the projector and vm_head trained fully, the rest
+frozen). --grad-ckpt: transformers' gradient checkpointing (non-reentrant). PEFT is imported from the environment.
 
-  python3 benchmarks/hf_vwlmm_train.py [--size issue|tiny] [--device cuda|cpu] [--steps 10] [--warmup 3] [--dtype bf16|fp32]
+  python3 benchmarks/hf_vwlmm_train.py [--size issue|tiny|7b] [--device cuda|cpu] [--steps 10] [--warmup 3] [--dtype bf16|fp32]
+                                       [--batch B] [--lora R] [--grad-ckpt]
 """
 import argparse
 import json
@@ -24,7 +29,11 @@ SIZES = {
     "tiny": dict(vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
                  text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, vocab_size=512),
                  batch=2, text_tokens=9),
+    "7b": dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14),
+               text=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
+               batch=16, text_tokens=1472),
 }
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PEAK_BF16 = 989e12  # H200 SXM dense bf16
 
 
@@ -33,16 +42,22 @@ def question_tokens(text):
     return max(1, text // 4)
 
 
-def flops_per_step(s, batch, seq, patches):
+def flops_per_step(s, batch, seq, patches, r=0):
     """6 x parameters x tokens for every matrix a token passes (forward + backward), plus attention scores and
-    values (12 L d T^2 per sequence); the same formula as benchmarks/train_throughput.ts."""
+    values (12 L d T^2 per sequence); with LoRA (r > 0) the frozen LLM's products 4x (no weight gradient) plus the
+    adapters' 6x, the frozen tower's 2x (forward only) and its attention forward only. The same formula as
+    benchmarks/train_throughput.ts."""
     v, t = s["vision"], s["text"]
     d, ff, L, V = t["hidden_size"], t["intermediate_size"], t["num_hidden_layers"], t["vocab_size"]
     dv, ffv, Lv = v["hidden_size"], v["intermediate_size"], v["num_hidden_layers"]
-    llm = L * (4 * d * d + 3 * d * ff) + 2 * V * d  # layers, lm_head and vm_head
+    layers, heads = L * (4 * d * d + 3 * d * ff), 2 * V * d  # decoder layers; lm_head and vm_head
+    adapters = L * r * (4 * 2 * d + 2 * (d + ff) + (ff + d))
     vit = Lv * (4 * dv * dv + 2 * dv * ffv)
     proj = dv * d + d * d
-    return 6 * (llm * batch * seq + vit * batch * (patches + 1) + proj * batch * patches) + 12 * L * d * seq * seq * batch + 12 * Lv * dv * (patches + 1) ** 2 * batch
+    attn_llm, attn_vit = 12 * L * d * seq * seq * batch, 12 * Lv * dv * (patches + 1) ** 2 * batch
+    if r == 0:
+        return 6 * ((layers + heads) * batch * seq + vit * batch * (patches + 1) + proj * batch * patches) + attn_llm + attn_vit
+    return (4 * layers + 6 * (heads + adapters)) * batch * seq + 2 * vit * batch * (patches + 1) + 6 * proj * batch * patches + attn_llm + attn_vit / 3
 
 
 def main():
@@ -52,6 +67,9 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--batch", type=int, default=0, help="samples per step (default: the size's)")
+    ap.add_argument("--lora", type=int, default=0)
+    ap.add_argument("--grad-ckpt", action="store_true")
     a = ap.parse_args()
     s = SIZES[a.size]
     torch.manual_seed(0)
@@ -61,10 +79,28 @@ def main():
     cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_act="quick_gelu", **s["vision"]), text_config=LlamaConfig(**s["text"]),
                       image_token_index=image_token, projector_hidden_act="gelu", vision_feature_layer=-2,
                       vision_feature_select_strategy="default")
-    model = LlavaForConditionalGeneration(cfg).to(dev)
-    vm_head = torch.nn.Linear(s["text"]["hidden_size"], V, bias=False).to(dev)
+    with dev:  # drawn on the device: a 7B model's init on the host takes minutes
+        model = LlavaForConditionalGeneration(cfg)
+        vm_head = torch.nn.Linear(s["text"]["hidden_size"], V, bias=False)
+    projector = model.model.multi_modal_projector
+    if a.size == "7b":  # the weights in bf16, as LLaVA's LoRA recipe loads them; what trains stays fp32
+        model.to(torch.bfloat16)
+        projector.float()
+    if a.grad_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    peft_version = None
+    if a.lora > 0:
+        import peft
+        from peft import LoraConfig, get_peft_model
+        peft_version = peft.__version__
+        targets = r".*language_model.*\.(" + "|".join(LORA_TARGETS) + ")"
+        model = get_peft_model(model, LoraConfig(r=a.lora, lora_alpha=2 * a.lora, lora_dropout=0.05, target_modules=targets, bias="none"))
+        for p in projector.parameters():
+            p.requires_grad_(True)
+        if a.grad_ckpt:
+            model.enable_input_require_grads()
     patches = (s["vision"]["image_size"] // s["vision"]["patch_size"]) ** 2
-    B, text = s["batch"], s["text_tokens"]
+    B, text = a.batch or s["batch"], s["text_tokens"]
     seq = patches + text
     prefix = 4  # text before the image (a system prompt's tail), the answer after it
     ids = torch.randint(0, V - 1, (B, seq), device=dev)
@@ -73,8 +109,8 @@ def main():
     labels[:, :prefix + patches + question_tokens(text)] = -100  # the image and the question are not supervised
     pixels = torch.randn(B, 3, s["vision"]["image_size"], s["vision"]["image_size"], device=dev)
     captured = {}
-    model.model.multi_modal_projector.register_forward_hook(lambda m, i, o: captured.__setitem__("x", o))
-    params = list(model.parameters()) + list(vm_head.parameters())
+    projector.register_forward_hook(lambda m, i, o: captured.__setitem__("x", o))
+    params = [p for p in list(model.parameters()) + list(vm_head.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=dev.type == "cuda")
     kl_fn = torch.nn.KLDivLoss(reduction="batchmean")
 
@@ -104,9 +140,10 @@ def main():
     if dev.type == "cuda":
         torch.cuda.synchronize()
     sec = (time.perf_counter() - t0) / a.steps
-    fl = flops_per_step(s, B, seq, patches)
+    fl = flops_per_step(s, B, seq, patches, a.lora)
     print(json.dumps({
-        "impl": "hf", "size": a.size, "device": a.device, "dtype": a.dtype, "batch": B, "seq": seq, "secondsPerStep": sec,
+        "impl": "hf", "size": a.size, "device": a.device, "dtype": a.dtype, "lora": a.lora, "gradientCheckpointing": a.grad_ckpt,
+        "peft": peft_version, "trainableParams": sum(p.numel() for p in params), "batch": B, "seq": seq, "secondsPerStep": sec,
         "tokensPerSec": B * seq / sec, "peakBytes": torch.cuda.max_memory_allocated() if dev.type == "cuda" else None,
         "flopsPerStep": fl, "mfu": fl / sec / PEAK_BF16 if dev.type == "cuda" else None, "loss": loss_value,
         "torch": torch.__version__,

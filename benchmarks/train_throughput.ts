@@ -4,14 +4,23 @@
 // 2816, V 32000) and vm_head; CE on the text plus the KL (batchmean, target not detached); AdamW; batch 16 x (196 +
 // 129) tokens, one random batch repeated. Prints one JSON line: tokens/s, peak memory, the bytes the first forward
 // leaves live for its backward (savedBytes), MFU (H200 bf16 989 TFLOPs).
+// --size 7b (issue 12): LLaVA-1.5-7B's shapes (Vicuna-7B: 32 layers, d 4096, FFN 11008; CLIP ViT-L/14 at 336 px, 24
+// layers, 576 patches), batch 16 x 2048 tokens, with random weights drawn on the device (random signs of the init
+// std: drawing 7B normals in JS would take minutes) and the LLM's and tower's Linear weights stored in bf16.
+// --lora R: LLaVA-1.5's LoRA recipe (r R, alpha 2R, dropout 0.05 on every Linear of the LLM; the projector and vm_head
+// train fully; the LLM and the tower frozen). The MFU then counts the products LoRA runs (frozen weights: forward and
+// input gradient only; the frozen tower: forward only), the same formula as the HF side.
 //
-//   npx tsx benchmarks/train_throughput.ts [--size issue|tiny] [--device cuda|cpu] [--steps 10] [--warmup 3] [--dtype bf16|fp32]
-//                                         [--profile N] [--batch B]
+//   npx tsx benchmarks/train_throughput.ts [--size issue|tiny|7b] [--device cuda|cpu] [--steps 10] [--warmup 3] [--dtype bf16|fp32]
+//                                         [--profile N] [--batch B] [--lora R] [--grad-ckpt] [--device-init]
 // --batch B: B samples instead of the size's batch (e.g. the issue's model at batch 1 on the CPU, for its memory).
 // --profile N: after the timed steps, 2 more steps with the op profile on (profileOps: host wall time per op; on
 // CUDA with VWLMM_CUDA_ASYNC=0 each op waits for its kernels, so that is GPU time; by default, launch cost): the time per op name and
 // the N costliest op/shape keys, per step, on stderr.
-import { AdamW, autocast, hostSyncs, memoryStats, profileOps, scope, zeroGrad } from '../src';
+import { AdamW, autocast, F, hostSyncs, memoryStats, noGrad, profileOps, scope, Tensor, zeroGrad } from '../src';
+import { callOp } from '../src/call_op';
+import { applyLora } from '../src/model/lora';
+import { applyTrainable } from '../src/train/trainer';
 import { parseComputeDtype } from '../src/amp';
 import { collate, nextTokenTargets, visualWordRows } from '../src/data/collate';
 import { DeviceSpec, useDevice } from '../src/device';
@@ -23,18 +32,48 @@ import { arg, printOpProfile } from './support';
 const SIZES = {
   issue: { vision: { d: 768, ff: 3072, L: 12, heads: 12, image: 224, patch: 16 }, text: { d: 1024, ff: 2816, L: 16, heads: 16, V: 32000 }, batch: 16, textTokens: 129 },
   tiny: { vision: { d: 32, ff: 64, L: 2, heads: 2, image: 32, patch: 8 }, text: { d: 32, ff: 64, L: 2, heads: 2, V: 512 }, batch: 2, textTokens: 9 },
+  '7b': { vision: { d: 1024, ff: 4096, L: 24, heads: 16, image: 336, patch: 14 }, text: { d: 4096, ff: 11008, L: 32, heads: 32, V: 32000 }, batch: 16, textTokens: 1472 },
 } as const;
 const PEAK_BF16 = 989e12;
 
-/** benchmarks/hf_vwlmm_train.py's flops_per_step. */
-function flopsPerStep(s: (typeof SIZES)[keyof typeof SIZES], batch: number, seq: number, patches: number): number {
+/**
+ * benchmarks/hf_vwlmm_train.py's flops_per_step: 6 x parameters x tokens (forward, input and weight gradients); with
+ * LoRA (r > 0) the frozen LLM's products 4x (no weight gradient) plus the adapters' 6x, the frozen tower's 2x (forward
+ * only), and the attention scores of the tower forward only.
+ */
+function flopsPerStep(s: (typeof SIZES)[keyof typeof SIZES], batch: number, seq: number, patches: number, r = 0): number {
   const { d, ff, L, V } = s.text, v = s.vision;
-  const llm = L * (4 * d * d + 3 * d * ff) + 2 * V * d;
+  const layers = L * (4 * d * d + 3 * d * ff), heads = 2 * V * d, adapters = L * r * (4 * 2 * d + 2 * (d + ff) + (ff + d));
   const vit = v.L * (4 * v.d * v.d + 2 * v.d * v.ff);
   const proj = v.d * d + d * d;
-  return 6 * (llm * batch * seq + vit * batch * (patches + 1) + proj * batch * patches) + 12 * L * d * seq * seq * batch + 12 * v.L * v.d * (patches + 1) ** 2 * batch;
+  const attnLlm = 12 * L * d * seq * seq * batch, attnVit = 12 * v.L * v.d * (patches + 1) ** 2 * batch;
+  if (r === 0) return 6 * ((layers + heads) * batch * seq + vit * batch * (patches + 1) + proj * batch * patches) + attnLlm + attnVit;
+  return (4 * layers + 6 * (heads + adapters)) * batch * seq + 2 * vit * batch * (patches + 1) + 6 * proj * batch * patches + attnLlm + attnVit / 3;
 }
 
+/**
+ * Every parameter drawn on its device: norm weights 1, biases 0, the rest random signs of `std` (the init's variance;
+ * dropout of ones makes the signs). For models too large to draw in JS.
+ */
+function initOnDevice(params: Map<string, Tensor>, std: number, gen: Generator): void {
+  noGrad(() => {
+    for (const [name, p] of params) {
+      scope(() => {
+        const dev = p.device, n = p.size, norm = /norm|layrnorm/.test(name), bias = name.endsWith('.bias');
+        const v = Tensor.empty([n], { device: dev });
+        callOp('fill', dev, [], [v], [n], [norm ? 1 : 0]);
+        let x = v;
+        if (!norm && !bias) {
+          callOp('fill', dev, [], [v], [n], [1]);
+          x = F.axpby(F.dropout(v, 0.5, gen), v, std, -std); // {0, 2} -> {-std, +std}
+        }
+        callOp('cast', dev, [x], [p], [n], []);
+      });
+    }
+  });
+}
+
+const args = process.argv.slice(2);
 const size = arg('size', 'issue') as keyof typeof SIZES;
 const s = SIZES[size];
 const device = arg('device', 'cuda') as DeviceSpec;
@@ -47,7 +86,14 @@ const cfg: VwLmmConfig = {
   visionTower: 'embedded', projectorType: 'mlp2x_gelu', selectLayer: -2, selectFeature: 'patch', vmWeight: 1, pif: false, detachTarget: false,
   template: 'vicuna_v1', image: { size: s.vision.image, mean: [...CLIP_MEAN] as [number, number, number], std: [...CLIP_STD] as [number, number, number], aspect: 'square' }, imageTokenIndex: -200,
 };
-const model = VwLmm.create(cfg, 0, { device });
+const loraR = Number(arg('lora', '0')), deviceInit = size === '7b' || args.includes('--device-init');
+const model = VwLmm.create(cfg, 0, { device, ...(deviceInit ? { uninitialized: true, linearDtype: 'bfloat16' as const } : {}) });
+if (deviceInit) initOnDevice(model.namedParameters(), cfg.llm.initializerRange, new Generator(0));
+if (loraR > 0) {
+  applyLora(model, { r: loraR, alpha: 2 * loraR, dropout: 0.05 });
+  applyTrainable(model, { projector: true, vmHead: true, lora: true });
+}
+if (args.includes('--grad-ckpt')) model.gradientCheckpointing = true;
 const gen = new Generator(0);
 const patches = (s.vision.image / s.vision.patch) ** 2, seq = patches + s.textTokens, prefix = 4, question = Math.max(1, Math.floor(s.textTokens / 4));
 // one sample: 4 prompt tokens, the image, the question (not supervised), the answer
@@ -61,7 +107,7 @@ const samples = Array.from({ length: batchSize }, () => {
 const b = collate(samples, { padId: 0, numPatches: patches });
 const batch: ModelBatch = { B: b.B, T: b.T, tokenIds: b.tokenIds, attentionMask: b.attentionMask, imagePositions: b.imagePositions, pixelValues: b.pixelValues, targets: nextTokenTargets(b), klRows: visualWordRows(b) };
 if (b.T !== seq) throw new Error(`sequence ${b.T}, expected ${seq}`);
-const opt = new AdamW(model.parameters(), { lr: 1e-5 });
+const opt = new AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: 1e-5 });
 const dev = device.startsWith('cuda') ? 'cuda' : 'cpu';
 let loss = 0;
 // live bytes the forward leaves for the backward (activations and saved copies), measured at the first step
@@ -87,10 +133,11 @@ for (let i = 0; i < steps; i++) {
   else scope(() => void step());
 }
 const sec = Number(process.hrtime.bigint() - t0) / 1e9 / steps;
-const fl = flopsPerStep(s, batchSize, seq, patches);
+const fl = flopsPerStep(s, batchSize, seq, patches, loraR);
 const mem = memoryStats();
 console.log(JSON.stringify({
-  impl: 'vwlmm', size, device, dtype, batch: batchSize, seq, secondsPerStep: sec, tokensPerSec: (batchSize * seq) / sec,
+  impl: 'vwlmm', size, device, dtype, lora: loraR, gradientCheckpointing: model.gradientCheckpointing,
+  trainableParams: model.parameters().filter((p) => p.requiresGrad).reduce((a, p) => a + p.size, 0), batch: batchSize, seq, secondsPerStep: sec, tokensPerSec: (batchSize * seq) / sec,
   peakBytes: dev === 'cuda' ? mem.cuda?.peakReservedBytes ?? null : mem.cpu.peakReservedBytes, savedBytes, flopsPerStep: fl,
   mfu: dev === 'cuda' ? fl / sec / PEAK_BF16 : null, loss, hostSyncsPerStep: (hostSyncs(dev) - syncs0) / steps,
 }));

@@ -6,20 +6,24 @@
 #   .device/node.xz      Node 20 (../shared/device/node-v20.20.2-linux-x64.xz)
 #   .device/nm.tar.xz    node_modules (without typescript)
 #   .device/src.tar      `git archive HEAD` plus the files under test (isolates the run from edits in progress)
+#   .device/pylib.tar.xz PEFT for the lora section where the machine lacks it: peft, accelerate and psutil (abi3)
+#                        from this machine's site-packages, e.g. `tar -cJf .device/pylib.tar.xz --exclude=__pycache__
+#                        -C "$(python3 -c 'import site; print(site.getsitepackages()[0])')" peft accelerate psutil`
 # SECTIONS picks what runs (default: all but synctests and profile, in this order): tests synctests profile syncs
-# nccl train attention amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
+# nccl train attention lora amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
 # REUSE=1 keeps the previous call's unpacked, built tree on a still-warm machine (no unpack, no build).
-# A 15-minute lease, as the 2026-12-04 session spent it (benchmarks/RESULTS.md, "The GPU check on an H200"):
-#   call 1 (~4 min + ~30 s start): SECTIONS="tests synctests syncs nccl train profile amp" TEST_TIMEOUT=200
-#   (since then: the train section runs vwlmm twice, tiled and gemm attention, ~40 s more; "attention" ~1-2 min)
-#   call 2 at once, REUSE=1 (~4.5 min): SECTIONS="demo bench" DEMO_TIMEOUT=170 BENCH_TIMEOUT=110
-# then give the machine back; a fix and a fresh start take the rest.
+# A 15-minute lease: the 2026-12-04 session ran call 1 (~4 min + ~30 s start) SECTIONS="tests synctests syncs nccl train
+# profile amp" TEST_TIMEOUT=200 and call 2 (REUSE=1, ~4.5 min) SECTIONS="demo bench" (benchmarks/RESULTS.md, "The GPU
+# check on an H200"). Since then "train" runs vwlmm twice (tiled and gemm attention, ~40 s more) and "attention"
+# (~1-2 min) and "lora" (7B: ~3-5 min) were added, which do not fit one lease with the rest. A plan for the next one:
+#   call 1: SECTIONS="tests train attention" TEST_TIMEOUT=200 (the gemm attention's parity, then its speed)
+#   call 2, REUSE=1: SECTIONS="lora" (issue 12's 7B LoRA against PEFT), then give the machine back.
 set -u
 OUT=${OUT:-/tmp/vwlmm-gpu-out}; mkdir -p "$OUT"
 # Everything is written under $L and packed into $OUT/logs.tgz at the end (the tool returns at most 8 files).
 L=/tmp/vwlmm-logs; rm -rf "$L"; mkdir -p "$L"
 trap 'tar -czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null' EXIT
-SECTIONS=" ${SECTIONS:-tests syncs nccl train attention amp demo bench} "
+SECTIONS=" ${SECTIONS:-tests syncs nccl train attention lora amp demo bench} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 mkdir -p /tmp/nodebin && [ -x /tmp/nodebin/node ] || xz -dc .device/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
 export PATH=/tmp/nodebin:$PATH
@@ -133,6 +137,29 @@ if want attention; then
   # attention forward + backward, bf16: the tiled kernels, the gemm kernel at two budgets, PyTorch SDPA (issue 11)
   timeout ${ATTENTION_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/attention_gpu.ts --out "$L/attention.json" >"$L/attention.log" 2>&1
   echo "attention: rc $?"; grep -v '^{' "$L/attention.log" | tail -20
+fi
+if want lora; then
+  # LoRA at LLaVA-1.5-7B's shapes (issue 12): r 128, alpha 256, dropout 0.05, gradient checkpointing, bf16, batch
+  # ${LORA_BATCH:-16} x 2048 tokens, against transformers + PEFT in the same run
+  if ! python3 -c "import peft" 2>/dev/null && [ -f .device/pylib.tar.xz ]; then
+    mkdir -p /tmp/pylib && tar -xJf .device/pylib.tar.xz -C /tmp/pylib && export PYTHONPATH=/tmp/pylib${PYTHONPATH:+:$PYTHONPATH}
+  fi
+  la="--size 7b --lora 128 --grad-ckpt --batch ${LORA_BATCH:-16} --steps ${LORA_STEPS:-3} --warmup 1"
+  timeout ${LORA_TIMEOUT:-150} python3 benchmarks/hf_vwlmm_train.py --device cuda $la 2>"$L/hf_lora.err" | tail -1 > "$L/hf_lora.json"
+  timeout ${LORA_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda $la 2>"$L/vwlmm_lora.err" | tail -1 > "$L/vwlmm_lora.json"
+  python3 - "$L" <<'PY'
+import json, sys, os
+o = sys.argv[1]
+try:
+    hf, vw = (json.load(open(os.path.join(o, f))) for f in ("hf_lora.json", "vwlmm_lora.json"))
+    print(f"LoRA 7B (r {hf['lora']}, {hf['batch']}x{hf['seq']}, grad ckpt): HF+PEFT {hf['peft']} {hf['tokensPerSec']:.0f} tok/s, peak {hf['peakBytes']/2**30:.1f} GiB, "
+          f"{hf['trainableParams']/1e6:.0f}M trained | vwlmm {vw['tokensPerSec']:.0f} tok/s, peak {vw['peakBytes']/2**30:.1f} GiB, {vw['trainableParams']/1e6:.0f}M trained | "
+          f"ratio {vw['tokensPerSec']/hf['tokensPerSec']:.2f}x (target 1.5x at no more memory)")
+except Exception as e:
+    print("LoRA comparison failed:", e)
+    for f in ("hf_lora.err", "vwlmm_lora.err"):
+        print(f, open(os.path.join(o, f)).read()[-1500:])
+PY
 fi
 if want amp; then
   # 200 bf16 steps of the demo model on CUDA against fp32 (issue 11); the CPU fp32 curve is in RESULTS.md
