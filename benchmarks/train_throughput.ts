@@ -17,78 +17,26 @@
 // --profile N: after the timed steps, 2 more steps with the op profile on (profileOps: host wall time per op; on
 // CUDA with VWLMM_CUDA_ASYNC=0 each op waits for its kernels, so that is GPU time; by default, launch cost): the time per op name and
 // the N costliest op/shape keys, per step, on stderr.
-import { AdamW, autocast, F, hostSyncs, memoryStats, noGrad, profileOps, scope, Tensor, zeroGrad } from '../src';
-import { callOp } from '../src/call_op';
-import { applyLora } from '../src/model/lora';
-import { applyTrainable } from '../src/train/trainer';
+import { AdamW, autocast, hostSyncs, memoryStats, profileOps, scope, zeroGrad } from '../src';
 import { parseComputeDtype } from '../src/amp';
 import { collate, nextTokenTargets, visualWordRows } from '../src/data/collate';
 import { DeviceSpec, useDevice } from '../src/device';
-import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../src/model/config';
-import { ModelBatch, VwLmm } from '../src/model/vwlmm';
+import { applyLora } from '../src/model/lora';
+import { ModelBatch } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
+import { applyTrainable } from '../src/train/trainer';
+import { createSized, flopsPerStep, PEAK_BF16, SIZES, SizeName } from './model_sizes';
 import { arg, printOpProfile } from './support';
 
-const SIZES = {
-  issue: { vision: { d: 768, ff: 3072, L: 12, heads: 12, image: 224, patch: 16 }, text: { d: 1024, ff: 2816, L: 16, heads: 16, V: 32000 }, batch: 16, textTokens: 129 },
-  tiny: { vision: { d: 32, ff: 64, L: 2, heads: 2, image: 32, patch: 8 }, text: { d: 32, ff: 64, L: 2, heads: 2, V: 512 }, batch: 2, textTokens: 9 },
-  '7b': { vision: { d: 1024, ff: 4096, L: 24, heads: 16, image: 336, patch: 14 }, text: { d: 4096, ff: 11008, L: 32, heads: 32, V: 32000 }, batch: 16, textTokens: 1472 },
-} as const;
-const PEAK_BF16 = 989e12;
-
-/**
- * benchmarks/hf_vwlmm_train.py's flops_per_step: 6 x parameters x tokens (forward, input and weight gradients); with
- * LoRA (r > 0) the frozen LLM's products 4x (no weight gradient) plus the adapters' 6x, the frozen tower's 2x (forward
- * only), and the attention scores of the tower forward only.
- */
-function flopsPerStep(s: (typeof SIZES)[keyof typeof SIZES], batch: number, seq: number, patches: number, r = 0): number {
-  const { d, ff, L, V } = s.text, v = s.vision;
-  const layers = L * (4 * d * d + 3 * d * ff), heads = 2 * V * d, adapters = L * r * (4 * 2 * d + 2 * (d + ff) + (ff + d));
-  const vit = v.L * (4 * v.d * v.d + 2 * v.d * v.ff);
-  const proj = v.d * d + d * d;
-  const attnLlm = 12 * L * d * seq * seq * batch, attnVit = 12 * v.L * v.d * (patches + 1) ** 2 * batch;
-  if (r === 0) return 6 * ((layers + heads) * batch * seq + vit * batch * (patches + 1) + proj * batch * patches) + attnLlm + attnVit;
-  return (4 * layers + 6 * (heads + adapters)) * batch * seq + 2 * vit * batch * (patches + 1) + 6 * proj * batch * patches + attnLlm + attnVit / 3;
-}
-
-/**
- * Every parameter drawn on its device: norm weights 1, biases 0, the rest random signs of `std` (the init's variance;
- * dropout of ones makes the signs). For models too large to draw in JS.
- */
-function initOnDevice(params: Map<string, Tensor>, std: number, gen: Generator): void {
-  noGrad(() => {
-    for (const [name, p] of params) {
-      scope(() => {
-        const dev = p.device, n = p.size, norm = /norm|layrnorm/.test(name), bias = name.endsWith('.bias');
-        const v = Tensor.empty([n], { device: dev });
-        callOp('fill', dev, [], [v], [n], [norm ? 1 : 0]);
-        let x = v;
-        if (!norm && !bias) {
-          callOp('fill', dev, [], [v], [n], [1]);
-          x = F.axpby(F.dropout(v, 0.5, gen), v, std, -std); // {0, 2} -> {-std, +std}
-        }
-        callOp('cast', dev, [x], [p], [n], []);
-      });
-    }
-  });
-}
-
 const args = process.argv.slice(2);
-const size = arg('size', 'issue') as keyof typeof SIZES;
+const size = arg('size', 'issue') as SizeName;
 const s = SIZES[size];
 const device = arg('device', 'cuda') as DeviceSpec;
 useDevice('--device', device);
 const dtype = parseComputeDtype('--dtype', arg('dtype', 'bf16'));
 const steps = Number(arg('steps', '10')), warmup = Number(arg('warmup', '3'));
-const cfg: VwLmmConfig = {
-  llm: { vocabSize: s.text.V, hiddenSize: s.text.d, intermediateSize: s.text.ff, numLayers: s.text.L, numHeads: s.text.heads, numKvHeads: s.text.heads, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 2048, initializerRange: 0.02 },
-  vision: { hiddenSize: s.vision.d, intermediateSize: s.vision.ff, numLayers: s.vision.L, numHeads: s.vision.heads, imageSize: s.vision.image, patchSize: s.vision.patch, numChannels: 3, layerNormEps: 1e-5, hiddenAct: 'quick_gelu', initializerRange: 0.02, initializerFactor: 1 },
-  visionTower: 'embedded', projectorType: 'mlp2x_gelu', selectLayer: -2, selectFeature: 'patch', vmWeight: 1, pif: false, detachTarget: false,
-  template: 'vicuna_v1', image: { size: s.vision.image, mean: [...CLIP_MEAN] as [number, number, number], std: [...CLIP_STD] as [number, number, number], aspect: 'square' }, imageTokenIndex: -200,
-};
-const loraR = Number(arg('lora', '0')), deviceInit = size === '7b' || args.includes('--device-init');
-const model = VwLmm.create(cfg, 0, { device, ...(deviceInit ? { uninitialized: true, linearDtype: 'bfloat16' as const } : {}) });
-if (deviceInit) initOnDevice(model.namedParameters(), cfg.llm.initializerRange, new Generator(0));
+const loraR = Number(arg('lora', '0'));
+const model = createSized(size, device, size === '7b' || args.includes('--device-init'));
 if (loraR > 0) {
   applyLora(model, { r: loraR, alpha: 2 * loraR, dropout: 0.05 });
   applyTrainable(model, { projector: true, vmHead: true, lora: true });

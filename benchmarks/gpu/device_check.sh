@@ -10,20 +10,21 @@
 #                        from this machine's site-packages, e.g. `tar -cJf .device/pylib.tar.xz --exclude=__pycache__
 #                        -C "$(python3 -c 'import site; print(site.getsitepackages()[0])')" peft accelerate psutil`
 # SECTIONS picks what runs (default: all but synctests and profile, in this order): tests synctests profile syncs
-# nccl train attention lora amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
+# nccl train attention lora generate amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
 # REUSE=1 keeps the previous call's unpacked, built tree on a still-warm machine (no unpack, no build).
 # A 15-minute lease: the 2026-12-04 session ran call 1 (~4 min + ~30 s start) SECTIONS="tests synctests syncs nccl train
 # profile amp" TEST_TIMEOUT=200 and call 2 (REUSE=1, ~4.5 min) SECTIONS="demo bench" (benchmarks/RESULTS.md, "The GPU
 # check on an H200"). Since then "train" runs vwlmm twice (tiled and gemm attention, ~40 s more) and "attention"
 # (~1-2 min) and "lora" (7B: ~3-5 min) were added, which do not fit one lease with the rest. A plan for the next one:
 #   call 1: SECTIONS="tests train attention" TEST_TIMEOUT=200 (the gemm attention's parity, then its speed)
-#   call 2, REUSE=1: SECTIONS="lora" (issue 12's 7B LoRA against PEFT), then give the machine back.
+#   call 2, REUSE=1: SECTIONS="lora generate" (issue 12's 7B LoRA against PEFT, 7B generation against transformers),
+#   then give the machine back.
 set -u
 OUT=${OUT:-/tmp/vwlmm-gpu-out}; mkdir -p "$OUT"
 # Everything is written under $L and packed into $OUT/logs.tgz at the end (the tool returns at most 8 files).
 L=/tmp/vwlmm-logs; rm -rf "$L"; mkdir -p "$L"
 trap 'tar -czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null' EXIT
-SECTIONS=" ${SECTIONS:-tests syncs nccl train attention lora amp demo bench} "
+SECTIONS=" ${SECTIONS:-tests syncs nccl train attention lora generate amp demo bench} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 mkdir -p /tmp/nodebin && [ -x /tmp/nodebin/node ] || xz -dc .device/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
 export PATH=/tmp/nodebin:$PATH
@@ -158,6 +159,25 @@ try:
 except Exception as e:
     print("LoRA comparison failed:", e)
     for f in ("hf_lora.err", "vwlmm_lora.err"):
+        print(f, open(os.path.join(o, f)).read()[-1500:])
+PY
+fi
+if want generate; then
+  # generation and visual words at LLaVA-1.5-7B's shapes against transformers' generate (issue 12): 16 prompts of
+  # 4 + 576 + 64 tokens, 32 new tokens, greedy, bf16
+  ga="--size 7b --batch ${GEN_BATCH:-16} --question 64 --new-tokens ${GEN_TOKENS:-32} --reps 3"
+  timeout ${GEN_TIMEOUT:-150} python3 benchmarks/hf_generate.py --device cuda $ga 2>"$L/hf_generate.err" | tail -1 > "$L/hf_generate.json"
+  timeout ${GEN_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/generate_throughput.ts --device cuda $ga 2>"$L/vwlmm_generate.err" | tail -1 > "$L/vwlmm_generate.json"
+  python3 - "$L" <<'PY'
+import json, sys, os
+o = sys.argv[1]
+try:
+    hf, vw = (json.load(open(os.path.join(o, f))) for f in ("hf_generate.json", "vwlmm_generate.json"))
+    for k, name in (("prefillSeconds", "prefill s"), ("decodeTokensPerSec", "decode tok/s"), ("visualWordsImagesPerSec", "visual words img/s")):
+        print(f"generate 7B ({hf['batch']} x {hf['promptTokens']} + {hf['newTokens']}), {name}: HF {hf[k]:.3g} | vwlmm {vw[k]:.3g}")
+except Exception as e:
+    print("generate comparison failed:", e)
+    for f in ("hf_generate.err", "vwlmm_generate.err"):
         print(f, open(os.path.join(o, f)).read()[-1500:])
 PY
 fi
