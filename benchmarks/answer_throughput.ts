@@ -5,6 +5,9 @@
 //
 //   VWLMM_NUM_THREADS=2 npx tsx benchmarks/answer_throughput.ts [--size demo|d512] [--questions 64] [--images 8]
 //       [--batch-size 16] [--max-new-tokens 8] [--warmup 16] [--uniform] [--model DIR] [--out DIR] [--python python3]
+//       [--device cuda]
+// --device cuda (the GPU numbers of issue 17): both sides answer on the GPU in bf16, as LLaVA's evaluation runs; the
+// check (step 3) stays float32 (vwlmm's logits from a CPU copy of the model, transformers' on the GPU in float32).
 //
 // What it does:
 //   1. the model: --model DIR takes a transformers LLaVA directory (config.json, model.safetensors, tokenizer.json with
@@ -42,6 +45,7 @@ import { checkTokenizerVocab, loadCheckpoint, saveCheckpoint } from '../src/mode
 import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../src/model/config';
 import { VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
+import { DeviceSpec, useDevice } from '../src/device';
 import { arg } from './support';
 
 const GQA_QUESTIONS = 12578; // GQA testdev-balanced, llava_gqa_testdev_balanced.jsonl
@@ -198,6 +202,9 @@ async function main(): Promise<void> {
   const given = arg('model', '');
   const modelDir = given ? path.resolve(given) : path.join(out, 'model');
   if (!given) makeModel(modelDir, size, questions);
+  const device = arg('device', 'cpu') as DeviceSpec;
+  useDevice('--device', device);
+  const onGpu = device !== 'cpu';
   const { model, config, tokenizerPath } = loadCheckpoint(modelDir);
   if (!tokenizerPath) throw new Error(`${modelDir} has no tokenizer.json`);
   const tokenizer = new TextTokenizer(tokenizerPath);
@@ -230,6 +237,12 @@ async function main(): Promise<void> {
   }
   const checkFile = path.join(out, 'check.safetensors');
   writeSafetensors(checkFile, check);
+  // the timed model: the checked one, or the same checkpoint on the GPU
+  let timed = model;
+  if (onGpu) {
+    model.dispose();
+    timed = loadCheckpoint(modelDir, { device }).model;
+  }
 
   // the sides alternate, budget by budget (transformers first: its first call checks the inputs and the weights
   // before anything is timed), so that other work on the machine falls on both alike
@@ -239,7 +252,8 @@ async function main(): Promise<void> {
   const transformers = (maxNewTokens: number, withCheck: boolean): HfOut => {
     process.stderr.write(`transformers: ${withCheck ? 'checking, then ' : ''}${nQuestions} questions at max_new_tokens ${maxNewTokens} ...\n`);
     const r = spawnSync(python, ['benchmarks/hf_answer.py', '--model', modelDir, '--questions', qFile, '--image-folder', imageFolder, '--answers-prefix', path.join(out, 'hf'),
-      '--batch-size', String(batchSize), '--budgets', String(maxNewTokens), '--threads', String(threads), '--warmup', String(warmup), ...(withCheck ? ['--check', checkFile] : [])],
+      '--batch-size', String(batchSize), '--budgets', String(maxNewTokens), '--threads', String(threads), '--warmup', String(warmup), ...(withCheck ? ['--check', checkFile] : []),
+      ...(onGpu ? ['--device', 'cuda', '--dtype', 'bf16'] : [])],
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], cwd: path.join(__dirname, '..'), maxBuffer: 1 << 24 });
     const lastLine = (r.stdout ?? '').trim().split('\n').pop() ?? '';
     let o: HfOut;
@@ -254,7 +268,7 @@ async function main(): Promise<void> {
   const vwlmm = async (file: string, answers: string, maxNewTokens: number) => {
     fs.rmSync(answers, { force: true }); // answerQuestions resumes: a stale file would skip every question
     const t0 = process.hrtime.bigint();
-    const res = await answerQuestions(model, tokenizer, { questions: file, imageFolder, answers, modelId: path.basename(modelDir), maxNewTokens, batchSize, strict: true });
+    const res = await answerQuestions(timed, tokenizer, { questions: file, imageFolder, answers, modelId: path.basename(modelDir), maxNewTokens, batchSize, strict: true });
     return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, answered: res.answered, generated: res.generatedTokens };
   };
   const hf1 = transformers(1, true);
@@ -265,7 +279,7 @@ async function main(): Promise<void> {
   hf.runs.push(...transformers(budget, false).runs);
   process.stderr.write(`vwlmm: ${nQuestions} questions at max_new_tokens ${budget} ...\n`);
   ours.push(await vwlmm(qFile, path.join(out, `vwlmm.${budget}.jsonl`), budget));
-  model.dispose();
+  timed.dispose();
 
   const loadEnd = loadStart === null ? null : loadAvg();
 
@@ -304,7 +318,7 @@ async function main(): Promise<void> {
   const f = (x: number, d = 2) => x.toFixed(d);
   const cfg = config.llm, vis = config.vision;
   console.log(`\nanswering: ${given ? `${modelDir}:` : `${size} model`} (LLaMA d ${cfg.hiddenSize}, ${cfg.numLayers} layers, V ${cfg.vocabSize}; CLIP d ${vis.hiddenSize}, ${vis.numLayers} layers, ${P} image tokens), ` +
-    `${nQuestions} questions over ${nImages} images${uniform ? ' (one template: equal prompt lengths)' : ''}, ${f(promptTokens, 1)} prompt tokens on average, batch ${batchSize}, ${threads} threads, float32`);
+    `${nQuestions} questions over ${nImages} images${uniform ? ' (one template: equal prompt lengths)' : ''}, ${f(promptTokens, 1)} prompt tokens on average, batch ${batchSize}, ${onGpu ? `${device}, bf16` : `${threads} threads, float32`}`);
   console.log(`checks (transformers recomputed vwlmm's first ${hf.checks.questions} questions): prompt ids equal ${hf.checks.prompt_ids_equal}, pixels max |diff| ${Number(hf.checks.pixels_max_abs_diff).toExponential(1)}, next-token logits rel. err ${Number(hf.checks.logits_rel_err).toExponential(1)}`);
   console.log(`${distinctLengths} distinct prompt lengths; both sides pad each batch on the left (vwlmm after sorting the prompts by length)\n`);
   console.log('| side | max_new_tokens | answers/s | generated tokens/s | ms per generated token | vwlmm / transformers (answers/s) | answers agree | tokens agree |');
@@ -321,7 +335,7 @@ async function main(): Promise<void> {
   console.log(`\nPROJECTION, not a measurement: LLaVA-1.5-7B on one H200, GQA testdev: prefill ${prompt7b} tokens + CLIP-L/336 at the bf16 peak (989 TFLOP/s) = ${f(prefillBoundMs, 1)} ms/question; ` +
     `decode ${decodeSteps} steps x 13.5 GB of bf16 weights at 4.8 TB/s = ${f(decodeStepBoundMs, 2)} ms/step: batch 1 >= ${f(h200.batch1Minutes, 1)} min, batch 16 >= ${f(h200.batch16Minutes, 1)} min; at 50% of peak FLOP/s and 70% of bandwidth, batch 1 ~ ${f(h200.realisticBatch1Minutes, 1)} min`);
   console.log(JSON.stringify({
-    benchmark: 'answer_throughput', size: given ? modelDir : size, questions: nQuestions, images: nImages, uniform, batchSize, maxNewTokens: budget, threads, promptTokens, distinctLengths, loadStart, loadEnd,
+    benchmark: 'answer_throughput', device, dtype: onGpu ? 'bf16' : 'fp32', size: given ? modelDir : size, questions: nQuestions, images: nImages, uniform, batchSize, maxNewTokens: budget, threads, promptTokens, distinctLengths, loadStart, loadEnd,
     gemm: backendInfo().cpu.gemm, torch: hf.torch, transformers: hf.transformers, attn: hf.attn_implementation, checks: hf.checks, agreement: agree, sides, h200,
   }));
 }

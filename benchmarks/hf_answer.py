@@ -21,6 +21,7 @@ different prompt, preprocessing or set of weights ends the script with exit code
 
   python3 benchmarks/hf_answer.py --model DIR --questions Q.jsonl --image-folder DIR --answers-prefix OUT
       [--batch-size 16] [--budgets 1,8] [--threads 2] [--warmup 16] [--check check.safetensors] [--profile STEPS]
+      [--device cuda --dtype bf16]
 
 Prints one JSON line: versions, the checks, and per budget the seconds, answers and generated tokens.
 """
@@ -81,7 +82,7 @@ def expand2square(pil_img, background_color):
 
 
 class Answerer:
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, device="cpu"):
         from transformers import AutoTokenizer, LlavaForConditionalGeneration
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
         with open(os.path.join(model_dir, "config.json")) as f:
@@ -90,7 +91,8 @@ class Answerer:
         if template not in ("vicuna_v1", "v1"):
             raise SystemExit(f"hf_answer.py: conversation template {template!r}: only vicuna_v1 is written here")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.device = torch.device(device)
+        self.model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(self.device).eval()
         cfg = self.model.config
         self.image_token = cfg.image_token_index
         self.num_patches = cfg.image_seq_length
@@ -131,7 +133,8 @@ class Answerer:
             ids[b, T - len(r):] = torch.tensor(r)
             mask[b, T - len(r):] = 1
         pix = torch.stack([self.pixels(os.path.join(image_folder, q["image"])) for q in questions])
-        return ids, mask, pix
+        dt = next(self.model.parameters()).dtype
+        return ids.to(self.device), mask.to(self.device), pix.to(self.device, dt)
 
     @torch.no_grad()
     def answer(self, questions, image_folder, batch_size, max_new_tokens, out_file, model_id):
@@ -181,10 +184,10 @@ def check(a, check_file, questions, image_folder):
         d = float((pix - ref[f"pixels_{k}"].reshape(pix.shape)).abs().max())
         res["pixels_max_abs_diff"] = max(res["pixels_max_abs_diff"], d)
         # the logits on vwlmm's own inputs: this compares the weights and the forward pass, nothing else
-        full = torch.tensor([a.expand(want)])
+        full = torch.tensor([a.expand(want)], device=a.device)
         with torch.no_grad():
             logits = a.model(input_ids=full, attention_mask=torch.ones_like(full),
-                             pixel_values=ref[f"pixels_{k}"].reshape(1, *pix.shape), use_cache=False).logits[0, -1]
+                             pixel_values=ref[f"pixels_{k}"].reshape(1, *pix.shape).to(a.device), use_cache=False).logits[0, -1].cpu()
         lr = ref[f"logits_{k}"]
         rel = float((logits - lr).abs().max() / lr.abs().max())
         res["logits_rel_err"] = max(res["logits_rel_err"], rel)
@@ -242,18 +245,22 @@ def main():
     ap.add_argument("--profile", type=int, default=0, help="time the phases of the first batch with this many decode "
                     "steps (benchmarks/answer_profile.ts) instead of answering")
     ap.add_argument("--check", help="vwlmm's prompt ids, pixels and logits for the first questions (safetensors)")
+    ap.add_argument("--device", default="cpu", help="cuda: the check in float32 there, then the timed runs in --dtype")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     o = ap.parse_args()
     torch.set_num_threads(o.threads)
     import transformers
     with open(o.questions) as f:
         questions = [json.loads(l) for l in f if l.strip()]
     t0 = time.perf_counter()
-    a = Answerer(o.model)
+    a = Answerer(o.model, o.device)
     load_s = time.perf_counter() - t0
     if o.profile:
         print(json.dumps(profile(a, questions[:o.batch_size], o.image_folder, o.profile)))
         return
     checks = check(a, o.check, questions, o.image_folder) if o.check else None
+    if o.dtype == "bf16":  # after the float32 check: the weights the timed runs use, as LLaVA's eval loads them
+        a.model.to(torch.bfloat16)
     model_id = os.path.basename(os.path.abspath(o.model))
     budgets = [int(b) for b in o.budgets.split(",")]
     if o.warmup > 0:
@@ -264,7 +271,9 @@ def main():
                                        f"{o.answers_prefix}.{budget}.jsonl", model_id)
         runs.append({"max_new_tokens": budget, "seconds": sec, "answered": n, "generated_tokens": gen,
                      "prompt_tokens": prompt})
-    print(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__,
+    if a.device.type == "cuda":
+        torch.cuda.synchronize()
+    print(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__, "device": o.device, "dtype": o.dtype,
                       "threads": torch.get_num_threads(), "attn_implementation": a.model.config._attn_implementation,
                       "load_seconds": load_s, "checks": checks, "runs": runs}))
 

@@ -10,21 +10,21 @@
 #                        from this machine's site-packages, e.g. `tar -cJf .device/pylib.tar.xz --exclude=__pycache__
 #                        -C "$(python3 -c 'import site; print(site.getsitepackages()[0])')" peft accelerate psutil`
 # SECTIONS picks what runs (default: all but synctests and profile, in this order): tests synctests profile syncs
-# nccl train attention lora generate amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
+# nccl train attention lora generate answer amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
 # REUSE=1 keeps the previous call's unpacked, built tree on a still-warm machine (no unpack, no build).
 # A 15-minute lease: the 2026-12-04 session ran call 1 (~4 min + ~30 s start) SECTIONS="tests synctests syncs nccl train
 # profile amp" TEST_TIMEOUT=200 and call 2 (REUSE=1, ~4.5 min) SECTIONS="demo bench" (benchmarks/RESULTS.md, "The GPU
 # check on an H200"). Since then "train" runs vwlmm twice (tiled and gemm attention, ~40 s more) and "attention"
 # (~1-2 min) and "lora" (7B: ~3-5 min) were added, which do not fit one lease with the rest. A plan for the next one:
 #   call 1: SECTIONS="tests train attention" TEST_TIMEOUT=200 (the gemm attention's parity, then its speed)
-#   call 2, REUSE=1: SECTIONS="lora generate" (issue 12's 7B LoRA against PEFT, 7B generation against transformers),
-#   then give the machine back.
+#   call 2, REUSE=1: SECTIONS="lora generate answer" (issue 12's 7B LoRA against PEFT and 7B generation against
+#   transformers; issue 17's answers/s), then give the machine back.
 set -u
 OUT=${OUT:-/tmp/vwlmm-gpu-out}; mkdir -p "$OUT"
 # Everything is written under $L and packed into $OUT/logs.tgz at the end (the tool returns at most 8 files).
 L=/tmp/vwlmm-logs; rm -rf "$L"; mkdir -p "$L"
 trap 'tar -czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null' EXIT
-SECTIONS=" ${SECTIONS:-tests syncs nccl train attention lora generate amp demo bench} "
+SECTIONS=" ${SECTIONS:-tests syncs nccl train attention lora generate answer amp demo bench} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 mkdir -p /tmp/nodebin && [ -x /tmp/nodebin/node ] || xz -dc .device/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
 export PATH=/tmp/nodebin:$PATH
@@ -180,6 +180,12 @@ except Exception as e:
     for f in ("hf_generate.err", "vwlmm_generate.err"):
         print(f, open(os.path.join(o, f)).read()[-1500:])
 PY
+fi
+if want answer; then
+  # answering on the GPU against transformers' generate (issue 17): the d512 model, both sides bf16 after a float32 check
+  timeout ${ANSWER_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/answer_throughput.ts --device cuda --size d512 \
+    --questions ${ANSWER_QUESTIONS:-256} --images 16 --batch-size 16 --max-new-tokens 8 --out /tmp/vwlmm-answer >"$L/answer.log" 2>&1
+  echo "answer: rc $?"; grep -E '^\| |prefill|distinct' "$L/answer.log" | tail -12
 fi
 if want amp; then
   # 200 bf16 steps of the demo model on CUDA against fp32 (issue 11); the CPU fp32 curve is in RESULTS.md
