@@ -29,6 +29,7 @@ want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 mkdir -p /tmp/nodebin && [ -x /tmp/nodebin/node ] || xz -dc .device/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
 export PATH=/tmp/nodebin:$PATH
 w=/tmp/vwlmm-work
+carried=$(pwd)/.device  # what the run carried; the sections run in $w
 reuse=0; [ "${REUSE:-0}" = 1 ] && [ -f "$w/build/Release/cuda/vwlmm_cuda.node" ] && reuse=1
 if [ $reuse = 0 ]; then
   rm -rf "$w"; mkdir -p "$w"
@@ -142,9 +143,10 @@ fi
 if want lora; then
   # LoRA at LLaVA-1.5-7B's shapes (issue 12): r 128, alpha 256, dropout 0.05, gradient checkpointing, bf16, batch
   # ${LORA_BATCH:-16} x 2048 tokens, against transformers + PEFT in the same run
-  if ! python3 -c "import peft" 2>/dev/null && [ -f .device/pylib.tar.xz ]; then
-    mkdir -p /tmp/pylib && tar -xJf .device/pylib.tar.xz -C /tmp/pylib && export PYTHONPATH=/tmp/pylib${PYTHONPATH:+:$PYTHONPATH}
+  if ! python3 -c "import peft" 2>/dev/null && [ -f "$carried/pylib.tar.xz" ]; then
+    mkdir -p /tmp/pylib && tar -xJf "$carried/pylib.tar.xz" -C /tmp/pylib && export PYTHONPATH=/tmp/pylib${PYTHONPATH:+:$PYTHONPATH}
   fi
+  python3 -c "import peft; print('peft', peft.__version__)" 2>&1 | tail -1
   la="--size 7b --lora 128 --grad-ckpt --batch ${LORA_BATCH:-16} --steps ${LORA_STEPS:-3} --warmup 1"
   timeout ${LORA_TIMEOUT:-150} python3 benchmarks/hf_vwlmm_train.py --device cuda $la 2>"$L/hf_lora.err" | tail -1 > "$L/hf_lora.json"
   timeout ${LORA_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda $la 2>"$L/vwlmm_lora.err" | tail -1 > "$L/vwlmm_lora.json"
