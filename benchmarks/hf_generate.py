@@ -12,9 +12,9 @@ import json
 import time
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers import LlavaForConditionalGeneration
 
-from hf_vwlmm_train import SIZES
+from hf_vwlmm_train import llava_config, parse_sized
 
 
 def median_seconds(fn, reps, sync):
@@ -30,21 +30,13 @@ def median_seconds(fn, reps, sync):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size", choices=list(SIZES), default="7b")
-    ap.add_argument("--device", default="cuda")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--question", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
-    a = ap.parse_args()
-    s = SIZES[a.size]
-    torch.manual_seed(0)
-    dev = torch.device(a.device)
-    V = s["text"]["vocab_size"]
-    image_token = V - 1
-    cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_act="quick_gelu", **s["vision"]), text_config=LlamaConfig(**s["text"]),
-                      image_token_index=image_token, projector_hidden_act="gelu", vision_feature_layer=-2,
-                      vision_feature_select_strategy="default")
+    a, s, dev = parse_sized(ap, "7b")
+    cfg = llava_config(s)
+    V, image_token = s["text"]["vocab_size"], cfg.image_token_index
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     with dev:
         model = LlavaForConditionalGeneration(cfg).to(dtype).eval()

@@ -60,25 +60,33 @@ def flops_per_step(s, batch, seq, patches, r=0):
     return (4 * layers + 6 * (heads + adapters)) * batch * seq + 2 * vit * batch * (patches + 1) + 6 * proj * batch * patches + attn_llm + attn_vit / 3
 
 
+def llava_config(s):
+    """transformers' LlavaConfig of a size; the image token is the last id of the vocabulary."""
+    return LlavaConfig(vision_config=CLIPVisionConfig(hidden_act="quick_gelu", **s["vision"]), text_config=LlamaConfig(**s["text"]),
+                       image_token_index=s["text"]["vocab_size"] - 1, projector_hidden_act="gelu", vision_feature_layer=-2,
+                       vision_feature_select_strategy="default")
+
+
+def parse_sized(ap, default_size):
+    """Adds --size and --device to a script's own arguments and parses them: (args, the size, the torch device)."""
+    ap.add_argument("--size", choices=list(SIZES), default=default_size)
+    ap.add_argument("--device", default="cuda")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    return a, SIZES[a.size], torch.device(a.device)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size", choices=list(SIZES), default="issue")
-    ap.add_argument("--device", default="cuda")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     ap.add_argument("--batch", type=int, default=0, help="samples per step (default: the size's)")
     ap.add_argument("--lora", type=int, default=0)
     ap.add_argument("--grad-ckpt", action="store_true")
-    a = ap.parse_args()
-    s = SIZES[a.size]
-    torch.manual_seed(0)
-    dev = torch.device(a.device)
-    V = s["text"]["vocab_size"]
-    image_token = V - 1
-    cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_act="quick_gelu", **s["vision"]), text_config=LlamaConfig(**s["text"]),
-                      image_token_index=image_token, projector_hidden_act="gelu", vision_feature_layer=-2,
-                      vision_feature_select_strategy="default")
+    a, s, dev = parse_sized(ap, "issue")
+    cfg = llava_config(s)
+    V, image_token = s["text"]["vocab_size"], cfg.image_token_index
     with dev:  # drawn on the device: a 7B model's init on the host takes minutes
         model = LlavaForConditionalGeneration(cfg)
         vm_head = torch.nn.Linear(s["text"]["hidden_size"], V, bias=False)

@@ -118,22 +118,7 @@ if want train; then
   timeout ${TRAIN_TIMEOUT:-120} node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda 2>"$L/vwlmm_train.err" | tail -1 > "$L/vwlmm_train.json"
   # the same step with attention through the gemm kernel (setCudaAttention; 'auto' is still the tiled one)
   VWLMM_CUDA_ATTENTION=gemm timeout ${TRAIN_TIMEOUT:-120} node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda 2>"$L/vwlmm_train_gemm.err" | tail -1 > "$L/vwlmm_train_gemm.json"
-  python3 - "$L" <<'PY'
-import json, sys, os
-o = sys.argv[1]
-hf = None
-for name, f in (("tiled attention", "vwlmm_train.json"), ("gemm attention", "vwlmm_train_gemm.json")):
-    try:
-        hf = hf or json.load(open(os.path.join(o, "hf_train.json")))
-        vw = json.load(open(os.path.join(o, f)))
-        print(f"train step (bf16, {hf['batch']}x{hf['seq']}): HF {hf['tokensPerSec']:.0f} tok/s, MFU {hf['mfu']:.3f}, peak {hf['peakBytes']/2**30:.2f} GiB | "
-              f"vwlmm, {name}: {vw['tokensPerSec']:.0f} tok/s, MFU {vw['mfu']:.3f}, peak {vw['peakBytes']/2**30:.2f} GiB, {vw['hostSyncsPerStep']} syncs/step | "
-              f"ratio {vw['tokensPerSec']/hf['tokensPerSec']:.2f}x")
-    except Exception as e:
-        print(f"train comparison ({name}) failed:", e)
-        for g in ("hf_train.err", f.replace(".json", ".err")):
-            print(g, open(os.path.join(o, g)).read()[-1500:])
-PY
+  python3 benchmarks/gpu/compare_sides.py train "$L"
 fi
 if want attention; then
   # attention forward + backward, bf16: the tiled kernels, the gemm kernel at two budgets, PyTorch SDPA (issue 11)
@@ -150,19 +135,7 @@ if want lora; then
   la="--size 7b --lora 128 --grad-ckpt --batch ${LORA_BATCH:-16} --steps ${LORA_STEPS:-3} --warmup 1"
   timeout ${LORA_TIMEOUT:-150} python3 benchmarks/hf_vwlmm_train.py --device cuda $la 2>"$L/hf_lora.err" | tail -1 > "$L/hf_lora.json"
   timeout ${LORA_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda $la 2>"$L/vwlmm_lora.err" | tail -1 > "$L/vwlmm_lora.json"
-  python3 - "$L" <<'PY'
-import json, sys, os
-o = sys.argv[1]
-try:
-    hf, vw = (json.load(open(os.path.join(o, f))) for f in ("hf_lora.json", "vwlmm_lora.json"))
-    print(f"LoRA 7B (r {hf['lora']}, {hf['batch']}x{hf['seq']}, grad ckpt): HF+PEFT {hf['peft']} {hf['tokensPerSec']:.0f} tok/s, peak {hf['peakBytes']/2**30:.1f} GiB, "
-          f"{hf['trainableParams']/1e6:.0f}M trained | vwlmm {vw['tokensPerSec']:.0f} tok/s, peak {vw['peakBytes']/2**30:.1f} GiB, {vw['trainableParams']/1e6:.0f}M trained | "
-          f"ratio {vw['tokensPerSec']/hf['tokensPerSec']:.2f}x (target 1.5x at no more memory)")
-except Exception as e:
-    print("LoRA comparison failed:", e)
-    for f in ("hf_lora.err", "vwlmm_lora.err"):
-        print(f, open(os.path.join(o, f)).read()[-1500:])
-PY
+  python3 benchmarks/gpu/compare_sides.py lora "$L"
 fi
 if want generate; then
   # generation and visual words at LLaVA-1.5-7B's shapes against transformers' generate (issue 12): 16 prompts of
@@ -170,18 +143,7 @@ if want generate; then
   ga="--size 7b --batch ${GEN_BATCH:-16} --question 64 --new-tokens ${GEN_TOKENS:-32} --reps 3"
   timeout ${GEN_TIMEOUT:-150} python3 benchmarks/hf_generate.py --device cuda $ga 2>"$L/hf_generate.err" | tail -1 > "$L/hf_generate.json"
   timeout ${GEN_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/generate_throughput.ts --device cuda $ga 2>"$L/vwlmm_generate.err" | tail -1 > "$L/vwlmm_generate.json"
-  python3 - "$L" <<'PY'
-import json, sys, os
-o = sys.argv[1]
-try:
-    hf, vw = (json.load(open(os.path.join(o, f))) for f in ("hf_generate.json", "vwlmm_generate.json"))
-    for k, name in (("prefillSeconds", "prefill s"), ("decodeTokensPerSec", "decode tok/s"), ("visualWordsImagesPerSec", "visual words img/s")):
-        print(f"generate 7B ({hf['batch']} x {hf['promptTokens']} + {hf['newTokens']}), {name}: HF {hf[k]:.3g} | vwlmm {vw[k]:.3g}")
-except Exception as e:
-    print("generate comparison failed:", e)
-    for f in ("hf_generate.err", "vwlmm_generate.err"):
-        print(f, open(os.path.join(o, f)).read()[-1500:])
-PY
+  python3 benchmarks/gpu/compare_sides.py generate "$L"
 fi
 if want answer; then
   # answering on the GPU against transformers' generate (issue 17): the d512 model, both sides bf16 after a float32 check
