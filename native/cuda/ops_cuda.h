@@ -33,6 +33,8 @@ struct AttentionSettings {
 AttentionSettings attention_settings();
 AttentionSettings set_attention_settings(const AttentionSettings& s);  // returns the previous settings
 const char* attention_kernel_name(AttentionKernel k);
+// 'auto' | 'tiled' | 'gemm' to the kernel; false for any other name.
+bool attention_kernel_from_name(const char* name, AttentionKernel& k);
 
 // The error flags (native/core/error_flags.h) at a NativeBuffer read: the copy of the device's flags
 // enqueued before the read (whose wait covers it), the first failure raised after it. synchronize(): waits

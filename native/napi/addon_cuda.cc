@@ -236,10 +236,8 @@ Napi::Value AttentionSettingsFn(const Napi::CallbackInfo& info) {
     cuda::AttentionSettings s = cuda::attention_settings();
     if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull()) {
       const std::string k = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
-      if (k == "auto") s.kernel = cuda::AttentionKernel::Auto;
-      else if (k == "tiled") s.kernel = cuda::AttentionKernel::Tiled;
-      else if (k == "gemm") s.kernel = cuda::AttentionKernel::Gemm;
-      else throw_type_error("[attentionSettings] kernel must be 'auto', 'tiled' or 'gemm'");
+      if (!cuda::attention_kernel_from_name(k.c_str(), s.kernel))
+        throw_type_error("[attentionSettings] kernel must be 'auto', 'tiled' or 'gemm'");
     }
     if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) {
       const double b = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;

@@ -11,17 +11,18 @@
 //   backward: D = rowsum(dO * O) once; then per chunk
 //     S = scale Q_c K^T, dP = dO_c V^T
 //     P = softmax(S) recomputed exactly (max and sum of this row: no dependence on the stored lse's rounding),
-//     dS = P (dP - D)                (row pass; P and dS in the input dtype)
+//     dS = P (dP - D)                (row pass; P and dS in the input dtype, as FlashAttention-2 rounds them)
 //     dV += P^T dO_c, dK += scale dS^T Q_c, dQ_c += scale dS K   (float32 accumulators, cast once at the end;
 //                                             dK, dV by one GEMM per query head of a kv head, so that no two batch
-//                                             entries of one call write the same block; for bf16, dS is a hi + lo
-//                                             pair of bf16 blocks, each multiplied: see softmax_rows_kernel)
+//                                             entries of one call write the same block)
+// benchmarks/gpu/attention_gemm_model.py models this path in float64: its host logic, and what its bf16 roundings
+// cost (at most 0.6% of the parity table's bf16 tolerance of 1%, over 100 seeds of its x100-scores case).
 // Every product has one summation order fixed by the shapes, so results are run-to-run identical.
 // Chosen per call by attention_uses_gemm (the settings' kernel); not yet run on a GPU (benchmarks/RESULTS.md).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
-#include <string>
+#include <cstring>
 #include <tuple>
 #include <utility>
 #include <type_traits>
@@ -35,14 +36,27 @@ namespace vw::cuda {
 // ------------------------------------------------------------------------------------------- settings
 
 namespace {
+constexpr std::pair<AttentionKernel, const char*> kKernelNames[] = {
+    {AttentionKernel::Auto, "auto"}, {AttentionKernel::Tiled, "tiled"}, {AttentionKernel::Gemm, "gemm"}};
+}  // namespace
+
+const char* attention_kernel_name(AttentionKernel k) {
+  for (const auto& [kind, name] : kKernelNames)
+    if (kind == k) return name;
+  return "auto";
+}
+
+bool attention_kernel_from_name(const char* name, AttentionKernel& k) {
+  for (const auto& [kind, n] : kKernelNames)
+    if (std::strcmp(n, name) == 0) return k = kind, true;
+  return false;
+}
+
+namespace {
 AttentionSettings g_attention = [] {
   AttentionSettings s;
-  if (const char* e = std::getenv("VWLMM_CUDA_ATTENTION")) {
-    const std::string v(e);
-    if (v == "gemm") s.kernel = AttentionKernel::Gemm;
-    else if (v == "tiled") s.kernel = AttentionKernel::Tiled;
-    // anything else: src/native.ts refuses it before the addon loads
-  }
+  // another value: src/native.ts refuses it before the addon loads
+  if (const char* e = std::getenv("VWLMM_CUDA_ATTENTION")) attention_kernel_from_name(e, s.kernel);
   return s;
 }();
 }  // namespace
@@ -52,14 +66,6 @@ AttentionSettings set_attention_settings(const AttentionSettings& s) {
   const AttentionSettings was = g_attention;
   g_attention = s;
   return was;
-}
-
-const char* attention_kernel_name(AttentionKernel k) {
-  switch (k) {
-    case AttentionKernel::Gemm: return "gemm";
-    case AttentionKernel::Tiled: return "tiled";
-    default: return "auto";
-  }
 }
 
 // 'auto' keeps the tiled kernels until the gemm path has passed the parity table on a GPU.
@@ -172,15 +178,12 @@ __device__ __forceinline__ RowSoftmax row_softmax(const Chunk& c, const float* S
 
 // The row pass of a chunk, one warp per row: P = softmax(S) over the visible keys (stored in T), and
 //   forward (kGrad false): lse;
-//   backward (kGrad true): dS = P (dP - D_t), for bf16 as hi + lo, two bf16 values whose sum is dS to about 2^-16
-//     (dS_lo null for float32). Why the lo part: a row's dS sums to zero, so dQ = sum_j dS_j K_j and dK cancel
-//     heavily when P is near one-hot; dS rounded once to bf16 (FlashAttention-2's numerics) left them 1-2% off with
-//     scores of ~100 (measured on a float64 model of this path).
-//   The backward recomputes the softmax from S exactly (its own max and sum), not from the stored lse.
+//   backward (kGrad true): dS = P (dP - D_t) (stored in T). It recomputes the softmax from S exactly (its own max and
+//   sum), not from the stored lse.
 template <typename T, bool kGrad>
 __global__ void __launch_bounds__(kThreads)
     softmax_rows_kernel(Chunk c, const float* __restrict__ S, T* __restrict__ P, float* __restrict__ lse,
-                        const float* __restrict__ dP, const float* __restrict__ D, T* __restrict__ dS, T* __restrict__ dS_lo) {
+                        const float* __restrict__ dP, const float* __restrict__ D, T* __restrict__ dS) {
   int lane;
   int64_t first, step;
   team_coords<32>(lane, first, step);
@@ -195,11 +198,9 @@ __global__ void __launch_bounds__(kThreads)
     } else {
       const float Dt = D[bh * c.Tq + t];
       for (int64_t j = lane; j < c.kn; j += 32) {
-        const float p = sm.p(c, S, off, b, j, t), ds = p * (dP[off + j] - Dt);
-        const T hi = from_float<T>(ds);
+        const float p = sm.p(c, S, off, b, j, t);
         P[off + j] = from_float<T>(p);
-        dS[off + j] = hi;
-        if (dS_lo != nullptr) dS_lo[off + j] = from_float<T>(ds - to_float(hi));
+        dS[off + j] = from_float<T>(p * (dP[off + j] - Dt));
       }
     }
   }
@@ -296,7 +297,7 @@ void forward(const char* op, const Context& ctx, const Dims& d, const AttentionT
     gemm_entries(op, ctx, ptrs, d.B, d.Hq, false, true, qn, kn, d.Dh, d.scale, q, k, 0.f, s);
     const Chunk c{d.B, d.Tq, d.Tk, d.Hq, q0, qn, kn, Qc, ldS, d.causal ? 1 : 0, io.mask};
     launch(op, ctx, row_grid(ctx, d.B * d.Hq * qn, true), kThreads, 0, softmax_rows_kernel<T, false>, c, S.as<float>(),
-           P.as<T>(), io.lse, nullptr, nullptr, nullptr, nullptr);
+           P.as<T>(), io.lse, nullptr, nullptr, nullptr);
     gemm_entries(op, ctx, ptrs, d.B, d.Hq, false, false, qn, d.Dh, kn, 1.f, p, v, 0.f, o);
   }
 }
@@ -306,13 +307,13 @@ void backward(const char* op, const Context& ctx, const Dims& d, const Attention
   constexpr bool kF32 = std::is_same_v<T, float>;
   const cudaDataType_t tt = cuda_type(io.t);
   const int64_t e = sizeof(T), ldS = round_up(std::max<int64_t>(d.Tk, 1), 8);
-  const int64_t Qc = chunk_rows(d, ldS, 8 + (kF32 ? 2 : 3) * e);
+  const int64_t Qc = chunk_rows(d, ldS, 8 + 2 * e);
   const int64_t ldq = d.Hq * d.Dh, ldk = d.Hkv * d.Dh, entries = d.B * d.Hq * Qc * ldS;
   DeviceBuffer D(op, ctx, sizeof(float) * static_cast<size_t>(d.lse_elems), nullptr);
   launch(op, ctx, row_grid(ctx, std::max<int64_t>(d.lse_elems, 1), true), kThreads, 0, row_dots_kernel<T>, d.B, d.Tq,
          d.Hq, d.Dh, static_cast<const T*>(io.dO), static_cast<const T*>(io.saved_O), D.as<float>());
-  // dQ, dK, dV accumulate (over the chunks, the G query heads of a kv head, and dS's hi and lo parts) in float32
-  // from zero: in place when T is float. Rows that see no key keep their zeros.
+  // dQ, dK, dV accumulate (over the chunks and the G query heads of a kv head) in float32 from zero: in place when T
+  // is float. Rows that see no key keep their zeros.
   DeviceBuffer acc(op, ctx, kF32 ? 0 : sizeof(float) * static_cast<size_t>(d.q_elems + 2 * d.kv_elems), nullptr);
   float* dQ = kF32 ? static_cast<float*>(static_cast<void*>(io.dQ)) : acc.as<float>();
   float* dK = kF32 ? static_cast<float*>(static_cast<void*>(io.dK)) : acc.as<float>() + d.q_elems;
@@ -323,7 +324,6 @@ void backward(const char* op, const Context& ctx, const Dims& d, const Attention
   DeviceBuffer dP(op, ctx, sizeof(float) * static_cast<size_t>(entries), nullptr);
   DeviceBuffer P(op, ctx, sizeof(T) * static_cast<size_t>(entries), nullptr);
   DeviceBuffer dS(op, ctx, sizeof(T) * static_cast<size_t>(entries), nullptr);
-  DeviceBuffer dS_lo(op, ctx, kF32 ? 0 : sizeof(T) * static_cast<size_t>(entries), nullptr);
   Pointers ptrs{DeviceBuffer(op, ctx, 3 * sizeof(void*) * static_cast<size_t>(kMaxBatchEntries), nullptr)};
 
   // (b, h) entries read kv head h / G; (b, g) entries (dK, dV) read query head g G + r.
@@ -340,24 +340,16 @@ void backward(const char* op, const Context& ctx, const Dims& d, const Attention
     gemm_entries(op, ctx, ptrs, d.B, d.Hq, false, true, qn, kn, d.Dh, 1.f, dout, v, 0.f, dp);
     const Chunk c{d.B, d.Tq, d.Tk, d.Hq, q0, qn, kn, Qc, ldS, d.causal ? 1 : 0, io.mask};
     launch(op, ctx, row_grid(ctx, d.B * d.Hq * qn, true), kThreads, 0, softmax_rows_kernel<T, true>, c, S.as<float>(),
-           P.as<T>(), nullptr, dP.as<float>(), D.as<float>(), dS.as<T>(), dS_lo.as<T>());
-    // dS and, for bf16, its lo part: the same products, summed into the float32 accumulators.
-    for (const DeviceBuffer* part : {&dS, &dS_lo}) {
-      if (part->get() == nullptr) continue;
-      for (int64_t r = 0; r < d.G; ++r) {
-        // (b, g) entries: query head g G + r of the chunk's P, dS, dO and Q rows; kv head g of dK, dV.
-        const Mat dsr{blocks_of(part->get(), d.Hq, Qc, ldS, e, d.G, r), tt, ldS};
-        const Mat qr{rows_of<T>(io.Q, d.Tq, d.Hq, d.Dh, q0, d.G, 1, r), tt, ldq};
-        if (part == &dS) {
-          const Mat pr{blocks_of(P.get(), d.Hq, Qc, ldS, e, d.G, r), tt, ldS};
-          const Mat doutr{rows_of<T>(io.dO, d.Tq, d.Hq, d.Dh, q0, d.G, 1, r), tt, ldq};
-          gemm_entries(op, ctx, ptrs, d.B, d.Hkv, true, false, kn, d.Dh, qn, 1.f, pr, doutr, 1.f, dv);
-        }
-        gemm_entries(op, ctx, ptrs, d.B, d.Hkv, true, false, kn, d.Dh, qn, d.scale, dsr, qr, 1.f, dk);
-      }
-      const Mat ds{blocks_of(part->get(), d.Hq, Qc, ldS, e, 1, 0), tt, ldS};
-      gemm_entries(op, ctx, ptrs, d.B, d.Hq, false, false, qn, d.Dh, kn, d.scale, ds, k, 1.f, dq);
+           P.as<T>(), nullptr, dP.as<float>(), D.as<float>(), dS.as<T>());
+    for (int64_t r = 0; r < d.G; ++r) {
+      // (b, g) entries: query head g G + r of the chunk's P, dS, dO and Q rows; kv head g of dK, dV
+      const Mat pr{blocks_of(P.get(), d.Hq, Qc, ldS, e, d.G, r), tt, ldS}, dsr{blocks_of(dS.get(), d.Hq, Qc, ldS, e, d.G, r), tt, ldS};
+      const Mat doutr{rows_of<T>(io.dO, d.Tq, d.Hq, d.Dh, q0, d.G, 1, r), tt, ldq}, qr{rows_of<T>(io.Q, d.Tq, d.Hq, d.Dh, q0, d.G, 1, r), tt, ldq};
+      gemm_entries(op, ctx, ptrs, d.B, d.Hkv, true, false, kn, d.Dh, qn, 1.f, pr, doutr, 1.f, dv);
+      gemm_entries(op, ctx, ptrs, d.B, d.Hkv, true, false, kn, d.Dh, qn, d.scale, dsr, qr, 1.f, dk);
     }
+    const Mat ds{blocks_of(dS.get(), d.Hq, Qc, ldS, e, 1, 0), tt, ldS};
+    gemm_entries(op, ctx, ptrs, d.B, d.Hq, false, false, qn, d.Dh, kn, d.scale, ds, k, 1.f, dq);
   }
   if constexpr (!kF32) {
     for (auto [from, to, n] : {std::tuple{dQ, io.dQ, d.q_elems}, std::tuple{dK, io.dK, d.kv_elems}, std::tuple{dV, io.dV, d.kv_elems}})
