@@ -17,6 +17,18 @@ export function relErr(a: ArrayLike<number>, ref: ArrayLike<number>): number {
   return scale === 0 ? diff : diff / scale;
 }
 
+/**
+ * ||a - ref||_2 / ||ref||_2 and the cosine of a and ref: for results that are cancelling sums (a gradient through a
+ * randomly weighted loss), where max |a - ref| / max |ref| has a heavy tail over seeds. NaN gives Infinity / NaN.
+ */
+export function l2Err(a: ArrayLike<number>, ref: ArrayLike<number>): { rel: number; cosine: number } {
+  if (a.length !== ref.length) throw new Error(`length mismatch ${a.length} vs ${ref.length}`);
+  let dot = 0, na = 0, nr = 0, nd = 0;
+  for (let i = 0; i < a.length; i++) (dot += a[i] * ref[i]), (na += a[i] * a[i]), (nr += ref[i] * ref[i]), (nd += (a[i] - ref[i]) ** 2);
+  const rel = Math.sqrt(nd / nr);
+  return { rel: Number.isNaN(rel) ? Infinity : rel, cosine: dot / Math.sqrt(na * nr) };
+}
+
 export function scalarRelErr(a: number, ref: number): number {
   if (!Number.isFinite(a)) return Infinity;
   return Math.abs(a - ref) / Math.max(Math.abs(ref), 1e-12);
