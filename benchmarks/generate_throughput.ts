@@ -11,10 +11,10 @@ import { fused, noGrad, scope } from '../src';
 import { DeviceSpec, useDevice } from '../src/device';
 import type { GeneratePrompt } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
-import { createSized, SIZES, SizeName } from './model_sizes';
+import { createSized, SIZES, sizeName } from './model_sizes';
 import { arg, medianSeconds } from './support';
 
-const size = arg('size', '7b') as SizeName;
+const size = sizeName(arg('size', '7b'));
 const s = SIZES[size];
 const device = arg('device', 'cuda') as DeviceSpec;
 useDevice('--device', device);

@@ -15,6 +15,12 @@ export const SIZES = {
 } as const;
 export type SizeName = keyof typeof SIZES;
 export type Size = (typeof SIZES)[SizeName];
+
+/** The size named on a command line (--size), or an error naming the choices. */
+export function sizeName(name: string): SizeName {
+  if (!Object.hasOwn(SIZES, name)) throw new RangeError(`--size must be one of ${Object.keys(SIZES).join(', ')}, got '${name}'`);
+  return name as SizeName;
+}
 export const PEAK_BF16 = 989e12; // H200 SXM dense bf16
 
 export function sizeConfig(s: Size): VwLmmConfig {
@@ -60,7 +66,7 @@ export function initOnDevice(params: Map<string, Tensor>, std: number, gen: Gene
   noGrad(() => {
     for (const [name, p] of params) {
       scope(() => {
-        const dev = p.device, n = p.size, norm = /norm|layrnorm/.test(name), bias = name.endsWith('.bias');
+        const dev = p.device, n = p.size, norm = /norm/.test(name), bias = name.endsWith('.bias');
         const v = Tensor.empty([n], { device: dev });
         callOp('fill', dev, [], [v], [n], [norm ? 1 : 0]);
         let x = v;

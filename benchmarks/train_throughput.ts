@@ -25,11 +25,11 @@ import { applyLora } from '../src/model/lora';
 import { ModelBatch } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { applyTrainable } from '../src/train/trainer';
-import { createSized, flopsPerStep, PEAK_BF16, SIZES, SizeName } from './model_sizes';
+import { createSized, flopsPerStep, PEAK_BF16, SIZES, sizeName } from './model_sizes';
 import { arg, printOpProfile } from './support';
 
 const args = process.argv.slice(2);
-const size = arg('size', 'issue') as SizeName;
+const size = sizeName(arg('size', 'issue'));
 const s = SIZES[size];
 const device = arg('device', 'cuda') as DeviceSpec;
 useDevice('--device', device);
