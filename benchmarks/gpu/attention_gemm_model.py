@@ -62,7 +62,8 @@ def chunk_keys(d, q0, qn): return min(max(d['Tk'] - d['Tq'] + q0 + qn, 0), d['Tk
 def visible(d, mask, b, j, t):
     return (mask is None or mask[b*d['Tk'] + j] != 0) and (not d['causal'] or j <= d['Tk'] - d['Tq'] + t)
 
-def softmax_rows(d, mask, c, S, P, lse):
+def softmax_rows(d, mask, c, S, P, lse=None, dP=None, D=None, dS=None):
+    """softmax_rows_kernel: P and lse (forward), or P and dS = P (dP - D_t) (backward, dP given)."""
     q0, qn, kn, Qc, ldS = c
     for r in range(d['B']*d['Hq']*qn):
         bh, i = divmod(r, qn); b = bh // d['Hq']; t = q0 + i; off = (bh*Qc + i)*ldS
@@ -71,21 +72,11 @@ def softmax_rows(d, mask, c, S, P, lse):
         m = max(vals) if vals else -np.inf
         l = sum(np.exp(v - m) for v in vals) if vals else 0.0
         none = l == 0
-        for j in range(kn): P.a[off+j] = np.exp(S.a[off+j]-m)/l if vis[j] and not none else 0.0
-        lse.a[bh*d['Tq'] + t] = -np.inf if none else m + np.log(l)
-
-def softmax_grad_rows(d, mask, c, S, dP, D, P, dS):
-    q0, qn, kn, Qc, ldS = c
-    for r in range(d['B']*d['Hq']*qn):
-        bh, i = divmod(r, qn); b = bh // d['Hq']; t = q0 + i; off = (bh*Qc + i)*ldS
-        vis = [visible(d, mask, b, j, t) for j in range(kn)]
-        vals = [S.a[off+j] for j in range(kn) if vis[j]]
-        m = max(vals) if vals else -np.inf
-        l = sum(np.exp(v - m) for v in vals) if vals else 0.0
-        none = l == 0; Dt = D.a[bh*d['Tq'] + t]
         for j in range(kn):
             p = np.exp(S.a[off+j]-m)/l if vis[j] and not none else 0.0
-            P.a[off+j] = p; dS.a[off+j] = p*(dP.a[off+j] - Dt)
+            P.a[off+j] = p
+            if dP is not None: dS.a[off+j] = p*(dP.a[off+j] - D.a[bh*d['Tq'] + t])
+        if dP is None: lse.a[bh*d['Tq'] + t] = -np.inf if none else m + np.log(l)
 
 def empty_rows(d, q0, qn, out, lse):
     row = d['Hq']*d['Dh']
@@ -132,7 +123,7 @@ def backward(d, dO, Q, K, V, O, mask, dQ, dK, dV, budget):
         dq = (rows_of(dQ, d['Tq'], d['Hq'], d['Dh'], q0, 1, 1, 0), ldq)
         gemm_entries(d['B'], d['Hq'], False, True, qn, kn, d['Dh'], d['scale'], q, k, 0.0, (blocks_of(S, d['Hq'], Qc, ldS, 1, 0), ldS))
         gemm_entries(d['B'], d['Hq'], False, True, qn, kn, d['Dh'], 1.0, dout, v, 0.0, (blocks_of(dP, d['Hq'], Qc, ldS, 1, 0), ldS))
-        softmax_grad_rows(d, mask, (q0, qn, kn, Qc, ldS), S, dP, D, P, dS)
+        softmax_rows(d, mask, (q0, qn, kn, Qc, ldS), S, P, dP=dP, D=D, dS=dS)
         for r in range(G):  # (b, g) entries: query head g G + r; kv head g
             pr = (blocks_of(P, d['Hq'], Qc, ldS, G, r), ldS); doutr = (rows_of(dO, d['Tq'], d['Hq'], d['Dh'], q0, G, 1, r), ldq)
             gemm_entries(d['B'], d['Hkv'], True, False, kn, d['Dh'], qn, 1.0, pr, doutr, 1.0, dv)
