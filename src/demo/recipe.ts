@@ -30,7 +30,7 @@ import { answerFor, questionText, renderScene, Scene, sortOfClevrImageName } fro
 import { pretrainVisionTower, rankShare } from './vision_pretrain';
 import type { ProcessGroup } from '../distributed/process_group';
 import { RecordStage, reproduceScript, StageConversation, stageSamples, writeStageFiles } from './reproduce';
-import { batchOf, captionText, makeSplit, sceneGridText, makeTokenizer, questionConversation, SplitData, TaskSample } from './task';
+import { batchOf, captionText, makeSplit, positionCaptionText, sceneGridText, makeTokenizer, questionConversation, SplitData, TaskSample } from './task';
 
 export interface Recipe {
   seed: number;
@@ -75,7 +75,15 @@ export interface Recipe {
      * Keep the LLM (embeddings, decoder, lm_head) frozen through stage 1, as VW-LMM and LLaVA do: the projector and
      * vm_head learn to speak to a language model that already exists (pair it with `text`).
      */
-    freezeLlm?: boolean };
+    freezeLlm?: boolean;
+    /**
+     * The share of the captions, stage 1's and stage 2's, that are position captions (positionCaptionText: "red left top
+     * , green right bottom , ..."), drawn per caption. In the full caption the colour word is followed by the shape, so
+     * its look-up of the object must carry the shape, but nothing asks it for the position first-hand; on the left/top
+     * plateau's first form that look-up carried the shape and not the position (benchmarks/route_probe.ts, RESULTS.md).
+     * Absent or 0: none.
+     */
+    positionCaptions?: number };
   /**
    * The text stage before stage 1 (VW-LMM starts from a pretrained Vicuna): the LLM alone learns the scene language
    * from text, every token supervised: each training image's caption and its questions with their answers, with no
@@ -324,8 +332,13 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   const stageData = (label: string, split: SplitData, conversations: StageConversation[], images = new Map<string, Uint8Array>()): StageData =>
     ({ split, conversations, images, samples: stageSamples(`runRecipe: ${label}`, conversations, tokenizer) });
   const trainFile = (i: number) => sortOfClevrImageName('train', i, train.scenes.length);
-  const captionOf = (sc: Scene, image: number, file: string): StageConversation =>
-    ({ image, file, template: 'plain', turns: [{ from: 'human', value: '<image>' }, { from: 'gpt', value: captionText(sc, r.stage1.relational) }] });
+  const positionShare = r.stage1.positionCaptions ?? 0;
+  if (!(positionShare >= 0 && positionShare <= 1)) throw new RangeError(`runRecipe: stage1.positionCaptions must be a share in [0, 1], got ${positionShare}`);
+  const positionGen = positionShare > 0 ? gen.fork('position-captions') : null; // forked only when used: the default run's draws stay
+  const captionOf = (sc: Scene, image: number, file: string): StageConversation => {
+    const text = positionGen && positionGen.uniform() < positionShare ? positionCaptionText(sc) : captionText(sc, r.stage1.relational);
+    return { image, file, template: 'plain', turns: [{ from: 'human', value: '<image>' }, { from: 'gpt', value: text }] };
+  };
   // stage 1 images: the training scenes, or (subsets) each reduced to a random subset of its objects
   const subsetSplit = (maxObjects: number, label: string): StageData => {
     const g = gen.fork(label);

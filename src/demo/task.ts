@@ -44,10 +44,23 @@ export function makeTokenizer(): { tokenizer: TextTokenizer; json: Record<string
 export function captionText(scene: Scene, relational = false): string {
   if (!relational) return captionFor(scene);
   return scene.objects.map((o, i) => {
-    const base = `${o.colour} ${o.shape} ${o.cx < 37.5 ? 'left' : 'right'} ${o.cy < 37.5 ? 'top' : 'bottom'}`;
+    const base = `${o.colour} ${o.shape} ${positionWords(o)}`;
     const rel = scene.objects.length > 1 ? ` closest ${answerFor(scene, 'closest', i)} furthest ${answerFor(scene, 'furthest', i)}` : '';
     return `${base}${rel} same ${answerFor(scene, 'count', i)}`;
   }).join(' , ');
+}
+
+/** An object's position words as the captions say them: "left" | "right", then "top" | "bottom". */
+export function positionWords(o: Scene['objects'][number]): string {
+  return `${o.cx < 37.5 ? 'left' : 'right'} ${o.cy < 37.5 ? 'top' : 'bottom'}`;
+}
+
+/**
+ * The position caption (Recipe.stage1.positionCaptions): each object's colour and position words only, "red left top
+ * , green right bottom , ...". After the colour word comes its position, where the full caption has its shape.
+ */
+export function positionCaptionText(scene: Scene): string {
+  return scene.objects.map((o) => `${o.colour} ${positionWords(o)}`).join(' , ');
 }
 
 /** How many pixels of patch (row, col) object o of a scene covers (objects are the 11 x 11 squares around their centres). */

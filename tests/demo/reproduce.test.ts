@@ -7,7 +7,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { writeSortOfClevr } from '../../src/data/sort_of_clevr';
+import { COLOURS, writeSortOfClevr } from '../../src/data/sort_of_clevr';
 import { DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from '../../src/demo/recipe';
 import { readSafetensors } from '../../src/io/safetensors';
 import { tempDirs } from '../support/tmp';
@@ -116,6 +116,27 @@ describe('vwlmm demo reproduce.sh', () => {
       }
     }
   }, 120_000);
+
+  it("stage1.positionCaptions: that share of the captions, in stage 1 and stage 2, name only the objects' colours and positions", async () => {
+    type Rec = { image: string; conversation_template: string; conversations: { from: string; value: string }[] };
+    const read = (data: string, name: string) => (JSON.parse(fs.readFileSync(path.join(data, 'stages', `${name}.json`), 'utf8')) as Rec[]);
+    const captions = (recs: Rec[]) => recs.filter((x) => x.conversation_template === 'plain').map((x) => ({ image: x.image, text: x.conversations[1].value }));
+    const POSITION = /^\w+ (left|right) (top|bottom)( , \w+ (left|right) (top|bottom))*$/;
+    const full = await demoRun(tiny), all = await demoRun({ ...tiny, stage1: { ...tiny.stage1, positionCaptions: 1 } });
+    const half = await demoRun({ ...tiny, stage1: { ...tiny.stage1, positionCaptions: 0.5 } });
+    // by default none; with 1 every caption of both stages, each the full caption of its image without the shape and
+    // relation words (stage 2's captions are the training images, in the same order in both runs)
+    for (const stage of ['captions', 'questions']) expect(captions(read(full.data, stage)).some((c) => POSITION.test(c.text))).toBe(false);
+    expect(captions(read(all.data, 'captions')).every((c) => POSITION.test(c.text))).toBe(true);
+    const kept = new Set<string>([...COLOURS, 'left', 'right', 'top', 'bottom']);
+    const want = captions(read(full.data, 'questions')).map((c) => ({ image: c.image, text: c.text.split(' , ').map((o) => o.split(' ').filter((w) => kept.has(w)).join(' ')).join(' , ') }));
+    expect(want.length).toBeGreaterThan(0);
+    expect(captions(read(all.data, 'questions'))).toEqual(want);
+    // 0.5: drawn per caption, so both kinds
+    const kinds = new Set(['captions', 'questions'].flatMap((stage) => captions(read(half.data, stage)).map((c) => POSITION.test(c.text))));
+    expect([...kinds].sort()).toEqual([false, true]);
+    await expect(runRecipe({ ...tiny, stage1: { ...tiny.stage1, positionCaptions: 1.5 } }, { outDir: tmp() })).rejects.toThrow(/positionCaptions must be a share in \[0, 1\], got 1.5/);
+  }, 180_000);
 
   it("with the paper's schedule: init/ is the model after the text stage, stage 1 keeps the LLM frozen", async () => {
     const paper = paperSchedule({ ...tiny, text: { steps: 2, batchSize: 4, lr: 3e-3 } });
