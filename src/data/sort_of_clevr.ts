@@ -201,9 +201,14 @@ export function questionsFor(
 }
 
 /** The dense caption: "red circle left top , green square right bottom , ..." (see the file comment). */
+/** An object's position words, as captions say them: "left" | "right" (cx < 37.5), then "top" | "bottom" (cy < 37.5). */
+export function positionWords(o: SceneObject): string {
+  return `${o.cx < HALF ? 'left' : 'right'} ${o.cy < HALF ? 'top' : 'bottom'}`;
+}
+
 export function captionFor(scene: Scene): string {
   return scene.objects
-    .map((o) => `${o.colour} ${o.shape} ${o.cx < HALF ? 'left' : 'right'} ${o.cy < HALF ? 'top' : 'bottom'}`)
+    .map((o) => `${o.colour} ${o.shape} ${positionWords(o)}`)
     .join(' , ');
 }
 

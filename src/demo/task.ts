@@ -6,7 +6,7 @@ import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
 import { TemplateName, tokenizeConversation, Turn } from '../data/conversation';
 import { normalizeRgb } from '../data/images';
 import {
-  answerFor, captionFor, COLOURS, renderScene, Scene, sortOfClevrSplit, sortOfClevrVocabulary, SortOfClevrQuestion,
+  answerFor, captionFor, COLOURS, positionWords, renderScene, Scene, sortOfClevrSplit, sortOfClevrVocabulary, SortOfClevrQuestion,
 } from '../data/sort_of_clevr';
 import { wordLevelTokenizerJson, WORD_LEVEL_TOKENIZER_CONFIG } from '../data/word_level_tokenizer';
 import { TextTokenizer } from '../data/tokenizer';
@@ -48,11 +48,6 @@ export function captionText(scene: Scene, relational = false): string {
     const rel = scene.objects.length > 1 ? ` closest ${answerFor(scene, 'closest', i)} furthest ${answerFor(scene, 'furthest', i)}` : '';
     return `${base}${rel} same ${answerFor(scene, 'count', i)}`;
   }).join(' , ');
-}
-
-/** An object's position words as the captions say them: "left" | "right", then "top" | "bottom". */
-export function positionWords(o: Scene['objects'][number]): string {
-  return `${o.cx < 37.5 ? 'left' : 'right'} ${o.cy < 37.5 ? 'top' : 'bottom'}`;
 }
 
 /**

@@ -44,7 +44,7 @@ const FUNCTIONS = [
   // data
   'collate', 'nextTokenTargets', 'visualWordRows', 'tokenizeConversation', 'buildGenerationPrompt', 'buildPrompt', 'getTemplate',
   'tokenizerImageToken', 'readLlavaRecords', 'loadImage', 'decodeImage', 'preprocessClip', 'normalizeRgb', 'writeSortOfClevr',
-  'generateScene', 'renderScene', 'questionsFor', 'captionFor', 'sortOfClevrVocabulary', 'writeWordLevelTokenizer', 'wordLevelTokenizerJson', 'llamaTokenizerJson',
+  'generateScene', 'renderScene', 'questionsFor', 'captionFor', 'positionWords', 'sortOfClevrVocabulary', 'writeWordLevelTokenizer', 'wordLevelTokenizerJson', 'llamaTokenizerJson',
   // eval
   'normalizeAnswer', 'exactMatch', 'vqaSoftAccuracy', 'evaluateFile', 'scoreLlavaAnswers', 'visualWordsOf', 'drawVisualWords',
   'answerPrompt', 'mmbenchQuestions', 'mmbenchSubmission', 'readXlsx', 'writeXlsx',
