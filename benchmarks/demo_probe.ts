@@ -14,7 +14,7 @@ import { loadCheckpoint } from '../src/model/checkpoint';
 import { VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { scope } from '../src/tensor';
-import { arg } from './support';
+import { arg, ridge, ridgePredict } from './support';
 
 const dir = process.argv[2];
 if (!dir || dir.startsWith('--')) throw new Error('usage: demo_probe.ts <checkpoint dir> [--images N]');
@@ -61,36 +61,9 @@ function probes(m: VwLmm, s: SplitData): Record<string, number> {
   const cut = Math.floor((rows.length * 2) / 3);
   const out: Record<string, number> = {};
   for (const key of Object.keys(rows[0].y)) {
-    const w = ridge(rows.slice(0, cut).map((r) => r.f), rows.slice(0, cut).map((r) => r.y[key]), 1e-2);
+    const w = ridge(rows.slice(0, cut).map((r) => r.f), rows.slice(0, cut).map((r) => [r.y[key]]), 1e-2);
     const test = rows.slice(cut);
-    out[key] = test.filter((r) => (r.f.reduce((a, v, i) => a + v * w[i], w[w.length - 1]) > 0.5 ? 1 : 0) === r.y[key]).length / test.length;
+    out[key] = test.filter((r) => (ridgePredict(w, r.f)[0] > 0.5 ? 1 : 0) === r.y[key]).length / test.length;
   }
   return out;
-}
-
-/** Least squares with an L2 penalty and a bias (last weight), by Gauss-Jordan elimination in float64. */
-function ridge(X: number[][], y: number[], lambda: number): number[] {
-  const n = X[0].length + 1;
-  const A = Array.from({ length: n }, () => new Float64Array(n)), b = new Float64Array(n);
-  X.forEach((row, k) => {
-    const x = [...row, 1];
-    for (let i = 0; i < n; i++) {
-      b[i] += x[i] * y[k];
-      for (let j = 0; j < n; j++) A[i][j] += x[i] * x[j];
-    }
-  });
-  for (let i = 0; i < n; i++) A[i][i] += lambda;
-  for (let i = 0; i < n; i++) {
-    let p = i;
-    for (let r = i + 1; r < n; r++) if (Math.abs(A[r][i]) > Math.abs(A[p][i])) p = r;
-    [A[i], A[p]] = [A[p], A[i]];
-    [b[i], b[p]] = [b[p], b[i]];
-    for (let r = 0; r < n; r++) {
-      if (r === i) continue;
-      const f = A[r][i] / A[i][i];
-      for (let c = i; c < n; c++) A[r][c] -= f * A[i][c];
-      b[r] -= f * b[i];
-    }
-  }
-  return Array.from(b, (v, i) => v / A[i][i]);
 }

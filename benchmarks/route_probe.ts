@@ -3,7 +3,7 @@
 // ASSISTANT:") and on the asked object's own image token. For every object of the validation split's images and every
 // asked kind, the states are collected; a ridge least-squares probe is fitted on the first half of them and scored on
 // the second half (sign accuracy; 50% = not linearly there) for the object's left bit, top bit and shape, and, at the
-// answer position, for the question's kind and its answer.
+// answer position, for the question's kind (the first of --kinds against the others) and its answer.
 //
 // The model carries an attribute to the answer in one of two ways: the colour word's position retrieves it from the
 // object's patches in layer 1 and the answer position reads it there in layer 2, or the answer position retrieves it
@@ -13,18 +13,19 @@
 import { buildGenerationPrompt } from '../src/data/conversation';
 import { collate } from '../src/data/collate';
 import { normalizeRgb } from '../src/data/images';
-import { NON_RELATIONAL_KINDS, QuestionKind, questionText, RELATIONAL_KINDS } from '../src/data/sort_of_clevr';
+import { answerFor, NON_RELATIONAL_KINDS, QuestionKind, questionText, RELATIONAL_KINDS } from '../src/data/sort_of_clevr';
 import { noGrad } from '../src/autograd';
 import { validationSplit } from '../src/demo/recipe';
 import { makeTokenizer } from '../src/demo/task';
 import { loadCheckpoint } from '../src/model/checkpoint';
 import { Tensor } from '../src/tensor';
-import { arg } from './support';
+import { arg, ridge, ridgePredict } from './support';
 
 const KINDS: readonly string[] = [...NON_RELATIONAL_KINDS, ...RELATIONAL_KINDS];
 const kinds = arg('kinds', 'left,top').split(',');
 for (const k of kinds) if (!KINDS.includes(k)) throw new RangeError(`route_probe: --kinds takes ${KINDS.join(', ')}; got '${k}'`);
 const offsets = Number(arg('offsets', '8'));
+if (!Number.isInteger(offsets) || offsets < 1) throw new RangeError(`route_probe: --offsets takes a positive integer, got '${arg('offsets', '8')}'`);
 const { model } = loadCheckpoint(arg('checkpoint', '/tmp/vwlmm-recipe-run/checkpoint'));
 const { tokenizer } = makeTokenizer();
 const val = validationSplit(Number(arg('seed', '0')), Number(arg('images', '200')));
@@ -39,13 +40,13 @@ const rows: Row[] = [];
 let tail: string[] = [];
 noGrad(() => val.scenes.forEach((sc, i) => {
   const pixels = normalizeRgb(val.rgb[i], cfg.image.size, cfg.image.mean, cfg.image.std);
-  sc.objects.forEach((o) => kinds.forEach((kind, ki) => {
+  sc.objects.forEach((o, j) => kinds.forEach((kind, ki) => {
     const p = buildGenerationPrompt([{ from: 'human', value: `<image>\n${questionText(kind as QuestionKind, o.colour)}` }], 'vicuna_v1', tokenizer);
     const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tokenizer.padId, numPatches: model.numImageTokens });
     const emb = model.inputEmbeddings({ B: 1, T: b.T, tokenIds: b.tokenIds, imagePositions: b.imagePositions }, model.imageFeatures(b.pixelValues!, 1));
     const states = model.model.forward(emb, { keyMask: Tensor.fromArray(b.attentionMask, [1, b.T]), outputHiddenStates: true }).hiddenStates!.map((h) => h.toArray() as Float32Array);
     const row = (pos: number) => states.map((s) => s.slice(pos * D, (pos + 1) * D));
-    const left = o.cx < 37.5 ? 1 : -1, top = o.cy < 37.5 ? 1 : -1;
+    const left = answerFor(sc, 'left', j) === 'yes' ? 1 : -1, top = answerFor(sc, 'top', j) === 'yes' ? 1 : -1;
     rows.push({
       kind: ki === 0 ? 1 : -1, left, top, shape: o.shape === 'circle' ? 1 : -1, answer: kind === 'left' ? left : kind === 'top' ? top : 0,
       at: Array.from({ length: offsets }, (_, k) => row(b.T - 1 - k)),
@@ -56,29 +57,13 @@ noGrad(() => val.scenes.forEach((sc, i) => {
 }));
 model.dispose();
 
-/** Ridge least squares on the first half of (X, y in +-1), sign accuracy on the second half. */
+/** A ridge probe fitted on the first half of (X, y in +-1), its sign accuracy on the second half. */
 function probe(X: Float32Array[], y: number[]): number {
-  const n = X.length, half = n >> 1, d = X[0].length + 1;
-  const M = Array.from({ length: d }, () => new Float64Array(d + 1));
-  for (let i = 0; i < half; i++) {
-    const x = [...X[i], 1];
-    for (let a = 0; a < d; a++) { M[a][d] += x[a] * y[i]; for (let c = 0; c < d; c++) M[a][c] += x[a] * x[c]; }
-  }
-  for (let a = 0; a < d; a++) M[a][a] += 1e-3 * half;
-  for (let c = 0; c < d; c++) { // Gauss-Jordan with partial pivoting
-    let p = c;
-    for (let r = c + 1; r < d; r++) if (Math.abs(M[r][c]) > Math.abs(M[p][c])) p = r;
-    [M[c], M[p]] = [M[p], M[c]];
-    for (let r = 0; r < d; r++) if (r !== c) { const f = M[r][c] / M[c][c]; for (let k = c; k <= d; k++) M[r][k] -= f * M[c][k]; }
-  }
-  const w = M.map((r, i) => r[d] / r[i]);
+  const half = X.length >> 1;
+  const w = ridge(X.slice(0, half), y.slice(0, half).map((v) => [v]), 1e-3 * half);
   let ok = 0;
-  for (let i = half; i < n; i++) {
-    let s = w[d - 1];
-    for (let a = 0; a < d - 1; a++) s += w[a] * X[i][a];
-    if ((s >= 0 ? 1 : -1) === y[i]) ok++;
-  }
-  return ok / (n - half);
+  for (let i = half; i < X.length; i++) if ((ridgePredict(w, X[i])[0] >= 0 ? 1 : -1) === y[i]) ok++;
+  return ok / (X.length - half);
 }
 const pct = (v: number) => +(100 * v).toFixed(1);
 const attrs = (X: Float32Array[]) => ({ left: pct(probe(X, rows.map((r) => r.left))), top: pct(probe(X, rows.map((r) => r.top))), shape: pct(probe(X, rows.map((r) => r.shape))) });

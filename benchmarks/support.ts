@@ -72,6 +72,49 @@ export function overridesArg(): Json {
   return a && !a.startsWith('--') ? (JSON.parse(a) as Json) : {};
 }
 
+/**
+ * Ridge least squares with a bias, in float64: W [(D+1) x C] minimising |[X 1] W - Y|^2 + lambda |W|^2, by Gauss-Jordan
+ * elimination with partial pivoting on [A | B]. The linear probes of the demo scripts (a column per target).
+ */
+export function ridge(X: ArrayLike<number>[], Y: ArrayLike<number>[], lambda: number): Float64Array[] {
+  const D = X[0].length + 1, C = Y[0].length;
+  const A = Array.from({ length: D }, () => new Float64Array(D)), B = Array.from({ length: D }, () => new Float64Array(C));
+  const r = new Float64Array(D);
+  X.forEach((x, i) => {
+    for (let p = 0; p < D - 1; p++) r[p] = x[p];
+    r[D - 1] = 1;
+    for (let p = 0; p < D; p++) {
+      for (let q = 0; q < D; q++) A[p][q] += r[p] * r[q];
+      for (let c = 0; c < C; c++) B[p][c] += r[p] * Y[i][c];
+    }
+  });
+  for (let p = 0; p < D; p++) A[p][p] += lambda;
+  for (let c = 0; c < D; c++) {
+    let piv = c;
+    for (let q = c + 1; q < D; q++) if (Math.abs(A[q][c]) > Math.abs(A[piv][c])) piv = q;
+    [A[c], A[piv]] = [A[piv], A[c]];
+    [B[c], B[piv]] = [B[piv], B[c]];
+    for (let q = 0; q < D; q++) {
+      if (q === c || A[q][c] === 0) continue;
+      const f = A[q][c] / A[c][c];
+      for (let k = c; k < D; k++) A[q][k] -= f * A[c][k];
+      for (let k = 0; k < C; k++) B[q][k] -= f * B[c][k];
+    }
+  }
+  return B.map((row, p) => row.map((v) => v / A[p][p]));
+}
+
+/** [x 1] W: a ridge fit's C outputs for one input row. */
+export function ridgePredict(W: Float64Array[], x: ArrayLike<number>): number[] {
+  const C = W[0].length, out = new Array<number>(C).fill(0);
+  for (let c = 0; c < C; c++) {
+    let s = W[W.length - 1][c];
+    for (let p = 0; p < x.length; p++) s += x[p] * W[p][c];
+    out[c] = s;
+  }
+  return out;
+}
+
 export type OpTotals = Map<string, { ms: number; calls: number }>;
 
 /** Adds op profile entries (profileOps) into totals per op name; returns `into`. */

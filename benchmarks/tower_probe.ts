@@ -15,7 +15,7 @@ import { objectAtPatch, SplitData } from '../src/demo/task';
 import { PRETRAIN_ATTRIBUTES } from '../src/demo/vision_pretrain';
 import { VwLmm } from '../src/model/vwlmm';
 import { scope, Tensor } from '../src/tensor';
-import { arg, overridesArg, recipeWith } from './support';
+import { arg, overridesArg, recipeWith, ridge, ridgePredict } from './support';
 
 /** Per object of images [0, n): its feature rows (a: most-covered patch, b: mean of covered patches) and attribute classes. */
 function objectRows(model: VwLmm, split: SplitData, n: number, r: Recipe): { a: number[][]; b: number[][]; y: number[][] } {
@@ -56,47 +56,12 @@ function objectRows(model: VwLmm, split: SplitData, n: number, r: Recipe): { a: 
   return { a, b, y };
 }
 
-/** Ridge least squares W [(D+1) x C] for one-hot targets. */
-function fit(x: number[][], y: number[], C: number, lambda = 1e-3): number[][] {
-  const D = x[0].length + 1, A = Array.from({ length: D }, () => new Array(D).fill(0)), B = Array.from({ length: D }, () => new Array(C).fill(0));
-  x.forEach((row, i) => {
-    const r = [...row, 1];
-    for (let p = 0; p < D; p++) {
-      for (let q = 0; q < D; q++) A[p][q] += r[p] * r[q];
-      B[p][y[i]] += r[p];
-    }
-  });
-  for (let p = 0; p < D; p++) A[p][p] += lambda * x.length;
-  // Gauss-Jordan on [A | B]
-  for (let c = 0; c < D; c++) {
-    let piv = c;
-    for (let r = c + 1; r < D; r++) if (Math.abs(A[r][c]) > Math.abs(A[piv][c])) piv = r;
-    [A[c], A[piv]] = [A[piv], A[c]];
-    [B[c], B[piv]] = [B[piv], B[c]];
-    const d = A[c][c];
-    for (let q = 0; q < D; q++) A[c][q] /= d;
-    for (let q = 0; q < C; q++) B[c][q] /= d;
-    for (let r = 0; r < D; r++) if (r !== c && A[r][c] !== 0) {
-      const f = A[r][c];
-      for (let q = 0; q < D; q++) A[r][q] -= f * A[c][q];
-      for (let q = 0; q < C; q++) B[r][q] -= f * B[c][q];
-    }
-  }
-  return B;
-}
-
-function score(w: number[][], x: number[][], y: number[]): number {
-  let right = 0;
-  x.forEach((row, i) => {
-    const r = [...row, 1], C = w[0].length;
-    let best = 0, bestV = -Infinity;
-    for (let c = 0; c < C; c++) {
-      const v = r.reduce((s, xv, p) => s + xv * w[p][c], 0);
-      if (v > bestV) [best, bestV] = [c, v];
-    }
-    if (best === y[i]) right++;
-  });
-  return right / x.length;
+/** Share of rows whose highest ridge output is their class. */
+function score(w: Float64Array[], x: number[][], y: number[]): number {
+  return x.filter((row, i) => {
+    const out = ridgePredict(w, row);
+    return out.indexOf(Math.max(...out)) === y[i];
+  }).length / x.length;
 }
 
 (async () => {
@@ -112,7 +77,7 @@ function score(w: number[][], x: number[][], y: number[]): number {
   const out: Record<string, Record<string, string>> = {};
   for (const key of ['a', 'b'] as const) {
     out[key === 'a' ? 'centre patch' : 'mean of its patches'] = Object.fromEntries(PRETRAIN_ATTRIBUTES.map((att, j) => {
-      const w = fit(tr[key], tr.y.map((t) => t[j]), att.classes.length);
+      const w = ridge(tr[key], tr.y.map((t) => att.classes.map((_, c) => (c === t[j] ? 1 : 0))), 1e-3 * tr[key].length);
       return [att.kind, `${(100 * score(w, va[key], va.y.map((t) => t[j]))).toFixed(1)}%`];
     }));
   }
