@@ -11,7 +11,7 @@
 // cross-entropies) and the queries and heads as the stage's extraParameters, so schedule, clipping,
 // non-finite steps and stop requests are the Trainer's. The Trainer gets no outDir: stage 0 writes neither
 // metrics.jsonl nor a checkpoint (the demo's run directory holds stages 1 and 2; a stop here leaves nothing
-// to resume, and a resumed demo skips stage 0), and its records reach onLog as { stage: 'vision', step, loss }.
+// to resume, and a resumed demo skips stage 0), and its records reach onLog as { stage: 'vision', step, loss, elapsed }.
 import type { ProcessGroup } from '../distributed/process_group';
 import type { ComputeDtype } from '../amp';
 import { noGrad } from '../autograd';
@@ -47,7 +47,7 @@ export interface VisionPretrainOptions {
    * `checkpoint` null: stage 0 writes none).
    */
   stop?: StopRequest;
-  /** Called every logEvery steps (and after the last) with { stage: 'vision', step, loss }. */
+  /** Called every logEvery steps (and after the last) with { stage: 'vision', step, loss, elapsed } (elapsed: seconds since stage 0 started). */
   onLog?: (rec: Record<string, unknown>) => void;
   logEvery?: number;
   /** The compute dtype (TrainerOptions.dtype; default: the device's). */
@@ -139,7 +139,7 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
       // train records in stage 0's own shape, and skipped (NaN / Inf) steps; not its 'summary': the demo's
       // log has one, the main run's (estimate.ts times that run by it)
       onLog: (r) => {
-        if (r.type === 'train') opts.onLog?.({ stage: 'vision', step: r.step, loss: r.loss });
+        if (r.type === 'train') opts.onLog?.({ stage: 'vision', step: r.step, loss: r.loss, elapsed: r.elapsed });
         else if (r.type === 'nonfinite') opts.onLog?.(r);
       },
     }).runAsync();

@@ -59,7 +59,9 @@ describe('demo stage 0: vision tower pretraining', () => {
     expect(memoryStats().cpu.liveBuffers).toBe(live0);
     expect(tower.every((p) => !p.requiresGrad)).toBe(true);
     expect(logs.map((l) => l.step)).toEqual([50, 100]);
-    expect(logs.every((l) => Object.keys(l).sort().join() === 'loss,stage,step' && l.stage === 'vision')).toBe(true);
+    expect(logs.every((l) => Object.keys(l).sort().join() === 'elapsed,loss,stage,step' && l.stage === 'vision')).toBe(true);
+    // elapsed: seconds since the first step, growing (estimate.ts times stage 0 between two records)
+    expect((logs[0].elapsed as number) > 0 && (logs[1].elapsed as number) > (logs[0].elapsed as number)).toBe(true);
     expect(logs.every((l) => Number.isFinite(l.loss as number))).toBe(true);
     expect(Object.keys(r.accuracy).sort()).toEqual(['closest', 'count', 'furthest', 'left', 'shape', 'top']);
     // 100 steps of 8 on these 24 scenes (~140 objects) fit them well beyond a constant guess. Measured over
