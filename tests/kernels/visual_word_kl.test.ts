@@ -52,15 +52,18 @@ describe(`fused.visualWordKL (seed ${runSeed})`, () => {
             const r = fused.visualWordKL(tensor(b, h, [c.M, c.d]), tensor(b, wLm, [c.V, c.d]), tensor(b, x, [c.M, c.d]), tensor(b, wVm, [c.V, c.d]), {
               reduction: c.reduction, temperature: c.temperature, gradScale: c.gradScale, detachTarget: c.detachTarget, chunkRows: c.chunkRows,
             });
-            // KL of close distributions is ~|log-ratio|^2 while its terms are ~|log-ratio|: losses are judged
-            // against sum p |log p - log q| (see the magnitudes in tests/support/reference.ts).
-            if (c.M === 0) expect(r.loss).toBe(0);
-            else expect(Math.abs(r.loss - ref.loss)).toBeLessThanOrEqual(b.tol * Math.max(ref.loss, ...ref.lossesMag));
-            expect(magErr(r.losses, ref.losses, ref.lossesMag)).toBeLessThanOrEqual(b.tol);
-            for (const kl of r.losses) expect(kl).toBeGreaterThanOrEqual(-1e-6);
-            // plus what float32 logits cost both softmaxes (large for the x100 case; tests/support/reference.ts)
+            // what float32 logits cost both softmaxes (large for the x100 case; tests/support/reference.ts): the
+            // losses too, through dKL/db = q - p and dKL/da = p (log p - log q - KL), each at most 2 D lossesMag
+            // when lossesMag >= 1 (the x100 case's): a draw of its inputs gave 1.75e-5 against 1e-5 without it
             const invT = 1 / (c.temperature ?? 1);
             const gtol = b.tol + logitRoundingAllowance(h, wLm, c.M, c.V, c.d, invT) + logitRoundingAllowance(x, wVm, c.M, c.V, c.d, invT);
+            // KL of close distributions is ~|log-ratio|^2 while its terms are ~|log-ratio|: losses are judged
+            // against sum p |log p - log q| (see the magnitudes in tests/support/reference.ts).
+            const ltol = Math.max(...ref.lossesMag) >= 1 ? gtol : b.tol;
+            if (c.M === 0) expect(r.loss).toBe(0);
+            else expect(Math.abs(r.loss - ref.loss)).toBeLessThanOrEqual(ltol * Math.max(ref.loss, ...ref.lossesMag));
+            expect(magErr(r.losses, ref.losses, ref.lossesMag)).toBeLessThanOrEqual(ltol);
+            for (const kl of r.losses) expect(kl).toBeGreaterThanOrEqual(-1e-6);
             expect(magErr(r.dh!.toArray(), ref.dh, ref.dhMag)).toBeLessThanOrEqual(gtol);
             expect(magErr(r.dwLm!.toArray(), ref.dwLm, ref.dwLmMag)).toBeLessThanOrEqual(gtol);
             if (c.detachTarget) {
