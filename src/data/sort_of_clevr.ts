@@ -200,12 +200,12 @@ export function questionsFor(
   return out;
 }
 
-/** The dense caption: "red circle left top , green square right bottom , ..." (see the file comment). */
 /** An object's position words, as captions say them: "left" | "right" (cx < 37.5), then "top" | "bottom" (cy < 37.5). */
 export function positionWords(o: SceneObject): string {
   return `${o.cx < HALF ? 'left' : 'right'} ${o.cy < HALF ? 'top' : 'bottom'}`;
 }
 
+/** The dense caption: "red circle left top , green square right bottom , ..." (see the file comment). */
 export function captionFor(scene: Scene): string {
   return scene.objects
     .map((o) => `${o.colour} ${o.shape} ${positionWords(o)}`)
