@@ -13,7 +13,7 @@
 // which a busy machine disturbs less than wall time. Prints a table, then one JSON line.
 //
 //   npx tsx benchmarks/gemm_cpu.ts [--set fused,demo] [--reps 5] [--min-ms 50] [--out FILE]
-// (VWLMM_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 compares single-threaded kernels.)
+// (VWLMM_NUM_THREADS=1 compares single-threaded kernels: OpenBLAS runs single-threaded in the pool's tiles.)
 import * as fs from 'fs';
 import * as os from 'os';
 import { backendInfo } from '../src';

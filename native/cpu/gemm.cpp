@@ -1,13 +1,38 @@
 #include "gemm.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
+
+#include "parallel.h"
 
 #ifdef VWLMM_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
 
 namespace vw::cpu {
+
+namespace {
+inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return cdiv(a, b) * b; }
+// Below this many flops per thread, waking another thread costs more than it saves.
+constexpr double kMinFlopsPerThread = 2e6;
+}  // namespace
+
+GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t nr, int64_t nc, double pack_cost) {
+  const double flops = 2.0 * M * N * K;
+  const int64_t T = std::max<int64_t>(1, static_cast<int64_t>(std::min<double>(num_threads(), flops / kMinFlopsPerThread)));
+  int64_t pm = 1, pn = 1;
+  double best = -1;
+  for (int64_t m = 1; m <= T; ++m) {
+    const int64_t n = T / m;
+    const int64_t mt = round_up(cdiv(M, m), mr), nt = round_up(cdiv(N, n), nr);
+    if ((m > 1 && mt * (m - 1) >= M) || (n > 1 && nt * (n - 1) >= N)) continue;  // an idle tile
+    const double cost = 2.0 * mt * nt * K + pack_cost * K * (mt * cdiv(nt, nc) + nt);
+    if (best < 0 || cost < best) best = cost, pm = m, pn = n;
+  }
+  return {pm, pn, round_up(cdiv(M, pm), mr), round_up(cdiv(N, pn), nr)};
+}
 
 #ifdef VWLMM_HAVE_OPENBLAS
 
@@ -22,14 +47,34 @@ static bool use_builtin() {
   return b;
 }
 
+// OpenBLAS's tiles: rows and columns in multiples of 16 (its x86 sgemm kernels' register tiles are at most 16
+// wide), packing costed as the built-in GEMM's.
+constexpr int64_t kBlasTile = 16, kBlasPanel = 4096;
+constexpr double kBlasPackCost = 16;
+
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   // BLAS leaves C untouched for K = 0 only when beta = 1: the built-in GEMM gives C = beta C for any beta.
   if (K <= 0 || use_builtin()) return sgemm_builtin(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C,
-              (blasint)ldc);
+  // OpenBLAS runs single-threaded inside our pool's tiles: its own threads, woken for each call, did not speed up
+  // the demo's small products at all (a question step's matmuls 29-33 ms on 1 or 2 OpenBLAS threads), and a
+  // second pool beside ours would oversubscribe the cores.
+  static const bool single = (openblas_set_num_threads(1), true);
+  (void)single;
+  const GemmGrid g = gemm_grid(M, N, K, kBlasTile, kBlasTile, kBlasPanel, kBlasPackCost);
+  const auto call = [&](int64_t m0, int64_t m, int64_t n0, int64_t n) {
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                (blasint)m, (blasint)n, (blasint)K, alpha, trans_a ? A + m0 : A + m0 * lda, (blasint)lda,
+                trans_b ? B + n0 * ldb : B + n0, (blasint)ldb, beta, C + m0 * ldc + n0, (blasint)ldc);
+  };
+  if (g.pm * g.pn == 1) return call(0, M, 0, N);
+  parallel_for(g.pm * g.pn, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t m0 = (t / g.pn) * g.mt, n0 = (t % g.pn) * g.nt;
+      if (m0 < M && n0 < N) call(m0, std::min(g.mt, M - m0), n0, std::min(g.nt, N - n0));
+    }
+  });
 }
 
 const char* gemm_backend_name() {

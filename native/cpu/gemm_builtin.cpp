@@ -270,8 +270,6 @@ void run_tile(const Gemm& g, Kernel kernel, int64_t m0, int64_t m1, int64_t n0, 
   }
 }
 
-// Below this many flops per thread, waking another thread costs more than it saves.
-constexpr double kMinFlopsPerThread = 2e6;
 // Rough cost of packing one element, in flops of the micro-kernel (a strided read and a write vs ~100
 // flops per ns): only steers the grid towards packing less.
 constexpr double kPackCost = 16;
@@ -279,20 +277,8 @@ constexpr double kPackCost = 16;
 template <int MR, int NR>
 void run(const Gemm& g, Kernel kernel) {
   constexpr int64_t NC = kNCmax / NR * NR;
-  const double flops = 2.0 * g.M * g.N * g.K;
-  const int64_t T = std::max<int64_t>(1, static_cast<int64_t>(std::min<double>(num_threads(), flops / kMinFlopsPerThread)));
-  // Thread grid pm x pn: the one with the least estimated work in its busiest thread (its share of the
-  // flops plus what it packs: its rows of A once per NC block of its columns, and its columns of B).
-  int64_t pm = 1, pn = 1;
-  double best = -1;
-  for (int64_t m = 1; m <= T; ++m) {
-    const int64_t n = T / m;
-    const int64_t mt = round_up(cdiv(g.M, m), MR), nt = round_up(cdiv(g.N, n), NR);
-    if ((m > 1 && mt * (m - 1) >= g.M) || (n > 1 && nt * (n - 1) >= g.N)) continue;  // an idle tile
-    const double cost = 2.0 * mt * nt * g.K + kPackCost * g.K * (mt * cdiv(nt, NC) + nt);
-    if (best < 0 || cost < best) best = cost, pm = m, pn = n;
-  }
-  const int64_t mt = round_up(cdiv(g.M, pm), MR), nt = round_up(cdiv(g.N, pn), NR);
+  const GemmGrid grid = gemm_grid(g.M, g.N, g.K, MR, NR, NC, kPackCost);
+  const int64_t pm = grid.pm, pn = grid.pn, mt = grid.mt, nt = grid.nt;
   parallel_for(pm * pn, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t m0 = (t / pn) * mt, n0 = (t % pn) * nt;

@@ -102,10 +102,10 @@ function check(c: Case, inp: Inputs, got: Float32Array, sample?: [number, number
   return worst;
 }
 
-function expectWithinBound(c: Case, label: string, fill?: (rng: Rng) => () => number): Float32Array {
+function expectWithinBound(c: Case, label: string, fill?: (rng: Rng) => () => number, builtin = true): Float32Array {
   const rng = rngFor(`${label} ${tag(c)}`);
   const inp = makeInputs(c, rng, fill?.(rng));
-  const got = runGemm(c, inp);
+  const got = runGemm(c, inp, builtin);
   expect(check(c, inp, got), tag(c)).toBeLessThanOrEqual(1);
   return got;
 }
@@ -241,6 +241,43 @@ describe('built-in GEMM against the float64 reference', () => {
           res[i * c.N + j] = got[i * ldc + j];
         }
       expect(relErr(res, ref), tag(c)).toBe(0);
+    }
+  }, 120_000);
+});
+
+// The GEMM in use: OpenBLAS where the build found it, run single-threaded on each tile of C that the pool's threads
+// share (native/cpu/gemm.cpp gemm_grid), so every tile's offsets into strided A, B and C are exercised here; without
+// OpenBLAS it is the built-in GEMM again.
+describe('the GEMM in use (OpenBLAS in tiles over the threads) against the float64 reference', () => {
+  it('odd sizes, sizes around the tiles, strided operands, the demo recipe shapes; two runs bit-identical', () => {
+    const cases = [...oddCases().filter((_, i) => i % 2 === 0), ...blockingCases(), ...demoCases()];
+    for (const c of cases) {
+      const got = expectWithinBound(c, 'in use', undefined, false);
+      const inp = makeInputs(c, rngFor(`in use ${tag(c)}`));
+      expect(sameBits(runGemm(c, inp, false), got), `rerun: ${tag(c)}`).toBe(true);
+    }
+  }, 120_000);
+
+  it('exact on small-integer inputs, whatever the tiles', () => {
+    const ints = (rng: Rng) => () => rng.int(17) - 8;
+    // the blocking cases and a quarter of the demo's (forward, dX and dW products alike; tiled on 2 or more threads)
+    for (const c0 of [...blockingCases(), ...demoCases().filter((_, i) => i % 4 === 0)]) {
+      // scales that keep the result exact: powers of two
+      const c = { ...c0, alpha: c0.alpha === undefined ? 1 : 0.5, beta: c0.beta === undefined || c0.beta === 0 ? 0 : 2 };
+      const rng = rngFor(`in use exact ${tag(c)}`);
+      const inp = makeInputs(c, rng, ints(rng));
+      const got = runGemm(c, inp, false);
+      const a = (i: number, k: number) => (c.ta ? inp.A[k * inp.lda + i] : inp.A[i * inp.lda + k]);
+      const b = (k: number, j: number) => (c.tb ? inp.B[j * inp.ldb + k] : inp.B[k * inp.ldb + j]);
+      let worst = 0;
+      for (let i = 0; i < c.M; i++)
+        for (let j = 0; j < c.N; j++) {
+          let s = 0;
+          for (let k = 0; k < c.K; k++) s += a(i, k) * b(k, j);
+          const ref = c.alpha * s + (c.beta === 0 ? 0 : c.beta * inp.C[i * inp.ldc + j]);
+          worst = Math.max(worst, Math.abs(got[i * inp.ldc + j] - ref));
+        }
+      expect(worst, tag(c)).toBe(0);
     }
   }, 120_000);
 });
