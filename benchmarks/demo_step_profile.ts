@@ -1,0 +1,58 @@
+// Where a demo training step's time goes: runs the default recipe (src/demo/recipe.ts) on a small split with short
+// stages, records the op profile (profileOps) over the chosen stage's steps after its first 10, and prints the wall
+// time per step, the time inside ops per step, and the ops (and, with --top, the op shapes) that take it.
+// The rest of a step's wall time is outside the ops: JavaScript, autograd, batch assembly.
+//
+//   npx tsx benchmarks/demo_step_profile.ts [--stage questions|captions|vision] [--steps 100] [--top 0]
+// (`vision` is stage 0; `captions` stage 1 with the tower frozen. VWLMM_NUM_THREADS, VWLMM_GEMM apply as usual.)
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { profileOps } from '../src';
+import { DEFAULT_RECIPE, Recipe, runRecipe } from '../src/demo/recipe';
+import { arg } from './support';
+
+const stage = arg('stage', 'questions'), steps = Number(arg('steps', '100')), top = Number(arg('top', '0'));
+const recordStage = { questions: 'questions', captions: 'captions-frozen-tower', vision: 'vision' }[stage];
+if (!recordStage) throw new Error(`demo_step_profile: --stage must be questions, captions or vision, not '${stage}'`);
+const n = (s: string) => (stage === s ? steps + 10 : 2);
+const r: Recipe = {
+  ...DEFAULT_RECIPE, trainImages: 512, testImages: 4, evalEvery: 0, evalQuestions: 10,
+  stage0: { ...DEFAULT_RECIPE.stage0, steps: n('vision'), frozenSteps: n('captions') },
+  stage1: { ...DEFAULT_RECIPE.stage1, steps: n('captions') },
+  stage2: { ...DEFAULT_RECIPE.stage2, steps: n('questions') },
+};
+(async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'demo-step-profile-'));
+  let first = -1, last = -1, t0 = 0, t1 = 0;
+  try {
+    const res = await runRecipe(r, {
+      outDir: dir, logEvery: 10,
+      onLog: (rec) => {
+        if (rec.stage !== recordStage || typeof rec.step !== 'number') return;
+        if (first < 0 && rec.step >= 10) {
+          profileOps(true);
+          [first, t0] = [rec.step, performance.now()];
+        } else if (first >= 0) {
+          [last, t1] = [rec.step, performance.now()];
+        }
+      },
+    });
+    res.model.dispose();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const entries = profileOps(false), k = last - first;
+  if (k <= 0) throw new Error(`demo_step_profile: no ${stage} steps were recorded`);
+  const opMs = entries.reduce((a, e) => a + e.ms, 0);
+  console.log(`${stage}: ${k} steps, ${((t1 - t0) / k).toFixed(2)} ms a step, ${(opMs / k).toFixed(2)} ms in ops`);
+  const byOp = new Map<string, { ms: number; calls: number }>();
+  for (const e of entries) {
+    const op = e.key.split(' ').slice(0, 2).join(' ');
+    const v = byOp.get(op) ?? { ms: 0, calls: 0 };
+    byOp.set(op, { ms: v.ms + e.ms, calls: v.calls + e.calls });
+  }
+  console.log('ms/step calls/step op');
+  for (const [op, v] of [...byOp].sort((a, b) => b[1].ms - a[1].ms).slice(0, 15)) console.log(`${(v.ms / k).toFixed(2).padStart(7)} ${(v.calls / k).toFixed(1).padStart(10)} ${op}`);
+  for (const e of entries.slice(0, top)) console.log(`${(e.ms / k).toFixed(2).padStart(7)} ${(e.calls / k).toFixed(1).padStart(10)} ${e.key}`);
+})();
