@@ -1,5 +1,5 @@
-// A small blocking thread pool for the element-wise row passes of the CPU kernels. Workers sleep on a
-// condition variable (no spinning), so they do not steal cycles from OpenBLAS's own GEMM threads.
+// The CPU kernels' one thread pool (the row passes, attention, and the GEMMs' tiles). Between jobs its threads spin
+// for up to VWLMM_SPIN_US microseconds (500 by default), then sleep on a condition variable.
 #pragma once
 #include <cstdint>
 #include <functional>
