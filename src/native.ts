@@ -98,6 +98,10 @@ export function cpu(): Addon {
   const gemm = process.env.VWLMM_GEMM;
   if (gemm !== undefined && gemm !== '' && gemm !== 'openblas' && gemm !== 'builtin')
     throw new RangeError(`vwlmm: VWLMM_GEMM must be 'openblas' or 'builtin' (or unset: OpenBLAS where the build has it), got '${gemm}'`);
+  // VWLMM_SPIN_US: how long the CPU thread pool spins between jobs before sleeping (read natively at the first op).
+  const spin = process.env.VWLMM_SPIN_US;
+  if (spin !== undefined && spin !== '' && !/^\d{1,7}$/.test(spin))
+    throw new RangeError(`vwlmm: VWLMM_SPIN_US must be a whole number of microseconds (0 = sleep at once; unset: 500), got '${spin}'`);
   try {
     // VWLMM_ADDON points at a specific vwlmm.node (e.g. a second build directory); else build/ or prebuilds/.
     const explicit = process.env.VWLMM_ADDON;

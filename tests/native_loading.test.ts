@@ -93,6 +93,28 @@ describe('VWLMM_GEMM', () => {
   });
 });
 
+describe('VWLMM_SPIN_US', () => {
+  // The pool's spin between jobs changes when its threads sleep, never what they compute.
+  function run(value: string): { status: number | null; stdout: string; stderr: string } {
+    const code = "const v=require('./src');const a=v.Tensor.fromArray(Float32Array.from({length:600*70},(_, i)=>(i%13)-6),[600,70]);" +
+      "const b=v.Tensor.fromArray(Float32Array.from({length:70*90},(_, i)=>(i%7)-3),[70,90]);" +
+      "const c=v.F.matmul(a,b).toArray();let s=0;for(const x of c)s+=x*x;console.log(JSON.stringify({s}))";
+    return spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e', code],
+      { cwd: root, env: { ...process.env, VWLMM_SPIN_US: value, VWLMM_NUM_THREADS: '2' }, encoding: 'utf8' });
+  }
+  it('0 (sleep at once) and a long spin give the same products', () => {
+    const [a, b] = ['0', '20000'].map(run);
+    expect(a.status, a.stderr).toBe(0);
+    expect(b.status, b.stderr).toBe(0);
+    expect(a.stdout.trim().split('\n').pop()).toBe(b.stdout.trim().split('\n').pop());
+  });
+  it('a value that is not a whole number of microseconds is an error naming the variable', () => {
+    const r = run('-5');
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/VWLMM_SPIN_US must be a whole number of microseconds.*got '-5'/);
+  });
+});
+
 describe('addon symbols', () => {
   // The addons export nothing of vwlmm's own: a default-visibility function-local static (error_flags(),
   // host_sync_counter(), the process-group state) is an STB_GNU_UNIQUE symbol, one object for every library in
