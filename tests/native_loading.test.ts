@@ -69,15 +69,19 @@ describe('backendInfo', () => {
   });
 });
 
+/** Runs a snippet of TypeScript in a fresh process (tsx, in the package root) with these environment variables set. */
+function runSnippet(code: string, env: Record<string, string>): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e', code],
+    { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8' });
+}
+
 describe('VWLMM_GEMM', () => {
   /** backendInfo().cpu.gemm and a small matmul's result in a fresh process with VWLMM_GEMM set. */
-  function run(value: string): { status: number | null; stdout: string; stderr: string } {
-    const code = "const v=require('./src');const a=v.Tensor.fromArray(new Float32Array([1,2,3,4,5,6]),[2,3]);" +
+  const run = (value: string) => runSnippet(
+    "const v=require('./src');const a=v.Tensor.fromArray(new Float32Array([1,2,3,4,5,6]),[2,3]);" +
       "const b=v.Tensor.fromArray(new Float32Array([1,0,2,1,0,3]),[3,2]);" +
-      "console.log(JSON.stringify({gemm:v.backendInfo().cpu.gemm,c:Array.from(v.F.matmul(a,b).toArray())}))";
-    return spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e', code],
-      { cwd: root, env: { ...process.env, VWLMM_GEMM: value }, encoding: 'utf8' });
-  }
+      "console.log(JSON.stringify({gemm:v.backendInfo().cpu.gemm,c:Array.from(v.F.matmul(a,b).toArray())}))",
+    { VWLMM_GEMM: value });
   it('builtin selects the built-in GEMM (and it computes the product)', () => {
     const r = run('builtin');
     expect(r.status, r.stderr).toBe(0);
@@ -95,13 +99,11 @@ describe('VWLMM_GEMM', () => {
 
 describe('VWLMM_SPIN_US', () => {
   // The pool's spin between jobs changes when its threads sleep, never what they compute.
-  function run(value: string): { status: number | null; stdout: string; stderr: string } {
-    const code = "const v=require('./src');const a=v.Tensor.fromArray(Float32Array.from({length:600*70},(_, i)=>(i%13)-6),[600,70]);" +
+  const run = (value: string) => runSnippet(
+    "const v=require('./src');const a=v.Tensor.fromArray(Float32Array.from({length:600*70},(_, i)=>(i%13)-6),[600,70]);" +
       "const b=v.Tensor.fromArray(Float32Array.from({length:70*90},(_, i)=>(i%7)-3),[70,90]);" +
-      "const c=v.F.matmul(a,b).toArray();let s=0;for(const x of c)s+=x*x;console.log(JSON.stringify({s}))";
-    return spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e', code],
-      { cwd: root, env: { ...process.env, VWLMM_SPIN_US: value, VWLMM_NUM_THREADS: '2' }, encoding: 'utf8' });
-  }
+      "const c=v.F.matmul(a,b).toArray();let s=0;for(const x of c)s+=x*x;console.log(JSON.stringify({s}))",
+    { VWLMM_SPIN_US: value, VWLMM_NUM_THREADS: '2' });
   it('0 (sleep at once) and a long spin give the same products', () => {
     const [a, b] = ['0', '20000'].map(run);
     expect(a.status, a.stderr).toBe(0);
