@@ -1,6 +1,7 @@
 // Where a demo training step's time goes: runs the default recipe (src/demo/recipe.ts) on a small split with short
 // stages, records the op profile (profileOps) over the chosen stage's steps after its first 10, and prints the wall
-// time per step, the time inside ops per step, and the ops (and, with --top, the op shapes) that take it.
+// time per step and the time inside ops per step (stdout), then the ops and, with --top, the op shapes that take it
+// (stderr, support.ts printOpProfile).
 // The rest of a step's wall time is outside the ops: JavaScript, autograd, batch assembly.
 //
 //   npx tsx benchmarks/demo_step_profile.ts [--stage questions|captions|vision] [--steps 100] [--top 0]
@@ -10,7 +11,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { profileOps } from '../src';
 import { DEFAULT_RECIPE, Recipe, runRecipe } from '../src/demo/recipe';
-import { arg } from './support';
+import { arg, printOpProfile } from './support';
 
 const stage = arg('stage', 'questions'), steps = Number(arg('steps', '100')), top = Number(arg('top', '0'));
 const recordStage = { questions: 'questions', captions: 'captions-frozen-tower', vision: 'vision' }[stage];
@@ -46,13 +47,5 @@ const r: Recipe = {
   if (k <= 0) throw new Error(`demo_step_profile: no ${stage} steps were recorded`);
   const opMs = entries.reduce((a, e) => a + e.ms, 0);
   console.log(`${stage}: ${k} steps, ${((t1 - t0) / k).toFixed(2)} ms a step, ${(opMs / k).toFixed(2)} ms in ops`);
-  const byOp = new Map<string, { ms: number; calls: number }>();
-  for (const e of entries) {
-    const op = e.key.split(' ').slice(0, 2).join(' ');
-    const v = byOp.get(op) ?? { ms: 0, calls: 0 };
-    byOp.set(op, { ms: v.ms + e.ms, calls: v.calls + e.calls });
-  }
-  console.log('ms/step calls/step op');
-  for (const [op, v] of [...byOp].sort((a, b) => b[1].ms - a[1].ms).slice(0, 15)) console.log(`${(v.ms / k).toFixed(2).padStart(7)} ${(v.calls / k).toFixed(1).padStart(10)} ${op}`);
-  for (const e of entries.slice(0, top)) console.log(`${(e.ms / k).toFixed(2).padStart(7)} ${(e.calls / k).toFixed(1).padStart(10)} ${e.key}`);
+  printOpProfile(entries, k, top);
 })();

@@ -104,11 +104,20 @@ describe('VWLMM_SPIN_US', () => {
       "const b=v.Tensor.fromArray(Float32Array.from({length:70*90},(_, i)=>(i%7)-3),[70,90]);" +
       "const c=v.F.matmul(a,b).toArray();let s=0;for(const x of c)s+=x*x;console.log(JSON.stringify({s}))",
     { VWLMM_SPIN_US: value, VWLMM_NUM_THREADS: '2' });
-  it('0 (sleep at once) and a long spin give the same products', () => {
-    const [a, b] = ['0', '20000'].map(run);
-    expect(a.status, a.stderr).toBe(0);
-    expect(b.status, b.stderr).toBe(0);
-    expect(a.stdout.trim().split('\n').pop()).toBe(b.stdout.trim().split('\n').pop());
+  it('0 (sleep at once) and a long spin both give the exact product on 2 threads', () => {
+    // the same small-integer product in float64 (every partial sum exact in float32 too): sum of C's squares
+    let want = 0;
+    for (let i = 0; i < 600; i++)
+      for (let j = 0; j < 90; j++) {
+        let c = 0;
+        for (let k = 0; k < 70; k++) c += (((i * 70 + k) % 13) - 6) * (((k * 90 + j) % 7) - 3);
+        want += c * c;
+      }
+    for (const value of ['0', '20000']) {
+      const r = run(value);
+      expect(r.status, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout.trim().split('\n').pop()!).s, `VWLMM_SPIN_US=${value}`).toBe(want);
+    }
   });
   it('a value that is not a whole number of microseconds is an error naming the variable', () => {
     const r = run('-5');

@@ -110,6 +110,29 @@ function expectWithinBound(c: Case, label: string, fill?: (rng: Rng) => () => nu
   return got;
 }
 
+/**
+ * Small-integer inputs (every product and partial sum exact in float32) and power-of-two scales: the GEMM must give
+ * the float64 reference exactly, whatever its blocking, tiles and summation order.
+ */
+function expectExact(c0: Case, label: string, builtin: boolean): void {
+  const c = { ...c0, alpha: c0.alpha === undefined ? 1 : 0.5, beta: c0.beta === undefined || c0.beta === 0 ? 0 : 2 };
+  const rng = rngFor(`${label} ${tag(c)}`);
+  const inp = makeInputs(c, rng, () => rng.int(17) - 8);
+  const got = runGemm(c, inp, builtin);
+  const { ldc } = inp;
+  const ref = new Float64Array(c.M * c.N), res = new Float64Array(c.M * c.N);
+  const a = (i: number, k: number) => (c.ta ? inp.A[k * inp.lda + i] : inp.A[i * inp.lda + k]);
+  const b = (k: number, j: number) => (c.tb ? inp.B[j * inp.ldb + k] : inp.B[k * inp.ldb + j]);
+  for (let i = 0; i < c.M; i++)
+    for (let j = 0; j < c.N; j++) {
+      let s = 0;
+      for (let k = 0; k < c.K; k++) s += a(i, k) * b(k, j);
+      ref[i * c.N + j] = c.alpha * s + (c.beta === 0 ? 0 : c.beta * inp.C[i * ldc + j]);
+      res[i * c.N + j] = got[i * ldc + j];
+    }
+  expect(relErr(res, ref), tag(c)).toBe(0);
+}
+
 const SIZES = [1, 5, 17, 33, 100, 257];
 const TRANS: [boolean, boolean][] = [[false, false], [false, true], [true, false], [true, true]];
 const SCALES: [number, number][] = [[1, 0], [0.75, 0], [-1.5, 0.5], [1, 1], [2, -0.25]];
@@ -222,26 +245,7 @@ describe('built-in GEMM against the float64 reference', () => {
   }, 300_000);
 
   it('exact on small-integer inputs (every product and partial sum exact in float32), any blocking', () => {
-    const ints = (rng: Rng) => () => rng.int(17) - 8;
-    for (const c0 of [...blockingCases(), ...oddCases().filter((_, i) => i % 3 === 0)]) {
-      // scales that keep the result exact: powers of two
-      const c = { ...c0, alpha: c0.alpha === undefined ? 1 : 0.5, beta: c0.beta === undefined || c0.beta === 0 ? 0 : 2 };
-      const rng = rngFor(`exact ${tag(c)}`);
-      const inp = makeInputs(c, rng, ints(rng));
-      const got = runGemm(c, inp);
-      const { ldc } = inp;
-      const ref = new Float64Array(c.M * c.N), res = new Float64Array(c.M * c.N);
-      const a = (i: number, k: number) => (c.ta ? inp.A[k * inp.lda + i] : inp.A[i * inp.lda + k]);
-      const b = (k: number, j: number) => (c.tb ? inp.B[j * inp.ldb + k] : inp.B[k * inp.ldb + j]);
-      for (let i = 0; i < c.M; i++)
-        for (let j = 0; j < c.N; j++) {
-          let s = 0;
-          for (let k = 0; k < c.K; k++) s += a(i, k) * b(k, j);
-          ref[i * c.N + j] = c.alpha * s + (c.beta === 0 ? 0 : c.beta * inp.C[i * ldc + j]);
-          res[i * c.N + j] = got[i * ldc + j];
-        }
-      expect(relErr(res, ref), tag(c)).toBe(0);
-    }
+    for (const c of [...blockingCases(), ...oddCases().filter((_, i) => i % 3 === 0)]) expectExact(c, 'exact', true);
   }, 120_000);
 });
 
@@ -259,26 +263,8 @@ describe('the GEMM in use (OpenBLAS in tiles over the threads) against the float
   }, 120_000);
 
   it('exact on small-integer inputs, whatever the tiles', () => {
-    const ints = (rng: Rng) => () => rng.int(17) - 8;
     // the blocking cases and a quarter of the demo's (forward, dX and dW products alike; tiled on 2 or more threads)
-    for (const c0 of [...blockingCases(), ...demoCases().filter((_, i) => i % 4 === 0)]) {
-      // scales that keep the result exact: powers of two
-      const c = { ...c0, alpha: c0.alpha === undefined ? 1 : 0.5, beta: c0.beta === undefined || c0.beta === 0 ? 0 : 2 };
-      const rng = rngFor(`in use exact ${tag(c)}`);
-      const inp = makeInputs(c, rng, ints(rng));
-      const got = runGemm(c, inp, false);
-      const a = (i: number, k: number) => (c.ta ? inp.A[k * inp.lda + i] : inp.A[i * inp.lda + k]);
-      const b = (k: number, j: number) => (c.tb ? inp.B[j * inp.ldb + k] : inp.B[k * inp.ldb + j]);
-      let worst = 0;
-      for (let i = 0; i < c.M; i++)
-        for (let j = 0; j < c.N; j++) {
-          let s = 0;
-          for (let k = 0; k < c.K; k++) s += a(i, k) * b(k, j);
-          const ref = c.alpha * s + (c.beta === 0 ? 0 : c.beta * inp.C[i * inp.ldc + j]);
-          worst = Math.max(worst, Math.abs(got[i * inp.ldc + j] - ref));
-        }
-      expect(worst, tag(c)).toBe(0);
-    }
+    for (const c of [...blockingCases(), ...demoCases().filter((_, i) => i % 4 === 0)]) expectExact(c, 'in use exact', false);
   }, 120_000);
 });
 
