@@ -26,6 +26,7 @@ const r: Recipe = {
 (async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'demo-step-profile-'));
   let first = -1, last = -1, t0 = 0, t1 = 0;
+  let entries: ReturnType<typeof profileOps> = [];
   try {
     const res = await runRecipe(r, {
       outDir: dir, logEvery: 10,
@@ -34,8 +35,10 @@ const r: Recipe = {
         if (first < 0 && rec.step >= 10) {
           profileOps(true);
           [first, t0] = [rec.step, performance.now()];
-        } else if (first >= 0) {
+        } else if (first >= 0 && last < n(stage)) {
           [last, t1] = [rec.step, performance.now()];
+          // the stage's last step: stop before the stages and the evaluation that follow it
+          if (last === n(stage)) entries = profileOps(false);
         }
       },
     });
@@ -43,7 +46,7 @@ const r: Recipe = {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  const entries = profileOps(false), k = last - first;
+  const k = last - first;
   if (k <= 0) throw new Error(`demo_step_profile: no ${stage} steps were recorded`);
   const opMs = entries.reduce((a, e) => a + e.ms, 0);
   console.log(`${stage}: ${k} steps, ${((t1 - t0) / k).toFixed(2)} ms a step, ${(opMs / k).toFixed(2)} ms in ops`);
