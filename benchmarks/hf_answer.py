@@ -83,8 +83,12 @@ def expand2square(pil_img, background_color):
 
 class Answerer:
     def __init__(self, model_dir, device="cpu"):
+        import transformers
         from transformers import AutoTokenizer, LlavaForConditionalGeneration
-        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+        try:  # transformers 5: the PIL path has its own class
+            from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+        except ImportError:  # transformers 4: CLIPImageProcessor is the PIL path
+            from transformers import CLIPImageProcessor as CLIPImageProcessorPil
         with open(os.path.join(model_dir, "config.json")) as f:
             self.config_json = json.load(f)
         template = self.config_json.get("conversation_template", "vicuna_v1")
@@ -92,7 +96,9 @@ class Answerer:
             raise SystemExit(f"hf_answer.py: conversation template {template!r}: only vicuna_v1 is written here")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.device = torch.device(device)
-        self.model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(self.device).eval()
+        v = tuple(int(x) for x in transformers.__version__.split(".")[:2])
+        fp32 = {"dtype" if v >= (4, 56) else "torch_dtype": torch.float32}  # from_pretrained's dtype argument since 4.56
+        self.model = LlavaForConditionalGeneration.from_pretrained(model_dir, **fp32).to(self.device).eval()
         cfg = self.model.config
         self.image_token = cfg.image_token_index
         self.num_patches = cfg.image_seq_length
@@ -249,6 +255,11 @@ def main():
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     o = ap.parse_args()
     torch.set_num_threads(o.threads)
+    if o.device.startswith("cuda"):
+        # the float32 check compares with vwlmm's CPU logits at 1e-4: cuDNN runs a float32 convolution (CLIP's patch
+        # embedding) in TF32 by default, which alone moves the d512 model's logits by ~7e-4
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     import transformers
     with open(o.questions) as f:
         questions = [json.loads(l) for l in f if l.strip()]

@@ -119,7 +119,8 @@ export function isAsync(device: Device = 'cpu'): boolean {
  * Which kernels run attention on CUDA, as torch.backends.cuda picks an SDPA backend:
  * - 'tiled': flash-style fused kernels on CUDA cores (native/cuda/engine/attention.cu);
  * - 'gemm': cuBLAS batched GEMMs on tensor cores with a softmax row pass between them, over chunks of query rows
- *   whose scores fit `workspaceBytes` (at least 16 rows; never the whole T x T). bf16 and float32 (true fp32);
+ *   whose scores fit `workspaceBytes` (at least 16 rows; never the whole T x T). float32 (true fp32), and bf16 with
+ *   a head size that is a multiple of 8 (cuBLAS's pointer alignment); other bf16 head sizes run 'tiled';
  * - 'auto' (the default): 'tiled' until 'gemm' has passed the backend parity table on a GPU.
  * VWLMM_CUDA_ATTENTION=tiled|gemm sets the starting kernel. The CPU has one attention kernel.
  */
@@ -128,10 +129,14 @@ export interface CudaAttentionSettings {
   kernel: AttentionKernel;
   workspaceBytes: number;
 }
+/** The settings, and how many attention calls (forward or backward) the gemm kernel has run in this process. */
+export interface CudaAttentionState extends CudaAttentionSettings {
+  gemmCalls: number;
+}
 const ATTENTION_KERNELS: readonly string[] = ['auto', 'tiled', 'gemm'];
 
-/** Changes the CUDA attention settings given (see AttentionKernel); returns the previous ones. Needs CUDA. */
-export function setCudaAttention(settings: Partial<CudaAttentionSettings>): CudaAttentionSettings {
+/** Changes the CUDA attention settings given (see AttentionKernel); returns the previous ones (and the gemm kernel's call count). Needs CUDA. */
+export function setCudaAttention(settings: Partial<CudaAttentionSettings>): CudaAttentionState {
   const where = 'setCudaAttention';
   if (typeof settings !== 'object' || settings === null) throw typeError(where, 'settings', 'an object', settings);
   const { kernel, workspaceBytes } = settings;
@@ -139,11 +144,11 @@ export function setCudaAttention(settings: Partial<CudaAttentionSettings>): Cuda
     throw typeError(where, 'kernel', "'auto', 'tiled' or 'gemm'", kernel);
   if (workspaceBytes !== undefined && !(Number.isSafeInteger(workspaceBytes) && workspaceBytes >= 1))
     throw typeError(where, 'workspaceBytes', 'an integer >= 1', workspaceBytes);
-  return cuda(where).attentionSettings!(kernel, workspaceBytes) as CudaAttentionSettings;
+  return cuda(where).attentionSettings!(kernel, workspaceBytes) as CudaAttentionState;
 }
 /** The CUDA attention settings now; null without CUDA. */
-export function cudaAttention(): CudaAttentionSettings | null {
-  return (tryCuda()?.attentionSettings!() as CudaAttentionSettings | undefined) ?? null;
+export function cudaAttention(): CudaAttentionState | null {
+  return (tryCuda()?.attentionSettings!() as CudaAttentionState | undefined) ?? null;
 }
 
 /**

@@ -53,7 +53,7 @@ export interface Addon {
   /** CUDA addon only: makes GPU `index` this process's device (src/device.ts). */
   selectDevice?(index: number): void;
   /** CUDA addon only: the attention kernels' settings, changed where given; returns the previous ones (src/index.ts). */
-  attentionSettings?(kernel?: string, workspaceBytes?: number): { kernel: string; workspaceBytes: number };
+  attentionSettings?(kernel?: string, workspaceBytes?: number): { kernel: string; workspaceBytes: number; gemmCalls: number };
   sgemm?(ta: boolean, tb: boolean, M: number, N: number, K: number, A: NativeBuffer, B: NativeBuffer, C: NativeBuffer, opts?: { builtin?: boolean; alpha?: number; beta?: number; lda?: number; ldb?: number; ldc?: number }): void;
 }
 

@@ -171,17 +171,17 @@ describe('CUDA attention settings (setCudaAttention)', () => {
     const r = spawnSync(process.execPath, ['-e', code], { cwd: root, env, encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
-    expect(out.slice(0, 4)).toEqual([
-      { kernel: 'auto', workspaceBytes: 64 * 2 ** 20 },
-      { kernel: 'auto', workspaceBytes: 64 * 2 ** 20 },
-      { kernel: 'gemm', workspaceBytes: 4096 },
-      { kernel: 'gemm', workspaceBytes: 12345 },
+    expect(out.slice(0, 4)).toEqual([ // gemmCalls: no attention has run
+      { kernel: 'auto', workspaceBytes: 64 * 2 ** 20, gemmCalls: 0 },
+      { kernel: 'auto', workspaceBytes: 64 * 2 ** 20, gemmCalls: 0 },
+      { kernel: 'gemm', workspaceBytes: 4096, gemmCalls: 0 },
+      { kernel: 'gemm', workspaceBytes: 12345, gemmCalls: 0 },
     ]);
     expect(out[4]).toMatch(/kernel must be 'auto', 'tiled' or 'gemm'/);
     expect(out[5]).toMatch(/workspaceBytes must be an integer >= 1/);
     expect(out[6]).toMatch(/workspaceBytes must be an integer >= 1/);
     expect(out[7]).toMatch(/kernel must be/);
-    expect(out[8]).toEqual({ kernel: 'gemm', workspaceBytes: 12345 }); // a refused call changes nothing
+    expect(out[8]).toEqual({ kernel: 'gemm', workspaceBytes: 12345, gemmCalls: 0 }); // a refused call changes nothing
   });
 
   it.skipIf(!built)('VWLMM_CUDA_ATTENTION sets the starting kernel; another value is an error that names the choices', () => {

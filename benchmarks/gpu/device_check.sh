@@ -7,8 +7,11 @@
 #   .device/nm.tar.xz    node_modules (without typescript)
 #   .device/src.tar      `git archive HEAD` plus the files under test (isolates the run from edits in progress)
 #   .device/pylib.tar.xz PEFT for the lora section where the machine lacks it: peft, accelerate and psutil (abi3)
-#                        from this machine's site-packages, e.g. `tar -cJf .device/pylib.tar.xz --exclude=__pycache__
-#                        -C "$(python3 -c 'import site; print(site.getsitepackages()[0])')" peft accelerate psutil`
+#                        WITH their .dist-info folders (transformers 5 refuses to import when accelerate is importable
+#                        but has no metadata), e.g. `rm -rf /tmp/pylib-src && pip install -q --no-deps --index-url
+#                        file:///opt/pypi/simple --target /tmp/pylib-src peft accelerate psutil && tar -cJf
+#                        .device/pylib.tar.xz --exclude=__pycache__ -C /tmp/pylib-src peft accelerate psutil
+#                        $(cd /tmp/pylib-src && ls -d *.dist-info)`
 # SECTIONS picks what runs (default: all but synctests and profile, in this order): tests synctests profile syncs
 # nccl train attention lora generate answer amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
 # REUSE=1 keeps the previous call's unpacked, built tree on a still-warm machine (no unpack, no build).
@@ -17,13 +20,17 @@
 # check on an H200"). Since then "train" runs vwlmm twice (tiled and gemm attention, ~40 s more) and "attention"
 # (~1-2 min) and "lora" (7B: ~3-5 min) were added, which do not fit one lease with the rest. A plan for the next one:
 #   call 1: SECTIONS="tests train attention" TEST_TIMEOUT=200 (the gemm attention's parity, then its speed)
-#   call 2, REUSE=1: SECTIONS="lora generate answer" (issue 12's 7B LoRA against PEFT and 7B generation against
-#   transformers; issue 17's answers/s), then give the machine back.
+#   call 2, REUSE=1: SECTIONS="lora generate answer" LORA_TIMEOUT=120 GEN_TIMEOUT=100 ANSWER_TIMEOUT=120 (issue 12's
+#   7B LoRA against PEFT and 7B generation against transformers; issue 17's answers/s; the default timeouts add up
+#   to more than a call's 600 s), then give the machine back.
+# REUSE=1 runs the first call's unpacked tree: build .device/src.tar with every fix before call 1.
 set -u
 OUT=${OUT:-/tmp/vwlmm-gpu-out}; mkdir -p "$OUT"
 # Everything is written under $L and packed into $OUT/logs.tgz at the end (the tool returns at most 8 files).
 L=/tmp/vwlmm-logs; rm -rf "$L"; mkdir -p "$L"
-trap 'tar -czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null' EXIT
+# packed after each section too: a run killed at the tool's limit (SIGKILL: no EXIT trap) keeps what finished
+pack() { tar -czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null; }
+trap pack EXIT
 SECTIONS=" ${SECTIONS:-tests syncs nccl train attention lora generate answer amp demo bench} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 mkdir -p /tmp/nodebin && [ -x /tmp/nodebin/node ] || xz -dc .device/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
@@ -60,6 +67,7 @@ if want tests; then
   echo "tests: rc $? in $(( $(date +%s) - t0 )) s"
   grep -E "FAIL|✗|×|AssertionError|Error:" "$L/tests.log" | head -40
   tail -8 "$L/tests.log"
+  pack
 fi
 if want synctests; then
   # the CPU-vs-CUDA parity cases and training steps again in sync mode (each op waits for its kernels)
@@ -68,6 +76,7 @@ if want synctests; then
   echo "tests, VWLMM_CUDA_ASYNC=0: rc $? in $(( $(date +%s) - t0 )) s"
   grep -E "FAIL|AssertionError|Error:" "$L/tests_sync.log" | head -20
   tail -3 "$L/tests_sync.log"
+  pack
 fi
 if want profile; then
   # where a training step's time goes: the op profile (benchmarks/support.ts printOpProfile) of the issue's model
@@ -81,6 +90,7 @@ if want profile; then
     VWLMM_CUDA_ASYNC=$mode timeout 90 node node_modules/tsx/dist/cli.mjs benchmarks/host_syncs.ts --device cuda --steps 8 --profile 12 >"$L/profile_demo_$mode.log" 2>&1
     echo "demo model, VWLMM_CUDA_ASYNC=$mode, op profile: rc $?"; head -42 "$L/profile_demo_$mode.log" | cut -c1-200
   done
+  pack
 fi
 if want syncs; then
   # host synchronisations per training step on CUDA, with the per-op wait (VWLMM_CUDA_ASYNC=0) and without (default)
@@ -88,6 +98,7 @@ if want syncs; then
     VWLMM_CUDA_ASYNC=$mode timeout 90 node node_modules/tsx/dist/cli.mjs benchmarks/host_syncs.ts --device cuda --steps 10 >"$L/host_syncs_$mode.log" 2>&1
     echo "host syncs (VWLMM_CUDA_ASYNC=$mode): rc $? $(tail -1 "$L/host_syncs_$mode.log" | head -c 600)"
   done
+  pack
 fi
 if want nccl; then
   # NCCL with one rank (issue 14): the same 20 training steps (tiny VW-LMM, fp32, ZeRO-1 over the group) as the
@@ -111,6 +122,7 @@ try { const a = f('$L/nccl_one', 'weights.json'), b = f('$L/nccl_b16', 'weights.
   console.log('NCCL gatherDtype bfloat16: ' + s.seen.filter((x) => x.bf16).length + '/' + s.seen.length + ' micro-batches on bf16 weights, gather bytes ' + s.gatherBytes[0] + ', max |weight difference| from fp32 gather ' + d);
 } catch (e) { console.log('NCCL gatherDtype bfloat16 check failed: ' + e.message); }" >>"$L/nccl.log" 2>&1
   tail -5 "$L/nccl.log"
+  pack
 fi
 if want train; then
   # end to end against HF transformers (issue 11): the same VW-LMM training step, bf16, batch 16 x 325 tokens
@@ -119,23 +131,30 @@ if want train; then
   # the same step with attention through the gemm kernel (setCudaAttention; 'auto' is still the tiled one)
   VWLMM_CUDA_ATTENTION=gemm timeout ${TRAIN_TIMEOUT:-120} node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda 2>"$L/vwlmm_train_gemm.err" | tail -1 > "$L/vwlmm_train_gemm.json"
   python3 benchmarks/gpu/compare_sides.py train "$L"
+  pack
 fi
 if want attention; then
   # attention forward + backward, bf16: the tiled kernels, the gemm kernel at two budgets, PyTorch SDPA (issue 11)
   timeout ${ATTENTION_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/attention_gpu.ts --out "$L/attention.json" >"$L/attention.log" 2>&1
   echo "attention: rc $?"; grep -v '^{' "$L/attention.log" | tail -20
+  pack
 fi
 if want lora; then
   # LoRA at LLaVA-1.5-7B's shapes (issue 12): r 128, alpha 256, dropout 0.05, gradient checkpointing, bf16, batch
   # ${LORA_BATCH:-16} x 2048 tokens, against transformers + PEFT in the same run
+  # the carried PEFT only for this section's HF side, and only if transformers + peft import with it (a broken
+  # one on PYTHONPATH would also break the generate and answer sections' transformers imports)
+  pyp=${PYTHONPATH:-}
   if ! python3 -c "import peft" 2>/dev/null && [ -f "$carried/pylib.tar.xz" ]; then
-    mkdir -p /tmp/pylib && tar -xJf "$carried/pylib.tar.xz" -C /tmp/pylib && export PYTHONPATH=/tmp/pylib${PYTHONPATH:+:$PYTHONPATH}
+    mkdir -p /tmp/pylib && tar -xJf "$carried/pylib.tar.xz" -C /tmp/pylib &&
+      PYTHONPATH=/tmp/pylib${pyp:+:$pyp} python3 -c "import transformers, peft" 2>"$L/pylib.err" && pyp=/tmp/pylib${pyp:+:$pyp}
   fi
-  python3 -c "import peft; print('peft', peft.__version__)" 2>&1 | tail -1
+  PYTHONPATH=$pyp python3 -c "import peft; print('peft', peft.__version__)" 2>&1 | tail -1
   la="--size 7b --lora 128 --grad-ckpt --batch ${LORA_BATCH:-16} --steps ${LORA_STEPS:-3} --warmup 1"
-  timeout ${LORA_TIMEOUT:-150} python3 benchmarks/hf_vwlmm_train.py --device cuda $la 2>"$L/hf_lora.err" | tail -1 > "$L/hf_lora.json"
+  PYTHONPATH=$pyp timeout ${LORA_TIMEOUT:-150} python3 benchmarks/hf_vwlmm_train.py --device cuda $la 2>"$L/hf_lora.err" | tail -1 > "$L/hf_lora.json"
   timeout ${LORA_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda $la 2>"$L/vwlmm_lora.err" | tail -1 > "$L/vwlmm_lora.json"
   python3 benchmarks/gpu/compare_sides.py lora "$L"
+  pack
 fi
 if want generate; then
   # generation and visual words at LLaVA-1.5-7B's shapes against transformers' generate (issue 12): 16 prompts of
@@ -144,26 +163,32 @@ if want generate; then
   timeout ${GEN_TIMEOUT:-150} python3 benchmarks/hf_generate.py --device cuda $ga 2>"$L/hf_generate.err" | tail -1 > "$L/hf_generate.json"
   timeout ${GEN_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/generate_throughput.ts --device cuda $ga 2>"$L/vwlmm_generate.err" | tail -1 > "$L/vwlmm_generate.json"
   python3 benchmarks/gpu/compare_sides.py generate "$L"
+  pack
 fi
 if want answer; then
   # answering on the GPU against transformers' generate (issue 17): the d512 model, both sides bf16 after a float32 check
   timeout ${ANSWER_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/answer_throughput.ts --device cuda --size d512 \
     --questions ${ANSWER_QUESTIONS:-256} --images 16 --batch-size 16 --max-new-tokens 8 --out /tmp/vwlmm-answer >"$L/answer.log" 2>&1
-  echo "answer: rc $?"; grep -E '^\| |prefill|distinct' "$L/answer.log" | tail -12
+  arc=$?; echo "answer: rc $arc"; grep -E '^\| |prefill|distinct' "$L/answer.log" | grep -v '^{' | tail -12
+  [ $arc = 0 ] || tail -5 "$L/answer.log" | cut -c1-600
+  pack
 fi
 if want amp; then
   # 200 bf16 steps of the demo model on CUDA against fp32 (issue 11); the CPU fp32 curve is in RESULTS.md
   timeout ${AMP_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/mixed_precision.ts --a ${AMP_A:-cuda:fp32} --b cuda:bf16 --out /tmp/vwlmm-amp >"$L/amp.log" 2>&1
   echo "mixed precision: rc $?"; tail -30 "$L/amp.log"
+  pack
 fi
 if want demo; then
   # the default demo on the GPU (issue 11: the accuracy targets in under 90 s on an H200)
   timeout ${DEMO_TIMEOUT:-200} node node_modules/tsx/dist/cli.mjs src/cli.ts demo --device cuda --seed 0 --out /tmp/vwlmm-demo --json >"$L/demo.log" 2>&1
   echo "demo: rc $?"; tail -c 1500 "$L/demo.log"; echo
+  pack
 fi
 if want bench; then
   t0=$(date +%s)
   timeout ${BENCH_TIMEOUT:-300} node node_modules/tsx/dist/cli.mjs benchmarks/fused_kernels_gpu.ts ${BENCH_ARGS:-} --out "$L/bench.json" >"$L/bench.log" 2>&1
   echo "bench: rc $? in $(( $(date +%s) - t0 )) s"
   grep -v '^{' "$L/bench.log"
+  pack
 fi

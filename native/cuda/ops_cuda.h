@@ -32,6 +32,7 @@ struct AttentionSettings {
 };
 AttentionSettings attention_settings();
 AttentionSettings set_attention_settings(const AttentionSettings& s);  // returns the previous settings
+int64_t attention_gemm_calls();  // attention calls (forward or backward) the gemm kernel has run in this process
 const char* attention_kernel_name(AttentionKernel k);
 // 'auto' | 'tiled' | 'gemm' to the kernel; false for any other name.
 bool attention_kernel_from_name(const char* name, AttentionKernel& k);

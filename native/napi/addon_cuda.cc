@@ -228,7 +228,7 @@ dist::Communicator* OpenDeviceCommunicator(const std::string& backend, const Nap
 }
 
 // attentionSettings(kernel?, workspaceBytes?): which kernels run attention on CUDA (native/cuda/ops_cuda.h),
-// changed where given; returns the previous { kernel, workspaceBytes }. src/index.ts setCudaAttention checks the
+// changed where given; returns the previous { kernel, workspaceBytes } and gemmCalls (cuda::attention_gemm_calls). src/index.ts setCudaAttention checks the
 // values first; these checks keep a direct call safe.
 Napi::Value AttentionSettingsFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -249,6 +249,7 @@ Napi::Value AttentionSettingsFn(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("kernel", cuda::attention_kernel_name(was.kernel));
     o.Set("workspaceBytes", static_cast<double>(was.workspace_bytes));
+    o.Set("gemmCalls", static_cast<double>(cuda::attention_gemm_calls()));
     return o;
   });
 }

@@ -11,7 +11,7 @@
 // ops given bf16, and run-to-run bitwise determinism of the reductions.
 // Needs a GPU: without one every case is reported as skipped.
 import { describe, expect, it } from 'vitest';
-import { cudaAvailable, scope, setAsync, setCudaAttention, Tensor } from '../../src';
+import { cudaAttention, cudaAvailable, scope, setAsync, setCudaAttention, Tensor } from '../../src';
 import type { CudaAttentionSettings } from '../../src';
 import type { DType } from '../../src';
 import { roundToBf16 } from '../../src/bf16';
@@ -112,7 +112,7 @@ function expectParity(c: Case, dtype: DType): void {
   const ref = runOn(c, 'cpu', dtype);
   const got = runOn(c, 'cuda', dtype);
   const tol = dtype === 'bfloat16' ? TOL_BF16 : c.tol ?? TOL_F32;
-  got.forEach((g, k) => expectErr(`${c.op} ${dtype}`, parityErr(g, ref[k]), tol));
+  got.forEach((g, k) => expectErr(`${c.op} ${dtype}`, parityErr(g, ref[k]), tol, `${c.name}, output ${k}`));
 }
 
 function errorOf(fn: () => void): string {
@@ -303,6 +303,10 @@ const attnConfigs: Attn[] = [
   { name: 'Dh=100, masked, causal', B: 1, Tq: 65, Tk: 65, Hq: 2, Hkv: 1, Dh: 100, causal: true, mask: 'random' },
   { name: 'Dh=128', B: 1, Tq: 40, Tk: 40, Hq: 2, Hkv: 2, Dh: 128, causal: true },
   { name: 'Dh=256', B: 1, Tq: 33, Tk: 40, Hq: 1, Hkv: 1, Dh: 256, causal: false },
+  // bf16 with an even head size off a multiple of 8: the gemm kernel leaves it to the tiled one (cuBLAS alignment)
+  { name: 'Dh=12 GQA 4/2 causal, random mask', B: 2, Tq: 37, Tk: 37, Hq: 4, Hkv: 2, Dh: 12, causal: true, mask: 'random' },
+  // 80,000 (b, head) entries: the gemm kernel's batched GEMMs in two groups of at most 65,535
+  { name: 'many heads B=2 H=40000 T=3', B: 2, Tq: 3, Tk: 3, Hq: 40000, Hkv: 40000, Dh: 8, causal: true },
   { name: 'empty Tq=0', B: 2, Tq: 0, Tk: 5, Hq: 2, Hkv: 1, Dh: 4, causal: true },
   { name: 'empty Tk=0', B: 2, Tq: 3, Tk: 0, Hq: 2, Hkv: 1, Dh: 4, causal: false },
   { name: 'empty B=0', B: 0, Tq: 3, Tk: 3, Hq: 2, Hkv: 2, Dh: 4, causal: false, mask: 'random' },
@@ -406,6 +410,16 @@ describe(`CUDA ops match the CPU ops (seed ${runSeed})`, () => {
   }
 });
 
+/** fn() with CUDA in sync mode (each op waits for its kernels, so a failure names its op), the mode restored after. */
+function inSyncMode<R>(fn: () => R): R {
+  const was = setAsync('cuda', false);
+  try {
+    return fn();
+  } finally {
+    setAsync('cuda', was);
+  }
+}
+
 /** fn() with the CUDA attention settings changed, restored after. */
 function withAttention<R>(settings: Partial<CudaAttentionSettings>, fn: () => R): R {
   const was = setCudaAttention(settings);
@@ -418,14 +432,24 @@ function withAttention<R>(settings: Partial<CudaAttentionSettings>, fn: () => R)
 
 // The gemm attention kernel (setCudaAttention) on the same cases: with the default workspace (one chunk of query
 // rows here) and with 1 byte (chunks of 16 rows: the seams between chunks, each chunk's causal key range, and the
-// leading chunks of `causal Tq=33 > Tk=5` that see no key at all).
+// leading chunks of `causal Tq=33 > Tk=5` that see no key at all). Each call must have run on the gemm kernel,
+// except empty ones and bf16 head sizes that are not a multiple of 8 (sent to the tiled kernels: attention_gemm.cu).
+// In sync mode: until this kernel has run on a GPU, a fault should name its op and case.
 describe(`CUDA attention through the gemm kernel matches the CPU (seed ${runSeed})`, () => {
   for (const workspaceBytes of [undefined, 1]) {
     for (const dtype of ['float32', 'bfloat16'] as const) {
       it.skipIf(!hasCuda)(`${dtype}, workspace ${workspaceBytes ?? 'default'}`, () => {
-        withAttention({ kernel: 'gemm', ...(workspaceBytes ? { workspaceBytes } : {}) }, () => {
-          for (const a of attnConfigs) for (const c of attentionCases(rngFor(`cuda_parity:attention ${a.name}`), a)) expectParity(c, dtype);
-        });
+        withAttention({ kernel: 'gemm', ...(workspaceBytes ? { workspaceBytes } : {}) }, () => inSyncMode(() => {
+          for (const a of attnConfigs) {
+            for (const c of attentionCases(rngFor(`cuda_parity:attention ${a.name}`), a)) {
+              const before = cudaAttention()!.gemmCalls;
+              expectParity(c, dtype);
+              const work = c.op === 'attention_forward' ? a.B * a.Tq * a.Hq * a.Dh > 0 : a.B * a.Hkv > 0;
+              const gemm = work && (dtype === 'float32' || a.Dh % 8 === 0);
+              expect(cudaAttention()!.gemmCalls - before, `${c.name} ${dtype}: calls on the gemm kernel`).toBe(gemm ? 1 : 0);
+            }
+          }
+        }));
       });
     }
   }
@@ -438,12 +462,7 @@ describe('CUDA engine ops: errors, extensions, determinism', () => {
     expect(cpuErr).not.toBe('no error');
     // in sync mode, as the CPU raises them (CUDA's async default raises a data check at the next read instead,
     // with a note saying so: tests/engine/error_flags.test.ts)
-    const was = setAsync('cuda', false);
-    try {
-      expect(errorOf(() => runOn(c, 'cuda', 'float32'))).toBe(cpuErr);
-    } finally {
-      setAsync('cuda', was);
-    }
+    inSyncMode(() => expect(errorOf(() => runOn(c, 'cuda', 'float32'))).toBe(cpuErr));
   };
 
   it.skipIf(!hasCuda)('bad ids, masks and parameters give the CPU errors', () => {

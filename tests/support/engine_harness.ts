@@ -40,10 +40,10 @@ export function sameBits(a: Float32Array, b: Float32Array): boolean {
 // Worst error seen per label, printed at the end of a file when VWLMM_ERR_REPORT is set.
 const worst = new Map<string, number>();
 
-/** expect(err) <= tol, and remember the worst err per label for the report. */
-export function expectErr(label: string, err: number, tol: number): void {
+/** expect(err) <= tol (a failure names label and detail), and remember the worst err per label for the report. */
+export function expectErr(label: string, err: number, tol: number, detail?: string): void {
   worst.set(label, Math.max(worst.get(label) ?? 0, err));
-  expect(err).toBeLessThanOrEqual(tol);
+  expect(err, `${label}${detail ? `: ${detail}` : ''}`).toBeLessThanOrEqual(tol);
 }
 
 afterAll(() => {

@@ -516,7 +516,7 @@ void attention_forward_cuda(const OpCall& c) {
   const auto io = read_tensors(c, d, false);
   Context& ctx = context(op);
   if (d.q_elems == 0) return;
-  if (attention_uses_gemm()) return attention_forward_gemm(op, ctx, d, io);
+  if (attention_uses_gemm(d, io.t)) return attention_forward_gemm(op, ctx, d, io);
 
   const Shape s = make_shape(d);
   dispatch_float(io.t, [&](auto tag) {
@@ -536,7 +536,7 @@ void attention_backward_cuda(const OpCall& c) {
   const auto io = read_tensors(c, d, true);
   Context& ctx = context(op);
   if (d.B * d.Hkv == 0) return;
-  if (attention_uses_gemm()) return attention_backward_gemm(op, ctx, d, io);
+  if (attention_uses_gemm(d, io.t)) return attention_backward_gemm(op, ctx, d, io);
 
   const Shape s = make_shape(d);
   DeviceBuffer stats(op, ctx, sizeof(float2) * static_cast<size_t>(d.lse_elems), nullptr);

@@ -20,6 +20,7 @@
 // Every product has one summation order fixed by the shapes, so results are run-to-run identical.
 // Chosen per call by attention_uses_gemm (the settings' kernel); not yet run on a GPU (benchmarks/RESULTS.md).
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -69,7 +70,18 @@ AttentionSettings set_attention_settings(const AttentionSettings& s) {
 }
 
 // 'auto' keeps the tiled kernels until the gemm path has passed the parity table on a GPU.
-bool attention_uses_gemm() { return g_attention.kernel == AttentionKernel::Gemm; }
+// bf16 takes the gemm path only when Dh is a multiple of 8: cuBLAS's batched GEMMs on 16-bit types assume each
+// matrix pointer is 16-byte aligned when k * 2 bytes is a multiple of 16 (4-byte when a multiple of 4), and cannot
+// see pointers held in device arrays; a head's rows start head * Dh * 2 bytes apart (float32 accumulators Dh * 4),
+// so another Dh could fault with a misaligned address that poisons the context. Those shapes run tiled.
+bool attention_uses_gemm(const AttentionDims& d, DType t) {
+  return g_attention.kernel == AttentionKernel::Gemm && (t == DType::F32 || d.Dh % 8 == 0);
+}
+
+namespace {
+std::atomic<int64_t> g_gemm_calls{0};
+}
+int64_t attention_gemm_calls() { return g_gemm_calls.load(); }
 
 namespace {
 
@@ -78,6 +90,9 @@ using Dims = AttentionDims;
 
 constexpr int64_t kMinChunkRows = 16;
 constexpr int64_t kMaxBatchEntries = 65535;  // per cuBLAS call, as matmul.cu
+// The three pointer arrays of a call lie this many entries apart, so each starts 16-byte aligned (at an odd
+// stride the second began at 8 mod 16, a layout newer cuBLAS releases refuse: NOT_SUPPORTED).
+constexpr int64_t kPtrStride = 65536;
 
 // ------------------------------------------------------------------------------------------- pointers
 
@@ -108,8 +123,8 @@ __global__ void __launch_bounds__(kThreads)
 struct Pointers {
   DeviceBuffer buf;
   const void** a() const { return buf.as<const void*>(); }
-  const void** b() const { return buf.as<const void*>() + kMaxBatchEntries; }
-  void** c() const { return buf.as<void*>() + 2 * kMaxBatchEntries; }
+  const void** b() const { return buf.as<const void*>() + kPtrStride; }
+  void** c() const { return buf.as<void*>() + 2 * kPtrStride; }
 };
 
 struct Mat {
@@ -282,7 +297,7 @@ void forward(const char* op, const Context& ctx, const Dims& d, const AttentionT
   const int64_t ldq = d.Hq * d.Dh, ldk = d.Hkv * d.Dh, entries = d.B * d.Hq * Qc * ldS;
   DeviceBuffer S(op, ctx, sizeof(float) * static_cast<size_t>(entries), nullptr);
   DeviceBuffer P(op, ctx, sizeof(T) * static_cast<size_t>(entries), nullptr);
-  Pointers ptrs{DeviceBuffer(op, ctx, 3 * sizeof(void*) * static_cast<size_t>(kMaxBatchEntries), nullptr)};
+  Pointers ptrs{DeviceBuffer(op, ctx, 3 * sizeof(void*) * static_cast<size_t>(kPtrStride), nullptr)};
   const Operand kv_k = rows_of<T>(io.K, d.Tk, d.Hkv, d.Dh, 0, 1, d.G, 0), kv_v = rows_of<T>(io.V, d.Tk, d.Hkv, d.Dh, 0, 1, d.G, 0);
   for (int64_t q0 = 0; q0 < d.Tq; q0 += Qc) {
     const int64_t qn = std::min(Qc, d.Tq - q0), kn = chunk_keys(d, q0, qn);
@@ -324,7 +339,7 @@ void backward(const char* op, const Context& ctx, const Dims& d, const Attention
   DeviceBuffer dP(op, ctx, sizeof(float) * static_cast<size_t>(entries), nullptr);
   DeviceBuffer P(op, ctx, sizeof(T) * static_cast<size_t>(entries), nullptr);
   DeviceBuffer dS(op, ctx, sizeof(T) * static_cast<size_t>(entries), nullptr);
-  Pointers ptrs{DeviceBuffer(op, ctx, 3 * sizeof(void*) * static_cast<size_t>(kMaxBatchEntries), nullptr)};
+  Pointers ptrs{DeviceBuffer(op, ctx, 3 * sizeof(void*) * static_cast<size_t>(kPtrStride), nullptr)};
 
   // (b, h) entries read kv head h / G; (b, g) entries (dK, dV) read query head g G + r.
   const Mat k{rows_of<T>(io.K, d.Tk, d.Hkv, d.Dh, 0, 1, d.G, 0), tt, ldk}, v{rows_of<T>(io.V, d.Tk, d.Hkv, d.Dh, 0, 1, d.G, 0), tt, ldk};
@@ -360,10 +375,12 @@ void backward(const char* op, const Context& ctx, const Dims& d, const Attention
 }  // namespace
 
 void attention_forward_gemm(const char* op, const Context& ctx, const AttentionDims& d, const AttentionTensors<void>& io) {
+  g_gemm_calls.fetch_add(1);
   dispatch_float(io.t, [&](auto tag) { forward<typename decltype(tag)::type>(op, ctx, d, io); });
 }
 
 void attention_backward_gemm(const char* op, const Context& ctx, const AttentionDims& d, const AttentionTensors<void>& io) {
+  g_gemm_calls.fetch_add(1);
   dispatch_float(io.t, [&](auto tag) { backward<typename decltype(tag)::type>(op, ctx, d, io); });
 }
 

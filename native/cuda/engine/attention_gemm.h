@@ -7,8 +7,9 @@
 
 namespace vw::cuda {
 
-// Whether the settings send attention to the gemm kernel rather than the tiled ones (attention.cu).
-bool attention_uses_gemm();
+// Whether the settings send this call to the gemm kernel rather than the tiled ones (attention.cu): they ask for
+// it, and the dtype and head size keep cuBLAS's pointer alignment (attention_gemm.cu).
+bool attention_uses_gemm(const AttentionDims& d, DType t);
 
 // io as read by attention.cu (dtypes checked, key mask values checked on the device); d.q_elems > 0 forward,
 // d.B * d.Hkv > 0 backward.
