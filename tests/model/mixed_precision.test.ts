@@ -357,10 +357,10 @@ describe(`mixed precision: autocast('bfloat16') (seed ${runSeed})`, () => {
   it.skipIf(!gpu)('a bf16 training step on CUDA agrees with the bf16 step on the CPU (loss, gradients, update)', () => {
     const { tokenizer, batch } = tinyData(4);
     const b = batch([0, 1, 2, 3]);
-    const step = (device: 'cpu' | 'cuda') => {
+    const step = (device: 'cpu' | 'cuda', dtype: 'float32' | 'bfloat16' = 'bfloat16') => {
       const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5, { device });
       const opt = new AdamW(model.parameters(), { lr: 1e-3, weightDecay: 0.01 });
-      const loss = autocast('bfloat16', () => scope(() => {
+      const loss = autocast(dtype, () => scope(() => {
         const out = model.loss(b);
         out.loss.backward();
         return out.loss.item();
@@ -375,8 +375,11 @@ describe(`mixed precision: autocast('bfloat16') (seed ${runSeed})`, () => {
     const cpu = step('cpu'), cuda = step('cuda');
     expect(Math.abs(cuda.loss - cpu.loss) / cpu.loss).toBeLessThan(1e-2);
     expect([...cuda.grads.keys()]).toEqual([...cpu.grads.keys()]);
-    const zero = zeroGradients(cpu.grads);
-    expect(zero.names.size).toBeLessThanOrEqual(2); // the vision layer-0 key bias (and not every gradient)
+    // Gradients zero in exact arithmetic (the vision layer-0 key bias: softmax ignores a shift shared by all keys),
+    // found on a float32 step: in bf16 they are rounding noise of bf16 keys (3-6e-6 of the largest gradient on the
+    // CPU), too large for a floor on the bf16 step itself and unrelated between the devices.
+    const zero = zeroGradients(step('cpu', 'float32').grads);
+    expect(zero.names.size).toBeLessThanOrEqual(2); // (and not every gradient)
     for (const [n, g] of cpu.grads) {
       const got = cuda.grads.get(n)!;
       if (zero.names.has(n)) expect(maxAbs(got), `grad ${n} (zero up to rounding)`).toBeLessThan(1e-4 * zero.largest);
