@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { autocast, F, Generator, nn, noGrad, profileOps, scope, Tensor } from '../../src';
+import { autocast, cudaAvailable, F, Generator, nn, noGrad, profileOps, scope, Tensor } from '../../src';
 import { HostTensor, readSafetensors, writeSafetensors } from '../../src/io/safetensors';
 import { applyLora, loadLoraAdapter, loraConfigOf, loraParameters, mergeLora, removeLora, saveLoraAdapter } from '../../src/model/lora';
 import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
@@ -200,6 +200,34 @@ describe('LoRA', () => {
     for (const [n, p] of lora) expect(p.grad, n).not.toBeNull(); // every adapter got a gradient
     expect(Math.max(...[...lora].filter(([n]) => n.endsWith('lora_B.weight')).map(([, p]) => Math.max(...Array.from(p.grad!.toArray(), Math.abs))))).toBeGreaterThan(0);
     model.dispose();
+  });
+
+  // The LoRA step of benchmarks/gpu/device_check.sh's 7B comparison, at test size: bf16 adapters' dropout on CUDA
+  // draws the CPU's masks (the same generator positions), so the two devices differ only by bf16 rounding.
+  it.skipIf(!cudaAvailable())('a VW-LMM LoRA step under autocast(bf16) with dropout on CUDA agrees with the CPU (loss, adapter gradients)', () => {
+    const { tokenizer, makeBatch } = tinyData(4);
+    const b = makeBatch([0, 1, 2, 3]);
+    const step = (device: 'cpu' | 'cuda') => {
+      const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5, { device });
+      applyLora(model, { r: 2, alpha: 4, dropout: 0.3, seed: runSeed });
+      const lora = loraParameters(model);
+      for (const p of model.parameters()) p.requiresGrad = false;
+      for (const p of lora.values()) p.requiresGrad = true;
+      const gen = new Generator(runSeed + 5); // B != 0, so that lora_A gets a gradient too
+      for (const [name, p] of lora) if (name.endsWith('lora_B.weight')) p.buffer.write(Float32Array.from(gen.normals(p.size), (v) => 0.1 * v));
+      const loss = autocast('bfloat16', () => scope(() => {
+        const out = model.loss(b);
+        out.loss.backward();
+        return out.loss.item();
+      }));
+      const grads = new Map([...lora].map(([n, p]) => [n, p.grad!.toArray() as Float32Array]));
+      model.dispose();
+      return { loss, grads };
+    };
+    const cpu = step('cpu'), cuda = step('cuda');
+    expect(Math.abs(cuda.loss - cpu.loss) / cpu.loss).toBeLessThan(1e-2);
+    expect(cpu.grads.size).toBeGreaterThan(0);
+    for (const [n, g] of cpu.grads) expect(relErr(cuda.grads.get(n)!, g), `grad ${n}`).toBeLessThan(1e-2);
   });
 
   it('adapter files it cannot apply exactly are refused, naming the problem; a failed load leaves no adapters', () => {
