@@ -190,7 +190,10 @@ class NcclCommunicator final : public Communicator {
     auto it = find(h);
     async_error(it->second.what);
     const cudaError_t e = cudaEventQuery(it->second.done);
-    if (e == cudaErrorNotReady) return false;
+    if (e == cudaErrorNotReady) {
+      cudaGetLastError();  // not ready is no error: clear it, or the next launch check would report it (as PyTorch does)
+      return false;
+    }
     CUDA_CHECK(it->second.what, e);
     return true;
   }
@@ -205,6 +208,7 @@ class NcclCommunicator final : public Communicator {
       const cudaError_t e = cudaEventQuery(it->second.done);
       if (e == cudaSuccess) break;
       if (e != cudaErrorNotReady) CUDA_CHECK(what, e);
+      cudaGetLastError();  // (as in test())
       if (Clock::now() > deadline) {
         loaded().api.CommAbort(comm_);  // frees the peers' kernels on this side; the buffers stay pinned
         broken_ = str_cat("[", what, "] rank ", rank_, " of ", size_, ": the collective did not complete within ", timeout_s,

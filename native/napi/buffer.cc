@@ -112,8 +112,8 @@ NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
 
 NativeBuffer::~NativeBuffer() { Free(); }
 
-void NativeBuffer::CheckNotPinned(const char* what) const {
-  if (pins_ > 0) throw_type_error(what, ": the buffer is in use by a collective that has not been waited for (wait for its Work first)");
+void NativeBuffer::CheckNotPinned(const char* what, bool disposing) const {
+  if (pins_ > (disposing ? abandoned_ : 0)) throw_type_error(what, ": the buffer is in use by a collective that has not been waited for (wait for its Work first)");
 }
 
 void NativeBuffer::Free() {
@@ -154,7 +154,7 @@ Napi::Value NativeBuffer::Dispose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {
     NativeBuffer* self = Self(info, "NativeBuffer.dispose");
-    self->CheckNotPinned("NativeBuffer.dispose");
+    self->CheckNotPinned("NativeBuffer.dispose", true);
     self->Free();
     return env.Undefined();
   });

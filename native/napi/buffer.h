@@ -57,12 +57,14 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
 
   // A collective (native/napi/dist_napi.h) that has started on the buffer and not been waited for pins it:
   // dispose(), write(), read() and ops refuse a pinned buffer, since the communication thread or stream may still
-  // read or write it. A buffer pinned for good (its collective timed out) is never returned to the allocator.
+  // read or write it. A buffer pinned for good (its collective timed out) is never returned to the allocator, but
+  // dispose() accepts it (Abandon): the cleanup after a timeout must not replace the timeout's error with its own.
   void Pin() { ++pins_; }
   void Unpin() { --pins_; }
+  void Abandon() { ++abandoned_; }
   bool pinned() const { return pins_ > 0; }
-  // Throws a TypeError naming `what` when pinned.
-  void CheckNotPinned(const char* what) const;
+  // Throws a TypeError naming `what` when pinned (for dispose: by a collective that has not timed out).
+  void CheckNotPinned(const char* what, bool disposing = false) const;
 
   static std::atomic<int64_t> live_count, live_bytes;
   // What V8 hears of live_bytes (buffer.cc): its high-water mark, lowered only by the second call.
@@ -84,7 +86,8 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
   void* data_ = nullptr;
   size_t bytes_ = 0;
   bool disposed_ = true;
-  int pins_ = 0;  // the JS thread only
+  int pins_ = 0;       // the JS thread only
+  int abandoned_ = 0;  // of those pins, the ones whose collective timed out
 };
 
 }  // namespace vw::napi

@@ -61,6 +61,15 @@ inline uint64_t Handle(const Napi::Value& v, const char* where) {
   return static_cast<uint64_t>(d);
 }
 
+// A timed-out collective's buffers stay pinned (never reused) but may be disposed (NativeBuffer::Abandon).
+inline void Abandon(uint64_t h) {
+  DistState& s = dist_state();
+  auto it = s.pinned.find(h);
+  if (it == s.pinned.end()) return;
+  it->second.in_buf->Abandon();
+  it->second.out_buf->Abandon();  // twice for an in-place collective, as it was pinned twice
+}
+
 inline void Unpin(uint64_t h) {
   DistState& s = dist_state();
   auto it = s.pinned.find(h);
@@ -149,7 +158,8 @@ inline void RegisterDist(Napi::Env env, Napi::Object exports, OpenCommunicator o
       try {
         c.wait(h, timeout);
       } catch (const dist::CollectiveTimeout&) {
-        throw;  // it may still run: its buffers stay pinned for good
+        detail::Abandon(h);  // it may still run: its buffers stay pinned for good
+        throw;
       } catch (const Error&) {
         detail::Unpin(h);  // it failed and returned: its buffers are free again
         throw;

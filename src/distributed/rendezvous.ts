@@ -149,9 +149,24 @@ function join(o: RendezvousOptions): Promise<Uint8Array> {
   });
 }
 
-/** NCCL's group: rank 0's unique id handed to every rank by the rendezvous, then ncclCommInitRank. */
+/**
+ * The GPU an NCCL rank drives, as torchrun users pick it (torch.cuda.set_device(LOCAL_RANK)): with several GPUs
+ * visible, the one of its local rank; with one (one GPU, or CUDA_VISIBLE_DEVICES set per rank), that one.
+ */
+export function ncclDeviceIndex(localRank: number, deviceCount: number): number {
+  if (deviceCount <= 1) return 0;
+  if (localRank >= deviceCount)
+    throw new Error(`initProcessGroup (nccl): local rank ${localRank} has no GPU of its own: this machine shows ${deviceCount} (cuda:0 to cuda:${deviceCount - 1}); start at most ${deviceCount} ranks per node`);
+  return localRank;
+}
+
+/** NCCL's group: rank 0's unique id handed to every rank by the rendezvous, then ncclCommInitRank on the rank's GPU. */
 export async function ncclRendezvous(addon: Addon, env: LaunchEnv, timeoutMs: number): Promise<DistGroupInfo> {
   const w = 'initProcessGroup (nccl)';
+  // before the communicator: it belongs to the GPU current when it is made (selectDevice refuses a switch once this
+  // process holds memory on another GPU)
+  const { deviceCount } = addon.backendInfo() as { deviceCount?: number };
+  if ((deviceCount ?? 0) > 1) addon.selectDevice!(ncclDeviceIndex(env.localRank, deviceCount!));
   if (env.launcher === 'mpirun') throw new Error(`${w}: started by mpirun: NCCL ranks take torchrun-style variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; vwlmm train --nproc-per-node N sets them); use backend 'mpi' under mpirun`);
   const uniqueId = (addon as unknown as { ncclUniqueId?: () => Uint8Array }).ncclUniqueId;
   if (typeof uniqueId !== 'function') throw new Error(`${w}: this CUDA addon has no NCCL (backendInfo().cuda.nccl says why)`);

@@ -278,7 +278,9 @@ export class ZeroAdamW {
     }
     flags.wait();
     this.launched = 0;
-    if (this.readyOrder?.length) this.rebuildBuckets();
+    // Every rank rebuilds after its first reduction, also one whose micro-batches all failed before the backward was
+    // armed (its order is empty): the rebuild is a broadcast, so deciding it per rank would unmatch the collectives.
+    if (this.readyOrder !== null) this.rebuildBuckets();
   }
 
   /** Parameters that had a gradient on this rank this step (see anyGrad). */

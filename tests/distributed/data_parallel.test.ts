@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { cpu } from '../../src/native';
 import { launchEnv } from '../../src/distributed/env';
 import { launchRanks, freePort } from '../../src/distributed/launch';
-import { rendezvous } from '../../src/distributed/rendezvous';
+import { ncclDeviceIndex, rendezvous } from '../../src/distributed/rendezvous';
 import { batchIndices, readTrainerState, Stage } from '../../src/train/trainer';
 import { bf16ToF32, f32ToBf16 } from '../../src/bf16';
 import { tempDirs } from '../support/tmp';
@@ -166,6 +166,18 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
     expect(maxDiff(weights(alone).weights, b.weights)).toBeLessThan(2e-6);
   }, 120_000);
 
+  it("a rank whose first step fails before its backward is armed still rebuilds the buckets with the others: the same weights as when every rank fails it", async () => {
+    const dirs = [tmp(), tmp(), tmp()];
+    for (const [k, failFirstLoss] of [1, 0, -1].entries()) {
+      const r = await ranks(2, 'train', dirs[k], { batchSize: 2, steps: 3, failFirstLoss, timeoutMs: 20_000 });
+      expect(r.failure, `failFirstLoss ${failFirstLoss}: ${r.output.join('\n')}`).toBeNull();
+    }
+    const [one, zero, both] = dirs.map((d) => weights(d));
+    expect([one.steps, zero.steps, both.steps]).toEqual([5, 5, 5]); // the failed step is skipped on both ranks
+    expect(maxDiff(one.weights, both.weights)).toBe(0);
+    expect(maxDiff(zero.weights, both.weights)).toBe(0);
+  }, 120_000);
+
   it('gatherDtype bfloat16: every rank trains with the same bf16 weights, half the gather bytes; the float32 masters come back at the end and in checkpoints, which resume exactly on 2 ranks and on 1', async () => {
     const f32 = tmp(), b16 = tmp(), cut = tmp();
     const [r32, r16] = [await ranks(2, 'train', f32, { batchSize: 2, noOutDir: true, gatherDtype: 'float32' }), await ranks(2, 'train', b16, { batchSize: 2, gatherDtype: 'bfloat16' })];
@@ -256,7 +268,7 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
     expect(r.seconds).toBeLessThan(45);
   }, 70_000);
 
-  it('a rank that hangs ends the waiting one with an error naming the collective and the timeout', async () => {
+  it('a rank that hangs ends the waiting one with an error naming the collective and the timeout (not the tensor disposed after it)', async () => {
     const r = await ranks(2, 'hang', tmp(), { timeoutMs: 2000 }, 60_000);
     expect(r.failure).toMatch(/exited with code 1|was killed/);
     expect(r.output[0]).toMatch(/\[all_reduce of 4 x float32\] rank 0 of 2: the collective did not complete within 2 s: another rank died, hangs/);
@@ -288,6 +300,12 @@ describe('data shards', () => {
 });
 
 describe('launch environment and rendezvous', () => {
+  it("an NCCL rank drives its local rank's GPU when several are visible, the only one otherwise, and says when it has none", () => {
+    expect([0, 1, 3].map((l) => ncclDeviceIndex(l, 4))).toEqual([0, 1, 3]);
+    expect([0, 1, 5].map((l) => ncclDeviceIndex(l, 1))).toEqual([0, 0, 0]); // CUDA_VISIBLE_DEVICES per rank
+    expect(() => ncclDeviceIndex(2, 2)).toThrow(/local rank 2 has no GPU of its own: this machine shows 2 \(cuda:0 to cuda:1\)/);
+  });
+
   it('reads torchrun-style and mpirun variables, and names a malformed one', () => {
     expect(launchEnv({})).toMatchObject({ launcher: null, rank: 0, worldSize: 1 });
     expect(launchEnv({ RANK: '1', WORLD_SIZE: '4', LOCAL_RANK: '1', LOCAL_WORLD_SIZE: '2', MASTER_ADDR: 'h', MASTER_PORT: '29500' }))

@@ -7,8 +7,10 @@
 //                metrics or checkpoints (a save's reads would count in the next step); gatherDtype: the Trainer's, and each
 //                rank writes what its trainable weights were at every loss (steps_rank_<r>.json: all bf16 values?, their
 //                sum; rank 0: the bytes of each step's weight all-gather)
+//                failFirstLoss: this rank (-1: every rank) finds its first micro-batch's loss non-finite (the Trainer skips
+//                the step on every rank), before its backward was ever armed
 //   die          trains, and rank 1 kills itself with SIGKILL in the third step
-//   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout
+//   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout, then disposes its tensor
 import * as fs from 'fs';
 import * as path from 'path';
 import { initProcessGroup } from '../../../src/distributed/process_group';
@@ -20,7 +22,7 @@ import { inputOf } from './inputs';
 import { tinyConfig, tinyData } from '../../train/support/tiny';
 
 const [mode, outDir, json] = process.argv.slice(2);
-const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean };
+const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number };
 
 
 async function main(): Promise<void> {
@@ -81,7 +83,11 @@ async function main(): Promise<void> {
       while (Date.now() < until) { /* never takes part */ }
     }
     const t = Tensor.zeros([4]);
-    group.allReduce(t); // rank 0: times out after timeoutMs
+    try {
+      group.allReduce(t); // rank 0: times out after timeoutMs
+    } finally {
+      t.dispose(); // cleanup as the Trainer's: accepted, so the timeout stays the error (the memory is never reused)
+    }
   } else {
     throw new Error(`unknown mode ${mode}`);
   }
@@ -93,7 +99,10 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
   const { tokenizer, samples, makeBatch } = tinyData(16);
   const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 4, { device: opts.device ?? 'cpu' });
   const seen: { bf16: boolean; sum: number }[] = [], gatherBytes: number[] = [];
+  let losses = 0;
   const perSample = (m: VwLmm, idx: number[]) => {
+    if (losses++ === 0 && opts.failFirstLoss !== undefined && (opts.failFirstLoss === -1 || opts.failFirstLoss === group?.rank))
+      throw new RangeError('rank_child: the loss contains a non-finite value (failFirstLoss)');
     if (opts.gatherDtype) {
       // the weights this micro-batch computes with: on every rank, all bf16 values? and their sum
       let bf16 = true, sum = 0;
