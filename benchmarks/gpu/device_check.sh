@@ -19,7 +19,8 @@
 # profile amp" TEST_TIMEOUT=200 and call 2 (REUSE=1, ~4.5 min) SECTIONS="demo bench" (benchmarks/RESULTS.md, "The GPU
 # check on an H200"). Since then "train" runs vwlmm twice (tiled and gemm attention, ~40 s more) and "attention"
 # (~1-2 min) and "lora" (7B: ~3-5 min) were added, which do not fit one lease with the rest. A plan for the next one:
-#   call 1: SECTIONS="tests train attention" TEST_TIMEOUT=200 (the gemm attention's parity, then its speed)
+#   call 1: SECTIONS="tests nccl train attention" TEST_TIMEOUT=200 (the gemm attention's parity, NCCL's bf16 gather,
+#   overlap and ordering probe (~1 min), then the gemm attention's speed)
 #   call 2, REUSE=1: SECTIONS="lora generate answer" LORA_TIMEOUT=120 GEN_TIMEOUT=100 ANSWER_TIMEOUT=120 (issue 12's
 #   7B LoRA against PEFT and 7B generation against transformers; issue 17's answers/s; the default timeouts add up
 #   to more than a call's 600 s), then give the machine back.
@@ -101,27 +102,27 @@ if want syncs; then
   pack
 fi
 if want nccl; then
-  # NCCL with one rank (issue 14): the same 20 training steps (tiny VW-LMM, fp32, ZeRO-1 over the group) as the
-  # single-process path on the GPU, bit for bit. NCCL from the nvidia-nccl wheel PyTorch brings.
-  rc=tests/distributed/support/rank_child.ts
-  timeout 90 node node_modules/tsx/dist/cli.mjs $rc train "$L/nccl_ref" '{"noGroup":true,"batchSize":4,"device":"cuda"}' >"$L/nccl.log" 2>&1
-  RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29561 timeout 90 node node_modules/tsx/dist/cli.mjs $rc train "$L/nccl_one" '{"backend":"nccl","batchSize":4,"device":"cuda"}' >>"$L/nccl.log" 2>&1
-  node -e "
-const f = (d) => JSON.parse(require('fs').readFileSync(d + '/weights.json', 'utf8'));
-try { const a = f('$L/nccl_ref'), b = f('$L/nccl_one'); let d = 0; for (const k in a.weights) a.weights[k].forEach((x, i) => (d = Math.max(d, Math.abs(x - b.weights[k][i]))));
-  console.log('NCCL one rank vs single process: ' + b.steps + ' steps, max |weight difference| ' + d + (d === 0 ? ' (bit for bit)' : ' (NOT bit for bit)'));
-} catch (e) { console.log('NCCL one-rank check failed: ' + e.message); }" >>"$L/nccl.log" 2>&1
-  # gatherDtype bfloat16 (not yet run on a GPU): the weights every micro-batch computes with are bf16 values (cast op
-  # and ncclBfloat16 on CUDA), and the float32 masters come back at the end, near the float32-gather run's (one rank
-  # receives no bytes: the halving is checked over 2 MPI ranks in tests/distributed)
-  RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29562 timeout 90 node node_modules/tsx/dist/cli.mjs $rc train "$L/nccl_b16" '{"backend":"nccl","batchSize":4,"device":"cuda","gatherDtype":"bfloat16"}' >>"$L/nccl.log" 2>&1
-  node -e "
-const fs = require('fs'), f = (d, n) => JSON.parse(fs.readFileSync(d + '/' + n, 'utf8'));
-try { const a = f('$L/nccl_one', 'weights.json'), b = f('$L/nccl_b16', 'weights.json'), s = f('$L/nccl_b16', 'steps_rank_0.json');
-  let d = 0; for (const k in a.weights) a.weights[k].forEach((x, i) => (d = Math.max(d, Math.abs(x - b.weights[k][i]))));
-  console.log('NCCL gatherDtype bfloat16: ' + s.seen.filter((x) => x.bf16).length + '/' + s.seen.length + ' micro-batches on bf16 weights, gather bytes ' + s.gatherBytes[0] + ', max |weight difference| from fp32 gather ' + d);
-} catch (e) { console.log('NCCL gatherDtype bfloat16 check failed: ' + e.message); }" >>"$L/nccl.log" 2>&1
-  tail -5 "$L/nccl.log"
+  # NCCL with one rank (issue 14), tiny VW-LMM, fp32, ZeRO-1 over the group: the same 20 training steps as the
+  # single-process path, bit for bit; gatherDtype bfloat16 with and without the gather overlapping the forward (every
+  # micro-batch on bf16 weights, the two bit for bit); then an ordering probe (each collective after a producer queued
+  # behind ~1 s of GEMMs: a missing stream wait reads stale values); verdicts with the CPU/MPI run's numbers
+  # (benchmarks/gpu/nccl_verdicts.js). One rank cannot show rank offsets, cross-rank order or averaging (MPI tests do).
+  rc=tests/distributed/support/rank_child.ts; T="node node_modules/tsx/dist/cli.mjs"
+  : >"$L/nccl.log"
+  one() { # one run: name, MASTER_PORT (- for no group), options
+    if [ "$2" = - ]; then timeout 90 $T $rc train "$L/$1" "$3" >>"$L/nccl.log" 2>&1
+    else RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$2 timeout 90 $T $rc train "$L/$1" "$3" >>"$L/nccl.log" 2>&1; fi
+    echo "run $1: rc $?" | tee -a "$L/nccl.log"
+  }
+  one nccl_ref - '{"noGroup":true,"batchSize":4,"device":"cuda"}'
+  one nccl_init - '{"noGroup":true,"batchSize":4,"device":"cuda","steps":0}'
+  one nccl_one 29561 '{"backend":"nccl","batchSize":4,"device":"cuda"}'
+  one nccl_b16 29562 '{"backend":"nccl","batchSize":4,"device":"cuda","gatherDtype":"bfloat16"}'
+  one nccl_b16_blk 29564 '{"backend":"nccl","batchSize":4,"device":"cuda","gatherDtype":"bfloat16","overlapGather":false}'
+  RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29563 timeout 60 $T benchmarks/gpu/nccl_race_probe.ts cuda >>"$L/nccl.log" 2>&1
+  echo "nccl_race_probe: rc $?" | tee -a "$L/nccl.log"; grep '"probe"' "$L/nccl.log" | tail -1
+  node benchmarks/gpu/nccl_verdicts.js "$L" 2>&1 | tee -a "$L/nccl.log"
+  grep -E "rank error|Error" "$L/nccl.log" | head -5
   pack
 fi
 if want train; then
