@@ -109,8 +109,12 @@ export function scope<T>(fn: () => T): T {
   collectTensors(result, r, new Set());
   for (const t of mine) {
     if (r.kept.has(t)) track(t);
-    else if (r.links.has(t) && t.gradFn) t.release();
-    else t.dispose();
+    else if (r.links.has(t) && t.gradFn) {
+      // memory freed, the link moves out too: an enclosing scope walks the graph through the tensors it owns, and
+      // without its links a nested scope's kept tensors behind them would look unreachable there
+      t.release();
+      track(t);
+    } else t.dispose();
   }
   return result;
 }

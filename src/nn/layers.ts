@@ -3,7 +3,7 @@ import { castTensor } from '../amp';
 import { isTraining } from '../autograd';
 import * as F from '../functional';
 import { Generator } from '../random';
-import { Tensor } from '../tensor';
+import { scope, Tensor } from '../tensor';
 import { LoraAdapter, LoraOptions } from './lora';
 import { constParam, InitOptions, Module, normalParam } from './module';
 
@@ -31,7 +31,8 @@ export class Linear extends Module {
     const ys = layers.length === 1 ? [F.linear(x, layers[0].weight, layers[0].bias, opts)] : F.linears(x, layers.map((l) => l.weight), layers.map((l) => l.bias), opts);
     return ys.map((y, i) => {
       const a = layers[i].lora;
-      return a ? F.add(y, a.delta(x, isTraining(), opts)) : y;
+      // in a scope: the update's intermediates that no backward reads (dropout's copy, B's input cast) go at once
+      return a ? F.add(y, scope(() => a.delta(x, isTraining(), opts))) : y;
     });
   }
 

@@ -85,6 +85,7 @@ const INTERNAL: Record<string, string> = {
   'data/sort_of_clevr:shapeContains': 'renderer geometry',
   'distributed/launch:mpirunArgs': "launchRanks's mpirun command line",
   'distributed/rendezvous:ncclRendezvous': "initProcessGroup's NCCL start (the addon's unique id through rendezvous)",
+  'distributed/rendezvous:ncclDeviceIndex': "ncclRendezvous's choice of the rank's GPU (exported for its unit test)",
 };
 /** Exported under another name by the area module (generic names given the data set's). */
 const RENAMED: Record<string, string> = { 'data/sort_of_clevr:IMAGE_SIZE': 'SORT_OF_CLEVR_IMAGE_SIZE' };

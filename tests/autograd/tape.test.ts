@@ -81,6 +81,28 @@ describe('autograd tape', () => {
     x.dispose();
   });
 
+  it('nested scopes: a tensor an inner scope kept behind two released links stays alive in the outer scope', () => {
+    // the shape of a decoder layer's half inside the decoder's per-layer scope: h = x + s (w2 a), a = w1 x. The inner
+    // scope keeps a (w2's backward reads it) and releases w2 a and s (w2 a) (read by no backward); the outer scope must
+    // still find a through those links, or it frees a before the backward (it did: 'inputs[1] has been disposed')
+    const x = t([0.5, -1, 2, 0.25, 3, -0.5], [2, 3]);
+    const w1 = t([1, 2, -1, 0.5, 0, 1, 2, -2, 1], [3, 3]), w2 = t([0.5, -1, 1, 2, 1, 0, -1, 0.25, 2], [3, 3]);
+    w1.requiresGrad = w2.requiresGrad = true;
+    const run = (nested: boolean) => {
+      const body = () => F.add(x, F.scale(F.linear(F.linear(x, w1), w2), 3));
+      scope(() => {
+        const out = scope(() => F.add(nested ? scope(body) : body(), x)); // the per-layer scope ends before the backward
+        F.sum(out).backward();
+      });
+      const g = [w1, w2].map((w) => Array.from(w.grad!.toArray()));
+      zeroGrad([w1, w2]);
+      return g;
+    };
+    const whole = run(false);
+    expect(scope(() => run(true))).toEqual(whole);
+    [x, w1, w2].forEach((v) => v.dispose());
+  });
+
   it('pruning the tape keeps the nodes that a live output reaches through released links, and drops abandoned ones', () => {
     const x = t([1, -2, 3]);
     x.requiresGrad = true;
