@@ -153,6 +153,8 @@ def main():
         "impl": "hf", "size": a.size, "device": a.device, "dtype": a.dtype, "lora": a.lora, "gradientCheckpointing": a.grad_ckpt,
         "peft": peft_version, "trainableParams": sum(p.numel() for p in params), "batch": B, "seq": seq, "secondsPerStep": sec,
         "tokensPerSec": B * seq / sec, "peakBytes": torch.cuda.max_memory_allocated() if dev.type == "cuda" else None,
+        # what vwlmm's peakBytes is (its caching allocator's reserved bytes): compare these two
+        "peakReservedBytes": torch.cuda.max_memory_reserved() if dev.type == "cuda" else None,
         "flopsPerStep": fl, "mfu": fl / sec / PEAK_BF16 if dev.type == "cuda" else None, "loss": loss_value,
         "torch": torch.__version__,
     }))

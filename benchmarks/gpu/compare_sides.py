@@ -20,13 +20,19 @@ def err_tails(o, *files):
         print(f.replace(".json", ".err"), open(p).read()[-1500:] if os.path.exists(p) else "(no file)")
 
 
+def hf_peak(hf):
+    # HF's allocated peak, and its reserved peak: vwlmm's peakBytes are its allocator's reserved bytes
+    r = hf.get("peakReservedBytes")
+    return f"peak {hf['peakBytes']/2**30:.1f} GiB allocated" + (f" / {r/2**30:.1f} GiB reserved" if r else "")
+
+
 def train(o):
     # the issue-11 step, vwlmm with each attention kernel
     for name, f in (("tiled attention", "vwlmm_train.json"), ("gemm attention", "vwlmm_train_gemm.json")):
         try:
             hf, vw = load(o, "hf_train.json"), load(o, f)
-            print(f"train step (bf16, {hf['batch']}x{hf['seq']}): HF {hf['tokensPerSec']:.0f} tok/s, MFU {hf['mfu']:.3f}, peak {hf['peakBytes']/2**30:.2f} GiB | "
-                  f"vwlmm, {name}: {vw['tokensPerSec']:.0f} tok/s, MFU {vw['mfu']:.3f}, peak {vw['peakBytes']/2**30:.2f} GiB, {vw['hostSyncsPerStep']} syncs/step | "
+            print(f"train step (bf16, {hf['batch']}x{hf['seq']}): HF {hf['tokensPerSec']:.0f} tok/s, MFU {hf['mfu']:.3f}, {hf_peak(hf)} | "
+                  f"vwlmm, {name}: {vw['tokensPerSec']:.0f} tok/s, MFU {vw['mfu']:.3f}, peak {vw['peakBytes']/2**30:.2f} GiB reserved, {vw['hostSyncsPerStep']} syncs/step | "
                   f"ratio {vw['tokensPerSec']/hf['tokensPerSec']:.2f}x")
         except Exception as e:
             print(f"train comparison ({name}) failed:", e)
@@ -36,8 +42,8 @@ def train(o):
 def lora(o):
     try:
         hf, vw = load(o, "hf_lora.json"), load(o, "vwlmm_lora.json")
-        print(f"LoRA 7B (r {hf['lora']}, {hf['batch']}x{hf['seq']}, grad ckpt): HF+PEFT {hf['peft']} {hf['tokensPerSec']:.0f} tok/s, peak {hf['peakBytes']/2**30:.1f} GiB, "
-              f"{hf['trainableParams']/1e6:.0f}M trained | vwlmm {vw['tokensPerSec']:.0f} tok/s, peak {vw['peakBytes']/2**30:.1f} GiB, {vw['trainableParams']/1e6:.0f}M trained | "
+        print(f"LoRA 7B (r {hf['lora']}, {hf['batch']}x{hf['seq']}, grad ckpt): HF+PEFT {hf['peft']} {hf['tokensPerSec']:.0f} tok/s, {hf_peak(hf)}, "
+              f"{hf['trainableParams']/1e6:.0f}M trained | vwlmm {vw['tokensPerSec']:.0f} tok/s, peak {vw['peakBytes']/2**30:.1f} GiB reserved, {vw['trainableParams']/1e6:.0f}M trained | "
               f"ratio {vw['tokensPerSec']/hf['tokensPerSec']:.2f}x (target 1.5x at no more memory)")
     except Exception as e:
         print("LoRA comparison failed:", e)
