@@ -228,8 +228,8 @@ dist::Communicator* OpenDeviceCommunicator(const std::string& backend, const Nap
 }
 
 // attentionSettings(kernel?, workspaceBytes?): which kernels run attention on CUDA (native/cuda/ops_cuda.h),
-// changed where given; returns the previous { kernel, workspaceBytes } and gemmCalls (cuda::attention_gemm_calls). src/index.ts setCudaAttention checks the
-// values first; these checks keep a direct call safe.
+// changed where given; returns the previous { kernel, workspaceBytes } and gemmCalls (cuda::attention_gemm_calls).
+// src/index.ts setCudaAttention checks the values first; these checks keep a direct call safe.
 Napi::Value AttentionSettingsFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return Guard(env, [&]() -> Napi::Value {

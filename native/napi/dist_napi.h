@@ -32,6 +32,7 @@ struct DistState {
   struct Pinned {
     Napi::ObjectReference in, out;
     NativeBuffer *in_buf, *out_buf;
+    bool abandoned = false;  // its wait timed out (Abandon)
   };
   std::unordered_map<uint64_t, Pinned> pinned;
 };
@@ -65,7 +66,8 @@ inline uint64_t Handle(const Napi::Value& v, const char* where) {
 inline void Abandon(uint64_t h) {
   DistState& s = dist_state();
   auto it = s.pinned.find(h);
-  if (it == s.pinned.end()) return;
+  if (it == s.pinned.end() || it->second.abandoned) return;  // once per collective: a second wait times out too
+  it->second.abandoned = true;
   it->second.in_buf->Abandon();
   it->second.out_buf->Abandon();  // twice for an in-place collective, as it was pinned twice
 }
@@ -139,7 +141,7 @@ inline void RegisterDist(Napi::Env env, Napi::Object exports, OpenCommunicator o
       const uint64_t h = c.start(a);
       in->Pin();
       out->Pin();
-      dist_state().pinned.emplace(h, detail::DistState::Pinned{Napi::Persistent(info[1].As<Napi::Object>()), Napi::Persistent(info[2].As<Napi::Object>()), in, out});
+      dist_state().pinned.emplace(h, detail::DistState::Pinned{Napi::Persistent(info[1].As<Napi::Object>()), Napi::Persistent(info[2].As<Napi::Object>()), in, out, false});
       return Napi::Number::New(info.Env(), static_cast<double>(h));
     });
   }, "distStart"));
