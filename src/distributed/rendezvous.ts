@@ -163,14 +163,14 @@ export function ncclDeviceIndex(localRank: number, deviceCount: number): number 
 /** NCCL's group: rank 0's unique id handed to every rank by the rendezvous, then ncclCommInitRank on the rank's GPU. */
 export async function ncclRendezvous(addon: Addon, env: LaunchEnv, timeoutMs: number): Promise<DistGroupInfo> {
   const w = 'initProcessGroup (nccl)';
-  // before the communicator: it belongs to the GPU current when it is made (selectDevice refuses a switch once this
-  // process holds memory on another GPU)
-  const { deviceCount } = addon.backendInfo() as { deviceCount?: number };
-  if ((deviceCount ?? 0) > 1) addon.selectDevice!(ncclDeviceIndex(env.localRank, deviceCount!));
   if (env.launcher === 'mpirun') throw new Error(`${w}: started by mpirun: NCCL ranks take torchrun-style variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; vwlmm train --nproc-per-node N sets them); use backend 'mpi' under mpirun`);
   const uniqueId = (addon as unknown as { ncclUniqueId?: () => Uint8Array }).ncclUniqueId;
   if (typeof uniqueId !== 'function') throw new Error(`${w}: this CUDA addon has no NCCL (backendInfo().cuda.nccl says why)`);
   if (env.worldSize > 1 && (env.masterAddr === null || env.masterPort === null)) throw new Error(`${w}: WORLD_SIZE ${env.worldSize} needs MASTER_ADDR and MASTER_PORT (rank 0's rendezvous)`);
+  // before anything NCCL or CUDA does here, and before the rendezvous (a rank without a GPU fails at once): the
+  // communicator belongs to the GPU current when it is made (selectDevice refuses a switch once memory is held)
+  const { deviceCount } = addon.backendInfo() as { deviceCount?: number };
+  if ((deviceCount ?? 0) > 1) addon.selectDevice!(ncclDeviceIndex(env.localRank, deviceCount!));
   const payload = env.rank === 0 ? uniqueId.call(addon) : new Uint8Array(0);
   const id = await rendezvous({ addr: env.masterAddr ?? '127.0.0.1', port: env.masterPort ?? 0, rank: env.rank, worldSize: env.worldSize, payload, timeoutMs });
   return addon.distInit('nccl', { uniqueId: id, rank: env.rank, worldSize: env.worldSize, localRank: env.localRank, localWorldSize: env.localWorldSize, timeoutMs });
