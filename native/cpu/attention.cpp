@@ -43,7 +43,6 @@
 #include "../core/attention_args.h"
 #include "../core/error_flags.h"
 #include "float32_view.h"
-#include "host_memory.h"
 #include "ops_cpu.h"
 #include "parallel.h"
 #include "vec.h"
@@ -230,13 +229,7 @@ void run_items(int64_t items, const Make& make_state, const Fn& item) {
 // Packed keys/values of one (b, g) task and the per-worker scratch of its query blocks.
 struct Workspace {
   int64_t Dh, Dhp, ldk, nvis;
-  // From the host cache (host_memory.h): a call's scratch is the same size every step, and fresh
-  // allocations of this size were page-faulted in on every call (~4% of a backward).
-  struct Free {
-    size_t bytes;
-    void operator()(float* p) const { host_free(p, bytes); }
-  };
-  std::unique_ptr<float[], Free> mem;
+  std::unique_ptr<float[]> mem;
   float *kt, *vt, *kc, *vc;  // K^T, V^T [Dh, ldk];  K, V [nvis, Dhp]
   float *s, *dp;             // score / probability block and dP / dS block [kBlockQ, ldk]
   float *blk, *blk2;         // [kBlockQ, Dhp]: O or dQ rows; packed dO or Q rows
@@ -248,8 +241,7 @@ struct Workspace {
     const int64_t ldmax = round_up(d.Tk, kPad);
     const int64_t kv = d.Dh * ldmax, rows = d.Tk * Dhp, blkn = kBlockQ * ldmax, bd = kBlockQ * Dhp;
     const int64_t total = backward ? 2 * kv + 4 * rows + 2 * blkn + 2 * bd : kv + rows + blkn + bd;
-    const size_t bytes = static_cast<size_t>(std::max<int64_t>(total, 1)) * sizeof(float);
-    mem = std::unique_ptr<float[], Free>(static_cast<float*>(host_alloc(bytes)), Free{bytes});
+    mem.reset(new float[static_cast<size_t>(std::max<int64_t>(total, 1))]);
     float* p = mem.get();
     auto take = [&](int64_t n) {
       float* r = p;
