@@ -185,9 +185,9 @@ describe('CUDA attention settings (setCudaAttention)', () => {
   });
 
   it.skipIf(!built)('VWLMM_CUDA_ATTENTION sets the starting kernel; another value is an error that names the choices', () => {
-    const run = (value: string) => spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e',
-      `const v=require('./src');v.backendInfo();console.log(JSON.stringify(require(${JSON.stringify(addon)}).attentionSettings()))`],
-    { cwd: root, env: { ...process.env, VWLMM_CUDA_ATTENTION: value }, encoding: 'utf8' });
+    const run = (value: string) => runSnippet(
+      `const v=require('./src');v.backendInfo();console.log(JSON.stringify(require(${JSON.stringify(addon)}).attentionSettings()))`,
+      { VWLMM_CUDA_ATTENTION: value });
     const ok = run('gemm');
     expect(ok.status, ok.stderr).toBe(0);
     expect(JSON.parse(ok.stdout.trim().split('\n').pop()!).kernel).toBe('gemm');
