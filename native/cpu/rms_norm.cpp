@@ -1,18 +1,22 @@
 // RMSNorm (LLaMA): y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps), rows of C, computed in fp32 with a
-// double row sum. Forward saves rstd for the backward.
+// double row sum. Forward saves rstd for the backward. bf16 x / y / dy / dx and w (a bf16 residual stream,
+// src/nn/llama.ts residualDtype) run on widened copies (float32_view.h), as the CUDA kernels read them.
 // Backward (llm.c style, derivation: y_j = w_j x_j r, dr/dx_k = -r^3 x_k / C):
 //   dx = r (dy * w) - r^3 x (sum_j dy_j w_j x_j) / C,   dw += sum_rows dy * x * r.
 #include <cmath>
 #include <vector>
 
 #include "../core/norm_args.h"
+#include "float32_view.h"
 #include "work_split.h"
 #include "ops_cpu.h"
 #include "parallel.h"
 
 namespace vw::cpu {
 
-void rms_norm_forward_cpu(const OpCall& c) {
+namespace {
+
+void rms_norm_forward_f32(const OpCall& c) {
   const RmsNormArgs a = read_rms_norm_forward(c, false);
   const int64_t R = a.R, C = a.C;
   const double eps = a.eps;
@@ -33,7 +37,7 @@ void rms_norm_forward_cpu(const OpCall& c) {
   });
 }
 
-void rms_norm_backward_cpu(const OpCall& c) {
+void rms_norm_backward_f32(const OpCall& c) {
   const RmsNormArgs a = read_rms_norm_backward(c, false);
   const int64_t R = a.R, C = a.C;
   const float* dy = static_cast<const float*>(a.dy);
@@ -66,6 +70,19 @@ void rms_norm_backward_cpu(const OpCall& c) {
       if (!p.empty()) s += p[j];
     dw[j] += static_cast<float>(s);
   }
+}
+
+}  // namespace
+
+// Checked as given (bf16 allowed, as on CUDA), then run in float32.
+void rms_norm_forward_cpu(const OpCall& c) {
+  read_rms_norm_forward(c, true);
+  in_float32(c, rms_norm_forward_f32);
+}
+
+void rms_norm_backward_cpu(const OpCall& c) {
+  read_rms_norm_backward(c, true);
+  in_float32(c, rms_norm_backward_f32);
 }
 
 }  // namespace vw::cpu

@@ -1,4 +1,5 @@
-// bfloat16 on the CPU (native/cpu/float32_view.h): the ops that take bf16 (matmul, cast, the fused ops, activations, SwiGLU, RoPE, attention, axpby, mul, dropout)
+// bfloat16 on the CPU (native/cpu/float32_view.h): the ops that take bf16 (matmul, cast, the fused ops, activations, SwiGLU, RoPE, attention, axpby, mul, dropout,
+// RMSNorm)
 // must give exactly what their float32 kernel gives on the bf16 values, rounded once where the output is
 // bf16; the cast op must round as torch / the CUDA intrinsics (round to nearest even, NaN stays NaN,
 // overflow to inf). Calls that mix dtypes the CUDA backend refuses are refused with its message.
@@ -167,11 +168,30 @@ describe(`bfloat16 on the CPU (seed ${runSeed})`, () => {
     });
   });
 
-  it('ops that take bf16 on CUDA only refuse it on the CPU with a TypeError naming the dtype', () => {
+  it('RMSNorm in bf16 (a bf16 residual stream): x, y, dy, dx bf16 with a float32 or bf16 weight; rstd and dw float32', () => {
+    const rng = rngFor('bf16_cpu:rms_norm');
+    const [R, C] = [13, 77], eps = 1e-5;
+    const x = rng.normals(R * C, 2), dy = rng.normals(R * C), dw0 = rng.normals(C);
+    for (const wBf of [false, true]) {
+      const w = rng.normals(C, 0.5);
+      const fwd = expectExact('rms_norm_forward', [{ data: x, bf: true }, { data: w, bf: wBf }], [{ data: new Float32Array(R * C), bf: true }, { data: new Float32Array(R) }], [R, C], [eps]);
+      const rstd = fwd.bf.outs[1]!;
+      expectExact('rms_norm_backward', [{ data: dy, bf: true }, { data: x, bf: true }, { data: w, bf: wBf }, { data: rstd }],
+        [{ data: new Float32Array(R * C), bf: true }, { data: dw0 }], [R, C]);
+    }
+    scope(() => {
+      const a = Tensor.fromArray(x, [R * C], { dtype: 'bfloat16' }), w = Tensor.fromArray(dw0, [C]);
+      expect(() => callOp('rms_norm_forward', 'cpu', [a, w], [Tensor.empty([R * C]), Tensor.empty([R])], [R, C], [eps])).toThrow(/^\[rms_norm_forward\] y must be bfloat16, got float32/);
+      expect(() => callOp('rms_norm_forward', 'cpu', [a, w], [Tensor.empty([R * C], { dtype: 'bfloat16' }), Tensor.empty([R], { dtype: 'bfloat16' })], [R, C], [eps]))
+        .toThrow(/^\[rms_norm_forward\] rstd must be float32, got bfloat16/);
+    });
+  });
+
+  it('ops that take no bf16 refuse it with a TypeError naming the dtype', () => {
     scope(() => {
       const x = Tensor.fromArray(new Float32Array(4), [4], { dtype: 'bfloat16' }), w = Tensor.fromArray(new Float32Array(2), [2]);
-      expect(() => callOp('rms_norm_forward', 'cpu', [x, w], [Tensor.empty([4], { dtype: 'bfloat16' }), Tensor.empty([2])], [2, 2], [1e-6]))
-        .toThrow(/^\[rms_norm_forward\] x must be float32, got bfloat16/);
+      expect(() => callOp('layer_norm_forward', 'cpu', [x, w, w], [Tensor.empty([4]), Tensor.empty([2]), Tensor.empty([2])], [2, 2], [1e-6]))
+        .toThrow(/^\[layer_norm_forward\] X must be float32, got bfloat16/);
       expect(() => callOp('sum_rows', 'cpu', [x], [Tensor.empty([2])], [2, 2, 0])).toThrow(/^\[sum_rows\] X must be float32, got bfloat16/);
     });
   });
