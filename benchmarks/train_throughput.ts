@@ -13,6 +13,9 @@
 //
 //   npx tsx benchmarks/train_throughput.ts [--size issue|tiny|7b] [--device cuda|cpu] [--steps 10] [--warmup 3] [--dtype bf16|fp32]
 //                                         [--profile N] [--batch B] [--lora R] [--grad-ckpt] [--device-init]
+//                                         [--residual-dtype fp32|bf16]
+// --residual-dtype bf16: the LLM's residual stream (and so the gradient checkpoints) in bf16, as the HF side's 7B
+// model holds it (loaded in bf16); default fp32, torch's autocast.
 // --batch B: B samples instead of the size's batch (e.g. the issue's model at batch 1 on the CPU, for its memory).
 // --profile N: after the timed steps, 2 more steps with the op profile on (profileOps: host wall time per op; on
 // CUDA with VWLMM_CUDA_ASYNC=0 each op waits for its kernels, so that is GPU time; by default, launch cost): the time per op name and
@@ -42,6 +45,7 @@ if (loraR > 0) {
   applyTrainable(model, { projector: true, vmHead: true, lora: true });
 }
 if (args.includes('--grad-ckpt')) model.gradientCheckpointing = true;
+model.residualDtype = parseComputeDtype('--residual-dtype', arg('residual-dtype', 'fp32'));
 const gen = new Generator(0);
 const patches = (s.vision.image / s.vision.patch) ** 2, seq = patches + s.textTokens, prefix = 4, question = Math.max(1, Math.floor(s.textTokens / 4));
 // one sample: 4 prompt tokens, the image, the question (not supervised), the answer
@@ -84,7 +88,7 @@ const sec = Number(process.hrtime.bigint() - t0) / 1e9 / steps;
 const fl = flopsPerStep(s, batchSize, seq, patches, loraR);
 const mem = memoryStats();
 console.log(JSON.stringify({
-  impl: 'vwlmm', size, device, dtype, lora: loraR, gradientCheckpointing: model.gradientCheckpointing,
+  impl: 'vwlmm', size, device, dtype, residualDtype: model.residualDtype, lora: loraR, gradientCheckpointing: model.gradientCheckpointing,
   trainableParams: model.parameters().filter((p) => p.requiresGrad).reduce((a, p) => a + p.size, 0), batch: batchSize, seq, secondsPerStep: sec, tokensPerSec: (batchSize * seq) / sec,
   peakBytes: dev === 'cuda' ? mem.cuda?.peakReservedBytes ?? null : mem.cpu.peakReservedBytes, savedBytes, flopsPerStep: fl,
   mfu: dev === 'cuda' ? fl / sec / PEAK_BF16 : null, loss, hostSyncsPerStep: (hostSyncs(dev) - syncs0) / steps,

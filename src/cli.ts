@@ -212,10 +212,11 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--dtype <d>', DTYPE_HELP)
   .option('--frozen-dtype <d>', 'how the frozen Linear weights are stored: bf16 (half the memory: a LoRA base) or fp32 (default: the --dtype)')
+  .option('--residual-dtype <d>', "the LLM's residual stream under --dtype bf16: fp32 (torch's autocast; default) or bf16 (a model loaded in bf16, as LLaVA's LoRA recipe: half the memory of --gradient-checkpointing's checkpoints)")
   .option('--nproc-per-node <n>', 'data-parallel: start n ranks on this machine (as torchrun; MPI ranks through mpirun). --batch-size is per rank. Also runs under mpirun -np n, or with torchrun-style RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT', int('--nproc-per-node', 1))
   .option('--dist-backend <b>', 'data-parallel backend: mpi (CPU) or nccl (CUDA); default: by --device')
   .option('--gather-dtype <d>', "data-parallel: the dtype the updated weights are all-gathered in: bf16 (llm.c's ZeRO-1: the fp32 masters sharded too, every rank trains with bf16 weights, half the bytes) or fp32 (default); checkpoints hold the fp32 masters either way")
-  .action(async (o: { nprocPerNode?: number; distBackend?: string; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
+  .action(async (o: { nprocPerNode?: number; distBackend?: string; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; residualDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     const distBackend = o.distBackend ?? (o.device.startsWith('cuda') ? 'nccl' : 'mpi');
     if (distBackend !== 'mpi' && distBackend !== 'nccl') fail(`--dist-backend must be mpi or nccl, got '${o.distBackend}'`);
@@ -250,9 +251,12 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const { trainOnFile, readTrainerState, TrainingInterrupted, plotMetrics, Progress } = await import('./train');
     const dtype = await computeDtypeOf(o.dtype);
     const frozenDtype = await computeDtypeOf(o.frozenDtype, '--frozen-dtype');
+    const residualDtype = await computeDtypeOf(o.residualDtype, '--residual-dtype');
     const gatherDtype = await computeDtypeOf(o.gatherDtype, '--gather-dtype');
     const spec = await device(o.device);
     const { defaultComputeDtype } = await import('./index');
+    if (residualDtype === 'bfloat16' && (dtype ?? defaultComputeDtype(spec)) !== 'bfloat16')
+      fail(`--residual-dtype bf16 needs bf16 compute (--dtype bf16; the default on ${spec} is ${defaultComputeDtype(spec) === 'bfloat16' ? 'bf16' : 'fp32'}): in fp32 compute the stream is fp32`);
     // the LLM and the tower frozen for the whole run (LoRA, or projector-only): loaded in bf16 when they are stored so,
     // so a 7B base never exists in float32 (the Trainer would store them so at the stage's start anyway)
     const frozenStorage = frozenDtype ?? dtype ?? defaultComputeDtype(spec);
@@ -275,7 +279,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         lr: o.lr, visionTowerLr: o.mmVisionTowerLr, projectorLr: o.mmProjectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
         trainable: Object.fromEntries(known.map((p) => [TRAINABLE_PARTS[p], parts.includes(p)])), stage: o.stage,
         lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
-        strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, dtype, frozenDtype,
+        strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, residualDtype, dtype, frozenDtype,
         processGroup: group ?? undefined, gatherDtype,
         onLog: (r) => {
           progress.update(r);

@@ -153,7 +153,8 @@ if want lora; then
   PYTHONPATH=$pyp python3 -c "import peft; print('peft', peft.__version__)" 2>&1 | tail -1
   la="--size 7b --lora 128 --grad-ckpt --batch ${LORA_BATCH:-16} --steps ${LORA_STEPS:-3} --warmup 1"
   PYTHONPATH=$pyp timeout ${LORA_TIMEOUT:-150} python3 benchmarks/hf_vwlmm_train.py --device cuda $la 2>"$L/hf_lora.err" | tail -1 > "$L/hf_lora.json"
-  timeout ${LORA_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda $la 2>"$L/vwlmm_lora.err" | tail -1 > "$L/vwlmm_lora.json"
+  # the residual stream in bf16, as the HF side's model (loaded in bf16) holds it
+  timeout ${LORA_TIMEOUT:-150} node node_modules/tsx/dist/cli.mjs benchmarks/train_throughput.ts --device cuda $la --residual-dtype bf16 2>"$L/vwlmm_lora.err" | tail -1 > "$L/vwlmm_lora.json"
   python3 benchmarks/gpu/compare_sides.py lora "$L"
   pack
 fi

@@ -117,6 +117,18 @@ export class VwLmm extends Module {
     this.visionTower.vision_model.gradientCheckpointing = on;
   }
 
+  /**
+   * The dtype of the LLM's residual stream under autocast('bfloat16') (LlamaDecoder.residualDtype): 'float32'
+   * (default, torch's autocast) or 'bfloat16' (a model loaded in bf16, as LLaVA's LoRA recipe trains: half the
+   * memory of the gradient checkpoints).
+   */
+  get residualDtype(): ComputeDtype {
+    return this.model.residualDtype;
+  }
+  set residualDtype(d: ComputeDtype) {
+    this.model.residualDtype = d;
+  }
+
   get numImageTokens(): number {
     return numImageTokens(this.config);
   }

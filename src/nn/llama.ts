@@ -1,5 +1,6 @@
 // LLaMA-family decoder (HF LlamaModel / LlamaForCausalLM names and math): token embedding, layers of
 // pre-RMSNorm grouped-query attention with rotary embeddings and a SwiGLU MLP, final RMSNorm.
+import { computeDtype, ComputeDtype, parseComputeDtype } from '../amp';
 import { gradientCheckpoint } from '../autograd';
 import * as F from '../functional';
 import type { Generator } from '../random';
@@ -164,7 +165,8 @@ export class LlamaAttention extends Module {
     const w = c.slidingWindow;
     if (w && k.shape[1] > w) throw new RangeError(`LLaMA: ${k.shape[1]} positions exceed the config's sliding_window of ${w}: sliding-window attention is not implemented (sequences up to ${w} positions are exact)`);
     const o = F.attention(q, k, v, { causal: true, keyMask });
-    return this.o_proj.forward(F.reshape(o, [B, T, c.numHeads * Dh]));
+    // into a bf16 residual stream in bf16 (LlamaDecoder.residualDtype), else float32
+    return this.o_proj.forward(F.reshape(o, [B, T, c.numHeads * Dh]), { bf16Output: x.dtype === 'bfloat16' });
   }
 
   // One position per row into a cache with room reserved (KVCache.pads): write, then attend over the whole buffer.
@@ -202,7 +204,7 @@ export class LlamaMLP extends Module {
   forward(x: Tensor): Tensor {
     // gate, up and their SwiGLU stay bf16 under autocast (down_proj takes that as its operand): half the memory
     const [gate, up] = Linear.forwardMany(x, [this.gate_proj, this.up_proj], { bf16Output: true });
-    return this.down_proj.forward(F.swiglu(gate, up));
+    return this.down_proj.forward(F.swiglu(gate, up), { bf16Output: x.dtype === 'bfloat16' });
   }
 }
 
@@ -254,6 +256,21 @@ export class LlamaDecoder extends Module {
    * gradient_checkpointing_enable()): training only (no KV cache), same gradients, less memory.
    */
   gradientCheckpointing = false;
+  private residual: ComputeDtype = 'float32';
+  /**
+   * The dtype of the residual stream (the hidden states between and inside the layers, so also what gradient
+   * checkpointing keeps of each layer, and the final hidden states) in a forward under autocast('bfloat16') without a
+   * KV cache: 'float32' (default) as torch's autocast keeps it; 'bfloat16' as a model loaded in bf16 holds it (HF's
+   * torch_dtype=bfloat16, what LLaVA's LoRA recipe trains): half the memory of the checkpoints, each residual add and
+   * norm output rounded to bf16 (the norms' statistics stay float32); the final norm's output is float32. Elsewhere
+   * (float32 compute, generation) the stream is float32 either way.
+   */
+  get residualDtype(): ComputeDtype {
+    return this.residual;
+  }
+  set residualDtype(d: ComputeDtype) {
+    this.residual = parseComputeDtype('LlamaDecoder.residualDtype', d);
+  }
   constructor(readonly config: LlamaConfig, init: InitOptions) {
     super();
     this.embed_tokens = this.child('embed_tokens', new Embedding(config.vocabSize, config.hiddenSize, { std: config.initializerRange, init }));
@@ -269,8 +286,9 @@ export class LlamaDecoder extends Module {
    */
   forward(inputsEmbeds: Tensor, opts: { keyMask?: Tensor | null; cache?: KVCache | null; outputHiddenStates?: boolean } = {}): DecoderOutput {
     const keyMask = opts.keyMask ?? null, cache = opts.cache ?? null;
-    const states: Tensor[] | null = opts.outputHiddenStates ? [inputsEmbeds] : null;
-    let h = inputsEmbeds;
+    const bf16 = this.residual === 'bfloat16' && computeDtype() === 'bfloat16' && !cache;
+    let h = bf16 && inputsEmbeds.dtype !== 'bfloat16' ? F.cast(inputsEmbeds, 'bfloat16') : inputsEmbeds;
+    const states: Tensor[] | null = opts.outputHiddenStates ? [h] : null;
     // Each layer frees its intermediates as it ends, except what a backward reads (GradNode.reads): without
     // autograd (generation, evaluation) the live memory is one layer's, not the whole decoder's (which overflowed the
     // host cache when answering); in training, what stays is what torch's saved tensors would keep.
@@ -281,7 +299,9 @@ export class LlamaDecoder extends Module {
       if (states) states.push(h);
     });
     if (cache) cache.length += inputsEmbeds.shape[1];
-    const last = this.norm.forward(h);
+    // the final norm reads a bf16 stream widened: the final hidden states (what the losses, the logits and the rows
+    // gathered for the KL take) are float32 either way, [N, D] against the [N, V] logits HF makes from them
+    const last = this.norm.forward(bf16 ? F.cast(h, 'float32') : h);
     if (states) states[states.length - 1] = last;
     return { last, hiddenStates: states };
   }

@@ -52,6 +52,8 @@ export interface FileTrainOptions {
   nonFinite?: 'skip' | 'stop';
   /** Recompute every decoder and vision layer in the backward (less memory; see VwLmm.gradientCheckpointing). */
   gradientCheckpointing?: boolean;
+  /** The LLM's residual stream under bf16 compute (TrainerOptions.residualDtype). */
+  residualDtype?: ComputeDtype;
   /** The compute dtype (TrainerOptions.dtype): default bf16 on CUDA, fp32 on the CPU. */
   dtype?: ComputeDtype;
   /** How frozen Linear weights are stored (TrainerOptions.frozenDtype): default the compute dtype. */
@@ -198,7 +200,7 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
     loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx),
   };
   fs.mkdirSync(o.outDir, { recursive: true });
-  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype });
+  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype });
   const state = await trainer.runAsync(o.resume);
   return { data, state };
 }

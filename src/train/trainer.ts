@@ -153,6 +153,11 @@ export interface TrainerOptions {
   /** Sets model.gradientCheckpointing for the run (every decoder and vision layer recomputed in the backward). */
   gradientCheckpointing?: boolean;
   /**
+   * Sets model.residualDtype for the run: the LLM's residual stream under bf16 compute, 'float32' (torch's autocast)
+   * or 'bfloat16' (a model loaded in bf16, as LLaVA's LoRA recipe: half the memory of the gradient checkpoints).
+   */
+  residualDtype?: ComputeDtype;
+  /**
    * The precision of the products (src/amp.ts): 'bfloat16' runs every forward and backward under
    * autocast('bfloat16') (bf16 GEMM operands, fp32 master weights, AdamW moments, norms, softmax and loss);
    * 'float32' computes everything in fp32. Default: bfloat16 on CUDA, float32 on the CPU (defaultComputeDtype).
@@ -319,6 +324,7 @@ export class Trainer {
       if (opts.processGroup.isDestroyed) throw new TypeError('Trainer: the process group has been destroyed');
     }
     if (opts.gradientCheckpointing !== undefined) model.gradientCheckpointing = opts.gradientCheckpointing;
+    if (opts.residualDtype !== undefined) model.residualDtype = parseComputeDtype('Trainer residualDtype', opts.residualDtype);
     this.dtype = opts.dtype === undefined ? defaultComputeDtype(model.device) : parseComputeDtype('Trainer', opts.dtype);
     this.frozenDtype = opts.frozenDtype === undefined ? this.dtype : parseComputeDtype('Trainer frozenDtype', opts.frozenDtype);
     this.group = opts.processGroup ?? null;
