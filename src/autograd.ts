@@ -230,7 +230,9 @@ function addLeafGrad(leaf: Tensor, g: Tensor): void {
  * fn(...inputs) keeping none of its intermediate tensors, and runs it again during the backward to get the
  * gradients of its inputs and of the parameters it uses. Memory held between forward and backward drops from
  * every intermediate of fn to its output; the price is a second forward of fn. fn must compute the same thing
- * both times (every op here is deterministic) and return a tensor it created (not a view of an input).
+ * both times (every op here is deterministic) and return a tensor it created (not a view of an input). Every tensor
+ * fn reads must come in through `inputs` or `params` (a key mask too): one it only captures may be freed by a scope
+ * before the backward recomputes fn (only the node's inputs and saved tensors are kept for it).
  * `params`: what fn uses besides its inputs that may need gradients (a module's parameters), so that a
  * layer whose input needs none (a first layer) still gets its parameters' gradients. `generators`: the random
  * streams fn draws from (a layer's LoRA dropout), replayed in the recomputation; fn's training-only randomness

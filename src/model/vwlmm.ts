@@ -181,18 +181,21 @@ export class VwLmm extends Module {
 
   /** The VW-LMM objective on a batch (needs targets; klRows when vmWeight > 0). */
   loss(batch: ModelBatch): LossOutput {
-    if (!batch.targets) throw new TypeError('VwLmm.loss: the batch has no targets');
-    const { h, features } = this.hidden(batch);
-    const textTokens = batch.targets.reduce((a, t) => a + (t !== -100 ? 1 : 0), 0);
-    const ceLoss = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(batch.targets, [batch.B * batch.T], { device: this.device }));
-    let loss = ceLoss, klLoss: Tensor | null = null, klRows = 0;
-    if (this.config.vmWeight > 0 && features && batch.klRows && batch.klRows.rows.length > 0) {
-      klRows = batch.klRows.rows.length;
-      const hRows = F.gatherRows(h, Tensor.fromArray(batch.klRows.rows, [klRows], { device: this.device }));
-      const xRows = F.gatherRows(features, Tensor.fromArray(batch.klRows.featureIndex, [klRows], { device: this.device }));
-      klLoss = F.visualWordKL(hRows, this.lm_head.weight, xRows, this.vm_head!.weight, { detachTarget: this.config.detachTarget });
-      loss = F.add(loss, F.scale(klLoss, this.config.vmWeight));
-    }
+    const targets = batch.targets;
+    if (!targets) throw new TypeError('VwLmm.loss: the batch has no targets');
+    const textTokens = targets.reduce((a, t) => a + (t !== -100 ? 1 : 0), 0);
+    // the whole forward in a scope: what no backward reads (the final hidden states, the rows gathered for the KL,
+    // casts) is freed before the backward runs, not with the step
+    const { loss, ceLoss, klLoss, klRows } = scope(() => {
+      const { h, features } = this.hidden(batch);
+      const ce = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(targets, [batch.B * batch.T], { device: this.device }));
+      const klRows = this.config.vmWeight > 0 && batch.klRows ? batch.klRows.rows.length : 0;
+      if (klRows === 0 || !features) return { loss: ce, ceLoss: ce, klLoss: null, klRows: 0 };
+      const hRows = F.gatherRows(h, Tensor.fromArray(batch.klRows!.rows, [klRows], { device: this.device }));
+      const xRows = F.gatherRows(features, Tensor.fromArray(batch.klRows!.featureIndex, [klRows], { device: this.device }));
+      const kl = F.visualWordKL(hRows, this.lm_head.weight, xRows, this.vm_head!.weight, { detachTarget: this.config.detachTarget });
+      return { loss: F.add(ce, F.scale(kl, this.config.vmWeight)), ceLoss: ce, klLoss: kl, klRows };
+    });
     // no host read here: a training step reads what it logs once (Trainer), not per loss term
     let ce: number | null = null, kl: number | null = null;
     return {

@@ -294,7 +294,8 @@ export class LlamaDecoder extends Module {
     // host cache when answering); in training, what stays is what torch's saved tensors would keep.
     this.layers.items.forEach((layer, i) => {
       h = this.gradientCheckpointing && !cache
-        ? gradientCheckpoint((x) => layer.forward(x, keyMask, null, i), [h], layer.parameters(), dropoutGenerators(layer))
+        // the key mask as an input: the recomputation reads it, so it must outlive the forward's scopes
+        ? gradientCheckpoint((x, mask) => layer.forward(x, mask ?? null, null, i), keyMask ? [h, keyMask] : [h], layer.parameters(), dropoutGenerators(layer))
         : scope(() => layer.forward(h, keyMask, cache, i));
       if (states) states.push(h);
     });
