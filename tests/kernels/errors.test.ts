@@ -24,6 +24,9 @@ describe('kernel argument errors', () => {
       expect(() => fused.linearCrossEntropy(h, w, t, { chunkRows: -1 })).toThrow(/chunkRows/);
       expect(() => fused.linearCrossEntropy(h, w, t, { ignoreIndex: 0.5 })).toThrow(/ignoreIndex/);
       expect(() => fused.linearCrossEntropy(h, w, t, 'fast' as unknown as object)).toThrow(/options/);
+      expect(() => fused.linearCrossEntropy(h, w, t, { gradOutputs: { dW: false } as never })).toThrow(/expected one of dh, dw for gradOutputs.dW but received 'dW'/);
+      expect(() => fused.linearCrossEntropy(h, w, t, { gradOutputs: { dw: 0 as unknown as boolean } })).toThrow(/expected a boolean for gradOutputs.dw but received 0/);
+      expect(() => fused.linearCrossEntropy(h, w, t, { gradOutputs: [] as never })).toThrow(/expected an object of booleans \{ dh, dw \} for gradOutputs/);
     });
   });
 
@@ -53,6 +56,7 @@ describe('kernel argument errors', () => {
       // PyTorch's 'mean' divides by M x V: refused, not taken as batchmean
       expect(() => fused.visualWordKL(h, w, h, w, { reduction: 'mean' as never })).toThrow(/reduction 'mean' is PyTorch's mean over all M x V elements.*use 'batchmean'/);
       expect(() => fused.visualWordKL(h, w, h, w, { detachTarget: 1 as unknown as boolean })).toThrow(/detachTarget/);
+      expect(() => fused.visualWordKL(h, w, h, w, { gradOutputs: { dw: false } as never })).toThrow(/expected one of dh, dwLm, dx, dwVm for gradOutputs.dw/);
     });
   });
 
