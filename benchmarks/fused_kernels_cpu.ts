@@ -1,6 +1,8 @@
 // CPU benchmark of the fused vocabulary kernels (forward + backward in one call) against
 //   - the GEMM ceiling: the same sequence of OpenBLAS sgemm calls the fused kernel issues, without its
 //     row passes (what a perfect fusion could reach on this machine),
+//   - the fused kernel with frozen heads ('fused-frozen-head': gradOutputs without the weight gradients, as
+//     F.* asks in LoRA fine-tuning: no [V, d] dW buffer and one GEMM less per side and chunk),
 //   - a naive materialised implementation of the same math (full [N, V] logits/probabilities/gradients),
 //   - PyTorch eager and torch.compile of the official formulation (benchmarks/torch_reference.py), when
 //     python3 with torch is available (said so otherwise).
@@ -8,6 +10,7 @@
 // inputs exist) is its own. Prints a table, then one JSON line; --out FILE also writes the JSON.
 //
 //   npx tsx benchmarks/fused_kernels_cpu.ts [--N 576,2304] [--d 1024] [--V 32000] [--reps 3] [--no-torch]
+//     [--op ce] [--impl fused,fused-frozen-head] (default: both ops, every implementation)
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -16,7 +19,8 @@ import { cpu, NativeBuffer } from '../src/native';
 import { arg, medianSeconds, uniform } from './support';
 
 type Op = 'kl' | 'ce';
-type Impl = 'fused' | 'gemm-ceiling' | 'naive';
+type Impl = 'fused' | 'fused-frozen-head' | 'gemm-ceiling' | 'naive';
+const IMPLS: Impl[] = ['gemm-ceiling', 'fused', 'fused-frozen-head', 'naive'];
 interface Result {
   op: Op; impl: string; N: number; d: number; V: number;
   seconds: number; gflops: number; peakRssGrowthMiB: number; workspaceMiB?: number; loss?: number; note?: string;
@@ -30,7 +34,7 @@ function rssMiB(): number {
 function peakRssMiB(): number {
   return process.resourceUsage().maxRSS / 1024;
 }
-const gemmCount = (op: Op) => (op === 'kl' ? 6 : 3);
+const gemmCount = (op: Op, impl = '') => (op === 'kl' ? 6 : 3) - (impl === 'fused-frozen-head' ? (op === 'kl' ? 2 : 1) : 0);
 
 // ------------------------------------------------------------------ child: one measurement
 function runChild(op: Op, impl: Impl, N: number, d: number, V: number, reps: number): Result {
@@ -42,9 +46,12 @@ function runChild(op: Op, impl: Impl, N: number, d: number, V: number, reps: num
   const rss0 = rssMiB();
   let loss = 0, workspace = 0;
   const step = (): void => {
-    if (impl === 'fused') {
+    if (impl === 'fused' || impl === 'fused-frozen-head') {
+      const frozen = impl === 'fused-frozen-head';
       scope(() => {
-        const r = op === 'kl' ? fused.visualWordKL(h, wLm, x, wVm) : fused.linearCrossEntropy(h, wLm, t);
+        const r = op === 'kl'
+          ? fused.visualWordKL(h, wLm, x, wVm, frozen ? { gradOutputs: { dwLm: false, dwVm: false } } : {})
+          : fused.linearCrossEntropy(h, wLm, t, frozen ? { gradOutputs: { dw: false } } : {});
         loss = r.loss;
         workspace = r.workspaceBytes;
       });
@@ -56,7 +63,7 @@ function runChild(op: Op, impl: Impl, N: number, d: number, V: number, reps: num
   };
   const seconds = medianSeconds(step, reps);
   return {
-    op, impl, N, d, V, seconds, gflops: (gemmCount(op) * 2 * N * d * V) / seconds / 1e9,
+    op, impl, N, d, V, seconds, gflops: (gemmCount(op, impl) * 2 * N * d * V) / seconds / 1e9,
     peakRssGrowthMiB: peakRssMiB() - rss0, workspaceMiB: workspace / 2 ** 20, loss: impl === 'gemm-ceiling' ? undefined : loss,
   };
 }
@@ -169,12 +176,14 @@ function main(): void {
     return;
   }
   const Ns = arg('N', '576,2304').split(',').map(Number), d = +arg('d', '1024'), V = +arg('V', '32000'), reps = arg('reps', '3');
+  const impls = arg('impl', IMPLS.join(',')).split(',') as Impl[];
+  for (const i of impls) if (!IMPLS.includes(i)) throw new TypeError(`--impl: expected some of ${IMPLS.join(', ')} but received '${i}'`);
   const withTorch = !args.includes('--no-torch');
   const torchOk = withTorch && spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
   const results: (Result | { error: string })[] = [];
   for (const N of Ns) {
-    for (const op of ['kl', 'ce'] as Op[]) {
-      for (const impl of ['gemm-ceiling', 'fused', 'naive'] as Impl[]) {
+    for (const op of arg('op', 'kl,ce').split(',') as Op[]) {
+      for (const impl of impls) {
         const r = child(process.execPath, ['--import', 'tsx', __filename, '--child', '--op', op, '--impl', impl, '--N', `${N}`, '--d', `${d}`, '--V', `${V}`, '--reps', reps]) as Result;
         results.push(r);
         process.stderr.write(`  ${op} ${impl} N=${N}: ${'error' in r ? r.error : r.seconds.toFixed(3) + ' s'}\n`);
@@ -195,7 +204,8 @@ function main(): void {
     gemm: info.gemm, threads: info.threads, torch: torchOk ? 'python3 torch' : withTorch ? 'not available (python3 -c "import torch" failed)' : 'skipped (--no-torch)',
     command: `npx tsx benchmarks/fused_kernels_cpu.ts ${args.join(' ')}`.trim(),
   };
-  // Table: each row with its ratio to the fused kernel and to the GEMM ceiling of the same op and N.
+  // Table: each row with its ratio to the fused kernel and to the GEMM ceiling of the same op and N (none for
+  // fused-frozen-head, which runs fewer GEMMs than the ceiling measures).
   console.log(`\n${meta.machine}; ${meta.gemm}; torch: ${meta.torch}`);
   console.log('| op | N | implementation | seconds | GFLOP/s | vs fused (time) | % of GEMM ceiling | peak RSS growth MiB | workspace MiB |');
   console.log('|---|---|---|---|---|---|---|---|---|');
@@ -207,7 +217,7 @@ function main(): void {
     const x = r as Result;
     const same = (impl: string) => results.find((o) => !('error' in o && o.error) && (o as Result).op === x.op && (o as Result).N === x.N && (o as Result).impl === impl) as Result | undefined;
     const fused = same('fused'), ceil = same('gemm-ceiling');
-    console.log(`| ${x.op} | ${x.N} | ${x.impl} | ${x.seconds.toFixed(3)} | ${x.gflops.toFixed(1)} | ${fused ? (x.seconds / fused.seconds).toFixed(2) + 'x' : ''} | ${ceil ? ((100 * ceil.seconds) / x.seconds).toFixed(0) + '%' : ''} | ${x.peakRssGrowthMiB.toFixed(0)} | ${x.workspaceMiB !== undefined && x.impl === 'fused' ? x.workspaceMiB.toFixed(1) : ''} |`);
+    console.log(`| ${x.op} | ${x.N} | ${x.impl} | ${x.seconds.toFixed(3)} | ${x.gflops.toFixed(1)} | ${fused ? (x.seconds / fused.seconds).toFixed(2) + 'x' : ''} | ${ceil && x.impl !== 'fused-frozen-head' ? ((100 * ceil.seconds) / x.seconds).toFixed(0) + '%' : ''} | ${x.peakRssGrowthMiB.toFixed(0)} | ${x.workspaceMiB !== undefined && x.impl.startsWith('fused') ? x.workspaceMiB.toFixed(1) : ''} |`);
   }
   const json = JSON.stringify({ meta, results });
   console.log(json);

@@ -733,6 +733,8 @@ export function patchEmbed(images: Tensor, weight: Tensor): Tensor {
 // ------------------------------------------------------------------ fused losses
 // The kernels compute loss and gradients in one pass; the op keeps the gradients as `saved` and its
 // backward only scales them by the upstream gradient, so the fusion (and its bounded memory) is kept.
+// Only the gradients of operands that require one are computed (gradOutputs): a frozen lm_head (LoRA) costs
+// no [V, d] float32 buffer and no weight-gradient GEMM.
 
 // The loss stays on the device (deviceLoss) and the backward scales the saved gradients by the upstream
 // gradient there too (mul_scalar): the host never waits for either (one host synchronisation per training
@@ -774,17 +776,18 @@ function asFloat32(t: Tensor | null): Tensor | null {
 }
 
 /** Cross-entropy of h w^T against targets as a differentiable scalar (fused; no [N, V] logits). */
-export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: Omit<LinearCrossEntropyOptions, 'grad' | 'gradScale'> = {}): Tensor {
+export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: Omit<LinearCrossEntropyOptions, 'grad' | 'gradOutputs' | 'gradScale'> = {}): Tensor {
   opts = optionsOf('F.linearCrossEntropy', opts);
   check('F.linearCrossEntropy', 'h', h);
   check('F.linearCrossEntropy', 'w', w);
   if (opts.reduction === 'none') throw rangeError('F.linearCrossEntropy', "reduction 'none' is not differentiable here; use fused.linearCrossEntropy");
   const grad = isGradEnabled() && (h.requiresGrad || w.requiresGrad);
-  const r = withOperands('F.linearCrossEntropy', { h, w }, ([hh, ww]) => fused.linearCrossEntropy(hh, ww, targets, { ...opts, grad, deviceLoss: true }));
+  const gradOutputs = { dh: h.requiresGrad, dw: w.requiresGrad };
+  const r = withOperands('F.linearCrossEntropy', { h, w }, ([hh, ww]) => fused.linearCrossEntropy(hh, ww, targets, { ...opts, grad, gradOutputs, deviceLoss: true }));
   r.dh = asFloat32(r.dh);
   const out = r.lossTensor!;
   if (grad) {
-    const saved = [r.dh!, r.dw!];
+    const saved = [r.dh, r.dw].filter((t): t is Tensor => t !== null);
     const node = record('linear_cross_entropy', [h, w, targets], [out], ([g]) => {
       const res = [takeScaled(r.dh, g!, h.requiresGrad), takeScaled(r.dw, g!, w.requiresGrad), null];
       node.saved = saved.filter((t) => !res.includes(t)); // the returned ones now belong to autograd
@@ -795,13 +798,15 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: 
 }
 
 /** Visual-word KL (VW-LMM image-token loss) as a differentiable scalar (fused). */
-export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts: Omit<VisualWordKLOptions, 'grad' | 'gradScale'> = {}): Tensor {
+export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts: Omit<VisualWordKLOptions, 'grad' | 'gradOutputs' | 'gradScale'> = {}): Tensor {
   opts = optionsOf('F.visualWordKL', opts);
   ([['h', h], ['wLm', wLm], ['x', x], ['wVm', wVm]] as const).forEach(([n, t]) => check('F.visualWordKL', n, t));
   if (opts.reduction === 'none') throw rangeError('F.visualWordKL', "reduction 'none' is not differentiable here; use fused.visualWordKL");
   const needTarget = !opts.detachTarget && (x.requiresGrad || wVm.requiresGrad);
   const grad = isGradEnabled() && (h.requiresGrad || wLm.requiresGrad || needTarget);
-  const r = withOperands('F.visualWordKL', { h, wLm, x, wVm }, ([hh, wl, xx, wv]) => fused.visualWordKL(hh, wl, xx, wv, { ...opts, grad, detachTarget: !needTarget, deviceLoss: true }));
+  const gradOutputs = { dh: h.requiresGrad, dwLm: wLm.requiresGrad, dx: x.requiresGrad, dwVm: wVm.requiresGrad };
+  const r = withOperands('F.visualWordKL', { h, wLm, x, wVm }, ([hh, wl, xx, wv]) =>
+    fused.visualWordKL(hh, wl, xx, wv, { ...opts, grad, gradOutputs, detachTarget: !needTarget, deviceLoss: true }));
   r.dh = asFloat32(r.dh);
   r.dx = asFloat32(r.dx);
   const out = r.lossTensor!;

@@ -30,6 +30,13 @@ export interface LinearCrossEntropyOptions extends ChunkOptions {
   /** Compute dh and dw (default true); false gives the loss only. */
   grad?: boolean;
   /**
+   * With grad, which gradients to compute, by their names in the result (each default true). One left out
+   * is null in the result and costs nothing: `{ dw: false }` for a frozen weight allocates no [V, d] buffer
+   * and skips its GEMM per chunk; `{ dh: false }` when only the weight gradient is wanted. Both false is
+   * the loss only, as grad: false. dh is the same with or without dw (bitwise on the CPU).
+   */
+  gradOutputs?: { dh?: boolean; dw?: boolean };
+  /**
    * Keep the reduced loss on the device (default false): the result's lossTensor holds it ([1] float32) and
    * the host never waits for it; loss is then NaN and losses empty (the training path: src/functional.ts).
    */
@@ -43,6 +50,7 @@ export interface LinearCrossEntropyResult {
   losses: Float32Array;
   /** Number of non-ignored rows. */
   rows: number;
+  /** null without grad or when gradOutputs leaves it out (as dw). */
   dh: Tensor | null;
   dw: Tensor | null;
   /** With deviceLoss: the reduced loss, [1] float32 on the device (the caller owns it); else null. */
@@ -61,6 +69,11 @@ export interface VisualWordKLOptions extends ChunkOptions {
   gradScale?: number;
   detachTarget?: boolean;
   grad?: boolean;
+  /**
+   * As LinearCrossEntropyOptions.gradOutputs, over dh, dwLm, dx, dwVm (dx and dwVm are null with detachTarget
+   * anyway): `{ dwLm: false }` for a frozen lm_head, `{ dwVm: false }` for a frozen vm_head.
+   */
+  gradOutputs?: { dh?: boolean; dwLm?: boolean; dx?: boolean; dwVm?: boolean };
   /** As LinearCrossEntropyOptions.deviceLoss. */
   deviceLoss?: boolean;
 }
@@ -70,6 +83,7 @@ export interface VisualWordKLResult {
   loss: number;
   /** KL of each row [M]. */
   losses: Float32Array;
+  /** null without grad or when gradOutputs leaves it out (as the others; dx and dwVm also with detachTarget). */
   dh: Tensor | null;
   dwLm: Tensor | null;
   dx: Tensor | null;
@@ -157,6 +171,15 @@ function bool(where: string, name: string, v: unknown, dflt: boolean): boolean {
   return v;
 }
 
+/** gradOutputs: which of `names` to compute (an object of booleans, each default true), all false without grad. */
+function gradOutputs<K extends string>(where: string, v: unknown, names: readonly K[], grad: boolean): Record<K, boolean> {
+  const expected = `an object of booleans { ${names.join(', ')} }`;
+  if (v !== undefined && (v === null || typeof v !== 'object' || Array.isArray(v))) throw typeError(where, 'gradOutputs', expected, v);
+  const o = (v ?? {}) as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!(names as readonly string[]).includes(k)) throw typeError(where, `gradOutputs.${k}`, `one of ${names.join(', ')}`, k);
+  return Object.fromEntries(names.map((n) => [n, bool(where, `gradOutputs.${n}`, o[n], true) && grad])) as Record<K, boolean>;
+}
+
 function options(where: string, o: unknown): Record<string, unknown> {
   if (o === undefined) return {};
   if (o === null || typeof o !== 'object') throw typeError(where, 'options', 'an object', o);
@@ -188,13 +211,14 @@ function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts?: Linear
   if (labelSmoothing < 0 || labelSmoothing > 1) throw rangeError(where, `labelSmoothing must be in [0, 1], got ${labelSmoothing}`);
   const zLossWeight = finiteNumber(where, 'zLossWeight', o.zLossWeight, 0);
   if (zLossWeight < 0) throw rangeError(where, `zLossWeight must be >= 0, got ${zLossWeight}`);
-  const grad = bool(where, 'grad', o.grad, true);
+  const want = gradOutputs(where, o.gradOutputs, ['dh', 'dw'] as const, bool(where, 'grad', o.grad, true));
+  const grad = want.dh || want.dw;
   const gradScale = finiteNumber(where, 'gradScale', o.gradScale, 1);
   const deviceLoss = bool(where, 'deviceLoss', o.deviceLoss, false);
   const ints = [N, d, V, ignoreIndex, opConstants().reduction[reduction], grad ? 1 : 0, ...chunkInts(where, o, device)];
   const { out, stats } = outputs(
     () => ({
-      rowLoss: empty([N], 'float32', device)!, dh: empty([N, d], dtype, device, grad), dw: empty([V, d], 'float32', device, grad),
+      rowLoss: empty([N], 'float32', device)!, dh: empty([N, d], dtype, device, want.dh), dw: empty([V, d], 'float32', device, want.dw),
       loss: empty([1], 'float32', device, deviceLoss),
     }),
     (r) => callOp('linear_cross_entropy', device, [h, w, targets], [r.rowLoss, r.dh, r.dw, r.loss], ints, [gradScale, labelSmoothing, zLossWeight]),
@@ -228,16 +252,17 @@ function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts?: Vis
   const temperature = finiteNumber(where, 'temperature', o.temperature, 1);
   if (temperature <= 0) throw rangeError(where, `temperature must be > 0, got ${temperature}`);
   const detachTarget = bool(where, 'detachTarget', o.detachTarget, false);
-  const grad = bool(where, 'grad', o.grad, true);
+  const want = gradOutputs(where, o.gradOutputs, ['dh', 'dwLm', 'dx', 'dwVm'] as const, bool(where, 'grad', o.grad, true));
+  if (detachTarget) want.dx = want.dwVm = false;
+  const grad = want.dh || want.dwLm || want.dx || want.dwVm;
   const gradScale = finiteNumber(where, 'gradScale', o.gradScale, 1);
-  const target = grad && !detachTarget;
   const red = opConstants().reduction[reduction === 'batchmean' ? 'mean' : reduction];
   const deviceLoss = bool(where, 'deviceLoss', o.deviceLoss, false);
   const ints = [M, d, V, red, grad ? 1 : 0, detachTarget ? 1 : 0, ...chunkInts(where, o, device)];
   const { out, stats } = outputs(
     () => ({
-      rowLoss: empty([M], 'float32', device)!, dh: empty([M, d], dtype, device, grad), dwLm: empty([V, d], 'float32', device, grad),
-      dx: empty([M, d], dtype, device, target), dwVm: empty([V, d], 'float32', device, target), loss: empty([1], 'float32', device, deviceLoss),
+      rowLoss: empty([M], 'float32', device)!, dh: empty([M, d], dtype, device, want.dh), dwLm: empty([V, d], 'float32', device, want.dwLm),
+      dx: empty([M, d], dtype, device, want.dx), dwVm: empty([V, d], 'float32', device, want.dwVm), loss: empty([1], 'float32', device, deviceLoss),
     }),
     (r) => callOp('visual_word_kl', device, [h, wLm, x, wVm], [r.rowLoss, r.dh, r.dwLm, r.dx, r.dwVm, r.loss], ints, [temperature, gradScale]),
   );

@@ -3,6 +3,10 @@
 // and contiguous. Pointers are device pointers of the backend that runs the kernel; float tensors are
 // `dtype` (float32 everywhere, bfloat16 on CUDA), weight gradients are always float32.
 //
+// The gradient outputs of the two losses are each optional with grad = 1: a null one is not computed and its
+// GEMM is skipped on both backends (a frozen lm_head's dW [V, d] in LoRA fine-tuning: no buffer, no dz^T h per
+// chunk). The readers below decide which are wanted, once for both backends; at least one must be.
+//
 // Every kernel streams over row chunks of `chunk_rows` rows: only a [chunk_rows, V] block of logits (and
 // its gradient, in place) exists at a time, so the workspace is bounded and no N x V tensor is allocated.
 #pragma once
@@ -57,8 +61,8 @@ struct LinearCrossEntropyArgs {
   bool compute_grad = true;
   int64_t chunk_rows = 0;
   int64_t workspace_budget = 0;  // bytes, >= 1 (the default per device is TypeScript's)
-  // outputs
-  void* dh = nullptr;         // [N, d], dtype (may be null when !compute_grad)
+  // outputs (dh, dw: null when !compute_grad or not asked for, and then not computed)
+  void* dh = nullptr;         // [N, d], dtype
   float* dw = nullptr;        // [V, d], float32
   float* row_loss = nullptr;  // [N] float32
   float* loss = nullptr;      // [1] float32, optional: the reduced loss stays on the device (stats.loss NaN)
@@ -79,11 +83,12 @@ struct VisualWordKLArgs {
   bool compute_grad = true;
   int64_t chunk_rows = 0;
   int64_t workspace_budget = 0;  // bytes, >= 1 (the default per device is TypeScript's)
-  // outputs
+  // outputs (the gradients: null when !compute_grad or not asked for, and then not computed; dx and dw_vm
+  // also when detach_target)
   void* dh = nullptr;          // [M, d] dtype
   float* dw_lm = nullptr;      // [V, d] f32
-  void* dx = nullptr;          // [M, d] dtype (null when detach_target)
-  float* dw_vm = nullptr;      // [V, d] f32 (null when detach_target)
+  void* dx = nullptr;          // [M, d] dtype
+  float* dw_vm = nullptr;      // [V, d] f32
   float* row_loss = nullptr;   // [M] f32
   float* loss = nullptr;       // [1] f32, optional: the reduced loss stays on the device (stats.loss NaN)
 };
@@ -126,6 +131,14 @@ inline Reduction reduction_arg(const OpCall& c, size_t k) {
   return static_cast<Reduction>(int_arg(c, k, "reduction (0 mean, 1 sum, 2 none)", 0, 2));
 }
 
+// An optional gradient output: checked as OpCall::out_any when a buffer is given, else null. *given counts
+// the slots given: by presence, not by pointer, since a zero-element buffer (N = 0) has a null pointer too.
+inline void* grad_out(const OpCall& c, size_t k, int64_t elems, DType t, const char* name, int* given) {
+  if (k >= c.out.size() || !c.out[k].present) return nullptr;
+  ++*given;
+  return c.out_any(k, elems, t, name);
+}
+
 // chunkRows (>= 0, 0 = as many as the budget allows) and workspaceBudget (>= 1 byte) at k, k + 1.
 inline void chunk_args(const OpCall& c, size_t k, int64_t* chunk_rows, int64_t* budget) {
   *chunk_rows = size_arg(c, k, "chunkRows");
@@ -151,8 +164,10 @@ inline LinearCrossEntropyArgs read_linear_cross_entropy(const OpCall& c) {
   a.targets = c.in_i32(2, a.N, "targets");
   a.row_loss = c.out_f32(0, a.N, "rowLoss");
   if (a.compute_grad) {
-    a.dh = c.out_any(1, Nd, a.dtype, "dh");
-    a.dw = c.out_f32(2, Vd, "dw");
+    int given = 0;
+    a.dh = grad_out(c, 1, Nd, a.dtype, "dh", &given);
+    a.dw = static_cast<float*>(grad_out(c, 2, Vd, DType::F32, "dw", &given));
+    if (given == 0) throw_type_error("[", c.op, "] grad = 1 but dh and dw are both null: give one, or pass grad = 0");
   }
   if (c.has_out(3)) a.loss = c.out_f32(3, 1, "loss");
   return a;
@@ -176,12 +191,16 @@ inline VisualWordKLArgs read_visual_word_kl(const OpCall& c) {
   a.w_vm = c.in_any(3, Vd, a.dtype, "wVm");
   a.row_loss = c.out_f32(0, a.M, "rowLoss");
   if (a.compute_grad) {
-    a.dh = c.out_any(1, Md, a.dtype, "dh");
-    a.dw_lm = c.out_f32(2, Vd, "dwLm");
-    if (!a.detach_target) {
-      a.dx = c.out_any(3, Md, a.dtype, "dx");
-      a.dw_vm = c.out_f32(4, Vd, "dwVm");
+    int given = 0;
+    a.dh = grad_out(c, 1, Md, a.dtype, "dh", &given);
+    a.dw_lm = static_cast<float*>(grad_out(c, 2, Vd, DType::F32, "dwLm", &given));
+    if (!a.detach_target) {  // with detachTarget, slots 3 and 4 are not read
+      a.dx = grad_out(c, 3, Md, a.dtype, "dx", &given);
+      a.dw_vm = static_cast<float*>(grad_out(c, 4, Vd, DType::F32, "dwVm", &given));
     }
+    if (given == 0)
+      throw_type_error("[", c.op, "] grad = 1 but every gradient output is null (dh, dwLm",
+                       a.detach_target ? "" : ", dx, dwVm", "): give one, or pass grad = 0");
   }
   if (c.has_out(5)) a.loss = c.out_f32(5, 1, "loss");
   return a;

@@ -85,11 +85,11 @@ class LogitBlocks {
 };
 
 // The backward of a chunk's logits z = x_c W^T (x_c [nc, d], W [V, d]) from dz [nc, V]:
-// dx_c = dz W, dW += dz^T x_c.
+// dx_c = dz W, dW += dz^T x_c; a null dx_c or dW is not wanted, and its GEMM is skipped.
 inline void logits_backward(int64_t nc, int64_t V, int64_t d, const float* dz, const float* w, const float* x_c,
                             float* dx_c, float* dw) {
-  sgemm(false, false, nc, d, V, 1.f, dz, V, w, d, 0.f, dx_c, d);
-  sgemm(true, false, V, d, nc, 1.f, dz, V, x_c, d, 1.f, dw, d);
+  if (dx_c) sgemm(false, false, nc, d, V, 1.f, dz, V, w, d, 0.f, dx_c, d);
+  if (dw) sgemm(true, false, V, d, nc, 1.f, dz, V, x_c, d, 1.f, dw, d);
 }
 
 // Writes the per-row losses (double) to the float32 output and returns their sum, in row order.

@@ -1,6 +1,7 @@
 // Fused linear + cross-entropy, forward and backward in one pass over row chunks (Liger-style):
 //   z = h_c W^T  [rows, V] (the only vocabulary-sized buffer), loss per row from lse(z), then z is
-//   overwritten in place by dL/dz and fed to two GEMMs: dh_c = dz W, dW += dz^T h_c.
+//   overwritten in place by dL/dz and fed to two GEMMs: dh_c = dz W, dW += dz^T h_c (each skipped when its
+//   output is null: a frozen weight's dW costs nothing).
 // Gradient of loss_i = (1-eps)(lse - z_t) + eps (lse - mean z) + lam lse^2 with respect to z_v:
 //   p_v (1 + 2 lam lse) - (1-eps) [v = t] - eps / V.
 #include <algorithm>
@@ -19,7 +20,7 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   const int64_t N = a.N, d = a.d, V = a.V;
   const float* h = static_cast<const float*>(a.h);
   const float* w = static_cast<const float*>(a.w);
-  float* dh = static_cast<float*>(a.dh);
+  float* dh = static_cast<float*>(a.dh);  // dh, a.dw: null when not wanted (fused_args.h)
   const bool grad = a.compute_grad;
 
   // Raised here in sync mode; in async mode (native/core/error_flags.h) a bad target leaves zero outputs.
@@ -31,10 +32,8 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
 
   OpStats st;
   st.rows = n_valid;
-  if (grad) {
-    zero_f32(dh, N * d);
-    zero_f32(a.dw, V * d);
-  }
+  if (dh) zero_f32(dh, N * d);
+  if (a.dw) zero_f32(a.dw, V * d);
   std::fill(a.row_loss, a.row_loss + N, 0.f);
   if (!targets_ok) st.rows = 0;
   if (n_valid == 0 || !targets_ok) return st;
@@ -78,7 +77,7 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
         }
       }
     });
-    if (grad) logits_backward(nc, V, d, z, w, h + c0 * d, dh + c0 * d, a.dw);
+    if (grad) logits_backward(nc, V, d, z, w, h + c0 * d, dh ? dh + c0 * d : nullptr, a.dw);
   }
   st.loss = reduce_loss(store_row_losses(row_loss, a.row_loss), a.reduction, n_valid);
   return st;

@@ -3,7 +3,8 @@
 //   KL_i = sum_v p_v (log p_v - log q_v), p = softmax(a), q = softmax(b)   (computed from log-probs, so
 //   every row is >= 0 up to rounding rather than a difference of large lse terms);
 //   dKL/db = q - p,  dKL/da = p (log p - log q - KL),  each times gradScale / (T M) for batchmean.
-// a and b are overwritten in place by those gradients, then 4 GEMMs give dh, dWlm, dx, dWvm: 6 GEMMs in all.
+// a and b are overwritten in place by those gradients, then 4 GEMMs give dh, dWlm, dx, dWvm: 6 GEMMs in all
+// (a gradient output left null, such as a frozen head's dW, skips its GEMM; a side with neither skips both).
 #include <algorithm>
 #include <cstring>
 
@@ -21,9 +22,10 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   const float* x = static_cast<const float*>(a.x);
   const float* w_lm = static_cast<const float*>(a.w_lm);
   const float* w_vm = static_cast<const float*>(a.w_vm);
-  float* dh = static_cast<float*>(a.dh);
+  float* dh = static_cast<float*>(a.dh);  // the four gradients: null when not wanted (fused_args.h)
   float* dx = static_cast<float*>(a.dx);
-  const bool grad = a.compute_grad, grad_target = grad && !a.detach_target;
+  const bool grad = a.compute_grad;
+  const bool grad_lm = dh || a.dw_lm, grad_target = dx || a.dw_vm;
   check_finite(op, "h", h, M * d);
   check_finite(op, "wLm", w_lm, V * d);
   check_finite(op, "x", x, M * d);
@@ -31,14 +33,10 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
 
   OpStats st;
   st.rows = M;
-  if (grad) {
-    zero_f32(dh, M * d);
-    zero_f32(a.dw_lm, V * d);
-  }
-  if (grad_target) {
-    zero_f32(dx, M * d);
-    zero_f32(a.dw_vm, V * d);
-  }
+  if (dh) zero_f32(dh, M * d);
+  if (a.dw_lm) zero_f32(a.dw_lm, V * d);
+  if (dx) zero_f32(dx, M * d);
+  if (a.dw_vm) zero_f32(a.dw_vm, V * d);
   if (M == 0) return st;
 
   const float inv_t = static_cast<float>(1.0 / a.temperature);
@@ -68,8 +66,8 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
         if (grad) vec_kl_grad(ar, br, V, lse_a, lse_b, kl, sa, sb);
       }
     });
-    if (grad) logits_backward(nc, V, d, B, w_lm, h + c0 * d, dh + c0 * d, a.dw_lm);
-    if (grad_target) logits_backward(nc, V, d, A, w_vm, x + c0 * d, dx + c0 * d, a.dw_vm);
+    if (grad_lm) logits_backward(nc, V, d, B, w_lm, h + c0 * d, dh ? dh + c0 * d : nullptr, a.dw_lm);
+    if (grad_target) logits_backward(nc, V, d, A, w_vm, x + c0 * d, dx ? dx + c0 * d : nullptr, a.dw_vm);
   }
   st.loss = reduce_loss(store_row_losses(row_loss, a.row_loss), a.reduction, M);
   return st;

@@ -154,12 +154,13 @@ void gemm_rm(const char* op, cublasHandle_t handle, bool trans_a, bool trans_b, 
              int64_t ldb, float beta, void* C, cudaDataType_t type_c, int64_t ldc);
 
 // The backward of a chunk's logits z = x_c W^T (x_c [nc, d], W [V, d], both of type tin) from dz [nc, V]
-// (type tg): dx_c = dz W (type tin), dW = dz^T x_c + beta dW (float32).
+// (type tg): dx_c = dz W (type tin), dW = dz^T x_c + beta dW (float32); a null dx_c or dW is not wanted, and
+// its GEMM is skipped.
 inline void logits_backward(const char* op, cublasHandle_t handle, int64_t nc, int64_t V, int64_t d, const void* dz,
                             cudaDataType_t tg, const void* w, const void* x_c, cudaDataType_t tin, void* dx_c, float* dw,
                             float beta) {
-  gemm_rm(op, handle, false, false, nc, d, V, 1.f, dz, tg, V, w, tin, d, 0.f, dx_c, tin, d);
-  gemm_rm(op, handle, true, false, V, d, nc, 1.f, dz, tg, V, x_c, tin, d, beta, dw, CUDA_R_32F, d);
+  if (dx_c) gemm_rm(op, handle, false, false, nc, d, V, 1.f, dz, tg, V, w, tin, d, 0.f, dx_c, tin, d);
+  if (dw) gemm_rm(op, handle, true, false, V, d, nc, 1.f, dz, tg, V, x_c, tin, d, beta, dw, CUDA_R_32F, d);
 }
 
 // ------------------------------------------------------------------------------------------- checks

@@ -10,6 +10,7 @@
 //              ignored rows get a zero gradient row and loss 0
 //     GEMM 2  dh_c = g w          (C in dtype, beta 0)
 //     GEMM 3  dw  += g^T h_c      (C float32; beta 0 on the first processed chunk, so dw needs no memset)
+//   GEMM 2 or 3 is skipped when its output is null (not wanted: a frozen weight's dw, fused_args.h).
 //   Targets are validated on the host (one 4N-byte copy); chunks whose rows are all ignored are skipped and
 //   their dh rows zeroed, as on the CPU.
 #include <algorithm>
@@ -132,10 +133,8 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
 
   FusedCall call(op, ctx, dt, {NamedInput{"h", a.h, N * d}, NamedInput{"w", a.w, V * d}}, n_valid);
   if (n_valid == 0) {
-    if (grad) {
-      CUDA_CHECK(op, cudaMemsetAsync(a.dh, 0, dtype_size(dt) * N * d, ctx.stream));
-      CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
-    }
+    if (a.dh) CUDA_CHECK(op, cudaMemsetAsync(a.dh, 0, dtype_size(dt) * N * d, ctx.stream));
+    if (a.dw) CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
     if (N > 0) CUDA_CHECK(op, cudaMemsetAsync(a.row_loss, 0, sizeof(float) * N, ctx.stream));
     return finish_losses(op, ctx, call, nullptr, a.row_loss, 0, a.reduction, 0, a.loss);  // loss 0
   }
@@ -155,7 +154,7 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
     bool any = false;
     for (int64_t r = 0; r < nc && !any; ++r) any = targets[c0 + r] != a.ignore_index;
     if (!any) {  // a fully ignored chunk costs nothing and leaves dh zero
-      if (grad) CUDA_CHECK(op, cudaMemsetAsync(elem_offset(a.dh, c0 * d, dt), 0, dtype_size(dt) * nc * d, ctx.stream));
+      if (a.dh) CUDA_CHECK(op, cudaMemsetAsync(elem_offset(a.dh, c0 * d, dt), 0, dtype_size(dt) * nc * d, ctx.stream));
       continue;
     }
     const void* h_c = elem_offset(a.h, c0 * d, dt);
@@ -179,12 +178,12 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
     launch_row_kernel(op, ctx, nc, p, bf16 && grad);
 
     if (grad) {
-      logits_backward(op, ctx.blas, nc, V, d, g, tg, a.w, h_c, tin, elem_offset(a.dh, c0 * d, dt), a.dw,
-                      dw_started ? 1.f : 0.f);
+      void* dh_c = a.dh ? elem_offset(a.dh, c0 * d, dt) : nullptr;
+      logits_backward(op, ctx.blas, nc, V, d, g, tg, a.w, h_c, tin, dh_c, a.dw, dw_started ? 1.f : 0.f);
       dw_started = true;
     }
   }
-  if (grad && !dw_started) CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
+  if (a.dw && !dw_started) CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
 
   return finish_losses(op, ctx, call, row_loss.as<double>(), a.row_loss, N, a.reduction, n_valid, a.loss);
 }

@@ -12,7 +12,8 @@
 //                       into bf16 blocks (bfloat16: cuBLAS wants one A/B type)
 //     GEMM 3,4  dh_c = gb w_lm,  dw_lm += gb^T h_c
 //     GEMM 5,6  dx_c = ga w_vm,  dw_vm += ga^T x_c              (not when detached)
-//   dw_* use beta 0 on the first chunk, so they need no memset.
+//   dw_* use beta 0 on the first chunk, so they need no memset. A gradient output left null (not wanted: a
+//   frozen head's dw, fused_args.h) skips its GEMM; a side with neither output gets no gradient block at all.
 #include <algorithm>
 
 #include "common.cuh"
@@ -91,7 +92,7 @@ struct KlRowParams {
   float* a;               // [nc, V] target logits (x w_vm^T / T)
   float* b;               // [nc, V] predicted logits (h w_lm^T / T)
   void* ga;               // gradient of a: == a (float32) or a bf16 block; null when not needed
-  void* gb;               // gradient of b: == b (float32) or a bf16 block; null when !grad
+  void* gb;               // gradient of b: == b (float32) or a bf16 block; null when not needed
   double* row_loss;       // [nc] (device, chunk start)
   unsigned long long* status;
   int64_t row0;
@@ -128,7 +129,7 @@ __global__ void __launch_bounds__(kRowThreads) visual_word_kl_row_kernel(KlRowPa
       flag_bad_row(p.status, p.row0 + r, mxb);
     p.row_loss[r] = kl;
   }
-  if (!p.gb) return;
+  if (!p.ga && !p.gb) return;
 
   // Read 2, all in terms of (a - b), (a - Ma) and (b - Mb), whose float differences are exact or nearly so,
   // minus per-row double constants split into float hi + lo (the CPU's SPLIT: a single float would carry
@@ -145,7 +146,7 @@ __global__ void __launch_bounds__(kRowThreads) visual_word_kl_row_kernel(KlRowPa
               lq_c = split(log(st.sb));
   const float ma = st.ma, mb = st.mb, sa = p.scale_a, sb = p.scale_b;
   OutT* ga = p.ga ? static_cast<OutT*>(p.ga) + off : nullptr;
-  OutT* gb = static_cast<OutT*>(p.gb) + off;
+  OutT* gb = p.gb ? static_cast<OutT*>(p.gb) + off : nullptr;
   for (int v = threadIdx.x * VEC; v < V; v += blockDim.x * VEC) {
     float av[VEC], bv[VEC];
     load_row<VEC>(a + v, av);
@@ -160,7 +161,7 @@ __global__ void __launch_bounds__(kRowThreads) visual_word_kl_row_kernel(KlRowPa
       bv[j] = sb * qp;
     }
     if (ga) store_row<VEC>(ga + v, av);
-    store_row<VEC>(gb + v, bv);
+    if (gb) store_row<VEC>(gb + v, bv);
   }
 }
 
@@ -179,7 +180,9 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   check_dims(op, a.M, a.d, a.V);
   const int64_t M = a.M, d = a.d, V = a.V;
   const DType dt = a.dtype;
-  const bool grad = a.compute_grad, grad_target = grad && !a.detach_target, bf16 = dt == DType::BF16;
+  // Which sides get a gradient: the reader left the unwanted outputs null (and dx, dw_vm when detached).
+  const bool bf16 = dt == DType::BF16;
+  const bool grad_lm = a.dh || a.dw_lm, grad_target = a.dx || a.dw_vm;
   Context& ctx = context(op);
 
   FusedCall call(op, ctx, dt,
@@ -187,14 +190,14 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
                   NamedInput{"wVm", a.w_vm, V * d}},
                  M);
   if (M == 0) {
-    if (grad) CUDA_CHECK(op, cudaMemsetAsync(a.dw_lm, 0, sizeof(float) * V * d, ctx.stream));
-    if (grad_target) CUDA_CHECK(op, cudaMemsetAsync(a.dw_vm, 0, sizeof(float) * V * d, ctx.stream));
+    if (a.dw_lm) CUDA_CHECK(op, cudaMemsetAsync(a.dw_lm, 0, sizeof(float) * V * d, ctx.stream));
+    if (a.dw_vm) CUDA_CHECK(op, cudaMemsetAsync(a.dw_vm, 0, sizeof(float) * V * d, ctx.stream));
     return finish_losses(op, ctx, call, nullptr, a.row_loss, 0, a.reduction, 0, a.loss);  // loss 0
   }
 
   DeviceBuffer row_loss = call.scratch(sizeof(double) * M);
-  // bf16 gradient blocks: gb (bf16(0)) with the gradient, ga (bf16(1)) when the target side gets one too.
-  const int bf16_blocks = grad && bf16 ? (grad_target ? 2 : 1) : 0;
+  // bf16 gradient blocks, one per side that gets a gradient: gb first, then ga.
+  const int bf16_blocks = bf16 ? (grad_lm ? 1 : 0) + (grad_target ? 1 : 0) : 0;
   const ChunkBlocks blocks(call, a.chunk_rows, M, V, 2, bf16_blocks, a.workspace_budget);
   const int64_t chunk = blocks.rows;
   float *za = blocks.f32(0), *zb = blocks.f32(1);
@@ -202,8 +205,8 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   const float inv_t = static_cast<float>(1.0 / a.temperature);
   const double s = a.grad_scale / a.temperature / (a.reduction == Reduction::Mean ? M : 1);
   const cudaDataType_t tin = cuda_type(dt), tg = bf16 ? CUDA_R_16BF : CUDA_R_32F;
-  void* ga = grad_target ? (bf16 ? blocks.bf16(1) : za) : nullptr;
-  void* gb = grad ? (bf16 ? blocks.bf16(0) : zb) : nullptr;
+  void* gb = grad_lm ? (bf16 ? blocks.bf16(0) : zb) : nullptr;
+  void* ga = grad_target ? (bf16 ? blocks.bf16(grad_lm ? 1 : 0) : za) : nullptr;
   for (int64_t c0 = 0; c0 < M; c0 += chunk) {
     const int64_t nc = std::min(chunk, M - c0);
     const void* x_c = elem_offset(a.x, c0 * d, dt);
@@ -222,13 +225,15 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
     p.V = static_cast<int>(V);
     p.scale_b = static_cast<float>(s);
     p.scale_a = grad_target ? p.scale_b : 0.f;
-    launch_row_kernel(op, ctx, nc, p, bf16 && grad);
+    launch_row_kernel(op, ctx, nc, p, bf16 && (grad_lm || grad_target));
 
     const float beta = c0 == 0 ? 0.f : 1.f;
-    if (grad)
-      logits_backward(op, ctx.blas, nc, V, d, gb, tg, a.w_lm, h_c, tin, elem_offset(a.dh, c0 * d, dt), a.dw_lm, beta);
+    if (grad_lm)
+      logits_backward(op, ctx.blas, nc, V, d, gb, tg, a.w_lm, h_c, tin, a.dh ? elem_offset(a.dh, c0 * d, dt) : nullptr,
+                      a.dw_lm, beta);
     if (grad_target)
-      logits_backward(op, ctx.blas, nc, V, d, ga, tg, a.w_vm, x_c, tin, elem_offset(a.dx, c0 * d, dt), a.dw_vm, beta);
+      logits_backward(op, ctx.blas, nc, V, d, ga, tg, a.w_vm, x_c, tin, a.dx ? elem_offset(a.dx, c0 * d, dt) : nullptr,
+                      a.dw_vm, beta);
   }
 
   return finish_losses(op, ctx, call, row_loss.as<double>(), a.row_loss, M, a.reduction, M, a.loss);

@@ -378,6 +378,29 @@ function fusedCases(rng: Rng): Case[] {
       inputs: [cast(small(N * d)), cast(small(V * d)), cast(small(V * dE)), cast(small(N * dE))],
       outputs: [out(N * d, true), out(V * d), out(V * dE)], ints: [N, d, V, dE, chunk, MiB64] });
   }
+  // Gradient outputs left null with grad = 1 (a frozen head's dW, an h that needs none; native/core/fused_args.h):
+  // their GEMMs are skipped, and on CUDA a KL side with neither output gets no gradient block. Drawn after the
+  // cases above, so those keep their inputs. Rows of an all-ignored chunk (N=6, every target -100) take the
+  // memset paths.
+  for (const [N, d, V, chunk, ignored] of [[37, 19, 101, 8, false], [6, 5, 7, 0, true], [0, 5, 7, 0, false]] as [number, number, number, number, boolean][]) {
+    const t = randIds(rng, N, V).map((x, i) => (ignored || i % 5 === 2 ? -100 : x));
+    const h = small(N * d), w = small(V * d);
+    for (const [dh, dw] of [[1, 0], [0, 1]]) {
+      cases.push({ name: `linear_cross_entropy N=${N} V=${V} grad=1 dh=${dh} dw=${dw}`, op: 'linear_cross_entropy', bf16: true, tol: TOL_LONG,
+        inputs: [cast(h), cast(w), ids(t)], outputs: [out(N), dh ? out(N * d, true) : noOut, dw ? out(V * d) : noOut],
+        ints: [N, d, V, -100, 0, 1, chunk, MiB64], floats: [1, 0.1, 1e-3] });
+    }
+    const x = small(N * d), wVm = small(V * d);
+    // [detachTarget, dh, dwLm, dx, dwVm]: frozen lm_head; both heads frozen; the target side only; detached with a
+    // frozen lm_head; the weight gradients only
+    for (const [detach, ...given] of [[0, 1, 0, 1, 1], [0, 1, 0, 1, 0], [0, 0, 0, 1, 1], [1, 1, 0, 0, 0], [0, 0, 1, 0, 1]]) {
+      const [gh, gwl, gx, gwv] = given;
+      cases.push({ name: `visual_word_kl M=${N} V=${V} detach=${detach} dh,dwLm,dx,dwVm=${given.join('')}`, op: 'visual_word_kl', bf16: true, tol: TOL_LONG,
+        inputs: [cast(h), cast(w), cast(x), cast(wVm)],
+        outputs: [out(N), gh ? out(N * d, true) : noOut, gwl ? out(V * d) : noOut, gx ? out(N * d, true) : noOut, gwv ? out(V * d) : noOut],
+        ints: [N, d, V, 0, 1, detach, chunk, MiB64], floats: [1.5, 0.5] });
+    }
+  }
   return cases;
 }
 
@@ -488,6 +511,10 @@ describe('CUDA engine ops: errors, extensions, determinism', () => {
     sameError('layer_norm_forward', [f(normals(rng, 2)), f(normals(rng, 2)), f(normals(rng, 2))], [out(2), out(1), out(1)], [1, 2], [-1]);
     sameError('adamw_step', [f(normals(rng, 3))], [acc(normals(rng, 3)), acc(normals(rng, 3)), acc(normals(rng, 3))], [1, 0, 3], [1e-3, 0.9, 0.999, 1e-8, 0, 1]);
     sameError('sum_squares', [f(normals(rng, 3))], [out(1)], [1, 3, 4]);
+    // grad = 1 with every gradient output null
+    sameError('linear_cross_entropy', [f(normals(rng, 4)), f(normals(rng, 12)), ids(Int32Array.from([0, 2]))], [out(2), noOut, noOut], [2, 2, 6, -100, 0, 1, 0, 64], [1, 0, 0]);
+    sameError('visual_word_kl', [f(normals(rng, 4)), f(normals(rng, 12)), f(normals(rng, 4)), f(normals(rng, 12))], [out(2), noOut, noOut, noOut, noOut],
+      [2, 2, 6, 0, 1, 0, 0, 64], [1, 1]);
   });
 
   it.skipIf(!hasCuda)('float32-only ops reject bfloat16 with a TypeError naming the dtype', () => {

@@ -396,11 +396,12 @@ const dimsOf = () => ({ N: 1 + rng.int(5), d: 1 + rng.int(6), V: 1 + rng.int(7),
 const tsKernel: Record<string, () => unknown[]> = {
   linearCrossEntropy: () => {
     const { N, d, V } = dimsOf();
-    return [tf([N, d]), tf([V, d]), ti(randInts(N, -1, V)), { ignoreIndex: -1, reduction: pick(['mean', 'sum', 'none']), grad: chance(0.8) }];
+    return [tf([N, d]), tf([V, d]), ti(randInts(N, -1, V)), { ignoreIndex: -1, reduction: pick(['mean', 'sum', 'none']), grad: chance(0.8), gradOutputs: { dh: chance(0.8), dw: chance(0.6) } }];
   },
   visualWordKL: () => {
     const { N: M, d, V } = dimsOf();
-    return [tf([M, d]), tf([V, d]), tf([M, d]), tf([V, d]), { temperature: 2, detachTarget: chance(0.3), chunkRows: 1 }];
+    return [tf([M, d]), tf([V, d]), tf([M, d]), tf([V, d]), { temperature: 2, detachTarget: chance(0.3), chunkRows: 1,
+      gradOutputs: { dh: chance(0.8), dwLm: chance(0.6), dx: chance(0.8), dwVm: chance(0.6) } }];
   },
   visualWords: () => {
     const { N, d, V } = dimsOf();

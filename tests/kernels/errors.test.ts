@@ -24,6 +24,9 @@ describe('kernel argument errors', () => {
       expect(() => fused.linearCrossEntropy(h, w, t, { chunkRows: -1 })).toThrow(/chunkRows/);
       expect(() => fused.linearCrossEntropy(h, w, t, { ignoreIndex: 0.5 })).toThrow(/ignoreIndex/);
       expect(() => fused.linearCrossEntropy(h, w, t, 'fast' as unknown as object)).toThrow(/options/);
+      expect(() => fused.linearCrossEntropy(h, w, t, { gradOutputs: { dW: false } as never })).toThrow(/expected one of dh, dw for gradOutputs.dW but received 'dW'/);
+      expect(() => fused.linearCrossEntropy(h, w, t, { gradOutputs: { dw: 0 as unknown as boolean } })).toThrow(/expected a boolean for gradOutputs.dw but received 0/);
+      expect(() => fused.linearCrossEntropy(h, w, t, { gradOutputs: [] as never })).toThrow(/expected an object of booleans \{ dh, dw \} for gradOutputs/);
     });
   });
 
@@ -53,6 +56,7 @@ describe('kernel argument errors', () => {
       // PyTorch's 'mean' divides by M x V: refused, not taken as batchmean
       expect(() => fused.visualWordKL(h, w, h, w, { reduction: 'mean' as never })).toThrow(/reduction 'mean' is PyTorch's mean over all M x V elements.*use 'batchmean'/);
       expect(() => fused.visualWordKL(h, w, h, w, { detachTarget: 1 as unknown as boolean })).toThrow(/detachTarget/);
+      expect(() => fused.visualWordKL(h, w, h, w, { gradOutputs: { dw: false } as never })).toThrow(/expected one of dh, dwLm, dx, dwVm for gradOutputs.dw/);
     });
   });
 
@@ -81,7 +85,12 @@ describe('kernel argument errors', () => {
     expect(() => a.callOp('linear_cross_entropy', [small, small, ids], ['bfloat16', 'float32', 'int32'], [probs], ['float32'], [1, 1, 1, -100, 0, 0, 0, 64], [1, 0, 0]))
       .toThrow(/\[linear_cross_entropy\] w must be bfloat16, got float32/);
     expect(() => a.callOp('linear_cross_entropy', [small, small, ids], ['float32', 'float32', 'int32'], [probs, null, null], ['float32', 'float32', 'float32'], [1, 1, 1, -100, 0, 1, 0, 64], [1, 0, 0]))
-      .toThrow(/\[linear_cross_entropy\] dh is missing \(null\)/);
+      .toThrow(/\[linear_cross_entropy\] grad = 1 but dh and dw are both null: give one, or pass grad = 0/);
+    const kl = (outs: (typeof probs | null)[], detach: number) => a.callOp('visual_word_kl', [small, small, small, small], ['float32', 'float32', 'float32', 'float32'],
+      outs, outs.map(() => 'float32'), [1, 1, 1, 0, 1, detach, 0, 64], [1, 1]);
+    expect(() => kl([probs, null, null, null, null], 0)).toThrow(/\[visual_word_kl\] grad = 1 but every gradient output is null \(dh, dwLm, dx, dwVm\)/);
+    // with detachTarget, dx is not an output: it does not count as a gradient asked for
+    expect(() => kl([probs, null, null, probs, null], 1)).toThrow(/\[visual_word_kl\] grad = 1 but every gradient output is null \(dh, dwLm\)/);
     expect(() => a.callOp('no_such_op', [], [], [], [], [], [])).toThrow(/\[no_such_op\] is not an op \(native\/core\/ops.def\) of the cpu backend/);
     expect(() => small.write(new Float32Array(3))).toThrow(/12 bytes at offset 0 exceed the buffer's 8 bytes/);
     small.dispose();
