@@ -276,7 +276,7 @@ export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tens
         return lg;
       });
     });
-  }));
+  }), [], inputs); // reads its inputs (to recompute), not its output
   node.leaves = [...params];
   return out;
 }

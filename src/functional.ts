@@ -792,7 +792,7 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: 
       const res = [takeScaled(r.dh, g!, h.requiresGrad), takeScaled(r.dw, g!, w.requiresGrad), null];
       node.saved = saved.filter((t) => !res.includes(t)); // the returned ones now belong to autograd
       return res;
-    }, saved);
+    }, saved, []); // reads nothing: the gradients were computed in the forward, so h (the final hidden states) can go
   }
   return out;
 }
@@ -816,7 +816,7 @@ export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opt
       const res = [takeScaled(r.dh, g!, h.requiresGrad), takeScaled(r.dwLm, g!, wLm.requiresGrad), takeScaled(r.dx, g!, x.requiresGrad), takeScaled(r.dwVm, g!, wVm.requiresGrad)];
       node.saved = saved.filter((t) => !res.includes(t));
       return res;
-    }, saved);
+    }, saved, []); // as linearCrossEntropy: no input's values are read
   }
   return out;
 }
