@@ -299,6 +299,10 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
     release();
     return outs;
   }
+  // x is read only for a weight's gradient: with every weight frozen (LoRA's base) it is not kept (torch's mm keeps
+  // an operand only when the other needs a gradient); decided here, as torch does at the forward
+  const wantDw = ws.map((w) => w.requiresGrad), needX = wantDw.some(Boolean);
+  if (!needX && xo !== x) xo.dispose();
   record(ws.length === 1 ? 'linear' : 'linears', [x, ...ws, ...bs.map((b) => b ?? null)], outs, (gs) => {
     let gx: Tensor | null = null;
     const gws: (Tensor | null)[] = [], gbs: (Tensor | null)[] = [];
@@ -322,7 +326,7 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
             if (wo !== kept[i] && wo.owned) wo.t.dispose();
           }
         }
-        const gw = w.requiresGrad ? like(w) : null;
+        const gw = wantDw[i] ? like(w) : null;
         if (gw) mm(go, xo, gw, 1, O, I, R, true, false, 0, 0, 0, false);                  // dw = g^T x
         gws.push(gw);
         const gb = b && b.requiresGrad ? like(b) : null;
@@ -340,7 +344,7 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
       }
     });
     return [gx, ...gws, ...gbs];
-  }, [...(xo !== x ? [xo] : []), ...kept.filter((k) => k.owned).map((k) => k.t)], [...ws, ...(xo === x ? [x] : [])]);
+  }, [...(needX && xo !== x ? [xo] : []), ...kept.filter((k) => k.owned).map((k) => k.t)], [...ws, ...(needX && xo === x ? [x] : [])]);
   return outs;
 }
 

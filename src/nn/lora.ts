@@ -57,7 +57,9 @@ export class LoraAdapter extends Module {
   delta(x: Tensor, training: boolean, opts: F.LinearOptions = {}): Tensor {
     // inverted dropout on the device, its mask a function of a seed from the adapter's generator
     const h = training && this.dropout > 0 ? F.dropout(x, this.dropout, this.dropoutGenerator) : x;
-    return F.scale(F.linear(F.linear(h, this.lora_A.weight), this.lora_B.weight, null, opts), this.scaling);
+    // scaled at rank r, before B (PEFT scales B's output): the same product (exactly so when alpha / r is a power of
+    // two, as LLaVA's 2), without a second [..., out] tensor in the forward and in the backward
+    return F.linear(F.scale(F.linear(h, this.lora_A.weight), this.scaling), this.lora_B.weight, null, opts);
   }
 
   /** W += (alpha / r) B A, in place (the base weight then holds the adapter; the caller removes it). */

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { record } from '../../src/autograd';
 import { callOp } from '../../src/call_op';
-import { clearTape, memoryStats, noGrad, F, scope, tapeLength, Tensor, zeroGrad } from '../../src';
+import { autocast, clearTape, memoryStats, noGrad, F, scope, tapeLength, Tensor, zeroGrad } from '../../src';
 
 const t = (a: number[], shape = [a.length]) => Tensor.fromArray(Float32Array.from(a), shape);
 
@@ -79,6 +79,33 @@ describe('autograd tape', () => {
       zeroGrad([x]);
     });
     x.dispose();
+  });
+
+  it("a linear with a frozen weight does not keep its input (only a weight's gradient reads it), in float32 and under autocast", () => {
+    const x0 = t([0.5, -1, 2, 0.25, 3, -0.5], [2, 3]);
+    x0.requiresGrad = true;
+    const w = t([1, 2, -1, 0.5, 0, 1, 2, -2, 1], [3, 3]);
+    const run = (trainable: boolean, dtype: 'float32' | 'bfloat16') => scope(() => autocast(dtype, () => {
+      w.requiresGrad = trainable;
+      let x: Tensor | null = null;
+      const y = scope(() => {
+        x = F.scale(x0, 2); // the linear's input, made in the scope
+        return F.linear(x, w);
+      });
+      // float32 reads x itself; autocast a bf16 copy of it, saved with the node (x is then free either way)
+      const kept = !x!.disposed || y.gradFn!.saved.some((c) => c.shape.join() === x!.shape.join());
+      F.sum(F.mul(y, y)).backward();
+      const g = [Array.from(x0.grad!.toArray()), trainable ? Array.from(w.grad!.toArray()) : null];
+      zeroGrad([x0, w]);
+      return { kept, g };
+    }));
+    for (const dtype of ['float32', 'bfloat16'] as const) {
+      const frozen = run(false, dtype), trainable = run(true, dtype);
+      expect(frozen.kept, dtype).toBe(false);
+      expect(trainable.kept, dtype).toBe(true);
+      expect(frozen.g[0], dtype).toEqual(trainable.g[0]); // dx does not depend on whether w trains
+    }
+    [x0, w].forEach((v) => v.dispose());
   });
 
   it('nested scopes: a tensor an inner scope kept behind two released links stays alive in the outer scope', () => {
