@@ -262,8 +262,9 @@ export class LlamaDecoder extends Module {
    * checkpointing keeps of each layer, and the final hidden states) in a forward under autocast('bfloat16') without a
    * KV cache: 'float32' (default) as torch's autocast keeps it; 'bfloat16' as a model loaded in bf16 holds it (HF's
    * torch_dtype=bfloat16, what LLaVA's LoRA recipe trains): half the memory of the checkpoints, each residual add and
-   * norm output rounded to bf16 (the norms' statistics stay float32); the final norm's output is float32. Elsewhere
-   * (float32 compute, generation) the stream is float32 either way.
+   * norm output rounded to bf16 (the norms' statistics stay float32); the final norm's output is float32. That holds
+   * for every such forward, training or scoring without gradients; with float32 compute, and in generation (KV cache),
+   * the stream is float32 either way.
    */
   get residualDtype(): ComputeDtype {
     return this.residual;
