@@ -19,10 +19,11 @@
 # profile amp" TEST_TIMEOUT=200 and call 2 (REUSE=1, ~4.5 min) SECTIONS="demo bench" (benchmarks/RESULTS.md, "The GPU
 # check on an H200"). Since then "train" runs vwlmm twice (tiled and gemm attention, ~40 s more) and "attention"
 # (~1-2 min) and "lora" (7B: ~3-5 min) were added, which do not fit one lease with the rest. A plan for the next one:
-#   call 1: SECTIONS="tests nccl train attention" TEST_TIMEOUT=200 (the gemm attention's parity, NCCL's bf16 gather,
-#   overlap and ordering probe (~1 min), then the gemm attention's speed)
+#   call 1: SECTIONS="tests nccl train attention" TEST_TIMEOUT=200 (the gemm attention's parity, the fused losses'
+#   partial gradients and the bf16 residual stream (2026-12-05), NCCL's bf16 gather, overlap and ordering probe (~1 min),
+#   then the gemm attention's speed)
 #   call 2, REUSE=1: SECTIONS="lora generate answer" LORA_TIMEOUT=120 GEN_TIMEOUT=100 ANSWER_TIMEOUT=120 (issue 12's
-#   7B LoRA against PEFT and 7B generation against transformers; issue 17's answers/s; the default timeouts add up
+#   7B LoRA against PEFT, vwlmm with the bf16 residual stream as HF's bf16 model, and 7B generation against transformers; issue 17's answers/s; the default timeouts add up
 #   to more than a call's 600 s), then give the machine back.
 # REUSE=1 runs the first call's unpacked tree: build .device/src.tar with every fix before call 1.
 set -u
