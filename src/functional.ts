@@ -299,9 +299,11 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
     release();
     return outs;
   }
-  // x is read only for a weight's gradient: with every weight frozen (LoRA's base) it is not kept (torch's mm keeps
-  // an operand only when the other needs a gradient); decided here, as torch does at the forward
-  const wantDw = ws.map((w) => w.requiresGrad), needX = wantDw.some(Boolean);
+  // Which gradients the backward computes is decided here, at the forward, as torch records its graph's edges. x is
+  // read only for a weight's gradient: with every weight frozen (LoRA's base) it is not kept (torch's mm keeps an
+  // operand only when the other needs a gradient).
+  const wantDx = x.requiresGrad, wantDw = ws.map((w) => w.requiresGrad), wantDb = bs.map((b) => !!b && b.requiresGrad);
+  const needX = wantDw.some(Boolean);
   if (!needX && xo !== x) xo.dispose();
   record(ws.length === 1 ? 'linear' : 'linears', [x, ...ws, ...bs.map((b) => b ?? null)], outs, (gs) => {
     let gx: Tensor | null = null;
@@ -315,7 +317,7 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
       }
       const go = bf16 && g.dtype !== 'bfloat16' ? castTensor(g, 'bfloat16') : g;
       try {
-        if (x.requiresGrad) {
+        if (wantDx) {
           // the region's copy may have been freed since the forward (a backward after the region ended): recast
           const wo = bf16 ? (kept[i].owned || !kept[i].t.disposed ? kept[i] : bf16Operand(w)) : operand(w);
           const first = gx === null;
@@ -329,7 +331,7 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
         const gw = wantDw[i] ? like(w) : null;
         if (gw) mm(go, xo, gw, 1, O, I, R, true, false, 0, 0, 0, false);                  // dw = g^T x
         gws.push(gw);
-        const gb = b && b.requiresGrad ? like(b) : null;
+        const gb = b && wantDb[i] ? like(b) : null;
         if (gb) {
           const gf = g.dtype === 'float32' ? g : castTensor(g, 'float32');              // sum_rows sums float32
           try {
