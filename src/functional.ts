@@ -305,6 +305,9 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
   const wantDx = x.requiresGrad, wantDw = ws.map((w) => w.requiresGrad), wantDb = bs.map((b) => !!b && b.requiresGrad);
   const needX = wantDw.some(Boolean);
   if (!needX && xo !== x) xo.dispose();
+  // the weights' own bf16 copies are read only for dx
+  const ownedW = kept.filter((k) => k.owned).map((k) => k.t);
+  if (!wantDx) for (const t of ownedW) t.dispose();
   record(ws.length === 1 ? 'linear' : 'linears', [x, ...ws, ...bs.map((b) => b ?? null)], outs, (gs) => {
     let gx: Tensor | null = null;
     const gws: (Tensor | null)[] = [], gbs: (Tensor | null)[] = [];
@@ -346,7 +349,7 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
       }
     });
     return [gx, ...gws, ...gbs];
-  }, [...(needX && xo !== x ? [xo] : []), ...kept.filter((k) => k.owned).map((k) => k.t)], [...ws, ...(needX && xo === x ? [x] : [])]);
+  }, [...(needX && xo !== x ? [xo] : []), ...(wantDx ? ownedW : [])], [...(wantDx ? ws : []), ...(needX && xo === x ? [x] : [])]);
   return outs;
 }
 

@@ -105,6 +105,15 @@ describe('autograd tape', () => {
       expect(trainable.kept, dtype).toBe(true);
       expect(frozen.g[0], dtype).toEqual(trainable.g[0]); // dx does not depend on whether w trains
     }
+    // the other way round: an input that needs no gradient, so the weight's bf16 copy (read only for dx) is not kept
+    scope(() => autocast('bfloat16', () => {
+      w.requiresGrad = true;
+      const y = F.linear(t([0.5, -1, 2, 0.25, 3, -0.5], [2, 3]), w);
+      expect(y.gradFn!.saved.some((c) => c.shape.join() === w.shape.join())).toBe(false);
+      F.sum(y).backward();
+      expect(Array.from(w.grad!.toArray())).toEqual([0.75, 2, 1.5, 0.75, 2, 1.5, 0.75, 2, 1.5]); // each row: the column sums of x, exact in bf16
+      zeroGrad([w]);
+    }));
     [x0, w].forEach((v) => v.dispose());
   });
 
