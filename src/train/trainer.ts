@@ -324,8 +324,13 @@ export class Trainer {
       if (opts.processGroup.isDestroyed) throw new TypeError('Trainer: the process group has been destroyed');
     }
     if (opts.gradientCheckpointing !== undefined) model.gradientCheckpointing = opts.gradientCheckpointing;
-    if (opts.residualDtype !== undefined) model.residualDtype = parseComputeDtype('Trainer residualDtype', opts.residualDtype);
     this.dtype = opts.dtype === undefined ? defaultComputeDtype(model.device) : parseComputeDtype('Trainer', opts.dtype);
+    if (opts.residualDtype !== undefined) {
+      const residual = parseComputeDtype('Trainer residualDtype', opts.residualDtype);
+      // in float32 compute the stream is float32 whatever is asked: say so rather than train otherwise than asked
+      if (residual === 'bfloat16' && this.dtype !== 'bfloat16') throw typeError('Trainer', 'residualDtype', "'float32' with float32 compute (a bf16 stream needs dtype 'bfloat16')", residual);
+      model.residualDtype = residual;
+    }
     this.frozenDtype = opts.frozenDtype === undefined ? this.dtype : parseComputeDtype('Trainer frozenDtype', opts.frozenDtype);
     this.group = opts.processGroup ?? null;
     this.world = this.group?.worldSize ?? 1;

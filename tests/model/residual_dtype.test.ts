@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { autocast, cudaAvailable, memoryStats, profileOps, scope } from '../../src';
 import { applyLora, loraParameters } from '../../src/model/lora';
 import { VwLmm } from '../../src/model/vwlmm';
-import { applyTrainable } from '../../src/train/trainer';
+import { applyTrainable, Trainer } from '../../src/train/trainer';
 import { tinyConfig, tinyData } from '../train/support/tiny';
 import { l2Err, relErr } from '../support/compare';
 import { runSeed } from '../support/random';
@@ -107,6 +107,11 @@ describe(`a bf16 residual stream (seed ${runSeed})`, () => {
     expect(run()).toEqual(want);
     expect(() => { model.residualDtype = 'float16' as never; }).toThrow(/LlamaDecoder.residualDtype.*'bf16' or 'fp32'.*float16/);
     expect(model.residualDtype).toBe('bfloat16');
+    // the Trainer will not take a bf16 stream it would run in float32
+    const stage = { name: 's', size: 6, makeBatch, steps: 1, batchSize: 2, lr: 1e-3, trainable: { visionTower: false, projector: true, llm: false, vmHead: true } };
+    expect(() => new Trainer(model, [stage], { seed: 0, dtype: 'float32', residualDtype: 'bfloat16' }))
+      .toThrow(/Trainer: expected 'float32' with float32 compute \(a bf16 stream needs dtype 'bfloat16'\) for residualDtype but received 'bfloat16'/);
+    expect(new Trainer(model, [stage], { seed: 0, dtype: 'bfloat16', residualDtype: 'float32' }).model.residualDtype).toBe('float32');
     model.dispose();
   });
 
