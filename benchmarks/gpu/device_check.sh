@@ -23,8 +23,9 @@
 #   partial gradients and the bf16 residual stream (2026-12-05), NCCL's bf16 gather, overlap and ordering probe (~1 min),
 #   then the gemm attention's speed)
 #   call 2, REUSE=1: SECTIONS="lora generate answer" LORA_TIMEOUT=120 GEN_TIMEOUT=100 ANSWER_TIMEOUT=120 (issue 12's
-#   7B LoRA against PEFT, vwlmm with the bf16 residual stream as HF's bf16 model, and 7B generation against transformers; issue 17's answers/s; the default timeouts add up
-#   to more than a call's 600 s), then give the machine back.
+#   7B LoRA against PEFT, vwlmm with the bf16 residual stream as HF's bf16 model, and 7B generation against
+#   transformers; issue 17's answers/s; the default timeouts add up to more than a call's 600 s), then give the
+#   machine back.
 # REUSE=1 runs the first call's unpacked tree: build .device/src.tar with every fix before call 1.
 set -u
 OUT=${OUT:-/tmp/vwlmm-gpu-out}; mkdir -p "$OUT"

@@ -221,8 +221,8 @@ export class LlamaDecoderLayer extends Module {
     this.post_attention_layernorm = this.child('post_attention_layernorm', new RMSNorm(c.hiddenSize, c.rmsNormEps, init));
   }
   // Each half in a scope: what no backward reads (norm outputs once cast, LoRA's dropout copies) is freed as the half
-  // ends, not with the layer. Under gradient checkpointing, a LoRA layer's transient memory at 7B shapes and 16 x 2048
-  // tokens: ~25 GB before, ~12.5 GB estimated after (from CPU traces at layer shapes; the same values).
+  // ends, not with the layer: a checkpointed LoRA layer's transient memory at 7B shapes is about half
+  // (benchmarks/lora_memory_cpu.ts measures it).
   forward(x: Tensor, keyMask: Tensor | null, cache: KVCache | null, layer: number): Tensor {
     const h = scope(() => F.add(x, this.self_attn.forward(this.input_layernorm.forward(x), keyMask, cache, layer)));
     return scope(() => F.add(h, this.mlp.forward(this.post_attention_layernorm.forward(h))));
