@@ -1,7 +1,7 @@
 // Where a demo training step's time goes: runs the default recipe (src/demo/recipe.ts) on a small split with short
 // stages, records the op profile (profileOps) over the chosen stage's steps after its first 10, and prints the wall
-// time per step and the time inside ops per step (stdout), then the ops and, with --top, the op shapes that take it
-// (stderr, support.ts printOpProfile).
+// time per step, the time inside ops per step, and what the host cache and V8's collector did over those steps
+// (stdout), then the ops and, with --top, the op shapes that take it (stderr, support.ts printOpProfile).
 // The rest of a step's wall time is outside the ops: JavaScript, autograd, batch assembly.
 //
 //   npx tsx benchmarks/demo_step_profile.ts [--stage questions|captions|vision] [--steps 100] [--top 0]
@@ -9,7 +9,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { profileOps } from '../src';
+import { constants, PerformanceObserver } from 'perf_hooks';
+import { memoryStats, profileOps } from '../src';
 import { DEFAULT_RECIPE, Recipe, runRecipe } from '../src/demo/recipe';
 import { arg, printOpProfile } from './support';
 
@@ -27,6 +28,20 @@ const r: Recipe = {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'demo-step-profile-'));
   let first = -1, last = -1, t0 = 0, t1 = 0;
   let entries: ReturnType<typeof profileOps> = [];
+  let m0 = memoryStats().cpu, m1 = m0;
+  // V8's collections during the recorded steps: a run of mark-compacts (major) costs steps several ms each on this
+  // 2-core VM (the concurrent marker takes a core from the op threads; RESULTS, "A cost on the CPU demo")
+  const gc = { major: 0, minor: 0, ms: 0 };
+  const gcObserver = new PerformanceObserver((list) => {
+    if (first < 0 || last === n(stage)) return;
+    for (const e of list.getEntries()) {
+      const kind = (e as unknown as { detail?: { kind?: number } }).detail?.kind;
+      if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) gc.major++;
+      else if (kind === constants.NODE_PERFORMANCE_GC_MINOR) gc.minor++;
+      gc.ms += e.duration;
+    }
+  });
+  gcObserver.observe({ entryTypes: ['gc'] });
   try {
     const res = await runRecipe(r, {
       outDir: dir, logEvery: 10,
@@ -34,9 +49,9 @@ const r: Recipe = {
         if (rec.stage !== recordStage || typeof rec.step !== 'number') return;
         if (first < 0 && rec.step >= 10) {
           profileOps(true);
-          [first, t0] = [rec.step, performance.now()];
+          [first, t0, m0] = [rec.step, performance.now(), memoryStats().cpu];
         } else if (first >= 0 && last < n(stage)) {
-          [last, t1] = [rec.step, performance.now()];
+          [last, t1, m1] = [rec.step, performance.now(), memoryStats().cpu];
           // the stage's last step: stop before the stages and the evaluation that follow it
           if (last === n(stage)) entries = profileOps(false);
         }
@@ -44,11 +59,16 @@ const r: Recipe = {
     });
     res.model.dispose();
   } finally {
+    gcObserver.disconnect();
     fs.rmSync(dir, { recursive: true, force: true });
   }
   const k = last - first;
   if (k <= 0) throw new Error(`demo_step_profile: no ${stage} steps were recorded`);
   const opMs = entries.reduce((a, e) => a + e.ms, 0);
   console.log(`${stage}: ${k} steps, ${((t1 - t0) / k).toFixed(2)} ms a step, ${(opMs / k).toFixed(2)} ms in ops`);
+  // the host cache over those steps: a steady-state step should ask the system for nothing
+  const per = (a: number, b: number) => ((b - a) / k).toFixed(1);
+  console.log(`host cache a step: ${per(m0.systemAllocs, m1.systemAllocs)} system allocations, ${per(m0.evictions, m1.evictions)} evictions, ${per(m0.cacheHits, m1.cacheHits)} hits; ${(m1.reservedBytes / 2 ** 20).toFixed(0)} MiB reserved (${(m1.cachedBytes / 2 ** 20).toFixed(0)} cached), peak ${(m1.peakReservedBytes / 2 ** 20).toFixed(0)} MiB`);
+  console.log(`V8 collections over those steps: ${gc.major} mark-compact, ${gc.minor} scavenge, ${(gc.ms / k).toFixed(2)} ms a step paused`);
   printOpProfile(entries, k, top);
 })();

@@ -143,7 +143,9 @@ export class VwLmm extends Module {
       const T1 = h.shape[1];
       return this.config.selectFeature === 'patch' ? F.slice(h, 1, 1, T1 - 1) : h;
     };
-    const feats = towerTrainable ? run() : noGrad(run);
+    // frozen: in a scope, so each layer's output is freed as the next one is made, not with the step (there is no
+    // graph to keep them; at 7B, 16 images of 577 tokens and 23 layers, ~0.9 GiB held through the whole step)
+    const feats = towerTrainable ? run() : noGrad(() => scope(run));
     const P = feats.shape[1];
     return F.reshape(this.model.mm_projector.forward(feats), [nImages * P, this.config.llm.hiddenSize]);
   }
@@ -185,8 +187,8 @@ export class VwLmm extends Module {
     if (!targets) throw new TypeError('VwLmm.loss: the batch has no targets');
     const textTokens = targets.reduce((a, t) => a + (t !== -100 ? 1 : 0), 0);
     // Not in a scope of its own: freeing what no backward reads (the final hidden states, the KL's rows) before the
-    // backward saves ~1.3 GiB at 7B, but cost the CPU demo's caption steps ~5 ms each through the host cache
-    // (benchmarks/RESULTS.md, "A cost on the CPU demo"); the step's scope frees them after the backward.
+    // backward saves ~1.3 GiB at 7B, but on the CPU demo it put V8 into a mark-compact every few steps (3x as many,
+    // ~7% longer; benchmarks/RESULTS.md, "A cost on the CPU demo"); the step's scope frees them after the backward.
     const { h, features } = this.hidden(batch);
     const ceLoss = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(targets, [batch.B * batch.T], { device: this.device }));
     let loss = ceLoss, klLoss: Tensor | null = null, klRows = 0;

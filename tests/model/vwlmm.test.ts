@@ -60,6 +60,34 @@ describe('VW-LMM', () => {
     model.dispose();
   });
 
+  it('a frozen tower leaves only its features for the backward, however deep it is; a trainable one keeps its graph', () => {
+    const { tokenizer, split, samples } = tinyData(3);
+    const batch = batchOf(samples.slice(0, 3), split, { imageSize: 75, numPatches: 25, padId: tokenizer.padId, mean: CLIP_MEAN, std: CLIP_STD });
+    const nImages = batch.imagePositions.length / 25;
+    // bytes live after imageFeatures under autograd (the projector trains), and the projector's gradient
+    const held = (numLayers: number, towerTrains: boolean) => {
+      const c = tinyConfig(tokenizer.vocabSize);
+      const model = VwLmm.create({ ...c, vision: { ...c.vision, numLayers } }, 5);
+      for (const p of model.visionTower.parameters()) p.requiresGrad = towerTrains;
+      const before = memoryStats().cpu.liveBytes;
+      let bytes = 0;
+      const grad = scope(() => {
+        const f = model.imageFeatures(batch.pixelValues!, nImages);
+        bytes = memoryStats().cpu.liveBytes - before;
+        F.sum(f).backward();
+        return Array.from(model.model.mm_projector.parameters()[0].grad!.toArray());
+      });
+      model.dispose();
+      return { bytes, grad };
+    };
+    // selectLayer -2: 1 layer run of 2, 4 of 5; the layers are identical in what they produce
+    const shallow = held(2, false), deep = held(5, false);
+    expect(deep.bytes).toBe(shallow.bytes);
+    expect(shallow.grad.some((g) => g !== 0)).toBe(true);
+    // trained, each extra layer's activations stay for its backward ([nImages, 26, 12] float32 is one of them)
+    expect(held(5, true).bytes - held(2, true).bytes).toBeGreaterThan(3 * nImages * 26 * 12 * 4);
+  });
+
   it('checkpoint round trip: LLaVA names, identical outputs after loading', () => {
     const { tokenizer, json, split, samples } = tinyData(2);
     const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 2);
