@@ -151,15 +151,32 @@ export async function preprocessClip(img: RgbImage, opts: ClipPreprocessOptions)
   return normalizeRgbRegion(im, ox, oy, size, mean, std);
 }
 
-function normalizeRgbRegion(img: RgbImage, ox: number, oy: number, size: number, mean: readonly number[], std: readonly number[]): Float32Array {
-  const out = new Float32Array(3 * size * size);
+// (x / 255 - mean) / std for the 256 byte values of one channel, computed in float64 and stored as float32; kept per
+// (mean, std), since a batch normalises every image with the same ones (a handful of keys; capped all the same)
+const channelLuts = new Map<string, Float32Array>();
+function channelLut(m: number, s: number): Float32Array {
+  const key = `${m} ${s}`;
+  let lut = channelLuts.get(key);
+  if (!lut) {
+    lut = new Float32Array(256);
+    for (let v = 0; v < 256; v++) lut[v] = (v / 255 - m) / s;
+    if (channelLuts.size < 64) channelLuts.set(key, lut);
+  }
+  return lut;
+}
+
+/** The size x size region at (ox, oy) of img, normalised, as CHW float32 written into out at offset. */
+function normalizeRgbRegion(
+  img: RgbImage, ox: number, oy: number, size: number, mean: readonly number[], std: readonly number[],
+  out: Float32Array = new Float32Array(3 * size * size), offset = 0,
+): Float32Array {
   const plane = size * size, w = img.width, d = img.data;
   for (let c = 0; c < 3; c++) {
-    // (x / 255 - mean) / std, computed as in float64 then stored as float32.
-    const m = mean[c], s = std[c];
-    const lut = new Float32Array(256);
-    for (let v = 0; v < 256; v++) lut[v] = (v / 255 - m) / s;
-    const base = c * plane;
+    const lut = channelLut(mean[c], std[c]), base = offset + c * plane;
+    if (ox === 0 && oy === 0 && w === size) {
+      for (let p = 0, q = c; p < plane; p++, q += 3) out[base + p] = lut[d[q]]; // the whole image: one run
+      continue;
+    }
     for (let y = 0; y < size; y++) {
       const row = ((oy + y) * w + ox) * 3 + c;
       const o = base + y * size;
@@ -182,4 +199,23 @@ export function normalizeRgb(
   }
   checkStats('normalizeRgb', mean, std);
   return normalizeRgbRegion({ width: size, height: size, data }, 0, 0, size, mean, std);
+}
+
+/**
+ * normalizeRgb written into `out` at `offset` (3 * size * size values): a batch's pixels are filled in place, with no
+ * array per image to allocate and copy.
+ */
+export function normalizeRgbInto(
+  out: Float32Array, offset: number, data: Uint8Array, size: number, mean: readonly number[] = CLIP_MEAN, std: readonly number[] = CLIP_STD,
+): void {
+  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`normalizeRgbInto: size must be a positive integer, got ${size}`);
+  if (!(data instanceof Uint8Array) || data.length !== size * size * 3) {
+    throw new RangeError(`normalizeRgbInto: expected ${size * size * 3} RGB bytes for ${size}x${size}, got ${(data as Uint8Array | undefined)?.length}`);
+  }
+  if (!(out instanceof Float32Array)) throw new TypeError('normalizeRgbInto: out must be a Float32Array');
+  if (!Number.isInteger(offset) || offset < 0 || offset + 3 * size * size > out.length) {
+    throw new RangeError(`normalizeRgbInto: ${3 * size * size} values at offset ${offset} do not fit in out (${out.length} values)`);
+  }
+  checkStats('normalizeRgbInto', mean, std);
+  normalizeRgbRegion({ width: size, height: size, data }, 0, 0, size, mean, std, out, offset);
 }

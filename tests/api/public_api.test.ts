@@ -43,7 +43,7 @@ const FUNCTIONS = [
   'readTrainerState', 'trainOnFile', 'prepareFile', 'loadFileBatch', 'describeSkipped', 'installStopHandlers', 'exitCodeFor', 'cosineWithWarmup', 'plotMetrics', 'applyTrainable',
   // data
   'collate', 'nextTokenTargets', 'visualWordRows', 'tokenizeConversation', 'buildGenerationPrompt', 'buildPrompt', 'getTemplate',
-  'tokenizerImageToken', 'readLlavaRecords', 'loadImage', 'decodeImage', 'preprocessClip', 'normalizeRgb', 'writeSortOfClevr',
+  'tokenizerImageToken', 'readLlavaRecords', 'loadImage', 'decodeImage', 'preprocessClip', 'normalizeRgb', 'normalizeRgbInto', 'writeSortOfClevr',
   'generateScene', 'renderScene', 'questionsFor', 'captionFor', 'positionWords', 'sortOfClevrVocabulary', 'writeWordLevelTokenizer', 'wordLevelTokenizerJson', 'llamaTokenizerJson',
   // eval
   'normalizeAnswer', 'exactMatch', 'vqaSoftAccuracy', 'evaluateFile', 'scoreLlavaAnswers', 'visualWordsOf', 'drawVisualWords',
