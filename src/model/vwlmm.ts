@@ -144,7 +144,7 @@ export class VwLmm extends Module {
       return this.config.selectFeature === 'patch' ? F.slice(h, 1, 1, T1 - 1) : h;
     };
     // frozen: in a scope, so each layer's output is freed as the next one is made, not with the step (there is no
-    // graph to keep them; at 7B, 16 images of 577 tokens and 23 layers, ~0.9 GiB held through the whole step)
+    // graph to keep them; at 7B, 16 images of 577 tokens and 23 layers, ~0.85 GiB held through the whole step)
     const feats = towerTrainable ? run() : noGrad(() => scope(run));
     const P = feats.shape[1];
     return F.reshape(this.model.mm_projector.forward(feats), [nImages * P, this.config.llm.hiddenSize]);
