@@ -32,7 +32,7 @@ export class Linear extends Module {
     return ys.map((y, i) => {
       const a = layers[i].lora;
       if (!a) return y;
-      // in a scope: the update's intermediates that no backward reads (dropout's copy, B's input cast) go at once
+      // in a scope: the update's intermediates that no backward reads (dropout's output, B's input cast) go at once
       const delta = scope(() => a.delta(x, isTraining(), opts));
       const out = F.add(y, delta);
       // the base output and the update stay in the graph as links only: no backward reads them (the products'
