@@ -186,6 +186,15 @@ function normalizeRgbRegion(
   return out;
 }
 
+/** The arguments of normalizeRgb / normalizeRgbInto: size x size RGB bytes and per-channel statistics. */
+function checkRgbBytes(where: string, data: Uint8Array, size: number, mean: readonly number[], std: readonly number[]): void {
+  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`${where}: size must be a positive integer, got ${size}`);
+  if (!(data instanceof Uint8Array) || data.length !== size * size * 3) {
+    throw new RangeError(`${where}: expected ${size * size * 3} RGB bytes for ${size}x${size}, got ${(data as Uint8Array | undefined)?.length}`);
+  }
+  checkStats(where, mean, std);
+}
+
 /**
  * Synchronous fast path for raw RGB bytes that are already size x size (e.g. generated Sort-of-CLEVR scenes):
  * scale 1/255, normalise, CHW float32 [3, size, size]. No resize, crop or pad.
@@ -193,11 +202,7 @@ function normalizeRgbRegion(
 export function normalizeRgb(
   data: Uint8Array, size: number, mean: readonly number[] = CLIP_MEAN, std: readonly number[] = CLIP_STD,
 ): Float32Array {
-  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`normalizeRgb: size must be a positive integer, got ${size}`);
-  if (!(data instanceof Uint8Array) || data.length !== size * size * 3) {
-    throw new RangeError(`normalizeRgb: expected ${size * size * 3} RGB bytes for ${size}x${size}, got ${(data as Uint8Array | undefined)?.length}`);
-  }
-  checkStats('normalizeRgb', mean, std);
+  checkRgbBytes('normalizeRgb', data, size, mean, std);
   return normalizeRgbRegion({ width: size, height: size, data }, 0, 0, size, mean, std);
 }
 
@@ -208,14 +213,10 @@ export function normalizeRgb(
 export function normalizeRgbInto(
   out: Float32Array, offset: number, data: Uint8Array, size: number, mean: readonly number[] = CLIP_MEAN, std: readonly number[] = CLIP_STD,
 ): void {
-  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`normalizeRgbInto: size must be a positive integer, got ${size}`);
-  if (!(data instanceof Uint8Array) || data.length !== size * size * 3) {
-    throw new RangeError(`normalizeRgbInto: expected ${size * size * 3} RGB bytes for ${size}x${size}, got ${(data as Uint8Array | undefined)?.length}`);
-  }
+  checkRgbBytes('normalizeRgbInto', data, size, mean, std);
   if (!(out instanceof Float32Array)) throw new TypeError('normalizeRgbInto: out must be a Float32Array');
   if (!Number.isInteger(offset) || offset < 0 || offset + 3 * size * size > out.length) {
     throw new RangeError(`normalizeRgbInto: ${3 * size * size} values at offset ${offset} do not fit in out (${out.length} values)`);
   }
-  checkStats('normalizeRgbInto', mean, std);
   normalizeRgbRegion({ width: size, height: size, data }, 0, 0, size, mean, std, out, offset);
 }

@@ -169,17 +169,19 @@ describe('preprocessClip', () => {
     expect(() => normalizeRgb(new Uint8Array(10), 2)).toThrow(/expected 12 RGB bytes/);
   });
 
-  it('normalizeRgbInto writes what normalizeRgb returns at an offset, leaves the rest, and refuses what does not fit', () => {
+  it('normalizeRgbInto writes the normalised values at an offset (as normalizeRgb), leaves the rest, and refuses what does not fit', () => {
     const a = rgb(3, 3, (x, y) => [x * 90, y * 70 + 1, (x * y * 37) & 255]), b = rgb(3, 3, (x, y) => [255 - x, y, 200]);
     const stats = [[0.5, 0.4, 0.3], [0.2, 0.25, 0.3]] as const;
     const out = new Float32Array(2 * 27 + 5).fill(7);
     normalizeRgbInto(out, 2, a.data, 3, stats[0], stats[1]);
     normalizeRgbInto(out, 29, b.data, 3);
+    // every value against the formula in float64 (CHW from HWC bytes), with each call's own mean / std
+    const ref = (img: RgbImage, mean: readonly number[], std: readonly number[]) =>
+      Array.from({ length: 27 }, (_, i) => Math.fround((img.data[(i % 9) * 3 + Math.floor(i / 9)] / 255 - mean[Math.floor(i / 9)]) / std[Math.floor(i / 9)]));
+    expect(Array.from(out.subarray(2, 29))).toEqual(ref(a, stats[0], stats[1]));
+    expect(Array.from(out.subarray(29, 56))).toEqual(ref(b, CLIP_MEAN, CLIP_STD));
     expect(Array.from(out.subarray(2, 29))).toEqual(Array.from(normalizeRgb(a.data, 3, stats[0], stats[1])));
-    expect(Array.from(out.subarray(29, 56))).toEqual(Array.from(normalizeRgb(b.data, 3)));
     expect([...out.subarray(0, 2), ...out.subarray(56)]).toEqual([7, 7, 7, 7, 7]);
-    expect(out[2]).toBe(Math.fround((0 / 255 - 0.5) / 0.2)); // a's own mean / std; b's are CLIP's
-    expect(out[29]).toBe(norm(255, 0));
     expect(() => normalizeRgbInto(out, 33, a.data, 3)).toThrow(/27 values at offset 33 do not fit in out \(59 values\)/);
     expect(() => normalizeRgbInto(out, -1, a.data, 3)).toThrow(/offset -1/);
     expect(() => normalizeRgbInto([] as never, 0, a.data, 3)).toThrow(/out must be a Float32Array/);
