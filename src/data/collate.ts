@@ -10,13 +10,25 @@
 //   attentionMask  1 for real tokens and image positions, 0 for padding
 // imagePositions[k * numPatches + p] = b * T + t of patch p of image k (images in sample order);
 // imageBatchIndex[k] = b; pixelValues = the images' [3, S, S] arrays concatenated (null when none).
+//
+// The pixels are the batch's largest array (2 MB for 32 images of 75 px; 77 MB for 16 of 336 px): an ImageWriter
+// writes an image's values straight into it (no array per image), and options.pixelValues lets a caller that makes
+// its batches one at a time fill the same array each time (a fresh one costs its first-touch page faults every step).
 import { IGNORE_INDEX, IMAGE_TOKEN_INDEX } from './conversation';
+
+/** An image that collate asks to write its preprocessed [3, S, S] values into the batch (e.g. rgbImageWriter). */
+export interface ImageWriter {
+  /** How many values it writes: 3 * S * S. */
+  readonly values: number;
+  /** Writes the values into out[offset .. offset + values). */
+  writeInto(out: Float32Array, offset: number): void;
+}
 
 export interface CollateSample {
   inputIds: ArrayLike<number>;
   labels: ArrayLike<number>;
-  /** The preprocessed image, [3, S, S] row-major; needed iff inputIds hold the placeholder. */
-  image?: Float32Array | null;
+  /** The preprocessed image, [3, S, S] row-major, or a writer of it; needed iff inputIds hold the placeholder. */
+  image?: Float32Array | ImageWriter | null;
 }
 
 export interface CollateOptions {
@@ -31,6 +43,11 @@ export interface CollateOptions {
    * text beyond it is dropped, and a sample whose image would be cut throws.
    */
   maxLength?: number;
+  /**
+   * The array to write the images into (at least numImages * 3 * S * S values); the batch's pixelValues is then its
+   * leading part. Without it, collate allocates one. A caller that reuses it must be done with the previous batch.
+   */
+  pixelValues?: Float32Array;
 }
 
 export interface Batch {
@@ -64,6 +81,9 @@ export function collate(samples: readonly CollateSample[], options: CollateOptio
   if (options.maxLength !== undefined && (!Number.isInteger(options.maxLength) || options.maxLength < 1)) {
     throw new RangeError(`collate: maxLength must be a positive integer, got ${options.maxLength}`);
   }
+  if (options.pixelValues !== undefined && !(options.pixelValues instanceof Float32Array)) {
+    throw new TypeError('collate: options.pixelValues must be a Float32Array');
+  }
 
   let imageLen = -1;
   const lengths = new Int32Array(samples.length);
@@ -90,11 +110,12 @@ export function collate(samples: readonly CollateSample[], options: CollateOptio
     if (at >= 0 && img === null) fail(i, `has an image placeholder (${imageTokenIndex}) at position ${at} but no image`);
     if (at < 0 && img !== null) fail(i, `has an image but no image placeholder (${imageTokenIndex}) in inputIds`);
     if (img !== null) {
-      if (!(img instanceof Float32Array)) fail(i, 'image must be a Float32Array [3, S, S]');
-      const S = Math.round(Math.sqrt(img.length / 3));
-      if (img.length === 0 || 3 * S * S !== img.length) fail(i, `image has ${img.length} values, not 3 * S * S`);
-      if (imageLen >= 0 && img.length !== imageLen) fail(i, `image has ${img.length} values but an earlier image has ${imageLen}`);
-      imageLen = img.length;
+      const len = imageValues(img);
+      if (len < 0) fail(i, 'image must be a Float32Array [3, S, S] or an ImageWriter { values, writeInto }');
+      const S = Math.round(Math.sqrt(len / 3));
+      if (len === 0 || 3 * S * S !== len) fail(i, `image has ${len} values, not 3 * S * S`);
+      if (imageLen >= 0 && len !== imageLen) fail(i, `image has ${len} values but an earlier image has ${imageLen}`);
+      imageLen = len;
     }
     placeholderAt.push(at);
     let len = at >= 0 ? n - 1 + numPatches : n;
@@ -116,7 +137,7 @@ export function collate(samples: readonly CollateSample[], options: CollateOptio
   const numImages = placeholderAt.filter((a) => a >= 0).length;
   const imagePositions = new Int32Array(numImages * numPatches);
   const imageBatchIndex = new Int32Array(numImages);
-  const pixelValues = numImages > 0 ? new Float32Array(numImages * imageLen) : null;
+  const pixelValues = numImages > 0 ? pixelArray(options.pixelValues, numImages * imageLen) : null;
 
   let k = 0;
   samples.forEach((s, b) => {
@@ -131,7 +152,9 @@ export function collate(samples: readonly CollateSample[], options: CollateOptio
           imagePositions[k * numPatches + p] = row + t;
         }
         imageBatchIndex[k] = b;
-        (pixelValues as Float32Array).set(s.image as Float32Array, k * imageLen);
+        const img = s.image as Float32Array | ImageWriter;
+        if (img instanceof Float32Array) (pixelValues as Float32Array).set(img, k * imageLen);
+        else img.writeInto(pixelValues as Float32Array, k * imageLen);
         k++;
       } else {
         tokenIds[row + t] = id;
@@ -146,6 +169,21 @@ export function collate(samples: readonly CollateSample[], options: CollateOptio
     B, T, tokenIds, labels, attentionMask, imagePositions, imageBatchIndex, pixelValues, numImages, numPatches,
     imageSize: numImages > 0 ? Math.round(Math.sqrt(imageLen / 3)) : 0, lengths,
   };
+}
+
+/** The number of values of a sample's image, -1 when it is neither a Float32Array nor an ImageWriter. */
+function imageValues(img: unknown): number {
+  if (img instanceof Float32Array) return img.length;
+  if (typeof img !== 'object' || img === null) return -1;
+  const w = img as Partial<ImageWriter>;
+  return typeof w.writeInto === 'function' && Number.isInteger(w.values) && (w.values as number) >= 0 ? (w.values as number) : -1;
+}
+
+/** The batch's pixel array: the leading n values of the caller's array, or a new one. */
+function pixelArray(given: Float32Array | undefined, n: number): Float32Array {
+  if (given === undefined) return new Float32Array(n);
+  if (given.length < n) throw new RangeError(`collate: options.pixelValues has ${given.length} values but the batch's images need ${n}`);
+  return given.length === n ? given : given.subarray(0, n);
 }
 
 /** Targets of the cross-entropy at each position: row b*T+t holds labels[b*T+t+1] (-100 at t = T-1). */

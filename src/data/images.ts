@@ -16,6 +16,7 @@
 
 import * as fs from 'fs';
 import type Sharp from 'sharp';
+import type { ImageWriter } from './collate';
 
 // sharp (libvips) is loaded on first use, so importing the package (`vwlmm info`, a text-only script) does
 // not pay for it.
@@ -219,4 +220,18 @@ export function normalizeRgbInto(
     throw new RangeError(`normalizeRgbInto: ${3 * size * size} values at offset ${offset} do not fit in out (${out.length} values)`);
   }
   normalizeRgbRegion({ width: size, height: size, data }, 0, 0, size, mean, std, out, offset);
+}
+
+/**
+ * normalizeRgb as an ImageWriter: collate writes the values straight into the batch's pixel array (no array per image).
+ * The arguments are checked now; `data` is read when collate writes it.
+ */
+export function normalizeRgbWriter(
+  data: Uint8Array, size: number, mean: readonly number[] = CLIP_MEAN, std: readonly number[] = CLIP_STD,
+): ImageWriter {
+  checkRgbBytes('normalizeRgbWriter', data, size, mean, std);
+  return {
+    values: 3 * size * size,
+    writeInto: (out, offset) => normalizeRgbInto(out, offset, data, size, mean, std),
+  };
 }

@@ -14,11 +14,11 @@ export type {
 export { LlavaDataset, readLlavaRecords, validateLlavaRecord } from './dataset';
 export type { LlavaRole, LlavaTurn, LlavaRecord, SkippedRecord, ReadLlavaOptions, ImageSkip, DatasetItem, BatchOptions } from './dataset';
 export {
-  CLIP_MEAN, CLIP_STD, loadImage, decodeImage, preprocessClip, normalizeRgb, normalizeRgbInto, expandToSquare, padColour, resizeRgb, shortestSideSize,
+  CLIP_MEAN, CLIP_STD, loadImage, decodeImage, preprocessClip, normalizeRgb, normalizeRgbInto, normalizeRgbWriter, expandToSquare, padColour, resizeRgb, shortestSideSize,
 } from './images';
 export type { RgbImage, AspectMode, ClipPreprocessOptions } from './images';
 export { collate, nextTokenTargets, visualWordRows } from './collate';
-export type { CollateSample, CollateOptions, Batch } from './collate';
+export type { CollateSample, CollateOptions, Batch, ImageWriter } from './collate';
 // Sort-of-CLEVR: the generic-sounding constants get the data set's name at this level. Its
 // SHORT_ANSWER_PROMPT and VICUNA_SYSTEM_PROMPT (the vocabulary's source texts) stay internal: the
 // conversation module's SHORT_ANSWER_PROMPT above is the one prompts are built with.

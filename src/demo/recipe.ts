@@ -30,7 +30,7 @@ import { answerFor, questionText, renderScene, Scene, sortOfClevrImageName } fro
 import { pretrainVisionTower, rankShare } from './vision_pretrain';
 import type { ProcessGroup } from '../distributed/process_group';
 import { RecordStage, reproduceScript, StageConversation, stageSamples, writeStageFiles } from './reproduce';
-import { batchOf, captionText, makeSplit, positionCaptionText, sceneGridText, makeTokenizer, questionConversation, SplitData, TaskSample } from './task';
+import { stageBatches, captionText, makeSplit, positionCaptionText, sceneGridText, makeTokenizer, questionConversation, SplitData, TaskSample } from './task';
 
 export interface Recipe {
   seed: number;
@@ -407,7 +407,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   const recordStage = (name: string, d: StageData, steps: number, b: { batchSize: number; lr: number }, tower: boolean, visionTowerLr?: number): RecordStage => ({
     conversations: d.conversations, images: d.images,
     stage: {
-      name, size: d.samples.length, makeBatch: (idx: number[]) => batchOf(idx.map((i) => d.samples[i]), d.split, bopts), steps, batchSize: b.batchSize, gradAccum: 1, lr: b.lr,
+      name, size: d.samples.length, makeBatch: stageBatches(d.samples, d.split, bopts), steps, batchSize: b.batchSize, gradAccum: 1, lr: b.lr,
       warmupRatio: 0.03, weightDecay: 0, maxGradNorm: 1, visionTowerLr: tower ? visionTowerLr : undefined,
       trainable: { visionTower: tower, projector: true, llm: !(name.startsWith('captions') && r.stage1.freezeLlm), vmHead: true },
     },

@@ -65,7 +65,12 @@ export const TRAINABLE_PARTS: Readonly<Record<string, keyof Trainable>> = Object
 
 export interface Stage {
   name: string;
-  /** Number of samples, and a function turning sample indices into a batch (for VwLmm.loss; not with `loss`). */
+  /**
+   * Number of samples, and a function turning sample indices into a batch (for VwLmm.loss; not with `loss`).
+   * makeBatch is called at its micro-batch, and the trainer is done with the batch when that micro-batch's backward
+   * has run (its arrays are copied to the device as the forward starts): the next call may reuse its arrays
+   * (CollateOptions.pixelValues).
+   */
   size: number;
   makeBatch?: (indices: number[]) => ModelBatch;
   /**

@@ -1,6 +1,6 @@
 // collate: image placeholder expansion, right padding, masks, next-token targets and visual-word KL rows.
 import { describe, expect, it } from 'vitest';
-import { collate, CollateSample, nextTokenTargets, visualWordRows } from '../../src/data/collate';
+import { collate, CollateSample, ImageWriter, nextTokenTargets, visualWordRows } from '../../src/data/collate';
 import { IMAGE_TOKEN_INDEX, tokenizeConversation } from '../../src/data/conversation';
 import { TextTokenizer } from '../../src/data/tokenizer';
 
@@ -115,6 +115,39 @@ describe('collate', () => {
     expect(() => collate([], opts)).toThrow(/non-empty array/);
     expect(() => collate(SAMPLES, { padId: 0, numPatches: 0 })).toThrow(/numPatches/);
     expect(() => collate(SAMPLES, { padId: -1, numPatches: 3 })).toThrow(/padId/);
+  });
+
+  it('ImageWriter images are written straight into the batch, and options.pixelValues is filled in place', () => {
+    // a writer of img(base): collate hands it the batch array and the image's offset
+    const calls: [number, number][] = [];
+    const writer = (base: number): ImageWriter => ({
+      values: 12,
+      writeInto: (out, offset) => {
+        calls.push([base, offset]);
+        out.set(img(base), offset);
+      },
+    });
+    const asWriters = SAMPLES.map((s) => (s.image ? { ...s, image: writer((s.image as Float32Array)[0]) } : s));
+    const ref = collate(SAMPLES, { padId: 0, numPatches: 3 });
+    const viaWriters = collate(asWriters, { padId: 0, numPatches: 3 });
+    expect(calls).toEqual([[0, 0], [100, 12]]);
+    expect(viaWriters).toEqual(ref);
+    // the caller's array: the batch's pixelValues is its leading 24 values (the same memory), the rest untouched
+    const given = new Float32Array(30).fill(-1);
+    const b = collate(asWriters, { padId: 0, numPatches: 3, pixelValues: given });
+    expect(b.pixelValues!.buffer).toBe(given.buffer);
+    expect([b.pixelValues!.byteOffset, b.pixelValues!.length]).toEqual([0, 24]);
+    expect(Array.from(given)).toEqual([...Array.from(ref.pixelValues!), -1, -1, -1, -1, -1, -1]);
+    expect(collate(SAMPLES, { padId: 0, numPatches: 3, pixelValues: new Float32Array(24) }).pixelValues!.length).toBe(24);
+    // a text-only batch leaves it alone
+    expect(collate([SAMPLES[1]], { padId: 0, numPatches: 3, pixelValues: given }).pixelValues).toBeNull();
+    expect(() => collate(SAMPLES, { padId: 0, numPatches: 3, pixelValues: new Float32Array(23) })).toThrow(/pixelValues has 23 values but the batch's images need 24/);
+    expect(() => collate(SAMPLES, { padId: 0, numPatches: 3, pixelValues: [] as never })).toThrow(/pixelValues must be a Float32Array/);
+    const bad = (image: unknown) => () => collate([{ inputIds: [1, I], labels: [X, X], image: image as ImageWriter }], { padId: 0, numPatches: 3 });
+    expect(bad({ values: 12 })).toThrow(/sample 0: image must be a Float32Array \[3, S, S\] or an ImageWriter/);
+    expect(bad({ values: -3, writeInto: () => undefined })).toThrow(/sample 0: image must be/);
+    expect(bad(new Float64Array(12))).toThrow(/sample 0: image must be/);
+    expect(bad({ values: 10, writeInto: () => undefined })).toThrow(/sample 0: image has 10 values, not 3 \* S \* S/);
   });
 
   it('honours a custom imageTokenIndex', () => {

@@ -5,7 +5,7 @@ import { PNG } from 'pngjs';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  CLIP_MEAN, CLIP_STD, RgbImage, decodeImage, expandToSquare, loadImage, normalizeRgb, normalizeRgbInto, padColour,
+  CLIP_MEAN, CLIP_STD, RgbImage, decodeImage, expandToSquare, loadImage, normalizeRgb, normalizeRgbInto, normalizeRgbWriter, padColour,
   preprocessClip, shortestSideSize,
 } from '../../src/data/images';
 import { encodePng } from '../../src/data/sort_of_clevr';
@@ -187,5 +187,20 @@ describe('preprocessClip', () => {
     expect(() => normalizeRgbInto([] as never, 0, a.data, 3)).toThrow(/out must be a Float32Array/);
     expect(() => normalizeRgbInto(out, 0, new Uint8Array(5), 3)).toThrow(/expected 27 RGB bytes/);
     expect(() => normalizeRgbInto(out, 0, a.data, 3, [0, 0, 0], [1, -1, 1])).toThrow(/std must be positive/);
+  });
+
+  it('normalizeRgbWriter checks its arguments at once and writes what normalizeRgbInto writes', () => {
+    const a = rgb(4, 4, (x, y) => [x * 60, 255 - y * 50, (x + y) * 30]);
+    const w = normalizeRgbWriter(a.data, 4, [0.4, 0.5, 0.6], [0.3, 0.2, 0.1]);
+    expect(w.values).toBe(48);
+    const out = new Float32Array(53).fill(3);
+    w.writeInto(out, 5);
+    const ref = new Float32Array(53).fill(3);
+    normalizeRgbInto(ref, 5, a.data, 4, [0.4, 0.5, 0.6], [0.3, 0.2, 0.1]);
+    expect(out).toEqual(ref);
+    expect(at(out.subarray(5), 4, 2, 3, 1)).toBe(Math.fround((((1 + 3) * 30) / 255 - 0.6) / 0.1));
+    expect(() => w.writeInto(out, 6)).toThrow(/48 values at offset 6 do not fit/);
+    expect(() => normalizeRgbWriter(a.data, 5)).toThrow(/normalizeRgbWriter: expected 75 RGB bytes/);
+    expect(() => normalizeRgbWriter(a.data, 4, [0, 0, 0], [1, 0, 1])).toThrow(/std must be positive/);
   });
 });

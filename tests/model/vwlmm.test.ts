@@ -8,7 +8,7 @@ import { fused, memoryStats, noGrad, F, scope, Tensor } from '../../src';
 import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../../src/model/config';
 import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
-import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSamples } from '../../src/demo/task';
+import { batchOf, makeSplit, makeTokenizer, questionConversation, stageBatches, tokenizeSamples } from '../../src/demo/task';
 import { Generator } from '../../src/random';
 import { readTrainerState, Trainer } from '../../src/train/trainer';
 import { liveMemory } from '../support/memory';
@@ -135,6 +135,30 @@ describe('VW-LMM', () => {
     ck.model.dispose();
     expect(losses(part)).toEqual(losses(full));
     expect(losses(full).length).toBe(8);
+  });
+
+  it('stageBatches fills one pixel array for every batch, and trains exactly as fresh batches do', () => {
+    const { tokenizer, split, samples } = tinyData(8);
+    const bopts = { imageSize: 75, numPatches: 25, padId: tokenizer.padId, mean: CLIP_MEAN, std: CLIP_STD };
+    const make = stageBatches(samples, split, bopts);
+    const b1 = make([5, 1, 2]), b1Pixels = Float32Array.from(b1.pixelValues!);
+    expect(b1).toEqual(batchOf([samples[5], samples[1], samples[2]], split, bopts));
+    const b2 = make([0, 3]);
+    expect(b2).toEqual(batchOf([samples[0], samples[3]], split, bopts));
+    expect(b2.pixelValues!.buffer).toBe(b1.pixelValues!.buffer); // sized for 3 images by the first batch, then kept
+    expect(make([4, 6, 7]).pixelValues!.buffer).toBe(b1.pixelValues!.buffer);
+    expect(make([4, 6, 7, 0]).pixelValues!.buffer).not.toBe(b1.pixelValues!.buffer); // 4 images: grown
+    expect(b1Pixels).toEqual(batchOf([samples[5], samples[1], samples[2]], split, bopts).pixelValues); // b1 was right when made
+    // the trainer is done with a batch before it makes the next (gradient accumulation: one per micro-batch)
+    const weights = (reuse: boolean) => {
+      const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5);
+      const makeBatch = reuse ? stageBatches(samples, split, bopts) : (idx: number[]) => batchOf(idx.map((i) => samples[i]), split, bopts);
+      new Trainer(model, [{ name: 'a', size: samples.length, makeBatch, steps: 3, batchSize: 3, gradAccum: 2, lr: 3e-3, trainable: { visionTower: true, projector: true, llm: true, vmHead: true } }], { seed: 4 }).run();
+      const w = [...model.namedParameters()].map(([, p]) => p.toArray());
+      model.dispose();
+      return w;
+    };
+    expect(weights(true)).toEqual(weights(false));
   });
 
   it('generation: greedy is deterministic, and memory is flat across calls', () => {
