@@ -2,7 +2,7 @@
 // through the one binding. The differentiable layer (src/functional.ts, `F`) and the typed fused-op
 // wrappers (src/fused.ts, `fused`) are written on top of callOp; this is the one place that talks to it.
 import { typeError } from './errors';
-import { Addon, addonFor, cpu, OpStats } from './native';
+import { Addon, addonFor, cpu, NativeBuffer, OpStats } from './native';
 import { Device, DType, Tensor } from './tensor';
 
 export type { OpStats };
@@ -13,23 +13,20 @@ export type { OpStats };
  */
 export function callOp(op: string, device: Device, inputs: (Tensor | null)[], outputs: (Tensor | null)[], ints: number[] = [], floats: number[] = []): OpStats | null {
   if (typeof op !== 'string') throw typeError('callOp', 'op', 'an op name (a string)', op);
-  const where = `callOp [${op}]`;
-  if (device !== 'cpu' && device !== 'cuda') throw typeError(where, 'device', "'cpu' or 'cuda'", device);
-  if (!Array.isArray(inputs)) throw typeError(where, 'inputs', 'an array of Tensors (null for an absent optional input)', inputs);
-  if (!Array.isArray(outputs)) throw typeError(where, 'outputs', 'an array of Tensors (null for an absent optional output)', outputs);
-  if (!Array.isArray(ints)) throw typeError(where, 'ints', 'an array of integers', ints);
-  if (!Array.isArray(floats)) throw typeError(where, 'floats', 'an array of numbers', floats);
-  const checkTensor = (t: unknown, name: string) => {
-    if (!(t instanceof Tensor)) throw typeError(where, name, 'a Tensor', t);
-    if (t.disposed) throw new TypeError(`${where}: ${name} has been disposed`);
-    if (t.device !== device) throw new TypeError(`[${op}] a tensor is on ${t.device} but the op runs on ${device}`);
-  };
-  inputs.forEach((t, i) => t !== null && t !== undefined && checkTensor(t, `inputs[${i}]`));
-  outputs.forEach((t, i) => t !== null && t !== undefined && checkTensor(t, `outputs[${i}]`));
-  if (profile === null) return run(op, device, inputs, outputs, ints, floats);
+  if (device !== 'cpu' && device !== 'cuda') throw typeError(`callOp [${op}]`, 'device', "'cpu' or 'cuda'", device);
+  if (!Array.isArray(inputs)) throw typeError(`callOp [${op}]`, 'inputs', 'an array of Tensors (null for an absent optional input)', inputs);
+  if (!Array.isArray(outputs)) throw typeError(`callOp [${op}]`, 'outputs', 'an array of Tensors (null for an absent optional output)', outputs);
+  if (!Array.isArray(ints)) throw typeError(`callOp [${op}]`, 'ints', 'an array of integers', ints);
+  if (!Array.isArray(floats)) throw typeError(`callOp [${op}]`, 'floats', 'an array of numbers', floats);
+  // one pass per list: each tensor checked and its buffer and dtype taken (the binding checks the buffers again);
+  // no strings are built unless a check fails (a step makes hundreds of calls)
+  const inBufs = buffersOf(op, device, inputs, 'inputs'), outBufs = buffersOf(op, device, outputs, 'outputs');
+  const inDtypes = dtypesOf(inputs), outDtypes = dtypesOf(outputs);
+  const addon = addonFor(device, op);
+  if (profile === null) return addon.callOp(op, inBufs, inDtypes, outBufs, outDtypes, ints, floats);
   const t0 = process.hrtime.bigint();
   try {
-    return run(op, device, inputs, outputs, ints, floats);
+    return addon.callOp(op, inBufs, inDtypes, outBufs, outDtypes, ints, floats);
   } finally {
     const shapes = inputs.slice(0, 6).map((t) => (t ? `${t.dtype === 'float32' ? 'f32' : t.dtype === 'bfloat16' ? 'bf16' : t.dtype}[${t.shape.join(',')}]` : '-'));
     const more = inputs.length > 6 ? ` +${inputs.length - 6} inputs` : '';
@@ -41,16 +38,29 @@ export function callOp(op: string, device: Device, inputs: (Tensor | null)[], ou
   }
 }
 
-function run(op: string, device: Device, inputs: (Tensor | null)[], outputs: (Tensor | null)[], ints: number[], floats: number[]): OpStats | null {
-  return addonFor(device, op).callOp(
-    op,
-    inputs.map((t) => (t ? t.buffer : null)),
-    inputs.map((t) => (t ? t.dtype : 'float32')),
-    outputs.map((t) => (t ? t.buffer : null)),
-    outputs.map((t) => (t ? t.dtype : 'float32')),
-    ints,
-    floats,
-  );
+/** The buffers of a list of tensors (null stays null), each checked: a Tensor, on `device`, not freed. */
+function buffersOf(op: string, device: Device, ts: (Tensor | null)[], list: string): (NativeBuffer | null)[] {
+  const bufs = new Array<NativeBuffer | null>(ts.length);
+  for (let i = 0; i < ts.length; i++) {
+    const t = ts[i];
+    if (t === null || t === undefined) {
+      bufs[i] = null;
+      continue;
+    }
+    if (!(t instanceof Tensor)) throw typeError(`callOp [${op}]`, `${list}[${i}]`, 'a Tensor', t);
+    if (t.device !== device) throw new TypeError(`[${op}] a tensor is on ${t.device} but the op runs on ${device}`);
+    const buf = t.bufferFor();
+    if (buf === null) throw new TypeError(`callOp [${op}]: ${list}[${i}] ${t.whyFreed()}`);
+    bufs[i] = buf;
+  }
+  return bufs;
+}
+
+/** The dtypes of a list of tensors; an absent optional one is sent as float32. */
+function dtypesOf(ts: (Tensor | null)[]): DType[] {
+  const dtypes = new Array<DType>(ts.length);
+  for (let i = 0; i < ts.length; i++) dtypes[i] = ts[i] ? (ts[i] as Tensor).dtype : 'float32';
+  return dtypes;
 }
 
 // The op profile: host wall time per op call, keyed by device, op and input dtypes and shapes. In CUDA's sync

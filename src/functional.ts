@@ -19,7 +19,7 @@ const shapeStr = (s: readonly number[]) => `[${s.join(', ')}]`;
 
 function check(where: string, name: string, t: unknown, opts: { rank?: number; minRank?: number; dtype?: string } = {}): Tensor {
   if (!(t instanceof Tensor)) throw typeError(where, name, 'a Tensor', t);
-  if (t.disposed) throw new TypeError(`${where}: ${name} has been disposed`);
+  if (t.isFreed()) throw new TypeError(`${where}: ${name} ${t.whyFreed()}`);
   if (opts.rank !== undefined && t.rank !== opts.rank) throw rangeError(where, `${name} must be ${opts.rank}-D, got shape ${shapeStr(t.shape)}`);
   if (opts.minRank !== undefined && t.rank < opts.minRank) throw rangeError(where, `${name} must have at least ${opts.minRank} dims, got shape ${shapeStr(t.shape)}`);
   const dtype = opts.dtype ?? 'float';

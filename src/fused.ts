@@ -102,7 +102,7 @@ const isTensor = (t: unknown): t is Tensor => t instanceof Tensor;
 
 function matrix(where: string, name: string, t: unknown, dims: string): [number, number] {
   if (!isTensor(t)) throw typeError(where, name, `a Tensor [${dims}]`, t);
-  if (t.disposed) throw new TypeError(`${where}: ${name} has been disposed`);
+  if (t.isFreed()) throw new TypeError(`${where}: ${name} ${t.whyFreed()}`);
   if (t.rank !== 2) throw rangeError(where, `expected ${name} to be 2-D [${dims}] but its shape is [${t.shape.join(', ')}]`);
   if (t.dtype !== 'float32' && t.dtype !== 'bfloat16') throw typeError(where, name, 'a float32 or bfloat16 tensor', t);
   return [t.shape[0], t.shape[1]];
@@ -199,7 +199,7 @@ function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts?: Linear
   const [V, dw] = matrix(where, 'w', w, 'V, d');
   equalDim(where, 'h and w must have the same hidden size d', d, dw);
   if (!isTensor(targets) || targets.dtype !== 'int32' || targets.rank !== 1) throw typeError(where, 'targets', 'an int32 Tensor [N]', targets);
-  if (targets.disposed) throw new TypeError(`${where}: targets has been disposed`);
+  if (targets.isFreed()) throw new TypeError(`${where}: targets ${targets.whyFreed()}`);
   equalDim(where, 'targets must have one entry per row of h', targets.shape[0], N);
   if (targets.device !== h.device) throw new TypeError(`${where}: targets is on ${targets.device} but h is on ${h.device}`);
   const { device, dtype } = sameKind(where, h, 'h', { w });

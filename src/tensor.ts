@@ -145,6 +145,11 @@ export function cancelFirstAccess(t: Tensor): void {
 }
 
 // --- Tensor ---------------------------------------------------------------------------------------
+// Passed by this file's allocation paths (alloc, fromArray, view, moveTo) to the constructor: the buffer was just made
+// or taken from a live tensor for this shape, so the constructor's checks (two of them calls into the addon) are
+// skipped. Not exported: every other caller gets the checks.
+const CHECKED: unique symbol = Symbol('vwlmm.tensor.checked');
+
 // autograd.ts installs the implementation of Tensor.backward (tensor.ts cannot import it: cycle).
 let backwardImpl: ((root: Tensor, gradient?: Tensor) => void) | null = null;
 export function setBackwardImpl(fn: (root: Tensor, gradient?: Tensor) => void): void {
@@ -187,15 +192,17 @@ export class Tensor {
    * Wraps a NativeBuffer (takes ownership unless `owner` is false). Use Tensor.fromArray etc. The buffer
    * must be a live one of `device` holding at least the shape's elements of `dtype`.
    */
-  constructor(buffer: NativeBuffer, shape: readonly number[], dtype: DType, device: Device, owner = true) {
-    const where = 'new Tensor';
-    const n = checkShape(where, shape);
-    if (!isDType(dtype)) throw typeError(where, 'dtype', "'float32', 'int32' or 'bfloat16'", dtype);
-    if (device !== 'cpu' && device !== 'cuda') throw typeError(where, 'device', "'cpu' or 'cuda'", device);
-    if (!(buffer instanceof addonFor(device, where).NativeBuffer)) throw typeError(where, 'buffer', `a ${device} NativeBuffer`, buffer);
-    if (buffer.disposed) throw new TypeError(`${where}: the buffer has been disposed`);
-    if (buffer.bytes < n * DTYPE_BYTES[dtype])
-      throw rangeError(where, `the buffer holds ${buffer.bytes} bytes but shape [${shape.join(', ')}] of ${dtype} needs ${n * DTYPE_BYTES[dtype]}`);
+  constructor(buffer: NativeBuffer, shape: readonly number[], dtype: DType, device: Device, owner = true, checked?: typeof CHECKED) {
+    if (checked !== CHECKED) {
+      const where = 'new Tensor';
+      const n = checkShape(where, shape);
+      if (!isDType(dtype)) throw typeError(where, 'dtype', "'float32', 'int32' or 'bfloat16'", dtype);
+      if (device !== 'cpu' && device !== 'cuda') throw typeError(where, 'device', "'cpu' or 'cuda'", device);
+      if (!(buffer instanceof addonFor(device, where).NativeBuffer)) throw typeError(where, 'buffer', `a ${device} NativeBuffer`, buffer);
+      if (buffer.disposed) throw new TypeError(`${where}: the buffer has been disposed`);
+      if (buffer.bytes < n * DTYPE_BYTES[dtype])
+        throw rangeError(where, `the buffer holds ${buffer.bytes} bytes but shape [${shape.join(', ')}] of ${dtype} needs ${n * DTYPE_BYTES[dtype]}`);
+    }
     this.buf = buffer;
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
@@ -211,7 +218,7 @@ export class Tensor {
   view(shape: readonly number[]): Tensor {
     const n = checkShape('Tensor.view', shape);
     if (n !== this.size) throw rangeError('Tensor.view', `cannot view [${this.shape.join(', ')}] (${this.size} elements) as [${shape.join(', ')}] (${n})`);
-    const v = new Tensor(this.buffer, shape, this.dtype, this.device, false);
+    const v = new Tensor(this.buffer, shape, this.dtype, this.device, false, CHECKED);
     (v as { base: Tensor | null }).base = this.base ?? this;
     return v;
   }
@@ -241,7 +248,7 @@ export class Tensor {
       buf.dispose();
       throw e;
     }
-    return new Tensor(buf, shape, dtype, device);
+    return new Tensor(buf, shape, dtype, device, true, CHECKED);
   }
 
   /** A tensor of zeros, allocated and cleared natively (no host copy). */
@@ -262,7 +269,7 @@ export class Tensor {
     if (!isDType(dtype)) throw typeError(where, 'dtype', "'float32', 'int32' or 'bfloat16'", dtype);
     const n = checkShape(where, shape);
     const addon = addonFor(device, where);
-    return new Tensor(new addon.NativeBuffer(n * DTYPE_BYTES[dtype], zero), shape, dtype, device);
+    return new Tensor(new addon.NativeBuffer(n * DTYPE_BYTES[dtype], zero), shape, dtype, device, true, CHECKED);
   }
 
   get size(): number {
@@ -280,20 +287,43 @@ export class Tensor {
     return !this.owner;
   }
 
+  /**
+   * Whether this tensor was disposed, released or moved (moveTo), or is a view of one that was: what the JS layer
+   * knows without asking the backend. `disposed` also asks the buffer (one call into the addon), which sees a
+   * NativeBuffer disposed by hand; the argument checks of F and callOp take this one, and the binding refuses a
+   * disposed buffer all the same ("[op] inputs[k] has been disposed").
+   */
+  isFreed(): boolean {
+    return this.buf === null || (this.base !== null && this.base.buf !== this.buf);
+  }
+
   /** The native buffer (for bindings); throws if the tensor has been disposed. */
   get buffer(): NativeBuffer {
-    if (arriving.size > 0) {
-      const complete = arriving.get(this);
-      if (complete) {
-        arriving.delete(this);
-        complete();
-      }
-    }
-    if (this.buf === null || this.buf.disposed) {
-      if (this.released) throw new TypeError(`Tensor [${this.shape.join(', ')}] ${this.dtype} was freed when its scope ended: it is an intermediate of a recorded graph that no backward reads (GradNode.reads)`);
-      throw new TypeError(`Tensor [${this.shape.join(', ')}] ${this.dtype} has been disposed`);
-    }
+    if (arriving.size > 0) this.arrive();
+    if (this.buf === null || this.buf.disposed) throw new TypeError(`Tensor [${this.shape.join(', ')}] ${this.dtype} ${this.whyFreed()}`);
     return this.buf;
+  }
+
+  /**
+   * The buffer as callOp passes it to the binding, or null when isFreed() (then whyFreed() says how); values still
+   * arriving are completed first. The binding checks the buffer itself.
+   */
+  bufferFor(): NativeBuffer | null {
+    if (arriving.size > 0) this.arrive();
+    return this.isFreed() ? null : this.buf;
+  }
+
+  private arrive(): void {
+    const complete = arriving.get(this);
+    if (complete) {
+      arriving.delete(this);
+      complete();
+    }
+  }
+
+  /** How a freed tensor went: 'has been disposed', or (released by a scope) what freed it and why. */
+  whyFreed(): string {
+    return this.released ? 'was freed when its scope ended: it is an intermediate of a recorded graph that no backward reads (GradNode.reads)' : 'has been disposed';
   }
 
   /**
@@ -306,7 +336,7 @@ export class Tensor {
     if (!this.owner) throw new TypeError('Tensor.moveTo: a view does not own its memory');
     const buf = this.buffer;
     this.buf = null;
-    return new Tensor(buf, shape, this.dtype, this.device, true);
+    return new Tensor(buf, shape, this.dtype, this.device, true, CHECKED);
   }
 
   /** Back-propagates from this (scalar) tensor: see autograd.backward. */

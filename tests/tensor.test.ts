@@ -2,7 +2,7 @@
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { cachedHostBytes, cudaAvailable, keep, F, fused, memoryStats, releaseHostCache, scope, Tensor } from '../src';
+import { cachedHostBytes, callOp, cudaAvailable, keep, F, fused, memoryStats, releaseHostCache, scope, Tensor } from '../src';
 import { cancelFirstAccess, onFirstAccess } from '../src/tensor';
 import { bf16ToF32, f32ToBf16, roundToBf16 } from '../src/bf16';
 import { rngFor } from './support/random';
@@ -82,6 +82,40 @@ describe('Tensor', () => {
     const w = Tensor.fromArray(new Float32Array(4), [2, 2]);
     expect(() => fused.visualWords(t, w)).toThrow(/x has been disposed/);
     w.dispose();
+  });
+
+  it('what F and callOp check without asking the addon (isFreed), and what the binding still catches', () => {
+    const t = Tensor.fromArray(new Float32Array([1, 2, 3, 4]), [2, 2]);
+    const v = t.view([4]), vv = v.view([1, 4]);
+    expect([t.isFreed(), v.isFreed(), vv.isFreed()]).toEqual([false, false, false]);
+    // a view goes with the tensor it views: disposed, moved or given new storage
+    t.dispose();
+    expect([v.isFreed(), vv.isFreed(), v.disposed, vv.disposed]).toEqual([true, true, true, true]);
+    expect(() => F.add(v, v)).toThrow(/F.add: a has been disposed/);
+    expect(() => callOp('fill', 'cpu', [], [vv], [4], [0])).toThrow(/callOp \[fill\]: outputs\[0\] has been disposed/);
+    const m = Tensor.fromArray(new Float32Array(4), [4]), mv = m.view([2, 2]);
+    const moved = m.moveTo([2, 2]);
+    expect([m.isFreed(), mv.isFreed(), moved.isFreed()]).toEqual([true, true, false]);
+    const p = Tensor.fromArray(new Float32Array(4), [4]), pv = p.view([2, 2]);
+    p.adoptStorage(Tensor.fromArray(new Float32Array([5, 6, 7, 8]), [4]));
+    expect([p.isFreed(), pv.isFreed(), pv.disposed]).toEqual([false, true, true]);
+    expect(Array.from(p.toArray())).toEqual([5, 6, 7, 8]);
+    // a buffer disposed by hand under a live tensor: `disposed` asks the addon, and the binding refuses it
+    const h = Tensor.fromArray(new Float32Array(4), [4]);
+    h.buffer.dispose();
+    expect([h.isFreed(), h.disposed]).toEqual([false, true]);
+    expect(() => F.add(h, h)).toThrow(/\[axpby\] inputs\[0\] has been disposed/);
+    expect(() => callOp('fill', 'cpu', [], [h], [4], [0])).toThrow(/\[fill\] outputs\[0\] has been disposed/);
+    expect(() => h.toArray()).toThrow(/Tensor \[4\] float32 has been disposed/);
+    // a tensor a scope released (in a kept graph, read by no backward) says so wherever it is used
+    const x = Tensor.fromArray(new Float32Array([1, 2]), [2]);
+    x.requiresGrad = true;
+    let mid: Tensor | null = null;
+    const y = scope(() => F.scale((mid = F.scale(x, 2)), 3));
+    expect(mid!.isFreed()).toBe(true);
+    expect(() => callOp('fill', 'cpu', [], [mid], [2], [0])).toThrow(/callOp \[fill\]: outputs\[0\] was freed when its scope ended/);
+    expect(() => F.add(mid!, mid!)).toThrow(/F.add: a was freed when its scope ended/);
+    for (const z of [y, x, moved, p, h]) z.dispose();
   });
 
   it('scope disposes intermediates and keeps what it returns (nested)', () => {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
 
 #include "error.h"
 
@@ -22,7 +23,7 @@ inline size_t dtype_size(DType t) {
 }
 
 // The DType of a TypeScript dtype name; `op` names the caller in the error.
-inline DType dtype_from_name(const std::string& s, const char* op) {
+inline DType dtype_from_name(std::string_view s, const char* op) {
   for (int k = 0; k < kDTypeCount; ++k)
     if (s == dtype_name(static_cast<DType>(k))) return static_cast<DType>(k);
   throw_type_error("[", op, "] unknown dtype '", s, "'");

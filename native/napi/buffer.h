@@ -51,6 +51,7 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
 
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
+  bool disposed() const { return disposed_; }
 
   // Frees the memory now (idempotent); used to drop outputs of a kernel call that failed.
   void Release() { Free(); }

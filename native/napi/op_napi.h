@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -37,6 +38,23 @@ using OpTable = OpEntry[N];
 // Longest buffer or parameter list a call may pass (adamw_step takes all parameters of a model at once).
 constexpr uint32_t kMaxListLength = 1u << 20;
 
+// A short JS string (an op or a dtype name) read into the stack: a step makes hundreds of calls, and a std::string per
+// name was a heap allocation each. `fits` is false for a longer one (never a valid name; read it whole for the error).
+template <size_t N>
+struct ShortString {
+  char s[N];
+  size_t n = 0;
+  bool fits = false;
+  std::string_view view() const { return {s, n}; }
+};
+template <size_t N>
+ShortString<N> ReadShortString(const Napi::Value& v) {
+  ShortString<N> r;
+  if (napi_get_value_string_utf8(v.Env(), v, r.s, N, &r.n) != napi_ok) throw_type_error("could not read a string argument");
+  r.fits = r.n < N - 1;  // N - 1 bytes copied: it may have been cut
+  return r;
+}
+
 // A list of buffers with their dtypes, read from JS in two steps: Read() takes the values (which may run
 // JS: array getters, proxies) and Resolve() looks the buffers up afterwards, when no more JS runs before
 // the kernel, so a getter cannot free a buffer whose pointer was already taken.
@@ -58,16 +76,20 @@ struct BufList {
       values[k] = a.Get(k);
       Napi::Value dt = t.Get(k);
       if (!dt.IsString()) throw_type_error("[", op, "] ", what, " dtype [", k, "] must be a string");
-      bufs[k].dtype = dtype_from_name(dt.As<Napi::String>().Utf8Value(), op);
+      const ShortString<16> name = ReadShortString<16>(dt);
+      bufs[k].dtype = dtype_from_name(name.fits ? name.view() : std::string_view(dt.As<Napi::String>().Utf8Value()), op);
     }
   }
   void Resolve(const char* op, const char* what) {
     for (size_t k = 0; k < values.size(); ++k) {
       const Napi::Value& v = values[k];
       if (v.IsNull() || v.IsUndefined()) continue;
-      const std::string name = std::string("[") + op + "] " + what + "[" + std::to_string(k) + "]";
-      NativeBuffer* b = NativeBuffer::From(v, name.c_str());
-      b->CheckNotPinned(name.c_str());
+      NativeBuffer* b = NativeBuffer::Peek(v);
+      if (!b || b->disposed() || b->pinned()) {  // the error, with the buffer's name (built only now)
+        const std::string name = std::string("[") + op + "] " + what + "[" + std::to_string(k) + "]";
+        b = NativeBuffer::From(v, name.c_str());
+        b->CheckNotPinned(name.c_str());
+      }
       natives[k] = b;
       bufs[k].data = b->data();
       bufs[k].bytes = b->bytes();
@@ -110,18 +132,19 @@ inline Napi::Value StatsObject(Napi::Env env, const OpStats& st) {
 // Registers callOp, opNames, opConstants, memoryStats and NativeBuffer for one backend's table.
 template <size_t N>
 void RegisterOps(Napi::Env env, Napi::Object exports, const OpTable<N>& table, const char* device) {
-  // Lives as long as the addon (the functions below hold it).
-  auto* index = new std::unordered_map<std::string, OpFn>();
-  for (const OpEntry& e : table) index->emplace(e.name, e.fn);
+  // Lives as long as the addon (the functions below hold it); the keys view the table's static names.
+  auto* index = new std::unordered_map<std::string_view, OpEntry>();
+  for (const OpEntry& e : table) index->emplace(e.name, e);
   exports.Set("NativeBuffer", NativeBuffer::Init(env));
   exports.Set("callOp", Napi::Function::New(env, [index, device](const Napi::CallbackInfo& info) -> Napi::Value {
     return Guard(info.Env(), [&]() -> Napi::Value {
       if (info.Length() < 7 || !info[0].IsString()) throw_type_error("callOp: expected (op: string, inputs, inDtypes, outputs, outDtypes, ints, floats)");
-      const std::string name = info[0].As<Napi::String>().Utf8Value();
-      auto it = index->find(name);
-      if (it == index->end()) throw_type_error("[", name, "] is not an op (native/core/ops.def) of the ", device, " backend");
+      const ShortString<64> name = ReadShortString<64>(info[0]);
+      auto it = name.fits ? index->find(name.view()) : index->end();
+      if (it == index->end())
+        throw_type_error("[", info[0].As<Napi::String>().Utf8Value(), "] is not an op (native/core/ops.def) of the ", device, " backend");
       OpCall c;
-      c.op = it->first.c_str();
+      c.op = it->second.name;
       BufList in, out;
       in.Read(info[1], info[2], c.op, "inputs");
       out.Read(info[3], info[4], c.op, "outputs");
@@ -148,7 +171,7 @@ void RegisterOps(Napi::Env env, Napi::Object exports, const OpTable<N>& table, c
       c.out = std::move(out.bufs);
       OpStats stats;
       c.stats = &stats;
-      it->second(c);
+      it->second.fn(c);
       return StatsObject(info.Env(), stats);
     });
   }));

@@ -92,6 +92,15 @@ describe('kernel argument errors', () => {
     // with detachTarget, dx is not an output: it does not count as a gradient asked for
     expect(() => kl([probs, null, null, probs, null], 1)).toThrow(/\[visual_word_kl\] grad = 1 but every gradient output is null \(dh, dwLm\)/);
     expect(() => a.callOp('no_such_op', [], [], [], [], [], [])).toThrow(/\[no_such_op\] is not an op \(native\/core\/ops.def\) of the cpu backend/);
+    // names are read into a fixed buffer on the stack (64 bytes for an op, 16 for a dtype): a longer one, or one that
+    // fills it, is named whole in the error, never cut to a valid name
+    const long = `axpby${'_'.repeat(100)}x`;
+    expect(() => a.callOp(long, [], [], [], [], [], [])).toThrow(new RegExp(`\\[${long}\\] is not an op`));
+    expect(() => a.callOp(`${'a'.repeat(63)}`, [], [], [], [], [], [])).toThrow(/\[a{63}\] is not an op/);
+    expect(() => a.callOp('fill', [], [], [probs], ['float32' + ' '.repeat(20)], [1], [0])).toThrow(/\[fill\] unknown dtype 'float32 {20}'/);
+    expect(() => a.callOp('fill', [], [], [probs], ['float32\u0000'], [1], [0])).toThrow(/\[fill\] unknown dtype 'float32/);
+    expect(() => a.callOp('fill', [], [], [probs], ['bfloat16bfloat16'], [1], [0])).toThrow(/\[fill\] unknown dtype 'bfloat16bfloat16'/);
+    expect(() => a.callOp('axpby\u0000', [], [], [], [], [], [])).toThrow(TypeError); // not axpby (its message ends at the NUL)
     expect(() => small.write(new Float32Array(3))).toThrow(/12 bytes at offset 0 exceed the buffer's 8 bytes/);
     small.dispose();
     expect(() => vw(small, [0, 1, 1, 1, 0, 1])).toThrow(/has been disposed/);
