@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <unordered_set>
 
 #include "../core/error.h"
 #include "errors.h"
@@ -15,11 +16,15 @@ std::atomic<int64_t> NativeBuffer::live_bytes{0};
 
 static Napi::FunctionReference* g_ctor = nullptr;
 
-// One type tag per backend, so a CUDA buffer is never taken for a host one (or the reverse).
-static const napi_type_tag* Tag() {
-  static const napi_type_tag kCpu = {0x76776c6d6d2d6370ULL, 0x752d6275662d7631ULL};   // "vwlmm-cpu-buf-v1"
-  static const napi_type_tag kCuda = {0x76776c6d6d2d6375ULL, 0x64612d6275662d31ULL};  // "vwlmm-cuda-buf-1"
-  return std::strcmp(kDeviceMemory.device, "cpu") == 0 ? &kCpu : &kCuda;
+// The NativeBuffers this addon has constructed and not yet destroyed, by the pointer napi_wrap holds: how an object
+// is recognised as one of ours (each addon has its own set, so a CUDA buffer is never taken for a host one, or the
+// reverse). napi_unwrap also answers for an object another addon wrapped; such a pointer is never in the set, and
+// nothing is read through it before the lookup. (N-API type tags did the same at ~0.4 us more a buffer: a BigInt and a
+// private property each, and a private-property read at every check; benchmarks/RESULTS.md, "Host cost per op".)
+// The JS thread only: constructors, finalizers and every Peek run there. Never destroyed (finalizers may run at exit).
+static std::unordered_set<const void*>& LiveObjects() {
+  static auto* live = new std::unordered_set<const void*>();
+  return *live;
 }
 
 // What a JS value is, for error messages.
@@ -63,9 +68,11 @@ Napi::Object NativeBuffer::Create(Napi::Env env, size_t bytes, bool zero) {
 
 NativeBuffer* NativeBuffer::Peek(const Napi::Value& v) {
   if (!v.IsObject()) return nullptr;
-  Napi::Object o = v.As<Napi::Object>();
-  if (!o.CheckTypeTag(Tag())) return nullptr;
-  return ObjectWrap<NativeBuffer>::Unwrap(o);
+  void* wrapped = nullptr;
+  // not wrapped at all (Object.create(NativeBuffer.prototype), a plain object): napi_invalid_arg
+  if (napi_unwrap(v.Env(), v, &wrapped) != napi_ok || wrapped == nullptr) return nullptr;
+  if (LiveObjects().count(wrapped) == 0) return nullptr;
+  return static_cast<NativeBuffer*>(wrapped);  // ObjectWrap wraps static_cast<NativeBuffer*>(this)
 }
 
 NativeBuffer* NativeBuffer::From(const Napi::Value& v, const char* what) {
@@ -83,7 +90,7 @@ NativeBuffer* NativeBuffer::Self(const Napi::CallbackInfo& info, const char* wha
 
 NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeBuffer>(info) {
   Napi::Env env = info.Env();
-  info.This().As<Napi::Object>().TypeTag(Tag());
+  LiveObjects().insert(static_cast<const void*>(this));
   if (info.Length() < 1 || !info[0].IsNumber()) {
     Napi::TypeError::New(env, std::string("NativeBuffer(bytes): bytes must be a number, got ") + KindOf(info.Length() < 1 ? env.Undefined() : info[0]))
         .ThrowAsJavaScriptException();
@@ -110,7 +117,10 @@ NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
   ReportExternalMemory(env);
 }
 
-NativeBuffer::~NativeBuffer() { Free(); }
+NativeBuffer::~NativeBuffer() {
+  LiveObjects().erase(static_cast<const void*>(this));
+  Free();
+}
 
 void NativeBuffer::CheckNotPinned(const char* what, bool disposing) const {
   if (pins_ > (disposing ? abandoned_ : 0)) throw_type_error(what, ": the buffer is in use by a collective that has not been waited for (wait for its Work first)");

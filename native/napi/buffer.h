@@ -3,9 +3,9 @@
 // any other use of a disposed buffer throws a TypeError. The GC finalizer is only a safety net. Every
 // allocation is counted, so tests can check leaks, and the high-water mark of live bytes is reported to V8
 // (AdjustExternalMemory; buffer.cc says why not every allocation).
-// Objects are recognised by a per-device N-API type tag (not instanceof, which JS can redefine), so an
-// object of another class, another addon's buffer, or Object.create(NativeBuffer.prototype) is a
-// TypeError, also as `this` of the methods and accessors.
+// Objects are recognised by the addon's own set of the buffers it constructed (buffer.cc; not instanceof, which JS
+// can redefine), so an object of another class, another addon's buffer, or Object.create(NativeBuffer.prototype)
+// is a TypeError, also as `this` of the methods and accessors.
 #pragma once
 #include <napi.h>
 

@@ -7,13 +7,16 @@
 // Decisions: dispose() is idempotent on tensors and buffers (a second call does nothing); any other use of
 // a disposed tensor or buffer throws a TypeError saying it has been disposed.
 import { spawnSync } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { callOp, cudaAvailable, opNames, fused, memoryStats, F, scope, Tensor } from '../../src';
 import { Addon, cpu, NativeBuffer, tryCuda } from '../../src/native';
 import { runSeed } from '../support/random';
+import { tempDirs } from '../support/tmp';
 
 const root = path.join(__dirname, '..', '..');
+const tmp = tempDirs('napi-fuzz');
 const seed = Number(process.env.VWLMM_FUZZ_SEED ?? runSeed);
 const CALLS = Number(process.env.VWLMM_FUZZ_CALLS ?? 300_000);
 const TIME_MS = Number(process.env.VWLMM_FUZZ_TIME_MS ?? 25_000);
@@ -163,6 +166,31 @@ describe('disposal, devices and argument checks at the boundary', () => {
       gi.dispose();
     }
     t.dispose();
+  });
+
+  it("another copy of the addon's buffers are not this addon's (as the CUDA addon's are not the CPU addon's), whatever their prototype", () => {
+    // a second instance of the same library (another path: a second dlopen): the same class, its own buffers. Type
+    // tags, which this replaced, were constants, so they took these for their own.
+    const file = process.env.VWLMM_ADDON || (require('node-gyp-build') as { path(dir: string): string }).path(root);
+    const dir = tmp();
+    fs.copyFileSync(file, path.join(dir, 'second.node'));
+    const second = require(path.join(dir, 'second.node')) as Addon;
+    expect(second).not.toBe(a);
+    const theirs = new second.NativeBuffer(16), mine = new a.NativeBuffer(16);
+    expect(() => a.callOp('fill', [], [], [theirs], ['float32'], [4], [0])).toThrow(/\[fill\] outputs\[0\] must be a cpu NativeBuffer/);
+    expect(() => new Tensor(theirs, [4], 'float32', 'cpu')).toThrow(/expected a cpu NativeBuffer/);
+    Object.setPrototypeOf(theirs, a.NativeBuffer.prototype); // passes instanceof now
+    expect(() => new Tensor(theirs, [4], 'float32', 'cpu')).toThrow(/new Tensor: the buffer has been disposed|must be a cpu NativeBuffer/);
+    expect(() => theirs.bytes).toThrow(/NativeBuffer.bytes: `this` must be a cpu NativeBuffer/);
+    expect(() => theirs.dispose()).toThrow(/NativeBuffer.dispose: `this` must be a cpu NativeBuffer/);
+    Object.setPrototypeOf(mine, second.NativeBuffer.prototype);
+    expect(() => mine.write(new Float32Array(4))).toThrow(/NativeBuffer.write: `this` must be a cpu NativeBuffer/);
+    expect(() => second.callOp('fill', [], [], [mine], ['float32'], [4], [0])).toThrow(/must be a cpu NativeBuffer/);
+    // each addon's own methods still work on its own buffers
+    const disposedBy = (addon: Addon, b: NativeBuffer) => Object.getOwnPropertyDescriptor(addon.NativeBuffer.prototype, 'disposed')!.get!.call(b);
+    a.NativeBuffer.prototype.dispose.call(mine);
+    second.NativeBuffer.prototype.dispose.call(theirs);
+    expect([disposedBy(a, mine), disposedBy(second, theirs)]).toEqual([true, true]);
   });
 
   it('NativeBuffer methods check `this`; objects that only look like buffers are rejected', () => {
