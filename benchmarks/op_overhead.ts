@@ -2,30 +2,34 @@
 // layer (argument checks, Tensor objects, scopes, autograd records) and the binding (N-API marshalling, NativeBuffer
 // objects). On CUDA in async mode that is what a step's launches cost the host (the kernels run behind it), and the
 // demo model's steps are host-bound there (RESULTS.md, "Host waits per step"). Prints microseconds a call, median of
-// --rounds rounds of --calls calls each.
-//   npx tsx benchmarks/op_overhead.ts [--calls 100000] [--rounds 5]
-import { callOp, F, noGrad, scope, Tensor } from '../src';
-import { cpu } from '../src/native';
+// --rounds rounds of --calls calls each. On CUDA each round ends with a synchronisation (counted in its time), so the
+// kernels cannot fall behind the launches unmeasured; in sync mode (VWLMM_CUDA_ASYNC=0) every op waits for its kernel.
+//   npx tsx benchmarks/op_overhead.ts [--device cpu|cuda] [--calls 100000] [--rounds 5]
+import { callOp, F, noGrad, scope, synchronize, Tensor } from '../src';
+import { addonFor } from '../src/native';
 import { arg } from './support';
 
 const calls = Number(arg('calls', '100000')), rounds = Number(arg('rounds', '5'));
-const addon = cpu();
-const a = Tensor.fromArray(Float32Array.from({ length: 8 }, (_, i) => i / 8), [1, 8]);
-const b = Tensor.fromArray(Float32Array.from({ length: 8 }, (_, i) => 1 - i / 8), [1, 8]);
-const w = Tensor.fromArray(Float32Array.from({ length: 64 }, (_, i) => ((i * 7) % 13) / 13 - 0.5), [8, 8]);
-const g = Tensor.fromArray(new Float32Array(8).fill(1), [8]);
-const out = Tensor.empty([1, 8]);
+const device = arg('device', 'cpu');
+if (device !== 'cpu' && device !== 'cuda') throw new Error(`op_overhead: --device must be cpu or cuda, not '${device}'`);
+const addon = addonFor(device, 'op_overhead');
+const on = { device } as const;
+const a = Tensor.fromArray(Float32Array.from({ length: 8 }, (_, i) => i / 8), [1, 8], on);
+const b = Tensor.fromArray(Float32Array.from({ length: 8 }, (_, i) => 1 - i / 8), [1, 8], on);
+const w = Tensor.fromArray(Float32Array.from({ length: 64 }, (_, i) => ((i * 7) % 13) / 13 - 0.5), [8, 8], on);
+const g = Tensor.fromArray(new Float32Array(8).fill(1), [8], on);
+const out = Tensor.empty([1, 8], on);
 const [ab, bb, ob] = [a.buffer, b.buffer, out.buffer];
-const aGrad = Tensor.fromArray(a.toArray() as Float32Array, [1, 8]);
-const wGrad = Tensor.fromArray(w.toArray() as Float32Array, [8, 8]);
+const aGrad = Tensor.fromArray(a.toArray() as Float32Array, [1, 8], on);
+const wGrad = Tensor.fromArray(w.toArray() as Float32Array, [8, 8], on);
 aGrad.requiresGrad = true;
 wGrad.requiresGrad = true;
 
 const cases: [string, () => void][] = [
   ['NativeBuffer: new + dispose', () => new addon.NativeBuffer(32).dispose()],
-  ['Tensor.empty + dispose', () => Tensor.empty([1, 8]).dispose()],
+  ['Tensor.empty + dispose', () => Tensor.empty([1, 8], on).dispose()],
   ['addon.callOp axpby (the binding alone)', () => addon.callOp('axpby', [ab, bb], ['float32', 'float32'], [ob], ['float32'], [8], [1, 1])],
-  ['callOp axpby (checks + binding)', () => callOp('axpby', 'cpu', [a, b], [out], [8], [1, 1])],
+  ['callOp axpby (checks + binding)', () => callOp('axpby', device, [a, b], [out], [8], [1, 1])],
   ['F.add, no grad, in a scope', () => noGrad(() => scope(() => { F.add(a, b); }))],
   ['F.linear, no grad, in a scope', () => noGrad(() => scope(() => { F.linear(a, w); }))],
   ['F.rmsNorm, no grad, in a scope', () => noGrad(() => scope(() => { F.rmsNorm(a, g, 1e-6); }))],
@@ -39,12 +43,14 @@ const cases: [string, () => void][] = [
 
 for (const [name, fn] of cases) {
   for (let i = 0; i < Math.min(calls, 5000); i++) fn(); // warm-up: optimised code, a warm host cache
+  synchronize(device);
   const us: number[] = [];
   for (let r = 0; r < rounds; r++) {
     const t0 = performance.now();
     for (let i = 0; i < calls; i++) fn();
+    synchronize(device);
     us.push(((performance.now() - t0) / calls) * 1000);
   }
   us.sort((x, y) => x - y);
-  console.log(`${name.padEnd(48)} ${us[rounds >> 1].toFixed(2).padStart(7)} us  (${us[0].toFixed(2)} - ${us[rounds - 1].toFixed(2)})`);
+  console.log(`${device} ${name.padEnd(48)} ${us[rounds >> 1].toFixed(2).padStart(7)} us  (${us[0].toFixed(2)} - ${us[rounds - 1].toFixed(2)})`);
 }

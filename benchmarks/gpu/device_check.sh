@@ -19,9 +19,9 @@
 # profile amp" TEST_TIMEOUT=200 and call 2 (REUSE=1, ~4.5 min) SECTIONS="demo bench" (benchmarks/RESULTS.md, "The GPU
 # check on an H200"). Since then "train" runs vwlmm twice (tiled and gemm attention, ~40 s more) and "attention"
 # (~1-2 min) and "lora" (7B: ~3-5 min) were added, which do not fit one lease with the rest. A plan for the next one:
-#   call 1: SECTIONS="tests nccl train attention" TEST_TIMEOUT=200 (the gemm attention's parity, the fused losses'
-#   partial gradients and the bf16 residual stream (2026-12-05), NCCL's bf16 gather, overlap and ordering probe (~1 min),
-#   then the gemm attention's speed)
+#   call 1: SECTIONS="tests syncs nccl train attention" TEST_TIMEOUT=200 (the gemm attention's parity, the fused
+#   losses' partial gradients and the bf16 residual stream (2026-12-05), host syncs and the host cost per op on CUDA
+#   (~1 min), NCCL's bf16 gather, overlap and ordering probe (~1 min), then the gemm attention's speed)
 #   call 2, REUSE=1: SECTIONS="lora generate answer" LORA_TIMEOUT=120 GEN_TIMEOUT=100 ANSWER_TIMEOUT=120 (issue 12's
 #   7B LoRA against PEFT, vwlmm with the bf16 residual stream as HF's bf16 model, and 7B generation against
 #   transformers; issue 17's answers/s; the default timeouts add up to more than a call's 600 s), then give the
@@ -100,6 +100,12 @@ if want syncs; then
   for mode in 0 1; do
     VWLMM_CUDA_ASYNC=$mode timeout 90 node node_modules/tsx/dist/cli.mjs benchmarks/host_syncs.ts --device cuda --steps 10 >"$L/host_syncs_$mode.log" 2>&1
     echo "host syncs (VWLMM_CUDA_ASYNC=$mode): rc $? $(tail -1 "$L/host_syncs_$mode.log" | head -c 600)"
+  done
+  # the host cost of one op call on CUDA (launch, binding, JS; benchmarks/op_overhead.ts), async and sync mode: what
+  # the host-bound demo step pays ~170 times a micro-batch (RESULTS.md, "Host cost per op")
+  for mode in 1 0; do
+    VWLMM_CUDA_ASYNC=$mode timeout 60 node node_modules/tsx/dist/cli.mjs benchmarks/op_overhead.ts --device cuda --calls 20000 --rounds 3 >"$L/op_overhead_$mode.log" 2>&1
+    echo "op overhead (VWLMM_CUDA_ASYNC=$mode): rc $?"; grep -E "^cuda " "$L/op_overhead_$mode.log" | sed 's/^/  /'
   done
   pack
 fi
