@@ -186,19 +186,20 @@ export class VwLmm extends Module {
     const targets = batch.targets;
     if (!targets) throw new TypeError('VwLmm.loss: the batch has no targets');
     const textTokens = targets.reduce((a, t) => a + (t !== -100 ? 1 : 0), 0);
-    // Not in a scope of its own: freeing what no backward reads (the final hidden states, the KL's rows) before the
-    // backward saves ~1.3 GiB at 7B, but on the CPU demo it put V8 into a mark-compact every few steps (3x as many,
-    // ~7% longer; benchmarks/RESULTS.md, "A cost on the CPU demo"); the step's scope frees them after the backward.
-    const { h, features } = this.hidden(batch);
-    const ceLoss = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(targets, [batch.B * batch.T], { device: this.device }));
-    let loss = ceLoss, klLoss: Tensor | null = null, klRows = 0;
-    if (this.config.vmWeight > 0 && features && batch.klRows && batch.klRows.rows.length > 0) {
-      klRows = batch.klRows.rows.length;
-      const hRows = F.gatherRows(h, Tensor.fromArray(batch.klRows.rows, [klRows], { device: this.device }));
-      const xRows = F.gatherRows(features, Tensor.fromArray(batch.klRows.featureIndex, [klRows], { device: this.device }));
-      klLoss = F.visualWordKL(hRows, this.lm_head.weight, xRows, this.vm_head!.weight, { detachTarget: this.config.detachTarget });
-      loss = F.add(loss, F.scale(klLoss, this.config.vmWeight));
-    }
+    // The whole forward in a scope: what no backward reads (the final hidden states, the rows gathered for the KL,
+    // casts) is freed before the backward runs, not with the step (~1.3 GiB at 7B). It once put V8 into a
+    // mark-compact every few CPU demo steps; that came from a new 2 MB pixel array per batch, and is gone with them
+    // (benchmarks/RESULTS.md, "The forward's scope back").
+    const { loss, ceLoss, klLoss, klRows } = scope(() => {
+      const { h, features } = this.hidden(batch);
+      const ce = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(targets, [batch.B * batch.T], { device: this.device }));
+      const klRows = this.config.vmWeight > 0 && batch.klRows ? batch.klRows.rows.length : 0;
+      if (klRows === 0 || !features) return { loss: ce, ceLoss: ce, klLoss: null, klRows: 0 };
+      const hRows = F.gatherRows(h, Tensor.fromArray(batch.klRows!.rows, [klRows], { device: this.device }));
+      const xRows = F.gatherRows(features, Tensor.fromArray(batch.klRows!.featureIndex, [klRows], { device: this.device }));
+      const kl = F.visualWordKL(hRows, this.lm_head.weight, xRows, this.vm_head!.weight, { detachTarget: this.config.detachTarget });
+      return { loss: F.add(ce, F.scale(kl, this.config.vmWeight)), ceLoss: ce, klLoss: kl, klRows };
+    });
     // no host read here: a training step reads what it logs once (Trainer), not per loss term
     let ce: number | null = null, kl: number | null = null;
     return {

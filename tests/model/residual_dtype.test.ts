@@ -81,12 +81,13 @@ describe(`a bf16 residual stream (seed ${runSeed})`, () => {
     for (const [n, g] of plain.grads) expect(ckpt16.grads.get(n), n).toEqual(g);
     model.residualDtype = 'float32';
     const ckpt32 = step(model, 'bfloat16');
-    // what is held between forward and backward, per [N, D] = [B*T, D] tensor: with the fp32 stream, the inputs of
-    // layers 1..L-1 and the final norm's (layer 0's is the spliced embeddings, held either way); with bf16, the inputs
-    // of layers 0..L-1 and the last layer's output in bf16, and the final norm's float32 input. So (L - 3) N D 2 bytes
-    // less (measured exactly that): 29 x 256 MiB at 7B and 16 x 2048 tokens
+    // what is held between forward and backward, per [N, D] = [B*T, D] tensor: the L layers' inputs (layer 0's: the
+    // spliced embeddings, or their bf16 cast) and the final norm's float32 input; so L N D 2 bytes less with the bf16
+    // stream (measured exactly that): 32 x 256 MiB at 7B and 16 x 2048 tokens. It takes VwLmm.loss's scope, which
+    // frees what no backward reads (the last layer's bf16 output, the final hidden states) before the backward:
+    // without it, (L - 3) N D 2
     const { numLayers, hiddenSize } = config.llm, rows = batch.B * batch.T;
-    expect(ckpt32.heldAfterForward - ckpt16.heldAfterForward).toBeGreaterThanOrEqual((numLayers - 3) * rows * hiddenSize * 2);
+    expect(ckpt32.heldAfterForward - ckpt16.heldAfterForward).toBeGreaterThanOrEqual(numLayers * rows * hiddenSize * 2);
     // float32 compute: the setting changes nothing, bit for bit
     model.gradientCheckpointing = false;
     const f32 = step(model, 'float32');
