@@ -188,7 +188,7 @@ export class VwLmm extends Module {
     const textTokens = targets.reduce((a, t) => a + (t !== -100 ? 1 : 0), 0);
     // The whole forward in a scope: what no backward reads (the final hidden states, the rows gathered for the KL,
     // casts) is freed before the backward runs, not with the step (~1.3 GiB at 7B). It once put V8 into a
-    // mark-compact every few CPU demo steps; that came from a new 2 MB pixel array per batch, and is gone with them
+    // mark-compact every few CPU demo steps; that came with a new 2 MB pixel array per batch and went with them
     // (benchmarks/RESULTS.md, "The forward's scope back").
     const { loss, ceLoss, klLoss, klRows } = scope(() => {
       const { h, features } = this.hidden(batch);
