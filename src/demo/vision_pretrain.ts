@@ -188,18 +188,16 @@ export function objectReadoutOf(model: VwLmm, split: SplitData, idx: number[], f
   const cfg = model.config, D = cfg.vision.hiddenSize, S = cfg.vision.imageSize, p = cfg.vision.patchSize, nC = COLOURS.length, B = idx.length;
   if (cfg.selectFeature !== 'patch') throw new RangeError(`stage 0: readout 'object' needs selectFeature 'patch', not '${cfg.selectFeature}'`);
   const grid = Math.floor(S / p), P = grid * grid;
-  // one [nC, P] pooling matrix per image, a batched product with its own [P, D] features (a block-diagonal
-  // [B nC, B P] matrix over all the batch's patches did B times the work and wrote a 614 KB array a step at batch 32)
-  const pool = new Float32Array(B * nC * P);
+  const patches = F.reshape(feats, [B * P, D]);
+  const pool = new Float32Array(B * nC * B * P);
   idx.forEach((img, b) => {
     const sc = split.scenes[img], cells = objectPatchWeights(sc, p, grid);
     COLOURS.forEach((c, j) => {
       const k = sc.objects.findIndex((o) => o.colour === c);
-      if (k >= 0) for (const cell of cells[k]) pool[(b * nC + j) * P + cell.patch] = cell.weight;
+      if (k >= 0) for (const cell of cells[k]) pool[(b * nC + j) * B * P + b * P + cell.patch] = cell.weight;
     });
   });
-  const pooled = F.matmul(Tensor.fromArray(pool, [B, nC, P], { device: model.device }), F.reshape(feats, [B, P, D]));
-  return F.reshape(pooled, [B * nC, D]);
+  return F.matmul(Tensor.fromArray(pool, [B * nC, B * P], { device: model.device }), patches);
 }
 
 /** Per read-out kind, per attribute, the accuracy on `split` (every kind from one forward of the tower per batch). */
