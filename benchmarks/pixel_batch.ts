@@ -1,6 +1,7 @@
 // What preparing a demo batch's pixels costs on the host (32 Sort-of-CLEVR images of 75 x 75, CLIP statistics), three
 // ways: an array per image (normalizeRgb) copied into a new batch array; normalizeRgbInto into a new batch array; and
-// normalizeRgbInto into one kept array (what stage 0 does). A new 2 MB array costs its zeroing and first-touch page
+// normalizeRgbInto into one kept array (what the demo's stages do: stage 0 directly, stages 1 and 2 through
+// collate's ImageWriters and stageBatches). A new 2 MB array costs its zeroing and first-touch page
 // faults every batch. Prints ms a batch per way, each twice, alternating.
 //   npx tsx benchmarks/pixel_batch.ts [--batches 300] [--batch 32] [--size 75]
 import { CLIP_MEAN, CLIP_STD, normalizeRgb, normalizeRgbInto } from '../src/data/images';

@@ -16,7 +16,7 @@
 // its batches one at a time fill the same array each time (a fresh one costs its first-touch page faults every step).
 import { IGNORE_INDEX, IMAGE_TOKEN_INDEX } from './conversation';
 
-/** An image that collate asks to write its preprocessed [3, S, S] values into the batch (e.g. rgbImageWriter). */
+/** An image that collate asks to write its preprocessed [3, S, S] values into the batch (e.g. normalizeRgbWriter). */
 export interface ImageWriter {
   /** How many values it writes: 3 * S * S. */
   readonly values: number;

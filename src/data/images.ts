@@ -223,16 +223,21 @@ export function normalizeRgbInto(
   out: Float32Array, offset: number, data: Uint8Array, size: number, mean: readonly number[] = CLIP_MEAN, std: readonly number[] = CLIP_STD,
 ): void {
   checkRgbBytes('normalizeRgbInto', data, size, mean, std);
-  if (!(out instanceof Float32Array)) throw new TypeError('normalizeRgbInto: out must be a Float32Array');
+  writeRgbInto('normalizeRgbInto', out, offset, data, size, mean, std);
+}
+
+/** normalizeRgbInto after its bytes and statistics were checked: checks where the values go, then writes them. */
+function writeRgbInto(where: string, out: Float32Array, offset: number, data: Uint8Array, size: number, mean: readonly number[], std: readonly number[]): void {
+  if (!(out instanceof Float32Array)) throw new TypeError(`${where}: out must be a Float32Array`);
   if (!Number.isInteger(offset) || offset < 0 || offset + 3 * size * size > out.length) {
-    throw new RangeError(`normalizeRgbInto: ${3 * size * size} values at offset ${offset} do not fit in out (${out.length} values)`);
+    throw new RangeError(`${where}: ${3 * size * size} values at offset ${offset} do not fit in out (${out.length} values)`);
   }
   normalizeRgbRegion({ width: size, height: size, data }, 0, 0, size, mean, std, out, offset);
 }
 
 /**
  * normalizeRgb as an ImageWriter: collate writes the values straight into the batch's pixel array (no array per image).
- * The arguments are checked now; `data` is read when collate writes it.
+ * The bytes and statistics are checked now, once; `data` is read when collate writes it.
  */
 export function normalizeRgbWriter(
   data: Uint8Array, size: number, mean: readonly number[] = CLIP_MEAN, std: readonly number[] = CLIP_STD,
@@ -240,6 +245,6 @@ export function normalizeRgbWriter(
   checkRgbBytes('normalizeRgbWriter', data, size, mean, std);
   return {
     values: 3 * size * size,
-    writeInto: (out, offset) => normalizeRgbInto(out, offset, data, size, mean, std),
+    writeInto: (out, offset) => writeRgbInto('normalizeRgbWriter', out, offset, data, size, mean, std),
   };
 }

@@ -195,11 +195,13 @@ describe('preprocessClip', () => {
     expect(w.values).toBe(48);
     const out = new Float32Array(53).fill(3);
     w.writeInto(out, 5);
-    const ref = new Float32Array(53).fill(3);
-    normalizeRgbInto(ref, 5, a.data, 4, [0.4, 0.5, 0.6], [0.3, 0.2, 0.1]);
-    expect(out).toEqual(ref);
-    expect(at(out.subarray(5), 4, 2, 3, 1)).toBe(Math.fround((((1 + 3) * 30) / 255 - 0.6) / 0.1));
-    expect(() => w.writeInto(out, 6)).toThrow(/48 values at offset 6 do not fit/);
+    // every value against the formula in float64 (CHW from HWC bytes); the rest of out untouched
+    const [mean, std] = [[0.4, 0.5, 0.6], [0.3, 0.2, 0.1]];
+    const ref = Array.from({ length: 48 }, (_, i) => Math.fround((a.data[(i % 16) * 3 + Math.floor(i / 16)] / 255 - mean[Math.floor(i / 16)]) / std[Math.floor(i / 16)]));
+    expect(Array.from(out.subarray(5))).toEqual(ref);
+    expect([...out.subarray(0, 5)]).toEqual([3, 3, 3, 3, 3]);
+    expect(() => w.writeInto(out, 6)).toThrow(/normalizeRgbWriter: 48 values at offset 6 do not fit/);
+    expect(() => w.writeInto([] as never, 0)).toThrow(/normalizeRgbWriter: out must be a Float32Array/);
     expect(() => normalizeRgbWriter(a.data, 5)).toThrow(/normalizeRgbWriter: expected 75 RGB bytes/);
     expect(() => normalizeRgbWriter(a.data, 4, [0, 0, 0], [1, 0, 1])).toThrow(/std must be positive/);
   });
