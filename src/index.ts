@@ -13,6 +13,8 @@ export type { DeviceSpec } from './device';
 // as torch.nn.functional is PyTorch's.
 export { callOp, opNames, opConstants, opProfile, profileOps } from './call_op';
 export type { OpProfileEntry, OpStats } from './call_op';
+export { OpProgram } from './program';
+export type { OpProgramInfo } from './program';
 export { fused, DEFAULT_WORKSPACE_BUDGET } from './fused';
 export * as F from './functional';
 export { backward, gradientCheckpoint, noGrad, isGradEnabled, zeroGrad, clearTape, tapeLength, onGradReady } from './autograd';

@@ -50,11 +50,38 @@ export interface Addon {
   distTest(handle: number): boolean;
   distWait(handle: number, timeoutMs: number): void;
   distDestroy(timeoutMs: number): void;
+  /** Op programs (native/napi/program.h; src/program.ts): record a sequence of op calls, replay it natively. */
+  programBegin(inputs: ArrayBufferView[], poolOf?: ProgramHandle): void;
+  programEnd(): ProgramHandle;
+  programAbort(): boolean;
+  programReplay(program: ProgramHandle, inputs: ArrayBufferView[]): void;
+  programCompare(a: ProgramHandle, b: ProgramHandle): string | null;
+  programInfo(program: ProgramHandle): NativeProgramInfo;
+  programDispose(program: ProgramHandle): void;
   /** CUDA addon only: makes GPU `index` this process's device (src/device.ts). */
   selectDevice?(index: number): void;
   /** CUDA addon only: the attention kernels' settings, changed where given; returns the previous ones (src/index.ts). */
   attentionSettings?(kernel?: string, workspaceBytes?: number): { kernel: string; workspaceBytes: number; gemmCalls: number };
   sgemm?(ta: boolean, tb: boolean, M: number, N: number, K: number, A: NativeBuffer, B: NativeBuffer, C: NativeBuffer, opts?: { builtin?: boolean; alpha?: number; beta?: number; lda?: number; ldb?: number; ldc?: number }): void;
+}
+
+/** A recorded op program (a napi External; opaque to JS). */
+export type ProgramHandle = { readonly __opProgram: unique symbol };
+
+/** What an op program holds (native/napi/program.cc programInfo). */
+export interface NativeProgramInfo {
+  ops: number;
+  uploads: number;
+  zeros: number;
+  /** Bytes uploaded from data that is not an input, kept by the program. */
+  constantBytes: number;
+  /** Per input, its size in bytes. */
+  inputBytes: number[];
+  /** Buffers made before the recording that the program uses. */
+  externals: number;
+  /** The memory of the program's own buffers. */
+  poolBytes: number;
+  opNames: string[];
 }
 
 /** What a backend reports of its process group. */

@@ -95,7 +95,7 @@ else()
 
   file(GLOB VWLMM_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/native/cuda/*.cu ${CMAKE_SOURCE_DIR}/native/cuda/engine/*.cu
        ${CMAKE_SOURCE_DIR}/native/distributed/*.cu)
-  add_library(vwlmm_cuda SHARED native/napi/addon_cuda.cc native/napi/buffer.cc ${VWLMM_CUDA_SOURCES} ${CMAKE_JS_SRC})
+  add_library(vwlmm_cuda SHARED native/napi/addon_cuda.cc native/napi/buffer.cc native/napi/program.cc ${VWLMM_CUDA_SOURCES} ${CMAKE_JS_SRC})
   target_include_directories(vwlmm_cuda PRIVATE ${CMAKE_JS_INC} ${NODE_ADDON_API_DIR} ${CUDAToolkit_INCLUDE_DIRS})
   if(_vw_cublas_inc)
     # Before the toolkit's include dir, so a cuBLAS from VWLMM_CUBLAS_ROOT wins over a stale toolkit copy.

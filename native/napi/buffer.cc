@@ -8,6 +8,7 @@
 
 #include "../core/error.h"
 #include "errors.h"
+#include "program.h"
 
 namespace vw::napi {
 
@@ -60,9 +61,8 @@ Napi::Function NativeBuffer::Init(Napi::Env env) {
 }
 
 Napi::Object NativeBuffer::Create(Napi::Env env, size_t bytes, bool zero) {
-  Napi::Object obj = g_ctor->New({Napi::Number::New(env, static_cast<double>(bytes))});
-  NativeBuffer* b = From(obj, "buffer");
-  if (zero && bytes > 0) kDeviceMemory.zero(b->data_, bytes);
+  Napi::Object obj = g_ctor->New({Napi::Number::New(env, static_cast<double>(bytes)), Napi::Boolean::New(env, zero)});
+  From(obj, "buffer");
   return obj;
 }
 
@@ -102,11 +102,27 @@ NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
     return;
   }
   bytes_ = static_cast<size_t>(n);
+  const bool zero = info.Length() > 1 && info[1].ToBoolean();
+  OpProgram* rec = recording_program();
   try {
-    data_ = bytes_ > 0 ? kDeviceMemory.alloc(bytes_) : nullptr;
-    if (data_ && info.Length() > 1 && info[1].ToBoolean()) kDeviceMemory.zero(data_, bytes_);
+    if (rec) {
+      // an internal buffer of the recording (program.h): from the program's pool, its zeroing logged
+      data_ = rec->pool->alloc(bytes_);
+      pool_ = rec->pool;
+      program_id_ = rec->next_id++;
+      recording_ = rec->serial;
+      if (zero) ProgramRecordZero(rec, data_, bytes_, program_id_);
+    } else {
+      data_ = bytes_ > 0 ? kDeviceMemory.alloc(bytes_) : nullptr;
+    }
+    if (data_ && zero) kDeviceMemory.zero(data_, bytes_);
   } catch (const std::exception& e) {
-    if (data_) kDeviceMemory.release(data_, bytes_);
+    if (pool_) {
+      pool_->release(data_, bytes_);
+      pool_.reset();
+    } else if (data_) {
+      kDeviceMemory.release(data_, bytes_);
+    }
     data_ = nullptr;
     Napi::Error::New(env, std::string("NativeBuffer(bytes): ") + e.what()).ThrowAsJavaScriptException();
     return;
@@ -129,8 +145,17 @@ void NativeBuffer::CheckNotPinned(const char* what, bool disposing) const {
 void NativeBuffer::Free() {
   if (disposed_) return;
   disposed_ = true;
-  // pinned: a collective may still write it (a finalizer at exit, after a timeout), so it is never reused
-  if (data_ && pins_ == 0) kDeviceMemory.release(data_, bytes_);
+  if (pool_) {
+    // an op program's memory: back to its pool, never to the cache while the program may still use it
+    pool_->release(data_, bytes_);
+    pool_.reset();
+  } else {
+    // an external buffer of the recording in progress: a replay would find it gone
+    if (OpProgram* rec = recording_program(); rec && rec->external_index.count(this))
+      rec->Fail("a buffer the recorded ops use, created before the recording, was disposed during it");
+    // pinned: a collective may still write it (a finalizer at exit, after a timeout), so it is never reused
+    if (data_ && pins_ == 0) kDeviceMemory.release(data_, bytes_);
+  }
   data_ = nullptr;
   live_count--;
   live_bytes -= static_cast<int64_t>(bytes_);
@@ -210,9 +235,13 @@ Napi::Value NativeBuffer::Transfer(const Napi::CallbackInfo& info, const char* w
     ArrayArgs(info, what, &host, &n, &off);
     CheckRange(self, off, n, what);
     uint8_t* mem = static_cast<uint8_t*>(self->data_) + off;
+    OpProgram* rec = recording_program();
+    // a program replays without JavaScript, so nothing it records may depend on a value read back
+    if (rec && !to_buffer) rec->Fail("the recorded function read a buffer back to the host (toArray), and the ops after it may depend on the value");
     if (n > 0) {
       if (to_buffer) {
         kDeviceMemory.upload(mem, host, n);
+        if (rec) ProgramRecordUpload(rec, self, info.This(), off, host, n);
       } else {
         count_host_sync();
         kDeviceMemory.flags_before_read();

@@ -12,10 +12,13 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "../core/block_cache.h"
 
 namespace vw::napi {
+
+class ProgramPool;  // native/napi/program.h
 
 // What a backend provides to NativeBuffer. Each addon defines exactly one (see addon_*.cc).
 struct DeviceMemory {
@@ -67,6 +70,12 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
   // Throws a TypeError naming `what` when pinned (for dispose: by a collective that has not timed out).
   void CheckNotPinned(const char* what, bool disposing = false) const;
 
+  // A buffer created while an op program was recording (native/napi/program.h) takes its memory from, and gives it
+  // back to, that program's pool; program_id() is its creation index in the recording. Null / -1 otherwise.
+  ProgramPool* program_pool() const { return pool_.get(); }
+  int64_t program_id() const { return program_id_; }
+  uint64_t recorded_by() const { return recording_; }  // the serial number of the recording that created it (0: none)
+
   static std::atomic<int64_t> live_count, live_bytes;
   // What V8 hears of live_bytes (buffer.cc): its high-water mark, lowered only by the second call.
   static void ReportExternalMemory(Napi::Env env);
@@ -89,6 +98,9 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
   bool disposed_ = true;
   int pins_ = 0;       // the JS thread only
   int abandoned_ = 0;  // of those pins, the ones whose collective timed out
+  std::shared_ptr<ProgramPool> pool_;
+  int64_t program_id_ = -1;
+  uint64_t recording_ = 0;
 };
 
 }  // namespace vw::napi

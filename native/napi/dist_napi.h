@@ -15,6 +15,7 @@
 
 #include "../distributed/collective.h"
 #include "buffer.h"
+#include "program.h"
 #include "errors.h"
 
 namespace vw::napi {
@@ -129,6 +130,8 @@ inline void RegisterDist(Napi::Env env, Napi::Object exports, OpenCommunicator o
       if (root != std::floor(root) || std::fabs(root) > 1e9) throw_range_error("[", name, "] root must be an integer, got ", root);
       a.count = static_cast<size_t>(count);
       a.root = static_cast<int>(root);
+      // a collective is not an op call: a program would replay the step without it
+      if (OpProgram* rec = recording_program()) rec->Fail(std::string("the recorded function started a collective (") + name + "), which a replay would not");
       dist::Communicator& c = detail::Comm(name);
       // Buffers last: no JS runs between taking their pointers and queueing the collective.
       NativeBuffer* in = NativeBuffer::From(info[1], (std::string("[") + name + "] input").c_str());

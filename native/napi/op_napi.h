@@ -24,6 +24,7 @@
 #include "../core/op.h"
 #include "buffer.h"
 #include "errors.h"
+#include "program.h"
 
 namespace vw::napi {
 
@@ -136,6 +137,7 @@ void RegisterOps(Napi::Env env, Napi::Object exports, const OpTable<N>& table, c
   auto* index = new std::unordered_map<std::string_view, OpEntry>();
   for (const OpEntry& e : table) index->emplace(e.name, e);
   exports.Set("NativeBuffer", NativeBuffer::Init(env));
+  RegisterProgram(env, exports);
   exports.Set("callOp", Napi::Function::New(env, [index, device](const Napi::CallbackInfo& info) -> Napi::Value {
     return Guard(info.Env(), [&]() -> Napi::Value {
       if (info.Length() < 7 || !info[0].IsString()) throw_type_error("callOp: expected (op: string, inputs, inDtypes, outputs, outDtypes, ints, floats)");
@@ -172,6 +174,7 @@ void RegisterOps(Napi::Env env, Napi::Object exports, const OpTable<N>& table, c
       OpStats stats;
       c.stats = &stats;
       it->second.fn(c);
+      if (OpProgram* rec = recording_program()) ProgramRecordOp(rec, c.op, it->second.fn, c, in.natives, in.values, out.natives, out.values);
       return StatsObject(info.Env(), stats);
     });
   }));

@@ -54,6 +54,8 @@ export interface VisionPretrainOptions {
   dtype?: ComputeDtype;
   /** Data-parallel over this group (TrainerOptions.processGroup): batchSize is the global batch, split over the ranks. */
   processGroup?: ProcessGroup;
+  /** TrainerOptions.replay (default true): the steps replayed as op programs, the same numbers without JavaScript per op. */
+  replay?: boolean;
   /**
    * How an object's attributes are read from the tower (default 'attention'):
    * - 'attention': one learned query per (attribute, colour) attends over all patches. The read-out can then do part
@@ -114,14 +116,23 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
   const kinds = opts.readout === 'both' ? ['attention', 'object'] as const : [opts.readout ?? 'attention'];
   // per read-out kind, one linear head per attribute
   const heads = kinds.map(() => PRETRAIN_ATTRIBUTES.map((a) => param(a.classes.length * D, [a.classes.length, D], 0.05)));
-  // per read-out kind, per attribute, [B * 6, D]: one forward of the tower feeds every read-out
+  // A batch's host data, in one list (Stage.prepare): its pixels [B, 3, S, S], with the object read-out its pooling
+  // matrix (objectPoolMatrix), then the targets per attribute. The step uploads nothing else, so the Trainer replays
+  // it as an op program (src/program.ts).
   // one pixel array for every batch: the tower's input tensor copies it at once, and a new 2 MB array a step cost
   // ~1 ms in zeroing and page faults, half of the batch's preparation
   let pixels = new Float32Array(0);
-  const readout = (m: VwLmm, split: SplitData, idx: number[]): Tensor[][] => {
+  const withPool = kinds.includes('object');
+  const prepare = (split: SplitData, idx: number[]): ArrayBufferView[] => {
     if (pixels.length !== idx.length * 3 * S * S) pixels = new Float32Array(idx.length * 3 * S * S);
-    const feats = towerPatches(m, pixelsOf(split, idx, S, opts, pixels), idx.length);
-    return kinds.map((k) => k === 'object' ? new Array(K).fill(objectReadoutOf(m, split, idx, feats)) : readoutOf(m, queries, feats));
+    pixelsOf(split, idx, S, opts, pixels);
+    return [pixels, ...(withPool ? [objectPoolMatrix(model, split, idx)] : []), ...targets(split, idx)];
+  };
+  // per read-out kind, per attribute, [B * 6, D]: one forward of the tower feeds every read-out
+  const readout = (m: VwLmm, data: ArrayBufferView[]): Tensor[][] => {
+    const B = data[0].byteLength / (4 * 3 * S * S);
+    const feats = towerPatches(m, data[0] as Float32Array, B);
+    return kinds.map((k) => k === 'object' ? new Array(K).fill(objectReadout(m, data[1] as Float32Array, feats)) : readoutOf(m, queries, feats));
   };
   const stage: Stage = {
     name: 'vision', size: train.scenes.length, steps: opts.steps, batchSize: rankShare('stage 0', opts.batchSize, opts.processGroup), lr: opts.lr,
@@ -129,9 +140,10 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
     // only the tower trains here (and the read-out's own queries and heads); the LLM side is left untouched
     trainable: { visionTower: true },
     extraParameters: [...(kinds.includes('attention') ? [queries] : []), ...heads.flat()],
-    loss: (m, idx) => {
-      const tg = targets(train, idx).map((t) => Tensor.fromArray(t, [t.length], { device: m.device }));
-      const h = readout(m, train, idx);
+    prepare: (idx) => prepare(train, idx),
+    loss: (m, idx, data = prepare(train, idx)) => {
+      const tg = (data.slice(withPool ? 2 : 1) as Int32Array[]).map((t) => Tensor.fromArray(t, [t.length], { device: m.device }));
+      const h = readout(m, data);
       return heads.flatMap((hs, r) => hs.map((w, a) => F.linearCrossEntropy(h[r][a], w, tg[a]))).reduce((x, y) => F.add(x, y));
     },
   };
@@ -139,7 +151,7 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
     await new Trainer(model, [stage], {
       // the data order's own seed: with opts.seed it would replay the order of the demo's first caption stage
       seed: gen.int(2 ** 31),
-      stop: opts.stop, logEvery: opts.logEvery ?? 100, dtype: opts.dtype, processGroup: opts.processGroup,
+      stop: opts.stop, logEvery: opts.logEvery ?? 100, dtype: opts.dtype, processGroup: opts.processGroup, replay: opts.replay,
       // train records in stage 0's own shape, and skipped (NaN / Inf) steps; not its 'summary': the demo's
       // log has one, the main run's (estimate.ts times that run by it)
       onLog: (r) => {
@@ -148,7 +160,7 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
       },
     }).runAsync();
     // per attribute; with 'both' the object read-out's as object_<attribute>
-    const accuracy = evalSplit ? Object.assign({}, ...evaluateReadout((sp, idx) => readout(model, sp, idx), heads, evalSplit).map((acc, r) =>
+    const accuracy = evalSplit ? Object.assign({}, ...evaluateReadout((sp, idx) => readout(model, prepare(sp, idx)), heads, evalSplit).map((acc, r) =>
       Object.fromEntries(Object.entries(acc).map(([a, v]) => [r > 0 ? `${kinds[r]}_${a}` : a, v])))) as Record<string, number> : {};
     return { seconds: (Date.now() - t0) / 1000, accuracy };
   } finally {
@@ -185,10 +197,14 @@ function readoutOf(model: VwLmm, queries: Tensor, feats: Tensor): Tensor[] {
  * colour order; a colour the scene lacks gets a zero row, its targets -100).
  */
 export function objectReadoutOf(model: VwLmm, split: SplitData, idx: number[], feats: Tensor): Tensor {
-  const cfg = model.config, D = cfg.vision.hiddenSize, S = cfg.vision.imageSize, p = cfg.vision.patchSize, nC = COLOURS.length, B = idx.length;
+  return objectReadout(model, objectPoolMatrix(model, split, idx), feats);
+}
+
+/** [B * 6, B * P]: row (b, colour) holds objectPatchWeights of that object of image b at its patches (a missing colour: zeros). */
+function objectPoolMatrix(model: VwLmm, split: SplitData, idx: number[]): Float32Array {
+  const cfg = model.config, S = cfg.vision.imageSize, p = cfg.vision.patchSize, nC = COLOURS.length, B = idx.length;
   if (cfg.selectFeature !== 'patch') throw new RangeError(`stage 0: readout 'object' needs selectFeature 'patch', not '${cfg.selectFeature}'`);
   const grid = Math.floor(S / p), P = grid * grid;
-  const patches = F.reshape(feats, [B * P, D]);
   const pool = new Float32Array(B * nC * B * P);
   idx.forEach((img, b) => {
     const sc = split.scenes[img], cells = objectPatchWeights(sc, p, grid);
@@ -197,7 +213,13 @@ export function objectReadoutOf(model: VwLmm, split: SplitData, idx: number[], f
       if (k >= 0) for (const cell of cells[k]) pool[(b * nC + j) * B * P + b * P + cell.patch] = cell.weight;
     });
   });
-  return F.matmul(Tensor.fromArray(pool, [B * nC, B * P], { device: model.device }), patches);
+  return pool;
+}
+
+/** The object read-out of features [B, P, D] with the pooling matrix of objectPoolMatrix. */
+function objectReadout(model: VwLmm, pool: Float32Array, feats: Tensor): Tensor {
+  const D = model.config.vision.hiddenSize, [B, P] = feats.shape;
+  return F.matmul(Tensor.fromArray(pool, [B * COLOURS.length, B * P], { device: model.device }), F.reshape(feats, [B * P, D]));
 }
 
 /** Per read-out kind, per attribute, the accuracy on `split` (every kind from one forward of the tower per batch). */

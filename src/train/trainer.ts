@@ -44,6 +44,7 @@ import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { storeFrozenWeights } from '../nn/layers';
 import type { ProcessGroup } from '../distributed/process_group';
 import { ZeroAdamW } from '../distributed/zero';
+import { StageReplay } from './replay';
 import { cosineWithWarmup } from './schedule';
 import { installStopHandlers, NonFiniteError, StopRequest, TrainingInterrupted } from './interrupt';
 import type { TrainerState } from './state';
@@ -85,7 +86,15 @@ export interface Stage {
    * after the backward); accumulation, clipping, the schedule, non-finite checks and logging are the trainer's.
    * Its train records carry loss, lr and gradNorm (no CE / KL / tokens: the trainer cannot know them).
    */
-  loss?: (model: VwLmm, indices: number[]) => Tensor;
+  loss?: (model: VwLmm, indices: number[], data?: ArrayBufferView[]) => Tensor;
+  /**
+   * With `loss`: the micro-batch's host data (typed arrays), made from its sample indices and passed to loss as
+   * `data`; loss then uploads only those arrays (Tensor.fromArray on them, or on slices of them) and builds nothing
+   * else from the indices. Such a step computes the same ops for every batch, so the trainer records it as an op
+   * program (src/program.ts) and replays that natively (TrainerOptions.replay): the same numbers, bit for bit,
+   * without JavaScript per op.
+   */
+  prepare?: (indices: number[]) => ArrayBufferView[];
   /**
    * Tensors the stage trains beside the model's `trainable` parts (needs `loss`; each requiresGrad, none a
    * model parameter): in the same AdamW group as the model's parameters at `lr` (weight decay, clipping and
@@ -194,6 +203,14 @@ export interface TrainerOptions {
   gatherDtype?: 'float32' | 'bfloat16';
   /** Data-parallel: the weights' all-gather overlaps the next forward (ZeroOptions.overlapGather; default true). */
   overlapGather?: boolean;
+  /**
+   * Stages with `prepare` (default true): after the stage's first step, two steps are recorded as op programs
+   * (src/program.ts), one per micro-batch; when the two recordings agree call for call, the rest of the stage
+   * replays them. Each parameter's gradient then stays allocated through the stage (zeroed by the program, as
+   * torch's zero_grad(set_to_none=False)). When they differ, or a step is non-finite, the stage goes on in
+   * JavaScript; a 'replay' record says which and why. Not with a processGroup.
+   */
+  replay?: boolean;
 }
 
 /** What readTrainerState reads; stageParameters: the current stage's extraParameters, when it has any. */
@@ -282,6 +299,10 @@ function checkStage(model: VwLmm, s: Stage): void {
   } else if (typeof s.makeBatch !== 'function') {
     throw typeError(where, 'makeBatch', 'a function (indices) => ModelBatch (or loadBatch, or a loss of its own)', s.makeBatch);
   }
+  if (s.prepare !== undefined) {
+    if (typeof s.prepare !== 'function') throw typeError(where, 'prepare', 'a function (indices) => typed arrays', s.prepare);
+    if (s.loss === undefined) throw rangeError(where, 'prepare needs a loss of its own (its data goes to that loss)');
+  }
   if (s.extraParameters === undefined) return;
   if (!Array.isArray(s.extraParameters)) throw typeError(where, 'extraParameters', 'an array of tensors', s.extraParameters);
   if (s.extraParameters.length && s.loss === undefined) throw rangeError(where, 'extraParameters need a loss of its own: VwLmm.loss never reads them, so they would get no gradient');
@@ -299,9 +320,9 @@ function batchKey(stage: number, step: number, m: number): string {
 }
 
 /** The stage's loss of one micro-batch: its own (a one-element tensor), else VwLmm.loss of its batch. */
-function stageLoss(model: VwLmm, s: Stage, idx: number[], batch: ModelBatch | null): { loss: Tensor; ceLoss?: Tensor; klLoss?: Tensor | null } {
+function stageLoss(model: VwLmm, s: Stage, idx: number[], batch: ModelBatch | null, data: ArrayBufferView[] | undefined): { loss: Tensor; ceLoss?: Tensor; klLoss?: Tensor | null } {
   if (batch) return model.loss(batch);
-  const loss = s.loss!(model, idx);
+  const loss = s.loss!(model, idx, data);
   if (!(loss instanceof Tensor) || loss.size !== 1) throw typeError(`Trainer: stage '${s.name}'`, 'the value of loss(model, indices)', 'a one-element Tensor (the scalar loss)', loss);
   return { loss };
 }
@@ -479,6 +500,7 @@ export class Trainer {
     else if (this.metricsFile) fs.writeFileSync(this.metricsFile, '');
     // the global step whose checkpoint is on disk (so an interrupt there need not write it again)
     let savedAt = resume ? state.globalStep : -1;
+    let replay: StageReplay | null = null;
     for (; state.stage < this.stages.length; state.stage++, state.step = 0) {
       const s = this.stages[state.stage];
       if (state.step === 0) this.opts.onStageStart?.(this.model, s);
@@ -497,6 +519,8 @@ export class Trainer {
           opt.loadState(optimizerEntries(resume.optimizer, params.length));
         }
         resume = undefined;
+        // op programs for a stage with prepare (not data-parallel: its collectives run between the ops)
+        replay = s.prepare && this.opts.replay !== false && !this.group ? new StageReplay(this.model.device, 3 * (s.gradAccum ?? 1) + 1) : null;
         const total = stageSteps(s, this.world);
         const t0 = Date.now();
         let tokens = 0;
@@ -518,7 +542,7 @@ export class Trainer {
             return state;
           }
           if (s.loadBatch) yield { stage: state.stage, step: state.step }; // runAsync: load this step's batches first
-          this.step(s, state, total, opt, params, t0, (n) => (tokens += n), () => tokens, stop);
+          this.step(s, state, total, opt, params, t0, (n) => (tokens += n), () => tokens, stop, replay);
           const atEnd = state.step === total;
           if (this.opts.evaluate && ((this.opts.evalEvery && state.step % this.opts.evalEvery === 0) || atEnd)) {
             this.log({ type: 'eval', stage: s.name, step: state.step, globalStep: state.globalStep, ...this.opts.evaluate(this.model, { stage: s.name, step: state.step }) });
@@ -531,6 +555,11 @@ export class Trainer {
         }
         if (opt instanceof ZeroAdamW) opt.finish(); // gatherDtype bfloat16: the stage's model is the float32 masters
       } finally {
+        if (replay) {
+          replay.dispose();
+          replay = null;
+          zeroGrad(params); // the gradients the programs kept
+        }
         opt.dispose();
       }
     }
@@ -543,7 +572,7 @@ export class Trainer {
 
   /** One optimizer step (all micro-batches); a non-finite loss or gradient norm skips the update. */
   private step(s: Stage, state: TrainerState, total: number, opt: AdamW | ZeroAdamW, params: ReturnType<VwLmm['trainableParameters']>, t0: number,
-    addTokens: (n: number) => void, tokens: () => number, stop: StopRequest | null): void {
+    addTokens: (n: number) => void, tokens: () => number, stop: StopRequest | null, replay: StageReplay | null): void {
     const lr = cosineWithWarmup(state.step, total, s.warmupRatio ?? 0.03, s.lr);
     opt.lr = lr;
     let ce = 0, kl = 0, loss = 0;
@@ -556,7 +585,7 @@ export class Trainer {
     const device = this.model.device;
     // data-parallel: 3 more slots, summed over the ranks with the rest: tokens, a failed micro-batch, a stop request
     const dp = opt instanceof ZeroAdamW ? opt : null;
-    const stats = keep(Tensor.zeros([3 * accum + 1 + (dp ? 3 : 0)], { device }));
+    const stats = replay ? replay.stats : keep(Tensor.zeros([3 * accum + 1 + (dp ? 3 : 0)], { device }));
     const put = (t: Tensor | null | undefined, slot: number) => {
       if (t) callOp('copy_2d', device, [t], [stats], [1, 1, 1, 1, 0, slot, 0]);
     };
@@ -570,19 +599,22 @@ export class Trainer {
           const idx = batchIndices(state.seed, s, state.step, m, this.rank, this.world);
           samples.push(idx);
           const batch = s.loss ? null : this.batchOf(s, state.stage, state.step, m, idx);
+          const data = s.prepare?.(idx);
+          const body = () => scope(() => {
+            const out = stageLoss(this.model, s, idx, batch, data);
+            put(out.loss, 3 * m);
+            put(out.ceLoss, 3 * m + 1);
+            put(out.klLoss, 3 * m + 2);
+            // micro-batches average: each backward carries 1/accum of the gradient. A non-finite loss
+            // back-propagates too (its gradients are dropped with the step once the read shows it).
+            const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
+            if (dp && m === accum - 1) dp.armForBackward(); // the last micro-batch's gradients are final: reduce as they come
+            scaled.backward();
+          });
           try {
-            scope(() => {
-              const out = stageLoss(this.model, s, idx, batch);
-              put(out.loss, 3 * m);
-              put(out.ceLoss, 3 * m + 1);
-              put(out.klLoss, 3 * m + 2);
-              // micro-batches average: each backward carries 1/accum of the gradient. A non-finite loss
-              // back-propagates too (its gradients are dropped with the step once the read shows it).
-              const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
-              if (dp && m === accum - 1) dp.armForBackward(); // the last micro-batch's gradients are final: reduce as they come
-              scaled.backward();
-              if (batch) stepTokens += batch.attentionMask.reduce((a, b) => a + b, 0);
-            });
+            if (replay && data) replay.run(m, data, body);
+            else body();
+            if (batch) stepTokens += batch.attentionMask.reduce((a, b) => a + b, 0);
             ran = m + 1;
           } catch (e) {
             if (!isNonFiniteError(e)) throw e;
@@ -625,10 +657,11 @@ export class Trainer {
         gradNorm = norm;
       }
     } finally {
-      stats.dispose();
+      if (!replay) stats.dispose();
     }
     if (bad) {
       clearTape();
+      replay?.stop('a non-finite step');
       zeroGrad(params);
       dp?.discard();
       const b = bad as { what: string; micro: number | null; detail: string };
@@ -654,7 +687,9 @@ export class Trainer {
     const factor = (s.maxGradNorm ?? 1.0) / (gradNorm + 1e-6);
     opt.step({ gradScale: factor < 1 ? factor : 1 });
     addTokens(stepTokens);
-    zeroGrad(params);
+    const kept = replay?.afterStep(params);
+    if (kept?.record) this.log({ type: 'replay', stage: s.name, step: state.step + 1, globalStep: state.globalStep + 1, ...kept.record });
+    if (!kept || kept.free) zeroGrad(params);
     state.step++;
     state.globalStep++;
     const elapsed = (Date.now() - t0) / 1000, eta = (elapsed / state.step) * (total - state.step);

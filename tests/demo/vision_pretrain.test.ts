@@ -1,8 +1,8 @@
 // Stage 0 of the demo (src/demo/vision_pretrain.ts, a Trainer stage with its own loss): it trains the vision
 // tower only, frees everything it made, leaves the tower frozen, and stops on a stop request with
 // TrainingInterrupted (no checkpoint).
-import { describe, expect, it } from 'vitest';
-import { memoryStats } from '../../src';
+import { describe, expect, it, vi } from 'vitest';
+import { memoryStats, OpProgram } from '../../src';
 import { DEFAULT_RECIPE, recipeConfig } from '../../src/demo/recipe';
 import { makeSplit, makeTokenizer, objectAtPatch, objectPatchWeights } from '../../src/demo/task';
 import { objectReadoutOf, pretrainVisionTower, PRETRAIN_ATTRIBUTES } from '../../src/demo/vision_pretrain';
@@ -98,6 +98,32 @@ describe('demo stage 0: vision tower pretraining', () => {
       expect(shape - majority.shape, JSON.stringify({ accuracy: r.accuracy, majority })).toBeGreaterThan(0.2);
       model.dispose();
     }
+  });
+
+  it('replayed as op programs, stage 0 trains the same tower bit for bit as in JavaScript, and frees what it made', async () => {
+    // the default read-out ('both'): pixels, pooling matrix and targets all come through Stage.prepare
+    const seed = seeds.int(2 ** 31), modelSeed = seeds.int(2 ** 31);
+    const split = makeSplit(24, new Generator(seeds.int(2 ** 31)), { nonRelational: 1, relational: 1 });
+    const run = async (replay: boolean) => {
+      const { tokenizer } = makeTokenizer();
+      const cfg = recipeConfig(DEFAULT_RECIPE, tokenizer.vocabSize);
+      const model = VwLmm.create(cfg, modelSeed);
+      const live0 = memoryStats().cpu.liveBuffers;
+      const replays = vi.spyOn(OpProgram.prototype, 'replay');
+      try {
+        const r = await pretrainVisionTower(model, split, { steps: 12, batchSize: 8, lr: 3e-3, seed, mean: cfg.image.mean, std: cfg.image.std, readout: 'both', replay }, split);
+        expect(memoryStats().cpu.liveBuffers).toBe(live0);
+        return { tower: snapshot(model.visionTower.vision_model.parameters()), accuracy: r.accuracy, replays: replays.mock.calls.length };
+      } finally {
+        replays.mockRestore();
+        model.dispose();
+      }
+    };
+    const js = await run(false), replayed = await run(true);
+    // step 1 in JavaScript, steps 2 and 3 recorded, 4-12 replayed
+    expect([js.replays, replayed.replays]).toEqual([0, 9]);
+    expect(changed(replayed.tower, js.tower)).toBe(false);
+    expect(replayed.accuracy).toEqual(js.accuracy);
   });
 
   it('the object read-out: each object\'s pixel-weighted mean of its patches\' features, objects in colour order', () => {

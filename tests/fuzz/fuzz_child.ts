@@ -440,6 +440,56 @@ add('addon.distStart', () => {
 });
 for (const k of ['distTest', 'distWait', 'distDestroy', 'distInfo'])
   add(`addon.${k}`, () => ({ fn: addon[k] as never, args: k === 'distInfo' ? [] : k === 'distDestroy' ? [1000] : [1 + rng.int(3), 1000], names: [k, 'process group'] }));
+// Op programs (native/napi/program.cc). Every call leaves no recording running (the wrappers abort one), and
+// programs are disposed by programDispose or the GC. A valid program: one axpby on fresh buffers (made before the
+// recording, so they are its external buffers: once the run disposes them, a replay must refuse, not read them).
+const P = addon as unknown as ReturnType<typeof cpu>;
+const recordedProgram = () => {
+  const a = buf(16), b = buf(16);
+  P.programBegin([]);
+  try {
+    P.callOp('axpby', [a, a], ['float32', 'float32'], [b], ['float32'], [4], [1, 1]);
+    return P.programEnd();
+  } finally {
+    P.programAbort();
+  }
+};
+const disposedProgram = () => {
+  const p = recordedProgram();
+  P.programDispose(p);
+  return p;
+};
+add('addon.programBegin', () => ({
+  fn: ((inputs: unknown) => {
+    try {
+      P.programBegin(inputs as never);
+    } finally {
+      P.programAbort();
+    }
+  }) as never,
+  args: [[new Float32Array(rng.int(5)), new Int32Array(rng.int(3))]], names: ['programBegin'],
+}));
+add('addon.programEnd', () => ({
+  fn: ((withBegin: unknown) => {
+    if (withBegin !== false) P.programBegin([]);
+    try {
+      P.programDispose(P.programEnd());
+    } finally {
+      P.programAbort();
+    }
+  }) as never,
+  args: [true], names: ['programEnd'],
+}));
+add('addon.programEnd unbegun', () => ({ fn: P.programEnd as never, args: [], names: ['programEnd'] }));
+add('addon.programAbort', () => ({ fn: P.programAbort as never, args: [], names: ['programAbort'] }));
+for (const disposed of [false, true]) {
+  const handle = () => (disposed ? disposedProgram() : recordedProgram());
+  const tag = disposed ? ' disposed' : '';
+  add(`addon.programReplay${tag}`, () => ({ fn: P.programReplay as never, args: [handle(), []], names: ['programReplay'] }));
+  add(`addon.programCompare${tag}`, () => ({ fn: P.programCompare as never, args: [recordedProgram(), handle()], names: ['programCompare'] }));
+  add(`addon.programInfo${tag}`, () => ({ fn: P.programInfo as never, args: [handle()], names: ['programInfo'] }));
+}
+add('addon.programDispose', () => ({ fn: P.programDispose as never, args: [chance(0.5) ? recordedProgram() : disposedProgram()], names: ['programDispose'] }));
 // Async mode some of the time (native/core/error_flags.h): the hostile ids, masks and targets of the calls then
 // run into the kernels, which must skip them, and their errors surface at a later read.
 add('addon.setAsync', () => ({ fn: addon.setAsync as never, args: [chance(0.3)], names: ['setAsync'] }));
@@ -648,7 +698,7 @@ for (const t of targets) {
   const before = perTarget[t.name]?.worked ?? 0;
   run(t.name, t.make());
   // (the process group's calls other than distInfo / distDestroy need a group, which the fuzzer never starts)
-  const expectFail = /without new|cuda|unknown op|^addon\.dist(Init|Start|Test|Wait)$/.test(t.name) || (t.name.startsWith('rawCallOp ') && !templates.has(t.name.slice(10)));
+  const expectFail = /without new|cuda|unknown op|^addon\.dist(Init|Start|Test|Wait)$|^addon\.program\w+ (disposed|unbegun)$/.test(t.name) || (t.name.startsWith('rawCallOp ') && !templates.has(t.name.slice(10)));
   if (!expectFail && (perTarget[t.name]?.worked ?? 0) === before) baselineFailures.push(t.name);
 }
 

@@ -1,0 +1,256 @@
+// The N-API functions of op programs (native/napi/program.h):
+//   programBegin(inputs: TypedArray[], poolOf?) starts recording; uploads from a slice of an input are replay inputs;
+//                                               with a program, the new one shares its memory pool (program.h)
+//   programEnd() -> handle                      the recorded program (or the reason it cannot be one, as a TypeError)
+//   programAbort() -> boolean                   drops the recording in progress (false: none)
+//   programReplay(handle, inputs: TypedArray[]) runs the recorded calls with new inputs of the recorded sizes
+//   programCompare(a, b) -> string | null       the first difference between two recordings, null when none
+//   programInfo(handle) -> { ops, uploads, zeros, constantBytes, inputBytes, externals, poolBytes }
+//   programDispose(handle)                      frees the program's memory now (idempotent)
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "program.h"
+
+namespace vw::napi {
+
+namespace {
+
+// A handle's target: null once disposed. The handle (a napi External) owns this box; the box is freed with it.
+struct ProgramBox {
+  OpProgram* p = nullptr;
+};
+
+std::unordered_set<const ProgramBox*>& live_boxes() {
+  static auto* s = new std::unordered_set<const ProgramBox*>();
+  return *s;
+}
+
+void Destroy(ProgramBox* box) {
+  if (!box->p) return;
+  live_programs().erase(box->p);
+  delete box->p;
+  box->p = nullptr;
+}
+
+ProgramBox* BoxOf(const Napi::Value& v, const char* what) {
+  if (v.Type() != napi_external) throw_type_error(what, ": expected an op program handle");
+  auto* box = static_cast<ProgramBox*>(v.As<Napi::External<void>>().Data());
+  if (!live_boxes().count(box)) throw_type_error(what, ": expected an op program handle of this addon");
+  return box;
+}
+
+OpProgram* ProgramOf(const Napi::Value& v, const char* what) {
+  ProgramBox* box = BoxOf(v, what);
+  if (!box->p) throw_type_error(what, ": the op program has been disposed");
+  return box->p;
+}
+
+// The typed arrays of `v` (an array) as (pointer, bytes).
+std::vector<program_detail::Input> InputsOf(const Napi::Value& v, const char* what) {
+  if (!v.IsArray()) throw_type_error(what, ": inputs must be an array of typed arrays");
+  Napi::Array a = v.As<Napi::Array>();
+  const uint32_t n = a.Length();
+  std::vector<program_detail::Input> out;
+  out.reserve(n);
+  for (uint32_t k = 0; k < n; ++k) {
+    Napi::Value x = a.Get(k);
+    if (!x.IsTypedArray()) throw_type_error(what, ": inputs[", k, "] must be a typed array");
+    napi_typedarray_type type;
+    size_t length = 0, byte_offset = 0;
+    void* p = nullptr;
+    napi_value ab;
+    if (napi_get_typedarray_info(x.Env(), x, &type, &length, &p, &ab, &byte_offset) != napi_ok) throw_type_error(what, ": could not read inputs[", k, "]");
+    const size_t bytes = length * x.As<Napi::TypedArray>().ElementSize();
+    if (bytes > 0 && !p) throw_type_error(what, ": inputs[", k, "] has no data (detached)");
+    out.push_back({static_cast<const uint8_t*>(p), bytes});
+  }
+  return out;
+}
+
+std::string Ints(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t k = 0; k < v.size(); ++k) s += (k ? ", " : "") + std::to_string(v[k]);
+  return s + "]";
+}
+std::string Floats(const std::vector<double>& v) {
+  std::string s = "[";
+  for (size_t k = 0; k < v.size(); ++k) s += (k ? ", " : "") + str_cat(v[k]);
+  return s + "]";
+}
+bool SameBits(const std::vector<double>& a, const std::vector<double>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0);
+}
+bool SameBufs(const std::vector<Buf>& a, const std::vector<Buf>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t k = 0; k < a.size(); ++k)
+    if (a[k].bytes != b[k].bytes || a[k].dtype != b[k].dtype || a[k].present != b[k].present) return false;
+  return true;
+}
+
+// The first difference between two recordings, or "".
+std::string Compare(const OpProgram& a, const OpProgram& b) {
+  using program_detail::Kind;
+  if (a.input_bytes != b.input_bytes) return "their inputs differ in number or size";
+  if (a.externals.size() != b.externals.size()) return str_cat("they use ", a.externals.size(), " and ", b.externals.size(), " buffers made before the recording");
+  for (size_t k = 0; k < a.externals.size(); ++k)
+    if (a.externals[k].buf != b.externals[k].buf || a.externals[k].data != b.externals[k].data)
+      return str_cat("buffer ", k, " of those made before the recording is not the same in both");
+  const size_t n = std::min(a.events.size(), b.events.size());
+  for (size_t e = 0; e < n; ++e) {
+    const auto &ea = a.events[e], &eb = b.events[e];
+    const std::string at = str_cat("event ", e);
+    if (ea.kind != eb.kind) return at + ": an op call in one, an upload or a zero-fill in the other";
+    if (ea.kind == Kind::Op) {
+      const auto &x = a.ops[ea.index], &y = b.ops[eb.index];
+      const std::string op = at + " (op " + x.name + ")";
+      if (x.fn != y.fn) return at + ": op " + x.name + " against op " + y.name;
+      if (x.call.i != y.call.i) return op + ": integer parameters " + Ints(x.call.i) + " against " + Ints(y.call.i);
+      if (!SameBits(x.call.f, y.call.f)) return op + ": float parameters " + Floats(x.call.f) + " against " + Floats(y.call.f);
+      if (!SameBufs(x.call.in, y.call.in) || !SameBufs(x.call.out, y.call.out)) return op + ": buffers of other sizes or dtypes";
+      if (x.ids_in != y.ids_in || x.ids_out != y.ids_out) return op + ": other buffers";
+    } else if (ea.kind == Kind::Upload) {
+      const auto &x = a.uploads[ea.index], &y = b.uploads[eb.index];
+      if (x.id != y.id || x.bytes != y.bytes) return at + ": an upload of another size or to another buffer";
+      if (x.input != y.input || x.input_offset != y.input_offset)
+        return at + ": an upload from " + (x.input < 0 ? std::string("data that is not an input") : str_cat("input ", x.input)) + " against one from " +
+               (y.input < 0 ? std::string("data that is not an input") : str_cat("input ", y.input));
+      if (x.input < 0 && x.constant != y.constant)
+        return at + str_cat(": ", x.bytes, " bytes uploaded from data that is not an input differ (pass that data as an input)");
+    } else {
+      const auto &x = a.zeros[ea.index], &y = b.zeros[eb.index];
+      if (x.id != y.id || x.bytes != y.bytes) return at + ": a zero-fill of another size or buffer";
+    }
+  }
+  if (a.events.size() != b.events.size()) return str_cat(a.events.size(), " events against ", b.events.size());
+  return "";
+}
+
+void Replay(OpProgram& p, const std::vector<program_detail::Input>& inputs) {
+  using program_detail::Kind;
+  constexpr const char* what = "programReplay";
+  if (inputs.size() != p.input_bytes.size()) throw_type_error(what, ": ", inputs.size(), " inputs for a program recorded with ", p.input_bytes.size());
+  for (size_t k = 0; k < inputs.size(); ++k)
+    if (inputs[k].bytes != p.input_bytes[k]) throw_range_error(what, ": inputs[", k, "] holds ", inputs[k].bytes, " bytes, the recording's ", p.input_bytes[k]);
+  // a buffer made by a recording that shares this pool and is still alive may hold a block this program writes
+  if (p.pool->live() != 0)
+    throw_type_error(what, ": ", p.pool->live(), " buffer(s) made while recording a program that shares this one's memory are still alive (a recording that could not become a program); dispose them first");
+  for (size_t k = 0; k < p.externals.size(); ++k) {
+    const auto& x = p.externals[k];
+    if (x.buf->disposed() || x.buf->data() != x.data)
+      throw_type_error(what, ": a buffer the program uses (made before its recording, ", x.bytes, " bytes) has been disposed since");
+    if (x.buf->pinned()) throw_type_error(what, ": a buffer the program uses is in use by a collective that has not been waited for");
+  }
+  for (const auto& e : p.events) {
+    switch (e.kind) {
+      case Kind::Op: {
+        const auto& op = p.ops[e.index];
+        op.fn(op.call);
+        break;
+      }
+      case Kind::Upload: {
+        const auto& u = p.uploads[e.index];
+        kDeviceMemory.upload(u.dst, u.input < 0 ? u.constant.data() : inputs[u.input].data + u.input_offset, u.bytes);
+        break;
+      }
+      case Kind::Zero: {
+        const auto& z = p.zeros[e.index];
+        if (z.bytes > 0) kDeviceMemory.zero(z.dst, z.bytes);
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void RegisterProgram(Napi::Env env, Napi::Object exports) {
+  exports.Set("programBegin", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      if (recording_program()) throw_type_error("programBegin: an op program is already recording (end or abort it first)");
+      auto inputs = InputsOf(info.Length() > 0 ? info[0] : info.Env().Undefined(), "programBegin");
+      std::shared_ptr<ProgramPool> pool;
+      if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) pool = ProgramOf(info[1], "programBegin (poolOf)")->pool;
+      auto* p = new OpProgram();
+      if (pool) p->pool = std::move(pool);
+      p->inputs = std::move(inputs);
+      for (const auto& in : p->inputs) p->input_bytes.push_back(in.bytes);
+      recording_program() = p;
+      return info.Env().Undefined();
+    });
+  }));
+  exports.Set("programAbort", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    OpProgram* p = recording_program();
+    recording_program() = nullptr;
+    delete p;  // its pool lives on in the internal buffers still alive, which give their memory back as they go
+    return Napi::Boolean::New(info.Env(), p != nullptr);
+  }));
+  exports.Set("programEnd", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      OpProgram* p = recording_program();
+      if (!p) throw_type_error("programEnd: no op program is recording");
+      recording_program() = nullptr;
+      std::unique_ptr<OpProgram> owned(p);
+      if (!p->failed.empty()) throw_type_error("programEnd: the recording cannot be replayed: ", p->failed);
+      if (p->pool->live() != 0)
+        throw_type_error("programEnd: the recording cannot be replayed: ", p->pool->live(),
+                         " buffer(s) created during it are still alive (a program's own buffers must all be disposed by its end)");
+      p->inputs.clear();
+      p->external_index.clear();
+      auto* box = new ProgramBox{owned.release()};
+      live_programs().insert(box->p);
+      live_boxes().insert(box);
+      return Napi::External<void>::New(info.Env(), box, [](Napi::Env, void* data) {
+        auto* b = static_cast<ProgramBox*>(data);
+        Destroy(b);
+        live_boxes().erase(b);
+        delete b;
+      });
+    });
+  }));
+  exports.Set("programReplay", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      if (recording_program()) throw_type_error("programReplay: an op program is recording (a replay is not recorded)");
+      OpProgram* p = ProgramOf(info.Length() > 0 ? info[0] : info.Env().Undefined(), "programReplay");
+      Replay(*p, InputsOf(info.Length() > 1 ? info[1] : info.Env().Undefined(), "programReplay"));
+      return info.Env().Undefined();
+    });
+  }));
+  exports.Set("programCompare", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      OpProgram* a = ProgramOf(info.Length() > 0 ? info[0] : info.Env().Undefined(), "programCompare");
+      OpProgram* b = ProgramOf(info.Length() > 1 ? info[1] : info.Env().Undefined(), "programCompare");
+      const std::string d = Compare(*a, *b);
+      return d.empty() ? info.Env().Null() : Napi::String::New(info.Env(), d);
+    });
+  }));
+  exports.Set("programInfo", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      OpProgram* p = ProgramOf(info.Length() > 0 ? info[0] : info.Env().Undefined(), "programInfo");
+      Napi::Env e = info.Env();
+      Napi::Object o = Napi::Object::New(e);
+      o.Set("ops", static_cast<double>(p->ops.size()));
+      o.Set("uploads", static_cast<double>(p->uploads.size()));
+      o.Set("zeros", static_cast<double>(p->zeros.size()));
+      o.Set("constantBytes", static_cast<double>(p->constant_bytes()));
+      Napi::Array ib = Napi::Array::New(e, p->input_bytes.size());
+      for (size_t k = 0; k < p->input_bytes.size(); ++k) ib.Set(static_cast<uint32_t>(k), static_cast<double>(p->input_bytes[k]));
+      o.Set("inputBytes", ib);
+      o.Set("externals", static_cast<double>(p->externals.size()));
+      o.Set("poolBytes", static_cast<double>(p->pool->bytes()));
+      Napi::Array names = Napi::Array::New(e, p->ops.size());
+      for (size_t k = 0; k < p->ops.size(); ++k) names.Set(static_cast<uint32_t>(k), p->ops[k].name);
+      o.Set("opNames", names);
+      return o;
+    });
+  }));
+  exports.Set("programDispose", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      Destroy(BoxOf(info.Length() > 0 ? info[0] : info.Env().Undefined(), "programDispose"));
+      return info.Env().Undefined();
+    });
+  }));
+}
+
+}  // namespace vw::napi
