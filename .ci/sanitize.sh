@@ -12,7 +12,7 @@
 # seed), VWLMM_FUZZ_TIME_MS / VWLMM_FUZZ_CALLS (fuzzing budget, default 60 s / 1,000,000 calls).
 # Test subset: tests/kernels, tests/engine, tests/tensor.test.ts, tests/autograd, tests/io, tests/fuzz (every
 # test that drives the native code directly) plus tests/nn and tests/model (the LLaMA / CLIP / VW-LMM modules
-# on those ops, a few seconds). Left out: tests/cli (trains the demo for minutes) and tests/data (no native
+# on those ops, a few seconds) and tests/train/replay.test.ts (op programs recorded and replayed by the Trainer). Left out: tests/cli (trains the demo for minutes) and tests/data (no native
 # code of ours; sharp's uninstrumented libvips under a preloaded ASan is not something to debug here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +50,7 @@ node -e '
 '
 
 status=0
-npx vitest run tests/kernels tests/engine tests/tensor.test.ts tests/autograd tests/io tests/nn tests/model tests/fuzz 2>&1 | tee "$log" || status=$?
+npx vitest run tests/kernels tests/engine tests/tensor.test.ts tests/autograd tests/io tests/nn tests/model tests/fuzz tests/train/replay.test.ts 2>&1 | tee "$log" || status=$?
 
 if grep -E -q 'ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: (Address|UndefinedBehavior)Sanitizer' "$log"; then
   echo "sanitize: FAILED: sanitizer report(s) in $log:" >&2

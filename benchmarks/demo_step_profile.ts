@@ -5,7 +5,11 @@
 // The rest of a step's wall time is outside the ops: JavaScript, autograd, batch assembly.
 //
 //   npx tsx benchmarks/demo_step_profile.ts [--stage questions|captions|vision] [--steps 100] [--top 0]
+//     [--replay on|off] [--device cpu|cuda]
 // (`vision` is stage 0; `captions` stage 1 with the tower frozen. VWLMM_NUM_THREADS, VWLMM_GEMM apply as usual.)
+// With replay on (TrainerOptions.replay, the default) the steps the trainer replays as op programs run no op through
+// callOp, so the op profile sees only what stays in JavaScript (the optimizer); the last line prints the replay
+// records and a hash of the trained weights, equal with replay on and off (the same numbers, bit for bit).
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -15,6 +19,8 @@ import { DEFAULT_RECIPE, Recipe, runRecipe } from '../src/demo/recipe';
 import { arg, printOpProfile } from './support';
 
 const stage = arg('stage', 'questions'), steps = Number(arg('steps', '100')), top = Number(arg('top', '0'));
+const replay = arg('replay', 'on') === 'on', device = arg('device', 'cpu') as 'cpu' | 'cuda';
+const replayRecords: string[] = [];
 const recordStage = { questions: 'questions', captions: 'captions-frozen-tower', vision: 'vision' }[stage];
 if (!recordStage) throw new Error(`demo_step_profile: --stage must be questions, captions or vision, not '${stage}'`);
 const n = (s: string) => (stage === s ? steps + 10 : 2);
@@ -24,6 +30,7 @@ const r: Recipe = {
   stage1: { ...DEFAULT_RECIPE.stage1, steps: n('captions') },
   stage2: { ...DEFAULT_RECIPE.stage2, steps: n('questions') },
 };
+let weightHash = '';
 (async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'demo-step-profile-'));
   let first = -1, last = -1, t0 = 0, t1 = 0;
@@ -44,8 +51,9 @@ const r: Recipe = {
   gcObserver.observe({ entryTypes: ['gc'] });
   try {
     const res = await runRecipe(r, {
-      outDir: dir, logEvery: 10,
+      outDir: dir, logEvery: 10, replay, device,
       onLog: (rec) => {
+        if (rec.type === 'replay') replayRecords.push(`${rec.stage} step ${rec.step}: ${rec.used ? `replayed (${rec.ops} ops)` : `stopped: ${rec.why}`}`);
         if (rec.stage !== recordStage || typeof rec.step !== 'number') return;
         if (first < 0 && rec.step >= 10) {
           profileOps(true);
@@ -57,6 +65,13 @@ const r: Recipe = {
         }
       },
     });
+    // FNV-1a over every parameter's bytes: equal hashes, equal weights
+    let h = 0x811c9dc5;
+    for (const p of res.model.parameters()) {
+      const b = new Uint8Array((p.toArray() as Float32Array).buffer);
+      for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i], 0x01000193) >>> 0;
+    }
+    weightHash = h.toString(16).padStart(8, '0');
     res.model.dispose();
   } finally {
     gcObserver.disconnect();
@@ -71,4 +86,5 @@ const r: Recipe = {
   console.log(`host cache a step: ${per(m0.systemAllocs, m1.systemAllocs)} system allocations, ${per(m0.evictions, m1.evictions)} evictions, ${per(m0.cacheHits, m1.cacheHits)} hits; ${(m1.reservedBytes / 2 ** 20).toFixed(0)} MiB reserved (${(m1.cachedBytes / 2 ** 20).toFixed(0)} cached), peak ${(m1.peakReservedBytes / 2 ** 20).toFixed(0)} MiB`);
   console.log(`V8 collections over those steps: ${gc.major} mark-compact, ${gc.minor} scavenge, ${(gc.ms / k).toFixed(2)} ms a step paused`);
   printOpProfile(entries, k, top);
+  console.log(`replay ${replay ? 'on' : 'off'} (${replayRecords.join('; ') || 'no replay records'}); weights ${weightHash}`);
 })();

@@ -13,15 +13,16 @@
 #                        .device/pylib.tar.xz --exclude=__pycache__ -C /tmp/pylib-src peft accelerate psutil
 #                        $(cd /tmp/pylib-src && ls -d *.dist-info)`
 # SECTIONS picks what runs (default: all but synctests and profile, in this order): tests synctests profile syncs
-# nccl train attention lora generate answer amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
+# replay nccl train attention lora generate answer amp demo bench. CUDA runs in async mode (its default) unless the section says otherwise.
 # REUSE=1 keeps the previous call's unpacked, built tree on a still-warm machine (no unpack, no build).
 # A 15-minute lease: the 2026-12-04 session ran call 1 (~4 min + ~30 s start) SECTIONS="tests synctests syncs nccl train
 # profile amp" TEST_TIMEOUT=200 and call 2 (REUSE=1, ~4.5 min) SECTIONS="demo bench" (benchmarks/RESULTS.md, "The GPU
 # check on an H200"). Since then "train" runs vwlmm twice (tiled and gemm attention, ~40 s more) and "attention"
 # (~1-2 min) and "lora" (7B: ~3-5 min) were added, which do not fit one lease with the rest. A plan for the next one:
-#   call 1: SECTIONS="tests syncs nccl train attention" TEST_TIMEOUT=200 (the gemm attention's parity, the fused
-#   losses' partial gradients and the bf16 residual stream (2026-12-05), host syncs and the host cost per op on CUDA
-#   (~1 min), NCCL's bf16 gather, overlap and ordering probe (~1 min), then the gemm attention's speed)
+#   call 1: SECTIONS="tests syncs replay nccl train attention" TEST_TIMEOUT=200 (the gemm attention's parity, the
+#   fused losses' partial gradients, the bf16 residual stream and op programs (2026-12-05/06), host syncs and the host
+#   cost per op on CUDA (~1 min), each demo stage's step replayed against JavaScript (~1.5 min), NCCL's bf16 gather,
+#   overlap and ordering probe (~1 min), then the gemm attention's speed)
 #   call 2, REUSE=1: SECTIONS="lora generate answer" LORA_TIMEOUT=120 GEN_TIMEOUT=100 ANSWER_TIMEOUT=120 (issue 12's
 #   7B LoRA against PEFT, vwlmm with the bf16 residual stream as HF's bf16 model, and 7B generation against
 #   transformers; issue 17's answers/s; the default timeouts add up to more than a call's 600 s), then give the
@@ -34,7 +35,7 @@ L=/tmp/vwlmm-logs; rm -rf "$L"; mkdir -p "$L"
 # packed after each section too: a run killed at the tool's limit (SIGKILL: no EXIT trap) keeps what finished
 pack() { tar -czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null; }
 trap pack EXIT
-SECTIONS=" ${SECTIONS:-tests syncs nccl train attention lora generate answer amp demo bench} "
+SECTIONS=" ${SECTIONS:-tests syncs replay nccl train attention lora generate answer amp demo bench} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 mkdir -p /tmp/nodebin && [ -x /tmp/nodebin/node ] || xz -dc .device/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node
 export PATH=/tmp/nodebin:$PATH
@@ -106,6 +107,18 @@ if want syncs; then
   for mode in 1 0; do
     VWLMM_CUDA_ASYNC=$mode timeout 60 node node_modules/tsx/dist/cli.mjs benchmarks/op_overhead.ts --device cuda --calls 20000 --rounds 3 >"$L/op_overhead_$mode.log" 2>&1
     echo "op overhead (VWLMM_CUDA_ASYNC=$mode): rc $?"; grep -E "^cuda " "$L/op_overhead_$mode.log" | sed 's/^/  /'
+  done
+  pack
+fi
+if want replay; then
+  # op programs (src/program.ts) on CUDA: each demo stage's step in JavaScript and replayed natively; ms a step, and
+  # the trained weights' hash, which must be equal (the same kernels on the same buffers: bit for bit); not yet run
+  # on a GPU (RESULTS.md, "Op programs")
+  for st in vision captions questions; do
+    for rp in off on; do
+      timeout 60 node node_modules/tsx/dist/cli.mjs benchmarks/demo_step_profile.ts --device cuda --stage $st --steps 150 --replay $rp >"$L/replay_${st}_$rp.log" 2>&1
+      echo "replay $st $rp: rc $? $(head -1 "$L/replay_${st}_$rp.log") | $(tail -1 "$L/replay_${st}_$rp.log" | head -c 300)"
+    done
   done
   pack
 fi

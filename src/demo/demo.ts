@@ -118,11 +118,11 @@ export function visualWordAgreement(model: VwLmm, tokenizer: TextTokenizer, spli
   return visualWordStats(model, tokenizer, split, maxImages).agreement;
 }
 
-async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>, group?: ProcessGroup): Promise<{ result: DemoRunResult | null; model: VwLmm; val: SplitData; tower: Map<string, Float32Array> | null }> {
+async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>, group?: ProcessGroup, replay?: boolean): Promise<{ result: DemoRunResult | null; model: VwLmm; val: SplitData; tower: Map<string, Float32Array> | null }> {
   const t0 = Date.now();
   const progress = new Progress(50, quiet ? process.stderr : process.stdout);
   const res = await runRecipe(recipe, {
-    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group, reproduce: { dataDir },
+    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group, replay, reproduce: { dataDir },
     tokenizerJson: JSON.parse(fs.readFileSync(path.join(dataDir, 'tokenizer.json'), 'utf8')),
     onLog: (r) => {
       progress.update(r);
@@ -166,6 +166,8 @@ export interface DemoOptions {
   schedule?: 'default' | 'paper';
   /** The PIF variant / a detached KL target (Recipe.pif, Recipe.detachTarget); default the recipe's. */
   pif?: boolean; detachTarget?: boolean;
+  /** TrainerOptions.replay (default true; `vwlmm demo --no-replay`): steps replayed as op programs, the same numbers. */
+  replay?: boolean;
   /**
    * Data-parallel over this group's ranks, each running runDemo with the same options (`vwlmm demo --nproc-per-node
    * N`): the recipe's batches are the global ones, split over the ranks (RunRecipeOptions.processGroup). Rank 0
@@ -179,7 +181,7 @@ async function trainOnly(o: DemoOptions, recipe: Recipe, group: ProcessGroup): P
   const dataDir = path.join(o.outDir, 'data');
   group.barrier(); // rank 0 has written the data
   const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
-  const run = async (r: Recipe, dir: string, tower?: Map<string, Float32Array>) => oneRun(r, path.join(o.outDir, dir), dataDir, tokenizer, () => undefined, o.quiet, !!o.resume, o.device, o.dtype, tower, group);
+  const run = async (r: Recipe, dir: string, tower?: Map<string, Float32Array>) => oneRun(r, path.join(o.outDir, dir), dataDir, tokenizer, () => undefined, o.quiet, !!o.resume, o.device, o.dtype, tower, group, o.replay);
   const main = await run(recipe, 'vw');
   main.model.dispose();
   group.barrier(); // rank 0's evaluation and plots
@@ -215,7 +217,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
   group?.barrier(); // the other ranks read the tokenizer rank 0 wrote (trainOnly)
   const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
   log(`training VW-LMM (vmWeight ${recipe.vmWeight}${recipe.pif ? ', PIF' : ''}${recipe.detachTarget ? ', target detached' : ''}): stage 0 vision tower ${recipe.stage0.steps} steps, ${recipe.text?.steps ? `text ${recipe.text.steps} steps, ` : ''}stage 1 captions ${recipe.stage1.steps} steps${recipe.stage1.freezeLlm ? ' (LLM frozen)' : ''}, stage 2 questions ${recipe.stage2.steps} steps`);
-  const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, undefined, group);
+  const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, undefined, group, o.replay);
   const metrics = path.join(o.outDir, 'vw', 'metrics.jsonl');
   const lossCurve = path.join(o.outDir, 'vw', 'loss_curve.png');
   await plotMetrics(metrics, lossCurve, `VW-LMM on Sort-of-CLEVR (seed ${o.seed})`);
@@ -231,7 +233,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
   let ablation: DemoRunResult | undefined;
   if (o.ablation) {
     log('ablation: the same run with vmWeight 0 (plain LLaVA objective), from the same stage-0 tower');
-    const a = await oneRun({ ...recipe, vmWeight: 0, pif: false }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group);
+    const a = await oneRun({ ...recipe, vmWeight: 0, pif: false }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group, o.replay);
     a.model.dispose();
     ablation = a.result!;
   }

@@ -195,6 +195,8 @@ export interface RunRecipeOptions {
   device?: DeviceSpec;
   /** The compute dtype of every stage (TrainerOptions.dtype): default bf16 on CUDA, fp32 on the CPU. */
   dtype?: ComputeDtype;
+  /** TrainerOptions.replay for every stage (default true): steps replayed as op programs, the same numbers bit for bit. */
+  replay?: boolean;
   onLog?: (rec: Record<string, unknown>) => void;
   tokenizerJson?: Record<string, unknown>;
   /** Continue from the newest complete checkpoint in outDir (stage 0 is skipped: its tower is in it). */
@@ -320,7 +322,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     const stop = new StopRequest();
     const remove = opts.handleSignals ? installStopHandlers(stop) : null;
     try {
-      const v = await pretrainVisionTower(model, train, { ...r.stage0, seed: r.seed, mean: cfg.image.mean, std: cfg.image.std, onLog: opts.onLog, logEvery: opts.logEvery ?? 100, stop, dtype: opts.dtype, processGroup: opts.processGroup }, val);
+      const v = await pretrainVisionTower(model, train, { ...r.stage0, seed: r.seed, mean: cfg.image.mean, std: cfg.image.std, onLog: opts.onLog, logEvery: opts.logEvery ?? 100, stop, dtype: opts.dtype, processGroup: opts.processGroup, replay: opts.replay }, val);
       opts.onLog?.({ stage: 'vision', done: true, seconds: v.seconds, ...Object.fromEntries(Object.entries(v.accuracy).map(([k, a]) => [`acc_${k}`, a])) });
       tower = new Map([...model.visionTower.namedParameters()].map(([n, t]) => [n, t.toArray() as Float32Array]));
     } finally {
@@ -428,7 +430,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   const reproduce = opts.reproduce && (opts.processGroup?.rank ?? 0) === 0 && recordStages.length > 0 ? opts.reproduce : null;
   if (reproduce) writeStageFiles(reproduce.dataDir, recordStages, { seed: r.seed, trainImages: r.trainImages, ...QUESTIONS_PER_IMAGE });
   const trainer = new Trainer(model, stages, {
-    seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype: opts.dtype, processGroup: opts.processGroup,
+    seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype: opts.dtype, processGroup: opts.processGroup, replay: opts.replay,
     evaluate: (m, where) => {
       if (where.stage === 'text') return {} as Record<string, number>; // no image has been seen yet
       const rel = r.stage1.relational, shapes = captionWordAccuracy(m, val, tokenizer, ['square', 'circle'], rel);

@@ -8,7 +8,8 @@
 // 49-58% after 2,000 steps, benchmarks/RESULTS.md), while direct supervision teaches them in ~1,500 steps.
 //
 // It runs on the Trainer (src/train/trainer.ts) as one stage with its own loss (Stage.loss: the read-out's
-// cross-entropies) and the queries and heads as the stage's extraParameters, so schedule, clipping,
+// cross-entropies, from the batch's arrays made by Stage.prepare, so the Trainer replays its steps as op programs)
+// and the queries and heads as the stage's extraParameters, so schedule, clipping,
 // non-finite steps and stop requests are the Trainer's. The Trainer gets no outDir: stage 0 writes neither
 // metrics.jsonl nor a checkpoint (the demo's run directory holds stages 1 and 2; a stop here leaves nothing
 // to resume, and a resumed demo skips stage 0), and its records reach onLog as { stage: 'vision', step, loss, elapsed }.
@@ -152,11 +153,11 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
       // the data order's own seed: with opts.seed it would replay the order of the demo's first caption stage
       seed: gen.int(2 ** 31),
       stop: opts.stop, logEvery: opts.logEvery ?? 100, dtype: opts.dtype, processGroup: opts.processGroup, replay: opts.replay,
-      // train records in stage 0's own shape, and skipped (NaN / Inf) steps; not its 'summary': the demo's
+      // train records in stage 0's own shape, skipped (NaN / Inf) steps and replay records; not its 'summary': the demo's
       // log has one, the main run's (estimate.ts times that run by it)
       onLog: (r) => {
         if (r.type === 'train') opts.onLog?.({ stage: 'vision', step: r.step, loss: r.loss, elapsed: r.elapsed });
-        else if (r.type === 'nonfinite') opts.onLog?.(r);
+        else if (r.type === 'nonfinite' || r.type === 'replay') opts.onLog?.(r);
       },
     }).runAsync();
     // per attribute; with 'both' the object read-out's as object_<attribute>

@@ -50,6 +50,28 @@ export interface LossOutput {
   klRows: number;
 }
 
+const spliceIndexes = new WeakMap<object, { positions: Int32Array; B: number; T: number; idx: Int32Array }>();
+
+/**
+ * [B*T] the row of concat([token embeddings, image features]) each position of the batch takes: its own token, or
+ * image feature k at imagePositions[k]. Made once per batch object (again if its positions or sizes have changed since),
+ * so that it is one of the batch's arrays: what an op program of the step takes as an input (src/train/replay.ts).
+ */
+export function spliceIndexOf(batch: Pick<ModelBatch, 'B' | 'T' | 'imagePositions'>): Int32Array {
+  const { B, T, imagePositions } = batch;
+  const known = spliceIndexes.get(batch);
+  // the positions compared by value (a caller may refill the same array): a few thousand integers, once a step
+  if (known && known.B === B && known.T === T && known.positions.length === imagePositions.length && known.positions.every((p, k) => p === imagePositions[k])) return known.idx;
+  const idx = new Int32Array(B * T);
+  for (let i = 0; i < idx.length; i++) idx[i] = i;
+  imagePositions.forEach((pos, k) => {
+    if (!Number.isInteger(pos) || pos < 0 || pos >= B * T) throw new RangeError(`VwLmm: image position ${pos} is outside the batch (${B} x ${T})`);
+    idx[pos] = B * T + k;
+  });
+  spliceIndexes.set(batch, { positions: imagePositions.slice(), B, T, idx });
+  return idx;
+}
+
 /** LLaVA's LlavaLlamaModel: the LLaMA decoder plus mm_projector and vision_tower. */
 class LlavaModel extends LlamaDecoder {
   readonly mm_projector: Projector;
@@ -159,13 +181,7 @@ export class VwLmm extends Module {
       throw new RangeError(`VwLmm: ${features.shape[0]} image features for ${batch.imagePositions.length} image positions`);
     let feats = features;
     if (this.config.pif) feats = F.pseudoImageFeatures(features, this.vm_head!.weight, this.model.embed_tokens.weight);
-    const idx = new Int32Array(B * T);
-    for (let i = 0; i < idx.length; i++) idx[i] = i;
-    batch.imagePositions.forEach((pos, k) => {
-      if (!Number.isInteger(pos) || pos < 0 || pos >= B * T) throw new RangeError(`VwLmm: image position ${pos} is outside the batch (${B} x ${T})`);
-      idx[pos] = B * T + k;
-    });
-    const spliced = F.gatherRows(F.concat([text, feats], 0), Tensor.fromArray(idx, [B * T], { device: this.device }));
+    const spliced = F.gatherRows(F.concat([text, feats], 0), Tensor.fromArray(spliceIndexOf(batch), [B * T], { device: this.device }));
     return F.reshape(spliced, [B, T, D]);
   }
 

@@ -62,6 +62,8 @@ export interface FileTrainOptions {
   processGroup?: ProcessGroup;
   /** Data-parallel: the dtype the updated weights are all-gathered in (TrainerOptions.gatherDtype). */
   gatherDtype?: 'float32' | 'bfloat16';
+  /** TrainerOptions.replay (default true; `vwlmm train --no-replay`). */
+  replay?: boolean;
 }
 
 export interface PreparedData {
@@ -200,7 +202,7 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
     loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx),
   };
   fs.mkdirSync(o.outDir, { recursive: true });
-  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype });
+  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype, replay: o.replay });
   const state = await trainer.runAsync(o.resume);
   return { data, state };
 }

@@ -1,102 +1,125 @@
-// The trainer's op programs (src/program.ts) for a stage with `prepare` (TrainerOptions.replay). The stage's first
-// step in a run runs in JavaScript and leaves its gradients allocated; the next two steps are recorded, one program
-// per micro-batch (the first one zeroes the gradients in place); when the two recordings agree call for call, the
-// second is replayed for the rest of the stage. A replay runs the recorded kernels on the recorded buffers, so the
-// stage trains to the same numbers, bit for bit, as without it (tests/train/replay.test.ts).
+// The trainer's op programs (src/program.ts) for a stage whose steps make the same calls for every batch of the same
+// sizes: a stage with `prepare` (its own loss), or one of VwLmm.loss on model batches (modelBatchArrays). The stage's
+// first step in a run runs in JavaScript and leaves its gradients allocated. After it, a step is keyed by the byte
+// sizes of its data; the first two steps of a key are recorded as they run, one program per optimizer step (the
+// autocast region, its forward and backward, the gradients zeroed in place first); when the two agree
+// call for call, the key's later steps replay the second. The programs of a stage share one memory pool. A replay runs
+// the recorded kernels on the recorded buffers, so the stage trains to the same numbers, bit for bit, as without it
+// (tests/train/replay.test.ts, tests/demo/vision_pretrain.test.ts).
 import { callOp } from '../call_op';
 import { OpProgram } from '../program';
 import { Device, keep, Tensor } from '../tensor';
+import type { ModelBatch } from '../model/vwlmm';
+import { spliceIndexOf } from '../model/vwlmm';
 
-export type ReplayPhase = 'first' | 'record' | 'replay' | 'off';
+export type ReplayPhase = 'first' | 'on' | 'off';
+
+/** What VwLmm.loss uploads from a model batch, in a fixed order (absent ones empty): a program's inputs. */
+export function modelBatchArrays(batch: ModelBatch): ArrayBufferView[] {
+  const none = new Int32Array(0);
+  return [batch.tokenIds, batch.attentionMask, spliceIndexOf(batch), batch.pixelValues ?? new Float32Array(0), batch.targets ?? none, batch.klRows?.rows ?? none, batch.klRows?.featureIndex ?? none];
+}
+
+interface Entry {
+  recordings: OpProgram[];
+  program: OpProgram | null;
+}
 
 export class StageReplay {
   phase: ReplayPhase = 'first';
   /** The step's stats tensor, kept through the stage: the programs write the losses there. */
   readonly stats: Tensor;
   private grads: Tensor[] = [];
-  private recording: OpProgram[] = [];
-  private recorded: OpProgram[][] = [];
-  private programs: OpProgram[] = [];
+  private readonly entries = new Map<string, Entry>();
   /** Why the stage went on in JavaScript ('off'), once it has. */
   why: string | null = null;
-  private reported = false;
+  /** Steps replayed, recorded, and run in JavaScript alone. */
+  readonly counts = { replayed: 0, recorded: 0, javascript: 0 };
 
   constructor(readonly device: Device, statsSize: number) {
     this.stats = keep(Tensor.zeros([statsSize], { device }));
   }
 
+  /** A live program of the stage (the pool a new recording shares), or undefined. */
+  private anchor(): OpProgram | undefined {
+    for (const e of this.entries.values()) {
+      const p = e.program ?? e.recordings[0];
+      if (p) return p;
+    }
+    return undefined;
+  }
+
   /**
-   * Micro-batch m of the step: replayed, recorded, or run by `body` as it is. Returns after the micro-batch's
-   * forward and backward, whichever way they ran.
+   * One optimizer step (of one micro-batch: with gradient accumulation the trainer does not replay, since a stage may
+   * reuse a batch's arrays for the next micro-batch): `step` runs its forward and backward in JavaScript, `data` is
+   * what they upload. Replayed, recorded, or run as it is. Returns a record to log when replay starts or stops.
    */
-  run(m: number, data: ArrayBufferView[], body: () => void): void {
-    if (this.phase === 'replay') {
-      this.programs[m].replay(data);
-      return;
+  run(data: ArrayBufferView[], step: () => void): Record<string, unknown> | undefined {
+    if (this.phase !== 'on') {
+      this.counts.javascript++;
+      step();
+      return undefined;
     }
-    if (this.phase !== 'record') {
-      body();
-      return;
+    const key = data.map((a) => a.byteLength).join(',');
+    const e = this.entries.get(key) ?? { recordings: [], program: null };
+    this.entries.set(key, e);
+    if (e.program) {
+      this.counts.replayed++;
+      e.program.replay(data);
+      return undefined;
     }
+    this.counts.recorded++;
     const r = OpProgram.tryRecord(this.device, data, () => {
       // the gradients kept from the last step, zeroed in place (set_to_none=False): 0 + g is g, so the numbers
       // are those of gradients made anew
-      if (m === 0) for (const g of this.grads) callOp('fill', this.device, [], [g], [g.size], [0]);
-      body();
-    });
-    if ('why' in r) this.stop(`step not replayable: ${r.why}`);
-    else this.recording.push(r.program);
+      for (const g of this.grads) callOp('fill', this.device, [], [g], [g.size], [0]);
+      step();
+    }, { poolOf: this.anchor() });
+    if ('why' in r) return this.stop(`a step could not be recorded: ${r.why}`);
+    e.recordings.push(r.program);
+    if (e.recordings.length < 2) return undefined;
+    const diff = e.recordings[0].differenceFrom(e.recordings[1]);
+    if (diff !== null) return this.stop(`two recorded steps of the same sizes differ: ${diff}`);
+    e.program = e.recordings[1];
+    e.recordings[0].dispose();
+    e.recordings = [];
+    const programs = [...this.entries.values()].filter((x) => x.program).length;
+    if (programs > 1) return undefined;
+    const info = e.program.info();
+    return { used: true, ops: info.ops, poolBytes: info.poolBytes };
+  }
+
+  /** Steps replayed, recorded and run in JavaScript alone; the programs kept and their pool's bytes. */
+  summary(): Record<string, unknown> {
+    const programs = [...this.entries.values()].map((e) => e.program).filter((p): p is OpProgram => p !== null);
+    return { ...this.counts, programs: programs.length, poolBytes: programs.length ? programs[0].info().poolBytes : 0, ...(this.why ? { why: this.why } : {}) };
   }
 
   /**
    * After the optimizer step: whether the caller frees the gradients now (true) or they stay for the next step's
-   * programs. Returns a record to log when the phase changed.
+   * programs.
    */
-  afterStep(params: Tensor[]): { free: boolean; record?: Record<string, unknown> } {
+  afterStep(params: Tensor[]): boolean {
     if (this.phase === 'first') {
       this.grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
-      this.phase = 'record';
-      return { free: false };
+      this.phase = 'on';
     }
-    if (this.phase === 'record') {
-      this.recorded.push(this.recording);
-      this.recording = [];
-      if (this.recorded.length < 2) return { free: false };
-      const [a, b] = this.recorded;
-      const diff = a.length !== b.length ? `${a.length} micro-batches recorded against ${b.length}` : a.map((p, m) => p.differenceFrom(b[m])).find((d) => d !== null) ?? null;
-      if (diff !== null) {
-        this.stop(`two recorded steps differ: ${diff}`);
-        this.reported = true;
-        return { free: true, record: { used: false, why: this.why } };
-      }
-      a.forEach((p) => p.dispose());
-      this.programs = b;
-      this.recorded = [];
-      this.phase = 'replay';
-      const info = b.map((p) => p.info());
-      return { free: false, record: { used: true, programs: b.length, ops: info.reduce((n, i) => n + i.ops, 0), poolBytes: info.reduce((n, i) => n + i.poolBytes, 0) } };
-    }
-    if (this.phase === 'off') {
-      const record = this.why && !this.reported ? { used: false, why: this.why } : undefined;
-      this.reported = true;
-      return { free: true, record };
-    }
-    return { free: false };
+    return this.phase === 'off';
   }
 
   /** Back to JavaScript for the rest of the stage (a step that cannot be replayed, or a non-finite one). */
-  stop(why: string): void {
-    if (this.phase === 'off') return;
+  stop(why: string): Record<string, unknown> | undefined {
+    if (this.phase === 'off') return undefined;
+    const wasOn = this.phase === 'on';
     this.phase = 'off';
     this.why = why;
     this.disposePrograms();
+    return wasOn ? { used: false, why } : undefined;
   }
 
   private disposePrograms(): void {
-    for (const p of [...this.recording, ...this.recorded.flat(), ...this.programs]) p.dispose();
-    this.recording = [];
-    this.recorded = [];
-    this.programs = [];
+    for (const e of this.entries.values()) for (const p of [...e.recordings, ...(e.program ? [e.program] : [])]) p.dispose();
+    this.entries.clear();
     this.grads = [];
   }
 

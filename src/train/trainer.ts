@@ -44,7 +44,7 @@ import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { storeFrozenWeights } from '../nn/layers';
 import type { ProcessGroup } from '../distributed/process_group';
 import { ZeroAdamW } from '../distributed/zero';
-import { StageReplay } from './replay';
+import { modelBatchArrays, StageReplay } from './replay';
 import { cosineWithWarmup } from './schedule';
 import { installStopHandlers, NonFiniteError, StopRequest, TrainingInterrupted } from './interrupt';
 import type { TrainerState } from './state';
@@ -90,9 +90,8 @@ export interface Stage {
   /**
    * With `loss`: the micro-batch's host data (typed arrays), made from its sample indices and passed to loss as
    * `data`; loss then uploads only those arrays (Tensor.fromArray on them, or on slices of them) and builds nothing
-   * else from the indices. Such a step computes the same ops for every batch, so the trainer records it as an op
-   * program (src/program.ts) and replays that natively (TrainerOptions.replay): the same numbers, bit for bit,
-   * without JavaScript per op.
+   * else from the indices, so that its calls are the same for every batch of the same sizes. The trainer then replays
+   * its steps as op programs (TrainerOptions.replay). A model batch's arrays are modelBatchArrays (src/train/replay.ts).
    */
   prepare?: (indices: number[]) => ArrayBufferView[];
   /**
@@ -204,11 +203,15 @@ export interface TrainerOptions {
   /** Data-parallel: the weights' all-gather overlaps the next forward (ZeroOptions.overlapGather; default true). */
   overlapGather?: boolean;
   /**
-   * Stages with `prepare` (default true): after the stage's first step, two steps are recorded as op programs
-   * (src/program.ts), one per micro-batch; when the two recordings agree call for call, the rest of the stage
-   * replays them. Each parameter's gradient then stays allocated through the stage (zeroed by the program, as
-   * torch's zero_grad(set_to_none=False)). When they differ, or a step is non-finite, the stage goes on in
-   * JavaScript; a 'replay' record says which and why. Not with a processGroup.
+   * Replay steps as op programs (src/program.ts, src/train/replay.ts; default true): a stage of model batches
+   * (makeBatch / loadBatch: VwLmm.loss), or with its own loss and `prepare`, runs its first step in JavaScript, then
+   * records the first two steps of each batch shape (the byte sizes of the step's data) as they run; when the two agree
+   * call for call, that shape's later steps replay natively: the same kernels on the same buffers, so the same numbers
+   * bit for bit, without JavaScript, autograd or N-API per op (on the CPU demo a stage-0 step 25 -> 18 ms). The
+   * gradients then stay allocated through the stage (zeroed in place, torch's zero_grad(set_to_none=False)). Two
+   * recordings that differ, a step that cannot be recorded (one that reads a value to the host) or a non-finite step
+   * send the stage back to JavaScript; a 'replay' record says when replay starts and why it stops. Not with a
+   * processGroup or gradient accumulation (a stage may reuse one micro-batch's arrays for the next).
    */
   replay?: boolean;
 }
@@ -519,8 +522,9 @@ export class Trainer {
           opt.loadState(optimizerEntries(resume.optimizer, params.length));
         }
         resume = undefined;
-        // op programs for a stage with prepare (not data-parallel: its collectives run between the ops)
-        replay = s.prepare && this.opts.replay !== false && !this.group ? new StageReplay(this.model.device, 3 * (s.gradAccum ?? 1) + 1) : null;
+        // op programs (not data-parallel: its collectives run between the ops)
+        // nor with gradient accumulation: a stage may reuse one micro-batch's arrays for the next (Stage.makeBatch)
+        replay = this.opts.replay !== false && !this.group && (s.gradAccum ?? 1) === 1 && (s.prepare || !s.loss) ? new StageReplay(this.model.device, 4) : null;
         const total = stageSteps(s, this.world);
         const t0 = Date.now();
         let tokens = 0;
@@ -554,6 +558,8 @@ export class Trainer {
           yield;
         }
         if (opt instanceof ZeroAdamW) opt.finish(); // gatherDtype bfloat16: the stage's model is the float32 masters
+        // how the stage's steps ran: replayed, recorded (they ran in JavaScript as they were recorded), JavaScript alone
+        if (replay) this.log({ type: 'replay', stage: s.name, step: state.step, globalStep: state.globalStep, summary: true, ...replay.summary() });
       } finally {
         if (replay) {
           replay.dispose();
@@ -592,28 +598,35 @@ export class Trainer {
     let stepTokens = 0, ran = 0;
     let v: Float32Array | null = null; // the step's stats, read once
     try {
+      // Replayable (one micro-batch): its batch and data first, as the op program covers the whole step. Otherwise
+      // each micro-batch's batch is made as it comes (a stage may reuse its arrays: Stage.makeBatch).
+      const upFront = replay !== null && replay.phase !== 'off';
+      const micro: { idx: number[]; batch: ModelBatch | null; data: ArrayBufferView[] | undefined }[] = [];
+      const microBatch = (m: number) => {
+        if (micro[m]) return micro[m];
+        const idx = batchIndices(state.seed, s, state.step, m, this.rank, this.world);
+        const batch = s.loss ? null : this.batchOf(s, state.stage, state.step, m, idx);
+        return (micro[m] = { idx, batch, data: s.prepare ? s.prepare(idx) : batch ? modelBatchArrays(batch) : undefined });
+      };
+      if (upFront) for (let m = 0; m < accum; m++) microBatch(m);
       // One autocast region for all micro-batches: each weight is cast to bf16 once per step (not per use);
       // the region ends before the clipping and the fp32 update.
-      autocast(this.dtype, () => {
+      const runStep = () => autocast(this.dtype, () => {
         for (let m = 0; m < accum && !bad; m++) {
-          const idx = batchIndices(state.seed, s, state.step, m, this.rank, this.world);
+          const { idx, batch, data } = microBatch(m);
           samples.push(idx);
-          const batch = s.loss ? null : this.batchOf(s, state.stage, state.step, m, idx);
-          const data = s.prepare?.(idx);
-          const body = () => scope(() => {
-            const out = stageLoss(this.model, s, idx, batch, data);
-            put(out.loss, 3 * m);
-            put(out.ceLoss, 3 * m + 1);
-            put(out.klLoss, 3 * m + 2);
-            // micro-batches average: each backward carries 1/accum of the gradient. A non-finite loss
-            // back-propagates too (its gradients are dropped with the step once the read shows it).
-            const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
-            if (dp && m === accum - 1) dp.armForBackward(); // the last micro-batch's gradients are final: reduce as they come
-            scaled.backward();
-          });
           try {
-            if (replay && data) replay.run(m, data, body);
-            else body();
+            scope(() => {
+              const out = stageLoss(this.model, s, idx, batch, data);
+              put(out.loss, 3 * m);
+              put(out.ceLoss, 3 * m + 1);
+              put(out.klLoss, 3 * m + 2);
+              // micro-batches average: each backward carries 1/accum of the gradient. A non-finite loss
+              // back-propagates too (its gradients are dropped with the step once the read shows it).
+              const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
+              if (dp && m === accum - 1) dp.armForBackward(); // the last micro-batch's gradients are final: reduce as they come
+              scaled.backward();
+            });
             if (batch) stepTokens += batch.attentionMask.reduce((a, b) => a + b, 0);
             ran = m + 1;
           } catch (e) {
@@ -622,6 +635,27 @@ export class Trainer {
           }
         }
       });
+      if (replay && upFront) {
+        let record: Record<string, unknown> | undefined;
+        try {
+          record = replay.run(micro[0].data!, runStep);
+        } catch (e) {
+          // a replayed kernel that refused a non-finite value: which micro-batch is not known
+          if (!isNonFiniteError(e)) throw e;
+          bad = { what: 'loss', micro: null, detail: e.message };
+        }
+        if (samples.length === 0) {
+          // replayed: what the JavaScript loop records, from the batches
+          for (const x of micro) {
+            samples.push(x.idx);
+            if (x.batch) stepTokens += x.batch.attentionMask.reduce((a, b) => a + b, 0);
+          }
+          if (!bad) ran = accum;
+        }
+        if (record) this.log({ type: 'replay', stage: s.name, step: state.step + 1, globalStep: state.globalStep + 1, ...record });
+      } else {
+        runStep();
+      }
       // micro-batches loaded ahead but not used (a non-finite input ended the step early) are dropped with it
       for (let m = 0; m < accum; m++) this.ready.delete(batchKey(state.stage, state.step, m));
       if (dp) {
@@ -661,7 +695,8 @@ export class Trainer {
     }
     if (bad) {
       clearTape();
-      replay?.stop('a non-finite step');
+      const stopped = replay?.stop('a non-finite step');
+      if (stopped) this.log({ type: 'replay', stage: s.name, step: state.step + 1, globalStep: state.globalStep + 1, ...stopped });
       zeroGrad(params);
       dp?.discard();
       const b = bad as { what: string; micro: number | null; detail: string };
@@ -687,9 +722,7 @@ export class Trainer {
     const factor = (s.maxGradNorm ?? 1.0) / (gradNorm + 1e-6);
     opt.step({ gradScale: factor < 1 ? factor : 1 });
     addTokens(stepTokens);
-    const kept = replay?.afterStep(params);
-    if (kept?.record) this.log({ type: 'replay', stage: s.name, step: state.step + 1, globalStep: state.globalStep + 1, ...kept.record });
-    if (!kept || kept.free) zeroGrad(params);
+    if (!replay || replay.afterStep(params)) zeroGrad(params);
     state.step++;
     state.globalStep++;
     const elapsed = (Date.now() - t0) / 1000, eta = (elapsed / state.step) * (total - state.step);

@@ -53,7 +53,14 @@ describe('demo stage 0: vision tower pretraining', () => {
     const tower0 = snapshot(tower), rest0 = snapshot(rest);
     const live0 = memoryStats().cpu.liveBuffers;
     const logs: Record<string, unknown>[] = [];
-    const r = await pretrainVisionTower(model, split, { steps: 100, batchSize: 8, lr: 3e-3, seed: seeds.int(2 ** 31), mean: cfg.image.mean, std: cfg.image.std, onLog: (x) => logs.push(x), logEvery: 50 }, split);
+    const all: Record<string, unknown>[] = [];
+    const r = await pretrainVisionTower(model, split, { steps: 100, batchSize: 8, lr: 3e-3, seed: seeds.int(2 ** 31), mean: cfg.image.mean, std: cfg.image.std, onLog: (x) => all.push(x), logEvery: 50 }, split);
+    // the Trainer's replay record (steps 4-100 replayed as an op program) beside stage 0's own records
+    expect(all.filter((l) => l.type === 'replay')).toMatchObject([
+      { type: 'replay', stage: 'vision', step: 3, used: true },
+      { type: 'replay', stage: 'vision', summary: true, javascript: 1, recorded: 2, replayed: 97, programs: 1 },
+    ]);
+    logs.push(...all.filter((l) => l.type !== 'replay'));
     expect(changed(snapshot(tower), tower0)).toBe(true);
     expect(changed(snapshot(rest), rest0)).toBe(false);
     expect(memoryStats().cpu.liveBuffers).toBe(live0);

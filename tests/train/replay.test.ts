@@ -1,0 +1,100 @@
+// The trainer's op programs (TrainerOptions.replay, src/train/replay.ts): a stage of VwLmm.loss on model batches, or
+// with its own loss and Stage.prepare, records its steps per batch shape and replays them natively, and trains to the
+// same weights, bit for bit, as the same run in JavaScript; a step that is not the same for every batch, a non-finite
+// step, gradient accumulation or replay: false leave the stage in JavaScript, with the same numbers.
+import { describe, expect, it, vi } from 'vitest';
+import { memoryStats, OpProgram } from '../../src';
+import * as F from '../../src/functional';
+import { VwLmm } from '../../src/model/vwlmm';
+import { Tensor } from '../../src/tensor';
+import { Stage, Trainer } from '../../src/train/trainer';
+import { tinyConfig, tinyData } from './support/tiny';
+
+const { tokenizer, makeBatch, samples } = tinyData(16);
+const cfg = tinyConfig(tokenizer.vocabSize);
+const all = { visionTower: true, projector: true, llm: true, vmHead: true };
+
+/** Trains a fresh model (same seed every time) on `stages`; its weights, the log's replay and nonfinite records, and how many replays ran. */
+function train(stages: Stage[], replay: boolean) {
+  const live0 = memoryStats().cpu.liveBuffers;
+  const model = VwLmm.create(cfg, 11);
+  const logs: Record<string, unknown>[] = [];
+  const replays = vi.spyOn(OpProgram.prototype, 'replay');
+  try {
+    new Trainer(model, stages, { seed: 5, replay, onLog: (r) => logs.push(r) }).run();
+    const weights = model.parameters().map((p) => Float32Array.from(p.toArray()));
+    model.dispose();
+    expect(memoryStats().cpu.liveBuffers, 'native buffers left after the run').toBe(live0);
+    return { weights, logs: logs.filter((r) => r.type === 'replay' || r.type === 'nonfinite'), losses: logs.filter((r) => r.type === 'train').map((r) => r.loss), replays: replays.mock.calls.length };
+  } finally {
+    replays.mockRestore();
+  }
+}
+const same = (a: Float32Array[], b: Float32Array[]) => a.length === b.length && a.every((x, i) => x.every((v, j) => Object.is(v, b[i][j])));
+
+describe('Trainer: steps replayed as op programs', () => {
+  it('model batches: programs per batch shape, the same weights and losses bit for bit as in JavaScript', () => {
+    const stage: Stage = { name: 'q', size: samples.length, makeBatch, steps: 24, batchSize: 2, lr: 3e-3, trainable: all };
+    const js = train([stage], false), replayed = train([stage], true);
+    expect(js.replays).toBe(0);
+    // batches of several lengths: each shape is recorded twice before it replays, so fewer than 24 - 3 replays
+    expect(replayed.replays).toBeGreaterThan(0);
+    expect(replayed.logs.filter((r) => r.type === 'replay')).toMatchObject([
+      { stage: 'q', used: true },
+      // the stage's summary: step 1 in JavaScript, each shape's first two steps recorded, the rest replayed
+      { stage: 'q', summary: true, javascript: 1, recorded: expect.any(Number), replayed: replayed.replays },
+    ]);
+    const summary = replayed.logs.at(-1)!;
+    expect((summary.recorded as number) + (summary.replayed as number)).toBe(23);
+    // every program kept was recorded twice; a shape seen once more than its recording is left in JavaScript
+    expect(summary.programs as number).toBeGreaterThan(0);
+    expect(summary.recorded as number).toBeGreaterThanOrEqual(2 * (summary.programs as number));
+    expect(replayed.losses).toEqual(js.losses);
+    expect(same(replayed.weights, js.weights)).toBe(true);
+  });
+
+  it('a step whose calls change from batch to batch is found by its two recordings, and the stage goes on in JavaScript', () => {
+    // the loss scales by a number drawn per step (a float parameter of F.scale), which no data array carries
+    let calls = 0;
+    const stage: Stage = {
+      name: 'drift', size: samples.length, steps: 8, batchSize: 2, lr: 3e-3, trainable: { projector: true, vmHead: true, llm: true },
+      prepare: (idx) => [makeBatch(idx).tokenIds],
+      loss: (m, idx, data) => {
+        const ids = data![0] as Int32Array;
+        const emb = m.model.embed_tokens.forward(Tensor.fromArray(ids, [ids.length]));
+        return F.scale(F.sum(F.mul(emb, emb)), 1 + (calls++ % 3));
+      },
+    };
+    const replayed = train([stage], true);
+    calls = 0;
+    const js = train([stage], false);
+    expect(replayed.replays).toBe(0);
+    expect(replayed.logs).toMatchObject([
+      { type: 'replay', stage: 'drift', used: false, why: expect.stringMatching(/differ: .*float parameters/) },
+      { type: 'replay', stage: 'drift', summary: true, replayed: 0, programs: 0 },
+    ]);
+    expect(same(replayed.weights, js.weights)).toBe(true);
+  });
+
+  it('a non-finite step while replaying is skipped as in JavaScript, and the stage goes on in JavaScript', () => {
+    // one sample's pixels are NaN: every step that draws it is non-finite
+    const poisoned = (idx: number[]) => {
+      const b = makeBatch(idx);
+      if (idx.includes(3) && b.pixelValues) b.pixelValues.fill(NaN, 0, 10);
+      return b;
+    };
+    const stage: Stage = { name: 'nan', size: samples.length, makeBatch: poisoned, steps: 30, batchSize: 2, lr: 3e-3, trainable: all };
+    const js = train([stage], false), replayed = train([stage], true);
+    const skipped = js.logs.filter((r) => r.type === 'nonfinite');
+    expect(skipped.length).toBeGreaterThan(0);
+    expect(replayed.logs.filter((r) => r.type === 'nonfinite').map((r) => r.step)).toEqual(skipped.map((r) => r.step));
+    expect(same(replayed.weights, js.weights)).toBe(true);
+  });
+
+  it('gradient accumulation and replay: false run in JavaScript', () => {
+    const accum: Stage = { name: 'acc', size: samples.length, makeBatch, steps: 6, batchSize: 2, gradAccum: 2, lr: 3e-3, trainable: all };
+    expect(train([accum], true).replays).toBe(0);
+    const plain: Stage = { name: 'p', size: samples.length, makeBatch, steps: 6, batchSize: 2, lr: 3e-3, trainable: all };
+    expect(train([plain], false).replays).toBe(0);
+  });
+});
