@@ -8,6 +8,7 @@ export type { FileTrainOptions, PreparedData } from './from_file';
 export { StopRequest, installStopHandlers, TrainingInterrupted, NonFiniteError, exitCodeFor, STOP_SIGNALS } from './interrupt';
 export type { StopSignal } from './interrupt';
 export { cosineWithWarmup } from './schedule';
+export { modelBatchArrays } from './replay';
 export { Progress } from './progress';
 export { plotMetrics, plotLines } from '../viz/plot';
 export type { Series } from '../viz/plot';

@@ -72,6 +72,8 @@ const SOURCES: Record<Area, string[]> = {
   distributed: ['distributed/process_group', 'distributed/zero', 'distributed/env', 'distributed/launch', 'distributed/rendezvous'],
 };
 const INTERNAL: Record<string, string> = {
+  'train/replay:StageReplay': "the Trainer's op-program bookkeeping for a stage (TrainerOptions.replay is the public switch)",
+  'model/vwlmm:spliceIndexOf': "VwLmm's splice index of a batch, memoized so that replayed steps take it as one of the batch's arrays (modelBatchArrays)",
   'model/transformers_llava:stringifyTransformersConfig': "saveCheckpoint's JSON layout (matches Python's json.dumps)",
   'io/safetensors:CHECKSUM_KEY': 'metadata key written and verified by the safetensors reader/writer itself',
   'io/safetensors:describeFsError': "file-error wording shared with checkpoint.ts's directory reader",
