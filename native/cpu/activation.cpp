@@ -42,7 +42,10 @@ inline float exp_nonpos(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  // k is in [-126, 0] for every x but NaN (k NaN, whose conversion to an integer is undefined): -127 there, as in
+  // fast_exp (scale 0; p is NaN, and so is the result)
+  const float kb = k > -127.0f ? k : -127.0f;
+  const int32_t bits = (static_cast<int32_t>(kb) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale * static_cast<float>(x >= -87.3f);
