@@ -210,8 +210,10 @@ export interface TrainerOptions {
    * bit for bit, without JavaScript, autograd or N-API per op (on the CPU demo a stage-0 step 25 -> 18 ms). The
    * gradients then stay allocated through the stage (zeroed in place, torch's zero_grad(set_to_none=False)). Two
    * recordings that differ, a step that cannot be recorded (one that reads a value to the host) or a non-finite step
-   * send the stage back to JavaScript; a 'replay' record says when replay starts and why it stops. Not with a
-   * processGroup or gradient accumulation (a stage may reuse one micro-batch's arrays for the next).
+   * send the stage back to JavaScript; a 'replay' record says when replay starts and why it stops. While it is on,
+   * the next step's batch is made before the step's one read, so on CUDA the host prepares it while the device runs
+   * the step (makeBatch and prepare stages; loadBatch stages are read ahead by runAsync). Not with a processGroup or
+   * gradient accumulation (a stage may reuse one micro-batch's arrays for the next).
    */
   replay?: boolean;
 }
@@ -460,6 +462,12 @@ export class Trainer {
     throw new TypeError(`Trainer: stage '${s.name}' loads its batches asynchronously (loadBatch): train it with runAsync(), not run()`);
   }
 
+  /**
+   * The next step's batch, made while the current step's replay runs on the device (replay on, makeBatch or prepare
+   * stages): the host's batch preparation then overlaps the GPU's step instead of following it. By position.
+   */
+  private ahead: { stage: number; step: number; micro: { idx: number[]; batch: ModelBatch | null; data: ArrayBufferView[] | undefined } } | null = null;
+
   /** The checkpoint directory this trainer writes (null without outDir: it writes none). */
   get checkpointDir(): string | null {
     return this.opts.outDir === undefined ? null : path.join(this.opts.outDir, 'checkpoint');
@@ -602,11 +610,16 @@ export class Trainer {
       // each micro-batch's batch is made as it comes (a stage may reuse its arrays: Stage.makeBatch).
       const upFront = replay !== null && replay.phase !== 'off';
       const micro: { idx: number[]; batch: ModelBatch | null; data: ArrayBufferView[] | undefined }[] = [];
+      const make = (step: number, m: number) => {
+        const idx = batchIndices(state.seed, s, step, m, this.rank, this.world);
+        const batch = s.loss ? null : this.batchOf(s, state.stage, step, m, idx);
+        return { idx, batch, data: s.prepare ? s.prepare(idx) : batch ? modelBatchArrays(batch) : undefined };
+      };
+      const ahead = this.ahead;
+      this.ahead = null;
       const microBatch = (m: number) => {
-        if (micro[m]) return micro[m];
-        const idx = batchIndices(state.seed, s, state.step, m, this.rank, this.world);
-        const batch = s.loss ? null : this.batchOf(s, state.stage, state.step, m, idx);
-        return (micro[m] = { idx, batch, data: s.prepare ? s.prepare(idx) : batch ? modelBatchArrays(batch) : undefined });
+        if (!micro[m]) micro[m] = m === 0 && ahead?.stage === state.stage && ahead.step === state.step ? ahead.micro : make(state.step, m);
+        return micro[m];
       };
       if (upFront) for (let m = 0; m < accum; m++) microBatch(m);
       // One autocast region for all micro-batches: each weight is cast to bf16 once per step (not per use);
@@ -653,6 +666,12 @@ export class Trainer {
           if (!bad) ran = accum;
         }
         if (record) this.log({ type: 'replay', stage: s.name, step: state.step + 1, globalStep: state.globalStep + 1, ...record });
+        // The next step's batch now, before this step's one read: on CUDA the replay has only been enqueued, so this
+        // overlaps the device's work. Its arrays may be the ones this step used (Stage.makeBatch may reuse them): its
+        // uploads are done. Not before an evaluation (it may make batches of its own), nor for loadBatch stages
+        // (loaded ahead by runAsync already).
+        const next = state.step + 1, evaluates = !!this.opts.evaluate && ((!!this.opts.evalEvery && next % this.opts.evalEvery === 0) || next === total);
+        if (replay.phase === 'on' && !bad && next < total && !evaluates && !s.loadBatch) this.ahead = { stage: state.stage, step: next, micro: make(next, 0) };
       } else {
         runStep();
       }

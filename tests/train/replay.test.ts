@@ -53,6 +53,27 @@ describe('Trainer: steps replayed as op programs', () => {
     expect(same(replayed.weights, js.weights)).toBe(true);
   });
 
+  it("while replaying, the next step's batch is made before this step's loss is read (the host's work overlaps the device's)", () => {
+    const events: string[] = [];
+    let made = 0;
+    const stage: Stage = { name: 'ahead', size: samples.length, makeBatch: (idx) => (events.push(`batch ${++made}`), makeBatch(idx)), steps: 10, batchSize: 2, lr: 3e-3, trainable: all };
+    const model = VwLmm.create(cfg, 11);
+    try {
+      new Trainer(model, [stage], { seed: 5, onLog: (r) => r.type === 'train' && events.push(`step ${r.step}`) }).run();
+    } finally {
+      model.dispose();
+    }
+    // step 1 in JavaScript (its batch made as it starts); from step 2 on (recorded or replayed) step k + 1's batch is
+    // made before step k is logged; never one batch too many
+    expect(made).toBe(10);
+    // per step k: the last batch made before it was logged, k (made as it started) or k + 1 (made ahead)
+    const lastBatch = events.flatMap((e, i) => (e.startsWith('step') ? [Number(events.slice(0, i).filter((x) => x.startsWith('batch')).pop()!.split(' ')[1]) - Number(e.split(' ')[1])] : []));
+    expect(lastBatch[0]).toBe(0); // the first step runs in JavaScript before replay is on
+    expect(lastBatch.filter((d) => d === 1).length).toBeGreaterThan(0);
+    expect(lastBatch.every((d) => d === 0 || d === 1)).toBe(true);
+    expect(lastBatch.at(-1)).toBe(0); // the last step makes none ahead
+  });
+
   it('a step whose calls change from batch to batch is found by its two recordings, and the stage goes on in JavaScript', () => {
     // the loss scales by a number drawn per step (a float parameter of F.scale), which no data array carries
     let calls = 0;
