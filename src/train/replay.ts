@@ -52,15 +52,17 @@ export class StageReplay {
   /**
    * One optimizer step (of one micro-batch: with gradient accumulation the trainer does not replay, since a stage may
    * reuse a batch's arrays for the next micro-batch): `step` runs its forward and backward in JavaScript, `data` is
-   * what they upload. Replayed, recorded, or run as it is. Returns a record to log when replay starts or stops.
+   * what they upload, `shape` what else fixes its calls (a model batch's B x T: text-only batches of 2 x 30 and 3 x 20
+   * tokens have arrays of the same sizes). Replayed, recorded, or run as it is. Returns a record to log when replay
+   * starts or stops.
    */
-  run(data: ArrayBufferView[], step: () => void): Record<string, unknown> | undefined {
+  run(data: ArrayBufferView[], step: () => void, shape = ''): Record<string, unknown> | undefined {
     if (this.phase !== 'on') {
       this.counts.javascript++;
       step();
       return undefined;
     }
-    const key = data.map((a) => a.byteLength).join(',');
+    const key = `${shape}|${data.map((a) => a.byteLength).join(',')}`;
     const e = this.entries.get(key) ?? { recordings: [], program: null };
     this.entries.set(key, e);
     if (e.program) {

@@ -651,7 +651,8 @@ export class Trainer {
       if (replay && upFront) {
         let record: Record<string, unknown> | undefined;
         try {
-          record = replay.run(micro[0].data!, runStep);
+          const b = micro[0].batch;
+          record = replay.run(micro[0].data!, runStep, b ? `${b.B}x${b.T}` : '');
         } catch (e) {
           // a replayed kernel that refused a non-finite value: which micro-batch is not known
           if (!isNonFiniteError(e)) throw e;

@@ -5,7 +5,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { memoryStats, OpProgram } from '../../src';
 import * as F from '../../src/functional';
-import { VwLmm } from '../../src/model/vwlmm';
+import { ModelBatch, VwLmm } from '../../src/model/vwlmm';
 import { Tensor } from '../../src/tensor';
 import { Stage, Trainer } from '../../src/train/trainer';
 import { tinyConfig, tinyData } from './support/tiny';
@@ -72,6 +72,24 @@ describe('Trainer: steps replayed as op programs', () => {
     expect(lastBatch.filter((d) => d === 1).length).toBeGreaterThan(0);
     expect(lastBatch.every((d) => d === 0 || d === 1)).toBe(true);
     expect(lastBatch.at(-1)).toBe(0); // the last step makes none ahead
+  });
+
+  it('batches whose arrays have the same sizes but another B x T get programs of their own', () => {
+    // text only: 2 x 12 and 3 x 8 tokens, arrays of the same byte sizes; three steps of the first shape, then both
+    let k = 0;
+    const textBatch = (): ModelBatch => {
+      const [B, T] = k++ < 3 || k % 2 === 0 ? [2, 12] : [3, 8];
+      const tokenIds = Int32Array.from({ length: B * T }, (_, i) => 1 + ((i * 7 + k) % (tokenizer.vocabSize - 1)));
+      const targets = Int32Array.from({ length: B * T }, (_, i) => ((i + 1) % T === 0 ? -100 : tokenIds[i + 1]));
+      return { B, T, tokenIds, attentionMask: new Int32Array(B * T).fill(1), imagePositions: new Int32Array(0), pixelValues: null, targets };
+    };
+    const stage: Stage = { name: 'text', size: samples.length, makeBatch: textBatch, steps: 12, batchSize: 2, lr: 3e-3, trainable: { llm: true } };
+    const js = train([stage], false);
+    k = 0;
+    const replayed = train([stage], true);
+    expect(replayed.replays).toBeGreaterThan(0);
+    expect(replayed.losses).toEqual(js.losses);
+    expect(same(replayed.weights, js.weights)).toBe(true);
   });
 
   it('a step whose calls change from batch to batch is found by its two recordings, and the stage goes on in JavaScript', () => {
