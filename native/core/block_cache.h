@@ -34,6 +34,16 @@ struct BlockCacheStats {
   uint64_t evictions = 0;      // cached blocks handed back to make room under the cap for a block freed later
 };
 
+// The size class of a request of `bytes`: multiples of `granule` up to `small`, then 4 per octave (at most 19% waste).
+// Deterministic, so a free recomputes a block's class from its size (BlockCache, and op programs' pools).
+inline size_t block_size_class(size_t bytes, size_t granule, size_t small) {
+  if (bytes <= small) return (bytes + granule - 1) / granule * granule;
+  size_t p = small;
+  while (p * 2 < bytes) p *= 2;  // p < bytes <= 2p: split (p, 2p] into 4 steps
+  const size_t step = p / 4;
+  return (bytes + step - 1) / step * step;
+}
+
 class BlockCache {
  public:
   using RawAlloc = void* (*)(size_t bytes);  // nullptr when out of memory; throws vw::Error on other failures
@@ -45,13 +55,7 @@ class BlockCache {
   BlockCache& operator=(const BlockCache&) = delete;
 
   // The class a request of `bytes` is served from (deterministic: free() recomputes it from the size).
-  size_t size_class(size_t bytes) const {
-    if (bytes <= small_) return (bytes + granule_ - 1) / granule_ * granule_;
-    size_t p = small_;
-    while (p * 2 < bytes) p *= 2;  // p < bytes <= 2p: split (p, 2p] into 4 steps
-    const size_t step = p / 4;
-    return (bytes + step - 1) / step * step;
-  }
+  size_t size_class(size_t bytes) const { return block_size_class(bytes, granule_, small_); }
   bool cacheable(size_t cls) const { return cls > small_ || cache_small_; }
 
   void* alloc(size_t bytes) {

@@ -146,8 +146,10 @@ void NativeBuffer::Free() {
   if (disposed_) return;
   disposed_ = true;
   if (pool_) {
-    // an op program's memory: back to its pool, never to the cache while the program may still use it
-    pool_->release(data_, bytes_);
+    // an op program's memory: back to its pool, never to the cache while the program may still use it (pinned: a
+    // collective may still write it, so never reused)
+    if (pins_ == 0) pool_->release(data_, bytes_);
+    else pool_->abandon(data_);
     pool_.reset();
   } else {
     // an external buffer of the recording in progress: a replay would find it gone

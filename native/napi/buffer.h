@@ -71,8 +71,7 @@ class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
   void CheckNotPinned(const char* what, bool disposing = false) const;
 
   // A buffer created while an op program was recording (native/napi/program.h) takes its memory from, and gives it
-  // back to, that program's pool; program_id() is its creation index in the recording. Null / -1 otherwise.
-  ProgramPool* program_pool() const { return pool_.get(); }
+  // back to, that program's pool; program_id() is its creation index in the recording (-1 otherwise).
   int64_t program_id() const { return program_id_; }
   uint64_t recorded_by() const { return recording_; }  // the serial number of the recording that created it (0: none)
 

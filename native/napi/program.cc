@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <unordered_set>
 
 #include "program.h"
 
@@ -29,7 +30,6 @@ std::unordered_set<const ProgramBox*>& live_boxes() {
 
 void Destroy(ProgramBox* box) {
   if (!box->p) return;
-  live_programs().erase(box->p);
   delete box->p;
   box->p = nullptr;
 }
@@ -199,7 +199,6 @@ void RegisterProgram(Napi::Env env, Napi::Object exports) {
       p->inputs.clear();
       p->external_index.clear();
       auto* box = new ProgramBox{owned.release()};
-      live_programs().insert(box->p);
       live_boxes().insert(box);
       return Napi::External<void>::New(info.Env(), box, [](Napi::Env, void* data) {
         auto* b = static_cast<ProgramBox*>(data);

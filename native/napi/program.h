@@ -29,7 +29,6 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -40,8 +39,8 @@
 namespace vw::napi {
 
 // The memory of a program's internal buffers: never returned to the backend's cache while a program (or a buffer of
-// an aborted recording) holds the pool. Freed blocks are reused by size class (the backend cache's classes: 256-byte
-// steps up to 1 MiB, then 4 per octave), so recordings of other shapes sharing a pool (programBegin's second
+// an aborted recording) holds the pool. Freed blocks are reused by size class (block_size_class of
+// native/core/block_cache.h: 256-byte steps up to 1 MiB, then 4 per octave), so recordings of other shapes sharing a pool (programBegin's second
 // argument) reuse most of its blocks. Programs that share a pool must never run at once (they do not: one JS thread,
 // and a replay or recording holds no internal buffer past its end).
 class ProgramPool {
@@ -50,16 +49,10 @@ class ProgramPool {
   ProgramPool(const ProgramPool&) = delete;
   ProgramPool& operator=(const ProgramPool&) = delete;
   ~ProgramPool() {
-    for (const auto& b : blocks_) kDeviceMemory.release(b.first, b.second);
+    for (const auto& b : blocks_)
+      if (b.first) kDeviceMemory.release(b.first, b.second);
   }
-  static size_t size_class(size_t bytes) {
-    constexpr size_t granule = 256, small = size_t{1} << 20;
-    if (bytes <= small) return (bytes + granule - 1) / granule * granule;
-    size_t p = small;
-    while (p * 2 < bytes) p *= 2;  // p < bytes <= 2p: split (p, 2p] into 4 steps
-    const size_t step = p / 4;
-    return (bytes + step - 1) / step * step;
-  }
+  static size_t size_class(size_t bytes) { return block_size_class(bytes, 256, size_t{1} << 20); }
   void* alloc(size_t bytes) {
     void* p = nullptr;
     if (bytes > 0) {
@@ -80,6 +73,13 @@ class ProgramPool {
   void release(void* p, size_t bytes) {
     --live_;
     if (p) free_.emplace(size_class(bytes), p);
+  }
+  // A block a collective may still write (its buffer disposed while pinned): never reused nor freed, as the cache
+  // never frees such a block either.
+  void abandon(void* p) {
+    --live_;
+    for (auto& b : blocks_)
+      if (b.first == p) b.first = nullptr;
   }
   int64_t live() const { return live_; }  // internal buffers not yet disposed
   size_t bytes() const { return bytes_; }  // memory the pool holds
@@ -168,12 +168,6 @@ class OpProgram {
 inline OpProgram*& recording_program() {
   static OpProgram* p = nullptr;
   return p;
-}
-
-// The programs this addon has made and not yet destroyed: a handle is recognised by this set (as NativeBuffer's).
-inline std::unordered_set<const OpProgram*>& live_programs() {
-  static auto* s = new std::unordered_set<const OpProgram*>();
-  return *s;
 }
 
 // Hooks of NativeBuffer (buffer.cc) and callOp (op_napi.h) while recording.
