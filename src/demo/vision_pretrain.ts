@@ -161,7 +161,10 @@ export async function pretrainVisionTower(model: VwLmm, train: SplitData, opts: 
       },
     }).runAsync();
     // per attribute; with 'both' the object read-out's as object_<attribute>
-    const accuracy = evalSplit ? Object.assign({}, ...evaluateReadout((sp, idx) => readout(model, prepare(sp, idx)), heads, evalSplit).map((acc, r) =>
+    const accuracy = evalSplit ? Object.assign({}, ...evaluateReadout((sp, idx) => {
+      const data = prepare(sp, idx);
+      return { h: readout(model, data), targets: data.slice(withPool ? 2 : 1) as Int32Array[] };
+    }, heads, evalSplit).map((acc, r) =>
       Object.fromEntries(Object.entries(acc).map(([a, v]) => [r > 0 ? `${kinds[r]}_${a}` : a, v])))) as Record<string, number> : {};
     return { seconds: (Date.now() - t0) / 1000, accuracy };
   } finally {
@@ -224,15 +227,14 @@ function objectReadout(model: VwLmm, pool: Float32Array, feats: Tensor): Tensor 
 }
 
 /** Per read-out kind, per attribute, the accuracy on `split` (every kind from one forward of the tower per batch). */
-function evaluateReadout(readout: (split: SplitData, idx: number[]) => Tensor[][], heads: Tensor[][], split: SplitData): Record<string, number>[] {
+function evaluateReadout(readout: (split: SplitData, idx: number[]) => { h: Tensor[][]; targets: Int32Array[] }, heads: Tensor[][], split: SplitData): Record<string, number>[] {
   const nC = COLOURS.length;
   const right = heads.map((hs) => new Array(hs.length).fill(0));
   let count = 0;
   for (let s = 0; s < split.scenes.length; s += 50) {
     const idx = Array.from({ length: Math.min(50, split.scenes.length - s) }, (_, j) => s + j);
-    const tg = targets(split, idx);
     noGrad(() => scope(() => {
-      const h = readout(split, idx);
+      const { h, targets: tg } = readout(split, idx);
       heads.forEach((hs, k) => hs.forEach((w, a) => {
         const logits = F.matmul(h[k][a], w, { transB: true }).toArray() as Float32Array;
         const C = w.shape[0];

@@ -1,7 +1,7 @@
 // The trainer's op programs (src/program.ts) for a stage whose steps make the same calls for every batch of the same
 // sizes: a stage with `prepare` (its own loss), or one of VwLmm.loss on model batches (modelBatchArrays). The stage's
 // first step in a run runs in JavaScript and leaves its gradients allocated. After it, a step is keyed by the byte
-// sizes of its data; the first two steps of a key are recorded as they run, one program per optimizer step (the
+// sizes of its data (and a model batch's B x T); the first two steps of a key are recorded as they run, one program per optimizer step (the
 // autocast region, its forward and backward, the gradients zeroed in place first); when the two agree
 // call for call, the key's later steps replay the second. The programs of a stage share one memory pool. A replay runs
 // the recorded kernels on the recorded buffers, so the stage trains to the same numbers, bit for bit, as without it

@@ -324,6 +324,14 @@ function batchKey(stage: number, step: number, m: number): string {
   return `${stage}/${step}/${m}`;
 }
 
+/** Stage.prepare's data for a micro-batch, checked: an array of typed arrays. */
+function preparedData(s: Stage, idx: number[]): ArrayBufferView[] {
+  const data = s.prepare!(idx) as unknown;
+  if (!Array.isArray(data) || !data.every((a) => ArrayBuffer.isView(a) && !(a instanceof DataView)))
+    throw typeError(`Trainer: stage '${s.name}'`, 'the value of prepare(indices)', 'an array of typed arrays (the data its loss uploads)', data);
+  return data;
+}
+
 /** The stage's loss of one micro-batch: its own (a one-element tensor), else VwLmm.loss of its batch. */
 function stageLoss(model: VwLmm, s: Stage, idx: number[], batch: ModelBatch | null, data: ArrayBufferView[] | undefined): { loss: Tensor; ceLoss?: Tensor; klLoss?: Tensor | null } {
   if (batch) return model.loss(batch);
@@ -500,6 +508,7 @@ export class Trainer {
   }
 
   private *loop(resume: ResumeFrom | undefined, stop: StopRequest | null): Iterator<{ stage: number; step: number } | void, TrainerState, undefined> {
+    this.ahead = null; // a batch made ahead by an earlier run of this trainer (interrupted) is not trusted
     if (!resume && this.opts.autoResume) resume = this.loadLatest() ?? undefined;
     const state: TrainerState = resume ? { ...resume.state } : { stage: 0, step: 0, globalStep: 0, seed: this.opts.seed };
     state.skippedSteps ??= 0;
@@ -532,7 +541,7 @@ export class Trainer {
         resume = undefined;
         // op programs (not data-parallel: its collectives run between the ops)
         // nor with gradient accumulation: a stage may reuse one micro-batch's arrays for the next (Stage.makeBatch)
-        replay = this.opts.replay !== false && !this.group && (s.gradAccum ?? 1) === 1 && (s.prepare || !s.loss) ? new StageReplay(this.model.device, 4) : null;
+        replay = this.opts.replay !== false && !this.group && (s.gradAccum ?? 1) === 1 && (s.prepare || !s.loss) ? new StageReplay(this.model.device, 3 + 1) : null; // stats: one micro-batch's loss, CE, KL; the norm
         const total = stageSteps(s, this.world);
         const t0 = Date.now();
         let tokens = 0;
@@ -556,7 +565,7 @@ export class Trainer {
           if (s.loadBatch) yield { stage: state.stage, step: state.step }; // runAsync: load this step's batches first
           this.step(s, state, total, opt, params, t0, (n) => (tokens += n), () => tokens, stop, replay);
           const atEnd = state.step === total;
-          if (this.opts.evaluate && ((this.opts.evalEvery && state.step % this.opts.evalEvery === 0) || atEnd)) {
+          if (this.opts.evaluate && this.evaluatesAfter(state.step, total)) {
             this.log({ type: 'eval', stage: s.name, step: state.step, globalStep: state.globalStep, ...this.opts.evaluate(this.model, { stage: s.name, step: state.step }) });
           }
           if (this.opts.outDir !== undefined && ((this.opts.saveEvery && state.globalStep % this.opts.saveEvery === 0) || atEnd)) {
@@ -579,6 +588,11 @@ export class Trainer {
     }
     this.log({ type: 'summary', globalStep: state.globalStep, skippedSteps: state.skippedSteps });
     return state;
+  }
+
+  /** Whether the loop evaluates after step `step` of a stage of `total` (evalEvery, and each stage's end). */
+  private evaluatesAfter(step: number, total: number): boolean {
+    return !!this.opts.evaluate && ((!!this.opts.evalEvery && step % this.opts.evalEvery === 0) || step === total);
   }
 
   /** Data-parallel: the stop signal some rank had at the end of the last step (null: none). */
@@ -613,7 +627,7 @@ export class Trainer {
       const make = (step: number, m: number) => {
         const idx = batchIndices(state.seed, s, step, m, this.rank, this.world);
         const batch = s.loss ? null : this.batchOf(s, state.stage, step, m, idx);
-        return { idx, batch, data: s.prepare ? s.prepare(idx) : batch ? modelBatchArrays(batch) : undefined };
+        return { idx, batch, data: s.prepare ? preparedData(s, idx) : batch ? modelBatchArrays(batch) : undefined };
       };
       const ahead = this.ahead;
       this.ahead = null;
@@ -671,8 +685,8 @@ export class Trainer {
         // overlaps the device's work. Its arrays may be the ones this step used (Stage.makeBatch may reuse them): its
         // uploads are done. Not before an evaluation (it may make batches of its own), nor for loadBatch stages
         // (loaded ahead by runAsync already).
-        const next = state.step + 1, evaluates = !!this.opts.evaluate && ((!!this.opts.evalEvery && next % this.opts.evalEvery === 0) || next === total);
-        if (replay.phase === 'on' && !bad && next < total && !evaluates && !s.loadBatch) this.ahead = { stage: state.stage, step: next, micro: make(next, 0) };
+        const next = state.step + 1;
+        if (replay.phase === 'on' && !bad && next < total && !this.evaluatesAfter(next, total) && !s.loadBatch) this.ahead = { stage: state.stage, step: next, micro: make(next, 0) };
       } else {
         runStep();
       }

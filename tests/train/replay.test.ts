@@ -130,6 +130,20 @@ describe('Trainer: steps replayed as op programs', () => {
     expect(same(replayed.weights, js.weights)).toBe(true);
   });
 
+  it("a prepare that gives no array of typed arrays is an error naming the stage", () => {
+    const stage: Stage = {
+      name: 'bad', size: samples.length, steps: 2, batchSize: 2, lr: 3e-3, trainable: { llm: true },
+      prepare: () => [[1, 2, 3]] as unknown as ArrayBufferView[],
+      loss: (m) => F.sum(m.lm_head.weight),
+    };
+    const model = VwLmm.create(cfg, 11);
+    try {
+      expect(() => new Trainer(model, [stage], { seed: 5 }).run()).toThrow(/stage 'bad': expected an array of typed arrays .* for the value of prepare\(indices\)/);
+    } finally {
+      model.dispose();
+    }
+  });
+
   it('gradient accumulation and replay: false run in JavaScript', () => {
     const accum: Stage = { name: 'acc', size: samples.length, makeBatch, steps: 6, batchSize: 2, gradAccum: 2, lr: 3e-3, trainable: all };
     expect(train([accum], true).replays).toBe(0);
