@@ -48,7 +48,7 @@ export interface LinearCrossEntropyResult {
   loss: number;
   /** Per-row losses [N] (0 for ignored rows). This is the result of reduction 'none'. */
   losses: Float32Array;
-  /** Number of non-ignored rows. */
+  /** Number of non-ignored rows (0 after a bad target); -1 with deviceLoss on CUDA, where counting them would be a read. */
   rows: number;
   /** null without grad or when gradOutputs leaves it out (as dw). */
   dh: Tensor | null;

@@ -15,6 +15,7 @@
 // device-side asserts.
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -31,11 +32,14 @@ struct FlagSlot {
   int64_t value;
 };
 
-// A check of int32 values x[i]: passes when lo <= x[i] < hi, or x[i] == allowed (the ignore index).
+// A check of int32 values x[i]: passes when lo <= x[i] < hi, or x[i] == allowed (the ignore index). Two kinds
+// report what the fused vocabulary ops find instead of testing a value: NonFinite (the first non-finite element of
+// an input: its flat index, and its float32 bits as the value) and Logits (the first row whose logits are not
+// finite: the row, and its max's float32 bits).
 struct ValueCheck {
-  enum class Kind { Ids, KeyMask, Targets };
+  enum class Kind { Ids, KeyMask, Targets, NonFinite, Logits };
   const char* op;    // a static string: the op's table name
-  const char* name;  // a static string: the argument ("ids", "idx", "keyMask", "targets")
+  const char* name;  // a static string: the argument ("ids", "idx", "keyMask", "targets"; NonFinite: "h", "wLm", ...)
   Kind kind;
   int64_t lo, hi;
   int64_t allowed;  // kind Targets: the ignore index
@@ -46,6 +50,8 @@ struct ValueCheck {
   static ValueCheck targets(const char* op, int64_t V, int64_t ignore_index) {
     return {op, "targets", Kind::Targets, 0, V, ignore_index, 0};
   }
+  static ValueCheck non_finite(const char* op, const char* name) { return {op, name, Kind::NonFinite, 0, 0, 0, 0}; }
+  static ValueCheck logits(const char* op) { return {op, "logits", Kind::Logits, 0, 0, 0, 0}; }
 
 #if defined(__CUDACC__)
   __host__ __device__
@@ -58,6 +64,11 @@ struct ValueCheck {
   std::string message(uint64_t index, int64_t value) const {
     const int64_t i = static_cast<int64_t>(index);
     switch (kind) {
+      case Kind::NonFinite:
+        return str_cat("[", op, "] ", name, " contains a non-finite value (", float_of_bits(value), ") at flat index ", i);
+      case Kind::Logits:
+        return str_cat("[", op, "] logits of row ", i, " are not finite (", float_of_bits(value),
+                       "): the inputs overflow float32 in the projection");
       case Kind::KeyMask:
         return str_cat("[", op, "] ", name, "[", i / row_len, ", ", i % row_len, "] = ", value, " must be 0 or 1");
       case Kind::Targets:
@@ -67,6 +78,19 @@ struct ValueCheck {
       default:
         return str_cat("[", op, "] ", name, "[", i, "] = ", value, " is outside [", lo, ", ", hi, ")");
     }
+  }
+
+  // A float32's bits as FlagSlot::value holds them (NonFinite, Logits), and back.
+  static int64_t bits_of_float(float v) {
+    uint32_t b;
+    std::memcpy(&b, &v, sizeof b);
+    return static_cast<int64_t>(b);
+  }
+  static float float_of_bits(int64_t value) {
+    const uint32_t b = static_cast<uint32_t>(value);
+    float v;
+    std::memcpy(&v, &b, sizeof v);
+    return v;
   }
 
   // First index i < n whose value fails, scanning on the host; kNoFailure when all pass.
@@ -107,6 +131,32 @@ class ErrorFlags {
     return slots_used_++;
   }
   bool slots_full() const { return slots_used_ >= kSlots; }
+  bool slots_free(int n) const { return slots_used_ + n <= kSlots; }
+
+  // For a CUDA graph of op calls (native/napi/program.cc), which claims its slots once, at capture: the pending
+  // checks as a mark, the device checks enqueued since a mark (false when a host-known result came in between,
+  // which a graph launch would not repeat), a rollback to a mark (a capture that failed), and the same checks
+  // claimed again, in order, for each launch (which writes the slots the capture claimed: pending must be empty).
+  struct Mark {
+    size_t entries;
+    int slots;
+  };
+  Mark mark() const { return {pending_.size(), slots_used_}; }
+  bool device_checks_since(const Mark& m, std::vector<ValueCheck>& out) const {
+    out.clear();
+    for (size_t k = m.entries; k < pending_.size(); ++k) {
+      if (pending_[k].slot < 0) return false;
+      out.push_back(pending_[k].check);
+    }
+    return true;
+  }
+  void rollback(const Mark& m) {
+    if (pending_.size() > m.entries) pending_.resize(m.entries);
+    slots_used_ = m.slots;
+  }
+  void claim_all(const std::vector<ValueCheck>& checks) {
+    for (const ValueCheck& c : checks) claim_slot(c);
+  }
   // Slots [0, slots_used()) are the ones to fetch from the device before raise_pending.
   int slots_used() const { return slots_used_; }
   bool pending() const { return !pending_.empty(); }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../core/error.h"
+#include "../core/error_flags.h"
 #include "../core/fused_args.h"
 #include "gemm.h"
 #include "host_memory.h"
@@ -47,6 +48,22 @@ inline void check_finite(const char* op, const char* name, const void* ptr, int6
     for (int64_t i = b * block; i < n; ++i)
       if (!std::isfinite(x[i])) throw_range_error("[", op, "] ", name, " contains a non-finite value (", x[i], ") at flat index ", i);
   }
+}
+
+// The fused losses' form (linear_cross_entropy, visual_word_kl), which defer as the CUDA backend does: in sync
+// mode check_finite; in async mode (native/core/error_flags.h) the first bad element becomes an error flag, raised
+// at the next synchronisation, and false is returned: the op then leaves zero outputs, as for a bad target.
+inline bool finite_or_flag(const char* op, const char* name, const void* ptr, int64_t n) {
+  if (!error_flags().async()) {
+    check_finite(op, name, ptr, n);
+    return true;
+  }
+  const float* x = static_cast<const float*>(ptr);
+  if (vec_all_finite(x, n)) return true;
+  int64_t i = 0;
+  while (i < n && std::isfinite(x[i])) ++i;
+  error_flags().record(ValueCheck::non_finite(op, name), static_cast<uint64_t>(i), ValueCheck::bits_of_float(x[i]));
+  return false;
 }
 
 inline void check_logit_row(const char* op, float max, int64_t row) {

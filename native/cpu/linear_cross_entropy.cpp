@@ -27,16 +27,15 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   const bool targets_ok = error_flags().check_on_host(ValueCheck::targets(op, V, a.ignore_index), a.targets, N);
   int64_t n_valid = 0;
   for (int64_t i = 0; i < N; ++i) n_valid += a.targets[i] != a.ignore_index;
-  check_finite(op, "h", h, N * d);
-  check_finite(op, "w", w, V * d);
+  const bool finite = finite_or_flag(op, "h", h, N * d) & finite_or_flag(op, "w", w, V * d);  // both flagged, as CUDA's
 
   OpStats st;
   st.rows = n_valid;
   if (dh) zero_f32(dh, N * d);
   if (a.dw) zero_f32(a.dw, V * d);
   std::fill(a.row_loss, a.row_loss + N, 0.f);
-  if (!targets_ok) st.rows = 0;
-  if (n_valid == 0 || !targets_ok) return st;
+  if (!targets_ok || !finite) st.rows = 0;
+  if (n_valid == 0 || !targets_ok || !finite) return st;
 
   const double c = a.reduction == Reduction::Mean ? a.grad_scale / n_valid : a.grad_scale;
   const double eps = a.label_smoothing, lam = a.z_loss_weight;

@@ -26,10 +26,8 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   float* dx = static_cast<float*>(a.dx);
   const bool grad = a.compute_grad;
   const bool grad_lm = dh || a.dw_lm, grad_target = dx || a.dw_vm;
-  check_finite(op, "h", h, M * d);
-  check_finite(op, "wLm", w_lm, V * d);
-  check_finite(op, "x", x, M * d);
-  check_finite(op, "wVm", w_vm, V * d);
+  const bool finite = finite_or_flag(op, "h", h, M * d) & finite_or_flag(op, "wLm", w_lm, V * d) & finite_or_flag(op, "x", x, M * d) &
+                      finite_or_flag(op, "wVm", w_vm, V * d);  // each flagged (async mode), as CUDA's
 
   OpStats st;
   st.rows = M;
@@ -38,6 +36,10 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   if (dx) zero_f32(dx, M * d);
   if (a.dw_vm) zero_f32(a.dw_vm, V * d);
   if (M == 0) return st;
+  if (!finite) {  // a non-finite input in async mode: zero outputs, raised at the next read
+    zero_f32(a.row_loss, M);
+    return st;
+  }
 
   const float inv_t = static_cast<float>(1.0 / a.temperature);
   const double s = a.grad_scale / a.temperature / (a.reduction == Reduction::Mean ? M : 1);

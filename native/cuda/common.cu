@@ -268,6 +268,57 @@ void raise_status(const char* op, const Context& ctx, const DeviceBuffer& status
 }
 
 namespace {
+// The inputs a fused op checked (at most kLogitSlot), by value: one kernel fills their flag slots.
+struct StatusInputs {
+  const void* ptr[kLogitSlot];
+  int n;
+  bool bf16;
+};
+
+// slots[i] for input i (its first bad flat index and that element's float bits), then slots[n] for the logits
+// (row, max bits); kNoFailure where the status word says none.
+__global__ void status_to_flags_kernel(const unsigned long long* __restrict__ status, StatusInputs in, FlagSlot* slots) {
+  if (threadIdx.x != 0) return;
+  for (int i = 0; i < in.n; ++i) {
+    const unsigned long long at = status[i];
+    FlagSlot s{kNoFailure, 0};
+    if (at != ULLONG_MAX) {
+      const float v = in.bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(in.ptr[i])[at]) : static_cast<const float*>(in.ptr[i])[at];
+      s.first = at;
+      s.value = static_cast<int64_t>(__float_as_uint(v));
+    }
+    slots[i] = s;
+  }
+  const unsigned long long key = status[kLogitSlot];
+  FlagSlot s{kNoFailure, 0};
+  if (key != ULLONG_MAX) {
+    s.first = key >> 32;
+    s.value = static_cast<int64_t>(key & 0xffffffffull);
+  }
+  slots[in.n] = s;
+}
+}  // namespace
+
+void defer_status(const char* op, const Context& ctx, const DeviceBuffer& status, DType t,
+                  const std::vector<NamedInput>& inputs) {
+  const int n = static_cast<int>(inputs.size());  // < kLogitSlot (start_checks)
+  ErrorFlags& flags = error_flags();
+  if (!flags.slots_free(n + 1)) drain_flags(op, ctx);
+  StatusInputs in{};
+  in.n = n;
+  in.bf16 = t == DType::BF16;
+  int first = -1;
+  for (int i = 0; i < n; ++i) {
+    in.ptr[i] = inputs[i].ptr;
+    const int k = flags.claim_slot(ValueCheck::non_finite(op, inputs[i].name));
+    if (first < 0) first = k;
+  }
+  const int k = flags.claim_slot(ValueCheck::logits(op));
+  if (first < 0) first = k;
+  launch(op, ctx, 1, 32, 0, status_to_flags_kernel, status.as<unsigned long long>(), in, ctx.flag_slots + first);
+}
+
+namespace {
 __global__ void doubles_to_floats_kernel(const double* __restrict__ src, float* __restrict__ dst, int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -294,7 +345,8 @@ void wait_stream(const char* op, const Context& ctx) {
 }
 
 namespace {
-__global__ void sum_losses_kernel(const double* __restrict__ x, int64_t n, double scale, float* __restrict__ out) {
+__global__ void sum_losses_kernel(const double* __restrict__ x, int64_t n, double scale, const double* __restrict__ d_scale,
+                                  float* __restrict__ out) {
   // one block, a fixed order: deterministic
   __shared__ double s[256];
   double v = 0.0;
@@ -305,17 +357,17 @@ __global__ void sum_losses_kernel(const double* __restrict__ x, int64_t n, doubl
     if (static_cast<int>(threadIdx.x) < k) s[threadIdx.x] += s[threadIdx.x + k];
     __syncthreads();
   }
-  if (threadIdx.x == 0) out[0] = static_cast<float>(s[0] * scale);
+  if (threadIdx.x == 0) out[0] = static_cast<float>(s[0] * (d_scale ? *d_scale : scale));
 }
 }  // namespace
 
 void device_row_losses(const char* op, const Context& ctx, const double* d_loss, float* row_loss, int64_t n, double scale,
-                       float* loss) {
+                       float* loss, const double* d_scale) {
   if (n > 0) {
     const int64_t blocks = std::min<int64_t>((n + 255) / 256, int64_t(ctx.sm_count) * 8);
     launch(op, ctx, static_cast<unsigned>(blocks), 256, 0, doubles_to_floats_kernel, d_loss, row_loss, n);
   }
-  launch(op, ctx, 1, 256, 0, sum_losses_kernel, d_loss, n, scale, loss);
+  launch(op, ctx, 1, 256, 0, sum_losses_kernel, d_loss, n, scale, d_scale, loss);
 }
 
 OpStats finish_losses(const char* op, const Context& ctx, FusedCall& call, const double* d_loss, float* row_loss, int64_t n,

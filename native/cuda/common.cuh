@@ -188,9 +188,16 @@ DeviceBuffer start_checks(const char* op, const Context& ctx, DType t, const std
 void raise_status(const char* op, const Context& ctx, const DeviceBuffer& status, DType t,
                   const std::vector<NamedInput>& inputs);
 
+// The same findings as error flags (native/core/error_flags.h: NonFinite per input, then Logits), with no host wait:
+// a kernel copies the status words, and each input's bad element, into claimed slots, raised at the next
+// synchronisation in the same order (async mode; a fused op then never waits, and a CUDA graph can hold it).
+void defer_status(const char* op, const Context& ctx, const DeviceBuffer& status, DType t,
+                  const std::vector<NamedInput>& inputs);
+
 // The frame of one fused-op call: the non-finite checks of its inputs, queued at once (start_checks), and
 // the tally of the scratch it allocates (scratch(), ChunkBlocks); finish() raises what the checks found,
-// in the CPU backend's order (raise_status), and returns the stats with the workspace used.
+// in the CPU backend's order (raise_status; in async mode deferred to the next synchronisation: defer_status), and
+// returns the stats with the workspace used.
 class FusedCall {
  public:
   FusedCall(const char* op, const Context& ctx, DType t, std::vector<NamedInput> inputs, int64_t rows)
@@ -201,7 +208,10 @@ class FusedCall {
   unsigned long long* status() const { return status_.as<unsigned long long>(); }
   int64_t workspace_bytes() const { return ws_; }
   OpStats finish() {
-    raise_status(op_, ctx_, status_, t_, inputs_);
+    if (error_flags().async())
+      defer_status(op_, ctx_, status_, t_, inputs_);
+    else
+      raise_status(op_, ctx_, status_, t_, inputs_);
     stats.workspace_bytes = ws_;
     return stats;
   }
@@ -243,9 +253,10 @@ class ChunkBlocks {
 double copy_row_losses(const char* op, const Context& ctx, const double* d_loss, float* row_loss, int64_t n);
 
 // The same float32 rows, and loss[0] = float(scale * sum) computed on the device (no host wait: the fused
-// losses' `loss` output). d_loss may be null when n = 0 (loss 0).
+// losses' `loss` output); with d_scale, the scale is read there instead (one the device computed). d_loss may be
+// null when n = 0 (loss 0).
 void device_row_losses(const char* op, const Context& ctx, const double* d_loss, float* row_loss, int64_t n, double scale,
-                       float* loss);
+                       float* loss, const double* d_scale = nullptr);
 
 // A fused loss's end: call.finish(), then the row losses d_loss [n] to the float rowLoss output and the loss reduced
 // over `rows`: with a loss output kept on the device (stats.loss NaN: nothing is read), else read back and reduced.

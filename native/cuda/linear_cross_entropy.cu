@@ -11,8 +11,11 @@
 //     GEMM 2  dh_c = g w          (C in dtype, beta 0)
 //     GEMM 3  dw  += g^T h_c      (C float32; beta 0 on the first processed chunk, so dw needs no memset)
 //   GEMM 2 or 3 is skipped when its output is null (not wanted: a frozen weight's dw, fused_args.h).
-//   Targets are validated on the host (one 4N-byte copy); chunks whose rows are all ignored are skipped and
-//   their dh rows zeroed, as on the CPU.
+//   Nothing is read back to the host, so the op never waits and a CUDA graph can hold it (native/napi/program.cc):
+//   the targets are checked by a device error flag (native/core/error_flags.h) and counted by a one-block kernel
+//   (ce_scale_kernel) that writes the gradient and loss scales the row pass and the loss read. Every chunk runs
+//   (the CPU skips a chunk whose rows are all ignored; here its rows get zero gradients, so dh and dw are the
+//   same). A bad target leaves zero outputs, as on the CPU.
 #include <algorithm>
 #include <vector>
 
@@ -22,6 +25,44 @@
 namespace vw::cuda {
 namespace {
 
+// The scales that depend on how many targets count, computed on the device (ce_scale_kernel): c = gradScale
+// (/ n_valid for mean), its float parts, and the loss's factor (loss_scale of native/core/fused_args.h). bad: a
+// target is neither ignore_index nor in [0, V) (its error flag reports it): every row is then ignored.
+struct CeScale {
+  double c;
+  double loss_scale;
+  long long n_valid;
+  float u, hit;  // c eps / V (every logit) and c (1 - eps) (the target logit), rounded as on the CPU
+  int bad;
+};
+
+__global__ void __launch_bounds__(1024) ce_scale_kernel(const int32_t* __restrict__ targets, int64_t N, int V, int32_t ignore,
+                                                        bool mean, double grad_scale, double eps, CeScale* out) {
+  long long valid = 0;
+  int bad = 0;
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
+    const int32_t t = targets[i];
+    if (t == ignore) continue;
+    if (t < 0 || t >= V)
+      bad = 1;
+    else
+      ++valid;
+  }
+  valid = block_allreduce(valid, SumOp{}, 0LL);
+  bad = block_allreduce(bad, SumOp{}, 0);
+  if (threadIdx.x != 0) return;
+  CeScale s{};
+  s.bad = bad > 0;
+  s.n_valid = s.bad ? 0 : valid;
+  if (s.n_valid > 0) {
+    s.c = mean ? grad_scale / static_cast<double>(s.n_valid) : grad_scale;
+    s.loss_scale = mean ? 1.0 / static_cast<double>(s.n_valid) : 1.0;
+    s.u = static_cast<float>(s.c * eps / V);
+    s.hit = static_cast<float>(s.c * (1 - eps));
+  }
+  *out = s;
+}
+
 struct CeRowParams {
   float* z;               // [nc, V] logits block
   void* g;                // [nc, V] gradient out (== z for float32, a bf16 block for bfloat16); null if !grad
@@ -29,11 +70,10 @@ struct CeRowParams {
   double* row_loss;       // [nc] (device, chunk start)
   unsigned long long* status;
   int64_t row0;           // global index of the chunk's first row
+  const CeScale* scale;   // (device) the gradient scales; bad: every row is ignored
   int V;
   int32_t ignore_index;
-  double c;               // gradient scale per row: gradScale (/ n_valid for mean)
   double eps, lam;        // label smoothing, z-loss weight
-  float u, hit;           // c eps / V (every logit) and c (1 - eps) (the target logit), rounded as on the CPU
   bool grad;
 };
 
@@ -45,7 +85,8 @@ __global__ void __launch_bounds__(kRowThreads) linear_cross_entropy_row_kernel(C
   OutT* g = p.grad ? static_cast<OutT*>(p.g) + static_cast<int64_t>(r) * V : nullptr;
   const int32_t t = p.targets[r];
 
-  if (t == p.ignore_index) {  // uniform per block: the whole block leaves together
+  // uniform per block: the whole block leaves together
+  if (t == p.ignore_index || p.scale->bad || t < 0 || t >= V) {
     if (p.grad) {
       float zero[VEC];
 #pragma unroll
@@ -85,8 +126,8 @@ __global__ void __launch_bounds__(kRowThreads) linear_cross_entropy_row_kernel(C
 
   // Read 2: p_v = exp(z - lse) with lse split into float hi + lo (see Split), as the CPU's vec_exp.
   const Split lse_c = split(lse);
-  const float scale = static_cast<float>(p.c * (1.0 + 2.0 * p.lam * lse));
-  const float u = p.u, hit = p.hit;
+  const float scale = static_cast<float>(p.scale->c * (1.0 + 2.0 * p.lam * lse));
+  const float u = p.scale->u, hit = p.scale->hit;
   for (int v = threadIdx.x * VEC; v < V; v += blockDim.x * VEC) {
     float x[VEC];
     load_row<VEC>(z + v, x);
@@ -119,44 +160,30 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   const bool grad = a.compute_grad, bf16 = dt == DType::BF16;
   Context& ctx = context(op);
 
-  // Targets: one small copy to know which chunks to skip and how many rows count. They are checked on the
-  // host as they are (an error flag, native/core/error_flags.h): in async mode a bad one leaves zero outputs.
-  std::vector<int32_t> targets(static_cast<size_t>(N));
-  if (N > 0) {
-    CUDA_CHECK(op, cudaMemcpyAsync(targets.data(), a.targets, sizeof(int32_t) * N, cudaMemcpyDeviceToHost, ctx.stream));
-    wait_stream(op, ctx);
-  }
-  const bool targets_ok = error_flags().check_on_host(ValueCheck::targets(op, V, a.ignore_index), targets.data(), N);
-  int64_t n_valid = 0;
-  if (targets_ok)
-    for (int64_t i = 0; i < N; ++i) n_valid += targets[i] != a.ignore_index;
+  // The targets: checked on the device (raised here in sync mode, in the CPU's order: before the non-finite
+  // inputs; at the next synchronisation in async mode) and counted there (ce_scale_kernel).
+  check_values(op, ctx, ValueCheck::targets(op, V, a.ignore_index), a.targets, N);
+  if (!error_flags().async()) drain_flags(op, ctx);
 
-  FusedCall call(op, ctx, dt, {NamedInput{"h", a.h, N * d}, NamedInput{"w", a.w, V * d}}, n_valid);
-  if (n_valid == 0) {
-    if (a.dh) CUDA_CHECK(op, cudaMemsetAsync(a.dh, 0, dtype_size(dt) * N * d, ctx.stream));
+  FusedCall call(op, ctx, dt, {NamedInput{"h", a.h, N * d}, NamedInput{"w", a.w, V * d}}, 0);
+  if (N == 0) {
     if (a.dw) CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
-    if (N > 0) CUDA_CHECK(op, cudaMemsetAsync(a.row_loss, 0, sizeof(float) * N, ctx.stream));
-    return finish_losses(op, ctx, call, nullptr, a.row_loss, 0, a.reduction, 0, a.loss);  // loss 0
+    OpStats st = finish_losses(op, ctx, call, nullptr, a.row_loss, 0, a.reduction, 0, a.loss);  // loss 0
+    st.rows = 0;
+    return st;
   }
-
-  DeviceBuffer row_loss = call.scratch(sizeof(double) * N);
-  CUDA_CHECK(op, cudaMemsetAsync(row_loss.get(), 0, sizeof(double) * N, ctx.stream));  // skipped chunks read 0
+  DeviceBuffer scale = call.scratch(sizeof(CeScale));
+  launch(op, ctx, 1, 1024, 0, ce_scale_kernel, a.targets, N, static_cast<int>(V), a.ignore_index, a.reduction == Reduction::Mean,
+         a.grad_scale, a.label_smoothing, scale.as<CeScale>());
+  DeviceBuffer row_loss = call.scratch(sizeof(double) * N);  // every row writes its loss (0 when ignored)
   const ChunkBlocks blocks(call, a.chunk_rows, N, V, 1, grad && bf16 ? 1 : 0, a.workspace_budget);
   const int64_t chunk = blocks.rows;
   float* z = blocks.f32(0);
 
-  const double c = a.reduction == Reduction::Mean ? a.grad_scale / n_valid : a.grad_scale;
   const cudaDataType_t tin = cuda_type(dt), tg = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   void* g = bf16 ? blocks.bf16(0) : z;
-  bool dw_started = false;
   for (int64_t c0 = 0; c0 < N; c0 += chunk) {
     const int64_t nc = std::min(chunk, N - c0);
-    bool any = false;
-    for (int64_t r = 0; r < nc && !any; ++r) any = targets[c0 + r] != a.ignore_index;
-    if (!any) {  // a fully ignored chunk costs nothing and leaves dh zero
-      if (a.dh) CUDA_CHECK(op, cudaMemsetAsync(elem_offset(a.dh, c0 * d, dt), 0, dtype_size(dt) * nc * d, ctx.stream));
-      continue;
-    }
     const void* h_c = elem_offset(a.h, c0 * d, dt);
     gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, h_c, tin, d, a.w, tin, d, 0.f, z, CUDA_R_32F, V);
 
@@ -167,25 +194,33 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
     p.row_loss = row_loss.as<double>() + c0;
     p.status = call.status();
     p.row0 = c0;
+    p.scale = scale.as<CeScale>();
     p.V = static_cast<int>(V);
     p.ignore_index = a.ignore_index;
-    p.c = c;
     p.eps = a.label_smoothing;
     p.lam = a.z_loss_weight;
-    p.u = static_cast<float>(c * a.label_smoothing / V);
-    p.hit = static_cast<float>(c * (1 - a.label_smoothing));
     p.grad = grad;
     launch_row_kernel(op, ctx, nc, p, bf16 && grad);
 
     if (grad) {
       void* dh_c = a.dh ? elem_offset(a.dh, c0 * d, dt) : nullptr;
-      logits_backward(op, ctx.blas, nc, V, d, g, tg, a.w, h_c, tin, dh_c, a.dw, dw_started ? 1.f : 0.f);
-      dw_started = true;
+      logits_backward(op, ctx.blas, nc, V, d, g, tg, a.w, h_c, tin, dh_c, a.dw, c0 > 0 ? 1.f : 0.f);
     }
   }
-  if (a.dw && !dw_started) CUDA_CHECK(op, cudaMemsetAsync(a.dw, 0, sizeof(float) * V * d, ctx.stream));
 
-  return finish_losses(op, ctx, call, row_loss.as<double>(), a.row_loss, N, a.reduction, n_valid, a.loss);
+  OpStats st = call.finish();
+  if (a.loss) {  // the training path: the loss stays on the device, and how many rows counted is not read
+    device_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, N, 0.0, a.loss, &scale.as<CeScale>()->loss_scale);
+    st.loss = std::nan("");
+    st.rows = -1;
+  } else {  // a host result was asked for: one wait, for the row losses and the count
+    CeScale s{};
+    CUDA_CHECK(op, cudaMemcpyAsync(&s, scale.get(), sizeof s, cudaMemcpyDeviceToHost, ctx.stream));
+    const double total = copy_row_losses(op, ctx, row_loss.as<double>(), a.row_loss, N);  // waits for both
+    st.rows = s.n_valid;
+    st.loss = s.n_valid > 0 ? reduce_loss(total, a.reduction, s.n_valid) : 0.0;
+  }
+  return st;
 }
 
 // The table entries (native/core/ops.def).

@@ -712,15 +712,21 @@ export class Trainer {
           const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
           scope(() => put(sumSquares(grads, device), 3 * accum));
         }
-        v ??= stats.toArray() as Float32Array; // the step's one host synchronisation
-        for (let m = 0; m < ran && !bad; m++) {
+        try {
+          v ??= stats.toArray() as Float32Array; // the step's one host synchronisation
+        } catch (e) {
+          // in async mode (a GPU's default) a kernel's refusal of a non-finite activation is raised here, at the read
+          if (!isNonFiniteError(e)) throw e;
+          bad = { what: 'loss', micro: null, detail: e.message };
+        }
+        for (let m = 0; m < ran && v && !bad; m++) {
           const [l, c, k] = [v[3 * m], v[3 * m + 1], v[3 * m + 2]];
           if (!Number.isFinite(l)) bad = { what: 'loss', micro: m, detail: s.loss ? `loss ${l}` : `loss ${l} (CE ${c}, KL ${k})` };
           loss += l / accum;
           ce += c / accum;
           kl += k / accum;
         }
-        const norm = Math.sqrt(v[3 * accum]);
+        const norm = v ? Math.sqrt(v[3 * accum]) : NaN;
         if (!bad && !Number.isFinite(norm)) bad = { what: 'gradient norm', micro: null, detail: `global gradient norm ${norm}` };
         gradNorm = norm;
       }

@@ -107,6 +107,32 @@ describe(`error flags (seed ${runSeed})`, () => {
       }));
     });
 
+    run(`${b.name}: the fused losses' non-finite inputs too: no wait in the op, raised at the read, named; sync mode raises in the op`, () => {
+      const rng = rngFor('nonfinite');
+      const [N, D, V] = [5, 4, 7];
+      const hv = rng.normals(N * D), wv = rng.normals(V * D);
+      hv[6] = NaN;
+      inAsync(d, () => scope(() => {
+        const h = Tensor.fromArray(hv, [N, D], { device: d }), w = Tensor.fromArray(wv, [V, D], { device: d });
+        const t = Tensor.fromArray(Int32Array.from([1, 2, -100, 3, 0]), [N], { device: d });
+        const syncs = hostSyncs(d);
+        const ce = fused.linearCrossEntropy(h, w, t, { deviceLoss: true, grad: true });
+        const hf = Tensor.fromArray(rng.normals(N * D), [N, D], { device: d });
+        const kl = fused.visualWordKL(hf, w, h, w, { deviceLoss: true, grad: true }); // x (the target side) holds the NaN
+        expect(hostSyncs(d)).toBe(syncs); // neither op waited
+        // the first failure in op order; CUDA also flags the logit rows the NaN reaches (a later check)
+        expect(() => ce.lossTensor!.item()).toThrow(/^\[linear_cross_entropy\] h contains a non-finite value \(nan\) at flat index 6 \(an asynchronous check, raised at the next synchronisation.*\(and \d+ later failed checks?\)$/);
+        kl.lossTensor!.item(); // raised once
+        const again = fused.visualWordKL(hf, w, h, w, { deviceLoss: true });
+        expect(() => again.lossTensor!.item()).toThrow(/^\[visual_word_kl\] x contains a non-finite value \(nan\) at flat index 6 \(an asynchronous check/);
+      }));
+      inSync(d, () => scope(() => {
+        const h = Tensor.fromArray(hv, [N, D], { device: d }), w = Tensor.fromArray(wv, [V, D], { device: d });
+        const t = Tensor.fromArray(Int32Array.from([1, 2, -100, 3, 0]), [N], { device: d });
+        expect(() => fused.linearCrossEntropy(h, w, t, { deviceLoss: true })).toThrow(/^\[linear_cross_entropy\] h contains a non-finite value \(nan\) at flat index 6$/);
+      }));
+    });
+
     run(`${b.name}: a training step with a bad id runs to its read without a crash`, () => {
       inAsync(d, () => scope(() => {
         const W = table(6, 4, 'step');

@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { tempDirs } from '../support/tmp';
-import { Tensor, keep } from '../../src';
+import { Tensor, keep, setAsync } from '../../src';
 import { HostTensor, readSafetensors } from '../../src/io/safetensors';
 import { ModelBatch, VwLmm } from '../../src/model/vwlmm';
 import { NonFiniteError } from '../../src/train/interrupt';
@@ -84,6 +84,28 @@ describe('non-finite loss or gradients', () => {
     const next = r.snapshots.find((s) => s.globalStep === poisonedStep + 2)!;
     expect(Buffer.from(next.opt.get('0.m')!.data.buffer).equals(Buffer.from(after.opt.get('0.m')!.data.buffer))).toBe(false);
     for (const t of [...r.snapshots.at(-1)!.model.values()]) expect(t.data.every((v) => Number.isFinite(v))).toBe(true);
+  });
+
+  it("in async mode (a GPU's default) the kernels' refusal comes at the step's one read: the same step skipped, the same weights", () => {
+    const sync = run(withNaN());
+    const was = setAsync('cpu', true);
+    let r: ReturnType<typeof run>;
+    try {
+      r = run(withNaN());
+    } finally {
+      setAsync('cpu', was);
+    }
+    expect(r.error).toBeNull();
+    expect(r.state!.skippedSteps).toBe(1);
+    const bad = records(r.out).filter((x) => x.type === 'nonfinite');
+    expect(bad).toHaveLength(1);
+    // which micro-batch is not known at the read: the step's samples are named
+    expect(bad[0]).toMatchObject({ stage: 'a', step: poisonedStep + 1, what: 'loss', microBatch: null, action: 'skipped' });
+    expect(bad[0].samples).toContain(poison);
+    expect(bad[0].detail).toMatch(/^\[(linear_cross_entropy|visual_word_kl)\] \w+ contains a non-finite value \(nan\) at flat index \d+ \(an asynchronous check/);
+    // the run is the synchronous one's: the same skipped step, the same final weights
+    expect(records(r.out).filter((x) => x.type === 'train').map((x) => x.loss)).toEqual(records(sync.out).filter((x) => x.type === 'train').map((x) => x.loss));
+    same(r.snapshots.at(-1)!.model, sync.snapshots.at(-1)!.model);
   });
 
   it('a NaN gradient with a finite loss (global norm NaN) is skipped too, with gradient accumulation', () => {
