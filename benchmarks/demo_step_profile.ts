@@ -5,7 +5,7 @@
 // The rest of a step's wall time is outside the ops: JavaScript, autograd, batch assembly.
 //
 //   npx tsx benchmarks/demo_step_profile.ts [--stage questions|captions|vision] [--steps 100] [--top 0]
-//     [--replay on|off] [--device cpu|cuda]
+//     [--replay on|off] [--device cpu|cuda]   (VWLMM_CUDA_GRAPHS=0: replays on CUDA call by call, without graphs)
 // (`vision` is stage 0; `captions` stage 1 with the tower frozen. VWLMM_NUM_THREADS, VWLMM_GEMM apply as usual.)
 // With replay on (TrainerOptions.replay, the default) the steps the trainer replays as op programs run no op through
 // callOp, so the op profile sees only what stays in JavaScript (the optimizer); the last line prints the replay
@@ -53,7 +53,13 @@ let weightHash = '';
     const res = await runRecipe(r, {
       outDir: dir, logEvery: 10, replay, device,
       onLog: (rec) => {
-        if (rec.type === 'replay') replayRecords.push(`${rec.stage} step ${rec.step}: ${rec.used ? `replayed (${rec.ops} ops)` : `stopped: ${rec.why}`}`);
+        if (rec.type === 'replay' && rec.summary) {
+          // the stage's end: its steps replayed, and on CUDA how many programs run as graphs (and why one does not)
+          if (rec.stage === recordStage)
+            replayRecords.push(`${rec.stage}: ${rec.replayed} replayed, ${rec.programs} programs${rec.graphs !== undefined ? `, ${rec.graphs} graphs launched ${rec.graphLaunches} times${rec.graphWhy ? ` (not a graph: ${rec.graphWhy})` : ''}` : ''}`);
+        } else if (rec.type === 'replay') {
+          replayRecords.push(`${rec.stage} step ${rec.step}: ${rec.used ? `replayed (${rec.ops} ops)` : `stopped: ${rec.why}`}`);
+        }
         if (rec.stage !== recordStage || typeof rec.step !== 'number') return;
         if (first < 0 && rec.step >= 10) {
           profileOps(true);

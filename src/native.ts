@@ -51,7 +51,7 @@ export interface Addon {
   distWait(handle: number, timeoutMs: number): void;
   distDestroy(timeoutMs: number): void;
   /** Op programs (native/napi/program.h; src/program.ts): record a sequence of op calls, replay it natively. */
-  programBegin(inputs: ArrayBufferView[], poolOf?: ProgramHandle): void;
+  programBegin(inputs: ArrayBufferView[], poolOf?: ProgramHandle, graph?: boolean): void;
   programEnd(): ProgramHandle;
   programAbort(): boolean;
   programReplay(program: ProgramHandle, inputs: ArrayBufferView[]): void;
@@ -82,6 +82,12 @@ export interface NativeProgramInfo {
   /** The memory of the program's own buffers. */
   poolBytes: number;
   opNames: string[];
+  /**
+   * The backend's graph of a replay (CUDA graphs; program.cc "Graphs"): null where there are none (the CPU) or none is
+   * wanted; else whether one was captured (at the first replay that could), its nodes, its launches, and why there is
+   * none (null: captured, or not tried yet).
+   */
+  graph: { captured: boolean; nodes: number; launches: number; reason: string | null } | null;
 }
 
 /** What a backend reports of its process group. */

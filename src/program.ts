@@ -4,7 +4,8 @@
 // step on a GPU waits on the host's work per op. A replay runs the same kernels on the same buffers in the same
 // order, so it computes what the function would, bit for bit, as long as the function makes the same calls for
 // every input of the recorded sizes; `differenceFrom` checks two recordings of it (the Trainer records two steps
-// before it replays: src/train/trainer.ts).
+// before it replays: src/train/trainer.ts). On CUDA a replay is captured once into a CUDA graph and launched as one
+// (RecordOptions.graph).
 import { typeError } from './errors';
 import { addonFor, NativeProgramInfo, ProgramHandle } from './native';
 import type { Device } from './tensor';
@@ -18,6 +19,18 @@ export interface RecordOptions {
    * a buffer of a recording that shares its pool is still alive.
    */
   poolOf?: OpProgram;
+  /**
+   * On a backend with graphs (CUDA): capture the first replay that can into a CUDA graph and launch that graph at
+   * every later replay, one host call instead of one per op (the same kernels, buffers and order: the same numbers).
+   * A capture that fails (an op that waits for the device) leaves the program replaying call by call, with the reason
+   * in info().graph. Default true, unless the environment sets VWLMM_CUDA_GRAPHS=0. Ignored on the CPU.
+   */
+  graph?: boolean;
+}
+
+/** RecordOptions.graph's default: VWLMM_CUDA_GRAPHS=0 turns graphs off (to compare, or to rule them out). */
+function graphsByDefault(): boolean {
+  return process.env.VWLMM_CUDA_GRAPHS !== '0';
 }
 
 function inputList(where: string, inputs: readonly ArrayBufferView[]): ArrayBufferView[] {
@@ -60,7 +73,9 @@ export class OpProgram {
     if (typeof fn !== 'function') throw typeError('OpProgram.record', 'fn', 'a function', fn);
     const poolOf = opts.poolOf;
     if (poolOf !== undefined && !(poolOf instanceof OpProgram && poolOf.device === device)) throw typeError('OpProgram.record', 'poolOf', `an OpProgram of ${device}`, poolOf);
-    addon.programBegin(inputList('OpProgram.record', inputs), poolOf?.live('OpProgram.record (poolOf)'));
+    const graph = opts.graph ?? graphsByDefault();
+    if (typeof graph !== 'boolean') throw typeError('OpProgram.record', 'graph', 'a boolean', graph);
+    addon.programBegin(inputList('OpProgram.record', inputs), poolOf?.live('OpProgram.record (poolOf)'), graph);
     let ran = false;
     try {
       const r = fn() as unknown;

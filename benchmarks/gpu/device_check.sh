@@ -111,13 +111,15 @@ if want syncs; then
   pack
 fi
 if want replay; then
-  # op programs (src/program.ts) on CUDA: each demo stage's step in JavaScript and replayed natively; ms a step, and
-  # the trained weights' hash, which must be equal (the same kernels on the same buffers: bit for bit); not yet run
-  # on a GPU (RESULTS.md, "Op programs")
+  # op programs (src/program.ts) on CUDA: each demo stage's step in JavaScript, replayed call by call
+  # (VWLMM_CUDA_GRAPHS=0) and replayed as CUDA graphs (the default); ms a step, and the trained weights' hash, which
+  # must be the same all three ways (the same kernels on the same buffers: bit for bit); the last line says how many
+  # programs ran as graphs, or why not. Not yet run on a GPU (RESULTS.md, "Op programs", "CUDA graphs")
   for st in vision captions questions; do
-    for rp in off on; do
-      timeout 60 node node_modules/tsx/dist/cli.mjs benchmarks/demo_step_profile.ts --device cuda --stage $st --steps 150 --replay $rp >"$L/replay_${st}_$rp.log" 2>&1
-      echo "replay $st $rp: rc $? $(head -1 "$L/replay_${st}_$rp.log") | $(tail -1 "$L/replay_${st}_$rp.log" | head -c 300)"
+    for rp in off calls graphs; do
+      g=1; [ $rp = calls ] && g=0; r=on; [ $rp = off ] && r=off
+      VWLMM_CUDA_GRAPHS=$g timeout 60 node node_modules/tsx/dist/cli.mjs benchmarks/demo_step_profile.ts --device cuda --stage $st --steps 150 --replay $r >"$L/replay_${st}_$rp.log" 2>&1
+      echo "replay $st $rp: rc $? $(head -1 "$L/replay_${st}_$rp.log") | $(tail -1 "$L/replay_${st}_$rp.log" | head -c 400)"
     done
   done
   pack

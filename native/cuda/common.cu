@@ -492,6 +492,112 @@ bool upload_staged(void* dst, const void* src, size_t bytes) {
   return true;
 }
 
+// ------------------------------------------------------------------------------------------- graphs of op programs
+// An op program (native/napi/program.cc) captures one replay: its op calls enqueue their kernels, cuBLAS calls,
+// stream-ordered workspace (cudaMallocAsync: graph memory nodes) and error-flag kernels into a graph instead of
+// running them, and its uploads and fills are copies from the program's pinned memory and memsets on the ops'
+// stream. Relaxed mode: an op's host-side calls that are no stream work (cudaFuncSetAttribute) are allowed; one
+// that waits (a read to the host) invalidates the capture, and the program then replays call by call.
+namespace {
+struct ProgramGraph {
+  cudaGraphExec_t exec = nullptr;
+  cudaEvent_t done = nullptr;
+  size_t nodes = 0;
+  bool launched = false;
+};
+constexpr const char* kGraphOp = "op program graph";
+
+std::string cuda_why(const char* what, cudaError_t err) {
+  cudaGetLastError();  // a failed capture leaves no sticky error; clear what it set
+  return str_cat(what, ": ", cudaGetErrorString(err));
+}
+}  // namespace
+
+bool graph_begin(std::string* why) {
+  if (!error_flags().async()) {
+    *why = "sync mode (setAsync(false), VWLMM_CUDA_ASYNC=0): every op waits for its work, which a graph cannot hold";
+    return false;
+  }
+  Context& ctx = context(kGraphOp);
+  const cudaError_t err = cudaStreamBeginCapture(ctx.stream, cudaStreamCaptureModeRelaxed);
+  if (err != cudaSuccess) {
+    *why = cuda_why("cudaStreamBeginCapture", err);
+    return false;
+  }
+  return true;
+}
+
+void* graph_end(std::string* why) {
+  Context& ctx = context(kGraphOp);
+  cudaGraph_t g = nullptr;
+  cudaError_t err = cudaStreamEndCapture(ctx.stream, &g);
+  if (err != cudaSuccess || !g) {
+    if (g) cudaGraphDestroy(g);
+    *why = cuda_why("cudaStreamEndCapture", err != cudaSuccess ? err : cudaErrorStreamCaptureInvalidated);
+    return nullptr;
+  }
+  auto* pg = new ProgramGraph();
+  cudaGraphGetNodes(g, nullptr, &pg->nodes);
+  err = cudaGraphInstantiate(&pg->exec, g, 0);
+  cudaGraphDestroy(g);
+  if (err == cudaSuccess) err = cudaEventCreateWithFlags(&pg->done, cudaEventDisableTiming);
+  if (err != cudaSuccess) {
+    *why = cuda_why("cudaGraphInstantiate", err);
+    graph_destroy(pg);
+    return nullptr;
+  }
+  return pg;
+}
+
+void graph_launch(void* graph) {
+  auto* pg = static_cast<ProgramGraph*>(graph);
+  Context& ctx = context(kGraphOp);
+  CUDA_CHECK(kGraphOp, cudaGraphLaunch(pg->exec, ctx.stream));
+  CUDA_CHECK(kGraphOp, cudaEventRecord(pg->done, ctx.stream));
+  pg->launched = true;
+}
+
+void graph_wait(void* graph) {
+  auto* pg = static_cast<ProgramGraph*>(graph);
+  if (!pg->launched) return;
+  if (cudaEventQuery(pg->done) == cudaErrorNotReady) {
+    count_host_sync();
+    CUDA_CHECK(kGraphOp, cudaEventSynchronize(pg->done));
+  }
+  cudaGetLastError();  // cudaEventQuery's cudaErrorNotReady is not an error
+}
+
+void graph_destroy(void* graph) {
+  auto* pg = static_cast<ProgramGraph*>(graph);
+  if (!pg) return;
+  if (pg->exec) cudaGraphExecDestroy(pg->exec);
+  if (pg->done) cudaEventDestroy(pg->done);
+  cudaGetLastError();  // at exit the driver may be gone: moot
+  delete pg;
+}
+
+size_t graph_nodes(void* graph) { return static_cast<ProgramGraph*>(graph)->nodes; }
+
+void graph_upload(void* dst, const void* pinned_src, size_t n) {
+  if (n == 0) return;
+  CUDA_CHECK(kGraphOp, cudaMemcpyAsync(dst, pinned_src, n, cudaMemcpyHostToDevice, context(kGraphOp).stream));
+}
+
+void graph_zero(void* dst, size_t n) {
+  if (n == 0) return;
+  CUDA_CHECK(kGraphOp, cudaMemsetAsync(dst, 0, n, context(kGraphOp).stream));
+}
+
+void* pinned_alloc(size_t n) {
+  void* p = nullptr;
+  CUDA_CHECK(kGraphOp, cudaMallocHost(&p, n > 0 ? n : 1));
+  return p;
+}
+
+void pinned_free(void* p) {
+  if (p && cudaFreeHost(p) != cudaSuccess) cudaGetLastError();
+}
+
 // Every op ends here (run_op). Async mode (CUDA's default; setAsync(true)): no wait; what is read waits, and
 // raises the failed checks then. Sync mode (setAsync(false), VWLMM_CUDA_ASYNC=0 at load): the host waits for the
 // stream after each op and raises the op's failed checks (an H200 ran the GPU test files both ways, 2026-12-04).

@@ -6,6 +6,7 @@
 // decides when the host waits for it and how asynchronous faults are reported.
 #pragma once
 #include <cstdint>
+#include <string>
 #include "../core/error_flags.h"
 #include "../core/fused_args.h"
 #include "../core/op.h"
@@ -48,6 +49,18 @@ void synchronize();
 // the ops' stream, so the host does not wait for the transfer. False when it is not staged (larger than a chunk):
 // the caller copies synchronously.
 bool upload_staged(void* dst, const void* src, size_t bytes);
+
+// CUDA graphs of op programs (GraphHooks of native/napi/buffer.h; native/cuda/common.cu says how).
+bool graph_begin(std::string* why);
+void* graph_end(std::string* why);
+void graph_launch(void* graph);
+void graph_wait(void* graph);
+void graph_destroy(void* graph);
+size_t graph_nodes(void* graph);
+void graph_upload(void* dst, const void* pinned_src, size_t n);
+void graph_zero(void* dst, size_t n);
+void* pinned_alloc(size_t n);
+void pinned_free(void* p);
 
 // Runs op `fn` and then waits for the stream, so that a fault is reported by the op that caused it (the
 // launch path of every op; the binding registers run_op<name##_cuda>).

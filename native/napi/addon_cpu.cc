@@ -33,7 +33,8 @@ void RaiseFlags() {
 }  // namespace
 
 const DeviceMemory kDeviceMemory = {"cpu", cpu::host_alloc, cpu::host_free, cpu::host_copy, cpu::host_copy, cpu::host_zero,
-                                    cpu::host_cache_stats, cpu::release_host_cache, NoFlagsToFetch, RaiseFlags, RaiseFlags};
+                                    cpu::host_cache_stats, cpu::release_host_cache, NoFlagsToFetch, RaiseFlags, RaiseFlags,
+                                    /*graphs=*/nullptr};
 
 // sgemm(transA, transB, M, N, K, A, B, C, options?) on NativeBuffers, C = alpha op(A) op(B) + beta C:
 // exposed for the benchmarks' GEMM measurements and the GEMM tests. options (all optional):

@@ -96,10 +96,14 @@ void Zero(void* dst, size_t n) {
 
 }  // namespace
 
+const GraphHooks kGraphHooks = {cuda::graph_begin, cuda::graph_end,    cuda::graph_launch,  cuda::graph_wait,
+                                cuda::graph_destroy, cuda::graph_nodes, cuda::graph_upload, cuda::graph_zero,
+                                cuda::pinned_alloc, cuda::pinned_free};
+
 const DeviceMemory kDeviceMemory = {"cuda",           DeviceAlloc,          DeviceFree,
                                     Upload,           Download,             Zero,
                                     DeviceCacheStats, ReleaseDeviceCache,   cuda::flags_before_read,
-                                    cuda::flags_after_read, cuda::synchronize};
+                                    cuda::flags_after_read, cuda::synchronize, &kGraphHooks};
 
 // sgemm(transA, transB, M, N, K, A, B, C, { dtype }?) on NativeBuffers, C = op(A) op(B) in float32; A and
 // B are float32, or bfloat16 with { dtype: 'bfloat16' }. Same signature as the CPU addon's: the

@@ -13,12 +13,30 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "../core/block_cache.h"
 
 namespace vw::napi {
 
 class ProgramPool;  // native/napi/program.h
+
+// A backend's graphs of op programs (native/napi/program.cc): CUDA graphs, which the CUDA addon provides and the CPU
+// addon does not (null). A program captures one replay into a graph and launches that graph afterwards: one host
+// call a step instead of one per op. The copies and fills inside a capture are stream-ordered ones on the ops' stream,
+// from pinned host memory (NativeBuffer's own run on the legacy default stream, which a capture may not touch).
+struct GraphHooks {
+  bool (*begin)(std::string* why);  // starts capturing the ops' stream; false (and why) when it cannot
+  void* (*end)(std::string* why);   // ends the capture: the instantiated graph, or null and why
+  void (*launch)(void* graph);      // enqueued, with an event after it
+  void (*wait)(void* graph);        // until the last launch is done (counted as a host synchronisation when it waits)
+  void (*destroy)(void* graph);
+  size_t (*nodes)(void* graph);
+  void (*upload)(void* dst, const void* pinned_src, size_t n);
+  void (*zero)(void* dst, size_t n);
+  void* (*alloc_pinned)(size_t n);
+  void (*free_pinned)(void* p);
+};
 
 // What a backend provides to NativeBuffer. Each addon defines exactly one (see addon_*.cc).
 struct DeviceMemory {
@@ -36,6 +54,7 @@ struct DeviceMemory {
   void (*flags_before_read)();
   void (*flags_after_read)();
   void (*synchronize)();
+  const GraphHooks* graphs;  // null: the backend replays op programs call by call (the CPU)
 };
 extern const DeviceMemory kDeviceMemory;
 

@@ -1,11 +1,12 @@
 // The N-API functions of op programs (native/napi/program.h):
-//   programBegin(inputs: TypedArray[], poolOf?) starts recording; uploads from a slice of an input are replay inputs;
-//                                               with a program, the new one shares its memory pool (program.h)
+//   programBegin(inputs: TypedArray[], poolOf?, graph?) starts recording; uploads from a slice of an input are replay
+//                                               inputs; with a program, the new one shares its memory pool (program.h);
+//                                               graph false: never a backend graph (default true; "Graphs" below)
 //   programEnd() -> handle                      the recorded program (or the reason it cannot be one, as a TypeError)
 //   programAbort() -> boolean                   drops the recording in progress (false: none)
 //   programReplay(handle, inputs: TypedArray[]) runs the recorded calls with new inputs of the recorded sizes
 //   programCompare(a, b) -> string | null       the first difference between two recordings, null when none
-//   programInfo(handle) -> { ops, uploads, zeros, constantBytes, inputBytes, externals, poolBytes }
+//   programInfo(handle) -> { ops, uploads, zeros, constantBytes, inputBytes, externals, poolBytes, opNames, graph }
 //   programDispose(handle)                      frees the program's memory now (idempotent)
 #include <cmath>
 #include <cstring>
@@ -127,8 +128,117 @@ std::string Compare(const OpProgram& a, const OpProgram& b) {
   return "";
 }
 
-void Replay(OpProgram& p, const std::vector<program_detail::Input>& inputs) {
+// ---------------------------------------------------------------------------------------------------- graphs
+// On a backend with graphs (CUDA), the first replay that finds no error-flag check pending captures the program:
+// its calls run as in a plain replay, but into a graph, which is then launched, now and at every later replay (one
+// host call a step). The uploads come from the program's pinned memory: the constants written there once, the
+// inputs' slices copied there before each launch (after the previous launch is done with them). The checks the ops
+// claimed while captured (native/core/error_flags.h) are claimed again, in order, at each launch, so a failure is
+// raised at the next synchronisation as after a plain replay; a launch therefore needs the same free slots as the
+// capture had (none pending), else that replay runs call by call. A capture that fails (an op that waits for the
+// device, or a check whose result the host knew) leaves the reason in info().graph and the program replaying call by
+// call.
+
+constexpr size_t kPinnedAlign = 256;
+
+void Enqueue(const OpProgram& p, const std::vector<program_detail::Input>& inputs, const GraphHooks* g) {
   using program_detail::Kind;
+  for (const auto& e : p.events) {
+    switch (e.kind) {
+      case Kind::Op: {
+        const auto& op = p.ops[e.index];
+        op.fn(op.call);
+        break;
+      }
+      case Kind::Upload: {
+        const auto& u = p.uploads[e.index];
+        if (g)
+          g->upload(u.dst, p.pinned + p.pinned_offset[e.index], u.bytes);
+        else
+          kDeviceMemory.upload(u.dst, u.input < 0 ? u.constant.data() : inputs[u.input].data + u.input_offset, u.bytes);
+        break;
+      }
+      case Kind::Zero: {
+        const auto& z = p.zeros[e.index];
+        if (z.bytes == 0) break;
+        if (g)
+          g->zero(z.dst, z.bytes);
+        else
+          kDeviceMemory.zero(z.dst, z.bytes);
+        break;
+      }
+    }
+  }
+}
+
+// The inputs' slices into the pinned memory, once the last launch has copied from it.
+void StageInputs(OpProgram& p, const std::vector<program_detail::Input>& inputs, const GraphHooks* g) {
+  if (p.graph) g->wait(p.graph);
+  for (size_t k = 0; k < p.uploads.size(); ++k) {
+    const auto& u = p.uploads[k];
+    if (u.input >= 0 && u.bytes > 0) std::memcpy(p.pinned + p.pinned_offset[k], inputs[u.input].data + u.input_offset, u.bytes);
+  }
+}
+
+// Captures the program (true: p.graph is set and has been launched once), or leaves why not in p.graph_why.
+bool Capture(OpProgram& p, const std::vector<program_detail::Input>& inputs, const GraphHooks* g) {
+  size_t bytes = 0;
+  p.pinned_offset.assign(p.uploads.size(), 0);
+  for (size_t k = 0; k < p.uploads.size(); ++k) {
+    p.pinned_offset[k] = bytes;
+    bytes += (p.uploads[k].bytes + kPinnedAlign - 1) / kPinnedAlign * kPinnedAlign;
+  }
+  if (!p.pinned) p.pinned = static_cast<uint8_t*>(g->alloc_pinned(bytes));
+  for (size_t k = 0; k < p.uploads.size(); ++k)
+    if (p.uploads[k].input < 0 && p.uploads[k].bytes > 0) std::memcpy(p.pinned + p.pinned_offset[k], p.uploads[k].constant.data(), p.uploads[k].bytes);
+  StageInputs(p, inputs, g);
+
+  ErrorFlags& flags = error_flags();
+  const ErrorFlags::Mark mark = flags.mark();
+  std::string why;
+  if (!g->begin(&why)) {
+    p.graph_why = why;
+    return false;
+  }
+  try {
+    Enqueue(p, inputs, g);
+  } catch (const std::exception& e) {
+    why = str_cat("an op failed while captured: ", e.what());
+  } catch (...) {
+    why = "an op failed while captured";
+  }
+  std::string end_why;
+  void* graph = g->end(&end_why);  // always: the stream leaves capture mode
+  if (why.empty() && !graph) why = end_why;
+  if (why.empty() && !flags.device_checks_since(mark, p.graph_checks))
+    why = "an op checked its data on the host while captured (a launch would not repeat that check)";
+  flags.rollback(mark);  // nothing ran: the launch claims the checks again
+  if (!why.empty()) {
+    if (graph) g->destroy(graph);
+    g->free_pinned(p.pinned);
+    p.pinned = nullptr;
+    p.graph_checks.clear();
+    p.graph_why = why;
+    return false;
+  }
+  p.graph = graph;
+  return true;
+}
+
+void Launch(OpProgram& p, const GraphHooks* g) {
+  ErrorFlags& flags = error_flags();
+  const ErrorFlags::Mark mark = flags.mark();
+  flags.claim_all(p.graph_checks);
+  try {
+    g->launch(p.graph);
+  } catch (...) {
+    flags.rollback(mark);  // nothing will write those slots
+    throw;
+  }
+  ++p.graph_launches;
+}
+
+void Replay(OpProgram& p, const std::vector<program_detail::Input>& inputs) {
   constexpr const char* what = "programReplay";
   if (inputs.size() != p.input_bytes.size()) throw_type_error(what, ": ", inputs.size(), " inputs for a program recorded with ", p.input_bytes.size());
   for (size_t k = 0; k < inputs.size(); ++k)
@@ -142,25 +252,20 @@ void Replay(OpProgram& p, const std::vector<program_detail::Input>& inputs) {
       throw_type_error(what, ": a buffer the program uses (made before its recording, ", x.bytes, " bytes) has been disposed since");
     if (x.buf->pinned()) throw_type_error(what, ": a buffer the program uses is in use by a collective that has not been waited for");
   }
-  for (const auto& e : p.events) {
-    switch (e.kind) {
-      case Kind::Op: {
-        const auto& op = p.ops[e.index];
-        op.fn(op.call);
-        break;
-      }
-      case Kind::Upload: {
-        const auto& u = p.uploads[e.index];
-        kDeviceMemory.upload(u.dst, u.input < 0 ? u.constant.data() : inputs[u.input].data + u.input_offset, u.bytes);
-        break;
-      }
-      case Kind::Zero: {
-        const auto& z = p.zeros[e.index];
-        if (z.bytes > 0) kDeviceMemory.zero(z.dst, z.bytes);
-        break;
-      }
+  const GraphHooks* g = kDeviceMemory.graphs;
+  // a graph needs every error-flag slot its capture claimed free (none pending), and async mode
+  if (g && p.graph_wanted && error_flags().slots_used() == 0 && error_flags().async()) {
+    if (p.graph) {
+      StageInputs(p, inputs, g);
+      Launch(p, g);
+      return;
+    }
+    if (p.graph_why.empty() && Capture(p, inputs, g)) {
+      Launch(p, g);
+      return;
     }
   }
+  Enqueue(p, inputs, nullptr);
 }
 
 }  // namespace
@@ -172,8 +277,14 @@ void RegisterProgram(Napi::Env env, Napi::Object exports) {
       auto inputs = InputsOf(info.Length() > 0 ? info[0] : info.Env().Undefined(), "programBegin");
       std::shared_ptr<ProgramPool> pool;
       if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) pool = ProgramOf(info[1], "programBegin (poolOf)")->pool;
+      bool graph = true;
+      if (info.Length() > 2 && !info[2].IsUndefined()) {
+        if (!info[2].IsBoolean()) throw_type_error("programBegin: graph must be a boolean");
+        graph = info[2].As<Napi::Boolean>().Value();
+      }
       auto* p = new OpProgram();
       if (pool) p->pool = std::move(pool);
+      p->graph_wanted = graph;
       p->inputs = std::move(inputs);
       for (const auto& in : p->inputs) p->input_bytes.push_back(in.bytes);
       recording_program() = p;
@@ -238,6 +349,18 @@ void RegisterProgram(Napi::Env env, Napi::Object exports) {
       o.Set("inputBytes", ib);
       o.Set("externals", static_cast<double>(p->externals.size()));
       o.Set("poolBytes", static_cast<double>(p->pool->bytes()));
+      // the backend's graph: null where there are none (the CPU) or none is wanted; else whether one was captured,
+      // its nodes and launches, and why not (null: captured, or not tried yet)
+      if (kDeviceMemory.graphs && p->graph_wanted) {
+        Napi::Object g = Napi::Object::New(e);
+        g.Set("captured", p->graph != nullptr);
+        g.Set("nodes", static_cast<double>(p->graph ? kDeviceMemory.graphs->nodes(p->graph) : 0));
+        g.Set("launches", static_cast<double>(p->graph_launches));
+        g.Set("reason", p->graph_why.empty() ? e.Null() : Napi::String::New(e, p->graph_why));
+        o.Set("graph", g);
+      } else {
+        o.Set("graph", e.Null());
+      }
       Napi::Array names = Napi::Array::New(e, p->ops.size());
       for (size_t k = 0; k < p->ops.size(); ++k) names.Set(static_cast<uint32_t>(k), p->ops[k].name);
       o.Set("opNames", names);

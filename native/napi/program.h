@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/error_flags.h"
 #include "../core/op.h"
 #include "buffer.h"
 #include "errors.h"
@@ -135,6 +136,16 @@ struct Input {
 
 class OpProgram {
  public:
+  OpProgram() = default;
+  OpProgram(const OpProgram&) = delete;
+  OpProgram& operator=(const OpProgram&) = delete;
+  ~OpProgram() {
+    if (const GraphHooks* g = kDeviceMemory.graphs) {
+      if (graph) g->destroy(graph);
+      if (pinned) g->free_pinned(pinned);
+    }
+  }
+
   // which recording made a buffer (NativeBuffer::recorded_by): a serial number, never reused as an address could be
   const uint64_t serial = NextSerial();
   std::shared_ptr<ProgramPool> pool = std::make_shared<ProgramPool>();
@@ -149,6 +160,16 @@ class OpProgram {
   std::vector<program_detail::Input> inputs;
   int64_t next_id = 0;
   std::string failed;  // why the recording cannot become a program (the first reason)
+  // The backend's graph of a replay (GraphHooks: CUDA graphs), captured at the first replay that can and launched at
+  // the next ones (program.cc, "Graphs"): its uploads come from `pinned` (one slice per upload, at pinned_offset),
+  // and the error-flag checks its ops claimed at capture are claimed again at each launch.
+  bool graph_wanted = true;  // programBegin's `graph` option
+  void* graph = nullptr;
+  std::string graph_why;  // why there is no graph (empty: not tried yet, or there is one)
+  uint8_t* pinned = nullptr;
+  std::vector<size_t> pinned_offset;
+  std::vector<ValueCheck> graph_checks;
+  uint64_t graph_launches = 0;
 
   void Fail(std::string why) {
     if (failed.empty()) failed = std::move(why);

@@ -91,10 +91,20 @@ export class StageReplay {
     return { used: true, ops: info.ops, poolBytes: info.poolBytes };
   }
 
-  /** Steps replayed, recorded and run in JavaScript alone; the programs kept and their pool's bytes. */
+  /**
+   * Steps replayed, recorded and run in JavaScript alone; the programs kept and their pool's bytes; on CUDA, how many
+   * of them run as graphs, their launches, and why one does not (the first reason).
+   */
   summary(): Record<string, unknown> {
     const programs = [...this.entries.values()].map((e) => e.program).filter((p): p is OpProgram => p !== null);
-    return { ...this.counts, programs: programs.length, poolBytes: programs.length ? programs[0].info().poolBytes : 0, ...(this.why ? { why: this.why } : {}) };
+    const infos = programs.map((p) => p.info());
+    const graphs = infos.map((i) => i.graph).filter((g) => g !== null);
+    const graphWhy = graphs.find((g) => g.reason !== null)?.reason;
+    return {
+      ...this.counts, programs: programs.length, poolBytes: infos.length ? infos[0].poolBytes : 0,
+      ...(graphs.length ? { graphs: graphs.filter((g) => g.captured).length, graphLaunches: graphs.reduce((a, g) => a + g.launches, 0), ...(graphWhy ? { graphWhy } : {}) } : {}),
+      ...(this.why ? { why: this.why } : {}),
+    };
   }
 
   /**

@@ -2,7 +2,7 @@
 // the function computes for the same inputs, bit for bit, on every backend; its memory is its own; what a replay
 // could not repeat is refused with the reason, and the recorded function still runs as it would unrecorded.
 import { describe, expect, it } from 'vitest';
-import { callOp, F, memoryStats, OpProgram, scope, Tensor } from '../../src';
+import { callOp, F, isAsync, memoryStats, OpProgram, scope, setAsync, Tensor } from '../../src';
 import type { Device } from '../../src';
 import { backends } from '../support/backends';
 import { rngFor } from '../support/random';
@@ -73,12 +73,72 @@ describe('op programs: record once, replay natively', () => {
         expect(same(replayed, js)).toBe(true);
         expect(Number.isFinite(replayed[0][0])).toBe(true);
       }
+      // on CUDA the first replay was captured into a graph and every replay launched it (in async mode, the default)
+      const g = program.info().graph;
+      if (dv.device === 'cpu') expect(g).toBeNull();
+      else if (isAsync(dv.device)) expect(g, JSON.stringify(g)).toMatchObject({ captured: true, launches: 3, reason: null });
       program.dispose();
       program.dispose(); // idempotent
       expect(program.disposed).toBe(true);
       expect(() => program.replay([x, t])).toThrow(/has been disposed/);
       m.dispose();
       expect(live(dv.device)).toBe(live0);
+    });
+
+    run(`${dv.name}: a graph (CUDA) and a replay call by call compute the same, bit for bit; graph: false never captures`, () => {
+      const [n, d, hidden, classes] = [6, 5, 9, 7];
+      const m = model(dv.device, d, hidden, classes);
+      const first = data(n, d, classes);
+      m.step(first.x, first.t);
+      const x = Float32Array.from(first.x), t = Int32Array.from(first.t);
+      const fn = () => {
+        m.zeroGrads();
+        m.step(x, t);
+      };
+      const graphed = OpProgram.record(dv.device, [x, t], fn, { graph: true });
+      const plain = OpProgram.record(dv.device, [x, t], fn, { graph: false, poolOf: graphed });
+      expect(plain.differenceFrom(graphed)).toBeNull();
+      for (let k = 0; k < 3; k++) {
+        const next = data(n, d, classes);
+        graphed.replay([next.x, next.t]);
+        const a = m.read();
+        plain.replay([next.x, next.t]);
+        expect(same(m.read(), a)).toBe(true);
+      }
+      expect(plain.info().graph).toBeNull();
+      if (dv.device === 'cuda' && isAsync(dv.device)) expect(graphed.info().graph).toMatchObject({ captured: true, launches: 3 });
+      expect(() => OpProgram.record(dv.device, [x, t], fn, { graph: 1 as never })).toThrow(/OpProgram.record: expected a boolean for graph/);
+      graphed.dispose();
+      plain.dispose();
+      m.dispose();
+    });
+
+    run(`${dv.name}: in async mode a replayed step's data checks are raised at the next read, naming the op (CUDA: from a graph)`, () => {
+      const device = dv.device;
+      const was = setAsync(device, true);
+      try {
+        scope(() => {
+          const wv = normals(5 * 3);
+          const W = Tensor.fromArray(wv, [5, 3], { device });
+          const out = Tensor.zeros([2, 3], { device });
+          const ids = Int32Array.of(0, 1);
+          const rows = (a: number, b: number) => [...wv.subarray(3 * a, 3 * a + 3), ...wv.subarray(3 * b, 3 * b + 3)];
+          const program = OpProgram.record(device, [ids], () => scope(() => {
+            const y = F.embedding(Tensor.fromArray(ids, [2], { device }), W);
+            callOp('axpby', device, [y, y], [out], [6], [1, 0]);
+          }));
+          program.replay([Int32Array.of(4, 2)]);
+          expect(Array.from(out.toArray())).toEqual(rows(4, 2));
+          program.replay([Int32Array.of(1, 7)]);
+          expect(() => out.toArray()).toThrow(/^\[embedding_forward\] ids\[1\] = 7 is outside \[0, 5\) \(an asynchronous check/);
+          program.replay([Int32Array.of(3, 0)]);
+          expect(Array.from(out.toArray())).toEqual(rows(3, 0));
+          if (device === 'cuda') expect(program.info().graph).toMatchObject({ captured: true, launches: 3 });
+          program.dispose();
+        });
+      } finally {
+        setAsync(device, was);
+      }
     });
 
     run(`${dv.name}: an upload of a slice of an input is replayed from that slice of the new input`, () => {
