@@ -16,6 +16,10 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Tokenizer } from '@huggingface/tokenizers';
 
+/** TextTokenizer.encode's memo: how many texts it keeps, and the longest it keeps. */
+const MEMO_ENTRIES = 1 << 15;
+const MEMO_MAX_CHARS = 256;
+
 /** tokenizer_config.json content (only the keys used here are typed). */
 export interface TokenizerConfigObject {
   bos_token?: string | { content: string } | null;
@@ -247,15 +251,38 @@ export class TextTokenizer {
       ids.push(this.bosId);
     }
     if (text.length === 0) return ids;
+    const memo = text.length <= MEMO_MAX_CHARS;
+    let known = memo ? this.memo.get(text) : undefined;
+    if (known === undefined) {
+      known = this.encodeText(text);
+      if (memo) {
+        if (this.memo.size >= MEMO_ENTRIES) this.memo.delete(this.memo.keys().next().value as string); // the oldest
+        this.memo.set(text, known);
+      }
+    }
+    for (let i = 0; i < known.length; i++) ids.push(known[i]);
+    return ids;
+  }
+
+  /**
+   * The encodings of short texts, oldest first. A conversation's tokenisation encodes the same turns again and again
+   * (tokenizeConversation measures each turn's boundary, and a dataset repeats its questions and prompts);
+   * tokenizers' JavaScript encode took 10 s of the demo's start on the 2-core VM (benchmarks/RESULTS.md). A text's ids
+   * depend on the text alone, so a hit gives the same ids. Long texts (a whole prompt) are rarely repeated: not kept.
+   */
+  private readonly memo = new Map<string, Int32Array>();
+
+  private encodeText(text: string): Int32Array {
     const enc = this.tok.encode(text, { add_special_tokens: false });
+    const out = new Int32Array(enc.ids.length);
     for (let i = 0; i < enc.ids.length; i++) {
       const id = enc.ids[i];
       if (id === undefined || id === null || !Number.isInteger(id)) {
         throw new Error(`TextTokenizer.encode: ${this.source}: token ${JSON.stringify(enc.tokens[i])} is not in the vocabulary and there is no unk token`);
       }
-      ids.push(id);
+      out[i] = id;
     }
-    return ids;
+    return out;
   }
 
   /** Text of `ids`. Negative ids (the image placeholder -200, the ignore index -100) are skipped. */

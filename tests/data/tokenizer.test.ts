@@ -5,6 +5,7 @@ import * as path from 'path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextTokenizer } from '../../src/data/tokenizer';
 import { addedTokens, llamaBpeJson, wordLevelJson } from '../support/tokenizer_json';
+import { rngFor } from '../support/random';
 
 let dir = '';
 beforeAll(() => {
@@ -107,6 +108,27 @@ describe('TextTokenizer (WordLevel)', () => {
     const tok = new TextTokenizer(wordLevelJson(WORDS), { bosToken: '</s>', padToken: '<s>' });
     expect([tok.bosId, tok.padId]).toEqual([2, 1]);
     expect(() => new TextTokenizer(wordLevelJson(WORDS), { eosToken: '<nope>' })).toThrow(/eos_token "<nope>" is not in the vocabulary/);
+  });
+});
+
+describe('TextTokenizer.encode remembers short texts', () => {
+  it('gives the ids of a fresh tokenisation, every time, in arrays the caller owns (WordLevel and BPE)', () => {
+    const rng = rngFor('tokenizer-memo');
+    for (const json of [wordLevelJson(WORDS), llamaBpeJson(WORDS.map((w) => `▁${w}`))]) {
+      const tok = new TextTokenizer(json);
+      // tokens() and tokenToId() go to tokenizers directly: the reference, never from the memo
+      const fresh = (t: string) => tok.tokenize(t).map((x) => tok.tokenToId(x) ?? tok.unkId);
+      const texts = Array.from({ length: 40 }, (_, k) => {
+        const n = k < 30 ? 1 + rng.int(8) : 80 + rng.int(40); // short ones repeat below; long ones are not kept
+        return Array.from({ length: n }, () => WORDS[rng.int(WORDS.length)]).join(rng.next() < 0.5 ? ' ' : '');
+      });
+      for (let k = 0; k < 400; k++) {
+        const t = texts[rng.int(texts.length)];
+        const ids = tok.encode(t, { addBos: k % 3 === 0 });
+        expect(ids).toEqual([...(k % 3 === 0 ? [tok.bosId] : []), ...fresh(t)]);
+        ids.push(-7); // the caller's array: the next call is not affected
+      }
+    }
   });
 });
 
