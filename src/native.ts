@@ -58,6 +58,8 @@ export interface Addon {
   programCompare(a: ProgramHandle, b: ProgramHandle): string | null;
   programInfo(program: ProgramHandle): NativeProgramInfo;
   programDispose(program: ProgramHandle): void;
+  /** Tests: host graphs on a backend without graphs of its own (the CPU), so CI runs the graph logic; the old value. */
+  programHostGraphs(on: boolean): boolean;
   /** CUDA addon only: makes GPU `index` this process's device (src/device.ts). */
   selectDevice?(index: number): void;
   /** CUDA addon only: the attention kernels' settings, changed where given; returns the previous ones (src/index.ts). */

@@ -20,8 +20,9 @@
 # check on an H200"). Since then "train" runs vwlmm twice (tiled and gemm attention, ~40 s more) and "attention"
 # (~1-2 min) and "lora" (7B: ~3-5 min) were added, which do not fit one lease with the rest. A plan for the next one:
 #   call 1: SECTIONS="tests syncs replay nccl train attention" TEST_TIMEOUT=200 (the gemm attention's parity, the
-#   fused losses' partial gradients, the bf16 residual stream and op programs (2026-12-05/06), host syncs and the host
-#   cost per op on CUDA (~1 min), each demo stage's step replayed against JavaScript (~1.5 min), NCCL's bf16 gather,
+#   fused losses' partial gradients, the bf16 residual stream, op programs and their CUDA graphs, the fused losses with
+#   no host wait (2026-12-05/06), host syncs (expected: one a step in async mode) and the host
+#   cost per op on CUDA (~1 min), each demo stage's step in JavaScript, replayed and as a CUDA graph (~2.5 min), NCCL's bf16 gather,
 #   overlap and ordering probe (~1 min), then the gemm attention's speed)
 #   call 2, REUSE=1: SECTIONS="lora generate answer" LORA_TIMEOUT=120 GEN_TIMEOUT=100 ANSWER_TIMEOUT=120 (issue 12's
 #   7B LoRA against PEFT, vwlmm with the bf16 residual stream as HF's bf16 model, and 7B generation against

@@ -16,16 +16,19 @@
 #include <string>
 
 #include "../core/block_cache.h"
+#include "../core/op.h"
 
 namespace vw::napi {
 
 class ProgramPool;  // native/napi/program.h
 
 // A backend's graphs of op programs (native/napi/program.cc): CUDA graphs, which the CUDA addon provides and the CPU
-// addon does not (null). A program captures one replay into a graph and launches that graph afterwards: one host
-// call a step instead of one per op. The copies and fills inside a capture are stream-ordered ones on the ops' stream,
-// from pinned host memory (NativeBuffer's own run on the legacy default stream, which a capture may not touch).
+// addon does not (null; program.cc's host graphs stand in for them in tests, programHostGraphs). A program captures
+// one replay into a graph and launches that graph afterwards: one host call a step instead of one per op. The copies
+// and fills inside a capture are stream-ordered ones on the ops' stream, from pinned host memory (NativeBuffer's own
+// run on the legacy default stream, which a capture may not touch).
 struct GraphHooks {
+  void (*op)(OpFn fn, const OpCall& call);  // one recorded op call: run (its kernels captured), or kept (host graphs)
   bool (*begin)(std::string* why);  // starts capturing the ops' stream; false (and why) when it cannot
   void* (*end)(std::string* why);   // ends the capture: the instantiated graph, or null and why
   void (*launch)(void* graph);      // enqueued, with an event after it

@@ -8,7 +8,9 @@
 //   programCompare(a, b) -> string | null       the first difference between two recordings, null when none
 //   programInfo(handle) -> { ops, uploads, zeros, constantBytes, inputBytes, externals, poolBytes, opNames, graph }
 //   programDispose(handle)                      frees the program's memory now (idempotent)
+//   programHostGraphs(on) -> boolean            tests: host graphs where the backend has none (the CPU); the old value
 #include <cmath>
+#include <functional>
 #include <cstring>
 #include <string>
 #include <unordered_set>
@@ -141,13 +143,74 @@ std::string Compare(const OpProgram& a, const OpProgram& b) {
 
 constexpr size_t kPinnedAlign = 256;
 
+// Host graphs (programHostGraphs(true); tests only, on a backend without graphs of its own: the CPU): a capture keeps
+// the calls, uploads and fills instead of running them, and a launch runs what it kept, so CI runs the capture,
+// staging and launch logic below that CUDA graphs take.
+struct HostGraph {
+  std::vector<std::function<void()>> steps;
+};
+HostGraph*& host_capture() {
+  static HostGraph* g = nullptr;
+  return g;
+}
+bool& host_graphs_on() {
+  static bool on = false;
+  return on;
+}
+const GraphHooks kHostGraphs = {
+    [](OpFn fn, const OpCall& call) {
+      if (host_capture())
+        host_capture()->steps.push_back([fn, &call] { fn(call); });  // the call lives in its program, as the graph
+      else
+        fn(call);
+    },
+    [](std::string*) {
+      host_capture() = new HostGraph();
+      return true;
+    },
+    [](std::string*) -> void* {
+      HostGraph* g = host_capture();
+      host_capture() = nullptr;
+      return g;
+    },
+    [](void* g) {
+      for (auto& step : static_cast<HostGraph*>(g)->steps) step();
+    },
+    [](void*) {},
+    [](void* g) { delete static_cast<HostGraph*>(g); },
+    [](void* g) { return static_cast<HostGraph*>(g)->steps.size(); },
+    [](void* dst, const void* src, size_t n) {
+      if (host_capture())
+        host_capture()->steps.push_back([dst, src, n] { kDeviceMemory.upload(dst, src, n); });
+      else
+        kDeviceMemory.upload(dst, src, n);
+    },
+    [](void* dst, size_t n) {
+      if (host_capture())
+        host_capture()->steps.push_back([dst, n] { kDeviceMemory.zero(dst, n); });
+      else
+        kDeviceMemory.zero(dst, n);
+    },
+    [](size_t n) -> void* { return ::operator new(n > 0 ? n : 1); },
+    [](void* p) { ::operator delete(p); },
+};
+
+// The backend's graphs: its own (CUDA), else the host graphs when a test has turned them on, else none.
+const GraphHooks* Graphs() {
+  if (kDeviceMemory.graphs) return kDeviceMemory.graphs;
+  return host_graphs_on() ? &kHostGraphs : nullptr;
+}
+
 void Enqueue(const OpProgram& p, const std::vector<program_detail::Input>& inputs, const GraphHooks* g) {
   using program_detail::Kind;
   for (const auto& e : p.events) {
     switch (e.kind) {
       case Kind::Op: {
         const auto& op = p.ops[e.index];
-        op.fn(op.call);
+        if (g)
+          g->op(op.fn, op.call);
+        else
+          op.fn(op.call);
         break;
       }
       case Kind::Upload: {
@@ -188,6 +251,7 @@ bool Capture(OpProgram& p, const std::vector<program_detail::Input>& inputs, con
     p.pinned_offset[k] = bytes;
     bytes += (p.uploads[k].bytes + kPinnedAlign - 1) / kPinnedAlign * kPinnedAlign;
   }
+  p.graph_hooks = g;
   if (!p.pinned) p.pinned = static_cast<uint8_t*>(g->alloc_pinned(bytes));
   for (size_t k = 0; k < p.uploads.size(); ++k)
     if (p.uploads[k].input < 0 && p.uploads[k].bytes > 0) std::memcpy(p.pinned + p.pinned_offset[k], p.uploads[k].constant.data(), p.uploads[k].bytes);
@@ -252,7 +316,7 @@ void Replay(OpProgram& p, const std::vector<program_detail::Input>& inputs) {
       throw_type_error(what, ": a buffer the program uses (made before its recording, ", x.bytes, " bytes) has been disposed since");
     if (x.buf->pinned()) throw_type_error(what, ": a buffer the program uses is in use by a collective that has not been waited for");
   }
-  const GraphHooks* g = kDeviceMemory.graphs;
+  const GraphHooks* g = p.graph_hooks ? p.graph_hooks : Graphs();
   // a graph needs every error-flag slot its capture claimed free (none pending), and async mode
   if (g && p.graph_wanted && error_flags().slots_used() == 0 && error_flags().async()) {
     if (p.graph) {
@@ -351,10 +415,11 @@ void RegisterProgram(Napi::Env env, Napi::Object exports) {
       o.Set("poolBytes", static_cast<double>(p->pool->bytes()));
       // the backend's graph: null where there are none (the CPU) or none is wanted; else whether one was captured,
       // its nodes and launches, and why not (null: captured, or not tried yet)
-      if (kDeviceMemory.graphs && p->graph_wanted) {
+      const GraphHooks* hooks = p->graph_hooks ? p->graph_hooks : Graphs();
+      if (hooks && p->graph_wanted) {
         Napi::Object g = Napi::Object::New(e);
         g.Set("captured", p->graph != nullptr);
-        g.Set("nodes", static_cast<double>(p->graph ? kDeviceMemory.graphs->nodes(p->graph) : 0));
+        g.Set("nodes", static_cast<double>(p->graph ? hooks->nodes(p->graph) : 0));
         g.Set("launches", static_cast<double>(p->graph_launches));
         g.Set("reason", p->graph_why.empty() ? e.Null() : Napi::String::New(e, p->graph_why));
         o.Set("graph", g);
@@ -365,6 +430,15 @@ void RegisterProgram(Napi::Env env, Napi::Object exports) {
       for (size_t k = 0; k < p->ops.size(); ++k) names.Set(static_cast<uint32_t>(k), p->ops[k].name);
       o.Set("opNames", names);
       return o;
+    });
+  }));
+  exports.Set("programHostGraphs", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      if (info.Length() < 1 || !info[0].IsBoolean()) throw_type_error("programHostGraphs: expected a boolean");
+      if (host_capture()) throw_type_error("programHostGraphs: a host graph is being captured");
+      const bool was = host_graphs_on();
+      host_graphs_on() = info[0].As<Napi::Boolean>().Value();
+      return Napi::Boolean::New(info.Env(), was);
     });
   }));
   exports.Set("programDispose", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {

@@ -140,7 +140,7 @@ class OpProgram {
   OpProgram(const OpProgram&) = delete;
   OpProgram& operator=(const OpProgram&) = delete;
   ~OpProgram() {
-    if (const GraphHooks* g = kDeviceMemory.graphs) {
+    if (const GraphHooks* g = graph_hooks) {
       if (graph) g->destroy(graph);
       if (pinned) g->free_pinned(pinned);
     }
@@ -164,6 +164,7 @@ class OpProgram {
   // the next ones (program.cc, "Graphs"): its uploads come from `pinned` (one slice per upload, at pinned_offset),
   // and the error-flag checks its ops claimed at capture are claimed again at each launch.
   bool graph_wanted = true;  // programBegin's `graph` option
+  const GraphHooks* graph_hooks = nullptr;  // the hooks that made `graph` and `pinned` (and free them)
   void* graph = nullptr;
   std::string graph_why;  // why there is no graph (empty: not tried yet, or there is one)
   uint8_t* pinned = nullptr;

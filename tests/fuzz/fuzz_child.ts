@@ -490,6 +490,8 @@ for (const disposed of [false, true]) {
   add(`addon.programInfo${tag}`, () => ({ fn: P.programInfo as never, args: [handle()], names: ['programInfo'] }));
 }
 add('addon.programDispose', () => ({ fn: P.programDispose as never, args: [chance(0.5) ? recordedProgram() : disposedProgram()], names: ['programDispose'] }));
+// host graphs on some of the time: replays in async mode are then captured and launched (program.cc, "Graphs")
+add('addon.programHostGraphs', () => ({ fn: P.programHostGraphs as never, args: [chance(0.5)], names: ['programHostGraphs'] }));
 // Async mode some of the time (native/core/error_flags.h): the hostile ids, masks and targets of the calls then
 // run into the kernels, which must skip them, and their errors surface at a later read.
 add('addon.setAsync', () => ({ fn: addon.setAsync as never, args: [chance(0.3)], names: ['setAsync'] }));

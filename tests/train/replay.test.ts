@@ -3,7 +3,8 @@
 // same weights, bit for bit, as the same run in JavaScript; a step that is not the same for every batch, a non-finite
 // step, gradient accumulation or replay: false leave the stage in JavaScript, with the same numbers.
 import { describe, expect, it, vi } from 'vitest';
-import { memoryStats, OpProgram } from '../../src';
+import { memoryStats, OpProgram, setAsync } from '../../src';
+import { cpu } from '../../src/native';
 import * as F from '../../src/functional';
 import { ModelBatch, VwLmm } from '../../src/model/vwlmm';
 import { Tensor } from '../../src/tensor';
@@ -51,6 +52,28 @@ describe('Trainer: steps replayed as op programs', () => {
     expect(summary.recorded as number).toBeGreaterThanOrEqual(2 * (summary.programs as number));
     expect(replayed.losses).toEqual(js.losses);
     expect(same(replayed.weights, js.weights)).toBe(true);
+  });
+
+  it("as graphs (CUDA's; on the CPU the host graphs that stand in for them, in async mode): the same weights and losses", () => {
+    const stage: Stage = { name: 'g', size: samples.length, makeBatch, steps: 16, batchSize: 2, lr: 3e-3, trainable: all };
+    const js = train([stage], false);
+    const wasAsync = setAsync('cpu', true), wasHost = cpu().programHostGraphs(true);
+    let graphed: ReturnType<typeof train>;
+    try {
+      graphed = train([stage], true);
+    } finally {
+      cpu().programHostGraphs(wasHost);
+      setAsync('cpu', wasAsync);
+    }
+    const summary = graphed.logs.at(-1)!;
+    // every replay launched a graph (a program is captured at its first replay: one never replayed has none yet)
+    expect(summary).toMatchObject({ summary: true, graphLaunches: summary.replayed });
+    expect(summary.graphWhy).toBeUndefined();
+    expect(summary.replayed as number).toBeGreaterThan(0);
+    expect(summary.graphs as number).toBeGreaterThan(0);
+    expect(summary.graphs as number).toBeLessThanOrEqual(summary.programs as number);
+    expect(graphed.losses).toEqual(js.losses);
+    expect(same(graphed.weights, js.weights)).toBe(true);
   });
 
   it("while replaying, the next step's batch is made before this step's loss is read (the host's work overlaps the device's)", () => {
