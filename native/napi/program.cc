@@ -243,7 +243,7 @@ void StageInputs(OpProgram& p, const std::vector<program_detail::Input>& inputs,
   }
 }
 
-// Captures the program (true: p.graph is set and has been launched once), or leaves why not in p.graph_why.
+// Captures the program (true: p.graph is set, its inputs staged for the first launch), or leaves why not in p.graph_why.
 bool Capture(OpProgram& p, const std::vector<program_detail::Input>& inputs, const GraphHooks* g) {
   size_t bytes = 0;
   p.pinned_offset.assign(p.uploads.size(), 0);
@@ -261,6 +261,8 @@ bool Capture(OpProgram& p, const std::vector<program_detail::Input>& inputs, con
   const ErrorFlags::Mark mark = flags.mark();
   std::string why;
   if (!g->begin(&why)) {
+    g->free_pinned(p.pinned);
+    p.pinned = nullptr;
     p.graph_why = why;
     return false;
   }
