@@ -51,10 +51,11 @@ inline void check_finite(const char* op, const char* name, const void* ptr, int6
 }
 
 // The fused losses' form (linear_cross_entropy, visual_word_kl), which defer as the CUDA backend does: in sync
-// mode check_finite; in async mode (native/core/error_flags.h) the first bad element becomes an error flag, raised
+// mode check_finite; in async mode (native/core/error_flags.h) with the loss kept on the device (`deferred`: the op
+// has no host result, whose return would be a synchronisation) the first bad element becomes an error flag, raised
 // at the next synchronisation, and false is returned: the op then leaves zero outputs, as for a bad target.
-inline bool finite_or_flag(const char* op, const char* name, const void* ptr, int64_t n) {
-  if (!error_flags().async()) {
+inline bool finite_or_flag(const char* op, const char* name, const void* ptr, int64_t n, bool deferred) {
+  if (!error_flags().async() || !deferred) {
     check_finite(op, name, ptr, n);
     return true;
   }

@@ -26,8 +26,9 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   float* dx = static_cast<float*>(a.dx);
   const bool grad = a.compute_grad;
   const bool grad_lm = dh || a.dw_lm, grad_target = dx || a.dw_vm;
-  const bool finite = finite_or_flag(op, "h", h, M * d) & finite_or_flag(op, "wLm", w_lm, V * d) & finite_or_flag(op, "x", x, M * d) &
-                      finite_or_flag(op, "wVm", w_vm, V * d);  // each flagged (async mode), as CUDA's
+  const bool deferred = a.loss != nullptr;  // no host result: a non-finite input may be raised at the next read
+  const bool finite = finite_or_flag(op, "h", h, M * d, deferred) & finite_or_flag(op, "wLm", w_lm, V * d, deferred) &
+                      finite_or_flag(op, "x", x, M * d, deferred) & finite_or_flag(op, "wVm", w_vm, V * d, deferred);  // each flagged, as CUDA's
 
   OpStats st;
   st.rows = M;

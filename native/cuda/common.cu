@@ -327,13 +327,18 @@ __global__ void doubles_to_floats_kernel(const double* __restrict__ src, float* 
 }  // namespace
 
 double copy_row_losses(const char* op, const Context& ctx, const double* d_loss, float* row_loss, int64_t n) {
-  if (n <= 0) return 0.0;
+  // A host result: the op waits here, and raises what its deferred checks (and earlier ones) found, as any
+  // synchronisation does (drain_flags), so a non-finite input is never a silent NaN loss.
+  if (n <= 0) {
+    drain_flags(op, ctx);
+    return 0.0;
+  }
   // the float32 rows stay on the device; only the doubles come to the host, for the total
   const int64_t blocks = std::min<int64_t>((n + 255) / 256, int64_t(ctx.sm_count) * 8);
   launch(op, ctx, static_cast<unsigned>(blocks), 256, 0, doubles_to_floats_kernel, d_loss, row_loss, n);
   std::vector<double> loss(static_cast<size_t>(n));
   CUDA_CHECK(op, cudaMemcpyAsync(loss.data(), d_loss, sizeof(double) * n, cudaMemcpyDeviceToHost, ctx.stream));
-  wait_stream(op, ctx);
+  drain_flags(op, ctx);
   double total = 0;
   for (double v : loss) total += v;
   return total;

@@ -249,7 +249,7 @@ class ChunkBlocks {
 };
 
 // Writes n device doubles as float32 to `row_loss` (device) and returns their sum in double (synchronous:
-// the sum is a host result of the op).
+// the sum is a host result of the op; the wait raises the pending error flags, drain_flags).
 double copy_row_losses(const char* op, const Context& ctx, const double* d_loss, float* row_loss, int64_t n);
 
 // The same float32 rows, and loss[0] = float(scale * sum) computed on the device (no host wait: the fused

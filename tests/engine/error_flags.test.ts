@@ -125,6 +125,9 @@ describe(`error flags (seed ${runSeed})`, () => {
         kl.lossTensor!.item(); // raised once
         const again = fused.visualWordKL(hf, w, h, w, { deviceLoss: true });
         expect(() => again.lossTensor!.item()).toThrow(/^\[visual_word_kl\] x contains a non-finite value \(nan\) at flat index 6 \(an asynchronous check/);
+        // a loss returned to the host is a synchronisation: the op raises it itself, never a silent NaN
+        expect(() => fused.linearCrossEntropy(h, w, t)).toThrow(/^\[linear_cross_entropy\] h contains a non-finite value \(nan\) at flat index 6/);
+        expect(() => fused.visualWordKL(hf, w, h, w)).toThrow(/^\[visual_word_kl\] x contains a non-finite value \(nan\) at flat index 6/);
       }));
       inSync(d, () => scope(() => {
         const h = Tensor.fromArray(hv, [N, D], { device: d }), w = Tensor.fromArray(wv, [V, D], { device: d });
