@@ -32,9 +32,8 @@ inline OpStats loss_to_output(OpStats st, float* loss) {
   return st;
 }
 
-// Throws a RangeError naming the argument and the first bad index if x holds NaN or +-Inf.
-inline void check_finite(const char* op, const char* name, const void* ptr, int64_t n) {
-  const float* x = static_cast<const float*>(ptr);
+// The first flat index of a NaN or +-Inf in x[0, n), or -1: blocks scanned in parallel, the first bad one searched.
+inline int64_t first_non_finite(const float* x, int64_t n) {
   const int64_t block = 1 << 16;
   std::vector<char> bad(static_cast<size_t>((n + block - 1) / block), 0);
   parallel_for(static_cast<int64_t>(bad.size()), 1, [&](int64_t b0, int64_t b1) {
@@ -46,8 +45,16 @@ inline void check_finite(const char* op, const char* name, const void* ptr, int6
   for (size_t b = 0; b < bad.size(); ++b) {
     if (!bad[b]) continue;
     for (int64_t i = b * block; i < n; ++i)
-      if (!std::isfinite(x[i])) throw_range_error("[", op, "] ", name, " contains a non-finite value (", x[i], ") at flat index ", i);
+      if (!std::isfinite(x[i])) return i;
   }
+  return -1;
+}
+
+// Throws a RangeError naming the argument and the first bad index if x holds NaN or +-Inf.
+inline void check_finite(const char* op, const char* name, const void* ptr, int64_t n) {
+  const float* x = static_cast<const float*>(ptr);
+  const int64_t i = first_non_finite(x, n);
+  if (i >= 0) throw_range_error("[", op, "] ", name, " contains a non-finite value (", x[i], ") at flat index ", i);
 }
 
 // The fused losses' form (linear_cross_entropy, visual_word_kl), which defer as the CUDA backend does: in sync
@@ -60,9 +67,8 @@ inline bool finite_or_flag(const char* op, const char* name, const void* ptr, in
     return true;
   }
   const float* x = static_cast<const float*>(ptr);
-  if (vec_all_finite(x, n)) return true;
-  int64_t i = 0;
-  while (i < n && std::isfinite(x[i])) ++i;
+  const int64_t i = first_non_finite(x, n);
+  if (i < 0) return true;
   error_flags().record(ValueCheck::non_finite(op, name), static_cast<uint64_t>(i), ValueCheck::bits_of_float(x[i]));
   return false;
 }

@@ -518,11 +518,8 @@ std::string cuda_why(const char* what, cudaError_t err) {
 }
 }  // namespace
 
+// (Called in async mode only: program.cc replays call by call in sync mode, where every op waits for its work.)
 bool graph_begin(std::string* why) {
-  if (!error_flags().async()) {
-    *why = "sync mode (setAsync(false), VWLMM_CUDA_ASYNC=0): every op waits for its work, which a graph cannot hold";
-    return false;
-  }
   Context& ctx = context(kGraphOp);
   const cudaError_t err = cudaStreamBeginCapture(ctx.stream, cudaStreamCaptureModeRelaxed);
   if (err != cudaSuccess) {

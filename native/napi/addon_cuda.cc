@@ -94,10 +94,10 @@ void Zero(void* dst, size_t n) {
   if (err != cudaSuccess) ThrowCuda("cudaMemset", err);
 }
 
-}  // namespace
-
 // A recorded op call runs its host code as it is captured: its kernels go into the graph.
 void RunOp(OpFn fn, const OpCall& call) { fn(call); }
+
+}  // namespace
 
 const GraphHooks kGraphHooks = {RunOp, cuda::graph_begin, cuda::graph_end,    cuda::graph_launch,  cuda::graph_wait,
                                 cuda::graph_destroy, cuda::graph_nodes, cuda::graph_upload, cuda::graph_zero,

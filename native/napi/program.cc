@@ -157,13 +157,10 @@ bool& host_graphs_on() {
   static bool on = false;
   return on;
 }
+// Its hooks are called only while a capture is open (Capture below), so each one keeps what it is given.
+HostGraph& host_capturing() { return *host_capture(); }
 const GraphHooks kHostGraphs = {
-    [](OpFn fn, const OpCall& call) {
-      if (host_capture())
-        host_capture()->steps.push_back([fn, &call] { fn(call); });  // the call lives in its program, as the graph
-      else
-        fn(call);
-    },
+    [](OpFn fn, const OpCall& call) { host_capturing().steps.push_back([fn, &call] { fn(call); }); },  // the call lives in its program, as the graph
     [](std::string*) {
       host_capture() = new HostGraph();
       return true;
@@ -179,18 +176,8 @@ const GraphHooks kHostGraphs = {
     [](void*) {},
     [](void* g) { delete static_cast<HostGraph*>(g); },
     [](void* g) { return static_cast<HostGraph*>(g)->steps.size(); },
-    [](void* dst, const void* src, size_t n) {
-      if (host_capture())
-        host_capture()->steps.push_back([dst, src, n] { kDeviceMemory.upload(dst, src, n); });
-      else
-        kDeviceMemory.upload(dst, src, n);
-    },
-    [](void* dst, size_t n) {
-      if (host_capture())
-        host_capture()->steps.push_back([dst, n] { kDeviceMemory.zero(dst, n); });
-      else
-        kDeviceMemory.zero(dst, n);
-    },
+    [](void* dst, const void* src, size_t n) { host_capturing().steps.push_back([dst, src, n] { kDeviceMemory.upload(dst, src, n); }); },
+    [](void* dst, size_t n) { host_capturing().steps.push_back([dst, n] { kDeviceMemory.zero(dst, n); }); },
     [](size_t n) -> void* { return ::operator new(n > 0 ? n : 1); },
     [](void* p) { ::operator delete(p); },
 };
@@ -252,7 +239,7 @@ bool Capture(OpProgram& p, const std::vector<program_detail::Input>& inputs, con
     bytes += (p.uploads[k].bytes + kPinnedAlign - 1) / kPinnedAlign * kPinnedAlign;
   }
   p.graph_hooks = g;
-  if (!p.pinned) p.pinned = static_cast<uint8_t*>(g->alloc_pinned(bytes));
+  p.pinned = static_cast<uint8_t*>(g->alloc_pinned(bytes));  // a program is captured at most once
   for (size_t k = 0; k < p.uploads.size(); ++k)
     if (p.uploads[k].input < 0 && p.uploads[k].bytes > 0) std::memcpy(p.pinned + p.pinned_offset[k], p.uploads[k].constant.data(), p.uploads[k].bytes);
   StageInputs(p, inputs, g);

@@ -41,8 +41,8 @@ namespace vw::napi {
 
 // The memory of a program's internal buffers: never returned to the backend's cache while a program (or a buffer of
 // an aborted recording) holds the pool. Freed blocks are reused by size class (block_size_class of
-// native/core/block_cache.h: 256-byte steps up to 1 MiB, then 4 per octave), so recordings of other shapes sharing a pool (programBegin's second
-// argument) reuse most of its blocks. Programs that share a pool must never run at once (they do not: one JS thread,
+// native/core/block_cache.h: 256-byte steps up to 1 MiB, then 4 per octave), so recordings of other shapes sharing a
+// pool (programBegin's second argument) reuse most of its blocks. Programs that share a pool must never run at once (they do not: one JS thread,
 // and a replay or recording holds no internal buffer past its end).
 class ProgramPool {
  public:
