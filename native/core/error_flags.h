@@ -160,6 +160,12 @@ class ErrorFlags {
   // Slots [0, slots_used()) are the ones to fetch from the device before raise_pending.
   int slots_used() const { return slots_used_; }
   bool pending() const { return !pending_.empty(); }
+  // Whether a pending check run on the host failed (record keeps failures only; device slots are read by kernels).
+  bool host_failure_pending() const {
+    for (const Entry& e : pending_)
+      if (e.slot < 0) return true;
+    return false;
+  }
   // Drops the pending checks unraised (a sync-mode op that failed otherwise: its own error wins).
   void clear() {
     pending_.clear();

@@ -70,4 +70,10 @@ inline DType float_type_of(const std::vector<Buf>& bufs, size_t k) {
   return k < bufs.size() && bufs[k].dtype == DType::BF16 ? DType::BF16 : DType::F32;
 }
 
+// checks_failed: the element of its float32 output that receives the flag.
+inline float* read_checks_failed(const OpCall& c) {
+  const int64_t offset = size_arg(c, 0, "offset");
+  return c.out_f32(0, add_elems(c, offset, 1), "flag") + offset;
+}
+
 }  // namespace vw

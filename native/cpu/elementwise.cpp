@@ -17,6 +17,7 @@
 #include "../core/bf16.h"
 #include "../core/cast_args.h"
 #include "../core/dropout.h"
+#include "../core/error_flags.h"
 #include "work_split.h"
 #include "float32_view.h"
 #include "ops_cpu.h"
@@ -116,6 +117,11 @@ void fill_cpu(const OpCall& c) {
   const float v = static_cast<float>(c.fp(0, "value"));
   float* x = c.out_f32(0, n, "X");
   parallel_for(n, 4 * kElemGrain, [&](int64_t i0, int64_t i1) { std::fill(x + i0, x + i1, v); });
+}
+
+void checks_failed_cpu(const OpCall& c) {
+  // the CPU runs every check on the host: a failure is a pending entry until the next synchronisation
+  *read_checks_failed(c) = error_flags().host_failure_pending() ? 1.0f : 0.0f;
 }
 
 void cast_cpu(const OpCall& c) {

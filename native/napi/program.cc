@@ -306,8 +306,9 @@ void Replay(OpProgram& p, const std::vector<program_detail::Input>& inputs) {
     if (x.buf->pinned()) throw_type_error(what, ": a buffer the program uses is in use by a collective that has not been waited for");
   }
   const GraphHooks* g = p.graph_hooks ? p.graph_hooks : Graphs();
-  // a graph needs every error-flag slot its capture claimed free (none pending), and async mode
-  if (g && p.graph_wanted && error_flags().slots_used() == 0 && error_flags().async()) {
+  // a graph needs every error-flag slot its capture claimed free and no host-known failure pending (a captured
+  // checks_failed would bake it), and async mode
+  if (g && p.graph_wanted && !error_flags().pending() && error_flags().async()) {
     if (p.graph) {
       StageInputs(p, inputs, g);
       Launch(p, g);

@@ -214,10 +214,23 @@ export class ZeroAdamW {
     const seen = new Set(this.readyOrder!);
     const order = [...this.readyOrder!, ...this.params.map((_, i) => i).reverse().filter((i) => !seen.has(i))];
     this.readyOrder = null;
-    const t = Tensor.fromArray(Int32Array.from(order), [order.length], { device: this.group.device, dtype: 'int32' });
+    // float32 (indices below 2^24 are exact), so that readWithFlags takes it in the step's one read: a read of its
+    // own would be a second wait, and in async mode would raise a kernel's deferred refusal outside that read
+    const t = keep(Tensor.fromArray(Float32Array.from(order), [order.length], { device: this.group.device }));
+    this.group.broadcast(t, 0);
+    this.order = t;
+  }
+
+  /** Rank 0's order, broadcast by rebuildBuckets, until the buckets are rebuilt from it. */
+  private order: Tensor | null = null;
+
+  /** The rebuild rebuildBuckets started, from `host` (its values, read by readWithFlags) or a read of its own. */
+  private finishRebuild(host?: Float32Array): void {
+    const t = this.order;
+    if (!t) return;
+    this.order = null;
     try {
-      this.group.broadcast(t, 0);
-      this.buildBuckets(Array.from(t.toArray()));
+      this.buildBuckets(Array.from(host ?? t.toArray()));
     } finally {
       t.dispose();
     }
@@ -235,6 +248,7 @@ export class ZeroAdamW {
    * become final. Earlier micro-batches accumulate locally (torch DDP's no_sync).
    */
   armForBackward(): void {
+    this.finishRebuild();
     this.removeHook?.();
     for (const b of this.buckets) b.ready = 0;
     const index = new Map(this.params.map((p, i) => [p, i]));
@@ -295,18 +309,21 @@ export class ZeroAdamW {
    * reduced has-gradient flags, in one host read: both are copied side by side into one buffer and read together,
    * and step() uses the flags read here. On CUDA each read is a wait for the stream: this keeps a data-parallel
    * step at one. The collectives are the ones the two separate reads saw, so the results are the same bit for bit.
+   * The first step's read also takes the bucket order rank 0 broadcast, and the buckets are rebuilt from it.
    * After reduceGradients, before step.
    */
   readWithFlags(stats: Tensor): Float32Array {
     if (!this.anyGrad) throw new TypeError('ZeroAdamW.readWithFlags: reduceGradients() first');
     if (stats.dtype !== 'float32' || stats.device !== this.group.device) throw new TypeError(`ZeroAdamW.readWithFlags: stats must be a float32 ${this.group.device} tensor, got a ${stats.dtype} ${stats.device} one`);
-    const n = stats.size, k = this.anyGrad.size, dev = this.group.device;
-    const both = Tensor.empty([n + k], { device: dev });
+    const n = stats.size, k = this.anyGrad.size, o = this.order?.size ?? 0, dev = this.group.device;
+    const both = Tensor.empty([n + k + o], { device: dev });
     try {
       callOp('copy_2d', dev, [stats], [both], [1, n, n, n, 0, 0, 0]);
       callOp('copy_2d', dev, [this.anyGrad], [both], [1, k, k, k, 0, n, 0]);
+      if (this.order) callOp('copy_2d', dev, [this.order], [both], [1, o, o, o, 0, n + k, 0]);
       const host = both.toArray() as Float32Array;
-      this.anyGradHost = host.subarray(n);
+      this.anyGradHost = host.subarray(n, n + k);
+      this.finishRebuild(host.subarray(n + k));
       return host.subarray(0, n);
     } finally {
       both.dispose();
@@ -326,6 +343,7 @@ export class ZeroAdamW {
   step(opts: { gradScale?: number } = {}): void {
     if (!this.anyGrad) throw new TypeError('ZeroAdamW.step: reduceGradients() first');
     const any = this.anyGradHost ?? this.anyGrad.toArray();
+    this.finishRebuild();
     this.params.forEach((p, i) => {
       const h = this.holder(p);
       if (!(any[i] > 0) && h.grad) {
@@ -383,6 +401,7 @@ export class ZeroAdamW {
 
   /** A skipped step: the reduced gradients are dropped, weights and moments stay. */
   discard(): void {
+    this.finishRebuild();
     this.dropGrads();
   }
 
@@ -419,6 +438,8 @@ export class ZeroAdamW {
   dispose(): void {
     this.removeHook?.();
     this.removeHook = null;
+    this.order?.dispose();
+    this.order = null;
     this.completeAll();
     for (const b of this.buckets) {
       b.work?.wait();

@@ -611,9 +611,10 @@ export class Trainer {
     // What the step logs and decides on stays on the device until one read at its end (one host
     // synchronisation per step on CUDA): per micro-batch loss, CE and KL, then the squared gradient norm.
     const device = this.model.device;
-    // data-parallel: 3 more slots, summed over the ranks with the rest: tokens, a failed micro-batch, a stop request
+    // data-parallel: 4 more slots, summed over the ranks with the rest: tokens, a failed micro-batch, a stop request,
+    // a failed deferred check (async mode: a kernel's refusal this rank learns of only at the read)
     const dp = opt instanceof ZeroAdamW ? opt : null;
-    const stats = replay ? replay.stats : keep(Tensor.zeros([3 * accum + 1 + (dp ? 3 : 0)], { device }));
+    const stats = replay ? replay.stats : keep(Tensor.zeros([3 * accum + 1 + (dp ? 4 : 0)], { device }));
     const put = (t: Tensor | null | undefined, slot: number) => {
       if (t) callOp('copy_2d', device, [t], [stats], [1, 1, 1, 1, 0, slot, 0]);
     };
@@ -699,11 +700,21 @@ export class Trainer {
         const extra = Tensor.fromArray(Float32Array.of(stepTokens, bad ? 1 : 0, stop?.requested() ? 1 : 0), [3], { device });
         callOp('copy_2d', device, [extra], [stats], [1, 3, 3, 3, 0, 3 * accum + 1, 0]);
         extra.dispose();
-        this.group!.allReduce(stats); // losses summed (divided below), the norm's squares, tokens, failures, stops
-        v = dp.readWithFlags(stats); // the step's one host synchronisation (with ZeroAdamW's has-gradient flags)
+        callOp('checks_failed', device, [], [stats], [3 * accum + 4]); // no wait: the all-reduce carries it to every rank
+        this.group!.allReduce(stats); // losses summed (divided below), the norm's squares, tokens, failures, stops, checks
+        try {
+          v = dp.readWithFlags(stats); // the step's one host synchronisation (with ZeroAdamW's has-gradient flags)
+        } catch (e) {
+          // this rank's deferred refusal of a non-finite activation: the other ranks skip the step as well (its slot);
+          // the raise cleared the flags, so the values read now
+          if (!isNonFiniteError(e)) throw e;
+          bad ??= { what: 'loss', micro: null, detail: e.message };
+          v = dp.readWithFlags(stats);
+        }
         for (let k = 0; k < 3 * accum; k++) v[k] /= this.world;
         stepTokens = v[3 * accum + 1];
         if (!bad && v[3 * accum + 2] > 0) bad = { what: 'loss', micro: null, detail: `a non-finite loss on another rank (${v[3 * accum + 2]} of ${this.world})` };
+        if (!bad && v[3 * accum + 4] > 0) bad = { what: 'loss', micro: null, detail: `a deferred data check failed on another rank (${v[3 * accum + 4]} of ${this.world}; raised there at the step's read)` };
         if (v[3 * accum + 3] > 0) this.agreedStop = stop?.requested() ?? 'SIGTERM';
         if (!bad) ran = accum;
       }

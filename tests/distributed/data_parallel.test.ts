@@ -166,17 +166,27 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
     expect(maxDiff(weights(alone).weights, b.weights)).toBeLessThan(2e-6);
   }, 120_000);
 
-  it("a rank whose first step fails before its backward is armed still rebuilds the buckets with the others: the same weights as when every rank fails it", async () => {
-    const dirs = [tmp(), tmp(), tmp()];
-    for (const [k, failFirstLoss] of [1, 0, -1].entries()) {
-      const r = await ranks(2, 'train', dirs[k], { batchSize: 2, steps: 3, failFirstLoss, timeoutMs: 20_000 });
-      expect(r.failure, `failFirstLoss ${failFirstLoss}: ${r.output.join('\n')}`).toBeNull();
+  it("a rank whose first step fails before its backward is armed still rebuilds the buckets with the others: the same weights as when every rank fails it; so does a kernel's refusal one rank learns of only at the step's read (async mode, a GPU's default)", async () => {
+    const runs: [string, Record<string, unknown>][] = [
+      ['rank 1', { failFirstLoss: 1 }],
+      ['rank 0', { failFirstLoss: 0 }],
+      ['every rank', { failFirstLoss: -1 }],
+      ['rank 1, NaN pixel, async', { nanFirstLoss: 1, asyncMode: true }],
+      ['rank 0, NaN pixel, async', { nanFirstLoss: 0, asyncMode: true }],
+    ];
+    const dirs = runs.map(() => tmp());
+    for (const [k, [what, o]] of runs.entries()) {
+      const r = await ranks(2, 'train', dirs[k], { batchSize: 2, steps: 3, timeoutMs: 20_000, ...o });
+      expect(r.failure, `${what}: ${r.output.join('\n')}`).toBeNull();
     }
-    const [one, zero, both] = dirs.map((d) => weights(d));
-    expect([one.steps, zero.steps, both.steps]).toEqual([5, 5, 5]); // the failed step is skipped on both ranks
-    expect(maxDiff(one.weights, both.weights)).toBe(0);
-    expect(maxDiff(zero.weights, both.weights)).toBe(0);
-  }, 120_000);
+    const all = dirs.map((d) => weights(d));
+    expect(all.map((w) => w.steps)).toEqual([5, 5, 5, 5, 5]); // the failed step is skipped on both ranks
+    for (const [k, w] of all.entries()) expect(maxDiff(w.weights, all[2].weights), runs[k][0]).toBe(0);
+    // rank 0 logs the refusal: its own, raised at its read; or rank 1's, through the all-reduce
+    const skipped = (d: string) => fs.readFileSync(path.join(d, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; step?: number; detail?: string }).filter((x) => x.type === 'nonfinite').map((x) => [x.step, x.detail]);
+    expect(skipped(dirs[4])).toEqual([[1, expect.stringMatching(/^\[(linear_cross_entropy|visual_word_kl)\] \w+ contains a non-finite value \(nan\) .*\(an asynchronous check/)]]);
+    expect(skipped(dirs[3])).toEqual([[1, "a deferred data check failed on another rank (1 of 2; raised there at the step's read)"]]);
+  }, 150_000);
 
   it('gatherDtype bfloat16: every rank trains with the same bf16 weights, half the gather bytes; the float32 masters come back at the end and in checkpoints, which resume exactly on 2 ranks and on 1', async () => {
     const f32 = tmp(), b16 = tmp(), cut = tmp();

@@ -258,6 +258,8 @@ function elementwiseCases(rng: Rng): Case[] {
   cases.push({ name: 'mul n = 0', op: 'mul', bf16: true, inputs: [cast(new Float32Array(0)), cast(new Float32Array(0))], outputs: [out(0, true)], ints: [0] });
   cases.push({ name: 'add_broadcast', op: 'add_broadcast', inputs: [f(normals(rng, 3 * 7)), f(normals(rng, 7))], outputs: [out(21)], ints: [3, 7] });
   cases.push({ name: 'fill', op: 'fill', inputs: [], outputs: [out(1000)], ints: [1000], floats: [2.5] });
+  // nothing pending here (tests/engine/error_flags.test.ts flags failures); the other elements stay as they were
+  cases.push({ name: 'checks_failed', op: 'checks_failed', inputs: [], outputs: [acc(normals(rng, 5))], ints: [3] });
   // cast: in the bf16 run each direction (bf16 -> f32 widens, f32 -> bf16 rounds once) and a bf16 copy
   const big = normals(rng, n, 1e30);
   big.set([NaN, Infinity, -Infinity, -0, 3.4e38, 1 + 2 ** -8, 1e-40]);
@@ -511,6 +513,7 @@ describe('CUDA engine ops: errors, extensions, determinism', () => {
     sameError('layer_norm_forward', [f(normals(rng, 2)), f(normals(rng, 2)), f(normals(rng, 2))], [out(2), out(1), out(1)], [1, 2], [-1]);
     sameError('adamw_step', [f(normals(rng, 3))], [acc(normals(rng, 3)), acc(normals(rng, 3)), acc(normals(rng, 3))], [1, 0, 3], [1e-3, 0.9, 0.999, 1e-8, 0, 1]);
     sameError('sum_squares', [f(normals(rng, 3))], [out(1)], [1, 3, 4]);
+    sameError('checks_failed', [], [out(3)], [3]);
     // grad = 1 with every gradient output null
     sameError('linear_cross_entropy', [f(normals(rng, 4)), f(normals(rng, 12)), ids(Int32Array.from([0, 2]))], [out(2), noOut, noOut], [2, 2, 6, -100, 0, 1, 0, 64], [1, 0, 0]);
     sameError('visual_word_kl', [f(normals(rng, 4)), f(normals(rng, 12)), f(normals(rng, 4)), f(normals(rng, 12))], [out(2), noOut, noOut, noOut, noOut],
@@ -523,6 +526,7 @@ describe('CUDA engine ops: errors, extensions, determinism', () => {
       ['layer_norm_forward', [cast(normals(rng, 4)), f(normals(rng, 2)), f(normals(rng, 2))], [out(4, true), out(2), out(2)], [2, 2], [1e-5]],
       ['softmax_forward', [cast(normals(rng, 4))], [out(4, true)], [2, 2], []],
       ['fill', [], [out(4, true)], [4], [1]],
+      ['checks_failed', [], [out(4, true)], [0], []],
       ['sum_rows', [cast(normals(rng, 4))], [out(2)], [2, 2, 0], []],
     ] as [string, In[], Out[], number[], number[]][]) {
       const msg = errorOf(() => runOn({ name: op, op, inputs, outputs, ints, floats }, 'cuda', 'bfloat16'));

@@ -7,6 +7,7 @@ import { backward, F, fused, hostSyncs, isAsync, scope, setAsync, synchronize, T
 import type { Device } from '../../src';
 import { backends } from '../support/backends';
 import { rngFor, runSeed } from '../support/random';
+import { callOp } from '../../src/call_op';
 
 const cases = backends.filter((b) => b.dtype === 'float32');
 
@@ -88,6 +89,39 @@ describe(`error flags (seed ${runSeed})`, () => {
         F.embedding(ids([5]), W); // second
         expect(() => synchronize(d)).toThrow(/^\[gather_rows\] idx\[1\] = -1 is outside \[0, 4\).*\(and 1 later failed check\)$/);
         synchronize(d); // cleared
+      }));
+    });
+
+    run(`${b.name}: checks_failed writes on the device whether a pending check failed, without a wait or a raise; the read still raises it`, () => {
+      const flag = (t: Tensor, k: number) => callOp('checks_failed', d, [], [t], [k]);
+      inAsync(d, () => scope(() => {
+        const W = table(4, 2, 'flagged');
+        const f = Tensor.fromArray(Float32Array.of(7, 7, 7, 7), [4], { device: d });
+        flag(f, 0); // nothing pending
+        F.embedding(ids([0, 3]), W);
+        flag(f, 1); // a check that passed
+        const syncs = hostSyncs(d);
+        F.embedding(ids([2, 4]), W);
+        flag(f, 2);
+        expect(hostSyncs(d)).toBe(syncs);
+        expect(() => f.toArray()).toThrow(/^\[embedding_forward\] ids\[1\] = 4 is outside \[0, 4\)/);
+        expect(Array.from(f.toArray())).toEqual([0, 0, 1, 7]);
+        flag(f, 3); // the raise cleared it
+        expect(Array.from(f.toArray())).toEqual([0, 0, 1, 0]);
+        // a fused loss's refusal of a non-finite input (CUDA: device slots; the CPU: a host record)
+        const h = Tensor.fromArray(Float32Array.of(1, NaN, 0, 2), [2, 2], { device: d }), w = table(3, 2, 'flagged-w');
+        const r = fused.linearCrossEntropy(h, w, ids([0, 2]), { deviceLoss: true, grad: true });
+        flag(f, 0);
+        expect(() => r.lossTensor!.item()).toThrow(/^\[linear_cross_entropy\] h contains a non-finite value \(nan\) at flat index 1/);
+        expect(f.toArray()[0]).toBe(1);
+      }));
+      inSync(d, () => scope(() => {
+        const f = Tensor.fromArray(Float32Array.of(7), [1], { device: d });
+        expect(() => F.embedding(ids([5]), table(4, 2, 'flagged'))).toThrow(/ids\[0\] = 5/);
+        flag(f, 0); // sync mode: the op raised it, nothing is pending
+        expect(f.toArray()[0]).toBe(0);
+        expect(() => flag(f, 1)).toThrow(/^\[checks_failed\] flag/);
+        expect(() => flag(f, -1)).toThrow(/^\[checks_failed\] offset must be >= 0, got -1$/);
       }));
     });
 

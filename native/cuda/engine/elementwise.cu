@@ -3,6 +3,7 @@
 //   backward, axpby, mul: float32 or bfloat16 (every buffer of a call the same dtype; fp32 arithmetic with
 //   the CPU's formulas: erfc for gelu, a sigmoid and its complement from exp(-|z|));
 //   dropout: float32 or bfloat16 (X and Y one dtype); mul_scalar, add_broadcast, fill, copy_2d: float32;
+//   checks_failed: the error-flag slots claimed so far, read by one block;
 //   cast: float32 <-> bfloat16 either way (or a copy), rounding once (__float2bfloat16_rn, as the CPU's
 //   native/core/bf16.h).
 // All are grid-stride passes with 64-bit indices; outputs may alias their inputs element for element.
@@ -130,6 +131,14 @@ __global__ void __launch_bounds__(kThreads) add_broadcast_kernel(const float* x,
 
 __global__ void __launch_bounds__(kThreads) fill_kernel(float* __restrict__ x, int64_t n, float v) {
   for (int64_t i = global_tid(); i < n; i += global_stride()) x[i] = v;
+}
+
+// flag = 1 when any of the `used` claimed slots holds a failure (or the host already knows of one), else 0.
+__global__ void checks_failed_kernel(const FlagSlot* __restrict__ slots, int used, bool host_failed, float* flag) {
+  bool failed = host_failed;
+  for (int k = threadIdx.x; k < used && !failed; k += blockDim.x) failed = slots[k].first != kNoFailure;
+  failed = __syncthreads_or(failed);
+  if (threadIdx.x == 0) *flag = failed ? 1.0f : 0.0f;
 }
 
 // dst[dOff + r dStride + j] (=|+=) src[sOff + r sStride + j]; element-wise, so dst may be src (same region).
@@ -284,6 +293,16 @@ void fill_cuda(const OpCall& c) {
   Context& ctx = context(op);
   if (n == 0) return;
   launch(op, ctx, grid_for(ctx, n), kThreads, 0, fill_kernel, x, n, v);
+}
+
+void checks_failed_cuda(const OpCall& c) {
+  const char* op = c.op;
+  float* flag = read_checks_failed(c);
+  Context& ctx = context(op);
+  // read in stream order, after the kernels that write the claimed slots; a graph capture bakes `used`, which each
+  // launch claims again (program.cc), and captures only when no host-known result is pending
+  const ErrorFlags& flags = error_flags();
+  launch(op, ctx, 1, 256, 0, checks_failed_kernel, ctx.flag_slots, flags.slots_used(), flags.host_failure_pending(), flag);
 }
 
 void copy_2d_cuda(const OpCall& c) {

@@ -8,7 +8,8 @@
 //                rank writes what its trainable weights were at every loss (steps_rank_<r>.json: all bf16 values?, their
 //                sum; rank 0: the bytes of each step's weight all-gather)
 //                failFirstLoss: this rank (-1: every rank) finds its first micro-batch's loss non-finite (the Trainer skips
-//                the step on every rank), before its backward was ever armed
+//                the step on every rank), before its backward was ever armed; nanFirstLoss: this rank's first sample gets
+//                a NaN pixel, which the fused losses refuse (with asyncMode, at the step's read: a GPU's default)
 //   die          trains, and rank 1 kills itself with SIGKILL in the third step
 //   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout, then disposes its tensor
 import * as fs from 'fs';
@@ -17,12 +18,12 @@ import { initProcessGroup } from '../../../src/distributed/process_group';
 import { scope, Tensor } from '../../../src/tensor';
 import { VwLmm } from '../../../src/model/vwlmm';
 import { Stage, Trainer } from '../../../src/train/trainer';
-import { F, hostSyncs } from '../../../src';
+import { F, hostSyncs, setAsync } from '../../../src';
 import { inputOf } from './inputs';
 import { tinyConfig, tinyData } from '../../train/support/tiny';
 
 const [mode, outDir, json] = process.argv.slice(2);
-const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number };
+const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean };
 
 
 async function main(): Promise<void> {
@@ -103,6 +104,7 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
   const perSample = (m: VwLmm, idx: number[]) => {
     if (losses++ === 0 && opts.failFirstLoss !== undefined && (opts.failFirstLoss === -1 || opts.failFirstLoss === group?.rank))
       throw new RangeError('rank_child: the loss contains a non-finite value (failFirstLoss)');
+    const poison = losses === 1 && opts.nanFirstLoss !== undefined && opts.nanFirstLoss === group?.rank;
     if (opts.gatherDtype) {
       // the weights this micro-batch computes with: on every rank, all bf16 values? and their sum
       let bf16 = true, sum = 0;
@@ -116,7 +118,14 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
       }
       seen.push({ bf16, sum });
     }
-    return F.scale(idx.map((i) => m.loss(makeBatch([i])).loss).reduce((a, b) => F.add(a, b)), 1 / idx.length);
+    const batchOf = (i: number, k: number) => {
+      const b = makeBatch([i]);
+      if (!poison || k > 0) return b;
+      const px = b.pixelValues!.slice();
+      px[123] = NaN;
+      return { ...b, pixelValues: px };
+    };
+    return F.scale(idx.map((i, k) => m.loss(batchOf(i, k)).loss).reduce((a, b) => F.add(a, b)), 1 / idx.length);
   };
   const common = { size: samples.length, batchSize: opts.batchSize ?? 2, lr: 3e-3, warmupRatio: 0.1, loss: perSample };
   const stages: Stage[] = [
@@ -147,6 +156,7 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
     };
   }
   syncsAt = hostSyncs();
+  if (opts.asyncMode) setAsync(opts.device ?? 'cpu', true);
   trainer.run();
   if (opts.gatherDtype) fs.writeFileSync(path.join(dir, `steps_rank_${group?.rank ?? 0}.json`), JSON.stringify({ seen, gatherBytes }));
   if ((group?.rank ?? 0) === 0) {
