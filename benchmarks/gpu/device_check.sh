@@ -128,7 +128,8 @@ fi
 if want nccl; then
   # NCCL with one rank (issue 14), tiny VW-LMM, fp32, ZeRO-1 over the group: the same 20 training steps as the
   # single-process path, bit for bit; gatherDtype bfloat16 with and without the gather overlapping the forward (every
-  # micro-batch on bf16 weights, the two bit for bit); then an ordering probe (each collective after a producer queued
+  # micro-batch on bf16 weights, the two bit for bit); a first step skipped by a thrown loss and by a deferred refusal
+  # (the same weights, bit for bit); then an ordering probe (each collective after a producer queued
   # behind ~1 s of GEMMs: a missing stream wait reads stale values); verdicts with the CPU/MPI run's numbers
   # (benchmarks/gpu/nccl_verdicts.js). One rank cannot show rank offsets, cross-rank order or averaging (MPI tests do).
   rc=tests/distributed/support/rank_child.ts; T="node node_modules/tsx/dist/cli.mjs"
@@ -143,6 +144,10 @@ if want nccl; then
   one nccl_one 29561 '{"backend":"nccl","batchSize":4,"device":"cuda"}'
   one nccl_b16 29562 '{"backend":"nccl","batchSize":4,"device":"cuda","gatherDtype":"bfloat16"}'
   one nccl_b16_blk 29564 '{"backend":"nccl","batchSize":4,"device":"cuda","gatherDtype":"bfloat16","overlapGather":false}'
+  # a skipped first step, in sync (failFirstLoss: the loss throws) and async mode (a NaN pixel the fused losses refuse,
+  # raised at the step's read: checks_failed's kernel and the bucket order taken in that read)
+  one nccl_fail 29565 '{"backend":"nccl","batchSize":2,"steps":3,"device":"cuda","failFirstLoss":0}'
+  one nccl_nan 29566 '{"backend":"nccl","batchSize":2,"steps":3,"device":"cuda","nanFirstLoss":0,"asyncMode":true}'
   RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29563 timeout 60 $T benchmarks/gpu/nccl_race_probe.ts cuda >>"$L/nccl.log" 2>&1
   echo "nccl_race_probe: rc $?" | tee -a "$L/nccl.log"; grep '"probe"' "$L/nccl.log" | tail -1
   node benchmarks/gpu/nccl_verdicts.js "$L" 2>&1 | tee -a "$L/nccl.log"

@@ -20,3 +20,9 @@ t('NCCL one rank bf16 gather', () => {
     `max |dw| from the fp32 gather ${apart.toExponential(2)} of ${moved.toExponential(2)} moved ${apart > 0 && apart < 0.1 * moved ? 'PASS' : 'FAIL'} (CPU/MPI one rank: 8.43e-04 of 3.00e-02); ` +
     `overlapped vs blocking gather ${ob} ${same ? 'PASS (bit for bit)' : 'FAIL'}`;
 });
+t('NCCL one rank, a deferred refusal skips the step', () => {
+  const a = f('nccl_fail'), b = f('nccl_nan'), d = md(a, b);
+  const log = fs.readFileSync(`${L}/nccl_nan/metrics.jsonl`, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.type === 'nonfinite');
+  const named = log.length === 1 && log[0].step === 1 && /contains a non-finite value .*an asynchronous check/.test(log[0].detail);
+  return `${a.steps} and ${b.steps} steps, max |dw| ${d} ${d === 0 && a.steps === 5 && b.steps === 5 ? 'PASS (bit for bit)' : 'FAIL'}; the refusal logged at step 1 ${named ? 'PASS' : 'FAIL: ' + JSON.stringify(log)}`;
+});
