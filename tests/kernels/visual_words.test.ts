@@ -33,8 +33,13 @@ describe(`fused.visualWords (seed ${runSeed})`, () => {
             for (let i = 0; i < c.N; i++) {
               for (let j = 0; j < c.k; j++) {
                 const got = ids[i * c.k + j], want = ref.ids[i][j];
-                // A swap is only acceptable between entries whose float64 log-probs are within rounding.
-                if (got !== want) expect(Math.abs(ref.logp[i][j] - ref.logp[i][j + 1] || 0)).toBeLessThan(1e-5 + allow);
+                // A swap is only acceptable between entries whose float64 log-probs are within rounding: position j
+                // took its neighbour j + 1 or j - 1 (the second half of a swap; checking only j + 1 failed 3 seeds in 20,000)
+                if (got !== want) {
+                  // (the last position's next entry is not returned: any id may take it)
+                  const gap = (a: number) => (a + 1 < c.k ? Math.abs(ref.logp[i][a] - ref.logp[i][a + 1]) : 0);
+                  expect(Math.min(gap(j), j > 0 ? gap(j - 1) : Infinity)).toBeLessThan(1e-5 + allow);
+                }
                 expect(Math.abs(probs[i * c.k + j] - ref.probs[i][j])).toBeLessThanOrEqual((b.tol + allow) * Math.max(ref.probs[i][j], 1e-3) + 1e-7);
               }
               for (let j = 1; j < c.k; j++) expect(probs[i * c.k + j]).toBeLessThanOrEqual(probs[i * c.k + j - 1]);

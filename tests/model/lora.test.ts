@@ -242,7 +242,9 @@ describe('LoRA', () => {
     // error reached 19%, and one CI seed (318207289) reached 40%. The normwise error there was 27%, its cosine 0.964;
     // elsewhere at most 8.5% and at least 0.996.
     // A broken bf16 backward (a lost term, a wrong cast or sign) is far outside these bounds.
-    expect(relErr(b.logits, f.logits)).toBeLessThan(0.08);
+    // the logits normwise too: max |diff| / max |logit| has a heavy tail (12 of 3,000 seeds above 0.08, up to 0.105),
+    // the normwise error at most 0.042 over the same seeds
+    expect(l2Err(b.logits, f.logits).rel).toBeLessThan(0.08);
     const g = l2Err(b.grads.flat(), f.grads.flat());
     expect(g.cosine).toBeGreaterThan(0.9);
     expect(g.rel).toBeLessThan(0.5);
