@@ -315,11 +315,17 @@ export class ZeroAdamW {
   readWithFlags(stats: Tensor): Float32Array {
     if (!this.anyGrad) throw new TypeError('ZeroAdamW.readWithFlags: reduceGradients() first');
     if (stats.dtype !== 'float32' || stats.device !== this.group.device) throw new TypeError(`ZeroAdamW.readWithFlags: stats must be a float32 ${this.group.device} tensor, got a ${stats.dtype} ${stats.device} one`);
-    const n = stats.size, k = this.anyGrad.size, o = this.order?.size ?? 0, dev = this.group.device;
+    return this.readHost(stats);
+  }
+
+  /** `stats` (if any), the has-gradient flags and the bucket order still to take, in one read (one wait on CUDA). */
+  private readHost(stats: Tensor | null): Float32Array {
+    const anyGrad = this.anyGrad!;
+    const n = stats?.size ?? 0, k = anyGrad.size, o = this.order?.size ?? 0, dev = this.group.device;
     const both = Tensor.empty([n + k + o], { device: dev });
     try {
-      callOp('copy_2d', dev, [stats], [both], [1, n, n, n, 0, 0, 0]);
-      callOp('copy_2d', dev, [this.anyGrad], [both], [1, k, k, k, 0, n, 0]);
+      if (stats) callOp('copy_2d', dev, [stats], [both], [1, n, n, n, 0, 0, 0]);
+      if (k) callOp('copy_2d', dev, [anyGrad], [both], [1, k, k, k, 0, n, 0]);
       if (this.order) callOp('copy_2d', dev, [this.order], [both], [1, o, o, o, 0, n + k, 0]);
       const host = both.toArray() as Float32Array;
       this.anyGradHost = host.subarray(n, n + k);
@@ -342,8 +348,8 @@ export class ZeroAdamW {
    */
   step(opts: { gradScale?: number } = {}): void {
     if (!this.anyGrad) throw new TypeError('ZeroAdamW.step: reduceGradients() first');
-    const any = this.anyGradHost ?? this.anyGrad.toArray();
-    this.finishRebuild();
+    if (!this.anyGradHost) this.readHost(null); // not read with the caller's stats: the flags and the order in one read
+    const any = this.anyGradHost!;
     this.params.forEach((p, i) => {
       const h = this.holder(p);
       if (!(any[i] > 0) && h.grad) {

@@ -223,6 +223,21 @@ type ResumeFrom = { state: TrainerState; optimizer: Map<string, HostTensor>; sta
 
 const STAGE_PARAMETERS = 'stage_parameters.safetensors';
 
+/**
+ * Where a step's stats sit (float32 on the device, read once at the step's end): per micro-batch m its loss, CE and
+ * KL, then the squared gradient norm. Data-parallel adds four, all-reduced with the rest: the rank's tokens, a failed
+ * micro-batch, a stop request (these three adjacent: one copy), a failed deferred data check (async mode: a kernel's
+ * refusal the rank learns of only at its read).
+ */
+function stepStatsLayout(accum: number, dataParallel: boolean) {
+  const norm = 3 * accum;
+  return {
+    loss: (m: number) => 3 * m, ce: (m: number) => 3 * m + 1, kl: (m: number) => 3 * m + 2, sumSquares: norm,
+    tokens: norm + 1, failedMicro: norm + 2, stopRequest: norm + 3, failedCheck: norm + 4,
+    size: norm + 1 + (dataParallel ? 4 : 0),
+  };
+}
+
 /** Errors by which the kernels refuse non-finite activations (the step's loss is then NaN / Inf). */
 function isNonFiniteError(e: unknown): e is Error {
   return e instanceof RangeError && /contains a non-finite value|are not finite/.test(e.message);
@@ -541,7 +556,7 @@ export class Trainer {
         resume = undefined;
         // op programs (not data-parallel: its collectives run between the ops)
         // nor with gradient accumulation: a stage may reuse one micro-batch's arrays for the next (Stage.makeBatch)
-        replay = this.opts.replay !== false && !this.group && (s.gradAccum ?? 1) === 1 && (s.prepare || !s.loss) ? new StageReplay(this.model.device, 3 + 1) : null; // stats: one micro-batch's loss, CE, KL; the norm
+        replay = this.opts.replay !== false && !this.group && (s.gradAccum ?? 1) === 1 && (s.prepare || !s.loss) ? new StageReplay(this.model.device, stepStatsLayout(1, false).size) : null;
         const total = stageSteps(s, this.world);
         const t0 = Date.now();
         let tokens = 0;
@@ -611,15 +626,26 @@ export class Trainer {
     // What the step logs and decides on stays on the device until one read at its end (one host
     // synchronisation per step on CUDA): per micro-batch loss, CE and KL, then the squared gradient norm.
     const device = this.model.device;
-    // data-parallel: 4 more slots, summed over the ranks with the rest: tokens, a failed micro-batch, a stop request,
-    // a failed deferred check (async mode: a kernel's refusal this rank learns of only at the read)
     const dp = opt instanceof ZeroAdamW ? opt : null;
-    const stats = replay ? replay.stats : keep(Tensor.zeros([3 * accum + 1 + (dp ? 4 : 0)], { device }));
+    const at = stepStatsLayout(accum, dp !== null);
+    const stats = replay ? replay.stats : keep(Tensor.zeros([at.size], { device }));
     const put = (t: Tensor | null | undefined, slot: number) => {
       if (t) callOp('copy_2d', device, [t], [stats], [1, 1, 1, 1, 0, slot, 0]);
     };
     let stepTokens = 0, ran = 0;
     let v: Float32Array | null = null; // the step's stats, read once
+    // The step's one host synchronisation. In async mode (a GPU's default) a kernel's refusal of a non-finite
+    // activation is raised there: the step is non-finite, and (the raise cleared the flags) the values are read again,
+    // which data-parallel needs (the other ranks' slots).
+    const readStats = (read: () => Float32Array): Float32Array => {
+      try {
+        return read();
+      } catch (e) {
+        if (!isNonFiniteError(e)) throw e;
+        bad ??= { what: 'loss', micro: null, detail: e.message };
+        return read();
+      }
+    };
     try {
       // Replayable (one micro-batch): its batch and data first, as the op program covers the whole step. Otherwise
       // each micro-batch's batch is made as it comes (a stage may reuse its arrays: Stage.makeBatch).
@@ -646,9 +672,9 @@ export class Trainer {
           try {
             scope(() => {
               const out = stageLoss(this.model, s, idx, batch, data);
-              put(out.loss, 3 * m);
-              put(out.ceLoss, 3 * m + 1);
-              put(out.klLoss, 3 * m + 2);
+              put(out.loss, at.loss(m));
+              put(out.ceLoss, at.ce(m));
+              put(out.klLoss, at.kl(m));
               // micro-batches average: each backward carries 1/accum of the gradient. A non-finite loss
               // back-propagates too (its gradients are dropped with the step once the read shows it).
               const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
@@ -696,48 +722,36 @@ export class Trainer {
       if (dp) {
         // every rank reduces, whatever happened here: the ranks must start the same collectives
         dp.reduceGradients();
-        scope(() => put(dp.ownedSumSquares(), 3 * accum));
+        scope(() => put(dp.ownedSumSquares(), at.sumSquares));
         const extra = Tensor.fromArray(Float32Array.of(stepTokens, bad ? 1 : 0, stop?.requested() ? 1 : 0), [3], { device });
-        callOp('copy_2d', device, [extra], [stats], [1, 3, 3, 3, 0, 3 * accum + 1, 0]);
+        callOp('copy_2d', device, [extra], [stats], [1, 3, 3, 3, 0, at.tokens, 0]); // tokens, failedMicro, stopRequest
         extra.dispose();
-        callOp('checks_failed', device, [], [stats], [3 * accum + 4]); // no wait: the all-reduce carries it to every rank
+        callOp('checks_failed', device, [], [stats], [at.failedCheck]); // no wait: the all-reduce carries it to every rank
         this.group!.allReduce(stats); // losses summed (divided below), the norm's squares, tokens, failures, stops, checks
-        try {
-          v = dp.readWithFlags(stats); // the step's one host synchronisation (with ZeroAdamW's has-gradient flags)
-        } catch (e) {
-          // this rank's deferred refusal of a non-finite activation: the other ranks skip the step as well (its slot);
-          // the raise cleared the flags, so the values read now
-          if (!isNonFiniteError(e)) throw e;
-          bad ??= { what: 'loss', micro: null, detail: e.message };
-          v = dp.readWithFlags(stats);
-        }
-        for (let k = 0; k < 3 * accum; k++) v[k] /= this.world;
-        stepTokens = v[3 * accum + 1];
-        if (!bad && v[3 * accum + 2] > 0) bad = { what: 'loss', micro: null, detail: `a non-finite loss on another rank (${v[3 * accum + 2]} of ${this.world})` };
-        if (!bad && v[3 * accum + 4] > 0) bad = { what: 'loss', micro: null, detail: `a deferred data check failed on another rank (${v[3 * accum + 4]} of ${this.world}; raised there at the step's read)` };
-        if (v[3 * accum + 3] > 0) this.agreedStop = stop?.requested() ?? 'SIGTERM';
+        // with ZeroAdamW's has-gradient flags in the same read; a refusal raised here makes the other ranks skip the
+        // step too (they see this rank's failedCheck slot)
+        v = readStats(() => dp.readWithFlags(stats));
+        for (let k = 0; k < at.sumSquares; k++) v[k] /= this.world; // the losses: their mean over the ranks
+        stepTokens = v[at.tokens];
+        if (!bad && v[at.failedMicro] > 0) bad = { what: 'loss', micro: null, detail: `a non-finite loss on another rank (${v[at.failedMicro]} of ${this.world})` };
+        if (!bad && v[at.failedCheck] > 0) bad = { what: 'loss', micro: null, detail: `a deferred data check failed on another rank (${v[at.failedCheck]} of ${this.world}; raised there at the step's read)` };
+        if (v[at.stopRequest] > 0) this.agreedStop = stop?.requested() ?? 'SIGTERM';
         if (!bad) ran = accum;
       }
       if (!bad) {
         if (!dp) {
           const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
-          scope(() => put(sumSquares(grads, device), 3 * accum));
+          scope(() => put(sumSquares(grads, device), at.sumSquares));
         }
-        try {
-          v ??= stats.toArray() as Float32Array; // the step's one host synchronisation
-        } catch (e) {
-          // in async mode (a GPU's default) a kernel's refusal of a non-finite activation is raised here, at the read
-          if (!isNonFiniteError(e)) throw e;
-          bad = { what: 'loss', micro: null, detail: e.message };
-        }
-        for (let m = 0; m < ran && v && !bad; m++) {
-          const [l, c, k] = [v[3 * m], v[3 * m + 1], v[3 * m + 2]];
+        v ??= readStats(() => stats.toArray() as Float32Array);
+        for (let m = 0; m < ran && !bad; m++) {
+          const [l, c, k] = [v[at.loss(m)], v[at.ce(m)], v[at.kl(m)]];
           if (!Number.isFinite(l)) bad = { what: 'loss', micro: m, detail: s.loss ? `loss ${l}` : `loss ${l} (CE ${c}, KL ${k})` };
           loss += l / accum;
           ce += c / accum;
           kl += k / accum;
         }
-        const norm = v ? Math.sqrt(v[3 * accum]) : NaN;
+        const norm = bad ? NaN : Math.sqrt(v[at.sumSquares]);
         if (!bad && !Number.isFinite(norm)) bad = { what: 'gradient norm', micro: null, detail: `global gradient norm ${norm}` };
         gradNorm = norm;
       }

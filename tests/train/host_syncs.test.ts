@@ -115,4 +115,19 @@ describe.skipIf(!mpiReady && process.env.VWLMM_REQUIRE_MPI !== '1')('host synchr
     const { syncs } = JSON.parse(fs.readFileSync(path.join(dir, 'weights.json'), 'utf8')) as { syncs: number[] };
     expect(syncs).toEqual([1, 1, 1, 1, 1, 1, 1, 1]); // before: [2, 1, 1, 1, 2, 1, 1, 1], and before that [3, 2, 2, 2, 3, 2, 2, 2]
   }, 60_000);
+
+  it('ZeroAdamW.step() called without readWithFlags reads once too (the flags and the first step\'s bucket order together), to the same weights', async () => {
+    const child = path.join(__dirname, '..', 'distributed', 'support', 'rank_child.ts');
+    const run = async (withRead: boolean) => {
+      const dir = tmp();
+      const r = await launchRanks({ nproc: 2, backend: 'mpi', stdio: 'pipe', env: { ...process.env }, graceMs: 2000,
+        command: [process.execPath, '--import', 'tsx', child, 'zero', dir, JSON.stringify({ withRead })] });
+      expect(r.failure, r.output.join('\n')).toBeNull();
+      return JSON.parse(fs.readFileSync(path.join(dir, 'zero.json'), 'utf8')) as { syncs: number[]; weights: number[][] };
+    };
+    const alone = await run(false), after = await run(true);
+    expect(alone.syncs).toEqual([1, 1, 1]); // before: [2, 1, 1] (the flags, then the order)
+    expect(after.syncs).toEqual([0, 0, 0]); // readWithFlags took both
+    expect(alone.weights).toEqual(after.weights);
+  }, 60_000);
 });

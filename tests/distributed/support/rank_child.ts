@@ -11,11 +11,14 @@
 //                the step on every rank), before its backward was ever armed; nanFirstLoss: this rank's first sample gets
 //                a NaN pixel, which the fused losses refuse (with asyncMode, at the step's read: a GPU's default)
 //   die          trains, and rank 1 kills itself with SIGKILL in the third step
+//   zero         ZeroAdamW driven directly for 3 steps, step() called after readWithFlags (withRead) or without: rank 0
+//                writes the host reads each step() made and the weights (zero.json)
 //   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout, then disposes its tensor
 import * as fs from 'fs';
 import * as path from 'path';
 import { initProcessGroup } from '../../../src/distributed/process_group';
-import { scope, Tensor } from '../../../src/tensor';
+import { keep, scope, Tensor } from '../../../src/tensor';
+import { ZeroAdamW } from '../../../src/distributed/zero';
 import { VwLmm } from '../../../src/model/vwlmm';
 import { Stage, Trainer } from '../../../src/train/trainer';
 import { F, hostSyncs, setAsync } from '../../../src';
@@ -23,7 +26,7 @@ import { inputOf } from './inputs';
 import { tinyConfig, tinyData } from '../../train/support/tiny';
 
 const [mode, outDir, json] = process.argv.slice(2);
-const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean };
+const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean; withRead?: boolean };
 
 
 async function main(): Promise<void> {
@@ -78,6 +81,27 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(outDir, `rank_${rank}.json`), JSON.stringify({ rank, worldSize, localRank: group.localRank, library: group.library, out }));
   } else if (mode === 'train' || mode === 'die') {
     trainTiny(group, outDir, mode === 'die');
+  } else if (mode === 'zero') {
+    // three parameters over 256-byte buckets; gradients that differ per rank and per step (loss: sum of p * c)
+    const params = [37, 5, 120].map((n, k) => {
+      const p = keep(Tensor.fromArray(inputOf(40 + k, 0, n), [n]));
+      p.requiresGrad = true;
+      return p;
+    });
+    const opt = new ZeroAdamW(group, [{ params }], { lr: 1e-2, weightDecay: 0.01, bucketBytes: 256 });
+    const syncs: number[] = [];
+    for (let step = 0; step < 3; step++) {
+      opt.armForBackward();
+      scope(() => params.map((p, k) => F.sum(F.mul(p, Tensor.fromArray(inputOf(50 + 3 * step + k, rank, p.size), [p.size])))).reduce((a, b) => F.add(a, b)).backward());
+      opt.reduceGradients();
+      if (opts.withRead) scope(() => opt.readWithFlags(Tensor.zeros([2])));
+      const before = hostSyncs();
+      opt.step();
+      syncs.push(hostSyncs() - before);
+    }
+    if (rank === 0) fs.writeFileSync(path.join(outDir, 'zero.json'), JSON.stringify({ syncs, weights: params.map((p) => Array.from(p.toArray())) }));
+    opt.dispose();
+    params.forEach((p) => p.dispose());
   } else if (mode === 'hang') {
     if (rank === 1) {
       const until = Date.now() + 60_000;
