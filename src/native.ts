@@ -59,7 +59,7 @@ export interface Addon {
   programInfo(program: ProgramHandle): NativeProgramInfo;
   programDispose(program: ProgramHandle): void;
   /** Tests: host graphs on a backend without graphs of its own (the CPU), so CI runs the graph logic; the old value. */
-  programHostGraphs(on: boolean): boolean;
+  programHostGraphs(on: boolean, failLaunches?: number): boolean;
   /** CUDA addon only: makes GPU `index` this process's device (src/device.ts). */
   selectDevice?(index: number): void;
   /** CUDA addon only: the attention kernels' settings, changed where given; returns the previous ones (src/index.ts). */

@@ -22,8 +22,10 @@ export interface RecordOptions {
   /**
    * On a backend with graphs (CUDA): capture the first replay that can into a CUDA graph and launch that graph at
    * every later replay, one host call instead of one per op (the same kernels, buffers and order: the same numbers).
-   * A capture that fails (an op that waits for the device) leaves the program replaying call by call, with the reason
-   * in info().graph. Default true, unless the environment sets VWLMM_CUDA_GRAPHS=0. Ignored on the CPU.
+   * A replay can when no data check is pending (async mode: the recording's own checks are, until a read or
+   * synchronize()). A capture that fails (an op that waits for the device), or a launch that fails (out of graph
+   * memory), leaves the program replaying call by call, with the reason in info().graph. Default true, unless the
+   * environment sets VWLMM_CUDA_GRAPHS=0. Ignored on the CPU.
    */
   graph?: boolean;
 }

@@ -382,7 +382,9 @@ OpStats finish_losses(const char* op, const Context& ctx, FusedCall& call, const
     device_row_losses(op, ctx, d_loss, row_loss, n, loss_scale(reduction, rows), loss);
     st.loss = std::nan("");
   } else {
-    st.loss = n > 0 ? reduce_loss(copy_row_losses(op, ctx, d_loss, row_loss, n), reduction, rows) : 0.0;
+    // with no rows too: the wait raises what the call's deferred checks found (a NaN weight), as the CPU does in the op
+    const double total = copy_row_losses(op, ctx, d_loss, row_loss, n);
+    st.loss = n > 0 ? reduce_loss(total, reduction, rows) : 0.0;
   }
   return st;
 }
@@ -521,6 +523,11 @@ std::string cuda_why(const char* what, cudaError_t err) {
 // (Called in async mode only: program.cc replays call by call in sync mode, where every op waits for its work.)
 bool graph_begin(std::string* why) {
   Context& ctx = context(kGraphOp);
+  if (!ctx.async_alloc) {
+    // workspace from cudaMalloc / cudaFree: freed during the capture, a launch would use memory no longer its own
+    *why = "the device has no stream-ordered memory pools (cudaMallocAsync), which captured workspace needs";
+    return false;
+  }
   const cudaError_t err = cudaStreamBeginCapture(ctx.stream, cudaStreamCaptureModeRelaxed);
   if (err != cudaSuccess) {
     *why = cuda_why("cudaStreamBeginCapture", err);
@@ -554,7 +561,19 @@ void* graph_end(std::string* why) {
 void graph_launch(void* graph) {
   auto* pg = static_cast<ProgramGraph*>(graph);
   Context& ctx = context(kGraphOp);
-  CUDA_CHECK(kGraphOp, cudaGraphLaunch(pg->exec, ctx.stream));
+  cudaError_t err = cudaGraphLaunch(pg->exec, ctx.stream);
+  if (err == cudaErrorMemoryAllocation) {
+    // the graph's workspace comes from the graph memory pool, while the default pool keeps the call-by-call
+    // workspace cached (release threshold = max): hand both back and retry once
+    cudaGetLastError();
+    cudaMemPool_t pool;
+    if (cudaStreamSynchronize(ctx.stream) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, ctx.device) == cudaSuccess)
+      cudaMemPoolTrimTo(pool, 0);
+    cudaDeviceGraphMemTrim(ctx.device);
+    cudaGetLastError();
+    err = cudaGraphLaunch(pg->exec, ctx.stream);
+  }
+  CUDA_CHECK(kGraphOp, err);
   CUDA_CHECK(kGraphOp, cudaEventRecord(pg->done, ctx.stream));
   pg->launched = true;
 }

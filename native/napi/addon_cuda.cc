@@ -35,6 +35,7 @@ void TrimWorkspacePool() {
   if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess) {
     cudaDeviceSynchronize();
     cudaMemPoolTrimTo(pool, 0);
+    cudaDeviceGraphMemTrim(dev);  // what op-program graphs' workspace left cached (graph memory nodes)
   }
   cudaGetLastError();
 }

@@ -8,9 +8,11 @@
 //   programCompare(a, b) -> string | null       the first difference between two recordings, null when none
 //   programInfo(handle) -> { ops, uploads, zeros, constantBytes, inputBytes, externals, poolBytes, opNames, graph }
 //   programDispose(handle)                      frees the program's memory now (idempotent)
-//   programHostGraphs(on) -> boolean            tests: host graphs where the backend has none (the CPU); the old value
+//   programHostGraphs(on[, failLaunches]) -> boolean  tests: host graphs where the backend has none (the CPU), the next
+//                                                failLaunches of their launches failing; the old value
 #include <cmath>
 #include <functional>
+#include <stdexcept>
 #include <cstring>
 #include <string>
 #include <unordered_set>
@@ -157,6 +159,11 @@ bool& host_graphs_on() {
   static bool on = false;
   return on;
 }
+// programHostGraphs(true, n): the next n host-graph launches fail, as a CUDA graph's can (out of graph memory)
+int& host_failing_launches() {
+  static int n = 0;
+  return n;
+}
 // Its hooks are called only while a capture is open (Capture below), so each one keeps what it is given.
 HostGraph& host_capturing() { return *host_capture(); }
 const GraphHooks kHostGraphs = {
@@ -171,6 +178,10 @@ const GraphHooks kHostGraphs = {
       return g;
     },
     [](void* g) {
+      if (host_failing_launches() > 0) {
+        --host_failing_launches();
+        throw std::runtime_error("host graphs: a launch made to fail (programHostGraphs)");
+      }
       for (auto& step : static_cast<HostGraph*>(g)->steps) step();
     },
     [](void*) {},
@@ -278,17 +289,32 @@ bool Capture(OpProgram& p, const std::vector<program_detail::Input>& inputs, con
   return true;
 }
 
-void Launch(OpProgram& p, const GraphHooks* g) {
+// Launches the captured graph (true), or (false) gives it up with the reason in p.graph_why, so that this replay and
+// the next ones run call by call: a launch can fail where the calls would not (the graph's workspace is out of the
+// graph memory pool, not the one the calls trim and retry in). An error that is not the graph's (a sticky fault of
+// earlier work) then comes from the calls.
+bool Launch(OpProgram& p, const GraphHooks* g) {
   ErrorFlags& flags = error_flags();
   const ErrorFlags::Mark mark = flags.mark();
   flags.claim_all(p.graph_checks);
   try {
     g->launch(p.graph);
-  } catch (...) {
+  } catch (const std::exception& e) {
     flags.rollback(mark);  // nothing will write those slots
-    throw;
+    p.graph_why = str_cat("a launch failed: ", e.what());
+    try {
+      g->wait(p.graph);  // an earlier launch may still read the pinned memory
+    } catch (...) {
+    }
+    g->destroy(p.graph);
+    p.graph = nullptr;
+    g->free_pinned(p.pinned);
+    p.pinned = nullptr;
+    p.graph_checks.clear();
+    return false;
   }
   ++p.graph_launches;
+  return true;
 }
 
 void Replay(OpProgram& p, const std::vector<program_detail::Input>& inputs) {
@@ -311,11 +337,8 @@ void Replay(OpProgram& p, const std::vector<program_detail::Input>& inputs) {
   if (g && p.graph_wanted && !error_flags().pending() && error_flags().async()) {
     if (p.graph) {
       StageInputs(p, inputs, g);
-      Launch(p, g);
-      return;
-    }
-    if (p.graph_why.empty() && Capture(p, inputs, g)) {
-      Launch(p, g);
+      if (Launch(p, g)) return;
+    } else if (p.graph_why.empty() && Capture(p, inputs, g) && Launch(p, g)) {
       return;
     }
   }
@@ -426,8 +449,15 @@ void RegisterProgram(Napi::Env env, Napi::Object exports) {
     return Guard(info.Env(), [&]() -> Napi::Value {
       if (info.Length() < 1 || !info[0].IsBoolean()) throw_type_error("programHostGraphs: expected a boolean");
       if (host_capture()) throw_type_error("programHostGraphs: a host graph is being captured");
+      int fail = 0;
+      if (info.Length() > 1 && !info[1].IsUndefined()) {
+        const double n = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
+        if (!(n >= 0 && n <= 1e6 && n == std::floor(n))) throw_type_error("programHostGraphs: expected a count of launches to fail (an integer in [0, 1e6])");
+        fail = static_cast<int>(n);
+      }
       const bool was = host_graphs_on();
       host_graphs_on() = info[0].As<Napi::Boolean>().Value();
+      host_failing_launches() = fail;
       return Napi::Boolean::New(info.Env(), was);
     });
   }));

@@ -141,7 +141,14 @@ class OpProgram {
   OpProgram& operator=(const OpProgram&) = delete;
   ~OpProgram() {
     if (const GraphHooks* g = graph_hooks) {
-      if (graph) g->destroy(graph);
+      if (graph) {
+        // a launch in flight may still copy from the pinned memory (cudaFreeHost is not documented to wait)
+        try {
+          g->wait(graph);
+        } catch (...) {
+        }
+        g->destroy(graph);
+      }
       if (pinned) g->free_pinned(pinned);
     }
   }

@@ -2,7 +2,7 @@
 // the function computes for the same inputs, bit for bit, on every backend; its memory is its own; what a replay
 // could not repeat is refused with the reason, and the recorded function still runs as it would unrecorded.
 import { describe, expect, it } from 'vitest';
-import { callOp, F, isAsync, memoryStats, OpProgram, scope, setAsync, Tensor } from '../../src';
+import { callOp, F, isAsync, memoryStats, OpProgram, scope, setAsync, synchronize, Tensor } from '../../src';
 import type { Device } from '../../src';
 import { backends } from '../support/backends';
 import { cpu } from '../../src/native';
@@ -75,6 +75,9 @@ describe('op programs: record once, replay natively', () => {
         m.zeroGrads();
         m.step(x, t);
       });
+      // CUDA, async mode: the recording's own data checks (even those that pass) are pending until a synchronisation,
+      // and a graph is captured by the first replay that finds none pending (the Trainer reads after every step)
+      synchronize(dv.device);
       const info = program.info();
       expect(info.ops).toBeGreaterThan(10);
       expect(info.inputBytes).toEqual([n * d * 4, n * 4]);
@@ -114,6 +117,7 @@ describe('op programs: record once, replay natively', () => {
       };
       const graphed = OpProgram.record(dv.device, [x, t], fn, { graph: true });
       const plain = OpProgram.record(dv.device, [x, t], fn, { graph: false, poolOf: graphed });
+      synchronize(dv.device); // the recordings' pending checks (CUDA): the first replay captures
       expect(plain.differenceFrom(graphed)).toBeNull();
       for (let k = 0; k < 3; k++) {
         const next = data(n, d, classes);
@@ -132,6 +136,37 @@ describe('op programs: record once, replay natively', () => {
       m.dispose();
     }));
 
+    // a launch cannot be made to fail on CUDA; the host graphs stand in (programHostGraphs' count of failing launches)
+    (dv.device === 'cpu' ? it : it.skip)(`${dv.name}: a graph whose launch fails is given up, with the reason: that replay and the later ones run call by call, to the same numbers`, () => withGraphs(dv.device, () => {
+      const [n, d, hidden, classes] = [4, 6, 5, 9];
+      const m = model(dv.device, d, hidden, classes);
+      const first = data(n, d, classes);
+      m.step(first.x, first.t);
+      const x = Float32Array.from(first.x), t = Int32Array.from(first.t);
+      const program = OpProgram.record(dv.device, [x, t], () => {
+        m.zeroGrads();
+        m.step(x, t);
+      });
+      const check = () => {
+        const next = data(n, d, classes);
+        program.replay([next.x, next.t]);
+        const replayed = m.read();
+        m.zeroGrads();
+        m.step(next.x, next.t);
+        expect(same(replayed, m.read())).toBe(true);
+      };
+      check();
+      expect(program.info().graph).toMatchObject({ captured: true, launches: 1, reason: null });
+      cpu().programHostGraphs(true, 1); // the next launch fails
+      for (let k = 0; k < 3; k++) check();
+      const g = program.info().graph!;
+      expect(g).toMatchObject({ captured: false, nodes: 0, launches: 1 });
+      expect(g.reason).toMatch(/^a launch failed: host graphs: a launch made to fail/);
+      expect(() => cpu().programHostGraphs(true, -1)).toThrow(/expected a count of launches to fail/);
+      program.dispose();
+      m.dispose();
+    }));
+
     run(`${dv.name}: a graph-launched step's data checks are raised at the next read, naming the op`, () => withGraphs(dv.device, () => {
       const device = dv.device;
       {
@@ -145,6 +180,7 @@ describe('op programs: record once, replay natively', () => {
             const y = F.embedding(Tensor.fromArray(ids, [2], { device }), W);
             callOp('axpby', device, [y, y], [out], [6], [1, 0]);
           }));
+          synchronize(device); // the recording's pending id check (CUDA): the first replay captures
           program.replay([Int32Array.of(4, 2)]);
           expect(Array.from(out.toArray())).toEqual(rows(4, 2));
           program.replay([Int32Array.of(1, 7)]);
