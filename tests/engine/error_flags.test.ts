@@ -162,6 +162,12 @@ describe(`error flags (seed ${runSeed})`, () => {
         // a loss returned to the host is a synchronisation: the op raises it itself, never a silent NaN
         expect(() => fused.linearCrossEntropy(h, w, t)).toThrow(/^\[linear_cross_entropy\] h contains a non-finite value \(nan\) at flat index 6/);
         expect(() => fused.visualWordKL(hf, w, h, w)).toThrow(/^\[visual_word_kl\] x contains a non-finite value \(nan\) at flat index 6/);
+        // with no rows too (CUDA's early exit once returned loss 0 and left the check to a later read)
+        const wn = Float32Array.from(wv);
+        wn[3] = NaN;
+        const W = Tensor.fromArray(wn, [V, D], { device: d }), h0 = Tensor.zeros([0, D], { device: d });
+        expect(() => fused.linearCrossEntropy(h0, W, Tensor.fromArray(new Int32Array(0), [0], { device: d }))).toThrow(/^\[linear_cross_entropy\] w contains a non-finite value \(nan\) at flat index 3/);
+        expect(() => fused.visualWordKL(h0, W, h0, w)).toThrow(/^\[visual_word_kl\] wLm contains a non-finite value \(nan\) at flat index 3/);
       }));
       inSync(d, () => scope(() => {
         const h = Tensor.fromArray(hv, [N, D], { device: d }), w = Tensor.fromArray(wv, [V, D], { device: d });
