@@ -31,6 +31,8 @@ export type {
   Scene, SceneObject, SortOfClevrQuestion, SortOfClevrRecord, SortOfClevrSummary, WriteSortOfClevrOptions, Colour, Shape, QuestionKind,
   QuestionGroup, NonRelationalKind, RelationalKind,
 } from './sort_of_clevr';
+export { SceneImageWriter, spareImageWorkers } from './scene_writer';
+export type { SceneImageJob } from './scene_writer';
 export {
   writeWordLevelTokenizer, wordLevelTokenizerJson, wordLevelPreTokenize, wordLevelNormalize, WORD_LEVEL_SPECIAL_TOKENS, WORD_LEVEL_TOKENIZER_CONFIG,
 } from './word_level_tokenizer';

@@ -29,6 +29,7 @@ import * as path from 'path';
 import { PNG } from 'pngjs';
 import { Generator } from '../random';
 import { wordLevelPreTokenize } from './word_level_tokenizer';
+import type { SceneImageWriter } from './scene_writer';
 
 /** Bumped whenever the same seed would produce different images, questions or captions. */
 export const SORT_OF_CLEVR_GENERATOR_VERSION = 2;
@@ -245,6 +246,11 @@ export interface WriteSortOfClevrOptions {
   seed?: number;
   nonRelational?: number;
   relational?: number;
+  /**
+   * Writes the images (on its threads, when it has any): they are on disk once `writer.flush()` resolves, and
+   * `seconds.png` is then only the time to hand them over. Default: each written at once, before this returns.
+   */
+  writer?: SceneImageWriter;
 }
 
 export interface SortOfClevrSummary {
@@ -292,7 +298,7 @@ export function sortOfClevrImageName(split: string, index: number, count: number
 /**
  * Generate the set and write outDir/images/{train,test}_NNNNN.png, outDir/train.json and outDir/test.json
  * (one LLaVA record per question), outDir/captions.json (one caption record per training image) and
- * outDir/meta.json. Synchronous.
+ * outDir/meta.json. Synchronous, but for the images when `opts.writer` writes them.
  */
 export function writeSortOfClevr(outDir: string, opts: WriteSortOfClevrOptions = {}): SortOfClevrSummary {
   const train = opts.train ?? 9800, test = opts.test ?? 200, seed = opts.seed ?? 0;
@@ -315,10 +321,11 @@ export function writeSortOfClevr(outDir: string, opts: WriteSortOfClevrOptions =
     for (let i = 0; i < count; i++) {
       const a = performance.now();
       const scene = data.scenes[i], qs = data.questions[i];
-      const rgb = renderScene(scene);
-      const b = performance.now();
       const image = sortOfClevrImageName(split, i, count);
-      fs.writeFileSync(path.join(outDir, image), encodePng(rgb, IMAGE_SIZE, IMAGE_SIZE));
+      const rgb = opts.writer ? null : renderScene(scene); // a writer renders on its own thread
+      const b = performance.now();
+      if (opts.writer) opts.writer.write(path.join(outDir, image), scene);
+      else fs.writeFileSync(path.join(outDir, image), encodePng(rgb!, IMAGE_SIZE, IMAGE_SIZE));
       tPng += performance.now() - b;
       const stem = path.basename(image, '.png');
       qs.forEach((q, k) => {

@@ -8,9 +8,11 @@
 import type { ProcessGroup } from '../distributed/process_group';
 import type { ComputeDtype } from '../amp';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { DeviceSpec, useDevice } from '../device';
 import { sortOfClevrVocabulary, writeSortOfClevr } from '../data/sort_of_clevr';
+import { SceneImageWriter, spareImageWorkers } from '../data/scene_writer';
 import { writeWordLevelTokenizer } from '../data/word_level_tokenizer';
 import { TextTokenizer } from '../data/tokenizer';
 import { normalizeRgb } from '../data/images';
@@ -118,11 +120,11 @@ export function visualWordAgreement(model: VwLmm, tokenizer: TextTokenizer, spli
   return visualWordStats(model, tokenizer, split, maxImages).agreement;
 }
 
-async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>, group?: ProcessGroup, replay?: boolean): Promise<{ result: DemoRunResult | null; model: VwLmm; val: SplitData; tower: Map<string, Float32Array> | null }> {
+async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>, group?: ProcessGroup, replay?: boolean, writer?: SceneImageWriter): Promise<{ result: DemoRunResult | null; model: VwLmm; val: SplitData; tower: Map<string, Float32Array> | null }> {
   const t0 = Date.now();
   const progress = new Progress(50, quiet ? process.stderr : process.stdout);
   const res = await runRecipe(recipe, {
-    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group, replay, reproduce: { dataDir },
+    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group, replay, reproduce: { dataDir, writer },
     tokenizerJson: JSON.parse(fs.readFileSync(path.join(dataDir, 'tokenizer.json'), 'utf8')),
     onLog: (r) => {
       progress.update(r);
@@ -131,6 +133,7 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   });
   progress.stop();
   const trainSeconds = (Date.now() - t0) / 1000;
+  await writer?.flush(); // the images written while it trained (the data set's, the caption subsets'): evaluateFile reads the test set's
   // data-parallel: rank 0 alone evaluates (the ranks hold the same model)
   if ((group?.rank ?? 0) !== 0) return { model: res.model, val: res.valSplit, tower: res.tower, result: null };
   // answered afresh every time: a file left by an earlier run (or by one resumed with another --scale) holds another
@@ -203,7 +206,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
   if (lead) log(gemmNotice(info));
   // what a --resume has left: each run's trained steps from its checkpoint (stage 0 is then skipped)
   const done = o.resume ? { vw: stepsDone(path.join(o.outDir, 'vw')), llava: o.ablation ? stepsDone(path.join(o.outDir, 'llava')) : null } : undefined;
-  useDevice('vwlmm demo', o.device); // before anything else: no GPU is an error now, not after the data
+  const device = useDevice('vwlmm demo', o.device); // before anything else: no GPU is an error now, not after the data
   // data-parallel: rank 0 alone calibrates (the others wait at the barrier below, so its timings are not shared
   // cores'); its estimate is for one process
   if (!lead) return trainOnly(o, recipe, group!);
@@ -212,45 +215,52 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
   log(estimateNotice(estimate, calibration, { ablation: o.ablation, resumed: !!done && (done.vw !== null || done.llava !== null) }) + (group ? ` (for one process: ${group.worldSize} data-parallel ranks share the training steps)` : ''));
   const dataDir = path.join(o.outDir, 'data');
   log(`vwlmm demo: generating Sort-of-CLEVR (${recipe.trainImages} + ${recipe.testImages} images) in ${dataDir}`);
-  writeSortOfClevr(dataDir, { train: recipe.trainImages, test: recipe.testImages, seed: o.seed });
-  writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
-  group?.barrier(); // the other ranks read the tokenizer rank 0 wrote (trainOnly)
-  const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
-  log(`training VW-LMM (vmWeight ${recipe.vmWeight}${recipe.pif ? ', PIF' : ''}${recipe.detachTarget ? ', target detached' : ''}): stage 0 vision tower ${recipe.stage0.steps} steps, ${recipe.text?.steps ? `text ${recipe.text.steps} steps, ` : ''}stage 1 captions ${recipe.stage1.steps} steps${recipe.stage1.freezeLlm ? ' (LLM frozen)' : ''}, stage 2 questions ${recipe.stage2.steps} steps`);
-  const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, undefined, group, o.replay);
-  const metrics = path.join(o.outDir, 'vw', 'metrics.jsonl');
-  const lossCurve = path.join(o.outDir, 'vw', 'loss_curve.png');
-  await plotMetrics(metrics, lossCurve, `VW-LMM on Sort-of-CLEVR (seed ${o.seed})`);
-  let visualWords: string | null = null;
-  if (main.model.vm_head) {
-    visualWords = path.join(o.outDir, 'vw', 'visual_words.png');
-    const cfg = main.model.config;
-    const patches = visualWordsOf(main.model, tokenizer, normalizeRgb(main.val.rgb[0], cfg.vision.imageSize, cfg.image.mean, cfg.image.std), 3);
-    await drawVisualWords(main.val.rgb[0], 75, 75, patches, cfg.vision.imageSize / cfg.vision.patchSize, visualWords);
+  // PNG files on threads the run can spare while it trains (on a GPU the main thread drives the device): none on a CPU
+  // whose cores the engine uses
+  const writer = new SceneImageWriter({ workers: spareImageWorkers(device === 'cpu' ? info.threads ?? os.availableParallelism() : 1) });
+  try {
+    writeSortOfClevr(dataDir, { train: recipe.trainImages, test: recipe.testImages, seed: o.seed, writer });
+    writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
+    group?.barrier(); // the other ranks read the tokenizer rank 0 wrote (trainOnly)
+    const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
+    log(`training VW-LMM (vmWeight ${recipe.vmWeight}${recipe.pif ? ', PIF' : ''}${recipe.detachTarget ? ', target detached' : ''}): stage 0 vision tower ${recipe.stage0.steps} steps, ${recipe.text?.steps ? `text ${recipe.text.steps} steps, ` : ''}stage 1 captions ${recipe.stage1.steps} steps${recipe.stage1.freezeLlm ? ' (LLM frozen)' : ''}, stage 2 questions ${recipe.stage2.steps} steps`);
+    const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, undefined, group, o.replay, writer);
+    const metrics = path.join(o.outDir, 'vw', 'metrics.jsonl');
+    const lossCurve = path.join(o.outDir, 'vw', 'loss_curve.png');
+    await plotMetrics(metrics, lossCurve, `VW-LMM on Sort-of-CLEVR (seed ${o.seed})`);
+    let visualWords: string | null = null;
+    if (main.model.vm_head) {
+      visualWords = path.join(o.outDir, 'vw', 'visual_words.png');
+      const cfg = main.model.config;
+      const patches = visualWordsOf(main.model, tokenizer, normalizeRgb(main.val.rgb[0], cfg.vision.imageSize, cfg.image.mean, cfg.image.std), 3);
+      await drawVisualWords(main.val.rgb[0], 75, 75, patches, cfg.vision.imageSize / cfg.vision.patchSize, visualWords);
+    }
+    main.model.dispose();
+    group?.barrier();
+    let ablation: DemoRunResult | undefined;
+    if (o.ablation) {
+      log('ablation: the same run with vmWeight 0 (plain LLaVA objective), from the same stage-0 tower');
+      const a = await oneRun({ ...recipe, vmWeight: 0, pif: false }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group, o.replay, writer);
+      a.model.dispose();
+      ablation = a.result!;
+    }
+    const seconds = (Date.now() - t0) / 1000;
+    const row = (name: string, r: DemoRunResult) =>
+      `| ${name.padEnd(14)} | ${(100 * r.nonRelationalAccuracy).toFixed(1).padStart(6)}% | ${(100 * r.relationalAccuracy).toFixed(1).padStart(6)}% | ${['shape', 'left', 'top', 'closest', 'furthest', 'count'].map((c) => `${(100 * (r.categories[c]?.accuracy ?? 0)).toFixed(1).padStart(5)}%`).join(' | ')} | ${r.visualWordAgreement === null ? '   n/a' : `${(100 * r.visualWordAgreement).toFixed(1).padStart(5)}% (chance ${(100 * r.visualWordChance!).toFixed(1)}%)`} |`;
+    log('\n| model          | non-rel | relational | shape | left | top | closest | furthest | count | VW agreement |');
+    log('|---|---|---|---|---|---|---|---|---|---|');
+    log(row('VW-LMM', main.result!));
+    if (ablation) log(row('LLaVA (vm 0)', ablation));
+    const m = main.result!;
+    if (m.visualWordEntropy !== null)
+      log(`visual words: ${(100 * m.visualWordAgreement!).toFixed(1)}% of object patches name their object's colour or shape (chance: "${m.visualWordChanceWord}" everywhere, ${(100 * m.visualWordChance!).toFixed(1)}%); mean entropy ${m.visualWordEntropy.toFixed(2)} nats of at most ${m.visualWordMaxEntropy.toFixed(2)}`);
+    log(`\n${seconds.toFixed(0)} s (expected ${(estimate.seconds + calibration.seconds).toFixed(0)} s with the calibration${group ? ', for one process' : ''}); checkpoint ${m.checkpoint}; loss curve ${lossCurve}${visualWords ? `; visual words ${visualWords}` : ''}`);
+    log(`answers to ${path.join(dataDir, 'test.json')}: ${m.answers}${ablation ? ` (and ${ablation.answers})` : ''}; score them again with: vwlmm score sort-of-clevr --answers ${m.answers} --data ${path.join(dataDir, 'test.json')}`);
+    log(`stages 1 and 2 again with \`vwlmm train\`, on the files they trained on (${path.join(dataDir, 'stages')}): bash ${m.reproduce}`);
+    return { ...m, ...(group ? { ranks: group.worldSize } : {}), seconds, outDir: o.outDir, metrics, lossCurve, visualWords, ablation, gemm: info.gemm, estimate };
+  } finally {
+    await writer.close(); // also when a run fails: the threads end, what was handed over is written
   }
-  main.model.dispose();
-  group?.barrier();
-  let ablation: DemoRunResult | undefined;
-  if (o.ablation) {
-    log('ablation: the same run with vmWeight 0 (plain LLaVA objective), from the same stage-0 tower');
-    const a = await oneRun({ ...recipe, vmWeight: 0, pif: false }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group, o.replay);
-    a.model.dispose();
-    ablation = a.result!;
-  }
-  const seconds = (Date.now() - t0) / 1000;
-  const row = (name: string, r: DemoRunResult) =>
-    `| ${name.padEnd(14)} | ${(100 * r.nonRelationalAccuracy).toFixed(1).padStart(6)}% | ${(100 * r.relationalAccuracy).toFixed(1).padStart(6)}% | ${['shape', 'left', 'top', 'closest', 'furthest', 'count'].map((c) => `${(100 * (r.categories[c]?.accuracy ?? 0)).toFixed(1).padStart(5)}%`).join(' | ')} | ${r.visualWordAgreement === null ? '   n/a' : `${(100 * r.visualWordAgreement).toFixed(1).padStart(5)}% (chance ${(100 * r.visualWordChance!).toFixed(1)}%)`} |`;
-  log('\n| model          | non-rel | relational | shape | left | top | closest | furthest | count | VW agreement |');
-  log('|---|---|---|---|---|---|---|---|---|---|');
-  log(row('VW-LMM', main.result!));
-  if (ablation) log(row('LLaVA (vm 0)', ablation));
-  const m = main.result!;
-  if (m.visualWordEntropy !== null)
-    log(`visual words: ${(100 * m.visualWordAgreement!).toFixed(1)}% of object patches name their object's colour or shape (chance: "${m.visualWordChanceWord}" everywhere, ${(100 * m.visualWordChance!).toFixed(1)}%); mean entropy ${m.visualWordEntropy.toFixed(2)} nats of at most ${m.visualWordMaxEntropy.toFixed(2)}`);
-  log(`\n${seconds.toFixed(0)} s (expected ${(estimate.seconds + calibration.seconds).toFixed(0)} s with the calibration${group ? ', for one process' : ''}); checkpoint ${m.checkpoint}; loss curve ${lossCurve}${visualWords ? `; visual words ${visualWords}` : ''}`);
-  log(`answers to ${path.join(dataDir, 'test.json')}: ${m.answers}${ablation ? ` (and ${ablation.answers})` : ''}; score them again with: vwlmm score sort-of-clevr --answers ${m.answers} --data ${path.join(dataDir, 'test.json')}`);
-  log(`stages 1 and 2 again with \`vwlmm train\`, on the files they trained on (${path.join(dataDir, 'stages')}): bash ${m.reproduce}`);
-  return { ...m, ...(group ? { ranks: group.worldSize } : {}), seconds, outDir: o.outDir, metrics, lossCurve, visualWords, ablation, gemm: info.gemm, estimate };
 }
 
 

@@ -29,6 +29,7 @@ import { Accuracy, captionAccuracy, captionWordAccuracy, evaluateSplit } from '.
 import { answerFor, questionText, renderScene, Scene, sortOfClevrImageName } from '../data/sort_of_clevr';
 import { pretrainVisionTower, rankShare } from './vision_pretrain';
 import type { ProcessGroup } from '../distributed/process_group';
+import type { SceneImageWriter } from '../data/scene_writer';
 import { RecordStage, reproduceScript, StageConversation, stageSamples, writeStageFiles } from './reproduce';
 import { stageBatches, captionText, makeSplit, positionCaptionText, sceneGridText, makeTokenizer, questionConversation, SplitData, TaskSample } from './task';
 
@@ -217,9 +218,9 @@ export interface RunRecipeOptions {
   /**
    * Write what `vwlmm train` needs to run stages 1 and 2 again (src/demo/reproduce.ts): their LLaVA files under
    * dataDir (which must hold writeSortOfClevr's files of this seed and trainImages), <outDir>/init and
-   * <outDir>/reproduce.sh.
+   * <outDir>/reproduce.sh. `writer`: writes the caption subsets' images (await its flush() before they are read).
    */
-  reproduce?: { dataDir: string };
+  reproduce?: { dataDir: string; writer?: SceneImageWriter };
   /** Write a train record every N steps (default 10; stage 0's default 100). */
   logEvery?: number;
 }
@@ -334,8 +335,8 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   // Stages 1 and 2 train on conversations about image files, tokenised in order: the records of the LLaVA files
   // `vwlmm train` reproduces them from (src/demo/reproduce.ts). StageData: a stage's split (its images in memory),
   // conversations, their samples, and the images only the stage files bring.
-  type StageData = { split: SplitData; conversations: StageConversation[]; samples: TaskSample[]; images: Map<string, Uint8Array> };
-  const stageData = (label: string, split: SplitData, conversations: StageConversation[], images = new Map<string, Uint8Array>()): StageData =>
+  type StageData = { split: SplitData; conversations: StageConversation[]; samples: TaskSample[]; images: Map<string, Scene> };
+  const stageData = (label: string, split: SplitData, conversations: StageConversation[], images = new Map<string, Scene>()): StageData =>
     ({ split, conversations, images, samples: stageSamples(`runRecipe: ${label}`, conversations, tokenizer) });
   const trainFile = (i: number) => sortOfClevrImageName('train', i, train.scenes.length);
   const positionShare = r.stage1.positionCaptions ?? 0;
@@ -355,11 +356,11 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
       return { objects: keep.map((j) => sc.objects[j]) };
     });
     const split: SplitData = { scenes, rgb: scenes.map((sc, i) => (sc === train.scenes[i] ? train.rgb[i] : renderScene(sc))), questions: [] };
-    const images = new Map<string, Uint8Array>();
+    const images = new Map<string, Scene>();
     const conversations = scenes.map((sc, i) => {
       if (sc === train.scenes[i]) return captionOf(sc, i, trainFile(i));
       const file = sortOfClevrImageName(label, i, scenes.length);
-      images.set(file, split.rgb[i]);
+      images.set(file, sc); // split.rgb[i] is its renderScene
       return captionOf(sc, i, file);
     });
     return stageData(label, split, conversations, images);
@@ -428,7 +429,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   ].filter((s) => (s.steps ?? 0) > 0);
   // data-parallel: rank 0 alone writes (the ranks hold the same model)
   const reproduce = opts.reproduce && (opts.processGroup?.rank ?? 0) === 0 && recordStages.length > 0 ? opts.reproduce : null;
-  if (reproduce) writeStageFiles(reproduce.dataDir, recordStages, { seed: r.seed, trainImages: r.trainImages, ...QUESTIONS_PER_IMAGE });
+  if (reproduce) writeStageFiles(reproduce.dataDir, recordStages, { seed: r.seed, trainImages: r.trainImages, ...QUESTIONS_PER_IMAGE }, reproduce.writer);
   const trainer = new Trainer(model, stages, {
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype: opts.dtype, processGroup: opts.processGroup, replay: opts.replay,
     evaluate: (m, where) => {

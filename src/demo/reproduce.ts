@@ -21,7 +21,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { ComputeDtype } from '../amp';
 import { TemplateName, tokenizeConversation, Turn } from '../data/conversation';
-import { encodePng, IMAGE_SIZE, SORT_OF_CLEVR_GENERATOR_VERSION } from '../data/sort_of_clevr';
+import { encodePng, IMAGE_SIZE, renderScene, Scene, SORT_OF_CLEVR_GENERATOR_VERSION } from '../data/sort_of_clevr';
+import type { SceneImageWriter } from '../data/scene_writer';
 import { TextTokenizer } from '../data/tokenizer';
 import { Stage, TRAINABLE_PARTS } from '../train/trainer';
 import { TaskSample } from './task';
@@ -44,8 +45,8 @@ export interface RecordStage {
    */
   stage: Stage & { steps: number; gradAccum: number; warmupRatio: number; weightDecay: number; maxGradNorm: number };
   conversations: StageConversation[];
-  /** The images the stage file names that only the stage files bring (file -> RGB): the caption subsets'. */
-  images: Map<string, Uint8Array>;
+  /** The images the stage file names that only the stage files bring (file -> scene): the caption subsets'. */
+  images: Map<string, Scene>;
 }
 
 /**
@@ -79,16 +80,22 @@ function checkTrainImages(dataDir: string, want: { seed: number; trainImages: nu
   if (diff.length) throw new Error(`runRecipe reproduce: ${f} has ${diff.map((k) => `${k} ${JSON.stringify(got[k])}`).join(', ')}, this run ${diff.map((k) => `${k} ${JSON.stringify(expected[k])}`).join(', ')}: its training images are not the ones this run trains on; ${fix}`);
 }
 
-/** Writes <dataDir>/stages/<stage>.json (one record per line inside the list) and the images only they name. */
-export function writeStageFiles(dataDir: string, stages: RecordStage[], train: { seed: number; trainImages: number; nonRelational: number; relational: number }): void {
+/**
+ * Writes <dataDir>/stages/<stage>.json (one record per line inside the list) and the images only they name (through
+ * `writer` when given: on disk once its flush() resolves).
+ */
+export function writeStageFiles(dataDir: string, stages: RecordStage[], train: { seed: number; trainImages: number; nonRelational: number; relational: number }, writer?: SceneImageWriter): void {
   checkTrainImages(dataDir, train);
   fs.mkdirSync(path.join(dataDir, 'stages'), { recursive: true });
   const written = new Set<string>();
   for (const { stage, conversations, images } of stages) {
-    for (const [file, rgb] of images) {
+    for (const [file, scene] of images) {
       if (written.has(file)) continue; // a split two stages share (captions-frozen-tower, captions)
-      fs.mkdirSync(path.dirname(path.join(dataDir, file)), { recursive: true });
-      fs.writeFileSync(path.join(dataDir, file), encodePng(rgb, IMAGE_SIZE, IMAGE_SIZE));
+      const to = path.join(dataDir, file);
+      fs.mkdirSync(path.dirname(to), { recursive: true });
+      // renderScene: the pixels the run trained on (recipe.ts renders the split's images with it)
+      if (writer) writer.write(to, scene);
+      else fs.writeFileSync(to, encodePng(renderScene(scene), IMAGE_SIZE, IMAGE_SIZE));
       written.add(file);
     }
     const lines = conversations.map((c, k) => JSON.stringify({ id: `${stage.name}_${k}`, image: c.file, conversations: c.turns, conversation_template: c.template }));

@@ -1,0 +1,136 @@
+// Sort-of-CLEVR's PNG files written off the main thread. The demo writes ~20,000 of them (its data set and the caption
+// subsets only reproduce.sh reads) at ~0.6 ms each: ~12 s of the thread that, on a GPU, drives the device. Worker
+// threads (scene_writer_worker.ts) render each scene, encode it with encodePng and write it while the caller goes on;
+// the caller awaits flush() before anything reads the files. Only scenes cross over (a few numbers each), not pixels:
+// the producer is ~20x faster than the encoder, so queued pixels would all be in memory at once (~340 MB).
+// Same bytes as the synchronous path (the same two functions). workers 0: each file written at once, on the caller's
+// thread, as before.
+import { createRequire } from 'module';
+import * as os from 'os';
+import * as path from 'path';
+import { Worker } from 'worker_threads';
+import * as fs from 'fs';
+import { encodePng, IMAGE_SIZE, renderScene, Scene } from './sort_of_clevr';
+
+/** One file to write: its absolute path and the scene it shows. */
+export interface SceneImageJob {
+  file: string;
+  scene: Scene;
+}
+
+/** Jobs go to a worker in chunks (one message each); a flush sends what is left. */
+const CHUNK = 64;
+
+/**
+ * How many writer threads a run can spare: the cores left by the threads that compute (the CPU engine's, or on a GPU
+ * the one that drives it) and the main thread, at most 4. VWLMM_IMAGE_WORKERS overrides it.
+ */
+export function spareImageWorkers(computeThreads: number): number {
+  const env = process.env.VWLMM_IMAGE_WORKERS;
+  if (env !== undefined && env !== '') {
+    const n = Number(env);
+    if (!Number.isInteger(n) || n < 0 || n > 64) throw new RangeError(`VWLMM_IMAGE_WORKERS must be an integer in [0, 64], got '${env}'`);
+    return n;
+  }
+  return Math.max(0, Math.min(4, os.availableParallelism() - computeThreads - 1));
+}
+
+/** Writes scenes' PNG files on worker threads (or at once, with 0 workers); flush() waits for every file so far. */
+export class SceneImageWriter {
+  private readonly workers: Worker[] = [];
+  private chunk: SceneImageJob[] = [];
+  private next = 0;
+  private posted = 0;
+  private done = 0;
+  private failure: Error | null = null;
+  private waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private closed = false;
+
+  constructor(opts: { workers?: number } = {}) {
+    const n = opts.workers ?? 0;
+    if (!Number.isInteger(n) || n < 0) throw new RangeError(`SceneImageWriter: workers must be a non-negative integer, got ${n}`);
+    // the compiled .js beside this file, or under tsx / vitest the .ts source, required through tsx's CommonJS hook
+    // (a dev dependency; a worker does not inherit the parent's TypeScript loader)
+    const ext = path.extname(__filename);
+    const file = path.join(__dirname, `scene_writer_worker${ext}`);
+    const source = ext === '.ts' ? `require(${JSON.stringify(createRequire(__filename).resolve('tsx/cjs/api'))}).register(); require(${JSON.stringify(file)});` : null;
+    for (let k = 0; k < n; k++) {
+      const w = source ? new Worker(source, { eval: true }) : new Worker(file);
+      w.on('message', (m: { done: number } | { file: string; error: string }) => {
+        if ('error' in m) this.fail(new Error(`SceneImageWriter: cannot write ${m.file}: ${m.error}`));
+        else this.done += m.done;
+        this.settle();
+      });
+      w.on('error', (e) => this.fail(new Error(`SceneImageWriter: a writer thread failed: ${e.message}`)));
+      w.on('exit', (code) => {
+        if (!this.closed) this.fail(new Error(`SceneImageWriter: a writer thread exited (code ${code}) with files still to write`));
+      });
+      w.unref(); // idle writers never keep the process alive; a pending flush() does (ref() in send)
+      this.workers.push(w);
+    }
+  }
+
+  /** Threads that write (0: the caller's thread writes each file as it comes). */
+  get threads(): number {
+    return this.workers.length;
+  }
+
+  /** Files handed over and not yet written. */
+  get pending(): number {
+    return this.posted + this.chunk.length - this.done;
+  }
+
+  /** Renders `scene` to `file` (its folder must exist): at once with no workers, else on a worker thread. */
+  write(file: string, scene: Scene): void {
+    if (this.closed) throw new Error(`SceneImageWriter: write('${file}') after close()`);
+    if (this.failure) throw this.failure;
+    if (this.workers.length === 0) {
+      fs.writeFileSync(file, encodePng(renderScene(scene), IMAGE_SIZE, IMAGE_SIZE));
+      return;
+    }
+    this.chunk.push({ file, scene });
+    if (this.chunk.length >= CHUNK) this.send();
+  }
+
+  /** Resolves once every file handed over so far is written; rejects naming the first that could not be. */
+  flush(): Promise<void> {
+    this.send();
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+      this.settle();
+    });
+  }
+
+  /** flush(), then the threads end (also when the flush fails). */
+  async close(): Promise<void> {
+    try {
+      await this.flush();
+    } finally {
+      this.closed = true;
+      await Promise.all(this.workers.map((w) => w.terminate()));
+    }
+  }
+
+  private send(): void {
+    if (this.chunk.length === 0 || this.failure) return;
+    const w = this.workers[this.next++ % this.workers.length];
+    w.ref();
+    w.postMessage(this.chunk);
+    this.posted += this.chunk.length;
+    this.chunk = [];
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    this.settle();
+  }
+
+  private settle(): void {
+    const idle = this.done >= this.posted;
+    if (idle || this.failure) for (const w of this.workers) w.unref();
+    if (!this.failure && !idle) return;
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const x of ws) (this.failure ? x.reject(this.failure) : x.resolve());
+  }
+}
