@@ -218,6 +218,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
   // PNG files on threads the run can spare while it trains (on a GPU the main thread drives the device): none on a CPU
   // whose cores the engine uses
   const writer = new SceneImageWriter({ workers: spareImageWorkers(device === 'cpu' ? info.threads ?? os.availableParallelism() : 1) });
+  let ran = false;
   try {
     writeSortOfClevr(dataDir, { train: recipe.trainImages, test: recipe.testImages, seed: o.seed, writer });
     writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
@@ -257,9 +258,14 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
     log(`\n${seconds.toFixed(0)} s (expected ${(estimate.seconds + calibration.seconds).toFixed(0)} s with the calibration${group ? ', for one process' : ''}); checkpoint ${m.checkpoint}; loss curve ${lossCurve}${visualWords ? `; visual words ${visualWords}` : ''}`);
     log(`answers to ${path.join(dataDir, 'test.json')}: ${m.answers}${ablation ? ` (and ${ablation.answers})` : ''}; score them again with: vwlmm score sort-of-clevr --answers ${m.answers} --data ${path.join(dataDir, 'test.json')}`);
     log(`stages 1 and 2 again with \`vwlmm train\`, on the files they trained on (${path.join(dataDir, 'stages')}): bash ${m.reproduce}`);
-    return { ...m, ...(group ? { ranks: group.worldSize } : {}), seconds, outDir: o.outDir, metrics, lossCurve, visualWords, ablation, gemm: info.gemm, estimate };
+    const result = { ...m, ...(group ? { ranks: group.worldSize } : {}), seconds, outDir: o.outDir, metrics, lossCurve, visualWords, ablation, gemm: info.gemm, estimate };
+    ran = true;
+    return result;
   } finally {
-    await writer.close(); // also when a run fails: the threads end, what was handed over is written
+    // also when a run fails: the threads end, what was handed over is written; a run's own error wins over a file's
+    await writer.close().catch((e: unknown) => {
+      if (ran) throw e;
+    });
   }
 }
 
