@@ -144,8 +144,10 @@ if want nccl; then
   one nccl_one 29561 '{"backend":"nccl","batchSize":4,"device":"cuda"}'
   one nccl_b16 29562 '{"backend":"nccl","batchSize":4,"device":"cuda","gatherDtype":"bfloat16"}'
   one nccl_b16_blk 29564 '{"backend":"nccl","batchSize":4,"device":"cuda","gatherDtype":"bfloat16","overlapGather":false}'
-  # a skipped first step, in sync (failFirstLoss: the loss throws) and async mode (a NaN pixel the fused losses refuse,
-  # raised at the step's read: checks_failed's kernel and the bucket order taken in that read)
+  # a skipped first step: failFirstLoss (the loss throws in JavaScript, before any op: the mode does not matter), and
+  # nanFirstLoss (a NaN pixel the fused losses refuse, raised at the step's read in async mode: checks_failed's kernel
+  # and the bucket order taken in that read). Every run here is in async mode, CUDA's default: NCCL's bit-for-bit
+  # results were seen in sync mode only (2026-12-04)
   one nccl_fail 29565 '{"backend":"nccl","batchSize":2,"steps":3,"device":"cuda","failFirstLoss":0}'
   one nccl_nan 29566 '{"backend":"nccl","batchSize":2,"steps":3,"device":"cuda","nanFirstLoss":0,"asyncMode":true}'
   RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29563 timeout 60 $T benchmarks/gpu/nccl_race_probe.ts cuda >>"$L/nccl.log" 2>&1

@@ -3,7 +3,8 @@
 // logged numbers (tests/train/host_syncs.test.ts). Counted:
 //   - NativeBuffer.read (every backend: on CUDA a device-to-host copy the host waits for; on the CPU the
 //     point where it would, so the CPU run checks the orchestration in CI);
-//   - on CUDA, every stream synchronisation inside an op (native/cuda/common.cu wait_stream).
+//   - on CUDA, every stream synchronisation inside an op (native/cuda/common.cu wait_stream), a wait for a staging
+//     chunk (upload_staged) and, in async mode, an upload too large to stage (a synchronous copy).
 #pragma once
 #include <atomic>
 #include <cstdint>

@@ -464,19 +464,30 @@ void synchronize() {
 
 // ------------------------------------------------------------------------------------------- staged uploads
 // A ring of pinned chunks: a chunk is refilled only after the copy from it has finished (its event), so the host
-// waits only when uploads lap the ring faster than the device drains it (counted as a host synchronisation).
+// waits only when uploads lap the ring faster than the device drains it (counted as a host synchronisation). An
+// upload larger than a chunk goes in pieces (a batch's pixels: 16 x 3 x 224 x 224 float32 is 9.6 MB), up to
+// kStageMax; larger ones (weights) take the synchronous copy, which on the legacy stream also waits for the ops.
 namespace {
 constexpr size_t kStageBytes = size_t{8} << 20;
-constexpr int kStageChunks = 4;
+constexpr int kStageChunks = 8;
+constexpr size_t kStageMax = size_t{64} << 20;
 struct StageChunk {
   void* host = nullptr;
   cudaEvent_t done = nullptr;
   bool in_flight = false;
 };
+void stage_piece(void* dst, const void* src, size_t bytes);
 }  // namespace
 
 bool upload_staged(void* dst, const void* src, size_t bytes) {
-  if (bytes == 0 || bytes > kStageBytes) return false;
+  if (bytes == 0 || bytes > kStageMax) return false;
+  for (size_t off = 0; off < bytes; off += kStageBytes)
+    stage_piece(static_cast<char*>(dst) + off, static_cast<const char*>(src) + off, std::min(kStageBytes, bytes - off));
+  return true;
+}
+
+namespace {
+void stage_piece(void* dst, const void* src, size_t bytes) {
   const char* op = "NativeBuffer.write";
   static StageChunk ring[kStageChunks];  // never freed: pinned memory lives as long as the process
   static int next = 0;
@@ -496,8 +507,8 @@ bool upload_staged(void* dst, const void* src, size_t bytes) {
   CUDA_CHECK(op, cudaMemcpyAsync(dst, c.host, bytes, cudaMemcpyHostToDevice, ctx.stream));
   CUDA_CHECK(op, cudaEventRecord(c.done, ctx.stream));
   c.in_flight = true;
-  return true;
 }
+}  // namespace
 
 // ------------------------------------------------------------------------------------------- graphs of op programs
 // An op program (native/napi/program.cc) captures one replay: its op calls enqueue their kernels, cuBLAS calls,

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "../core/error_flags.h"
+#include "../core/host_sync.h"
 #include "../cuda/ops_cuda.h"
 #include "../distributed/nccl_communicator.h"
 #include "args.h"
@@ -81,7 +82,10 @@ size_t ReleaseDeviceCache() {
 // Async mode (native/core/error_flags.h): through pinned staging on the ops' stream, no host wait; else one
 // synchronous copy on the legacy default stream (which the ops' blocking stream is ordered after).
 void Upload(void* dst, const void* src, size_t n) {
-  if (error_flags().async() && cuda::upload_staged(dst, src, n)) return;
+  if (error_flags().async()) {
+    if (cuda::upload_staged(dst, src, n)) return;
+    if (n > 0) count_host_sync();  // larger than the staging takes: the copy below waits for the ops' stream
+  }
   const cudaError_t err = cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice);
   if (err != cudaSuccess) ThrowCuda("cudaMemcpy host -> device", err);
 }
