@@ -3,6 +3,7 @@
 # unpack Node and node_modules carried in .device/, build both addons (CUDA for sm_90), run the test files
 # whose cuda-f32 / cuda-bf16 backends and CPU-vs-CUDA parity cases need a GPU, then the GPU benchmarks with
 # PyTorch / HF transformers in the same run. Logs and JSON go to $OUT; a short table prints as it goes.
+# benchmarks/gpu/prepare_device.sh makes .device/ (~48 MiB, carry: [".device"]):
 #   .device/node.xz      Node 20 (../shared/device/node-v20.20.2-linux-x64.xz)
 #   .device/nm.tar.xz    node_modules (without typescript)
 #   .device/src.tar      `git archive HEAD` plus the files under test (isolates the run from edits in progress)
