@@ -129,10 +129,10 @@ export function cpu(): Addon {
   // element-wise kernels that run between GEMMs (measured: those ran 2x slower). 2^4 cycles makes them
   // sleep at once; read by OpenBLAS when the addon loads, so set before. A user's own value wins.
   if (process.env.OPENBLAS_THREAD_TIMEOUT === undefined) process.env.OPENBLAS_THREAD_TIMEOUT = '4';
-  // VWLMM_GEMM picks the CPU GEMM of a build that has OpenBLAS (read natively at the first GEMM).
+  // VWLMM_GEMM picks the CPU GEMM of a build that has OpenBLAS (read natively at the first GEMM; native/cpu/gemm.cpp).
   const gemm = process.env.VWLMM_GEMM;
   if (gemm !== undefined && gemm !== '' && gemm !== 'openblas' && gemm !== 'builtin')
-    throw new RangeError(`vwlmm: VWLMM_GEMM must be 'openblas' or 'builtin' (or unset: OpenBLAS where the build has it), got '${gemm}'`);
+    throw new RangeError(`vwlmm: VWLMM_GEMM must be 'openblas' or 'builtin' (or unset: OpenBLAS where the build has it, unless its kernels for this CPU lack AVX2+FMA), got '${gemm}'`);
   // VWLMM_SPIN_US: how long the CPU thread pool spins between jobs before sleeping (read natively at the first op).
   const spin = process.env.VWLMM_SPIN_US;
   if (spin !== undefined && spin !== '' && !/^\d{1,7}$/.test(spin))

@@ -90,6 +90,28 @@ describe('VWLMM_GEMM', () => {
     // [[1,2,3],[4,5,6]] @ [[1,0],[2,1],[0,3]] by hand
     expect(out.c).toEqual([5, 11, 14, 23]);
   });
+  // OpenBLAS's kernels as OPENBLAS_CORETYPE forces them (what its DYNAMIC_ARCH picks for a CPU it does not know:
+  // Prescott, SSE3 only): unset, the built-in GEMM runs instead where this CPU has AVX2+FMA; VWLMM_GEMM=openblas keeps them
+  const linked = /openblas/i.test(backendInfo().cpu.gemm), avx2 = /avx2/.test(String(backendInfo().cpu.simd));
+  const withCore = (core: string, env: Record<string, string>) => {
+    const r = runSnippet(
+      "const v=require('./src');const a=v.Tensor.fromArray(new Float32Array([1,2,3,4,5,6]),[2,3]);" +
+        "const b=v.Tensor.fromArray(new Float32Array([1,0,2,1,0,3]),[3,2]);" +
+        "console.log(JSON.stringify({gemm:v.backendInfo().cpu.gemm,c:Array.from(v.F.matmul(a,b).toArray())}))",
+      { OPENBLAS_CORETYPE: core, VWLMM_GEMM: '', ...env });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { gemm: string; c: number[] };
+    expect(out.c).toEqual([5, 11, 14, 23]);
+    return out.gemm;
+  };
+  it.skipIf(!linked)('unset: OpenBLAS, unless its kernels lack the AVX2+FMA the built-in GEMM uses on this CPU; openblas keeps them', () => {
+    const weak = withCore('Prescott', {});
+    if (avx2) expect(weak).toMatch(/^builtin \(AVX2\+FMA: the linked OpenBLAS chose its Prescott kernels on this CPU; VWLMM_GEMM=openblas keeps them; linked: openblas /);
+    else expect(weak).toMatch(/^openblas .*Prescott/);
+    expect(withCore('Prescott', { VWLMM_GEMM: 'openblas' })).toMatch(/^openblas .*Prescott/);
+    expect(withCore('Prescott', { VWLMM_SIMD: 'generic' })).toMatch(/^openblas .*Prescott/); // no AVX2 kernel to gain
+    if (avx2) expect(withCore('Haswell', {})).toMatch(/^openblas .*Haswell/);
+  });
   it('an unknown value is an error that names the variable and the choices', () => {
     const r = run('mkl');
     expect(r.status).not.toBe(0);

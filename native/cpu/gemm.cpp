@@ -1,9 +1,11 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <string>
 
+#include "isa.h"
 #include "parallel.h"
 
 #ifdef VWLMM_HAVE_OPENBLAS
@@ -36,16 +38,33 @@ GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t nr, int6
 
 #ifdef VWLMM_HAVE_OPENBLAS
 
-// VWLMM_GEMM=builtin runs the built-in GEMM in a build with OpenBLAS (src/native.ts rejects other values
-// than openblas / builtin): on the engine's decoder shapes it measured about as fast in isolation and
-// faster inside training steps (benchmarks/RESULTS.md), but OpenBLAS stays the default where present.
-static bool use_builtin() {
-  static const bool b = [] {
-    const char* s = std::getenv("VWLMM_GEMM");
-    return s && std::string(s) == "builtin";
-  }();
-  return b;
+// OpenBLAS's DYNAMIC_ARCH kernels chosen for this CPU, when they lack AVX2+FMA: true for an old CPU, and for a new
+// one the linked OpenBLAS does not know. OpenBLAS 0.3.21 (Debian 12's) falls back to its Prescott (SSE3) kernels on
+// an Emerald Rapids Xeon (family 6, model 207; AVX-512 and AMX): the demo's question steps 1.7x as long as with the
+// built-in GEMM (benchmarks/RESULTS.md, "OpenBLAS on a CPU it does not know").
+static bool openblas_kernels_lack_avx2() {
+  std::string core = openblas_get_corename();
+  for (char& c : core) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* k : {"haswell", "zen", "skylakex", "cooperlake", "sapphirerapids", "excavator"})
+    if (core == k) return false;
+  return true;
 }
+
+// Which GEMM runs in a build with OpenBLAS (src/native.ts rejects other values of VWLMM_GEMM than openblas /
+// builtin): VWLMM_GEMM=builtin the built-in one (on the engine's decoder shapes about as fast in isolation and
+// faster inside training steps, benchmarks/RESULTS.md), VWLMM_GEMM=openblas OpenBLAS; unset, OpenBLAS unless its
+// kernels lack the AVX2+FMA that the built-in one uses on this CPU.
+enum class GemmChoice { OpenBlas, Builtin, BuiltinOverWeakOpenBlas };
+static GemmChoice gemm_choice() {
+  static const GemmChoice g = [] {
+    const char* s = std::getenv("VWLMM_GEMM");
+    if (s && std::string(s) == "builtin") return GemmChoice::Builtin;
+    if (s && std::string(s) == "openblas") return GemmChoice::OpenBlas;
+    return vw_use_avx2() && openblas_kernels_lack_avx2() ? GemmChoice::BuiltinOverWeakOpenBlas : GemmChoice::OpenBlas;
+  }();
+  return g;
+}
+static bool use_builtin() { return gemm_choice() != GemmChoice::OpenBlas; }
 
 // OpenBLAS's tiles: rows and columns in multiples of 16 (its x86 sgemm kernels' register tiles are at most 16
 // wide), packing costed as the built-in GEMM's.
@@ -78,8 +97,16 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 }
 
 const char* gemm_backend_name() {
-  static std::string name = use_builtin() ? std::string("builtin (VWLMM_GEMM=builtin; linked: openblas ") + openblas_get_config() + ")"
-                                          : std::string("openblas ") + openblas_get_config();
+  static std::string name = [] {
+    const std::string linked = std::string("openblas ") + openblas_get_config();
+    switch (gemm_choice()) {
+      case GemmChoice::Builtin: return "builtin (VWLMM_GEMM=builtin; linked: " + linked + ")";
+      case GemmChoice::BuiltinOverWeakOpenBlas:
+        return "builtin (AVX2+FMA: the linked OpenBLAS chose its " + std::string(openblas_get_corename()) +
+               " kernels on this CPU; VWLMM_GEMM=openblas keeps them; linked: " + linked + ")";
+      default: return linked;
+    }
+  }();
   return name.c_str();
 }
 
