@@ -73,17 +73,25 @@ Context& context(const char* op) {
 
 // ------------------------------------------------------------------------------------------- scratch
 
+namespace {
+// After an out-of-memory error: the kernels' workspace the default pool keeps cached (release threshold = max) and
+// what op-program graphs' workspace left in the graph memory pool, handed back once the stream is done with them.
+void trim_pools(const Context& ctx) {
+  cudaGetLastError();
+  cudaMemPool_t pool;
+  if (cudaStreamSynchronize(ctx.stream) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, ctx.device) == cudaSuccess)
+    cudaMemPoolTrimTo(pool, 0);
+  cudaDeviceGraphMemTrim(ctx.device);
+  cudaGetLastError();
+}
+}  // namespace
+
 DeviceBuffer::DeviceBuffer(const char* op, const Context& ctx, size_t bytes, int64_t* tally) : ctx_(&ctx) {
   if (bytes == 0) return;
   auto try_alloc = [&]() { return ctx.async_alloc ? cudaMallocAsync(&ptr_, bytes, ctx.stream) : cudaMalloc(&ptr_, bytes); };
   cudaError_t err = try_alloc();
   if (err == cudaErrorMemoryAllocation && ctx.async_alloc) {
-    // The pool keeps earlier workspace cached (release threshold = max); hand it back and retry once.
-    cudaGetLastError();
-    cudaMemPool_t pool;
-    if (cudaStreamSynchronize(ctx.stream) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, ctx.device) == cudaSuccess)
-      cudaMemPoolTrimTo(pool, 0);
-    cudaGetLastError();
+    trim_pools(ctx);  // and retry once
     err = try_alloc();
   }
   if (err != cudaSuccess) {
@@ -574,14 +582,7 @@ void graph_launch(void* graph) {
   Context& ctx = context(kGraphOp);
   cudaError_t err = cudaGraphLaunch(pg->exec, ctx.stream);
   if (err == cudaErrorMemoryAllocation) {
-    // the graph's workspace comes from the graph memory pool, while the default pool keeps the call-by-call
-    // workspace cached (release threshold = max): hand both back and retry once
-    cudaGetLastError();
-    cudaMemPool_t pool;
-    if (cudaStreamSynchronize(ctx.stream) == cudaSuccess && cudaDeviceGetDefaultMemPool(&pool, ctx.device) == cudaSuccess)
-      cudaMemPoolTrimTo(pool, 0);
-    cudaDeviceGraphMemTrim(ctx.device);
-    cudaGetLastError();
+    trim_pools(ctx);  // the graph's workspace comes from the graph memory pool; retry once
     err = cudaGraphLaunch(pg->exec, ctx.stream);
   }
   CUDA_CHECK(kGraphOp, err);

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <string>
 #include <unordered_set>
+#include <utility>
 
 #include "program.h"
 
@@ -241,6 +242,23 @@ void StageInputs(OpProgram& p, const std::vector<program_detail::Input>& inputs,
   }
 }
 
+// Gives the program's graph up (a failed capture or launch): the graph (`graph`, captured or not yet p.graph) and the
+// pinned memory freed once no launch reads it, the reason kept; it replays call by call from then on.
+void GiveUpGraph(OpProgram& p, const GraphHooks* g, void* graph, std::string why) {
+  if (graph) {
+    try {
+      g->wait(graph);  // an earlier launch may still read the pinned memory
+    } catch (...) {
+    }
+    g->destroy(graph);
+  }
+  p.graph = nullptr;
+  g->free_pinned(p.pinned);
+  p.pinned = nullptr;
+  p.graph_checks.clear();
+  p.graph_why = std::move(why);
+}
+
 // Captures the program (true: p.graph is set, its inputs staged for the first launch), or leaves why not in p.graph_why.
 bool Capture(OpProgram& p, const std::vector<program_detail::Input>& inputs, const GraphHooks* g) {
   size_t bytes = 0;
@@ -259,9 +277,7 @@ bool Capture(OpProgram& p, const std::vector<program_detail::Input>& inputs, con
   const ErrorFlags::Mark mark = flags.mark();
   std::string why;
   if (!g->begin(&why)) {
-    g->free_pinned(p.pinned);
-    p.pinned = nullptr;
-    p.graph_why = why;
+    GiveUpGraph(p, g, nullptr, why);
     return false;
   }
   try {
@@ -278,11 +294,7 @@ bool Capture(OpProgram& p, const std::vector<program_detail::Input>& inputs, con
     why = "an op checked its data on the host while captured (a launch would not repeat that check)";
   flags.rollback(mark);  // nothing ran: the launch claims the checks again
   if (!why.empty()) {
-    if (graph) g->destroy(graph);
-    g->free_pinned(p.pinned);
-    p.pinned = nullptr;
-    p.graph_checks.clear();
-    p.graph_why = why;
+    GiveUpGraph(p, g, graph, why);
     return false;
   }
   p.graph = graph;
@@ -301,16 +313,7 @@ bool Launch(OpProgram& p, const GraphHooks* g) {
     g->launch(p.graph);
   } catch (const std::exception& e) {
     flags.rollback(mark);  // nothing will write those slots
-    p.graph_why = str_cat("a launch failed: ", e.what());
-    try {
-      g->wait(p.graph);  // an earlier launch may still read the pinned memory
-    } catch (...) {
-    }
-    g->destroy(p.graph);
-    p.graph = nullptr;
-    g->free_pinned(p.pinned);
-    p.pinned = nullptr;
-    p.graph_checks.clear();
+    GiveUpGraph(p, g, p.graph, str_cat("a launch failed: ", e.what()));
     return false;
   }
   ++p.graph_launches;

@@ -23,7 +23,7 @@ export type { CollateSample, CollateOptions, Batch, ImageWriter } from './collat
 // SHORT_ANSWER_PROMPT and VICUNA_SYSTEM_PROMPT (the vocabulary's source texts) stay internal: the
 // conversation module's SHORT_ANSWER_PROMPT above is the one prompts are built with.
 export {
-  writeSortOfClevr, sortOfClevrSplit, generateScene, renderScene, questionsFor, questionText, answerFor, captionFor, positionWords, encodePng, sortOfClevrImageName,
+  writeSortOfClevr, writeSceneImage, sortOfClevrSplit, generateScene, renderScene, questionsFor, questionText, answerFor, captionFor, positionWords, encodePng, sortOfClevrImageName,
   sortOfClevrVocabulary, COLOURS, COLOUR_RGB, QUESTION_TEMPLATES, NON_RELATIONAL_KINDS, RELATIONAL_KINDS, SORT_OF_CLEVR_GENERATOR_VERSION,
   IMAGE_SIZE as SORT_OF_CLEVR_IMAGE_SIZE,
 } from './sort_of_clevr';

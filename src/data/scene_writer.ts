@@ -1,6 +1,6 @@
 // Sort-of-CLEVR's PNG files written off the main thread. The demo writes ~20,000 of them (its data set and the caption
 // subsets only reproduce.sh reads) at ~0.6 ms each: ~12 s of the thread that, on a GPU, drives the device. Worker
-// threads (scene_writer_worker.ts) render each scene, encode it with encodePng and write it while the caller goes on;
+// threads (scene_writer_worker.ts) write each scene's file with writeSceneImage while the caller goes on;
 // the caller awaits flush() before anything reads the files. Only scenes cross over (a few numbers each), not pixels:
 // the producer is ~20x faster than the encoder, so queued pixels would all be in memory at once (~340 MB).
 // Same bytes as the synchronous path (the same two functions). workers 0: each file written at once, on the caller's
@@ -9,8 +9,7 @@ import { createRequire } from 'module';
 import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
-import * as fs from 'fs';
-import { encodePng, IMAGE_SIZE, renderScene, Scene } from './sort_of_clevr';
+import { Scene, writeSceneImage } from './sort_of_clevr';
 
 /** One file to write: its absolute path and the scene it shows. */
 export interface SceneImageJob {
@@ -85,7 +84,7 @@ export class SceneImageWriter {
     if (this.closed) throw new Error(`SceneImageWriter: write('${file}') after close()`);
     if (this.failure) throw this.failure;
     if (this.workers.length === 0) {
-      fs.writeFileSync(file, encodePng(renderScene(scene), IMAGE_SIZE, IMAGE_SIZE));
+      writeSceneImage(file, scene);
       return;
     }
     this.chunk.push({ file, scene });

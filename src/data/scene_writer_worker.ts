@@ -1,14 +1,13 @@
 // One writer thread of SceneImageWriter (scene_writer.ts): renders, encodes and writes each chunk of scenes it is sent,
 // then reports how many; a file that cannot be written is reported by name and ends the chunk.
-import * as fs from 'fs';
 import { parentPort } from 'worker_threads';
-import { encodePng, IMAGE_SIZE, renderScene } from './sort_of_clevr';
+import { writeSceneImage } from './sort_of_clevr';
 import type { SceneImageJob } from './scene_writer';
 
 parentPort!.on('message', (jobs: SceneImageJob[]) => {
   for (const { file, scene } of jobs) {
     try {
-      fs.writeFileSync(file, encodePng(renderScene(scene), IMAGE_SIZE, IMAGE_SIZE));
+      writeSceneImage(file, scene);
     } catch (e) {
       parentPort!.postMessage({ file, error: (e as Error).message });
       return;

@@ -280,6 +280,11 @@ export function encodePng(rgb: Uint8Array, width: number, height: number): Buffe
   return PNG.sync.write(png, { colorType: 2, inputColorType: 2, inputHasAlpha: false, filterType: 4 });
 }
 
+/** Writes `scene`'s PNG file (renderScene, then encodePng): the one way its images reach disk, on any thread. */
+export function writeSceneImage(file: string, scene: Scene): void {
+  fs.writeFileSync(file, encodePng(renderScene(scene), IMAGE_SIZE, IMAGE_SIZE));
+}
+
 function writeRecords(file: string, records: unknown[]): void {
   // One record per line inside the list: valid JSON that stays greppable.
   const body = records.length ? '[\n' + records.map((r) => JSON.stringify(r)).join(',\n') + '\n]\n' : '[]\n';
@@ -322,10 +327,9 @@ export function writeSortOfClevr(outDir: string, opts: WriteSortOfClevrOptions =
       const a = performance.now();
       const scene = data.scenes[i], qs = data.questions[i];
       const image = sortOfClevrImageName(split, i, count);
-      const rgb = opts.writer ? null : renderScene(scene); // a writer renders on its own thread
       const b = performance.now();
-      if (opts.writer) opts.writer.write(path.join(outDir, image), scene);
-      else fs.writeFileSync(path.join(outDir, image), encodePng(rgb!, IMAGE_SIZE, IMAGE_SIZE));
+      if (opts.writer) opts.writer.write(path.join(outDir, image), scene); // rendered on its thread
+      else writeSceneImage(path.join(outDir, image), scene);
       tPng += performance.now() - b;
       const stem = path.basename(image, '.png');
       qs.forEach((q, k) => {

@@ -21,7 +21,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { ComputeDtype } from '../amp';
 import { TemplateName, tokenizeConversation, Turn } from '../data/conversation';
-import { encodePng, IMAGE_SIZE, renderScene, Scene, SORT_OF_CLEVR_GENERATOR_VERSION } from '../data/sort_of_clevr';
+import { Scene, SORT_OF_CLEVR_GENERATOR_VERSION, writeSceneImage } from '../data/sort_of_clevr';
 import type { SceneImageWriter } from '../data/scene_writer';
 import { TextTokenizer } from '../data/tokenizer';
 import { Stage, TRAINABLE_PARTS } from '../train/trainer';
@@ -93,9 +93,9 @@ export function writeStageFiles(dataDir: string, stages: RecordStage[], train: {
       if (written.has(file)) continue; // a split two stages share (captions-frozen-tower, captions)
       const to = path.join(dataDir, file);
       fs.mkdirSync(path.dirname(to), { recursive: true });
-      // renderScene: the pixels the run trained on (recipe.ts renders the split's images with it)
+      // renderScene's pixels, as the run trained on (recipe.ts renders the split's images with it)
       if (writer) writer.write(to, scene);
-      else fs.writeFileSync(to, encodePng(renderScene(scene), IMAGE_SIZE, IMAGE_SIZE));
+      else writeSceneImage(to, scene);
       written.add(file);
     }
     const lines = conversations.map((c, k) => JSON.stringify({ id: `${stage.name}_${k}`, image: c.file, conversations: c.turns, conversation_template: c.template }));
