@@ -6,7 +6,9 @@
 // Prints a table, then one JSON line; --out FILE also writes the JSON.
 //
 //   npx tsx benchmarks/fused_kernels_gpu.ts [--N 9216] [--d 4096] [--V 32000] [--reps 5] [--dtypes bfloat16,float32]
-//       [--workspace-mib 64,256] [--torch-dtypes bfloat16] [--no-torch]
+//       [--workspace-mib 64,256] [--chunk-rows 0] [--torch-dtypes bfloat16] [--no-torch]
+// --chunk-rows: the ops' chunkRows, each with each workspace (0: the op's own; in bf16 on CUDA the losses' logit
+// chunks, the rest of the budget going to gradient groups: the impl column shows chunk / group rows).
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import { backendInfo, cudaAvailable, fused, memoryStats, scope, Tensor } from '../src';
@@ -24,11 +26,12 @@ const N = Number(arg('N', '9216')), d = Number(arg('d', '4096')), V = Number(arg
 const reps = Number(arg('reps', '5'));
 const dtypes = arg('dtypes', 'bfloat16,float32').split(',') as DType[];
 const workspaces = arg('workspace-mib', '64,256').split(',').map(Number);
+const chunkRowsList = arg('chunk-rows', '0').split(',').map(Number);
 // PyTorch (eager and compile) for these dtypes only: compiling costs ~1 min per case of a short GPU lease
 const torchDtypes = arg('torch-dtypes', 'bfloat16').split(',');
 const gemms = (op: Op) => (op === 'kl' ? 6 : 3);
 
-function ours(op: Op, dtype: DType, workspaceMiB: number): Result {
+function ours(op: Op, dtype: DType, workspaceMiB: number, chunkRows: number): Result {
   const opt = { device: 'cuda' as const, dtype };
   const h = Tensor.fromArray(uniform(N * d, 1), [N, d], opt);
   const wLm = Tensor.fromArray(uniform(V * d, 2), [V, d], opt);
@@ -36,20 +39,22 @@ function ours(op: Op, dtype: DType, workspaceMiB: number): Result {
   const wVm = Tensor.fromArray(uniform(V * d, 4), [V, d], opt);
   const t = Tensor.fromArray(new Int32Array(N).map((_, i) => (i * 7919) % V), [N], { device: 'cuda' });
   const base = memoryStats().cuda!.liveBytes;
-  let loss = 0, workspace = 0, outBytes = 0;
+  let loss = 0, workspace = 0, outBytes = 0, plan = '';
   const workspaceBudget = workspaceMiB * 2 ** 20;
   // the loss is read back to the host, which waits for the GPU: each step's time is complete
   const run = (measure: boolean) => scope(() => {
-    const r = op === 'kl' ? fused.visualWordKL(h, wLm, x, wVm, { workspaceBudget }) : fused.linearCrossEntropy(h, wLm, t, { workspaceBudget });
+    const o = { workspaceBudget, chunkRows };
+    const r = op === 'kl' ? fused.visualWordKL(h, wLm, x, wVm, o) : fused.linearCrossEntropy(h, wLm, t, o);
     loss = r.loss;
     workspace = r.workspaceBytes;
+    plan = `${r.chunkRows}/${r.groupRows}`;
     if (measure) outBytes = memoryStats().cuda!.liveBytes - base;
   });
   run(true); // the outputs' size, outside the timed calls
   const seconds = medianSeconds(() => run(false), reps);
   [h, wLm, x, wVm, t].forEach((a) => a.dispose());
   return {
-    op, impl: `vwlmm fused (ws ${workspaceMiB} MiB)`, dtype, N, d, V, seconds, tflops: (gemms(op) * 2 * N * d * V) / seconds / 1e12,
+    op, impl: `vwlmm ws ${workspaceMiB} MiB, rows ${plan}`, dtype, N, d, V, seconds, tflops: (gemms(op) * 2 * N * d * V) / seconds / 1e12,
     memMiB: (outBytes + workspace) / 2 ** 20, workspaceMiB: workspace / 2 ** 20, loss,
   };
 }
@@ -74,18 +79,18 @@ if (!cudaAvailable()) {
 const results: Result[] = [];
 for (const op of ['kl', 'ce'] as Op[]) {
   for (const dtype of dtypes) {
-    for (const ws of workspaces) results.push(ours(op, dtype, ws));
+    for (const ws of workspaces) for (const c of chunkRowsList) results.push(ours(op, dtype, ws, c));
     if (!args.includes('--no-torch') && torchDtypes.includes(dtype)) for (const mode of ['eager', 'compile'] as const) results.push(torch(op, dtype, mode));
   }
 }
 const fmt = (x: number, p = 2) => (Number.isFinite(x) ? x.toFixed(p) : 'n/a');
 console.log(`device: ${JSON.stringify(backendInfo().cuda)}`);
 console.log(`N ${N}, d ${d}, V ${V}, median of ${reps}`);
-console.log('op | dtype    | impl                       |      ms | TFLOP/s | mem MiB | vs eager | vs compile | loss');
+console.log('op | dtype    | impl                          |      ms | TFLOP/s | mem MiB | vs eager | vs compile | loss');
 for (const r of results) {
   const ref = (mode: string) => results.find((q) => q.op === r.op && q.dtype === r.dtype && q.impl === `torch ${mode}`);
   const ratio = (q?: Result) => (q && Number.isFinite(q.seconds) ? `${fmt(q.seconds / r.seconds)}x` : 'n/a');
-  console.log(`${r.op} | ${r.dtype.padEnd(8)} | ${r.impl.padEnd(26)} | ${fmt(r.seconds * 1e3, 1).padStart(7)} | ${fmt(r.tflops, 1).padStart(7)} | ${fmt(r.memMiB, 0).padStart(7)} | ${ratio(ref('eager')).padStart(8)} | ${ratio(ref('compile')).padStart(10)} | ${r.loss ?? ''}${r.note ? ' ' + r.note : ''}`);
+  console.log(`${r.op} | ${r.dtype.padEnd(8)} | ${r.impl.padEnd(29)} | ${fmt(r.seconds * 1e3, 1).padStart(7)} | ${fmt(r.tflops, 1).padStart(7)} | ${fmt(r.memMiB, 0).padStart(7)} | ${ratio(ref('eager')).padStart(8)} | ${ratio(ref('compile')).padStart(10)} | ${r.loss ?? ''}${r.note ? ' ' + r.note : ''}`);
 }
 const json = JSON.stringify({ device: backendInfo().cuda, N, d, V, reps, results });
 console.log(json);

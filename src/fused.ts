@@ -12,7 +12,10 @@ export type Reduction = 'mean' | 'sum' | 'none';
 
 /** Options shared by every kernel: how the vocabulary-sized scratch is bounded. */
 export interface ChunkOptions {
-  /** Rows per chunk (0 or undefined: as many as fit in workspaceBudget). */
+  /**
+   * Rows per chunk of the float32 logits (0 or undefined: as many as fit in workspaceBudget; on CUDA in bf16 the
+   * losses cap them at 256 and give the rest of the budget to their gradient groups, see groupRows).
+   */
   chunkRows?: number;
   /**
    * Bytes the op may allocate as scratch, mainly the [chunkRows, V] float32 logit blocks: default
@@ -55,7 +58,15 @@ export interface LinearCrossEntropyResult {
   dw: Tensor | null;
   /** With deviceLoss: the reduced loss, [1] float32 on the device (the caller owns it); else null. */
   lossTensor: Tensor | null;
+  /** Rows per chunk of the float32 logits (the logit GEMMs and the row pass). */
   chunkRows: number;
+  /**
+   * Rows whose gradient the backward GEMMs take at once (each such pass adds to the float32 weight gradients):
+   * chunkRows where the gradient overwrites the logits (float32, and every dtype on the CPU); on CUDA in bf16, a
+   * group of chunks that fills the rest of workspaceBudget with bf16 gradient rows (native/core/fused_args.h
+   * plan_chunks).
+   */
+  groupRows: number;
   workspaceBytes: number;
 }
 
@@ -90,7 +101,15 @@ export interface VisualWordKLResult {
   dwVm: Tensor | null;
   /** With deviceLoss: the reduced loss, [1] float32 on the device (the caller owns it); else null. */
   lossTensor: Tensor | null;
+  /** Rows per chunk of the float32 logits (the logit GEMMs and the row pass). */
   chunkRows: number;
+  /**
+   * Rows whose gradient the backward GEMMs take at once (each such pass adds to the float32 weight gradients):
+   * chunkRows where the gradient overwrites the logits (float32, and every dtype on the CPU); on CUDA in bf16, a
+   * group of chunks that fills the rest of workspaceBudget with bf16 gradient rows (native/core/fused_args.h
+   * plan_chunks).
+   */
+  groupRows: number;
   workspaceBytes: number;
 }
 
@@ -225,7 +244,7 @@ function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts?: Linear
   );
   return {
     loss: stats.loss, losses: hostLosses(out.rowLoss, deviceLoss), rows: stats.rows, dh: out.dh, dw: out.dw, lossTensor: out.loss,
-    chunkRows: stats.chunkRows, workspaceBytes: stats.workspaceBytes,
+    chunkRows: stats.chunkRows, groupRows: stats.groupRows, workspaceBytes: stats.workspaceBytes,
   };
 }
 
@@ -268,7 +287,7 @@ function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts?: Vis
   );
   return {
     loss: stats.loss, losses: hostLosses(out.rowLoss, deviceLoss), dh: out.dh, dwLm: out.dwLm, dx: out.dx, dwVm: out.dwVm, lossTensor: out.loss,
-    chunkRows: stats.chunkRows, workspaceBytes: stats.workspaceBytes,
+    chunkRows: stats.chunkRows, groupRows: stats.groupRows, workspaceBytes: stats.workspaceBytes,
   };
 }
 

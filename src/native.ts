@@ -19,6 +19,7 @@ export interface OpStats {
   loss: number;
   rows: number;
   chunkRows: number;
+  groupRows: number;
   /** Scratch the op actually allocated, which the workspaceBudget bounded. */
   workspaceBytes: number;
 }
@@ -32,6 +33,8 @@ export interface Addon {
   opNames(): string[];
   /** The enums ops take as integers, defined once natively (native/core/activation.h, fused_args.h). */
   opConstants(): { activation: Record<string, number>; reduction: Record<string, number> };
+  /** plan_chunks (native/core/fused_args.h): how the CUDA fused losses split their rows; for tests. */
+  chunkPlan(requested: number, n: number, V: number, f32Blocks: number, bf16Blocks: number, budget: number): { logitRows: number; groupRows: number };
   memoryStats(): BackendMemoryStats;
   /** The caching allocator's cached blocks back to the system; returns the bytes. */
   releaseCache(): number;

@@ -25,10 +25,11 @@
 #   no host wait (2026-12-05/06), host syncs (expected: one a step in async mode) and the host
 #   cost per op on CUDA (~1 min), each demo stage's step in JavaScript, replayed and as a CUDA graph (~2.5 min), NCCL's bf16 gather,
 #   overlap and ordering probe (~1 min), then the gemm attention's speed)
-#   call 2, REUSE=1: SECTIONS="lora generate answer" LORA_TIMEOUT=120 GEN_TIMEOUT=100 ANSWER_TIMEOUT=120 (issue 12's
+#   call 2, REUSE=1: SECTIONS="lora generate answer bench" LORA_TIMEOUT=120 GEN_TIMEOUT=100 ANSWER_TIMEOUT=120
+#   BENCH_TIMEOUT=150 BENCH_ARGS="--dtypes bfloat16 --workspace-mib 256,1024 --chunk-rows 0,128,512" (issue 12's
 #   7B LoRA against PEFT, vwlmm with the bf16 residual stream as HF's bf16 model, and 7B generation against
-#   transformers; issue 17's answers/s; the default timeouts add up to more than a call's 600 s), then give the
-#   machine back.
+#   transformers; issue 17's answers/s; the fused losses' gradient groups (2026-12-06) against PyTorch, with logit
+#   chunks of 128-512 rows; the default timeouts add up to more than a call's 600 s), then give the machine back.
 # REUSE=1 runs the first call's unpacked tree: build .device/src.tar with every fix before call 1.
 set -u
 OUT=${OUT:-/tmp/vwlmm-gpu-out}; mkdir -p "$OUT"

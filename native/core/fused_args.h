@@ -34,6 +34,48 @@ inline int64_t pick_chunk_rows(int64_t requested, int64_t n, int64_t V, int bufs
   return (n + chunks - 1) / chunks;
 }
 
+// How a fused op splits its n rows when its gradient rows have blocks of their own (bfloat16 on CUDA, since
+// cuBLAS wants one A/B type) rather than overwriting the float32 logits: `logit_rows` rows per float32 block (the
+// logit GEMMs and the row pass) and `group_rows` rows per gradient block, which several row passes fill before the
+// backward GEMMs run once for the whole group. Why: each backward pass adds its rows to the float32 weight gradients
+// [V, d] (beta 1: read and written whole), 1 GB per weight at V 32000, d 4096, so their traffic scales with the
+// number of passes. Giving the budget to the 2-byte gradient rows instead of the 4-byte logit rows makes the groups
+// larger: the bf16 KL at N 9216, V 32000 and 256 MiB made 14 passes of 659 rows over both weight gradients (28 GB of
+// traffic); now 6 of 1536 (12 GB).
+// kLogitRows keeps the logit GEMMs large enough for the tensor cores (a [256, V] float32 block: V 32000 gives 250
+// 128 x 256 tiles, two waves of an H200's 132 SMs); a requested chunk (chunkRows) sets logit_rows instead.
+// Groups are balanced, and so are the logit chunks within a group. Not `grouped` (an op whose bf16 blocks follow its
+// logit chunks), without gradient blocks (float32, or no gradient), or when the budget holds no more gradient rows
+// than logit rows: one level, group_rows = logit_rows = pick_chunk_rows's chunk, with every block counted per row.
+struct ChunkPlan {
+  int64_t logit_rows, group_rows;
+};
+constexpr int64_t kLogitRows = 256;
+
+inline ChunkPlan plan_chunks(int64_t requested, int64_t n, int64_t V, int f32_blocks, int bf16_blocks, int64_t budget,
+                             bool grouped = true) {
+  if (budget < 1) budget = 1;
+  // pick_chunk_rows counts whole float32 buffers, so it is called in half-float units
+  const int64_t one = pick_chunk_rows(requested, n, V, 2 * f32_blocks + bf16_blocks, 2 * budget);
+  if (!grouped || n <= 0 || V <= 0 || f32_blocks <= 0 || bf16_blocks <= 0) return {one, one};
+  int64_t logit = requested > 0 ? one : (one < kLogitRows ? one : kLogitRows);
+  const int64_t logit_row_bytes = 4 * V * f32_blocks, grad_row_bytes = 2 * V * bf16_blocks;
+  const int64_t rest = logit <= budget / logit_row_bytes ? budget - logit * logit_row_bytes : 0;
+  int64_t group = rest / grad_row_bytes;
+  if (group <= logit) return {logit, logit};
+  if (group >= n) {
+    group = n;
+  } else {
+    const int64_t groups = (n + group - 1) / group;
+    group = (n + groups - 1) / groups;
+  }
+  if (requested <= 0) {
+    const int64_t chunks = (group + logit - 1) / logit;
+    logit = (group + chunks - 1) / chunks;
+  }
+  return {logit, group};
+}
+
 // The loss a fused op reports: the sum of its row losses, divided by `rows` for Mean (the valid rows of
 // the cross-entropy, batchmean for the KL).
 inline double reduce_loss(double total, Reduction reduction, int64_t rows) {

@@ -30,7 +30,9 @@ struct OpStats {
   bool set = false;             // written by the op (the binding returns null otherwise)
   double loss = 0.0;            // reduced loss (linear_cross_entropy, visual_word_kl)
   int64_t rows = 0;             // rows that contributed (non-ignored for the cross-entropy)
-  int64_t chunk_rows = 0;       // row chunk actually used
+  int64_t chunk_rows = 0;       // row chunk actually used (the logit blocks' rows)
+  int64_t group_rows = 0;       // rows of a gradient group, whose backward GEMMs run at once: chunk_rows where the
+                                // gradient overwrites the logits; more on CUDA in bf16 (plan_chunks, fused_args.h)
   int64_t workspace_bytes = 0;  // peak scratch allocated by the op (beyond inputs and outputs): what the
                                 // workspace budget parameter bounded
 };

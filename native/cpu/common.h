@@ -90,7 +90,7 @@ class LogitBlocks {
       : rows(pick_chunk_rows(requested, n, V, count, budget)), V_(V),
         bytes_(static_cast<size_t>(count * rows * V) * sizeof(float)),
         mem_(static_cast<float*>(bytes_ ? host_alloc(bytes_) : nullptr)) {
-    st.chunk_rows = rows;
+    st.chunk_rows = st.group_rows = rows;  // the gradient overwrites the logits: one level
     st.workspace_bytes = static_cast<int64_t>(bytes_);
   }
   ~LogitBlocks() {

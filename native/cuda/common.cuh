@@ -135,13 +135,6 @@ inline void* elem_offset(void* p, int64_t elems, DType t) {
   return static_cast<char*>(p) + elems * static_cast<int64_t>(dtype_size(t));
 }
 
-// Rows per chunk when each row needs `f32_blocks` float32 and `bf16_blocks` bfloat16 [V] buffers within
-// `budget` bytes. pick_chunk_rows counts whole float32 buffers, so it is called in half-float units.
-inline int64_t pick_rows(int64_t requested, int64_t n, int64_t V, int f32_blocks, int bf16_blocks, int64_t budget) {
-  if (budget < 1) budget = 1;
-  return pick_chunk_rows(requested, n, V, 2 * f32_blocks + bf16_blocks, 2 * budget);
-}
-
 // ------------------------------------------------------------------------------------------- GEMM
 
 // Row-major C[M,N] = alpha op(A) op(B) + beta C with op(A) [M,K], op(B) [K,N] and leading dimensions in
@@ -228,23 +221,29 @@ class FusedCall {
 };
 
 // The [rows, V] logit blocks a fused op streams its row chunks through: `f32` float32 blocks, then `bf16`
-// bfloat16 ones (the blocks a row pass writes for the bf16 GEMMs, since cuBLAS wants A and B of one type),
-// each of `rows` rows: the chunk pick_rows makes of the call's chunkRows and of the budget left after the
-// scratch already taken. Allocated through `call`, which records rows in its stats.
+// bfloat16 ones (the blocks a row pass writes for the bf16 GEMMs, since cuBLAS wants A and B of one type).
+// Sized by plan_chunks (native/core/fused_args.h) from the call's chunkRows and the budget left after the scratch
+// already taken: float32 blocks of `rows` rows; bfloat16 blocks of `group_rows` rows when `grouped` (the op runs
+// several row passes into them before its backward GEMMs), else of `rows`. Allocated through `call`, which records
+// both in its stats.
 class ChunkBlocks {
  public:
-  ChunkBlocks(FusedCall& call, int64_t requested, int64_t n, int64_t V, int f32, int bf16, int64_t budget)
-      : rows(pick_rows(requested, n, V, f32, bf16, budget - call.workspace_bytes())) {
-    for (int k = 0; k < f32; ++k) f32_.push_back(call.scratch(sizeof(float) * rows * V));
-    for (int k = 0; k < bf16; ++k) bf16_.push_back(call.scratch(sizeof(__nv_bfloat16) * rows * V));
-    call.stats.chunk_rows = rows;
-  }
+  ChunkBlocks(FusedCall& call, int64_t requested, int64_t n, int64_t V, int f32, int bf16, int64_t budget, bool grouped)
+      : ChunkBlocks(call, V, f32, bf16, plan_chunks(requested, n, V, f32, bf16, budget - call.workspace_bytes(), grouped)) {}
   float* f32(int k) const { return f32_[k].as<float>(); }
   void* bf16(int k) const { return k < static_cast<int>(bf16_.size()) ? bf16_[k].get() : nullptr; }  // null if not asked for
 
-  const int64_t rows;  // per chunk
+  const int64_t rows;        // per logit chunk
+  const int64_t group_rows;  // per gradient group (a multiple of nothing: its last chunk may be shorter)
 
  private:
+  ChunkBlocks(FusedCall& call, int64_t V, int f32, int bf16, ChunkPlan p) : rows(p.logit_rows), group_rows(p.group_rows) {
+    for (int k = 0; k < f32; ++k) f32_.push_back(call.scratch(sizeof(float) * rows * V));
+    for (int k = 0; k < bf16; ++k) bf16_.push_back(call.scratch(sizeof(__nv_bfloat16) * group_rows * V));
+    call.stats.chunk_rows = rows;
+    call.stats.group_rows = group_rows;
+  }
+
   std::vector<DeviceBuffer> f32_, bf16_;
 };
 

@@ -2,14 +2,15 @@
 // as native/cpu/linear_cross_entropy.cpp).
 //   Shapes: h [N, d], w [V, d] (dtype), targets [N] int32 (device), dh [N, d] dtype, dw [V, d] float32,
 //           row_loss [N] float32.
-//   Per chunk of nc rows:
+//   Per group of rows (plan_chunks, native/core/fused_args.h: in float32 a group is one chunk), per chunk of nc rows:
 //     GEMM 1  z[nc, V] (f32) = h_c w^T
 //     row pass (one block per row): online max/sum-exp (+ sum z for label smoothing) in one read, loss in
 //              double, then a second read writing dL/dz = c (1 + 2 lam lse) p - c eps / V - c (1 - eps) [v = t]
-//              in place (float32) or into a bf16 block (bfloat16 inputs, since cuBLAS wants A and B of one type);
-//              ignored rows get a zero gradient row and loss 0
-//     GEMM 2  dh_c = g w          (C in dtype, beta 0)
-//     GEMM 3  dw  += g^T h_c      (C float32; beta 0 on the first processed chunk, so dw needs no memset)
+//              in place (float32) or into the chunk's rows of the group's bf16 block (bfloat16 inputs, since
+//              cuBLAS wants A and B of one type); ignored rows get a zero gradient row and loss 0
+//   then, per group g:
+//     GEMM 2  dh_g = g w          (C in dtype, beta 0)
+//     GEMM 3  dw  += g^T h_g      (C float32; beta 0 on the first group, so dw needs no memset)
 //   GEMM 2 or 3 is skipped when its output is null (not wanted: a frozen weight's dw, fused_args.h).
 //   Nothing is read back to the host, so the op never waits and a CUDA graph can hold it (native/napi/program.cc):
 //   the targets are checked by a device error flag (native/core/error_flags.h) and counted by a one-block kernel
@@ -176,35 +177,38 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   launch(op, ctx, 1, 1024, 0, ce_scale_kernel, a.targets, N, static_cast<int>(V), a.ignore_index, a.reduction == Reduction::Mean,
          a.grad_scale, a.label_smoothing, scale.as<CeScale>());
   DeviceBuffer row_loss = call.scratch(sizeof(double) * N);  // every row writes its loss (0 when ignored)
-  const ChunkBlocks blocks(call, a.chunk_rows, N, V, 1, grad && bf16 ? 1 : 0, a.workspace_budget);
-  const int64_t chunk = blocks.rows;
+  const ChunkBlocks blocks(call, a.chunk_rows, N, V, 1, grad && bf16 ? 1 : 0, a.workspace_budget, true);
   float* z = blocks.f32(0);
 
   const cudaDataType_t tin = cuda_type(dt), tg = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const DType gdt = bf16 ? DType::BF16 : DType::F32;  // the gradient block's type
   void* g = bf16 ? blocks.bf16(0) : z;
-  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
-    const int64_t nc = std::min(chunk, N - c0);
-    const void* h_c = elem_offset(a.h, c0 * d, dt);
-    gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, h_c, tin, d, a.w, tin, d, 0.f, z, CUDA_R_32F, V);
+  for (int64_t g0 = 0; g0 < N; g0 += blocks.group_rows) {
+    const int64_t ng = std::min(blocks.group_rows, N - g0);
+    for (int64_t c0 = g0; c0 < g0 + ng; c0 += blocks.rows) {
+      const int64_t nc = std::min(blocks.rows, g0 + ng - c0);
+      gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, elem_offset(a.h, c0 * d, dt), tin, d, a.w, tin, d, 0.f, z,
+              CUDA_R_32F, V);
 
-    CeRowParams p;
-    p.z = z;
-    p.g = grad ? g : nullptr;
-    p.targets = a.targets + c0;
-    p.row_loss = row_loss.as<double>() + c0;
-    p.status = call.status();
-    p.row0 = c0;
-    p.scale = scale.as<CeScale>();
-    p.V = static_cast<int>(V);
-    p.ignore_index = a.ignore_index;
-    p.eps = a.label_smoothing;
-    p.lam = a.z_loss_weight;
-    p.grad = grad;
-    launch_row_kernel(op, ctx, nc, p, bf16 && grad);
+      CeRowParams p;
+      p.z = z;
+      p.g = grad ? elem_offset(g, (c0 - g0) * V, gdt) : nullptr;  // the chunk's rows of the group (float32: 0, in place)
+      p.targets = a.targets + c0;
+      p.row_loss = row_loss.as<double>() + c0;
+      p.status = call.status();
+      p.row0 = c0;
+      p.scale = scale.as<CeScale>();
+      p.V = static_cast<int>(V);
+      p.ignore_index = a.ignore_index;
+      p.eps = a.label_smoothing;
+      p.lam = a.z_loss_weight;
+      p.grad = grad;
+      launch_row_kernel(op, ctx, nc, p, bf16 && grad);
+    }
 
     if (grad) {
-      void* dh_c = a.dh ? elem_offset(a.dh, c0 * d, dt) : nullptr;
-      logits_backward(op, ctx.blas, nc, V, d, g, tg, a.w, h_c, tin, dh_c, a.dw, c0 > 0 ? 1.f : 0.f);
+      void* dh_g = a.dh ? elem_offset(a.dh, g0 * d, dt) : nullptr;
+      logits_backward(op, ctx.blas, ng, V, d, g, tg, a.w, elem_offset(a.h, g0 * d, dt), tin, dh_g, a.dw, g0 > 0 ? 1.f : 0.f);
     }
   }
 

@@ -155,7 +155,7 @@ OpStats run_pif(const char* op, const PseudoImageFeaturesArgs& a, bool backward)
   // float32 blocks z (the logits, then P in place) and, backward, g (grad_out e^T, then dA in place); bf16
   // blocks for P and dA when the op runs in bf16.
   const int f32_blocks = backward ? 2 : 1;
-  const ChunkBlocks blocks(call, a.chunk_rows, N, V, f32_blocks, bf16 ? f32_blocks : 0, a.workspace_budget);
+  const ChunkBlocks blocks(call, a.chunk_rows, N, V, f32_blocks, bf16 ? f32_blocks : 0, a.workspace_budget, false);
   const cudaDataType_t tin = cuda_type(dt);
   float* z = blocks.f32(0);
   float* g = backward ? blocks.f32(1) : nullptr;

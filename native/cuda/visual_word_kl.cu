@@ -2,17 +2,18 @@
 // native/cpu/visual_word_kl.cpp).
 //   Shapes: h, x [M, d]; w_lm, w_vm [V, d] (dtype); dh, dx [M, d] dtype; dw_lm, dw_vm [V, d] float32;
 //           row_loss [M] float32.
-//   Per chunk of nc rows:
+//   Per group of rows (plan_chunks, native/core/fused_args.h: in float32 a group is one chunk), per chunk of nc rows:
 //     GEMM 1,2  a = x_c w_vm^T / T, b = h_c w_lm^T / T          (two float32 [nc, V] blocks)
 //     row pass  (one block per row, two reads of a and b):
 //               read 1: the CPU's log-ratio KL (lr = (a - b) - D, KL = sum p lr + log sum p e^-lr) with
 //                       online maxima, so the max, the normalisation and the KL come from one read
 //                       (KlState below);
 //               read 2: a <- sa p (lr - KL) (not when detached), b <- sb (q - p), in place (float32) or
-//                       into bf16 blocks (bfloat16: cuBLAS wants one A/B type)
-//     GEMM 3,4  dh_c = gb w_lm,  dw_lm += gb^T h_c
-//     GEMM 5,6  dx_c = ga w_vm,  dw_vm += ga^T x_c              (not when detached)
-//   dw_* use beta 0 on the first chunk, so they need no memset. A gradient output left null (not wanted: a
+//                       into the chunk's rows of the group's bf16 blocks (bfloat16: cuBLAS wants one A/B type)
+//   then, per group g:
+//     GEMM 3,4  dh_g = gb w_lm,  dw_lm += gb^T h_g
+//     GEMM 5,6  dx_g = ga w_vm,  dw_vm += ga^T x_g              (not when detached)
+//   dw_* use beta 0 on the first group, so they need no memset. A gradient output left null (not wanted: a
 //   frozen head's dw, fused_args.h) skips its GEMM; a side with neither output gets no gradient block at all.
 #include <algorithm>
 
@@ -198,8 +199,7 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   DeviceBuffer row_loss = call.scratch(sizeof(double) * M);
   // bf16 gradient blocks, one per side that gets a gradient: gb first, then ga.
   const int bf16_blocks = bf16 ? (grad_lm ? 1 : 0) + (grad_target ? 1 : 0) : 0;
-  const ChunkBlocks blocks(call, a.chunk_rows, M, V, 2, bf16_blocks, a.workspace_budget);
-  const int64_t chunk = blocks.rows;
+  const ChunkBlocks blocks(call, a.chunk_rows, M, V, 2, bf16_blocks, a.workspace_budget, true);
   float *za = blocks.f32(0), *zb = blocks.f32(1);
 
   const float inv_t = static_cast<float>(1.0 / a.temperature);
@@ -207,32 +207,38 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   const cudaDataType_t tin = cuda_type(dt), tg = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   void* gb = grad_lm ? (bf16 ? blocks.bf16(0) : zb) : nullptr;
   void* ga = grad_target ? (bf16 ? blocks.bf16(grad_lm ? 1 : 0) : za) : nullptr;
-  for (int64_t c0 = 0; c0 < M; c0 += chunk) {
-    const int64_t nc = std::min(chunk, M - c0);
-    const void* x_c = elem_offset(a.x, c0 * d, dt);
-    const void* h_c = elem_offset(a.h, c0 * d, dt);
-    gemm_rm(op, ctx.blas, false, true, nc, V, d, inv_t, x_c, tin, d, a.w_vm, tin, d, 0.f, za, CUDA_R_32F, V);
-    gemm_rm(op, ctx.blas, false, true, nc, V, d, inv_t, h_c, tin, d, a.w_lm, tin, d, 0.f, zb, CUDA_R_32F, V);
+  const DType gdt = bf16 ? DType::BF16 : DType::F32;  // the gradient blocks' type
+  for (int64_t g0 = 0; g0 < M; g0 += blocks.group_rows) {
+    const int64_t ng = std::min(blocks.group_rows, M - g0);
+    for (int64_t c0 = g0; c0 < g0 + ng; c0 += blocks.rows) {
+      const int64_t nc = std::min(blocks.rows, g0 + ng - c0);
+      gemm_rm(op, ctx.blas, false, true, nc, V, d, inv_t, elem_offset(a.x, c0 * d, dt), tin, d, a.w_vm, tin, d, 0.f, za,
+              CUDA_R_32F, V);
+      gemm_rm(op, ctx.blas, false, true, nc, V, d, inv_t, elem_offset(a.h, c0 * d, dt), tin, d, a.w_lm, tin, d, 0.f, zb,
+              CUDA_R_32F, V);
 
-    KlRowParams p;
-    p.a = za;
-    p.b = zb;
-    p.ga = ga;
-    p.gb = gb;
-    p.row_loss = row_loss.as<double>() + c0;
-    p.status = call.status();
-    p.row0 = c0;
-    p.V = static_cast<int>(V);
-    p.scale_b = static_cast<float>(s);
-    p.scale_a = grad_target ? p.scale_b : 0.f;
-    launch_row_kernel(op, ctx, nc, p, bf16 && (grad_lm || grad_target));
+      KlRowParams p;
+      p.a = za;
+      p.b = zb;
+      p.ga = ga ? elem_offset(ga, (c0 - g0) * V, gdt) : nullptr;  // the chunk's rows of the group (float32: 0, in place)
+      p.gb = gb ? elem_offset(gb, (c0 - g0) * V, gdt) : nullptr;
+      p.row_loss = row_loss.as<double>() + c0;
+      p.status = call.status();
+      p.row0 = c0;
+      p.V = static_cast<int>(V);
+      p.scale_b = static_cast<float>(s);
+      p.scale_a = grad_target ? p.scale_b : 0.f;
+      launch_row_kernel(op, ctx, nc, p, bf16 && (grad_lm || grad_target));
+    }
 
-    const float beta = c0 == 0 ? 0.f : 1.f;
+    const float beta = g0 == 0 ? 0.f : 1.f;
+    const void* x_g = elem_offset(a.x, g0 * d, dt);
+    const void* h_g = elem_offset(a.h, g0 * d, dt);
     if (grad_lm)
-      logits_backward(op, ctx.blas, nc, V, d, gb, tg, a.w_lm, h_c, tin, a.dh ? elem_offset(a.dh, c0 * d, dt) : nullptr,
+      logits_backward(op, ctx.blas, ng, V, d, gb, tg, a.w_lm, h_g, tin, a.dh ? elem_offset(a.dh, g0 * d, dt) : nullptr,
                       a.dw_lm, beta);
     if (grad_target)
-      logits_backward(op, ctx.blas, nc, V, d, ga, tg, a.w_vm, x_c, tin, a.dx ? elem_offset(a.dx, c0 * d, dt) : nullptr,
+      logits_backward(op, ctx.blas, ng, V, d, ga, tg, a.w_vm, x_g, tin, a.dx ? elem_offset(a.dx, g0 * d, dt) : nullptr,
                       a.dw_vm, beta);
   }
 

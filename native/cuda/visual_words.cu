@@ -154,7 +154,7 @@ OpStats visual_words(const VisualWordsArgs& a) {
 
   FusedCall call(op, ctx, dt, {NamedInput{"x", a.x, N * d}, NamedInput{"wVm", a.w_vm, V * d}}, N);
   if (N == 0) return call.finish();
-  const ChunkBlocks blocks(call, a.chunk_rows, N, V, 1, 0, a.workspace_budget);
+  const ChunkBlocks blocks(call, a.chunk_rows, N, V, 1, 0, a.workspace_budget, false);
   const cudaDataType_t tin = cuda_type(dt);
   for (int64_t c0 = 0; c0 < N; c0 += blocks.rows) {
     const int64_t nc = std::min(blocks.rows, N - c0);

@@ -2,7 +2,7 @@
 // both addons, which differ only in the functions they register:
 //   callOp(op, inputs, inDtypes, outputs, outDtypes, ints, floats) -> stats | null
 // inputs/outputs are arrays of NativeBuffer (null for an absent optional one); stats is
-// { loss, rows, chunkRows, workspaceBytes } for the fused ops, null for the others.
+// { loss, rows, chunkRows, groupRows, workspaceBytes } for the fused ops, null for the others.
 // Also: opNames() (the table, in order), opConstants() (the enums ops take as integers), memoryStats(),
 // hostSyncs(), synchronize(), setAsync() / isAsync() and the NativeBuffer class.
 #pragma once
@@ -126,6 +126,7 @@ inline Napi::Value StatsObject(Napi::Env env, const OpStats& st) {
   r.Set("loss", Napi::Number::New(env, st.loss));
   r.Set("rows", Napi::Number::New(env, static_cast<double>(st.rows)));
   r.Set("chunkRows", Napi::Number::New(env, static_cast<double>(st.chunk_rows)));
+  r.Set("groupRows", Napi::Number::New(env, static_cast<double>(st.group_rows)));
   r.Set("workspaceBytes", Napi::Number::New(env, static_cast<double>(st.workspace_bytes)));
   return r;
 }
@@ -194,6 +195,26 @@ void RegisterOps(Napi::Env env, Napi::Object exports, const OpTable<N>& table, c
     o.Set("activation", act);
     o.Set("reduction", red);
     return o;
+  }));
+  // chunkPlan(requested, n, V, f32Blocks, bf16Blocks, budget) -> { logitRows, groupRows }: plan_chunks
+  // (native/core/fused_args.h), the split the CUDA fused losses make, for tests on any machine.
+  exports.Set("chunkPlan", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      int64_t v[6];
+      for (int k = 0; k < 6; ++k) {
+        const double x = info.Length() > static_cast<size_t>(k) && info[k].IsNumber() ? info[k].As<Napi::Number>().DoubleValue() : -1;
+        if (!(x >= 0 && x <= 9007199254740992.0 && x == std::floor(x)))
+          throw_type_error("chunkPlan: argument ", k, " must be a non-negative integer");
+        v[k] = static_cast<int64_t>(x);
+      }
+      if (v[1] > INT32_MAX || v[2] > INT32_MAX) throw_range_error("chunkPlan: n and V must be at most 2^31 - 1 (the CUDA ops' limit)");
+      if (v[3] > 8 || v[4] > 8) throw_range_error("chunkPlan: at most 8 blocks of each kind");
+      const ChunkPlan p = plan_chunks(v[0], v[1], v[2], static_cast<int>(v[3]), static_cast<int>(v[4]), v[5]);
+      Napi::Object o = Napi::Object::New(info.Env());
+      o.Set("logitRows", Napi::Number::New(info.Env(), static_cast<double>(p.logit_rows)));
+      o.Set("groupRows", Napi::Number::New(info.Env(), static_cast<double>(p.group_rows)));
+      return o;
+    });
   }));
   exports.Set("memoryStats", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     Napi::Object o = Napi::Object::New(info.Env());

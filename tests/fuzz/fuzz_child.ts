@@ -425,6 +425,12 @@ add('addon.sgemm', () => {
   const M = rng.int(5), N = rng.int(5), K = rng.int(5);
   return { fn: addon.sgemm as never, args: [chance(0.5), chance(0.5), M, N, K, buf(4 * M * K), buf(4 * K * N), buf(4 * M * N)], names: ['sgemm', ...NBN] };
 });
+add('addon.chunkPlan', () => ({
+  fn: addon.chunkPlan as never,
+  // requested, n, V, float32 blocks, bf16 blocks, budget (the mutations make them hostile)
+  args: [pick([0, 7]), pick([0, 1, 600, 2 ** 31 - 1]), pick([1, 101, 32000, 2 ** 31 - 1]), rng.int(3), rng.int(3), pick([0, 1, 2 ** 20, 2 ** 53])],
+  names: ['chunkPlan'],
+}));
 for (const k of ['opNames', 'opConstants', 'memoryStats', 'backendInfo', 'releaseCache', 'hostSyncs', 'synchronize', 'isAsync'])
   add(`addon.${k}`, () => ({ fn: addon[k] as never, args: [], names: [k] }));
 // The process group's binding (native/napi/dist_napi.h). distInit always gets a library that does not exist: MPI

@@ -14,12 +14,16 @@ interface Case extends CeRefOptions {
   scale?: number;
   ignoredShare?: number;
   chunkRows?: number;
+  workspaceBudget?: number;
 }
 
 const cases: Case[] = [
   { name: 'tiny N=1 d=1 V=1', N: 1, d: 1, V: 1 },
   { name: 'odd sizes N=5 d=3 V=11', N: 5, d: 3, V: 11 },
   { name: 'several chunks N=37 d=19 V=1003', N: 37, d: 19, V: 1003, chunkRows: 8, ignoredShare: 0.3 },
+  // ~300 rows' worth of float32 + bf16 blocks: on CUDA in bf16, 2 gradient groups of 300 rows, 2 logit chunks each
+  // (native/core/fused_args.h plan_chunks); one level elsewhere
+  { name: 'gradient groups N=600 d=16 V=101', N: 600, d: 16, V: 101, ignoredShare: 0.3, workspaceBudget: 300 * 6 * 101 + 8192 },
   { name: 'sum reduction with gradScale', N: 9, d: 7, V: 257, reduction: 'sum', gradScale: 2.5 },
   { name: 'none reduction', N: 6, d: 5, V: 97, reduction: 'none', ignoredShare: 0.4 },
   { name: 'label smoothing + z-loss', N: 11, d: 13, V: 301, labelSmoothing: 0.1, zLossWeight: 1e-3, ignoredShare: 0.2 },
@@ -55,8 +59,13 @@ describe(`fused.linearCrossEntropy (seed ${runSeed})`, () => {
           scope(() => {
             const r = fused.linearCrossEntropy(tensor(b, h, [c.N, c.d]), tensor(b, w, [c.V, c.d]), ints(b, raw.t), {
               ignoreIndex: c.ignoreIndex, reduction: c.reduction, gradScale: c.gradScale,
-              labelSmoothing: c.labelSmoothing, zLossWeight: c.zLossWeight, chunkRows: c.chunkRows,
+              labelSmoothing: c.labelSmoothing, zLossWeight: c.zLossWeight, chunkRows: c.chunkRows, workspaceBudget: c.workspaceBudget,
             });
+            if (c.workspaceBudget !== undefined) {
+              expect(r.workspaceBytes).toBeLessThanOrEqual(c.workspaceBudget);
+              if (b.dtype === 'bfloat16') expect([r.chunkRows, r.groupRows]).toEqual([150, 300]);
+              else expect(r.groupRows).toBe(r.chunkRows);
+            }
             expect(r.rows).toBe(ref.valid);
             if (ref.valid === 0) {
               expect(r.loss).toBe(0);

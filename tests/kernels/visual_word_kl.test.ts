@@ -13,6 +13,7 @@ interface Case extends KlRefOptions {
   V: number;
   scale?: number;
   chunkRows?: number;
+  workspaceBudget?: number;
   detachTarget?: boolean;
 }
 
@@ -20,6 +21,9 @@ const cases: Case[] = [
   { name: 'tiny M=1 d=1 V=2', M: 1, d: 1, V: 2 },
   { name: 'odd sizes M=5 d=3 V=11', M: 5, d: 3, V: 11 },
   { name: 'several chunks M=29 d=17 V=1009', M: 29, d: 17, V: 1009, chunkRows: 7 },
+  // ~300 rows' worth of float32 + bf16 blocks: on CUDA in bf16, 2 gradient groups of 300 rows, 2 logit chunks each
+  // (native/core/fused_args.h plan_chunks); one level elsewhere
+  { name: 'gradient groups M=600 d=16 V=101', M: 600, d: 16, V: 101, workspaceBudget: 300 * 12 * 101 + 8192 },
   { name: 'sum reduction, gradScale', M: 6, d: 9, V: 131, reduction: 'sum', gradScale: 0.75 },
   { name: 'none reduction', M: 6, d: 5, V: 97, reduction: 'none' },
   { name: 'temperature 2', M: 8, d: 12, V: 211, temperature: 2 },
@@ -56,7 +60,13 @@ describe(`fused.visualWordKL (seed ${runSeed})`, () => {
           scope(() => {
             const r = fused.visualWordKL(tensor(b, h, [c.M, c.d]), tensor(b, wLm, [c.V, c.d]), tensor(b, x, [c.M, c.d]), tensor(b, wVm, [c.V, c.d]), {
               reduction: c.reduction, temperature: c.temperature, gradScale: c.gradScale, detachTarget: c.detachTarget, chunkRows: c.chunkRows,
+              workspaceBudget: c.workspaceBudget,
             });
+            if (c.workspaceBudget !== undefined) {
+              expect(r.workspaceBytes).toBeLessThanOrEqual(c.workspaceBudget);
+              if (b.dtype === 'bfloat16') expect([r.chunkRows, r.groupRows]).toEqual([150, 300]);
+              else expect(r.groupRows).toBe(r.chunkRows);
+            }
             // what float32 logits cost both softmaxes (large for the x100 case; tests/support/reference.ts): the
             // losses too, through dKL/db = q - p and dKL/da = p (log p - log q - KL), each at most 2 D lossesMag
             // when lossesMag >= 1 (the x100 case's): a draw of its inputs gave 1.75e-5 against 1e-5 without it
