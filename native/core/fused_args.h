@@ -8,7 +8,8 @@
 // chunk). The readers below decide which are wanted, once for both backends; at least one must be.
 //
 // Every kernel streams over row chunks of `chunk_rows` rows: only a [chunk_rows, V] block of logits (and
-// its gradient, in place) exists at a time, so the workspace is bounded and no N x V tensor is allocated.
+// its gradient, in place) exists at a time, so the workspace is bounded and no N x V tensor is allocated. The CUDA
+// losses in bf16 write their gradient rows into bf16 blocks of a larger group of rows instead (plan_chunks below).
 #pragma once
 #include <climits>
 #include <cstdint>
