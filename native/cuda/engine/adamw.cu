@@ -1,7 +1,9 @@
 // Multi-tensor AdamW step and sum of squares on CUDA (semantics: the CPU backend's adamw.cpp). float32 tensors.
 // Both cut the k tensors into fixed chunks of kChunk elements; a table of (tensor, begin, end) chunks and the
 // tensors' pointers is uploaded once per call and one block handles one chunk, so a single launch covers
-// every tensor whatever their number and sizes.
+// every tensor whatever their number and sizes. The AdamW step reads and writes a tensor's elements four at a time
+// (16-byte words) when all its pointers allow it: scalar accesses kept one element's four loads in flight per thread,
+// and the issue's model (~390M parameters, ~11 GB of traffic) measured 6.0 ms a step, under half the H200's bandwidth.
 //   adamw_step: the CPU's float expressions (bias corrections formed in double on the host). Extension
 //     (CUDA only, see native/core/ops.def): with the int bf16Copies = 1 after n_1..n_k, k more outputs
 //     c_1..c_k (bfloat16 [n_t]) receive the updated p_t rounded to bf16 in the same pass: the model copies
@@ -42,22 +44,57 @@ struct AdamRec {
   float* m;
   float* v;
   __nv_bfloat16* copy;  // null without bf16Copies
+  int vec;              // g, p, m, v 16-byte aligned and copy 8-byte aligned: 4 elements per access
 };
+
+// One element's update: the CPU's float expressions (native/cpu/adamw.cpp), in place on m, v and p.
+__device__ __forceinline__ void adam_update(float g, float& m, float& v, float& p, const AdamScalars& s) {
+  const float gi = g * s.gs;
+  m = s.b1 * m + s.c1 * gi;
+  v = s.b2 * v + s.c2 * gi * gi;
+  p = p * s.decay - s.step_size * m / (sqrtf(v) * s.inv_bc2_sqrt + s.eps);
+}
 
 __global__ void __launch_bounds__(kThreads)
     adamw_kernel(const Chunk* __restrict__ chunks, const AdamRec* __restrict__ recs, AdamScalars s) {
   const Chunk ch = chunks[blockIdx.x];
   const AdamRec r = recs[ch.tensor];
-  for (int64_t i = ch.begin + threadIdx.x; i < ch.end; i += blockDim.x) {
-    const float gi = r.g[i] * s.gs;
-    const float mi = s.b1 * r.m[i] + s.c1 * gi, vi = s.b2 * r.v[i] + s.c2 * gi * gi;
-    r.m[i] = mi;
-    r.v[i] = vi;
-    const float pi = r.p[i] * s.decay - s.step_size * mi / (sqrtf(vi) * s.inv_bc2_sqrt + s.eps);
-    r.p[i] = pi;
-    if (r.copy) r.copy[i] = __float2bfloat16_rn(pi);
+  int64_t tail = ch.begin;  // chunks begin at multiples of kChunk, so a vec tensor's words are aligned
+  if (r.vec) {
+    const int64_t words = (ch.end - ch.begin) / 4;
+    for (int64_t k = threadIdx.x; k < words; k += blockDim.x) {
+      const int64_t i = ch.begin + 4 * k;
+      const float4 g = *reinterpret_cast<const float4*>(r.g + i);
+      float4 m = *reinterpret_cast<const float4*>(r.m + i), v = *reinterpret_cast<const float4*>(r.v + i),
+             p = *reinterpret_cast<const float4*>(r.p + i);
+      adam_update(g.x, m.x, v.x, p.x, s);
+      adam_update(g.y, m.y, v.y, p.y, s);
+      adam_update(g.z, m.z, v.z, p.z, s);
+      adam_update(g.w, m.w, v.w, p.w, s);
+      *reinterpret_cast<float4*>(r.m + i) = m;
+      *reinterpret_cast<float4*>(r.v + i) = v;
+      *reinterpret_cast<float4*>(r.p + i) = p;
+      if (r.copy) {
+        const __nv_bfloat162 lo = __floats2bfloat162_rn(p.x, p.y), hi = __floats2bfloat162_rn(p.z, p.w);
+        uint2 w;
+        memcpy(&w.x, &lo, 4);
+        memcpy(&w.y, &hi, 4);
+        *reinterpret_cast<uint2*>(r.copy + i) = w;
+      }
+    }
+    tail = ch.begin + 4 * words;
+  }
+  for (int64_t i = tail + threadIdx.x; i < ch.end; i += blockDim.x) {
+    float m = r.m[i], v = r.v[i], p = r.p[i];
+    adam_update(r.g[i], m, v, p, s);
+    r.m[i] = m;
+    r.v[i] = v;
+    r.p[i] = p;
+    if (r.copy) r.copy[i] = __float2bfloat16_rn(p);
   }
 }
+
+bool aligned(const void* ptr, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
 
 __global__ void __launch_bounds__(kThreads)
     sum_squares_chunk_kernel(const Chunk* __restrict__ chunks, const float* const* __restrict__ xs, double* __restrict__ part) {
@@ -86,7 +123,12 @@ void adamw_step_cuda(const OpCall& c) {
   const char* op = c.op;
   const AdamWArgs a = read_adamw_step(c, true);
   std::vector<AdamRec> recs(a.n.size());
-  for (size_t t = 0; t < a.n.size(); ++t) recs[t] = {a.g[t], a.p[t], a.m[t], a.v[t], static_cast<__nv_bfloat16*>(a.copy[t])};
+  static_assert(kChunk % 4 == 0, "a chunk's first word must stay aligned");
+  for (size_t t = 0; t < a.n.size(); ++t) {
+    AdamRec& r = recs[t];
+    r = {a.g[t], a.p[t], a.m[t], a.v[t], static_cast<__nv_bfloat16*>(a.copy[t]), 0};
+    r.vec = aligned(r.g, 16) && aligned(r.p, 16) && aligned(r.m, 16) && aligned(r.v, 16) && aligned(r.copy, 8);
+  }
   const AdamScalars s = a.scalars();
 
   Context& ctx = context(op);
