@@ -6,7 +6,8 @@
 //   checks_failed: the error-flag slots claimed so far, read by one block;
 //   cast: float32 <-> bfloat16 either way (or a copy), rounding once (__float2bfloat16_rn, as the CPU's
 //   native/core/bf16.h).
-// All are grid-stride passes with 64-bit indices; outputs may alias their inputs element for element.
+// All are grid-stride passes with 64-bit indices, the n-element ones with several loads in flight per thread
+// (ilp_pass, engine_common.cuh); outputs may alias their inputs element for element.
 #include <type_traits>
 #include <utility>
 
@@ -55,82 +56,82 @@ __device__ __forceinline__ float sig_arg_grad(float x) {
   return 1.f;
 }
 
+// store(i, value) writing float `value` to y[i] as T.
+template <typename T>
+struct StoreTo {
+  T* y;
+  __device__ __forceinline__ void operator()(int64_t i, float v) const { y[i] = from_float<T>(v); }
+};
+
 template <ActivationKind K, typename T>
 __global__ void __launch_bounds__(kThreads) act_forward_kernel(const T* x, T* y, int64_t n) {
-  for (int64_t i = global_tid(); i < n; i += global_stride()) {
+  ilp_pass<float>(n, [=](int64_t i) {
     const float v = to_float(x[i]);
-    float r;
     if constexpr (K == kGeluErf)
-      r = v * 0.5f * erfcf(-v * kSqrt1_2);
+      return v * 0.5f * erfcf(-v * kSqrt1_2);
     else
-      r = v * sigmoid(sig_arg<K>(v));
-    y[i] = from_float<T>(r);
-  }
+      return v * sigmoid(sig_arg<K>(v));
+  }, StoreTo<T>{y});
 }
 
 template <ActivationKind K, typename T>
 __global__ void __launch_bounds__(kThreads) act_backward_kernel(const T* dy, const T* x, T* dx, int64_t n) {
-  for (int64_t i = global_tid(); i < n; i += global_stride()) {
+  ilp_pass<float>(n, [=](int64_t i) {
     const float v = to_float(x[i]), d = to_float(dy[i]);
-    float r;
     if constexpr (K == kGeluErf) {
       const float cdf = 0.5f * erfcf(-v * kSqrt1_2), pdf = kInvSqrt2Pi * expf(-0.5f * v * v);
-      r = d * (cdf + v * pdf);
+      return d * (cdf + v * pdf);
     } else {
       float s, sc;
       sigmoid_pair(sig_arg<K>(v), s, sc);
-      r = d * (s + v * s * sc * sig_arg_grad<K>(v));
+      return d * (s + v * s * sc * sig_arg_grad<K>(v));
     }
-    dx[i] = from_float<T>(r);
-  }
+  }, StoreTo<T>{dx});
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) swiglu_forward_kernel(const T* gate, const T* up, T* y, int64_t n) {
-  for (int64_t i = global_tid(); i < n; i += global_stride()) {
+  ilp_pass<float>(n, [=](int64_t i) {
     const float g = to_float(gate[i]);
-    y[i] = from_float<T>(g * sigmoid(g) * to_float(up[i]));
-  }
+    return g * sigmoid(g) * to_float(up[i]);
+  }, StoreTo<T>{y});
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     swiglu_backward_kernel(const T* dy, const T* gate, const T* up, T* dgate, T* dup, int64_t n) {
-  for (int64_t i = global_tid(); i < n; i += global_stride()) {
+  ilp_pass<float2>(n, [=](int64_t i) {
     const float g = to_float(gate[i]), u = to_float(up[i]), d = to_float(dy[i]);
     float s, sc;
     sigmoid_pair(g, s, sc);
-    dgate[i] = from_float<T>(d * u * (s + g * s * sc));
-    dup[i] = from_float<T>(d * g * s);
-  }
+    return make_float2(d * u * (s + g * s * sc), d * g * s);
+  }, [=](int64_t i, float2 r) {
+    dgate[i] = from_float<T>(r.x);
+    dup[i] = from_float<T>(r.y);
+  });
 }
 
 // mode 0: a X + b Y; 1: a X (b = 0: Y not read); 2: b Y (a = 0: X not read).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) axpby_kernel(const T* x, const T* y, T* z, int64_t n, float a, float b, int mode) {
-  for (int64_t i = global_tid(); i < n; i += global_stride()) {
-    float r;
-    if (mode == 1)
-      r = a * to_float(x[i]);
-    else if (mode == 2)
-      r = b * to_float(y[i]);
-    else
-      r = a * to_float(x[i]) + b * to_float(y[i]);
-    z[i] = from_float<T>(r);
-  }
+  ilp_pass<float>(n, [=](int64_t i) {
+    if (mode == 1) return a * to_float(x[i]);
+    if (mode == 2) return b * to_float(y[i]);
+    return a * to_float(x[i]) + b * to_float(y[i]);
+  }, StoreTo<T>{z});
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) mul_kernel(const T* x, const T* y, T* z, int64_t n) {
-  for (int64_t i = global_tid(); i < n; i += global_stride()) z[i] = from_float<T>(to_float(x[i]) * to_float(y[i]));
+  ilp_pass<float>(n, [=](int64_t i) { return to_float(x[i]) * to_float(y[i]); }, StoreTo<T>{z});
 }
 
 __global__ void __launch_bounds__(kThreads) add_broadcast_kernel(const float* x, const float* __restrict__ y, float* z, int64_t total, int64_t n) {
-  for (int64_t i = global_tid(); i < total; i += global_stride()) z[i] = x[i] + y[i % n];
+  ilp_pass<float>(total, [=](int64_t i) { return x[i] + y[i % n]; }, StoreTo<float>{z});
 }
 
 __global__ void __launch_bounds__(kThreads) fill_kernel(float* __restrict__ x, int64_t n, float v) {
-  for (int64_t i = global_tid(); i < n; i += global_stride()) x[i] = v;
+  ilp_pass<float>(n, [=](int64_t) { return v; }, StoreTo<float>{x});
 }
 
 // flag = 1 when any of the `used` claimed slots holds a failure (or the host already knows of one), else 0.
@@ -179,7 +180,7 @@ void elementwise_pass(const OpCall& c, int64_t n, const char* const (&in_names)[
   if (n == 0) return;
   dispatch_float(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    launch(op, ctx, grid_for(ctx, n), kThreads, 0, kernel_of(tag), static_cast<const T*>(in[I])..., static_cast<T*>(out[O])...,
+    launch(op, ctx, ilp_grid(ctx, n), kThreads, 0, kernel_of(tag), static_cast<const T*>(in[I])..., static_cast<T*>(out[O])...,
            n, extra...);
   });
 }
@@ -195,20 +196,21 @@ void elementwise_op(const OpCall& c, int64_t n, const char* const (&in_names)[NI
 __global__ void __launch_bounds__(kThreads)
     mul_scalar_kernel(const float* __restrict__ x, const float* __restrict__ s, float* __restrict__ z, int64_t n) {
   const float f = *s;
-  for (int64_t i = global_tid(); i < n; i += global_stride()) z[i] = x[i] * f;
+  ilp_pass<float>(n, [=](int64_t i) { return x[i] * f; }, StoreTo<float>{z});
 }
 
 // The mask from (seed, index) alone, the CPU's bits (native/core/dropout.h).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) dropout_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n,
                                                           uint64_t seed, uint32_t threshold, float scale) {
-  for (int64_t i = global_tid(); i < n; i += global_stride())
-    y[i] = from_float<T>(dropout_keep(seed, static_cast<uint64_t>(i), threshold) ? to_float(x[i]) * scale : 0.f);
+  ilp_pass<float>(n, [=](int64_t i) {
+    return dropout_keep(seed, static_cast<uint64_t>(i), threshold) ? to_float(x[i]) * scale : 0.f;
+  }, StoreTo<T>{y});
 }
 
 template <typename TX, typename TY>
 __global__ void __launch_bounds__(kThreads) cast_kernel(const TX* __restrict__ x, TY* __restrict__ y, int64_t n) {
-  for (int64_t i = global_tid(); i < n; i += global_stride()) y[i] = from_float<TY>(to_float(x[i]));
+  ilp_pass<float>(n, [=](int64_t i) { return to_float(x[i]); }, StoreTo<TY>{y});
 }
 
 }  // namespace
@@ -258,7 +260,7 @@ void mul_scalar_cuda(const OpCall& c) {
   float* z = c.out_f32(0, n, "Z");
   Context& ctx = context(op);
   if (n == 0) return;
-  launch(op, ctx, grid_for(ctx, n), kThreads, 0, mul_scalar_kernel, x, s, z, n);
+  launch(op, ctx, ilp_grid(ctx, n), kThreads, 0, mul_scalar_kernel, x, s, z, n);
 }
 
 void dropout_cuda(const OpCall& c) {
@@ -268,7 +270,7 @@ void dropout_cuda(const OpCall& c) {
   if (a.n == 0) return;
   dispatch_float(a.t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    launch(op, ctx, grid_for(ctx, a.n), kThreads, 0, dropout_kernel<T>, static_cast<const T*>(a.x), static_cast<T*>(a.y), a.n,
+    launch(op, ctx, ilp_grid(ctx, a.n), kThreads, 0, dropout_kernel<T>, static_cast<const T*>(a.x), static_cast<T*>(a.y), a.n,
            a.seed, a.threshold, a.scale);
   });
 }
@@ -282,7 +284,7 @@ void add_broadcast_cuda(const OpCall& c) {
   float* z = c.out_f32(0, total, "Z");
   Context& ctx = context(op);
   if (total == 0) return;
-  launch(op, ctx, grid_for(ctx, total), kThreads, 0, add_broadcast_kernel, x, y, z, total, n);
+  launch(op, ctx, ilp_grid(ctx, total), kThreads, 0, add_broadcast_kernel, x, y, z, total, n);
 }
 
 void fill_cuda(const OpCall& c) {
@@ -292,7 +294,7 @@ void fill_cuda(const OpCall& c) {
   float* x = c.out_f32(0, n, "X");
   Context& ctx = context(op);
   if (n == 0) return;
-  launch(op, ctx, grid_for(ctx, n), kThreads, 0, fill_kernel, x, n, v);
+  launch(op, ctx, ilp_grid(ctx, n), kThreads, 0, fill_kernel, x, n, v);
 }
 
 void checks_failed_cuda(const OpCall& c) {
@@ -327,7 +329,7 @@ void cast_cuda(const OpCall& c) {
     using TX = typename decltype(xtag)::type;
     dispatch_float(a.ty, [&](auto ytag) {
       using TY = typename decltype(ytag)::type;
-      launch(op, ctx, grid_for(ctx, a.n), kThreads, 0, cast_kernel<TX, TY>, static_cast<const TX*>(a.x), static_cast<TY*>(a.y), a.n);
+      launch(op, ctx, ilp_grid(ctx, a.n), kThreads, 0, cast_kernel<TX, TY>, static_cast<const TX*>(a.x), static_cast<TY*>(a.y), a.n);
     });
   });
 }

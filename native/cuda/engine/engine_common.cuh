@@ -29,6 +29,10 @@ inline unsigned grid_for(const Context& ctx, int64_t n, int64_t per_block = kThr
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(want, int64_t{ctx.sm_count} * 32)));
 }
 
+constexpr int kIlp = 4;  // elements per thread and sweep of ilp_pass (below)
+// The grid of an ilp_pass over n items.
+inline unsigned ilp_grid(const Context& ctx, int64_t n) { return grid_for(ctx, n, int64_t{kThreads} * kIlp); }
+
 #ifdef __CUDACC__
 
 // NaN-propagating max (the CPU's vec_max returns NaN when any element is NaN; fmaxf would drop it).
@@ -150,6 +154,26 @@ void column_sums(const char* op, const Context& ctx, int64_t R, int64_t C, F f, 
 // Grid-stride index helpers.
 __device__ __forceinline__ int64_t global_tid() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ int64_t global_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+
+// store(i, value(i)) for every i in [0, n), kIlp elements per thread and sweep, all loaded before any is stored.
+// Why: a plain grid-stride pass over a 4-byte stream keeps one load in flight per thread, 8 KiB per SM at full
+// occupancy, a fraction of what covers an H200's memory latency (the 2026-12-04 profile: casts and axpbys well
+// below its bandwidth). `value` reads only inputs, so the kIlp loads issue together. A thread's elements lie a grid
+// apart, so each load of a warp stays coalesced and no alignment is needed; an output may alias its input element
+// for element (each element is read before it is written, by the same thread). Launch with ilp_grid.
+template <typename V, typename Value, typename Store>
+__device__ __forceinline__ void ilp_pass(int64_t n, Value value, Store store) {
+  const int64_t stride = global_stride();
+  for (int64_t base = global_tid(); base < n; base += kIlp * stride) {
+    V v[kIlp];
+#pragma unroll
+    for (int u = 0; u < kIlp; ++u)
+      if (base + u * stride < n) v[u] = value(base + u * stride);
+#pragma unroll
+    for (int u = 0; u < kIlp; ++u)
+      if (base + u * stride < n) store(base + u * stride, v[u]);
+  }
+}
 
 #endif  // __CUDACC__
 
