@@ -44,14 +44,22 @@ inline int64_t pick_chunk_rows(int64_t requested, int64_t n, int64_t V, int bufs
 // larger: the bf16 KL at N 9216, V 32000 and 256 MiB made 14 passes of 659 rows over both weight gradients (28 GB of
 // traffic); now 6 of 1536 (12 GB).
 // kLogitRows keeps the logit GEMMs large enough for the tensor cores (a [256, V] float32 block: V 32000 gives 250
-// 128 x 256 tiles, two waves of an H200's 132 SMs); a requested chunk (chunkRows) sets logit_rows instead.
-// Groups are balanced, and so are the logit chunks within a group. Not `grouped` (an op whose bf16 blocks follow its
-// logit chunks), without gradient blocks (float32, or no gradient), or when the budget holds no more gradient rows
-// than logit rows: one level, group_rows = logit_rows = pick_chunk_rows's chunk, with every block counted per row.
+// 128 x 256 tiles, two waves of an H200's 132 SMs); a requested chunk (chunkRows) sets logit_rows instead, and the
+// groups are then whole multiples of it. Groups are balanced, and so are the logit chunks within a group. One level
+// (group_rows = logit_rows = pick_chunk_rows's chunk, every block counted per row) when not `grouped` (an op whose
+// bf16 blocks follow its logit chunks), without gradient blocks (float32, or no gradient), or when the budget holds
+// fewer than twice as many gradient rows as logit rows: a group that small saves few passes and would halve the logit
+// GEMMs.
 struct ChunkPlan {
   int64_t logit_rows, group_rows;
 };
 constexpr int64_t kLogitRows = 256;
+
+// The balanced chunk of `rows` rows in chunks of at most `most`.
+inline int64_t balanced(int64_t rows, int64_t most) {
+  const int64_t chunks = (rows + most - 1) / most;
+  return (rows + chunks - 1) / chunks;
+}
 
 inline ChunkPlan plan_chunks(int64_t requested, int64_t n, int64_t V, int f32_blocks, int bf16_blocks, int64_t budget,
                              bool grouped = true) {
@@ -63,18 +71,16 @@ inline ChunkPlan plan_chunks(int64_t requested, int64_t n, int64_t V, int f32_bl
   const int64_t logit_row_bytes = 4 * V * f32_blocks, grad_row_bytes = 2 * V * bf16_blocks;
   const int64_t rest = logit <= budget / logit_row_bytes ? budget - logit * logit_row_bytes : 0;
   int64_t group = rest / grad_row_bytes;
-  if (group <= logit) return {logit, logit};
-  if (group >= n) {
-    group = n;
-  } else {
-    const int64_t groups = (n + group - 1) / group;
-    group = (n + groups - 1) / groups;
+  if (group < 2 * logit) return {one, one};
+  if (group >= n) return {requested > 0 ? logit : balanced(n, logit), n};
+  if (requested > 0) {
+    // whole requested chunks per group (no thin chunk in each), balanced in those units within the room found
+    const int64_t units = (n + logit - 1) / logit, most = group / logit;
+    const int64_t per = balanced(units, most) * logit;
+    return {logit, per < n ? per : n};
   }
-  if (requested <= 0) {
-    const int64_t chunks = (group + logit - 1) / logit;
-    logit = (group + chunks - 1) / chunks;
-  }
-  return {logit, group};
+  group = balanced(n, group);
+  return {balanced(group, logit), group};
 }
 
 // The loss a fused op reports: the sum of its row losses, divided by `rows` for Mean (the valid rows of

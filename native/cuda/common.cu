@@ -62,11 +62,16 @@ Context& context(const char* op) {
   if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(c.blas, c.stream);
   // Default math mode: no TF32 for float32 GEMMs (results must match the CPU backend to ~1e-5).
   if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(c.blas, CUBLAS_DEFAULT_MATH);
+  if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtCreate(&c.lt);
   if (st != CUBLAS_STATUS_SUCCESS) {
+    if (c.lt) cublasLtDestroy(c.lt);
     if (c.blas) cublasDestroy(c.blas);
     cudaStreamDestroy(c.stream);
     throw_cublas_error(op, st, __FILE__, __LINE__);
   }
+  // 32 MiB: what cuBLAS itself reserves per handle on Hopper.
+  c.lt_workspace_bytes = size_t{32} << 20;
+  CUDA_CHECK(op, cudaMalloc(&c.lt_workspace, c.lt_workspace_bytes));
   ctx = c;
   return ctx;
 }

@@ -13,6 +13,7 @@
 //     array and raised once at the end (raise_status), in the CPU backend's order, so the normal path has
 //     no host round trip per chunk.
 #pragma once
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -60,6 +61,11 @@ struct Context {
   int device = -1;
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
+  // cuBLASLt, for GEMMs with an epilogue (engine/matmul.cu), and its workspace, allocated with the context so that a
+  // GEMM's algorithm (picked for this size) is the same eagerly and in a CUDA graph capture, which cannot allocate it.
+  cublasLtHandle_t lt = nullptr;
+  void* lt_workspace = nullptr;
+  size_t lt_workspace_bytes = 0;
   int sm_count = 1;
   bool async_alloc = false;  // stream-ordered allocator (cudaMallocAsync) supported
   // The error flags' device slots (native/core/error_flags.h) and their pinned host copy, ErrorFlags::kSlots each.

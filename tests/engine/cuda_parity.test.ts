@@ -403,20 +403,23 @@ function fusedCases(rng: Rng): Case[] {
         ints: [N, d, V, 0, 1, detach, chunk, MiB64], floats: [1.5, 0.5] });
     }
   }
-  // Gradient groups (bf16 on CUDA; native/core/fused_args.h plan_chunks): budgets of ~300 rows' worth of blocks give 2
-  // groups of 300 rows, each filled by 2 logit chunks of 150; a requested chunk of 7 rows fills one group of 600.
-  // Drawn last, so the cases above keep their inputs.
-  {
-    const N = 600, d = 16, V = 101;
+  // Gradient groups (bf16 on CUDA; native/core/fused_args.h plan_chunks; tests/kernels checks the split itself): budgets
+  // of 256 float32 logit rows and ~600 bf16 gradient rows give 3 groups of 2 chunks at V % 4 = 0 (vec4), and with a
+  // requested chunk of 100 rows at V odd, groups of whole chunks; the last group and chunk short in both. Drawn last,
+  // so the cases above keep their inputs.
+  for (const [N, V, chunk, logitRows, gradRows] of [[1301, 104, 0, 256, 600], [601, 101, 100, 100, 420]]) {
+    const d = 16;
     const t = randIds(rng, N, V).map((x, i) => (i % 5 === 2 ? -100 : x));
     const h = small(N * d), w = small(V * d), x = small(N * d), wVm = small(V * d);
-    for (const [chunk, ceBudget, klBudget] of [[0, 300 * 6 * V + 8192, 300 * 12 * V + 8192], [7, MiB64, MiB64]]) {
-      cases.push({ name: `linear_cross_entropy N=${N} V=${V} groups chunk=${chunk}`, op: 'linear_cross_entropy', bf16: true, tol: TOL_LONG,
-        inputs: [cast(h), cast(w), ids(t)], outputs: [out(N), out(N * d, true), out(V * d)],
-        ints: [N, d, V, -100, 0, 1, chunk, ceBudget], floats: [1, 0.1, 1e-3] });
-      cases.push({ name: `visual_word_kl M=${N} V=${V} groups chunk=${chunk}`, op: 'visual_word_kl', bf16: true, tol: TOL_LONG,
-        inputs: [cast(h), cast(w), cast(x), cast(wVm)], outputs: [out(N), out(N * d, true), out(V * d), out(N * d, true), out(V * d)],
-        ints: [N, d, V, 0, 1, 0, chunk, klBudget], floats: [1.5, 0.5] });
+    const budget = (f32: number, bf16: number) => logitRows * 4 * V * f32 + gradRows * 2 * V * bf16 + 8 * N + 6144;
+    cases.push({ name: `linear_cross_entropy N=${N} V=${V} groups chunk=${chunk}`, op: 'linear_cross_entropy', bf16: true, tol: TOL_LONG,
+      inputs: [cast(h), cast(w), ids(t)], outputs: [out(N), out(N * d, true), out(V * d)],
+      ints: [N, d, V, -100, 0, 1, chunk, budget(1, 1)], floats: [1, 0.1, 1e-3] });
+    for (const detach of [0, 1]) {
+      cases.push({ name: `visual_word_kl M=${N} V=${V} groups chunk=${chunk} detach=${detach}`, op: 'visual_word_kl', bf16: true, tol: TOL_LONG,
+        inputs: [cast(h), cast(w), cast(x), cast(wVm)],
+        outputs: [out(N), out(N * d, true), out(V * d), detach ? noOut : out(N * d, true), detach ? noOut : out(V * d)],
+        ints: [N, d, V, 0, 1, detach, chunk, budget(2, detach ? 1 : 2)], floats: [1.5, 0.5] });
     }
   }
   return cases;

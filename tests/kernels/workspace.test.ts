@@ -76,10 +76,15 @@ describe('bounded workspace', () => {
         expect(f32 > 0 && bf16 > 0, what).toBe(true);
         expect(logit * 4 * V * f32 + group * 2 * V * bf16, what).toBeLessThanOrEqual(budget);
         expect(ceil(n, group), what).toBeLessThanOrEqual(ceil(n, oneLevelRows));  // never more passes than one level
-        expect(group, what).toBe(ceil(n, ceil(n, group)));
         if (requested === 0) {
+          expect(group, what).toBe(ceil(n, ceil(n, group)));
           expect(logit, what).toBeLessThanOrEqual(256);
           expect(logit, what).toBe(ceil(group, ceil(group, logit)));
+        } else {
+          // whole requested chunks per group, balanced in those units
+          expect(group % logit === 0 || group === n, what).toBe(true);
+          const units = ceil(n, logit), perGroup = ceil(group, logit);
+          expect(perGroup, what).toBe(ceil(units, ceil(units, perGroup)));
         }
       } else if (requested === 0) {
         // one level: what pick_chunk_rows gives, balanced

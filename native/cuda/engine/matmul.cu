@@ -5,8 +5,13 @@
 //             is how bf16 activations produce fp32 weight gradients) and bias float32 or bfloat16.
 //             Batches whose C blocks cannot overlap (strideC >= M*N) run as one strided-batched GEMM; else
 //             (strideC = 0 accumulation, overlapping blocks) one GEMM per batch, in batch order, as the CPU.
-//             The bias is written into (or added onto) C first and the GEMM then accumulates (beta = 1).
+//             One product with a bias and nothing to accumulate (F.linear's forward) is one cuBLASLt GEMM with
+//             the bias epilogue (gemm_bias_lt); otherwise, or where cuBLASLt has no algorithm for it, the bias
+//             is written into (or added onto) C first and the GEMM then accumulates (beta = 1).
 //   sum_rows: y[C] (=|+=) sum_r X[r, :] in double, deterministic (engine_common.cuh column_sums).
+#include <mutex>
+#include <unordered_map>
+
 #include "../../core/matmul_args.h"
 #include "engine_common.cuh"
 
@@ -58,6 +63,114 @@ void gemm_batched_rm(const char* op, cublasHandle_t handle, bool ta, bool tb, in
                                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+// ------------------------------------------------------------------------------ cuBLASLt with the bias epilogue
+// C[M, N] = alpha op(A) op(B) + bias[N] in one GEMM (CUBLASLT_EPILOGUE_BIAS), fp32 accumulation and one rounding
+// into C: no bias pass writing C before a GEMM that reads it back (beta 1). Row-major C is column-major C^T, so as
+// in gemm_rm the operands swap: cuBLASLt's first matrix is B, its second A, and the bias runs along C^T's rows.
+// The plan (descriptors and the heuristic's algorithm) is cached per shape, types and pointer alignment: a heuristic
+// query costs tens of microseconds, and one algorithm per key keeps results the same call to call (and in a graph).
+
+// Largest power of two dividing the address, at most 256 (cuBLASLt's default assumption).
+int alignment(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  int k = 1;
+  while (k < 256 && a % (2 * k) == 0) k *= 2;
+  return k;
+}
+
+struct LtKey {
+  int64_t M, N, K;
+  bool ta, tb;
+  int type_ab, type_c, type_bias, align_a, align_b, align_c;
+  bool operator==(const LtKey& o) const {
+    return M == o.M && N == o.N && K == o.K && ta == o.ta && tb == o.tb && type_ab == o.type_ab && type_c == o.type_c &&
+           type_bias == o.type_bias && align_a == o.align_a && align_b == o.align_b && align_c == o.align_c;
+  }
+};
+struct LtKeyHash {
+  size_t operator()(const LtKey& k) const {
+    size_t h = std::hash<int64_t>()(k.M);
+    for (int64_t v : {k.N, k.K, int64_t{k.ta} | int64_t{k.tb} << 1, int64_t{k.type_ab}, int64_t{k.type_c}, int64_t{k.type_bias},
+                      int64_t{k.align_a}, int64_t{k.align_b}, int64_t{k.align_c}})
+      h = h * 1000003u ^ std::hash<int64_t>()(v);
+    return h;
+  }
+};
+// ok = false: cuBLASLt offered no algorithm (the call then takes the bias pass and cublasGemmEx). Never destroyed,
+// as the context is not.
+struct LtPlan {
+  bool ok = false;
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t first = nullptr, second = nullptr, out = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+LtPlan make_lt_plan(const Context& ctx, const LtKey& k) {
+  LtPlan p;
+  const cudaDataType_t tab = static_cast<cudaDataType_t>(k.type_ab), tc = static_cast<cudaDataType_t>(k.type_c),
+                       tbias = static_cast<cudaDataType_t>(k.type_bias);
+  const cublasOperation_t op_first = k.tb ? CUBLAS_OP_T : CUBLAS_OP_N, op_second = k.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+  const uint64_t ws = ctx.lt_workspace_bytes;
+  const uint32_t al_a = static_cast<uint32_t>(k.align_b), al_b = static_cast<uint32_t>(k.align_a), al_c = static_cast<uint32_t>(k.align_c);
+  cublasLtMatmulPreference_t pref = nullptr;
+  cublasLtMatmulHeuristicResult_t res{};
+  int found = 0;
+  // Column-major views: B (row-major [K, N], or [N, K] when tb) is [N, K] / [K, N] with ld N / K; A likewise.
+  bool ok = cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof op_first) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof op_second) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &tbias, sizeof tbias) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatrixLayoutCreate(&p.first, tab, k.tb ? k.K : k.N, k.tb ? k.N : k.K, k.tb ? k.K : k.N) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatrixLayoutCreate(&p.second, tab, k.ta ? k.M : k.K, k.ta ? k.K : k.M, k.ta ? k.M : k.K) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatrixLayoutCreate(&p.out, tc, k.N, k.M, k.N) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulAlgoGetHeuristic(ctx.lt, p.desc, p.first, p.second, p.out, p.out, pref, 1, &res, &found) == CUBLAS_STATUS_SUCCESS &&
+            found > 0;
+  if (pref) cublasLtMatmulPreferenceDestroy(pref);
+  if (ok) {
+    p.ok = true;
+    p.algo = res.algo;
+  } else {
+    if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+    for (cublasLtMatrixLayout_t l : {p.first, p.second, p.out})
+      if (l) cublasLtMatrixLayoutDestroy(l);
+    p = LtPlan{};
+  }
+  return p;
+}
+
+// C = alpha op(A) op(B) + bias through cuBLASLt; false (nothing done) where it offers no algorithm for this key.
+bool gemm_bias_lt(const char* op, const Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                  const void* A, const void* B, cudaDataType_t type_ab, void* C, cudaDataType_t type_c, const void* bias,
+                  cudaDataType_t type_bias) {
+  if (M > INT_MAX || N > INT_MAX || K > INT_MAX || alignment(bias) < 16) return false;
+  static std::mutex mu;
+  static std::unordered_map<LtKey, LtPlan, LtKeyHash> plans;
+  const LtKey key{M, N, K, ta, tb, static_cast<int>(type_ab), static_cast<int>(type_c), static_cast<int>(type_bias),
+                  alignment(A), alignment(B), alignment(C)};
+  LtPlan plan;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = plans.find(key);
+    if (it == plans.end()) it = plans.emplace(key, make_lt_plan(ctx, key)).first;
+    plan = it->second;
+  }
+  if (!plan.ok) return false;
+  // The bias pointer is the call's; the cached descriptor is written here, under the ops' single host thread.
+  CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  const float beta = 0.f;
+  CUBLAS_CHECK(op, cublasLtMatmul(ctx.lt, plan.desc, &alpha, B, plan.first, A, plan.second, &beta, C, plan.out, C, plan.out,
+                                  &plan.algo, ctx.lt_workspace, ctx.lt_workspace_bytes, ctx.stream));
+  return true;
+}
+
 // y[j] = acc ? float(y[j] + s) : float(s) (the CPU's store, the add in double).
 struct SumRowsTerm {
   const float* x;
@@ -93,6 +206,9 @@ void matmul_cuda(const OpCall& c) {
     // C blocks may overlap (strideC = 0 sums the batches): strictly in batch order.
     for (int64_t b = 0; b < batch; ++b) {
       void* Cb = elem_offset(C, b * sC, t_c);
+      if (batch == 1 && has_bias && !acc && K > 0 &&
+          gemm_bias_lt(op, ctx, ta, tb, M, N, K, alpha, A, B, type_ab, Cb, type_c, bias, cuda_type(t_bias)))
+        continue;
       if (has_bias) launch_bias(op, ctx, Cb, t_c, bias, t_bias, 1, M, N, 0, acc);
       if (K == 0) {
         // cuBLAS with k = 0 and beta = 0 is not guaranteed to write C.
