@@ -15,11 +15,14 @@ def plan(req,n,V,f,b,budget):
     logit=one if req>0 else min(one,256)
     rest=budget-logit*4*V*f if logit<=budget//(4*V*f) else 0
     g=rest//(2*V*b)
-    if g<=logit: return logit,logit
-    if g>=n: g=n
-    else: gs=-(-n//g); g=-(-n//gs)
-    if req<=0: ch=-(-g//logit); logit=-(-g//ch)
-    return logit,g
+    if g<2*logit: return one,one
+    bal=lambda rows,most: -(-rows//(-(-rows//most)))
+    if req>0:  # whole requested chunks per group
+        units=-(-n//logit); per=bal(units,g//logit)*logit
+        return logit,min(per,n)
+    if g>=n: return bal(n,logit),n
+    g=bal(n,g)
+    return bal(g,logit),g
 for name,N,d,V in [("issue-2 shape",9216,4096,32000),("issue-11 step KL",3136,1024,32000),("issue-11 step CE",2064,1024,32000)]:
   for op,f,b,nw in [("KL",2,2,2),("CE",1,1,1)]:
     if "step" in name and op not in name: continue
