@@ -30,7 +30,7 @@ const num = (name: string) => (v: string) => {
 
 // --device of every command that runs a model: checked (and the GPU made ready) before any work, with an error
 // naming --device and, for CUDA, why it is unusable here
-const DEVICE_HELP = 'where the model runs: cpu, cuda or cuda:N (default cpu)';
+const DEVICE_HELP = 'where the model runs: cpu, cuda or cuda:N';
 const DTYPE_HELP = 'precision of the products: bf16 (bf16 GEMM operands; fp32 weights, optimizer, norms, softmax and loss) or fp32 (default: bf16 on cuda, fp32 on cpu)';
 /** --dtype, checked by the library's parser (src/amp.ts); undefined: the device's default. */
 async function computeDtypeOf(v: string | undefined, option = '--dtype'): Promise<'float32' | 'bfloat16' | undefined> {
@@ -56,6 +56,11 @@ async function loadWithAdapter(checkpoint: string, dev: string, adapter: string 
   const spec = await device(dev);
   const loaded = loadCheckpoint(checkpoint, { device: spec, weightDtype: dtype ?? defaultComputeDtype(spec) });
   if (adapter) {
+    const { loraConfigOf } = await import('./model');
+    if (loraConfigOf(loaded.model)) {
+      loaded.model.dispose();
+      fail(`--adapter ${adapter}: ${checkpoint} has LoRA adapters of its own (trained with --lora-r); merge them first (vwlmm merge-adapter --checkpoint ${checkpoint} --out DIR), then give DIR with --adapter`);
+    }
     try {
       loadLoraAdapter(adapter, loaded.model);
     } catch (e) {
@@ -66,7 +71,8 @@ async function loadWithAdapter(checkpoint: string, dev: string, adapter: string 
   return loaded;
 }
 
-function existing(p: string, what: string, kind: 'file' | 'dir'): string {
+/** p must exist: as a file, a directory, or either ('path'). */
+function existing(p: string, what: string, kind: 'file' | 'dir' | 'path'): string {
   if (!fs.existsSync(p)) fail(`${what} ${p} does not exist`);
   const st = fs.statSync(p);
   if (kind === 'dir' && !st.isDirectory()) fail(`${what} ${p} is not a directory`);
@@ -147,7 +153,7 @@ data.command('sort-of-clevr').description('generate Sort-of-CLEVR (LLaVA JSON + 
     console.log(JSON.stringify(s));
   });
 
-program.command('demo').description('generate Sort-of-CLEVR, train a small VW-LMM through both stages on the CPU, evaluate, report accuracy')
+program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LMM through the recipe's stages (on the CPU by default), evaluate, report accuracy")
   .option('--out <dir>', 'output directory (checkpoint, metrics, plots)', 'vwlmm-demo')
   .option('--seed <n>', 'random seed', int('--seed'), 0)
   .option('--ablation', 'also train the same run with vmWeight 0 (plain LLaVA) and compare')
@@ -190,14 +196,14 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--image-folder <dir>', 'folder the image paths are relative to', '.')
   .requiredOption('--out <dir>', 'output directory (checkpoint/, metrics.jsonl, loss_curve.png)')
   .option('--steps <n>', 'optimizer steps (default: one epoch)', int('--steps', 1))
-  .option('--epochs <n>', 'epochs when --steps is absent', num('--epochs'), 1)
+  .option('--epochs <n>', 'epochs when --steps is absent (a number > 0)', num('--epochs'), 1)
   .option('--batch-size <n>', 'samples per micro-batch', int('--batch-size', 1), 16)
   .option('--grad-accum <n>', 'micro-batches per optimizer step', int('--grad-accum', 1), 1)
   .option('--lr <x>', 'peak learning rate', num('--lr'), 2e-5)
   .option('--mm-vision-tower-lr <x>', "the vision tower's peak learning rate when it trains (default: --lr)", num('--mm-vision-tower-lr'))
   .option('--warmup-ratio <x>', 'share of steps for linear warmup', num('--warmup-ratio'), 0.03)
   .option('--weight-decay <x>', 'AdamW decoupled weight decay', num('--weight-decay'), 0)
-  .option('--max-grad-norm <x>', 'global gradient-norm clip', num('--max-grad-norm'), 1)
+  .option('--max-grad-norm <x>', 'global gradient-norm clip (0: none, as transformers\' Trainer)', num('--max-grad-norm'), 1)
   .option('--trainable <parts>', 'comma list of vision,projector,llm,vm,lora (LLaVA stage 1: projector,vm; default projector,llm,vm, with --lora-r projector,vm,lora)')
   .option('--lora-r <n>', 'add LoRA adapters of rank n to every Linear of the LLM (LLaVA-1.5 LoRA: 128)', int('--lora-r', 1))
   .option('--lora-alpha <x>', 'LoRA alpha (default 2 x r, as LLaVA-1.5: 256 for r 128)', num('--lora-alpha'))
@@ -242,6 +248,9 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (o.mmVisionTowerLr !== undefined && !(o.mmVisionTowerLr >= 0)) fail('--mm-vision-tower-lr must be >= 0');
     if (o.mmVisionTowerLr !== undefined && !parts.includes('vision')) fail('--mm-vision-tower-lr needs the vision tower trainable (--trainable with vision)');
     if (o.warmupRatio < 0 || o.warmupRatio > 1) fail('--warmup-ratio must be in [0, 1]');
+    if (!(o.epochs > 0)) fail('--epochs must be > 0');
+    if (!(o.weightDecay >= 0)) fail('--weight-decay must be >= 0');
+    if (!(o.maxGradNorm >= 0)) fail('--max-grad-norm must be >= 0 (0: no clipping)');
     const { loadCheckpoint, resolveCheckpointDir } = await import('./model');
     let from = o.init;
     if (o.resume) {
@@ -304,7 +313,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (!lead) return model.dispose();
     const { data, state } = result;
     await plotMetrics(path.join(o.out, 'metrics.jsonl'), path.join(o.out, 'loss_curve.png'), `vwlmm train ${path.basename(o.data)}`);
-    console.log(`trained ${state.globalStep} steps on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
+    console.log(`trained ${state.globalStep} step${state.globalStep === 1 ? '' : 's'} on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
     for (const s of data.skipped.slice(0, 10)) console.log(`  skipped ${s.line !== undefined ? `${o.data}:${s.line}` : s.index !== undefined ? `${o.data}[${s.index}]` : `record ${s.id}`}: ${s.reason}`);
     model.dispose();
   });
@@ -335,6 +344,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
     if (o.format !== 'mmbench' && (o.lang !== 'en' || o.allRounds)) fail(`--lang and --all-rounds are for --format mmbench (got --format ${o.format})`);
     existing(o.imageFolder, 'image folder', 'dir');
     if (o.chunkIdx >= o.numChunks) fail(`--chunk-idx ${o.chunkIdx} must be below --num-chunks ${o.numChunks}`);
+    if (fs.existsSync(o.answers) && !fs.statSync(o.answers).isFile()) fail(`answers ${o.answers} is not a file`);
     const { answerQuestions } = await import('./eval');
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype));
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
@@ -345,6 +355,10 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
       onProgress: (p) => process.stderr.write(`\ranswered ${p.done}/${p.total}  ${p.answersPerSec.toFixed(2)} answers/s, ${p.tokensPerSec.toFixed(1)} tokens/s, ETA ${Math.round(p.etaSec)} s   `),
     });
     process.stderr.write('\n');
+    if (r.answered === 0 && r.skipped.length > 0 && r.resumed === 0) {
+      const { describeSkipped } = await import('./train');
+      fail(`no question of ${o.questions} could be answered: ${describeSkipped({ skipped: r.skipped }, o.questions)}`);
+    }
     console.log(`answered ${r.answered} of ${r.total} questions (${r.resumed} already in ${o.answers})${r.skipped.length ? `, ${r.skipped.length} skipped` : ''} in ${r.seconds.toFixed(1)} s`);
     const reasons = new Map<string, { n: number; first: string }>();
     for (const s of r.skipped) {
@@ -493,7 +507,7 @@ score.command('sort-of-clevr').description("exact match after normalisation (VQA
   .option('--limit <n>', 'score the first n records', int('--limit', 1))
   .option('--json', 'print one JSON object')
   .action(async (o: { answers: string; data: string; limit?: number; json?: boolean }) => {
-    existing(o.answers, 'answers', 'file');
+    existing(o.answers, 'answers', 'path');  // a file, or a folder of chunk files
     existing(o.data, 'data file', 'file');
     const { scoreLlavaAnswers } = await import('./eval');
     printEvalResult(scoreLlavaAnswers(o.answers, o.data, { limit: o.limit }), o.data, o.json);
@@ -522,6 +536,10 @@ program.command('eval').description('exact-match (or VQA soft) accuracy of a che
     const r = await evaluateFile(model, await openTokenizer(tokenizerPath, config.llm.vocabSize), o.data, o.imageFolder, {
       limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict, dtype: await computeDtypeOf(o.dtype), answers: o.answers, modelId: path.basename(path.resolve(o.checkpoint)),
     });
+    if (r.count === 0 && r.skipped.length > 0) {
+      const { describeSkipped } = await import('./train');
+      fail(`no record of ${o.data} could be evaluated: ${describeSkipped(r, o.data)}${o.imageFolder === '.' ? ' (no --image-folder given: image paths are read relative to the current directory)' : ''}`);
+    }
     printEvalResult(r, o.data, o.json);
     model.dispose();
   });
@@ -581,16 +599,26 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
   .requiredOption('--checkpoint <dir>', 'the base checkpoint (or one trained with --lora-r, adapters inside)')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply first')
   .requiredOption('--out <dir>', 'where the merged checkpoint goes')
-  .option('--format <f>', 'vwlmm (LLaVA layout) or transformers (LlavaForConditionalGeneration)', 'vwlmm')
-  .action(async (o: { checkpoint: string; adapter?: string; out: string; format: string }) => {
+  .option('--format <f>', 'vwlmm (LLaVA layout) or transformers (LlavaForConditionalGeneration: plain LLaVA models, no vm_head)', 'vwlmm')
+  .option('--image-token-index <id>', "transformers format: the vocabulary id of the <image> token (default: the model's when it is one, else the tokenizer's <image> token)", int('--image-token-index'))
+  .action(async (o: { checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     if (o.format !== 'vwlmm' && o.format !== 'transformers') fail(`--format must be vwlmm or transformers, got '${o.format}'`);
+    if (o.imageTokenIndex !== undefined && o.format !== 'transformers') fail('--image-token-index is for --format transformers');
     const { saveCheckpoint, mergeLora, loraConfigOf } = await import('./model');
-    const { model, tokenizerPath } = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter);
+    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter);
     const lora = loraConfigOf(model);
     if (!lora) fail(`no LoRA adapters: ${o.checkpoint} has none${o.adapter ? '' : ' (give --adapter)'}`);
+    // transformers' layout names the image token by a vocabulary id; LLaVA's layout uses the placeholder -200
+    let imageTokenIndex = o.imageTokenIndex;
+    if (o.format === 'transformers' && imageTokenIndex === undefined && config.imageTokenIndex < 0) {
+      const fromTokenizer = tokenizerPath ? (await openTokenizer(tokenizerPath, config.llm.vocabSize)).tokenToId('<image>') : null;
+      if (fromTokenizer === null)
+        fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and its tokenizer has no <image> token (give --image-token-index ID)`);
+      imageTokenIndex = fromTokenizer!;
+    }
     mergeLora(model);
-    saveCheckpoint(o.out, model, { format: o.format as 'vwlmm' | 'transformers', tokenizer: tokenizerPath ?? undefined });
+    saveCheckpoint(o.out, model, { format: o.format as 'vwlmm' | 'transformers', tokenizer: tokenizerPath ?? undefined, imageTokenIndex });
     console.log(`merged LoRA (r ${lora!.r}, alpha ${lora!.alpha}, ${lora!.targetModules.join(', ')}) into ${o.out}`);
     model.dispose();
   });

@@ -53,6 +53,9 @@ export async function launchRanks(o: LaunchOptions): Promise<LaunchResult> {
   if (!Number.isInteger(o.nproc) || o.nproc < 1) throw new RangeError(`launchRanks: nproc must be an integer >= 1, got ${o.nproc}`);
   const env = { ...(o.env ?? process.env) };
   const pipe = o.stdio === 'pipe';
+  // whether the ranks' output ends on a terminal: mpirun gives each rank a pseudo-terminal whatever its own output is
+  // (src/train/progress.ts)
+  env.VWLMM_STDOUT_TTY ??= !pipe && process.stdout.isTTY ? '1' : '0';
   const procs: { rank: number; child: ChildProcess; out: string }[] = [];
   if (o.backend === 'mpi') {
     if (process.getuid?.() === 0) Object.assign(env, { OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' });

@@ -164,7 +164,11 @@ export function scienceQuestions(file: string, singlePred: boolean, strict: bool
  */
 export function loaderQuestions(file: string, strict: boolean | undefined, skipped: AnswerResult['skipped']): Question[] {
   const out: Question[] = [];
-  fs.readFileSync(file, 'utf8').split('\n').forEach((l, i) => {
+  const text = fs.readFileSync(file, 'utf8');
+  // A JSON array (LLaVA's conversation files are one) would come out as one "not JSON" skip per line
+  if (text.trimStart().startsWith('['))
+    throw new Error(`questions ${file} is a JSON array; model_vqa_loader's questions are JSON lines, one object (question_id, image, text) per line (to answer a LLaVA conversation file, use \`vwlmm eval --data\`)`);
+  text.split('\n').forEach((l, i) => {
     if (!l.trim()) return;
     const bad = (reason: string, id?: unknown) => {
       if (strict) throw new Error(`questions ${file} line ${i + 1}: ${reason}`);

@@ -50,6 +50,34 @@ export function numImageTokens(c: VwLmmConfig): number {
 }
 
 export function validateConfig(c: VwLmmConfig): VwLmmConfig {
+  // The shape of the object first (a config written in TypeScript has had no JSON reader look at it): sizes are
+  // positive integers that divide as the layers need, so a bad one fails here and not in the first forward.
+  const obj = (v: unknown, name: string) => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new TypeError(`config: ${name} must be an object, got ${JSON.stringify(v)}`);
+    return v as Record<string, unknown>;
+  };
+  const sizes = (o: Record<string, unknown>, name: string, keys: string[]) => {
+    for (const k of keys)
+      if (!(Number.isInteger(o[k]) && (o[k] as number) >= 1)) throw new RangeError(`config: ${name}.${k} must be a positive integer, got ${JSON.stringify(o[k])}`);
+  };
+  const positive = (o: Record<string, unknown>, name: string, keys: string[]) => {
+    for (const k of keys)
+      if (!(typeof o[k] === 'number' && Number.isFinite(o[k]) && (o[k] as number) > 0)) throw new RangeError(`config: ${name}.${k} must be a number > 0, got ${JSON.stringify(o[k])}`);
+  };
+  obj(c, 'the config');
+  const llm = obj(c.llm, 'llm'), vision = obj(c.vision, 'vision'), image = obj(c.image, 'image');
+  sizes(llm, 'llm', ['vocabSize', 'hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'maxPositionEmbeddings']);
+  positive(llm, 'llm', ['rmsNormEps', 'ropeTheta']);
+  const { hiddenSize: D, numHeads: H, numKvHeads: KV } = c.llm;
+  if (H % KV !== 0) throw new RangeError(`config: llm.numHeads ${H} must be a multiple of llm.numKvHeads ${KV} (grouped-query attention)`);
+  if (D % H !== 0 || (D / H) % 2 !== 0) throw new RangeError(`config: llm.hiddenSize ${D} must split into ${H} heads of an even size (RoPE rotates pairs)`);
+  sizes(vision, 'vision', ['hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'imageSize', 'patchSize', 'numChannels']);
+  positive(vision, 'vision', ['layerNormEps']);
+  if (c.vision.hiddenSize % c.vision.numHeads !== 0) throw new RangeError(`config: vision.hiddenSize ${c.vision.hiddenSize} must be a multiple of vision.numHeads ${c.vision.numHeads}`);
+  if (c.vision.hiddenAct !== 'quick_gelu' && c.vision.hiddenAct !== 'gelu') throw new RangeError(`config: vision.hiddenAct ${JSON.stringify(c.vision.hiddenAct)} is not supported (quick_gelu | gelu)`);
+  if (image.size !== c.vision.imageSize)
+    throw new RangeError(`config: image_size ${JSON.stringify(image.size)} (the preprocessing) differs from vision_config.image_size ${c.vision.imageSize} (the tower's position embeddings): they must be equal`);
+  if (!Number.isInteger(c.imageTokenIndex)) throw new RangeError(`config: image_token_index must be an integer, got ${JSON.stringify(c.imageTokenIndex)}`);
   parseProjectorType(c.projectorType);
   const L = c.vision.numLayers;
   if (!Number.isInteger(c.selectLayer) || c.selectLayer < -(L + 1) || c.selectLayer > L)

@@ -17,7 +17,7 @@ import { Linear } from '../nn/layers';
 import { KVCache, LlamaDecoder } from '../nn/llama';
 import { InitOptions, Module } from '../nn/module';
 import { Projector } from '../nn/projector';
-import { hasVmHead, numImageTokens, VwLmmConfig } from './config';
+import { hasVmHead, numImageTokens, validateConfig, VwLmmConfig } from './config';
 
 /** A collated batch as the model consumes it (see src/data/collate.ts for how it is made). */
 export interface ModelBatch {
@@ -114,6 +114,7 @@ export class VwLmm extends Module {
    * running, or for training that keeps them frozen: LoRA's base); the projector and vm_head stay float32.
    */
   static create(config: VwLmmConfig, seed: number, opts: { device?: DeviceSpec; uninitialized?: boolean; linearDtype?: 'float32' | 'bfloat16' } = {}): VwLmm {
+    validateConfig(config);
     const device = useDevice('VwLmm.create', opts.device);
     const linearDtype = opts.linearDtype;
     if (linearDtype !== undefined && linearDtype !== 'float32' && linearDtype !== 'bfloat16')

@@ -177,19 +177,20 @@ export async function loadFileBatch(model: VwLmm, tokenizer: TextTokenizer, data
  * Why nothing (or what) was skipped, counted by reason with the first example of each, e.g. "8 skipped: 8 image
  * not found (first: /data/images/x.png); 0 tokenization mismatches".
  */
-export function describeSkipped(data: Pick<PreparedData, 'skipped' | 'mismatches'>, file: string): string {
+export function describeSkipped(data: { skipped: readonly { reason: string; line?: number; index?: number; id?: unknown }[]; mismatches?: number }, file: string): string {
   const kinds = new Map<string, { count: number; first: string }>();
   for (const s of data.skipped) {
-    const img = /^image (.+?) could not be read: (.*)$/s.exec(s.reason);
+    // "image F could not be read: why" (training's records), "image F: why" (answering's questions)
+    const img = /^image (.+?)(?: could not be read)?: (.*)$/s.exec(s.reason);
     // the kind: an image's last-level cause ("file not found", "not a supported image ..."), else the reason's head
     const kind = img ? `image ${img[2].split(': ').pop()!.replace(/\s*\(.*$/s, '')}` : s.reason.split(/[:(]/)[0].trim();
-    const where = img ? img[1] : s.line !== undefined ? `${file}:${s.line}` : s.index !== undefined ? `${file}[${s.index}]` : s.id ? `record '${s.id}'` : '?';
+    const where = img ? img[1] : s.line !== undefined ? `${file}:${s.line}` : s.index !== undefined ? `${file}[${s.index}]` : s.id !== undefined ? `record '${s.id}'` : '?';
     const k = kinds.get(kind);
     if (k) k.count++;
     else kinds.set(kind, { count: 1, first: where });
   }
   const parts = [...kinds].sort((a, b) => b[1].count - a[1].count).map(([kind, k]) => `${k.count} ${kind} (first: ${k.first})`);
-  return `${data.skipped.length} skipped${parts.length ? `: ${parts.join('; ')}` : ''}; ${data.mismatches} tokenization mismatches`;
+  return `${data.skipped.length} skipped${parts.length ? `: ${parts.join('; ')}` : ''}${data.mismatches !== undefined ? `; ${data.mismatches} tokenization mismatches` : ''}`;
 }
 
 export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions): Promise<{ data: PreparedData; state: TrainerState }> {

@@ -8,12 +8,22 @@ export class Progress {
   private stage = '';
   constructor(private readonly every = 50, private readonly stream: NodeJS.WriteStream = process.stdout) {}
 
+  /**
+   * A bar only on a real terminal. Open MPI gives every rank a pseudo-terminal even when mpirun's output goes to a
+   * file, so under it the launcher's VWLMM_STDOUT_TTY decides (src/distributed/launch.ts), and plain lines without it.
+   */
+  private onTerminal(): boolean {
+    const told = process.env.VWLMM_STDOUT_TTY;
+    if (told !== undefined) return told === '1' && !!this.stream.isTTY;
+    return !!this.stream.isTTY && process.env.OMPI_COMM_WORLD_SIZE === undefined;
+  }
+
   update(r: Record<string, unknown>): void {
     if (r.type !== 'train') return;
     const parts = r.ce === undefined ? '' : ` (CE ${(r.ce as number).toFixed(3)}, KL ${(r.kl as number).toFixed(3)})`;
     const tps = r.tokensPerSec === undefined ? null : Math.round(r.tokensPerSec as number);
     const payload = { stage: String(r.stage), loss: (r.loss as number).toFixed(3), parts, speed: tps === null ? '' : ` ${tps} tok/s`, etaS: Math.round(r.eta as number) };
-    if (this.stream.isTTY) {
+    if (this.onTerminal()) {
       if (!this.bar || this.stage !== payload.stage) {
         this.bar?.stop();
         this.stage = payload.stage;

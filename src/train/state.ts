@@ -1,5 +1,17 @@
 // Where a training run stands: saved with every checkpoint (trainer_state.json) and carried by
 // TrainingInterrupted. Its own module so that interrupt.ts and trainer.ts both use it without importing each other.
+/** What a resumed stage must keep (TrainerState.stageSettings); null where the stage leaves a setting unset. */
+export interface StageSettings {
+  size: number;
+  samplesPerStep: number;
+  lr: number;
+  visionTowerLr: number | null;
+  projectorLr: number | null;
+  warmupRatio: number | null;
+  weightDecay: number | null;
+  maxGradNorm: number | null;
+}
+
 export interface TrainerState {
   stage: number;
   step: number;
@@ -10,6 +22,12 @@ export interface TrainerState {
   /** Saved with checkpoints: the stage names and their step counts, checked on resume. */
   stages?: string[];
   stageSteps?: number[];
+  /**
+   * Saved with checkpoints: per stage, what else decides the run from the checkpoint on (its data size, samples per
+   * optimizer step over every rank, and its optimizer settings), checked on resume so that a changed one is refused
+   * rather than silently continuing another run. Absent in older checkpoints (not checked).
+   */
+  stageSettings?: StageSettings[];
   /**
    * Saved with checkpoints: how batchIndices orders a stage's samples (SAMPLE_ORDER); a checkpoint whose order differs
    * (or, absent, one from before the order was keyed by the stage's name) cannot be resumed exactly and is refused.

@@ -47,7 +47,7 @@ import { ZeroAdamW } from '../distributed/zero';
 import { modelBatchArrays, StageReplay } from './replay';
 import { cosineWithWarmup } from './schedule';
 import { installStopHandlers, NonFiniteError, StopRequest, TrainingInterrupted } from './interrupt';
-import type { TrainerState } from './state';
+import type { StageSettings, TrainerState } from './state';
 
 export type { TrainerState } from './state';
 
@@ -116,6 +116,7 @@ export interface Stage {
   projectorLr?: number;
   warmupRatio?: number;
   weightDecay?: number;
+  /** Global gradient-norm clip (default 1); 0 turns clipping off, as transformers' Trainer does with max_grad_norm 0. */
   maxGradNorm?: number;
   trainable: Trainable;
 }
@@ -256,9 +257,18 @@ export function applyTrainable(model: VwLmm, t: Trainable): void {
   if (t.vmHead && model.vm_head) model.vm_head.setTrainable(true);
   if (t.lora) {
     const adapters = loraParameters(model);
-    if (adapters.size === 0) throw new RangeError("Trainer: trainable.lora is set but the model has no LoRA adapters (applyLora first)");
+    if (adapters.size === 0) throw new RangeError('Trainer: trainable.lora is set but the model has no LoRA adapters (applyLora first; on the command line, --lora-r)');
     for (const p of adapters.values()) p.requiresGrad = true;
   }
+}
+
+/** What a checkpoint records of a stage for resume's check (TrainerState.stageSettings). */
+function stageSettings(s: Stage, worldSize: number): StageSettings {
+  const opt = (v: number | undefined) => v ?? null;
+  return {
+    size: s.size, samplesPerStep: s.batchSize * (s.gradAccum ?? 1) * worldSize, lr: s.lr, visionTowerLr: opt(s.visionTowerLr),
+    projectorLr: opt(s.projectorLr), warmupRatio: opt(s.warmupRatio), weightDecay: opt(s.weightDecay), maxGradNorm: opt(s.maxGradNorm),
+  };
 }
 
 /** Optimizer steps of a stage; `worldSize` data-parallel ranks take worldSize x batchSize samples per micro-batch. */
@@ -310,6 +320,21 @@ function epochOrder(seed: number, stage: string, epoch: number, n: number): numb
 /** A stage's loss and extra parameters, checked before any stage runs (not hours into the run). */
 function checkStage(model: VwLmm, s: Stage): void {
   const where = `Trainer: stage '${s.name}'`;
+  const integer = (key: string, v: unknown, min: number) => {
+    if (!(Number.isInteger(v) && (v as number) >= min)) throw rangeError(where, `${key} must be an integer >= ${min}, got ${v}`);
+  };
+  const number = (key: string, v: unknown, ok: (x: number) => boolean, what: string) => {
+    if (!(typeof v === 'number' && Number.isFinite(v) && ok(v))) throw rangeError(where, `${key} must be ${what}, got ${v}`);
+  };
+  integer('size', s.size, 0);
+  integer('batchSize', s.batchSize, 1);
+  if (s.gradAccum !== undefined) integer('gradAccum', s.gradAccum, 1);
+  if (s.steps !== undefined) integer('steps', s.steps, 0);
+  else if (s.epochs !== undefined) number('epochs', s.epochs, (x) => x > 0, 'a number > 0 (or give steps)');
+  number('lr', s.lr, (x) => x >= 0, 'a number >= 0');
+  if (s.warmupRatio !== undefined) number('warmupRatio', s.warmupRatio, (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
+  if (s.weightDecay !== undefined) number('weightDecay', s.weightDecay, (x) => x >= 0, 'a number >= 0');
+  if (s.maxGradNorm !== undefined) number('maxGradNorm', s.maxGradNorm, (x) => x >= 0, 'a number >= 0 (0: no clipping)');
   if (s.loss !== undefined) {
     if (typeof s.loss !== 'function') throw typeError(where, 'loss', 'a function (model, indices) => Tensor', s.loss);
     if (s.makeBatch !== undefined || s.loadBatch !== undefined) throw rangeError(where, `has both ${s.makeBatch !== undefined ? 'makeBatch' : 'loadBatch'} and loss: a stage with its own loss builds its inputs from the sample indices, so it would never run`);
@@ -518,6 +543,17 @@ export class Trainer {
       if (k >= 0 || st.stageSteps.length !== steps.length)
         throw new Error(`resume: stage '${names[Math.max(k, 0)]}' had ${st.stageSteps[Math.max(k, 0)]} steps in the checkpoint's run, this run has ${steps[Math.max(k, 0)]} (the schedule and data order would differ: use the same steps / epochs / batch size)`);
     }
+    if (st.stageSettings) {
+      const now = this.stages.map((s) => stageSettings(s, this.world));
+      for (let i = 0; i < now.length; i++) {
+        const was = st.stageSettings[i] as unknown as Record<string, unknown> | undefined, is = now[i] as unknown as Record<string, unknown>;
+        const k = was && Object.keys(is).find((key) => (was[key] ?? null) !== is[key]);
+        if (k) {
+          const what = k === 'samplesPerStep' ? 'samples per optimizer step (batch size x grad accumulation x ranks)' : k === 'size' ? 'samples in its data' : k;
+          throw new Error(`resume: stage '${names[i]}' had ${what} ${was![k] ?? 'unset'} in the checkpoint's run, this run has ${is[k] ?? 'unset'} (the run would not continue exactly: resume with the same settings, or start a new run from the checkpoint's weights)`);
+        }
+      }
+    }
     if (!(st.stage >= 0 && st.stage < this.stages.length) || !(st.step >= 0 && st.step <= steps[st.stage]))
       throw new Error(`resume: position stage ${st.stage} step ${st.step} is outside this run's stages`);
   }
@@ -530,6 +566,7 @@ export class Trainer {
     delete state.stages;
     delete state.stageSteps;
     delete state.sampleOrder;
+    delete state.stageSettings;
     if (resume) this.checkResume(resume.state);
     if (this.metricsFile && resume) truncateMetrics(this.metricsFile, state.globalStep);
     else if (this.metricsFile) fs.writeFileSync(this.metricsFile, '');
@@ -783,8 +820,9 @@ export class Trainer {
       return;
     }
     // clipping as torch.nn.utils.clip_grad_norm_ (factor maxNorm / (norm + 1e-6) when below 1), applied
-    // inside the update
-    const factor = (s.maxGradNorm ?? 1.0) / (gradNorm + 1e-6);
+    // inside the update; maxGradNorm 0: none (transformers' Trainer clips only when max_grad_norm > 0)
+    const maxNorm = s.maxGradNorm ?? 1.0;
+    const factor = maxNorm > 0 ? maxNorm / (gradNorm + 1e-6) : 1;
     opt.step({ gradScale: factor < 1 ? factor : 1 });
     addTokens(stepTokens);
     if (!replay || replay.afterStep(params)) zeroGrad(params);
@@ -827,7 +865,7 @@ export class Trainer {
     const stageTensors = new Map<string, HostTensor>(extra.map((p, k) => [String(k), { dtype: 'float32', shape: [...p.shape], data: p.toArray() as Float32Array }]));
     saveCheckpoint(path.join(outDir, 'checkpoint'), this.model, {
       ...this.opts.checkpointFiles,
-      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), ...(this.group ? { worldSize: this.world } : {}) }, null, 2) },
+      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), stageSettings: this.stages.map((s) => stageSettings(s, this.world)), ...(this.group ? { worldSize: this.world } : {}) }, null, 2) },
       extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
     });
   }

@@ -80,6 +80,22 @@ describe('vwlmm CLI', () => {
     expect(j.skipped).toBe(0);
   });
 
+  it('score sort-of-clevr takes a folder of chunk files; eval with every record skipped fails, saying why', () => {
+    const lines = fs.readFileSync(demo.answers as string, 'utf8').trim().split('\n');
+    const chunks = path.join(out, 'chunks');
+    fs.mkdirSync(chunks, { recursive: true });
+    const half = Math.ceil(lines.length / 2);
+    fs.writeFileSync(path.join(chunks, '2_0.jsonl'), lines.slice(0, half).join('\n') + '\n');
+    fs.writeFileSync(path.join(chunks, '2_1.jsonl'), lines.slice(half).join('\n') + '\n');
+    const r = cli('score', 'sort-of-clevr', '--answers', chunks, '--data', path.join(out, 'demo', 'data', 'test.json'), '--json');
+    expect(r.status, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { accuracy: number }).accuracy).toBeCloseTo(demo.accuracy as number, 12);
+    // no --image-folder: the images are looked for relative to the current directory, where they are not
+    const e = cli('eval', '--checkpoint', demo.checkpoint as string, '--data', path.join(out, 'demo', 'data', 'test.json'), '--limit', '5');
+    expect(e.status).toBe(2);
+    expect(e.stderr).toMatch(/no record of .*test.json could be evaluated: 5 skipped: 5 image file not found \(first: images\/test_\d+\.png\) \(no --image-folder given/);
+  });
+
   it('generate and visual-words on a generated image', () => {
     const img = path.join(out, 'demo', 'data', 'images', fs.readdirSync(path.join(out, 'demo', 'data', 'images')).find((f) => f.startsWith('test'))!);
     const g = cli('generate', '--checkpoint', demo.checkpoint as string, '--image', img, '--prompt', 'What shape is the red object?', '--max-new-tokens', '3');
@@ -125,6 +141,11 @@ describe('vwlmm CLI', () => {
       [['data', 'sort-of-clevr', '--out', path.join(out, 'x'), '--train', 'many'], /--train must be an integer/],
       [['generate', '--checkpoint', demo.checkpoint as string, '--prompt', 'hi', '--top-p', '2'], /--top-p must be in \(0, 1\]/],
       [['frobnicate'], /unknown command/],
+      [['train', '--init', demo.checkpoint as string, '--data', path.join(out, 'demo', 'data', 'test.json'), '--out', path.join(out, 'e0'), '--epochs', '0'], /--epochs must be > 0/],
+      [['train', '--init', demo.checkpoint as string, '--data', path.join(out, 'demo', 'data', 'test.json'), '--out', path.join(out, 'e0'), '--max-grad-norm', '-1'], /--max-grad-norm must be >= 0/],
+      // a LLaVA conversation file (a JSON array) where question lines are expected: one error, not a skip per line
+      [['answer', '--checkpoint', demo.checkpoint as string, '--questions', path.join(out, 'demo', 'data', 'test.json'), '--answers', path.join(out, 'a.jsonl')], /test.json is a JSON array; model_vqa_loader's questions are JSON lines/],
+      [['answer', '--checkpoint', demo.checkpoint as string, '--questions', path.join(out, 'demo', 'data', 'test.json'), '--answers', out], /answers .* is not a file/],
     ];
     for (const [args, msg] of cases) {
       const r = cli(...args);

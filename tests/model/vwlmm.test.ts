@@ -52,6 +52,26 @@ describe('VW-LMM', () => {
     model.dispose();
   });
 
+  it('VwLmm.create checks its config: a bad one is refused naming the key, before any forward', () => {
+    const base = tinyConfig(32);
+    const bad: [string, (c: any) => void, string][] = [
+      ['no numKvHeads', (c) => delete c.llm.numKvHeads, 'config: llm.numKvHeads must be a positive integer, got undefined'],
+      ['no vision', (c) => delete c.vision, 'config: vision must be an object, got undefined'],
+      ['3 KV heads for 2', (c) => (c.llm.numKvHeads = 3), 'config: llm.numHeads 2 must be a multiple of llm.numKvHeads 3'],
+      ['an odd head size', (c) => (c.llm.hiddenSize = 18, c.llm.numHeads = 6, c.llm.numKvHeads = 6), 'config: llm.hiddenSize 18 must split into 6 heads of an even size'],
+      ['relu', (c) => (c.vision.hiddenAct = 'relu'), 'config: vision.hiddenAct "relu" is not supported (quick_gelu | gelu)'],
+      ['an unknown template', (c) => (c.template = 'chatml'), "config: unknown conversation template 'chatml'"],
+      ['selectLayer -5 of 2 layers', (c) => (c.selectLayer = -5), 'config: mm_vision_select_layer -5 is out of range for a 2-layer tower'],
+      ['image size 64 for a 75-px tower', (c) => (c.image.size = 64), 'config: image_size 64 (the preprocessing) differs from vision_config.image_size 75'],
+    ];
+    for (const [what, edit, msg] of bad) {
+      const c = structuredClone(base);
+      edit(c);
+      expect(() => VwLmm.create(c, 0), what).toThrow(msg);
+    }
+    VwLmm.create(base, 0).dispose();
+  });
+
   it('plain LLaVA mode has no vm_head and a CE-only loss', () => {
     const { tokenizer } = tinyData(1);
     const model = VwLmm.create(tinyConfig(tokenizer.vocabSize, 0), 1);

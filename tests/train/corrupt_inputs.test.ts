@@ -98,6 +98,8 @@ describe('corrupt checkpoints', () => {
     ['image_aspect_ratio anyres', (c) => (c.image_aspect_ratio = 'anyres'), /image_aspect_ratio 'anyres' is not supported \(pad \| square\)/],
     ['vm_weight as a string', (c) => (c.vm_weight = '1'), /vm_weight must be a number, got "1"/],
     ['vision_config.patch_size missing', (c) => delete c.vision_config.patch_size, /CLIP vision config: patch_size is missing/],
+    ['image_size unlike the tower\'s', (c) => (c.image_size = 64), /image_size 64 \(the preprocessing\) differs from vision_config.image_size 75/],
+    ['num_key_value_heads not dividing the heads', (c) => (c.num_attention_heads = 2, c.num_key_value_heads = 3), /llm.numHeads 2 must be a multiple of llm.numKvHeads 3/],
   ];
   for (const [what, edit, msg] of configCases) {
     it(`config.json with ${what}: an error naming the key and the file`, () => {

@@ -121,6 +121,33 @@ describe('Stage.loss with extraParameters', () => {
     hs.forEach((t) => t.dispose());
   });
 
+  it("refuses to resume a stage whose samples per step, data size or optimizer settings differ from the checkpoint's run", () => {
+    const plain = () => tinyStages(makeBatch, samples.length, 4);
+    const out = tmp();
+    run(() => plain(), { outDir: out, saveEvery: 1, stopAfterSteps: 2 });
+    const resumeWith = (change: (s: Stage[]) => void) => {
+      const stages = plain();
+      change(stages);
+      const m = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5);
+      try {
+        new Trainer(m, stages, { seed: 3, outDir: out, autoResume: true, stopAfterSteps: 0 }).run();
+      } finally {
+        m.dispose();
+      }
+    };
+    // steps fixed, so only the new check can see these (stage b: batch 3 x accumulation 2)
+    expect(() => resumeWith((s) => (s[1].batchSize = 2)))
+      .toThrow("resume: stage 'b' had samples per optimizer step (batch size x grad accumulation x ranks) 6 in the checkpoint's run, this run has 4");
+    expect(() => resumeWith((s) => (s[0].lr = 1e-3))).toThrow("resume: stage 'a' had lr 0.003 in the checkpoint's run, this run has 0.001");
+    expect(() => resumeWith((s) => (s[0].maxGradNorm = 1))).toThrow("resume: stage 'a' had maxGradNorm unset in the checkpoint's run, this run has 1");
+    expect(() => resumeWith((s) => (s[1].size = samples.length - 1))).toThrow(`stage 'b' had samples in its data ${samples.length} in the checkpoint's run, this run has ${samples.length - 1}`);
+    // the same split of a step's samples (batch 6 x accumulation 1) resumes
+    expect(() => resumeWith((s) => {
+      s[1].batchSize = 6;
+      s[1].gradAccum = 1;
+    })).not.toThrow();
+  });
+
   it('without outDir it has no checkpoint directory, a stop ends it without a checkpoint, and saveEvery is refused', () => {
     const m = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5), hs = heads(1);
     const stop = new StopRequest();

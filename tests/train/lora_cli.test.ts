@@ -7,9 +7,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { F, noGrad, scope, Tensor } from '../../src';
 import { roundToBf16 } from '../../src/bf16';
 import { readSafetensors } from '../../src/io/safetensors';
-import { loadCheckpoint } from '../../src/model/checkpoint';
+import { TextTokenizer } from '../../src/data/tokenizer';
+import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
 import { loraConfigOf, saveLoraAdapter } from '../../src/model/lora';
-import { cli, writeCliFixture } from './support/tiny';
+import { VwLmm } from '../../src/model/vwlmm';
+import { cli, tinyConfig, writeCliFixture } from './support/tiny';
 import { tempDirs } from '../support/tmp';
 
 const tmp = tempDirs('loracli');
@@ -54,8 +56,31 @@ describe('LoRA on the command line', () => {
     saveLoraAdapter(adapter, a.model);
     const g = cli('generate', '--checkpoint', fx.init, '--adapter', adapter, '--prompt', 'what shape is the red object?', '--max-new-tokens', '2');
     expect(g.status, g.stderr).toBe(0);
+    // an adapter on a checkpoint that has adapters of its own: what to do, in CLI terms
+    const twice = cli('generate', '--checkpoint', ck, '--adapter', adapter, '--prompt', 'x', '--max-new-tokens', '1');
+    expect(twice.status).toBe(2);
+    expect(twice.stderr).toMatch(/--adapter .*adapter: .*checkpoint has LoRA adapters of its own \(trained with --lora-r\); merge them first \(vwlmm merge-adapter --checkpoint/);
     a.model.dispose();
     b.model.dispose();
+  });
+
+  it("merge-adapter --format transformers on a LLaVA-layout plain LLaVA: the <image> token's id from --image-token-index", () => {
+    // a plain LLaVA (no vm_head) with LLaVA's placeholder -200, as its own layout keeps it
+    const init = path.join(dir, 'llava-init');
+    const tok = new TextTokenizer(fx.tokenizer);
+    const m = VwLmm.create(tinyConfig(tok.vocabSize, 0), 5);
+    saveCheckpoint(init, m, { tokenizer: fx.tokenizer });
+    m.dispose();
+    const out = path.join(dir, 'llava-lora');
+    expect(cli('train', '--init', init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', out, '--steps', '1', '--batch-size', '2', '--lora-r', '2').status).toBe(0);
+    const ck = path.join(out, 'checkpoint'), merged = path.join(dir, 'llava-tf');
+    const no = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers');
+    expect(no.status).toBe(2);
+    expect(no.stderr).toMatch(/--format transformers needs the <image> token as a vocabulary id: .* uses LLaVA's placeholder -200 and its tokenizer has no <image> token \(give --image-token-index ID\)/);
+    const yes = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers', '--image-token-index', String(tok.vocabSize - 1));
+    expect(yes.status, yes.stderr).toBe(0);
+    expect(JSON.parse(fs.readFileSync(path.join(merged, 'config.json'), 'utf8')).image_token_index).toBe(tok.vocabSize - 1);
+    expect(cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--image-token-index', '3').stderr).toMatch(/--image-token-index is for --format transformers/);
   });
 
   it('train --lora-r --frozen-dtype bf16: the base is held in bf16 (loaded so) and the checkpoint holds its rounded values', () => {
