@@ -85,6 +85,16 @@ function fail(msg: string): never {
   process.exit(2);
 }
 
+/**
+ * model_id of the answer lines: LLaVA's get_model_name_from_path (the folder's name, with its parent's in front for a
+ * checkpoint folder: "run2_checkpoint"), so that answers of another checkpoint in one file are told apart.
+ */
+function modelNameFromPath(checkpoint: string): string {
+  const parts = path.resolve(checkpoint).split(path.sep).filter(Boolean);
+  const last = parts[parts.length - 1] ?? 'model';
+  return last.startsWith('checkpoint') && parts.length > 1 ? `${parts[parts.length - 2]}_${last}` : last;
+}
+
 /** The command line that continues this run: the same arguments plus --resume. */
 function resumeCommand(): string {
   const q = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
@@ -350,7 +360,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const r = await answerQuestions(model, tokenizer, {
-      questions: o.questions, format: o.format as 'vqa_loader' | 'science' | 'mmbench', singlePredPrompt: !!o.singlePredPrompt, lang: o.lang as 'en' | 'cn', allRounds: !!o.allRounds, imageFolder: o.imageFolder, answers: o.answers, modelId: path.basename(path.resolve(o.checkpoint)),
+      questions: o.questions, format: o.format as 'vqa_loader' | 'science' | 'mmbench', singlePredPrompt: !!o.singlePredPrompt, lang: o.lang as 'en' | 'cn', allRounds: !!o.allRounds, imageFolder: o.imageFolder, answers: o.answers, modelId: modelNameFromPath(o.checkpoint),
       template: o.convMode as never, maxNewTokens: o.maxNewTokens, batchSize: o.batchSize, numChunks: o.numChunks, chunkIdx: o.chunkIdx, strict: !!o.strict, dtype: await computeDtypeOf(o.dtype),
       onProgress: (p) => process.stderr.write(`\ranswered ${p.done}/${p.total}  ${p.answersPerSec.toFixed(2)} answers/s, ${p.tokensPerSec.toFixed(1)} tokens/s, ETA ${Math.round(p.etaSec)} s   `),
     });
@@ -534,7 +544,7 @@ program.command('eval').description('exact-match (or VQA soft) accuracy of a che
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype));
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const r = await evaluateFile(model, await openTokenizer(tokenizerPath, config.llm.vocabSize), o.data, o.imageFolder, {
-      limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict, dtype: await computeDtypeOf(o.dtype), answers: o.answers, modelId: path.basename(path.resolve(o.checkpoint)),
+      limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict, dtype: await computeDtypeOf(o.dtype), answers: o.answers, modelId: modelNameFromPath(o.checkpoint),
     });
     if (r.count === 0 && r.skipped.length > 0) {
       const { describeSkipped } = await import('./train');

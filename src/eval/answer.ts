@@ -87,10 +87,14 @@ function answerId(): string {
 /** A question's identity in the answers file: its id, and its round where LLaVA writes one (MMBench). */
 const doneKey = (id: unknown, round: unknown) => (round === undefined ? pyKey(id) : `${pyKey(id)}#${pyKey(round)}`);
 
-/** The questions already answered; a last line cut short by a killed run is removed from the file. */
-function answeredIds(file: string): Set<string> {
+/**
+ * The questions already answered, and the model_id of the first line that names another model than `modelId` (null
+ * when none does); a last line cut short by a killed run is removed from the file.
+ */
+function answeredIds(file: string, modelId: string): { ids: Set<string>; other: { line: number; modelId: unknown } | null } {
   const ids = new Set<string>();
-  if (!fs.existsSync(file)) return ids;
+  let other: { line: number; modelId: unknown } | null = null;
+  if (!fs.existsSync(file)) return { ids, other };
   const text = fs.readFileSync(file, 'utf8');
   const lines = text.split('\n');
   let keep = 0; // bytes of complete lines
@@ -99,16 +103,17 @@ function answeredIds(file: string): Set<string> {
     const last = i === lines.length - 1;
     if (last && l === '') break;
     try {
-      const rec = JSON.parse(l) as { question_id?: unknown; round_id?: unknown };
+      const rec = JSON.parse(l) as { question_id?: unknown; round_id?: unknown; model_id?: unknown };
       if (last) throw new Error('no newline'); // written without its newline: cut short
       ids.add(doneKey(rec.question_id, rec.round_id));
+      if (other === null && rec.model_id !== modelId) other = { line: i + 1, modelId: rec.model_id };
       keep += Buffer.byteLength(l, 'utf8') + 1;
     } catch (e) {
       if (!last) throw new Error(`answers ${file} line ${i + 1} is not JSON (${(e as Error).message}): not a file this command wrote`);
       fs.truncateSync(file, keep);
     }
   }
-  return ids;
+  return { ids, other };
 }
 
 const SINGLE_PRED = "Answer with the option's letter from the given choices directly.";
@@ -224,7 +229,9 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
   } else for (const q of loaderQuestions(o.questions, o.strict, skipped)) questions.push(q);
   const chunk = mmbench ?? chunkOf(questions, o.numChunks ?? 1, o.chunkIdx ?? 0);
   fs.mkdirSync(path.dirname(path.resolve(o.answers)), { recursive: true });
-  const done = answeredIds(o.answers);
+  const { ids: done, other } = answeredIds(o.answers, o.modelId);
+  // a rerun resumes its own answers; another model's would be scored as this one's
+  if (other) throw new Error(`answers ${o.answers} line ${other.line} is an answer of model_id ${JSON.stringify(other.modelId)}, not of ${JSON.stringify(o.modelId)}: a rerun resumes only its own model's answers (give another answers file, or delete this one)`);
   const pending = chunk.filter((q) => !done.has(doneKey(q.id, q.round?.roundId)));
   const cfg = model.config, template = getTemplate(o.template ?? cfg.template); // an unknown name fails here, before any work
   const batchSize = o.batchSize ?? 16;

@@ -56,6 +56,15 @@ describe('vwlmm answer', () => {
     expect(again.status, again.stderr).toBe(0);
     expect(again.stdout).toMatch(/answered 0 of 7 questions \(7 already in/);
     expect(fs.readFileSync(out, 'utf8').trim().split('\n').length).toBe(7);
+    // another checkpoint (a run's checkpoint folder: model_id "<run>_checkpoint", as LLaVA names checkpoint folders)
+    // does not resume this model's answers as its own
+    const run = path.join(dir, 'run2'), ck = path.join(run, 'checkpoint');
+    fs.mkdirSync(run, { recursive: true });
+    fs.cpSync(fx.init, ck, { recursive: true });
+    const other = cli('answer', '--checkpoint', ck, '--questions', questions, '--image-folder', fx.imageFolder, '--answers', out, '--max-new-tokens', '3');
+    expect(other.status).toBe(2);
+    expect(other.stderr).toContain(`answers ${out} line 1 is an answer of model_id "init", not of "run2_checkpoint": a rerun resumes only its own model's answers`);
+    expect(fs.readFileSync(out, 'utf8').trim().split('\n').length).toBe(7);
   });
 
   it("ScienceQA's loader (model_vqa_science): the first turn without <image>, and its prompt as eval_science_qa reads it", async () => {

@@ -97,8 +97,10 @@ describe('evaluateFile: answers file, then score', () => {
     // the same numbers from the answers file alone, and nothing answered again on a rerun
     const s = scoreLlavaAnswers(answers, data);
     expect({ ...s, answers: null }).toEqual({ ...r, answers: null });
-    const again = await evaluateFile(model, tok, data, fx.imageFolder, { maxNewTokens: 4, answers });
+    const again = await evaluateFile(model, tok, data, fx.imageFolder, { maxNewTokens: 4, answers, modelId: 'tiny' });
     expect(again.resumed).toBe(recs.length);
+    // another model's rerun does not take these answers as its own
+    await expect(evaluateFile(model, tok, data, fx.imageFolder, { maxNewTokens: 4, answers })).rejects.toThrow(`answers ${answers} line 1 is an answer of model_id "tiny", not of "vwlmm"`);
     expect(lines(answers).length).toBe(recs.length);
     expect(again.accuracy).toBe(r.accuracy);
     // other batches (5 prompts, within answerQuestions' flush window) give the same answers: the demo's 4,000 questions
