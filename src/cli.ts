@@ -138,6 +138,9 @@ async function openTokenizer(tokenizerPath: string, vocabSize: number) {
 
 const program = new Command();
 program.name('vwlmm').description('Train, evaluate and inspect VW-LMM (visual-words) multimodal models').version(require('../package.json').version);
+// A usage error (unknown option, bad value) exits 2 as every other error here does; help and --version exit 0.
+// Set before the commands are added, which inherit it.
+program.exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
 
 program.command('info').description('show the native backends (CPU GEMM, SIMD build, threads, CUDA)').option('--json', 'print JSON').action(async (o: { json?: boolean }) => {
   const { backendInfo } = await import('./index');
@@ -504,7 +507,8 @@ function printEvalResult(r: import('./eval').EvalResult, data: string, json: boo
   if (json) console.log(JSON.stringify({ accuracy: r.accuracy, count: r.count, categories: r.categories, groups: r.groups, skipped: r.skipped.length, answers: r.answers }));
   else {
     console.log(`accuracy ${(100 * r.accuracy).toFixed(2)}% over ${r.count} records${r.skipped.length ? ` (${r.skipped.length} skipped)` : ''}`);
-    for (const [k, v] of Object.entries(r.categories)) console.log(`  ${k.padEnd(12)} ${(100 * v.accuracy).toFixed(2)}%  (${v.count})`);
+    for (const [k, v] of Object.entries(r.groups)) console.log(`  ${k.padEnd(14)} ${(100 * v.accuracy).toFixed(2)}%  (${v.count})`);
+    for (const [k, v] of Object.entries(r.categories)) console.log(`  ${k.padEnd(14)} ${(100 * v.accuracy).toFixed(2)}%  (${v.count})`);
     for (const s of r.skipped.slice(0, 10)) console.log(`  skipped ${s.id ?? (s.line !== undefined ? `${data}:${s.line}` : '?')}: ${s.reason}`);
     if (r.answers) console.log(`answers ${r.answers}${r.resumed ? ` (${r.resumed} of them there already)` : ''}`);
   }
