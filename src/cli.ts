@@ -153,6 +153,36 @@ program.command('info').description('show the native backends (CPU GEMM, SIMD bu
   }
 });
 
+program.command('init').description('a randomly initialised checkpoint (HF initialisation, as from_config) from a LLaVA-layout config.json and a tokenizer: the starting point of `vwlmm train --init` from scratch')
+  .requiredOption('--config <file>', "config.json in the LLaVA layout vwlmm saves (LLaMA keys, mm_* keys, vision_config; vm_weight > 0 gives a vm_head)")
+  .requiredOption('--tokenizer <file>', 'tokenizer.json (its vocabulary must fit vocab_size)')
+  .requiredOption('--out <dir>', 'the checkpoint folder to write (must not hold a checkpoint already)')
+  .option('--seed <n>', 'initialisation seed', int('--seed'), 0)
+  .action(async (o: { config: string; tokenizer: string; out: string; seed: number }) => {
+    existing(o.config, 'config', 'file');
+    existing(o.tokenizer, 'tokenizer', 'file');
+    if (fs.existsSync(o.out) && fs.readdirSync(o.out).length > 0) fail(`--out ${o.out} is not empty: init writes a new checkpoint and never replaces one`);
+    let json: Record<string, unknown>;
+    try {
+      json = JSON.parse(fs.readFileSync(o.config, 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      fail(`config ${o.config} is not valid JSON (${(e as Error).message})`);
+    }
+    const { configFromJson, saveCheckpoint, VwLmm } = await import('./model');
+    let config: import('./model').VwLmmConfig;
+    try {
+      config = configFromJson(json!);
+    } catch (e) {
+      fail(`${o.config}: ${(e as Error).message}`);
+    }
+    await openTokenizer(o.tokenizer, config!.llm.vocabSize);
+    const model = VwLmm.create(config!, o.seed);
+    saveCheckpoint(o.out, model, { tokenizer: o.tokenizer });
+    const params = model.parameters().reduce((a, p) => a + p.size, 0);
+    console.log(`initialised ${(params / 1e6).toFixed(2)}M parameters (seed ${o.seed}${config!.vmWeight > 0 ? ', with vm_head' : ''}) into ${o.out}`);
+    model.dispose();
+  });
+
 const data = program.command('data').description('data set generators');
 data.command('sort-of-clevr').description('generate Sort-of-CLEVR (LLaVA JSON + PNG, captions, tokenizer.json)')
   .requiredOption('--out <dir>', 'output directory')
@@ -244,7 +274,8 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const { launchEnv } = await import('./distributed');
     const env = launchEnv();
     if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) return launchRanksOf('train', o.nprocPerNode, distBackend);
-    if (o.gatherDtype !== undefined && env.worldSize <= 1) fail('--gather-dtype is for data-parallel runs (--nproc-per-node, mpirun, torchrun-style variables); this run is one process');
+    for (const [flag, given] of [['--gather-dtype', o.gatherDtype], ['--dist-backend', o.distBackend]] as const)
+      if (given !== undefined && env.worldSize <= 1) fail(`${flag} is for data-parallel runs (--nproc-per-node, mpirun, torchrun-style variables); this run is one process`);
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
     const parts = (o.trainable ?? (o.loraR !== undefined ? 'projector,vm,lora' : 'projector,llm,vm')).split(',').map((p) => p.trim()).filter(Boolean);
@@ -355,6 +386,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
     if (o.format !== 'vqa_loader' && o.format !== 'science' && o.format !== 'mmbench') fail(`--format must be vqa_loader, science or mmbench, got ${o.format}`);
     if (o.lang !== 'en' && o.lang !== 'cn') fail(`--lang must be en or cn, got ${o.lang}`);
     if (o.format !== 'mmbench' && (o.lang !== 'en' || o.allRounds)) fail(`--lang and --all-rounds are for --format mmbench (got --format ${o.format})`);
+    if (o.format === 'vqa_loader' && o.singlePredPrompt) fail("--single-pred-prompt is for --format science and mmbench (model_vqa_loader takes the question text as it is)");
     existing(o.imageFolder, 'image folder', 'dir');
     if (o.chunkIdx >= o.numChunks) fail(`--chunk-idx ${o.chunkIdx} must be below --num-chunks ${o.numChunks}`);
     if (fs.existsSync(o.answers) && !fs.statSync(o.answers).isFile()) fail(`answers ${o.answers} is not a file`);
