@@ -82,7 +82,9 @@ if(NOT _vw_cuda_skip)
     set(_vw_cuda_skip "cuBLAS not found (set VWLMM_CUBLAS_ROOT to a folder with include/cublas_v2.h and lib/libcublas.so*, e.g. the nvidia-cublas wheel's nvidia/cu13, or install cuBLAS into the CUDA toolkit)")
   else()
     # cuBLASLt (the GEMMs with an epilogue, native/cuda/engine/matmul.cu): beside the cuBLAS found, as cuBLAS itself
-    # needs it; a wheel ships only the versioned name. The toolkit's CUDA::cublasLt otherwise.
+    # needs it; a wheel ships only the versioned name. The toolkit's CUDA::cublasLt otherwise. Required, but not linked:
+    # the addon's cublasLt* symbols resolve through libcublas's own dependency on it, so a cuBLAS without its
+    # libcublasLt still fails to load as libcublas's problem, with the reason src/native.ts explains.
     get_filename_component(_vw_cublas_libdir "${_vw_cublas_lib}" DIRECTORY)
     file(GLOB _vw_cublaslt "${_vw_cublas_libdir}/libcublasLt.so" "${_vw_cublas_libdir}/libcublasLt.so.[0-9]*")
     set(_vw_cublaslt_lib "")
@@ -133,7 +135,7 @@ else()
   if(TARGET CUDA::cudart_static)
     target_link_libraries(vwlmm_cuda PRIVATE CUDA::cudart_static)
   endif()
-  target_link_libraries(vwlmm_cuda PRIVATE "${_vw_cublas_lib}" "${_vw_cublaslt_lib}" ${CMAKE_JS_LIB})
+  target_link_libraries(vwlmm_cuda PRIVATE "${_vw_cublas_lib}" ${CMAKE_JS_LIB})
   if(NOT APPLE)
     target_link_options(vwlmm_cuda PRIVATE -Wl,--exclude-libs,ALL)  # keep the static cudart's symbols private
   endif()
