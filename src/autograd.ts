@@ -1,8 +1,9 @@
 // Tape-based reverse-mode autograd. Ops (src/ops.ts) call record() with their inputs, outputs and a
-// backward function; backward() walks the tape in reverse creation order (a valid topological order),
-// accumulating gradients, and releases every gradient temporary and saved tensor as soon as it is no
-// longer needed, then clears the tape. Leaf tensors with requiresGrad accumulate into .grad (so
-// micro-batches add up until zeroGrad).
+// backward function; backward() walks the nodes its root depends on in reverse creation order (a valid topological
+// order), accumulating gradients, and releases every gradient temporary and saved tensor as soon as it is no
+// longer needed, then takes those nodes off the tape (a graph is back-propagated once, as torch's without
+// retain_graph: a second backward through it is an error). What the root does not depend on stays for its own
+// backward. Leaf tensors with requiresGrad accumulate into .grad (so micro-batches add up until zeroGrad).
 //
 // Ownership rule: a backward function returns tensors that autograd then owns exclusively: fresh ones, or
 // (pass-through) one of its incoming gradients, which autograd then does not free with the node; never
@@ -25,6 +26,8 @@ export interface Node extends GradNode {
 
 let gradEnabled = true;
 let tape: Node[] = [];
+/** Outputs of nodes a backward has consumed (their graph is freed): reaching one again is torch's second-backward error. */
+let consumed = new WeakSet<Tensor>();
 /** Set while gradientCheckpoint runs its first forward (without gradients) of a forward that will be trained. */
 let checkpointForward = false;
 
@@ -72,20 +75,42 @@ export function record(name: string, inputs: (Tensor | null)[], outputs: Tensor[
   // whose outputs a scope has since freed: drop those so the tape cannot grow without bound. A node lives while a
   // live output depends on it (its own, or one downstream through released links, Tensor.release).
   if (tape.length > pruneAt) {
-    const live = new Set<GradNode>();
-    const stack: GradNode[] = tape.filter((n) => n.outputs.some((o) => !o.disposed));
-    while (stack.length) {
-      const n = stack.pop()!;
-      if (live.has(n)) continue;
-      live.add(n);
-      for (const t of n.inputs) if (t?.gradFn && !live.has(t.gradFn)) stack.push(t.gradFn);
-    }
-    tape = tape.filter((n) => live.has(n));
+    tape = dropDead(tape);
     pruneAt = Math.max(10_000, 2 * tape.length);
   }
   return node;
 }
 let pruneAt = 10_000;
+
+/** The nodes `from` leads back to (through their inputs' gradFn), `from` included. */
+function ancestors(from: readonly GradNode[]): Set<GradNode> {
+  const seen = new Set<GradNode>();
+  const stack = [...from];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (seen.has(n)) continue;
+    seen.add(n);
+    for (const t of n.inputs) if (t?.gradFn && !seen.has(t.gradFn)) stack.push(t.gradFn);
+  }
+  return seen;
+}
+
+/** Frees a node's saved tensors and detaches its outputs (the node leaves the graph). */
+function release(n: Node): void {
+  for (const t of n.saved) t.dispose();
+  n.saved = [];
+  for (const o of n.outputs) o.gradFn = null;
+}
+
+/**
+ * The nodes that can still be back-propagated: a live output depends on them (their own, or one downstream through
+ * released links, Tensor.release). The others are released.
+ */
+function dropDead(nodes: Node[]): Node[] {
+  const live = ancestors(nodes.filter((n) => n.outputs.some((o) => !o.disposed)));
+  for (const n of nodes) if (!live.has(n)) release(n);
+  return nodes.filter((n) => live.has(n));
+}
 
 /** Number of recorded ops not yet consumed by backward() (for tests and leak checks). */
 export function tapeLength(): number {
@@ -105,6 +130,9 @@ function accumulate(out: Tensor, g: Tensor): void {
 export function backward(root: Tensor, gradient?: Tensor): void {
   if (!root.requiresGrad) throw new TypeError('backward: the tensor does not require grad (no recorded op produced it from a parameter)');
   if (!gradient && root.size !== 1) throw new RangeError(`backward: root must be a scalar (got shape [${root.shape.join(', ')}]) unless a gradient is given`);
+  if (gradient && (gradient.rank !== root.rank || gradient.shape.some((s, i) => s !== root.shape[i])))
+    throw new RangeError(`backward: gradient has shape [${gradient.shape.join(', ')}] but the tensor has shape [${root.shape.join(', ')}]`);
+  if (root.gradFn === null && consumed.has(root)) throw secondBackward('the tensor');
   const seed = gradient
     ? gradient.to(root.device, root.dtype)
     : Tensor.fromArray(new Float32Array([1]), root.shape, { device: root.device, dtype: root.dtype });
@@ -142,11 +170,23 @@ function lastUses(nodes: readonly Node[]): Map<number, Tensor[]> {
   return at;
 }
 
+function secondBackward(what: string): Error {
+  return new Error(`backward: ${what} was computed by a graph that a backward has already been through and freed (torch: "Trying to backward through the graph a second time"; retain_graph is not supported): back-propagate the sum of the losses once, or compute it again`);
+}
+
 /** backward() from root with the gradient `seed`, which it takes ownership of. */
 function propagate(root: Tensor, seed: Tensor): void {
   const grads = new Map<Tensor, Tensor>();
-  const nodes = tape;
-  tape = [];
+  let nodes: Node[];
+  if (depth > 0) {
+    // a gradientCheckpoint's recomputation: everything its scope recorded is its graph
+    nodes = tape;
+    tape = [];
+  } else {
+    const mine = ancestors(root.gradFn ? [root.gradFn] : []);
+    nodes = tape.filter((n) => mine.has(n));
+    tape = dropDead(tape.filter((n) => !mine.has(n)));
+  }
   // hooks fire in the outermost backward only (a checkpoint's recomputation is part of its node)
   const hooks = depth === 0 ? gradReadyHooks : [];
   const ready = hooks.length ? lastUses(nodes) : null;
@@ -165,9 +205,8 @@ function propagate(root: Tensor, seed: Tensor): void {
     depth--;
     for (const g of grads.values()) g.dispose();
     for (const n of nodes) {
-      for (const t of n.saved) t.dispose();
-      n.saved = [];
-      for (const o of n.outputs) o.gradFn = null;
+      for (const o of n.outputs) consumed.add(o);
+      release(n);
     }
   }
 }
@@ -201,6 +240,10 @@ function backwardNode(node: Node, grads: Map<Tensor, Tensor>): void {
       g = c;
     }
     if (inp.gradFn === null) {
+      if (consumed.has(inp)) {
+        g.dispose();
+        throw secondBackward(`an input of ${node.name}`);
+      }
       addLeafGrad(inp, g);
     } else {
       const prev = grads.get(inp);
@@ -283,11 +326,7 @@ export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tens
 
 /** Drops everything recorded but not back-propagated (e.g. after a forward pass that is abandoned). */
 export function clearTape(): void {
-  for (const n of tape) {
-    for (const t of n.saved) t.dispose();
-    n.saved = [];
-    for (const o of n.outputs) o.gradFn = null;
-  }
+  for (const n of tape) release(n);
   tape = [];
 }
 

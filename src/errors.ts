@@ -34,3 +34,16 @@ export function typeError(where: string, name: string, expected: string, actual:
 export function rangeError(where: string, message: string): RangeError {
   return new RangeError(`${where}: ${message}`);
 }
+
+/**
+ * Refuses keys of `o` that `known` does not list: a misspelt option, or torch's spelling of one (weight_decay), would
+ * otherwise be ignored without a word. `known` is a table `satisfies Record<keyof T, true>`, so TypeScript keeps it
+ * complete.
+ */
+export function checkKeys(where: string, what: string, o: object, known: Record<string, true>): void {
+  for (const k of Object.keys(o)) {
+    if (k in known) continue;
+    const camel = k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    throw rangeError(where, `unknown ${what} '${k}'${camel !== k && camel in known ? ` (did you mean '${camel}'?)` : ''}; known: ${Object.keys(known).join(', ')}`);
+  }
+}

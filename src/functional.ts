@@ -63,10 +63,12 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 }
 
 // ------------------------------------------------------------------ elementwise
-function binaryElementwise(where: string, a: Tensor, b: Tensor): void {
-  check(where, 'a', a);
-  check(where, 'b', b);
-  sameShape(where, a, b, 'a', 'b');
+function binaryElementwise(where: string, a: Tensor, b: Tensor, an = 'a', bn = 'b'): void {
+  check(where, an, a);
+  check(where, bn, b);
+  sameShape(where, a, b, an, bn);
+  // no type promotion (torch would give float32): the kernels take one dtype
+  if (a.dtype !== b.dtype) throw new TypeError(`${where}: ${an} is ${a.dtype} but ${bn} is ${b.dtype} (one float dtype for both: cast one first)`);
 }
 
 /** alpha * a + beta * b (same shapes). */
@@ -122,8 +124,8 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 /** x [B, ...rest] + y [...rest], y broadcast over the leading dim. */
 export function addBroadcast(x: Tensor, y: Tensor): Tensor {
   const where = 'F.addBroadcast';
-  check(where, 'x', x, { minRank: 1 });
-  check(where, 'y', y);
+  check(where, 'x', x, { minRank: 1, dtype: 'float32' });
+  check(where, 'y', y, { dtype: 'float32' });
   const n = y.size;
   if (x.size % Math.max(n, 1) !== 0 || prod(x.shape.slice(x.rank - y.rank)) !== n || x.shape.slice(x.rank - y.rank).some((s, i) => s !== y.shape[i]))
     throw rangeError(where, `y ${shapeStr(y.shape)} must match the trailing dims of x ${shapeStr(x.shape)}`);
@@ -142,7 +144,7 @@ export function addBroadcast(x: Tensor, y: Tensor): Tensor {
 
 /** sum of all elements -> [1]. */
 export function sum(x: Tensor): Tensor {
-  check('F.sum', 'x', x);
+  check('F.sum', 'x', x, { dtype: 'float32' });
   const out = Tensor.empty([1], { device: x.device, dtype: x.dtype });
   callOp('sum_rows', x.device, [x], [out], [x.size, 1, 0]);
   if (needsGrad(x)) {
@@ -393,7 +395,7 @@ export function cast(x: Tensor, dtype: 'float32' | 'bfloat16'): Tensor {
 export function embedding(ids: Tensor, table: Tensor): Tensor {
   const where = 'F.embedding';
   check(where, 'ids', ids, { dtype: 'int32' });
-  check(where, 'table', table, { rank: 2 });
+  check(where, 'table', table, { rank: 2, dtype: 'float32' });
   const [V, D] = table.shape, n = ids.size;
   const out = Tensor.empty([...ids.shape, D], { device: table.device, dtype: table.dtype });
   callOp('embedding_forward', table.device, [ids, table], [out], [n, V, D]);
@@ -438,9 +440,9 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
 /** LayerNorm over the last dim (biased variance, as PyTorch). */
 export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor {
   const where = 'F.layerNorm';
-  check(where, 'x', x, { minRank: 1 });
-  check(where, 'w', w);
-  check(where, 'b', b);
+  check(where, 'x', x, { minRank: 1, dtype: 'float32' });
+  check(where, 'w', w, { dtype: 'float32' });
+  check(where, 'b', b, { dtype: 'float32' });
   num(where, 'eps', eps, { min: 0 });
   const [R, C] = rowsOf(where, x, w);
   rowsOf(where, x, b);
@@ -483,7 +485,7 @@ export function rope(x: Tensor, theta: number, posOffset = 0): Tensor {
 
 /** softmax over the last dim. */
 export function softmax(x: Tensor): Tensor {
-  check('F.softmax', 'x', x, { minRank: 1 });
+  check('F.softmax', 'x', x, { minRank: 1, dtype: 'float32' });
   const C = x.shape[x.rank - 1], R = C === 0 ? 0 : x.size / C;
   const out = like(x);
   callOp('softmax_forward', x.device, [x], [out], [R, C]);
@@ -524,8 +526,7 @@ export const silu = (x: Tensor) => activation(x, 'silu');
 
 /** silu(gate) * up (LLaMA MLP). */
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
-  binaryElementwise('F.swiglu', gate, up);
-  if (gate.dtype !== up.dtype) throw new TypeError(`F.swiglu: gate is ${gate.dtype} but up is ${up.dtype} (one float dtype for both)`);
+  binaryElementwise('F.swiglu', gate, up, 'gate', 'up');
   const out = like(gate);
   callOp('swiglu_forward', gate.device, [gate, up], [out], [gate.size]);
   if (needsGrad(gate, up)) {
@@ -551,7 +552,7 @@ function axisGeometry(where: string, x: Tensor, axis: number): { outer: number; 
 export function concat(xs: Tensor[], axis = 0): Tensor {
   const where = 'F.concat';
   if (!Array.isArray(xs) || xs.length === 0) throw typeError(where, 'xs', 'a non-empty array of tensors', xs);
-  for (let i = 0; i < xs.length; i++) check(where, `xs[${i}]`, xs[i]); // (forEach would skip holes)
+  for (let i = 0; i < xs.length; i++) check(where, `xs[${i}]`, xs[i], { dtype: 'float32' }); // (forEach would skip holes)
   const { outer, inner, ax } = axisGeometry(where, xs[0], axis);
   for (const [i, x] of xs.entries()) {
     if (x.rank !== xs[0].rank || x.shape.some((s, d) => d !== ax && s !== xs[0].shape[d]) || x.device !== xs[0].device)

@@ -4,7 +4,7 @@
 // stats. The kernels live in native/cpu/<op>.cpp and native/cuda/<op>.cu; the float64 references in
 // tests/support/reference.ts. The differentiable versions are F.linearCrossEntropy etc. (src/functional.ts).
 import { callOp, opConstants } from './call_op';
-import { rangeError, typeError } from './errors';
+import { checkKeys, rangeError, typeError } from './errors';
 import { OpStats } from './native';
 import { Device, DType, Tensor } from './tensor';
 
@@ -199,9 +199,20 @@ function gradOutputs<K extends string>(where: string, v: unknown, names: readonl
   return Object.fromEntries(names.map((n) => [n, bool(where, `gradOutputs.${n}`, o[n], true) && grad])) as Record<K, boolean>;
 }
 
-function options(where: string, o: unknown): Record<string, unknown> {
+// Each op's option names (checkKeys: a misspelt or torch-spelt one, label_smoothing, is refused, not ignored)
+const CHUNK_KEYS = { chunkRows: true, workspaceBudget: true } satisfies Record<keyof ChunkOptions, true>;
+const CE_KEYS = {
+  ...CHUNK_KEYS, ignoreIndex: true, reduction: true, gradScale: true, labelSmoothing: true, zLossWeight: true, grad: true, gradOutputs: true, deviceLoss: true,
+} satisfies Record<keyof LinearCrossEntropyOptions, true>;
+const KL_KEYS = {
+  ...CHUNK_KEYS, reduction: true, temperature: true, gradScale: true, detachTarget: true, grad: true, gradOutputs: true, deviceLoss: true,
+} satisfies Record<keyof VisualWordKLOptions, true>;
+const VISUAL_WORDS_KEYS = { ...CHUNK_KEYS, topK: true } satisfies Record<keyof VisualWordsOptions, true>;
+
+function options(where: string, o: unknown, known: Record<string, true>): Record<string, unknown> {
   if (o === undefined) return {};
   if (o === null || typeof o !== 'object') throw typeError(where, 'options', 'an object', o);
+  checkKeys(where, 'option', o, known);
   return o as Record<string, unknown>;
 }
 
@@ -213,7 +224,7 @@ const empty = (shape: number[], dtype: DType, device: Device, wanted = true) => 
  */
 function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts?: LinearCrossEntropyOptions): LinearCrossEntropyResult {
   const where = 'fused.linearCrossEntropy';
-  const o = options(where, opts) as LinearCrossEntropyOptions;
+  const o = options(where, opts, CE_KEYS) as LinearCrossEntropyOptions;
   const [N, d] = matrix(where, 'h', h, 'N, d');
   const [V, dw] = matrix(where, 'w', w, 'V, d');
   equalDim(where, 'h and w must have the same hidden size d', d, dw);
@@ -254,7 +265,7 @@ function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts?: Linear
  */
 function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts?: VisualWordKLOptions): VisualWordKLResult {
   const where = 'fused.visualWordKL';
-  const o = options(where, opts) as VisualWordKLOptions;
+  const o = options(where, opts, KL_KEYS) as VisualWordKLOptions;
   const [M, d] = matrix(where, 'h', h, 'M, d');
   const [V, d1] = matrix(where, 'wLm', wLm, 'V, d');
   const [Mx, d2] = matrix(where, 'x', x, 'M, d');
@@ -294,7 +305,7 @@ function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts?: Vis
 /** The top-k visual words of each row: ids [N, k] int32 and probs [N, k] (softmax over the whole vocabulary). */
 function visualWords(x: Tensor, wVm: Tensor, opts?: VisualWordsOptions): { ids: Tensor; probs: Tensor } {
   const where = 'fused.visualWords';
-  const o = options(where, opts) as VisualWordsOptions;
+  const o = options(where, opts, VISUAL_WORDS_KEYS) as VisualWordsOptions;
   const [N, d] = matrix(where, 'x', x, 'N, d');
   const [V, d1] = matrix(where, 'wVm', wVm, 'V, d');
   equalDim(where, 'x and wVm must have the same hidden size d', d, d1);
@@ -323,7 +334,7 @@ function pifArgs(where: string, x: Tensor, wVm: Tensor, e: Tensor) {
 /** Pseudo image features (PIF): softmax(x wVm^T) e, [N, dE], streamed without an [N, V] tensor. */
 function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor, opts?: ChunkOptions): Tensor {
   const where = 'fused.pseudoImageFeatures';
-  const o = options(where, opts) as ChunkOptions;
+  const o = options(where, opts, CHUNK_KEYS) as ChunkOptions;
   const { N, d, V, dE, device, dtype } = pifArgs(where, x, wVm, e);
   const { out } = outputs(
     () => ({ out: empty([N, dE], dtype, device)! }),
@@ -335,7 +346,7 @@ function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor, opts?: ChunkOpti
 /** Backward of pseudoImageFeatures for upstream gradient gradOut [N, dE]: { dx, dwVm, de }. */
 function pseudoImageFeaturesBackward(x: Tensor, wVm: Tensor, e: Tensor, gradOut: Tensor, opts?: ChunkOptions): { dx: Tensor; dwVm: Tensor; de: Tensor } {
   const where = 'fused.pseudoImageFeaturesBackward';
-  const o = options(where, opts) as ChunkOptions;
+  const o = options(where, opts, CHUNK_KEYS) as ChunkOptions;
   const { N, d, V, dE, device, dtype } = pifArgs(where, x, wVm, e);
   const [Ng, dEg] = matrix(where, 'gradOut', gradOut, 'N, dE');
   equalDim(where, 'gradOut must have one row per row of x', Ng, N);

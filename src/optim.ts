@@ -1,6 +1,7 @@
 // AdamW (decoupled weight decay, bias correction: torch.optim.AdamW semantics) as one fused native update
 // over all parameters per step, and global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).
 import { callOp } from './call_op';
+import { checkKeys, typeError } from './errors';
 import { keep, Tensor } from './tensor';
 
 export interface AdamWOptions {
@@ -19,6 +20,9 @@ export interface ParamGroup {
   lrScale?: number;
 }
 
+const ADAMW_KEYS = { lr: true, betas: true, eps: true, weightDecay: true } satisfies Record<keyof AdamWOptions, true>;
+const GROUP_KEYS = { params: true, lrScale: true } satisfies Record<keyof ParamGroup, true>;
+
 interface ParamState {
   m: Tensor;
   v: Tensor;
@@ -36,11 +40,18 @@ export class AdamW {
   private readonly state = new Map<Tensor, ParamState>();
 
   constructor(params: Iterable<Tensor> | readonly ParamGroup[], opts: AdamWOptions) {
+    if (params === null || typeof params !== 'object' || typeof (params as Iterable<Tensor>)[Symbol.iterator] !== 'function')
+      throw typeError('AdamW', 'params', 'an iterable of tensors or parameter groups', params);
+    if (opts === null || typeof opts !== 'object') throw typeError('AdamW', 'options', 'an object with lr', opts);
+    checkKeys('AdamW', 'option', opts, ADAMW_KEYS);
     const list = [...params] as (Tensor | ParamGroup)[];
     const isGroup = (x: Tensor | ParamGroup): x is ParamGroup => !(x instanceof Tensor);
     if (list.some(isGroup) && !list.every(isGroup)) throw new TypeError('AdamW: pass either tensors or parameter groups, not both');
     this.groups = list.length > 0 && isGroup(list[0])
       ? (list as ParamGroup[]).map((g, i) => {
+        if (g === null || typeof g !== 'object' || !Array.isArray(g.params)) throw typeError('AdamW', `parameter group ${i}`, '{ params: Tensor[], lrScale? }', g);
+        // torch's per-group lr / weight_decay have no place here: a group's rate is lr x lrScale
+        checkKeys('AdamW', `key of parameter group ${i}`, g, GROUP_KEYS);
         const scale = g.lrScale ?? 1;
         if (!Number.isFinite(scale) || scale < 0) throw new RangeError(`AdamW: invalid lrScale ${scale} in parameter group ${i}`);
         return { params: [...g.params], lrScale: scale };

@@ -125,7 +125,8 @@ export class ZeroAdamW {
     const bf16 = this.gatherDtype === 'bfloat16';
     const ownedGroups = groups.map((g) => ({ params: [...g.params].filter((p) => this.owners.get(p) === group.rank), lrScale: g.lrScale }));
     this.innerParams = ownedGroups.flatMap((g) => g.params);
-    this.inner = new AdamW(ownedGroups.map((g) => ({ ...g, params: g.params.map((p) => (bf16 ? this.masterOf(p) : p)) })), opts);
+    const { lr, betas, eps, weightDecay } = opts; // AdamW's own options (the rest are ZeRO's)
+    this.inner = new AdamW(ownedGroups.map((g) => ({ ...g, params: g.params.map((p) => (bf16 ? this.masterOf(p) : p)) })), { lr, betas, eps, weightDecay });
     this.innerParams.forEach((p, k) => this.localIndex.set(this.params.indexOf(p), k));
     if (bf16) this.roundWeights();
   }

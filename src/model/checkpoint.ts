@@ -154,7 +154,18 @@ export interface SaveOptions {
   extraTensors?: Record<string, Map<string, HostTensor>>;
 }
 
+/**
+ * Writes a checkpoint folder atomically: a new folder replaces `dir` whole once complete. `dir` may be absent, empty,
+ * or an earlier checkpoint (it holds config.json), which is replaced with everything in it; anything else at `dir`
+ * (a file, or a folder of other files) is refused rather than deleted.
+ */
 export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}): void {
+  if (fs.existsSync(dir)) {
+    if (!fs.statSync(dir).isDirectory()) throw new Error(`saveCheckpoint: ${dir} exists and is not a directory (a checkpoint is a folder: give another path)`);
+    const entries = fs.readdirSync(dir).sort();
+    if (entries.length > 0 && !entries.includes('config.json'))
+      throw new Error(`saveCheckpoint: ${dir} holds files that are not a checkpoint (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}): a save replaces its folder whole, so give an empty folder, a new path, or an earlier checkpoint`);
+  }
   const parent = path.dirname(path.resolve(dir));
   fs.mkdirSync(parent, { recursive: true });
   const transformers = opts.format === 'transformers';

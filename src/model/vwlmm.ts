@@ -188,6 +188,8 @@ export class VwLmm extends Module {
 
   /** Final hidden states [B*T, D] for a batch. */
   hidden(batch: ModelBatch): { h: Tensor; features: Tensor | null } {
+    if (!batch.pixelValues && batch.imagePositions.length > 0)
+      throw new RangeError(`VwLmm: the batch has ${batch.imagePositions.length} image positions but no pixelValues (give the images, or no image positions)`);
     const nImages = batch.pixelValues ? batch.imagePositions.length / this.numImageTokens : 0;
     if (!Number.isInteger(nImages)) throw new RangeError(`VwLmm: ${batch.imagePositions.length} image positions is not a multiple of ${this.numImageTokens} tokens per image`);
     const features = batch.pixelValues && nImages > 0 ? this.imageFeatures(batch.pixelValues, nImages) : null;
@@ -252,6 +254,13 @@ export class VwLmm extends Module {
   private generateIn(prompts: GeneratePrompt[], opts: GenerateOptions): number[][] {
     const batchSize = opts.batchSize ?? 32;
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`VwLmm.generate: batchSize must be a positive integer, got ${batchSize}`);
+    if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) throw new RangeError(`VwLmm.generate: maxNewTokens must be an integer >= 0, got ${opts.maxNewTokens}`);
+    if (opts.temperature !== undefined && !(Number.isFinite(opts.temperature) && opts.temperature >= 0)) throw new RangeError(`VwLmm.generate: temperature must be a number >= 0 (0: greedy), got ${opts.temperature}`);
+    if (opts.topP !== undefined && !(opts.topP > 0 && opts.topP <= 1)) throw new RangeError(`VwLmm.generate: topP must be in (0, 1], got ${opts.topP}`);
+    prompts.forEach((p, i) => {
+      if (!p.pixelValues && p.imagePositions.length > 0)
+        throw new RangeError(`VwLmm.generate: prompt ${i} has ${p.imagePositions.length} image positions but no pixelValues`);
+    });
     if (opts.cacheReserve !== undefined && (!Number.isInteger(opts.cacheReserve) || opts.cacheReserve < 0))
       throw new RangeError(`VwLmm.generate: cacheReserve must be a non-negative integer, got ${opts.cacheReserve}`);
     prompts.forEach((p, i) => {
@@ -358,10 +367,12 @@ export interface GeneratePrompt {
 }
 
 export interface GenerateOptions {
+  /** New tokens at most per prompt (an integer >= 0); a prompt's output ends before its eosId, which is not included. */
   maxNewTokens: number;
   eosId?: number;
-  /** 0 (default) = greedy. */
+  /** 0 (default) = greedy; > 0 samples. */
   temperature?: number;
+  /** Nucleus sampling mass, in (0, 1] (default 1). */
   topP?: number;
   seed?: number;
   /** Prompts per batch (default 32); batches mix lengths (left padding). */

@@ -33,7 +33,10 @@ export class Linear extends Module {
       const a = layers[i].lora;
       if (!a) return y;
       // in a scope: the update's intermediates that no backward reads (dropout's output, B's input cast) go at once
-      const delta = scope(() => a.delta(x, isTraining(), opts));
+      // dropout while the adapter trains (a forward that will be back-propagated, its weights requiring grad): PEFT's
+      // lora_dropout runs in training mode only, and an evaluation here (a frozen adapter, or noGrad) is deterministic
+      const training = isTraining() && (a.lora_A.weight.requiresGrad || a.lora_B.weight.requiresGrad);
+      const delta = scope(() => a.delta(x, training, opts));
       const out = F.add(y, delta);
       // the base output and the update stay in the graph as links only: no backward reads them (the products'
       // backwards read their inputs and weights, the sum's nothing), so their memory goes now rather than when the

@@ -157,6 +157,8 @@ export function writeParameter(where: string, name: string, p: Tensor, src: Host
   if (n !== p.size || src.shape.length !== p.rank || src.shape.some((s, i) => s !== p.shape[i]))
     throw rangeError(where, `${name} has shape [${src.shape.join(', ')}] but the model expects [${p.shape.join(', ')}]`);
   const data = src.data as Float32Array;
+  if (!(data instanceof Float32Array) || data.length !== n)
+    throw rangeError(where, `${name} has shape [${src.shape.join(', ')}] (${n} values) but its data holds ${data?.length ?? 0}`);
   p.buffer.write(p.dtype === 'bfloat16' ? f32ToBf16(data) : data);
 }
 

@@ -31,12 +31,12 @@ import * as path from 'path';
 import { autocast, ComputeDtype, defaultComputeDtype, parseComputeDtype } from '../amp';
 import { f32ToBf16 } from '../bf16';
 import { callOp } from '../call_op';
-import { describe, rangeError, typeError } from '../errors';
+import { checkKeys, describe, rangeError, typeError } from '../errors';
 import { AdamW, ParamGroup, sumSquares } from '../optim';
 import { Generator } from '../random';
 import { keep, scope, Tensor } from '../tensor';
 import * as F from '../functional';
-import { clearTape, zeroGrad } from '../autograd';
+import { clearTape, noGrad, zeroGrad } from '../autograd';
 import { HostTensor, readSafetensors } from '../io/safetensors';
 import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions } from '../model/checkpoint';
 import { loraParameters } from '../model/lora';
@@ -132,6 +132,7 @@ export interface TrainerOptions {
   saveEvery?: number;
   /** Run `evaluate` every N steps (0 = only at the end of each stage). */
   evalEvery?: number;
+  /** An evaluation, run without gradients (noGrad: nothing recorded, LoRA dropout off). */
   evaluate?: (model: VwLmm, where: { stage: string; step: number }) => Record<string, number>;
   /** Called with each log record (also written to metrics.jsonl). */
   onLog?: (record: Record<string, unknown>) => void;
@@ -318,8 +319,26 @@ function epochOrder(seed: number, stage: string, epoch: number, n: number): numb
 }
 
 /** A stage's loss and extra parameters, checked before any stage runs (not hours into the run). */
+const STAGE_KEYS = {
+  name: true, size: true, makeBatch: true, loadBatch: true, loss: true, prepare: true, extraParameters: true, steps: true, epochs: true,
+  batchSize: true, gradAccum: true, lr: true, visionTowerLr: true, projectorLr: true, warmupRatio: true, weightDecay: true, maxGradNorm: true,
+  trainable: true,
+} satisfies Record<keyof Stage, true>;
+const TRAINABLE_KEYS = { visionTower: true, projector: true, llm: true, vmHead: true, lora: true } satisfies Record<keyof Trainable, true>;
+const TRAINER_OPTION_KEYS = {
+  seed: true, outDir: true, saveEvery: true, evalEvery: true, evaluate: true, onLog: true, onStageStart: true, checkpointFiles: true,
+  stopAfterSteps: true, logEvery: true, stop: true, handleSignals: true, nonFinite: true, autoResume: true, gradientCheckpointing: true,
+  residualDtype: true, dtype: true, frozenDtype: true, processGroup: true, bucketBytes: true, gatherDtype: true, overlapGather: true, replay: true,
+} satisfies Record<keyof TrainerOptions, true>;
+
 function checkStage(model: VwLmm, s: Stage): void {
+  if (s === null || typeof s !== 'object') throw typeError('Trainer', 'a stage', 'a Stage object', s);
   const where = `Trainer: stage '${s.name}'`;
+  checkKeys(where, 'key', s, STAGE_KEYS);
+  if (s.trainable === null || typeof s.trainable !== 'object') throw typeError(where, 'trainable', '{ visionTower?, projector?, llm?, vmHead?, lora? }', s.trainable);
+  checkKeys(where, 'part of trainable', s.trainable, TRAINABLE_KEYS);
+  if (!Object.values(s.trainable).some(Boolean) && !s.extraParameters?.length)
+    throw rangeError(where, 'trains nothing: trainable sets no part (visionTower, projector, llm, vmHead, lora) and there are no extraParameters');
   const integer = (key: string, v: unknown, min: number) => {
     if (!(Number.isInteger(v) && (v as number) >= min)) throw rangeError(where, `${key} must be an integer >= ${min}, got ${v}`);
   };
@@ -390,6 +409,9 @@ export class Trainer {
   /** How frozen Linear weights are stored (TrainerOptions.frozenDtype). */
   readonly frozenDtype: ComputeDtype;
   constructor(readonly model: VwLmm, readonly stages: Stage[], readonly opts: TrainerOptions) {
+    if (opts === null || typeof opts !== 'object') throw typeError('Trainer', 'options', 'an object with seed', opts);
+    checkKeys('Trainer', 'option', opts, TRAINER_OPTION_KEYS);
+    if (!Array.isArray(stages)) throw typeError('Trainer', 'stages', 'an array of stages', stages);
     if (opts.outDir === undefined) {
       for (const k of ['saveEvery', 'autoResume'] as const) {
         if (opts[k]) throw typeError('Trainer', 'outDir', `a directory (${k} writes / reads checkpoints there)`, opts.outDir);
@@ -618,7 +640,8 @@ export class Trainer {
           this.step(s, state, total, opt, params, t0, (n) => (tokens += n), () => tokens, stop, replay);
           const atEnd = state.step === total;
           if (this.opts.evaluate && this.evaluatesAfter(state.step, total)) {
-            this.log({ type: 'eval', stage: s.name, step: state.step, globalStep: state.globalStep, ...this.opts.evaluate(this.model, { stage: s.name, step: state.step }) });
+            const where = { stage: s.name, step: state.step };
+            this.log({ type: 'eval', stage: s.name, step: state.step, globalStep: state.globalStep, ...noGrad(() => this.opts.evaluate!(this.model, where)) });
           }
           if (this.opts.outDir !== undefined && ((this.opts.saveEvery && state.globalStep % this.opts.saveEvery === 0) || atEnd)) {
             this.save(state, opt);

@@ -178,6 +178,32 @@ describe('autograd tape', () => {
     });
   });
 
+  it("a backward goes through its own graph only; a second one through the same graph is torch's error", () => {
+    const w = t([0.5, -1, 2]);
+    w.requiresGrad = true;
+    scope(() => {
+      // two independent losses: each backward adds its own gradient (the second used to find an empty tape)
+      const l1 = F.sum(F.mul(w, w)), l2 = F.sum(F.scale(w, 3));
+      l1.backward();
+      expect(Array.from(w.grad!.toArray())).toEqual([1, -2, 4]);
+      expect(tapeLength()).toBeGreaterThan(0); // l2's graph is still there
+      l2.backward();
+      expect(Array.from(w.grad!.toArray())).toEqual([4, 1, 7]);
+      expect(tapeLength()).toBe(0);
+      // the same loss twice, and a second loss that shares the first's graph: an error, and w.grad is as it was
+      expect(() => l1.backward()).toThrow(/Trying to backward through the graph a second time/);
+      const h = F.mul(w, w), a = F.sum(h), b = F.sum(F.scale(h, 2));
+      a.backward();
+      expect(() => b.backward()).toThrow(/backward: an input of .* was computed by a graph that a backward has already been through/);
+      expect(Array.from(w.grad!.toArray())).toEqual([5, -1, 11]);
+      // a gradient of the wrong shape is named
+      const y = F.scale(w, 2);
+      expect(() => y.backward(t([1, 1]))).toThrow('backward: gradient has shape [2] but the tensor has shape [3]');
+      clearTape();
+    });
+    w.dispose();
+  });
+
   it('backward needs a scalar root that depends on a parameter', () => {
     scope(() => {
       const a = t([1, 2]);

@@ -84,7 +84,7 @@ describe(`fused.linearCrossEntropy (seed ${runSeed})`, () => {
         const { h, w, t } = inputs(c);
         const hi = asInput(b, h), wi = asInput(b, w);
         const r = scope(() => {
-          const out = fused.linearCrossEntropy(tensor(b, hi, [4, 6]), tensor(b, wi, [31, 6]), ints(b, t), c);
+          const out = fused.linearCrossEntropy(tensor(b, hi, [4, 6]), tensor(b, wi, [31, 6]), ints(b, t), { labelSmoothing: c.labelSmoothing, zLossWeight: c.zLossWeight });
           return { dh: out.dh!.toArray(), dw: out.dw!.toArray() };
         });
         const loss = (hp: Float64Array) => linearCrossEntropyRef(hp, wi, t, 4, 6, 31, c).loss;

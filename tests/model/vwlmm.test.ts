@@ -131,6 +131,29 @@ describe('VW-LMM', () => {
     expect(() => loadCheckpoint(path.join(dir, 'nope'))).toThrow(/is not a directory/);
   });
 
+  it('saveCheckpoint replaces an earlier checkpoint folder whole, but never deletes a file or a folder of other files', () => {
+    const m = VwLmm.create(tinyConfig(32), 1), d = tmp();
+    const ck = path.join(d, 'ck');
+    saveCheckpoint(ck, m);
+    fs.writeFileSync(path.join(ck, 'extra.bin'), 'x');
+    saveCheckpoint(ck, m); // an earlier checkpoint: replaced
+    expect(fs.existsSync(path.join(ck, 'extra.bin'))).toBe(false);
+    const notes = path.join(d, 'notes');
+    fs.mkdirSync(path.join(notes, 'sub'), { recursive: true });
+    fs.writeFileSync(path.join(notes, 'notes.txt'), 'keep me');
+    expect(() => saveCheckpoint(notes, m)).toThrow(`saveCheckpoint: ${notes} holds files that are not a checkpoint (notes.txt, sub)`);
+    expect(fs.readFileSync(path.join(notes, 'notes.txt'), 'utf8')).toBe('keep me');
+    const file = path.join(d, 'file');
+    fs.writeFileSync(file, 'data');
+    expect(() => saveCheckpoint(file, m)).toThrow(`saveCheckpoint: ${file} exists and is not a directory`);
+    expect(fs.readFileSync(file, 'utf8')).toBe('data');
+    const empty = path.join(d, 'empty');
+    fs.mkdirSync(empty);
+    saveCheckpoint(empty, m);
+    expect(fs.existsSync(path.join(empty, 'model.safetensors'))).toBe(true);
+    m.dispose();
+  });
+
   it('resume continues the loss curve exactly', () => {
     const { tokenizer, json, split, samples } = tinyData(8);
     const bopts = { imageSize: 75, numPatches: 25, padId: tokenizer.padId, mean: CLIP_MEAN, std: CLIP_STD };
