@@ -650,6 +650,10 @@ export function gatherRows(src: Tensor, idx: Tensor): Tensor {
 
 // ------------------------------------------------------------------ attention
 export interface AttentionOptions {
+  /**
+   * Causal mask aligned bottom-right: query i sees keys up to Tk - Tq + i (HF's with a KV cache: the new queries are
+   * the last positions). With Tq = Tk it is the usual one; torch SDPA's is_causal aligns top-left instead.
+   */
   causal?: boolean;
   /** int32 [B, Tk]: 1 = key visible, 0 = padding. */
   keyMask?: Tensor | null;

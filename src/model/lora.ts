@@ -42,7 +42,12 @@ function targetLinears(model: WithDecoder, targets: readonly string[]): [string,
   return out;
 }
 
-/** Adds LoRA adapters (B = 0: the model's outputs are unchanged until they train). Returns how many. */
+/**
+ * Adds LoRA adapters (B = 0: the model's outputs are unchanged until they train). Returns how many. Unlike PEFT's
+ * get_peft_model, the base's parameters keep their requiresGrad: a Trainer stage's `trainable` (lora: true, the rest
+ * as LLaVA's recipe) decides what trains; a hand-written loop freezes the base itself (model.setTrainable(false),
+ * then requiresGrad on loraParameters).
+ */
 export function applyLora(model: WithDecoder, cfg: LoraConfig): number {
   const targets = cfg.targetModules ?? LLM_LORA_TARGETS;
   const gen = new Generator(cfg.seed ?? 0).fork('lora');
@@ -143,7 +148,7 @@ export function loadLoraAdapter(dir: string, model: WithDecoder): { adapters: nu
   if (c.lora_bias) bad('lora_bias', 'is set: adapters with a bias are not supported');
   for (const k of ['rank_pattern', 'alpha_pattern']) if (c[k] && Object.keys(c[k] as object).length) bad(k, 'is not empty: per-layer ranks are not supported');
   if (c.layers_to_transform !== undefined && c.layers_to_transform !== null) bad('layers_to_transform', 'is set: adapters on some layers only are not supported');
-  const r = c.r, alpha = c.lora_alpha ?? c.r;
+  const r = c.r, alpha = c.lora_alpha ?? 8; // PEFT's LoraConfig default
   if (typeof r !== 'number' || !Number.isInteger(r) || r < 1) bad('r', `must be a positive integer, got ${JSON.stringify(r)}`);
   if (typeof alpha !== 'number' || !(alpha > 0)) bad('lora_alpha', `must be a positive number, got ${JSON.stringify(alpha)}`);
   const tm = c.target_modules;
