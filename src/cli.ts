@@ -400,19 +400,11 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
       onProgress: (p) => process.stderr.write(`\ranswered ${p.done}/${p.total}  ${p.answersPerSec.toFixed(2)} answers/s, ${p.tokensPerSec.toFixed(1)} tokens/s, ETA ${Math.round(p.etaSec)} s   `),
     });
     process.stderr.write('\n');
-    if (r.answered === 0 && r.skipped.length > 0 && r.resumed === 0) {
-      const { describeSkipped } = await import('./train');
-      fail(`no question of ${o.questions} could be answered: ${describeSkipped({ skipped: r.skipped }, o.questions)}`);
-    }
-    console.log(`answered ${r.answered} of ${r.total} questions (${r.resumed} already in ${o.answers})${r.skipped.length ? `, ${r.skipped.length} skipped` : ''} in ${r.seconds.toFixed(1)} s`);
-    const reasons = new Map<string, { n: number; first: string }>();
-    for (const s of r.skipped) {
-      const kind = s.reason.replace(/^image [^:]*: /, 'image: ').split(':')[0];
-      const e = reasons.get(kind) ?? { n: 0, first: `line ${s.line}: ${s.reason}` };
-      e.n++;
-      reasons.set(kind, e);
-    }
-    for (const [kind, e] of reasons) console.log(`  skipped ${e.n}: ${kind} (first: ${e.first})`);
+    // the skipped questions counted by reason, with the first of each (one summary for train, eval and answer)
+    const { describeSkipped } = await import('./train');
+    const skipped = r.skipped.length ? describeSkipped({ skipped: r.skipped }, o.questions) : '';
+    if (r.answered === 0 && r.skipped.length > 0 && r.resumed === 0) fail(`no question of ${o.questions} could be answered: ${skipped}`);
+    console.log(`answered ${r.answered} of ${r.total} questions (${r.resumed} already in ${o.answers}) in ${r.seconds.toFixed(1)} s${skipped ? `; ${skipped}` : ''}`);
     model.dispose();
   });
 
