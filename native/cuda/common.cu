@@ -213,7 +213,7 @@ template <typename T>
 void launch_check_finite(const char* op, const Context& ctx, const void* ptr, int64_t n, unsigned long long* slot) {
   if (n <= 0) return;
   constexpr int kPer = 16 / sizeof(T);
-  const bool aligned = reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+  const bool aligned = alignment(ptr) >= 16;
   const int64_t n_vec = aligned ? n / kPer : 0;
   const int64_t work = n_vec > 0 ? n_vec : n;
   // Enough blocks to saturate HBM, few enough that the per-block reduction is noise.

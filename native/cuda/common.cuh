@@ -133,6 +133,15 @@ void dispatch_float(DType t, F&& f) {
     f(Tag<float>{});
 }
 
+// Largest power of two dividing p's address, at most 256 (cudaMalloc's alignment, and cuBLASLt's default assumption):
+// whether wide loads and stores may touch it.
+inline int alignment(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  int k = 1;
+  while (k < 256 && a % (2 * k) == 0) k *= 2;
+  return k;
+}
+
 // p + elems elements of type t (pointer arithmetic on the untyped tensors of the argument structs).
 inline const void* elem_offset(const void* p, int64_t elems, DType t) {
   return static_cast<const char*>(p) + elems * static_cast<int64_t>(dtype_size(t));

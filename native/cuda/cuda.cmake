@@ -80,23 +80,6 @@ if(NOT _vw_cuda_skip)
   endif()
   if(NOT _vw_cublas_lib)
     set(_vw_cuda_skip "cuBLAS not found (set VWLMM_CUBLAS_ROOT to a folder with include/cublas_v2.h and lib/libcublas.so*, e.g. the nvidia-cublas wheel's nvidia/cu13, or install cuBLAS into the CUDA toolkit)")
-  else()
-    # cuBLASLt (the GEMMs with an epilogue, native/cuda/engine/matmul.cu): beside the cuBLAS found, as cuBLAS itself
-    # needs it; a wheel ships only the versioned name. The toolkit's CUDA::cublasLt otherwise. Required, but not linked:
-    # the addon's cublasLt* symbols resolve through libcublas's own dependency on it, so a cuBLAS without its
-    # libcublasLt still fails to load as libcublas's problem, with the reason src/native.ts explains.
-    get_filename_component(_vw_cublas_libdir "${_vw_cublas_lib}" DIRECTORY)
-    file(GLOB _vw_cublaslt "${_vw_cublas_libdir}/libcublasLt.so" "${_vw_cublas_libdir}/libcublasLt.so.[0-9]*")
-    set(_vw_cublaslt_lib "")
-    if(_vw_cublaslt)
-      list(SORT _vw_cublaslt COMPARE NATURAL ORDER DESCENDING)
-      list(GET _vw_cublaslt 0 _vw_cublaslt_lib)
-    elseif(TARGET CUDA::cublasLt)
-      get_target_property(_vw_cublaslt_lib CUDA::cublasLt IMPORTED_LOCATION)
-    endif()
-    if(NOT _vw_cublaslt_lib)
-      set(_vw_cuda_skip "cuBLASLt not found beside ${_vw_cublas_lib} (install cuBLAS whole: libcublas and libcublasLt)")
-    endif()
   endif()
 endif()
 
@@ -131,7 +114,9 @@ else()
   target_compile_options(vwlmm_cuda PRIVATE
     $<$<COMPILE_LANGUAGE:CXX>:-O2 -Wall -Wextra>
     $<$<COMPILE_LANGUAGE:CUDA>:-O3 -Xcompiler=-Wall,-Wextra>)
-  # Static cudart, dynamic cuBLAS (it needs libcublasLt next to it at load time).
+  # Static cudart, dynamic cuBLAS (it needs libcublasLt next to it at load time). cuBLASLt (matmul.cu's bias epilogue)
+  # is not linked: the addon's cublasLt* symbols resolve through libcublas's own dependency on it, so a cuBLAS without
+  # its libcublasLt still fails to load as libcublas's problem, with the reason src/native.ts gives.
   if(TARGET CUDA::cudart_static)
     target_link_libraries(vwlmm_cuda PRIVATE CUDA::cudart_static)
   endif()

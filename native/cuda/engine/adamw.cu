@@ -94,7 +94,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-bool aligned(const void* ptr, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
 
 __global__ void __launch_bounds__(kThreads)
     sum_squares_chunk_kernel(const Chunk* __restrict__ chunks, const float* const* __restrict__ xs, double* __restrict__ part) {
@@ -127,7 +126,7 @@ void adamw_step_cuda(const OpCall& c) {
   for (size_t t = 0; t < a.n.size(); ++t) {
     AdamRec& r = recs[t];
     r = {a.g[t], a.p[t], a.m[t], a.v[t], static_cast<__nv_bfloat16*>(a.copy[t]), 0};
-    r.vec = aligned(r.g, 16) && aligned(r.p, 16) && aligned(r.m, 16) && aligned(r.v, 16) && aligned(r.copy, 8);
+    r.vec = alignment(r.g) >= 16 && alignment(r.p) >= 16 && alignment(r.m) >= 16 && alignment(r.v) >= 16 && alignment(r.copy) >= 8;
   }
   const AdamScalars s = a.scalars();
 

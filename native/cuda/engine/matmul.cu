@@ -70,14 +70,6 @@ void gemm_batched_rm(const char* op, cublasHandle_t handle, bool ta, bool tb, in
 // The plan (descriptors and the heuristic's algorithm) is cached per shape, types and pointer alignment: a heuristic
 // query costs tens of microseconds, and one algorithm per key keeps results the same call to call (and in a graph).
 
-// Largest power of two dividing the address, at most 256 (cuBLASLt's default assumption).
-int alignment(const void* p) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  int k = 1;
-  while (k < 256 && a % (2 * k) == 0) k *= 2;
-  return k;
-}
-
 struct LtKey {
   int64_t M, N, K;
   bool ta, tb;
