@@ -27,7 +27,7 @@ export interface Node extends GradNode {
 let gradEnabled = true;
 let tape: Node[] = [];
 /** Outputs of nodes a backward has consumed (their graph is freed): reaching one again is torch's second-backward error. */
-let consumed = new WeakSet<Tensor>();
+const consumed = new WeakSet<Tensor>();
 /** Set while gradientCheckpoint runs its first forward (without gradients) of a forward that will be trained. */
 let checkpointForward = false;
 

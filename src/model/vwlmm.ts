@@ -176,6 +176,9 @@ export class VwLmm extends Module {
   /** Input embeddings [B, T, D]: token embeddings with the image features spliced in at their positions. */
   inputEmbeddings(batch: Pick<ModelBatch, 'B' | 'T' | 'tokenIds' | 'imagePositions'>, features: Tensor | null): Tensor {
     const { B, T } = batch, D = this.config.llm.hiddenSize;
+    // image positions without images would keep their placeholder ids' embeddings: the images silently dropped
+    if (!features && batch.imagePositions.length > 0)
+      throw new RangeError(`VwLmm: the batch has ${batch.imagePositions.length} image positions but no images (pixelValues)`);
     const text = this.model.embed_tokens.forward(Tensor.fromArray(batch.tokenIds, [B * T], { device: this.device }));
     if (!features || batch.imagePositions.length === 0) return F.reshape(text, [B, T, D]);
     if (features.shape[0] !== batch.imagePositions.length)
@@ -188,8 +191,6 @@ export class VwLmm extends Module {
 
   /** Final hidden states [B*T, D] for a batch. */
   hidden(batch: ModelBatch): { h: Tensor; features: Tensor | null } {
-    if (!batch.pixelValues && batch.imagePositions.length > 0)
-      throw new RangeError(`VwLmm: the batch has ${batch.imagePositions.length} image positions but no pixelValues (give the images, or no image positions)`);
     const nImages = batch.pixelValues ? batch.imagePositions.length / this.numImageTokens : 0;
     if (!Number.isInteger(nImages)) throw new RangeError(`VwLmm: ${batch.imagePositions.length} image positions is not a multiple of ${this.numImageTokens} tokens per image`);
     const features = batch.pixelValues && nImages > 0 ? this.imageFeatures(batch.pixelValues, nImages) : null;
@@ -257,10 +258,6 @@ export class VwLmm extends Module {
     if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) throw new RangeError(`VwLmm.generate: maxNewTokens must be an integer >= 0, got ${opts.maxNewTokens}`);
     if (opts.temperature !== undefined && !(Number.isFinite(opts.temperature) && opts.temperature >= 0)) throw new RangeError(`VwLmm.generate: temperature must be a number >= 0 (0: greedy), got ${opts.temperature}`);
     if (opts.topP !== undefined && !(opts.topP > 0 && opts.topP <= 1)) throw new RangeError(`VwLmm.generate: topP must be in (0, 1], got ${opts.topP}`);
-    prompts.forEach((p, i) => {
-      if (!p.pixelValues && p.imagePositions.length > 0)
-        throw new RangeError(`VwLmm.generate: prompt ${i} has ${p.imagePositions.length} image positions but no pixelValues`);
-    });
     if (opts.cacheReserve !== undefined && (!Number.isInteger(opts.cacheReserve) || opts.cacheReserve < 0))
       throw new RangeError(`VwLmm.generate: cacheReserve must be a non-negative integer, got ${opts.cacheReserve}`);
     prompts.forEach((p, i) => {

@@ -47,9 +47,9 @@ describe('strict inputs', () => {
     const { tokenizer, samples, makeBatch } = tinyData(2);
     const m = VwLmm.create(tinyConfig(tokenizer.vocabSize), 1);
     const batch = makeBatch([0, 1]);
-    expect(() => scope(() => m.loss({ ...batch, pixelValues: null }))).toThrow(/VwLmm: the batch has \d+ image positions but no pixelValues/);
+    expect(() => scope(() => m.loss({ ...batch, pixelValues: null }))).toThrow(/^VwLmm: the batch has \d+ image positions but no images \(pixelValues\)/);
     const prompt = { tokenIds: Int32Array.from(samples[0].inputIds), imagePositions: Int32Array.from([1]), pixelValues: null };
-    expect(() => m.generate([prompt], { maxNewTokens: 2 })).toThrow('VwLmm.generate: prompt 0 has 1 image positions but no pixelValues');
+    expect(() => m.generate([prompt], { maxNewTokens: 2 })).toThrow('VwLmm: the batch has 1 image positions but no images (pixelValues)');
     const text = { tokenIds: Int32Array.from([1, 2, 3]), imagePositions: new Int32Array(0), pixelValues: null };
     expect(() => m.generate([text], { maxNewTokens: 2.5 })).toThrow('VwLmm.generate: maxNewTokens must be an integer >= 0, got 2.5');
     expect(() => m.generate([text], { maxNewTokens: 2, temperature: -1 })).toThrow('VwLmm.generate: temperature must be a number >= 0');
