@@ -251,6 +251,17 @@ class ChunkBlocks {
   const int64_t rows;        // per logit chunk
   const int64_t group_rows;  // per gradient group (a multiple of nothing: its last chunk may be shorter)
 
+  // The n rows in order: chunk(c0, nc, at) for each logit chunk (at: its first row within its group, where its
+  // gradient rows go), then group(g0, ng) once the group's chunks are done.
+  template <typename Chunk, typename Group>
+  void each(int64_t n, Chunk&& chunk, Group&& group) const {
+    for (int64_t g0 = 0; g0 < n; g0 += group_rows) {
+      const int64_t ng = std::min(group_rows, n - g0);
+      for (int64_t c0 = g0; c0 < g0 + ng; c0 += rows) chunk(c0, std::min(rows, g0 + ng - c0), c0 - g0);
+      group(g0, ng);
+    }
+  }
+
  private:
   ChunkBlocks(FusedCall& call, int64_t V, int f32, int bf16, ChunkPlan p) : rows(p.logit_rows), group_rows(p.group_rows) {
     for (int k = 0; k < f32; ++k) f32_.push_back(call.scratch(sizeof(float) * rows * V));

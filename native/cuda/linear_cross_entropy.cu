@@ -183,34 +183,34 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
   const cudaDataType_t tin = cuda_type(dt), tg = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   const DType gdt = bf16 ? DType::BF16 : DType::F32;  // the gradient block's type
   void* g = bf16 ? blocks.bf16(0) : z;
-  for (int64_t g0 = 0; g0 < N; g0 += blocks.group_rows) {
-    const int64_t ng = std::min(blocks.group_rows, N - g0);
-    for (int64_t c0 = g0; c0 < g0 + ng; c0 += blocks.rows) {
-      const int64_t nc = std::min(blocks.rows, g0 + ng - c0);
-      gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, elem_offset(a.h, c0 * d, dt), tin, d, a.w, tin, d, 0.f, z,
-              CUDA_R_32F, V);
+  // per logit chunk: its logits and row pass, the gradient rows into the group's block at `at`
+  const auto chunk = [&](int64_t c0, int64_t nc, int64_t at) {
+    gemm_rm(op, ctx.blas, false, true, nc, V, d, 1.f, elem_offset(a.h, c0 * d, dt), tin, d, a.w, tin, d, 0.f, z,
+            CUDA_R_32F, V);
 
-      CeRowParams p;
-      p.z = z;
-      p.g = grad ? elem_offset(g, (c0 - g0) * V, gdt) : nullptr;  // the chunk's rows of the group (float32: 0, in place)
-      p.targets = a.targets + c0;
-      p.row_loss = row_loss.as<double>() + c0;
-      p.status = call.status();
-      p.row0 = c0;
-      p.scale = scale.as<CeScale>();
-      p.V = static_cast<int>(V);
-      p.ignore_index = a.ignore_index;
-      p.eps = a.label_smoothing;
-      p.lam = a.z_loss_weight;
-      p.grad = grad;
-      launch_row_kernel(op, ctx, nc, p, bf16 && grad);
-    }
-
+    CeRowParams p;
+    p.z = z;
+    p.g = grad ? elem_offset(g, at * V, gdt) : nullptr;  // the chunk's rows of the group (float32: 0, in place)
+    p.targets = a.targets + c0;
+    p.row_loss = row_loss.as<double>() + c0;
+    p.status = call.status();
+    p.row0 = c0;
+    p.scale = scale.as<CeScale>();
+    p.V = static_cast<int>(V);
+    p.ignore_index = a.ignore_index;
+    p.eps = a.label_smoothing;
+    p.lam = a.z_loss_weight;
+    p.grad = grad;
+    launch_row_kernel(op, ctx, nc, p, bf16 && grad);
+  };
+  // per group: the backward GEMMs over its rows
+  const auto group = [&](int64_t g0, int64_t ng) {
     if (grad) {
       void* dh_g = a.dh ? elem_offset(a.dh, g0 * d, dt) : nullptr;
       logits_backward(op, ctx.blas, ng, V, d, g, tg, a.w, elem_offset(a.h, g0 * d, dt), tin, dh_g, a.dw, g0 > 0 ? 1.f : 0.f);
     }
-  }
+  };
+  blocks.each(N, chunk, group);
 
   OpStats st = call.finish();
   if (a.loss) {  // the training path: the loss stays on the device, and how many rows counted is not read

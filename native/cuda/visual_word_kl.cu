@@ -208,29 +208,28 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
   void* gb = grad_lm ? (bf16 ? blocks.bf16(0) : zb) : nullptr;
   void* ga = grad_target ? (bf16 ? blocks.bf16(grad_lm ? 1 : 0) : za) : nullptr;
   const DType gdt = bf16 ? DType::BF16 : DType::F32;  // the gradient blocks' type
-  for (int64_t g0 = 0; g0 < M; g0 += blocks.group_rows) {
-    const int64_t ng = std::min(blocks.group_rows, M - g0);
-    for (int64_t c0 = g0; c0 < g0 + ng; c0 += blocks.rows) {
-      const int64_t nc = std::min(blocks.rows, g0 + ng - c0);
-      gemm_rm(op, ctx.blas, false, true, nc, V, d, inv_t, elem_offset(a.x, c0 * d, dt), tin, d, a.w_vm, tin, d, 0.f, za,
-              CUDA_R_32F, V);
-      gemm_rm(op, ctx.blas, false, true, nc, V, d, inv_t, elem_offset(a.h, c0 * d, dt), tin, d, a.w_lm, tin, d, 0.f, zb,
-              CUDA_R_32F, V);
+  // per logit chunk: its logits and row pass, the gradient rows into the group's block at `at`
+  const auto chunk = [&](int64_t c0, int64_t nc, int64_t at) {
+    gemm_rm(op, ctx.blas, false, true, nc, V, d, inv_t, elem_offset(a.x, c0 * d, dt), tin, d, a.w_vm, tin, d, 0.f, za,
+            CUDA_R_32F, V);
+    gemm_rm(op, ctx.blas, false, true, nc, V, d, inv_t, elem_offset(a.h, c0 * d, dt), tin, d, a.w_lm, tin, d, 0.f, zb,
+            CUDA_R_32F, V);
 
-      KlRowParams p;
-      p.a = za;
-      p.b = zb;
-      p.ga = ga ? elem_offset(ga, (c0 - g0) * V, gdt) : nullptr;  // the chunk's rows of the group (float32: 0, in place)
-      p.gb = gb ? elem_offset(gb, (c0 - g0) * V, gdt) : nullptr;
-      p.row_loss = row_loss.as<double>() + c0;
-      p.status = call.status();
-      p.row0 = c0;
-      p.V = static_cast<int>(V);
-      p.scale_b = static_cast<float>(s);
-      p.scale_a = grad_target ? p.scale_b : 0.f;
-      launch_row_kernel(op, ctx, nc, p, bf16 && (grad_lm || grad_target));
-    }
-
+    KlRowParams p;
+    p.a = za;
+    p.b = zb;
+    p.ga = ga ? elem_offset(ga, at * V, gdt) : nullptr;  // the chunk's rows of the group (float32: 0, in place)
+    p.gb = gb ? elem_offset(gb, at * V, gdt) : nullptr;
+    p.row_loss = row_loss.as<double>() + c0;
+    p.status = call.status();
+    p.row0 = c0;
+    p.V = static_cast<int>(V);
+    p.scale_b = static_cast<float>(s);
+    p.scale_a = grad_target ? p.scale_b : 0.f;
+    launch_row_kernel(op, ctx, nc, p, bf16 && (grad_lm || grad_target));
+  };
+  // per group: the backward GEMMs over its rows
+  const auto group = [&](int64_t g0, int64_t ng) {
     const float beta = g0 == 0 ? 0.f : 1.f;
     const void* x_g = elem_offset(a.x, g0 * d, dt);
     const void* h_g = elem_offset(a.h, g0 * d, dt);
@@ -240,7 +239,8 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
     if (grad_target)
       logits_backward(op, ctx.blas, ng, V, d, ga, tg, a.w_vm, x_g, tin, a.dx ? elem_offset(a.dx, g0 * d, dt) : nullptr,
                       a.dw_vm, beta);
-  }
+  };
+  blocks.each(M, chunk, group);
 
   return finish_losses(op, ctx, call, row_loss.as<double>(), a.row_loss, M, a.reduction, M, a.loss);
 }
