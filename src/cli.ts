@@ -245,7 +245,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--lr <x>', 'peak learning rate', num('--lr'), 2e-5)
   .option('--mm-vision-tower-lr <x>', "the vision tower's peak learning rate when it trains (default: --lr)", num('--mm-vision-tower-lr'))
   .option('--warmup-ratio <x>', 'share of steps for linear warmup', num('--warmup-ratio'), 0.03)
-  .option('--weight-decay <x>', 'AdamW decoupled weight decay', num('--weight-decay'), 0)
+  .option('--weight-decay <x>', "AdamW decoupled weight decay (not on biases and norm layers, as in transformers' Trainer)", num('--weight-decay'), 0)
   .option('--max-grad-norm <x>', 'global gradient-norm clip (0: none, as transformers\' Trainer)', num('--max-grad-norm'), 1)
   .option('--trainable <parts>', 'comma list of vision,projector,llm,vm,lora (LLaVA stage 1: projector,vm; default projector,llm,vm, with --lora-r projector,vm,lora)')
   .option('--lora-r <n>', 'add LoRA adapters of rank n to every Linear of the LLM (LLaVA-1.5 LoRA: 128)', int('--lora-r', 1))

@@ -13,15 +13,17 @@ export interface AdamWOptions {
 
 /**
  * A parameter group (torch's param_groups): its parameters update with lr * lrScale, so one schedule
- * setting `lr` moves every group together (LLaVA's mm_vision_tower_lr is such a group).
+ * setting `lr` moves every group together (LLaVA's mm_vision_tower_lr is such a group), and decay with the
+ * group's weightDecay (default: the optimizer's; transformers' Trainer puts biases and norms in a group with 0).
  */
 export interface ParamGroup {
   params: Tensor[];
   lrScale?: number;
+  weightDecay?: number;
 }
 
 const ADAMW_KEYS = { lr: true, betas: true, eps: true, weightDecay: true } satisfies Record<keyof AdamWOptions, true>;
-const GROUP_KEYS = { params: true, lrScale: true } satisfies Record<keyof ParamGroup, true>;
+const GROUP_KEYS = { params: true, lrScale: true, weightDecay: true } satisfies Record<keyof ParamGroup, true>;
 
 interface ParamState {
   m: Tensor;
@@ -32,7 +34,7 @@ interface ParamState {
 export class AdamW {
   /** All parameters, groups concatenated in order (the indices optimizer checkpoints use). */
   readonly params: Tensor[];
-  readonly groups: { params: Tensor[]; lrScale: number }[];
+  readonly groups: { params: Tensor[]; lrScale: number; weightDecay: number }[];
   lr: number;
   readonly betas: [number, number];
   readonly eps: number;
@@ -47,29 +49,30 @@ export class AdamW {
     const list = [...params] as (Tensor | ParamGroup)[];
     const isGroup = (x: Tensor | ParamGroup): x is ParamGroup => !(x instanceof Tensor);
     if (list.some(isGroup) && !list.every(isGroup)) throw new TypeError('AdamW: pass either tensors or parameter groups, not both');
+    const bad = (name: string, v: number, ok: boolean, where = '') => {
+      if (!Number.isFinite(v) || !ok) throw new RangeError(`AdamW: invalid ${name} ${v}${where}`);
+    };
+    this.weightDecay = opts.weightDecay ?? 0.01;
+    bad('weightDecay', this.weightDecay, this.weightDecay >= 0);
     this.groups = list.length > 0 && isGroup(list[0])
       ? (list as ParamGroup[]).map((g, i) => {
-        if (g === null || typeof g !== 'object' || !Array.isArray(g.params)) throw typeError('AdamW', `parameter group ${i}`, '{ params: Tensor[], lrScale? }', g);
-        // torch's per-group lr / weight_decay have no place here: a group's rate is lr x lrScale
+        if (g === null || typeof g !== 'object' || !Array.isArray(g.params)) throw typeError('AdamW', `parameter group ${i}`, '{ params: Tensor[], lrScale?, weightDecay? }', g);
+        // torch's per-group lr has no place here: a group's rate is lr x lrScale, so one schedule moves them all
         checkKeys('AdamW', `key of parameter group ${i}`, g, GROUP_KEYS);
-        const scale = g.lrScale ?? 1;
-        if (!Number.isFinite(scale) || scale < 0) throw new RangeError(`AdamW: invalid lrScale ${scale} in parameter group ${i}`);
-        return { params: [...g.params], lrScale: scale };
+        const scale = g.lrScale ?? 1, decay = g.weightDecay ?? this.weightDecay;
+        bad('lrScale', scale, scale >= 0, ` in parameter group ${i}`);
+        bad('weightDecay', decay, decay >= 0, ` in parameter group ${i}`);
+        return { params: [...g.params], lrScale: scale, weightDecay: decay };
       })
-      : [{ params: list as Tensor[], lrScale: 1 }];
+      : [{ params: list as Tensor[], lrScale: 1, weightDecay: this.weightDecay }];
     this.params = this.groups.flatMap((g) => g.params);
     this.lr = opts.lr;
     this.betas = opts.betas ?? [0.9, 0.999];
     this.eps = opts.eps ?? 1e-8;
-    this.weightDecay = opts.weightDecay ?? 0.01;
-    const bad = (name: string, v: number, ok: boolean) => {
-      if (!Number.isFinite(v) || !ok) throw new RangeError(`AdamW: invalid ${name} ${v}`);
-    };
     bad('lr', this.lr, this.lr >= 0);
     bad('beta1', this.betas[0], this.betas[0] >= 0 && this.betas[0] < 1);
     bad('beta2', this.betas[1], this.betas[1] >= 0 && this.betas[1] < 1);
     bad('eps', this.eps, this.eps >= 0);
-    bad('weightDecay', this.weightDecay, this.weightDecay >= 0);
     if (new Set(this.params).size !== this.params.length) throw new RangeError('AdamW: a parameter appears twice');
   }
 
@@ -95,7 +98,7 @@ export class AdamW {
       const sts = ps.map((p) => this.state.get(p)!);
       callOp('adamw_step', device as 'cpu' | 'cuda', ps.map((p) => p.grad!), [...ps, ...sts.map((s) => s.m), ...sts.map((s) => s.v)],
         [ps.length, Number(step), ...ps.map((p) => p.size)],
-        [this.lr * this.groups[Number(gi)].lrScale, this.betas[0], this.betas[1], this.eps, this.weightDecay, opts.gradScale ?? 1]);
+        [this.lr * this.groups[Number(gi)].lrScale, this.betas[0], this.betas[1], this.eps, this.groups[Number(gi)].weightDecay, opts.gradScale ?? 1]);
     }
   }
 

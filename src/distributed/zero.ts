@@ -123,7 +123,7 @@ export class ZeroAdamW {
     // first buckets: reverse registration order (rebuilt after the first backward in the order it finished them)
     this.buildBuckets(this.params.map((_, i) => i).reverse());
     const bf16 = this.gatherDtype === 'bfloat16';
-    const ownedGroups = groups.map((g) => ({ params: [...g.params].filter((p) => this.owners.get(p) === group.rank), lrScale: g.lrScale }));
+    const ownedGroups = groups.map((g) => ({ params: [...g.params].filter((p) => this.owners.get(p) === group.rank), lrScale: g.lrScale, weightDecay: g.weightDecay }));
     this.innerParams = ownedGroups.flatMap((g) => g.params);
     const { lr, betas, eps, weightDecay } = opts; // AdamW's own options (the rest are ZeRO's)
     this.inner = new AdamW(ownedGroups.map((g) => ({ ...g, params: g.params.map((p) => (bf16 ? this.masterOf(p) : p)) })), { lr, betas, eps, weightDecay });

@@ -1,7 +1,7 @@
 // Public API of training: the Trainer (stages, options, state, exact resume), training on a LLaVA file,
 // interruption (StopRequest, signal handlers, TrainingInterrupted), the learning-rate schedule, the CLI's
 // progress line and the loss-curve plot of a metrics.jsonl. Re-exported by the root and by 'vwlmm/train'.
-export { Trainer, readTrainerState, applyTrainable, stageSteps, batchIndices, TRAINABLE_PARTS } from './trainer';
+export { Trainer, readTrainerState, applyTrainable, stageSteps, batchIndices, noDecayParameters, TRAINABLE_PARTS } from './trainer';
 export type { Stage, Trainable, TrainerOptions, TrainerState } from './trainer';
 export { trainOnFile, prepareFile, loadFileBatch, describeSkipped } from './from_file';
 export type { FileTrainOptions, PreparedData } from './from_file';

@@ -33,4 +33,9 @@ export interface TrainerState {
    * (or, absent, one from before the order was keyed by the stage's name) cannot be resumed exactly and is refused.
    */
   sampleOrder?: string;
+  /**
+   * Saved with checkpoints: 'parameters' when the optimizer entries are indexed by the stage's trainable parameters
+   * (the model's order, then its extraParameters); absent in older ones, indexed by the optimizer's learning-rate groups.
+   */
+  optimizerIndex?: string;
 }

@@ -41,7 +41,8 @@ import { HostTensor, readSafetensors } from '../io/safetensors';
 import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions } from '../model/checkpoint';
 import { loraParameters } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
-import { storeFrozenWeights } from '../nn/layers';
+import { LayerNorm, RMSNorm, storeFrozenWeights } from '../nn/layers';
+import type { Module } from '../nn/module';
 import type { ProcessGroup } from '../distributed/process_group';
 import { ZeroAdamW } from '../distributed/zero';
 import { modelBatchArrays, StageReplay } from './replay';
@@ -305,6 +306,8 @@ export function batchIndices(seed: number, s: Stage, step: number, micro: number
 
 /** The sample order's name, saved in checkpoints (TrainerState.sampleOrder): seeded permutations keyed by the stage's name. */
 const SAMPLE_ORDER = 'by-stage-name';
+/** What the optimizer entries' indices count, saved in checkpoints (TrainerState.optimizerIndex): the stage's parameters. */
+const OPTIMIZER_INDEX = 'parameters';
 
 const orderCache = new Map<string, number[]>();
 function epochOrder(seed: number, stage: string, epoch: number, n: number): number[] {
@@ -404,6 +407,8 @@ export class Trainer {
   /** Micro-batches loaded ahead by runAsync (stages with loadBatch), by position: see batchKey. */
   private readonly loaded = new Map<string, Promise<ModelBatch>>();
   private readonly ready = new Map<string, ModelBatch>();
+  /** The current stage's trainable parameters, in the order checkpoints index their optimizer entries. */
+  private stageParams: Tensor[] = [];
   /** The compute dtype of every forward and backward (TrainerOptions.dtype). */
   readonly dtype: ComputeDtype;
   /** How frozen Linear weights are stored (TrainerOptions.frozenDtype). */
@@ -589,6 +594,7 @@ export class Trainer {
     delete state.stageSteps;
     delete state.sampleOrder;
     delete state.stageSettings;
+    delete state.optimizerIndex;
     if (resume) this.checkResume(resume.state);
     if (this.metricsFile && resume) truncateMetrics(this.metricsFile, state.globalStep);
     else if (this.metricsFile) fs.writeFileSync(this.metricsFile, '');
@@ -602,6 +608,7 @@ export class Trainer {
       // vm_head stays float32: the visual-word ops (fused.visualWords) take it directly
       storeFrozenWeights(this.model, this.frozenDtype, { exclude: ['vm_head'] });
       const params = [...this.model.trainableParameters(), ...(s.extraParameters ?? [])];
+      this.stageParams = params;
       const adamw = { lr: s.lr, weightDecay: s.weightDecay ?? 0 };
       const opt = this.group
         ? new ZeroAdamW(this.group, paramGroups(this.model, params, s), { ...adamw, bucketBytes: this.opts.bucketBytes, gatherDtype: this.opts.gatherDtype, overlapGather: this.opts.overlapGather })
@@ -610,7 +617,9 @@ export class Trainer {
         if (resume && state.step > 0) {
           // the stage's own tensors first, so a misfit is named (not an optimizer entry that does not fit)
           if (s.extraParameters?.length) loadStageParameters(s, resume.stageParameters ?? null);
-          opt.loadState(optimizerEntries(resume.optimizer, params.length));
+          // the checkpoint's indices: into params (or, written before OPTIMIZER_INDEX, into the optimizer's lr groups)
+          const saved = resume.state.optimizerIndex === OPTIMIZER_INDEX ? params : lrGroups(this.model, params, s).flatMap((g) => g.params);
+          opt.loadState(optimizerEntries(resume.optimizer, params.length).map((e) => ({ ...e, index: opt.params.indexOf(saved[e.index]) })));
         }
         resume = undefined;
         // op programs (not data-parallel: its collectives run between the ops)
@@ -870,6 +879,9 @@ export class Trainer {
     const entries = opt instanceof ZeroAdamW
       ? opt.gatherState().map((e) => ({ ...e, shape: opt.params[e.index].shape }))
       : opt.stateEntries().map((e) => ({ index: e.index, step: e.step, shape: e.m.shape, m: e.m.toArray() as Float32Array, v: e.v.toArray() as Float32Array }));
+    // indexed by the stage's parameters (the optimizer orders them by group, which its settings decide)
+    const at = new Map(this.stageParams.map((p, i) => [p, i]));
+    for (const e of entries) e.index = at.get(opt.params[e.index])!;
     const outDir = this.opts.outDir;
     if (opt instanceof ZeroAdamW) opt.withMasterWeights(() => this.write(outDir, state, entries));
     else this.write(outDir, state, entries);
@@ -888,7 +900,7 @@ export class Trainer {
     const stageTensors = new Map<string, HostTensor>(extra.map((p, k) => [String(k), { dtype: 'float32', shape: [...p.shape], data: p.toArray() as Float32Array }]));
     saveCheckpoint(path.join(outDir, 'checkpoint'), this.model, {
       ...this.opts.checkpointFiles,
-      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), stageSettings: this.stages.map((s) => stageSettings(s, this.world)), ...(this.group ? { worldSize: this.world } : {}) }, null, 2) },
+      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, optimizerIndex: OPTIMIZER_INDEX, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), stageSettings: this.stages.map((s) => stageSettings(s, this.world)), ...(this.group ? { worldSize: this.world } : {}) }, null, 2) },
       extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
     });
   }
@@ -965,9 +977,19 @@ function truncateMetrics(file: string, globalStep: number): void {
 
 /**
  * The stage's AdamW groups: everything at lr, then (visionTowerLr) the tower's parameters and (projectorLr, LLaVA's
- * mm_projector_lr) the projector's in groups of their own, on the same schedule at their own peak rates.
+ * mm_projector_lr) the projector's in groups of their own, on the same schedule at their own peak rates. With weight
+ * decay, each group splits as transformers' Trainer splits it: biases and norm layers in a group without decay.
  */
 function paramGroups(model: VwLmm, params: Tensor[], s: Stage): ParamGroup[] {
+  const groups = lrGroups(model, params, s);
+  if (!((s.weightDecay ?? 0) > 0)) return groups;
+  const skip = noDecayParameters(model);
+  return groups.flatMap((g) => [{ ...g, params: g.params.filter((p) => !skip.has(p)) }, { ...g, params: g.params.filter((p) => skip.has(p)), weightDecay: 0 }])
+    .filter((g) => g.params.length > 0);
+}
+
+/** paramGroups by learning rate alone (the groups, and so the optimizer's order, before weight decay split them). */
+function lrGroups(model: VwLmm, params: Tensor[], s: Stage): ParamGroup[] {
   const special = ([['visionTowerLr', s.visionTowerLr, model.visionTower.parameters()], ['projectorLr', s.projectorLr, model.model.mm_projector.parameters()]] as const)
     .filter(([, lr]) => lr !== undefined);
   if (special.length === 0) return [{ params }];
@@ -980,4 +1002,15 @@ function paramGroups(model: VwLmm, params: Tensor[], s: Stage): ParamGroup[] {
     { params: params.filter((p) => !sets.some((set) => set.has(p))) },
     ...special.map(([, lr], k) => ({ params: params.filter((p) => sets[k].has(p)), lrScale: lr! / s.lr })),
   ];
+}
+
+/**
+ * The parameters transformers' Trainer does not decay (get_decay_parameter_names, which LLaVA's trainer uses too):
+ * every parameter of a norm layer (LayerNorm, RMSNorm) and every one whose name has 'bias' in it.
+ */
+export function noDecayParameters(model: Module): Set<Tensor> {
+  const out = new Set<Tensor>();
+  for (const m of model.namedModules().values()) if (m instanceof LayerNorm || m instanceof RMSNorm) for (const p of m.parameters()) out.add(p);
+  for (const [name, p] of model.namedParameters()) if (name.includes('bias')) out.add(p);
+  return out;
 }

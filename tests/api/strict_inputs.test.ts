@@ -17,7 +17,7 @@ describe('strict inputs', () => {
       const w = t([1, 2]);
       w.requiresGrad = true;
       expect(() => new AdamW([w], { lr: 1e-3, weight_decay: 0 } as never)).toThrow("AdamW: unknown option 'weight_decay' (did you mean 'weightDecay'?); known: lr, betas, eps, weightDecay");
-      expect(() => new AdamW([{ params: [w], lr: 1e-2 }] as never, { lr: 1e-3 })).toThrow("AdamW: unknown key of parameter group 0 'lr'; known: params, lrScale");
+      expect(() => new AdamW([{ params: [w], lr: 1e-2 }] as never, { lr: 1e-3 })).toThrow("AdamW: unknown key of parameter group 0 'lr'; known: params, lrScale, weightDecay");
       expect(() => new AdamW([w], undefined as never)).toThrow('AdamW: expected an object with lr for options but received undefined');
       const h = t([0.1, 0.2, 0.3, 0.4], [2, 2]), wv = t([1, 0, 0, 1, 1, 1], [3, 2]), ids = Tensor.fromArray(Int32Array.from([0, 2]), [2]);
       expect(() => fused.linearCrossEntropy(h, wv, ids, { label_smoothing: 0.1 } as never)).toThrow("fused.linearCrossEntropy: unknown option 'label_smoothing' (did you mean 'labelSmoothing'?)");

@@ -1,4 +1,5 @@
-// AdamW parameter groups (src/optim.ts): each group steps with lr * lrScale, against the float64 reference.
+// AdamW parameter groups (src/optim.ts): each group steps with lr * lrScale and its own weightDecay (default: the
+// optimizer's), against the float64 reference.
 import { describe, expect, it } from 'vitest';
 import { AdamW, Tensor } from '../../src';
 import { relErr } from '../support/compare';
@@ -6,14 +7,15 @@ import { adamwRef } from '../support/engine_reference';
 import { rngFor, runSeed } from '../support/random';
 
 describe(`AdamW parameter groups (seed ${runSeed})`, () => {
-  it('two groups (lrScale 1 and 0.1) follow the reference with their own learning rates over 3 steps', () => {
+  it('three groups (lrScale 1, 0.1, 1; weightDecay default, 0.2, 0) follow the reference with their own rates over 3 steps', () => {
     const rng = rngFor('adamw:groups');
-    const sizes = [[7, 33], [129]];
-    const scales = [1, 0.1];
+    const sizes = [[7, 33], [129], [5, 17]];
+    const scales = [1, 0.1, 1];
+    const decays = [undefined, 0.2, 0];
     const base = { lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05, gradScale: 1 };
     const params = sizes.map((g) => g.map((n) => Tensor.fromArray(Float32Array.from(rng.normals(n)), [n])));
     const refs = params.flat().map((p) => ({ p: Float64Array.from(p.toArray()), m: new Float64Array(p.size), v: new Float64Array(p.size) }));
-    const opt = new AdamW(params.map((ps, i) => ({ params: ps, lrScale: scales[i] })), { lr: base.lr, weightDecay: base.weightDecay });
+    const opt = new AdamW(params.map((ps, i) => ({ params: ps, lrScale: scales[i], ...(decays[i] === undefined ? {} : { weightDecay: decays[i] }) })), { lr: base.lr, weightDecay: base.weightDecay });
     try {
       expect(opt.params).toEqual(params.flat());
       for (let t = 1; t <= 3; t++) {
@@ -22,7 +24,7 @@ describe(`AdamW parameter groups (seed ${runSeed})`, () => {
         params.forEach((ps, gi) => ps.forEach((p) => {
           const g = rng.normals(p.size);
           p.grad = Tensor.fromArray(Float32Array.from(g), p.shape);
-          adamwRef(refs[k].p, refs[k].m, refs[k].v, g, t, { ...base, lr: (base.lr / t) * scales[gi] });
+          adamwRef(refs[k].p, refs[k].m, refs[k].v, g, t, { ...base, lr: (base.lr / t) * scales[gi], weightDecay: decays[gi] ?? base.weightDecay });
           k++;
         }));
         const before = params.flat().map((p) => p.toArray());
@@ -41,11 +43,12 @@ describe(`AdamW parameter groups (seed ${runSeed})`, () => {
     }
   });
 
-  it('refuses mixed tensors and groups, and a bad lrScale, naming the group', () => {
+  it('refuses mixed tensors and groups, and a bad lrScale or weightDecay, naming the group', () => {
     const a = Tensor.fromArray(new Float32Array(3), [3]), b = Tensor.fromArray(new Float32Array(3), [3]);
     try {
       expect(() => new AdamW([a, { params: [b] }] as never, { lr: 1 })).toThrow(/either tensors or parameter groups/);
       expect(() => new AdamW([{ params: [a] }, { params: [b], lrScale: -1 }], { lr: 1 })).toThrow(/invalid lrScale -1 in parameter group 1/);
+      expect(() => new AdamW([{ params: [a] }, { params: [b], weightDecay: NaN }], { lr: 1 })).toThrow(/invalid weightDecay NaN in parameter group 1/);
       expect(() => new AdamW([{ params: [a] }, { params: [a] }], { lr: 1 })).toThrow(/appears twice/);
     } finally {
       a.dispose();
