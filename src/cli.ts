@@ -256,6 +256,8 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--stage <name>', "the stage's name: in the logs and checkpoint, and the key of its sample order (a stage of a longer run, e.g. the demo's reproduce.sh, gets the order it had there)", 'train')
   .option('--save-every <n>', 'checkpoint every n steps (and at the end)', int('--save-every'), 0)
   .option('--resume', 'continue from <out>/checkpoint exactly where it stopped')
+  .option('--overwrite-output-dir', 'start over in an --out that already holds a run (else refused: --resume continues it)')
+  .option('--model-max-length <n>', "positions a sample is cut to, image features included (LLaVA's model_max_length; default: the checkpoint's tokenizer_model_max_length, else 2048)", int('--model-max-length', 1))
   .option('--strict', 'fail on the first broken record, image or tokenization mismatch')
   .option('--non-finite <action>', 'a step with a NaN/Inf loss or gradient norm: skip its update, or stop', 'skip')
   .option('--gradient-checkpointing', 'recompute every decoder and vision layer in the backward: less memory, one more forward per layer')
@@ -267,7 +269,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--dist-backend <b>', 'data-parallel backend: mpi (CPU) or nccl (CUDA); default: by --device')
   .option('--gather-dtype <d>', "data-parallel: the dtype the updated weights are all-gathered in: bf16 (llm.c's ZeRO-1: the fp32 masters sharded too, every rank trains with bf16 weights, half the bytes) or fp32 (default); checkpoints hold the fp32 masters either way")
   .option('--no-replay', 'run every step in JavaScript (by default a step of a batch shape seen twice is replayed natively as an op program: the same numbers, less host time)')
-  .action(async (o: { replay: boolean; nprocPerNode?: number; distBackend?: string; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; residualDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }) => {
+  .action(async (o: { replay: boolean; nprocPerNode?: number; distBackend?: string; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; overwriteOutputDir?: boolean; modelMaxLength?: number; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; residualDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }, cmd: Command) => {
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     const distBackend = o.distBackend ?? (o.device.startsWith('cuda') ? 'nccl' : 'mpi');
     if (distBackend !== 'mpi' && distBackend !== 'nccl') fail(`--dist-backend must be mpi or nccl, got '${o.distBackend}'`);
@@ -293,6 +295,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (o.mmVisionTowerLr !== undefined && !parts.includes('vision')) fail('--mm-vision-tower-lr needs the vision tower trainable (--trainable with vision)');
     if (o.warmupRatio < 0 || o.warmupRatio > 1) fail('--warmup-ratio must be in [0, 1]');
     if (!(o.epochs > 0)) fail('--epochs must be > 0');
+    if (o.steps !== undefined && cmd.getOptionValueSource('epochs') === 'cli') fail('--steps and --epochs both set the run\'s length: give one');
     if (!(o.weightDecay >= 0)) fail('--weight-decay must be >= 0');
     if (!(o.maxGradNorm >= 0)) fail('--max-grad-norm must be >= 0 (0: no clipping)');
     const { loadCheckpoint, resolveCheckpointDir } = await import('./model');
@@ -302,8 +305,13 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
       const found = resolveCheckpointDir(path.join(o.out, 'checkpoint'));
       if (!found) fail(`--resume: no checkpoint in ${path.join(o.out, 'checkpoint')} (run without --resume to start)`);
       from = found;
-    } else existing(from, 'init checkpoint', 'dir');
-    const { trainOnFile, readTrainerState, TrainingInterrupted, plotMetrics, Progress } = await import('./train');
+    } else {
+      existing(from, 'init checkpoint', 'dir');
+      // as transformers' Trainer scripts refuse a non-empty output_dir: a finished or stopped run is not lost to a typo
+      if (!o.overwriteOutputDir && (resolveCheckpointDir(path.join(o.out, 'checkpoint')) || fs.existsSync(path.join(o.out, 'metrics.jsonl'))))
+        fail(`--out ${o.out} already holds a training run (checkpoint/ or metrics.jsonl): --resume continues it, --overwrite-output-dir starts over in it`);
+    }
+    const { trainOnFile, readTrainerState, TrainingInterrupted, plotMetrics, Progress, describeSkipped } = await import('./train');
     const dtype = await computeDtypeOf(o.dtype);
     const frozenDtype = await computeDtypeOf(o.frozenDtype, '--frozen-dtype');
     const residualDtype = await computeDtypeOf(o.residualDtype, '--residual-dtype');
@@ -334,7 +342,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         lr: o.lr, visionTowerLr: o.mmVisionTowerLr, projectorLr: o.mmProjectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
         trainable: Object.fromEntries(known.map((p) => [TRAINABLE_PARTS[p], parts.includes(p)])), stage: o.stage,
         lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
-        strict: !!o.strict, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, residualDtype, dtype, frozenDtype, replay: o.replay,
+        strict: !!o.strict, modelMaxLength: o.modelMaxLength, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, residualDtype, dtype, frozenDtype, replay: o.replay,
         processGroup: group ?? undefined, gatherDtype,
         onLog: (r) => {
           progress.update(r);
@@ -357,8 +365,9 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (!lead) return model.dispose();
     const { data, state } = result;
     await plotMetrics(path.join(o.out, 'metrics.jsonl'), path.join(o.out, 'loss_curve.png'), `vwlmm train ${path.basename(o.data)}`);
-    console.log(`trained ${state.globalStep} step${state.globalStep === 1 ? '' : 's'} on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
+    console.log(`trained ${state.globalStep} step${state.globalStep === 1 ? '' : 's'} on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${data.truncated} samples cut to the model max length, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
     for (const s of data.skipped.slice(0, 10)) console.log(`  skipped ${s.line !== undefined ? `${o.data}:${s.line}` : s.index !== undefined ? `${o.data}[${s.index}]` : `record ${s.id}`}: ${s.reason}`);
+    if (data.skipped.length > 10) console.log(`  ... and ${data.skipped.length - 10} more: ${describeSkipped(data, o.data)}`);
     model.dispose();
   });
 

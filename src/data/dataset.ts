@@ -54,7 +54,7 @@ function typeName(v: unknown): string {
  * Validate one raw record. Returns the normalised record or a reason string.
  * Rules: an object; `conversations` a non-empty array of { from, value: string } with from in human/gpt
  * (user/assistant accepted and mapped, case-insensitive), alternating and starting with human (it may end
- * with a human turn, as evaluation prompts do); `image` absent/null or a non-empty string; a record without
+ * with a human turn, as evaluation prompts do; a first turn from gpt is dropped, as LLaVA's preprocess drops it); `image` absent/null or a non-empty string; a record without
  * an image must not contain "<image>"; `id` a string or number if present; `category` a string if present;
  * `answers` a non-empty array of strings if present.
  */
@@ -78,12 +78,14 @@ export function validateLlavaRecord(raw: unknown, fallbackId: string): LlavaReco
     const role = ROLE_MAP[t.from.toLowerCase()];
     if (!role) return `${where}: turn ${k} has from '${t.from}', expected human/gpt (or user/assistant)`;
     if (typeof t.value !== 'string') return `${where}: turn ${k} 'value' is ${typeName(t.value)}, expected a string`;
-    const expected: LlavaRole = k % 2 === 0 ? 'human' : 'gpt';
+    if (k === 0 && role === 'gpt') continue; // LLaVA's preprocess: a conversation that opens with gpt loses that turn
+    const expected: LlavaRole = turns.length % 2 === 0 ? 'human' : 'gpt';
     if (role !== expected) {
       return `${where}: turn ${k} is from ${role} but turns must alternate human, gpt, ... starting with human`;
     }
     turns.push({ from: role, value: t.value });
   }
+  if (turns.length === 0) return `${where}: 'conversations' holds only a gpt turn (LLaVA drops a first turn from gpt)`;
   let image: string | undefined;
   if (r.image !== undefined && r.image !== null) {
     if (typeof r.image !== 'string') return `${where}: 'image' is ${typeName(r.image)}, expected a string`;
@@ -100,6 +102,74 @@ export function validateLlavaRecord(raw: unknown, fallbackId: string): LlavaReco
   }
   const out: LlavaRecord = { ...r, id, conversations: turns };
   if (image === undefined) delete out.image; else out.image = image;
+  return out;
+}
+
+/** Refuses bytes that are not UTF-8 (as Python's json.load does), where Buffer.toString would put U+FFFD in silently. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+function utf8Reason(e: unknown): string {
+  return e instanceof TypeError ? 'not valid UTF-8 text (another encoding? LLaVA reads its files as UTF-8)' : (e as Error).message;
+}
+
+const isWs = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+
+/**
+ * The byte ranges of the elements of the JSON list in `buf` (after a UTF-8 BOM), found by scanning its structure
+ * (strings, escapes, nesting) without making one string of it. Each range is then parsed on its own; a
+ * structural error (not a list, unbalanced brackets, a missing element, text after the list) throws with its offset.
+ */
+export function jsonListElements(buf: Uint8Array): { begin: number; end: number }[] {
+  let i = buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf ? 3 : 0;
+  const skipWs = () => {
+    while (i < buf.length && isWs(buf[i])) i++;
+  };
+  skipWs();
+  if (buf[i] !== 0x5b) {
+    const what = i >= buf.length ? 'nothing' : buf[i] === 0x7b ? 'an object' : buf[i] === 0x22 ? 'a string' : `'${String.fromCharCode(buf[i])}'`;
+    throw new Error(`it holds ${what} where a list of records ('[') was expected (byte ${i})`);
+  }
+  i++;
+  const out: { begin: number; end: number }[] = [];
+  skipWs();
+  if (buf[i] === 0x5d) i++;
+  else {
+    for (;;) {
+      skipWs();
+      const begin = i;
+      let depth = 0;
+      for (; i < buf.length; i++) {
+        const c = buf[i];
+        if (c === 0x22) {
+          // a string: to the first quote not escaped (preceded by an even number of backslashes)
+          for (;;) {
+            i = buf.indexOf(0x22, i + 1);
+            if (i < 0) throw new Error(`a string starting in element ${out.length} is not closed`);
+            let slashes = 0;
+            while (buf[i - 1 - slashes] === 0x5c) slashes++;
+            if (slashes % 2 === 0) break;
+          }
+        } else if (c === 0x5b || c === 0x7b) depth++;
+        else if (c === 0x5d || c === 0x7d) {
+          if (depth === 0) break;
+          depth--;
+        } else if (c === 0x2c && depth === 0) break;
+      }
+      if (i >= buf.length) throw new Error(`the list is not closed (element ${out.length} runs to the end of the file)`);
+      let end = i;
+      while (end > begin && isWs(buf[end - 1])) end--;
+      if (end === begin) throw new Error(`element ${out.length} is missing (at byte ${begin})`);
+      out.push({ begin, end });
+      if (buf[i] === 0x5d) {
+        i++;
+        break;
+      }
+      if (buf[i] !== 0x2c) throw new Error(`unexpected '${String.fromCharCode(buf[i])}' after element ${out.length - 1} (byte ${i})`);
+      i++;
+    }
+  }
+  skipWs();
+  if (i < buf.length) throw new Error(`text after the end of the list (byte ${i})`);
   return out;
 }
 
@@ -126,15 +196,22 @@ export function readLlavaRecords(file: string, opts: ReadLlavaOptions = {}): { r
   const records: LlavaRecord[] = [];
   const skipped: SkippedRecord[] = [];
   if (format === 'json') {
-    let list: unknown;
+    // element by element (jsonListElements), so a list beyond V8's string limit (LLaVA's 665K mix is about 1 GB) reads
+    let elements: { begin: number; end: number }[];
     try {
-      list = JSON.parse(buf.toString('utf8').replace(/^\uFEFF/, ''));
+      elements = jsonListElements(buf);
     } catch (e) {
       const hint = head.trimStart().startsWith('{') ? ' (one object per line? name the file .jsonl)' : '';
-      throw new Error(`readLlavaRecords: '${file}' is not valid JSON: ${(e as Error).message}${hint}`);
+      throw new Error(`readLlavaRecords: '${file}' is not a valid JSON list: ${(e as Error).message}${hint}`);
     }
-    if (!Array.isArray(list)) throw new Error(`readLlavaRecords: '${file}' must hold a JSON list of records, got ${typeName(list)}`);
-    list.forEach((raw, index) => {
+    elements.forEach(({ begin, end }, index) => {
+      let raw: unknown;
+      try {
+        raw = JSON.parse(UTF8.decode(buf.subarray(begin, end)));
+      } catch (e) {
+        // a list is one JSON document (Python's json.load fails on it whole): no record of it is read
+        throw new Error(`readLlavaRecords: '${file}' is not valid JSON: record ${index} (bytes ${begin}-${end}): ${utf8Reason(e)}`);
+      }
       const v = validateLlavaRecord(raw, `${base}#${index}`);
       if (typeof v === 'string') {
         if (strict) throw new Error(`readLlavaRecords: ${file}[${index}]: ${v}`);
@@ -150,14 +227,15 @@ export function readLlavaRecords(file: string, opts: ReadLlavaOptions = {}): { r
     let end = buf.indexOf(0x0a, start);
     if (end < 0) end = buf.length;
     line++;
-    const text = buf.subarray(start, end).toString('utf8').trim();
+    const bytes = buf.subarray(start, end);
     start = end + 1;
-    if (text.length === 0) { if (end === buf.length) break; continue; }
     let raw: unknown;
     try {
+      const text = UTF8.decode(bytes).trim();
+      if (text.length === 0) { if (end === buf.length) break; continue; }
       raw = JSON.parse(text);
     } catch (e) {
-      const reason = `malformed JSON: ${(e as Error).message}`;
+      const reason = e instanceof TypeError ? utf8Reason(e) : `malformed JSON: ${(e as Error).message}`;
       if (strict) throw new Error(`readLlavaRecords: ${file}:${line}: ${reason}`);
       skipped.push({ line, reason });
       continue;

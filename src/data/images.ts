@@ -8,11 +8,16 @@
 //   'pad'         LLaVA expand2square first: paste the image on a max(w, h) square of the mean colour
 //                 (int(mean * 255) as LLaVA truncates: (122, 116, 104) for CLIP) at offset
 //                 ((s - w) >> 1, (s - h) >> 1), then as 'resize_crop';
-//   'resize_crop' resize the shortest side to `size` (long side floor(size * long / short)) with a
-//                 bicubic (Catmull-Rom, sharp 'cubic') kernel, unless it already is `size`; centre crop
-//                 size x size at ((w - size) >> 1, (h - size) >> 1) (HF center_crop rounds down);
-// then scale 1/255, normalise (x - mean) / std, and lay out CHW float32. The resize goes through uint8 like
-// PIL; bicubic resampling by libvips is close to, not bit-identical with, PIL's.
+//   'resize_crop' resize the shortest side to `size` (long side floor(size * long / short)) with PIL's
+//                 bicubic resize, unless it already is `size`; centre crop size x size at
+//                 ((w - size) >> 1, (h - size) >> 1) (HF center_crop rounds down);
+// then scale 1/255, normalise (x - mean) / std, and lay out CHW float32.
+//
+// The resize (resizeRgb) is bit-identical with Pillow's Image.resize((w, h), BICUBIC) on 8-bit RGB, which is what
+// transformers' image_transforms.resize calls: Pillow's ImagingResample (a = -0.5 cubic, antialiased when shrinking,
+// 22-bit fixed-point weights, uint8 between the passes) written anew in TypeScript below resizeRgb, and checked byte
+// for byte against Pillow 12.3 (tests/fixtures/resize, scripts/make_resize_fixture.py). sharp decodes only: its
+// 'cubic' resize (Catmull-Rom, with libvips' own pixel centres) put upscaled images about half an output pixel off.
 
 import * as fs from 'fs';
 import type Sharp from 'sharp';
@@ -120,15 +125,176 @@ export function padColour(mean: readonly number[] = CLIP_MEAN): [number, number,
   return [0, 1, 2].map((c) => Math.min(255, Math.max(0, Math.trunc(mean[c] * 255)))) as [number, number, number];
 }
 
-/** Bicubic resize to exactly width x height (sharp / libvips 'cubic' = Catmull-Rom). */
+/**
+ * Bicubic resize to exactly width x height, byte for byte Pillow's `Image.resize((width, height), Image.BICUBIC)` on
+ * 8-bit RGB (see the file comment). The same size returns `img` itself (Pillow returns an equal copy).
+ */
 export async function resizeRgb(img: RgbImage, width: number, height: number): Promise<RgbImage> {
   checkImage('resizeRgb', img);
+  for (const [name, v] of [['width', width], ['height', height]] as const) {
+    if (!Number.isInteger(v) || v <= 0) throw new RangeError(`resizeRgb: expected positive integer for ${name} but received ${v} of type ${typeof v}`);
+  }
   if (img.width === width && img.height === height) return img;
-  const { data, info } = await sharp()(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
-    .resize(width, height, { kernel: 'cubic', fit: 'fill' })
-    .raw()
-    .toBuffer({ resolveWithObject: true });
-  return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  return resampleBicubic(img, width, height);
+}
+
+// Pillow's ImagingResample (libImaging/Resample.c) for 8-bit bands with its BICUBIC filter, written anew.
+//   - separable: a horizontal pass, then a vertical pass on its uint8 result; a pass whose size does not change is
+//     skipped, and the horizontal pass computes only the rows the vertical pass reads;
+//   - per output index i: center = (i + 0.5) * scale (scale = in / out), filterscale = max(scale, 1) (so a
+//     downscale is antialiased), support = 2 * filterscale, taps [trunc(center - support + 0.5), trunc(center +
+//     support + 0.5)) clamped to the image, weights filter((j - center + 0.5) * (1 / filterscale)) in float64,
+//     divided by their sum, then rounded half away from zero to fixed point with 22 fractional bits (32 - 8 bits of
+//     result - 2 bits of headroom for the filter's negative lobes);
+//   - each output byte: (2^21 + sum(byte * weight)) >> 22 (arithmetic shift, i.e. floor), clamped to [0, 255].
+// Every step is the C code's double or int arithmetic in the same order, so the bytes are the same.
+const PRECISION_BITS = 32 - 8 - 2;
+const FIXED_ONE = 1 << PRECISION_BITS;
+const FIXED_HALF = 1 << (PRECISION_BITS - 1);
+const BICUBIC_SUPPORT = 2;
+
+/** The cubic convolution kernel with a = -0.5 (Keys), as Pillow evaluates it. */
+function bicubicFilter(x: number): number {
+  if (x < 0) x = -x;
+  if (x < 1) return ((-0.5 + 2) * x - (-0.5 + 3)) * x * x + 1;
+  if (x < 2) return (((x - 5) * x + 8) * x - 4) * -0.5;
+  return 0;
+}
+
+/** The taps of one axis: output i reads `count[i]` inputs from `first[i]` with weights[i * ksize ..] (fixed point). */
+interface ResampleAxis {
+  ksize: number;
+  first: Int32Array;
+  count: Int32Array;
+  weights: Int32Array;
+}
+
+/** Pillow's precompute_coeffs + normalize_coeffs_8bpc for an axis of inSize resized to outSize. */
+function resampleAxis(inSize: number, outSize: number): ResampleAxis {
+  const scale = inSize / outSize;
+  const filterscale = scale < 1 ? 1 : scale;
+  const support = BICUBIC_SUPPORT * filterscale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const ss = 1 / filterscale;
+  const first = new Int32Array(outSize), count = new Int32Array(outSize), weights = new Int32Array(outSize * ksize);
+  const k = new Float64Array(ksize);
+  for (let i = 0; i < outSize; i++) {
+    const center = (i + 0.5) * scale;
+    // (int) in C truncates; the clamp at 0 makes that floor here
+    const lo = Math.max(0, Math.trunc(center - support + 0.5));
+    const n = Math.min(inSize, Math.trunc(center + support + 0.5)) - lo;
+    let ww = 0;
+    for (let j = 0; j < n; j++) {
+      const w = bicubicFilter((j + lo - center + 0.5) * ss);
+      k[j] = w;
+      ww += w;
+    }
+    for (let j = 0; j < n; j++) {
+      const w = ww !== 0 ? k[j] / ww : k[j];
+      weights[i * ksize + j] = w < 0 ? Math.trunc(-0.5 + w * FIXED_ONE) : Math.trunc(0.5 + w * FIXED_ONE);
+    }
+    first[i] = lo;
+    count[i] = n;
+  }
+  return { ksize, first, count, weights };
+}
+
+// The passes below sum in int32 as Pillow's C does (byte * weight < 2^31, and the sums stay within an int since the
+// |weights| sum to little more than 2^22; the order of integer additions does not matter). Uint8ClampedArray stores
+// clamp (sum >> 22) to [0, 255] as Pillow's clip8 table does. Taps go two or four at a time: the loop overhead, not
+// the multiplies, is most of the cost of a JS inner loop (a quarter less time than one tap at a time).
+
+/** The horizontal pass over rows [row0, row0 + rows) of src (width srcW): rows x axis-output-width RGB bytes. */
+function resampleHorizontal(src: Uint8Array, srcW: number, row0: number, rows: number, axis: ResampleAxis, outW: number): Uint8Array {
+  const { ksize, first, count, weights } = axis;
+  const out = new Uint8ClampedArray(outW * rows * 3);
+  for (let y = 0; y < rows; y++) {
+    const rowIn = (row0 + y) * srcW * 3;
+    let o = y * outW * 3;
+    for (let x = 0; x < outW; x++) {
+      let k = x * ksize, p = rowIn + first[x] * 3;
+      const kEnd = k + count[x];
+      let s0 = FIXED_HALF, s1 = FIXED_HALF, s2 = FIXED_HALF;
+      for (; k + 1 < kEnd; k += 2, p += 6) {
+        const w = weights[k], v = weights[k + 1];
+        s0 = (s0 + Math.imul(src[p], w) + Math.imul(src[p + 3], v)) | 0;
+        s1 = (s1 + Math.imul(src[p + 1], w) + Math.imul(src[p + 4], v)) | 0;
+        s2 = (s2 + Math.imul(src[p + 2], w) + Math.imul(src[p + 5], v)) | 0;
+      }
+      if (k < kEnd) {
+        const w = weights[k];
+        s0 = (s0 + Math.imul(src[p], w)) | 0;
+        s1 = (s1 + Math.imul(src[p + 1], w)) | 0;
+        s2 = (s2 + Math.imul(src[p + 2], w)) | 0;
+      }
+      out[o++] = s0 >> PRECISION_BITS;
+      out[o++] = s1 >> PRECISION_BITS;
+      out[o++] = s2 >> PRECISION_BITS;
+    }
+  }
+  return new Uint8Array(out.buffer);
+}
+
+/** The vertical pass: src (width w) resampled along y, with the taps' first rows shifted down by `row0`. */
+function resampleVertical(src: Uint8Array, w: number, row0: number, axis: ResampleAxis, outH: number): Uint8Array {
+  const { ksize, first, count, weights } = axis;
+  const stride = w * 3;
+  const out = new Uint8ClampedArray(stride * outH);
+  const acc = new Int32Array(stride);
+  for (let y = 0; y < outH; y++) {
+    const n = count[y], kb = y * ksize, base = (first[y] - row0) * stride, o = y * stride;
+    // four input rows at a time along the whole row (the channels alike); a tap past n weighs 0 and reads row 0 of
+    // the window; the first group starts the sums, the last writes the bytes, any between adds into acc
+    for (let j = 0; j < n; j += 4) {
+      const w0 = weights[kb + j], p0 = base + j * stride;
+      const w1 = j + 1 < n ? weights[kb + j + 1] : 0, p1 = j + 1 < n ? p0 + stride : base;
+      const w2 = j + 2 < n ? weights[kb + j + 2] : 0, p2 = j + 2 < n ? p0 + 2 * stride : base;
+      const w3 = j + 3 < n ? weights[kb + j + 3] : 0, p3 = j + 3 < n ? p0 + 3 * stride : base;
+      const start = j === 0, end = j + 4 >= n;
+      if (start && end) {
+        for (let i = 0; i < stride; i++) {
+          out[o + i] = (FIXED_HALF + Math.imul(src[p0 + i], w0) + Math.imul(src[p1 + i], w1) + Math.imul(src[p2 + i], w2) + Math.imul(src[p3 + i], w3)) >> PRECISION_BITS;
+        }
+      } else if (start) {
+        for (let i = 0; i < stride; i++) {
+          acc[i] = FIXED_HALF + Math.imul(src[p0 + i], w0) + Math.imul(src[p1 + i], w1) + Math.imul(src[p2 + i], w2) + Math.imul(src[p3 + i], w3);
+        }
+      } else if (end) {
+        for (let i = 0; i < stride; i++) {
+          out[o + i] = (acc[i] + Math.imul(src[p0 + i], w0) + Math.imul(src[p1 + i], w1) + Math.imul(src[p2 + i], w2) + Math.imul(src[p3 + i], w3)) >> PRECISION_BITS;
+        }
+      } else {
+        for (let i = 0; i < stride; i++) {
+          acc[i] = acc[i] + Math.imul(src[p0 + i], w0) + Math.imul(src[p1 + i], w1) + Math.imul(src[p2 + i], w2) + Math.imul(src[p3 + i], w3);
+        }
+      }
+    }
+  }
+  return new Uint8Array(out.buffer);
+}
+
+/** Pillow's Image.resize with its bicubic filter on RGB bytes (the size differs in at least one axis). */
+function resampleBicubic(img: RgbImage, width: number, height: number): RgbImage {
+  const { width: w, height: h } = img;
+  if (h > w * 100 && height < h) {
+    // Pillow 12.3's Image.resize shrinks an image more than 100 times taller than wide vertically first: two
+    // ImagingResample calls, the first with only a vertical pass, the second with only a horizontal one (Pillow
+    // before 12.3 goes horizontal first here too, a few levels apart on such images)
+    const tall = resampleVertical(img.data, w, 0, resampleAxis(h, height), height);
+    const data = width !== w ? resampleHorizontal(tall, w, 0, height, resampleAxis(w, width), width) : tall;
+    return { width, height, data };
+  }
+  // ImagingResampleInner: horizontal, then vertical
+  let data = img.data, row0 = 0;
+  const vertical = height !== h ? resampleAxis(h, height) : null;
+  if (width !== w) {
+    // only the rows that the vertical pass reads (all of them when it is skipped)
+    const last = vertical ? vertical.first[height - 1] + vertical.count[height - 1] : h;
+    row0 = vertical ? vertical.first[0] : 0;
+    data = resampleHorizontal(data, w, row0, last - row0, resampleAxis(w, width), width);
+  }
+  if (vertical) data = resampleVertical(data, width, row0, vertical, height);
+  return { width, height, data };
 }
 
 /** The size after resizing the shortest side to `size` (HF get_resize_output_image_size, default_to_square=False). */

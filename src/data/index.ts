@@ -11,7 +11,7 @@ export type {
   SeparatorStyle, ConversationTemplate, TemplateName, Turn, PromptSegment, ImageTokenizeOptions, TokenizeConversationOptions,
   TokenizedConversation, GenerationPrompt,
 } from './conversation';
-export { LlavaDataset, readLlavaRecords, validateLlavaRecord } from './dataset';
+export { LlavaDataset, readLlavaRecords, validateLlavaRecord, jsonListElements } from './dataset';
 export type { LlavaRole, LlavaTurn, LlavaRecord, SkippedRecord, ReadLlavaOptions, ImageSkip, DatasetItem, BatchOptions } from './dataset';
 export {
   CLIP_MEAN, CLIP_STD, loadImage, decodeImage, preprocessClip, normalizeRgb, normalizeRgbInto, normalizeRgbWriter, expandToSquare, padColour, resizeRgb, shortestSideSize,

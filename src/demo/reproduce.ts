@@ -146,7 +146,8 @@ export function reproduceScript(runDir: string, dataDir: string, stages: RecordS
   stages.forEach(({ stage: s }, k) => {
     if (!SAFE.test(s.name)) throw new RangeError(`reproduceScript: stage name '${s.name}' is not a plain file name`);
     const init = k === 0 ? '"$here/init"' : `"$out/${stages[k - 1].stage.name}/checkpoint"`;
-    lines.push(`$vwlmm train --init ${init} --data "$data/stages/${s.name}.json" --image-folder "$data" --out "$out/${s.name}" ${stageOptions(s, run).map(shellWord).join(' ')}`);
+    // --overwrite-output-dir: running the script again starts each stage over
+    lines.push(`$vwlmm train --init ${init} --data "$data/stages/${s.name}.json" --image-folder "$data" --out "$out/${s.name}" --overwrite-output-dir ${stageOptions(s, run).map(shellWord).join(' ')}`);
   });
   return lines.join('\n') + '\n';
 }

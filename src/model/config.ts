@@ -34,6 +34,11 @@ export interface VwLmmConfig {
   image: ImageConfig;
   /** Token id of the image placeholder in tokenized prompts (LLaVA: -200). */
   imageTokenIndex: number;
+  /**
+   * tokenizer_model_max_length: the positions a training sample is cut to, image features included (LLaVA's
+   * model_max_length, which its train.py saves so); absent: 2048, LLaVA-1.5's.
+   */
+  modelMaxLength?: number;
 }
 
 export const CLIP_MEAN: [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
@@ -88,6 +93,8 @@ export function validateConfig(c: VwLmmConfig): VwLmmConfig {
   if (!(c.vmWeight >= 0)) throw new RangeError(`config: vm_weight must be >= 0, got ${c.vmWeight}`);
   if (!['plain', 'vicuna_v1', 'mistral'].includes(c.template)) throw new RangeError(`config: unknown conversation template '${c.template}'`);
   if (c.selectFeature !== 'patch' && c.selectFeature !== 'cls_patch') throw new RangeError(`config: mm_vision_select_feature '${c.selectFeature}' is not supported`);
+  if (c.modelMaxLength !== undefined && !(Number.isInteger(c.modelMaxLength) && c.modelMaxLength >= 1))
+    throw new RangeError(`config: tokenizer_model_max_length must be a positive integer, got ${JSON.stringify(c.modelMaxLength)}`);
   return c;
 }
 
@@ -114,6 +121,7 @@ export function configToJson(c: VwLmmConfig): Record<string, unknown> {
     image_mean: c.image.mean,
     image_std: c.image.std,
     image_token_index: c.imageTokenIndex,
+    ...(c.modelMaxLength !== undefined ? { tokenizer_model_max_length: c.modelMaxLength } : {}),
   };
 }
 
@@ -167,6 +175,9 @@ export function configFromJson(j: Record<string, unknown>, visionConfig?: Record
   if (!vc) throw new RangeError(`config: no vision_config; mm_vision_tower '${j.mm_vision_tower}' must be loaded separately (pass its config)`);
   const vision = clipConfigFromHF(vc);
   const k = keyReader(j);
+  // LLaVA v0's image start / end tokens around the features would change every prompt: refused, not ignored
+  if (k.bool('mm_use_im_start_end', false)) throw new RangeError('config: mm_use_im_start_end true (image start and end tokens around the features, as LLaVA v0 used them) is not supported');
+  const modelMaxLength = j.tokenizer_model_max_length === undefined || j.tokenizer_model_max_length === null ? undefined : k.num('tokenizer_model_max_length', 0, { integer: true, min: 1 });
   return validateConfig({
     llm: llamaConfigFromHF(j),
     vision,
@@ -186,5 +197,6 @@ export function configFromJson(j: Record<string, unknown>, visionConfig?: Record
       aspect: k.str('image_aspect_ratio', 'square', ['pad', 'square'] as const),
     },
     imageTokenIndex: k.num('image_token_index', -200, { integer: true }),
+    ...(modelMaxLength !== undefined ? { modelMaxLength } : {}),
   });
 }

@@ -8,7 +8,7 @@ import type { ComputeDtype } from '../amp';
 import * as fs from 'fs';
 import * as path from 'path';
 import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
-import { TEMPLATES, TemplateName, tokenizeConversation, Turn } from '../data/conversation';
+import { IGNORE_INDEX, IMAGE_TOKEN_INDEX, TEMPLATES, TemplateName, TokenizedConversation, tokenizeConversation, Turn } from '../data/conversation';
 import { LlavaRecord, readLlavaRecords } from '../data/dataset';
 import { loadImage, preprocessClip } from '../data/images';
 import { TextTokenizer } from '../data/tokenizer';
@@ -44,6 +44,8 @@ export interface FileTrainOptions {
   saveEvery: number;
   trainable: Trainable;
   strict: boolean;
+  /** The positions a sample is cut to, image features included (LLaVA's model_max_length); default: the config's, else 2048. */
+  modelMaxLength?: number;
   resume?: { state: TrainerState; optimizer: Map<string, HostTensor> };
   onLog?: (r: Record<string, unknown>) => void;
   /** SIGINT / SIGTERM stop training cleanly (checkpoint, then TrainingInterrupted); see Trainer.runAsync. */
@@ -74,7 +76,12 @@ export interface PreparedData {
   /** Records not trained on: a broken line (JSONL line / JSON list index), an unreadable image. */
   skipped: { id?: string; line?: number; index?: number; reason: string }[];
   mismatches: number;
+  /** Samples cut to the model max length (trained on what is left, as LLaVA does). */
+  truncated: number;
 }
+
+/** LLaVA-1.5's model_max_length, where neither the options nor the config (tokenizer_model_max_length) set one. */
+export const DEFAULT_MODEL_MAX_LENGTH = 2048;
 
 /** How many images are decoded at once (sharp runs them on libuv's worker threads). */
 const DECODE_CONCURRENCY = 4;
@@ -99,7 +106,9 @@ async function pixelsOf(model: VwLmm, file: string): Promise<Float32Array> {
  * decodes each batch's images again while the previous step runs (trainOnFile), so memory does not grow with
  * the data set (558K LLaVA images at 336 px would be 750 GB of float pixels).
  */
-export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, strict: boolean): Promise<PreparedData> {
+export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, strict: boolean, opts: { modelMaxLength?: number } = {}): Promise<PreparedData> {
+  const maxLength = opts.modelMaxLength ?? model.config.modelMaxLength ?? DEFAULT_MODEL_MAX_LENGTH;
+  if (!(Number.isInteger(maxLength) && maxLength >= 1)) throw new RangeError(`prepareFile: modelMaxLength must be a positive integer, got ${maxLength}`);
   const { records, skipped: bad } = readLlavaRecords(file, { strict });
   const skipped: PreparedData['skipped'] = bad.map((b) => ({ line: b.line, index: b.index, reason: b.reason }));
   const cfg = model.config;
@@ -128,7 +137,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
   const imagePaths: string[] = [];
   const indexOf = new Map<string, number>();
   const samples: PreparedData['samples'] = [];
-  let mismatches = 0;
+  let mismatches = 0, truncated = 0;
   for (const r of records) {
     const template = recordTemplate(r, cfg.template);
     if ('error' in template) {
@@ -150,15 +159,57 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
       }
       image = indexOf.get(p)!;
     }
-    const t = tokenizeConversation(r.conversations as Turn[], tokenizer, template.template);
+    const fit = fitRecord(r, image !== null, tokenizer, template.template, maxLength, model.numImageTokens);
+    if ('skip' in fit) {
+      if (strict) throw new Error(`record '${r.id}': ${fit.skip} (--strict)`);
+      skipped.push({ id: r.id, reason: fit.skip });
+      continue;
+    }
+    const t = fit.sample;
     if (t.mismatch) {
       mismatches++;
       if (strict) throw new Error(`tokenization mismatch in record ${r.id}: ${t.mismatchDetail}`);
       continue;
     }
-    samples.push({ inputIds: t.inputIds, labels: t.labels, image });
+    if (fit.truncated) truncated++;
+    samples.push({ inputIds: t.inputIds, labels: t.labels, image: fit.image ? image : null });
   }
-  return { samples, imagePaths, skipped, mismatches };
+  return { samples, imagePaths, skipped, mismatches, truncated };
+}
+
+/**
+ * A record tokenised and cut as LLaVA trains it, or why it cannot be: its tokens are cut to maxLength, then (the
+ * placeholder expanded to the image's `patches` features) its positions to maxLength again (LLaVA's collator, then
+ * prepare_inputs_labels_for_multimodal's tokenizer_model_max_length). An image whose placeholder the first cut
+ * removes is dropped, the record trained as text, as LLaVA does. Refused: a template's own rule broken (plain's one
+ * captioned image), more than one placeholder (LLaVA-1.5 reads one image per record), an image without a
+ * placeholder, features the second cut would split, nothing left to supervise.
+ */
+function fitRecord(r: LlavaRecord, hasImage: boolean, tokenizer: TextTokenizer, template: TemplateName, maxLength: number, patches: number):
+  { sample: TokenizedConversation; image: boolean; truncated: boolean } | { skip: string } {
+  let t: TokenizedConversation;
+  try {
+    t = tokenizeConversation(r.conversations as Turn[], tokenizer, template, { maxLength });
+  } catch (e) {
+    return { skip: (e as Error).message };
+  }
+  if (t.numImages > 1) return { skip: `its conversation holds ${t.numImages} <image> placeholders (one image per record)` };
+  let image = hasImage, truncated = t.truncated;
+  if (hasImage && t.numImages === 0) {
+    if (!t.truncated || !t.prompt.includes('<image>')) return { skip: "it has an 'image' but no <image> in its conversation" };
+    image = false; // its placeholder lies past maxLength tokens
+  }
+  if (image) {
+    const at = t.inputIds.indexOf(IMAGE_TOKEN_INDEX);
+    if (at + patches > maxLength) return { skip: `its image's ${patches} features start at position ${at}: they would not fit in the ${maxLength} positions (model max length)` };
+    const keep = maxLength - (patches - 1);
+    if (t.inputIds.length > keep) {
+      t = { ...t, inputIds: t.inputIds.slice(0, keep), labels: t.labels.slice(0, keep), truncated: true };
+      truncated = true;
+    }
+  }
+  if (!t.mismatch && !t.labels.some((l) => l !== IGNORE_INDEX)) return { skip: `no supervised token within the first ${maxLength} positions${truncated ? ' (truncated)' : ''}` };
+  return { sample: t, image, truncated };
 }
 
 /** A batch of samples with their images decoded now (the distinct ones of the batch, at once). */
@@ -195,7 +246,7 @@ export function describeSkipped(data: { skipped: readonly { reason: string; line
 
 export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions): Promise<{ data: PreparedData; state: TrainerState }> {
   if (o.lora && !loraConfigOf(model)) applyLora(model, { ...o.lora, seed: o.seed });
-  const data = await prepareFile(model, tokenizer, o.data, o.imageFolder, o.strict);
+  const data = await prepareFile(model, tokenizer, o.data, o.imageFolder, o.strict, { modelMaxLength: o.modelMaxLength });
   if (data.samples.length === 0) throw new Error(`no trainable samples in ${o.data}: ${describeSkipped(data, o.data)}`);
   const stage: Stage = {
     name: o.stage ?? 'train', size: data.samples.length, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,

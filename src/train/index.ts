@@ -3,7 +3,7 @@
 // progress line and the loss-curve plot of a metrics.jsonl. Re-exported by the root and by 'vwlmm/train'.
 export { Trainer, readTrainerState, applyTrainable, stageSteps, batchIndices, noDecayParameters, TRAINABLE_PARTS } from './trainer';
 export type { Stage, Trainable, TrainerOptions, TrainerState } from './trainer';
-export { trainOnFile, prepareFile, loadFileBatch, describeSkipped } from './from_file';
+export { trainOnFile, prepareFile, loadFileBatch, describeSkipped, DEFAULT_MODEL_MAX_LENGTH } from './from_file';
 export type { FileTrainOptions, PreparedData } from './from_file';
 export { StopRequest, installStopHandlers, TrainingInterrupted, NonFiniteError, exitCodeFor, STOP_SIGNALS } from './interrupt';
 export type { StopSignal } from './interrupt';

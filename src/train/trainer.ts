@@ -748,7 +748,9 @@ export class Trainer {
               // back-propagates too (its gradients are dropped with the step once the read shows it).
               const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
               if (dp && m === accum - 1) dp.armForBackward(); // the last micro-batch's gradients are final: reduce as they come
-              scaled.backward();
+              // a loss no trainable parameter reaches (a text-only batch while only the projector trains) adds no
+              // gradient; AdamW skips a parameter without one, as torch skips a None grad
+              if (scaled.requiresGrad) scaled.backward();
             });
             if (batch) stepTokens += batch.attentionMask.reduce((a, b) => a + b, 0);
             ran = m + 1;

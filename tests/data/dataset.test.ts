@@ -2,7 +2,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DatasetItem, LlavaDataset, LlavaRecord, readLlavaRecords, validateLlavaRecord } from '../../src/data/dataset';
+import { DatasetItem, jsonListElements, LlavaDataset, LlavaRecord, readLlavaRecords, validateLlavaRecord } from '../../src/data/dataset';
+import { rngFor, runSeed } from '../support/random';
 import { encodePng } from '../../src/data/sort_of_clevr';
 
 let tmp: string;
@@ -70,7 +71,8 @@ describe('readLlavaRecords', () => {
     const bad: [unknown, RegExp][] = [
       [{ id: 'a' }, /missing 'conversations'/],
       [{ id: 'a', conversations: {} }, /'conversations' is object, expected an array/],
-      [{ id: 'a', conversations: [{ from: 'gpt', value: 'x' }] }, /turn 0 is from gpt/],
+      [{ id: 'a', conversations: [{ from: 'gpt', value: 'x' }] }, /holds only a gpt turn/],
+      [{ id: 'a', conversations: [{ from: 'gpt', value: 'x' }, { from: 'gpt', value: 'y' }] }, /turn 1 is from gpt/],
       [{ id: 'a', conversations: [{ from: 'human', value: 'x' }, { from: 'human', value: 'y' }] }, /turn 1 is from human/],
       [{ id: 'a', conversations: [{ from: 'bot', value: 'x' }] }, /from 'bot'/],
       [{ id: 'a', conversations: [{ from: 'human', value: 3 }] }, /'value' is number/],
@@ -87,24 +89,68 @@ describe('readLlavaRecords', () => {
     for (const [raw, re] of bad) expect(validateLlavaRecord(raw, 'f#0')).toMatch(re);
     const ok = validateLlavaRecord({ conversations: [{ from: 'user', value: 'hi' }, { from: 'Assistant', value: 'yo' }, { from: 'human', value: 'eval?' }] }, 'f#3');
     expect(ok).toMatchObject({ id: 'f#3', conversations: [{ from: 'human' }, { from: 'gpt' }, { from: 'human' }] });
+    // LLaVA's preprocess drops a first turn from gpt (if roles[source[0]['from']] != conv.roles[0]: source = source[1:])
+    const opened = validateLlavaRecord({ conversations: [{ from: 'gpt', value: 'hello' }, { from: 'human', value: 'q' }, { from: 'gpt', value: 'a' }] }, 'f#4');
+    expect(opened).toMatchObject({ conversations: [{ from: 'human', value: 'q' }, { from: 'gpt', value: 'a' }] });
+    expect((opened as { conversations: unknown[] }).conversations).toHaveLength(2);
   });
 
   it('records invalid JSON-list entries by index and throws in strict mode naming file:line / file[index]', () => {
-    const f = write('mixed.json', JSON.stringify([rec('ok'), { id: 'bad', conversations: [{ from: 'gpt', value: 'x' }] }]));
+    const f = write('mixed.json', JSON.stringify([rec('ok'), { id: 'bad', conversations: [{ from: 'human', value: 'x' }, { from: 'human', value: 'y' }] }]));
     const { records, skipped } = readLlavaRecords(f);
     expect(records).toHaveLength(1);
-    expect(skipped).toEqual([{ index: 1, reason: expect.stringMatching(/record 'bad': turn 0 is from gpt/) }]);
-    expect(() => readLlavaRecords(f, { strict: true })).toThrow(`${f}[1]: record 'bad': turn 0 is from gpt`);
+    expect(skipped).toEqual([{ index: 1, reason: expect.stringMatching(/record 'bad': turn 1 is from human/) }]);
+    expect(() => readLlavaRecords(f, { strict: true })).toThrow(`${f}[1]: record 'bad': turn 1 is from human`);
     const g = write('strict.jsonl', `${JSON.stringify(rec('a'))}\n\n{not json\n`);
     expect(() => readLlavaRecords(g, { strict: true })).toThrow(new RegExp(`${g.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:3: malformed JSON`));
     const h = write('strict2.jsonl', `${JSON.stringify(rec('a'))}\n${JSON.stringify({ id: 'z', conversations: [] })}\n`);
     expect(() => readLlavaRecords(h, { strict: true })).toThrow(/strict2\.jsonl:2: record 'z'/);
   });
 
+  it('refuses text that is not UTF-8 (Python json.load raises), a JSONL line skipped and named, a JSON list whole', () => {
+    const latin1 = (text: string) => Buffer.from(text, 'latin1'); // 'é' becomes the lone byte 0xE9
+    const f = path.join(tmp, 'latin1.jsonl');
+    fs.writeFileSync(f, Buffer.concat([Buffer.from(JSON.stringify(rec('a')) + '\n'), latin1(JSON.stringify(rec('b', undefined, 'Café?')) + '\n')]));
+    const { records, skipped } = readLlavaRecords(f);
+    expect(records.map((r) => r.id)).toEqual(['a']);
+    expect(skipped).toEqual([{ line: 2, reason: expect.stringMatching(/not valid UTF-8/) }]);
+    expect(() => readLlavaRecords(f, { strict: true })).toThrow(/latin1\.jsonl:2: not valid UTF-8/);
+    const g = path.join(tmp, 'latin1.json');
+    fs.writeFileSync(g, latin1(JSON.stringify([rec('a'), rec('b', undefined, 'Café?')])));
+    expect(() => readLlavaRecords(g)).toThrow(/latin1\.json' is not valid JSON: record 1 .*not valid UTF-8/);
+  });
+
+  it(`jsonListElements splits random JSON lists exactly as JSON.parse reads them (seed ${runSeed})`, () => {
+    const rng = rngFor('dataset:json-list');
+    const pick = <T>(xs: T[]) => xs[Math.floor(rng.next() * xs.length)];
+    const str = () => Array.from({ length: Math.floor(rng.next() * 6) }, () => pick(['a', '"', '\\', ']', '[', '}', '{', ',', 'é', '\u2028', '\n', ' ', '\\"'])).join('');
+    const value = (depth: number): unknown => {
+      const k = Math.floor(rng.next() * (depth > 2 ? 4 : 6));
+      if (k === 0) return str();
+      if (k === 1) return Math.round(rng.normal() * 1000) / 7;
+      if (k === 2) return pick([true, false, null]);
+      if (k === 3) return str() + str();
+      if (k === 4) return Array.from({ length: Math.floor(rng.next() * 4) }, () => value(depth + 1));
+      return Object.fromEntries(Array.from({ length: Math.floor(rng.next() * 4) }, () => [str(), value(depth + 1)]));
+    };
+    const ws = () => pick(['', ' ', '\n', '\t ', '\r\n']);
+    for (let trial = 0; trial < 200; trial++) {
+      const list = Array.from({ length: Math.floor(rng.next() * 5) }, () => value(0));
+      const text = `${ws()}[${ws()}${list.map((v) => JSON.stringify(v, null, pick([0, 1, 2]))).join(`${ws()},${ws()}`)}${ws()}]${ws()}`;
+      const buf = Buffer.from(text);
+      const parts = jsonListElements(buf).map(({ begin, end }) => JSON.parse(buf.subarray(begin, end).toString('utf8')) as unknown);
+      expect(parts).toEqual(JSON.parse(text));
+    }
+  });
+
   it('fails clearly on a missing file, invalid JSON or a non-list', () => {
     expect(() => readLlavaRecords(path.join(tmp, 'none.json'))).toThrow(/none\.json': file not found/);
-    expect(() => readLlavaRecords(write('broken.json', '[{"id": 1,'))).toThrow(/broken\.json' is not valid JSON/);
-    expect(() => readLlavaRecords(write('obj.json', JSON.stringify(rec('a'))))).toThrow(/must hold a JSON list/);
+    expect(() => readLlavaRecords(write('broken.json', '[{"id": 1,'))).toThrow(/broken\.json' is not a valid JSON list: the list is not closed/);
+    expect(() => readLlavaRecords(write('obj.json', JSON.stringify(rec('a'))))).toThrow(/obj\.json' is not a valid JSON list: it holds an object where a list of records/);
+    expect(() => readLlavaRecords(write('empty.json', ' \n'))).toThrow(/it holds nothing where a list of records/);
+    expect(() => readLlavaRecords(write('comma.json', `[${JSON.stringify(rec('a'))},]`))).toThrow(/element 1 is missing/);
+    expect(() => readLlavaRecords(write('after.json', `[${JSON.stringify(rec('a'))}] x`))).toThrow(/text after the end of the list/);
+    expect(() => readLlavaRecords(write('bad1.json', `[${JSON.stringify(rec('a'))}, {"id": tru}]`))).toThrow(/is not valid JSON: record 1 \(bytes/);
     expect(() => readLlavaRecords(write('lines.json', `${JSON.stringify(rec('a'))}\n${JSON.stringify(rec('b'))}`))).toThrow(/name the file \.jsonl/);
     expect(readLlavaRecords(write('sniff.txt', JSON.stringify([rec('a')]))).records).toHaveLength(1);
   });

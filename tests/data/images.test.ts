@@ -6,9 +6,31 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CLIP_MEAN, CLIP_STD, RgbImage, decodeImage, expandToSquare, loadImage, normalizeRgb, normalizeRgbInto, normalizeRgbWriter, padColour,
-  preprocessClip, shortestSideSize,
+  preprocessClip, resizeRgb, shortestSideSize,
 } from '../../src/data/images';
 import { encodePng } from '../../src/data/sort_of_clevr';
+
+// Pillow's Image.resize(BICUBIC) results and LLaVA's CLIP preprocessing (scripts/make_resize_fixture.py)
+const RESIZE_DIR = path.join(__dirname, '..', 'fixtures', 'resize');
+interface ResizeFixture {
+  pillow: string;
+  inputs: { name: string; width: number; height: number; offset: number }[];
+  resizes: { input: string; width: number; height: number; offset: number }[];
+  clip: { input: string; size: number; aspect: 'pad' | 'resize_crop'; offset: number }[];
+}
+const resizeCases = JSON.parse(fs.readFileSync(path.join(RESIZE_DIR, 'cases.json'), 'utf8')) as ResizeFixture;
+const resizeBytes = new Uint8Array(fs.readFileSync(path.join(RESIZE_DIR, 'resize.bin')));
+const clipBytes = fs.readFileSync(path.join(RESIZE_DIR, 'clip.bin'));
+function fixtureImage(name: string): RgbImage {
+  const i = resizeCases.inputs.find((x) => x.name === name)!;
+  return { width: i.width, height: i.height, data: resizeBytes.slice(i.offset, i.offset + i.width * i.height * 3) };
+}
+/** The first byte index where a and b differ (with both values), or null: a readable failure for large arrays. */
+function firstDifference(a: ArrayLike<number>, b: ArrayLike<number>): string | null {
+  if (a.length !== b.length) return `length ${a.length} vs ${b.length}`;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return `at ${i}: ${a[i]} vs ${b[i]}`;
+  return null;
+}
 
 let tmp: string;
 beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-images-')); });
@@ -89,6 +111,44 @@ describe('loadImage', () => {
     await expect(loadImage(tmp)).rejects.toThrow(/is a directory/);
     await expect(decodeImage(Buffer.from('xx'), 'buf')).rejects.toThrow(/'buf'/);
   });
+});
+
+describe('resizeRgb', () => {
+  it.each(resizeCases.resizes.map((c) => [`${c.input} -> ${c.width}x${c.height}`, c] as const))(
+    'equals Pillow Image.resize(BICUBIC) byte for byte: %s', async (_, c) => {
+      const img = fixtureImage(c.input);
+      const out = await resizeRgb(img, c.width, c.height);
+      expect([out.width, out.height]).toEqual([c.width, c.height]);
+      expect(firstDifference(out.data, resizeBytes.subarray(c.offset, c.offset + c.width * c.height * 3))).toBeNull();
+    },
+  );
+
+  it('keeps a bright pixel centred where Pillow puts it (30 -> 60: (10, 10) to (20.5, 20.5), no half-pixel shift)', async () => {
+    const out = await resizeRgb(fixtureImage('dot_30x30'), 60, 60);
+    let sum = 0, sx = 0, sy = 0;
+    for (let y = 0; y < 60; y++) for (let x = 0; x < 60; x++) {
+      const v = out.data[(y * 60 + x) * 3];
+      sum += v; sx += v * x; sy += v * y;
+    }
+    expect([sx / sum, sy / sum]).toEqual([20.5, 20.5]);
+  });
+
+  it('returns the image itself at the same size and rejects bad sizes and images', async () => {
+    const img = fixtureImage('noise_7x5');
+    expect(await resizeRgb(img, 7, 5)).toBe(img);
+    await expect(resizeRgb(img, 0, 5)).rejects.toThrow(/resizeRgb: expected positive integer for width but received 0/);
+    await expect(resizeRgb(img, 3, 2.5)).rejects.toThrow(/positive integer for height but received 2.5/);
+    await expect(resizeRgb({ width: 2, height: 2, data: new Uint8Array(5) }, 3, 3)).rejects.toThrow(/resizeRgb: expected 12 RGB bytes/);
+  });
+
+  it.each(resizeCases.clip.map((c) => [`${c.input}, size ${c.size}, ${c.aspect}`, c] as const))(
+    'preprocessClip equals Pillow resize + centre crop + CLIP normalisation exactly: %s', async (_, c) => {
+      const t = await preprocessClip(fixtureImage(c.input), { size: c.size, aspect: c.aspect });
+      const n = 3 * c.size * c.size;
+      const ref = new Float32Array(clipBytes.buffer.slice(clipBytes.byteOffset + c.offset, clipBytes.byteOffset + c.offset + 4 * n));
+      expect(firstDifference(t, ref)).toBeNull();
+    },
+  );
 });
 
 describe('preprocessClip', () => {

@@ -96,6 +96,8 @@ describe('corrupt checkpoints', () => {
     ['image_mean of two numbers', (c) => (c.image_mean = [0.5, 0.5]), /image_mean must be a list of 3 numbers, got \[0.5,0.5\]/],
     ['mm_vision_select_layer not an integer', (c) => (c.mm_vision_select_layer = -1.5), /mm_vision_select_layer must be an integer, got -1.5/],
     ['image_aspect_ratio anyres', (c) => (c.image_aspect_ratio = 'anyres'), /image_aspect_ratio 'anyres' is not supported \(pad \| square\)/],
+    ['mm_use_im_start_end true', (c) => (c.mm_use_im_start_end = true), /mm_use_im_start_end true \(image start and end tokens around the features, as LLaVA v0 used them\) is not supported/],
+    ['tokenizer_model_max_length 0', (c) => (c.tokenizer_model_max_length = 0), /tokenizer_model_max_length must be >= 1, got 0/],
     ['vm_weight as a string', (c) => (c.vm_weight = '1'), /vm_weight must be a number, got "1"/],
     ['vision_config.patch_size missing', (c) => delete c.vision_config.patch_size, /CLIP vision config: patch_size is missing/],
     ['image_size unlike the tower\'s', (c) => (c.image_size = 64), /image_size 64 \(the preprocessing\) differs from vision_config.image_size 75/],
@@ -225,9 +227,15 @@ describe('broken data files', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/skipped 3 records/);
     expect(r.stdout).toContain(`skipped ${jsonl}:3: malformed JSON`);
-    const s = cli('train', '--init', fx.init, '--data', jsonl, '--image-folder', fx.imageFolder, '--out', out, '--steps', '2', '--batch-size', '2', '--strict');
+    const again = cli('train', '--init', fx.init, '--data', jsonl, '--image-folder', fx.imageFolder, '--out', out, '--steps', '2', '--batch-size', '2', '--strict');
+    expect(again.status).toBe(2); // the first run's checkpoint is not overwritten without being asked
+    expect(again.stderr).toContain(`--out ${out} already holds a training run (checkpoint/ or metrics.jsonl): --resume continues it, --overwrite-output-dir starts over in it`);
+    const s = cli('train', '--init', fx.init, '--data', jsonl, '--image-folder', fx.imageFolder, '--out', out, '--steps', '2', '--batch-size', '2', '--strict', '--overwrite-output-dir');
     expect(s.status).toBe(2);
     expect(s.stderr).toContain(`${jsonl}:3: malformed JSON`);
     expect(s.stderr).not.toMatch(/\n\s+at /);
+    const both = cli('train', '--init', fx.init, '--data', jsonl, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'both'), '--steps', '2', '--epochs', '2');
+    expect(both.status).toBe(2);
+    expect(both.stderr).toContain("--steps and --epochs both set the run's length: give one");
   });
 });

@@ -1,0 +1,111 @@
+// What prepareFile makes of records LLaVA's own code would misread or fail on halfway through training: each is
+// trained as LLaVA trains it or skipped up front with the record named (--strict: an error), never left to fail in
+// collate when its batch comes up. The model max length cuts as LLaVA's collator and
+// prepare_inputs_labels_for_multimodal do (tokens, then positions with the image's features). A text-only batch
+// while only the projector trains (no trainable parameter on its path) trains on, adding no gradient.
+import * as fs from 'fs';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { IGNORE_INDEX, IMAGE_TOKEN_INDEX, tokenizeConversation, Turn } from '../../src/data/conversation';
+import { TextTokenizer } from '../../src/data/tokenizer';
+import { loadCheckpoint } from '../../src/model/checkpoint';
+import { configToJson } from '../../src/model/config';
+import { prepareFile, trainOnFile } from '../../src/train/from_file';
+import { tempDirs } from '../support/tmp';
+import { writeCliFixture } from './support/tiny';
+
+const tmp = tempDirs('file-records');
+
+interface Rec { id: string; image?: string; conversations: Turn[]; conversation_template?: string }
+
+describe('prepareFile: records LLaVA would misread', () => {
+  const dir = tmp();
+  const fx = writeCliFixture(dir, { images: 1 });
+  const recs = JSON.parse(fs.readFileSync(fx.data, 'utf8')) as Rec[];
+  const [a, b] = recs;
+  const write = (name: string, list: Rec[]) => {
+    const f = path.join(dir, name);
+    fs.writeFileSync(f, JSON.stringify(list));
+    return f;
+  };
+
+  it('skips, naming them, two <image> placeholders, an image without one, and a record its template refuses', async () => {
+    const two: Rec = { ...a, id: 'two', conversations: [...a.conversations, { from: 'human', value: '<image>\nIs the gray object on the left?' }, { from: 'gpt', value: 'no' }] };
+    const none: Rec = { ...a, id: 'none', conversations: [{ from: 'human', value: 'Is the gray object on the top?' }, { from: 'gpt', value: 'yes' }] };
+    const plain4: Rec = { ...a, id: 'plain4', conversation_template: 'plain', conversations: [...a.conversations, ...b.conversations] };
+    const file = write('bad.json', [a, two, none, plain4, b]);
+    const ck = loadCheckpoint(fx.init);
+    const tok = new TextTokenizer(fx.tokenizer);
+    try {
+      const p = await prepareFile(ck.model, tok, file, fx.imageFolder, false);
+      expect(p.samples).toHaveLength(2);
+      expect(p.skipped.map((s) => s.id)).toEqual(['two', 'none', 'plain4']);
+      expect(p.skipped[0].reason).toMatch(/holds 2 <image> placeholders \(one image per record\)/);
+      expect(p.skipped[1].reason).toMatch(/has an 'image' but no <image> in its conversation/);
+      expect(p.skipped[2].reason).toMatch(/plain template: expected exactly 2 turns/);
+      await expect(prepareFile(ck.model, tok, write('two.json', [a, two]), fx.imageFolder, true)).rejects.toThrow(/record 'two': its conversation holds 2 <image> placeholders .*\(--strict\)/);
+    } finally {
+      ck.model.dispose();
+    }
+  });
+
+  it('cuts a sample to the model max length with its image features counted, or skips it when its image or every supervised token would be cut', async () => {
+    const ck = loadCheckpoint(fx.init);
+    const tok = new TextTokenizer(fx.tokenizer);
+    try {
+      const P = ck.model.numImageTokens;
+      const full = tokenizeConversation(a.conversations, tok, 'vicuna_v1');
+      const n = full.inputIds.length, q = full.inputIds.indexOf(IMAGE_TOKEN_INDEX), sup = full.labels.findIndex((l) => l !== IGNORE_INDEX);
+      expect(q).toBeGreaterThan(0);
+      expect(sup).toBeGreaterThan(q);
+      const file = write('one.json', [a]);
+      const at = async (L: number) => prepareFile(ck.model, tok, file, fx.imageFolder, false, { modelMaxLength: L });
+      const whole = await at(n + P - 1); // exactly fits: nothing cut
+      expect(whole.samples[0].inputIds).toEqual(full.inputIds);
+      expect(whole.truncated).toBe(0);
+      const cut = await at(n + P - 2); // one position short: the last token goes
+      expect(cut.samples[0].inputIds).toEqual(full.inputIds.slice(0, n - 1));
+      expect(cut.samples[0].labels).toEqual(full.labels.slice(0, n - 1));
+      expect(cut.truncated).toBe(1);
+      const noSup = await at(sup + P - 1); // the cut leaves the tokens before the first supervised one
+      expect(noSup.samples).toHaveLength(0);
+      expect(noSup.skipped[0].reason).toMatch(/no supervised token within the first \d+ positions \(truncated\)/);
+      const noImage = await at(q + P - 1); // the image's features would be split
+      expect(noImage.skipped[0].reason).toMatch(new RegExp(`its image's ${P} features start at position ${q}: they would not fit in the ${q + P - 1} positions`));
+      await expect(at(0)).rejects.toThrow(/modelMaxLength must be a positive integer/);
+      // the default: the checkpoint's tokenizer_model_max_length (LLaVA's train.py saves model_max_length so)
+      const init2 = path.join(dir, 'init-maxlen');
+      fs.cpSync(fx.init, init2, { recursive: true });
+      const cfg = JSON.parse(fs.readFileSync(path.join(init2, 'config.json'), 'utf8')) as Record<string, unknown>;
+      fs.writeFileSync(path.join(init2, 'config.json'), JSON.stringify({ ...cfg, tokenizer_model_max_length: n + P - 2 }));
+      const ck2 = loadCheckpoint(init2);
+      try {
+        expect(ck2.config.modelMaxLength).toBe(n + P - 2);
+        expect((await prepareFile(ck2.model, tok, file, fx.imageFolder, false)).samples[0].inputIds).toEqual(full.inputIds.slice(0, n - 1));
+        expect(configToJson(ck2.config).tokenizer_model_max_length).toBe(n + P - 2);
+      } finally {
+        ck2.model.dispose();
+      }
+    } finally {
+      ck.model.dispose();
+    }
+  });
+
+  it('a text-only batch while only the projector trains adds no gradient and training goes on', async () => {
+    const text = recs.slice(0, 4).map((r, i): Rec => ({ id: `t${i}`, conversations: r.conversations.map((t) => ({ ...t, value: t.value.replace('<image>\n', '') })) }));
+    const file = write('text.json', text);
+    const ck = loadCheckpoint(fx.init);
+    const tok = new TextTokenizer(fx.tokenizer);
+    try {
+      const before = [...ck.model.namedParameters()].map(([n, p]) => [n, p.toArray()] as const);
+      const { state } = await trainOnFile(ck.model, tok, fx.tokenizer, {
+        data: file, imageFolder: fx.imageFolder, outDir: path.join(dir, 'out'), steps: 2, batchSize: 2, gradAccum: 1, lr: 1e-3, warmupRatio: 0, weightDecay: 0, maxGradNorm: 1, seed: 0, saveEvery: 0,
+        trainable: { visionTower: false, projector: true, llm: false, vmHead: false }, strict: true,
+      });
+      expect(state.globalStep).toBe(2);
+      for (const [n, v] of before) expect(ck.model.namedParameters().get(n)!.toArray(), n).toEqual(v);
+    } finally {
+      ck.model.dispose();
+    }
+  });
+});
