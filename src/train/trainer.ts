@@ -102,7 +102,12 @@ export interface Stage {
    * stage_parameters.safetensors (not model.safetensors), and a resume inside the stage restores them.
    */
   extraParameters?: Tensor[];
-  /** Optimizer steps; when absent, epochs * ceil(size / (batchSize * gradAccum)). */
+  /**
+   * Optimizer steps; when absent, round(epochs * ceil(size / (batchSize * gradAccum * ranks))). The samples are one
+   * stream of seeded per-epoch permutations (batchIndices): every batch is full, so the last step of an epoch takes
+   * what it lacks from the next epoch's order (each sample once per epoch of the stream; transformers would make
+   * the last batch short instead).
+   */
   steps?: number;
   epochs?: number;
   batchSize: number;
@@ -428,6 +433,13 @@ export class Trainer {
       if (g === null || typeof g !== 'object' || typeof (g as ProcessGroup).reduceScatterAsync !== 'function') throw typeError('Trainer', 'processGroup', 'a ProcessGroup (initProcessGroup)', g);
       if (opts.processGroup.device !== model.device) throw typeError('Trainer', 'processGroup', `a group over the model's device (${model.device}; mpi: cpu, nccl: cuda)`, `a ${opts.processGroup.backend} group of ${opts.processGroup.device} tensors`);
       if (opts.processGroup.isDestroyed) throw new TypeError('Trainer: the process group has been destroyed');
+    }
+    // a step's samples come from the stream of epochs (batchIndices): one that needs more than the stage holds would
+    // draw a sample several times into the same step (transformers would make one short batch of them)
+    for (const s of stages) {
+      const world = opts.processGroup?.worldSize ?? 1, per = s.batchSize * (s.gradAccum ?? 1) * world;
+      if (s.size > 0 && per > s.size)
+        throw rangeError(`Trainer: stage '${s.name}'`, `one optimizer step takes ${per} samples (batchSize ${s.batchSize} x gradAccum ${s.gradAccum ?? 1}${world > 1 ? ` x ${world} ranks` : ''}) but the stage has ${s.size}: some would appear twice in one step (lower the batch size)`);
     }
     if (opts.gradientCheckpointing !== undefined) model.gradientCheckpointing = opts.gradientCheckpointing;
     this.dtype = opts.dtype === undefined ? defaultComputeDtype(model.device) : parseComputeDtype('Trainer', opts.dtype);

@@ -29,6 +29,7 @@ describe('strict inputs', () => {
     expect(() => new Trainer(m, stages, { seed: 0, max_grad_norm: 0 } as never)).toThrow("Trainer: unknown option 'max_grad_norm'");
     expect(() => new Trainer(m, [{ ...stages[0], trainable: { llms: true } as never }], { seed: 0 })).toThrow("Trainer: stage 'a': unknown part of trainable 'llms'; known: visionTower, projector, llm, vmHead, lora");
     expect(() => new Trainer(m, [{ ...stages[0], trainable: {} }], { seed: 0 })).toThrow("Trainer: stage 'a': trains nothing");
+    expect(() => new Trainer(m, [{ ...stages[0], batchSize: 5 }], { seed: 0 })).toThrow("Trainer: stage 'a': one optimizer step takes 5 samples (batchSize 5 x gradAccum 1) but the stage has 4: some would appear twice in one step");
     expect(() => new Trainer(m, [{ ...stages[0], batch_size: 2 } as never], { seed: 0 })).toThrow("Trainer: stage 'a': unknown key 'batch_size' (did you mean 'batchSize'?)");
     m.dispose();
   });

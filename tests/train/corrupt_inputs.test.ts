@@ -118,7 +118,7 @@ describe('corrupt checkpoints', () => {
   it('config.json that is not JSON, trainer_state.json and optimizer.safetensors damaged', () => {
     expect(() => loadCheckpoint(broken((f) => fs.writeFileSync(f, '{"model_type": "llava",'), 'config.json'))).toThrow(/config.json is not valid JSON/);
     const out = tmp();
-    const { samples, makeBatch } = tinyData(4);
+    const { samples, makeBatch } = tinyData(6);
     const m = VwLmm.create(tinyConfig(tokenizer.vocabSize), 1);
     new Trainer(m, tinyStages(makeBatch, samples.length, 1), { seed: 1, outDir: out, checkpointFiles: { tokenizer: json } }).run();
     m.dispose();
