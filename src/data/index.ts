@@ -32,6 +32,7 @@ export type {
   QuestionGroup, NonRelationalKind, RelationalKind,
 } from './sort_of_clevr';
 export { SceneImageWriter, spareImageWorkers } from './scene_writer';
+export { ClipImageWorkers } from './clip_workers';
 export type { SceneImageJob } from './scene_writer';
 export {
   writeWordLevelTokenizer, wordLevelTokenizerJson, wordLevelPreTokenize, wordLevelNormalize, WORD_LEVEL_SPECIAL_TOKENS, WORD_LEVEL_TOKENIZER_CONFIG,

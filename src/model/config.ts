@@ -4,6 +4,7 @@
 import { ClipVisionConfig, clipConfigFromHF, clipConfigToHF } from '../nn/clip';
 import { LlamaConfig, llamaConfigFromHF, llamaConfigToHF } from '../nn/llama';
 import { parseProjectorType } from '../nn/projector';
+import type { ClipPreprocessOptions } from '../data/images';
 
 export type TemplateName = 'plain' | 'vicuna_v1' | 'mistral';
 
@@ -43,6 +44,11 @@ export interface VwLmmConfig {
 
 export const CLIP_MEAN: [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
 export const CLIP_STD: [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
+
+/** How the config preprocesses an image (LLaVA's image_aspect_ratio 'pad', or 'square': resize and centre crop). */
+export function clipPreprocessOptions(c: VwLmmConfig): ClipPreprocessOptions {
+  return { size: c.image.size, mean: c.image.mean, std: c.image.std, aspect: c.image.aspect === 'pad' ? 'pad' : 'resize_crop' };
+}
 
 export function hasVmHead(c: VwLmmConfig): boolean {
   return c.vmWeight > 0 || c.pif;

@@ -6,16 +6,21 @@
 import type { ProcessGroup } from '../distributed/process_group';
 import type { ComputeDtype } from '../amp';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
 import { IGNORE_INDEX, IMAGE_TOKEN_INDEX, TEMPLATES, TemplateName, TokenizedConversation, tokenizeConversation, Turn } from '../data/conversation';
 import { LlavaRecord, readLlavaRecords } from '../data/dataset';
 import { loadImage, preprocessClip } from '../data/images';
+import { clipPreprocessOptions } from '../model/config';
+import { ClipImageWorkers } from '../data/clip_workers';
+import { spareImageWorkers } from '../data/scene_writer';
 import { TextTokenizer } from '../data/tokenizer';
 import { applyLora, loraConfigOf } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { Stage, Trainable, Trainer, TrainerState } from './trainer';
 import { HostTensor } from '../io/safetensors';
+import { cpu } from '../native';
 
 export interface FileTrainOptions {
   data: string;
@@ -94,10 +99,9 @@ function recordTemplate(r: LlavaRecord, fallback: TemplateName): { template: Tem
   return { error: `record '${r.id}': conversation_template ${JSON.stringify(t)} is not a template (${Object.keys(TEMPLATES).join(', ')})` };
 }
 
-/** The CLIP pixels [3, S, S] of an image file, as the model's config preprocesses them. */
-async function pixelsOf(model: VwLmm, file: string): Promise<Float32Array> {
-  const cfg = model.config;
-  return preprocessClip(await loadImage(file), { size: cfg.image.size, mean: cfg.image.mean, std: cfg.image.std, aspect: cfg.image.aspect === 'pad' ? 'pad' : 'resize_crop' });
+/** The CLIP pixels [3, S, S] of an image file, as the model's config preprocesses them (on `images`' threads if given). */
+async function pixelsOf(model: VwLmm, file: string, images?: ClipImageWorkers): Promise<Float32Array> {
+  return images ? images.pixels(file) : preprocessClip(await loadImage(file), clipPreprocessOptions(model.config));
 }
 
 /**
@@ -106,7 +110,7 @@ async function pixelsOf(model: VwLmm, file: string): Promise<Float32Array> {
  * decodes each batch's images again while the previous step runs (trainOnFile), so memory does not grow with
  * the data set (558K LLaVA images at 336 px would be 750 GB of float pixels).
  */
-export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, strict: boolean, opts: { modelMaxLength?: number } = {}): Promise<PreparedData> {
+export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, strict: boolean, opts: { modelMaxLength?: number; images?: ClipImageWorkers } = {}): Promise<PreparedData> {
   const maxLength = opts.modelMaxLength ?? model.config.modelMaxLength ?? DEFAULT_MODEL_MAX_LENGTH;
   if (!(Number.isInteger(maxLength) && maxLength >= 1)) throw new RangeError(`prepareFile: modelMaxLength must be a positive integer, got ${maxLength}`);
   const { records, skipped: bad } = readLlavaRecords(file, { strict });
@@ -126,7 +130,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
   const whyBroken = new Map<string, string>();
   for (let i = 0; i < order.length; i += DECODE_CONCURRENCY) {
     const chunk = order.slice(i, i + DECODE_CONCURRENCY);
-    const results = await Promise.allSettled(chunk.map((p) => pixelsOf(model, p)));
+    const results = await Promise.allSettled(chunk.map((p) => pixelsOf(model, p, opts.images)));
     results.forEach((res, k) => {
       if (res.status === 'fulfilled') return;
       const msg = (res.reason as Error).message;
@@ -213,10 +217,10 @@ function fitRecord(r: LlavaRecord, hasImage: boolean, tokenizer: TextTokenizer, 
 }
 
 /** A batch of samples with their images decoded now (the distinct ones of the batch, at once). */
-export async function loadFileBatch(model: VwLmm, tokenizer: TextTokenizer, data: PreparedData, idx: number[]): Promise<ModelBatch> {
+export async function loadFileBatch(model: VwLmm, tokenizer: TextTokenizer, data: PreparedData, idx: number[], images?: ClipImageWorkers): Promise<ModelBatch> {
   const wanted = [...new Set(idx.map((i) => data.samples[i].image).filter((x): x is number => x !== null))];
   const pixels = new Map<number, Float32Array>();
-  const decoded = await Promise.all(wanted.map((k) => pixelsOf(model, data.imagePaths[k]).catch((e: Error) => {
+  const decoded = await Promise.all(wanted.map((k) => pixelsOf(model, data.imagePaths[k], images).catch((e: Error) => {
     throw new Error(`${data.imagePaths[k]} could not be read during training (it could when the file was prepared: changed on disk?): ${e.message}`);
   })));
   wanted.forEach((k, j) => pixels.set(k, decoded[j]));
@@ -246,12 +250,28 @@ export function describeSkipped(data: { skipped: readonly { reason: string; line
 
 export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions): Promise<{ data: PreparedData; state: TrainerState }> {
   if (o.lora && !loraConfigOf(model)) applyLora(model, { ...o.lora, seed: o.seed });
-  const data = await prepareFile(model, tokenizer, o.data, o.imageFolder, o.strict, { modelMaxLength: o.modelMaxLength });
+  // threads the run can spare make the images (none on a CPU whose cores the engine uses; on a GPU, beside the one
+  // that drives it)
+  const images = new ClipImageWorkers(clipPreprocessOptions(model.config), { workers: spareImageWorkers(model.device === 'cpu' ? engineThreads() : 1) });
+  try {
+    return await trainPrepared(model, tokenizer, tokenizerJson, o, images);
+  } finally {
+    await images.close();
+  }
+}
+
+/** The CPU engine's compute threads (its GEMM's, as backendInfo reports them). */
+function engineThreads(): number {
+  return (cpu().backendInfo() as { threads?: number }).threads ?? os.availableParallelism();
+}
+
+async function trainPrepared(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions, images: ClipImageWorkers): Promise<{ data: PreparedData; state: TrainerState }> {
+  const data = await prepareFile(model, tokenizer, o.data, o.imageFolder, o.strict, { modelMaxLength: o.modelMaxLength, images });
   if (data.samples.length === 0) throw new Error(`no trainable samples in ${o.data}: ${describeSkipped(data, o.data)}`);
   const stage: Stage = {
     name: o.stage ?? 'train', size: data.samples.length, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
     lr: o.lr, visionTowerLr: o.visionTowerLr, projectorLr: o.projectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, trainable: o.trainable,
-    loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx),
+    loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx, images),
   };
   fs.mkdirSync(o.outDir, { recursive: true });
   const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype, replay: o.replay });

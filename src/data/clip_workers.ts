@@ -1,0 +1,94 @@
+// CLIP pixels of image files made on worker threads (clip_worker.ts): decoding (sharp's own threads) and, since the
+// resize is Pillow's written in TypeScript (images.ts), resizing and normalising off the thread that trains, so the
+// next batch's images are made while the current step runs (on a GPU the main thread drives the device). Only the
+// file name crosses over, and the float pixels come back transferred, not copied. workers 0: on the caller's thread.
+import { createRequire } from 'module';
+import * as path from 'path';
+import { Worker } from 'worker_threads';
+import { ClipPreprocessOptions, loadImage, preprocessClip } from './images';
+
+interface Pending {
+  resolve: (pixels: Float32Array) => void;
+  reject: (e: Error) => void;
+  worker: number;
+}
+
+/** Makes the CLIP pixels [3, size, size] of image files, on worker threads or (0 workers) the caller's. */
+export class ClipImageWorkers {
+  private readonly workers: Worker[] = [];
+  private readonly load: number[] = [];
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 0;
+  private closed = false;
+
+  constructor(readonly preprocess: ClipPreprocessOptions, opts: { workers?: number } = {}) {
+    const n = opts.workers ?? 0;
+    if (!Number.isInteger(n) || n < 0) throw new RangeError(`ClipImageWorkers: workers must be a non-negative integer, got ${n}`);
+    // the compiled .js beside this file, or under tsx / vitest the .ts source through tsx's CommonJS hook (as
+    // SceneImageWriter starts its threads)
+    const ext = path.extname(__filename);
+    const file = path.join(__dirname, `clip_worker${ext}`);
+    const source = ext === '.ts' ? `require(${JSON.stringify(createRequire(__filename).resolve('tsx/cjs/api'))}).register(); require(${JSON.stringify(file)});` : null;
+    for (let k = 0; k < n; k++) {
+      const w = source ? new Worker(source, { eval: true, workerData: preprocess }) : new Worker(file, { workerData: preprocess });
+      w.on('message', (m: { id: number; pixels: Float32Array } | { id: number; error: string }) => {
+        const p = this.pending.get(m.id);
+        if (!p) return;
+        this.pending.delete(m.id);
+        this.settle(p.worker);
+        if ('error' in m) p.reject(new Error(m.error));
+        else p.resolve(m.pixels);
+      });
+      w.on('error', (e) => this.failAll(k, new Error(`ClipImageWorkers: an image thread failed: ${e.message}`)));
+      w.on('exit', (code) => {
+        if (!this.closed) this.failAll(k, new Error(`ClipImageWorkers: an image thread exited (code ${code}) with images to make`));
+      });
+      w.unref(); // an idle thread never keeps the process alive; a pending image does (ref() in pixels)
+      this.workers.push(w);
+      this.load.push(0);
+    }
+  }
+
+  /** Threads that make images (0: the caller's thread does). */
+  get threads(): number {
+    return this.workers.length;
+  }
+
+  /** The pixels of `file` as preprocessClip makes them; rejects with loadImage's / preprocessClip's error. */
+  async pixels(file: string): Promise<Float32Array> {
+    if (this.closed) throw new Error(`ClipImageWorkers: pixels('${file}') after close()`);
+    if (this.workers.length === 0) return preprocessClip(await loadImage(file), this.preprocess);
+    let k = 0; // the least loaded thread
+    for (let j = 1; j < this.load.length; j++) if (this.load[j] < this.load[k]) k = j;
+    const id = this.nextId++;
+    this.load[k]++;
+    this.workers[k].ref();
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, worker: k });
+      this.workers[k].postMessage({ id, file });
+    });
+  }
+
+  /** Ends the threads (images still being made are rejected). */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.workers.map((w) => w.terminate()));
+    for (const [id, p] of this.pending) {
+      this.pending.delete(id);
+      p.reject(new Error('ClipImageWorkers: closed before the image was made'));
+    }
+  }
+
+  private settle(k: number): void {
+    if (--this.load[k] === 0) this.workers[k].unref();
+  }
+
+  private failAll(k: number, e: Error): void {
+    for (const [id, p] of this.pending) {
+      if (p.worker !== k) continue;
+      this.pending.delete(id);
+      this.settle(k);
+      p.reject(e);
+    }
+  }
+}
