@@ -54,9 +54,13 @@ export interface ClipPreprocessOptions {
 
 /** Decode an image file to 8-bit RGB. Throws an Error naming the file and the reason. */
 export async function loadImage(file: string): Promise<RgbImage> {
-  let bytes: Buffer;
+  return decodeImage(await readImageFile(file), file);
+}
+
+/** The bytes of an image file, or loadImage's error naming why they cannot be read. */
+async function readImageFile(file: string): Promise<Buffer> {
   try {
-    bytes = await fs.promises.readFile(file);
+    return await fs.promises.readFile(file);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     const why = err.code === 'ENOENT' ? 'file not found'
@@ -64,7 +68,29 @@ export async function loadImage(file: string): Promise<RgbImage> {
         : err.code === 'EACCES' ? 'permission denied' : err.message;
     throw new Error(`loadImage: cannot read '${file}': ${why}`);
   }
-  return decodeImage(bytes, file);
+}
+
+/**
+ * Checks that `file` reads and its header is an image sharp decodes (format, size), without decoding its pixels: a
+ * cheap check of every image before training (a file cut short after its header is found when it is decoded).
+ * Throws loadImage's errors.
+ */
+export async function probeImage(file: string): Promise<{ width: number; height: number; format: string }> {
+  const bytes = await readImageFile(file);
+  if (bytes.length === 0) throw new Error(`loadImage: cannot decode '${file}': the file is empty`);
+  try {
+    const m = await sharp()(bytes, { failOn: 'error' }).metadata();
+    if (!m.width || !m.height || !m.format) throw new Error('no image size in its header');
+    // sharp's own limit on decoded pixels (limitInputPixels), which decoding would hit later
+    if (m.width * m.height > 0x3fff * 0x3fff) throw new Error(`Input image exceeds pixel limit (${m.width}x${m.height})`);
+    return { width: m.width, height: m.height, format: m.format };
+  } catch (e) {
+    throw new Error(`loadImage: cannot decode '${file}': ${whyNotDecoded((e as Error).message)}`);
+  }
+}
+
+function whyNotDecoded(msg: string): string {
+  return /unsupported image format/i.test(msg) ? `not a supported image (PNG, JPEG, WebP, GIF or TIFF expected): ${msg}` : msg;
 }
 
 /** Decode encoded image bytes (PNG, JPEG, WebP, ...) to 8-bit RGB; `name` is used in error messages. */
@@ -81,9 +107,7 @@ export async function decodeImage(bytes: Uint8Array, name = '<buffer>'): Promise
     }
     return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
   } catch (e) {
-    const msg = (e as Error).message;
-    const why = /unsupported image format/i.test(msg) ? `not a supported image (PNG, JPEG or WebP expected): ${msg}` : msg;
-    throw new Error(`loadImage: cannot decode '${name}': ${why}`);
+    throw new Error(`loadImage: cannot decode '${name}': ${whyNotDecoded((e as Error).message)}`);
   }
 }
 

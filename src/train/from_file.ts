@@ -11,7 +11,7 @@ import * as path from 'path';
 import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
 import { IGNORE_INDEX, IMAGE_TOKEN_INDEX, TEMPLATES, TemplateName, TokenizedConversation, tokenizeConversation, Turn } from '../data/conversation';
 import { LlavaRecord, readLlavaRecords } from '../data/dataset';
-import { loadImage, preprocessClip } from '../data/images';
+import { loadImage, preprocessClip, probeImage } from '../data/images';
 import { clipPreprocessOptions } from '../model/config';
 import { ClipImageWorkers } from '../data/clip_workers';
 import { spareImageWorkers } from '../data/scene_writer';
@@ -51,6 +51,8 @@ export interface FileTrainOptions {
   strict: boolean;
   /** The positions a sample is cut to, image features included (LLaVA's model_max_length); default: the config's, else 2048. */
   modelMaxLength?: number;
+  /** How the images are checked before training (prepareFile): 'decode' (default) or 'header'. */
+  verifyImages?: VerifyImages;
   resume?: { state: TrainerState; optimizer: Map<string, HostTensor> };
   onLog?: (r: Record<string, unknown>) => void;
   /** SIGINT / SIGTERM stop training cleanly (checkpoint, then TrainingInterrupted); see Trainer.runAsync. */
@@ -83,6 +85,8 @@ export interface PreparedData {
   mismatches: number;
   /** Samples cut to the model max length (trained on what is left, as LLaVA does). */
   truncated: number;
+  /** How the images were checked before training (prepareFile's verifyImages). */
+  verifiedImages: VerifyImages;
 }
 
 /** LLaVA-1.5's model_max_length, where neither the options nor the config (tokenizer_model_max_length) set one. */
@@ -90,6 +94,11 @@ export const DEFAULT_MODEL_MAX_LENGTH = 2048;
 
 /** How many images are decoded at once (sharp runs them on libuv's worker threads). */
 const DECODE_CONCURRENCY = 4;
+/** How many image headers are read at once (verifyImages 'header'). */
+const PROBE_CONCURRENCY = 16;
+
+/** How prepareFile checks the images before training: decoding each, or reading its header. */
+export type VerifyImages = 'decode' | 'header';
 
 /** The template a record is tokenised with: its own `conversation_template` when it has one, else `fallback`. */
 function recordTemplate(r: LlavaRecord, fallback: TemplateName): { template: TemplateName } | { error: string } {
@@ -105,12 +114,16 @@ async function pixelsOf(model: VwLmm, file: string, images?: ClipImageWorkers): 
 }
 
 /**
- * Reads a LLaVA file: records tokenized, every image decoded once to find the broken ones (skipped and
- * counted, or an error with --strict), DECODE_CONCURRENCY at a time. The pixels are not kept: training
- * decodes each batch's images again while the previous step runs (trainOnFile), so memory does not grow with
- * the data set (558K LLaVA images at 336 px would be 750 GB of float pixels).
+ * Reads a LLaVA file: records tokenized, every image checked once to find the broken ones (skipped and
+ * counted, or an error with --strict): decoded (verifyImages 'decode', the default), DECODE_CONCURRENCY at a time,
+ * or its header read (verifyImages 'header': fast enough for LLaVA's 665K images; a file cut short after its header
+ * then fails training when its batch comes, naming it). The pixels are not kept: training decodes each batch's
+ * images again while the previous step runs (trainOnFile), so memory does not grow with the data set (558K LLaVA
+ * images at 336 px would be 750 GB of float pixels).
  */
-export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, strict: boolean, opts: { modelMaxLength?: number; images?: ClipImageWorkers } = {}): Promise<PreparedData> {
+export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, strict: boolean, opts: { modelMaxLength?: number; images?: ClipImageWorkers; verifyImages?: VerifyImages } = {}): Promise<PreparedData> {
+  const verify = opts.verifyImages ?? 'decode';
+  if (verify !== 'decode' && verify !== 'header') throw new RangeError(`prepareFile: verifyImages must be 'decode' or 'header', got ${String(verify)}`);
   const maxLength = opts.modelMaxLength ?? model.config.modelMaxLength ?? DEFAULT_MODEL_MAX_LENGTH;
   if (!(Number.isInteger(maxLength) && maxLength >= 1)) throw new RangeError(`prepareFile: modelMaxLength must be a positive integer, got ${maxLength}`);
   const { records, skipped: bad } = readLlavaRecords(file, { strict });
@@ -128,9 +141,10 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
     }
   }
   const whyBroken = new Map<string, string>();
-  for (let i = 0; i < order.length; i += DECODE_CONCURRENCY) {
-    const chunk = order.slice(i, i + DECODE_CONCURRENCY);
-    const results = await Promise.allSettled(chunk.map((p) => pixelsOf(model, p, opts.images)));
+  const concurrency = verify === 'decode' ? DECODE_CONCURRENCY : PROBE_CONCURRENCY;
+  for (let i = 0; i < order.length; i += concurrency) {
+    const chunk = order.slice(i, i + concurrency);
+    const results = await Promise.allSettled(chunk.map((p) => (verify === 'decode' ? pixelsOf(model, p, opts.images) : probeImage(p))));
     results.forEach((res, k) => {
       if (res.status === 'fulfilled') return;
       const msg = (res.reason as Error).message;
@@ -178,7 +192,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
     if (fit.truncated) truncated++;
     samples.push({ inputIds: t.inputIds, labels: t.labels, image: fit.image ? image : null });
   }
-  return { samples, imagePaths, skipped, mismatches, truncated };
+  return { samples, imagePaths, skipped, mismatches, truncated, verifiedImages: verify };
 }
 
 /**
@@ -221,7 +235,7 @@ export async function loadFileBatch(model: VwLmm, tokenizer: TextTokenizer, data
   const wanted = [...new Set(idx.map((i) => data.samples[i].image).filter((x): x is number => x !== null))];
   const pixels = new Map<number, Float32Array>();
   const decoded = await Promise.all(wanted.map((k) => pixelsOf(model, data.imagePaths[k], images).catch((e: Error) => {
-    throw new Error(`${data.imagePaths[k]} could not be read during training (it could when the file was prepared: changed on disk?): ${e.message}`);
+    throw new Error(`${data.imagePaths[k]} could not be read during training (${data.verifiedImages === 'header' ? "only its header was checked before training: verifyImages 'decode' (vwlmm train --verify-images decode) finds such files up front and skips them" : 'it could when the file was prepared: changed on disk?'}): ${e.message}`);
   })));
   wanted.forEach((k, j) => pixels.set(k, decoded[j]));
   const b = collate(idx.map((i) => ({ inputIds: data.samples[i].inputIds, labels: data.samples[i].labels, image: data.samples[i].image === null ? null : pixels.get(data.samples[i].image!)! })), { padId: tokenizer.padId, numPatches: model.numImageTokens });
@@ -266,7 +280,7 @@ function engineThreads(): number {
 }
 
 async function trainPrepared(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions, images: ClipImageWorkers): Promise<{ data: PreparedData; state: TrainerState }> {
-  const data = await prepareFile(model, tokenizer, o.data, o.imageFolder, o.strict, { modelMaxLength: o.modelMaxLength, images });
+  const data = await prepareFile(model, tokenizer, o.data, o.imageFolder, o.strict, { modelMaxLength: o.modelMaxLength, images, verifyImages: o.verifyImages });
   if (data.samples.length === 0) throw new Error(`no trainable samples in ${o.data}: ${describeSkipped(data, o.data)}`);
   const stage: Stage = {
     name: o.stage ?? 'train', size: data.samples.length, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,

@@ -10,7 +10,7 @@ import { IGNORE_INDEX, IMAGE_TOKEN_INDEX, tokenizeConversation, Turn } from '../
 import { TextTokenizer } from '../../src/data/tokenizer';
 import { loadCheckpoint } from '../../src/model/checkpoint';
 import { configToJson } from '../../src/model/config';
-import { prepareFile, trainOnFile } from '../../src/train/from_file';
+import { loadFileBatch, prepareFile, trainOnFile } from '../../src/train/from_file';
 import { tempDirs } from '../support/tmp';
 import { writeCliFixture } from './support/tiny';
 
@@ -86,6 +86,26 @@ describe('prepareFile: records LLaVA would misread', () => {
       } finally {
         ck2.model.dispose();
       }
+    } finally {
+      ck.model.dispose();
+    }
+  });
+
+  it("verifyImages 'header' reads only the headers: a file cut short is kept, and its batch fails naming it and the cure", async () => {
+    const src = path.join(fx.imageFolder, a.image!), bytes = fs.readFileSync(src);
+    fs.mkdirSync(path.join(dir, 'cut'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'cut', 'x.png'), bytes.subarray(0, Math.floor(bytes.length * 0.6)));
+    const file = write('cut.json', [{ ...a, id: 'cut', image: path.join(dir, 'cut', 'x.png') }, b]);
+    const ck = loadCheckpoint(fx.init);
+    const tok = new TextTokenizer(fx.tokenizer);
+    try {
+      const decoded = await prepareFile(ck.model, tok, file, fx.imageFolder, false);
+      expect(decoded.skipped.map((x) => x.id)).toEqual(['cut']);
+      const header = await prepareFile(ck.model, tok, file, fx.imageFolder, false, { verifyImages: 'header' });
+      expect(header.skipped).toEqual([]);
+      expect(header.samples).toHaveLength(2);
+      await expect(loadFileBatch(ck.model, tok, header, [0, 1])).rejects.toThrow(/x\.png could not be read during training \(only its header was checked before training: verifyImages 'decode'/);
+      await expect(prepareFile(ck.model, tok, file, fx.imageFolder, false, { verifyImages: 'pixels' as never })).rejects.toThrow(/verifyImages must be 'decode' or 'header'/);
     } finally {
       ck.model.dispose();
     }
