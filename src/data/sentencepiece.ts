@@ -2,9 +2,14 @@
 // tokenizer.json transformers' LlamaTokenizer builds from it (transformers 5.18): BPE over the pieces in id order with
 // byte fallback, merges generated from the vocabulary as transformers' generate_merges does, a Metaspace
 // pre-tokenizer ("first" prepend without `legacy`, "always" with it), the control / user-defined pieces as added
-// tokens, BOS / EOS added as tokenizer_config.json says. Checked token for token and field for field against
-// transformers (tests/data/sentencepiece.test.ts, fixture by scripts/make_sentencepiece_fixture.py).
-import { createHash } from 'crypto';
+// tokens, BOS / EOS added as tokenizer_config.json says; the tokens of added_tokens.json (or tokenizer_config.json's
+// added_tokens_decoder) and the named special tokens that are not pieces (pad_token, additional_special_tokens, ...)
+// added after the pieces as transformers adds them. Checked token for token and field for field against
+// transformers (tests/data/sentencepiece.test.ts, fixture by scripts/make_sentencepiece_fixture.py; added tokens:
+// tests/model/sentencepiece_added.test.ts, scripts/make_sentencepiece_added_fixture.py).
+// The conversion is cached per user (XDG_CACHE_HOME or ~/.cache: vwlmm/tokenizers, else the OS temp folder's
+// vwlmm-tokenizers-<uid>), in a folder only its owner can enter; a cache file is used only when this user owns it.
+import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -85,6 +90,17 @@ export function readSentencePieceModel(file: string): SentencePieceModel {
   return model;
 }
 
+/** A token transformers adds to the pieces (tokenizers' AddedToken). */
+export interface AddedTokenSpec {
+  content: string;
+  singleWord?: boolean;
+  lstrip?: boolean;
+  rstrip?: boolean;
+  /** Default: !special. */
+  normalized?: boolean;
+  special?: boolean;
+}
+
 export interface LlamaTokenizerOptions {
   /** tokenizer_config.json's `legacy` (transformers' default: false). */
   legacy?: boolean;
@@ -94,6 +110,14 @@ export interface LlamaTokenizerOptions {
   unkToken?: string;
   bosToken?: string;
   eosToken?: string;
+  /**
+   * Tokens added before the special ones, in this order (tokenizer_config.json's added_tokens_decoder, else
+   * added_tokens.json, by their index): a content that is a piece keeps the piece's id, a new one takes the next id
+   * (the index written beside it is not used, as transformers does not use it); a content added earlier wins.
+   */
+  addedTokens?: AddedTokenSpec[];
+  /** The named special tokens besides unk / bos / eos (sep, pad, cls, mask, then the additional ones), added last. */
+  specialTokens?: AddedTokenSpec[];
 }
 
 /** transformers' generate_merges(vocab): every split of a piece into two pieces, ordered by the piece's id, then length. */
@@ -130,11 +154,27 @@ export function llamaTokenizerJson(model: SentencePieceModel, opts: LlamaTokeniz
     if (id === undefined) throw new Error(`sentencepiece: ${file} has no piece '${t}' (tokenizer_config.json names it)`);
     return id;
   };
-  const added = new Map<number, { content: string; special: boolean }>();
+  const pieces = new Map<number, AddedTokenSpec>();
   model.pieces.forEach((p, i) => {
-    if (p.type === 3 || p.type === 4) added.set(i, { content: p.piece, special: p.type === 3 });
+    if (p.type === 3 || p.type === 4) pieces.set(i, { content: p.piece, special: p.type === 3 });
   });
-  for (const t of [unk, bos, eos]) added.set(idOf(t), { content: t, special: true });
+  for (const t of [unk, bos, eos]) pieces.set(idOf(t), { content: t, special: true });
+  // transformers' order (TokenizersBackend.__init__, tokenizers' add_tokens): the added tokens by index, the pieces
+  // above, then the other named special tokens; a content already added keeps its first entry; a piece keeps its id,
+  // anything else takes the id after the last one
+  const added = new Map<number, Required<AddedTokenSpec>>(), addedContent = new Set<string>();
+  const named = new Set([unk, bos, eos, ...(opts.specialTokens ?? []).map((t) => t.content)]);
+  let next = vocab.size;
+  const add = (t: AddedTokenSpec, special: boolean) => {
+    if (t.content === '' || addedContent.has(t.content)) return;
+    const id = vocab.get(t.content) ?? next;
+    if (id === next) next++;
+    added.set(id, { content: t.content, singleWord: t.singleWord ?? false, lstrip: t.lstrip ?? false, rstrip: t.rstrip ?? false, normalized: t.normalized ?? !special, special });
+    addedContent.add(t.content);
+  };
+  for (const t of opts.addedTokens ?? []) add(t, (t.special ?? false) || named.has(t.content));
+  for (const [, t] of [...pieces].sort((a, b) => a[0] - b[0])) add({ ...t, normalized: false }, t.special ?? false);
+  for (const t of opts.specialTokens ?? []) add(t, true);
   const single: unknown[] = [], pair: unknown[] = [], specials: Record<string, unknown> = {};
   const special = (t: string, typeId: number) => ({ SpecialToken: { id: t, type_id: typeId } });
   const seq = (id: string, typeId: number) => ({ Sequence: { id, type_id: typeId } });
@@ -151,7 +191,7 @@ export function llamaTokenizerJson(model: SentencePieceModel, opts: LlamaTokeniz
   if (addPrefixSpace) decoders.push({ type: 'Strip', content: ' ', start: 1, stop: 0 });
   return {
     version: '1.0', truncation: null, padding: null,
-    added_tokens: [...added].sort((a, b) => a[0] - b[0]).map(([id, t]) => ({ id, content: t.content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: t.special })),
+    added_tokens: [...added].sort((a, b) => a[0] - b[0]).map(([id, t]) => ({ id, content: t.content, single_word: t.singleWord, lstrip: t.lstrip, rstrip: t.rstrip, normalized: t.normalized, special: t.special })),
     normalizer: null,
     pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: addPrefixSpace ? (legacy ? 'always' : 'first') : 'never', split: false },
     post_processor: { type: 'TemplateProcessing', single, pair, special_tokens: specials },
@@ -163,32 +203,173 @@ export function llamaTokenizerJson(model: SentencePieceModel, opts: LlamaTokeniz
   };
 }
 
+// The named special tokens of a tokenizer_config.json after unk / bos / eos (transformers' SPECIAL_TOKENS_ATTRIBUTES).
+const OTHER_SPECIAL_KEYS = ['sep_token', 'pad_token', 'cls_token', 'mask_token'];
+// Bumped when the conversion changes, so that no cache file of an older one is used.
+const CONVERTER_VERSION = 'llama-tokenizer-2';
+
+/** A JSON object from a small file of the tokenizer's directory, or undefined when there is no such file. */
+function readJsonObject(file: string): { text: string; value: Record<string, unknown> } | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  let text: string;
+  try {
+    if (!fs.statSync(file).isFile()) throw new Error('not a regular file');
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`sentencepiece: cannot read ${file}: ${(e as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`sentencepiece: ${file} is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`sentencepiece: ${file} must hold a JSON object`);
+  return { text, value: value as Record<string, unknown> };
+}
+
+/** An AddedToken of a tokenizer_config.json: a string, or an object with content and flags ({"__type": "AddedToken", ...}). */
+function addedTokenOf(v: unknown, where: string, special: boolean): AddedTokenSpec {
+  if (typeof v === 'string') return { content: v, special };
+  const o = v as Record<string, unknown>;
+  if (typeof v !== 'object' || v === null || typeof o.content !== 'string') throw new Error(`sentencepiece: ${where} must be a token string or an object with a "content" string, got ${JSON.stringify(v)}`);
+  const flag = (k: string) => (typeof o[k] === 'boolean' ? (o[k] as boolean) : undefined);
+  return { content: o.content, singleWord: flag('single_word'), lstrip: flag('lstrip'), rstrip: flag('rstrip'), normalized: flag('normalized'), special: special || flag('special') };
+}
+
 /**
- * The tokenizer.json of a directory that has only a SentencePiece tokenizer.model (and maybe tokenizer_config.json):
- * converted once and kept in the OS temp folder (keyed by the files' hash: the checkpoint directory is not written).
+ * The added and special tokens transformers' from_pretrained gives a LlamaTokenizer from tokenizer_config.json and
+ * added_tokens.json (tokenization_utils_base: added_tokens.json is read only when the config has no
+ * added_tokens_decoder; a token of it is special, and not normalized, when the config names it as a special token).
+ */
+function addedTokensOf(cfg: Record<string, unknown>, cfgFile: string, added: Record<string, unknown> | undefined, addedFile: string): Pick<LlamaTokenizerOptions, 'addedTokens' | 'specialTokens'> {
+  const specialTokens: AddedTokenSpec[] = [];
+  for (const k of OTHER_SPECIAL_KEYS) if (cfg[k] !== undefined && cfg[k] !== null) specialTokens.push(addedTokenOf(cfg[k], `${cfgFile}: ${k}`, true));
+  for (const k of ['additional_special_tokens', 'extra_special_tokens']) {
+    const v = cfg[k];
+    if (v === undefined || v === null) continue;
+    const list = Array.isArray(v) ? v : typeof v === 'object' ? Object.values(v as Record<string, unknown>) : null;
+    if (!list) throw new Error(`sentencepiece: ${cfgFile}: ${k} must be a list of tokens, got ${JSON.stringify(v)}`);
+    list.forEach((t, i) => specialTokens.push(addedTokenOf(t, `${cfgFile}: ${k}[${i}]`, true)));
+  }
+  const decoder = cfg.added_tokens_decoder;
+  if (decoder !== undefined && decoder !== null) {
+    if (typeof decoder !== 'object' || Array.isArray(decoder)) throw new Error(`sentencepiece: ${cfgFile}: added_tokens_decoder must be an object of id -> token`);
+    const entries = Object.entries(decoder as Record<string, unknown>).map(([id, t]) => {
+      if (!/^\d+$/.test(id)) throw new Error(`sentencepiece: ${cfgFile}: added_tokens_decoder key '${id}' is not a token id`);
+      return [Number(id), addedTokenOf(t, `${cfgFile}: added_tokens_decoder[${id}]`, false)] as const;
+    });
+    return { addedTokens: entries.sort((a, b) => a[0] - b[0]).map(([, t]) => t), specialTokens };
+  }
+  if (!added) return { addedTokens: [], specialTokens };
+  // the named tokens the config itself gives (no defaults), as transformers' special_tokens set for added_tokens.json
+  const configured = new Set<string>();
+  for (const k of ['bos_token', 'eos_token', 'unk_token', ...OTHER_SPECIAL_KEYS]) if (cfg[k]) configured.add(addedTokenOf(cfg[k], `${cfgFile}: ${k}`, true).content);
+  for (const t of specialTokens) configured.add(t.content);
+  const entries = Object.entries(added).map(([content, index]) => {
+    if (!Number.isSafeInteger(index) || (index as number) < 0) throw new Error(`sentencepiece: ${addedFile}: the index of '${content}' must be a non-negative integer, got ${JSON.stringify(index)}`);
+    return [index as number, content] as const;
+  });
+  const addedTokens = entries.sort((a, b) => a[0] - b[0]).map(([, content]) => ({ content, normalized: !configured.has(content), special: configured.has(content) }));
+  return { addedTokens, specialTokens };
+}
+
+/** The uid of this process, or null where the platform has none (Windows). */
+const uid = (): number | null => (typeof process.getuid === 'function' ? process.getuid() : null);
+
+/** True for a directory (not a link to one) that this user owns and no one else may write into or, with `private`, enter. */
+function ownedDir(dir: string, privateDir: boolean): boolean {
+  try {
+    const st = fs.lstatSync(dir);
+    const u = uid();
+    if (!st.isDirectory() || (u !== null && st.uid !== u)) return false;
+    return u === null || (st.mode & (privateDir ? 0o077 : 0o022)) === 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * This user's cache folder of converted tokenizers, created 0700: $XDG_CACHE_HOME/vwlmm/tokenizers or
+ * ~/.cache/vwlmm/tokenizers; where neither can be made, <os temp>/vwlmm-tokenizers-<uid>, which must be this
+ * user's own and private (the temp folder is shared: another user may have made that name first). Null when there is
+ * none that passes.
+ */
+function tokenizerCacheDir(): string | null {
+  const xdg = process.env.XDG_CACHE_HOME;
+  const candidates: [string, boolean][] = [];
+  let home = '';
+  try {
+    home = os.homedir();
+  } catch {
+    /* no home directory */
+  }
+  if (xdg && path.isAbsolute(xdg)) candidates.push([path.join(xdg, 'vwlmm', 'tokenizers'), false]);
+  else if (home) candidates.push([path.join(home, '.cache', 'vwlmm', 'tokenizers'), false]);
+  candidates.push([path.join(os.tmpdir(), `vwlmm-tokenizers-${uid() ?? os.userInfo().username}`), true]);
+  for (const [dir, shared] of candidates) {
+    try {
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    } catch {
+      continue;
+    }
+    // a folder of ours with other bits (an older vwlmm, a umask) is made private; anyone else's is not used
+    const st = fs.lstatSync(dir);
+    const u = uid();
+    if (st.isDirectory() && (u === null || st.uid === u) && (st.mode & 0o077) !== 0) {
+      try {
+        fs.chmodSync(dir, 0o700);
+      } catch {
+        continue;
+      }
+    }
+    if (ownedDir(dir, shared)) return dir;
+  }
+  return null;
+}
+
+/** A cache file this user may trust: a regular file (not a link) it owns, that no one else can write. */
+function trustedCacheFile(file: string): boolean {
+  try {
+    const st = fs.lstatSync(file);
+    const u = uid();
+    return st.isFile() && (u === null || (st.uid === u && (st.mode & 0o022) === 0));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The tokenizer.json of a directory that has only a SentencePiece tokenizer.model (with maybe tokenizer_config.json
+ * and added_tokens.json): converted once and cached for this user (tokenizerCacheDir; the checkpoint directory is
+ * not written), keyed by the sha256 of the converter's version and every file it reads.
  */
 export function tokenizerJsonFromSentencePiece(dir: string): string {
-  const modelFile = path.join(dir, 'tokenizer.model'), cfgFile = path.join(dir, 'tokenizer_config.json');
-  const cfgText = fs.existsSync(cfgFile) ? fs.readFileSync(cfgFile, 'utf8') : '{}';
-  let cfg: Record<string, unknown>;
-  try {
-    cfg = JSON.parse(cfgText) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`sentencepiece: ${cfgFile} is not valid JSON (${(e as Error).message})`);
-  }
+  const modelFile = path.join(dir, 'tokenizer.model'), cfgFile = path.join(dir, 'tokenizer_config.json'), addedFile = path.join(dir, 'added_tokens.json');
+  const cfgJson = readJsonObject(cfgFile), addedJson = readJsonObject(addedFile);
+  const cfg = cfgJson?.value ?? {};
   const tokenName = (v: unknown, d: string) => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : d);
   const bool = (k: string): boolean | undefined => (typeof cfg[k] === 'boolean' ? (cfg[k] as boolean) : undefined);
-  const key = createHash('sha256').update(fs.readFileSync(modelFile)).update(cfgText).digest('hex').slice(0, 16);
-  const out = path.join(os.tmpdir(), 'vwlmm-tokenizers', `${key}.json`);
-  if (!fs.existsSync(out)) {
-    const json = llamaTokenizerJson(readSentencePieceModel(modelFile), {
-      legacy: bool('legacy'), addPrefixSpace: bool('add_prefix_space'), addBosToken: bool('add_bos_token'), addEosToken: bool('add_eos_token'),
-      unkToken: tokenName(cfg.unk_token, '<unk>'), bosToken: tokenName(cfg.bos_token, '<s>'), eosToken: tokenName(cfg.eos_token, '</s>'),
-    }, modelFile);
-    fs.mkdirSync(path.dirname(out), { recursive: true });
-    const tmp = `${out}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(json));
-    fs.renameSync(tmp, out);
+  let modelBytes: Buffer;
+  try {
+    if (!fs.statSync(modelFile).isFile()) throw new Error('not a regular file');
+    modelBytes = fs.readFileSync(modelFile);
+  } catch (e) {
+    throw new Error(`sentencepiece: cannot read ${modelFile}: ${(e as Error).message}`);
   }
+  const key = createHash('sha256').update(CONVERTER_VERSION).update('\0').update(modelBytes).update('\0').update(cfgJson?.text ?? '')
+    .update('\0').update(addedJson?.text ?? '').digest('hex').slice(0, 32);
+  const cache = tokenizerCacheDir();
+  const out = path.join(cache ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-tokenizer-')), `${key}.json`);
+  if (cache && trustedCacheFile(out)) return out;
+  const json = llamaTokenizerJson(readSentencePieceModel(modelFile), {
+    legacy: bool('legacy'), addPrefixSpace: bool('add_prefix_space'), addBosToken: bool('add_bos_token'), addEosToken: bool('add_eos_token'),
+    unkToken: tokenName(cfg.unk_token, '<unk>'), bosToken: tokenName(cfg.bos_token, '<s>'), eosToken: tokenName(cfg.eos_token, '</s>'),
+    ...addedTokensOf(cfg, cfgFile, addedJson?.value, addedFile),
+  }, modelFile);
+  // written whole under a name of its own, then renamed over (replacing a file this user did not trust)
+  const tmp = `${out}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(json), { mode: 0o600, flag: 'wx' });
+  fs.renameSync(tmp, out);
   return out;
 }

@@ -8,6 +8,9 @@
 // I32/I64/I16/I8/U8/U16/U32/U64/BOOL -> int32 (64/32-bit unsigned values outside the int32 range throw a
 // RangeError naming the tensor). Tensors are read one by one straight from the file descriptor into fresh,
 // aligned typed arrays, so files of several GB work (no 2 GiB readFile limit, no unaligned views).
+// A file is refused where the safetensors library refuses it: the tensors must tile the data section (no overlap, no
+// gap, nothing after them) and a shape's product must not overflow (even with a 0 dimension). Only regular files are
+// opened (a FIFO would block the open, a device never ends), checked before the open.
 // Writing produces F32/I32 only, names sorted, header padded to 8 bytes, atomically (tmp file, fsync, rename).
 // Integrity: a writer may store the sha256 of the tensor data (the tensors' bytes in offset order) in the
 // metadata under CHECKSUM_KEY (our checkpoints do); reading every tensor of such a file verifies it, so
@@ -51,6 +54,24 @@ export interface SafetensorsHeader {
 export interface ReadOptions {
   /** Only tensors for which this returns true are read (e.g. `(n) => n.startsWith('vision_model.')`). */
   filter?: (name: string) => boolean;
+  /**
+   * The shape the model needs of a tensor the caller reads (the parameter it goes into), or undefined for any: a
+   * tensor of another shape is refused, naming the file and the tensor, before any of its data is read or allocated.
+   */
+  expectShape?: (name: string) => readonly number[] | undefined;
+  /**
+   * forEachSafetensor with a filter: still check the checksum our files carry (the tensors left out pass through the
+   * hash in chunks, never converted or held). Without a filter it is always checked.
+   */
+  verify?: boolean;
+}
+
+/** Refuses (naming file and tensor) a tensor whose shape is not the one `options.expectShape` gives for it. */
+export function checkExpectedShape(file: string, name: string, shape: readonly number[], options: ReadOptions,
+  error: (problem: string) => Error = (problem) => new SafetensorsError(file, problem)): void {
+  const want = options.expectShape?.(name);
+  if (want && (want.length !== shape.length || want.some((d, i) => d !== shape[i])))
+    throw error(`${name} has shape [${shape.join(', ')}] but the model expects [${want.join(', ')}]: refused before its data is read`);
 }
 
 /** A malformed or unreadable safetensors file / checkpoint; the message names the file and the problem. */
@@ -70,6 +91,8 @@ const DTYPES: Record<string, { size: number; to: HostDType }> = {
   ...sized({ F32: 4, F16: 2, BF16: 2, F64: 8 }, 'float32'),
   ...sized({ I32: 4, I64: 8, I16: 2, I8: 1, U8: 1, U16: 2, U32: 4, U64: 8, BOOL: 1 }, 'int32'),
 };
+/** The table's entry for a dtype string from a file: own keys only ('constructor' or '__proto__' is no dtype). */
+const dtypeInfo = (dtype: string): { size: number; to: HostDType } | undefined => (Object.hasOwn(DTYPES, dtype) ? DTYPES[dtype] : undefined);
 const KNOWN_UNSUPPORTED = new Set(['F8_E4M3', 'F8_E5M2', 'F8_E8M0', 'F4', 'F6_E2M3', 'F6_E3M2', 'C64']);
 
 const LITTLE_ENDIAN = os.endianness() === 'LE';
@@ -85,24 +108,56 @@ export function describeFsError(e: unknown): string {
   if (err && err.code === 'ENOENT') return 'no such file';
   if (err && err.code === 'EISDIR') return 'is a directory, not a file';
   if (err && err.code === 'EACCES') return 'permission denied';
+  if (err && err.code === 'ELOOP') return 'a symbolic link loop (too many levels of symbolic links)';
   return err && err.message ? err.message : String(e);
 }
 
-function openForRead(file: string): { fd: number; size: number } {
+function kindOf(st: fs.Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a named pipe (FIFO)';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'not a regular file';
+}
+
+/**
+ * Opens a regular file for reading (symbolic links followed), checked before it is opened: a FIFO would block the
+ * open itself, a device (/dev/zero) never ends. `fail(problem)` makes the error (it names the file). The open is
+ * non-blocking, so a file swapped for a FIFO after the check cannot hang it either; the type is checked again on
+ * the descriptor.
+ */
+export function openRegularFile(file: string, fail: (problem: string, cause?: unknown) => Error): { fd: number; size: number } {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (e) {
+    let problem = describeFsError(e);
+    try {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && fs.lstatSync(file).isSymbolicLink()) problem = `a dangling symbolic link (to ${fs.readlinkSync(file)}, which does not exist)`;
+    } catch {
+      /* no entry at all */
+    }
+    throw fail(`cannot open: ${problem}`, e);
+  }
+  if (!st.isFile()) throw fail(`cannot open: ${kindOf(st)}, not a regular file`);
   let fd: number;
   try {
-    fd = fs.openSync(file, 'r');
+    fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
   } catch (e) {
-    throw new SafetensorsError(file, `cannot open: ${describeFsError(e)}`, { cause: e });
+    throw fail(`cannot open: ${describeFsError(e)}`, e);
   }
   try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw new SafetensorsError(file, 'not a regular file');
-    return { fd, size: st.size };
+    const st2 = fs.fstatSync(fd);
+    if (!st2.isFile()) throw fail(`cannot open: ${kindOf(st2)}, not a regular file`);
+    return { fd, size: st2.size };
   } catch (e) {
     fs.closeSync(fd);
     throw e;
   }
+}
+
+function openForRead(file: string): { fd: number; size: number } {
+  return openRegularFile(file, (problem, cause) => new SafetensorsError(file, problem, { cause }));
 }
 
 /** Reads exactly `length` bytes at `position` into `target` (at `targetOffset`), in chunks. */
@@ -169,7 +224,7 @@ function parseHeader(fd: number, file: string, fileSize: number): SafetensorsHea
     if (!isPlainObject(raw)) throw new SafetensorsError(file, `${where}: header entry is not a JSON object`);
     const { dtype, shape, data_offsets: offs } = raw;
     if (typeof dtype !== 'string') throw new SafetensorsError(file, `${where}: missing or non-string dtype`);
-    const info = DTYPES[dtype];
+    const info = dtypeInfo(dtype);
     if (!info) {
       const why = KNOWN_UNSUPPORTED.has(dtype) ? 'unsupported dtype' : 'unknown dtype';
       throw new SafetensorsError(file, `${where}: ${why} '${dtype}' (supported: ${Object.keys(DTYPES).join(', ')})`);
@@ -185,6 +240,12 @@ function parseHeader(fd: number, file: string, fileSize: number): SafetensorsHea
     if (e > dataSize) {
       throw new SafetensorsError(file, `${where}: data_offsets [${b}, ${e}] out of range: the data section has ${dataSize} bytes (truncated file?)`);
     }
+    // the element count of the non-zero dimensions must be exact (safetensors refuses a shape whose product
+    // overflows, even when a zero dimension makes it empty: [2^52, 2^52, 0])
+    let nonZero = 1;
+    for (const d of shape as number[]) if (d > 0) nonZero *= d;
+    if (!Number.isSafeInteger(nonZero) || !Number.isSafeInteger(nonZero * info.size))
+      throw new SafetensorsError(file, `${where}: shape [${(shape as number[]).join(', ')}] overflows: the product of its dimensions is beyond 2^53 (no file holds that many elements)`);
     let numel = 1;
     for (const d of shape as number[]) numel *= d;
     const expected = numel * info.size;
@@ -193,14 +254,24 @@ function parseHeader(fd: number, file: string, fileSize: number): SafetensorsHea
     }
     entries.push({ name, dtype, shape: (shape as number[]).slice(), begin: dataStart + b, end: dataStart + e });
   }
-  // Overlaps (empty tensors overlap nothing).
-  const sorted = entries.filter((t) => t.end > t.begin).sort((x, y) => x.begin - y.begin);
-  for (let i = 1; i < sorted.length; i++) {
-    const p = sorted[i - 1];
-    const c = sorted[i];
-    if (c.begin < p.end) {
-      throw new SafetensorsError(file, `tensors '${p.name}' [${p.begin - dataStart}, ${p.end - dataStart}) and '${c.name}' [${c.begin - dataStart}, ${c.end - dataStart}) overlap`);
+  // The tensors tile the data section, as safetensors' validate requires: in offset order each one begins where the
+  // previous one ended (no overlap, no gap), from byte 0 to the end of the file.
+  const sorted = entries.slice().sort((x, y) => x.begin - y.begin || x.end - y.end);
+  let at = dataStart, prev: SafetensorsEntry | null = null;
+  for (const c of sorted) {
+    if (c.begin < at && prev && c.end > c.begin) {
+      throw new SafetensorsError(file, `tensors '${prev.name}' [${prev.begin - dataStart}, ${prev.end - dataStart}) and '${c.name}' [${c.begin - dataStart}, ${c.end - dataStart}) overlap`);
     }
+    if (c.begin !== at) {
+      throw new SafetensorsError(file, `tensor '${c.name}': invalid offset: data_offsets [${c.begin - dataStart}, ${c.end - dataStart}) ` + (c.begin > at
+        ? `leave bytes [${at - dataStart}, ${c.begin - dataStart}) of the data section to no tensor (safetensors refuses a gap)`
+        : `begin inside the tensor before it, which ends at ${at - dataStart}`));
+    }
+    at = c.end;
+    if (c.end > c.begin) prev = c;
+  }
+  if (at !== fileSize) {
+    throw new SafetensorsError(file, `the tensors end at byte ${at - dataStart} of a data section of ${dataSize} bytes: ${fileSize - at} bytes after them belong to no tensor (safetensors refuses such a file)`);
   }
   return { entries, metadata, dataStart, fileSize };
 }
@@ -243,7 +314,7 @@ function int64Error(file: string, name: string, index: number, lo: number, hi: n
 }
 
 function readEntry(fd: number, file: string, t: SafetensorsEntry, hash?: Hash): HostTensor {
-  const info = DTYPES[t.dtype];
+  const info = dtypeInfo(t.dtype)!;
   const nbytes = t.end - t.begin;
   const numel = nbytes / info.size;
   const shape = t.shape.slice();
@@ -269,7 +340,7 @@ function readEntry(fd: number, file: string, t: SafetensorsEntry, hash?: Hash): 
  * `raw` must start at offset 0 of its own ArrayBuffer (8-byte aligned); `file` and `name` go into errors.
  */
 export function hostTensorFromBytes(file: string, name: string, dtype: string, raw: Uint8Array, shape: number[]): HostTensor {
-  const info = DTYPES[dtype];
+  const info = dtypeInfo(dtype);
   if (!info) throw new SafetensorsError(file, `tensor '${name}': unknown dtype '${dtype}'`);
   const numel = raw.length / info.size;
   const buf = raw.buffer;
@@ -343,7 +414,7 @@ export function hostTensorFromBytes(file: string, name: string, dtype: string, r
 function readEntryBigEndianHost(file: string, t: SafetensorsEntry, raw: Uint8Array, numel: number): HostTensor {
   const dv = new DataView(raw.buffer);
   const shape = t.shape.slice();
-  const info = DTYPES[t.dtype];
+  const info = dtypeInfo(t.dtype)!;
   if (info.to === 'float32') {
     const out = new Float32Array(numel);
     const table = t.dtype === 'F16' ? halfTable() : null;
@@ -409,6 +480,7 @@ export function readSafetensorsWithMetadata(file: string, options: ReadOptions =
       // every tensor, in offset order, through the hash
       const hash = createHash('sha256');
       const ordered = header.entries.slice().sort((a, b) => a.begin - b.begin);
+      for (const entry of ordered) checkExpectedShape(file, entry.name, entry.shape, options);
       for (const entry of ordered) tensors.set(entry.name, readEntry(fd, file, entry, hash));
       const got = hash.digest('hex');
       if (got !== expected.toLowerCase()) {
@@ -418,6 +490,7 @@ export function readSafetensorsWithMetadata(file: string, options: ReadOptions =
     }
     for (const entry of header.entries) {
       if (options.filter && !options.filter(entry.name)) continue;
+      checkExpectedShape(file, entry.name, entry.shape, options);
       tensors.set(entry.name, readEntry(fd, file, entry));
     }
     return { tensors, metadata: header.metadata };
@@ -426,21 +499,36 @@ export function readSafetensorsWithMetadata(file: string, options: ReadOptions =
   }
 }
 
+/** Bytes [begin, end) of the file through the hash, in chunks (a tensor the caller left out, for the checksum). */
+function hashRange(fd: number, file: string, begin: number, end: number, hash: Hash): void {
+  const chunk = new Uint8Array(Math.min(end - begin, 1 << 24));
+  for (let at = begin; at < end;) {
+    const n = Math.min(chunk.length, end - at);
+    readExactly(fd, file, chunk, 0, n, at);
+    hash.update(chunk.subarray(0, n));
+    at += n;
+  }
+}
+
 /**
  * Streams a .safetensors file: `fn` gets each tensor (converted as readSafetensors converts) in file order, one at a
  * time, so a caller that copies it elsewhere and drops it holds one tensor on the host, not the file. The checksum of
- * our files (read without a filter) is checked after the last tensor: a mismatch throws then, so the caller must
- * treat everything it was given as void when this throws.
+ * our files (read without a filter, or with `verify`) is checked after the last tensor: a mismatch throws then, so
+ * the caller must treat everything it was given as void when this throws.
  */
 export function forEachSafetensor(file: string, options: ReadOptions, fn: (name: string, t: HostTensor) => void): void {
   const { fd, size } = openForRead(file);
   try {
     const header = parseHeader(fd, file, size);
-    const expected = options.filter ? undefined : header.metadata[CHECKSUM_KEY];
+    const expected = options.filter && !options.verify ? undefined : header.metadata[CHECKSUM_KEY];
     const hash = expected !== undefined ? createHash('sha256') : undefined;
-    for (const entry of header.entries.slice().sort((a, b) => a.begin - b.begin)) {
-      if (options.filter && !options.filter(entry.name)) continue;
-      fn(entry.name, readEntry(fd, file, entry, hash));
+    const ordered = header.entries.slice().sort((a, b) => a.begin - b.begin);
+    const wanted = new Set(ordered.filter((e) => !options.filter || options.filter(e.name)));
+    // every shape checked before the first tensor is read, so a misfit is refused before the caller gets anything
+    for (const entry of wanted) checkExpectedShape(file, entry.name, entry.shape, options);
+    for (const entry of ordered) {
+      if (wanted.has(entry)) fn(entry.name, readEntry(fd, file, entry, hash));
+      else if (hash) hashRange(fd, file, entry.begin, entry.end, hash);
     }
     if (hash) {
       const got = hash.digest('hex');

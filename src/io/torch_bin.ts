@@ -6,8 +6,12 @@
 // the pickle names it, before anything is called. Tensors come out as the engine's host tensors (float32 from
 // F32 / F16 / BF16 / F64 storages, int32 from the integer ones, as readSafetensors does); strided views are
 // gathered; storages are read from the archive per tensor (positioned reads), never the whole file at once.
+// A view is only ever copied into a tensor of its own when that is bounded: a view that repeats its storage
+// (torch.zeros(1).expand(20000, 20000) is 1.6 KB on disk; torch.load keeps it as a view) is refused unless the
+// caller asked for it with the shape it expects (ReadOptions.expectShape, which loadCheckpoint gives: the
+// parameter's), and readers pass only the tensors the caller wants (ReadOptions.filter) to materialise.
 import * as fs from 'fs';
-import { describeFsError, HostTensor, hostTensorFromBytes, ReadOptions } from './safetensors';
+import { checkExpectedShape, HostTensor, hostTensorFromBytes, openRegularFile, ReadOptions } from './safetensors';
 import { readZipEntries, readZipEntry, ZipEntry, ZipError } from './zip';
 
 export class TorchPickleError extends Error {
@@ -17,11 +21,18 @@ export class TorchPickleError extends Error {
   }
 }
 
-// Storage class -> safetensors dtype (element size from the safetensors table).
-const STORAGES: Record<string, [string, number]> = {
+// Storage class -> safetensors dtype (element size from the safetensors table). A Map: a name from the pickle
+// (torch.constructor, torch.__proto__) must never find an object's inherited properties.
+const STORAGES = new Map<string, [string, number]>(Object.entries({
   FloatStorage: ['F32', 4], HalfStorage: ['F16', 2], BFloat16Storage: ['BF16', 2], DoubleStorage: ['F64', 8],
   LongStorage: ['I64', 8], IntStorage: ['I32', 4], ShortStorage: ['I16', 2], CharStorage: ['I8', 1], ByteStorage: ['U8', 1], BoolStorage: ['BOOL', 1],
-};
+}));
+// _rebuild_from_type_v2 calls its inner rebuild function; a state dict nests it once. A pickle whose arguments
+// contain themselves would nest it forever.
+const MAX_REBUILD_DEPTH = 4;
+// The elements a strided view may have beyond those of its storage before it counts as a repeat of it (a view of
+// distinct elements never has more than its storage): below this it is cheap to copy anyway.
+const SMALL_VIEW = 1 << 20;
 // The callables a state dict's pickle may name (module.name), and the storage classes it refers to.
 const CALLABLES = new Set(['collections.OrderedDict', 'torch._utils._rebuild_tensor_v2', 'torch._utils._rebuild_tensor',
   'torch._utils._rebuild_parameter', 'torch._utils._rebuild_parameter_with_state', 'torch._tensor._rebuild_from_type_v2']);
@@ -34,6 +45,8 @@ export interface TensorRef { kind: 'tensor'; storage: Storage; offset: number; s
 type Value = null | boolean | number | bigint | string | Uint8Array | Value[] | Map<Value, Value> | Global | Storage | TensorRef | { kind: 'mark' } | { kind: 'tuple'; items: Value[] };
 
 const MARK = { kind: 'mark' } as const;
+/** A scalar of the pickle for an error message (never a walk into containers, which may contain themselves). */
+const show = (v: Value): string => (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean' ? String(v) : typeof v === 'string' ? JSON.stringify(v.slice(0, 40)) : v === null ? 'None' : Array.isArray(v) ? 'a list' : v instanceof Map ? 'a dict' : 'an object');
 const isKind = <K extends string>(v: Value, k: K): v is Extract<Value, { kind: K }> => v !== null && typeof v === 'object' && !(v instanceof Map) && !Array.isArray(v) && !(v instanceof Uint8Array) && (v as { kind?: string }).kind === k;
 const itemsOf = (v: Value): Value[] | null => (Array.isArray(v) ? v : isKind(v, 'tuple') ? v.items : null);
 
@@ -73,7 +86,7 @@ export function unpickle(file: string, bytes: Uint8Array): Value {
   };
   const global = (module: string, name: string): Global => {
     const qualname = `${module}.${name}`;
-    if (module === 'torch' && name in STORAGES) return { kind: 'global', qualname };
+    if (module === 'torch' && STORAGES.has(name)) return { kind: 'global', qualname };
     if (CALLABLES.has(qualname) || TYPES.has(qualname)) return { kind: 'global', qualname };
     return fail(`refuses the global ${qualname}: a checkpoint's pickle may only rebuild tensors (torch._utils._rebuild_tensor_v2, the storage classes, collections.OrderedDict); this one names other code, which is never run`);
   };
@@ -81,8 +94,9 @@ export function unpickle(file: string, bytes: Uint8Array): Value {
     if (!(d instanceof Map)) fail('SETITEM on something that is not a dict');
     (d as Map<Value, Value>).set(k, v);
   };
-  const call = (fn: Value, args: Value): Value => {
+  const call = (fn: Value, args: Value, depth = 0): Value => {
     if (!isKind(fn, 'global')) return fail('REDUCE of something that is not an allowed global');
+    if (depth > MAX_REBUILD_DEPTH) return fail(`_rebuild_from_type_v2 nested more than ${MAX_REBUILD_DEPTH} deep (arguments that contain themselves?)`);
     const a = itemsOf(args) ?? fail(`arguments of ${fn.qualname} are not a tuple`);
     switch (fn.qualname) {
       case 'collections.OrderedDict':
@@ -91,10 +105,13 @@ export function unpickle(file: string, bytes: Uint8Array): Value {
       case 'torch._utils._rebuild_tensor_v2': {
         const [storage, offset, size, stride] = a;
         const shape = itemsOf(size), strides = itemsOf(stride);
-        if (!isKind(storage, 'storage') || typeof offset !== 'number' || !shape || !strides || shape.length !== strides.length ||
-          ![...shape, ...strides].every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0))
-          return fail(`${fn.qualname} with malformed arguments`);
-        return { kind: 'tensor', storage, offset, shape: shape as number[], stride: strides as number[] };
+        const count = (x: Value) => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+        if (!isKind(storage, 'storage') || !shape || !strides || shape.length !== strides.length)
+          return fail(`${fn.qualname} with malformed arguments (a storage, an offset, a size and a stride tuple of one length)`);
+        // torch takes only integers here: a float offset (BINFLOAT 0.5) is refused as torch refuses it
+        if (!count(offset)) return fail(`${fn.qualname}: storage offset ${show(offset)} is not a non-negative integer`);
+        if (!shape.every(count) || !strides.every(count)) return fail(`${fn.qualname}: size (${shape.map(show).join(', ')}) or stride (${strides.map(show).join(', ')}) holds something that is not a non-negative integer`);
+        return { kind: 'tensor', storage, offset: offset as number, shape: shape as number[], stride: strides as number[] };
       }
       case 'torch._utils._rebuild_parameter':
       case 'torch._utils._rebuild_parameter_with_state':
@@ -102,7 +119,7 @@ export function unpickle(file: string, bytes: Uint8Array): Value {
       case 'torch._tensor._rebuild_from_type_v2': {
         const [inner, type, innerArgs] = a;
         if (!isKind(type, 'global') || !TYPES.has(type.qualname)) return fail('_rebuild_from_type_v2 of a type that is not a tensor class');
-        return call(inner, innerArgs);
+        return call(inner, innerArgs, depth + 1);
       }
       default:
         return fail(`${fn.qualname} is a type here, not something to call`);
@@ -165,8 +182,9 @@ export function unpickle(file: string, bytes: Uint8Array): Value {
       case 0x51: { // 'Q' BINPERSID: ('storage', storage class, key, location, numel)
         const pid = itemsOf(pop());
         if (!pid || pid[0] !== 'storage' || !isKind(pid[1], 'global') || typeof pid[2] !== 'string' || typeof pid[4] !== 'number') fail('a persistent id that is not a storage reference');
-        const cls = (pid![1] as Global).qualname.replace(/^torch\./, '');
-        const info = STORAGES[cls] ?? fail(`unknown storage class ${(pid![1] as Global).qualname}`);
+        const qualname = (pid![1] as Global).qualname;
+        const info = (qualname.startsWith('torch.') ? STORAGES.get(qualname.slice('torch.'.length)) : undefined) ?? fail(`unknown storage class ${qualname}`);
+        if (!Number.isSafeInteger(pid![4]) || (pid![4] as number) < 0) fail(`storage ${String(pid![2])}: element count ${show(pid![4])} is not a non-negative integer`);
         stack.push({ kind: 'storage', dtype: info[0], elementSize: info[1], key: pid![2] as string, numel: pid![4] as number });
         break;
       }
@@ -188,27 +206,27 @@ export function torchBinTensorNames(file: string): string[] {
   return withTorchBin(file, (_fd, _entries, _prefix, dict) => [...dict].filter(([n, v]) => typeof n === 'string' && isKind(v, 'tensor')).map(([n]) => n as string));
 }
 
-/** Streams a torch.save zip's tensors one at a time (each read from the archive when its turn comes). */
+/**
+ * Streams a torch.save zip's tensors one at a time (each read from the archive when its turn comes). Only those
+ * `options.filter` passes are materialised, each after its shape is checked against `options.expectShape`.
+ */
 export function forEachTorchTensor(file: string, options: ReadOptions, fn: (name: string, t: HostTensor) => void): void {
   withTorchBin(file, (fd, entries, prefix, dict) => {
-    let any = false;
-    for (const [name, v] of dict) {
-      if (typeof name !== 'string' || !isKind(v, 'tensor')) continue; // e.g. a step counter beside the tensors
-      any = true;
-      if (options.filter && !options.filter(name)) continue;
-      fn(name, materialise(fd, file, entries, prefix, name, v));
+    const tensors = [...dict].filter((e): e is [string, TensorRef] => typeof e[0] === 'string' && isKind(e[1], 'tensor')); // not e.g. a step counter
+    if (!tensors.length && dict.size > 0) throw new TorchPickleError(file, 'the pickled dict holds no tensors');
+    const wanted = tensors.filter(([name]) => !options.filter || options.filter(name));
+    // every shape checked before the first tensor is read, so a misfit is refused before the caller gets anything
+    for (const [name, t] of wanted) checkExpectedShape(file, name, t.shape, options, (problem) => new TorchPickleError(file, problem));
+    for (const [name, t] of wanted) {
+      // a view the caller asked for with the shape it needs (the parameter's) is copied whatever its strides
+      const vouched = options.expectShape?.(name) !== undefined;
+      fn(name, materialise(fd, file, entries, prefix, name, t, vouched));
     }
-    if (!any && dict.size > 0) throw new TorchPickleError(file, 'the pickled dict holds no tensors');
   });
 }
 
 function withTorchBin<T>(file: string, body: (fd: number, entries: Map<string, ZipEntry>, prefix: string, dict: Map<Value, Value>) => T): T {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new TorchPickleError(file, describeFsError(e));
-  }
+  const { fd } = openRegularFile(file, (problem) => new TorchPickleError(file, problem));
   try {
     let entries: Map<string, ZipEntry>;
     try {
@@ -235,31 +253,53 @@ function withTorchBin<T>(file: string, body: (fd: number, entries: Map<string, Z
   }
 }
 
-function materialise(fd: number, file: string, entries: Map<string, ZipEntry>, prefix: string, name: string, t: TensorRef): HostTensor {
+/**
+ * A tensor of its own from a (possibly strided) view of a storage. `vouched`: the caller asked for this tensor with
+ * the shape it has, so its size is the caller's; otherwise a view with more elements than its storage (a stride-0
+ * repeat: torch.zeros(1).expand(20000, 20000)) is refused before anything is allocated.
+ */
+function materialise(fd: number, file: string, entries: Map<string, ZipEntry>, prefix: string, name: string, t: TensorRef, vouched: boolean): HostTensor {
+  const fail = (problem: string): never => {
+    throw new TorchPickleError(file, `tensor '${name}': ${problem}`);
+  };
   const es = t.storage.elementSize;
+  const shapeText = `[${t.shape.join(', ')}]`;
   const entry = entries.get(`${prefix}data/${t.storage.key}`);
-  if (!entry) throw new TorchPickleError(file, `tensor '${name}': its storage ${t.storage.key} is not in the archive`);
-  if (entry.size < t.storage.numel * es) throw new TorchPickleError(file, `tensor '${name}': storage ${t.storage.key} has ${entry.size} bytes for ${t.storage.numel} elements of ${es} (truncated?)`);
-  const numel = t.shape.reduce((a, b) => a * b, 1);
+  if (!entry) fail(`its storage ${t.storage.key} is not in the archive`);
+  if (entry!.size < t.storage.numel * es) fail(`storage ${t.storage.key} has ${entry!.size} bytes for ${t.storage.numel} elements of ${es} (truncated?)`);
+  let numel = 1;
+  for (const n of t.shape) numel *= n;
   if (numel === 0) return hostTensorFromBytes(file, name, t.storage.dtype, new Uint8Array(0), t.shape);
-  // the last element it reaches, within the storage
-  const last = t.offset + t.shape.reduce((a, n, i) => a + (n - 1) * t.stride[i], 0);
-  if (last >= t.storage.numel) throw new TorchPickleError(file, `tensor '${name}' reaches element ${last} of a storage of ${t.storage.numel}`);
+  if (!Number.isSafeInteger(numel * es)) fail(`shape ${shapeText} has ${numel} elements, beyond what any tensor can hold`);
+  // the last element it reaches, within the storage (a sum past 2^53 may round, but stays past any storage)
+  let last = t.offset;
+  for (let i = 0; i < t.shape.length; i++) last += (t.shape[i] - 1) * t.stride[i];
+  if (!(last < t.storage.numel)) fail(`shape ${shapeText} with strides [${t.stride.join(', ')}] from offset ${t.offset} reaches element ${last} of a storage of ${t.storage.numel}`);
+  if (!vouched && numel > Math.max(t.storage.numel, SMALL_VIEW))
+    fail(`shape ${shapeText} with strides [${t.stride.join(', ')}] repeats a storage of ${t.storage.numel} elements: a copy would take ${numel * es} bytes (torch keeps it as a view), and nothing asked for this tensor with this shape: refused`);
   let contiguous = true;
   for (let i = t.shape.length - 1, want = 1; i >= 0; i--) {
     if (t.shape[i] !== 1 && t.stride[i] !== want) contiguous = false;
     want *= t.shape[i];
   }
-  if (contiguous) return hostTensorFromBytes(file, name, t.storage.dtype, readZipEntry(fd, file, entry, t.offset * es, numel * es), t.shape);
-  // a strided view (e.g. a transposed weight saved as such): gather its elements in row-major order
-  const span = readZipEntry(fd, file, entry, t.offset * es, (last - t.offset + 1) * es);
+  if (contiguous) return hostTensorFromBytes(file, name, t.storage.dtype, readZipEntry(fd, file, entry!, t.offset * es, numel * es), t.shape);
+  // a strided view (e.g. a transposed weight saved as such): its elements gathered in row-major order, row by row
+  const span = readZipEntry(fd, file, entry!, t.offset * es, (last - t.offset + 1) * es);
   const raw = new Uint8Array(numel * es);
-  const idx = new Array<number>(t.shape.length).fill(0);
-  for (let k = 0; k < numel; k++) {
-    let src = 0;
-    for (let d = 0; d < idx.length; d++) src += idx[d] * t.stride[d];
-    raw.set(span.subarray(src * es, src * es + es), k * es);
-    for (let d = idx.length - 1; d >= 0; d--) {
+  // elements moved as whole words: 1, 2 or 4 bytes per word, es / word words per element
+  const word = es >= 4 ? 4 : es, per = es / word;
+  const Words = word === 4 ? Uint32Array : word === 2 ? Uint16Array : Uint8Array;
+  const aligned = span.byteOffset % word === 0 ? span : span.slice();
+  const src = new Words(aligned.buffer as ArrayBuffer, aligned.byteOffset, aligned.byteLength / word), dst = new Words(raw.buffer);
+  const rank = t.shape.length;
+  const inner = t.shape[rank - 1], innerStride = t.stride[rank - 1] * per;
+  const idx = new Array<number>(rank).fill(0);
+  for (let k = 0; k < numel * per;) {
+    let base = 0;
+    for (let d = 0; d < rank - 1; d++) base += idx[d] * t.stride[d];
+    base *= per;
+    for (let j = 0; j < inner; j++) for (let w = 0; w < per; w++) dst[k++] = src[base + j * innerStride + w];
+    for (let d = rank - 2; d >= 0; d--) {
       if (++idx[d] < t.shape[d]) break;
       idx[d] = 0;
     }

@@ -11,19 +11,53 @@
 // without the "vision_model." prefix); and transformers' LlavaForConditionalGeneration directories
 // (config.json with text_config / vision_config), which saveCheckpoint(..., { format: 'transformers' })
 // also writes (see transformers_llava.ts for that layout and the name table).
+// Loading reads only the tensors the model takes (each shape checked before its data is read) and refuses a tensor
+// the model has no place for, as transformers reports unexpected keys, except buffers that hold nothing
+// (harmlessTensor) and a CLIP directory's text side.
 import * as fs from 'fs';
 import * as path from 'path';
 import { tokenizerJsonFromSentencePiece } from '../data/sentencepiece';
 import { DeviceSpec } from '../device';
 import { writeParameter } from '../nn/module';
 import { forEachTorchTensor, torchBinTensorNames } from '../io/torch_bin';
-import { describeFsError, forEachSafetensor, HostTensor, isPlainObject, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
+import { describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
 import { applyLora, loraConfigOf } from './lora';
 import { VwLmm } from './vwlmm';
 
 const TOWER_PREFIX = 'model.vision_tower.vision_tower.';
+
+/** True when a directory entry exists at `p`, even a symbolic link whose target does not (fs.existsSync says false). */
+function entryExists(p: string): boolean {
+  try {
+    fs.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The whole of a small regular file (a config or an index), opened as openRegularFile checks it (no FIFO, no device). */
+function readRegularFile(file: string, fail: (problem: string, cause?: unknown) => Error): Buffer {
+  const { fd, size } = openRegularFile(file, fail);
+  try {
+    const buf = Buffer.alloc(size);
+    for (let done = 0; done < size;) {
+      let n: number;
+      try {
+        n = fs.readSync(fd, buf, done, size - done, done);
+      } catch (e) {
+        throw fail(`read failed: ${describeFsError(e)}`, e);
+      }
+      if (n === 0) throw fail(`unexpected end of file at byte ${done} of ${size} (the file changed while reading?)`);
+      done += n;
+    }
+    return buf;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
 
 
 /** Where a checkpoint directory keeps its weights: one file, or shards listed by an index (name -> shard). */
@@ -45,16 +79,18 @@ function weightFiles(dir: string): WeightFiles {
   }
   if (!st.isDirectory()) throw new SafetensorsError(dir, 'checkpoint path is not a directory');
   const none = { index: null, shards: new Map<string, string[]>() };
-  if (fs.existsSync(path.join(dir, 'model.safetensors'))) return { kind: 'safetensors', single: path.join(dir, 'model.safetensors'), ...none };
+  // entries, not targets: a dangling or looping symbolic link named model.safetensors is that file, refused by the
+  // reader with what is wrong with it (not "no model.safetensors")
+  if (entryExists(path.join(dir, 'model.safetensors'))) return { kind: 'safetensors', single: path.join(dir, 'model.safetensors'), ...none };
   let kind: WeightFiles['kind'] = 'safetensors';
   let index = path.join(dir, 'model.safetensors.index.json');
-  if (!fs.existsSync(index)) {
+  if (!entryExists(index)) {
     // PyTorch's own format (released LLaVA / VW-LMM checkpoints): pytorch_model.bin, or shards and an index
-    if (fs.existsSync(path.join(dir, 'pytorch_model.bin'))) return { kind: 'torch', single: path.join(dir, 'pytorch_model.bin'), ...none };
+    if (entryExists(path.join(dir, 'pytorch_model.bin'))) return { kind: 'torch', single: path.join(dir, 'pytorch_model.bin'), ...none };
     kind = 'torch';
     index = path.join(dir, 'pytorch_model.bin.index.json');
   }
-  if (!fs.existsSync(index)) {
+  if (!entryExists(index)) {
     const files = fs.readdirSync(dir);
     const torchFiles = files.filter((f) => /\.(pt|pth|ckpt|bin)$/.test(f));
     const others = files.filter((f) => f.endsWith('.safetensors'));
@@ -65,8 +101,9 @@ function weightFiles(dir: string): WeightFiles {
   }
   let indexJson: unknown;
   try {
-    indexJson = JSON.parse(fs.readFileSync(index, 'utf8'));
+    indexJson = JSON.parse(readRegularFile(index, (problem, cause) => new SafetensorsError(index, `cannot read the shard index: ${problem}`, { cause })).toString('utf8'));
   } catch (e) {
+    if (e instanceof SafetensorsError) throw e;
     throw new SafetensorsError(index, `cannot read the shard index: ${(e as Error).message}`, { cause: e });
   }
   if (!isPlainObject(indexJson) || !isPlainObject(indexJson.weight_map)) {
@@ -82,7 +119,7 @@ function weightFiles(dir: string): WeightFiles {
     if (!list) shards.set(shard, (list = []));
     list.push(name);
   }
-  const missing = [...shards.keys()].filter((f) => !fs.existsSync(path.join(dir, f))).sort();
+  const missing = [...shards.keys()].filter((f) => !entryExists(path.join(dir, f))).sort();
   if (missing.length) {
     throw new SafetensorsError(index, `missing shard file${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (of ${shards.size}) in ${dir}`);
   }
@@ -96,6 +133,8 @@ const isLegacyBuffer = (name: string) => name.endsWith('rotary_emb.inv_freq');
  * `model.safetensors.index.json` and its shards; PyTorch's `pytorch_model.bin` or its shards with
  * `pytorch_model.bin.index.json`): `fn` gets one tensor at a time, shard after shard, so a loader that copies each
  * into the model holds one tensor on the host, not the checkpoint. Legacy buffers (rotary_emb.inv_freq) are skipped.
+ * `options.filter` is the caller's wanted set: only those tensors are read (a .bin's views materialised), each after
+ * its shape is checked against `options.expectShape` (loadCheckpoint: the parameter it goes into).
  * It throws on a broken file, possibly after `fn` has seen some tensors (then they must be treated as void).
  */
 export function forEachCheckpointTensor(dir: string, options: ReadOptions, fn: (name: string, t: HostTensor) => void): void {
@@ -122,11 +161,22 @@ export function forEachCheckpointTensor(dir: string, options: ReadOptions, fn: (
   }
 }
 
-/** The tensor names of a checkpoint directory, without reading any tensor data. */
+/**
+ * The tensor names of a checkpoint directory, without reading any tensor data; a tensor the shard index places in a
+ * shard that does not hold it is an error (as in forEachCheckpointTensor, which can check only what it reads).
+ */
 export function checkpointTensorNames(dir: string): string[] {
   const w = weightFiles(dir);
   const namesOf = (file: string) => (w.kind === 'torch' ? torchBinTensorNames(file) : readSafetensorsHeader(file).entries.map((e) => e.name));
-  const names = w.single ? namesOf(w.single) : [...w.shards.keys()].flatMap((f) => namesOf(path.join(dir, f)));
+  if (w.single) return namesOf(w.single).filter((n) => !isLegacyBuffer(n));
+  const names: string[] = [];
+  for (const [shard, listed] of w.shards) {
+    const shardPath = path.join(dir, shard);
+    const has = new Set(namesOf(shardPath));
+    const absent = listed.find((n) => !has.has(n) && !isLegacyBuffer(n));
+    if (absent !== undefined) throw new SafetensorsError(shardPath, `tensor '${absent}' is listed for this shard in ${path.basename(w.index!)} but is not in it`);
+    names.push(...has);
+  }
   return names.filter((n) => !isLegacyBuffer(n));
 }
 
@@ -306,13 +356,18 @@ function siblings(target: string): { file: string; rest: string }[] {
   return names.filter((n) => n.startsWith(`${base}.`)).map((n) => ({ file: path.join(parent, n), rest: n.slice(base.length + 1) }));
 }
 
+/** A JSON object from a file (config.json and the like): a missing, non-regular or non-JSON file, or JSON that is not an object, is an error naming it. */
 function readJson(file: string): Record<string, unknown> {
-  if (!fs.existsSync(file)) throw new Error(`checkpoint: ${file} does not exist`);
+  if (!entryExists(file)) throw new Error(`checkpoint: ${file} does not exist`);
+  const text = readRegularFile(file, (problem, cause) => new Error(`checkpoint: ${file}: ${problem}`, { cause })).toString('utf8');
+  let v: unknown;
   try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    v = JSON.parse(text);
   } catch (e) {
     throw new Error(`checkpoint: ${file} is not valid JSON (${(e as Error).message})`);
   }
+  if (!isPlainObject(v)) throw new TypeError(`checkpoint: ${file} must hold a JSON object, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : JSON.stringify(v).slice(0, 40)}`);
+  return v;
 }
 
 /**
@@ -356,10 +411,32 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
     } else if (loraKeys.length) {
       throw new Error(`checkpoint: ${dir} holds LoRA tensors (${loraKeys[0]}, ...) but its config.json has no lora entry saying how to apply them`);
     }
-    // Every parameter must be present; extra tensors (e.g. a CLIP text tower) are ignored.
+    // Every parameter must be present, and every tensor must have a place in the model (as transformers reports
+    // unexpected keys), except the buffers real checkpoints carry that hold nothing (harmlessTensor) and a separate
+    // CLIP directory's text side. Only the tensors that go into the model are read, each shape checked first.
     const sink = parameterSink(model);
-    forEachCheckpointTensor(dir, {}, sink.put);
-    if (towerDir) forEachCheckpointTensor(towerDir, { filter: (n: string) => !n.startsWith('text_model.') }, (k, t) => sink.put(TOWER_PREFIX + (k.startsWith('vision_model.') ? k : `vision_model.${k}`), t));
+    if (names.has('model.image_newline'))
+      throw new RangeError(`checkpoint: ${dir} holds model.image_newline, the separator of LLaVA-NeXT's image tiles: LLaVA-NeXT (anyres) is not supported`);
+    const { plan, unexpected } = planTensors(dir, names, sink.params, (n) => llavaLayoutName(n, sink.params));
+    if (unexpected.length) {
+      const proj = [...sink.params.keys()].filter((k) => k.startsWith('model.mm_projector.'));
+      const hint = unexpected.some((n) => n.startsWith('model.mm_projector.'))
+        ? `; the config's mm_projector_type is '${config.projectorType}'${json.mm_projector_type === undefined || json.mm_projector_type === null ? " (LLaVA's default: config.json names none)" : ''}, whose parameters are ${proj.join(', ')}` : '';
+      throw new RangeError(`checkpoint: ${dir} holds ${unexpected.length} tensor${unexpected.length > 1 ? 's' : ''} this model has no place for (unexpected keys): ${listSome(unexpected)}${hint}`);
+    }
+    // a separate CLIP directory: its own names (with or without vision_model.), the parts a tower does not use left out
+    const tower = towerDir ? planTensors(towerDir, checkpointTensorNames(towerDir), sink.params,
+      (k) => (CLIP_UNUSED.test(k) ? null : TOWER_PREFIX + (k.startsWith('vision_model.') ? k : `vision_model.${k}`))) : null;
+    if (tower?.unexpected.length)
+      throw new RangeError(`checkpoint: the vision tower ${towerDir} holds ${tower.unexpected.length} tensor${tower.unexpected.length > 1 ? 's' : ''} a CLIP vision tower of its config does not have: ${listSome(tower.unexpected)}`);
+    const tied = json.tie_word_embeddings === true && ![...plan.values()].includes('lm_head.weight');
+    forEachCheckpointTensor(dir, { filter: (n) => plan.has(n), expectShape: (n) => sink.params.get(plan.get(n)!)!.shape, verify: true }, (n, t) => {
+      const o = plan.get(n)!;
+      sink.put(o, t);
+      // tie_word_embeddings: lm_head is the embedding, as transformers ties it (and its LLaVA layout below)
+      if (tied && o === 'model.embed_tokens.weight') sink.put('lm_head.weight', t);
+    });
+    if (towerDir && tower) forEachCheckpointTensor(towerDir, { filter: (n) => tower.plan.has(n), expectShape: (n) => sink.params.get(tower.plan.get(n)!)!.shape, verify: true }, (k, t) => sink.put(tower.plan.get(k)!, t));
     const missing = sink.missing();
     if (missing.length) throw new Error(`checkpoint: ${dir} lacks ${missing.length} tensors, e.g. ${missing.slice(0, 5).join(', ')}`);
   } catch (e) {
@@ -435,8 +512,11 @@ function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, 
   const model = VwLmm.create(config, seed, { device, uninitialized: true, linearDtype });
   try {
     const sink = parameterSink(model);
-    forEachCheckpointTensor(dir, {}, (n, t) => {
-      const o = ours.get(n)!;
+    // a name of the layout that this model has no parameter for (a layer past num_hidden_layers, a bias) is refused too
+    const { plan, unexpected: extra } = planTensors(dir, ours.keys(), sink.params, (n) => ours.get(n)!);
+    if (extra.length) throw new RangeError(`checkpoint: ${dir} holds ${extra.length} tensor${extra.length > 1 ? 's' : ''} this model has no place for (unexpected keys): ${listSome(extra)}`);
+    forEachCheckpointTensor(dir, { filter: (n) => plan.has(n), expectShape: (n) => sink.params.get(plan.get(n)!)!.shape, verify: true }, (n, t) => {
+      const o = plan.get(n)!;
       sink.put(o, t);
       if (tiedHead && o === 'model.embed_tokens.weight') sink.put('lm_head.weight', t);
     });
@@ -457,7 +537,52 @@ function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, 
   return { model, config, tokenizerPath: tokenizerPathOf(dir) };
 }
 
-/** Writes host tensors into a model's parameters by name (others ignored), remembering which it set. */
+/**
+ * Buffers real checkpoints carry beside the weights that hold nothing to load: LLaMA's rotary_emb.inv_freq (older
+ * LLaVA .bin shards; recomputed from rope_theta) and CLIP's embeddings.position_ids (an arange; openai's CLIP
+ * files, towers saved by transformers < 4.31). Our names.
+ */
+const harmlessTensor = (name: string) => name.endsWith('.rotary_emb.inv_freq') || (name.startsWith(TOWER_PREFIX) && name.endsWith('.embeddings.position_ids'));
+/** The parts of a CLIP directory (CLIPModel) a vision tower does not use. */
+const CLIP_UNUSED = /^(text_model\.|text_projection\.|visual_projection\.|logit_scale$)/;
+
+/**
+ * Our parameter name for a LLaVA-layout tensor: the same, except the linear projector's as vwlmm wrote it before it
+ * used LLaVA's names (model.mm_projector.0.* for LLaVA's nn.Linear model.mm_projector.*).
+ */
+function llavaLayoutName(name: string, params: Map<string, unknown>): string {
+  const m = /^model\.mm_projector\.0\.(weight|bias)$/.exec(name);
+  return m && !params.has(name) && params.has(`model.mm_projector.${m[1]}`) ? `model.mm_projector.${m[1]}` : name;
+}
+
+/**
+ * Which checkpoint tensor goes into which parameter (`ours`: its name, or null for a part the caller knows is unused),
+ * decided from the names alone, before any data is read; `unexpected`: the tensors with no place in the model (the
+ * harmless buffers aside). Two tensors for one parameter are an error.
+ */
+function planTensors(where: string, names: Iterable<string>, params: Map<string, unknown>, ours: (name: string) => string | null): { plan: Map<string, string>; unexpected: string[] } {
+  const plan = new Map<string, string>(), from = new Map<string, string>(), unexpected: string[] = [];
+  for (const n of names) {
+    const o = ours(n);
+    if (o === null) continue;
+    if (!params.has(o)) {
+      if (!harmlessTensor(o)) unexpected.push(n);
+      continue;
+    }
+    const prev = from.get(o);
+    if (prev !== undefined) throw new Error(`checkpoint: ${where}: tensors ${prev} and ${n} both go into ${o}`);
+    from.set(o, n);
+    plan.set(n, o);
+  }
+  return { plan, unexpected };
+}
+
+/** A few names of a list, for an error message. */
+function listSome(names: string[], n = 5): string {
+  return names.slice(0, n).join(', ') + (names.length > n ? `, ... (${names.length - n} more)` : '');
+}
+
+/** Writes host tensors into a model's parameters by name, remembering which it set; a name it lacks is an error. */
 function parameterSink(model: VwLmm) {
   const params = model.namedParameters();
   const seen = new Set<string>();
@@ -465,7 +590,7 @@ function parameterSink(model: VwLmm) {
     params,
     put: (name: string, t: HostTensor): void => {
       const p = params.get(name);
-      if (!p) return;
+      if (!p) throw new Error(`loadCheckpoint: the model has no parameter ${name}`);
       writeParameter('loadCheckpoint', name, p, t);
       seen.add(name);
     },

@@ -173,7 +173,11 @@ function keyReader(j: Record<string, unknown>) {
 
 export function configFromJson(j: Record<string, unknown>, visionConfig?: Record<string, unknown>): VwLmmConfig {
   if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new TypeError('config: config.json must hold a JSON object');
-  if (j.model_type !== undefined && j.model_type !== 'llava' && j.model_type !== 'llava_llama')
+  // LLaVA's own model types: llava_llama (LlavaConfig) and llava_mistral (LlavaMistralConfig, a Mistral base); its
+  // llava_mpt is an MPT base, which vwlmm does not build
+  if (j.model_type === 'llava_mpt')
+    throw new RangeError("config: model_type 'llava_mpt' (LLaVA's LlavaMptForCausalLM, an MPT base) is not supported: vwlmm builds LLaMA and Mistral bases only");
+  if (j.model_type !== undefined && j.model_type !== 'llava' && j.model_type !== 'llava_llama' && j.model_type !== 'llava_mistral')
     throw new RangeError(`config: model_type '${j.model_type}' is not a LLaVA model`);
   if (j.vision_config !== undefined && j.vision_config !== null && (typeof j.vision_config !== 'object' || Array.isArray(j.vision_config)))
     throw new TypeError(`config: vision_config must be an object, got ${JSON.stringify(j.vision_config)}`);

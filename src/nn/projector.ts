@@ -1,5 +1,7 @@
 // LLaVA multimodal projector: 'linear' or 'mlp{N}x_gelu' (Linear, then (GELU, Linear) x (N - 1)).
-// Names follow nn.Sequential indices: mm_projector.0, mm_projector.2, ... (GELUs hold no parameters).
+// Names as LLaVA's build_vision_projector makes them: 'linear' is a plain nn.Linear (mm_projector.weight / .bias);
+// mlp{N}x_gelu an nn.Sequential, named by its indices: mm_projector.0, mm_projector.2, ... (GELUs hold no parameters).
+// loadCheckpoint still reads a linear projector saved as mm_projector.0.* (vwlmm's name for it before).
 import * as F from '../functional';
 import { Tensor } from '../tensor';
 import { Linear } from './layers';
@@ -17,6 +19,14 @@ export class Projector extends Module {
   constructor(readonly type: string, inDim: number, outDim: number, opts: { std: number; init: InitOptions }) {
     super();
     const depth = parseProjectorType(type);
+    if (type === 'linear') {
+      // the Linear's own parameters, registered as the projector's (LLaVA's module is the nn.Linear itself)
+      const linear = new Linear(inDim, outDim, { bias: true, std: opts.std, init: opts.init });
+      this.param('weight', linear.weight);
+      this.param('bias', linear.bias!);
+      this.linears.push(linear);
+      return;
+    }
     for (let i = 0; i < depth; i++) {
       this.linears.push(this.child(String(2 * i), new Linear(i === 0 ? inDim : outDim, outDim, { bias: true, std: opts.std, init: opts.init })));
     }
