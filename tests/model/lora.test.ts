@@ -178,11 +178,13 @@ describe('LoRA', () => {
       for (const t of [x, ...params]) t.grad?.dispose(), (t.grad = null);
       x.requiresGrad = true;
       const loss = scope(() => autocast(dtype, () => {
-        // plain: W x + b + (alpha / r) B A dropout(x), every op recorded (dropout(x) kept for A's weight gradient);
-        // the base products through F.linears as forwardMany takes them, so that x's gradient sums in the same order
+        // plain: W x + b + (alpha / r) B A dropout(x), every op recorded (dropout(x) kept for A's weight gradient), the
+        // masks from the adapter's stream positioned for this forward (next()); the base products through F.linears as
+        // forwardMany takes them, so that x's gradient sums in the same order
         const bases = plain ? F.linears(x, layers.map((l) => l.weight), layers.map((l) => l.bias)) : [];
+        const masked = (a: nn.LoraAdapter) => (a.dropoutGenerator.next(), F.dropout(x, a.dropout, a.dropoutGenerator));
         const ys = plain
-          ? layers.map((l, k) => F.add(bases[k], F.linear(F.scale(F.linear(F.dropout(x, l.lora!.dropout, l.lora!.dropoutGenerator), l.lora!.lora_A.weight), l.lora!.scaling), l.lora!.lora_B.weight)))
+          ? layers.map((l, k) => F.add(bases[k], F.linear(F.scale(F.linear(masked(l.lora!), l.lora!.lora_A.weight), l.lora!.scaling), l.lora!.lora_B.weight)))
           : nn.Linear.forwardMany(x, layers);
         const l = ys.map((y) => F.sum(F.mul(y, R))).reduce((a, b) => F.add(a, b));
         l.backward();
@@ -315,8 +317,8 @@ describe('LoRA', () => {
       [variant((c) => (c.use_dora = true)), /use_dora is set: DoRA is not supported/],
       [variant((c) => (c.bias = 'all')), /bias is "all": only 'none' is supported/],
       [variant((c) => (c.rank_pattern = { q_proj: 8 })), /rank_pattern is not empty/],
-      [variant((c) => (c.target_modules = '.*proj')), /target_modules is a regular expression/],
-      [variant((c) => (c.target_modules = ['q_proj', 'lm_head'])), /target module\(s\) lm_head are not Linear layers of the decoder/],
+      [variant((c) => (c.target_modules = '(?P<p>.*proj)')), /target_modules "\(\?P<p>\.\*proj\)": Python's named groups \(\?P<name>...\) \/ \(\?P=name\) is Python-only syntax/],
+      [variant((c) => (c.target_modules = ['q_proj', 'lm_head'])), /target_modules names lm_head, not Linear layers of the LLM's decoder/],
       [variant(() => undefined, (w) => w.delete('base_model.model.model.layers.1.mlp.up_proj.lora_B.weight')), /the adapter file lacks 1 adapter tensors, e.g. model.layers.1.mlp.up_proj.lora_B.weight/],
       [variant(() => undefined, (w) => w.set('base_model.model.model.layers.0.mlp.up_proj.lora_A.weight', { dtype: 'float32', shape: [5, 32], data: new Float32Array(160) })), /up_proj.lora_A.weight has shape \[5, 32\] but the model expects \[4, 32\]/],
       [variant(() => undefined, (w) => w.set('base_model.model.model.layers.0.mlp.extra.lora_A.weight', { dtype: 'float32', shape: [4, 32], data: new Float32Array(128) })), /has no place in this model/],
