@@ -1,5 +1,7 @@
 // Visual words: top-k of softmax(x Wvm^T) per row (VISUAL_WORDS.md section 4), streaming over row chunks.
-// Probabilities are exp(z - lse(z)) over the whole vocabulary; ties go to the lower token id.
+// Probabilities are exp(z - lse(z)) over the whole vocabulary, formed as exp((z - m) - log(sum exp(z - m))): lse itself
+// is not representable next to a huge max (at |m| ~ 1e30, m + log 3 rounds to m in double, and three tied top words each
+// came out with probability 1). Ties go to the lower token id.
 #include <algorithm>
 #include <utility>
 
@@ -38,7 +40,7 @@ OpStats visual_words(const VisualWordsArgs& a) {
         const float* row = z + r * V;
         const float m = vec_max(row, V);
         check_logit_row(op, m, c0 + r);
-        const double lse = m + std::log(vec_sum_exp(row, V, m));
+        const double log_s = std::log(vec_sum_exp(row, V, m));
         heap.clear();
         for (int32_t v = 0; v < V; ++v) {
           std::pair<float, int32_t> cand(row[v], v);
@@ -55,7 +57,8 @@ OpStats visual_words(const VisualWordsArgs& a) {
         const int64_t i = c0 + r;
         for (int64_t j = 0; j < k; ++j) {
           a.ids[i * k + j] = heap[j].second;
-          a.probs[i * k + j] = static_cast<float>(std::exp(heap[j].first - lse));
+          // z - m first (exact for z near m), then the log of the sum: never m + log s, which rounds to m at huge m
+          a.probs[i * k + j] = static_cast<float>(std::exp((static_cast<double>(heap[j].first) - m) - log_s));
         }
       }
     });

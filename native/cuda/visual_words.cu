@@ -1,5 +1,6 @@
 // Visual words on CUDA: top-k of softmax(x w_vm^T) per row, streamed over row chunks (same semantics as
-// native/cpu/visual_words.cpp: probabilities exp(z - lse) over the whole vocabulary, ties to the lower id).
+// native/cpu/visual_words.cpp: probabilities exp(z - lse) over the whole vocabulary, formed as exp((z - m) - log s)
+// since m + log s rounds to m at huge logits; ties to the lower id).
 //   Shapes: x [N, d], w_vm [V, d] (dtype); ids [N, k] int32, probs [N, k] float32 (device).
 //   Per chunk of nc rows:
 //     GEMM   z[nc, V] (f32) = x_c w_vm^T
@@ -50,15 +51,21 @@ struct VwRowParams {
   int V, k;
 };
 
-__device__ __forceinline__ void write_pick(const VwRowParams& p, int r, int j, const Cand& c, double lse) {
+// The row's log-sum-exp kept as its two parts, max m and log s: m + log s is not representable at huge m (|m| ~ 1e30
+// rounds it to m, and tied top words each came out with probability 1).
+struct RowLse {
+  double m, log_s;
+};
+
+__device__ __forceinline__ void write_pick(const VwRowParams& p, int r, int j, const Cand& c, RowLse lse) {
   const int64_t o = static_cast<int64_t>(r) * p.k + j;
   p.ids[o] = c.id;
-  p.probs[o] = static_cast<float>(exp(static_cast<double>(c.v) - lse));
+  p.probs[o] = static_cast<float>(exp((static_cast<double>(c.v) - lse.m) - lse.log_s));
 }
 
-__device__ __forceinline__ double finish_lse(const VwRowParams& p, int r, SoftmaxState st) {
+__device__ __forceinline__ RowLse finish_lse(const VwRowParams& p, int r, SoftmaxState st) {
   if (threadIdx.x == 0 && st.bad()) flag_bad_row(p.status, p.row0 + r, st.reported_max());
-  return static_cast<double>(st.m) + log(static_cast<double>(st.s));
+  return RowLse{static_cast<double>(st.m), log(static_cast<double>(st.s))};
 }
 
 // k <= kSmallK: single read of the row.
@@ -94,7 +101,7 @@ __global__ void __launch_bounds__(kTopkThreads, 1) visual_words_small_k_kernel(V
     s_id[j][threadIdx.x] = best[j].id;
   }
   st = block_allreduce(st, SoftmaxMerge{}, softmax_empty());  // also the barrier for the lists above
-  const double lse = finish_lse(p, r, st);
+  const RowLse lse = finish_lse(p, r, st);
 
   // Merge: each round the best list head wins and its owner advances.
   int head = 0;
@@ -116,7 +123,7 @@ __global__ void __launch_bounds__(kRowThreads) visual_words_large_k_kernel(VwRow
   const float* z = p.z + static_cast<int64_t>(r) * p.V;
   SoftmaxState st;
   row_softmax_state<VEC>(z, p.V, st);
-  const double lse = finish_lse(p, r, st);
+  const RowLse lse = finish_lse(p, r, st);
 
   Cand prev{INFINITY, -1};  // ranks above every real entry
   for (int j = 0; j < p.k; ++j) {

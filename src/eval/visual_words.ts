@@ -1,24 +1,56 @@
 // Visual words as an inspection tool (VISUAL_WORDS.md section 4): the top-k tokens of
 // softmax(vm_head(x_i)) for every patch i of an image, and a picture with the top-1 word drawn on each
-// patch cell of the (upscaled) image.
+// patch cell of the (upscaled) image the model saw: the tower-size square of CLIP preprocessing before normalisation
+// (expanded to a square of the mean colour with 'pad', resized and centre-cropped with 'square' / 'resize_crop'), so
+// the grid cells are the patches. Words are drawn readable: a SentencePiece '▁word' as 'word', a byte token
+// '<0x0A>' as '\n'; the JSON keeps the raw token beside it.
+import * as fs from 'fs';
+import * as path from 'path';
 import sharp from 'sharp';
 import { fused } from '../fused';
 import { noGrad } from '../autograd';
 import { scope } from '../tensor';
 import { TextTokenizer } from '../data/tokenizer';
+import { CLIP_MEAN, expandToSquare, padColour, resizeRgb, RgbImage, shortestSideSize } from '../data/images';
 import { VwLmm } from '../model/vwlmm';
 
 export interface PatchWords {
   row: number;
   col: number;
-  words: { token: string; id: number; prob: number }[];
+  /** token: the vocabulary's token string (idToToken); text: as drawn ('▁word' -> 'word', '<0x0A>' -> '\n'). */
+  words: { token: string; text: string; id: number; prob: number }[];
+}
+
+/**
+ * A token as a reader wants to see it: SentencePiece's word-start mark '▁' as a space (trimmed: '▁word' -> 'word'),
+ * a byte-fallback token '<0xNN>' as its character, escaped when it is not printable ('\n', '\t', '\x1b'; a byte of a
+ * multi-byte UTF-8 character as '\xNN'). Anything else is shown as it is, and so is a token of spaces alone.
+ */
+function displayToken(token: string): string {
+  const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(token);
+  if (byte) {
+    const b = parseInt(byte[1], 16);
+    const named: Record<number, string> = { 0x09: '\\t', 0x0a: '\\n', 0x0d: '\\r' };
+    if (named[b]) return named[b];
+    return b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${byte[1].toLowerCase()}`;
+  }
+  const text = token.replace(/\u2581/g, ' ').trim();
+  return text === '' ? token : text;
 }
 
 /** Top-k visual words of every patch of one preprocessed image [3, S, S]. */
 export function visualWordsOf(model: VwLmm, tokenizer: TextTokenizer, pixels: Float32Array, topK = 5): PatchWords[] {
   if (!model.vm_head) throw new Error('visual words need a vm_head: this checkpoint is a plain LLaVA model (vm_weight 0, no PIF)');
-  const grid = model.config.vision.imageSize / model.config.vision.patchSize;
+  const v = model.config.vision;
+  const grid = v.imageSize / v.patchSize;
   if (model.config.selectFeature !== 'patch') throw new Error('visual words are drawn per patch: mm_vision_select_feature must be "patch"');
+  const expected = v.numChannels * v.imageSize * v.imageSize;
+  if (!(pixels instanceof Float32Array) || pixels.length !== expected)
+    throw new RangeError(`visualWordsOf: expected ${expected} pixel values (${v.numChannels} x ${v.imageSize} x ${v.imageSize}) but received ${pixels?.length}`);
+  // on the host, before the tower: the fused op would refuse the features, naming x rather than the pixels
+  for (let i = 0; i < pixels.length; i++) {
+    if (!Number.isFinite(pixels[i])) throw new RangeError(`visualWordsOf: the pixels hold a non-finite value (${pixels[i]}) at index ${i}`);
+  }
   return noGrad(() =>
     scope(() => {
       const x = model.imageFeatures(pixels, 1);
@@ -27,7 +59,10 @@ export function visualWordsOf(model: VwLmm, tokenizer: TextTokenizer, pixels: Fl
       const out: PatchWords[] = [];
       for (let i = 0; i < x.shape[0]; i++) {
         const words = [];
-        for (let j = 0; j < topK; j++) words.push({ id: id[i * topK + j], token: tokenizer.idToToken(id[i * topK + j]) ?? `<${id[i * topK + j]}>`, prob: pr[i * topK + j] });
+        for (let j = 0; j < topK; j++) {
+          const k = id[i * topK + j], raw = tokenizer.idToToken(k);
+          words.push({ id: k, token: raw ?? `<${k}>`, text: raw === null ? `<${k}>` : displayToken(raw), prob: pr[i * topK + j] });
+        }
         out.push({ row: Math.floor(i / grid), col: i % grid, words });
       }
       return out;
@@ -37,19 +72,97 @@ export function visualWordsOf(model: VwLmm, tokenizer: TextTokenizer, pixels: Fl
 
 const escapeXml = (s: string) => s.replace(/[<>&'"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', "'": '&apos;', '"': '&quot;' })[c]!);
 
-/** PNG of the image (RGB, width x height) upscaled, with a grid and each patch's top-1 word. */
-export async function drawVisualWords(rgb: Uint8Array, width: number, height: number, patches: PatchWords[], grid: number, file: string, scale = 8): Promise<void> {
-  const W = width * scale, H = height * scale, cw = W / grid, ch = H / grid;
+/** How an image became the model's input (the checkpoint's ImageConfig): what drawVisualWords draws on. */
+export interface ModelView {
+  /** The tower's input side (image_size). */
+  size: number;
+  /** The pad colour's source ('pad': int(mean * 255)); default CLIP's. */
+  mean?: readonly number[];
+  /** LLaVA's image_aspect_ratio: 'pad', or 'square' / 'resize_crop' (resize the short side, centre crop). */
+  aspect: 'pad' | 'square' | 'resize_crop';
+}
+
+export interface DrawVisualWordsOptions {
+  /** Upscaling of the picture (nearest neighbour), default 8. */
+  scale?: number;
+  /**
+   * Draw on the view the model saw of this image (preprocessClip's square before normalisation): needed when the image
+   * given is the original, unless it already is that square.
+   */
+  view?: ModelView;
+}
+
+/** preprocessClip's size x size RGB bytes before normalisation: the same functions in the same order. */
+async function modelView(img: RgbImage, v: ModelView): Promise<RgbImage> {
+  const { size } = v;
+  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`drawVisualWords: view.size must be a positive integer, got ${size}`);
+  if (v.aspect !== 'pad' && v.aspect !== 'square' && v.aspect !== 'resize_crop') throw new RangeError(`drawVisualWords: view.aspect must be 'pad', 'square' or 'resize_crop', got ${String(v.aspect)}`);
+  let im = v.aspect === 'pad' ? expandToSquare(img, padColour(v.mean ?? CLIP_MEAN)) : img;
+  const target = shortestSideSize(im.width, im.height, size);
+  im = await resizeRgb(im, target.width, target.height);
+  const ox = (im.width - size) >> 1, oy = (im.height - size) >> 1;
+  if (ox === 0 && oy === 0 && im.width === size && im.height === size) return im;
+  const data = new Uint8Array(size * size * 3);
+  for (let y = 0; y < size; y++) data.set(im.data.subarray(((oy + y) * im.width + ox) * 3, ((oy + y) * im.width + ox + size) * 3), y * size * 3);
+  return { width: size, height: size, data };
+}
+
+let tmpFiles = 0;
+const FORMATS: Record<string, 'png' | 'jpeg' | 'webp'> = { '.png': 'png', '.jpg': 'jpeg', '.jpeg': 'jpeg', '.webp': 'webp' };
+
+/** The picture's format from the file's extension, and its folder that must exist; an error names what is wrong. */
+function pictureTarget(file: string): { format: 'png' | 'jpeg' | 'webp'; dir: string } {
+  const ext = path.extname(file);
+  const format = FORMATS[ext.toLowerCase()];
+  if (!format) throw new Error(`drawVisualWords: cannot write ${file}: ${ext ? `unknown picture format '${ext}'` : 'no extension'} (.png, .jpg, .jpeg or .webp)`);
+  const dir = path.dirname(path.resolve(file));
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    throw new Error(`drawVisualWords: cannot write ${file}: the folder ${dir} does not exist`);
+  }
+  if (!st.isDirectory()) throw new Error(`drawVisualWords: cannot write ${file}: ${dir} is not a folder`);
+  return { format, dir };
+}
+
+/**
+ * The picture (RGB, width x height) upscaled, with the patch grid and each patch's top-1 word, written to `file` in the
+ * format its extension names (.png, .jpg / .jpeg, .webp) atomically: a temporary file in the same folder, renamed.
+ * The image must be the square the model saw, or be given with `view` (how the model saw it).
+ */
+export async function drawVisualWords(rgb: Uint8Array, width: number, height: number, patches: PatchWords[], grid: number, file: string, options: number | DrawVisualWordsOptions = 8): Promise<void> {
+  const o = typeof options === 'number' ? { scale: options } : options;
+  const scale = o.scale ?? 8;
+  const { format, dir } = pictureTarget(file);
+  let img: RgbImage = { width, height, data: rgb };
+  if (o.view) img = await modelView(img, o.view);
+  else if (width !== height) throw new RangeError(`drawVisualWords: a ${width}x${height} image is not the square the model saw, so the grid would not be its patches: give options.view (the checkpoint's image size and aspect)`);
+  const W = img.width * scale, H = img.height * scale, cw = W / grid, ch = H / grid;
   const fontSize = Math.max(8, Math.min(cw / 4, ch / 3));
   const cells = patches.map((p) => {
     const x = p.col * cw, y = p.row * ch, w = p.words[0];
     return `<rect x="${x}" y="${y}" width="${cw}" height="${ch}" fill="none" stroke="#000" stroke-opacity="0.35"/>` +
-      `<text x="${x + cw / 2}" y="${y + ch / 2}" font-size="${fontSize}" font-family="DejaVu Sans, sans-serif" text-anchor="middle" dominant-baseline="middle" fill="#000" stroke="#fff" stroke-width="${fontSize / 6}" paint-order="stroke">${escapeXml(w.token)}</text>`;
+      `<text x="${x + cw / 2}" y="${y + ch / 2}" font-size="${fontSize}" font-family="DejaVu Sans, sans-serif" text-anchor="middle" dominant-baseline="middle" fill="#000" stroke="#fff" stroke-width="${fontSize / 6}" paint-order="stroke">${escapeXml(w.text ?? w.token)}</text>`;
   }).join('');
   const svg = Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">${cells}</svg>`);
-  await sharp(Buffer.from(rgb), { raw: { width, height, channels: 3 } })
+  const picture = sharp(Buffer.from(img.data), { raw: { width: img.width, height: img.height, channels: 3 } })
     .resize(W, H, { kernel: 'nearest' })
-    .composite([{ input: svg, top: 0, left: 0 }])
-    .png()
-    .toFile(file);
+    .composite([{ input: svg, top: 0, left: 0 }]);
+  const bytes = await (format === 'png' ? picture.png() : format === 'jpeg' ? picture.jpeg() : picture.webp()).toBuffer();
+  // a reader never sees half a picture, and a failed write leaves an earlier one in place
+  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${++tmpFiles}`);
+  try {
+    const fd = fs.openSync(tmp, 'w');
+    try {
+      fs.writeSync(fd, bytes);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw new Error(`drawVisualWords: cannot write ${file}: ${(e as Error).message}`);
+  }
 }

@@ -10,6 +10,7 @@ import { autocast, ComputeDtype, defaultComputeDtype, parseComputeDtype } from '
 import { noGrad } from '../autograd';
 import * as F from '../functional';
 import { DeviceSpec, useDevice } from '../device';
+import { checkKeys, typeError } from '../errors';
 import { Generator } from '../random';
 import { scope, Tensor } from '../tensor';
 import { ClipVisionModel } from '../nn/clip';
@@ -17,6 +18,7 @@ import { Linear } from '../nn/layers';
 import { KVCache, LlamaDecoder } from '../nn/llama';
 import { InitOptions, Module } from '../nn/module';
 import { Projector } from '../nn/projector';
+import { argmax, LogitsSampler } from './sampling';
 import { hasVmHead, numImageTokens, validateConfig, VwLmmConfig } from './config';
 
 /** A collated batch as the model consumes it (see src/data/collate.ts for how it is made). */
@@ -235,8 +237,13 @@ export class VwLmm extends Module {
 
   /**
    * Generation for a batch of prompts (token ids with the image placeholder already expanded to image
-   * positions, as collate produces for one sample each): greedy when temperature is 0, else sampling with
-   * temperature and top-p. Results come back in the prompts' order.
+   * positions, as collate produces for one sample each): greedy when temperature is 0, else sampling as transformers'
+   * generate with do_sample (its warpers in its order: temperature, top-k, top-p; GenerateOptions). Results come back
+   * in the prompts' order.
+   *
+   * Each prompt is checked on its own (transformers' "Image features and image tokens do not match"): pixels iff image
+   * positions, exactly numImageTokens positions per image its pixels hold, no position twice, every pixel finite; an
+   * error names the prompt.
    *
    * Batching, as transformers' generate: the prompts, sorted by length (ties in the caller's order), are cut into
    * batches of `batchSize` (default 32) that run together with a KV cache, each prompt left-padded to its batch's
@@ -244,10 +251,13 @@ export class VwLmm extends Module {
    * embeddings and see no key (the attention op writes zeros for such a row), so they stay exactly zero. RoPE
    * then places a row's tokens at pad..pad+L-1 rather than 0..L-1: the scores depend only on relative positions,
    * so the logits equal the unpadded ones up to float rounding (tests/model/vwlmm.test.ts checks 1e-5 relative).
-   * Sampling draws from one Generator(seed): batch by batch in that sorted order, then step by step, then row by
-   * row (a finished row draws too, its token ignored), so a prompt's draws depend on the other prompts of the call.
+   * Sampling draws one uniform per row from one Generator(seed): batch by batch in that sorted order, then step by
+   * step, then row by row (a finished row draws too, its token ignored), so a prompt's draws depend on the other
+   * prompts of the call.
    */
   generate(prompts: GeneratePrompt[], opts: GenerateOptions): number[][] {
+    if (opts === null || typeof opts !== 'object') throw typeError('VwLmm.generate', 'options', 'an object with maxNewTokens', opts);
+    checkKeys('VwLmm.generate', 'option', opts, GENERATE_KEYS);
     const dtype = opts.dtype === undefined ? defaultComputeDtype(this.device) : parseComputeDtype('VwLmm.generate', opts.dtype);
     return autocast(dtype, () => this.generateIn(prompts, opts));
   }
@@ -258,12 +268,29 @@ export class VwLmm extends Module {
     if (!Number.isInteger(opts.maxNewTokens) || opts.maxNewTokens < 0) throw new RangeError(`VwLmm.generate: maxNewTokens must be an integer >= 0, got ${opts.maxNewTokens}`);
     if (opts.temperature !== undefined && !(Number.isFinite(opts.temperature) && opts.temperature >= 0)) throw new RangeError(`VwLmm.generate: temperature must be a number >= 0 (0: greedy), got ${opts.temperature}`);
     if (opts.topP !== undefined && !(opts.topP > 0 && opts.topP <= 1)) throw new RangeError(`VwLmm.generate: topP must be in (0, 1], got ${opts.topP}`);
+    if (opts.topK !== undefined && !(Number.isInteger(opts.topK) && opts.topK >= 0)) throw new RangeError(`VwLmm.generate: topK must be an integer >= 0 (0: off), got ${opts.topK}`);
     if (opts.cacheReserve !== undefined && (!Number.isInteger(opts.cacheReserve) || opts.cacheReserve < 0))
       throw new RangeError(`VwLmm.generate: cacheReserve must be a non-negative integer, got ${opts.cacheReserve}`);
+    const v = this.config.vision, perImage = v.numChannels * v.imageSize * v.imageSize, P = this.numImageTokens;
     prompts.forEach((p, i) => {
+      if (p.tokenIds.length === 0) throw new RangeError(`VwLmm.generate: prompt ${i} is empty`);
       const bad = p.imagePositions.find((pos) => pos < 0 || pos >= p.tokenIds.length);
       if (bad !== undefined) throw new RangeError(`VwLmm.generate: prompt ${i} has an image position ${bad} outside its ${p.tokenIds.length} tokens`);
-      if (p.tokenIds.length === 0) throw new RangeError(`VwLmm.generate: prompt ${i} is empty`);
+      // per prompt, not per batch: totals that match can still hand one prompt's image to another, or drop one
+      const n = p.imagePositions.length;
+      const images = p.pixelValues ? p.pixelValues.length / perImage : 0;
+      if (p.pixelValues && !(Number.isInteger(images) && images >= 1))
+        throw new RangeError(`VwLmm.generate: prompt ${i} has ${p.pixelValues.length} pixel values, not a whole number of images of ${perImage} (${v.numChannels} x ${v.imageSize} x ${v.imageSize})`);
+      if (n !== images * P)
+        throw new RangeError(`VwLmm.generate: prompt ${i}: image features and image tokens do not match: ${images} image(s) (pixelValues${p.pixelValues ? '' : ' null'}) need ${images * P} image positions (${P} per image), got ${n}`);
+      if (n > 1 && new Set(p.imagePositions).size !== n) throw new RangeError(`VwLmm.generate: prompt ${i} names an image position twice`);
+      // once on the host, before the upload: a NaN image would otherwise come out as '' without a word
+      if (p.pixelValues) {
+        const px = p.pixelValues;
+        for (let j = 0; j < px.length; j++) {
+          if (!Number.isFinite(px[j])) throw new RangeError(`VwLmm.generate: prompt ${i}'s pixelValues hold a non-finite value (${px[j]}) at index ${j}`);
+        }
+      }
     });
     // sorted by length, so a batch pads little; stable, so the order (and the Generator's draws) is deterministic
     const order = prompts.map((_, i) => i).sort((a, b) => prompts[a].tokenIds.length - prompts[b].tokenIds.length || a - b);
@@ -290,10 +317,18 @@ export class VwLmm extends Module {
       pads.forEach((n, b) => m.fill(0, b * Tk, b * Tk + n));
       return Tensor.fromArray(m, [B, Tk], { device: this.device });
     };
+    const sampler = opts.temperature ? new LogitsSampler(V, { temperature: opts.temperature, topK: opts.topK, topP: opts.topP }) : null;
     const logitsOf = (h: Tensor): number[] => {
       const logits = this.lm_head.forward(h).toArray() as Float32Array;
       opts.onLogits?.(logits, rows);
-      return this.pick(logits, B, V, opts, gen);
+      const next: number[] = [];
+      for (let b = 0; b < B; b++) {
+        const row = logits.subarray(b * V, (b + 1) * V);
+        if (!sampler) next.push(argmax(row));
+        else if (!sampler.prepare(row)) throw new RangeError(`VwLmm.generate: prompt ${rows[b]}'s logits are not finite (a NaN or an infinity): nothing to sample from`);
+        else next.push(sampler.draw(gen));
+      }
+      return next;
     };
     const cache = new KVCache(this.config.llm.numLayers);
     // decode steps write into room reserved in the cache (KVCache.pads: the cache builds their key masks)
@@ -345,15 +380,6 @@ export class VwLmm extends Module {
     }
     return out;
   }
-
-  private pick(logits: Float32Array, B: number, V: number, opts: GenerateOptions, gen: Generator): number[] {
-    const res: number[] = [];
-    for (let b = 0; b < B; b++) {
-      const row = logits.subarray(b * V, (b + 1) * V);
-      res.push(opts.temperature && opts.temperature > 0 ? sampleTopP(row, opts.temperature, opts.topP ?? 1, gen) : argmax(row));
-    }
-    return res;
-  }
 }
 
 /** A prompt: token ids [L] with its image positions (0..L-1) and that image's pixels, or none (text only). */
@@ -367,9 +393,23 @@ export interface GenerateOptions {
   /** New tokens at most per prompt (an integer >= 0); a prompt's output ends before its eosId, which is not included. */
   maxNewTokens: number;
   eosId?: number;
-  /** 0 (default) = greedy; > 0 samples. */
+  /**
+   * 0 (default) = greedy; > 0 samples from softmax(logits / temperature) (transformers' do_sample=True with its
+   * TemperatureLogitsWarper). A tiny temperature is the greedy limit (ties at the max share the draw), not an overflow.
+   */
   temperature?: number;
-  /** Nucleus sampling mass, in (0, 1] (default 1). */
+  /**
+   * Sampling: keep only the topK largest logits (transformers' TopKLogitsWarper: every logit equal to the k-th largest
+   * is kept too), applied after the temperature and before topP. 0 (default) = off. Note that transformers' generate
+   * defaults top_k to 50 when sampling (GenerationConfig), and LLaVA's run_llava.py passes none, so its samples come
+   * from the top 50: pass topK 50 to sample as it does.
+   */
+  topK?: number;
+  /**
+   * Sampling: nucleus mass in (0, 1] (default 1 = off), transformers' TopPLogitsWarper: the probabilities sorted
+   * ascending, a token is removed when the cumulative probability up to and including it is <= 1 - topP; the most
+   * likely token is always kept (min_tokens_to_keep = 1). Among tied probabilities the lower token id ranks higher.
+   */
   topP?: number;
   seed?: number;
   /** Prompts per batch (default 32); batches mix lengths (left padding). */
@@ -392,32 +432,10 @@ export interface GenerateOptions {
   onLogits?: (logits: Float32Array, rows: readonly number[]) => void;
 }
 
-function argmax(a: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
-  return best;
-}
-
-function sampleTopP(logits: Float32Array, temperature: number, topP: number, gen: Generator): number {
-  let m = -Infinity;
-  for (const v of logits) m = Math.max(m, v / temperature);
-  const p = Array.from(logits, (v, i) => ({ i, p: Math.exp(v / temperature - m) }));
-  const z = p.reduce((s, x) => s + x.p, 0);
-  p.sort((a, b) => b.p - a.p || a.i - b.i);
-  let cum = 0, keepN = 0;
-  for (const x of p) {
-    cum += x.p / z;
-    keepN++;
-    if (cum >= topP) break;
-  }
-  const kept = p.slice(0, keepN), zk = kept.reduce((s, x) => s + x.p, 0);
-  let u = gen.uniform() * zk;
-  for (const x of kept) {
-    u -= x.p;
-    if (u <= 0) return x.i;
-  }
-  return kept[kept.length - 1].i;
-}
+// Every option generate reads: another key ({ do_sample: true }, { top_k: 50 }) is refused, not ignored
+const GENERATE_KEYS = {
+  maxNewTokens: true, eosId: true, temperature: true, topK: true, topP: true, seed: true, batchSize: true, cacheReserve: true, dtype: true, onLogits: true,
+} satisfies Record<keyof GenerateOptions, true>;
 
 function concatF32(parts: Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));

@@ -339,10 +339,12 @@ describe(`mixed precision: autocast('bfloat16') (seed ${runSeed})`, () => {
     const { tokenizer, batch } = tinyData(2);
     const m = VwLmm.create(tinyConfig(tokenizer.vocabSize), 9);
     const b = batch([0, 1]);
-    // prompts: each sample's first 20 tokens (its image inside them)
+    // prompts: each sample's first 60 tokens (its image inside them: positions 32..56; with 20 the image was not, and
+    // generate dropped the pixels without a word before it checked each prompt's images)
     const prompts = [0, 1].map((i) => {
-      const ids = b.tokenIds.slice(i * b.T, i * b.T + 20);
-      const pos = Int32Array.from(b.imagePositions.filter((p) => p >= i * b.T && p < i * b.T + 20), (p) => p - i * b.T);
+      const ids = b.tokenIds.slice(i * b.T, i * b.T + 60);
+      const pos = Int32Array.from(b.imagePositions.filter((p) => p >= i * b.T && p < i * b.T + 60), (p) => p - i * b.T);
+      expect(pos.length).toBe(25);
       return { tokenIds: ids, imagePositions: pos, pixelValues: b.pixelValues!.slice(i * (b.pixelValues!.length / 2), (i + 1) * (b.pixelValues!.length / 2)) };
     });
     const live = memoryStats().cpu.liveBuffers;

@@ -1,0 +1,81 @@
+// `vwlmm generate` prompts as `vwlmm answer` does (LLaVA's eval loaders and run_llava: "<image>\n" + the question as
+// it is, conv_plain's "<image>\nQ\n" with the plain template) and prints the answer stripped; --top-k; a prompt holding
+// "<image>" is an error. `vwlmm visual-words` draws on the view the model saw and names a bad --out before any work.
+import * as fs from 'fs';
+import * as path from 'path';
+import sharp from 'sharp';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { tempDirs } from '../support/tmp';
+import { cli, writeCliFixture } from '../train/support/tiny';
+
+const tmp = tempDirs('cli-generate');
+
+/** A copy of checkpoint `from` with config.json keys changed. */
+function variant(from: string, to: string, keys: Record<string, unknown>): string {
+  fs.cpSync(from, to, { recursive: true });
+  const f = path.join(to, 'config.json');
+  fs.writeFileSync(f, JSON.stringify({ ...JSON.parse(fs.readFileSync(f, 'utf8')), ...keys }, null, 2));
+  return to;
+}
+
+describe('vwlmm generate and visual-words', () => {
+  let dir = '', fx: ReturnType<typeof writeCliFixture>, image = '';
+  beforeAll(() => {
+    dir = tmp();
+    fx = writeCliFixture(dir);
+    const images = path.join(fx.imageFolder, 'images');
+    image = path.join('images', fs.readdirSync(images).find((f) => f.endsWith('.png'))!);
+  }, 120_000);
+
+  it("generate's prompt is answer's, with the plain template too, and its output is stripped as answer writes it", () => {
+    const question = 'what shape is the red object ?  ';
+    for (const template of ['plain', 'vicuna_v1']) {
+      const ckpt = variant(fx.init, path.join(dir, template), { conversation_template: template });
+      const questions = path.join(dir, `${template}.jsonl`), answers = path.join(dir, `${template}_answers.jsonl`);
+      fs.writeFileSync(questions, JSON.stringify({ question_id: 1, image, text: question }) + '\n');
+      const a = cli('answer', '--checkpoint', ckpt, '--questions', questions, '--image-folder', fx.imageFolder, '--answers', answers, '--max-new-tokens', '6');
+      expect(a.status, a.stderr).toBe(0);
+      const answer = JSON.parse(fs.readFileSync(answers, 'utf8')).text as string;
+      const g = cli('generate', '--checkpoint', ckpt, '--image', path.join(fx.imageFolder, image), '--prompt', question, '--max-new-tokens', '6');
+      expect(g.status, g.stderr).toBe(0);
+      expect(g.stdout, template).toBe(`${answer}\n`);
+    }
+  });
+
+  it('--top-k: 1 samples the greedy answer; a prompt holding "<image>" is an error', () => {
+    const args = ['generate', '--checkpoint', fx.init, '--image', path.join(fx.imageFolder, image), '--prompt', 'what color is the big object ?', '--max-new-tokens', '5'];
+    const greedy = cli(...args);
+    expect(greedy.status, greedy.stderr).toBe(0);
+    const topK1 = cli(...args, '--temperature', '3', '--top-k', '1', '--seed', '4');
+    expect(topK1.status, topK1.stderr).toBe(0);
+    expect(topK1.stdout).toBe(greedy.stdout);
+    const badK = cli(...args, '--top-k', '-2');
+    expect(badK.status).toBe(2);
+    expect(badK.stderr).toMatch(/--top-k must be an integer >= 0/);
+    const twice = cli('generate', '--checkpoint', fx.init, '--image', path.join(fx.imageFolder, image), '--prompt', '<image>\nwhat shape ?');
+    expect(twice.status).toBe(2);
+    expect(twice.stderr).toMatch(/--prompt holds "<image>": the prompt would hold 2 image placeholders for one image \(--image\)/);
+    expect(twice.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('visual-words: the picture is the padded view of a non-square image; a bad --out is named before any work', async () => {
+    const ckpt = variant(fx.init, path.join(dir, 'pad'), { image_aspect_ratio: 'pad' });
+    const wide = path.join(dir, 'wide.png');
+    await sharp(Buffer.alloc(90 * 60 * 3, 200), { raw: { width: 90, height: 60, channels: 3 } }).png().toFile(wide);
+    const out = path.join(dir, 'words.webp');
+    const v = cli('visual-words', '--checkpoint', ckpt, '--image', wide, '--out', out, '--top-k', '2');
+    expect(v.status, v.stderr).toBe(0);
+    const meta = await sharp(out).metadata();
+    // the 75 x 75 square the model saw, upscaled 8x (the original 90 x 60 would be 720 x 480)
+    expect([meta.format, meta.width, meta.height]).toEqual(['webp', 600, 600]);
+    const j = JSON.parse(v.stdout);
+    expect(j.patches[0].words[0]).toHaveProperty('token');
+    expect(j.patches[0].words[0]).toHaveProperty('text');
+    const gif = cli('visual-words', '--checkpoint', ckpt, '--image', wide, '--out', path.join(dir, 'w.gif'));
+    expect(gif.status).toBe(2);
+    expect(gif.stderr).toMatch(/--out .*w\.gif: unknown picture format '\.gif' \(give \.png, \.jpg, \.jpeg or \.webp\)/);
+    const missing = cli('visual-words', '--checkpoint', ckpt, '--image', wide, '--out', path.join(dir, 'none', 'w.png'));
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toContain(`the folder ${path.join(dir, 'none')} does not exist`);
+  });
+});
