@@ -31,6 +31,7 @@ const num = (name: string) => (v: string) => {
 // --device of every command that runs a model: checked (and the GPU made ready) before any work, with an error
 // naming --device and, for CUDA, why it is unusable here
 const DEVICE_HELP = 'where the model runs: cpu, cuda or cuda:N';
+const DIST_TIMEOUT_HELP = "data-parallel: seconds the ranks' start and each collective may wait before the rank fails naming it (torch's init_process_group timeout; default: VWLMM_COLLECTIVE_TIMEOUT, else 600)";
 const DTYPE_HELP = 'precision of the products: bf16 (bf16 GEMM operands; fp32 weights, optimizer, norms, softmax and loss) or fp32 (default: bf16 on cuda, fp32 on cpu)';
 /** --dtype, checked by the library's parser (src/amp.ts); undefined: the device's default. */
 async function computeDtypeOf(v: string | undefined, option = '--dtype'): Promise<'float32' | 'bfloat16' | undefined> {
@@ -95,16 +96,42 @@ function modelNameFromPath(checkpoint: string): string {
   return last.startsWith('checkpoint') && parts.length > 1 ? `${parts[parts.length - 2]}_${last}` : last;
 }
 
-/** The command line that continues this run: the same arguments plus --resume. */
-function resumeCommand(): string {
+/**
+ * The command line that continues this run: the same arguments plus --resume. A rank started by `--nproc-per-node`
+ * gives its launcher's (VWLMM_LAUNCHER_ARGS: with --nproc-per-node N, which its own lacks); one started by mpirun by
+ * hand, the mpirun in front.
+ */
+function resumeCommand(env: { launcher: string | null; worldSize: number }): string {
   const q = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
-  const args = process.argv.slice(2).filter((a) => a !== '--resume');
-  return ['vwlmm', ...args, '--resume'].map(q).join(' ');
+  let args = process.argv.slice(2);
+  const launched = process.env.VWLMM_LAUNCHER_ARGS;
+  if (launched) {
+    try {
+      const a = JSON.parse(launched) as unknown;
+      if (Array.isArray(a) && a.every((x) => typeof x === 'string')) args = a as string[];
+    } catch {
+      /* not ours: the rank's own arguments */
+    }
+  }
+  const prefix = !launched && env.launcher === 'mpirun' ? ['mpirun', '-np', String(env.worldSize)] : [];
+  return [...prefix, 'vwlmm', ...args.filter((a) => a !== '--resume'), '--resume'].map(q).join(' ');
+}
+
+/**
+ * Whether stdout is a terminal, as the progress bar decides (src/train/progress.ts): under mpirun every rank writes to
+ * a pseudo-terminal, so the launcher's VWLMM_STDOUT_TTY says.
+ */
+function stdoutIsTerminal(): boolean {
+  const told = process.env.VWLMM_STDOUT_TTY;
+  if (told !== undefined) return told === '1' && !!process.stdout.isTTY;
+  return !!process.stdout.isTTY && process.env.OMPI_COMM_WORLD_SIZE === undefined;
 }
 
 /**
  * `vwlmm train|demo --nproc-per-node N`: this process only supervises the N ranks it starts (the same command line
- * without --nproc-per-node), and exits with the first failure's code, naming the rank.
+ * without --nproc-per-node), and exits with the first failure's code, naming the rank. Ctrl-C / SIGTERM go to the
+ * ranks (src/distributed/launch.ts), which write a checkpoint and leave with 130 / 143, rank 0 printing the resume
+ * command (this command line, from VWLMM_LAUNCHER_ARGS); this process then leaves with the same code.
  */
 async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'nccl'): Promise<never> {
   const { launchRanks } = await import('./distributed');
@@ -114,16 +141,44 @@ async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'n
   const rest = argv.filter((_, i) => i !== k && !(k >= 0 && !inline && i === k + 1));
   const batches = command === 'train' ? '--batch-size is per rank, the global batch is ' + nproc + 'x' : "the recipe's batches are split over them";
   process.stderr.write(`vwlmm ${command}: starting ${nproc} ranks (${backend}${backend === 'mpi' ? ', through mpirun' : ''}); ${batches}\n`);
-  const r = await launchRanks({ nproc, backend, command: [process.execPath, ...process.execArgv, process.argv[1], ...rest] });
-  if (r.failure) fail(`data-parallel run failed: ${r.failure}; the other ranks were stopped`);
+  const r = await launchRanks({ nproc, backend, command: [process.execPath, ...process.execArgv, process.argv[1], ...rest], env: { ...process.env, VWLMM_LAUNCHER_ARGS: JSON.stringify(argv) } });
+  if (r.interrupted) process.exit(r.code); // rank 0 said what was saved and how to resume
+  if (r.failure && r.forwarded) {
+    // stopped before the ranks could take the signal as training does (e.g. while they were starting)
+    process.stderr.write(`vwlmm: data-parallel run stopped by ${r.forwarded}: ${r.failure}\n`);
+    process.exit(r.forwarded === 'SIGINT' ? 130 : 143);
+  }
+  if (r.failure) fail(`data-parallel run failed: ${r.failure}${r.started ? '; the other ranks were stopped' : ''}`);
   process.exit(0);
 }
 
-/** Reports an interrupted run (what was saved, how to resume) and exits 130 / 143. */
-async function exitInterrupted(e: { message: string; exitCode: number; checkpoint: string | null }): Promise<never> {
-  if (process.stdout.isTTY) process.stdout.write('\x1b[?25h\n'); // a progress bar cut short hid the cursor
-  process.stderr.write(`\nvwlmm: ${e.message}\n`);
-  process.stderr.write(e.checkpoint ? `vwlmm: resume with: ${resumeCommand()}\n` : `vwlmm: nothing to resume: run the same command again (${resumeCommand().replace(/ --resume$/, '')})\n`);
+/**
+ * The data-parallel flags a rank checks: --nproc-per-node under a launcher must be the number of ranks it started here
+ * (a rank of `--nproc-per-node` never sees it: its launcher takes it off), and --dist-timeout.
+ */
+function checkRankFlags(o: { nprocPerNode?: number; distTimeout?: number }, env: { launcher: string | null; worldSize: number; localWorldSize: number }): void {
+  if (o.nprocPerNode !== undefined && env.launcher !== null && o.nprocPerNode !== env.localWorldSize)
+    fail(`--nproc-per-node ${o.nprocPerNode}, but this process is one of ${env.localWorldSize} rank(s) on this machine that ${env.launcher === 'mpirun' ? `mpirun started (-np ${env.worldSize})` : 'torchrun-style variables describe (LOCAL_WORLD_SIZE, WORLD_SIZE)'}: give the number of ranks once (mpirun -np N without --nproc-per-node, or --nproc-per-node N alone)`);
+  if (o.distTimeout !== undefined && !(o.distTimeout > 0)) fail('--dist-timeout must be a number of seconds > 0');
+  if (o.distTimeout !== undefined && env.worldSize <= 1) fail('--dist-timeout is for data-parallel runs (--nproc-per-node, mpirun, torchrun-style variables); this run is one process');
+}
+
+/**
+ * Reports an interrupted run (what was saved, how to resume), ends its process group and exits 130 / 143. In a
+ * data-parallel run rank 0 alone reports, before the group ends: destroy waits for every rank (MPI_Finalize), so no rank
+ * has left yet (mpirun drops what a rank writes once another has left with a non-zero code).
+ */
+async function exitInterrupted(e: { message: string; exitCode: number; checkpoint: string | null }, group: { destroy(): void } | null): Promise<never> {
+  const { launchEnv } = await import('./distributed');
+  const env = launchEnv();
+  if (env.rank === 0) {
+    if (stdoutIsTerminal()) process.stdout.write('\x1b[?25h\n'); // a progress bar cut short hid the cursor
+    const again = resumeCommand(env);
+    const everyRank = env.launcher === 'torchrun' && !process.env.VWLMM_LAUNCHER_ARGS ? ' (on every rank, with its RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT)' : '';
+    process.stderr.write(`\nvwlmm: ${e.message}\n`);
+    process.stderr.write(e.checkpoint ? `vwlmm: resume with: ${again}${everyRank}\n` : `vwlmm: nothing to resume: run the same command again (${again.replace(/ --resume$/, '')})${everyRank}\n`);
+  }
+  group?.destroy();
   process.exit(e.exitCode);
 }
 
@@ -210,24 +265,25 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
   .option('--detach-target', "detach the KL's target (an ablation of the paper's objective)")
   .option('--no-replay', 'run every step in JavaScript (by default a step of a batch shape seen twice is replayed natively as an op program: the same numbers, less host time)')
   .option('--nproc-per-node <n>', 'data-parallel: train with n ranks on this machine (through mpirun: apt install libopenmpi-dev openmpi-bin); the batches stay the global ones; 2 on 2 cores train 1.28x faster (benchmarks/RESULTS.md)', int('--nproc-per-node', 1))
-  .action(async (o: { nprocPerNode?: number; out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; device: string; dtype?: string; schedule: string; pif?: boolean; detachTarget?: boolean; replay: boolean }) => {
+  .option('--dist-timeout <s>', DIST_TIMEOUT_HELP, num('--dist-timeout'))
+  .action(async (o: { nprocPerNode?: number; distTimeout?: number; out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; device: string; dtype?: string; schedule: string; pif?: boolean; detachTarget?: boolean; replay: boolean }) => {
     if (!(o.scale > 0)) fail('--scale must be > 0');
     if (o.schedule !== 'default' && o.schedule !== 'paper') fail(`--schedule must be default or paper, got ${o.schedule}`);
     const { launchEnv, initProcessGroup } = await import('./distributed');
     const env = launchEnv();
     const backend = o.device.startsWith('cuda') ? 'nccl' : 'mpi';
     if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) return launchRanksOf('demo', o.nprocPerNode, backend);
+    checkRankFlags(o, env);
     const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
-    const group = env.worldSize > 1 ? await initProcessGroup({ backend }) : null;
+    const group = env.worldSize > 1 ? await initProcessGroup({ backend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
     try {
       const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: await device(o.device), dtype: await computeDtypeOf(o.dtype), schedule: o.schedule as 'default' | 'paper', pif: o.pif, detachTarget: o.detachTarget, replay: o.replay, processGroup: group ?? undefined });
       if (o.json && res) console.log(JSON.stringify(res));
       group?.destroy();
     } catch (e) {
       if (e instanceof TrainingInterrupted) {
-        group?.destroy();
-        await exitInterrupted(e);
+        await exitInterrupted(e, group);
       }
       throw e;
     }
@@ -259,6 +315,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--overwrite-output-dir', 'start over in an --out that already holds a run (else refused: --resume continues it)')
   .option('--model-max-length <n>', "positions a sample is cut to, image features included (LLaVA's model_max_length; default: the checkpoint's tokenizer_model_max_length, else 2048)", int('--model-max-length', 1))
   .option('--strict', 'fail on the first broken record, image or tokenization mismatch')
+  .option('--verify-images <how>', "check every image before training by decoding it (decode: broken ones are skipped) or by reading its header (header: fast at LLaVA's 665K images; a file cut short fails training when its batch comes)", 'decode')
   .option('--non-finite <action>', 'a step with a NaN/Inf loss or gradient norm: skip its update, or stop', 'skip')
   .option('--gradient-checkpointing', 'recompute every decoder and vision layer in the backward: less memory, one more forward per layer')
   .option('--device <d>', DEVICE_HELP, 'cpu')
@@ -267,15 +324,20 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--residual-dtype <d>', "the LLM's residual stream under --dtype bf16: fp32 (torch's autocast; default) or bf16 (a model loaded in bf16, as LLaVA's LoRA recipe: half the memory of --gradient-checkpointing's checkpoints)")
   .option('--nproc-per-node <n>', 'data-parallel: start n ranks on this machine (as torchrun; MPI ranks through mpirun). --batch-size is per rank. Also runs under mpirun -np n, or with torchrun-style RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT', int('--nproc-per-node', 1))
   .option('--dist-backend <b>', 'data-parallel backend: mpi (CPU) or nccl (CUDA); default: by --device')
+  .option('--dist-timeout <s>', DIST_TIMEOUT_HELP, num('--dist-timeout'))
   .option('--gather-dtype <d>', "data-parallel: the dtype the updated weights are all-gathered in: bf16 (llm.c's ZeRO-1: the fp32 masters sharded too, every rank trains with bf16 weights, half the bytes) or fp32 (default); checkpoints hold the fp32 masters either way")
   .option('--no-replay', 'run every step in JavaScript (by default a step of a batch shape seen twice is replayed natively as an op program: the same numbers, less host time)')
-  .action(async (o: { replay: boolean; nprocPerNode?: number; distBackend?: string; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; overwriteOutputDir?: boolean; modelMaxLength?: number; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; residualDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }, cmd: Command) => {
+  .action(async (o: { replay: boolean; nprocPerNode?: number; distBackend?: string; distTimeout?: number; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; overwriteOutputDir?: boolean; modelMaxLength?: number; verifyImages: string; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; residualDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }, cmd: Command) => {
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
+    if (o.verifyImages !== 'decode' && o.verifyImages !== 'header') fail(`--verify-images must be decode or header, got '${o.verifyImages}'`);
     const distBackend = o.distBackend ?? (o.device.startsWith('cuda') ? 'nccl' : 'mpi');
     if (distBackend !== 'mpi' && distBackend !== 'nccl') fail(`--dist-backend must be mpi or nccl, got '${o.distBackend}'`);
+    if (distBackend === 'nccl' && !o.device.startsWith('cuda')) fail(`--dist-backend nccl reduces CUDA tensors: it needs --device cuda (got --device ${o.device}; the CPU's backend is mpi)`);
+    if (distBackend === 'mpi' && o.device.startsWith('cuda')) fail(`--dist-backend mpi reduces CPU tensors: with --device ${o.device} use nccl (the default on cuda)`);
     const { launchEnv } = await import('./distributed');
     const env = launchEnv();
     if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) return launchRanksOf('train', o.nprocPerNode, distBackend);
+    checkRankFlags(o, env);
     for (const [flag, given] of [['--gather-dtype', o.gatherDtype], ['--dist-backend', o.distBackend]] as const)
       if (given !== undefined && env.worldSize <= 1) fail(`${flag} is for data-parallel runs (--nproc-per-node, mpirun, torchrun-style variables); this run is one process`);
     existing(o.data, 'data file', 'file');
@@ -330,7 +392,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const resume = o.resume ? readTrainerState(from) : undefined;
     // a rank of a data-parallel run (mpirun, torchrun-style variables, --nproc-per-node): rank 0 alone reports
     const { initProcessGroup } = await import('./distributed');
-    const group = env.worldSize > 1 ? await initProcessGroup({ backend: distBackend }) : null;
+    const group = env.worldSize > 1 ? await initProcessGroup({ backend: distBackend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
     const lead = (group?.rank ?? 0) === 0;
     const progress = new Progress(10); // onLog runs on rank 0 only
     const t0 = Date.now();
@@ -342,7 +404,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         lr: o.lr, visionTowerLr: o.mmVisionTowerLr, projectorLr: o.mmProjectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
         trainable: Object.fromEntries(known.map((p) => [TRAINABLE_PARTS[p], parts.includes(p)])), stage: o.stage,
         lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
-        strict: !!o.strict, modelMaxLength: o.modelMaxLength, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, residualDtype, dtype, frozenDtype, replay: o.replay,
+        strict: !!o.strict, modelMaxLength: o.modelMaxLength, verifyImages: o.verifyImages as 'decode' | 'header', resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, residualDtype, dtype, frozenDtype, replay: o.replay,
         processGroup: group ?? undefined, gatherDtype,
         onLog: (r) => {
           progress.update(r);
@@ -355,8 +417,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     } catch (e) {
       progress.stop();
       if (e instanceof TrainingInterrupted) {
-        group?.destroy();
-        await exitInterrupted(e);
+        await exitInterrupted(e, group);
       }
       throw e;
     }
@@ -596,26 +657,35 @@ program.command('generate').description('answer a prompt about an image with a c
   .requiredOption('--prompt <text>', 'the question')
   .option('--image <file>', 'image file (PNG/JPEG/WebP)')
   .option('--max-new-tokens <n>', 'generation budget', int('--max-new-tokens', 1), 32)
-  .option('--temperature <t>', '0 = greedy', num('--temperature'), 0)
+  .option('--temperature <t>', '0 = greedy; > 0 samples (transformers do_sample)', num('--temperature'), 0)
   .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'), 1)
+  .option('--top-k <k>', "sample from the k largest logits only (0 = off; transformers' generate defaults to 50 when sampling, and LLaVA's run_llava passes none, so it samples with 50)", int('--top-k'), 0)
   .option('--seed <n>', 'sampling seed', int('--seed'), 0)
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
   .option('--dtype <d>', DTYPE_HELP)
-  .action(async (o: { checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; seed: number; device: string; adapter?: string; dtype?: string }) => {
+  .action(async (o: { checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; topK: number; seed: number; device: string; adapter?: string; dtype?: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     if (o.image) existing(o.image, 'image', 'file');
     if (o.topP <= 0 || o.topP > 1) fail('--top-p must be in (0, 1]');
     if (o.temperature < 0) fail('--temperature must be >= 0');
-    const { buildGenerationPrompt, collate, loadImage, preprocessClip } = await import('./data');
+    // the prompt is `vwlmm answer`'s (LLaVA's eval loaders, run_llava): "<image>\n" + the question as it is; a question
+    // holding "<image>" itself would make two placeholders for one image (answer skips such a question)
+    const placeholders = (s: string) => s.split('<image>').length - 1;
+    if (placeholders(o.prompt) > 0) fail(`--prompt holds "<image>": the prompt would hold ${placeholders(o.prompt) + (o.image ? 1 : 0)} image placeholders for ${o.image ? 'one image (--image)' : 'no image'}; give the question alone (the image goes in front of it)`);
+    const { collate, loadImage, preprocessClip } = await import('./data');
+    const { answerPrompt } = await import('./eval');
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype));
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const pixels = o.image ? await preprocessClip(await loadImage(o.image), { size: config.image.size, mean: config.image.mean, std: config.image.std, aspect: config.image.aspect === 'pad' ? 'pad' : 'resize_crop' }) : null;
-    const p = buildGenerationPrompt([{ from: 'human', value: pixels ? `<image>\n${o.prompt}` : o.prompt }], config.template, tok);
+    const p = answerPrompt(o.prompt, pixels !== null, config.template, tok);
+    if (p.numImages !== (pixels ? 1 : 0)) fail(`--prompt: the prompt holds ${p.numImages} image placeholders for ${pixels ? 'one image' : 'no image'}`);
     const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tok.padId, numPatches: model.numImageTokens });
-    const [ids] = model.generate([{ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues }], { maxNewTokens: o.maxNewTokens, eosId: tok.eosId ?? undefined, temperature: o.temperature, topP: o.topP, seed: o.seed, dtype: await computeDtypeOf(o.dtype) });
-    console.log(tok.decode(ids));
+    const [ids] = model.generate([{ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues }], { maxNewTokens: o.maxNewTokens, eosId: tok.eosId ?? undefined, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed, dtype: await computeDtypeOf(o.dtype) });
+    // stripped as run_llava's outputs.strip() and `vwlmm answer`'s text: Python's whitespace (str.isspace) at both ends
+    const pySpace = '[\\t\\n\\x0b\\x0c\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]';
+    console.log(tok.decode(ids).replace(new RegExp(`^${pySpace}+|${pySpace}+$`, 'g'), ''));
     model.dispose();
   });
 
@@ -623,12 +693,17 @@ program.command('visual-words').description('top-k visual words of every patch (
   .requiredOption('--checkpoint <dir>', 'checkpoint directory')
   .requiredOption('--image <file>', 'image file')
   .option('--top-k <k>', 'words per patch', int('--top-k', 1), 5)
-  .option('--out <png>', 'where to write the picture', 'visual_words.png')
+  .option('--out <file>', 'where to write the picture (.png, .jpg, .jpeg or .webp), on the image as the model saw it', 'visual_words.png')
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
   .action(async (o: { checkpoint: string; image: string; topK: number; out: string; device: string; adapter?: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.image, 'image', 'file');
+    // the picture's format and folder, before any work (drawVisualWords checks them again)
+    const ext = path.extname(o.out);
+    if (!['.png', '.jpg', '.jpeg', '.webp'].includes(ext.toLowerCase())) fail(`--out ${o.out}: ${ext ? `unknown picture format '${ext}'` : 'no extension'} (give .png, .jpg, .jpeg or .webp)`);
+    const outDir = path.dirname(path.resolve(o.out));
+    if (!fs.existsSync(outDir) || !fs.statSync(outDir).isDirectory()) fail(`--out ${o.out}: the folder ${outDir} does not exist`);
     const { loadImage, preprocessClip } = await import('./data');
     const { visualWordsOf, drawVisualWords } = await import('./eval');
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, 'float32');
@@ -637,7 +712,8 @@ program.command('visual-words').description('top-k visual words of every patch (
     const img = await loadImage(o.image);
     const pixels = await preprocessClip(img, { size: config.image.size, mean: config.image.mean, std: config.image.std, aspect: config.image.aspect === 'pad' ? 'pad' : 'resize_crop' });
     const patches = visualWordsOf(model, tok, pixels, o.topK);
-    await drawVisualWords(img.data, img.width, img.height, patches, config.vision.imageSize / config.vision.patchSize, o.out);
+    // drawn on the view the model saw (padded or centre-cropped to the tower's square), so the cells are its patches
+    await drawVisualWords(img.data, img.width, img.height, patches, config.vision.imageSize / config.vision.patchSize, o.out, { view: { size: config.image.size, mean: config.image.mean, aspect: config.image.aspect } });
     console.log(JSON.stringify({ image: o.image, picture: o.out, patches }));
     model.dispose();
   });

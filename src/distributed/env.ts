@@ -1,6 +1,7 @@
 // What launched this process, read from its environment: torchrun-style variables (RANK, WORLD_SIZE, LOCAL_RANK,
 // LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT; `vwlmm train --nproc-per-node N` sets them too) or mpirun's (Open
-// MPI's OMPI_COMM_WORLD_*, MPICH's PMI_*). Malformed values are errors that name the variable.
+// MPI's OMPI_COMM_WORLD_*, MPICH's PMI_*). Malformed values are errors that name the variable, and so are both sets
+// present with different ranks or world sizes.
 
 export interface LaunchEnv {
   /** Who started the ranks; null: a single process, started by hand. */
@@ -23,6 +24,14 @@ function int(env: NodeJS.ProcessEnv, name: string, min: number): number | null {
 
 export function launchEnv(env: NodeJS.ProcessEnv = process.env): LaunchEnv {
   const rank = int(env, 'RANK', 0), world = int(env, 'WORLD_SIZE', 1);
+  const mpiRank = int(env, 'OMPI_COMM_WORLD_RANK', 0) ?? int(env, 'PMI_RANK', 0);
+  const mpiSize = int(env, 'OMPI_COMM_WORLD_SIZE', 1) ?? int(env, 'PMI_SIZE', 1);
+  // both sets: torchrun-style variables left exported in the shell that runs mpirun (or the reverse). Where they
+  // disagree, trusting either would start ranks that think they are alone, or the wrong rank (two runs in one --out)
+  if ((rank !== null || world !== null) && mpiRank !== null && mpiSize !== null && (rank !== mpiRank || world !== mpiSize)) {
+    const [r, s] = env.OMPI_COMM_WORLD_RANK !== undefined && env.OMPI_COMM_WORLD_RANK !== '' ? ['OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE'] : ['PMI_RANK', 'PMI_SIZE'];
+    throw new RangeError(`launch environment: RANK=${env.RANK ?? '(unset)'} WORLD_SIZE=${env.WORLD_SIZE ?? '(unset)'} (torchrun-style) disagree with mpirun's ${r}=${mpiRank} ${s}=${mpiSize}: this process cannot tell which run it belongs to (under mpirun, unset RANK / WORLD_SIZE / LOCAL_RANK; under torchrun-style variables, do not start it through mpirun)`);
+  }
   if (rank !== null || world !== null) {
     if (rank === null || world === null) throw new RangeError(`launch environment: RANK and WORLD_SIZE go together (got ${rank === null ? 'WORLD_SIZE' : 'RANK'} alone)`);
     if (rank >= world) throw new RangeError(`launch environment: RANK ${rank} is not below WORLD_SIZE ${world}`);
@@ -32,8 +41,6 @@ export function launchEnv(env: NodeJS.ProcessEnv = process.env): LaunchEnv {
     if (port !== null && port > 65535) throw new RangeError(`launch environment: MASTER_PORT must be a port number (1-65535), got ${port}`);
     return { launcher: 'torchrun', rank, worldSize: world, localRank, localWorldSize: localWorld, masterAddr: env.MASTER_ADDR || null, masterPort: port };
   }
-  const mpiRank = int(env, 'OMPI_COMM_WORLD_RANK', 0) ?? int(env, 'PMI_RANK', 0);
-  const mpiSize = int(env, 'OMPI_COMM_WORLD_SIZE', 1) ?? int(env, 'PMI_SIZE', 1);
   if (mpiRank !== null && mpiSize !== null) {
     const localRank = int(env, 'OMPI_COMM_WORLD_LOCAL_RANK', 0) ?? int(env, 'MPI_LOCALRANKID', 0) ?? mpiRank;
     const localWorld = int(env, 'OMPI_COMM_WORLD_LOCAL_SIZE', 1) ?? int(env, 'MPI_LOCALNRANKS', 1) ?? mpiSize;

@@ -2,8 +2,11 @@
 // reduce-scatter, all-gather and broadcast on tensors, over MPI on the CPU (OpenMPI: `mpirun -np N`) and NCCL on
 // the GPU. One group per process. Collectives run in call order on the group's own queue (a host thread for MPI,
 // a CUDA stream for NCCL: native/distributed/collective.h); the `Async` forms return a Work to wait for later, so a
-// gradient bucket can travel while the backward pass goes on. Every wait has a deadline: a rank that died or
-// hangs ends the others with an error naming the collective, never a hang.
+// gradient bucket can travel while the backward pass goes on. Every wait has a deadline (timeoutMs, or
+// VWLMM_COLLECTIVE_TIMEOUT seconds, else 10 minutes): a rank that died or hangs ends the others with an error naming the
+// collective, never a hang. Neither MPI nor NCCL checks that the ranks' sizes agree: checkCollectives (VWLMM_DIST_DEBUG=1)
+// compares each collective across the ranks first, for debugging; the Trainer and ZeroAdamW compare what decides their
+// sizes once, as a stage starts (src/distributed/consistency.ts).
 import { describe, rangeError, typeError } from '../errors';
 import { addonFor, type Addon, type DistGroupInfo } from '../native';
 import { Tensor, type Device } from '../tensor';
@@ -15,11 +18,43 @@ export type ReduceOp = 'sum' | 'avg' | 'max' | 'min';
 /** torch.distributed's default NCCL timeout (10 minutes): how long any wait may last. */
 export const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
 
+/**
+ * The collective timeout when initProcessGroup is given none: VWLMM_COLLECTIVE_TIMEOUT (seconds, as torch's
+ * init_process_group(timeout=)), else DEFAULT_TIMEOUT_MS.
+ */
+export function collectiveTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.VWLMM_COLLECTIVE_TIMEOUT;
+  if (v === undefined || v.trim() === '') return DEFAULT_TIMEOUT_MS;
+  const s = Number(v);
+  if (!Number.isFinite(s) || s <= 0) throw new RangeError(`VWLMM_COLLECTIVE_TIMEOUT must be a number of seconds > 0, got '${v}'`);
+  return s * 1000;
+}
+
+/** VWLMM_DIST_DEBUG=1: every collective first checks that all ranks start the same one (ProcessGroupOptions.checkCollectives). */
+function debugFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env.VWLMM_DIST_DEBUG;
+  return v !== undefined && v !== '' && v !== '0';
+}
+
+const KINDS = ['all_reduce', 'reduce_scatter', 'all_gather', 'broadcast'];
+const OPS = ['sum', 'avg', 'max', 'min'];
+const DTYPES = ['float32', 'bfloat16', 'int32'];
+
 export interface ProcessGroupOptions {
   /** 'mpi' (CPU tensors; the default on the CPU) or 'nccl' (CUDA tensors; the default on CUDA). */
   backend?: Backend;
-  /** How long initialisation and each wait may take before the rank gives up with an error. */
+  /**
+   * How long initialisation and each wait may take before the rank gives up with an error (default:
+   * VWLMM_COLLECTIVE_TIMEOUT seconds, else 10 minutes).
+   */
   timeoutMs?: number;
+  /**
+   * Before every collective, an all-reduce of what it is (kind, element count, dtype, reduction, root), so that one
+   * that differs between ranks is refused on every rank with an error naming both, instead of reaching MPI / NCCL
+   * (which do not check: different counts read and write past the buffers). One more small collective each, waited
+   * for: for debugging (torch's TORCH_DISTRIBUTED_DEBUG=DETAIL). Default: VWLMM_DIST_DEBUG=1.
+   */
+  checkCollectives?: boolean;
   /** MPI: another libvwlmm_mpi.so than the one beside the CPU addon. */
   library?: string;
 }
@@ -57,10 +92,12 @@ export class ProcessGroup {
   /** The MPI or NCCL library and its version. */
   readonly library: string;
   readonly timeoutMs: number;
+  /** ProcessGroupOptions.checkCollectives. */
+  readonly checkCollectives: boolean;
   private destroyed = false;
 
   /** @internal use initProcessGroup */
-  constructor(readonly addon: Addon, info: DistGroupInfo, timeoutMs: number) {
+  constructor(readonly addon: Addon, info: DistGroupInfo, timeoutMs: number, checkCollectives = false) {
     this.backend = info.backend as Backend;
     this.rank = info.rank;
     this.worldSize = info.worldSize;
@@ -69,6 +106,7 @@ export class ProcessGroup {
     this.device = this.backend === 'nccl' ? 'cuda' : 'cpu';
     this.library = info.library;
     this.timeoutMs = timeoutMs;
+    this.checkCollectives = checkCollectives;
   }
 
   /** In place: every rank's `t` becomes the reduction of all ranks' `t`. */
@@ -150,8 +188,30 @@ export class ProcessGroup {
     if (dtype !== undefined && t.dtype !== dtype) throw typeError(where, `${name}'s dtype`, `${dtype} (as the output)`, t);
   }
 
+  /**
+   * checkCollectives: one all-reduce (max) of what this collective is, and of its negation (the minimum), waited for;
+   * where they differ, some rank started another collective, and every rank refuses (each sees the same extremes).
+   */
+  private checkSame(kind: string, count: number, dtype: string, op: ReduceOp, root: number): void {
+    const what = [KINDS.indexOf(kind), count % 2 ** 30, Math.floor(count / 2 ** 30), DTYPES.indexOf(dtype), kind === 'all_reduce' || kind === 'reduce_scatter' ? OPS.indexOf(op) : -1, kind === 'broadcast' ? root : -1];
+    const t = Tensor.fromArray(Int32Array.from([...what, ...what.map((x) => -x)]), [2 * what.length], { device: this.device });
+    let v: Int32Array;
+    try {
+      this.addon.distWait(this.addon.distStart('all_reduce', t.buffer, t.buffer, 'int32', t.size, 'max', 0), this.timeoutMs);
+      v = t.toArray() as Int32Array;
+    } finally {
+      t.dispose();
+    }
+    const n = what.length, hi = Array.from(v.subarray(0, n)), lo = Array.from(v.subarray(n), (x) => -x);
+    if (hi.every((x, i) => x === lo[i])) return;
+    const show = (w: number[]) => `${KINDS[w[0]] ?? `collective ${w[0]}`} of ${w[1] + w[2] * 2 ** 30} x ${DTYPES[w[3]] ?? `dtype ${w[3]}`}${w[4] >= 0 ? ` (${OPS[w[4]]})` : ''}${w[5] >= 0 ? ` (root ${w[5]})` : ''}`;
+    const other = hi.every((x, i) => x === what[i]) ? lo : hi;
+    throw new RangeError(`[${kind}] rank ${this.rank} of ${this.worldSize}: the ranks started different collectives: this rank ${show(what)}, another ${show(other)} (checkCollectives / VWLMM_DIST_DEBUG: refused on every rank before it ran; every rank must start the same collectives, with the same sizes, in the same order)`);
+  }
+
   private start(where: string, kind: string, input: Tensor, output: Tensor, count: number, op: ReduceOp, root: number): Work {
     if (op !== 'sum' && op !== 'avg' && op !== 'max' && op !== 'min') throw typeError(where, 'op', "'sum', 'avg', 'max' or 'min'", op);
+    if (this.checkCollectives && this.worldSize > 1) this.checkSame(kind, count, input.dtype, op, root);
     const handle = this.addon.distStart(kind, input.buffer, output.buffer, input.dtype, count, op, root);
     return new Work(this, handle, `${kind} of ${describe(output)}`);
   }
@@ -169,9 +229,10 @@ export async function initProcessGroup(opts: ProcessGroupOptions = {}): Promise<
   if (opts === null || typeof opts !== 'object') throw typeError(where, 'options', 'an object', opts);
   const backend = opts.backend ?? 'mpi';
   if (backend !== 'mpi' && backend !== 'nccl') throw typeError(where, 'backend', "'mpi' or 'nccl'", backend);
-  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const timeoutMs = opts.timeoutMs ?? collectiveTimeoutMs();
   if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) throw typeError(where, 'timeoutMs', 'a finite number of milliseconds > 0', timeoutMs);
   if (opts.library !== undefined && typeof opts.library !== 'string') throw typeError(where, 'library', 'a path', opts.library);
+  if (opts.checkCollectives !== undefined && typeof opts.checkCollectives !== 'boolean') throw typeError(where, 'checkCollectives', 'a boolean', opts.checkCollectives);
   if (current) throw new TypeError(`${where}: this process already has a process group (rank ${current.rank} of ${current.worldSize})`);
   const env = launchEnv();
   let info: DistGroupInfo;
@@ -188,7 +249,7 @@ export async function initProcessGroup(opts: ProcessGroupOptions = {}): Promise<
     addon = addonFor('cuda', where);
     info = await ncclRendezvous(addon, env, timeoutMs);
   }
-  current = new ProcessGroup(addon, info, timeoutMs);
+  current = new ProcessGroup(addon, info, timeoutMs, opts.checkCollectives ?? debugFromEnv());
   return current;
 }
 

@@ -23,6 +23,9 @@
 // and the trained model is the masters.
 // Checkpoints hold the whole state (in the single-process layout), gathered at each save, so a run resumes on any
 // number of ranks.
+// Every collective's size follows from the parameters' sizes, bucketBytes and gatherDtype: the constructor compares
+// them across the ranks (src/distributed/consistency.ts) and refuses on every rank where they differ, before any
+// bucket is reduced (MPI does not check sizes: it would overrun the buffers).
 // overlapGather (default true): step() starts the weights' all-gathers, in the order the forward uses the buckets
 // (the reverse of the backward's), and returns; each bucket's values are copied into its parameters when the next
 // forward (or anything else) first touches one of them (tensor.ts onFirstAccess), so the gathers of the later layers
@@ -35,6 +38,7 @@ import { AdamW, AdamWOptions, ParamGroup, sumSquares } from '../optim';
 import { castTensor } from '../amp';
 import { cancelFirstAccess, keep, onFirstAccess, Tensor } from '../tensor';
 import type { ProcessGroup, Work } from './process_group';
+import { checkRanksAgree, shapesSummary } from './consistency';
 
 /** torch DDP's default bucket_cap_mb (25 MiB). */
 export const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
@@ -112,6 +116,12 @@ export class ZeroAdamW {
       if (p.device !== group.device) throw rangeError('ZeroAdamW', `a parameter is on ${p.device} but the ${group.backend} group reduces ${group.device} tensors`);
       if (p.dtype !== 'float32') throw rangeError('ZeroAdamW', `parameters must be float32 masters, got a ${p.dtype} one`);
     }
+    // every collective's size follows from these: ranks that differ would reduce buffers of different sizes, which MPI
+    // does not check (it overruns them); refused on every rank before any (one all-gather of a few KiB)
+    checkRanksAgree(group, 'ZeroAdamW', [
+      ['parameters', shapesSummary(this.params.map((p) => p.shape))],
+      ['bucketBytes', String(this.bucketBytes)], ['gatherDtype', this.gatherDtype], ['overlapGather', String(this.overlapGather)],
+    ]);
     // each parameter (largest first) to the least loaded rank: deterministic, so every rank agrees
     const load = new Array<number>(group.worldSize).fill(0);
     this.params.map((p, index) => ({ p, index })).sort((x, y) => y.p.size - x.p.size || x.index - y.index).forEach(({ p }) => {

@@ -263,7 +263,11 @@ export function describeSkipped(data: { skipped: readonly { reason: string; line
 }
 
 export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions): Promise<{ data: PreparedData; state: TrainerState }> {
-  if (o.lora && !loraConfigOf(model)) applyLora(model, { ...o.lora, seed: o.seed });
+  const had = loraConfigOf(model);
+  // a resumed (or adapted) model keeps its adapters: other settings asked for now would be silently ignored
+  if (o.lora && had && (had.r !== o.lora.r || had.alpha !== o.lora.alpha || had.dropout !== o.lora.dropout))
+    throw new Error(`trainOnFile: the model has LoRA adapters already (r ${had.r}, alpha ${had.alpha}, dropout ${had.dropout}, from its checkpoint), and this run asks for r ${o.lora.r}, alpha ${o.lora.alpha}, dropout ${o.lora.dropout}: give the same LoRA settings (or none) to continue with its adapters`);
+  if (o.lora && !had) applyLora(model, { ...o.lora, seed: o.seed });
   // threads the run can spare make the images (none on a CPU whose cores the engine uses; on a GPU, beside the one
   // that drives it)
   const images = new ClipImageWorkers(clipPreprocessOptions(model.config), { workers: spareImageWorkers(model.device === 'cpu' ? engineThreads() : 1) });
@@ -287,7 +291,7 @@ async function trainPrepared(model: VwLmm, tokenizer: TextTokenizer, tokenizerJs
     lr: o.lr, visionTowerLr: o.visionTowerLr, projectorLr: o.projectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, trainable: o.trainable,
     loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx, images),
   };
-  fs.mkdirSync(o.outDir, { recursive: true });
+  if ((o.processGroup?.rank ?? 0) === 0) fs.mkdirSync(o.outDir, { recursive: true }); // rank 0 writes the run
   const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype, replay: o.replay });
   const state = await trainer.runAsync(o.resume);
   return { data, state };

@@ -7,6 +7,7 @@
 // event loop after every step, so handlers installed by installStopHandlers (or the Trainer's own with
 // `handleSignals: true`) set the request in time. A synchronous run() can be given a StopRequest that other
 // code requests.
+import { launchEnv } from '../distributed/env';
 import type { TrainerState } from './state';
 
 export type StopSignal = 'SIGINT' | 'SIGTERM';
@@ -33,21 +34,44 @@ export class StopRequest {
 }
 
 /**
- * Installs SIGINT / SIGTERM listeners that request a stop (and print what happens next on stderr); a second
- * signal exits at once (130 / 143: every checkpoint on disk is complete, see
+ * Whether this process is the one of a run that reports (a single process, or rank 0 of a data-parallel run, read
+ * from its launcher's variables: src/distributed/env.ts), so that N ranks stopped together print one message.
+ */
+function isLeadProcess(env: NodeJS.ProcessEnv = process.env): boolean {
+  try {
+    return launchEnv(env).rank === 0;
+  } catch {
+    return true; // a malformed launch environment is refused where the run starts; say what happens here anyway
+  }
+}
+
+/** A second signal this soon after the first is taken as a copy of it (installStopHandlers). */
+const DUPLICATE_MS = 500;
+
+/**
+ * Installs SIGINT / SIGTERM listeners that request a stop (and print what happens next on stderr: with `quiet`, not;
+ * by default only the lead process of a data-parallel run prints, see isLeadProcess); a second
+ * signal (DUPLICATE_MS or more after the first) exits at once (130 / 143: every checkpoint on disk is complete, see
  * saveCheckpoint). Returns the function that removes them. While installed, the signals no longer kill the
  * process by themselves: only use with something that checks `stop` between steps and yields to the event
  * loop (Trainer.runAsync).
  */
-export function installStopHandlers(stop: StopRequest): () => void {
-  let first = true;
+export function installStopHandlers(stop: StopRequest, opts: { quiet?: boolean } = {}): () => void {
+  let firstAt: number | null = null;
+  const quiet = opts.quiet ?? !isLeadProcess();
+  const say = (text: string) => {
+    if (!quiet) process.stderr.write(text);
+  };
   const handler = (signal: StopSignal) => {
-    if (first) {
-      first = false;
+    // a signal sent to a whole process tree (a scheduler's stop, `kill` of a process group) reaches a rank both by itself
+    // and through its launcher, which forwards it (src/distributed/launch.ts): one within DUPLICATE_MS is the same stop
+    if (firstAt !== null && Date.now() - firstAt < DUPLICATE_MS) return;
+    if (firstAt === null) {
+      firstAt = Date.now();
       stop.request(signal);
-      process.stderr.write(`\nvwlmm: ${signal}: stopping after the current step and writing a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : 'send it'} again to quit at once; the last complete checkpoint stays loadable)\n`);
+      say(`\nvwlmm: ${signal}: stopping after the current step and writing a checkpoint (${signal === 'SIGINT' ? 'Ctrl-C' : 'send it'} again to quit at once; the last complete checkpoint stays loadable)\n`);
     } else {
-      process.stderr.write(`vwlmm: ${signal} again: quitting without a new checkpoint\n`);
+      say(`vwlmm: ${signal} again: quitting without a new checkpoint\n`);
       process.exit(exitCodeFor(signal));
     }
   };

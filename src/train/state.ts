@@ -4,6 +4,12 @@
 export interface StageSettings {
   size: number;
   samplesPerStep: number;
+  /**
+   * Samples per micro-batch on each rank: each micro-batch's loss is a mean over its own samples' target tokens, so
+   * another micro-batch size changes the objective (the same micro-batches over other ranks x accumulation do not).
+   * Absent in checkpoints written before it was recorded.
+   */
+  batchSize?: number;
   lr: number;
   visionTowerLr: number | null;
   projectorLr: number | null;
@@ -24,8 +30,9 @@ export interface TrainerState {
   stageSteps?: number[];
   /**
    * Saved with checkpoints: per stage, what else decides the run from the checkpoint on (its data size, samples per
-   * optimizer step over every rank, and its optimizer settings), checked on resume so that a changed one is refused
-   * rather than silently continuing another run. Absent in older checkpoints (not checked).
+   * optimizer step over every rank, samples per micro-batch, and its optimizer settings), checked on resume so that a
+   * changed one is refused rather than silently continuing another run. Absent in older checkpoints, and so is a
+   * setting recorded after them: not checked.
    */
   stageSettings?: StageSettings[];
   /**

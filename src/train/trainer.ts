@@ -39,12 +39,13 @@ import * as F from '../functional';
 import { clearTape, noGrad, zeroGrad } from '../autograd';
 import { HostTensor, readSafetensors } from '../io/safetensors';
 import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions } from '../model/checkpoint';
-import { loraParameters } from '../model/lora';
+import { loraParameters, loraTrainingRecord, resumeLoraTraining } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { LayerNorm, RMSNorm, storeFrozenWeights } from '../nn/layers';
 import type { Module } from '../nn/module';
 import type { ProcessGroup } from '../distributed/process_group';
-import { ZeroAdamW } from '../distributed/zero';
+import { DEFAULT_BUCKET_BYTES, ZeroAdamW } from '../distributed/zero';
+import { checkRanksAgree, shapesSummary } from '../distributed/consistency';
 import { modelBatchArrays, StageReplay } from './replay';
 import { cosineWithWarmup } from './schedule';
 import { installStopHandlers, NonFiniteError, StopRequest, TrainingInterrupted } from './interrupt';
@@ -273,7 +274,7 @@ export function applyTrainable(model: VwLmm, t: Trainable): void {
 function stageSettings(s: Stage, worldSize: number): StageSettings {
   const opt = (v: number | undefined) => v ?? null;
   return {
-    size: s.size, samplesPerStep: s.batchSize * (s.gradAccum ?? 1) * worldSize, lr: s.lr, visionTowerLr: opt(s.visionTowerLr),
+    size: s.size, samplesPerStep: s.batchSize * (s.gradAccum ?? 1) * worldSize, batchSize: s.batchSize, lr: s.lr, visionTowerLr: opt(s.visionTowerLr),
     projectorLr: opt(s.projectorLr), warmupRatio: opt(s.warmupRatio), weightDecay: opt(s.weightDecay), maxGradNorm: opt(s.maxGradNorm),
   };
 }
@@ -565,9 +566,41 @@ export class Trainer {
     const dir = resolveCheckpointDir(this.checkpointDir!);
     if (dir === null || !fs.existsSync(path.join(dir, 'trainer_state.json'))) return null;
     const from = readTrainerState(dir);
-    const { missing } = this.model.loadStateDict(readCheckpointWeights(dir), { strict: false });
+    const weights = readCheckpointWeights(dir);
+    // a linear projector written as mm_projector.0.* (before it took LLaVA's names, as loadCheckpoint still reads)
+    const params = this.model.namedParameters();
+    for (const k of ['weight', 'bias']) {
+      const old = `model.mm_projector.0.${k}`, now = `model.mm_projector.${k}`;
+      if (weights.has(old) && !weights.has(now) && params.has(now)) {
+        weights.set(now, weights.get(old)!);
+        weights.delete(old);
+      }
+    }
+    const { missing } = this.model.loadStateDict(weights, { strict: false });
     if (missing.length) throw new Error(`resume: ${dir} lacks ${missing.length} of the model's tensors, e.g. ${missing.slice(0, 5).join(', ')} (a checkpoint of another model?)`);
     return from;
+  }
+
+  /**
+   * Data-parallel, as each stage starts (before its optimizer and any collective of its steps): what every rank must
+   * share, compared with rank 0's by one all-gather (src/distributed/consistency.ts). Ranks with other models, trainable
+   * sets, bucket sizes or gather dtypes would start collectives of different sizes (MPI overruns the buffers); other
+   * data sizes, step counts, batch sizes or seeds hang or train otherwise. On a difference every rank throws, naming it.
+   */
+  private checkRanksAgree(s: Stage, state: TrainerState, params: Tensor[]): void {
+    const o = this.opts;
+    const label: Record<string, string> = { size: "size (samples in the stage's data)", samplesPerStep: 'samplesPerStep (batchSize x gradAccum x ranks)' };
+    const settings = Object.entries(stageSettings(s, this.world)).map(([k, v]) => [label[k] ?? k, String(v)] as const);
+    checkRanksAgree(this.group!, `Trainer: stage '${s.name}'`, [
+      ['stages', this.stages.map((x) => x.name).join(', ')],
+      ['position', `stage ${state.stage} step ${state.step}, global step ${state.globalStep}`],
+      ['model parameters', shapesSummary(this.model.parameters().map((p) => p.shape))],
+      ['trainable parameters', shapesSummary(params.map((p) => p.shape))],
+      ['seed', String(o.seed)], ['steps', String(stageSteps(s, this.world))], ['gradAccum', String(s.gradAccum ?? 1)], ...settings,
+      ['dtype', this.dtype], ['frozenDtype', this.frozenDtype], ['gatherDtype', o.gatherDtype ?? 'float32'],
+      ['bucketBytes', String(o.bucketBytes ?? DEFAULT_BUCKET_BYTES)], ['overlapGather', String(o.overlapGather ?? true)], ['nonFinite', o.nonFinite ?? 'skip'],
+      ['checkpoints', o.outDir === undefined ? 'none (no outDir)' : `at the stage's end${o.saveEvery ? ` and every ${o.saveEvery} steps` : ''}`], ['stopAfterSteps', String(o.stopAfterSteps ?? 'none')],
+    ]);
   }
 
   private checkResume(st: TrainerState): void {
@@ -586,10 +619,14 @@ export class Trainer {
       const now = this.stages.map((s) => stageSettings(s, this.world));
       for (let i = 0; i < now.length; i++) {
         const was = st.stageSettings[i] as unknown as Record<string, unknown> | undefined, is = now[i] as unknown as Record<string, unknown>;
-        const k = was && Object.keys(is).find((key) => (was[key] ?? null) !== is[key]);
+        // a setting the checkpoint does not record (written before it was recorded) is not checked
+        const k = was && Object.keys(is).find((key) => key in was && (was[key] ?? null) !== is[key]);
         if (k) {
-          const what = k === 'samplesPerStep' ? 'samples per optimizer step (batch size x grad accumulation x ranks)' : k === 'size' ? 'samples in its data' : k;
-          throw new Error(`resume: stage '${names[i]}' had ${what} ${was![k] ?? 'unset'} in the checkpoint's run, this run has ${is[k] ?? 'unset'} (the run would not continue exactly: resume with the same settings, or start a new run from the checkpoint's weights)`);
+          const what = k === 'samplesPerStep' ? 'samples per optimizer step (batch size x grad accumulation x ranks)' : k === 'size' ? 'samples in its data' : k === 'batchSize' ? 'samples per micro-batch on each rank (batch size)' : k;
+          // each micro-batch's loss is a mean over its own samples' target tokens: another micro-batch size changes the
+          // objective, while the same micro-batches over other ranks x accumulation give the same one
+          const how = k === 'batchSize' ? `: keep batch size ${was![k]} and give ranks x grad accumulation the product the checkpoint's run had` : '';
+          throw new Error(`resume: stage '${names[i]}' had ${what} ${was![k] ?? 'unset'} in the checkpoint's run, this run has ${is[k] ?? 'unset'} (the run would not continue exactly${how}: resume with the same settings, or start a new run from the checkpoint's weights)`);
         }
       }
     }
@@ -621,12 +658,16 @@ export class Trainer {
       storeFrozenWeights(this.model, this.frozenDtype, { exclude: ['vm_head'] });
       const params = [...this.model.trainableParameters(), ...(s.extraParameters ?? [])];
       this.stageParams = params;
+      if (this.group) this.checkRanksAgree(s, state, params);
       const adamw = { lr: s.lr, weightDecay: s.weightDecay ?? 0 };
       const opt = this.group
         ? new ZeroAdamW(this.group, paramGroups(this.model, params, s), { ...adamw, bucketBytes: this.opts.bucketBytes, gatherDtype: this.opts.gatherDtype, overlapGather: this.opts.overlapGather })
         : new AdamW(paramGroups(this.model, params, s), adamw);
       try {
         if (resume && state.step > 0) {
+          // the checkpoint's trainable parameters and LoRA adapters must be this run's (named if not); the adapters'
+          // dropout masks continue where the checkpoint's run left them (src/model/lora.ts)
+          resumeLoraTraining(this.model, state, `resume: stage '${s.name}'`);
           // the stage's own tensors first, so a misfit is named (not an optimizer entry that does not fit)
           if (s.extraParameters?.length) loadStageParameters(s, resume.stageParameters ?? null);
           // the checkpoint's indices: into params (or, written before OPTIMIZER_INDEX, into the optimizer's lr groups)
@@ -914,7 +955,7 @@ export class Trainer {
     const stageTensors = new Map<string, HostTensor>(extra.map((p, k) => [String(k), { dtype: 'float32', shape: [...p.shape], data: p.toArray() as Float32Array }]));
     saveCheckpoint(path.join(outDir, 'checkpoint'), this.model, {
       ...this.opts.checkpointFiles,
-      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, optimizerIndex: OPTIMIZER_INDEX, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), stageSettings: this.stages.map((s) => stageSettings(s, this.world)), ...(this.group ? { worldSize: this.world } : {}) }, null, 2) },
+      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, optimizerIndex: OPTIMIZER_INDEX, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), stageSettings: this.stages.map((s) => stageSettings(s, this.world)), ...(this.group ? { worldSize: this.world } : {}), ...loraTrainingRecord(this.model) }, null, 2) },
       extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
     });
   }

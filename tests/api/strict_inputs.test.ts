@@ -50,7 +50,7 @@ describe('strict inputs', () => {
     const batch = makeBatch([0, 1]);
     expect(() => scope(() => m.loss({ ...batch, pixelValues: null }))).toThrow(/^VwLmm: the batch has \d+ image positions but no images \(pixelValues\)/);
     const prompt = { tokenIds: Int32Array.from(samples[0].inputIds), imagePositions: Int32Array.from([1]), pixelValues: null };
-    expect(() => m.generate([prompt], { maxNewTokens: 2 })).toThrow('VwLmm: the batch has 1 image positions but no images (pixelValues)');
+    expect(() => m.generate([prompt], { maxNewTokens: 2 })).toThrow('VwLmm.generate: prompt 0: image features and image tokens do not match: 0 image(s) (pixelValues null) need 0 image positions (25 per image), got 1');
     const text = { tokenIds: Int32Array.from([1, 2, 3]), imagePositions: new Int32Array(0), pixelValues: null };
     expect(() => m.generate([text], { maxNewTokens: 2.5 })).toThrow('VwLmm.generate: maxNewTokens must be an integer >= 0, got 2.5');
     expect(() => m.generate([text], { maxNewTokens: 2, temperature: -1 })).toThrow('VwLmm.generate: temperature must be a number >= 0');

@@ -141,11 +141,12 @@ describe('Stage.loss with extraParameters', () => {
     expect(() => resumeWith((s) => (s[0].lr = 1e-3))).toThrow("resume: stage 'a' had lr 0.003 in the checkpoint's run, this run has 0.001");
     expect(() => resumeWith((s) => (s[0].maxGradNorm = 1))).toThrow("resume: stage 'a' had maxGradNorm unset in the checkpoint's run, this run has 1");
     expect(() => resumeWith((s) => (s[1].size = samples.length - 1))).toThrow(`stage 'b' had samples in its data ${samples.length} in the checkpoint's run, this run has ${samples.length - 1}`);
-    // the same split of a step's samples (batch 6 x accumulation 1) resumes
+    // the same samples per step in other micro-batches (batch 6 x accumulation 1) are another objective (a micro-batch's
+    // loss is a token mean over its own samples): refused too (tests/distributed/resume_batch.test.ts)
     expect(() => resumeWith((s) => {
       s[1].batchSize = 6;
       s[1].gradAccum = 1;
-    })).not.toThrow();
+    })).toThrow("resume: stage 'b' had samples per micro-batch on each rank (batch size) 3 in the checkpoint's run, this run has 6");
   });
 
   it('without outDir it has no checkpoint directory, a stop ends it without a checkpoint, and saveEvery is refused', () => {

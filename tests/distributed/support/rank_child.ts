@@ -13,7 +13,14 @@
 //   die          trains, and rank 1 kills itself with SIGKILL in the third step
 //   zero         ZeroAdamW driven directly for 3 steps, step() called after readWithFlags (withRead) or without: rank 0
 //                writes the host reads each step() made and the weights (zero.json)
-//   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout, then disposes its tensor
+//                accumScale: both stages' gradient accumulation times this (1 rank at accumulation x2 is 2 ranks' objective);
+//                perRank: options of one rank ({ "1": {...} }: seed, size, steps, batchSize, gradAccum, lr, bucketBytes,
+//                trainVision, hidden: the LLM's hidden size), the ranks then disagree; stageStartSyncs (weights.json): the
+//                host waits between a stage's start and its first loss (the ranks' stage-start check), not in `syncs`
+//   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout (timeoutFromEnv: the
+//                group's timeout from VWLMM_COLLECTIVE_TIMEOUT), then disposes its tensor
+//   checks       ranks that disagree, each refused on every rank (each rank writes the messages to checks_rank_<r>.json):
+//                a collective of another size under checkCollectives, then ZeroAdamW over other parameters
 import * as fs from 'fs';
 import * as path from 'path';
 import { initProcessGroup } from '../../../src/distributed/process_group';
@@ -26,13 +33,16 @@ import { inputOf } from './inputs';
 import { tinyConfig, tinyData } from '../../train/support/tiny';
 
 const [mode, outDir, json] = process.argv.slice(2);
-const opts = JSON.parse(json ?? '{}') as { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean; withRead?: boolean };
+type Options = { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; accumScale?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; timeoutFromEnv?: boolean; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean; withRead?: boolean; size?: number; lr?: number; trainVision?: boolean; hidden?: number; perRank?: Record<string, Partial<Options>> };
+const given = JSON.parse(json ?? '{}') as Options;
+let opts: Options = given;
 
 
 async function main(): Promise<void> {
   if (opts.noGroup) return trainTiny(null, outDir); // the single-process reference: AdamW, no group
-  const group = await initProcessGroup({ backend: opts.backend ?? 'mpi', timeoutMs: opts.timeoutMs ?? 60_000 });
+  const group = await initProcessGroup({ backend: opts.backend ?? 'mpi', timeoutMs: opts.timeoutFromEnv ? undefined : opts.timeoutMs ?? 60_000, checkCollectives: mode === 'checks' });
   const { rank, worldSize } = group;
+  opts = { ...given, ...given.perRank?.[String(rank)] };
   fs.mkdirSync(outDir, { recursive: true });
   if (mode === 'collectives') {
     const seed = opts.seed ?? 1, out: Record<string, number[]> = {};
@@ -102,6 +112,29 @@ async function main(): Promise<void> {
     if (rank === 0) fs.writeFileSync(path.join(outDir, 'zero.json'), JSON.stringify({ syncs, weights: params.map((p) => Array.from(p.toArray())) }));
     opt.dispose();
     params.forEach((p) => p.dispose());
+  } else if (mode === 'checks') {
+    const refused: string[] = [];
+    const attempt = (fn: () => void) => {
+      try {
+        fn();
+        refused.push('');
+      } catch (e) {
+        refused.push((e as Error).message);
+      }
+    };
+    // rank 1's all-reduce has one element more: refused on both ranks before it reaches MPI, and the group goes on
+    attempt(() => scope(() => group.allReduce(Tensor.zeros([4 + rank]))));
+    attempt(() => scope(() => group.allReduce(Tensor.zeros([3]))));
+    // ZeroAdamW over parameters of other sizes: refused on both ranks before any bucket is reduced
+    attempt(() => {
+      const params = [7, 5 + rank].map((n) => keep(Tensor.zeros([n])));
+      try {
+        new ZeroAdamW(group, [{ params }], { lr: 1e-2 }).dispose();
+      } finally {
+        params.forEach((p) => p.dispose());
+      }
+    });
+    fs.writeFileSync(path.join(outDir, `checks_rank_${rank}.json`), JSON.stringify(refused));
   } else if (mode === 'hang') {
     if (rank === 1) {
       const until = Date.now() + 60_000;
@@ -122,10 +155,18 @@ async function main(): Promise<void> {
 /** What the test compares across world sizes: the mean over samples of each sample's own loss (equal weights). */
 function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, dir: string, die = false): void {
   const { tokenizer, samples, makeBatch } = tinyData(16);
-  const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 4, { device: opts.device ?? 'cpu' });
+  const config = tinyConfig(tokenizer.vocabSize);
+  if (opts.hidden) config.llm = { ...config.llm, hiddenSize: opts.hidden };
+  const model = VwLmm.create(config, 4, { device: opts.device ?? 'cpu' });
   const seen: { bf16: boolean; sum: number }[] = [], gatherBytes: number[] = [];
   let losses = 0;
   const perSample = (m: VwLmm, idx: number[]) => {
+    if (stageStarted) {
+      // the host waits of the stage's start (the ranks' stage-start check) count apart from its steps' ones
+      stageStarted = false;
+      stageStartSyncs.push(hostSyncs() - syncsAt);
+      syncsAt = hostSyncs();
+    }
     if (losses++ === 0 && opts.failFirstLoss !== undefined && (opts.failFirstLoss === -1 || opts.failFirstLoss === group?.rank))
       throw new RangeError('rank_child: the loss contains a non-finite value (failFirstLoss)');
     const poison = losses === 1 && opts.nanFirstLoss !== undefined && opts.nanFirstLoss === group?.rank;
@@ -151,16 +192,18 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
     };
     return F.scale(idx.map((i, k) => m.loss(batchOf(i, k)).loss).reduce((a, b) => F.add(a, b)), 1 / idx.length);
   };
-  const common = { size: samples.length, batchSize: opts.batchSize ?? 2, lr: 3e-3, warmupRatio: 0.1, loss: perSample };
+  const common = { size: opts.size ?? samples.length, batchSize: opts.batchSize ?? 2, lr: opts.lr ?? 3e-3, warmupRatio: 0.1, loss: perSample };
+  const scale = opts.accumScale ?? 1;
   const stages: Stage[] = [
-    { name: 'a', ...common, steps: opts.steps ?? 10, trainable: { projector: true, vmHead: true } },
-    { name: 'b', ...common, steps: opts.steps ?? 10, gradAccum: opts.gradAccum ?? 2, maxGradNorm: 0.05, weightDecay: 0.01, trainable: { visionTower: true, projector: true, llm: true, vmHead: true } },
+    { name: 'a', ...common, steps: opts.steps ?? 10, ...(scale !== 1 ? { gradAccum: scale } : {}), trainable: { projector: true, vmHead: true, visionTower: opts.trainVision } },
+    { name: 'b', ...common, steps: opts.steps ?? 10, gradAccum: (opts.gradAccum ?? 2) * scale, maxGradNorm: 0.05, weightDecay: 0.01, trainable: { visionTower: true, projector: true, llm: true, vmHead: true } },
   ];
-  let step = 0, syncsAt = 0;
+  let step = 0, syncsAt = 0, stageStarted = false;
+  const stageStartSyncs: number[] = [];
   const overlap: [number, number, number][] = [];
   const syncs: number[] = [];
   const trainer = new Trainer(model, stages, {
-    seed: 5, processGroup: group ?? undefined, dtype: 'float32', outDir: opts.noOutDir ? undefined : dir, autoResume: opts.resume, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, bucketBytes: opts.bucketBytes ?? 4096, gatherDtype: opts.gatherDtype, overlapGather: opts.overlapGather,
+    seed: opts.seed ?? 5, processGroup: group ?? undefined, onStageStart: () => { stageStarted = true; }, dtype: 'float32', outDir: opts.noOutDir ? undefined : dir, autoResume: opts.resume, saveEvery: opts.saveEvery, stopAfterSteps: opts.stopAfterSteps, bucketBytes: opts.bucketBytes ?? 4096, gatherDtype: opts.gatherDtype, overlapGather: opts.overlapGather,
     onLog: (r) => {
       if (r.type !== 'train') return;
       step++;
@@ -186,7 +229,7 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
   if ((group?.rank ?? 0) === 0) {
     const weights: Record<string, number[]> = {};
     for (const [name, p] of model.namedParameters()) weights[name] = Array.from(p.toArray());
-    fs.writeFileSync(path.join(dir, 'weights.json'), JSON.stringify({ steps: step, weights, overlap, syncs }));
+    fs.writeFileSync(path.join(dir, 'weights.json'), JSON.stringify({ steps: step, weights, overlap, syncs, stageStartSyncs }));
   }
   model.dispose();
 }
