@@ -2,10 +2,9 @@
 // resize is Pillow's written in TypeScript (images.ts), resizing and normalising off the thread that trains, so the
 // next batch's images are made while the current step runs (on a GPU the main thread drives the device). Only the
 // file name crosses over, and the float pixels come back transferred, not copied. workers 0: on the caller's thread.
-import { createRequire } from 'module';
-import * as path from 'path';
-import { Worker } from 'worker_threads';
+import type { Worker } from 'worker_threads';
 import { ClipPreprocessOptions, loadImage, preprocessClip } from './images';
+import { startDataWorker } from './worker';
 
 interface Pending {
   resolve: (pixels: Float32Array) => void;
@@ -24,13 +23,8 @@ export class ClipImageWorkers {
   constructor(readonly preprocess: ClipPreprocessOptions, opts: { workers?: number } = {}) {
     const n = opts.workers ?? 0;
     if (!Number.isInteger(n) || n < 0) throw new RangeError(`ClipImageWorkers: workers must be a non-negative integer, got ${n}`);
-    // the compiled .js beside this file, or under tsx / vitest the .ts source through tsx's CommonJS hook (as
-    // SceneImageWriter starts its threads)
-    const ext = path.extname(__filename);
-    const file = path.join(__dirname, `clip_worker${ext}`);
-    const source = ext === '.ts' ? `require(${JSON.stringify(createRequire(__filename).resolve('tsx/cjs/api'))}).register(); require(${JSON.stringify(file)});` : null;
     for (let k = 0; k < n; k++) {
-      const w = source ? new Worker(source, { eval: true, workerData: preprocess }) : new Worker(file, { workerData: preprocess });
+      const w = startDataWorker('clip_worker', preprocess);
       w.on('message', (m: { id: number; pixels: Float32Array } | { id: number; error: string }) => {
         const p = this.pending.get(m.id);
         if (!p) return;

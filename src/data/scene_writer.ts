@@ -5,11 +5,10 @@
 // the producer is ~20x faster than the encoder, so queued pixels would all be in memory at once (~340 MB).
 // Same bytes as the synchronous path (the same two functions). workers 0: each file written at once, on the caller's
 // thread, as before.
-import { createRequire } from 'module';
 import * as os from 'os';
-import * as path from 'path';
-import { Worker } from 'worker_threads';
+import type { Worker } from 'worker_threads';
 import { Scene, writeSceneImage } from './sort_of_clevr';
+import { startDataWorker } from './worker';
 
 /** One file to write: its absolute path and the scene it shows. */
 export interface SceneImageJob {
@@ -48,13 +47,8 @@ export class SceneImageWriter {
   constructor(opts: { workers?: number } = {}) {
     const n = opts.workers ?? 0;
     if (!Number.isInteger(n) || n < 0) throw new RangeError(`SceneImageWriter: workers must be a non-negative integer, got ${n}`);
-    // the compiled .js beside this file, or under tsx / vitest the .ts source, required through tsx's CommonJS hook
-    // (a dev dependency; a worker does not inherit the parent's TypeScript loader)
-    const ext = path.extname(__filename);
-    const file = path.join(__dirname, `scene_writer_worker${ext}`);
-    const source = ext === '.ts' ? `require(${JSON.stringify(createRequire(__filename).resolve('tsx/cjs/api'))}).register(); require(${JSON.stringify(file)});` : null;
     for (let k = 0; k < n; k++) {
-      const w = source ? new Worker(source, { eval: true }) : new Worker(file);
+      const w = startDataWorker('scene_writer_worker');
       w.on('message', (m: { done: number } | { file: string; error: string }) => {
         if ('error' in m) this.fail(new Error(`SceneImageWriter: cannot write ${m.file}: ${m.error}`));
         else this.done += m.done;

@@ -148,19 +148,20 @@ export function crc32(data: Uint8Array): number {
 }
 
 /**
- * A zip archive of `entries`, in this order, deflated (stored where deflating does not shrink). No zip64: an archive
- * of 4 GiB or more is refused. Every timestamp is 1980-01-01 00:00, so the same entries give the same bytes.
+ * A zip archive of `entries`, in this order, deflated (stored where deflating does not shrink; every entry stored with
+ * `store`, as torch.save writes them). No zip64: an archive of 4 GiB or more is refused. Every timestamp is
+ * 1980-01-01 00:00, so the same entries give the same bytes.
  */
-export function writeZip(entries: readonly { name: string; data: Uint8Array }[]): Buffer {
+export function writeZip(entries: readonly { name: string; data: Uint8Array }[], opts: { store?: boolean } = {}): Buffer {
   if (entries.length > 0xfffe) throw new RangeError(`writeZip: ${entries.length} entries; at most 65534 without zip64`);
   const parts: Buffer[] = [], central: Buffer[] = [];
   let offset = 0;
   const DOS_DATE = (0 << 9) | (1 << 5) | 1; // 1980-01-01
   for (const e of entries) {
     const name = Buffer.from(e.name, 'utf8');
-    const deflated = zlib.deflateRawSync(e.data);
-    const method = deflated.length < e.data.length ? 8 : 0;
-    const body = method === 8 ? deflated : Buffer.from(e.data);
+    const deflated = opts.store ? null : zlib.deflateRawSync(e.data);
+    const method = deflated && deflated.length < e.data.length ? 8 : 0;
+    const body = method === 8 ? deflated! : Buffer.from(e.data);
     const crc = crc32(e.data);
     if (offset + 30 + name.length + body.length >= 0xffffffff) throw new RangeError(`writeZip: the archive reaches 4 GiB at entry '${e.name}' (zip64 is not written)`);
     const local = Buffer.alloc(30);

@@ -14,6 +14,7 @@ import { Trainer } from '../../src/train/trainer';
 import { tinyConfig, tinyData } from '../train/support/tiny';
 import { l2Err, relErr } from '../support/compare';
 import { runSeed } from '../support/random';
+import { adapterVariant } from './support/adapter_variant';
 import { tempDirs } from '../support/tmp';
 
 const fixtures = path.join(__dirname, '..', 'fixtures');
@@ -300,17 +301,8 @@ describe('LoRA', () => {
 
   it('adapter files it cannot apply exactly are refused, naming the problem; a failed load leaves no adapters', () => {
     const src = path.join(fixtures, 'lora', 'peft_adapter');
-    const variant = (edit: (c: Record<string, unknown>) => void, tensors?: (m: Map<string, HostTensor>) => void): string => {
-      const d = path.join(tmp(), `v${Math.random().toString(36).slice(2)}`);
-      fs.mkdirSync(d);
-      const c = JSON.parse(fs.readFileSync(path.join(src, 'adapter_config.json'), 'utf8'));
-      edit(c);
-      fs.writeFileSync(path.join(d, 'adapter_config.json'), JSON.stringify(c));
-      const w = readSafetensors(path.join(src, 'adapter_model.safetensors'));
-      tensors?.(w);
-      writeSafetensors(path.join(d, 'adapter_model.safetensors'), w);
-      return d;
-    };
+    const variant = (edit: (c: Record<string, unknown>) => void, tensors?: (m: Map<string, HostTensor>) => void): string =>
+      adapterVariant(src, path.join(tmp(), `v${Math.random().toString(36).slice(2)}`), edit, tensors);
     const model = tinyLlama();
     const cases: [string, RegExp][] = [
       [variant((c) => (c.peft_type = 'IA3')), /peft_type is "IA3", only LORA is supported/],

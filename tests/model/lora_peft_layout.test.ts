@@ -18,6 +18,7 @@ import { transformersNameFromOurs } from '../../src/model/transformers_llava';
 import { ModelBatch, VwLmm } from '../../src/model/vwlmm';
 import { relErr } from '../support/compare';
 import { tinyConfig } from '../train/support/tiny';
+import { adapterVariant } from './support/adapter_variant';
 import { tempDirs } from '../support/tmp';
 
 const fixtures = path.join(__dirname, '..', 'fixtures');
@@ -55,16 +56,7 @@ const inMemory = (legacy: string): string => {
 };
 const values = (m: VwLmm) => new Map([...m.namedParameters()].map(([n, p]) => [n, Array.from(p.toArray())]));
 /** A copy of the PEFT fixture with its config and tensors edited. */
-const variant = (edit: (c: Record<string, unknown>) => void, tensors?: (m: Map<string, HostTensor>) => void): string => {
-  const d = tmp();
-  const c = JSON.parse(fs.readFileSync(path.join(peftDir, 'adapter_config.json'), 'utf8'));
-  edit(c);
-  fs.writeFileSync(path.join(d, 'adapter_config.json'), JSON.stringify(c));
-  const w = readSafetensors(path.join(peftDir, 'adapter_model.safetensors'));
-  tensors?.(w);
-  writeSafetensors(path.join(d, 'adapter_model.safetensors'), w);
-  return d;
-};
+const variant = (edit: (c: Record<string, unknown>) => void, tensors?: (m: Map<string, HostTensor>) => void): string => adapterVariant(peftDir, tmp(), edit, tensors);
 
 describe("PEFT adapters on transformers' LLaVA", () => {
   it("a PEFT adapter with a regular-expression target_modules and the projector in modules_to_save gives PEFT's logits", () => {

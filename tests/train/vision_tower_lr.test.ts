@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { tempDirs } from '../support/tmp';
 import { VwLmm } from '../../src/model/vwlmm';
 import { Stage, Trainer, TrainerOptions } from '../../src/train/trainer';
-import { tinyConfig, tinyData } from './support/tiny';
+import { tinyConfig, tinyData, trainTiny, weightsOf } from './support/tiny';
 
 const tmp = tempDirs('towerlr');
 
@@ -16,14 +16,10 @@ describe('Stage.visionTowerLr', () => {
     name: 'all', size: samples.length, makeBatch, steps, batchSize: 2, lr: 2e-3, warmupRatio: 0, visionTowerLr, // no warmup: the first update runs at the full lr (HF's schedule)
     trainable: { visionTower: true, projector: true, llm: true, vmHead: true },
   }];
-  const weights = (m: VwLmm) => new Map([...m.namedParameters()].map(([n, p]) => [n, Float64Array.from(p.toArray() as Float32Array)]));
+  const weights = weightsOf;
   /** Parameter deltas of one training run from the same initial model. */
   const train = (stages: Stage[], opts: Partial<TrainerOptions> = {}, out = tmp()) => {
-    const m = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5);
-    const w0 = weights(m);
-    new Trainer(m, stages, { seed: 3, outDir: out, checkpointFiles: { tokenizer: json }, ...opts }).run();
-    const w1 = weights(m);
-    m.dispose();
+    const { w0, w1 } = trainTiny(tokenizer.vocabSize, json, stages, opts, out);
     return { out, delta: new Map([...w1].map(([n, v]) => [n, v.map((x, i) => x - w0.get(n)![i])])) };
   };
   const isTower = (n: string) => n.startsWith('model.vision_tower.');

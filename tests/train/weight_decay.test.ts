@@ -10,7 +10,7 @@ import { tempDirs } from '../support/tmp';
 import { HostTensor, readSafetensors, writeSafetensors } from '../../src/io/safetensors';
 import { VwLmm } from '../../src/model/vwlmm';
 import { noDecayParameters, Stage, Trainer, TrainerOptions } from '../../src/train/trainer';
-import { tinyConfig, tinyData } from './support/tiny';
+import { tinyConfig, tinyData, trainTiny, weightsOf } from './support/tiny';
 
 const tmp = tempDirs('decay');
 
@@ -21,15 +21,8 @@ describe('weight decay groups (transformers Trainer: no decay on biases and norm
     name: 'all', size: samples.length, makeBatch, steps, batchSize: 2, lr, warmupRatio: 0, weightDecay, visionTowerLr,
     trainable: { visionTower: true, projector: true, llm: true, vmHead: true },
   }];
-  const weights = (m: VwLmm) => new Map([...m.namedParameters()].map(([n, p]) => [n, Float64Array.from(p.toArray() as Float32Array)]));
-  const train = (stages: Stage[], opts: Partial<TrainerOptions> = {}, out = tmp()) => {
-    const m = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5);
-    const w0 = weights(m);
-    new Trainer(m, stages, { seed: 3, outDir: out, checkpointFiles: { tokenizer: json }, ...opts }).run();
-    const w1 = weights(m);
-    m.dispose();
-    return { w0, w1 };
-  };
+  const weights = weightsOf;
+  const train = (stages: Stage[], opts: Partial<TrainerOptions> = {}, out = tmp()) => trainTiny(tokenizer.vocabSize, json, stages, opts, out);
   // an independent statement of transformers' rule for this model's names: CLIP's norms are layer_norm1/2,
   // pre_layrnorm (sic) and post_layernorm, LLaMA's input_layernorm, post_attention_layernorm and norm
   const isNoDecay = (n: string) => /bias/.test(n) || /(layer_norm[12]|pre_layrnorm|post_layernorm|input_layernorm|post_attention_layernorm|\.norm)\.weight$/.test(n);

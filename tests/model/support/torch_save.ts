@@ -2,7 +2,7 @@
 // float32 tensors): each tensor names a storage (shared by key), an offset, a shape and strides, so that views
 // (stride 0, transposes) can be written as torch writes them. Only what tests/model/*.test.ts need.
 import * as fs from 'fs';
-import { crc32 } from '../../../src/io/zip';
+import { writeZip } from '../../../src/io/zip';
 
 export interface TorchTensorSpec {
   shape: number[];
@@ -47,37 +47,6 @@ export function torchSave(file: string, tensors: [string, TorchTensorSpec][]): v
   const pkl = Buffer.concat([Buffer.from([0x80, 2]), Buffer.from('}('), ...body, Buffer.from('u.')]);
   const entries: [string, Uint8Array][] = [['archive/data.pkl', pkl], ['archive/byteorder', Buffer.from('little')], ['archive/version', Buffer.from('3\n')]];
   for (const [key, data] of storages) entries.push([`archive/data/${key}`, new Uint8Array(data.buffer, data.byteOffset, data.byteLength)]);
-  fs.writeFileSync(file, storedZip(entries));
+  fs.writeFileSync(file, writeZip(entries.map(([name, data]) => ({ name, data })), { store: true })); // stored, as torch.save writes
 }
 
-/** A zip of stored (uncompressed) entries, as torch.save writes them. */
-function storedZip(entries: [string, Uint8Array][]): Buffer {
-  const parts: Buffer[] = [], central: Buffer[] = [];
-  let offset = 0;
-  for (const [n, data] of entries) {
-    const name = Buffer.from(n);
-    const local = Buffer.alloc(30);
-    local.writeUInt32LE(0x04034b50, 0);
-    local.writeUInt16LE(20, 4);
-    local.writeUInt32LE(crc32(data), 14);
-    local.writeUInt32LE(data.length, 18);
-    local.writeUInt32LE(data.length, 22);
-    local.writeUInt16LE(name.length, 26);
-    const cd = Buffer.alloc(46);
-    cd.writeUInt32LE(0x02014b50, 0);
-    cd.writeUInt16LE(20, 4);
-    local.copy(cd, 6, 4, 30);
-    cd.writeUInt32LE(offset, 42);
-    central.push(cd, name);
-    parts.push(local, name, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-    offset += 30 + name.length + data.length;
-  }
-  const cdSize = central.reduce((a, b) => a + b.length, 0);
-  const end = Buffer.alloc(22);
-  end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(entries.length, 8);
-  end.writeUInt16LE(entries.length, 10);
-  end.writeUInt32LE(cdSize, 12);
-  end.writeUInt32LE(offset, 16);
-  return Buffer.concat([...parts, ...central, end]);
-}

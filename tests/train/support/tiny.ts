@@ -11,7 +11,7 @@ import { writeWordLevelTokenizer } from '../../../src/data/word_level_tokenizer'
 import { TextTokenizer } from '../../../src/data/tokenizer';
 import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSamples } from '../../../src/demo/task';
 import { Generator } from '../../../src/random';
-import { Stage } from '../../../src/train/trainer';
+import { Stage, Trainer, TrainerOptions } from '../../../src/train/trainer';
 
 export function tinyConfig(vocabSize: number, vmWeight = 1): VwLmmConfig {
   return {
@@ -29,6 +29,23 @@ export function tinyData(n = 8) {
   const bopts = { imageSize: 75, numPatches: 25, padId: tokenizer.padId, mean: CLIP_MEAN, std: CLIP_STD };
   const makeBatch = (idx: number[]): ModelBatch => batchOf(idx.map((i) => samples[i]), split, bopts);
   return { tokenizer, json, split, samples, makeBatch };
+}
+
+/** A model's parameters by name, as float64 copies. */
+export function weightsOf(m: VwLmm): Map<string, Float64Array> {
+  return new Map([...m.namedParameters()].map(([n, p]) => [n, Float64Array.from(p.toArray() as Float32Array)]));
+}
+
+/** One Trainer run (seed 3, checkpoints in `out`) of a tiny model made with seed 5: its weights before and after. */
+export function trainTiny(vocabSize: number, tokenizerJson: string | Record<string, unknown>, stages: Stage[], opts: Partial<TrainerOptions>, out: string): { w0: Map<string, Float64Array>; w1: Map<string, Float64Array> } {
+  const m = VwLmm.create(tinyConfig(vocabSize), 5);
+  try {
+    const w0 = weightsOf(m);
+    new Trainer(m, stages, { seed: 3, outDir: out, checkpointFiles: { tokenizer: tokenizerJson }, ...opts }).run();
+    return { w0, w1: weightsOf(m) };
+  } finally {
+    m.dispose();
+  }
 }
 
 /** Two stages as in LLaVA (projector + vm_head, then everything with accumulation) of `steps` steps each. */
