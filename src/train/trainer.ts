@@ -310,6 +310,9 @@ export function batchIndices(seed: number, s: Stage, step: number, micro: number
   return out;
 }
 
+/** A rank's SIGTERM in the data-parallel stop slot (a SIGINT counts 1): ranks' sums stay exact in float32 below 2^8 ranks. */
+const STOP_SIGTERM = 65536;
+
 /** The sample order's name, saved in checkpoints (TrainerState.sampleOrder): seeded permutations keyed by the stage's name. */
 const SAMPLE_ORDER = 'by-stage-name';
 /** What the optimizer entries' indices count, saved in checkpoints (TrainerState.optimizerIndex): the stage's parameters. */
@@ -847,7 +850,10 @@ export class Trainer {
         // every rank reduces, whatever happened here: the ranks must start the same collectives
         dp.reduceGradients();
         scope(() => put(dp.ownedSumSquares(), at.sumSquares));
-        const extra = Tensor.fromArray(Float32Array.of(stepTokens, bad ? 1 : 0, stop?.requested() ? 1 : 0), [3], { device });
+        // a stop request as SIGINT 1 or SIGTERM 2^16 (the sum tells both counts apart), so every rank stops with the same
+        // signal, the one of the rank that got it (a SIGINT to one rank is a Ctrl-C: exit 130 everywhere)
+        const asked = stop?.requested(), stopCode = asked === 'SIGINT' ? 1 : asked ? STOP_SIGTERM : 0;
+        const extra = Tensor.fromArray(Float32Array.of(stepTokens, bad ? 1 : 0, stopCode), [3], { device });
         callOp('copy_2d', device, [extra], [stats], [1, 3, 3, 3, 0, at.tokens, 0]); // tokens, failedMicro, stopRequest
         extra.dispose();
         callOp('checks_failed', device, [], [stats], [at.failedCheck]); // no wait: the all-reduce carries it to every rank
@@ -859,7 +865,7 @@ export class Trainer {
         stepTokens = v[at.tokens];
         if (!bad && v[at.failedMicro] > 0) bad = { what: 'loss', micro: null, detail: `a non-finite loss on another rank (${v[at.failedMicro]} of ${this.world})` };
         if (!bad && v[at.failedCheck] > 0) bad = { what: 'loss', micro: null, detail: `a deferred data check failed on another rank (${v[at.failedCheck]} of ${this.world}; raised there at the step's read)` };
-        if (v[at.stopRequest] > 0) this.agreedStop = stop?.requested() ?? 'SIGTERM';
+        if (v[at.stopRequest] > 0) this.agreedStop = v[at.stopRequest] % STOP_SIGTERM > 0 ? 'SIGINT' : 'SIGTERM';
         if (!bad) ran = accum;
       }
       if (!bad) {
