@@ -168,28 +168,4 @@ describe('sampling: VwLmm.generate', () => {
     expect(() => model.generate(prompts, null as never)).toThrow('VwLmm.generate: expected an object with maxNewTokens for options but received null');
     model.dispose();
   });
-
-  it('a sampled step at B = 8, V = 32000 costs about what a greedy one does (no sort of the vocabulary)', () => {
-    const V = 32000;
-    const model = VwLmm.create({ ...tinyConfig(V), llm: { ...tinyConfig(V).llm, vocabSize: V } }, 2);
-    const prompts = Array.from({ length: 8 }, (_, b) => ({ tokenIds: Int32Array.from({ length: 12 }, (_, i) => (b * 977 + i * 31) % V), imagePositions: new Int32Array(0), pixelValues: null }));
-    const steps = 8;
-    const msPerStep = (o: object) => {
-      model.generate(prompts, { maxNewTokens: 2, ...o });
-      let best = Infinity;
-      for (let r = 0; r < 3; r++) {
-        const t0 = performance.now();
-        model.generate(prompts, { maxNewTokens: steps, ...o });
-        best = Math.min(best, (performance.now() - t0) / steps);
-      }
-      return best;
-    };
-    const greedy = msPerStep({});
-    // a whole-vocabulary sort per row made each of these ~300 ms a step on the 2-core VM (greedy: a few ms)
-    for (const o of [{ temperature: 1 }, { temperature: 0.7, topP: 0.9 }, { temperature: 1, topK: 50, topP: 0.95 }]) {
-      const sampled = msPerStep(o);
-      expect(sampled - greedy, `${JSON.stringify(o)}: ${sampled.toFixed(1)} ms/step, greedy ${greedy.toFixed(1)}`).toBeLessThan(40);
-    }
-    model.dispose();
-  });
 });
