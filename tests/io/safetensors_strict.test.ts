@@ -96,7 +96,7 @@ describe('safetensors: what is not a regular file', () => {
     const t0 = Date.now();
     refused(fifo, /cannot open: a named pipe \(FIFO\), not a regular file/);
     expect(() => readSafetensorsHeader(fifo)).toThrow(/named pipe/);
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(Date.now() - t0).toBeLessThan(10_000); // a bound on a hang (the old reader blocked forever), not a timing;
   });
 });
 

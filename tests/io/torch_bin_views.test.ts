@@ -31,7 +31,7 @@ describe('views in torch.save files', () => {
     // asked for with another shape: refused by its shape before anything is read
     expect(() => forEachTorchTensor(views, { filter: (n) => n === 'junk', expectShape: () => [20000, 2] }, () => undefined))
       .toThrow(/views\.bin: junk has shape \[20000, 20000\] but the model expects \[20000, 2\]: refused before its data is read/);
-    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(Date.now() - t0).toBeLessThan(10_000); // a bound on the old copy (24-38 s), not a timing;
     // asked for with its own shape (the caller's parameter has it): copied
     const seen: string[] = [];
     forEachTorchTensor(views, { filter: (n) => n === 'repeat', expectShape: () => [4, 3] }, (n, t) => {

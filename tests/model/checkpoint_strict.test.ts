@@ -45,7 +45,7 @@ const values = (m: VwLmm, name: string) => Array.from(m.namedParameters().get(na
 const throwsQuickly = (fn: () => unknown, re: RegExp) => {
   const t0 = Date.now();
   expect(fn).toThrow(re);
-  expect(Date.now() - t0).toBeLessThan(3000);
+  expect(Date.now() - t0).toBeLessThan(10_000); // a bound on the old copies (tens of seconds), not a timing;
 };
 
 describe("LLaVA's linear projector: model.mm_projector.weight / .bias", () => {
