@@ -335,11 +335,29 @@ export async function preprocessClip(img: RgbImage, opts: ClipPreprocessOptions)
   if (aspect !== 'pad' && aspect !== 'resize_crop') throw new RangeError(`preprocessClip: aspect must be 'pad' or 'resize_crop', got ${String(aspect)}`);
   checkStats('preprocessClip', mean, std);
   checkImage('preprocessClip', img);
+  const { im, ox, oy } = await clipResized(img, size, aspect, mean);
+  return normalizeRgbRegion(im, ox, oy, size, mean, std);
+}
+
+/** The image padded (aspect 'pad') and resized as preprocessClip does, with the offsets of its centre crop. */
+async function clipResized(img: RgbImage, size: number, aspect: AspectMode, mean: readonly number[]): Promise<{ im: RgbImage; ox: number; oy: number }> {
   let im = aspect === 'pad' ? expandToSquare(img, padColour(mean)) : img;
   const target = shortestSideSize(im.width, im.height, size);
   im = await resizeRgb(im, target.width, target.height);
-  const ox = (im.width - size) >> 1, oy = (im.height - size) >> 1;
-  return normalizeRgbRegion(im, ox, oy, size, mean, std);
+  return { im, ox: (im.width - size) >> 1, oy: (im.height - size) >> 1 };
+}
+
+/** The size x size RGB bytes the model sees of `img`: preprocessClip's square before normalisation (for pictures). */
+export async function clipView(img: RgbImage, opts: ClipPreprocessOptions): Promise<RgbImage> {
+  const { size } = opts, aspect = opts.aspect ?? 'resize_crop';
+  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`clipView: size must be a positive integer, got ${size}`);
+  if (aspect !== 'pad' && aspect !== 'resize_crop') throw new RangeError(`clipView: aspect must be 'pad' or 'resize_crop', got ${String(aspect)}`);
+  checkImage('clipView', img);
+  const { im, ox, oy } = await clipResized(img, size, aspect, opts.mean ?? CLIP_MEAN);
+  if (im.width === size && im.height === size) return im;
+  const data = new Uint8Array(size * size * 3);
+  for (let y = 0; y < size; y++) data.set(im.data.subarray(((oy + y) * im.width + ox) * 3, ((oy + y) * im.width + ox + size) * 3), y * size * 3);
+  return { width: size, height: size, data };
 }
 
 // (x / 255 - mean) / std for the 256 byte values of one channel, computed in float64 and stored as float32; kept per

@@ -14,7 +14,7 @@ export type {
 export { LlavaDataset, readLlavaRecords, validateLlavaRecord, jsonListElements } from './dataset';
 export type { LlavaRole, LlavaTurn, LlavaRecord, SkippedRecord, ReadLlavaOptions, ImageSkip, DatasetItem, BatchOptions } from './dataset';
 export {
-  CLIP_MEAN, CLIP_STD, loadImage, probeImage, decodeImage, preprocessClip, normalizeRgb, normalizeRgbInto, normalizeRgbWriter, expandToSquare, padColour, resizeRgb, shortestSideSize,
+  CLIP_MEAN, CLIP_STD, loadImage, probeImage, decodeImage, clipView, preprocessClip, normalizeRgb, normalizeRgbInto, normalizeRgbWriter, expandToSquare, padColour, resizeRgb, shortestSideSize,
 } from './images';
 export type { RgbImage, AspectMode, ClipPreprocessOptions } from './images';
 export { collate, nextTokenTargets, visualWordRows } from './collate';

@@ -11,7 +11,7 @@ import { fused } from '../fused';
 import { noGrad } from '../autograd';
 import { scope } from '../tensor';
 import { TextTokenizer } from '../data/tokenizer';
-import { CLIP_MEAN, expandToSquare, padColour, resizeRgb, RgbImage, shortestSideSize } from '../data/images';
+import { clipView, RgbImage } from '../data/images';
 import { VwLmm } from '../model/vwlmm';
 
 export interface PatchWords {
@@ -92,19 +92,10 @@ export interface DrawVisualWordsOptions {
   view?: ModelView;
 }
 
-/** preprocessClip's size x size RGB bytes before normalisation: the same functions in the same order. */
+/** preprocessClip's size x size RGB bytes before normalisation (clipView), with the view's own checks. */
 async function modelView(img: RgbImage, v: ModelView): Promise<RgbImage> {
-  const { size } = v;
-  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`drawVisualWords: view.size must be a positive integer, got ${size}`);
   if (v.aspect !== 'pad' && v.aspect !== 'square' && v.aspect !== 'resize_crop') throw new RangeError(`drawVisualWords: view.aspect must be 'pad', 'square' or 'resize_crop', got ${String(v.aspect)}`);
-  let im = v.aspect === 'pad' ? expandToSquare(img, padColour(v.mean ?? CLIP_MEAN)) : img;
-  const target = shortestSideSize(im.width, im.height, size);
-  im = await resizeRgb(im, target.width, target.height);
-  const ox = (im.width - size) >> 1, oy = (im.height - size) >> 1;
-  if (ox === 0 && oy === 0 && im.width === size && im.height === size) return im;
-  const data = new Uint8Array(size * size * 3);
-  for (let y = 0; y < size; y++) data.set(im.data.subarray(((oy + y) * im.width + ox) * 3, ((oy + y) * im.width + ox + size) * 3), y * size * 3);
-  return { width: size, height: size, data };
+  return clipView(img, { size: v.size, mean: v.mean, aspect: v.aspect === 'pad' ? 'pad' : 'resize_crop' });
 }
 
 let tmpFiles = 0;
