@@ -674,11 +674,12 @@ program.command('generate').description('answer a prompt about an image with a c
     const placeholders = (s: string) => s.split('<image>').length - 1;
     if (placeholders(o.prompt) > 0) fail(`--prompt holds "<image>": the prompt would hold ${placeholders(o.prompt) + (o.image ? 1 : 0)} image placeholders for ${o.image ? 'one image (--image)' : 'no image'}; give the question alone (the image goes in front of it)`);
     const { collate, loadImage, preprocessClip } = await import('./data');
+    const { clipPreprocessOptions } = await import('./model');
     const { answerPrompt } = await import('./eval');
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype));
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
-    const pixels = o.image ? await preprocessClip(await loadImage(o.image), { size: config.image.size, mean: config.image.mean, std: config.image.std, aspect: config.image.aspect === 'pad' ? 'pad' : 'resize_crop' }) : null;
+    const pixels = o.image ? await preprocessClip(await loadImage(o.image), clipPreprocessOptions(config)) : null;
     const p = answerPrompt(o.prompt, pixels !== null, config.template, tok);
     if (p.numImages !== (pixels ? 1 : 0)) fail(`--prompt: the prompt holds ${p.numImages} image placeholders for ${pixels ? 'one image' : 'no image'}`);
     const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tok.padId, numPatches: model.numImageTokens });
@@ -705,12 +706,13 @@ program.command('visual-words').description('top-k visual words of every patch (
     const outDir = path.dirname(path.resolve(o.out));
     if (!fs.existsSync(outDir) || !fs.statSync(outDir).isDirectory()) fail(`--out ${o.out}: the folder ${outDir} does not exist`);
     const { loadImage, preprocessClip } = await import('./data');
+    const { clipPreprocessOptions } = await import('./model');
     const { visualWordsOf, drawVisualWords } = await import('./eval');
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, 'float32');
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const img = await loadImage(o.image);
-    const pixels = await preprocessClip(img, { size: config.image.size, mean: config.image.mean, std: config.image.std, aspect: config.image.aspect === 'pad' ? 'pad' : 'resize_crop' });
+    const pixels = await preprocessClip(img, clipPreprocessOptions(config));
     const patches = visualWordsOf(model, tok, pixels, o.topK);
     // drawn on the view the model saw (padded or centre-cropped to the tower's square), so the cells are its patches
     await drawVisualWords(img.data, img.width, img.height, patches, config.vision.imageSize / config.vision.patchSize, o.out, { view: { size: config.image.size, mean: config.image.mean, aspect: config.image.aspect } });

@@ -13,6 +13,7 @@ import * as path from 'path';
 import { collate } from '../data/collate';
 import { buildGenerationPrompt, ConversationTemplate, GenerationPrompt, getTemplate, IMAGE_TOKEN, TemplateName, tokenizerImageToken } from '../data/conversation';
 import { decodeImage, loadImage, preprocessClip } from '../data/images';
+import { clipPreprocessOptions } from '../model/config';
 import { TextTokenizer } from '../data/tokenizer';
 import type { ComputeDtype } from '../amp';
 import { VwLmm } from '../model/vwlmm';
@@ -258,7 +259,7 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
           const img = q.image;
           try {
             const rgb = 'file' in img ? await loadImage(path.resolve(o.imageFolder, img.file)) : await decodeImage(Buffer.from(img.base64, 'base64'), `${o.questions} row ${img.row} column image`);
-            pixels = await preprocessClip(rgb, { size: cfg.image.size, mean: cfg.image.mean, std: cfg.image.std, aspect: cfg.image.aspect === 'pad' ? 'pad' : 'resize_crop' });
+            pixels = await preprocessClip(rgb, clipPreprocessOptions(cfg));
           } catch (e) {
             skip(`image ${'file' in img ? img.file : `row ${img.row}`}: ${(e as Error).message}`);
             continue;
