@@ -62,12 +62,16 @@ async function readImageFile(file: string): Promise<Buffer> {
   try {
     return await fs.promises.readFile(file);
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    const why = err.code === 'ENOENT' ? 'file not found'
-      : err.code === 'EISDIR' ? 'is a directory'
-        : err.code === 'EACCES' ? 'permission denied' : err.message;
-    throw new Error(`loadImage: cannot read '${file}': ${why}`);
+    throw readError(file, e);
   }
+}
+
+function readError(file: string, e: unknown): Error {
+  const err = e as NodeJS.ErrnoException;
+  const why = err.code === 'ENOENT' ? 'file not found'
+    : err.code === 'EISDIR' ? 'is a directory'
+      : err.code === 'EACCES' ? 'permission denied' : err.message;
+  return new Error(`loadImage: cannot read '${file}': ${why}`);
 }
 
 /**
@@ -76,10 +80,17 @@ async function readImageFile(file: string): Promise<Buffer> {
  * Throws loadImage's errors.
  */
 export async function probeImage(file: string): Promise<{ width: number; height: number; format: string }> {
-  const bytes = await readImageFile(file);
-  if (bytes.length === 0) throw new Error(`loadImage: cannot decode '${file}': the file is empty`);
+  // the file's type and size, then libvips reads its header from the file (not the whole file, as decoding does)
+  let st: fs.Stats;
   try {
-    const m = await sharp()(bytes, { failOn: 'error' }).metadata();
+    st = await fs.promises.stat(file);
+  } catch (e) {
+    throw readError(file, e);
+  }
+  if (st.isDirectory()) throw new Error(`loadImage: cannot read '${file}': is a directory`);
+  if (st.size === 0) throw new Error(`loadImage: cannot decode '${file}': the file is empty`);
+  try {
+    const m = await sharp()(file, { failOn: 'error' }).metadata();
     if (!m.width || !m.height || !m.format) throw new Error('no image size in its header');
     // sharp's own limit on decoded pixels (limitInputPixels), which decoding would hit later
     if (m.width * m.height > 0x3fff * 0x3fff) throw new Error(`Input image exceeds pixel limit (${m.width}x${m.height})`);
