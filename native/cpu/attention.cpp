@@ -325,7 +325,7 @@ void attention_forward_direct(const Dims& d, const KeySets& ks, const float* Q, 
         for (int64_t k = 0; k < n; ++k)
           p[k] = d.scale * static_cast<float>(vec_dot(q, K + ((b * d.Tk + keys[k]) * d.Hkv + g) * d.Dh, d.Dh));
         const float m = vec_max(p.data(), n);
-        vec_exp(p.data(), p.data(), n, m, 1.f);
+        vec_exp(p.data(), p.data(), n, m, 0.0, 1.f);
         const double sum = vec_sum(p.data(), n);
         l = static_cast<float>(m + std::log(sum));
         std::fill(acc.begin(), acc.end(), 0.f);
@@ -388,7 +388,7 @@ void attention_forward_f32(const OpCall& c) {
             w.inv[r] = 0.f;
           } else {
             const float m = vec_max(p, n);
-            vec_exp(p, p, n, m, 1.f);
+            vec_exp(p, p, n, m, 0.0, 1.f);
             const double sum = vec_sum(p, n);
             lse_h[t0 + r] = static_cast<float>(m + std::log(sum));
             w.inv[r] = static_cast<float>(1.0 / sum);
@@ -478,7 +478,7 @@ void attention_backward_f32(const OpCall& c) {
             w.dot[r] = 0;
             continue;
           }
-          vec_exp(p, p, n, l, 1.f);
+          vec_exp(p, p, n, l, 0.0, 1.f);
           const float inv = static_cast<float>(1.0 / vec_sum(p, n));
           for (int64_t j = 0; j < n; ++j) p[j] *= inv;
           std::fill(p + n, p + n_max, 0.f);

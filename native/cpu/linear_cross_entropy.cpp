@@ -62,13 +62,14 @@ OpStats linear_cross_entropy(const LinearCrossEntropyArgs& a) {
         }
         const float m = vec_max(row, V);
         check_logit_row(op, m, i);
-        const double lse = m + std::log(vec_sum_exp(row, V, m));
-        double loss = (1 - eps) * (lse - row[t]) + lam * lse * lse;
-        if (eps != 0) loss += eps * (lse - vec_sum(row, V) / V);
+        // lse - z = (m - z) + log s, never (m + log s) - z: see vec_exp
+        const double log_s = std::log(vec_sum_exp(row, V, m)), lse = m + log_s;
+        double loss = (1 - eps) * ((static_cast<double>(m) - row[t]) + log_s) + lam * lse * lse;
+        if (eps != 0) loss += eps * ((m - vec_sum(row, V) / V) + log_s);
         row_loss[i] = loss;
         if (grad) {
           const float zt_scale = static_cast<float>(c * (1 + 2 * lam * lse));
-          vec_exp(row, row, V, lse, zt_scale);
+          vec_exp(row, row, V, m, log_s, zt_scale);
           if (eps != 0) {
             const float u = static_cast<float>(c * eps / V);
             for (int64_t v = 0; v < V; ++v) row[v] -= u;

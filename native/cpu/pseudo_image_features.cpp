@@ -20,8 +20,7 @@ void softmax_rows(const char* op, float* z, int64_t nc, int64_t V, int64_t c0) {
       float* row = z + r * V;
       const float m = vec_max(row, V);
       check_logit_row(op, m, c0 + r);
-      const double lse = m + std::log(vec_sum_exp(row, V, m));
-      vec_exp(row, row, V, lse, 1.f);
+      vec_exp(row, row, V, m, std::log(vec_sum_exp(row, V, m)), 1.f);
     }
   });
 }

@@ -22,7 +22,7 @@ void softmax_forward_cpu(const OpCall& c) {
       const float* xr = x + r * C;
       const float m = vec_max(xr, C);
       const double s = vec_sum_exp(xr, C, m);
-      vec_exp(y + r * C, xr, C, m, static_cast<float>(1.0 / s));
+      vec_exp(y + r * C, xr, C, m, 0.0, static_cast<float>(1.0 / s));
     }
   });
 }

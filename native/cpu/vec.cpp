@@ -57,10 +57,10 @@ float vec_max(const float* x, int64_t n) { return impl().vec_max(x, n); }
 double vec_sum(const float* x, int64_t n) { return impl().vec_sum(x, n); }
 double vec_dot(const float* x, const float* y, int64_t n) { return impl().vec_dot(x, y, n); }
 double vec_sum_exp(const float* x, int64_t n, float shift) { return impl().vec_sum_exp(x, n, shift); }
-void vec_exp(float* y, const float* x, int64_t n, double shift, float scale) { return impl().vec_exp(y, x, n, shift, scale); }
+void vec_exp(float* y, const float* x, int64_t n, float m, double log_s, float scale) { return impl().vec_exp(y, x, n, m, log_s, scale); }
 bool vec_all_finite(const float* x, int64_t n) { return impl().vec_all_finite(x, n); }
-KlRow vec_kl(const float* a, const float* b, int64_t n, double lse_a, double lse_b) { return impl().vec_kl(a, b, n, lse_a, lse_b); }
-void vec_kl_grad(float* a, float* b, int64_t n, double lse_a, double lse_b, const KlRow& row, float sa, float sb) { return impl().vec_kl_grad(a, b, n, lse_a, lse_b, row, sa, sb); }
+KlRow vec_kl(const float* a, const float* b, int64_t n, float ma, float mb) { return impl().vec_kl(a, b, n, ma, mb); }
+void vec_kl_grad(float* a, float* b, int64_t n, float ma, float mb, const KlRow& row, float sa, float sb) { return impl().vec_kl_grad(a, b, n, ma, mb, row, sa, sb); }
 void vec_softmax_grad(float* g, const float* p, int64_t n, float dot) { return impl().vec_softmax_grad(g, p, n, dot); }
 
 #undef VW_VEC_PRIMITIVES

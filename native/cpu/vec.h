@@ -16,17 +16,21 @@ float vec_max(const float* x, int64_t n);                      // -inf for n = 0
 double vec_sum(const float* x, int64_t n);
 double vec_dot(const float* x, const float* y, int64_t n);
 double vec_sum_exp(const float* x, int64_t n, float shift);    // sum exp(x - shift)
-void vec_exp(float* y, const float* x, int64_t n, double shift, float scale);  // y = scale exp(x - shift)
+// y = scale exp((x - m) - log_s). The log-sum-exp of a row is kept as its two parts m (the row max) and
+// log_s = log sum exp(x - m), never added: next to a huge max (|m| ~ 1e30) m + log_s rounds to m even in
+// double, and three tied top logits would each get probability 1 instead of 1/3 (PyTorch's log_softmax
+// subtracts them one at a time, too).
+void vec_exp(float* y, const float* x, int64_t n, float m, double log_s, float scale);
 bool vec_all_finite(const float* x, int64_t n);
 
-// KL row of target logits a and predicted logits b (their approximate lse given): the KL and the two
-// corrections that make p sum to 1 and the log-ratio exact (see vec.cpp).
+// KL row of target logits a and predicted logits b given their maxima: the KL, the correction that makes the
+// log-ratio exact, and the two exp sums (see vec_kernels.inc).
 struct KlRow {
-  double kl = 0, shift = 0, psum = 1;
+  double kl = 0, shift = 0, psum = 1, qsum = 1;
 };
-KlRow vec_kl(const float* a, const float* b, int64_t n, double lse_a, double lse_b);
+KlRow vec_kl(const float* a, const float* b, int64_t n, float ma, float mb);
 // In place: a <- sa * p (log p - log q - kl) (skipped when sa == 0), b <- sb * (q - p).
-void vec_kl_grad(float* a, float* b, int64_t n, double lse_a, double lse_b, const KlRow& row, float sa, float sb);
+void vec_kl_grad(float* a, float* b, int64_t n, float ma, float mb, const KlRow& row, float sa, float sb);
 // In place softmax backward: g <- p * (g - dot), p and g rows of length n.
 void vec_softmax_grad(float* g, const float* p, int64_t n, float dot);
 

@@ -62,11 +62,9 @@ OpStats visual_word_kl(const VisualWordKLArgs& a) {
         const float ma = vec_max(ar, V), mb = vec_max(br, V);
         check_logit_row(op, ma, c0 + r);
         check_logit_row(op, mb, c0 + r);
-        const double lse_a = ma + std::log(vec_sum_exp(ar, V, ma));
-        const double lse_b = mb + std::log(vec_sum_exp(br, V, mb));
-        const KlRow kl = vec_kl(ar, br, V, lse_a, lse_b);
+        const KlRow kl = vec_kl(ar, br, V, ma, mb);
         row_loss[c0 + r] = kl.kl;
-        if (grad) vec_kl_grad(ar, br, V, lse_a, lse_b, kl, sa, sb);
+        if (grad) vec_kl_grad(ar, br, V, ma, mb, kl, sa, sb);
       }
     });
     if (grad_lm) logits_backward(nc, V, d, B, w_lm, h + c0 * d, dh ? dh + c0 * d : nullptr, a.dw_lm);

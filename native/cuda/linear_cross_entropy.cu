@@ -116,17 +116,20 @@ __global__ void __launch_bounds__(kRowThreads) linear_cross_entropy_row_kernel(C
   st = block_allreduce(st, SoftmaxMerge{}, softmax_empty());
   sum_z = block_allreduce(sum_z, SumOp{}, 0.0);
 
-  const double lse = static_cast<double>(st.m) + log(static_cast<double>(st.s));
+  // lse kept as its parts m and log s, never added before z is subtracted: next to a huge max (|m| ~ 1e30)
+  // m + log s rounds to m even in double (the CPU's vec_exp).
+  const double m = st.m, log_s = log(static_cast<double>(st.s)), lse = m + log_s;
   if (threadIdx.x == 0) {
     if (st.bad()) flag_bad_row(p.status, p.row0 + r, st.reported_max());
-    double loss = (1.0 - p.eps) * (lse - z_t) + p.lam * lse * lse;
-    if (p.eps != 0.0) loss += p.eps * (lse - sum_z / V);
+    double loss = (1.0 - p.eps) * ((m - z_t) + log_s) + p.lam * lse * lse;
+    if (p.eps != 0.0) loss += p.eps * ((m - sum_z / V) + log_s);
     p.row_loss[r] = loss;
   }
   if (!p.grad) return;
 
-  // Read 2: p_v = exp(z - lse) with lse split into float hi + lo (see Split), as the CPU's vec_exp.
-  const Split lse_c = split(lse);
+  // Read 2: p_v = exp((z - m) - log s) with log s split into float hi + lo (see Split), as the CPU's vec_exp.
+  const Split ls_c = split(log_s);
+  const float m_f = st.m;
   const float scale = static_cast<float>(p.scale->c * (1.0 + 2.0 * p.lam * lse));
   const float u = p.scale->u, hit = p.scale->hit;
   for (int v = threadIdx.x * VEC; v < V; v += blockDim.x * VEC) {
@@ -134,7 +137,7 @@ __global__ void __launch_bounds__(kRowThreads) linear_cross_entropy_row_kernel(C
     load_row<VEC>(z + v, x);
 #pragma unroll
     for (int j = 0; j < VEC; ++j) {
-      float gv = scale * expf((x[j] - lse_c.hi) - lse_c.lo) - u;
+      float gv = scale * expf(((x[j] - m_f) - ls_c.hi) - ls_c.lo) - u;
       if (v + j == t) gv -= hit;
       x[j] = gv;
     }

@@ -41,14 +41,16 @@ __global__ void __launch_bounds__(kRowThreads) pseudo_image_features_softmax_ker
   row_softmax_state<VEC>(z, p.V, st);
   if (threadIdx.x == 0 && st.bad()) flag_bad_row(p.status, p.row0 + r, st.reported_max());
 
-  // lse in double, split (see Split): a float log s would bias every p by up to 2^-24 |lse| relative.
-  const Split lse = split(static_cast<double>(st.m) + log(static_cast<double>(st.s)));
+  // p = exp((z - m) - log s), log s in double and split (see Split): a float log s would bias every p by up to
+  // 2^-24 |log s| relative, and m + log s rounds to m next to a huge max (the CPU's vec_exp).
+  const Split ls = split(log(static_cast<double>(st.s)));
+  const float m = st.m;
   OutT* out = static_cast<OutT*>(p.p_out) + off;
   for (int v = threadIdx.x * VEC; v < p.V; v += blockDim.x * VEC) {
     float x[VEC];
     load_row<VEC>(z + v, x);
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) x[j] = expf((x[j] - lse.hi) - lse.lo);
+    for (int j = 0; j < VEC; ++j) x[j] = expf(((x[j] - m) - ls.hi) - ls.lo);
     store_row<VEC>(out + v, x);
   }
 }
@@ -99,7 +101,8 @@ __global__ void __launch_bounds__(kRowThreads) pseudo_image_features_backward_ro
     if (sm.bad()) flag_bad_row(p.status, p.row0 + r, sm.reported_max());
   }
 
-  const Split lse = split(static_cast<double>(st.m) + log(st.s));
+  const Split ls = split(log(st.s));  // as in the forward kernel
+  const float m = st.m;
   const float dot = static_cast<float>(st.t / st.s);
   OutT* pout = static_cast<OutT*>(p.p_out) + off;
   OutT* daout = static_cast<OutT*>(p.da_out) + off;
@@ -109,7 +112,7 @@ __global__ void __launch_bounds__(kRowThreads) pseudo_image_features_backward_ro
     load_row<VEC>(g + v, gv);
 #pragma unroll
     for (int j = 0; j < VEC; ++j) {
-      const float pv = expf((zv[j] - lse.hi) - lse.lo);
+      const float pv = expf(((zv[j] - m) - ls.hi) - ls.lo);
       gv[j] = pv * (gv[j] - dot);
       zv[j] = pv;
     }

@@ -27,7 +27,9 @@ namespace {
 // made single-pass. With running maxima Ma, Mb, the reference D = Ma - Mb, weights w = e^(a - Ma) and the
 // log-ratio lr = (a - b) - D (a - b is exact when a ~ b, so lr keeps its relative precision):
 //   Sa = sum w,  L = sum w lr,  E = sum w expm1(-lr)   (E by series-accurate expm1 when |lr| < 0.5, else
-//   as e^((a - Ma) - lr) - w, which cannot overflow: (a - Ma) - lr ~ b - Mb <= 0),
+//   as e^((b - Mb) + dD) - w, dD = D - (Ma - Mb) exact in double: that is w e^-lr, with any rounding of D
+//   carried as the series terms carry it, and it cannot overflow. Not e^((a - Ma) - lr): where a is ~1e30
+//   below Ma, both terms are ~1e30 and their difference keeps nothing of b - Mb),
 //   KL = L / Sa + log1p(E / Sa)
 // The second term is the exact normalisation of q relative to p, so any constant error in D cancels and a
 // near-zero KL (~|lr|^2) keeps relative accuracy instead of being a difference of O(log V) lse terms.
@@ -38,8 +40,12 @@ namespace {
 // Sums are double (the row pass is memory bound, so that is free); Mb propagates NaN so a NaN in b is
 // reported like the CPU's max. Empty: Sa = 0.
 struct KlState {
-  float ma, mb, D;
+  float ma, mb, D, dD;
   double sa, sb, l, e;
+
+  VW_HD static float d_error(float d, float ma, float mb) {
+    return static_cast<float>(static_cast<double>(d) - (static_cast<double>(ma) - static_cast<double>(mb)));
+  }
 
   VW_HD void rebase(float nma, float nmb) {
     const float nd = nma - nmb;
@@ -55,11 +61,11 @@ struct KlState {
     e = alpha * e + ak * (e + sa);
     sa *= alpha;
     sb *= exp_shift(mb, nmb);
-    ma = nma, mb = nmb, D = nd;
+    ma = nma, mb = nmb, D = nd, dD = d_error(nd, nma, nmb);
   }
   VW_HD void add(float a, float b) {
     if (sa == 0.0) {  // first element (Sa >= 1 afterwards, or NaN): lr = 0
-      ma = a, mb = b, D = a - b, sa = 1.0, sb = 1.0, l = 0.0, e = 0.0;
+      ma = a, mb = b, D = a - b, dD = d_error(D, a, b), sa = 1.0, sb = 1.0, l = 0.0, e = 0.0;
       return;
     }
     const float nma = a > ma ? a : ma, nmb = (b > mb || b != b) ? b : mb;
@@ -69,12 +75,12 @@ struct KlState {
     sa += w;
     sb += exp_shift(b, mb);
     l += static_cast<double>(w * lr);
-    e += static_cast<double>(fabsf(lr) < 0.5f ? w * expm1f(-lr) : expf((a - ma) - lr) - w);
+    e += static_cast<double>(fabsf(lr) < 0.5f ? w * expm1f(-lr) : expf((b - mb) + dD) - w);
   }
   VW_HD float max_a() const { return sa != sa ? static_cast<float>(sa) : ma; }  // NaN if any a was NaN
   VW_HD float max_b() const { return mb; }
 };
-VW_HD KlState kl_empty() { return {-INFINITY, -INFINITY, 0.f, 0.0, 0.0, 0.0, 0.0}; }
+VW_HD KlState kl_empty() { return {-INFINITY, -INFINITY, 0.f, 0.f, 0.0, 0.0, 0.0, 0.0}; }
 
 struct KlMerge {
   VW_HD KlState operator()(KlState x, KlState y) const {
