@@ -9,6 +9,12 @@
   LlamaTokenizer.from_pretrained of the directory holding only tokenizer.model and tokenizer_config.json, then
   backend_tokenizer.to_str()).
 - expected.json: per variant, the ids transformers gives for every line of the probe texts (with the BOS it adds).
+
+And tests/fixtures/sentencepiece_mistral/ (tests/data/sentencepiece.test.ts): a Mistral-like tokenizer.model (the
+same settings, plus the control pieces [INST] / [/INST] and a user-defined <image> piece) with tokenizer_config.json
+variants that name other tokens: <variant>/tokenizer_config.json and transformers' <variant>/tokenizer.json as above,
+expected.json: per variant, len(tokenizer), the bos / eos / unk ids, whether tok(text) starts with BOS, and per probe
+text tok(text).input_ids with their decode (skip_special_tokens False and True).
 """
 import json
 import os
@@ -57,5 +63,65 @@ def main():
         json.dump(expected, f, ensure_ascii=False, indent=1)
 
 
+MISTRAL_OUT = os.path.join(os.path.dirname(__file__), '..', 'tests', 'fixtures', 'sentencepiece_mistral')
+MISTRAL_LINES = [
+    "[INST] <image>\nWhat is the colour of the big square? [/INST] red </s>[INST] and the other? [/INST] blue </s>",
+    "[INST] How many objects are there? [/INST] 3 </s>",
+    "There are 12 objects: a red circle, a green square and a blue one.",
+    "ça coûte 5€ — naïve café 東京 🙂  two  spaces\ttab",
+]
+MISTRAL_PROBES = ["[INST] <image>\nWhat is it? [/INST] A red square. </s>", "[INST] q [/INST]<im_end>", "[INST]q[/INST]a",
+                  "x <image> y", "<s>a</s><unk>", "hi"]
+MISTRAL_BASE = {'tokenizer_class': 'LlamaTokenizer', 'bos_token': '<s>', 'eos_token': '</s>', 'unk_token': '<unk>',
+                'add_bos_token': True, 'add_eos_token': False, 'legacy': False}
+SPECIAL = {'special': True, 'normalized': False, 'lstrip': False, 'rstrip': False, 'single_word': False}
+MISTRAL_VARIANTS = {
+    'base': MISTRAL_BASE,
+    # another EOS (generation stops there)
+    'eos_inst': dict(MISTRAL_BASE, eos_token='[/INST]'),
+    # a config that lists additional_special_tokens: transformers then adds none of the control / user-defined pieces
+    'extra_specials': dict(MISTRAL_BASE, pad_token='<unk>', additional_special_tokens=['<image>', '<im_end>']),
+    'decoder_extra': dict(MISTRAL_BASE, additional_special_tokens=['<im_end>'], added_tokens_decoder={
+        '0': dict(SPECIAL, content='<unk>'), '1': dict(SPECIAL, content='<s>'), '2': dict(SPECIAL, content='</s>')}),
+    'empty_extra': dict(MISTRAL_BASE, additional_special_tokens=[]),
+    'no_bos': dict(MISTRAL_BASE, add_bos_token=False),
+}
+
+
+def mistral():
+    shutil.rmtree(MISTRAL_OUT, ignore_errors=True)
+    os.makedirs(MISTRAL_OUT)
+    corpus = os.path.join(MISTRAL_OUT, 'corpus.tmp')
+    with open(corpus, 'w') as f:
+        f.write('\n'.join(MISTRAL_LINES * 40))
+    spm.SentencePieceTrainer.train(input=corpus, model_prefix=os.path.join(MISTRAL_OUT, 'tokenizer'), vocab_size=420, model_type='bpe',
+                                   byte_fallback=True, character_coverage=0.9995, split_digits=True, normalization_rule_name='identity',
+                                   remove_extra_whitespaces=False, add_dummy_prefix=True, allow_whitespace_only_pieces=True,
+                                   control_symbols=['[INST]', '[/INST]'], user_defined_symbols=['<image>'],
+                                   bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2, num_threads=1)
+    os.remove(corpus)
+    os.remove(os.path.join(MISTRAL_OUT, 'tokenizer.vocab'))
+    expected = {}
+    for variant, cfg in MISTRAL_VARIANTS.items():
+        d = os.path.join(MISTRAL_OUT, variant)
+        os.makedirs(d)
+        with open(os.path.join(d, 'tokenizer_config.json'), 'w') as f:
+            json.dump(cfg, f, indent=2)
+        shutil.copy(os.path.join(MISTRAL_OUT, 'tokenizer.model'), os.path.join(d, 'tokenizer.model'))
+        tok = AutoTokenizer.from_pretrained(d)
+        os.remove(os.path.join(d, 'tokenizer.model'))
+        with open(os.path.join(d, 'tokenizer.json'), 'w') as f:
+            f.write(tok.backend_tokenizer.to_str(pretty=True))
+        probes = []
+        for t in MISTRAL_PROBES:
+            ids = tok(t).input_ids
+            probes.append({'text': t, 'ids': ids, 'decode': tok.decode(ids), 'decode_skip': tok.decode(ids, skip_special_tokens=True)})
+        expected[variant] = {'len': len(tok), 'bos_id': tok.bos_token_id, 'eos_id': tok.eos_token_id, 'unk_id': tok.unk_token_id,
+                             'adds_bos': tok('x').input_ids[0] == tok.bos_token_id, 'probes': probes}
+    with open(os.path.join(MISTRAL_OUT, 'expected.json'), 'w') as f:
+        json.dump(expected, f, ensure_ascii=False, indent=1)
+
+
 if __name__ == '__main__':
     main()
+    mistral()

@@ -8,7 +8,8 @@
 // transformers (tests/data/sentencepiece.test.ts, fixture by scripts/make_sentencepiece_fixture.py; added tokens:
 // tests/model/sentencepiece_added.test.ts, scripts/make_sentencepiece_added_fixture.py).
 // The conversion is cached per user (XDG_CACHE_HOME or ~/.cache: vwlmm/tokenizers, else the OS temp folder's
-// vwlmm-tokenizers-<uid>), in a folder only its owner can enter; a cache file is used only when this user owns it.
+// vwlmm-tokenizers-<uid>), in a folder only its owner can enter, one folder per conversion holding tokenizer.json and
+// copies of the config files beside tokenizer.model; a cache entry is used only when this user owns it.
 import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -206,7 +207,7 @@ export function llamaTokenizerJson(model: SentencePieceModel, opts: LlamaTokeniz
 // The named special tokens of a tokenizer_config.json after unk / bos / eos (transformers' SPECIAL_TOKENS_ATTRIBUTES).
 const OTHER_SPECIAL_KEYS = ['sep_token', 'pad_token', 'cls_token', 'mask_token'];
 // Bumped when the conversion changes, so that no cache file of an older one is used.
-const CONVERTER_VERSION = 'llama-tokenizer-2';
+const CONVERTER_VERSION = 'llama-tokenizer-3';
 
 /** A JSON object from a small file of the tokenizer's directory, or undefined when there is no such file. */
 function readJsonObject(file: string): { text: string; value: Record<string, unknown> } | undefined {
@@ -339,14 +340,22 @@ function trustedCacheFile(file: string): boolean {
   }
 }
 
+/** A cache entry this user may trust: a folder (not a link) it owns that no one else can write, holding `files` as trusted files. */
+function trustedCacheEntry(dir: string, files: string[]): boolean {
+  return ownedDir(dir, false) && files.every((f) => trustedCacheFile(path.join(dir, f)));
+}
+
 /**
- * The tokenizer.json of a directory that has only a SentencePiece tokenizer.model (with maybe tokenizer_config.json
- * and added_tokens.json): converted once and cached for this user (tokenizerCacheDir; the checkpoint directory is
- * not written), keyed by the sha256 of the converter's version and every file it reads.
+ * The tokenizer.json of a directory that has only a SentencePiece tokenizer.model (with maybe tokenizer_config.json,
+ * special_tokens_map.json and added_tokens.json): converted once and cached for this user (tokenizerCacheDir; the
+ * checkpoint directory is not written), keyed by the sha256 of the converter's version and every file it reads. The
+ * cache entry is a folder that also holds copies of the directory's tokenizer_config.json and special_tokens_map.json:
+ * TextTokenizer reads the special tokens (eos_token, pad_token, additional_special_tokens) from beside the
+ * tokenizer.json it opens, and would otherwise fall back to its defaults.
  */
 export function tokenizerJsonFromSentencePiece(dir: string): string {
   const modelFile = path.join(dir, 'tokenizer.model'), cfgFile = path.join(dir, 'tokenizer_config.json'), addedFile = path.join(dir, 'added_tokens.json');
-  const cfgJson = readJsonObject(cfgFile), addedJson = readJsonObject(addedFile);
+  const cfgJson = readJsonObject(cfgFile), addedJson = readJsonObject(addedFile), mapJson = readJsonObject(path.join(dir, 'special_tokens_map.json'));
   const cfg = cfgJson?.value ?? {};
   const tokenName = (v: unknown, d: string) => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : d);
   const bool = (k: string): boolean | undefined => (typeof cfg[k] === 'boolean' ? (cfg[k] as boolean) : undefined);
@@ -358,18 +367,33 @@ export function tokenizerJsonFromSentencePiece(dir: string): string {
     throw new Error(`sentencepiece: cannot read ${modelFile}: ${(e as Error).message}`);
   }
   const key = createHash('sha256').update(CONVERTER_VERSION).update('\0').update(modelBytes).update('\0').update(cfgJson?.text ?? '')
-    .update('\0').update(addedJson?.text ?? '').digest('hex').slice(0, 32);
+    .update('\0').update(addedJson?.text ?? '').update('\0').update(mapJson?.text ?? '').digest('hex').slice(0, 32);
+  const copies: [string, string][] = [];
+  if (cfgJson) copies.push(['tokenizer_config.json', cfgJson.text]);
+  if (mapJson) copies.push(['special_tokens_map.json', mapJson.text]);
+  const names = ['tokenizer.json', ...copies.map(([n]) => n)];
   const cache = tokenizerCacheDir();
-  const out = path.join(cache ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-tokenizer-')), `${key}.json`);
-  if (cache && trustedCacheFile(out)) return out;
+  const entry = cache ? path.join(cache, key) : null;
+  if (entry && trustedCacheEntry(entry, names)) return path.join(entry, 'tokenizer.json');
   const json = llamaTokenizerJson(readSentencePieceModel(modelFile), {
     legacy: bool('legacy'), addPrefixSpace: bool('add_prefix_space'), addBosToken: bool('add_bos_token'), addEosToken: bool('add_eos_token'),
     unkToken: tokenName(cfg.unk_token, '<unk>'), bosToken: tokenName(cfg.bos_token, '<s>'), eosToken: tokenName(cfg.eos_token, '</s>'),
     ...addedTokensOf(cfg, cfgFile, addedJson?.value, addedFile),
   }, modelFile);
-  // written whole under a name of its own, then renamed over (replacing a file this user did not trust)
-  const tmp = `${out}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(json), { mode: 0o600, flag: 'wx' });
-  fs.renameSync(tmp, out);
-  return out;
+  // written whole into a private folder of its own, then renamed into place (replacing an entry this user did not trust)
+  const tmp = fs.mkdtempSync(cache ? path.join(cache, `${key}.tmp-`) : path.join(os.tmpdir(), 'vwlmm-tokenizer-'));
+  fs.writeFileSync(path.join(tmp, 'tokenizer.json'), JSON.stringify(json), { mode: 0o600, flag: 'wx' });
+  for (const [name, text] of copies) fs.writeFileSync(path.join(tmp, name), text, { mode: 0o600, flag: 'wx' });
+  if (!entry) return path.join(tmp, 'tokenizer.json');
+  try {
+    fs.renameSync(tmp, entry);
+  } catch {
+    // another process put the same entry there first, or an untrusted one is in the way
+    if (trustedCacheEntry(entry, names)) fs.rmSync(tmp, { recursive: true, force: true });
+    else {
+      fs.rmSync(entry, { recursive: true, force: true });
+      fs.renameSync(tmp, entry);
+    }
+  }
+  return path.join(entry, 'tokenizer.json');
 }

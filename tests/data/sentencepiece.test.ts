@@ -2,10 +2,12 @@
 // LlamaTokenizer makes of it (scripts/make_sentencepiece_fixture.py, transformers 5.18): the same JSON field for field
 // (vocabulary, merges in order, pre-tokenizer, post-processor, decoder, added tokens), and the same ids token for token
 // on Vicuna-template prompts with the <image> placeholder, digits, accents, CJK, emoji, whitespace and inline
-// specials, in both legacy modes; broken model files are refused with a message.
+// specials, in both legacy modes; broken model files are refused with a message. A Mistral-like model (control pieces
+// [INST] / [/INST], a user-defined <image>; tests/fixtures/sentencepiece_mistral) with configs that name other tokens:
+// the tokenizer the pipeline opens from the converted file has the config's tokens, as transformers' has.
 import * as fs from 'fs';
 import * as path from 'path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { llamaTokenizerJson, readSentencePieceModel, tokenizerJsonFromSentencePiece } from '../../src/data/sentencepiece';
 import { TextTokenizer } from '../../src/data/tokenizer';
 import { tempDirs } from '../support/tmp';
@@ -13,6 +15,30 @@ import { tempDirs } from '../support/tmp';
 const dir = path.join(__dirname, '..', 'fixtures', 'sentencepiece');
 const tmp = tempDirs('spm');
 const expected = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as Record<string, { text: string; ids: number[] }[]>;
+const mdir = path.join(__dirname, '..', 'fixtures', 'sentencepiece_mistral');
+interface MistralExpected {
+  len: number; bos_id: number; eos_id: number; unk_id: number; adds_bos: boolean;
+  probes: { text: string; ids: number[]; decode: string; decode_skip: string }[];
+}
+const mexpected = JSON.parse(fs.readFileSync(path.join(mdir, 'expected.json'), 'utf8')) as Record<string, MistralExpected>;
+
+// every conversion of this file goes to a cache of its own
+const savedCache = process.env.XDG_CACHE_HOME;
+beforeAll(() => {
+  process.env.XDG_CACHE_HOME = tmp();
+});
+afterAll(() => {
+  if (savedCache === undefined) delete process.env.XDG_CACHE_HOME;
+  else process.env.XDG_CACHE_HOME = savedCache;
+});
+
+/** A checkpoint-like directory: the Mistral-like tokenizer.model and the variant's tokenizer_config.json. */
+function mistralDir(variant: string): string {
+  const d = tmp();
+  fs.copyFileSync(path.join(mdir, 'tokenizer.model'), path.join(d, 'tokenizer.model'));
+  fs.copyFileSync(path.join(mdir, variant, 'tokenizer_config.json'), path.join(d, 'tokenizer_config.json'));
+  return d;
+}
 
 describe('SentencePiece tokenizer.model', () => {
   for (const variant of ['legacy', 'non_legacy']) {
@@ -42,5 +68,33 @@ describe('SentencePiece tokenizer.model', () => {
     expect(() => readSentencePieceModel(path.join(d, 'none.model'))).toThrow(/cannot read .*none.model/);
     const unigram = { ...readSentencePieceModel(path.join(dir, 'tokenizer.model')), modelType: 1 };
     expect(() => llamaTokenizerJson(unigram)).toThrow(/is a unigram model; LLaMA tokenizers are BPE/);
+  });
+});
+
+describe('SentencePiece tokenizer.model with a tokenizer_config.json', () => {
+  for (const variant of Object.keys(mexpected)) {
+    it(`${variant}: the tokenizer opened from the converted file has the config's tokens`, () => {
+      const want = mexpected[variant];
+      const tok = new TextTokenizer(tokenizerJsonFromSentencePiece(mistralDir(variant)));
+      // eos_inst: the config's eos_token is [/INST] (generation stops there), not the built-in </s>
+      expect([tok.bosId, tok.eosId, tok.unkId]).toEqual([want.bos_id, want.eos_id, want.unk_id]);
+      expect(tok.vocabSize).toBe(want.len);
+    });
+  }
+
+  it("the converted folder holds the config's copy, and a changed config is another conversion", () => {
+    const d = mistralDir('eos_inst');
+    const file = tokenizerJsonFromSentencePiece(d);
+    expect(fs.readFileSync(path.join(path.dirname(file), 'tokenizer_config.json'), 'utf8')).toBe(fs.readFileSync(path.join(d, 'tokenizer_config.json'), 'utf8'));
+    expect(tokenizerJsonFromSentencePiece(d)).toBe(file);
+    fs.copyFileSync(path.join(mdir, 'base', 'tokenizer_config.json'), path.join(d, 'tokenizer_config.json'));
+    const other = tokenizerJsonFromSentencePiece(d);
+    expect(other).not.toBe(file);
+    expect(new TextTokenizer(other).eosId).toBe(2);
+    // a cache entry that lost its config copy is converted again
+    fs.rmSync(path.join(path.dirname(file), 'tokenizer_config.json'));
+    fs.copyFileSync(path.join(mdir, 'eos_inst', 'tokenizer_config.json'), path.join(d, 'tokenizer_config.json'));
+    expect(tokenizerJsonFromSentencePiece(d)).toBe(file);
+    expect(new TextTokenizer(file).eosToken).toBe('[/INST]');
   });
 });
