@@ -3,10 +3,14 @@
 // model_id, metadata}` as LLaVA writes it (prompt: the question text; text: the greedy answer, stripped). The
 // prompt is the loader's: "<image>\n" + question as the human turn of the conversation template, the assistant
 // turn open (the question as it is: LLaVA's eval loaders do not strip it, as preprocess_multimodal does in training).
-// Questions are split as LLaVA's --num-chunks / --chunk-idx split them; a rerun skips the ids already in the answers
-// file, and lines are appended and flushed per batch, so a killed run loses at most one batch.
+// Lines are written as LLaVA's json.dumps writes them (', ' and ': ', non-ASCII as \uXXXX escapes).
+// Questions are split as LLaVA's --num-chunks / --chunk-idx split them; a rerun skips the questions already answered
+// in the answers file, and lines are appended and flushed per batch, so a killed run loses at most one batch. A
+// question's answer is found by (question_id, round_id, prompt), not the id alone (MME asks two questions of an image
+// under one id); the k-th such line answers the k-th such question. A resumed file has this chunk's lines put back in
+// question order, LLaVA's order, which MME's and POPE's scorers read in pairs and zip with their labels.
 // format 'science' is model_vqa_science.py; 'mmbench' is model_vqa_mmbench.py (src/eval/mmbench.ts: an MMBench TSV with
-// base64 images; its lines add round_id, options and option_char, and a question is done per (question_id, round_id)).
+// base64 images; its lines add round_id, options and option_char).
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -20,7 +24,7 @@ import { VwLmm } from '../model/vwlmm';
 import { chunkOf } from './chunk';
 import { pyStrip } from './evalai';
 import { mmbenchQuestions } from './mmbench';
-import { pyKey } from './pyformat';
+import { pyJsonDumps, pyKey } from './pyformat';
 
 export { chunkOf };
 
@@ -85,17 +89,20 @@ function answerId(): string {
   return Array.from(bytes, (b) => SHORTUUID[b % SHORTUUID.length]).join('');
 }
 
-/** A question's identity in the answers file: its id, and its round where LLaVA writes one (MMBench). */
-const doneKey = (id: unknown, round: unknown) => (round === undefined ? pyKey(id) : `${pyKey(id)}#${pyKey(round)}`);
+/**
+ * A question's identity in the answers file: its id, its round where LLaVA writes one (MMBench), and its prompt (the
+ * id alone is not one: MME's two questions of an image share it).
+ */
+const doneKey = (id: unknown, round: unknown, prompt: unknown) => JSON.stringify([pyKey(id), round === undefined ? null : pyKey(round), pyKey(prompt)]);
 
 /**
- * The questions already answered, and the model_id of the first line that names another model than `modelId` (null
- * when none does); a last line cut short by a killed run is removed from the file.
+ * The answer lines of the file by doneKey, in file order, and the model_id of the first line that names another model
+ * than `modelId` (null when none does); a last line cut short by a killed run is removed from the file.
  */
-function answeredIds(file: string, modelId: string): { ids: Set<string>; other: { line: number; modelId: unknown } | null } {
-  const ids = new Set<string>();
+function answeredLines(file: string, modelId: string): { lines: Map<string, number[]>; other: { line: number; modelId: unknown } | null } {
+  const byKey = new Map<string, number[]>();
   let other: { line: number; modelId: unknown } | null = null;
-  if (!fs.existsSync(file)) return { ids, other };
+  if (!fs.existsSync(file)) return { lines: byKey, other };
   const text = fs.readFileSync(file, 'utf8');
   const lines = text.split('\n');
   let keep = 0; // bytes of complete lines
@@ -104,9 +111,10 @@ function answeredIds(file: string, modelId: string): { ids: Set<string>; other: 
     const last = i === lines.length - 1;
     if (last && l === '') break;
     try {
-      const rec = JSON.parse(l) as { question_id?: unknown; round_id?: unknown; model_id?: unknown };
+      const rec = JSON.parse(l) as { question_id?: unknown; round_id?: unknown; prompt?: unknown; model_id?: unknown };
       if (last) throw new Error('no newline'); // written without its newline: cut short
-      ids.add(doneKey(rec.question_id, rec.round_id));
+      const k = doneKey(rec.question_id, rec.round_id, rec.prompt);
+      (byKey.get(k) ?? byKey.set(k, []).get(k)!).push(i);
       if (other === null && rec.model_id !== modelId) other = { line: i + 1, modelId: rec.model_id };
       keep += Buffer.byteLength(l, 'utf8') + 1;
     } catch (e) {
@@ -114,7 +122,40 @@ function answeredIds(file: string, modelId: string): { ids: Set<string>; other: 
       fs.truncateSync(file, keep);
     }
   }
-  return { ids, other };
+  return { lines: byKey, other };
+}
+
+/**
+ * The line of the file (0-based) that answers each question, null for none: the k-th line of a doneKey answers the
+ * k-th question of it.
+ */
+function matchAnswers(byKey: Map<string, number[]>, questions: readonly Question[]): (number | null)[] {
+  const next = new Map<string, number>();
+  return questions.map((q) => {
+    const k = doneKey(q.id, q.round?.roundId, q.prompt);
+    const n = next.get(k) ?? 0;
+    next.set(k, n + 1);
+    return byKey.get(k)?.[n] ?? null;
+  });
+}
+
+/**
+ * Puts the answer lines of `questions` in question order, in the places of the file they hold (other lines, another
+ * chunk's, stay where they are): a resumed run appends the questions an earlier run skipped after later ones. The
+ * file is replaced by a rename, so a kill leaves the old or the new one.
+ */
+function orderAnswers(file: string, modelId: string, questions: readonly Question[]) {
+  const at = matchAnswers(answeredLines(file, modelId).lines, questions).filter((i): i is number => i !== null);
+  if (at.every((i, k) => k === 0 || at[k - 1] < i)) return;
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  const out = lines.slice();
+  [...at].sort((a, b) => a - b).forEach((slot, k) => (out[slot] = lines[at[k]]));
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, out.join('\n'));
+  const fd = fs.openSync(tmp, 'r+');
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  fs.renameSync(tmp, file);
 }
 
 const SINGLE_PRED = "Answer with the option's letter from the given choices directly.";
@@ -230,10 +271,11 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
   } else for (const q of loaderQuestions(o.questions, o.strict, skipped)) questions.push(q);
   const chunk = mmbench ?? chunkOf(questions, o.numChunks ?? 1, o.chunkIdx ?? 0);
   fs.mkdirSync(path.dirname(path.resolve(o.answers)), { recursive: true });
-  const { ids: done, other } = answeredIds(o.answers, o.modelId);
+  const { lines: done, other } = answeredLines(o.answers, o.modelId);
   // a rerun resumes its own answers; another model's would be scored as this one's
   if (other) throw new Error(`answers ${o.answers} line ${other.line} is an answer of model_id ${JSON.stringify(other.modelId)}, not of ${JSON.stringify(o.modelId)}: a rerun resumes only its own model's answers (give another answers file, or delete this one)`);
-  const pending = chunk.filter((q) => !done.has(doneKey(q.id, q.round?.roundId)));
+  const found = matchAnswers(done, chunk);
+  const pending = chunk.filter((_, i) => found[i] === null);
   const cfg = model.config, template = getTemplate(o.template ?? cfg.template); // an unknown name fails here, before any work
   const batchSize = o.batchSize ?? 16;
   if (o.flushEvery !== undefined && !(Number.isInteger(o.flushEvery) && o.flushEvery >= 1)) throw new RangeError(`answer: flushEvery must be an integer >= 1, got ${o.flushEvery}`);
@@ -279,7 +321,7 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
         const rec = q.round
           ? { question_id: q.id, round_id: q.round.roundId, prompt: q.prompt, text, options: q.round.options, option_char: q.round.optionChar, answer_id: answerId(), model_id: o.modelId, metadata: {} }
           : { question_id: q.id, prompt: q.prompt, text, answer_id: answerId(), model_id: o.modelId, metadata: {} };
-        lines += JSON.stringify(rec) + '\n';
+        lines += pyJsonDumps(rec, null) + '\n';
       });
       fs.writeSync(fd, lines);
       fs.fsyncSync(fd);
@@ -290,5 +332,7 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
   } finally {
     fs.closeSync(fd);
   }
+  // also when nothing was left to answer: a run killed before this ordered its file
+  if (pending.length < chunk.length) orderAnswers(o.answers, o.modelId, chunk);
   return { total: chunk.length, answered, resumed: chunk.length - pending.length, skipped, generatedTokens: tokens, seconds: (Date.now() - t0) / 1000 };
 }

@@ -1,5 +1,5 @@
 // `vwlmm answer`: LLaVA's question JSONL in, its answers JSONL out (question_id, prompt = the question, text, answer_id,
-// model_id, metadata); LLaVA's chunking; resumable (ids already answered are skipped; a line cut short by a kill is
+// model_id, metadata); LLaVA's chunking; resumable (questions already answered are skipped; a line cut short by a kill is
 // dropped and redone); broken lines and missing images counted by reason with the first example, --strict stops.
 import * as fs from 'fs';
 import * as path from 'path';
@@ -87,6 +87,51 @@ describe('vwlmm answer', () => {
       ['p1', `<image>\nWhich shape is red?\nA. circle\nB. square${suffix}`],
       ['p2', `Which is a colour?\nA. red\nB. left${suffix}`],
     ]);
+    ck.model.dispose();
+  });
+
+  it("resumes per question, not per id (MME's two questions of an image share one), in question order, as LLaVA writes lines", async () => {
+    const recs = JSON.parse(fs.readFileSync(fx.data, 'utf8')) as { image: string }[];
+    const ck = loadCheckpoint(fx.init);
+    const tok = new TextTokenizer(ck.tokenizerPath!);
+    // an image's two questions under one id, as llava_mme.jsonl has them; the last pair a repeated question
+    const qs = [
+      { question_id: 'existence/a.png', image: recs[0].image, text: 'is there a circle?' },
+      { question_id: 'existence/a.png', image: recs[0].image, text: 'is there a square?' },
+      { question_id: 'existence/b.png', image: 'later.png', text: 'is it red? café' },
+      { question_id: 'existence/b.png', image: 'later.png', text: 'is it blue?' },
+      { question_id: 'existence/c.png', image: recs[2].image, text: 'is it big?' },
+      { question_id: 'existence/c.png', image: recs[2].image, text: 'is it big?' },
+    ];
+    const qfile = path.join(dir, 'pairs.jsonl');
+    fs.writeFileSync(qfile, qs.map((q) => JSON.stringify(q)).join('\n') + '\n');
+    const ask = (answers: string) => answerQuestions(ck.model, tok, { questions: qfile, imageFolder: fx.imageFolder, answers, modelId: 'm', maxNewTokens: 2, batchSize: 3 });
+    const pairs = (f: string) => fs.readFileSync(f, 'utf8').trim().split('\n').map((l) => { const r = JSON.parse(l); return [r.question_id, r.prompt]; });
+    // a run stopped between an image's two questions
+    fs.copyFileSync(path.join(fx.imageFolder, recs[1].image), path.join(fx.imageFolder, 'later.png'));
+    const full = path.join(dir, 'pairs_full.jsonl'), part = path.join(dir, 'pairs_part.jsonl');
+    expect((await ask(full)).answered).toBe(6);
+    fs.writeFileSync(part, fs.readFileSync(full, 'utf8').split('\n').slice(0, 3).join('\n') + '\n');
+    const r = await ask(part);
+    expect([r.answered, r.resumed]).toEqual([3, 3]);
+    expect(pairs(part)).toEqual(qs.map((q) => [q.question_id, q.text]));
+    // the repeated question is answered twice, and a rerun adds nothing
+    fs.writeFileSync(part, fs.readFileSync(full, 'utf8').split('\n').slice(0, 5).join('\n') + '\n');
+    expect((await ask(part)).answered).toBe(1);
+    expect((await ask(part)).answered).toBe(0);
+    expect(pairs(part)).toEqual(qs.map((q) => [q.question_id, q.text]));
+    // questions skipped for their image, answered by a rerun, are put back in question order
+    fs.rmSync(path.join(fx.imageFolder, 'later.png'));
+    const later = path.join(dir, 'pairs_later.jsonl');
+    expect((await ask(later)).skipped.map((s) => s.line)).toEqual([3, 4]);
+    fs.copyFileSync(path.join(fx.imageFolder, recs[1].image), path.join(fx.imageFolder, 'later.png'));
+    expect((await ask(later)).answered).toBe(2);
+    expect(pairs(later)).toEqual(qs.map((q) => [q.question_id, q.text]));
+    fs.rmSync(path.join(fx.imageFolder, 'later.png'));
+    // json.dumps's separators and ASCII escapes, byte for byte
+    const line = fs.readFileSync(later, 'utf8').split('\n')[2];
+    const rec = JSON.parse(line);
+    expect(line).toBe(`{"question_id": "existence/b.png", "prompt": "is it red? caf\\u00e9", "text": ${JSON.stringify(rec.text).replace(/[^ -~]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}, "answer_id": "${rec.answer_id}", "model_id": "m", "metadata": {}}`);
     ck.model.dispose();
   });
 
