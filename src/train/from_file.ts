@@ -18,6 +18,7 @@ import { spareImageWorkers } from '../data/scene_writer';
 import { TextTokenizer } from '../data/tokenizer';
 import { applyLora, loraConfigOf } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
+import { modalityLength } from './sampler';
 import { Stage, Trainable, Trainer, TrainerState } from './trainer';
 import { HostTensor } from '../io/safetensors';
 import { cpu } from '../native';
@@ -53,6 +54,11 @@ export interface FileTrainOptions {
   modelMaxLength?: number;
   /** How the images are checked before training (prepareFile): 'decode' (default) or 'header'. */
   verifyImages?: VerifyImages;
+  /**
+   * LLaVA's --group_by_modality_length (its finetune.sh sets it): batches of image records and of text-only records
+   * kept apart, each of similar lengths (Stage.modalityLengths, src/train/sampler.ts). Default false: plain shuffles.
+   */
+  groupByModalityLength?: boolean;
   resume?: { state: TrainerState; optimizer: Map<string, HostTensor> };
   onLog?: (r: Record<string, unknown>) => void;
   /** SIGINT / SIGTERM stop training cleanly (checkpoint, then TrainingInterrupted); see Trainer.runAsync. */
@@ -77,7 +83,8 @@ export interface FileTrainOptions {
 
 export interface PreparedData {
   /** image: an index into imagePaths, or null for a text-only record. */
-  samples: { inputIds: number[]; labels: number[]; image: number | null }[];
+  /** modalityLength: LLaVA's modality_lengths entry (words, negative when the record has no image; sampler.ts). */
+  samples: { inputIds: number[]; labels: number[]; image: number | null; modalityLength: number }[];
   /** The readable images the samples use (absolute paths): decoded per batch during training, not kept. */
   imagePaths: string[];
   /** Records not trained on: a broken line (JSONL line / JSON list index), an unreadable image. */
@@ -190,7 +197,8 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
       continue;
     }
     if (fit.truncated) truncated++;
-    samples.push({ inputIds: t.inputIds, labels: t.labels, image: fit.image ? image : null });
+    // the record's own words and image key, as LLaVA counts them (not the tokens, nor an image the cut dropped)
+    samples.push({ inputIds: t.inputIds, labels: t.labels, image: fit.image ? image : null, modalityLength: modalityLength(r.conversations as Turn[], r.image !== undefined) });
   }
   return { samples, imagePaths, skipped, mismatches, truncated, verifiedImages: verify };
 }
@@ -288,6 +296,7 @@ async function trainPrepared(model: VwLmm, tokenizer: TextTokenizer, tokenizerJs
   if (data.samples.length === 0) throw new Error(`no trainable samples in ${o.data}: ${describeSkipped(data, o.data)}`);
   const stage: Stage = {
     name: o.stage ?? 'train', size: data.samples.length, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
+    modalityLengths: o.groupByModalityLength ? data.samples.map((x) => x.modalityLength) : undefined,
     lr: o.lr, visionTowerLr: o.visionTowerLr, projectorLr: o.projectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, trainable: o.trainable,
     loadBatch: (idx) => loadFileBatch(model, tokenizer, data, idx, images),
   };

@@ -8,6 +8,7 @@ export type { FileTrainOptions, PreparedData, VerifyImages } from './from_file';
 export { StopRequest, installStopHandlers, TrainingInterrupted, NonFiniteError, exitCodeFor, STOP_SIGNALS } from './interrupt';
 export type { StopSignal } from './interrupt';
 export { cosineWithWarmup } from './schedule';
+export { modalityLength, modalityLengthGroupedIndices, lengthGroupedIndices, splitToEvenChunks } from './sampler';
 export { modelBatchArrays } from './replay';
 export { Progress } from './progress';
 export { plotMetrics, plotLines } from '../viz/plot';

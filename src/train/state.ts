@@ -10,6 +10,8 @@ export interface StageSettings {
    * Absent in checkpoints written before it was recorded.
    */
   batchSize?: number;
+  /** Whether the stage's order groups samples by modality and length (Stage.modalityLengths); absent in older checkpoints: false. */
+  groupByModalityLength?: boolean;
   lr: number;
   visionTowerLr: number | null;
   projectorLr: number | null;

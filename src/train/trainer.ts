@@ -47,6 +47,7 @@ import type { ProcessGroup } from '../distributed/process_group';
 import { DEFAULT_BUCKET_BYTES, ZeroAdamW } from '../distributed/zero';
 import { checkRanksAgree, shapesSummary } from '../distributed/consistency';
 import { modelBatchArrays, StageReplay } from './replay';
+import { modalityLengthGroupedIndices } from './sampler';
 import { cosineWithWarmup } from './schedule';
 import { installStopHandlers, NonFiniteError, StopRequest, TrainingInterrupted } from './interrupt';
 import type { StageSettings, TrainerState } from './state';
@@ -111,6 +112,12 @@ export interface Stage {
    */
   steps?: number;
   epochs?: number;
+  /**
+   * LLaVA's group_by_modality_length (src/train/sampler.ts): per sample, its length (LLaVA's modality_lengths: words,
+   * > 0 with an image, < 0 text only), and each epoch's order keeps image and text-only samples in separate batches of
+   * similar lengths. Absent: each epoch a plain seeded permutation.
+   */
+  modalityLengths?: ArrayLike<number>;
   batchSize: number;
   gradAccum?: number;
   lr: number;
@@ -274,7 +281,7 @@ export function applyTrainable(model: VwLmm, t: Trainable): void {
 function stageSettings(s: Stage, worldSize: number): StageSettings {
   const opt = (v: number | undefined) => v ?? null;
   return {
-    size: s.size, samplesPerStep: s.batchSize * (s.gradAccum ?? 1) * worldSize, batchSize: s.batchSize, lr: s.lr, visionTowerLr: opt(s.visionTowerLr),
+    size: s.size, samplesPerStep: s.batchSize * (s.gradAccum ?? 1) * worldSize, batchSize: s.batchSize, groupByModalityLength: s.modalityLengths !== undefined, lr: s.lr, visionTowerLr: opt(s.visionTowerLr),
     projectorLr: opt(s.projectorLr), warmupRatio: opt(s.warmupRatio), weightDecay: opt(s.weightDecay), maxGradNorm: opt(s.maxGradNorm),
   };
 }
@@ -302,7 +309,7 @@ export function batchIndices(seed: number, s: Stage, step: number, micro: number
   for (let k = 0; k < s.batchSize; k++) {
     const flat = start + k, epoch = Math.floor(flat / s.size), pos = flat % s.size;
     if (epoch !== cachedEpoch) {
-      order = epochOrder(seed, s.name, epoch, s.size);
+      order = epochOrder(seed, s, epoch, worldSize);
       cachedEpoch = epoch;
     }
     out.push(order[pos]);
@@ -318,22 +325,25 @@ const SAMPLE_ORDER = 'by-stage-name';
 /** What the optimizer entries' indices count, saved in checkpoints (TrainerState.optimizerIndex): the stage's parameters. */
 const OPTIMIZER_INDEX = 'parameters';
 
-const orderCache = new Map<string, number[]>();
-function epochOrder(seed: number, stage: string, epoch: number, n: number): number[] {
-  const key = JSON.stringify([seed, stage, epoch, n]);
-  let o = orderCache.get(key);
-  if (!o) {
-    o = new Generator(seed).fork(`stage ${stage}`).fork(`epoch${epoch}`).shuffle(Array.from({ length: n }, (_, i) => i));
-    if (orderCache.size > 8) orderCache.clear();
-    orderCache.set(key, o);
-  }
-  return o;
+// Keyed by the lengths array's identity too: a stage object built again for the same data draws its order again.
+const orderCache = new Map<string, { lengths: ArrayLike<number> | undefined; order: number[] }>();
+function epochOrder(seed: number, s: Stage, epoch: number, worldSize: number): number[] {
+  const n = s.size, lengths = s.modalityLengths, chunks = worldSize * (s.gradAccum ?? 1);
+  const key = JSON.stringify([seed, s.name, epoch, n, lengths ? [s.batchSize, chunks] : null]);
+  const hit = orderCache.get(key);
+  if (hit && hit.lengths === lengths) return hit.order;
+  const g = new Generator(seed).fork(`stage ${s.name}`).fork(`epoch${epoch}`);
+  const randperm = (k: number) => g.shuffle(Array.from({ length: k }, (_, i) => i));
+  const order = lengths ? modalityLengthGroupedIndices(lengths, s.batchSize, chunks, randperm) : randperm(n);
+  if (orderCache.size > 8) orderCache.clear();
+  orderCache.set(key, { lengths, order });
+  return order;
 }
 
 /** A stage's loss and extra parameters, checked before any stage runs (not hours into the run). */
 const STAGE_KEYS = {
   name: true, size: true, makeBatch: true, loadBatch: true, loss: true, prepare: true, extraParameters: true, steps: true, epochs: true,
-  batchSize: true, gradAccum: true, lr: true, visionTowerLr: true, projectorLr: true, warmupRatio: true, weightDecay: true, maxGradNorm: true,
+  modalityLengths: true, batchSize: true, gradAccum: true, lr: true, visionTowerLr: true, projectorLr: true, warmupRatio: true, weightDecay: true, maxGradNorm: true,
   trainable: true,
 } satisfies Record<keyof Stage, true>;
 const TRAINABLE_KEYS = { visionTower: true, projector: true, llm: true, vmHead: true, lora: true } satisfies Record<keyof Trainable, true>;
@@ -359,6 +369,13 @@ function checkStage(model: VwLmm, s: Stage): void {
   };
   integer('size', s.size, 0);
   integer('batchSize', s.batchSize, 1);
+  if (s.modalityLengths !== undefined) {
+    const l = s.modalityLengths;
+    if (l === null || typeof l !== 'object' || typeof l.length !== 'number') throw typeError(where, 'modalityLengths', 'an array of numbers (one per sample)', l);
+    if (l.length !== s.size) throw rangeError(where, `modalityLengths holds ${l.length} lengths for ${s.size} samples (size)`);
+    for (let i = 0; i < l.length; i++)
+      if (!(typeof l[i] === 'number' && Number.isFinite(l[i]) && l[i] !== 0)) throw rangeError(where, `modalityLengths[${i}] must be a finite non-zero number (> 0: with an image, < 0: text only), got ${l[i]}`);
+  }
   if (s.gradAccum !== undefined) integer('gradAccum', s.gradAccum, 1);
   if (s.steps !== undefined) integer('steps', s.steps, 0);
   else if (s.epochs !== undefined) number('epochs', s.epochs, (x) => x > 0, 'a number > 0 (or give steps)');
@@ -621,11 +638,13 @@ export class Trainer {
     if (st.stageSettings) {
       const now = this.stages.map((s) => stageSettings(s, this.world));
       for (let i = 0; i < now.length; i++) {
-        const was = st.stageSettings[i] as unknown as Record<string, unknown> | undefined, is = now[i] as unknown as Record<string, unknown>;
+        // a checkpoint from before modality-length grouping existed ordered its samples without it
+        const recorded = st.stageSettings[i] as unknown as Record<string, unknown> | undefined;
+        const was: Record<string, unknown> | undefined = recorded && { groupByModalityLength: false, ...recorded }, is = now[i] as unknown as Record<string, unknown>;
         // a setting the checkpoint does not record (written before it was recorded) is not checked
         const k = was && Object.keys(is).find((key) => key in was && (was[key] ?? null) !== is[key]);
         if (k) {
-          const what = k === 'samplesPerStep' ? 'samples per optimizer step (batch size x grad accumulation x ranks)' : k === 'size' ? 'samples in its data' : k === 'batchSize' ? 'samples per micro-batch on each rank (batch size)' : k;
+          const what = k === 'samplesPerStep' ? 'samples per optimizer step (batch size x grad accumulation x ranks)' : k === 'size' ? 'samples in its data' : k === 'batchSize' ? 'samples per micro-batch on each rank (batch size)' : k === 'groupByModalityLength' ? 'samples grouped by modality and length (--group-by-modality-length)' : k;
           // each micro-batch's loss is a mean over its own samples' target tokens: another micro-batch size changes the
           // objective, while the same micro-batches over other ranks x accumulation give the same one
           const how = k === 'batchSize' ? `: keep batch size ${was![k]} and give ranks x grad accumulation the product the checkpoint's run had` : '';
