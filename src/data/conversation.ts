@@ -282,14 +282,17 @@ export function buildPrompt(
 export interface ImageTokenizeOptions {
   /** Id inserted for each "<image>" (default -200). */
   imageTokenIndex?: number;
-  /** Put BOS at the very front (default: when the tokenizer has a BOS token, as LLaVA does). */
+  /**
+   * Put BOS at the very front (default: when the tokenizer puts one in front of a text, TextTokenizer.addsBos, as
+   * LLaVA's tokenizer_image_token keeps the BOS that tokenizer(chunk) gives; none with add_bos_token false).
+   */
   addBos?: boolean;
 }
 
 /** LLaVA tokenizer_image_token: split on "<image>", encode each chunk, -200 between chunks, BOS once in front. */
 export function tokenizerImageToken(text: string, tokenizer: TextTokenizer, options: ImageTokenizeOptions = {}): number[] {
   const imageTokenIndex = options.imageTokenIndex ?? IMAGE_TOKEN_INDEX;
-  const ids = (options.addBos ?? tokenizer.bosId !== null) ? tokenizer.encode('', { addBos: true }) : [];
+  const ids = (options.addBos ?? tokenizer.addsBos) ? tokenizer.encode('', { addBos: true }) : [];
   text.split(IMAGE_TOKEN).forEach((chunk, i) => {
     if (i > 0) ids.push(imageTokenIndex);
     for (const id of tokenizer.encode(chunk)) ids.push(id);
@@ -347,7 +350,7 @@ export function tokenizeConversation(
 ): TokenizedConversation {
   const maxLength = options.maxLength ?? 2048;
   const imageTokenIndex = options.imageTokenIndex ?? IMAGE_TOKEN_INDEX;
-  const addBos = options.addBos ?? tokenizer.bosId !== null;
+  const addBos = options.addBos ?? tokenizer.addsBos;
   checkMaxLength('tokenizeConversation', maxLength);
   const segs = buildSegments(conversations, template, { moveImageToFront: options.moveImageToFront ?? true });
   const prompt = segs.map((s) => s.text).join('');

@@ -115,6 +115,13 @@ export class TextTokenizer {
   readonly bosToken: string | null;
   readonly eosToken: string | null;
   readonly unkToken: string | null;
+  /**
+   * Whether transformers' tokenizer(text) puts BOS in front: the post_processor's template starts with the BOS token
+   * (transformers writes add_bos_token there). LLaVA's tokenizer_image_token keeps that BOS and adds none of its own,
+   * so the conversation functions follow this. A tokenizer.json without a post_processor (vwlmm's word-level ones):
+   * true when there is a BOS token.
+   */
+  readonly addsBos: boolean;
   /** Largest token id + 1 (model vocabulary plus added tokens; LLaMA: 32000). */
   readonly vocabSize: number;
   /** Ids dropped by decode({ skipSpecial: true }). */
@@ -221,6 +228,7 @@ export class TextTokenizer {
     this.bosId = idOf('bos_token', bosToken);
     this.eosId = idOf('eos_token', eosToken);
     this.unkId = idOf('unk_token', unkToken);
+    this.addsBos = bosToken !== null && (json.post_processor === null || json.post_processor === undefined || specials.before[0] === bosToken);
     this.padId = padToken !== null ? (idOf('pad_token', padToken) as number) : (this.eosId ?? 0);
 
     let maxId = -1;

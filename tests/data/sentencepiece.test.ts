@@ -10,6 +10,7 @@ import * as path from 'path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { llamaTokenizerJson, readSentencePieceModel, tokenizerJsonFromSentencePiece } from '../../src/data/sentencepiece';
 import { TextTokenizer } from '../../src/data/tokenizer';
+import { tokenizeConversation, tokenizerImageToken } from '../../src/data/conversation';
 import { tempDirs } from '../support/tmp';
 
 const dir = path.join(__dirname, '..', 'fixtures', 'sentencepiece');
@@ -96,5 +97,19 @@ describe('SentencePiece tokenizer.model with a tokenizer_config.json', () => {
     fs.copyFileSync(path.join(mdir, 'eos_inst', 'tokenizer_config.json'), path.join(d, 'tokenizer_config.json'));
     expect(tokenizerJsonFromSentencePiece(d)).toBe(file);
     expect(new TextTokenizer(file).eosToken).toBe('[/INST]');
+  });
+
+  it('add_bos_token false: no BOS in front (tokenizer.model, and the tokenizer.json transformers saved), as LLaVA then has none', () => {
+    for (const variant of ['base', 'no_bos']) {
+      const want = mexpected[variant];
+      const hi = want.probes.find((p) => p.text === 'hi')!.ids;
+      for (const tok of [new TextTokenizer(tokenizerJsonFromSentencePiece(mistralDir(variant))), new TextTokenizer(path.join(mdir, variant))]) {
+        expect(tok.addsBos, variant).toBe(want.adds_bos);
+        expect(tokenizerImageToken('hi', tok), variant).toEqual(hi);
+        const { inputIds, labels } = tokenizeConversation([{ from: 'human', value: '<image>\nhi' }, { from: 'gpt', value: 'hi' }], tok, 'mistral_instruct');
+        expect(inputIds[0] === want.bos_id, variant).toBe(want.adds_bos);
+        expect(labels.slice(-3), variant).toEqual(inputIds.slice(-3)); // the reply still labelled where it is
+      }
+    }
   });
 });
