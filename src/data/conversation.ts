@@ -11,7 +11,8 @@
 //                         SeparatorStyle.MISTRAL: sep "", sep2 "</s>", no system prompt, no space before a)
 //   mistral_instruct      "[INST] " + q + " [/INST]" + " " + a + " " + "</s>" + ... (LLaVA's
 //                         conv_mistral_instruct: SeparatorStyle.LLAMA_2 with sep "" and sep2 "</s>"; a
-//                         non-empty system prompt would be wrapped as "<<SYS>>\n...\n<</SYS>>\n\n" in turn 1)
+//                         non-empty system prompt would be wrapped as "<<SYS>>\n...\n<</SYS>>\n\n" in turn 1; an
+//                         empty message is left out whole, an empty first one refused as LLaVA asserts)
 // Supervised (labelled) text: the assistant replies including what follows them up to and including
 // sep2 ("</s>", tokenised as the EOS added token); for plain the caption + "\n". Everything else (BOS,
 // system prompt, human turns, role names, "<image>") is labelled -100. The boundary before a reply is
@@ -238,7 +239,12 @@ function renderSegments(turns: NormTurn[], t: ConversationTemplate, generation: 
     }
     case 'mistral':
     case 'llama_2': {
+      if (t.style === 'llama_2' && turns.length > 0 && !turns[0].value) {
+        throw new Error(`${t.name} template: the first human turn is empty (LLaVA's get_prompt asserts a first message)`);
+      }
       turns.forEach((turn, i) => {
+        // LLaVA's get_prompt (LLAMA_2) writes nothing for an empty message: no [INST] pair, no " </s>" to supervise
+        if (t.style === 'llama_2' && !turn.value) return;
         if (turn.role === 0) {
           let msg = turn.value;
           if (i === 0 && t.style === 'llama_2' && t.system.length > 0) msg = `<<SYS>>\n${t.system}\n<</SYS>>\n\n${msg}`;
@@ -320,8 +326,8 @@ export interface TokenizedConversation {
   /** Image placeholders in inputIds. */
   numImages: number;
   /**
-   * LLaVA's "tokenization mismatch": a token merged across a segment boundary, or (vicuna-style templates) a prompt
-   * LLaVA's round split cannot label (roundSplitFailure); all labels are then -100.
+   * LLaVA's "tokenization mismatch": a token merged across a segment boundary, or (vicuna_v1 and mistral_instruct
+   * styles) a prompt LLaVA's round split cannot label (roundSplitFailure); all labels are then -100.
    */
   mismatch: boolean;
   /** What mismatched (null when mismatch is false). */
@@ -448,15 +454,16 @@ export function tokenizeConversation(
 }
 
 /**
- * LLaVA's preprocess_v1 (SeparatorStyle.TWO) labels a prompt round by round: it splits the prompt on sep2 ("</s>") and
- * each round on sep + assistant role + ": " (" ASSISTANT: "), and stops at the first round that is empty or does not
- * split in two. Text left after that point makes its token count disagree, and it masks the whole sample as a
- * "tokenization mismatch". That happens to a conversation that ends with a human turn or an empty reply, and to a
- * reply that contains " ASSISTANT: " or "</s>". The reason, or null when the split goes through.
+ * LLaVA's preprocess_v1 (SeparatorStyle.TWO) and preprocess_llama_2 (LLAMA_2) label a prompt round by round: they split
+ * the prompt on sep2 ("</s>") and each round on sep + assistant role + ": " (" ASSISTANT: ") or "[/INST] ", and stop
+ * at the first round that is empty or does not split in two. Text left after that point makes the token count
+ * disagree, and the whole sample is masked as a "tokenization mismatch". That happens to a conversation that ends
+ * with a human turn or an empty reply, and to a turn that contains the round separator or "</s>". The reason, or
+ * null when the split goes through.
  */
 function roundSplitFailure(prompt: string, t: ConversationTemplate): string | null {
-  if (t.style !== 'two') return null;
-  const rounds = prompt.split(t.sep2), sep = `${t.sep}${t.roles[1]}: `;
+  if (t.style !== 'two' && t.style !== 'llama_2') return null;
+  const rounds = prompt.split(t.sep2), sep = t.style === 'two' ? `${t.sep}${t.roles[1]}: ` : '[/INST] ';
   for (let i = 0; i < rounds.length; i++) {
     if (rounds[i] === '') {
       if (i === rounds.length - 1) return null;
@@ -465,8 +472,8 @@ function roundSplitFailure(prompt: string, t: ConversationTemplate): string | nu
     const parts = rounds[i].split(sep).length;
     if (parts !== 2) {
       return parts < 2
-        ? `round ${i + 1} of the prompt has no reply (the conversation ends with a human turn or an empty reply): LLaVA masks the sample`
-        : `round ${i + 1} of the prompt holds "${sep}" ${parts - 1} times (the role written in a turn?): LLaVA's round split stops there and masks the sample`;
+        ? `round ${i + 1} of the prompt has no reply (the conversation ends with a human turn or an empty reply, or "${t.sep2}" is written in a turn): LLaVA masks the sample`
+        : `round ${i + 1} of the prompt holds "${sep}" ${parts - 1} times (written in a turn?): LLaVA's round split stops there and masks the sample`;
     }
   }
   return null;

@@ -1,4 +1,5 @@
 // Conversation templates, tokenisation with image placeholders, label masks and the mismatch check.
+import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import {
   buildGenerationPrompt, buildPrompt, buildSegments, getTemplate, IGNORE_INDEX, IMAGE_TOKEN_INDEX, MISTRAL,
@@ -264,5 +265,35 @@ describe('tokenizeConversation', () => {
     expect(ids.filter((i) => i === IMAGE_TOKEN_INDEX).length).toBe(1);
     expect(ids.slice(-2).map((i) => tok.idToToken(i))).toEqual(['assistant', ':']);
     expect(buildGenerationPrompt([{ from: 'human', value: 'Q' }], 'vicuna_v1').inputIds).toBeNull();
+  });
+});
+
+describe("mistral_instruct: LLaVA's get_prompt (LLAMA_2) and preprocess_llama_2", () => {
+  // LLaVA's prompts, mismatch flags and supervised text (conv_mistral_instruct.get_prompt and preprocess_llama_2 run on
+  // these conversations with a Mistral-like transformers tokenizer)
+  const T = (...v: string[]): Turn[] => v.map((value, i) => ({ from: i % 2 === 0 ? 'human' : 'gpt', value }));
+  const CASES: [string, Turn[], string, boolean, string][] = [
+    ['empty reply mid-way: left out', T('<image>\nQ1', '', 'Q2', 'A2'), '[INST] <image>\nQ1 [/INST][INST] Q2 [/INST] A2 </s>', false, 'A2 </s>'],
+    ['empty human turn mid-way: left out', T('<image>\nQ1', 'A1', '', 'A2'), '[INST] <image>\nQ1 [/INST] A1 </s> A2 </s>', true, ''],
+    ['ends with a human turn', T('<image>\nQ1', 'A1', 'Q2'), '[INST] <image>\nQ1 [/INST] A1 </s>[INST] Q2 [/INST]', true, ''],
+    ['an empty last reply', T('<image>\nQ1', ''), '[INST] <image>\nQ1 [/INST]', true, ''],
+    ['</s> in a human turn', T('<image>\nQ1 </s> x', 'A1'), '[INST] <image>\nQ1 </s> x [/INST] A1 </s>', true, ''],
+    ['</s> in a reply', T('<image>\nQ1', 'A1 </s> x'), '[INST] <image>\nQ1 [/INST] A1 </s> x </s>', true, ''],
+    ['"[/INST] " in a reply', T('<image>\nQ1', 'see [/INST] here', 'Q2', 'A2'), '[INST] <image>\nQ1 [/INST] see [/INST] here </s>[INST] Q2 [/INST] A2 </s>', true, ''],
+    ['two rounds', T('<image>\nQ1', 'A1', 'Q2', 'A2'), '[INST] <image>\nQ1 [/INST] A1 </s>[INST] Q2 [/INST] A2 </s>', false, 'A1 </s> A2 </s>'],
+  ];
+  const tok = new TextTokenizer(path.join(__dirname, '..', 'fixtures', 'sentencepiece_mistral', 'base'));
+  for (const [name, conv, prompt, mismatch, supervised] of CASES) {
+    it(`${name}: ${JSON.stringify(prompt)}${mismatch ? ', masked whole' : ''}`, () => {
+      const r = tokenizeConversation(conv, tok, 'mistral_instruct');
+      expect(r.prompt).toBe(prompt);
+      expect(r.mismatch).toBe(mismatch);
+      if (mismatch) expect(r.mismatchDetail).toMatch(/LLaVA('s round split stops there and)? masks the sample/);
+      expect(tok.decode(r.inputIds.filter((_, i) => r.labels[i] !== IGNORE_INDEX), { skipSpecial: false })).toBe(supervised);
+    });
+  }
+
+  it('an empty first human turn is refused (LLaVA asserts a first message)', () => {
+    expect(() => buildPrompt(T('', 'A1'), 'mistral_instruct')).toThrow(/mistral_instruct template: the first human turn is empty/);
   });
 });
