@@ -84,6 +84,8 @@ MISTRAL_VARIANTS = {
     'decoder_extra': dict(MISTRAL_BASE, additional_special_tokens=['<im_end>'], added_tokens_decoder={
         '0': dict(SPECIAL, content='<unk>'), '1': dict(SPECIAL, content='<s>'), '2': dict(SPECIAL, content='</s>')}),
     'empty_extra': dict(MISTRAL_BASE, additional_special_tokens=[]),
+    # a model-specific named token: special, though the piece is user-defined
+    'image_token': dict(MISTRAL_BASE, image_token='<image>'),
     'no_bos': dict(MISTRAL_BASE, add_bos_token=False),
 }
 

@@ -1,10 +1,10 @@
 // A SentencePiece tokenizer.model (LLaMA / Vicuna / Mistral; liuhaotian/llava-v1.5-7b ships only this) turned into the
 // tokenizer.json transformers' LlamaTokenizer builds from it (transformers 5.18): BPE over the pieces in id order with
 // byte fallback, merges generated from the vocabulary as transformers' generate_merges does, a Metaspace
-// pre-tokenizer ("first" prepend without `legacy`, "always" with it), the control / user-defined pieces as added
-// tokens, BOS / EOS added as tokenizer_config.json says; the tokens of added_tokens.json (or tokenizer_config.json's
-// added_tokens_decoder) and the named special tokens that are not pieces (pad_token, additional_special_tokens, ...)
-// added after the pieces as transformers adds them. Checked token for token and field for field against
+// pre-tokenizer ("first" prepend without `legacy`, "always" with it), BOS / EOS added as tokenizer_config.json says;
+// as added tokens, in transformers' order: the tokens of added_tokens.json (or tokenizer_config.json's
+// added_tokens_decoder), the named special tokens (unk, bos, eos, pad_token, ...), then the config's
+// additional_special_tokens, or where it lists none the control / user-defined pieces. Checked token for token and field for field against
 // transformers (tests/data/sentencepiece.test.ts, fixture by scripts/make_sentencepiece_fixture.py; added tokens:
 // tests/model/sentencepiece_added.test.ts, scripts/make_sentencepiece_added_fixture.py).
 // The conversion is cached per user (XDG_CACHE_HOME or ~/.cache: vwlmm/tokenizers, else the OS temp folder's
@@ -117,8 +117,13 @@ export interface LlamaTokenizerOptions {
    * (the index written beside it is not used, as transformers does not use it); a content added earlier wins.
    */
   addedTokens?: AddedTokenSpec[];
-  /** The named special tokens besides unk / bos / eos (sep, pad, cls, mask, then the additional ones), added last. */
+  /** The named special tokens besides unk / bos / eos (sep, pad, cls, mask, then model-specific ones: image_token ...). */
   specialTokens?: AddedTokenSpec[];
+  /**
+   * tokenizer_config.json's additional_special_tokens (extra_special_tokens), added after the named ones. Given (even
+   * empty), it replaces the control and user-defined pieces, which transformers adds only when the config lists none.
+   */
+  extraSpecialTokens?: AddedTokenSpec[];
 }
 
 /** transformers' generate_merges(vocab): every split of a piece into two pieces, ordered by the piece's id, then length. */
@@ -155,13 +160,12 @@ export function llamaTokenizerJson(model: SentencePieceModel, opts: LlamaTokeniz
     if (id === undefined) throw new Error(`sentencepiece: ${file} has no piece '${t}' (tokenizer_config.json names it)`);
     return id;
   };
-  const pieces = new Map<number, AddedTokenSpec>();
-  model.pieces.forEach((p, i) => {
-    if (p.type === 3 || p.type === 4) pieces.set(i, { content: p.piece, special: p.type === 3 });
-  });
-  for (const t of [unk, bos, eos]) pieces.set(idOf(t), { content: t, special: true });
-  // transformers' order (TokenizersBackend.__init__, tokenizers' add_tokens): the added tokens by index, the pieces
-  // above, then the other named special tokens; a content already added keeps its first entry; a piece keeps its id,
+  for (const t of [bos, eos, unk]) idOf(t);
+  // the control (special) and user-defined pieces: SentencePieceExtractor's additional_special_tokens, which the
+  // config's own list replaces
+  const extras = opts.extraSpecialTokens ?? model.pieces.flatMap((p) => (p.type === 3 || p.type === 4 ? [{ content: p.piece, normalized: false, special: p.type === 3 }] : []));
+  // transformers' order (TokenizersBackend.__init__, tokenizers' add_tokens): the added tokens by index, the named
+  // special tokens, then the extra ones; a content already added keeps its first entry; a piece keeps its id,
   // anything else takes the id after the last one
   const added = new Map<number, Required<AddedTokenSpec>>(), addedContent = new Set<string>();
   const named = new Set([unk, bos, eos, ...(opts.specialTokens ?? []).map((t) => t.content)]);
@@ -174,8 +178,9 @@ export function llamaTokenizerJson(model: SentencePieceModel, opts: LlamaTokeniz
     addedContent.add(t.content);
   };
   for (const t of opts.addedTokens ?? []) add(t, (t.special ?? false) || named.has(t.content));
-  for (const [, t] of [...pieces].sort((a, b) => a[0] - b[0])) add({ ...t, normalized: false }, t.special ?? false);
+  for (const t of [bos, eos, unk]) add({ content: t, normalized: false }, true);
   for (const t of opts.specialTokens ?? []) add(t, true);
+  for (const t of extras) add(t, t.special ?? false);
   const single: unknown[] = [], pair: unknown[] = [], specials: Record<string, unknown> = {};
   const special = (t: string, typeId: number) => ({ SpecialToken: { id: t, type_id: typeId } });
   const seq = (id: string, typeId: number) => ({ Sequence: { id, type_id: typeId } });
@@ -206,8 +211,11 @@ export function llamaTokenizerJson(model: SentencePieceModel, opts: LlamaTokeniz
 
 // The named special tokens of a tokenizer_config.json after unk / bos / eos (transformers' SPECIAL_TOKENS_ATTRIBUTES).
 const OTHER_SPECIAL_KEYS = ['sep_token', 'pad_token', 'cls_token', 'mask_token'];
+const NAMED_KEYS = ['bos_token', 'eos_token', 'unk_token', ...OTHER_SPECIAL_KEYS];
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 // Bumped when the conversion changes, so that no cache file of an older one is used.
-const CONVERTER_VERSION = 'llama-tokenizer-3';
+const CONVERTER_VERSION = 'llama-tokenizer-4';
 
 /** A JSON object from a small file of the tokenizer's directory, or undefined when there is no such file. */
 function readJsonObject(file: string): { text: string; value: Record<string, unknown> } | undefined {
@@ -243,15 +251,26 @@ function addedTokenOf(v: unknown, where: string, special: boolean): AddedTokenSp
  * added_tokens.json (tokenization_utils_base: added_tokens.json is read only when the config has no
  * added_tokens_decoder; a token of it is special, and not normalized, when the config names it as a special token).
  */
-function addedTokensOf(cfg: Record<string, unknown>, cfgFile: string, added: Record<string, unknown> | undefined, addedFile: string): Pick<LlamaTokenizerOptions, 'addedTokens' | 'specialTokens'> {
+function addedTokensOf(cfg: Record<string, unknown>, cfgFile: string, added: Record<string, unknown> | undefined, addedFile: string): Pick<LlamaTokenizerOptions, 'addedTokens' | 'specialTokens' | 'extraSpecialTokens'> {
   const specialTokens: AddedTokenSpec[] = [];
   for (const k of OTHER_SPECIAL_KEYS) if (cfg[k] !== undefined && cfg[k] !== null) specialTokens.push(addedTokenOf(cfg[k], `${cfgFile}: ${k}`, true));
-  for (const k of ['additional_special_tokens', 'extra_special_tokens']) {
-    const v = cfg[k];
-    if (v === undefined || v === null) continue;
-    const list = Array.isArray(v) ? v : typeof v === 'object' ? Object.values(v as Record<string, unknown>) : null;
-    if (!list) throw new Error(`sentencepiece: ${cfgFile}: ${k} must be a list of tokens, got ${JSON.stringify(v)}`);
-    list.forEach((t, i) => specialTokens.push(addedTokenOf(t, `${cfgFile}: ${k}[${i}]`, true)));
+  // model-specific named tokens: any other "<name>_token" key holding a token (image_token), in the config's order
+  const isToken = (v: unknown) => typeof v === 'string' || (isObject(v) && v.__type === 'AddedToken');
+  for (const [k, v] of Object.entries(cfg)) {
+    if (k.endsWith('_token') && !NAMED_KEYS.includes(k) && isToken(v)) specialTokens.push(addedTokenOf(v, `${cfgFile}: ${k}`, true));
+  }
+  // transformers 5.18 (from_pretrained) reads additional_special_tokens as extra_special_tokens unless that is set
+  // and non-empty; a dict of them is more named tokens; a list (even empty, or null) replaces the control /
+  // user-defined pieces that the tokenizer.model would add
+  const empty = (v: unknown) => v === undefined || v === null || v === false || v === '' || (Array.isArray(v) && v.length === 0) || (isObject(v) && Object.keys(v).length === 0);
+  const extraKey = empty(cfg.extra_special_tokens) && 'additional_special_tokens' in cfg ? 'additional_special_tokens' : 'extra_special_tokens';
+  const extra = cfg[extraKey];
+  let extraSpecialTokens: AddedTokenSpec[] | undefined;
+  if (isObject(extra)) {
+    for (const [k, t] of Object.entries(extra)) specialTokens.push(addedTokenOf(t, `${cfgFile}: ${extraKey}.${k}`, true));
+  } else if (extraKey in cfg) {
+    if (extra !== null && !Array.isArray(extra)) throw new Error(`sentencepiece: ${cfgFile}: ${extraKey} must be a list of tokens, got ${JSON.stringify(extra)}`);
+    extraSpecialTokens = (extra ?? []).map((t, i) => addedTokenOf(t, `${cfgFile}: ${extraKey}[${i}]`, true));
   }
   const decoder = cfg.added_tokens_decoder;
   if (decoder !== undefined && decoder !== null) {
@@ -260,19 +279,20 @@ function addedTokensOf(cfg: Record<string, unknown>, cfgFile: string, added: Rec
       if (!/^\d+$/.test(id)) throw new Error(`sentencepiece: ${cfgFile}: added_tokens_decoder key '${id}' is not a token id`);
       return [Number(id), addedTokenOf(t, `${cfgFile}: added_tokens_decoder[${id}]`, false)] as const;
     });
-    return { addedTokens: entries.sort((a, b) => a[0] - b[0]).map(([, t]) => t), specialTokens };
+    return { addedTokens: entries.sort((a, b) => a[0] - b[0]).map(([, t]) => t), specialTokens, extraSpecialTokens };
   }
-  if (!added) return { addedTokens: [], specialTokens };
-  // the named tokens the config itself gives (no defaults), as transformers' special_tokens set for added_tokens.json
+  if (!added) return { addedTokens: [], specialTokens, extraSpecialTokens };
+  // the named and extra tokens the config itself gives (no defaults), as transformers' special_tokens set for
+  // added_tokens.json
   const configured = new Set<string>();
-  for (const k of ['bos_token', 'eos_token', 'unk_token', ...OTHER_SPECIAL_KEYS]) if (cfg[k]) configured.add(addedTokenOf(cfg[k], `${cfgFile}: ${k}`, true).content);
-  for (const t of specialTokens) configured.add(t.content);
+  for (const k of NAMED_KEYS) if (cfg[k]) configured.add(addedTokenOf(cfg[k], `${cfgFile}: ${k}`, true).content);
+  for (const t of extraSpecialTokens ?? []) configured.add(t.content);
   const entries = Object.entries(added).map(([content, index]) => {
     if (!Number.isSafeInteger(index) || (index as number) < 0) throw new Error(`sentencepiece: ${addedFile}: the index of '${content}' must be a non-negative integer, got ${JSON.stringify(index)}`);
     return [index as number, content] as const;
   });
   const addedTokens = entries.sort((a, b) => a[0] - b[0]).map(([, content]) => ({ content, normalized: !configured.has(content), special: configured.has(content) }));
-  return { addedTokens, specialTokens };
+  return { addedTokens, specialTokens, extraSpecialTokens };
 }
 
 /** The uid of this process, or null where the platform has none (Windows). */

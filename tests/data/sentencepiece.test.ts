@@ -83,6 +83,23 @@ describe('SentencePiece tokenizer.model with a tokenizer_config.json', () => {
     });
   }
 
+  for (const variant of Object.keys(mexpected)) {
+    it(`${variant}: transformers' tokenizer.json (added tokens: the config's extra ones, else the control / user-defined pieces), ids and decodes`, () => {
+      const want = mexpected[variant];
+      const file = tokenizerJsonFromSentencePiece(mistralDir(variant));
+      const ours = JSON.parse(fs.readFileSync(file, 'utf8'));
+      const theirs = JSON.parse(fs.readFileSync(path.join(mdir, variant, 'tokenizer.json'), 'utf8'));
+      expect(ours.added_tokens).toEqual(theirs.added_tokens);
+      expect(ours).toEqual(theirs);
+      const tok = new TextTokenizer(file);
+      for (const p of want.probes) {
+        expect(tok.encode(p.text, { addBos: tok.addsBos }), JSON.stringify(p.text)).toEqual(p.ids);
+        expect(tok.decode(p.ids, { skipSpecial: false }), JSON.stringify(p.text)).toBe(p.decode);
+        expect(tok.decode(p.ids), JSON.stringify(p.text)).toBe(p.decode_skip);
+      }
+    });
+  }
+
   it("the converted folder holds the config's copy, and a changed config is another conversion", () => {
     const d = mistralDir('eos_inst');
     const file = tokenizerJsonFromSentencePiece(d);
