@@ -61,11 +61,14 @@ describe('prepareFile: records LLaVA would misread', () => {
       const file = write('one.json', [a]);
       const at = async (L: number) => prepareFile(ck.model, tok, file, fx.imageFolder, false, { modelMaxLength: L });
       const whole = await at(n + P - 1); // exactly fits: nothing cut
-      expect(whole.samples[0].inputIds).toEqual(full.inputIds);
+      expect(Array.from(whole.samples[0].inputIds)).toEqual(full.inputIds);
+      // held as typed arrays, outside the JS heap (LLaVA's 665K samples as number arrays overflowed Node's heap)
+      expect(whole.samples[0].inputIds).toBeInstanceOf(Int32Array);
+      expect(whole.samples[0].labels).toBeInstanceOf(Int32Array);
       expect(whole.truncated).toBe(0);
       const cut = await at(n + P - 2); // one position short: the last token goes
-      expect(cut.samples[0].inputIds).toEqual(full.inputIds.slice(0, n - 1));
-      expect(cut.samples[0].labels).toEqual(full.labels.slice(0, n - 1));
+      expect(Array.from(cut.samples[0].inputIds)).toEqual(full.inputIds.slice(0, n - 1));
+      expect(Array.from(cut.samples[0].labels)).toEqual(full.labels.slice(0, n - 1));
       expect(cut.truncated).toBe(1);
       const noSup = await at(sup + P - 1); // the cut leaves the tokens before the first supervised one
       expect(noSup.samples).toHaveLength(0);
@@ -81,7 +84,7 @@ describe('prepareFile: records LLaVA would misread', () => {
       const ck2 = loadCheckpoint(init2);
       try {
         expect(ck2.config.modelMaxLength).toBe(n + P - 2);
-        expect((await prepareFile(ck2.model, tok, file, fx.imageFolder, false)).samples[0].inputIds).toEqual(full.inputIds.slice(0, n - 1));
+        expect(Array.from((await prepareFile(ck2.model, tok, file, fx.imageFolder, false)).samples[0].inputIds)).toEqual(full.inputIds.slice(0, n - 1));
         expect(configToJson(ck2.config).tokenizer_model_max_length).toBe(n + P - 2);
       } finally {
         ck2.model.dispose();

@@ -24,7 +24,7 @@ describe('conversation_template of a record', () => {
     const tok = new TextTokenizer(fx.tokenizer);
     const p = await prepareFile(ck.model, tok, file, fx.imageFolder, false);
     expect(ck.config.template).toBe('vicuna_v1');
-    expect(p.samples.map((s) => s.inputIds)).toEqual([
+    expect(p.samples.map((s) => Array.from(s.inputIds))).toEqual([
       tokenizeConversation(a.conversations, tok, 'vicuna_v1').inputIds,
       tokenizeConversation(b.conversations, tok, 'plain').inputIds,
     ]);
