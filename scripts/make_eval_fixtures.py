@@ -18,7 +18,9 @@ tqdm is). Written:
                    expected_output.json / expected_result.json (what it writes)
   submission/      answers (with a broken and a repeated line), the VQAv2 / VizWiz / SEED question files, and what
                    scripts/convert_{vqav2,vizwiz}_for_submission.py, convert_{gqa,mmvet}_for_eval.py and
-                   convert_seed_for_submission.py print and write for them
+                   convert_seed_for_submission.py print and write for them; *_odd*: values LLaVA's lines never
+                   hold but the scripts take (a null or non-string text, null / bool / float / list ids, SEED type
+                   ids as strings), and what the scripts write for them
 """
 import argparse
 import contextlib
@@ -218,6 +220,53 @@ def submission_cases(rng, out, scripts):
         f.write(printed)
 
 
+def odd_cases(out, scripts):
+    """What the converters do with values they do not crash on: MM-Vet copies a null or non-string text and str()s any
+    id, GQA writes any id as json.dump does, SEED compares a null text as unequal and sorts string type ids as strings,
+    VQAv2 writes a float id as a float."""
+    ids = [None, True, 1.5, 2.5e-07, 7, "007", "é ✓", [1, "a'b"], {"k": None}]
+    texts = [None, 1.5, "A", ["x"], "Yes.", "b", "ü", "", "end."]
+    odd = os.path.join(out, "answers_odd.jsonl")
+    with open(odd, "w") as f:
+        for i, t in zip(ids, texts):
+            f.write(json.dumps({"question_id": i, "prompt": "q", "text": t}) + "\n")
+    run_script(os.path.join(scripts, "convert_mmvet_for_eval.py"), ["--src", odd, "--dst", os.path.join(out, "mmvet_odd_expected.json")])
+    gqa_odd = os.path.join(out, "answers_odd_gqa.jsonl")  # rstrip needs a str text
+    with open(gqa_odd, "w") as f:
+        for i, t in zip(ids, texts):
+            f.write(json.dumps({"question_id": i, "text": t if isinstance(t, str) else "NO."}) + "\n")
+    run_script(os.path.join(scripts, "convert_gqa_for_eval.py"), ["--src", gqa_odd, "--dst", os.path.join(out, "gqa_odd_expected.json")])
+    # SEED: type ids as strings ("10" sorts before "2"), a null text, a number text
+    qtypes = {"one": "1", "two": "2", "ten": "10", "three": "3"}
+    questions = [{"question_id": str(i), "question_type_id": ["1", "2", "10", "3"][i % 4], "data_type": "image" if i < 7 else "video", "answer": "ABCD"[i % 4]} for i in range(9)]
+    with open(os.path.join(out, "seed_odd.json"), "w") as f:
+        json.dump({"questions": questions, "question_type": qtypes}, f)
+    seed_odd = os.path.join(out, "seed_odd_answers.jsonl")
+    with open(seed_odd, "w") as f:
+        for i, q in enumerate(questions):
+            text = None if i == 1 else 3 if i == 2 else "B" if i == 4 else q["answer"]  # every type has a right answer
+            f.write(json.dumps({"question_id": int(q["question_id"]), "text": text}) + "\n")
+    printed = run_script(os.path.join(scripts, "convert_seed_for_submission.py"), ["--annotation-file", os.path.join(out, "seed_odd.json"),
+                         "--result-file", seed_odd, "--result-upload-file", os.path.join(out, "seed_odd_expected.jsonl")])
+    with open(os.path.join(out, "seed_odd_expected.txt"), "w") as f:
+        f.write(printed)
+    # VQAv2: float ids (json.loads gives floats; json.dump writes their repr)
+    vdir = os.path.join(out, "vqav2_layout")
+    os.makedirs(os.path.join(vdir, "answers", "test", "ckpt"), exist_ok=True)
+    with open(os.path.join(vdir, "answers", "test", "ckpt", "merge.jsonl"), "w") as f:
+        f.write(json.dumps({"question_id": 1.5, "text": "Two"}) + "\n" + json.dumps({"question_id": 2, "text": "no"}) + "\n")
+    with open(os.path.join(out, "vqav2_odd_test.jsonl"), "w") as f:
+        for i in [1.5, 2, 2.25e-7, 3]:
+            f.write(json.dumps({"question_id": i}) + "\n")
+    with open(os.path.join(vdir, "llava_vqav2_mscoco_test2015.jsonl"), "w") as f:
+        f.write(open(os.path.join(out, "vqav2_odd_test.jsonl")).read())
+    run_script(os.path.join(scripts, "convert_vqav2_for_submission.py"), ["--dir", vdir, "--ckpt", "ckpt", "--split", "test"])
+    with open(os.path.join(vdir, "answers_upload", "test", "ckpt.json")) as src, open(os.path.join(out, "vqav2_odd_expected.json"), "w") as dst:
+        dst.write(src.read())
+    import shutil
+    shutil.rmtree(vdir)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--llava", required=True, help="a LLaVA checkout")
@@ -271,6 +320,7 @@ def main():
     with open(os.path.join(sdir, "expected.txt"), "w") as f:
         f.write(buf.getvalue())
     submission_cases(rng, os.path.join(a.out, "submission"), os.path.join(a.llava, "scripts"))
+    odd_cases(os.path.join(a.out, "submission"), os.path.join(a.llava, "scripts"))
     print("wrote", os.path.abspath(a.out))
 
 

@@ -60,7 +60,11 @@ export function scoreGQA(answersFile: string, questionsFile: string, options: GQ
   const consistency = options.consistency ?? false;
   // {p["questionId"]: p["prediction"]}: a repeated question's later answer wins
   const predictions = new Map<string, string>();
-  for (const { rec } of readAnswers(answersFile)) predictions.set(pyKey(rec.question_id), gqaPrediction(rec.text));
+  let numeric: { at: string; id: number } | null = null; // the first answer with a number for an id
+  for (const { rec, at } of readAnswers(answersFile)) {
+    predictions.set(pyKey(rec.question_id), gqaPrediction(rec.text));
+    if (numeric === null && typeof rec.question_id === 'number') numeric = { at, id: rec.question_id };
+  }
   const questions = readQuestions(questionsFile);
   const byKey = new Map(questions.map((q) => [pyKey(q.id), q]));
   const where = (q: Question) => `questions ${questionsFile}: question ${q.id}`;
@@ -68,7 +72,9 @@ export function scoreGQA(answersFile: string, questionsFile: string, options: GQ
   let report = HEADER + (consistency ? '' : NO_CONSISTENCY) + NO_GROUNDING + LOADING;
   for (const q of questions) {
     if (!predictions.has(pyKey(q.id)) && (consistency || pyTruthy(field(q, 'isBalanced', where)))) {
-      throw new Error(`answers ${answersFile}: no answer for question ${q.id} of ${questionsFile} (eval.py needs one for every ${consistency ? 'question with --consistency' : 'balanced question'})`);
+      // GQA's ids are strings ("01843821"): eval.py finds no answer by a number, and a number has lost its leading zeros
+      const why = numeric ? `; ${numeric.at} has question_id ${numeric.id}, a number: GQA's question ids are strings, as in ${questionsFile} (a number loses leading zeros), and eval.py looks answers up by them` : '';
+      throw new Error(`answers ${answersFile}: no answer for question ${q.id} of ${questionsFile} (eval.py needs one for every ${consistency ? 'question with --consistency' : 'balanced question'})${why}`);
     }
   }
 

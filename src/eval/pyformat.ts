@@ -67,7 +67,10 @@ function exactTieBelow(x: number, digits: number): bigint | null {
   return scaled / denom;
 }
 
-/** A number Python holds as a float (json.dumps writes repr(x): 100.0, not 100). */
+/**
+ * A number Python holds as a float (json.dumps writes repr(x): 100.0, not 100); pyJsonDumps writes a number that is
+ * not an integer as a float without it, but an integer-valued one as an int.
+ */
 export class PyFloat {
   constructor(readonly value: number) {}
 }
@@ -82,14 +85,12 @@ export function pyJsonDumps(value: unknown, indent: number | null, level = 0): s
   if (value === null || value === undefined) return 'null';
   if (value === true) return 'true';
   if (value === false) return 'false';
-  if (value instanceof PyFloat) {
-    const v = value.value;
+  // a number that is not an integer can only be a Python float (json.loads of 1.5 in an input file, say)
+  if (value instanceof PyFloat || (typeof value === 'number' && !Number.isInteger(value))) {
+    const v = value instanceof PyFloat ? value.value : (value as number);
     return Number.isNaN(v) ? 'NaN' : !Number.isFinite(v) ? (v > 0 ? 'Infinity' : '-Infinity') : pyRepr(v);
   }
-  if (typeof value === 'number') {
-    if (!Number.isInteger(value)) throw new TypeError(`pyJsonDumps: ${value} is not an integer (wrap Python floats in PyFloat)`);
-    return BigInt(value).toString();
-  }
+  if (typeof value === 'number') return BigInt(value).toString();
   if (typeof value === 'string') return pyJsonString(value);
   if (Array.isArray(value)) {
     if (value.length === 0) return '[]';
@@ -162,14 +163,51 @@ export function pyStrCompare(a: string, b: string): number {
   return a.length === b.length ? 0 : a.length < b.length ? -1 : 1; // a prefix comes first
 }
 
+// str.isprintable()'s non-printable categories (a space is printable)
+const PY_UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]/u;
+
+/** Python's repr(s) of a str: single quotes unless it has one and no double quote; unprintables escaped. */
+function pyStrRepr(s: string): string {
+  const q = s.includes("'") && !s.includes('"') ? '"' : "'";
+  let out = q;
+  for (const c of s) {
+    const code = c.codePointAt(0)!;
+    if (c === q || c === '\\') out += '\\' + c;
+    else if (c === '\n') out += '\\n';
+    else if (c === '\r') out += '\\r';
+    else if (c === '\t') out += '\\t';
+    else if (c !== ' ' && PY_UNPRINTABLE.test(c)) out += code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : code < 0x10000 ? `\\u${code.toString(16).padStart(4, '0')}` : `\\U${code.toString(16).padStart(8, '0')}`;
+    else out += c;
+  }
+  return out + q;
+}
+
+/** Python's repr() of a JSON value as json.loads gives it (None, True, 1, 1.5, 'a', [..], {..}). */
+export function pyValueRepr(v: unknown): string {
+  if (v === null || v === undefined) return 'None';
+  if (typeof v === 'boolean') return v ? 'True' : 'False';
+  // an integer as JSON writes it below 1e21 (larger ones json.loads read as floats: 1e+21)
+  if (typeof v === 'number') return Number.isInteger(v) && !String(v).includes('e') ? String(v) : pyRepr(v);
+  if (typeof v === 'string') return pyStrRepr(v);
+  if (Array.isArray(v)) return '[' + v.map(pyValueRepr).join(', ') + ']';
+  return '{' + Object.entries(v as Record<string, unknown>).map(([k, x]) => `${pyStrRepr(k)}: ${pyValueRepr(x)}`).join(', ') + '}';
+}
+
+/** Python's str() (f'{v}') of a JSON value: a string as it is, anything else as repr() writes it. */
+export function pyStr(v: unknown): string {
+  return typeof v === 'string' ? v : pyValueRepr(v);
+}
+
 /** Python dictionary-key identity of a JSON value: 1 and 1.0 are one key, "1" is another. */
 export function pyKey(v: unknown): string {
   return typeof v === 'number' ? `n:${v}` : typeof v === 'string' ? `s:${v}` : `j:${JSON.stringify(v)}`;
 }
 
-/** A file's text; a missing file is an error naming `what` and the path. */
+/** A file's text; a missing file or a directory is an error naming `what` and the path. */
 export function readTextFile(file: string, what: string): string {
   if (!fs.existsSync(file)) throw new Error(`${what} ${file} does not exist`);
+  // readFileSync's own error on a directory is a bare "EISDIR: illegal operation on a directory, read"
+  if (fs.statSync(file).isDirectory()) throw new Error(`${what} ${file} is a directory; expected a file`);
   return fs.readFileSync(file, 'utf8');
 }
 

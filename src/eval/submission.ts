@@ -6,23 +6,38 @@
 // file, line or question.
 import { answerObjectLines } from './answer_source';
 import { evalAIAnswer } from './evalai';
-import { jsonObjectLines, pyFixed, pyJsonDumps, pyKey, pyLines, pyRepr, pyRstrip, readTextFile } from './pyformat';
+import { jsonObjectLines, pyFixed, pyJsonDumps, pyKey, pyLines, pyStr, pyRstrip, pyStrCompare, readTextFile } from './pyformat';
+
+/** An answer line's field the script reads with row[name]: a line without it is an error where the script's KeyError is. */
+function field(rec: Record<string, unknown>, name: 'question_id' | 'text', at: string, script: string): unknown {
+  if (!(name in rec)) throw new Error(`${at}: no ${name} (${script} fails on it with a KeyError)`);
+  return rec[name];
+}
+
+/** A text the script calls a str method on: anything else (null: None) is an error where its AttributeError is. */
+function textString(rec: Record<string, unknown>, at: string, script: string): string {
+  const text = field(rec, 'text', at, script);
+  if (typeof text !== 'string') throw new Error(`${at}: text must be a string, got ${JSON.stringify(text)} (${script} fails on it)`);
+  return text;
+}
 
 /** The answers as the VQAv2 / VizWiz converters read them: id -> text (the last line wins), broken lines counted. */
-function readResults(file: string): { results: Map<string, string>; errorLines: number } {
+function readResults(file: string, script: string): { results: Map<string, string>; errorLines: number } {
   const results = new Map<string, string>();
   let errorLines = 0;
-  for (const l of pyLines(readTextFile(file, 'answers'))) {
-    let rec: Record<string, unknown>;
+  pyLines(readTextFile(file, 'answers')).forEach((l, i) => {
+    let rec: unknown;
     try {
-      rec = JSON.parse(l) as Record<string, unknown>;
+      rec = JSON.parse(l);
     } catch {
-      errorLines++;
-      continue;
+      errorLines++; // the script counts a line that is not JSON and goes on
+      return;
     }
-    if (typeof rec?.text !== 'string') throw new Error(`answers ${file}: a line without a string "text" (${JSON.stringify(l).slice(0, 80)})`);
-    results.set(pyKey(rec.question_id), rec.text);
-  }
+    const at = `answers ${file} line ${i + 1}`;
+    if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) throw new Error(`${at}: expected a JSON object (${script} fails on it)`);
+    const r = rec as Record<string, unknown>;
+    results.set(pyKey(field(r, 'question_id', at, script)), textString(r, at, script));
+  });
   return { results, errorLines };
 }
 
@@ -35,7 +50,7 @@ export interface Submission {
 
 /** convert_vqav2_for_submission.py: every test-split question, its EvalAI-processed answer ('' when unanswered). */
 export function vqav2Submission(answersFile: string, testSplitFile: string): Submission {
-  const { results, errorLines } = readResults(answersFile);
+  const { results, errorLines } = readResults(answersFile, 'convert_vqav2_for_submission.py');
   const split = jsonObjectLines(testSplitFile, 'test split').map((l) => l.rec);
   const all = split.map((x) => ({ question_id: x.question_id, answer: results.has(pyKey(x.question_id)) ? evalAIAnswer(results.get(pyKey(x.question_id))!) : '' }));
   return { report: `total results: ${results.size}, total split: ${split.length}, error_line: ${errorLines}\n`, file: pyJsonDumps(all, null) };
@@ -43,7 +58,7 @@ export function vqav2Submission(answersFile: string, testSplitFile: string): Sub
 
 /** convert_vizwiz_for_submission.py: every annotated question (each must be answered), image and processed answer. */
 export function vizwizSubmission(answersFile: string, annotationFile: string): Submission {
-  const { results, errorLines } = readResults(answersFile);
+  const { results, errorLines } = readResults(answersFile, 'convert_vizwiz_for_submission.py');
   const split = jsonObjectLines(annotationFile, 'annotations').map((l) => l.rec);
   const all = split.map((x) => {
     const text = results.get(pyKey(x.question_id));
@@ -55,17 +70,22 @@ export function vizwizSubmission(answersFile: string, annotationFile: string): S
 
 /** convert_gqa_for_eval.py: GQA's prediction file (questionId, the answer without trailing periods, lower case). */
 export function gqaSubmission(answersFile: string): Submission {
-  const all = answerObjectLines(answersFile).map((l) => l.rec).map((r) => ({ questionId: r.question_id, prediction: pyRstrip(String(r.text), '.').toLowerCase() }));
+  const script = 'convert_gqa_for_eval.py';
+  const all = answerObjectLines(answersFile).map(({ rec, at }) => ({ questionId: field(rec, 'question_id', at, script), prediction: pyRstrip(textString(rec, at, script), '.').toLowerCase() }));
   return { report: '', file: pyJsonDumps(all, null) };
 }
 
-/** Python's f'{v}' of a JSON value. */
-const pyStr = (v: unknown): string => (typeof v === 'string' ? v : typeof v === 'number' ? (Number.isInteger(v) && !String(v).includes('e') ? String(v) : pyRepr(v)) : JSON.stringify(v));
-
-/** convert_mmvet_for_eval.py: {"v1_<question_id>": answer}, as MM-Vet's GPT-4 grader reads it. */
+/**
+ * convert_mmvet_for_eval.py: {"v1_<question_id>": answer}, as MM-Vet's GPT-4 grader reads it; the answer is written
+ * as the line has it (a null text as null: the script copies the value).
+ */
 export function mmvetSubmission(answersFile: string): Submission {
-  const out: Record<string, string> = {};
-  for (const r of answerObjectLines(answersFile).map((l) => l.rec)) out[`v1_${pyStr(r.question_id)}`] = String(r.text);
+  const script = 'convert_mmvet_for_eval.py';
+  const out: Record<string, unknown> = {};
+  for (const { rec, at } of answerObjectLines(answersFile)) {
+    const key = `v1_${pyStr(field(rec, 'question_id', at, script))}`;
+    out[key] = field(rec, 'text', at, script);
+  }
   return { report: '', file: pyJsonDumps(out, 2) };
 }
 
@@ -74,6 +94,20 @@ function pyInt(v: unknown): unknown {
   if (typeof v === 'number') return Math.trunc(v);
   if (typeof v === 'string' && /^\s*[+-]?\d+(_\d+)*\s*$/.test(v)) return Number(v.trim().replace(/_/g, ''));
   return v;
+}
+
+/**
+ * sorted(type_counts.keys()): numbers (SEED's type ids) by value, strings by code point; Python cannot order a
+ * string and a number, nor null or a list with anything else (TypeError), nor key a dict by a list or object.
+ */
+function pySorted<T extends { id: unknown }>(types: T[], annotationFile: string): T[] {
+  const kind = (v: unknown) => (v === null ? 'null' : typeof v === 'boolean' ? 'number' : typeof v); // True < 2 in Python
+  const bad = types.find((t) => kind(t.id) === 'object');
+  if (bad) throw new Error(`annotations ${annotationFile}: question_type_id ${JSON.stringify(bad.id)} is a list or an object; convert_seed_for_submission.py fails on it (TypeError: unhashable type)`);
+  if (types.length < 2) return types;
+  const a = types[0], b = types.slice(1).find((t) => kind(t.id) !== kind(a.id) || kind(t.id) === 'null');
+  if (b) throw new Error(`annotations ${annotationFile}: question_type_id ${JSON.stringify(a.id)} and ${JSON.stringify(b.id)} cannot be ordered (a string and a number, or null); Python's sorted() fails on them, and convert_seed_for_submission.py with it (TypeError)`);
+  return kind(a.id) === 'string' ? types.sort((a, b) => pyStrCompare(a.id as string, b.id as string)) : types.sort((a, b) => Number(a.id) - Number(b.id));
 }
 
 export interface SeedScore extends Submission {
@@ -89,8 +123,11 @@ export interface SeedScore extends Submission {
  * image and the video questions, and the upload file (JSON lines question_id, prediction).
  */
 export function scoreSeed(answersFile: string, annotationFile: string): SeedScore {
-  const results = new Map<string, Record<string, unknown>>();
-  for (const r of answerObjectLines(answersFile).map((l) => l.rec)) results.set(pyKey(r.question_id), r);
+  const script = 'convert_seed_for_submission.py';
+  const results = new Map<string, { rec: Record<string, unknown>; at: string }>();
+  for (const { rec, at } of answerObjectLines(answersFile)) results.set(pyKey(field(rec, 'question_id', at, script)), { rec, at });
+  // row['text'] of the rows looked up: another value (null, a number) compares unequal and is written as it is
+  const textOf = (row: { rec: Record<string, unknown>; at: string }) => field(row.rec, 'text', row.at, script);
   let data: { questions: Record<string, unknown>[]; question_type: Record<string, unknown> };
   try {
     data = JSON.parse(readTextFile(annotationFile, 'annotations'));
@@ -111,11 +148,10 @@ export function scoreSeed(answersFile: string, annotationFile: string): SeedScor
       counts.set(k, c);
       const row = results.get(pyKey(pyInt(q.question_id)));
       if (!row) c.correct = c.correct ?? 0;
-      else if (row.text === q.answer) c.correct = (c.correct ?? 0) + 1;
+      else if (textOf(row) === q.answer) c.correct = (c.correct ?? 0) + 1;
     }
     let totalCount = 0, totalCorrect = 0;
-    // sorted(type_counts.keys()): SEED's type ids are integers
-    const sorted = [...counts.values()].sort((a, b) => (a.id as number) - (b.id as number));
+    const sorted = pySorted([...counts.values()], annotationFile);
     for (const c of sorted) {
       if (c.correct === undefined) throw new Error(`SEED question type ${String(c.id)}: every question answered and none correctly (the official script fails on this with a KeyError)`);
       const acc = (c.correct / c.n) * 100;
@@ -143,7 +179,7 @@ export function scoreSeed(answersFile: string, annotationFile: string): SeedScor
   for (const q of data.questions) {
     const r = results.get(pyKey(q.question_id)) ?? results.get(pyKey(pyInt(q.question_id)));
     if (!r) throw new Error(`answers ${answersFile}: SEED question ${JSON.stringify(q.question_id)} has no answer (the official script fails on it)`);
-    file += pyJsonDumps({ question_id: q.question_id, prediction: r.text }, null) + '\n';
+    file += pyJsonDumps({ question_id: q.question_id, prediction: textOf(r) }, null) + '\n';
   }
   return { report, file, byType, total, image, video };
 }

@@ -6,7 +6,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { evalAIAnswer, gqaSubmission, mmvetSubmission, pyFixed, pyRepr, scienceQAAnswerOf, scorePope, scoreScienceQA, scoreSeed, scoreTextVQA, vizwizSubmission, vqaSoftAccuracy, vqav2Submission } from '../../src';
+import { evalAIAnswer, gqaSubmission, mmvetSubmission, pyFixed, pyRepr, scienceQAAnswerOf, scoreGQA, scorePope, scoreScienceQA, scoreSeed, scoreTextVQA, vizwizSubmission, vqaSoftAccuracy, vqav2Submission } from '../../src';
 import { tempDirs } from '../support/tmp';
 
 const root = path.join(__dirname, '..', '..');
@@ -17,6 +17,12 @@ const cases = JSON.parse(fs.readFileSync(path.join(fx, 'evalai.json'), 'utf8')) 
   scores: { pred: string; gt: string[]; score: number }[];
   repr: [number, string][];
   fixed: [number, number, string][];
+};
+/** A temporary file of JSON lines (an array) or one JSON value. */
+const writeTemp = (name: string, v: unknown) => {
+  const f = path.join(tmp(), name);
+  fs.writeFileSync(f, Array.isArray(v) ? v.map((x) => JSON.stringify(x)).join('\n') + '\n' : JSON.stringify(v));
+  return f;
 };
 const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli.ts'), ...args], { encoding: 'utf8', cwd: root, timeout: 120_000 });
 
@@ -100,6 +106,56 @@ describe("LLaVA-1.5's official scoring", () => {
     expect(fs.readFileSync(out, 'utf8')).toBe(read('vqav2_expected.json'));
     // VizWiz needs every question answered (the script asserts it): an error naming the question
     expect(() => vizwizSubmission(path.join(d, 'answers.jsonl'), path.join(d, 'vqav2_test.jsonl'))).toThrow(/question_id 40 of .*vqav2_test.jsonl has no answer/);
+  });
+
+  it("values LLaVA's lines never hold, as the converters take them: null / bool / float / list ids, a null or non-string text, SEED type ids as strings", () => {
+    const d = path.join(fx, 'submission');
+    const read = (f: string) => fs.readFileSync(path.join(d, f), 'utf8');
+    // MM-Vet: str() of the id, the text copied (null stays null)
+    expect(mmvetSubmission(path.join(d, 'answers_odd.jsonl')).file).toBe(read('mmvet_odd_expected.json'));
+    expect(gqaSubmission(path.join(d, 'answers_odd_gqa.jsonl')).file).toBe(read('gqa_odd_expected.json'));
+    // a float id is written as Python writes a float
+    const v = vqav2Submission(writeTemp('v.jsonl', [{ question_id: 1.5, text: 'Two' }, { question_id: 2, text: 'no' }]), path.join(d, 'vqav2_odd_test.jsonl'));
+    expect(v.file).toBe(read('vqav2_odd_expected.json'));
+    // SEED: "10" sorts between "1" and "2", as sorted() orders strings; a null text is wrong and written as null
+    const sd = scoreSeed(path.join(d, 'seed_odd_answers.jsonl'), path.join(d, 'seed_odd.json'));
+    expect(sd.report).toBe(read('seed_odd_expected.txt'));
+    expect(sd.file).toBe(read('seed_odd_expected.jsonl'));
+  });
+
+  it("answer lines without the fields a converter reads are refused where its script fails (KeyError, None.rstrip), naming the line", () => {
+    const d = path.join(fx, 'submission');
+    const noText = writeTemp('no_text.jsonl', [{ question_id: '201', text: 'Yes.' }, { question_id: '202' }]);
+    const noId = writeTemp('no_id.jsonl', [{ question_id: '201', text: 'Yes.' }, { text: 'no' }]);
+    const nullText = writeTemp('null_text.jsonl', [{ question_id: '203', text: null }]);
+    expect(() => gqaSubmission(noText)).toThrow(/answers .*no_text.jsonl line 2: no text \(convert_gqa_for_eval.py fails on it with a KeyError\)/);
+    expect(() => gqaSubmission(noId)).toThrow(/answers .*no_id.jsonl line 2: no question_id \(convert_gqa_for_eval.py/);
+    expect(() => gqaSubmission(nullText)).toThrow(/answers .*null_text.jsonl line 1: text must be a string, got null \(convert_gqa_for_eval.py fails on it\)/);
+    expect(() => mmvetSubmission(noText)).toThrow(/no_text.jsonl line 2: no text \(convert_mmvet_for_eval.py/);
+    expect(() => mmvetSubmission(noId)).toThrow(/no_id.jsonl line 2: no question_id \(convert_mmvet_for_eval.py/);
+    expect(() => vqav2Submission(noId, path.join(d, 'vqav2_test.jsonl'))).toThrow(/no_id.jsonl line 2: no question_id \(convert_vqav2_for_submission.py/);
+    expect(() => vizwizSubmission(nullText, path.join(d, 'vizwiz_test.jsonl'))).toThrow(/null_text.jsonl line 1: text must be a string, got null \(convert_vizwiz_for_submission.py/);
+    // SEED: a row looked up without a text (not "every question answered and none correctly"), a row without an id
+    const seed = path.join(d, 'seed_odd.json');
+    const rows = (fs.readFileSync(path.join(d, 'seed_odd_answers.jsonl'), 'utf8').trim().split('\n')).map((l) => JSON.parse(l));
+    expect(() => scoreSeed(writeTemp('s1.jsonl', rows.map((r, i) => (i === 3 ? { question_id: 3 } : r))), seed)).toThrow(/s1.jsonl line 4: no text \(convert_seed_for_submission.py fails on it with a KeyError\)/);
+    expect(() => scoreSeed(writeTemp('s2.jsonl', [...rows, { text: 'A' }]), seed)).toThrow(/s2.jsonl line 10: no question_id \(convert_seed_for_submission.py/);
+    // type ids sorted() cannot order
+    const ann = JSON.parse(fs.readFileSync(seed, 'utf8'));
+    ann.questions[0].question_type_id = 1;
+    ann.question_type.one = 1;
+    const mixed = writeTemp('mixed.json', ann);
+    expect(() => scoreSeed(path.join(d, 'seed_odd_answers.jsonl'), mixed)).toThrow(/annotations .*mixed.json: question_type_id 1 and "2" cannot be ordered \(a string and a number, or null\); Python's sorted\(\) fails/);
+  });
+
+  it('a directory where a file is expected, and GQA answers with numbers for ids, are named as such', () => {
+    const dir = tmp();
+    expect(() => scoreTextVQA(path.join(fx, 'textvqa', 'answers.jsonl'), dir)).toThrow(new RegExp(`^annotations ${dir} is a directory; expected a file$`));
+    expect(() => scorePope(path.join(fx, 'pope', 'answers.jsonl'), dir, path.join(fx, 'pope', 'annotations'))).toThrow(new RegExp(`^questions ${dir} is a directory; expected a file$`));
+    const q = path.join(fx, 'gqa', 'testdev_balanced_questions.json');
+    const first = Object.keys(JSON.parse(fs.readFileSync(q, 'utf8')))[0];
+    const ans = writeTemp('gqa_int.jsonl', [{ question_id: Number(first), text: 'yes' }]);
+    expect(() => scoreGQA(ans, q)).toThrow(new RegExp(`gqa_int.jsonl line 1 has question_id ${Number(first)}, a number: GQA's question ids are strings`));
   });
 
   it('answers it cannot score give an error naming the file, line and question', () => {
