@@ -31,6 +31,7 @@ const TAB = 9, LF = 10, CR = 13, SP = 32, QUOTE = 34;
 /** The records of a tab-separated file as pandas' C tokenizer splits them (see the file comment). */
 export function readTable(file: string): TsvTable {
   if (!fs.existsSync(file)) throw new Error(`${file} does not exist`);
+  if (fs.statSync(file).isDirectory()) throw new Error(`${file} is a directory; expected an MMBench TSV file`); // not a bare EISDIR
   const buf = fs.readFileSync(file);
   const n = buf.length;
   let i = n >= 3 && buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf ? 3 : 0;
