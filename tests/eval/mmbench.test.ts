@@ -106,7 +106,6 @@ describe('MMBench questions (model_vqa_mmbench.py)', () => {
     fs.writeFileSync(f, 'a\tb\n1\t"open\n');
     expect(() => readTable(f)).toThrow(/t\.tsv line 2: the file ends inside a quoted field/);
     // a folder given for the TSV (score mmbench --annotations DIR): named, not a bare EISDIR
-    const d = tmp();
     expect(() => readTable(d)).toThrow(new RegExp(`^${d} is a directory; expected an MMBench TSV file$`));
   });
 
