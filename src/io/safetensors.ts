@@ -183,6 +183,32 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** The first key that a JSON object's text (valid JSON) holds twice at its top level, or null. */
+function repeatedTopLevelKey(text: string): string | null {
+  const seen = new Set<string>();
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') depth--;
+    else if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      if (depth === 1) {
+        let k = j + 1;
+        while (text[k] === ' ' || text[k] === '\t' || text[k] === '\n' || text[k] === '\r') k++;
+        if (text[k] === ':') {
+          const key = JSON.parse(text.slice(i, j + 1)) as string;
+          if (seen.has(key)) return key;
+          seen.add(key);
+        }
+      }
+      i = j;
+    }
+  }
+  return null;
+}
+
 function parseHeader(fd: number, file: string, fileSize: number): SafetensorsHeader {
   if (fileSize < 8) {
     throw new SafetensorsError(file, `file is ${fileSize} bytes, shorter than the 8-byte header length field (not a safetensors file?)`);
@@ -198,12 +224,16 @@ function parseHeader(fd: number, file: string, fileSize: number): SafetensorsHea
   const hb = new Uint8Array(n);
   readExactly(fd, file, hb, 0, n, 8);
   let json: unknown;
+  const text = Buffer.from(hb.buffer, hb.byteOffset, hb.byteLength).toString('utf8');
   try {
-    json = JSON.parse(Buffer.from(hb.buffer, hb.byteOffset, hb.byteLength).toString('utf8'));
+    json = JSON.parse(text);
   } catch (e) {
     throw new SafetensorsError(file, `header is not valid JSON (${(e as Error).message})`, { cause: e });
   }
   if (!isPlainObject(json)) throw new SafetensorsError(file, 'header is not a JSON object');
+  // JSON.parse keeps the last of a repeated name, so which tensor a name means would depend on the writer's order
+  const twice = repeatedTopLevelKey(text);
+  if (twice !== null) throw new SafetensorsError(file, `header names ${JSON.stringify(twice)} twice`);
 
   const dataStart = 8 + n;
   const dataSize = fileSize - dataStart;

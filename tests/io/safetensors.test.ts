@@ -428,6 +428,14 @@ describe('malformed files: errors name the file and the problem', () => {
     expectError(rawFile(tmpFile(), '[1, 2, 3]'), /header is not a JSON object/);
     expectError(rawFile(tmpFile(), { __metadata__: { a: 1 } }), /__metadata__ value for 'a' is not a string/);
     expectError(rawFile(tmpFile(), { a: 5 }), /tensor 'a': header entry is not a JSON object/);
+    // a name twice (JSON.parse would keep the last): refused, also when both entries are the same bytes, spelled
+    // with an escape, or the metadata; names inside entries and values that look like keys are not names
+    const entry = '{"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}';
+    expectError(rawFile(tmpFile(), `{"a": ${entry}, "a" : ${entry}}`, new Uint8Array(4)), /header names "a" twice/);
+    expectError(rawFile(tmpFile(), `{"\\u0061\\"b": ${entry},\n "a\\"b"\t:${entry}}`, new Uint8Array(4)), /header names "a\\"b" twice/);
+    expectError(rawFile(tmpFile(), `{"__metadata__": {"x": "1"}, "a": ${entry}, "__metadata__": {"x": "2"}}`, new Uint8Array(4)), /header names "__metadata__" twice/);
+    const nested = rawFile(tmpFile(), `{"__metadata__": {"a": "a", "b": "{\\"a\\": 1}"}, "a": ${entry}}`, new Uint8Array(4));
+    expect([...readSafetensors(nested).keys()]).toEqual(['a']);
   });
 
   it('offsets out of range, overlapping, or not matching shape x dtype', () => {
