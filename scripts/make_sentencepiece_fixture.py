@@ -14,7 +14,7 @@ And tests/fixtures/sentencepiece_mistral/ (tests/data/sentencepiece.test.ts): a 
 same settings, plus the control pieces [INST] / [/INST] and a user-defined <image> piece) with tokenizer_config.json
 variants that name other tokens: <variant>/tokenizer_config.json and transformers' <variant>/tokenizer.json as above,
 expected.json: per variant, len(tokenizer), the bos / eos / unk ids, whether tok(text) starts with BOS, and per probe
-text tok(text).input_ids with their decode (skip_special_tokens False and True).
+text tok(text).input_ids with their decode (skip_special_tokens False and True), and the decode of runs of byte tokens.
 """
 import json
 import os
@@ -71,7 +71,9 @@ MISTRAL_LINES = [
     "ça coûte 5€ — naïve café 東京 🙂  two  spaces\ttab",
 ]
 MISTRAL_PROBES = ["[INST] <image>\nWhat is it? [/INST] A red square. </s>", "[INST] q [/INST]<im_end>", "[INST]q[/INST]a",
-                  "x <image> y", "<s>a</s><unk>", "hi"]
+                  "x <image> y", "<s>a</s><unk>", "hi", "x\ufeffy", "\ufeff\ufeff"]
+# runs of byte tokens to decode (U+FEFF's bytes, an incomplete sequence, a valid one cut by a bad byte, bytes between text)
+MISTRAL_BYTE_RUNS = [[0xEF, 0xBB, 0xBF], [0xE6, 0x97], [0xC3, 0xA9, 0xFF], [0xC3, 0xA9], ['\u2581a', 0xE6, '\u2581a', 0x97], [0xED, 0xA0, 0x80]]
 MISTRAL_BASE = {'tokenizer_class': 'LlamaTokenizer', 'bos_token': '<s>', 'eos_token': '</s>', 'unk_token': '<unk>',
                 'add_bos_token': True, 'add_eos_token': False, 'legacy': False}
 SPECIAL = {'special': True, 'normalized': False, 'lstrip': False, 'rstrip': False, 'single_word': False}
@@ -118,8 +120,13 @@ def mistral():
         for t in MISTRAL_PROBES:
             ids = tok(t).input_ids
             probes.append({'text': t, 'ids': ids, 'decode': tok.decode(ids), 'decode_skip': tok.decode(ids, skip_special_tokens=True)})
+        vocab = tok.get_vocab()
+        runs = []
+        for run in MISTRAL_BYTE_RUNS:
+            ids = [vocab['<0x%02X>' % b] if isinstance(b, int) else vocab[b] for b in run]
+            runs.append({'ids': ids, 'decode': tok.decode(ids)})
         expected[variant] = {'len': len(tok), 'bos_id': tok.bos_token_id, 'eos_id': tok.eos_token_id, 'unk_id': tok.unk_token_id,
-                             'adds_bos': tok('x').input_ids[0] == tok.bos_token_id, 'probes': probes}
+                             'adds_bos': tok('x').input_ids[0] == tok.bos_token_id, 'probes': probes, 'byte_runs': runs}
     with open(os.path.join(MISTRAL_OUT, 'expected.json'), 'w') as f:
         json.dump(expected, f, ensure_ascii=False, indent=1)
 

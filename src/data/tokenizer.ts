@@ -14,7 +14,7 @@
 //        EOS; else 0.
 import * as fs from 'fs';
 import * as path from 'path';
-import { Tokenizer } from '@huggingface/tokenizers';
+import { ByteFallbackDecoder, type Decoder, SequenceDecoder, Tokenizer } from '@huggingface/tokenizers';
 
 /** TextTokenizer.encode's memo: how many texts it keeps, and the longest it keeps. */
 const MEMO_ENTRIES = 1 << 15;
@@ -79,6 +79,46 @@ function readJson(file: string, what: string): unknown {
   } catch (e) {
     throw new Error(`TextTokenizer: ${file} is not valid JSON (${(e as Error).message})`);
   }
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+// a byte token as tokenizers' Rust ByteFallback reads one: "<0x" + u8::from_str_radix of two characters + ">"
+const BYTE_TOKEN = /^<0x(\+[0-9A-Fa-f]|[0-9A-Fa-f]{2})>$/;
+
+/**
+ * The ByteFallback decoder as tokenizers' Rust library (and so transformers) runs it: a run of byte tokens is its
+ * text when its bytes are valid UTF-8 as a whole, else one U+FFFD per byte token. The JavaScript library decodes the
+ * run with a default TextDecoder, which drops a U+FEFF at the start of the run (it reads it as a BOM) and writes one
+ * U+FFFD per invalid sequence, not per byte.
+ */
+function byteFallbackChain(tokens: string[]): string[] {
+  const out: string[] = [];
+  let bytes: number[] = [];
+  const flush = () => {
+    if (bytes.length === 0) return;
+    try {
+      out.push(UTF8.decode(Uint8Array.from(bytes)));
+    } catch {
+      out.push('\ufffd'.repeat(bytes.length));
+    }
+    bytes = [];
+  };
+  for (const t of tokens) {
+    const m = BYTE_TOKEN.exec(t);
+    if (m) bytes.push(parseInt(m[1], 16));
+    else {
+      flush();
+      out.push(t);
+    }
+  }
+  flush();
+  return out;
+}
+
+/** Puts byteFallbackChain in place of the JavaScript ByteFallback decoder, wherever it is in the decoder. */
+function useExactByteFallback(d: Decoder | null): void {
+  if (d instanceof ByteFallbackDecoder) d.decode_chain = byteFallbackChain;
+  else if (d instanceof SequenceDecoder) d.decoders.forEach(useExactByteFallback);
 }
 
 /** The special tokens the post_processor's single-sequence template puts before and after $A. */
@@ -215,6 +255,7 @@ export class TextTokenizer {
     } catch (e) {
       throw new Error(`TextTokenizer: ${where}: cannot build the tokenizer: ${(e as Error).message}`);
     }
+    useExactByteFallback(this.tok.decoder);
 
     const idOf = (name: string, token: string | null): number | null => {
       if (token === null) return null;

@@ -20,6 +20,7 @@ const mdir = path.join(__dirname, '..', 'fixtures', 'sentencepiece_mistral');
 interface MistralExpected {
   len: number; bos_id: number; eos_id: number; unk_id: number; adds_bos: boolean;
   probes: { text: string; ids: number[]; decode: string; decode_skip: string }[];
+  byte_runs: { ids: number[]; decode: string }[];
 }
 const mexpected = JSON.parse(fs.readFileSync(path.join(mdir, 'expected.json'), 'utf8')) as Record<string, MistralExpected>;
 
@@ -99,6 +100,12 @@ describe('SentencePiece tokenizer.model with a tokenizer_config.json', () => {
       }
     });
   }
+
+  it("byte tokens decode as transformers' ByteFallback: U+FEFF kept anywhere, one U+FFFD per byte of a run that is not UTF-8", () => {
+    const tok = new TextTokenizer(path.join(mdir, 'base'));
+    for (const { ids, decode } of mexpected.base.byte_runs) expect(tok.decode(ids), JSON.stringify(ids)).toBe(decode);
+    for (const text of ['x\ufeffy', '\ufeff\ufeff', '\ufeffa']) expect(tok.decode(tok.encode(text))).toBe(text);
+  });
 
   it("the converted folder holds the config's copy, and a changed config is another conversion", () => {
     const d = mistralDir('eos_inst');
