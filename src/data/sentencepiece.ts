@@ -75,7 +75,13 @@ export function readSentencePieceModel(file: string): SentencePieceModel {
     if (field === 1 && wire === 2) {
       const sp: SentencePiece = { piece: '', score: 0, type: 1 };
       for (const [f, w, v] of fields(value as Uint8Array, file)) {
-        if (f === 1 && w === 2) sp.piece = utf8.decode(v as Uint8Array);
+        if (f === 1 && w === 2) {
+          try {
+            sp.piece = utf8.decode(v as Uint8Array);
+          } catch {
+            throw new Error(`sentencepiece: ${file}: piece ${model.pieces.length} is not valid UTF-8 (bytes ${Buffer.from((v as Uint8Array).subarray(0, 16)).toString('hex')}; a corrupt or foreign model file?)`);
+          }
+        }
         else if (f === 2 && w === 5) sp.score = v as number;
         else if (f === 3 && w === 0) sp.type = v as number;
       }
@@ -155,12 +161,17 @@ export function llamaTokenizerJson(model: SentencePieceModel, opts: LlamaTokeniz
   model.pieces.forEach((p, i) => {
     if (!vocab.has(p.piece)) vocab.set(p.piece, i);
   });
-  const idOf = (t: string) => {
+  const given = { unk_token: opts.unkToken, bos_token: opts.bosToken, eos_token: opts.eosToken };
+  const idOf = (t: string, key: keyof typeof given) => {
     const id = vocab.get(t);
-    if (id === undefined) throw new Error(`sentencepiece: ${file} has no piece '${t}' (tokenizer_config.json names it)`);
+    if (id === undefined) {
+      throw new Error(`sentencepiece: ${file} has no piece '${t}' (${given[key] !== undefined ? `the ${key} tokenizer_config.json names` : `LlamaTokenizer's default ${key}; no tokenizer_config.json names one`})`);
+    }
     return id;
   };
-  for (const t of [bos, eos, unk]) idOf(t);
+  idOf(unk, 'unk_token');
+  idOf(bos, 'bos_token');
+  idOf(eos, 'eos_token');
   // the control (special) and user-defined pieces: SentencePieceExtractor's additional_special_tokens, which the
   // config's own list replaces
   const extras = opts.extraSpecialTokens ?? model.pieces.flatMap((p) => (p.type === 3 || p.type === 4 ? [{ content: p.piece, normalized: false, special: p.type === 3 }] : []));
@@ -191,8 +202,8 @@ export function llamaTokenizerJson(model: SentencePieceModel, opts: LlamaTokeniz
   if (addBos) pair.push(special(bos, 1));
   pair.push(seq('B', 1));
   if (addEos) pair.push(special(eos, 1));
-  if (addBos) specials[bos] = { id: bos, ids: [idOf(bos)], tokens: [bos] };
-  if (addEos) specials[eos] = { id: eos, ids: [idOf(eos)], tokens: [eos] };
+  if (addBos) specials[bos] = { id: bos, ids: [idOf(bos, 'bos_token')], tokens: [bos] };
+  if (addEos) specials[eos] = { id: eos, ids: [idOf(eos, 'eos_token')], tokens: [eos] };
   const decoders: unknown[] = [{ type: 'Replace', pattern: { String: '\u2581' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }];
   if (addPrefixSpace) decoders.push({ type: 'Strip', content: ' ', start: 1, stop: 0 });
   return {
@@ -377,7 +388,8 @@ export function tokenizerJsonFromSentencePiece(dir: string): string {
   const modelFile = path.join(dir, 'tokenizer.model'), cfgFile = path.join(dir, 'tokenizer_config.json'), addedFile = path.join(dir, 'added_tokens.json');
   const cfgJson = readJsonObject(cfgFile), addedJson = readJsonObject(addedFile), mapJson = readJsonObject(path.join(dir, 'special_tokens_map.json'));
   const cfg = cfgJson?.value ?? {};
-  const tokenName = (v: unknown, d: string) => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : d);
+  // a token the config names, else undefined (LlamaTokenizer's default)
+  const tokenName = (v: unknown) => (typeof v === 'string' ? v : isObject(v) && typeof v.content === 'string' ? v.content : undefined);
   const bool = (k: string): boolean | undefined => (typeof cfg[k] === 'boolean' ? (cfg[k] as boolean) : undefined);
   let modelBytes: Buffer;
   try {
@@ -397,7 +409,7 @@ export function tokenizerJsonFromSentencePiece(dir: string): string {
   if (entry && trustedCacheEntry(entry, names)) return path.join(entry, 'tokenizer.json');
   const json = llamaTokenizerJson(readSentencePieceModel(modelFile), {
     legacy: bool('legacy'), addPrefixSpace: bool('add_prefix_space'), addBosToken: bool('add_bos_token'), addEosToken: bool('add_eos_token'),
-    unkToken: tokenName(cfg.unk_token, '<unk>'), bosToken: tokenName(cfg.bos_token, '<s>'), eosToken: tokenName(cfg.eos_token, '</s>'),
+    unkToken: tokenName(cfg.unk_token), bosToken: tokenName(cfg.bos_token), eosToken: tokenName(cfg.eos_token),
     ...addedTokensOf(cfg, cfgFile, addedJson?.value, addedFile),
   }, modelFile);
   // written whole into a private folder of its own, then renamed into place (replacing an entry this user did not trust)

@@ -68,8 +68,21 @@ describe('SentencePiece tokenizer.model', () => {
     fs.writeFileSync(text, 'not a model\n');
     expect(() => readSentencePieceModel(text)).toThrow(/sentencepiece: .*text.model/);
     expect(() => readSentencePieceModel(path.join(d, 'none.model'))).toThrow(/cannot read .*none.model/);
+    // a piece that is not UTF-8: the file and the piece's index
+    const piece = (bytes: number[]) => Buffer.from([0x0a, bytes.length + 2, 0x0a, bytes.length, ...bytes]);
+    const badUtf8 = path.join(d, 'bad-utf8.model');
+    fs.writeFileSync(badUtf8, Buffer.concat([piece([0x61]), piece([0x62]), piece([0xff, 0xfe])]));
+    expect(() => readSentencePieceModel(badUtf8)).toThrow(/^sentencepiece: .*bad-utf8\.model: piece 2 is not valid UTF-8 \(bytes fffe/);
     const unigram = { ...readSentencePieceModel(path.join(dir, 'tokenizer.model')), modelType: 1 };
     expect(() => llamaTokenizerJson(unigram)).toThrow(/is a unigram model; LLaMA tokenizers are BPE/);
+    // a special token that is not a piece: where its name came from
+    const noUnk = { ...readSentencePieceModel(path.join(dir, 'tokenizer.model')), pieces: [{ piece: 'a', score: 0, type: 1 }] };
+    expect(() => llamaTokenizerJson(noUnk)).toThrow(/has no piece '<unk>' \(LlamaTokenizer's default unk_token; no tokenizer_config\.json names one\)/);
+    const m = path.join(d, 'named');
+    fs.mkdirSync(m);
+    fs.copyFileSync(path.join(dir, 'tokenizer.model'), path.join(m, 'tokenizer.model'));
+    fs.writeFileSync(path.join(m, 'tokenizer_config.json'), '{"eos_token": "<nope>"}');
+    expect(() => tokenizerJsonFromSentencePiece(m)).toThrow(/has no piece '<nope>' \(the eos_token tokenizer_config\.json names\)/);
   });
 });
 
