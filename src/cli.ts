@@ -156,11 +156,19 @@ async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'n
  * The data-parallel flags a rank checks: --nproc-per-node under a launcher must be the number of ranks it started here
  * (a rank of `--nproc-per-node` never sees it: its launcher takes it off), and --dist-timeout.
  */
-function checkRankFlags(o: { nprocPerNode?: number; distTimeout?: number }, env: { launcher: string | null; worldSize: number; localWorldSize: number }): void {
+function checkRankFlags(o: { nprocPerNode?: number; distTimeout?: number }, env: { launcher: string | null; worldSize: number; localWorldSize: number; rank: number }): void {
   if (o.nprocPerNode !== undefined && env.launcher !== null && o.nprocPerNode !== env.localWorldSize)
     fail(`--nproc-per-node ${o.nprocPerNode}, but this process is one of ${env.localWorldSize} rank(s) on this machine that ${env.launcher === 'mpirun' ? `mpirun started (-np ${env.worldSize})` : 'torchrun-style variables describe (LOCAL_WORLD_SIZE, WORLD_SIZE)'}: give the number of ranks once (mpirun -np N without --nproc-per-node, or --nproc-per-node N alone)`);
   if (o.distTimeout !== undefined && !(o.distTimeout > 0)) fail('--dist-timeout must be a number of seconds > 0');
   if (o.distTimeout !== undefined && env.worldSize <= 1) fail('--dist-timeout is for data-parallel runs (--nproc-per-node, mpirun, torchrun-style variables); this run is one process');
+  // a rank of `--nproc-per-node` whose launcher was killed (SIGKILL reaches no rank: they run in groups of their own)
+  // stops as on SIGTERM: the step, a checkpoint, exit 143, every rank at the same step
+  if (env.worldSize > 1) {
+    void import('./distributed').then(({ watchLauncher }) => watchLauncher((pid) => {
+      if (env.rank === 0) process.stderr.write(`\nvwlmm: the launcher (pid ${pid}) is gone: the ranks stop as on SIGTERM\n`);
+      process.kill(process.pid, 'SIGTERM');
+    }));
+  }
 }
 
 /**

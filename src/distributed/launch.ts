@@ -90,6 +90,52 @@ function childPids(pid: number): number[] | null {
   return out;
 }
 
+/** A process's start time (/proc/PID/stat field 22, clock ticks since boot): undefined when it is gone, null where /proc cannot tell. */
+function startTime(pid: number): string | null | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch (e) {
+    if (!fs.existsSync('/proc/self/stat')) return null;
+    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : null;
+  }
+}
+
+/**
+ * In a rank that launchRanks started (VWLMM_LAUNCHER_PID), checks once a second that the launcher still runs, and calls
+ * onGone(pid) once when it does not. The ranks run in process groups of their own (the file's header), so a SIGKILL
+ * to the launcher, or to its group, would leave them running unsupervised; the CLI's ranks then stop as on SIGTERM
+ * (a checkpoint, exit 143). Identified by pid and start time (/proc), so a reused pid is not taken for the launcher.
+ * Returns the function that stops watching, or null when this process has no launcher to watch.
+ */
+export function watchLauncher(onGone: (pid: number) => void, env: NodeJS.ProcessEnv = process.env, periodMs = 1000): (() => void) | null {
+  const pid = Number(env.VWLMM_LAUNCHER_PID);
+  if (!(Number.isInteger(pid) && pid > 1) || pid === process.pid) return null;
+  const started = startTime(pid);
+  const gone = () => {
+    if (started === null) {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch (e) {
+        return (e as NodeJS.ErrnoException).code === 'ESRCH';
+      }
+    }
+    return startTime(pid) !== started;
+  };
+  const timer = setInterval(() => {
+    if (!gone()) return;
+    clearInterval(timer);
+    onGone(pid);
+  }, periodMs);
+  timer.unref();
+  if (started === undefined) {
+    clearInterval(timer);
+    setImmediate(() => onGone(pid));
+  }
+  return () => clearInterval(timer);
+}
+
 /** The exit code of a process that stopped on a signal the way training does (130 SIGINT, 143 SIGTERM), or null. */
 function interruptSignal(code: number | null): string | null {
   return code === 130 ? 'SIGINT' : code === 143 ? 'SIGTERM' : null;
@@ -125,6 +171,7 @@ export async function launchRanks(o: LaunchOptions): Promise<LaunchResult> {
   // whether the ranks' output ends on a terminal: mpirun gives each rank a pseudo-terminal whatever its own output is
   // (src/train/progress.ts)
   env.VWLMM_STDOUT_TTY ??= !pipe && process.stdout.isTTY ? '1' : '0';
+  env.VWLMM_LAUNCHER_PID = String(process.pid); // the ranks watch it (watchLauncher)
   // a process group of their own (the file's header), and no terminal input: a process outside the terminal's
   // foreground group that reads it is stopped (mpirun forwards its stdin to rank 0)
   const stdio: ('ignore' | 'pipe' | 'inherit')[] = ['ignore', pipe ? 'pipe' : 'inherit', pipe ? 'pipe' : 'inherit'];

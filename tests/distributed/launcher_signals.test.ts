@@ -74,6 +74,22 @@ describe.skipIf(!mpiReady && !required)('vwlmm train --nproc-per-node 2 under a 
     expect(trainLosses(out).map(([s]) => s)).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
   }, 120_000);
 
+  it('SIGKILL to the launcher (which no rank sees: they run in groups of their own) stops the ranks as SIGTERM would: a checkpoint, then every process gone', async () => {
+    const dir = tmp(), f = writeCliFixture(dir), out = path.join(dir, 'out');
+    const proc = cliAsync('train', '--init', f.init, '--data', f.data, '--image-folder', f.imageFolder, '--out', out, '--steps', '600', '--batch-size', '2', '--lr', '1e-3', '--nproc-per-node', '2');
+    let stderr = '';
+    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    await trainRecords(out, 2, () => proc.exitCode === null);
+    proc.kill('SIGKILL');
+    // before, mpirun and both ranks trained on to step 600 with nobody to stop them
+    for (let i = 0; i < 600 && processesNaming(out).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(processesNaming(out), stderr).toEqual([]);
+    const at = readTrainerState(path.join(out, 'checkpoint')).state.globalStep;
+    expect(at).toBeGreaterThanOrEqual(2);
+    expect(at).toBeLessThan(600);
+    expect(trainLosses(out).map(([s]) => s)).toEqual(Array.from({ length: at }, (_, i) => i + 1));
+  }, 120_000);
+
   it('a rank flag that contradicts its launcher is an error on every rank: --nproc-per-node 4 under mpirun -np 2', () => {
     const dir = tmp(), f = writeCliFixture(dir, { images: 1 });
     const env = { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' };
