@@ -445,7 +445,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
   .requiredOption('--checkpoint <dir>', 'checkpoint directory')
   .requiredOption('--questions <file>', 'question JSONL (--format science: JSON; mmbench: the TSV with base64 images)')
   .option('--image-folder <dir>', 'folder the image paths are relative to', '.')
-  .requiredOption('--answers <file>', 'answers JSONL (appended to; ids already in it are skipped)')
+  .requiredOption('--answers <file>', 'answers JSONL (appended to; questions already answered in it, by question_id and prompt, are skipped)')
   .option('--conv-mode <name>', "conversation template (LLaVA's --conv-mode; default the checkpoint's)")
   .option('--format <f>', "the LLaVA loader: vqa_loader (question JSONL), science (ScienceQA's JSON, as model_vqa_science) or mmbench (MMBench's TSV, as model_vqa_mmbench: hint, options A-D)", 'vqa_loader')
   .option('--single-pred-prompt', "science, mmbench: ask for the option's letter directly (LLaVA's --single-pred-prompt)")

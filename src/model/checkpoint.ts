@@ -196,13 +196,19 @@ export interface SaveOptions {
   format?: 'vwlmm' | 'transformers';
   /** transformers format: the image token id to write (default: the model config's imageTokenIndex). */
   imageTokenIndex?: number;
-  /** tokenizer.json to copy in (a path) or to write (an object). */
+  /**
+   * tokenizer.json to copy in (a path; with the files beside it that say how it is used: TOKENIZER_SIDE_FILES) or to
+   * write (an object).
+   */
   tokenizer?: string | Record<string, unknown>;
   /** Extra files written into the checkpoint (name -> contents). */
   extraFiles?: Record<string, string | Buffer>;
   /** Extra tensor files (name -> tensors), e.g. optimizer state. */
   extraTensors?: Record<string, Map<string, HostTensor>>;
 }
+
+/** The files beside a tokenizer.json that TextTokenizer reads (its special tokens, BOS, added tokens), saved with it. */
+export const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'] as const;
 
 /**
  * Writes a checkpoint folder atomically: a new folder replaces `dir` whole once complete. `dir` may be absent, empty,
@@ -234,7 +240,14 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   try {
     writeFileDurable(path.join(tmp, 'config.json'), (transformers ? stringifyTransformersConfig(configJson) : JSON.stringify(configJson, null, 2)) + '\n');
     writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' }, { checksum: true });
-    if (typeof opts.tokenizer === 'string') writeFileDurable(path.join(tmp, 'tokenizer.json'), fs.readFileSync(opts.tokenizer));
+    if (typeof opts.tokenizer === 'string') {
+      writeFileDurable(path.join(tmp, 'tokenizer.json'), fs.readFileSync(opts.tokenizer));
+      // without them a reloaded tokenizer falls back to defaults (eos </s> where the config names another, no pad)
+      for (const name of TOKENIZER_SIDE_FILES) {
+        const side = path.join(path.dirname(opts.tokenizer), name);
+        if (fs.existsSync(side) && fs.statSync(side).isFile()) writeFileDurable(path.join(tmp, name), fs.readFileSync(side));
+      }
+    }
     else if (opts.tokenizer) writeFileDurable(path.join(tmp, 'tokenizer.json'), JSON.stringify(opts.tokenizer));
     for (const [name, data] of Object.entries(opts.extraFiles ?? {})) writeFileDurable(path.join(tmp, name), data);
     for (const [name, tensors] of Object.entries(opts.extraTensors ?? {})) writeSafetensors(path.join(tmp, name), tensors, undefined, { checksum: true });

@@ -15,6 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { noGrad, scope, Tensor } from '../../src';
 import { HostTensor, readSafetensors, writeSafetensors } from '../../src/io/safetensors';
 import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
+import { TextTokenizer } from '../../src/data/tokenizer';
 import { VwLmmConfig } from '../../src/model/config';
 import { VwLmm } from '../../src/model/vwlmm';
 import { tinyConfig } from '../train/support/tiny';
@@ -243,5 +244,24 @@ describe('configs', () => {
       throwsQuickly(() => loadCheckpoint(c.dir), /config\.json: cannot open: a named pipe \(FIFO\), not a regular file/);
     }
     c.model.dispose();
+  });
+});
+
+describe("the tokenizer's own files", () => {
+  it('travel with its tokenizer.json into a saved checkpoint: a reloaded tokenizer keeps the eos_token its config names', () => {
+    // transformers' files for a Mistral-like tokenizer whose config names [/INST] (id 4) its EOS, not </s>
+    const src = path.join(__dirname, '..', 'fixtures', 'sentencepiece_mistral', 'eos_inst', 'tokenizer.json');
+    const before = new TextTokenizer(src);
+    expect([before.eosToken, before.eosId]).toEqual(['[/INST]', 4]);
+    const model = VwLmm.create(tinyConfig(before.vocabSize, 0), 3);
+    const dir = path.join(tmp(), 'ckpt');
+    try {
+      saveCheckpoint(dir, model, { tokenizer: src });
+    } finally {
+      model.dispose();
+    }
+    expect(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')).toBe(fs.readFileSync(path.join(path.dirname(src), 'tokenizer_config.json'), 'utf8'));
+    const after = new TextTokenizer(path.join(dir, 'tokenizer.json'));
+    expect([after.eosToken, after.eosId]).toEqual(['[/INST]', 4]); // was </s> (2): the config stayed behind
   });
 });
