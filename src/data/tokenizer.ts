@@ -167,12 +167,14 @@ export class TextTokenizer {
   /** Ids dropped by decode({ skipSpecial: true }). */
   readonly specialIds: ReadonlySet<number>;
   private readonly tok: Tokenizer;
+  private readonly made: { source: string | object; options: TextTokenizerOptions };
 
   /**
    * From a tokenizer.json path (or a directory holding tokenizer.json; a tokenizer_config.json and a
    * special_tokens_map.json beside it are read when present) or from the parsed tokenizer.json object.
    */
   constructor(source: string | object, options: TextTokenizerOptions = {}) {
+    this.made = { source, options: { ...options } };
     let json: unknown;
     let config: TokenizerConfigObject = {};
     let where: string;
@@ -289,6 +291,14 @@ export class TextTokenizer {
   /** Loads tokenizer.json from a file (or a directory holding one). */
   static fromFile(file: string, options: TextTokenizerOptions = {}): TextTokenizer {
     return new TextTokenizer(file, options);
+  }
+
+  /**
+   * What the tokenizer was made from (its constructor's arguments: a path is read again), for the same tokenizer on
+   * another thread: new TextTokenizer(spec.source, spec.options).
+   */
+  spec(): { source: string | object; options: TextTokenizerOptions } {
+    return { source: this.made.source, options: { ...this.made.options } };
   }
 
   /** Ids of `text` (no special tokens added, except BOS in front with { addBos: true }). */

@@ -9,8 +9,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
-import { IGNORE_INDEX, IMAGE_TOKEN_INDEX, TEMPLATES, TemplateName, TokenizedConversation, tokenizeConversation, Turn } from '../data/conversation';
-import { LlavaRecord, readLlavaRecords } from '../data/dataset';
+import { Turn } from '../data/conversation';
+import { fitRecords } from '../data/fit_record';
+import { readLlavaRecords } from '../data/dataset';
 import { loadImage, preprocessClip, probeImage } from '../data/images';
 import { clipPreprocessOptions } from '../model/config';
 import { ClipImageWorkers } from '../data/clip_workers';
@@ -108,16 +109,13 @@ const DECODE_CONCURRENCY = 4;
 /** How many image headers are read at once (verifyImages 'header'). */
 const PROBE_CONCURRENCY = 16;
 
+/** Records from which prepareFile tokenises on threads (fewer: a thread's start costs more than it saves). */
+const FIT_THREADS_FROM = 2000;
+/** Tokenising threads at most (the run has not started: every core is free). */
+const MAX_FIT_THREADS = 8;
+
 /** How prepareFile checks the images before training: decoding each, or reading its header. */
 export type VerifyImages = 'decode' | 'header';
-
-/** The template a record is tokenised with: its own `conversation_template` when it has one, else `fallback`. */
-function recordTemplate(r: LlavaRecord, fallback: TemplateName): { template: TemplateName } | { error: string } {
-  const t = r.conversation_template;
-  if (t === undefined) return { template: fallback };
-  if (typeof t === 'string' && Object.prototype.hasOwnProperty.call(TEMPLATES, t)) return { template: t as TemplateName };
-  return { error: `record '${r.id}': conversation_template ${JSON.stringify(t)} is not a template (${Object.keys(TEMPLATES).join(', ')})` };
-}
 
 /** The CLIP pixels [3, S, S] of an image file, as the model's config preprocesses them (on `images`' threads if given). */
 async function pixelsOf(model: VwLmm, file: string, images?: ClipImageWorkers): Promise<Float32Array> {
@@ -132,114 +130,90 @@ async function pixelsOf(model: VwLmm, file: string, images?: ClipImageWorkers): 
  * images again while the previous step runs (trainOnFile), so memory does not grow with the data set (558K LLaVA
  * images at 336 px would be 750 GB of float pixels).
  */
-export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, strict: boolean, opts: { modelMaxLength?: number; images?: ClipImageWorkers; verifyImages?: VerifyImages } = {}): Promise<PreparedData> {
+export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, strict: boolean, opts: { modelMaxLength?: number; images?: ClipImageWorkers; verifyImages?: VerifyImages; fitThreads?: number } = {}): Promise<PreparedData> {
   const verify = opts.verifyImages ?? 'decode';
   if (verify !== 'decode' && verify !== 'header') throw new RangeError(`prepareFile: verifyImages must be 'decode' or 'header', got ${String(verify)}`);
   const maxLength = opts.modelMaxLength ?? model.config.modelMaxLength ?? DEFAULT_MODEL_MAX_LENGTH;
   if (!(Number.isInteger(maxLength) && maxLength >= 1)) throw new RangeError(`prepareFile: modelMaxLength must be a positive integer, got ${maxLength}`);
   const { records, skipped: bad } = readLlavaRecords(file, { strict });
   const skipped: PreparedData['skipped'] = bad.map((b) => ({ line: b.line, index: b.index, reason: b.reason }));
-  const cfg = model.config;
-  // every distinct image, in first-use order, checked by decoding it
-  const order: string[] = [];
-  const firstRecord = new Map<string, string>();
-  for (const r of records) {
-    if (r.image === undefined) continue;
-    const p = path.resolve(imageFolder, r.image);
-    if (!firstRecord.has(p)) {
-      firstRecord.set(p, r.id);
-      order.push(p);
-    }
-  }
-  const whyBroken = new Map<string, string>();
-  const concurrency = verify === 'decode' ? DECODE_CONCURRENCY : PROBE_CONCURRENCY;
-  for (let i = 0; i < order.length; i += concurrency) {
-    const chunk = order.slice(i, i + concurrency);
-    const results = await Promise.allSettled(chunk.map((p) => (verify === 'decode' ? pixelsOf(model, p, opts.images) : probeImage(p))));
-    results.forEach((res, k) => {
-      if (res.status === 'fulfilled') return;
-      const msg = (res.reason as Error).message;
-      if (strict) throw new Error(`record '${firstRecord.get(chunk[k])}': ${msg} (--strict)`);
-      whyBroken.set(chunk[k], msg);
-    });
-  }
-  const imagePaths: string[] = [];
-  const indexOf = new Map<string, number>();
-  const samples: PreparedData['samples'] = [];
-  let mismatches = 0, truncated = 0;
-  for (const r of records) {
-    const template = recordTemplate(r, cfg.template);
-    if ('error' in template) {
-      if (strict) throw new Error(`${template.error} (--strict)`);
-      skipped.push({ id: r.id, reason: template.error });
-      continue;
-    }
-    let image: number | null = null;
-    if (r.image !== undefined) {
-      const p = path.resolve(imageFolder, r.image);
-      const why = whyBroken.get(p);
-      if (why !== undefined) {
-        skipped.push({ id: r.id, reason: `image ${p} could not be read: ${why}` });
-        continue;
-      }
-      if (!indexOf.has(p)) {
-        indexOf.set(p, imagePaths.length);
-        imagePaths.push(p);
-      }
-      image = indexOf.get(p)!;
-    }
-    const fit = fitRecord(r, image !== null, tokenizer, template.template, maxLength, model.numImageTokens);
-    if ('skip' in fit) {
-      if (strict) throw new Error(`record '${r.id}': ${fit.skip} (--strict)`);
-      skipped.push({ id: r.id, reason: fit.skip });
-      continue;
-    }
-    const t = fit.sample;
-    if (t.mismatch) {
-      mismatches++;
-      if (strict) throw new Error(`tokenization mismatch in record ${r.id}: ${t.mismatchDetail}`);
-      continue;
-    }
-    if (fit.truncated) truncated++;
-    // the record's own words and image key, as LLaVA counts them (not the tokens, nor an image the cut dropped)
-    samples.push({ inputIds: Int32Array.from(t.inputIds), labels: Int32Array.from(t.labels), image: fit.image ? image : null, modalityLength: modalityLength(r.conversations as Turn[], r.image !== undefined) });
-  }
-  return { samples, imagePaths, skipped, mismatches, truncated, verifiedImages: verify };
-}
-
-/**
- * A record tokenised and cut as LLaVA trains it, or why it cannot be: its tokens are cut to maxLength, then (the
- * placeholder expanded to the image's `patches` features) its positions to maxLength again (LLaVA's collator, then
- * prepare_inputs_labels_for_multimodal's tokenizer_model_max_length). An image whose placeholder the first cut
- * removes is dropped, the record trained as text, as LLaVA does. Refused: a template's own rule broken (plain's one
- * captioned image), more than one placeholder (LLaVA-1.5 reads one image per record), an image without a
- * placeholder, features the second cut would split, nothing left to supervise.
- */
-function fitRecord(r: LlavaRecord, hasImage: boolean, tokenizer: TextTokenizer, template: TemplateName, maxLength: number, patches: number):
-  { sample: TokenizedConversation; image: boolean; truncated: boolean } | { skip: string } {
-  let t: TokenizedConversation;
+  // the records are tokenised on threads of their own while the images are checked (fit_record.ts)
+  const threads = opts.fitThreads ?? (records.length >= FIT_THREADS_FROM ? Math.min(MAX_FIT_THREADS, os.availableParallelism()) : 0);
+  const stopFitting = new AbortController();
+  const fitting = fitRecords(records, tokenizer, { template: model.config.template, maxLength, patches: model.numImageTokens }, threads, stopFitting.signal);
+  fitting.catch(() => undefined); // awaited below; a failed image check (--strict) ends it first
   try {
-    t = tokenizeConversation(r.conversations as Turn[], tokenizer, template, { maxLength });
-  } catch (e) {
-    return { skip: (e as Error).message };
+    return await checkAndCollect();
+  } finally {
+    stopFitting.abort();
   }
-  if (t.numImages > 1) return { skip: `its conversation holds ${t.numImages} <image> placeholders (one image per record)` };
-  let image = hasImage, truncated = t.truncated;
-  if (hasImage && t.numImages === 0) {
-    if (!t.truncated || !t.prompt.includes('<image>')) return { skip: "it has an 'image' but no <image> in its conversation" };
-    image = false; // its placeholder lies past maxLength tokens
-  }
-  if (image) {
-    const at = t.inputIds.indexOf(IMAGE_TOKEN_INDEX);
-    if (at + patches > maxLength) return { skip: `its image's ${patches} features start at position ${at}: they would not fit in the ${maxLength} positions (model max length)` };
-    const keep = maxLength - (patches - 1);
-    if (t.inputIds.length > keep) {
-      t = { ...t, inputIds: t.inputIds.slice(0, keep), labels: t.labels.slice(0, keep), truncated: true };
-      truncated = true;
+
+  async function checkAndCollect(): Promise<PreparedData> {
+    // every distinct image, in first-use order, checked by decoding it
+    const order: string[] = [];
+    const firstRecord = new Map<string, string>();
+    for (const r of records) {
+      if (r.image === undefined) continue;
+      const p = path.resolve(imageFolder, r.image);
+      if (!firstRecord.has(p)) {
+        firstRecord.set(p, r.id);
+        order.push(p);
+      }
     }
+    const whyBroken = new Map<string, string>();
+    const concurrency = verify === 'decode' ? DECODE_CONCURRENCY : PROBE_CONCURRENCY;
+    for (let i = 0; i < order.length; i += concurrency) {
+      const chunk = order.slice(i, i + concurrency);
+      const results = await Promise.allSettled(chunk.map((p) => (verify === 'decode' ? pixelsOf(model, p, opts.images) : probeImage(p))));
+      results.forEach((res, k) => {
+        if (res.status === 'fulfilled') return;
+        const msg = (res.reason as Error).message;
+        if (strict) throw new Error(`record '${firstRecord.get(chunk[k])}': ${msg} (--strict)`);
+        whyBroken.set(chunk[k], msg);
+      });
+    }
+    const imagePaths: string[] = [];
+    const indexOf = new Map<string, number>();
+    const samples: PreparedData['samples'] = [];
+    let mismatches = 0, truncated = 0;
+    const outcomes = await fitting;
+    records.forEach((r, k) => {
+      const fit = outcomes[k];
+      if ('error' in fit) {
+        if (strict) throw new Error(`${fit.error} (--strict)`);
+        skipped.push({ id: r.id, reason: fit.error });
+        return;
+      }
+      let image: number | null = null;
+      if (r.image !== undefined) {
+        const p = path.resolve(imageFolder, r.image);
+        const why = whyBroken.get(p);
+        if (why !== undefined) {
+          skipped.push({ id: r.id, reason: `image ${p} could not be read: ${why}` });
+          return;
+        }
+        if (!indexOf.has(p)) {
+          indexOf.set(p, imagePaths.length);
+          imagePaths.push(p);
+        }
+        image = indexOf.get(p)!;
+      }
+      if ('skip' in fit) {
+        if (strict) throw new Error(`record '${r.id}': ${fit.skip} (--strict)`);
+        skipped.push({ id: r.id, reason: fit.skip });
+        return;
+      }
+      if (fit.mismatch !== null) {
+        mismatches++;
+        if (strict) throw new Error(`tokenization mismatch in record ${r.id}: ${fit.mismatch}`);
+        return;
+      }
+      if (fit.truncated) truncated++;
+      // the record's own words and image key, as LLaVA counts them (not the tokens, nor an image the cut dropped)
+      samples.push({ inputIds: fit.inputIds, labels: fit.labels, image: fit.image ? image : null, modalityLength: modalityLength(r.conversations as Turn[], r.image !== undefined) });
+    });
+    return { samples, imagePaths, skipped, mismatches, truncated, verifiedImages: verify };
   }
-  if (!t.mismatch && !t.labels.some((l) => l !== IGNORE_INDEX)) return { skip: `no supervised token within the first ${maxLength} positions${truncated ? ' (truncated)' : ''}` };
-  return { sample: t, image, truncated };
 }
 
 /** A batch of samples with their images decoded now (the distinct ones of the batch, at once). */
