@@ -208,7 +208,7 @@ export interface SaveOptions {
 }
 
 /** The files beside a tokenizer.json that TextTokenizer reads (its special tokens, BOS, added tokens), saved with it. */
-export const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'] as const;
+const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'] as const;
 
 /**
  * Writes a checkpoint folder atomically: a new folder replaces `dir` whole once complete. `dir` may be absent, empty,

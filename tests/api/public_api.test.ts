@@ -66,7 +66,7 @@ const isClass = (v: unknown) => typeof v === 'function' && /^class[\s{]/.test(Fu
 const SOURCES: Record<Area, string[]> = {
   model: ['model/vwlmm', 'model/config', 'model/checkpoint', 'model/transformers_llava', 'model/lora', 'io/safetensors', 'io/torch_bin'],
   data: ['data/tokenizer', 'data/conversation', 'data/dataset', 'data/images', 'data/collate', 'data/sort_of_clevr', 'data/word_level_tokenizer', 'data/sentencepiece'],
-  train: ['train/trainer', 'train/from_file', 'train/interrupt', 'train/schedule', 'train/progress', 'viz/plot'],
+  train: ['train/trainer', 'train/from_file', 'train/interrupt', 'train/schedule', 'train/progress', 'train/sampler', 'viz/plot'],
   eval: ['eval/llava_eval', 'eval/visual_words', 'eval/gqa', 'eval/mme'],
   demo: ['demo/demo', 'demo/recipe'],
   distributed: ['distributed/process_group', 'distributed/zero', 'distributed/env', 'distributed/launch', 'distributed/rendezvous'],
