@@ -146,8 +146,11 @@ function reportGemm(file, how, out = { log: console.log, warn: console.error }) 
   const warning = gemmWarning(info, { how, file: rel, checkout: fs.existsSync(path.join(root, '.git')) });
   if (warning) out.warn(warning.split('\n').map((l) => `vwlmm: ${l}`).join('\n'));
   else if (isBuiltinGemm(info.gemm)) {
+    // the build may link OpenBLAS and still run the built-in GEMM (its kernels for this CPU lack AVX2+FMA): say which
+    const linked = /linked OpenBLAS chose its (\w+) kernels/.exec(String(info.gemm));
     out.log(`vwlmm: CPU GEMM of ${rel}: the built-in one with its AVX2+FMA kernel (${BUILTIN_VS_OPENBLAS.avx2Gemm} of OpenBLAS's time on ` +
-      `large matrices, the demo's steps ${BUILTIN_VS_OPENBLAS.avx2DemoSteps}; no OpenBLAS needed)`);
+      `large matrices, the demo's steps ${BUILTIN_VS_OPENBLAS.avx2DemoSteps}; ` +
+      (linked ? `chosen over the OpenBLAS it links, which picked its ${linked[1]} kernels on this CPU: VWLMM_GEMM=openblas uses them)` : 'no OpenBLAS needed)'));
   } else out.log(`vwlmm: CPU GEMM of ${rel}: ${info.gemm}`);
   return info;
 }

@@ -140,6 +140,10 @@ export function cpu(): Addon {
   const spin = process.env.VWLMM_SPIN_US;
   if (spin !== undefined && spin !== '' && !/^\d{1,7}$/.test(spin))
     throw new RangeError(`vwlmm: VWLMM_SPIN_US must be a whole number of microseconds (0 = sleep at once; unset: 500), got '${spin}'`);
+  // VWLMM_NUM_THREADS: the CPU thread pool's size (read natively at the first op; there, anything else meant "all cores").
+  const threads = process.env.VWLMM_NUM_THREADS;
+  if (threads !== undefined && threads !== '' && !(/^\d{1,4}$/.test(threads) && Number(threads) >= 1 && Number(threads) <= 1024))
+    throw new RangeError(`vwlmm: VWLMM_NUM_THREADS must be a whole number of threads in [1, 1024] (unset: one per core), got '${threads}'`);
   try {
     // VWLMM_ADDON points at a specific vwlmm.node (e.g. a second build directory); else build/ or prebuilds/.
     const explicit = process.env.VWLMM_ADDON;
@@ -147,10 +151,13 @@ export function cpu(): Addon {
     const load = require('node-gyp-build') as (dir: string) => Addon;
     cpuAddon = explicit ? (require(explicit) as Addon) : load(packageRoot);
   } catch (e) {
+    // a git checkout builds with its own script; an installed package, by running its install script again
+    const checkout = fs.existsSync(path.join(packageRoot, '.git'));
+    const why = (e as Error).message.trim().split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
     throw new Error(
-      `vwlmm: the native CPU addon could not be loaded (${(e as Error).message}).\n` +
-        'Build it with `npm run build:native` (needs cmake >= 3.18 and a C++17 compiler; ' +
-        'apt install libopenblas-dev for a fast GEMM).',
+      `vwlmm: the native CPU addon could not be loaded: ${why}\n` +
+        `Build it with \`${checkout ? 'npm run build:native' : 'npm rebuild vwlmm'}\` (a source build needs cmake >= 3.18 and a C++17 compiler; ` +
+        'apt install libopenblas-dev for a fast GEMM)',
     );
   }
   return cpuAddon;
@@ -192,7 +199,14 @@ export function tryCuda(): Addon | null {
   }
   const file = cudaCandidates().find((f) => fs.existsSync(f));
   if (!file) {
-    cudaReason = 'the CUDA addon was not built (no nvcc or cuBLAS at build time); looked in ' + cudaCandidates().join(', ');
+    // the source build says why it built none (native/cuda/cuda.cmake); a prebuilt package carries no such note
+    let why = '';
+    try {
+      why = fs.readFileSync(path.join(packageRoot, 'build', 'Release', 'cuda', 'NOT_BUILT.txt'), 'utf8').trim();
+    } catch {
+      /* no source build, or one older than the note */
+    }
+    cudaReason = `the CUDA addon was not built (${why || 'no source build here said why: a build needs nvcc and cuBLAS (VWLMM_BUILD_FROM_SOURCE=1 npm rebuild vwlmm)'}); looked in ${cudaCandidates().join(', ')}`;
     return null;
   }
   let addon: Addon;

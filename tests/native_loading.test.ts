@@ -148,6 +148,26 @@ describe('VWLMM_SPIN_US', () => {
   });
 });
 
+describe('VWLMM_NUM_THREADS and a missing addon', () => {
+  it('a thread count that is not one is an error naming the variable (natively it meant "all cores", silently)', () => {
+    for (const bad of ['abc', '0', '-2', '2.5', '99999']) {
+      const r = runSnippet("require('./src').backendInfo()", { VWLMM_NUM_THREADS: bad });
+      expect(r.status, bad).not.toBe(0);
+      expect(r.stderr).toContain(`VWLMM_NUM_THREADS must be a whole number of threads in [1, 1024] (unset: one per core), got '${bad}'`);
+    }
+    const ok = runSnippet("console.log(require('./src').backendInfo().cpu.threads)", { VWLMM_NUM_THREADS: '1' });
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout.trim().split('\n').pop()).toBe('1');
+  });
+
+  it('an addon that does not load is named with its cause on one line, and the command that builds it here', () => {
+    const r = runSnippet("require('./src').backendInfo()", { VWLMM_ADDON: path.join(tmp(), 'missing.node') });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/vwlmm: the native CPU addon could not be loaded: Cannot find module '.*missing\.node'[^\n]*\nBuild it with `npm run build:native` \(a source build needs cmake/);
+    expect(r.stderr).not.toMatch(/\n\)\./); // node-gyp-build's multi-line message no longer leaves a stray ').'
+  });
+});
+
 describe('addon symbols', () => {
   // The addons export nothing of vwlmm's own: a default-visibility function-local static (error_flags(),
   // host_sync_counter(), the process-group state) is an STB_GNU_UNIQUE symbol, one object for every library in

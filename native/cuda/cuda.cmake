@@ -83,14 +83,17 @@ if(NOT _vw_cuda_skip)
   endif()
 endif()
 
+set(_vw_cuda_out "${CMAKE_LIBRARY_OUTPUT_DIRECTORY}")
+if(NOT _vw_cuda_out)
+  set(_vw_cuda_out "${CMAKE_BINARY_DIR}/Release")
+endif()
+set(_vw_cuda_out "${_vw_cuda_out}/cuda")
+# Why there is no addon, for the runtime's message (src/native.ts tryCuda); gone once it builds.
 if(_vw_cuda_skip)
   _vw_cuda_unavailable("${_vw_cuda_skip}")
+  file(WRITE "${_vw_cuda_out}/NOT_BUILT.txt" "${_vw_cuda_skip}\n")
 else()
-  set(_vw_cuda_out "${CMAKE_LIBRARY_OUTPUT_DIRECTORY}")
-  if(NOT _vw_cuda_out)
-    set(_vw_cuda_out "${CMAKE_BINARY_DIR}/Release")
-  endif()
-  set(_vw_cuda_out "${_vw_cuda_out}/cuda")
+  file(REMOVE "${_vw_cuda_out}/NOT_BUILT.txt")
   get_filename_component(_vw_cublas_dir "${_vw_cublas_lib}" DIRECTORY)
 
   file(GLOB VWLMM_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/native/cuda/*.cu ${CMAKE_SOURCE_DIR}/native/cuda/engine/*.cu

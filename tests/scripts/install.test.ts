@@ -63,6 +63,11 @@ describe('install: CPU GEMM check', () => {
     native.reportGemm(fakeAddon('builtin', 'avx2+fma'), 'build', avx.out);
     expect(avx.o.warns).toEqual([]);
     expect(avx.o.logs).toEqual([expect.stringMatching(/^vwlmm: CPU GEMM of .*fake_addon\.js: the built-in one with its AVX2\+FMA kernel \(1\.00x of OpenBLAS's time/)]);
+    expect(avx.o.logs[0]).toMatch(/; no OpenBLAS needed\)$/);
+    // a build that links OpenBLAS but runs the built-in GEMM (OpenBLAS's kernels for this CPU lack AVX2+FMA) says so
+    const linked = capture();
+    native.reportGemm(fakeAddon('builtin (AVX2+FMA: the linked OpenBLAS chose its Prescott kernels on this CPU; VWLMM_GEMM=openblas keeps them; linked: openblas OpenBLAS 0.3.21)', 'avx2+fma'), 'build', linked.out);
+    expect(linked.o.logs).toEqual([expect.stringMatching(/the built-in one with its AVX2\+FMA kernel .*; chosen over the OpenBLAS it links, which picked its Prescott kernels on this CPU: VWLMM_GEMM=openblas uses them\)$/)]);
     const ob = capture();
     native.reportGemm(fakeAddon(OPENBLAS, 'avx2+fma'), 'prebuilt', ob.out);
     expect(ob.o.warns).toEqual([]);
