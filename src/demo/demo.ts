@@ -11,7 +11,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { DeviceSpec, useDevice } from '../device';
-import { sortOfClevrVocabulary, writeSortOfClevr } from '../data/sort_of_clevr';
+import { SORT_OF_CLEVR_GENERATOR_VERSION, sortOfClevrVocabulary, writeSortOfClevr } from '../data/sort_of_clevr';
 import { SceneImageWriter, spareImageWorkers } from '../data/scene_writer';
 import { writeWordLevelTokenizer } from '../data/word_level_tokenizer';
 import { TextTokenizer } from '../data/tokenizer';
@@ -23,7 +23,7 @@ import { Progress } from '../train/progress';
 import { VwLmm } from '../model/vwlmm';
 import { cpu } from '../native';
 import { Calibration, calibrate, DemoEstimate, demoWork, estimateDemo, estimateNotice, gemmNotice, stepsDone } from './estimate';
-import { DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from './recipe';
+import { checkRecipeResume, DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from './recipe';
 import { objectAtPatch, SplitData } from './task';
 
 const GROUP: Record<string, 'nonRelational' | 'relational'> = { shape: 'nonRelational', left: 'nonRelational', top: 'nonRelational', closest: 'relational', furthest: 'relational', count: 'relational' };
@@ -192,6 +192,29 @@ async function trainOnly(o: DemoOptions, recipe: Recipe, group: ProcessGroup): P
   return null;
 }
 
+/**
+ * A --resume is checked before anything is written: each run's checkpoint against the recipe (checkRecipeResume: what
+ * the Trainer would refuse as it starts), and the data set the checkpoints trained on (data/meta.json) against the one
+ * this run would write over it. A refused resume leaves the run as it was: its data set, stage files, reproduce.sh.
+ */
+function checkDemoResume(o: DemoOptions, recipe: Recipe): void {
+  const runs = ['vw', ...(o.ablation ? ['llava'] : [])].map((r) => path.join(o.outDir, r));
+  for (const dir of runs) checkRecipeResume(recipe, dir); // the ablation's stages are the same
+  if (!runs.some((dir) => stepsDone(dir) !== null)) return; // nothing trained yet: the data set is written afresh
+  const f = path.join(o.outDir, 'data', 'meta.json');
+  let meta: { generatorVersion?: unknown; seed?: unknown; counts?: { trainImages?: unknown; testImages?: unknown } };
+  try {
+    meta = JSON.parse(fs.readFileSync(f, 'utf8'));
+  } catch {
+    return; // no data set (or a broken one) to keep: written again as the checkpoint's run wrote it
+  }
+  const got: Record<string, unknown> = { generatorVersion: meta.generatorVersion, seed: meta.seed, trainImages: meta.counts?.trainImages, testImages: meta.counts?.testImages };
+  const want: Record<string, unknown> = { generatorVersion: SORT_OF_CLEVR_GENERATOR_VERSION, seed: recipe.seed, trainImages: recipe.trainImages, testImages: recipe.testImages };
+  const diff = Object.keys(want).filter((k) => got[k] !== want[k]);
+  if (diff.length)
+    throw new Error(`resume: ${f} describes the data set the checkpoint trained on (${diff.map((k) => `${k} ${JSON.stringify(got[k])}`).join(', ')}), this run would write ${diff.map((k) => `${k} ${JSON.stringify(want[k])}`).join(', ')} over it: resume with the --scale and --seed the run was started with`);
+}
+
 export function runDemo(o: DemoOptions & { processGroup?: undefined }): Promise<DemoResult>;
 export function runDemo(o: DemoOptions): Promise<DemoResult | null>;
 export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
@@ -206,6 +229,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
   if (lead) log(gemmNotice(info));
   // what a --resume has left: each run's trained steps from its checkpoint (stage 0 is then skipped)
   const done = o.resume ? { vw: stepsDone(path.join(o.outDir, 'vw')), llava: o.ablation ? stepsDone(path.join(o.outDir, 'llava')) : null } : undefined;
+  if (o.resume) checkDemoResume(o, recipe); // on every rank, before any is written (or calibrated)
   const device = useDevice('vwlmm demo', o.device); // before anything else: no GPU is an error now, not after the data
   // data-parallel: rank 0 alone calibrates (the others wait at the barrier below, so its timings are not shared
   // cores'); its estimate is for one process

@@ -24,7 +24,7 @@ import { VwLmm } from '../model/vwlmm';
 import { Generator } from '../random';
 import { Tensor } from '../tensor';
 import { installStopHandlers, StopRequest } from '../train/interrupt';
-import { Stage, Trainer } from '../train/trainer';
+import { readTrainerState, Stage, Trainer } from '../train/trainer';
 import { Accuracy, captionAccuracy, captionWordAccuracy, evaluateSplit } from './evaluate';
 import { answerFor, questionText, renderScene, Scene, sortOfClevrImageName } from '../data/sort_of_clevr';
 import { pretrainVisionTower, rankShare } from './vision_pretrain';
@@ -244,6 +244,43 @@ export function validationSplit(seed: number, images: number): SplitData {
   return makeSplit(images, recipeStreams(seed).val, QUESTIONS_PER_IMAGE);
 }
 
+/**
+ * The Trainer's stages of a run of this recipe, by name and steps, as runRecipe builds them (it checks that it does):
+ * what the recipe alone decides of a checkpoint's run, without its data.
+ */
+export function recipeStagePlan(r: Recipe): { name: string; steps: number }[] {
+  const frozen = r.stage0.steps > 0 ? Math.min(r.stage0.frozenSteps, r.stage1.steps) : 0;
+  return [
+    { name: 'text', steps: r.text?.steps ?? 0 },
+    { name: 'captions-warmup', steps: r.stage1.warmupSteps },
+    { name: 'captions-frozen-tower', steps: frozen },
+    { name: 'captions', steps: r.stage1.steps - frozen },
+    { name: 'questions-non-relational', steps: r.stage2.nonRelationalSteps ?? 0 },
+    { name: 'questions', steps: r.stage2.steps },
+  ].filter((s) => s.steps > 0);
+}
+
+/**
+ * Refuses, before anything is written, a resume of runRecipe(r, { outDir, resume: true }) that the Trainer would refuse
+ * as it starts (its checkResume rules, on what the recipe alone decides: the seed, the stages' names and steps), in its
+ * words. The demo checks it before it writes its data set and reproduce files. No checkpoint in outDir: nothing to check.
+ */
+export function checkRecipeResume(r: Recipe, outDir: string): void {
+  const dir = resolveCheckpointDir(path.join(outDir, 'checkpoint'));
+  if (dir === null || !fs.existsSync(path.join(dir, 'trainer_state.json'))) return;
+  const st = readTrainerState(dir).state;
+  const again = 'resume with the recipe the checkpoint\'s run had (vwlmm demo: the same --scale, --seed and --schedule)';
+  if (st.seed !== r.seed) throw new Error(`resume: the checkpoint ${dir} was trained with seed ${st.seed}, not ${r.seed}; ${again}`);
+  const plan = recipeStagePlan(r), names = plan.map((s) => s.name);
+  if (st.stages && st.stages.join('\u0000') !== names.join('\u0000'))
+    throw new Error(`resume: the checkpoint ${dir} was trained with stages [${st.stages.join(', ')}], this run has [${names.join(', ')}]; ${again}`);
+  if (st.stageSteps) {
+    const k = Math.max(0, st.stageSteps.findIndex((n, i) => n !== plan[i]?.steps));
+    if (st.stageSteps.length !== plan.length || st.stageSteps[k] !== plan[k].steps)
+      throw new Error(`resume: stage '${names[k]}' had ${st.stageSteps[k]} steps in the checkpoint's run (${dir}), this run has ${plan[k]?.steps} (the schedule and data order would differ); ${again}`);
+  }
+}
+
 /** Trains a model by the recipe (async: the trainer yields between steps, so signals are handled). */
 export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<RecipeResult> {
   const t0 = Date.now();
@@ -427,9 +464,15 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     ...(r.text && r.text.steps > 0 ? [textStage({ ...r.text, batchSize: rankShare('text', r.text.batchSize, opts.processGroup) }, train, tokenizer, r.stage1.relational, r.model.patch)] : []),
     ...recordStages.map((s) => ({ ...s.stage, batchSize: rankShare(s.stage.name, s.stage.batchSize, opts.processGroup) })),
   ].filter((s) => (s.steps ?? 0) > 0);
+  const plan = recipeStagePlan(r);
+  if (stages.map((s) => `${s.name}:${s.steps}`).join() !== plan.map((s) => `${s.name}:${s.steps}`).join())
+    throw new Error(`runRecipe: the stages [${stages.map((s) => `${s.name} ${s.steps}`).join(', ')}] are not recipeStagePlan's [${plan.map((s) => `${s.name} ${s.steps}`).join(', ')}]`);
   // data-parallel: rank 0 alone writes (the ranks hold the same model)
   const reproduce = opts.reproduce && (opts.processGroup?.rank ?? 0) === 0 && recordStages.length > 0 ? opts.reproduce : null;
-  if (reproduce) writeStageFiles(reproduce.dataDir, recordStages, { seed: r.seed, trainImages: r.trainImages, ...QUESTIONS_PER_IMAGE }, reproduce.writer);
+  const writeReproduce = (dtype: ComputeDtype) => {
+    writeStageFiles(reproduce!.dataDir, recordStages, { seed: r.seed, trainImages: r.trainImages, ...QUESTIONS_PER_IMAGE }, reproduce!.writer);
+    fs.writeFileSync(path.join(opts.outDir, 'reproduce.sh'), reproduceScript(opts.outDir, reproduce!.dataDir, recordStages, { seed: r.seed, device: model.device, dtype }), { mode: 0o755 });
+  };
   const trainer = new Trainer(model, stages, {
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype: opts.dtype, processGroup: opts.processGroup, replay: opts.replay,
     evaluate: (m, where) => {
@@ -447,8 +490,11 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
       if (reproduce && s.name === recordStages[0].stage.name) saveCheckpoint(path.join(opts.outDir, 'init'), m, { tokenizer: opts.tokenizerJson ?? json });
     },
   });
-  if (reproduce) fs.writeFileSync(path.join(opts.outDir, 'reproduce.sh'), reproduceScript(opts.outDir, reproduce.dataDir, recordStages, { seed: r.seed, device: model.device, dtype: trainer.dtype }), { mode: 0o755 });
+  // a resume writes them once the Trainer has taken it (its checks run as it starts): a refused one leaves the files
+  // the checkpoint's run wrote, which reproduce it
+  if (reproduce && !resuming) writeReproduce(trainer.dtype);
   await trainer.runAsync();
+  if (reproduce && resuming) writeReproduce(trainer.dtype);
   const acc = evaluateSplit(model, val, tokenizer, 'vicuna_v1');
   return { model, tower, val: acc, seconds: (Date.now() - t0) / 1000, train, valSplit: val };
 }
