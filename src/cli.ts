@@ -81,6 +81,29 @@ function existing(p: string, what: string, kind: 'file' | 'dir' | 'path'): strin
   return p;
 }
 
+/** p absolute, with the symbolic links of the part that exists resolved: two spellings of one folder compare equal. */
+function realPathOf(p: string): string {
+  let head = path.resolve(p);
+  const tail: string[] = [];
+  for (;;) {
+    try {
+      return path.join(fs.realpathSync(head), ...tail);
+    } catch {
+      const up = path.dirname(head);
+      if (up === head) return path.resolve(p);
+      tail.unshift(path.basename(head));
+      head = up;
+    }
+  }
+}
+
+/** How folder a lies to folder b: the same folder, inside it, holding it, or apart (null). */
+function nesting(a: string, b: string): 'is' | 'is inside' | 'holds' | null {
+  const x = realPathOf(a), y = realPathOf(b);
+  const under = (p: string, q: string) => p.startsWith(q.endsWith(path.sep) ? q : q + path.sep);
+  return x === y ? 'is' : under(x, y) ? 'is inside' : under(y, x) ? 'holds' : null;
+}
+
 function fail(msg: string): never {
   process.stderr.write(`vwlmm: ${msg}\n`);
   process.exit(2);
@@ -735,8 +758,17 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
   .requiredOption('--out <dir>', 'where the merged checkpoint goes')
   .option('--format <f>', 'vwlmm (LLaVA layout) or transformers (LlavaForConditionalGeneration: plain LLaVA models, no vm_head)', 'vwlmm')
   .option('--image-token-index <id>', "transformers format: the vocabulary id of the <image> token (default: the model's when it is one, else the tokenizer's <image> token)", int('--image-token-index'))
-  .action(async (o: { checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number }) => {
+  .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
+  .action(async (o: { checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number; overwriteOutputDir?: boolean }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
+    // the merged checkpoint replaces its folder whole: never an input's (a training checkpoint's optimizer and trainer
+    // state would be lost with it), and never a run's or checkpoint's by a slip of the keyboard
+    for (const [flag, dir] of [['--checkpoint', o.checkpoint], ['--adapter', o.adapter]] as const) {
+      const how = dir === undefined ? null : nesting(o.out, dir);
+      if (how) fail(`--out ${o.out} ${how} ${flag} ${dir}: merge-adapter writes a new checkpoint beside its inputs and never over them; give another --out`);
+    }
+    if (!o.overwriteOutputDir && fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() && fs.readdirSync(o.out).length > 0)
+      fail(`--out ${o.out} is not empty: merge-adapter writes a new checkpoint (--overwrite-output-dir replaces what is there)`);
     if (o.format !== 'vwlmm' && o.format !== 'transformers') fail(`--format must be vwlmm or transformers, got '${o.format}'`);
     if (o.imageTokenIndex !== undefined && o.format !== 'transformers') fail('--image-token-index is for --format transformers');
     const { saveCheckpoint, mergeLora, loraConfigOf } = await import('./model');
