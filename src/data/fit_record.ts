@@ -84,9 +84,15 @@ export interface FitWorkerData {
  * fitRecord of every record, in order, on `threads` worker threads (0: the caller's thread). Each thread makes its own
  * tokenizer from tokenizer.spec(). A thread that fails rejects the whole call.
  */
-export async function fitRecords(records: readonly LlavaRecord[], tokenizer: TextTokenizer, o: FitOptions, threads: number, signal?: AbortSignal): Promise<FitOutcome[]> {
+export async function fitRecords(records: readonly LlavaRecord[], tokenizer: TextTokenizer, o: FitOptions, threads: number,
+  signal?: AbortSignal, onProgress?: (done: number) => void): Promise<FitOutcome[]> {
   if (!Number.isInteger(threads) || threads < 0) throw new RangeError(`fitRecords: threads must be a non-negative integer, got ${threads}`);
-  if (threads === 0 || records.length === 0) return records.map((r) => fitRecord(r, tokenizer, o));
+  if (threads === 0 || records.length === 0) {
+    return records.map((r, k) => {
+      if (onProgress && (k + 1) % BATCH === 0) onProgress(k + 1);
+      return fitRecord(r, tokenizer, o);
+    });
+  }
   const out = new Array<FitOutcome>(records.length);
   const data: FitWorkerData = { tokenizer: tokenizer.spec(), fit: o };
   const workers: Worker[] = [];
@@ -108,6 +114,7 @@ export async function fitRecords(records: readonly LlavaRecord[], tokenizer: Tex
           if ('error' in m) return reject(new Error(`fitRecords: a tokenizing thread failed: ${m.error}`));
           m.outcomes.forEach((x, i) => (out[m.start + i] = x));
           done += m.outcomes.length;
+          onProgress?.(done);
           if (done === records.length) resolve();
           else send(w);
         });

@@ -55,6 +55,8 @@ export interface FileTrainOptions {
   modelMaxLength?: number;
   /** How the images are checked before training (prepareFile): 'decode' (default) or 'header'. */
   verifyImages?: VerifyImages;
+  /** prepareFile's progress (records tokenised, images checked), before training starts. */
+  onPrepareProgress?: PrepareOptions['onProgress'];
   /**
    * LLaVA's --group_by_modality_length (its finetune.sh sets it): batches of image records and of text-only records
    * kept apart, each of similar lengths (Stage.modalityLengths, src/train/sampler.ts). Default false: plain shuffles.
@@ -122,6 +124,20 @@ async function pixelsOf(model: VwLmm, file: string, images?: ClipImageWorkers): 
   return images ? images.pixels(file) : preprocessClip(await loadImage(file), clipPreprocessOptions(model.config));
 }
 
+export interface PrepareOptions {
+  /** The positions a sample is cut to, image features included; default: the config's, else DEFAULT_MODEL_MAX_LENGTH. */
+  modelMaxLength?: number;
+  /** How the images are checked: 'decode' (default) or 'header'. */
+  verifyImages?: VerifyImages;
+  /** Threads that tokenise the records (default: as many as the cores, up to 8, from 2000 records on; 0: this one). */
+  fitThreads?: number;
+  /**
+   * Called as the preparation goes (LLaVA's 665K records take minutes): records tokenised so far, images checked so far,
+   * each with its total.
+   */
+  onProgress?: (p: { records: number; recordsTotal: number; images: number; imagesTotal: number }) => void;
+}
+
 /**
  * Reads a LLaVA file: records tokenized, every image checked once to find the broken ones (skipped and
  * counted, or an error with --strict): decoded (verifyImages 'decode', the default), DECODE_CONCURRENCY at a time,
@@ -130,7 +146,7 @@ async function pixelsOf(model: VwLmm, file: string, images?: ClipImageWorkers): 
  * images again while the previous step runs (trainOnFile), so memory does not grow with the data set (558K LLaVA
  * images at 336 px would be 750 GB of float pixels).
  */
-export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, strict: boolean, opts: { modelMaxLength?: number; verifyImages?: VerifyImages; fitThreads?: number } = {}): Promise<PreparedData> {
+export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, strict: boolean, opts: PrepareOptions = {}): Promise<PreparedData> {
   const verify = opts.verifyImages ?? 'decode';
   if (verify !== 'decode' && verify !== 'header') throw new RangeError(`prepareFile: verifyImages must be 'decode' or 'header', got ${String(verify)}`);
   const maxLength = opts.modelMaxLength ?? model.config.modelMaxLength ?? DEFAULT_MODEL_MAX_LENGTH;
@@ -140,7 +156,12 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
   // the records are tokenised on threads of their own while the images are checked (fit_record.ts)
   const threads = opts.fitThreads ?? (records.length >= FIT_THREADS_FROM ? Math.min(MAX_FIT_THREADS, os.availableParallelism()) : 0);
   const stopFitting = new AbortController();
-  const fitting = fitRecords(records, tokenizer, { template: model.config.template, maxLength, patches: model.numImageTokens }, threads, stopFitting.signal);
+  const progress = { records: 0, recordsTotal: records.length, images: 0, imagesTotal: 0 };
+  const report = opts.onProgress ? () => opts.onProgress!({ ...progress }) : () => undefined;
+  const fitting = fitRecords(records, tokenizer, { template: model.config.template, maxLength, patches: model.numImageTokens }, threads, stopFitting.signal, (done) => {
+    progress.records = done;
+    report();
+  });
   fitting.catch(() => undefined); // awaited below; a failed image check (--strict) ends it first
   try {
     return await checkAndCollect();
@@ -162,6 +183,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
     }
     const whyBroken = new Map<string, string>();
     const concurrency = verify === 'decode' ? DECODE_CONCURRENCY : PROBE_CONCURRENCY;
+    progress.imagesTotal = order.length;
     for (let i = 0; i < order.length; i += concurrency) {
       const chunk = order.slice(i, i + concurrency);
       // decoding is the check: the CLIP resize (4x the decode's time in JavaScript) cannot fail on a decoded image
@@ -172,12 +194,16 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
         if (strict) throw new Error(`record '${firstRecord.get(chunk[k])}': ${msg} (--strict)`);
         whyBroken.set(chunk[k], msg);
       });
+      progress.images = Math.min(order.length, i + concurrency);
+      if (progress.images % 256 < concurrency || progress.images === order.length) report();
     }
     const imagePaths: string[] = [];
     const indexOf = new Map<string, number>();
     const samples: PreparedData['samples'] = [];
     let mismatches = 0, truncated = 0;
     const outcomes = await fitting;
+    progress.records = records.length;
+    report();
     records.forEach((r, k) => {
       const fit = outcomes[k];
       if ('error' in fit) {
@@ -271,7 +297,7 @@ function engineThreads(): number {
 }
 
 async function trainPrepared(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions, images: ClipImageWorkers): Promise<{ data: PreparedData; state: TrainerState }> {
-  const data = await prepareFile(model, tokenizer, o.data, o.imageFolder, o.strict, { modelMaxLength: o.modelMaxLength, verifyImages: o.verifyImages });
+  const data = await prepareFile(model, tokenizer, o.data, o.imageFolder, o.strict, { modelMaxLength: o.modelMaxLength, verifyImages: o.verifyImages, onProgress: o.onPrepareProgress });
   if (data.samples.length === 0) throw new Error(`no trainable samples in ${o.data}: ${describeSkipped(data, o.data)}`);
   const stage: Stage = {
     name: o.stage ?? 'train', size: data.samples.length, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,

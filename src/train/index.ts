@@ -4,7 +4,7 @@
 export { Trainer, readTrainerState, applyTrainable, stageSteps, batchIndices, noDecayParameters, TRAINABLE_PARTS } from './trainer';
 export type { Stage, Trainable, TrainerOptions, TrainerState } from './trainer';
 export { trainOnFile, prepareFile, loadFileBatch, describeSkipped, DEFAULT_MODEL_MAX_LENGTH } from './from_file';
-export type { FileTrainOptions, PreparedData, VerifyImages } from './from_file';
+export type { FileTrainOptions, PreparedData, PrepareOptions, VerifyImages } from './from_file';
 export { StopRequest, installStopHandlers, TrainingInterrupted, NonFiniteError, exitCodeFor, STOP_SIGNALS } from './interrupt';
 export type { StopSignal } from './interrupt';
 export { cosineWithWarmup } from './schedule';

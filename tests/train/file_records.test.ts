@@ -53,7 +53,12 @@ describe('prepareFile: records LLaVA would misread', () => {
       });
       const manyFile = write('many.json', many);
       const here = await prepareFile(ck.model, tok, manyFile, fx.imageFolder, false, { fitThreads: 0, modelMaxLength: 60 });
-      const threaded = await prepareFile(ck.model, tok, manyFile, fx.imageFolder, false, { fitThreads: 3, modelMaxLength: 60 });
+      const seen: { records: number; recordsTotal: number; images: number; imagesTotal: number }[] = [];
+      const threaded = await prepareFile(ck.model, tok, manyFile, fx.imageFolder, false, { fitThreads: 3, modelMaxLength: 60, onProgress: (p) => seen.push(p) });
+      // progress as it goes, to the totals (700 records, the fixture's image)
+      expect(seen.at(-1)).toEqual({ records: 700, recordsTotal: 700, images: 1, imagesTotal: 1 });
+      for (let k = 1; k < seen.length; k++) expect(seen[k].records >= seen[k - 1].records && seen[k].images >= seen[k - 1].images).toBe(true);
+      expect(seen.filter((p) => p.records > 0 && p.records < 700).length).toBeGreaterThan(0);
       const plainly = (d: typeof here) => ({ ...d, samples: d.samples.map((x) => ({ ...x, inputIds: Array.from(x.inputIds), labels: Array.from(x.labels) })) });
       expect(plainly(threaded)).toEqual(plainly(here));
       expect(new Set(here.skipped.map((x) => x.reason.replace(/'[^']*'/g, ''))).size).toBe(6);
