@@ -34,6 +34,21 @@ LINES = [
 PROBES = LINES + ["", " ", "  leading spaces", "USER:<image>ASSISTANT:", "unseen Zürich ÆØÅ 123456789", "</s><s><unk> specials inline"]
 
 
+
+def transformers_tokenizer(out, variant, cfg, exist_ok=False):
+    """out/variant/: cfg as tokenizer_config.json and the tokenizer.json transformers builds from out/tokenizer.model
+    beside it (the model copied in for the load, then removed); returns the transformers tokenizer."""
+    d = os.path.join(out, variant)
+    os.makedirs(d, exist_ok=exist_ok)
+    with open(os.path.join(d, 'tokenizer_config.json'), 'w') as f:
+        json.dump(cfg, f, indent=2)
+    shutil.copy(os.path.join(out, 'tokenizer.model'), os.path.join(d, 'tokenizer.model'))
+    tok = AutoTokenizer.from_pretrained(d)
+    os.remove(os.path.join(d, 'tokenizer.model'))
+    with open(os.path.join(d, 'tokenizer.json'), 'w') as f:
+        f.write(tok.backend_tokenizer.to_str(pretty=True))
+    return tok
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     corpus = os.path.join(OUT, 'corpus.tmp')
@@ -47,17 +62,9 @@ def main():
     os.remove(os.path.join(OUT, 'tokenizer.vocab'))
     expected = {}
     for variant, legacy in [('legacy', True), ('non_legacy', False)]:
-        d = os.path.join(OUT, variant)
-        os.makedirs(d, exist_ok=True)
         cfg = {'tokenizer_class': 'LlamaTokenizer', 'bos_token': '<s>', 'eos_token': '</s>', 'unk_token': '<unk>',
                'add_bos_token': True, 'add_eos_token': False, 'legacy': legacy}
-        with open(os.path.join(d, 'tokenizer_config.json'), 'w') as f:
-            json.dump(cfg, f, indent=2)
-        shutil.copy(os.path.join(OUT, 'tokenizer.model'), os.path.join(d, 'tokenizer.model'))
-        tok = AutoTokenizer.from_pretrained(d)
-        os.remove(os.path.join(d, 'tokenizer.model'))
-        with open(os.path.join(d, 'tokenizer.json'), 'w') as f:
-            f.write(tok.backend_tokenizer.to_str(pretty=True))
+        tok = transformers_tokenizer(OUT, variant, cfg, exist_ok=True)
         expected[variant] = [{'text': t, 'ids': tok(t).input_ids} for t in PROBES]
     with open(os.path.join(OUT, 'expected.json'), 'w') as f:
         json.dump(expected, f, ensure_ascii=False, indent=1)
@@ -107,15 +114,7 @@ def mistral():
     os.remove(os.path.join(MISTRAL_OUT, 'tokenizer.vocab'))
     expected = {}
     for variant, cfg in MISTRAL_VARIANTS.items():
-        d = os.path.join(MISTRAL_OUT, variant)
-        os.makedirs(d)
-        with open(os.path.join(d, 'tokenizer_config.json'), 'w') as f:
-            json.dump(cfg, f, indent=2)
-        shutil.copy(os.path.join(MISTRAL_OUT, 'tokenizer.model'), os.path.join(d, 'tokenizer.model'))
-        tok = AutoTokenizer.from_pretrained(d)
-        os.remove(os.path.join(d, 'tokenizer.model'))
-        with open(os.path.join(d, 'tokenizer.json'), 'w') as f:
-            f.write(tok.backend_tokenizer.to_str(pretty=True))
+        tok = transformers_tokenizer(MISTRAL_OUT, variant, cfg)
         probes = []
         for t in MISTRAL_PROBES:
             ids = tok(t).input_ids
