@@ -15,6 +15,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import type { DeviceSpec } from './index';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 
 const int = (name: string, min = 0) => (v: string) => {
@@ -102,6 +103,93 @@ function nesting(a: string, b: string): 'is' | 'is inside' | 'holds' | null {
   const x = realPathOf(a), y = realPathOf(b);
   const under = (p: string, q: string) => p.startsWith(q.endsWith(path.sep) ? q : q + path.sep);
   return x === y ? 'is' : under(x, y) ? 'is inside' : under(y, x) ? 'holds' : null;
+}
+
+/** A process's start time (/proc/PID/stat field 22): undefined when it is gone, null where /proc cannot tell. */
+function procStart(pid: number): string | null | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT' && fs.existsSync('/proc/self/stat') ? undefined : null;
+  }
+}
+
+/** Whether the process of a lock (pid, and its start time where /proc tells it: a reused pid is not it) still runs here. */
+function lockHolderAlive(pid: number, start: unknown): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
+  }
+  const now = procStart(pid);
+  return now === undefined ? false : typeof start !== 'string' || now === null || now === start;
+}
+
+/**
+ * Holds <dir>/.vwlmm.lock until this process exits, by any path (the end, fail(), an error, a stop's process.exit): two
+ * runs writing one --out would interleave its metrics and checkpoints. Created atomically (O_EXCL), holding pid, host
+ * and start time; a run whose lock is held by a live process is refused naming it; a lock of a process gone on this
+ * host is taken over, with a note. `dir` is made when absent.
+ */
+function lockOutput(option: string, dir: string, command: string): void {
+  const file = path.join(dir, '.vwlmm.lock');
+  const me = { pid: process.pid, host: os.hostname(), started: new Date().toISOString(), procStart: procStart(process.pid) ?? null, command: `vwlmm ${command}` };
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    fail(`${option} ${dir}: cannot make the folder (${(e as Error).message})`);
+  }
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const fd = fs.openSync(file, 'wx');
+      try {
+        fs.writeSync(fd, JSON.stringify(me) + '\n');
+      } finally {
+        fs.closeSync(fd);
+      }
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') fail(`${option} ${dir}: cannot create the lock ${file} (${(e as Error).message})`);
+    }
+    let held: { pid?: unknown; host?: unknown; started?: unknown; procStart?: unknown; command?: unknown } | null = null;
+    try {
+      held = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch {
+      // just created, its line not written yet (or removed meanwhile): look again
+    }
+    if (held === null || typeof held.pid !== 'number') {
+      if (attempt < 20) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+        continue;
+      }
+      fail(`${option} ${dir}: its lock ${file} names no process: if no run writes there, remove it`);
+    }
+    const who = `${typeof held.command === 'string' ? held.command : 'vwlmm'} (pid ${held.pid} on ${String(held.host)}, started ${String(held.started)})`;
+    if (held.host !== os.hostname()) fail(`${option} ${dir} is locked by ${who}, another machine: a run writes there; if it is gone, remove ${file}`);
+    if (lockHolderAlive(held.pid, held.procStart)) fail(`${option} ${dir} is being written by ${who}: wait for it to end, or give another ${option}`);
+    // the holder is gone (killed without its exit handler): taken over, unless another run took it first
+    const aside = `${file}.stale-${process.pid}`;
+    try {
+      fs.renameSync(file, aside);
+      const moved = fs.readFileSync(aside, 'utf8');
+      if (JSON.parse(moved).pid !== held.pid) {
+        fs.renameSync(aside, file); // a live run's fresh lock: put back, and look again
+        continue;
+      }
+      fs.rmSync(aside, { force: true });
+    } catch {
+      continue;
+    }
+    process.stderr.write(`vwlmm: ${option} ${dir}: taking over the lock of ${who}, which is gone\n`);
+  }
+  process.on('exit', () => {
+    try {
+      if ((JSON.parse(fs.readFileSync(file, 'utf8')) as { pid?: unknown }).pid === process.pid) fs.rmSync(file, { force: true });
+    } catch {
+      /* gone already */
+    }
+  });
 }
 
 function fail(msg: string): never {
@@ -305,6 +393,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
     const backend = o.device.startsWith('cuda') ? 'nccl' : 'mpi';
     if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) return launchRanksOf('demo', o.nprocPerNode, backend);
     checkRankFlags(o, env);
+    if (env.rank === 0) lockOutput('--out', o.out, 'demo'); // rank 0 alone writes --out
     const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
     const group = env.worldSize > 1 ? await initProcessGroup({ backend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
@@ -392,6 +481,8 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (o.steps !== undefined && cmd.getOptionValueSource('epochs') === 'cli') fail('--steps and --epochs both set the run\'s length: give one');
     if (!(o.weightDecay >= 0)) fail('--weight-decay must be >= 0');
     if (!(o.maxGradNorm >= 0)) fail('--max-grad-norm must be >= 0 (0: no clipping)');
+    // data-parallel: rank 0 alone writes --out (the launcher of --nproc-per-node returned above: its ranks lock)
+    if (env.rank === 0) lockOutput('--out', o.out, 'train');
     const { loadCheckpoint, resolveCheckpointDir } = await import('./model');
     let from = o.init;
     if (o.resume) {
