@@ -105,6 +105,40 @@ function nesting(a: string, b: string): 'is' | 'is inside' | 'holds' | null {
   return x === y ? 'is' : under(x, y) ? 'is inside' : under(y, x) ? 'holds' : null;
 }
 
+/**
+ * An output folder option, checked before any work: a folder, or a path one can be made at (no file on the way), that
+ * this process may write in. Fails naming the option, not with a raw EEXIST / ENOTDIR / EACCES once the work is done.
+ * `shown`: the option's value when dir is the folder of an output file (outputFile).
+ */
+function outputFolder(option: string, dir: string, shown = dir): string {
+  const abs = path.resolve(dir), itself = shown === dir;
+  let p = abs, st: fs.Stats | null = null;
+  for (;;) {
+    try {
+      st = fs.statSync(p);
+      break;
+    } catch {
+      // absent (ENOENT) or under a file (ENOTDIR): the part that exists decides
+      if (path.dirname(p) === p) break;
+      p = path.dirname(p);
+    }
+  }
+  if (st && !st.isDirectory()) fail(p === abs && itself ? `${option} ${dir} is a file, not a folder: give a folder (it is made when absent)` : `${option} ${shown}: ${p} is a file, so nothing can be made under it`);
+  try {
+    fs.accessSync(p, fs.constants.W_OK | fs.constants.X_OK);
+  } catch (e) {
+    fail(`${option} ${shown}: ${p === abs && itself ? 'the folder' : `the folder ${p}`} is not writable (${(e as NodeJS.ErrnoException).code})`);
+  }
+  return dir;
+}
+
+/** An output file option: not a folder, and in a folder it can be written in or made at (outputFolder's checks). */
+function outputFile(option: string, file: string): string {
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) fail(`${option} ${file} is a folder: give a file`);
+  outputFolder(option, path.dirname(path.resolve(file)), file);
+  return file;
+}
+
 /** A process's start time (/proc/PID/stat field 22): undefined when it is gone, null where /proc cannot tell. */
 function procStart(pid: number): string | null | undefined {
   try {
@@ -335,6 +369,7 @@ program.command('init').description('a randomly initialised checkpoint (HF initi
   .action(async (o: { config: string; tokenizer: string; out: string; seed: number }) => {
     existing(o.config, 'config', 'file');
     existing(o.tokenizer, 'tokenizer', 'file');
+    outputFolder('--out', o.out);
     if (fs.existsSync(o.out) && fs.readdirSync(o.out).length > 0) fail(`--out ${o.out} is not empty: init writes a new checkpoint and never replaces one`);
     let json: Record<string, unknown>;
     try {
@@ -364,6 +399,7 @@ data.command('sort-of-clevr').description('generate Sort-of-CLEVR (LLaVA JSON + 
   .option('--test <n>', 'test images', int('--test', 1), 200)
   .option('--seed <n>', 'random seed', int('--seed'), 0)
   .action(async (o: { out: string; train: number; test: number; seed: number }) => {
+    outputFolder('--out', o.out);
     const { writeSortOfClevr, writeWordLevelTokenizer, sortOfClevrVocabulary } = await import('./data');
     const s = writeSortOfClevr(o.out, { train: o.train, test: o.test, seed: o.seed });
     writeWordLevelTokenizer(path.join(o.out, 'tokenizer.json'), sortOfClevrVocabulary());
@@ -386,6 +422,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
   .option('--nproc-per-node <n>', 'data-parallel: train with n ranks on this machine (through mpirun: apt install libopenmpi-dev openmpi-bin); the batches stay the global ones; 2 on 2 cores train 1.28x faster (benchmarks/RESULTS.md)', int('--nproc-per-node', 1))
   .option('--dist-timeout <s>', DIST_TIMEOUT_HELP, num('--dist-timeout'))
   .action(async (o: { nprocPerNode?: number; distTimeout?: number; out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; device: string; dtype?: string; schedule: string; pif?: boolean; detachTarget?: boolean; replay: boolean }) => {
+    outputFolder('--out', o.out); // before the ranks start, the data set is written or anything is calibrated
     if (!(o.scale > 0)) fail('--scale must be > 0');
     if (o.schedule !== 'default' && o.schedule !== 'paper') fail(`--schedule must be default or paper, got ${o.schedule}`);
     const { launchEnv, initProcessGroup } = await import('./distributed');
@@ -449,6 +486,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--gather-dtype <d>', "data-parallel: the dtype the updated weights are all-gathered in: bf16 (llm.c's ZeRO-1: the fp32 masters sharded too, every rank trains with bf16 weights, half the bytes) or fp32 (default); checkpoints hold the fp32 masters either way")
   .option('--no-replay', 'run every step in JavaScript (by default a step of a batch shape seen twice is replayed natively as an op program: the same numbers, less host time)')
   .action(async (o: { replay: boolean; nprocPerNode?: number; distBackend?: string; distTimeout?: number; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; overwriteOutputDir?: boolean; modelMaxLength?: number; verifyImages: string; groupByModalityLength?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; residualDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }, cmd: Command) => {
+    outputFolder('--out', o.out);
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     if (o.verifyImages !== 'decode' && o.verifyImages !== 'header') fail(`--verify-images must be decode or header, got '${o.verifyImages}'`);
     const distBackend = o.distBackend ?? (o.device.startsWith('cuda') ? 'nccl' : 'mpi');
@@ -633,9 +671,14 @@ score.command('sqa').description('eval_science_qa.py: option letters parsed from
   .option('--json', 'print one JSON object')
   .action(async (o: { baseDir: string; answers: string; split: string; outputFile?: string; outputResult?: string; json?: boolean }) => {
     const { scoreScienceQA } = await import('./eval');
+    if (o.outputFile) outputFile('--output-file', o.outputFile);
+    if (o.outputResult) outputFile('--output-result', o.outputResult);
     const r = scoreScienceQA(o.baseDir, o.answers, o.split);
-    if (o.outputFile) fs.writeFileSync(o.outputFile, r.outputFile);
-    if (o.outputResult) fs.writeFileSync(o.outputResult, r.outputResult);
+    for (const [file, text] of [[o.outputFile, r.outputFile], [o.outputResult, r.outputResult]] as const) {
+      if (!file) continue;
+      fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+      fs.writeFileSync(file, text);
+    }
     process.stdout.write(o.json ? JSON.stringify({ total: r.total, correct: r.correct, accuracy: r.accuracy, imgAccuracy: r.imgAccuracy }) + '\n' : r.report);
   });
 
@@ -649,6 +692,7 @@ for (const [name, desc, needs] of [
   const c = score.command(name).description(desc).requiredOption('--answers <path>', 'answers (JSONL: question_id, text; or a folder of chunk files <chunks>_<index>.jsonl, merged in order as the LLaVA eval scripts do)').requiredOption('--submission <file>', 'the file to write');
   if (needs) c.requiredOption(needs, needs.startsWith('--questions') ? 'llava_vqav2_mscoco_test2015.jsonl (question_id per line)' : 'VizWiz llava_test.jsonl (question_id, image per line)');
   c.action(async (o: { answers: string; submission: string; questions?: string; annotations?: string }) => {
+    outputFile('--submission', o.submission);
     const ev = await import('./eval');
     const r = name === 'vqav2' ? ev.vqav2Submission(o.answers, o.questions!) : name === 'vizwiz' ? ev.vizwizSubmission(o.answers, o.annotations!)
       : ev.mmvetSubmission(o.answers);
@@ -665,6 +709,7 @@ score.command('gqa').description("convert_gqa_for_eval.py, then GQA's eval.py on
   .option('--json', 'print one JSON object')
   .action(async (o: { answers: string; questions?: string; submission?: string; consistency?: boolean; json?: boolean }) => {
     if (!o.questions && !o.submission) fail('score gqa: give --questions to score the answers, --submission to write the predictions file, or both');
+    if (o.submission) outputFile('--submission', o.submission);
     const { gqaSubmission, scoreGQA } = await import('./eval');
     if (o.submission) {
       const r = gqaSubmission(o.answers);
@@ -683,6 +728,7 @@ score.command('mme').description("convert_answer_to_mme.py, then MME's calculati
   .option('--out <dir>', "write the eval_tool's per-subtask files there, as convert_answer_to_mme.py does")
   .option('--json', 'print one JSON object')
   .action(async (o: { answers: string; benchmark: string; questions?: string; out?: string; json?: boolean }) => {
+    if (o.out) outputFolder('--out', o.out);
     const { scoreMME } = await import('./eval');
     const r = scoreMME(o.answers, o.benchmark, o.questions);
     if (o.out) {
@@ -698,6 +744,7 @@ for (const [name, tsv] of [['mmbench', 'mmbench_dev_20230712.tsv'], ['mmbench_cn
     .requiredOption('--annotations <file>', `the MMBench TSV answered (${tsv})`)
     .requiredOption('--submission <file>', 'the .xlsx to write')
     .action(async (o: { answers: string; annotations: string; submission: string }) => {
+      outputFile('--submission', o.submission);
       const { mmbenchSubmission } = await import('./eval');
       const r = mmbenchSubmission(o.answers, o.annotations);
       fs.mkdirSync(path.dirname(path.resolve(o.submission)), { recursive: true });
@@ -712,6 +759,7 @@ score.command('seed').description('convert_seed_for_submission.py: accuracy by q
   .requiredOption('--submission <file>', 'the upload file to write (JSON lines)')
   .option('--json', 'print one JSON object')
   .action(async (o: { answers: string; annotations: string; submission: string; json?: boolean }) => {
+    outputFile('--submission', o.submission);
     const { scoreSeed } = await import('./eval');
     const r = scoreSeed(o.answers, o.annotations);
     fs.mkdirSync(path.dirname(path.resolve(o.submission)), { recursive: true });
@@ -852,6 +900,7 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
   .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
   .action(async (o: { checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number; overwriteOutputDir?: boolean }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
+    outputFolder('--out', o.out);
     // the merged checkpoint replaces its folder whole: never an input's (a training checkpoint's optimizer and trainer
     // state would be lost with it), and never a run's or checkpoint's by a slip of the keyboard
     for (const [flag, dir] of [['--checkpoint', o.checkpoint], ['--adapter', o.adapter]] as const) {
