@@ -327,9 +327,11 @@ async function exitInterrupted(e: { message: string; exitCode: number; checkpoin
   if (env.rank === 0) {
     if (stdoutIsTerminal()) process.stdout.write('\x1b[?25h\n'); // a progress bar cut short hid the cursor
     const again = resumeCommand(env);
+    // started over: its --out may hold the stopped run's metrics, which train and demo refuse without the flag
+    const fresh = (c: string) => c.replace(/ --resume$/, '') + (/ --overwrite-output-dir( |$)/.test(c) ? '' : ' --overwrite-output-dir');
     const everyRank = env.launcher === 'torchrun' && !process.env.VWLMM_LAUNCHER_ARGS ? ' (on every rank, with its RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT)' : '';
     process.stderr.write(`\nvwlmm: ${e.message}\n`);
-    process.stderr.write(e.checkpoint ? `vwlmm: resume with: ${again}${everyRank}\n` : `vwlmm: nothing to resume: run the same command again (${again.replace(/ --resume$/, '')})${everyRank}\n`);
+    process.stderr.write(e.checkpoint ? `vwlmm: resume with: ${again}${everyRank}\n` : `vwlmm: nothing to resume: run the same command again (${fresh(again)})${everyRank}\n`);
   }
   group?.destroy();
   process.exit(e.exitCode);
@@ -413,6 +415,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
   .option('--scale <x>', 'multiply the training steps (e.g. 0.05 for a smoke run)', num('--scale'), 1)
   .option('--json', 'end with one JSON object')
   .option('--resume', 'continue an interrupted demo from its checkpoints (same --out, --seed, --scale)')
+  .option('--overwrite-output-dir', 'start over in an --out that already holds a demo run (else refused: --resume continues it)')
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--dtype <d>', DTYPE_HELP)
   .option('--schedule <s>', "default, or paper: a text stage first, then stage 1 with the LLM frozen (VW-LMM's schedule at demo scale)", 'default')
@@ -421,16 +424,27 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
   .option('--no-replay', 'run every step in JavaScript (by default a step of a batch shape seen twice is replayed natively as an op program: the same numbers, less host time)')
   .option('--nproc-per-node <n>', 'data-parallel: train with n ranks on this machine (through mpirun: apt install libopenmpi-dev openmpi-bin); the batches stay the global ones; 2 on 2 cores train 1.28x faster (benchmarks/RESULTS.md)', int('--nproc-per-node', 1))
   .option('--dist-timeout <s>', DIST_TIMEOUT_HELP, num('--dist-timeout'))
-  .action(async (o: { nprocPerNode?: number; distTimeout?: number; out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; device: string; dtype?: string; schedule: string; pif?: boolean; detachTarget?: boolean; replay: boolean }) => {
+  .action(async (o: { nprocPerNode?: number; distTimeout?: number; out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; overwriteOutputDir?: boolean; device: string; dtype?: string; schedule: string; pif?: boolean; detachTarget?: boolean; replay: boolean }) => {
     outputFolder('--out', o.out); // before the ranks start, the data set is written or anything is calibrated
     if (!(o.scale > 0)) fail('--scale must be > 0');
     if (o.schedule !== 'default' && o.schedule !== 'paper') fail(`--schedule must be default or paper, got ${o.schedule}`);
     const { launchEnv, initProcessGroup } = await import('./distributed');
+    const { resolveCheckpointDir } = await import('./model');
+    // as train: a finished or stopped run (its checkpoint, its metrics) is not written over by running the demo again
+    const refuseRun = () => {
+      if (o.resume || o.overwriteOutputDir) return;
+      const runs = ['vw', 'llava'].filter((r) => resolveCheckpointDir(path.join(o.out, r, 'checkpoint')) || fs.existsSync(path.join(o.out, r, 'metrics.jsonl')));
+      if (runs.length) fail(`--out ${o.out} already holds a demo run (${runs.map((r) => `${r}/`).join(', ')}: checkpoint/ or metrics.jsonl): --resume continues it, --overwrite-output-dir starts over in it`);
+    };
     const env = launchEnv();
     const backend = o.device.startsWith('cuda') ? 'nccl' : 'mpi';
-    if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) return launchRanksOf('demo', o.nprocPerNode, backend);
+    if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) {
+      refuseRun(); // before any rank starts (each checks again)
+      return launchRanksOf('demo', o.nprocPerNode, backend);
+    }
     checkRankFlags(o, env);
     if (env.rank === 0) lockOutput('--out', o.out, 'demo'); // rank 0 alone writes --out
+    refuseRun(); // under the lock: no other run writes it meanwhile
     const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
     const group = env.worldSize > 1 ? await initProcessGroup({ backend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
