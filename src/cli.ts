@@ -649,7 +649,12 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
     const { describeSkipped } = await import('./train');
     const skipped = r.skipped.length ? describeSkipped({ skipped: r.skipped }, o.questions) : '';
     if (r.answered === 0 && r.skipped.length > 0 && r.resumed === 0) fail(`no question of ${o.questions} could be answered: ${skipped}`);
-    console.log(`answered ${r.answered} of ${r.total} questions (${r.resumed} already in ${o.answers}) in ${r.seconds.toFixed(1)} s${skipped ? `; ${skipped}` : ''}`);
+    // answered + already there + skipped questions = the questions; the entries that are no question come apart, and
+    // the closing list has both kinds
+    const entry = o.format === 'mmbench' ? 'row' : o.format === 'science' ? 'record' : 'line';
+    const unread = r.unreadable ? `; ${r.unreadable} ${entry}${r.unreadable === 1 ? '' : 's'} of ${o.questions} not read as a question` : '';
+    const notAnswered = r.skipped.length - r.unreadable;
+    console.log(`answered ${r.answered} of ${r.total} questions (${r.resumed} already in ${o.answers}${notAnswered ? `, ${notAnswered} skipped` : ''}) in ${r.seconds.toFixed(1)} s${unread}${skipped ? `; ${skipped}` : ''}`);
     model.dispose();
   });
 

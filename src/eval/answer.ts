@@ -72,12 +72,20 @@ export interface AnswerOptions {
 }
 
 export interface AnswerResult {
-  /** Questions of this chunk (mmbench: one per round), answered now, and found in the answers file already. */
+  /**
+   * Questions of this chunk (mmbench: one per round), answered now, and found in the answers file already: total =
+   * answered + resumed + the skipped ones that are questions (skipped.length - unreadable).
+   */
   total: number;
   answered: number;
   resumed: number;
-  /** Questions not answered: a broken line or an unreadable image, with the reason. */
+  /**
+   * What was not answered, with the reason: the entries of the question file that are no question (a broken line,
+   * record or row: `unreadable` of them, the first ones; outside total) and questions of total (an unreadable image).
+   */
   skipped: { line: number; questionId?: unknown; reason: string }[];
+  /** How many of `skipped` (its first ones) are entries of the question file that could not be read as a question. */
+  unreadable: number;
   generatedTokens: number;
   seconds: number;
 }
@@ -270,6 +278,7 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
     for (const q of scienceQuestions(o.questions, !!o.singlePredPrompt, o.strict, skipped)) questions.push(q);
   } else for (const q of loaderQuestions(o.questions, o.strict, skipped)) questions.push(q);
   const chunk = mmbench ?? chunkOf(questions, o.numChunks ?? 1, o.chunkIdx ?? 0);
+  const unreadable = skipped.length; // no question: not in the chunk's total
   fs.mkdirSync(path.dirname(path.resolve(o.answers)), { recursive: true });
   const { lines: done, other } = answeredLines(o.answers, o.modelId);
   // a rerun resumes its own answers; another model's would be scored as this one's
@@ -334,5 +343,5 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
   }
   // also when nothing was left to answer: a run killed before this ordered its file
   if (pending.length < chunk.length) orderAnswers(o.answers, o.modelId, chunk);
-  return { total: chunk.length, answered, resumed: chunk.length - pending.length, skipped, generatedTokens: tokens, seconds: (Date.now() - t0) / 1000 };
+  return { total: chunk.length, answered, resumed: chunk.length - pending.length, skipped, unreadable, generatedTokens: tokens, seconds: (Date.now() - t0) / 1000 };
 }
