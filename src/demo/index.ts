@@ -2,7 +2,7 @@
 // Re-exported by the package root and by 'vwlmm/demo'.
 export { runDemo, visualWordAgreement, visualWordStats } from './demo';
 export type { DemoResult, DemoRunResult, VisualWordStats } from './demo';
-export { DEFAULT_RECIPE, paperSchedule, recipeConfig, runRecipe, validationSplit } from './recipe';
+export { checkRecipeResume, DEFAULT_RECIPE, paperSchedule, recipeConfig, recipeStagePlan, runRecipe, validationSplit } from './recipe';
 export type { Recipe, RecipeResult, RunRecipeOptions } from './recipe';
 // types in the signatures above (RecipeResult's splits and accuracy)
 export type { SplitData, TaskSample } from './task';
