@@ -139,24 +139,14 @@ function outputFile(option: string, file: string): string {
   return file;
 }
 
-/** A process's start time (/proc/PID/stat field 22): undefined when it is gone, null where /proc cannot tell. */
-function procStart(pid: number): string | null | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ENOENT' && fs.existsSync('/proc/self/stat') ? undefined : null;
-  }
-}
-
 /** Whether the process of a lock (pid, and its start time where /proc tells it: a reused pid is not it) still runs here. */
-function lockHolderAlive(pid: number, start: unknown): boolean {
+function lockHolderAlive(pid: number, start: unknown, processStartTime: (pid: number) => string | null | undefined): boolean {
   try {
     process.kill(pid, 0);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
   }
-  const now = procStart(pid);
+  const now = processStartTime(pid);
   return now === undefined ? false : typeof start !== 'string' || now === null || now === start;
 }
 
@@ -166,9 +156,10 @@ function lockHolderAlive(pid: number, start: unknown): boolean {
  * and start time; a run whose lock is held by a live process is refused naming it; a lock of a process gone on this
  * host is taken over, with a note. `dir` is made when absent.
  */
-function lockOutput(option: string, dir: string, command: string): void {
+async function lockOutput(option: string, dir: string, command: string): Promise<void> {
+  const { processStartTime } = await import('./distributed');
   const file = path.join(dir, '.vwlmm.lock');
-  const me = { pid: process.pid, host: os.hostname(), started: new Date().toISOString(), procStart: procStart(process.pid) ?? null, command: `vwlmm ${command}` };
+  const me = { pid: process.pid, host: os.hostname(), started: new Date().toISOString(), procStart: processStartTime(process.pid) ?? null, command: `vwlmm ${command}` };
   try {
     fs.mkdirSync(dir, { recursive: true });
   } catch (e) {
@@ -201,7 +192,7 @@ function lockOutput(option: string, dir: string, command: string): void {
     }
     const who = `${typeof held.command === 'string' ? held.command : 'vwlmm'} (pid ${held.pid} on ${String(held.host)}, started ${String(held.started)})`;
     if (held.host !== os.hostname()) fail(`${option} ${dir} is locked by ${who}, another machine: a run writes there; if it is gone, remove ${file}`);
-    if (lockHolderAlive(held.pid, held.procStart)) fail(`${option} ${dir} is being written by ${who}: wait for it to end, or give another ${option}`);
+    if (lockHolderAlive(held.pid, held.procStart, processStartTime)) fail(`${option} ${dir} is being written by ${who}: wait for it to end, or give another ${option}`);
     // the holder is gone (killed without its exit handler): taken over, unless another run took it first
     const aside = `${file}.stale-${process.pid}`;
     try {
@@ -224,6 +215,24 @@ function lockOutput(option: string, dir: string, command: string): void {
       /* gone already */
     }
   });
+}
+
+/**
+ * prepareFile's progress on stderr (LLaVA's 665K records take minutes before the first step): on a terminal one line
+ * redrawn, else a line every 10 s; nothing for a file prepared within 2 s.
+ */
+function preparationReport(file: string): (p: { records: number; recordsTotal: number; images: number; imagesTotal: number }) => void {
+  const tty = !!process.stderr.isTTY, start = Date.now();
+  let last = start, shown = false, finished = false;
+  return (p) => {
+    const now = Date.now(), done = p.records === p.recordsTotal && p.images === p.imagesTotal;
+    if (finished || (done ? !shown && now - start < 2000 : now - start < 2000 || now - last < (tty ? 250 : 10_000))) return;
+    last = now;
+    shown = true;
+    finished = done;
+    const line = `vwlmm: preparing ${file}: ${p.records}/${p.recordsTotal} records tokenised, ${p.images}/${p.imagesTotal} images checked`;
+    process.stderr.write(tty ? `\r${line}${done ? '\n' : ''}` : `${line}\n`);
+  };
 }
 
 function fail(msg: string): never {
@@ -443,7 +452,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
       return launchRanksOf('demo', o.nprocPerNode, backend);
     }
     checkRankFlags(o, env);
-    if (env.rank === 0) lockOutput('--out', o.out, 'demo'); // rank 0 alone writes --out
+    if (env.rank === 0) await lockOutput('--out', o.out, 'demo'); // rank 0 alone writes --out
     refuseRun(); // under the lock: no other run writes it meanwhile
     const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
@@ -534,7 +543,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (!(o.weightDecay >= 0)) fail('--weight-decay must be >= 0');
     if (!(o.maxGradNorm >= 0)) fail('--max-grad-norm must be >= 0 (0: no clipping)');
     // data-parallel: rank 0 alone writes --out (the launcher of --nproc-per-node returned above: its ranks lock)
-    if (env.rank === 0) lockOutput('--out', o.out, 'train');
+    if (env.rank === 0) await lockOutput('--out', o.out, 'train');
     const { loadCheckpoint, resolveCheckpointDir } = await import('./model');
     let from = o.init;
     if (o.resume) {
@@ -580,7 +589,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         trainable: Object.fromEntries(known.map((p) => [TRAINABLE_PARTS[p], parts.includes(p)])), stage: o.stage,
         lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
         strict: !!o.strict, modelMaxLength: o.modelMaxLength, verifyImages: o.verifyImages as 'decode' | 'header', groupByModalityLength: !!o.groupByModalityLength, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, residualDtype, dtype, frozenDtype, replay: o.replay,
-        processGroup: group ?? undefined, gatherDtype,
+        processGroup: group ?? undefined, gatherDtype, onPrepareProgress: lead ? preparationReport(o.data) : undefined,
         onLog: (r) => {
           progress.update(r);
           if (r.type === 'nonfinite') {
@@ -948,4 +957,5 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
     model.dispose();
   });
 
-program.parseAsync(process.argv).catch((e: Error) => fail(e.message));
+// the library's own errors already say where they come from ('vwlmm: ...'): not twice
+program.parseAsync(process.argv).catch((e: Error) => fail(e.message.replace(/^vwlmm: /, '')));

@@ -165,6 +165,11 @@ describe('VWLMM_NUM_THREADS and a missing addon', () => {
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/vwlmm: the native CPU addon could not be loaded: Cannot find module '.*missing\.node'[^\n]*\nBuild it with `npm run build:native` \(a source build needs cmake/);
     expect(r.stderr).not.toMatch(/\n\)\./); // node-gyp-build's multi-line message no longer leaves a stray ').'
+    // and the CLI says where it comes from once (it printed 'vwlmm: vwlmm: ...')
+    const cli = spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), path.join(root, 'src', 'cli.ts'), 'info'],
+      { cwd: root, env: { ...process.env, VWLMM_ADDON: path.join(tmp(), 'missing.node') }, encoding: 'utf8' });
+    expect(cli.status).toBe(2);
+    expect(cli.stderr).toMatch(/^vwlmm: the native CPU addon could not be loaded: /);
   });
 });
 

@@ -91,7 +91,7 @@ function childPids(pid: number): number[] | null {
 }
 
 /** A process's start time (/proc/PID/stat field 22, clock ticks since boot): undefined when it is gone, null where /proc cannot tell. */
-function startTime(pid: number): string | null | undefined {
+export function processStartTime(pid: number): string | null | undefined {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
@@ -111,7 +111,7 @@ function startTime(pid: number): string | null | undefined {
 export function watchLauncher(onGone: (pid: number) => void, env: NodeJS.ProcessEnv = process.env, periodMs = 1000): (() => void) | null {
   const pid = Number(env.VWLMM_LAUNCHER_PID);
   if (!(Number.isInteger(pid) && pid > 1) || pid === process.pid) return null;
-  const started = startTime(pid);
+  const started = processStartTime(pid);
   const gone = () => {
     if (started === null) {
       try {
@@ -121,7 +121,7 @@ export function watchLauncher(onGone: (pid: number) => void, env: NodeJS.Process
         return (e as NodeJS.ErrnoException).code === 'ESRCH';
       }
     }
-    return startTime(pid) !== started;
+    return processStartTime(pid) !== started;
   };
   const timer = setInterval(() => {
     if (!gone()) return;
