@@ -71,6 +71,9 @@ export function fitRecord(r: LlavaRecord, tokenizer: TextTokenizer, o: FitOption
   return { inputIds: Int32Array.from(t.inputIds), labels: Int32Array.from(t.labels), image, truncated, mismatch: t.mismatch ? t.mismatchDetail ?? 'tokenization mismatch' : null };
 }
 
+/** A FitOutcome as a thread sends it: a sample's ids and labels at `at` (ids, then labels) of its batch's one buffer. */
+export type PackedOutcome = Exclude<FitOutcome, { inputIds: Int32Array }> | (Omit<Extract<FitOutcome, { inputIds: Int32Array }>, 'inputIds' | 'labels'> & { at: number; length: number });
+
 /** Records per message to a thread: enough to amortise the message, few enough to keep the threads evenly busy. */
 const BATCH = 256;
 
@@ -110,9 +113,13 @@ export async function fitRecords(records: readonly LlavaRecord[], tokenizer: Tex
       for (let k = 0; k < Math.min(threads, Math.ceil(records.length / BATCH)); k++) {
         const w = startDataWorker('fit_record_worker', data);
         workers.push(w);
-        w.on('message', (m: { start: number; outcomes: FitOutcome[] } | { error: string }) => {
+        w.on('message', (m: { start: number; outcomes: PackedOutcome[]; pool: Int32Array } | { error: string }) => {
           if ('error' in m) return reject(new Error(`fitRecords: a tokenizing thread failed: ${m.error}`));
-          m.outcomes.forEach((x, i) => (out[m.start + i] = x));
+          m.outcomes.forEach((x, i) => {
+            if (!('at' in x)) return (out[m.start + i] = x);
+            const { at, length, ...rest } = x;
+            out[m.start + i] = { ...rest, inputIds: m.pool.subarray(at, at + length), labels: m.pool.subarray(at + length, at + 2 * length) };
+          });
           done += m.outcomes.length;
           onProgress?.(done);
           if (done === records.length) resolve();
