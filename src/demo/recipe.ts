@@ -24,7 +24,7 @@ import { VwLmm } from '../model/vwlmm';
 import { Generator } from '../random';
 import { Tensor } from '../tensor';
 import { installStopHandlers, StopRequest } from '../train/interrupt';
-import { readTrainerState, Stage, Trainer } from '../train/trainer';
+import { checkResumePlan, readTrainerState, Stage, Trainer } from '../train/trainer';
 import { Accuracy, captionAccuracy, captionWordAccuracy, evaluateSplit } from './evaluate';
 import { answerFor, questionText, renderScene, Scene, sortOfClevrImageName } from '../data/sort_of_clevr';
 import { pretrainVisionTower, rankShare } from './vision_pretrain';
@@ -268,17 +268,8 @@ export function recipeStagePlan(r: Recipe): { name: string; steps: number }[] {
 export function checkRecipeResume(r: Recipe, outDir: string): void {
   const dir = resolveCheckpointDir(path.join(outDir, 'checkpoint'));
   if (dir === null || !fs.existsSync(path.join(dir, 'trainer_state.json'))) return;
-  const st = readTrainerState(dir).state;
   const again = 'resume with the recipe the checkpoint\'s run had (vwlmm demo: the same --scale, --seed and --schedule)';
-  if (st.seed !== r.seed) throw new Error(`resume: the checkpoint ${dir} was trained with seed ${st.seed}, not ${r.seed}; ${again}`);
-  const plan = recipeStagePlan(r), names = plan.map((s) => s.name);
-  if (st.stages && st.stages.join('\u0000') !== names.join('\u0000'))
-    throw new Error(`resume: the checkpoint ${dir} was trained with stages [${st.stages.join(', ')}], this run has [${names.join(', ')}]; ${again}`);
-  if (st.stageSteps) {
-    const k = Math.max(0, st.stageSteps.findIndex((n, i) => n !== plan[i]?.steps));
-    if (st.stageSteps.length !== plan.length || st.stageSteps[k] !== plan[k].steps)
-      throw new Error(`resume: stage '${names[k]}' had ${st.stageSteps[k]} steps in the checkpoint's run (${dir}), this run has ${plan[k]?.steps} (the schedule and data order would differ); ${again}`);
-  }
+  checkResumePlan(readTrainerState(dir).state, r.seed, recipeStagePlan(r), dir, again);
 }
 
 /** Trains a model by the recipe (async: the trainer yields between steps, so signals are handled). */

@@ -1,7 +1,7 @@
 // Public API of training: the Trainer (stages, options, state, exact resume), training on a LLaVA file,
 // interruption (StopRequest, signal handlers, TrainingInterrupted), the learning-rate schedule, the CLI's
 // progress line and the loss-curve plot of a metrics.jsonl. Re-exported by the root and by 'vwlmm/train'.
-export { Trainer, readTrainerState, applyTrainable, stageSteps, batchIndices, noDecayParameters, TRAINABLE_PARTS } from './trainer';
+export { Trainer, readTrainerState, applyTrainable, stageSteps, batchIndices, noDecayParameters, checkResumePlan, TRAINABLE_PARTS } from './trainer';
 export type { Stage, Trainable, TrainerOptions, TrainerState } from './trainer';
 export { trainOnFile, prepareFile, loadFileBatch, describeSkipped, DEFAULT_MODEL_MAX_LENGTH } from './from_file';
 export type { FileTrainOptions, PreparedData, PrepareOptions, VerifyImages } from './from_file';

@@ -286,6 +286,24 @@ function stageSettings(s: Stage, worldSize: number): StageSettings {
   };
 }
 
+/**
+ * What a resume needs of the run's plan: the checkpoint's seed, stage names and step counts (TrainerState), the same as
+ * this run's, else an error naming the first difference. `dir` names the checkpoint; `hint` says how to resume
+ * (default: the Trainer's). The Trainer checks this and more as it resumes; the demo, before it writes its data.
+ */
+export function checkResumePlan(st: TrainerState, seed: number, stages: readonly { name: string; steps: number }[], dir?: string, hint?: string): void {
+  const names = stages.map((s) => s.name), steps = stages.map((s) => s.steps);
+  const it = dir ? `the checkpoint ${dir}` : 'the checkpoint', then = hint ? `; ${hint}` : '';
+  if (st.seed !== seed) throw new Error(`resume: ${it} was trained with seed ${st.seed}, not ${seed}${then}`);
+  if (st.stages && st.stages.join('\u0000') !== names.join('\u0000'))
+    throw new Error(`resume: ${it} was trained with stages [${st.stages.join(', ')}], this run has [${names.join(', ')}]${then}`);
+  if (st.stageSteps) {
+    const k = Math.max(0, st.stageSteps.findIndex((n, i) => n !== steps[i]));
+    if (st.stageSteps.length !== steps.length || st.stageSteps[k] !== steps[k])
+      throw new Error(`resume: stage '${names[k]}' had ${st.stageSteps[k]} steps in the checkpoint's run${dir ? ` (${dir})` : ''}, this run has ${steps[k]} (the schedule and data order would differ${hint ? `); ${hint}` : ': use the same steps / epochs / batch size)'}`);
+  }
+}
+
 /** Optimizer steps of a stage; `worldSize` data-parallel ranks take worldSize x batchSize samples per micro-batch. */
 export function stageSteps(s: Stage, worldSize = 1): number {
   if (s.steps !== undefined) return s.steps;
@@ -624,17 +642,10 @@ export class Trainer {
   }
 
   private checkResume(st: TrainerState): void {
-    if (st.seed !== this.opts.seed) throw new Error(`resume: the checkpoint was trained with seed ${st.seed}, not ${this.opts.seed}`);
+    checkResumePlan(st, this.opts.seed, this.stages.map((s) => ({ name: s.name, steps: stageSteps(s, this.world) })));
     if (st.sampleOrder !== SAMPLE_ORDER)
       throw new Error(`resume: the checkpoint's samples were drawn in ${st.sampleOrder ? `the order '${st.sampleOrder}'` : "an older order (keyed by the stage's position)"}, this version draws them '${SAMPLE_ORDER}': the run would not continue exactly (start it again, or resume with the version that wrote it)`);
     const names = this.stages.map((s) => s.name), steps = this.stages.map((s) => stageSteps(s, this.world));
-    if (st.stages && st.stages.join('\u0000') !== names.join('\u0000'))
-      throw new Error(`resume: the checkpoint was trained with stages [${st.stages.join(', ')}], this run has [${names.join(', ')}]`);
-    if (st.stageSteps) {
-      const k = st.stageSteps.findIndex((n, i) => n !== steps[i]);
-      if (k >= 0 || st.stageSteps.length !== steps.length)
-        throw new Error(`resume: stage '${names[Math.max(k, 0)]}' had ${st.stageSteps[Math.max(k, 0)]} steps in the checkpoint's run, this run has ${steps[Math.max(k, 0)]} (the schedule and data order would differ: use the same steps / epochs / batch size)`);
-    }
     if (st.stageSettings) {
       const now = this.stages.map((s) => stageSettings(s, this.world));
       for (let i = 0; i < now.length; i++) {
