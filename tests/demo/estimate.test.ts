@@ -8,17 +8,11 @@ import { describe, expect, it } from 'vitest';
 import { memoryStats } from '../../src';
 import { Calibration, calibrate, demoWork, estimateDemo, estimateNotice, gemmKind, gemmNotice } from '../../src/demo/estimate';
 import { DEFAULT_RECIPE, Recipe, runRecipe } from '../../src/demo/recipe';
+import { tinyRecipe } from './support/tiny_recipe';
 import { tempDirs } from '../support/tmp';
 
 const tmp = tempDirs('estimate');
-const tiny: Recipe = {
-  ...DEFAULT_RECIPE, trainImages: 12, testImages: 2, evalQuestions: 4,
-  model: { ...DEFAULT_RECIPE.model, d: 16, ffn: 24, heads: 2, visionD: 12, visionFfn: 16, visionHeads: 2, visionLayers: 2 },
-  stage0: { ...DEFAULT_RECIPE.stage0, steps: 3, batchSize: 4, frozenSteps: 100 },
-  stage1: { ...DEFAULT_RECIPE.stage1, steps: 7, batchSize: 4 },
-  stage2: { ...DEFAULT_RECIPE.stage2, steps: 6, batchSize: 4 },
-  evalEvery: 3,
-};
+const tiny: Recipe = tinyRecipe({ trainImages: 12, evalEvery: 3, steps: [3, 7, 6], frozenSteps: 100 });
 
 // Per-unit costs in the ballpark of the 2-core reference machine with OpenBLAS (benchmarks/RESULTS.md: stage 0
 // 159 s for 8,000 steps); the other figures are round numbers, the test checks the arithmetic.

@@ -3,18 +3,12 @@
 // Checked on the weights of tiny runs that stop after each stage: what each stage moves, and what it leaves alone.
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from '../../src/demo/recipe';
+import { paperSchedule, Recipe, runRecipe } from '../../src/demo/recipe';
+import { tinyRecipe } from './support/tiny_recipe';
 import { tempDirs } from '../support/tmp';
 
 const tmp = tempDirs('paper-schedule');
-const tiny: Recipe = paperSchedule({
-  ...DEFAULT_RECIPE, trainImages: 10, testImages: 2, evalEvery: 0, evalQuestions: 4,
-  model: { ...DEFAULT_RECIPE.model, d: 16, ffn: 24, heads: 2, visionD: 12, visionFfn: 16, visionHeads: 2, visionLayers: 2 },
-  stage0: { ...DEFAULT_RECIPE.stage0, steps: 2, batchSize: 4, frozenSteps: 1 },
-  stage1: { ...DEFAULT_RECIPE.stage1, steps: 3, batchSize: 4 },
-  stage2: { ...DEFAULT_RECIPE.stage2, steps: 0, batchSize: 4 },
-  text: { steps: 3, batchSize: 4, lr: 3e-3 },
-});
+const tiny: Recipe = paperSchedule(tinyRecipe({ trainImages: 10, evalEvery: 0, steps: [2, 3, 0], text: { steps: 3, batchSize: 4, lr: 3e-3 } }));
 
 type Weights = Map<string, number[]>;
 async function trained(r: Recipe, dir: string): Promise<{ weights: Weights; stages: string[] }> {

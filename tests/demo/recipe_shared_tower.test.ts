@@ -4,17 +4,12 @@
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { memoryStats } from '../../src';
-import { DEFAULT_RECIPE, Recipe, runRecipe } from '../../src/demo/recipe';
+import { Recipe, runRecipe } from '../../src/demo/recipe';
+import { tinyRecipe } from './support/tiny_recipe';
 import { tempDirs } from '../support/tmp';
 
 const tmp = tempDirs('recipe');
-const tiny: Recipe = {
-  ...DEFAULT_RECIPE, trainImages: 12, testImages: 2, evalEvery: 0, evalQuestions: 4,
-  model: { ...DEFAULT_RECIPE.model, d: 16, ffn: 24, heads: 2, visionD: 12, visionFfn: 16, visionHeads: 2, visionLayers: 2 },
-  stage0: { ...DEFAULT_RECIPE.stage0, steps: 3, batchSize: 4, frozenSteps: 1 },
-  stage1: { ...DEFAULT_RECIPE.stage1, steps: 2, batchSize: 4 },
-  stage2: { ...DEFAULT_RECIPE.stage2, steps: 2, batchSize: 4 },
-};
+const tiny: Recipe = tinyRecipe({ trainImages: 12, evalEvery: 0, steps: [3, 2, 2] });
 const weights = (m: { namedParameters(): Map<string, { toArray(): ArrayLike<number> }> }) => new Map([...m.namedParameters()].map(([n, t]) => [n, Array.from(t.toArray())]));
 
 describe('runRecipe pretrainedTower', () => {

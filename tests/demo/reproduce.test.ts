@@ -8,7 +8,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { COLOURS, writeSortOfClevr } from '../../src/data/sort_of_clevr';
-import { DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from '../../src/demo/recipe';
+import { paperSchedule, Recipe, runRecipe } from '../../src/demo/recipe';
+import { tinyRecipe } from './support/tiny_recipe';
 import { readSafetensors } from '../../src/io/safetensors';
 import { tempDirs } from '../support/tmp';
 
@@ -16,13 +17,7 @@ const root = path.join(__dirname, '..', '..');
 const tmp = tempDirs('reproduce');
 // a seed other than the CLI's default, the tower trained in stage 2 at its own rate (--mm-vision-tower-lr), and an
 // evaluation after every step (the demo's run evaluates, the file run does not)
-const tiny: Recipe = {
-  ...DEFAULT_RECIPE, seed: 3, trainImages: 12, testImages: 2, evalEvery: 1, evalQuestions: 4,
-  model: { ...DEFAULT_RECIPE.model, d: 16, ffn: 24, heads: 2, visionD: 12, visionFfn: 16, visionHeads: 2, visionLayers: 2 },
-  stage0: { ...DEFAULT_RECIPE.stage0, steps: 2, batchSize: 4, frozenSteps: 1 },
-  stage1: { ...DEFAULT_RECIPE.stage1, steps: 3, batchSize: 4 },
-  stage2: { ...DEFAULT_RECIPE.stage2, steps: 3, batchSize: 4, visionTowerLr: 1e-3 },
-};
+const tiny: Recipe = tinyRecipe({ seed: 3, trainImages: 12, evalEvery: 1, steps: [2, 3, 3], stage2: { visionTowerLr: 1e-3 } });
 
 type Rec = { type: string; stage: string; step: number; loss: number; ce: number; kl: number; lr: number; gradNorm: number };
 const trainRecords = (file: string, stage?: string) => fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Rec)

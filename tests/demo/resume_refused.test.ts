@@ -7,17 +7,12 @@ import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { writeSortOfClevr } from '../../src/data/sort_of_clevr';
 import { runDemo } from '../../src/demo/demo';
-import { DEFAULT_RECIPE, Recipe, recipeStagePlan, runRecipe } from '../../src/demo/recipe';
+import { Recipe, recipeStagePlan, runRecipe } from '../../src/demo/recipe';
+import { tinyRecipe } from './support/tiny_recipe';
 import { tempDirs } from '../support/tmp';
 
 const tmp = tempDirs('resume-refused');
-const tiny: Recipe = {
-  ...DEFAULT_RECIPE, seed: 3, trainImages: 8, testImages: 2, evalEvery: 100, evalQuestions: 4,
-  model: { ...DEFAULT_RECIPE.model, d: 16, ffn: 24, heads: 2, visionD: 12, visionFfn: 16, visionHeads: 2, visionLayers: 2 },
-  stage0: { ...DEFAULT_RECIPE.stage0, steps: 1, batchSize: 4, frozenSteps: 1 },
-  stage1: { ...DEFAULT_RECIPE.stage1, steps: 2, batchSize: 4 },
-  stage2: { ...DEFAULT_RECIPE.stage2, steps: 2, batchSize: 4 },
-};
+const tiny: Recipe = tinyRecipe({ seed: 3, trainImages: 8, evalEvery: 100, steps: [1, 2, 2] });
 
 /** Every file under dir (relative path -> bytes). */
 function snapshot(dir: string): Map<string, Buffer> {
