@@ -35,6 +35,20 @@ PROBES = LINES + ["", " ", "  leading spaces", "USER:<image>ASSISTANT:", "unseen
 
 
 
+
+def train_model(out, lines, **extra):
+    """out/tokenizer.model: SentencePiece BPE as LLaMA's (byte fallback, split digits, identity normalization, dummy
+    prefix), trained on `lines` repeated; extra: more trainer options (control / user-defined symbols)."""
+    corpus = os.path.join(out, 'corpus.tmp')
+    with open(corpus, 'w') as f:
+        f.write('\n'.join(lines * 40))
+    spm.SentencePieceTrainer.train(input=corpus, model_prefix=os.path.join(out, 'tokenizer'), vocab_size=420, model_type='bpe',
+                                   byte_fallback=True, character_coverage=0.9995, split_digits=True, normalization_rule_name='identity',
+                                   remove_extra_whitespaces=False, add_dummy_prefix=True, allow_whitespace_only_pieces=True,
+                                   bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2, num_threads=1, **extra)
+    os.remove(corpus)
+    os.remove(os.path.join(out, 'tokenizer.vocab'))
+
 def transformers_tokenizer(out, variant, cfg, exist_ok=False):
     """out/variant/: cfg as tokenizer_config.json and the tokenizer.json transformers builds from out/tokenizer.model
     beside it (the model copied in for the load, then removed); returns the transformers tokenizer."""
@@ -51,15 +65,7 @@ def transformers_tokenizer(out, variant, cfg, exist_ok=False):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    corpus = os.path.join(OUT, 'corpus.tmp')
-    with open(corpus, 'w') as f:
-        f.write('\n'.join(LINES * 40))
-    spm.SentencePieceTrainer.train(input=corpus, model_prefix=os.path.join(OUT, 'tokenizer'), vocab_size=420, model_type='bpe',
-                                   byte_fallback=True, character_coverage=0.9995, split_digits=True, normalization_rule_name='identity',
-                                   remove_extra_whitespaces=False, add_dummy_prefix=True, allow_whitespace_only_pieces=True,
-                                   bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2, num_threads=1)
-    os.remove(corpus)
-    os.remove(os.path.join(OUT, 'tokenizer.vocab'))
+    train_model(OUT, LINES)
     expected = {}
     for variant, legacy in [('legacy', True), ('non_legacy', False)]:
         cfg = {'tokenizer_class': 'LlamaTokenizer', 'bos_token': '<s>', 'eos_token': '</s>', 'unk_token': '<unk>',
@@ -102,16 +108,7 @@ MISTRAL_VARIANTS = {
 def mistral():
     shutil.rmtree(MISTRAL_OUT, ignore_errors=True)
     os.makedirs(MISTRAL_OUT)
-    corpus = os.path.join(MISTRAL_OUT, 'corpus.tmp')
-    with open(corpus, 'w') as f:
-        f.write('\n'.join(MISTRAL_LINES * 40))
-    spm.SentencePieceTrainer.train(input=corpus, model_prefix=os.path.join(MISTRAL_OUT, 'tokenizer'), vocab_size=420, model_type='bpe',
-                                   byte_fallback=True, character_coverage=0.9995, split_digits=True, normalization_rule_name='identity',
-                                   remove_extra_whitespaces=False, add_dummy_prefix=True, allow_whitespace_only_pieces=True,
-                                   control_symbols=['[INST]', '[/INST]'], user_defined_symbols=['<image>'],
-                                   bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2, num_threads=1)
-    os.remove(corpus)
-    os.remove(os.path.join(MISTRAL_OUT, 'tokenizer.vocab'))
+    train_model(MISTRAL_OUT, MISTRAL_LINES, control_symbols=['[INST]', '[/INST]'], user_defined_symbols=['<image>'])
     expected = {}
     for variant, cfg in MISTRAL_VARIANTS.items():
         tok = transformers_tokenizer(MISTRAL_OUT, variant, cfg)
