@@ -372,34 +372,72 @@ program.command('info').description('show the native backends (CPU GEMM, SIMD bu
   }
 });
 
-program.command('init').description('a randomly initialised checkpoint (HF initialisation, as from_config) from a LLaVA-layout config.json and a tokenizer: the starting point of `vwlmm train --init` from scratch')
-  .requiredOption('--config <file>', "config.json in the LLaVA layout vwlmm saves (LLaMA keys, mm_* keys, vision_config; vm_weight > 0 gives a vm_head)")
-  .requiredOption('--tokenizer <file>', 'tokenizer.json (its vocabulary must fit vocab_size)')
+program.command('init').description("a new checkpoint, the starting point of `vwlmm train --init`: randomly initialised from a LLaVA-layout config.json (HF initialisation, as from_config), or assembled from a LLaMA / Mistral language model and a CLIP tower as LLaVA's train.py builds one before its first stage (--llm, --vision-tower)")
+  .option('--config <file>', "config.json in the LLaVA layout vwlmm saves (LLaMA keys, mm_* keys, vision_config; vm_weight > 0 gives a vm_head)")
+  .option('--llm <dir>', "a LlamaForCausalLM / MistralForCausalLM directory (LLaVA's --model_name_or_path, e.g. vicuna-7b-v1.5): every weight loaded, its tokenizer used unless --tokenizer")
+  .option('--vision-tower <dir>', "a CLIPVisionModel / CLIPModel directory (LLaVA's --vision_tower, e.g. clip-vit-large-patch14-336), embedded in the checkpoint")
+  .option('--projector <file>', "a trained projector (LLaVA's --pretrain_mm_mlp_adapter: mm_projector.bin, or a .safetensors of its tensors); default: drawn as torch draws a new nn.Linear")
+  .option('--mm-projector-type <t>', 'linear or mlp2x_gelu (with --llm)', 'mlp2x_gelu')
+  .option('--mm-vision-select-layer <n>', 'the tower layer whose patch features are projected (with --llm)', int('--mm-vision-select-layer'), -2)
+  .option('--image-aspect-ratio <a>', "square (LLaVA's pretraining) or pad (its fine-tuning: expand2square) (with --llm)", 'square')
+  .option('--template <t>', 'the conversation template: vicuna_v1 (LLaVA v1), plain (its pretraining) or mistral (with --llm; default: vicuna_v1, mistral for a Mistral base)')
+  .option('--vm-weight <x>', 'with --llm: > 0 makes a VW-LMM (a vm_head, the visual-word KL at this weight; the paper: 1); 0: plain LLaVA', num('--vm-weight'), 0)
+  .option('--tokenizer <file>', "tokenizer.json (its vocabulary must fit vocab_size); with --llm, default: the LLM's (tokenizer.json, or tokenizer.model converted)")
   .requiredOption('--out <dir>', 'the checkpoint folder to write (must not hold a checkpoint already)')
-  .option('--seed <n>', 'initialisation seed', int('--seed'), 0)
-  .action(async (o: { config: string; tokenizer: string; out: string; seed: number }) => {
-    existing(o.config, 'config', 'file');
-    existing(o.tokenizer, 'tokenizer', 'file');
+  .option('--seed <n>', 'initialisation seed (with --llm: of the projector unless given, and the vm_head)', int('--seed'), 0)
+  .action(async (o: { config?: string; llm?: string; visionTower?: string; projector?: string; mmProjectorType: string; mmVisionSelectLayer: number; imageAspectRatio: string; template?: string; vmWeight: number; tokenizer?: string; out: string; seed: number }) => {
+    if ((o.config === undefined) === (o.llm === undefined && o.visionTower === undefined))
+      fail('give --config (a random model from a LLaVA-layout config.json) or --llm with --vision-tower (one assembled from its parts), not both or neither');
+    if (o.llm !== undefined || o.visionTower !== undefined) {
+      if (o.llm === undefined || o.visionTower === undefined) fail('--llm and --vision-tower go together (a LLaVA needs both)');
+      existing(o.llm, 'LLM', 'dir');
+      existing(o.visionTower, 'vision tower', 'dir');
+      if (o.projector !== undefined) existing(o.projector, 'projector', 'file');
+      if (o.tokenizer !== undefined) existing(o.tokenizer, 'tokenizer', 'file');
+      if (o.imageAspectRatio !== 'square' && o.imageAspectRatio !== 'pad') fail(`--image-aspect-ratio must be square or pad, got '${o.imageAspectRatio}'`);
+      if (o.template !== undefined && !['vicuna_v1', 'plain', 'mistral'].includes(o.template)) fail(`--template must be vicuna_v1, plain or mistral, got '${o.template}'`);
+      if (!(o.vmWeight >= 0)) fail(`--vm-weight must be a number >= 0, got ${o.vmWeight}`);
+    } else {
+      existing(o.config!, 'config', 'file');
+      if (o.tokenizer === undefined) fail('--config needs --tokenizer (the tokenizer.json the model is trained with)');
+      existing(o.tokenizer, 'tokenizer', 'file');
+    }
     outputFolder('--out', o.out);
     if (fs.existsSync(o.out) && fs.readdirSync(o.out).length > 0) fail(`--out ${o.out} is not empty: init writes a new checkpoint and never replaces one`);
-    let json: Record<string, unknown>;
-    try {
-      json = JSON.parse(fs.readFileSync(o.config, 'utf8')) as Record<string, unknown>;
-    } catch (e) {
-      fail(`config ${o.config} is not valid JSON (${(e as Error).message})`);
+    const { assembleLlava, configFromJson, saveCheckpoint, VwLmm } = await import('./model');
+    let model: import('./model').VwLmm, tokenizer: string;
+    if (o.llm !== undefined) {
+      let made: ReturnType<typeof assembleLlava>;
+      try {
+        made = assembleLlava({ llm: o.llm, visionTower: o.visionTower!, projector: o.projector, projectorType: o.mmProjectorType, selectLayer: o.mmVisionSelectLayer,
+          imageAspect: o.imageAspectRatio as 'square' | 'pad', template: o.template as 'vicuna_v1' | 'plain' | 'mistral' | undefined, vmWeight: o.vmWeight, seed: o.seed });
+      } catch (e) {
+        fail((e as Error).message.replace(/^assembleLlava: /, ''));
+      }
+      model = made!.model;
+      const own = o.tokenizer ?? made!.tokenizerPath;
+      if (own === null) fail(`${o.llm} has no tokenizer (tokenizer.json or tokenizer.model): give --tokenizer`);
+      tokenizer = own!;
+    } else {
+      let json: Record<string, unknown>;
+      try {
+        json = JSON.parse(fs.readFileSync(o.config!, 'utf8')) as Record<string, unknown>;
+      } catch (e) {
+        fail(`config ${o.config} is not valid JSON (${(e as Error).message})`);
+      }
+      let config: import('./model').VwLmmConfig;
+      try {
+        config = configFromJson(json!);
+      } catch (e) {
+        fail(`${o.config}: ${(e as Error).message}`);
+      }
+      model = VwLmm.create(config!, o.seed);
+      tokenizer = o.tokenizer!;
     }
-    const { configFromJson, saveCheckpoint, VwLmm } = await import('./model');
-    let config: import('./model').VwLmmConfig;
-    try {
-      config = configFromJson(json!);
-    } catch (e) {
-      fail(`${o.config}: ${(e as Error).message}`);
-    }
-    await openTokenizer(o.tokenizer, config!.llm.vocabSize);
-    const model = VwLmm.create(config!, o.seed);
-    saveCheckpoint(o.out, model, { tokenizer: o.tokenizer });
+    await openTokenizer(tokenizer, model.config.llm.vocabSize);
+    saveCheckpoint(o.out, model, { tokenizer });
     const params = model.parameters().reduce((a, p) => a + p.size, 0);
-    console.log(`initialised ${(params / 1e6).toFixed(2)}M parameters (seed ${o.seed}${config!.vmWeight > 0 ? ', with vm_head' : ''}) into ${o.out}`);
+    console.log(`${o.llm !== undefined ? `assembled ${o.llm} and ${o.visionTower}: ` : 'initialised '}${(params / 1e6).toFixed(2)}M parameters (seed ${o.seed}${model.config.vmWeight > 0 ? ', with vm_head' : ''}) into ${o.out}`);
     model.dispose();
   });
 

@@ -19,7 +19,8 @@ import * as path from 'path';
 import { tokenizerJsonFromSentencePiece } from '../data/sentencepiece';
 import { DeviceSpec } from '../device';
 import { writeParameter } from '../nn/module';
-import { forEachTorchTensor, torchBinTensorNames } from '../io/torch_bin';
+import { forEachTorchTensor, readTorchBin, torchBinTensorNames } from '../io/torch_bin';
+import { Generator } from '../random';
 import { describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
@@ -457,6 +458,102 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
     throw e;
   }
   return { model, config, tokenizerPath: tokenizerPathOf(dir), dir };
+}
+
+/** What assembleLlava builds a LLaVA / VW-LMM from (LLaVA's train.py arguments in brackets). */
+export interface AssembleOptions {
+  /** A LlamaForCausalLM / MistralForCausalLM directory: config.json, its weights, its tokenizer [model_name_or_path]. */
+  llm: string;
+  /** A CLIPVisionModel or CLIPModel directory (openai/clip-vit-large-patch14-336) [vision_tower]. */
+  visionTower: string;
+  /** A trained projector: LLaVA's mm_projector.bin (model.mm_projector.* tensors), or a .safetensors of them [pretrain_mm_mlp_adapter]. */
+  projector?: string;
+  /** 'linear' or 'mlp2x_gelu' (default, LLaVA-1.5) [mm_projector_type]. */
+  projectorType?: string;
+  /** The tower layer whose patch features are projected (default -2) [mm_vision_select_layer]. */
+  selectLayer?: number;
+  /** 'square' (default, LLaVA's pretraining) or 'pad' (its fine-tuning) [image_aspect_ratio]. */
+  imageAspect?: 'square' | 'pad';
+  /** The conversation template the model is trained with (default 'vicuna_v1' for LLaMA, 'mistral' for Mistral) [version]. */
+  template?: 'plain' | 'vicuna_v1' | 'mistral';
+  /** > 0: a VW-LMM, with a vm_head and the visual-word KL at this weight (the paper: 1); 0 (default): plain LLaVA. */
+  vmWeight?: number;
+  /** Seed of the parts drawn anew: the projector (unless given) and the vm_head. */
+  seed?: number;
+  device?: DeviceSpec;
+  weightDtype?: 'float32' | 'bfloat16';
+}
+
+/**
+ * A LLaVA (or, with vmWeight, a VW-LMM) made of its parts, as LLaVA's train.py builds one before its first stage: the
+ * LLM's weights from its directory (every one of them), the CLIP tower's from its own, the projector from
+ * pretrain_mm_mlp_adapter or drawn as torch's nn.Linear draws it (U(-1/sqrt(in), 1/sqrt(in)), build_vision_projector
+ * runs after from_pretrained), and the vm_head drawn as transformers draws a weight the base lacks (N(0, 0.02^2)).
+ * The tower is embedded in the model: a checkpoint saved from it needs neither directory. The tokenizer is the LLM's.
+ */
+export function assembleLlava(o: AssembleOptions): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
+  const llmJson = readJson(path.join(o.llm, 'config.json'));
+  const base = String(llmJson.model_type ?? '');
+  if (base !== 'llama' && base !== 'mistral')
+    throw new RangeError(`assembleLlava: ${o.llm}/config.json is model_type '${base}', not a LLaMA or Mistral language model (LlamaForCausalLM, MistralForCausalLM)`);
+  const towerJson = readJson(path.join(o.visionTower, 'config.json'));
+  if (towerJson.model_type !== 'clip_vision_model' && towerJson.model_type !== 'clip')
+    throw new RangeError(`assembleLlava: ${o.visionTower}/config.json is model_type '${String(towerJson.model_type)}', not a CLIP model (CLIPVisionModel, CLIPModel)`);
+  const vision = (towerJson.model_type === 'clip' ? towerJson.vision_config : towerJson) as Record<string, unknown>;
+  if (!isPlainObject(vision)) throw new TypeError(`assembleLlava: ${o.visionTower}/config.json has no vision_config object`);
+  const vmWeight = o.vmWeight ?? 0;
+  const json: Record<string, unknown> = {
+    ...llmJson, model_type: base === 'mistral' ? 'llava_mistral' : 'llava_llama',
+    mm_vision_tower: path.resolve(o.visionTower), mm_projector_type: o.projectorType ?? 'mlp2x_gelu', mm_vision_select_layer: o.selectLayer ?? -2,
+    mm_vision_select_feature: 'patch', mm_hidden_size: vision.hidden_size, image_aspect_ratio: o.imageAspect ?? 'square',
+    conversation_template: o.template ?? (base === 'mistral' ? 'mistral' : 'vicuna_v1'), vm_weight: vmWeight,
+  };
+  const config = withConfigFile(o.llm, () => configFromJson(json, vision));
+  const model = VwLmm.create(config, o.seed ?? 0, { device: o.device, linearDtype: o.weightDtype });
+  try {
+    const sink = parameterSink(model);
+    const load = (where: string, names: Iterable<string>, ours: (n: string) => string | null, what: string, each: (fn: (n: string, t: HostTensor) => void, plan: Map<string, string>) => void, hint = '') => {
+      const { plan, unexpected } = planTensors(where, names, sink.params, ours);
+      if (unexpected.length) throw new RangeError(`assembleLlava: ${where} holds ${unexpected.length} tensor${unexpected.length > 1 ? 's' : ''} ${what} has no place for: ${listSome(unexpected)}${hint}`);
+      each((n, t) => sink.put(plan.get(n)!, t), plan);
+    };
+    // the LLM: its HF names are the LLaVA layout's for the language model (nothing of the tower or projector is in it)
+    const llmOnly = (n: string) => (n.startsWith('model.mm_projector.') || n.startsWith('model.vision_tower.') || n.startsWith('vm_head.') ? `(not an LLM tensor) ${n}` : llavaLayoutName(n, sink.params));
+    load(o.llm, checkpointTensorNames(o.llm), llmOnly, 'a language model', (put, plan) =>
+      forEachCheckpointTensor(o.llm, { filter: (n) => plan.has(n), expectShape: (n) => sink.params.get(plan.get(n)!)!.shape, verify: true }, put));
+    const tied = llmJson.tie_word_embeddings === true && !sink.has('lm_head.weight') && sink.has('model.embed_tokens.weight');
+    if (tied) sink.put('lm_head.weight', hostOf(sink.params.get('model.embed_tokens.weight')!));
+    load(o.visionTower, checkpointTensorNames(o.visionTower), (k) => (CLIP_UNUSED.test(k) ? null : TOWER_PREFIX + (k.startsWith('vision_model.') ? k : `vision_model.${k}`)), 'a CLIP vision tower of its config', (put, plan) =>
+      forEachCheckpointTensor(o.visionTower, { filter: (n) => plan.has(n), expectShape: (n) => sink.params.get(plan.get(n)!)!.shape, verify: true }, put));
+    const projector = [...sink.params.keys()].filter((n) => n.startsWith('model.mm_projector.'));
+    if (o.projector !== undefined) {
+      const file = o.projector;
+      const tensors = file.endsWith('.safetensors') ? readSafetensors(file) : readTorchBin(file);
+      load(file, tensors.keys(), (n) => (n.startsWith('model.mm_projector.') ? llavaLayoutName(n, sink.params) : `(not a projector tensor) ${n}`), `the ${config.projectorType} projector`, (put, plan) => {
+        for (const [n, t] of tensors) if (plan.has(n)) put(n, t);
+      }, ` (its parameters are ${projector.join(', ')}: is the file another mm_projector_type's?)`);
+    } else {
+      // torch's nn.Linear default: kaiming_uniform(a = sqrt(5)) for the weight and U(-1/sqrt(in), 1/sqrt(in)) for the bias
+      const g = new Generator(o.seed ?? 0).fork('mm_projector');
+      for (const n of projector) {
+        const p = sink.params.get(n)!, fanIn = n.endsWith('.bias') ? sink.params.get(n.replace(/\.bias$/, '.weight'))!.shape[1] : p.shape[1];
+        const bound = 1 / Math.sqrt(fanIn);
+        sink.put(n, { dtype: 'float32', shape: [...p.shape], data: Float32Array.from({ length: p.size }, () => (2 * g.uniform() - 1) * bound) });
+      }
+    }
+    // the vm_head keeps VwLmm.create's draw: transformers' normal(0, initializer_range) for a weight the base lacks
+    const missing = sink.missing().filter((n) => !(n.startsWith('vm_head.')));
+    if (missing.length) throw new Error(`assembleLlava: ${missing.some((n) => n.startsWith(TOWER_PREFIX)) ? o.visionTower : o.llm} lacks ${missing.length} tensors, e.g. ${missing.slice(0, 5).join(', ')}`);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return { model, config, tokenizerPath: tokenizerPathOf(o.llm) };
+}
+
+/** A parameter's values as a host tensor (float32). */
+function hostOf(p: { shape: readonly number[]; toArray(): ArrayLike<number> }): HostTensor {
+  return { dtype: 'float32', shape: [...p.shape], data: Float32Array.from(p.toArray()) };
 }
 
 // The architectures a LLaVA-layout config.json may name: ours and LLaVA's, and the official VW-LMM classes.

@@ -6,8 +6,8 @@ export {
   CLIP_MEAN, CLIP_STD, hasVmHead, numImageTokens, validateConfig, configToJson, configFromJson, clipPreprocessOptions,
 } from './config';
 export type { TemplateName, ImageConfig, VwLmmConfig } from './config';
-export { saveCheckpoint, loadCheckpoint, resolveCheckpointDir, checkTokenizerVocab, readCheckpointWeights, forEachCheckpointTensor, checkpointTensorNames } from './checkpoint';
-export type { SaveOptions } from './checkpoint';
+export { saveCheckpoint, loadCheckpoint, assembleLlava, resolveCheckpointDir, checkTokenizerVocab, readCheckpointWeights, forEachCheckpointTensor, checkpointTensorNames } from './checkpoint';
+export type { SaveOptions, AssembleOptions } from './checkpoint';
 export {
   LLAVA_TRANSFORMERS_NAMES, isTransformersLlavaConfig, configFromTransformers, configToTransformers,
   weightsFromTransformers, weightsToTransformers, ourNameFromTransformers, transformersNameFromOurs,
