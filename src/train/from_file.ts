@@ -13,7 +13,7 @@ import { Turn } from '../data/conversation';
 import { fitRecords } from '../data/fit_record';
 import { readLlavaRecords } from '../data/dataset';
 import { loadImage, preprocessClip, probeImage } from '../data/images';
-import { clipPreprocessOptions } from '../model/config';
+import { clipPreprocessOptions, VwLmmConfig } from '../model/config';
 import { ClipImageWorkers } from '../data/clip_workers';
 import { spareImageWorkers } from '../data/scene_writer';
 import { TextTokenizer } from '../data/tokenizer';
@@ -53,6 +53,12 @@ export interface FileTrainOptions {
   strict: boolean;
   /** The positions a sample is cut to, image features included (LLaVA's model_max_length); default: the config's, else 2048. */
   modelMaxLength?: number;
+  /**
+   * The conversation template of the run (LLaVA's --version: 'plain' for its pretraining, 'vicuna_v1' for its
+   * fine-tuning), for records without their own; it becomes the model's (config.template), so its checkpoints record
+   * it. Default: the model's.
+   */
+  template?: VwLmmConfig['template'];
   /** How the images are checked before training (prepareFile): 'decode' (default) or 'header'. */
   verifyImages?: VerifyImages;
   /** prepareFile's progress (records tokenised, images checked), before training starts. */
@@ -281,6 +287,10 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
   if (o.lora && had && (had.r !== o.lora.r || had.alpha !== o.lora.alpha || had.dropout !== o.lora.dropout))
     throw new Error(`trainOnFile: the model has LoRA adapters already (r ${had.r}, alpha ${had.alpha}, dropout ${had.dropout}, from its checkpoint), and this run asks for r ${o.lora.r}, alpha ${o.lora.alpha}, dropout ${o.lora.dropout}: give the same LoRA settings (or none) to continue with its adapters`);
   if (o.lora && !had) applyLora(model, { ...o.lora, seed: o.seed });
+  if (o.template !== undefined) {
+    if (!['plain', 'vicuna_v1', 'mistral'].includes(o.template)) throw new RangeError(`trainOnFile: template must be 'plain', 'vicuna_v1' or 'mistral', got ${JSON.stringify(o.template)}`);
+    model.config.template = o.template;
+  }
   // threads the run can spare make the images (none on a CPU whose cores the engine uses; on a GPU, beside the one
   // that drives it)
   const images = new ClipImageWorkers(clipPreprocessOptions(model.config), { workers: spareImageWorkers(model.device === 'cpu' ? engineThreads() : 1) });

@@ -9,7 +9,7 @@ import { TextTokenizer } from '../../src/data/tokenizer';
 import { loadCheckpoint } from '../../src/model/checkpoint';
 import { prepareFile } from '../../src/train/from_file';
 import { tempDirs } from '../support/tmp';
-import { writeCliFixture } from './support/tiny';
+import { cli, writeCliFixture } from './support/tiny';
 
 const tmp = tempDirs('record-template');
 
@@ -31,5 +31,26 @@ describe('conversation_template of a record', () => {
     expect(p.skipped).toEqual([{ id: c.id, reason: `record '${c.id}': conversation_template "vicuna" is not a template (plain, vicuna_v1, v1, llava_v1, v1_mmtag, mistral, mistral_instruct)` }]);
     await expect(prepareFile(ck.model, tok, file, fx.imageFolder, true)).rejects.toThrow(/conversation_template "vicuna" is not a template .*\(--strict\)/);
     ck.model.dispose();
+  });
+});
+
+describe('vwlmm train --template (LLaVA --version)', () => {
+  it("trains the file's records with it and records it in the checkpoint; v1 is vicuna_v1; another name is refused", () => {
+    const dir = tmp();
+    const fx = writeCliFixture(dir, { images: 1 });
+    const config = (out: string) => JSON.parse(fs.readFileSync(path.join(out, 'checkpoint', 'config.json'), 'utf8')).conversation_template;
+    expect(JSON.parse(fs.readFileSync(path.join(fx.init, 'config.json'), 'utf8')).conversation_template).toBe('vicuna_v1');
+    const plain = path.join(dir, 'plain');
+    // the fixture's records are (image question, answer) pairs: LLaVA's pretraining template takes them as captions
+    const r = cli('train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', plain, '--steps', '1', '--batch-size', '2', '--template', 'plain');
+    expect(r.status, r.stderr).toBe(0);
+    expect(config(plain)).toBe('plain');
+    const v1 = path.join(dir, 'v1');
+    const back = cli('train', '--init', path.join(plain, 'checkpoint'), '--data', fx.data, '--image-folder', fx.imageFolder, '--out', v1, '--steps', '1', '--batch-size', '2', '--template', 'v1');
+    expect(back.status, back.stderr).toBe(0);
+    expect(config(v1)).toBe('vicuna_v1');
+    const bad = cli('train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'bad'), '--template', 'llava_v2');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain("--template must be plain, v1 (vicuna_v1) or mistral, got 'llava_v2'");
   });
 });
