@@ -535,6 +535,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--strict', 'fail on the first broken record, image or tokenization mismatch')
   .option('--verify-images <how>', "check every image before training by decoding it (decode: broken ones are skipped) or by reading its header (header: fast at LLaVA's 665K images; a file cut short fails training when its batch comes)", 'decode')
   .option('--template <name>', "the run's conversation template for records without their own (LLaVA's --version: plain for its pretraining, v1 / vicuna_v1 for its fine-tuning, mistral); default: the checkpoint's; the checkpoint written records it")
+  .option('--image-aspect-ratio <a>', "how the run's images are made square (LLaVA's --image_aspect_ratio: square in its pretraining, pad = expand2square in its fine-tuning); default: the checkpoint's; the checkpoint written records it")
   .option('--group-by-modality-length', "LLaVA's group_by_modality_length (its finetune.sh sets it): each batch holds image records only or text-only records only, of similar lengths (by words); default: plain shuffles")
   .option('--non-finite <action>', 'a step with a NaN/Inf loss or gradient norm: skip its update, or stop', 'skip')
   .option('--gradient-checkpointing', 'recompute every decoder and vision layer in the backward: less memory, one more forward per layer')
@@ -547,11 +548,12 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--dist-timeout <s>', DIST_TIMEOUT_HELP, num('--dist-timeout'))
   .option('--gather-dtype <d>', "data-parallel: the dtype the updated weights are all-gathered in: bf16 (llm.c's ZeRO-1: the fp32 masters sharded too, every rank trains with bf16 weights, half the bytes) or fp32 (default); checkpoints hold the fp32 masters either way")
   .option('--no-replay', 'run every step in JavaScript (by default a step of a batch shape seen twice is replayed natively as an op program: the same numbers, less host time)')
-  .action(async (o: { replay: boolean; nprocPerNode?: number; distBackend?: string; distTimeout?: number; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; overwriteOutputDir?: boolean; modelMaxLength?: number; verifyImages: string; template?: string; groupByModalityLength?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; residualDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }, cmd: Command) => {
+  .action(async (o: { replay: boolean; nprocPerNode?: number; distBackend?: string; distTimeout?: number; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; overwriteOutputDir?: boolean; modelMaxLength?: number; verifyImages: string; template?: string; imageAspectRatio?: string; groupByModalityLength?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; residualDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }, cmd: Command) => {
     outputFolder('--out', o.out);
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     if (o.verifyImages !== 'decode' && o.verifyImages !== 'header') fail(`--verify-images must be decode or header, got '${o.verifyImages}'`);
     const template = o.template === 'v1' ? 'vicuna_v1' : o.template; // LLaVA's --version v1 is vicuna_v1
+    if (o.imageAspectRatio !== undefined && o.imageAspectRatio !== 'square' && o.imageAspectRatio !== 'pad') fail(`--image-aspect-ratio must be square or pad, got '${o.imageAspectRatio}'`);
     if (template !== undefined && template !== 'plain' && template !== 'vicuna_v1' && template !== 'mistral')
       fail(`--template must be plain, v1 (vicuna_v1) or mistral, got '${o.template}' (a record may name another with its conversation_template)`);
     const distBackend = o.distBackend ?? (o.device.startsWith('cuda') ? 'nccl' : 'mpi');
@@ -630,7 +632,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         lr: o.lr, visionTowerLr: o.mmVisionTowerLr, projectorLr: o.mmProjectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
         trainable: Object.fromEntries(known.map((p) => [TRAINABLE_PARTS[p], parts.includes(p)])), stage: o.stage,
         lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
-        strict: !!o.strict, modelMaxLength: o.modelMaxLength, verifyImages: o.verifyImages as 'decode' | 'header', groupByModalityLength: !!o.groupByModalityLength, template, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, residualDtype, dtype, frozenDtype, replay: o.replay,
+        strict: !!o.strict, modelMaxLength: o.modelMaxLength, verifyImages: o.verifyImages as 'decode' | 'header', groupByModalityLength: !!o.groupByModalityLength, template, imageAspect: o.imageAspectRatio as 'square' | 'pad' | undefined, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, residualDtype, dtype, frozenDtype, replay: o.replay,
         processGroup: group ?? undefined, gatherDtype, onPrepareProgress: lead ? preparationReport(o.data) : undefined,
         onLog: (r) => {
           progress.update(r);

@@ -59,6 +59,11 @@ export interface FileTrainOptions {
    * it. Default: the model's.
    */
   template?: VwLmmConfig['template'];
+  /**
+   * How the run's images are made square (LLaVA's --image_aspect_ratio: 'square' in its pretraining, 'pad' in its
+   * fine-tuning); it becomes the model's (config.image.aspect), so its checkpoints record it. Default: the model's.
+   */
+  imageAspect?: 'square' | 'pad';
   /** How the images are checked before training (prepareFile): 'decode' (default) or 'header'. */
   verifyImages?: VerifyImages;
   /** prepareFile's progress (records tokenised, images checked), before training starts. */
@@ -290,6 +295,10 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
   if (o.template !== undefined) {
     if (!['plain', 'vicuna_v1', 'mistral'].includes(o.template)) throw new RangeError(`trainOnFile: template must be 'plain', 'vicuna_v1' or 'mistral', got ${JSON.stringify(o.template)}`);
     model.config.template = o.template;
+  }
+  if (o.imageAspect !== undefined) {
+    if (o.imageAspect !== 'square' && o.imageAspect !== 'pad') throw new RangeError(`trainOnFile: imageAspect must be 'square' or 'pad', got ${JSON.stringify(o.imageAspect)}`);
+    model.config.image.aspect = o.imageAspect;
   }
   // threads the run can spare make the images (none on a CPU whose cores the engine uses; on a GPU, beside the one
   // that drives it)

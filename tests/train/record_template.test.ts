@@ -46,9 +46,12 @@ describe('vwlmm train --template (LLaVA --version)', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(config(plain)).toBe('plain');
     const v1 = path.join(dir, 'v1');
-    const back = cli('train', '--init', path.join(plain, 'checkpoint'), '--data', fx.data, '--image-folder', fx.imageFolder, '--out', v1, '--steps', '1', '--batch-size', '2', '--template', 'v1');
+    const back = cli('train', '--init', path.join(plain, 'checkpoint'), '--data', fx.data, '--image-folder', fx.imageFolder, '--out', v1, '--steps', '1', '--batch-size', '2', '--template', 'v1', '--image-aspect-ratio', 'pad');
     expect(back.status, back.stderr).toBe(0);
     expect(config(v1)).toBe('vicuna_v1');
+    // LLaVA's fine-tuning pads its images square (expand2square): recorded too
+    expect(JSON.parse(fs.readFileSync(path.join(v1, 'checkpoint', 'config.json'), 'utf8')).image_aspect_ratio).toBe('pad');
+    expect(JSON.parse(fs.readFileSync(path.join(plain, 'checkpoint', 'config.json'), 'utf8')).image_aspect_ratio).toBe('square');
     const bad = cli('train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'bad'), '--template', 'llava_v2');
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain("--template must be plain, v1 (vicuna_v1) or mistral, got 'llava_v2'");
