@@ -1,11 +1,61 @@
 // Helpers shared by the benchmark scripts: flags, deterministic inputs, median timing, the engine decoder.
 import { F, Generator, isAsync, nn, OpProfileEntry, scope, Tensor, zeroGrad } from '../src';
 
-/** The value after `--name` on the command line, or `dflt`. */
+let declared: { values: Set<string>; switches: Set<string> } | undefined;
+
+/** Exits with status 2 and a message on stderr: a command line the script refuses. */
+function refuse(message: string): never {
+  console.error(`${process.argv[1] ? process.argv[1].split(/[\\/]/).pop() : 'benchmark'}: ${message}`);
+  process.exit(2);
+}
+
+/**
+ * Declares the script's flags: `values` take a value (`--name VALUE`), `switches` stand alone (`--name`). Every other
+ * `--flag` on the command line is refused (exit 2, with the known flags listed), and so is a value flag without its
+ * value; arg() and flag() then refuse a name not declared (a slip in the script). Call it once, before arg()/flag().
+ * Tokens not starting with `--` (positional arguments, values) are left to the script.
+ */
+export function declareFlags(values: string[], switches: string[] = []): void {
+  declared = { values: new Set(values), switches: new Set(switches) };
+  const args = process.argv.slice(2);
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (!a.startsWith('--')) continue;
+    const name = a.slice(2);
+    if (declared.switches.has(name)) continue;
+    if (!declared.values.has(name)) {
+      const known = [...[...declared.values].map((v) => `--${v} VALUE`), ...[...declared.switches].map((v) => `--${v}`)];
+      refuse(`unknown flag ${a}; known: ${known.length ? known.join(', ') : 'none'}`);
+    }
+    if (i + 1 >= args.length || args[i + 1].startsWith('--')) refuse(`${a} needs a value`);
+    i++;
+  }
+}
+
+/**
+ * The value after `--name` on the command line, or `dflt`. A `--name` with no value after it (the last token, or
+ * another `--flag` next) is refused (exit 2) rather than read as undefined; see declareFlags for refusing unknown flags.
+ */
 export function arg(name: string, dflt: string): string {
+  if (declared && !declared.values.has(name)) throw new Error(`arg('${name}'): not among the flags this script declared (declareFlags)`);
   const args = process.argv.slice(2);
   const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
+  if (i < 0) return dflt;
+  if (i + 1 >= args.length || args[i + 1].startsWith('--')) refuse(`--${name} needs a value`);
+  return args[i + 1];
+}
+
+/** Whether the switch `--name` is on the command line. */
+export function flag(name: string): boolean {
+  if (declared && !declared.switches.has(name)) throw new Error(`flag('${name}'): not among the switches this script declared (declareFlags)`);
+  return process.argv.slice(2).includes(`--${name}`);
+}
+
+/** arg() as a number: refuses (exit 2) a value that is not a finite number, or not an integer when `integer`. */
+export function numArg(name: string, dflt: number, integer = false): number {
+  const s = arg(name, String(dflt)), v = Number(s);
+  if (s.trim() === '' || !Number.isFinite(v) || (integer && !Number.isInteger(v))) refuse(`--${name} takes ${integer ? 'an integer' : 'a number'}, got '${s}'`);
+  return v;
 }
 
 /** n uniforms in [-0.1, 0.1) from a fixed LCG: the same inputs in every implementation and run. */
