@@ -3,17 +3,19 @@
 // conversations, the stage files and their images, the evaluations, the plots). On the GPU these fixed costs are what
 // the 90 s target leaves for the steps (issue 11; benchmarks/RESULTS.md, "The demo's fixed costs").
 //   npx tsx benchmarks/demo_fixed_costs.ts [--out DIR] [--device cpu|cuda]
+// With --out the demo's files stay in DIR (kept, whatever was in it before); without it they go to a fresh temporary
+// folder that the script removes at the end.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { runDemo } from '../src/demo/demo';
 import { DEFAULT_RECIPE, Recipe } from '../src/demo/recipe';
+import { arg, declareFlags } from './support';
 
-const arg = (name: string, def: string) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
-};
-const out = arg('out', fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-demo-fixed-')));
+declareFlags(['out', 'device']);
+const given = arg('out', '');
+// only a folder this script made is removed at the end; a user's --out is kept
+const out = given || fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-demo-fixed-'));
 const device = arg('device', 'cpu') as 'cpu' | 'cuda';
 
 const recipe: Recipe = JSON.parse(JSON.stringify(DEFAULT_RECIPE));
@@ -32,6 +34,10 @@ recipe.stage2.steps = 2;
     log(`demo fixed costs: ${r.seconds.toFixed(1)} s in all, ${r.trainSeconds.toFixed(1)} s in runRecipe (6 steps of it), on ${device}`);
   } finally {
     console.log = log;
-    fs.rmSync(out, { recursive: true, force: true });
+    if (given) log(`demo files kept in ${out}`);
+    else {
+      fs.rmSync(out, { recursive: true, force: true });
+      log(`the temporary folder ${out} (the files the log names) is removed; pass --out DIR to keep them`);
+    }
   }
 })();
