@@ -1,4 +1,9 @@
-// Hand-made tokenizer.json objects (WordLevel and LLaMA-style BPE) shared by the tokenizer and conversation tests.
+// Hand-made tokenizer.json objects (WordLevel and LLaMA-style BPE) shared by the tokenizer and conversation tests, and
+// the check of a converted tokenizer.model against transformers' tokenizer.json.
+import * as fs from 'fs';
+import { expect } from 'vitest';
+import { tokenizerJsonFromSentencePiece } from '../../src/data/sentencepiece';
+import { TextTokenizer } from '../../src/data/tokenizer';
 
 export const SPECIALS = ['<unk>', '<s>', '</s>'];
 
@@ -74,4 +79,16 @@ export function llamaBpeJson(words: string[], first: [string, string][] = []): R
     },
     model: { type: 'BPE', dropout: null, unk_token: '<unk>', fuse_unk: true, byte_fallback: true, vocab, merges },
   };
+}
+
+/**
+ * The tokenizer.json vwlmm converts from the tokenizer.model in `modelDir` (tokenizerJsonFromSentencePiece), checked
+ * equal to the one transformers wrote (`theirs`: added tokens first, for a readable difference), and opened.
+ */
+export function convertedLikeTransformers(modelDir: string, theirs: string): TextTokenizer {
+  const file = tokenizerJsonFromSentencePiece(modelDir);
+  const ours = JSON.parse(fs.readFileSync(file, 'utf8')), want = JSON.parse(fs.readFileSync(theirs, 'utf8'));
+  expect(ours.added_tokens).toEqual(want.added_tokens);
+  expect(ours).toEqual(want);
+  return new TextTokenizer(file);
 }
