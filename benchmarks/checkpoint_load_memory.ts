@@ -4,14 +4,17 @@
 // parameters, 2.2 GB of float32) is saved once; each way of loading runs in its own child process, which reports its
 // peak RSS. Prints a table and one JSON line.
 //
-//   npx tsx benchmarks/checkpoint_load_memory.ts [--hidden 2048] [--layers 8] [--dir /tmp/vwlmm-load-bench]
+//   npx tsx benchmarks/checkpoint_load_memory.ts [--hidden 2048] [--layers 8] [--dir DIR]
+// Without --dir the checkpoint goes to a fresh temporary folder, removed at the end. With --dir it is kept there and
+// reused by a later run with the same --hidden / --layers (its bench_config.json must match; a different one is
+// rebuilt); a folder holding a checkpoint this script did not write is refused, not overwritten.
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadCheckpoint, readCheckpointWeights, saveCheckpoint, VwLmm } from '../src';
 import type { VwLmmConfig } from '../src';
-import { arg } from './support';
+import { arg, declareFlags, numArg } from './support';
 
 function bigConfig(hidden: number, layers: number): VwLmmConfig {
   return {
@@ -22,6 +25,7 @@ function bigConfig(hidden: number, layers: number): VwLmmConfig {
   };
 }
 
+declareFlags(['child', 'dir', 'hidden', 'layers']);
 const mode = arg('child', '');
 if (mode) {
   // child: load one way, report peak RSS (KiB -> bytes) and the model's size
@@ -40,21 +44,34 @@ if (mode) {
   }
   console.log(JSON.stringify({ mode, peakRssBytes: process.resourceUsage().maxRSS * 1024, params, seconds: (Date.now() - t0) / 1000 }));
 } else {
-  const hidden = Number(arg('hidden', '2048')), layers = Number(arg('layers', '8'));
-  const dir = arg('dir', path.join(os.tmpdir(), 'vwlmm-load-bench'));
+  const hidden = numArg('hidden', 2048, true), layers = numArg('layers', 8, true);
+  if (hidden <= 0 || hidden % 128 !== 0 || layers <= 0) throw new RangeError(`checkpoint_load_memory: --hidden takes a positive multiple of 128 (heads of 128), --layers a positive integer; got ${hidden}, ${layers}`);
+  const given = arg('dir', '');
+  const dir = given || fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-load-bench-'));
   const cfg = bigConfig(hidden, layers);
-  if (!fs.existsSync(path.join(dir, 'model.safetensors'))) {
+  const benchConfig = path.join(dir, 'bench_config.json');
+  const written = fs.existsSync(benchConfig) ? fs.readFileSync(benchConfig, 'utf8') : undefined;
+  if (written === undefined && fs.existsSync(path.join(dir, 'model.safetensors')))
+    throw new Error(`checkpoint_load_memory: ${dir} holds a checkpoint this script did not write (no bench_config.json): give another --dir`);
+  if (written !== JSON.stringify(cfg) || !fs.existsSync(path.join(dir, 'model.safetensors'))) {
+    // none yet, or one of other sizes (an earlier run's --hidden / --layers): (re)build it, so that the table and the
+    // JSON line measure the model this command names
+    if (written !== undefined) console.error(`checkpoint_load_memory: ${dir} holds a checkpoint of other sizes; rebuilding it for --hidden ${hidden} --layers ${layers}`);
     const m = VwLmm.create(cfg, 1);
     saveCheckpoint(dir, m);
     m.dispose();
-    fs.writeFileSync(path.join(dir, 'bench_config.json'), JSON.stringify(cfg));
+    fs.writeFileSync(benchConfig, JSON.stringify(cfg));
   }
   const fileBytes = fs.statSync(path.join(dir, 'model.safetensors')).size;
   const rows: { mode: string; peakRssBytes: number; params: number; seconds: number }[] = [];
-  for (const m of ['stream', 'whole']) {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', __filename, '--child', m, '--dir', dir], { encoding: 'utf8', cwd: path.join(__dirname, '..'), maxBuffer: 1 << 20 });
-    if (r.status !== 0) throw new Error(`${m}: ${r.stderr}`);
-    rows.push(JSON.parse(r.stdout.trim().split('\n').pop()!));
+  try {
+    for (const m of ['stream', 'whole']) {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', __filename, '--child', m, '--dir', dir], { encoding: 'utf8', cwd: path.join(__dirname, '..'), maxBuffer: 1 << 20 });
+      if (r.status !== 0) throw new Error(`${m}: ${r.stderr}`);
+      rows.push(JSON.parse(r.stdout.trim().split('\n').pop()!));
+    }
+  } finally {
+    if (!given) fs.rmSync(dir, { recursive: true, force: true });
   }
   const GB = (b: number) => (b / 1e9).toFixed(2);
   const modelBytes = rows[0].params * 4;
