@@ -5,7 +5,10 @@
 //
 //   npx tsx benchmarks/visual_words_by_stage.ts [--scale 0.25] [--schedule paper] [--pif] [--grid] [--seed 0]
 //     [--stops stage1,stage2] [--recipe '<Recipe fields as JSON, before scaling>']   e.g. '{"detachTarget":true}',
-//     '{"text":{"steps":12000,"batchSize":32,"lr":0.003,"grid":"nearest"}}'
+//     '{"text":{"steps":12000,"batchSize":32,"lr":0.003,"grid":"nearest"}}'; --recipe is deep-merged (recipeWith:
+//     '{"stage1":{"steps":400}}' changes stage 1's steps and keeps its other fields). The runs' files go to a temporary
+//     folder, removed at the end.
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { visualWordStats } from '../src/demo/demo';
@@ -13,13 +16,15 @@ import { DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from '../src/demo/re
 import { makeTokenizer, objectAtPatch } from '../src/demo/task';
 import { visualWordsOf } from '../src/eval/visual_words';
 import { normalizeRgb } from '../src/data/images';
-import { arg } from './support';
+import { arg, declareFlags, flag, recipeWith } from './support';
 
+declareFlags(['scale', 'seed', 'schedule', 'recipe', 'stops'], ['pif', 'grid']);
 const scale = Number(arg('scale', '0.25')), seed = Number(arg('seed', '0'));
-const paper = arg('schedule', 'default') === 'paper', pif = process.argv.includes('--pif'), grid = process.argv.includes('--grid');
-const overrides = JSON.parse(arg('recipe', '{}')) as Partial<Recipe>;
+const paper = arg('schedule', 'default') === 'paper', pif = flag('pif'), grid = flag('grid');
+const overrides = JSON.parse(arg('recipe', '{}')) as Record<string, unknown>;
 const sched = paper ? paperSchedule(DEFAULT_RECIPE) : DEFAULT_RECIPE;
-const base: Recipe = { ...sched, ...(grid && sched.text ? { text: { ...sched.text, grid } } : {}), pif, seed, ...overrides };
+// deep-merged, as the other drivers do: a stage's override changes only the fields it names
+const base: Recipe = recipeWith(sched, grid && sched.text ? { text: { grid } } : {}, { pif, seed }, overrides);
 const s = (n: number) => Math.max(1, Math.round(n * scale));
 const scaled: Recipe = {
   ...base, trainImages: Math.max(64, Math.round(base.trainImages * scale)), evalEvery: 0,
@@ -29,7 +34,8 @@ const scaled: Recipe = {
   ...(base.text ? { text: { ...base.text, steps: s(base.text.steps) } } : {}),
 };
 const { tokenizer } = makeTokenizer();
-const dir = path.join(os.tmpdir(), `vw-by-stage-${process.pid}`);
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vw-by-stage-'));
+process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 (async () => {
   let tower: Map<string, Float32Array> | undefined; // stage 0's, shared by the second run (the same weights)
   const stops = arg('stops', 'stage1,stage2').split(',') as ('stage1' | 'stage2')[];
