@@ -3,6 +3,9 @@
 // scenes, after the grid and without it. One JSON line each.
 //
 //   npx tsx benchmarks/text_stage_probe.ts [steps, default 750] [--nearest]
+// steps (a positive integer) may come before or after --nearest. The run's files go to a temporary folder, removed at
+// the end.
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from '../src/demo/recipe';
@@ -10,12 +13,20 @@ import { captionText, makeTokenizer, sceneGridText } from '../src/demo/task';
 import { Tensor } from '../src/tensor';
 import { noGrad } from '../src/autograd';
 import * as F from '../src/functional';
+import { declareFlags, flag } from './support';
 
-const steps = Number(process.argv[2] ?? '750'), fill = process.argv.includes('--nearest') ? 'nearest' : 'object';
+declareFlags([], ['nearest']);
+const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+if (positional.length > 1) throw new RangeError(`text_stage_probe: one positional argument (steps), got ${positional.join(' ')}`);
+const steps = Number(positional[0] ?? '750'), fill = flag('nearest') ? 'nearest' : 'object';
+// a NaN or zero here would train nothing and still print scores for the untrained model
+if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`text_stage_probe: steps takes a positive integer, got '${positional[0]}'`);
 const base = paperSchedule(DEFAULT_RECIPE);
 const r: Recipe = { ...base, trainImages: 2450, evalEvery: 0, stage0: { ...base.stage0, steps: 0 }, text: { ...base.text!, steps, grid: fill === 'nearest' ? 'nearest' : true }, stage1: { ...base.stage1, steps: 0 }, stage2: { ...base.stage2, steps: 0 } };
+const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tp-'));
+process.on('exit', () => fs.rmSync(outDir, { recursive: true, force: true }));
 (async () => {
-  const res = await runRecipe(r, { outDir: path.join(os.tmpdir(), `tp-${process.pid}`) });
+  const res = await runRecipe(r, { outDir });
   const { tokenizer } = makeTokenizer();
   const m = res.model;
   for (const withGrid of [true, false]) {
