@@ -6,11 +6,12 @@
 // busbw: NCCL's bus bandwidth for large reduce-scatter / all-gather within one 8-GPU NVLink node, GB/s (nccl-tests
 // report about 360-480 on H100 / H200 HGX; 360 is the conservative end). Compute time: 6 x trainable-or-not matmul
 // parameters x tokens at `mfu` of the bf16 peak (989 TFLOP/s dense for H200 SXM); the backward is 2/3 of it.
-const arg = (name: string, def: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : def;
-};
-const W = arg('gpus', 8), busbw = arg('busbw', 360) * 1e9, mfu = arg('mfu', 0.4), peak = arg('peak', 989) * 1e12;
+// The bf16 column is zero.ts's gatherDtype 'bfloat16': the weight all-gather in bf16 (2 bytes); the gradients, and so
+// the reduce-scatter, stay float32 (4 bytes) in both columns (as benchmarks/data_parallel.ts counts them: 4 + 2).
+import { declareFlags, numArg } from './support';
+
+declareFlags(['gpus', 'busbw', 'mfu', 'peak']);
+const W = numArg('gpus', 8, true), busbw = numArg('busbw', 360) * 1e9, mfu = numArg('mfu', 0.4), peak = numArg('peak', 989) * 1e12;
 
 interface Llm { d: number; ff: number; L: number; V: number; kvHeads: number; heads: number }
 interface Config { name: string; llm: Llm; vision: { d: number; ff: number; L: number; tokens: number }; batchPerGpu: number; textTokens: number; trainLlm: boolean }
@@ -30,7 +31,7 @@ const CONFIGS: Config[] = [
 ];
 
 console.log(`${W} GPUs, NCCL bus bandwidth ${busbw / 1e9} GB/s, ${mfu * 100}% MFU of ${peak / 1e12} TFLOP/s\n`);
-console.log('| configuration | trained parameters | per step and rank: reduce-scatter + all-gather (fp32 / bf16) | time at the bus bandwidth (fp32 / bf16) | compute per step (backward) | bandwidth to hide the reduce-scatter in the backward | expected efficiency (fp32 / bf16 weights) |');
+console.log('| configuration | trained parameters | per step and rank: reduce-scatter + all-gather (fp32 / bf16 all-gather) | time at the bus bandwidth (fp32 / bf16 all-gather) | compute per step (backward) | bandwidth to hide the reduce-scatter in the backward | expected efficiency (fp32 / bf16 weights) |');
 console.log('|---|---|---|---|---|---|---|');
 for (const c of CONFIGS) {
   const p = llmParams(c.llm), proj = c.vision.d * c.llm.d + c.llm.d * c.llm.d, vm = c.llm.V * c.llm.d;
@@ -44,10 +45,11 @@ for (const c of CONFIGS) {
   const moved = (bytes: number) => ((W - 1) / W) * trained * bytes;
   // NCCL's bus bandwidth of a reduce-scatter or all-gather of S bytes in time t is S (W - 1) / W / t
   const t = (bytes: number) => moved(bytes) / busbw;
-  const tRs32 = t(4), tAg32 = t(4), tRs16 = t(2), tAg16 = t(2);
+  // gradients are reduce-scattered in float32 either way; only the weights' all-gather is bf16 in the second column
+  const tRs32 = t(4), tAg32 = t(4), tRs16 = t(4), tAg16 = t(2);
   const hideBw = (moved(4) / backward) / 1e9;
   // the reduce-scatter overlaps the backward (buckets); the all-gather follows the update, exposed
   const eff = (ag: number, rs: number) => compute / (compute + ag + Math.max(0, rs - backward));
   const f = (x: number) => `${(x * 1e3).toFixed(1)} ms`;
-  console.log(`| ${c.name} | ${(trained / 1e6).toFixed(0)} M | ${(2 * moved(4) / 1e9).toFixed(2)} / ${(2 * moved(2) / 1e9).toFixed(2)} GB | ${f(tRs32 + tAg32)} / ${f(tRs16 + tAg16)} | ${f(compute)} (${f(backward)}) | ${hideBw.toFixed(0)} GB/s (fp32 gradients) | ${(eff(tAg32, tRs32) * 100).toFixed(1)}% / ${(eff(tAg16, tRs16) * 100).toFixed(1)}% |`);
+  console.log(`| ${c.name} | ${(trained / 1e6).toFixed(0)} M | ${(2 * moved(4) / 1e9).toFixed(2)} / ${((moved(4) + moved(2)) / 1e9).toFixed(2)} GB | ${f(tRs32 + tAg32)} / ${f(tRs16 + tAg16)} | ${f(compute)} (${f(backward)}) | ${hideBw.toFixed(0)} GB/s (fp32 gradients) | ${(eff(tAg32, tRs32) * 100).toFixed(1)}% / ${(eff(tAg16, tRs16) * 100).toFixed(1)}% |`);
 }
