@@ -3,6 +3,8 @@
 // (4 layers, d 256, 8 heads, 64 px images in 8 px patches, batch 8, loss sum(h * R) on the LLaVA feature
 // layer), next to the same models in PyTorch (transformers, eager and torch.compile) in the same run when
 // python3 with torch and transformers is available (said so otherwise). Prints a table and one JSON line.
+// Both ViTs stop at LLaVA's feature layer (-2): vwlmm with upToLayer, torch_engine.py with its encoder cut to L - 1
+// layers and no post_layernorm (before 2026-12-06 torch ran all L layers + post_layernorm: a third more forward).
 //
 //   npx tsx benchmarks/engine_cpu.ts [--reps 3] [--rounds 1] [--models decoder,vit] [--torch-modes eager,compile] [--no-torch]
 import { spawnSync } from 'child_process';
