@@ -14,11 +14,17 @@
 //
 //   npx tsx benchmarks/gemm_cpu.ts [--set fused,demo] [--reps 5] [--min-ms 50] [--out FILE]
 // (VWLMM_NUM_THREADS=1 compares single-threaded kernels: OpenBLAS runs single-threaded in the pool's tiles.)
+// The first column is the GEMM in use, which is not always OpenBLAS: a build with OpenBLAS uses the built-in GEMM
+// when VWLMM_GEMM=builtin, or when OpenBLAS chose kernels without AVX2+FMA on this CPU (native/cpu/gemm.cpp; the
+// gemm string then reads "builtin (...; linked: openblas ...)"), and both columns are the built-in GEMM. For a real
+// OpenBLAS comparison run it as
+//   VWLMM_GEMM=openblas npx tsx benchmarks/gemm_cpu.ts ...
+// The table's headers name what ran; the JSON keeps the keys openblas (the GEMM in use) / builtin, with meta.inUse.
 import * as fs from 'fs';
 import * as os from 'os';
 import { backendInfo } from '../src';
 import { cpu, NativeBuffer } from '../src/native';
-import { arg, uniform } from './support';
+import { arg, declareFlags, uniform } from './support';
 
 interface Shape { set: string; name: string; ta: boolean; tb: boolean; M: number; N: number; K: number; beta: number }
 interface Timing { wallSeconds: number; cpuSeconds: number; gflops: number }
@@ -108,6 +114,7 @@ function measure(s: Shape, reps: number, minMs: number): Row {
 }
 
 function main(): void {
+  declareFlags(['set', 'reps', 'min-ms', 'out']);
   const sets = arg('set', 'fused,demo').split(','), reps = Math.max(1, +arg('reps', '5')), minMs = +arg('min-ms', '50');
   const info = backendInfo().cpu;
   const meta = {
@@ -115,24 +122,29 @@ function main(): void {
     gemm: info.gemm, threads: info.threads, simd: info.simd, loadAverage: os.loadavg().map((l) => +l.toFixed(2)),
     command: `npx tsx benchmarks/gemm_cpu.ts ${process.argv.slice(2).join(' ')}`.trim(),
   };
-  if (!String(info.gemm).startsWith('openblas')) console.log(`note: this build has no OpenBLAS (gemm = ${info.gemm}): both columns are the built-in GEMM`);
+  const gemm = String(info.gemm), openblasInUse = gemm.startsWith('openblas');
+  // the first column's GEMM, as it ran
+  const inUse = openblasInUse ? 'OpenBLAS' : 'built-in (in use)';
+  if (!openblasInUse && gemm.includes('linked: openblas'))
+    console.log(`note: OpenBLAS is linked but not used here (gemm = ${gemm}): both columns are the built-in GEMM; VWLMM_GEMM=openblas forces OpenBLAS for a real comparison`);
+  else if (!openblasInUse) console.log(`note: this build has no OpenBLAS (gemm = ${gemm}): both columns are the built-in GEMM`);
   const rows: Row[] = [];
   console.log(`${meta.machine}; gemm in use: ${meta.gemm}; ${meta.threads} threads; simd ${meta.simd}; load average ${meta.loadAverage.join(' ')}`);
-  console.log('| set | GEMM | op | M x N x K | OpenBLAS GFLOP/s | built-in GFLOP/s | time built-in / OpenBLAS | cpu-time ratio |');
+  console.log(`| set | GEMM | op | M x N x K | ${inUse} GFLOP/s | built-in GFLOP/s | time built-in / ${inUse} | cpu-time ratio |`);
   console.log('|---|---|---|---|---|---|---|---|');
   for (const s of shapes().filter((x) => sets.includes(x.set))) {
     const r = measure(s, reps, minMs);
     rows.push(r);
-    if (r.maxRelDiff > 1e-3) throw new Error(`${s.name}: OpenBLAS and the built-in GEMM disagree (max diff ${r.maxRelDiff} of max |C|)`);
+    if (r.maxRelDiff > 1e-3) throw new Error(`${s.name}: ${inUse} and the built-in GEMM disagree (max diff ${r.maxRelDiff} of max |C|)`);
     const op = `${s.ta ? 'T' : 'N'}${s.tb ? 'T' : 'N'}${s.beta ? ' +=' : ''}`;
     console.log(`| ${s.set} | ${s.name} | ${op} | ${s.M} x ${s.N} x ${s.K} | ${r.openblas.gflops.toFixed(1)} | ${r.builtin.gflops.toFixed(1)} | ${r.ratio.toFixed(2)}x | ${r.cpuRatio.toFixed(2)}x |`);
   }
   const geo = (v: number[]): number => Math.exp(v.reduce((p, q) => p + Math.log(q), 0) / Math.max(v.length, 1));
   for (const set of sets) {
     const rs = rows.filter((r) => r.set === set);
-    if (rs.length) console.log(`${set}: geometric mean time ratio built-in / OpenBLAS ${geo(rs.map((r) => r.ratio)).toFixed(2)}x (worst ${Math.max(...rs.map((r) => r.ratio)).toFixed(2)}x), cpu-time ratio ${geo(rs.map((r) => r.cpuRatio)).toFixed(2)}x`);
+    if (rs.length) console.log(`${set}: geometric mean time ratio built-in / ${inUse} ${geo(rs.map((r) => r.ratio)).toFixed(2)}x (worst ${Math.max(...rs.map((r) => r.ratio)).toFixed(2)}x), cpu-time ratio ${geo(rs.map((r) => r.cpuRatio)).toFixed(2)}x`);
   }
-  const json = JSON.stringify({ meta, results: rows });
+  const json = JSON.stringify({ meta: { ...meta, inUse: openblasInUse ? 'openblas' : 'builtin' }, results: rows });
   console.log(json);
   const out = arg('out', '');
   if (out) fs.writeFileSync(out, json + '\n');
