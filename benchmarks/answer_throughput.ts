@@ -5,7 +5,9 @@
 //
 //   VWLMM_NUM_THREADS=2 npx tsx benchmarks/answer_throughput.ts [--size demo|d512] [--questions 64] [--images 8]
 //       [--batch-size 16] [--max-new-tokens 8] [--warmup 16] [--uniform] [--model DIR] [--out DIR] [--python python3]
-//       [--device cuda]
+//       [--device cuda] [--no-torch]
+// Without torch and transformers importable by --python (or with --no-torch) only vwlmm's side runs (steps 1, 2, 4;
+// the table has no transformers rows, checks or agreement) and the output says so.
 // --device cuda (the GPU numbers of issue 17): both sides answer on the GPU in bf16, as LLaVA's evaluation runs; the
 // check (step 3) stays float32 (vwlmm's logits from a CPU copy of the model, transformers' on the GPU in float32).
 //
@@ -46,7 +48,7 @@ import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../src/model/config';
 import { VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { DeviceSpec, useDevice } from '../src/device';
-import { arg } from './support';
+import { arg, declareFlags, flag } from './support';
 
 const GQA_QUESTIONS = 12578; // GQA testdev-balanced, llava_gqa_testdev_balanced.jsonl
 const GQA_SUFFIX = '\nAnswer the question using a single word or phrase.';
@@ -182,12 +184,18 @@ function agreement(a: Map<string, string>, b: Map<string, string>) {
 }
 
 async function main(): Promise<void> {
+  declareFlags(['size', 'questions', 'images', 'batch-size', 'max-new-tokens', 'warmup', 'python', 'out', 'model', 'device'], ['uniform', 'no-torch']);
   const size = arg('size', 'demo') as Size;
   if (size !== 'demo' && size !== 'd512') throw new RangeError(`--size must be demo or d512, got ${size}`);
   const nQuestions = Number(arg('questions', '64')), nImages = Number(arg('images', '8'));
   const batchSize = Number(arg('batch-size', '16')), budget = Number(arg('max-new-tokens', '8'));
-  const warmup = Number(arg('warmup', String(batchSize))), uniform = process.argv.includes('--uniform');
+  const warmup = Number(arg('warmup', String(batchSize))), uniform = flag('uniform');
   const python = arg('python', 'python3');
+  // the transformers side needs torch and transformers; without them vwlmm's side still runs
+  const noTorch = flag('no-torch');
+  const torchOk = !noTorch && spawnSync(python, ['-c', 'import torch, transformers'], { encoding: 'utf8' }).status === 0;
+  const torchNote = torchOk ? null : noTorch ? 'skipped (--no-torch)' : `not available (${python} -c "import torch, transformers" failed)`;
+  if (torchNote) process.stderr.write(`transformers side ${torchNote}: timing vwlmm's side only\n`);
   const out = path.resolve(arg('out', `benchmarks/out/answer_throughput/${size}${uniform ? '-uniform' : ''}`));
   for (const [k, v] of [['questions', nQuestions], ['images', nImages], ['batch-size', batchSize], ['max-new-tokens', budget]] as const)
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`--${k} must be a positive integer, got ${v}`);
@@ -271,12 +279,12 @@ async function main(): Promise<void> {
     const res = await answerQuestions(timed, tokenizer, { questions: file, imageFolder, answers, modelId: path.basename(modelDir), maxNewTokens, batchSize, strict: true });
     return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, answered: res.answered, generated: res.generatedTokens };
   };
-  const hf1 = transformers(1, true);
-  const hf = { ...hf1, checks: hf1.checks!, runs: [...hf1.runs] };
+  const hf1 = torchOk ? transformers(1, true) : null;
+  const hf = hf1 ? { ...hf1, checks: hf1.checks!, runs: [...hf1.runs] } : null;
   process.stderr.write(`vwlmm: warm-up, then ${nQuestions} questions at max_new_tokens 1 ...\n`);
   await vwlmm(warmFile, path.join(out, 'warmup_answers.jsonl'), budget);
   const ours = [await vwlmm(qFile, path.join(out, 'vwlmm.1.jsonl'), 1)];
-  hf.runs.push(...transformers(budget, false).runs);
+  if (hf) hf.runs.push(...transformers(budget, false).runs);
   process.stderr.write(`vwlmm: ${nQuestions} questions at max_new_tokens ${budget} ...\n`);
   ours.push(await vwlmm(qFile, path.join(out, `vwlmm.${budget}.jsonl`), budget));
   timed.dispose();
@@ -284,11 +292,11 @@ async function main(): Promise<void> {
   const loadEnd = loadStart === null ? null : loadAvg();
 
   // 5. agreement and the table
-  const agree = [1, budget].map((b) => agreement(readAnswers(path.join(out, `vwlmm.${b}.jsonl`)), readAnswers(path.join(out, `hf.${b}.jsonl`))));
+  const agree = hf ? [1, budget].map((b) => agreement(readAnswers(path.join(out, `vwlmm.${b}.jsonl`)), readAnswers(path.join(out, `hf.${b}.jsonl`)))) : null;
   const promptTokens = lengths.reduce((a, b) => a + b, 0) / lengths.length;
   const sides = [
     { name: 'vwlmm', runs: ours.map((o) => ({ seconds: o.seconds, answered: o.answered, generated: o.generated })) },
-    { name: 'transformers', runs: hf.runs.map((o) => ({ seconds: o.seconds, answered: o.answered, generated: o.generated_tokens })) },
+    ...(hf ? [{ name: 'transformers', runs: hf.runs.map((o) => ({ seconds: o.seconds, answered: o.answered, generated: o.generated_tokens })) }] : []),
   ].map((s) => {
     const [one, full] = s.runs;
     const prefillMs = (1000 * one.seconds) / one.answered; // per question: image, tower, prompt, first token, I/O
@@ -300,7 +308,7 @@ async function main(): Promise<void> {
       budgets: s.runs.map((o) => ({ answersPerSec: o.answered / o.seconds, tokensPerSec: o.generated / o.seconds, msPerToken: (1000 * o.seconds) / o.generated, seconds: o.seconds, generated: o.generated })),
     };
   });
-  const [v, t] = sides;
+  const [v, t] = sides; // t: undefined without the transformers side
 
   // H200 projection of LLaVA-1.5-7B on GQA (a bound from the hardware's peaks; nothing here was run on a GPU)
   const H200 = { bandwidth: 4.8e12, bf16: 989e12 };
@@ -319,24 +327,26 @@ async function main(): Promise<void> {
   const cfg = config.llm, vis = config.vision;
   console.log(`\nanswering: ${given ? `${modelDir}:` : `${size} model`} (LLaMA d ${cfg.hiddenSize}, ${cfg.numLayers} layers, V ${cfg.vocabSize}; CLIP d ${vis.hiddenSize}, ${vis.numLayers} layers, ${P} image tokens), ` +
     `${nQuestions} questions over ${nImages} images${uniform ? ' (one template: equal prompt lengths)' : ''}, ${f(promptTokens, 1)} prompt tokens on average, batch ${batchSize}, ${onGpu ? `${device}, bf16` : `${threads} threads, float32`}`);
-  console.log(`checks (transformers recomputed vwlmm's first ${hf.checks.questions} questions): prompt ids equal ${hf.checks.prompt_ids_equal}, pixels max |diff| ${Number(hf.checks.pixels_max_abs_diff).toExponential(1)}, next-token logits rel. err ${Number(hf.checks.logits_rel_err).toExponential(1)}`);
+  if (hf) console.log(`checks (transformers recomputed vwlmm's first ${hf.checks.questions} questions): prompt ids equal ${hf.checks.prompt_ids_equal}, pixels max |diff| ${Number(hf.checks.pixels_max_abs_diff).toExponential(1)}, next-token logits rel. err ${Number(hf.checks.logits_rel_err).toExponential(1)}`);
+  else console.log(`transformers side ${torchNote}: vwlmm's figures only, no checks, no comparison`);
   console.log(`${distinctLengths} distinct prompt lengths; both sides pad each batch on the left (vwlmm after sorting the prompts by length)\n`);
   console.log('| side | max_new_tokens | answers/s | generated tokens/s | ms per generated token | vwlmm / transformers (answers/s) | answers agree | tokens agree |');
   console.log('|---|---|---|---|---|---|---|---|');
   [1, budget].forEach((b, i) => {
     for (const s of sides) {
       const m = s.budgets[i];
-      console.log(`| ${s.name} | ${b} | ${f(m.answersPerSec)} | ${f(m.tokensPerSec, 1)} | ${f(m.msPerToken, 1)} | ${s === v ? `${f(m.answersPerSec / t.budgets[i].answersPerSec)}x` : ''} | ${s === v ? `${f(100 * agree[i].exact, 1)}%` : ''} | ${s === v ? `${f(100 * agree[i].tokens, 1)}%` : ''} |`);
+      const cmp = s === v && t && agree;
+      console.log(`| ${s.name} | ${b} | ${f(m.answersPerSec)} | ${f(m.tokensPerSec, 1)} | ${f(m.msPerToken, 1)} | ${cmp ? `${f(m.answersPerSec / t.budgets[i].answersPerSec)}x` : ''} | ${cmp ? `${f(100 * agree[i].exact, 1)}%` : ''} | ${cmp ? `${f(100 * agree[i].tokens, 1)}%` : ''} |`);
     }
   });
   console.log('');
   for (const s of sides) console.log(`${s.name}: prefill ${f(s.prefillMs, 1)} ms per question (the 1-token run), decode ${f(s.decodeMs, 2)} ms per further token (batched); GQA testdev (12,578 questions, 2-token answers + </s>) on this CPU at this size: ${f(s.gqaHours, 2)} h`);
-  console.log(`distinct answers (vwlmm, ${budget} tokens): ${agree[1].distinct} of ${nQuestions}; 1-minute load average ${loadStart} at the start, ${loadEnd} at the end (${threads} threads: more means other work shared the cores)`);
+  console.log(`distinct answers (vwlmm, ${budget} tokens): ${new Set(readAnswers(path.join(out, `vwlmm.${budget}.jsonl`)).values()).size} of ${nQuestions}; 1-minute load average ${loadStart} at the start, ${loadEnd} at the end (${threads} threads: more means other work shared the cores)`);
   console.log(`\nPROJECTION, not a measurement: LLaVA-1.5-7B on one H200, GQA testdev: prefill ${prompt7b} tokens + CLIP-L/336 at the bf16 peak (989 TFLOP/s) = ${f(prefillBoundMs, 1)} ms/question; ` +
     `decode ${decodeSteps} steps x 13.5 GB of bf16 weights at 4.8 TB/s = ${f(decodeStepBoundMs, 2)} ms/step: batch 1 >= ${f(h200.batch1Minutes, 1)} min, batch 16 >= ${f(h200.batch16Minutes, 1)} min; at 50% of peak FLOP/s and 70% of bandwidth, batch 1 ~ ${f(h200.realisticBatch1Minutes, 1)} min`);
   console.log(JSON.stringify({
     benchmark: 'answer_throughput', device, dtype: onGpu ? 'bf16' : 'fp32', size: given ? modelDir : size, questions: nQuestions, images: nImages, uniform, batchSize, maxNewTokens: budget, threads, promptTokens, distinctLengths, loadStart, loadEnd,
-    gemm: backendInfo().cpu.gemm, torch: hf.torch, transformers: hf.transformers, attn: hf.attn_implementation, checks: hf.checks, agreement: agree, sides, h200,
+    gemm: backendInfo().cpu.gemm, torch: hf?.torch ?? torchNote, transformers: hf?.transformers ?? null, attn: hf?.attn_implementation ?? null, checks: hf?.checks ?? null, agreement: agree, sides, h200,
   }));
 }
 
