@@ -18,8 +18,9 @@ import { TextTokenizer } from '../src/data/tokenizer';
 import { answerPrompt, answerQuestions } from '../src/eval/answer';
 import { loadCheckpoint } from '../src/model/checkpoint';
 import { KVCache } from '../src/nn/llama';
-import { addByOp, arg, OpTotals } from './support';
+import { addByOp, arg, declareFlags, OpTotals } from './support';
 
+declareFlags(['dir', 'batch-size', 'steps', 'python']);
 const dir = path.resolve(arg('dir', 'benchmarks/out/answer_throughput/d512'));
 const batchSize = Number(arg('batch-size', '16')), steps = Number(arg('steps', '4'));
 const python = arg('python', 'python3');
@@ -115,16 +116,26 @@ async function main(): Promise<void> {
   const r = spawnSync(python, ['benchmarks/hf_answer.py', '--model', modelDir, '--questions', path.join(dir, 'questions.jsonl'), '--image-folder', path.join(dir, 'images'),
     '--answers-prefix', path.join(dir, 'profile'), '--batch-size', String(batchSize), '--threads', String(backendInfo().cpu.threads), '--profile', String(steps)],
   { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], cwd: path.join(__dirname, '..') });
-  if (r.status !== 0) throw new Error(`hf_answer.py --profile failed (exit ${r.status})`);
-  const hf = JSON.parse(r.stdout.trim().split('\n').pop()!) as { images: number; tower: number; prefill: number; decodeStep: number };
+  // a failed transformers side does not discard vwlmm's measured side: it is printed, then the failure (exit 1)
+  type Hf = { images: number; tower: number; prefill: number; decodeStep: number };
+  let hf: Hf | null = null, hfError: string | null = null;
+  if (r.status !== 0 || r.error) hfError = `hf_answer.py --profile failed (exit ${r.status}${r.error ? `, ${r.error.message}` : ''}; its stderr is above)`;
+  else {
+    try {
+      hf = JSON.parse((r.stdout ?? '').trim().split('\n').pop()!) as Hf;
+    } catch {
+      hfError = `hf_answer.py --profile printed no JSON line: ${(r.stdout ?? '').trim().split('\n').pop() || 'no output'}`;
+    }
+  }
+  const side = (k: keyof Hf, per: number) => (hf ? (hf[k] / per).toFixed(1) : 'failed');
 
   const n = questions.length;
   console.log(`one batch of ${n} questions (${path.relative(process.cwd(), dir)}), ${backendInfo().cpu.threads} threads; ms per question, decode: ms per step of the batch (all groups)\n`);
   console.log('| phase | vwlmm | transformers |\n|---|---|---|');
-  console.log(`| images read + preprocessed, prompts | ${(ms.images / n).toFixed(1)} | ${(hf.images / n).toFixed(1)} |`);
-  console.log(`| tower + projector | ${(ms.tower / n).toFixed(1)} | ${(hf.tower / n).toFixed(1)} |`);
-  console.log(`| decoder prefill + lm_head row | ${(ms.prefill / n).toFixed(1)} | ${(hf.prefill / n).toFixed(1)} |`);
-  console.log(`| one decode step (vwlmm: ${ms.groups} groups; transformers: 1 padded batch) | ${ms.decodeStep.toFixed(1)} | ${hf.decodeStep.toFixed(1)} |`);
+  console.log(`| images read + preprocessed, prompts | ${(ms.images / n).toFixed(1)} | ${side('images', n)} |`);
+  console.log(`| tower + projector | ${(ms.tower / n).toFixed(1)} | ${side('tower', n)} |`);
+  console.log(`| decoder prefill + lm_head row | ${(ms.prefill / n).toFixed(1)} | ${side('prefill', n)} |`);
+  console.log(`| one decode step (vwlmm: ${ms.groups} groups; transformers: 1 padded batch) | ${ms.decodeStep.toFixed(1)} | ${side('decodeStep', 1)} |`);
   console.log(`\nvwlmm: answerQuestions on the same batch at max_new_tokens 1: ${(answerMs / n).toFixed(1)} ms per question (best of 2), against ${((ms.images + ms.tower + ms.prefill) / n).toFixed(1)} for the phases above`);
   const ops = [...perOp.entries()].sort((a, b) => b[1].ms - a[1].ms);
   const opTotal = ops.reduce((s, [, e]) => s + e.ms, 0);
@@ -134,7 +145,11 @@ async function main(): Promise<void> {
   const dTotal = dops.reduce((a, [, e]) => a + e.ms, 0);
   console.log(`\nvwlmm per op in the ${steps} decode steps (${dTotal.toFixed(0)} ms in ops; copy_2d includes the KV cache's concat per layer and step)\n| op | ms per step | share |\n|---|---|---|`);
   for (const [op, e] of dops.slice(0, 6)) console.log(`| ${op} | ${(e.ms / steps).toFixed(1)} | ${((100 * e.ms) / dTotal).toFixed(1)}% |`);
-  console.log(JSON.stringify({ benchmark: 'answer_profile', dir, questions: n, vwlmm: ms, transformers: hf, wallMs: wall, answerQuestionsMs: answerMs, ops: Object.fromEntries(ops.map(([k, e]) => [k, e])), decodeOps: Object.fromEntries(dops) }));
+  console.log(JSON.stringify({ benchmark: 'answer_profile', dir, questions: n, vwlmm: ms, transformers: hf, wallMs: wall, answerQuestionsMs: answerMs, ops: Object.fromEntries(ops.map(([k, e]) => [k, e])), decodeOps: Object.fromEntries(dops), ...(hfError ? { transformersError: hfError } : {}) }));
+  if (hfError) {
+    console.error(`transformers side: ${hfError}`);
+    process.exitCode = 1;
+  }
 }
 
 main().catch((e) => {
