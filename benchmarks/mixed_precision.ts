@@ -3,15 +3,23 @@
 // loss of both every 10 steps, the largest relative difference, and the seconds of each run. The issue's check:
 // A = cpu:fp32, B = cuda:bf16 ("200 bf16 steps of the demo model track the fp32 CPU loss curve").
 //
-//   npx tsx benchmarks/mixed_precision.ts [--a cpu:fp32] [--b cpu:bf16] [--steps 200] [--out /tmp/vwlmm-amp]
+//   npx tsx benchmarks/mixed_precision.ts [--a cpu:fp32] [--b cpu:bf16] [--steps 200] [--out DIR]
+// The two runs' files go to --out DIR (kept), or without it to a fresh temporary folder removed at the end.
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { parseComputeDtype } from '../src/amp';
 import { parseDevice, DeviceSpec } from '../src/device';
 import { DEFAULT_RECIPE, Recipe, runRecipe } from '../src/demo/recipe';
-import { arg } from './support';
+import { arg, declareFlags } from './support';
 
+declareFlags(['a', 'b', 'steps', 'out']);
 const steps = Number(arg('steps', '200'));
-const out = arg('out', '/tmp/vwlmm-amp');
+if (!Number.isInteger(steps) || steps < 2) throw new RangeError(`mixed_precision: --steps takes an integer >= 2, got '${arg('steps', '200')}'`);
+const given = arg('out', '');
+// only a folder this script made is removed
+const out = given || fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-amp-'));
+if (!given) process.on('exit', () => fs.rmSync(out, { recursive: true, force: true }));
 const recipe: Recipe = {
   ...DEFAULT_RECIPE, trainImages: 2000, testImages: 20, evalEvery: 100_000, evalQuestions: 20,
   stage0: { ...DEFAULT_RECIPE.stage0, steps: 0, frozenSteps: 0 },
