@@ -6,7 +6,11 @@
 //   pif       the PIF variant (Recipe.pif)
 // Per seed, stage 0 runs once (the first arm) and the other arms start from its tower (RunRecipeOptions
 // .pretrainedTower: stage 0 sees neither the LLM nor the objective, so it would give the same weights). One line of
-// JSON per (seed, arm) goes to --jsonl; --summarize FILE... prints mean +- sd over the seeds as a markdown table.
+// JSON per (seed, arm) is appended to --jsonl (default /tmp/vwlmm-ablations.jsonl, kept: the results); --summarize
+// FILE... prints mean +- sd over the seeds as a markdown table. A (arm, seed) recorded more than once (a rerun appended
+// to the same file, or in two files) counts once, its last record (files in the order given, lines in file order),
+// and the summary says how many were replaced. The runs' folders go to --out DIR (kept) or, without it, to a fresh
+// temporary folder removed at the end.
 // --score ARM=CHECKPOINT scores a model the arm's recipe already trained (`vwlmm demo --seed N` trains the vw arm's
 // runRecipe at the default recipe: its out/vw/checkpoint) the same way, without training it again (seconds: null).
 //
@@ -14,13 +18,14 @@
 //   npx tsx benchmarks/ablations.ts --seeds 0 --score vw=DEMO_OUT/vw/checkpoint --jsonl /tmp/abl.jsonl
 //   npx tsx benchmarks/ablations.ts --summarize /tmp/abl-a.jsonl /tmp/abl-b.jsonl
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { visualWordStats } from '../src/demo/demo';
 import { Accuracy, evaluateSplit } from '../src/demo/evaluate';
 import { DEFAULT_RECIPE, Recipe, runRecipe, validationSplit } from '../src/demo/recipe';
 import { loadCheckpoint } from '../src/model/checkpoint';
 import { makeTokenizer } from '../src/demo/task';
-import { arg, overridesArg, recipeWith } from './support';
+import { arg, declareFlags, overridesArg, recipeWith } from './support';
 
 const ARMS: Record<string, Partial<Recipe>> = {
   vw: {},
@@ -36,11 +41,15 @@ interface Row {
 }
 
 async function run(): Promise<void> {
+  declareFlags(['seeds', 'arms', 'jsonl', 'out', 'score']);
   const base = recipeWith(DEFAULT_RECIPE, overridesArg());
   const seeds = arg('seeds', '0').split(',').map(Number);
   const arms = arg('arms', Object.keys(ARMS).join(',')).split(',');
   for (const a of arms) if (!(a in ARMS)) throw new Error(`ablations: unknown arm '${a}' (${Object.keys(ARMS).join(', ')})`);
-  const out = arg('jsonl', '/tmp/vwlmm-ablations.jsonl'), dir = arg('out', '/tmp/vwlmm-ablations');
+  const out = arg('jsonl', '/tmp/vwlmm-ablations.jsonl'), givenDir = arg('out', '');
+  const dir = givenDir || (arg('score', '') ? '' : fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-ablations-')));
+  // only a folder this script made is removed
+  if (!givenDir && dir) process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
   const { tokenizer } = makeTokenizer();
   const record = (seed: number, arm: string, seconds: number | null, val: Accuracy, vw: ReturnType<typeof visualWordStats>) => {
     const row: Row = {
@@ -79,7 +88,16 @@ async function run(): Promise<void> {
 }
 
 function summarize(files: string[]): void {
-  const rows: Row[] = files.flatMap((f) => fs.readFileSync(f, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Row));
+  const all: Row[] = files.flatMap((f) => fs.readFileSync(f, 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Row));
+  // --jsonl is appended to: a rerun of one (arm, seed) must not count as another seed. The last record of each wins.
+  const last = new Map<string, Row>();
+  for (const r of all) {
+    const k = `${r.arm}\u0000${r.seed}`;
+    last.delete(k); // re-inserted at the end: the table keeps the order of the last records
+    last.set(k, r);
+  }
+  const rows = [...last.values()];
+  if (rows.length < all.length) console.log(`${all.length - rows.length} of ${all.length} records repeat an (arm, seed) and were replaced by its last record\n`);
   const stat = (xs: number[]) => {
     const m = xs.reduce((a, b) => a + b, 0) / xs.length;
     const sd = xs.length > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1)) : 0;
