@@ -6,6 +6,7 @@
 //
 //   npx tsx benchmarks/host_syncs.ts [--device cuda] [--dtype bf16] [--steps 20] [--accum 2] [--profile N]
 // --profile N: the op profile of the steps after the first 2 (benchmarks/support.ts printOpProfile) on stderr.
+// meanMsPerStep is over the steps after the first 2 (warm-up), so --steps must be at least 3.
 import { hostSyncs, isAsync, profileOps } from '../src';
 import { parseComputeDtype } from '../src/amp';
 import { DeviceSpec, useDevice } from '../src/device';
@@ -14,11 +15,16 @@ import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSample
 import { VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { Trainer } from '../src/train/trainer';
-import { arg, printOpProfile } from './support';
+import { arg, declareFlags, numArg, printOpProfile } from './support';
 
+declareFlags(['device', 'dtype', 'steps', 'accum', 'profile']);
+const WARMUP = 2; // steps left out of meanMsPerStep and the op profile
 const device = arg('device', 'cpu') as DeviceSpec;
 useDevice('--device', device);
-const steps = Number(arg('steps', '20')), accum = Number(arg('accum', '2')), top = Number(arg('profile', '0'));
+const steps = numArg('steps', 20, true), accum = numArg('accum', 2, true), top = numArg('profile', 0, true);
+// with steps <= WARMUP every step is warm-up: the mean would be of nothing (it printed 0)
+if (steps <= WARMUP) throw new RangeError(`host_syncs: --steps must exceed the ${WARMUP} warm-up steps, got ${steps}`);
+if (accum < 1) throw new RangeError(`host_syncs: --accum takes a positive integer, got ${accum}`);
 const dtype = parseComputeDtype('--dtype', arg('dtype', device.startsWith('cuda') ? 'bf16' : 'fp32'));
 const { tokenizer } = makeTokenizer();
 const split = makeSplit(64, new Generator(1), { nonRelational: 4, relational: 4 });
@@ -35,7 +41,7 @@ const trainer = new Trainer(model, [{ name: 'q', size: samples.length, makeBatch
     if (r.type !== 'train') return;
     const now = hostSyncs(device.startsWith('cuda') ? 'cuda' : 'cpu');
     per.push({ syncs: now - last, ms: Date.now() - t });
-    if (top > 0 && per.length === 2) profileOps(true);
+    if (top > 0 && per.length === WARMUP) profileOps(true);
     last = now;
     t = Date.now();
   },
@@ -43,7 +49,7 @@ const trainer = new Trainer(model, [{ name: 'q', size: samples.length, makeBatch
 last = hostSyncs(device.startsWith('cuda') ? 'cuda' : 'cpu');
 t = Date.now();
 trainer.run();
-const steady = per.slice(2);
+const steady = per.slice(WARMUP);
 if (top > 0) printOpProfile(profileOps(false), steady.length, top);
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 console.log(JSON.stringify({ device, dtype, accum, async: isAsync(device.startsWith('cuda') ? 'cuda' : 'cpu'), syncsPerStep: per.map((p) => p.syncs), meanMsPerStep: mean(steady.map((p) => p.ms)) }));
