@@ -1,19 +1,24 @@
 // Generation and visual words at a model size (issue 12: "tokens/s against transformers' generate" at LLaVA-1.5-7B's
-// shapes; the other side is benchmarks/hf_generate.py, the same shapes and prompts, run in the same call). B prompts
-// of 4 prefix tokens, the image and Q question tokens; greedy, no end token (random weights: every answer runs the
-// whole budget), one batch. Times max new tokens 1 (the prefill: the tower, the prompt, one token) and N: decode
+// shapes). This script times vwlmm's side only. The transformers side is benchmarks/hf_generate.py, a separate command
+// run on its own (not called from here) with the same --size / --batch / --question / --new-tokens / --reps. It uses
+// the same shapes, but its own random weights, token ids and pixels (torch.randint / randn). The prompts are not the
+// same, and with random weights the two sides' answers are not compared; only the timings are. B prompts of 4 prefix
+// tokens, the image and Q question tokens; greedy, no end token (random weights: every answer runs the whole budget),
+// one batch. Times max new tokens 1 (the prefill: the tower, the prompt, one token) and N: decode
 // tokens/s = B (N - 1) / (t_N - t_1). Visual words: the top-5 words of every patch of B images (the projected features
 // through vm_head), images/s. Prints one JSON line.
 //
 //   npx tsx benchmarks/generate_throughput.ts [--size 7b|issue|tiny] [--device cuda|cpu] [--batch 16] [--question 64]
 //       [--new-tokens 32] [--reps 3]
+//   python3 benchmarks/hf_generate.py [the same flags]     # the transformers side, as a second command
 import { fused, noGrad, scope } from '../src';
 import { DeviceSpec, useDevice } from '../src/device';
 import type { GeneratePrompt } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { createSized, SIZES, sizeName } from './model_sizes';
-import { arg, medianSeconds } from './support';
+import { arg, declareFlags, medianSeconds } from './support';
 
+declareFlags(['size', 'device', 'batch', 'question', 'new-tokens', 'reps']);
 const size = sizeName(arg('size', '7b'));
 const s = SIZES[size];
 const device = arg('device', 'cuda') as DeviceSpec;
