@@ -1,7 +1,8 @@
 // GPU benchmark of attention forward + backward (bf16) on the shapes the issue-11 model and a 7B model train on:
 // vwlmm's tiled kernels against its gemm kernel (setCudaAttention) at two workspace budgets, and PyTorch's
-// scaled_dot_product_attention (benchmarks/torch_attention.py: the backend it picks, flash on an H100/H200) in the
-// same run on the same GPU. Inputs in the [B, T, H, Dh] layout both sides train with (HF transposes to
+// scaled_dot_product_attention (benchmarks/torch_attention.py, with SDPA's own choice of backend) in the same run on the
+// same GPU. The SDPA row names the backend that ran ("torch SDPA (flash)" etc.): torch_attention.py reads it from the
+// aten op one profiled call dispatched to, not from which backends are enabled. Inputs in the [B, T, H, Dh] layout both sides train with (HF transposes to
 // [B, H, T, Dh] views). Also prints how far the gemm kernel's outputs are from the tiled kernels' (normwise).
 // TFLOP/s count the useful products (causal: half the square), forward 4 B H Tq Tk Dh, backward 2.5x that.
 //
@@ -11,7 +12,7 @@ import * as fs from 'fs';
 import { backendInfo, cudaAvailable, scope, setCudaAttention, synchronize, Tensor } from '../src';
 import type { AttentionKernel } from '../src';
 import { callOp } from '../src/call_op';
-import { arg, medianSeconds, uniform } from './support';
+import { arg, declareFlags, flag, medianSeconds, uniform } from './support';
 
 interface Shape { name: string; B: number; T: number; Hq: number; Hkv: number; Dh: number; causal: boolean }
 const SHAPES: Shape[] = [
@@ -23,7 +24,7 @@ const SHAPES: Shape[] = [
 ];
 interface Row { shape: string; impl: string; seconds: number; tflops: number; vsTorch?: number; maxRelDiff?: number }
 
-const args = process.argv.slice(2);
+declareFlags(['shapes', 'reps', 'workspace-mib', 'out'], ['no-torch']);
 const reps = Number(arg('reps', '10'));
 const shapes = SHAPES.filter((s) => arg('shapes', 'llm,clip,7b').split(',').includes(s.name));
 const budgets = arg('workspace-mib', '64,256').split(',').map(Number);
@@ -65,12 +66,13 @@ function ours(s: Shape, kernel: AttentionKernel, workspaceMiB: number): { second
   }
 }
 
-function torch(s: Shape): number | null {
+function torch(s: Shape): { seconds: number; backend: string } | null {
   const r = spawnSync('python3', ['benchmarks/torch_attention.py', '--B', `${s.B}`, '--T', `${s.T}`, '--Hq', `${s.Hq}`, '--Hkv', `${s.Hkv}`,
     '--Dh', `${s.Dh}`, '--causal', s.causal ? '1' : '0', '--reps', `${reps}`], { encoding: 'utf8' });
   const line = (r.stdout ?? '').trim().split('\n').pop() ?? '';
   try {
-    return (JSON.parse(line) as { seconds: number }).seconds;
+    const o = JSON.parse(line) as { seconds: number; backend?: string };
+    return { seconds: o.seconds, backend: o.backend ?? 'unknown' };
   } catch {
     console.error(`torch_attention.py failed for ${s.name}: ${(r.stderr ?? '').slice(-800)}`);
     return null;
@@ -83,8 +85,8 @@ if (!cudaAvailable()) {
 }
 const rows: Row[] = [];
 for (const s of shapes) {
-  const tSdpa = args.includes('--no-torch') ? null : torch(s);
-  if (tSdpa !== null) rows.push({ shape: s.name, impl: 'torch SDPA', seconds: tSdpa, tflops: flops(s) / tSdpa / 1e12, vsTorch: 1 });
+  const sdpa = flag('no-torch') ? null : torch(s), tSdpa = sdpa?.seconds ?? null;
+  if (sdpa) rows.push({ shape: s.name, impl: `torch SDPA (${sdpa.backend})`, seconds: sdpa.seconds, tflops: flops(s) / sdpa.seconds / 1e12, vsTorch: 1 });
   const tiled = ours(s, 'tiled', budgets[0]);
   const add = (impl: string, r: { seconds: number; outs: Float32Array[] }, diff?: number) =>
     rows.push({ shape: s.name, impl, seconds: r.seconds, tflops: flops(s) / r.seconds / 1e12, ...(tSdpa ? { vsTorch: tSdpa / r.seconds } : {}), ...(diff !== undefined ? { maxRelDiff: diff } : {}) });
