@@ -14,15 +14,13 @@ import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSample
 import { VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { Trainer } from '../src/train/trainer';
+import { arg, declareFlags, flag, numArg } from './support';
 
-const arg = (name: string, def: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : def;
-};
-const batch = arg('batch', 32), steps = arg('steps', 20), warmup = arg('warmup', 3);
-const gi = process.argv.indexOf('--gather-dtype');
-const gatherDtype = (gi >= 0 ? process.argv[gi + 1] : 'float32') as 'float32' | 'bfloat16';
-const overlapGather = !process.argv.includes('--no-overlap-gather');
+declareFlags(['batch', 'steps', 'warmup', 'gather-dtype'], ['no-overlap-gather']);
+const batch = numArg('batch', 32, true), steps = numArg('steps', 20, true), warmup = numArg('warmup', 3, true);
+const gatherDtype = arg('gather-dtype', 'float32') as 'float32' | 'bfloat16';
+if (gatherDtype !== 'float32' && gatherDtype !== 'bfloat16') throw new RangeError(`data_parallel: --gather-dtype takes float32 or bfloat16, got '${gatherDtype}'`);
+const overlapGather = !flag('no-overlap-gather');
 
 async function main(): Promise<void> {
   const env = launchEnv();

@@ -12,14 +12,11 @@ import { tokenizeConversation, TemplateName, Turn } from '../src/data/conversati
 import { renderScene, sortOfClevrSplit } from '../src/data/sort_of_clevr';
 import { TextTokenizer } from '../src/data/tokenizer';
 import { Generator } from '../src/random';
+import { arg, declareFlags } from './support';
 
-const arg = (name: string, def?: string) => {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i >= 0 && i + 1 < process.argv.length) return process.argv[i + 1];
-  if (def === undefined) throw new Error(`data_prep: --${name} is required`);
-  return def;
-};
-const dataDir = arg('data');
+declareFlags(['data', 'conversations', 'images']);
+const dataDir = arg('data', '');
+if (!dataDir) throw new Error('data_prep: --data DIR is required');
 const nConv = Number(arg('conversations', '20000'));
 const nImages = Number(arg('images', '1000'));
 

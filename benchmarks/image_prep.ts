@@ -15,11 +15,9 @@ import { jsonListElements } from '../src/data/dataset';
 import { resizeRgb, RgbImage, shortestSideSize } from '../src/data/images';
 import { encodePng } from '../src/data/sort_of_clevr';
 import { Generator } from '../src/random';
+import { arg, declareFlags } from './support';
 
-const arg = (name: string, def: string) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
-};
+declareFlags(['rounds', 'images', 'threads', 'records']);
 const rounds = Number(arg('rounds', '200')), nImages = Number(arg('images', '64')), threads = Number(arg('threads', '2')), nRecords = Number(arg('records', '100000'));
 const g = new Generator(0);
 
