@@ -5,7 +5,10 @@
 import { Tensor } from '../src';
 import { callOp } from '../src/call_op';
 import { Generator } from '../src/random';
-import { arg } from './support';
+import { arg, declareFlags } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['B', 'T', 'H', 'Dh', 'causal', 'reps']);
 
 const B = Number(arg('B', '16')), T = Number(arg('T', '304')), H = Number(arg('H', '8')), Dh = Number(arg('Dh', '8'));
 const causal = arg('causal', '1') === '1', reps = Number(arg('reps', '40'));

@@ -14,7 +14,10 @@ import { loadCheckpoint } from '../src/model/checkpoint';
 import { VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { scope } from '../src/tensor';
-import { arg, ridge, ridgePredict } from './support';
+import { arg, declareFlags, ridge, ridgePredict } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['images'], ['plain-captions']);
 
 const dir = process.argv[2];
 if (!dir || dir.startsWith('--')) throw new Error('usage: demo_probe.ts <checkpoint dir> [--images N]');

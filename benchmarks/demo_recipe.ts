@@ -7,7 +7,10 @@
 //   VWLMM_NUM_THREADS=1 mpirun -np 2 --oversubscribe npx tsx benchmarks/demo_recipe.ts '{}'
 import { DEFAULT_RECIPE, runRecipe } from '../src/demo/recipe';
 import { initProcessGroup, launchEnv } from '../src/distributed';
-import { arg, overridesArg, recipeWith } from './support';
+import { arg, declareFlags, overridesArg, recipeWith } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['out']);
 
 const recipe = recipeWith(DEFAULT_RECIPE, overridesArg());
 const t0 = Date.now();

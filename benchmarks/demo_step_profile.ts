@@ -16,7 +16,10 @@ import * as path from 'path';
 import { constants, PerformanceObserver } from 'perf_hooks';
 import { memoryStats, profileOps } from '../src';
 import { DEFAULT_RECIPE, Recipe, runRecipe } from '../src/demo/recipe';
-import { arg, printOpProfile } from './support';
+import { arg, declareFlags, printOpProfile } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['stage', 'steps', 'top', 'replay', 'device']);
 
 const stage = arg('stage', 'questions'), steps = Number(arg('steps', '100')), top = Number(arg('top', '0'));
 const replay = arg('replay', 'on') === 'on', device = arg('device', 'cpu') as 'cpu' | 'cuda';

@@ -10,10 +10,13 @@
 import { spawnSync } from 'child_process';
 import * as os from 'os';
 import { F, Generator, nn, scope, Tensor, zeroGrad } from '../src';
-import { arg, engineDecoder, medianSeconds } from './support';
+import { arg, declareFlags, engineDecoder, medianSeconds } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['reps', 'models', 'rounds', 'torch-modes'], ['no-torch']);
 
 const args = process.argv.slice(2);
-const reps = Number(args[args.indexOf('--reps') + 1] || 3) || 3;
+const reps = Math.max(1, Number(arg('reps', '3')) || 3);
 const BATCH = 8, SEQ = 256;
 
 const time = (step: () => void): number => medianSeconds(step, reps);

@@ -14,7 +14,10 @@ import { ModelBatch, VwLmm } from '../src/model/vwlmm';
 import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSamples } from '../src/demo/task';
 import { Generator } from '../src/random';
 import { Trainer } from '../src/train/trainer';
-import { arg } from './support';
+import { arg, declareFlags } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['steps', 'rounds']);
 
 const steps = Math.max(2, Number(arg('steps', '6')) || 6), rounds = Math.max(1, Number(arg('rounds', '2')) || 2);
 const config: VwLmmConfig = {

@@ -16,7 +16,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import { backendInfo, fused, scope, Tensor } from '../src';
 import { cpu, NativeBuffer } from '../src/native';
-import { arg, medianSeconds, uniform } from './support';
+import { arg, declareFlags, medianSeconds, uniform } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['op', 'impl', 'N', 'd', 'V', 'reps', 'out'], ['child', 'no-torch']);
 
 type Op = 'kl' | 'ce';
 type Impl = 'fused' | 'fused-frozen-head' | 'gemm-ceiling' | 'naive';

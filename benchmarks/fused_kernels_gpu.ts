@@ -13,7 +13,10 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import { backendInfo, cudaAvailable, fused, memoryStats, scope, Tensor } from '../src';
 import type { DType } from '../src';
-import { arg, medianSeconds, uniform } from './support';
+import { arg, declareFlags, medianSeconds, uniform } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['N', 'd', 'V', 'reps', 'dtypes', 'workspace-mib', 'chunk-rows', 'torch-dtypes', 'out'], ['no-torch']);
 
 type Op = 'kl' | 'ce';
 interface Result {

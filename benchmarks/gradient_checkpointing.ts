@@ -6,7 +6,10 @@
 //   npx tsx benchmarks/gradient_checkpointing.ts [--reps 5] [--rounds 3]
 import * as os from 'os';
 import { memoryStats, releaseHostCache } from '../src';
-import { arg, engineDecoder } from './support';
+import { arg, declareFlags, engineDecoder } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['reps', 'rounds']);
 
 const reps = Math.max(1, Number(arg('reps', '5')) || 5), rounds = Math.max(1, Number(arg('rounds', '3')) || 3);
 const { cfg, model, batch: BATCH, seq: SEQ, step: decoderStep } = engineDecoder();

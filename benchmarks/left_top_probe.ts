@@ -13,7 +13,10 @@ import { questionText } from '../src/data/sort_of_clevr';
 import { validationSplit } from '../src/demo/recipe';
 import { makeTokenizer } from '../src/demo/task';
 import { loadCheckpoint } from '../src/model/checkpoint';
-import { arg } from './support';
+import { arg, declareFlags } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['checkpoint', 'seed', 'images']);
 
 const HALF = 37.5;
 const { model } = loadCheckpoint(arg('checkpoint', '/tmp/vwlmm-recipe-run/checkpoint'));

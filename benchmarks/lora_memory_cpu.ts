@@ -19,7 +19,10 @@ import { cpu, NativeBuffer } from '../src/native';
 import { Generator } from '../src/random';
 import { applyTrainable } from '../src/train/trainer';
 import { initOnDevice, sizeConfig } from './model_sizes';
-import { arg } from './support';
+import { arg, declareFlags } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['layers', 'batch', 'text', 'image', 'lora', 'residual-dtype', 'd', 'ff', 'heads', 'vocab'], ['no-grad-ckpt']);
 
 const classOf = (bytes: number): number => {
   const b = Math.max(1, bytes);

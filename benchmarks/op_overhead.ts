@@ -7,7 +7,10 @@
 //   npx tsx benchmarks/op_overhead.ts [--device cpu|cuda] [--calls 100000] [--rounds 5]
 import { callOp, F, noGrad, scope, synchronize, Tensor } from '../src';
 import { addonFor } from '../src/native';
-import { arg } from './support';
+import { arg, declareFlags } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['calls', 'rounds', 'device']);
 
 const calls = Number(arg('calls', '100000')), rounds = Number(arg('rounds', '5'));
 const device = arg('device', 'cpu');

@@ -5,7 +5,10 @@
 // faults every batch. Prints ms a batch per way, each twice, alternating.
 //   npx tsx benchmarks/pixel_batch.ts [--batches 300] [--batch 32] [--size 75]
 import { CLIP_MEAN, CLIP_STD, normalizeRgb, normalizeRgbInto } from '../src/data/images';
-import { arg } from './support';
+import { arg, declareFlags } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['batches', 'batch', 'size']);
 
 const batches = Number(arg('batches', '300')), B = Number(arg('batch', '32')), S = Number(arg('size', '75'));
 const N = 3 * S * S;

@@ -13,7 +13,10 @@ import { VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { prepareFile } from '../src/train/from_file';
 import { tinyConfig } from '../tests/train/support/tiny';
-import { arg } from './support';
+import { arg, declareFlags } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['records', 'threads', 'rounds']);
 
 const N = Number(arg('records', '3000'));
 const threadList = arg('threads', `0,${Math.min(8, os.availableParallelism())}`).split(',').map(Number);

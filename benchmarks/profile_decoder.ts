@@ -4,10 +4,11 @@
 //
 //   npx tsx benchmarks/profile_decoder.ts [--reps 5]
 import { profileOps } from '../src';
-import { addByOp, engineDecoder } from './support';
+import { addByOp, arg, declareFlags, engineDecoder } from './support';
 
-const args = process.argv.slice(2);
-const reps = Number(args[args.indexOf('--reps') + 1] || 5) || 5;
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['reps']);
+const reps = Math.max(1, Number(arg('reps', '5')) || 5);
 const { cfg, batch: BATCH, seq: SEQ, step: decoderStep } = engineDecoder();
 
 const step = () => decoderStep();

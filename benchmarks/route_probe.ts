@@ -19,7 +19,10 @@ import { validationSplit } from '../src/demo/recipe';
 import { makeTokenizer } from '../src/demo/task';
 import { loadCheckpoint } from '../src/model/checkpoint';
 import { Tensor } from '../src/tensor';
-import { arg, ridge, ridgePredict } from './support';
+import { arg, declareFlags, ridge, ridgePredict } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['kinds', 'offsets', 'checkpoint', 'seed', 'images']);
 
 const KINDS: readonly string[] = [...NON_RELATIONAL_KINDS, ...RELATIONAL_KINDS];
 const kinds = arg('kinds', 'left,top').split(',');

@@ -15,7 +15,10 @@ import { objectAtPatch, SplitData } from '../src/demo/task';
 import { PRETRAIN_ATTRIBUTES } from '../src/demo/vision_pretrain';
 import { VwLmm } from '../src/model/vwlmm';
 import { scope, Tensor } from '../src/tensor';
-import { arg, overridesArg, recipeWith, ridge, ridgePredict } from './support';
+import { arg, declareFlags, overridesArg, recipeWith, ridge, ridgePredict } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['out', 'probe-images']);
 
 /** Per object of images [0, n): its feature rows (a: most-covered patch, b: mean of covered patches) and attribute classes. */
 function objectRows(model: VwLmm, split: SplitData, n: number, r: Recipe): { a: number[][]; b: number[][]; y: number[][] } {

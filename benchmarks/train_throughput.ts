@@ -29,7 +29,10 @@ import { ModelBatch } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { applyTrainable } from '../src/train/trainer';
 import { createSized, flopsPerStep, PEAK_BF16, SIZES, sizeName } from './model_sizes';
-import { arg, printOpProfile } from './support';
+import { arg, declareFlags, printOpProfile } from './support';
+
+// the flags this script reads: any other is refused, as is a flag without its value (support.ts)
+declareFlags(['size', 'device', 'dtype', 'steps', 'warmup', 'lora', 'residual-dtype', 'batch', 'profile'], ['device-init', 'grad-ckpt']);
 
 const args = process.argv.slice(2);
 const size = sizeName(arg('size', 'issue'));
