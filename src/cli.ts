@@ -972,6 +972,8 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
   .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
   .action(async (o: { checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number; overwriteOutputDir?: boolean }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
+    if (o.format !== 'vwlmm' && o.format !== 'transformers') fail(`--format must be vwlmm or transformers, got '${o.format}'`);
+    if (o.imageTokenIndex !== undefined && o.format !== 'transformers') fail('--image-token-index is for --format transformers');
     outputFolder('--out', o.out);
     // the merged checkpoint replaces its folder whole: never an input's (a training checkpoint's optimizer and trainer
     // state would be lost with it), and never a run's or checkpoint's by a slip of the keyboard
@@ -981,8 +983,6 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
     }
     if (!o.overwriteOutputDir && fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() && fs.readdirSync(o.out).length > 0)
       fail(`--out ${o.out} is not empty: merge-adapter writes a new checkpoint (--overwrite-output-dir replaces what is there)`);
-    if (o.format !== 'vwlmm' && o.format !== 'transformers') fail(`--format must be vwlmm or transformers, got '${o.format}'`);
-    if (o.imageTokenIndex !== undefined && o.format !== 'transformers') fail('--image-token-index is for --format transformers');
     const { saveCheckpoint, mergeLora, loraConfigOf } = await import('./model');
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter);
     const lora = loraConfigOf(model);
