@@ -11,7 +11,7 @@ import * as path from 'path';
 import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
 import { Turn } from '../data/conversation';
 import { fitRecords } from '../data/fit_record';
-import { readLlavaRecords } from '../data/dataset';
+import { LlavaRecord, readLlavaRecords } from '../data/dataset';
 import { loadImage, preprocessClip, probeImage } from '../data/images';
 import { clipPreprocessOptions, VwLmmConfig } from '../model/config';
 import { ClipImageWorkers } from '../data/clip_workers';
@@ -175,83 +175,90 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
   });
   fitting.catch(() => undefined); // awaited below; a failed image check (--strict) ends it first
   try {
-    return await checkAndCollect();
+    const whyBroken = await checkImages(records, imageFolder, verify, strict, (done, total) => {
+      [progress.images, progress.imagesTotal] = [done, total];
+      report();
+    });
+  const imagePaths: string[] = [];
+  const indexOf = new Map<string, number>();
+  const samples: PreparedData['samples'] = [];
+  let mismatches = 0, truncated = 0;
+  const outcomes = await fitting;
+  progress.records = records.length;
+  report();
+  records.forEach((r, k) => {
+    const fit = outcomes[k];
+    if ('error' in fit) {
+      if (strict) throw new Error(`${fit.error} (--strict)`);
+      skipped.push({ id: r.id, reason: fit.error });
+      return;
+    }
+    let image: number | null = null;
+    if (r.image !== undefined) {
+      const p = path.resolve(imageFolder, r.image);
+      const why = whyBroken.get(p);
+      if (why !== undefined) {
+        skipped.push({ id: r.id, reason: `image ${p} could not be read: ${why}` });
+        return;
+      }
+      if (!indexOf.has(p)) {
+        indexOf.set(p, imagePaths.length);
+        imagePaths.push(p);
+      }
+      image = indexOf.get(p)!;
+    }
+    if ('skip' in fit) {
+      if (strict) throw new Error(`record '${r.id}': ${fit.skip} (--strict)`);
+      skipped.push({ id: r.id, reason: fit.skip });
+      return;
+    }
+    if (fit.mismatch !== null) {
+      mismatches++;
+      if (strict) throw new Error(`tokenization mismatch in record ${r.id}: ${fit.mismatch}`);
+      return;
+    }
+    if (fit.truncated) truncated++;
+    // the record's own words and image key, as LLaVA counts them (not the tokens, nor an image the cut dropped)
+    samples.push({ inputIds: fit.inputIds, labels: fit.labels, image: fit.image ? image : null, modalityLength: modalityLength(r.conversations as Turn[], r.image !== undefined) });
+  });
+  return { samples, imagePaths, skipped, mismatches, truncated, verifiedImages: verify };
   } finally {
     stopFitting.abort();
   }
+}
 
-  async function checkAndCollect(): Promise<PreparedData> {
-    // every distinct image, in first-use order, checked by decoding it
-    const order: string[] = [];
-    const firstRecord = new Map<string, string>();
-    for (const r of records) {
-      if (r.image === undefined) continue;
-      const p = path.resolve(imageFolder, r.image);
-      if (!firstRecord.has(p)) {
-        firstRecord.set(p, r.id);
-        order.push(p);
-      }
+/**
+ * Every distinct image of the records, checked once (decoded, or its header read; `concurrency` at a time), in
+ * first-use order: why each broken one is, by path (--strict: the first is an error naming its first record).
+ */
+async function checkImages(records: readonly LlavaRecord[], imageFolder: string, verify: VerifyImages, strict: boolean,
+  onProgress: (done: number, total: number) => void): Promise<Map<string, string>> {
+  const order: string[] = [];
+  const firstRecord = new Map<string, string>();
+  for (const r of records) {
+    if (r.image === undefined) continue;
+    const p = path.resolve(imageFolder, r.image);
+    if (!firstRecord.has(p)) {
+      firstRecord.set(p, r.id);
+      order.push(p);
     }
-    const whyBroken = new Map<string, string>();
-    const concurrency = verify === 'decode' ? DECODE_CONCURRENCY : PROBE_CONCURRENCY;
-    progress.imagesTotal = order.length;
-    for (let i = 0; i < order.length; i += concurrency) {
-      const chunk = order.slice(i, i + concurrency);
-      // decoding is the check: the CLIP resize (4x the decode's time in JavaScript) cannot fail on a decoded image
-      const results = await Promise.allSettled(chunk.map((p) => (verify === 'decode' ? loadImage(p) : probeImage(p))));
-      results.forEach((res, k) => {
-        if (res.status === 'fulfilled') return;
-        const msg = (res.reason as Error).message;
-        if (strict) throw new Error(`record '${firstRecord.get(chunk[k])}': ${msg} (--strict)`);
-        whyBroken.set(chunk[k], msg);
-      });
-      progress.images = Math.min(order.length, i + concurrency);
-      if (progress.images % 256 < concurrency || progress.images === order.length) report();
-    }
-    const imagePaths: string[] = [];
-    const indexOf = new Map<string, number>();
-    const samples: PreparedData['samples'] = [];
-    let mismatches = 0, truncated = 0;
-    const outcomes = await fitting;
-    progress.records = records.length;
-    report();
-    records.forEach((r, k) => {
-      const fit = outcomes[k];
-      if ('error' in fit) {
-        if (strict) throw new Error(`${fit.error} (--strict)`);
-        skipped.push({ id: r.id, reason: fit.error });
-        return;
-      }
-      let image: number | null = null;
-      if (r.image !== undefined) {
-        const p = path.resolve(imageFolder, r.image);
-        const why = whyBroken.get(p);
-        if (why !== undefined) {
-          skipped.push({ id: r.id, reason: `image ${p} could not be read: ${why}` });
-          return;
-        }
-        if (!indexOf.has(p)) {
-          indexOf.set(p, imagePaths.length);
-          imagePaths.push(p);
-        }
-        image = indexOf.get(p)!;
-      }
-      if ('skip' in fit) {
-        if (strict) throw new Error(`record '${r.id}': ${fit.skip} (--strict)`);
-        skipped.push({ id: r.id, reason: fit.skip });
-        return;
-      }
-      if (fit.mismatch !== null) {
-        mismatches++;
-        if (strict) throw new Error(`tokenization mismatch in record ${r.id}: ${fit.mismatch}`);
-        return;
-      }
-      if (fit.truncated) truncated++;
-      // the record's own words and image key, as LLaVA counts them (not the tokens, nor an image the cut dropped)
-      samples.push({ inputIds: fit.inputIds, labels: fit.labels, image: fit.image ? image : null, modalityLength: modalityLength(r.conversations as Turn[], r.image !== undefined) });
-    });
-    return { samples, imagePaths, skipped, mismatches, truncated, verifiedImages: verify };
   }
+  const whyBroken = new Map<string, string>();
+  const concurrency = verify === 'decode' ? DECODE_CONCURRENCY : PROBE_CONCURRENCY;
+  for (let i = 0; i < order.length; i += concurrency) {
+    const chunk = order.slice(i, i + concurrency);
+    // decoding is the check: the CLIP resize (4x the decode's time in JavaScript) cannot fail on a decoded image
+    const results = await Promise.allSettled(chunk.map((p) => (verify === 'decode' ? loadImage(p) : probeImage(p))));
+    results.forEach((res, k) => {
+      if (res.status === 'fulfilled') return;
+      const msg = (res.reason as Error).message;
+      if (strict) throw new Error(`record '${firstRecord.get(chunk[k])}': ${msg} (--strict)`);
+      whyBroken.set(chunk[k], msg);
+    });
+    const done = Math.min(order.length, i + concurrency);
+    if (done % 256 < concurrency || done === order.length) onProgress(done, order.length);
+  }
+  return whyBroken;
 }
 
 /** A batch of samples with their images decoded now (the distinct ones of the batch, at once). */
