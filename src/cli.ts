@@ -139,17 +139,6 @@ function outputFile(option: string, file: string): string {
   return file;
 }
 
-/** Whether the process of a lock (pid, and its start time where /proc tells it: a reused pid is not it) still runs here. */
-function lockHolderAlive(pid: number, start: unknown, processStartTime: (pid: number) => string | null | undefined): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
-  }
-  const now = processStartTime(pid);
-  return now === undefined ? false : typeof start !== 'string' || now === null || now === start;
-}
-
 /**
  * Holds <dir>/.vwlmm.lock until this process exits, by any path (the end, fail(), an error, a stop's process.exit): two
  * runs writing one --out would interleave its metrics and checkpoints. Created atomically (O_EXCL), holding pid, host
@@ -157,7 +146,7 @@ function lockHolderAlive(pid: number, start: unknown, processStartTime: (pid: nu
  * host is taken over, with a note. `dir` is made when absent.
  */
 async function lockOutput(option: string, dir: string, command: string): Promise<void> {
-  const { processStartTime } = await import('./distributed');
+  const { processStartTime, processRuns } = await import('./distributed');
   const file = path.join(dir, '.vwlmm.lock');
   const me = { pid: process.pid, host: os.hostname(), started: new Date().toISOString(), procStart: processStartTime(process.pid) ?? null, command: `vwlmm ${command}` };
   try {
@@ -192,7 +181,8 @@ async function lockOutput(option: string, dir: string, command: string): Promise
     }
     const who = `${typeof held.command === 'string' ? held.command : 'vwlmm'} (pid ${held.pid} on ${String(held.host)}, started ${String(held.started)})`;
     if (held.host !== os.hostname()) fail(`${option} ${dir} is locked by ${who}, another machine: a run writes there; if it is gone, remove ${file}`);
-    if (lockHolderAlive(held.pid, held.procStart, processStartTime)) fail(`${option} ${dir} is being written by ${who}: wait for it to end, or give another ${option}`);
+    // a reused pid is not the holder: its start time (where /proc tells it) must be the one the lock recorded
+    if (processRuns(held.pid, typeof held.procStart === 'string' ? held.procStart : null)) fail(`${option} ${dir} is being written by ${who}: wait for it to end, or give another ${option}`);
     // the holder is gone (killed without its exit handler): taken over, unless another run took it first
     const aside = `${file}.stale-${process.pid}`;
     try {

@@ -6,7 +6,7 @@ export { ZeroAdamW, DEFAULT_BUCKET_BYTES } from './zero';
 export type { ZeroOptions } from './zero';
 export { launchEnv } from './env';
 export type { LaunchEnv } from './env';
-export { launchRanks, freePort, watchLauncher, processStartTime } from './launch';
+export { launchRanks, freePort, watchLauncher, processStartTime, processRuns } from './launch';
 export type { LaunchOptions, LaunchResult } from './launch';
 export { rendezvous } from './rendezvous';
 export type { RendezvousOptions } from './rendezvous';

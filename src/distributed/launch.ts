@@ -80,9 +80,7 @@ function childPids(pid: number): number[] | null {
   for (const e of entries) {
     if (!/^\d+$/.test(e)) continue;
     try {
-      // pid (comm) state ppid ...: comm may hold spaces and parentheses, so read after the last ')'
-      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(e));
+      if (Number(statFields(Number(e))[1]) === pid) out.push(Number(e));
     } catch {
       /* gone meanwhile */
     }
@@ -90,15 +88,35 @@ function childPids(pid: number): number[] | null {
   return out;
 }
 
+/** /proc/PID/stat's fields after `pid (comm)` (state, ppid, ...): comm may hold spaces and parentheses, so after the last ')'. */
+function statFields(pid: number): string[] {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 /** A process's start time (/proc/PID/stat field 22, clock ticks since boot): undefined when it is gone, null where /proc cannot tell. */
 export function processStartTime(pid: number): string | null | undefined {
   try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    return statFields(pid)[19];
   } catch (e) {
     if (!fs.existsSync('/proc/self/stat')) return null;
     return (e as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : null;
   }
+}
+
+/**
+ * Whether process `pid` still runs and is the one that had start time `started` (processStartTime; a reused pid is
+ * another process). Without a start time to compare (no /proc), the pid alone decides; another user's process runs.
+ */
+export function processRuns(pid: number, started: string | null | undefined): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
+  }
+  if (typeof started !== 'string') return started !== undefined;
+  const now = processStartTime(pid);
+  return now === null || now === started;
 }
 
 /**
@@ -112,19 +130,8 @@ export function watchLauncher(onGone: (pid: number) => void, env: NodeJS.Process
   const pid = Number(env.VWLMM_LAUNCHER_PID);
   if (!(Number.isInteger(pid) && pid > 1) || pid === process.pid) return null;
   const started = processStartTime(pid);
-  const gone = () => {
-    if (started === null) {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch (e) {
-        return (e as NodeJS.ErrnoException).code === 'ESRCH';
-      }
-    }
-    return processStartTime(pid) !== started;
-  };
   const timer = setInterval(() => {
-    if (!gone()) return;
+    if (processRuns(pid, started)) return;
     clearInterval(timer);
     onGone(pid);
   }, periodMs);
