@@ -517,12 +517,17 @@ export function assembleLlava(o: AssembleOptions): { model: VwLmm; config: VwLmm
       if (unexpected.length) throw new RangeError(`assembleLlava: ${where} holds ${unexpected.length} tensor${unexpected.length > 1 ? 's' : ''} ${what} has no place for: ${listSome(unexpected)}${hint}`);
       each((n, t) => sink.put(plan.get(n)!, t), plan);
     };
-    // the LLM: its HF names are the LLaVA layout's for the language model (nothing of the tower or projector is in it)
+    // the LLM: its HF names are the LLaVA layout's for the language model; a tower's, projector's or vm_head's name in
+    // it is mapped to no parameter (a name no model has), so planTensors reports it as unexpected
     const llmOnly = (n: string) => (n.startsWith('model.mm_projector.') || n.startsWith('model.vision_tower.') || n.startsWith('vm_head.') ? `(not an LLM tensor) ${n}` : llavaLayoutName(n, sink.params));
-    load(o.llm, checkpointTensorNames(o.llm), llmOnly, 'a language model', (put, plan) =>
-      forEachCheckpointTensor(o.llm, { filter: (n) => plan.has(n), expectShape: (n) => sink.params.get(plan.get(n)!)!.shape, verify: true }, put));
-    const tied = llmJson.tie_word_embeddings === true && !sink.has('lm_head.weight') && sink.has('model.embed_tokens.weight');
-    if (tied) sink.put('lm_head.weight', hostOf(sink.params.get('model.embed_tokens.weight')!));
+    const llmNames = checkpointTensorNames(o.llm);
+    // tie_word_embeddings without lm_head.weight: lm_head is the embedding, as transformers ties it (loadCheckpoint too)
+    const tied = llmJson.tie_word_embeddings === true && !llmNames.includes('lm_head.weight');
+    load(o.llm, llmNames, llmOnly, 'a language model', (put, plan) =>
+      forEachCheckpointTensor(o.llm, { filter: (n) => plan.has(n), expectShape: (n) => sink.params.get(plan.get(n)!)!.shape, verify: true }, (n, t) => {
+        put(n, t);
+        if (tied && plan.get(n) === 'model.embed_tokens.weight') sink.put('lm_head.weight', t);
+      }));
     load(o.visionTower, checkpointTensorNames(o.visionTower), (k) => (CLIP_UNUSED.test(k) ? null : TOWER_PREFIX + (k.startsWith('vision_model.') ? k : `vision_model.${k}`)), 'a CLIP vision tower of its config', (put, plan) =>
       forEachCheckpointTensor(o.visionTower, { filter: (n) => plan.has(n), expectShape: (n) => sink.params.get(plan.get(n)!)!.shape, verify: true }, put));
     const projector = [...sink.params.keys()].filter((n) => n.startsWith('model.mm_projector.'));
@@ -549,11 +554,6 @@ export function assembleLlava(o: AssembleOptions): { model: VwLmm; config: VwLmm
     throw e;
   }
   return { model, config, tokenizerPath: tokenizerPathOf(o.llm) };
-}
-
-/** A parameter's values as a host tensor (float32). */
-function hostOf(p: { shape: readonly number[]; toArray(): ArrayLike<number> }): HostTensor {
-  return { dtype: 'float32', shape: [...p.shape], data: Float32Array.from(p.toArray()) };
 }
 
 // The architectures a LLaVA-layout config.json may name: ours and LLaVA's, and the official VW-LMM classes.

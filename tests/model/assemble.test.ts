@@ -103,6 +103,17 @@ describe('assembleLlava', () => {
     fs.copyFileSync(path.join(llm, 'config.json'), path.join(cut, 'config.json'));
     writeSafetensors(path.join(cut, 'model.safetensors'), new Map([...readSafetensors(path.join(llm, 'model.safetensors'))].filter(([n]) => n !== 'model.norm.weight')));
     expect(() => assembleLlava({ llm: cut, visionTower: tower })).toThrow(/lacks 1 tensors, e\.g\. model\.norm\.weight/);
+    // tie_word_embeddings without lm_head.weight: lm_head is the embedding, as transformers ties it
+    const tiedDir = tmp();
+    fs.writeFileSync(path.join(tiedDir, 'config.json'), JSON.stringify({ ...JSON.parse(fs.readFileSync(path.join(llm, 'config.json'), 'utf8')), tie_word_embeddings: true }));
+    const lw = readSafetensors(path.join(llm, 'model.safetensors'));
+    writeSafetensors(path.join(tiedDir, 'model.safetensors'), new Map([...lw].filter(([n]) => n !== 'lm_head.weight')));
+    const tied = assembleLlava({ llm: tiedDir, visionTower: tower });
+    expect(values(tied.model, 'lm_head.weight')).toEqual(Array.from(lw.get('model.embed_tokens.weight')!.data));
+    tied.model.dispose();
+    // without the tie, the same file lacks lm_head
+    fs.writeFileSync(path.join(tiedDir, 'config.json'), fs.readFileSync(path.join(llm, 'config.json')));
+    expect(() => assembleLlava({ llm: tiedDir, visionTower: tower })).toThrow(/lacks 1 tensors, e\.g\. lm_head\.weight/);
   });
 });
 
