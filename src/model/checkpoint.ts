@@ -660,6 +660,22 @@ const CLIP_UNUSED = /^(text_model\.|text_projection\.|visual_projection\.|logit_
  * Our parameter name for a LLaVA-layout tensor: the same, except the linear projector's as vwlmm wrote it before it
  * used LLaVA's names (model.mm_projector.0.* for LLaVA's nn.Linear model.mm_projector.*).
  */
+/**
+ * A checkpoint's tensors by the names of `model`'s parameters (llavaLayoutName: a linear projector written as
+ * model.mm_projector.0.*, vwlmm's name before it took LLaVA's, is model.mm_projector.*). In place; returns `weights`.
+ */
+export function withModelNames(weights: Map<string, HostTensor>, model: VwLmm): Map<string, HostTensor> {
+  const params = model.namedParameters();
+  for (const n of [...weights.keys()]) {
+    const o = llavaLayoutName(n, params);
+    if (o !== n && !weights.has(o)) {
+      weights.set(o, weights.get(n)!);
+      weights.delete(n);
+    }
+  }
+  return weights;
+}
+
 function llavaLayoutName(name: string, params: Map<string, unknown>): string {
   const m = /^model\.mm_projector\.0\.(weight|bias)$/.exec(name);
   return m && !params.has(name) && params.has(`model.mm_projector.${m[1]}`) ? `model.mm_projector.${m[1]}` : name;

@@ -38,7 +38,7 @@ import { keep, scope, Tensor } from '../tensor';
 import * as F from '../functional';
 import { clearTape, noGrad, zeroGrad } from '../autograd';
 import { HostTensor, readSafetensors } from '../io/safetensors';
-import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions } from '../model/checkpoint';
+import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions, withModelNames } from '../model/checkpoint';
 import { loraParameters, loraTrainingRecord, resumeLoraTraining } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { LayerNorm, RMSNorm, storeFrozenWeights } from '../nn/layers';
@@ -604,16 +604,8 @@ export class Trainer {
     const dir = resolveCheckpointDir(this.checkpointDir!);
     if (dir === null || !fs.existsSync(path.join(dir, 'trainer_state.json'))) return null;
     const from = readTrainerState(dir);
-    const weights = readCheckpointWeights(dir);
-    // a linear projector written as mm_projector.0.* (before it took LLaVA's names, as loadCheckpoint still reads)
-    const params = this.model.namedParameters();
-    for (const k of ['weight', 'bias']) {
-      const old = `model.mm_projector.0.${k}`, now = `model.mm_projector.${k}`;
-      if (weights.has(old) && !weights.has(now) && params.has(now)) {
-        weights.set(now, weights.get(old)!);
-        weights.delete(old);
-      }
-    }
+    // by the model's names, as loadCheckpoint reads them (a linear projector's earlier name)
+    const weights = withModelNames(readCheckpointWeights(dir), this.model);
     const { missing } = this.model.loadStateDict(weights, { strict: false });
     if (missing.length) throw new Error(`resume: ${dir} lacks ${missing.length} of the model's tensors, e.g. ${missing.slice(0, 5).join(', ')} (a checkpoint of another model?)`);
     return from;
