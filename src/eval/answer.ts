@@ -24,6 +24,7 @@ import { VwLmm } from '../model/vwlmm';
 import { chunkOf } from './chunk';
 import { pyStrip } from './evalai';
 import { mmbenchQuestions } from './mmbench';
+import { writeFileAtomic } from '../io/atomic_file';
 import { pyJsonDumps, pyKey } from './pyformat';
 
 export { chunkOf };
@@ -158,12 +159,7 @@ function orderAnswers(file: string, modelId: string, questions: readonly Questio
   const lines = fs.readFileSync(file, 'utf8').split('\n');
   const out = lines.slice();
   [...at].sort((a, b) => a - b).forEach((slot, k) => (out[slot] = lines[at[k]]));
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, out.join('\n'));
-  const fd = fs.openSync(tmp, 'r+');
-  fs.fsyncSync(fd);
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, out.join('\n'));
 }
 
 const SINGLE_PRED = "Answer with the option's letter from the given choices directly.";

@@ -13,6 +13,7 @@ import { scope } from '../tensor';
 import { TextTokenizer } from '../data/tokenizer';
 import { clipView, RgbImage } from '../data/images';
 import { VwLmm } from '../model/vwlmm';
+import { writeFileAtomic } from '../io/atomic_file';
 
 export interface PatchWords {
   row: number;
@@ -98,11 +99,10 @@ async function modelView(img: RgbImage, v: ModelView): Promise<RgbImage> {
   return clipView(img, { size: v.size, mean: v.mean, aspect: v.aspect === 'pad' ? 'pad' : 'resize_crop' });
 }
 
-let tmpFiles = 0;
 const FORMATS: Record<string, 'png' | 'jpeg' | 'webp'> = { '.png': 'png', '.jpg': 'jpeg', '.jpeg': 'jpeg', '.webp': 'webp' };
 
-/** The picture's format from the file's extension, and its folder that must exist; an error names what is wrong. */
-function pictureTarget(file: string): { format: 'png' | 'jpeg' | 'webp'; dir: string } {
+/** The picture's format from the file's extension, checking that its folder exists; an error names what is wrong. */
+function pictureFormat(file: string): 'png' | 'jpeg' | 'webp' {
   const ext = path.extname(file);
   const format = FORMATS[ext.toLowerCase()];
   if (!format) throw new Error(`drawVisualWords: cannot write ${file}: ${ext ? `unknown picture format '${ext}'` : 'no extension'} (.png, .jpg, .jpeg or .webp)`);
@@ -114,7 +114,7 @@ function pictureTarget(file: string): { format: 'png' | 'jpeg' | 'webp'; dir: st
     throw new Error(`drawVisualWords: cannot write ${file}: the folder ${dir} does not exist`);
   }
   if (!st.isDirectory()) throw new Error(`drawVisualWords: cannot write ${file}: ${dir} is not a folder`);
-  return { format, dir };
+  return format;
 }
 
 /**
@@ -125,7 +125,7 @@ function pictureTarget(file: string): { format: 'png' | 'jpeg' | 'webp'; dir: st
 export async function drawVisualWords(rgb: Uint8Array, width: number, height: number, patches: PatchWords[], grid: number, file: string, options: number | DrawVisualWordsOptions = 8): Promise<void> {
   const o = typeof options === 'number' ? { scale: options } : options;
   const scale = o.scale ?? 8;
-  const { format, dir } = pictureTarget(file);
+  const format = pictureFormat(file);
   let img: RgbImage = { width, height, data: rgb };
   if (o.view) img = await modelView(img, o.view);
   else if (width !== height) throw new RangeError(`drawVisualWords: a ${width}x${height} image is not the square the model saw, so the grid would not be its patches: give options.view (the checkpoint's image size and aspect)`);
@@ -142,18 +142,9 @@ export async function drawVisualWords(rgb: Uint8Array, width: number, height: nu
     .composite([{ input: svg, top: 0, left: 0 }]);
   const bytes = await (format === 'png' ? picture.png() : format === 'jpeg' ? picture.jpeg() : picture.webp()).toBuffer();
   // a reader never sees half a picture, and a failed write leaves an earlier one in place
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${++tmpFiles}`);
   try {
-    const fd = fs.openSync(tmp, 'w');
-    try {
-      fs.writeSync(fd, bytes);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, file);
+    writeFileAtomic(file, bytes);
   } catch (e) {
-    fs.rmSync(tmp, { force: true });
     throw new Error(`drawVisualWords: cannot write ${file}: ${(e as Error).message}`);
   }
 }

@@ -28,6 +28,7 @@ import { LLM_LORA_TARGETS, loraDropoutSeed, LoraOptions } from '../nn/lora';
 import { Generator } from '../random';
 import { Tensor } from '../tensor';
 import { isTransformersLlavaConfig, ourNameFromTransformers, transformersNameFromOurs } from './transformers_llava';
+import { writeFileAtomic } from '../io/atomic_file';
 
 /** A model with a LLaMA decoder under `.model` (VwLmm, nn.LlamaForCausalLM). */
 export interface WithDecoder {
@@ -328,9 +329,7 @@ export function saveLoraAdapter(dir: string, model: WithDecoder, opts: { baseMod
   const id = randomUUID();
   if (extra.size) writeSafetensors(path.join(dir, 'non_lora_trainables.safetensors'), extra, { format: 'pt', [SAVE_KEY]: id });
   writeSafetensors(path.join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt', [SAVE_KEY]: id });
-  const tmp = path.join(dir, `.adapter_config-${process.pid}-${id}.json`);
-  fs.writeFileSync(tmp, JSON.stringify(config, null, 2) + '\n');
-  fs.renameSync(tmp, path.join(dir, 'adapter_config.json'));
+  writeFileAtomic(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
   // LLaVA's own loader reads non_lora_trainables.bin (or .safetensors) whatever the adapter: a stale one goes
   if (!extra.size) for (const f of ['non_lora_trainables.safetensors', 'non_lora_trainables.bin']) fs.rmSync(path.join(dir, f), { force: true });
 }

@@ -37,6 +37,7 @@ import { Generator } from '../random';
 import { keep, scope, Tensor } from '../tensor';
 import * as F from '../functional';
 import { clearTape, noGrad, zeroGrad } from '../autograd';
+import { writeFileAtomic } from '../io/atomic_file';
 import { HostTensor, readSafetensors } from '../io/safetensors';
 import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions, withModelNames } from '../model/checkpoint';
 import { loraParameters, loraTrainingRecord, resumeLoraTraining } from '../model/lora';
@@ -1053,9 +1054,7 @@ function truncateMetrics(file: string, globalStep: number): void {
       return false;
     }
   });
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, keep.map((l) => l + '\n').join(''));
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, keep.map((l) => l + '\n').join(''));
 }
 
 /**
