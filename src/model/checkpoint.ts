@@ -21,6 +21,7 @@ import { DeviceSpec } from '../device';
 import { writeParameter } from '../nn/module';
 import { forEachTorchTensor, readTorchBin, torchBinTensorNames } from '../io/torch_bin';
 import { Generator } from '../random';
+import { writeFileDurable } from '../io/atomic_file';
 import { describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
@@ -275,17 +276,6 @@ const STALE_NAME = /^(old|trash)-\d{15}-\d+-\d+$/;
 /** A name part that sorts by time (then process and a counter), for .old- directories. */
 function stamp(): string {
   return `${String(Date.now()).padStart(15, '0')}-${process.pid}-${saveCounter++}`;
-}
-
-/** Writes a file and fsyncs it (the data is on disk before the directory that holds it is renamed). */
-function writeFileDurable(file: string, data: string | Buffer): void {
-  const fd = fs.openSync(file, 'w', 0o644);
-  try {
-    fs.writeFileSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 /** fsync of a directory (its entries) or file; best effort where the platform cannot. */
