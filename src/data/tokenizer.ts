@@ -14,7 +14,8 @@
 //        EOS; else 0.
 import * as fs from 'fs';
 import * as path from 'path';
-import { ByteFallbackDecoder, type Decoder, SequenceDecoder, Tokenizer } from '@huggingface/tokenizers';
+import { BPE, ByteFallbackDecoder, type Decoder, SequenceDecoder, Tokenizer } from '@huggingface/tokenizers';
+import { RustBpe } from './bpe';
 
 /** TextTokenizer.encode's memo: how many texts it keeps, and the longest it keeps. */
 const MEMO_ENTRIES = 1 << 15;
@@ -258,6 +259,16 @@ export class TextTokenizer {
       throw new Error(`TextTokenizer: ${where}: cannot build the tokenizer: ${(e as Error).message}`);
     }
     useExactByteFallback(this.tok.decoder);
+    if (this.tok.model instanceof BPE) {
+      // the model step as Rust's BPE runs it (src/data/bpe.ts says where the JavaScript one differs)
+      let bpe: RustBpe;
+      try {
+        bpe = new RustBpe(model);
+      } catch (e) {
+        throw new Error(`TextTokenizer: ${where}: ${(e as Error).message}`);
+      }
+      (this.tok.model as unknown as { _call: (words: string[]) => string[] })._call = (words) => bpe.tokenize(words);
+    }
 
     const idOf = (name: string, token: string | null): number | null => {
       if (token === null) return null;
