@@ -1,4 +1,4 @@
-// Tape-based reverse-mode autograd. Ops (src/ops.ts) call record() with their inputs, outputs and a
+// Tape-based reverse-mode autograd. F.* (src/functional.ts) call record() with their inputs, outputs and a
 // backward function; backward() walks the nodes its root depends on in reverse creation order (a valid topological
 // order), accumulating gradients, and releases every gradient temporary and saved tensor as soon as it is no
 // longer needed, then takes those nodes off the tape (a graph is back-propagated once, as torch's without

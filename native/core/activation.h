@@ -1,6 +1,6 @@
 // The activation kinds of activation_forward / activation_backward (native/core/ops.def), defined once:
 // the CPU and CUDA kernels switch on ActivationKind, and TypeScript reads the names and numbers from the
-// addon (opConstants().activation), so src/ops.ts never writes them down.
+// addon (opConstants().activation), so src/functional.ts never writes them down.
 //   gelu       x Phi(x), Phi the normal CDF (erf form; PyTorch's default)
 //   geluTanh   x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2 (PyTorch approximate='tanh')
 //   quickGelu  x sigmoid(1.702 x) (CLIP)

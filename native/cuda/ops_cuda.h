@@ -2,7 +2,7 @@
 // native/cuda/<op>.cu (fused vocabulary ops) and native/cuda/engine/*.cu; a missing one fails to link.
 // Buffers are device pointers. Parameters are read with the backend-neutral readers of native/core, on the
 // host, before the GPU is touched; data-dependent checks (ids, key masks) run on the device.
-// Ops only enqueue work on context().stream: run_op() (native/cuda/common.cuh) is the one place that
+// Ops only enqueue work on context().stream: run_op() (below, in this file) is the one place that
 // decides when the host waits for it and how asynchronous faults are reported.
 #pragma once
 #include <cstdint>

@@ -6,7 +6,7 @@
 
 #include <algorithm>
 #include <string>
-#ifdef __GLIBC__
+#ifdef __GLIBC__  // mallopt / M_MMAP_THRESHOLD are glibc's; other C libraries keep their malloc defaults
 #include <malloc.h>
 #endif
 
