@@ -51,12 +51,12 @@ async function device(spec: string): Promise<DeviceSpec> {
  * run in bf16 the LLM's and tower's Linear weights are loaded in bf16 (autocast would round them so anyway: the
  * results are the same, at half the memory).
  */
-async function loadWithAdapter(checkpoint: string, dev: string, adapter: string | undefined, dtype?: 'float32' | 'bfloat16') {
+async function loadWithAdapter(checkpoint: string, dev: string, adapter: string | undefined, dtype?: 'float32' | 'bfloat16', pif?: boolean) {
   const { loadCheckpoint, loadLoraAdapter } = await import('./model');
   const { defaultComputeDtype } = await import('./index');
   if (adapter) existing(adapter, 'adapter', 'dir');
   const spec = await device(dev);
-  const loaded = loadCheckpoint(checkpoint, { device: spec, weightDtype: dtype ?? defaultComputeDtype(spec) });
+  const loaded = loadCheckpoint(checkpoint, { device: spec, weightDtype: dtype ?? defaultComputeDtype(spec), pif });
   if (adapter) {
     const { loraConfigOf } = await import('./model');
     if (loraConfigOf(loaded.model)) {
@@ -72,6 +72,12 @@ async function loadWithAdapter(checkpoint: string, dev: string, adapter: string 
   }
   return loaded;
 }
+
+// --pif / --no-pif on the commands that load a checkpoint: which kind a released VW-LMM is, where its config has no
+// vm_pif key (loadCheckpoint follows the official builder: a vwPifLlamaForCausalLM architecture, or "pif" in the
+// model's name on a LLaMA base). Neither given: undefined, that rule.
+const PIF_HELP = 'load the checkpoint as the PIF variant, whatever its name says (it needs a vm_head)';
+const NO_PIF_HELP = 'load it as plain VW-LMM, whatever its name says (default: its config; else, as the official loader, PIF when the architecture is vwPifLlamaForCausalLM or the folder name holds "pif" on a LLaMA base)';
 
 /** p must exist: as a file, a directory, or either ('path'). */
 function existing(p: string, what: string, kind: 'file' | 'dir' | 'path'): string {
@@ -459,7 +465,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
   .option('--pif', 'the PIF variant: the LLM reads each patch as its visual word (a mixture of word embeddings)')
   .option('--detach-target', "detach the KL's target (an ablation of the paper's objective)")
   .option('--no-replay', 'run every step in JavaScript (by default a step of a batch shape seen twice is replayed natively as an op program: the same numbers, less host time)')
-  .option('--nproc-per-node <n>', 'data-parallel: train with n ranks on this machine (through mpirun: apt install libopenmpi-dev openmpi-bin); the batches stay the global ones; 2 on 2 cores train 1.28x faster (benchmarks/RESULTS.md)', int('--nproc-per-node', 1))
+  .option('--nproc-per-node <n>', 'data-parallel: train with n ranks on this machine (through mpirun: apt install libopenmpi-dev openmpi-bin); the batches stay the global ones; 2 on 2 cores trained 1.28x faster on an earlier, longer recipe (benchmarks/RESULTS.md)', int('--nproc-per-node', 1))
   .option('--dist-timeout <s>', DIST_TIMEOUT_HELP, num('--dist-timeout'))
   .action(async (o: { nprocPerNode?: number; distTimeout?: number; out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; overwriteOutputDir?: boolean; device: string; dtype?: string; schedule: string; pif?: boolean; detachTarget?: boolean; replay: boolean }) => {
     outputFolder('--out', o.out); // before the ranks start, the data set is written or anything is calibrated
@@ -538,7 +544,9 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--dist-timeout <s>', DIST_TIMEOUT_HELP, num('--dist-timeout'))
   .option('--gather-dtype <d>', "data-parallel: the dtype the updated weights are all-gathered in: bf16 (llm.c's ZeRO-1: the fp32 masters sharded too, every rank trains with bf16 weights, half the bytes) or fp32 (default); checkpoints hold the fp32 masters either way")
   .option('--no-replay', 'run every step in JavaScript (by default a step of a batch shape seen twice is replayed natively as an op program: the same numbers, less host time)')
-  .action(async (o: { replay: boolean; nprocPerNode?: number; distBackend?: string; distTimeout?: number; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; overwriteOutputDir?: boolean; modelMaxLength?: number; verifyImages: string; template?: string; imageAspectRatio?: string; groupByModalityLength?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; residualDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }, cmd: Command) => {
+  .option('--pif', `--init: ${PIF_HELP}`)
+  .option('--no-pif', `--init: ${NO_PIF_HELP}`)
+  .action(async (o: { pif?: boolean; replay: boolean; nprocPerNode?: number; distBackend?: string; distTimeout?: number; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; overwriteOutputDir?: boolean; modelMaxLength?: number; verifyImages: string; template?: string; imageAspectRatio?: string; groupByModalityLength?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; residualDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }, cmd: Command) => {
     outputFolder('--out', o.out);
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     if (o.verifyImages !== 'decode' && o.verifyImages !== 'header') fail(`--verify-images must be decode or header, got '${o.verifyImages}'`);
@@ -604,7 +612,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     // so a 7B base never exists in float32 (the Trainer would store them so at the stage's start anyway)
     const frozenStorage = frozenDtype ?? dtype ?? defaultComputeDtype(spec);
     const weightDtype = frozenStorage === 'bfloat16' && !parts.includes('llm') && !parts.includes('vision') ? 'bfloat16' : 'float32';
-    const { model, config, tokenizerPath } = loadCheckpoint(from, { device: spec, weightDtype });
+    const { model, config, tokenizerPath } = loadCheckpoint(from, { device: spec, weightDtype, pif: o.pif });
     if (!tokenizerPath) fail(`checkpoint ${from} has no tokenizer.json`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const resume = o.resume ? readTrainerState(from) : undefined;
@@ -668,7 +676,9 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
   .option('--dtype <d>', DTYPE_HELP)
-  .action(async (o: { checkpoint: string; questions: string; imageFolder: string; answers: string; convMode?: string; numChunks: number; chunkIdx: number; maxNewTokens: number; batchSize: number; strict?: boolean; device: string; adapter?: string; dtype?: string; format: string; singlePredPrompt?: boolean; lang: string; allRounds?: boolean }) => {
+  .option('--pif', PIF_HELP)
+  .option('--no-pif', NO_PIF_HELP)
+  .action(async (o: { pif?: boolean; checkpoint: string; questions: string; imageFolder: string; answers: string; convMode?: string; numChunks: number; chunkIdx: number; maxNewTokens: number; batchSize: number; strict?: boolean; device: string; adapter?: string; dtype?: string; format: string; singlePredPrompt?: boolean; lang: string; allRounds?: boolean }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.questions, 'questions', 'file');
     if (o.format !== 'vqa_loader' && o.format !== 'science' && o.format !== 'mmbench') fail(`--format must be vqa_loader, science or mmbench, got ${o.format}`);
@@ -679,7 +689,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
     if (o.chunkIdx >= o.numChunks) fail(`--chunk-idx ${o.chunkIdx} must be below --num-chunks ${o.numChunks}`);
     if (fs.existsSync(o.answers) && !fs.statSync(o.answers).isFile()) fail(`answers ${o.answers} is not a file`);
     const { answerQuestions } = await import('./eval');
-    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype));
+    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype), o.pif);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const r = await answerQuestions(model, tokenizer, {
@@ -866,13 +876,15 @@ program.command('eval').description('exact-match (or VQA soft) accuracy of a che
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
   .option('--dtype <d>', DTYPE_HELP)
-  .action(async (o: { checkpoint: string; data: string; imageFolder: string; answers?: string; limit?: number; maxNewTokens: number; strict?: boolean; json?: boolean; device: string; adapter?: string; dtype?: string }) => {
+  .option('--pif', PIF_HELP)
+  .option('--no-pif', NO_PIF_HELP)
+  .action(async (o: { pif?: boolean; checkpoint: string; data: string; imageFolder: string; answers?: string; limit?: number; maxNewTokens: number; strict?: boolean; json?: boolean; device: string; adapter?: string; dtype?: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
     if (o.answers && fs.existsSync(o.answers) && !fs.statSync(o.answers).isFile()) fail(`answers ${o.answers} is not a file`);
     const { evaluateFile } = await import('./eval');
-    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype));
+    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype), o.pif);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const r = await evaluateFile(model, await openTokenizer(tokenizerPath, config.llm.vocabSize), o.data, o.imageFolder, {
       limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict, dtype: await computeDtypeOf(o.dtype), answers: o.answers, modelId: modelNameFromPath(o.checkpoint),
@@ -889,7 +901,8 @@ program.command('generate').description('answer a prompt about an image with a c
   .requiredOption('--checkpoint <dir>', 'checkpoint directory')
   .requiredOption('--prompt <text>', 'the question')
   .option('--image <file>', 'image file (PNG/JPEG/WebP)')
-  .option('--max-new-tokens <n>', 'generation budget', int('--max-new-tokens', 1), 32)
+  .option('--max-new-tokens <n>', "generation budget (the official VW-LMM inference.py's 128)", int('--max-new-tokens', 1), 128)
+  .option('--conv-mode <name>', "conversation template (LLaVA's --conv-mode: plain, vicuna_v1, mistral; default the checkpoint's)")
   .option('--temperature <t>', '0 = greedy; > 0 samples (transformers do_sample)', num('--temperature'), 0)
   .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'), 1)
   .option('--top-k <k>', "sample from the k largest logits only (0 = off; transformers' generate defaults to 50 when sampling, and LLaVA's run_llava passes none, so it samples with 50)", int('--top-k'), 0)
@@ -897,7 +910,9 @@ program.command('generate').description('answer a prompt about an image with a c
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
   .option('--dtype <d>', DTYPE_HELP)
-  .action(async (o: { checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; topK: number; seed: number; device: string; adapter?: string; dtype?: string }) => {
+  .option('--pif', PIF_HELP)
+  .option('--no-pif', NO_PIF_HELP)
+  .action(async (o: { pif?: boolean; convMode?: string; checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; topK: number; seed: number; device: string; adapter?: string; dtype?: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     if (o.image) existing(o.image, 'image', 'file');
     if (o.topP <= 0 || o.topP > 1) fail('--top-p must be in (0, 1]');
@@ -909,11 +924,13 @@ program.command('generate').description('answer a prompt about an image with a c
     const { collate, loadImage, preprocessClip } = await import('./data');
     const { clipPreprocessOptions } = await import('./model');
     const { answerPrompt } = await import('./eval');
-    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype));
+    const { getTemplate } = await import('./data');
+    if (o.convMode !== undefined) getTemplate(o.convMode as never); // an unknown name fails here, before the model loads
+    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype), o.pif);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const pixels = o.image ? await preprocessClip(await loadImage(o.image), clipPreprocessOptions(config)) : null;
-    const p = answerPrompt(o.prompt, pixels !== null, config.template, tok);
+    const p = answerPrompt(o.prompt, pixels !== null, (o.convMode as never) ?? config.template, tok);
     if (p.numImages !== (pixels ? 1 : 0)) fail(`--prompt: the prompt holds ${p.numImages} image placeholders for ${pixels ? 'one image' : 'no image'}`);
     const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tok.padId, numPatches: model.numImageTokens });
     const [ids] = model.generate([{ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues }], { maxNewTokens: o.maxNewTokens, eosId: tok.eosId ?? undefined, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed, dtype: await computeDtypeOf(o.dtype) });
@@ -930,7 +947,9 @@ program.command('visual-words').description('top-k visual words of every patch (
   .option('--out <file>', 'where to write the picture (.png, .jpg, .jpeg or .webp), on the image as the model saw it', 'visual_words.png')
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
-  .action(async (o: { checkpoint: string; image: string; topK: number; out: string; device: string; adapter?: string }) => {
+  .option('--pif', PIF_HELP)
+  .option('--no-pif', NO_PIF_HELP)
+  .action(async (o: { pif?: boolean; checkpoint: string; image: string; topK: number; out: string; device: string; adapter?: string }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.image, 'image', 'file');
     // the picture's format and folder, before any work (drawVisualWords checks them again)
@@ -941,7 +960,7 @@ program.command('visual-words').description('top-k visual words of every patch (
     const { loadImage, preprocessClip } = await import('./data');
     const { clipPreprocessOptions } = await import('./model');
     const { visualWordsOf, drawVisualWords } = await import('./eval');
-    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, 'float32');
+    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, 'float32', o.pif);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const img = await loadImage(o.image);
@@ -960,7 +979,9 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
   .option('--format <f>', 'vwlmm (LLaVA layout) or transformers (LlavaForConditionalGeneration: plain LLaVA models, no vm_head)', 'vwlmm')
   .option('--image-token-index <id>', "transformers format: the vocabulary id of the <image> token (default: the model's when it is one, else the tokenizer's <image> token)", int('--image-token-index'))
   .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
-  .action(async (o: { checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number; overwriteOutputDir?: boolean }) => {
+  .option('--pif', PIF_HELP)
+  .option('--no-pif', NO_PIF_HELP)
+  .action(async (o: { pif?: boolean; checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number; overwriteOutputDir?: boolean }) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     if (o.format !== 'vwlmm' && o.format !== 'transformers') fail(`--format must be vwlmm or transformers, got '${o.format}'`);
     if (o.imageTokenIndex !== undefined && o.format !== 'transformers') fail('--image-token-index is for --format transformers');
@@ -974,7 +995,7 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
     if (!o.overwriteOutputDir && fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() && fs.readdirSync(o.out).length > 0)
       fail(`--out ${o.out} is not empty: merge-adapter writes a new checkpoint (--overwrite-output-dir replaces what is there)`);
     const { saveCheckpoint, mergeLora, loraConfigOf } = await import('./model');
-    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter);
+    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter, undefined, o.pif);
     const lora = loraConfigOf(model);
     if (!lora) fail(`no LoRA adapters: ${o.checkpoint} has none${o.adapter ? '' : ' (give --adapter)'}`);
     // transformers' layout names the image token by a vocabulary id; LLaVA's layout uses the placeholder -200

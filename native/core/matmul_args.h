@@ -57,7 +57,7 @@ inline MatmulArgs read_matmul(const OpCall& c, bool bf16) {
   a.C = c.out_any(0, batched_extent(c, a.batch, a.sC, a.MN), a.t_c, "C");
   // With all three strides 0 no buffer bounds the batch count: every batch repeats one product into one C,
   // so batch = 2^32 would loop for minutes (or queue billions of launches). Such a call is never meaningful
-  // (ops.ts skips empty products).
+  // (src/functional.ts skips empty products).
   if (!a.empty() && a.batch > 1 && a.sA == 0 && a.sB == 0 && a.sC == 0)
     throw_range_error("[", c.op, "] batch = ", a.batch, " with strideA = strideB = strideC = 0 repeats one product; pass batch = 1");
   return a;

@@ -1,5 +1,6 @@
 // The CPU backend of the op table (native/core/ops.def): one `<name>_cpu(const OpCall&)` per row, in
-// native/cpu/<op>.cpp; a missing one fails to link.
+// a family file (native/cpu/<family>.cpp: rows.cpp, elementwise.cpp, ...; the fused ops in their own <op>.cpp);
+// a missing one fails to link.
 #pragma once
 #include "../core/op.h"
 

@@ -551,11 +551,22 @@ const VW_ARCHITECTURES = ['vwLlamaForCausalLM', 'vwMistralForCausalLM', 'vwPifLl
 const KNOWN_ARCHITECTURES = [...VW_ARCHITECTURES, 'LlavaLlamaForCausalLM', 'LlavaMistralForCausalLM'];
 
 /**
+ * The official loader's model name (VW-LMM's mm_utils.get_model_name_from_path): the path's last part, or
+ * "<parent>_checkpoint-N" for a checkpoint-N folder, taken from the path as given.
+ */
+function officialModelName(dir: string): string {
+  const parts = dir.replace(/^\/+|\/+$/g, '').split('/');
+  const last = parts[parts.length - 1];
+  return last.startsWith('checkpoint-') && parts.length > 1 ? `${parts[parts.length - 2]}_${last}` : last;
+}
+
+/**
  * What kind of model the checkpoint holds, where its config does not say. The official VW-LMM configs carry no vm_*
  * keys (the official loader picks its class from the model's name): a vm_head.weight among the weights, or a vw*
- * architecture, makes it a VW-LMM (the official loss weight 1), and it is the PIF variant when the architecture
- * says so or, as the official loader decides, the model's name (_name_or_path, else the directory) contains
- * "pif"; `pif` overrides that. Explicit vm_weight / vm_pif keys (our checkpoints) win.
+ * architecture, makes it a VW-LMM (the official loss weight 1). It is the PIF variant when the architecture says so
+ * or, as the official builder decides it, when the base is LLaMA and the model's name (officialModelName of the
+ * directory as given; case-sensitive) contains "pif"; `pif` overrides that. Explicit vm_weight / vm_pif keys (our
+ * checkpoints) win.
  */
 function modelKind(dir: string, json: Record<string, unknown>, config: VwLmmConfig, names: Set<string>, pif: boolean | undefined): VwLmmConfig {
   const arch = json.architectures;
@@ -567,12 +578,12 @@ function modelKind(dir: string, json: Record<string, unknown>, config: VwLmmConf
   const archs = (arch ?? []) as string[];
   const vw = names.has('vm_head.weight') || archs.some((a) => VW_ARCHITECTURES.includes(a));
   if (pif !== undefined && typeof pif !== 'boolean') throw new TypeError(`loadCheckpoint: pif must be a boolean, got ${JSON.stringify(pif)}`);
-  const name = typeof json._name_or_path === 'string' && json._name_or_path ? json._name_or_path : path.basename(path.resolve(dir));
+  const name = officialModelName(dir);
   const out = { ...config };
   if (json.vm_weight === undefined && vw) out.vmWeight = 1;
   if (pif !== undefined) out.pif = pif;
-  else if (json.vm_pif === undefined && vw) out.pif = archs.includes('vwPifLlamaForCausalLM') || /pif/i.test(name);
-  if (out.pif && !names.has('vm_head.weight')) throw new RangeError(`the model is the PIF variant${pif ? ' (pif: true)' : ` ("pif" in its name '${name}')`} but has no vm_head.weight, which PIF needs (pass pif: false to load it as plain LLaVA)`);
+  else if (json.vm_pif === undefined && vw) out.pif = archs.includes('vwPifLlamaForCausalLM') || (config.base !== 'mistral' && name.includes('pif'));
+  if (out.pif && !names.has('vm_head.weight')) throw new RangeError(`the model is the PIF variant${pif ? ' (pif: true)' : archs.includes('vwPifLlamaForCausalLM') ? ' (architectures vwPifLlamaForCausalLM)' : ` ("pif" in its name '${name}')`} but has no vm_head.weight, which PIF needs (pass pif: false to load it as plain LLaVA)`);
   return out;
 }
 

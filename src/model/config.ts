@@ -32,6 +32,12 @@ export interface VwLmmConfig {
   /** Stop the KL gradient at the target (vm_head and projector). Official: false. */
   detachTarget: boolean;
   template: TemplateName;
+  /**
+   * The language model's family, as LLaVA and the official VW-LMM code tell them apart (model_type llava_mistral, a
+   * *Mistral* architecture): it picks the class written to config.json's architectures, the default template, and
+   * whether "pif" in a released model's name means PIF (LLaMA bases only). Absent: 'llama'.
+   */
+  base?: 'llama' | 'mistral';
   image: ImageConfig;
   /** Token id of the image placeholder in tokenized prompts (LLaVA: -200). */
   imageTokenIndex: number;
@@ -104,10 +110,22 @@ export function validateConfig(c: VwLmmConfig): VwLmmConfig {
   return c;
 }
 
+/**
+ * The class config.json names, as the official VW-LMM code and LLaVA name theirs: vwPifLlamaForCausalLM,
+ * vwMistralForCausalLM or vwLlamaForCausalLM for a model with a vm_head (PIF on a Mistral base has no official class:
+ * vwMistralForCausalLM, with vm_pif saying the rest), LlavaMistralForCausalLM or LlavaLlamaForCausalLM for plain LLaVA.
+ */
+export function architectureOf(c: VwLmmConfig): string {
+  const mistral = c.base === 'mistral';
+  if (hasVmHead(c)) return mistral ? 'vwMistralForCausalLM' : c.pif ? 'vwPifLlamaForCausalLM' : 'vwLlamaForCausalLM';
+  return mistral ? 'LlavaMistralForCausalLM' : 'LlavaLlamaForCausalLM';
+}
+
 export function configToJson(c: VwLmmConfig): Record<string, unknown> {
   return {
-    architectures: ['LlavaLlamaForCausalLM'],
-    model_type: 'llava',
+    architectures: [architectureOf(c)],
+    // LLaVA's LlavaMistralConfig is "llava_mistral"; the official VW-LMM classes (Mistral too) are "llava"
+    model_type: c.base === 'mistral' && !hasVmHead(c) ? 'llava_mistral' : 'llava',
     ...llamaConfigToHF(c.llm),
     mm_vision_tower: c.visionTower,
     mm_hidden_size: c.vision.hiddenSize,
@@ -187,6 +205,8 @@ export function configFromJson(j: Record<string, unknown>, visionConfig?: Record
   const k = keyReader(j);
   // LLaVA v0's image start / end tokens around the features would change every prompt: refused, not ignored
   if (k.bool('mm_use_im_start_end', false)) throw new RangeError('config: mm_use_im_start_end true (image start and end tokens around the features, as LLaVA v0 used them) is not supported');
+  const archs = Array.isArray(j.architectures) ? j.architectures.filter((a): a is string => typeof a === 'string') : [];
+  const base = j.model_type === 'llava_mistral' || archs.some((a) => a.includes('Mistral')) ? 'mistral' : 'llama';
   const modelMaxLength = j.tokenizer_model_max_length === undefined || j.tokenizer_model_max_length === null ? undefined : k.num('tokenizer_model_max_length', 0, { integer: true, min: 1 });
   return validateConfig({
     llm: llamaConfigFromHF(j),
@@ -198,7 +218,9 @@ export function configFromJson(j: Record<string, unknown>, visionConfig?: Record
     vmWeight: k.num('vm_weight', 0, { min: 0 }),
     pif: k.bool('vm_pif', false),
     detachTarget: k.bool('vm_detach_target', false),
-    template: k.str<TemplateName>('conversation_template', 'vicuna_v1', ['plain', 'vicuna_v1', 'mistral']),
+    // absent (LLaVA's and the official configs): the template the official inference uses for the base
+    template: k.str<TemplateName>('conversation_template', base === 'mistral' ? 'mistral' : 'vicuna_v1', ['plain', 'vicuna_v1', 'mistral']),
+    ...(base === 'mistral' ? { base } : {}), // absent means LLaMA: configs made in code compare equal to loaded ones
     image: {
       size: k.num('image_size', vision.imageSize, { integer: true, min: 1 }),
       mean: k.arr3('image_mean', CLIP_MEAN),

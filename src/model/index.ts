@@ -3,7 +3,7 @@
 export { VwLmm } from './vwlmm';
 export type { ModelBatch, LossOutput, GenerateOptions } from './vwlmm';
 export {
-  CLIP_MEAN, CLIP_STD, hasVmHead, numImageTokens, validateConfig, configToJson, configFromJson, clipPreprocessOptions,
+  CLIP_MEAN, CLIP_STD, hasVmHead, numImageTokens, validateConfig, configToJson, configFromJson, clipPreprocessOptions, architectureOf,
 } from './config';
 export type { TemplateName, ImageConfig, VwLmmConfig } from './config';
 export { saveCheckpoint, loadCheckpoint, assembleLlava, resolveCheckpointDir, checkTokenizerVocab, readCheckpointWeights, forEachCheckpointTensor, checkpointTensorNames } from './checkpoint';

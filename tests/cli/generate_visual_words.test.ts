@@ -58,6 +58,35 @@ describe('vwlmm generate and visual-words', () => {
     expect(twice.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it('--conv-mode overrides the checkpoint\'s template (an unknown one named); --pif / --no-pif override the official name rule', () => {
+    const args = (ckpt: string, ...more: string[]) => ['generate', '--checkpoint', ckpt, '--image', path.join(fx.imageFolder, image), '--prompt', 'what shape ?', '--max-new-tokens', '4', ...more];
+    const plainCkpt = variant(fx.init, path.join(dir, 'conv-plain'), { conversation_template: 'plain' });
+    const viaFlag = cli(...args(fx.init, '--conv-mode', 'plain'));
+    const viaConfig = cli(...args(plainCkpt));
+    expect(viaFlag.status, viaFlag.stderr).toBe(0);
+    expect(viaFlag.stdout).toBe(viaConfig.stdout);
+    const bad = cli(...args(fx.init, '--conv-mode', 'llava_v9'));
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/llava_v9/);
+    // the official layout (no vm_* keys) in a folder whose name holds "pif": PIF unless --no-pif
+    const cfg = JSON.parse(fs.readFileSync(path.join(fx.init, 'config.json'), 'utf8'));
+    expect(cfg.vm_pif).toBe(false);
+    const named = path.join(dir, 'tiny-pif');
+    fs.cpSync(fx.init, named, { recursive: true });
+    for (const k of ['vm_weight', 'vm_pif', 'vm_detach_target']) delete cfg[k];
+    fs.writeFileSync(path.join(named, 'config.json'), JSON.stringify(cfg));
+    const asPlain = cli(...args(named, '--no-pif'));
+    const original = cli(...args(fx.init));
+    expect(asPlain.status, asPlain.stderr).toBe(0);
+    expect(asPlain.stdout).toBe(original.stdout);
+    const asPif = cli(...args(named));
+    const explicit = cli(...args(variant(fx.init, path.join(dir, 'explicit'), { vm_pif: true })));
+    const forced = cli(...args(fx.init, '--pif'));
+    expect(asPif.status, asPif.stderr).toBe(0);
+    expect(asPif.stdout).toBe(explicit.stdout);
+    expect(forced.stdout).toBe(explicit.stdout);
+  });
+
   it('visual-words: the picture is the padded view of a non-square image; a bad --out is named before any work', async () => {
     const ckpt = variant(fx.init, path.join(dir, 'pad'), { image_aspect_ratio: 'pad' });
     const wide = path.join(dir, 'wide.png');

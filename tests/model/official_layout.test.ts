@@ -45,8 +45,8 @@ describe('official VW-LMM checkpoints', () => {
     plain.model.dispose();
   });
 
-  it('PIF as the official loader decides it ("pif" in the name, or the architecture), with an override', () => {
-    const byName = official('VW-LMM-PIF-Vicuna-7b', ['vwLlamaForCausalLM']);
+  it('PIF as the official builder decides it: the architecture, or "pif" (case-sensitive) in the folder name on a LLaMA base; with an override', () => {
+    const byName = official('VW-LMM-Vicuna-pif-7b', ['vwLlamaForCausalLM']);
     const a = loadCheckpoint(byName.dir);
     expect(a.config.pif).toBe(true);
     const b = loadCheckpoint(byName.dir, { pif: false });
@@ -57,6 +57,61 @@ describe('official VW-LMM checkpoints', () => {
     for (const x of [a, b, c]) x.model.dispose();
     byName.model.dispose();
     byArch.model.dispose();
+  });
+
+  it('the name is get_model_name_from_path\'s: the folder as given, <parent>_checkpoint-N for a checkpoint folder; never _name_or_path', () => {
+    const cases: [string, string[], Record<string, unknown>, boolean][] = [
+      // a saved config keeps the training-time base path in _name_or_path: the official loader never reads it
+      ['VW-LMM-Vicuna-pif-7b', ['vwLlamaForCausalLM'], { _name_or_path: './checkpoints/vicuna-7b-v1.5' }, true],
+      ['VW-LMM-Vicuna-7b', ['vwLlamaForCausalLM'], { _name_or_path: './checkpoints/vw-pif' }, false],
+      // "pif" in Python is case-sensitive
+      ['VW-LMM-Vicuna-PIF-7b', ['vwLlamaForCausalLM'], {}, false],
+      // a Mistral base is vwMistralForCausalLM whatever its name
+      ['VW-LMM-Mistral-pif-7b', ['vwMistralForCausalLM'], {}, false],
+      ['vw-pif-stage2/checkpoint-1000', ['vwLlamaForCausalLM'], {}, true],
+    ];
+    for (const [name, arch, extra, pif] of cases) {
+      const o = official(name, arch);
+      const cfgFile = path.join(o.dir, 'config.json');
+      fs.writeFileSync(cfgFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(cfgFile, 'utf8')), ...extra }));
+      const l = loadCheckpoint(o.dir);
+      expect([name, l.config.pif]).toEqual([name, pif]);
+      // and with the path given with a trailing slash, as the official strip("/") takes it
+      const t = loadCheckpoint(o.dir + '/');
+      expect([name, t.config.pif]).toEqual([name, pif]);
+      for (const m of [l.model, t.model, o.model]) m.dispose();
+    }
+  });
+
+  it('a released VW-LMM-Mistral config (no conversation_template) gets the mistral template, and our saves name the official classes', () => {
+    const m = official('VW-LMM-Mistral-7b', ['vwMistralForCausalLM']);
+    const cfgFile = path.join(m.dir, 'config.json');
+    const json = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
+    delete json.conversation_template;
+    fs.writeFileSync(cfgFile, JSON.stringify(json));
+    const l = loadCheckpoint(m.dir);
+    expect(l.config.template).toBe('mistral');
+    expect(l.config.base).toBe('mistral');
+    // saved again, the class and the base survive
+    const again = path.join(tmp(), 'again');
+    saveCheckpoint(again, l.model);
+    expect(JSON.parse(fs.readFileSync(path.join(again, 'config.json'), 'utf8')).architectures).toEqual(['vwMistralForCausalLM']);
+    const l2 = loadCheckpoint(again);
+    expect(l2.config.base).toBe('mistral');
+    for (const x of [l.model, l2.model, m.model]) x.dispose();
+    // a LLaMA base keeps vicuna_v1, and each kind is written as the official code names it
+    const names: [number, boolean, string][] = [[1, false, 'vwLlamaForCausalLM'], [1, true, 'vwPifLlamaForCausalLM'], [0, false, 'LlavaLlamaForCausalLM']];
+    for (const [vmWeight, pif, arch] of names) {
+      const model = VwLmm.create({ ...tinyConfig(40, vmWeight), pif }, 3);
+      const dir = path.join(tmp(), arch);
+      saveCheckpoint(dir, model);
+      const written = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+      expect(written.architectures).toEqual([arch]);
+      const back = loadCheckpoint(dir);
+      expect([back.config.pif, back.config.template]).toEqual([pif, 'vicuna_v1']);
+      back.model.dispose();
+      model.dispose();
+    }
   });
 
   it('an unknown architecture is refused by name', () => {
