@@ -3,8 +3,8 @@
 // per size class and the next request of that class reuses one, so a steady-state step asks the system for
 // nothing (PyTorch's caching allocator; on CUDA this removes cudaMalloc, and cudaFree's implicit device
 // synchronisation, from the step). Classes: multiples of `granule` up to `small`, then 4 per octave (at most
-// 19% waste). Blocks at most `small` are cached only when `cache_small` (the host leaves them to malloc,
-// which caches small blocks itself); the cache holds at most `cap` bytes: a freed block that would pass it first
+// 19% waste). Blocks at most `small` are cached only when `cache_small` (native/cpu/host_memory.cpp says why the
+// host caches them); the cache holds at most `cap` bytes: a freed block that would pass it first
 // evicts the least recently freed blocks (back to the system), so that the cache follows the sizes in use. (Keeping
 // the old blocks and returning the new one instead, once shapes changed, e.g. answering batches of another prompt
 // length, sent every block of the new sizes back to the system and page-faulted it in again: 1,300-1,500 system
