@@ -146,6 +146,55 @@ function outputFile(option: string, file: string): string {
 }
 
 /**
+ * Creates `file` holding `text`, atomically and only if it does not exist: false when it does. The text is written to a
+ * temporary file that is then hard-linked into place, so a lock is never seen, or left, empty: a full disk or a kill
+ * between creating and writing it would leave an empty lock that names no process, which blocks every later run until
+ * removed by hand. Where the file system has no hard links, an exclusive create, removed again if its write fails.
+ */
+function createLock(file: string, text: string, failWith: (e: Error) => never): boolean {
+  const tmp = `${file}.new-${process.pid}`;
+  const drop = (f: string) => {
+    try {
+      fs.unlinkSync(f);
+    } catch {
+      // already gone
+    }
+  };
+  try {
+    fs.writeFileSync(tmp, text);
+  } catch (e) {
+    drop(tmp);
+    failWith(e as Error);
+  }
+  try {
+    fs.linkSync(tmp, file);
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS' && code !== 'EOPNOTSUPP') failWith(e as Error);
+  } finally {
+    drop(tmp);
+  }
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'wx');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    failWith(e as Error);
+  }
+  try {
+    fs.writeSync(fd, text);
+  } catch (e) {
+    fs.closeSync(fd);
+    drop(file);
+    failWith(e as Error);
+  }
+  fs.closeSync(fd);
+  return true;
+}
+
+/**
  * Holds <dir>/.vwlmm.lock until this process exits, by any path (the end, fail(), an error, a stop's process.exit): two
  * runs writing one --out would interleave its metrics and checkpoints. Created atomically (O_EXCL), holding pid, host
  * and start time; a run whose lock is held by a live process is refused naming it; a lock of a process gone on this
@@ -161,17 +210,7 @@ async function lockOutput(option: string, dir: string, command: string): Promise
     fail(`${option} ${dir}: cannot make the folder (${(e as Error).message})`);
   }
   for (let attempt = 0; ; attempt++) {
-    try {
-      const fd = fs.openSync(file, 'wx');
-      try {
-        fs.writeSync(fd, JSON.stringify(me) + '\n');
-      } finally {
-        fs.closeSync(fd);
-      }
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') fail(`${option} ${dir}: cannot create the lock ${file} (${(e as Error).message})`);
-    }
+    if (createLock(file, JSON.stringify(me) + '\n', (e) => fail(`${option} ${dir}: cannot create the lock ${file} (${e.message})`))) break;
     let held: { pid?: unknown; host?: unknown; started?: unknown; procStart?: unknown; command?: unknown } | null = null;
     try {
       held = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -591,13 +630,28 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (o.resume) {
       // the newest complete checkpoint, also when a save was killed half-way (<out>/checkpoint.old-*)
       const found = resolveCheckpointDir(path.join(o.out, 'checkpoint'));
-      if (!found) fail(`--resume: no checkpoint in ${path.join(o.out, 'checkpoint')} (run without --resume to start)`);
+      if (!found) {
+        const ckpt = path.join(o.out, 'checkpoint');
+        // the advice must not send the user in a circle: without --resume, a folder holding metrics.jsonl is refused
+        const started = fs.existsSync(path.join(o.out, 'metrics.jsonl'));
+        const why = fs.existsSync(ckpt) ? `${ckpt} is not a complete checkpoint (it has no config.json: a save that did not finish)` : `there is no checkpoint in ${ckpt}`;
+        fail(`--resume: ${why}${started ? '; the run stopped before its first checkpoint was saved: start it over with --overwrite-output-dir' : ' (run without --resume to start)'}`);
+      }
       from = found;
     } else {
       existing(from, 'init checkpoint', 'dir');
       // as transformers' Trainer scripts refuse a non-empty output_dir: a finished or stopped run is not lost to a typo
-      if (!o.overwriteOutputDir && (resolveCheckpointDir(path.join(o.out, 'checkpoint')) || fs.existsSync(path.join(o.out, 'metrics.jsonl'))))
+      const ckpt = path.join(o.out, 'checkpoint');
+      if (!o.overwriteOutputDir && (resolveCheckpointDir(ckpt) || fs.existsSync(path.join(o.out, 'metrics.jsonl'))))
         fail(`--out ${o.out} already holds a training run (checkpoint/ or metrics.jsonl): --resume continues it, --overwrite-output-dir starts over in it`);
+      // starting over: the old run's checkpoints go now, so that a crash before the new run's first save cannot leave
+      // them for a --resume to continue, the old weights under the new run's metrics
+      if (o.overwriteOutputDir && env.rank === 0) {
+        const old = (fs.existsSync(o.out) ? fs.readdirSync(o.out) : []).filter((n) => n === 'checkpoint' || n.startsWith('checkpoint.')).map((n) => path.join(o.out, n));
+        const init = old.find((d) => nesting(from, d) !== null);
+        if (init) fail(`--init ${from} is the old run's checkpoint ${init}, which --overwrite-output-dir removes: copy it elsewhere first, or give another --out`);
+        for (const d of old) fs.rmSync(d, { recursive: true, force: true });
+      }
     }
     const { trainOnFile, readTrainerState, TrainingInterrupted, plotMetrics, Progress, describeSkipped } = await import('./train');
     const dtype = await computeDtypeOf(o.dtype);

@@ -71,6 +71,45 @@ describe('the --out lock of train and demo', () => {
     expect(fs.existsSync(lockOf(out))).toBe(false);
   }, 60_000);
 
+  it('a lock whose write fails (a full disk: here a file-size limit of 0) is not left behind to block the next run', () => {
+    const out = path.join(dir, 'nospace');
+    fs.mkdirSync(out);
+    // SIGXFSZ ignored, so the write fails with EFBIG instead of killing the process (as ENOSPC fails on a full disk)
+    const args = [path.join(__dirname, '..', '..', 'src', 'cli.ts'), ...train(out, '--steps', '1')].map((a) => `'${a}'`).join(' ');
+    const r = spawnSync('bash', ['-c', `trap '' XFSZ; ulimit -f 0; exec '${process.execPath}' --import tsx ${args}`], { cwd: path.join(__dirname, '..', '..'), encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(new RegExp(`vwlmm: --out ${out}: cannot create the lock ${lockOf(out)} \\(EFBIG`));
+    expect(fs.readdirSync(out)).toEqual([]);
+    const again = cli(...train(out, '--steps', '1'));
+    expect(again.status, again.stderr).toBe(0);
+  }, 60_000);
+
+  it('--overwrite-output-dir removes the old run\'s checkpoint at once, so a failed new run leaves nothing to --resume; the advice names the way out', () => {
+    const out = path.join(dir, 'overwrite');
+    const first = cli(...train(out, '--steps', '2'));
+    expect(first.status, first.stderr).toBe(0);
+    expect(fs.existsSync(path.join(out, 'checkpoint', 'config.json'))).toBe(true);
+    // its own checkpoint as --init would be removed under it: refused, nothing removed
+    const self = cli('train', '--init', path.join(out, 'checkpoint'), '--data', fx.data, '--image-folder', fx.imageFolder, '--out', out, '--batch-size', '2', '--steps', '1', '--overwrite-output-dir');
+    expect(self.status).toBe(2);
+    expect(self.stderr).toContain(`--init ${path.join(out, 'checkpoint')} is the old run's checkpoint ${path.join(out, 'checkpoint')}, which --overwrite-output-dir removes`);
+    expect(fs.existsSync(path.join(out, 'checkpoint', 'config.json'))).toBe(true);
+    // a new run that fails before its first save (no record it can train on)
+    const bad = path.join(dir, 'bad.json');
+    fs.writeFileSync(bad, JSON.stringify([{ id: 'x', image: 'missing.png', conversations: [{ from: 'human', value: '<image>\nq' }, { from: 'gpt', value: 'a' }] }]));
+    const second = cli('train', '--init', fx.init, '--data', bad, '--image-folder', fx.imageFolder, '--out', out, '--batch-size', '2', '--steps', '1', '--overwrite-output-dir');
+    expect(second.status).not.toBe(0);
+    expect(fs.readdirSync(out).filter((n) => n.startsWith('checkpoint'))).toEqual([]);
+    // --resume has nothing to continue (before: the old run's weights, silently), and says what to do instead
+    const resume = cli(...train(out, '--steps', '2', '--resume'));
+    expect(resume.status).toBe(2);
+    expect(resume.stderr).toContain(`vwlmm: --resume: there is no checkpoint in ${path.join(out, 'checkpoint')}; the run stopped before its first checkpoint was saved: start it over with --overwrite-output-dir`);
+    // an unfinished save's folder is named as such
+    fs.mkdirSync(path.join(out, 'checkpoint'));
+    const partial = cli(...train(out, '--steps', '2', '--resume'));
+    expect(partial.stderr).toContain(`${path.join(out, 'checkpoint')} is not a complete checkpoint (it has no config.json: a save that did not finish)`);
+  }, 120_000);
+
   it("demo: a live process's lock refuses the run before any work", () => {
     const out = path.join(dir, 'demo');
     writeLock(out, process.pid); // this test's process: alive
