@@ -23,7 +23,7 @@ import { Progress } from '../train/progress';
 import { VwLmm } from '../model/vwlmm';
 import { cpu } from '../native';
 import { Calibration, calibrate, DemoEstimate, demoWork, estimateDemo, estimateNotice, gemmNotice, stepsDone } from './estimate';
-import { checkRecipeResume, DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from './recipe';
+import { ablationRecipe, checkRecipeResume, DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from './recipe';
 import { objectAtPatch, SplitData } from './task';
 
 const GROUP: Record<string, 'nonRelational' | 'relational'> = { shape: 'nonRelational', left: 'nonRelational', top: 'nonRelational', closest: 'relational', furthest: 'relational', count: 'relational' };
@@ -188,18 +188,21 @@ async function trainOnly(o: DemoOptions, recipe: Recipe, group: ProcessGroup): P
   const main = await run(recipe, 'vw');
   main.model.dispose();
   group.barrier(); // rank 0's evaluation and plots
-  if (o.ablation) (await run({ ...recipe, vmWeight: 0, pif: false }, 'llava', main.tower ?? undefined)).model.dispose();
+  if (o.ablation) (await run(ablationRecipe(recipe), 'llava', main.tower ?? undefined)).model.dispose();
   return null;
 }
 
 /**
- * A --resume is checked before anything is written: each run's checkpoint against the recipe (checkRecipeResume: what
- * the Trainer would refuse as it starts), and the data set the checkpoints trained on (data/meta.json) against the one
- * this run would write over it. A refused resume leaves the run as it was: its data set, stage files, reproduce.sh.
+ * A --resume is checked before anything is written: each run's checkpoint against its recipe (checkRecipeResume: what
+ * the Trainer would refuse as it starts, and the variant and compute dtype the run was started with: --pif,
+ * --detach-target, the arm's vmWeight, --dtype), and the data set the checkpoints trained on (data/meta.json) against
+ * the one this run would write over it. A refused resume leaves the run as it was: its data set, stage files,
+ * reproduce.sh, answers.
  */
 function checkDemoResume(o: DemoOptions, recipe: Recipe): void {
-  const runs = ['vw', ...(o.ablation ? ['llava'] : [])].map((r) => path.join(o.outDir, r));
-  for (const dir of runs) checkRecipeResume(recipe, dir); // the ablation's stages are the same
+  const arms = [{ dir: 'vw', r: recipe }, ...(o.ablation ? [{ dir: 'llava', r: ablationRecipe(recipe) }] : [])];
+  const runs = arms.map((a) => path.join(o.outDir, a.dir));
+  arms.forEach((a, i) => checkRecipeResume(a.r, runs[i], { dtype: o.dtype, device: o.device })); // the ablation's stages are the same, its vmWeight 0
   if (!runs.some((dir) => stepsDone(dir) !== null)) return; // nothing trained yet: the data set is written afresh
   const f = path.join(o.outDir, 'data', 'meta.json');
   let meta: { generatorVersion?: unknown; seed?: unknown; counts?: { trainImages?: unknown; testImages?: unknown } };
@@ -265,7 +268,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
     let ablation: DemoRunResult | undefined;
     if (o.ablation) {
       log('ablation: the same run with vmWeight 0 (plain LLaVA objective), from the same stage-0 tower');
-      const a = await oneRun({ ...recipe, vmWeight: 0, pif: false }, path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group, o.replay, writer);
+      const a = await oneRun(ablationRecipe(recipe), path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group, o.replay, writer);
       a.model.dispose();
       ablation = a.result!;
     }

@@ -13,8 +13,8 @@
 // All sizes and budgets are fields of Recipe; the defaults are what the demo runs.
 import * as fs from 'fs';
 import * as path from 'path';
-import type { ComputeDtype } from '../amp';
-import type { DeviceSpec } from '../device';
+import { ComputeDtype, defaultComputeDtype, parseComputeDtype } from '../amp';
+import { DeviceSpec, parseDevice } from '../device';
 import { tokenizeConversation, Turn } from '../data/conversation';
 import { TextTokenizer } from '../data/tokenizer';
 import * as F from '../functional';
@@ -261,20 +261,71 @@ export function recipeStagePlan(r: Recipe): { name: string; steps: number }[] {
 }
 
 /**
- * Refuses, before anything is written, a resume of runRecipe(r, { outDir, resume: true }) that the Trainer would refuse
- * as it starts (its checkResume rules, on what the recipe alone decides: the seed, the stages' names and steps), in its
- * words. The demo checks it before it writes its data set and reproduce files. No checkpoint in outDir: nothing to check.
+ * The file each checkpoint of runRecipe holds beside config.json: what config.json does not record of how the run
+ * trained, its compute dtype ({ "dtype": "float32" | "bfloat16" }, as the Trainer ran it). Checkpoints written before it
+ * existed lack it (their dtype is not checked on resume).
  */
-export function checkRecipeResume(r: Recipe, outDir: string): void {
+export const RECIPE_RUN_FILE = 'recipe_run.json';
+
+/** The ablation arm of a recipe (`vwlmm demo --ablation`, its llava/ run): the same run with vmWeight 0, not PIF. */
+export function ablationRecipe(r: Recipe): Recipe {
+  return { ...r, vmWeight: 0, pif: false };
+}
+
+/** The CLI's spelling of a compute dtype (--dtype bf16 / fp32). */
+const dtypeFlag = (d: ComputeDtype) => `--dtype ${d === 'bfloat16' ? 'bf16' : 'fp32'}`;
+
+/** A JSON file's object, or null where it is absent or not a readable JSON object (then nothing is checked against it). */
+function readJsonObject(f: string): Record<string, unknown> | null {
+  try {
+    const j: unknown = JSON.parse(fs.readFileSync(f, 'utf8'));
+    return j !== null && typeof j === 'object' && !Array.isArray(j) ? (j as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Refuses, before anything is written, a resume of runRecipe(r, { outDir, resume: true, dtype, device }) that would not
+ * continue the checkpoint's run exactly: what the Trainer would refuse as it starts (its checkResume rules, on what the
+ * recipe alone decides: the seed, the stages' names and steps), in its words; the model's variant against the one
+ * config.json records (vm_pif, vm_detach_target, vm_weight: `vwlmm demo --pif`, `--detach-target`, the --ablation arm);
+ * and the compute dtype (`dtype`, else the device's default) against the one RECIPE_RUN_FILE records. The demo checks it
+ * before it writes its data set and reproduce files, runRecipe before it trains. No checkpoint in outDir: nothing to check.
+ */
+export function checkRecipeResume(r: Recipe, outDir: string, run: { dtype?: ComputeDtype; device?: DeviceSpec } = {}): void {
   const dir = resolveCheckpointDir(path.join(outDir, 'checkpoint'));
   if (dir === null || !fs.existsSync(path.join(dir, 'trainer_state.json'))) return;
   const again = 'resume with the recipe the checkpoint\'s run had (vwlmm demo: the same --scale, --seed and --schedule)';
   checkResumePlan(readTrainerState(dir).state, r.seed, recipeStagePlan(r), dir, again);
+  const it = `the checkpoint ${dir}`, exactly = 'the run would not continue exactly';
+  // the variant: what config.json records of the model the checkpoint's run built (keys it lacks are not checked)
+  const config = readJsonObject(path.join(dir, 'config.json'));
+  if (config) {
+    const flag = (name: string, key: string, was: unknown, is: boolean) => {
+      if (typeof was !== 'boolean' || was === is) return;
+      throw new Error(`resume: ${it} was trained with ${key} ${was} (config.json), this run has ${key} ${is} (${is ? `with ${name}` : `without ${name}`}): ${exactly}; resume ${was ? 'with' : 'without'} ${name}, as the run was started`);
+    };
+    flag('--pif', 'vm_pif', config.vm_pif, r.pif ?? false);
+    flag('--detach-target', 'vm_detach_target', config.vm_detach_target, r.detachTarget ?? false);
+    if (typeof config.vm_weight === 'number' && config.vm_weight !== r.vmWeight)
+      throw new Error(`resume: ${it} was trained with vm_weight ${config.vm_weight} (config.json), this run has vmWeight ${r.vmWeight}: ${exactly}; resume with the recipe's vmWeight the run was started with (vwlmm demo: vw/ is the VW-LMM run, llava/ the --ablation run with vmWeight 0)`);
+  }
+  // the compute dtype, as RECIPE_RUN_FILE records it
+  const recorded = readJsonObject(path.join(dir, RECIPE_RUN_FILE))?.dtype;
+  if (recorded === 'float32' || recorded === 'bfloat16') {
+    const device = parseDevice('checkRecipeResume', run.device ?? 'cpu').device;
+    const dtype = run.dtype === undefined ? defaultComputeDtype(device) : parseComputeDtype('checkRecipeResume', run.dtype);
+    if (dtype !== recorded)
+      throw new Error(`resume: ${it} was trained in compute dtype ${recorded} (${dtypeFlag(recorded)}, ${RECIPE_RUN_FILE}), this run would train in ${dtype} (${run.dtype === undefined ? `no --dtype: the default on ${device === 'cpu' ? 'the CPU' : 'CUDA'}` : dtypeFlag(dtype)}): ${exactly}; resume with ${dtypeFlag(recorded)}, as the run was started`);
+  }
 }
 
 /** Trains a model by the recipe (async: the trainer yields between steps, so signals are handled). */
 export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<RecipeResult> {
   const t0 = Date.now();
+  // a resume that would not continue the checkpoint's run exactly, refused before anything is built or written
+  if (opts.resume) checkRecipeResume(r, opts.outDir, { dtype: opts.dtype, device: opts.device });
   const streams = recipeStreams(r.seed), gen = streams.gen;
   const { tokenizer, json } = makeTokenizer();
   const train = makeSplit(r.trainImages, streams.train, QUESTIONS_PER_IMAGE);
@@ -464,8 +515,11 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     writeStageFiles(reproduce!.dataDir, recordStages, { seed: r.seed, trainImages: r.trainImages, ...QUESTIONS_PER_IMAGE }, reproduce!.writer);
     fs.writeFileSync(path.join(opts.outDir, 'reproduce.sh'), reproduceScript(opts.outDir, reproduce!.dataDir, recordStages, { seed: r.seed, device: model.device, dtype }), { mode: 0o755 });
   };
+  // what the checkpoints record of the run beyond config.json (checkRecipeResume reads it): the dtype the Trainer runs
+  const dtype = opts.dtype === undefined ? defaultComputeDtype(model.device) : parseComputeDtype('runRecipe', opts.dtype);
+  const runFile = JSON.stringify({ dtype }, null, 2) + '\n';
   const trainer = new Trainer(model, stages, {
-    seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype: opts.dtype, processGroup: opts.processGroup, replay: opts.replay,
+    seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype, processGroup: opts.processGroup, replay: opts.replay,
     evaluate: (m, where) => {
       if (where.stage === 'text') return {} as Record<string, number>; // no image has been seen yet
       const rel = r.stage1.relational, shapes = captionWordAccuracy(m, val, tokenizer, ['square', 'circle'], rel);
@@ -473,7 +527,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
       const a = evaluateSplit(m, val, tokenizer, 'vicuna_v1', { maxQuestions: r.evalQuestions });
       return { captionAccuracy: captionAccuracy(m, val, tokenizer, rel), captionShapeAccuracy: shapes, accuracy: a.accuracy, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
     },
-    onLog: opts.onLog, checkpointFiles: { tokenizer: opts.tokenizerJson ?? json },
+    onLog: opts.onLog, checkpointFiles: { tokenizer: opts.tokenizerJson ?? json, extraFiles: { [RECIPE_RUN_FILE]: runFile } },
     logEvery: opts.logEvery ?? 10,
     // reproduce.sh's --init: the model the first record stage starts from (after stage 0 and the text stage)
     onStageStart: (m, s) => {
