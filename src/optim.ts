@@ -1,7 +1,7 @@
 // AdamW (decoupled weight decay, bias correction: torch.optim.AdamW semantics) as one fused native update
 // over all parameters per step, and global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).
 import { callOp } from './call_op';
-import { checkKeys, typeError } from './errors';
+import { checkKeys, rangeError, typeError } from './errors';
 import { keep, Tensor } from './tensor';
 
 export interface AdamWOptions {
@@ -47,6 +47,9 @@ export class AdamW {
     if (opts === null || typeof opts !== 'object') throw typeError('AdamW', 'options', 'an object with lr', opts);
     checkKeys('AdamW', 'option', opts, ADAMW_KEYS);
     const list = [...params] as (Tensor | ParamGroup)[];
+    // as torch ("optimizer got an empty parameter list"): an optimizer of nothing is a mistake upstream. A group without
+    // parameters is accepted (a ZeRO-1 rank whose shard of a group is empty: src/distributed/zero.ts)
+    if (list.length === 0) throw rangeError('AdamW', 'params is empty: expected the tensors to train (or parameter groups of them) but received none');
     const isGroup = (x: Tensor | ParamGroup): x is ParamGroup => !(x instanceof Tensor);
     if (list.some(isGroup) && !list.every(isGroup)) throw new TypeError('AdamW: pass either tensors or parameter groups, not both');
     const bad = (name: string, v: number, ok: boolean, where = '') => {

@@ -43,13 +43,17 @@ describe(`AdamW parameter groups (seed ${runSeed})`, () => {
     }
   });
 
-  it('refuses mixed tensors and groups, and a bad lrScale or weightDecay, naming the group', () => {
+  it('refuses mixed tensors and groups, a bad lrScale or weightDecay (naming the group) and an empty parameter list', () => {
     const a = Tensor.fromArray(new Float32Array(3), [3]), b = Tensor.fromArray(new Float32Array(3), [3]);
     try {
       expect(() => new AdamW([a, { params: [b] }] as never, { lr: 1 })).toThrow(/either tensors or parameter groups/);
       expect(() => new AdamW([{ params: [a] }, { params: [b], lrScale: -1 }], { lr: 1 })).toThrow(/invalid lrScale -1 in parameter group 1/);
       expect(() => new AdamW([{ params: [a] }, { params: [b], weightDecay: NaN }], { lr: 1 })).toThrow(/invalid weightDecay NaN in parameter group 1/);
       expect(() => new AdamW([{ params: [a] }, { params: [a] }], { lr: 1 })).toThrow(/appears twice/);
+      // torch's "optimizer got an empty parameter list"; a group without parameters stays (a ZeRO-1 rank's empty shard)
+      expect(() => new AdamW([], { lr: 1 })).toThrow(/^AdamW: params is empty: expected the tensors to train \(or parameter groups of them\) but received none$/);
+      expect(() => new AdamW(new Set<Tensor>(), { lr: 1 })).toThrow(/AdamW: params is empty/);
+      new AdamW([{ params: [] }], { lr: 1 }).dispose();
     } finally {
       a.dispose();
       b.dispose();
