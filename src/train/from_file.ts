@@ -23,6 +23,7 @@ import { modalityLength } from './sampler';
 import { Stage, Trainable, Trainer, TrainerState } from './trainer';
 import { HostTensor } from '../io/safetensors';
 import { cpu } from '../native';
+import { checkKeys, typeError } from '../errors';
 
 export interface FileTrainOptions {
   data: string;
@@ -73,7 +74,8 @@ export interface FileTrainOptions {
    * kept apart, each of similar lengths (Stage.modalityLengths, src/train/sampler.ts). Default false: plain shuffles.
    */
   groupByModalityLength?: boolean;
-  resume?: { state: TrainerState; optimizer: Map<string, HostTensor> };
+  /** readTrainerState's: the position and optimizer state; the model must hold the checkpoint's weights (loadCheckpoint). */
+  resume?: { state: TrainerState; optimizer: Map<string, HostTensor>; dir?: string };
   onLog?: (r: Record<string, unknown>) => void;
   /** SIGINT / SIGTERM stop training cleanly (checkpoint, then TrainingInterrupted); see Trainer.runAsync. */
   handleSignals?: boolean;
@@ -94,6 +96,8 @@ export interface FileTrainOptions {
   /** TrainerOptions.replay (default true; `vwlmm train --no-replay`). */
   replay?: boolean;
 }
+
+const LORA_KEYS = { r: true, alpha: true, dropout: true } satisfies Record<keyof NonNullable<FileTrainOptions['lora']>, true>;
 
 export interface PreparedData {
   /** image: an index into imagePaths, or null for a text-only record. */
@@ -293,7 +297,22 @@ export function describeSkipped(data: { skipped: readonly { reason: string; line
   return `${data.skipped.length} skipped${parts.length ? `: ${parts.join('; ')}` : ''}${data.mismatches !== undefined ? `; ${data.mismatches} tokenization mismatches` : ''}`;
 }
 
+const FILE_TRAIN_KEYS = {
+  data: true, imageFolder: true, outDir: true, stage: true, steps: true, epochs: true, batchSize: true, gradAccum: true, lr: true, visionTowerLr: true,
+  projectorLr: true, lora: true, warmupRatio: true, weightDecay: true, maxGradNorm: true, seed: true, saveEvery: true, trainable: true, strict: true,
+  modelMaxLength: true, template: true, imageAspect: true, verifyImages: true, onPrepareProgress: true, groupByModalityLength: true, resume: true,
+  onLog: true, handleSignals: true, nonFinite: true, gradientCheckpointing: true, residualDtype: true, dtype: true, frozenDtype: true, processGroup: true,
+  gatherDtype: true, replay: true,
+} satisfies Record<keyof FileTrainOptions, true>;
+
 export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions): Promise<{ data: PreparedData; state: TrainerState }> {
+  // before anything is prepared (minutes on a large file): a misspelt option would otherwise be dropped without a word
+  if (o === null || typeof o !== 'object') throw typeError('trainOnFile', 'options', 'an object (FileTrainOptions)', o);
+  checkKeys('trainOnFile', 'option', o, FILE_TRAIN_KEYS);
+  if (o.lora !== undefined) {
+    if (o.lora === null || typeof o.lora !== 'object') throw typeError('trainOnFile', 'lora', '{ r, alpha, dropout }', o.lora);
+    checkKeys('trainOnFile', 'key of lora', o.lora, LORA_KEYS);
+  }
   const had = loraConfigOf(model);
   // a resumed (or adapted) model keeps its adapters: other settings asked for now would be silently ignored
   if (o.lora && had && (had.r !== o.lora.r || had.alpha !== o.lora.alpha || had.dropout !== o.lora.dropout))
