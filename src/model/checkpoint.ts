@@ -18,6 +18,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { tokenizerJsonFromSentencePiece } from '../data/sentencepiece';
 import { DeviceSpec } from '../device';
+import { checkKeys, typeError } from '../errors';
 import { writeParameter } from '../nn/module';
 import { forEachTorchTensor, readTorchBin, torchBinTensorNames } from '../io/torch_bin';
 import { Generator } from '../random';
@@ -209,6 +210,9 @@ export interface SaveOptions {
   extraTensors?: Record<string, Map<string, HostTensor>>;
 }
 
+// Every option saveCheckpoint reads: another key ({ tokenizr: ... }) is refused, not ignored (a save without the tokenizer)
+const SAVE_KEYS = { format: true, imageTokenIndex: true, tokenizer: true, extraFiles: true, extraTensors: true } satisfies Record<keyof SaveOptions, true>;
+
 /** The files beside a tokenizer.json that TextTokenizer reads (its special tokens, BOS, added tokens), saved with it. */
 const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'] as const;
 
@@ -218,6 +222,17 @@ const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json'
  * (a file, or a folder of other files) is refused rather than deleted.
  */
 export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}): void {
+  const where = 'saveCheckpoint';
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw typeError(where, 'options', `an object with keys among ${Object.keys(SAVE_KEYS).join(', ')}`, opts);
+  checkKeys(where, 'option', opts, SAVE_KEYS);
+  if (typeof dir !== 'string' || dir === '') throw typeError(where, 'dir', 'a folder path', dir);
+  if (model === null || typeof model !== 'object' || typeof model.stateDict !== 'function' || typeof model.config !== 'object') throw typeError(where, 'model', 'a VwLmm', model);
+  const tok = opts.tokenizer;
+  if (tok !== undefined && typeof tok !== 'string' && (tok === null || typeof tok !== 'object' || Array.isArray(tok)))
+    throw typeError(where, 'options.tokenizer', 'a tokenizer.json path or its JSON object', tok);
+  // before anything is written: a missing file would otherwise be a bare ENOENT from the middle of the save
+  if (typeof tok === 'string' && !(fs.existsSync(tok) && fs.statSync(tok).isFile()))
+    throw new Error(`${where}: options.tokenizer ${tok} ${fs.existsSync(tok) ? 'is not a file' : 'does not exist'} (expected a tokenizer.json to copy into the checkpoint)`);
   if (fs.existsSync(dir)) {
     if (!fs.statSync(dir).isDirectory()) throw new Error(`saveCheckpoint: ${dir} exists and is not a directory (a checkpoint is a folder: give another path)`);
     const entries = fs.readdirSync(dir).sort();
@@ -374,13 +389,31 @@ function readJson(file: string): Record<string, unknown> {
   return v;
 }
 
+/** loadCheckpoint's options. */
+export interface LoadOptions {
+  /** Seed of what the checkpoint does not hold (nothing, for a complete one). */
+  seed?: number;
+  device?: DeviceSpec;
+  /** The PIF variant or not, overriding what the checkpoint's architecture or name says (official checkpoints). */
+  pif?: boolean;
+  weightDtype?: 'float32' | 'bfloat16';
+}
+// Every option loadCheckpoint reads: another key ({ weight_dtype: ... }) is refused, not ignored
+const LOAD_KEYS = { seed: true, device: true, pif: true, weightDtype: true } satisfies Record<keyof LoadOptions, true>;
+
 /**
  * Loads a VW-LMM / LLaVA checkpoint directory onto `opts.device` ('cpu' by default). Weights are stored as
  * float32 whatever device and dtype saved them, so a checkpoint of a GPU run loads on the CPU and the other way round;
  * `weightDtype` 'bfloat16' keeps the LLM's and the vision tower's Linear weights in bf16 instead (half the memory,
  * rounded once: for inference, where autocast('bfloat16') would round them anyway, or for LoRA's frozen base).
  */
-export function loadCheckpoint(dir: string, opts: { seed?: number; device?: DeviceSpec; pif?: boolean; weightDtype?: 'float32' | 'bfloat16' } = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null; dir: string } {
+export function loadCheckpoint(dir: string, opts: LoadOptions = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null; dir: string } {
+  const where = 'loadCheckpoint';
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw typeError(where, 'options', `an object with keys among ${Object.keys(LOAD_KEYS).join(', ')}`, opts);
+  checkKeys(where, 'option', opts, LOAD_KEYS);
+  if (opts.weightDtype !== undefined && opts.weightDtype !== 'float32' && opts.weightDtype !== 'bfloat16') throw typeError(where, 'weightDtype', "'float32' or 'bfloat16'", opts.weightDtype);
+  if (opts.pif !== undefined && typeof opts.pif !== 'boolean') throw typeError(where, 'pif', 'a boolean', opts.pif);
+  if (typeof dir !== 'string' || dir === '') throw typeError(where, 'dir', 'a checkpoint folder path', dir);
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
     // a save killed between its two renames leaves the previous checkpoint as <dir>.old-*
     const fallback = resolveCheckpointDir(dir);
@@ -447,7 +480,8 @@ export function loadCheckpoint(dir: string, opts: { seed?: number; device?: Devi
     model.dispose();
     throw e;
   }
-  return { model, config, tokenizerPath: tokenizerPathOf(dir), dir };
+  // the model's own frozen copy, so that the config returned is the one the model runs by
+  return { model, config: model.config, tokenizerPath: tokenizerPathOf(dir), dir };
 }
 
 /** What assembleLlava builds a LLaVA / VW-LMM from (LLaVA's train.py arguments in brackets). */
@@ -474,6 +508,11 @@ export interface AssembleOptions {
   weightDtype?: 'float32' | 'bfloat16';
 }
 
+const ASSEMBLE_KEYS = {
+  llm: true, visionTower: true, projector: true, projectorType: true, selectLayer: true, imageAspect: true, template: true, vmWeight: true, seed: true,
+  device: true, weightDtype: true,
+} satisfies Record<keyof AssembleOptions, true>;
+
 /**
  * A LLaVA (or, with vmWeight, a VW-LMM) made of its parts, as LLaVA's train.py builds one before its first stage: the
  * LLM's weights from its directory (every one of them), the CLIP tower's from its own, the projector from
@@ -482,6 +521,9 @@ export interface AssembleOptions {
  * The tower is embedded in the model: a checkpoint saved from it needs neither directory. The tokenizer is the LLM's.
  */
 export function assembleLlava(o: AssembleOptions): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw typeError('assembleLlava', 'options', 'an object with llm and visionTower', o);
+  checkKeys('assembleLlava', 'option', o, ASSEMBLE_KEYS);
+  if (o.weightDtype !== undefined && o.weightDtype !== 'float32' && o.weightDtype !== 'bfloat16') throw typeError('assembleLlava', 'weightDtype', "'float32' or 'bfloat16'", o.weightDtype);
   const llmJson = readJson(path.join(o.llm, 'config.json'));
   const base = String(llmJson.model_type ?? '');
   if (base !== 'llama' && base !== 'mistral')
@@ -543,7 +585,7 @@ export function assembleLlava(o: AssembleOptions): { model: VwLmm; config: VwLmm
     model.dispose();
     throw e;
   }
-  return { model, config, tokenizerPath: tokenizerPathOf(o.llm) };
+  return { model, config: model.config, tokenizerPath: tokenizerPathOf(o.llm) };
 }
 
 // The architectures a LLaVA-layout config.json may name: ours and LLaVA's, and the official VW-LMM classes.
@@ -645,7 +687,7 @@ function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, 
     model.dispose();
     throw e;
   }
-  return { model, config, tokenizerPath: tokenizerPathOf(dir) };
+  return { model, config: model.config, tokenizerPath: tokenizerPathOf(dir) };
 }
 
 /**

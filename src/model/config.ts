@@ -4,14 +4,22 @@
 import { ClipVisionConfig, clipConfigFromHF, clipConfigToHF } from '../nn/clip';
 import { LlamaConfig, llamaConfigFromHF, llamaConfigToHF } from '../nn/llama';
 import { parseProjectorType } from '../nn/projector';
+import { CLIP_MEAN, CLIP_STD } from '../data/images';
 import type { ClipPreprocessOptions } from '../data/images';
+import { checkKeys } from '../errors';
 
 export type TemplateName = 'plain' | 'vicuna_v1' | 'mistral';
 
+// The values of the enumerated fields: one list each for the object check (validateConfig) and config.json's reader
+const TEMPLATES = ['plain', 'vicuna_v1', 'mistral'] as const satisfies readonly TemplateName[];
+const ASPECTS = ['pad', 'square'] as const;
+const SELECT_FEATURES = ['patch', 'cls_patch'] as const;
+const BASES = ['llama', 'mistral'] as const;
+
 export interface ImageConfig {
   size: number;
-  mean: [number, number, number];
-  std: [number, number, number];
+  mean: readonly [number, number, number];
+  std: readonly [number, number, number];
   /** LLaVA image_aspect_ratio: 'pad' (expand to a square of the mean colour) or 'square' (resize + crop). */
   aspect: 'pad' | 'square';
 }
@@ -39,7 +47,10 @@ export interface VwLmmConfig {
    */
   base?: 'llama' | 'mistral';
   image: ImageConfig;
-  /** Token id of the image placeholder in tokenized prompts (LLaVA: -200). */
+  /**
+   * Token id of the image placeholder in tokenized prompts (LLaVA: -200; a model loaded from transformers' layout keeps
+   * its vocabulary id, e.g. 32000).
+   */
   imageTokenIndex: number;
   /**
    * tokenizer_model_max_length: the positions a training sample is cut to, image features included (LLaVA's
@@ -48,8 +59,26 @@ export interface VwLmmConfig {
   modelMaxLength?: number;
 }
 
-export const CLIP_MEAN: [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
-export const CLIP_STD: [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
+// Every key a config object may hold: another one (vm_weight, llm.num_layers) is refused, not ignored
+const CONFIG_KEYS = {
+  llm: true, vision: true, visionTower: true, projectorType: true, selectLayer: true, selectFeature: true, vmWeight: true, pif: true,
+  detachTarget: true, template: true, base: true, image: true, imageTokenIndex: true, modelMaxLength: true,
+} satisfies Record<keyof VwLmmConfig, true>;
+const LLM_KEYS = {
+  vocabSize: true, hiddenSize: true, intermediateSize: true, numLayers: true, numHeads: true, numKvHeads: true, rmsNormEps: true, ropeTheta: true,
+  maxPositionEmbeddings: true, initializerRange: true, slidingWindow: true,
+} satisfies Record<keyof LlamaConfig, true>;
+const VISION_KEYS = {
+  hiddenSize: true, intermediateSize: true, numLayers: true, numHeads: true, imageSize: true, patchSize: true, numChannels: true, layerNormEps: true,
+  hiddenAct: true, initializerRange: true, initializerFactor: true,
+} satisfies Record<keyof ClipVisionConfig, true>;
+const IMAGE_KEYS = { size: true, mean: true, std: true, aspect: true } satisfies Record<keyof ImageConfig, true>;
+
+// One pair of CLIP statistics in the library: data/images.ts's (preprocessClip's defaults), frozen here, so that an edit
+// of them cannot change the defaults of every later config and image.
+export { CLIP_MEAN, CLIP_STD };
+Object.freeze(CLIP_MEAN);
+Object.freeze(CLIP_STD);
 
 /** How the config preprocesses an image (LLaVA's image_aspect_ratio 'pad', or 'square': resize and centre crop). */
 export function clipPreprocessOptions(c: VwLmmConfig): ClipPreprocessOptions {
@@ -66,48 +95,107 @@ export function numImageTokens(c: VwLmmConfig): number {
   return grid * grid + (c.selectFeature === 'cls_patch' ? 1 : 0);
 }
 
+/** A number rule of a config field, shared by validateConfig and config.json's reader. */
+interface NumberRule {
+  integer?: boolean;
+  /** Inclusive lower bound. */
+  min?: number;
+  /** Exclusive lower bound. */
+  above?: number;
+}
+/** What is wrong with `v` under `r`: 'type' (not a finite number: NaN and the infinities have no JSON form), 'integer', 'range'; null: nothing. */
+function numberFault(v: unknown, r: NumberRule): 'type' | 'integer' | 'range' | null {
+  if (typeof v !== 'number' || !Number.isFinite(v)) return 'type';
+  if (r.integer && !Number.isSafeInteger(v)) return 'integer';
+  if ((r.min !== undefined && v < r.min) || (r.above !== undefined && !(v > r.above))) return 'range';
+  return null;
+}
+function ruleText(r: NumberRule): string {
+  if (r.integer) return r.min === 1 ? 'a positive integer' : r.min !== undefined ? `an integer >= ${r.min}` : 'an integer';
+  return r.above !== undefined ? `a number > ${r.above}` : r.min !== undefined ? `a finite number >= ${r.min}` : 'a finite number';
+}
+const show = (v: unknown): string => (typeof v === 'number' || v === undefined ? String(v) : JSON.stringify(v) ?? String(v));
+
+const POSITIVE_INT: NumberRule = { integer: true, min: 1 };
+const POSITIVE: NumberRule = { above: 0 };
+// a normal's std (torch's normal_ refuses a negative one); 0 is a constant initialisation
+const STD: NumberRule = { min: 0 };
+const LLM_RULES: Record<Exclude<keyof LlamaConfig, 'slidingWindow'>, NumberRule> = {
+  vocabSize: POSITIVE_INT, hiddenSize: POSITIVE_INT, intermediateSize: POSITIVE_INT, numLayers: POSITIVE_INT, numHeads: POSITIVE_INT,
+  numKvHeads: POSITIVE_INT, maxPositionEmbeddings: POSITIVE_INT, rmsNormEps: POSITIVE, ropeTheta: POSITIVE, initializerRange: STD,
+};
+const VISION_RULES: Record<Exclude<keyof ClipVisionConfig, 'hiddenAct'>, NumberRule> = {
+  hiddenSize: POSITIVE_INT, intermediateSize: POSITIVE_INT, numLayers: POSITIVE_INT, numHeads: POSITIVE_INT, imageSize: POSITIVE_INT,
+  patchSize: POSITIVE_INT, numChannels: POSITIVE_INT, layerNormEps: POSITIVE, initializerRange: STD, initializerFactor: STD,
+};
+
+/**
+ * Checks a config object field by field and returns a copy of it (later edits of `c` do not reach the copy). Whatever
+ * passes is what config.json can hold and configFromJson reads back as the same config (finite numbers, the listed
+ * values, three-number statistics), so a model created from it saves a loadable checkpoint; an unknown key is refused.
+ * An error names the field, what it must be and what it holds.
+ */
 export function validateConfig(c: VwLmmConfig): VwLmmConfig {
   // The shape of the object first (a config written in TypeScript has had no JSON reader look at it): sizes are
   // positive integers that divide as the layers need, so a bad one fails here and not in the first forward.
-  const obj = (v: unknown, name: string) => {
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new TypeError(`config: ${name} must be an object, got ${JSON.stringify(v)}`);
+  const obj = (v: unknown, name: string, known: Record<string, true>) => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new TypeError(`config: ${name} must be an object, got ${show(v)}`);
+    checkKeys('config', `${name === 'the config' ? 'config' : name} key`, v, known);
     return v as Record<string, unknown>;
   };
-  const sizes = (o: Record<string, unknown>, name: string, keys: string[]) => {
-    for (const k of keys)
-      if (!(Number.isInteger(o[k]) && (o[k] as number) >= 1)) throw new RangeError(`config: ${name}.${k} must be a positive integer, got ${JSON.stringify(o[k])}`);
+  const num = (o: Record<string, unknown>, name: string, k: string, r: NumberRule): void => {
+    const fault = numberFault(o[k], r);
+    if (fault) throw new (fault === 'range' ? RangeError : TypeError)(`config: ${name}${k} must be ${ruleText(r)}, got ${show(o[k])}`);
   };
-  const positive = (o: Record<string, unknown>, name: string, keys: string[]) => {
-    for (const k of keys)
-      if (!(typeof o[k] === 'number' && Number.isFinite(o[k]) && (o[k] as number) > 0)) throw new RangeError(`config: ${name}.${k} must be a number > 0, got ${JSON.stringify(o[k])}`);
+  const oneOf = (v: unknown, name: string, allowed: readonly unknown[]) => {
+    if (!allowed.includes(v)) throw new (typeof v === 'string' ? RangeError : TypeError)(`config: ${name} must be ${allowed.map((a) => `'${a}'`).join(' | ')}, got ${show(v)}`);
   };
-  obj(c, 'the config');
-  const llm = obj(c.llm, 'llm'), vision = obj(c.vision, 'vision'), image = obj(c.image, 'image');
-  sizes(llm, 'llm', ['vocabSize', 'hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'numKvHeads', 'maxPositionEmbeddings']);
-  positive(llm, 'llm', ['rmsNormEps', 'ropeTheta']);
+  const bool = (v: unknown, name: string) => {
+    if (typeof v !== 'boolean') throw new TypeError(`config: ${name} must be true or false, got ${show(v)}`);
+  };
+  const triple = (v: unknown, name: string, r: NumberRule) => {
+    if (!Array.isArray(v) || v.length !== 3 || v.some((x) => numberFault(x, r) !== null))
+      throw new (Array.isArray(v) ? RangeError : TypeError)(`config: ${name} must be a list of 3 numbers${r.above !== undefined ? ` > ${r.above}` : ''} (R, G, B), got ${show(v)}`);
+  };
+  const top = obj(c, 'the config', CONFIG_KEYS);
+  const llm = obj(top.llm, 'llm', LLM_KEYS), vision = obj(top.vision, 'vision', VISION_KEYS), image = obj(top.image, 'image', IMAGE_KEYS);
+  for (const [k, r] of Object.entries(LLM_RULES)) num(llm, 'llm.', k, r);
   const { hiddenSize: D, numHeads: H, numKvHeads: KV } = c.llm;
   if (H % KV !== 0) throw new RangeError(`config: llm.numHeads ${H} must be a multiple of llm.numKvHeads ${KV} (grouped-query attention)`);
   if (D % H !== 0 || (D / H) % 2 !== 0) throw new RangeError(`config: llm.hiddenSize ${D} must split into ${H} heads of an even size (RoPE rotates pairs)`);
-  sizes(vision, 'vision', ['hiddenSize', 'intermediateSize', 'numLayers', 'numHeads', 'imageSize', 'patchSize', 'numChannels']);
-  positive(vision, 'vision', ['layerNormEps']);
+  if (llm.slidingWindow !== undefined && llm.slidingWindow !== null) num(llm, 'llm.', 'slidingWindow', POSITIVE_INT);
+  for (const [k, r] of Object.entries(VISION_RULES)) num(vision, 'vision.', k, r);
   if (c.vision.hiddenSize % c.vision.numHeads !== 0) throw new RangeError(`config: vision.hiddenSize ${c.vision.hiddenSize} must be a multiple of vision.numHeads ${c.vision.numHeads}`);
+  if (c.vision.imageSize % c.vision.patchSize !== 0) throw new RangeError(`config: vision.imageSize ${c.vision.imageSize} must be a multiple of vision.patchSize ${c.vision.patchSize} (the patch grid)`);
   if (c.vision.hiddenAct !== 'quick_gelu' && c.vision.hiddenAct !== 'gelu') throw new RangeError(`config: vision.hiddenAct ${JSON.stringify(c.vision.hiddenAct)} is not supported (quick_gelu | gelu)`);
+  num(image, 'image.', 'size', POSITIVE_INT);
   if (image.size !== c.vision.imageSize)
     throw new RangeError(`config: image_size ${JSON.stringify(image.size)} (the preprocessing) differs from vision_config.image_size ${c.vision.imageSize} (the tower's position embeddings): they must be equal`);
-  if (!Number.isInteger(c.imageTokenIndex)) throw new RangeError(`config: image_token_index must be an integer, got ${JSON.stringify(c.imageTokenIndex)}`);
-  parseProjectorType(c.projectorType);
+  triple(image.mean, 'image.mean', {});
+  triple(image.std, 'image.std', POSITIVE); // the normalisation divides by it
+  oneOf(image.aspect, 'image.aspect', ASPECTS);
+  if (typeof c.visionTower !== 'string') throw new TypeError(`config: visionTower must be a string (a name, a directory or 'embedded'), got ${show(c.visionTower)}`);
+  if (typeof c.projectorType !== 'string') throw new TypeError(`config: projectorType must be a string ('linear' | 'mlp{N}x_gelu'), got ${show(c.projectorType)}`);
+  try {
+    parseProjectorType(c.projectorType);
+  } catch (e) {
+    throw new RangeError(`config: projectorType: ${(e as Error).message}`);
+  }
   const L = c.vision.numLayers;
   if (!Number.isInteger(c.selectLayer) || c.selectLayer < -(L + 1) || c.selectLayer > L)
     throw new RangeError(`config: mm_vision_select_layer ${c.selectLayer} is out of range for a ${L}-layer tower`);
-  if (c.selectLayer === 0 || c.selectLayer === -(L + 1)) {
-    // allowed: the embedding output
-  }
-  if (!(c.vmWeight >= 0)) throw new RangeError(`config: vm_weight must be >= 0, got ${c.vmWeight}`);
-  if (!['plain', 'vicuna_v1', 'mistral'].includes(c.template)) throw new RangeError(`config: unknown conversation template '${c.template}'`);
-  if (c.selectFeature !== 'patch' && c.selectFeature !== 'cls_patch') throw new RangeError(`config: mm_vision_select_feature '${c.selectFeature}' is not supported`);
-  if (c.modelMaxLength !== undefined && !(Number.isInteger(c.modelMaxLength) && c.modelMaxLength >= 1))
-    throw new RangeError(`config: tokenizer_model_max_length must be a positive integer, got ${JSON.stringify(c.modelMaxLength)}`);
-  return c;
+  // (0 and -(L + 1) are the embedding output: allowed)
+  oneOf(c.selectFeature, 'selectFeature (mm_vision_select_feature)', SELECT_FEATURES);
+  num(top, '', 'vmWeight', { min: 0 });
+  bool(c.pif, 'pif');
+  bool(c.detachTarget, 'detachTarget');
+  if (!(TEMPLATES as readonly unknown[]).includes(c.template)) throw new RangeError(`config: unknown conversation template '${c.template}' (template must be ${TEMPLATES.join(' | ')})`);
+  if (c.base !== undefined) oneOf(c.base, 'base', BASES);
+  num(top, '', 'imageTokenIndex', { integer: true });
+  if (c.modelMaxLength !== undefined) num(top, '', 'modelMaxLength', POSITIVE_INT);
+  // a copy of the checked values: only numbers, strings, booleans, null and the statistics' arrays are left
+  const copy = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Array.isArray(v) ? [...v] : v]));
+  return { ...copy(top), llm: copy(llm), vision: copy(vision), image: copy(image) } as unknown as VwLmmConfig;
 }
 
 /**
@@ -158,13 +246,14 @@ function keyReader(j: Record<string, unknown>) {
   const show = (v: unknown) => JSON.stringify(v) ?? String(v);
   const get = (k: string) => (j[k] === null ? undefined : j[k]);
   return {
-    num(k: string, d: number, check?: { integer?: boolean; min?: number }): number {
+    num(k: string, d: number, check: NumberRule = {}): number {
       const v = get(k);
       if (v === undefined) return d;
-      if (typeof v !== 'number' || !Number.isFinite(v)) throw new TypeError(`config: ${k} must be a number, got ${show(v)}`);
-      if (check?.integer && !Number.isInteger(v)) throw new TypeError(`config: ${k} must be an integer, got ${show(v)}`);
-      if (check?.min !== undefined && v < check.min) throw new RangeError(`config: ${k} must be >= ${check.min}, got ${show(v)}`);
-      return v;
+      const fault = numberFault(v, check);
+      if (fault === 'type') throw new TypeError(`config: ${k} must be a number, got ${show(v)}`);
+      if (fault === 'integer') throw new TypeError(`config: ${k} must be an integer, got ${show(v)}`);
+      if (fault === 'range') throw new RangeError(`config: ${k} must be ${check.min !== undefined ? `>= ${check.min}` : `> ${check.above}`}, got ${show(v)}`);
+      return v as number;
     },
     bool(k: string, d: boolean): boolean {
       const v = get(k);
@@ -179,10 +268,10 @@ function keyReader(j: Record<string, unknown>) {
       if (allowed && !allowed.includes(v as T)) throw new RangeError(`config: ${k} '${v}' is not supported (${allowed.join(' | ')})`);
       return v as T;
     },
-    arr3(k: string, d: [number, number, number]): [number, number, number] {
+    arr3(k: string, d: readonly [number, number, number]): [number, number, number] {
       const v = get(k);
       if (v === undefined) return [...d];
-      if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'number' && Number.isFinite(x)))
+      if (!Array.isArray(v) || v.length !== 3 || v.some((x) => numberFault(x, {}) !== null))
         throw new TypeError(`config: ${k} must be a list of 3 numbers, got ${show(v)}`);
       return [...v] as [number, number, number];
     },
@@ -214,19 +303,19 @@ export function configFromJson(j: Record<string, unknown>, visionConfig?: Record
     visionTower: k.str('mm_vision_tower', 'embedded'),
     projectorType: k.str('mm_projector_type', 'linear'),
     selectLayer: k.num('mm_vision_select_layer', -2, { integer: true }),
-    selectFeature: k.str('mm_vision_select_feature', 'patch', ['patch', 'cls_patch'] as const),
+    selectFeature: k.str('mm_vision_select_feature', 'patch', SELECT_FEATURES),
     vmWeight: k.num('vm_weight', 0, { min: 0 }),
     pif: k.bool('vm_pif', false),
     detachTarget: k.bool('vm_detach_target', false),
     // absent (LLaVA's and the official configs): the template the official inference uses for the base
-    template: k.str<TemplateName>('conversation_template', base === 'mistral' ? 'mistral' : 'vicuna_v1', ['plain', 'vicuna_v1', 'mistral']),
+    template: k.str<TemplateName>('conversation_template', base === 'mistral' ? 'mistral' : 'vicuna_v1', TEMPLATES),
     ...(base === 'mistral' ? { base } : {}), // absent means LLaMA: configs made in code compare equal to loaded ones
     image: {
       size: k.num('image_size', vision.imageSize, { integer: true, min: 1 }),
       mean: k.arr3('image_mean', CLIP_MEAN),
       std: k.arr3('image_std', CLIP_STD),
       // LLaVA writes 'pad' (1.5) or 'square'; 'anyres' (LLaVA-NeXT) and others are not supported
-      aspect: k.str('image_aspect_ratio', 'square', ['pad', 'square'] as const),
+      aspect: k.str('image_aspect_ratio', 'square', ASPECTS),
     },
     imageTokenIndex: k.num('image_token_index', -200, { integer: true }),
     ...(modelMaxLength !== undefined ? { modelMaxLength } : {}),

@@ -1,13 +1,13 @@
 // Public API of the model: VW-LMM, its LLaVA-layout config, checkpoints (ours and transformers' LLaVA layout)
 // and the safetensors files they are made of. Re-exported by the package root and by 'vwlmm/model'.
 export { VwLmm } from './vwlmm';
-export type { ModelBatch, LossOutput, GenerateOptions } from './vwlmm';
+export type { ModelBatch, LossOutput, GenerateOptions, GeneratePrompt, CreateOptions, ConfigUpdate, LlavaModel } from './vwlmm';
 export {
   CLIP_MEAN, CLIP_STD, hasVmHead, numImageTokens, validateConfig, configToJson, configFromJson, clipPreprocessOptions, architectureOf,
 } from './config';
 export type { TemplateName, ImageConfig, VwLmmConfig } from './config';
 export { saveCheckpoint, loadCheckpoint, assembleLlava, resolveCheckpointDir, checkTokenizerVocab, readCheckpointWeights, forEachCheckpointTensor, checkpointTensorNames } from './checkpoint';
-export type { SaveOptions, AssembleOptions } from './checkpoint';
+export type { SaveOptions, LoadOptions, AssembleOptions } from './checkpoint';
 export {
   LLAVA_TRANSFORMERS_NAMES, isTransformersLlavaConfig, configFromTransformers, configToTransformers,
   weightsFromTransformers, weightsToTransformers, ourNameFromTransformers, transformersNameFromOurs,
@@ -18,4 +18,4 @@ export {
 export type { HostTensor, HostDType, SafetensorsHeader, SafetensorsEntry, ReadOptions } from '../io/safetensors';
 export { readTorchBin, TorchPickleError, forEachTorchTensor, torchBinTensorNames } from '../io/torch_bin';
 export { applyLora, loadLoraAdapter, saveLoraAdapter, mergeLora, removeLora, loraParameters, loraConfigOf } from './lora';
-export type { LoraConfig, WithDecoder } from './lora';
+export type { LoraConfig, WithDecoder, AdapterLayout } from './lora';

@@ -10,7 +10,7 @@ import { autocast, ComputeDtype, defaultComputeDtype, parseComputeDtype } from '
 import { noGrad } from '../autograd';
 import * as F from '../functional';
 import { DeviceSpec, useDevice } from '../device';
-import { checkKeys, typeError } from '../errors';
+import { checkKeys, rangeError, typeError } from '../errors';
 import { Generator } from '../random';
 import { scope, Tensor } from '../tensor';
 import { ClipVisionModel } from '../nn/clip';
@@ -19,7 +19,7 @@ import { KVCache, LlamaDecoder } from '../nn/llama';
 import { InitOptions, Module } from '../nn/module';
 import { Projector } from '../nn/projector';
 import { argmax, LogitsSampler } from './sampling';
-import { hasVmHead, numImageTokens, validateConfig, VwLmmConfig } from './config';
+import { hasVmHead, numImageTokens, TemplateName, validateConfig, VwLmmConfig } from './config';
 
 /** A collated batch as the model consumes it (see src/data/collate.ts for how it is made). */
 export interface ModelBatch {
@@ -74,7 +74,27 @@ export function spliceIndexOf(batch: Pick<ModelBatch, 'B' | 'T' | 'imagePosition
   return idx;
 }
 
-/** LLaVA's LlavaLlamaModel: the LLaMA decoder plus mm_projector and vision_tower. */
+/** Configs made by frozenConfig: they are deep-frozen copies already. */
+const frozenConfigs = new WeakSet<object>();
+
+/**
+ * A checked (validateConfig), deep-frozen copy of `c`: what a model keeps, so that no edit of the caller's object or
+ * of `model.config` changes a built model behind its weights (its loss, or the config.json it saves). One that is
+ * such a copy already is returned as it is.
+ */
+function frozenConfig(c: VwLmmConfig): VwLmmConfig {
+  if (typeof c === 'object' && c !== null && frozenConfigs.has(c)) return c;
+  const out = validateConfig(c);
+  const freeze = (o: object) => {
+    for (const v of Object.values(o)) if (typeof v === 'object' && v !== null) freeze(v);
+    Object.freeze(o);
+  };
+  freeze(out);
+  frozenConfigs.add(out);
+  return out;
+}
+
+/** LLaVA's LlavaLlamaModel: the LLaMA decoder plus mm_projector and vision_tower (VwLmm.model); built by VwLmm only. */
 class LlavaModel extends LlamaDecoder {
   readonly mm_projector: Projector;
   readonly vision_tower: VisionTowerWrapper;
@@ -86,6 +106,9 @@ class LlavaModel extends LlamaDecoder {
   }
 }
 
+// the type of VwLmm.model, for users to name; the class itself is built by VwLmm only
+export type { LlavaModel };
+
 /** LLaVA's CLIPVisionTower keeps the HF model as `.vision_tower`. */
 class VisionTowerWrapper extends Module {
   constructor(readonly vision_tower: ClipVisionModel) {
@@ -94,13 +117,36 @@ class VisionTowerWrapper extends Module {
   }
 }
 
+/** What VwLmm.updateConfig may change on a built model (LLaVA's train.py sets these on model.config). */
+export interface ConfigUpdate {
+  /** The conversation template (LLaVA's --version). */
+  template?: TemplateName;
+  /** image.aspect: LLaVA's --image_aspect_ratio. */
+  image?: { aspect?: 'pad' | 'square' };
+  /** tokenizer_model_max_length (LLaVA's --model_max_length). */
+  modelMaxLength?: number;
+}
+const UPDATE_KEYS = { template: true, image: true, modelMaxLength: true } satisfies Record<keyof ConfigUpdate, true>;
+
+/** VwLmm.create's options. */
+export interface CreateOptions {
+  device?: DeviceSpec;
+  uninitialized?: boolean;
+  linearDtype?: 'float32' | 'bfloat16';
+}
+const CREATE_KEYS = { device: true, uninitialized: true, linearDtype: true } satisfies Record<keyof CreateOptions, true>;
+
 export class VwLmm extends Module {
   readonly model: LlavaModel;
   readonly lm_head: Linear;
   readonly vm_head: Linear | null;
+  private frozen: VwLmmConfig;
 
-  constructor(readonly config: VwLmmConfig, init: InitOptions) {
+  constructor(config: VwLmmConfig, init: InitOptions) {
     super();
+    // the model's own deep-frozen copy: an edit of the caller's object cannot change the model behind its weights
+    this.frozen = frozenConfig(config);
+    config = this.frozen;
     this.model = this.child('model', new LlavaModel(config, init));
     const c = config.llm;
     this.lm_head = this.child('lm_head', new Linear(c.hiddenSize, c.vocabSize, { bias: false, std: c.initializerRange, init }));
@@ -109,19 +155,56 @@ export class VwLmm extends Module {
   }
 
   /**
+   * The model's configuration: a checked, deep-frozen copy of the one it was created with (an assignment to it throws
+   * in strict mode), so that what it computes and the config.json it saves always describe its weights. The settings a
+   * training run may change go through updateConfig.
+   */
+  get config(): VwLmmConfig {
+    return this.frozen;
+  }
+
+  /**
+   * Changes the settings a training run may set on an existing model, as LLaVA's train.py sets them on model.config:
+   * the conversation template, image.aspect and modelMaxLength (saved with the checkpoint). The rest shaped the weights
+   * or the objective and stays as created. Returns the new config (model.config from now on).
+   */
+  updateConfig(changes: ConfigUpdate): VwLmmConfig {
+    const where = 'VwLmm.updateConfig';
+    if (changes === null || typeof changes !== 'object' || Array.isArray(changes)) throw typeError(where, 'changes', 'an object with template, image.aspect or modelMaxLength', changes);
+    checkKeys(where, 'setting (the others shaped the weights: create a new model)', changes, UPDATE_KEYS);
+    if (changes.image !== undefined) {
+      if (changes.image === null || typeof changes.image !== 'object' || Array.isArray(changes.image)) throw typeError(where, 'changes.image', 'an object with aspect', changes.image);
+      checkKeys(where, 'image setting (only aspect changes on a built model)', changes.image, { aspect: true });
+    }
+    const c = this.frozen;
+    const next: VwLmmConfig = {
+      ...c, image: { ...c.image, ...(changes.image?.aspect !== undefined ? { aspect: changes.image.aspect } : {}) },
+      ...(changes.template !== undefined ? { template: changes.template } : {}),
+      ...(changes.modelMaxLength !== undefined ? { modelMaxLength: changes.modelMaxLength } : {}),
+    };
+    this.frozen = frozenConfig(next);
+    return this.frozen;
+  }
+
+  /**
    * A model with weights drawn from `seed` (the same weights on every device), created on `opts.device`
    * ('cpu' by default; 'cuda' or 'cuda:N' need a usable GPU and say why when there is none); `uninitialized`
    * leaves the weights unset, for a caller that loads every one of them next. `linearDtype` 'bfloat16' stores the
    * Linear weights of the LLM (decoder layers, lm_head) and of the vision tower in bf16 (half the memory; for
    * running, or for training that keeps them frozen: LoRA's base); the projector and vm_head stay float32.
+   * The model keeps a checked, deep-frozen copy of `config` (model.config).
    */
-  static create(config: VwLmmConfig, seed: number, opts: { device?: DeviceSpec; uninitialized?: boolean; linearDtype?: 'float32' | 'bfloat16' } = {}): VwLmm {
-    validateConfig(config);
-    const device = useDevice('VwLmm.create', opts.device);
+  static create(config: VwLmmConfig, seed: number, opts: CreateOptions = {}): VwLmm {
+    const where = 'VwLmm.create';
+    const frozen = frozenConfig(config);
+    if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw typeError(where, 'options', 'an object with device, uninitialized or linearDtype', opts);
+    checkKeys(where, 'option', opts, CREATE_KEYS);
+    const device = useDevice(where, opts.device);
     const linearDtype = opts.linearDtype;
     if (linearDtype !== undefined && linearDtype !== 'float32' && linearDtype !== 'bfloat16')
-      throw new TypeError(`VwLmm.create: linearDtype must be 'float32' or 'bfloat16', got ${String(linearDtype)}`);
-    return new VwLmm(config, { generator: new Generator(seed), device, uninitialized: opts.uninitialized, linearDtype });
+      throw typeError(where, 'linearDtype', "'float32' or 'bfloat16'", linearDtype);
+    if (opts.uninitialized !== undefined && typeof opts.uninitialized !== 'boolean') throw typeError(where, 'uninitialized', 'a boolean', opts.uninitialized);
+    return new VwLmm(frozen, { generator: new Generator(seed), device, uninitialized: opts.uninitialized, linearDtype });
   }
 
   get visionTower(): ClipVisionModel {
@@ -193,8 +276,12 @@ export class VwLmm extends Module {
 
   /** Final hidden states [B*T, D] for a batch. */
   hidden(batch: ModelBatch): { h: Tensor; features: Tensor | null } {
+    this.checkBatch('VwLmm.hidden', batch, false);
+    return this.hiddenOf(batch);
+  }
+
+  private hiddenOf(batch: ModelBatch): { h: Tensor; features: Tensor | null } {
     const nImages = batch.pixelValues ? batch.imagePositions.length / this.numImageTokens : 0;
-    if (!Number.isInteger(nImages)) throw new RangeError(`VwLmm: ${batch.imagePositions.length} image positions is not a multiple of ${this.numImageTokens} tokens per image`);
     const features = batch.pixelValues && nImages > 0 ? this.imageFeatures(batch.pixelValues, nImages) : null;
     // in a scope: the token embeddings and the concatenation the splice gathers from are freed at once (no backward
     // reads them; at 7B and 16 x 2048 tokens, 1 GiB), not with the step
@@ -203,17 +290,71 @@ export class VwLmm extends Module {
     return { h: F.reshape(out.last, [batch.B * batch.T, this.config.llm.hiddenSize]), features };
   }
 
+  /**
+   * A batch checked on the host before anything is uploaded (a JavaScript caller's batch has had no compiler look at
+   * it): each field's type and length against B x T, token ids and targets within the vocabulary, image positions
+   * inside the batch and a whole number of images whose pixels are there. An error names the field, what it must be
+   * and what it holds, not a Tensor.fromArray size or a property of undefined. O(B x T), no pixel is read.
+   */
+  private checkBatch(where: string, b: ModelBatch, needTargets: boolean): void {
+    const FIELDS = 'B, T, tokenIds, attentionMask, imagePositions, pixelValues';
+    if (b === null || typeof b !== 'object') throw typeError(where, 'batch', `a ModelBatch (${FIELDS}${needTargets ? ', targets' : ''})`, b);
+    const { B, T } = b;
+    if (!Number.isSafeInteger(B) || B < 1) throw typeError(where, 'batch.B', 'a positive integer (the number of rows)', B);
+    if (!Number.isSafeInteger(T) || T < 1) throw typeError(where, 'batch.T', 'a positive integer (the positions of a row)', T);
+    const N = B * T, V = this.config.llm.vocabSize;
+    const ints = (name: string, a: unknown, length: number | null, of = `B x T = ${B} x ${T} = ${length}`): Int32Array => {
+      const size = length === null ? '' : ` of ${of} values`;
+      if (!(a instanceof Int32Array)) throw typeError(where, `batch.${name}`, `an Int32Array${size}`, a);
+      if (length !== null && a.length !== length) throw rangeError(where, `expected an Int32Array${size} for batch.${name} but received Int32Array(${a.length})`);
+      return a;
+    };
+    const inRange = (name: string, a: Int32Array, ok: (x: number) => boolean, expected: string) => {
+      for (let i = 0; i < a.length; i++) if (!ok(a[i])) throw rangeError(where, `expected ${expected} in batch.${name} but received ${a[i]} at index ${i}`);
+    };
+    inRange('tokenIds', ints('tokenIds', b.tokenIds, N), (x) => x >= 0 && x < V, `token ids in [0, ${V})`);
+    inRange('attentionMask', ints('attentionMask', b.attentionMask, N), (x) => x === 0 || x === 1, '0 (padding) or 1');
+    const positions = ints('imagePositions', b.imagePositions, null);
+    const P = this.numImageTokens, n = positions.length;
+    if (n % P !== 0) throw rangeError(where, `expected a whole number of images of ${P} positions each in batch.imagePositions but received ${n} positions`);
+    const seen = new Uint8Array(N);
+    for (let k = 0; k < n; k++) {
+      const pos = positions[k];
+      if (pos < 0 || pos >= N) throw rangeError(where, `expected positions b * T + t in [0, ${N}) (B x T = ${B} x ${T}) in batch.imagePositions but received ${pos} at index ${k}`);
+      if (seen[pos]) throw rangeError(where, `batch.imagePositions names position ${pos} twice (at index ${k}): one image feature per position`);
+      seen[pos] = 1;
+    }
+    const v = this.config.vision, perImage = v.numChannels * v.imageSize * v.imageSize, images = n / P;
+    const px = b.pixelValues;
+    if (px !== null && !(px instanceof Float32Array)) throw typeError(where, 'batch.pixelValues', `a Float32Array of ${images} image(s) x ${perImage} values, or null (no images)`, px);
+    // image positions without images would keep their placeholder ids' embeddings: the images silently dropped
+    if (px === null && n > 0) throw new RangeError(`VwLmm: the batch has ${n} image positions but no images (pixelValues)`);
+    if (px !== null && px.length !== images * perImage)
+      throw rangeError(where, `expected ${images} image(s) (batch.imagePositions: ${n} positions, ${P} per image) of ${v.numChannels} x ${v.imageSize} x ${v.imageSize} = ${images * perImage} values in batch.pixelValues but received Float32Array(${px.length})`);
+    if (b.targets !== undefined || needTargets) {
+      if (b.targets === undefined) throw typeError(where, 'batch.targets', `an Int32Array of B x T = ${N} next-token targets (-100: none)`, b.targets);
+      inRange('targets', ints('targets', b.targets, N), (x) => x === -100 || (x >= 0 && x < V), `-100 or token ids in [0, ${V})`);
+    }
+    if (b.klRows !== undefined) {
+      const kl = b.klRows as unknown;
+      if (kl === null || typeof kl !== 'object') throw typeError(where, 'batch.klRows', 'an object { rows, featureIndex } of Int32Arrays', kl);
+      const rows = ints('klRows.rows', b.klRows.rows, null), idx = ints('klRows.featureIndex', b.klRows.featureIndex, rows.length, `${rows.length} (one per klRows.rows entry)`);
+      inRange('klRows.rows', rows, (x) => x >= 0 && x < N, `positions in [0, ${N})`);
+      inRange('klRows.featureIndex', idx, (x) => x >= 0 && x < n, `image feature indexes in [0, ${n})`);
+    }
+  }
+
   /** The VW-LMM objective on a batch (needs targets; klRows when vmWeight > 0). */
   loss(batch: ModelBatch): LossOutput {
-    const targets = batch.targets;
-    if (!targets) throw new TypeError('VwLmm.loss: the batch has no targets');
+    this.checkBatch('VwLmm.loss', batch, true);
+    const targets = batch.targets!;
     const textTokens = targets.reduce((a, t) => a + (t !== -100 ? 1 : 0), 0);
     // The whole forward in a scope: what no backward reads (the final hidden states, the rows gathered for the KL,
     // casts) is freed before the backward runs, not with the step (~1.3 GiB at 7B). It once put V8 into a
     // mark-compact every few CPU demo steps; that came with a new 2 MB pixel array per batch and went with them
     // (benchmarks/RESULTS.md, "The forward's scope back").
     const { loss, ceLoss, klLoss, klRows } = scope(() => {
-      const { h, features } = this.hidden(batch);
+      const { h, features } = this.hiddenOf(batch);
       const ce = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(targets, [batch.B * batch.T], { device: this.device }));
       const klRows = this.config.vmWeight > 0 && batch.klRows ? batch.klRows.rows.length : 0;
       if (klRows === 0 || !features) return { loss: ce, ceLoss: ce, klLoss: null, klRows: 0 };
@@ -271,8 +412,15 @@ export class VwLmm extends Module {
     if (opts.topK !== undefined && !(Number.isInteger(opts.topK) && opts.topK >= 0)) throw new RangeError(`VwLmm.generate: topK must be an integer >= 0 (0: off), got ${opts.topK}`);
     if (opts.cacheReserve !== undefined && (!Number.isInteger(opts.cacheReserve) || opts.cacheReserve < 0))
       throw new RangeError(`VwLmm.generate: cacheReserve must be a non-negative integer, got ${opts.cacheReserve}`);
+    if (opts.eosId !== undefined && opts.eosId !== null && !Number.isSafeInteger(opts.eosId)) throw typeError('VwLmm.generate', 'eosId', 'an integer token id, or null (none)', opts.eosId);
     const v = this.config.vision, perImage = v.numChannels * v.imageSize * v.imageSize, P = this.numImageTokens;
+    if (!Array.isArray(prompts)) throw typeError('VwLmm.generate', 'prompts', 'an array of prompts { tokenIds, imagePositions, pixelValues }', prompts);
+    const V = this.config.llm.vocabSize;
     prompts.forEach((p, i) => {
+      if (p === null || typeof p !== 'object') throw typeError('VwLmm.generate', `prompts[${i}]`, 'a prompt { tokenIds, imagePositions, pixelValues }', p);
+      if (!(p.tokenIds instanceof Int32Array)) throw typeError('VwLmm.generate', `prompts[${i}].tokenIds`, 'an Int32Array of token ids', p.tokenIds);
+      if (!(p.imagePositions instanceof Int32Array)) throw typeError('VwLmm.generate', `prompts[${i}].imagePositions`, 'an Int32Array of positions in the prompt', p.imagePositions);
+      if (p.pixelValues !== null && !(p.pixelValues instanceof Float32Array)) throw typeError('VwLmm.generate', `prompts[${i}].pixelValues`, 'a Float32Array of preprocessed pixels, or null (no image)', p.pixelValues);
       if (p.tokenIds.length === 0) throw new RangeError(`VwLmm.generate: prompt ${i} is empty`);
       const bad = p.imagePositions.find((pos) => pos < 0 || pos >= p.tokenIds.length);
       if (bad !== undefined) throw new RangeError(`VwLmm.generate: prompt ${i} has an image position ${bad} outside its ${p.tokenIds.length} tokens`);
@@ -284,6 +432,9 @@ export class VwLmm extends Module {
       if (n !== images * P)
         throw new RangeError(`VwLmm.generate: prompt ${i}: image features and image tokens do not match: ${images} image(s) (pixelValues${p.pixelValues ? '' : ' null'}) need ${images * P} image positions (${P} per image), got ${n}`);
       if (n > 1 && new Set(p.imagePositions).size !== n) throw new RangeError(`VwLmm.generate: prompt ${i} names an image position twice`);
+      // every id, image positions' too, goes through the embedding (collate writes the pad id there)
+      const badId = p.tokenIds.findIndex((t) => t < 0 || t >= V);
+      if (badId >= 0) throw new RangeError(`VwLmm.generate: prompt ${i}: expected token ids in [0, ${V}) but received ${p.tokenIds[badId]} at index ${badId} (an image placeholder is expanded to image positions first: collate)`);
       // once on the host, before the upload: a NaN image would otherwise come out as '' without a word
       if (p.pixelValues) {
         const px = p.pixelValues;
@@ -365,7 +516,7 @@ export class VwLmm extends Module {
       for (let step = 0; step < opts.maxNewTokens; step++) {
         next.forEach((t, b) => {
           if (done[b]) return;
-          if (opts.eosId !== undefined && t === opts.eosId) done[b] = true;
+          if (opts.eosId != null && t === opts.eosId) done[b] = true;
           else out[b].push(t);
         });
         if (done.every(Boolean) || step === opts.maxNewTokens - 1) break;
@@ -390,9 +541,14 @@ export interface GeneratePrompt {
 }
 
 export interface GenerateOptions {
-  /** New tokens at most per prompt (an integer >= 0); a prompt's output ends before its eosId, which is not included. */
+  /**
+   * New tokens at most per prompt (an integer >= 0); a prompt's output ends before its eosId, which is not included.
+   * Not capped at llm.maxPositionEmbeddings, as transformers' generate does not cap it: RoPE computes the rotation of any
+   * position from the position itself (no table of maxPositionEmbeddings rows), so later positions are exact.
+   */
   maxNewTokens: number;
-  eosId?: number;
+  /** The end-of-sequence token; null or absent: none (TextTokenizer.eosId is null for a tokenizer without one). */
+  eosId?: number | null;
   /**
    * 0 (default) = greedy; > 0 samples from softmax(logits / temperature) (transformers' do_sample=True with its
    * TemperatureLogitsWarper). A tiny temperature is the greedy limit (ties at the max share the draw), not an overflow.

@@ -140,7 +140,7 @@ describe(`frozen weights stored in bf16 (seed ${runSeed})`, () => {
       return [out.loss.item(), out.ce, out.kl];
     }));
     expect(loss(b16)).toEqual(loss(f32));
-    expect(() => loadCheckpoint(dir, { weightDtype: 'float16' as never })).toThrow(/linearDtype must be 'float32' or 'bfloat16'/);
+    expect(() => loadCheckpoint(dir, { weightDtype: 'float16' as never })).toThrow("loadCheckpoint: expected 'float32' or 'bfloat16' for weightDtype but received 'float16' (string)");
     for (const m of [model, f32, b16]) m.dispose();
   });
 

@@ -160,9 +160,10 @@ describe('transformers LLaVA interchange', () => {
     const { model, config } = loadCheckpoint(hfDir);
     const base = tmp();
     // an image token outside the vocabulary (our pipeline's -200) needs an explicit id
-    config.imageTokenIndex = -200; // model.config is this object
-    expect(() => saveCheckpoint(path.join(base, 'a'), model, { format: 'transformers' })).toThrow(/image token/);
+    const placeholder = VwLmm.create({ ...config, imageTokenIndex: -200 }, 0);
+    expect(() => saveCheckpoint(path.join(base, 'a'), placeholder, { format: 'transformers' })).toThrow(/image token/);
     expect(fs.existsSync(path.join(base, 'a'))).toBe(false);
+    placeholder.dispose();
     saveCheckpoint(path.join(base, 'b'), model, { format: 'transformers', imageTokenIndex: 63 });
     expect(JSON.parse(fs.readFileSync(path.join(base, 'b', 'config.json'), 'utf8')).image_token_index).toBe(63);
     model.dispose();
