@@ -20,6 +20,7 @@ import { decodeImage, loadImage, preprocessClip } from '../data/images';
 import { clipPreprocessOptions } from '../model/config';
 import { TextTokenizer } from '../data/tokenizer';
 import type { ComputeDtype } from '../amp';
+import { checkKeys, typeError } from '../errors';
 import { VwLmm } from '../model/vwlmm';
 import { chunkOf } from './chunk';
 import { pyStrip } from './evalai';
@@ -70,6 +71,31 @@ export interface AnswerOptions {
   /** The precision of generation (GenerateOptions.dtype; default the device's). */
   dtype?: ComputeDtype;
   onProgress?: (p: { done: number; total: number; answersPerSec: number; tokensPerSec: number; etaSec: number }) => void;
+}
+
+// Every option answerQuestions reads: another key ({ max_new_tokens: 2 }) is refused, not ignored
+const ANSWER_KEYS = {
+  questions: true, format: true, singlePredPrompt: true, lang: true, allRounds: true, imageFolder: true, answers: true, modelId: true, template: true,
+  maxNewTokens: true, batchSize: true, flushEvery: true, numChunks: true, chunkIdx: true, strict: true, dtype: true, onProgress: true,
+} satisfies Record<keyof AnswerOptions, true>;
+
+/** AnswerOptions checked at run time (a JavaScript caller's may lack modelId, and every line would say "model_id": null). */
+function checkAnswerOptions(o: AnswerOptions): void {
+  const where = 'answerQuestions';
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw typeError(where, 'options', 'an object with questions, imageFolder, answers and modelId', o);
+  checkKeys(where, 'option', o, ANSWER_KEYS);
+  for (const k of ['questions', 'imageFolder', 'answers', 'modelId'] as const)
+    if (typeof o[k] !== 'string' || o[k] === '') throw typeError(where, k, k === 'modelId' ? "a non-empty string (the answer lines' model_id)" : 'a non-empty path', o[k]);
+  const oneOf = (k: keyof AnswerOptions, allowed: readonly string[]) => {
+    if (o[k] !== undefined && !allowed.includes(o[k] as string)) throw typeError(where, k, allowed.map((a) => `'${a}'`).join(' | '), o[k]);
+  };
+  oneOf('format', ['vqa_loader', 'science', 'mmbench']);
+  oneOf('lang', ['en', 'cn']);
+  for (const k of ['singlePredPrompt', 'allRounds', 'strict'] as const)
+    if (o[k] !== undefined && typeof o[k] !== 'boolean') throw typeError(where, k, 'a boolean', o[k]);
+  for (const [k, min] of [['maxNewTokens', 0], ['batchSize', 1], ['numChunks', 1], ['chunkIdx', 0]] as const)
+    if (o[k] !== undefined && !(Number.isSafeInteger(o[k]) && (o[k] as number) >= min)) throw typeError(where, k, `an integer >= ${min}`, o[k]);
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw typeError(where, 'onProgress', 'a function', o.onProgress);
 }
 
 export interface AnswerResult {
@@ -256,8 +282,51 @@ export function answerPrompt(text: string, hasImage: boolean, template: Template
   return buildGenerationPrompt([{ from: 'human', value }], t, tokenizer, { moveImageToFront: false });
 }
 
+/** answerOne's options: the prompt's template and how to generate (VwLmm.generate's GenerateOptions). */
+export interface AnswerOneOptions {
+  /** The conversation template (LLaVA's --conv-mode); default the model's. */
+  template?: TemplateName;
+  /** Generation budget (default 128, `vwlmm generate`'s and the official inference's). */
+  maxNewTokens?: number;
+  /** 0 (default): greedy; > 0 samples (GenerateOptions.temperature). */
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  seed?: number;
+  dtype?: ComputeDtype;
+}
+const ANSWER_ONE_KEYS = {
+  template: true, maxNewTokens: true, temperature: true, topP: true, topK: true, seed: true, dtype: true,
+} satisfies Record<keyof AnswerOneOptions, true>;
+
+/**
+ * The answer to one question, as `vwlmm generate` prints it and `vwlmm answer` writes it: the question (as it is) after
+ * "<image>\n" when there are pixels, as the human turn of the template with the assistant turn open (answerPrompt),
+ * generated up to the tokenizer's EOS and stripped as Python's str.strip() does. `pixels`: one image preprocessed as the
+ * model takes it (preprocessClip(image, clipPreprocessOptions(model.config))), or null for a text-only question.
+ */
+export function answerOne(model: VwLmm, tokenizer: TextTokenizer, question: string, pixels: Float32Array | null, options: AnswerOneOptions = {}): string {
+  const where = 'answerOne';
+  if (typeof question !== 'string') throw typeError(where, 'question', 'a string', question);
+  if (pixels !== null && !(pixels instanceof Float32Array)) throw typeError(where, 'pixels', 'a Float32Array of one preprocessed image, or null (no image)', pixels);
+  const v = model.config.vision, perImage = v.numChannels * v.imageSize * v.imageSize;
+  if (pixels !== null && pixels.length !== perImage)
+    throw new RangeError(`${where}: expected one image of ${v.numChannels} x ${v.imageSize} x ${v.imageSize} = ${perImage} values (preprocessClip(image, clipPreprocessOptions(model.config))) for pixels but received Float32Array(${pixels.length})`);
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw typeError(where, 'options', `an object with keys among ${Object.keys(ANSWER_ONE_KEYS).join(', ')}`, options);
+  checkKeys(where, 'option', options, ANSWER_ONE_KEYS);
+  // the image goes in front of the question: one placeholder in it too would make two for one image (answer skips such a question)
+  const held = question.split(IMAGE_TOKEN).length - 1;
+  if (held > 0) throw new RangeError(`${where}: the question holds "${IMAGE_TOKEN}": the prompt would hold ${held + (pixels ? 1 : 0)} image placeholders for ${pixels ? 'one image' : 'no image'}; give the question alone (the image goes in front of it)`);
+  const p = answerPrompt(question, pixels !== null, getTemplate(options.template ?? model.config.template), tokenizer);
+  const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tokenizer.padId, numPatches: model.numImageTokens });
+  const { template: _, maxNewTokens = 128, ...sampling } = options;
+  const [ids] = model.generate([{ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues }], { ...sampling, maxNewTokens, eosId: tokenizer.eosId });
+  return pyStrip(tokenizer.decode(ids));
+}
+
 export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o: AnswerOptions): Promise<AnswerResult> {
   const t0 = Date.now();
+  checkAnswerOptions(o);
   if (!fs.existsSync(o.questions)) throw new Error(`questions ${o.questions} does not exist`);
   const skipped: AnswerResult['skipped'] = [];
   const questions: Question[] = [];
@@ -316,7 +385,7 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
         batch.push({ q, prompt: { tokenIds: c.tokenIds, imagePositions: c.imagePositions, pixelValues: c.pixelValues } });
       }
       if (batch.length === 0) continue;
-      const outs = model.generate(batch.map((x) => x.prompt), { maxNewTokens: o.maxNewTokens ?? 128, eosId: tokenizer.eosId ?? undefined, batchSize, dtype: o.dtype });
+      const outs = model.generate(batch.map((x) => x.prompt), { maxNewTokens: o.maxNewTokens ?? 128, eosId: tokenizer.eosId, batchSize, dtype: o.dtype });
       let lines = '';
       outs.forEach((ids, k) => {
         tokens += ids.length;

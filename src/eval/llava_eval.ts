@@ -15,6 +15,7 @@ import { VwLmm } from '../model/vwlmm';
 import { answerQuestions, AnswerResult } from './answer';
 import { vqaSoftAccuracy } from './evalai';
 import { readAnswers } from './scorers';
+import { checkKeys, typeError } from '../errors';
 
 export interface EvalResult {
   accuracy: number;
@@ -47,6 +48,18 @@ export interface EvalOptions {
   modelId?: string;
   /** Prompts per generation batch (default 32). */
   batchSize?: number;
+}
+
+// Every option evaluateFile reads: another key ({ max_new_tokens: 2 }) is refused, not ignored
+const EVAL_KEYS = {
+  maxNewTokens: true, strict: true, limit: true, dtype: true, answers: true, modelId: true, batchSize: true,
+} satisfies Record<keyof EvalOptions, true>;
+
+/** An options object checked against its keys (undefined: none). */
+function checkOptions(where: string, o: object | undefined, known: Record<string, true>): void {
+  if (o === undefined) return;
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw typeError(where, 'options', `an object with keys among ${Object.keys(known).join(', ')}`, o);
+  checkKeys(where, 'option', o, known);
 }
 
 export function normalizeAnswer(s: string): string {
@@ -144,6 +157,7 @@ function scoreQuestions(answersFile: string, questions: readonly EvalQuestion[],
  * many times. Records without an answer line are skipped and listed, not counted.
  */
 export function scoreLlavaAnswers(answersFile: string, dataFile: string, opts: { strict?: boolean; limit?: number } = {}): EvalResult {
+  checkOptions('scoreLlavaAnswers', opts, { strict: true, limit: true });
   const { questions, skipped, ids } = evalQuestions(dataFile, opts);
   const r = scoreQuestions(answersFile, questions, ids, dataFile);
   return { ...r, skipped: [...skipped, ...r.skipped], answers: answersFile, resumed: 0 };
@@ -155,6 +169,8 @@ export function scoreLlavaAnswers(answersFile: string, dataFile: string, opts: {
 const FLUSH_EVERY = 1024;
 
 export async function evaluateFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, opts: EvalOptions = {}): Promise<EvalResult> {
+  checkOptions('evaluateFile', opts, EVAL_KEYS);
+  if (opts.limit !== undefined && !(Number.isSafeInteger(opts.limit) && opts.limit >= 0)) throw typeError('evaluateFile', 'limit', 'an integer >= 0', opts.limit);
   const { questions, skipped, ids } = evalQuestions(file, opts);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-eval-'));
   try {

@@ -14,6 +14,7 @@ import { TextTokenizer } from '../data/tokenizer';
 import { clipView, RgbImage } from '../data/images';
 import { VwLmm } from '../model/vwlmm';
 import { writeFileAtomic } from '../io/atomic_file';
+import { checkKeys, rangeError, typeError } from '../errors';
 
 export interface PatchWords {
   row: number;
@@ -93,8 +94,14 @@ export interface DrawVisualWordsOptions {
   view?: ModelView;
 }
 
+// Every option drawVisualWords reads: another key ({ scal: 2 }) is refused, not ignored
+const DRAW_KEYS = { scale: true, view: true } satisfies Record<keyof DrawVisualWordsOptions, true>;
+const VIEW_KEYS = { size: true, mean: true, aspect: true } satisfies Record<keyof ModelView, true>;
+
 /** preprocessClip's size x size RGB bytes before normalisation (clipView), with the view's own checks. */
 async function modelView(img: RgbImage, v: ModelView): Promise<RgbImage> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw typeError('drawVisualWords', 'view', 'an object { size, mean?, aspect }', v);
+  checkKeys('drawVisualWords', 'key of view', v, VIEW_KEYS);
   if (v.aspect !== 'pad' && v.aspect !== 'square' && v.aspect !== 'resize_crop') throw new RangeError(`drawVisualWords: view.aspect must be 'pad', 'square' or 'resize_crop', got ${String(v.aspect)}`);
   return clipView(img, { size: v.size, mean: v.mean, aspect: v.aspect === 'pad' ? 'pad' : 'resize_crop' });
 }
@@ -123,8 +130,24 @@ function pictureFormat(file: string): 'png' | 'jpeg' | 'webp' {
  * The image must be the square the model saw, or be given with `view` (how the model saw it).
  */
 export async function drawVisualWords(rgb: Uint8Array, width: number, height: number, patches: PatchWords[], grid: number, file: string, options: number | DrawVisualWordsOptions = 8): Promise<void> {
+  const where = 'drawVisualWords';
   const o = typeof options === 'number' ? { scale: options } : options;
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw typeError(where, 'options', 'a scale, or an object { scale?, view? }', o);
+  checkKeys(where, 'option', o, DRAW_KEYS);
   const scale = o.scale ?? 8;
+  // whole pixels per image pixel (nearest neighbour), so that the grid lines fall on the patches' edges
+  if (!(Number.isSafeInteger(scale) && scale >= 1)) throw typeError(where, 'scale', 'an integer >= 1 (picture pixels per image pixel)', scale);
+  if (!(Number.isSafeInteger(grid) && grid >= 1)) throw typeError(where, 'grid', 'an integer >= 1 (patches per side: image size / patch size)', grid);
+  for (const [name, v] of [['width', width], ['height', height]] as const)
+    if (!(Number.isSafeInteger(v) && v >= 1)) throw typeError(where, name, 'an integer >= 1', v);
+  if (!(rgb instanceof Uint8Array) || rgb.length !== width * height * 3)
+    throw typeError(where, 'rgb', `a Uint8Array of ${width} x ${height} x 3 = ${width * height * 3} RGB bytes`, rgb);
+  if (!Array.isArray(patches)) throw typeError(where, 'patches', 'an array of PatchWords (visualWordsOf)', patches);
+  patches.forEach((p, i) => {
+    if (p === null || typeof p !== 'object' || !Array.isArray(p.words) || p.words.length === 0) throw typeError(where, `patches[${i}]`, 'a PatchWords { row, col, words } with one word at least', p);
+    if (!(Number.isInteger(p.row) && Number.isInteger(p.col) && p.row >= 0 && p.col >= 0 && p.row < grid && p.col < grid))
+      throw rangeError(where, `expected patches[${i}] in the ${grid} x ${grid} grid (row and col in [0, ${grid})) but received row ${p.row}, col ${p.col}`);
+  });
   const format = pictureFormat(file);
   let img: RgbImage = { width, height, data: rgb };
   if (o.view) img = await modelView(img, o.view);
