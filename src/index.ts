@@ -5,7 +5,7 @@ import { typeError } from './errors';
 export type { BackendMemoryStats } from './native';
 
 export { Tensor, scope, keep } from './tensor';
-export type { DType, Device, TensorOptions } from './tensor';
+export type { DType, Device, TensorOptions, GradNode } from './tensor';
 export { parseDevice, useDevice } from './device';
 export type { DeviceSpec } from './device';
 // The engine in three layers, one name each: `callOp` runs a row of the op table (native/core/ops.def);
@@ -13,8 +13,11 @@ export type { DeviceSpec } from './device';
 // as torch.nn.functional is PyTorch's.
 export { callOp, opNames, opConstants, opProfile, profileOps } from './call_op';
 export type { OpProfileEntry, OpStats } from './call_op';
+/** What opConstants() returns (call_op.ts keeps the type to itself: named here from the function). */
+export type OpConstants = ReturnType<typeof import('./call_op').opConstants>;
 export { OpProgram } from './program';
-export type { OpProgramInfo } from './program';
+export type { OpProgramInfo, RecordOptions } from './program';
+export type { NativeProgramInfo } from './native';
 export { fused, DEFAULT_WORKSPACE_BUDGET } from './fused';
 export * as F from './functional';
 export { backward, gradientCheckpoint, noGrad, isGradEnabled, zeroGrad, clearTape, tapeLength, onGradReady } from './autograd';

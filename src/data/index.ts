@@ -29,7 +29,7 @@ export {
 } from './sort_of_clevr';
 export type {
   Scene, SceneObject, SortOfClevrQuestion, SortOfClevrRecord, SortOfClevrSummary, WriteSortOfClevrOptions, Colour, Shape, QuestionKind,
-  QuestionGroup, NonRelationalKind, RelationalKind,
+  QuestionGroup, NonRelationalKind, RelationalKind, LlavaTurnOut,
 } from './sort_of_clevr';
 export { SceneImageWriter, spareImageWorkers } from './scene_writer';
 export { ClipImageWorkers } from './clip_workers';
@@ -39,4 +39,4 @@ export {
 } from './word_level_tokenizer';
 export type { WordLevelTokenizerOptions } from './word_level_tokenizer';
 export { readSentencePieceModel, llamaTokenizerJson, tokenizerJsonFromSentencePiece } from './sentencepiece';
-export type { SentencePiece, SentencePieceModel, LlamaTokenizerOptions } from './sentencepiece';
+export type { SentencePiece, SentencePieceModel, LlamaTokenizerOptions, AddedTokenSpec } from './sentencepiece';
