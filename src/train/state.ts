@@ -47,4 +47,11 @@ export interface TrainerState {
    * (the model's order, then its extraParameters); absent in older ones, indexed by the optimizer's learning-rate groups.
    */
   optimizerIndex?: string;
+  /**
+   * Saved with checkpoints: per trainable model parameter of the stage it was written in (by name), a checksum of up to
+   * 64 evenly spaced elements (trainer.ts weightsFingerprint). The state carries the position and the optimizer, not the
+   * weights: a resume compares this with the model's and refuses a model that does not hold the checkpoint's weights.
+   * Absent in older checkpoints: not checked.
+   */
+  weightsFingerprint?: Record<string, string>;
 }

@@ -140,7 +140,9 @@ export interface TrainerOptions {
   seed: number;
   /**
    * Where metrics.jsonl and checkpoint/ go. Absent: the run writes nothing (records reach onLog only, no
-   * checkpoint is saved, a stop throws TrainingInterrupted without one); saveEvery and autoResume need it.
+   * checkpoint is saved, a stop throws TrainingInterrupted without one); saveEvery and autoResume need it. A run that does
+   * not resume starts metrics.jsonl anew and replaces the checkpoint there at its first save, as transformers' Trainer
+   * does (`vwlmm train` refuses such an --out unless --resume or --overwrite-output-dir).
    */
   outDir?: string;
   /** Save a checkpoint every N optimizer steps (0 = only at the end of each stage). */
@@ -159,7 +161,11 @@ export interface TrainerOptions {
   onStageStart?: (model: VwLmm, stage: Stage) => void;
   /** Files saved with every checkpoint (e.g. the tokenizer). */
   checkpointFiles?: Pick<SaveOptions, 'tokenizer' | 'extraFiles'>;
-  /** Stop after this many optimizer steps in total (for tests of resume), as if interrupted. */
+  /**
+   * Stop after this many optimizer steps in total (for tests of resume), as an interruption stops: a checkpoint at that
+   * step (with outDir, unless saveEvery wrote it already), then run() returns its state instead of throwing
+   * TrainingInterrupted. A stop at the run's last step is its end.
+   */
   stopAfterSteps?: number;
   /** Write a train record every N steps (default 1). */
   logEvery?: number;
@@ -180,11 +186,15 @@ export interface TrainerOptions {
    * optimizer state and data position) when there is one. Default false.
    */
   autoResume?: boolean;
-  /** Sets model.gradientCheckpointing for the run (every decoder and vision layer recomputed in the backward). */
+  /**
+   * Sets model.gradientCheckpointing for the run (every decoder and vision layer recomputed in the backward); the model's
+   * own setting is back when run() / runAsync() return or throw.
+   */
   gradientCheckpointing?: boolean;
   /**
-   * Sets model.residualDtype for the run: the LLM's residual stream under bf16 compute, 'float32' (torch's autocast)
-   * or 'bfloat16' (a model loaded in bf16, as LLaVA's LoRA recipe: half the memory of the gradient checkpoints).
+   * Sets model.residualDtype for the run (restored as gradientCheckpointing is): the LLM's residual stream under bf16
+   * compute, 'float32' (torch's autocast) or 'bfloat16' (a model loaded in bf16, as LLaVA's LoRA recipe: half the memory
+   * of the gradient checkpoints).
    */
   residualDtype?: ComputeDtype;
   /**
@@ -235,8 +245,11 @@ export interface TrainerOptions {
   replay?: boolean;
 }
 
-/** What readTrainerState reads; stageParameters: the current stage's extraParameters, when it has any. */
-type ResumeFrom = { state: TrainerState; optimizer: Map<string, HostTensor>; stageParameters?: Map<string, HostTensor> | null };
+/**
+ * What readTrainerState reads; stageParameters: the current stage's extraParameters, when it has any; dir: the checkpoint
+ * it came from (named in errors). Not the weights: the model must hold the checkpoint's (TrainerState.weightsFingerprint).
+ */
+type ResumeFrom = { state: TrainerState; optimizer: Map<string, HostTensor>; stageParameters?: Map<string, HostTensor> | null; dir?: string };
 
 const STAGE_PARAMETERS = 'stage_parameters.safetensors';
 
@@ -372,8 +385,43 @@ const TRAINER_OPTION_KEYS = {
   residualDtype: true, dtype: true, frozenDtype: true, processGroup: true, bucketBytes: true, gatherDtype: true, overlapGather: true, replay: true,
 } satisfies Record<keyof TrainerOptions, true>;
 
+const CHECKPOINT_FILES_KEYS = { tokenizer: true, extraFiles: true } satisfies Record<keyof NonNullable<TrainerOptions['checkpointFiles']>, true>;
+
+/** TrainerOptions' values, each named with what it takes (a negative saveEvery would save every step, a seed of 0.5 fail at resume). */
+function checkOptions(opts: TrainerOptions): void {
+  const o = opts as unknown as Record<string, unknown>;
+  // the data order and LoRA dropout derive from the seed, and checkpoints record it as an integer
+  if (!Number.isSafeInteger(o.seed)) throw typeError('Trainer', 'seed', 'an integer (number)', o.seed);
+  const integer = (key: string, min: number, what: string) => {
+    const v = o[key];
+    if (v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= min)) throw typeError('Trainer', key, `an integer >= ${min} (${what})`, v);
+  };
+  integer('saveEvery', 0, '0: only at the end of each stage');
+  integer('evalEvery', 0, '0: only at the end of each stage');
+  integer('logEvery', 1, 'a train record every N steps');
+  integer('stopAfterSteps', 0, 'optimizer steps in total');
+  const oneOf = (key: string, values: readonly string[]) => {
+    if (o[key] !== undefined && !values.includes(o[key] as string)) throw typeError('Trainer', key, values.map((v) => `'${v}'`).join(' or '), o[key]);
+  };
+  oneOf('nonFinite', ['skip', 'stop']);
+  oneOf('gatherDtype', ['float32', 'bfloat16']);
+  for (const key of ['handleSignals', 'autoResume', 'gradientCheckpointing', 'overlapGather', 'replay'])
+    if (o[key] !== undefined && typeof o[key] !== 'boolean') throw typeError('Trainer', key, 'a boolean', o[key]);
+  for (const key of ['evaluate', 'onLog', 'onStageStart'])
+    if (o[key] !== undefined && typeof o[key] !== 'function') throw typeError('Trainer', key, 'a function', o[key]);
+  if (o.outDir !== undefined && !(typeof o.outDir === 'string' && o.outDir !== '')) throw typeError('Trainer', 'outDir', 'a directory path (a non-empty string)', o.outDir);
+  if (o.stop !== undefined && typeof (o.stop as StopRequest | null)?.requested !== 'function') throw typeError('Trainer', 'stop', 'a StopRequest', o.stop);
+  if (o.bucketBytes !== undefined && !(typeof o.bucketBytes === 'number' && Number.isFinite(o.bucketBytes) && o.bucketBytes > 0)) throw typeError('Trainer', 'bucketBytes', 'a number of bytes > 0', o.bucketBytes);
+  if (o.checkpointFiles !== undefined) {
+    if (o.checkpointFiles === null || typeof o.checkpointFiles !== 'object') throw typeError('Trainer', 'checkpointFiles', '{ tokenizer?, extraFiles? }', o.checkpointFiles);
+    checkKeys('Trainer', 'key of checkpointFiles', o.checkpointFiles, CHECKPOINT_FILES_KEYS);
+  }
+}
+
 function checkStage(model: VwLmm, s: Stage): void {
   if (s === null || typeof s !== 'object') throw typeError('Trainer', 'a stage', 'a Stage object', s);
+  // the name keys the stage's sample order (batchIndices) and names it in logs and checkpoints
+  if (typeof s.name !== 'string' || s.name === '') throw typeError('Trainer', 'a stage\'s name', 'a non-empty string (it keys the stage\'s sample order)', s.name);
   const where = `Trainer: stage '${s.name}'`;
   checkKeys(where, 'key', s, STAGE_KEYS);
   if (s.trainable === null || typeof s.trainable !== 'object') throw typeError(where, 'trainable', '{ visionTower?, projector?, llm?, vmHead?, lora? }', s.trainable);
@@ -458,9 +506,12 @@ export class Trainer {
   readonly dtype: ComputeDtype;
   /** How frozen Linear weights are stored (TrainerOptions.frozenDtype). */
   readonly frozenDtype: ComputeDtype;
+  /** TrainerOptions.residualDtype, checked: set on the model while a run lasts. */
+  private readonly residualDtype: ComputeDtype | undefined;
   constructor(readonly model: VwLmm, readonly stages: Stage[], readonly opts: TrainerOptions) {
     if (opts === null || typeof opts !== 'object') throw typeError('Trainer', 'options', 'an object with seed', opts);
     checkKeys('Trainer', 'option', opts, TRAINER_OPTION_KEYS);
+    checkOptions(opts);
     if (!Array.isArray(stages)) throw typeError('Trainer', 'stages', 'an array of stages', stages);
     if (opts.outDir === undefined) {
       for (const k of ['saveEvery', 'autoResume'] as const) {
@@ -468,6 +519,11 @@ export class Trainer {
       }
     }
     for (const s of stages) checkStage(model, s);
+    // two stages of one name would draw the same sample order and be told apart by nothing in logs or checkpoints
+    stages.forEach((s, i) => {
+      const j = stages.findIndex((x) => x.name === s.name);
+      if (j !== i) throw rangeError('Trainer', `stages ${j} and ${i} are both named '${s.name}': stage names must differ (a name keys its stage's sample order, logs and checkpoints)`);
+    });
     if (opts.processGroup !== undefined) {
       const g = opts.processGroup as unknown;
       if (g === null || typeof g !== 'object' || typeof (g as ProcessGroup).reduceScatterAsync !== 'function') throw typeError('Trainer', 'processGroup', 'a ProcessGroup (initProcessGroup)', g);
@@ -481,13 +537,12 @@ export class Trainer {
       if (s.size > 0 && per > s.size)
         throw rangeError(`Trainer: stage '${s.name}'`, `one optimizer step takes ${per} samples (batchSize ${s.batchSize} x gradAccum ${s.gradAccum ?? 1}${world > 1 ? ` x ${world} ranks` : ''}) but the stage has ${s.size}: some would appear twice in one step (lower the batch size)`);
     }
-    if (opts.gradientCheckpointing !== undefined) model.gradientCheckpointing = opts.gradientCheckpointing;
     this.dtype = opts.dtype === undefined ? defaultComputeDtype(model.device) : parseComputeDtype('Trainer', opts.dtype);
     if (opts.residualDtype !== undefined) {
       const residual = parseComputeDtype('Trainer residualDtype', opts.residualDtype);
       // in float32 compute the stream is float32 whatever is asked: say so rather than train otherwise than asked
       if (residual === 'bfloat16' && this.dtype !== 'bfloat16') throw typeError('Trainer', 'residualDtype', "'float32' with float32 compute (a bf16 stream needs dtype 'bfloat16')", residual);
-      model.residualDtype = residual;
+      this.residualDtype = residual;
     }
     this.frozenDtype = opts.frozenDtype === undefined ? this.dtype : parseComputeDtype('Trainer frozenDtype', opts.frozenDtype);
     this.group = opts.processGroup ?? null;
@@ -509,13 +564,39 @@ export class Trainer {
     this.opts.onLog?.(record);
   }
 
-  /** Runs every stage from `resume` (or from the start) to the end; returns the final state. */
+  /**
+   * The options' model settings (gradientCheckpointing, residualDtype) while a run lasts: returns the function that
+   * puts the model's own back (a model trained with gradient checkpointing is not left recomputing its evaluations).
+   */
+  private applyModelSettings(): () => void {
+    const was = { gradientCheckpointing: this.model.gradientCheckpointing, residualDtype: this.model.residualDtype };
+    if (this.opts.gradientCheckpointing !== undefined) this.model.gradientCheckpointing = this.opts.gradientCheckpointing;
+    if (this.residualDtype !== undefined) this.model.residualDtype = this.residualDtype;
+    return () => {
+      this.model.gradientCheckpointing = was.gradientCheckpointing;
+      this.model.residualDtype = was.residualDtype;
+    };
+  }
+
+  /**
+   * Runs every stage from `resume` (or from the start) to the end; returns the state the last checkpoint records (the
+   * position of the last optimizer step: stage index and the steps done in that stage, so at the end the last stage
+   * and its step count). `resume` is readTrainerState's: the position and optimizer state, not the weights, so the
+   * model must hold the checkpoint's (loadCheckpoint(dir).model; a model with other weights is refused) or use
+   * autoResume. Prefer runAsync() for long runs: native buffers' finalizers run on event-loop turns, which a
+   * synchronous run never gives, so without replay (gradient accumulation, a processGroup) its memory grows step by step.
+   */
   run(resume?: ResumeFrom): TrainerState {
     if (this.opts.handleSignals) throw new TypeError('Trainer: handleSignals needs runAsync(): a synchronous run() never lets Node deliver a signal (pass `stop` and request it from elsewhere instead)');
-    const it = this.loop(resume, this.opts.stop ?? null);
-    for (;;) {
-      const r = it.next();
-      if (r.done) return r.value;
+    const restore = this.applyModelSettings();
+    try {
+      const it = this.loop(resume, this.opts.stop ?? null);
+      for (;;) {
+        const r = it.next();
+        if (r.done) return r.value;
+      }
+    } finally {
+      restore();
     }
   }
 
@@ -526,6 +607,7 @@ export class Trainer {
   async runAsync(resume?: ResumeFrom): Promise<TrainerState> {
     const stop = this.opts.stop ?? (this.opts.handleSignals ? new StopRequest() : null);
     const remove = this.opts.handleSignals && stop ? installStopHandlers(stop) : null;
+    const restore = this.applyModelSettings();
     try {
       const it = this.loop(resume, stop);
       for (;;) {
@@ -541,6 +623,7 @@ export class Trainer {
         await new Promise<void>((res) => setImmediate(res));
       }
     } finally {
+      restore();
       remove?.();
       this.loaded.clear();
       this.ready.clear();
@@ -634,6 +717,26 @@ export class Trainer {
     ]);
   }
 
+  /**
+   * A resume's weights (before the stage's optimizer exists): the model's parameters named in the checkpoint's
+   * weightsFingerprint must hold the checkpoint's values. The trainer state carries position and optimizer only, so a
+   * model built afresh would otherwise continue the step count and AdamW moments on other weights.
+   */
+  private checkWeights(resume: ResumeFrom): void {
+    const saved = resume.state.weightsFingerprint as unknown;
+    if (saved === undefined) return; // written before fingerprints were recorded
+    const it = resume.dir ? `the checkpoint ${resume.dir}` : 'the checkpoint';
+    if (saved === null || typeof saved !== 'object') throw typeError(`resume: ${it}`, 'weightsFingerprint', 'an object of checksums by parameter name', saved);
+    const names = Object.keys(saved), own = new Map(this.model.namedParameters());
+    const how = `load the model from the checkpoint (loadCheckpoint(${resume.dir ? `'${resume.dir}'` : 'dir'}).model), or use autoResume: true, which loads <outDir>/checkpoint's weights`;
+    const missing = names.find((n) => !own.has(n));
+    if (missing !== undefined) throw new Error(`resume: ${it} trained parameter '${missing}', which this model lacks: ${how}`);
+    const now = weightsFingerprint(names.map((n) => [n, own.get(n)!]));
+    const differ = names.filter((n) => now[n] !== (saved as Record<string, unknown>)[n]);
+    if (differ.length)
+      throw new Error(`resume: the model's weights are not those of ${it}: '${differ[0]}' differs${differ.length > 1 ? ` (and ${differ.length - 1} more of the ${names.length} parameters it trained)` : ''}. The trainer state holds the position and the optimizer state, not the weights: ${how}`);
+  }
+
   private checkResume(st: TrainerState): void {
     checkResumePlan(st, this.opts.seed, this.stages.map((s) => ({ name: s.name, steps: stageSteps(s, this.world) })));
     if (st.sampleOrder !== SAMPLE_ORDER)
@@ -670,11 +773,22 @@ export class Trainer {
     delete state.sampleOrder;
     delete state.stageSettings;
     delete state.optimizerIndex;
+    delete state.weightsFingerprint;
     if (resume) this.checkResume(resume.state);
-    if (this.metricsFile && resume) truncateMetrics(this.metricsFile, state.globalStep);
-    else if (this.metricsFile) fs.writeFileSync(this.metricsFile, '');
+    // once the resume's checks passed (a refused resume leaves the log as it was)
+    let metricsStarted = false;
+    const startMetrics = () => {
+      if (metricsStarted) return;
+      metricsStarted = true;
+      if (this.metricsFile && resume) truncateMetrics(this.metricsFile, state.globalStep);
+      else if (this.metricsFile) fs.writeFileSync(this.metricsFile, '');
+    };
     // the global step whose checkpoint is on disk (so an interrupt there need not write it again)
     let savedAt = resume ? state.globalStep : -1;
+    // what the loop returns: the position of the last optimizer step (stage, steps done in it), as its checkpoint records
+    // it, where `state` has already moved on to the next stage's step 0
+    let last = { stage: state.stage, step: state.step };
+    const reached = (): TrainerState => ({ ...state, ...last });
     let replay: StageReplay | null = null;
     for (; state.stage < this.stages.length; state.stage++, state.step = 0) {
       const s = this.stages[state.stage];
@@ -683,19 +797,26 @@ export class Trainer {
       // vm_head stays float32: the visual-word ops (fused.visualWords) take it directly
       storeFrozenWeights(this.model, this.frozenDtype, { exclude: ['vm_head'] });
       const params = [...this.model.trainableParameters(), ...(s.extraParameters ?? [])];
+      // e.g. trainable: { vmHead: true } on a model without a vm_head
+      if (params.length === 0) throw rangeError(`Trainer: stage '${s.name}'`, `has no parameters to train: trainable ${JSON.stringify(s.trainable)} selects none of this model's and there are no extraParameters`);
       this.stageParams = params;
       if (this.group) this.checkRanksAgree(s, state, params);
+      // before the optimizer exists (with gatherDtype 'bfloat16' it rounds the weights it shards)
+      if (resume) {
+        // the checkpoint's trainable parameters and LoRA adapters must be this run's (named if not); the adapters'
+        // dropout masks continue where the checkpoint's run left them (src/model/lora.ts)
+        if (state.step > 0) resumeLoraTraining(this.model, state, `resume: stage '${s.name}'`);
+        this.checkWeights(resume);
+        // the stage's own tensors first, so a misfit is named (not an optimizer entry that does not fit)
+        if (state.step > 0 && s.extraParameters?.length) loadStageParameters(s, resume.stageParameters ?? null);
+      }
+      startMetrics();
       const adamw = { lr: s.lr, weightDecay: s.weightDecay ?? 0 };
       const opt = this.group
         ? new ZeroAdamW(this.group, paramGroups(this.model, params, s), { ...adamw, bucketBytes: this.opts.bucketBytes, gatherDtype: this.opts.gatherDtype, overlapGather: this.opts.overlapGather })
         : new AdamW(paramGroups(this.model, params, s), adamw);
       try {
         if (resume && state.step > 0) {
-          // the checkpoint's trainable parameters and LoRA adapters must be this run's (named if not); the adapters'
-          // dropout masks continue where the checkpoint's run left them (src/model/lora.ts)
-          resumeLoraTraining(this.model, state, `resume: stage '${s.name}'`);
-          // the stage's own tensors first, so a misfit is named (not an optimizer entry that does not fit)
-          if (s.extraParameters?.length) loadStageParameters(s, resume.stageParameters ?? null);
           // the checkpoint's indices: into params (or, written before OPTIMIZER_INDEX, into the optimizer's lr groups)
           const saved = resume.state.optimizerIndex === OPTIMIZER_INDEX ? params : lrGroups(this.model, params, s).flatMap((g) => g.params);
           opt.loadState(optimizerEntries(resume.optimizer, params.length).map((e) => ({ ...e, index: opt.params.indexOf(saved[e.index]) })));
@@ -720,12 +841,14 @@ export class Trainer {
             this.log({ type: 'interrupted', signal, stage: s.name, step: state.step, globalStep: state.globalStep, checkpoint });
             throw new TrainingInterrupted(signal, checkpoint, { ...state }, where);
           }
+          // a run resumed at or past stopAfterSteps (or stopAfterSteps 0): nothing to do, its checkpoint is the one on disk
           if (this.opts.stopAfterSteps !== undefined && state.globalStep >= this.opts.stopAfterSteps) {
             if (opt instanceof ZeroAdamW) opt.finish();
-            return state;
+            return reached();
           }
           if (s.loadBatch) yield { stage: state.stage, step: state.step }; // runAsync: load this step's batches first
           this.step(s, state, total, opt, params, t0, (n) => (tokens += n), () => tokens, stop, replay);
+          last = { stage: state.stage, step: state.step };
           const atEnd = state.step === total;
           if (this.opts.evaluate && this.evaluatesAfter(state.step, total)) {
             const where = { stage: s.name, step: state.step };
@@ -734,6 +857,17 @@ export class Trainer {
           if (this.opts.outDir !== undefined && ((this.opts.saveEvery && state.globalStep % this.opts.saveEvery === 0) || atEnd)) {
             this.save(state, opt);
             savedAt = state.globalStep;
+          }
+          // stopAfterSteps stops as an interruption does (a checkpoint at this step), here rather than before the next step
+          // so that a stop at a stage's end is not taken at the next stage's start; at the run's last step it is the end
+          const runEnd = atEnd && !this.stages.slice(state.stage + 1).some((x) => stageSteps(x, this.world) > 0);
+          if (this.opts.stopAfterSteps !== undefined && state.globalStep >= this.opts.stopAfterSteps && !runEnd) {
+            if (this.opts.outDir !== undefined && savedAt !== state.globalStep) {
+              this.save(state, opt);
+              savedAt = state.globalStep;
+            }
+            if (opt instanceof ZeroAdamW) opt.finish();
+            return reached();
           }
           yield;
         }
@@ -749,8 +883,9 @@ export class Trainer {
         opt.dispose();
       }
     }
+    startMetrics(); // a run with no stage left
     this.log({ type: 'summary', globalStep: state.globalStep, skippedSteps: state.skippedSteps });
-    return state;
+    return reached();
   }
 
   /** Whether the loop evaluates after step `step` of a stage of `total` (evalEvery, and each stage's end). */
@@ -971,6 +1106,15 @@ export class Trainer {
     else this.write(outDir, state, entries);
   }
 
+  /**
+   * TrainerState.weightsFingerprint of the stage's trainable model parameters as they are now (save: the float32 masters
+   * under ZeroAdamW.withMasterWeights); extraParameters are not the model's and travel in stage_parameters.safetensors.
+   */
+  private trainedFingerprint(): Record<string, string> {
+    const names = new Map([...this.model.namedParameters()].map(([n, p]) => [p, n]));
+    return weightsFingerprint(this.stageParams.filter((p) => names.has(p)).map((p) => [names.get(p)!, p]));
+  }
+
   /** Rank 0 writes the checkpoint (the model's weights as they are now, and the optimizer entries). */
   private write(outDir: string, state: TrainerState, entries: { index: number; step: number; shape: readonly number[]; m: Float32Array; v: Float32Array }[]): void {
     if (this.rank !== 0) return;
@@ -984,10 +1128,64 @@ export class Trainer {
     const stageTensors = new Map<string, HostTensor>(extra.map((p, k) => [String(k), { dtype: 'float32', shape: [...p.shape], data: p.toArray() as Float32Array }]));
     saveCheckpoint(path.join(outDir, 'checkpoint'), this.model, {
       ...this.opts.checkpointFiles,
-      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, optimizerIndex: OPTIMIZER_INDEX, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), stageSettings: this.stages.map((s) => stageSettings(s, this.world)), ...(this.group ? { worldSize: this.world } : {}), ...loraTrainingRecord(this.model) }, null, 2) },
+      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, optimizerIndex: OPTIMIZER_INDEX, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), stageSettings: this.stages.map((s) => stageSettings(s, this.world)), ...(this.group ? { worldSize: this.world } : {}), ...loraTrainingRecord(this.model), weightsFingerprint: this.trainedFingerprint() }, null, 2) },
       extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
     });
   }
+}
+
+/** Elements of each parameter weightsFingerprint reads (evenly spaced). */
+const FINGERPRINT_SAMPLES = 64;
+
+/**
+ * A cheap check that two models hold the same weights: per parameter (by name), FNV-1a over its size and the float32
+ * bits of up to FINGERPRINT_SAMPLES evenly spaced elements, as 8 hex digits. The samples of all float32 parameters on
+ * a device are gathered on it and read in one transfer (a bf16-stored one is read whole: not a trained master).
+ */
+function weightsFingerprint(named: readonly (readonly [string, Tensor])[]): Record<string, string> {
+  const picks = named.map(([, p]) => {
+    const k = Math.min(FINGERPRINT_SAMPLES, p.size);
+    return { k, stride: k > 0 ? Math.floor(p.size / k) : 1 };
+  });
+  const values = new Map<number, Float32Array>();
+  const byDevice = new Map<string, number[]>();
+  named.forEach(([, p], i) => {
+    if (p.dtype === 'float32' && picks[i].k > 0) byDevice.set(p.device, [...(byDevice.get(p.device) ?? []), i]);
+  });
+  for (const [device, ids] of byDevice) {
+    const host = scope(() => {
+      const out = Tensor.empty([ids.reduce((a, i) => a + picks[i].k, 0)], { device: device as 'cpu' | 'cuda' });
+      let at = 0;
+      for (const i of ids) {
+        // rows of one element, srcStride apart: element j * stride of the parameter lands at out[at + j]
+        callOp('copy_2d', device as 'cpu' | 'cuda', [named[i][1]], [out], [picks[i].k, 1, picks[i].stride, 1, 0, at, 0]);
+        at += picks[i].k;
+      }
+      return out.toArray() as Float32Array;
+    });
+    let at = 0;
+    for (const i of ids) {
+      values.set(i, host.subarray(at, at + picks[i].k));
+      at += picks[i].k;
+    }
+  }
+  const out: Record<string, string> = {};
+  named.forEach(([name, p], i) => {
+    const { k, stride } = picks[i];
+    let v = values.get(i);
+    if (!v) {
+      const all = p.toArray() as Float32Array;
+      v = Float32Array.from({ length: k }, (_, j) => all[j * stride]);
+    }
+    let h = 0x811c9dc5;
+    const mix = (word: number) => {
+      for (let b = 0; b < 32; b += 8) h = Math.imul(h ^ ((word >>> b) & 0xff), 0x01000193);
+    };
+    mix(p.size);
+    for (const w of new Uint32Array(v.buffer, v.byteOffset, v.length)) mix(w);
+    out[name] = (h >>> 0).toString(16).padStart(8, '0');
+  });
+  return out;
 }
 
 function optimizerEntries(tensors: Map<string, HostTensor>, nParams: number): { index: number; step: number; m: Float32Array; v: Float32Array }[] {
@@ -1022,7 +1220,7 @@ function loadStageParameters(s: Stage, saved: Map<string, HostTensor> | null): v
  * checkpoint directory (or, when a save was killed between its renames, in the `.old-*` one
  * resolveCheckpointDir falls back to).
  */
-export function readTrainerState(checkpointDir: string): { state: TrainerState; optimizer: Map<string, HostTensor>; stageParameters: Map<string, HostTensor> | null } {
+export function readTrainerState(checkpointDir: string): { state: TrainerState; optimizer: Map<string, HostTensor>; stageParameters: Map<string, HostTensor> | null; dir: string } {
   const dir = resolveCheckpointDir(checkpointDir) ?? checkpointDir;
   const f = path.join(dir, 'trainer_state.json');
   if (!fs.existsSync(f)) throw new Error(`resume: ${f} does not exist (not a training checkpoint)`);
@@ -1033,10 +1231,11 @@ export function readTrainerState(checkpointDir: string): { state: TrainerState; 
     throw new Error(`resume: ${f} is not valid JSON (${(e as Error).message})`);
   }
   for (const k of ['stage', 'step', 'globalStep', 'seed'] as const) {
-    if (!Number.isInteger(state?.[k]) || state[k] < 0 && k !== 'seed') throw new Error(`resume: ${f}: '${k}' must be a non-negative integer, got ${JSON.stringify(state?.[k])}`);
+    // any integer seeds a run (TrainerOptions.seed); the position counts from 0
+    if (!Number.isInteger(state?.[k]) || state[k] < 0 && k !== 'seed') throw new Error(`resume: ${f}: '${k}' must be ${k === 'seed' ? 'an integer' : 'a non-negative integer'}, got ${JSON.stringify(state?.[k])}`);
   }
   const stageFile = path.join(dir, STAGE_PARAMETERS);
-  return { state, optimizer: readSafetensors(path.join(dir, 'optimizer.safetensors')), stageParameters: fs.existsSync(stageFile) ? readSafetensors(stageFile) : null };
+  return { state, optimizer: readSafetensors(path.join(dir, 'optimizer.safetensors')), stageParameters: fs.existsSync(stageFile) ? readSafetensors(stageFile) : null, dir };
 }
 
 /**
