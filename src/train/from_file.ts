@@ -320,11 +320,11 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
   if (o.lora && !had) applyLora(model, { ...o.lora, seed: o.seed });
   if (o.template !== undefined) {
     if (!['plain', 'vicuna_v1', 'mistral'].includes(o.template)) throw new RangeError(`trainOnFile: template must be 'plain', 'vicuna_v1' or 'mistral', got ${JSON.stringify(o.template)}`);
-    model.config.template = o.template;
+    model.updateConfig({ template: o.template }); // model.config is frozen: the settings a run may change go through here
   }
   if (o.imageAspect !== undefined) {
     if (o.imageAspect !== 'square' && o.imageAspect !== 'pad') throw new RangeError(`trainOnFile: imageAspect must be 'square' or 'pad', got ${JSON.stringify(o.imageAspect)}`);
-    model.config.image.aspect = o.imageAspect;
+    model.updateConfig({ image: { aspect: o.imageAspect } });
   }
   // threads the run can spare make the images (none on a CPU whose cores the engine uses; on a GPU, beside the one
   // that drives it)
