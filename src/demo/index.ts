@@ -3,7 +3,7 @@
 export { runDemo, visualWordAgreement, visualWordStats } from './demo';
 export type { DemoResult, DemoRunResult, VisualWordStats, DemoOptions } from './demo';
 export type { Calibration, DemoEstimate } from './estimate';
-export { checkRecipeResume, DEFAULT_RECIPE, paperSchedule, recipeConfig, recipeStagePlan, runRecipe, validationSplit } from './recipe';
+export { ablationRecipe, checkRecipeResume, DEFAULT_RECIPE, paperSchedule, RECIPE_RUN_FILE, recipeConfig, recipeStagePlan, runRecipe, validationSplit } from './recipe';
 export type { Recipe, RecipeResult, RunRecipeOptions } from './recipe';
 // types in the signatures above (RecipeResult's splits and accuracy)
 export type { SplitData, TaskSample } from './task';
