@@ -41,9 +41,9 @@ export * from './train';
 export * from './eval';
 export * from './demo';
 export * from './distributed';
-// Names two areas both export, resolved here: the model's CLIP constants (mutable tuples, as ImageConfig
-// holds them) and template name (what a VwLmmConfig accepts); the conversation module's wider template name
-// (it also knows 'v1' and 'mistral_instruct') under its own name.
+// Names two areas both export, resolved here: the CLIP constants (one frozen pair, data/images.ts's, which the model
+// re-exports) and the model's template name (what a VwLmmConfig accepts); the conversation module's wider template
+// name (it also knows 'v1' and 'mistral_instruct') under its own name.
 export { CLIP_MEAN, CLIP_STD } from './model';
 export type { TemplateName } from './model';
 export type { TemplateName as ConversationTemplateName } from './data';
