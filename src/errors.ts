@@ -43,7 +43,44 @@ export function rangeError(where: string, message: string): RangeError {
 export function checkKeys(where: string, what: string, o: object, known: Record<string, true>): void {
   for (const k of Object.keys(o)) {
     if (k in known) continue;
-    const camel = k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
-    throw rangeError(where, `unknown ${what} '${k}'${camel !== k && camel in known ? ` (did you mean '${camel}'?)` : ''}; known: ${Object.keys(known).join(', ')}`);
+    const guess = nearestKey(k, Object.keys(known));
+    throw rangeError(where, `unknown ${what} '${k}'${guess ? ` (did you mean '${guess}'?)` : ''}; known: ${Object.keys(known).join(', ')}`);
   }
+}
+
+/**
+ * An options object checked against `known` (checkKeys), or {} for undefined: the one reader of an optional options
+ * argument, so a typo ({ casual: true } for causal) is an error rather than a default silently taken.
+ */
+export function checkedOptions<T extends object>(where: string, o: T | undefined | null, known: Record<string, true>): T {
+  if (o === undefined) return {} as T;
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw typeError(where, 'options', `an object of options (known: ${Object.keys(known).join(', ')})`, o);
+  checkKeys(where, 'option', o, known);
+  return o;
+}
+
+// The known key an unknown one most likely meant: its camelCase spelling (label_smoothing), or one a typo away
+// (casual for causal: one transposition), so the message points at the fix.
+function nearestKey(k: string, known: readonly string[]): string | null {
+  const camel = k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+  if (camel !== k && known.includes(camel)) return camel;
+  const limit = Math.max(1, Math.min(2, Math.floor(k.length / 3)));
+  let best: string | null = null, bestD = limit + 1;
+  for (const c of known) {
+    const d = editDistance(k.toLowerCase(), c.toLowerCase());
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  return best;
+}
+
+/** Optimal string alignment distance (insertions, deletions, substitutions, adjacent transpositions). */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
 }

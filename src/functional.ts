@@ -9,7 +9,7 @@
 import { autocast, bf16Operand, castsToBf16, castTensor, checkStoredWeight, float32Operand } from './amp';
 import { isGradEnabled, needsGrad, record } from './autograd';
 import { callOp, opConstants } from './call_op';
-import { rangeError, typeError } from './errors';
+import { checkedOptions, rangeError, typeError } from './errors';
 import { fused, LinearCrossEntropyOptions, VisualWordKLOptions } from './fused';
 import { Generator } from './random';
 import { Tensor } from './tensor';
@@ -40,13 +40,6 @@ function num(where: string, name: string, v: unknown, o: { integer?: boolean; mi
   if ((o.min !== undefined && v < o.min) || (o.positive && !(v > 0)))
     throw rangeError(where, `${name} must be ${o.positive ? '> 0' : `>= ${o.min}`}, got ${v}`);
   return v;
-}
-
-/** An options object (undefined: {}). */
-function optionsOf<T extends object>(where: string, o: T | undefined | null): T {
-  if (o === undefined) return {} as T;
-  if (o === null || typeof o !== 'object') throw typeError(where, 'options', 'an object', o);
-  return o;
 }
 
 const like = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.empty(shape, { device: t.device, dtype: t.dtype });
@@ -164,9 +157,15 @@ export function sum(x: Tensor): Tensor {
  * a @ b with optional transposes. a [..., M, K] (or [..., K, M] with transA), b [K, N] shared or
  * [..., K, N] with the same leading dims (transB: [.., N, K]). Returns [..., M, N].
  */
-export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
+export interface MatmulOptions {
+  transA?: boolean;
+  transB?: boolean;
+}
+const MATMUL_KEYS = { transA: true, transB: true } satisfies Record<keyof MatmulOptions, true>;
+
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const where = 'F.matmul';
-  opts = optionsOf(where, opts);
+  opts = checkedOptions(where, opts, MATMUL_KEYS);
   check(where, 'a', a, { minRank: 2 });
   check(where, 'b', b, { minRank: 2 });
   const ta = !!opts.transA, tb = !!opts.transB;
@@ -224,10 +223,11 @@ export interface LinearOptions {
    */
   bf16Output?: boolean;
 }
+const LINEAR_KEYS = { bf16Output: true } satisfies Record<keyof LinearOptions, true>;
 
 /** x [..., in] @ w^T + b, w [out, in] (PyTorch/HF layout), b [out]. */
 export function linear(x: Tensor, w: Tensor, b: Tensor | null = null, opts?: LinearOptions): Tensor {
-  return linearsOf('F.linear', x, [w], [b], (i) => (i === 0 ? 'w' : 'b'), optionsOf('F.linear', opts))[0];
+  return linearsOf('F.linear', x, [w], [b], (i) => (i === 0 ? 'w' : 'b'), checkedOptions('F.linear', opts, LINEAR_KEYS))[0];
 }
 
 /**
@@ -241,7 +241,7 @@ export function linears(x: Tensor, ws: readonly Tensor[], bs?: readonly (Tensor 
   if (!Array.isArray(ws) || ws.length === 0) throw typeError(where, 'ws', 'a non-empty array of weight tensors', ws);
   const biases = bs ?? ws.map(() => null);
   if (!Array.isArray(biases) || biases.length !== ws.length) throw typeError(where, 'bs', `an array of ${ws.length} biases (null for none)`, bs);
-  return linearsOf(where, x, ws, biases, (i) => (i < ws.length ? `ws[${i}]` : `bs[${i - ws.length}]`), optionsOf(where, opts));
+  return linearsOf(where, x, ws, biases, (i) => (i < ws.length ? `ws[${i}]` : `bs[${i - ws.length}]`), checkedOptions(where, opts, LINEAR_KEYS));
 }
 
 /**
@@ -660,11 +660,12 @@ export interface AttentionOptions {
   /** Default 1/sqrt(Dh). */
   scale?: number;
 }
+const ATTENTION_KEYS = { causal: true, keyMask: true, scale: true } satisfies Record<keyof AttentionOptions, true>;
 
 /** Multi-head attention, q [B, Tq, Hq, Dh], k and v [B, Tk, Hkv, Dh] (grouped-query when Hkv < Hq). */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   const where = 'F.attention';
-  opts = optionsOf(where, opts);
+  opts = checkedOptions(where, opts, ATTENTION_KEYS);
   check(where, 'q', q, { rank: 4 });
   check(where, 'k', k, { rank: 4 });
   check(where, 'v', v, { rank: 4 });
@@ -789,9 +790,20 @@ function asFloat32(t: Tensor | null): Tensor | null {
   }
 }
 
+// The fused losses' options that F leaves to the caller: gradients, their scale and the device-resident loss are F's
+// (autograd's) to set, so passing one is refused rather than overridden without a word.
+export type LinearCrossEntropyLossOptions = Omit<LinearCrossEntropyOptions, 'grad' | 'gradOutputs' | 'gradScale' | 'deviceLoss'>;
+export type VisualWordKLLossOptions = Omit<VisualWordKLOptions, 'grad' | 'gradOutputs' | 'gradScale' | 'deviceLoss'>;
+const CE_KEYS = {
+  chunkRows: true, workspaceBudget: true, ignoreIndex: true, reduction: true, labelSmoothing: true, zLossWeight: true,
+} satisfies Record<keyof LinearCrossEntropyLossOptions, true>;
+const KL_KEYS = {
+  chunkRows: true, workspaceBudget: true, reduction: true, temperature: true, detachTarget: true,
+} satisfies Record<keyof VisualWordKLLossOptions, true>;
+
 /** Cross-entropy of h w^T against targets as a differentiable scalar (fused; no [N, V] logits). */
-export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: Omit<LinearCrossEntropyOptions, 'grad' | 'gradOutputs' | 'gradScale'> = {}): Tensor {
-  opts = optionsOf('F.linearCrossEntropy', opts);
+export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: LinearCrossEntropyLossOptions = {}): Tensor {
+  opts = checkedOptions('F.linearCrossEntropy', opts, CE_KEYS);
   check('F.linearCrossEntropy', 'h', h);
   check('F.linearCrossEntropy', 'w', w);
   if (opts.reduction === 'none') throw rangeError('F.linearCrossEntropy', "reduction 'none' is not differentiable here; use fused.linearCrossEntropy");
@@ -812,8 +824,8 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: 
 }
 
 /** Visual-word KL (VW-LMM image-token loss) as a differentiable scalar (fused). */
-export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts: Omit<VisualWordKLOptions, 'grad' | 'gradOutputs' | 'gradScale'> = {}): Tensor {
-  opts = optionsOf('F.visualWordKL', opts);
+export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts: VisualWordKLLossOptions = {}): Tensor {
+  opts = checkedOptions('F.visualWordKL', opts, KL_KEYS);
   ([['h', h], ['wLm', wLm], ['x', x], ['wVm', wVm]] as const).forEach(([n, t]) => check('F.visualWordKL', n, t));
   if (opts.reduction === 'none') throw rangeError('F.visualWordKL', "reduction 'none' is not differentiable here; use fused.visualWordKL");
   const needTarget = !opts.detachTarget && (x.requiresGrad || wVm.requiresGrad);

@@ -2,7 +2,7 @@
 // (idempotent; any later use throws) or by the innermost enclosing scope(); the garbage collector is only
 // a safety net (the native finalizer frees what was forgotten).
 import { f32ToBf16, bf16ToF32 } from './bf16';
-import { rangeError, typeError } from './errors';
+import { checkedOptions, rangeError, typeError } from './errors';
 import { addonFor, NativeBuffer } from './native';
 
 export type DType = 'float32' | 'int32' | 'bfloat16';
@@ -29,9 +29,7 @@ function checkShape(where: string, shape: readonly number[]): number {
 const isDType = (v: unknown): v is DType => typeof v === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, v);
 
 function checkOptions(where: string, opts: unknown): TensorOptions {
-  if (opts === undefined) return {};
-  if (opts === null || typeof opts !== 'object') throw typeError(where, 'options', 'an object { device?, dtype? }', opts);
-  return opts as TensorOptions;
+  return checkedOptions(where, opts as TensorOptions | undefined, TENSOR_OPTION_KEYS);
 }
 
 // --- scopes -------------------------------------------------------------------------------------
@@ -57,6 +55,8 @@ function collectTensors(value: unknown, r: Reach, seen: Set<unknown>): void {
     r.kept.add(value);
     if (value.base) collectTensors(value.base, r, seen); // a kept view keeps the memory it views
     // A returned tensor that autograd recorded keeps its graph alive (as a PyTorch graph keeps tensors alive): the
+const TENSOR_OPTION_KEYS = { device: true, dtype: true } satisfies Record<keyof TensorOptions, true>;
+
     // saved tensors and the inputs and outputs its backward reads (GradNode.reads) move to the enclosing scope with
     // it; the others stay as links of the graph without their memory (Tensor.release).
     visitNode(value.gradFn, r, seen);

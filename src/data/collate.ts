@@ -14,6 +14,7 @@
 // The pixels are the batch's largest array (2 MB for 32 images of 75 px; 77 MB for 16 of 336 px): an ImageWriter
 // writes an image's values straight into it (no array per image), and options.pixelValues lets a caller that makes
 // its batches one at a time fill the same array each time (a fresh one costs its first-touch page faults every step).
+import { checkKeys, typeError } from '../errors';
 import { IGNORE_INDEX, IMAGE_TOKEN_INDEX } from './conversation';
 
 /** An image that collate asks to write its preprocessed [3, S, S] values into the batch (e.g. normalizeRgbWriter). */
@@ -49,6 +50,9 @@ export interface CollateOptions {
    */
   pixelValues?: Float32Array;
 }
+const COLLATE_KEYS = {
+  padId: true, imageTokenIndex: true, numPatches: true, maxLength: true, pixelValues: true,
+} satisfies Record<keyof CollateOptions, true>;
 
 export interface Batch {
   B: number;
@@ -74,6 +78,8 @@ function fail(i: number, msg: string): never {
 /** Pads, expands image placeholders and stacks images (see the file comment). */
 export function collate(samples: readonly CollateSample[], options: CollateOptions): Batch {
   if (!Array.isArray(samples) || samples.length === 0) throw new Error('collate: expected a non-empty array of samples');
+  if (options === null || typeof options !== 'object') throw typeError('collate', 'options', 'an object { padId, numPatches, imageTokenIndex?, maxLength?, pixelValues? }', options);
+  checkKeys('collate', 'option', options, COLLATE_KEYS);
   const { padId, numPatches } = options;
   const imageTokenIndex = options.imageTokenIndex ?? IMAGE_TOKEN_INDEX;
   if (!Number.isInteger(padId) || padId < 0) throw new RangeError(`collate: padId must be a non-negative integer, got ${padId}`);

@@ -27,6 +27,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { PNG } from 'pngjs';
+import { checkedOptions, typeError } from '../errors';
 import { Generator } from '../random';
 import { wordLevelPreTokenize } from './word_level_tokenizer';
 import type { SceneImageWriter } from './scene_writer';
@@ -177,10 +178,16 @@ export function questionText(kind: QuestionKind, colour: Colour): string {
   return QUESTION_TEMPLATES[kind].replace('{colour}', colour);
 }
 
+/** Questions per image: `nonRelational` and `relational` (10 each by default). */
+export interface QuestionCounts {
+  nonRelational?: number;
+  relational?: number;
+}
+const QUESTION_COUNT_KEYS = { nonRelational: true, relational: true } satisfies Record<keyof QuestionCounts, true>;
+
 /** `nonRelational` questions, then `relational` ones: colour uniform, kind uniform within the group. */
-export function questionsFor(
-  scene: Scene, gen: Generator, opts: { nonRelational?: number; relational?: number } = {},
-): SortOfClevrQuestion[] {
+export function questionsFor(scene: Scene, gen: Generator, opts: QuestionCounts = {}): SortOfClevrQuestion[] {
+  opts = checkedOptions('questionsFor', opts, QUESTION_COUNT_KEYS);
   const nNon = opts.nonRelational ?? 10, nRel = opts.relational ?? 10;
   for (const [name, v] of [['nonRelational', nNon], ['relational', nRel]] as const) {
     if (!Number.isInteger(v) || v < 0) throw new RangeError(`questionsFor: ${name} must be a non-negative integer, got ${v}`);
@@ -229,8 +236,9 @@ export interface SortOfClevrRecord {
  * `count` scenes and their questions from one stream, image after image (the scene, then its questions): a split as
  * writeSortOfClevr writes it (with `new Generator(seed).fork(split)`) and the demo trains on it.
  */
-export function sortOfClevrSplit(gen: Generator, count: number, perImage: { nonRelational?: number; relational?: number } = {}): { scenes: Scene[]; questions: SortOfClevrQuestion[][] } {
+export function sortOfClevrSplit(gen: Generator, count: number, perImage: QuestionCounts = {}): { scenes: Scene[]; questions: SortOfClevrQuestion[][] } {
   if (!Number.isInteger(count) || count < 0) throw new RangeError(`sortOfClevrSplit: count must be a non-negative integer, got ${count}`);
+  checkedOptions('sortOfClevrSplit', perImage, QUESTION_COUNT_KEYS); // here, not only at the first image's questions
   const scenes: Scene[] = [], questions: SortOfClevrQuestion[][] = [];
   for (let i = 0; i < count; i++) {
     const scene = generateScene(gen);
@@ -252,6 +260,9 @@ export interface WriteSortOfClevrOptions {
    */
   writer?: SceneImageWriter;
 }
+const WRITE_KEYS = {
+  train: true, test: true, seed: true, nonRelational: true, relational: true, writer: true,
+} satisfies Record<keyof WriteSortOfClevrOptions, true>;
 
 export interface SortOfClevrSummary {
   outDir: string;
@@ -306,6 +317,8 @@ export function sortOfClevrImageName(split: string, index: number, count: number
  * outDir/meta.json. Synchronous, but for the images when `opts.writer` writes them.
  */
 export function writeSortOfClevr(outDir: string, opts: WriteSortOfClevrOptions = {}): SortOfClevrSummary {
+  opts = checkedOptions('writeSortOfClevr', opts, WRITE_KEYS);
+  if (opts.writer !== undefined && typeof opts.writer?.write !== 'function') throw typeError('writeSortOfClevr', 'writer', 'a SceneImageWriter', opts.writer);
   const train = opts.train ?? 9800, test = opts.test ?? 200, seed = opts.seed ?? 0;
   const nonRelational = opts.nonRelational ?? 10, relational = opts.relational ?? 10;
   for (const [name, v] of [['train', train], ['test', test], ['nonRelational', nonRelational], ['relational', relational]] as const) {

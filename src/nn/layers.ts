@@ -1,17 +1,27 @@
 // Basic layers with HF parameter names (weight, bias) and layouts (Linear weight [out, in]).
 import { castTensor } from '../amp';
 import { isTraining } from '../autograd';
+import { checkKeys, checkedOptions, typeError } from '../errors';
 import * as F from '../functional';
 import { Generator } from '../random';
 import { scope, Tensor } from '../tensor';
 import { LoraAdapter, LoraOptions } from './lora';
 import { constParam, InitOptions, Module, normalParam } from './module';
 
+/** The options of a layer's constructor: its initialisation (HF's normal(std)) and where the parameters go. */
+function layerOptions(where: string, opts: object, known: Record<string, true>): void {
+  if (opts === null || typeof opts !== 'object') throw typeError(where, 'options', `an object { ${Object.keys(known).join(', ')} }`, opts);
+  checkKeys(where, 'option', opts, known);
+}
+const LINEAR_KEYS = { bias: true, std: true, init: true } satisfies Record<'bias' | 'std' | 'init', true>;
+const EMBEDDING_KEYS = { std: true, init: true } satisfies Record<'std' | 'init', true>;
+
 export class Linear extends Module {
   readonly weight: Tensor;
   readonly bias: Tensor | null;
   constructor(readonly inFeatures: number, readonly outFeatures: number, opts: { bias: boolean; std: number; init: InitOptions }) {
     super();
+    layerOptions('Linear', opts, LINEAR_KEYS);
     this.weight = this.param('weight', normalParam([outFeatures, inFeatures], opts.std, opts.init, 0, opts.init.linearDtype));
     this.bias = opts.bias ? this.param('bias', constParam([outFeatures], 0, opts.init)) : null;
   }
@@ -89,6 +99,7 @@ export interface StoredWeights {
  * loses its pending gradient. The Trainer applies it at the start of each stage (TrainerOptions.frozenDtype).
  */
 export function storeFrozenWeights(root: Module, dtype: 'bfloat16' | 'float32', opts: { exclude?: readonly string[] } = {}): StoredWeights {
+  opts = checkedOptions('storeFrozenWeights', opts, { exclude: true });
   if (dtype !== 'bfloat16' && dtype !== 'float32') throw new TypeError(`storeFrozenWeights: dtype must be 'bfloat16' or 'float32', got ${String(dtype)}`);
   const exclude = new Set(opts.exclude ?? []);
   const r: StoredWeights = { toBf16: 0, toFloat32: 0, bytesBefore: 0, bytesAfter: 0 };
@@ -113,6 +124,7 @@ export class Embedding extends Module {
   readonly weight: Tensor;
   constructor(readonly num: number, readonly dim: number, opts: { std: number; init: InitOptions }) {
     super();
+    layerOptions('Embedding', opts, EMBEDDING_KEYS);
     this.weight = this.param('weight', normalParam([num, dim], opts.std, opts.init));
   }
   forward(ids: Tensor): Tensor {

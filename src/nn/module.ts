@@ -2,7 +2,7 @@
 // map 1:1 (model.layers.0.self_attn.q_proj.weight ...). Parameters are Tensors with requiresGrad set;
 // they are owned by the module (kept out of any scope) and freed by dispose().
 import { f32ToBf16 } from '../bf16';
-import { rangeError } from '../errors';
+import { checkedOptions, rangeError } from '../errors';
 import { Generator } from '../random';
 import { Device, keep, Tensor } from '../tensor';
 
@@ -28,6 +28,15 @@ export interface InitOptions {
    */
   linearDtype?: 'float32' | 'bfloat16';
 }
+
+/** Module.loadStateDict's options. */
+export interface LoadStateDictOptions {
+  /** Every parameter must be present and every entry used (default true). */
+  strict?: boolean;
+  /** Removed from the map's names first. */
+  prefix?: string;
+}
+const LOAD_KEYS = { strict: true, prefix: true } satisfies Record<keyof LoadStateDictOptions, true>;
 
 const registered = new WeakSet<Tensor>();
 
@@ -114,7 +123,8 @@ export abstract class Module {
    * Copies weights from a name -> host tensor map. strict: every parameter must be present and every
    * entry used (prefix-stripped names: `prefix` is removed from the map's names first).
    */
-  loadStateDict(weights: Map<string, HostTensor>, opts: { strict?: boolean; prefix?: string } = {}): { missing: string[]; unexpected: string[] } {
+  loadStateDict(weights: Map<string, HostTensor>, opts: LoadStateDictOptions = {}): { missing: string[]; unexpected: string[] } {
+    opts = checkedOptions('loadStateDict', opts, LOAD_KEYS);
     const prefix = opts.prefix ?? '';
     const params = this.namedParameters();
     const used = new Set<string>();

@@ -192,7 +192,7 @@ export interface TrainerOptions {
    */
   gradientCheckpointing?: boolean;
   /**
-   * Sets model.residualDtype for the run (restored as gradientCheckpointing is): the LLM's residual stream under bf16
+   * Sets model.residualDtype when the Trainer is made (it stays after the run): the LLM's residual stream under bf16
    * compute, 'float32' (torch's autocast) or 'bfloat16' (a model loaded in bf16, as LLaVA's LoRA recipe: half the memory
    * of the gradient checkpoints).
    */
@@ -506,8 +506,6 @@ export class Trainer {
   readonly dtype: ComputeDtype;
   /** How frozen Linear weights are stored (TrainerOptions.frozenDtype). */
   readonly frozenDtype: ComputeDtype;
-  /** TrainerOptions.residualDtype, checked: set on the model while a run lasts. */
-  private readonly residualDtype: ComputeDtype | undefined;
   constructor(readonly model: VwLmm, readonly stages: Stage[], readonly opts: TrainerOptions) {
     if (opts === null || typeof opts !== 'object') throw typeError('Trainer', 'options', 'an object with seed', opts);
     checkKeys('Trainer', 'option', opts, TRAINER_OPTION_KEYS);
@@ -542,7 +540,7 @@ export class Trainer {
       const residual = parseComputeDtype('Trainer residualDtype', opts.residualDtype);
       // in float32 compute the stream is float32 whatever is asked: say so rather than train otherwise than asked
       if (residual === 'bfloat16' && this.dtype !== 'bfloat16') throw typeError('Trainer', 'residualDtype', "'float32' with float32 compute (a bf16 stream needs dtype 'bfloat16')", residual);
-      this.residualDtype = residual;
+      model.residualDtype = residual;
     }
     this.frozenDtype = opts.frozenDtype === undefined ? this.dtype : parseComputeDtype('Trainer frozenDtype', opts.frozenDtype);
     this.group = opts.processGroup ?? null;
@@ -565,16 +563,14 @@ export class Trainer {
   }
 
   /**
-   * The options' model settings (gradientCheckpointing, residualDtype) while a run lasts: returns the function that
-   * puts the model's own back (a model trained with gradient checkpointing is not left recomputing its evaluations).
+   * TrainerOptions.gradientCheckpointing while a run lasts: returns the function that puts the model's own setting back
+   * (a model trained with gradient checkpointing is not left recomputing its evaluations' layers).
    */
   private applyModelSettings(): () => void {
-    const was = { gradientCheckpointing: this.model.gradientCheckpointing, residualDtype: this.model.residualDtype };
+    const was = this.model.gradientCheckpointing;
     if (this.opts.gradientCheckpointing !== undefined) this.model.gradientCheckpointing = this.opts.gradientCheckpointing;
-    if (this.residualDtype !== undefined) this.model.residualDtype = this.residualDtype;
     return () => {
-      this.model.gradientCheckpointing = was.gradientCheckpointing;
-      this.model.residualDtype = was.residualDtype;
+      this.model.gradientCheckpointing = was;
     };
   }
 

@@ -277,7 +277,7 @@ describe('disposal, devices and argument checks at the boundary', () => {
     const t = Tensor.fromArray(new Float32Array(6), [2, 3]);
     expect(() => Tensor.fromArray(new Float32Array(4), [2, 2], null as never)).toThrow(/Tensor.fromArray: expected an object/);
     expect(() => Tensor.zeros([2], 5 as never)).toThrow(/Tensor.zeros: expected an object/);
-    expect(() => F.matmul(t, t, null as never)).toThrow(/F.matmul: expected an object for options/);
+    expect(() => F.matmul(t, t, null as never)).toThrow(/F.matmul: expected an object of options \(known: transA, transB\) for options/);
     expect(() => F.activation(t, 'toString' as never)).toThrow(/F.activation: expected gelu/);
     scope(() => expect(() => F.rope(Tensor.zeros([1, 1, 1, 2]), NaN)).toThrow(/F.rope: expected a finite number for theta/));
     expect(() => F.slice(t, Symbol('x') as never, 0, 1)).toThrow(/F.slice: expected an integer for axis/);
