@@ -28,6 +28,8 @@ function checkShape(where: string, shape: readonly number[]): number {
 
 const isDType = (v: unknown): v is DType => typeof v === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, v);
 
+const TENSOR_OPTION_KEYS = { device: true, dtype: true } satisfies Record<keyof TensorOptions, true>;
+
 function checkOptions(where: string, opts: unknown): TensorOptions {
   return checkedOptions(where, opts as TensorOptions | undefined, TENSOR_OPTION_KEYS);
 }
