@@ -975,22 +975,15 @@ program.command('generate').description('answer a prompt about an image with a c
     // holding "<image>" itself would make two placeholders for one image (answer skips such a question)
     const placeholders = (s: string) => s.split('<image>').length - 1;
     if (placeholders(o.prompt) > 0) fail(`--prompt holds "<image>": the prompt would hold ${placeholders(o.prompt) + (o.image ? 1 : 0)} image placeholders for ${o.image ? 'one image (--image)' : 'no image'}; give the question alone (the image goes in front of it)`);
-    const { collate, loadImage, preprocessClip } = await import('./data');
+    const { loadImage, preprocessClip, getTemplate } = await import('./data');
     const { clipPreprocessOptions } = await import('./model');
-    const { answerPrompt } = await import('./eval');
-    const { getTemplate } = await import('./data');
     if (o.convMode !== undefined) getTemplate(o.convMode as never); // an unknown name fails here, before the model loads
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype), o.pif);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const pixels = o.image ? await preprocessClip(await loadImage(o.image), clipPreprocessOptions(config)) : null;
-    const p = answerPrompt(o.prompt, pixels !== null, (o.convMode as never) ?? config.template, tok);
-    if (p.numImages !== (pixels ? 1 : 0)) fail(`--prompt: the prompt holds ${p.numImages} image placeholders for ${pixels ? 'one image' : 'no image'}`);
-    const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tok.padId, numPatches: model.numImageTokens });
-    const [ids] = model.generate([{ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues }], { maxNewTokens: o.maxNewTokens, eosId: tok.eosId ?? undefined, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed, dtype: await computeDtypeOf(o.dtype) });
-    // stripped as run_llava's outputs.strip() and `vwlmm answer`'s text: Python's whitespace (str.isspace) at both ends
-    const pySpace = '[\\t\\n\\x0b\\x0c\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]';
-    console.log(tok.decode(ids).replace(new RegExp(`^${pySpace}+|${pySpace}+$`, 'g'), ''));
+    const { answerOne } = await import('./eval');
+    console.log(answerOne(model, tok, o.prompt, pixels, { template: o.convMode as never, maxNewTokens: o.maxNewTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed, dtype: await computeDtypeOf(o.dtype) }));
     model.dispose();
   });
 

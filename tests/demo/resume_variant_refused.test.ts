@@ -71,7 +71,7 @@ describe('a demo resume with other flags than the run had', () => {
     await expect(resume(out, { pif: true, detachTarget: true })).rejects.toThrow(/compute dtype bfloat16 \(--dtype bf16, recipe_run\.json\), this run would train in float32 \(no --dtype: the default on the CPU\).*resume with --dtype bf16/);
     expect(changed(before, snapshot(out))).toEqual([]);
     const res = await resume(out, { pif: true, detachTarget: true, dtype: 'bfloat16' });
-    expect(fs.existsSync(res.answers)).toBe(true);
+    expect(fs.existsSync(res!.answers)).toBe(true);
     expect(JSON.parse(fs.readFileSync(path.join(out, 'vw', 'checkpoint', 'config.json'), 'utf8'))).toMatchObject({ vm_pif: true, vm_detach_target: true });
   });
 });

@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
+import { loadCheckpoint } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
 import { readTrainerState, Stage, Trainer } from '../../src/train/trainer';
 import { tempDirs } from '../support/tmp';
@@ -17,7 +18,8 @@ describe('resume and the micro-batch size', () => {
   const { tokenizer, json, samples, makeBatch } = tinyData(8);
   const stage = (batchSize: number, gradAccum: number): Stage => ({ name: 's', size: samples.length, makeBatch, steps: 4, batchSize, gradAccum, lr: 1e-3, trainable: { projector: true, vmHead: true } });
   const run = (outDir: string, batchSize: number, gradAccum: number, resume: boolean) => {
-    const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 3);
+    // a resume runs on the checkpoint's weights (the Trainer refuses other weights by their fingerprint)
+    const model = resume ? loadCheckpoint(path.join(outDir, 'checkpoint')).model : VwLmm.create(tinyConfig(tokenizer.vocabSize), 3);
     try {
       const t = new Trainer(model, [stage(batchSize, gradAccum)], { seed: 1, outDir, checkpointFiles: { tokenizer: json }, ...(resume ? {} : { stopAfterSteps: 2, saveEvery: 2 }), dtype: 'float32' });
       return t.run(resume ? readTrainerState(path.join(outDir, 'checkpoint')) : undefined);

@@ -166,14 +166,14 @@ describe('VW-LMM', () => {
     const m1 = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5);
     new Trainer(m1, stages(), { seed: 9, outDir: full, checkpointFiles: { tokenizer: json } }).run();
     m1.dispose();
-    // interrupted after 6 steps (inside stage b, after a checkpoint at step 6), then resumed
+    // stopped after 7 steps (inside stage b; stopAfterSteps writes its checkpoint there, as an interruption does), then resumed
     const part = tmp();
     const m2 = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5);
     new Trainer(m2, stages(), { seed: 9, outDir: part, saveEvery: 3, stopAfterSteps: 7, checkpointFiles: { tokenizer: json } }).run();
     m2.dispose();
     const ck = loadCheckpoint(path.join(part, 'checkpoint'));
     const st = readTrainerState(path.join(part, 'checkpoint'));
-    expect(st.state.globalStep).toBe(6);
+    expect(st.state.globalStep).toBe(7);
     new Trainer(ck.model, stages(), { seed: 9, outDir: part, checkpointFiles: { tokenizer: json } }).run(st);
     ck.model.dispose();
     expect(losses(part)).toEqual(losses(full));
