@@ -44,12 +44,20 @@ export function isTraining(): boolean {
   return gradEnabled || checkpointForward;
 }
 
-/** Runs fn without recording (inference, evaluation, optimizer updates). */
+/**
+ * Runs fn without recording (inference, evaluation, optimizer updates). fn must be synchronous: the flag is restored
+ * when fn returns, so an async fn would record again after its first await (wrap each synchronous part instead).
+ */
 export function noGrad<T>(fn: () => T): T {
   const prev = gradEnabled;
   gradEnabled = false;
   try {
-    return fn();
+    const r = fn();
+    if (r instanceof Promise) {
+      r.catch(() => {}); // refused, but still running: its later rejection must not go unhandled and end the process
+      throw new TypeError('noGrad: fn must be synchronous (it returned a Promise); wrap each synchronous part instead');
+    }
+    return r;
   } finally {
     gradEnabled = prev;
   }

@@ -100,7 +100,10 @@ export function scope<T>(fn: () => T): T {
   let result: T;
   try {
     result = fn();
-    if (result instanceof Promise) throw new TypeError('scope: fn must be synchronous (it returned a Promise)');
+    if (result instanceof Promise) {
+      result.catch(() => {}); // refused, but still running: its later rejection must not go unhandled and end the process
+      throw new TypeError('scope: fn must be synchronous (it returned a Promise)');
+    }
   } catch (e) {
     scopes.pop();
     for (const t of mine) t.dispose();
