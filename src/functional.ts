@@ -12,7 +12,7 @@ import { callOp, opConstants } from './call_op';
 import { checkedOptions, rangeError, typeError } from './errors';
 import { fused, LinearCrossEntropyOptions, VisualWordKLOptions } from './fused';
 import { Generator } from './random';
-import { Tensor } from './tensor';
+import { Tensor, viewShape } from './tensor';
 
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 const shapeStr = (s: readonly number[]) => `[${s.join(', ')}]`;
@@ -46,10 +46,10 @@ const like = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.empty(sha
 const zerosLike = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.zeros(shape, { device: t.device, dtype: t.dtype });
 
 // ------------------------------------------------------------------ shape
-/** A view with another shape (no copy); its gradient is reshaped back. */
+/** A view with another shape (no copy; one dimension may be -1, inferred as torch's); its gradient is reshaped back. */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   check('F.reshape', 'x', x, { dtype: x?.dtype });
-  const out = x.view(shape);
+  const out = x.view(viewShape('F.reshape', x.shape, shape));
   // the incoming gradient changes owner and shape, no copy
   if (needsGrad(x)) record('reshape', [x], [out], ([g]) => [g!.moveTo(x.shape)], [], []);
   return out;

@@ -26,6 +26,35 @@ function checkShape(where: string, shape: readonly number[]): number {
   return n;
 }
 
+/**
+ * The shape a view of `from` takes for `shape`, its one -1 (if any) inferred from the element count as torch's
+ * view / reshape infer it; errors name `where`.
+ */
+export function viewShape(where: string, from: readonly number[], shape: readonly number[]): number[] {
+  const expected = 'an array of non-negative integers (one of them may be -1)';
+  if (!Array.isArray(shape)) throw typeError(where, 'shape', expected, shape);
+  const n = from.reduce((a, b) => a * b, 1);
+  let infer = -1, minusOnes = 0, known = 1;
+  shape.forEach((s, i) => {
+    if (!Number.isInteger(s) || s < -1) throw typeError(where, 'shape', expected, shape);
+    if (s !== -1) known *= s;
+    else [infer, minusOnes] = [i, minusOnes + 1];
+  });
+  // the messages are built only now: the entries are numbers (a hostile array's join would throw its own error)
+  const show = `[${shape.join(', ')}]`, was = `[${from.join(', ')}] (${n} elements)`;
+  if (minusOnes > 1) throw rangeError(where, `only one dimension can be -1, got ${show}`);
+  if (infer < 0) {
+    if (known !== n) throw rangeError(where, `cannot view ${was} as ${show} (${known} elements)`);
+    return [...shape];
+  }
+  // as torch: beside a 0 any size would do, so the -1 is refused as ambiguous
+  if (known === 0) throw rangeError(where, `cannot view ${was} as ${show}: the -1 is ambiguous beside a 0 dimension`);
+  if (n % known !== 0) throw rangeError(where, `cannot view ${was} as ${show}: ${n} is not a multiple of ${known}, the product of the other dimensions`);
+  const out = [...shape];
+  out[infer] = n / known;
+  return out;
+}
+
 const isDType = (v: unknown): v is DType => typeof v === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, v);
 
 const TENSOR_OPTION_KEYS = { device: true, dtype: true } satisfies Record<keyof TensorOptions, true>;
@@ -57,8 +86,6 @@ function collectTensors(value: unknown, r: Reach, seen: Set<unknown>): void {
     r.kept.add(value);
     if (value.base) collectTensors(value.base, r, seen); // a kept view keeps the memory it views
     // A returned tensor that autograd recorded keeps its graph alive (as a PyTorch graph keeps tensors alive): the
-const TENSOR_OPTION_KEYS = { device: true, dtype: true } satisfies Record<keyof TensorOptions, true>;
-
     // saved tensors and the inputs and outputs its backward reads (GradNode.reads) move to the enclosing scope with
     // it; the others stay as links of the graph without their memory (Tensor.release).
     visitNode(value.gradFn, r, seen);
@@ -217,12 +244,12 @@ export class Tensor {
   }
 
   /**
-   * A view with another shape of the same elements (no copy). The view is valid while this tensor is;
+   * A view with another shape of the same elements (no copy; one dimension may be -1, inferred from the others, as
+   * torch's). The view is valid while this tensor is;
    * disposing the view frees nothing. Autograd-aware code should use F.reshape.
    */
   view(shape: readonly number[]): Tensor {
-    const n = checkShape('Tensor.view', shape);
-    if (n !== this.size) throw rangeError('Tensor.view', `cannot view [${this.shape.join(', ')}] (${this.size} elements) as [${shape.join(', ')}] (${n})`);
+    shape = viewShape('Tensor.view', this.shape, shape);
     const v = new Tensor(this.buffer, shape, this.dtype, this.device, false, CHECKED);
     (v as { base: Tensor | null }).base = this.base ?? this;
     return v;
