@@ -22,15 +22,13 @@ describe('README API example', () => {
     const fromSource = code.replace(/from 'vwlmm';/g, `from ${JSON.stringify(path.join(root, 'src', 'index.ts'))};`);
     const dir = tmp();
     fs.writeFileSync(path.join(dir, 'example.ts'), fromSource);
-    // TMPDIR: the example's mkdtemp lands in this test's folder (removed with it) and can be inspected
+    // TMPDIR: the example's mkdtemp lands in this test's folder, so that what it leaves behind shows
     const r = spawnSync(process.execPath, [tsx, 'example.ts'], { cwd: dir, encoding: 'utf8', timeout: 120_000, env: { ...process.env, TMPDIR: dir } });
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
     const out = checkExampleOutput(r.stdout);
     expect(out.steps).toBe(12);
-    const runs = fs.readdirSync(dir).filter((n) => n.startsWith('vwlmm-example-'));
-    expect(runs).toHaveLength(1);
-    for (const f of ['model/config.json', 'model/model.safetensors', 'model/tokenizer.json', 'run/metrics.jsonl', 'run/checkpoint/trainer_state.json'])
-      expect(fs.existsSync(path.join(dir, runs[0], f)), f).toBe(true);
+    // the example removes its folder at the end (its output line says what it saved and reloaded)
+    expect(fs.readdirSync(dir).filter((n) => n.startsWith('vwlmm-example-'))).toEqual([]);
   });
 
   it('is plain JavaScript too, as an ES module and, with require calls, as CommonJS', () => {
