@@ -3,8 +3,16 @@
 // next batch's images are made while the current step runs (on a GPU the main thread drives the device). Only the
 // file name crosses over, and the float pixels come back transferred, not copied. workers 0: on the caller's thread.
 import type { Worker } from 'worker_threads';
-import { ClipPreprocessOptions, loadImage, preprocessClip } from './images';
+import { checkedOptions } from '../errors';
+import { checkClipOptions, ClipPreprocessOptions, loadImage, preprocessClip } from './images';
+import { checkImageWorkers } from './scene_writer';
 import { startDataWorker } from './worker';
+
+export interface ClipImageWorkersOptions {
+  /** Threads that make images, 0 to 64 (default 0: the caller's thread). */
+  workers?: number;
+}
+const WORKERS_KEYS = { workers: true } satisfies Record<keyof ClipImageWorkersOptions, true>;
 
 interface Pending {
   resolve: (pixels: Float32Array) => void;
@@ -20,11 +28,15 @@ export class ClipImageWorkers {
   private nextId = 0;
   private closed = false;
 
-  constructor(readonly preprocess: ClipPreprocessOptions, opts: { workers?: number } = {}) {
-    const n = opts.workers ?? 0;
-    if (!Number.isInteger(n) || n < 0) throw new RangeError(`ClipImageWorkers: workers must be a non-negative integer, got ${n}`);
+  /** The preprocessing options, checked (defaults filled in, aspect 'resize_crop' read as 'square'). */
+  readonly preprocess: ClipPreprocessOptions;
+
+  constructor(preprocess: ClipPreprocessOptions, opts: ClipImageWorkersOptions = {}) {
+    // checked now: bad options would otherwise surface only at the first image, as an error of a worker thread
+    this.preprocess = checkClipOptions('ClipImageWorkers', preprocess);
+    const n = checkImageWorkers('ClipImageWorkers', checkedOptions('ClipImageWorkers', opts, WORKERS_KEYS).workers);
     for (let k = 0; k < n; k++) {
-      const w = startDataWorker('clip_worker', preprocess);
+      const w = startDataWorker('clip_worker', this.preprocess);
       w.on('message', (m: { id: number; pixels: Float32Array } | { id: number; error: string }) => {
         const p = this.pending.get(m.id);
         if (!p) return;

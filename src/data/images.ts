@@ -4,13 +4,14 @@
 // greyscale is replicated to three channels, alpha is dropped without compositing (PIL's convert('RGB')),
 // 16-bit images are reduced to 8 bits, EXIF orientation is NOT applied (PIL does not either).
 //
-// preprocessClip follows CLIPImageProcessor as LLaVA uses it:
+// preprocessClip follows CLIPImageProcessor as LLaVA uses it, the aspect named as LLaVA's image_aspect_ratio:
 //   'pad'         LLaVA expand2square first: paste the image on a max(w, h) square of the mean colour
 //                 (int(mean * 255) as LLaVA truncates: (122, 116, 104) for CLIP) at offset
-//                 ((s - w) >> 1, (s - h) >> 1), then as 'resize_crop';
-//   'resize_crop' resize the shortest side to `size` (long side floor(size * long / short)) with PIL's
+//                 ((s - w) >> 1, (s - h) >> 1), then as 'square';
+//   'square'      resize the shortest side to `size` (long side floor(size * long / short)) with PIL's
 //                 bicubic resize, unless it already is `size`; centre crop size x size at
-//                 ((w - size) >> 1, (h - size) >> 1) (HF center_crop rounds down);
+//                 ((w - size) >> 1, (h - size) >> 1) (HF center_crop rounds down). 'resize_crop' is an alias
+//                 (the name this module used first);
 // then scale 1/255, normalise (x - mean) / std, and lay out CHW float32.
 //
 // The resize (resizeRgb) is bit-identical with Pillow's Image.resize((w, h), BICUBIC) on 8-bit RGB, which is what
@@ -21,6 +22,7 @@
 
 import * as fs from 'fs';
 import type Sharp from 'sharp';
+import { checkKeys, describe, typeError } from '../errors';
 import type { ImageWriter } from './collate';
 
 // sharp (libvips) is loaded on first use, so importing the package (`vwlmm info`, a text-only script) does
@@ -41,15 +43,43 @@ export interface RgbImage {
   data: Uint8Array;
 }
 
-export type AspectMode = 'pad' | 'resize_crop';
+/** LLaVA's image_aspect_ratio: 'pad' or 'square'; 'resize_crop' is accepted for 'square'. */
+export type AspectMode = 'pad' | 'square' | 'resize_crop';
 
 export interface ClipPreprocessOptions {
   /** Output side (336 for CLIP ViT-L/14-336). */
   size: number;
   mean?: readonly number[];
   std?: readonly number[];
-  /** 'pad' (LLaVA-1.5 stage 2, expand2square) or 'resize_crop' (default). */
+  /**
+   * 'pad' (LLaVA-1.5 stage 2, expand2square) or 'square' (default: resize the short side, centre crop), as the
+   * config's image.aspect; 'resize_crop' is another name for 'square'.
+   */
   aspect?: AspectMode;
+}
+
+const CLIP_OPTION_KEYS = { size: true, mean: true, std: true, aspect: true } satisfies Record<keyof ClipPreprocessOptions, true>;
+
+/** ClipPreprocessOptions checked, with the defaults filled in and 'resize_crop' read as 'square'. */
+export interface CheckedClipOptions {
+  size: number;
+  mean: readonly number[];
+  std: readonly number[];
+  aspect: 'pad' | 'square';
+}
+
+/** Checks preprocessClip's options (ClipImageWorkers checks them when made, not at its first image). */
+export function checkClipOptions(where: string, opts: ClipPreprocessOptions): CheckedClipOptions {
+  if (opts === null || typeof opts !== 'object') throw typeError(where, 'options', `an object { size, mean?, std?, aspect? }`, opts);
+  checkKeys(where, 'option', opts, CLIP_OPTION_KEYS);
+  const { size } = opts;
+  const mean = opts.mean ?? CLIP_MEAN, std = opts.std ?? CLIP_STD, aspect = opts.aspect ?? 'square';
+  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`${where}: size must be a positive integer, got ${size}`);
+  if (aspect !== 'pad' && aspect !== 'square' && aspect !== 'resize_crop') {
+    throw new RangeError(`${where}: aspect must be 'pad' or 'square' (alias 'resize_crop'), got ${describe(aspect)}`);
+  }
+  checkStats(where, mean, std);
+  return { size, mean, std, aspect: aspect === 'pad' ? 'pad' : 'square' };
 }
 
 /** Decode an image file to 8-bit RGB. Throws an Error naming the file and the reason. */
@@ -340,18 +370,14 @@ export function shortestSideSize(width: number, height: number, size: number): {
 
 /** CLIP preprocessing to a [3, size, size] CHW float32 array (see the file comment). */
 export async function preprocessClip(img: RgbImage, opts: ClipPreprocessOptions): Promise<Float32Array> {
-  const { size } = opts;
-  const mean = opts.mean ?? CLIP_MEAN, std = opts.std ?? CLIP_STD, aspect = opts.aspect ?? 'resize_crop';
-  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`preprocessClip: size must be a positive integer, got ${size}`);
-  if (aspect !== 'pad' && aspect !== 'resize_crop') throw new RangeError(`preprocessClip: aspect must be 'pad' or 'resize_crop', got ${String(aspect)}`);
-  checkStats('preprocessClip', mean, std);
+  const { size, mean, std, aspect } = checkClipOptions('preprocessClip', opts);
   checkImage('preprocessClip', img);
   const { im, ox, oy } = await clipResized(img, size, aspect, mean);
   return normalizeRgbRegion(im, ox, oy, size, mean, std);
 }
 
 /** The image padded (aspect 'pad') and resized as preprocessClip does, with the offsets of its centre crop. */
-async function clipResized(img: RgbImage, size: number, aspect: AspectMode, mean: readonly number[]): Promise<{ im: RgbImage; ox: number; oy: number }> {
+async function clipResized(img: RgbImage, size: number, aspect: 'pad' | 'square', mean: readonly number[]): Promise<{ im: RgbImage; ox: number; oy: number }> {
   let im = aspect === 'pad' ? expandToSquare(img, padColour(mean)) : img;
   const target = shortestSideSize(im.width, im.height, size);
   im = await resizeRgb(im, target.width, target.height);
@@ -360,11 +386,9 @@ async function clipResized(img: RgbImage, size: number, aspect: AspectMode, mean
 
 /** The size x size RGB bytes the model sees of `img`: preprocessClip's square before normalisation (for pictures). */
 export async function clipView(img: RgbImage, opts: ClipPreprocessOptions): Promise<RgbImage> {
-  const { size } = opts, aspect = opts.aspect ?? 'resize_crop';
-  if (!Number.isInteger(size) || size <= 0) throw new RangeError(`clipView: size must be a positive integer, got ${size}`);
-  if (aspect !== 'pad' && aspect !== 'resize_crop') throw new RangeError(`clipView: aspect must be 'pad' or 'resize_crop', got ${String(aspect)}`);
+  const { size, mean, aspect } = checkClipOptions('clipView', opts);
   checkImage('clipView', img);
-  const { im, ox, oy } = await clipResized(img, size, aspect, opts.mean ?? CLIP_MEAN);
+  const { im, ox, oy } = await clipResized(img, size, aspect, mean);
   if (im.width === size && im.height === size) return im;
   const data = new Uint8Array(size * size * 3);
   for (let y = 0; y < size; y++) data.set(im.data.subarray(((oy + y) * im.width + ox) * 3, ((oy + y) * im.width + ox + size) * 3), y * size * 3);

@@ -7,6 +7,7 @@
 // thread, as before.
 import * as os from 'os';
 import type { Worker } from 'worker_threads';
+import { checkedOptions } from '../errors';
 import { Scene, writeSceneImage } from './sort_of_clevr';
 import { startDataWorker } from './worker';
 
@@ -16,8 +17,26 @@ export interface SceneImageJob {
   scene: Scene;
 }
 
-/** Jobs go to a worker in chunks (one message each); a flush sends what is left. */
+/** Jobs go to a worker in chunks (one message each); a flush, or the next turn of the event loop, sends what is left. */
 const CHUNK = 64;
+
+/** The most image threads a writer or ClipImageWorkers starts (and VWLMM_IMAGE_WORKERS may ask for). */
+export const MAX_IMAGE_WORKERS = 64;
+
+/** A `workers` option (undefined: 0) checked: an integer in [0, MAX_IMAGE_WORKERS]. */
+export function checkImageWorkers(where: string, n: number | undefined): number {
+  n ??= 0;
+  if (!Number.isInteger(n) || n < 0) throw new RangeError(`${where}: workers must be a non-negative integer, got ${n}`);
+  // each is a thread with its own V8 heap: a count far above the cores would only hang the machine starting them
+  if (n > MAX_IMAGE_WORKERS) throw new RangeError(`${where}: workers must be at most ${MAX_IMAGE_WORKERS}, got ${n}`);
+  return n;
+}
+
+export interface SceneImageWriterOptions {
+  /** Writer threads, 0 to 64 (default 0: each file written at once on the caller's thread). */
+  workers?: number;
+}
+const WRITER_KEYS = { workers: true } satisfies Record<keyof SceneImageWriterOptions, true>;
 
 /**
  * How many writer threads a run can spare: the cores left by the threads that compute (the CPU engine's, or on a GPU
@@ -27,7 +46,7 @@ export function spareImageWorkers(computeThreads: number): number {
   const env = process.env.VWLMM_IMAGE_WORKERS;
   if (env !== undefined && env !== '') {
     const n = Number(env);
-    if (!Number.isInteger(n) || n < 0 || n > 64) throw new RangeError(`VWLMM_IMAGE_WORKERS must be an integer in [0, 64], got '${env}'`);
+    if (!Number.isInteger(n) || n < 0 || n > MAX_IMAGE_WORKERS) throw new RangeError(`VWLMM_IMAGE_WORKERS must be an integer in [0, ${MAX_IMAGE_WORKERS}], got '${env}'`);
     return n;
   }
   return Math.max(0, Math.min(4, os.availableParallelism() - computeThreads - 1));
@@ -43,10 +62,11 @@ export class SceneImageWriter {
   private failure: Error | null = null;
   private waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private closed = false;
+  /** The send of a partial chunk at the next turn of the event loop (null: none pending). */
+  private sendSoon: NodeJS.Immediate | null = null;
 
-  constructor(opts: { workers?: number } = {}) {
-    const n = opts.workers ?? 0;
-    if (!Number.isInteger(n) || n < 0) throw new RangeError(`SceneImageWriter: workers must be a non-negative integer, got ${n}`);
+  constructor(opts: SceneImageWriterOptions = {}) {
+    const n = checkImageWorkers('SceneImageWriter', checkedOptions('SceneImageWriter', opts, WRITER_KEYS).workers);
     for (let k = 0; k < n; k++) {
       const w = startDataWorker('scene_writer_worker');
       w.on('message', (m: { done: number } | { file: string; error: string }) => {
@@ -58,7 +78,7 @@ export class SceneImageWriter {
       w.on('exit', (code) => {
         if (!this.closed) this.fail(new Error(`SceneImageWriter: a writer thread exited (code ${code}) with files still to write`));
       });
-      w.unref(); // idle writers never keep the process alive; a pending flush() does (ref() in send)
+      w.unref(); // idle writers never keep the process alive; files to write do (ref() in send, unref() in settle)
       this.workers.push(w);
     }
   }
@@ -83,6 +103,9 @@ export class SceneImageWriter {
     }
     this.chunk.push({ file, scene });
     if (this.chunk.length >= CHUNK) this.send();
+    // a partial chunk goes at the next turn of the event loop, flush() or not: a script that never flushes must not
+    // exit with its last files unwritten (the immediate, then the ref'd thread, keep the process alive until written)
+    else this.sendSoon ??= setImmediate(() => this.send());
   }
 
   /** Resolves once every file handed over so far is written; rejects naming the first that could not be. */
@@ -105,6 +128,8 @@ export class SceneImageWriter {
   }
 
   private send(): void {
+    if (this.sendSoon) clearImmediate(this.sendSoon);
+    this.sendSoon = null;
     if (this.chunk.length === 0 || this.failure) return;
     const w = this.workers[this.next++ % this.workers.length];
     w.ref();

@@ -85,6 +85,7 @@ const INTERNAL: Record<string, string> = {
   'io/safetensors:isPlainObject': "JSON shape check shared with checkpoint.ts's shard-index reader",
   'io/safetensors:hostTensorFromBytes': "the dtype conversion shared with the PyTorch checkpoint reader (io/torch_bin.ts)",
   'io/torch_bin:unpickle': 'the restricted pickle machine behind readTorchBin (tested directly)',
+  'data/images:checkClipOptions': "preprocessClip's option check, shared with ClipImageWorkers (which checks them when made)",
   'data/sort_of_clevr:SHORT_ANSWER_PROMPT': "a source text of the vocabulary; the data module's SHORT_ANSWER_PROMPT is conversation.ts's",
   'data/sort_of_clevr:VICUNA_SYSTEM_PROMPT': 'a source text of the vocabulary',
   'data/sort_of_clevr:OBJECT_SIZE': 'renderer geometry',
