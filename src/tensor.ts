@@ -462,3 +462,8 @@ export class Tensor {
     return `Tensor(shape=[${this.shape.join(', ')}], dtype=${this.dtype}, device=${this.device}${this.disposed ? ', disposed' : ''})`;
   }
 }
+
+// `using t = ...` disposes t at the end of the block. Symbol.dispose exists from Node 20.4 (engines allows 20.0): on a
+// runtime without it the method is left out rather than installed under the key 'undefined'.
+export interface Tensor extends Disposable {}
+if (typeof Symbol.dispose === 'symbol') Tensor.prototype[Symbol.dispose] = function (this: Tensor): void { this.dispose(); };

@@ -79,6 +79,17 @@ export class ClipImageWorkers {
   async close(): Promise<void> {
     this.closed = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
+    this.rejectPending();
+  }
+
+  /** close() without waiting for the threads to exit (what `using` calls; `await using` waits: close()). */
+  dispose(): void {
+    this.closed = true;
+    for (const w of this.workers) void w.terminate();
+    this.rejectPending();
+  }
+
+  private rejectPending(): void {
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
       p.reject(new Error('ClipImageWorkers: closed before the image was made'));
@@ -98,3 +109,9 @@ export class ClipImageWorkers {
     }
   }
 }
+
+// `using` / `await using`: Symbol.dispose and Symbol.asyncDispose exist from Node 20.4 (engines allows 20.0); on a
+// runtime without them the methods are left out rather than installed under the key 'undefined'.
+export interface ClipImageWorkers extends Disposable, AsyncDisposable {}
+if (typeof Symbol.dispose === 'symbol') ClipImageWorkers.prototype[Symbol.dispose] = function (this: ClipImageWorkers): void { this.dispose(); };
+if (typeof Symbol.asyncDispose === 'symbol') ClipImageWorkers.prototype[Symbol.asyncDispose] = function (this: ClipImageWorkers): Promise<void> { return this.close(); };

@@ -152,3 +152,9 @@ export class SceneImageWriter {
     for (const x of ws) (this.failure ? x.reject(this.failure) : x.resolve());
   }
 }
+
+// `await using w = new SceneImageWriter(...)` closes it (flush, then the threads end). No synchronous Symbol.dispose:
+// it could neither wait for the files nor report one that could not be written. Left out on a runtime without
+// Symbol.asyncDispose (Node before 20.4) rather than installed under the key 'undefined'.
+export interface SceneImageWriter extends AsyncDisposable {}
+if (typeof Symbol.asyncDispose === 'symbol') SceneImageWriter.prototype[Symbol.asyncDispose] = function (this: SceneImageWriter): Promise<void> { return this.close(); };

@@ -157,6 +157,11 @@ export abstract class Module {
   }
 }
 
+// `using m = ...` disposes m (its override of dispose, for a subclass) at the end of the block; left out on a runtime
+// without Symbol.dispose (Node before 20.4) rather than installed under the key 'undefined'.
+export interface Module extends Disposable {}
+if (typeof Symbol.dispose === 'symbol') Module.prototype[Symbol.dispose] = function (this: Module): void { this.dispose(); };
+
 /**
  * Copies a host tensor into parameter `p` (converted to its dtype: bfloat16 on CUDA); a wrong dtype or shape is
  * an error naming `name`. Shared by loadStateDict and the streaming checkpoint loader.
