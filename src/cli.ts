@@ -415,7 +415,7 @@ program.command('init').description("a new checkpoint, the starting point of `vw
   .option('--mm-projector-type <t>', 'linear or mlp2x_gelu (with --llm)', 'mlp2x_gelu')
   .option('--mm-vision-select-layer <n>', 'the tower layer whose patch features are projected (with --llm)', int('--mm-vision-select-layer'), -2)
   .option('--image-aspect-ratio <a>', "square (LLaVA's pretraining) or pad (its fine-tuning: expand2square) (with --llm)", 'square')
-  .option('--template <t>', 'the conversation template: vicuna_v1 (LLaVA v1), plain (its pretraining) or mistral (with --llm; default: vicuna_v1, mistral for a Mistral base)')
+  .option('--template <t>', 'the conversation template: vicuna_v1 (LLaVA v1), plain (its pretraining), mistral, or another of LLaVA\'s (mistral_instruct, llava_v1, v1_mmtag) (with --llm; default: vicuna_v1, mistral for a Mistral base)')
   .option('--vm-weight <x>', 'with --llm: > 0 makes a VW-LMM (a vm_head, the visual-word KL at this weight; the paper: 1); 0: plain LLaVA', num('--vm-weight'), 0)
   .option('--tokenizer <file>', "tokenizer.json (its vocabulary must fit vocab_size); with --llm, default: the LLM's (tokenizer.json, or tokenizer.model converted)")
   .requiredOption('--out <dir>', 'the checkpoint folder to write (must not hold a checkpoint already)')
@@ -430,7 +430,8 @@ program.command('init').description("a new checkpoint, the starting point of `vw
       if (o.projector !== undefined) existing(o.projector, 'projector', 'file');
       if (o.tokenizer !== undefined) existing(o.tokenizer, 'tokenizer', 'file');
       if (o.imageAspectRatio !== 'square' && o.imageAspectRatio !== 'pad') fail(`--image-aspect-ratio must be square or pad, got '${o.imageAspectRatio}'`);
-      if (o.template !== undefined && !['vicuna_v1', 'plain', 'mistral'].includes(o.template)) fail(`--template must be vicuna_v1, plain or mistral, got '${o.template}'`);
+      const { TEMPLATES } = await import('./data');
+      if (o.template !== undefined && !(o.template in TEMPLATES)) fail(`--template must be one of ${Object.keys(TEMPLATES).join(', ')}, got '${o.template}'`);
       if (!(o.vmWeight >= 0)) fail(`--vm-weight must be a number >= 0, got ${o.vmWeight}`);
     } else {
       existing(o.config!, 'config', 'file');
@@ -569,7 +570,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--model-max-length <n>', "positions a sample is cut to, image features included (LLaVA's model_max_length; default: the checkpoint's tokenizer_model_max_length, else 2048)", int('--model-max-length', 1))
   .option('--strict', 'fail on the first broken record, image or tokenization mismatch')
   .option('--verify-images <how>', "check every image before training by decoding it (decode: broken ones are skipped) or by reading its header (header: fast at LLaVA's 665K images; a file cut short fails training when its batch comes)", 'decode')
-  .option('--template <name>', "the run's conversation template for records without their own (LLaVA's --version: plain for its pretraining, v1 / vicuna_v1 for its fine-tuning, mistral); default: the checkpoint's; the checkpoint written records it")
+  .option('--template <name>', "the run's conversation template for records without their own (LLaVA's --version: plain for its pretraining, v1 / vicuna_v1 for its fine-tuning, mistral, mistral_instruct, llava_v1, v1_mmtag); default: the checkpoint's; the checkpoint written records it")
   .option('--image-aspect-ratio <a>', "how the run's images are made square (LLaVA's --image_aspect_ratio: square in its pretraining, pad = expand2square in its fine-tuning); default: the checkpoint's; the checkpoint written records it")
   .option('--group-by-modality-length', "LLaVA's group_by_modality_length (its finetune.sh sets it): each batch holds image records only or text-only records only, of similar lengths (by words); default: plain shuffles")
   .option('--non-finite <action>', 'a step with a NaN/Inf loss or gradient norm: skip its update, or stop', 'skip')
@@ -591,8 +592,9 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (o.verifyImages !== 'decode' && o.verifyImages !== 'header') fail(`--verify-images must be decode or header, got '${o.verifyImages}'`);
     const template = o.template === 'v1' ? 'vicuna_v1' : o.template; // LLaVA's --version v1 is vicuna_v1
     if (o.imageAspectRatio !== undefined && o.imageAspectRatio !== 'square' && o.imageAspectRatio !== 'pad') fail(`--image-aspect-ratio must be square or pad, got '${o.imageAspectRatio}'`);
-    if (template !== undefined && template !== 'plain' && template !== 'vicuna_v1' && template !== 'mistral')
-      fail(`--template must be plain, v1 (vicuna_v1) or mistral, got '${o.template}' (a record may name another with its conversation_template)`);
+    const { TEMPLATES } = await import('./data');
+    if (template !== undefined && !(template in TEMPLATES))
+      fail(`--template must be one of ${Object.keys(TEMPLATES).join(', ')} (LLaVA's --version), got '${o.template}' (a record may name another with its conversation_template)`);
     const distBackend = o.distBackend ?? (o.device.startsWith('cuda') ? 'nccl' : 'mpi');
     if (distBackend !== 'mpi' && distBackend !== 'nccl') fail(`--dist-backend must be mpi or nccl, got '${o.distBackend}'`);
     if (distBackend === 'nccl' && !o.device.startsWith('cuda')) fail(`--dist-backend nccl reduces CUDA tensors: it needs --device cuda (got --device ${o.device}; the CPU's backend is mpi)`);
@@ -684,7 +686,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         lr: o.lr, visionTowerLr: o.mmVisionTowerLr, projectorLr: o.mmProjectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
         trainable: Object.fromEntries(known.map((p) => [TRAINABLE_PARTS[p], parts.includes(p)])), stage: o.stage,
         lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
-        strict: !!o.strict, modelMaxLength: o.modelMaxLength, verifyImages: o.verifyImages as 'decode' | 'header', groupByModalityLength: !!o.groupByModalityLength, template, imageAspect: o.imageAspectRatio as 'square' | 'pad' | undefined, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, residualDtype, dtype, frozenDtype, replay: o.replay,
+        strict: !!o.strict, modelMaxLength: o.modelMaxLength, verifyImages: o.verifyImages as 'decode' | 'header', groupByModalityLength: !!o.groupByModalityLength, template: template as never, imageAspect: o.imageAspectRatio as 'square' | 'pad' | undefined, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, residualDtype, dtype, frozenDtype, replay: o.replay,
         processGroup: group ?? undefined, gatherDtype, onPrepareProgress: lead ? preparationReport(o.data) : undefined,
         onLog: (r) => {
           progress.update(r);
@@ -956,7 +958,7 @@ program.command('generate').description('answer a prompt about an image with a c
   .requiredOption('--prompt <text>', 'the question')
   .option('--image <file>', 'image file (PNG/JPEG/WebP)')
   .option('--max-new-tokens <n>', "generation budget (the official VW-LMM inference.py's 128)", int('--max-new-tokens', 1), 128)
-  .option('--conv-mode <name>', "conversation template (LLaVA's --conv-mode: plain, vicuna_v1, mistral; default the checkpoint's)")
+  .option('--conv-mode <name>', "conversation template (LLaVA's --conv-mode: plain, vicuna_v1, mistral, ...; default the checkpoint's)")
   .option('--temperature <t>', '0 = greedy; > 0 samples (transformers do_sample)', num('--temperature'), 0)
   .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'), 1)
   .option('--top-k <k>', "sample from the k largest logits only (0 = off; transformers' generate defaults to 50 when sampling, and LLaVA's run_llava passes none, so it samples with 50)", int('--top-k'), 0)

@@ -24,7 +24,7 @@ import { forEachTorchTensor, readTorchBin, torchBinTensorNames } from '../io/tor
 import { Generator } from '../random';
 import { writeFileDurable } from '../io/atomic_file';
 import { describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
-import { configFromJson, configToJson, VwLmmConfig } from './config';
+import { configFromJson, configToJson, VwLmmConfig, type TemplateName } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
 import { applyLora, loraConfigOf } from './lora';
 import { VwLmm } from './vwlmm';
@@ -499,7 +499,7 @@ export interface AssembleOptions {
   /** 'square' (default, LLaVA's pretraining) or 'pad' (its fine-tuning) [image_aspect_ratio]. */
   imageAspect?: 'square' | 'pad';
   /** The conversation template the model is trained with (default 'vicuna_v1' for LLaMA, 'mistral' for Mistral) [version]. */
-  template?: 'plain' | 'vicuna_v1' | 'mistral';
+  template?: TemplateName;
   /** > 0: a VW-LMM, with a vm_head and the visual-word KL at this weight (the paper: 1); 0 (default): plain LLaVA. */
   vmWeight?: number;
   /** Seed of the parts drawn anew: the projector (unless given) and the vm_head. */

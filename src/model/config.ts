@@ -7,11 +7,13 @@ import { parseProjectorType } from '../nn/projector';
 import { CLIP_MEAN, CLIP_STD } from '../data/images';
 import type { ClipPreprocessOptions } from '../data/images';
 import { checkKeys } from '../errors';
+import { TEMPLATES as CONVERSATION_TEMPLATES, type TemplateName } from '../data/conversation';
 
-export type TemplateName = 'plain' | 'vicuna_v1' | 'mistral';
+// the conversation templates a config may record: every one the prompts can be built with (LLaVA's --version)
+export type { TemplateName };
 
 // The values of the enumerated fields: one list each for the object check (validateConfig) and config.json's reader
-const TEMPLATES = ['plain', 'vicuna_v1', 'mistral'] as const satisfies readonly TemplateName[];
+const TEMPLATES = Object.keys(CONVERSATION_TEMPLATES) as readonly TemplateName[];
 const ASPECTS = ['pad', 'square'] as const;
 const SELECT_FEATURES = ['patch', 'cls_patch'] as const;
 const BASES = ['llama', 'mistral'] as const;

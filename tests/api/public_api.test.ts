@@ -21,12 +21,13 @@ const tmp = tempDirs('api');
 const AREAS = ['model', 'data', 'train', 'eval', 'demo', 'distributed'] as const;
 type Area = (typeof AREAS)[number];
 
-// Type-level checks (compile time): the root's TemplateName is the model config's (what a VwLmmConfig takes);
-// the conversation module's wider one is ConversationTemplateName.
+// Type-level checks (compile time): the root's TemplateName is the one name of the conversation templates, what a
+// VwLmmConfig takes and what getTemplate knows (ConversationTemplateName, its older name, is the same type).
 const templateOk: TemplateName = 'vicuna_v1';
-// @ts-expect-error 'v1' is a conversation template alias, not a template a VwLmmConfig accepts
-const templateBad: TemplateName = 'v1';
+// @ts-expect-error a name getTemplate does not know
+const templateBad: TemplateName = 'vicuna_v2';
 const conversationTemplate: ConversationTemplateName = 'v1';
+const sameTemplateType: TemplateName = conversationTemplate;
 type Uses = [Stage, TrainerOptions, VwLmmConfig, EvalResult, PatchWords, Recipe, DemoResult];
 const typesSeen: Uses | null = null;
 
@@ -114,7 +115,7 @@ describe('public API from the package root', () => {
     expect(typeof api.F.visualWordKL).toBe('function');
     // the named imports above are the same bindings
     expect([VwLmm, loadCheckpoint, saveCheckpoint, Trainer, collate, TextTokenizer, evaluateFile]).toEqual([api.VwLmm, api.loadCheckpoint, api.saveCheckpoint, api.Trainer, api.collate, api.TextTokenizer, api.evaluateFile]);
-    expect([templateOk, templateBad, conversationTemplate, typesSeen]).toEqual(['vicuna_v1', 'v1', 'v1', null]);
+    expect([templateOk, templateBad, conversationTemplate, sameTemplateType, typesSeen]).toEqual(['vicuna_v1', 'vicuna_v2', 'v1', 'v1', null]);
   });
 
   it('re-exports every area module, the same bindings (names two areas share resolved to the model\'s)', async () => {

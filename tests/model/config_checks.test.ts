@@ -130,6 +130,8 @@ describe('validateConfig: what create accepts, a checkpoint holds', () => {
       // transformers' layout keeps its image token as a vocabulary id; a Mistral base with a window; LLaVA's max length
       ['a vocabulary image token, Mistral, sliding window', { ...tinyConfig(0.5), base: 'mistral', template: 'mistral', imageTokenIndex: 39, modelMaxLength: 128, llm: { ...tinyConfig().llm, slidingWindow: 32, initializerRange: 0 } }],
       ['PIF, a detached target, the embedding layer', { ...tinyConfig(2), pif: true, detachTarget: true, selectLayer: 0, projectorType: 'linear' }],
+      // any of LLaVA's conversation templates (its --version), not only the three vwlmm started with
+      ['LLaVA\'s mistral_instruct template on a Mistral base', { ...tinyConfig(1), base: 'mistral', template: 'mistral_instruct' }],
     ];
     for (const [what, config] of variants) {
       const model = VwLmm.create(config, 0);

@@ -54,6 +54,6 @@ describe('vwlmm train --template (LLaVA --version)', () => {
     expect(JSON.parse(fs.readFileSync(path.join(plain, 'checkpoint', 'config.json'), 'utf8')).image_aspect_ratio).toBe('square');
     const bad = cli('train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'bad'), '--template', 'llava_v2');
     expect(bad.status).toBe(2);
-    expect(bad.stderr).toContain("--template must be plain, v1 (vicuna_v1) or mistral, got 'llava_v2'");
+    expect(bad.stderr).toContain("--template must be one of plain, vicuna_v1, v1, llava_v1, v1_mmtag, mistral, mistral_instruct (LLaVA's --version), got 'llava_v2'");
   });
 });
