@@ -45,7 +45,11 @@ export function autocast<T>(dtype: ComputeDtype, fn: () => T): T {
   current = dt;
   try {
     const r = fn();
-    if (r instanceof Promise) throw new TypeError('autocast: fn must be synchronous (it returned a Promise); wrap each synchronous forward and backward instead');
+    // the refused promise still runs: caught here, so its later rejection cannot end the process as unhandled
+    if (r instanceof Promise) {
+      r.catch(() => {});
+      throw new TypeError('autocast: fn must be synchronous (it returned a Promise); wrap each synchronous forward and backward instead');
+    }
     return r;
   } finally {
     current = prev;

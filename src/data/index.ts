@@ -29,11 +29,12 @@ export {
 } from './sort_of_clevr';
 export type {
   Scene, SceneObject, SortOfClevrQuestion, SortOfClevrRecord, SortOfClevrSummary, WriteSortOfClevrOptions, Colour, Shape, QuestionKind,
-  QuestionGroup, NonRelationalKind, RelationalKind, LlavaTurnOut,
+  QuestionGroup, NonRelationalKind, RelationalKind, LlavaTurnOut, QuestionCounts,
 } from './sort_of_clevr';
 export { SceneImageWriter, spareImageWorkers } from './scene_writer';
 export { ClipImageWorkers } from './clip_workers';
-export type { SceneImageJob } from './scene_writer';
+export type { SceneImageJob, SceneImageWriterOptions } from './scene_writer';
+export type { ClipImageWorkersOptions } from './clip_workers';
 export {
   writeWordLevelTokenizer, wordLevelTokenizerJson, wordLevelPreTokenize, wordLevelNormalize, WORD_LEVEL_SPECIAL_TOKENS, WORD_LEVEL_TOKENIZER_CONFIG,
 } from './word_level_tokenizer';

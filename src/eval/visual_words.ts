@@ -103,7 +103,7 @@ async function modelView(img: RgbImage, v: ModelView): Promise<RgbImage> {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw typeError('drawVisualWords', 'view', 'an object { size, mean?, aspect }', v);
   checkKeys('drawVisualWords', 'key of view', v, VIEW_KEYS);
   if (v.aspect !== 'pad' && v.aspect !== 'square' && v.aspect !== 'resize_crop') throw new RangeError(`drawVisualWords: view.aspect must be 'pad', 'square' or 'resize_crop', got ${String(v.aspect)}`);
-  return clipView(img, { size: v.size, mean: v.mean, aspect: v.aspect === 'pad' ? 'pad' : 'resize_crop' });
+  return clipView(img, { size: v.size, mean: v.mean, aspect: v.aspect });
 }
 
 const FORMATS: Record<string, 'png' | 'jpeg' | 'webp'> = { '.png': 'png', '.jpg': 'jpeg', '.jpeg': 'jpeg', '.webp': 'webp' };

@@ -84,7 +84,7 @@ Object.freeze(CLIP_STD);
 
 /** How the config preprocesses an image (LLaVA's image_aspect_ratio 'pad', or 'square': resize and centre crop). */
 export function clipPreprocessOptions(c: VwLmmConfig): ClipPreprocessOptions {
-  return { size: c.image.size, mean: c.image.mean, std: c.image.std, aspect: c.image.aspect === 'pad' ? 'pad' : 'resize_crop' };
+  return { size: c.image.size, mean: c.image.mean, std: c.image.std, aspect: c.image.aspect };
 }
 
 export function hasVmHead(c: VwLmmConfig): boolean {

@@ -1,5 +1,5 @@
 export { Module, ModuleList, normalParam, constParam, writeParameter } from './module';
-export type { HostTensor, InitOptions } from './module';
+export type { HostTensor, InitOptions, LoadStateDictOptions } from './module';
 export { Linear, Embedding, RMSNorm, LayerNorm, storeFrozenWeights } from './layers';
 export type { StoredWeights } from './layers';
 export { LlamaAttention, LlamaMLP, LlamaDecoderLayer, LlamaDecoder, LlamaForCausalLM, KVCache, llamaConfigFromHF, llamaConfigToHF } from './llama';

@@ -1,4 +1,4 @@
-// scope and noGrad refuse an async fn (an API trial found noGrad taking one, with gradients back on after its first
+// scope, noGrad and autocast refuse an async fn (an API trial found noGrad taking one, with gradients back on after its first
 // await), and the refused promise, still running, does not end the process when it rejects later.
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -21,8 +21,8 @@ describe('async functions', () => {
   it("a refused async fn that rejects later does not end the process with an unhandled rejection", () => {
     const script = path.join(tmp(), 'refused.ts');
     fs.writeFileSync(script, [
-      `const { noGrad, scope } = require(${JSON.stringify(path.join(root, 'src'))});`,
-      'for (const [name, run] of [["scope", scope], ["noGrad", noGrad]]) {',
+      `const { noGrad, scope, autocast } = require(${JSON.stringify(path.join(root, 'src'))});`,
+      'for (const [name, run] of [["scope", scope], ["noGrad", noGrad], ["autocast", (fn) => autocast("bfloat16", fn)]]) {',
       '  try { run(async () => { await new Promise((r) => setTimeout(r, 1)); throw new Error(name + " failed late"); }); }',
       '  catch (e) { console.log("refused: " + e.message); }',
       '}',
@@ -33,6 +33,7 @@ describe('async functions', () => {
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('refused: scope: fn must be synchronous');
     expect(r.stdout).toContain('refused: noGrad: fn must be synchronous');
+    expect(r.stdout).toContain('refused: autocast: fn must be synchronous');
     expect(r.stdout).toContain('still running');
   }, 120_000);
 });
