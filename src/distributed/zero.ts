@@ -310,7 +310,11 @@ export class ZeroAdamW {
 
   /** Parameters that had a gradient on this rank this step (see anyGrad). */
   private readonly hadGrad = new Set<Tensor>();
-  /** Per parameter, 1 where some rank had a gradient (the max of hadGrad over the ranks): step() updates those only, as AdamW skips a parameter without one. */
+  /**
+   * Per parameter, 1 where some rank had a gradient (the max of hadGrad over the ranks): step() updates those only, as
+   * AdamW skips a parameter without one. Under the Trainer every trained parameter has one on every rank (a zero
+   * gradient where its micro-batches did not reach it, LLaVA's rule: trainer.ts everyGradient), so all are set there.
+   */
   private anyGrad: Tensor | null = null;
   /** anyGrad's values once readWithFlags has read them (step() then needs no read of its own). */
   private anyGradHost: Float32Array | null = null;

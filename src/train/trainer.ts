@@ -268,6 +268,17 @@ function stepStatsLayout(accum: number, dataParallel: boolean) {
   };
 }
 
+/**
+ * LLaVA's rule for a batch that does not reach a part the stage trains (a text-only batch, which LLaVA runs through the
+ * projector on a zero dummy image; a loss no trainable parameter reaches at all): the part gets a zero gradient, not
+ * none, so AdamW updates it (its step count and moments advance, weight decay applies). A replayed step does so by its
+ * nature (its gradients are kept between steps and zeroed in place: src/train/replay.ts); a step in JavaScript gets
+ * the zeros here, after its backward, so both paths, and a resume whose first step runs in JavaScript, train alike.
+ */
+function everyGradient(params: readonly Tensor[]): void {
+  for (const p of params) if (!p.grad) p.grad = keep(Tensor.zeros(p.shape, { device: p.device, dtype: p.dtype }));
+}
+
 /** Errors by which the kernels refuse non-finite activations (the step's loss is then NaN / Inf). */
 function isNonFiniteError(e: unknown): e is Error {
   return e instanceof RangeError && /contains a non-finite value|are not finite/.test(e.message);
@@ -908,6 +919,9 @@ export class Trainer {
     const dp = opt instanceof ZeroAdamW ? opt : null;
     const at = stepStatsLayout(accum, dp !== null);
     const stats = replay ? replay.stats : keep(Tensor.zeros([at.size], { device }));
+    // the stage's stats tensor is kept between replayed steps: a slot this step does not write (a text-only batch has no
+    // KL) must read 0, not the last step's value
+    if (replay) callOp('fill', device, [], [stats], [stats.size], [0]);
     const put = (t: Tensor | null | undefined, slot: number) => {
       if (t) callOp('copy_2d', device, [t], [stats], [1, 1, 1, 1, 0, slot, 0]);
     };
@@ -958,8 +972,8 @@ export class Trainer {
               // back-propagates too (its gradients are dropped with the step once the read shows it).
               const scaled = accum === 1 ? out.loss : F.scale(out.loss, 1 / accum);
               if (dp && m === accum - 1) dp.armForBackward(); // the last micro-batch's gradients are final: reduce as they come
-              // a loss no trainable parameter reaches (a text-only batch while only the projector trains) adds no
-              // gradient; AdamW skips a parameter without one, as torch skips a None grad
+              // a loss no trainable parameter reaches (a text-only batch while only the projector trains) has no
+              // backward; the parameters it did not reach get zero gradients after the step's micro-batches (everyGradient)
               if (scaled.requiresGrad) scaled.backward();
             });
             if (batch) stepTokens += batch.attentionMask.reduce((a, b) => a + b, 0);
@@ -1000,6 +1014,8 @@ export class Trainer {
       }
       // micro-batches loaded ahead but not used (a non-finite input ended the step early) are dropped with it
       for (let m = 0; m < accum; m++) this.ready.delete(batchKey(state.stage, state.step, m));
+      // before the data-parallel reduction, which then counts every parameter as having a gradient on this rank
+      everyGradient(params);
       if (dp) {
         // every rank reduces, whatever happened here: the ranks must start the same collectives
         dp.reduceGradients();

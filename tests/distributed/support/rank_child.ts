@@ -10,6 +10,8 @@
 //                failFirstLoss: this rank (-1: every rank) finds its first micro-batch's loss non-finite (the Trainer skips
 //                the step on every rank), before its backward was ever armed; nanFirstLoss: this rank's first sample gets
 //                a NaN pixel, which the fused losses refuse (with asyncMode, at the step's read: a GPU's default)
+//                mixed: image and text-only samples (tests/train/support/mixed.ts), VwLmm.loss of model batches, projector +
+//                vm_head trained (a text-only micro-batch reaches neither), one stage of `steps`; rank 0 writes the weights
 //   die          trains, and rank 1 kills itself with SIGKILL in the third step
 //   zero         ZeroAdamW driven directly for 3 steps, step() called after readWithFlags (withRead) or without: rank 0
 //                writes the host reads each step() made and the weights (zero.json)
@@ -31,15 +33,16 @@ import { Stage, Trainer } from '../../../src/train/trainer';
 import { F, hostSyncs, setAsync } from '../../../src';
 import { inputOf } from './inputs';
 import { tinyConfig, tinyData } from '../../train/support/tiny';
+import { mixedData } from '../../train/support/mixed';
 
 const [mode, outDir, json] = process.argv.slice(2);
-type Options = { backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; accumScale?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; timeoutFromEnv?: boolean; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean; withRead?: boolean; size?: number; lr?: number; trainVision?: boolean; hidden?: number; perRank?: Record<string, Partial<Options>> };
+type Options = { mixed?: boolean; backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; accumScale?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; timeoutFromEnv?: boolean; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean; withRead?: boolean; size?: number; lr?: number; trainVision?: boolean; hidden?: number; perRank?: Record<string, Partial<Options>> };
 const given = JSON.parse(json ?? '{}') as Options;
 let opts: Options = given;
 
 
 async function main(): Promise<void> {
-  if (opts.noGroup) return trainTiny(null, outDir); // the single-process reference: AdamW, no group
+  if (opts.noGroup) return opts.mixed ? trainMixed(null, outDir) : trainTiny(null, outDir); // the single-process reference: AdamW, no group
   const group = await initProcessGroup({ backend: opts.backend ?? 'mpi', timeoutMs: opts.timeoutFromEnv ? undefined : opts.timeoutMs ?? 60_000, checkCollectives: mode === 'checks' });
   const { rank, worldSize } = group;
   opts = { ...given, ...given.perRank?.[String(rank)] };
@@ -89,6 +92,8 @@ async function main(): Promise<void> {
       group.barrier();
     });
     fs.writeFileSync(path.join(outDir, `rank_${rank}.json`), JSON.stringify({ rank, worldSize, localRank: group.localRank, library: group.library, out }));
+  } else if (mode === 'train' && opts.mixed) {
+    trainMixed(group, outDir);
   } else if (mode === 'train' || mode === 'die') {
     trainTiny(group, outDir, mode === 'die');
   } else if (mode === 'zero') {
@@ -230,6 +235,23 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
     const weights: Record<string, number[]> = {};
     for (const [name, p] of model.namedParameters()) weights[name] = Array.from(p.toArray());
     fs.writeFileSync(path.join(dir, 'weights.json'), JSON.stringify({ steps: step, weights, overlap, syncs, stageStartSyncs }));
+  }
+  model.dispose();
+}
+
+/** Image and text-only samples, each rank `batchSize` of every micro-batch (1 rank: accumScale x the accumulation). */
+function trainMixed(group: Awaited<ReturnType<typeof initProcessGroup>> | null, dir: string): void {
+  const d = mixedData();
+  const model = VwLmm.create(tinyConfig(d.tokenizer.vocabSize), 4);
+  const stage: Stage = {
+    name: 'mix', size: d.samples.length, makeBatch: d.makeBatch, steps: opts.steps ?? 12, batchSize: opts.batchSize ?? 1, gradAccum: opts.accumScale ?? 1,
+    lr: 3e-3, weightDecay: 0.1, trainable: { projector: true, vmHead: true },
+  };
+  new Trainer(model, [stage], { seed: opts.seed ?? 5, processGroup: group ?? undefined, dtype: 'float32', outDir: dir, bucketBytes: opts.bucketBytes ?? 4096, checkpointFiles: { tokenizer: d.json } }).run();
+  if ((group?.rank ?? 0) === 0) {
+    const weights: Record<string, number[]> = {};
+    for (const [name, p] of model.namedParameters()) weights[name] = Array.from(p.toArray());
+    fs.writeFileSync(path.join(dir, 'weights.json'), JSON.stringify({ steps: stage.steps, weights }));
   }
   model.dispose();
 }
