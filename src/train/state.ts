@@ -1,5 +1,7 @@
 // Where a training run stands: saved with every checkpoint (trainer_state.json) and carried by
 // TrainingInterrupted. Its own module so that interrupt.ts and trainer.ts both use it without importing each other.
+import type { ComputeDtype } from '../amp';
+
 /** What a resumed stage must keep (TrainerState.stageSettings); null where the stage leaves a setting unset. */
 export interface StageSettings {
   size: number;
@@ -18,6 +20,17 @@ export interface StageSettings {
   warmupRatio: number | null;
   weightDecay: number | null;
   maxGradNorm: number | null;
+  /** The compute dtype (TrainerOptions.dtype). Absent in checkpoints written before it was recorded (not checked). */
+  dtype?: ComputeDtype;
+  /** How frozen Linear weights are stored (TrainerOptions.frozenDtype). Absent in older checkpoints. */
+  frozenDtype?: ComputeDtype;
+  /** The LLM's residual stream under bf16 compute (VwLmm.residualDtype); null with float32 compute. Absent in older checkpoints. */
+  residualDtype?: ComputeDtype | null;
+  /**
+   * What the caller made the stage's data with (Stage.dataSettings; trainOnFile: the template, image aspect ratio, model
+   * max length and a digest of the prepared samples). Absent in older checkpoints.
+   */
+  data?: Record<string, string | number | boolean>;
 }
 
 export interface TrainerState {
@@ -32,7 +45,8 @@ export interface TrainerState {
   stageSteps?: number[];
   /**
    * Saved with checkpoints: per stage, what else decides the run from the checkpoint on (its data size, samples per
-   * optimizer step over every rank, samples per micro-batch, and its optimizer settings), checked on resume so that a
+   * optimizer step over every rank, samples per micro-batch, its optimizer settings, the run's precision, and what its
+   * data were made with: Stage.dataSettings), checked on resume so that a
    * changed one is refused rather than silently continuing another run. Absent in older checkpoints, and so is a
    * setting recorded after them: not checked.
    */

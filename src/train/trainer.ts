@@ -134,6 +134,13 @@ export interface Stage {
   /** Global gradient-norm clip (default 1); 0 turns clipping off, as transformers' Trainer does with max_grad_norm 0. */
   maxGradNorm?: number;
   trainable: Trainable;
+  /**
+   * What the stage's data were made with, as far as the Trainer cannot see it (trainOnFile: the conversation template,
+   * image aspect ratio, model max length, and a digest of the prepared samples' token ids, labels and images): strings,
+   * numbers or booleans by name. Checkpoints record them (TrainerState.stageSettings), and a resume whose value of one
+   * differs is refused, naming it: the same step would otherwise train on other data.
+   */
+  dataSettings?: Readonly<Record<string, string | number | boolean>>;
 }
 
 export interface TrainerOptions {
@@ -302,13 +309,45 @@ export function applyTrainable(model: VwLmm, t: Trainable): void {
   }
 }
 
+/** The run's precision, recorded per stage (StageSettings): compute dtype, frozen storage, residual stream (bf16 compute only). */
+type Precision = Pick<StageSettings, 'dtype' | 'frozenDtype' | 'residualDtype'>;
+
 /** What a checkpoint records of a stage for resume's check (TrainerState.stageSettings). */
-function stageSettings(s: Stage, worldSize: number): StageSettings {
+function stageSettings(s: Stage, worldSize: number, precision: Precision): StageSettings {
   const opt = (v: number | undefined) => v ?? null;
   return {
     size: s.size, samplesPerStep: s.batchSize * (s.gradAccum ?? 1) * worldSize, batchSize: s.batchSize, groupByModalityLength: s.modalityLengths !== undefined, lr: s.lr, visionTowerLr: opt(s.visionTowerLr),
     projectorLr: opt(s.projectorLr), warmupRatio: opt(s.warmupRatio), weightDecay: opt(s.weightDecay), maxGradNorm: opt(s.maxGradNorm),
+    ...precision, data: { ...s.dataSettings },
   };
+}
+
+/** How resume's refusals name a stage setting (the key itself where absent). */
+const SETTING_LABELS: Record<string, string> = {
+  samplesPerStep: 'samples per optimizer step (batch size x grad accumulation x ranks)', size: 'samples in its data', batchSize: 'samples per micro-batch on each rank (batch size)',
+  groupByModalityLength: 'samples grouped by modality and length (--group-by-modality-length)',
+  dtype: 'compute dtype (dtype, --dtype)', frozenDtype: 'frozen weights stored in (frozenDtype, --frozen-dtype)', residualDtype: 'residual stream in (residualDtype, --residual-dtype)',
+  // trainOnFile's dataSettings
+  template: 'conversation template (--template)', imageAspectRatio: 'image aspect ratio (--image-aspect-ratio)', modelMaxLength: 'model max length (--model-max-length)',
+  samples: "samples' digest (sha256 of the prepared samples' token ids, labels and image paths: the data file, or what it was prepared with, changed)",
+};
+
+/**
+ * The first data setting (Stage.dataSettings) of stage `name` whose value in the checkpoint's run (`st`) differs from
+ * `now`'s, as resume's error; none when the checkpoint does not record them (written before they were recorded), nor
+ * for a key it does not record. With `partial`, only the keys `now` gives are compared (a caller's early check, before
+ * its data are prepared); otherwise a key the checkpoint records that `now` lacks differs too. The Trainer checks them
+ * all as it resumes.
+ */
+export function checkDataSettings(st: TrainerState, name: string, now: Readonly<Record<string, string | number | boolean>>, opts: { dir?: string; partial?: boolean } = {}): void {
+  const i = st.stages ? st.stages.indexOf(name) : -1;
+  const was = i >= 0 ? st.stageSettings?.[i]?.data : undefined;
+  if (was === undefined || was === null || typeof was !== 'object') return;
+  // a key the checkpoint does not record (written before it was) is not checked
+  const k = Object.keys(was).find((key) => (!opts.partial || key in now) && was[key] !== (now[key] ?? null));
+  if (k === undefined) return;
+  const show = (v: unknown) => (v === undefined || v === null ? 'unset' : typeof v === 'string' ? `'${v}'` : String(v));
+  throw new Error(`resume: stage '${name}' had ${SETTING_LABELS[k] ?? k} ${show(was[k])} in the checkpoint's run${opts.dir ? ` (${opts.dir})` : ''}, this run has ${show(now[k])} (the run would not continue exactly: resume with the same data and settings, or start a new run from the checkpoint's weights)`);
 }
 
 /**
@@ -387,7 +426,7 @@ function epochOrder(seed: number, s: Stage, epoch: number, worldSize: number): n
 const STAGE_KEYS = {
   name: true, size: true, makeBatch: true, loadBatch: true, loss: true, prepare: true, extraParameters: true, steps: true, epochs: true,
   modalityLengths: true, batchSize: true, gradAccum: true, lr: true, visionTowerLr: true, projectorLr: true, warmupRatio: true, weightDecay: true, maxGradNorm: true,
-  trainable: true,
+  trainable: true, dataSettings: true,
 } satisfies Record<keyof Stage, true>;
 const TRAINABLE_KEYS = { visionTower: true, projector: true, llm: true, vmHead: true, lora: true } satisfies Record<keyof Trainable, true>;
 const TRAINER_OPTION_KEYS = {
@@ -473,6 +512,12 @@ function checkStage(model: VwLmm, s: Stage): void {
   if (s.prepare !== undefined) {
     if (typeof s.prepare !== 'function') throw typeError(where, 'prepare', 'a function (indices) => typed arrays', s.prepare);
     if (s.loss === undefined) throw rangeError(where, 'prepare needs a loss of its own (its data goes to that loss)');
+  }
+  if (s.dataSettings !== undefined) {
+    const d = s.dataSettings as unknown;
+    if (d === null || typeof d !== 'object' || Array.isArray(d)) throw typeError(where, 'dataSettings', 'an object of strings, numbers or booleans by name', d);
+    for (const [k, v] of Object.entries(d))
+      if (!(typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v)))) throw typeError(where, `dataSettings.${k}`, 'a string, a finite number or a boolean (checkpoints record it as JSON)', v);
   }
   if (s.extraParameters === undefined) return;
   if (!Array.isArray(s.extraParameters)) throw typeError(where, 'extraParameters', 'an array of tensors', s.extraParameters);
@@ -690,6 +735,11 @@ export class Trainer {
     return this.opts.outDir === undefined ? null : path.join(this.opts.outDir, 'checkpoint');
   }
 
+  /** What the checkpoints record of the run's precision (StageSettings): the residual stream only under bf16 compute. */
+  private precision(): Precision {
+    return { dtype: this.dtype, frozenDtype: this.frozenDtype, residualDtype: this.dtype === 'bfloat16' ? this.model.residualDtype : null };
+  }
+
   /** autoResume: the newest complete checkpoint in outDir, loaded into the model; null when there is none. */
   private loadLatest(): ResumeFrom | null {
     const dir = resolveCheckpointDir(this.checkpointDir!);
@@ -711,7 +761,8 @@ export class Trainer {
   private checkRanksAgree(s: Stage, state: TrainerState, params: Tensor[]): void {
     const o = this.opts;
     const label: Record<string, string> = { size: "size (samples in the stage's data)", samplesPerStep: 'samplesPerStep (batchSize x gradAccum x ranks)' };
-    const settings = Object.entries(stageSettings(s, this.world)).map(([k, v]) => [label[k] ?? k, String(v)] as const);
+    const { data, ...rest } = stageSettings(s, this.world, {});
+    const settings = [...Object.entries(rest), ...Object.entries(data ?? {}).map(([k, v]) => [`dataSettings.${k}`, v] as const)].map(([k, v]) => [label[k] ?? k, String(v)] as const);
     checkRanksAgree(this.group!, `Trainer: stage '${s.name}'`, [
       ['stages', this.stages.map((x) => x.name).join(', ')],
       ['position', `stage ${state.stage} step ${state.step}, global step ${state.globalStep}`],
@@ -750,20 +801,20 @@ export class Trainer {
       throw new Error(`resume: the checkpoint's samples were drawn in ${st.sampleOrder ? `the order '${st.sampleOrder}'` : "an older order (keyed by the stage's position)"}, this version draws them '${SAMPLE_ORDER}': the run would not continue exactly (start it again, or resume with the version that wrote it)`);
     const names = this.stages.map((s) => s.name), steps = this.stages.map((s) => stageSteps(s, this.world));
     if (st.stageSettings) {
-      const now = this.stages.map((s) => stageSettings(s, this.world));
+      const now = this.stages.map((s) => stageSettings(s, this.world, this.precision()));
       for (let i = 0; i < now.length; i++) {
         // a checkpoint from before modality-length grouping existed ordered its samples without it
         const recorded = st.stageSettings[i] as unknown as Record<string, unknown> | undefined;
         const was: Record<string, unknown> | undefined = recorded && { groupByModalityLength: false, ...recorded }, is = now[i] as unknown as Record<string, unknown>;
-        // a setting the checkpoint does not record (written before it was recorded) is not checked
-        const k = was && Object.keys(is).find((key) => key in was && (was[key] ?? null) !== is[key]);
+        // a setting the checkpoint does not record (written before it was recorded) is not checked; the data settings below
+        const k = was && Object.keys(is).find((key) => key !== 'data' && key in was && (was[key] ?? null) !== is[key]);
         if (k) {
-          const what = k === 'samplesPerStep' ? 'samples per optimizer step (batch size x grad accumulation x ranks)' : k === 'size' ? 'samples in its data' : k === 'batchSize' ? 'samples per micro-batch on each rank (batch size)' : k === 'groupByModalityLength' ? 'samples grouped by modality and length (--group-by-modality-length)' : k;
           // each micro-batch's loss is a mean over its own samples' target tokens: another micro-batch size changes the
           // objective, while the same micro-batches over other ranks x accumulation give the same one
           const how = k === 'batchSize' ? `: keep batch size ${was![k]} and give ranks x grad accumulation the product the checkpoint's run had` : '';
-          throw new Error(`resume: stage '${names[i]}' had ${what} ${was![k] ?? 'unset'} in the checkpoint's run, this run has ${is[k] ?? 'unset'} (the run would not continue exactly${how}: resume with the same settings, or start a new run from the checkpoint's weights)`);
+          throw new Error(`resume: stage '${names[i]}' had ${SETTING_LABELS[k] ?? k} ${was![k] ?? 'unset'} in the checkpoint's run, this run has ${is[k] ?? 'unset'} (the run would not continue exactly${how}: resume with the same settings, or start a new run from the checkpoint's weights)`);
         }
+        checkDataSettings(st, names[i], now[i].data!);
       }
     }
     if (!(st.stage >= 0 && st.stage < this.stages.length) || !(st.step >= 0 && st.step <= steps[st.stage]))
@@ -880,7 +931,8 @@ export class Trainer {
         }
         if (opt instanceof ZeroAdamW) opt.finish(); // gatherDtype bfloat16: the stage's model is the float32 masters
         // how the stage's steps ran: replayed, recorded (they ran in JavaScript as they were recorded), JavaScript alone
-        if (replay) this.log({ type: 'replay', stage: s.name, step: state.step, globalStep: state.globalStep, summary: true, ...replay.summary() });
+        // (none for a stage this run had no step of: a resume at its end)
+        if (replay && replay.counts.javascript + replay.counts.recorded + replay.counts.replayed > 0) this.log({ type: 'replay', stage: s.name, step: state.step, globalStep: state.globalStep, summary: true, ...replay.summary() });
       } finally {
         if (replay) {
           replay.dispose();
@@ -1140,7 +1192,7 @@ export class Trainer {
     const stageTensors = new Map<string, HostTensor>(extra.map((p, k) => [String(k), { dtype: 'float32', shape: [...p.shape], data: p.toArray() as Float32Array }]));
     saveCheckpoint(path.join(outDir, 'checkpoint'), this.model, {
       ...this.opts.checkpointFiles,
-      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, optimizerIndex: OPTIMIZER_INDEX, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), stageSettings: this.stages.map((s) => stageSettings(s, this.world)), ...(this.group ? { worldSize: this.world } : {}), ...loraTrainingRecord(this.model), weightsFingerprint: this.trainedFingerprint() }, null, 2) },
+      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, optimizerIndex: OPTIMIZER_INDEX, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), stageSettings: this.stages.map((s) => stageSettings(s, this.world, this.precision())), ...(this.group ? { worldSize: this.world } : {}), ...loraTrainingRecord(this.model), weightsFingerprint: this.trainedFingerprint() }, null, 2) },
       extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
     });
   }

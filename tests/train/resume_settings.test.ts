@@ -1,0 +1,121 @@
+// A resume that would not train on what the checkpoint's run trained on is refused, naming the setting, before anything
+// is written (metrics.jsonl untouched): the conversation template, image aspect ratio and model max length the data are
+// prepared with, the prepared samples themselves (a digest: a data file with the same number of records but other
+// answers, or in another order), the compute dtype, the frozen weights' storage and the residual stream's dtype. A
+// checkpoint that does not record them (written before they were) resumes unchecked; the unchanged command resumes.
+import * as fs from 'fs';
+import * as path from 'path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { VwLmm } from '../../src/model/vwlmm';
+import { checkDataSettings, readTrainerState, Stage, Trainer } from '../../src/train/trainer';
+import { tempDirs } from '../support/tmp';
+import { cli, tinyConfig, tinyData, writeCliFixture } from './support/tiny';
+
+const tmp = tempDirs('resume-settings');
+
+describe('a resume refuses changed inputs that change training', () => {
+  let fx: ReturnType<typeof writeCliFixture>;
+  let dir: string;
+  const args = (data: string, out: string, ...more: string[]) => ['train', '--init', fx.init, '--data', data, '--image-folder', fx.imageFolder, '--out', out, '--steps', '4', '--batch-size', '2', '--lr', '3e-3', ...more];
+  beforeAll(() => {
+    dir = tmp();
+    fx = writeCliFixture(dir, { images: 2 });
+  });
+
+  /** A finished run of `more` in a fresh --out: its folder. */
+  const trained = (...more: string[]) => {
+    const out = tmp();
+    const r = cli(...args(fx.data, out, ...more));
+    expect(r.status, r.stderr).toBe(0);
+    return out;
+  };
+  /** A resume of `out` that must be refused with `message`, leaving metrics.jsonl and the checkpoint as they were. */
+  const refused = (out: string, data: string, more: string[], message: RegExp) => {
+    const metrics = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8');
+    const state = fs.readFileSync(path.join(out, 'checkpoint', 'trainer_state.json'), 'utf8');
+    const r = cli(...args(data, out, '--resume', ...more));
+    expect(r.status, r.stdout).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8')).toBe(metrics);
+    expect(fs.readFileSync(path.join(out, 'checkpoint', 'trainer_state.json'), 'utf8')).toBe(state);
+  };
+  const how = '\\(the run would not continue exactly: resume with the same';
+
+  it('the template, image aspect ratio and model max length', () => {
+    const out = trained();
+    const ck = path.join(out, 'checkpoint').replace(/[.\\/]/g, '\\$&');
+    refused(out, fx.data, ['--template', 'plain'], new RegExp(`^vwlmm: resume: stage 'train' had conversation template \\(--template\\) 'vicuna_v1' in the checkpoint's run \\(${ck}\\), this run has 'plain' ${how}`));
+    refused(out, fx.data, ['--image-aspect-ratio', 'pad'], new RegExp(`had image aspect ratio \\(--image-aspect-ratio\\) 'square' in the checkpoint's run \\(${ck}\\), this run has 'pad' ${how}`));
+    refused(out, fx.data, ['--model-max-length', '300'], new RegExp(`had model max length \\(--model-max-length\\) 2048 in the checkpoint's run \\(${ck}\\), this run has 300 ${how}`));
+    // the checkpoint's model holds the template it was trained with: giving it again is no change
+    const same = cli(...args(fx.data, out, '--resume', '--template', 'vicuna_v1'));
+    expect(same.status, same.stderr).toBe(0);
+  });
+
+  it('the data: the same number of records with other answers, or in another order', () => {
+    const out = trained();
+    const records = JSON.parse(fs.readFileSync(fx.data, 'utf8')) as { conversations: { from: string; value: string }[] }[];
+    // two records whose first answers differ swap them
+    const j = records.findIndex((r) => r.conversations[1].value !== records[0].conversations[1].value);
+    expect(j).toBeGreaterThan(0);
+    const swapped = structuredClone(records);
+    [swapped[0].conversations[1].value, swapped[j].conversations[1].value] = [records[j].conversations[1].value, records[0].conversations[1].value];
+    const digest = `samples' digest \\(sha256 of the prepared samples' token ids, labels and image paths: the data file, or what it was prepared with, changed\\) '[0-9a-f]{64}' in the checkpoint's run, this run has '[0-9a-f]{64}' ${how}`;
+    for (const [name, data] of [['swapped', swapped], ['reversed', [...records].reverse()]] as const) {
+      const file = path.join(dir, `${name}.json`);
+      fs.writeFileSync(file, JSON.stringify(data));
+      refused(out, file, [], new RegExp(`^vwlmm: resume: stage 'train' had ${digest}`));
+    }
+    // the same records in a copy elsewhere (the images where they were): the same samples
+    const copy = path.join(tmp(), 'copy.json');
+    fs.copyFileSync(fx.data, copy);
+    const r = cli(...args(copy, out, '--resume'));
+    expect(r.status, r.stderr).toBe(0);
+  });
+
+  it('the compute dtype, the frozen weights\' dtype and the residual stream\'s', () => {
+    const out = trained();
+    refused(out, fx.data, ['--dtype', 'bf16'], /^vwlmm: resume: stage 'train' had compute dtype \(dtype, --dtype\) float32 in the checkpoint's run, this run has bfloat16 \(the run would not continue exactly/);
+    refused(out, fx.data, ['--frozen-dtype', 'bf16'], /^vwlmm: resume: stage 'train' had frozen weights stored in \(frozenDtype, --frozen-dtype\) float32 in the checkpoint's run, this run has bfloat16 /);
+    const bf16 = trained('--dtype', 'bf16', '--residual-dtype', 'bf16');
+    refused(bf16, fx.data, ['--dtype', 'bf16'], /^vwlmm: resume: stage 'train' had residual stream in \(residualDtype, --residual-dtype\) bfloat16 in the checkpoint's run, this run has float32 /);
+    const r = cli(...args(fx.data, bf16, '--resume', '--dtype', 'bf16', '--residual-dtype', 'bf16'));
+    expect(r.status, r.stderr).toBe(0);
+  });
+
+  it('a checkpoint that does not record them resumes unchecked', () => {
+    const out = trained();
+    const file = path.join(out, 'checkpoint', 'trainer_state.json');
+    const st = JSON.parse(fs.readFileSync(file, 'utf8'));
+    expect(st.stageSettings[0]).toMatchObject({ dtype: 'float32', frozenDtype: 'float32', residualDtype: null, data: { template: 'vicuna_v1', imageAspectRatio: 'square', modelMaxLength: 2048, samples: expect.stringMatching(/^[0-9a-f]{64}$/) } });
+    for (const k of ['dtype', 'frozenDtype', 'residualDtype', 'data']) delete st.stageSettings[0][k];
+    fs.writeFileSync(file, JSON.stringify(st));
+    const r = cli(...args(fx.data, out, '--resume', '--template', 'plain', '--dtype', 'bf16'));
+    expect(r.status, r.stderr).toBe(0);
+  });
+});
+
+describe('Stage.dataSettings (the Trainer API)', () => {
+  const { tokenizer, json, samples, makeBatch } = tinyData(8);
+  const stage = (dataSettings?: Stage['dataSettings']): Stage => ({ name: 's', size: samples.length, makeBatch, steps: 3, batchSize: 2, lr: 1e-3, trainable: { projector: true }, dataSettings });
+
+  it('are recorded, compared on resume (a changed or dropped one refused, naming it), and checked at construction', () => {
+    const out = tmp();
+    const m = VwLmm.create(tinyConfig(tokenizer.vocabSize), 3);
+    try {
+      new Trainer(m, [stage({ corpus: 'a', version: 2 })], { seed: 1, outDir: out, checkpointFiles: { tokenizer: json } }).run();
+      const st = readTrainerState(path.join(out, 'checkpoint'));
+      expect(st.state.stageSettings![0].data).toEqual({ corpus: 'a', version: 2 });
+      const resume = (d?: Stage['dataSettings']) => new Trainer(m, [stage(d)], { seed: 1, outDir: out }).run(st);
+      expect(() => resume({ corpus: 'b', version: 2 })).toThrow(/^resume: stage 's' had corpus 'a' in the checkpoint's run, this run has 'b' \(the run would not continue exactly/);
+      expect(() => resume({ corpus: 'a' })).toThrow(/had version 2 in the checkpoint's run, this run has unset/);
+      expect(resume({ corpus: 'a', version: 2, added: true }).globalStep).toBe(3); // a key the checkpoint does not record
+      // a caller's early check compares only the keys it gives
+      expect(() => checkDataSettings(st.state, 's', { version: 2 }, { partial: true })).not.toThrow();
+      expect(() => checkDataSettings(st.state, 's', { version: 3 }, { partial: true })).toThrow(/had version 2 in the checkpoint's run, this run has 3/);
+      expect(() => new Trainer(m, [stage({ n: NaN })], { seed: 1 })).toThrow(/^Trainer: stage 's': expected a string, a finite number or a boolean .* for dataSettings\.n but received NaN/);
+    } finally {
+      m.dispose();
+    }
+  });
+});
