@@ -68,4 +68,16 @@ export interface TrainerState {
    * Absent in older checkpoints: not checked.
    */
   weightsFingerprint?: Record<string, string>;
+  /**
+   * Saved with checkpoints: how many of the stage's parameters have AdamW state in optimizer.safetensors; a resume whose
+   * file holds fewer (or more) is refused, naming the first without. Absent in older checkpoints: not checked.
+   */
+  optimizerEntries?: number;
+  /**
+   * Saved with checkpoints: true when every trained parameter had an AdamW update at every step of the current stage that
+   * was not skipped (a zero gradient where a batch did not reach it: LLaVA's rule, which older versions did not follow),
+   * so that all AdamW step counts are equal and at most skippedSteps below the stage's step; a resume checks this.
+   * Absent in older checkpoints (and in those of a stage resumed from one): only "no count above the step" is checked.
+   */
+  everyParameterStepped?: boolean;
 }

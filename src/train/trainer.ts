@@ -38,7 +38,7 @@ import { keep, scope, Tensor } from '../tensor';
 import * as F from '../functional';
 import { clearTape, noGrad, zeroGrad } from '../autograd';
 import { writeFileAtomic } from '../io/atomic_file';
-import { HostTensor, readSafetensors } from '../io/safetensors';
+import { CHECKSUM_KEY, HostTensor, readSafetensorsWithMetadata } from '../io/safetensors';
 import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions, withModelNames } from '../model/checkpoint';
 import { loraParameters, loraTrainingRecord, resumeLoraTraining } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
@@ -735,6 +735,16 @@ export class Trainer {
     return this.opts.outDir === undefined ? null : path.join(this.opts.outDir, 'checkpoint');
   }
 
+  /** TrainerState.everyParameterStepped of the current stage, as its checkpoints record it. */
+  private everyParameterStepped = true;
+
+  /** The names of `params` (the model's; a stage's extraParameters as `extraParameters[k]`), for errors. */
+  private parameterNames(params: readonly Tensor[]): string[] {
+    const names = new Map([...this.model.namedParameters()].map(([n, p]) => [p, n]));
+    const extra = this.stageParams.filter((p) => !names.has(p));
+    return params.map((p) => names.get(p) ?? `extraParameters[${extra.indexOf(p)}]`);
+  }
+
   /** What the checkpoints record of the run's precision (StageSettings): the residual stream only under bf16 compute. */
   private precision(): Precision {
     return { dtype: this.dtype, frozenDtype: this.frozenDtype, residualDtype: this.dtype === 'bfloat16' ? this.model.residualDtype : null };
@@ -832,6 +842,8 @@ export class Trainer {
     delete state.stageSettings;
     delete state.optimizerIndex;
     delete state.weightsFingerprint;
+    delete state.optimizerEntries;
+    delete state.everyParameterStepped;
     if (resume) this.checkResume(resume.state);
     // once the resume's checks passed (a refused resume leaves the log as it was)
     let metricsStarted = false;
@@ -868,17 +880,19 @@ export class Trainer {
         // the stage's own tensors first, so a misfit is named (not an optimizer entry that does not fit)
         if (state.step > 0 && s.extraParameters?.length) loadStageParameters(s, resume.stageParameters ?? null);
       }
+      // the checkpoint's optimizer entries, checked before anything is written; their indices: into params (or, written
+      // before OPTIMIZER_INDEX, into the optimizer's lr groups)
+      const savedOrder = resume && state.step > 0 ? (resume.state.optimizerIndex === OPTIMIZER_INDEX ? params : lrGroups(this.model, params, s).flatMap((g) => g.params)) : null;
+      const entries = resume && savedOrder ? optimizerEntries(resume, this.parameterNames(savedOrder), s.name) : null;
+      // whether every trained parameter has stepped at every step of the stage that was not skipped (TrainerState.everyParameterStepped)
+      this.everyParameterStepped = state.step === 0 || resume?.state.everyParameterStepped === true;
       startMetrics();
       const adamw = { lr: s.lr, weightDecay: s.weightDecay ?? 0 };
       const opt = this.group
         ? new ZeroAdamW(this.group, paramGroups(this.model, params, s), { ...adamw, bucketBytes: this.opts.bucketBytes, gatherDtype: this.opts.gatherDtype, overlapGather: this.opts.overlapGather })
         : new AdamW(paramGroups(this.model, params, s), adamw);
       try {
-        if (resume && state.step > 0) {
-          // the checkpoint's indices: into params (or, written before OPTIMIZER_INDEX, into the optimizer's lr groups)
-          const saved = resume.state.optimizerIndex === OPTIMIZER_INDEX ? params : lrGroups(this.model, params, s).flatMap((g) => g.params);
-          opt.loadState(optimizerEntries(resume.optimizer, params.length).map((e) => ({ ...e, index: opt.params.indexOf(saved[e.index]) })));
-        }
+        if (entries) opt.loadState(entries.map((e) => ({ ...e, index: opt.params.indexOf(savedOrder![e.index]) })));
         resume = undefined;
         // op programs (not data-parallel: its collectives run between the ops)
         // nor with gradient accumulation: a stage may reuse one micro-batch's arrays for the next (Stage.makeBatch)
@@ -1192,7 +1206,7 @@ export class Trainer {
     const stageTensors = new Map<string, HostTensor>(extra.map((p, k) => [String(k), { dtype: 'float32', shape: [...p.shape], data: p.toArray() as Float32Array }]));
     saveCheckpoint(path.join(outDir, 'checkpoint'), this.model, {
       ...this.opts.checkpointFiles,
-      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, optimizerIndex: OPTIMIZER_INDEX, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), stageSettings: this.stages.map((s) => stageSettings(s, this.world, this.precision())), ...(this.group ? { worldSize: this.world } : {}), ...loraTrainingRecord(this.model), weightsFingerprint: this.trainedFingerprint() }, null, 2) },
+      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, optimizerIndex: OPTIMIZER_INDEX, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), stageSettings: this.stages.map((s) => stageSettings(s, this.world, this.precision())), ...(this.group ? { worldSize: this.world } : {}), ...loraTrainingRecord(this.model), weightsFingerprint: this.trainedFingerprint(), optimizerEntries: entries.length, everyParameterStepped: this.everyParameterStepped }, null, 2) },
       extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
     });
   }
@@ -1252,12 +1266,50 @@ function weightsFingerprint(named: readonly (readonly [string, Tensor])[]): Reco
   return out;
 }
 
-function optimizerEntries(tensors: Map<string, HostTensor>, nParams: number): { index: number; step: number; m: Float32Array; v: Float32Array }[] {
-  const out = [];
-  for (let i = 0; i < nParams; i++) {
-    const m = tensors.get(`${i}.m`), v = tensors.get(`${i}.v`), st = tensors.get(`${i}.step`);
-    if (!m || !v || !st) continue;
-    out.push({ index: i, step: (st.data as Int32Array)[0], m: m.data as Float32Array, v: v.data as Float32Array });
+/**
+ * A checkpoint's AdamW entries (optimizer.safetensors: `<i>.m`, `<i>.v`, `<i>.step` per parameter i of the stage, in
+ * `names`' order), checked against its trainer_state.json, so that a damaged or mixed checkpoint is refused rather than
+ * continued with fresh moments: no entry of a parameter the stage lacks, none half there, as many as the state records
+ * (optimizerEntries; not recorded before it was), and step counts the position allows: none above the stage's step and,
+ * where every parameter stepped at every step (everyParameterStepped), all equal and at most the skipped steps below it.
+ */
+function optimizerEntries(resume: ResumeFrom, names: readonly string[], stage: string): { index: number; step: number; m: Float32Array; v: Float32Array }[] {
+  const st = resume.state, file = resume.dir ? path.join(resume.dir, 'optimizer.safetensors') : 'optimizer.safetensors';
+  const where = `resume: stage '${stage}': ${file}`;
+  const damaged = 'the checkpoint is damaged or its files are not of one checkpoint: resume from an intact checkpoint';
+  const parts = new Map<number, { m?: HostTensor; v?: HostTensor; step?: HostTensor }>();
+  for (const [key, t] of resume.optimizer) {
+    const k = /^(0|[1-9]\d*)\.(m|v|step)$/.exec(key);
+    if (!k || Number(k[1]) >= names.length)
+      throw new Error(`${where}: expected entries '<i>.m', '<i>.v', '<i>.step' of the stage's ${names.length} trained parameters (i < ${names.length}), received '${key}' (${damaged})`);
+    const e = parts.get(Number(k[1])) ?? {};
+    e[k[2] as 'm' | 'v' | 'step'] = t;
+    parts.set(Number(k[1]), e);
+  }
+  const out: { index: number; step: number; m: Float32Array; v: Float32Array }[] = [];
+  for (let i = 0; i < names.length; i++) {
+    const e = parts.get(i);
+    if (!e) continue;
+    const lacks = (['m', 'v', 'step'] as const).filter((x) => !e[x]);
+    if (lacks.length) throw new Error(`${where}: parameter ${i} ('${names[i]}') has ${(['m', 'v', 'step'] as const).filter((x) => e[x]).map((x) => `'${i}.${x}'`).join(' and ')} but no ${lacks.map((x) => `'${i}.${x}'`).join(' nor ')} (${damaged})`);
+    const step = e.step!.data[0];
+    if (e.step!.dtype !== 'int32' || e.step!.data.length !== 1 || !(step >= 1))
+      throw new Error(`${where}: expected '${i}.step' (parameter '${names[i]}') to be one int32 AdamW step count >= 1, received ${e.step!.dtype} [${e.step!.shape.join(', ')}]${e.step!.data.length === 1 ? ` holding ${step}` : ''} (${damaged})`);
+    if (e.m!.dtype !== 'float32' || e.v!.dtype !== 'float32') throw new Error(`${where}: expected float32 moments of parameter ${i} ('${names[i]}'), received '${i}.m' ${e.m!.dtype} and '${i}.v' ${e.v!.dtype} (${damaged})`);
+    out.push({ index: i, step, m: e.m!.data as Float32Array, v: e.v!.data as Float32Array });
+  }
+  if (st.optimizerEntries !== undefined && out.length !== st.optimizerEntries) {
+    const first = names.findIndex((_, i) => !parts.has(i));
+    throw new Error(`${where}: expected AdamW state of ${st.optimizerEntries} parameters (trainer_state.json's optimizerEntries), received ${out.length}${out.length < st.optimizerEntries && first >= 0 ? `; the first without any is parameter ${first} ('${names[first]}')` : ''}: training would go on with fresh moments (${damaged})`);
+  }
+  // an AdamW step count counts the stage's steps that were not skipped: never more than the stage's step
+  const position = `trainer_state.json puts the run at stage '${stage}' step ${st.step} (global step ${st.globalStep}, ${st.skippedSteps ?? 0} skipped)`;
+  const most = out.reduce((a, e) => (e.step > a.step ? e : a), { step: 0, index: -1 });
+  if (most.step > st.step) throw new Error(`${where}: parameter ${most.index} ('${names[most.index]}') has AdamW step count ${most.step}, but ${position}: the position and the optimizer state disagree (${damaged})`);
+  if (st.everyParameterStepped === true && out.length > 0) {
+    const low = Math.max(0, st.step - (st.skippedSteps ?? 0));
+    const odd = out.find((e) => e.step !== out[0].step) ?? (out[0].step < low ? out[0] : undefined);
+    if (odd) throw new Error(`${where}: parameter ${odd.index} ('${names[odd.index]}') has AdamW step count ${odd.step}, but ${position}, so every trained parameter has the same count, between ${low} and ${st.step}${odd !== out[0] ? ` (parameter ${out[0].index} has ${out[0].step})` : ''}: the position and the optimizer state disagree (${damaged})`);
   }
   return out;
 }
@@ -1299,7 +1351,20 @@ export function readTrainerState(checkpointDir: string): { state: TrainerState; 
     if (!Number.isInteger(state?.[k]) || state[k] < 0 && k !== 'seed') throw new Error(`resume: ${f}: '${k}' must be ${k === 'seed' ? 'an integer' : 'a non-negative integer'}, got ${JSON.stringify(state?.[k])}`);
   }
   const stageFile = path.join(dir, STAGE_PARAMETERS);
-  return { state, optimizer: readSafetensors(path.join(dir, 'optimizer.safetensors')), stageParameters: fs.existsSync(stageFile) ? readSafetensors(stageFile) : null, dir };
+  return { state, optimizer: readChecked(path.join(dir, 'optimizer.safetensors')), stageParameters: fs.existsSync(stageFile) ? readChecked(stageFile) : null, dir };
+}
+
+/**
+ * A checkpoint's tensor file the Trainer wrote, its checksum verified (CHECKSUM_KEY): every optimizer.safetensors and
+ * stage_parameters.safetensors vwlmm has written carries one (since before checkpoints recorded their sample order,
+ * without which a resume is refused anyway), so one without is not ours, or was rewritten, and is refused rather than
+ * loaded unchecked.
+ */
+function readChecked(file: string): Map<string, HostTensor> {
+  const { tensors, metadata } = readSafetensorsWithMetadata(file);
+  if (typeof metadata[CHECKSUM_KEY] !== 'string')
+    throw new Error(`resume: ${file}: expected the ${CHECKSUM_KEY} checksum in its metadata (every one vwlmm writes has it), received a file without (written or rewritten by something else?): its tensors cannot be verified; resume from a checkpoint as vwlmm wrote it`);
+  return tensors;
 }
 
 /**
