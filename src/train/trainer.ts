@@ -614,8 +614,122 @@ export class Trainer {
 
   private log(record: Record<string, unknown>): void {
     if (this.rank !== 0) return;
-    if (this.metricsFile) fs.appendFileSync(this.metricsFile, JSON.stringify(record) + '\n');
+    if (this.metricsFile) {
+      const line = JSON.stringify(record) + '\n';
+      try {
+        fs.appendFileSync(this.metricsFile, line);
+        if (this.metricsBytes !== null) this.metricsBytes += Buffer.byteLength(line);
+      } catch (e) {
+        // what part of the line was written is cut off again: the log keeps ending with whole records
+        if (this.metricsBytes !== null) {
+          try {
+            fs.truncateSync(this.metricsFile, this.metricsBytes);
+          } catch {
+            /* the error below says what failed; a resume drops a cut last line */
+          }
+        }
+        throw this.writeError(`appending the ${String(record.type)} record${record.globalStep !== undefined ? ` of global step ${String(record.globalStep)}` : ''} to`, this.metricsFile, e);
+      }
+    }
     this.opts.onLog?.(record);
+  }
+
+  /**
+   * A resumed run's metrics log, kept up to the checkpoint's global step (what came after it is written again; summary
+   * records go) and checked first: a last line a kill cut (no newline, not a record) is dropped; a line before it that is
+   * not a JSON record is refused, naming it; so is a log that lacks a train (or nonfinite) record of a step up to the
+   * checkpoint that the run logs (every logEvery-th, and each stage's last): shortened, or not this run's. Moving the log
+   * away is the way to continue without it: a missing log starts anew (with a warning on stderr when the checkpoint is
+   * this outDir's own: the run's log was deleted). Replaced atomically, so a kill during the rewrite loses nothing.
+   * Returns the log's bytes.
+   */
+  private resumeMetrics(file: string, state: TrainerState, checkpoint: string | undefined): number {
+    const upTo = `the checkpoint's global step ${state.globalStep}`;
+    const away = `move it away to start a new log at ${upTo}`;
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw this.writeError('reading', file, e);
+      const own = checkpoint !== undefined && this.opts.outDir !== undefined && path.resolve(path.dirname(checkpoint)) === path.resolve(this.opts.outDir);
+      if (own && state.globalStep > 0) process.stderr.write(`vwlmm: warning: ${file} does not exist: the resumed run starts a new log at ${upTo} (the records before it are not in it)\n`);
+      try {
+        fs.writeFileSync(file, '');
+      } catch (e2) {
+        throw this.writeError('starting', file, e2);
+      }
+      return 0;
+    }
+    const lines = text.split('\n');
+    const last = lines.pop()!; // '' when the log ends with a newline, as the trainer writes it
+    const parse = (l: string): Record<string, unknown> | null => {
+      try {
+        const r = JSON.parse(l) as unknown;
+        return r !== null && typeof r === 'object' && !Array.isArray(r) ? (r as Record<string, unknown>) : null;
+      } catch {
+        return null;
+      }
+    };
+    const keep: string[] = [];
+    const logged = new Set<string>();
+    const take = (l: string, r: Record<string, unknown>) => {
+      if (r.type === 'summary' || !((r.globalStep as number) <= state.globalStep)) return;
+      keep.push(l);
+      if (r.type === 'train' || r.type === 'nonfinite') logged.add(`${String(r.stage)}\u0000${String(r.step)}`);
+    };
+    lines.forEach((l, i) => {
+      if (l.trim() === '') return;
+      const r = parse(l);
+      if (!r) throw new Error(`resume: ${file}:${i + 1}: expected a JSON record on every line but the last (a kill cuts only the last), received '${l.length > 80 ? `${l.slice(0, 80)}...` : l}': the log is damaged; repair or remove that line, or ${away}`);
+      take(l, r);
+    });
+    // a last line without its newline: a record a kill cut short is dropped, a whole one kept
+    const r = last.trim() === '' ? null : parse(last);
+    if (r) take(last, r);
+    const every = this.opts.logEvery ?? 1;
+    let missing: { stage: string; step: number } | null = null, count = 0, expected = 0;
+    for (let i = 0; i <= state.stage && i < this.stages.length; i++) {
+      const s = this.stages[i], total = stageSteps(s, this.world), done = i < state.stage ? total : Math.min(state.step, total);
+      for (let k = 1; k <= done; k++) {
+        if (k % every !== 0 && k !== total) continue;
+        expected++;
+        if (logged.has(`${s.name}\u0000${k}`)) continue;
+        count++;
+        missing ??= { stage: s.name, step: k };
+      }
+    }
+    if (missing)
+      throw new Error(`resume: ${file}: expected the train record of every step up to ${upTo}${every > 1 ? ` that the run logs (every ${every} steps and each stage's last)` : ''}, ${expected} records, but it lacks ${count}, the first of stage '${missing.stage}' step ${missing.step}: the log was shortened, or is another run's; restore it, or ${away}`);
+    const out = keep.map((l) => l + '\n').join('');
+    try {
+      writeFileAtomic(file, out);
+    } catch (e) {
+      throw this.writeError('rewriting', file, e);
+    }
+    return Buffer.byteLength(out);
+  }
+
+  /** The bytes of metrics.jsonl as this run wrote them (whole records), once it started the log; null before. */
+  private metricsBytes: number | null = null;
+  /** The global step whose checkpoint is on disk (-1: none yet), for resume advice in errors. */
+  private savedAt = -1;
+
+  /**
+   * A failure to write `file` during training as an error naming it, what was being done, the system's reason (its code
+   * kept), and where the run can be resumed from: the last checkpoint on disk, or none.
+   */
+  private writeError(what: string, file: string, e: unknown): Error {
+    // the system's own error (ENOSPC, EFBIG, EISDIR, ...) where a wrapper (fileError, SafetensorsError) carries it: the
+    // file is named here
+    let sys = e as NodeJS.ErrnoException | undefined;
+    while (sys && !sys.syscall && sys.cause) sys = sys.cause as NodeJS.ErrnoException;
+    const why = sys?.syscall ? (sys.code === 'EISDIR' ? 'EISDIR: it is a directory, not a file' : sys.message) : (e as Error)?.message ?? String(e);
+    const resume = this.savedAt > 0
+      ? `the last checkpoint, ${this.checkpointDir}, holds global step ${this.savedAt}: once the cause is fixed (a full disk? a file-size limit?), resume from it (vwlmm train with --resume; the API: autoResume, or run(readTrainerState(dir)))`
+      : 'no checkpoint of this run has been written yet: once the cause is fixed, start the run again';
+    const out = new Error(`Trainer: ${what} ${file} failed: ${why}; ${resume}`, { cause: e });
+    if (sys?.code !== undefined) (out as NodeJS.ErrnoException).code = sys.code;
+    return out;
   }
 
   /**
@@ -847,14 +961,23 @@ export class Trainer {
     if (resume) this.checkResume(resume.state);
     // once the resume's checks passed (a refused resume leaves the log as it was)
     let metricsStarted = false;
+    const resumeDir = resume?.dir;
     const startMetrics = () => {
-      if (metricsStarted) return;
+      if (metricsStarted || !this.metricsFile) return;
       metricsStarted = true;
-      if (this.metricsFile && resume) truncateMetrics(this.metricsFile, state.globalStep);
-      else if (this.metricsFile) fs.writeFileSync(this.metricsFile, '');
+      if (resume) {
+        this.metricsBytes = this.resumeMetrics(this.metricsFile, state, resumeDir);
+        return;
+      }
+      try {
+        fs.writeFileSync(this.metricsFile, '');
+      } catch (e) {
+        throw this.writeError('starting', this.metricsFile, e);
+      }
+      this.metricsBytes = 0;
     };
     // the global step whose checkpoint is on disk (so an interrupt there need not write it again)
-    let savedAt = resume ? state.globalStep : -1;
+    this.savedAt = resume ? state.globalStep : -1;
     // what the loop returns: the position of the last optimizer step (stage, steps done in it), as its checkpoint records
     // it, where `state` has already moved on to the next stage's step 0
     let last = { stage: state.stage, step: state.step };
@@ -906,7 +1029,7 @@ export class Trainer {
           if (signal) {
             let checkpoint: string | null = null;
             if (state.globalStep > 0 && this.opts.outDir !== undefined) {
-              if (savedAt !== state.globalStep) this.save(state, opt);
+              if (this.savedAt !== state.globalStep) this.save(state, opt);
               checkpoint = this.checkpointDir;
             }
             const where = `at stage '${s.name}' step ${state.step}/${total} (global step ${state.globalStep})`;
@@ -928,15 +1051,15 @@ export class Trainer {
           }
           if (this.opts.outDir !== undefined && ((this.opts.saveEvery && state.globalStep % this.opts.saveEvery === 0) || atEnd)) {
             this.save(state, opt);
-            savedAt = state.globalStep;
+            this.savedAt = state.globalStep;
           }
           // stopAfterSteps stops as an interruption does (a checkpoint at this step), here rather than before the next step
           // so that a stop at a stage's end is not taken at the next stage's start; at the run's last step it is the end
           const runEnd = atEnd && !this.stages.slice(state.stage + 1).some((x) => stageSteps(x, this.world) > 0);
           if (this.opts.stopAfterSteps !== undefined && state.globalStep >= this.opts.stopAfterSteps && !runEnd) {
-            if (this.opts.outDir !== undefined && savedAt !== state.globalStep) {
+            if (this.opts.outDir !== undefined && this.savedAt !== state.globalStep) {
               this.save(state, opt);
-              savedAt = state.globalStep;
+              this.savedAt = state.globalStep;
             }
             if (opt instanceof ZeroAdamW) opt.finish();
             return reached();
@@ -1204,11 +1327,22 @@ export class Trainer {
     }
     const extra = this.stages[state.stage]?.extraParameters ?? [];
     const stageTensors = new Map<string, HostTensor>(extra.map((p, k) => [String(k), { dtype: 'float32', shape: [...p.shape], data: p.toArray() as Float32Array }]));
-    saveCheckpoint(path.join(outDir, 'checkpoint'), this.model, {
-      ...this.opts.checkpointFiles,
-      extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify({ ...state, sampleOrder: SAMPLE_ORDER, optimizerIndex: OPTIMIZER_INDEX, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)), stageSettings: this.stages.map((s) => stageSettings(s, this.world, this.precision())), ...(this.group ? { worldSize: this.world } : {}), ...loraTrainingRecord(this.model), weightsFingerprint: this.trainedFingerprint(), optimizerEntries: entries.length, everyParameterStepped: this.everyParameterStepped }, null, 2) },
-      extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
-    });
+    const dir = path.join(outDir, 'checkpoint');
+    const trainerState = {
+      ...state, sampleOrder: SAMPLE_ORDER, optimizerIndex: OPTIMIZER_INDEX, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)),
+      stageSettings: this.stages.map((s) => stageSettings(s, this.world, this.precision())), ...(this.group ? { worldSize: this.world } : {}), ...loraTrainingRecord(this.model),
+      weightsFingerprint: this.trainedFingerprint(), optimizerEntries: entries.length, everyParameterStepped: this.everyParameterStepped,
+    };
+    try {
+      saveCheckpoint(dir, this.model, {
+        ...this.opts.checkpointFiles,
+        extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify(trainerState, null, 2) },
+        extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
+      });
+    } catch (e) {
+      // a failed save leaves the last complete checkpoint in place (saveCheckpoint)
+      throw this.writeError(`saving the checkpoint of global step ${state.globalStep} in`, dir, e);
+    }
   }
 }
 
@@ -1365,24 +1499,6 @@ function readChecked(file: string): Map<string, HostTensor> {
   if (typeof metadata[CHECKSUM_KEY] !== 'string')
     throw new Error(`resume: ${file}: expected the ${CHECKSUM_KEY} checksum in its metadata (every one vwlmm writes has it), received a file without (written or rewritten by something else?): its tensors cannot be verified; resume from a checkpoint as vwlmm wrote it`);
   return tensors;
-}
-
-/**
- * Keeps the metrics log up to `globalStep` (a resumed run rewrites what came after its checkpoint; a line
- * cut by a kill is dropped). Replaced atomically, so a kill during the rewrite loses nothing.
- */
-function truncateMetrics(file: string, globalStep: number): void {
-  if (!fs.existsSync(file)) return;
-  const keep = fs.readFileSync(file, 'utf8').split('\n').filter((l) => {
-    if (!l.trim()) return false;
-    try {
-      const r = JSON.parse(l) as { type?: string; globalStep?: number };
-      return r.type !== 'summary' && r.globalStep! <= globalStep;
-    } catch {
-      return false;
-    }
-  });
-  writeFileAtomic(file, keep.map((l) => l + '\n').join(''));
 }
 
 /**
