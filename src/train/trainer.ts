@@ -711,8 +711,9 @@ export class Trainer {
 
   /** The bytes of metrics.jsonl as this run wrote them (whole records), once it started the log; null before. */
   private metricsBytes: number | null = null;
-  /** The global step whose checkpoint is on disk (-1: none yet), for resume advice in errors. */
+  /** The global step whose checkpoint is on disk (-1: none yet), and where (a resume's may be elsewhere), for resume advice in errors. */
   private savedAt = -1;
+  private savedDir: string | null = null;
 
   /**
    * A failure to write `file` during training as an error naming it, what was being done, the system's reason (its code
@@ -725,7 +726,7 @@ export class Trainer {
     while (sys && !sys.syscall && sys.cause) sys = sys.cause as NodeJS.ErrnoException;
     const why = sys?.syscall ? (sys.code === 'EISDIR' ? 'EISDIR: it is a directory, not a file' : sys.message) : (e as Error)?.message ?? String(e);
     const resume = this.savedAt > 0
-      ? `the last checkpoint, ${this.checkpointDir}, holds global step ${this.savedAt}: once the cause is fixed (a full disk? a file-size limit?), resume from it (vwlmm train with --resume; the API: autoResume, or run(readTrainerState(dir)))`
+      ? `the last checkpoint, ${this.savedDir ?? this.checkpointDir}, holds global step ${this.savedAt}: once the cause is fixed (a full disk? a file-size limit?), resume from it (vwlmm train with --resume; the API: autoResume, or run(readTrainerState(dir)))`
       : 'no checkpoint of this run has been written yet: once the cause is fixed, start the run again';
     const out = new Error(`Trainer: ${what} ${file} failed: ${why}; ${resume}`, { cause: e });
     if (sys?.code !== undefined) (out as NodeJS.ErrnoException).code = sys.code;
@@ -978,6 +979,8 @@ export class Trainer {
     };
     // the global step whose checkpoint is on disk (so an interrupt there need not write it again)
     this.savedAt = resume ? state.globalStep : -1;
+    this.savedDir = resume?.dir ?? null;
+    this.metricsBytes = null; // until this run starts (or resumes) its log
     // what the loop returns: the position of the last optimizer step (stage, steps done in it), as its checkpoint records
     // it, where `state` has already moved on to the next stage's step 0
     let last = { stage: state.stage, step: state.step };
@@ -1050,8 +1053,7 @@ export class Trainer {
             this.log({ type: 'eval', stage: s.name, step: state.step, globalStep: state.globalStep, ...noGrad(() => this.opts.evaluate!(this.model, where)) });
           }
           if (this.opts.outDir !== undefined && ((this.opts.saveEvery && state.globalStep % this.opts.saveEvery === 0) || atEnd)) {
-            this.save(state, opt);
-            this.savedAt = state.globalStep;
+            this.save(state, opt); // (save records this.savedAt)
           }
           // stopAfterSteps stops as an interruption does (a checkpoint at this step), here rather than before the next step
           // so that a stop at a stage's end is not taken at the next stage's start; at the run's last step it is the end
@@ -1059,7 +1061,6 @@ export class Trainer {
           if (this.opts.stopAfterSteps !== undefined && state.globalStep >= this.opts.stopAfterSteps && !runEnd) {
             if (this.opts.outDir !== undefined && this.savedAt !== state.globalStep) {
               this.save(state, opt);
-              this.savedAt = state.globalStep;
             }
             if (opt instanceof ZeroAdamW) opt.finish();
             return reached();
@@ -1305,6 +1306,8 @@ export class Trainer {
     const outDir = this.opts.outDir;
     if (opt instanceof ZeroAdamW) opt.withMasterWeights(() => this.write(outDir, state, entries));
     else this.write(outDir, state, entries);
+    this.savedAt = state.globalStep;
+    this.savedDir = this.checkpointDir;
   }
 
   /**
