@@ -37,6 +37,23 @@ function run(s: Stage, replay: boolean, stopAt?: number) {
     new Trainer(resumed, [s], opts).run(readTrainerState(ck));
     resumed.dispose();
   }
+  return outcome(out, logs);
+}
+
+/** As `vwlmm train` runs: batches loaded asynchronously (loadBatch), runAsync, a resume through autoResume. */
+async function runAsync(s: Stage, replay: boolean, stopAt?: number) {
+  const out = tmp(), logs: Record<string, unknown>[] = [];
+  const stage: Stage = { ...s, makeBatch: undefined, loadBatch: async (idx) => d.makeBatch(idx) };
+  const opts = { seed: SEED, outDir: out, replay, checkpointFiles: { tokenizer: d.json }, onLog: (r: Record<string, unknown>) => logs.push(r) };
+  const m = VwLmm.create(tinyConfig(d.tokenizer.vocabSize), 5);
+  await new Trainer(m, [stage], { ...opts, stopAfterSteps: stopAt }).runAsync();
+  if (stopAt !== undefined) await new Trainer(m, [stage], { ...opts, autoResume: true }).runAsync();
+  m.dispose();
+  return outcome(out, logs);
+}
+
+function outcome(out: string, logs: Record<string, unknown>[]) {
+  const ck = path.join(out, 'checkpoint');
   const model = loadCheckpoint(ck).model;
   const weights = new Map([...model.namedParameters()].map(([n, p]) => [n, Float32Array.from(p.toArray() as Float32Array)]));
   model.dispose();
@@ -44,7 +61,7 @@ function run(s: Stage, replay: boolean, stopAt?: number) {
 }
 
 /** Bit-for-bit equality of two runs' weights and optimizer entries (moments and step counts), naming the first difference. */
-function expectSame(a: ReturnType<typeof run>, b: ReturnType<typeof run>, what: string): void {
+function expectSame(a: ReturnType<typeof outcome>, b: ReturnType<typeof outcome>, what: string): void {
   expect([...b.weights.keys()], what).toEqual([...a.weights.keys()]);
   for (const [n, w] of a.weights) expect(Buffer.compare(Buffer.from(w.buffer), Buffer.from(b.weights.get(n)!.buffer)), `${what}: weight ${n}`).toBe(0);
   expect([...b.optimizer.keys()].sort(), what).toEqual([...a.optimizer.keys()].sort());
@@ -54,7 +71,7 @@ function expectSame(a: ReturnType<typeof run>, b: ReturnType<typeof run>, what: 
   }
 }
 
-const trainRecords = (r: ReturnType<typeof run>) => r.logs.filter((x) => x.type === 'train').map((x) => ({ step: x.step, loss: x.loss, ce: x.ce, kl: x.kl, gradNorm: x.gradNorm }));
+const trainRecords = (r: ReturnType<typeof outcome>) => r.logs.filter((x) => x.type === 'train').map((x) => ({ step: x.step, loss: x.loss, ce: x.ce, kl: x.kl, gradNorm: x.gradNorm }));
 
 describe('text-only batches: every trained part steps (a zero gradient), in JavaScript as in a replayed step', () => {
   for (const [name, trainable] of [['projector + vm_head (a text-only batch reaches none of them)', { projector: true, vmHead: true }], ['projector + LLM + vm_head + vision tower', { visionTower: true, projector: true, llm: true, vmHead: true }]] as const) {
@@ -82,6 +99,19 @@ describe('text-only batches: every trained part steps (a zero gradient), in Java
       expect(replayRecords.at(-1)!.replayed as number).toBeGreaterThan(0);
     });
   }
+
+  it('batches loaded asynchronously (as vwlmm train): stopped before a text-only step and resumed, the same as uninterrupted, replay on or off', async () => {
+    const s = stageOf({ projector: true, llm: true, vmHead: true });
+    const kinds = textOnly(s);
+    const cut = kinds.findIndex((t, k) => k >= 3 && t && !kinds[k - 1]);
+    const ref = run(s, true);
+    for (const replay of [true, false]) {
+      const [whole, resumed] = [await runAsync(s, replay), await runAsync(s, replay, cut)];
+      expectSame(ref, whole, `runAsync, replay ${replay}`);
+      expectSame(ref, resumed, `runAsync resumed, replay ${replay}`);
+      expect(trainRecords(resumed)).toEqual(trainRecords(ref));
+    }
+  });
 
   it("a text-only step logs KL 0 with replay on (not the previous step's), as without replay", () => {
     const s = stageOf({ projector: true, llm: true, vmHead: true });
