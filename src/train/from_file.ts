@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
-import { Turn } from '../data/conversation';
+import { TEMPLATES, Turn } from '../data/conversation';
 import { fitRecords } from '../data/fit_record';
 import { LlavaRecord, readLlavaRecords } from '../data/dataset';
 import { loadImage, preprocessClip, probeImage } from '../data/images';
@@ -318,7 +318,9 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
   // a resumed (or adapted) model keeps its adapters: other settings asked for now would be silently ignored
   if (o.lora && had && (had.r !== o.lora.r || had.alpha !== o.lora.alpha || had.dropout !== o.lora.dropout))
     throw new Error(`trainOnFile: the model has LoRA adapters already (r ${had.r}, alpha ${had.alpha}, dropout ${had.dropout}, from its checkpoint), and this run asks for r ${o.lora.r}, alpha ${o.lora.alpha}, dropout ${o.lora.dropout}: give the same LoRA settings (or none) to continue with its adapters`);
-  if (o.template !== undefined && !['plain', 'vicuna_v1', 'mistral'].includes(o.template)) throw new RangeError(`trainOnFile: template must be 'plain', 'vicuna_v1' or 'mistral', got ${JSON.stringify(o.template)}`);
+  // any of LLaVA's conversation templates (a config may record each: `vwlmm train --template` takes them all)
+  if (o.template !== undefined && !(typeof o.template === 'string' && Object.prototype.hasOwnProperty.call(TEMPLATES, o.template)))
+    throw new RangeError(`trainOnFile: template must be one of ${Object.keys(TEMPLATES).map((t) => `'${t}'`).join(', ')}, got ${JSON.stringify(o.template)}`);
   if (o.imageAspect !== undefined && o.imageAspect !== 'square' && o.imageAspect !== 'pad') throw new RangeError(`trainOnFile: imageAspect must be 'square' or 'pad', got ${JSON.stringify(o.imageAspect)}`);
   // a resume that would prepare its data otherwise than the checkpoint's run: refused before the model is changed and the
   // data prepared (minutes on a large file); the samples' digest is compared by the Trainer once they are

@@ -50,6 +50,9 @@ describe('a resume refuses changed inputs that change training', () => {
     // the checkpoint's model holds the template it was trained with: giving it again is no change
     const same = cli(...args(fx.data, out, '--resume', '--template', 'vicuna_v1'));
     expect(same.status, same.stderr).toBe(0);
+    // any of LLaVA's templates trains (the CLI takes them all), and is what a resume must keep
+    const llava = trained('--template', 'llava_v1');
+    refused(llava, fx.data, ['--template', 'vicuna_v1'], /^vwlmm: resume: stage 'train' had conversation template \(--template\) 'llava_v1' in the checkpoint's run .*, this run has 'vicuna_v1' /);
   });
 
   it('the data: the same number of records with other answers, or in another order', () => {
