@@ -322,6 +322,9 @@ function stageSettings(s: Stage, worldSize: number, precision: Precision): Stage
   };
 }
 
+/** The stage settings a resume may change, with a warning (checkResume says why). */
+const PRECISION_KEYS: readonly string[] = ['dtype', 'frozenDtype', 'residualDtype'];
+
 /** How resume's refusals name a stage setting (the key itself where absent). */
 const SETTING_LABELS: Record<string, string> = {
   samplesPerStep: 'samples per optimizer step (batch size x grad accumulation x ranks)', size: 'samples in its data', batchSize: 'samples per micro-batch on each rank (batch size)',
@@ -932,7 +935,12 @@ export class Trainer {
         const recorded = st.stageSettings[i] as unknown as Record<string, unknown> | undefined;
         const was: Record<string, unknown> | undefined = recorded && { groupByModalityLength: false, ...recorded }, is = now[i] as unknown as Record<string, unknown>;
         // a setting the checkpoint does not record (written before it was recorded) is not checked; the data settings below
-        const k = was && Object.keys(is).find((key) => key !== 'data' && key in was && (was[key] ?? null) !== is[key]);
+        const differs = (key: string) => key !== 'data' && was !== undefined && key in was && (was[key] ?? null) !== is[key];
+        // another precision is allowed with a warning: the checkpoint holds fp32 masters and AdamW state, so a bf16 GPU
+        // run can go on in fp32 on the CPU (or the other way round); only the rounding of the steps from here differs
+        for (const key of PRECISION_KEYS.filter(differs))
+          process.stderr.write(`vwlmm: resume: stage '${names[i]}' had ${SETTING_LABELS[key]} ${was![key] ?? 'unset'} in the checkpoint's run, this run has ${is[key] ?? 'unset'}: continuing from the fp32 master weights and AdamW state, with the steps from here rounded as this run's precision rounds them (not bit for bit the run it would have been)\n`);
+        const k = Object.keys(is).find((key) => !PRECISION_KEYS.includes(key) && differs(key));
         if (k) {
           // each micro-batch's loss is a mean over its own samples' target tokens: another micro-batch size changes the
           // objective, while the same micro-batches over other ranks x accumulation give the same one

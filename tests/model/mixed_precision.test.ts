@@ -9,7 +9,7 @@
 //     against fp32, an exact bf16 resume, and checkpoints that move between bf16 and fp32 runs.
 // Where a GPU is present, the same bf16 step on CUDA agrees with the CPU's bf16 step.
 import * as path from 'path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { AdamW, autocast, cudaAvailable, F, memoryStats, opProfile, profileOps, scope, Tensor, zeroGrad } from '../../src';
 import { bf16Operand, castTensor, computeDtype, parseComputeDtype } from '../../src/amp';
 import { gradientCheckpoint } from '../../src/autograd';
@@ -427,7 +427,16 @@ describe(`mixed precision: autocast('bfloat16') (seed ${runSeed})`, () => {
     ck.model.dispose();
     const dir2 = path.join(tmp(), 'run2');
     curve('bfloat16', steps, dir2, 12);
-    const mixed = curve('float32', steps, dir2, undefined, true);
+    // a resume in another compute dtype goes on from the fp32 masters, with a warning naming the change
+    const warned: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => (warned.push(String(chunk)), true));
+    let mixed: ReturnType<typeof curve>;
+    try {
+      mixed = curve('float32', steps, dir2, undefined, true);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(warned.join('')).toMatch(/resume: stage 'all' had compute dtype \(dtype, --dtype\) bfloat16 in the checkpoint's run, this run has float32: continuing from the fp32 master weights/);
     expect(mixed.losses.length).toBe(steps - 12);
     for (let i = 0; i < mixed.losses.length; i++) expect(Math.abs(mixed.losses[i] - f32.losses[12 + i]) / f32.losses[12 + i]).toBeLessThan(5e-2);
   });

@@ -1,8 +1,8 @@
 // A resume that would not train on what the checkpoint's run trained on is refused, naming the setting, before anything
 // is written (metrics.jsonl untouched): the conversation template, image aspect ratio and model max length the data are
 // prepared with, the prepared samples themselves (a digest: a data file with the same number of records but other
-// answers, or in another order), the compute dtype, the frozen weights' storage and the residual stream's dtype. A
-// checkpoint that does not record them (written before they were) resumes unchecked; the unchanged command resumes.
+// answers, or in another order). Another compute dtype, frozen weights' storage or residual stream's dtype resumes with
+// a warning (the checkpoint holds fp32 masters). A checkpoint that does not record them (written before they were) resumes unchecked; the unchanged command resumes.
 import * as fs from 'fs';
 import * as path from 'path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -76,14 +76,21 @@ describe('a resume refuses changed inputs that change training', () => {
     expect(r.status, r.stderr).toBe(0);
   });
 
-  it('the compute dtype, the frozen weights\' dtype and the residual stream\'s', () => {
+  it('the compute dtype, the frozen weights\' dtype and the residual stream\'s: another one resumes, with a warning naming it', () => {
+    // the checkpoint holds fp32 masters and AdamW state: a bf16 GPU run may go on in fp32 on the CPU, or the other way round
+    const warned = (out: string, more: string[], message: RegExp) => {
+      const r = cli(...args(fx.data, out, '--resume', ...more));
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(message);
+    };
     const out = trained();
-    refused(out, fx.data, ['--dtype', 'bf16'], /^vwlmm: resume: stage 'train' had compute dtype \(dtype, --dtype\) float32 in the checkpoint's run, this run has bfloat16 \(the run would not continue exactly/);
-    refused(out, fx.data, ['--frozen-dtype', 'bf16'], /^vwlmm: resume: stage 'train' had frozen weights stored in \(frozenDtype, --frozen-dtype\) float32 in the checkpoint's run, this run has bfloat16 /);
+    warned(out, ['--dtype', 'bf16'], /vwlmm: resume: stage 'train' had compute dtype \(dtype, --dtype\) float32 in the checkpoint's run, this run has bfloat16: continuing from the fp32 master weights and AdamW state/);
+    warned(out, ['--frozen-dtype', 'bf16'], /vwlmm: resume: stage 'train' had frozen weights stored in \(frozenDtype, --frozen-dtype\) float32 in the checkpoint's run, this run has bfloat16: continuing/);
     const bf16 = trained('--dtype', 'bf16', '--residual-dtype', 'bf16');
-    refused(bf16, fx.data, ['--dtype', 'bf16'], /^vwlmm: resume: stage 'train' had residual stream in \(residualDtype, --residual-dtype\) bfloat16 in the checkpoint's run, this run has float32 /);
+    warned(bf16, ['--dtype', 'bf16'], /vwlmm: resume: stage 'train' had residual stream in \(residualDtype, --residual-dtype\) bfloat16 in the checkpoint's run, this run has float32: continuing/);
     const r = cli(...args(fx.data, bf16, '--resume', '--dtype', 'bf16', '--residual-dtype', 'bf16'));
     expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/continuing from the fp32 master weights/);
   });
 
   it('a checkpoint that does not record them resumes unchecked', () => {
