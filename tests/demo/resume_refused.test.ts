@@ -10,24 +10,11 @@ import { runDemo } from '../../src/demo/demo';
 import { Recipe, recipeStagePlan, runRecipe } from '../../src/demo/recipe';
 import { tinyRecipe } from './support/tiny_recipe';
 import { tempDirs } from '../support/tmp';
+import { changed, snapshot } from '../support/snapshot';
 
 const tmp = tempDirs('resume-refused');
 const tiny: Recipe = tinyRecipe({ seed: 3, trainImages: 8, evalEvery: 100, steps: [1, 2, 2] });
 
-/** Every file under dir (relative path -> bytes). */
-function snapshot(dir: string): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  const walk = (d: string) => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else out.set(path.relative(dir, p), fs.readFileSync(p));
-    }
-  };
-  walk(dir);
-  return out;
-}
-const changed = (a: Map<string, Buffer>, b: Map<string, Buffer>) => [...new Set([...a.keys(), ...b.keys()])].filter((k) => !a.get(k) || !b.get(k) || !a.get(k)!.equals(b.get(k)!));
 
 describe('a refused demo resume', () => {
   // a finished run laid out as the demo lays it out: <out>/data (writeSortOfClevr), <out>/vw (runRecipe with reproduce)

@@ -12,24 +12,11 @@ import { DemoOptions, runDemo } from '../../src/demo/demo';
 import { checkRecipeResume, Recipe, RECIPE_RUN_FILE, runRecipe } from '../../src/demo/recipe';
 import { tinyRecipe } from './support/tiny_recipe';
 import { tempDirs } from '../support/tmp';
+import { changed, snapshot } from '../support/snapshot';
 
 const tmp = tempDirs('resume-variant');
 const tiny: Recipe = tinyRecipe({ seed: 5, trainImages: 8, evalEvery: 100, steps: [1, 1, 1] });
 
-/** Every file under dir (relative path -> bytes). */
-function snapshot(dir: string): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  const walk = (d: string) => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else out.set(path.relative(dir, p), fs.readFileSync(p));
-    }
-  };
-  walk(dir);
-  return out;
-}
-const changed = (a: Map<string, Buffer>, b: Map<string, Buffer>) => [...new Set([...a.keys(), ...b.keys()])].filter((k) => !a.get(k) || !b.get(k) || !a.get(k)!.equals(b.get(k)!));
 
 /** A finished run laid out as the demo lays it out (<out>/data, <out>/vw), trained with these flags. */
 async function finished(o: Pick<DemoOptions, 'pif' | 'detachTarget' | 'dtype'> = {}) {
