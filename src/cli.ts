@@ -172,7 +172,10 @@ function createLock(file: string, text: string, failWith: (e: Error) => never): 
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') return false;
-    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS' && code !== 'EOPNOTSUPP') failWith(e as Error);
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS' && code !== 'EOPNOTSUPP') {
+      drop(tmp); // failWith exits the process, which skips the finally below
+      failWith(e as Error);
+    }
   } finally {
     drop(tmp);
   }
@@ -668,6 +671,12 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     // so a 7B base never exists in float32 (the Trainer would store them so at the stage's start anyway)
     const frozenStorage = frozenDtype ?? dtype ?? defaultComputeDtype(spec);
     const weightDtype = frozenStorage === 'bfloat16' && !parts.includes('llm') && !parts.includes('vision') ? 'bfloat16' : 'float32';
+    // --pif / --no-pif pick the variant of a released checkpoint (--init); a resume continues the run's own variant
+    if (o.resume && o.pif !== undefined) {
+      const recorded = (JSON.parse(fs.readFileSync(path.join(from, 'config.json'), 'utf8')) as { vm_pif?: unknown }).vm_pif;
+      if (typeof recorded === 'boolean' && recorded !== o.pif)
+        fail(`--resume: the run trains ${recorded ? 'the PIF variant' : 'without PIF'} (vm_pif ${recorded} in ${path.join(from, 'config.json')}), and ${o.pif ? '--pif' : '--no-pif'} would switch it mid-run: resume without it`);
+    }
     const { model, config, tokenizerPath } = loadCheckpoint(from, { device: spec, weightDtype, pif: o.pif });
     if (!tokenizerPath) fail(`checkpoint ${from} has no tokenizer.json`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
