@@ -80,4 +80,9 @@ export interface TrainerState {
    * Absent in older checkpoints (and in those of a stage resumed from one): only "no count above the step" is checked.
    */
   everyParameterStepped?: boolean;
+  /**
+   * The run's TrainerOptions.logEvery when the checkpoint was written (absent: written before it was recorded): which
+   * steps a resume expects train records of in metrics.jsonl.
+   */
+  logEvery?: number;
 }

@@ -643,7 +643,9 @@ export class Trainer {
    * not a JSON record is refused, naming it; so is a log that lacks a train (or nonfinite) record of a step up to the
    * checkpoint that the run logs (every logEvery-th, and each stage's last): shortened, or not this run's. Moving the log
    * away is the way to continue without it: a missing log starts anew (with a warning on stderr when the checkpoint is
-   * this outDir's own: the run's log was deleted). Replaced atomically, so a kill during the rewrite loses nothing.
+   * this outDir's own: the run's log was deleted), with a log_start record at its step, also written when this run logs
+   * at another logEvery than the checkpoint's: a later resume expects records from the latest log_start on, at its
+   * logEvery. Replaced atomically, so a kill during the rewrite loses nothing.
    * Returns the log's bytes.
    */
   private resumeMetrics(file: string, state: TrainerState, checkpoint: string | undefined): number {
@@ -656,12 +658,14 @@ export class Trainer {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw this.writeError('reading', file, e);
       const own = checkpoint !== undefined && this.opts.outDir !== undefined && path.resolve(path.dirname(checkpoint)) === path.resolve(this.opts.outDir);
       if (own && state.globalStep > 0) process.stderr.write(`vwlmm: warning: ${file} does not exist: the resumed run starts a new log at ${upTo} (the records before it are not in it)\n`);
+      // the log starts here: later resumes expect records from this step on (a log_start record says so)
+      const start = state.globalStep > 0 ? this.logStart(state.globalStep) : '';
       try {
-        fs.writeFileSync(file, '');
+        fs.writeFileSync(file, start);
       } catch (e2) {
         throw this.writeError('starting', file, e2);
       }
-      return 0;
+      return Buffer.byteLength(start);
     }
     const lines = text.split('\n');
     const last = lines.pop()!; // '' when the log ends with a newline, as the trainer writes it
@@ -689,12 +693,21 @@ export class Trainer {
     // a last line without its newline: a record a kill cut short is dropped, a whole one kept
     const r = last.trim() === '' ? null : parse(last);
     if (r) take(last, r);
-    const every = this.opts.logEvery ?? 1;
-    let missing: { stage: string; step: number } | null = null, count = 0, expected = 0;
-    for (let i = 0; i <= state.stage && i < this.stages.length; i++) {
+    // the records expected: from the log's latest start (a log_start record: begun anew, or another logEvery from there
+    // on) up to the checkpoint, at the steps its logEvery logs (the checkpoint's, else this run's)
+    let startAt = 0, every = state.logEvery ?? this.opts.logEvery ?? 1;
+    for (const l of keep) {
+      const m = parse(l)!;
+      if (m.type === 'log_start' && typeof m.globalStep === 'number' && m.globalStep >= startAt) {
+        startAt = m.globalStep;
+        if (typeof m.logEvery === 'number' && m.logEvery >= 1) every = m.logEvery;
+      }
+    }
+    let missing: { stage: string; step: number } | null = null, count = 0, expected = 0, offset = 0;
+    for (let i = 0; i <= state.stage && i < this.stages.length; offset += stageSteps(this.stages[i], this.world), i++) {
       const s = this.stages[i], total = stageSteps(s, this.world), done = i < state.stage ? total : Math.min(state.step, total);
       for (let k = 1; k <= done; k++) {
-        if (k % every !== 0 && k !== total) continue;
+        if (offset + k <= startAt || (k % every !== 0 && k !== total)) continue;
         expected++;
         if (logged.has(`${s.name}\u0000${k}`)) continue;
         count++;
@@ -703,6 +716,8 @@ export class Trainer {
     }
     if (missing)
       throw new Error(`resume: ${file}: expected the train record of every step up to ${upTo}${every > 1 ? ` that the run logs (every ${every} steps and each stage's last)` : ''}, ${expected} records, but it lacks ${count}, the first of stage '${missing.stage}' step ${missing.step}: the log was shortened, or is another run's; restore it, or ${away}`);
+    // this run logs at another interval from here: said in the log, for the next resume's check
+    if ((this.opts.logEvery ?? 1) !== every) keep.push(this.logStart(state.globalStep).trimEnd());
     const out = keep.map((l) => l + '\n').join('');
     try {
       writeFileAtomic(file, out);
@@ -710,6 +725,11 @@ export class Trainer {
       throw this.writeError('rewriting', file, e);
     }
     return Buffer.byteLength(out);
+  }
+
+  /** metrics.jsonl's log_start record: the train records from globalStep on are this run's, every logEvery steps. */
+  private logStart(globalStep: number): string {
+    return JSON.stringify({ type: 'log_start', globalStep, logEvery: this.opts.logEvery ?? 1, time: new Date().toISOString() }) + '\n';
   }
 
   /** The bytes of metrics.jsonl as this run wrote them (whole records), once it started the log; null before. */
@@ -1342,7 +1362,7 @@ export class Trainer {
     const trainerState = {
       ...state, sampleOrder: SAMPLE_ORDER, optimizerIndex: OPTIMIZER_INDEX, stages: this.stages.map((s) => s.name), stageSteps: this.stages.map((s) => stageSteps(s, this.world)),
       stageSettings: this.stages.map((s) => stageSettings(s, this.world, this.precision())), ...(this.group ? { worldSize: this.world } : {}), ...loraTrainingRecord(this.model),
-      weightsFingerprint: this.trainedFingerprint(), optimizerEntries: entries.length, everyParameterStepped: this.everyParameterStepped,
+      weightsFingerprint: this.trainedFingerprint(), optimizerEntries: entries.length, everyParameterStepped: this.everyParameterStepped, logEvery: this.opts.logEvery ?? 1,
     };
     try {
       saveCheckpoint(dir, this.model, {

@@ -92,4 +92,25 @@ describe('the metrics log on resume', () => {
     expect(said).toEqual([]);
     expect(trainLosses(elsewhere)).toEqual(trainLosses(full).slice(6));
   });
+
+  it('a log begun anew, or continued at another logEvery, says so (log_start), and a later resume expects records from there on', () => {
+    // begun anew at step 3 (the log deleted), stopped at 5, resumed again: only steps 4 and 5 are expected
+    const out = tmp();
+    train(out, { stopAfterSteps: 3 });
+    fs.rmSync(path.join(out, 'metrics.jsonl'));
+    vi.spyOn(process.stderr, 'write').mockImplementation((() => true) as typeof process.stderr.write);
+    train(out, { stopAfterSteps: 5 }, out);
+    const starts = () => fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((r) => r.type === 'log_start');
+    expect(starts()).toMatchObject([{ globalStep: 3, logEvery: 1 }]);
+    train(out, {}, out);
+    expect(trainLosses(out)).toEqual(trainLosses(full).slice(3));
+    // a run logged every 3rd step, resumed logging every step: the next resume expects every 3rd step up to 6 (and each
+    // stage's last), every step after (before, every step from 1, which the log never had)
+    const { out: o2 } = stopped({ logEvery: 3 });
+    train(o2, { stopAfterSteps: 7 }, o2);
+    const log = fs.readFileSync(path.join(o2, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    expect(log.filter((r) => r.type === 'log_start')).toMatchObject([{ globalStep: 6, logEvery: 1 }]);
+    train(o2, {}, o2);
+    expect(trainLosses(o2).slice(-2)).toEqual(trainLosses(full).slice(-2));
+  });
 });
