@@ -277,9 +277,13 @@ export class ZeroAdamW {
   /**
    * After all micro-batches (also after one that failed): starts every bucket not yet started, waits for them,
    * and leaves on each owned parameter the gradient averaged over the ranks (the others' local gradients are
-   * freed). Every rank must call it once per step.
+   * freed). Every rank must call it once per step. `everyParameter`: every parameter counts as having a gradient this
+   * step (zeros where none: launch fills the flat buffer first), the Trainer's rule for a part a batch did not reach;
+   * giving those parameters zero tensors instead would allocate a gradient for each one whose bucket was already
+   * reduced and freed during the backward.
    */
-  reduceGradients(): void {
+  reduceGradients(opts: { everyParameter?: boolean } = {}): void {
+    if (opts.everyParameter) for (const p of this.params) this.hadGrad.add(p);
     this.removeHook?.();
     this.removeHook = null;
     this.lastStep = { buckets: this.buckets.length, startedInBackward: this.early };
@@ -313,7 +317,7 @@ export class ZeroAdamW {
   /**
    * Per parameter, 1 where some rank had a gradient (the max of hadGrad over the ranks): step() updates those only, as
    * AdamW skips a parameter without one. Under the Trainer every trained parameter has one on every rank (a zero
-   * gradient where its micro-batches did not reach it, LLaVA's rule: trainer.ts everyGradient), so all are set there.
+   * gradient where its micro-batches did not reach it, LLaVA's rule: reduceGradients' everyParameter), so all are set.
    */
   private anyGrad: Tensor | null = null;
   /** anyGrad's values once readWithFlags has read them (step() then needs no read of its own). */

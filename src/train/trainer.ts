@@ -1232,11 +1232,12 @@ export class Trainer {
       }
       // micro-batches loaded ahead but not used (a non-finite input ended the step early) are dropped with it
       for (let m = 0; m < accum; m++) this.ready.delete(batchKey(state.stage, state.step, m));
-      // before the data-parallel reduction, which then counts every parameter as having a gradient on this rank
-      everyGradient(params);
+      // a part the step's batches did not reach gets a zero gradient (LLaVA's rule); data-parallel, the reduction counts
+      // it as one (its flat buffer holds zeros there), so no zero tensor is made for a gradient already reduced and freed
+      if (!dp) everyGradient(params);
       if (dp) {
         // every rank reduces, whatever happened here: the ranks must start the same collectives
-        dp.reduceGradients();
+        dp.reduceGradients({ everyParameter: true });
         scope(() => put(dp.ownedSumSquares(), at.sumSquares));
         // a stop request as SIGINT 1 or SIGTERM 2^16 (the sum tells both counts apart), so every rank stops with the same
         // signal, the one of the rank that got it (a SIGINT to one rank is a Ctrl-C: exit 130 everywhere)
