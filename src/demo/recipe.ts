@@ -311,7 +311,9 @@ export function checkRecipeResume(r: Recipe, outDir: string, run: { dtype?: Comp
     if (typeof config.vm_weight === 'number' && config.vm_weight !== r.vmWeight)
       throw new Error(`resume: ${it} was trained with vm_weight ${config.vm_weight} (config.json), this run has vmWeight ${r.vmWeight}: ${exactly}; resume with the recipe's vmWeight the run was started with (vwlmm demo: vw/ is the VW-LMM run, llava/ the --ablation run with vmWeight 0)`);
   }
-  // the compute dtype, as RECIPE_RUN_FILE records it
+  // the compute dtype, as RECIPE_RUN_FILE records it. Refused, where the Trainer lets a resume change precision with a
+  // warning: a demo run is a recorded experiment whose reproduce.sh replays its stages in one dtype, which a run of
+  // mixed precision would not reproduce
   const recorded = readJsonObject(path.join(dir, RECIPE_RUN_FILE))?.dtype;
   if (recorded === 'float32' || recorded === 'bfloat16') {
     const device = parseDevice('checkRecipeResume', run.device ?? 'cpu').device;
