@@ -70,7 +70,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 node -e "require('./node_modules/tsx/dist/cjs/api/index.cjs').register(); const v=require('./src'); console.log(JSON.stringify(v.backendInfo()))" 2>&1 | tee "$L/backend.json" | head -c 1500; echo
 if want tests; then
   t0=$(date +%s)
-  timeout ${TEST_TIMEOUT:-240} node node_modules/vitest/vitest.mjs run ${TESTS:-tests/kernels tests/engine tests/tensor.test.ts tests/model/device.test.ts tests/model/mixed_precision.test.ts tests/model/lora.test.ts tests/model/residual_dtype.test.ts tests/fuzz tests/native_loading.test.ts} >"$L/tests.log" 2>&1
+  timeout ${TEST_TIMEOUT:-240} node node_modules/vitest/vitest.mjs run ${TESTS:-tests/kernels tests/engine tests/tensor.test.ts tests/model/device.test.ts tests/model/mixed_precision.test.ts tests/model/lora.test.ts tests/model/residual_dtype.test.ts tests/train/text_only_steps.test.ts tests/fuzz tests/native_loading.test.ts} >"$L/tests.log" 2>&1
   echo "tests: rc $? in $(( $(date +%s) - t0 )) s"
   grep -E "FAIL|✗|×|AssertionError|Error:" "$L/tests.log" | head -40
   tail -8 "$L/tests.log"

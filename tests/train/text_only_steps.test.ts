@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { readSafetensors } from '../../src/io/safetensors';
 import { loadCheckpoint } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
+import { cudaAvailable } from '../../src';
 import { batchIndices, readTrainerState, Stage, Trainable, Trainer } from '../../src/train/trainer';
 import { tempDirs } from '../support/tmp';
 import { mixedData } from './support/mixed';
@@ -25,15 +26,16 @@ const stageOf = (trainable: Trainable): Stage => ({ name: 'mix', size: d.samples
 const textOnly = (s: Stage) => Array.from({ length: STEPS }, (_, k) => d.isTextOnly(batchIndices(SEED, s, k, 0)));
 
 /** A run (stopped after `stopAt` steps and resumed from its checkpoint in a new process's way, when given): its final weights, optimizer state and log. */
-function run(s: Stage, replay: boolean, stopAt?: number) {
+function run(s: Stage, replay: boolean, stopAt?: number, device: 'cpu' | 'cuda' = 'cpu') {
   const out = tmp(), logs: Record<string, unknown>[] = [];
   const opts = { seed: SEED, outDir: out, replay, checkpointFiles: { tokenizer: d.json }, onLog: (r: Record<string, unknown>) => logs.push(r) };
-  const m = VwLmm.create(tinyConfig(d.tokenizer.vocabSize), 5);
+  const m = VwLmm.create(tinyConfig(d.tokenizer.vocabSize), 5, { device });
   new Trainer(m, [s], { ...opts, stopAfterSteps: stopAt }).run();
   m.dispose();
   const ck = path.join(out, 'checkpoint');
   if (stopAt !== undefined) {
-    const resumed = loadCheckpoint(ck).model;
+    // the weights fingerprint is read from the device's parameters (one transfer)
+    const resumed = loadCheckpoint(ck, { device }).model;
     new Trainer(resumed, [s], opts).run(readTrainerState(ck));
     resumed.dispose();
   }
@@ -74,6 +76,17 @@ function expectSame(a: ReturnType<typeof outcome>, b: ReturnType<typeof outcome>
 const trainRecords = (r: ReturnType<typeof outcome>) => r.logs.filter((x) => x.type === 'train').map((x) => ({ step: x.step, loss: x.loss, ce: x.ce, kl: x.kl, gradNorm: x.gradNorm }));
 
 describe('text-only batches: every trained part steps (a zero gradient), in JavaScript as in a replayed step', () => {
+  // On CUDA (bf16 by default, replays as CUDA graphs): the same rule, and a resume checked against the fingerprint of
+  // the device's weights. Not yet run on a GPU (benchmarks/gpu/device_check.sh runs this file).
+  it.skipIf(!cudaAvailable())('on CUDA: replay on / off and resumed before a text-only step end the same, bit for bit', () => {
+    const s = stageOf({ projector: true, vmHead: true });
+    const kinds = textOnly(s);
+    const cut = kinds.findIndex((t, k) => k >= 3 && t && !kinds[k - 1]);
+    const replayed = run(s, true, undefined, 'cuda'), js = run(s, false, undefined, 'cuda'), resumed = run(s, true, cut, 'cuda');
+    expectSame(replayed, js, 'cuda: replay vs --no-replay');
+    expectSame(replayed, resumed, 'cuda: resumed before a text-only step');
+  });
+
   for (const [name, trainable] of [['projector + vm_head (a text-only batch reaches none of them)', { projector: true, vmHead: true }], ['projector + LLM + vm_head + vision tower', { visionTower: true, projector: true, llm: true, vmHead: true }]] as const) {
     it(`${name}: replay on / off, and resumed right before a text-only step, end with the same weights and AdamW state`, () => {
       const s = stageOf(trainable);
