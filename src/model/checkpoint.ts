@@ -217,6 +217,21 @@ const SAVE_KEYS = { format: true, imageTokenIndex: true, tokenizer: true, extraF
 const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'] as const;
 
 /**
+ * A tokenizer.json's bytes and those of the TOKENIZER_SIDE_FILES beside it (without them a reloaded tokenizer falls back
+ * to defaults: eos </s> where the config names another, no pad), by checkpoint file name: what saveCheckpoint copies
+ * for a tokenizer path. The Trainer reads them once, when it starts: its run's tokenizer may sit in a checkpoint folder
+ * that the run's own saves replace (a resume from <out>/checkpoint.old-*, left by a kill mid-save).
+ */
+export function tokenizerFiles(file: string): Record<string, Buffer> {
+  const out: Record<string, Buffer> = { 'tokenizer.json': fs.readFileSync(file) };
+  for (const name of TOKENIZER_SIDE_FILES) {
+    const side = path.join(path.dirname(file), name);
+    if (fs.existsSync(side) && fs.statSync(side).isFile()) out[name] = fs.readFileSync(side);
+  }
+  return out;
+}
+
+/**
  * Writes a checkpoint folder atomically: a new folder replaces `dir` whole once complete. `dir` may be absent, empty,
  * or an earlier checkpoint (it holds config.json), which is replaced with everything in it; anything else at `dir`
  * (a file, or a folder of other files) is refused rather than deleted.
@@ -258,12 +273,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
     writeFileDurable(path.join(tmp, 'config.json'), (transformers ? stringifyTransformersConfig(configJson) : JSON.stringify(configJson, null, 2)) + '\n');
     writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' }, { checksum: true });
     if (typeof opts.tokenizer === 'string') {
-      writeFileDurable(path.join(tmp, 'tokenizer.json'), fs.readFileSync(opts.tokenizer));
-      // without them a reloaded tokenizer falls back to defaults (eos </s> where the config names another, no pad)
-      for (const name of TOKENIZER_SIDE_FILES) {
-        const side = path.join(path.dirname(opts.tokenizer), name);
-        if (fs.existsSync(side) && fs.statSync(side).isFile()) writeFileDurable(path.join(tmp, name), fs.readFileSync(side));
-      }
+      for (const [name, data] of Object.entries(tokenizerFiles(opts.tokenizer))) writeFileDurable(path.join(tmp, name), data);
     }
     else if (opts.tokenizer) writeFileDurable(path.join(tmp, 'tokenizer.json'), JSON.stringify(opts.tokenizer));
     for (const [name, data] of Object.entries(opts.extraFiles ?? {})) writeFileDurable(path.join(tmp, name), data);

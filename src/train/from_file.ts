@@ -110,6 +110,12 @@ export interface PreparedData {
   samples: { inputIds: Int32Array; labels: Int32Array; image: number | null; modalityLength: number }[];
   /** The readable images the samples use (absolute paths): decoded per batch during training, not kept. */
   imagePaths: string[];
+  /**
+   * imagePaths' entries as the data file names them (each record's `image`, at its first use): what the samples' digest
+   * hashes, so that a resume with the image folder given another way (relative, a symlink) or records with absolute
+   * paths gives the same digest.
+   */
+  imageNames: string[];
   /** Records not trained on: a broken line (JSONL line / JSON list index), an unreadable image. */
   skipped: { id?: string; line?: number; index?: number; reason: string }[];
   mismatches: number;
@@ -184,7 +190,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
       [progress.images, progress.imagesTotal] = [done, total];
       report();
     });
-  const imagePaths: string[] = [];
+  const imagePaths: string[] = [], imageNames: string[] = [];
   const indexOf = new Map<string, number>();
   const samples: PreparedData['samples'] = [];
   let mismatches = 0, truncated = 0;
@@ -209,6 +215,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
       if (!indexOf.has(p)) {
         indexOf.set(p, imagePaths.length);
         imagePaths.push(p);
+        imageNames.push(r.image);
       }
       image = indexOf.get(p)!;
     }
@@ -226,7 +233,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
     // the record's own words and image key, as LLaVA counts them (not the tokens, nor an image the cut dropped)
     samples.push({ inputIds: fit.inputIds, labels: fit.labels, image: fit.image ? image : null, modalityLength: modalityLength(r.conversations as Turn[], r.image !== undefined) });
   });
-  return { samples, imagePaths, skipped, mismatches, truncated, verifiedImages: verify };
+  return { samples, imagePaths, imageNames, skipped, mismatches, truncated, verifiedImages: verify };
   } finally {
     stopFitting.abort();
   }
@@ -347,16 +354,16 @@ function fileDataSettings(model: VwLmm, o: FileTrainOptions, data?: PreparedData
   return {
     template: o.template ?? model.config.template, imageAspectRatio: o.imageAspect ?? model.config.image.aspect,
     modelMaxLength: o.modelMaxLength ?? model.config.modelMaxLength ?? DEFAULT_MODEL_MAX_LENGTH,
-    ...(data ? { samples: samplesDigest(data, o.imageFolder) } : {}),
+    ...(data ? { samples: samplesDigest(data) } : {}),
   };
 }
 
 /**
- * sha256 (hex) of the prepared samples in order: each one's token ids, labels, image (its path relative to the image
- * folder, so a moved folder keeps it) and modality length. Another file, the same records in another order, other
+ * sha256 (hex) of the prepared samples in order: each one's token ids, labels, image (as the data file names it, so
+ * that the image folder given another way, or moved, keeps it; absolute paths in the records too) and modality length. Another file, the same records in another order, other
  * answers, or another tokenisation of them give another digest. Streaming: ~1 s for LLaVA's 665K samples.
  */
-export function samplesDigest(data: Pick<PreparedData, 'samples' | 'imagePaths'>, imageFolder: string): string {
+export function samplesDigest(data: Pick<PreparedData, 'samples' | 'imageNames'>): string {
   const h = createHash('sha256');
   const head = new Float64Array(4);
   const bytes = (a: Int32Array | Float64Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -369,7 +376,7 @@ export function samplesDigest(data: Pick<PreparedData, 'samples' | 'imagePaths'>
     h.update(bytes(x.inputIds));
     h.update(bytes(x.labels));
   }
-  for (const p of data.imagePaths) h.update(`${path.relative(path.resolve(imageFolder), p)}\u0000`);
+  for (const name of data.imageNames) h.update(`${name}\u0000`);
   return h.digest('hex');
 }
 

@@ -39,7 +39,7 @@ import * as F from '../functional';
 import { clearTape, noGrad, zeroGrad } from '../autograd';
 import { writeFileAtomic } from '../io/atomic_file';
 import { CHECKSUM_KEY, HostTensor, readSafetensorsWithMetadata } from '../io/safetensors';
-import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions, withModelNames } from '../model/checkpoint';
+import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions, tokenizerFiles, withModelNames } from '../model/checkpoint';
 import { loraParameters, loraTrainingRecord, resumeLoraTraining } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { LayerNorm, RMSNorm, storeFrozenWeights } from '../nn/layers';
@@ -565,6 +565,9 @@ export class Trainer {
   readonly dtype: ComputeDtype;
   /** How frozen Linear weights are stored (TrainerOptions.frozenDtype). */
   readonly frozenDtype: ComputeDtype;
+  /** What each checkpoint holds besides the model and the trainer's state: checkpointFiles, a tokenizer path read in. */
+  private readonly checkpointFiles: TrainerOptions['checkpointFiles'];
+
   constructor(readonly model: VwLmm, readonly stages: Stage[], readonly opts: TrainerOptions) {
     if (opts === null || typeof opts !== 'object') throw typeError('Trainer', 'options', 'an object with seed', opts);
     checkKeys('Trainer', 'option', opts, TRAINER_OPTION_KEYS);
@@ -576,6 +579,17 @@ export class Trainer {
       }
     }
     for (const s of stages) checkStage(model, s);
+    // a tokenizer path is read now: it may be in a checkpoint folder this run's saves replace (tokenizerFiles says when)
+    const files = opts.checkpointFiles;
+    if (files && typeof files.tokenizer === 'string') {
+      let tokenizer: Record<string, Buffer>;
+      try {
+        tokenizer = tokenizerFiles(files.tokenizer);
+      } catch (e) {
+        throw new Error(`Trainer: checkpointFiles.tokenizer ${files.tokenizer} cannot be read (${(e as Error).message})`, { cause: e });
+      }
+      this.checkpointFiles = { extraFiles: { ...tokenizer, ...files.extraFiles } };
+    } else this.checkpointFiles = files;
     // two stages of one name would draw the same sample order and be told apart by nothing in logs or checkpoints
     stages.forEach((s, i) => {
       const j = stages.findIndex((x) => x.name === s.name);
@@ -958,7 +972,8 @@ export class Trainer {
         const differs = (key: string) => key !== 'data' && was !== undefined && key in was && (was[key] ?? null) !== is[key];
         // another precision is allowed with a warning: the checkpoint holds fp32 masters and AdamW state, so a bf16 GPU
         // run can go on in fp32 on the CPU (or the other way round); only the rounding of the steps from here differs
-        for (const key of PRECISION_KEYS.filter(differs))
+        // the residual stream is recorded under bf16 compute only: a compute dtype change says it all
+        for (const key of PRECISION_KEYS.filter((key) => differs(key) && !(key === 'residualDtype' && differs('dtype'))))
           process.stderr.write(`vwlmm: resume: stage '${names[i]}' had ${SETTING_LABELS[key]} ${was![key] ?? 'unset'} in the checkpoint's run, this run has ${is[key] ?? 'unset'}: continuing from the fp32 master weights and AdamW state, with the steps from here rounded as this run's precision rounds them (not bit for bit the run it would have been)\n`);
         const k = Object.keys(is).find((key) => !PRECISION_KEYS.includes(key) && differs(key));
         if (k) {
@@ -1367,8 +1382,8 @@ export class Trainer {
     };
     try {
       saveCheckpoint(dir, this.model, {
-        ...this.opts.checkpointFiles,
-        extraFiles: { ...this.opts.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify(trainerState, null, 2) },
+        ...this.checkpointFiles,
+        extraFiles: { ...this.checkpointFiles?.extraFiles, 'trainer_state.json': JSON.stringify(trainerState, null, 2) },
         extraTensors: { 'optimizer.safetensors': tensors, ...(extra.length ? { [STAGE_PARAMETERS]: stageTensors } : {}) },
       });
     } catch (e) {

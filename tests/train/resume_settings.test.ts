@@ -76,6 +76,26 @@ describe('a resume refuses changed inputs that change training', () => {
     expect(r.status, r.stderr).toBe(0);
   });
 
+  it('the image folder given another way (a symlink), with records that name their images by absolute path: the same samples', () => {
+    const records = JSON.parse(fs.readFileSync(fx.data, 'utf8')) as { image?: string }[];
+    const absolute = path.join(tmp(), 'absolute.json');
+    fs.writeFileSync(absolute, JSON.stringify(records.map((r) => (r.image ? { ...r, image: path.join(fx.imageFolder, r.image) } : r))));
+    const out = tmp();
+    const first = cli(...args(absolute, out));
+    expect(first.status, first.stderr).toBe(0);
+    const link = path.join(tmp(), 'images-link');
+    fs.symlinkSync(fx.imageFolder, link);
+    const a = args(absolute, out, '--resume');
+    a[a.indexOf('--image-folder') + 1] = link;
+    const r = cli(...a);
+    expect(r.status, r.stderr).toBe(0);
+    // before, the digest hashed each image's path relative to the folder: another folder, another digest
+    const b = args(absolute, out, '--resume');
+    b[b.indexOf('--image-folder') + 1] = path.join(fx.imageFolder, 'images');
+    const r2 = cli(...b);
+    expect(r2.status, r2.stderr).toBe(0);
+  });
+
   it('the compute dtype, the frozen weights\' dtype and the residual stream\'s: another one resumes, with a warning naming it', () => {
     // the checkpoint holds fp32 masters and AdamW state: a bf16 GPU run may go on in fp32 on the CPU, or the other way round
     const warned = (out: string, more: string[], message: RegExp) => {
