@@ -717,7 +717,9 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (!lead) return model.dispose();
     const { data, state } = result;
     await plotMetrics(path.join(o.out, 'metrics.jsonl'), path.join(o.out, 'loss_curve.png'), `vwlmm train ${path.basename(o.data)}`);
-    console.log(`trained ${state.globalStep} step${state.globalStep === 1 ? '' : 's'} on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${data.truncated} samples cut to the model max length, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
+    // a resume of a run that had already finished trains nothing: said so, not as "trained N steps in 0 s"
+    if (resume && resume.state.globalStep === state.globalStep) console.log(`the run in ${o.out} was already complete at global step ${state.globalStep}: nothing to train (its checkpoint ${path.join(o.out, 'checkpoint')} is unchanged)`);
+    else console.log(`trained ${state.globalStep} step${state.globalStep === 1 ? '' : 's'} on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${data.truncated} samples cut to the model max length, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
     for (const s of data.skipped.slice(0, 10)) console.log(`  skipped ${s.line !== undefined ? `${o.data}:${s.line}` : s.index !== undefined ? `${o.data}[${s.index}]` : `record ${s.id}`}: ${s.reason}`);
     if (data.skipped.length > 10) console.log(`  ... and ${data.skipped.length - 10} more: ${describeSkipped(data, o.data)}`);
     model.dispose();

@@ -110,15 +110,19 @@ describe('the --out lock of train and demo', () => {
     expect(partial.stderr).toContain(`${path.join(out, 'checkpoint')} is not a complete checkpoint (it has no config.json: a save that did not finish)`);
   }, 120_000);
 
-  it('--resume with --pif / --no-pif against the run\'s own vm_pif is refused; the same one is accepted', () => {
+  it('--resume with --pif / --no-pif against the run\'s own vm_pif is refused; the same one is accepted (a finished run: nothing to train, said so)', () => {
     const out = path.join(dir, 'pif');
     const first = cli(...train(out, '--steps', '1'));
     expect(first.status, first.stderr).toBe(0);
     const switched = cli(...train(out, '--steps', '1', '--resume', '--pif'));
     expect(switched.status).toBe(2);
     expect(switched.stderr).toContain(`vwlmm: --resume: the run trains without PIF (vm_pif false in ${path.join(out, 'checkpoint', 'config.json')}), and --pif would switch it mid-run: resume without it`);
+    const state = fs.readFileSync(path.join(out, 'checkpoint', 'model.safetensors'));
     const same = cli(...train(out, '--steps', '1', '--resume', '--no-pif'));
     expect(same.status, same.stderr).toBe(0);
+    // the run had finished: said so, not "trained 1 step in 0 s", and its checkpoint left as it was
+    expect(same.stdout).toContain(`the run in ${out} was already complete at global step 1: nothing to train (its checkpoint ${path.join(out, 'checkpoint')} is unchanged)`);
+    expect(fs.readFileSync(path.join(out, 'checkpoint', 'model.safetensors')).equals(state)).toBe(true);
   }, 60_000);
 
   it("demo: a live process's lock refuses the run before any work", () => {
