@@ -335,6 +335,11 @@ const SETTING_LABELS: Record<string, string> = {
   samples: "samples' digest (sha256 of the prepared samples' token ids, labels and image paths: the data file, or what it was prepared with, changed)",
 };
 
+/** How a resume names a stage setting that changed (its refusals and the precision warning begin so). */
+function settingChange(stage: string, key: string, was: string, now: string, dir?: string): string {
+  return `resume: stage '${stage}' had ${SETTING_LABELS[key] ?? key} ${was} in the checkpoint's run${dir ? ` (${dir})` : ''}, this run has ${now}`;
+}
+
 /**
  * The first data setting (Stage.dataSettings) of stage `name` whose value in the checkpoint's run (`st`) differs from
  * `now`'s, as resume's error; none when the checkpoint does not record them (written before they were recorded), nor
@@ -350,7 +355,7 @@ export function checkDataSettings(st: TrainerState, name: string, now: Readonly<
   const k = Object.keys(was).find((key) => (!opts.partial || key in now) && was[key] !== (now[key] ?? null));
   if (k === undefined) return;
   const show = (v: unknown) => (v === undefined || v === null ? 'unset' : typeof v === 'string' ? `'${v}'` : String(v));
-  throw new Error(`resume: stage '${name}' had ${SETTING_LABELS[k] ?? k} ${show(was[k])} in the checkpoint's run${opts.dir ? ` (${opts.dir})` : ''}, this run has ${show(now[k])} (the run would not continue exactly: resume with the same data and settings, or start a new run from the checkpoint's weights)`);
+  throw new Error(`${settingChange(name, k, show(was[k]), show(now[k]), opts.dir)} (the run would not continue exactly: resume with the same data and settings, or start a new run from the checkpoint's weights)`);
 }
 
 /**
@@ -693,10 +698,17 @@ export class Trainer {
     };
     const keep: string[] = [];
     const logged = new Set<string>();
+    // the records expected: from the log's latest start (a log_start record: begun anew, or another logEvery from there
+    // on) up to the checkpoint, at the steps its logEvery logs (the checkpoint's, else this run's)
+    let startAt = 0, every = state.logEvery ?? this.opts.logEvery ?? 1;
     const take = (l: string, r: Record<string, unknown>) => {
       if (r.type === 'summary' || !((r.globalStep as number) <= state.globalStep)) return;
       keep.push(l);
       if (r.type === 'train' || r.type === 'nonfinite') logged.add(`${String(r.stage)}\u0000${String(r.step)}`);
+      if (r.type === 'log_start' && (r.globalStep as number) >= startAt) {
+        startAt = r.globalStep as number;
+        if (typeof r.logEvery === 'number' && r.logEvery >= 1) every = r.logEvery;
+      }
     };
     lines.forEach((l, i) => {
       if (l.trim() === '') return;
@@ -707,16 +719,6 @@ export class Trainer {
     // a last line without its newline: a record a kill cut short is dropped, a whole one kept
     const r = last.trim() === '' ? null : parse(last);
     if (r) take(last, r);
-    // the records expected: from the log's latest start (a log_start record: begun anew, or another logEvery from there
-    // on) up to the checkpoint, at the steps its logEvery logs (the checkpoint's, else this run's)
-    let startAt = 0, every = state.logEvery ?? this.opts.logEvery ?? 1;
-    for (const l of keep) {
-      const m = parse(l)!;
-      if (m.type === 'log_start' && typeof m.globalStep === 'number' && m.globalStep >= startAt) {
-        startAt = m.globalStep;
-        if (typeof m.logEvery === 'number' && m.logEvery >= 1) every = m.logEvery;
-      }
-    }
     let missing: { stage: string; step: number } | null = null, count = 0, expected = 0, offset = 0;
     for (let i = 0; i <= state.stage && i < this.stages.length; offset += stageSteps(this.stages[i], this.world), i++) {
       const s = this.stages[i], total = stageSteps(s, this.world), done = i < state.stage ? total : Math.min(state.step, total);
@@ -974,13 +976,13 @@ export class Trainer {
         // run can go on in fp32 on the CPU (or the other way round); only the rounding of the steps from here differs
         // the residual stream is recorded under bf16 compute only: a compute dtype change says it all
         for (const key of PRECISION_KEYS.filter((key) => differs(key) && !(key === 'residualDtype' && differs('dtype'))))
-          process.stderr.write(`vwlmm: resume: stage '${names[i]}' had ${SETTING_LABELS[key]} ${was![key] ?? 'unset'} in the checkpoint's run, this run has ${is[key] ?? 'unset'}: continuing from the fp32 master weights and AdamW state, with the steps from here rounded as this run's precision rounds them (not bit for bit the run it would have been)\n`);
+          process.stderr.write(`vwlmm: ${settingChange(names[i], key, String(was![key] ?? 'unset'), String(is[key] ?? 'unset'))}: continuing from the fp32 master weights and AdamW state, with the steps from here rounded as this run's precision rounds them (not bit for bit the run it would have been)\n`);
         const k = Object.keys(is).find((key) => !PRECISION_KEYS.includes(key) && differs(key));
         if (k) {
           // each micro-batch's loss is a mean over its own samples' target tokens: another micro-batch size changes the
           // objective, while the same micro-batches over other ranks x accumulation give the same one
           const how = k === 'batchSize' ? `: keep batch size ${was![k]} and give ranks x grad accumulation the product the checkpoint's run had` : '';
-          throw new Error(`resume: stage '${names[i]}' had ${SETTING_LABELS[k] ?? k} ${was![k] ?? 'unset'} in the checkpoint's run, this run has ${is[k] ?? 'unset'} (the run would not continue exactly${how}: resume with the same settings, or start a new run from the checkpoint's weights)`);
+          throw new Error(`${settingChange(names[i], k, String(was![k] ?? 'unset'), String(is[k] ?? 'unset'))} (the run would not continue exactly${how}: resume with the same settings, or start a new run from the checkpoint's weights)`);
         }
         checkDataSettings(st, names[i], now[i].data!);
       }
