@@ -287,6 +287,207 @@ void run(const Gemm& g, Kernel kernel) {
   });
 }
 
+// ------------------------------------------------------------------------------------------ few rows
+// M <= kFewRows (decoding: x W^T with M = the batch's sequences, often 1). The packed path would copy all of op(B)
+// (the whole weight matrix) for one to four rows of C and run its 6-row micro-kernel mostly on padding: at M = 1 it
+// reached ~1.5 GFLOP/s. Here op(B) is read in place. Each group of 8 columns keeps its M x 8 sums in registers; a
+// transposed op(B) (stored [N, K], the weights of x W^T) is read as 8 rows x 8 k's and transposed in registers,
+// a plain one ([K, N]) a row segment per k.
+// Bit-identical to the packed path: every element is the same chain, per K block, of acc = a_k b_k + acc from 0
+// (fma in the AVX2 kernel, multiply then add in the portable one), and blocks reach C through the same write-out
+// (C = alpha acc, or alpha acc + beta C on the first block and alpha acc + C after). So a row of C has the same
+// bits whatever M is: one prompt decoded alone gets the logits it gets in a batch of prompts of its length.
+constexpr int64_t kFewRows = 4;
+
+// op(A)'s rows, contiguous along k (a transposed A is copied: M x K floats).
+struct FewRowsA {
+  const float* p;
+  int64_t ld;
+};
+thread_local Scratch tl_arows;
+FewRowsA few_rows_a(const Gemm& g) {
+  if (!g.ta) return {g.A, g.lda};
+  float* a = tl_arows.get(static_cast<size_t>(g.M * g.K));
+  for (int64_t k = 0; k < g.K; ++k)
+    for (int64_t m = 0; m < g.M; ++m) a[m * g.K + k] = g.A[k * g.lda + m];
+  return {a, g.K};
+}
+
+// Portable: the arithmetic of kernel_generic, one column at a time.
+template <int M>
+void few_rows_generic(const Gemm& g, FewRowsA a, int64_t kb, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n) {
+    float out[M] = {};
+    for (int64_t pc = 0; pc < g.K; pc += kb) {
+      const int64_t kc = std::min(kb, g.K - pc);
+      float acc[M] = {};
+      for (int64_t k = pc; k < pc + kc; ++k) {
+        const float b = g.tb ? g.B[n * g.ldb + k] : g.B[k * g.ldb + n];
+        for (int m = 0; m < M; ++m) acc[m] += a.p[m * a.ld + k] * b;
+      }
+      for (int m = 0; m < M; ++m) {
+        if (pc > 0) out[m] = g.alpha * acc[m] + 1.f * out[m];
+        else out[m] = g.beta == 0.f ? g.alpha * acc[m] : g.alpha * acc[m] + g.beta * g.C[m * g.ldc + n];
+      }
+    }
+    for (int m = 0; m < M; ++m) g.C[m * g.ldc + n] = out[m];
+  }
+}
+
+#ifdef VW_GEMM_AVX2
+// The write-out of kernel_avx2 for one K block: out = alpha acc (+ beta C on the first block, + out after).
+VW_TARGET_AVX2 inline __m256 few_rows_combine(bool first, float alpha, float beta, __m256 acc, __m256 out, const float* c,
+                                              int nr) {
+  const __m256 va = _mm256_set1_ps(alpha);
+  if (!first) return _mm256_fmadd_ps(va, acc, out);
+  if (beta == 0.f) return _mm256_mul_ps(va, acc);
+  alignas(32) float cv[8] = {};
+  for (int j = 0; j < nr; ++j) cv[j] = c[j];
+  return _mm256_fmadd_ps(va, acc, _mm256_mul_ps(_mm256_set1_ps(beta), _mm256_load_ps(cv)));
+}
+
+VW_TARGET_AVX2 inline void few_rows_store(float* c, __m256 v, int nr) {
+  if (nr == 8) return _mm256_storeu_ps(c, v);
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  for (int j = 0; j < nr; ++j) c[j] = t[j];
+}
+
+// op(B) transposed: G groups of 8 columns at a time (independent FMA chains hide the FMA latency). Rows past N
+// repeat the group's first row; their lanes are computed and dropped.
+template <int M, int G>
+VW_TARGET_AVX2 void few_rows_tb_avx2(const Gemm& g, FewRowsA a, int64_t kb, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; n += 8 * G) {
+    const float* rows[G][8];
+    int nr[G];
+    for (int h = 0; h < G; ++h) {
+      const int64_t c0 = std::min(n + 8 * h, n1 - 1);
+      nr[h] = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(8, n1 - (n + 8 * h))));
+      for (int j = 0; j < 8; ++j) rows[h][j] = g.B + (j < nr[h] ? c0 + j : c0) * g.ldb;
+    }
+    __m256 out[M][G];
+    for (int m = 0; m < M; ++m)
+      for (int h = 0; h < G; ++h) out[m][h] = _mm256_setzero_ps();  // set by the first K block (K > 0)
+    for (int64_t pc = 0; pc < g.K; pc += kb) {
+      const int64_t kc = std::min(kb, g.K - pc);
+      __m256 acc[M][G];
+      for (int m = 0; m < M; ++m)
+        for (int h = 0; h < G; ++h) acc[m][h] = _mm256_setzero_ps();
+      int64_t k = pc;
+      for (; k + 8 <= pc + kc; k += 8) {
+#pragma GCC unroll 2
+        for (int h = 0; h < G; ++h) {
+          // 8 x 8 transpose: t[i] lane j = op(B)[k + i, column j] = rows[h][j][k + i]
+          __m256 r[8], t[8];
+          for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(rows[h][j] + k);
+          for (int j = 0; j < 8; j += 2) {
+            t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+            t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+          }
+          for (int j = 0; j < 8; j += 4) {
+            r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
+            r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
+            r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+            r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
+          }
+          for (int j = 0; j < 4; ++j) {
+            t[j] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x20);
+            t[j + 4] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x31);
+          }
+#pragma GCC unroll 8
+          for (int i = 0; i < 8; ++i)
+            for (int m = 0; m < M; ++m)
+              acc[m][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(a.p + m * a.ld + k + i), t[i], acc[m][h]);
+        }
+      }
+      for (; k < pc + kc; ++k)
+        for (int h = 0; h < G; ++h) {
+          const __m256 b = _mm256_setr_ps(rows[h][0][k], rows[h][1][k], rows[h][2][k], rows[h][3][k], rows[h][4][k],
+                                          rows[h][5][k], rows[h][6][k], rows[h][7][k]);
+          for (int m = 0; m < M; ++m) acc[m][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(a.p + m * a.ld + k), b, acc[m][h]);
+        }
+      for (int m = 0; m < M; ++m)
+        for (int h = 0; h < G; ++h)
+          if (nr[h] > 0)
+            out[m][h] = few_rows_combine(pc == 0, g.alpha, g.beta, acc[m][h], out[m][h], g.C + m * g.ldc + n + 8 * h, nr[h]);
+    }
+    for (int m = 0; m < M; ++m)
+      for (int h = 0; h < G; ++h)
+        if (nr[h] > 0) few_rows_store(g.C + m * g.ldc + n + 8 * h, out[m][h], nr[h]);
+  }
+}
+
+// op(B) plain: a row segment of G x 8 columns per k (masked past N).
+template <int M, int G>
+VW_TARGET_AVX2 void few_rows_nb_avx2(const Gemm& g, FewRowsA a, int64_t kb, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; n += 8 * G) {
+    __m256i mask[G];
+    int nr[G];
+    for (int h = 0; h < G; ++h) {
+      nr[h] = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(8, n1 - (n + 8 * h))));
+      alignas(32) int32_t mk[8];
+      for (int j = 0; j < 8; ++j) mk[j] = j < nr[h] ? -1 : 0;
+      mask[h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(mk));
+    }
+    __m256 out[M][G];
+    for (int m = 0; m < M; ++m)
+      for (int h = 0; h < G; ++h) out[m][h] = _mm256_setzero_ps();  // set by the first K block (K > 0)
+    for (int64_t pc = 0; pc < g.K; pc += kb) {
+      const int64_t kc = std::min(kb, g.K - pc);
+      __m256 acc[M][G];
+      for (int m = 0; m < M; ++m)
+        for (int h = 0; h < G; ++h) acc[m][h] = _mm256_setzero_ps();
+      for (int64_t k = pc; k < pc + kc; ++k) {
+        const float* brow = g.B + k * g.ldb + n;
+        for (int h = 0; h < G; ++h) {
+          if (nr[h] == 0) continue;
+          const __m256 b = nr[h] == 8 ? _mm256_loadu_ps(brow + 8 * h) : _mm256_maskload_ps(brow + 8 * h, mask[h]);
+          for (int m = 0; m < M; ++m) acc[m][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(a.p + m * a.ld + k), b, acc[m][h]);
+        }
+      }
+      for (int m = 0; m < M; ++m)
+        for (int h = 0; h < G; ++h)
+          if (nr[h] > 0)
+            out[m][h] = few_rows_combine(pc == 0, g.alpha, g.beta, acc[m][h], out[m][h], g.C + m * g.ldc + n + 8 * h, nr[h]);
+    }
+    for (int m = 0; m < M; ++m)
+      for (int h = 0; h < G; ++h)
+        if (nr[h] > 0) few_rows_store(g.C + m * g.ldc + n + 8 * h, out[m][h], nr[h]);
+  }
+}
+#endif
+
+// Columns [n0, n1) of the M (<= kFewRows) rows of C.
+template <int M>
+void few_rows_cols(const Gemm& g, FewRowsA a, int64_t kb, int64_t n0, int64_t n1) {
+#ifdef VW_GEMM_AVX2
+  if (vw_use_avx2()) {
+    if (g.tb) return M <= 2 ? few_rows_tb_avx2<M, 2>(g, a, kb, n0, n1) : few_rows_tb_avx2<M, 1>(g, a, kb, n0, n1);
+    return few_rows_nb_avx2<M, 2>(g, a, kb, n0, n1);
+  }
+#endif
+  few_rows_generic<M>(g, a, kb, n0, n1);
+}
+
+// Threads split the columns in 16-column steps, each thread reading at least kFewRowsMinElems elements of op(B).
+constexpr int64_t kFewRowsMinElems = 1 << 17;
+
+void few_rows(const Gemm& g) {
+  const FewRowsA a = few_rows_a(g);
+  const int64_t kblocks = cdiv(g.K, kKC), kb = cdiv(g.K, kblocks);  // as run_tile's (the summation order)
+  const int64_t steps = cdiv(g.N, 16);
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), g.N * g.K / kFewRowsMinElems));
+  parallel_for(steps, cdiv(steps, parts), [&](int64_t s0, int64_t s1) {
+    const int64_t n0 = s0 * 16, n1 = std::min(g.N, s1 * 16);
+    switch (g.M) {
+      case 1: return few_rows_cols<1>(g, a, kb, n0, n1);
+      case 2: return few_rows_cols<2>(g, a, kb, n0, n1);
+      case 3: return few_rows_cols<3>(g, a, kb, n0, n1);
+      default: return few_rows_cols<4>(g, a, kb, n0, n1);
+    }
+  });
+}
+
 }  // namespace
 
 void sgemm_builtin(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
@@ -306,6 +507,7 @@ void sgemm_builtin(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
     return;
   }
   const Gemm g{trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc};
+  if (M <= kFewRows) return few_rows(g);
 #ifdef VW_GEMM_AVX2
   if (vw_use_avx2()) return run<6, 16>(g, kernel_avx2);
 #endif

@@ -331,6 +331,44 @@ describe('built-in GEMM: determinism and the portable micro-kernel', () => {
     cases.forEach(({ c }, i) => expect(sameBits(gen1.out[i], gen.out[i]), `generic, 1 thread: ${tag(c)}`).toBe(true));
   }, 240_000);
 
+  // M <= 4 runs the few-rows path (op(B) read in place), larger M the packed one: a row of C must have the same bits
+  // either way (batch invariance of decoding), for both micro-kernels, around the K blocks, the column tails, strided
+  // operands and a column split over threads.
+  it('rows of C have the same bits whatever M: the few-rows path (M <= 4) against the packed one, AVX2 and portable', () => {
+    const shapes: Omit<Case, 'ta' | 'tb' | 'M'>[] = [
+      { N: 37, K: 600 }, { N: 8, K: 8, alpha: -0.5, beta: 0.5 }, { N: 17, K: 257, beta: 1, lda: 260, ldb: 259, ldc: 19 },
+      { N: 4100, K: 70, alpha: 1.5 }, { N: 1, K: 1, beta: -2 }, { N: 23, K: 5, alpha: 0.75, beta: 0.25 },
+    ];
+    const pairs: { big: { c: Case; inp: Inputs }; small: { c: Case; inp: Inputs; r0: number }[] }[] = [];
+    for (const [ta, tb] of TRANS)
+      for (const s of shapes) {
+        const c: Case = { ta, tb, M: 11, ...s, lda: s.lda === undefined ? undefined : ta ? 13 : s.lda };
+        const inp = makeInputs(c, rngFor(`few rows ${tag(c)}`));
+        const small = [1, 2, 3, 4].map((M, i) => {
+          const r0 = [0, 3, 5, 7][i];
+          const sub: Inputs = {
+            ...inp, A: ta ? inp.A.slice(r0) : inp.A.slice(r0 * inp.lda), C: inp.C.slice(r0 * inp.ldc, (r0 + M) * inp.ldc),
+          };
+          return { c: { ...c, M }, inp: sub, r0 };
+        });
+        pairs.push({ big: { c, inp }, small });
+      }
+    const rowsOf = (C: Float32Array, r0: number, M: number, ldc: number) => C.slice(r0 * ldc, (r0 + M) * ldc);
+    for (const { big, small } of pairs) {
+      const whole = runGemm(big.c, big.inp);
+      for (const s of small) expect(sameBits(runGemm(s.c, s.inp), rowsOf(whole, s.r0, s.c.M, big.inp.ldc)), `M ${s.c.M} at row ${s.r0} of ${tag(big.c)}`).toBe(true);
+    }
+    const flat = pairs.flatMap(({ big, small }) => [big, ...small]);
+    const gen = runChild(flat, { VWLMM_SIMD: 'generic' });
+    expect(gen.simd).toBe('generic');
+    let i = 0;
+    for (const { big, small } of pairs) {
+      const whole = gen.out[i++];
+      expect(check(big.c, big.inp, whole), `generic: ${tag(big.c)}`).toBeLessThanOrEqual(1);
+      for (const s of small) expect(sameBits(gen.out[i++], rowsOf(whole, s.r0, s.c.M, big.inp.ldc)), `generic: M ${s.c.M} at row ${s.r0} of ${tag(big.c)}`).toBe(true);
+    }
+  }, 240_000);
+
   it('without OpenBLAS (or with it set aside), sgemm is the built-in GEMM (same bits)', () => {
     const c: Case = { ta: false, tb: true, M: 50, N: 70, K: 90, beta: 0.5 };
     const inp = makeInputs(c, rngFor('in-use'));
