@@ -136,6 +136,10 @@ export function cpu(): Addon {
   const gemm = process.env.VWLMM_GEMM;
   if (gemm !== undefined && gemm !== '' && gemm !== 'openblas' && gemm !== 'builtin')
     throw new RangeError(`vwlmm: VWLMM_GEMM must be 'openblas' or 'builtin' (or unset: OpenBLAS where the build has it, unless its kernels for this CPU lack AVX2+FMA), got '${gemm}'`);
+  // VWLMM_SIMD caps the CPU kernels' instruction set (read natively at the first op; native/cpu/isa.h, vec.cpp).
+  const simd = process.env.VWLMM_SIMD;
+  if (simd !== undefined && simd !== '' && simd !== 'generic' && simd !== 'avx2')
+    throw new RangeError(`vwlmm: VWLMM_SIMD must be 'generic' (the portable kernels) or 'avx2' (no AVX-512), or unset (the best this CPU has), got '${simd}'`);
   // VWLMM_SPIN_US: how long the CPU thread pool spins between jobs before sleeping (read natively at the first op).
   const spin = process.env.VWLMM_SPIN_US;
   if (spin !== undefined && spin !== '' && !/^\d{1,7}$/.test(spin))

@@ -106,7 +106,7 @@ describe('VWLMM_GEMM', () => {
   };
   it.skipIf(!linked)('unset: OpenBLAS, unless its kernels lack the AVX2+FMA the built-in GEMM uses on this CPU; openblas keeps them', () => {
     const weak = withCore('Prescott', {});
-    if (avx2) expect(weak).toMatch(/^builtin \(AVX2\+FMA: the linked OpenBLAS chose its Prescott kernels on this CPU; VWLMM_GEMM=openblas keeps them; linked: openblas /);
+    if (avx2) expect(weak).toMatch(/^builtin \((avx512f 12x32|avx2\+fma 6x16): the linked OpenBLAS chose its Prescott kernels on this CPU; VWLMM_GEMM=openblas keeps them; linked: openblas /);
     else expect(weak).toMatch(/^openblas .*Prescott/);
     expect(withCore('Prescott', { VWLMM_GEMM: 'openblas' })).toMatch(/^openblas .*Prescott/);
     expect(withCore('Prescott', { VWLMM_SIMD: 'generic' })).toMatch(/^openblas .*Prescott/); // no AVX2 kernel to gain
@@ -116,6 +116,30 @@ describe('VWLMM_GEMM', () => {
     const r = run('mkl');
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/VWLMM_GEMM must be 'openblas' or 'builtin'.*got 'mkl'/);
+  });
+});
+
+describe('VWLMM_SIMD', () => {
+  const run = (value: string) => runSnippet(
+    "const v=require('./src');const a=v.Tensor.fromArray(new Float32Array([1,2,3,4,5,6]),[2,3]);" +
+      "const b=v.Tensor.fromArray(new Float32Array([1,0,2,1,0,3]),[3,2]);" +
+      "console.log(JSON.stringify({gemm:v.backendInfo().cpu.gemm,simd:v.backendInfo().cpu.simd,c:Array.from(v.F.matmul(a,b).toArray())}))",
+    { VWLMM_SIMD: value, VWLMM_GEMM: 'builtin' });
+  const avx2 = /avx2/.test(String(backendInfo().cpu.simd));
+  it('generic and avx2 cap the built-in GEMM\'s micro-kernel (and it computes the product)', () => {
+    for (const [value, kernel, simd] of [['generic', /^builtin \(portable \dx8[;)]/, 'generic'], ['avx2', avx2 ? /^builtin \(avx2\+fma 6x16[;)]/ : /^builtin \(portable \dx8[;)]/, avx2 ? 'avx2+fma' : 'generic']] as const) {
+      const r = run(value);
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+      expect(out.gemm).toMatch(kernel);
+      expect(out.simd).toBe(simd);
+      expect(out.c).toEqual([5, 11, 14, 23]);
+    }
+  });
+  it('an unknown value is an error that names the variable and the choices', () => {
+    const r = run('avx512');
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/VWLMM_SIMD must be 'generic' .* or 'avx2' .*got 'avx512'/);
   });
 });
 

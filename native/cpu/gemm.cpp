@@ -100,10 +100,10 @@ const char* gemm_backend_name() {
   static std::string name = [] {
     const std::string linked = std::string("openblas ") + openblas_get_config();
     switch (gemm_choice()) {
-      case GemmChoice::Builtin: return "builtin (VWLMM_GEMM=builtin; linked: " + linked + ")";
+      case GemmChoice::Builtin: return std::string("builtin (") + gemm_builtin_kernel() + "; VWLMM_GEMM=builtin; linked: " + linked + ")";
       case GemmChoice::BuiltinOverWeakOpenBlas:
-        return "builtin (AVX2+FMA: the linked OpenBLAS chose its " + std::string(openblas_get_corename()) +
-               " kernels on this CPU; VWLMM_GEMM=openblas keeps them; linked: " + linked + ")";
+        return std::string("builtin (") + gemm_builtin_kernel() + ": the linked OpenBLAS chose its " +
+               openblas_get_corename() + " kernels on this CPU; VWLMM_GEMM=openblas keeps them; linked: " + linked + ")";
       default: return linked;
     }
   }();
@@ -117,7 +117,10 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
   sgemm_builtin(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-const char* gemm_backend_name() { return "builtin"; }
+const char* gemm_backend_name() {
+  static const std::string name = std::string("builtin (") + gemm_builtin_kernel() + ")";
+  return name.c_str();
+}
 
 #endif
 

@@ -28,7 +28,10 @@ struct GemmGrid {
 // nc-column panel of its columns, and its columns of B).
 GemmGrid gemm_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t nr, int64_t nc, double pack_cost);
 
-// "openblas <version/config>" or "builtin".
+// "openblas <version/config>" or "builtin (<micro-kernel>...)".
 const char* gemm_backend_name();
+
+// The built-in GEMM's micro-kernel on this CPU: "avx512f 12x32", "avx2+fma 6x16" or "portable 4x8" (8x8 on AArch64).
+const char* gemm_builtin_kernel();
 
 }  // namespace vw::cpu

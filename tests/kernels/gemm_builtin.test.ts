@@ -1,5 +1,5 @@
-// The built-in GEMM (native/cpu/gemm_builtin.cpp: packed, cache-blocked, AVX2+FMA or portable micro-kernel),
-// reached through sgemm(..., { builtin: true }) in every build, checked against a float64 reference on fresh
+// The built-in GEMM (native/cpu/gemm_builtin.cpp: packed, cache-blocked, AVX-512F, AVX2+FMA or portable
+// micro-kernel, and a few-rows path for M <= 4), reached through sgemm(..., { builtin: true }) in every build, checked against a float64 reference on fresh
 // random inputs. Each element must meet the rigorous rounding-error bound of a float32 dot product in any
 // summation order, |err_ij| <= 2 (K + 2) u (|alpha| sum_k |a_ik b_kj| + |beta c_ij|), u = 2^-24: K roundings of
 // the K-sum (gamma_K <= 2 K u), plus the alpha scaling and the beta update (the +2). As that bound grows with K
@@ -201,17 +201,17 @@ const out = input.cases.map((c) => {
   bufs.forEach((b) => b.dispose());
   return Buffer.from(r.buffer).toString('base64');
 });
-process.stdout.write(JSON.stringify({ simd: backendInfo().cpu.simd, threads: backendInfo().cpu.threads, out }));
+process.stdout.write(JSON.stringify({ simd: backendInfo().cpu.simd, gemm: backendInfo().cpu.gemm, threads: backendInfo().cpu.threads, out }));
 `;
 
-function runChild(cases: { c: Case; inp: Inputs }[], env: Record<string, string>): { simd: string; threads: number; out: Float32Array[] } {
+function runChild(cases: { c: Case; inp: Inputs }[], env: Record<string, string>): { simd: string; gemm: string; threads: number; out: Float32Array[] } {
   const payload = cases.map(({ c, inp }) => ({ ...c, lda: inp.lda, ldb: inp.ldb, ldc: inp.ldc, A: b64(inp.A), B: b64(inp.B), C: b64(inp.C) }));
   const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', childScript], {
     input: JSON.stringify({ cases: payload }), env: { ...process.env, ...env }, encoding: 'utf8', timeout: 120_000, maxBuffer: 1 << 28,
   });
   expect(r.status, r.stderr).toBe(0);
   const got = JSON.parse(r.stdout);
-  return { simd: got.simd, threads: got.threads, out: got.out.map(unb64) };
+  return { simd: got.simd, gemm: got.gemm, threads: got.threads, out: got.out.map(unb64) };
 }
 
 describe('built-in GEMM against the float64 reference', () => {
@@ -316,13 +316,20 @@ describe('built-in GEMM: determinism and the portable micro-kernel', () => {
     }
   });
 
-  it('one thread gives the same bits as all threads; the portable kernel (VWLMM_SIMD=generic) meets the bound, on any thread count', () => {
+  it('one thread gives the same bits as all threads, the AVX-512 kernel as the AVX2 one; the portable kernel (VWLMM_SIMD=generic) meets the bound, on any thread count', () => {
     const cases = [...threaded, ...oddCases().filter((_, i) => i % 4 === 1), ...blockingCases().filter((_, i) => i % 3 === 0)]
       .map((c) => ({ c, inp: makeInputs(c, rngFor(`child ${tag(c)}`)) }));
     const here = cases.map(({ c, inp }) => runGemm(c, inp));
     const one = runChild(cases, { VWLMM_NUM_THREADS: '1' });
     expect(one.threads).toBe(1);
     cases.forEach(({ c }, i) => expect(sameBits(one.out[i], here[i]), `1 thread vs ${backendInfo().cpu.threads}: ${tag(c)}`).toBe(true));
+
+    // the AVX-512 kernel (where the CPU has it) runs the AVX2 kernel's fma chains: the same bits
+    const avx2 = runChild(cases, { VWLMM_SIMD: 'avx2' });
+    if (/avx2/.test(backendInfo().cpu.simd)) {
+      expect(avx2.gemm).toMatch(/avx2\+fma 6x16/);
+      cases.forEach(({ c }, i) => expect(sameBits(avx2.out[i], here[i]), `${backendInfo().cpu.gemm.split(/[:;)]/)[0]} vs VWLMM_SIMD=avx2: ${tag(c)}`).toBe(true));
+    }
 
     const gen = runChild(cases, { VWLMM_SIMD: 'generic' });
     expect(gen.simd).toBe('generic');
