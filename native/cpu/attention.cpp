@@ -43,6 +43,7 @@
 #include "../core/attention_args.h"
 #include "../core/error_flags.h"
 #include "float32_view.h"
+#include "isa.h"
 #include "ops_cpu.h"
 #include "parallel.h"
 #include "vec.h"
@@ -61,6 +62,7 @@ int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 // vectors, written with GCC vector types so one source serves both builds: 8-float vectors (6 x 16
 // tiles: 12 of AVX2's 16 registers hold accumulators) and 4-float ones for baseline SSE (4 x 8 tiles).
 // Vectors never cross a function boundary (no ABI concerns); acc += a * b, nothing reassociated.
+typedef float v16f __attribute__((vector_size(64)));
 typedef float v8f __attribute__((vector_size(32)));
 typedef float v4f __attribute__((vector_size(16)));
 
@@ -101,7 +103,9 @@ __attribute__((always_inline)) inline void gemm_strip(int64_t N, int64_t K, floa
   constexpr int W = NV * sizeof(V) / sizeof(float), NP = kPad * sizeof(float) / sizeof(V);
   int64_t j = 0;
   for (; j + W <= N; j += W) gemm_tile<V, MR, NV>(K, alpha, A, rsa, csa, B + j, ldb, accumulate, C + j, ldc);
-  if constexpr (NP < NV)
+  if constexpr (NP == 0)  // vectors wider than kPad (AVX-512's 16 floats): 8-float tiles for the rest
+    for (; j < N; j += kPad) gemm_tile<v8f, MR, 1>(K, alpha, A, rsa, csa, B + j, ldb, accumulate, C + j, ldc);
+  else if constexpr (NP < NV)
     for (; j < N; j += kPad) gemm_tile<V, MR, NP>(K, alpha, A, rsa, csa, B + j, ldb, accumulate, C + j, ldc);
 }
 
@@ -116,6 +120,12 @@ __attribute__((always_inline)) inline void gemm_body(int64_t M, int64_t N, int64
   const float* Ar = A + i * rsa;
   float* Cr = C + i * ldc;
   switch (M - i) {
+    case 11: gemm_strip<V, (11 < MR ? 11 : 1), NV>(N, K, alpha, Ar, rsa, csa, B, ldb, accumulate, Cr, ldc); break;
+    case 10: gemm_strip<V, (10 < MR ? 10 : 1), NV>(N, K, alpha, Ar, rsa, csa, B, ldb, accumulate, Cr, ldc); break;
+    case 9: gemm_strip<V, (9 < MR ? 9 : 1), NV>(N, K, alpha, Ar, rsa, csa, B, ldb, accumulate, Cr, ldc); break;
+    case 8: gemm_strip<V, (8 < MR ? 8 : 1), NV>(N, K, alpha, Ar, rsa, csa, B, ldb, accumulate, Cr, ldc); break;
+    case 7: gemm_strip<V, (7 < MR ? 7 : 1), NV>(N, K, alpha, Ar, rsa, csa, B, ldb, accumulate, Cr, ldc); break;
+    case 6: gemm_strip<V, (6 < MR ? 6 : 1), NV>(N, K, alpha, Ar, rsa, csa, B, ldb, accumulate, Cr, ldc); break;
     case 5: gemm_strip<V, (5 < MR ? 5 : 1), NV>(N, K, alpha, Ar, rsa, csa, B, ldb, accumulate, Cr, ldc); break;
     case 4: gemm_strip<V, (4 < MR ? 4 : 1), NV>(N, K, alpha, Ar, rsa, csa, B, ldb, accumulate, Cr, ldc); break;
     case 3: gemm_strip<V, (3 < MR ? 3 : 1), NV>(N, K, alpha, Ar, rsa, csa, B, ldb, accumulate, Cr, ldc); break;
@@ -134,6 +144,13 @@ void gemm_generic(int64_t M, int64_t N, int64_t K, float alpha, const float* A, 
 }
 
 #ifdef VWLMM_HAVE_AVX2_BUILD
+// AVX-512F: 12 x 32 tiles (24 of its 32 registers accumulate). Each element is the same chain of fused multiply-adds
+// as in gemm_avx2, so the two give the same bits (tests/engine/attention.test.ts).
+__attribute__((target("avx512f,avx2,fma"))) void gemm_avx512(int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                                                             int64_t rsa, int64_t csa, const float* B, int64_t ldb,
+                                                             bool accumulate, float* C, int64_t ldc) {
+  gemm_body<v16f, 12, 2>(M, N, K, alpha, A, rsa, csa, B, ldb, accumulate, C, ldc);
+}
 __attribute__((target("avx2,fma"))) void gemm_avx2(int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                                                    int64_t rsa, int64_t csa, const float* B, int64_t ldb,
                                                    bool accumulate, float* C, int64_t ldc) {
@@ -144,7 +161,7 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(int64_t M, int64_t N, int64_t
 // Follows vec.h's choice (so VWLMM_SIMD=generic also selects the baseline GEMM).
 GemmFn gemm_impl() {
 #ifdef VWLMM_HAVE_AVX2_BUILD
-  if (std::strcmp(vec_isa_name(), "avx2+fma") == 0) return gemm_avx2;
+  if (std::strcmp(vec_isa_name(), "avx2+fma") == 0) return vw_use_avx512() ? gemm_avx512 : gemm_avx2;
 #endif
   return gemm_generic;
 }

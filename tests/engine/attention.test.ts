@@ -2,6 +2,8 @@
 // reference in tests/support/attention_reference.ts: odd sizes, MHA / GQA / MQA, causal (Tq = Tk, a KV
 // cache Tq < Tk, and Tq > Tk), key padding (including rows that see no key at all), large scores,
 // empty tensors, finite differences of sum(O * R), determinism and argument errors.
+import { spawnSync } from 'child_process';
+import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { scope, Tensor } from '../../src';
 import { callOp } from '../../src/call_op';
@@ -189,6 +191,48 @@ describe(`attention (seed ${runSeed})`, () => {
         expect(Buffer.from(x.buffer).equals(Buffer.from(y.buffer))).toBe(true);
     }
   });
+
+  // On a CPU with AVX-512 the products run in 16-float vectors, elsewhere (and with VWLMM_SIMD=avx2) in 8-float ones:
+  // every element is the same chain of fused multiply-adds, so a child capped at AVX2 must give the same bits.
+  it('VWLMM_SIMD=avx2 (a child process) gives the same bits as this process\'s build, forward and backward', () => {
+    const picked = cases.filter((x) => /MQA|one \(b, kv head\) task|all-padding batch row|KV cache/.test(x.name));
+    expect(picked.length).toBeGreaterThan(2);
+    const runs = picked.map((c) => {
+      const d = dimsOf(c);
+      const { q, k, v, R, mask } = inputs(c);
+      const f = forward(d, q, k, v, mask);
+      const g = backward(d, R, q, k, v, f.o, f.lse, mask);
+      return { d, q, k, v, R, mask, here: [f.o, f.lse, g.dq, g.dk, g.dv] };
+    });
+    const b64 = (x: Float32Array | Int32Array | null) => (x ? Buffer.from(x.buffer, x.byteOffset, x.byteLength).toString('base64') : null);
+    const child = `
+const { scope, Tensor } = require(${JSON.stringify(path.join(__dirname, '../../src'))});
+const { callOp } = require(${JSON.stringify(path.join(__dirname, '../../src/call_op'))});
+const f32 = (s) => { const b = Buffer.from(s, 'base64'); return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)); };
+const i32 = (s) => { const b = Buffer.from(s, 'base64'); return new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)); };
+const out = JSON.parse(require('fs').readFileSync(0, 'utf8')).map((r) => scope(() => {
+  const d = r.d, ints = [d.B, d.Tq, d.Tk, d.Hq, d.Hkv, d.Dh, d.causal ? 1 : 0, r.mask ? 1 : 0];
+  const qs = [d.B, d.Tq, d.Hq, d.Dh], ks = [d.B, d.Tk, d.Hkv, d.Dh];
+  const Q = Tensor.fromArray(f32(r.q), qs), K = Tensor.fromArray(f32(r.k), ks), V = Tensor.fromArray(f32(r.v), ks);
+  const M = r.mask ? Tensor.fromArray(i32(r.mask), [d.B, d.Tk]) : null;
+  const O = Tensor.zeros(qs), L = Tensor.zeros([d.B, d.Hq, d.Tq]);
+  callOp('attention_forward', 'cpu', [Q, K, V, M], [O, L], ints, [d.scale]);
+  const dQ = Tensor.zeros(qs), dK = Tensor.zeros(ks), dV = Tensor.zeros(ks);
+  callOp('attention_backward', 'cpu', [Tensor.fromArray(f32(r.R), qs), Q, K, V, O, L, M], [dQ, dK, dV], ints, [d.scale]);
+  return [O, L, dQ, dK, dV].map((t) => Buffer.from(t.toArray().buffer).toString('base64'));
+}));
+process.stdout.write(JSON.stringify(out));`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', child], {
+      input: JSON.stringify(runs.map((x) => ({ d: x.d, q: b64(x.q), k: b64(x.k), v: b64(x.v), R: b64(x.R), mask: b64(x.mask) }))),
+      env: { ...process.env, VWLMM_SIMD: 'avx2' }, encoding: 'utf8', timeout: 120_000, maxBuffer: 1 << 26,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const got = JSON.parse(r.stdout) as string[][];
+    runs.forEach((x, i) => ['O', 'lse', 'dQ', 'dK', 'dV'].forEach((name, j) => {
+      const mine = x.here[j];
+      expect(Buffer.from(got[i][j], 'base64').equals(Buffer.from(mine.buffer, mine.byteOffset, mine.byteLength)), `${picked[i].name}: ${name}`).toBe(true);
+    }));
+  }, 120_000);
 
   describe('argument errors name the problem', () => {
     const d: AttnDims = { B: 2, Tq: 3, Tk: 4, Hq: 4, Hkv: 2, Dh: 8, causal: true, scale: 0.35 };

@@ -56,6 +56,29 @@ describe(`engine rope (seed ${runSeed})`, () => {
     });
   });
 
+  // The last few cos/sin tables are kept (a decoder's layers rotate at the same positions): a call must get its own
+  // table whatever ran before it. Seven settings differing in one key each (theta, Dh, positions, T, direction), run
+  // round robin twice (hits, and evictions: more settings than tables kept), each against the reference.
+  it('kept cos/sin tables: every call gets the table of its own theta, Dh, positions, length and direction', () => {
+    const H = 2, B = 1;
+    const settings = [
+      { T: 9, Dh: 8, pos: 0, theta: 10_000, inverse: 0 }, { T: 9, Dh: 8, pos: 0, theta: 10_000, inverse: 1 },
+      { T: 9, Dh: 8, pos: 1, theta: 10_000, inverse: 0 }, { T: 9, Dh: 8, pos: 0, theta: 1_000_000, inverse: 0 },
+      { T: 9, Dh: 6, pos: 0, theta: 10_000, inverse: 0 }, { T: 8, Dh: 8, pos: 0, theta: 10_000, inverse: 0 },
+      { T: 1, Dh: 8, pos: 9, theta: 10_000, inverse: 0 },
+    ];
+    const rng = rngFor('rope:tables');
+    scope(() => {
+      for (let round = 0; round < 2; round++)
+        for (const st of settings) {
+          const n = B * st.T * H * st.Dh, x = rng.normals(n);
+          const [y] = run('rope', [f32(x)], [poisoned(n)], [B, st.T, H, st.Dh, st.pos, st.inverse], [st.theta]);
+          const ref = st.inverse ? ropeVjpRef(x, B, st.T, H, st.Dh, st.pos, st.theta) : ropeRef(x, B, st.T, H, st.Dh, st.pos, st.theta);
+          expectErr(`round ${round} ${JSON.stringify(st)}`, relErr(y, ref), TOL);
+        }
+    });
+  });
+
   it('argument errors name the problem', () => {
     scope(() => {
       const x = f32(new Float32Array(24));
