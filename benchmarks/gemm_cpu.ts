@@ -7,7 +7,8 @@
 //   - the demo (src/demo/recipe.ts): vision tower d 64, FFN 256, 32 images x 26 tokens = 832 rows, patch
 //     embedding 675 -> 64 on 800 patches; LLM d 64, FFN 128, vocab 72, 32 sequences x ~91 tokens = 2912
 //     rows; each linear layer's forward (x W^T, NT), dX (dY W, NN) and dW (dY^T x, TN);
-//   - decoder: the engine benchmark's decoder layers (--set decoder).
+//   - decoder: the engine benchmark's decoder layers (--set decoder);
+//   - answer: the d512 answering model's x W^T at prefill and at decode steps of 16, 4 and 1 rows (--set answer).
 // The two implementations alternate within each repetition, so background load hits both alike. GFLOP/s
 // from the median wall time; "cpu ratio" compares process CPU time per call (user + system, all threads),
 // which a busy machine disturbs less than wall time. Prints a table, then one JSON line.
@@ -57,6 +58,11 @@ function shapes(): Shape[] {
     for (const l of [{ name: `${name} fwd`, ta: false, tb: true, M: 2048, N: outF, K: inF, beta: 0 }, { name: `${name} dX`, ta: false, tb: false, M: 2048, N: inF, K: outF, beta: 0 }, { name: `${name} dW`, ta: true, tb: false, M: outF, N: inF, K: 2048, beta: 1 }]) {
       list.push({ set: 'decoder', ...l });
     }
+  }
+  // answering with the d512 model of benchmarks/answer_throughput.ts (d 512, FFN 1376, V 32000): the prefill of one
+  // ~250-token prompt (x W^T) and decode steps of 1 and 16 sequences (M = 1 and 4 run the few-rows path)
+  for (const [name, inF, outF] of [['q/k/v/o', 512, 512], ['gate/up', 512, 1376], ['down', 1376, 512], ['lm_head', 512, 32000]] as const) {
+    for (const M of name === 'lm_head' ? [1, 16] : [250, 16, 4, 1]) list.push({ set: 'answer', name: `${name} M=${M}`, ta: false, tb: true, M, N: outF, K: inF, beta: 0 });
   }
   return list;
 }

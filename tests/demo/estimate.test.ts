@@ -88,6 +88,8 @@ describe('demo estimate', () => {
     expect(gemmNotice({ gemm: ob, threads: 2, simd: 'avx2+fma' })).toBe(`vwlmm demo: CPU GEMM: OpenBLAS (${ob}), 2 threads, avx2+fma`);
     expect(gemmNotice({ gemm: 'builtin', threads: 2, simd: 'avx2+fma' }))
       .toBe("vwlmm demo: CPU GEMM: built-in (builtin), 2 threads, avx2+fma: its AVX2+FMA kernel, on par with OpenBLAS (the demo's steps 0.8-1.2x of its time)");
+    expect(gemmNotice({ gemm: 'builtin (avx512f 12x32)', threads: 2, simd: 'avx2+fma' }))
+      .toBe("vwlmm demo: CPU GEMM: built-in (builtin (avx512f 12x32)), 2 threads, avx2+fma: its AVX-512F kernel (the AVX2+FMA kernel's bits at 1.0-2.2x its rate; that one is on par with OpenBLAS, the demo's steps 0.8-1.2x of its time)");
     const b = gemmNotice({ gemm: 'builtin', threads: 2, simd: 'generic' });
     expect(b.split('\n')[0]).toBe('vwlmm demo: CPU GEMM: built-in (builtin), 2 threads, generic');
     expect(b).toMatch(/portable kernel \(no AVX2\+FMA\): ~3x slower matrix products than OpenBLAS, the demo's steps 1\.0-1\.5x as long/);
