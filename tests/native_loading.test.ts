@@ -75,12 +75,16 @@ function runSnippet(code: string, env: Record<string, string>): { status: number
     { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8' });
 }
 
+/** A fresh process's backendInfo().cpu gemm and simd, and a small matmul's result ([5, 11, 14, 23]). */
+const MATMUL_SNIPPET =
+  "const v=require('./src');const a=v.Tensor.fromArray(new Float32Array([1,2,3,4,5,6]),[2,3]);" +
+  "const b=v.Tensor.fromArray(new Float32Array([1,0,2,1,0,3]),[3,2]);" +
+  "console.log(JSON.stringify({gemm:v.backendInfo().cpu.gemm,simd:v.backendInfo().cpu.simd,c:Array.from(v.F.matmul(a,b).toArray())}))";
+
 describe('VWLMM_GEMM', () => {
   /** backendInfo().cpu.gemm and a small matmul's result in a fresh process with VWLMM_GEMM set. */
   const run = (value: string) => runSnippet(
-    "const v=require('./src');const a=v.Tensor.fromArray(new Float32Array([1,2,3,4,5,6]),[2,3]);" +
-      "const b=v.Tensor.fromArray(new Float32Array([1,0,2,1,0,3]),[3,2]);" +
-      "console.log(JSON.stringify({gemm:v.backendInfo().cpu.gemm,c:Array.from(v.F.matmul(a,b).toArray())}))",
+    MATMUL_SNIPPET,
     { VWLMM_GEMM: value });
   it('builtin selects the built-in GEMM (and it computes the product)', () => {
     const r = run('builtin');
@@ -95,9 +99,7 @@ describe('VWLMM_GEMM', () => {
   const linked = /openblas/i.test(backendInfo().cpu.gemm), avx2 = /avx2/.test(String(backendInfo().cpu.simd));
   const withCore = (core: string, env: Record<string, string>) => {
     const r = runSnippet(
-      "const v=require('./src');const a=v.Tensor.fromArray(new Float32Array([1,2,3,4,5,6]),[2,3]);" +
-        "const b=v.Tensor.fromArray(new Float32Array([1,0,2,1,0,3]),[3,2]);" +
-        "console.log(JSON.stringify({gemm:v.backendInfo().cpu.gemm,c:Array.from(v.F.matmul(a,b).toArray())}))",
+      MATMUL_SNIPPET,
       { OPENBLAS_CORETYPE: core, VWLMM_GEMM: '', ...env });
     expect(r.status, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { gemm: string; c: number[] };
@@ -121,9 +123,7 @@ describe('VWLMM_GEMM', () => {
 
 describe('VWLMM_SIMD', () => {
   const run = (value: string) => runSnippet(
-    "const v=require('./src');const a=v.Tensor.fromArray(new Float32Array([1,2,3,4,5,6]),[2,3]);" +
-      "const b=v.Tensor.fromArray(new Float32Array([1,0,2,1,0,3]),[3,2]);" +
-      "console.log(JSON.stringify({gemm:v.backendInfo().cpu.gemm,simd:v.backendInfo().cpu.simd,c:Array.from(v.F.matmul(a,b).toArray())}))",
+    MATMUL_SNIPPET,
     { VWLMM_SIMD: value, VWLMM_GEMM: 'builtin' });
   const avx2 = /avx2/.test(String(backendInfo().cpu.simd));
   it('generic and avx2 cap the built-in GEMM\'s micro-kernel (and it computes the product)', () => {
