@@ -161,7 +161,7 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(int64_t M, int64_t N, int64_t
 // Follows vec.h's choice (so VWLMM_SIMD=generic also selects the baseline GEMM).
 GemmFn gemm_impl() {
 #ifdef VWLMM_HAVE_AVX2_BUILD
-  if (std::strcmp(vec_isa_name(), "avx2+fma") == 0) return vw_use_avx512() ? gemm_avx512 : gemm_avx2;
+  if (std::strncmp(vec_isa_name(), "avx2+fma", 8) == 0) return vw_use_avx512() ? gemm_avx512 : gemm_avx2;
 #endif
   return gemm_generic;
 }

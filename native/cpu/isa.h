@@ -18,8 +18,8 @@ inline bool vw_use_avx2() {
   }();
   return use;
 }
-// AVX-512F (only the built-in GEMM's micro-kernel has such a build): VWLMM_SIMD=avx2 caps the choice at AVX2+FMA
-// (tests compare the two: they give the same bits).
+// AVX-512F (the built-in GEMM's micro-kernel, the CPU attention's products; vec.cpp makes the same choice for the
+// element-wise row primitives): VWLMM_SIMD=avx2 caps the choice at AVX2+FMA (tests compare the two: the same bits).
 inline bool vw_use_avx512() {
   static const bool use = [] {
     const char* f = std::getenv("VWLMM_SIMD");

@@ -1,4 +1,4 @@
-// Load-time choice between the baseline and the AVX2+FMA builds of the row primitives.
+// Load-time choice between the baseline, AVX2+FMA and (element-wise only) AVX-512F builds of the row primitives.
 #include "vec.h"
 
 #include <cstdlib>
@@ -18,6 +18,9 @@ VW_VEC_PRIMITIVES(VW_DECLARE)
 namespace avx2 {
 VW_VEC_PRIMITIVES(VW_DECLARE)
 }  // namespace avx2
+namespace avx512 {
+VW_VEC_PRIMITIVES(VW_DECLARE)
+}  // namespace avx512
 #endif
 #undef VW_DECLARE
 
@@ -40,7 +43,21 @@ const VecImpl& impl() {
     if (force && std::strcmp(force, "generic") == 0) return VecImpl{VW_VEC_PRIMITIVES(VW_GENERIC) "generic"};
 #ifdef VWLMM_HAVE_AVX2_BUILD
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return VecImpl{VW_VEC_PRIMITIVES(VW_AVX2) "avx2+fma"};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      VecImpl v{VW_VEC_PRIMITIVES(VW_AVX2) "avx2+fma"};
+      // AVX-512F (unless VWLMM_SIMD=avx2): the element-wise primitives in 16 lanes, each lane the AVX2 build's
+      // operations (the same bits); the sums stay AVX2's, whose lane order fixes their rounding. vec_max and
+      // vec_all_finite reduce exactly (a maximum; zeros or a NaN), whatever the order.
+      if (!(force && std::strcmp(force, "avx2") == 0) && __builtin_cpu_supports("avx512f")) {
+        v.vec_max = avx512::vec_max;
+        v.vec_exp = avx512::vec_exp;
+        v.vec_all_finite = avx512::vec_all_finite;
+        v.vec_kl_grad = avx512::vec_kl_grad;
+        v.vec_softmax_grad = avx512::vec_softmax_grad;
+        v.name = "avx2+fma, avx512f element-wise";
+      }
+      return v;
+    }
 #endif
     return VecImpl{VW_VEC_PRIMITIVES(VW_GENERIC) "generic"};
   }();

@@ -9,7 +9,7 @@
 
 namespace vw::cpu {
 
-// "avx2+fma" or "generic": the build of these functions in use.
+// "avx2+fma", "avx2+fma, avx512f element-wise" or "generic": the build of these functions in use.
 const char* vec_isa_name();
 
 float vec_max(const float* x, int64_t n);                      // -inf for n = 0; NaN if any NaN

@@ -41,6 +41,27 @@ describe('SIMD builds', () => {
     expect(magErr(got.dh, kl.dh, kl.dhMag)).toBeLessThan(1e-5);
     expect(scalarRelErr(got.ce, ce.loss)).toBeLessThan(1e-5);
     expect(magErr(got.dw, ce.dw, ce.dwMag)).toBeLessThan(1e-5);
-    expect(['avx2+fma', 'generic']).toContain(backendInfo().cpu.simd);
+    expect(['avx2+fma', 'avx2+fma, avx512f element-wise', 'generic']).toContain(backendInfo().cpu.simd);
+  });
+
+  // With AVX-512F the element-wise primitives (exp, the KL's and softmax's gradients) run in 16 lanes, each lane the
+  // AVX2 build's operations, and the sums stay AVX2's: a child capped at AVX2 must give this process's bits.
+  it('VWLMM_SIMD=avx2 gives the same bits as this process (fused KL and cross-entropy, forward and gradients)', () => {
+    const rng = rngFor('simd avx2');
+    const M = 9, d = 37, V = 3001;
+    const h = rng.normals(M * d, 0.5), w = rng.normals(V * d), x = rng.normals(M * d, 0.5), w2 = rng.normals(V * d);
+    const t = Int32Array.from({ length: M }, () => rng.int(V));
+    const input = JSON.stringify({ M, d, V, h: Array.from(h), w: Array.from(w), x: Array.from(x), w2: Array.from(w2), t: Array.from(t) });
+    const run = (env: Record<string, string>) => {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', childScript], { input, env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000, maxBuffer: 1 << 26 });
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as { simd: string; kl: number; ce: number; dx: number[]; dh: number[]; dw: number[] };
+    };
+    const here = run({}), avx2 = run({ VWLMM_SIMD: 'avx2' });
+    if (!/avx2/.test(here.simd)) return; // no AVX2 on this CPU: both are the baseline build
+    expect(avx2.simd).toBe('avx2+fma');
+    const f32 = (a: number[]) => Buffer.from(Float32Array.from(a).buffer);
+    expect([here.kl, here.ce]).toEqual([avx2.kl, avx2.ce]);
+    for (const k of ['dx', 'dh', 'dw'] as const) expect(f32(here[k]).equals(f32(avx2[k])), k).toBe(true);
   });
 });
