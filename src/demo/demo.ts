@@ -22,9 +22,8 @@ import { plotMetrics } from '../viz/plot';
 import { Progress } from '../train/progress';
 import { VwLmm } from '../model/vwlmm';
 import { cpu } from '../native';
-import { resolveCheckpointDir } from '../model/checkpoint';
 import { Calibration, calibrate, DemoEstimate, demoWork, estimateDemo, estimateNotice, gemmNotice, stepsDone } from './estimate';
-import { ablationRecipe, checkRecipeResume, DEFAULT_RECIPE, paperSchedule, readJsonObject, Recipe, RECIPE_RUN_FILE, runRecipe } from './recipe';
+import { ablationRecipe, checkRecipeResume, DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from './recipe';
 import { objectAtPatch, SplitData } from './task';
 
 const GROUP: Record<string, 'nonRelational' | 'relational'> = { shape: 'nonRelational', left: 'nonRelational', top: 'nonRelational', closest: 'relational', furthest: 'relational', count: 'relational' };
@@ -121,11 +120,11 @@ export function visualWordAgreement(model: VwLmm, tokenizer: TextTokenizer, spli
   return visualWordStats(model, tokenizer, split, maxImages).agreement;
 }
 
-async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, ablation: boolean, pretrainedTower?: Map<string, Float32Array>, group?: ProcessGroup, replay?: boolean, writer?: SceneImageWriter): Promise<{ result: DemoRunResult | null; model: VwLmm; val: SplitData; tower: Map<string, Float32Array> | null }> {
+async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>, group?: ProcessGroup, replay?: boolean, writer?: SceneImageWriter): Promise<{ result: DemoRunResult | null; model: VwLmm; val: SplitData; tower: Map<string, Float32Array> | null }> {
   const t0 = Date.now();
   const progress = new Progress(50, quiet ? process.stderr : process.stdout);
   const res = await runRecipe(recipe, {
-    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group, replay, reproduce: { dataDir, writer }, runRecord: { ablation },
+    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group, replay, reproduce: { dataDir, writer },
     tokenizerJson: JSON.parse(fs.readFileSync(path.join(dataDir, 'tokenizer.json'), 'utf8')),
     onLog: (r) => {
       progress.update(r);
@@ -185,7 +184,7 @@ async function trainOnly(o: DemoOptions, recipe: Recipe, group: ProcessGroup): P
   const dataDir = path.join(o.outDir, 'data');
   group.barrier(); // rank 0 has written the data
   const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
-  const run = async (r: Recipe, dir: string, tower?: Map<string, Float32Array>) => oneRun(r, path.join(o.outDir, dir), dataDir, tokenizer, () => undefined, o.quiet, !!o.resume, o.device, o.dtype, o.ablation, tower, group, o.replay);
+  const run = async (r: Recipe, dir: string, tower?: Map<string, Float32Array>) => oneRun(r, path.join(o.outDir, dir), dataDir, tokenizer, () => undefined, o.quiet, !!o.resume, o.device, o.dtype, tower, group, o.replay);
   const main = await run(recipe, 'vw');
   main.model.dispose();
   group.barrier(); // rank 0's evaluation and plots
@@ -204,14 +203,6 @@ function checkDemoResume(o: DemoOptions, recipe: Recipe): void {
   const arms = [{ dir: 'vw', r: recipe }, ...(o.ablation ? [{ dir: 'llava', r: ablationRecipe(recipe) }] : [])];
   const runs = arms.map((a) => path.join(o.outDir, a.dir));
   arms.forEach((a, i) => checkRecipeResume(a.r, runs[i], { dtype: o.dtype, device: o.device })); // the ablation's stages are the same, its vmWeight 0
-  // --ablation as the run was started: added, the ablation would train its own stage-0 tower (not the VW run's);
-  // dropped, its half-trained llava/ would be left out of the result. The VW run's checkpoints record it; those of
-  // runs older than the record: a trained llava/ says the run had it.
-  const vwCheckpoint = resolveCheckpointDir(path.join(o.outDir, 'vw', 'checkpoint'));
-  const recorded = vwCheckpoint === null ? undefined : readJsonObject(path.join(vwCheckpoint, RECIPE_RUN_FILE))?.ablation;
-  const started = typeof recorded === 'boolean' ? recorded : stepsDone(path.join(o.outDir, 'llava')) !== null ? true : undefined;
-  if (started !== undefined && started !== o.ablation)
-    throw new Error(`resume: the demo in ${o.outDir} was started ${started ? 'with' : 'without'} --ablation (${typeof recorded === 'boolean' ? path.join(vwCheckpoint!, RECIPE_RUN_FILE) : `${path.join(o.outDir, 'llava')} holds its trained arm`}), this run is ${o.ablation ? 'with' : 'without'} it: the result would not be the run's; resume ${started ? 'with' : 'without'} --ablation, as the run was started`);
   if (!runs.some((dir) => stepsDone(dir) !== null)) return; // nothing trained yet: the data set is written afresh
   const f = path.join(o.outDir, 'data', 'meta.json');
   let meta: { generatorVersion?: unknown; seed?: unknown; counts?: { trainImages?: unknown; testImages?: unknown } };
@@ -261,7 +252,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
     group?.barrier(); // the other ranks read the tokenizer rank 0 wrote (trainOnly)
     const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
     log(`training VW-LMM (vmWeight ${recipe.vmWeight}${recipe.pif ? ', PIF' : ''}${recipe.detachTarget ? ', target detached' : ''}): stage 0 vision tower ${recipe.stage0.steps} steps, ${recipe.text?.steps ? `text ${recipe.text.steps} steps, ` : ''}stage 1 captions ${recipe.stage1.steps} steps${recipe.stage1.freezeLlm ? ' (LLM frozen)' : ''}, stage 2 questions ${recipe.stage2.steps} steps`);
-    const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, o.ablation, undefined, group, o.replay, writer);
+    const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, undefined, group, o.replay, writer);
     const metrics = path.join(o.outDir, 'vw', 'metrics.jsonl');
     const lossCurve = path.join(o.outDir, 'vw', 'loss_curve.png');
     await plotMetrics(metrics, lossCurve, `VW-LMM on Sort-of-CLEVR (seed ${o.seed})`);
@@ -277,7 +268,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
     let ablation: DemoRunResult | undefined;
     if (o.ablation) {
       log('ablation: the same run with vmWeight 0 (plain LLaVA objective), from the same stage-0 tower');
-      const a = await oneRun(ablationRecipe(recipe), path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, o.ablation, main.tower ?? undefined, group, o.replay, writer);
+      const a = await oneRun(ablationRecipe(recipe), path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group, o.replay, writer);
       a.model.dispose();
       ablation = a.result!;
     }

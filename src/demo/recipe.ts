@@ -221,11 +221,6 @@ export interface RunRecipeOptions {
    * <outDir>/reproduce.sh. `writer`: writes the caption subsets' images (await its flush() before they are read).
    */
   reproduce?: { dataDir: string; writer?: SceneImageWriter };
-  /**
-   * More of the run for its checkpoints' RECIPE_RUN_FILE, beside the compute dtype runRecipe records there, for the
-   * caller's own resume checks (the demo records whether it was started with --ablation).
-   */
-  runRecord?: Record<string, boolean | number | string>;
   /** Write a train record every N steps (default 10; stage 0's default 100). */
   logEvery?: number;
 }
@@ -281,7 +276,7 @@ export function ablationRecipe(r: Recipe): Recipe {
 const dtypeFlag = (d: ComputeDtype) => `--dtype ${d === 'bfloat16' ? 'bf16' : 'fp32'}`;
 
 /** A JSON file's object, or null where it is absent or not a readable JSON object (then nothing is checked against it). */
-export function readJsonObject(f: string): Record<string, unknown> | null {
+function readJsonObject(f: string): Record<string, unknown> | null {
   try {
     const j: unknown = JSON.parse(fs.readFileSync(f, 'utf8'));
     return j !== null && typeof j === 'object' && !Array.isArray(j) ? (j as Record<string, unknown>) : null;
@@ -524,7 +519,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   };
   // what the checkpoints record of the run beyond config.json (checkRecipeResume reads it): the dtype the Trainer runs
   const dtype = opts.dtype === undefined ? defaultComputeDtype(model.device) : parseComputeDtype('runRecipe', opts.dtype);
-  const runFile = JSON.stringify({ ...opts.runRecord, dtype }, null, 2) + '\n';
+  const runFile = JSON.stringify({ dtype }, null, 2) + '\n';
   const trainer = new Trainer(model, stages, {
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype, processGroup: opts.processGroup, replay: opts.replay,
     evaluate: (m, where) => {

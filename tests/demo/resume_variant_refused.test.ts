@@ -3,8 +3,7 @@
 // and the given one: it was taken (mid-training the run switched to PIF; a finished run was evaluated again and its
 // answers written over). The variant is read from the checkpoint's config.json (vm_pif, vm_detach_target, vm_weight), the
 // compute dtype from the recipe_run.json runRecipe writes into each checkpoint (a checkpoint without it is not checked).
-// The demo also records whether it was started with --ablation (recipe_run.json's `ablation`): adding or dropping it is
-// refused too. A resume with the flags the run was started with goes on.
+// A resume with the flags the run was started with goes on.
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
@@ -50,23 +49,6 @@ describe('a demo resume with other flags than the run had', () => {
     // a checkpoint written before the dtype was recorded: its dtype is not checked
     fs.rmSync(path.join(out, 'vw', 'checkpoint', RECIPE_RUN_FILE));
     expect(() => checkRecipeResume(tiny, path.join(out, 'vw'), { dtype: 'bfloat16' })).not.toThrow();
-  });
-
-  it('--ablation added or dropped: refused, as the run recorded it (recipe_run.json) or, before the record, as llava/ shows it', async () => {
-    const out = tmp();
-    await runDemo({ outDir: out, seed: tiny.seed, ablation: false, scale: 1, quiet: true, recipe: tiny });
-    const record = path.join(out, 'vw', 'checkpoint', RECIPE_RUN_FILE);
-    expect(JSON.parse(fs.readFileSync(record, 'utf8'))).toEqual({ ablation: false, dtype: 'float32' });
-    const before = snapshot(out);
-    await expect(resume(out, { ablation: true })).rejects.toThrow(/^resume: the demo in \S+ was started without --ablation \(\S+recipe_run\.json\), this run is with it: the result would not be the run's; resume without --ablation, as the run was started$/);
-    expect(changed(before, snapshot(out))).toEqual([]);
-    // a run started with --ablation, interrupted before its llava/ arm began: resumed without it
-    fs.writeFileSync(record, JSON.stringify({ ablation: true, dtype: 'float32' }));
-    await expect(resume(out)).rejects.toThrow(/was started with --ablation \(\S+recipe_run\.json\), this run is without it.*resume with --ablation/);
-    // a checkpoint older than the record: a trained llava/ says the run had the ablation
-    fs.writeFileSync(record, JSON.stringify({ dtype: 'float32' }));
-    fs.cpSync(path.join(out, 'vw'), path.join(out, 'llava'), { recursive: true });
-    await expect(resume(out)).rejects.toThrow(/was started with --ablation \(\S+llava holds its trained arm\), this run is without it/);
   });
 
   it('a --pif --detach-target --dtype bf16 run: resumed without them refused, with them it goes on', async () => {
