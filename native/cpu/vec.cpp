@@ -46,10 +46,9 @@ const VecImpl& impl() {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
       VecImpl v{VW_VEC_PRIMITIVES(VW_AVX2) "avx2+fma"};
       // AVX-512F (unless VWLMM_SIMD=avx2): the element-wise primitives in 16 lanes, each lane the AVX2 build's
-      // operations (the same bits); the sums stay AVX2's, whose lane order fixes their rounding. vec_max and
-      // vec_all_finite reduce exactly (a maximum; zeros or a NaN), whatever the order.
+      // operations (the same bits). The reductions stay AVX2's: a sum's rounding follows its lane order, and so does
+      // the sign of a maximum of +0 and -0; vec_all_finite's is exact (zeros, or a NaN) whatever the order.
       if (!(force && std::strcmp(force, "avx2") == 0) && __builtin_cpu_supports("avx512f")) {
-        v.vec_max = avx512::vec_max;
         v.vec_exp = avx512::vec_exp;
         v.vec_all_finite = avx512::vec_all_finite;
         v.vec_kl_grad = avx512::vec_kl_grad;
