@@ -265,7 +265,7 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
 
   it('vwlmm demo --nproc-per-node 2: both ranks train, rank 0 alone writes the data, evaluates and prints the one result', () => {
     const out = path.join(tmp(), 'demo');
-    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli.ts'), 'demo', '--out', out, '--scale', '0.01', '--json', '--nproc-per-node', '2'],
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli.ts'), 'demo', '--out', out, '--scale', '0.002', '--json', '--nproc-per-node', '2'],
       { encoding: 'utf8', cwd: root, timeout: 240_000 });
     expect(r.status, r.stderr.slice(-2000)).toBe(0);
     const lines = r.stdout.trim().split('\n').filter((l) => l.startsWith('{'));
