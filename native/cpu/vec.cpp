@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "isa.h"
+
 namespace vw::cpu {
 
 // The primitives of vec.h, each defined by both builds (vec_kernels.inc) with vec.h's signature.
@@ -48,7 +50,7 @@ const VecImpl& impl() {
       // AVX-512F (unless VWLMM_SIMD=avx2): the element-wise primitives in 16 lanes, each lane the AVX2 build's
       // operations (the same bits). The reductions stay AVX2's: a sum's rounding follows its lane order, and so does
       // the sign of a maximum of +0 and -0; vec_all_finite's is exact (zeros, or a NaN) whatever the order.
-      if (!(force && std::strcmp(force, "avx2") == 0) && __builtin_cpu_supports("avx512f")) {
+      if (vw_use_avx512()) {
         v.vec_exp = avx512::vec_exp;
         v.vec_all_finite = avx512::vec_all_finite;
         v.vec_kl_grad = avx512::vec_kl_grad;

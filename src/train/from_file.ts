@@ -360,8 +360,9 @@ function fileDataSettings(model: VwLmm, o: FileTrainOptions, data?: PreparedData
 
 /**
  * sha256 (hex) of the prepared samples in order: each one's token ids, labels, image (as the data file names it, so
- * that the image folder given another way, or moved, keeps it; absolute paths in the records too) and modality length. Another file, the same records in another order, other
- * answers, or another tokenisation of them give another digest. Streaming: ~1 s for LLaVA's 665K samples.
+ * that the image folder given another way, or moved, keeps it; absolute paths in the records too) and modality
+ * length. Another file, the same records in another order, other answers, or another tokenisation of them give
+ * another digest. Streaming: ~1 s for LLaVA's 665K samples.
  */
 export function samplesDigest(data: Pick<PreparedData, 'samples' | 'imageNames'>): string {
   const h = createHash('sha256');
