@@ -3,6 +3,7 @@
 // loaded lazily on first use of the 'cuda' device; why it is unavailable is kept and reported.
 import * as fs from 'fs';
 import * as path from 'path';
+import { rankThreads } from './distributed/env';
 
 /** A block of backend memory owned by JS (native/napi/buffer.h). */
 export interface NativeBuffer {
@@ -147,7 +148,10 @@ export function cpu(): Addon {
   // VWLMM_NUM_THREADS: the CPU thread pool's size (read natively at the first op; there, anything else meant "all cores").
   const threads = process.env.VWLMM_NUM_THREADS;
   if (threads !== undefined && threads !== '' && !(/^\d{1,4}$/.test(threads) && Number(threads) >= 1 && Number(threads) <= 1024))
-    throw new RangeError(`vwlmm: VWLMM_NUM_THREADS must be a whole number of threads in [1, 1024] (unset: one per core), got '${threads}'`);
+    throw new RangeError(`vwlmm: VWLMM_NUM_THREADS must be a whole number of threads in [1, 1024] (unset: one per CPU this process may run on), got '${threads}'`);
+  // one of several ranks on this machine: its share of the CPUs (set before the pool exists; distributed/env.ts)
+  const shared = threads === undefined || threads === '' ? rankThreads() : null;
+  if (shared !== null) process.env.VWLMM_NUM_THREADS = String(shared);
   try {
     // VWLMM_ADDON points at a specific vwlmm.node (e.g. a second build directory); else build/ or prebuilds/.
     const explicit = process.env.VWLMM_ADDON;

@@ -3,6 +3,7 @@
 // runs in a child process, since a process loads the addon once. Skipped where no CUDA addon was built.
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { backendInfo, cudaAttention, cudaAvailable, setCudaAttention } from '../src';
@@ -177,11 +178,29 @@ describe('VWLMM_NUM_THREADS and a missing addon', () => {
     for (const bad of ['abc', '0', '-2', '2.5', '99999']) {
       const r = runSnippet("require('./src').backendInfo()", { VWLMM_NUM_THREADS: bad });
       expect(r.status, bad).not.toBe(0);
-      expect(r.stderr).toContain(`VWLMM_NUM_THREADS must be a whole number of threads in [1, 1024] (unset: one per core), got '${bad}'`);
+      expect(r.stderr).toContain(`VWLMM_NUM_THREADS must be a whole number of threads in [1, 1024] (unset: one per CPU this process may run on), got '${bad}'`);
     }
     const ok = runSnippet("console.log(require('./src').backendInfo().cpu.threads)", { VWLMM_NUM_THREADS: '1' });
     expect(ok.status, ok.stderr).toBe(0);
     expect(ok.stdout.trim().split('\n').pop()).toBe('1');
+  });
+
+  it("unset, one thread per CPU the process may run on (all, or the one taskset or mpirun's binding leaves), shared out between the ranks on the machine", () => {
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env.VWLMM_NUM_THREADS;
+    const threads = (prefix: string[], more: NodeJS.ProcessEnv = {}) => {
+      const cmd = [...prefix, process.execPath, path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e', "console.log(require('./src').backendInfo().cpu.threads)"];
+      const r = spawnSync(cmd[0], cmd.slice(1), { cwd: root, env: { ...env, ...more }, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      return Number(r.stdout.trim().split('\n').pop());
+    };
+    expect(threads([])).toBe(os.availableParallelism()); // libuv reads the affinity mask too
+    // one CPU of several: 2 threads on it only preempted each other while they spun (2 ranks x 2 threads on 2 cores)
+    if (os.availableParallelism() > 1 && spawnSync('taskset', ['-c', '0', 'true']).status === 0) expect(threads(['taskset', '-c', '0'])).toBe(1);
+    // one of 2 ranks on this machine (torchrun-style variables): half the CPUs, at least one; a set value stands
+    const rank = { RANK: '0', WORLD_SIZE: '2', LOCAL_RANK: '0', LOCAL_WORLD_SIZE: '2' };
+    expect(threads([], rank)).toBe(Math.max(1, Math.floor(os.availableParallelism() / 2)));
+    expect(threads([], { ...rank, VWLMM_NUM_THREADS: '3' })).toBe(3);
   });
 
   it('an addon that does not load is named with its cause on one line, and the command that builds it here', () => {

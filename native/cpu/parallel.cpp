@@ -1,5 +1,9 @@
 #include "parallel.h"
 
+#ifdef __linux__
+#include <sched.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -136,6 +140,12 @@ int env_threads() {
     int n = std::atoi(s);
     if (n > 0) return n;
   }
+  // the CPUs this process may run on, not the machine's: mpirun binds each rank to a core, and taskset, cgroup
+  // cpusets and containers narrow it too; more threads than that only preempt each other while they spin
+#ifdef __linux__
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
   unsigned hc = std::thread::hardware_concurrency();
   return hc > 0 ? static_cast<int>(hc) : 1;
 }

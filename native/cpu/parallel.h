@@ -6,7 +6,8 @@
 
 namespace vw::cpu {
 
-// Number of threads used by parallel_for: VWLMM_NUM_THREADS if set, else the hardware concurrency.
+// Number of threads used by parallel_for: VWLMM_NUM_THREADS if set, else the CPUs this process may run on (its
+// affinity mask: one per core under mpirun's default binding of 2 ranks).
 int num_threads();
 
 // Calls fn(begin, end) on disjoint ranges covering [0, n), in parallel, and returns when all are done.

@@ -3,6 +3,8 @@
 // MPI's OMPI_COMM_WORLD_*, MPICH's PMI_*). Malformed values are errors that name the variable, and so are both sets
 // present with different ranks or world sizes.
 
+import * as os from 'os';
+
 export interface LaunchEnv {
   /** Who started the ranks; null: a single process, started by hand. */
   launcher: 'torchrun' | 'mpirun' | null;
@@ -47,4 +49,22 @@ export function launchEnv(env: NodeJS.ProcessEnv = process.env): LaunchEnv {
     return { launcher: 'mpirun', rank: mpiRank, worldSize: mpiSize, localRank, localWorldSize: localWorld, masterAddr: null, masterPort: null };
   }
   return { launcher: null, rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: null, masterPort: null };
+}
+
+/**
+ * The CPU threads each of several ranks on this machine runs its kernels on when VWLMM_NUM_THREADS is unset: the CPUs
+ * it may run on shared out between the ranks here, at least one (torchrun sets OMP_NUM_THREADS=1 for the same
+ * reason). Ranks that torchrun-style variables or mpirun's socket binding start all see every CPU: each taking all
+ * of them, N ranks x N threads on N cores preempted each other while they spun. mpirun's default binding of 2 ranks
+ * (one core each) gives 1. null: a single process, or a launch environment that does not parse (the command that
+ * reads it says why).
+ */
+export function rankThreads(env: NodeJS.ProcessEnv = process.env, cpus = os.availableParallelism()): number | null {
+  let local: number;
+  try {
+    local = launchEnv(env).localWorldSize;
+  } catch {
+    return null;
+  }
+  return local > 1 ? Math.max(1, Math.floor(cpus / local)) : null;
 }

@@ -4,7 +4,7 @@ export { initProcessGroup, processGroup, ProcessGroup, Work, DEFAULT_TIMEOUT_MS,
 export type { Backend, ReduceOp, ProcessGroupOptions } from './process_group';
 export { ZeroAdamW, DEFAULT_BUCKET_BYTES } from './zero';
 export type { ZeroOptions } from './zero';
-export { launchEnv } from './env';
+export { launchEnv, rankThreads } from './env';
 export type { LaunchEnv } from './env';
 export { launchRanks, freePort, watchLauncher, processStartTime, processRuns } from './launch';
 export type { LaunchOptions, LaunchResult } from './launch';

@@ -53,7 +53,7 @@ const FUNCTIONS = [
   // demo
   'runDemo', 'runRecipe', 'recipeConfig',
   // distributed
-  'initProcessGroup', 'processGroup', 'launchEnv', 'launchRanks', 'freePort', 'rendezvous', 'onGradReady',
+  'initProcessGroup', 'processGroup', 'launchEnv', 'rankThreads', 'launchRanks', 'freePort', 'rendezvous', 'onGradReady',
   // engine
   'scope', 'keep', 'backward', 'noGrad', 'zeroGrad', 'clipGradNorm', 'gradNorm', 'callOp', 'opNames', 'opConstants', 'backendInfo', 'memoryStats',
   'cudaAvailable', 'releaseHostCache', 'cachedHostBytes', 'hostSyncs', 'synchronize', 'setAsync', 'isAsync',

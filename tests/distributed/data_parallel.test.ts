@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { cpu } from '../../src/native';
-import { launchEnv } from '../../src/distributed/env';
+import { launchEnv, rankThreads } from '../../src/distributed/env';
 import { launchRanks, freePort } from '../../src/distributed/launch';
 import { ncclDeviceIndex, rendezvous } from '../../src/distributed/rendezvous';
 import { batchIndices, readTrainerState, Stage } from '../../src/train/trainer';
@@ -319,6 +319,17 @@ describe('launch environment and rendezvous', () => {
     expect([0, 1, 3].map((l) => ncclDeviceIndex(l, 4))).toEqual([0, 1, 3]);
     expect([0, 1, 5].map((l) => ncclDeviceIndex(l, 1))).toEqual([0, 0, 0]); // CUDA_VISIBLE_DEVICES per rank
     expect(() => ncclDeviceIndex(2, 2)).toThrow(/local rank 2 has no GPU of its own: this machine shows 2 \(cuda:0 to cuda:1\)/);
+  });
+
+  it("several ranks on one machine share out its CPUs as their kernels' threads (at least one each); a single process keeps the pool's default", () => {
+    expect(rankThreads({ RANK: '0', WORLD_SIZE: '2', LOCAL_WORLD_SIZE: '2' }, 16)).toBe(8);
+    expect(rankThreads({ RANK: '3', WORLD_SIZE: '4', LOCAL_WORLD_SIZE: '4' }, 2)).toBe(1);
+    expect(rankThreads({ RANK: '1', WORLD_SIZE: '3', LOCAL_WORLD_SIZE: '3' }, 16)).toBe(5);
+    expect(rankThreads({ OMPI_COMM_WORLD_RANK: '0', OMPI_COMM_WORLD_SIZE: '4', OMPI_COMM_WORLD_LOCAL_SIZE: '2' }, 6)).toBe(3); // 2 machines
+    expect(rankThreads({ OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '2' }, 1)).toBe(1); // mpirun bound it to a core
+    expect(rankThreads({}, 16)).toBeNull();
+    expect(rankThreads({ RANK: '0', WORLD_SIZE: '4', LOCAL_WORLD_SIZE: '1' }, 16)).toBeNull(); // one rank per machine
+    expect(rankThreads({ RANK: 'x', WORLD_SIZE: '2' }, 16)).toBeNull(); // launchEnv names it where the command reads it
   });
 
   it('reads torchrun-style and mpirun variables, and names a malformed one', () => {
