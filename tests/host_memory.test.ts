@@ -16,7 +16,7 @@ describe('host memory in a synchronous loop', () => {
       for (let i = 0; i < 20000; i++) v.Tensor.zeros([1024]).dispose();
       const s1 = v.memoryStats().cpu;
       console.log(JSON.stringify({ rssMiB: (process.memoryUsage().rss - r0) / 2 ** 20, systemAllocs: s1.systemAllocs - s0.systemAllocs, cacheHits: s1.cacheHits - s0.cacheHits }));`;
-    const r = spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e', code], { cwd: root, encoding: 'utf8' });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', code], { cwd: root, encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
     expect(out.systemAllocs).toBe(0);

@@ -20,7 +20,7 @@ function cudaInfoIn(env: Record<string, string>): { available: boolean; reason: 
   const base = { ...process.env };
   delete base.LD_LIBRARY_PATH;
   delete base.VWLMM_DISABLE_CUDA;
-  const r = spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e',
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e',
     "console.log(JSON.stringify(require('./src').backendInfo().cuda))"], { cwd: root, env: { ...base, ...env }, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`child exited ${r.status}: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
@@ -72,7 +72,7 @@ describe('backendInfo', () => {
 
 /** Runs a snippet of TypeScript in a fresh process (tsx, in the package root) with these environment variables set. */
 function runSnippet(code: string, env: Record<string, string>): { status: number | null; stdout: string; stderr: string } {
-  return spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e', code],
+  return spawnSync(process.execPath, ['--import', 'tsx', '-e', code],
     { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8' });
 }
 
@@ -189,7 +189,7 @@ describe('VWLMM_NUM_THREADS and a missing addon', () => {
     const env: NodeJS.ProcessEnv = { ...process.env };
     delete env.VWLMM_NUM_THREADS;
     const threads = (prefix: string[], more: NodeJS.ProcessEnv = {}) => {
-      const cmd = [...prefix, process.execPath, path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e', "console.log(require('./src').backendInfo().cpu.threads)"];
+      const cmd = [...prefix, process.execPath, '--import', 'tsx', '-e', "console.log(require('./src').backendInfo().cpu.threads)"];
       const r = spawnSync(cmd[0], cmd.slice(1), { cwd: root, env: { ...env, ...more }, encoding: 'utf8' });
       expect(r.status, r.stderr).toBe(0);
       return Number(r.stdout.trim().split('\n').pop());
@@ -209,7 +209,7 @@ describe('VWLMM_NUM_THREADS and a missing addon', () => {
     expect(r.stderr).toMatch(/vwlmm: the native CPU addon could not be loaded: Cannot find module '.*missing\.node'[^\n]*\nBuild it with `npm run build:native` \(a source build needs cmake/);
     expect(r.stderr).not.toMatch(/\n\)\./); // node-gyp-build's multi-line message no longer leaves a stray ').'
     // and the CLI says where it comes from once (it printed 'vwlmm: vwlmm: ...')
-    const cli = spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), path.join(root, 'src', 'cli.ts'), 'info'],
+    const cli = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli.ts'), 'info'],
       { cwd: root, env: { ...process.env, VWLMM_ADDON: path.join(tmp(), 'missing.node') }, encoding: 'utf8' });
     expect(cli.status).toBe(2);
     expect(cli.stderr).toMatch(/^vwlmm: the native CPU addon could not be loaded: /);

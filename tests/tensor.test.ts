@@ -50,7 +50,7 @@ describe('Tensor', () => {
       for (let i = 0; i < 5; i++) v.Tensor.zeros([393216]).dispose();
       const s1 = v.memoryStats().cpu;
       console.log(JSON.stringify({ cached0: s0.cachedBytes, allocs: s1.systemAllocs - s0.systemAllocs, evictions: s1.evictions - s0.evictions, cached: s1.cachedBytes }));`;
-    const run = (mib: string) => spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e', code], { cwd: root, env: { ...process.env, VWLMM_HOST_CACHE_MIB: mib }, encoding: 'utf8' });
+    const run = (mib: string) => spawnSync(process.execPath, ['--import', 'tsx', '-e', code], { cwd: root, env: { ...process.env, VWLMM_HOST_CACHE_MIB: mib }, encoding: 'utf8' });
     const r = run('4');
     expect(r.status, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!);

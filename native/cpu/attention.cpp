@@ -158,10 +158,10 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(int64_t M, int64_t N, int64_t
 }
 #endif
 
-// Follows vec.h's choice (so VWLMM_SIMD=generic also selects the baseline GEMM).
+// The choice vec.h's primitives make (isa.h), so VWLMM_SIMD=generic also selects the baseline GEMM.
 GemmFn gemm_impl() {
 #ifdef VWLMM_HAVE_AVX2_BUILD
-  if (std::strncmp(vec_isa_name(), "avx2+fma", 8) == 0) return vw_use_avx512() ? gemm_avx512 : gemm_avx2;
+  if (vw_use_avx2()) return vw_use_avx512() ? gemm_avx512 : gemm_avx2;
 #endif
   return gemm_generic;
 }

@@ -1,9 +1,6 @@
 // Load-time choice between the baseline, AVX2+FMA and (element-wise only) AVX-512F builds of the row primitives.
 #include "vec.h"
 
-#include <cstdlib>
-#include <cstring>
-
 #include "isa.h"
 
 namespace vw::cpu {
@@ -40,12 +37,10 @@ struct VecImpl {
 
 const VecImpl& impl() {
   static const VecImpl chosen = [] {
-    // VWLMM_SIMD=generic forces the baseline build (tests check both builds against the reference).
-    const char* force = std::getenv("VWLMM_SIMD");
-    if (force && std::strcmp(force, "generic") == 0) return VecImpl{VW_VEC_PRIMITIVES(VW_GENERIC) "generic"};
 #ifdef VWLMM_HAVE_AVX2_BUILD
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    // isa.h's rule: AVX2+FMA where the CPU has it, unless VWLMM_SIMD=generic forces the baseline build (tests check
+    // both builds against the reference)
+    if (vw_use_avx2()) {
       VecImpl v{VW_VEC_PRIMITIVES(VW_AVX2) "avx2+fma"};
       // AVX-512F (unless VWLMM_SIMD=avx2): the element-wise primitives in 16 lanes, each lane the AVX2 build's
       // operations (the same bits). The reductions stay AVX2's: a sum's rounding follows its lane order, and so does

@@ -38,7 +38,7 @@ function probe(o: { file?: string; pkg?: string }): { file: string; mpi: MpiInfo
       .then(() => require(${JSON.stringify(path.join(root, 'src', 'distributed', 'process_group.ts'))}).initProcessGroup({ backend: 'mpi', timeoutMs: 5000 }))
       .then(() => { initError = 'no error'; }, (e) => { initError = e.message; });
     start.then(() => console.log(JSON.stringify({ file, mpi, initError })));`;
-  const r = spawnSync(process.execPath, [path.join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs'), '-e', code], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', code], { cwd: root, encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) throw new Error(`child exited ${r.status}: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }

@@ -193,8 +193,9 @@ describe(`attention (seed ${runSeed})`, () => {
   });
 
   // On a CPU with AVX-512 the products run in 16-float vectors, elsewhere (and with VWLMM_SIMD=avx2) in 8-float ones:
-  // every element is the same chain of fused multiply-adds, so a child capped at AVX2 must give the same bits.
-  it('VWLMM_SIMD=avx2 (a child process) gives the same bits as this process\'s build, forward and backward', () => {
+  // every element is the same chain of fused multiply-adds, so a child capped at AVX2 must give the same bits (not
+  // when this process runs the portable build: VWLMM_SIMD=generic).
+  it.skipIf(process.env.VWLMM_SIMD === 'generic')('VWLMM_SIMD=avx2 (a child process) gives the same bits as this process\'s build, forward and backward', () => {
     const picked = cases.filter((x) => /MQA|one \(b, kv head\) task|all-padding batch row|KV cache/.test(x.name));
     expect(picked.length).toBeGreaterThan(2);
     const runs = picked.map((c) => {
