@@ -8,7 +8,7 @@
 import { noGrad } from '../src/autograd';
 import { answerFor, COLOURS, questionText, SortOfClevrQuestion } from '../src/data/sort_of_clevr';
 import { normalizeRgb } from '../src/data/images';
-import { captionWordAccuracy, evaluateSplit } from '../src/demo/evaluate';
+import { captionWordAccuracies, evaluateSplit } from '../src/demo/evaluate';
 import { makeSplit, makeTokenizer, SplitData } from '../src/demo/task';
 import { loadCheckpoint } from '../src/model/checkpoint';
 import { VwLmm } from '../src/model/vwlmm';
@@ -46,7 +46,8 @@ for (const [k, v] of Object.entries(probes(model, split))) console.log(`  ${k.pa
 // (3) caption words, teacher-forced, on the captions the model trained on (--plain-captions: the generator's plain ones,
 // for a recipe with stage1.relational false)
 const relational = !process.argv.includes('--plain-captions');
-for (const w of [['square', 'circle'], ['left', 'right'], ['top', 'bottom']]) console.log(`caption ${w.join('/')}: ${(100 * captionWordAccuracy(model, split, tokenizer, w, relational)).toFixed(1)}%`);
+const wordSets = [['square', 'circle'], ['left', 'right'], ['top', 'bottom']];
+captionWordAccuracies(model, split, tokenizer, wordSets, relational).forEach((a, k) => console.log(`caption ${wordSets[k].join('/')}: ${(100 * a).toFixed(1)}%`));
 model.dispose();
 
 function probes(m: VwLmm, s: SplitData): Record<string, number> {

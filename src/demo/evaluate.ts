@@ -50,24 +50,23 @@ export function evaluateSplit(model: VwLmm, split: SplitData, tokenizer: TextTok
   return { accuracy: correct / Math.max(1, outs.length), count: outs.length, categories: fin(cats), groups: fin(groups) };
 }
 
-/**
- * Teacher-forced accuracy of the caption's attribute words (shape, left/right, top/bottom) on full
- * scenes: the stage-1 signal (chance is 50%); colour words and separators are excluded. `relational`: the captions
- * the relational recipe trains on (captionText's, whose closest / furthest shape words count too); a model trained on
- * those, scored on the plain ones, meets a "," where it learned "closest" and loses track of the later objects.
- */
-export function captionAccuracy(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, relational = false, maxImages = 100): number {
-  return captionWordAccuracy(model, split, tokenizer, ['square', 'circle', 'left', 'right', 'top', 'bottom'], relational, maxImages);
-}
+/** The caption words the recipe's evaluations score (captionAccuracy in its log records). */
+export const CAPTION_WORDS: readonly string[] = ['square', 'circle', 'left', 'right', 'top', 'bottom'];
 
-/** captionAccuracy restricted to the given words (e.g. the shape words). */
-export function captionWordAccuracy(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, words: string[], relational = false, maxImages = 100): number {
-  const attr = new Set(words.map((w) => tokenizer.tokenToId(w)));
+/**
+ * Teacher-forced accuracy of a caption's words of each set (CAPTION_WORDS: shape, left/right, top/bottom, the stage-1
+ * signal, chance 50%; colour words and separators are not scored) on full scenes, from one pass over the images.
+ * `relational`: the captions the relational recipe trains on (captionText's, whose closest / furthest shape words
+ * count too); a model trained on those, scored on the plain ones, meets a "," where it learned "closest" and loses
+ * track of the later objects.
+ */
+export function captionWordAccuracies(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, wordSets: readonly (readonly string[])[], relational = false, maxImages = 100): number[] {
+  const sets = wordSets.map((words) => new Set(words.map((w) => tokenizer.tokenToId(w))));
   const n = Math.min(maxImages, split.scenes.length);
   const convs = Array.from({ length: n }, (_, i) => ({ image: i, turns: [{ from: 'human' as const, value: '<image>' }, { from: 'gpt' as const, value: captionText(split.scenes[i], relational) }] }));
   const { samples } = tokenizeSamples(convs, tokenizer, 'plain');
   const cfg = model.config;
-  let hit = 0, total = 0;
+  const hit = sets.map(() => 0), total = sets.map(() => 0);
   for (let s = 0; s < samples.length; s += 32) {
     const batch = batchOf(samples.slice(s, s + 32), split, { imageSize: cfg.image.size, numPatches: model.numImageTokens, padId: tokenizer.padId, mean: cfg.image.mean, std: cfg.image.std });
     noGrad(() => scope(() => {
@@ -75,13 +74,16 @@ export function captionWordAccuracy(model: VwLmm, split: SplitData, tokenizer: T
       const logits = F.linear(h, model.lm_head.weight).toArray() as Float32Array;
       const V = cfg.llm.vocabSize;
       batch.targets!.forEach((t, r) => {
-        if (t < 0 || !attr.has(t)) return;
+        if (t < 0 || !sets.some((set) => set.has(t))) return;
         let best = 0;
         for (let v = 1; v < V; v++) if (logits[r * V + v] > logits[r * V + best]) best = v;
-        total++;
-        if (best === t) hit++;
+        sets.forEach((set, k) => {
+          if (!set.has(t)) return;
+          total[k]++;
+          if (best === t) hit[k]++;
+        });
       });
     }));
   }
-  return total ? hit / total : 0;
+  return sets.map((_, k) => (total[k] ? hit[k] / total[k] : 0));
 }

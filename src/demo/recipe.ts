@@ -25,7 +25,7 @@ import { Generator } from '../random';
 import { Tensor } from '../tensor';
 import { installStopHandlers, StopRequest } from '../train/interrupt';
 import { checkResumePlan, readTrainerState, Stage, Trainer } from '../train/trainer';
-import { Accuracy, captionAccuracy, captionWordAccuracy, evaluateSplit } from './evaluate';
+import { Accuracy, CAPTION_WORDS, captionWordAccuracies, evaluateSplit } from './evaluate';
 import { answerFor, questionText, renderScene, Scene, sortOfClevrImageName } from '../data/sort_of_clevr';
 import { pretrainVisionTower, rankShare } from './vision_pretrain';
 import type { ProcessGroup } from '../distributed/process_group';
@@ -524,10 +524,10 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype, processGroup: opts.processGroup, replay: opts.replay,
     evaluate: (m, where) => {
       if (where.stage === 'text') return {} as Record<string, number>; // no image has been seen yet
-      const rel = r.stage1.relational, shapes = captionWordAccuracy(m, val, tokenizer, ['square', 'circle'], rel);
-      if (where.stage.startsWith('captions')) return { captionAccuracy: captionAccuracy(m, val, tokenizer, rel), captionShapeAccuracy: shapes };
+      const [captions, shapes] = captionWordAccuracies(m, val, tokenizer, [CAPTION_WORDS, ['square', 'circle']], r.stage1.relational);
+      if (where.stage.startsWith('captions')) return { captionAccuracy: captions, captionShapeAccuracy: shapes };
       const a = evaluateSplit(m, val, tokenizer, 'vicuna_v1', { maxQuestions: r.evalQuestions });
-      return { captionAccuracy: captionAccuracy(m, val, tokenizer, rel), captionShapeAccuracy: shapes, accuracy: a.accuracy, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
+      return { captionAccuracy: captions, captionShapeAccuracy: shapes, accuracy: a.accuracy, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
     },
     onLog: opts.onLog, checkpointFiles: { tokenizer: opts.tokenizerJson ?? json, extraFiles: { [RECIPE_RUN_FILE]: runFile } },
     logEvery: opts.logEvery ?? 10,
