@@ -7,7 +7,8 @@ import { TextTokenizer } from '../data/tokenizer';
 import { VwLmm } from '../model/vwlmm';
 import { noGrad } from '../autograd';
 import * as F from '../functional';
-import { scope } from '../tensor';
+import { scope, Tensor } from '../tensor';
+import type { ProcessGroup } from '../distributed/process_group';
 import { batchOf, captionText, normalizeAnswer, SplitData, tokenizeSamples } from './task';
 
 export interface Accuracy {
@@ -17,21 +18,49 @@ export interface Accuracy {
   groups: Record<string, { accuracy: number; count: number }>;
 }
 
-export function evaluateSplit(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, template: TemplateName, opts: { maxQuestions?: number; maxNewTokens?: number } = {}): Accuracy {
+/** [lo, hi): this rank's contiguous share of n items (all of them without a group). */
+function shareOf(n: number, group?: ProcessGroup): [number, number] {
+  const w = group?.worldSize ?? 1, r = group?.rank ?? 0;
+  return [Math.floor((n * r) / w), Math.floor((n * (r + 1)) / w)];
+}
+
+/** Counts summed over the group's ranks (an int32 all-reduce; the counts themselves without a group). */
+function summed(counts: Int32Array, group?: ProcessGroup): Int32Array {
+  if (!group || group.worldSize === 1) return counts;
+  return scope(() => {
+    const t = Tensor.fromArray(counts, [counts.length], { device: group.device });
+    group.allReduce(t);
+    return t.toArray() as Int32Array;
+  });
+}
+
+/**
+ * Greedy answers to the split's questions (the first maxQuestions), scored by exact match. With a process group every
+ * rank answers its contiguous share and the ranks sum which were right (as HF's Trainer shards its evaluation): each
+ * answer is the one a single process gives, so is the result.
+ */
+export function evaluateSplit(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, template: TemplateName, opts: { maxQuestions?: number; maxNewTokens?: number; processGroup?: ProcessGroup } = {}): Accuracy {
   const cfg = model.config;
-  const prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[] = [];
-  const meta: { answer: string; category: string; group: string }[] = [];
+  const meta: { answer: string; category: string; group: string; image: number; question: string }[] = [];
   outer: for (let i = 0; i < split.scenes.length; i++) {
-    const pixels = normalizeRgb(split.rgb[i], cfg.image.size, cfg.image.mean, cfg.image.std);
     for (const q of split.questions[i]) {
-      if (opts.maxQuestions !== undefined && prompts.length >= opts.maxQuestions) break outer;
-      const p = buildGenerationPrompt([{ from: 'human', value: `<image>\n${q.question}` }], template, tokenizer);
-      const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tokenizer.padId, numPatches: model.numImageTokens });
-      prompts.push({ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues });
-      meta.push({ answer: q.answer, category: q.category, group: q.group });
+      if (opts.maxQuestions !== undefined && meta.length >= opts.maxQuestions) break outer;
+      meta.push({ answer: q.answer, category: q.category, group: q.group, image: i, question: q.question });
     }
   }
-  const outs = model.generate(prompts, { maxNewTokens: opts.maxNewTokens ?? 4, eosId: tokenizer.eosId ?? undefined, batchSize: 64 });
+  const [lo, hi] = shareOf(meta.length, opts.processGroup);
+  const prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[] = [];
+  let pixels: Float32Array | null = null, pixelsOf = -1;
+  for (const m of meta.slice(lo, hi)) {
+    if (m.image !== pixelsOf) [pixels, pixelsOf] = [normalizeRgb(split.rgb[m.image], cfg.image.size, cfg.image.mean, cfg.image.std), m.image];
+    const p = buildGenerationPrompt([{ from: 'human', value: `<image>\n${m.question}` }], template, tokenizer);
+    const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels! }], { padId: tokenizer.padId, numPatches: model.numImageTokens });
+    prompts.push({ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues });
+  }
+  const mine = model.generate(prompts, { maxNewTokens: opts.maxNewTokens ?? 4, eosId: tokenizer.eosId ?? undefined, batchSize: 64 });
+  const right = new Int32Array(meta.length);
+  mine.forEach((ids, k) => (right[lo + k] = normalizeAnswer(tokenizer.decode(ids)) === normalizeAnswer(meta[lo + k].answer) ? 1 : 0));
+  const rightAll = summed(right, opts.processGroup);
   const tally = (m: Record<string, { correct: number; count: number }>, k: string, ok: boolean) => {
     m[k] ??= { correct: 0, count: 0 };
     m[k].count++;
@@ -39,15 +68,15 @@ export function evaluateSplit(model: VwLmm, split: SplitData, tokenizer: TextTok
   };
   const cats: Record<string, { correct: number; count: number }> = {}, groups: Record<string, { correct: number; count: number }> = {};
   let correct = 0;
-  outs.forEach((ids, i) => {
-    const ok = normalizeAnswer(tokenizer.decode(ids)) === normalizeAnswer(meta[i].answer);
+  meta.forEach((m, i) => {
+    const ok = rightAll[i] === 1;
     if (ok) correct++;
-    tally(cats, meta[i].category, ok);
-    tally(groups, meta[i].group, ok);
+    tally(cats, m.category, ok);
+    tally(groups, m.group, ok);
   });
   const fin = (m: Record<string, { correct: number; count: number }>) =>
     Object.fromEntries(Object.entries(m).map(([k, v]) => [k, { accuracy: v.correct / v.count, count: v.count }]));
-  return { accuracy: correct / Math.max(1, outs.length), count: outs.length, categories: fin(cats), groups: fin(groups) };
+  return { accuracy: correct / Math.max(1, meta.length), count: meta.length, categories: fin(cats), groups: fin(groups) };
 }
 
 /** The caption words the recipe's evaluations score (captionAccuracy in its log records). */
@@ -58,15 +87,15 @@ export const CAPTION_WORDS: readonly string[] = ['square', 'circle', 'left', 'ri
  * signal, chance 50%; colour words and separators are not scored) on full scenes, from one pass over the images.
  * `relational`: the captions the relational recipe trains on (captionText's, whose closest / furthest shape words
  * count too); a model trained on those, scored on the plain ones, meets a "," where it learned "closest" and loses
- * track of the later objects.
+ * track of the later objects. With a process group every rank scores its share of the images, and the ranks sum.
  */
-export function captionWordAccuracies(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, wordSets: readonly (readonly string[])[], relational = false, maxImages = 100): number[] {
+export function captionWordAccuracies(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, wordSets: readonly (readonly string[])[], relational = false, maxImages = 100, processGroup?: ProcessGroup): number[] {
   const sets = wordSets.map((words) => new Set(words.map((w) => tokenizer.tokenToId(w))));
-  const n = Math.min(maxImages, split.scenes.length);
-  const convs = Array.from({ length: n }, (_, i) => ({ image: i, turns: [{ from: 'human' as const, value: '<image>' }, { from: 'gpt' as const, value: captionText(split.scenes[i], relational) }] }));
+  const [lo, hi] = shareOf(Math.min(maxImages, split.scenes.length), processGroup); // as evaluateSplit
+  const convs = Array.from({ length: hi - lo }, (_, k) => ({ image: lo + k, turns: [{ from: 'human' as const, value: '<image>' }, { from: 'gpt' as const, value: captionText(split.scenes[lo + k], relational) }] }));
   const { samples } = tokenizeSamples(convs, tokenizer, 'plain');
   const cfg = model.config;
-  const hit = sets.map(() => 0), total = sets.map(() => 0);
+  const counts = new Int32Array(2 * sets.length); // hits, then totals, of each set
   for (let s = 0; s < samples.length; s += 32) {
     const batch = batchOf(samples.slice(s, s + 32), split, { imageSize: cfg.image.size, numPatches: model.numImageTokens, padId: tokenizer.padId, mean: cfg.image.mean, std: cfg.image.std });
     noGrad(() => scope(() => {
@@ -79,11 +108,12 @@ export function captionWordAccuracies(model: VwLmm, split: SplitData, tokenizer:
         for (let v = 1; v < V; v++) if (logits[r * V + v] > logits[r * V + best]) best = v;
         sets.forEach((set, k) => {
           if (!set.has(t)) return;
-          total[k]++;
-          if (best === t) hit[k]++;
+          counts[sets.length + k]++;
+          if (best === t) counts[k]++;
         });
       });
     }));
   }
-  return sets.map((_, k) => (total[k] ? hit[k] / total[k] : 0));
+  const all = summed(counts, processGroup);
+  return sets.map((_, k) => (all[sets.length + k] ? all[k] / all[sets.length + k] : 0));
 }

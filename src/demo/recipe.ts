@@ -524,9 +524,11 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
     seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype, processGroup: opts.processGroup, replay: opts.replay,
     evaluate: (m, where) => {
       if (where.stage === 'text') return {} as Record<string, number>; // no image has been seen yet
-      const [captions, shapes] = captionWordAccuracies(m, val, tokenizer, [CAPTION_WORDS, ['square', 'circle']], r.stage1.relational);
+      // data-parallel: every rank scores its share (the Trainer evaluates on every rank), the ranks sum the counts
+      const group = opts.processGroup;
+      const [captions, shapes] = captionWordAccuracies(m, val, tokenizer, [CAPTION_WORDS, ['square', 'circle']], r.stage1.relational, undefined, group);
       if (where.stage.startsWith('captions')) return { captionAccuracy: captions, captionShapeAccuracy: shapes };
-      const a = evaluateSplit(m, val, tokenizer, 'vicuna_v1', { maxQuestions: r.evalQuestions });
+      const a = evaluateSplit(m, val, tokenizer, 'vicuna_v1', { maxQuestions: r.evalQuestions, processGroup: group });
       return { captionAccuracy: captions, captionShapeAccuracy: shapes, accuracy: a.accuracy, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
     },
     onLog: opts.onLog, checkpointFiles: { tokenizer: opts.tokenizerJson ?? json, extraFiles: { [RECIPE_RUN_FILE]: runFile } },
@@ -542,6 +544,6 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   if (reproduce && !resuming) writeReproduce(trainer.dtype);
   await trainer.runAsync();
   if (reproduce && resuming) writeReproduce(trainer.dtype);
-  const acc = evaluateSplit(model, val, tokenizer, 'vicuna_v1');
+  const acc = evaluateSplit(model, val, tokenizer, 'vicuna_v1', { processGroup: opts.processGroup });
   return { model, tower, val: acc, seconds: (Date.now() - t0) / 1000, train, valSplit: val };
 }
