@@ -124,7 +124,7 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   const t0 = Date.now();
   const progress = new Progress(50, quiet ? process.stderr : process.stdout);
   const res = await runRecipe(recipe, {
-    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group, replay, reproduce: { dataDir, writer },
+    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group, replay, reproduce: { dataDir, writer }, validate: false,
     tokenizerJson: JSON.parse(fs.readFileSync(path.join(dataDir, 'tokenizer.json'), 'utf8')),
     onLog: (r) => {
       progress.update(r);

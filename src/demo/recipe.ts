@@ -183,7 +183,7 @@ export interface RecipeResult {
   model: VwLmm;
   /** The vision tower's weights after stage 0 (host copies), to hand to another run (`pretrainedTower`); null without stage 0. */
   tower: Map<string, Float32Array> | null;
-  /** Accuracy on the validation split (what recipes are tuned on; the demo scores data/test.json separately). */
+  /** Accuracy on the validation split (what recipes are tuned on; the demo scores data/test.json instead: validate false). */
   val: Accuracy;
   seconds: number;
   train: SplitData;
@@ -223,6 +223,11 @@ export interface RunRecipeOptions {
   reproduce?: { dataDir: string; writer?: SceneImageWriter };
   /** Write a train record every N steps (default 10; stage 0's default 100). */
   logEvery?: number;
+  /**
+   * Answer every question of the validation split at the end (RecipeResult.val; default true). false: val is null,
+   * for a caller that scores a test set of its own (the demo answers data/test.json).
+   */
+  validate?: boolean;
 }
 
 /** Questions per image of the splits (writeSortOfClevr's defaults: data/train.json holds the same). */
@@ -324,7 +329,9 @@ export function checkRecipeResume(r: Recipe, outDir: string, run: { dtype?: Comp
 }
 
 /** Trains a model by the recipe (async: the trainer yields between steps, so signals are handled). */
-export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<RecipeResult> {
+export async function runRecipe(r: Recipe, opts: RunRecipeOptions & { validate: false }): Promise<Omit<RecipeResult, 'val'> & { val: null }>;
+export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<RecipeResult>;
+export async function runRecipe(r: Recipe, opts: RunRecipeOptions): Promise<Omit<RecipeResult, 'val'> & { val: Accuracy | null }> {
   const t0 = Date.now();
   // a resume that would not continue the checkpoint's run exactly, refused before anything is built or written
   if (opts.resume) checkRecipeResume(r, opts.outDir, { dtype: opts.dtype, device: opts.device });
@@ -388,7 +395,7 @@ function loadTower(model: VwLmm, weights: Map<string, Float32Array>): void {
 
 async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c: {
   t0: number; gen: Generator; tokenizer: TextTokenizer; json: Record<string, unknown>; train: SplitData; val: SplitData; cfg: VwLmmConfig;
-}): Promise<RecipeResult> {
+}): Promise<Omit<RecipeResult, 'val'> & { val: Accuracy | null }> {
   const { t0, gen, tokenizer, json, train, val, cfg } = c;
   if (r.model.positionInitStd !== undefined) {
     const pe = model.visionTower.vision_model.embeddings.position_embedding.weight;
@@ -544,6 +551,6 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   if (reproduce && !resuming) writeReproduce(trainer.dtype);
   await trainer.runAsync();
   if (reproduce && resuming) writeReproduce(trainer.dtype);
-  const acc = evaluateSplit(model, val, tokenizer, 'vicuna_v1', { processGroup: opts.processGroup });
+  const acc = opts.validate === false ? null : evaluateSplit(model, val, tokenizer, 'vicuna_v1', { processGroup: opts.processGroup });
   return { model, tower, val: acc, seconds: (Date.now() - t0) / 1000, train, valSplit: val };
 }

@@ -1,6 +1,7 @@
 // runRecipe's pretrainedTower: a second run of the same recipe and seed that takes the first run's stage-0
 // tower (as the demo's --ablation does) ends bit for bit where the run that redoes stage 0 ends, and a tower
 // from another recipe is refused by name, its run's model released.
+// validate: false leaves out the validation split's answers at the end (the demo scores its test.json instead).
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { memoryStats } from '../../src';
@@ -20,9 +21,11 @@ describe('runRecipe pretrainedTower', () => {
     first.model.dispose();
     const ablation = { ...tiny, vmWeight: 0 };
     const redo = await runRecipe(ablation, { outDir: path.join(dir, 'b') });
-    const shared = await runRecipe(ablation, { outDir: path.join(dir, 'c'), pretrainedTower: first.tower! });
+    // (and validate: false skips the final answers to the validation split, which change nothing of the model)
+    const shared = await runRecipe(ablation, { outDir: path.join(dir, 'c'), pretrainedTower: first.tower!, validate: false });
     expect(shared.tower).toBe(first.tower);
     expect(weights(shared.model)).toEqual(weights(redo.model));
+    expect([redo.val.count, shared.val]).toEqual([tiny.testImages * 20, null]);
     redo.model.dispose();
     shared.model.dispose();
     const wider = { ...tiny, model: { ...tiny.model, visionFfn: 20 } };
