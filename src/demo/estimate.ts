@@ -64,7 +64,7 @@ export interface DemoWork {
   stage0Steps: number;
   captionSteps: number;
   questionSteps: number;
-  /** Questions answered by generation in memory: the evaluations during training and runRecipe's final one. */
+  /** Questions answered by generation in memory: the evaluations during training (the demo runs runRecipe with validate false). */
   questions: number;
   /** Questions of test.json answered by the demo's evaluation. */
   fileQuestions: number;
@@ -125,7 +125,6 @@ export function demoWork(r: Recipe, o: { ablation: boolean; done?: { vw: number 
       }
       w.captionEvalImages += evals * r.testImages; // question evaluations report caption accuracy too
     }
-    w.questions += testQuestions; // runRecipe's final evaluation
     w.fileQuestions += testQuestions; // the demo's evaluation of test.json
     w.setupImages += r.trainImages;
   };
