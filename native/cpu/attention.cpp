@@ -158,10 +158,11 @@ __attribute__((target("avx2,fma"))) void gemm_avx2(int64_t M, int64_t N, int64_t
 }
 #endif
 
-// The choice vec.h's primitives make (isa.h), so VWLMM_SIMD=generic also selects the baseline GEMM.
+// The choice vec.h's primitives make, so VWLMM_SIMD=generic also selects the baseline GEMM (and a clang build, where
+// isa.h dispatches nothing, keeps the AVX2 products); AVX-512 where isa.h allows it.
 GemmFn gemm_impl() {
 #ifdef VWLMM_HAVE_AVX2_BUILD
-  if (vw_use_avx2()) return vw_use_avx512() ? gemm_avx512 : gemm_avx2;
+  if (vec_isa_avx2()) return vw_use_avx512() ? gemm_avx512 : gemm_avx2;
 #endif
   return gemm_generic;
 }

@@ -1,6 +1,9 @@
 // Load-time choice between the baseline, AVX2+FMA and (element-wise only) AVX-512F builds of the row primitives.
 #include "vec.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "isa.h"
 
 namespace vw::cpu {
@@ -29,6 +32,7 @@ struct VecImpl {
   VW_VEC_PRIMITIVES(VW_FIELD)
 #undef VW_FIELD
   const char* name;
+  bool avx2;  // the AVX2+FMA build (vec_isa_avx2)
 };
 
 // The table of one build: VecImpl{ns::vec_max, ..., "name"}.
@@ -37,11 +41,14 @@ struct VecImpl {
 
 const VecImpl& impl() {
   static const VecImpl chosen = [] {
+    // VWLMM_SIMD=generic forces the baseline build (tests check both builds against the reference). The CPU check is
+    // this file's own, not isa.h's vw_use_avx2(): that one is GCC's only, and a clang build runs this AVX2 build too.
+    const char* force = std::getenv("VWLMM_SIMD");
+    if (force && std::strcmp(force, "generic") == 0) return VecImpl{VW_VEC_PRIMITIVES(VW_GENERIC) "generic", false};
 #ifdef VWLMM_HAVE_AVX2_BUILD
-    // isa.h's rule: AVX2+FMA where the CPU has it, unless VWLMM_SIMD=generic forces the baseline build (tests check
-    // both builds against the reference)
-    if (vw_use_avx2()) {
-      VecImpl v{VW_VEC_PRIMITIVES(VW_AVX2) "avx2+fma"};
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      VecImpl v{VW_VEC_PRIMITIVES(VW_AVX2) "avx2+fma", true};
       // AVX-512F (unless VWLMM_SIMD=avx2): the element-wise primitives in 16 lanes, each lane the AVX2 build's
       // operations (the same bits). The reductions stay AVX2's: a sum's rounding follows its lane order, and so does
       // the sign of a maximum of +0 and -0; vec_all_finite's is exact (zeros, or a NaN) whatever the order.
@@ -55,7 +62,7 @@ const VecImpl& impl() {
       return v;
     }
 #endif
-    return VecImpl{VW_VEC_PRIMITIVES(VW_GENERIC) "generic"};
+    return VecImpl{VW_VEC_PRIMITIVES(VW_GENERIC) "generic", false};
   }();
   return chosen;
 }
@@ -65,6 +72,7 @@ const VecImpl& impl() {
 }  // namespace
 
 const char* vec_isa_name() { return impl().name; }
+bool vec_isa_avx2() { return impl().avx2; }
 
 float vec_max(const float* x, int64_t n) { return impl().vec_max(x, n); }
 double vec_sum(const float* x, int64_t n) { return impl().vec_sum(x, n); }

@@ -11,6 +11,9 @@ namespace vw::cpu {
 
 // "avx2+fma", "avx2+fma, avx512f element-wise" or "generic": the build of these functions in use.
 const char* vec_isa_name();
+// Whether that is the AVX2+FMA build (with or without AVX-512F element-wise): kernels outside vec.h that follow its
+// choice ask this (the CPU attention's products).
+bool vec_isa_avx2();
 
 float vec_max(const float* x, int64_t n);                      // -inf for n = 0; NaN if any NaN
 double vec_sum(const float* x, int64_t n);
