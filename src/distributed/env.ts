@@ -54,10 +54,10 @@ export function launchEnv(env: NodeJS.ProcessEnv = process.env): LaunchEnv {
 /**
  * The CPU threads each of several ranks on this machine runs its kernels on when VWLMM_NUM_THREADS is unset: the CPUs
  * it may run on shared out between the ranks here, at least one (torchrun sets OMP_NUM_THREADS=1 for the same
- * reason). Ranks that torchrun-style variables or mpirun's socket binding start all see every CPU: each taking all
- * of them, N ranks x N threads on N cores preempted each other while they spun. mpirun's default binding of 2 ranks
- * (one core each) gives 1. null: a single process, or a launch environment that does not parse (the command that
- * reads it says why).
+ * reason). Ranks that torchrun-style variables, `--nproc-per-node` (mpirun --bind-to none) or mpirun's socket
+ * binding start all see every CPU: each taking all of them, N ranks x N threads on N cores preempted each other while
+ * they spun. mpirun's default binding of 2 ranks (one core each) gives 1. null: a single process, or a launch
+ * environment that does not parse (the command that reads it says why).
  */
 export function rankThreads(env: NodeJS.ProcessEnv = process.env, cpus = os.availableParallelism()): number | null {
   let local: number;

@@ -163,8 +163,10 @@ export function freePort(): Promise<number> {
 /** The mpirun command line for `nproc` local ranks of `command`. */
 export function mpirunArgs(nproc: number, command: string[], killGraceS = 3): string[] {
   // --oversubscribe: ranks may outnumber the cores Open MPI counts; as root Open MPI refuses to start unless told
-  // (the variables below), which a user who runs vwlmm as root has already decided. The kill grace: the file's header
-  return ['-np', String(nproc), '--oversubscribe', '--mca', 'odls_base_sigkill_timeout', String(killGraceS), ...command];
+  // (the variables below), which a user who runs vwlmm as root has already decided. --bind-to none: Open MPI binds
+  // each of 2 ranks to one core (on 16 cores, 14 idle); unbound, each rank sees every CPU and takes its share of
+  // them as kernel threads (rankThreads). The kill grace: the file's header
+  return ['-np', String(nproc), '--oversubscribe', '--bind-to', 'none', '--mca', 'odls_base_sigkill_timeout', String(killGraceS), ...command];
 }
 
 export async function launchRanks(o: LaunchOptions): Promise<LaunchResult> {

@@ -7,6 +7,7 @@
 // VWLMM_REQUIRE_MPI=1 (CI), where a missing MPI fails.
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { cpu } from '../../src/native';
@@ -63,9 +64,12 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
     const seed = runSeed % 100000;
     const r = await ranks(2, 'collectives', dir, { seed });
     expect(r.failure, r.output.join('\n')).toBeNull();
-    const got = [0, 1].map((k) => JSON.parse(fs.readFileSync(path.join(dir, `rank_${k}.json`), 'utf8')) as { rank: number; worldSize: number; localRank: number; library: string; out: Record<string, number[]> });
+    const got = [0, 1].map((k) => JSON.parse(fs.readFileSync(path.join(dir, `rank_${k}.json`), 'utf8')) as { rank: number; worldSize: number; localRank: number; library: string; threads: number; cpus: number; out: Record<string, number[]> });
     expect(got.map((g) => [g.rank, g.worldSize, g.localRank])).toEqual([[0, 2, 0], [1, 2, 1]]);
     expect(got[0].library).toMatch(/MPI/);
+    // unbound by the launcher (--bind-to none), each rank sees every CPU and takes half of them as kernel threads
+    // (rankThreads): not 2 threads per rank on one core each, as mpirun's default binding with the machine's count gave
+    for (const g of got) expect([g.cpus, g.threads]).toEqual([os.availableParallelism(), Math.max(1, Math.floor(os.availableParallelism() / 2))]);
     const W = 2;
     const reduce = (op: string, xs: number[]) => op === 'sum' ? xs.reduce((a, b) => a + b) : op === 'avg' ? xs.reduce((a, b) => a + b) / W : op === 'max' ? Math.max(...xs) : Math.min(...xs);
     let worst = 0;

@@ -24,13 +24,14 @@
 //   checks       ranks that disagree, each refused on every rank (each rank writes the messages to checks_rank_<r>.json):
 //                a collective of another size under checkCollectives, then ZeroAdamW over other parameters
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { initProcessGroup } from '../../../src/distributed/process_group';
 import { keep, scope, Tensor } from '../../../src/tensor';
 import { ZeroAdamW } from '../../../src/distributed/zero';
 import { VwLmm } from '../../../src/model/vwlmm';
 import { Stage, Trainer } from '../../../src/train/trainer';
-import { F, hostSyncs, setAsync } from '../../../src';
+import { backendInfo, F, hostSyncs, setAsync } from '../../../src';
 import { inputOf } from './inputs';
 import { tinyConfig, tinyData } from '../../train/support/tiny';
 import { mixedData } from '../../train/support/mixed';
@@ -91,7 +92,7 @@ async function main(): Promise<void> {
       out.refusedDispose = [refused.includes('in use by a collective') ? 1 : 0];
       group.barrier();
     });
-    fs.writeFileSync(path.join(outDir, `rank_${rank}.json`), JSON.stringify({ rank, worldSize, localRank: group.localRank, library: group.library, out }));
+    fs.writeFileSync(path.join(outDir, `rank_${rank}.json`), JSON.stringify({ rank, worldSize, localRank: group.localRank, library: group.library, threads: backendInfo().cpu.threads, cpus: os.availableParallelism(), out }));
   } else if (mode === 'train' && opts.mixed) {
     trainMixed(group, outDir);
   } else if (mode === 'train' || mode === 'die') {
