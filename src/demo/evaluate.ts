@@ -9,6 +9,7 @@ import { noGrad } from '../autograd';
 import * as F from '../functional';
 import { scope, Tensor } from '../tensor';
 import type { ProcessGroup } from '../distributed/process_group';
+import { chunkOf } from '../eval/chunk';
 import { batchOf, captionText, normalizeAnswer, SplitData, tokenizeSamples } from './task';
 
 export interface Accuracy {
@@ -18,10 +19,9 @@ export interface Accuracy {
   groups: Record<string, { accuracy: number; count: number }>;
 }
 
-/** [lo, hi): this rank's contiguous share of n items (all of them without a group). */
-function shareOf(n: number, group?: ProcessGroup): [number, number] {
-  const w = group?.worldSize ?? 1, r = group?.rank ?? 0;
-  return [Math.floor((n * r) / w), Math.floor((n * (r + 1)) / w)];
+/** This rank's contiguous share of the indices [0, n), as LLaVA's --num-chunks splits questions (all without a group). */
+function shareOf(n: number, group?: ProcessGroup): number[] {
+  return chunkOf(Array.from({ length: n }, (_, i) => i), group?.worldSize ?? 1, group?.rank ?? 0);
 }
 
 /** Counts summed over the group's ranks (an int32 all-reduce; the counts themselves without a group). */
@@ -48,10 +48,10 @@ export function evaluateSplit(model: VwLmm, split: SplitData, tokenizer: TextTok
       meta.push({ answer: q.answer, category: q.category, group: q.group, image: i, question: q.question });
     }
   }
-  const [lo, hi] = shareOf(meta.length, opts.processGroup);
+  const share = shareOf(meta.length, opts.processGroup);
   const prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[] = [];
   let pixels: Float32Array | null = null, pixelsOf = -1;
-  for (const m of meta.slice(lo, hi)) {
+  for (const m of share.map((i) => meta[i])) {
     if (m.image !== pixelsOf) [pixels, pixelsOf] = [normalizeRgb(split.rgb[m.image], cfg.image.size, cfg.image.mean, cfg.image.std), m.image];
     const p = buildGenerationPrompt([{ from: 'human', value: `<image>\n${m.question}` }], template, tokenizer);
     const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels! }], { padId: tokenizer.padId, numPatches: model.numImageTokens });
@@ -59,7 +59,7 @@ export function evaluateSplit(model: VwLmm, split: SplitData, tokenizer: TextTok
   }
   const mine = model.generate(prompts, { maxNewTokens: opts.maxNewTokens ?? 4, eosId: tokenizer.eosId ?? undefined, batchSize: 64 });
   const right = new Int32Array(meta.length);
-  mine.forEach((ids, k) => (right[lo + k] = normalizeAnswer(tokenizer.decode(ids)) === normalizeAnswer(meta[lo + k].answer) ? 1 : 0));
+  mine.forEach((ids, k) => (right[share[k]] = normalizeAnswer(tokenizer.decode(ids)) === normalizeAnswer(meta[share[k]].answer) ? 1 : 0));
   const rightAll = summed(right, opts.processGroup);
   const tally = (m: Record<string, { correct: number; count: number }>, k: string, ok: boolean) => {
     m[k] ??= { correct: 0, count: 0 };
@@ -91,8 +91,8 @@ export const CAPTION_WORDS: readonly string[] = ['square', 'circle', 'left', 'ri
  */
 export function captionWordAccuracies(model: VwLmm, split: SplitData, tokenizer: TextTokenizer, wordSets: readonly (readonly string[])[], relational = false, maxImages = 100, processGroup?: ProcessGroup): number[] {
   const sets = wordSets.map((words) => new Set(words.map((w) => tokenizer.tokenToId(w))));
-  const [lo, hi] = shareOf(Math.min(maxImages, split.scenes.length), processGroup); // as evaluateSplit
-  const convs = Array.from({ length: hi - lo }, (_, k) => ({ image: lo + k, turns: [{ from: 'human' as const, value: '<image>' }, { from: 'gpt' as const, value: captionText(split.scenes[lo + k], relational) }] }));
+  const images = shareOf(Math.min(maxImages, split.scenes.length), processGroup);
+  const convs = images.map((i) => ({ image: i, turns: [{ from: 'human' as const, value: '<image>' }, { from: 'gpt' as const, value: captionText(split.scenes[i], relational) }] }));
   const { samples } = tokenizeSamples(convs, tokenizer, 'plain');
   const cfg = model.config;
   const counts = new Int32Array(2 * sets.length); // hits, then totals, of each set
