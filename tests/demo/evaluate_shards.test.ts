@@ -6,6 +6,7 @@ import { collate } from '../../src/data/collate';
 import { buildGenerationPrompt } from '../../src/data/conversation';
 import { normalizeRgb } from '../../src/data/images';
 import { CAPTION_WORDS, captionWordAccuracies, evaluateSplit } from '../../src/demo/evaluate';
+import { captionText } from '../../src/demo/task';
 import type { SplitData } from '../../src/demo/task';
 import type { ProcessGroup } from '../../src/distributed/process_group';
 import { normalizeAnswer } from '../../src/eval/llava_eval';
@@ -81,6 +82,11 @@ describe('the demo evaluations over data-parallel ranks', () => {
     expect(one[1]).toBeLessThan(0.8);
     expect(one[0]).toBeGreaterThan(0);
     expect(one[0]).toBeLessThan(one[1]);
+    // both sets are right on the same words (the shape words), so their ratio is that of the words they score, counted
+    // here from the captions' text: every caption word is a target
+    const words = split.scenes.slice(0, 20).flatMap((sc) => captionText(sc).split(/[^a-z]+/));
+    const count = (set: readonly string[]) => words.filter((x) => set.includes(x)).length;
+    expect(one[0] / one[1]).toBeCloseTo(count(['square', 'circle']) / count(CAPTION_WORDS), 12);
     for (const world of [2, 3]) expect(overRanks(world, (g) => captionWordAccuracies(model, split, tokenizer, [CAPTION_WORDS, ['square', 'circle']], false, 20, g)), `${world} ranks`).toEqual(one);
     // each set scored on its own gives the same numbers
     expect([captionWordAccuracies(model, split, tokenizer, [CAPTION_WORDS], false, 20)[0], captionWordAccuracies(model, split, tokenizer, [['square', 'circle']], false, 20)[0]]).toEqual(one);
