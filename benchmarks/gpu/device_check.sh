@@ -133,7 +133,8 @@ if want nccl; then
   # micro-batch on bf16 weights, the two bit for bit); a first step skipped by a thrown loss and by a deferred refusal
   # (the same weights, bit for bit); then an ordering probe (each collective after a producer queued
   # behind ~1 s of GEMMs: a missing stream wait reads stale values); verdicts with the CPU/MPI run's numbers
-  # (benchmarks/gpu/nccl_verdicts.js). One rank cannot show rank offsets, cross-rank order or averaging (MPI tests do).
+  # (benchmarks/gpu/nccl_verdicts.js); every collective's result on one rank (benchmarks/gpu/collectives_verdict.ts).
+  # One rank cannot show rank offsets, cross-rank order or averaging (MPI tests do).
   rc=tests/distributed/support/rank_child.ts; T="node node_modules/tsx/dist/cli.mjs"
   : >"$L/nccl.log"
   one() { # one run: name, MASTER_PORT (- for no group), options
@@ -152,6 +153,10 @@ if want nccl; then
   # results were seen in sync mode only (2026-12-04)
   one nccl_fail 29565 '{"backend":"nccl","batchSize":2,"steps":3,"device":"cuda","failFirstLoss":0}'
   one nccl_nan 29566 '{"backend":"nccl","batchSize":2,"steps":3,"device":"cuda","nanFirstLoss":0,"asyncMode":true}'
+  # every collective on CUDA tensors (fp32, bf16, int32: the shared evaluations' counts, allGatherObject: their answers)
+  RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29567 timeout 60 $T $rc collectives "$L/nccl_coll" '{"backend":"nccl","seed":7}' >>"$L/nccl.log" 2>&1
+  echo "run nccl_coll: rc $?" | tee -a "$L/nccl.log"
+  $T benchmarks/gpu/collectives_verdict.ts "$L/nccl_coll" 7 2>&1 | tee -a "$L/nccl.log"
   RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29563 timeout 60 $T benchmarks/gpu/nccl_race_probe.ts cuda >>"$L/nccl.log" 2>&1
   echo "nccl_race_probe: rc $?" | tee -a "$L/nccl.log"; grep '"probe"' "$L/nccl.log" | tail -1
   node benchmarks/gpu/nccl_verdicts.js "$L" 2>&1 | tee -a "$L/nccl.log"

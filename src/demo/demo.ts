@@ -134,13 +134,15 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   progress.stop();
   const trainSeconds = (Date.now() - t0) / 1000;
   await writer?.flush(); // the images written while it trained (the data set's, the caption subsets'): evaluateFile reads the test set's
-  // data-parallel: rank 0 alone evaluates (the ranks hold the same model)
-  if ((group?.rank ?? 0) !== 0) return { model: res.model, val: res.valSplit, tower: res.tower, result: null };
+  group?.barrier(); // data-parallel: rank 0 (the writer) has written them
   // answered afresh every time: a file left by an earlier run (or by one resumed with another --scale) holds another
   // model's answers, which evaluateFile would keep
   const answers = path.join(dir, 'answers', 'test.jsonl');
-  fs.rmSync(answers, { force: true });
-  const ev = await evaluateFile(res.model, tokenizer, path.join(dataDir, 'test.json'), dataDir, { maxNewTokens: 4, answers, modelId: path.basename(dir) });
+  const lead = (group?.rank ?? 0) === 0;
+  if (lead) fs.rmSync(answers, { force: true });
+  // data-parallel: the ranks (holding the same model) share the questions; rank 0 writes the answers
+  const ev = await evaluateFile(res.model, tokenizer, path.join(dataDir, 'test.json'), dataDir, { maxNewTokens: 4, answers, modelId: path.basename(dir), processGroup: group });
+  if (!lead) return { model: res.model, val: res.valSplit, tower: res.tower, result: null };
   const groups = { nonRelational: { sum: 0, n: 0 }, relational: { sum: 0, n: 0 } };
   for (const [cat, v] of Object.entries(ev.categories)) {
     const g = GROUP[cat];
@@ -174,12 +176,13 @@ export interface DemoOptions {
   /**
    * Data-parallel over this group's ranks, each running runDemo with the same options (`vwlmm demo --nproc-per-node
    * N`): the recipe's batches are the global ones, split over the ranks (RunRecipeOptions.processGroup). Rank 0
-   * writes the data, logs, evaluates and plots; the others train and resolve with null.
+   * writes the data, logs and plots; all answer their share of the test questions (rank 0 writes and scores the answers);
+   * the others resolve with null.
    */
   processGroup?: ProcessGroup;
 }
 
-/** A data-parallel demo's other ranks: they wait for rank 0's data, train the same runs with it, and write nothing. */
+/** A data-parallel demo's other ranks: they wait for rank 0's data, train the same runs with it, answer their share of the test questions, and write nothing. */
 async function trainOnly(o: DemoOptions, recipe: Recipe, group: ProcessGroup): Promise<null> {
   const dataDir = path.join(o.outDir, 'data');
   group.barrier(); // rank 0 has written the data
@@ -187,7 +190,7 @@ async function trainOnly(o: DemoOptions, recipe: Recipe, group: ProcessGroup): P
   const run = async (r: Recipe, dir: string, tower?: Map<string, Float32Array>) => oneRun(r, path.join(o.outDir, dir), dataDir, tokenizer, () => undefined, o.quiet, !!o.resume, o.device, o.dtype, tower, group, o.replay);
   const main = await run(recipe, 'vw');
   main.model.dispose();
-  group.barrier(); // rank 0's evaluation and plots
+  group.barrier(); // rank 0's visual words and plots
   if (o.ablation) (await run(ablationRecipe(recipe), 'llava', main.tower ?? undefined)).model.dispose();
   return null;
 }

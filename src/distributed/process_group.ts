@@ -156,6 +156,44 @@ export class ProcessGroup {
     return this.start(where, 'broadcast', t, t, t.size, 'sum', root);
   }
 
+  /**
+   * Every rank's `value`, in rank order (torch.distributed.all_gather_object): a JSON value (JSON.stringify's rules:
+   * undefined becomes null), sent as UTF-8 bytes in two all-gathers of int32 words, the lengths and then the bytes padded
+   * to the longest (also for one rank: the same path on every group). For what is not a tensor: answers to evaluation
+   * questions, a rank's error.
+   */
+  allGatherObject<T>(value: T): T[] {
+    const where = 'ProcessGroup.allGatherObject';
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(value);
+    } catch (e) {
+      throw typeError(where, 'value', `a JSON value (${(e as Error).message})`, value);
+    }
+    const bytes = Buffer.from(json ?? 'null', 'utf8');
+    const W = this.worldSize, device = this.device;
+    const lens = new Int32Array(W), mine = Tensor.fromArray(Int32Array.of(bytes.length), [1], { device }), all = Tensor.zeros([W], { device, dtype: 'int32' });
+    try {
+      this.allGather(all, mine);
+      lens.set(all.toArray() as Int32Array);
+    } finally {
+      mine.dispose();
+      all.dispose();
+    }
+    const words = Math.ceil(Math.max(...lens) / 4), padded = new Int32Array(words);
+    new Uint8Array(padded.buffer).set(bytes);
+    const src = Tensor.fromArray(padded, [words], { device }), dst = Tensor.zeros([W * words], { device, dtype: 'int32' });
+    let got: Int32Array;
+    try {
+      this.allGather(dst, src);
+      got = dst.toArray() as Int32Array;
+    } finally {
+      src.dispose();
+      dst.dispose();
+    }
+    return Array.from(lens, (n, r) => JSON.parse(Buffer.from(got.buffer, got.byteOffset + 4 * r * words, n).toString('utf8')) as T);
+  }
+
   /** Returns once every rank has called it (an all-reduce of one element). */
   barrier(): void {
     const t = Tensor.zeros([1], { device: this.device, dtype: 'int32' });

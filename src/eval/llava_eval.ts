@@ -12,10 +12,12 @@ import { LlavaRecord, readLlavaRecords } from '../data/dataset';
 import { TextTokenizer } from '../data/tokenizer';
 import type { ComputeDtype } from '../amp';
 import { VwLmm } from '../model/vwlmm';
-import { answerQuestions, AnswerResult } from './answer';
+import { answerQuestions, AnswerResult, chunkOf } from './answer';
+import type { ProcessGroup } from '../distributed/process_group';
 import { vqaSoftAccuracy } from './evalai';
 import { readAnswers } from './scorers';
 import { checkKeys, typeError } from '../errors';
+import { writeFileAtomic } from '../io/atomic_file';
 
 export interface EvalResult {
   accuracy: number;
@@ -48,11 +50,19 @@ export interface EvalOptions {
   modelId?: string;
   /** Prompts per generation batch (default 32). */
   batchSize?: number;
+  /**
+   * Data-parallel ranks that share the answering (every rank calls evaluateFile with the same file and options): each
+   * answers its contiguous share of the questions (LLaVA's --num-chunks split), the answer lines travel to every rank
+   * (allGatherObject), and every rank scores them all and returns the same result. Rank 0 reads and writes `answers`
+   * (resumed as without a group; written once the ranks' answers are in, so a killed run answers its share again); a
+   * rank's error ends every rank with it.
+   */
+  processGroup?: ProcessGroup;
 }
 
 // Every option evaluateFile reads: another key ({ max_new_tokens: 2 }) is refused, not ignored
 const EVAL_KEYS = {
-  maxNewTokens: true, strict: true, limit: true, dtype: true, answers: true, modelId: true, batchSize: true,
+  maxNewTokens: true, strict: true, limit: true, dtype: true, answers: true, modelId: true, batchSize: true, processGroup: true,
 } satisfies Record<keyof EvalOptions, true>;
 
 /** An options object checked against its keys (undefined: none). */
@@ -171,30 +181,83 @@ const FLUSH_EVERY = 1024;
 export async function evaluateFile(model: VwLmm, tokenizer: TextTokenizer, file: string, imageFolder: string, opts: EvalOptions = {}): Promise<EvalResult> {
   checkOptions('evaluateFile', opts, EVAL_KEYS);
   if (opts.limit !== undefined && !(Number.isSafeInteger(opts.limit) && opts.limit >= 0)) throw typeError('evaluateFile', 'limit', 'an integer >= 0', opts.limit);
+  const group = opts.processGroup;
+  if (group !== undefined && (group === null || typeof group !== 'object' || typeof group.allGatherObject !== 'function')) throw typeError('evaluateFile', 'processGroup', 'a ProcessGroup', group);
   const { questions, skipped, ids } = evalQuestions(file, opts);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-eval-'));
   try {
     const questionFile = path.join(tmp, 'questions.jsonl');
     fs.writeFileSync(questionFile, questions.map(({ record: r, text }) =>
       JSON.stringify({ question_id: r.id, ...(r.image !== undefined ? { image: r.image } : {}), text, ...(typeof r.category === 'string' ? { category: r.category } : {}) }) + '\n').join(''));
-    const answers = opts.answers ?? path.join(tmp, 'answers.jsonl');
-    let res: AnswerResult;
-    try {
-      res = await answerQuestions(model, tokenizer, {
-        questions: questionFile, imageFolder, answers, modelId: opts.modelId ?? 'vwlmm', maxNewTokens: opts.maxNewTokens ?? 16,
-        batchSize: opts.batchSize ?? 32, flushEvery: FLUSH_EVERY, strict: opts.strict, dtype: opts.dtype,
+    const shared = group !== undefined && group.worldSize > 1 ? group : null;
+    const answers = shared ? path.join(tmp, 'answers.jsonl') : opts.answers ?? path.join(tmp, 'answers.jsonl');
+    const answer = async (chunk?: { numChunks: number; chunkIdx: number }): Promise<AnswerResult> => {
+      try {
+        return await answerQuestions(model, tokenizer, {
+          questions: questionFile, imageFolder, answers, modelId: opts.modelId ?? 'vwlmm', maxNewTokens: opts.maxNewTokens ?? 16,
+          batchSize: opts.batchSize ?? 32, flushEvery: FLUSH_EVERY, strict: opts.strict, dtype: opts.dtype, ...chunk,
+        });
+      } catch (e) {
+        // --strict: name the records' file, not the temporary question file written from it (the message names the id);
+        // with a group, the answers file rank 0 read, not this rank's copy of it
+        const m = (e as Error).message, prefix = `questions ${questionFile} `;
+        if (m.startsWith(prefix)) throw new Error(`${file} ${m.slice(prefix.length).replace(/^line \d+ \(question_id (.*?)\): /, 'record $1: ')}`);
+        if (shared && opts.answers !== undefined && m.includes(answers)) throw new Error(m.split(answers).join(opts.answers));
+        throw e;
+      }
+    };
+    let res: Pick<AnswerResult, 'skipped' | 'resumed'>, scored = answers;
+    if (!shared) res = await answer();
+    else {
+      // rank 0's answers so far, on every rank: each resumes its share from them
+      const [before] = await everyRank(shared, async () => (shared.rank === 0 && opts.answers !== undefined && fs.existsSync(opts.answers) ? fs.readFileSync(opts.answers, 'utf8') : null));
+      if (before !== null) fs.writeFileSync(answers, before);
+      const parts = await everyRank(shared, async () => {
+        const r = await answer({ numChunks: shared.worldSize, chunkIdx: shared.rank });
+        const mine = new Set(chunkOf(questions, shared.worldSize, shared.rank).map((q) => q.record.id));
+        const asked = new Set(questions.map((q) => q.record.id));
+        const lines = fs.existsSync(answers) ? fs.readFileSync(answers, 'utf8').split('\n').filter((l) => l !== '') : [];
+        const idOf = (l: string) => String((JSON.parse(l) as { question_id?: unknown }).question_id);
+        return {
+          // this share's lines in question order (answerQuestions orders a resumed share); rank 0 keeps the lines it read
+          // that answer no question asked (another --limit's), ahead of the rest, as a single process keeps them
+          lines: lines.filter((l) => mine.has(idOf(l))), others: shared.rank === 0 ? lines.filter((l) => !asked.has(idOf(l))) : [],
+          resumed: r.resumed, skipped: r.skipped.map((s) => ({ line: s.line, questionId: s.questionId, reason: s.reason })),
+        };
       });
-    } catch (e) {
-      // --strict: name the records' file, not the temporary question file written from it (the message names the id)
-      const m = (e as Error).message, prefix = `questions ${questionFile} `;
-      if (m.startsWith(prefix)) throw new Error(`${file} ${m.slice(prefix.length).replace(/^line \d+ \(question_id (.*?)\): /, 'record $1: ')}`);
-      throw e;
+      const all = [...parts[0].others, ...parts.flatMap((p) => p.lines)].map((l) => l + '\n').join('');
+      scored = path.join(tmp, 'all.jsonl');
+      fs.writeFileSync(scored, all);
+      if (shared.rank === 0 && opts.answers !== undefined) {
+        fs.mkdirSync(path.dirname(path.resolve(opts.answers)), { recursive: true });
+        writeFileAtomic(opts.answers, all);
+        scored = opts.answers;
+      }
+      res = { resumed: parts.reduce((a, p) => a + p.resumed, 0), skipped: parts.flatMap((p) => p.skipped) };
     }
     // a question answerQuestions could not ask (an unreadable image) is skipped for its reason, not as "no answer"
     const why = new Map(res.skipped.map((s) => [String(s.questionId), s.reason]));
-    const r = scoreQuestions(answers, questions, ids, file);
+    const r = scoreQuestions(scored, questions, ids, file);
     return { ...r, skipped: [...skipped, ...r.skipped.map((s) => (why.has(s.id!) ? { id: s.id, reason: why.get(s.id!)! } : s))], answers: opts.answers ?? null, resumed: res.resumed };
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * `work`'s value on every rank, in rank order (allGatherObject), or on every rank the error of the first rank whose work
+ * failed: a rank's error ends the others at once, not at the collective timeout of the next collective it never reaches.
+ */
+async function everyRank<T>(group: ProcessGroup, work: () => Promise<T>): Promise<T[]> {
+  let value: T | undefined, error: unknown = null;
+  try {
+    value = await work();
+  } catch (e) {
+    error = e;
+  }
+  const all = group.allGatherObject<{ value?: T; error?: string }>(error === null ? { value } : { error: error instanceof Error ? error.message : String(error) });
+  const bad = all.findIndex((x) => x.error !== undefined);
+  if (bad === group.rank) throw error;
+  if (bad >= 0) throw new Error(`rank ${bad} of ${group.worldSize}: ${all[bad].error}`);
+  return all.map((x) => x.value as T);
 }

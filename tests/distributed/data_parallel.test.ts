@@ -18,8 +18,12 @@ import { batchIndices, readTrainerState, Stage } from '../../src/train/trainer';
 import { bf16ToF32, f32ToBf16 } from '../../src/bf16';
 import { tempDirs } from '../support/tmp';
 import { runSeed } from '../support/random';
-import { inputOf } from './support/inputs';
-import { writeCliFixture } from '../train/support/tiny';
+import { inputOf, objectOf } from './support/inputs';
+import { tinyConfig, writeCliFixture } from '../train/support/tiny';
+import { TextTokenizer } from '../../src/data/tokenizer';
+import { evaluateFile, type EvalOptions } from '../../src/eval/llava_eval';
+import { saveCheckpoint } from '../../src/model/checkpoint';
+import { VwLmm } from '../../src/model/vwlmm';
 
 const tmp = tempDirs('dist');
 const root = path.join(__dirname, '..', '..');
@@ -59,7 +63,7 @@ describe('the MPI backend is there where it must be', () => {
 });
 
 describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
-  it('all-reduce, reduce-scatter, all-gather and broadcast match a float64 reference (fp32, bf16, int32; sizes 0, 1, 7, 1000)', async () => {
+  it('all-reduce, reduce-scatter, all-gather and broadcast match a float64 reference (fp32, bf16, int32; sizes 0, 1, 7, 1000); allGatherObject', async () => {
     const dir = tmp();
     const seed = runSeed % 100000;
     const r = await ranks(2, 'collectives', dir, { seed });
@@ -107,8 +111,85 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
       for (const k of [0, 1]) close(got[k].out[`async/${j}`], a[0].map((x, i) => x + a[1][i]), 1e-5, `async ${j}`);
     }
     expect(got.map((g) => g.out.refusedDispose[0])).toEqual([1, 1]);
+    // allGatherObject: every rank gets every rank's value, in rank order
+    for (const g of got) expect(g.out.objects, `allGatherObject rank ${g.rank}`).toEqual([[objectOf(0), objectOf(1)], [null, null], ['', 'ü']]);
     expect(worst).toBeLessThan(1e-5);
   }, 60_000);
+
+  it('a group of one hands back every input (benchmarks/gpu/collectives_verdict.ts: the check device_check.sh runs on one NCCL rank)', () => {
+    const dir = tmp(), seed = runSeed % 1000;
+    single('collectives', dir, { seed });
+    const v = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'benchmarks', 'gpu', 'collectives_verdict.ts'), dir, String(seed)], { encoding: 'utf8', cwd: root, timeout: 60_000 });
+    expect(v.status, v.stdout + v.stderr).toBe(0);
+    expect(v.stdout).toMatch(/one rank, 65 collectives .*: PASS/);
+    // and it fails a run whose numbers are not the inputs: here, another seed's
+    const w = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'benchmarks', 'gpu', 'collectives_verdict.ts'), dir, String(seed + 1)], { encoding: 'utf8', cwd: root, timeout: 60_000 });
+    expect([w.status, /FAIL\n  all_reduce\/sum\/1: got/.test(w.stdout)]).toEqual([1, true]);
+  }, 60_000);
+
+  it('evaluateFile over 3 ranks: each answers its share and every rank returns what one process does; a resumed answers file; a strict error on one rank ends every rank with it', async () => {
+    const dir = tmp();
+    const fx = writeCliFixture(dir, { images: 5 }); // 100 questions
+    const tok = new TextTokenizer(fx.tokenizer);
+    const c = tinyConfig(tok.vocabSize); // weights wide enough that the answers depend on question and image
+    const model = VwLmm.create({ ...c, llm: { ...c.llm, initializerRange: 0.5 }, vision: { ...c.vision, initializerRange: 0.5 } }, 5);
+    const checkpoint = path.join(dir, 'wide');
+    saveCheckpoint(checkpoint, model, { tokenizer: fx.tokenizer });
+    type Line = { question_id: string; text: string; answer_id: string };
+    const linesOf = (f: string) => fs.readFileSync(f, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Line);
+    const ev = (data: string, o: EvalOptions) => evaluateFile(model, tok, data, fx.imageFolder, { maxNewTokens: 4, modelId: 'm', ...o });
+    try {
+      // the model's own answers made the expected ones of every third record (accuracy neither 0 nor 1), and a record
+      // whose image is missing in the last rank's share (records 68..100 of 101)
+      const first = path.join(dir, 'first.jsonl');
+      await ev(fx.data, { answers: first });
+      const said = new Map(linesOf(first).map((l) => [l.question_id, l.text]));
+      const recs = JSON.parse(fs.readFileSync(fx.data, 'utf8')) as { id: string; image: string; conversations: { value: string }[] }[];
+      recs.forEach((r, i) => i % 3 === 0 && (r.conversations[1].value = said.get(r.id)!));
+      recs.splice(80, 0, { ...recs[80], id: 'noimg', image: 'images/none.png' });
+      const data = path.join(dir, 'rigged.json');
+      fs.writeFileSync(data, JSON.stringify(recs));
+      const one = await ev(data, { answers: path.join(dir, 'one.jsonl') });
+      expect(one.accuracy).toBeGreaterThan(0.3);
+      expect(one.accuracy).toBeLessThan(1);
+      expect(one.skipped.map((x) => x.id)).toEqual(['noimg']);
+      // a file that holds some answers already: records of rank 0's and rank 1's shares, and one past the limit (95)
+      const oneLines = fs.readFileSync(path.join(dir, 'one.jsonl'), 'utf8').trim().split('\n');
+      const held = new Set([0, 1, 2, 3, 4, 40, 41, 42, 43, 44, 45, 97].map((i) => recs[i].id));
+      const seed = oneLines.filter((l) => held.has((JSON.parse(l) as Line).question_id)).map((l) => l + '\n').join('');
+      for (const f of ['seed_one.jsonl', 'seed_ranks.jsonl']) fs.writeFileSync(path.join(dir, f), seed);
+      const resumedOne = await ev(data, { answers: path.join(dir, 'seed_one.jsonl'), limit: 95 });
+      expect(resumedOne.resumed).toBe(11);
+      let strictError = '';
+      await ev(data, { strict: true }).catch((e: Error) => (strictError = e.message));
+      expect(strictError).toMatch(/record "noimg": image images\/none.png: loadImage: cannot read/);
+      const [fresh, again] = [path.join(dir, 'ranks.jsonl'), path.join(dir, 'seed_ranks.jsonl')];
+      const jobs = [
+        { data, imageFolder: fx.imageFolder, options: { maxNewTokens: 4, modelId: 'm', answers: fresh } },
+        { data, imageFolder: fx.imageFolder, options: { maxNewTokens: 4, modelId: 'm', answers: again, limit: 95 } },
+        { data, imageFolder: fx.imageFolder, options: { maxNewTokens: 4, modelId: 'm', strict: true } },
+      ];
+      const r = await ranks(3, 'evaluate', dir, { checkpoint, jobs });
+      expect(r.failure, r.output.join('\n')).toBeNull();
+      const got = [0, 1, 2].map((k) => JSON.parse(fs.readFileSync(path.join(dir, `eval_rank_${k}.json`), 'utf8')) as Record<string, unknown>[]);
+      for (let k = 0; k < 3; k++) {
+        expect(got[k][0], `rank ${k}`).toEqual({ ...one, answers: fresh });
+        expect(got[k][1], `rank ${k}`).toEqual({ ...resumedOne, answers: again });
+        expect(got[k][2], `rank ${k}`).toEqual({ error: k === 2 ? strictError : `rank 2 of 3: ${strictError}` });
+      }
+      // rank 0's files: every answer of one process, in question order; the lines held before kept as they were
+      const texts = (ls: Line[]) => ls.map((l) => [l.question_id, l.text]);
+      expect(texts(linesOf(fresh))).toEqual(texts(linesOf(path.join(dir, 'one.jsonl'))));
+      const resumed = linesOf(again);
+      expect(resumed.map((l) => l.question_id)).toEqual([recs[97].id, ...recs.slice(0, 95).filter((x) => x.id !== 'noimg').map((x) => x.id)]);
+      expect(new Map(texts(resumed) as [string, string][])).toEqual(new Map(texts(linesOf(path.join(dir, 'seed_one.jsonl'))) as [string, string][]));
+      const before = new Map(seed.trim().split('\n').map((l) => [(JSON.parse(l) as Line).question_id, l]));
+      const kept = fs.readFileSync(again, 'utf8').trim().split('\n').filter((l) => before.has((JSON.parse(l) as Line).question_id));
+      expect(kept.sort()).toEqual([...before.values()].sort());
+    } finally {
+      model.dispose();
+    }
+  }, 90_000);
 
   it('2 ranks at batch B train the same weights as 1 rank at batch B with accumulation x2 (20 steps: accumulation, clipping, weight decay), and a ZeRO-1 checkpoint resumes exactly', async () => {
     // (1 rank at batch 2B would be the same only because this loss is a mean of per-sample losses: a micro-batch's
@@ -267,7 +348,7 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
     expect(train32[0].gatherBytes).toBeGreaterThan(0);
   }, 130_000);
 
-  it('vwlmm demo --nproc-per-node 2: both ranks train, rank 0 alone writes the data, evaluates and prints the one result', () => {
+  it('vwlmm demo --nproc-per-node 2: both ranks train and share the test questions, rank 0 alone writes the data and the answers and prints the one result', () => {
     const out = path.join(tmp(), 'demo');
     const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli.ts'), 'demo', '--out', out, '--scale', '0.002', '--json', '--nproc-per-node', '2'],
       { encoding: 'utf8', cwd: root, timeout: 240_000 });

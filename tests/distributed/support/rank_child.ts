@@ -21,6 +21,8 @@
 //                host waits between a stage's start and its first loss (the ranks' stage-start check), not in `syncs`
 //   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout (timeoutFromEnv: the
 //                group's timeout from VWLMM_COLLECTIVE_TIMEOUT), then disposes its tensor
+//   evaluate     evaluateFile over the group for each of `jobs` (data, imageFolder, options) with the model of `checkpoint`;
+//                each rank writes its results, or a job's error message (eval_rank_<r>.json)
 //   checks       ranks that disagree, each refused on every rank (each rank writes the messages to checks_rank_<r>.json):
 //                a collective of another size under checkCollectives, then ZeroAdamW over other parameters
 import * as fs from 'fs';
@@ -32,12 +34,15 @@ import { ZeroAdamW } from '../../../src/distributed/zero';
 import { VwLmm } from '../../../src/model/vwlmm';
 import { Stage, Trainer } from '../../../src/train/trainer';
 import { backendInfo, F, hostSyncs, setAsync } from '../../../src';
-import { inputOf } from './inputs';
+import { inputOf, objectOf } from './inputs';
 import { tinyConfig, tinyData } from '../../train/support/tiny';
 import { mixedData } from '../../train/support/mixed';
+import { evaluateFile, type EvalOptions } from '../../../src/eval/llava_eval';
+import { loadCheckpoint } from '../../../src/model/checkpoint';
+import { TextTokenizer } from '../../../src/data/tokenizer';
 
 const [mode, outDir, json] = process.argv.slice(2);
-type Options = { mixed?: boolean; backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; accumScale?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; timeoutFromEnv?: boolean; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean; withRead?: boolean; size?: number; lr?: number; trainVision?: boolean; hidden?: number; perRank?: Record<string, Partial<Options>> };
+type Options = { mixed?: boolean; backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; accumScale?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; timeoutFromEnv?: boolean; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean; withRead?: boolean; size?: number; lr?: number; trainVision?: boolean; hidden?: number; checkpoint?: string; jobs?: { data: string; imageFolder: string; options: EvalOptions }[]; perRank?: Record<string, Partial<Options>> };
 const given = JSON.parse(json ?? '{}') as Options;
 let opts: Options = given;
 
@@ -50,36 +55,37 @@ async function main(): Promise<void> {
   fs.mkdirSync(outDir, { recursive: true });
   if (mode === 'collectives') {
     const seed = opts.seed ?? 1, out: Record<string, number[]> = {};
+    const dev = { device: group.device }; // NCCL: CUDA tensors (benchmarks/gpu/device_check.sh, one rank)
     scope(() => {
       for (const n of [0, 1, 7, 1000]) {
         for (const op of ['sum', 'avg', 'max', 'min'] as const) {
-          const t = Tensor.fromArray(inputOf(seed + n, rank, n), [n]);
+          const t = Tensor.fromArray(inputOf(seed + n, rank, n), [n], dev);
           group.allReduce(t, { op });
           out[`all_reduce/${op}/${n}`] = Array.from(t.toArray());
-          const big = Tensor.fromArray(inputOf(seed + n + 1, rank, n * worldSize), [n * worldSize]);
-          const small = Tensor.empty([n]);
+          const big = Tensor.fromArray(inputOf(seed + n + 1, rank, n * worldSize), [n * worldSize], dev);
+          const small = Tensor.empty([n], dev);
           group.reduceScatter(small, big, { op });
           out[`reduce_scatter/${op}/${n}`] = Array.from(small.toArray());
           // bf16 travels as 16-bit words and reduces in float32, rounded once per partial result
-          const tb = Tensor.fromArray(inputOf(seed + n + 2, rank, n), [n], { dtype: 'bfloat16' });
+          const tb = Tensor.fromArray(inputOf(seed + n + 2, rank, n), [n], { ...dev, dtype: 'bfloat16' });
           group.allReduce(tb, { op });
           out[`all_reduce_bf16/${op}/${n}`] = Array.from(tb.toArray());
         }
-        const mine = Tensor.fromArray(inputOf(seed + n + 3, rank, n), [n]);
-        const all = Tensor.empty([n * worldSize]);
+        const mine = Tensor.fromArray(inputOf(seed + n + 3, rank, n), [n], dev);
+        const all = Tensor.empty([n * worldSize], dev);
         group.allGather(all, mine);
         out[`all_gather/${n}`] = Array.from(all.toArray());
         for (let root = 0; root < worldSize; root++) {
-          const b = Tensor.fromArray(inputOf(seed + n + 4, rank, n), [n]);
+          const b = Tensor.fromArray(inputOf(seed + n + 4, rank, n), [n], dev);
           group.broadcast(b, root);
           out[`broadcast/${root}/${n}`] = Array.from(b.toArray());
         }
-        const ints = Tensor.fromArray(Int32Array.from({ length: n }, (_, i) => i * (rank + 1)), [n]);
+        const ints = Tensor.fromArray(Int32Array.from({ length: n }, (_, i) => i * (rank + 1)), [n], dev);
         group.allReduce(ints, { op: 'sum' });
         out[`all_reduce_int32/sum/${n}`] = Array.from(ints.toArray());
       }
       // async: several in flight at once, waited for in reverse order
-      const ts = [0, 1, 2].map((k) => Tensor.fromArray(inputOf(seed + 100 + k, rank, 333), [333]));
+      const ts = [0, 1, 2].map((k) => Tensor.fromArray(inputOf(seed + 100 + k, rank, 333), [333], dev));
       const works = ts.map((t) => group.allReduceAsync(t));
       let refused = '';
       try {
@@ -90,6 +96,8 @@ async function main(): Promise<void> {
       works.reverse().forEach((w) => w.wait());
       ts.forEach((t, k) => (out[`async/${k}`] = Array.from(t.toArray())));
       out.refusedDispose = [refused.includes('in use by a collective') ? 1 : 0];
+      // JSON values of different lengths per rank (rank 1's over 100 KB), UTF-8 beyond ASCII, undefined as null
+      (out as Record<string, unknown>).objects = [group.allGatherObject(objectOf(rank)), group.allGatherObject(undefined), group.allGatherObject(rank === 0 ? '' : 'ü')];
       group.barrier();
     });
     fs.writeFileSync(path.join(outDir, `rank_${rank}.json`), JSON.stringify({ rank, worldSize, localRank: group.localRank, library: group.library, threads: backendInfo().cpu.threads, cpus: os.availableParallelism(), out }));
@@ -152,6 +160,20 @@ async function main(): Promise<void> {
     } finally {
       t.dispose(); // cleanup as the Trainer's: accepted, so the timeout stays the error (the memory is never reused)
     }
+  } else if (mode === 'evaluate') {
+    // evaluateFile over the group, job after job (a job's error is recorded, and the next one starts on every rank)
+    const { model, tokenizerPath } = loadCheckpoint(opts.checkpoint!);
+    const tok = new TextTokenizer(tokenizerPath!);
+    const results: unknown[] = [];
+    for (const job of opts.jobs!) {
+      try {
+        results.push(await evaluateFile(model, tok, job.data, job.imageFolder, { ...job.options, processGroup: group }));
+      } catch (e) {
+        results.push({ error: (e as Error).message });
+      }
+    }
+    model.dispose();
+    fs.writeFileSync(path.join(outDir, `eval_rank_${rank}.json`), JSON.stringify(results));
   } else {
     throw new Error(`unknown mode ${mode}`);
   }
