@@ -9,8 +9,7 @@
 // slots to every rank, and every rank compares them with rank 0's. All ranks see the same slots, so all come to the
 // same verdict and, on a difference, all throw together an error naming what differs, with rank 0's value and this
 // rank's (or the first rank that differs, on a rank that agrees with rank 0).
-import { Tensor } from '../tensor';
-import type { ProcessGroup } from './process_group';
+import { allGatherInt32, type ProcessGroup } from './process_group';
 
 /** Slots per check (the same on every rank, so that the all-gather's size never depends on the values). */
 const SLOTS = 48;
@@ -72,16 +71,7 @@ export function checkRanksAgree(group: ProcessGroup, where: string, fields: read
   if (fields.length > SLOTS) throw new RangeError(`checkRanksAgree: at most ${SLOTS} fields, got ${fields.length}`);
   if (group.worldSize === 1) return;
   const world = group.worldSize, rank = group.rank;
-  const mine = Tensor.fromArray(encode(fields), [SLOTS * WORDS], { device: group.device });
-  const every = Tensor.empty([world * SLOTS * WORDS], { device: group.device, dtype: 'int32' });
-  let all: Int32Array;
-  try {
-    group.allGather(every, mine);
-    all = every.toArray() as Int32Array;
-  } finally {
-    mine.dispose();
-    every.dispose();
-  }
+  const all = allGatherInt32(group, encode(fields));
   const problems: string[] = [];
   fields.forEach(([name], k) => {
     const differ = Array.from({ length: world }, (_, r) => r).filter((r) => !sameSlot(all, r, 0, k));

@@ -171,26 +171,10 @@ export class ProcessGroup {
       throw typeError(where, 'value', `a JSON value (${(e as Error).message})`, value);
     }
     const bytes = Buffer.from(json ?? 'null', 'utf8');
-    const W = this.worldSize, device = this.device;
-    const lens = new Int32Array(W), mine = Tensor.fromArray(Int32Array.of(bytes.length), [1], { device }), all = Tensor.zeros([W], { device, dtype: 'int32' });
-    try {
-      this.allGather(all, mine);
-      lens.set(all.toArray() as Int32Array);
-    } finally {
-      mine.dispose();
-      all.dispose();
-    }
+    const lens = allGatherInt32(this, Int32Array.of(bytes.length));
     const words = Math.ceil(Math.max(...lens) / 4), padded = new Int32Array(words);
     new Uint8Array(padded.buffer).set(bytes);
-    const src = Tensor.fromArray(padded, [words], { device }), dst = Tensor.zeros([W * words], { device, dtype: 'int32' });
-    let got: Int32Array;
-    try {
-      this.allGather(dst, src);
-      got = dst.toArray() as Int32Array;
-    } finally {
-      src.dispose();
-      dst.dispose();
-    }
+    const got = allGatherInt32(this, padded);
     return Array.from(lens, (n, r) => JSON.parse(Buffer.from(got.buffer, got.byteOffset + 4 * r * words, n).toString('utf8')) as T);
   }
 
@@ -252,6 +236,19 @@ export class ProcessGroup {
     if (this.checkCollectives && this.worldSize > 1) this.checkSame(kind, count, input.dtype, op, root);
     const handle = this.addon.distStart(kind, input.buffer, output.buffer, input.dtype, count, op, root);
     return new Work(this, handle, `${kind} of ${describe(output)}`);
+  }
+}
+
+/** Every rank's int32 `values` (the same length on every rank), in rank order: one all-gather through the group's device. */
+export function allGatherInt32(group: ProcessGroup, values: Int32Array): Int32Array {
+  const mine = Tensor.fromArray(values, [values.length], { device: group.device });
+  const every = Tensor.empty([group.worldSize * values.length], { device: group.device, dtype: 'int32' });
+  try {
+    group.allGather(every, mine);
+    return every.toArray() as Int32Array;
+  } finally {
+    mine.dispose();
+    every.dispose();
   }
 }
 

@@ -93,6 +93,7 @@ const INTERNAL: Record<string, string> = {
   'data/sort_of_clevr:OBJECT_SIZE': 'renderer geometry',
   'data/sort_of_clevr:MIN_CENTRE_DISTANCE': 'scene generator geometry',
   'data/sort_of_clevr:shapeContains': 'renderer geometry',
+  'distributed/process_group:allGatherInt32': "host int32 arrays through one all-gather, shared by allGatherObject and checkRanksAgree",
   'distributed/launch:mpirunArgs': "launchRanks's mpirun command line",
   'distributed/rendezvous:ncclRendezvous': "initProcessGroup's NCCL start (the addon's unique id through rendezvous)",
   'distributed/rendezvous:ncclDeviceIndex': "ncclRendezvous's choice of the rank's GPU (exported for its unit test)",
