@@ -62,9 +62,13 @@ function preflight() {
 // 2026-12-03 (benchmarks/RESULTS.md: benchmarks/gemm_cpu.ts on a quiet machine; the demo's training steps by
 // alternating the two addons): AVX2+FMA kernel 1.00x on the fused-kernel shapes, 0.90x on the demo's, the demo's
 // steps 0.8-1.2x: on par, OpenBLAS is optional there; portable kernel (CPUs without AVX2+FMA, or
-// VWLMM_SIMD=generic) ~3x, the demo's steps 1.0-1.5x. The one copy of these figures: src/demo/estimate.ts quotes
-// them from here. Re-measure when either GEMM changes.
-const BUILTIN_VS_OPENBLAS = { portableGemm: '~3x', portableDemoSteps: '1.0-1.5x', avx2Gemm: '1.00x', avx2DemoSteps: '0.8-1.2x' };
+// VWLMM_SIMD=generic) ~3x, the demo's steps 1.0-1.5x. AVX-512F kernel (an AVX-512 AMD EPYC, 2026-12-07, against
+// OpenBLAS's Haswell kernels there): 0.44-0.59x on the decoder's, demo's and answering's products, the demo's steps
+// 0.8-0.85x; the default where it exists (native/cpu/gemm.cpp). The one copy of these figures: src/demo/estimate.ts
+// quotes them from here. Re-measure when either GEMM changes.
+const BUILTIN_VS_OPENBLAS = {
+  portableGemm: '~3x', portableDemoSteps: '1.0-1.5x', avx2Gemm: '1.00x', avx2DemoSteps: '0.8-1.2x', avx512Gemm: '0.44-0.59x', avx512DemoSteps: '0.8-0.85x',
+};
 
 /** True when backendInfo().gemm names the built-in GEMM (native/cpu/gemm_builtin.cpp), not OpenBLAS. */
 function isBuiltinGemm(gemm) {
@@ -146,11 +150,14 @@ function reportGemm(file, how, out = { log: console.log, warn: console.error }) 
   const warning = gemmWarning(info, { how, file: rel, checkout: fs.existsSync(path.join(root, '.git')) });
   if (warning) out.warn(warning.split('\n').map((l) => `vwlmm: ${l}`).join('\n'));
   else if (isBuiltinGemm(info.gemm)) {
-    // the build may link OpenBLAS and still run the built-in GEMM (its kernels for this CPU lack AVX2+FMA): say which
-    const linked = /linked OpenBLAS chose its (\w+) kernels/.exec(String(info.gemm));
-    out.log(`vwlmm: CPU GEMM of ${rel}: the built-in one with its AVX2+FMA kernel (${BUILTIN_VS_OPENBLAS.avx2Gemm} of OpenBLAS's time on ` +
-      `large matrices, the demo's steps ${BUILTIN_VS_OPENBLAS.avx2DemoSteps}; ` +
-      (linked ? `chosen over the OpenBLAS it links, which picked its ${linked[1]} kernels on this CPU: VWLMM_GEMM=openblas uses them)` : 'no OpenBLAS needed)'));
+    // the build may link OpenBLAS and still run the built-in GEMM (its AVX-512 kernel, or OpenBLAS's kernels for this
+    // CPU lack AVX2+FMA): say which kernel and why
+    const gemm = String(info.gemm), avx512 = /^builtin \(avx512f/.test(gemm);
+    const linked = /linked OpenBLAS chose its (\w+) kernels|faster than the (\w+) kernels the linked OpenBLAS chose/.exec(gemm);
+    out.log(`vwlmm: CPU GEMM of ${rel}: the built-in one with its ${avx512 ? 'AVX-512F' : 'AVX2+FMA'} kernel (` +
+      (avx512 ? `${BUILTIN_VS_OPENBLAS.avx512Gemm} of the time of OpenBLAS's AVX2 kernels, the demo's steps ${BUILTIN_VS_OPENBLAS.avx512DemoSteps}; `
+        : `${BUILTIN_VS_OPENBLAS.avx2Gemm} of OpenBLAS's time on large matrices, the demo's steps ${BUILTIN_VS_OPENBLAS.avx2DemoSteps}; `) +
+      (linked ? `chosen over the OpenBLAS it links, which picked its ${linked[1] ?? linked[2]} kernels on this CPU: VWLMM_GEMM=openblas uses them)` : 'no OpenBLAS needed)'));
   } else out.log(`vwlmm: CPU GEMM of ${rel}: ${info.gemm}`);
   return info;
 }

@@ -29,7 +29,7 @@ export const QUESTIONS_PER_IMAGE = 20;
  * estimate itself always comes from the calibration.
  */
 interface GemmCheck {
-  BUILTIN_VS_OPENBLAS: { avx2DemoSteps: string; portableDemoSteps: string; portableGemm: string };
+  BUILTIN_VS_OPENBLAS: { avx2DemoSteps: string; avx512DemoSteps: string; portableDemoSteps: string; portableGemm: string };
   isBuiltinGemm(gemm: string): boolean;
   hasAvx2Kernel(simd: string | undefined): boolean;
 }
@@ -170,7 +170,7 @@ export function gemmNotice(cpu: { gemm: string; threads?: number; simd?: string 
   const extra = [cpu.threads !== undefined ? `${cpu.threads} threads` : '', cpu.simd ?? ''].filter(Boolean).join(', ');
   const head = `vwlmm demo: CPU GEMM: ${kind} (${cpu.gemm})${extra ? `, ${extra}` : ''}`;
   if (kind !== 'built-in') return head;
-  if (/avx512f/.test(cpu.gemm)) return `${head}: its AVX-512F kernel (the AVX2+FMA kernel's bits at 1.0-2.2x its rate; that one is on par with OpenBLAS, the demo's steps ${BUILTIN_VS_OPENBLAS.avx2DemoSteps} of its time)`;
+  if (/avx512f/.test(cpu.gemm)) return `${head}: its AVX-512F kernel (the AVX2+FMA kernel's bits at 1.0-2.2x its rate; the demo's steps ${BUILTIN_VS_OPENBLAS.avx512DemoSteps} of their time with OpenBLAS's AVX2 kernels)`;
   if (hasAvx2Kernel(cpu.simd)) return `${head}: its AVX2+FMA kernel, on par with OpenBLAS (the demo's steps ${BUILTIN_VS_OPENBLAS.avx2DemoSteps} of its time)`;
   return `${head}\n  the built-in GEMM's portable kernel (no AVX2+FMA): ${BUILTIN_VS_OPENBLAS.portableGemm} slower matrix products than OpenBLAS, the demo's` +
     ` steps ${BUILTIN_VS_OPENBLAS.portableDemoSteps} as long.\n  For OpenBLAS: sudo apt-get install -y libopenblas-dev, then \`VWLMM_BUILD_FROM_SOURCE=1 npm rebuild vwlmm\`` +

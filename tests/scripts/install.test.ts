@@ -97,7 +97,7 @@ describe('install: CPU GEMM check', () => {
     expect(r.stdout).toMatch(/^vwlmm: using the (existing build|prebuilt binary) /);
     const rel = path.relative(root, file);
     if (!native.isBuiltinGemm(info.gemm)) expect(r.stdout).toContain(`vwlmm: CPU GEMM of ${rel}: ${info.gemm}\n`);
-    else if (native.hasAvx2Kernel(info.simd)) expect(r.stdout).toContain(`vwlmm: CPU GEMM of ${rel}: the built-in one with its AVX2+FMA kernel`);
+    else if (native.hasAvx2Kernel(info.simd)) expect(r.stdout).toContain(`vwlmm: CPU GEMM of ${rel}: the built-in one with its ${/^builtin \(avx512f/.test(info.gemm) ? 'AVX-512F' : 'AVX2+FMA'} kernel`);
     if (native.isBuiltinGemm(info.gemm) && !native.hasAvx2Kernel(info.simd)) expect(r.stderr).toMatch(/WARNING: .* uses the built-in GEMM with its portable kernel/);
     else expect(r.stderr).not.toMatch(/WARNING/);
   });
