@@ -51,8 +51,9 @@ static bool openblas_kernels_lack_avx2() {
 }
 
 // Which GEMM runs in a build with OpenBLAS (src/native.ts rejects other values of VWLMM_GEMM than openblas /
-// builtin): VWLMM_GEMM=builtin the built-in one, VWLMM_GEMM=openblas OpenBLAS; unset, the built-in one where it has
-// its AVX-512 kernel or OpenBLAS's kernels lack the AVX2+FMA the built-in one uses, else OpenBLAS. With AVX2+FMA
+// builtin): VWLMM_GEMM=builtin the built-in one, VWLMM_GEMM=openblas OpenBLAS; unset, the built-in one on a CPU with
+// AVX-512F (also under VWLMM_SIMD=avx2, whose AVX2 kernel gives the AVX-512 kernel's bits: the cap must not switch
+// GEMMs) or where OpenBLAS's kernels lack the AVX2+FMA the built-in one uses, else OpenBLAS. With AVX2+FMA
 // alone the two are on par (1.03-1.05x on the decoder's and demo's products, AMD EPYC 2026-12-07); the AVX-512 kernel
 // takes 0.44-0.59x of OpenBLAS's time with its Haswell kernels on an AVX-512 EPYC (the demo's steps 0.8-0.85x), and
 // 0.65-1.01x with its own AVX-512 kernels on a Xeon (benchmarks/RESULTS.md).
@@ -63,7 +64,7 @@ static GemmChoice gemm_choice() {
     if (s && std::string(s) == "builtin") return GemmChoice::Builtin;
     if (s && std::string(s) == "openblas") return GemmChoice::OpenBlas;
     if (vw_use_avx2() && openblas_kernels_lack_avx2()) return GemmChoice::BuiltinOverWeakOpenBlas;
-    return vw_use_avx512() ? GemmChoice::BuiltinAvx512 : GemmChoice::OpenBlas;
+    return vw_use_avx2() && vw_cpu_has_avx512() ? GemmChoice::BuiltinAvx512 : GemmChoice::OpenBlas;
   }();
   return g;
 }
@@ -108,9 +109,10 @@ const char* gemm_backend_name() {
         return std::string("builtin (") + gemm_builtin_kernel() + ": the linked OpenBLAS chose its " +
                openblas_get_corename() + " kernels on this CPU; VWLMM_GEMM=openblas keeps them; linked: " + linked + ")";
       case GemmChoice::BuiltinAvx512:
-        return std::string("builtin (") + gemm_builtin_kernel() + ": its AVX-512 kernel, faster than the " +
-               openblas_get_corename() + " kernels the linked OpenBLAS chose on this CPU; VWLMM_GEMM=openblas keeps them; linked: " +
-               linked + ")";
+        return std::string("builtin (") + gemm_builtin_kernel() + ": the built-in GEMM on this AVX-512 CPU, faster than the " +
+               openblas_get_corename() + " kernels the linked OpenBLAS chose" +
+               (vw_use_avx512() ? "" : " (its AVX2 kernel under VWLMM_SIMD=avx2: the AVX-512 kernel's bits)") +
+               "; VWLMM_GEMM=openblas keeps them; linked: " + linked + ")";
       default: return linked;
     }
   }();

@@ -29,6 +29,15 @@ inline bool vw_use_avx512() {
   }();
   return use;
 }
+// The CPU has AVX-512F, whatever VWLMM_SIMD=avx2 caps: for choices the cap must not change, since it promises the same
+// bits (the default GEMM, native/cpu/gemm.cpp).
+inline bool vw_cpu_has_avx512() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+  }();
+  return has;
+}
 }  // namespace vw::cpu
 #else
 #define VW_TARGET_AVX2
@@ -36,5 +45,6 @@ inline bool vw_use_avx512() {
 namespace vw::cpu {
 inline bool vw_use_avx2() { return false; }
 inline bool vw_use_avx512() { return false; }
+inline bool vw_cpu_has_avx512() { return false; }
 }  // namespace vw::cpu
 #endif
