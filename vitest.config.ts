@@ -15,6 +15,10 @@ export default defineConfig({
     // addon's first load, thread and SIMD settings, MPI) start children. Checked: the whole suite passes so, also with
     // the files and tests shuffled (--sequence.shuffle), in 445-460 s. `--isolate` gives each file its own process.
     isolate: false,
+    // ... and each file starts on a collected heap (tests/support/fresh_heap.ts): an earlier file's undisposed tensors,
+    // freed by their finalizers in the middle of a later file, changed its count of live buffers (CI, 2026-12-07).
+    execArgv: ['--expose-gc'],
+    setupFiles: ['tests/support/fresh_heap.ts'],
     testTimeout: 60_000,
   },
 });
