@@ -508,7 +508,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
   .option('--pif', 'the PIF variant: the LLM reads each patch as its visual word (a mixture of word embeddings)')
   .option('--detach-target', "detach the KL's target (an ablation of the paper's objective)")
   .option('--no-replay', 'run every step in JavaScript (by default a step of a batch shape seen twice is replayed natively as an op program: the same numbers, less host time)')
-  .option('--nproc-per-node <n>', 'data-parallel: train with n ranks on this machine (through mpirun: apt install libopenmpi-dev openmpi-bin); the batches stay the global ones; 2 on 2 cores ran the demo 1.19x faster (benchmarks/RESULTS.md)', int('--nproc-per-node', 1))
+  .option('--nproc-per-node <n>', 'data-parallel: train with n ranks on this machine (through mpirun: apt install libopenmpi-dev openmpi-bin); the batches stay the global ones; 2 on 2 cores ran the demo 1.19x faster on a Xeon and 0.95x on an EPYC, where one process is quicker (benchmarks/RESULTS.md)', int('--nproc-per-node', 1))
   .option('--dist-timeout <s>', DIST_TIMEOUT_HELP, num('--dist-timeout'))
   .action(async (o: { nprocPerNode?: number; distTimeout?: number; out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; overwriteOutputDir?: boolean; device: string; dtype?: string; schedule: string; pif?: boolean; detachTarget?: boolean; replay: boolean }) => {
     outputFolder('--out', o.out); // before the ranks start, the data set is written or anything is calibrated
