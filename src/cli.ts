@@ -498,7 +498,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
   .option('--out <dir>', 'output directory (checkpoint, metrics, plots)', 'vwlmm-demo')
   .option('--seed <n>', 'random seed', int('--seed'), 0)
   .option('--ablation', 'also train the same run with vmWeight 0 (plain LLaVA) and compare')
-  .option('--scale <x>', 'multiply the training steps (e.g. 0.05 for a smoke run; below 1 also the images, down to 64 train and 50 test)', num('--scale'), 1)
+  .option('--scale <x>', 'multiply the training steps (e.g. 0.05 for a smoke run; below 1 also the images, down to 64 train and 50 test, and the in-training evaluations, down to 100 questions)', num('--scale'), 1)
   .option('--json', 'end with one JSON object')
   .option('--resume', 'continue an interrupted demo from its checkpoints (same --out, --seed, --scale)')
   .option('--overwrite-output-dir', 'start over in an --out that already holds a demo run (else refused: --resume continues it)')

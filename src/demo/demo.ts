@@ -75,6 +75,9 @@ function scaled(r: Recipe, scale: number): Recipe {
   // the test split too (the final answers file and the in-training evaluations draw on it), down to 50 images: 1,000
   // questions, a standard error of at most 1.6 points; 4,000 answers were most of a smoke run's time
   if (scale < 1) c.testImages = Math.max(50, Math.round(c.testImages * scale));
+  // and the in-training evaluations' questions, down to 100: they run as often as at full scale (evalEvery scales with
+  // the steps), and 6 x 600 answers were half of a --scale 0.02 run's training time
+  if (scale < 1) c.evalQuestions = Math.min(c.evalQuestions, Math.max(100, Math.round(c.evalQuestions * scale)));
   return c;
 }
 

@@ -536,7 +536,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
       const [captions, shapes] = captionWordAccuracies(m, val, tokenizer, [CAPTION_WORDS, ['square', 'circle']], r.stage1.relational, undefined, group);
       if (where.stage.startsWith('captions')) return { captionAccuracy: captions, captionShapeAccuracy: shapes };
       const a = evaluateSplit(m, val, tokenizer, 'vicuna_v1', { maxQuestions: r.evalQuestions, processGroup: group });
-      return { captionAccuracy: captions, captionShapeAccuracy: shapes, accuracy: a.accuracy, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
+      return { captionAccuracy: captions, captionShapeAccuracy: shapes, accuracy: a.accuracy, questions: a.count, nonRelational: a.groups['non-relational']?.accuracy ?? 0, relational: a.groups.relational?.accuracy ?? 0, ...Object.fromEntries(Object.entries(a.categories).map(([c, v]) => [`acc_${c}`, v.accuracy])) };
     },
     onLog: opts.onLog, checkpointFiles: { tokenizer: opts.tokenizerJson ?? json, extraFiles: { [RECIPE_RUN_FILE]: runFile } },
     logEvery: opts.logEvery ?? 10,

@@ -52,6 +52,10 @@ describe('vwlmm CLI', () => {
     const answers = fs.readFileSync(demo.answers as string, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { question_id: string; model_id: string });
     expect(answers.map((a) => a.question_id)).toEqual((testJson as { id: string }[]).map((r) => r.id));
     expect(answers[0].model_id).toBe('vw');
+    // the in-training evaluations answer 600 questions at full scale, here 100 (at least 100 below --scale 1)
+    const evals = fs.readFileSync(demo.metrics as string, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; questions?: number }).filter((r) => r.type === 'eval' && r.questions !== undefined);
+    expect(evals.length).toBeGreaterThan(0);
+    for (const r of evals) expect(r.questions).toBe(100);
   });
 
   it('eval --json on the generated test split, per category', () => {
