@@ -63,8 +63,9 @@ static GemmChoice gemm_choice() {
     const char* s = std::getenv("VWLMM_GEMM");
     if (s && std::string(s) == "builtin") return GemmChoice::Builtin;
     if (s && std::string(s) == "openblas") return GemmChoice::OpenBlas;
-    if (vw_use_avx2() && openblas_kernels_lack_avx2()) return GemmChoice::BuiltinOverWeakOpenBlas;
-    return vw_use_avx2() && vw_cpu_has_avx512() ? GemmChoice::BuiltinAvx512 : GemmChoice::OpenBlas;
+    if (!vw_use_avx2()) return GemmChoice::OpenBlas;  // the built-in GEMM would run its portable kernel
+    if (openblas_kernels_lack_avx2()) return GemmChoice::BuiltinOverWeakOpenBlas;
+    return vw_cpu_has_avx512() ? GemmChoice::BuiltinAvx512 : GemmChoice::OpenBlas;
   }();
   return g;
 }

@@ -276,6 +276,8 @@ VW_TARGET_AVX2 void kernel_avx2(int64_t kc, const float* __restrict A, const flo
 // AVX-512F: 12 x 32, c[r][h] holds C[r, 16h .. 16h+16): 24 of the 32 zmm registers accumulate, 2 hold B, 1 the
 // broadcast of A. Each element is the same fma chain as in kernel_avx2, written out the same way, so the two
 // kernels give the same bits (tests/kernels/gemm_builtin.test.ts); this one does twice the work per instruction.
+// Written out, not one template over the vector type: GCC inlines a target's intrinsics only into a function compiled
+// for that target, and a template cannot take its target attribute from its parameter.
 // KC = 256 puts a 32 KiB B sliver and a 12 KiB A sliver in the 48 KiB L1 of the Xeons that have it.
 VW_TARGET_AVX512 void kernel_avx512(int64_t kc, const float* __restrict A, const float* __restrict B,
                                     float* __restrict C, int64_t ldc, float alpha, float beta) {
