@@ -212,16 +212,17 @@ export async function evaluateFile(model: VwLmm, tokenizer: TextTokenizer, file:
       // rank 0's answers so far, on every rank: each resumes its share from them
       const [before] = await everyRank(shared, async () => (shared.rank === 0 && opts.answers !== undefined && fs.existsSync(opts.answers) ? fs.readFileSync(opts.answers, 'utf8') : null));
       if (before !== null) fs.writeFileSync(answers, before);
+      const mine = new Set(chunkOf(questions, shared.worldSize, shared.rank).map((q) => q.record.id));
+      const asked = new Set(questions.map((q) => q.record.id));
       const parts = await everyRank(shared, async () => {
         const r = await answer({ numChunks: shared.worldSize, chunkIdx: shared.rank });
-        const mine = new Set(chunkOf(questions, shared.worldSize, shared.rank).map((q) => q.record.id));
-        const asked = new Set(questions.map((q) => q.record.id));
-        const lines = fs.existsSync(answers) ? fs.readFileSync(answers, 'utf8').split('\n').filter((l) => l !== '') : [];
-        const idOf = (l: string) => String((JSON.parse(l) as { question_id?: unknown }).question_id);
+        const lines = (fs.existsSync(answers) ? fs.readFileSync(answers, 'utf8').split('\n').filter((l) => l !== '') : [])
+          .map((l) => ({ l, id: String((JSON.parse(l) as { question_id?: unknown }).question_id) }));
         return {
           // this share's lines in question order (answerQuestions orders a resumed share); rank 0 keeps the lines it read
           // that answer no question asked (another --limit's), ahead of the rest, as a single process keeps them
-          lines: lines.filter((l) => mine.has(idOf(l))), others: shared.rank === 0 ? lines.filter((l) => !asked.has(idOf(l))) : [],
+          lines: lines.filter((x) => mine.has(x.id)).map((x) => x.l),
+          others: shared.rank === 0 ? lines.filter((x) => !asked.has(x.id)).map((x) => x.l) : [],
           resumed: r.resumed, skipped: r.skipped.map((s) => ({ line: s.line, questionId: s.questionId, reason: s.reason })),
         };
       });
