@@ -9,6 +9,17 @@
 
 namespace vw {
 
+// Both norms: C >= 1 (a row's statistics are a mean over its C values), eps finite and >= 0.
+inline void norm_dims(const OpCall& c, int64_t& R, int64_t& C) {
+  R = size_arg(c, 0, "R"), C = size_arg(c, 1, "C");
+  if (C < 1) throw_range_error("[", c.op, "] C must be >= 1, got ", C);
+}
+inline double norm_eps(const OpCall& c) {
+  const double eps = c.fp(0, "eps");
+  if (!(eps >= 0) || !std::isfinite(eps)) throw_range_error("[", c.op, "] eps must be finite and >= 0, got ", eps);
+  return eps;
+}
+
 // RMSNorm: x, y, dy, dx of dtype t, w of dtype tw (both float32 unless the backend takes bfloat16:
 // `bf16` = true, then each is the dtype of its buffer), rstd and dw float32.
 struct RmsNormArgs {
@@ -28,8 +39,9 @@ struct RmsNormArgs {
 inline RmsNormArgs read_rms_norm_forward(const OpCall& c, bool bf16) {
   RmsNormArgs a;
   // Checked sizes and product (R * C must not wrap past the buffer checks).
-  a.R = size_arg(c, 0, "R"), a.C = size_arg(c, 1, "C"), a.n = numel(c, {a.R, a.C});
-  a.eps = c.fp(0, "eps");
+  norm_dims(c, a.R, a.C);
+  a.n = numel(c, {a.R, a.C});
+  a.eps = norm_eps(c);
   if (bf16) a.t = float_type_of(c.in, 0), a.tw = float_type_of(c.in, 1);
   a.x = c.in_any(0, a.n, a.t, "x");
   a.w = c.in_any(1, a.C, a.tw, "w");
@@ -41,7 +53,8 @@ inline RmsNormArgs read_rms_norm_forward(const OpCall& c, bool bf16) {
 // in [dy, x, w, rstd] out [dx, dw +=], i [R, C].
 inline RmsNormArgs read_rms_norm_backward(const OpCall& c, bool bf16) {
   RmsNormArgs a;
-  a.R = size_arg(c, 0, "R"), a.C = size_arg(c, 1, "C"), a.n = numel(c, {a.R, a.C});
+  norm_dims(c, a.R, a.C);
+  a.n = numel(c, {a.R, a.C});
   if (bf16) a.t = float_type_of(c.in, 0), a.tw = float_type_of(c.in, 2);
   a.dy = c.in_any(0, a.n, a.t, "dy");
   a.x = c.in_any(1, a.n, a.t, "x");
@@ -68,17 +81,12 @@ struct LayerNormArgs {
   float* db = nullptr;               // backward (+=)
 };
 
-inline void layer_norm_dims(const OpCall& c, LayerNormArgs& a) {
-  a.R = size_arg(c, 0, "R"), a.C = size_arg(c, 1, "C");
-  if (a.C < 1) throw_range_error("[", c.op, "] C must be >= 1, got ", a.C);
-}
 
 // in [X[R,C], w[C], b[C]] out [Y, mean[R], rstd[R]], i [R, C] f [eps].
 inline LayerNormArgs read_layer_norm_forward(const OpCall& c) {
   LayerNormArgs a;
-  layer_norm_dims(c, a);
-  a.eps = c.fp(0, "eps");
-  if (!(a.eps >= 0) || !std::isfinite(a.eps)) throw_range_error("[", c.op, "] eps must be finite and >= 0, got ", a.eps);
+  norm_dims(c, a.R, a.C);
+  a.eps = norm_eps(c);
   a.x = c.in_f32(0, numel(c, {a.R, a.C}), "X");
   a.w = c.in_f32(1, a.C, "w");
   a.b = c.in_f32(2, a.C, "b");
@@ -92,7 +100,7 @@ inline LayerNormArgs read_layer_norm_forward(const OpCall& c) {
 // both backends recompute it in double.
 inline LayerNormArgs read_layer_norm_backward(const OpCall& c) {
   LayerNormArgs a;
-  layer_norm_dims(c, a);
+  norm_dims(c, a.R, a.C);
   const int64_t RC = numel(c, {a.R, a.C});
   a.dy = c.in_f32(0, RC, "dY");
   a.x = c.in_f32(1, RC, "X");

@@ -51,8 +51,30 @@ describe(`engine rms_norm (seed ${runSeed})`, () => {
     });
   });
 
+  it('extreme rows: all zeros (eps alone), scales 1e-20 and 1e19 (squares past float32 range), forward and backward', () => {
+    const scales = [0, 1e-20, 1e-3, 1, 1e19], C = 37, R = scales.length, eps = 1e-6;
+    const base = inputs(R, C, 'extreme');
+    const x = base.x.map((v, i) => v * scales[Math.floor(i / C)]);
+    const ref = rmsNormRef(x, base.w, R, C, eps), vjp = rmsNormVjpRef(base.dy, x, base.w, R, C, eps);
+    scope(() => {
+      const [y, rstd] = run('rms_norm_forward', [f32(x), f32(base.w)], [poisoned(R * C), poisoned(R)], [R, C], [eps]);
+      expectErr('rms_norm_forward y, extreme rows', relErr(y, ref.y), TOL);
+      expectErr('rms_norm_forward rstd, extreme rows', relErr(rstd, ref.rstd), TOL);
+      expect(rstd[0]).toBeCloseTo(1 / Math.sqrt(eps), 0);
+      const [dx, dw] = run('rms_norm_backward', [f32(base.dy), f32(x), f32(base.w), f32(rstd)], [poisoned(R * C), f32(new Float32Array(C))], [R, C]);
+      expectErr('rms_norm_backward dX, extreme rows', magErr(dx, vjp.dx, vjp.dxMag), TOL);
+      expectErr('rms_norm_backward dw, extreme rows', magErr(dw, vjp.dw, vjp.dwMag), TOL);
+    });
+  });
+
   it('argument errors name the problem', () => {
     scope(() => {
+      // a row's statistics are a mean over C values, and eps must be a number that keeps it one (as layer_norm)
+      const x = f32(new Float32Array(6)), w = f32(new Float32Array(3));
+      expect(() => run('rms_norm_forward', [x, w], [out(6), out(2)], [2, 3], [0])).not.toThrow();
+      expect(() => run('rms_norm_forward', [f32(new Float32Array(0)), f32(new Float32Array(0))], [out(0), out(2)], [2, 0], [1e-6])).toThrow(/\[rms_norm_forward\] C must be >= 1, got 0/);
+      expect(() => run('rms_norm_backward', [f32(new Float32Array(0)), f32(new Float32Array(0)), f32(new Float32Array(0)), f32([1, 1])], [out(0), out(0)], [2, 0])).toThrow(/\[rms_norm_backward\] C must be >= 1, got 0/);
+      for (const eps of [-1e-6, NaN, Infinity]) expect(() => run('rms_norm_forward', [x, w], [out(6), out(2)], [2, 3], [eps])).toThrow(/\[rms_norm_forward\] eps must be finite and >= 0, got/);
       expect(() => run('rms_norm_forward', [f32(new Float32Array(6)), f32(new Float32Array(2))], [out(6), out(2)], [2, 3], [1e-6])).toThrow(/\[rms_norm_forward\] w holds 8 bytes but needs 12/);
       expect(() => run('rms_norm_backward', [f32(new Float32Array(6)), f32(new Float32Array(5)), f32(new Float32Array(3)), f32([1, 1])], [out(6), out(3)], [2, 3])).toThrow(/x holds 20 bytes but needs 24/);
     });
