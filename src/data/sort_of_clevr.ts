@@ -297,10 +297,23 @@ export function writeSceneImage(file: string, scene: Scene): void {
 }
 
 function writeRecords(file: string, records: unknown[]): void {
-  // One record per line inside the list: valid JSON that stays greppable.
-  const body = records.length ? '[\n' + records.map((r) => JSON.stringify(r)).join(',\n') + '\n]\n' : '[]\n';
-  fs.writeFileSync(file, body);
+  // One record per line inside the list: valid JSON that stays greppable. Written in pieces: a split at the size limit
+  // (2M records of ~220 characters) is near V8's longest string.
+  const fd = fs.openSync(file, 'w');
+  try {
+    if (!records.length) fs.writeSync(fd, '[]\n');
+    for (let i = 0; i < records.length; i += 10_000)
+      fs.writeSync(fd, (i === 0 ? '[\n' : ',\n') + records.slice(i, i + 10_000).map((r) => JSON.stringify(r)).join(',\n') + (i + 10_000 >= records.length ? '\n]\n' : ''));
+  } finally {
+    fs.closeSync(fd);
+  }
 }
+
+/**
+ * The most images writeSortOfClevr makes per split: it holds a split's scenes and records in memory (~12 KB an image
+ * of JavaScript heap; 100,000 images 1.2 GB, against Node's default heap limit of ~4 GB).
+ */
+export const SORT_OF_CLEVR_MAX_IMAGES = 100_000;
 
 /**
  * Image file name of image `index` of a split of `count` images: images/train_00000.png (0-based, zero-padded to >= 5
@@ -324,6 +337,8 @@ export function writeSortOfClevr(outDir: string, opts: WriteSortOfClevrOptions =
   for (const [name, v] of [['train', train], ['test', test], ['nonRelational', nonRelational], ['relational', relational]] as const) {
     if (!Number.isInteger(v) || v < 0) throw new RangeError(`writeSortOfClevr: ${name} must be a non-negative integer, got ${v}`);
   }
+  for (const [name, v] of [['train', train], ['test', test]] as const)
+    if (v > SORT_OF_CLEVR_MAX_IMAGES) throw new RangeError(`writeSortOfClevr: ${name} must be at most ${SORT_OF_CLEVR_MAX_IMAGES} images (a split's scenes and records are held in memory, ~12 KB an image), got ${v}`);
   if (!Number.isFinite(seed)) throw new RangeError(`writeSortOfClevr: seed must be a finite number, got ${seed}`);
   const t0 = performance.now();
   let tGen = 0, tPng = 0;

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../../src/random';
 import {
   COLOURS, answerFor, captionFor, encodePng, generateScene, questionsFor, renderScene, Scene,
-  sortOfClevrSplit, writeSortOfClevr,
+  sortOfClevrSplit, writeSortOfClevr, SORT_OF_CLEVR_MAX_IMAGES,
 } from '../../src/data/sort_of_clevr';
 import { makeSplit } from '../../src/demo/task';
 
@@ -165,6 +165,21 @@ describe('writeSortOfClevr', () => {
     expect(fs.readFileSync(path.join(b, 'images', 'test_00001.png'))).toEqual(fs.readFileSync(path.join(a, 'images', 'test_00001.png')));
     writeSortOfClevr(c, { train: 5, test: 3, seed: 7, nonRelational: 2, relational: 3 });
     expect(fs.readFileSync(path.join(c, 'test.json'))).toEqual(fs.readFileSync(path.join(a, 'test.json')));
+  });
+
+  it('writes a split of more records than one written piece (10,000) as one JSON list; refuses splits past its limit', () => {
+    const dir = path.join(tmp, 'pieces');
+    // 51 images x 200 questions: 10,200 records, written in two pieces
+    writeSortOfClevr(dir, { train: 51, test: 0, seed: 3, nonRelational: 100, relational: 100 });
+    const text = fs.readFileSync(path.join(dir, 'train.json'), 'utf8');
+    const train = JSON.parse(text) as { id: string }[];
+    expect(train).toHaveLength(10_200);
+    expect(train[10_000].id).toBe('train_00050_q00');
+    expect(new Set(train.map((r) => r.id)).size).toBe(10_200);
+    expect(text).toBe('[\n' + train.map((r) => JSON.stringify(r)).join(',\n') + '\n]\n');
+    expect(fs.readFileSync(path.join(dir, 'test.json'), 'utf8')).toBe('[]\n');
+    expect(() => writeSortOfClevr(path.join(tmp, 'huge'), { train: SORT_OF_CLEVR_MAX_IMAGES + 1 })).toThrow(/writeSortOfClevr: train must be at most 100000 images .* got 100001/);
+    expect(fs.existsSync(path.join(tmp, 'huge'))).toBe(false);
   });
 
   it("holds what the demo trains on: its training split is the same stream's scenes, questions and pixels", () => {
