@@ -81,6 +81,7 @@ export function scoreTextVQA(answersFile: string, annotationFile: string): TextV
     }
     const ann = byKey.get(`${pyKey(rec.question_id)}|${q}`);
     if (!ann) throw new Error(`${at}: no annotation with image_id ${JSON.stringify(rec.question_id)} and question ${JSON.stringify(q)} in ${annotationFile}`);
+    if (ann.answers.length !== 10) throw new Error(`${at}: the annotation of image_id ${JSON.stringify(rec.question_id)} and question ${JSON.stringify(q)} in ${annotationFile} holds ${ann.answers.length} answers, not TextVQA's 10 (m4c_evaluator.py asserts 10)`);
     scores.push(vqaSoftAccuracy(rec.text, ann.answers));
   }
   if (scores.length === 0) throw new Error(`answers ${answersFile}: no answers (the official script divides by zero)`);
@@ -119,7 +120,9 @@ export function scorePope(answersFile: string, questionFile: string, annotationD
   if (!fs.existsSync(annotationDir) || !fs.statSync(annotationDir).isDirectory()) throw new Error(`annotations ${annotationDir} is not a directory`);
   let report = '';
   const categories: PopeCategory[] = [];
-  for (const file of fs.readdirSync(annotationDir).sort()) {
+  const files = fs.readdirSync(annotationDir).sort();
+  if (files.length === 0) throw new Error(`annotations ${annotationDir} holds no coco_pope_<category>.json file`);
+  for (const file of files) {
     if (!file.startsWith('coco_pope_') || !file.endsWith('.json')) throw new Error(`annotations ${annotationDir}: ${file} is not a coco_pope_<category>.json file (the official script asserts that every file is)`);
     const category = file.slice(10, -5);
     const cur = answers.filter(({ rec, at }) => {
@@ -128,9 +131,20 @@ export function scorePope(answersFile: string, questionFile: string, annotationD
       return q.category === category;
     });
     report += `Category: ${category}, # samples: ${cur.length}\n`;
-    const labels = jsonObjectLines(path.join(annotationDir, file), 'annotations').map(({ rec }) => (rec.label === 'no' ? 0 : 1));
+    const labelLines = jsonObjectLines(path.join(annotationDir, file), 'annotations');
+    const labels = labelLines.map(({ rec }) => (rec.label === 'no' ? 0 : 1));
     const preds = cur.map(({ rec }) => (popeAnswerIsNo(rec.text) ? 0 : 1));
     if (preds.length === 0) throw new Error(`answers ${answersFile}: no answers for category ${category} (the official script divides by zero)`);
+    // eval_pope.py pairs a category's answers with its labels by position (zip): a missing, extra or reordered answer
+    // would pair every later answer with another question's label and still print numbers. Refused here: the counts
+    // must agree, and so must the images of each pair where both files name them.
+    if (preds.length !== labels.length)
+      throw new Error(`answers ${answersFile}: ${preds.length} answers for category ${category}, but ${file} labels ${labels.length} questions: eval_pope.py pairs them by position, so a missing or extra answer shifts every label after it`);
+    cur.forEach(({ rec, at }, i) => {
+      const image = questions.get(pyKey(rec.question_id))!.image, labelled = labelLines[i].rec.image;
+      if (typeof image === 'string' && typeof labelled === 'string' && path.basename(image) !== path.basename(labelled))
+        throw new Error(`${at}: question_id ${JSON.stringify(rec.question_id)} (image ${JSON.stringify(image)}) is answer ${i + 1} of category ${category}, but label ${i + 1} of ${file} is for image ${JSON.stringify(labelled)}: eval_pope.py pairs answers with labels by position (answers out of the question file's order, or one missing)`);
+    });
     const yesRatio = preds.filter((p) => p === 1).length / preds.length;
     let TP = 0, TN = 0, FP = 0, FN = 0;
     for (let i = 0; i < Math.min(preds.length, labels.length); i++) {
@@ -206,6 +220,9 @@ export function scoreScienceQA(baseDir: string, answersFile: string, split = 'te
     seen.add(pid);
     const prob = problems[pid];
     if (!prob || !Array.isArray(prob.choices)) throw new Error(`ScienceQA problems.json has no problem ${pid} (listed in split ${split})`);
+    // the official script indexes its option letters with it (an IndexError past E); past the choices it is no answer
+    if (!Number.isInteger(prob.answer) || prob.answer < 0 || prob.answer >= Math.min(prob.choices.length, SQA_OPTIONS.length))
+      throw new Error(`ScienceQA problems.json problem ${pid}: answer ${JSON.stringify(prob.answer)} is not the index of one of its ${prob.choices.length} choices`);
     const p = preds.get(pyKey(pid));
     if (p && typeof p.rec.prompt !== 'string') throw new Error(`${p.at}: no prompt (the official script reads it)`);
     const text = p ? p.rec.text : 'FAILED', prompt = p ? (p.rec.prompt as string) : 'Unknown';

@@ -69,6 +69,25 @@ describe("LLaVA-1.5's official scoring", () => {
     expect(c.stdout).toBe(want);
   });
 
+  it('scorePope refuses answers that eval_pope.py would pair with the wrong labels, and a folder without labels', () => {
+    const q = path.join(fx, 'pope', 'questions.jsonl'), ann = path.join(fx, 'pope', 'annotations');
+    const lines = fs.readFileSync(path.join(fx, 'pope', 'answers.jsonl'), 'utf8').trim().split('\n');
+    // one answer missing: the official script zips the rest with the labels shifted by one and prints numbers
+    const missing = writeTemp('pope_missing.jsonl', lines.filter((_, i) => i !== 1).map((l) => JSON.parse(l)));
+    expect(() => scorePope(missing, q, ann)).toThrow(/pope_missing.jsonl: 29 answers for category adversarial, but coco_pope_adversarial.json labels 30 questions: eval_pope.py pairs them by position/);
+    // two answers swapped, where the labels name their images (POPE's do): the pairs' images differ
+    const dir = tmp();
+    for (const f of fs.readdirSync(ann)) {
+      const imageOf = new Map(fs.readFileSync(q, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map((r) => [r.question_id, r.image]));
+      const labelled = fs.readFileSync(path.join(ann, f), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map((r) => ({ ...r, image: imageOf.get(r.question_id) }));
+      fs.writeFileSync(path.join(dir, f), labelled.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    }
+    expect(scorePope(path.join(fx, 'pope', 'answers.jsonl'), q, dir).report).toBe(fs.readFileSync(path.join(fx, 'pope', 'expected.txt'), 'utf8'));
+    const swapped = writeTemp('pope_swapped.jsonl', [lines[1], lines[0], ...lines.slice(2)].map((l) => JSON.parse(l)));
+    expect(() => scorePope(swapped, q, dir)).toThrow(/pope_swapped.jsonl line 1: question_id 1 \(image "COCO_1.jpg"\) is answer 1 of category adversarial, but label 1 of coco_pope_adversarial.json is for image "COCO_0.jpg"/);
+    expect(() => scorePope(path.join(fx, 'pope', 'answers.jsonl'), q, tmp())).toThrow(/^annotations .* holds no coco_pope_<category>.json file$/);
+  });
+
   it('scoreScienceQA prints and writes what eval_science_qa.py prints and writes; vwlmm score sqa too', () => {
     const dir = path.join(fx, 'sqa');
     const r = scoreScienceQA(dir, path.join(dir, 'answers.jsonl'));
@@ -171,6 +190,19 @@ describe("LLaVA-1.5's official scoring", () => {
     const badAnn = path.join(dir, 'ann.json');
     fs.writeFileSync(badAnn, JSON.stringify({ data: [null] }));
     expect(() => scoreTextVQA(path.join(fx, 'textvqa', 'answers.jsonl'), badAnn)).toThrow(/an entry of "data" without an answers list/);
+    // an annotation of 9 answers: m4c_evaluator.py asserts 10, and the soft accuracy's 1/10 steps assume them
+    const tv = JSON.parse(fs.readFileSync(path.join(fx, 'textvqa', 'annotations.json'), 'utf8'));
+    tv.data[0].answers.pop();
+    fs.writeFileSync(badAnn, JSON.stringify(tv));
+    expect(() => scoreTextVQA(path.join(fx, 'textvqa', 'answers.jsonl'), badAnn)).toThrow(new RegExp(`the annotation of image_id ${JSON.stringify(tv.data[0].image_id)} .* holds 9 answers, not TextVQA's 10`));
+    // a ScienceQA answer index past its problem's choices (the official script: an IndexError past E, else no answer)
+    const sqa = tmp();
+    for (const f of ['pid_splits.json', 'problems.json', 'answers.jsonl']) fs.copyFileSync(path.join(fx, 'sqa', f), path.join(sqa, f));
+    const problems = JSON.parse(fs.readFileSync(path.join(sqa, 'problems.json'), 'utf8'));
+    const pid = Object.keys(problems)[0];
+    problems[pid].answer = 7;
+    fs.writeFileSync(path.join(sqa, 'problems.json'), JSON.stringify(problems));
+    expect(() => scoreScienceQA(sqa, path.join(sqa, 'answers.jsonl'))).toThrow(new RegExp(`ScienceQA problems.json problem ${pid}: answer 7 is not the index of one of its \\d+ choices`));
     fs.writeFileSync(ans, JSON.stringify({ question_id: 'nope', prompt: 'What?\nAnswer the question using a single word or phrase.', text: 'x' }) + '\n');
     const r = cli('score', 'pope', '--answers', ans, '--questions', path.join(fx, 'pope', 'questions.jsonl'), '--annotations', path.join(fx, 'pope', 'annotations'));
     expect(r.status).toBe(2);
