@@ -280,7 +280,8 @@ function fail(msg: string): never {
 
 /**
  * model_id of the answer lines: LLaVA's get_model_name_from_path (the folder's name, with its parent's in front for a
- * checkpoint folder: "run2_checkpoint"), so that answers of another checkpoint in one file are told apart.
+ * checkpoint-N folder), and the same for vwlmm's own checkpoint/ folders ("run2_checkpoint", where LLaVA's would
+ * name every run "checkpoint"), so that answers of another run's checkpoint in one file are told apart.
  */
 function modelNameFromPath(checkpoint: string): string {
   const parts = path.resolve(checkpoint).split(path.sep).filter(Boolean);
@@ -423,7 +424,7 @@ program.command('init').description("a new checkpoint, the starting point of `vw
   .option('--tokenizer <file>', "tokenizer.json (its vocabulary must fit vocab_size); with --llm, default: the LLM's (tokenizer.json, or tokenizer.model converted)")
   .requiredOption('--out <dir>', 'the checkpoint folder to write (must not hold a checkpoint already)')
   .option('--seed <n>', 'initialisation seed (with --llm: of the projector unless given, and the vm_head)', int('--seed'), 0)
-  .action(async (o: { config?: string; llm?: string; visionTower?: string; projector?: string; mmProjectorType: string; mmVisionSelectLayer: number; imageAspectRatio: string; template?: string; vmWeight: number; tokenizer?: string; out: string; seed: number }) => {
+  .action(async (o: { config?: string; llm?: string; visionTower?: string; projector?: string; mmProjectorType: string; mmVisionSelectLayer: number; imageAspectRatio: string; template?: string; vmWeight: number; tokenizer?: string; out: string; seed: number }, cmd: Command) => {
     if ((o.config === undefined) === (o.llm === undefined && o.visionTower === undefined))
       fail('give --config (a random model from a LLaVA-layout config.json) or --llm with --vision-tower (one assembled from its parts), not both or neither');
     if (o.llm !== undefined || o.visionTower !== undefined) {
@@ -437,6 +438,10 @@ program.command('init').description("a new checkpoint, the starting point of `vw
       if (o.template !== undefined && !(o.template in TEMPLATES)) fail(`--template must be one of ${Object.keys(TEMPLATES).join(', ')}, got '${o.template}'`);
       if (!(o.vmWeight >= 0)) fail(`--vm-weight must be a number >= 0, got ${o.vmWeight}`);
     } else {
+      // a --config model takes these from its config.json: given here they would be dropped without a word
+      const forParts: [keyof typeof o, string][] = [['projector', '--projector'], ['mmProjectorType', '--mm-projector-type'], ['mmVisionSelectLayer', '--mm-vision-select-layer'], ['imageAspectRatio', '--image-aspect-ratio'], ['template', '--template'], ['vmWeight', '--vm-weight']];
+      const given = forParts.filter(([k]) => cmd.getOptionValueSource(k) === 'cli').map(([, flag]) => flag);
+      if (given.length) fail(`${given.join(', ')} ${given.length > 1 ? 'are' : 'is'} for --llm with --vision-tower: a --config model takes ${given.length > 1 ? 'them' : 'it'} from its config.json (mm_projector_type, mm_vision_select_layer, image_aspect_ratio, conversation_template, vm_weight; a projector is drawn at random)`);
       existing(o.config!, 'config', 'file');
       if (o.tokenizer === undefined) fail('--config needs --tokenizer (the tokenizer.json the model is trained with)');
       existing(o.tokenizer, 'tokenizer', 'file');
@@ -470,7 +475,13 @@ program.command('init').description("a new checkpoint, the starting point of `vw
       } catch (e) {
         fail(`${o.config}: ${(e as Error).message}`);
       }
-      model = VwLmm.create(config!, o.seed);
+      try {
+        model = VwLmm.create(config!, o.seed);
+      } catch (e) {
+        // a config whose tensors cannot be allocated (a typed array past its length limit, or no memory for one)
+        const c = config!;
+        fail(`${o.config}: the model it describes could not be made (${(e as Error).message}): hidden_size ${c.llm.hiddenSize}, intermediate_size ${c.llm.intermediateSize}, num_hidden_layers ${c.llm.numLayers}, vocab_size ${c.llm.vocabSize}, vision_config.hidden_size ${c.vision.hiddenSize}`);
+      }
       tokenizer = o.tokenizer!;
     }
     await openTokenizer(tokenizer, model.config.llm.vocabSize);
@@ -486,9 +497,18 @@ data.command('sort-of-clevr').description('generate Sort-of-CLEVR (LLaVA JSON + 
   .option('--train <n>', 'training images', int('--train', 1), 9800)
   .option('--test <n>', 'test images', int('--test', 1), 200)
   .option('--seed <n>', 'random seed', int('--seed'), 0)
-  .action(async (o: { out: string; train: number; test: number; seed: number }) => {
+  .option('--overwrite-output-dir', 'replace the data set an --out holds (else a non-empty --out is refused)')
+  .action(async (o: { out: string; train: number; test: number; seed: number; overwriteOutputDir?: boolean }) => {
     outputFolder('--out', o.out);
-    const { writeSortOfClevr, writeWordLevelTokenizer, sortOfClevrVocabulary } = await import('./data');
+    const { writeSortOfClevr, writeWordLevelTokenizer, sortOfClevrVocabulary, SORT_OF_CLEVR_MAX_IMAGES } = await import('./data');
+    for (const [flag, n] of [['--train', o.train], ['--test', o.test]] as const)
+      if (n > SORT_OF_CLEVR_MAX_IMAGES) fail(`${flag} must be at most ${SORT_OF_CLEVR_MAX_IMAGES} (the generator holds a split's scenes and records in memory, ~12 KB an image), got ${n}`);
+    // a second data set written over a first would leave the first's images beside the second's files
+    const written = ['images', 'train.json', 'test.json', 'captions.json', 'meta.json', 'tokenizer.json', 'tokenizer_config.json'];
+    if (fs.existsSync(o.out) && fs.readdirSync(o.out).length > 0) {
+      if (!o.overwriteOutputDir) fail(`--out ${o.out} is not empty: data sort-of-clevr writes a new data set (--overwrite-output-dir replaces the one there)`);
+      for (const f of written) fs.rmSync(path.join(o.out, f), { recursive: true, force: true });
+    }
     const s = writeSortOfClevr(o.out, { train: o.train, test: o.test, seed: o.seed });
     writeWordLevelTokenizer(path.join(o.out, 'tokenizer.json'), sortOfClevrVocabulary());
     console.log(JSON.stringify(s));
@@ -928,7 +948,13 @@ score.command('sort-of-clevr').description("exact match after normalisation (VQA
     existing(o.answers, 'answers', 'path');  // a file, or a folder of chunk files
     existing(o.data, 'data file', 'file');
     const { scoreLlavaAnswers } = await import('./eval');
-    printEvalResult(scoreLlavaAnswers(o.answers, o.data, { limit: o.limit }), o.data, o.json);
+    const r = scoreLlavaAnswers(o.answers, o.data, { limit: o.limit });
+    // as `eval`: an accuracy over no record is no result (an answers file of another data file, or an empty one)
+    if (r.count === 0 && r.skipped.length > 0) {
+      const { describeSkipped } = await import('./train');
+      fail(`no record of ${o.data} could be scored against ${o.answers}: ${describeSkipped(r, o.data)}`);
+    }
+    printEvalResult(r, o.data, o.json);
   });
 
 program.command('eval').description('exact-match (or VQA soft) accuracy of a checkpoint on a LLaVA-format file: answers its questions into an answers file (as `vwlmm answer`), then scores it (as `vwlmm score sort-of-clevr`)')

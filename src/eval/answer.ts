@@ -355,6 +355,7 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
   if (o.flushEvery !== undefined && !(Number.isInteger(o.flushEvery) && o.flushEvery >= 1)) throw new RangeError(`answer: flushEvery must be an integer >= 1, got ${o.flushEvery}`);
   const flushEvery = Math.max(batchSize, o.flushEvery ?? batchSize);
   let answered = 0, tokens = 0;
+  const created = !fs.existsSync(o.answers);
   const fd = fs.openSync(o.answers, 'a');
   try {
     for (let b = 0; b < pending.length; b += flushEvery) {
@@ -405,6 +406,9 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
     }
   } finally {
     fs.closeSync(fd);
+    // a run that answered none of its questions (every image unreadable, or a --strict stop) leaves no empty file it
+    // made; a chunk with no question keeps its empty file (LLaVA's merge reads every chunk's)
+    if (created && answered === 0 && pending.length > 0) fs.rmSync(o.answers, { force: true });
   }
   // also when nothing was left to answer: a run killed before this ordered its file
   if (pending.length < chunk.length) orderAnswers(o.answers, o.modelId, chunk);

@@ -238,6 +238,8 @@ export async function evaluateFile(model: VwLmm, tokenizer: TextTokenizer, file:
     }
     // a question answerQuestions could not ask (an unreadable image) is skipped for its reason, not as "no answer"
     const why = new Map(res.skipped.map((s) => [String(s.questionId), s.reason]));
+    // answerQuestions leaves no answers file it made when it could answer none: nothing to score
+    if (!fs.existsSync(scored)) fs.writeFileSync((scored = path.join(tmp, 'none.jsonl')), '');
     const r = scoreQuestions(scored, questions, ids, file);
     return { ...r, skipped: [...skipped, ...r.skipped.map((s) => (why.has(s.id!) ? { id: s.id, reason: why.get(s.id!)! } : s))], answers: opts.answers ?? null, resumed: res.resumed };
   } finally {

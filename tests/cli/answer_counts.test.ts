@@ -27,4 +27,15 @@ describe('answer summary', () => {
     expect(skippedQuestions + lines).toBe(skipped);
     expect(r.stdout).toContain(`${questions}:4`); // the broken line, named
   });
+
+  it('a run that can answer none of its questions fails and leaves no answers file behind', () => {
+    const dir = tmp();
+    const fx = writeCliFixture(dir, { images: 1 });
+    const questions = path.join(dir, 'q.jsonl'), answers = path.join(dir, 'a.jsonl');
+    fs.writeFileSync(questions, [0, 1].map((i) => JSON.stringify({ question_id: i, image: `missing_${i}.png`, text: 'x' })).join('\n') + '\n');
+    const r = cli('answer', '--checkpoint', fx.init, '--questions', questions, '--image-folder', fx.imageFolder, '--answers', answers, '--max-new-tokens', '1');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/no question of .*q.jsonl could be answered: 2 skipped/);
+    expect(fs.existsSync(answers)).toBe(false);
+  });
 });

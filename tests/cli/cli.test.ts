@@ -132,6 +132,13 @@ describe('vwlmm CLI', () => {
     const d = cli('data', 'sort-of-clevr', '--out', path.join(out, 'soc'), '--train', '3', '--test', '2', '--seed', '1');
     expect(d.status, d.stderr).toBe(0);
     expect(JSON.parse(fs.readFileSync(path.join(out, 'soc', 'test.json'), 'utf8')).length).toBe(40);
+    // a second data set over the first is refused; --overwrite-output-dir replaces it, leaving none of its images
+    const again = cli('data', 'sort-of-clevr', '--out', path.join(out, 'soc'), '--train', '1', '--test', '1');
+    expect(again.status).toBe(2);
+    expect(again.stderr).toMatch(/--out .*soc is not empty: data sort-of-clevr writes a new data set \(--overwrite-output-dir replaces/);
+    expect(fs.readdirSync(path.join(out, 'soc', 'images'))).toHaveLength(5);
+    expect(cli('data', 'sort-of-clevr', '--out', path.join(out, 'soc'), '--train', '1', '--test', '1', '--overwrite-output-dir').status).toBe(0);
+    expect(fs.readdirSync(path.join(out, 'soc', 'images')).sort()).toEqual(['test_00000.png', 'train_00000.png']);
     const i = cli('info', '--json');
     expect(i.status).toBe(0);
     expect(JSON.parse(i.stdout).cpu.gemm).toMatch(/openblas|builtin/);
@@ -143,6 +150,9 @@ describe('vwlmm CLI', () => {
       [['eval', '--checkpoint', demo.checkpoint as string, '--data', path.join(out, 'none.json')], /data file .*none.json does not exist/],
       [['demo', '--scale', '-1'], /--scale must be > 0/],
       [['data', 'sort-of-clevr', '--out', path.join(out, 'x'), '--train', 'many'], /--train must be an integer/],
+      [['data', 'sort-of-clevr', '--out', path.join(out, 'x'), '--train', '1000000000'], /--train must be at most 100000 .* got 1000000000/],
+      // an answers file that answers none of the records (as `eval` with no record answered): no accuracy over nothing
+      [['score', 'sort-of-clevr', '--answers', path.join(out, 'empty.jsonl'), '--data', path.join(out, 'demo', 'data', 'test.json')], /no record of .*test.json could be scored against .*empty.jsonl: 1000 skipped: 1000 no answer in/],
       [['generate', '--checkpoint', demo.checkpoint as string, '--prompt', 'hi', '--top-p', '2'], /--top-p must be in \(0, 1\]/],
       [['frobnicate'], /unknown command/],
       [['train', '--init', demo.checkpoint as string, '--data', path.join(out, 'demo', 'data', 'test.json'), '--out', path.join(out, 'e0'), '--epochs', '0'], /--epochs must be > 0/],
@@ -151,6 +161,7 @@ describe('vwlmm CLI', () => {
       [['answer', '--checkpoint', demo.checkpoint as string, '--questions', path.join(out, 'demo', 'data', 'test.json'), '--answers', path.join(out, 'a.jsonl')], /test.json is a JSON array; model_vqa_loader's questions are JSON lines/],
       [['answer', '--checkpoint', demo.checkpoint as string, '--questions', path.join(out, 'demo', 'data', 'test.json'), '--answers', out], /answers .* is not a file/],
     ];
+    fs.writeFileSync(path.join(out, 'empty.jsonl'), '');
     for (const [args, msg] of cases) {
       const r = cli(...args);
       expect(r.status, args.join(' ')).not.toBe(0);

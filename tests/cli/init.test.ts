@@ -41,6 +41,13 @@ describe('vwlmm init', () => {
     const small = path.join(dir, 'small.json');
     fs.writeFileSync(small, JSON.stringify({ ...configToJson(config), vocab_size: 5 }));
     bad.push([['init', '--config', small, '--tokenizer', fx.tokenizer, '--out', path.join(dir, 'z')], /tokenizer|vocab/i]);
+    // sizes whose tensors cannot be allocated: the config's file and sizes named, not a bare RangeError
+    const huge = path.join(dir, 'huge.json');
+    fs.writeFileSync(huge, JSON.stringify({ ...configToJson(config), hidden_size: 1e6, intermediate_size: 1e6 }));
+    bad.push([['init', '--config', huge, '--tokenizer', fx.tokenizer, '--out', path.join(dir, 'h')], /huge.json: the model it describes could not be made \(.*\): hidden_size 1000000, intermediate_size 1000000/]);
+    // options of an assembled model (--llm) are refused with --config, not dropped
+    bad.push([['init', '--config', cfgFile, '--tokenizer', fx.tokenizer, '--out', path.join(dir, 'p'), '--projector', path.join(dir, 'none.bin'), '--template', 'mistral'], /--projector, --template are for --llm with --vision-tower: a --config model takes them from its config.json/]);
+    bad.push([['init', '--config', cfgFile, '--tokenizer', fx.tokenizer, '--out', path.join(dir, 'p'), '--mm-projector-type', 'mlp2x_gelu'], /--mm-projector-type is for --llm with --vision-tower/]);
     for (const [args, msg] of bad) {
       const b = cli(...args);
       expect(b.status, args.join(' ')).toBe(2);
