@@ -53,6 +53,8 @@ inline MatmulArgs read_matmul(const OpCall& c, bool bf16) {
   }
   a.A = c.in_any(0, batched_extent(c, a.batch, a.sA, numel(c, {a.M, a.K})), a.t, "A");
   a.B = c.in_any(1, batched_extent(c, a.batch, a.sB, numel(c, {a.K, a.N})), a.t, "B");
+  // a bias the flag says is absent would be dropped without a word (as attention refuses a keyMask without hasMask)
+  if (!a.has_bias && c.has_in(2)) throw_type_error("[", c.op, "] bias is given but hasBias = 0");
   a.bias = a.has_bias ? c.in_any(2, a.N, a.t_bias, "bias") : nullptr;
   a.C = c.out_any(0, batched_extent(c, a.batch, a.sC, a.MN), a.t_c, "C");
   // With all three strides 0 no buffer bounds the batch count: every batch repeats one product into one C,

@@ -81,6 +81,8 @@ describe(`engine matmul (seed ${runSeed})`, () => {
       expect(() => run('matmul', [A, B], [C], ints({ hb: 1 }), [1])).toThrow(/missing input 2 \(bias\)/);
       expect(() => run('matmul', [A, B, null], [C], ints({ hb: 1 }), [1])).toThrow(/\[matmul\] bias is missing \(null\)/);
       expect(() => run('matmul', [A, B, bias], [out(7)], ints({ hb: 1 }), [1])).toThrow(/C holds 28 bytes but needs 32/);
+      expect(() => run('matmul', [A, B, bias], [C], ints({ hb: 0 }), [1])).toThrow(/\[matmul\] bias is given but hasBias = 0/);
+      expect(() => run('matmul', [A, B, null], [C], ints({ hb: 0 }), [1])).not.toThrow();
       expect(() => run('matmul', [A, B], [C], ints(), [])).toThrow(/missing float parameter 0 \(alpha\)/);
       expect(() => run('matmul', [A, B], [C], ints().slice(0, 10), [1])).toThrow(/missing integer parameter 10 \(strideC\)/);
       expect(() => run('matmul', [A, i32(new Int32Array(12))], [C], ints(), [1])).toThrow(/\[matmul\] B must be float32, got int32/);
