@@ -65,6 +65,28 @@ describe(`engine adamw_step (seed ${runSeed})`, () => {
     });
   });
 
+  // g^2 of |g| > 1.8e19 overflows float32, and (1 - beta2) g^2 of |g| ~ 1e-16 is 1e-35: both are stored (v is float32),
+  // so v ~ g^2 must be formed as ((1 - beta2) g) g, and gradScale applied before squaring (a loss-scaled gradient of
+  // 3e23 with gradScale 1e-4). The small gradients run with eps = 1e-8 (sqrt(v) << eps: update ~ lr g / eps, judged
+  // on p ~ 1e-12 so that it shows in float32) and with eps = 0 (update ~ lr sign(g)).
+  for (const [g, gs, eps, pScale] of [[3e19, 1, 1e-8, 1], [3e23, 1e-4, 1e-8, 1], [1e-16, 1, 1e-8, 1e-12], [1e-16, 1, 0, 1]]) {
+    it(`gradients of ~${g} (gradScale ${gs}, eps ${eps}) against float64`, () => {
+      const n = 257, rng = rngFor(`adamw:extreme:${g}:${gs}:${eps}`), gi = g * gs;
+      const o = { ...opts, eps, gradScale: gs };
+      // a state from earlier steps at the same scale (v ~ (0.3 g)^2 stays in float32's range)
+      const p0 = rng.normals(n, pScale), m0 = rng.normals(n, 0.1 * gi), v0 = rng.normals(n, 0.1 * gi).map((x) => x * x), g0 = rng.normals(n, g);
+      const ref = { p: Float64Array.from(p0), m: Float64Array.from(m0), v: Float64Array.from(v0) };
+      const mag = adamwRef(ref.p, ref.m, ref.v, g0, 3, o);
+      scope(() => {
+        const p = f32(p0), m = f32(m0), v = f32(v0);
+        step([p], [m], [v], [f32(g0)], 3, o);
+        expectErr('adamw update, extreme g', updateErr(p0, p.toArray(), ref.p, mag.updMag), TOL);
+        expectErr('adamw m, extreme g', magErr(m.toArray(), ref.m, mag.mMag), TOL);
+        expectErr('adamw v, extreme g', relErr(v.toArray(), ref.v), TOL);
+      });
+    });
+  }
+
   it('k = 0 is a no-op', () => {
     expect(() => callOp('adamw_step', 'cpu', [], [], [0, 1], floats(opts))).not.toThrow();
   });
@@ -86,6 +108,17 @@ describe(`engine adamw_step (seed ${runSeed})`, () => {
       expect(() => go([1, 1, 4], [1e-3, 0.9, 0.999, -1, 0, 1])).toThrow(/eps must be >= 0/);
       expect(() => go([1, 1, 4], [1e-3, 0.9, 0.999, 1e-8, -1, 1])).toThrow(/weightDecay must be >= 0/);
       expect(() => go([1, 1, 4], [1e-3, 0.9, 0.999, 1e-8, 0])).toThrow(/missing float parameter 5 \(gradScale\)/);
+      // bf16Copies is CUDA's alone (ops.def): the CPU refuses the extra integer whatever its value, 0 included, with a
+      // TypeError giving the counts, with or without the bf16 copy outputs, and writes nothing
+      const p = f32([1, 2, 3, 4]), m = f32([0.5, -0.5, 0.25, 0]), v = f32([1, 2, 4, 0.5]);
+      for (const copies of [0, 1]) {
+        for (const outs of [[p, m, v], [p, m, v, Tensor.empty([4], { dtype: 'bfloat16' })]]) {
+          expect(() => go([1, 1, 4, copies], floats(opts), outs)).toThrow(TypeError);
+          expect(() => go([1, 1, 4, copies], floats(opts), outs)).toThrow(/^\[adamw_step\] expects 3 integer parameters for k = 1, got 4/);
+        }
+        expect(() => go([2, 1, 4, 4, copies], floats(opts), [p, p, m, m, v, v], [t(), t()])).toThrow(/^\[adamw_step\] expects 4 integer parameters for k = 2, got 5/);
+      }
+      expect([...p.toArray(), ...m.toArray(), ...v.toArray()]).toEqual([1, 2, 3, 4, 0.5, -0.5, 0.25, 0, 1, 2, 4, 0.5]);
     });
   });
 });
@@ -103,6 +136,26 @@ describe(`engine sum_squares (seed ${runSeed})`, () => {
       const a = once(), b = once();
       expect(sameBits(a, b)).toBe(true);
       expectErr('sum_squares', Math.abs(a[0] - ref) / ref, 1e-7);
+    });
+  });
+
+  // s is float32 but the squares are summed in double (ops.def): squares below float32's normal range (1e-44, which
+  // float32 would hold to ~2%, or flush to 0) still add up to a normal float32 to rounding; a sum past float32's range
+  // (a gradient of 1e20, or squares that fit but whose sum does not) is +Infinity, which clipGradNorm reports as non-
+  // finite, never NaN; and a sum just below the range stays finite and accurate.
+  it('squares beyond float32\'s range: tiny ones summed in double, a sum past float32 gives +Infinity', () => {
+    scope(() => {
+      const n = 2_000_000, tiny = new Float32Array(n).map((_, i) => (i % 2 ? 1e-22 : -1e-22));
+      const ref = n * tiny[0] * tiny[0];
+      expect(ref).toBeGreaterThan(2 ** -126);
+      const [a] = run('sum_squares', [f32(tiny)], [out(1)], [1, n]);
+      expectErr('sum_squares tiny squares', Math.abs(a[0] - ref) / ref, 1e-6);
+      const top = f32([1.2e19, -1e19, 5e18]), topRef = [1.2e19, -1e19, 5e18].reduce((s, x) => s + Math.fround(x) ** 2, 0);
+      expect(topRef).toBeLessThan(3.4e38);
+      const [b] = run('sum_squares', [top], [out(1)], [1, 3]);
+      expectErr('sum_squares near float32 max', Math.abs(b[0] - topRef) / topRef, 1e-7);
+      expect(run('sum_squares', [f32([1, 1e20, -3])], [out(1)], [1, 3])[0][0]).toBe(Infinity);
+      expect(run('sum_squares', [top, f32([1.3e19])], [out(1)], [2, 3, 1])[0][0]).toBe(Infinity);
     });
   });
 

@@ -2,12 +2,14 @@
 // RMSNorm)
 // must give exactly what their float32 kernel gives on the bf16 values, rounded once where the output is
 // bf16; the cast op must round as torch / the CUDA intrinsics (round to nearest even, NaN stays NaN,
-// overflow to inf). Calls that mix dtypes the CUDA backend refuses are refused with its message.
+// overflow to inf). Calls that mix dtypes the CUDA backend refuses are refused with its message, on every
+// buffer of every op (a table over the whole op table), before anything is computed.
 import { describe, expect, it } from 'vitest';
 import { scope, Tensor } from '../../src';
 import type { DType } from '../../src';
 import { bf16ToF32, f32ToBf16 } from '../../src/bf16';
-import { callOp } from '../../src/call_op';
+import { callOp, opNames } from '../../src/call_op';
+import { opsDef } from '../support/backends';
 import { sameBits } from '../support/engine_harness';
 import { rngFor, runSeed } from '../support/random';
 
@@ -49,6 +51,95 @@ function expectExact(op: string, ins: Slot[], outs: Slot[], ints: number[], floa
   });
   return r;
 }
+
+/**
+ * A float buffer of a dtype case: `same` has input 0's float type (float32, or bfloat16 where the op takes it), `f32`
+ * is float32 whatever the others are, `wide` may be bf16 next to bf16 operands but is float32 next to float32 ones
+ * (matmul's C and bias), `any` may be either whatever the others are (RMSNorm's weight: not varied).
+ */
+interface FSlot {
+  name: string;
+  n: number;
+  kind: 'same' | 'f32' | 'wide' | 'any';
+}
+/** A dtype case: a valid call (all float32, or with its `same` buffers bf16), int32 buffers as data. */
+interface DtypeCase {
+  op: string;
+  ins: (FSlot | Int32Array)[];
+  outs: (FSlot | Int32Array)[];
+  ints: number[];
+  floats?: number[];
+}
+const same = (name: string, n: number): FSlot => ({ name, n, kind: 'same' });
+const f32 = (name: string, n: number): FSlot => ({ name, n, kind: 'f32' });
+const wide = (name: string, n: number): FSlot => ({ name, n, kind: 'wide' });
+const anyT = (name: string, n: number): FSlot => ({ name, n, kind: 'any' });
+const adam = [1e-3, 0.9, 0.999, 1e-8, 0, 1];
+const MiB = 1 << 20;
+
+// Every op of the table but cast (whose X and Y are each either dtype), with small valid shapes.
+const dtypeCases: DtypeCase[] = [
+  // float32 only
+  { op: 'sum_rows', ins: [f32('X', 6)], outs: [f32('y', 3)], ints: [2, 3, 0] },
+  { op: 'embedding_forward', ins: [Int32Array.from([0, 2]), f32('W', 6)], outs: [f32('Y', 4)], ints: [2, 3, 2] },
+  { op: 'embedding_backward', ins: [Int32Array.from([0, 2]), f32('dY', 4)], outs: [f32('dW', 6)], ints: [2, 3, 2] },
+  { op: 'layer_norm_forward', ins: [f32('X', 6), f32('w', 3), f32('b', 3)], outs: [f32('Y', 6), f32('mean', 2), f32('rstd', 2)], ints: [2, 3], floats: [1e-5] },
+  { op: 'layer_norm_backward', ins: [f32('dY', 6), f32('X', 6), f32('w', 3), f32('mean', 2), f32('rstd', 2)], outs: [f32('dX', 6), f32('dw', 3), f32('db', 3)], ints: [2, 3] },
+  { op: 'softmax_forward', ins: [f32('X', 6)], outs: [f32('Y', 6)], ints: [2, 3] },
+  { op: 'softmax_backward', ins: [f32('dY', 6), f32('Y', 6)], outs: [f32('dX', 6)], ints: [2, 3] },
+  { op: 'mul_scalar', ins: [f32('X', 4), f32('s', 1)], outs: [f32('Z', 4)], ints: [4] },
+  { op: 'add_broadcast', ins: [f32('X', 6), f32('y', 3)], outs: [f32('Z', 6)], ints: [2, 3] },
+  { op: 'copy_2d', ins: [f32('src', 6)], outs: [f32('dst', 6)], ints: [2, 3, 3, 3, 0, 0, 0] },
+  { op: 'gather_rows', ins: [f32('src', 6), Int32Array.from([0, 2])], outs: [f32('dst', 4)], ints: [3, 2, 2] },
+  { op: 'scatter_add_rows', ins: [f32('dDst', 4), Int32Array.from([0, 2])], outs: [f32('dSrc', 6)], ints: [3, 2, 2] },
+  { op: 'im2col', ins: [f32('img', 8)], outs: [f32('cols', 8)], ints: [2, 1, 2, 2, 2] },
+  { op: 'adamw_step', ins: [f32('g[0]', 4)], outs: [f32('p[0]', 4), f32('m[0]', 4), f32('v[0]', 4)], ints: [1, 1, 4], floats: adam },
+  { op: 'sum_squares', ins: [f32('x[0]', 4)], outs: [f32('s', 1)], ints: [1, 4] },
+  { op: 'fill', ins: [], outs: [f32('X', 4)], ints: [4], floats: [1] },
+  { op: 'checks_failed', ins: [], outs: [f32('flag', 2)], ints: [1] },
+  // bfloat16 too, one float type for the `same` buffers
+  { op: 'matmul', ins: [same('A', 6), same('B', 6), wide('bias', 2)], outs: [wide('C', 4)], ints: [1, 2, 2, 3, 0, 0, 1, 0, 0, 0, 0], floats: [1] },
+  { op: 'rms_norm_forward', ins: [same('x', 6), anyT('w', 3)], outs: [same('y', 6), f32('rstd', 2)], ints: [2, 3], floats: [1e-5] },
+  { op: 'rms_norm_backward', ins: [same('dy', 6), same('x', 6), anyT('w', 3), f32('rstd', 2)], outs: [same('dx', 6), f32('dw', 3)], ints: [2, 3] },
+  ...[0, 1].map((inverse) => ({ op: 'rope', ins: [same('X', 8)], outs: [same('Y', 8)], ints: [1, 2, 1, 4, 3, inverse], floats: [10000] })),
+  { op: 'activation_forward', ins: [same('X', 4)], outs: [same('Y', 4)], ints: [4, 2] },
+  { op: 'activation_backward', ins: [same('dY', 4), same('X', 4)], outs: [same('dX', 4)], ints: [4, 2] },
+  { op: 'swiglu_forward', ins: [same('gate', 4), same('up', 4)], outs: [same('Y', 4)], ints: [4] },
+  { op: 'swiglu_backward', ins: [same('dY', 4), same('gate', 4), same('up', 4)], outs: [same('dgate', 4), same('dup', 4)], ints: [4] },
+  { op: 'axpby', ins: [same('X', 4), same('Y', 4)], outs: [same('Z', 4)], ints: [4], floats: [1, 2] },
+  { op: 'mul', ins: [same('X', 4), same('Y', 4)], outs: [same('Z', 4)], ints: [4] },
+  { op: 'dropout', ins: [same('X', 4)], outs: [same('Y', 4)], ints: [4, 7, 2 ** 23], floats: [2] },
+  // B 1, Tq = Tk = 2, Hq 2, Hkv 1, Dh 2, causal, with a key mask
+  { op: 'attention_forward', ins: [same('Q', 8), same('K', 4), same('V', 4), Int32Array.from([1, 1])], outs: [same('O', 8), f32('lse', 4)],
+    ints: [1, 2, 2, 2, 1, 2, 1, 1], floats: [0.7] },
+  { op: 'attention_backward', ins: [same('dO', 8), same('Q', 8), same('K', 4), same('V', 4), same('O', 8), f32('lse', 4), Int32Array.from([1, 1])],
+    outs: [same('dQ', 8), same('dK', 4), same('dV', 4)], ints: [1, 2, 2, 2, 1, 2, 1, 1], floats: [0.7] },
+  // N = M = 2 rows, d 2, V 3
+  { op: 'linear_cross_entropy', ins: [same('h', 4), same('w', 6), Int32Array.from([0, 2])], outs: [f32('rowLoss', 2), same('dh', 4), f32('dw', 6), f32('loss', 1)],
+    ints: [2, 2, 3, -100, 0, 1, 0, MiB], floats: [1, 0, 0] },
+  { op: 'visual_word_kl', ins: [same('h', 4), same('wLm', 6), same('x', 4), same('wVm', 6)],
+    outs: [f32('rowLoss', 2), same('dh', 4), f32('dwLm', 6), same('dx', 4), f32('dwVm', 6), f32('loss', 1)], ints: [2, 2, 3, 0, 1, 0, 0, MiB], floats: [1, 1] },
+  { op: 'visual_words', ins: [same('x', 4), same('wVm', 6)], outs: [new Int32Array(4), f32('probs', 4)], ints: [2, 2, 3, 2, 0, MiB] },
+  { op: 'pseudo_image_features', ins: [same('x', 4), same('wVm', 6), same('e', 6)], outs: [same('out', 4)], ints: [2, 2, 3, 2, 0, MiB] },
+  { op: 'pseudo_image_features_backward', ins: [same('x', 4), same('wVm', 6), same('e', 6), same('gradOut', 4)],
+    outs: [same('dx', 4), f32('dwVm', 6), f32('de', 6)], ints: [2, 2, 3, 2, 0, MiB] },
+];
+
+/** The error of `c` run with each float buffer in the dtype `dtypeOf` gives it (null: no error). */
+function dtypeError(c: DtypeCase, dtypeOf: (s: FSlot) => DType): Error | null {
+  return scope(() => {
+    const make = (s: FSlot | Int32Array) => (s instanceof Int32Array ? Tensor.fromArray(s, [s.length])
+      : Tensor.fromArray(new Float32Array(s.n).fill(0.5), [s.n], { dtype: dtypeOf(s) }));
+    try {
+      callOp(c.op, 'cpu', c.ins.map(make), c.outs.map(make), c.ints, c.floats ?? []);
+      return null;
+    } catch (e) {
+      return e as Error;
+    }
+  });
+}
+
+const escapeRe = (s: string) => s.replace(/[[\]]/g, '\\$&');
 
 describe(`bfloat16 on the CPU (seed ${runSeed})`, () => {
   it('cast rounds to nearest even as torch, keeps NaN, overflows to inf, widens exactly', () => {
@@ -185,6 +276,46 @@ describe(`bfloat16 on the CPU (seed ${runSeed})`, () => {
       expect(() => callOp('rms_norm_forward', 'cpu', [a, w], [Tensor.empty([R * C], { dtype: 'bfloat16' }), Tensor.empty([R], { dtype: 'bfloat16' })], [R, C], [eps]))
         .toThrow(/^\[rms_norm_forward\] rstd must be float32, got bfloat16/);
     });
+  });
+
+  // The CUDA backend's dtype rules, on every buffer of every op: a wrong dtype is refused with a TypeError naming the
+  // op, the buffer and both dtypes, before anything runs (native/cpu/float32_view.h checks the call as given).
+  it('every op refuses a buffer of the wrong dtype, naming the op and the buffer (the table covers every op)', () => {
+    const def = opsDef();
+    expect([...new Set([...dtypeCases.map((c) => c.op), 'cast'])].sort()).toEqual([...opNames()].sort());
+    // the ops with a `same` buffer are those ops.def says take bf16
+    expect([...new Set(dtypeCases.filter((c) => c.ins.some((s) => !(s instanceof Int32Array) && s.kind === 'same')).map((c) => c.op)), 'cast'].sort())
+      .toEqual([...def.bf16].sort());
+    const refused = (c: DtypeCase, slot: FSlot, want: DType, got: DType, dtypeOf: (s: FSlot) => DType) => {
+      const e = dtypeError(c, dtypeOf);
+      const what = `${c.op} ${slot.name} ${got} (ints ${c.ints.join(',')})`;
+      expect(e, what).toBeInstanceOf(TypeError);
+      expect(e!.message, what).toMatch(new RegExp(`^\\[${c.op}\\] ${escapeRe(slot.name)} must be ${want}, got ${got}`));
+    };
+    for (const c of dtypeCases) {
+      const slots = [...c.ins, ...c.outs].filter((s): s is FSlot => !(s instanceof Int32Array));
+      const bf16Op = slots.some((s) => s.kind === 'same');
+      // the call is valid as given (so each refusal below is the dtype's): float32, and bf16 where the op takes it
+      expect(dtypeError(c, () => 'float32'), `${c.op} float32`).toBeNull();
+      if (!bf16Op) {
+        for (const slot of slots) refused(c, slot, 'float32', 'bfloat16', (s) => (s === slot ? 'bfloat16' : 'float32'));
+        continue;
+      }
+      expect((c.ins[0] as FSlot).kind, `${c.op}: input 0 sets the float type`).toBe('same');
+      const bf = (s: FSlot): DType => (s.kind === 'same' ? 'bfloat16' : 'float32');
+      expect(dtypeError(c, bf), `${c.op} bfloat16`).toBeNull();
+      for (const slot of slots) {
+        if (slot.kind === 'same' && slot !== c.ins[0]) {
+          // one float32 buffer among bf16 ones (x bf16, dy float32), and one bf16 buffer among float32 ones
+          refused(c, slot, 'bfloat16', 'float32', (s) => (s === slot ? 'float32' : bf(s)));
+          refused(c, slot, 'float32', 'bfloat16', (s) => (s === slot ? 'bfloat16' : 'float32'));
+        } else if (slot.kind === 'f32') {
+          refused(c, slot, 'float32', 'bfloat16', (s) => (s === slot ? 'bfloat16' : bf(s)));
+        } else if (slot.kind === 'wide') {
+          refused(c, slot, 'float32', 'bfloat16', (s) => (s === slot ? 'bfloat16' : 'float32'));
+        }
+      }
+    }
   });
 
   it('ops that take no bf16 refuse it with a TypeError naming the dtype', () => {

@@ -9,13 +9,15 @@
 // Also: the same error messages as the CPU for bad ids / masks / flags, bf16-only extensions (fp32 C from
 // bf16 products, fp32 rms weights with bf16 activations, adamw_step bf16Copies), the TypeError of fp32-only
 // ops given bf16, and run-to-run bitwise determinism of the reductions.
-// Needs a GPU: without one every case is reported as skipped.
+// Needs a GPU: without one every parity case is reported as skipped; the table's coverage (every op, a bfloat16
+// case for every op that takes bf16) and the empty cases on the CPU are checked on every machine.
 import { describe, expect, it } from 'vitest';
 import { cudaAttention, cudaAvailable, scope, setAsync, setCudaAttention, Tensor } from '../../src';
 import type { CudaAttentionSettings } from '../../src';
 import type { DType } from '../../src';
 import { roundToBf16 } from '../../src/bf16';
 import { callOp, opNames } from '../../src/call_op';
+import { opsDef } from '../support/backends';
 import { relErr } from '../support/compare';
 import { expectErr, sameBits } from '../support/engine_harness';
 import { Rng, rngFor, runSeed } from '../support/random';
@@ -50,6 +52,8 @@ interface Case {
   tol?: number;
   /** Also run with the `cast` buffers in bfloat16. */
   bf16?: boolean;
+  /** Touches no element (a zero-size dimension): also run on the CPU without a GPU, every output left as given. */
+  empty?: boolean;
 }
 
 const cast = (data: Float32Array): In => ({ data, cast: true });
@@ -186,6 +190,14 @@ function rowsCases(rng: Rng): Case[] {
   for (const [B, Cin, H, W, p] of [[2, 3, 4, 6, 2], [1, 1, 5, 5, 5], [2, 2, 6, 3, 3], [1, 2, 3, 3, 1]]) {
     cases.push({ name: `im2col B=${B} Cin=${Cin} H=${H} W=${W} p=${p}`, op: 'im2col', inputs: [f(normals(rng, B * Cin * H * W))], outputs: [out(B * Cin * H * W)], ints: [B, Cin, H, W, p] });
   }
+  // Zero-size copies (no rng draws, so the cases above keep their inputs): rows = 0 or cols = 0 into a longer dst
+  // (offsets and strides past an empty source are never read; dst keeps every value), and images with B or Cin 0.
+  for (const a of [0, 1]) {
+    cases.push({ name: `copy_2d rows = 0, accumulate=${a}`, op: 'copy_2d', empty: true, inputs: [f(new Float32Array(0))], outputs: [acc(Float32Array.from([1, 2, 3, 4, 5]))], ints: [0, 4, 6, 5, 1, 2, a] });
+    cases.push({ name: `copy_2d cols = 0, accumulate=${a}`, op: 'copy_2d', empty: true, inputs: [f(new Float32Array(0))], outputs: [acc(Float32Array.from([1, 2, 3, 4, 5]))], ints: [3, 0, 6, 5, 1, 2, a] });
+  }
+  cases.push({ name: 'im2col B = 0', op: 'im2col', empty: true, inputs: [f(new Float32Array(0))], outputs: [out(0)], ints: [0, 3, 4, 6, 2] });
+  cases.push({ name: 'im2col Cin = 0', op: 'im2col', empty: true, inputs: [f(new Float32Array(0))], outputs: [out(0)], ints: [2, 0, 4, 6, 2] });
   return cases;
 }
 
@@ -218,6 +230,8 @@ function normCases(rng: Rng): Case[] {
     for (const [B, T, H, Dh, pos] of [[2, 5, 3, 8, 7], [1, 3, 1, 2, 0], [1, 7, 2, 64, 100000]]) {
       cases.push({ name: `rope B=${B} T=${T} H=${H} Dh=${Dh} pos=${pos} inverse=${inverse}`, op: 'rope', bf16: true, inputs: [cast(normals(rng, B * T * H * Dh))], outputs: [out(B * T * H * Dh, true)], ints: [B, T, H, Dh, pos, inverse], floats: [10000] });
     }
+    // T = 0: no position, so no cos/sin table and no row (the zero-size inputs draw nothing: later cases keep theirs)
+    cases.push({ name: `rope empty B=2 T=0 inverse=${inverse}`, op: 'rope', bf16: true, empty: true, inputs: [cast(new Float32Array(0))], outputs: [out(0, true)], ints: [2, 0, 3, 8, 5, inverse], floats: [10000] });
   }
   for (const [R, C] of [[4, 9], [100, 1], [0, 3], [3, 0], [2, 1500]]) {
     const x = normals(rng, R * C, 3);
@@ -254,8 +268,8 @@ function elementwiseCases(rng: Rng): Case[] {
   cases.push({ name: 'dropout p 0.3', op: 'dropout', bf16: true, inputs: [cast(normals(rng, n))], outputs: [out(n, true)], ints: [n, 2 ** 53 - 12345, Math.round(0.3 * 2 ** 24)], floats: [1 / 0.7] });
   cases.push({ name: 'dropout p 0', op: 'dropout', bf16: true, inputs: [cast(normals(rng, n))], outputs: [out(n, true)], ints: [n, 7, 0], floats: [1] });
   cases.push({ name: 'mul_scalar', op: 'mul_scalar', inputs: [f(normals(rng, n)), f(normals(rng, 1))], outputs: [out(n)], ints: [n] });
-  cases.push({ name: 'mul_scalar n = 0', op: 'mul_scalar', inputs: [f(new Float32Array(0)), f(normals(rng, 1))], outputs: [out(0)], ints: [0] });
-  cases.push({ name: 'mul n = 0', op: 'mul', bf16: true, inputs: [cast(new Float32Array(0)), cast(new Float32Array(0))], outputs: [out(0, true)], ints: [0] });
+  cases.push({ name: 'mul_scalar n = 0', op: 'mul_scalar', empty: true, inputs: [f(new Float32Array(0)), f(normals(rng, 1))], outputs: [out(0)], ints: [0] });
+  cases.push({ name: 'mul n = 0', op: 'mul', bf16: true, empty: true, inputs: [cast(new Float32Array(0)), cast(new Float32Array(0))], outputs: [out(0, true)], ints: [0] });
   cases.push({ name: 'add_broadcast', op: 'add_broadcast', inputs: [f(normals(rng, 3 * 7)), f(normals(rng, 7))], outputs: [out(21)], ints: [3, 7] });
   cases.push({ name: 'fill', op: 'fill', inputs: [], outputs: [out(1000)], ints: [1000], floats: [2.5] });
   // nothing pending here (tests/engine/error_flags.test.ts flags failures); the other elements stay as they were
@@ -266,7 +280,22 @@ function elementwiseCases(rng: Rng): Case[] {
   cases.push({ name: 'cast widen', op: 'cast', bf16: true, inputs: [cast(big)], outputs: [out(n)], ints: [n] });
   cases.push({ name: 'cast round', op: 'cast', bf16: true, inputs: [f(normals(rng, n))], outputs: [out(n, true)], ints: [n] });
   cases.push({ name: 'cast copy', op: 'cast', bf16: true, inputs: [cast(normals(rng, n))], outputs: [out(n, true)], ints: [n] });
-  cases.push({ name: 'cast n = 0', op: 'cast', bf16: true, inputs: [cast(new Float32Array(0))], outputs: [out(0, true)], ints: [0] });
+  cases.push({ name: 'cast n = 0', op: 'cast', bf16: true, empty: true, inputs: [cast(new Float32Array(0))], outputs: [out(0, true)], ints: [0] });
+  // Empty tensors (n = 0, B = 0): the launch paths of a zero-size grid. Their inputs draw nothing from rng, so the
+  // cases above keep their inputs.
+  const zero = () => cast(new Float32Array(0));
+  for (const kind of [0, 3]) {
+    cases.push({ name: `activation_forward kind ${kind} n = 0`, op: 'activation_forward', bf16: true, empty: true, inputs: [zero()], outputs: [out(0, true)], ints: [0, kind] });
+    cases.push({ name: `activation_backward kind ${kind} n = 0`, op: 'activation_backward', bf16: true, empty: true, inputs: [zero(), zero()], outputs: [out(0, true)], ints: [0, kind] });
+  }
+  cases.push({ name: 'swiglu_forward n = 0', op: 'swiglu_forward', bf16: true, empty: true, inputs: [zero(), zero()], outputs: [out(0, true)], ints: [0] });
+  cases.push({ name: 'swiglu_backward n = 0', op: 'swiglu_backward', bf16: true, empty: true, inputs: [zero(), zero(), zero()], outputs: [out(0, true), out(0, true)], ints: [0] });
+  cases.push({ name: 'axpby n = 0', op: 'axpby', bf16: true, empty: true, inputs: [zero(), zero()], outputs: [out(0, true)], ints: [0], floats: [0.3, -1.7] });
+  cases.push({ name: 'dropout n = 0', op: 'dropout', bf16: true, empty: true, inputs: [zero()], outputs: [out(0, true)], ints: [0, 99, Math.round(0.3 * 2 ** 24)], floats: [1 / 0.7] });
+  cases.push({ name: 'add_broadcast B = 0', op: 'add_broadcast', empty: true, inputs: [f(new Float32Array(0)), f(Float32Array.from([1, 2, 3, 4, 5, 6, 7]))], outputs: [out(0)], ints: [0, 7] });
+  cases.push({ name: 'add_broadcast n = 0', op: 'add_broadcast', empty: true, inputs: [f(new Float32Array(0)), f(new Float32Array(0))], outputs: [out(0)], ints: [3, 0] });
+  // n = 0 in a longer buffer: nothing written
+  cases.push({ name: 'fill n = 0', op: 'fill', empty: true, inputs: [], outputs: [acc(Float32Array.from([1, -2, 3]))], ints: [0], floats: [2.5] });
   return cases;
 }
 
@@ -369,7 +398,7 @@ function fusedCases(rng: Rng): Case[] {
         ints: [N, d, V, 0, 1, detach, chunk, MiB64], floats: [1.5, 0.5] });
     }
     for (const k of [1, 5]) {
-      // ids are compared exactly: float32 only (bf16 rounding may swap near-ties)
+      // ids are compared exactly: float32 only (bf16 rounding may swap near-ties; the bf16 cases are below)
       cases.push({ name: `visual_words N=${N} V=${V} k=${k}`, op: 'visual_words', tol: TOL_LONG,
         inputs: [cast(small(N * d)), cast(small(V * d))], outputs: [intOut(N * k), out(N * k)], ints: [N, d, V, k, chunk, MiB64] });
     }
@@ -422,6 +451,25 @@ function fusedCases(rng: Rng): Case[] {
         ints: [N, d, V, 0, 1, detach, chunk, budget(2, detach ? 1 : 2)], floats: [1.5, 0.5] });
     }
   }
+  // visual_words in bf16: ids are compared exactly, so the logits must not depend on rounding. x and wVm are exact in
+  // bf16 (multiples of 1/16 with few bits), and their products sum exactly in float32 on either backend: logit(r, v) =
+  // s_r v / 4 + e with s_r = +-1 and |e| <= 7/256 < 1/8, distinct for every v of a row, so both backends rank the same
+  // ids; only the probabilities differ, by float32 rounding. Its own rng: the cases above keep their inputs.
+  {
+    const N = 45, d = 8, V = 67, r2 = rngFor('cuda_parity:visual_words exact');
+    const x = new Float32Array(N * d), wVm = new Float32Array(V * d);
+    for (let i = 0; i < N; i++) {
+      x[i * d] = r2.next() < 0.5 ? -1 : 1;
+      for (let j = 1; j < d; j++) x[i * d + j] = (r2.int(3) - 1) / 16;
+    }
+    for (let v = 0; v < V; v++) {
+      wVm[v * d] = v / 4;
+      for (let j = 1; j < d; j++) wVm[v * d + j] = (r2.int(3) - 1) / 16;
+    }
+    for (const k of [1, 5, 20])
+      cases.push({ name: `visual_words exact logits N=${N} V=${V} k=${k}`, op: 'visual_words', bf16: true, tol: TOL_LONG,
+        inputs: [cast(x), cast(wVm)], outputs: [intOut(N * k), out(N * k)], ints: [N, d, V, k, 0, MiB64] });
+  }
   return cases;
 }
 
@@ -434,12 +482,42 @@ describe(`CUDA ops match the CPU ops (seed ${runSeed})`, () => {
     ['fused', fusedCases],
   ];
 
-  // Runs without a GPU too: an op added to the table without a case here fails, on every machine.
+  let built: Case[] | null = null;
+  const allCases = () => (built ??= groups.flatMap(([g, make]) => make(rngFor(`cuda_parity:${g}`))));
+
+  // Runs without a GPU too: an op added to ops.def without a case here, or a bf16 op without a bf16 case, fails on
+  // every machine. The bf16 ops are those ops.def's header names (tests/support/backends.ts opsDef), checked here
+  // against this list so that a parse that finds nothing cannot pass.
   it('the table has cases for every op of the table, in both dtypes where the op takes bfloat16', () => {
-    const all = groups.flatMap(([g, make]) => make(rngFor(`cuda_parity:${g}`)));
-    expect([...new Set(all.map((c) => c.op))].sort()).toEqual([...opNames()].sort());
-    const cudaNames = hasCuda ? opNames('cuda') : opNames();
-    expect(cudaNames).toEqual(opNames());
+    const def = opsDef();
+    expect([...def.ops].sort()).toEqual([...opNames()].sort());
+    expect([...def.bf16].sort()).toEqual([
+      'activation_backward', 'activation_forward', 'attention_backward', 'attention_forward', 'axpby', 'cast', 'dropout',
+      'linear_cross_entropy', 'matmul', 'mul', 'pseudo_image_features', 'pseudo_image_features_backward', 'rms_norm_backward',
+      'rms_norm_forward', 'rope', 'swiglu_backward', 'swiglu_forward', 'visual_word_kl', 'visual_words',
+    ]);
+    const all = allCases();
+    expect([...new Set(all.map((c) => c.op))].sort()).toEqual([...def.ops].sort());
+    const bf = all.filter((c) => c.bf16);
+    expect([...new Set(bf.map((c) => c.op))].sort()).toEqual([...def.bf16].sort());
+    // a bf16 case must have a buffer that goes bf16 (else its bf16 run repeats the float32 one)
+    for (const c of bf) expect([...c.inputs, ...c.outputs].some((b) => b.cast), `${c.name}: a bf16 case without a bf16 buffer`).toBe(true);
+  });
+
+  it.skipIf(!hasCuda)('the CUDA backend has the same op table', () => {
+    expect([...opNames('cuda')].sort()).toEqual([...opNames()].sort());
+  });
+
+  // The CPU side of the empty cases, on every machine: no error, and every output (a longer one too) as it was.
+  it('the empty cases run on the CPU and write nothing', () => {
+    const empty = allCases().filter((c) => c.empty);
+    expect([...new Set(empty.map((c) => c.op))].sort()).toEqual(['activation_backward', 'activation_forward', 'add_broadcast', 'axpby', 'cast', 'copy_2d',
+      'dropout', 'fill', 'im2col', 'mul', 'mul_scalar', 'rope', 'swiglu_backward', 'swiglu_forward']);
+    for (const c of empty) {
+      const got = runOn(c, 'cpu', 'float32');
+      const given = c.outputs.filter((o) => o.n >= 0).map((o) => o.init ?? new Float32Array(o.n).fill(NaN));
+      got.forEach((g, k) => expect(sameBits(g, given[k]), `${c.name}, output ${k}`).toBe(true));
+    }
   });
   for (const [group, make] of groups) {
     describe(group, () => {
@@ -530,6 +608,10 @@ describe('CUDA engine ops: errors, extensions, determinism', () => {
     sameError('activation_forward', [f(normals(rng, 3))], [out(3)], [3, 4]);
     sameError('rope', [f(normals(rng, 6))], [out(6)], [1, 1, 2, 3, 0, 0], [10000]);
     sameError('layer_norm_forward', [f(normals(rng, 2)), f(normals(rng, 2)), f(normals(rng, 2))], [out(2), out(1), out(1)], [1, 2], [-1]);
+    // rms_norm: C = 0 (a mean over no values) and an eps that is negative, NaN or infinite, in both directions
+    sameError('rms_norm_forward', [f(normals(rng, 2)), f(normals(rng, 2))], [out(2), out(1)], [1, 0], [1e-5]);
+    for (const eps of [-1e-5, NaN, Infinity]) sameError('rms_norm_forward', [f(normals(rng, 2)), f(normals(rng, 2))], [out(2), out(1)], [1, 2], [eps]);
+    sameError('rms_norm_backward', [f(normals(rng, 2)), f(normals(rng, 2)), f(normals(rng, 2)), f(normals(rng, 1))], [out(2), acc(normals(rng, 2))], [1, 0]);
     sameError('adamw_step', [f(normals(rng, 3))], [acc(normals(rng, 3)), acc(normals(rng, 3)), acc(normals(rng, 3))], [1, 0, 3], [1e-3, 0.9, 0.999, 1e-8, 0, 1]);
     sameError('sum_squares', [f(normals(rng, 3))], [out(1)], [1, 3, 4]);
     sameError('checks_failed', [], [out(3)], [3]);

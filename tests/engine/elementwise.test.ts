@@ -101,6 +101,23 @@ describe(`engine element-wise ops (seed ${runSeed})`, () => {
         }
       });
     }
+    // p = 1: threshold 2^24 is above every 24-bit draw, so nothing is kept and Y is +0 everywhere, also where X is
+    // NaN or infinite (a dropped element is 0, never X * scale) and whatever the scale (F.dropout refuses p = 1,
+    // whose scale 1 / (1 - p) is infinite; the op takes any finite one).
+    it('threshold 2^24 (p = 1) drops every element, NaN and Inf included', () => {
+      const n = 4099, x = rngFor('dropout:p1').normals(n, 3);
+      x.set([NaN, Infinity, -Infinity, -0, 3.4e38]);
+      scope(() => {
+        for (const scale of [1, 0, -2.5e38]) {
+          const [y] = run('dropout', [f32(x)], [poisoned(n)], [n, 2 ** 53 - 1, 2 ** 24], [scale]);
+          expect(sameBits(y, new Float32Array(n))).toBe(true);
+        }
+        const xt = f32(x); // in place
+        run('dropout', [xt], [xt], [n, 12345, 2 ** 24], [2]);
+        expect(sameBits(xt.toArray() as Float32Array, new Float32Array(n))).toBe(true);
+      });
+    });
+
     it('rejects a seed outside [0, 2^53) and a threshold above 2^24', () => {
       scope(() => {
         expect(() => run('dropout', [f32([1])], [out(1)], [1, -1, 5], [1])).toThrow(/\[dropout\] seed must be in \[0, 9007199254740991\], got -1/);
@@ -153,6 +170,12 @@ describe(`engine element-wise ops (seed ${runSeed})`, () => {
       expect(() => run('axpby', [x, x], [out(3)], [4], [1, 1])).toThrow(/Z holds 12 bytes but needs 16/);
       expect(() => run('mul', [x, x], [out(4)], [-1])).toThrow(/\[mul\] n must be >= 0, got -1/);
       expect(() => run('mul', [x], [out(4)], [4])).toThrow(/missing input 1 \(Y\)/);
+      // operands of different sizes: each buffer is checked against n
+      expect(() => run('mul', [x, f32([1, 2])], [out(4)], [4])).toThrow(/^\[mul\] Y holds 8 bytes but needs 16/);
+      expect(() => run('mul', [f32([1, 2, 3]), x], [out(4)], [4])).toThrow(/^\[mul\] X holds 12 bytes but needs 16/);
+      expect(() => run('mul', [x, x], [out(3)], [4])).toThrow(/^\[mul\] Z holds 12 bytes but needs 16/);
+      expect(() => run('dropout', [f32([1, 2, 3])], [out(4)], [4, 1, 5], [1])).toThrow(/^\[dropout\] X holds 12 bytes but needs 16/);
+      expect(() => run('dropout', [x], [out(3)], [4, 1, 5], [1])).toThrow(/^\[dropout\] Y holds 12 bytes but needs 16/);
       expect(() => run('add_broadcast', [x, f32([1, 2])], [out(4)], [2, 3])).toThrow(/\[add_broadcast\] X holds 16 bytes but needs 24/);
       expect(() => run('add_broadcast', [x, f32([1])], [out(4)], [2, 2])).toThrow(/y holds 4 bytes but needs 8/);
       expect(() => run('fill', [], [out(2)], [3], [0])).toThrow(/\[fill\] X holds 8 bytes but needs 12/);

@@ -71,6 +71,11 @@ describe(`engine embedding (seed ${runSeed})`, () => {
       expect(() => run('embedding_forward', [i32([0, 1]), W], [out(5)], [2, 5, 3])).toThrow(/Y holds 20 bytes but needs 24/);
       expect(() => run('embedding_forward', [i32([0]), W], [out(6)], [2, 5, 3])).toThrow(/ids holds 4 bytes but needs 8/);
       expect(() => run('embedding_backward', [i32([0, 1]), dY], [out(15)], [2, 5, -3])).toThrow(/D must be >= 0, got -3/);
+      // the backward's buffers against n, V, D: dY [n, D], dW [V, D], ids [n]
+      expect(() => run('embedding_backward', [i32([0, 1]), f32(new Float32Array(5))], [out(15)], [2, 5, 3])).toThrow(/^\[embedding_backward\] dY holds 20 bytes but needs 24/);
+      expect(() => run('embedding_backward', [i32([0, 1, 2]), dY], [out(15)], [3, 5, 3])).toThrow(/^\[embedding_backward\] dY holds 24 bytes but needs 36/);
+      expect(() => run('embedding_backward', [i32([0, 1]), dY], [out(14)], [2, 5, 3])).toThrow(/^\[embedding_backward\] dW holds 56 bytes but needs 60/);
+      expect(() => run('embedding_backward', [i32([0]), dY], [out(15)], [2, 5, 3])).toThrow(/^\[embedding_backward\] ids holds 4 bytes but needs 8/);
     });
   });
 });

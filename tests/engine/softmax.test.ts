@@ -41,6 +41,29 @@ describe(`engine softmax (seed ${runSeed})`, () => {
     });
   }
 
+  // A row whose entries are all -inf has no softmax (0 / 0): softmax.cpp documents NaN for it, as PyTorch gives;
+  // the other rows (a partly masked one among them) are unaffected, and the backward carries the NaN row through.
+  it('a row of all -inf gives a row of NaN (as PyTorch); the other rows are unaffected', () => {
+    const R = 4, C = 7, rng = rngFor('softmax:-inf row');
+    const x = rng.normals(R * C, 2), dy = rng.normals(R * C);
+    x.fill(-Infinity, C, 2 * C);
+    x[3 * C + 2] = -Infinity;
+    const others = [0, 2, 3].flatMap((r) => Array.from({ length: C }, (_, j) => r * C + j));
+    scope(() => {
+      // poisoned with a finite value: the NaN must be the op's
+      const [y] = run('softmax_forward', [f32(x)], [poisoned(R * C, 7)], [R, C]);
+      for (let j = 0; j < C; j++) expect(y[C + j], `y[1, ${j}]`).toBeNaN();
+      const ref = softmaxRef(x, R, C);
+      expectErr('softmax_forward, rows beside an all -inf row', relErr(others.map((i) => y[i]), others.map((i) => ref[i])), TOL);
+      expect(y[3 * C + 2]).toBe(0);
+      const [dx] = run('softmax_backward', [f32(dy), f32(y)], [poisoned(R * C, 7)], [R, C]);
+      for (let j = 0; j < C; j++) expect(dx[C + j], `dx[1, ${j}]`).toBeNaN();
+      const vjp = softmaxVjpRef(dy, y, R, C);
+      expectErr('softmax_backward, rows beside a NaN row', magErr(others.map((i) => dx[i]), others.map((i) => vjp.dx[i]), others.map((i) => vjp.mag[i])), TOL);
+      expect(run('softmax_forward', [f32([-Infinity])], [poisoned(1, 7)], [1, 1])[0][0]).toBeNaN();
+    });
+  });
+
   it('backward matches central finite differences of the float64 forward', () => {
     const R = 3, C = 9, rng = rngFor('softmax:fd');
     const x = rng.normals(R * C, 2), g = rng.normals(R * C);

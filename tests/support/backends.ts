@@ -1,5 +1,7 @@
 // The backends every kernel case runs on: CPU float32 always; CUDA float32 and bfloat16 when a GPU is
 // present (otherwise those cases are reported as skipped, never as passed).
+import * as fs from 'fs';
+import * as path from 'path';
 import { expect } from 'vitest';
 import { cudaAvailable, Tensor } from '../../src';
 import type { Device, DType } from '../../src';
@@ -55,4 +57,26 @@ export function expectGroups(b: Backend, r: { chunkRows: number; groupRows: numb
   } else {
     expect(r.groupRows).toBe(r.chunkRows);
   }
+}
+
+/**
+ * The op table as native/core/ops.def writes it: its VW_OP rows, and the ops its header says take bfloat16
+ * ("Both backends take bf16 in matmul, cast, ..., rms_norm and the fused ops"): a name there covers the op of
+ * that name and its _forward / _backward pair; "the fused ops" are those documented below its "fused" rule.
+ * Read from the text, so a row or a bf16 op added there is seen by the tests that must cover it.
+ */
+export function opsDef(): { ops: string[]; bf16: string[] } {
+  const text = fs.readFileSync(path.join(__dirname, '..', '..', 'native', 'core', 'ops.def'), 'utf8');
+  const ops = [...text.matchAll(/^VW_OP\((\w+)\)\s*$/gm)].map((m) => m[1]);
+  const comment = text.split('\n').filter((l) => l.startsWith('//')).map((l) => l.slice(2)).join(' ').replace(/\s+/g, ' ');
+  const said = /Both backends take bf16 in (.+?) \(/.exec(comment);
+  if (!said) throw new Error('ops.def: no "Both backends take bf16 in ..." sentence');
+  const fusedAt = text.indexOf('---- fused');
+  const fused = fusedAt < 0 ? [] : [...text.slice(fusedAt).matchAll(/^\/\/ (\w+) /gm)].map((m) => m[1]).filter((n) => ops.includes(n));
+  const bf16 = said[1].split(/, | and /).flatMap((name) => {
+    const covered = name === 'the fused ops' ? fused : ops.filter((op) => op === name || op === `${name}_forward` || op === `${name}_backward`);
+    if (covered.length === 0) throw new Error(`ops.def: "${name}" takes bf16 but names no op of the table`);
+    return covered;
+  });
+  return { ops, bf16 };
 }
