@@ -120,7 +120,8 @@ export function addBroadcast(x: Tensor, y: Tensor): Tensor {
   check(where, 'x', x, { minRank: 1, dtype: 'float32' });
   check(where, 'y', y, { dtype: 'float32' });
   const n = y.size;
-  if (x.size % Math.max(n, 1) !== 0 || prod(x.shape.slice(x.rank - y.rank)) !== n || x.shape.slice(x.rank - y.rank).some((s, i) => s !== y.shape[i]))
+  // y of more dims than x (slice(negative) would compare x's last dims with y's first: [3, 1, 1] taken as [3])
+  if (y.rank > x.rank || x.size % Math.max(n, 1) !== 0 || prod(x.shape.slice(x.rank - y.rank)) !== n || x.shape.slice(x.rank - y.rank).some((s, i) => s !== y.shape[i]))
     throw rangeError(where, `y ${shapeStr(y.shape)} must match the trailing dims of x ${shapeStr(x.shape)}`);
   const B = n === 0 ? 0 : x.size / n;
   const out = like(x);
@@ -265,7 +266,7 @@ function linearsOf(where: string, x: Tensor, ws: readonly Tensor[], bs: readonly
     for (const [n, t] of [[nameOf(i), w], [nameOf(ws.length + i), b]] as const) if (t && t.device !== x.device) throw new TypeError(`${where}: ${n} is on ${t.device} but x is on ${x.device}`);
     checkStoredWeight(where, nameOf(i), w);
   });
-  const R = x.size / Math.max(I, 1);
+  const R = prod(x.shape.slice(0, -1)); // rows also when there is no feature (I = 0: x.size is 0)
   const bias = (i: number) => bs[i] ?? null;
   const bf16 = castsToBf16(x, ...ws, ...bs);
   // the operand of weight i: the region's bf16 copy (or an owned cast); a bf16-stored weight widened (owned); or w
@@ -409,9 +410,9 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
   return out;
 }
 
-function rowsOf(where: string, x: Tensor, w: Tensor): [number, number] {
+function rowsOf(where: string, x: Tensor, w: Tensor, name: string): [number, number] {
   const C = x.shape[x.rank - 1];
-  if (w.rank !== 1 || w.shape[0] !== C) throw rangeError(where, `weight ${shapeStr(w.shape)} must be [${C}] for x ${shapeStr(x.shape)}`);
+  if (w.rank !== 1 || w.shape[0] !== C) throw rangeError(where, `${name} ${shapeStr(w.shape)} must be [${C}] for x ${shapeStr(x.shape)}`);
   return [C === 0 ? 0 : x.size / C, C];
 }
 
@@ -421,7 +422,7 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
   check(where, 'x', x, { minRank: 1 });
   check(where, 'w', w);
   num(where, 'eps', eps, { min: 0 });
-  const [R, C] = rowsOf(where, x, w);
+  const [R, C] = rowsOf(where, x, w, 'w');
   const out = like(x);
   const rstd = Tensor.empty([R], { device: x.device });
   callOp('rms_norm_forward', x.device, [x, w], [out, rstd], [R, C], [eps]);
@@ -444,8 +445,8 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor 
   check(where, 'w', w, { dtype: 'float32' });
   check(where, 'b', b, { dtype: 'float32' });
   num(where, 'eps', eps, { min: 0 });
-  const [R, C] = rowsOf(where, x, w);
-  rowsOf(where, x, b);
+  const [R, C] = rowsOf(where, x, w, 'w');
+  rowsOf(where, x, b, 'b');
   const out = like(x);
   const mean = Tensor.empty([R], { device: x.device }), rstd = Tensor.empty([R], { device: x.device });
   callOp('layer_norm_forward', x.device, [x, w, b], [out, mean, rstd], [R, C], [eps]);
@@ -709,7 +710,8 @@ export function patchEmbed(images: Tensor, weight: Tensor): Tensor {
   const [B, C, H, W] = images.shape, [D, Cw, p, p2] = weight.shape;
   if (Cw !== C || p !== p2) throw rangeError(where, `weight ${shapeStr(weight.shape)} does not fit images ${shapeStr(images.shape)}`);
   if (H % p !== 0 || W % p !== 0) throw rangeError(where, `image size ${H}x${W} is not a multiple of the patch size ${p}`);
-  if (images.requiresGrad) throw new TypeError(`${where}: gradients with respect to the pixels are not supported`);
+  // under noGrad nothing is recorded, so images that require grad are fine there (as torch)
+  if (needsGrad(images)) throw new TypeError(`${where}: images requires grad, but gradients with respect to the pixels are not supported`);
   const P = (H / p) * (W / p), K = C * p * p;
   let cols = Tensor.empty([B, P, K], { device: images.device, dtype: images.dtype });
   callOp('im2col', images.device, [images], [cols], [B, C, H, W, p]);

@@ -3,7 +3,7 @@
 // but no images, generate's options, state dicts whose data do not fill their shape; and LoRA's dropout runs only
 // while its adapter trains, so evaluating an adapted model is deterministic.
 import { describe, expect, it } from 'vitest';
-import { AdamW, F, fused, noGrad, scope, Tensor } from '../../src';
+import { AdamW, F, fused, Generator, noGrad, scope, Tensor } from '../../src';
 import { applyLora } from '../../src/model/lora';
 import { VwLmm } from '../../src/model/vwlmm';
 import { Trainer } from '../../src/train/trainer';
@@ -41,6 +41,72 @@ describe('strict inputs', () => {
       expect(() => F.sum(b)).toThrow(/^F\.sum: expected a float32 tensor for x/);
       expect(() => F.add(f, b)).toThrow('F.add: a is float32 but b is bfloat16 (one float dtype for both: cast one first)');
       expect(() => F.concat([f, b])).toThrow(/^F\.concat: expected a float32 tensor for xs\[1\]/);
+    });
+  });
+
+  it('F refuses a bad argument with an error that names the function and the argument', () => {
+    scope(() => {
+      const x = t([1, 2, 3, 4, 5, 6, 7, 8], [2, 4]), w = t([1, 1, 1, 1]), b = t([0, 0, 0, 0]), gen = new Generator(1);
+      const int = Tensor.fromArray(Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7]), [2, 4]), ids = Tensor.fromArray(Int32Array.from([0, 1]), [2]);
+      const wv = t(new Array(20).fill(0.1), [5, 4]), e = t(new Array(10).fill(0.2), [5, 2]);
+      const pixels = Tensor.zeros([1, 3, 4, 4]);
+      pixels.requiresGrad = true;
+      // [call, the function its error names, the argument it names]; the shape errors of the fused ops are checked
+      // by fused.* (the F function's own checks are the tensor kinds)
+      const cases: [string, () => unknown, string, string][] = [
+        ['F.mul shapes', () => F.mul(x, t([1, 2, 3], [1, 3])), 'F.mul', 'b'],
+        ['F.mul dtypes', () => F.mul(x, t(new Array(8).fill(1), [2, 4], 'bfloat16')), 'F.mul', 'b'],
+        ['F.mul int32', () => F.mul(int, x), 'F.mul', 'a'],
+        ['F.mul a number', () => F.mul(x, 2 as never), 'F.mul', 'b'],
+        ['F.addBroadcast trailing dims', () => F.addBroadcast(x, t([1, 2])), 'F.addBroadcast', 'y'],
+        // y of more dims than x, whose last dims match y's first: broadcast to [4, 2, 4] by torch, never [2, 4]
+        ['F.addBroadcast y [4, 1, 1]', () => F.addBroadcast(x, t([1, 2, 3, 4], [4, 1, 1])), 'F.addBroadcast', 'y'],
+        ['F.addBroadcast y [4, 1] for x [4]', () => F.addBroadcast(w, t([1, 2, 3, 4], [4, 1])), 'F.addBroadcast', 'y'],
+        ['F.addBroadcast bf16 y', () => F.addBroadcast(x, t([1, 2, 3, 4], [4], 'bfloat16')), 'F.addBroadcast', 'y'],
+        ['F.addBroadcast 0-D x', () => F.addBroadcast(t([1], []), t([1], [])), 'F.addBroadcast', 'x'],
+        ['F.dropout p = 1', () => F.dropout(x, 1, gen), 'F.dropout', 'p'],
+        ['F.dropout p < 0', () => F.dropout(x, -0.1, gen), 'F.dropout', 'p'],
+        ['F.dropout p NaN', () => F.dropout(x, NaN, gen), 'F.dropout', 'p'],
+        ['F.dropout p a string', () => F.dropout(x, '0.5' as never, gen), 'F.dropout', 'p'],
+        ['F.dropout no generator (p = 0 too)', () => F.dropout(x, 0, undefined as never), 'F.dropout', 'generator'],
+        ['F.cast float16', () => F.cast(x, 'float16' as never), 'F.cast', 'dtype'],
+        ['F.cast int32', () => F.cast(x, 'int32' as never), 'F.cast', 'dtype'],
+        ['F.rmsNorm eps < 0', () => F.rmsNorm(x, w, -1e-6), 'F.rmsNorm', 'eps'],
+        ['F.rmsNorm eps NaN', () => F.rmsNorm(x, w, NaN), 'F.rmsNorm', 'eps'],
+        ['F.rmsNorm w [5]', () => F.rmsNorm(x, t([1, 1, 1, 1, 1]), 1e-6), 'F.rmsNorm', 'w'],
+        ['F.rmsNorm w [1, 4]', () => F.rmsNorm(x, t([1, 1, 1, 1], [1, 4]), 1e-6), 'F.rmsNorm', 'w'],
+        ['F.layerNorm eps Infinity', () => F.layerNorm(x, w, b, Infinity), 'F.layerNorm', 'eps'],
+        ['F.layerNorm eps < 0', () => F.layerNorm(x, w, b, -1), 'F.layerNorm', 'eps'],
+        ['F.layerNorm w [3]', () => F.layerNorm(x, t([1, 1, 1]), b, 1e-5), 'F.layerNorm', 'w'],
+        ['F.layerNorm b [3]', () => F.layerNorm(x, w, t([0, 0, 0]), 1e-5), 'F.layerNorm', 'b'],
+        ['F.layerNorm no b', () => F.layerNorm(x, w, undefined as never, 1e-5), 'F.layerNorm', 'b'],
+        // gradients reach the weight only, so pixels that require one are refused rather than left without
+        ['F.patchEmbed pixels requiring grad', () => F.patchEmbed(pixels, Tensor.zeros([5, 3, 2, 2])), 'F.patchEmbed', 'images'],
+        ['F.pseudoImageFeatures e int32', () => F.pseudoImageFeatures(x, wv, Tensor.zeros([5, 2], { dtype: 'int32' })), 'F.pseudoImageFeatures', 'e'],
+        ['F.pseudoImageFeatures x null', () => F.pseudoImageFeatures(null as never, wv, e), 'F.pseudoImageFeatures', 'x'],
+        ['F.pseudoImageFeatures e rows', () => F.pseudoImageFeatures(x, wv, t([1, 2, 3, 4], [2, 2])), 'fused.pseudoImageFeatures', 'e'],
+        ['F.pseudoImageFeatures wVm hidden size', () => F.pseudoImageFeatures(x, t(new Array(15).fill(0), [5, 3]), e), 'fused.pseudoImageFeatures', 'wVm'],
+        ['F.pseudoImageFeatures x 3-D', () => F.pseudoImageFeatures(F.reshape(x, [1, 2, 4]), wv, e), 'fused.pseudoImageFeatures', 'x'],
+        // reduction 'none' has no scalar to differentiate: fused.* gives the per-row losses
+        ["F.linearCrossEntropy reduction 'none'", () => F.linearCrossEntropy(x, wv, ids, { reduction: 'none' }), 'F.linearCrossEntropy', 'reduction'],
+        ["F.visualWordKL reduction 'none'", () => F.visualWordKL(x, wv, x, wv, { reduction: 'none' }), 'F.visualWordKL', 'reduction'],
+      ];
+      // under noGrad nothing is recorded: pixels that require grad are fine there, as in torch
+      expect(noGrad(() => F.patchEmbed(pixels, Tensor.zeros([5, 3, 2, 2])).shape)).toEqual([1, 4, 5]);
+      for (const [label, call, where, arg] of cases) {
+        let err: unknown = null;
+        try {
+          call();
+        } catch (e) {
+          err = e;
+        }
+        expect(err, `${label}: returned normally`).toBeInstanceOf(Error);
+        const { message } = err as Error;
+        expect(err instanceof TypeError || err instanceof RangeError, `${label}: ${message}`).toBe(true);
+        expect(message.startsWith(`${where}: `), `${label}: ${message}`).toBe(true);
+        // named where the message names a value ('expected a Tensor for b', 'w [5] must', 'and wVm must'): not any 'a'
+        expect(message, label).toMatch(new RegExp(`(: |for |and |but )${arg} |expected ${arg} to `));
+      }
     });
   });
 

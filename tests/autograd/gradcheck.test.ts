@@ -85,6 +85,10 @@ describe(`autograd gradients of ops.* (seed ${runSeed})`, () => {
   it('elementwise: add, sub, scale, mul, addBroadcast, activations, swiglu, softmax, sum', () => {
     gradcheck('add', ([a, b]) => F.add(a, b), [{ shape: [3, 4] }, { shape: [3, 4] }]);
     gradcheck('sub', ([a, b]) => F.sub(a, b), [{ shape: [5] }, { shape: [5] }]);
+    // alpha != 1 scales a's gradient (beta = 1 then passes b's through); one tensor on both sides gets both shares
+    gradcheck('axpby', ([a, b]) => F.axpby(a, b, -0.6, 2.5), [{ shape: [3, 4] }, { shape: [3, 4] }]);
+    gradcheck('axpby beta 1', ([a, b]) => F.axpby(a, b, 1.75, 1), [{ shape: [6] }, { shape: [6] }]);
+    gradcheck('axpby a, a', ([a]) => F.axpby(a, a, -0.6, 1), [{ shape: [6] }]);
     gradcheck('scale', ([a]) => F.scale(a, -1.7), [{ shape: [6] }]);
     gradcheck('mul', ([a, b]) => F.mul(a, b), [{ shape: [2, 5] }, { shape: [2, 5] }]);
     gradcheck('addBroadcast', ([a, b]) => F.addBroadcast(a, b), [{ shape: [3, 2, 4] }, { shape: [2, 4] }]);
@@ -93,6 +97,41 @@ describe(`autograd gradients of ops.* (seed ${runSeed})`, () => {
     gradcheck('softmax', ([a]) => F.softmax(a), [{ shape: [3, 6] }]);
     gradcheck('sum', ([a]) => F.sum(a), [{ shape: [4, 2] }]);
     gradcheck('reshape', ([a]) => F.reshape(a, [2, 6]), [{ shape: [3, 4] }]);
+  });
+  it('cast: float32 -> bf16 -> float32 passes the gradient through, rounded to the dtype it crosses', () => {
+    // F.cast's gradient is the identity's (straight through the rounding), cast back to the input's dtype. The
+    // round trip's forward rounds, so gradcheck's steps would measure bf16 rounding (~0.2 at its 1e-2 step);
+    // here x and x +- h are exact in bf16 (multiples of 1/8 below 8 in size), the round trip is the identity on them,
+    // and the float64 difference quotient is R exactly; the gradient crossed bf16 on the way back: 2^-8 relative (its unit roundoff).
+    const rng = rngFor('gradcheck:cast');
+    const n = 7, h = 1 / 8;
+    const x0 = Float32Array.from({ length: n }, () => (rng.int(57) - 28) / 8), R = rng.normals(n);
+    for (const dtype of ['float32', 'bfloat16'] as const) {
+      const lossOf = (xs: Float32Array) => scope(() => {
+        const x = Tensor.fromArray(xs, [n], { dtype });
+        const y = dtype === 'float32' ? F.cast(F.cast(x, 'bfloat16'), 'float32') : F.cast(x, 'float32');
+        return Array.from(y.toArray()).reduce((s, v, i) => s + v * R[i], 0);
+      });
+      const g = scope(() => {
+        const x = Tensor.fromArray(x0, [n], { dtype });
+        x.requiresGrad = true;
+        const y = dtype === 'float32' ? F.cast(F.cast(x, 'bfloat16'), 'float32') : F.cast(x, 'float32');
+        expect(y.dtype).toBe('float32');
+        F.sum(F.mul(y, Tensor.fromArray(R, [n]))).backward();
+        expect(x.grad!.dtype, dtype).toBe(dtype); // in x's own dtype
+        const ga = Array.from(x.grad!.toArray());
+        x.dispose();
+        return ga;
+      });
+      for (let i = 0; i < n; i++) {
+        const up = Float32Array.from(x0), dn = Float32Array.from(x0);
+        up[i] += h;
+        dn[i] -= h;
+        const fd = (lossOf(up) - lossOf(dn)) / (2 * h);
+        expect(Math.abs(fd - R[i]), `${dtype}: the forward is exact on these points`).toBeLessThan(1e-9);
+        expect(Math.abs(g[i] - fd), `${dtype}: d/dx[${i}] autograd ${g[i]} vs finite difference ${fd}`).toBeLessThanOrEqual(2 ** -8 * Math.abs(fd) + 1e-12);
+      }
+    }
   });
   it('norms, rope, embedding', () => {
     gradcheck('rmsNorm', ([x, w]) => F.rmsNorm(x, w, 1e-6), [{ shape: [3, 8] }, { shape: [8] }]);

@@ -204,6 +204,59 @@ describe('autograd tape', () => {
     w.dispose();
   });
 
+  it('backward through empty inputs (a zero-size dimension): gradients of the right shapes, zero for the parameters', () => {
+    // a batch with no rows of some kind (no image tokens, no answer tokens) still runs forward and backward: every
+    // input gets a gradient of its own shape, an empty one for the empty input and exact zeros for a non-empty
+    // parameter it met (nothing flowed to it), or the other inputs' share where one is documented (concat, slice)
+    const param = (shape: number[]) => {
+      const p = Tensor.fromArray(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i + 1)), shape);
+      p.requiresGrad = true;
+      return p;
+    };
+    const zeros = (n: number) => new Array(n).fill(0);
+    const none = Tensor.fromArray(new Int32Array(0), [0]);
+    const cases: [string, number[][], (ps: Tensor[]) => Tensor, (number[] | null)[], boolean?][] = [
+      // [name, input shapes, loss, each input's gradient (null: empty, checked by shape only), the loss sums values]
+      ['F.linear, 0 rows', [[0, 3], [4, 3], [4]], ([x, w, b]) => F.sum(F.linear(x, w, b)), [null, zeros(12), zeros(4)]],
+      ['F.linear, [2, 0, 3]', [[2, 0, 3], [4, 3]], ([x, w]) => F.sum(F.linear(x, w)), [null, zeros(12)]],
+      ['F.attention, 0 queries', [[1, 0, 2, 4], [1, 3, 2, 4], [1, 3, 2, 4]], ([q, k, v]) => F.sum(F.attention(q, k, v, { causal: true })), [null, zeros(24), zeros(24)]],
+      // the empty piece gets an empty gradient, the other its part of the output's (ones: d sum / d out)
+      ['F.concat, an empty piece', [[2, 0, 3], [2, 2, 3]], ([a, b]) => F.sum(F.concat([a, b], 1)), [null, new Array(12).fill(1)], true],
+      ['F.slice of length 0', [[2, 4, 3]], ([a]) => F.sum(F.slice(a, 1, 2, 0)), [zeros(24)]],
+      ['F.linearCrossEntropy, N = 0', [[0, 4], [5, 4]], ([h, w]) => F.linearCrossEntropy(h, w, none), [null, zeros(20)]],
+      ['F.visualWordKL, N = 0', [[0, 4], [5, 4], [0, 4], [5, 4]], ([h, wLm, x, wVm]) => F.visualWordKL(h, wLm, x, wVm), [null, zeros(20), null, zeros(20)]],
+      ['F.rmsNorm, 0 rows', [[0, 4], [4]], ([x, w]) => F.sum(F.rmsNorm(x, w, 1e-6)), [null, zeros(4)]],
+    ];
+    for (const [name, shapes, loss, want, valued] of cases) {
+      scope(() => {
+        const ps = shapes.map(param);
+        const l = loss(ps);
+        // a sum over nothing; the fused losses' mean over no rows is 0, not NaN
+        if (!valued) expect(l.item(), name).toBe(0);
+        l.backward();
+        ps.forEach((p, i) => {
+          expect(p.grad, `${name}: input ${i}`).not.toBeNull();
+          expect(p.grad!.shape, `${name}: input ${i}`).toEqual(shapes[i]);
+          if (want[i]) expect(Array.from(p.grad!.toArray()), `${name}: input ${i}`).toEqual(want[i]);
+        });
+        expect(tapeLength()).toBe(0);
+        ps.forEach((p) => p.dispose());
+      });
+    }
+    none.dispose();
+    // no features (I = 0): y = b on every row (the rows come from x's shape, not its size), so db counts the rows
+    scope(() => {
+      const [x, w, b] = [[2, 0], [4, 0], [4]].map(param);
+      const y = F.linear(x, w, b);
+      expect(y.shape).toEqual([2, 4]);
+      expect(Array.from(y.toArray())).toEqual([...b.toArray(), ...b.toArray()]);
+      F.sum(y).backward();
+      expect(Array.from(b.grad!.toArray())).toEqual([2, 2, 2, 2]);
+      expect([x.grad!.shape, w.grad!.shape]).toEqual([[2, 0], [4, 0]]);
+      [x, w, b].forEach((p) => p.dispose());
+    });
+  });
+
   it('backward needs a scalar root that depends on a parameter', () => {
     scope(() => {
       const a = t([1, 2]);

@@ -46,6 +46,40 @@ describe('kernel argument errors', () => {
     });
   });
 
+  it('each op refuses a non-finite value in every input it promises to check, and names that input', () => {
+    // native/cpu: visual_words checks x and wVm, pseudo_image_features x, wVm and e (and the backward's gradOut),
+    // visual_word_kl all four inputs, with or without detachTarget (p still comes from x and wVm). One bad element,
+    // not at index 0, in one input at a time: the message must name that input and that index.
+    const at = 5, bad = (shape: number[], v: number) => {
+      const a = new Float32Array(shape[0] * shape[1]).fill(0.5);
+      a[at] = v;
+      return Tensor.fromArray(a, shape);
+    };
+    const shapes = { x: [3, 4], h: [3, 4], wVm: [5, 4], wLm: [5, 4], e: [5, 2], gradOut: [3, 2] } as const;
+    type Name = keyof typeof shapes;
+    const ops: [string, Name[], (t: Record<Name, Tensor>) => unknown][] = [
+      ['visual_words', ['x', 'wVm'], (t) => fused.visualWords(t.x, t.wVm, { topK: 2 })],
+      ['pseudo_image_features', ['x', 'wVm', 'e'], (t) => fused.pseudoImageFeatures(t.x, t.wVm, t.e)],
+      ['pseudo_image_features_backward', ['x', 'wVm', 'e', 'gradOut'], (t) => fused.pseudoImageFeaturesBackward(t.x, t.wVm, t.e, t.gradOut)],
+      ['visual_word_kl', ['h', 'wLm', 'x', 'wVm'], (t) => fused.visualWordKL(t.h, t.wLm, t.x, t.wVm)],
+      ['visual_word_kl', ['h', 'wLm', 'x', 'wVm'], (t) => fused.visualWordKL(t.h, t.wLm, t.x, t.wVm, { detachTarget: true })],
+    ];
+    scope(() => {
+      for (const [op, names, run] of ops) {
+        // the clean inputs run (so each error below is the bad value's)
+        const clean = () => Object.fromEntries(Object.entries(shapes).map(([n, s]) => [n, f([...s])])) as Record<Name, Tensor>;
+        expect(() => run(clean())).not.toThrow();
+        for (const name of names) {
+          for (const [v, shown] of [[NaN, 'nan'], [Infinity, 'inf']] as const) {
+            const t = clean();
+            t[name] = bad([...shapes[name]], v);
+            expect(() => run(t), `${op} ${name} ${shown}`).toThrow(new RegExp(`\\[${op}\\] ${name} contains a non-finite value \\(${shown}\\) at flat index ${at}`));
+          }
+        }
+      }
+    });
+  });
+
   it('visualWordKL', () => {
     scope(() => {
       const h = f([3, 4]), w = f([5, 4]);

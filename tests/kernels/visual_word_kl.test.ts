@@ -102,23 +102,28 @@ describe(`fused.visualWordKL (seed ${runSeed})`, () => {
         });
       });
 
-      it.skipIf(!b.available)('dx and dh match finite differences of the float64 loss', () => {
+      it.skipIf(!b.available)('dx, dh, dwLm and dwVm match finite differences of the float64 loss', () => {
         const M = 3, d = 5, V = 23;
         const raw = inputs({ name: 'fd', M, d, V });
         const h = asInput(b, raw.h), wLm = asInput(b, raw.wLm), x = asInput(b, raw.x), wVm = asInput(b, raw.wVm);
         const g = scope(() => {
           const r = fused.visualWordKL(tensor(b, h, [M, d]), tensor(b, wLm, [V, d]), tensor(b, x, [M, d]), tensor(b, wVm, [V, d]), { temperature: 1.5 });
-          return { dh: r.dh!.toArray(), dx: r.dx!.toArray(), dwVm: r.dwVm!.toArray() };
+          return { dh: r.dh!.toArray(), dwLm: r.dwLm!.toArray(), dx: r.dx!.toArray(), dwVm: r.dwVm!.toArray() };
         });
         const o = { temperature: 1.5 };
         const byX = (xp: Float64Array) => visualWordKLRef(h, wLm, xp, wVm, M, d, V, o).loss;
         const byH = (hp: Float64Array) => visualWordKLRef(hp, wLm, x, wVm, M, d, V, o).loss;
         const byW = (wp: Float64Array) => visualWordKLRef(h, wLm, x, wp, M, d, V, o).loss;
+        const byWLm = (wp: Float64Array) => visualWordKLRef(h, wp, x, wVm, M, d, V, o).loss;
         for (const i of [0, 6, 14]) {
           expect(Math.abs(g.dx[i] - finiteDifference(byX, x, i))).toBeLessThan(10 * b.tol + 1e-6);
           expect(Math.abs(g.dh[i] - finiteDifference(byH, h, i))).toBeLessThan(10 * b.tol + 1e-6);
         }
-        for (const i of [1, 40, 110]) expect(Math.abs(g.dwVm[i] - finiteDifference(byW, wVm, i))).toBeLessThan(10 * b.tol + 1e-6);
+        // both weights: dwLm is the predicted side's (q - p) backprop, a separate GEMM from dwVm's
+        for (const i of [1, 40, 110]) {
+          expect(Math.abs(g.dwVm[i] - finiteDifference(byW, wVm, i))).toBeLessThan(10 * b.tol + 1e-6);
+          expect(Math.abs(g.dwLm[i] - finiteDifference(byWLm, wLm, i))).toBeLessThan(10 * b.tol + 1e-6);
+        }
       });
     });
   }
