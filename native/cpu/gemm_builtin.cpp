@@ -17,10 +17,9 @@
 // accumulators (FMA latency 4-5 x 2 ports needs >= 10 in flight), 2 loads of B and 6 broadcasts of A per
 // 12 FMAs; KC = 256 puts a 16 KiB B sliver plus a 6 KiB A sliver in a 32 KiB L1, MC = 144 a 144 KiB A
 // block in L2, NC = 4096 a 4 MiB B panel in L3; K is cut into ceil(K / KC) near-equal blocks (K = 257 in
-// blocks of 129 and 128, not 256 and 1). The portable kernel is a plain C++ loop over a register tile the
-// compiler vectorises: 4 x 8 for SSE2's 16 registers of 4 floats, 8 x 8 on AArch64's 32.
-// AVX-512F: 12 x 32, 24 zmm accumulators, the same fma chains as the AVX2 kernel (same bits, twice the work per
-// instruction); VWLMM_SIMD=avx2 sets it aside.
+// blocks of 129 and 128, not 256 and 1). AVX-512F: 12 x 32, 24 zmm accumulators, the same fma chains as the
+// AVX2 kernel (same bits, twice the work per instruction); VWLMM_SIMD=avx2 sets it aside. Portable: 4 x 8 for
+// SSE2's 16 registers of 4 floats, 8 x 8 on AArch64's 32. The three are one source (kernel_tile, GCC vector types).
 //
 // Threads: C is split into a grid of pm x pn thread tiles (rows in multiples of MR, columns of NR) and
 // each thread runs the whole loop nest above on its tile with its own packing buffers: one parallel_for
@@ -198,123 +197,92 @@ void pack_b(bool trans, const float* B, int64_t ldb, int64_t k0, int64_t kc, int
 // ------------------------------------------------------------------------------------------ micro-kernels
 // C[0..MR, 0..NR] (row stride ldc) = alpha * sum_k A[k*MR + r] B[k*NR + c] + beta * C; beta == 0 never
 // reads C (it may hold NaN). A and B are packed slivers (B 64-byte aligned).
-
-// Portable: plain loops over a register tile the compiler vectorises (keeps acc in registers once the
-// loops are unrolled). 4 x 8 = 8 accumulator vectors of 4 floats fits SSE2's 16 registers with room for B
-// and the broadcasts (6 x 8 spilled and ran 20% slower); AArch64 has 32 registers.
+//
+// One source for every kernel: an MR x 2L tile of GCC vector types of L floats (as native/cpu/attention.cpp's
+// products), c[r][h] holding C[r, hL .. hL + L), instantiated in a function compiled for each instruction set.
+// acc += a * b is one fused multiply-add where the target has FMA (the AVX2 and AVX-512 kernels: the same chain per
+// element, so the same bits; tests/kernels/gemm_builtin.test.ts) and a multiply then an add where it has not.
+//   AVX2+FMA 6 x 16: 12 of the 16 ymm registers accumulate.
+//   AVX-512F 12 x 32: 24 of the 32 zmm registers accumulate, 2 hold B, 1 the broadcast of A; KC = 256 puts a 32 KiB
+//     B sliver and a 12 KiB A sliver in the 48 KiB L1 of the Xeons that have it.
+//   Portable 4 x 8: 8 accumulators of 4 floats fit SSE2's 16 registers with room for B and the broadcasts (6 x 8
+//     spilled and ran 20% slower); 8 x 8 on AArch64's 32 registers.
+// No prefetch of C's rows before the loop: their addresses, kept live through it, pushed b0 out of the registers into
+// a stack reload per FMA; without them the kernels ran 1.0-1.27x faster. The k loop is unrolled twice for every kernel
+// (the AVX2 one had 4 when written with intrinsics: the same speed); a hand-written unroll of two steps spilled an
+// AVX-512 accumulator to the stack. Fused: the target has FMA.
 #if defined(__aarch64__)
 constexpr int kGenMR = 8, kGenNR = 8;
 #else
 constexpr int kGenMR = 4, kGenNR = 8;
 #endif
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v16f __attribute__((vector_size(64)));
+
+template <typename V, int MR, bool Fused>
+__attribute__((always_inline)) inline void kernel_tile(int64_t kc, const float* __restrict A, const float* __restrict B,
+                                                       float* __restrict C, int64_t ldc, float alpha, float beta) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  V c[MR][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) c[r][0] = c[r][1] = V{};
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < kc; ++k) {
+    V b0, b1;
+    std::memcpy(&b0, B, sizeof(V));
+    std::memcpy(&b1, B + L, sizeof(V));
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      const float a = A[r];
+      c[r][0] += a * b0;
+      c[r][1] += a * b1;
+    }
+    A += MR;
+    B += 2 * L;
+  }
+  if (beta == 0.f) {
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r)
+      for (int h = 0; h < 2; ++h) {
+        const V out = alpha * c[r][h];
+        std::memcpy(C + r * ldc + h * L, &out, sizeof(V));
+      }
+  } else {
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r)
+      for (int h = 0; h < 2; ++h) {
+        float* cr = C + r * ldc + h * L;
+        V old, out;
+        std::memcpy(&old, cr, sizeof(V));
+        if constexpr (Fused) {
+          // fma(alpha, acc, beta C) spelled out, as the few-rows path computes it (its test compares the bits): in
+          // alpha acc + beta C, which product GCC contracts is its own choice
+          const V t = beta * old;
+          for (int l = 0; l < L; ++l) out[l] = __builtin_fmaf(alpha, c[r][h][l], t[l]);
+        } else {
+          out = alpha * c[r][h] + beta * old;
+        }
+        std::memcpy(cr, &out, sizeof(V));
+      }
+  }
+}
 
 void kernel_generic(int64_t kc, const float* __restrict A, const float* __restrict B, float* __restrict C,
                     int64_t ldc, float alpha, float beta) {
-  constexpr int MR = kGenMR, NR = kGenNR;
-  float acc[MR][NR] = {};
-  for (int64_t k = 0; k < kc; ++k) {
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      const float a = A[k * MR + r];
-#pragma GCC unroll 16
-      for (int c = 0; c < NR; ++c) acc[r][c] += a * B[k * NR + c];
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    float* cr = C + r * ldc;
-    if (beta == 0.f) {
-#pragma GCC unroll 16
-      for (int c = 0; c < NR; ++c) cr[c] = alpha * acc[r][c];
-    } else {
-#pragma GCC unroll 16
-      for (int c = 0; c < NR; ++c) cr[c] = alpha * acc[r][c] + beta * cr[c];
-    }
-  }
+  static_assert(kGenNR == 2 * 4, "the portable tile is two vectors of 4 floats wide");
+  kernel_tile<v4f, kGenMR, false>(kc, A, B, C, ldc, alpha, beta);
 }
 
 #ifdef VW_GEMM_AVX2
-// AVX2+FMA: 6 x 16, c[r][h] holds C[r, 8h .. 8h+8).
 VW_TARGET_AVX2 void kernel_avx2(int64_t kc, const float* __restrict A, const float* __restrict B,
                                 float* __restrict C, int64_t ldc, float alpha, float beta) {
-  constexpr int MR = 6;
-  __m256 c[MR][2];
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8);
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) {
-      const __m256 a = _mm256_broadcast_ss(A + r);
-      c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
-      c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
-    }
-    A += MR;
-    B += 16;
-  }
-  const __m256 va = _mm256_set1_ps(alpha);
-  if (beta == 0.f) {
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) {
-      _mm256_storeu_ps(C + r * ldc, _mm256_mul_ps(va, c[r][0]));
-      _mm256_storeu_ps(C + r * ldc + 8, _mm256_mul_ps(va, c[r][1]));
-    }
-  } else {
-    const __m256 vb = _mm256_set1_ps(beta);
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) {
-      float* cr = C + r * ldc;
-      _mm256_storeu_ps(cr, _mm256_fmadd_ps(va, c[r][0], _mm256_mul_ps(vb, _mm256_loadu_ps(cr))));
-      _mm256_storeu_ps(cr + 8, _mm256_fmadd_ps(va, c[r][1], _mm256_mul_ps(vb, _mm256_loadu_ps(cr + 8))));
-    }
-  }
+  kernel_tile<v8f, 6, true>(kc, A, B, C, ldc, alpha, beta);
 }
-#endif
 
-#ifdef VW_GEMM_AVX2
-// AVX-512F: 12 x 32, c[r][h] holds C[r, 16h .. 16h+16): 24 of the 32 zmm registers accumulate, 2 hold B, 1 the
-// broadcast of A. Each element is the same fma chain as in kernel_avx2, written out the same way, so the two
-// kernels give the same bits (tests/kernels/gemm_builtin.test.ts); this one does twice the work per instruction.
-// Written out, not one template over the vector type: GCC inlines a target's intrinsics only into a function compiled
-// for that target, and a template cannot take its target attribute from its parameter.
-// KC = 256 puts a 32 KiB B sliver and a 12 KiB A sliver in the 48 KiB L1 of the Xeons that have it.
 VW_TARGET_AVX512 void kernel_avx512(int64_t kc, const float* __restrict A, const float* __restrict B,
                                     float* __restrict C, int64_t ldc, float alpha, float beta) {
-  constexpr int MR = 12;
-  // No prefetch of C's rows before the loop (kernel_avx2 neither): their addresses, kept live through it, pushed
-  // b0 out of the registers into a stack reload per FMA; without them the kernels ran 1.0-1.27x faster.
-  __m512 c[MR][2];
-#pragma GCC unroll 12
-  for (int r = 0; r < MR; ++r) c[r][0] = c[r][1] = _mm512_setzero_ps();
-#pragma GCC unroll 2
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) {
-      const __m512 a = _mm512_set1_ps(A[r]);
-      c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
-      c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
-    }
-    A += MR;
-    B += 32;
-  }
-  const __m512 va = _mm512_set1_ps(alpha);
-  if (beta == 0.f) {
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) {
-      _mm512_storeu_ps(C + r * ldc, _mm512_mul_ps(va, c[r][0]));
-      _mm512_storeu_ps(C + r * ldc + 16, _mm512_mul_ps(va, c[r][1]));
-    }
-  } else {
-    const __m512 vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) {
-      float* cr = C + r * ldc;
-      _mm512_storeu_ps(cr, _mm512_fmadd_ps(va, c[r][0], _mm512_mul_ps(vb, _mm512_loadu_ps(cr))));
-      _mm512_storeu_ps(cr + 16, _mm512_fmadd_ps(va, c[r][1], _mm512_mul_ps(vb, _mm512_loadu_ps(cr + 16))));
-    }
-  }
+  kernel_tile<v16f, 12, true>(kc, A, B, C, ldc, alpha, beta);
 }
 #endif
 
