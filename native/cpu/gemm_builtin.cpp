@@ -451,22 +451,9 @@ VW_TARGET_AVX2 void few_rows_tb_avx2(const Gemm& g, FewRowsA a, int64_t kb, int6
 #pragma GCC unroll 2
         for (int h = 0; h < G; ++h) {
           // 8 x 8 transpose: t[i] lane j = op(B)[k + i, column j] = rows[h][j][k + i]
-          __m256 r[8], t[8];
-          for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(rows[h][j] + k);
-          for (int j = 0; j < 8; j += 2) {
-            t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
-            t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
-          }
-          for (int j = 0; j < 8; j += 4) {
-            r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
-            r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
-            r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
-            r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
-          }
-          for (int j = 0; j < 4; ++j) {
-            t[j] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x20);
-            t[j + 4] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x31);
-          }
+          __m256 t[8];
+          for (int j = 0; j < 8; ++j) t[j] = _mm256_loadu_ps(rows[h][j] + k);
+          transpose8(t);
 #pragma GCC unroll 8
           for (int i = 0; i < 8; ++i)
             for (int m = 0; m < M; ++m)
