@@ -139,7 +139,7 @@ export function scorePope(answersFile: string, questionFile: string, annotationD
     // would pair every later answer with another question's label and still print numbers. Refused here: the counts
     // must agree, and so must the images of each pair where both files name them.
     if (preds.length !== labels.length)
-      throw new Error(`answers ${answersFile}: ${preds.length} answers for category ${category}, but ${file} labels ${labels.length} questions: eval_pope.py pairs them by position, so a missing or extra answer shifts every label after it`);
+      throw new Error(`answers ${answersFile}: ${preds.length} answers for category ${category}, but ${file} labels ${labels.length} questions: eval_pope.py pairs them by position, so a missing or extra answer shifts every label after it${category === 'random' && preds.length === 2910 && labels.length === 3000 ? " (LLaVA-1.5's llava_pope_test.jsonl asks the 2910 random questions of POPE's coco labels at commit e3e39262; later ones have 3000)" : ''}`);
     cur.forEach(({ rec, at }, i) => {
       const image = questions.get(pyKey(rec.question_id))!.image, labelled = labelLines[i].rec.image;
       if (typeof image === 'string' && typeof labelled === 'string' && path.basename(image) !== path.basename(labelled))
