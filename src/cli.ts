@@ -23,9 +23,11 @@ const int = (name: string, min = 0) => (v: string) => {
   if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
   return n;
 };
+// finite in float32 too: every numeric option reaches a float32 kernel or tensor (--lr 1e39 is an infinite rate there)
 const num = (name: string) => (v: string) => {
   const n = Number(v);
   if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
+  if (!Number.isFinite(Math.fround(n))) throw new InvalidArgumentError(`${name} must be finite in float32 (at most 3.4e38), got ${v}`);
   return n;
 };
 
@@ -534,6 +536,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
     outputFolder('--out', o.out); // before the ranks start, the data set is written or anything is calibrated
     if (!(o.scale > 0)) fail('--scale must be > 0');
     if (o.schedule !== 'default' && o.schedule !== 'paper') fail(`--schedule must be default or paper, got ${o.schedule}`);
+    if (o.resume && o.overwriteOutputDir) fail('--resume continues the run in --out and --overwrite-output-dir starts it over: give one');
     const { launchEnv, initProcessGroup } = await import('./distributed');
     const { resolveCheckpointDir } = await import('./model');
     // as train: a finished or stopped run (its checkpoint, its metrics) is not written over by running the demo again
@@ -590,7 +593,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--save-every <n>', 'checkpoint every n steps (and at the end)', int('--save-every'), 0)
   .option('--resume', 'continue from <out>/checkpoint exactly where it stopped')
   .option('--overwrite-output-dir', 'start over in an --out that already holds a run (else refused: --resume continues it)')
-  .option('--model-max-length <n>', "positions a sample is cut to, image features included (LLaVA's model_max_length; default: the checkpoint's tokenizer_model_max_length, else 2048)", int('--model-max-length', 1))
+  .option('--model-max-length <n>', "positions a sample is cut to, image features included (LLaVA's model_max_length; default: the checkpoint's tokenizer_model_max_length, else 2048; the checkpoint written records it)", int('--model-max-length', 1))
   .option('--strict', 'fail on the first broken record, image or tokenization mismatch')
   .option('--verify-images <how>', "check every image before training by decoding it (decode: broken ones are skipped) or by reading its header (header: fast at LLaVA's 665K images; a file cut short fails training when its batch comes)", 'decode')
   .option('--template <name>', "the run's conversation template for records without their own (LLaVA's --version: plain for its pretraining, v1 / vicuna_v1 for its fine-tuning, mistral, mistral_instruct, llava_v1, v1_mmtag); default: the checkpoint's; the checkpoint written records it")
@@ -636,6 +639,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const unknown = parts.filter((p) => !known.includes(p));
     if (unknown.length) fail(`--trainable: unknown part(s) ${unknown.join(', ')} (use ${known.join(', ')})`);
     if (!o.stage.trim()) fail('--stage must name the stage');
+    if (o.resume && o.overwriteOutputDir) fail('--resume continues the run in --out and --overwrite-output-dir starts it over: give one');
     if (!(o.lr > 0)) fail('--lr must be > 0');
     if (o.loraR === undefined && (o.loraAlpha !== undefined)) fail('--lora-alpha needs --lora-r');
     if (o.loraAlpha !== undefined && !(o.loraAlpha > 0)) fail('--lora-alpha must be > 0');
@@ -736,12 +740,18 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     group?.destroy();
     if (!lead) return model.dispose();
     const { data, state } = result;
-    await plotMetrics(path.join(o.out, 'metrics.jsonl'), path.join(o.out, 'loss_curve.png'), `vwlmm train ${path.basename(o.data)}`);
+    const plotted = await plotMetrics(path.join(o.out, 'metrics.jsonl'), path.join(o.out, 'loss_curve.png'), `vwlmm train ${path.basename(o.data)}`);
     // a resume of a run that had already finished trains nothing: said so, not as "trained N steps in 0 s"
     if (resume && resume.state.globalStep === state.globalStep) console.log(`the run in ${o.out} was already complete at global step ${state.globalStep}: nothing to train (its checkpoint ${path.join(o.out, 'checkpoint')} is unchanged)`);
     else console.log(`trained ${state.globalStep} step${state.globalStep === 1 ? '' : 's'} on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${data.truncated} samples cut to the model max length, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
-    for (const s of data.skipped.slice(0, 10)) console.log(`  skipped ${s.line !== undefined ? `${o.data}:${s.line}` : s.index !== undefined ? `${o.data}[${s.index}]` : `record ${s.id}`}: ${s.reason}`);
+    // where each record stands (ids need not be unique), and its id
+    const at = (r: { id?: string; line?: number; index?: number }) =>
+      `${r.line !== undefined ? `${o.data}:${r.line}` : r.index !== undefined ? `${o.data}[${r.index}]` : 'record'}${r.id !== undefined ? ` (record '${r.id}')` : ''}`;
+    for (const s of data.skipped.slice(0, 10)) console.log(`  skipped ${at(s)}: ${s.reason}`);
     if (data.skipped.length > 10) console.log(`  ... and ${data.skipped.length - 10} more: ${describeSkipped(data, o.data)}`);
+    for (const m of data.mismatched.slice(0, 10)) console.log(`  tokenization mismatch ${at(m)}: ${m.reason}`);
+    if (data.mismatched.length > 10) console.log(`  ... and ${data.mismatched.length - 10} more tokenization mismatches`);
+    if (!plotted) console.log(`  no loss curve: no step logged a finite loss (${path.join(o.out, 'metrics.jsonl')})`);
     model.dispose();
   });
 

@@ -84,3 +84,4 @@ function editDistance(a: string, b: string): number {
   }
   return d[a.length][b.length];
 }
+

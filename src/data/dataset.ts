@@ -27,6 +27,12 @@ export interface LlavaRecord {
   [key: string]: unknown;
 }
 
+/** Where a record stands in its file: its 1-based line (JSONL) or its 0-based index in the list (JSON). */
+export interface RecordPosition {
+  line?: number;
+  index?: number;
+}
+
 export interface SkippedRecord {
   /** 1-based line number (JSONL). */
   line?: number;
@@ -180,8 +186,11 @@ function detectFormat(file: string, text: string): 'json' | 'jsonl' {
   return text.trimStart().startsWith('[') ? 'json' : 'jsonl';
 }
 
-/** Read and validate a LLaVA-format JSON list or JSONL file. */
-export function readLlavaRecords(file: string, opts: ReadLlavaOptions = {}): { records: LlavaRecord[]; skipped: SkippedRecord[] } {
+/**
+ * Read and validate a LLaVA-format JSON list or JSONL file. `positions[k]` is where records[k] stands in the file (its
+ * line, or its index in the list), for messages about it later (ids need not be unique).
+ */
+export function readLlavaRecords(file: string, opts: ReadLlavaOptions = {}): { records: LlavaRecord[]; skipped: SkippedRecord[]; positions: RecordPosition[] } {
   const strict = opts.strict ?? false;
   let buf: Buffer;
   try {
@@ -195,6 +204,7 @@ export function readLlavaRecords(file: string, opts: ReadLlavaOptions = {}): { r
   const base = path.basename(file);
   const records: LlavaRecord[] = [];
   const skipped: SkippedRecord[] = [];
+  const positions: RecordPosition[] = [];
   if (format === 'json') {
     // element by element (jsonListElements), so a list beyond V8's string limit (LLaVA's 665K mix is about 1 GB) reads
     let elements: { begin: number; end: number }[];
@@ -216,9 +226,12 @@ export function readLlavaRecords(file: string, opts: ReadLlavaOptions = {}): { r
       if (typeof v === 'string') {
         if (strict) throw new Error(`readLlavaRecords: ${file}[${index}]: ${v}`);
         skipped.push({ index, reason: v });
-      } else records.push(v);
+      } else {
+        records.push(v);
+        positions.push({ index });
+      }
     });
-    return { records, skipped };
+    return { records, skipped, positions };
   }
   // JSONL: split on \n at the byte level (no whole-file string, so files beyond V8's string limit work).
   let start = 0, line = 0;
@@ -244,9 +257,12 @@ export function readLlavaRecords(file: string, opts: ReadLlavaOptions = {}): { r
     if (typeof v === 'string') {
       if (strict) throw new Error(`readLlavaRecords: ${file}:${line}: ${v}`);
       skipped.push({ line, reason: v });
-    } else records.push(v);
+    } else {
+      records.push(v);
+      positions.push({ line });
+    }
   }
-  return { records, skipped };
+  return { records, skipped, positions };
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ export type {
   TokenizedConversation, GenerationPrompt,
 } from './conversation';
 export { LlavaDataset, readLlavaRecords, validateLlavaRecord, jsonListElements } from './dataset';
-export type { LlavaRole, LlavaTurn, LlavaRecord, SkippedRecord, ReadLlavaOptions, ImageSkip, DatasetItem, BatchOptions } from './dataset';
+export type { LlavaRole, LlavaTurn, LlavaRecord, RecordPosition, SkippedRecord, ReadLlavaOptions, ImageSkip, DatasetItem, BatchOptions } from './dataset';
 export {
   CLIP_MEAN, CLIP_STD, loadImage, probeImage, decodeImage, clipView, preprocessClip, normalizeRgb, normalizeRgbInto, normalizeRgbWriter, expandToSquare, padColour, resizeRgb, shortestSideSize,
 } from './images';

@@ -101,7 +101,7 @@ export class LoraAdapter extends Module {
     super();
     const { r, alpha } = opts, dropout = opts.dropout ?? 0;
     if (!Number.isInteger(r) || r < 1) throw new RangeError(`LoRA: r must be a positive integer, got ${r}`);
-    if (!(alpha > 0)) throw new RangeError(`LoRA: alpha must be > 0, got ${alpha}`);
+    if (!(alpha > 0 && Number.isFinite(Math.fround(alpha / r)))) throw new RangeError(`LoRA: alpha must be > 0, and alpha / r finite in float32 (the update's scale), got ${alpha}`);
     if (!(dropout >= 0 && dropout < 1)) throw new RangeError(`LoRA: dropout must be in [0, 1), got ${dropout}`);
     const bound = 1 / Math.sqrt(base.inFeatures);
     const a = Float32Array.from({ length: r * base.inFeatures }, () => (2 * generator.uniform() - 1) * bound);

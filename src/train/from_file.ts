@@ -119,6 +119,11 @@ export interface PreparedData {
   /** Records not trained on: a broken line (JSONL line / JSON list index), an unreadable image. */
   skipped: { id?: string; line?: number; index?: number; reason: string }[];
   mismatches: number;
+  /**
+   * The records whose tokenization with the run's template disagrees with itself (LLaVA's "tokenization mismatch":
+   * it trains on them with every label ignored; here they are left out), each with where it stands and why.
+   */
+  mismatched: { id: string; line?: number; index?: number; reason: string }[];
   /** Samples cut to the model max length (trained on what is left, as LLaVA does). */
   truncated: number;
   /** How the images were checked before training (prepareFile's verifyImages). */
@@ -173,7 +178,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
   if (verify !== 'decode' && verify !== 'header') throw new RangeError(`prepareFile: verifyImages must be 'decode' or 'header', got ${String(verify)}`);
   const maxLength = opts.modelMaxLength ?? model.config.modelMaxLength ?? DEFAULT_MODEL_MAX_LENGTH;
   if (!(Number.isInteger(maxLength) && maxLength >= 1)) throw new RangeError(`prepareFile: modelMaxLength must be a positive integer, got ${maxLength}`);
-  const { records, skipped: bad } = readLlavaRecords(file, { strict });
+  const { records, skipped: bad, positions } = readLlavaRecords(file, { strict });
   const skipped: PreparedData['skipped'] = bad.map((b) => ({ line: b.line, index: b.index, reason: b.reason }));
   // the records are tokenised on threads of their own while the images are checked (fit_record.ts)
   const threads = opts.fitThreads ?? (records.length >= FIT_THREADS_FROM ? Math.min(MAX_FIT_THREADS, os.availableParallelism()) : 0);
@@ -194,6 +199,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
   const indexOf = new Map<string, number>();
   const samples: PreparedData['samples'] = [];
   let mismatches = 0, truncated = 0;
+  const mismatched: PreparedData['mismatched'] = [];
   const outcomes = await fitting;
   progress.records = records.length;
   report();
@@ -201,7 +207,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
     const fit = outcomes[k];
     if ('error' in fit) {
       if (strict) throw new Error(`${fit.error} (--strict)`);
-      skipped.push({ id: r.id, reason: fit.error });
+      skipped.push({ id: r.id, ...positions[k], reason: fit.error });
       return;
     }
     let image: number | null = null;
@@ -209,7 +215,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
       const p = path.resolve(imageFolder, r.image);
       const why = whyBroken.get(p);
       if (why !== undefined) {
-        skipped.push({ id: r.id, reason: `image ${p} could not be read: ${why}` });
+        skipped.push({ id: r.id, ...positions[k], reason: `image ${p} could not be read: ${why}` });
         return;
       }
       if (!indexOf.has(p)) {
@@ -221,19 +227,20 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
     }
     if ('skip' in fit) {
       if (strict) throw new Error(`record '${r.id}': ${fit.skip} (--strict)`);
-      skipped.push({ id: r.id, reason: fit.skip });
+      skipped.push({ id: r.id, ...positions[k], reason: fit.skip });
       return;
     }
     if (fit.mismatch !== null) {
       mismatches++;
       if (strict) throw new Error(`tokenization mismatch in record ${r.id}: ${fit.mismatch}`);
+      mismatched.push({ id: r.id, ...positions[k], reason: fit.mismatch });
       return;
     }
     if (fit.truncated) truncated++;
     // the record's own words and image key, as LLaVA counts them (not the tokens, nor an image the cut dropped)
     samples.push({ inputIds: fit.inputIds, labels: fit.labels, image: fit.image ? image : null, modalityLength: modalityLength(r.conversations as Turn[], r.image !== undefined) });
   });
-  return { samples, imagePaths, imageNames, skipped, mismatches, truncated, verifiedImages: verify };
+  return { samples, imagePaths, imageNames, skipped, mismatches, mismatched, truncated, verifiedImages: verify };
   } finally {
     stopFitting.abort();
   }
@@ -336,6 +343,9 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
   // model.config is frozen: the settings a run may change go through updateConfig
   if (o.template !== undefined) model.updateConfig({ template: o.template });
   if (o.imageAspect !== undefined) model.updateConfig({ image: { aspect: o.imageAspect } });
+  // the length the run cuts its samples to, as LLaVA's train.py records it (tokenizer_model_max_length): the next
+  // stage's default
+  model.updateConfig({ modelMaxLength: o.modelMaxLength ?? model.config.modelMaxLength ?? DEFAULT_MODEL_MAX_LENGTH });
   // threads the run can spare make the images (none on a CPU whose cores the engine uses; on a GPU, beside the one
   // that drives it)
   const images = new ClipImageWorkers(clipPreprocessOptions(model.config), { workers: spareImageWorkers(model.device === 'cpu' ? engineThreads() : 1) });

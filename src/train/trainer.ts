@@ -489,8 +489,9 @@ function checkStage(model: VwLmm, s: Stage): void {
   const integer = (key: string, v: unknown, min: number) => {
     if (!(Number.isInteger(v) && (v as number) >= min)) throw rangeError(where, `${key} must be an integer >= ${min}, got ${v}`);
   };
+  // finite in float32 too: the optimizer's kernels take these as float32
   const number = (key: string, v: unknown, ok: (x: number) => boolean, what: string) => {
-    if (!(typeof v === 'number' && Number.isFinite(v) && ok(v))) throw rangeError(where, `${key} must be ${what}, got ${v}`);
+    if (!(typeof v === 'number' && Number.isFinite(Math.fround(v)) && ok(v))) throw rangeError(where, `${key} must be ${what} (in float32: at most 3.4e38), got ${v}`);
   };
   integer('size', s.size, 0);
   integer('batchSize', s.batchSize, 1);
@@ -1569,7 +1570,7 @@ function lrGroups(model: VwLmm, params: Tensor[], s: Stage): ParamGroup[] {
     .filter(([, lr]) => lr !== undefined);
   if (special.length === 0) return [{ params }];
   for (const [key, lr] of special) {
-    if (!(Number.isFinite(lr) && lr! >= 0)) throw new RangeError(`stage '${s.name}': ${key} must be a finite number >= 0, got ${lr}`);
+    if (!(Number.isFinite(Math.fround(lr!)) && lr! >= 0)) throw new RangeError(`stage '${s.name}': ${key} must be a finite number >= 0 (in float32: at most 3.4e38), got ${lr}`);
     if (!(s.lr > 0)) throw new RangeError(`stage '${s.name}': ${key} needs lr > 0 (its rate is set relative to it), got lr ${s.lr}`);
   }
   const sets = special.map(([, , ps]) => new Set<Tensor>(ps));

@@ -34,14 +34,20 @@ export async function plotLines(file: string, series: Series[], opts: { title: s
   await sharp(Buffer.from(svg)).png().toFile(file);
 }
 
-/** The loss curve of a metrics.jsonl (train records: loss, ce, kl against the global step). */
-export async function plotMetrics(metricsFile: string, pngFile: string, title: string): Promise<void> {
+/**
+ * The loss curve of a metrics.jsonl (train records: loss, ce, kl against the global step). False, and no file, when no
+ * record holds a finite value (every step skipped as non-finite).
+ */
+export async function plotMetrics(metricsFile: string, pngFile: string, title: string): Promise<boolean> {
   const fs = await import('fs');
   const recs = fs.readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, number | string>).filter((r) => r.type === 'train');
-  const pick = (k: string): [number, number][] => recs.map((r) => [Number(r.globalStep), Number(r[k])]);
+  // a non-finite loss is written as null (JSON has no NaN): no point, not a point at 0
+  const pick = (k: string): [number, number][] => recs.map((r) => [Number(r.globalStep), typeof r[k] === 'number' ? r[k] : NaN]);
+  if (!['loss', 'ce', 'kl'].some((k) => pick(k).some(([x, y]) => Number.isFinite(x) && Number.isFinite(y)))) return false;
   await plotLines(pngFile, [
     { name: 'loss', points: pick('loss'), colour: '#1f77b4' },
     { name: 'CE (text)', points: pick('ce'), colour: '#2ca02c' },
     { name: 'KL (visual words)', points: pick('kl'), colour: '#d62728' },
   ], { title, xLabel: 'optimizer step', yLabel: 'loss' });
+  return true;
 }

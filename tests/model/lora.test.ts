@@ -306,6 +306,8 @@ describe('LoRA', () => {
     const model = tinyLlama();
     const cases: [string, RegExp][] = [
       [variant((c) => (c.peft_type = 'IA3')), /peft_type is "IA3", only LORA is supported/],
+      // a scale alpha / r that float32 cannot hold: every adapted output would be infinite
+      [variant((c) => (c.lora_alpha = 1e40)), /alpha must be > 0, and alpha \/ r finite in float32/],
       [variant((c) => (c.use_dora = true)), /use_dora is set: DoRA is not supported/],
       [variant((c) => (c.bias = 'all')), /bias is "all": only 'none' is supported/],
       [variant((c) => (c.rank_pattern = { q_proj: 8 })), /rank_pattern is not empty/],

@@ -221,6 +221,33 @@ describe('broken data files', () => {
     expect(r.stderr).toContain(`no trainable samples in ${bad}: 4 skipped: 3 image file not found (first: ${missing0}); 1 malformed JSON (first: ${bad}:2); 0 tokenization mismatches`);
   });
 
+  it('vwlmm train names every record it leaves out by where it stands, tokenization mismatches too', () => {
+    const recs = JSON.parse(fs.readFileSync(fx.data, 'utf8')) as { id: string; image: string; conversations: { from: string; value: string }[] }[];
+    const [a, b] = recs;
+    const odd = [
+      a, b,
+      { ...a, id: 'humanonly', conversations: [a.conversations[0]] }, // ends with a question: nothing to learn
+      { ...a, id: 'emptyanswer', conversations: [a.conversations[0], { from: 'gpt', value: '' }] },
+      { ...b, id: 'b', image: 'images/missing.png' }, // b's id again: only its position tells it apart
+    ];
+    const file = path.join(fx.imageFolder, 'odd.json');
+    fs.writeFileSync(file, JSON.stringify(odd));
+    const r = cli('train', '--init', fx.init, '--data', file, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'odd'), '--steps', '1', '--batch-size', '2');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/on 2 samples .* skipped 1 records, 2 tokenization mismatches/);
+    expect(r.stdout).toContain(`skipped ${file}[4] (record 'b'): image `);
+    expect(r.stdout).toContain(`tokenization mismatch ${file}[2] (record 'humanonly'): `);
+    expect(r.stdout).toContain(`tokenization mismatch ${file}[3] (record 'emptyanswer'): `);
+    // contradictory and out-of-range options
+    const both = cli('train', '--init', fx.init, '--data', file, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'odd'), '--resume', '--overwrite-output-dir');
+    expect(both.status).toBe(2);
+    expect(both.stderr).toContain('--resume continues the run in --out and --overwrite-output-dir starts it over: give one');
+    const lr = cli('train', '--init', fx.init, '--data', file, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'lr'), '--lr', '1e39');
+    expect(lr.status).toBe(2);
+    expect(lr.stderr).toContain('--lr must be finite in float32 (at most 3.4e38), got 1e39');
+    expect(fs.existsSync(path.join(dir, 'lr'))).toBe(false);
+  });
+
   it('vwlmm train reports the skipped line as file:line; --strict fails naming it', () => {
     const out = path.join(dir, 'out');
     const r = cli('train', '--init', fx.init, '--data', jsonl, '--image-folder', fx.imageFolder, '--out', out, '--steps', '2', '--batch-size', '2');

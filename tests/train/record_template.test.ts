@@ -28,7 +28,7 @@ describe('conversation_template of a record', () => {
       tokenizeConversation(a.conversations, tok, 'vicuna_v1').inputIds,
       tokenizeConversation(b.conversations, tok, 'plain').inputIds,
     ]);
-    expect(p.skipped).toEqual([{ id: c.id, reason: `record '${c.id}': conversation_template "vicuna" is not a template (plain, vicuna_v1, v1, llava_v1, v1_mmtag, mistral, mistral_instruct)` }]);
+    expect(p.skipped).toEqual([{ id: c.id, index: 2, reason: `record '${c.id}': conversation_template "vicuna" is not a template (plain, vicuna_v1, v1, llava_v1, v1_mmtag, mistral, mistral_instruct)` }]);
     await expect(prepareFile(ck.model, tok, file, fx.imageFolder, true)).rejects.toThrow(/conversation_template "vicuna" is not a template .*\(--strict\)/);
     ck.model.dispose();
   });
@@ -52,6 +52,16 @@ describe('vwlmm train --template (LLaVA --version)', () => {
     // LLaVA's fine-tuning pads its images square (expand2square): recorded too
     expect(JSON.parse(fs.readFileSync(path.join(v1, 'checkpoint', 'config.json'), 'utf8')).image_aspect_ratio).toBe('pad');
     expect(JSON.parse(fs.readFileSync(path.join(plain, 'checkpoint', 'config.json'), 'utf8')).image_aspect_ratio).toBe('square');
+    // and the length its samples were cut to (LLaVA's tokenizer_model_max_length): the next stage's default, not the
+    // --init checkpoint's
+    const maxLength = (out: string) => JSON.parse(fs.readFileSync(path.join(out, 'checkpoint', 'config.json'), 'utf8')).tokenizer_model_max_length;
+    expect(maxLength(plain)).toBe(2048);
+    const cut = path.join(dir, 'cut');
+    expect(cli('train', '--init', path.join(v1, 'checkpoint'), '--data', fx.data, '--image-folder', fx.imageFolder, '--out', cut, '--steps', '1', '--batch-size', '2', '--model-max-length', '300').status).toBe(0);
+    expect(maxLength(cut)).toBe(300);
+    const next = path.join(dir, 'next');
+    expect(cli('train', '--init', path.join(cut, 'checkpoint'), '--data', fx.data, '--image-folder', fx.imageFolder, '--out', next, '--steps', '1', '--batch-size', '2').status).toBe(0);
+    expect(maxLength(next)).toBe(300);
     const bad = cli('train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'bad'), '--template', 'llava_v2');
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain("--template must be one of plain, vicuna_v1, v1, llava_v1, v1_mmtag, mistral, mistral_instruct (LLaVA's --version), got 'llava_v2'");

@@ -62,8 +62,13 @@ describe('Stage.visionTowerLr', () => {
   });
 
   it('refuses a negative or non-finite tower rate, naming the stage', () => {
-    expect(() => train(stage(1, -1))).toThrow(/stage 'all': visionTowerLr must be a finite number >= 0, got -1/);
-    expect(() => train(stage(1, NaN))).toThrow(/visionTowerLr must be a finite number >= 0, got NaN/);
+    expect(() => train(stage(1, -1))).toThrow(/stage 'all': visionTowerLr must be a finite number >= 0 \(in float32: at most 3.4e38\), got -1/);
+    expect(() => train(stage(1, NaN))).toThrow(/visionTowerLr must be a finite number >= 0 \(in float32: at most 3.4e38\), got NaN/);
+    // finite in float64 but infinite in the float32 the optimizer computes in: every weight it touched became NaN
+    expect(() => train(stage(1, 1e39))).toThrow(/visionTowerLr must be a finite number >= 0 \(in float32: at most 3.4e38\), got 1e\+39/);
+    // the stage's own rate and weight decay alike
+    expect(() => train([{ ...stage(1)[0], lr: 1e39 }])).toThrow(/stage 'all': lr must be a number >= 0 \(in float32: at most 3.4e38\), got 1e\+39/);
+    expect(() => train([{ ...stage(1)[0], weightDecay: -3.5e38 * 2 }])).toThrow(/stage 'all': weightDecay must be a number >= 0 \(in float32/);
   });
 
   it('projectorLr (mm_projector_lr) scales the projector update the same way, beside a tower rate', () => {
@@ -80,6 +85,6 @@ describe('Stage.visionTowerLr', () => {
       if (isProjector(n)) checked++;
     }
     expect(checked).toBe(4); // the mlp2x_gelu projector's two weights and biases
-    expect(() => train(withProj(1, -2))).toThrow(/stage 'all': projectorLr must be a finite number >= 0, got -2/);
+    expect(() => train(withProj(1, -2))).toThrow(/stage 'all': projectorLr must be a finite number >= 0 \(in float32: at most 3.4e38\), got -2/);
   });
 });
