@@ -84,4 +84,3 @@ function editDistance(a: string, b: string): number {
   }
   return d[a.length][b.length];
 }
-
