@@ -201,7 +201,8 @@ void pack_b(bool trans, const float* B, int64_t ldb, int64_t k0, int64_t kc, int
 // One source for every kernel: an MR x 2L tile of GCC vector types of L floats (as native/cpu/attention.cpp's
 // products), c[r][h] holding C[r, hL .. hL + L), instantiated in a function compiled for each instruction set.
 // acc += a * b is one fused multiply-add where the target has FMA (the AVX2 and AVX-512 kernels: the same chain per
-// element, so the same bits; tests/kernels/gemm_builtin.test.ts) and a multiply then an add where it has not.
+// element, so the same bits; tests/kernels/gemm_builtin.test.ts) and a multiply then an add where it has not (and at
+// -O1, which forms no fma: the sanitizer build; the few-rows path is written alike, so it agrees either way).
 //   AVX2+FMA 6 x 16: 12 of the 16 ymm registers accumulate.
 //   AVX-512F 12 x 32: 24 of the 32 zmm registers accumulate, 2 hold B, 1 the broadcast of A; KC = 256 puts a 32 KiB
 //     B sliver and a 12 KiB A sliver in the 48 KiB L1 of the Xeons that have it.
@@ -366,8 +367,9 @@ void run(const Gemm& g, Kernel kernel) {
 // reached ~1.5 GFLOP/s. Here op(B) is read in place. Each group of 8 columns keeps its M x 8 sums in registers; a
 // transposed op(B) (stored [N, K], the weights of x W^T) is read as 8 rows x 8 k's and transposed in registers,
 // a plain one ([K, N]) a row segment per k.
-// Bit-identical to the packed path: every element is the same chain, per K block, of acc = a_k b_k + acc from 0
-// (fma in the AVX2 kernel, multiply then add in the portable one), and blocks reach C through the same write-out
+// Bit-identical to the packed path: every element is the same chain, per K block, of acc += a_k b_k from 0, written
+// as the micro-kernels write it (GCC contracts it to an fma where the target has one, at -O2 and above: not in the
+// sanitizer build's -O1, so an explicit fma here would differ there), and blocks reach C through the same write-out
 // (C = alpha acc, or alpha acc + beta C on the first block and alpha acc + C after). So a row of C has the same
 // bits whatever M is: one prompt decoded alone gets the logits it gets in a batch of prompts of its length.
 constexpr int64_t kFewRows = 4;
@@ -457,14 +459,14 @@ VW_TARGET_AVX2 void few_rows_tb_avx2(const Gemm& g, FewRowsA a, int64_t kb, int6
 #pragma GCC unroll 8
           for (int i = 0; i < 8; ++i)
             for (int m = 0; m < M; ++m)
-              acc[m][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(a.p + m * a.ld + k + i), t[i], acc[m][h]);
+              acc[m][h] += _mm256_broadcast_ss(a.p + m * a.ld + k + i) * t[i];
         }
       }
       for (; k < pc + kc; ++k)
         for (int h = 0; h < G; ++h) {
           const __m256 b = _mm256_setr_ps(rows[h][0][k], rows[h][1][k], rows[h][2][k], rows[h][3][k], rows[h][4][k],
                                           rows[h][5][k], rows[h][6][k], rows[h][7][k]);
-          for (int m = 0; m < M; ++m) acc[m][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(a.p + m * a.ld + k), b, acc[m][h]);
+          for (int m = 0; m < M; ++m) acc[m][h] += _mm256_broadcast_ss(a.p + m * a.ld + k) * b;
         }
       for (int m = 0; m < M; ++m)
         for (int h = 0; h < G; ++h)
@@ -502,7 +504,7 @@ VW_TARGET_AVX2 void few_rows_nb_avx2(const Gemm& g, FewRowsA a, int64_t kb, int6
         for (int h = 0; h < G; ++h) {
           if (nr[h] == 0) continue;
           const __m256 b = nr[h] == 8 ? _mm256_loadu_ps(brow + 8 * h) : _mm256_maskload_ps(brow + 8 * h, mask[h]);
-          for (int m = 0; m < M; ++m) acc[m][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(a.p + m * a.ld + k), b, acc[m][h]);
+          for (int m = 0; m < M; ++m) acc[m][h] += _mm256_broadcast_ss(a.p + m * a.ld + k) * b;
         }
       }
       for (int m = 0; m < M; ++m)
