@@ -18,14 +18,22 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+// decimal text only: Number() also reads '0x10' as 16 and '' as 0
+const DECIMAL = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
 const int = (name: string, min = 0) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+  const n = DECIMAL.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+  return n;
+};
+// the random generators keep 32 bits of a seed: 2^32 would repeat seed 0's run while recording its own
+const seedOption = (name: string) => (v: string) => {
+  const n = int(name)(v);
+  if (n > 0xffffffff) throw new InvalidArgumentError(`${name} must be an integer in [0, 4294967295] (the random generators are 32-bit: a larger seed would repeat a smaller one's run), got ${v}`);
   return n;
 };
 // finite in float32 too: every numeric option reaches a float32 kernel or tensor (--lr 1e39 is an infinite rate there)
 const num = (name: string) => (v: string) => {
-  const n = Number(v);
+  const n = DECIMAL.test(v) ? Number(v) : NaN;
   if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
   if (!Number.isFinite(Math.fround(n))) throw new InvalidArgumentError(`${name} must be finite in float32 (at most 3.4e38), got ${v}`);
   return n;
@@ -329,6 +337,9 @@ function stdoutIsTerminal(): boolean {
  * command (this command line, from VWLMM_LAUNCHER_ARGS); this process then leaves with the same code.
  */
 async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'nccl'): Promise<never> {
+  // mpirun starts every rank it is asked for (--oversubscribe): 100,000 of them filled the machine for minutes
+  const cores = os.availableParallelism();
+  if (nproc > 4 * cores) fail(`--nproc-per-node ${nproc} is more than 4 ranks per CPU core (${cores} here): one rank per core (or per GPU) is the usual choice`);
   const { launchRanks } = await import('./distributed');
   const argv = process.argv.slice(2);
   const k = argv.findIndex((a) => a === '--nproc-per-node' || a.startsWith('--nproc-per-node='));
@@ -425,7 +436,7 @@ program.command('init').description("a new checkpoint, the starting point of `vw
   .option('--vm-weight <x>', 'with --llm: > 0 makes a VW-LMM (a vm_head, the visual-word KL at this weight; the paper: 1); 0: plain LLaVA', num('--vm-weight'), 0)
   .option('--tokenizer <file>', "tokenizer.json (its vocabulary must fit vocab_size); with --llm, default: the LLM's (tokenizer.json, or tokenizer.model converted)")
   .requiredOption('--out <dir>', 'the checkpoint folder to write (must not hold a checkpoint already)')
-  .option('--seed <n>', 'initialisation seed (with --llm: of the projector unless given, and the vm_head)', int('--seed'), 0)
+  .option('--seed <n>', 'initialisation seed (with --llm: of the projector unless given, and the vm_head)', seedOption('--seed'), 0)
   .action(async (o: { config?: string; llm?: string; visionTower?: string; projector?: string; mmProjectorType: string; mmVisionSelectLayer: number; imageAspectRatio: string; template?: string; vmWeight: number; tokenizer?: string; out: string; seed: number }, cmd: Command) => {
     if ((o.config === undefined) === (o.llm === undefined && o.visionTower === undefined))
       fail('give --config (a random model from a LLaVA-layout config.json) or --llm with --vision-tower (one assembled from its parts), not both or neither');
@@ -498,7 +509,7 @@ data.command('sort-of-clevr').description('generate Sort-of-CLEVR (LLaVA JSON + 
   .requiredOption('--out <dir>', 'output directory')
   .option('--train <n>', 'training images', int('--train', 1), 9800)
   .option('--test <n>', 'test images', int('--test', 1), 200)
-  .option('--seed <n>', 'random seed', int('--seed'), 0)
+  .option('--seed <n>', 'random seed (0 to 4294967295)', seedOption('--seed'), 0)
   .option('--overwrite-output-dir', 'replace the data set an --out holds (else a non-empty --out is refused)')
   .action(async (o: { out: string; train: number; test: number; seed: number; overwriteOutputDir?: boolean }) => {
     outputFolder('--out', o.out);
@@ -518,9 +529,9 @@ data.command('sort-of-clevr').description('generate Sort-of-CLEVR (LLaVA JSON + 
 
 program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LMM through the recipe's stages (on the CPU by default), evaluate, report accuracy")
   .option('--out <dir>', 'output directory (checkpoint, metrics, plots)', 'vwlmm-demo')
-  .option('--seed <n>', 'random seed', int('--seed'), 0)
+  .option('--seed <n>', 'random seed (0 to 4294967295)', seedOption('--seed'), 0)
   .option('--ablation', 'also train the same run with vmWeight 0 (plain LLaVA) and compare')
-  .option('--scale <x>', 'multiply the training steps (e.g. 0.05 for a smoke run; below 1 also the images, down to 64 train and 50 test, and the in-training evaluations, down to 100 questions)', num('--scale'), 1)
+  .option('--scale <x>', 'multiply the training steps, at most 100 (e.g. 0.05 for a smoke run; below 1 also the images, down to 64 train and 50 test, and the in-training evaluations, down to 100 questions)', num('--scale'), 1)
   .option('--json', 'end with one JSON object')
   .option('--resume', 'continue an interrupted demo from its checkpoints (same --out, --seed, --scale)')
   .option('--overwrite-output-dir', 'start over in an --out that already holds a demo run (else refused: --resume continues it)')
@@ -535,6 +546,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
   .action(async (o: { nprocPerNode?: number; distTimeout?: number; out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; overwriteOutputDir?: boolean; device: string; dtype?: string; schedule: string; pif?: boolean; detachTarget?: boolean; replay: boolean }) => {
     outputFolder('--out', o.out); // before the ranks start, the data set is written or anything is calibrated
     if (!(o.scale > 0)) fail('--scale must be > 0');
+    if (o.scale > 100) fail(`--scale must be at most 100 (100 x the default budget: about 12 hours on 2 CPU cores), got ${o.scale}`);
     if (o.schedule !== 'default' && o.schedule !== 'paper') fail(`--schedule must be default or paper, got ${o.schedule}`);
     if (o.resume && o.overwriteOutputDir) fail('--resume continues the run in --out and --overwrite-output-dir starts it over: give one');
     const { launchEnv, initProcessGroup } = await import('./distributed');
@@ -552,13 +564,15 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
       return launchRanksOf('demo', o.nprocPerNode, backend);
     }
     checkRankFlags(o, env);
+    // every option checked before --out is made
+    const [dev, dtype] = [await device(o.device), await computeDtypeOf(o.dtype)];
     if (env.rank === 0) await lockOutput('--out', o.out, 'demo'); // rank 0 alone writes --out
     refuseRun(); // under the lock: no other run writes it meanwhile
     const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
     const group = env.worldSize > 1 ? await initProcessGroup({ backend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
     try {
-      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: await device(o.device), dtype: await computeDtypeOf(o.dtype), schedule: o.schedule as 'default' | 'paper', pif: o.pif, detachTarget: o.detachTarget, replay: o.replay, processGroup: group ?? undefined });
+      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: dev, dtype, schedule: o.schedule as 'default' | 'paper', pif: o.pif, detachTarget: o.detachTarget, replay: o.replay, processGroup: group ?? undefined });
       if (o.json && res) console.log(JSON.stringify(res));
       group?.destroy();
     } catch (e) {
@@ -588,7 +602,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--lora-alpha <x>', 'LoRA alpha (default 2 x r, as LLaVA-1.5: 256 for r 128)', num('--lora-alpha'))
   .option('--lora-dropout <p>', 'LoRA dropout', num('--lora-dropout'), 0.05)
   .option('--mm-projector-lr <x>', "the projector's peak learning rate (LLaVA's LoRA recipe: 2e-5; default: --lr)", num('--mm-projector-lr'))
-  .option('--seed <n>', 'random seed', int('--seed'), 0)
+  .option('--seed <n>', 'random seed (0 to 4294967295)', seedOption('--seed'), 0)
   .option('--stage <name>', "the stage's name: in the logs and checkpoint, and the key of its sample order (a stage of a longer run, e.g. the demo's reproduce.sh, gets the order it had there)", 'train')
   .option('--save-every <n>', 'checkpoint every n steps (and at the end)', int('--save-every'), 0)
   .option('--resume', 'continue from <out>/checkpoint exactly where it stopped')
@@ -1009,7 +1023,7 @@ program.command('generate').description('answer a prompt about an image with a c
   .option('--temperature <t>', '0 = greedy; > 0 samples (transformers do_sample)', num('--temperature'), 0)
   .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'), 1)
   .option('--top-k <k>', "sample from the k largest logits only (0 = off; transformers' generate defaults to 50 when sampling, and LLaVA's run_llava passes none, so it samples with 50)", int('--top-k'), 0)
-  .option('--seed <n>', 'sampling seed', int('--seed'), 0)
+  .option('--seed <n>', 'sampling seed', seedOption('--seed'), 0)
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
   .option('--dtype <d>', DTYPE_HELP)

@@ -151,6 +151,13 @@ describe('vwlmm CLI', () => {
       [['demo', '--scale', '-1'], /--scale must be > 0/],
       [['data', 'sort-of-clevr', '--out', path.join(out, 'x'), '--train', 'many'], /--train must be an integer/],
       [['data', 'sort-of-clevr', '--out', path.join(out, 'x'), '--train', '1000000000'], /--train must be at most 100000 .* got 1000000000/],
+      // the generators are 32-bit: 2^32 would repeat seed 0's run; hexadecimal text is no decimal number
+      [['data', 'sort-of-clevr', '--out', path.join(out, 'x'), '--seed', '4294967296'], /--seed must be an integer in \[0, 4294967295\] \(the random generators are 32-bit/],
+      [['demo', '--out', path.join(out, 'x'), '--scale', '0x10'], /--scale must be a number/],
+      [['demo', '--out', path.join(out, 'x'), '--scale', '1e9'], /--scale must be at most 100/],
+      // refused before mpirun starts anything
+      [['demo', '--out', path.join(out, 'x'), '--nproc-per-node', '100000'], /--nproc-per-node 100000 is more than 4 ranks per CPU core/],
+      [['demo', '--out', path.join(out, 'x'), '--dtype', 'fp16'], /--dtype/],
       // an answers file that answers none of the records (as `eval` with no record answered): no accuracy over nothing
       [['score', 'sort-of-clevr', '--answers', path.join(out, 'empty.jsonl'), '--data', path.join(out, 'demo', 'data', 'test.json')], /no record of .*test.json could be scored against .*empty.jsonl: 1000 skipped: 1000 no answer in/],
       [['generate', '--checkpoint', demo.checkpoint as string, '--prompt', 'hi', '--top-p', '2'], /--top-p must be in \(0, 1\]/],
@@ -168,5 +175,7 @@ describe('vwlmm CLI', () => {
       expect(r.stderr, args.join(' ')).toMatch(msg);
       expect(r.stderr).not.toMatch(/\n\s+at /);
     }
+    // a refused demo made no --out (its options are checked before the folder is)
+    expect(fs.existsSync(path.join(out, 'x'))).toBe(false);
   });
 });
