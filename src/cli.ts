@@ -666,6 +666,12 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (o.steps !== undefined && cmd.getOptionValueSource('epochs') === 'cli') fail('--steps and --epochs both set the run\'s length: give one');
     if (!(o.weightDecay >= 0)) fail('--weight-decay must be >= 0');
     if (!(o.maxGradNorm >= 0)) fail('--max-grad-norm must be >= 0 (0: no clipping)');
+    // every option checked before --out is made
+    const dtype = await computeDtypeOf(o.dtype);
+    const frozenDtype = await computeDtypeOf(o.frozenDtype, '--frozen-dtype');
+    const residualDtype = await computeDtypeOf(o.residualDtype, '--residual-dtype');
+    const gatherDtype = await computeDtypeOf(o.gatherDtype, '--gather-dtype');
+    const spec = await device(o.device);
     // data-parallel: rank 0 alone writes --out (the launcher of --nproc-per-node returned above: its ranks lock)
     if (env.rank === 0) await lockOutput('--out', o.out, 'train');
     const { loadCheckpoint, resolveCheckpointDir } = await import('./model');
@@ -697,11 +703,6 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
       }
     }
     const { trainOnFile, readTrainerState, TrainingInterrupted, plotMetrics, Progress, describeSkipped } = await import('./train');
-    const dtype = await computeDtypeOf(o.dtype);
-    const frozenDtype = await computeDtypeOf(o.frozenDtype, '--frozen-dtype');
-    const residualDtype = await computeDtypeOf(o.residualDtype, '--residual-dtype');
-    const gatherDtype = await computeDtypeOf(o.gatherDtype, '--gather-dtype');
-    const spec = await device(o.device);
     const { defaultComputeDtype } = await import('./index');
     if (residualDtype === 'bfloat16' && (dtype ?? defaultComputeDtype(spec)) !== 'bfloat16')
       fail(`--residual-dtype bf16 needs bf16 compute (--dtype bf16; the default on ${spec} is ${defaultComputeDtype(spec) === 'bfloat16' ? 'bf16' : 'fp32'}): in fp32 compute the stream is fp32`);

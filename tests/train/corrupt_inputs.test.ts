@@ -246,6 +246,11 @@ describe('broken data files', () => {
     expect(lr.status).toBe(2);
     expect(lr.stderr).toContain('--lr must be finite in float32 (at most 3.4e38), got 1e39');
     expect(fs.existsSync(path.join(dir, 'lr'))).toBe(false);
+    // options checked past the parser (--device, --dtype) are checked before --out is made too
+    const dev = cli('train', '--init', fx.init, '--data', file, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'dev'), '--device', 'gpu');
+    expect(dev.status).toBe(2);
+    expect(dev.stderr).toMatch(/--device/);
+    expect(fs.existsSync(path.join(dir, 'dev'))).toBe(false);
   });
 
   it('vwlmm train reports the skipped line as file:line; --strict fails naming it', () => {
