@@ -198,7 +198,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
   const imagePaths: string[] = [], imageNames: string[] = [];
   const indexOf = new Map<string, number>();
   const samples: PreparedData['samples'] = [];
-  let mismatches = 0, truncated = 0;
+  let truncated = 0;
   const mismatched: PreparedData['mismatched'] = [];
   const outcomes = await fitting;
   progress.records = records.length;
@@ -231,7 +231,6 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
       return;
     }
     if (fit.mismatch !== null) {
-      mismatches++;
       if (strict) throw new Error(`tokenization mismatch in record ${r.id}: ${fit.mismatch}`);
       mismatched.push({ id: r.id, ...positions[k], reason: fit.mismatch });
       return;
@@ -240,7 +239,7 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
     // the record's own words and image key, as LLaVA counts them (not the tokens, nor an image the cut dropped)
     samples.push({ inputIds: fit.inputIds, labels: fit.labels, image: fit.image ? image : null, modalityLength: modalityLength(r.conversations as Turn[], r.image !== undefined) });
   });
-  return { samples, imagePaths, imageNames, skipped, mismatches, mismatched, truncated, verifiedImages: verify };
+  return { samples, imagePaths, imageNames, skipped, mismatches: mismatched.length, mismatched, truncated, verifiedImages: verify };
   } finally {
     stopFitting.abort();
   }

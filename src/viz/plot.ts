@@ -43,11 +43,12 @@ export async function plotMetrics(metricsFile: string, pngFile: string, title: s
   const recs = fs.readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, number | string>).filter((r) => r.type === 'train');
   // a non-finite loss is written as null (JSON has no NaN): no point, not a point at 0
   const pick = (k: string): [number, number][] => recs.map((r) => [Number(r.globalStep), typeof r[k] === 'number' ? r[k] : NaN]);
-  if (!['loss', 'ce', 'kl'].some((k) => pick(k).some(([x, y]) => Number.isFinite(x) && Number.isFinite(y)))) return false;
-  await plotLines(pngFile, [
+  const series = [
     { name: 'loss', points: pick('loss'), colour: '#1f77b4' },
     { name: 'CE (text)', points: pick('ce'), colour: '#2ca02c' },
     { name: 'KL (visual words)', points: pick('kl'), colour: '#d62728' },
-  ], { title, xLabel: 'optimizer step', yLabel: 'loss' });
+  ];
+  if (!series.some((s) => s.points.some(([x, y]) => Number.isFinite(x) && Number.isFinite(y)))) return false;
+  await plotLines(pngFile, series, { title, xLabel: 'optimizer step', yLabel: 'loss' });
   return true;
 }
