@@ -10,7 +10,7 @@ import { autocast, bf16Operand, castsToBf16, castTensor, checkStoredWeight, floa
 import { isGradEnabled, needsGrad, record } from './autograd';
 import { callOp, opConstants } from './call_op';
 import { checkedOptions, rangeError, typeError } from './errors';
-import { fused, LinearCrossEntropyOptions, VisualWordKLOptions } from './fused';
+import { fusedAt, LinearCrossEntropyOptions, VisualWordKLOptions } from './fused';
 import { Generator } from './random';
 import { Tensor, viewShape } from './tensor';
 
@@ -811,7 +811,7 @@ export function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts: 
   if (opts.reduction === 'none') throw rangeError('F.linearCrossEntropy', "reduction 'none' is not differentiable here; use fused.linearCrossEntropy");
   const grad = isGradEnabled() && (h.requiresGrad || w.requiresGrad);
   const gradOutputs = { dh: h.requiresGrad, dw: w.requiresGrad };
-  const r = withOperands('F.linearCrossEntropy', { h, w }, ([hh, ww]) => fused.linearCrossEntropy(hh, ww, targets, { ...opts, grad, gradOutputs, deviceLoss: true }));
+  const r = withOperands('F.linearCrossEntropy', { h, w }, ([hh, ww]) => fusedAt.linearCrossEntropy('F.linearCrossEntropy', hh, ww, targets, { ...opts, grad, gradOutputs, deviceLoss: true }));
   r.dh = asFloat32(r.dh);
   const out = r.lossTensor!;
   if (grad) {
@@ -834,7 +834,7 @@ export function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opt
   const grad = isGradEnabled() && (h.requiresGrad || wLm.requiresGrad || needTarget);
   const gradOutputs = { dh: h.requiresGrad, dwLm: wLm.requiresGrad, dx: x.requiresGrad, dwVm: wVm.requiresGrad };
   const r = withOperands('F.visualWordKL', { h, wLm, x, wVm }, ([hh, wl, xx, wv]) =>
-    fused.visualWordKL(hh, wl, xx, wv, { ...opts, grad, gradOutputs, detachTarget: !needTarget, deviceLoss: true }));
+    fusedAt.visualWordKL('F.visualWordKL', hh, wl, xx, wv, { ...opts, grad, gradOutputs, detachTarget: !needTarget, deviceLoss: true }));
   r.dh = asFloat32(r.dh);
   r.dx = asFloat32(r.dx);
   const out = r.lossTensor!;
@@ -854,12 +854,12 @@ export function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor): Tensor {
   ([['x', x], ['wVm', wVm], ['e', e]] as const).forEach(([n, t]) => check('F.pseudoImageFeatures', n, t));
   // under autocast('bfloat16') both kernels take bf16 copies (recast in the backward: x's copy is not kept)
   const bf16 = castsToBf16(x, wVm, e);
-  const out = asFloat32(withOperands('F.pseudoImageFeatures', { x, wVm, e }, ([xx, wv, ee]) => fused.pseudoImageFeatures(xx, wv, ee)))!;
+  const out = asFloat32(withOperands('F.pseudoImageFeatures', { x, wVm, e }, ([xx, wv, ee]) => fusedAt.pseudoImageFeatures('F.pseudoImageFeatures', xx, wv, ee)))!;
   if (needsGrad(x, wVm, e)) {
     record('pseudo_image_features', [x, wVm, e], [out], ([g]) => {
       const r = bf16
-        ? autocast('bfloat16', () => withOperands('F.pseudoImageFeatures', { x, wVm, e, g: g! }, ([xx, wv, ee, gg]) => fused.pseudoImageFeaturesBackward(xx, wv, ee, gg)))
-        : fused.pseudoImageFeaturesBackward(x, wVm, e, g!);
+        ? autocast('bfloat16', () => withOperands('F.pseudoImageFeatures', { x, wVm, e, g: g! }, ([xx, wv, ee, gg]) => fusedAt.pseudoImageFeaturesBackward('F.pseudoImageFeatures (backward)', xx, wv, ee, gg)))
+        : fusedAt.pseudoImageFeaturesBackward('F.pseudoImageFeatures (backward)', x, wVm, e, g!);
       r.dx = asFloat32(r.dx)!;
       const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));
       return [keepOrDrop(r.dx, x.requiresGrad), keepOrDrop(r.dwVm, wVm.requiresGrad), keepOrDrop(r.de, e.requiresGrad)];

@@ -223,7 +223,10 @@ const empty = (shape: number[], dtype: DType, device: Device, wanted = true) => 
  * materialising the [N, V] logits. Rows whose target is ignoreIndex contribute nothing.
  */
 function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts?: LinearCrossEntropyOptions): LinearCrossEntropyResult {
-  const where = 'fused.linearCrossEntropy';
+  return linearCrossEntropyAt('fused.linearCrossEntropy', h, w, targets, opts);
+}
+
+function linearCrossEntropyAt(where: string, h: Tensor, w: Tensor, targets: Tensor, opts?: LinearCrossEntropyOptions): LinearCrossEntropyResult {
   const o = options(where, opts, CE_KEYS) as LinearCrossEntropyOptions;
   const [N, d] = matrix(where, 'h', h, 'N, d');
   const [V, dw] = matrix(where, 'w', w, 'V, d');
@@ -264,7 +267,10 @@ function linearCrossEntropy(h: Tensor, w: Tensor, targets: Tensor, opts?: Linear
  * softmax(h wLm^T / T)), with gradients to both sides (to h/wLm only when detachTarget).
  */
 function visualWordKL(h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts?: VisualWordKLOptions): VisualWordKLResult {
-  const where = 'fused.visualWordKL';
+  return visualWordKLAt('fused.visualWordKL', h, wLm, x, wVm, opts);
+}
+
+function visualWordKLAt(where: string, h: Tensor, wLm: Tensor, x: Tensor, wVm: Tensor, opts?: VisualWordKLOptions): VisualWordKLResult {
   const o = options(where, opts, KL_KEYS) as VisualWordKLOptions;
   const [M, d] = matrix(where, 'h', h, 'M, d');
   const [V, d1] = matrix(where, 'wLm', wLm, 'V, d');
@@ -333,7 +339,10 @@ function pifArgs(where: string, x: Tensor, wVm: Tensor, e: Tensor) {
 
 /** Pseudo image features (PIF): softmax(x wVm^T) e, [N, dE], streamed without an [N, V] tensor. */
 function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor, opts?: ChunkOptions): Tensor {
-  const where = 'fused.pseudoImageFeatures';
+  return pseudoImageFeaturesAt('fused.pseudoImageFeatures', x, wVm, e, opts);
+}
+
+function pseudoImageFeaturesAt(where: string, x: Tensor, wVm: Tensor, e: Tensor, opts?: ChunkOptions): Tensor {
   const o = options(where, opts, CHUNK_KEYS) as ChunkOptions;
   const { N, d, V, dE, device, dtype } = pifArgs(where, x, wVm, e);
   const { out } = outputs(
@@ -345,7 +354,10 @@ function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor, opts?: ChunkOpti
 
 /** Backward of pseudoImageFeatures for upstream gradient gradOut [N, dE]: { dx, dwVm, de }. */
 function pseudoImageFeaturesBackward(x: Tensor, wVm: Tensor, e: Tensor, gradOut: Tensor, opts?: ChunkOptions): { dx: Tensor; dwVm: Tensor; de: Tensor } {
-  const where = 'fused.pseudoImageFeaturesBackward';
+  return pseudoImageFeaturesBackwardAt('fused.pseudoImageFeaturesBackward', x, wVm, e, gradOut, opts);
+}
+
+function pseudoImageFeaturesBackwardAt(where: string, x: Tensor, wVm: Tensor, e: Tensor, gradOut: Tensor, opts?: ChunkOptions): { dx: Tensor; dwVm: Tensor; de: Tensor } {
   const o = options(where, opts, CHUNK_KEYS) as ChunkOptions;
   const { N, d, V, dE, device, dtype } = pifArgs(where, x, wVm, e);
   const [Ng, dEg] = matrix(where, 'gradOut', gradOut, 'N, dE');
@@ -360,3 +372,9 @@ function pseudoImageFeaturesBackward(x: Tensor, wVm: Tensor, e: Tensor, gradOut:
 }
 
 export const fused = { linearCrossEntropy, visualWordKL, visualWords, pseudoImageFeatures, pseudoImageFeaturesBackward };
+
+/** The same ops with the caller's name in their errors: F's differentiable wrappers, which users call as F.*. */
+export const fusedAt = {
+  linearCrossEntropy: linearCrossEntropyAt, visualWordKL: visualWordKLAt,
+  pseudoImageFeatures: pseudoImageFeaturesAt, pseudoImageFeaturesBackward: pseudoImageFeaturesBackwardAt,
+};

@@ -51,8 +51,8 @@ describe('strict inputs', () => {
       const wv = t(new Array(20).fill(0.1), [5, 4]), e = t(new Array(10).fill(0.2), [5, 2]);
       const pixels = Tensor.zeros([1, 3, 4, 4]);
       pixels.requiresGrad = true;
-      // [call, the function its error names, the argument it names]; the shape errors of the fused ops are checked
-      // by fused.* (the F function's own checks are the tensor kinds)
+      // [call, the function its error names, the argument it names]; the fused ops' shape checks are fused.*'s, run
+      // under F's name (a user who called F.pseudoImageFeatures is not sent looking for fused.pseudoImageFeatures)
       const cases: [string, () => unknown, string, string][] = [
         ['F.mul shapes', () => F.mul(x, t([1, 2, 3], [1, 3])), 'F.mul', 'b'],
         ['F.mul dtypes', () => F.mul(x, t(new Array(8).fill(1), [2, 4], 'bfloat16')), 'F.mul', 'b'],
@@ -84,9 +84,13 @@ describe('strict inputs', () => {
         ['F.patchEmbed pixels requiring grad', () => F.patchEmbed(pixels, Tensor.zeros([5, 3, 2, 2])), 'F.patchEmbed', 'images'],
         ['F.pseudoImageFeatures e int32', () => F.pseudoImageFeatures(x, wv, Tensor.zeros([5, 2], { dtype: 'int32' })), 'F.pseudoImageFeatures', 'e'],
         ['F.pseudoImageFeatures x null', () => F.pseudoImageFeatures(null as never, wv, e), 'F.pseudoImageFeatures', 'x'],
-        ['F.pseudoImageFeatures e rows', () => F.pseudoImageFeatures(x, wv, t([1, 2, 3, 4], [2, 2])), 'fused.pseudoImageFeatures', 'e'],
-        ['F.pseudoImageFeatures wVm hidden size', () => F.pseudoImageFeatures(x, t(new Array(15).fill(0), [5, 3]), e), 'fused.pseudoImageFeatures', 'wVm'],
-        ['F.pseudoImageFeatures x 3-D', () => F.pseudoImageFeatures(F.reshape(x, [1, 2, 4]), wv, e), 'fused.pseudoImageFeatures', 'x'],
+        ['F.pseudoImageFeatures e rows', () => F.pseudoImageFeatures(x, wv, t([1, 2, 3, 4], [2, 2])), 'F.pseudoImageFeatures', 'e'],
+        ['F.pseudoImageFeatures wVm hidden size', () => F.pseudoImageFeatures(x, t(new Array(15).fill(0), [5, 3]), e), 'F.pseudoImageFeatures', 'wVm'],
+        ['F.linearCrossEntropy w hidden size', () => F.linearCrossEntropy(x, t(new Array(15).fill(0), [5, 3]), ids), 'F.linearCrossEntropy', 'w'],
+        ['F.linearCrossEntropy targets rows', () => F.linearCrossEntropy(x, wv, Tensor.fromArray(Int32Array.from([0]), [1])), 'F.linearCrossEntropy', 'targets'],
+        ['F.visualWordKL wVm vocabulary', () => F.visualWordKL(x, wv, x, t(new Array(16).fill(0), [4, 4])), 'F.visualWordKL', 'wVm'],
+        ['F.visualWordKL x 1-D', () => F.visualWordKL(x, wv, w, wv), 'F.visualWordKL', 'x'],
+        ['F.pseudoImageFeatures x 3-D', () => F.pseudoImageFeatures(F.reshape(x, [1, 2, 4]), wv, e), 'F.pseudoImageFeatures', 'x'],
         // reduction 'none' has no scalar to differentiate: fused.* gives the per-row losses
         ["F.linearCrossEntropy reduction 'none'", () => F.linearCrossEntropy(x, wv, ids, { reduction: 'none' }), 'F.linearCrossEntropy', 'reduction'],
         ["F.visualWordKL reduction 'none'", () => F.visualWordKL(x, wv, x, wv, { reduction: 'none' }), 'F.visualWordKL', 'reduction'],
