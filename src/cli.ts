@@ -513,11 +513,11 @@ data.command('sort-of-clevr').description('generate Sort-of-CLEVR (LLaVA JSON + 
   .option('--overwrite-output-dir', 'replace the data set an --out holds (else a non-empty --out is refused)')
   .action(async (o: { out: string; train: number; test: number; seed: number; overwriteOutputDir?: boolean }) => {
     outputFolder('--out', o.out);
-    const { writeSortOfClevr, writeWordLevelTokenizer, sortOfClevrVocabulary, SORT_OF_CLEVR_MAX_IMAGES } = await import('./data');
+    const { writeSortOfClevr, writeWordLevelTokenizer, sortOfClevrVocabulary, SORT_OF_CLEVR_MAX_IMAGES, SORT_OF_CLEVR_OUTPUTS } = await import('./data');
     for (const [flag, n] of [['--train', o.train], ['--test', o.test]] as const)
       if (n > SORT_OF_CLEVR_MAX_IMAGES) fail(`${flag} must be at most ${SORT_OF_CLEVR_MAX_IMAGES} (the generator holds a split's scenes and records in memory, ~12 KB an image), got ${n}`);
     // a second data set written over a first would leave the first's images beside the second's files
-    const written = ['images', 'train.json', 'test.json', 'captions.json', 'meta.json', 'tokenizer.json', 'tokenizer_config.json'];
+    const written = [...SORT_OF_CLEVR_OUTPUTS, 'tokenizer.json', 'tokenizer_config.json']; // + writeWordLevelTokenizer's
     if (fs.existsSync(o.out) && fs.readdirSync(o.out).length > 0) {
       if (!o.overwriteOutputDir) fail(`--out ${o.out} is not empty: data sort-of-clevr writes a new data set (--overwrite-output-dir replaces the one there)`);
       for (const f of written) fs.rmSync(path.join(o.out, f), { recursive: true, force: true });

@@ -315,6 +315,9 @@ function writeRecords(file: string, records: unknown[]): void {
  */
 export const SORT_OF_CLEVR_MAX_IMAGES = 100_000;
 
+/** What writeSortOfClevr writes into its folder (a folder and four files): what replacing a data set removes. */
+export const SORT_OF_CLEVR_OUTPUTS = ['images', 'train.json', 'test.json', 'captions.json', 'meta.json'] as const;
+
 /**
  * Image file name of image `index` of a split of `count` images: images/train_00000.png (0-based, zero-padded to >= 5
  * digits). The splits are train and test; the demo's stage files name their caption subsets' images so too.

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../../src/random';
 import {
   COLOURS, answerFor, captionFor, encodePng, generateScene, questionsFor, renderScene, Scene,
-  sortOfClevrSplit, writeSortOfClevr, SORT_OF_CLEVR_MAX_IMAGES,
+  sortOfClevrSplit, writeSortOfClevr, SORT_OF_CLEVR_MAX_IMAGES, SORT_OF_CLEVR_OUTPUTS,
 } from '../../src/data/sort_of_clevr';
 import { makeSplit } from '../../src/demo/task';
 
@@ -137,6 +137,8 @@ describe('writeSortOfClevr', () => {
     const a = path.join(tmp, 'a'), b = path.join(tmp, 'b'), c = path.join(tmp, 'c');
     const sum = writeSortOfClevr(a, { train: 12, test: 3, seed: 7, nonRelational: 2, relational: 3 });
     expect(sum).toMatchObject({ train: 12, test: 3, trainRecords: 60, testRecords: 15, captionRecords: 12 });
+    // what `data sort-of-clevr --overwrite-output-dir` removes before it writes again
+    expect(fs.readdirSync(a).sort()).toEqual([...SORT_OF_CLEVR_OUTPUTS].sort());
     const train = JSON.parse(fs.readFileSync(path.join(a, 'train.json'), 'utf8'));
     const test = JSON.parse(fs.readFileSync(path.join(a, 'test.json'), 'utf8'));
     const caps = JSON.parse(fs.readFileSync(path.join(a, 'captions.json'), 'utf8'));
