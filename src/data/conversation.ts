@@ -8,7 +8,8 @@
 //                         message is the bare role + ":"); llava_v1 and v1_mmtag differ in SYSTEM, and v1_mmtag's
 //                         training prompts write the image as "<Image><image></Image>"
 //   mistral    (VW-LMM)   "[INST] " + q + " [/INST]" + a + "</s>" + "[INST] " + ... (VW-LMM's
-//                         SeparatorStyle.MISTRAL: sep "", sep2 "</s>", no system prompt, no space before a)
+//                         SeparatorStyle.MISTRAL: sep "", sep2 "</s>", no system prompt, no space before a; an
+//                         empty message left out whole and an empty first one refused, as for mistral_instruct)
 //   mistral_instruct      "[INST] " + q + " [/INST]" + " " + a + " " + "</s>" + ... (LLaVA's
 //                         conv_mistral_instruct: SeparatorStyle.LLAMA_2 with sep "" and sep2 "</s>"; a
 //                         non-empty system prompt would be wrapped as "<<SYS>>\n...\n<</SYS>>\n\n" in turn 1; an
@@ -239,12 +240,13 @@ function renderSegments(turns: NormTurn[], t: ConversationTemplate, generation: 
     }
     case 'mistral':
     case 'llama_2': {
-      if (t.style === 'llama_2' && turns.length > 0 && !turns[0].value) {
-        throw new Error(`${t.name} template: the first human turn is empty (LLaVA's get_prompt asserts a first message)`);
+      if (turns.length > 0 && !turns[0].value) {
+        throw new Error(`${t.name} template: the first human turn is empty (LLaVA's and VW-LMM's get_prompt assert a first message)`);
       }
       turns.forEach((turn, i) => {
-        // LLaVA's get_prompt (LLAMA_2) writes nothing for an empty message: no [INST] pair, no " </s>" to supervise
-        if (t.style === 'llama_2' && !turn.value) return;
+        // get_prompt (LLaVA's LLAMA_2, VW-LMM's MISTRAL) writes nothing for an empty message: no [INST] pair, no
+        // "</s>" to supervise
+        if (!turn.value) return;
         if (turn.role === 0) {
           let msg = turn.value;
           if (i === 0 && t.style === 'llama_2' && t.system.length > 0) msg = `<<SYS>>\n${t.system}\n<</SYS>>\n\n${msg}`;

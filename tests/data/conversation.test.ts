@@ -185,6 +185,19 @@ describe('tokenizeConversation', () => {
     );
   });
 
+  it("mistral: an empty message is left out whole and an empty first one refused (VW-LMM's get_prompt, MISTRAL)", () => {
+    const T = (...v: string[]): Turn[] => v.map((value, i) => ({ from: i % 2 === 0 ? 'human' : 'gpt', value }));
+    expect(buildPrompt(T('<image>\nQ1', '', 'Q2', 'A2'), 'mistral')).toBe('[INST] <image>\nQ1 [/INST][INST] Q2 [/INST]A2</s>');
+    expect(buildPrompt(T('<image>\nQ1', 'A1', '', 'A2'), 'mistral')).toBe('[INST] <image>\nQ1 [/INST]A1</s>A2</s>');
+    expect(buildPrompt(T('<image>\nQ1', ''), 'mistral')).toBe('[INST] <image>\nQ1 [/INST]');
+    expect(() => buildPrompt(T('', 'A1'), 'mistral')).toThrow(/mistral template: the first human turn is empty/);
+    // the empty reply supervises nothing: no lone "</s>"
+    const tok = wordLevel();
+    const r = tokenizeConversation(T('<image>\nwhat is this ?', '', 'what color is it ?', 'black .'), tok, 'mistral');
+    expect(r.prompt).toBe('[INST] <image>\nwhat is this ? [/INST][INST] what color is it ? [/INST]black .</s>');
+    expect(r.inputIds.filter((_, i) => r.labels[i] !== IGNORE_INDEX).map((id) => tok.idToToken(id))).toEqual(['black', '.', '</s>']);
+  });
+
   it('a SentencePiece-style BPE (prefix "▁" on every encoded piece) gives clean boundaries, no mismatch', () => {
     const tok = llamaBpe(BPE_WORDS);
     const r = tokenizeConversation(TWO_TURNS, tok, 'vicuna_v1');
