@@ -19,6 +19,7 @@ import { KVCache, LlamaDecoder } from '../nn/llama';
 import { InitOptions, Module } from '../nn/module';
 import { Projector } from '../nn/projector';
 import { argmax, LogitsSampler } from './sampling';
+import { visualWordRows } from '../data/collate';
 import { hasVmHead, numImageTokens, TemplateName, validateConfig, VwLmmConfig } from './config';
 
 /** A collated batch as the model consumes it (see src/data/collate.ts for how it is made). */
@@ -35,7 +36,10 @@ export interface ModelBatch {
   pixelValues: Float32Array | null;
   /** [B*T] next-token targets for the CE at each position (-100 = none). */
   targets?: Int32Array;
-  /** KL rows: positions t whose t+1 is an image feature, and that feature's index. */
+  /**
+   * KL rows: positions t whose t+1 is an image feature, and that feature's index. Absent: all of them, as the method
+   * has it (visualWordRows); given: a subset of those pairs, each at most once (anything else is refused).
+   */
   klRows?: { rows: Int32Array; featureIndex: Int32Array };
 }
 
@@ -72,6 +76,22 @@ export function spliceIndexOf(batch: Pick<ModelBatch, 'B' | 'T' | 'imagePosition
   });
   spliceIndexes.set(batch, { positions: imagePositions.slice(), B, T, idx });
   return idx;
+}
+
+const derivedKlRows = new WeakMap<object, { positions: Int32Array; T: number; kl: { rows: Int32Array; featureIndex: Int32Array } }>();
+
+/**
+ * The batch's visual-word KL rows: batch.klRows as given, else the method's (visualWordRows), made once per batch
+ * object as spliceIndexOf is, so that a replayed step takes them as one of the batch's arrays.
+ */
+export function klRowsOf(batch: Pick<ModelBatch, 'T' | 'imagePositions' | 'klRows'>): { rows: Int32Array; featureIndex: Int32Array } {
+  if (batch.klRows !== undefined) return batch.klRows;
+  const { T, imagePositions } = batch;
+  const known = derivedKlRows.get(batch);
+  if (known && known.T === T && known.positions.length === imagePositions.length && known.positions.every((p, k) => p === imagePositions[k])) return known.kl;
+  const kl = visualWordRows({ T, imagePositions });
+  derivedKlRows.set(batch, { positions: imagePositions.slice(), T, kl });
+  return kl;
 }
 
 /** Configs made by frozenConfig: they are deep-frozen copies already. */
@@ -341,10 +361,20 @@ export class VwLmm extends Module {
       const rows = ints('klRows.rows', b.klRows.rows, null), idx = ints('klRows.featureIndex', b.klRows.featureIndex, rows.length, `${rows.length} (one per klRows.rows entry)`);
       inRange('klRows.rows', rows, (x) => x >= 0 && x < N, `positions in [0, ${N})`);
       inRange('klRows.featureIndex', idx, (x) => x >= 0 && x < n, `image feature indexes in [0, ${n})`);
+      // the method's pairs only (the position just before a feature, in its row): another pairing, an unshifted one
+      // say, would train a different objective without a word
+      const paired = new Uint8Array(n);
+      for (let k = 0; k < rows.length; k++) {
+        const f = idx[k], pos = positions[f];
+        if (pos % T === 0 || rows[k] !== pos - 1)
+          throw rangeError(where, `batch.klRows pairs position ${rows[k]} with image feature ${f} at position ${pos} (index ${k}): a KL row is the position just before its feature in the same batch row (${pos % T === 0 ? 'none for a feature at t = 0' : pos - 1}); visualWordRows(batch) gives the method's rows`);
+        if (paired[f]) throw rangeError(where, `batch.klRows names image feature ${f} twice (at index ${k}): one KL row per feature`);
+        paired[f] = 1;
+      }
     }
   }
 
-  /** The VW-LMM objective on a batch (needs targets; klRows when vmWeight > 0). */
+  /** The VW-LMM objective on a batch (needs targets; the KL rows are the method's unless batch.klRows says otherwise). */
   loss(batch: ModelBatch): LossOutput {
     this.checkBatch('VwLmm.loss', batch, true);
     const targets = batch.targets!;
@@ -356,10 +386,11 @@ export class VwLmm extends Module {
     const { loss, ceLoss, klLoss, klRows } = scope(() => {
       const { h, features } = this.hiddenOf(batch);
       const ce = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(targets, [batch.B * batch.T], { device: this.device }));
-      const klRows = this.config.vmWeight > 0 && batch.klRows ? batch.klRows.rows.length : 0;
+      const kr = this.config.vmWeight > 0 ? klRowsOf(batch) : null;
+      const klRows = kr ? kr.rows.length : 0;
       if (klRows === 0 || !features) return { loss: ce, ceLoss: ce, klLoss: null, klRows: 0 };
-      const hRows = F.gatherRows(h, Tensor.fromArray(batch.klRows!.rows, [klRows], { device: this.device }));
-      const xRows = F.gatherRows(features, Tensor.fromArray(batch.klRows!.featureIndex, [klRows], { device: this.device }));
+      const hRows = F.gatherRows(h, Tensor.fromArray(kr!.rows, [klRows], { device: this.device }));
+      const xRows = F.gatherRows(features, Tensor.fromArray(kr!.featureIndex, [klRows], { device: this.device }));
       const kl = F.visualWordKL(hRows, this.lm_head.weight, xRows, this.vm_head!.weight, { detachTarget: this.config.detachTarget });
       return { loss: F.add(ce, F.scale(kl, this.config.vmWeight)), ceLoss: ce, klLoss: kl, klRows };
     });

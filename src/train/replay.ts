@@ -10,14 +10,14 @@ import { callOp } from '../call_op';
 import { OpProgram } from '../program';
 import { Device, keep, Tensor } from '../tensor';
 import type { ModelBatch } from '../model/vwlmm';
-import { spliceIndexOf } from '../model/vwlmm';
+import { klRowsOf, spliceIndexOf } from '../model/vwlmm';
 
 export type ReplayPhase = 'first' | 'on' | 'off';
 
 /** What VwLmm.loss uploads from a model batch, in a fixed order (absent ones empty): a program's inputs. */
 export function modelBatchArrays(batch: ModelBatch): ArrayBufferView[] {
-  const none = new Int32Array(0);
-  return [batch.tokenIds, batch.attentionMask, spliceIndexOf(batch), batch.pixelValues ?? new Float32Array(0), batch.targets ?? none, batch.klRows?.rows ?? none, batch.klRows?.featureIndex ?? none];
+  const kl = klRowsOf(batch);
+  return [batch.tokenIds, batch.attentionMask, spliceIndexOf(batch), batch.pixelValues ?? new Float32Array(0), batch.targets ?? new Int32Array(0), kl.rows, kl.featureIndex];
 }
 
 interface Entry {

@@ -75,6 +75,7 @@ const SOURCES: Record<Area, string[]> = {
 const INTERNAL: Record<string, string> = {
   'train/replay:StageReplay': "the Trainer's op-program bookkeeping for a stage (TrainerOptions.replay is the public switch)",
   'model/vwlmm:spliceIndexOf': "VwLmm's splice index of a batch, memoized so that replayed steps take it as one of the batch's arrays (modelBatchArrays)",
+  'model/vwlmm:klRowsOf': "VwLmm's KL rows of a batch (the given ones, or the method's memoized), which replayed steps take as batch arrays",
   'model/transformers_llava:stringifyTransformersConfig': "saveCheckpoint's JSON layout (matches Python's json.dumps)",
   'io/safetensors:checkExpectedShape': "the expected-shape check shared with the PyTorch checkpoint reader (io/torch_bin.ts)",
   'io/safetensors:openRegularFile': "the regular-file open (no FIFO, no device) shared with io/torch_bin.ts and checkpoint.ts",

@@ -199,6 +199,9 @@ describe('a bad ModelBatch is an error naming the field', () => {
       ['no targets', { ...good, targets: undefined }, `VwLmm.loss: expected an Int32Array of B x T = ${N} next-token targets (-100: none) for batch.targets but received undefined`],
       ['a target past the vocabulary', { ...good, targets: good.targets!.map((t, i) => (i === 2 ? V + 5 : t)) }, `VwLmm.loss: expected -100 or token ids in [0, ${V}) in batch.targets but received ${V + 5} at index 2`],
       ['a KL feature index past the features', { ...good, klRows: { rows: good.klRows!.rows, featureIndex: good.klRows!.featureIndex.map((f, i) => (i === 0 ? 8 : f)) } }, 'VwLmm.loss: expected image feature indexes in [0, 8) in batch.klRows.featureIndex but received 8 at index 0'],
+      // the same features paired with their own positions (no shift to the next patch): another objective
+      ['unshifted KL rows', { ...good, klRows: { rows: good.klRows!.featureIndex.map((f) => good.imagePositions[f]), featureIndex: good.klRows!.featureIndex } }, /^VwLmm\.loss: batch\.klRows pairs position \d+ with image feature \d+ at position \d+ \(index 0\): a KL row is the position just before its feature/],
+      ['a KL row twice', { ...good, klRows: { rows: Int32Array.from([good.klRows!.rows[0], good.klRows!.rows[0]]), featureIndex: Int32Array.from([good.klRows!.featureIndex[0], good.klRows!.featureIndex[0]]) } }, /^VwLmm\.loss: batch\.klRows names image feature \d+ twice \(at index 1\)/],
       ['KL rows without their feature indexes', { ...good, klRows: { rows: good.klRows!.rows } }, /^VwLmm\.loss: expected an Int32Array of \d+ \(one per klRows\.rows entry\) values for batch\.klRows\.featureIndex but received undefined/],
     ];
     for (const [what, batch, msg] of cases) expect(() => noGrad(() => scope(() => model.loss(batch as ModelBatch))), what).toThrow(msg);
@@ -207,6 +210,26 @@ describe('a bad ModelBatch is an error naming the field', () => {
     noGrad(() => scope(() => {
       expect(Number.isFinite(model.loss(good).loss.item())).toBe(true);
       expect(model.hidden({ ...good, targets: undefined }).h.shape).toEqual([N, 16]);
+    }));
+    model.dispose();
+  });
+});
+
+describe("a batch's KL rows", () => {
+  it("are the method's when absent (vmWeight > 0 trains the KL all the same), and a subset of them when given", () => {
+    const model = VwLmm.create(tinyConfig(1), 0);
+    const good = tinyBatch(model);
+    noGrad(() => scope(() => {
+      const given = model.loss(good), absent = model.loss({ ...good, klRows: undefined });
+      expect(absent.klRows).toBe(good.klRows!.rows.length);
+      expect(absent.klRows).toBeGreaterThan(0);
+      expect(absent.kl).toBe(given.kl);
+      expect(absent.loss.item()).toBe(given.loss.item());
+      // the first two rows alone (the two images are alike, so one image's rows would give the same mean)
+      const half = 2;
+      const first = model.loss({ ...good, klRows: { rows: good.klRows!.rows.slice(0, half), featureIndex: good.klRows!.featureIndex.slice(0, half) } });
+      expect(first.klRows).toBe(half);
+      expect(first.kl).not.toBe(given.kl);
     }));
     model.dispose();
   });
