@@ -539,7 +539,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
   .option('--dtype <d>', DTYPE_HELP)
   .option('--schedule <s>', "default, or paper: a text stage first, then stage 1 with the LLM frozen (VW-LMM's schedule at demo scale)", 'default')
   .option('--pif', 'the PIF variant: the LLM reads each patch as its visual word (a mixture of word embeddings)')
-  .option('--detach-target', "detach the KL's target (an ablation of the paper's objective)")
+  .option('--detach-target', "detach the KL's target (an ablation of the paper's objective; without --pif vm_head then stays as initialised)")
   .option('--no-replay', 'run every step in JavaScript (by default a step of a batch shape seen twice is replayed natively as an op program: the same numbers, less host time)')
   .option('--nproc-per-node <n>', 'data-parallel: train with n ranks on this machine (through mpirun: apt install libopenmpi-dev openmpi-bin); the batches stay the global ones; 2 on 2 cores ran the demo 1.19x faster on a Xeon and 0.95x on an EPYC, where one process is quicker (benchmarks/RESULTS.md)', int('--nproc-per-node', 1))
   .option('--dist-timeout <s>', DIST_TIMEOUT_HELP, num('--dist-timeout'))

@@ -90,7 +90,7 @@ export interface VisualWordKLOptions extends ChunkOptions {
 }
 
 export interface VisualWordKLResult {
-  /** 'batchmean' / 'mean': sum of row KLs / M; 'sum' and 'none': the sum. */
+  /** 'batchmean': sum of row KLs / M; 'sum' and 'none': the sum. */
   loss: number;
   /** KL of each row [M]. */
   losses: Float32Array;

@@ -39,7 +39,10 @@ export interface VwLmmConfig {
   vmWeight: number;
   /** Pseudo image features: patches enter the LLM as softmax(vm_head(x)) . E. */
   pif: boolean;
-  /** Stop the KL gradient at the target (vm_head and projector). Official: false. */
+  /**
+   * Stop the KL gradient at the target (vm_head and projector). Without PIF, vm_head then has no gradient at all and
+   * keeps its initial values (the KL pulls the LLM towards a fixed projection). Official: false.
+   */
   detachTarget: boolean;
   template: TemplateName;
   /**
