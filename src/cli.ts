@@ -764,7 +764,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
       `${r.line !== undefined ? `${o.data}:${r.line}` : r.index !== undefined ? `${o.data}[${r.index}]` : 'record'}${r.id !== undefined ? ` (record '${r.id}')` : ''}`;
     for (const s of data.skipped.slice(0, 10)) console.log(`  skipped ${at(s)}: ${s.reason}`);
     if (data.skipped.length > 10) console.log(`  ... and ${data.skipped.length - 10} more: ${describeSkipped(data, o.data)}`);
-    for (const m of data.mismatched.slice(0, 10)) console.log(`  tokenization mismatch ${at(m)}: ${m.reason}`);
+    for (const m of data.mismatched.slice(0, 10)) console.log(`  tokenization mismatch ${at(m)} (${m.kept ? 'trained with every label ignored, as LLaVA does: its image for the KL' : 'left out: text only, nothing to train'}): ${m.reason}`);
     if (data.mismatched.length > 10) console.log(`  ... and ${data.mismatched.length - 10} more tokenization mismatches`);
     if (!plotted) console.log(`  no loss curve: no step logged a finite loss (${path.join(o.out, 'metrics.jsonl')})`);
     model.dispose();

@@ -40,7 +40,8 @@ function recordTemplate(r: LlavaRecord, fallback: TemplateName): { template: Tem
  * prepare_inputs_labels_for_multimodal's tokenizer_model_max_length). An image whose placeholder the first cut
  * removes is dropped, the record trained as text, as LLaVA does. Refused: a template's own rule broken (plain's one
  * captioned image), more than one placeholder (LLaVA-1.5 reads one image per record), an image without a
- * placeholder, features the second cut would split, nothing left to supervise.
+ * placeholder, features the second cut would split, nothing left to supervise and no image (with one, the record
+ * stays: VW-LMM's KL trains on its patches).
  */
 export function fitRecord(r: LlavaRecord, tokenizer: TextTokenizer, o: FitOptions): FitOutcome {
   const tpl = recordTemplate(r, o.template);
@@ -67,7 +68,8 @@ export function fitRecord(r: LlavaRecord, tokenizer: TextTokenizer, o: FitOption
       truncated = true;
     }
   }
-  if (!t.mismatch && !t.labels.some((l) => l !== IGNORE_INDEX)) return { skip: `no supervised token within the first ${maxLength} positions${truncated ? ' (truncated)' : ''}` };
+  // nothing supervised: kept with its image (its KL trains, as LLaVA keeps the record), else it would train nothing
+  if (!t.mismatch && !image && !t.labels.some((l) => l !== IGNORE_INDEX)) return { skip: `no supervised token within the first ${maxLength} positions${truncated ? ' (truncated)' : ''} and no image` };
   return { inputIds: Int32Array.from(t.inputIds), labels: Int32Array.from(t.labels), image, truncated, mismatch: t.mismatch ? t.mismatchDetail ?? 'tokenization mismatch' : null };
 }
 

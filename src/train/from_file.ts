@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { collate, nextTokenTargets, visualWordRows } from '../data/collate';
-import { TEMPLATES, Turn } from '../data/conversation';
+import { IGNORE_INDEX, TEMPLATES, Turn } from '../data/conversation';
 import { fitRecords } from '../data/fit_record';
 import { LlavaRecord, readLlavaRecords } from '../data/dataset';
 import { loadImage, preprocessClip, probeImage } from '../data/images';
@@ -121,9 +121,10 @@ export interface PreparedData {
   mismatches: number;
   /**
    * The records whose tokenization with the run's template disagrees with itself (LLaVA's "tokenization mismatch":
-   * it trains on them with every label ignored; here they are left out), each with where it stands and why.
+   * it trains on them with every label ignored), each with where it stands and why. `kept`: trained so, for its
+   * image's visual-word KL; a text-only one, which would train nothing, is left out.
    */
-  mismatched: { id: string; line?: number; index?: number; reason: string }[];
+  mismatched: { id: string; line?: number; index?: number; reason: string; kept: boolean }[];
   /** Samples cut to the model max length (trained on what is left, as LLaVA does). */
   truncated: number;
   /** How the images were checked before training (prepareFile's verifyImages). */
@@ -232,8 +233,10 @@ export async function prepareFile(model: VwLmm, tokenizer: TextTokenizer, file: 
     }
     if (fit.mismatch !== null) {
       if (strict) throw new Error(`tokenization mismatch in record ${r.id}: ${fit.mismatch}`);
-      mismatched.push({ id: r.id, ...positions[k], reason: fit.mismatch });
-      return;
+      // LLaVA trains it with every label ignored: with an image, VW-LMM's KL on its patches still trains (the official
+      // code's image_position_labels do not read the labels); text only, it would train nothing
+      mismatched.push({ id: r.id, ...positions[k], reason: fit.mismatch, kept: fit.image });
+      if (!fit.image) return;
     }
     if (fit.truncated) truncated++;
     // the record's own words and image key, as LLaVA counts them (not the tokens, nor an image the cut dropped)
@@ -398,6 +401,9 @@ function engineThreads(): number {
 async function trainPrepared(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions, images: ClipImageWorkers): Promise<{ data: PreparedData; state: TrainerState }> {
   const data = await prepareFile(model, tokenizer, o.data, o.imageFolder, o.strict, { modelMaxLength: o.modelMaxLength, verifyImages: o.verifyImages, onProgress: o.onPrepareProgress });
   if (data.samples.length === 0) throw new Error(`no trainable samples in ${o.data}: ${describeSkipped(data, o.data)}`);
+  // samples kept with every label ignored train only their image's KL: a model without one would train on nothing
+  if (model.config.vmWeight === 0 && !data.samples.some((x) => x.labels.some((l) => l !== IGNORE_INDEX)))
+    throw new Error(`no trainable samples in ${o.data}: none has a supervised token (${data.samples.length} kept with every label ignored: ${data.mismatches} tokenization mismatches, the others cut to the model max length) and the model has no visual-word KL (vm_weight 0)`);
   const stage: Stage = {
     name: o.stage ?? 'train', size: data.samples.length, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
     modalityLengths: o.groupByModalityLength ? data.samples.map((x) => x.modalityLength) : undefined,

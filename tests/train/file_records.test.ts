@@ -12,7 +12,8 @@ import { loadCheckpoint } from '../../src/model/checkpoint';
 import { configToJson } from '../../src/model/config';
 import { loadFileBatch, prepareFile, trainOnFile } from '../../src/train/from_file';
 import { tempDirs } from '../support/tmp';
-import { writeCliFixture } from './support/tiny';
+import { VwLmm } from '../../src/model/vwlmm';
+import { tinyConfig, writeCliFixture } from './support/tiny';
 
 const tmp = tempDirs('file-records');
 
@@ -61,9 +62,10 @@ describe('prepareFile: records LLaVA would misread', () => {
       expect(seen.filter((p) => p.records > 0 && p.records < 700).length).toBeGreaterThan(0);
       const plainly = (d: typeof here) => ({ ...d, samples: d.samples.map((x) => ({ ...x, inputIds: Array.from(x.inputIds), labels: Array.from(x.labels) })) });
       expect(plainly(threaded)).toEqual(plainly(here));
-      expect(new Set(here.skipped.map((x) => x.reason.replace(/'[^']*'/g, ''))).size).toBe(6);
+      expect(new Set(here.skipped.map((x) => x.reason.replace(/'[^']*'/g, ''))).size).toBe(5);
       expect(here.samples.length).toBeGreaterThan(20);
-      expect(here.skipped.filter((x) => x.reason.includes('(truncated)')).length).toBeGreaterThan(20);
+      // image records the cut left nothing to supervise: kept for their KL, every label ignored
+      expect(here.samples.filter((x) => x.image !== null && x.labels.every((l) => l === IGNORE_INDEX)).length).toBeGreaterThan(20);
       expect(threaded.samples[0].inputIds).toBeInstanceOf(Int32Array);
     } finally {
       ck.model.dispose();
@@ -91,9 +93,17 @@ describe('prepareFile: records LLaVA would misread', () => {
       expect(Array.from(cut.samples[0].inputIds)).toEqual(full.inputIds.slice(0, n - 1));
       expect(Array.from(cut.samples[0].labels)).toEqual(full.labels.slice(0, n - 1));
       expect(cut.truncated).toBe(1);
-      const noSup = await at(sup + P - 1); // the cut leaves the tokens before the first supervised one
-      expect(noSup.samples).toHaveLength(0);
-      expect(noSup.skipped[0].reason).toMatch(/no supervised token within the first \d+ positions \(truncated\)/);
+      // the cut leaves the tokens before the first supervised one: kept for its image's KL (LLaVA keeps it too)
+      const noSup = await at(sup + P - 1);
+      expect(noSup.samples).toHaveLength(1);
+      expect(noSup.samples[0].image).not.toBeNull();
+      expect(noSup.samples[0].labels.every((l) => l === IGNORE_INDEX)).toBe(true);
+      // the same record without its image trains nothing so: left out, named
+      const textOnly: Rec = { id: 'text', conversations: a.conversations.map((t) => ({ ...t, value: t.value.replace('<image>\n', '') })) };
+      const tf = tokenizeConversation(textOnly.conversations, tok, 'vicuna_v1'), tsup = tf.labels.findIndex((l) => l !== IGNORE_INDEX);
+      const noSupText = await prepareFile(ck.model, tok, write('text.json', [textOnly]), fx.imageFolder, false, { modelMaxLength: tsup });
+      expect(noSupText.samples).toHaveLength(0);
+      expect(noSupText.skipped[0].reason).toMatch(/no supervised token within the first \d+ positions \(truncated\) and no image/);
       const noImage = await at(q + P - 1); // the image's features would be split
       expect(noImage.skipped[0].reason).toMatch(new RegExp(`its image's ${P} features start at position ${q}: they would not fit in the ${q + P - 1} positions`));
       await expect(at(0)).rejects.toThrow(/modelMaxLength must be a positive integer/);
@@ -112,6 +122,33 @@ describe('prepareFile: records LLaVA would misread', () => {
       }
     } finally {
       ck.model.dispose();
+    }
+  });
+
+  it("keeps a tokenization mismatch with an image (labels ignored, as LLaVA; its KL, as VW-LMM's code) and leaves out a text-only one", async () => {
+    const humanOnly: Rec = { ...a, id: 'humanonly', conversations: [a.conversations[0]] }; // LLaVA's round split fails
+    const humanOnlyText: Rec = { id: 'humanonly-text', conversations: [{ from: 'human', value: a.conversations[0].value.replace('<image>\n', '') }] };
+    const ck = loadCheckpoint(fx.init);
+    const tok = new TextTokenizer(fx.tokenizer);
+    try {
+      const p = await prepareFile(ck.model, tok, write('mismatch.json', [a, humanOnly, humanOnlyText]), fx.imageFolder, false);
+      expect(p.mismatched.map((m) => [m.id, m.kept])).toEqual([['humanonly', true], ['humanonly-text', false]]);
+      expect(p.mismatches).toBe(2);
+      expect(p.samples).toHaveLength(2);
+      expect(p.samples[1].image).not.toBeNull();
+      expect(p.samples[1].labels.every((l) => l === IGNORE_INDEX)).toBe(true);
+      await expect(prepareFile(ck.model, tok, write('mismatch1.json', [humanOnly]), fx.imageFolder, true)).rejects.toThrow(/tokenization mismatch in record humanonly/);
+    } finally {
+      ck.model.dispose();
+    }
+    // nothing supervised anywhere: a model without the KL (vm_weight 0, plain LLaVA) would train on nothing
+    const plain = VwLmm.create(tinyConfig(tok.vocabSize, 0), 5);
+    try {
+      await expect(trainOnFile(plain, tok, fx.tokenizer, {
+        data: write('mismatch2.json', [humanOnly]), imageFolder: fx.imageFolder, outDir: path.join(dir, 'plain'), steps: 1, batchSize: 1, gradAccum: 1, lr: 1e-3, warmupRatio: 0, weightDecay: 0, maxGradNorm: 1, seed: 0, saveEvery: 0,
+      })).rejects.toThrow(/no trainable samples in .*mismatch2\.json: none has a supervised token \(1 kept with every label ignored: 1 tokenization mismatches.*\) and the model has no visual-word KL \(vm_weight 0\)/);
+    } finally {
+      plain.dispose();
     }
   });
 
