@@ -5,7 +5,7 @@
 #include "../core/op.h"
 
 namespace vw::cpu {
-#define VW_OP(name) void name##_cpu(const OpCall& c);
+#define VW_OP(name, ...) void name##_cpu(const OpCall& c);
 #include "../core/ops.def"
 #undef VW_OP
 }  // namespace vw::cpu

@@ -13,7 +13,7 @@
 
 namespace vw::cuda {
 
-#define VW_OP(name) void name##_cuda(const OpCall& c);
+#define VW_OP(name, ...) void name##_cuda(const OpCall& c);
 #include "../core/ops.def"
 #undef VW_OP
 

@@ -99,7 +99,7 @@ dist::Communicator* OpenHostCommunicator(const std::string& backend, const Napi:
 
 // The CPU implements every op of the table (a missing one fails to link).
 const OpEntry kCpuOps[] = {
-#define VW_OP(name) {#name, cpu::name##_cpu},
+#define VW_OP(name, inputs, outputs, ints, floats) {#name, cpu::name##_cpu, inputs, outputs, ints, floats},
 #include "../core/ops.def"
 #undef VW_OP
 };

@@ -268,7 +268,7 @@ Napi::Value AttentionSettingsFn(const Napi::CallbackInfo& info) {
 
 // Every op of the table, each launched through run_op (native/cuda/ops_cuda.h): a missing one fails to link.
 const OpEntry kCudaOps[] = {
-#define VW_OP(name) {#name, cuda::run_op<cuda::name##_cuda>},
+#define VW_OP(name, inputs, outputs, ints, floats) {#name, cuda::run_op<cuda::name##_cuda>, inputs, outputs, ints, floats},
 #include "../core/ops.def"
 #undef VW_OP
 };

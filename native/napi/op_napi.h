@@ -28,11 +28,19 @@
 
 namespace vw::napi {
 
-// One backend's implementation of every row of the table, in table order.
+// One backend's implementation of every row of the table, in table order, with the row's most inputs, outputs,
+// integer and float parameters (-1: a list as long as the op's count parameter says, checked by the op).
 struct OpEntry {
   const char* name;
   OpFn fn;
+  int inputs, outputs, ints, floats;
 };
+
+// A list longer than the op's row allows: refused, where the op would read the leading entries and ignore the rest.
+inline void CheckAtMost(const OpEntry& e, const char* what, size_t got, int most) {
+  if (most >= 0 && got > static_cast<size_t>(most))
+    throw_type_error("[", e.name, "] takes at most ", most, " ", what, " (native/core/ops.def), got ", got);
+}
 template <size_t N>
 using OpTable = OpEntry[N];
 
@@ -153,6 +161,10 @@ void RegisterOps(Napi::Env env, Napi::Object exports, const OpTable<N>& table, c
       out.Read(info[3], info[4], c.op, "outputs");
       c.i = NumList<int64_t>(info[5], c.op, "ints");
       c.f = NumList<double>(info[6], c.op, "floats");
+      CheckAtMost(it->second, "inputs", in.bufs.size(), it->second.inputs);
+      CheckAtMost(it->second, "outputs", out.bufs.size(), it->second.outputs);
+      CheckAtMost(it->second, "integer parameters", c.i.size(), it->second.ints);
+      CheckAtMost(it->second, "float parameters", c.f.size(), it->second.floats);
       in.Resolve(c.op, "inputs");
       out.Resolve(c.op, "outputs");
       // An output may be one of the inputs (axpby's Z = Y), but only as the same dtype: an int32 input

@@ -65,9 +65,11 @@ export function expectGroups(b: Backend, r: { chunkRows: number; groupRows: numb
  * that name and its _forward / _backward pair; "the fused ops" are those documented below its "fused" rule.
  * Read from the text, so a row or a bf16 op added there is seen by the tests that must cover it.
  */
-export function opsDef(): { ops: string[]; bf16: string[] } {
+export function opsDef(): { ops: string[]; bf16: string[]; arity: Record<string, OpArity>; text: string } {
   const text = fs.readFileSync(path.join(__dirname, '..', '..', 'native', 'core', 'ops.def'), 'utf8');
-  const ops = [...text.matchAll(/^VW_OP\((\w+)\)\s*$/gm)].map((m) => m[1]);
+  const rows = [...text.matchAll(/^VW_OP\((\w+), (-?\d+), (-?\d+), (-?\d+), (-?\d+)\)\s*$/gm)];
+  const ops = rows.map((m) => m[1]);
+  const arity = Object.fromEntries(rows.map((m) => [m[1], { inputs: +m[2], outputs: +m[3], ints: +m[4], floats: +m[5] }]));
   const comment = text.split('\n').filter((l) => l.startsWith('//')).map((l) => l.slice(2)).join(' ').replace(/\s+/g, ' ');
   const said = /Both backends take bf16 in (.+?) \(/.exec(comment);
   if (!said) throw new Error('ops.def: no "Both backends take bf16 in ..." sentence');
@@ -78,5 +80,13 @@ export function opsDef(): { ops: string[]; bf16: string[] } {
     if (covered.length === 0) throw new Error(`ops.def: "${name}" takes bf16 but names no op of the table`);
     return covered;
   });
-  return { ops, bf16 };
+  return { ops, bf16, arity, text };
+}
+
+/** A row's most inputs, outputs, integer and float parameters (-1: a list the op's count parameter sizes). */
+export interface OpArity {
+  inputs: number;
+  outputs: number;
+  ints: number;
+  floats: number;
 }

@@ -146,6 +146,7 @@ describe('prepareFile: records LLaVA would misread', () => {
     try {
       await expect(trainOnFile(plain, tok, fx.tokenizer, {
         data: write('mismatch2.json', [humanOnly]), imageFolder: fx.imageFolder, outDir: path.join(dir, 'plain'), steps: 1, batchSize: 1, gradAccum: 1, lr: 1e-3, warmupRatio: 0, weightDecay: 0, maxGradNorm: 1, seed: 0, saveEvery: 0,
+        trainable: { visionTower: false, projector: true, llm: true, vmHead: false }, strict: false,
       })).rejects.toThrow(/no trainable samples in .*mismatch2\.json: none has a supervised token \(1 kept with every label ignored: 1 tokenization mismatches.*\) and the model has no visual-word KL \(vm_weight 0\)/);
     } finally {
       plain.dispose();
