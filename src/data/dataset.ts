@@ -2,7 +2,7 @@
 // JSON list or JSONL file, a seeded per-epoch order, image loading with skip accounting, and resumable
 // batches. Generic: tokenisation and chat templates live in src/data/conversation.ts.
 
-import * as fs from 'fs';
+import { readRegularFileSync } from '../io/safetensors';
 import * as path from 'path';
 import { Generator } from '../random';
 import { loadImage as decodeImageFile, RgbImage } from './images';
@@ -194,7 +194,7 @@ export function readLlavaRecords(file: string, opts: ReadLlavaOptions = {}): { r
   const strict = opts.strict ?? false;
   let buf: Buffer;
   try {
-    buf = fs.readFileSync(file);
+    buf = readRegularFileSync(file);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     throw new Error(`readLlavaRecords: cannot read '${file}': ${err.code === 'ENOENT' ? 'file not found' : err.message}`);

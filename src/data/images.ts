@@ -23,6 +23,7 @@
 import * as fs from 'fs';
 import type Sharp from 'sharp';
 import { checkKeys, describe, typeError } from '../errors';
+import { kindOf } from '../io/safetensors';
 import type { ImageWriter } from './collate';
 
 // sharp (libvips) is loaded on first use, so importing the package (`vwlmm info`, a text-only script) does
@@ -89,11 +90,27 @@ export async function loadImage(file: string): Promise<RgbImage> {
 
 /** The bytes of an image file, or loadImage's error naming why they cannot be read. */
 async function readImageFile(file: string): Promise<Buffer> {
+  let h: fs.promises.FileHandle;
   try {
-    return await fs.promises.readFile(file);
+    // O_NONBLOCK: opening a FIFO would wait for a writer; its stat then refuses it, and a device (/dev/zero: endless)
+    h = await fs.promises.open(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
   } catch (e) {
     throw readError(file, e);
   }
+  try {
+    notRegular(file, await h.stat());
+    return await h.readFile();
+  } catch (e) {
+    throw (e as Error).message?.startsWith('loadImage: ') ? e : readError(file, e);
+  } finally {
+    await h.close();
+  }
+}
+
+/** loadImage's error for a directory, a FIFO, a socket or a device. */
+function notRegular(file: string, st: fs.Stats): void {
+  if (st.isDirectory()) throw new Error(`loadImage: cannot read '${file}': is a directory`);
+  if (!st.isFile()) throw new Error(`loadImage: cannot read '${file}': ${kindOf(st)}, not a regular file`);
 }
 
 function readError(file: string, e: unknown): Error {
@@ -117,7 +134,7 @@ export async function probeImage(file: string): Promise<{ width: number; height:
   } catch (e) {
     throw readError(file, e);
   }
-  if (st.isDirectory()) throw new Error(`loadImage: cannot read '${file}': is a directory`);
+  notRegular(file, st); // libvips would wait on a FIFO, and read a device without end
   if (st.size === 0) throw new Error(`loadImage: cannot decode '${file}': the file is empty`);
   try {
     const m = await sharp()(file, { failOn: 'error' }).metadata();

@@ -12,6 +12,7 @@
 // copies of the config files beside tokenizer.model; a cache entry is used only when this user owns it.
 import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
+import { readRegularFileSync } from '../io/safetensors';
 import * as os from 'os';
 import * as path from 'path';
 
@@ -65,7 +66,7 @@ function* fields(buf: Uint8Array, file: string): Generator<[number, number, numb
 export function readSentencePieceModel(file: string): SentencePieceModel {
   let buf: Buffer;
   try {
-    buf = fs.readFileSync(file);
+    buf = readRegularFileSync(file);
   } catch (e) {
     throw new Error(`sentencepiece: cannot read ${file}: ${(e as Error).message}`);
   }
@@ -234,7 +235,7 @@ function readJsonObject(file: string): { text: string; value: Record<string, unk
   let text: string;
   try {
     if (!fs.statSync(file).isFile()) throw new Error('not a regular file');
-    text = fs.readFileSync(file, 'utf8');
+    text = readRegularFileSync(file, 'utf8');
   } catch (e) {
     throw new Error(`sentencepiece: cannot read ${file}: ${(e as Error).message}`);
   }
@@ -394,7 +395,7 @@ export function tokenizerJsonFromSentencePiece(dir: string): string {
   let modelBytes: Buffer;
   try {
     if (!fs.statSync(modelFile).isFile()) throw new Error('not a regular file');
-    modelBytes = fs.readFileSync(modelFile);
+    modelBytes = readRegularFileSync(modelFile);
   } catch (e) {
     throw new Error(`sentencepiece: cannot read ${modelFile}: ${(e as Error).message}`);
   }

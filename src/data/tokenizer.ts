@@ -13,6 +13,7 @@
 //   PAD: options.padToken; else UNK (LLaVA sets pad = unk: id 0 for LLaMA); else config `pad_token`; else
 //        EOS; else 0.
 import * as fs from 'fs';
+import { readRegularFileSync } from '../io/safetensors';
 import * as path from 'path';
 import { BPE, ByteFallbackDecoder, type Decoder, SequenceDecoder, Tokenizer } from '@huggingface/tokenizers';
 import { RustBpe } from './bpe';
@@ -69,7 +70,7 @@ function tokenContent(v: unknown): string | null {
 function readJson(file: string, what: string): unknown {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = readRegularFileSync(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new Error(`TextTokenizer: ${what} not found: ${file}`);

@@ -13,6 +13,7 @@
 // base64 images; its lines add round_id, options and option_char).
 import * as crypto from 'crypto';
 import * as fs from 'fs';
+import { describeFsError, readRegularFileSync } from '../io/safetensors';
 import * as path from 'path';
 import { collate } from '../data/collate';
 import { buildGenerationPrompt, ConversationTemplate, GenerationPrompt, getTemplate, IMAGE_TOKEN, TemplateName, tokenizerImageToken } from '../data/conversation';
@@ -138,7 +139,7 @@ function answeredLines(file: string, modelId: string): { lines: Map<string, numb
   const byKey = new Map<string, number[]>();
   let other: { line: number; modelId: unknown } | null = null;
   if (!fs.existsSync(file)) return { lines: byKey, other };
-  const text = fs.readFileSync(file, 'utf8');
+  const text = textOf('answers', file);
   const lines = text.split('\n');
   let keep = 0; // bytes of complete lines
   for (let i = 0; i < lines.length; i++) {
@@ -182,7 +183,7 @@ function matchAnswers(byKey: Map<string, number[]>, questions: readonly Question
 function orderAnswers(file: string, modelId: string, questions: readonly Question[]) {
   const at = matchAnswers(answeredLines(file, modelId).lines, questions).filter((i): i is number => i !== null);
   if (at.every((i, k) => k === 0 || at[k - 1] < i)) return;
-  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  const lines = textOf('answers', file).split('\n');
   const out = lines.slice();
   [...at].sort((a, b) => a - b).forEach((slot, k) => (out[slot] = lines[at[k]]));
   writeFileAtomic(file, out.join('\n'));
@@ -201,6 +202,15 @@ export interface Question {
   round?: { roundId: number; options: string[]; optionChar: string[] };
 }
 
+/** A questions or answers file's text; one that cannot be read (missing, a directory, a FIFO) is an error naming it. */
+function textOf(what: string, file: string): string {
+  try {
+    return readRegularFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`${what} ${file}: cannot read: ${describeFsError(e)}`);
+  }
+}
+
 /**
  * model_vqa_science's questions: the first turn without "<image>", stripped; the written prompt gets "<image>\n" in
  * front when the record has an image (eval_science_qa counts those as IMG), and both get the single-prediction
@@ -208,8 +218,9 @@ export interface Question {
  */
 export function scienceQuestions(file: string, singlePred: boolean, strict: boolean | undefined, skipped: AnswerResult['skipped']): Question[] {
   let list: unknown;
+  const text = textOf('questions', file);
   try {
-    list = JSON.parse(fs.readFileSync(file, 'utf8'));
+    list = JSON.parse(text);
   } catch (e) {
     throw new Error(`questions ${file}: not JSON (${(e as Error).message}); ScienceQA questions are one JSON list (llava_test_CQM-A.json)`);
   }
@@ -241,7 +252,7 @@ export function scienceQuestions(file: string, singlePred: boolean, strict: bool
  */
 export function loaderQuestions(file: string, strict: boolean | undefined, skipped: AnswerResult['skipped']): Question[] {
   const out: Question[] = [];
-  const text = fs.readFileSync(file, 'utf8');
+  const text = textOf('questions', file);
   // A JSON array (LLaVA's conversation files are one) would come out as one "not JSON" skip per line
   if (text.trimStart().startsWith('['))
     throw new Error(`questions ${file} is a JSON array; model_vqa_loader's questions are JSON lines, one object (question_id, image, text) per line (to answer a LLaVA conversation file, use \`vwlmm eval --data\`)`);

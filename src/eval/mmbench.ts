@@ -10,6 +10,7 @@
 // types. Options are LLaVA's get_options: A, B, C, D up to the first missing one (is_none: pandas' missing values and
 // the strings "nan" / "none" in any case). Tests run LLaVA's own code on fixture TSVs (scripts/make_mmbench_fixtures.py).
 import * as fs from 'fs';
+import { kindOf } from '../io/safetensors';
 import { writeXlsx, XlsxValue } from '../io/xlsx';
 import { answerObjectLines } from './answer_source';
 import { chunkOf } from './chunk';
@@ -31,7 +32,9 @@ const TAB = 9, LF = 10, CR = 13, SP = 32, QUOTE = 34;
 /** The records of a tab-separated file as pandas' C tokenizer splits them (see the file comment). */
 export function readTable(file: string): TsvTable {
   if (!fs.existsSync(file)) throw new Error(`${file} does not exist`);
-  if (fs.statSync(file).isDirectory()) throw new Error(`${file} is a directory; expected an MMBench TSV file`); // not a bare EISDIR
+  const st = fs.statSync(file);
+  if (st.isDirectory()) throw new Error(`${file} is a directory; expected an MMBench TSV file`); // not a bare EISDIR
+  if (!st.isFile()) throw new Error(`${file} is ${kindOf(st)}; expected an MMBench TSV file`); // a FIFO would block the read
   const buf = fs.readFileSync(file);
   const n = buf.length;
   let i = n >= 3 && buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf ? 3 : 0;

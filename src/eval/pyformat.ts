@@ -4,6 +4,7 @@
 // from zero where Python rounds them to even); json.dump; line iteration over a file; dictionary-key identity of
 // JSON values.
 import * as fs from 'fs';
+import { kindOf } from '../io/safetensors';
 
 /** Python's repr(float). */
 export function pyRepr(x: number): string {
@@ -207,7 +208,9 @@ export function pyKey(v: unknown): string {
 export function readTextFile(file: string, what: string): string {
   if (!fs.existsSync(file)) throw new Error(`${what} ${file} does not exist`);
   // readFileSync's own error on a directory is a bare "EISDIR: illegal operation on a directory, read"
-  if (fs.statSync(file).isDirectory()) throw new Error(`${what} ${file} is a directory; expected a file`);
+  const st = fs.statSync(file);
+  if (st.isDirectory()) throw new Error(`${what} ${file} is a directory; expected a file`);
+  if (!st.isFile()) throw new Error(`${what} ${file} is ${kindOf(st)}; expected a file`); // a FIFO would block the read
   return fs.readFileSync(file, 'utf8');
 }
 

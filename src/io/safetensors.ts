@@ -112,12 +112,31 @@ export function describeFsError(e: unknown): string {
   return err && err.message ? err.message : String(e);
 }
 
-function kindOf(st: fs.Stats): string {
+/** What a file that is not a regular one is: 'a directory', 'a named pipe (FIFO)', 'a device', ... */
+export function kindOf(st: fs.Stats): string {
   if (st.isDirectory()) return 'a directory';
   if (st.isFIFO()) return 'a named pipe (FIFO)';
   if (st.isSocket()) return 'a socket';
   if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
   return 'not a regular file';
+}
+
+/**
+ * fs.readFileSync for a file a user names: a FIFO (whose read would wait for a writer), a device (/dev/zero: endless)
+ * or a socket is refused first, with an error whose message says what it is (code 'ENOTREG'); a directory or a
+ * missing file fails as readFileSync does, for the callers' own wording of those.
+ */
+export function readRegularFileSync(file: string): Buffer;
+export function readRegularFileSync(file: string, encoding: 'utf8'): string;
+export function readRegularFileSync(file: string, encoding?: 'utf8'): Buffer | string {
+  let st: fs.Stats | null = null;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    /* readFileSync gives the error */
+  }
+  if (st && !st.isFile() && !st.isDirectory()) throw Object.assign(new Error(`${kindOf(st)}, not a regular file`), { code: 'ENOTREG' });
+  return encoding ? fs.readFileSync(file, encoding) : fs.readFileSync(file);
 }
 
 /**

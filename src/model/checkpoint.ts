@@ -23,7 +23,7 @@ import { writeParameter } from '../nn/module';
 import { forEachTorchTensor, readTorchBin, torchBinTensorNames } from '../io/torch_bin';
 import { Generator } from '../random';
 import { writeFileDurable } from '../io/atomic_file';
-import { describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
+import { describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readRegularFileSync, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig, type TemplateName } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
 import { applyLora, loraConfigOf } from './lora';
@@ -223,7 +223,7 @@ const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json'
  * that the run's own saves replace (a resume from <out>/checkpoint.old-*, left by a kill mid-save).
  */
 export function tokenizerFiles(file: string): Record<string, Buffer> {
-  const out: Record<string, Buffer> = { 'tokenizer.json': fs.readFileSync(file) };
+  const out: Record<string, Buffer> = { 'tokenizer.json': readRegularFileSync(file) };
   for (const name of TOKENIZER_SIDE_FILES) {
     const side = path.join(path.dirname(file), name);
     if (fs.existsSync(side) && fs.statSync(side).isFile()) out[name] = fs.readFileSync(side);

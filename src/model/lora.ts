@@ -19,7 +19,7 @@
 import { createHash, randomUUID } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { HostTensor, readSafetensorsWithMetadata, writeSafetensors } from '../io/safetensors';
+import { HostTensor, readRegularFileSync, readSafetensorsWithMetadata, writeSafetensors } from '../io/safetensors';
 import { readTorchBin } from '../io/torch_bin';
 import { writeParameter } from '../nn/module';
 import { Linear } from '../nn/layers';
@@ -381,7 +381,7 @@ export function loadLoraAdapter(dir: string, model: WithDecoder): { adapters: nu
   if (!fs.existsSync(file)) throw new Error(`${where}: no adapter_config.json (a PEFT adapter directory has it and adapter_model.safetensors)`);
   let c: Record<string, unknown>;
   try {
-    c = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    c = JSON.parse(readRegularFileSync(file, 'utf8')) as Record<string, unknown>;
   } catch (e) {
     throw new Error(`${where}: adapter_config.json is not valid JSON (${(e as Error).message})`);
   }

@@ -84,6 +84,8 @@ const INTERNAL: Record<string, string> = {
   'model/lora:loraTrainingRecord': "the Trainer's record of the adapters and trainable parameters in trainer_state.json",
   'model/lora:resumeLoraTraining': "the Trainer's resume check and dropout-stream restore",
   'io/safetensors:CHECKSUM_KEY': 'metadata key written and verified by the safetensors reader/writer itself',
+  'io/safetensors:readRegularFileSync': 'fs.readFileSync for the files users name (no FIFO, no device), shared by the readers of data, tokenizers, questions and configs',
+  'io/safetensors:kindOf': "what a non-regular file is, shared with the image reader (data/images.ts)",
   'io/safetensors:describeFsError': "file-error wording shared with checkpoint.ts's directory reader",
   'io/safetensors:isPlainObject': "JSON shape check shared with checkpoint.ts's shard-index reader",
   'io/safetensors:hostTensorFromBytes': "the dtype conversion shared with the PyTorch checkpoint reader (io/torch_bin.ts)",
