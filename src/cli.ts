@@ -513,14 +513,19 @@ data.command('sort-of-clevr').description('generate Sort-of-CLEVR (LLaVA JSON + 
   .option('--overwrite-output-dir', 'replace the data set an --out holds (else a non-empty --out is refused)')
   .action(async (o: { out: string; train: number; test: number; seed: number; overwriteOutputDir?: boolean }) => {
     outputFolder('--out', o.out);
-    const { writeSortOfClevr, writeWordLevelTokenizer, sortOfClevrVocabulary, SORT_OF_CLEVR_MAX_IMAGES, SORT_OF_CLEVR_OUTPUTS } = await import('./data');
+    const { writeSortOfClevr, writeWordLevelTokenizer, sortOfClevrVocabulary, SORT_OF_CLEVR_MAX_IMAGES, removeSortOfClevr } = await import('./data');
     for (const [flag, n] of [['--train', o.train], ['--test', o.test]] as const)
       if (n > SORT_OF_CLEVR_MAX_IMAGES) fail(`${flag} must be at most ${SORT_OF_CLEVR_MAX_IMAGES} (the generator holds a split's scenes and records in memory, ~12 KB an image), got ${n}`);
-    // a second data set written over a first would leave the first's images beside the second's files
-    const written = [...SORT_OF_CLEVR_OUTPUTS, 'tokenizer.json', 'tokenizer_config.json']; // + writeWordLevelTokenizer's
+    // a second data set written over a first would leave the first's images beside the second's files; a folder of
+    // anything else is not this command's to clear
     if (fs.existsSync(o.out) && fs.readdirSync(o.out).length > 0) {
       if (!o.overwriteOutputDir) fail(`--out ${o.out} is not empty: data sort-of-clevr writes a new data set (--overwrite-output-dir replaces the one there)`);
-      for (const f of written) fs.rmSync(path.join(o.out, f), { recursive: true, force: true });
+      try {
+        removeSortOfClevr(o.out);
+      } catch {
+        fail(`--out ${o.out} holds files but no Sort-of-CLEVR data set (no meta.json of one): --overwrite-output-dir replaces only a data set this command wrote; give an empty or new folder`);
+      }
+      for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.rmSync(path.join(o.out, f), { force: true }); // writeWordLevelTokenizer's
     }
     const s = writeSortOfClevr(o.out, { train: o.train, test: o.test, seed: o.seed });
     writeWordLevelTokenizer(path.join(o.out, 'tokenizer.json'), sortOfClevrVocabulary());
@@ -674,7 +679,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const spec = await device(o.device);
     // data-parallel: rank 0 alone writes --out (the launcher of --nproc-per-node returned above: its ranks lock)
     if (env.rank === 0) await lockOutput('--out', o.out, 'train');
-    const { loadCheckpoint, resolveCheckpointDir } = await import('./model');
+    const { checkpointTargetProblem, loadCheckpoint, resolveCheckpointDir, saveLeftovers } = await import('./model');
     let from = o.init;
     if (o.resume) {
       // the newest complete checkpoint, also when a save was killed half-way (<out>/checkpoint.old-*)
@@ -695,12 +700,17 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         fail(`--out ${o.out} already holds a training run (checkpoint/ or metrics.jsonl): --resume continues it, --overwrite-output-dir starts over in it`);
       // starting over: the old run's checkpoints go now, so that a crash before the new run's first save cannot leave
       // them for a --resume to continue, the old weights under the new run's metrics
-      if (o.overwriteOutputDir && env.rank === 0) {
-        const old = (fs.existsSync(o.out) ? fs.readdirSync(o.out) : []).filter((n) => n === 'checkpoint' || n.startsWith('checkpoint.')).map((n) => path.join(o.out, n));
+      // (a checkpoint/ of other files is refused below, before anything is removed: the run could not save there)
+      if (o.overwriteOutputDir && env.rank === 0 && !checkpointTargetProblem(ckpt)) {
+        // the names saves make (checkpoint, and its .tmp- / .old- / .trash- siblings), never a user's checkpoint.bak
+        const old = [...(fs.existsSync(ckpt) ? [ckpt] : []), ...saveLeftovers(ckpt)];
         const init = old.find((d) => nesting(from, d) !== null);
         if (init) fail(`--init ${from} is the old run's checkpoint ${init}, which --overwrite-output-dir removes: copy it elsewhere first, or give another --out`);
         for (const d of old) fs.rmSync(d, { recursive: true, force: true });
       }
+      // before training, not at its first save (a run of 50 steps once trained to the end and then could not save)
+      const problem = checkpointTargetProblem(ckpt);
+      if (problem) fail(`--out ${o.out}: the run saves its checkpoint to ${ckpt}, but ${problem}`);
     }
     const { trainOnFile, readTrainerState, TrainingInterrupted, plotMetrics, Progress, describeSkipped } = await import('./train');
     const { defaultComputeDtype } = await import('./index');

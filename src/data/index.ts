@@ -24,7 +24,7 @@ export type { CollateSample, CollateOptions, Batch, ImageWriter } from './collat
 // conversation module's SHORT_ANSWER_PROMPT above is the one prompts are built with.
 export {
   writeSortOfClevr, writeSceneImage, sortOfClevrSplit, generateScene, renderScene, questionsFor, questionText, answerFor, captionFor, positionWords, encodePng, sortOfClevrImageName,
-  sortOfClevrVocabulary, COLOURS, COLOUR_RGB, QUESTION_TEMPLATES, NON_RELATIONAL_KINDS, RELATIONAL_KINDS, SORT_OF_CLEVR_GENERATOR_VERSION, SORT_OF_CLEVR_MAX_IMAGES, SORT_OF_CLEVR_OUTPUTS,
+  sortOfClevrVocabulary, COLOURS, COLOUR_RGB, QUESTION_TEMPLATES, NON_RELATIONAL_KINDS, RELATIONAL_KINDS, SORT_OF_CLEVR_GENERATOR_VERSION, SORT_OF_CLEVR_MAX_IMAGES, SORT_OF_CLEVR_OUTPUTS, removeSortOfClevr,
   IMAGE_SIZE as SORT_OF_CLEVR_IMAGE_SIZE,
 } from './sort_of_clevr';
 export type {

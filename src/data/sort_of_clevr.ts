@@ -328,6 +328,28 @@ export function sortOfClevrImageName(split: string, index: number, count: number
 }
 
 /**
+ * Removes the data set writeSortOfClevr wrote into `outDir` (its meta.json names it), so that another can be written
+ * there: the record files, meta.json and its images (images/{train,test}_N.png; anything else in images/ stays).
+ * Throws, removing nothing, when `outDir` holds no such data set: a folder of other files is not this one's to clear.
+ */
+export function removeSortOfClevr(outDir: string): void {
+  let meta: unknown = null;
+  try {
+    meta = JSON.parse(fs.readFileSync(path.join(outDir, 'meta.json'), 'utf8'));
+  } catch {
+    /* none, or not JSON */
+  }
+  if ((meta as { name?: unknown } | null)?.name !== 'sort-of-clevr')
+    throw new Error(`removeSortOfClevr: ${outDir} holds no Sort-of-CLEVR data set (no meta.json of one), so nothing of it is removed`);
+  const images = path.join(outDir, 'images');
+  if (fs.existsSync(images) && fs.statSync(images).isDirectory()) {
+    for (const n of fs.readdirSync(images)) if (/^(train|test)_\d+\.png$/.test(n)) fs.rmSync(path.join(images, n), { force: true });
+    if (fs.readdirSync(images).length === 0) fs.rmdirSync(images);
+  }
+  for (const f of SORT_OF_CLEVR_OUTPUTS) if (f !== 'images') fs.rmSync(path.join(outDir, f), { force: true });
+}
+
+/**
  * Generate the set and write outDir/images/{train,test}_NNNNN.png, outDir/train.json and outDir/test.json
  * (one LLaVA record per question), outDir/captions.json (one caption record per training image) and
  * outDir/meta.json. Synchronous, but for the images when `opts.writer` writes them.

@@ -23,7 +23,7 @@ import { writeParameter } from '../nn/module';
 import { forEachTorchTensor, readTorchBin, torchBinTensorNames } from '../io/torch_bin';
 import { Generator } from '../random';
 import { writeFileDurable } from '../io/atomic_file';
-import { describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readRegularFileSync, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
+import { CHECKSUM_KEY, describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readRegularFileSync, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig, type TemplateName } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
 import { applyLora, loraConfigOf } from './lora';
@@ -248,12 +248,8 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   // before anything is written: a missing file would otherwise be a bare ENOENT from the middle of the save
   if (typeof tok === 'string' && !(fs.existsSync(tok) && fs.statSync(tok).isFile()))
     throw new Error(`${where}: options.tokenizer ${tok} ${fs.existsSync(tok) ? 'is not a file' : 'does not exist'} (expected a tokenizer.json to copy into the checkpoint)`);
-  if (fs.existsSync(dir)) {
-    if (!fs.statSync(dir).isDirectory()) throw new Error(`saveCheckpoint: ${dir} exists and is not a directory (a checkpoint is a folder: give another path)`);
-    const entries = fs.readdirSync(dir).sort();
-    if (entries.length > 0 && !entries.includes('config.json'))
-      throw new Error(`saveCheckpoint: ${dir} holds files that are not a checkpoint (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}): a save replaces its folder whole, so give an empty folder, a new path, or an earlier checkpoint`);
-  }
+  const problem = checkpointTargetProblem(dir);
+  if (problem) throw new Error(`saveCheckpoint: ${problem}`);
   const parent = path.dirname(path.resolve(dir));
   fs.mkdirSync(parent, { recursive: true });
   const transformers = opts.format === 'transformers';
@@ -293,6 +289,37 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   fs.renameSync(tmp, target);
   fsyncPath(parent);
   removeStale(target, old);
+}
+
+/** The files of a checkpoint folder: its config, weights, optimizer state, tokenizer files and run records. */
+const CHECKPOINT_FILE = /^(.+\.json|.+\.safetensors|tokenizer\.model)$/;
+
+/**
+ * Why saveCheckpoint would refuse to write `dir`, which a save replaces whole (null: it would not). Allowed: no such
+ * path, an empty folder, or a checkpoint a save wrote (config.json and a model.safetensors carrying the save's
+ * checksum) holding nothing but a checkpoint's files. Refused: a file, and a folder of anything else (a project's
+ * config.json, a user's notes beside the weights, a downloaded model), which would be deleted.
+ */
+export function checkpointTargetProblem(dir: string): string | null {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    return null; // no such path (a dangling link or an unreadable parent fails the save itself, naming it)
+  }
+  if (!st.isDirectory()) return `${dir} exists and is not a directory (a checkpoint is a folder: give another path)`;
+  const entries = fs.readdirSync(dir).sort();
+  if (entries.length === 0) return null;
+  const advice = 'a save replaces its folder whole, so give an empty folder, a new path, or a checkpoint vwlmm saved';
+  const foreign = entries.filter((n) => !CHECKPOINT_FILE.test(n) || !fs.statSync(path.join(dir, n), { throwIfNoEntry: false })?.isFile());
+  if (foreign.length > 0) return `${dir} holds files that are not a checkpoint's (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}): ${advice}`;
+  let saved = false;
+  try {
+    saved = entries.includes('config.json') && CHECKSUM_KEY in (readSafetensorsHeader(path.join(dir, 'model.safetensors')).metadata ?? {});
+  } catch {
+    /* no model.safetensors, or not one */
+  }
+  return saved ? null : `${dir} is not a checkpoint vwlmm saved (no config.json with a model.safetensors carrying a save's checksum): ${advice}`;
 }
 
 let saveCounter = 0;
@@ -374,6 +401,11 @@ export function resolveCheckpointDir(dir: string): string | null {
 }
 
 /** The entries `<target>.<rest>` beside target (its temp, .old- and .trash- directories); none if unreadable. */
+/** The folders saves of `dir` make beside it (its .tmp-, .old- and .trash- siblings): what starting over removes. */
+export function saveLeftovers(dir: string): string[] {
+  return siblings(path.resolve(dir)).filter(({ rest }) => STALE_NAME.test(rest) || /^tmp-\d+-\d+-\d+$/.test(rest)).map(({ file }) => file);
+}
+
 function siblings(target: string): { file: string; rest: string }[] {
   const parent = path.dirname(target), base = path.basename(target);
   let names: string[];

@@ -139,6 +139,16 @@ describe('vwlmm CLI', () => {
     expect(fs.readdirSync(path.join(out, 'soc', 'images'))).toHaveLength(5);
     expect(cli('data', 'sort-of-clevr', '--out', path.join(out, 'soc'), '--train', '1', '--test', '1', '--overwrite-output-dir').status).toBe(0);
     expect(fs.readdirSync(path.join(out, 'soc', 'images')).sort()).toEqual(['test_00000.png', 'train_00000.png']);
+    // a folder of a user's files is not a data set to replace: nothing of it is removed
+    const user = path.join(out, 'user');
+    fs.mkdirSync(path.join(user, 'images'), { recursive: true });
+    fs.writeFileSync(path.join(user, 'images', 'mine.png'), 'mine');
+    fs.writeFileSync(path.join(user, 'train.json'), '[]');
+    const mine = cli('data', 'sort-of-clevr', '--out', user, '--train', '1', '--test', '1', '--overwrite-output-dir');
+    expect(mine.status).toBe(2);
+    expect(mine.stderr).toMatch(/--out .*user holds files but no Sort-of-CLEVR data set \(no meta\.json of one\)/);
+    expect(fs.readdirSync(path.join(user, 'images'))).toEqual(['mine.png']);
+    expect(fs.readFileSync(path.join(user, 'train.json'), 'utf8')).toBe('[]');
     const i = cli('info', '--json');
     expect(i.status).toBe(0);
     expect(JSON.parse(i.stdout).cpu.gemm).toMatch(/openblas|builtin/);

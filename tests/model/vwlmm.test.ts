@@ -135,14 +135,24 @@ describe('VW-LMM', () => {
     const m = VwLmm.create(tinyConfig(32), 1), d = tmp();
     const ck = path.join(d, 'ck');
     saveCheckpoint(ck, m);
-    fs.writeFileSync(path.join(ck, 'extra.bin'), 'x');
-    saveCheckpoint(ck, m); // an earlier checkpoint: replaced
-    expect(fs.existsSync(path.join(ck, 'extra.bin'))).toBe(false);
+    fs.writeFileSync(path.join(ck, 'trainer_state.json'), '{}');
+    saveCheckpoint(ck, m); // an earlier checkpoint, of a checkpoint's files: replaced
+    expect(fs.existsSync(path.join(ck, 'trainer_state.json'))).toBe(false);
+    // a user's notes beside the weights would go with them: refused, and so is a folder of other files
+    fs.writeFileSync(path.join(ck, 'notes.txt'), 'keep me');
+    expect(() => saveCheckpoint(ck, m)).toThrow(`saveCheckpoint: ${ck} holds files that are not a checkpoint's (notes.txt): a save replaces its folder whole`);
+    expect(fs.readFileSync(path.join(ck, 'notes.txt'), 'utf8')).toBe('keep me');
     const notes = path.join(d, 'notes');
     fs.mkdirSync(path.join(notes, 'sub'), { recursive: true });
     fs.writeFileSync(path.join(notes, 'notes.txt'), 'keep me');
-    expect(() => saveCheckpoint(notes, m)).toThrow(`saveCheckpoint: ${notes} holds files that are not a checkpoint (notes.txt, sub)`);
+    expect(() => saveCheckpoint(notes, m)).toThrow(`saveCheckpoint: ${notes} holds files that are not a checkpoint's (notes.txt, sub)`);
     expect(fs.readFileSync(path.join(notes, 'notes.txt'), 'utf8')).toBe('keep me');
+    // a project's config.json (no weights a save wrote): not a checkpoint to replace
+    const project = path.join(d, 'project');
+    fs.mkdirSync(project);
+    fs.writeFileSync(path.join(project, 'config.json'), '{"name": "my project"}');
+    expect(() => saveCheckpoint(project, m)).toThrow(`saveCheckpoint: ${project} is not a checkpoint vwlmm saved (no config.json with a model.safetensors carrying a save's checksum)`);
+    expect(fs.readFileSync(path.join(project, 'config.json'), 'utf8')).toBe('{"name": "my project"}');
     const file = path.join(d, 'file');
     fs.writeFileSync(file, 'data');
     expect(() => saveCheckpoint(file, m)).toThrow(`saveCheckpoint: ${file} exists and is not a directory`);

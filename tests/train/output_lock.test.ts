@@ -110,6 +110,30 @@ describe('the --out lock of train and demo', () => {
     expect(partial.stderr).toContain(`${path.join(out, 'checkpoint')} is not a complete checkpoint (it has no config.json: a save that did not finish)`);
   }, 120_000);
 
+  it("--overwrite-output-dir removes only what saves made (never a user's checkpoint.bak or notes), and a checkpoint/ of other files is refused before training", () => {
+    const out = path.join(dir, 'userfiles');
+    fs.mkdirSync(path.join(out, 'checkpoint.bak'), { recursive: true });
+    fs.writeFileSync(path.join(out, 'checkpoint.bak', 'notes.txt'), 'mine');
+    fs.writeFileSync(path.join(out, 'checkpoint.txt'), 'mine');
+    fs.mkdirSync(path.join(out, 'checkpoint'));
+    fs.writeFileSync(path.join(out, 'checkpoint', 'notes.txt'), 'mine');
+    // without --overwrite-output-dir too: refused before the first step, not after the last (no place to save)
+    for (const extra of [[], ['--overwrite-output-dir']]) {
+      const r = cli(...train(out, '--steps', '1', ...extra));
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toContain(`--out ${out}: the run saves its checkpoint to ${path.join(out, 'checkpoint')}, but ${path.join(out, 'checkpoint')} holds files that are not a checkpoint's (notes.txt)`);
+      expect(fs.existsSync(path.join(out, 'metrics.jsonl'))).toBe(false);
+    }
+    fs.rmSync(path.join(out, 'checkpoint'), { recursive: true });
+    const first = cli(...train(out, '--steps', '1'));
+    expect(first.status, first.stderr).toBe(0);
+    fs.mkdirSync(path.join(out, 'checkpoint.old-000001000000000-1-0')); // a save killed between its renames
+    const again = cli(...train(out, '--steps', '1', '--overwrite-output-dir'));
+    expect(again.status, again.stderr).toBe(0);
+    expect(fs.readdirSync(out).filter((n) => n.startsWith('checkpoint')).sort()).toEqual(['checkpoint', 'checkpoint.bak', 'checkpoint.txt']);
+    expect(fs.readFileSync(path.join(out, 'checkpoint.bak', 'notes.txt'), 'utf8')).toBe('mine');
+  }, 120_000);
+
   it('--resume with --pif / --no-pif against the run\'s own vm_pif is refused; the same one is accepted (a finished run: nothing to train, said so)', () => {
     const out = path.join(dir, 'pif');
     const first = cli(...train(out, '--steps', '1'));
