@@ -480,7 +480,7 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): { model: Vw
   // every parameter is loaded below (a missing one is an error), so none is drawn at random first
   // weightDtype 'bfloat16': the LLM's and the tower's Linear weights stored in bf16 from the start (VwLmm.create's
   // linearDtype), each tensor converted as it streams in, so the model never exists in float32
-  const model = VwLmm.create(config, opts.seed ?? 0, { device: opts.device, uninitialized: true, linearDtype: opts.weightDtype });
+  const model = withConfigFile(dir, () => VwLmm.create(config, opts.seed ?? 0, { device: opts.device, uninitialized: true, linearDtype: opts.weightDtype }));
   try {
     const loraKeys = [...names].filter((k) => /\.lora_[AB]\.weight$/.test(k));
     if (json.lora !== undefined && json.lora !== null) {
@@ -583,7 +583,7 @@ export function assembleLlava(o: AssembleOptions): { model: VwLmm; config: VwLmm
     conversation_template: o.template ?? (base === 'mistral' ? 'mistral' : 'vicuna_v1'), vm_weight: vmWeight,
   };
   const config = withConfigFile(o.llm, () => configFromJson(json, vision));
-  const model = VwLmm.create(config, o.seed ?? 0, { device: o.device, linearDtype: o.weightDtype });
+  const model = withConfigFile(o.llm, () => VwLmm.create(config, o.seed ?? 0, { device: o.device, linearDtype: o.weightDtype }));
   try {
     const sink = parameterSink(model);
     const load = (where: string, names: Iterable<string>, ours: (n: string) => string | null, what: string, each: (fn: (n: string, t: HostTensor) => void, plan: Map<string, string>) => void, hint = '') => {
@@ -704,7 +704,7 @@ function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, 
   if (unknown.length) throw new Error(`checkpoint: ${unknown.length} tensors are not part of transformers' LLaVA layout, e.g. ${unknown.slice(0, 5).join(', ')}`);
   const tc = json.text_config as Record<string, unknown> | undefined;
   const tiedHead = (json.tie_word_embeddings === true || (typeof tc === 'object' && tc !== null && tc.tie_word_embeddings === true)) && !taken.has('lm_head.weight');
-  const model = VwLmm.create(config, seed, { device, uninitialized: true, linearDtype });
+  const model = withConfigFile(dir, () => VwLmm.create(config, seed, { device, uninitialized: true, linearDtype }));
   try {
     const sink = parameterSink(model);
     // a name of the layout that this model has no parameter for (a layer past num_hidden_layers, a bias) is refused too

@@ -13,11 +13,13 @@ import { DeviceSpec, useDevice } from '../device';
 import { checkKeys, rangeError, typeError } from '../errors';
 import { Generator } from '../random';
 import { scope, Tensor } from '../tensor';
+import { cuda } from '../native';
+import * as os from 'os';
 import { ClipVisionModel } from '../nn/clip';
 import { Linear } from '../nn/layers';
 import { KVCache, LlamaDecoder } from '../nn/llama';
 import { InitOptions, Module } from '../nn/module';
-import { Projector } from '../nn/projector';
+import { parseProjectorType, Projector } from '../nn/projector';
 import { argmax, LogitsSampler } from './sampling';
 import { visualWordRows } from '../data/collate';
 import { hasVmHead, numImageTokens, TemplateName, validateConfig, VwLmmConfig } from './config';
@@ -92,6 +94,20 @@ export function klRowsOf(batch: Pick<ModelBatch, 'T' | 'imagePositions' | 'klRow
   const kl = visualWordRows({ T, imagePositions });
   derivedKlRows.set(batch, { positions: imagePositions.slice(), T, kl });
   return kl;
+}
+
+/**
+ * A lower bound of a model's weight bytes (its matrices; norms and biases left out), `bytes` a value: what creating it
+ * would allocate at the least, computed without allocating (in doubles: a config's sizes may be absurd).
+ */
+function weightBytesAtLeast(c: VwLmmConfig, bytes: number): number {
+  const { hiddenSize: D, intermediateSize: I, numLayers: L, vocabSize: V, numHeads: H, numKvHeads: KV } = c.llm;
+  const kv = (D / H) * KV;
+  const llm = L * (2 * D * D + 2 * D * kv + 3 * D * I) + (hasVmHead(c) ? 3 : 2) * V * D;
+  const v = c.vision, grid = (v.imageSize / v.patchSize) ** 2;
+  const tower = v.numLayers * (4 * v.hiddenSize * v.hiddenSize + 2 * v.hiddenSize * v.intermediateSize) + (grid + 1) * v.hiddenSize + v.numChannels * v.patchSize * v.patchSize * v.hiddenSize;
+  const projector = v.hiddenSize * D + (parseProjectorType(c.projectorType) - 1) * D * D;
+  return (llm + tower + projector) * bytes;
 }
 
 /** Configs made by frozenConfig: they are deep-frozen copies already. */
@@ -224,6 +240,14 @@ export class VwLmm extends Module {
     if (linearDtype !== undefined && linearDtype !== 'float32' && linearDtype !== 'bfloat16')
       throw typeError(where, 'linearDtype', "'float32' or 'bfloat16'", linearDtype);
     if (opts.uninitialized !== undefined && typeof opts.uninitialized !== 'boolean') throw typeError(where, 'uninitialized', 'a boolean', opts.uninitialized);
+    // before the first tensor: a config of 1e9 layers once allocated small tensors for minutes until memory ran out
+    const bytes = weightBytesAtLeast(frozen, linearDtype === 'bfloat16' ? 2 : 4);
+    const memory = device === 'cpu' ? os.totalmem() : Number((cuda(where).backendInfo() as { totalMemory?: number }).totalMemory ?? Infinity);
+    if (bytes > memory) {
+      const { llm, vision } = frozen;
+      const gib = (b: number) => `${b / 2 ** 30 < 1e5 ? (b / 2 ** 30).toFixed(1) : (b / 2 ** 30).toExponential(2)} GiB`;
+      throw new RangeError(`${where}: the config describes a model whose weights alone take at least ${gib(bytes)}, more than the ${device === 'cpu' ? "machine's" : "GPU's"} ${gib(memory)}: hidden_size ${llm.hiddenSize}, intermediate_size ${llm.intermediateSize}, num_hidden_layers ${llm.numLayers}, vocab_size ${llm.vocabSize}; vision hidden_size ${vision.hiddenSize}, intermediate_size ${vision.intermediateSize}, num_hidden_layers ${vision.numLayers}, image_size ${vision.imageSize}, patch_size ${vision.patchSize}; mm_projector_type ${frozen.projectorType}`);
+    }
     return new VwLmm(frozen, { generator: new Generator(seed), device, uninitialized: opts.uninitialized, linearDtype });
   }
 

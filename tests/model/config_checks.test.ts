@@ -32,6 +32,27 @@ function tinyBatch(model: VwLmm): ModelBatch {
   return { B: b.B, T: b.T, tokenIds: b.tokenIds, attentionMask: b.attentionMask, imagePositions: b.imagePositions, pixelValues: b.pixelValues, targets: nextTokenTargets(b), klRows: visualWordRows(b) };
 }
 
+describe('a config of a model that cannot fit', () => {
+  it('is refused before any tensor is made, naming its sizes (1e9 layers once allocated for minutes), and a checkpoint names its config.json', () => {
+    const t0 = Date.now();
+    const layers: VwLmmConfig = { ...tinyConfig(1), llm: { ...tinyConfig(1).llm, numLayers: 1e9 } };
+    expect(() => VwLmm.create(layers, 0)).toThrow(/^VwLmm\.create: the config describes a model whose weights alone take at least [\d.]+ GiB, more than the machine's [\d.]+ GiB: hidden_size 16, intermediate_size 24, num_hidden_layers 1000000000, vocab_size 40;/);
+    const wide: VwLmmConfig = { ...tinyConfig(1), llm: { ...tinyConfig(1).llm, hiddenSize: 2e12, numHeads: 2, numKvHeads: 1 } };
+    expect(() => VwLmm.create(wide, 0)).toThrow(/hidden_size 2000000000000/);
+    const mlp: VwLmmConfig = { ...tinyConfig(1), projectorType: 'mlp1000000000x_gelu' };
+    expect(() => VwLmm.create(mlp, 0)).toThrow(/mm_projector_type mlp1000000000x_gelu$/);
+    // a saved checkpoint whose config.json was edited so
+    const model = VwLmm.create(tinyConfig(1), 0);
+    const dir = path.join(tmp(), 'huge');
+    saveCheckpoint(dir, model);
+    model.dispose();
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, num_hidden_layers: 1e9 }));
+    expect(() => loadCheckpoint(dir)).toThrow(new RegExp(`^checkpoint: ${path.join(dir, 'config.json').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: VwLmm\\.create: the config describes a model whose weights`));
+    expect(Date.now() - t0).toBeLessThan(30_000); // refused, not allocated (a guard on the hang, generous for slow CI)
+  });
+});
+
 describe('model.config', () => {
   it("is the model's own copy: edits of the caller's object do not reach it, and it cannot be edited", () => {
     const config = tinyConfig(1);
