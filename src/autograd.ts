@@ -11,7 +11,7 @@
 import { autocast, castTensor, computeDtype } from './amp';
 import { callOp } from './call_op';
 import type { Generator } from './random';
-import { GradNode, keep, scope, setBackwardImpl, Tensor } from './tensor';
+import { GradNode, keep, scope, setBackwardImpl, Tensor, writeStamp } from './tensor';
 
 export interface Node extends GradNode {
   readonly name: string;
@@ -73,7 +73,8 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
  * whose values `backward` reads (GradNode.reads; default all), so that a scope can free the others' memory.
  */
 export function record(name: string, inputs: (Tensor | null)[], outputs: Tensor[], backward: Node['backward'], saved: Tensor[] = [], reads?: (Tensor | null)[]): Node {
-  const node: Node = reads ? { name, inputs, outputs, saved, backward, reads } : { name, inputs, outputs, saved, backward };
+  const stamp = writeStamp();
+  const node: Node = reads ? { name, inputs, outputs, saved, backward, reads, stamp } : { name, inputs, outputs, saved, backward, stamp };
   for (const o of outputs) {
     o.requiresGrad = true;
     o.gradFn = node;
@@ -223,6 +224,7 @@ function propagate(root: Tensor, seed: Tensor): void {
 function backwardNode(node: Node, grads: Map<Tensor, Tensor>): void {
   const gOut = node.outputs.map((o) => grads.get(o) ?? null);
   if (gOut.every((g) => g === null)) return;
+  if (node.stamp !== undefined && node.stamp !== writeStamp()) checkUnwritten(node);
   const gIn = node.backward(gOut);
   const passed = new Set(gIn.filter((g): g is Tensor => g !== null));
   if (passed.size !== gIn.filter((g) => g !== null).length) throw new Error(`autograd: the backward of ${node.name} returned one tensor for two inputs`);
@@ -252,6 +254,11 @@ function backwardNode(node: Node, grads: Map<Tensor, Tensor>): void {
         g.dispose();
         throw secondBackward(`an input of ${node.name}`);
       }
+      // disposed, it lost its gradFn with its memory: taken for a leaf, the gradients behind it would be dropped
+      if (inp.isFreed()) {
+        g.dispose();
+        throw new TypeError(`backward: an input of ${node.name} (Tensor [${inp.shape.join(', ')}] ${inp.dtype}) ${inp.whyFreed()}, and with it the graph behind it: its gradients cannot be computed (keep what a backward needs alive until it has run)`);
+      }
       addLeafGrad(inp, g);
     } else {
       const prev = grads.get(inp);
@@ -263,6 +270,17 @@ function backwardNode(node: Node, grads: Map<Tensor, Tensor>): void {
       }
     }
   });
+}
+
+/** torch's version check: a tensor the node's backward reads, written in place since it was recorded, is an error. */
+function checkUnwritten(node: Node): void {
+  const read = [...(node.reads ?? [...node.inputs, ...node.outputs]), ...node.saved];
+  for (const t of read) {
+    if (t && t.writtenAt > node.stamp!) {
+      const k = node.inputs.indexOf(t);
+      throw new Error(`backward: ${k >= 0 ? `input ${k}` : 'a tensor'} of ${node.name} (Tensor [${t.shape.join(', ')}] ${t.dtype}), which its backward reads, was written in place (F.writeAt) after ${node.name} was recorded: its gradients would use the new values (torch: "one of the variables needed for gradient computation has been modified by an inplace operation")`);
+    }
+  }
 }
 
 function addLeafGrad(leaf: Tensor, g: Tensor): void {

@@ -604,6 +604,7 @@ export function writeAt(dst: Tensor, src: Tensor, axis: number, start: number): 
   if (start + n > dst.shape[ax]) throw rangeError(where, `rows [${start}, ${start + n}) outside dst's ${dst.shape[ax]} along axis ${ax}`);
   if (outer === 0 || n * inner === 0) return;
   callOp('copy_2d', dst.device, [src], [dst], [outer, n * inner, n * inner, dst.shape[ax] * inner, 0, start * inner, 0]);
+  dst.markWritten();
 }
 
 /** x[..., start:start+length, ...] along `axis` (a copy). */

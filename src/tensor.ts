@@ -65,6 +65,8 @@ function checkOptions(where: string, opts: unknown): TensorOptions {
 
 // --- scopes -------------------------------------------------------------------------------------
 const scopes: Set<Tensor>[] = [];
+/** Per open scope, the tensors keep() took out of it: their views' bases and graphs are kept as a result's are. */
+const keptOut: Tensor[][] = [];
 
 function track(t: Tensor): void {
   if (scopes.length > 0) scopes[scopes.length - 1].add(t);
@@ -124,6 +126,8 @@ function visitNode(node: GradNode | null, r: Reach, seen: Set<unknown>): void {
 export function scope<T>(fn: () => T): T {
   const mine = new Set<Tensor>();
   scopes.push(mine);
+  const kept: Tensor[] = [];
+  keptOut.push(kept);
   let result: T;
   try {
     result = fn();
@@ -133,12 +137,20 @@ export function scope<T>(fn: () => T): T {
     }
   } catch (e) {
     scopes.pop();
+    keptOut.pop();
     for (const t of mine) t.dispose();
     throw e;
   }
   scopes.pop();
+  keptOut.pop();
   const r: Reach = { kept: new Set(), links: new Set(), mine };
   collectTensors(result, r, new Set());
+  // what keep() took out: itself no longer the scope's, but the memory it views and its graph are kept for it (and
+  // by the enclosing scopes too: a kept tensor outlives them all)
+  if (kept.length > 0) {
+    collectTensors(kept, r, new Set());
+    keptOut[keptOut.length - 1]?.push(...kept);
+  }
   for (const t of mine) {
     if (r.kept.has(t)) track(t);
     else if (r.links.has(t) && t.gradFn) {
@@ -151,9 +163,13 @@ export function scope<T>(fn: () => T): T {
   return result;
 }
 
-/** Removes t from the current scope so it outlives it (it must then be disposed by hand). */
+/**
+ * Removes t from the current scope so it outlives it (it must then be disposed by hand). As for a scope's result, what
+ * t needs stays too: the tensor a view of it views, and its recorded graph (a loss kept for a backward after the scope).
+ */
 export function keep<T extends Tensor>(t: T): T {
   for (const s of scopes) s.delete(t);
+  if (keptOut.length > 0 && (t.base !== null || t.gradFn !== null)) keptOut[keptOut.length - 1].push(t);
   return t;
 }
 
@@ -200,6 +216,17 @@ export interface GradNode {
    * outputs not named (they stay in the graph as links, Tensor.release): what torch's saved tensors achieve.
    */
   readonly reads?: readonly (Tensor | null)[];
+  /** writeStamp() when the node was recorded: a tensor its backward reads written after it (F.writeAt) is an error. */
+  readonly stamp?: number;
+}
+
+// --- in-place writes -------------------------------------------------------------------------------
+/** In-place writes so far (F.writeAt): each stamps the memory it wrote, torch's version counter in one number. */
+let writes = 0;
+
+/** The number of in-place writes so far: what a recorded node compares a tensor's Tensor.writtenAt with. */
+export function writeStamp(): number {
+  return writes;
 }
 
 export class Tensor {
@@ -213,6 +240,8 @@ export class Tensor {
   readonly base: Tensor | null = null;
   /** Set by release(): the memory was freed at the end of a scope because no backward reads it. */
   private released = false;
+  /** writeStamp() of the last in-place write into this memory (kept on the owner: a view's write is its base's). */
+  private lastWrite = 0;
   /** Autograd: whether gradients flow to / through this tensor. Set on parameters by the user. */
   requiresGrad = false;
   /** Autograd: accumulated gradient of a leaf (owned by the tensor, freed by zeroGrad or dispose). */
@@ -351,6 +380,16 @@ export class Tensor {
       arriving.delete(this);
       complete();
     }
+  }
+
+  /** Marks this tensor's memory written in place (F.writeAt), for the backward of a node that read it before. */
+  markWritten(): void {
+    (this.base ?? this).lastWrite = ++writes;
+  }
+
+  /** writeStamp() of the last in-place write into this tensor's memory (0: none). */
+  get writtenAt(): number {
+    return (this.base ?? this).lastWrite;
   }
 
   /** How a freed tensor went: 'has been disposed', or (released by a scope) what freed it and why. */

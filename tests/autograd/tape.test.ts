@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { record } from '../../src/autograd';
 import { callOp } from '../../src/call_op';
-import { autocast, clearTape, memoryStats, noGrad, F, scope, tapeLength, Tensor, zeroGrad } from '../../src';
+import { autocast, clearTape, keep, memoryStats, noGrad, F, scope, tapeLength, Tensor, zeroGrad } from '../../src';
 
 const t = (a: number[], shape = [a.length]) => Tensor.fromArray(Float32Array.from(a), shape);
 
@@ -266,5 +266,57 @@ describe('autograd tape', () => {
       clearTape(); // a failed backward leaves the tape as it was
       expect(tapeLength()).toBe(0);
     });
+  });
+});
+
+describe('what a backward needs', () => {
+  it('keep() keeps a loss\'s graph and a view\'s memory, as returning them from the scope does (nested scopes too)', () => {
+    const w = t([1, 2]), x = t([3, 4]);
+    w.requiresGrad = true;
+    let loss: Tensor | null = null;
+    scope(() => {
+      loss = keep(F.sum(F.mul(F.mul(w, x), w)));
+    });
+    loss!.backward(); // d/dw sum(w^2 x) = 2 w x
+    expect(Array.from(w.grad!.toArray())).toEqual([6, 16]);
+    zeroGrad([w]);
+    scope(() => scope(() => {
+      loss = keep(F.sum(F.mul(F.mul(w, x), w)));
+    }));
+    loss!.backward();
+    expect(Array.from(w.grad!.toArray())).toEqual([6, 16]);
+    let v: Tensor | null = null;
+    scope(() => {
+      v = keep(F.reshape(t([1, 2, 3, 4], [2, 2]), [4]));
+    });
+    expect(Array.from(v!.toArray())).toEqual([1, 2, 3, 4]);
+    zeroGrad([w]);
+    for (const d of [w, x, v!]) d.dispose();
+  });
+
+  it('a tensor of the graph disposed before the backward is an error, not gradients silently dropped', () => {
+    const w = t([1, 2]), x = t([3, 4]);
+    w.requiresGrad = true;
+    const y = F.mul(w, x), z = F.sum(y);
+    y.dispose();
+    expect(() => z.backward()).toThrow(/^backward: an input of sum \(Tensor \[2\] float32\) has been disposed, and with it the graph behind it/);
+    expect(w.grad).toBeNull();
+    clearTape();
+    for (const d of [w, x, z]) d.dispose();
+  });
+
+  it('a tensor the backward reads, written in place (F.writeAt) after the op was recorded, is an error (torch\'s version check)', () => {
+    const a = t([1, 2], [1, 2]), b = t([3, 4], [1, 2]);
+    a.requiresGrad = true;
+    const y = F.sum(F.mul(a, b));
+    F.writeAt(b, t([100, 100], [1, 2]), 0, 0);
+    expect(() => y.backward()).toThrow(/^backward: input 1 of mul \(Tensor \[1, 2\] float32\), which its backward reads, was written in place \(F\.writeAt\) after mul was recorded/);
+    clearTape();
+    // written before the op: its gradient uses the values it read
+    const y2 = F.sum(F.mul(a, b));
+    y2.backward();
+    expect(Array.from(a.grad!.toArray())).toEqual([100, 100]);
+    zeroGrad([a]);
+    for (const d of [a, b, y, y2]) d.dispose();
   });
 });
