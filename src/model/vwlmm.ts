@@ -338,9 +338,10 @@ export class VwLmm extends Module {
    * A batch checked on the host before anything is uploaded (a JavaScript caller's batch has had no compiler look at
    * it): each field's type and length against B x T, token ids and targets within the vocabulary, image positions
    * inside the batch and a whole number of images whose pixels are there. An error names the field, what it must be
-   * and what it holds, not a Tensor.fromArray size or a property of undefined. O(B x T), no pixel is read.
+   * and what it holds, not a Tensor.fromArray size or a property of undefined. O(B x T), no pixel is read. `where`
+   * names the caller in the errors (the Trainer checks a stage's batches as they come, naming the stage).
    */
-  private checkBatch(where: string, b: ModelBatch, needTargets: boolean): void {
+  checkBatch(where: string, b: ModelBatch, needTargets: boolean): void {
     const FIELDS = 'B, T, tokenIds, attentionMask, imagePositions, pixelValues';
     if (b === null || typeof b !== 'object') throw typeError(where, 'batch', `a ModelBatch (${FIELDS}${needTargets ? ', targets' : ''})`, b);
     const { B, T } = b;

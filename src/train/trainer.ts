@@ -392,6 +392,19 @@ export function stageSteps(s: Stage, worldSize = 1): number {
  * order it had inside a longer run.
  */
 export function batchIndices(seed: number, s: Stage, step: number, micro: number, rank = 0, worldSize = 1): number[] {
+  const where = 'batchIndices';
+  if (!isSeed(seed)) throw typeError(where, 'seed', `an integer in [0, ${MAX_SEED}]`, seed);
+  if (s === null || typeof s !== 'object' || typeof s.name !== 'string') throw typeError(where, 's', 'a Stage (its name, size, batchSize and gradAccum)', s);
+  if (!(Number.isSafeInteger(s.size) && s.size > 0)) throw rangeError(where, `stage '${s.name}' has no samples to draw from (size ${s.size})`);
+  if (!(Number.isSafeInteger(s.batchSize) && s.batchSize > 0)) throw typeError(where, 's.batchSize', 'a positive integer', s.batchSize);
+  const accum = s.gradAccum ?? 1;
+  const index = (name: string, v: unknown, below: number) => {
+    if (!(Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) < below)) throw typeError(where, name, `an integer in [0, ${below})`, v);
+  };
+  if (!(Number.isSafeInteger(worldSize) && worldSize >= 1)) throw typeError(where, 'worldSize', 'a positive integer', worldSize);
+  index('step', step, Number.MAX_SAFE_INTEGER);
+  index('micro', micro, accum);
+  index('rank', rank, worldSize);
   const perMicro = s.batchSize * worldSize;
   const start = step * perMicro * (s.gradAccum ?? 1) + micro * perMicro + rank * s.batchSize;
   const out: number[] = [];
@@ -445,11 +458,15 @@ const TRAINER_OPTION_KEYS = {
 
 const CHECKPOINT_FILES_KEYS = { tokenizer: true, extraFiles: true } satisfies Record<keyof NonNullable<TrainerOptions['checkpointFiles']>, true>;
 
+/** Seeds are 32-bit: 2^32 would repeat seed 0's run (the generators take the seed modulo 2^32). */
+const MAX_SEED = 2 ** 32 - 1;
+const isSeed = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= MAX_SEED;
+
 /** TrainerOptions' values, each named with what it takes (a negative saveEvery would save every step, a seed of 0.5 fail at resume). */
 function checkOptions(opts: TrainerOptions): void {
   const o = opts as unknown as Record<string, unknown>;
   // the data order and LoRA dropout derive from the seed, and checkpoints record it as an integer
-  if (!Number.isSafeInteger(o.seed)) throw typeError('Trainer', 'seed', 'an integer (number)', o.seed);
+  if (!isSeed(o.seed)) throw typeError('Trainer', 'seed', `an integer in [0, ${MAX_SEED}] (2^32 would repeat seed 0's run)`, o.seed);
   const integer = (key: string, min: number, what: string) => {
     const v = o[key];
     if (v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= min)) throw typeError('Trainer', key, `an integer >= ${min} (${what})`, v);
@@ -495,6 +512,8 @@ function checkStage(model: VwLmm, s: Stage): void {
   };
   integer('size', s.size, 0);
   integer('batchSize', s.batchSize, 1);
+  // a stage of no samples runs no step (epochs make none of it); steps of one would draw indices from nothing
+  if (s.size === 0 && s.steps !== undefined && s.steps > 0) throw rangeError(where, `has no samples (size 0) but ${s.steps} steps to draw batches for`);
   if (s.modalityLengths !== undefined) {
     const l = s.modalityLengths;
     if (l === null || typeof l !== 'object' || typeof l.length !== 'number') throw typeError(where, 'modalityLengths', 'an array of numbers (one per sample)', l);
@@ -575,6 +594,7 @@ export class Trainer {
   private readonly checkpointFiles: TrainerOptions['checkpointFiles'];
 
   constructor(readonly model: VwLmm, readonly stages: Stage[], readonly opts: TrainerOptions) {
+    if (!(model instanceof VwLmm)) throw typeError('Trainer', 'model', 'a VwLmm', model);
     if (opts === null || typeof opts !== 'object') throw typeError('Trainer', 'options', 'an object with seed', opts);
     checkKeys('Trainer', 'option', opts, TRAINER_OPTION_KEYS);
     checkOptions(opts);
@@ -873,9 +893,15 @@ export class Trainer {
     const b = this.ready.get(key);
     if (b) {
       this.ready.delete(key);
+      this.model.checkBatch(`Trainer: stage '${s.name}': the batch of loadBatch`, b, true);
       return b;
     }
-    if (s.makeBatch) return s.makeBatch(idx);
+    if (s.makeBatch) {
+      const made = s.makeBatch(idx);
+      // checked here, naming the stage: a step's first use of it (its arrays for a replay) would fail on a bare field
+      this.model.checkBatch(`Trainer: stage '${s.name}': the batch of makeBatch`, made, true);
+      return made;
+    }
     throw new TypeError(`Trainer: stage '${s.name}' loads its batches asynchronously (loadBatch): train it with runAsync(), not run()`);
   }
 

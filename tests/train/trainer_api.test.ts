@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { loadCheckpoint } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
 import { trainOnFile } from '../../src/train/from_file';
-import { readTrainerState, Stage, Trainer, TrainerOptions, TrainerState } from '../../src/train/trainer';
+import { batchIndices, readTrainerState, Stage, Trainer, TrainerOptions, TrainerState } from '../../src/train/trainer';
 import { tempDirs } from '../support/tmp';
 import { tinyConfig, tinyData, tinyStages, trainLosses } from './support/tiny';
 
@@ -85,7 +85,7 @@ describe('Trainer API contract', () => {
     m.dispose();
   });
 
-  it('a checkpoint written before weights were fingerprinted resumes unchecked; a negative seed trains and resumes', () => {
+  it('a checkpoint written before weights were fingerprinted resumes unchecked; a seed of 2^32 - 1 trains and resumes', () => {
     const out = tmp();
     train({ outDir: out, stopAfterSteps: 2 });
     const file = path.join(out, 'checkpoint', 'trainer_state.json');
@@ -94,9 +94,9 @@ describe('Trainer API contract', () => {
     fs.writeFileSync(file, JSON.stringify(st));
     expect(train({ outDir: out }, saved(out)).globalStep).toBe(6);
     const neg = tmp();
-    train({ outDir: neg, seed: -3, stopAfterSteps: 2 });
-    expect(saved(neg).state.seed).toBe(-3);
-    expect(train({ outDir: neg, seed: -3, autoResume: true }).globalStep).toBe(6);
+    train({ outDir: neg, seed: 2 ** 32 - 1, stopAfterSteps: 2 });
+    expect(saved(neg).state.seed).toBe(2 ** 32 - 1);
+    expect(train({ outDir: neg, seed: 2 ** 32 - 1, autoResume: true }).globalStep).toBe(6);
     // readTrainerState names what a seed must be (any integer)
     fs.writeFileSync(path.join(neg, 'checkpoint', 'trainer_state.json'), JSON.stringify({ ...saved(neg).state, seed: 0.5 }));
     expect(() => saved(neg)).toThrow(/trainer_state\.json: 'seed' must be an integer, got 0\.5$/);
@@ -112,8 +112,11 @@ describe('Trainer API contract', () => {
       [{ evalEvery: 1.5 }, /for evalEvery but received 1\.5 \(number\)$/],
       [{ stopAfterSteps: -1 }, /^Trainer: expected an integer >= 0 \(optimizer steps in total\) for stopAfterSteps but received -1 \(number\)$/],
       [{ nonFinite: 'ignore' as never }, /^Trainer: expected 'skip' or 'stop' for nonFinite but received 'ignore' \(string\)$/],
-      [{ seed: 0.5 }, /^Trainer: expected an integer \(number\) for seed but received 0\.5 \(number\)$/],
-      [{ seed: '0' as never }, /^Trainer: expected an integer \(number\) for seed but received '0' \(string\)$/],
+      [{ seed: 0.5 }, /^Trainer: expected an integer in \[0, 4294967295\] \(2\^32 would repeat seed 0's run\) for seed but received 0\.5 \(number\)$/],
+      [{ seed: '0' as never }, /for seed but received '0' \(string\)$/],
+      // 32-bit seeds: 2^32 trained seed 0's run again, and -1 seed 2^32 - 1's
+      [{ seed: 2 ** 32 }, /for seed but received 4294967296 \(number\)$/],
+      [{ seed: -1 }, /for seed but received -1 \(number\)$/],
       [{ gradientCheckpointing: 'yes' as never }, /^Trainer: expected a boolean for gradientCheckpointing but received 'yes' \(string\)$/],
       [{ stop: {} as never }, /^Trainer: expected a StopRequest for stop but received/],
       [{ gatherDtype: 'fp16' as never }, /^Trainer: expected 'float32' or 'bfloat16' for gatherDtype but received 'fp16'/],
@@ -121,6 +124,30 @@ describe('Trainer API contract', () => {
     ];
     for (const [opts, message] of refused) expect(() => trainer(m, opts), JSON.stringify(opts)).toThrow(message);
     m.dispose();
+  });
+
+  it('refuses what is not a model, a stage of no samples that has steps to run, and a batch that is not a ModelBatch (naming the stage)', () => {
+    expect(() => new Trainer(null as never, stages(), { seed: 0 })).toThrow(/^Trainer: expected a VwLmm for model but received null$/);
+    const m = fresh();
+    expect(() => trainer(m, {}, [{ ...stages()[0], size: 0 }])).toThrow(/^Trainer: stage 'a': has no samples \(size 0\) but \d+ steps to draw batches for$/);
+    expect(() => trainer(m, {}, [{ ...stages()[0], makeBatch: () => ({}) as never }]).run()).toThrow(/^Trainer: stage 'a': the batch of makeBatch: expected a positive integer \(the number of rows\) for batch\.B but received undefined/);
+    m.dispose();
+  });
+
+  it('batchIndices refuses arguments it would read as other indices or as nothing', () => {
+    const s = { ...stages()[0], batchSize: 4, size: 64, gradAccum: 2 };
+    expect(batchIndices(0, s, 1, 1, 1, 2)).toHaveLength(4);
+    const cases: [unknown[], RegExp][] = [
+      [[0, s, -1, 0, 0, 1], /^batchIndices: expected an integer in \[0, \d+\) for step but received -1/],
+      [[0, s, 1.5, 0, 0, 1], /for step but received 1\.5/],
+      [[0, 'a', 1, 0, 0, 1], /^batchIndices: expected a Stage .* for s but received 'a'/],
+      [[0, s, 1, 0, 5, 2], /^batchIndices: expected an integer in \[0, 2\) for rank but received 5/],
+      [[0, s, 1, 2, 0, 1], /^batchIndices: expected an integer in \[0, 2\) for micro but received 2/],
+      [[0, s, 1, 0, 0, 0], /^batchIndices: expected a positive integer for worldSize but received 0/],
+      [[0, { ...s, size: 0 }, 0, 0, 0, 1], /^batchIndices: stage 'a' has no samples to draw from \(size 0\)/],
+      [[-1, s, 0, 0, 0, 1], /^batchIndices: expected an integer in \[0, 4294967295\] for seed but received -1/],
+    ];
+    for (const [args, message] of cases) expect(() => (batchIndices as (...a: unknown[]) => number[])(...args), String(args)).toThrow(message);
   });
 
   it('refuses empty and repeated stage names (a name keys its stage\'s sample order) and a stage with nothing to train', () => {
