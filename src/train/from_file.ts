@@ -304,7 +304,8 @@ export function describeSkipped(data: { skipped: readonly { reason: string; line
     // "image F could not be read: why" (training's records), "image F: why" (answering's questions)
     const img = /^image (.+?)(?: could not be read)?: (.*)$/s.exec(s.reason);
     // the kind: an image's last-level cause ("file not found", "not a supported image ..."), else the reason's head
-    const kind = img ? `image ${img[2].split(': ').pop()!.replace(/\s*\(.*$/s, '')}` : s.reason.split(/[:(]/)[0].trim();
+    // (a record's own problem after its name, "record 'ID': missing 'conversations'": the problem is the kind)
+    const kind = img ? `image ${img[2].split(': ').pop()!.replace(/\s*\(.*$/s, '')}` : s.reason.replace(/^record '[^']*': /s, '').split(/[:(]/)[0].trim();
     const where = img ? img[1] : s.line !== undefined ? `${file}:${s.line}` : s.index !== undefined ? `${file}[${s.index}]` : s.id !== undefined ? `record '${s.id}'` : '?';
     const k = kinds.get(kind);
     if (k) k.count++;
@@ -412,7 +413,14 @@ async function trainPrepared(model: VwLmm, tokenizer: TextTokenizer, tokenizerJs
     dataSettings: fileDataSettings(model, o, data),
   };
   if ((o.processGroup?.rank ?? 0) === 0) fs.mkdirSync(o.outDir, { recursive: true }); // rank 0 writes the run
-  const trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype, replay: o.replay });
+  let trainer: Trainer;
+  try {
+    trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype, replay: o.replay });
+  } catch (e) {
+    // a stage too small for its batch because records were skipped: the error says which and why
+    if (data.skipped.length === 0 || !(e instanceof RangeError)) throw e;
+    throw new RangeError(`${e.message} (${data.samples.length} samples of ${o.data}: ${describeSkipped(data, o.data)})`, { cause: e });
+  }
   const state = await trainer.runAsync(o.resume);
   return { data, state };
 }

@@ -219,6 +219,12 @@ describe('broken data files', () => {
     expect(r.status).toBe(2);
     const missing0 = path.join(fx.imageFolder, 'images', 'missing0.png');
     expect(r.stderr).toContain(`no trainable samples in ${bad}: 4 skipped: 3 image file not found (first: ${missing0}); 1 malformed JSON (first: ${bad}:2); 0 tokenization mismatches`);
+    // too few left for one step: the error says what was skipped and why, not only the count
+    const few = path.join(fx.imageFolder, 'few.jsonl');
+    fs.writeFileSync(few, [JSON.stringify(recs[0]), JSON.stringify({ ...recs[1], image: 'images/missing.png' })].join('\n') + '\n');
+    const f = cli('train', '--init', fx.init, '--data', few, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'few'), '--steps', '1', '--batch-size', '2');
+    expect(f.status).toBe(2);
+    expect(f.stderr).toContain(`but the stage has 1: some would appear twice in one step (lower the batch size) (1 samples of ${few}: 1 skipped: 1 image file not found (first: ${path.join(fx.imageFolder, 'images', 'missing.png')}); 0 tokenization mismatches)`);
   });
 
   it('vwlmm train names every record it leaves out by where it stands, tokenization mismatches too', () => {

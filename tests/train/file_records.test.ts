@@ -10,7 +10,7 @@ import { IGNORE_INDEX, IMAGE_TOKEN_INDEX, tokenizeConversation, Turn } from '../
 import { TextTokenizer } from '../../src/data/tokenizer';
 import { loadCheckpoint } from '../../src/model/checkpoint';
 import { configToJson } from '../../src/model/config';
-import { loadFileBatch, prepareFile, trainOnFile } from '../../src/train/from_file';
+import { describeSkipped, loadFileBatch, prepareFile, trainOnFile } from '../../src/train/from_file';
 import { tempDirs } from '../support/tmp';
 import { VwLmm } from '../../src/model/vwlmm';
 import { tinyConfig, writeCliFixture } from './support/tiny';
@@ -189,5 +189,17 @@ describe('prepareFile: records LLaVA would misread', () => {
     } finally {
       ck.model.dispose();
     }
+  });
+});
+
+describe('describeSkipped', () => {
+  it("counts records by their problem, not by their name (a record's reason starts with it)", () => {
+    const skipped = [
+      { index: 0, reason: "record '1': 'conversations' is string, expected an array" },
+      { index: 1, reason: "record '2': missing 'conversations'" },
+      { index: 3, reason: "record '4': missing 'conversations'" },
+      { line: 7, reason: 'malformed JSON: Unexpected token' },
+    ];
+    expect(describeSkipped({ skipped }, 'd.json')).toBe("4 skipped: 2 missing 'conversations' (first: d.json[1]); 1 'conversations' is string, expected an array (first: d.json[0]); 1 malformed JSON (first: d.json:7)");
   });
 });
