@@ -778,6 +778,12 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (data.mismatched.length > 10) console.log(`  ... and ${data.mismatched.length - 10} more tokenization mismatches`);
     if (!plotted) console.log(`  no loss curve: no step logged a finite loss (${path.join(o.out, 'metrics.jsonl')})`);
     model.dispose();
+    // a run in which no step updated the weights did not train: an exit status of 0 would say it did
+    const ranSteps = state.globalStep - (resume?.state.globalStep ?? 0);
+    if (ranSteps > 0 && nonFiniteSteps === ranSteps) {
+      process.stderr.write(`vwlmm: every step of this run (${ranSteps}) had a non-finite loss or gradient and was skipped: the weights were not updated (the messages above say where)\n`);
+      process.exitCode = 1;
+    }
   });
 
 program.command('answer').description("answer a LLaVA question file (model_vqa_loader's JSONL: question_id, image, text; ScienceQA's JSON; an MMBench TSV) into an answers file, greedily, resumable")

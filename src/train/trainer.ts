@@ -916,6 +916,19 @@ export class Trainer {
     return this.opts.outDir === undefined ? null : path.join(this.opts.outDir, 'checkpoint');
   }
 
+  /** Whether a non-finite step has had the model's weights checked (once a run). */
+  private weightsChecked = false;
+
+  /** The names of the model's parameters that hold a NaN or an infinity (one reduction and read each). */
+  private nonFiniteWeights(): string[] {
+    const out: string[] = [];
+    noGrad(() => {
+      for (const [name, p] of this.model.namedParameters())
+        if (p.size > 0 && !Number.isFinite(scope(() => sumSquares([p], p.device).item()))) out.push(name);
+    });
+    return out;
+  }
+
   /** TrainerState.everyParameterStepped of the current stage, as its checkpoints record it. */
   private everyParameterStepped = true;
 
@@ -1328,6 +1341,13 @@ export class Trainer {
       zeroGrad(params);
       dp?.discard();
       const b = bad as { what: string; micro: number | null; detail: string };
+      // the first time: weights that came in non-finite (a checkpoint's NaN) make every step non-finite; named, the
+      // cause is found at once rather than guessed from an op's flat index
+      if (!this.weightsChecked) {
+        this.weightsChecked = true;
+        const held = this.nonFiniteWeights();
+        if (held.length > 0) b.detail += `; the model's weights hold non-finite values (${held.slice(0, 3).join(', ')}${held.length > 3 ? `, and ${held.length - 3} more` : ''}): no step can train them away (check the checkpoint the run started from)`;
+      }
       const record = {
         type: 'nonfinite', stage: s.name, step: state.step + 1, steps: total, globalStep: state.globalStep + 1, what: b.what, detail: b.detail,
         microBatch: b.micro, samples: b.micro === null ? samples.flat() : samples[b.micro], stepSamples: samples.flat(),

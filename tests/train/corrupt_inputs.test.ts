@@ -9,6 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { tempDirs } from '../support/tmp';
 import { checkTokenizerVocab, loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
+import { F, noGrad, Tensor } from '../../src';
 import { TextTokenizer } from '../../src/data/tokenizer';
 import { loadFileBatch, prepareFile } from '../../src/train/from_file';
 import { readTrainerState, Trainer } from '../../src/train/trainer';
@@ -225,6 +226,20 @@ describe('broken data files', () => {
     const f = cli('train', '--init', fx.init, '--data', few, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'few'), '--steps', '1', '--batch-size', '2');
     expect(f.status).toBe(2);
     expect(f.stderr).toContain(`but the stage has 1: some would appear twice in one step (lower the batch size) (1 samples of ${few}: 1 skipped: 1 image file not found (first: ${path.join(fx.imageFolder, 'images', 'missing.png')}); 0 tokenization mismatches)`);
+  });
+
+  it('weights that came in non-finite: each skipped step names them, and a run whose every step was skipped exits 1', () => {
+    const ck = loadCheckpoint(fx.init);
+    const w = ck.model.lm_head.weight, vals = w.toArray() as Float32Array;
+    vals[25] = NaN;
+    noGrad(() => F.writeAt(w, Tensor.fromArray(vals, w.shape), 0, 0));
+    const nan = path.join(dir, 'nan-init');
+    saveCheckpoint(nan, ck.model, { tokenizer: fx.tokenizer });
+    ck.model.dispose();
+    const r = cli('train', '--init', nan, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'nan-run'), '--steps', '2', '--batch-size', '2');
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toContain("the model's weights hold non-finite values (lm_head.weight): no step can train them away");
+    expect(r.stderr).toContain('vwlmm: every step of this run (2) had a non-finite loss or gradient and was skipped: the weights were not updated');
   });
 
   it('vwlmm train names every record it leaves out by where it stands, tokenization mismatches too', () => {
