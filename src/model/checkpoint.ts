@@ -464,9 +464,14 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): { model: Vw
   }
   const json = readJson(path.join(dir, 'config.json'));
   if (isTransformersLlavaConfig(json)) return { ...loadTransformersCheckpoint(dir, json, opts.seed ?? 0, opts.device, opts.weightDtype), dir };
+  // LLaVA's own layout is model_type 'llava' too, with the LLM's sizes at the top; transformers' has vision_config instead
+  if (json.model_type === 'llava' && (json.text_config !== undefined || (isPlainObject(json.vision_config) && json.hidden_size === undefined)))
+    throw new TypeError(`checkpoint: ${path.join(dir, 'config.json')} is model_type 'llava' (transformers' LlavaForConditionalGeneration) but its text_config is ${json.text_config === undefined ? 'missing' : `not an object (${JSON.stringify(json.text_config)})`}`);
   // Names first (headers, the index, the pickle: no tensor data), to know what the model is; then the weights are
   // streamed into it one tensor at a time, so the host never holds the checkpoint (a 7B model is 28 GB in fp32).
   const names = new Set(checkpointTensorNames(dir));
+  // (else the first thing found missing would be the vision tower, and the error would send the user looking for it)
+  if (names.size === 0) throw new Error(`checkpoint: the weights in ${dir} hold no tensors (${fs.readdirSync(dir).filter((n) => /\.(safetensors|bin)$|\.index\.json$/.test(n)).join(', ') || 'no weights file'})`);
   let towerDir: string | null = null;
   let visionConfig: Record<string, unknown> | undefined;
   if (![...names].some((k) => k.startsWith(TOWER_PREFIX))) {

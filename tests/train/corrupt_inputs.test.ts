@@ -116,6 +116,23 @@ describe('corrupt checkpoints', () => {
     });
   }
 
+  it('weights of no tensors, and a transformers config without text_config, say so (not "the vision tower is not in ...")', () => {
+    const emptyIndex = broken((f) => {
+      fs.rmSync(f);
+      fs.writeFileSync(path.join(path.dirname(f), 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: {} }));
+    });
+    expect(() => loadCheckpoint(emptyIndex)).toThrow(`checkpoint: the weights in ${emptyIndex} hold no tensors (model.safetensors.index.json)`);
+    // transformers' layout (vision_config, the LLM's sizes in text_config) with text_config gone, or not an object
+    const hf = path.join(__dirname, '..', 'fixtures', 'tiny_llava', 'hf');
+    const hfConfig = JSON.parse(fs.readFileSync(path.join(hf, 'config.json'), 'utf8')) as Record<string, unknown>;
+    for (const [text, said] of [[undefined, 'missing'], ['x', 'not an object ("x")']] as const) {
+      const d = path.join(tmp(), 'hf');
+      fs.cpSync(hf, d, { recursive: true });
+      fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify({ ...hfConfig, text_config: text }));
+      expect(() => loadCheckpoint(d)).toThrow(`checkpoint: ${path.join(d, 'config.json')} is model_type 'llava' (transformers' LlavaForConditionalGeneration) but its text_config is ${said}`);
+    }
+  });
+
   it('config.json that is not JSON, trainer_state.json and optimizer.safetensors damaged', () => {
     expect(() => loadCheckpoint(broken((f) => fs.writeFileSync(f, '{"model_type": "llava",'), 'config.json'))).toThrow(/config.json is not valid JSON/);
     const out = tmp();
