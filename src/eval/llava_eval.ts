@@ -20,6 +20,7 @@ import { checkKeys, typeError } from '../errors';
 import { writeFileAtomic } from '../io/atomic_file';
 
 export interface EvalResult {
+  /** Mean score of the records scored; NaN when none was (count 0: every record skipped), not a 0% to be believed. */
   accuracy: number;
   count: number;
   categories: Record<string, { accuracy: number; count: number }>;
@@ -158,7 +159,7 @@ function scoreQuestions(answersFile: string, questions: readonly EvalQuestion[],
     if (typeof r.group === 'string') add(groups, r.group, score);
   }
   const fin = (m: typeof cats) => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, { accuracy: v.sum / v.count, count: v.count }]));
-  return { accuracy: count ? sum / count : 0, count, categories: fin(cats), groups: fin(groups), skipped };
+  return { accuracy: count ? sum / count : NaN, count, categories: fin(cats), groups: fin(groups), skipped };
 }
 
 /**

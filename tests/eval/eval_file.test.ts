@@ -148,6 +148,14 @@ describe('evaluateFile: answers file, then score', () => {
     await expect(evaluateFile(model, tok, file, fx.imageFolder, { maxNewTokens: 2, strict: true })).rejects.toThrow(new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} record "noimg": image images/none\\.png`));
   });
 
+  it('nothing scored (an empty answers file) is an accuracy of NaN over 0 records, not 0%', () => {
+    const f = path.join(dir, 'empty.jsonl');
+    fs.writeFileSync(f, '');
+    const r = scoreLlavaAnswers(f, data);
+    expect(r.count).toBe(0);
+    expect(r.accuracy).toBeNaN();
+  });
+
   it('a broken, foreign or repeated answer line is an error naming the file and line', () => {
     const f = path.join(dir, 'broken.jsonl');
     const ok = (id: string) => JSON.stringify({ question_id: id, prompt: 'q', text: 'square', answer_id: 'x', model_id: 'm', metadata: {} });
