@@ -170,6 +170,24 @@ if [ "$have_mpi" = 1 ]; then
   sed 's/^/  /' "$work/mpi.txt"
 fi
 (cd "$work/with-prebuild" && npx --no-install vwlmm info) | sed 's/^/  [vwlmm info] /'
+# The declarations type-check in a strict consumer that lists no global types ("types": []): they name Node's types
+# (Buffer, NodeJS.ProcessEnv, Disposable), so the package brings @types/node and references it; both module settings.
+mkdir -p "$work/with-prebuild/types-check"
+cat > "$work/with-prebuild/types-check/use.ts" <<'TS'
+import { VwLmm, Trainer, Tensor, F } from 'vwlmm';
+import { loadCheckpoint } from 'vwlmm/model';
+import { writeSortOfClevr } from 'vwlmm/data';
+import { batchIndices } from 'vwlmm/train';
+import { evaluateFile } from 'vwlmm/eval';
+import { runDemo } from 'vwlmm/demo';
+import { launchEnv } from 'vwlmm/distributed';
+export const used = [VwLmm, Trainer, Tensor, F, loadCheckpoint, writeSortOfClevr, batchIndices, evaluateFile, runDemo, launchEnv];
+TS
+for mode in '"module": "nodenext", "moduleResolution": "nodenext"' '"module": "commonjs", "moduleResolution": "node"'; do
+  echo "{ \"compilerOptions\": { \"strict\": true, $mode, \"types\": [], \"noEmit\": true, \"target\": \"es2022\" }, \"files\": [\"use.ts\"] }" > "$work/with-prebuild/types-check/tsconfig.json"
+  (cd "$work/with-prebuild/types-check" && node "$repo/node_modules/typescript/bin/tsc" -p .) || die "the installed declarations do not type-check in a strict consumer ($mode, no global types)"
+done
+echo "  [types] the declarations type-check in a strict consumer with no global types (nodenext and commonjs)"
 # The package's subpaths load from ES modules (the exports map), and the README's API example (the block after
 # <!-- readme-api-example -->) runs against the installed package with plain node, as written (.mjs: `import ...
 # from 'vwlmm'`, so Node must see the CommonJS names) and as CommonJS (.cjs: its imports turned into require

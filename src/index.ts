@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 // vwlmm public API.
 import { BackendMemoryStats, cpu, cuda, cudaUnavailableReason, tryCuda } from './native';
 import type { Device } from './tensor';

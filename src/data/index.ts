@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 // Public API of the data pipeline: tokenizers, conversation templates with LLaVA's label masking, LLaVA
 // JSON / JSONL data sets, images and CLIP preprocessing, collate, and the Sort-of-CLEVR generator with its
 // word-level tokenizer. Re-exported by the package root and by 'vwlmm/data'.

@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 // Public API of the Sort-of-CLEVR demo: the whole run (`vwlmm demo`) and the recipe it trains by.
 // Re-exported by the package root and by 'vwlmm/demo'.
 export { runDemo, visualWordAgreement, visualWordStats } from './demo';

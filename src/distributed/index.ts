@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 // Public API of data-parallel training (also 'vwlmm/distributed'): the process group (MPI on the CPU, NCCL on the GPU),
 // ZeRO-1's sharded AdamW, the launch environment and the rank launcher of `vwlmm train --nproc-per-node N`.
 export { initProcessGroup, processGroup, ProcessGroup, Work, DEFAULT_TIMEOUT_MS, collectiveTimeoutMs } from './process_group';

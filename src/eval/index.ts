@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 // Public API of evaluation: exact match after normalisation (exactMatch, normalizeAnswer) and VQA soft accuracy, the
 // evaluation of a LLaVA question file, and visual words (compute, draw). Generation itself is
 // VwLmm.generate (its options type is re-exported here) on a prompt from buildGenerationPrompt (data).

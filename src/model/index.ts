@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 // Public API of the model: VW-LMM, its LLaVA-layout config, checkpoints (ours and transformers' LLaVA layout)
 // and the safetensors files they are made of. Re-exported by the package root and by 'vwlmm/model'.
 export { VwLmm } from './vwlmm';

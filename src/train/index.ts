@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 // Public API of training: the Trainer (stages, options, state, exact resume), training on a LLaVA file,
 // interruption (StopRequest, signal handlers, TrainingInterrupted), the learning-rate schedule, the CLI's
 // progress line and the loss-curve plot of a metrics.jsonl. Re-exported by the root and by 'vwlmm/train'.
