@@ -14,6 +14,9 @@ function describeValue(value: unknown): string {
   if (value === undefined) return 'undefined';
   if (typeof value === 'object' && value !== null && 'shape' in value && 'dtype' in value && 'device' in value) {
     const t = value as { shape: readonly number[]; dtype: string; device: string };
+    const fields = `shape [${Array.isArray(t.shape) ? t.shape.join(', ') : String(t.shape)}], dtype ${String(t.dtype)}, device ${String(t.device)}`;
+    // a look-alike ({ shape, dtype, device }) said to be a tensor would make "expected a Tensor" read as nonsense
+    if ((value as object).constructor?.name !== 'Tensor') return `an object that is not a Tensor (${fields})`;
     return `${t.dtype} ${t.device} tensor of shape [${t.shape.join(', ')}]`;
   }
   if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as unknown as { length: number }).length})`;

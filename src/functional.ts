@@ -675,6 +675,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   sameShape(where, k, v, 'k', 'v');
   if (Bk !== B || Dk !== Dh) throw rangeError(where, `k ${shapeStr(k.shape)} does not fit q ${shapeStr(q.shape)}`);
   if (Hkv === 0 || Hq % Hkv !== 0) throw rangeError(where, `query heads (${Hq}) must be a multiple of key/value heads (${Hkv})`);
+  // the default scale 1 / sqrt(Dh) would be infinite (the kernel's "scale must be finite" names no shape)
+  if (Dh === 0) throw rangeError(where, `q ${shapeStr(q.shape)} has heads of size 0: attention needs a head size >= 1`);
   if (k.dtype !== q.dtype || v.dtype !== q.dtype) throw new TypeError(`${where}: q, k and v must share one float dtype, got ${q.dtype}, ${k.dtype} and ${v.dtype}`);
   const mask = opts.keyMask ?? null;
   if (mask) {

@@ -58,6 +58,8 @@ describe('strict inputs', () => {
         ['F.mul dtypes', () => F.mul(x, t(new Array(8).fill(1), [2, 4], 'bfloat16')), 'F.mul', 'b'],
         ['F.mul int32', () => F.mul(int, x), 'F.mul', 'a'],
         ['F.mul a number', () => F.mul(x, 2 as never), 'F.mul', 'b'],
+        ['F.attention head size 0', () => F.attention(Tensor.zeros([1, 2, 2, 0]), Tensor.zeros([1, 2, 2, 0]), Tensor.zeros([1, 2, 2, 0])), 'F.attention', 'q'],
+        ['F.mul a look-alike', () => F.mul(x, { shape: [2, 4], dtype: 'float32', device: 'cpu' } as never), 'F.mul', 'b'],
         ['F.addBroadcast trailing dims', () => F.addBroadcast(x, t([1, 2])), 'F.addBroadcast', 'y'],
         // y of more dims than x, whose last dims match y's first: broadcast to [4, 2, 4] by torch, never [2, 4]
         ['F.addBroadcast y [4, 1, 1]', () => F.addBroadcast(x, t([1, 2, 3, 4], [4, 1, 1])), 'F.addBroadcast', 'y'],
@@ -95,6 +97,8 @@ describe('strict inputs', () => {
         ["F.linearCrossEntropy reduction 'none'", () => F.linearCrossEntropy(x, wv, ids, { reduction: 'none' }), 'F.linearCrossEntropy', 'reduction'],
         ["F.visualWordKL reduction 'none'", () => F.visualWordKL(x, wv, x, wv, { reduction: 'none' }), 'F.visualWordKL', 'reduction'],
       ];
+      // a look-alike is said to be one, not "a float32 cpu tensor" (which would contradict "expected a Tensor")
+      expect(() => F.mul(x, { shape: [2, 4], dtype: 'float32', device: 'cpu' } as never)).toThrow(/received an object that is not a Tensor \(shape \[2, 4\], dtype float32, device cpu\)/);
       // under noGrad nothing is recorded: pixels that require grad are fine there, as in torch
       expect(noGrad(() => F.patchEmbed(pixels, Tensor.zeros([5, 3, 2, 2])).shape)).toEqual([1, 4, 5]);
       for (const [label, call, where, arg] of cases) {
