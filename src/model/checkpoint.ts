@@ -795,7 +795,9 @@ function planTensors(where: string, names: Iterable<string>, params: Map<string,
 
 /** A few names of a list, for an error message. */
 function listSome(names: string[], n = 5): string {
-  return names.slice(0, n).join(', ') + (names.length > n ? `, ... (${names.length - n} more)` : '');
+  // quoted where a name would vanish or run into the list (an empty name, one with a comma)
+  const show = (x: string) => (x === '' || /[\s,]/.test(x) ? JSON.stringify(x) : x);
+  return names.slice(0, n).map(show).join(', ') + (names.length > n ? `, ... (${names.length - n} more)` : '');
 }
 
 /** Writes host tensors into a model's parameters by name, remembering which it set; a name it lacks is an error. */

@@ -999,8 +999,8 @@ export class Trainer {
       throw new Error(`resume: the model's weights are not those of ${it}: '${differ[0]}' differs${differ.length > 1 ? ` (and ${differ.length - 1} more of the ${names.length} parameters it trained)` : ''}. The trainer state holds the position and the optimizer state, not the weights: ${how}`);
   }
 
-  private checkResume(st: TrainerState): void {
-    checkResumePlan(st, this.opts.seed, this.stages.map((s) => ({ name: s.name, steps: stageSteps(s, this.world) })));
+  private checkResume(st: TrainerState, dir?: string): void {
+    checkResumePlan(st, this.opts.seed, this.stages.map((s) => ({ name: s.name, steps: stageSteps(s, this.world) })), dir);
     if (st.sampleOrder !== SAMPLE_ORDER)
       throw new Error(`resume: the checkpoint's samples were drawn in ${st.sampleOrder ? `the order '${st.sampleOrder}'` : "an older order (keyed by the stage's position)"}, this version draws them '${SAMPLE_ORDER}': the run would not continue exactly (start it again, or resume with the version that wrote it)`);
     const names = this.stages.map((s) => s.name), steps = this.stages.map((s) => stageSteps(s, this.world));
@@ -1028,7 +1028,7 @@ export class Trainer {
       }
     }
     if (!(st.stage >= 0 && st.stage < this.stages.length) || !(st.step >= 0 && st.step <= steps[st.stage]))
-      throw new Error(`resume: position stage ${st.stage} step ${st.step} is outside this run's stages`);
+      throw new Error(`resume: ${dir ? `${path.join(dir, 'trainer_state.json')} puts the run at` : 'position'} stage ${st.stage} step ${st.step}, which is outside this run's stages (${this.stages.map((x, i) => `'${x.name}': ${steps[i]} steps`).join(', ')})`);
   }
 
   private *loop(resume: ResumeFrom | undefined, stop: StopRequest | null): Iterator<{ stage: number; step: number } | void, TrainerState, undefined> {
@@ -1044,7 +1044,7 @@ export class Trainer {
     delete state.weightsFingerprint;
     delete state.optimizerEntries;
     delete state.everyParameterStepped;
-    if (resume) this.checkResume(resume.state);
+    if (resume) this.checkResume(resume.state, resume.dir);
     // once the resume's checks passed (a refused resume leaves the log as it was)
     let metricsStarted = false;
     const resumeDir = resume?.dir;

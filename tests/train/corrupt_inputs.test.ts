@@ -73,6 +73,11 @@ describe('corrupt checkpoints', () => {
       const keep = Object.fromEntries(Object.entries(header).filter(([n]) => n !== k));
       joinSafetensors(f, { ...keep, [k]: { dtype: 'F32', shape: [(e - b) / 8, 2], data_offsets: [b, e] } }, data);
     }, /model\.norm\.weight has shape \[8, 2\] but the model expects \[16\]/],
+    ['an extra tensor of an empty name', (f) => {
+      const { header, data } = splitSafetensors(f);
+      delete header.__metadata__;
+      joinSafetensors(f, { ...header, '': { dtype: 'F32', shape: [0], data_offsets: [data.length, data.length] } }, data);
+    }, /holds 1 tensor this model has no place for \(unexpected keys\): ""$/],
   ];
   for (const [what, edit, msg] of safetensorsCases) {
     it(`model.safetensors ${what}: a clear error naming the file`, () => {
@@ -85,7 +90,7 @@ describe('corrupt checkpoints', () => {
       }
       expect(err, what).not.toBeNull();
       expect(err!.message).toMatch(msg);
-      if (!/wrong shape/.test(what)) expect(err!.message).toContain(path.join(d, 'model.safetensors'));
+      if (!/wrong shape|empty name/.test(what)) expect(err!.message).toContain(path.join(d, 'model.safetensors'));
     });
   }
 

@@ -102,6 +102,21 @@ describe('Trainer API contract', () => {
     expect(() => saved(neg)).toThrow(/trainer_state\.json: 'seed' must be an integer, got 0\.5$/);
   });
 
+  it("a checkpoint whose position lies past the run's stages is refused naming its trainer_state.json", () => {
+    const out = tmp();
+    train({ outDir: out, stopAfterSteps: 2 });
+    const file = path.join(out, 'checkpoint', 'trainer_state.json');
+    fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), step: 500 }));
+    let err: Error | null = null;
+    try {
+      train({ outDir: out }, saved(out));
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message).toContain(file);
+    expect(err?.message).toMatch(/step 500/);
+  });
+
   it('refuses option values that do not fit, naming Trainer, the option, what it takes and what it got', () => {
     const m = fresh();
     const refused: [Partial<TrainerOptions>, RegExp][] = [
