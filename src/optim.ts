@@ -1,7 +1,7 @@
 // AdamW (decoupled weight decay, bias correction: torch.optim.AdamW semantics) as one fused native update
 // over all parameters per step, and global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).
 import { callOp } from './call_op';
-import { checkKeys, rangeError, typeError } from './errors';
+import { checkedOptions, checkKeys, rangeError, typeError } from './errors';
 import { keep, Tensor } from './tensor';
 
 export interface AdamWOptions {
@@ -24,6 +24,14 @@ export interface ParamGroup {
 
 const ADAMW_KEYS = { lr: true, betas: true, eps: true, weightDecay: true } satisfies Record<keyof AdamWOptions, true>;
 const GROUP_KEYS = { params: true, lrScale: true, weightDecay: true } satisfies Record<keyof ParamGroup, true>;
+const STEP_KEYS = { gradScale: true } satisfies Record<'gradScale', true>;
+const CLIP_KEYS = { errorIfNonfinite: true } satisfies Record<'errorIfNonfinite', true>;
+
+/** A parameter AdamW can update: a live float32 tensor (the update's kernel reads and writes float32). */
+function checkParam(name: string, p: unknown): void {
+  if (!(p instanceof Tensor) || p.dtype !== 'float32') throw typeError('AdamW', name, 'a float32 tensor (a parameter to train)', p);
+  if (p.isFreed()) throw new TypeError(`AdamW: ${name} (a float32 tensor of shape [${p.shape.join(', ')}]) has been disposed`);
+}
 
 interface ParamState {
   m: Tensor;
@@ -65,9 +73,11 @@ export class AdamW {
         const scale = g.lrScale ?? 1, decay = g.weightDecay ?? this.weightDecay;
         bad('lrScale', scale, scale >= 0, ` in parameter group ${i}`);
         bad('weightDecay', decay, decay >= 0, ` in parameter group ${i}`);
+        g.params.forEach((p, j) => checkParam(`params[${j}] of parameter group ${i}`, p));
         return { params: [...g.params], lrScale: scale, weightDecay: decay };
       })
       : [{ params: list as Tensor[], lrScale: 1, weightDecay: this.weightDecay }];
+    if (!isGroup(list[0])) list.forEach((p, i) => checkParam(`params[${i}]`, p));
     this.params = this.groups.flatMap((g) => g.params);
     this.lr = opts.lr;
     this.betas = opts.betas ?? [0.9, 0.999];
@@ -81,10 +91,15 @@ export class AdamW {
 
   /** One update of every parameter that has a gradient (others are skipped, as in PyTorch). */
   step(opts: { gradScale?: number } = {}): void {
+    opts = checkedOptions('AdamW.step', opts, STEP_KEYS);
     // one native call per group, device and step count (parameters first updated later have fewer steps)
     const calls = new Map<string, Tensor[]>();
+    let index = 0; // into this.params
     this.groups.forEach((g, gi) => {
       for (const p of g.params) {
+        // a disposed parameter has no gradient: skipping it, as one without a gradient, would hide the mistake
+        if (p.isFreed()) throw new TypeError(`AdamW.step: parameter ${index} (AdamW.params[${index}], a float32 tensor of shape [${p.shape.join(', ')}]) has been disposed`);
+        index++;
         if (!p.grad) continue;
         let st = this.state.get(p);
         if (!st) {
@@ -164,6 +179,10 @@ export function sumSquares(ts: Tensor[], device: 'cpu' | 'cuda'): Tensor {
  * throws, or with errorIfNonfinite: false (torch's error_if_nonfinite) is returned with the gradients untouched.
  */
 export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number, opts: { errorIfNonfinite?: boolean } = {}): number {
+  // a negative maxNorm made a negative factor, flipping every gradient's sign; 0 zeroes them (as torch), Infinity clips none
+  if (typeof maxNorm !== 'number' || Number.isNaN(maxNorm)) throw typeError('clipGradNorm', 'maxNorm', 'a number >= 0', maxNorm);
+  if (maxNorm < 0) throw rangeError('clipGradNorm', `expected a number >= 0 for maxNorm (the largest global gradient norm to leave) but received ${maxNorm}`);
+  opts = checkedOptions('clipGradNorm', opts, CLIP_KEYS);
   const ps = [...params];
   const norm = gradNorm(ps);
   if (!Number.isFinite(norm)) {

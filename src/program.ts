@@ -6,7 +6,7 @@
 // every input of the recorded sizes; `differenceFrom` checks two recordings of it (the Trainer records two steps
 // before it replays: src/train/trainer.ts). On CUDA a replay is captured once into a CUDA graph and launched as one
 // (RecordOptions.graph).
-import { typeError } from './errors';
+import { checkedOptions, typeError } from './errors';
 import { addonFor, NativeProgramInfo, ProgramHandle } from './native';
 import type { Device } from './tensor';
 
@@ -30,6 +30,8 @@ export interface RecordOptions {
   graph?: boolean;
 }
 
+const RECORD_KEYS = { poolOf: true, graph: true } satisfies Record<keyof RecordOptions, true>;
+
 /** RecordOptions.graph's default: VWLMM_CUDA_GRAPHS=0 turns graphs off (to compare, or to rule them out). */
 function graphsByDefault(): boolean {
   return process.env.VWLMM_CUDA_GRAPHS !== '0';
@@ -43,10 +45,13 @@ function inputList(where: string, inputs: readonly ArrayBufferView[]): ArrayBuff
   return [...inputs];
 }
 
+/** A view's element type ('Float32Array'; a Buffer is a 'Uint8Array'): what a replay's input must be of. */
+const elementType = (a: ArrayBufferView): string => (a as unknown as { [Symbol.toStringTag]: string })[Symbol.toStringTag];
+
 export class OpProgram {
   private handle: ProgramHandle | null;
 
-  private constructor(readonly device: Device, handle: ProgramHandle) {
+  private constructor(readonly device: Device, handle: ProgramHandle, private readonly inputTypes: readonly string[]) {
     this.handle = handle;
   }
 
@@ -73,11 +78,13 @@ export class OpProgram {
   static tryRecord(device: Device, inputs: readonly ArrayBufferView[], fn: () => void, opts: RecordOptions = {}): { program: OpProgram } | { why: string } {
     const addon = addonFor(device, 'OpProgram.record');
     if (typeof fn !== 'function') throw typeError('OpProgram.record', 'fn', 'a function', fn);
+    opts = checkedOptions('OpProgram.record', opts, RECORD_KEYS);
     const poolOf = opts.poolOf;
     if (poolOf !== undefined && !(poolOf instanceof OpProgram && poolOf.device === device)) throw typeError('OpProgram.record', 'poolOf', `an OpProgram of ${device}`, poolOf);
     const graph = opts.graph ?? graphsByDefault();
     if (typeof graph !== 'boolean') throw typeError('OpProgram.record', 'graph', 'a boolean', graph);
-    addon.programBegin(inputList('OpProgram.record', inputs), poolOf?.live('OpProgram.record (poolOf)'), graph);
+    const list = inputList('OpProgram.record', inputs);
+    addon.programBegin(list, poolOf?.live('OpProgram.record (poolOf)'), graph);
     let ran = false;
     try {
       const r = fn() as unknown;
@@ -87,7 +94,7 @@ export class OpProgram {
       if (!ran) addon.programAbort();
     }
     try {
-      return { program: new OpProgram(device, addon.programEnd()) };
+      return { program: new OpProgram(device, addon.programEnd(), list.map(elementType)) };
     } catch (e) {
       if (!(e instanceof TypeError)) throw e;
       return { why: e.message.replace(/^programEnd: the recording cannot be replayed: /, '') };
@@ -99,10 +106,19 @@ export class OpProgram {
     return this.handle;
   }
 
-  /** Runs the recorded calls again, uploading from `inputs` what the recording uploaded from its inputs. */
+  /**
+   * Runs the recorded calls again, uploading from `inputs` what the recording uploaded from its inputs. Each input is
+   * of its recorded element type (an Int32Array where a Float32Array was recorded would have its bytes read as floats).
+   */
   replay(inputs: readonly ArrayBufferView[]): void {
     const h = this.live('OpProgram.replay');
-    addonFor(this.device, 'OpProgram.replay').programReplay(h, inputList('OpProgram.replay', inputs));
+    const list = inputList('OpProgram.replay', inputs);
+    for (let k = 0; k < list.length && k < this.inputTypes.length; k++) {
+      const type = elementType(list[k]);
+      if (type !== this.inputTypes[k])
+        throw typeError('OpProgram.replay', `inputs[${k}]`, `the element type it was recorded with, ${this.inputTypes[k]} (another type's bytes would be read as ${this.inputTypes[k]} values)`, list[k]);
+    }
+    addonFor(this.device, 'OpProgram.replay').programReplay(h, list);
   }
 
   /**

@@ -1,5 +1,7 @@
 // Seeded random numbers for parameter initialisation and data shuffling: reproducible across runs and
 // machines (no Math.random). mulberry32 for uniforms, Box-Muller for normals.
+import { typeError } from './errors';
+
 /** One step of mulberry32: the next state and a uniform in [0, 1) (shared with the tests' input generator). */
 export function mulberry32(state: number): { state: number; value: number } {
   let t = (state = (state + 0x6d2b79f5) >>> 0);
@@ -8,13 +10,29 @@ export function mulberry32(state: number): { state: number; value: number } {
   return { state, value: ((t ^ (t >>> 14)) >>> 0) / 4294967296 };
 }
 
+/** The largest seed: the generators are 32-bit (a larger seed would repeat a smaller one's stream). */
+export const MAX_SEED = 0xffffffff;
+
+/**
+ * Checks a seed given to a public function: an integer in [0, MAX_SEED], else a TypeError (not a number) or a
+ * RangeError (1.5 would act as 1, -1 as 2^32 - 1, 2^32 as 0) naming `where` and `name`.
+ */
+export function checkSeed(where: string, name: string, seed: unknown): number {
+  if (typeof seed !== 'number' || Number.isNaN(seed)) throw typeError(where, name, `an integer seed in [0, ${MAX_SEED}]`, seed);
+  if (!Number.isInteger(seed) || seed < 0 || seed > MAX_SEED)
+    throw new RangeError(`${where}: expected an integer seed in [0, ${MAX_SEED}] (the generators are 32-bit) for ${name} but received ${seed}`);
+  return seed;
+}
+
 export class Generator {
   private state: number;
   private spare: number | null = null;
 
+  /** A stream of `seed`: an integer in [0, 2^32 - 1] (anything else is refused, naming the seed). */
   constructor(seed: number) {
-    if (!Number.isFinite(seed)) throw new TypeError(`Generator: seed must be a finite number, got ${seed}`);
-    this.state = (Math.floor(seed) ^ 0x9e3779b9) >>> 0;
+    // internal seeds (fork's, the LoRA dropout streams') are 32-bit integers too
+    checkSeed('Generator', 'seed', seed);
+    this.state = (seed ^ 0x9e3779b9) >>> 0;
   }
 
   /** Uniform in [0, 1). */

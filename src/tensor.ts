@@ -242,8 +242,16 @@ export class Tensor {
   private released = false;
   /** writeStamp() of the last in-place write into this memory (kept on the owner: a view's write is its base's). */
   private lastWrite = 0;
-  /** Autograd: whether gradients flow to / through this tensor. Set on parameters by the user. */
-  requiresGrad = false;
+  private needsGrad = false;
+  /** Autograd: whether gradients flow to / through this tensor. Set on parameters by the user; float tensors only. */
+  get requiresGrad(): boolean {
+    return this.needsGrad;
+  }
+  set requiresGrad(v: boolean) {
+    // an int32 tensor (ids, masks) has no gradient: torch refuses requires_grad on one too
+    if (v && this.dtype === 'int32') throw new TypeError(`Tensor: an int32 tensor (shape [${this.shape.join(', ')}]) cannot require gradients: only float tensors have them`);
+    this.needsGrad = v;
+  }
   /** Autograd: accumulated gradient of a leaf (owned by the tensor, freed by zeroGrad or dispose). */
   grad: Tensor | null = null;
   /** Autograd: the recorded op that produced this tensor (null for leaves). */

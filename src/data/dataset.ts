@@ -4,7 +4,7 @@
 
 import { readRegularFileSync } from '../io/safetensors';
 import * as path from 'path';
-import { Generator } from '../random';
+import { checkSeed, Generator } from '../random';
 import { loadImage as decodeImageFile, RgbImage } from './images';
 
 export type LlavaRole = 'human' | 'gpt';
@@ -342,7 +342,7 @@ export class LlavaDataset {
   /** A seeded permutation of 0..length-1 for an epoch: reproducible, different for each (epoch, seed). */
   epochOrder(epoch: number, seed: number): number[] {
     if (!Number.isInteger(epoch) || epoch < 0) throw new RangeError(`epochOrder: epoch must be a non-negative integer, got ${epoch}`);
-    if (!Number.isFinite(seed)) throw new RangeError(`epochOrder: seed must be a finite number, got ${seed}`);
+    checkSeed('epochOrder', 'seed', seed);
     const c = this.cachedOrder;
     if (c && c.epoch === epoch && c.seed === seed && c.order.length === this.records.length) return c.order.slice();
     const order = Array.from({ length: this.records.length }, (_, i) => i);

@@ -59,6 +59,15 @@ export interface ClipPreprocessOptions {
   aspect?: AspectMode;
 }
 
+/**
+ * The largest preprocessClip size: 16384 gives 3 x 16384^2 float32 values (3 GiB) per image, already far beyond any
+ * vision tower (CLIP: 224, 336); a larger one failed with "Invalid typed array length" instead of naming size.
+ */
+const MAX_CLIP_SIZE = 16384;
+
+/** The most bytes a resized RGB image may take: a Uint8Array's limit (2^32 elements). */
+const MAX_RGB_BYTES = 2 ** 32 - 1;
+
 const CLIP_OPTION_KEYS = { size: true, mean: true, std: true, aspect: true } satisfies Record<keyof ClipPreprocessOptions, true>;
 
 /** ClipPreprocessOptions checked, with the defaults filled in and 'resize_crop' read as 'square'. */
@@ -76,6 +85,7 @@ export function checkClipOptions(where: string, opts: ClipPreprocessOptions): Ch
   const { size } = opts;
   const mean = opts.mean ?? CLIP_MEAN, std = opts.std ?? CLIP_STD, aspect = opts.aspect ?? 'square';
   if (!Number.isInteger(size) || size <= 0) throw new RangeError(`${where}: size must be a positive integer, got ${size}`);
+  if (size > MAX_CLIP_SIZE) throw new RangeError(`${where}: size must be at most ${MAX_CLIP_SIZE} (the output is 3 x size x size float32 values), got ${size}`);
   if (aspect !== 'pad' && aspect !== 'square' && aspect !== 'resize_crop') {
     throw new RangeError(`${where}: aspect must be 'pad' or 'square' (alias 'resize_crop'), got ${describe(aspect)}`);
   }
@@ -216,6 +226,7 @@ export async function resizeRgb(img: RgbImage, width: number, height: number): P
   for (const [name, v] of [['width', width], ['height', height]] as const) {
     if (!Number.isInteger(v) || v <= 0) throw new RangeError(`resizeRgb: expected positive integer for ${name} but received ${v} of type ${typeof v}`);
   }
+  if (width * height * 3 > MAX_RGB_BYTES) throw new RangeError(`resizeRgb: width ${width} x height ${height} is ${width * height * 3} RGB bytes, more than one image may take (${MAX_RGB_BYTES})`);
   if (img.width === width && img.height === height) return img;
   return resampleBicubic(img, width, height);
 }
@@ -389,14 +400,17 @@ export function shortestSideSize(width: number, height: number, size: number): {
 export async function preprocessClip(img: RgbImage, opts: ClipPreprocessOptions): Promise<Float32Array> {
   const { size, mean, std, aspect } = checkClipOptions('preprocessClip', opts);
   checkImage('preprocessClip', img);
-  const { im, ox, oy } = await clipResized(img, size, aspect, mean);
+  const { im, ox, oy } = await clipResized('preprocessClip', img, size, aspect, mean);
   return normalizeRgbRegion(im, ox, oy, size, mean, std);
 }
 
 /** The image padded (aspect 'pad') and resized as preprocessClip does, with the offsets of its centre crop. */
-async function clipResized(img: RgbImage, size: number, aspect: 'pad' | 'square', mean: readonly number[]): Promise<{ im: RgbImage; ox: number; oy: number }> {
+async function clipResized(where: string, img: RgbImage, size: number, aspect: 'pad' | 'square', mean: readonly number[]): Promise<{ im: RgbImage; ox: number; oy: number }> {
   let im = aspect === 'pad' ? expandToSquare(img, padColour(mean)) : img;
   const target = shortestSideSize(im.width, im.height, size);
+  // a long thin image resized to a large size: named here rather than by resizeRgb
+  if (target.width * target.height * 3 > MAX_RGB_BYTES)
+    throw new RangeError(`${where}: size ${size} resizes the ${im.width} x ${im.height} image's shortest side to ${size}, a ${target.width} x ${target.height} image of more RGB bytes than one image may take (${MAX_RGB_BYTES}): use a smaller size, or crop the image first`);
   im = await resizeRgb(im, target.width, target.height);
   return { im, ox: (im.width - size) >> 1, oy: (im.height - size) >> 1 };
 }
@@ -405,7 +419,7 @@ async function clipResized(img: RgbImage, size: number, aspect: 'pad' | 'square'
 export async function clipView(img: RgbImage, opts: ClipPreprocessOptions): Promise<RgbImage> {
   const { size, mean, aspect } = checkClipOptions('clipView', opts);
   checkImage('clipView', img);
-  const { im, ox, oy } = await clipResized(img, size, aspect, mean);
+  const { im, ox, oy } = await clipResized('clipView', img, size, aspect, mean);
   if (im.width === size && im.height === size) return im;
   const data = new Uint8Array(size * size * 3);
   for (let y = 0; y < size; y++) data.set(im.data.subarray(((oy + y) * im.width + ox) * 3, ((oy + y) * im.width + ox + size) * 3), y * size * 3);

@@ -28,7 +28,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { PNG } from 'pngjs';
 import { checkedOptions, typeError } from '../errors';
-import { Generator } from '../random';
+import { checkSeed, Generator } from '../random';
 import { wordLevelPreTokenize } from './word_level_tokenizer';
 import type { SceneImageWriter } from './scene_writer';
 
@@ -364,7 +364,7 @@ export function writeSortOfClevr(outDir: string, opts: WriteSortOfClevrOptions =
   }
   for (const [name, v] of [['train', train], ['test', test]] as const)
     if (v > SORT_OF_CLEVR_MAX_IMAGES) throw new RangeError(`writeSortOfClevr: ${name} must be at most ${SORT_OF_CLEVR_MAX_IMAGES} images (a split's scenes and records are held in memory, ~12 KB an image), got ${v}`);
-  if (!Number.isFinite(seed)) throw new RangeError(`writeSortOfClevr: seed must be a finite number, got ${seed}`);
+  checkSeed('writeSortOfClevr', 'seed', seed);
   const t0 = performance.now();
   let tGen = 0, tPng = 0;
   fs.mkdirSync(path.join(outDir, 'images'), { recursive: true });

@@ -17,6 +17,7 @@ import { readRegularFileSync } from '../io/safetensors';
 import * as path from 'path';
 import { BPE, ByteFallbackDecoder, type Decoder, SequenceDecoder, Tokenizer } from '@huggingface/tokenizers';
 import { RustBpe } from './bpe';
+import { checkedOptions, describe } from '../errors';
 
 /** TextTokenizer.encode's memo: how many texts it keeps, and the longest it keeps. */
 const MEMO_ENTRIES = 1 << 15;
@@ -52,6 +53,10 @@ export interface DecodeOptions {
   /** Drop special tokens (BOS, EOS, UNK, PAD and added tokens marked special). Default true. */
   skipSpecial?: boolean;
 }
+
+const TOKENIZER_KEYS = { config: true, bosToken: true, eosToken: true, unkToken: true, padToken: true, source: true } satisfies Record<keyof TextTokenizerOptions, true>;
+const ENCODE_KEYS = { addBos: true } satisfies Record<keyof EncodeOptions, true>;
+const DECODE_KEYS = { skipSpecial: true } satisfies Record<keyof DecodeOptions, true>;
 
 const SUPPORTED_MODELS = ['BPE', 'Unigram', 'WordPiece', 'WordLevel'];
 
@@ -176,6 +181,8 @@ export class TextTokenizer {
    * special_tokens_map.json beside it are read when present) or from the parsed tokenizer.json object.
    */
   constructor(source: string | object, options: TextTokenizerOptions = {}) {
+    // a misspelt option (modelMaxLenght, a transformers key) is refused, not ignored
+    options = checkedOptions('TextTokenizer', options, TOKENIZER_KEYS);
     this.made = { source, options: { ...options } };
     let json: unknown;
     let config: TokenizerConfigObject = {};
@@ -218,6 +225,16 @@ export class TextTokenizer {
     if (json.added_tokens !== undefined && !Array.isArray(json.added_tokens)) {
       throw new Error(`TextTokenizer: ${where}: "added_tokens" must be an array`);
     }
+    // the layout tokenizers.js reads, checked here: its own errors ("number 1 is not iterable") name no field
+    const vocab = model.vocab;
+    if (type === 'Unigram' ? !(Array.isArray(vocab) && vocab.every((e) => Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'number')) : !isObject(vocab))
+      throw new Error(`TextTokenizer: ${where}: model.vocab of a ${type} model must be ${type === 'Unigram' ? 'an array of [piece, score] pairs' : 'an object of token -> id'}, got ${Array.isArray(vocab) ? 'an array' : JSON.stringify(vocab)?.slice(0, 40) ?? String(vocab)}`);
+    if (type === 'BPE' && model.merges !== undefined && !Array.isArray(model.merges)) throw new Error(`TextTokenizer: ${where}: model.merges of a BPE model must be an array`);
+    ((json.added_tokens ?? []) as unknown[]).forEach((a, i) => {
+      const t = a as JsonObject;
+      if (!isObject(t) || !Number.isInteger(t.id) || (t.id as number) < 0 || typeof t.content !== 'string')
+        throw new Error(`TextTokenizer: ${where}: added_tokens[${i}] must be an object with an integer id >= 0 and a string content, got ${JSON.stringify(a)?.slice(0, 60)}`);
+    });
 
     const addedTokens = (json.added_tokens ?? []) as JsonObject[];
     const vocabHas = (t: string): boolean => {
@@ -314,10 +331,12 @@ export class TextTokenizer {
   }
 
   /** Ids of `text` (no special tokens added, except BOS in front with { addBos: true }). */
-  encode(text: string, options: EncodeOptions = {}): number[] {
+  encode(text: string, options?: EncodeOptions): number[] {
     if (typeof text !== 'string') throw new TypeError(`TextTokenizer.encode: expected a string but received ${typeof text}`);
+    // called per record: the options are checked only when some are given
+    if (options !== undefined) checkedOptions('TextTokenizer.encode', options, ENCODE_KEYS);
     const ids: number[] = [];
-    if (options.addBos) {
+    if (options?.addBos) {
       if (this.bosId === null) throw new Error(`TextTokenizer.encode: ${this.source} has no BOS token (addBos: true)`);
       ids.push(this.bosId);
     }
@@ -358,11 +377,16 @@ export class TextTokenizer {
 
   /** Text of `ids`. Negative ids (the image placeholder -200, the ignore index -100) are skipped. */
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
+    options = checkedOptions('TextTokenizer.decode', options, DECODE_KEYS);
     const skipSpecial = options.skipSpecial ?? true;
     const keep: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
-      if (!Number.isInteger(id)) throw new TypeError(`TextTokenizer.decode: ids[${i}] = ${id} is not an integer`);
+      if (!Number.isInteger(id)) {
+        // a string id ('3', from a split line) is named as a string, not shown as if it were the number 3
+        if (typeof id !== 'number') throw new TypeError(`TextTokenizer.decode: ids[${i}] is ${typeof id === 'string' ? `a string (${describe(id).replace(/ \(string\)$/, '')})` : describe(id)}, expected an integer token id`);
+        throw new TypeError(`TextTokenizer.decode: ids[${i}] = ${id} is not an integer`);
+      }
       if (id < 0) continue;
       if (skipSpecial && this.specialIds.has(id)) continue;
       keep.push(id);

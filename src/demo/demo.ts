@@ -11,6 +11,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { DeviceSpec, useDevice } from '../device';
+import { checkKeys, typeError } from '../errors';
+import { checkSeed } from '../random';
 import { SORT_OF_CLEVR_GENERATOR_VERSION, sortOfClevrVocabulary, writeSortOfClevr } from '../data/sort_of_clevr';
 import { SceneImageWriter, spareImageWorkers } from '../data/scene_writer';
 import { writeWordLevelTokenizer } from '../data/word_level_tokenizer';
@@ -188,6 +190,32 @@ export interface DemoOptions {
   processGroup?: ProcessGroup;
 }
 
+const DEMO_KEYS = {
+  outDir: true, seed: true, ablation: true, scale: true, quiet: true, recipe: true, resume: true, device: true, dtype: true, schedule: true, pif: true,
+  detachTarget: true, replay: true, processGroup: true,
+} satisfies Record<keyof DemoOptions, true>;
+
+/** The most runDemo's scale may be, as `vwlmm demo --scale`: 100 x the default budget (about 12 hours on 2 CPU cores). */
+const MAX_DEMO_SCALE = 100;
+
+/**
+ * runDemo's options, checked before anything runs: a misspelt key (shedule) would leave the default in force, a scale
+ * of 0 or -1 make stages of 1 (or 1,001) steps, a seed of 1.5 act as 1.
+ */
+function checkDemoOptions(o: DemoOptions): void {
+  const where = 'runDemo';
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw typeError(where, 'options', `an object { ${Object.keys(DEMO_KEYS).join(', ')} }`, o);
+  checkKeys(where, 'option', o, DEMO_KEYS);
+  if (typeof o.outDir !== 'string' || o.outDir === '') throw typeError(where, 'outDir', 'a directory path (a non-empty string)', o.outDir);
+  checkSeed(where, 'seed', o.seed);
+  if (typeof o.scale !== 'number' || Number.isNaN(o.scale)) throw typeError(where, 'scale', `a number in (0, ${MAX_DEMO_SCALE}]`, o.scale);
+  if (!(o.scale > 0 && o.scale <= MAX_DEMO_SCALE))
+    throw new RangeError(`${where}: expected a number in (0, ${MAX_DEMO_SCALE}] for scale (the training steps' multiplier, as vwlmm demo --scale) but received ${o.scale}`);
+  for (const k of ['ablation', 'quiet', 'resume', 'pif', 'detachTarget', 'replay'] as const) {
+    if (o[k] !== undefined && typeof o[k] !== 'boolean') throw typeError(where, k, 'a boolean', o[k]);
+  }
+}
+
 /** A data-parallel demo's other ranks: they wait for rank 0's data, train the same runs with it, answer their share of the test questions, and write nothing. */
 async function trainOnly(o: DemoOptions, recipe: Recipe, group: ProcessGroup): Promise<null> {
   const dataDir = path.join(o.outDir, 'data');
@@ -230,6 +258,7 @@ function checkDemoResume(o: DemoOptions, recipe: Recipe): void {
 export function runDemo(o: DemoOptions & { processGroup?: undefined }): Promise<DemoResult>;
 export function runDemo(o: DemoOptions): Promise<DemoResult | null>;
 export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
+  checkDemoOptions(o);
   const t0 = Date.now();
   const group = o.processGroup, lead = (group?.rank ?? 0) === 0;
   const log = (s: string) => (o.quiet ? process.stderr.write(s + '\n') : console.log(s));

@@ -7,7 +7,7 @@
 // collective, never a hang. Neither MPI nor NCCL checks that the ranks' sizes agree: checkCollectives (VWLMM_DIST_DEBUG=1)
 // compares each collective across the ranks first, for debugging; the Trainer and ZeroAdamW compare what decides their
 // sizes once, as a stage starts (src/distributed/consistency.ts).
-import { describe, rangeError, typeError } from '../errors';
+import { checkKeys, describe, rangeError, typeError } from '../errors';
 import { addonFor, type Addon, type DistGroupInfo } from '../native';
 import { Tensor, type Device } from '../tensor';
 import { launchEnv } from './env';
@@ -252,6 +252,8 @@ export function allGatherInt32(group: ProcessGroup, values: Int32Array): Int32Ar
   }
 }
 
+const PROCESS_GROUP_KEYS = { backend: true, timeoutMs: true, checkCollectives: true, library: true } satisfies Record<keyof ProcessGroupOptions, true>;
+
 /**
  * Starts this process's group (torch.distributed.init_process_group). MPI: the ranks of `mpirun -np N` (one process
  * alone is a group of one). NCCL: the ranks torchrun-style variables describe (RANK, WORLD_SIZE, LOCAL_RANK,
@@ -261,7 +263,9 @@ export function allGatherInt32(group: ProcessGroup, values: Int32Array): Int32Ar
  */
 export async function initProcessGroup(opts: ProcessGroupOptions = {}): Promise<ProcessGroup> {
   const where = 'initProcessGroup';
-  if (opts === null || typeof opts !== 'object') throw typeError(where, 'options', 'an object', opts);
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw typeError(where, 'options', `an object { ${Object.keys(PROCESS_GROUP_KEYS).join(', ')} }`, opts);
+  // torch's spelling (timeout) or a typo would otherwise leave the default in force without a word
+  checkKeys(where, 'option', opts, PROCESS_GROUP_KEYS);
   const backend = opts.backend ?? 'mpi';
   if (backend !== 'mpi' && backend !== 'nccl') throw typeError(where, 'backend', "'mpi' or 'nccl'", backend);
   const timeoutMs = opts.timeoutMs ?? collectiveTimeoutMs();

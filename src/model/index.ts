@@ -19,4 +19,4 @@ export {
 export type { HostTensor, HostDType, SafetensorsHeader, SafetensorsEntry, ReadOptions } from '../io/safetensors';
 export { readTorchBin, TorchPickleError, forEachTorchTensor, torchBinTensorNames } from '../io/torch_bin';
 export { applyLora, loadLoraAdapter, saveLoraAdapter, mergeLora, removeLora, loraParameters, loraConfigOf } from './lora';
-export type { LoraConfig, WithDecoder, AdapterLayout } from './lora';
+export type { LoraConfig, WithDecoder, AdapterLayout, SaveLoraAdapterOptions } from './lora';

@@ -25,7 +25,8 @@ import { writeParameter } from '../nn/module';
 import { Linear } from '../nn/layers';
 import { LlamaDecoder } from '../nn/llama';
 import { LLM_LORA_TARGETS, loraDropoutSeed, LoraOptions } from '../nn/lora';
-import { Generator } from '../random';
+import { checkKeys, typeError } from '../errors';
+import { checkSeed, Generator } from '../random';
 import { Tensor } from '../tensor';
 import { isTransformersLlavaConfig, ourNameFromTransformers, transformersNameFromOurs } from './transformers_llava';
 import { writeFileAtomic } from '../io/atomic_file';
@@ -42,6 +43,8 @@ export interface LoraConfig extends Omit<LoraOptions, 'dropoutSeed'> {
   /** Seed of the A initialisation and the dropout masks (each adapter's: loraDropoutSeed(seed, its module's name)). */
   seed?: number;
 }
+
+const LORA_CONFIG_KEYS = { r: true, alpha: true, dropout: true, targetModules: true, seed: true } satisfies Record<keyof LoraConfig, true>;
 
 /** The Linear layers of the decoder that `targets` names, with their dotted names (as the model names them). */
 function targetLinears(model: WithDecoder, targets: readonly string[]): [string, Linear][] {
@@ -65,8 +68,13 @@ function targetLinears(model: WithDecoder, targets: readonly string[]): [string,
  * then requiresGrad on loraParameters).
  */
 export function applyLora(model: WithDecoder, cfg: LoraConfig): number {
+  const where = 'applyLora';
+  if (cfg === null || typeof cfg !== 'object' || Array.isArray(cfg)) throw typeError(where, 'config', `an object { ${Object.keys(LORA_CONFIG_KEYS).join(', ')} }`, cfg);
+  // a misspelt key (targetModule) would otherwise put adapters on every Linear without a word
+  checkKeys(where, 'option', cfg, LORA_CONFIG_KEYS);
   const targets = cfg.targetModules ?? LLM_LORA_TARGETS;
-  const seed = cfg.seed ?? 0;
+  if (!Array.isArray(targets) || !targets.every((t) => typeof t === 'string')) throw typeError(where, 'targetModules', `an array of module names (${LLM_LORA_TARGETS.join(', ')})`, targets);
+  const seed = checkSeed(where, 'seed', cfg.seed ?? 0);
   const gen = new Generator(seed).fork('lora');
   const list = targetLinears(model, targets);
   if (list.some(([, l]) => l.lora)) throw new Error('LoRA: the model already has adapters (merge or remove them first)');
@@ -272,6 +280,13 @@ function layoutOfBase(base: string | undefined): AdapterLayout {
 /** The metadata key of our adapter files that ties adapter_model.safetensors and non_lora_trainables.safetensors to one save. */
 const SAVE_KEY = 'vwlmm_lora_save';
 
+export interface SaveLoraAdapterOptions {
+  baseModelNameOrPath?: string;
+  nonLoraTrainables?: string[];
+  layout?: AdapterLayout;
+}
+const SAVE_ADAPTER_KEYS = { baseModelNameOrPath: true, nonLoraTrainables: true, layout: true } satisfies Record<keyof SaveLoraAdapterOptions, true>;
+
 /**
  * Writes the adapters as PEFT does (adapter_config.json, adapter_model.safetensors), so that
  * PeftModel.from_pretrained(base, dir) loads them onto the model of the same weights, in the base's layout: `layout`
@@ -283,8 +298,13 @@ const SAVE_KEY = 'vwlmm_lora_save';
  * which PEFT loads) in the 'transformers' layout. A non_lora_trainables file of an earlier save into `dir` is removed,
  * and loadLoraAdapter reads one only when it belongs to the adapter beside it.
  */
-export function saveLoraAdapter(dir: string, model: WithDecoder, opts: { baseModelNameOrPath?: string; nonLoraTrainables?: string[]; layout?: AdapterLayout } = {}): void {
+export function saveLoraAdapter(dir: string, model: WithDecoder, opts: SaveLoraAdapterOptions = {}): void {
   const where = `saveLoraAdapter: ${dir}`;
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw typeError(where, 'options', `an object { ${Object.keys(SAVE_ADAPTER_KEYS).join(', ')} }`, opts);
+  checkKeys(where, 'option', opts, SAVE_ADAPTER_KEYS);
+  if (opts.baseModelNameOrPath !== undefined && typeof opts.baseModelNameOrPath !== 'string') throw typeError(where, 'baseModelNameOrPath', 'a string', opts.baseModelNameOrPath);
+  if (opts.nonLoraTrainables !== undefined && !(Array.isArray(opts.nonLoraTrainables) && opts.nonLoraTrainables.every((n) => typeof n === 'string')))
+    throw typeError(where, 'nonLoraTrainables', 'an array of module names', opts.nonLoraTrainables);
   const cfg = loraConfigOf(model);
   if (!cfg) throw new Error(`${where}: the model has no LoRA adapters`);
   const layout = opts.layout ?? layoutOfBase(opts.baseModelNameOrPath);

@@ -11,7 +11,7 @@ import { noGrad } from '../autograd';
 import * as F from '../functional';
 import { DeviceSpec, useDevice } from '../device';
 import { checkKeys, rangeError, typeError } from '../errors';
-import { Generator } from '../random';
+import { checkSeed, Generator } from '../random';
 import { scope, Tensor } from '../tensor';
 import { cuda } from '../native';
 import * as os from 'os';
@@ -232,6 +232,7 @@ export class VwLmm extends Module {
    */
   static create(config: VwLmmConfig, seed: number, opts: CreateOptions = {}): VwLmm {
     const where = 'VwLmm.create';
+    checkSeed(where, 'seed', seed);
     const frozen = frozenConfig(config);
     if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw typeError(where, 'options', 'an object with device, uninitialized or linearDtype', opts);
     checkKeys(where, 'option', opts, CREATE_KEYS);
@@ -502,7 +503,7 @@ export class VwLmm extends Module {
     // sorted by length, so a batch pads little; stable, so the order (and the Generator's draws) is deterministic
     const order = prompts.map((_, i) => i).sort((a, b) => prompts[a].tokenIds.length - prompts[b].tokenIds.length || a - b);
     const results: number[][] = new Array(prompts.length);
-    const gen = new Generator(opts.seed ?? 0);
+    const gen = new Generator(checkSeed('VwLmm.generate', 'seed', opts.seed ?? 0));
     for (let start = 0; start < order.length; start += batchSize) {
       const group = order.slice(start, start + batchSize);
       const outs = noGrad(() => this.generateGroup(group.map((i) => prompts[i]), group, opts, gen));

@@ -1,7 +1,7 @@
 // Basic layers with HF parameter names (weight, bias) and layouts (Linear weight [out, in]).
 import { castTensor } from '../amp';
 import { isTraining } from '../autograd';
-import { checkKeys, checkedOptions, typeError } from '../errors';
+import { checkKeys, checkedOptions, rangeError, typeError } from '../errors';
 import * as F from '../functional';
 import { Generator } from '../random';
 import { scope, Tensor } from '../tensor';
@@ -13,6 +13,19 @@ function layerOptions(where: string, opts: object, known: Record<string, true>):
   if (opts === null || typeof opts !== 'object') throw typeError(where, 'options', `an object { ${Object.keys(known).join(', ')} }`, opts);
   checkKeys(where, 'option', opts, known);
 }
+/** Most values one parameter may hold: a typed array's limit (2^32 elements), named rather than "Invalid typed array length". */
+const MAX_PARAM_VALUES = 2 ** 32 - 1;
+
+/** A layer's sizes (Linear's inFeatures and outFeatures, Embedding's num and dim): non-negative integers of a parameter that fits. */
+function layerSizes(where: string, sizes: Record<string, unknown>): void {
+  let n = 1;
+  for (const [name, v] of Object.entries(sizes)) {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw typeError(where, name, 'a non-negative integer', v);
+    n *= v;
+  }
+  if (n > MAX_PARAM_VALUES) throw rangeError(where, `${Object.entries(sizes).map(([k, v]) => `${k} ${v}`).join(' x ')} make a weight of ${n} values, more than one tensor holds (${MAX_PARAM_VALUES})`);
+}
+
 const LINEAR_KEYS = { bias: true, std: true, init: true } satisfies Record<'bias' | 'std' | 'init', true>;
 const EMBEDDING_KEYS = { std: true, init: true } satisfies Record<'std' | 'init', true>;
 
@@ -21,6 +34,7 @@ export class Linear extends Module {
   readonly bias: Tensor | null;
   constructor(readonly inFeatures: number, readonly outFeatures: number, opts: { bias: boolean; std: number; init: InitOptions }) {
     super();
+    layerSizes('Linear', { inFeatures, outFeatures });
     layerOptions('Linear', opts, LINEAR_KEYS);
     this.weight = this.param('weight', normalParam([outFeatures, inFeatures], opts.std, opts.init, 0, opts.init.linearDtype));
     this.bias = opts.bias ? this.param('bias', constParam([outFeatures], 0, opts.init)) : null;
@@ -124,6 +138,7 @@ export class Embedding extends Module {
   readonly weight: Tensor;
   constructor(readonly num: number, readonly dim: number, opts: { std: number; init: InitOptions }) {
     super();
+    layerSizes('Embedding', { num, dim });
     layerOptions('Embedding', opts, EMBEDDING_KEYS);
     this.weight = this.param('weight', normalParam([num, dim], opts.std, opts.init));
   }
@@ -136,6 +151,7 @@ export class RMSNorm extends Module {
   readonly weight: Tensor;
   constructor(readonly dim: number, readonly eps: number, init: InitOptions) {
     super();
+    layerSizes('RMSNorm', { dim });
     this.weight = this.param('weight', constParam([dim], 1, init));
   }
   forward(x: Tensor): Tensor {
@@ -148,6 +164,7 @@ export class LayerNorm extends Module {
   readonly bias: Tensor;
   constructor(readonly dim: number, readonly eps: number, init: InitOptions) {
     super();
+    layerSizes('LayerNorm', { dim });
     this.weight = this.param('weight', constParam([dim], 1, init));
     this.bias = this.param('bias', constParam([dim], 0, init));
   }

@@ -320,3 +320,13 @@ describe('what a backward needs', () => {
     for (const d of [a, b, y, y2]) d.dispose();
   });
 });
+
+describe('requiresGrad', () => {
+  it('is refused on an int32 tensor (ids, masks): only float tensors have gradients', () => {
+    const ids = Tensor.fromArray(Int32Array.from([1, 2]), [2]);
+    expect(() => { ids.requiresGrad = true; }).toThrow('Tensor: an int32 tensor (shape [2]) cannot require gradients: only float tensors have them');
+    ids.requiresGrad = false; // turning it off is fine
+    expect(ids.requiresGrad).toBe(false);
+    ids.dispose();
+  });
+});

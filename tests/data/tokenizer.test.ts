@@ -155,6 +155,19 @@ describe('TextTokenizer errors name the source', () => {
     expect(() => new TextTokenizer([] as unknown as object)).toThrow(/must be a JSON object/);
   });
 
+  it("a model or added tokens not in tokenizers' layout: the field named (not tokenizers.js's 'number 1 is not iterable')", () => {
+    const cases: [(j: Record<string, unknown>) => void, string][] = [
+      [(j) => ((j.model as Record<string, unknown>).vocab = [1, 2]), 'model.vocab of a WordLevel model must be an object of token -> id, got an array'],
+      [(j) => ((j.model as Record<string, unknown>).type = 'Unigram'), 'model.vocab of a Unigram model must be an array of [piece, score] pairs'],
+      [(j) => (j.added_tokens = [{ id: 'x' }]), 'added_tokens[0] must be an object with an integer id >= 0 and a string content, got {"id":"x"}'],
+    ];
+    for (const [edit, message] of cases) {
+      const json = wordLevelJson(WORDS) as Record<string, unknown>;
+      edit(json);
+      expect(() => new TextTokenizer(json), message).toThrow(`TextTokenizer: tokenizer.json object: ${message}`);
+    }
+  });
+
   it('components tokenizers.js cannot build', () => {
     const json = wordLevelJson(WORDS);
     json.pre_tokenizer = { type: 'NoSuchPreTokenizer' };
