@@ -85,7 +85,7 @@ describe('Trainer interruption', () => {
     t.run();
     const st = readTrainerState(path.join(out, 'checkpoint'));
     const other = new Trainer(m, tinyStages(makeBatch, samples.length, 5), { seed: 9, outDir: out });
-    expect(() => other.run(st)).toThrow(/stage 'a' had 4 steps in the checkpoint's run, this run has 5/);
+    expect(() => other.run(st)).toThrow(`stage 'a' had 4 steps in the checkpoint's run (${st.dir}), this run has 5`);
     // a checkpoint from before the sample order was keyed by the stage's name (no sampleOrder) would resume
     // with other batches: refused, as is an order this version does not draw
     const same = new Trainer(m, stages(), { seed: 9, outDir: out });
