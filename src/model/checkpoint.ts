@@ -297,7 +297,7 @@ const CHECKPOINT_FILE = /^(.+\.json|.+\.safetensors|tokenizer\.model)$/;
 /**
  * Why saveCheckpoint would refuse to write `dir`, which a save replaces whole (null: it would not). Allowed: no such
  * path, an empty folder, or a checkpoint a save wrote (config.json and a model.safetensors carrying the save's
- * checksum) holding nothing but a checkpoint's files. Refused: a file, and a folder of anything else (a project's
+ * checksum, or a Trainer's trainer_state.json) holding nothing but a checkpoint's files. Refused: a file, and a folder of anything else (a project's
  * config.json, a user's notes beside the weights, a downloaded model), which would be deleted.
  */
 export function checkpointTargetProblem(dir: string): string | null {
@@ -315,11 +315,12 @@ export function checkpointTargetProblem(dir: string): string | null {
   if (foreign.length > 0) return `${dir} holds files that are not a checkpoint's (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}): ${advice}`;
   let saved = false;
   try {
-    saved = entries.includes('config.json') && CHECKSUM_KEY in (readSafetensorsHeader(path.join(dir, 'model.safetensors')).metadata ?? {});
+    // a save's checksum, or a training run's state (the Trainer's checkpoints from before saves were checksummed)
+    saved = entries.includes('config.json') && (entries.includes('trainer_state.json') || CHECKSUM_KEY in (readSafetensorsHeader(path.join(dir, 'model.safetensors')).metadata ?? {}));
   } catch {
     /* no model.safetensors, or not one */
   }
-  return saved ? null : `${dir} is not a checkpoint vwlmm saved (no config.json with a model.safetensors carrying a save's checksum): ${advice}`;
+  return saved ? null : `${dir} is not a checkpoint vwlmm saved (no config.json with a model.safetensors carrying a save's checksum, or a trainer_state.json): ${advice}`;
 }
 
 let saveCounter = 0;

@@ -151,7 +151,7 @@ describe('VW-LMM', () => {
     const project = path.join(d, 'project');
     fs.mkdirSync(project);
     fs.writeFileSync(path.join(project, 'config.json'), '{"name": "my project"}');
-    expect(() => saveCheckpoint(project, m)).toThrow(`saveCheckpoint: ${project} is not a checkpoint vwlmm saved (no config.json with a model.safetensors carrying a save's checksum)`);
+    expect(() => saveCheckpoint(project, m)).toThrow(`saveCheckpoint: ${project} is not a checkpoint vwlmm saved (no config.json with a model.safetensors carrying a save's checksum, or a trainer_state.json)`);
     expect(fs.readFileSync(path.join(project, 'config.json'), 'utf8')).toBe('{"name": "my project"}');
     const file = path.join(d, 'file');
     fs.writeFileSync(file, 'data');
