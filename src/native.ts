@@ -136,7 +136,7 @@ export function cpu(): Addon {
   // VWLMM_GEMM picks the CPU GEMM of a build that has OpenBLAS (read natively at the first GEMM; native/cpu/gemm.cpp).
   const gemm = process.env.VWLMM_GEMM;
   if (gemm !== undefined && gemm !== '' && gemm !== 'openblas' && gemm !== 'builtin')
-    throw new RangeError(`vwlmm: VWLMM_GEMM must be 'openblas' or 'builtin' (or unset: OpenBLAS where the build has it, unless its kernels for this CPU lack AVX2+FMA), got '${gemm}'`);
+    throw new RangeError(`vwlmm: VWLMM_GEMM must be 'openblas' or 'builtin' (or unset: the built-in GEMM on a CPU with AVX-512F, else OpenBLAS where the build has it, unless its kernels for this CPU lack AVX2+FMA), got '${gemm}'`);
   // VWLMM_SIMD caps the CPU kernels' instruction set (read natively at the first op; native/cpu/isa.h, vec.cpp).
   const simd = process.env.VWLMM_SIMD;
   if (simd !== undefined && simd !== '' && simd !== 'generic' && simd !== 'avx2')
