@@ -27,6 +27,11 @@ export interface StageSettings {
   /** The LLM's residual stream under bf16 compute (VwLmm.residualDtype); null with float32 compute. Absent in older checkpoints. */
   residualDtype?: ComputeDtype | null;
   /**
+   * Data-parallel: the dtype ZeRO-1 all-gathers the updated weights in (TrainerOptions.gatherDtype); null on one rank.
+   * Absent in older checkpoints.
+   */
+  gatherDtype?: ComputeDtype | null;
+  /**
    * What the caller made the stage's data with (Stage.dataSettings; trainOnFile: the template, image aspect ratio, model
    * max length and a digest of the prepared samples). Absent in older checkpoints.
    */

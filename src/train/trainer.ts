@@ -309,8 +309,11 @@ export function applyTrainable(model: VwLmm, t: Trainable): void {
   }
 }
 
-/** The run's precision, recorded per stage (StageSettings): compute dtype, frozen storage, residual stream (bf16 compute only). */
-type Precision = Pick<StageSettings, 'dtype' | 'frozenDtype' | 'residualDtype'>;
+/**
+ * The run's precision, recorded per stage (StageSettings): compute dtype, frozen storage, residual stream (bf16 compute
+ * only), the weights' all-gather (data parallel only).
+ */
+type Precision = Pick<StageSettings, 'dtype' | 'frozenDtype' | 'residualDtype' | 'gatherDtype'>;
 
 /** What a checkpoint records of a stage for resume's check (TrainerState.stageSettings). */
 function stageSettings(s: Stage, worldSize: number, precision: Precision): StageSettings {
@@ -323,13 +326,14 @@ function stageSettings(s: Stage, worldSize: number, precision: Precision): Stage
 }
 
 /** The stage settings a resume may change, with a warning (checkResume says why). */
-const PRECISION_KEYS: readonly string[] = ['dtype', 'frozenDtype', 'residualDtype'];
+const PRECISION_KEYS: readonly string[] = ['dtype', 'frozenDtype', 'residualDtype', 'gatherDtype'];
 
 /** How resume's refusals name a stage setting (the key itself where absent). */
 const SETTING_LABELS: Record<string, string> = {
   samplesPerStep: 'samples per optimizer step (batch size x grad accumulation x ranks)', size: 'samples in its data', batchSize: 'samples per micro-batch on each rank (batch size)',
   groupByModalityLength: 'samples grouped by modality and length (--group-by-modality-length)',
   dtype: 'compute dtype (dtype, --dtype)', frozenDtype: 'frozen weights stored in (frozenDtype, --frozen-dtype)', residualDtype: 'residual stream in (residualDtype, --residual-dtype)',
+  gatherDtype: 'updated weights all-gathered in (gatherDtype, --gather-dtype; unset on one rank)',
   // trainOnFile's dataSettings
   template: 'conversation template (--template)', imageAspectRatio: 'image aspect ratio (--image-aspect-ratio)', modelMaxLength: 'model max length (--model-max-length)',
   samples: "samples' digest (sha256 of the prepared samples' token ids, labels and image paths: the data file, or what it was prepared with, changed)",
@@ -941,7 +945,10 @@ export class Trainer {
 
   /** What the checkpoints record of the run's precision (StageSettings): the residual stream only under bf16 compute. */
   private precision(): Precision {
-    return { dtype: this.dtype, frozenDtype: this.frozenDtype, residualDtype: this.dtype === 'bfloat16' ? this.model.residualDtype : null };
+    return {
+      dtype: this.dtype, frozenDtype: this.frozenDtype, residualDtype: this.dtype === 'bfloat16' ? this.model.residualDtype : null,
+      gatherDtype: this.world > 1 ? (this.opts.gatherDtype ?? 'float32') : null,
+    };
   }
 
   /** autoResume: the newest complete checkpoint in outDir, loaded into the model; null when there is none. */

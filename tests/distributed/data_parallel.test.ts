@@ -311,6 +311,8 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
     const s = await ranks(2, 'train', cut, { batchSize: 2, stopAfterSteps: 13, saveEvery: 13, gatherDtype: 'bfloat16' });
     expect(s.failure, s.output.join('\n')).toBeNull();
     expect(readTrainerState(path.join(cut, 'checkpoint')).state.globalStep).toBe(13);
+    // recorded, so that a resume in another gather dtype (or on one rank, which gathers nothing) is warned of
+    expect(readTrainerState(path.join(cut, 'checkpoint')).state.stageSettings![0].gatherDtype).toBe('bfloat16');
     const alone = tmp();
     fs.cpSync(cut, alone, { recursive: true });
     const c = await ranks(2, 'train', cut, { batchSize: 2, resume: true, gatherDtype: 'bfloat16' });

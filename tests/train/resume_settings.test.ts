@@ -117,7 +117,7 @@ describe('a resume refuses changed inputs that change training', () => {
     const out = trained();
     const file = path.join(out, 'checkpoint', 'trainer_state.json');
     const st = JSON.parse(fs.readFileSync(file, 'utf8'));
-    expect(st.stageSettings[0]).toMatchObject({ dtype: 'float32', frozenDtype: 'float32', residualDtype: null, data: { template: 'vicuna_v1', imageAspectRatio: 'square', modelMaxLength: 2048, samples: expect.stringMatching(/^[0-9a-f]{64}$/) } });
+    expect(st.stageSettings[0]).toMatchObject({ dtype: 'float32', frozenDtype: 'float32', residualDtype: null, gatherDtype: null, data: { template: 'vicuna_v1', imageAspectRatio: 'square', modelMaxLength: 2048, samples: expect.stringMatching(/^[0-9a-f]{64}$/) } });
     for (const k of ['dtype', 'frozenDtype', 'residualDtype', 'data']) delete st.stageSettings[0][k];
     fs.writeFileSync(file, JSON.stringify(st));
     const r = cli(...args(fx.data, out, '--resume', '--template', 'plain', '--dtype', 'bf16'));
