@@ -283,8 +283,12 @@ function preparationReport(file: string): (p: { records: number; recordsTotal: n
   };
 }
 
+/** "rank r of N: " in a data-parallel rank (set where train and demo read their launch environment), else empty. */
+let rankTag = '';
+
 function fail(msg: string): never {
-  process.stderr.write(`vwlmm: ${msg}\n`);
+  // each rank prints its own error: under mpirun the rank is otherwise named only by Open MPI's boilerplate
+  process.stderr.write(`vwlmm: ${rankTag}${msg}\n`);
   process.exit(2);
 }
 
@@ -563,6 +567,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
       if (runs.length) fail(`--out ${o.out} already holds a demo run (${runs.map((r) => `${r}/`).join(', ')}: checkpoint/ or metrics.jsonl): --resume continues it, --overwrite-output-dir starts over in it`);
     };
     const env = launchEnv();
+    if (env.worldSize > 1) rankTag = `rank ${env.rank} of ${env.worldSize}: `;
     const backend = o.device.startsWith('cuda') ? 'nccl' : 'mpi';
     if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) {
       refuseRun(); // before any rank starts (each checks again)
@@ -646,6 +651,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (distBackend === 'mpi' && o.device.startsWith('cuda')) fail(`--dist-backend mpi reduces CPU tensors: with --device ${o.device} use nccl (the default on cuda)`);
     const { launchEnv } = await import('./distributed');
     const env = launchEnv();
+    if (env.worldSize > 1) rankTag = `rank ${env.rank} of ${env.worldSize}: `;
     if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) return launchRanksOf('train', o.nprocPerNode, distBackend);
     checkRankFlags(o, env);
     for (const [flag, given] of [['--gather-dtype', o.gatherDtype], ['--dist-backend', o.distBackend]] as const)

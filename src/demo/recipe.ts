@@ -522,7 +522,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   const reproduce = opts.reproduce && (opts.processGroup?.rank ?? 0) === 0 && recordStages.length > 0 ? opts.reproduce : null;
   const writeReproduce = (dtype: ComputeDtype) => {
     writeStageFiles(reproduce!.dataDir, recordStages, { seed: r.seed, trainImages: r.trainImages, ...QUESTIONS_PER_IMAGE }, reproduce!.writer);
-    fs.writeFileSync(path.join(opts.outDir, 'reproduce.sh'), reproduceScript(opts.outDir, reproduce!.dataDir, recordStages, { seed: r.seed, device: model.device, dtype }), { mode: 0o755 });
+    fs.writeFileSync(path.join(opts.outDir, 'reproduce.sh'), reproduceScript(opts.outDir, reproduce!.dataDir, recordStages, { seed: r.seed, device: model.device, dtype, ranks: opts.processGroup?.worldSize ?? 1 }), { mode: 0o755 });
   };
   // what the checkpoints record of the run beyond config.json (checkRecipeResume reads it): the dtype the Trainer runs
   const dtype = opts.dtype === undefined ? defaultComputeDtype(model.device) : parseComputeDtype('runRecipe', opts.dtype);

@@ -107,11 +107,24 @@ function stageFile(dataDir: string, name: string): string {
   return path.join(dataDir, 'stages', `${name}.json`);
 }
 
-/** `vwlmm train`'s options for one stage (everything but --init, --data, --image-folder and --out). */
-export function stageOptions(s: RecordStage['stage'], run: { seed: number; device: string; dtype: ComputeDtype }): string[] {
+/** How the demo ran: its seed, device, compute dtype and data-parallel ranks (1: one process). */
+export interface ReproduceRun {
+  seed: number;
+  device: string;
+  dtype: ComputeDtype;
+  ranks: number;
+}
+
+/**
+ * `vwlmm train`'s options for one stage (everything but --init, --data, --image-folder and --out). On several ranks the
+ * stage's (global) batch is split as the demo split it: each rank's share, on as many ranks.
+ */
+export function stageOptions(s: RecordStage['stage'], run: ReproduceRun): string[] {
   const parts = Object.keys(TRAINABLE_PARTS).filter((p) => s.trainable[TRAINABLE_PARTS[p]]);
+  if (!Number.isInteger(run.ranks) || run.ranks < 1 || s.batchSize % run.ranks !== 0) throw new RangeError(`stageOptions: stage '${s.name}': its batch of ${s.batchSize} does not split over ${run.ranks} ranks`);
   return [
-    '--stage', s.name, '--steps', String(s.steps), '--batch-size', String(s.batchSize), '--grad-accum', String(s.gradAccum),
+    ...(run.ranks > 1 ? ['--nproc-per-node', String(run.ranks)] : []),
+    '--stage', s.name, '--steps', String(s.steps), '--batch-size', String(s.batchSize / run.ranks), '--grad-accum', String(s.gradAccum),
     '--lr', String(s.lr), '--warmup-ratio', String(s.warmupRatio), '--weight-decay', String(s.weightDecay), '--max-grad-norm', String(s.maxGradNorm),
     '--trainable', parts.join(','),
     ...(s.visionTowerLr !== undefined ? ['--mm-vision-tower-lr', String(s.visionTowerLr)] : []),
@@ -129,13 +142,14 @@ const shellWord = (w: string) => (SAFE.test(w) ? w : `'${w.replace(/'/g, `'\\''`
  * `npx vwlmm`), the first from <runDir>/init, each next one from the previous one's checkpoint, into `$1` (default
  * <runDir>/reproduce/<stage>). Paths are relative to the script's own directory, so the output folder can move.
  */
-export function reproduceScript(runDir: string, dataDir: string, stages: RecordStage[], run: { seed: number; device: string; dtype: ComputeDtype }): string {
+export function reproduceScript(runDir: string, dataDir: string, stages: RecordStage[], run: ReproduceRun): string {
   const data = path.relative(path.resolve(runDir), path.resolve(dataDir)) || '.';
   const lines = [
     '#!/usr/bin/env bash',
     '# Written by vwlmm demo (src/demo/reproduce.ts): its LLaVA-file stages again with `vwlmm train`, on the files they',
     `# trained on (${path.join(data, 'stages')}/), from the model they started from (init/). With the same number of threads the`,
-    '# per-step losses (<out>/<stage>/metrics.jsonl) and the last checkpoint are bit for bit the run\'s own.',
+    '# per-step losses (<out>/<stage>/metrics.jsonl) and the last checkpoint are bit for bit the run\'s own (on as many',
+    `# data-parallel ranks as it ran on: ${run.ranks}).`,
     '# Usage: reproduce.sh [out-dir]   (VWLMM: the command that runs vwlmm, default "npx vwlmm")',
     'set -euo pipefail',
     'here="$(cd "$(dirname "$0")" && pwd)"',

@@ -1028,7 +1028,9 @@ export class Trainer {
         if (k) {
           // each micro-batch's loss is a mean over its own samples' target tokens: another micro-batch size changes the
           // objective, while the same micro-batches over other ranks x accumulation give the same one
-          const how = k === 'batchSize' ? `: keep batch size ${was![k]} and give ranks x grad accumulation the product the checkpoint's run had` : '';
+          // (the product in numbers: `vwlmm demo` splits its batches over --nproc-per-node and has no --grad-accum)
+          const product = Number(was!.samplesPerStep) / Number(was!.batchSize);
+          const how = k === 'batchSize' ? `: keep batch size ${was![k]} and give ranks x grad accumulation ${Number.isInteger(product) ? `${product}, ` : ''}the product the checkpoint's run had (this run: ${this.world} rank${this.world === 1 ? '' : 's'} x ${this.stages[i].gradAccum ?? 1})` : '';
           throw new Error(`${settingChange(names[i], k, String(was![k] ?? 'unset'), String(is[k] ?? 'unset'))} (the run would not continue exactly${how}: resume with the same settings, or start a new run from the checkpoint's weights)`);
         }
         checkDataSettings(st, names[i], now[i].data!);
@@ -1348,6 +1350,10 @@ export class Trainer {
       zeroGrad(params);
       dp?.discard();
       const b = bad as { what: string; micro: number | null; detail: string };
+      // data parallel: the step's samples are every rank's (each drew its own share: batchIndices tells them all, and a
+      // micro-batch's loss in the stats is the ranks' together), not this rank's alone
+      const ofMicro = (m: number) => (this.world > 1 ? Array.from({ length: this.world }, (_, r) => batchIndices(state.seed, s, state.step, m, r, this.world)).flat() : samples[m]);
+      const stepSamples = this.world > 1 ? Array.from({ length: accum }, (_, m) => ofMicro(m)).flat() : samples.flat();
       // the first time: weights that came in non-finite (a checkpoint's NaN) make every step non-finite; named, the
       // cause is found at once rather than guessed from an op's flat index
       if (!this.weightsChecked) {
@@ -1357,7 +1363,7 @@ export class Trainer {
       }
       const record = {
         type: 'nonfinite', stage: s.name, step: state.step + 1, steps: total, globalStep: state.globalStep + 1, what: b.what, detail: b.detail,
-        microBatch: b.micro, samples: b.micro === null ? samples.flat() : samples[b.micro], stepSamples: samples.flat(),
+        microBatch: b.micro, samples: b.micro === null ? stepSamples : ofMicro(b.micro), stepSamples,
         action: this.opts.nonFinite === 'stop' ? 'stop' : 'skipped', skippedSteps: state.skippedSteps! + 1,
       };
       const where = `stage '${s.name}' step ${state.step + 1}/${total} (global step ${state.globalStep + 1})${b.micro === null ? '' : `, micro-batch ${b.micro}`}, sample indices [${record.samples.join(', ')}]`;

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { COLOURS, writeSortOfClevr } from '../../src/data/sort_of_clevr';
 import { paperSchedule, Recipe, runRecipe } from '../../src/demo/recipe';
 import { tinyRecipe } from './support/tiny_recipe';
+import { stageOptions } from '../../src/demo/reproduce';
 import { readSafetensors } from '../../src/io/safetensors';
 import { tempDirs } from '../support/tmp';
 
@@ -141,4 +142,17 @@ describe('vwlmm demo reproduce.sh', () => {
     expect(r.status, r.stderr).toBe(0);
     expectSameRun(run, out, ['captions-frozen-tower', 'captions', 'questions']);
   }, 120_000);
+});
+
+describe('reproduce.sh of a data-parallel demo', () => {
+  it("runs each stage on as many ranks, each rank's share of the stage's batch (as the demo split it)", () => {
+    const stage = { name: 'questions', steps: 5, batchSize: 32, gradAccum: 1, lr: 1e-3, warmupRatio: 0.03, weightDecay: 0, maxGradNorm: 1, trainable: { projector: true, llm: true, vmHead: true } } as unknown as Parameters<typeof stageOptions>[0];
+    const one = stageOptions(stage, { seed: 0, device: 'cpu', dtype: 'float32', ranks: 1 });
+    expect(one).not.toContain('--nproc-per-node');
+    expect(one[one.indexOf('--batch-size') + 1]).toBe('32');
+    const two = stageOptions(stage, { seed: 0, device: 'cpu', dtype: 'float32', ranks: 2 });
+    expect(two.slice(0, 2)).toEqual(['--nproc-per-node', '2']);
+    expect(two[two.indexOf('--batch-size') + 1]).toBe('16');
+    expect(() => stageOptions(stage, { seed: 0, device: 'cpu', dtype: 'float32', ranks: 3 })).toThrow("stage 'questions': its batch of 32 does not split over 3 ranks");
+  });
 });

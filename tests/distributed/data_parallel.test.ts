@@ -275,6 +275,9 @@ describe.skipIf(!mpiReady)('data parallel over MPI, 2 ranks', () => {
     const skipped = (d: string) => fs.readFileSync(path.join(d, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; step?: number; detail?: string }).filter((x) => x.type === 'nonfinite').map((x) => [x.step, x.detail]);
     expect(skipped(dirs[4])).toEqual([[1, expect.stringMatching(/^\[(linear_cross_entropy|visual_word_kl)\] \w+ contains a non-finite value \(nan\) .*\(an asynchronous check/)]]);
     expect(skipped(dirs[3])).toEqual([[1, "a deferred data check failed on another rank (1 of 2; raised there at the step's read)"]]);
+    // the record names the step's samples on every rank (2 ranks x batch 2), not rank 0's share alone
+    const named = (d: string) => (fs.readFileSync(path.join(d, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; stepSamples?: number[] }).find((x) => x.type === 'nonfinite')!.stepSamples!);
+    for (const d of [dirs[3], dirs[4]]) expect(new Set(named(d)).size).toBe(4);
   }, 150_000);
 
   it('gatherDtype bfloat16: every rank trains with the same bf16 weights, half the gather bytes; the float32 masters come back at the end and in checkpoints, which resume exactly on 2 ranks and on 1', async () => {

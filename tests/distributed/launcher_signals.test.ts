@@ -97,6 +97,8 @@ describe.skipIf(!mpiReady && !required)('vwlmm train --nproc-per-node 2 under a 
       { encoding: 'utf8', cwd: root, env, timeout: 60_000 });
     expect(r.status).not.toBe(0);
     expect(r.stderr.match(/--nproc-per-node 4, but this process is one of 2 rank\(s\) on this machine that mpirun started \(-np 2\)/g), r.stderr).toHaveLength(2);
+    // each rank's error names the rank (mpirun's own report names it only in its boilerplate)
+    for (const k of [0, 1]) expect(r.stderr).toContain(`vwlmm: rank ${k} of 2: --nproc-per-node 4, but this process`);
   }, 70_000);
 });
 

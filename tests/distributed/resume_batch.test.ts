@@ -36,7 +36,7 @@ describe('resume and the micro-batch size', () => {
     expect(state.globalStep).toBe(2);
     expect(state.stageSettings[0]).toMatchObject({ samplesPerStep: 4, batchSize: 4 });
     // 2 x accumulation 2: the same 4 samples per step, split into other micro-batches
-    expect(() => run(dir, 2, 2, true)).toThrow(/resume: stage 's' had samples per micro-batch on each rank \(batch size\) 4 in the checkpoint's run, this run has 2 \(the run would not continue exactly: keep batch size 4 and give ranks x grad accumulation the product the checkpoint's run had/);
+    expect(() => run(dir, 2, 2, true)).toThrow(/resume: stage 's' had samples per micro-batch on each rank \(batch size\) 4 in the checkpoint's run, this run has 2 \(the run would not continue exactly: keep batch size 4 and give ranks x grad accumulation 1, the product the checkpoint's run had \(this run: 1 rank x 2\)/);
     // a checkpoint from before the field: not checked (and samples per step still are)
     const old = structuredClone(state);
     delete old.stageSettings[0].batchSize;
