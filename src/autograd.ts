@@ -278,7 +278,7 @@ function checkUnwritten(node: Node): void {
   for (const t of read) {
     if (t && t.writtenAt > node.stamp!) {
       const k = node.inputs.indexOf(t);
-      throw new Error(`backward: ${k >= 0 ? `input ${k}` : 'a tensor'} of ${node.name} (Tensor [${t.shape.join(', ')}] ${t.dtype}), which its backward reads, was written in place (F.writeAt) after ${node.name} was recorded: its gradients would use the new values (torch: "one of the variables needed for gradient computation has been modified by an inplace operation")`);
+      throw new Error(`backward: ${k >= 0 ? `input ${k}` : 'a tensor'} of ${node.name} (Tensor [${t.shape.join(', ')}] ${t.dtype}), which its backward reads, was written in place (F.writeAt, an optimizer step) after ${node.name} was recorded: its gradients would use the new values (torch: "one of the variables needed for gradient computation has been modified by an inplace operation")`);
     }
   }
 }

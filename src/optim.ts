@@ -117,6 +117,9 @@ export class AdamW {
       callOp('adamw_step', device as 'cpu' | 'cuda', ps.map((p) => p.grad!), [...ps, ...sts.map((s) => s.m), ...sts.map((s) => s.v)],
         [ps.length, Number(step), ...ps.map((p) => p.size)],
         [this.lr * this.groups[Number(gi)].lrScale, this.betas[0], this.betas[1], this.eps, this.groups[Number(gi)].weightDecay, opts.gradScale ?? 1]);
+      // updated in place: a graph recorded before the step that reads them can no longer be back-propagated (torch's
+      // version counter refuses it too)
+      for (const p of ps) p.markWritten();
     }
   }
 

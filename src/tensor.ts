@@ -390,7 +390,7 @@ export class Tensor {
     }
   }
 
-  /** Marks this tensor's memory written in place (F.writeAt), for the backward of a node that read it before. */
+  /** Marks this tensor's memory written in place (F.writeAt, AdamW.step), for the backward of a node that read it before. */
   markWritten(): void {
     (this.base ?? this).lastWrite = ++writes;
   }

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { record } from '../../src/autograd';
 import { callOp } from '../../src/call_op';
-import { autocast, clearTape, keep, memoryStats, noGrad, F, scope, tapeLength, Tensor, zeroGrad } from '../../src';
+import { AdamW, autocast, clearTape, keep, memoryStats, noGrad, F, scope, tapeLength, Tensor, zeroGrad } from '../../src';
 
 const t = (a: number[], shape = [a.length]) => Tensor.fromArray(Float32Array.from(a), shape);
 
@@ -310,7 +310,7 @@ describe('what a backward needs', () => {
     a.requiresGrad = true;
     const y = F.sum(F.mul(a, b));
     F.writeAt(b, t([100, 100], [1, 2]), 0, 0);
-    expect(() => y.backward()).toThrow(/^backward: input 1 of mul \(Tensor \[1, 2\] float32\), which its backward reads, was written in place \(F\.writeAt\) after mul was recorded/);
+    expect(() => y.backward()).toThrow(/^backward: input 1 of mul \(Tensor \[1, 2\] float32\), which its backward reads, was written in place \(F\.writeAt, an optimizer step\) after mul was recorded/);
     clearTape();
     // written before the op: its gradient uses the values it read
     const y2 = F.sum(F.mul(a, b));
@@ -318,6 +318,24 @@ describe('what a backward needs', () => {
     expect(Array.from(a.grad!.toArray())).toEqual([100, 100]);
     zeroGrad([a]);
     for (const d of [a, b, y, y2]) d.dispose();
+  });
+});
+
+describe('an optimizer step between forward and backward', () => {
+  it('is refused at the backward: the parameters it read were updated in place (torch refuses it too)', () => {
+    const w = t([1, 2]), x = t([3, 4]);
+    w.requiresGrad = true;
+    const opt = new AdamW([w], { lr: 0.1 });
+    scope(() => F.sum(F.mul(w, x)).backward());
+    const loss = F.sum(F.mul(w, x)); // recorded with the weights before the step
+    opt.step();
+    expect(() => loss.backward()).toThrow(/^backward: input 0 of mul \(Tensor \[2\] float32\), which its backward reads, was written in place/);
+    clearTape();
+    zeroGrad([w]);
+    // the usual order (forward, backward, step) is untouched
+    scope(() => F.sum(F.mul(w, x)).backward());
+    opt.step();
+    for (const d of [w, x, loss]) d.dispose();
   });
 });
 
