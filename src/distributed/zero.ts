@@ -378,6 +378,8 @@ export class ZeroAdamW {
     });
     this.inner.step({ gradScale: opts.gradScale });
     this.lastGatherBytes = this.gather((m) => this.holder(m.param), (m) => m.param, undefined, this.gatherDtype === 'bfloat16', this.overlapGather);
+    // the weights are written in place, as AdamW.step's: a graph recorded before the step cannot be back-propagated
+    for (const p of this.params) p.markWritten();
     this.dropGrads();
   }
 
