@@ -235,7 +235,7 @@ function readJsonObject(file: string): { text: string; value: Record<string, unk
   let text: string;
   try {
     if (!fs.statSync(file).isFile()) throw new Error('not a regular file');
-    text = readRegularFileSync(file, 'utf8');
+    text = fs.readFileSync(file, 'utf8');
   } catch (e) {
     throw new Error(`sentencepiece: cannot read ${file}: ${(e as Error).message}`);
   }
@@ -395,7 +395,7 @@ export function tokenizerJsonFromSentencePiece(dir: string): string {
   let modelBytes: Buffer;
   try {
     if (!fs.statSync(modelFile).isFile()) throw new Error('not a regular file');
-    modelBytes = readRegularFileSync(modelFile);
+    modelBytes = fs.readFileSync(modelFile);
   } catch (e) {
     throw new Error(`sentencepiece: cannot read ${modelFile}: ${(e as Error).message}`);
   }
