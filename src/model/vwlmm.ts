@@ -58,42 +58,44 @@ export interface LossOutput {
   klRows: number;
 }
 
-const spliceIndexes = new WeakMap<object, { positions: Int32Array; B: number; T: number; idx: Int32Array }>();
+/**
+ * What `make` derives from a batch's sizes and image positions, made once per batch object (again if they have changed
+ * since: compared by value, as a caller may refill the same arrays; a few thousand integers, once a step), so that it
+ * is one of the batch's arrays: what an op program of the step takes as an input (src/train/replay.ts).
+ */
+function perBatch<T>(memo: WeakMap<object, { positions: Int32Array; B: number; T: number; value: T }>, batch: Pick<ModelBatch, 'B' | 'T' | 'imagePositions'>, make: () => T): T {
+  const { B, T, imagePositions } = batch;
+  const known = memo.get(batch);
+  if (known && known.B === B && known.T === T && known.positions.length === imagePositions.length && known.positions.every((p, k) => p === imagePositions[k])) return known.value;
+  const value = make();
+  memo.set(batch, { positions: imagePositions.slice(), B, T, value });
+  return value;
+}
+
+const spliceIndexes = new WeakMap<object, { positions: Int32Array; B: number; T: number; value: Int32Array }>();
 
 /**
  * [B*T] the row of concat([token embeddings, image features]) each position of the batch takes: its own token, or
- * image feature k at imagePositions[k]. Made once per batch object (again if its positions or sizes have changed since),
- * so that it is one of the batch's arrays: what an op program of the step takes as an input (src/train/replay.ts).
+ * image feature k at imagePositions[k] (perBatch: one array per batch object).
  */
 export function spliceIndexOf(batch: Pick<ModelBatch, 'B' | 'T' | 'imagePositions'>): Int32Array {
-  const { B, T, imagePositions } = batch;
-  const known = spliceIndexes.get(batch);
-  // the positions compared by value (a caller may refill the same array): a few thousand integers, once a step
-  if (known && known.B === B && known.T === T && known.positions.length === imagePositions.length && known.positions.every((p, k) => p === imagePositions[k])) return known.idx;
-  const idx = new Int32Array(B * T);
-  for (let i = 0; i < idx.length; i++) idx[i] = i;
-  imagePositions.forEach((pos, k) => {
-    if (!Number.isInteger(pos) || pos < 0 || pos >= B * T) throw new RangeError(`VwLmm: image position ${pos} is outside the batch (${B} x ${T})`);
-    idx[pos] = B * T + k;
+  return perBatch(spliceIndexes, batch, () => {
+    const { B, T, imagePositions } = batch;
+    const idx = new Int32Array(B * T);
+    for (let i = 0; i < idx.length; i++) idx[i] = i;
+    imagePositions.forEach((pos, k) => {
+      if (!Number.isInteger(pos) || pos < 0 || pos >= B * T) throw new RangeError(`VwLmm: image position ${pos} is outside the batch (${B} x ${T})`);
+      idx[pos] = B * T + k;
+    });
+    return idx;
   });
-  spliceIndexes.set(batch, { positions: imagePositions.slice(), B, T, idx });
-  return idx;
 }
 
-const derivedKlRows = new WeakMap<object, { positions: Int32Array; T: number; kl: { rows: Int32Array; featureIndex: Int32Array } }>();
+const derivedKlRows = new WeakMap<object, { positions: Int32Array; B: number; T: number; value: { rows: Int32Array; featureIndex: Int32Array } }>();
 
-/**
- * The batch's visual-word KL rows: batch.klRows as given, else the method's (visualWordRows), made once per batch
- * object as spliceIndexOf is, so that a replayed step takes them as one of the batch's arrays.
- */
-export function klRowsOf(batch: Pick<ModelBatch, 'T' | 'imagePositions' | 'klRows'>): { rows: Int32Array; featureIndex: Int32Array } {
-  if (batch.klRows !== undefined) return batch.klRows;
-  const { T, imagePositions } = batch;
-  const known = derivedKlRows.get(batch);
-  if (known && known.T === T && known.positions.length === imagePositions.length && known.positions.every((p, k) => p === imagePositions[k])) return known.kl;
-  const kl = visualWordRows({ T, imagePositions });
-  derivedKlRows.set(batch, { positions: imagePositions.slice(), T, kl });
-  return kl;
+/** The batch's visual-word KL rows: batch.klRows as given, else the method's (visualWordRows, perBatch). */
+export function klRowsOf(batch: Pick<ModelBatch, 'B' | 'T' | 'imagePositions' | 'klRows'>): { rows: Int32Array; featureIndex: Int32Array } {
+  return batch.klRows ?? perBatch(derivedKlRows, batch, () => visualWordRows(batch));
 }
 
 /**
