@@ -122,21 +122,15 @@ export function kindOf(st: fs.Stats): string {
 }
 
 /**
- * fs.readFileSync for a file a user names: a FIFO (whose read would wait for a writer), a device (/dev/zero: endless)
- * or a socket is refused first, with an error whose message says what it is (code 'ENOTREG'); a directory or a
- * missing file fails as readFileSync does, for the callers' own wording of those.
+ * fs.readFileSync for a file a user names, through readRegularFile: a FIFO, a device or a socket (and a directory) is
+ * refused before a byte is read, with an error whose message says what it is (code 'ENOTREG'); a missing or
+ * unreadable file fails with the system's error (ENOENT, EACCES), for the callers' own wording of those.
  */
 export function readRegularFileSync(file: string): Buffer;
 export function readRegularFileSync(file: string, encoding: 'utf8'): string;
 export function readRegularFileSync(file: string, encoding?: 'utf8'): Buffer | string {
-  let st: fs.Stats | null = null;
-  try {
-    st = fs.statSync(file);
-  } catch {
-    /* readFileSync gives the error */
-  }
-  if (st && !st.isFile() && !st.isDirectory()) throw Object.assign(new Error(`${kindOf(st)}, not a regular file`), { code: 'ENOTREG' });
-  return encoding ? fs.readFileSync(file, encoding) : fs.readFileSync(file);
+  const buf = readRegularFile(file, (problem, cause) => (cause instanceof Error ? cause : Object.assign(new Error(problem.replace(/^cannot open: /, '')), { code: 'ENOTREG' })));
+  return encoding ? buf.toString(encoding) : buf;
 }
 
 /**
@@ -172,6 +166,27 @@ export function openRegularFile(file: string, fail: (problem: string, cause?: un
   } catch (e) {
     fs.closeSync(fd);
     throw e;
+  }
+}
+
+/** The whole of a regular file (a config, an index, a data file), opened as openRegularFile checks it (no FIFO, no device). */
+export function readRegularFile(file: string, fail: (problem: string, cause?: unknown) => Error): Buffer {
+  const { fd, size } = openRegularFile(file, fail);
+  try {
+    const buf = Buffer.alloc(size);
+    for (let done = 0; done < size;) {
+      let n: number;
+      try {
+        n = fs.readSync(fd, buf, done, size - done, done);
+      } catch (e) {
+        throw fail(`read failed: ${describeFsError(e)}`, e);
+      }
+      if (n === 0) throw fail(`unexpected end of file at byte ${done} of ${size} (the file changed while reading?)`);
+      done += n;
+    }
+    return buf;
+  } finally {
+    fs.closeSync(fd);
   }
 }
 

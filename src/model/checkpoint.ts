@@ -23,7 +23,7 @@ import { writeParameter } from '../nn/module';
 import { forEachTorchTensor, readTorchBin, torchBinTensorNames } from '../io/torch_bin';
 import { Generator } from '../random';
 import { writeFileDurable } from '../io/atomic_file';
-import { CHECKSUM_KEY, describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readRegularFileSync, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
+import { CHECKSUM_KEY, describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readRegularFile, readRegularFileSync, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, VwLmmConfig, type TemplateName } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
 import { applyLora, loraConfigOf } from './lora';
@@ -41,26 +41,6 @@ function entryExists(p: string): boolean {
   }
 }
 
-/** The whole of a small regular file (a config or an index), opened as openRegularFile checks it (no FIFO, no device). */
-function readRegularFile(file: string, fail: (problem: string, cause?: unknown) => Error): Buffer {
-  const { fd, size } = openRegularFile(file, fail);
-  try {
-    const buf = Buffer.alloc(size);
-    for (let done = 0; done < size;) {
-      let n: number;
-      try {
-        n = fs.readSync(fd, buf, done, size - done, done);
-      } catch (e) {
-        throw fail(`read failed: ${describeFsError(e)}`, e);
-      }
-      if (n === 0) throw fail(`unexpected end of file at byte ${done} of ${size} (the file changed while reading?)`);
-      done += n;
-    }
-    return buf;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 
 /** Where a checkpoint directory keeps its weights: one file, or shards listed by an index (name -> shard). */

@@ -85,6 +85,7 @@ const INTERNAL: Record<string, string> = {
   'model/lora:resumeLoraTraining': "the Trainer's resume check and dropout-stream restore",
   'io/safetensors:CHECKSUM_KEY': 'metadata key written and verified by the safetensors reader/writer itself',
   'io/safetensors:readRegularFileSync': 'fs.readFileSync for the files users name (no FIFO, no device), shared by the readers of data, tokenizers, questions and configs',
+  'io/safetensors:readRegularFile': "openRegularFile's whole-file read, shared with checkpoint.ts's config and index readers",
   'io/safetensors:kindOf': "what a non-regular file is, shared with the image reader (data/images.ts)",
   'io/safetensors:describeFsError': "file-error wording shared with checkpoint.ts's directory reader",
   'io/safetensors:isPlainObject': "JSON shape check shared with checkpoint.ts's shard-index reader",
