@@ -122,6 +122,24 @@ function nesting(a: string, b: string): 'is' | 'is inside' | 'holds' | null {
 }
 
 /**
+ * --report-to as TrainerOptions.reportTo: transformers' spellings (a comma list; none; all, every integration there is:
+ * tensorboard). --logging-dir is checked as an output folder, and only with tensorboard (it would otherwise do nothing).
+ */
+function reportToOption(v: string, loggingDir: string | undefined): 'tensorboard'[] {
+  const out: 'tensorboard'[] = [];
+  for (const x of v.split(',').map((s) => s.trim()).filter(Boolean)) {
+    if (x === 'tensorboard' || x === 'all') out.splice(0, 1, 'tensorboard');
+    else if (x !== 'none')
+      fail(`--report-to ${x}: the integrations are tensorboard (event files for \`tensorboard --logdir\`) and none; ${['wandb', 'mlflow', 'comet_ml', 'neptune', 'clearml', 'dvclive', 'azure_ml'].includes(x) ? `${x} is a service vwlmm does not talk to: ` : ''}metrics.jsonl in --out holds every logged record`);
+  }
+  if (loggingDir !== undefined) {
+    if (out.length === 0) fail('--logging-dir is where --report-to tensorboard writes its event files: give --report-to tensorboard as well');
+    outputFolder('--logging-dir', loggingDir);
+  }
+  return out;
+}
+
+/**
  * An output folder option, checked before any work: a folder, or a path one can be made at (no file on the way), that
  * this process may write in. Fails naming the option, not with a raw EEXIST / ENOTDIR / EACCES once the work is done.
  * `shown`: the option's value when dir is the folder of an output file (outputFile).
@@ -615,6 +633,9 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--seed <n>', 'random seed (0 to 4294967295)', seedOption('--seed'), 0)
   .option('--stage <name>', "the stage's name: in the logs and checkpoint, and the key of its sample order (a stage of a longer run, e.g. the demo's reproduce.sh, gets the order it had there)", 'train')
   .option('--save-every <n>', 'checkpoint every n steps (and at the end)', int('--save-every'), 0)
+  .option('--logging-steps <n>', "a metrics.jsonl record (and the progress line's update) every n steps, and each stage's last (transformers' --logging_steps)", int('--logging-steps', 1), 1)
+  .option('--report-to <to>', "tensorboard: also write the logged scalars as TensorBoard event files (train/loss, train/learning_rate, train/grad_norm, ...; transformers' --report_to), in --logging-dir; none: metrics.jsonl alone", 'none')
+  .option('--logging-dir <dir>', "where --report-to tensorboard writes (default <out>/runs: one folder for the run, so a resume continues its curves)")
   .option('--resume', 'continue from <out>/checkpoint exactly where it stopped')
   .option('--overwrite-output-dir', 'start over in an --out that already holds a run (else refused: --resume continues it)')
   .option('--model-max-length <n>', "positions a sample is cut to, image features included (LLaVA's model_max_length; default: the checkpoint's tokenizer_model_max_length, else 2048; the checkpoint written records it)", int('--model-max-length', 1))
@@ -636,10 +657,11 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--no-replay', 'run every step in JavaScript (by default a step of a batch shape seen twice is replayed natively as an op program: the same numbers, less host time)')
   .option('--pif', `--init: ${PIF_HELP}`)
   .option('--no-pif', `--init: ${NO_PIF_HELP}`)
-  .action(async (o: { pif?: boolean; replay: boolean; nprocPerNode?: number; distBackend?: string; distTimeout?: number; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; resume?: boolean; overwriteOutputDir?: boolean; modelMaxLength?: number; verifyImages: string; template?: string; imageAspectRatio?: string; groupByModalityLength?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; residualDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }, cmd: Command) => {
+  .action(async (o: { pif?: boolean; replay: boolean; nprocPerNode?: number; distBackend?: string; distTimeout?: number; gatherDtype?: string; init: string; data: string; imageFolder: string; out: string; steps?: number; epochs: number; batchSize: number; gradAccum: number; lr: number; mmVisionTowerLr?: number; warmupRatio: number; weightDecay: number; maxGradNorm: number; trainable?: string; seed: number; stage: string; saveEvery: number; loggingSteps: number; reportTo: string; loggingDir?: string; resume?: boolean; overwriteOutputDir?: boolean; modelMaxLength?: number; verifyImages: string; template?: string; imageAspectRatio?: string; groupByModalityLength?: boolean; strict?: boolean; nonFinite: string; gradientCheckpointing?: boolean; device: string; dtype?: string; frozenDtype?: string; residualDtype?: string; loraR?: number; loraAlpha?: number; loraDropout: number; mmProjectorLr?: number }, cmd: Command) => {
     outputFolder('--out', o.out);
     if (o.nonFinite !== 'skip' && o.nonFinite !== 'stop') fail(`--non-finite must be skip or stop, got '${o.nonFinite}'`);
     if (o.verifyImages !== 'decode' && o.verifyImages !== 'header') fail(`--verify-images must be decode or header, got '${o.verifyImages}'`);
+    const reportTo = reportToOption(o.reportTo, o.loggingDir);
     const template = o.template === 'v1' ? 'vicuna_v1' : o.template; // LLaVA's --version v1 is vicuna_v1
     if (o.imageAspectRatio !== undefined && o.imageAspectRatio !== 'square' && o.imageAspectRatio !== 'pad') fail(`--image-aspect-ratio must be square or pad, got '${o.imageAspectRatio}'`);
     const { TEMPLATES } = await import('./data');
@@ -752,6 +774,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         lora: o.loraR !== undefined ? { r: o.loraR, alpha: o.loraAlpha ?? 2 * o.loraR, dropout: o.loraDropout } : undefined,
         strict: !!o.strict, modelMaxLength: o.modelMaxLength, verifyImages: o.verifyImages as 'decode' | 'header', groupByModalityLength: !!o.groupByModalityLength, template: template as never, imageAspect: o.imageAspectRatio as 'square' | 'pad' | undefined, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, residualDtype, dtype, frozenDtype, replay: o.replay,
         processGroup: group ?? undefined, gatherDtype, onPrepareProgress: lead ? preparationReport(o.data) : undefined,
+        logEvery: o.loggingSteps, reportTo, loggingDir: o.loggingDir,
         onLog: (r) => {
           progress.update(r);
           if (r.type === 'nonfinite') {

@@ -96,6 +96,12 @@ export interface FileTrainOptions {
   gatherDtype?: 'float32' | 'bfloat16';
   /** TrainerOptions.replay (default true; `vwlmm train --no-replay`). */
   replay?: boolean;
+  /** TrainerOptions.logEvery: a train record every N steps (transformers' logging_steps; default 1). */
+  logEvery?: number;
+  /** TrainerOptions.reportTo: ['tensorboard'] also writes TensorBoard event files (default []). */
+  reportTo?: readonly 'tensorboard'[];
+  /** TrainerOptions.loggingDir: where the event files go (default `<outDir>/runs`). */
+  loggingDir?: string;
 }
 
 const LORA_KEYS = { r: true, alpha: true, dropout: true } satisfies Record<keyof NonNullable<FileTrainOptions['lora']>, true>;
@@ -320,7 +326,7 @@ const FILE_TRAIN_KEYS = {
   projectorLr: true, lora: true, warmupRatio: true, weightDecay: true, maxGradNorm: true, seed: true, saveEvery: true, trainable: true, strict: true,
   modelMaxLength: true, template: true, imageAspect: true, verifyImages: true, onPrepareProgress: true, groupByModalityLength: true, resume: true,
   onLog: true, handleSignals: true, nonFinite: true, gradientCheckpointing: true, residualDtype: true, dtype: true, frozenDtype: true, processGroup: true,
-  gatherDtype: true, replay: true,
+  gatherDtype: true, replay: true, logEvery: true, reportTo: true, loggingDir: true,
 } satisfies Record<keyof FileTrainOptions, true>;
 
 export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions): Promise<{ data: PreparedData; state: TrainerState }> {
@@ -415,7 +421,7 @@ async function trainPrepared(model: VwLmm, tokenizer: TextTokenizer, tokenizerJs
   if ((o.processGroup?.rank ?? 0) === 0) fs.mkdirSync(o.outDir, { recursive: true }); // rank 0 writes the run
   let trainer: Trainer;
   try {
-    trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype, replay: o.replay });
+    trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype, replay: o.replay, logEvery: o.logEvery, reportTo: o.reportTo, loggingDir: o.loggingDir });
   } catch (e) {
     // a stage too small for its batch because records were skipped: the error says which and why
     if (data.skipped.length === 0 || !(e instanceof RangeError)) throw e;

@@ -1,7 +1,7 @@
 /// <reference types="node" preserve="true" />
 // Public API of training: the Trainer (stages, options, state, exact resume), training on a LLaVA file,
 // interruption (StopRequest, signal handlers, TrainingInterrupted), the learning-rate schedule, the CLI's
-// progress line and the loss-curve plot of a metrics.jsonl. Re-exported by the root and by 'vwlmm/train'.
+// progress line, TensorBoard event files, and the loss-curve plot of a metrics.jsonl. Re-exported by the root and by 'vwlmm/train'.
 export { Trainer, readTrainerState, applyTrainable, stageSteps, batchIndices, noDecayParameters, checkResumePlan, checkDataSettings, TRAINABLE_PARTS } from './trainer';
 export type { Stage, Trainable, TrainerOptions, TrainerState } from './trainer';
 export type { StageSettings } from './state';
@@ -15,5 +15,7 @@ export { cosineWithWarmup } from './schedule';
 export { modalityLength, modalityLengthGroupedIndices, lengthGroupedIndices, splitToEvenChunks } from './sampler';
 export { modelBatchArrays } from './replay';
 export { Progress } from './progress';
+export { TensorBoardWriter, tensorboardScalars } from './tensorboard';
+export type { TensorBoardWriterOptions } from './tensorboard';
 export { plotMetrics, plotLines } from '../viz/plot';
 export type { Series } from '../viz/plot';

@@ -50,6 +50,7 @@ import { checkRanksAgree, shapesSummary } from '../distributed/consistency';
 import { modelBatchArrays, StageReplay } from './replay';
 import { modalityLengthGroupedIndices } from './sampler';
 import { cosineWithWarmup } from './schedule';
+import { TensorBoardWriter, tensorboardScalars } from './tensorboard';
 import { installStopHandlers, NonFiniteError, StopRequest, TrainingInterrupted } from './interrupt';
 import type { StageSettings, TrainerState } from './state';
 
@@ -176,6 +177,20 @@ export interface TrainerOptions {
   stopAfterSteps?: number;
   /** Write a train record every N steps (default 1). */
   logEvery?: number;
+  /**
+   * Also report the records' scalars to TensorBoard (transformers' report_to=["tensorboard"]; tags as its
+   * TensorBoardCallback's: train/loss, train/learning_rate, train/grad_norm, eval/<metric>, plus train/ce, train/kl,
+   * train/tokens_per_second and train/skipped_steps), at their global steps, in an event file of loggingDir. Rank 0
+   * writes. Default [] (metrics.jsonl alone).
+   */
+  reportTo?: readonly 'tensorboard'[];
+  /**
+   * Where TensorBoard's event files go (transformers' logging_dir). Default `<outDir>/runs`: one folder for the run,
+   * not one per start as transformers' default, so that a resume continues the curves. Each start adds an event file
+   * whose first event tells TensorBoard to drop the earlier files' points from its first step on (those steps are
+   * trained again), as metrics.jsonl drops them.
+   */
+  loggingDir?: string;
   /**
    * Checked between optimizer steps: when requested, the trainer writes a checkpoint at the step it reached
    * and throws TrainingInterrupted.
@@ -456,7 +471,7 @@ const STAGE_KEYS = {
 const TRAINABLE_KEYS = { visionTower: true, projector: true, llm: true, vmHead: true, lora: true } satisfies Record<keyof Trainable, true>;
 const TRAINER_OPTION_KEYS = {
   seed: true, outDir: true, saveEvery: true, evalEvery: true, evaluate: true, onLog: true, onStageStart: true, checkpointFiles: true,
-  stopAfterSteps: true, logEvery: true, stop: true, handleSignals: true, nonFinite: true, autoResume: true, gradientCheckpointing: true,
+  stopAfterSteps: true, logEvery: true, reportTo: true, loggingDir: true, stop: true, handleSignals: true, nonFinite: true, autoResume: true, gradientCheckpointing: true,
   residualDtype: true, dtype: true, frozenDtype: true, processGroup: true, bucketBytes: true, gatherDtype: true, overlapGather: true, replay: true,
 } satisfies Record<keyof TrainerOptions, true>;
 
@@ -489,6 +504,13 @@ function checkOptions(opts: TrainerOptions): void {
   for (const key of ['evaluate', 'onLog', 'onStageStart'])
     if (o[key] !== undefined && typeof o[key] !== 'function') throw typeError('Trainer', key, 'a function', o[key]);
   if (o.outDir !== undefined && !(typeof o.outDir === 'string' && o.outDir !== '')) throw typeError('Trainer', 'outDir', 'a directory path (a non-empty string)', o.outDir);
+  if (o.loggingDir !== undefined && !(typeof o.loggingDir === 'string' && o.loggingDir !== '')) throw typeError('Trainer', 'loggingDir', 'a directory path (a non-empty string)', o.loggingDir);
+  if (o.reportTo !== undefined) {
+    if (!Array.isArray(o.reportTo)) throw typeError('Trainer', 'reportTo', "an array of integrations (['tensorboard'] or [])", o.reportTo);
+    // wandb, mlflow, comet...: services of their own, which this project does not talk to; their users read metrics.jsonl
+    for (const r of o.reportTo) if (r !== 'tensorboard') throw typeError('Trainer', 'an entry of reportTo', "'tensorboard' (the one integration there is; metrics.jsonl is always written)", r);
+    if (o.reportTo.includes('tensorboard') && o.outDir === undefined && o.loggingDir === undefined) throw typeError('Trainer', 'loggingDir', "a directory for reportTo ['tensorboard'] (or an outDir: its runs/ folder)", o.loggingDir);
+  }
   if (o.stop !== undefined && typeof (o.stop as StopRequest | null)?.requested !== 'function') throw typeError('Trainer', 'stop', 'a StopRequest', o.stop);
   if (o.bucketBytes !== undefined && !(typeof o.bucketBytes === 'number' && Number.isFinite(o.bucketBytes) && o.bucketBytes > 0)) throw typeError('Trainer', 'bucketBytes', 'a number of bytes > 0', o.bucketBytes);
   if (o.checkpointFiles !== undefined) {
@@ -585,6 +607,9 @@ function stageLoss(model: VwLmm, s: Stage, idx: number[], batch: ModelBatch | nu
 
 export class Trainer {
   private readonly metricsFile: string | null;
+  /** Where rank 0 writes TensorBoard's event files (reportTo), else null; the writer of the run under way. */
+  private readonly tensorboardDir: string | null;
+  private tensorboard: TensorBoardWriter | null = null;
   /** Micro-batches loaded ahead by runAsync (stages with loadBatch), by position: see batchKey. */
   private readonly loaded = new Map<string, Promise<ModelBatch>>();
   private readonly ready = new Map<string, ModelBatch>();
@@ -652,6 +677,7 @@ export class Trainer {
     // rank 0 alone writes: the metrics log and the checkpoints
     if (opts.outDir !== undefined && this.rank === 0) fs.mkdirSync(opts.outDir, { recursive: true });
     this.metricsFile = opts.outDir === undefined || this.rank !== 0 ? null : path.join(opts.outDir, 'metrics.jsonl');
+    this.tensorboardDir = opts.reportTo?.includes('tensorboard') && this.rank === 0 ? opts.loggingDir ?? path.join(opts.outDir!, 'runs') : null;
   }
 
   /** The data-parallel group (TrainerOptions.processGroup), its size and this process's rank (1 and 0 without). */
@@ -678,7 +704,21 @@ export class Trainer {
         throw this.writeError(`appending the ${String(record.type)} record${record.globalStep !== undefined ? ` of global step ${String(record.globalStep)}` : ''} to`, this.metricsFile, e);
       }
     }
+    if (this.tensorboard) {
+      try {
+        for (const x of tensorboardScalars(record)) this.tensorboard.addScalar(x.tag, x.value, x.step);
+      } catch (e) {
+        throw this.writeError(`writing the ${String(record.type)} record${record.globalStep !== undefined ? ` of global step ${String(record.globalStep)}` : ''} to`, this.tensorboard.file, e);
+      }
+    }
     this.opts.onLog?.(record);
+  }
+
+  /** The run's end (returned or thrown): its event file is complete. */
+  private closeTensorBoard(): void {
+    const tb = this.tensorboard;
+    this.tensorboard = null;
+    tb?.close();
   }
 
   /**
@@ -828,6 +868,7 @@ export class Trainer {
       }
     } finally {
       restore();
+      this.closeTensorBoard();
     }
   }
 
@@ -856,6 +897,7 @@ export class Trainer {
     } finally {
       restore();
       remove?.();
+      this.closeTensorBoard();
       this.loaded.clear();
       this.ready.clear();
     }
@@ -1058,8 +1100,19 @@ export class Trainer {
     let metricsStarted = false;
     const resumeDir = resume?.dir;
     const startMetrics = () => {
-      if (metricsStarted || !this.metricsFile) return;
+      if (metricsStarted) return;
       metricsStarted = true;
+      // TensorBoard: a new event file whose first step is the next one this run trains (what earlier files hold from
+      // there on is dropped by TensorBoard, as it is from metrics.jsonl below)
+      if (this.tensorboardDir) {
+        this.closeTensorBoard();
+        try {
+          this.tensorboard = new TensorBoardWriter(this.tensorboardDir, { firstStep: state.globalStep + 1 });
+        } catch (e) {
+          throw this.writeError('starting a TensorBoard event file in', this.tensorboardDir, e);
+        }
+      }
+      if (!this.metricsFile) return;
       if (resume) {
         this.metricsBytes = this.resumeMetrics(this.metricsFile, state, resumeDir);
         return;

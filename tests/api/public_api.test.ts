@@ -67,13 +67,16 @@ const isClass = (v: unknown) => typeof v === 'function' && /^class[\s{]/.test(Fu
 const SOURCES: Record<Area, string[]> = {
   model: ['model/vwlmm', 'model/config', 'model/checkpoint', 'model/transformers_llava', 'model/lora', 'io/safetensors', 'io/torch_bin'],
   data: ['data/tokenizer', 'data/conversation', 'data/dataset', 'data/images', 'data/collate', 'data/sort_of_clevr', 'data/word_level_tokenizer', 'data/sentencepiece'],
-  train: ['train/trainer', 'train/from_file', 'train/interrupt', 'train/schedule', 'train/progress', 'train/sampler', 'viz/plot'],
+  train: ['train/trainer', 'train/from_file', 'train/interrupt', 'train/schedule', 'train/progress', 'train/sampler', 'train/tensorboard', 'viz/plot'],
   eval: ['eval/llava_eval', 'eval/visual_words', 'eval/gqa', 'eval/mme'],
   demo: ['demo/demo', 'demo/recipe'],
   distributed: ['distributed/process_group', 'distributed/zero', 'distributed/env', 'distributed/launch', 'distributed/rendezvous'],
 };
 const INTERNAL: Record<string, string> = {
   'train/replay:StageReplay': "the Trainer's op-program bookkeeping for a stage (TrainerOptions.replay is the public switch)",
+  'train/tensorboard:crc32c': "TFRecord framing of TensorBoardWriter (tested directly against TensorBoard's writer)",
+  'train/tensorboard:tfRecord': "TFRecord framing of TensorBoardWriter (tested directly against TensorBoard's writer)",
+  'train/tensorboard:encodeEvent': "TensorBoardWriter's Event protobuf (tested directly against TensorBoard's writer)",
   'model/vwlmm:spliceIndexOf': "VwLmm's splice index of a batch, memoized so that replayed steps take it as one of the batch's arrays (modelBatchArrays)",
   'model/vwlmm:klRowsOf': "VwLmm's KL rows of a batch (the given ones, or the method's memoized), which replayed steps take as batch arrays",
   'model/transformers_llava:stringifyTransformersConfig': "saveCheckpoint's JSON layout (matches Python's json.dumps)",
