@@ -557,7 +557,8 @@ export class VwLmm extends Module {
           if (p.pixelValues) pixels.push(p.pixelValues);
         });
         const batch = { B, T, tokenIds, imagePositions: Int32Array.from(imagePositions) };
-        const nImages = pixels.length;
+        // images, not prompts with pixels: a prompt may hold several (each P positions, checked in generate)
+        const nImages = imagePositions.length / this.numImageTokens;
         const feats = nImages > 0 ? this.imageFeatures(concatF32(pixels), nImages) : null;
         let emb = this.inputEmbeddings(batch, feats);
         if (padded) {

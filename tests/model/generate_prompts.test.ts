@@ -2,6 +2,7 @@
 // do not match"): the batch totals agreeing let one prompt's image go to another, or be dropped, without a word; and
 // non-finite pixels are refused on the host (an all-NaN image came out as '' silently).
 import { describe, expect, it } from 'vitest';
+import { F, noGrad, scope } from '../../src';
 import { CLIP_MEAN, CLIP_STD } from '../../src/model/config';
 import { VwLmm, GeneratePrompt } from '../../src/model/vwlmm';
 import { batchOf } from '../../src/demo/task';
@@ -62,6 +63,31 @@ describe('generate: each prompt its own images', () => {
     const out = model.generate([image, text, image], { maxNewTokens: 3 });
     expect(out.map((o) => o.length)).toEqual([3, 3, 3]);
     expect(out[2]).toEqual(out[0]);
+    model.dispose();
+  });
+
+  it('a prompt with two images (batched with a one-image prompt) generates what greedy decoding by full forwards gives', () => {
+    const { model, image, text } = setup();
+    // a second image at positions 2..26, before the first image's 32..56; its pixels mirror the first's
+    const px = image.pixelValues!, second = px.slice().reverse();
+    const positions = Int32Array.from([...Array.from({ length: 25 }, (_, i) => 2 + i), ...image.imagePositions]);
+    const two: GeneratePrompt = { tokenIds: text.tokenIds, imagePositions: positions, pixelValues: Float32Array.from([...second, ...px]) };
+    const out = model.generate([two, image], { maxNewTokens: 4 });
+    // the reference: the whole sequence through VwLmm.hidden at every step, no cache
+    const ref: number[] = [];
+    let ids = Array.from(two.tokenIds);
+    for (let k = 0; k < 4; k++) {
+      const T = ids.length;
+      const next = scope(() => noGrad(() => {
+        const { h } = model.hidden({ B: 1, T, tokenIds: Int32Array.from(ids), attentionMask: new Int32Array(T).fill(1), imagePositions: positions, pixelValues: two.pixelValues });
+        const logits = F.linear(F.slice(h, 0, T - 1, 1), model.lm_head.weight).toArray() as Float32Array;
+        return logits.indexOf(Math.max(...logits));
+      }));
+      ref.push(next);
+      ids = [...ids, next];
+    }
+    expect(out[0]).toEqual(ref);
+    expect(out[1]).toEqual(model.generate([image], { maxNewTokens: 4 })[0]);
     model.dispose();
   });
 });
