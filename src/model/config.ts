@@ -219,7 +219,7 @@ export function configToJson(c: VwLmmConfig): Record<string, unknown> {
     architectures: [architectureOf(c)],
     // LLaVA's LlavaMistralConfig is "llava_mistral"; the official VW-LMM classes (Mistral too) are "llava"
     model_type: c.base === 'mistral' && !hasVmHead(c) ? 'llava_mistral' : 'llava',
-    ...llamaConfigToHF(c.llm),
+    ...llamaConfigToHF(c.llm, c.base ?? 'llama'),
     mm_vision_tower: c.visionTower,
     mm_hidden_size: c.vision.hiddenSize,
     mm_projector_type: c.projectorType,
@@ -303,7 +303,7 @@ export function configFromJson(j: Record<string, unknown>, visionConfig?: Record
   const base = j.model_type === 'llava_mistral' || archs.some((a) => a.includes('Mistral')) ? 'mistral' : 'llama';
   const modelMaxLength = j.tokenizer_model_max_length === undefined || j.tokenizer_model_max_length === null ? undefined : k.num('tokenizer_model_max_length', 0, { integer: true, min: 1 });
   return validateConfig({
-    llm: llamaConfigFromHF(j),
+    llm: llamaConfigFromHF(j, base),
     vision,
     visionTower: k.str('mm_vision_tower', 'embedded'),
     projectorType: k.str('mm_projector_type', 'linear'),

@@ -147,6 +147,8 @@ export function configToTransformers(c: VwLmmConfig, imageTokenIndex = c.imageTo
   if (c.projectorType !== 'mlp2x_gelu') throw new RangeError(`saveCheckpoint: transformers' LLaVA projector is mlp2x_gelu; this model has '${c.projectorType}'`);
   if (!Number.isInteger(imageTokenIndex) || imageTokenIndex < 0 || imageTokenIndex >= c.llm.vocabSize)
     throw new RangeError(`saveCheckpoint: transformers needs the image token as a vocabulary id in [0, ${c.llm.vocabSize}); the model's is ${imageTokenIndex} (pass imageTokenIndex)`);
+  // its text_config is a LLaMA's, which has no sliding window (transformers' LLaMA ignores the key)
+  if (c.llm.slidingWindow) throw new RangeError(`saveCheckpoint: the transformers format writes a LLaMA text_config, which has no sliding window; this model's Mistral base has sliding_window ${c.llm.slidingWindow} (save it in the LLaVA layout)`);
   const { rope_theta, ...text } = llamaConfigToHF(c.llm);
   return {
     architectures: ['LlavaForConditionalGeneration'],

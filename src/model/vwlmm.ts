@@ -502,6 +502,15 @@ export class VwLmm extends Module {
         }
       }
     });
+    // a Mistral window refuses positions past it (src/nn/llama.ts): before any work, not with the tokens made so far lost
+    const w = this.config.llm.slidingWindow;
+    if (w && prompts.length > 0) {
+      const longest = prompts.reduce((m, p, i) => (p.tokenIds.length > prompts[m].tokenIds.length ? i : m), 0), n = prompts[longest].tokenIds.length;
+      // the prompt, then every new token but the last goes in (a batch is padded to its longest prompt: this one's)
+      const positions = n + Math.max(0, opts.maxNewTokens - 1);
+      if (positions > w)
+        throw new RangeError(`VwLmm.generate: prompt ${longest} (${n} tokens) and maxNewTokens ${opts.maxNewTokens} reach ${positions} positions, past the Mistral base's sliding_window of ${w}: sliding-window attention is not implemented (up to ${w} positions are exact); ${n <= w ? `maxNewTokens ${w - n + 1} fits` : 'the prompt alone is longer'}`);
+    }
     // sorted by length, so a batch pads little; stable, so the order (and the Generator's draws) is deterministic
     const order = prompts.map((_, i) => i).sort((a, b) => prompts[a].tokenIds.length - prompts[b].tokenIds.length || a - b);
     const results: number[][] = new Array(prompts.length);

@@ -21,15 +21,22 @@ export interface LlamaConfig {
   /** Std of the normal initialisation (HF initializer_range). */
   initializerRange: number;
   /**
-   * Mistral's sliding_window (null / absent: full causal attention). Only sequences up to this many positions
+   * Mistral's sliding_window (absent: full causal attention; llamaConfigFromHF reads MistralConfig's default 4096 for
+   * a Mistral config without the key, and none for LLaMA's). Only sequences up to this many positions
    * run (where the window changes nothing); a longer one is refused, as sliding-window attention is not
    * implemented.
    */
   slidingWindow?: number | null;
 }
 
-/** Our config from an HF LlamaConfig (config.json) object. */
-export function llamaConfigFromHF(c: Record<string, unknown>): LlamaConfig {
+/**
+ * Our config from an HF LlamaConfig or MistralConfig (config.json) object, with that class's defaults for the keys it
+ * leaves out (transformers 5.18). They differ where it matters: a Mistral config without num_key_value_heads has 8 KV
+ * heads, without sliding_window a window of 4096, and Mistral ignores use_sliding_window (Qwen2's key); LLaMA has
+ * no window at all (a sliding_window key does nothing there).
+ */
+export function llamaConfigFromHF(c: Record<string, unknown>, base: 'llama' | 'mistral' = 'llama'): LlamaConfig {
+  const mistral = base === 'mistral';
   const numOf = (k: string, v: unknown): number => {
     if (v === undefined) throw new TypeError(`LLaMA config: ${k} is missing (a number is required)`);
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new TypeError(`LLaMA config: ${k} must be a number, got ${JSON.stringify(v)}`);
@@ -55,27 +62,29 @@ export function llamaConfigFromHF(c: Record<string, unknown>): LlamaConfig {
     throw new RangeError(`LLaMA config: head_dim ${String(c.head_dim)} is not hidden_size / num_attention_heads (not supported)`);
   return {
     vocabSize: size('vocab_size'), hiddenSize: size('hidden_size'), intermediateSize: size('intermediate_size'),
-    numLayers: size('num_hidden_layers'), numHeads: heads, numKvHeads: size('num_key_value_heads', heads),
+    numLayers: size('num_hidden_layers'), numHeads: heads, numKvHeads: size('num_key_value_heads', mistral ? 8 : heads),
     rmsNormEps: num('rms_norm_eps', 1e-6), ropeTheta: rp.rope_theta !== undefined ? numOf('rope_parameters.rope_theta', rp.rope_theta) : num('rope_theta', 10000),
-    maxPositionEmbeddings: num('max_position_embeddings', 2048), initializerRange: num('initializer_range', 0.02),
-    ...slidingWindowOf(c),
+    maxPositionEmbeddings: num('max_position_embeddings', mistral ? 4096 * 32 : 2048), initializerRange: num('initializer_range', 0.02),
+    ...(mistral ? slidingWindowOf(c) : {}),
   };
 }
 
+/** MistralConfig's sliding_window: absent 4096 (its default), null none. */
 function slidingWindowOf(c: Record<string, unknown>): { slidingWindow?: number } {
-  const w = c.sliding_window;
-  if (w === undefined || w === null || c.use_sliding_window === false) return {};
-  if (typeof w !== 'number' || !Number.isInteger(w) || w < 1) throw new TypeError(`LLaMA config: sliding_window must be a positive integer or null, got ${JSON.stringify(w)}`);
+  const w = c.sliding_window === undefined ? 4096 : c.sliding_window;
+  if (w === null) return {};
+  if (typeof w !== 'number' || !Number.isInteger(w) || w < 1) throw new TypeError(`Mistral config: sliding_window must be a positive integer or null, got ${JSON.stringify(w)}`);
   return { slidingWindow: w };
 }
 
-export function llamaConfigToHF(c: LlamaConfig): Record<string, unknown> {
+/** The HF config keys of ours; for a Mistral base with sliding_window (null when none: absent means 4096 there). */
+export function llamaConfigToHF(c: LlamaConfig, base: 'llama' | 'mistral' = 'llama'): Record<string, unknown> {
   return {
     vocab_size: c.vocabSize, hidden_size: c.hiddenSize, intermediate_size: c.intermediateSize,
     num_hidden_layers: c.numLayers, num_attention_heads: c.numHeads, num_key_value_heads: c.numKvHeads,
     rms_norm_eps: c.rmsNormEps, rope_theta: c.ropeTheta, max_position_embeddings: c.maxPositionEmbeddings,
     initializer_range: c.initializerRange, hidden_act: 'silu', attention_bias: false, mlp_bias: false,
-    tie_word_embeddings: false, ...(c.slidingWindow ? { sliding_window: c.slidingWindow } : {}),
+    tie_word_embeddings: false, ...(base === 'mistral' ? { sliding_window: c.slidingWindow ?? null } : {}),
   };
 }
 
@@ -163,7 +172,7 @@ export class LlamaAttention extends Module {
       cache.v[layer] = keep(v);
     }
     const w = c.slidingWindow;
-    if (w && k.shape[1] > w) throw new RangeError(`LLaMA: ${k.shape[1]} positions exceed the config's sliding_window of ${w}: sliding-window attention is not implemented (sequences up to ${w} positions are exact)`);
+    if (w && k.shape[1] > w) throw new RangeError(`Mistral: ${k.shape[1]} positions exceed the config's sliding_window of ${w}: sliding-window attention is not implemented (sequences up to ${w} positions are exact)`);
     const o = F.attention(q, k, v, { causal: true, keyMask });
     // into a bf16 residual stream in bf16 (LlamaDecoder.residualDtype), else float32
     return this.o_proj.forward(F.reshape(o, [B, T, c.numHeads * Dh]), { bf16Output: x.dtype === 'bfloat16' });
@@ -184,7 +193,7 @@ export class LlamaAttention extends Module {
     F.writeAt(bk, k, 1, pos);
     F.writeAt(bv, v, 1, pos);
     const w = c.slidingWindow;
-    if (w && pos + 1 > w) throw new RangeError(`LLaMA: ${pos + 1} positions exceed the config's sliding_window of ${w}: sliding-window attention is not implemented (sequences up to ${w} positions are exact)`);
+    if (w && pos + 1 > w) throw new RangeError(`Mistral: ${pos + 1} positions exceed the config's sliding_window of ${w}: sliding-window attention is not implemented (sequences up to ${w} positions are exact)`);
     const o = F.attention(q, bk, bv, { causal: true, keyMask: cache.stepMask(bk.shape[1], bk.device) });
     return this.o_proj.forward(F.reshape(o, [B, 1, c.numHeads * Dh]));
   }

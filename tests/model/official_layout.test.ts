@@ -7,6 +7,7 @@ import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { F, Generator, nn, noGrad, scope, Tensor } from '../../src';
 import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
+import { configFromJson, configToJson } from '../../src/model/config';
 import { VwLmm } from '../../src/model/vwlmm';
 import { tinyConfig } from '../train/support/tiny';
 import { tempDirs } from '../support/tmp';
@@ -120,18 +121,47 @@ describe('official VW-LMM checkpoints', () => {
     model.dispose();
   });
 
-  it('Mistral bases: GQA, rope_theta 1e6, and a sliding window (exact up to its length, refused beyond)', () => {
+  it("Mistral bases: GQA, rope_theta 1e6, and a sliding window (exact up to its length, refused beyond); MistralConfig's defaults, not LLaMA's", () => {
     const hf = { vocab_size: 50, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2, rope_theta: 1e6, sliding_window: 8 };
-    const cfg = nn.llamaConfigFromHF(hf);
+    const cfg = nn.llamaConfigFromHF(hf, 'mistral');
     expect(cfg).toMatchObject({ numKvHeads: 2, ropeTheta: 1e6, slidingWindow: 8 });
-    expect(nn.llamaConfigFromHF({ ...hf, sliding_window: null }).slidingWindow).toBeUndefined();
-    expect(nn.llamaConfigFromHF({ ...hf, use_sliding_window: false }).slidingWindow).toBeUndefined();
-    expect(() => nn.llamaConfigFromHF({ ...hf, sliding_window: '4096' })).toThrow(/sliding_window must be a positive integer or null, got "4096"/);
-    expect(nn.llamaConfigToHF(cfg).sliding_window).toBe(8);
+    expect(nn.llamaConfigFromHF({ ...hf, sliding_window: null }, 'mistral').slidingWindow).toBeUndefined();
+    // transformers' MistralConfig (5.18): use_sliding_window is not its key (Qwen2's), so the window stays; without
+    // sliding_window the window is 4096, without num_key_value_heads 8 KV heads, without max_position_embeddings 131072
+    expect(nn.llamaConfigFromHF({ ...hf, use_sliding_window: false }, 'mistral').slidingWindow).toBe(8);
+    const { sliding_window: _w, num_key_value_heads: _kv, ...bare } = hf;
+    expect(nn.llamaConfigFromHF({ ...bare, num_attention_heads: 16, hidden_size: 64 }, 'mistral')).toMatchObject({ slidingWindow: 4096, numKvHeads: 8, maxPositionEmbeddings: 131072 });
+    // LLaMA has no window: the key does nothing there (transformers' LlamaConfig ignores it), and KV heads default to the heads
+    expect(nn.llamaConfigFromHF(hf).slidingWindow).toBeUndefined();
+    expect(nn.llamaConfigFromHF({ ...bare, num_attention_heads: 16, hidden_size: 64 })).toMatchObject({ numKvHeads: 16, maxPositionEmbeddings: 2048 });
+    expect(() => nn.llamaConfigFromHF({ ...hf, sliding_window: '4096' }, 'mistral')).toThrow(/Mistral config: sliding_window must be a positive integer or null, got "4096"/);
+    expect(nn.llamaConfigToHF(cfg, 'mistral').sliding_window).toBe(8);
+    // no window is written as null: absent would read back as 4096
+    expect(nn.llamaConfigToHF(nn.llamaConfigFromHF({ ...hf, sliding_window: null }, 'mistral'), 'mistral').sliding_window).toBeNull();
+    expect('sliding_window' in nn.llamaConfigToHF(nn.llamaConfigFromHF(hf))).toBe(false);
+    // through a LLaVA-layout config.json: the base decides (model_type llava_mistral, or a Mistral architecture)
+    const mistralJson = configToJson({ ...tinyConfig(20), base: 'mistral', template: 'mistral' });
+    expect(mistralJson.sliding_window).toBeNull();
+    delete mistralJson.sliding_window;
+    expect(configFromJson(mistralJson).llm.slidingWindow).toBe(4096);
+    expect(configFromJson({ ...configToJson(tinyConfig(20)), sliding_window: 8 }).llm.slidingWindow).toBeUndefined();
     const model = new nn.LlamaForCausalLM(cfg, { generator: new Generator(1) });
     const run = (T: number) => scope(() => noGrad(() => F.sum(model.forward(Tensor.fromArray(new Int32Array(T).fill(3), [1, T])).logits).item()));
     expect(Number.isFinite(run(8))).toBe(true);
     expect(() => run(9)).toThrow(/9 positions exceed the config's sliding_window of 8: sliding-window attention is not implemented/);
+    model.dispose();
+  });
+});
+
+describe('generate on a Mistral base with a sliding window', () => {
+  it('is refused before any work when the longest prompt and maxNewTokens reach past the window; up to it, it runs', () => {
+    const config = { ...tinyConfig(20), base: 'mistral' as const, template: 'mistral' as const, llm: { ...tinyConfig(20).llm, slidingWindow: 12 } };
+    const model = VwLmm.create(config, 3);
+    const prompt = (n: number) => ({ tokenIds: new Int32Array(n).fill(5), imagePositions: new Int32Array(0), pixelValues: null });
+    // 8 + 5 - 1 = 12 positions: the window exactly
+    expect(model.generate([prompt(3), prompt(8)], { maxNewTokens: 5 }).map((o) => o.length)).toEqual([5, 5]);
+    expect(() => model.generate([prompt(3), prompt(8)], { maxNewTokens: 6 })).toThrow("VwLmm.generate: prompt 1 (8 tokens) and maxNewTokens 6 reach 13 positions, past the Mistral base's sliding_window of 12: sliding-window attention is not implemented (up to 12 positions are exact); maxNewTokens 5 fits");
+    expect(() => model.generate([prompt(13)], { maxNewTokens: 0 })).toThrow(/prompt 0 \(13 tokens\) and maxNewTokens 0 reach 13 positions, .*; the prompt alone is longer$/);
     model.dispose();
   });
 });
