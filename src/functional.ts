@@ -12,7 +12,7 @@ import { callOp, opConstants } from './call_op';
 import { checkedOptions, rangeError, typeError } from './errors';
 import { fusedAt, LinearCrossEntropyOptions, VisualWordKLOptions } from './fused';
 import { Generator } from './random';
-import { Tensor, viewShape } from './tensor';
+import { Device, Tensor, viewShape } from './tensor';
 
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 const shapeStr = (s: readonly number[]) => `[${s.join(', ')}]`;
@@ -43,6 +43,19 @@ function num(where: string, name: string, v: unknown, o: { integer?: boolean; mi
 }
 
 const like = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.empty(shape, { device: t.device, dtype: t.dtype });
+
+/**
+ * callOp into outputs made for this call alone: freed if the op throws (an id out of range, a key-mask value the kernel
+ * refuses), so that a caller outside any scope does not keep them until the garbage collector runs.
+ */
+function callInto(op: string, device: Device, inputs: (Tensor | null)[], outputs: Tensor[], ints?: number[], floats?: number[]): void {
+  try {
+    callOp(op, device, inputs, outputs, ints, floats);
+  } catch (e) {
+    for (const t of outputs) t.dispose();
+    throw e;
+  }
+}
 const zerosLike = (t: Tensor, shape: readonly number[] = t.shape) => Tensor.zeros(shape, { device: t.device, dtype: t.dtype });
 
 // ------------------------------------------------------------------ shape
@@ -70,7 +83,7 @@ export function axpby(a: Tensor, b: Tensor, alpha = 1, beta = 1): Tensor {
   num('F.add', 'alpha', alpha);
   num('F.add', 'beta', beta);
   const out = like(a);
-  callOp('axpby', a.device, [a, b], [out], [a.size], [alpha, beta]);
+  callInto('axpby', a.device, [a, b], [out], [a.size], [alpha, beta]);
   if (needsGrad(a, b)) {
     // a gradient of alpha = 1 passes through unchanged (no copy); the other input gets its own
     record('axpby', [a, b], [out], ([g]) => {
@@ -102,7 +115,7 @@ export function scale(x: Tensor, s: number): Tensor {
 export function mul(a: Tensor, b: Tensor): Tensor {
   binaryElementwise('F.mul', a, b);
   const out = like(a);
-  callOp('mul', a.device, [a, b], [out], [a.size]);
+  callInto('mul', a.device, [a, b], [out], [a.size]);
   if (needsGrad(a, b)) {
     record('mul', [a, b], [out], ([g]) => {
       const ga = a.requiresGrad ? like(a) : null, gb = b.requiresGrad ? like(b) : null;
@@ -125,7 +138,7 @@ export function addBroadcast(x: Tensor, y: Tensor): Tensor {
     throw rangeError(where, `y ${shapeStr(y.shape)} must match the trailing dims of x ${shapeStr(x.shape)}`);
   const B = n === 0 ? 0 : x.size / n;
   const out = like(x);
-  callOp('add_broadcast', x.device, [x, y], [out], [B, n]);
+  callInto('add_broadcast', x.device, [x, y], [out], [B, n]);
   if (needsGrad(x, y)) {
     record('add_broadcast', [x, y], [out], ([g]) => {
       const gy = y.requiresGrad ? Tensor.empty(y.shape, { device: y.device, dtype: y.dtype }) : null;
@@ -140,7 +153,7 @@ export function addBroadcast(x: Tensor, y: Tensor): Tensor {
 export function sum(x: Tensor): Tensor {
   check('F.sum', 'x', x, { dtype: 'float32' });
   const out = Tensor.empty([1], { device: x.device, dtype: x.dtype });
-  callOp('sum_rows', x.device, [x], [out], [x.size, 1, 0]);
+  callInto('sum_rows', x.device, [x], [out], [x.size, 1, 0]);
   if (needsGrad(x)) {
     record('sum', [x], [out], ([g]) => {
       // ones scaled by g on the device: reading g would make the backward wait for the host
@@ -180,7 +193,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     throw rangeError(where, `batch dims of a ${shapeStr(a.shape)} and b ${shapeStr(b.shape)} differ`);
   if (a.device !== b.device) throw new TypeError(`${where}: a is on ${a.device} but b is on ${b.device}`);
   const out = Tensor.empty([...batchDims, M, N], { device: a.device, dtype: a.dtype });
-  callOp('matmul', a.device, [a, b, null], [out], [batch, M, N, K, +ta, +tb, 0, 0, M * K, bShared ? 0 : K * N, M * N], [1]);
+  callInto('matmul', a.device, [a, b, null], [out], [batch, M, N, K, +ta, +tb, 0, 0, M * K, bShared ? 0 : K * N, M * N], [1]);
   if (needsGrad(a, b)) {
     record('matmul', [a, b], [out], ([g]) => {
       const sb = bShared ? 0 : K * N;
@@ -373,7 +386,7 @@ export function dropout(x: Tensor, p: number, generator: Generator): Tensor {
   const threshold = Math.round(p * 2 ** 24), scale = 1 / (1 - p);
   const apply = (t: Tensor) => {
     const out = like(t);
-    callOp('dropout', t.device, [t], [out], [t.size, seed, threshold], [scale]);
+    callInto('dropout', t.device, [t], [out], [t.size, seed, threshold], [scale]);
     return out;
   };
   const out = apply(x);
@@ -399,7 +412,7 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
   check(where, 'table', table, { rank: 2, dtype: 'float32' });
   const [V, D] = table.shape, n = ids.size;
   const out = Tensor.empty([...ids.shape, D], { device: table.device, dtype: table.dtype });
-  callOp('embedding_forward', table.device, [ids, table], [out], [n, V, D]);
+  callInto('embedding_forward', table.device, [ids, table], [out], [n, V, D]);
   if (needsGrad(table)) {
     record('embedding', [ids, table], [out], ([g]) => {
       const gt = zerosLike(table);
@@ -425,7 +438,7 @@ export function rmsNorm(x: Tensor, w: Tensor, eps: number): Tensor {
   const [R, C] = rowsOf(where, x, w, 'w');
   const out = like(x);
   const rstd = Tensor.empty([R], { device: x.device });
-  callOp('rms_norm_forward', x.device, [x, w], [out, rstd], [R, C], [eps]);
+  callInto('rms_norm_forward', x.device, [x, w], [out, rstd], [R, C], [eps]);
   if (needsGrad(x, w)) {
     record('rms_norm', [x, w], [out], ([g]) => {
       const gx = like(x), gw = zerosLike(w);
@@ -449,7 +462,7 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor 
   rowsOf(where, x, b, 'b');
   const out = like(x);
   const mean = Tensor.empty([R], { device: x.device }), rstd = Tensor.empty([R], { device: x.device });
-  callOp('layer_norm_forward', x.device, [x, w, b], [out, mean, rstd], [R, C], [eps]);
+  callInto('layer_norm_forward', x.device, [x, w, b], [out, mean, rstd], [R, C], [eps]);
   if (needsGrad(x, w, b)) {
     record('layer_norm', [x, w, b], [out], ([g]) => {
       const gx = like(x), gw = zerosLike(w), gb = zerosLike(b);
@@ -473,7 +486,7 @@ export function rope(x: Tensor, theta: number, posOffset = 0): Tensor {
   const [B, T, H, Dh] = x.shape;
   if (Dh % 2 !== 0) throw rangeError(where, `head size ${Dh} must be even`);
   const out = like(x);
-  callOp('rope', x.device, [x], [out], [B, T, H, Dh, posOffset, 0], [theta]);
+  callInto('rope', x.device, [x], [out], [B, T, H, Dh, posOffset, 0], [theta]);
   if (needsGrad(x)) {
     record('rope', [x], [out], ([g]) => {
       const gx = like(x);
@@ -489,7 +502,7 @@ export function softmax(x: Tensor): Tensor {
   check('F.softmax', 'x', x, { minRank: 1, dtype: 'float32' });
   const C = x.shape[x.rank - 1], R = C === 0 ? 0 : x.size / C;
   const out = like(x);
-  callOp('softmax_forward', x.device, [x], [out], [R, C]);
+  callInto('softmax_forward', x.device, [x], [out], [R, C]);
   if (needsGrad(x)) {
     record('softmax', [x], [out], ([g]) => {
       const gx = like(x);
@@ -510,7 +523,7 @@ export function activation(x: Tensor, kind: Activation): Tensor {
   if (typeof kind !== 'string' || !Object.prototype.hasOwnProperty.call(kinds, kind)) throw typeError('F.activation', 'kind', Object.keys(kinds).join(' | '), kind);
   const k = kinds[kind];
   const out = like(x);
-  callOp('activation_forward', x.device, [x], [out], [x.size, k]);
+  callInto('activation_forward', x.device, [x], [out], [x.size, k]);
   if (needsGrad(x)) {
     record(kind, [x], [out], ([g]) => {
       const gx = like(x);
@@ -529,7 +542,7 @@ export const silu = (x: Tensor) => activation(x, 'silu');
 export function swiglu(gate: Tensor, up: Tensor): Tensor {
   binaryElementwise('F.swiglu', gate, up, 'gate', 'up');
   const out = like(gate);
-  callOp('swiglu_forward', gate.device, [gate, up], [out], [gate.size]);
+  callInto('swiglu_forward', gate.device, [gate, up], [out], [gate.size]);
   if (needsGrad(gate, up)) {
     record('swiglu', [gate, up], [out], ([g]) => {
       const gg = like(gate), gu = like(up);
@@ -621,7 +634,7 @@ export function slice(x: Tensor, axis: number, start: number, length: number): T
   shape[ax] = length;
   const out = like(x, shape);
   const cols = length * inner, srcStride = L * inner;
-  callOp('copy_2d', x.device, [x], [out], [outer, cols, srcStride, cols, start * inner, 0, 0]);
+  callInto('copy_2d', x.device, [x], [out], [outer, cols, srcStride, cols, start * inner, 0, 0]);
   if (needsGrad(x)) {
     record('slice', [x], [out], ([g]) => {
       const gx = zerosLike(x);
@@ -639,7 +652,7 @@ export function gatherRows(src: Tensor, idx: Tensor): Tensor {
   check(where, 'idx', idx, { rank: 1, dtype: 'int32' });
   const S = src.shape[0], C = S === 0 ? prod(src.shape.slice(1)) : src.size / S, n = idx.shape[0];
   const out = like(src, [n, ...src.shape.slice(1)]);
-  callOp('gather_rows', src.device, [src, idx], [out], [S, n, C]);
+  callInto('gather_rows', src.device, [src, idx], [out], [S, n, C]);
   if (needsGrad(src)) {
     record('gather_rows', [src, idx], [out], ([g]) => {
       const gs = zerosLike(src);
@@ -687,7 +700,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const floats = [opts.scale === undefined ? 1 / Math.sqrt(Dh) : num(where, 'scale', opts.scale)];
   const out = like(q);
   const lse = Tensor.empty([B, Hq, Tq], { device: q.device });
-  callOp('attention_forward', q.device, [q, k, v, mask], [out, lse], ints, floats);
+  callInto('attention_forward', q.device, [q, k, v, mask], [out, lse], ints, floats);
   if (needsGrad(q, k, v)) {
     record('attention', [q, k, v], [out], ([g]) => {
       const gq = like(q), gk = like(k), gv = like(v);
@@ -717,7 +730,7 @@ export function patchEmbed(images: Tensor, weight: Tensor): Tensor {
   if (needsGrad(images)) throw new TypeError(`${where}: images requires grad, but gradients with respect to the pixels are not supported`);
   const P = (H / p) * (W / p), K = C * p * p;
   let cols = Tensor.empty([B, P, K], { device: images.device, dtype: images.dtype });
-  callOp('im2col', images.device, [images], [cols], [B, C, H, W, p]);
+  callInto('im2col', images.device, [images], [cols], [B, C, H, W, p]);
   // autocast('bfloat16'): the patch columns and the weight as bf16 operands (fp32 output and gradient)
   const bf16 = castsToBf16(images, weight);
   if (bf16) {
@@ -730,6 +743,11 @@ export function patchEmbed(images: Tensor, weight: Tensor): Tensor {
   const out = Tensor.empty([B, P, D], { device: images.device, dtype: 'float32' });
   try {
     mm(cols, wop.t, out, 1, B * P, D, K, false, true, 0, 0, 0, false);
+  } catch (e) {
+    // refused (a dtype pair the product does not take): nothing of this call outlives it
+    cols.dispose();
+    out.dispose();
+    throw e;
   } finally {
     if (wop.owned) wop.t.dispose();
   }
