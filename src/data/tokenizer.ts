@@ -375,7 +375,11 @@ export class TextTokenizer {
     return out;
   }
 
-  /** Text of `ids`. Negative ids (the image placeholder -200, the ignore index -100) are skipped. */
+  /**
+   * Text of `ids`. Negative ids (the image placeholder -200, the ignore index -100) are skipped, and so are ids the
+   * vocabulary does not hold (a model's vocabulary may be padded past the tokenizer's), as transformers' fast
+   * tokenizers skip them.
+   */
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
     options = checkedOptions('TextTokenizer.decode', options, DECODE_KEYS);
     const skipSpecial = options.skipSpecial ?? true;
@@ -387,7 +391,7 @@ export class TextTokenizer {
         if (typeof id !== 'number') throw new TypeError(`TextTokenizer.decode: ids[${i}] is ${typeof id === 'string' ? `a string (${describe(id).replace(/ \(string\)$/, '')})` : describe(id)}, expected an integer token id`);
         throw new TypeError(`TextTokenizer.decode: ids[${i}] = ${id} is not an integer`);
       }
-      if (id < 0) continue;
+      if (id < 0 || id >= this.vocabSize || this.tok.id_to_token(id) == null) continue;
       if (skipSpecial && this.specialIds.has(id)) continue;
       keep.push(id);
     }

@@ -116,6 +116,16 @@ describe('SentencePiece tokenizer.model with a tokenizer_config.json', () => {
     for (const text of ['x\ufeffy', '\ufeff\ufeff', '\ufeffa']) expect(tok.decode(tok.encode(text))).toBe(text);
   });
 
+  it("ids past the vocabulary are skipped in decode, as transformers' fast tokenizers skip them (this one threw inside its decoder)", () => {
+    const tok = new TextTokenizer(path.join(mdir, 'base'));
+    const ids = tok.encode('hello world');
+    for (const extra of [tok.vocabSize, tok.vocabSize + 63, 1e9]) {
+      const mixed = [...ids.slice(0, 1), extra, ...ids.slice(1)];
+      expect(tok.decode(mixed), String(extra)).toBe(tok.decode(ids));
+    }
+    expect(tok.decode([tok.vocabSize])).toBe('');
+  });
+
   it("the converted folder holds the config's copy, and a changed config is another conversion", () => {
     const d = mistralDir('eos_inst');
     const file = tokenizerJsonFromSentencePiece(d);
