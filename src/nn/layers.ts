@@ -36,7 +36,7 @@ export class Linear extends Module {
     super();
     layerSizes('Linear', { inFeatures, outFeatures });
     layerOptions('Linear', opts, LINEAR_KEYS);
-    this.weight = this.param('weight', normalParam([outFeatures, inFeatures], opts.std, opts.init, 0, opts.init.linearDtype));
+    this.weight = this.param('weight', normalParam([outFeatures, inFeatures], opts.std, opts.init, 0, opts.init?.linearDtype));
     this.bias = opts.bias ? this.param('bias', constParam([outFeatures], 0, opts.init)) : null;
   }
   /** A LoRA adapter (src/nn/lora.ts) whose update is added to the output; null without one. */

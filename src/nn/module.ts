@@ -2,7 +2,7 @@
 // map 1:1 (model.layers.0.self_attn.q_proj.weight ...). Parameters are Tensors with requiresGrad set;
 // they are owned by the module (kept out of any scope) and freed by dispose().
 import { f32ToBf16 } from '../bf16';
-import { checkedOptions, rangeError } from '../errors';
+import { checkedOptions, rangeError, typeError } from '../errors';
 import { Generator } from '../random';
 import { Device, keep, Tensor } from '../tensor';
 
@@ -188,13 +188,23 @@ export class ModuleList<M extends Module> extends Module {
 }
 
 // Parameter factories (initialisation as in Hugging Face for each family).
+/** `init` as InitOptions, named when it is not (a Generator passed in its place failed deep inside as 'normals' of undefined). */
+function checkInit(init: InitOptions): void {
+  const expected = 'InitOptions { generator: Generator, device?, uninitialized?, ... }';
+  if (init instanceof Generator) throw typeError('nn', 'init', `${expected} (pass { generator: it })`, init);
+  if (init === null || typeof init !== 'object') throw typeError('nn', 'init', expected, init);
+  if (!init.uninitialized && !(init.generator instanceof Generator)) throw typeError('nn', 'init.generator', 'a Generator (or uninitialized: true)', init.generator);
+}
+
 export function normalParam(shape: number[], std: number, init: InitOptions, mean = 0, dtype: 'float32' | 'bfloat16' = 'float32'): Tensor {
+  checkInit(init);
   if (init.uninitialized) return Tensor.empty(shape, { device: init.device, dtype });
   const n = shape.reduce((a, b) => a * b, 1);
   return Tensor.fromArray(init.generator.normals(n, std, mean), shape, { device: init.device, dtype });
 }
 
 export function constParam(shape: number[], value: number, init: InitOptions): Tensor {
+  checkInit(init);
   if (init.uninitialized) return Tensor.empty(shape, { device: init.device });
   const n = shape.reduce((a, b) => a * b, 1);
   return Tensor.fromArray(new Float32Array(n).fill(value), shape, { device: init.device });

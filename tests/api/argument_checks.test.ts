@@ -161,6 +161,10 @@ describe('argument checks', () => {
     expect(() => new nn.Linear(2 ** 20, 2 ** 20, { bias: false, std: 0.1, init })).toThrow('Linear: inFeatures 1048576 x outFeatures 1048576 make a weight of 1099511627776 values, more than one tensor holds (4294967295)');
     expect(() => new nn.Embedding(-1, 2, { std: 0.1, init })).toThrow('Embedding: expected a non-negative integer for num but received -1 (number)');
     expect(() => new nn.RMSNorm(-4, 1e-6, init)).toThrow('RMSNorm: expected a non-negative integer for dim but received -4 (number)');
+    // a Generator where InitOptions go (it failed deep inside, reading 'normals' of undefined)
+    expect(() => new nn.Linear(2, 3, { bias: false, std: 0.1, init: new Generator(0) as never })).toThrow(/^nn: expected InitOptions \{ generator: Generator, device\?, uninitialized\?, \.\.\. \} \(pass \{ generator: it \}\) for init but received/);
+    expect(() => new nn.RMSNorm(4, 1e-6, { generator: 3 } as never)).toThrow("nn: expected a Generator (or uninitialized: true) for init.generator but received 3 (number)");
+    expect(() => new nn.Linear(2, 3, { bias: false, std: 0.1, init: null as never })).toThrow(/^nn: expected InitOptions .* for init but received null/);
     const img = { width: 2, height: 2, data: new Uint8Array(12) };
     await expect(preprocessClip(img, { size: 1e6 })).rejects.toThrow('preprocessClip: size must be at most 16384 (the output is 3 x size x size float32 values), got 1000000');
     // a long thin image resized to a large (allowed) size: named, not "Invalid typed array length"
