@@ -11,7 +11,7 @@
 import { autocast, castTensor, computeDtype } from './amp';
 import { callOp } from './call_op';
 import type { Generator } from './random';
-import { GradNode, keep, scope, setBackwardImpl, Tensor, writeStamp } from './tensor';
+import { disposeGraphHeld, GradNode, isGraphHeld, keep, scope, setBackwardImpl, Tensor, writeStamp } from './tensor';
 
 export interface Node extends GradNode {
   readonly name: string;
@@ -113,12 +113,30 @@ function release(n: Node): void {
 
 /**
  * The nodes that can still be back-propagated: a live output depends on them (their own, or one downstream through
- * released links, Tensor.release). The others are released.
+ * released links, Tensor.release). The others are released, and the graph-held tensors only they refer to disposed.
  */
 function dropDead(nodes: Node[]): Node[] {
-  const live = ancestors(nodes.filter((n) => n.outputs.some((o) => !o.disposed)));
-  for (const n of nodes) if (!live.has(n)) release(n);
-  return nodes.filter((n) => live.has(n));
+  // a graph-held output (tensor.ts) keeps no node: only its graph's reads hold it
+  const live = ancestors(nodes.filter((n) => n.outputs.some((o) => !o.disposed && !isGraphHeld(o))));
+  const dead = nodes.filter((n) => !live.has(n));
+  for (const n of dead) release(n);
+  const kept = nodes.filter((n) => live.has(n));
+  freeGraphHeld(dead, kept);
+  return kept;
+}
+
+/** The tensors a node refers to: a graph-held one among them is still needed while the node is on the tape. */
+function* nodeTensors(n: Node): IterableIterator<Tensor> {
+  for (const list of [n.inputs, n.outputs, n.reads ?? [], n.saved]) for (const t of list) if (t) yield t;
+}
+
+/** Disposes the graph-held tensors (tensor.ts) of `released` nodes that none of `remaining` refers to. */
+function freeGraphHeld(released: readonly Node[], remaining: readonly Node[]): void {
+  const candidates = new Set<Tensor>();
+  for (const n of released) for (const t of nodeTensors(n)) if (isGraphHeld(t)) candidates.add(t);
+  if (candidates.size === 0) return;
+  for (const n of remaining) for (const t of nodeTensors(n)) candidates.delete(t);
+  for (const t of candidates) disposeGraphHeld(t);
 }
 
 /** Number of recorded ops not yet consumed by backward() (for tests and leak checks). */
@@ -217,6 +235,7 @@ function propagate(root: Tensor, seed: Tensor): void {
       for (const o of n.outputs) consumed.add(o);
       release(n);
     }
+    freeGraphHeld(nodes, tape);
   }
 }
 

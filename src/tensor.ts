@@ -145,6 +145,10 @@ export function scope<T>(fn: () => T): T {
   keptOut.pop();
   const r: Reach = { kept: new Set(), links: new Set(), mine };
   collectTensors(result, r, new Set());
+  // outermost: what is kept only for a recorded graph (the activations a backward reads) has no scope to free it;
+  // autograd frees it once no recorded node reads it (graphHeld), as torch frees a graph's saved tensors
+  const outermost = scopes.length === 0;
+  const direct = outermost ? directTensors([result, kept], new Set()) : null;
   // what keep() took out: itself no longer the scope's, but the memory it views and its graph are kept for it (and
   // by the enclosing scopes too: a kept tensor outlives them all)
   if (kept.length > 0) {
@@ -152,8 +156,10 @@ export function scope<T>(fn: () => T): T {
     keptOut[keptOut.length - 1]?.push(...kept);
   }
   for (const t of mine) {
-    if (r.kept.has(t)) track(t);
-    else if (r.links.has(t) && t.gradFn) {
+    if (r.kept.has(t)) {
+      track(t);
+      if (direct && !direct.has(t)) graphHeld.add(t);
+    } else if (r.links.has(t) && t.gradFn) {
       // memory freed, the link moves out too: an enclosing scope walks the graph through the tensors it owns, and
       // without its links a nested scope's kept tensors behind them would look unreachable there
       t.release();
@@ -161,6 +167,40 @@ export function scope<T>(fn: () => T): T {
     } else t.dispose();
   }
   return result;
+}
+
+/** The tensors a value holds itself (and the memory its views view), not through a recorded graph. */
+function directTensors(value: unknown, out: Set<Tensor>, seen = new Set<unknown>()): Set<Tensor> {
+  if (value === null || typeof value !== 'object' || seen.has(value) || ArrayBuffer.isView(value)) return out;
+  seen.add(value);
+  if (value instanceof Tensor) {
+    for (let t: Tensor | null = value; t; t = t.base) out.add(t);
+  } else if (Array.isArray(value)) {
+    for (const v of value) directTensors(v, out, seen);
+  } else if (value instanceof Map) {
+    for (const v of value.values()) directTensors(v, out, seen);
+  } else {
+    for (const v of Object.values(value as Record<string, unknown>)) directTensors(v, out, seen);
+  }
+  return out;
+}
+
+/**
+ * Tensors an outermost scope kept only because a recorded graph reads them (a model's activations, returned with the
+ * loss that needs them for its backward): nothing else owns them, so autograd disposes them once no recorded node
+ * reads them (after the backward that consumes their nodes, or when those nodes are dropped unreached). Without this
+ * a loss computed outside any scope left them to the garbage collector: ~0.5 MiB per step of a tiny model.
+ */
+const graphHeld = new Set<Tensor>();
+
+/** For autograd: whether t is held for a graph alone (graphHeld). */
+export function isGraphHeld(t: Tensor): boolean {
+  return graphHeld.has(t);
+}
+
+/** For autograd: disposes a graph-held tensor that no recorded node reads any more. */
+export function disposeGraphHeld(t: Tensor): void {
+  if (graphHeld.delete(t)) t.dispose();
 }
 
 /**
@@ -240,6 +280,8 @@ export class Tensor {
   readonly base: Tensor | null = null;
   /** Set by release(): the memory was freed at the end of a scope because no backward reads it. */
   private released = false;
+  /** Set by the module whose dispose() freed this parameter: named by whyFreed (a model used after its dispose). */
+  private freedWith: string | null = null;
   /** writeStamp() of the last in-place write into this memory (kept on the owner: a view's write is its base's). */
   private lastWrite = 0;
   private needsGrad = false;
@@ -402,7 +444,14 @@ export class Tensor {
 
   /** How a freed tensor went: 'has been disposed', or (released by a scope) what freed it and why. */
   whyFreed(): string {
-    return this.released ? 'was freed when its scope ended: it is an intermediate of a recorded graph that no backward reads (GradNode.reads)' : 'has been disposed';
+    if (this.released) return 'was freed when its scope ended: it is an intermediate of a recorded graph that no backward reads (GradNode.reads)';
+    return this.freedWith ? `has been disposed with its module: ${this.freedWith} (the module was used after its dispose())` : 'has been disposed';
+  }
+
+  /** dispose(), remembering what freed it (a module's dispose, for whyFreed). */
+  disposeWith(what: string): void {
+    this.dispose();
+    this.freedWith = what;
   }
 
   /**

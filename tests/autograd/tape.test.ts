@@ -348,3 +348,74 @@ describe('requiresGrad', () => {
     ids.dispose();
   });
 });
+
+// A loss returned by an outermost scope keeps the activations its backward reads; nothing else owns them, so the
+// backward frees them (as torch frees a graph's saved tensors), or the tape does when their nodes are dropped unreached.
+describe('activations kept for a graph outside any scope', () => {
+  const live = () => memoryStats().cpu.liveBuffers;
+  const setup = () => {
+    const w = t([0.5, -1, 2, 0.25, 1, -0.5], [3, 2]);
+    w.requiresGrad = true;
+    return w;
+  };
+  // rmsNorm -> linear -> softmax: activations the backward reads, made inside the scope
+  const forward = (w: Tensor) => F.sum(F.softmax(F.linear(F.rmsNorm(t([1, 2, 3, 4], [2, 2]), t([1, 1]), 1e-6), w)));
+
+  it('are freed by the backward: only the loss and the gradient remain', () => {
+    const w = setup(), before = live();
+    for (let k = 0; k < 3; k++) {
+      const loss = scope(() => forward(w));
+      expect(live()).toBeGreaterThan(before + 2);
+      loss.backward();
+      expect(live()).toBe(before + 2); // the loss and w.grad
+      loss.dispose();
+    }
+    expect(tapeLength()).toBe(0);
+    w.dispose();
+  });
+
+  it('what the scope returns besides the loss stays, even when the graph reads it', () => {
+    const w = setup(), before = live();
+    const { loss, h } = scope(() => {
+      const h = F.linear(t([1, 2, 3, 4], [2, 2]), w);
+      return { loss: F.sum(F.softmax(h)), h };
+    });
+    loss.backward();
+    expect(Array.from(h.toArray()).every(Number.isFinite)).toBe(true);
+    expect(live()).toBe(before + 3); // loss, h, w.grad
+    loss.dispose();
+    h.dispose();
+    w.dispose();
+  });
+
+  it('two losses of one scope, back-propagated one after the other: the first backward leaves what the second reads', () => {
+    const w = setup(), before = live();
+    // x, made in the scope, is read by both graphs' linear backward (for w's gradient); the graphs share no node
+    const [a, b] = scope(() => {
+      const x = t([1, 2, 3, 4], [2, 2]);
+      return [F.sum(F.softmax(F.linear(x, w))), F.sum(F.linear(x, w))];
+    });
+    a.backward();
+    const afterA = Array.from(w.grad!.toArray());
+    b.backward(); // reads x
+    // d/dw of sum(x w^T) adds the column sums of x to every row of w's gradient: [4, 6] per row
+    const g = Array.from(w.grad!.toArray());
+    expect(g.map((v, i) => v - afterA[i])).toEqual([4, 6, 4, 6, 4, 6]);
+    expect(live()).toBe(before + 3); // a, b, w.grad
+    a.dispose();
+    b.dispose();
+    w.dispose();
+  });
+
+  it('a loss disposed without a backward (an evaluation that forgot noGrad): freed with its nodes at the next backward', () => {
+    const w = setup(), before = live();
+    const dropped = scope(() => forward(w));
+    dropped.dispose();
+    expect(live()).toBeGreaterThan(before + 1);
+    const loss = scope(() => forward(w));
+    loss.backward();
+    expect(live()).toBe(before + 2);
+    loss.dispose();
+    w.dispose();
+  });
+});
