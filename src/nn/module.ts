@@ -153,7 +153,8 @@ export abstract class Module {
 
   /** Frees every parameter (and its gradient). */
   dispose(): void {
-    for (const p of this.parameters()) p.dispose();
+    const owner = this.constructor.name;
+    for (const [name, p] of this.namedParameters()) p.disposeWith(`${owner}.dispose() freed its parameter '${name}'`);
   }
 }
 

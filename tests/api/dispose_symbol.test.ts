@@ -27,6 +27,8 @@ describe('Symbol.dispose', () => {
     expect(t.disposed).toBe(true);
     expect(lin.weight.disposed && lin.bias!.disposed).toBe(true);
     expect(memoryStats().cpu.liveBuffers).toBe(before);
+    // used after its dispose: the error says so and names the parameter, not only that a weight is gone
+    expect(() => lin.forward(Tensor.zeros([1, 3]))).toThrow("F.linear: w has been disposed with its module: Linear.dispose() freed its parameter 'weight' (the module was used after its dispose())");
   });
 });
 
