@@ -570,8 +570,10 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
   .option('--no-replay', 'run every step in JavaScript (by default a step of a batch shape seen twice is replayed natively as an op program: the same numbers, less host time)')
   .option('--nproc-per-node <n>', 'data-parallel: train with n ranks on this machine (through mpirun: apt install libopenmpi-dev openmpi-bin); the batches stay the global ones; 2 on 2 cores ran the demo 1.19x faster on a Xeon and 0.95x on an EPYC, where one process is quicker (benchmarks/RESULTS.md)', int('--nproc-per-node', 1))
   .option('--dist-timeout <s>', DIST_TIMEOUT_HELP, num('--dist-timeout'))
-  .action(async (o: { nprocPerNode?: number; distTimeout?: number; out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; overwriteOutputDir?: boolean; device: string; dtype?: string; schedule: string; pif?: boolean; detachTarget?: boolean; replay: boolean }) => {
+  .option('--report-to <to>', "tensorboard: also write each run's train and eval scalars (loss, learning rate, accuracies, ...) as TensorBoard event files in vw/runs (and llava/runs); none: metrics.jsonl alone", 'none')
+  .action(async (o: { nprocPerNode?: number; distTimeout?: number; out: string; seed: number; ablation?: boolean; scale: number; json?: boolean; resume?: boolean; overwriteOutputDir?: boolean; device: string; dtype?: string; schedule: string; pif?: boolean; detachTarget?: boolean; replay: boolean; reportTo: string }) => {
     outputFolder('--out', o.out); // before the ranks start, the data set is written or anything is calibrated
+    const reportTo = reportToOption(o.reportTo, undefined);
     if (!(o.scale > 0)) fail('--scale must be > 0');
     if (o.scale > 100) fail(`--scale must be at most 100 (100 x the default budget: about 12 hours on 2 CPU cores), got ${o.scale}`);
     if (o.schedule !== 'default' && o.schedule !== 'paper') fail(`--schedule must be default or paper, got ${o.schedule}`);
@@ -600,7 +602,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
     const { runDemo } = await import('./demo');
     const group = env.worldSize > 1 ? await initProcessGroup({ backend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
     try {
-      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: dev, dtype, schedule: o.schedule as 'default' | 'paper', pif: o.pif, detachTarget: o.detachTarget, replay: o.replay, processGroup: group ?? undefined });
+      const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: dev, dtype, schedule: o.schedule as 'default' | 'paper', pif: o.pif, detachTarget: o.detachTarget, replay: o.replay, processGroup: group ?? undefined, reportTo });
       if (o.json && res) console.log(JSON.stringify(res));
       group?.destroy();
     } catch (e) {

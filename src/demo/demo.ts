@@ -128,11 +128,11 @@ export function visualWordAgreement(model: VwLmm, tokenizer: TextTokenizer, spli
   return visualWordStats(model, tokenizer, split, maxImages).agreement;
 }
 
-async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>, group?: ProcessGroup, replay?: boolean, writer?: SceneImageWriter): Promise<{ result: DemoRunResult | null; model: VwLmm; val: SplitData; tower: Map<string, Float32Array> | null }> {
+async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: TextTokenizer, log: (s: string) => void, quiet: boolean, resume: boolean, device: DeviceSpec | undefined, dtype: ComputeDtype | undefined, pretrainedTower?: Map<string, Float32Array>, group?: ProcessGroup, replay?: boolean, writer?: SceneImageWriter, reportTo?: readonly 'tensorboard'[]): Promise<{ result: DemoRunResult | null; model: VwLmm; val: SplitData; tower: Map<string, Float32Array> | null }> {
   const t0 = Date.now();
   const progress = new Progress(50, quiet ? process.stderr : process.stdout);
   const res = await runRecipe(recipe, {
-    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group, replay, reproduce: { dataDir, writer }, validate: false,
+    outDir: dir, device, dtype, resume, handleSignals: true, pretrainedTower, processGroup: group, replay, reproduce: { dataDir, writer }, validate: false, reportTo,
     tokenizerJson: JSON.parse(fs.readFileSync(path.join(dataDir, 'tokenizer.json'), 'utf8')),
     onLog: (r) => {
       progress.update(r);
@@ -181,6 +181,8 @@ export interface DemoOptions {
   pif?: boolean; detachTarget?: boolean;
   /** TrainerOptions.replay (default true; `vwlmm demo --no-replay`): steps replayed as op programs, the same numbers. */
   replay?: boolean;
+  /** TrainerOptions.reportTo: ['tensorboard'] writes each run's train and eval scalars in its runs/ (vw/runs, llava/runs). */
+  reportTo?: readonly 'tensorboard'[];
   /**
    * Data-parallel over this group's ranks, each running runDemo with the same options (`vwlmm demo --nproc-per-node
    * N`): the recipe's batches are the global ones, split over the ranks (RunRecipeOptions.processGroup). Rank 0
@@ -192,7 +194,7 @@ export interface DemoOptions {
 
 const DEMO_KEYS = {
   outDir: true, seed: true, ablation: true, scale: true, quiet: true, recipe: true, resume: true, device: true, dtype: true, schedule: true, pif: true,
-  detachTarget: true, replay: true, processGroup: true,
+  detachTarget: true, replay: true, processGroup: true, reportTo: true,
 } satisfies Record<keyof DemoOptions, true>;
 
 /** The most runDemo's scale may be, as `vwlmm demo --scale`: 100 x the default budget (about 12 hours on 2 CPU cores). */
@@ -214,6 +216,9 @@ function checkDemoOptions(o: DemoOptions): void {
   for (const k of ['ablation', 'quiet', 'resume', 'pif', 'detachTarget', 'replay'] as const) {
     if (o[k] !== undefined && typeof o[k] !== 'boolean') throw typeError(where, k, 'a boolean', o[k]);
   }
+  // before the data is written (the Trainer would refuse it only then)
+  if (o.reportTo !== undefined && !(Array.isArray(o.reportTo) && o.reportTo.every((r) => r === 'tensorboard')))
+    throw typeError(where, 'reportTo', "['tensorboard'] or [] (TrainerOptions.reportTo)", o.reportTo);
 }
 
 /** A data-parallel demo's other ranks: they wait for rank 0's data, train the same runs with it, answer their share of the test questions, and write nothing. */
@@ -290,7 +295,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
     group?.barrier(); // the other ranks read the tokenizer rank 0 wrote (trainOnly)
     const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
     log(`training VW-LMM (vmWeight ${recipe.vmWeight}${recipe.pif ? ', PIF' : ''}${recipe.detachTarget ? ', target detached' : ''}): stage 0 vision tower ${recipe.stage0.steps} steps, ${recipe.text?.steps ? `text ${recipe.text.steps} steps, ` : ''}stage 1 captions ${recipe.stage1.steps} steps${recipe.stage1.freezeLlm ? ' (LLM frozen)' : ''}, stage 2 questions ${recipe.stage2.steps} steps`);
-    const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, undefined, group, o.replay, writer);
+    const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, undefined, group, o.replay, writer, o.reportTo);
     const metrics = path.join(o.outDir, 'vw', 'metrics.jsonl');
     const lossCurve = path.join(o.outDir, 'vw', 'loss_curve.png');
     await plotMetrics(metrics, lossCurve, `VW-LMM on Sort-of-CLEVR (seed ${o.seed})`);
@@ -306,7 +311,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
     let ablation: DemoRunResult | undefined;
     if (o.ablation) {
       log('ablation: the same run with vmWeight 0 (plain LLaVA objective), from the same stage-0 tower');
-      const a = await oneRun(ablationRecipe(recipe), path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group, o.replay, writer);
+      const a = await oneRun(ablationRecipe(recipe), path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group, o.replay, writer, o.reportTo);
       a.model.dispose();
       ablation = a.result!;
     }

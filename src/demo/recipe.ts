@@ -223,6 +223,8 @@ export interface RunRecipeOptions {
   reproduce?: { dataDir: string; writer?: SceneImageWriter };
   /** Write a train record every N steps (default 10; stage 0's default 100). */
   logEvery?: number;
+  /** TrainerOptions.reportTo: ['tensorboard'] also writes the stages' train and eval scalars in <outDir>/runs (stage 0's read-out has no log). */
+  reportTo?: readonly 'tensorboard'[];
   /**
    * Answer every question of the validation split at the end (RecipeResult.val; default true). false: val is null,
    * for a caller that scores a test set of its own (the demo answers data/test.json).
@@ -528,7 +530,7 @@ async function trainByRecipe(r: Recipe, opts: RunRecipeOptions, model: VwLmm, c:
   const dtype = opts.dtype === undefined ? defaultComputeDtype(model.device) : parseComputeDtype('runRecipe', opts.dtype);
   const runFile = JSON.stringify({ dtype }, null, 2) + '\n';
   const trainer = new Trainer(model, stages, {
-    seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype, processGroup: opts.processGroup, replay: opts.replay,
+    seed: r.seed, outDir: opts.outDir, evalEvery: r.evalEvery, autoResume: !!opts.resume, handleSignals: !!opts.handleSignals, dtype, processGroup: opts.processGroup, replay: opts.replay, reportTo: opts.reportTo,
     evaluate: (m, where) => {
       if (where.stage === 'text') return {} as Record<string, number>; // no image has been seen yet
       // data-parallel: every rank scores its share (the Trainer evaluates on every rank), the ranks sum the counts

@@ -89,6 +89,7 @@ describe('argument checks', () => {
     for (const seed of [1.5, -1, 2 ** 32])
       await expect(runDemo({ ...o, seed })).rejects.toThrow(new RegExp(`^runDemo: expected an integer seed in \\[0, 4294967295\\] .*for seed but received ${seed}$`));
     await expect(runDemo({ ...o, quiet: 'yes' as never })).rejects.toThrow("runDemo: expected a boolean for quiet but received 'yes' (string)");
+    await expect(runDemo({ ...o, reportTo: ['wandb'] as never })).rejects.toThrow(/^runDemo: expected \['tensorboard'\] or \[\] \(TrainerOptions\.reportTo\) for reportTo but received/);
     await expect(runDemo(null as never)).rejects.toThrow(/^runDemo: expected an object/);
     expect(fs.existsSync(outDir)).toBe(false);
   });
