@@ -218,7 +218,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
         else mm(g!, a, gb, batch, N, K, M, true, ta, M * N, M * K, sc, true);
       }
       return [ga, gb];
-    });
+    }, [], [a, b]); // the product's own values are not read: a scope frees them
   }
   return out;
 }
@@ -761,7 +761,7 @@ export function patchEmbed(images: Tensor, weight: Tensor): Tensor {
         if (gop !== g) gop.dispose();
       }
       return [null, gw];
-    }, [cols]);
+    }, [cols], []); // the columns alone (saved): not the pixels' or the output's values, nor the weight's (its shape)
   } else {
     cols.dispose();
   }
@@ -884,7 +884,7 @@ export function pseudoImageFeatures(x: Tensor, wVm: Tensor, e: Tensor): Tensor {
       r.dx = asFloat32(r.dx)!;
       const keepOrDrop = (t: Tensor, want: boolean) => (want ? t : (t.dispose(), null));
       return [keepOrDrop(r.dx, x.requiresGrad), keepOrDrop(r.dwVm, wVm.requiresGrad), keepOrDrop(r.de, e.requiresGrad)];
-    });
+    }, [], [x, wVm, e]); // not the output's values
   }
   return out;
 }

@@ -419,3 +419,27 @@ describe('activations kept for a graph outside any scope', () => {
     w.dispose();
   });
 });
+
+describe("what a scope keeps for a backward that does not read it", () => {
+  it('F.matmul, F.patchEmbed: their outputs are freed with the scope (their backwards read the inputs or the columns)', () => {
+    const live = () => memoryStats().cpu.liveBuffers;
+    const a = t([1, 2, 3, 4, 5, 6], [2, 3]), b = t([1, 0, -1, 2, 0.5, 1], [3, 2]);
+    a.requiresGrad = true;
+    const before = live();
+    const loss = scope(() => F.sum(F.matmul(a, b)));
+    // the loss alone (b is read by the backward but is the caller's)
+    expect(live()).toBe(before + 1);
+    loss.backward();
+    expect(Array.from(a.grad!.toArray())).toEqual([1, 1, 1.5, 1, 1, 1.5]); // b's row sums, per row of a
+    loss.dispose();
+    const w = t(Array.from({ length: 2 * 3 * 2 * 2 }, (_, i) => (i % 5) - 2), [2, 3, 2, 2]);
+    w.requiresGrad = true;
+    const images = t(Array.from({ length: 3 * 4 * 4 }, (_, i) => i / 10), [1, 3, 4, 4]);
+    const mid = live();
+    const l2 = scope(() => F.sum(F.patchEmbed(images, w)));
+    expect(live()).toBe(mid + 2); // the loss and the patch columns its backward reads
+    l2.backward();
+    l2.dispose();
+    for (const x of [a, b, w, images]) x.dispose();
+  });
+});
