@@ -244,6 +244,10 @@ function backwardNode(node: Node, grads: Map<Tensor, Tensor>): void {
   const gOut = node.outputs.map((o) => grads.get(o) ?? null);
   if (gOut.every((g) => g === null)) return;
   if (node.stamp !== undefined && node.stamp !== writeStamp()) checkUnwritten(node);
+  // a tensor the backward reads, disposed by hand since: named here, not as an op's disposed input deep inside it
+  for (const t of node.reads ?? [...node.inputs, ...node.outputs]) {
+    if (t && t.isFreed()) throw new TypeError(`backward: the backward of ${node.name} reads a tensor (Tensor [${t.shape.join(', ')}] ${t.dtype}, ${node.inputs.includes(t) ? `its input ${node.inputs.indexOf(t)}` : node.outputs.includes(t) ? `its output ${node.outputs.indexOf(t)}` : 'one it saved'}) that ${t.whyFreed()}: keep what a backward reads alive until it has run`);
+  }
   const gIn = node.backward(gOut);
   const passed = new Set(gIn.filter((g): g is Tensor => g !== null));
   if (passed.size !== gIn.filter((g) => g !== null).length) throw new Error(`autograd: the backward of ${node.name} returned one tensor for two inputs`);

@@ -443,3 +443,17 @@ describe("what a scope keeps for a backward that does not read it", () => {
     for (const x of [a, b, w, images]) x.dispose();
   });
 });
+
+describe('a tensor a backward reads, disposed by hand before it ran', () => {
+  it('is named with the op that reads it', () => {
+    const w = t([1, 2, 3, 4], [2, 2]);
+    w.requiresGrad = true;
+    const x = t([1, 0, 0, 1], [2, 2]);
+    const h = F.mul(F.linear(x, w), x);
+    const loss = F.sum(h);
+    x.dispose();
+    expect(() => loss.backward()).toThrow(/^backward: the backward of mul reads a tensor \(Tensor \[2, 2\] float32, its input 1\) that has been disposed: keep what a backward reads alive until it has run$/);
+    clearTape();
+    for (const y of [w, h, loss]) y.dispose();
+  });
+});
