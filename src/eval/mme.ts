@@ -109,7 +109,7 @@ function yesNo(lowered: string): 'yes' | 'no' | 'other' {
 export function scoreMME(answersFile: string, benchmarkDir: string, questionsFile?: string): MMEScore {
   const answers = readAnswers(answersFile);
   for (const { rec, at } of answers) {
-    if (/[\t\n\r]/.test(rec.text)) throw new Error(`${at}: the answer has a tab or a line break; calculation.py reads one tab-separated line per question and fails on it`);
+    if (/[\t\n\r]/.test(rec.text)) throw new Error(`${at}: the answer has a tab or a line break; calculation.py reads one tab-separated line per question, so it would split this one wrongly and score other answers than these`);
   }
   if (questionsFile) {
     const answered = new Set(answers.map(({ rec }) => `${pyKey(rec.question_id)}\0${rec.prompt}`));

@@ -98,7 +98,8 @@ export function pyJsonDumps(value: unknown, indent: number | null, level = 0): s
     return '[' + value.map((v) => pad(level + 1) + pyJsonDumps(v, indent, level + 1)).join(sep) + pad(level) + ']';
   }
   if (typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>);
+    // a Map keeps its keys in insertion order, as a Python dict does (an object lists integer-like keys first, ascending)
+    const entries = value instanceof Map ? [...(value as Map<string, unknown>).entries()] : Object.entries(value as Record<string, unknown>);
     if (entries.length === 0) return '{}';
     return '{' + entries.map(([k, v]) => pad(level + 1) + pyJsonString(k) + ': ' + pyJsonDumps(v, indent, level + 1)).join(sep) + pad(level) + '}';
   }
@@ -199,9 +200,12 @@ export function pyStr(v: unknown): string {
   return typeof v === 'string' ? v : pyValueRepr(v);
 }
 
-/** Python dictionary-key identity of a JSON value: 1 and 1.0 are one key, "1" is another. */
+/**
+ * Python dictionary-key identity (and == for JSON scalars) of a JSON value: 1, 1.0 and true are one key (True == 1 in
+ * Python), "1" is another.
+ */
 export function pyKey(v: unknown): string {
-  return typeof v === 'number' ? `n:${v}` : typeof v === 'string' ? `s:${v}` : `j:${JSON.stringify(v)}`;
+  return typeof v === 'number' || typeof v === 'boolean' ? `n:${Number(v)}` : typeof v === 'string' ? `s:${v}` : `j:${JSON.stringify(v)}`;
 }
 
 /** A file's text; a missing file or a directory is an error naming `what` and the path. */

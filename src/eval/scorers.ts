@@ -89,8 +89,14 @@ export function scoreTextVQA(answersFile: string, annotationFile: string): TextV
   for (const s of scores) sum += s;
   const accuracy = sum / scores.length;
   // a chunk folder is what LLaVA's scripts merge into merge.jsonl, the file its scorer would name
-  const experiment = fs.statSync(answersFile).isDirectory() ? 'merge' : path.basename(answersFile).replace(/\.[^.]*$/, '');
+  const experiment = fs.statSync(answersFile).isDirectory() ? 'merge' : pySplitextRoot(path.basename(answersFile));
   return { experiment, samples: scores.length, accuracy, report: `${experiment}\nSamples: ${scores.length}\nAccuracy: ${pyFixed(100 * accuracy, 2)}%\n\n` };
+}
+
+/** os.path.splitext(name)[0]: the part before the last dot, unless only dots precede it ('.jsonl', '..jsonl' stay whole). */
+function pySplitextRoot(name: string): string {
+  const dot = name.lastIndexOf('.');
+  return dot > 0 && /[^.]/.test(name.slice(0, dot)) ? name.slice(0, dot) : name;
 }
 
 export interface PopeCategory {
@@ -213,7 +219,8 @@ export function scoreScienceQA(baseDir: string, answersFile: string, split = 'te
   const preds = new Map<string, { rec: AnswerRecord; at: string }>();
   for (const a of readAnswers(answersFile)) preds.set(pyKey(a.rec.question_id), a);
   const results: { correct: Record<string, unknown>[]; incorrect: Record<string, unknown>[] } = { correct: [], incorrect: [] };
-  const parsed: Record<string, number> = {}, outputs: Record<string, string> = {};
+  // Maps: in the split's order, as the official script's dicts (an object would sort numeric ids)
+  const parsed = new Map<string, number>(), outputs = new Map<string, string>();
   const seen = new Set<string>();
   for (const pid of ids) {
     if (seen.has(pid)) continue; // a dict of the split: a repeated id counts once
@@ -230,8 +237,8 @@ export function scoreScienceQA(baseDir: string, answersFile: string, split = 'te
     const opts = SQA_OPTIONS.slice(0, prob.choices.length);
     const idx = opts.includes(answer) ? SQA_OPTIONS.indexOf(answer) : -1;
     const analysis = { question_id: pid, parsed_ans: answer, ground_truth: SQA_OPTIONS[prob.answer], question: prompt, pred: text, is_multimodal: prompt.includes('<image>') };
-    parsed[pid] = idx;
-    outputs[pid] = text;
+    parsed.set(pid, idx);
+    outputs.set(pid, text);
     (idx === prob.answer ? results.correct : results.incorrect).push(analysis);
   }
   const correct = results.correct.length, total = correct + results.incorrect.length;

@@ -4,7 +4,7 @@
 // Each writes what the script writes and prints what it prints (src/eval/pyformat.ts); tests compare with the
 // scripts run as is (scripts/make_eval_fixtures.py). Where a script would crash, these throw an error naming the
 // file, line or question.
-import { answerObjectLines } from './answer_source';
+import { answerFiles, answerObjectLines } from './answer_source';
 import { evalAIAnswer } from './evalai';
 import { jsonObjectLines, pyFixed, pyJsonDumps, pyKey, pyLines, pyStr, pyRstrip, pyStrCompare, readTextFile } from './pyformat';
 
@@ -21,11 +21,14 @@ function textString(rec: Record<string, unknown>, at: string, script: string): s
   return text;
 }
 
-/** The answers as the VQAv2 / VizWiz converters read them: id -> text (the last line wins), broken lines counted. */
-function readResults(file: string, script: string): { results: Map<string, string>; errorLines: number } {
+/**
+ * The answers as the VQAv2 / VizWiz converters read them: id -> text (the last line wins), broken lines counted. `source`:
+ * an answers file or a chunk folder (answerFiles: its chunks in order, as LLaVA's scripts `cat` them into merge.jsonl).
+ */
+function readResults(source: string, script: string): { results: Map<string, string>; errorLines: number } {
   const results = new Map<string, string>();
   let errorLines = 0;
-  pyLines(readTextFile(file, 'answers')).forEach((l, i) => {
+  for (const file of answerFiles(source)) pyLines(readTextFile(file, 'answers')).forEach((l, i) => {
     let rec: unknown;
     try {
       rec = JSON.parse(l);
@@ -148,7 +151,7 @@ export function scoreSeed(answersFile: string, annotationFile: string): SeedScor
       counts.set(k, c);
       const row = results.get(pyKey(pyInt(q.question_id)));
       if (!row) c.correct = c.correct ?? 0;
-      else if (textOf(row) === q.answer) c.correct = (c.correct ?? 0) + 1;
+      else if (pyKey(textOf(row)) === pyKey(q.answer)) c.correct = (c.correct ?? 0) + 1; // Python's ==: True == 1
     }
     let totalCount = 0, totalCorrect = 0;
     const sorted = pySorted([...counts.values()], annotationFile);

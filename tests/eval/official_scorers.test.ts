@@ -56,6 +56,12 @@ describe("LLaVA-1.5's official scoring", () => {
     expect(c.stdout).toBe(want);
     const j = cli('score', 'textvqa', '--answers', path.join(fx, 'textvqa', 'answers.jsonl'), '--annotations', path.join(fx, 'textvqa', 'annotations.json'), '--json');
     expect(JSON.parse(j.stdout)).toEqual({ experiment: 'answers', samples: 60, accuracy: r.accuracy });
+    // the experiment's name is os.path.splitext(os.path.basename(f))[0]: leading dots are no extension
+    const named = tmp();
+    for (const [file, name] of [['.jsonl', '.jsonl'], ['..jsonl', '..jsonl'], ['a.b.jsonl', 'a.b'], ['answers', 'answers'], ['.x.jsonl', '.x']]) {
+      fs.copyFileSync(path.join(fx, 'textvqa', 'answers.jsonl'), path.join(named, file));
+      expect(scoreTextVQA(path.join(named, file), path.join(fx, 'textvqa', 'annotations.json')).experiment, file).toBe(name);
+    }
   });
 
   it('scorePope prints what eval_pope.py prints; vwlmm score pope too', () => {
@@ -101,6 +107,14 @@ describe("LLaVA-1.5's official scoring", () => {
     expect(c.status, c.stderr).toBe(0);
     expect(c.stdout).toBe(r.report);
     expect(fs.readFileSync(path.join(out, 'r.json'), 'utf8')).toBe(r.outputResult);
+    // numeric ids in a split that does not list them ascending: the result file keeps the split's order, as the
+    // official script's dicts do (eval_science_qa.py's file for these inputs, verbatim)
+    const order = tmp();
+    fs.writeFileSync(path.join(order, 'pid_splits.json'), '{"test": ["2", "1"]}');
+    fs.writeFileSync(path.join(order, 'problems.json'), '{"2": {"question": "q", "choices": ["x", "x"], "answer": 0}, "1": {"question": "q", "choices": ["x", "x"], "answer": 0}}');
+    fs.writeFileSync(path.join(order, 'answers.jsonl'), '{"question_id": "2", "prompt": "<image>", "text": "A"}\n{"question_id": "1", "prompt": "<image>", "text": "B"}\n');
+    expect(scoreScienceQA(order, path.join(order, 'answers.jsonl')).outputResult)
+      .toBe('{\n  "acc": 50.0,\n  "correct": 1,\n  "count": 2,\n  "results": {\n    "2": 0,\n    "1": 1\n  },\n  "outputs": {\n    "2": "A",\n    "1": "B"\n  }\n}');
   });
 
   it("the submission converters write and print what LLaVA's convert_*.py scripts do; SEED's accuracies too", () => {
@@ -123,6 +137,13 @@ describe("LLaVA-1.5's official scoring", () => {
     expect(c.status, c.stderr).toBe(0);
     expect(c.stdout).toBe(read('vqav2_expected.txt'));
     expect(fs.readFileSync(out, 'utf8')).toBe(read('vqav2_expected.json'));
+    // a chunk folder, as --help says and as LLaVA's vqav2.sh merges it (cat of 2_0, 2_1): the same upload files
+    const chunks = tmp(), lines = read('answers.jsonl').split(/(?<=\n)/);
+    const half = Math.ceil(lines.length / 2);
+    fs.writeFileSync(path.join(chunks, '2_0.jsonl'), lines.slice(0, half).join(''));
+    fs.writeFileSync(path.join(chunks, '2_1.jsonl'), lines.slice(half).join(''));
+    expect(vqav2Submission(chunks, path.join(d, 'vqav2_test.jsonl'))).toEqual(v);
+    expect(vizwizSubmission(chunks, path.join(d, 'vizwiz_test.jsonl'))).toEqual(z);
     // VizWiz needs every question answered (the script asserts it): an error naming the question
     expect(() => vizwizSubmission(path.join(d, 'answers.jsonl'), path.join(d, 'vqav2_test.jsonl'))).toThrow(/question_id 40 of .*vqav2_test.jsonl has no answer/);
   });
@@ -140,6 +161,14 @@ describe("LLaVA-1.5's official scoring", () => {
     const sd = scoreSeed(path.join(d, 'seed_odd_answers.jsonl'), path.join(d, 'seed_odd.json'));
     expect(sd.report).toBe(read('seed_odd_expected.txt'));
     expect(sd.file).toBe(read('seed_odd_expected.jsonl'));
+    // true and 1 are one dict key and equal in Python: an answer id true answers question 1 (convert_vqav2's upload
+    // for these inputs: [{"question_id": 1, "answer": "2"}]); a SEED text true is right for answer 1
+    const split = writeTemp('split.jsonl', [{ question_id: 1 }]);
+    expect(vqav2Submission(writeTemp('b.jsonl', [{ question_id: true, text: 'Two' }]), split).file).toBe('[{"question_id": 1, "answer": "2"}]');
+    const seedAnn = writeTemp('seed_bool.json', { questions: [{ question_id: '1', question_type_id: 1, data_type: 'image', answer: 1 }, { question_id: '2', question_type_id: 1, data_type: 'video', answer: 'A' }], question_type: { t: 1 } });
+    const sb = scoreSeed(writeTemp('seed_bool.jsonl', [{ question_id: 1, text: true }, { question_id: 2, text: 'A' }]), seedAnn);
+    expect(sb.file).toBe('{"question_id": "1", "prediction": true}\n{"question_id": "2", "prediction": "A"}\n');
+    expect(sb.report).toMatch(/^t: 100\.00%/m);
   });
 
   it("answer lines without the fields a converter reads are refused where its script fails (KeyError, None.rstrip), naming the line", () => {
