@@ -125,17 +125,23 @@ function dropDead(nodes: Node[]): Node[] {
   return kept;
 }
 
-/** The tensors a node refers to: a graph-held one among them is still needed while the node is on the tape. */
+/**
+ * The tensors a node refers to, and the tensors their views view: a graph-held one among them is still needed while
+ * the node is on the tape or in a backward under way.
+ */
 function* nodeTensors(n: Node): IterableIterator<Tensor> {
-  for (const list of [n.inputs, n.outputs, n.reads ?? [], n.saved]) for (const t of list) if (t) yield t;
+  for (const list of [n.inputs, n.outputs, n.reads ?? [], n.saved]) for (let t of list) for (; t; t = t.base) yield t;
 }
 
-/** Disposes the graph-held tensors (tensor.ts) of `released` nodes that none of `remaining` refers to. */
+/**
+ * Disposes the graph-held tensors (tensor.ts) of `released` nodes that none of `remaining`, nor a backward under way,
+ * refers to.
+ */
 function freeGraphHeld(released: readonly Node[], remaining: readonly Node[]): void {
   const candidates = new Set<Tensor>();
   for (const n of released) for (const t of nodeTensors(n)) if (isGraphHeld(t)) candidates.add(t);
   if (candidates.size === 0) return;
-  for (const n of remaining) for (const t of nodeTensors(n)) candidates.delete(t);
+  for (const list of [remaining, ...inFlight]) for (const n of list) for (const t of nodeTensors(n)) candidates.delete(t);
   for (const t of candidates) disposeGraphHeld(t);
 }
 
@@ -201,17 +207,32 @@ function secondBackward(what: string): Error {
   return new Error(`backward: ${what} was computed by a graph that a backward has already been through and freed (torch: "Trying to backward through the graph a second time"; retain_graph is not supported): back-propagate the sum of the losses once, or compute it again`);
 }
 
-/** backward() from root with the gradient `seed`, which it takes ownership of. */
-function propagate(root: Tensor, seed: Tensor): void {
+/**
+ * The nodes of the backwards under way (a gradientCheckpoint's recomputation runs one inside another): what they have
+ * yet to run may read a graph-held tensor that a nested backward, or the dead nodes dropped as one starts, also refers to.
+ */
+const inFlight: Node[][] = [];
+
+/**
+ * backward() from root with the gradient `seed`, which it takes ownership of. `recordedFrom`: a gradientCheckpoint's
+ * recomputation, whose graph is what the tape recorded from that index on (not other graphs still waiting there).
+ */
+function propagate(root: Tensor, seed: Tensor, recordedFrom?: number): void {
   const grads = new Map<Tensor, Tensor>();
   let nodes: Node[];
-  if (depth > 0) {
-    // a gradientCheckpoint's recomputation: everything its scope recorded is its graph
+  if (recordedFrom !== undefined) {
+    nodes = tape.slice(recordedFrom);
+    tape = tape.slice(0, recordedFrom);
+    inFlight.push(nodes);
+  } else if (depth > 0) {
+    // a backward called inside a recomputation: everything recorded since is its graph
     nodes = tape;
     tape = [];
+    inFlight.push(nodes);
   } else {
     const mine = ancestors(root.gradFn ? [root.gradFn] : []);
     nodes = tape.filter((n) => mine.has(n));
+    inFlight.push(nodes); // before dropDead: the dead nodes' graph-held tensors this backward reads stay
     tape = dropDead(tape.filter((n) => !mine.has(n)));
   }
   // hooks fire in the outermost backward only (a checkpoint's recomputation is part of its node)
@@ -230,6 +251,7 @@ function propagate(root: Tensor, seed: Tensor): void {
     }
   } finally {
     depth--;
+    inFlight.pop();
     for (const g of grads.values()) g.dispose();
     for (const n of nodes) {
       for (const o of n.outputs) consumed.add(o);
@@ -246,7 +268,7 @@ function backwardNode(node: Node, grads: Map<Tensor, Tensor>): void {
   if (node.stamp !== undefined && node.stamp !== writeStamp()) checkUnwritten(node);
   // a tensor the backward reads, disposed by hand since: named here, not as an op's disposed input deep inside it
   for (const t of node.reads ?? [...node.inputs, ...node.outputs]) {
-    if (t && t.isFreed()) throw new TypeError(`backward: the backward of ${node.name} reads a tensor (Tensor [${t.shape.join(', ')}] ${t.dtype}, ${node.inputs.includes(t) ? `its input ${node.inputs.indexOf(t)}` : node.outputs.includes(t) ? `its output ${node.outputs.indexOf(t)}` : 'one it saved'}) that ${t.whyFreed()}: keep what a backward reads alive until it has run`);
+    if (t && t.isFreed()) throw new TypeError(`backward: the backward of ${node.name} reads a tensor (Tensor [${t.shape.join(', ')}] ${t.dtype}, ${node.inputs.includes(t) ? `its input ${node.inputs.indexOf(t)}` : node.outputs.includes(t) ? `its output ${node.outputs.indexOf(t)}` : 'one it reads besides its inputs and outputs, such as a key mask'}) that ${t.whyFreed()}: keep what a backward reads alive until it has run`);
   }
   const gIn = node.backward(gOut);
   const passed = new Set(gIn.filter((g): g is Tensor => g !== null));
@@ -355,12 +377,13 @@ export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tens
     generators.forEach((gen, k) => gen.restoreState(starts[k]));
     return scope(() => {
       let y: Tensor;
+      const from = tape.length; // the recomputation's nodes: what is recorded from here on
       try {
         y = fn(...leaves);
       } finally {
         generators.forEach((gen, k) => gen.restoreState(now[k]));
       }
-      if (y.requiresGrad) propagate(y, g!.moveTo(g!.shape)); // g changes owner: the outer backward's dispose of it is a no-op
+      if (y.requiresGrad) propagate(y, g!.moveTo(g!.shape), from); // g changes owner: the outer backward's dispose of it is a no-op
       return leaves.map((leaf, k) => {
         if (!grads[k]) return null;
         const lg = leaf.grad;
@@ -375,8 +398,10 @@ export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tens
 
 /** Drops everything recorded but not back-propagated (e.g. after a forward pass that is abandoned). */
 export function clearTape(): void {
-  for (const n of tape) release(n);
+  const dropped = tape;
+  for (const n of dropped) release(n);
   tape = [];
+  freeGraphHeld(dropped, []);
 }
 
 /** Frees the .grad of each tensor (they start from zero at the next backward). */

@@ -4,6 +4,8 @@
 import { describe, expect, it } from 'vitest';
 import { F, Generator, gradientCheckpoint, memoryStats, nn, noGrad, scope, Tensor, zeroGrad } from '../../src';
 import { runSeed } from '../support/random';
+import { VwLmm } from '../../src/model/vwlmm';
+import { tinyConfig, tinyData } from '../train/support/tiny';
 
 const seed = runSeed;
 const llamaCfg: nn.LlamaConfig = { vocabSize: 61, hiddenSize: 24, intermediateSize: 40, numLayers: 3, numHeads: 4, numKvHeads: 2, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 64, initializerRange: 0.2 };
@@ -96,5 +98,25 @@ describe('gradient checkpointing', () => {
     expect(() => scope(() => gradientCheckpoint((a) => F.reshape(a, [3, 1]), [x], []))).toThrow(/gradientCheckpoint: fn must return a tensor it created/);
     x.dispose();
     w.dispose();
+  });
+});
+
+describe('gradient checkpointing of a loss computed outside any scope', () => {
+  it("VwLmm.loss on a padded batch (the key mask every checkpointed layer shares): the gradients of the plain model's loss", () => {
+    const { tokenizer, makeBatch } = tinyData(8);
+    const config = { ...tinyConfig(tokenizer.vocabSize), llm: { ...tinyConfig(tokenizer.vocabSize).llm, numLayers: 2 } };
+    const batch = makeBatch([0, 1, 2, 3]);
+    expect(Array.from(batch.attentionMask)).toContain(0);
+    const grads = (checkpointing: boolean) => {
+      const model = VwLmm.create(config, 5);
+      model.gradientCheckpointing = checkpointing;
+      const out = model.loss(batch); // outside any scope: the loss's own scope is the outermost
+      out.loss.backward();
+      const g = model.parameters().map((p) => (p.grad ? Array.from(p.grad.toArray()) : null));
+      for (const t of [out.loss, out.ceLoss, out.klLoss]) t?.dispose();
+      model.dispose();
+      return g;
+    };
+    expect(grads(true)).toEqual(grads(false));
   });
 });

@@ -1,6 +1,6 @@
 // Tape mechanics: analytic gradients, accumulation across backward calls, noGrad, deterministic release.
 import { describe, expect, it } from 'vitest';
-import { record } from '../../src/autograd';
+import { gradientCheckpoint, record } from '../../src/autograd';
 import { callOp } from '../../src/call_op';
 import { AdamW, autocast, clearTape, keep, memoryStats, noGrad, F, scope, tapeLength, Tensor, zeroGrad } from '../../src';
 
@@ -455,5 +455,67 @@ describe('a tensor a backward reads, disposed by hand before it ran', () => {
     expect(() => loss.backward()).toThrow(/^backward: the backward of mul reads a tensor \(Tensor \[2, 2\] float32, its input 1\) that has been disposed: keep what a backward reads alive until it has run$/);
     clearTape();
     for (const y of [w, h, loss]) y.dispose();
+  });
+});
+
+// What a review of the graph-held freeing found: a backward under way (a checkpoint's recomputation inside another, or
+// the dead nodes dropped as one starts) must keep what its nodes read; a view's base and an abandoned tape are freed.
+describe('graph-held tensors and the backwards under way', () => {
+  const live = () => memoryStats().cpu.liveBuffers;
+  const weights = () => {
+    const w1 = t([1, 2, 3, 4], [2, 2]), w2 = t([0.5, 1, -1, 2], [2, 2]);
+    w1.requiresGrad = w2.requiresGrad = true;
+    return [w1, w2];
+  };
+
+  it("a checkpoint's recomputation leaves an input it shares with the outer graph (a key mask, an input needing no grad)", () => {
+    const [w1, w2] = weights();
+    const loss = scope(() => {
+      const x = t([1, 0, 2, 1], [2, 2]); // made in the scope, needs no grad: graph-held
+      const a = F.linear(x, w2); // recorded first: its backward runs after the checkpoint's and reads x
+      const h = gradientCheckpoint((xx) => F.linear(xx, w1), [x], [w1]);
+      return F.sum(F.mul(a, h));
+    });
+    loss.backward();
+    // d/dw2 sum((x w2^T) * (x w1^T)) = (x w1^T)^T x
+    expect(Array.from(w2.grad!.toArray())).toEqual([9, 4, 23, 10]);
+    for (const x of [loss, w1, w2]) x.dispose();
+  });
+
+  it('an output disposed before the backward: its dropped nodes leave what the backward reads', () => {
+    const [w1, w2] = weights();
+    const { loss, aux } = scope(() => {
+      const x = t([1, 0, 2, 1], [2, 2]);
+      return { loss: F.sum(F.linear(x, w1)), aux: F.linear(x, w2) };
+    });
+    aux.dispose();
+    loss.backward();
+    expect(Array.from(w1.grad!.toArray())).toEqual([3, 1, 3, 1]);
+    for (const x of [loss, w1, w2]) x.dispose();
+  });
+
+  it("a checkpoint's recomputation leaves the other graphs waiting on the tape", () => {
+    const [w1, w2] = weights();
+    const x = t([1, 0, 2, 1], [2, 2]);
+    const b = F.sum(F.linear(x, w2)); // pending
+    const a = F.sum(gradientCheckpoint((xx) => F.linear(xx, w1), [x], [w1]));
+    a.backward();
+    b.backward();
+    expect(Array.from(w2.grad!.toArray())).toEqual([3, 1, 3, 1]);
+    for (const y of [a, b, x, w1, w2]) y.dispose();
+  });
+
+  it("a view's base and an abandoned tape (clearTape) are freed with the graph", () => {
+    const [w] = weights();
+    const before = live();
+    const loss = scope(() => F.sum(F.linear(F.reshape(t([1, 0, 2, 1]), [2, 2]), w)));
+    loss.backward();
+    loss.dispose();
+    expect(live()).toBe(before + 1); // w.grad
+    const dropped = scope(() => F.sum(F.softmax(F.linear(t([1, 0, 2, 1], [2, 2]), w))));
+    clearTape();
+    dropped.dispose();
+    expect(live()).toBe(before + 1);
+    w.dispose();
   });
 });
