@@ -168,7 +168,11 @@ export function validateConfig(c: VwLmmConfig): VwLmmConfig {
   const { hiddenSize: D, numHeads: H, numKvHeads: KV } = c.llm;
   if (H % KV !== 0) throw new RangeError(`config: llm.numHeads ${H} must be a multiple of llm.numKvHeads ${KV} (grouped-query attention)`);
   if (D % H !== 0 || (D / H) % 2 !== 0) throw new RangeError(`config: llm.hiddenSize ${D} must split into ${H} heads of an even size (RoPE rotates pairs)`);
-  if (llm.slidingWindow !== undefined && llm.slidingWindow !== null) num(llm, 'llm.', 'slidingWindow', POSITIVE_INT);
+  if (llm.slidingWindow !== undefined && llm.slidingWindow !== null) {
+    num(llm, 'llm.', 'slidingWindow', POSITIVE_INT);
+    // LLaMA has no window (transformers' LLaMA ignores the key, and config.json does not carry it for one)
+    if (top.base !== 'mistral') throw new RangeError(`config: llm.slidingWindow ${String(llm.slidingWindow)} is for a Mistral base (base: 'mistral'); a LLaMA base has no sliding window`);
+  }
   for (const [k, r] of Object.entries(VISION_RULES)) num(vision, 'vision.', k, r);
   if (c.vision.hiddenSize % c.vision.numHeads !== 0) throw new RangeError(`config: vision.hiddenSize ${c.vision.hiddenSize} must be a multiple of vision.numHeads ${c.vision.numHeads}`);
   if (c.vision.imageSize % c.vision.patchSize !== 0) throw new RangeError(`config: vision.imageSize ${c.vision.imageSize} must be a multiple of vision.patchSize ${c.vision.patchSize} (the patch grid)`);

@@ -123,6 +123,7 @@ describe('validateConfig: what create accepts, a checkpoint holds', () => {
     ['llm.initializerRange -0.02', (c) => (c.llm.initializerRange = -0.02), /^config: llm\.initializerRange must be a finite number >= 0, got -0\.02/],
     ['llm.ropeTheta Infinity', (c) => (c.llm.ropeTheta = Infinity), /^config: llm\.ropeTheta must be a number > 0, got Infinity/],
     ['llm.slidingWindow 0', (c) => (c.llm.slidingWindow = 0), /^config: llm\.slidingWindow must be a positive integer, got 0/],
+    ['a window on a LLaMA base', (c) => (c.llm.slidingWindow = 8), /^config: llm\.slidingWindow 8 is for a Mistral base \(base: 'mistral'\); a LLaMA base has no sliding window$/],
     ['vision.initializerFactor NaN', (c) => (c.vision.initializerFactor = NaN), /^config: vision\.initializerFactor must be a finite number >= 0, got NaN/],
     ['vision.imageSize 32 for patches of 15', (c) => (c.vision.imageSize = c.image.size = 32), /^config: vision\.imageSize 32 must be a multiple of vision\.patchSize 15/],
     ["pif 'false'", (c) => (c.pif = 'false'), /^config: pif must be true or false, got "false"/],
