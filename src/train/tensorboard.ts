@@ -89,7 +89,9 @@ export interface TensorBoardWriterOptions {
   /**
    * The first global step this run writes. A SessionLog START at it follows the file version: TensorBoard then drops
    * what earlier event files in the folder hold from that step on (a resumed run writes those steps again; a run
-   * started over, at step 1, replaces all of them), as torch's SummaryWriter(purge_step=...) does. Default 1.
+   * started over, at step 1, replaces all of them), as torch's SummaryWriter(purge_step=...) does. Default 1. (Its
+   * Python loader, `--load_fast=false`, does; its default fast loader replaces a tag's points only where the new
+   * file writes that tag again.)
    */
   firstStep?: number;
   /** Seconds since the epoch (Event.wall_time); default Date.now() / 1000. For tests. */

@@ -187,8 +187,10 @@ export interface TrainerOptions {
   /**
    * Where TensorBoard's event files go (transformers' logging_dir). Default `<outDir>/runs`: one folder for the run,
    * not one per start as transformers' default, so that a resume continues the curves. Each start adds an event file
-   * whose first event tells TensorBoard to drop the earlier files' points from its first step on (those steps are
-   * trained again), as metrics.jsonl drops them.
+   * whose first event (a SessionLog START, torch's purge_step) tells TensorBoard to drop the earlier files' points from
+   * its first step on (those steps are trained again), as metrics.jsonl drops them: TensorBoard's Python loader
+   * (`--load_fast=false`) drops them all; its default fast loader replaces a tag's points as the resumed run writes
+   * that tag again, so an evaluation's stale point past the checkpoint shows until the run evaluates there.
    */
   loggingDir?: string;
   /**
@@ -1102,8 +1104,20 @@ export class Trainer {
     const startMetrics = () => {
       if (metricsStarted) return;
       metricsStarted = true;
-      // TensorBoard: a new event file whose first step is the next one this run trains (what earlier files hold from
-      // there on is dropped by TensorBoard, as it is from metrics.jsonl below)
+      if (this.metricsFile) {
+        if (resume) {
+          this.metricsBytes = this.resumeMetrics(this.metricsFile, state, resumeDir);
+        } else {
+          try {
+            fs.writeFileSync(this.metricsFile, '');
+          } catch (e) {
+            throw this.writeError('starting', this.metricsFile, e);
+          }
+          this.metricsBytes = 0;
+        }
+      }
+      // TensorBoard, once the log is accepted (a refused resume leaves the folder as it was): a new event file whose first
+      // step is the next one this run trains (what earlier files hold from there on is dropped, as from metrics.jsonl)
       if (this.tensorboardDir) {
         this.closeTensorBoard();
         try {
@@ -1112,17 +1126,6 @@ export class Trainer {
           throw this.writeError('starting a TensorBoard event file in', this.tensorboardDir, e);
         }
       }
-      if (!this.metricsFile) return;
-      if (resume) {
-        this.metricsBytes = this.resumeMetrics(this.metricsFile, state, resumeDir);
-        return;
-      }
-      try {
-        fs.writeFileSync(this.metricsFile, '');
-      } catch (e) {
-        throw this.writeError('starting', this.metricsFile, e);
-      }
-      this.metricsBytes = 0;
     };
     // the global step whose checkpoint is on disk (so an interrupt there need not write it again)
     this.savedAt = resume ? state.globalStep : -1;

@@ -164,6 +164,15 @@ describe("the Trainer's reportTo ['tensorboard']", () => {
     expect(written.filter((x) => x.tag === 'eval/accuracy').map((x) => x.step)).toEqual([2, 4, 6, 8]);
   });
 
+  it('a refused resume (a shortened metrics.jsonl) adds no event file: the earlier points stay visible', () => {
+    const out = tmp();
+    train(out, { stopAfterSteps: 5 });
+    const metrics = path.join(out, 'metrics.jsonl');
+    fs.writeFileSync(metrics, fs.readFileSync(metrics, 'utf8').split('\n').filter((l) => !l.includes('"globalStep":2,')).join('\n'));
+    expect(() => train(out, {}, true)).toThrow(/expected the train record of every step up to the checkpoint/);
+    expect(files(path.join(out, 'runs')).length).toBe(1);
+  });
+
   it('loggingDir puts the files elsewhere, and needs no outDir; unknown integrations and a missing folder are refused', () => {
     const logs = path.join(tmp(), 'logs');
     const m = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5);
