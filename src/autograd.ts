@@ -21,6 +21,8 @@ export interface Node extends GradNode {
   saved: Tensor[];
   /** Leaves the backward gives gradients to besides its inputs (a gradientCheckpoint's parameters). */
   leaves?: readonly Tensor[];
+  /** The order it was recorded in (record's count). */
+  readonly seq: number;
   backward(gradOutputs: (Tensor | null)[]): (Tensor | null)[];
 }
 
@@ -73,8 +75,8 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
  * whose values `backward` reads (GradNode.reads; default all), so that a scope can free the others' memory.
  */
 export function record(name: string, inputs: (Tensor | null)[], outputs: Tensor[], backward: Node['backward'], saved: Tensor[] = [], reads?: (Tensor | null)[]): Node {
-  const stamp = writeStamp();
-  const node: Node = reads ? { name, inputs, outputs, saved, backward, reads, stamp } : { name, inputs, outputs, saved, backward, stamp };
+  const stamp = writeStamp(), seq = recorded++;
+  const node: Node = reads ? { name, inputs, outputs, saved, backward, reads, stamp, seq } : { name, inputs, outputs, saved, backward, stamp, seq };
   for (const o of outputs) {
     o.requiresGrad = true;
     o.gradFn = node;
@@ -90,6 +92,8 @@ export function record(name: string, inputs: (Tensor | null)[], outputs: Tensor[
   return node;
 }
 let pruneAt = 10_000;
+/** Nodes recorded so far: Node.seq, by which a checkpoint's recomputation finds its own nodes whatever a prune removed. */
+let recorded = 0;
 
 /** The nodes `from` leads back to (through their inputs' gradFn), `from` included. */
 function ancestors(from: readonly GradNode[]): Set<GradNode> {
@@ -215,14 +219,15 @@ const inFlight: Node[][] = [];
 
 /**
  * backward() from root with the gradient `seed`, which it takes ownership of. `recordedFrom`: a gradientCheckpoint's
- * recomputation, whose graph is what the tape recorded from that index on (not other graphs still waiting there).
+ * recomputation, whose graph is the nodes recorded from that sequence number on (not other graphs still waiting).
  */
 function propagate(root: Tensor, seed: Tensor, recordedFrom?: number): void {
   const grads = new Map<Tensor, Tensor>();
   let nodes: Node[];
   if (recordedFrom !== undefined) {
-    nodes = tape.slice(recordedFrom);
-    tape = tape.slice(0, recordedFrom);
+    // by sequence number, not index: a prune during the recomputation may have removed dead nodes before it
+    nodes = tape.filter((n) => n.seq >= recordedFrom);
+    tape = tape.filter((n) => n.seq < recordedFrom);
     inFlight.push(nodes);
   } else if (depth > 0) {
     // a backward called inside a recomputation: everything recorded since is its graph
@@ -377,7 +382,7 @@ export function gradientCheckpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tens
     generators.forEach((gen, k) => gen.restoreState(starts[k]));
     return scope(() => {
       let y: Tensor;
-      const from = tape.length; // the recomputation's nodes: what is recorded from here on
+      const from = recorded; // the recomputation's nodes: those recorded from here on
       try {
         y = fn(...leaves);
       } finally {

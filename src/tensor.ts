@@ -200,7 +200,7 @@ export function isGraphHeld(t: Tensor): boolean {
 
 /** For autograd: disposes a graph-held tensor that no recorded node reads any more. */
 export function disposeGraphHeld(t: Tensor): void {
-  if (graphHeld.delete(t)) t.dispose();
+  if (graphHeld.has(t)) t.disposeWith('was freed by autograd once no recorded graph read it: an outermost scope had kept it only for a graph (return it from the scope, or keep() it, to hold it longer)');
 }
 
 /**
@@ -209,6 +209,7 @@ export function disposeGraphHeld(t: Tensor): void {
  */
 export function keep<T extends Tensor>(t: T): T {
   for (const s of scopes) s.delete(t);
+  graphHeld.delete(t); // whoever keeps it owns it (a leaf's .grad that a fused op saved for its backward)
   if (keptOut.length > 0 && (t.base !== null || t.gradFn !== null)) keptOut[keptOut.length - 1].push(t);
   return t;
 }
@@ -445,13 +446,13 @@ export class Tensor {
   /** How a freed tensor went: 'has been disposed', or (released by a scope) what freed it and why. */
   whyFreed(): string {
     if (this.released) return 'was freed when its scope ended: it is an intermediate of a recorded graph that no backward reads (GradNode.reads)';
-    return this.freedWith ? `has been disposed with its module: ${this.freedWith} (the module was used after its dispose())` : 'has been disposed';
+    return this.freedWith ?? 'has been disposed';
   }
 
-  /** dispose(), remembering what freed it (a module's dispose, for whyFreed). */
-  disposeWith(what: string): void {
+  /** dispose(), with what whyFreed says of it then ("has been disposed with its module: ...", "was freed by autograd ..."). */
+  disposeWith(why: string): void {
     this.dispose();
-    this.freedWith = what;
+    this.freedWith = why;
   }
 
   /**
@@ -464,6 +465,7 @@ export class Tensor {
     if (!this.owner) throw new TypeError('Tensor.moveTo: a view does not own its memory');
     const buf = this.buffer;
     this.buf = null;
+    graphHeld.delete(this); // its memory has a new owner
     return new Tensor(buf, shape, this.dtype, this.device, true, CHECKED);
   }
 
@@ -543,6 +545,7 @@ export class Tensor {
 
   dispose(): void {
     if (arriving.size > 0) arriving.delete(this);
+    if (graphHeld.size > 0) graphHeld.delete(this);
     if (this.buf) {
       if (this.owner) this.buf.dispose();
       this.buf = null;

@@ -154,7 +154,7 @@ export abstract class Module {
   /** Frees every parameter (and its gradient). */
   dispose(): void {
     const owner = this.constructor.name;
-    for (const [name, p] of this.namedParameters()) p.disposeWith(`${owner}.dispose() freed its parameter '${name}'`);
+    for (const [name, p] of this.namedParameters()) p.disposeWith(`has been disposed with its module: ${owner}.dispose() freed its parameter '${name}' (the module was used after its dispose())`);
   }
 }
 

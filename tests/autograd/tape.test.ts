@@ -1,6 +1,7 @@
 // Tape mechanics: analytic gradients, accumulation across backward calls, noGrad, deterministic release.
 import { describe, expect, it } from 'vitest';
-import { gradientCheckpoint, record } from '../../src/autograd';
+import { gradientCheckpoint, onGradReady, record } from '../../src/autograd';
+import { isGraphHeld } from '../../src/tensor';
 import { callOp } from '../../src/call_op';
 import { AdamW, autocast, clearTape, keep, memoryStats, noGrad, F, scope, tapeLength, Tensor, zeroGrad } from '../../src';
 
@@ -517,5 +518,73 @@ describe('graph-held tensors and the backwards under way', () => {
     dropped.dispose();
     expect(live()).toBe(before + 1);
     w.dispose();
+  });
+});
+
+describe('graph-held tensors: ownership taken back, and a prune during a recomputation', () => {
+  it("a leaf's .grad that a fused op saved for its backward is the leaf's: a later graph reading it does not free it", () => {
+    const h = t([1, 2, 3, 4, 5, 6], [2, 3]), w = t([0.1, 0.2, 0.3, -0.1, 0.5, 0.2, 0, 0.3, -0.2, 0.4, 0.1, 0.1], [4, 3]);
+    h.requiresGrad = w.requiresGrad = true;
+    const targets = Tensor.fromArray(Int32Array.from([1, 3]), [2]);
+    const ce = scope(() => F.linearCrossEntropy(F.scale(h, 1), w, targets));
+    ce.backward();
+    expect(isGraphHeld(w.grad!)).toBe(false);
+    const x = t(new Array(12).fill(1), [4, 3]);
+    x.requiresGrad = true;
+    const l2 = scope(() => F.sum(F.mul(x, w.grad!))); // a diagnostic that reads the gradient
+    l2.backward();
+    expect(w.grad!.disposed).toBe(false);
+    expect(Array.from(x.grad!.toArray())).toEqual(Array.from(w.grad!.toArray()));
+    // and a tensor kept by hand after its scope is the keeper's
+    const [a, w2] = [t([1, 0, 2, 1], [2, 2]), t([1, 2, 3, 4], [2, 2])];
+    w2.requiresGrad = true;
+    let captured: Tensor | null = null;
+    const loss = scope(() => F.sum(F.mul((captured = F.linear(a, w2)), a))); // mul's backward reads it: graph-held
+    keep(captured!);
+    loss.backward();
+    expect(captured!.disposed).toBe(false);
+    for (const y of [ce, l2, loss, captured!, h, w, x, a, w2, targets]) y.dispose();
+  });
+
+  it('saved tensors and moved gradients leave the set (no entry left per step)', () => {
+    const w = t([0.5, -1, 2, 0.25, 1, -0.5], [3, 2]);
+    w.requiresGrad = true;
+    for (let k = 0; k < 3; k++) {
+      const loss = scope(() => F.sum(F.rmsNorm(F.linear(t([1, 2, 3, 4], [2, 2]), w), t([1, 1, 1], [3]), 1e-6)));
+      const saved = [loss.gradFn!.inputs[0]!.gradFn!.saved].flat();
+      expect(saved.length).toBeGreaterThan(0);
+      loss.backward();
+      loss.dispose();
+      for (const s of saved) expect(isGraphHeld(s)).toBe(false);
+    }
+    w.dispose();
+  });
+
+  it("a prune of the tape during a checkpoint's recomputation (a dead node before it) loses none of its nodes", () => {
+    const w1 = t([1, 2, 3, 4], [2, 2]), w2 = t([1, 1, 1, 1], [2, 2]), p = t([1], [1]);
+    for (const x of [w1, w2, p]) x.requiresGrad = true;
+    // another graph waiting on the tape, near the prune threshold (10,000 nodes)
+    let y = p;
+    for (let k = 0; k < 9994; k++) y = F.scale(y, 1);
+    const l2 = F.sum(y);
+    const ck = gradientCheckpoint((xx) => {
+      let z = F.mul(xx, xx);
+      for (let k = 0; k < 5; k++) z = F.scale(z, 1);
+      return z;
+    }, [F.scale(w1, 1)], []);
+    const l1 = F.sum(F.add(ck, F.mul(w2, t([1, 1, 1, 1], [2, 2]))));
+    // a hook recording a node whose output its scope frees: a dead node on the tape before the recomputation
+    const off = onGradReady((leaf) => {
+      if (leaf === w2) scope(() => void F.scale(w2, 2));
+    });
+    try {
+      l1.backward();
+    } finally {
+      off();
+    }
+    expect(Array.from(w1.grad!.toArray())).toEqual([2, 4, 6, 8]);
+    l2.backward();
+    expect(tapeLength()).toBe(0);
+    for (const x of [l1, l2, w1, w2, p]) x.dispose();
   });
 });
