@@ -130,22 +130,23 @@ export function readZipEntry(fd: number, file: string, entry: ZipEntry, start = 
   return out;
 }
 
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
+/** A table-driven CRC-32 of a reflected polynomial (initial value and final xor 0xffffffff). */
+export function reflectedCrc32(poly: number): (data: Uint8Array) => number {
+  const table = new Uint32Array(256);
   for (let n = 0; n < 256; n++) {
     let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
+    for (let k = 0; k < 8; k++) c = c & 1 ? poly ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
   }
-  return t;
-})();
+  return (data) => {
+    let c = 0xffffffff;
+    for (let i = 0; i < data.length; i++) c = table[(c ^ data[i]) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+}
 
 /** The CRC-32 of zip (and PNG): zlib.crc32 only exists from Node 20.15. */
-export function crc32(data: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < data.length; i++) c = CRC_TABLE[(c ^ data[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
+export const crc32 = reflectedCrc32(0xedb88320);
 
 /**
  * A zip archive of `entries`, in this order, deflated (stored where deflating does not shrink; every entry stored with

@@ -7,23 +7,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { typeError, rangeError, checkedOptions } from '../errors';
+import { reflectedCrc32 } from '../io/zip';
 
-// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as TFRecord frames use it
-const CRC32C_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-export function crc32c(data: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < data.length; i++) c = CRC32C_TABLE[(c ^ data[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
+/** CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as TFRecord frames use it. */
+export const crc32c = reflectedCrc32(0x82f63b78);
 
 /** TFRecord's masking of a CRC stored next to the data it covers. */
 function maskedCrc32c(data: Uint8Array): number {
