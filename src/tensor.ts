@@ -281,7 +281,7 @@ export class Tensor {
   readonly base: Tensor | null = null;
   /** Set by release(): the memory was freed at the end of a scope because no backward reads it. */
   private released = false;
-  /** Set by the module whose dispose() freed this parameter: named by whyFreed (a model used after its dispose). */
+  /** What freed it, when not a plain dispose() (disposeWith: a module's dispose, autograd's graph-held freeing), for whyFreed. */
   private freedWith: string | null = null;
   /** writeStamp() of the last in-place write into this memory (kept on the owner: a view's write is its base's). */
   private lastWrite = 0;
