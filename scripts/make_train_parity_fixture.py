@@ -372,12 +372,17 @@ def main():
                    "maxGradNorm": MAX_NORM, "float64": rec, "float32": rec32,
                    "float32FinalRelErr": {n: rel(final32[n], final[n]) for n in final}}, f, indent=1)
         f.write("\n")
+    print_sizes(OUT)
+
+
+def print_sizes(out: str) -> None:
+    """Each file the fixture holds, and their total."""
     total = 0
-    for root, _, files in os.walk(OUT):
+    for root, _, files in os.walk(out):
         for fn in sorted(files):
             s = os.path.getsize(os.path.join(root, fn))
             total += s
-            print(f"  {os.path.relpath(os.path.join(root, fn), OUT)}: {s} bytes")
+            print(f"  {os.path.relpath(os.path.join(root, fn), out)}: {s} bytes")
     print(f"  total {total} bytes")
 
 

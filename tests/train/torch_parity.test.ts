@@ -22,25 +22,22 @@
 //   hold zeros there, as optimizers over flattened partitions do), so its weights (not its biases and norms) decay by
 //   prod(1 - lr_s * wd) per step. A documented difference from plain torch AdamW (README, "Training"), pinned here.
 //   It shows only when a tower that LLaVA-1.5 keeps frozen trains, with weight decay.
-import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import * as F from '../../src/functional';
 import { zeroGrad } from '../../src/autograd';
 import { readSafetensors } from '../../src/io/safetensors';
 import { loadCheckpoint } from '../../src/model/checkpoint';
-import { ModelBatch } from '../../src/model/vwlmm';
 import { scope } from '../../src/tensor';
-import { applyTrainable, Stage, Trainable, Trainer } from '../../src/train/trainer';
+import { applyTrainable, Trainable } from '../../src/train/trainer';
+import { expectStepValues, fixtureBatches, FixtureRun, gradSummary, readReference, relErr, StepValues, TRAIN_PARITY, trainOnFixture } from './support/parity';
 
-const FIX = path.join(__dirname, '..', 'fixtures', 'train_parity');
+const FIX = TRAIN_PARITY;
 
-type GradSummary = { norm: number; cos: number } | null;
-interface StepValues { loss: number[]; ce: number[]; kl: number[]; grad_norm: number[]; lr: number[]; step1_grad: Record<string, GradSummary> }
-const ref = JSON.parse(fs.readFileSync(path.join(FIX, 'reference.json'), 'utf8')) as {
+const ref = readReference<{
   steps: number; gradAccum: number; lr: number; warmupRatio: number; weightDecay: number; maxGradNorm: number;
   float64: StepValues; float32: StepValues; float32FinalRelErr: Record<string, number>;
-};
+}>(FIX);
 const ALL: Trainable = { visionTower: true, projector: true, llm: true, vmHead: true };
 const TOWER = 'model.vision_tower.vision_tower.vision_model.';
 /** The tower's last encoder layer and post_layernorm: above vision_feature_layer -2, no loss reaches them. */
@@ -50,70 +47,16 @@ const keyBias = (n: string) => n.startsWith(TOWER) && !unreachable(n) && n.endsW
 /** transformers' no-decay rule on these names (biases and norm layers). */
 const noDecay = (n: string) => /bias|layer_norm[12]|pre_layrnorm|post_layernorm|layernorm|\.norm\./.test(n);
 
-/** The fixture's micro-batches, in the order the torch loop consumed them, as vwlmm's ModelBatch. */
-function fixtureBatches(): ModelBatch[] {
-  const t = readSafetensors(path.join(FIX, 'batches.safetensors'));
-  const out: ModelBatch[] = [];
-  for (let k = 0; t.has(`${k}.input_ids`); k++) {
-    const ids = t.get(`${k}.input_ids`)!;
-    const [B, T] = ids.shape;
-    const px = t.get(`${k}.pixel_values`);
-    out.push({
-      B, T, tokenIds: ids.data as Int32Array, attentionMask: t.get(`${k}.attention_mask`)!.data as Int32Array,
-      imagePositions: t.get(`${k}.image_positions`)!.data as Int32Array, pixelValues: px ? (px.data as Float32Array) : null,
-      targets: t.get(`${k}.targets`)!.data as Int32Array,
-    });
-  }
-  return out;
-}
-
-/** Relative L2 distance of a to b. */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0, n = 0;
-  for (let i = 0; i < b.length; i++) {
-    d += (a[i] - b[i]) ** 2;
-    n += b[i] ** 2;
-  }
-  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30);
-}
-
-/** As the fixture script's grad_summary: the L2 norm and the cosine with sin(1), sin(2), ... */
-function summary(g: Float32Array): { norm: number; cos: number } {
-  let gg = 0, gr = 0, rr = 0;
-  for (let i = 0; i < g.length; i++) {
-    const r = Math.sin(i + 1);
-    gg += g[i] * g[i];
-    gr += g[i] * r;
-    rr += r * r;
-  }
-  const norm = Math.sqrt(gg);
-  return { norm, cos: gr / Math.max(norm * Math.sqrt(rr), 1e-300) };
-}
-
-/** One Trainer run over the fixture (run once, shared by the tests): its train records and weights before and after. */
-let trained: { records: Record<string, number>[]; init: Map<string, Float32Array>; final: Map<string, Float32Array>; served: number } | null = null;
-function trainOnce() {
+/** One Trainer run over the fixture (run once, shared by the tests). */
+let trained: FixtureRun | null = null;
+function trainOnce(): FixtureRun {
   if (trained) return trained;
-  const batches = fixtureBatches();
-  expect(batches.length).toBe(ref.steps * ref.gradAccum);
-  const { model } = loadCheckpoint(path.join(FIX, 'init'));
-  try {
-    const weights = () => new Map([...model.namedParameters()].map(([n, p]) => [n, Float32Array.from(p.toArray() as Float32Array)]));
-    const init = weights();
-    let served = 0;
-    const stage: Stage = {
-      name: 'parity', size: batches.length, batchSize: 1, gradAccum: ref.gradAccum, steps: ref.steps,
-      // the fixture's order, whatever the sample indices: the Trainer asks for its micro-batches in step order
-      makeBatch: () => batches[served++],
-      lr: ref.lr, warmupRatio: ref.warmupRatio, weightDecay: ref.weightDecay, maxGradNorm: ref.maxGradNorm, trainable: ALL,
-    };
-    const records: Record<string, number>[] = [];
-    new Trainer(model, [stage], { seed: 0, dtype: 'float32', replay: false, onLog: (r) => void (r.type === 'train' && records.push(r as Record<string, number>)) }).run();
-    trained = { records, init, final: weights(), served };
-    return trained;
-  } finally {
-    model.dispose();
-  }
+  expect(fixtureBatches().length).toBe(ref.steps * ref.gradAccum);
+  trained = trainOnFixture(loadCheckpoint(path.join(FIX, 'init')).model, {
+    name: 'parity', gradAccum: ref.gradAccum, steps: ref.steps,
+    lr: ref.lr, warmupRatio: ref.warmupRatio, weightDecay: ref.weightDecay, maxGradNorm: ref.maxGradNorm, trainable: ALL,
+  });
+  return trained;
 }
 
 describe('Trainer vs PyTorch + transformers: 6 steps of VW-LMM training (fixture train_parity)', () => {
@@ -132,7 +75,7 @@ describe('Trainer vs PyTorch + transformers: 6 steps of VW-LMM training (fixture
         // none in torch (the unreachable tower layer) is none here too (the Trainer adds zeros after the backward)
         expect(p.grad === null, `${n}: has a gradient`).toBe(w === null);
         if (!w || !p.grad) continue;
-        const got = summary(p.grad.toArray() as Float32Array);
+        const got = gradSummary(p.grad.toArray() as Float32Array);
         const e = Math.abs(got.norm - w.norm) / global;
         normErr = Math.max(normErr, e);
         expect(e, `${n}: gradient norm ${got.norm} vs torch ${w.norm}`).toBeLessThan(2e-6);
@@ -153,21 +96,8 @@ describe('Trainer vs PyTorch + transformers: 6 steps of VW-LMM training (fixture
   it('per step: loss, CE, KL (means over the micro-batches), gradient norm before clipping and lr match torch', () => {
     const { records, served } = trainOnce();
     expect(served).toBe(ref.steps * ref.gradAccum);
-    expect(records.map((r) => r.step)).toEqual(Array.from({ length: ref.steps }, (_, s) => s + 1));
     const f64 = ref.float64;
-    const worst = { loss: 0, ce: 0, kl: 0, gradNorm: 0, lr: 0 };
-    records.forEach((r, s) => {
-      const pairs: [keyof typeof worst, number, number, number][] = [
-        ['loss', r.loss, f64.loss[s], 2e-6], ['ce', r.ce, f64.ce[s], 2e-6], ['kl', r.kl, f64.kl[s], 2e-6],
-        ['gradNorm', r.gradNorm, f64.grad_norm[s], 4e-6], ['lr', r.lr, f64.lr[s], 1e-12],
-      ];
-      for (const [k, got, want, tol] of pairs) {
-        // relative; absolute near 0 (the text-only step's KL is exactly 0, the first step's lr too)
-        const e = Math.abs(got - want) / Math.max(Math.abs(want), 1e-3);
-        worst[k] = Math.max(worst[k], e);
-        expect(e, `step ${s + 1} ${k}: ${got} vs torch ${want}`).toBeLessThanOrEqual(tol);
-      }
-    });
+    const worst = expectStepValues(records, f64, { loss: 2e-6, gradNorm: 4e-6 });
     expect(f64.kl[4]).toBe(0);
     expect(records[4].kl).toBe(0);
     console.log(`per step vs float64 torch, largest relative errors: ${Object.entries(worst).map(([k, e]) => `${k} ${e.toExponential(2)}`).join(', ')}`);
