@@ -11,7 +11,7 @@
 import { autocast, castTensor, computeDtype } from './amp';
 import { callOp } from './call_op';
 import type { Generator } from './random';
-import { disposeGraphHeld, GradNode, isGraphHeld, keep, scope, setBackwardImpl, Tensor, writeStamp } from './tensor';
+import { anyGraphHeld, disposeGraphHeld, GradNode, isGraphHeld, keep, scope, setBackwardImpl, Tensor, writeStamp } from './tensor';
 
 export interface Node extends GradNode {
   readonly name: string;
@@ -142,6 +142,7 @@ function* nodeTensors(n: Node): IterableIterator<Tensor> {
  * refers to.
  */
 function freeGraphHeld(released: readonly Node[], remaining: readonly Node[]): void {
+  if (!anyGraphHeld()) return; // a Trainer's step: its scopes own everything
   const candidates = new Set<Tensor>();
   for (const n of released) for (const t of nodeTensors(n)) if (isGraphHeld(t)) candidates.add(t);
   if (candidates.size === 0) return;
@@ -272,7 +273,7 @@ function backwardNode(node: Node, grads: Map<Tensor, Tensor>): void {
   if (gOut.every((g) => g === null)) return;
   if (node.stamp !== undefined && node.stamp !== writeStamp()) checkUnwritten(node);
   // a tensor the backward reads, disposed by hand since: named here, not as an op's disposed input deep inside it
-  for (const t of node.reads ?? [...node.inputs, ...node.outputs]) {
+  for (const list of node.reads ? [node.reads] : [node.inputs, node.outputs]) for (const t of list) {
     if (t && t.isFreed()) throw new TypeError(`backward: the backward of ${node.name} reads a tensor (Tensor [${t.shape.join(', ')}] ${t.dtype}, ${node.inputs.includes(t) ? `its input ${node.inputs.indexOf(t)}` : node.outputs.includes(t) ? `its output ${node.outputs.indexOf(t)}` : 'one it reads besides its inputs and outputs, such as a key mask'}) that ${t.whyFreed()}: keep what a backward reads alive until it has run`);
   }
   const gIn = node.backward(gOut);

@@ -193,6 +193,11 @@ function directTensors(value: unknown, out: Set<Tensor>, seen = new Set<unknown>
  */
 const graphHeld = new Set<Tensor>();
 
+/** For autograd: whether any tensor is graph-held (none in a run whose losses and backwards are inside scopes). */
+export function anyGraphHeld(): boolean {
+  return graphHeld.size > 0;
+}
+
 /** For autograd: whether t is held for a graph alone (graphHeld). */
 export function isGraphHeld(t: Tensor): boolean {
   return graphHeld.has(t);
