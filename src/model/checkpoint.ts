@@ -41,8 +41,6 @@ function entryExists(p: string): boolean {
   }
 }
 
-
-
 /** Where a checkpoint directory keeps its weights: one file, or shards listed by an index (name -> shard). */
 interface WeightFiles {
   kind: 'safetensors' | 'torch';
