@@ -24,6 +24,8 @@ export function parseDevice(where: string, spec: unknown): { device: Device; ind
  * memory on another GPU). Returns the tensor device.
  */
 export function useDevice(where: string, spec: DeviceSpec | undefined): Device {
+  // useDevice('cuda'), the spec alone, would read as a caller named 'cuda' asking for the default: the CPU, silently
+  if (arguments.length < 2) throw new TypeError(`useDevice(where, spec): expected the caller's name and the device spec, but received one argument (${JSON.stringify(where)})`);
   const { device, index } = parseDevice(where, spec ?? 'cpu');
   if (device === 'cpu') return device;
   const addon = cuda(where);

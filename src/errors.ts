@@ -64,9 +64,13 @@ export function checkedOptions<T extends object>(where: string, o: T | undefined
 
 // The known key an unknown one most likely meant: its camelCase spelling (label_smoothing), or one a typo away
 // (casual for causal: one transposition), so the message points at the fix.
+/** transformers' names of options that have another name here (camel-cased): a hint where edit distance finds none. */
+const TORCH_NAMES: Record<string, string> = { attentionMask: 'keyMask', pastKeyValues: 'cache' };
+
 function nearestKey(k: string, known: readonly string[]): string | null {
   const camel = k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
   if (camel !== k && known.includes(camel)) return camel;
+  if (Object.hasOwn(TORCH_NAMES, camel) && known.includes(TORCH_NAMES[camel])) return TORCH_NAMES[camel];
   const limit = Math.max(1, Math.min(2, Math.floor(k.length / 3)));
   let best: string | null = null, bestD = limit + 1;
   for (const c of known) {

@@ -623,7 +623,7 @@ export function writeAt(dst: Tensor, src: Tensor, axis: number, start: number): 
 /** x[..., start:start+length, ...] along `axis` (a copy). */
 export function slice(x: Tensor, axis: number, start: number, length: number): Tensor {
   const where = 'F.slice';
-  check(where, 'x', x, { minRank: 1 });
+  check(where, 'x', x, { minRank: 1, dtype: 'float32' });
   const { outer, inner, ax } = axisGeometry(where, x, axis);
   const L = x.shape[ax];
   num(where, 'start', start, { integer: true, min: 0 });
@@ -648,7 +648,7 @@ export function slice(x: Tensor, axis: number, start: number, length: number): T
 /** Rows of src [S, ...] picked by idx int32 [n] -> [n, ...] (splicing image features into sequences). */
 export function gatherRows(src: Tensor, idx: Tensor): Tensor {
   const where = 'F.gatherRows';
-  check(where, 'src', src, { minRank: 1 });
+  check(where, 'src', src, { minRank: 1, dtype: 'float32' });
   check(where, 'idx', idx, { rank: 1, dtype: 'int32' });
   const S = src.shape[0], C = S === 0 ? prod(src.shape.slice(1)) : src.size / S, n = idx.shape[0];
   const out = like(src, [n, ...src.shape.slice(1)]);

@@ -92,25 +92,41 @@ export class AdamW {
   /** One update of every parameter that has a gradient (others are skipped, as in PyTorch). */
   step(opts: { gradScale?: number } = {}): void {
     opts = checkedOptions('AdamW.step', opts, STEP_KEYS);
-    // one native call per group, device and step count (parameters first updated later have fewer steps)
-    const calls = new Map<string, Tensor[]>();
+    const where = 'AdamW.step';
+    // everything checked before any state changes: a refused step leaves the step counts and moments as they were
+    // (else the next step's bias correction would count the refused one)
+    if (typeof this.lr !== 'number' || !Number.isFinite(this.lr) || this.lr < 0) throw typeError(where, 'lr', 'a finite number >= 0', this.lr);
+    if (opts.gradScale !== undefined && (typeof opts.gradScale !== 'number' || !Number.isFinite(opts.gradScale)))
+      throw typeError(where, 'gradScale', 'a finite number', opts.gradScale);
+    const updated: [Tensor, number][] = [];
     let index = 0; // into this.params
     this.groups.forEach((g, gi) => {
       for (const p of g.params) {
-        // a disposed parameter has no gradient: skipping it, as one without a gradient, would hide the mistake
-        if (p.isFreed()) throw new TypeError(`AdamW.step: parameter ${index} (AdamW.params[${index}], a float32 tensor of shape [${p.shape.join(', ')}]) has been disposed`);
+        const name = `parameter ${index} (AdamW.params[${index}], a ${p.dtype} tensor of shape [${p.shape.join(', ')}])`;
         index++;
+        // a disposed parameter has no gradient: skipping it, as one without a gradient, would hide the mistake
+        if (p.isFreed()) throw new TypeError(`${where}: ${name} ${p.whyFreed()}`);
         if (!p.grad) continue;
-        let st = this.state.get(p);
-        if (!st) {
-          st = { m: keep(Tensor.zeros(p.shape, { device: p.device })), v: keep(Tensor.zeros(p.shape, { device: p.device })), step: 0 };
-          this.state.set(p, st);
-        }
-        st.step += 1;
-        const key = `${gi}:${p.device}:${st.step}`;
-        calls.set(key, [...(calls.get(key) ?? []), p]);
+        const gr = p.grad;
+        if (gr.isFreed()) throw new TypeError(`${where}: the gradient of ${name} ${gr.whyFreed()}`);
+        if (p.dtype !== 'float32') throw typeError(where, name, 'a float32 parameter (AdamW updates float32 weights)', p.dtype);
+        if (gr.dtype !== 'float32' || gr.device !== p.device || gr.shape.length !== p.shape.length || gr.shape.some((d, i) => d !== p.shape[i]))
+          throw typeError(where, `the gradient of ${name}`, `a float32 tensor of the same shape on ${p.device}`, gr);
+        updated.push([p, gi]);
       }
     });
+    // one native call per group, device and step count (parameters first updated later have fewer steps)
+    const calls = new Map<string, Tensor[]>();
+    for (const [p, gi] of updated) {
+      let st = this.state.get(p);
+      if (!st) {
+        st = { m: keep(Tensor.zeros(p.shape, { device: p.device })), v: keep(Tensor.zeros(p.shape, { device: p.device })), step: 0 };
+        this.state.set(p, st);
+      }
+      st.step += 1;
+      const key = `${gi}:${p.device}:${st.step}`;
+      calls.set(key, [...(calls.get(key) ?? []), p]);
+    }
     for (const [key, ps] of calls) {
       const [gi, device, step] = key.split(':');
       const sts = ps.map((p) => this.state.get(p)!);
@@ -131,11 +147,31 @@ export class AdamW {
     });
   }
 
-  /** Restores state saved by stateEntries (host data). */
+  /** Restores state saved by stateEntries (host data); every entry is checked before any state changes. */
   loadState(entries: { index: number; step: number; m: Float32Array; v: Float32Array }[]): void {
+    const where = 'AdamW.loadState';
+    if (!Array.isArray(entries)) throw typeError(where, 'entries', 'an array of { index, step, m, v }', entries);
+    const seen = new Set<number>();
+    entries.forEach((e, k) => {
+      const at = `entry ${k}`;
+      if (e === null || typeof e !== 'object') throw typeError(where, at, '{ index, step, m, v }', e);
+      if (!Number.isInteger(e.index) || e.index < 0 || e.index >= this.params.length)
+        throw typeError(where, `${at}'s index`, `an integer in [0, ${this.params.length - 1}] (a parameter's place in AdamW.params)`, e.index);
+      if (seen.has(e.index)) throw rangeError(where, `${at}: parameter ${e.index} has two entries`);
+      seen.add(e.index);
+      // the count of steps taken: the bias corrections of the next step follow from it
+      if (!Number.isSafeInteger(e.step) || e.step < 1) throw typeError(where, `${at}'s step`, 'an integer >= 1 (the steps this parameter has taken)', e.step);
+      const p = this.params[e.index];
+      for (const [name, a] of [['m', e.m], ['v', e.v]] as const) {
+        if (!(a instanceof Float32Array)) throw typeError(where, `${at}'s ${name}`, 'a Float32Array', a);
+        if (a.length !== p.size) throw rangeError(where, `${at}'s ${name} has ${a.length} elements but parameter ${e.index} (shape [${p.shape.join(', ')}]) has ${p.size}`);
+        // a moment that is not finite, or a negative second moment, would turn the next step's update into NaN
+        const bad = firstBadMoment(a, name === 'v');
+        if (bad >= 0) throw rangeError(where, `${at}'s ${name}[${bad}] is ${a[bad]}: expected a finite number${name === 'v' ? ' >= 0 (a second moment)' : ''}`);
+      }
+    });
     for (const e of entries) {
       const p = this.params[e.index];
-      if (!p || e.m.length !== p.size || e.v.length !== p.size) throw new RangeError(`AdamW.loadState: entry ${e.index} does not fit the parameters`);
       this.state.get(p)?.m.dispose();
       this.state.get(p)?.v.dispose();
       this.state.set(p, {
@@ -153,6 +189,16 @@ export class AdamW {
     }
     this.state.clear();
   }
+}
+
+/** The first element that is not finite (or, for a second moment, negative); -1 for none. A plain loop: 7B moments. */
+function firstBadMoment(a: Float32Array, second: boolean): number {
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i];
+    // x - x is 0 for a finite x, NaN for NaN or an infinity
+    if (x - x !== 0 || (second && x < 0)) return i;
+  }
+  return -1;
 }
 
 /** The global L2 norm of the gradients (parameters without a gradient are ignored). */

@@ -75,18 +75,21 @@ function track(t: Tensor): void {
 /** What a scope keeps of its tensors: those reachable from its result, and graph tensors no backward reads. */
 interface Reach {
   kept: Set<Tensor>;
+  /** Kept as themselves (a result, what a graph reads), not only as the memory a kept view views. */
+  selves: Set<Tensor>;
   /** In a kept graph but read by no backward: their memory is freed, the tensor stays as the graph's link. */
   links: Set<Tensor>;
   /** Tensors created in the scope (the walk stops at nodes that have none). */
   mine: Set<Tensor>;
 }
 
-function collectTensors(value: unknown, r: Reach, seen: Set<unknown>): void {
+function collectTensors(value: unknown, r: Reach, seen: Set<unknown>, asBase = false): void {
+  if (value instanceof Tensor && !asBase) r.selves.add(value);
   if (value === null || typeof value !== 'object' || seen.has(value)) return;
   seen.add(value);
   if (value instanceof Tensor) {
     r.kept.add(value);
-    if (value.base) collectTensors(value.base, r, seen); // a kept view keeps the memory it views
+    if (value.base) collectTensors(value.base, r, seen, true); // a kept view keeps the memory it views
     // A returned tensor that autograd recorded keeps its graph alive (as a PyTorch graph keeps tensors alive): the
     // saved tensors and the inputs and outputs its backward reads (GradNode.reads) move to the enclosing scope with
     // it; the others stay as links of the graph without their memory (Tensor.release).
@@ -143,7 +146,7 @@ export function scope<T>(fn: () => T): T {
   }
   scopes.pop();
   keptOut.pop();
-  const r: Reach = { kept: new Set(), links: new Set(), mine };
+  const r: Reach = { kept: new Set(), selves: new Set(), links: new Set(), mine };
   collectTensors(result, r, new Set());
   // outermost: what is kept only for a recorded graph (the activations a backward reads) has no scope to free it;
   // autograd frees it once no recorded node reads it (graphHeld), as torch frees a graph's saved tensors
@@ -159,6 +162,9 @@ export function scope<T>(fn: () => T): T {
     if (r.kept.has(t)) {
       track(t);
       if (direct && !direct.has(t)) graphHeld.add(t);
+      // kept only as the memory of the views it hands out: those views' dispose frees it (Tensor.dispose)
+      if (r.selves.has(t)) heldForViews.delete(t);
+      else heldForViews.add(t);
     } else if (r.links.has(t) && t.gradFn) {
       // memory freed, the link moves out too: an enclosing scope walks the graph through the tensors it owns, and
       // without its links a nested scope's kept tensors behind them would look unreachable there
@@ -193,6 +199,13 @@ function directTensors(value: unknown, out: Set<Tensor>, seen = new Set<unknown>
  */
 const graphHeld = new Set<Tensor>();
 
+/**
+ * Tensors a scope kept only as the memory of views it returned (`scope(() => F.reshape(y, ...))`: the user holds the
+ * view, not the tensor it views): freed when their last view is disposed, as torch frees a storage with its last
+ * view. A view never disposed leaves it to the garbage collector, as before.
+ */
+const heldForViews = new WeakSet<Tensor>();
+
 /** For autograd: whether any tensor is graph-held (none in a run whose losses and backwards are inside scopes). */
 export function anyGraphHeld(): boolean {
   return graphHeld.size > 0;
@@ -215,6 +228,7 @@ export function disposeGraphHeld(t: Tensor): void {
 export function keep<T extends Tensor>(t: T): T {
   for (const s of scopes) s.delete(t);
   graphHeld.delete(t); // whoever keeps it owns it (a leaf's .grad that a fused op saved for its backward)
+  heldForViews.delete(t);
   if (keptOut.length > 0 && (t.base !== null || t.gradFn !== null)) keptOut[keptOut.length - 1].push(t);
   return t;
 }
@@ -284,6 +298,8 @@ export class Tensor {
   private readonly owner: boolean;
   /** The tensor a view views (null for an owner): what a scope must keep with a view it keeps. */
   readonly base: Tensor | null = null;
+  /** Views of this memory created and not yet disposed or released (an owner's count; see heldForViews). */
+  private liveViews = 0;
   /** Set by release(): the memory was freed at the end of a scope because no backward reads it. */
   private released = false;
   /** What freed it, when not a plain dispose() (disposeWith: a module's dispose, autograd's graph-held freeing), for whyFreed. */
@@ -330,13 +346,16 @@ export class Tensor {
 
   /**
    * A view with another shape of the same elements (no copy; one dimension may be -1, inferred from the others, as
-   * torch's). The view is valid while this tensor is;
-   * disposing the view frees nothing. Autograd-aware code should use F.reshape.
+   * torch's). The view is valid while this tensor is; disposing the view frees nothing of this tensor, unless a scope
+   * kept this tensor only as the memory of its views (it returned the view, not this): then the last view's dispose
+   * frees it. Autograd-aware code should use F.reshape.
    */
   view(shape: readonly number[]): Tensor {
     shape = viewShape('Tensor.view', this.shape, shape);
     const v = new Tensor(this.buffer, shape, this.dtype, this.device, false, CHECKED);
-    (v as { base: Tensor | null }).base = this.base ?? this;
+    const root = this.base ?? this;
+    (v as { base: Tensor | null }).base = root;
+    root.liveViews++;
     return v;
   }
 
@@ -399,7 +418,7 @@ export class Tensor {
     return this.buf === null || this.buf.disposed;
   }
 
-  /** True for a view (Tensor.view, F.reshape): it shares another tensor's memory and frees nothing. */
+  /** True for a view (Tensor.view, F.reshape): it shares another tensor's memory and frees nothing itself (see view()). */
   get isView(): boolean {
     return !this.owner;
   }
@@ -543,9 +562,23 @@ export class Tensor {
   release(): void {
     if (this.buf) {
       if (this.owner) this.buf.dispose();
+      else this.base!.viewGone(this.buf);
       this.buf = null;
       this.released = true;
     }
+  }
+
+  /** A view of this memory was disposed or released: the last one frees memory kept only for views (heldForViews). */
+  private viewGone(buf: NativeBuffer): void {
+    // (a memory adopted since, adoptStorage, is not the views')
+    if (--this.liveViews > 0 || !heldForViews.has(this) || this.buf !== buf) return;
+    heldForViews.delete(this);
+    if (arriving.size > 0) arriving.delete(this);
+    graphHeld.delete(this);
+    this.buf.dispose();
+    this.buf = null;
+    // gradFn stays: it may link a recorded graph that still leads through this tensor (as release() leaves it)
+    this.freedWith = 'was freed with the last view of it: a scope had kept it only as the memory of the views it returned';
   }
 
   dispose(): void {
@@ -553,6 +586,7 @@ export class Tensor {
     if (graphHeld.size > 0) graphHeld.delete(this);
     if (this.buf) {
       if (this.owner) this.buf.dispose();
+      else this.base!.viewGone(this.buf);
       this.buf = null;
     }
     if (this.grad) {

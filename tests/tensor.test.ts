@@ -136,6 +136,41 @@ describe('Tensor', () => {
     expect(live()).toBe(base);
   });
 
+  it("a view a scope returns frees, when disposed last, the memory the scope kept only for it (torch's storage)", () => {
+    const base = live();
+    const x = Tensor.fromArray(new Float32Array([1, 2, 3, 4]), [2, 2]);
+    // F.reshape of an intermediate: the gelu output is kept only as the view's memory
+    const y = scope(() => F.reshape(F.gelu(F.scale(x, 2)), [4]));
+    const z = y.view([2, 2]); // a second view of the same memory
+    expect(live()).toBe(base + 2);
+    y.dispose();
+    expect(live()).toBe(base + 2); // z still views it
+    expect(z.toArray()[3]).toBeCloseTo(8, 5);
+    z.dispose();
+    expect(live()).toBe(base + 1); // x alone
+    expect(() => y.base!.toArray()).toThrow(/freed with the last view of it/);
+    // what the scope returns as itself, or a tensor of the caller's, is never freed by its views
+    const both = scope(() => {
+      const t = F.scale(x, 3);
+      return { t, v: F.reshape(t, [4]) };
+    });
+    both.v.dispose();
+    expect(Array.from(both.t.toArray())).toEqual([3, 6, 9, 12]);
+    x.view([4]).dispose();
+    expect(x.toArray()[0]).toBe(1);
+    // keep() makes the caller the owner of a tensor whose views go out (a nested scope had kept it for them)
+    const kept = scope(() => {
+      const v = scope(() => F.reshape(F.scale(x, 4), [4]));
+      return keep(v.base!);
+    });
+    F.reshape(kept, [4]).dispose();
+    expect(kept.toArray()[0]).toBe(4);
+    both.t.dispose();
+    kept.dispose();
+    x.dispose();
+    expect(live()).toBe(base);
+  });
+
   it('scope disposes everything when fn throws, and keep() exempts a tensor', () => {
     const base = live();
     let escaped: Tensor | null = null;

@@ -1,8 +1,9 @@
 // VW-LMM configuration and its LLaVA-layout config.json (VISUAL_WORDS.md section 1): model_type "llava",
 // the mm_* keys, the LLaMA keys at the top level, plus the vision tower's own config (vision_config) when
 // the tower is embedded, the VW-LMM keys (vm_*), the conversation template and image preprocessing.
-import { ClipVisionConfig, clipConfigFromHF, clipConfigToHF } from '../nn/clip';
-import { LlamaConfig, llamaConfigFromHF, llamaConfigToHF } from '../nn/llama';
+import { checkClipConfig, ClipVisionConfig, clipConfigFromHF, clipConfigToHF } from '../nn/clip';
+import { checkNumbers, checkObject, NumberRule, numberFault, POSITIVE, POSITIVE_INT, showValue } from '../nn/config_check';
+import { checkLlamaConfig, LlamaConfig, llamaConfigFromHF, llamaConfigToHF } from '../nn/llama';
 import { parseProjectorType } from '../nn/projector';
 import { CLIP_MEAN, CLIP_STD } from '../data/images';
 import type { ClipPreprocessOptions } from '../data/images';
@@ -69,14 +70,6 @@ const CONFIG_KEYS = {
   llm: true, vision: true, visionTower: true, projectorType: true, selectLayer: true, selectFeature: true, vmWeight: true, pif: true,
   detachTarget: true, template: true, base: true, image: true, imageTokenIndex: true, modelMaxLength: true,
 } satisfies Record<keyof VwLmmConfig, true>;
-const LLM_KEYS = {
-  vocabSize: true, hiddenSize: true, intermediateSize: true, numLayers: true, numHeads: true, numKvHeads: true, rmsNormEps: true, ropeTheta: true,
-  maxPositionEmbeddings: true, initializerRange: true, slidingWindow: true,
-} satisfies Record<keyof LlamaConfig, true>;
-const VISION_KEYS = {
-  hiddenSize: true, intermediateSize: true, numLayers: true, numHeads: true, imageSize: true, patchSize: true, numChannels: true, layerNormEps: true,
-  hiddenAct: true, initializerRange: true, initializerFactor: true,
-} satisfies Record<keyof ClipVisionConfig, true>;
 const IMAGE_KEYS = { size: true, mean: true, std: true, aspect: true } satisfies Record<keyof ImageConfig, true>;
 
 // One pair of CLIP statistics in the library: data/images.ts's (preprocessClip's defaults), frozen here, so that an edit
@@ -100,39 +93,7 @@ export function numImageTokens(c: VwLmmConfig): number {
   return grid * grid + (c.selectFeature === 'cls_patch' ? 1 : 0);
 }
 
-/** A number rule of a config field, shared by validateConfig and config.json's reader. */
-interface NumberRule {
-  integer?: boolean;
-  /** Inclusive lower bound. */
-  min?: number;
-  /** Exclusive lower bound. */
-  above?: number;
-}
-/** What is wrong with `v` under `r`: 'type' (not a finite number: NaN and the infinities have no JSON form), 'integer', 'range'; null: nothing. */
-function numberFault(v: unknown, r: NumberRule): 'type' | 'integer' | 'range' | null {
-  if (typeof v !== 'number' || !Number.isFinite(v)) return 'type';
-  if (r.integer && !Number.isSafeInteger(v)) return 'integer';
-  if ((r.min !== undefined && v < r.min) || (r.above !== undefined && !(v > r.above))) return 'range';
-  return null;
-}
-function ruleText(r: NumberRule): string {
-  if (r.integer) return r.min === 1 ? 'a positive integer' : r.min !== undefined ? `an integer >= ${r.min}` : 'an integer';
-  return r.above !== undefined ? `a number > ${r.above}` : r.min !== undefined ? `a finite number >= ${r.min}` : 'a finite number';
-}
-const show = (v: unknown): string => (typeof v === 'number' || v === undefined ? String(v) : JSON.stringify(v) ?? String(v));
-
-const POSITIVE_INT: NumberRule = { integer: true, min: 1 };
-const POSITIVE: NumberRule = { above: 0 };
-// a normal's std (torch's normal_ refuses a negative one); 0 is a constant initialisation
-const STD: NumberRule = { min: 0 };
-const LLM_RULES: Record<Exclude<keyof LlamaConfig, 'slidingWindow'>, NumberRule> = {
-  vocabSize: POSITIVE_INT, hiddenSize: POSITIVE_INT, intermediateSize: POSITIVE_INT, numLayers: POSITIVE_INT, numHeads: POSITIVE_INT,
-  numKvHeads: POSITIVE_INT, maxPositionEmbeddings: POSITIVE_INT, rmsNormEps: POSITIVE, ropeTheta: POSITIVE, initializerRange: STD,
-};
-const VISION_RULES: Record<Exclude<keyof ClipVisionConfig, 'hiddenAct'>, NumberRule> = {
-  hiddenSize: POSITIVE_INT, intermediateSize: POSITIVE_INT, numLayers: POSITIVE_INT, numHeads: POSITIVE_INT, imageSize: POSITIVE_INT,
-  patchSize: POSITIVE_INT, numChannels: POSITIVE_INT, layerNormEps: POSITIVE, initializerRange: STD, initializerFactor: STD,
-};
+const show = showValue;
 
 /**
  * Checks a config object field by field and returns a copy of it (later edits of `c` do not reach the copy). Whatever
@@ -144,14 +105,11 @@ export function validateConfig(c: VwLmmConfig): VwLmmConfig {
   // The shape of the object first (a config written in TypeScript has had no JSON reader look at it): sizes are
   // positive integers that divide as the layers need, so a bad one fails here and not in the first forward.
   const obj = (v: unknown, name: string, known: Record<string, true>) => {
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new TypeError(`config: ${name} must be an object, got ${show(v)}`);
-    checkKeys('config', `${name === 'the config' ? 'config' : name} key`, v, known);
-    return v as Record<string, unknown>;
+    const o = checkObject('config', name, v);
+    checkKeys('config', `${name === 'the config' ? 'config' : name} key`, o, known);
+    return o;
   };
-  const num = (o: Record<string, unknown>, name: string, k: string, r: NumberRule): void => {
-    const fault = numberFault(o[k], r);
-    if (fault) throw new (fault === 'range' ? RangeError : TypeError)(`config: ${name}${k} must be ${ruleText(r)}, got ${show(o[k])}`);
-  };
+  const num = (o: Record<string, unknown>, name: string, k: string, r: NumberRule): void => checkNumbers('config', name, o, { [k]: r });
   const oneOf = (v: unknown, name: string, allowed: readonly unknown[]) => {
     if (!allowed.includes(v)) throw new (typeof v === 'string' ? RangeError : TypeError)(`config: ${name} must be ${allowed.map((a) => `'${a}'`).join(' | ')}, got ${show(v)}`);
   };
@@ -163,20 +121,13 @@ export function validateConfig(c: VwLmmConfig): VwLmmConfig {
       throw new (Array.isArray(v) ? RangeError : TypeError)(`config: ${name} must be a list of 3 numbers${r.above !== undefined ? ` > ${r.above}` : ''} (R, G, B), got ${show(v)}`);
   };
   const top = obj(c, 'the config', CONFIG_KEYS);
-  const llm = obj(top.llm, 'llm', LLM_KEYS), vision = obj(top.vision, 'vision', VISION_KEYS), image = obj(top.image, 'image', IMAGE_KEYS);
-  for (const [k, r] of Object.entries(LLM_RULES)) num(llm, 'llm.', k, r);
-  const { hiddenSize: D, numHeads: H, numKvHeads: KV } = c.llm;
-  if (H % KV !== 0) throw new RangeError(`config: llm.numHeads ${H} must be a multiple of llm.numKvHeads ${KV} (grouped-query attention)`);
-  if (D % H !== 0 || (D / H) % 2 !== 0) throw new RangeError(`config: llm.hiddenSize ${D} must split into ${H} heads of an even size (RoPE rotates pairs)`);
-  if (llm.slidingWindow !== undefined && llm.slidingWindow !== null) {
-    num(llm, 'llm.', 'slidingWindow', POSITIVE_INT);
-    // LLaMA has no window (transformers' LLaMA ignores the key, and config.json does not carry it for one)
-    if (top.base !== 'mistral') throw new RangeError(`config: llm.slidingWindow ${String(llm.slidingWindow)} is for a Mistral base (base: 'mistral'); a LLaMA base has no sliding window`);
-  }
-  for (const [k, r] of Object.entries(VISION_RULES)) num(vision, 'vision.', k, r);
-  if (c.vision.hiddenSize % c.vision.numHeads !== 0) throw new RangeError(`config: vision.hiddenSize ${c.vision.hiddenSize} must be a multiple of vision.numHeads ${c.vision.numHeads}`);
-  if (c.vision.imageSize % c.vision.patchSize !== 0) throw new RangeError(`config: vision.imageSize ${c.vision.imageSize} must be a multiple of vision.patchSize ${c.vision.patchSize} (the patch grid)`);
-  if (c.vision.hiddenAct !== 'quick_gelu' && c.vision.hiddenAct !== 'gelu') throw new RangeError(`config: vision.hiddenAct ${JSON.stringify(c.vision.hiddenAct)} is not supported (quick_gelu | gelu)`);
+  // the sections the modules check themselves (their constructors run the same checks)
+  const llm = checkLlamaConfig(top.llm, 'config', 'llm.') as unknown as Record<string, unknown>;
+  const vision = checkClipConfig(top.vision, 'config', 'vision.') as unknown as Record<string, unknown>;
+  const image = obj(top.image, 'image', IMAGE_KEYS);
+  // LLaMA has no window (transformers' LLaMA ignores the key, and config.json does not carry it for one)
+  if (llm.slidingWindow !== undefined && llm.slidingWindow !== null && top.base !== 'mistral')
+    throw new RangeError(`config: llm.slidingWindow ${String(llm.slidingWindow)} is for a Mistral base (base: 'mistral'); a LLaMA base has no sliding window`);
   num(image, 'image.', 'size', POSITIVE_INT);
   if (image.size !== c.vision.imageSize)
     throw new RangeError(`config: image_size ${JSON.stringify(image.size)} (the preprocessing) differs from vision_config.image_size ${c.vision.imageSize} (the tower's position embeddings): they must be equal`);

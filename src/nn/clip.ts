@@ -4,7 +4,9 @@
 // output; LLaVA takes hidden_states[select_layer] (default -2) without its CLS token.
 import { gradientCheckpoint } from '../autograd';
 import * as F from '../functional';
+import { checkedOptions, checkKeys } from '../errors';
 import { scope, Tensor } from '../tensor';
+import { checkNumbers, checkObject, POSITIVE, POSITIVE_INT, STD } from './config_check';
 import { LayerNorm, Linear } from './layers';
 import { InitOptions, Module, ModuleList, normalParam } from './module';
 
@@ -20,6 +22,30 @@ export interface ClipVisionConfig {
   hiddenAct: 'quick_gelu' | 'gelu';
   initializerRange: number;
   initializerFactor: number;
+}
+
+const CLIP_CONFIG_KEYS = {
+  hiddenSize: true, intermediateSize: true, numLayers: true, numHeads: true, imageSize: true, patchSize: true, numChannels: true, layerNormEps: true,
+  hiddenAct: true, initializerRange: true, initializerFactor: true,
+} satisfies Record<keyof ClipVisionConfig, true>;
+const CLIP_RULES = {
+  hiddenSize: POSITIVE_INT, intermediateSize: POSITIVE_INT, numLayers: POSITIVE_INT, numHeads: POSITIVE_INT, imageSize: POSITIVE_INT,
+  patchSize: POSITIVE_INT, numChannels: POSITIVE_INT, layerNormEps: POSITIVE, initializerRange: STD, initializerFactor: STD,
+} satisfies Record<Exclude<keyof ClipVisionConfig, 'hiddenAct'>, unknown>;
+
+/**
+ * Checks a ClipVisionConfig object: no unknown key, positive integer sizes, heads that split the hidden size, an
+ * image size the patches tile, a supported activation. Messages read `${where}: ${prefix}<key> ...`.
+ */
+export function checkClipConfig(c: unknown, where: string, prefix = ''): ClipVisionConfig {
+  const o = checkObject(where, prefix ? prefix.slice(0, -1) : 'the config', c);
+  checkKeys(where, `${prefix ? `${prefix.slice(0, -1)} ` : ''}key`, o, CLIP_CONFIG_KEYS);
+  checkNumbers(where, prefix, o, CLIP_RULES);
+  const v = o as unknown as ClipVisionConfig;
+  if (v.hiddenSize % v.numHeads !== 0) throw new RangeError(`${where}: ${prefix}hiddenSize ${v.hiddenSize} must be a multiple of ${prefix}numHeads ${v.numHeads}`);
+  if (v.imageSize % v.patchSize !== 0) throw new RangeError(`${where}: ${prefix}imageSize ${v.imageSize} must be a multiple of ${prefix}patchSize ${v.patchSize} (the patch grid)`);
+  if (v.hiddenAct !== 'quick_gelu' && v.hiddenAct !== 'gelu') throw new RangeError(`${where}: ${prefix}hiddenAct ${JSON.stringify(v.hiddenAct)} is not supported (quick_gelu | gelu)`);
+  return v;
 }
 
 export function clipConfigFromHF(c: Record<string, unknown>): ClipVisionConfig {
@@ -161,6 +187,7 @@ export class ClipVisionTransformer extends Module {
   gradientCheckpointing = false;
   constructor(readonly config: ClipVisionConfig, init: InitOptions) {
     super();
+    checkClipConfig(config, 'ClipVisionTransformer');
     this.embeddings = this.child('embeddings', new ClipEmbeddings(config, init));
     this.pre_layrnorm = this.child('pre_layrnorm', new LayerNorm(config.hiddenSize, config.layerNormEps, init));
     const layers: ClipEncoderLayer[] = [];
@@ -174,6 +201,7 @@ export class ClipVisionTransformer extends Module {
    * stops the encoder early: LLaVA's select_layer -2 never runs the last layer.
    */
   forward(pixels: Tensor, opts: { upToLayer?: number } = {}): VisionOutput {
+    opts = checkedOptions('ClipVisionTransformer.forward', opts, { upToLayer: true });
     const L = this.config.numLayers;
     const stop = opts.upToLayer === undefined ? L : opts.upToLayer < 0 ? L + 1 + opts.upToLayer : opts.upToLayer;
     if (!Number.isInteger(stop) || stop < 0 || stop > L) throw new RangeError(`CLIP: layer ${opts.upToLayer} is out of range for ${L} layers`);

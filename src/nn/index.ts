@@ -2,9 +2,9 @@ export { Module, ModuleList, normalParam, constParam, writeParameter } from './m
 export type { HostTensor, InitOptions, LoadStateDictOptions } from './module';
 export { Linear, Embedding, RMSNorm, LayerNorm, storeFrozenWeights } from './layers';
 export type { StoredWeights } from './layers';
-export { LlamaAttention, LlamaMLP, LlamaDecoderLayer, LlamaDecoder, LlamaForCausalLM, KVCache, llamaConfigFromHF, llamaConfigToHF } from './llama';
-export type { LlamaConfig, DecoderOutput } from './llama';
-export { ClipVisionTransformer, ClipVisionModel, clipConfigFromHF, clipConfigToHF } from './clip';
+export { LlamaAttention, LlamaMLP, LlamaDecoderLayer, LlamaDecoder, LlamaForCausalLM, KVCache, llamaConfigFromHF, llamaConfigToHF, checkLlamaConfig } from './llama';
+export type { LlamaConfig, DecoderOutput, DecoderForwardOptions } from './llama';
+export { ClipVisionTransformer, ClipVisionModel, clipConfigFromHF, clipConfigToHF, checkClipConfig } from './clip';
 export type { ClipVisionConfig, VisionOutput } from './clip';
 export { Projector, parseProjectorType } from './projector';
 export { LoraAdapter, LLM_LORA_TARGETS } from './lora';

@@ -5,6 +5,8 @@ import { gradientCheckpoint } from '../autograd';
 import * as F from '../functional';
 import type { Generator } from '../random';
 import { Device, keep, scope, Tensor } from '../tensor';
+import { checkKeys, checkedOptions, typeError } from '../errors';
+import { checkNumbers, checkObject, POSITIVE, POSITIVE_INT, STD } from './config_check';
 import { Embedding, Linear, RMSNorm } from './layers';
 import { InitOptions, Module, ModuleList } from './module';
 
@@ -27,6 +29,31 @@ export interface LlamaConfig {
    * implemented.
    */
   slidingWindow?: number | null;
+}
+
+const LLAMA_CONFIG_KEYS = {
+  vocabSize: true, hiddenSize: true, intermediateSize: true, numLayers: true, numHeads: true, numKvHeads: true, rmsNormEps: true, ropeTheta: true,
+  maxPositionEmbeddings: true, initializerRange: true, slidingWindow: true,
+} satisfies Record<keyof LlamaConfig, true>;
+const LLAMA_RULES = {
+  vocabSize: POSITIVE_INT, hiddenSize: POSITIVE_INT, intermediateSize: POSITIVE_INT, numLayers: POSITIVE_INT, numHeads: POSITIVE_INT,
+  numKvHeads: POSITIVE_INT, maxPositionEmbeddings: POSITIVE_INT, rmsNormEps: POSITIVE, ropeTheta: POSITIVE, initializerRange: STD,
+} satisfies Record<Exclude<keyof LlamaConfig, 'slidingWindow'>, unknown>;
+
+/**
+ * Checks a LlamaConfig object: no unknown key, positive integer sizes, positive eps and theta, heads that group
+ * (grouped-query attention) and split the hidden size into even head sizes (RoPE rotates pairs), a positive window.
+ * Messages read `${where}: ${prefix}<key> ...` (validateConfig passes 'config', 'llm.').
+ */
+export function checkLlamaConfig(c: unknown, where: string, prefix = ''): LlamaConfig {
+  const o = checkObject(where, prefix ? prefix.slice(0, -1) : 'the config', c);
+  checkKeys(where, `${prefix ? `${prefix.slice(0, -1)} ` : ''}key`, o, LLAMA_CONFIG_KEYS);
+  checkNumbers(where, prefix, o, LLAMA_RULES);
+  const { hiddenSize: D, numHeads: H, numKvHeads: KV } = o as unknown as LlamaConfig;
+  if (H % KV !== 0) throw new RangeError(`${where}: ${prefix}numHeads ${H} must be a multiple of ${prefix}numKvHeads ${KV} (grouped-query attention)`);
+  if (D % H !== 0 || (D / H) % 2 !== 0) throw new RangeError(`${where}: ${prefix}hiddenSize ${D} must split into ${H} heads of an even size (RoPE rotates pairs)`);
+  if (o.slidingWindow !== undefined && o.slidingWindow !== null) checkNumbers(where, prefix, o, { slidingWindow: POSITIVE_INT });
+  return o as unknown as LlamaConfig;
 }
 
 /**
@@ -283,6 +310,7 @@ export class LlamaDecoder extends Module {
   }
   constructor(readonly config: LlamaConfig, init: InitOptions) {
     super();
+    checkLlamaConfig(config, 'LlamaDecoder');
     this.embed_tokens = this.child('embed_tokens', new Embedding(config.vocabSize, config.hiddenSize, { std: config.initializerRange, init }));
     const layers: LlamaDecoderLayer[] = [];
     for (let i = 0; i < config.numLayers; i++) layers.push(new LlamaDecoderLayer(config, init));
@@ -294,7 +322,11 @@ export class LlamaDecoder extends Module {
    * inputsEmbeds [B, T, D] (from embed_tokens, or text and image features spliced together);
    * keyMask int32 [B, Tk] (1 = real token; Tk includes cached positions); cache for generation.
    */
-  forward(inputsEmbeds: Tensor, opts: { keyMask?: Tensor | null; cache?: KVCache | null; outputHiddenStates?: boolean } = {}): DecoderOutput {
+  forward(inputsEmbeds: Tensor, opts: DecoderForwardOptions = {}): DecoderOutput {
+    opts = checkedOptions('LlamaDecoder.forward', opts, DECODER_FORWARD_KEYS);
+    const D = this.config.hiddenSize;
+    if (!(inputsEmbeds instanceof Tensor) || inputsEmbeds.rank !== 3 || inputsEmbeds.shape[2] !== D || inputsEmbeds.dtype === 'int32')
+      throw typeError('LlamaDecoder.forward', 'inputsEmbeds', `a float tensor [B, T, ${D}] (token embeddings)`, inputsEmbeds);
     const keyMask = opts.keyMask ?? null, cache = opts.cache ?? null;
     const bf16 = this.residual === 'bfloat16' && computeDtype() === 'bfloat16' && !cache;
     let h = bf16 && inputsEmbeds.dtype !== 'bfloat16' ? F.cast(inputsEmbeds, 'bfloat16') : inputsEmbeds;
@@ -318,6 +350,15 @@ export class LlamaDecoder extends Module {
   }
 }
 
+/** LlamaDecoder.forward's options. */
+export interface DecoderForwardOptions {
+  /** int32 [B, Tk], 1 = a real token (torch's attention_mask); Tk includes cached positions. */
+  keyMask?: Tensor | null;
+  cache?: KVCache | null;
+  outputHiddenStates?: boolean;
+}
+const DECODER_FORWARD_KEYS = { keyMask: true, cache: true, outputHiddenStates: true } satisfies Record<keyof DecoderForwardOptions, true>;
+
 /** HF LlamaForCausalLM: model (LlamaDecoder) + lm_head. */
 export class LlamaForCausalLM extends Module {
   readonly model: LlamaDecoder;
@@ -327,7 +368,9 @@ export class LlamaForCausalLM extends Module {
     this.model = this.child('model', new LlamaDecoder(config, init));
     this.lm_head = this.child('lm_head', new Linear(config.hiddenSize, config.vocabSize, { bias: false, std: config.initializerRange, init }));
   }
-  forward(ids: Tensor, opts: { keyMask?: Tensor | null; cache?: KVCache | null; outputHiddenStates?: boolean } = {}): DecoderOutput & { logits: Tensor } {
+  forward(ids: Tensor, opts: DecoderForwardOptions = {}): DecoderOutput & { logits: Tensor } {
+    opts = checkedOptions('LlamaForCausalLM.forward', opts, DECODER_FORWARD_KEYS);
+    if (!(ids instanceof Tensor) || ids.rank !== 2 || ids.dtype !== 'int32') throw typeError('LlamaForCausalLM.forward', 'ids', 'an int32 tensor [B, T] (token ids)', ids);
     const out = this.model.forward(this.model.embed_tokens.forward(ids), opts);
     return { ...out, logits: this.lm_head.forward(out.last) };
   }

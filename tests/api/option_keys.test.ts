@@ -54,5 +54,44 @@ describe('unknown option keys', () => {
     } finally {
       lin.dispose();
     }
+    // a module's forward too: transformers' attention_mask was dropped without a word (the padding then attended)
+    const cfg = { vocabSize: 11, hiddenSize: 8, intermediateSize: 12, numLayers: 1, numHeads: 2, numKvHeads: 1, rmsNormEps: 1e-6, ropeTheta: 1e4, maxPositionEmbeddings: 32, initializerRange: 0.2 };
+    const lm = new nn.LlamaForCausalLM(cfg, init);
+    const tower = new nn.ClipVisionTransformer({ hiddenSize: 8, intermediateSize: 12, numLayers: 2, numHeads: 2, imageSize: 4, patchSize: 2, numChannels: 3, layerNormEps: 1e-5, hiddenAct: 'quick_gelu', initializerRange: 0.02, initializerFactor: 1 }, init);
+    try {
+      scope(() => {
+        const ids = Tensor.fromArray(Int32Array.from([0, 1, 2]), [1, 3]), mask = Tensor.fromArray(Int32Array.from([0, 1, 1]), [1, 3]);
+        expect(() => lm.forward(ids, { attentionMask: mask } as never)).toThrow("LlamaForCausalLM.forward: unknown option 'attentionMask' (did you mean 'keyMask'?); known: keyMask, cache, outputHiddenStates");
+        expect(() => lm.model.forward(Tensor.zeros([1, 3, 8]), { attention_mask: mask } as never)).toThrow("LlamaDecoder.forward: unknown option 'attention_mask' (did you mean 'keyMask'?)");
+        expect(() => lm.forward(ids, { past_key_values: null } as never)).toThrow("(did you mean 'cache'?)");
+        expect(() => tower.forward(Tensor.zeros([1, 3, 4, 4]), { select_layer: -2 } as never)).toThrow("ClipVisionTransformer.forward: unknown option 'select_layer'; known: upToLayer");
+        // the inputs' ranks, named before any kernel sees them
+        expect(() => lm.forward(Tensor.fromArray(Int32Array.from([0, 1]), [2]))).toThrow('LlamaForCausalLM.forward: expected an int32 tensor [B, T] (token ids) for ids but received int32 cpu tensor of shape [2]');
+        expect(() => lm.model.forward(Tensor.zeros([3, 8]))).toThrow('LlamaDecoder.forward: expected a float tensor [B, T, 8] (token embeddings) for inputsEmbeds but received float32 cpu tensor of shape [3, 8]');
+        expect(lm.forward(ids, { keyMask: mask }).logits.shape).toEqual([1, 3, 11]);
+      });
+    } finally {
+      lm.dispose();
+      tower.dispose();
+    }
+  });
+
+  it('nn modules check a config given in TypeScript when built, naming the field', () => {
+    const init = { generator: new Generator(0) };
+    const cfg = { vocabSize: 11, hiddenSize: 8, intermediateSize: 12, numLayers: 1, numHeads: 2, numKvHeads: 1, rmsNormEps: 1e-6, ropeTheta: 1e4, maxPositionEmbeddings: 32, initializerRange: 0.2 };
+    const bad: [object, string][] = [
+      [{ numKvHeads: 1.5 }, 'LlamaDecoder: numKvHeads must be a positive integer, got 1.5'],
+      [{ numKvHeads: 0 }, 'LlamaDecoder: numKvHeads must be a positive integer, got 0'],
+      [{ numHeads: 2, numKvHeads: 3 }, 'LlamaDecoder: numHeads 2 must be a multiple of numKvHeads 3 (grouped-query attention)'],
+      [{ rmsNormEps: NaN }, 'LlamaDecoder: rmsNormEps must be a number > 0, got NaN'],
+      [{ hiddenSize: 6, numHeads: 2 }, 'LlamaDecoder: hiddenSize 6 must split into 2 heads of an even size (RoPE rotates pairs)'],
+      [{ num_layers: 2 }, "LlamaDecoder: unknown key 'num_layers' (did you mean 'numLayers'?)"],
+      [{ slidingWindow: 0 }, 'LlamaDecoder: slidingWindow must be a positive integer, got 0'],
+    ];
+    for (const [change, message] of bad) expect(() => new nn.LlamaForCausalLM({ ...cfg, ...change } as never, init)).toThrow(message);
+    const vision = { hiddenSize: 8, intermediateSize: 12, numLayers: 2, numHeads: 2, imageSize: 4, patchSize: 2, numChannels: 3, layerNormEps: 1e-5, hiddenAct: 'quick_gelu' as const, initializerRange: 0.02, initializerFactor: 1 };
+    expect(() => new nn.ClipVisionTransformer({ ...vision, patchSize: 3 }, init)).toThrow('ClipVisionTransformer: imageSize 4 must be a multiple of patchSize 3 (the patch grid)');
+    expect(() => new nn.ClipVisionTransformer({ ...vision, hiddenAct: 'relu' } as never, init)).toThrow('ClipVisionTransformer: hiddenAct "relu" is not supported (quick_gelu | gelu)');
+    expect(() => new nn.ClipVisionModel(null as never, init)).toThrow('ClipVisionTransformer: the config must be an object, got null');
   });
 });

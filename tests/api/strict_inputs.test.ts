@@ -41,6 +41,9 @@ describe('strict inputs', () => {
       expect(() => F.sum(b)).toThrow(/^F\.sum: expected a float32 tensor for x/);
       expect(() => F.add(f, b)).toThrow('F.add: a is float32 but b is bfloat16 (one float dtype for both: cast one first)');
       expect(() => F.concat([f, b])).toThrow(/^F\.concat: expected a float32 tensor for xs\[1\]/);
+      // (the kernel's own "[copy_2d] src must be float32" named neither the function nor the argument)
+      expect(() => F.slice(b, 0, 0, 1)).toThrow(/^F\.slice: expected a float32 tensor for x but received bfloat16/);
+      expect(() => F.gatherRows(b, Tensor.fromArray(Int32Array.from([0]), [1]))).toThrow(/^F\.gatherRows: expected a float32 tensor for src but received bfloat16/);
     });
   });
 

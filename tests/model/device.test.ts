@@ -4,7 +4,7 @@
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { AdamW, cudaAvailable, memoryStats, parseDevice, scope, zeroGrad } from '../../src';
+import { AdamW, cudaAvailable, memoryStats, parseDevice, scope, useDevice, zeroGrad } from '../../src';
 import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../../src/model/config';
 import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
@@ -41,6 +41,9 @@ describe('device option', () => {
     expect(parseDevice('t', 'cuda:3')).toEqual({ device: 'cuda', index: 3 });
     for (const bad of ['gpu', 'cuda:', 'cuda:-1', 'cuda:x', 'CUDA', '', 3, null, { device: 'cuda' }])
       expect(() => parseDevice('t', bad), String(bad)).toThrow(/t: expected 'cpu', 'cuda' or 'cuda:N' \(N a GPU index\) for device but received/);
+    expect(useDevice('t', undefined)).toBe('cpu');
+    // the spec alone read as the caller's name ran on the CPU without a word
+    expect(() => (useDevice as (w: string) => string)('cuda')).toThrow(`useDevice(where, spec): expected the caller's name and the device spec, but received one argument ("cuda")`);
   });
 
   it('a model is created on the CPU by default and on request, with the same weights from the same seed', () => {
