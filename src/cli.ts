@@ -311,17 +311,6 @@ function fail(msg: string): never {
 }
 
 /**
- * model_id of the answer lines: LLaVA's get_model_name_from_path (the folder's name, with its parent's in front for a
- * checkpoint-N folder), and the same for vwlmm's own checkpoint/ folders ("run2_checkpoint", where LLaVA's would
- * name every run "checkpoint"), so that answers of another run's checkpoint in one file are told apart.
- */
-function modelNameFromPath(checkpoint: string): string {
-  const parts = path.resolve(checkpoint).split(path.sep).filter(Boolean);
-  const last = parts[parts.length - 1] ?? 'model';
-  return last.startsWith('checkpoint') && parts.length > 1 ? `${parts[parts.length - 2]}_${last}` : last;
-}
-
-/**
  * The command line that continues this run: the same arguments plus --resume. A rank started by `--nproc-per-node`
  * gives its launcher's (VWLMM_LAUNCHER_ARGS: with --nproc-per-node N, which its own lacks); one started by mpirun by
  * hand, the mpirun in front.
@@ -847,12 +836,12 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
     existing(o.imageFolder, 'image folder', 'dir');
     if (o.chunkIdx >= o.numChunks) fail(`--chunk-idx ${o.chunkIdx} must be below --num-chunks ${o.numChunks}`);
     if (fs.existsSync(o.answers) && !fs.statSync(o.answers).isFile()) fail(`answers ${o.answers} is not a file`);
-    const { answerQuestions } = await import('./eval');
+    const { answerQuestions, modelIdOf } = await import('./eval');
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype), o.pif);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const r = await answerQuestions(model, tokenizer, {
-      questions: o.questions, format: o.format as 'vqa_loader' | 'science' | 'mmbench', singlePredPrompt: !!o.singlePredPrompt, lang: o.lang as 'en' | 'cn', allRounds: !!o.allRounds, imageFolder: o.imageFolder, answers: o.answers, modelId: modelNameFromPath(o.checkpoint),
+      questions: o.questions, format: o.format as 'vqa_loader' | 'science' | 'mmbench', singlePredPrompt: !!o.singlePredPrompt, lang: o.lang as 'en' | 'cn', allRounds: !!o.allRounds, imageFolder: o.imageFolder, answers: o.answers, modelId: modelIdOf(o.checkpoint, o.adapter),
       template: o.convMode as never, maxNewTokens: o.maxNewTokens, batchSize: o.batchSize, numChunks: o.numChunks, chunkIdx: o.chunkIdx, strict: !!o.strict, dtype: await computeDtypeOf(o.dtype),
       onProgress: (p) => process.stderr.write(`\ranswered ${p.done}/${p.total}  ${p.answersPerSec.toFixed(2)} answers/s, ${p.tokensPerSec.toFixed(1)} tokens/s, ETA ${Math.round(p.etaSec)} s   `),
     });
@@ -866,7 +855,9 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
     const entry = o.format === 'mmbench' ? 'row' : o.format === 'science' ? 'record' : 'line';
     const unread = r.unreadable ? `; ${r.unreadable} ${entry}${r.unreadable === 1 ? '' : 's'} of ${o.questions} not read as a question` : '';
     const notAnswered = r.skipped.length - r.unreadable;
-    console.log(`answered ${r.answered} of ${r.total} questions (${r.resumed} already in ${o.answers}${notAnswered ? `, ${notAnswered} skipped` : ''}) in ${r.seconds.toFixed(1)} s${unread}${skipped ? `; ${skipped}` : ''}`);
+    // lines kept by the resume that answer none of these questions: an edited question file leaves its old answers
+    const stale = r.unmatched ? `; ${r.unmatched} line${r.unmatched === 1 ? '' : 's'} of ${o.answers} answer${r.unmatched === 1 ? 's' : ''} no question of ${o.questions} (another question file's, or questions changed since: they stay, and a scorer reads them)` : '';
+    console.log(`answered ${r.answered} of ${r.total} questions (${r.resumed} already in ${o.answers}${notAnswered ? `, ${notAnswered} skipped` : ''}) in ${r.seconds.toFixed(1)} s${unread}${skipped ? `; ${skipped}` : ''}${stale}`);
     model.dispose();
   });
 
@@ -1048,11 +1039,11 @@ program.command('eval').description('exact-match (or VQA soft) accuracy of a che
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
     if (o.answers && fs.existsSync(o.answers) && !fs.statSync(o.answers).isFile()) fail(`answers ${o.answers} is not a file`);
-    const { evaluateFile } = await import('./eval');
+    const { evaluateFile, modelIdOf } = await import('./eval');
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, await computeDtypeOf(o.dtype), o.pif);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const r = await evaluateFile(model, await openTokenizer(tokenizerPath, config.llm.vocabSize), o.data, o.imageFolder, {
-      limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict, dtype: await computeDtypeOf(o.dtype), answers: o.answers, modelId: modelNameFromPath(o.checkpoint),
+      limit: o.limit, maxNewTokens: o.maxNewTokens, strict: o.strict, dtype: await computeDtypeOf(o.dtype), answers: o.answers, modelId: modelIdOf(o.checkpoint, o.adapter),
     });
     if (r.count === 0 && r.skipped.length > 0) {
       const { describeSkipped } = await import('./train');

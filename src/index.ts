@@ -43,8 +43,8 @@ export * from './eval';
 export * from './demo';
 export * from './distributed';
 // Names two areas both export, resolved here: the CLIP constants (one frozen pair, data/images.ts's, which the model
-// re-exports) and the model's template name (what a VwLmmConfig accepts); the conversation module's wider template
-// name (it also knows 'v1' and 'mistral_instruct') under its own name.
+// re-exports) and the template name (one type: the model's re-exports the conversation module's; the latter is also
+// exported as ConversationTemplateName, a name kept for code written when the two differed).
 export { CLIP_MEAN, CLIP_STD } from './model';
 export type { TemplateName } from './model';
 export type { TemplateName as ConversationTemplateName } from './data';

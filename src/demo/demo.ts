@@ -18,6 +18,7 @@ import { SceneImageWriter, spareImageWorkers } from '../data/scene_writer';
 import { writeWordLevelTokenizer } from '../data/word_level_tokenizer';
 import { TextTokenizer } from '../data/tokenizer';
 import { normalizeRgb } from '../data/images';
+import { modelIdOf } from '../eval/answer';
 import { evaluateFile } from '../eval/llava_eval';
 import { drawVisualWords, visualWordsOf } from '../eval/visual_words';
 import { plotMetrics } from '../viz/plot';
@@ -149,7 +150,7 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   const lead = (group?.rank ?? 0) === 0;
   if (lead) fs.rmSync(answers, { force: true });
   // data-parallel: the ranks (holding the same model) share the questions; rank 0 writes the answers
-  const ev = await evaluateFile(res.model, tokenizer, path.join(dataDir, 'test.json'), dataDir, { maxNewTokens: 4, answers, modelId: path.basename(dir), processGroup: group });
+  const ev = await evaluateFile(res.model, tokenizer, path.join(dataDir, 'test.json'), dataDir, { maxNewTokens: 4, answers, modelId: modelIdOf(path.join(dir, 'checkpoint')), processGroup: group });
   if (!lead) return { model: res.model, val: res.valSplit, tower: res.tower, result: null };
   const groups = { nonRelational: { sum: 0, n: 0 }, relational: { sum: 0, n: 0 } };
   for (const [cat, v] of Object.entries(ev.categories)) {

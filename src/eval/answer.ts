@@ -114,6 +114,11 @@ export interface AnswerResult {
   skipped: { line: number; questionId?: unknown; reason: string }[];
   /** How many of `skipped` (its first ones) are entries of the question file that could not be read as a question. */
   unreadable: number;
+  /**
+   * Lines of the answers file found at the start that answer no question of the question file (mmbench: of this
+   * chunk): another question file's, or questions whose text changed since. They stay, and a scorer counts them.
+   */
+  unmatched: number;
   generatedTokens: number;
   seconds: number;
 }
@@ -132,33 +137,74 @@ function answerId(): string {
 const doneKey = (id: unknown, round: unknown, prompt: unknown) => JSON.stringify([pyKey(id), round === undefined ? null : pyKey(round), pyKey(prompt)]);
 
 /**
- * The answer lines of the file by doneKey, in file order, and the model_id of the first line that names another model
- * than `modelId` (null when none does); a last line cut short by a killed run is removed from the file.
+ * The model_id of a checkpoint's answers, as LLaVA's get_model_name_from_path names a model: the folder's name, or
+ * `<parent>_<folder>` for a checkpoint folder (LLaVA's checkpoint-N; a vwlmm run's own `<out>/checkpoint` too, so that
+ * runs are told apart). With a LoRA adapter, the adapter folder's (LLaVA's LoRA evaluation passes the adapter folder
+ * as --model-path and the base as --model-base): answers of the base and of its adapters are different models.
  */
-function answeredLines(file: string, modelId: string): { lines: Map<string, number[]>; other: { line: number; modelId: unknown } | null } {
+export function modelIdOf(checkpoint: string, adapter?: string): string {
+  const parts = path.resolve(adapter ?? checkpoint).split(path.sep).filter(Boolean);
+  const last = parts[parts.length - 1] ?? 'model';
+  return last.startsWith('checkpoint') && parts.length > 1 ? `${parts[parts.length - 2]}_${last}` : last;
+}
+
+/** What answeredLines read of an answers file. */
+interface AnsweredLines {
+  /** The complete answer lines by doneKey, in file order (0-based line numbers). */
+  lines: Map<string, number[]>;
+  /** The first line (1-based) that answers another model than the one asked for, with its model_id; null: none. */
+  other: { line: number; modelId: unknown } | null;
+  /**
+   * The last line as a killed run leaves it (no newline): 'cut' when it is not a whole record (the file is cut back to
+   * `keep` bytes), 'newline' when it is one whose newline was not written; null when the file ends with a newline.
+   */
+  tail: 'cut' | 'newline' | null;
+  keep: number;
+}
+
+/**
+ * Reads an answers file (a missing one has no lines) without changing it: every line but a last one left by a killed
+ * run must be a JSON answer record, or the file is refused as not one this command wrote. repairTail then mends
+ * that last line, once the caller has checked the file is its own (the other model's file, a question file, a
+ * user's notes given as --answers by mistake must not lose a byte).
+ */
+function answeredLines(file: string, modelId: string): AnsweredLines {
   const byKey = new Map<string, number[]>();
-  let other: { line: number; modelId: unknown } | null = null;
-  if (!fs.existsSync(file)) return { lines: byKey, other };
+  let other: AnsweredLines['other'] = null;
+  if (!fs.existsSync(file)) return { lines: byKey, other, tail: null, keep: 0 };
   const text = textOf('answers', file);
   const lines = text.split('\n');
-  let keep = 0; // bytes of complete lines
+  let keep = 0, tail: AnsweredLines['tail'] = null; // keep: bytes of the whole records
+  const notOurs = (i: number, why: string) => new Error(`answers ${file} line ${i + 1} ${why}: not a file this command wrote (give another answers file)`);
   for (let i = 0; i < lines.length; i++) {
     const l = lines[i];
     const last = i === lines.length - 1;
     if (last && l === '') break;
+    let rec: { question_id?: unknown; round_id?: unknown; prompt?: unknown; model_id?: unknown };
     try {
-      const rec = JSON.parse(l) as { question_id?: unknown; round_id?: unknown; prompt?: unknown; model_id?: unknown };
-      if (last) throw new Error('no newline'); // written without its newline: cut short
-      const k = doneKey(rec.question_id, rec.round_id, rec.prompt);
-      (byKey.get(k) ?? byKey.set(k, []).get(k)!).push(i);
-      if (other === null && rec.model_id !== modelId) other = { line: i + 1, modelId: rec.model_id };
-      keep += Buffer.byteLength(l, 'utf8') + 1;
+      rec = JSON.parse(l);
     } catch (e) {
-      if (!last) throw new Error(`answers ${file} line ${i + 1} is not JSON (${(e as Error).message}): not a file this command wrote`);
-      fs.truncateSync(file, keep);
+      // a record cut short by a kill: the last line, after whole records of this command's or as its first line starts
+      if (last && (i > 0 || l.startsWith('{"question_id": '))) {
+        tail = 'cut';
+        break;
+      }
+      throw notOurs(i, `is not JSON (${(e as Error).message})`);
     }
+    if (rec === null || typeof rec !== 'object' || Array.isArray(rec) || !('question_id' in rec)) throw notOurs(i, 'is not an answer record (an object with a question_id)');
+    if (last) tail = 'newline';
+    const k = doneKey(rec.question_id, rec.round_id, rec.prompt);
+    (byKey.get(k) ?? byKey.set(k, []).get(k)!).push(i);
+    if (other === null && rec.model_id !== modelId) other = { line: i + 1, modelId: rec.model_id };
+    keep += Buffer.byteLength(l, 'utf8') + 1;
   }
-  return { lines: byKey, other };
+  return { lines: byKey, other, tail, keep };
+}
+
+/** Mends the last line a killed run left (answeredLines): a record cut short goes, a whole one gets its newline. */
+function repairTail(file: string, read: AnsweredLines): void {
+  if (read.tail === 'cut') fs.truncateSync(file, read.keep);
+  else if (read.tail === 'newline') fs.appendFileSync(file, '\n');
 }
 
 /**
@@ -355,11 +401,23 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
   } else for (const q of loaderQuestions(o.questions, o.strict, skipped)) questions.push(q);
   const chunk = mmbench ?? chunkOf(questions, o.numChunks ?? 1, o.chunkIdx ?? 0);
   const unreadable = skipped.length; // no question: not in the chunk's total
-  fs.mkdirSync(path.dirname(path.resolve(o.answers)), { recursive: true });
-  const { lines: done, other } = answeredLines(o.answers, o.modelId);
+  const dir = path.dirname(path.resolve(o.answers));
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a file stands where a folder of that path must be' : describeFsError(e);
+    throw new Error(`answers ${o.answers}: cannot make its folder ${dir}: ${why}`);
+  }
+  const read = answeredLines(o.answers, o.modelId);
+  const { lines: done, other } = read;
   // a rerun resumes its own answers; another model's would be scored as this one's
   if (other) throw new Error(`answers ${o.answers} line ${other.line} is an answer of model_id ${JSON.stringify(other.modelId)}, not of ${JSON.stringify(o.modelId)}: a rerun resumes only its own model's answers (give another answers file, or delete this one)`);
+  repairTail(o.answers, read);
   const found = matchAnswers(done, chunk);
+  let lineCount = 0;
+  for (const at of done.values()) lineCount += at.length;
+  const unmatched = lineCount - (mmbench ? found : matchAnswers(done, questions)).filter((i) => i !== null).length;
   const pending = chunk.filter((_, i) => found[i] === null);
   const cfg = model.config, template = getTemplate(o.template ?? cfg.template); // an unknown name fails here, before any work
   const batchSize = o.batchSize ?? 16;
@@ -423,5 +481,5 @@ export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o:
   }
   // also when nothing was left to answer: a run killed before this ordered its file
   if (pending.length < chunk.length) orderAnswers(o.answers, o.modelId, chunk);
-  return { total: chunk.length, answered, resumed: chunk.length - pending.length, skipped, unreadable, generatedTokens: tokens, seconds: (Date.now() - t0) / 1000 };
+  return { total: chunk.length, answered, resumed: chunk.length - pending.length, skipped, unreadable, unmatched, generatedTokens: tokens, seconds: (Date.now() - t0) / 1000 };
 }

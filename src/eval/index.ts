@@ -8,7 +8,7 @@ export { evalAIAnswer, vqaSoftAccuracy } from './evalai';
 export { scoreTextVQA, scorePope, scoreScienceQA, textvqaQuestionOf, popeAnswerIsNo, scienceQAAnswerOf, readAnswers } from './scorers';
 export type { TextVQAScore, PopeCategory, ScienceQAScore, AnswerRecord } from './scorers';
 export { pyRepr, pyFixed } from './pyformat';
-export { answerQuestions, answerPrompt, answerOne, chunkOf } from './answer';
+export { answerQuestions, answerPrompt, answerOne, chunkOf, modelIdOf } from './answer';
 export { mmbenchQuestions, mmbenchSubmission } from './mmbench';
 export type { MMBenchQuestion, MMBenchQuestionOptions, MMBenchSubmission } from './mmbench';
 export { readXlsx, writeXlsx } from '../io/xlsx';

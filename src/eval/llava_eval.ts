@@ -133,7 +133,11 @@ function scoreQuestions(answersFile: string, questions: readonly EvalQuestion[],
   for (const { rec, at } of readAnswers(answersFile)) {
     const q = rec.question_id;
     const id = typeof q === 'string' ? q : typeof q === 'number' ? String(q) : null; // readLlavaRecords makes number ids strings
-    if (id === null || !ids.has(id)) throw new Error(`${at}: question_id ${JSON.stringify(q)} is not the id of a record of ${dataFile}`);
+    if (id === null || !ids.has(id)) {
+      // a question file given as the data (its lines have no conversations, so no record of it could be read)
+      const none = ids.size === 0 ? ` (no LLaVA record of it could be read: each needs an id and its conversations, the answer last; a question file of \`vwlmm answer\` holds none)` : '';
+      throw new Error(`${at}: question_id ${JSON.stringify(q)} is not the id of a record of ${dataFile}${none}`);
+    }
     const prev = byId.get(id);
     if (prev) throw new Error(`${at}: a second answer to question_id ${JSON.stringify(q)} (the first: ${prev.at})`);
     byId.set(id, { text: rec.text, at });

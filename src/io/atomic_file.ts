@@ -1,7 +1,7 @@
 // A file replaced whole or not at all: written to a temporary file beside it, fsynced, renamed over it, and the folder
 // fsynced (the rename itself on disk: a power loss after it cannot bring the old file back). A reader never sees half
 // of it, and a failed or killed write leaves the earlier file in place (the temporary one is removed on an error; a
-// kill can leave it, named .<file>.tmp-*). A failure names the file it was writing (a bare "ENOSPC: no space left on
+// kill can leave it, named .<file>.tmp-*). A symbolic link is written through (its target replaced, the link kept). A failure names the file it was writing (a bare "ENOSPC: no space left on
 // device, write" says neither which file nor which run); the error keeps the system's code (err.code) and cause.
 import * as fs from 'fs';
 import * as path from 'path';
@@ -63,7 +63,25 @@ export function fsyncFolder(dir: string): void {
   }
 }
 
+/**
+ * The file a write to `file` should replace: itself, or where a symbolic link at `file` points (fs.writeFileSync writes
+ * through a link; a rename over the link itself would replace the link with a file and leave its target stale).
+ */
+function linkTarget(file: string): string {
+  try {
+    if (!fs.lstatSync(file).isSymbolicLink()) return file;
+  } catch {
+    return file; // nothing there yet
+  }
+  try {
+    return fs.realpathSync(file);
+  } catch {
+    return path.resolve(path.dirname(file), fs.readlinkSync(file)); // a dangling link: the file it names is made
+  }
+}
+
 export function writeFileAtomic(file: string, data: string | Uint8Array): void {
+  file = linkTarget(file);
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${++counter}`);
   try {
     writeAndSync(tmp, data);

@@ -4,7 +4,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { answerQuestions, chunkOf } from '../../src/eval/answer';
+import { answerQuestions, chunkOf, modelIdOf } from '../../src/eval/answer';
 import { loadCheckpoint } from '../../src/model/checkpoint';
 import { TextTokenizer } from '../../src/data/tokenizer';
 import { cli, writeCliFixture } from '../train/support/tiny';
@@ -55,7 +55,18 @@ describe('vwlmm answer', () => {
     const again = cli('answer', '--checkpoint', fx.init, '--questions', questions, '--image-folder', fx.imageFolder, '--answers', out, '--max-new-tokens', '3');
     expect(again.status, again.stderr).toBe(0);
     expect(again.stdout).toMatch(/answered 0 of 7 questions \(7 already in/);
+    expect(again.stdout).not.toMatch(/answers? no question/);
     expect(fs.readFileSync(out, 'utf8').trim().split('\n').length).toBe(7);
+    // a question edited since: answered anew, and its old line, kept, is counted
+    const edited = path.join(dir, 'edited.jsonl'), copy = path.join(dir, 'edited_answers.jsonl');
+    const qs = fs.readFileSync(questions, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    qs[2].text = `${qs[2].text} (edited)`;
+    fs.writeFileSync(edited, qs.map((q) => JSON.stringify(q)).join('\n') + '\n');
+    fs.copyFileSync(out, copy);
+    const changed = cli('answer', '--checkpoint', fx.init, '--questions', edited, '--image-folder', fx.imageFolder, '--answers', copy, '--max-new-tokens', '3');
+    expect(changed.status, changed.stderr).toBe(0);
+    expect(changed.stdout).toContain(`answered 1 of 7 questions (6 already in ${copy})`);
+    expect(changed.stdout).toContain(`; 1 line of ${copy} answers no question of ${edited} (another question file's, or questions changed since`);
     // another checkpoint (a run's checkpoint folder: model_id "<run>_checkpoint", as LLaVA names checkpoint folders)
     // does not resume this model's answers as its own
     const run = path.join(dir, 'run2'), ck = path.join(run, 'checkpoint');
@@ -65,6 +76,10 @@ describe('vwlmm answer', () => {
     expect(other.status).toBe(2);
     expect(other.stderr).toContain(`answers ${out} line 1 is an answer of model_id "init", not of "run2_checkpoint": a rerun resumes only its own model's answers`);
     expect(fs.readFileSync(out, 'utf8').trim().split('\n').length).toBe(7);
+    // a LoRA adapter's answers are its folder's model (LLaVA's LoRA evaluation: --model-path the adapter folder)
+    expect(modelIdOf(ck)).toBe('run2_checkpoint');
+    expect(modelIdOf(ck, path.join(dir, 'lora-r8'))).toBe('lora-r8');
+    expect(modelIdOf(fx.init, path.join(dir, 'lora', 'checkpoint-500'))).toBe('lora_checkpoint-500');
   });
 
   it("ScienceQA's loader (model_vqa_science): the first turn without <image>, and its prompt as eval_science_qa reads it", async () => {
@@ -127,6 +142,15 @@ describe('vwlmm answer', () => {
     fs.copyFileSync(path.join(fx.imageFolder, recs[1].image), path.join(fx.imageFolder, 'later.png'));
     expect((await ask(later)).answered).toBe(2);
     expect(pairs(later)).toEqual(qs.map((q) => [q.question_id, q.text]));
+    // the same through a symbolic link: the reordering replaces the file the link points to, and the link stays
+    fs.rmSync(path.join(fx.imageFolder, 'later.png'));
+    const target = path.join(dir, 'pairs_target.jsonl'), link = path.join(dir, 'pairs_link.jsonl');
+    fs.symlinkSync(target, link);
+    await ask(link);
+    fs.copyFileSync(path.join(fx.imageFolder, recs[1].image), path.join(fx.imageFolder, 'later.png'));
+    expect((await ask(link)).answered).toBe(2);
+    expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(pairs(target)).toEqual(qs.map((q) => [q.question_id, q.text]));
     fs.rmSync(path.join(fx.imageFolder, 'later.png'));
     // json.dumps's separators and ASCII escapes, byte for byte
     const line = fs.readFileSync(later, 'utf8').split('\n')[2];
@@ -147,6 +171,26 @@ describe('vwlmm answer', () => {
     expect(r.answered).toBe(6);
     const lines = fs.readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l).question_id);
     expect(lines).toEqual(ids);
+    // a whole last record whose newline a kill left unwritten is kept (and gets its newline), not answered again
+    const whole = fs.readFileSync(out, 'utf8');
+    fs.writeFileSync(out, whole.slice(0, -1));
+    expect((await answerQuestions(ck.model, tok, { questions, imageFolder: fx.imageFolder, answers: out, modelId: 'm', maxNewTokens: 2 })).answered).toBe(0);
+    expect(fs.readFileSync(out, 'utf8')).toBe(whole);
+    // a file that is not this command's loses no byte: a user's notes, another model's answers, a question file
+    const ask = (answers: string) => answerQuestions(ck.model, tok, { questions, imageFolder: fx.imageFolder, answers, modelId: 'm', maxNewTokens: 2 });
+    const notes = path.join(dir, 'notes.txt'), theirs = path.join(dir, 'theirs.jsonl'), qcopy = path.join(dir, 'qcopy.jsonl');
+    fs.writeFileSync(notes, 'my notes, no newline');
+    fs.writeFileSync(theirs, whole.replace(/"model_id": "m"/g, '"model_id": "other"').slice(0, -1));
+    fs.writeFileSync(qcopy, fs.readFileSync(questions, 'utf8').slice(0, -1));
+    const kept = [notes, theirs, qcopy].map((f) => fs.readFileSync(f, 'utf8'));
+    await expect(ask(notes)).rejects.toThrow(`answers ${notes} line 1 is not JSON (`);
+    await expect(ask(theirs)).rejects.toThrow(`answers ${theirs} line 1 is an answer of model_id "other", not of "m"`);
+    await expect(ask(qcopy)).rejects.toThrow(`answers ${qcopy} line 1 is an answer of model_id undefined, not of "m"`);
+    expect([notes, theirs, qcopy].map((f) => fs.readFileSync(f, 'utf8'))).toEqual(kept);
+    fs.writeFileSync(notes, '[1, 2]\n');
+    await expect(ask(notes)).rejects.toThrow(`answers ${notes} line 1 is not an answer record (an object with a question_id): not a file this command wrote`);
+    // a folder that cannot be made names --answers and why
+    await expect(ask(path.join(notes, 'a.jsonl'))).rejects.toThrow(`answers ${path.join(notes, 'a.jsonl')}: cannot make its folder ${notes}: a file stands where a folder of that path must be`);
     // broken input
     const bad = path.join(dir, 'bad.jsonl');
     fs.writeFileSync(bad, [JSON.stringify({ question_id: 1, image: 'missing.png', text: 'what?' }), '{oops', JSON.stringify({ question_id: 3, text: 5 }), JSON.stringify({ question_id: 4, text: 'text only?' })].join('\n'));

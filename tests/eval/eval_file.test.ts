@@ -163,6 +163,10 @@ describe('evaluateFile: answers file, then score', () => {
     expect(() => scoreLlavaAnswers(f, data)).toThrow(`answers ${f} line 2: not JSON`);
     fs.writeFileSync(f, `${ok(recs[0].id)}\n${ok('nope')}\n`);
     expect(() => scoreLlavaAnswers(f, data)).toThrow(`answers ${f} line 2: question_id "nope" is not the id of a record of ${data}`);
+    // a question file given as the data: it holds no record, which the error says
+    const qfile = path.join(dir, 'as_questions.jsonl');
+    fs.writeFileSync(qfile, `${JSON.stringify({ question_id: recs[0].id, image: 'a.png', text: 'q' })}\n`);
+    expect(() => scoreLlavaAnswers(f, qfile)).toThrow(`answers ${f} line 1: question_id "${recs[0].id}" is not the id of a record of ${qfile} (no LLaVA record of it could be read:`);
     fs.writeFileSync(f, `${ok(recs[1].id)}\n${ok(recs[0].id)}\n${ok(recs[1].id)}\n`);
     expect(() => scoreLlavaAnswers(f, data)).toThrow(`answers ${f} line 3: a second answer to question_id "${recs[1].id}" (the first: answers ${f} line 1)`);
     fs.writeFileSync(f, `${ok(recs[0].id)}\n${JSON.stringify({ question_id: recs[1].id })}\n`);
