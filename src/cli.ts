@@ -20,9 +20,10 @@ import * as path from 'path';
 
 // decimal text only: Number() also reads '0x10' as 16 and '' as 0
 const DECIMAL = /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
-const int = (name: string, min = 0) => (v: string) => {
+/** An integer option; `min` null: any integer (a layer index counted from the end is negative). */
+const int = (name: string, min: number | null = 0) => (v: string) => {
   const n = DECIMAL.test(v) ? Number(v) : NaN;
-  if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+  if (!Number.isSafeInteger(n) || (min !== null && n < min)) throw new InvalidArgumentError(`${name} must be an integer${min !== null ? ` >= ${min}` : ''}`);
   return n;
 };
 // the random generators keep 32 bits of a seed: 2^32 would repeat seed 0's run while recording its own
@@ -423,6 +424,15 @@ program.name('vwlmm').description('Train, evaluate and inspect VW-LMM (visual-wo
 // A usage error (unknown option, bad value) exits 2 as every other error here does; help and --version exit 0.
 // Set before the commands are added, which inherit it.
 program.exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
+// A path option given as '' (an unset shell variable: --out "$OUT") names no file: Node reads '' as the current folder
+// in some calls and as nothing in others (`data --out ''` wrote into the current folder, over its files)
+program.hook('preAction', (_, command) => {
+  for (const opt of command.options) {
+    if (!/<(dir|file|path)>/.test(opt.flags)) continue;
+    const v = command.getOptionValue(opt.attributeName());
+    if (typeof v === 'string' && v.trim() === '') fail(`${opt.long} is empty: give a path`);
+  }
+});
 
 program.command('info').description('show the native backends (CPU GEMM, SIMD build, threads, CUDA)').option('--json', 'print JSON').action(async (o: { json?: boolean }) => {
   const { backendInfo } = await import('./index');
@@ -441,7 +451,7 @@ program.command('init').description("a new checkpoint, the starting point of `vw
   .option('--vision-tower <dir>', "a CLIPVisionModel / CLIPModel directory (LLaVA's --vision_tower, e.g. clip-vit-large-patch14-336), embedded in the checkpoint")
   .option('--projector <file>', "a trained projector (LLaVA's --pretrain_mm_mlp_adapter: mm_projector.bin, or a .safetensors of its tensors); default: drawn as torch draws a new nn.Linear")
   .option('--mm-projector-type <t>', 'linear or mlp2x_gelu (with --llm)', 'mlp2x_gelu')
-  .option('--mm-vision-select-layer <n>', 'the tower layer whose patch features are projected (with --llm)', int('--mm-vision-select-layer'), -2)
+  .option('--mm-vision-select-layer <n>', 'the tower layer whose patch features are projected (with --llm)', int('--mm-vision-select-layer', null), -2)
   .option('--image-aspect-ratio <a>', "square (LLaVA's pretraining) or pad (its fine-tuning: expand2square) (with --llm)", 'square')
   .option('--template <t>', 'the conversation template: vicuna_v1 (LLaVA v1), plain (its pretraining), mistral, or another of LLaVA\'s (mistral_instruct, llava_v1, v1_mmtag) (with --llm; default: vicuna_v1, mistral for a Mistral base)')
   .option('--vm-weight <x>', 'with --llm: > 0 makes a VW-LMM (a vm_head, the visual-word KL at this weight; the paper: 1); 0: plain LLaVA', num('--vm-weight'), 0)
@@ -480,7 +490,7 @@ program.command('init').description("a new checkpoint, the starting point of `vw
         made = assembleLlava({ llm: o.llm, visionTower: o.visionTower!, projector: o.projector, projectorType: o.mmProjectorType, selectLayer: o.mmVisionSelectLayer,
           imageAspect: o.imageAspectRatio as 'square' | 'pad', template: o.template as 'vicuna_v1' | 'plain' | 'mistral' | undefined, vmWeight: o.vmWeight, seed: o.seed });
       } catch (e) {
-        fail((e as Error).message.replace(/^assembleLlava: /, ''));
+        fail((e as Error).message.replace(/^assembleLlava: /, '').replace(/^selectLayer \(mm_vision_select_layer\)/, '--mm-vision-select-layer').replace(/^projectorType \(mm_projector_type\)/, '--mm-projector-type'));
       }
       model = made!.model;
       const own = o.tokenizer ?? made!.tokenizerPath;
@@ -1104,15 +1114,16 @@ program.command('visual-words').description('top-k visual words of every patch (
     // the picture's format and folder, before any work (drawVisualWords checks them again)
     const ext = path.extname(o.out);
     if (!['.png', '.jpg', '.jpeg', '.webp'].includes(ext.toLowerCase())) fail(`--out ${o.out}: ${ext ? `unknown picture format '${ext}'` : 'no extension'} (give .png, .jpg, .jpeg or .webp)`);
-    const outDir = path.dirname(path.resolve(o.out));
-    if (!fs.existsSync(outDir) || !fs.statSync(outDir).isDirectory()) fail(`--out ${o.out}: the folder ${outDir} does not exist`);
+    outputFile('--out', o.out);
     const { loadImage, preprocessClip } = await import('./data');
     const { clipPreprocessOptions } = await import('./model');
     const { visualWordsOf, drawVisualWords } = await import('./eval');
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, 'float32', o.pif);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
+    if (o.topK > config.llm.vocabSize) fail(`--top-k ${o.topK} exceeds the vocabulary's ${config.llm.vocabSize} words`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const img = await loadImage(o.image);
+    fs.mkdirSync(path.dirname(path.resolve(o.out)), { recursive: true });
     const pixels = await preprocessClip(img, clipPreprocessOptions(config));
     const patches = visualWordsOf(model, tok, pixels, o.topK);
     // drawn on the view the model saw (padded or centre-cropped to the tower's square), so the cells are its patches

@@ -20,6 +20,7 @@ import { tokenizerJsonFromSentencePiece } from '../data/sentencepiece';
 import { DeviceSpec } from '../device';
 import { checkKeys, typeError } from '../errors';
 import { writeParameter } from '../nn/module';
+import { parseProjectorType } from '../nn/projector';
 import { forEachTorchTensor, readTorchBin, torchBinTensorNames } from '../io/torch_bin';
 import { Generator } from '../random';
 import { writeFileDurable } from '../io/atomic_file';
@@ -559,6 +560,17 @@ export function assembleLlava(o: AssembleOptions): { model: VwLmm; config: VwLmm
     throw new RangeError(`assembleLlava: ${o.visionTower}/config.json is model_type '${String(towerJson.model_type)}', not a CLIP model (CLIPVisionModel, CLIPModel)`);
   const vision = (towerJson.model_type === 'clip' ? towerJson.vision_config : towerJson) as Record<string, unknown>;
   if (!isPlainObject(vision)) throw new TypeError(`assembleLlava: ${o.visionTower}/config.json has no vision_config object`);
+  // the caller's own settings named as theirs (checked again in the config, where an error would name the LLM's file)
+  const L = vision.num_hidden_layers;
+  if (o.selectLayer !== undefined && typeof L === 'number' && (!Number.isInteger(o.selectLayer) || o.selectLayer < -(L + 1) || o.selectLayer > L))
+    throw new RangeError(`assembleLlava: selectLayer (mm_vision_select_layer) ${o.selectLayer} is out of range for the ${L}-layer tower of ${o.visionTower} (${-(L + 1)} to ${L})`);
+  if (o.projectorType !== undefined) {
+    try {
+      parseProjectorType(o.projectorType);
+    } catch (e) {
+      throw new RangeError(`assembleLlava: projectorType (mm_projector_type): ${(e as Error).message}`);
+    }
+  }
   const vmWeight = o.vmWeight ?? 0;
   const json: Record<string, unknown> = {
     ...llmJson, model_type: base === 'mistral' ? 'llava_mistral' : 'llava_llama',

@@ -103,8 +103,13 @@ describe('vwlmm generate and visual-words', () => {
     const gif = cli('visual-words', '--checkpoint', ckpt, '--image', wide, '--out', path.join(dir, 'w.gif'));
     expect(gif.status).toBe(2);
     expect(gif.stderr).toMatch(/--out .*w\.gif: unknown picture format '\.gif' \(give \.png, \.jpg, \.jpeg or \.webp\)/);
-    const missing = cli('visual-words', '--checkpoint', ckpt, '--image', wide, '--out', path.join(dir, 'none', 'w.png'));
-    expect(missing.status).toBe(2);
-    expect(missing.stderr).toContain(`the folder ${path.join(dir, 'none')} does not exist`);
+    // a folder that cannot be made (a file on the way), and more words than the vocabulary has, named by their options
+    const under = path.join(out, 'w.png');
+    const blocked = cli('visual-words', '--checkpoint', ckpt, '--image', wide, '--out', under);
+    expect(blocked.status).toBe(2);
+    expect(blocked.stderr).toBe(`vwlmm: --out ${under}: ${out} is a file, so nothing can be made under it\n`);
+    const many = cli('visual-words', '--checkpoint', ckpt, '--image', wide, '--out', path.join(dir, 'made', 'w.png'), '--top-k', '100000');
+    expect(many.status).toBe(2);
+    expect(many.stderr).toMatch(/^vwlmm: --top-k 100000 exceeds the vocabulary's \d+ words\n$/);
   });
 });

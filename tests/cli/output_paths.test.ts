@@ -40,6 +40,14 @@ describe('output paths', () => {
     expect(demo.stdout).toBe('');
   });
 
+  it("an empty path (an unset shell variable) is refused by its option, not read as the current folder", () => {
+    // `data --out ''` wrote its files into the current folder, over a train.json there
+    refused(['data', 'sort-of-clevr', '--out', '', '--train', '2', '--test', '1'], '--out is empty: give a path');
+    refused(['train', '--init', fx.init, '--data', fx.data, '--out', ' '], '--out is empty: give a path');
+    refused(['init', '--config', '', '--tokenizer', fx.tokenizer, '--out', path.join(adir, 'x')], '--config is empty: give a path');
+    refused(['answer', '--checkpoint', fx.init, '--questions', fx.data, '--answers', ''], '--answers is empty: give a path');
+  });
+
   it("a folder as an output file, or a file on the way to one: the submission's option is named", () => {
     refused(['score', 'seed', '--answers', fx.data, '--annotations', fx.data, '--submission', adir], `--submission ${adir} is a folder: give a file`);
     const under = path.join(afile, 'sub.json');

@@ -124,15 +124,22 @@ describe('vwlmm init --llm --vision-tower', () => {
     const vocab = Object.fromEntries(['<unk>', '<s>', '</s>', ...Array.from({ length: 58 }, (_, i) => `w${i}`)].map((t, i) => [t, i]));
     const tok = path.join(dir, 'tokenizer.json');
     fs.writeFileSync(tok, JSON.stringify({ version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null, pre_tokenizer: { type: 'Whitespace' }, post_processor: null, decoder: null, model: { type: 'WordLevel', vocab, unk_token: '<unk>' } }));
-    const r = cli('init', '--llm', llm, '--vision-tower', tower, '--tokenizer', tok, '--vm-weight', '1', '--out', out, '--seed', '3');
+    // (a negative layer, counted from the end as LLaVA's -2, was refused as "an integer >= 0")
+    const r = cli('init', '--llm', llm, '--vision-tower', tower, '--tokenizer', tok, '--vm-weight', '1', '--mm-vision-select-layer', '-1', '--out', out, '--seed', '3');
     expect(r.status, r.stderr).toBe(0);
     const { model, config, tokenizerPath } = loadCheckpoint(out);
     expect(config.vmWeight).toBe(1);
+    expect(config.selectLayer).toBe(-1);
     expect(tokenizerPath).toBe(path.join(out, 'tokenizer.json'));
     expect(values(model, 'model.norm.weight')).toEqual(Array.from(readSafetensors(path.join(llm, 'model.safetensors')).get('model.norm.weight')!.data));
     model.dispose();
     const both = cli('init', '--llm', llm, '--config', path.join(llm, 'config.json'), '--out', path.join(dir, 'x'));
     expect(both.status).toBe(2);
     expect(both.stderr).toMatch(/--config .* or --llm with --vision-tower/);
+    // the options named as the user's, not as an error of the LLM's config.json
+    const far = cli('init', '--llm', llm, '--vision-tower', tower, '--mm-vision-select-layer', '99', '--out', path.join(dir, 'y'));
+    expect(far.stderr).toBe(`vwlmm: --mm-vision-select-layer 99 is out of range for the 3-layer tower of ${tower} (-4 to 3)\n`);
+    const foo = cli('init', '--llm', llm, '--vision-tower', tower, '--mm-projector-type', 'foo', '--out', path.join(dir, 'y'));
+    expect(foo.stderr).toBe("vwlmm: --mm-projector-type: projector type 'foo' is not supported (linear | mlp{N}x_gelu)\n");
   });
 });
