@@ -285,6 +285,21 @@ async function lockOutput(option: string, dir: string, command: string): Promise
 }
 
 /**
+ * Ctrl-C or SIGTERM where no training step runs (preparing the data, calibrating, evaluating): without a handler Node
+ * ends the process at once, silently, and its exit handlers do not run (the lock of --out was left behind). During
+ * training the Trainer's own handler listens too, and this one leaves the signal to it (a checkpoint at the step's end).
+ */
+function exitOnStopSignals(stopCodes: { STOP_SIGNALS: readonly string[]; exitCodeFor: (s: string) => number }): void {
+  for (const sig of stopCodes.STOP_SIGNALS) {
+    process.on(sig, () => {
+      if (process.listenerCount(sig) > 1) return;
+      process.stderr.write(`\nvwlmm: ${sig}: stopped outside the training steps (no checkpoint written now; an earlier one stays as it was)\n`);
+      process.exit(stopCodes.exitCodeFor(sig));
+    });
+  }
+}
+
+/**
  * prepareFile's progress on stderr (LLaVA's 665K records take minutes before the first step): on a terminal one line
  * redrawn, else a line every 10 s; nothing for a file prepared within 2 s.
  */
@@ -503,6 +518,9 @@ program.command('init').description("a new checkpoint, the starting point of `vw
       } catch (e) {
         fail(`config ${o.config} is not valid JSON (${(e as Error).message})`);
       }
+      // transformers would share one matrix between embed_tokens and lm_head; vwlmm's model holds two (a loaded
+      // checkpoint's tied head is copied), so a random model of such a config would not be the config's model
+      if (json!.tie_word_embeddings === true) fail(`${o.config}: tie_word_embeddings true is not supported for a new model (lm_head and embed_tokens are separate weights here): give false, as LLaMA / Vicuna / Mistral configs have it`);
       let config: import('./model').VwLmmConfig;
       try {
         config = configFromJson(json!);
@@ -597,7 +615,8 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
     const [dev, dtype] = [await device(o.device), await computeDtypeOf(o.dtype)];
     if (env.rank === 0) await lockOutput('--out', o.out, 'demo'); // rank 0 alone writes --out
     refuseRun(); // under the lock: no other run writes it meanwhile
-    const { TrainingInterrupted } = await import('./train');
+    const { TrainingInterrupted, STOP_SIGNALS, exitCodeFor } = await import('./train');
+    exitOnStopSignals({ STOP_SIGNALS, exitCodeFor });
     const { runDemo } = await import('./demo');
     const group = env.worldSize > 1 ? await initProcessGroup({ backend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
     try {
@@ -695,6 +714,14 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (o.mmProjectorLr !== undefined && !(o.mmProjectorLr >= 0)) fail('--mm-projector-lr must be >= 0');
     if (o.mmVisionTowerLr !== undefined && !(o.mmVisionTowerLr >= 0)) fail('--mm-vision-tower-lr must be >= 0');
     if (o.mmVisionTowerLr !== undefined && !parts.includes('vision')) fail('--mm-vision-tower-lr needs the vision tower trainable (--trainable with vision)');
+    // (each would be read by nothing, as these two's siblings are refused for)
+    if (o.mmProjectorLr !== undefined && !parts.includes('projector')) fail('--mm-projector-lr needs the projector trainable (--trainable with projector)');
+    if (o.loraR === undefined && cmd.getOptionValueSource('loraDropout') === 'cli') fail('--lora-dropout needs --lora-r');
+    if (o.loraR !== undefined) {
+      // adapters nothing trains stay zero (B = 0): the model is the base's; and on a fully trained LLM they only duplicate it
+      if (!parts.includes('lora')) fail(`--lora-r adds LoRA adapters that --trainable ${parts.join(',')} leaves untrained: add lora (LLaVA's LoRA recipe: projector,vm,lora)`);
+      if (parts.includes('llm')) fail("--lora-r with --trainable llm would train the LLM's weights and their adapters both: LoRA trains the adapters instead of the weights (--trainable projector,vm,lora, LLaVA's LoRA recipe)");
+    }
     if (o.warmupRatio < 0 || o.warmupRatio > 1) fail('--warmup-ratio must be in [0, 1]');
     if (!(o.epochs > 0)) fail('--epochs must be > 0');
     if (o.steps !== undefined && cmd.getOptionValueSource('epochs') === 'cli') fail('--steps and --epochs both set the run\'s length: give one');
@@ -708,6 +735,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const spec = await device(o.device);
     // data-parallel: rank 0 alone writes --out (the launcher of --nproc-per-node returned above: its ranks lock)
     if (env.rank === 0) await lockOutput('--out', o.out, 'train');
+    exitOnStopSignals(await import('./train'));
     const { checkpointTargetProblem, loadCheckpoint, resolveCheckpointDir, saveLeftovers } = await import('./model');
     let from = o.init;
     if (o.resume) {
@@ -796,9 +824,11 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     if (!lead) return model.dispose();
     const { data, state } = result;
     const plotted = await plotMetrics(path.join(o.out, 'metrics.jsonl'), path.join(o.out, 'loss_curve.png'), `vwlmm train ${path.basename(o.data)}`);
+    // a resumed run's time is of the steps it ran itself
+    const since = resume ? ` (${state.globalStep - resume.state.globalStep} of them in this run, resumed at step ${resume.state.globalStep})` : '';
     // a resume of a run that had already finished trains nothing: said so, not as "trained N steps in 0 s"
     if (resume && resume.state.globalStep === state.globalStep) console.log(`the run in ${o.out} was already complete at global step ${state.globalStep}: nothing to train (its checkpoint ${path.join(o.out, 'checkpoint')} is unchanged)`);
-    else console.log(`trained ${state.globalStep} step${state.globalStep === 1 ? '' : 's'} on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${data.truncated} samples cut to the model max length, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
+    else console.log(`trained ${state.globalStep} step${state.globalStep === 1 ? '' : 's'}${since} on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${data.truncated} samples cut to the model max length, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
     // where each record stands (ids need not be unique), and its id
     const at = (r: { id?: string; line?: number; index?: number }) =>
       `${r.line !== undefined ? `${o.data}:${r.line}` : r.index !== undefined ? `${o.data}[${r.index}]` : 'record'}${r.id !== undefined ? ` (record '${r.id}')` : ''}`;

@@ -125,6 +125,8 @@ export function validateConfig(c: VwLmmConfig): VwLmmConfig {
   const llm = checkLlamaConfig(top.llm, 'config', 'llm.') as unknown as Record<string, unknown>;
   const vision = checkClipConfig(top.vision, 'config', 'vision.') as unknown as Record<string, unknown>;
   const image = obj(top.image, 'image', IMAGE_KEYS);
+  // the images are preprocessed to RGB (CLIP's), whatever the tower could take
+  if (c.vision.numChannels !== 3) throw new RangeError(`config: vision.numChannels ${c.vision.numChannels} is not supported: images are preprocessed to 3 channels (RGB), as CLIP's`);
   // LLaMA has no window (transformers' LLaMA ignores the key, and config.json does not carry it for one)
   if (llm.slidingWindow !== undefined && llm.slidingWindow !== null && top.base !== 'mistral')
     throw new RangeError(`config: llm.slidingWindow ${String(llm.slidingWindow)} is for a Mistral base (base: 'mistral'); a LLaMA base has no sliding window`);
@@ -252,6 +254,9 @@ export function configFromJson(j: Record<string, unknown>, visionConfig?: Record
   if (!vc) throw new RangeError(`config: no vision_config; mm_vision_tower '${j.mm_vision_tower}' must be loaded separately (pass its config)`);
   const vision = clipConfigFromHF(vc);
   const k = keyReader(j);
+  // the projector's input width: LLaVA sizes mm_projector from it, so another than the tower's is another model
+  if (j.mm_hidden_size !== undefined && j.mm_hidden_size !== null && j.mm_hidden_size !== vision.hiddenSize)
+    throw new RangeError(`config: mm_hidden_size ${JSON.stringify(j.mm_hidden_size)} differs from the vision tower's hidden_size ${vision.hiddenSize} (the projector reads the tower's features)`);
   // LLaVA v0's image start / end tokens around the features would change every prompt: refused, not ignored
   if (k.bool('mm_use_im_start_end', false)) throw new RangeError('config: mm_use_im_start_end true (image start and end tokens around the features, as LLaVA v0 used them) is not supported');
   const archs = Array.isArray(j.architectures) ? j.architectures.filter((a): a is string => typeof a === 'string') : [];

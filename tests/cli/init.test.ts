@@ -45,6 +45,10 @@ describe('vwlmm init', () => {
     const huge = path.join(dir, 'huge.json');
     fs.writeFileSync(huge, JSON.stringify({ ...configToJson(config), hidden_size: 1e6, intermediate_size: 1e6 }));
     bad.push([['init', '--config', huge, '--tokenizer', fx.tokenizer, '--out', path.join(dir, 'h')], /huge.json: the model it describes could not be made \(.*\): hidden_size 1000000, intermediate_size 1000000/]);
+    // a tied head would be two weights here: refused, not written as tie_word_embeddings false
+    const tied = path.join(dir, 'tied.json');
+    fs.writeFileSync(tied, JSON.stringify({ ...configToJson(config), tie_word_embeddings: true }));
+    bad.push([['init', '--config', tied, '--tokenizer', fx.tokenizer, '--out', path.join(dir, 't')], /tied.json: tie_word_embeddings true is not supported for a new model/]);
     // options of an assembled model (--llm) are refused with --config, not dropped
     bad.push([['init', '--config', cfgFile, '--tokenizer', fx.tokenizer, '--out', path.join(dir, 'p'), '--projector', path.join(dir, 'none.bin'), '--template', 'mistral'], /--projector, --template are for --llm with --vision-tower: a --config model takes them from its config.json/]);
     bad.push([['init', '--config', cfgFile, '--tokenizer', fx.tokenizer, '--out', path.join(dir, 'p'), '--mm-projector-type', 'mlp2x_gelu'], /--mm-projector-type is for --llm with --vision-tower/]);

@@ -54,6 +54,14 @@ describe('a config of a model that cannot fit', () => {
 });
 
 describe('model.config', () => {
+  it("a config.json's projector width and the tower's channels must be the model's (they were rewritten or failed later)", () => {
+    const json = configToJson(tinyConfig(1)) as Record<string, unknown>;
+    expect(() => configFromJson({ ...json, mm_hidden_size: 99 })).toThrow("config: mm_hidden_size 99 differs from the vision tower's hidden_size 12 (the projector reads the tower's features)");
+    expect(configFromJson({ ...json, mm_hidden_size: 12 })).toEqual(configFromJson(json));
+    const vision = { ...(json.vision_config as Record<string, unknown>), num_channels: 1 };
+    expect(() => configFromJson({ ...json, vision_config: vision })).toThrow('config: vision.numChannels 1 is not supported: images are preprocessed to 3 channels (RGB)');
+  });
+
   it("is the model's own copy: edits of the caller's object do not reach it, and it cannot be edited", () => {
     const config = tinyConfig(1);
     const model = VwLmm.create(config, 0);

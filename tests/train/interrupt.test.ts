@@ -115,6 +115,23 @@ function finished(proc: ChildProcess): Promise<{ code: number | null; stdout: st
 }
 
 describe('vwlmm CLI interruption', () => {
+  it('train: SIGINT as soon as --out is locked (before or as training starts) exits 130 and leaves no lock', async () => {
+    const dir = tmp();
+    const fx = writeCliFixture(dir);
+    const out = path.join(dir, 'early'), lock = path.join(out, '.vwlmm.lock');
+    const proc = cliAsync('train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', out, '--steps', '800', '--batch-size', '2');
+    const done = finished(proc);
+    for (let i = 0; i < 600 && !fs.existsSync(lock); i++) await new Promise((r) => setTimeout(r, 25));
+    expect(fs.existsSync(lock)).toBe(true);
+    proc.kill('SIGINT');
+    const res = await done;
+    // (Node's default ended the process silently, without its exit handlers: the lock stayed)
+    expect(res.code, res.stderr).toBe(130);
+    expect(res.stderr).toMatch(/vwlmm: SIGINT: (stopped outside the training steps|stopping after the current step)/);
+    expect(res.stderr).not.toMatch(/\n\s+at /);
+    expect(fs.existsSync(lock)).toBe(false);
+  });
+
   it('train: SIGINT (130), resume, SIGTERM (143), resume: the loss curve of the uninterrupted run', async () => {
     const dir = tmp();
     const fx = writeCliFixture(dir);
@@ -143,7 +160,10 @@ describe('vwlmm CLI interruption', () => {
     }
     const fin = cli(...resumeArgs);
     expect(fin.status, fin.stderr).toBe(0);
-    expect(fin.stdout).toMatch(/trained 800 steps/);
+    // the steps of this process said apart from the run's (the time is theirs)
+    expect(fin.stdout).toMatch(/trained 800 steps \((\d+) of them in this run, resumed at step (\d+)\) on/);
+    const [, ran, at] = /\((\d+) of them in this run, resumed at step (\d+)\)/.exec(fin.stdout)!;
+    expect(Number(ran) + Number(at)).toBe(800);
     expect(trainLosses(out)).toEqual(trainLosses(refOut));
   }, 60_000);
 

@@ -108,6 +108,11 @@ describe('LoRA on the command line', () => {
       [[...base, '--lora-r', '0'], /--lora-r must be an integer >= 1/],
       [[...base, '--lora-r', '2', '--lora-dropout', '1'], /--lora-dropout must be in \[0, 1\)/],
       [[...base, '--trainable', 'lora'], /trainable.lora is set but the model has no LoRA adapters/],
+      // options nothing would read, and adapters nothing trains or trained beside the weights they adapt
+      [[...base, '--lora-dropout', '0.5'], /^vwlmm: --lora-dropout needs --lora-r\n$/],
+      [[...base, '--trainable', 'llm', '--mm-projector-lr', '1e-3'], /^vwlmm: --mm-projector-lr needs the projector trainable \(--trainable with projector\)\n$/],
+      [[...base, '--lora-r', '2', '--trainable', 'projector'], /^vwlmm: --lora-r adds LoRA adapters that --trainable projector leaves untrained: add lora/],
+      [[...base, '--lora-r', '2', '--trainable', 'projector,llm,vm,lora'], /^vwlmm: --lora-r with --trainable llm would train the LLM's weights and their adapters both/],
       [['generate', '--checkpoint', fx.init, '--adapter', path.join(dir, 'nope'), '--prompt', 'x'], /adapter .*nope does not exist/],
       [['merge-adapter', '--checkpoint', fx.init, '--out', path.join(dir, 'm2')], /no LoRA adapters: .* has none \(give --adapter\)/],
     ];
