@@ -1108,11 +1108,14 @@ program.command('generate').description('answer a prompt about an image with a c
   .option('--dtype <d>', DTYPE_HELP)
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)
-  .action(async (o: { pif?: boolean; convMode?: string; checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; topK: number; seed: number; device: string; adapter?: string; dtype?: string }) => {
+  .action(async (o: { pif?: boolean; convMode?: string; checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; topK: number; seed: number; device: string; adapter?: string; dtype?: string }, cmd: Command) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     if (o.image) existing(o.image, 'image', 'file');
     if (o.topP <= 0 || o.topP > 1) fail('--top-p must be in (0, 1]');
     if (o.temperature < 0) fail('--temperature must be >= 0');
+    // as transformers warns when do_sample is off: the sampling settings of a greedy run change nothing
+    const unused = ([['topK', '--top-k'], ['topP', '--top-p'], ['seed', '--seed']] as const).filter(([k]) => cmd.getOptionValueSource(k) === 'cli').map(([, f]) => f);
+    if (o.temperature === 0 && unused.length) process.stderr.write(`vwlmm: ${unused.join(', ')} ${unused.length > 1 ? 'are' : 'is'} for sampling (--temperature > 0); with --temperature 0 the answer is greedy and ${unused.length > 1 ? 'they change' : 'it changes'} nothing\n`);
     // the prompt is `vwlmm answer`'s (LLaVA's eval loaders, run_llava): "<image>\n" + the question as it is; a question
     // holding "<image>" itself would make two placeholders for one image (answer skips such a question)
     const placeholders = (s: string) => s.split('<image>').length - 1;
@@ -1190,6 +1193,12 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
     if (!lora) fail(`no LoRA adapters: ${o.checkpoint} has none${o.adapter ? '' : ' (give --adapter)'}`);
     // transformers' layout names the image token by a vocabulary id; LLaVA's layout uses the placeholder -200
     let imageTokenIndex = o.imageTokenIndex;
+    if (imageTokenIndex !== undefined) {
+      // a word's id would make every occurrence of that word in a prompt an image slot
+      if (imageTokenIndex >= config.llm.vocabSize) fail(`--image-token-index ${imageTokenIndex} is past the vocabulary (vocab_size ${config.llm.vocabSize}): give the <image> token's id`);
+      const token = tokenizerPath ? (await openTokenizer(tokenizerPath, config.llm.vocabSize)).idToToken(imageTokenIndex) : null;
+      if (token !== null && token !== '<image>') fail(`--image-token-index ${imageTokenIndex} is the tokenizer's token ${JSON.stringify(token)}, not <image>: every ${JSON.stringify(token)} of a prompt would be read as an image`);
+    }
     if (o.format === 'transformers' && imageTokenIndex === undefined && config.imageTokenIndex < 0) {
       const fromTokenizer = tokenizerPath ? (await openTokenizer(tokenizerPath, config.llm.vocabSize)).tokenToId('<image>') : null;
       if (fromTokenizer === null)

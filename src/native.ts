@@ -157,7 +157,11 @@ export function cpu(): Addon {
     const explicit = process.env.VWLMM_ADDON;
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const load = require('node-gyp-build') as (dir: string) => Addon;
-    cpuAddon = explicit ? (require(explicit) as Addon) : load(packageRoot);
+    const loaded = explicit ? (require(explicit) as Addon) : load(packageRoot);
+    // require() also loads a .js or .json file: VWLMM_ADDON pointing at one gave "backendInfo is not a function" later
+    if (typeof loaded?.backendInfo !== 'function' || typeof loaded?.NativeBuffer !== 'function')
+      throw new Error(`${explicit ?? packageRoot} is not the vwlmm addon (no backendInfo / NativeBuffer: a vwlmm.node is needed${explicit ? '; check VWLMM_ADDON' : ''})`);
+    cpuAddon = loaded;
   } catch (e) {
     // a git checkout builds with its own script; an installed package, by running its install script again
     const checkout = fs.existsSync(path.join(packageRoot, '.git'));

@@ -215,6 +215,9 @@ describe('VWLMM_NUM_THREADS and a missing addon', () => {
     expect(r.status).not.toBe(0);
     expect(r.stderr).toMatch(/vwlmm: the native CPU addon could not be loaded: Cannot find module '.*missing\.node'[^\n]*\nBuild it with `npm run build:native` \(a source build needs cmake/);
     expect(r.stderr).not.toMatch(/\n\)\./); // node-gyp-build's multi-line message no longer leaves a stray ').'
+    // a file require() loads that is not the addon (a .json): named as such, not "backendInfo is not a function" later
+    const json = runSnippet("require('./src').backendInfo()", { VWLMM_ADDON: path.join(root, 'package.json') });
+    expect(json.stderr).toContain(`the native CPU addon could not be loaded: ${path.join(root, 'package.json')} is not the vwlmm addon (no backendInfo / NativeBuffer: a vwlmm.node is needed; check VWLMM_ADDON)`);
     // and the CLI says where it comes from once (it printed 'vwlmm: vwlmm: ...')
     const cli = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli.ts'), 'info'],
       { cwd: root, env: { ...process.env, VWLMM_ADDON: path.join(tmp(), 'missing.node') }, encoding: 'utf8' });

@@ -36,19 +36,26 @@ function displayToken(token: string): string {
     if (named[b]) return named[b];
     return b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${byte[1].toLowerCase()}`;
   }
-  const text = token.replace(/\u2581/g, ' ').trim();
+  // control characters as escapes, as the byte tokens' (the picture's SVG cannot hold most of them raw)
+  const text = token.replace(/\u2581/g, ' ').trim().replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\ufffe\uffff]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+    .replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r');
   return text === '' ? token : text;
 }
 
 /** Top-k visual words of every patch of one preprocessed image [3, S, S]. */
 export function visualWordsOf(model: VwLmm, tokenizer: TextTokenizer, pixels: Float32Array, topK = 5): PatchWords[] {
+  const where = 'visualWordsOf';
+  if (typeof (tokenizer as TextTokenizer | null)?.idToToken !== 'function') throw typeError(where, 'tokenizer', 'a TextTokenizer (the checkpoint\'s, to name the words)', tokenizer);
+  if (!Number.isSafeInteger(topK) || topK < 1 || topK > model.config.llm.vocabSize)
+    throw typeError(where, 'topK', `an integer in [1, ${model.config.llm.vocabSize}] (the vocabulary's size)`, topK);
   if (!model.vm_head) throw new Error('visual words need a vm_head: this checkpoint is a plain LLaVA model (vm_weight 0, no PIF)');
   const v = model.config.vision;
   const grid = v.imageSize / v.patchSize;
   if (model.config.selectFeature !== 'patch') throw new Error('visual words are drawn per patch: mm_vision_select_feature must be "patch"');
   const expected = v.numChannels * v.imageSize * v.imageSize;
-  if (!(pixels instanceof Float32Array) || pixels.length !== expected)
-    throw new RangeError(`visualWordsOf: expected ${expected} pixel values (${v.numChannels} x ${v.imageSize} x ${v.imageSize}) but received ${pixels?.length}`);
+  if (!(pixels instanceof Float32Array)) throw typeError(where, 'pixels', `a Float32Array of ${expected} values (${v.numChannels} x ${v.imageSize} x ${v.imageSize}, preprocessClip's)`, pixels);
+  if (pixels.length !== expected)
+    throw new RangeError(`visualWordsOf: expected ${expected} pixel values (${v.numChannels} x ${v.imageSize} x ${v.imageSize}) but received ${pixels.length}`);
   // on the host, before the tower: the fused op would refuse the features, naming x rather than the pixels
   for (let i = 0; i < pixels.length; i++) {
     if (!Number.isFinite(pixels[i])) throw new RangeError(`visualWordsOf: the pixels hold a non-finite value (${pixels[i]}) at index ${i}`);

@@ -49,6 +49,11 @@ describe('vwlmm generate and visual-words', () => {
     const topK1 = cli(...args, '--temperature', '3', '--top-k', '1', '--seed', '4');
     expect(topK1.status, topK1.stderr).toBe(0);
     expect(topK1.stdout).toBe(greedy.stdout);
+    expect(topK1.stderr).toBe('');
+    // sampling settings of a greedy run are said to change nothing (transformers warns so when do_sample is off)
+    const unused = cli(...args, '--top-p', '0.5', '--seed', '3');
+    expect(unused.stdout).toBe(greedy.stdout);
+    expect(unused.stderr).toBe('vwlmm: --top-p, --seed are for sampling (--temperature > 0); with --temperature 0 the answer is greedy and they change nothing\n');
     const badK = cli(...args, '--top-k', '-2');
     expect(badK.status).toBe(2);
     expect(badK.stderr).toMatch(/--top-k must be an integer >= 0/);

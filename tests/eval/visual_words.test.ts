@@ -76,7 +76,7 @@ describe('visual words', () => {
   });
 
   it("words are shown readable (SentencePiece '▁word' as 'word', byte tokens escaped), the raw token kept", async () => {
-    const tokenizer = new TextTokenizer(llamaBpeJson(['▁word', '▁cat']));
+    const tokenizer = new TextTokenizer(llamaBpeJson(['▁word', '▁cat', '\u0001ctl']));
     const V = tokenizer.vocabSize;
     const model = VwLmm.create(tinyConfig(V), 3);
     const pixels = await preprocessClip(pattern(75, 75), { size: 75 });
@@ -91,11 +91,18 @@ describe('visual words', () => {
     expect(text.get('<0xE2>')).toBe('\\xe2');
     expect(text.get('▁')).toBe('▁');
     expect(text.get('<unk>')).toBe('<unk>');
+    expect(text.get('\u0001ctl')).toBe('\\x01ctl'); // a raw control character broke the picture's SVG
     expect(patches[0].words.find((w) => w.token === '▁word')!.id).toBe(tokenizer.tokenToId('▁word'));
     // the picture draws the shown word of each patch
     const dir = tmp();
     await drawVisualWords(pattern(75, 75).data, 75, 75, patches, 5, path.join(dir, 'w.png'));
     expect((await rgbOf(path.join(dir, 'w.png'))).width).toBe(600);
+    const ctl = patches.map((p) => ({ ...p, words: [p.words.find((w) => w.token === '\u0001ctl')!] }));
+    await drawVisualWords(pattern(75, 75).data, 75, 75, ctl, 5, path.join(dir, 'ctl.png'));
+    // the arguments' types named (a Float64Array's message said "expected 16875 ... but received 16875")
+    expect(() => visualWordsOf(model, tokenizer, Float64Array.from(pixels) as never, 2)).toThrow('visualWordsOf: expected a Float32Array of 16875 values (3 x 75 x 75, preprocessClip\'s) for pixels but received Float64Array(16875)');
+    expect(() => visualWordsOf(model, null as never, pixels, 2)).toThrow("visualWordsOf: expected a TextTokenizer (the checkpoint's, to name the words) for tokenizer but received null");
+    expect(() => visualWordsOf(model, tokenizer, pixels, 0)).toThrow(`visualWordsOf: expected an integer in [1, ${V}] (the vocabulary's size) for topK but received 0`);
     // non-finite pixels are refused on the host, by name (not as the tower's features)
     const bad = pixels.slice();
     bad[42] = NaN;

@@ -68,7 +68,9 @@ describe('LoRA on the command line', () => {
     // a plain LLaVA (no vm_head) with LLaVA's placeholder -200, as its own layout keeps it
     const init = path.join(dir, 'llava-init');
     const tok = new TextTokenizer(fx.tokenizer);
-    const m = VwLmm.create(tinyConfig(tok.vocabSize, 0), 5);
+    // rows past the tokenizer's words (a padded vocabulary): the first one is the <image> token's, as llava-hf's models have it
+    const padded = [8, 16, 32, 64, 128].map((k) => Math.ceil(tok.vocabSize / k) * k).find((n) => n > tok.vocabSize)!;
+    const m = VwLmm.create(tinyConfig(padded, 0), 5);
     saveCheckpoint(init, m, { tokenizer: fx.tokenizer });
     m.dispose();
     const out = path.join(dir, 'llava-lora');
@@ -77,9 +79,13 @@ describe('LoRA on the command line', () => {
     const no = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers');
     expect(no.status).toBe(2);
     expect(no.stderr).toMatch(/--format transformers needs the <image> token as a vocabulary id: .* uses LLaVA's placeholder -200 and its tokenizer has no <image> token \(give --image-token-index ID\)/);
-    const yes = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers', '--image-token-index', String(tok.vocabSize - 1));
+    // a word's id is refused (every such word of a prompt would be an image), and so is an id past the vocabulary
+    const word = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers', '--image-token-index', String(tok.vocabSize - 1));
+    expect(word.stderr).toBe(`vwlmm: --image-token-index ${tok.vocabSize - 1} is the tokenizer's token ${JSON.stringify(tok.idToToken(tok.vocabSize - 1))}, not <image>: every ${JSON.stringify(tok.idToToken(tok.vocabSize - 1))} of a prompt would be read as an image\n`);
+    expect(cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers', '--image-token-index', String(padded)).stderr).toBe(`vwlmm: --image-token-index ${padded} is past the vocabulary (vocab_size ${padded}): give the <image> token's id\n`);
+    const yes = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers', '--image-token-index', String(tok.vocabSize));
     expect(yes.status, yes.stderr).toBe(0);
-    expect(JSON.parse(fs.readFileSync(path.join(merged, 'config.json'), 'utf8')).image_token_index).toBe(tok.vocabSize - 1);
+    expect(JSON.parse(fs.readFileSync(path.join(merged, 'config.json'), 'utf8')).image_token_index).toBe(tok.vocabSize);
     expect(cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--image-token-index', '3').stderr).toMatch(/--image-token-index is for --format transformers/);
   });
 
