@@ -288,12 +288,13 @@ async function lockOutput(option: string, dir: string, command: string): Promise
  * Ctrl-C or SIGTERM where no training step runs (preparing the data, calibrating, evaluating): without a handler Node
  * ends the process at once, silently, and its exit handlers do not run (the lock of --out was left behind). During
  * training the Trainer's own handler listens too, and this one leaves the signal to it (a checkpoint at the step's end).
+ * `quiet`: a rank other than 0 (rank 0 speaks for the run).
  */
-function exitOnStopSignals(stopCodes: { STOP_SIGNALS: readonly string[]; exitCodeFor: (s: string) => number }): void {
+function exitOnStopSignals(stopCodes: { STOP_SIGNALS: readonly string[]; exitCodeFor: (s: string) => number }, quiet: boolean): void {
   for (const sig of stopCodes.STOP_SIGNALS) {
     process.on(sig, () => {
       if (process.listenerCount(sig) > 1) return;
-      process.stderr.write(`\nvwlmm: ${sig}: stopped outside the training steps (no checkpoint written now; an earlier one stays as it was)\n`);
+      if (!quiet) process.stderr.write(`\nvwlmm: ${sig}: stopped outside the training steps (no checkpoint written now; an earlier one stays as it was)\n`);
       process.exit(stopCodes.exitCodeFor(sig));
     });
   }
@@ -359,7 +360,8 @@ function stdoutIsTerminal(): boolean {
 
 /**
  * `vwlmm train|demo --nproc-per-node N`: this process only supervises the N ranks it starts (the same command line
- * without --nproc-per-node), and exits with the first failure's code, naming the rank. Ctrl-C / SIGTERM go to the
+ * without --nproc-per-node), and exits with the first failure's code, naming the rank (through mpirun, the failure is
+ * mpirun's: its own report above names the rank). Ctrl-C / SIGTERM go to the
  * ranks (src/distributed/launch.ts), which write a checkpoint and leave with 130 / 143, rank 0 printing the resume
  * command (this command line, from VWLMM_LAUNCHER_ARGS); this process then leaves with the same code.
  */
@@ -381,7 +383,12 @@ async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'n
     process.stderr.write(`vwlmm: data-parallel run stopped by ${r.forwarded}: ${r.failure}\n`);
     process.exit(r.forwarded === 'SIGINT' ? 130 : 143);
   }
-  if (r.failure) fail(`data-parallel run failed: ${r.failure}${r.started ? '; the other ranks were stopped' : ''}`);
+  if (r.failure) {
+    // a rank's own code (137: killed by SIGKILL, 1: an error it printed), as a script that checks it expects; 2 when
+    // the ranks never started (mpirun missing), as every usage error here
+    process.stderr.write(`vwlmm: data-parallel run failed: ${r.failure}${r.started ? '; the other ranks were stopped' : ''}\n`);
+    process.exit(r.started && r.code > 0 ? r.code : 2);
+  }
   process.exit(0);
 }
 
@@ -610,13 +617,13 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
       refuseRun(); // before any rank starts (each checks again)
       return launchRanksOf('demo', o.nprocPerNode, backend);
     }
+    exitOnStopSignals(await import('./train'), env.rank !== 0); // from here on (a rank's default death left its launcher no word)
     checkRankFlags(o, env);
     // every option checked before --out is made
     const [dev, dtype] = [await device(o.device), await computeDtypeOf(o.dtype)];
     if (env.rank === 0) await lockOutput('--out', o.out, 'demo'); // rank 0 alone writes --out
     refuseRun(); // under the lock: no other run writes it meanwhile
-    const { TrainingInterrupted, STOP_SIGNALS, exitCodeFor } = await import('./train');
-    exitOnStopSignals({ STOP_SIGNALS, exitCodeFor });
+    const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
     const group = env.worldSize > 1 ? await initProcessGroup({ backend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
     try {
@@ -670,7 +677,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
   .option('--dtype <d>', DTYPE_HELP)
   .option('--frozen-dtype <d>', 'how the frozen Linear weights are stored: bf16 (half the memory: a LoRA base) or fp32 (default: the --dtype)')
   .option('--residual-dtype <d>', "the LLM's residual stream under --dtype bf16: fp32 (torch's autocast; default) or bf16 (a model loaded in bf16, as LLaVA's LoRA recipe: half the memory of --gradient-checkpointing's checkpoints)")
-  .option('--nproc-per-node <n>', 'data-parallel: start n ranks on this machine (as torchrun; MPI ranks through mpirun). --batch-size is per rank. Also runs under mpirun -np n, or with torchrun-style RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT', int('--nproc-per-node', 1))
+  .option('--nproc-per-node <n>', 'data-parallel: start n ranks on this machine (as torchrun; MPI ranks through mpirun). --batch-size is per rank. Also runs under mpirun -np n, or (NCCL, --device cuda) with torchrun-style RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT', int('--nproc-per-node', 1))
   .option('--dist-backend <b>', 'data-parallel backend: mpi (CPU) or nccl (CUDA); default: by --device')
   .option('--dist-timeout <s>', DIST_TIMEOUT_HELP, num('--dist-timeout'))
   .option('--gather-dtype <d>', "data-parallel: the dtype the updated weights are all-gathered in: bf16 (llm.c's ZeRO-1: the fp32 masters sharded too, every rank trains with bf16 weights, half the bytes) or fp32 (default); checkpoints hold the fp32 masters either way")
@@ -695,6 +702,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const env = launchEnv();
     if (env.worldSize > 1) rankTag = `rank ${env.rank} of ${env.worldSize}: `;
     if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) return launchRanksOf('train', o.nprocPerNode, distBackend);
+    exitOnStopSignals(await import('./train'), env.rank !== 0); // from here on (a rank's default death left its launcher no word)
     checkRankFlags(o, env);
     for (const [flag, given] of [['--gather-dtype', o.gatherDtype], ['--dist-backend', o.distBackend]] as const)
       if (given !== undefined && env.worldSize <= 1) fail(`${flag} is for data-parallel runs (--nproc-per-node, mpirun, torchrun-style variables); this run is one process`);
@@ -735,7 +743,6 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const spec = await device(o.device);
     // data-parallel: rank 0 alone writes --out (the launcher of --nproc-per-node returned above: its ranks lock)
     if (env.rank === 0) await lockOutput('--out', o.out, 'train');
-    exitOnStopSignals(await import('./train'));
     const { checkpointTargetProblem, loadCheckpoint, resolveCheckpointDir, saveLeftovers } = await import('./model');
     let from = o.init;
     if (o.resume) {

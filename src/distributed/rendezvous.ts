@@ -65,21 +65,22 @@ function serve(o: RendezvousOptions): Promise<Uint8Array> {
     // rendezvous, since no group can form.
     const refuse = (sock: net.Socket, why: string, fatal = false) => {
       sock.end(JSON.stringify({ error: why }) + '\n');
-      if (fatal) fail(new Error(`${where(o)}: ${why}`));
+      if (fatal) fail(why);
     };
-    const fail = (e: Error) => {
+    // `why` without the address: each rank puts its own `rendezvous at ...:` in front (it was there twice)
+    const fail = (why: string) => {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
-      for (const s of arrived.values()) s.end(JSON.stringify({ error: e.message }) + '\n');
+      for (const s of arrived.values()) s.end(JSON.stringify({ error: why }) + '\n');
       server.close();
-      reject(e);
+      reject(new Error(`${where(o)}: ${why}`));
     };
     const timer = setTimeout(() => {
       const missing = Array.from({ length: o.worldSize - 1 }, (_, k) => k + 1).filter((r) => !arrived.has(r));
-      fail(new Error(`${where(o)}: not every rank arrived within ${o.timeoutMs / 1000} s: missing rank(s) ${missing.join(', ')} of ${o.worldSize} (did they start, with the same MASTER_ADDR / MASTER_PORT?)`));
+      fail(`not every rank arrived within ${o.timeoutMs / 1000} s: missing rank(s) ${missing.join(', ')} of ${o.worldSize} (did they start, with the same MASTER_ADDR / MASTER_PORT?)`);
     }, o.timeoutMs);
-    server.on('error', (e) => fail(new Error(`${where(o)}: rank 0 could not listen: ${e.message}`)));
+    server.on('error', (e) => fail(`rank 0 could not listen: ${e.message}`));
     server.listen(o.port, o.addr);
   });
 }
@@ -107,7 +108,8 @@ function join(o: RendezvousOptions): Promise<Uint8Array> {
         if (settled) return;
         settled = true;
         sock.destroy();
-        reject(new Error(`${where(o)}: rank ${o.rank} connected but the other ranks did not all arrive within ${o.timeoutMs / 1000} s`));
+        // (or what listens there is not rank 0 of this run: it took the connection and never answered)
+        reject(new Error(`${where(o)}: rank ${o.rank} connected but the other ranks did not all arrive within ${o.timeoutMs / 1000} s (or what listens at that port is not this run's rank 0)`));
       }, Math.max(1, deadline - Date.now()));
       sock.on('connect', () => {
         connected = true;

@@ -40,13 +40,13 @@ import { clearTape, noGrad, zeroGrad } from '../autograd';
 import { writeFileAtomic } from '../io/atomic_file';
 import { CHECKSUM_KEY, HostTensor, readSafetensorsWithMetadata } from '../io/safetensors';
 import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions, tokenizerFiles, withModelNames } from '../model/checkpoint';
-import { loraParameters, loraTrainingRecord, resumeLoraTraining } from '../model/lora';
+import { loraConfigOf, loraParameters, loraTrainingRecord, resumeLoraTraining } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { LayerNorm, RMSNorm, storeFrozenWeights } from '../nn/layers';
 import type { Module } from '../nn/module';
 import type { ProcessGroup } from '../distributed/process_group';
 import { DEFAULT_BUCKET_BYTES, ZeroAdamW } from '../distributed/zero';
-import { checkRanksAgree, shapesSummary } from '../distributed/consistency';
+import { checkRanksAgree, fnv1a, shapesSummary } from '../distributed/consistency';
 import { modelBatchArrays, StageReplay } from './replay';
 import { modalityLengthGroupedIndices } from './sampler';
 import { cosineWithWarmup } from './schedule';
@@ -1018,10 +1018,21 @@ export class Trainer {
     const label: Record<string, string> = { size: "size (samples in the stage's data)", samplesPerStep: 'samplesPerStep (batchSize x gradAccum x ranks)' };
     const { data, ...rest } = stageSettings(s, this.world, {});
     const settings = [...Object.entries(rest), ...Object.entries(data ?? {}).map(([k, v]) => [`dataSettings.${k}`, v] as const)].map(([k, v]) => [label[k] ?? k, String(v)] as const);
+    // what the shapes do not tell: the model's settings, its adapters' scale and dropout, and its weights themselves
+    // (ranks started from other checkpoints trained a mix: each rank's ZeRO shard from its own start; torch DDP
+    // broadcasts rank 0's instead, which would hide the mistake); the settings a run is likeliest to differ in first
+    const c = this.model.config;
+    const modelSettings = `pif ${c.pif}, vmWeight ${c.vmWeight}, detachTarget ${c.detachTarget}, template ${c.template}, aspect ${c.image.aspect}, ` +
+      `select ${c.selectLayer} ${c.selectFeature}, ${JSON.stringify({ ...c, visionTower: undefined })}`;
+    const lora = loraConfigOf(this.model);
+    const weights = weightsFingerprint([...this.model.namedParameters()]);
     checkRanksAgree(this.group!, `Trainer: stage '${s.name}'`, [
       ['stages', this.stages.map((x) => x.name).join(', ')],
       ['position', `stage ${state.stage} step ${state.step}, global step ${state.globalStep}`],
       ['model parameters', shapesSummary(this.model.parameters().map((p) => p.shape))],
+      ['model settings', modelSettings],
+      ['LoRA adapters', lora ? `r ${lora.r}, alpha ${lora.alpha}, dropout ${lora.dropout}, on ${lora.targetModules.join(', ')}` : 'none'],
+      ['weights', `checksum #${fnv1a(JSON.stringify(weights)).toString(16).padStart(8, '0')} of up to ${FINGERPRINT_SAMPLES} elements of each of ${Object.keys(weights).length} float32 tensors`],
       ['trainable parameters', shapesSummary(params.map((p) => p.shape))],
       ['seed', String(o.seed)], ['steps', String(stageSteps(s, this.world))], ['gradAccum', String(s.gradAccum ?? 1)], ...settings,
       ['dtype', this.dtype], ['frozenDtype', this.frozenDtype], ['gatherDtype', o.gatherDtype ?? 'float32'],
@@ -1062,11 +1073,14 @@ export class Trainer {
         const recorded = st.stageSettings[i] as unknown as Record<string, unknown> | undefined;
         const was: Record<string, unknown> | undefined = recorded && { groupByModalityLength: false, ...recorded }, is = now[i] as unknown as Record<string, unknown>;
         // a setting the checkpoint does not record (written before it was recorded) is not checked; the data settings below
-        const differs = (key: string) => key !== 'data' && was !== undefined && key in was && (was[key] ?? null) !== is[key];
+        // (a float32 all-gather moves the weights exactly: one process, which gathers nothing, rounds as it does)
+        const norm = (key: string, v: unknown) => (key === 'gatherDtype' ? v ?? 'float32' : v ?? null);
+        const differs = (key: string) => key !== 'data' && was !== undefined && key in was && norm(key, was[key]) !== norm(key, is[key]);
         // another precision is allowed with a warning: the checkpoint holds fp32 masters and AdamW state, so a bf16 GPU
         // run can go on in fp32 on the CPU (or the other way round); only the rounding of the steps from here differs
         // the residual stream is recorded under bf16 compute only: a compute dtype change says it all
-        for (const key of PRECISION_KEYS.filter((key) => differs(key) && !(key === 'residualDtype' && differs('dtype'))))
+        // (rank 0 alone says it: every rank resumes the same way)
+        for (const key of PRECISION_KEYS.filter((key) => differs(key) && !(key === 'residualDtype' && differs('dtype')) && (this.group?.rank ?? 0) === 0))
           process.stderr.write(`vwlmm: ${settingChange(names[i], key, String(was![key] ?? 'unset'), String(is[key] ?? 'unset'))}: continuing from the fp32 master weights and AdamW state, with the steps from here rounded as this run's precision rounds them (not bit for bit the run it would have been)\n`);
         const k = Object.keys(is).find((key) => !PRECISION_KEYS.includes(key) && differs(key));
         if (k) {

@@ -17,7 +17,8 @@
 //                writes the host reads each step() made and the weights (zero.json)
 //                accumScale: both stages' gradient accumulation times this (1 rank at accumulation x2 is 2 ranks' objective);
 //                perRank: options of one rank ({ "1": {...} }: seed, size, steps, batchSize, gradAccum, lr, bucketBytes,
-//                trainVision, hidden: the LLM's hidden size), the ranks then disagree; stageStartSyncs (weights.json): the
+//                trainVision, hidden: the LLM's hidden size, initSeed: the weights' seed, pif, loraAlpha: LoRA adapters of
+//                r 2 at this alpha), the ranks then disagree; stageStartSyncs (weights.json): the
 //                host waits between a stage's start and its first loss (the ranks' stage-start check), not in `syncs`
 //   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout (timeoutFromEnv: the
 //                group's timeout from VWLMM_COLLECTIVE_TIMEOUT), then disposes its tensor
@@ -39,10 +40,11 @@ import { tinyConfig, tinyData } from '../../train/support/tiny';
 import { mixedData } from '../../train/support/mixed';
 import { evaluateFile, type EvalOptions } from '../../../src/eval/llava_eval';
 import { loadCheckpoint } from '../../../src/model/checkpoint';
+import { applyLora } from '../../../src/model/lora';
 import { TextTokenizer } from '../../../src/data/tokenizer';
 
 const [mode, outDir, json] = process.argv.slice(2);
-type Options = { mixed?: boolean; backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; accumScale?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; timeoutFromEnv?: boolean; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean; withRead?: boolean; size?: number; lr?: number; trainVision?: boolean; hidden?: number; checkpoint?: string; jobs?: { data: string; imageFolder: string; options: EvalOptions }[]; perRank?: Record<string, Partial<Options>> };
+type Options = { mixed?: boolean; backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; accumScale?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; timeoutFromEnv?: boolean; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean; withRead?: boolean; size?: number; lr?: number; trainVision?: boolean; hidden?: number; initSeed?: number; pif?: boolean; loraAlpha?: number; checkpoint?: string; jobs?: { data: string; imageFolder: string; options: EvalOptions }[]; perRank?: Record<string, Partial<Options>> };
 const given = JSON.parse(json ?? '{}') as Options;
 let opts: Options = given;
 
@@ -185,7 +187,9 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
   const { tokenizer, samples, makeBatch } = tinyData(16);
   const config = tinyConfig(tokenizer.vocabSize);
   if (opts.hidden) config.llm = { ...config.llm, hiddenSize: opts.hidden };
-  const model = VwLmm.create(config, 4, { device: opts.device ?? 'cpu' });
+  if (opts.pif !== undefined) config.pif = opts.pif;
+  const model = VwLmm.create(config, opts.initSeed ?? 4, { device: opts.device ?? 'cpu' });
+  if (opts.loraAlpha !== undefined) applyLora(model, { r: 2, alpha: opts.loraAlpha, dropout: 0 });
   const seen: { bf16: boolean; sum: number }[] = [], gatherBytes: number[] = [];
   let losses = 0;
   const perSample = (m: VwLmm, idx: number[]) => {
