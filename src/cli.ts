@@ -792,6 +792,9 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     }
     const { model, config, tokenizerPath } = loadCheckpoint(from, { device: spec, weightDtype, pif: o.pif });
     if (!tokenizerPath) fail(`checkpoint ${from} has no tokenizer.json`);
+    // (--lora-r 1e12 failed as "Invalid typed array length"; a million on 32-wide layers ran for minutes a step)
+    if (o.loraR !== undefined && o.loraR > config.llm.hiddenSize)
+      fail(`--lora-r ${o.loraR} is more than the LLM's hidden size ${config.llm.hiddenSize}: an adapter's rank is at most its layer's width (LLaVA-1.5: r 128 on 4096)`);
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const resume = o.resume ? readTrainerState(from) : undefined;
     // a rank of a data-parallel run (mpirun, torchrun-style variables, --nproc-per-node): rank 0 alone reports

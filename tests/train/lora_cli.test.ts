@@ -119,6 +119,7 @@ describe('LoRA on the command line', () => {
       [[...base, '--trainable', 'llm', '--mm-projector-lr', '1e-3'], /^vwlmm: --mm-projector-lr needs the projector trainable \(--trainable with projector\)\n$/],
       [[...base, '--lora-r', '2', '--trainable', 'projector'], /^vwlmm: --lora-r adds LoRA adapters that --trainable projector leaves untrained: add lora/],
       [[...base, '--lora-r', '2', '--trainable', 'projector,llm,vm,lora'], /^vwlmm: --lora-r with --trainable llm would train the LLM's weights and their adapters both/],
+      [[...base, '--lora-r', '1000000000000'], /^vwlmm: --lora-r 1000000000000 is more than the LLM's hidden size \d+: an adapter's rank is at most its layer's width/],
       [['generate', '--checkpoint', fx.init, '--adapter', path.join(dir, 'nope'), '--prompt', 'x'], /adapter .*nope does not exist/],
       [['merge-adapter', '--checkpoint', fx.init, '--out', path.join(dir, 'm2')], /no LoRA adapters: .* has none \(give --adapter\)/],
     ];
