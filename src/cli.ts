@@ -288,14 +288,16 @@ async function lockOutput(option: string, dir: string, command: string): Promise
  * Ctrl-C or SIGTERM where no training step runs (preparing the data, calibrating, evaluating): without a handler Node
  * ends the process at once, silently, and its exit handlers do not run (the lock of --out was left behind). During
  * training the Trainer's own handler listens too, and this one leaves the signal to it (a checkpoint at the step's end).
- * `quiet`: a rank other than 0 (rank 0 speaks for the run).
+ * Rank 0 speaks for a data-parallel run.
  */
-function exitOnStopSignals(stopCodes: { STOP_SIGNALS: readonly string[]; exitCodeFor: (s: string) => number }, quiet: boolean): void {
+function exitOnStopSignals(stopCodes: { STOP_SIGNALS: readonly string[]; exitCodeFor: (s: string) => number }, env: { rank: number; worldSize: number }): void {
   for (const sig of stopCodes.STOP_SIGNALS) {
     process.on(sig, () => {
       if (process.listenerCount(sig) > 1) return;
-      if (!quiet) process.stderr.write(`\nvwlmm: ${sig}: stopped outside the training steps (no checkpoint written now; an earlier one stays as it was)\n`);
-      process.exit(stopCodes.exitCodeFor(sig));
+      if (env.rank === 0) process.stderr.write(`\nvwlmm: ${sig}: stopped outside the training steps (no checkpoint written now; an earlier one stays as it was)\n`);
+      // a rank leaves with 1, a failure: 130 / 143 tell a launcher that every rank stops at one step by itself (a
+      // checkpoint), and it would wait for the others, which wait in a collective until its timeout
+      process.exit(env.worldSize > 1 ? 1 : stopCodes.exitCodeFor(sig));
     });
   }
 }
@@ -617,7 +619,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
       refuseRun(); // before any rank starts (each checks again)
       return launchRanksOf('demo', o.nprocPerNode, backend);
     }
-    exitOnStopSignals(await import('./train'), env.rank !== 0); // from here on (a rank's default death left its launcher no word)
+    exitOnStopSignals(await import('./train'), env); // from here on (a rank's default death left its launcher no word)
     checkRankFlags(o, env);
     // every option checked before --out is made
     const [dev, dtype] = [await device(o.device), await computeDtypeOf(o.dtype)];
@@ -702,7 +704,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const env = launchEnv();
     if (env.worldSize > 1) rankTag = `rank ${env.rank} of ${env.worldSize}: `;
     if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) return launchRanksOf('train', o.nprocPerNode, distBackend);
-    exitOnStopSignals(await import('./train'), env.rank !== 0); // from here on (a rank's default death left its launcher no word)
+    exitOnStopSignals(await import('./train'), env); // from here on (a rank's default death left its launcher no word)
     checkRankFlags(o, env);
     for (const [flag, given] of [['--gather-dtype', o.gatherDtype], ['--dist-backend', o.distBackend]] as const)
       if (given !== undefined && env.worldSize <= 1) fail(`${flag} is for data-parallel runs (--nproc-per-node, mpirun, torchrun-style variables); this run is one process`);

@@ -148,6 +148,8 @@ export function scope<T>(fn: () => T): T {
   keptOut.pop();
   const r: Reach = { kept: new Set(), selves: new Set(), links: new Set(), mine };
   collectTensors(result, r, new Set());
+  // a tensor returned as itself, by any scope (one reached through a view's .base), is no longer held for views alone
+  for (const t of r.selves) heldForViews.delete(t);
   // outermost: what is kept only for a recorded graph (the activations a backward reads) has no scope to free it;
   // autograd frees it once no recorded node reads it (graphHeld), as torch frees a graph's saved tensors
   const outermost = scopes.length === 0;
@@ -163,8 +165,7 @@ export function scope<T>(fn: () => T): T {
       track(t);
       if (direct && !direct.has(t)) graphHeld.add(t);
       // kept only as the memory of the views it hands out: those views' dispose frees it (Tensor.dispose)
-      if (r.selves.has(t)) heldForViews.delete(t);
-      else heldForViews.add(t);
+      if (!r.selves.has(t)) heldForViews.add(t);
     } else if (r.links.has(t) && t.gradFn) {
       // memory freed, the link moves out too: an enclosing scope walks the graph through the tensors it owns, and
       // without its links a nested scope's kept tensors behind them would look unreachable there
@@ -562,7 +563,7 @@ export class Tensor {
   release(): void {
     if (this.buf) {
       if (this.owner) this.buf.dispose();
-      else this.base!.viewGone(this.buf);
+      else if (this.base) this.base.viewGone(this.buf); // (a non-owner made by hand has no base: nothing counts it)
       this.buf = null;
       this.released = true;
     }
@@ -570,8 +571,8 @@ export class Tensor {
 
   /** A view of this memory was disposed or released: the last one frees memory kept only for views (heldForViews). */
   private viewGone(buf: NativeBuffer): void {
-    // (a memory adopted since, adoptStorage, is not the views')
-    if (--this.liveViews > 0 || !heldForViews.has(this) || this.buf !== buf) return;
+    // (a memory adopted since, adoptStorage, is not the views'; a non-owner frees nothing)
+    if (--this.liveViews > 0 || !heldForViews.has(this) || this.buf !== buf || !this.owner) return;
     heldForViews.delete(this);
     if (arriving.size > 0) arriving.delete(this);
     graphHeld.delete(this);
@@ -586,7 +587,7 @@ export class Tensor {
     if (graphHeld.size > 0) graphHeld.delete(this);
     if (this.buf) {
       if (this.owner) this.buf.dispose();
-      else this.base!.viewGone(this.buf);
+      else if (this.base) this.base.viewGone(this.buf); // (a non-owner made by hand has no base: nothing counts it)
       this.buf = null;
     }
     if (this.grad) {

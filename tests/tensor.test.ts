@@ -165,6 +165,18 @@ describe('Tensor', () => {
     });
     F.reshape(kept, [4]).dispose();
     expect(kept.toArray()[0]).toBe(4);
+    // so does any later scope that returns it as itself (reached through the view's .base)
+    const v2 = scope(() => F.reshape(F.scale(x, 5), [2, 2]));
+    const held = scope(() => ({ y: v2.base!, s: F.sum(v2.base!) }));
+    v2.dispose();
+    expect(held.y.toArray()[0]).toBe(5);
+    held.y.dispose();
+    held.s.dispose();
+    // a non-owner made by hand (new Tensor(buffer, ..., false)) frees nothing, nor do its views: x's memory stays
+    const alias = scope(() => new Tensor(x.buffer, [4], 'float32', 'cpu', false).view([2, 2]));
+    alias.dispose();
+    new Tensor(x.buffer, [4], 'float32', 'cpu', false).dispose();
+    expect(x.toArray()[0]).toBe(1);
     both.t.dispose();
     kept.dispose();
     x.dispose();

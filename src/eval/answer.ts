@@ -185,7 +185,7 @@ function answeredLines(file: string, modelId: string): AnsweredLines {
       rec = JSON.parse(l);
     } catch (e) {
       // a record cut short by a kill: the last line, after whole records of this command's or as its first line starts
-      if (last && (i > 0 || l.startsWith('{"question_id": '))) {
+      if (last && (i > 0 || l.startsWith('{"question_id": ') || '{"question_id": '.startsWith(l))) {
         tail = 'cut';
         break;
       }

@@ -1025,7 +1025,8 @@ export class Trainer {
     const modelSettings = `pif ${c.pif}, vmWeight ${c.vmWeight}, detachTarget ${c.detachTarget}, template ${c.template}, aspect ${c.image.aspect}, ` +
       `select ${c.selectLayer} ${c.selectFeature}, ${JSON.stringify({ ...c, visionTower: undefined })}`;
     const lora = loraConfigOf(this.model);
-    const weights = weightsFingerprint([...this.model.namedParameters()]);
+    // (float32 ones: sampled on the device; a bf16-stored frozen base would be read whole to the host, 13 GB at 7B)
+    const weights = weightsFingerprint([...this.model.namedParameters()].filter(([, p]) => p.dtype === 'float32'));
     checkRanksAgree(this.group!, `Trainer: stage '${s.name}'`, [
       ['stages', this.stages.map((x) => x.name).join(', ')],
       ['position', `stage ${state.stage} step ${state.step}, global step ${state.globalStep}`],

@@ -43,6 +43,22 @@ async function trainRecords(out: string, n: number, alive: () => boolean, second
 }
 
 describe.skipIf(!mpiReady && !required)('vwlmm train --nproc-per-node 2 under a signal', () => {
+  it('Ctrl-C while the ranks prepare (before training steps): every process ends, exit 130, the stop said once, no lock left', async () => {
+    const dir = tmp(), f = writeCliFixture(dir), out = path.join(dir, 'early'), lock = path.join(out, '.vwlmm.lock');
+    const proc = cliAsync('train', '--init', f.init, '--data', f.data, '--image-folder', f.imageFolder, '--out', out, '--steps', '150', '--batch-size', '2', '--nproc-per-node', '2');
+    let stderr = '';
+    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((res) => proc.on('exit', (code) => res(code)));
+    for (let i = 0; i < 1200 && !fs.existsSync(lock); i++) await new Promise((r) => setTimeout(r, 25));
+    expect(fs.existsSync(lock), stderr).toBe(true);
+    proc.kill('SIGINT');
+    // (a rank that left with 130 outside the steps told its launcher every rank would stop at a step by itself)
+    expect(await exited, stderr).toBe(130);
+    expect(processesNaming(out)).toEqual([]);
+    expect(fs.existsSync(lock)).toBe(false);
+    expect((stderr.match(/SIGINT: (stopped outside the training steps|stopping after the current step)/g) ?? []).length, stderr).toBe(1);
+  }, 60_000);
+
   it('Ctrl-C (SIGINT) reaches the ranks through the launcher: a checkpoint, exit 130 from every process, one stop message and one resume command (with --nproc-per-node 2), which resumes; no rank left behind', async () => {
     const dir = tmp(), f = writeCliFixture(dir), out = path.join(dir, 'out');
     const args = ['train', '--init', f.init, '--data', f.data, '--image-folder', f.imageFolder, '--out', out, '--steps', '150', '--batch-size', '2', '--lr', '1e-3', '--nproc-per-node', '2'];

@@ -187,6 +187,11 @@ describe('vwlmm answer', () => {
     await expect(ask(theirs)).rejects.toThrow(`answers ${theirs} line 1 is an answer of model_id "other", not of "m"`);
     await expect(ask(qcopy)).rejects.toThrow(`answers ${qcopy} line 1 is an answer of model_id undefined, not of "m"`);
     expect([notes, theirs, qcopy].map((f) => fs.readFileSync(f, 'utf8'))).toEqual(kept);
+    // a first record cut inside its first bytes is still this command's (a kill during the first write)
+    const early = path.join(dir, 'early.jsonl');
+    fs.writeFileSync(early, '{"questi');
+    expect((await ask(early)).answered).toBe(7);
+    expect(fs.readFileSync(early, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).question_id)).toEqual(ids);
     fs.writeFileSync(notes, '[1, 2]\n');
     await expect(ask(notes)).rejects.toThrow(`answers ${notes} line 1 is not an answer record (an object with a question_id): not a file this command wrote`);
     // a folder that cannot be made names --answers and why
