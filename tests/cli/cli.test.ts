@@ -51,7 +51,8 @@ describe('vwlmm CLI', () => {
     expect(demo.answers).toBe(path.join(out, 'demo', 'vw', 'answers', 'test.jsonl'));
     const answers = fs.readFileSync(demo.answers as string, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { question_id: string; model_id: string });
     expect(answers.map((a) => a.question_id)).toEqual((testJson as { id: string }[]).map((r) => r.id));
-    expect(answers[0].model_id).toBe('vw');
+    // the name `vwlmm eval --checkpoint <out>/vw/checkpoint` gives it, so that eval resumes this answers file
+    expect(answers[0].model_id).toBe('vw_checkpoint');
     // the in-training evaluations answer 600 questions at full scale, here 100 (at least 100 below --scale 1)
     const evals = fs.readFileSync(demo.metrics as string, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; questions?: number }).filter((r) => r.type === 'eval' && r.questions !== undefined);
     expect(evals.length).toBeGreaterThan(0);
