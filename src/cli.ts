@@ -1213,8 +1213,13 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
     }
     if (o.format === 'transformers' && imageTokenIndex === undefined && config.imageTokenIndex < 0) {
       const fromTokenizer = tokenizerPath ? (await openTokenizer(tokenizerPath, config.llm.vocabSize)).tokenToId('<image>') : null;
-      if (fromTokenizer === null)
-        fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and its tokenizer has no <image> token (give --image-token-index ID)`);
+      if (fromTokenizer === null) {
+        // ids past the tokenizer's words (a padded vocabulary) are free for it; without one, no id is
+        const words = tokenizerPath ? (await openTokenizer(tokenizerPath, config.llm.vocabSize)).vocabSize : config.llm.vocabSize;
+        fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and its tokenizer has no <image> token (${words < config.llm.vocabSize
+          ? `give --image-token-index ID, an id past the tokenizer's ${words} words: ${words} to ${config.llm.vocabSize - 1}`
+          : `and the vocabulary has no row past its ${words} words for one: transformers' LLaVA (llava-hf) adds <image> to the tokenizer and pads the vocabulary (vocab_size 32064 for 32000 words)`})`);
+      }
       imageTokenIndex = fromTokenizer!;
     }
     mergeLora(model);

@@ -17,6 +17,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { tokenizerJsonFromSentencePiece } from '../data/sentencepiece';
+import { TextTokenizer } from '../data/tokenizer';
 import { DeviceSpec } from '../device';
 import { checkKeys, typeError } from '../errors';
 import { writeParameter } from '../nn/module';
@@ -236,6 +237,13 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   // everything that can throw on the model is done before the temp directory exists
   const lora = loraConfigOf(model);
   if (lora && transformers) throw new RangeError('saveCheckpoint: the transformers layout has no place for LoRA adapters: merge them (mergeLora) first, or save them with saveLoraAdapter');
+  // the tokenizer, once: its special ids go to generation_config.json, and a transformers image token must not be a word
+  const tokenizer = tok !== undefined ? new TextTokenizer(tok) : null;
+  if (transformers && tokenizer && opts.imageTokenIndex !== undefined) {
+    const word = tokenizer.idToToken(opts.imageTokenIndex);
+    if (word !== null && word !== '<image>')
+      throw new RangeError(`${where}: imageTokenIndex ${opts.imageTokenIndex} is the tokenizer's token ${JSON.stringify(word)}, not <image>: transformers' LLaVA would read every ${JSON.stringify(word)} of a prompt as an image`);
+  }
   // a model with LoRA adapters keeps them (lora_A / lora_B tensors) and says so in config.json, so that a resume or
   // loadCheckpoint re-creates them before loading the weights
   const configJson = transformers ? configToTransformers(model.config, opts.imageTokenIndex ?? model.config.imageTokenIndex)
@@ -245,12 +253,21 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   const tmp = `${target}.tmp-${process.pid}-${Date.now()}-${saveCounter++}`;
   fs.mkdirSync(tmp);
   try {
-    writeFileDurable(path.join(tmp, 'config.json'), (transformers ? stringifyTransformersConfig(configJson) : JSON.stringify(configJson, null, 2)) + '\n');
+    // float fields keep their decimal point in both layouts: transformers' strict config classes refuse an int
+    // (initializer_factor 1) where they declare a float, and LLaVA's layout is read by them too (model_type llava)
+    writeFileDurable(path.join(tmp, 'config.json'), stringifyTransformersConfig(configJson) + '\n');
     writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' }, { checksum: true });
     if (typeof opts.tokenizer === 'string') {
       for (const [name, data] of Object.entries(tokenizerFiles(opts.tokenizer))) writeFileDurable(path.join(tmp, name), data);
     }
     else if (opts.tokenizer) writeFileDurable(path.join(tmp, 'tokenizer.json'), JSON.stringify(opts.tokenizer));
+    // what transformers' generate stops on (without it, it ran past </s>): the tokenizer's special ids, as the
+    // generation_config.json of LLaMA / Vicuna / LLaVA checkpoints hold them
+    if (tokenizer) {
+      const ids = { bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId, pad_token_id: tokenizer.padId };
+      const known = Object.fromEntries(Object.entries(ids).filter(([, v]) => v !== null && v >= 0));
+      if (known.eos_token_id !== undefined) writeFileDurable(path.join(tmp, 'generation_config.json'), stringifyTransformersConfig({ _from_model_config: true, ...known }) + '\n');
+    }
     for (const [name, data] of Object.entries(opts.extraFiles ?? {})) writeFileDurable(path.join(tmp, name), data);
     for (const [name, tensors] of Object.entries(opts.extraTensors ?? {})) writeSafetensors(path.join(tmp, name), tensors, undefined, { checksum: true });
     fsyncPath(tmp);
@@ -496,11 +513,11 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): { model: Vw
     const tied = json.tie_word_embeddings === true && ![...plan.values()].includes('lm_head.weight');
     forEachCheckpointTensor(dir, { filter: (n) => plan.has(n), expectShape: (n) => sink.params.get(plan.get(n)!)!.shape, verify: true }, (n, t) => {
       const o = plan.get(n)!;
-      sink.put(o, t);
+      sink.put(o, t, `${dir}: tensor ${n}`);
       // tie_word_embeddings: lm_head is the embedding, as transformers ties it (and its LLaVA layout below)
       if (tied && o === 'model.embed_tokens.weight') sink.put('lm_head.weight', t);
     });
-    if (towerDir && tower) forEachCheckpointTensor(towerDir, { filter: (n) => tower.plan.has(n), expectShape: (n) => sink.params.get(tower.plan.get(n)!)!.shape, verify: true }, (k, t) => sink.put(tower.plan.get(k)!, t));
+    if (towerDir && tower) forEachCheckpointTensor(towerDir, { filter: (n) => tower.plan.has(n), expectShape: (n) => sink.params.get(tower.plan.get(n)!)!.shape, verify: true }, (k, t) => sink.put(tower.plan.get(k)!, t, `${towerDir}: tensor ${k}`));
     const missing = sink.missing();
     if (missing.length) throw new Error(`checkpoint: ${dir} lacks ${missing.length} tensors, e.g. ${missing.slice(0, 5).join(', ')}`);
   } catch (e) {
@@ -585,7 +602,7 @@ export function assembleLlava(o: AssembleOptions): { model: VwLmm; config: VwLmm
     const load = (where: string, names: Iterable<string>, ours: (n: string) => string | null, what: string, each: (fn: (n: string, t: HostTensor) => void, plan: Map<string, string>) => void, hint = '') => {
       const { plan, unexpected } = planTensors(where, names, sink.params, ours);
       if (unexpected.length) throw new RangeError(`assembleLlava: ${where} holds ${unexpected.length} tensor${unexpected.length > 1 ? 's' : ''} ${what} has no place for: ${listSome(unexpected)}${hint}`);
-      each((n, t) => sink.put(plan.get(n)!, t), plan);
+      each((n, t) => sink.put(plan.get(n)!, t, `${where}: tensor ${n}`), plan);
     };
     // the LLM: its HF names are the LLaVA layout's for the language model; a tower's, projector's or vm_head's name in
     // it is mapped to no parameter (a name no model has), so planTensors reports it as unexpected
@@ -686,15 +703,17 @@ function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, 
   const config = withConfigFile(dir, () => configFromTransformers(json, fs.existsSync(pre) ? readJson(pre) : undefined));
   // the names mapped up front (weightsFromTransformers' rules), then the weights streamed in as in loadCheckpoint
   const ours = new Map<string, string>();
-  const taken = new Set<string>();
+  const taken = new Map<string, string>(); // our name -> the file's
   const unknown: string[] = [];
   for (const n of checkpointTensorNames(dir)) {
     const o = ourNameFromTransformers(n);
+    const first = o === null ? undefined : taken.get(o);
     if (o === null) unknown.push(n);
-    else if (taken.has(o)) throw new Error(`checkpoint: tensors ${n} and another one both map to ${o}`);
+    else if (first !== undefined)
+      throw new Error(`checkpoint: ${dir} holds ${first === n ? `tensor ${n} twice (in two of its files)` : `tensors ${first} and ${n}, two names of one weight`} (${o}): which one is the model's cannot be told`);
     else {
       ours.set(n, o);
-      taken.add(o);
+      taken.set(o, n);
     }
   }
   if (unknown.length) throw new Error(`checkpoint: ${unknown.length} tensors are not part of transformers' LLaVA layout, e.g. ${unknown.slice(0, 5).join(', ')}`);
@@ -708,7 +727,7 @@ function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, 
     if (extra.length) throw new RangeError(`checkpoint: ${dir} holds ${extra.length} tensor${extra.length > 1 ? 's' : ''} this model has no place for (unexpected keys): ${listSome(extra)}`);
     forEachCheckpointTensor(dir, { filter: (n) => plan.has(n), expectShape: (n) => sink.params.get(plan.get(n)!)!.shape, verify: true }, (n, t) => {
       const o = plan.get(n)!;
-      sink.put(o, t);
+      sink.put(o, t, `${dir}: tensor ${n}`);
       if (tiedHead && o === 'model.embed_tokens.weight') sink.put('lm_head.weight', t);
     });
     if (json.multimodal_projector_bias === false) {
@@ -797,10 +816,11 @@ function parameterSink(model: VwLmm) {
   const seen = new Set<string>();
   return {
     params,
-    put: (name: string, t: HostTensor): void => {
+    /** `from`: where the tensor comes from (`<dir>: tensor <its name>`), for a wrong dtype's or shape's message. */
+    put: (name: string, t: HostTensor, from?: string): void => {
       const p = params.get(name);
       if (!p) throw new Error(`loadCheckpoint: the model has no parameter ${name}`);
-      writeParameter('loadCheckpoint', name, p, t);
+      writeParameter('loadCheckpoint', from ? `${from} (the model's ${name})` : name, p, t);
       seen.add(name);
     },
     has: (name: string): boolean => seen.has(name),

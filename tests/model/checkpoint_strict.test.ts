@@ -187,6 +187,14 @@ describe('tensors the model has no place for', () => {
     w.set('language_model.model.layers.5.mlp.up_proj.weight', f32([24, 16]));
     writeSafetensors(path.join(dir, 'model.safetensors'), w);
     expect(() => loadCheckpoint(dir)).toThrow(/hf holds 1 tensor this model has no place for \(unexpected keys\): language_model\.model\.layers\.5\.mlp\.up_proj\.weight/);
+    w.delete('language_model.model.layers.5.mlp.up_proj.weight');
+    // two names of one weight (transformers' older and newer prefixes), and a weight stored as integers: the folder
+    // and the file's own names said (they named neither)
+    const norm = w.get('language_model.model.norm.weight')!;
+    writeSafetensors(path.join(dir, 'model.safetensors'), new Map([...w, ['model.language_model.norm.weight', norm]]));
+    expect(() => loadCheckpoint(dir)).toThrow(`checkpoint: ${dir} holds tensors language_model.model.norm.weight and model.language_model.norm.weight, two names of one weight (model.norm.weight)`);
+    writeSafetensors(path.join(dir, 'model.safetensors'), new Map([...w, ['language_model.model.norm.weight', { dtype: 'int32', shape: norm.shape, data: new Int32Array(norm.shape[0]) }]]));
+    expect(() => loadCheckpoint(dir)).toThrow(`loadCheckpoint: ${dir}: tensor language_model.model.norm.weight (the model's model.norm.weight) is int32, expected float32`);
     model.dispose();
   });
 });
