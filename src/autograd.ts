@@ -11,7 +11,7 @@
 import { autocast, castTensor, computeDtype } from './amp';
 import { callOp } from './call_op';
 import type { Generator } from './random';
-import { anyGraphHeld, disposeGraphHeld, GradNode, isGraphHeld, keep, scope, setBackwardImpl, Tensor, writeStamp } from './tensor';
+import { anyGraphHeld, disposeGraphHeld, GradNode, isGraphHeld, keep, scope, setBackwardImpl, setReadByGraph, Tensor, writeStamp } from './tensor';
 
 export interface Node extends GradNode {
   readonly name: string;
@@ -419,3 +419,7 @@ export function zeroGrad(params: Iterable<Tensor>): void {
 }
 
 setBackwardImpl(backward);
+setReadByGraph((t) => {
+  for (const list of [tape, ...inFlight]) for (const n of list) for (const u of nodeTensors(n)) if (u === t) return true;
+  return false;
+});

@@ -232,8 +232,30 @@ function createLock(file: string, text: string, failWith: (e: Error) => never): 
  * and start time; a run whose lock is held by a live process is refused naming it; a lock of a process gone on this
  * host is taken over, with a note. `dir` is made when absent.
  */
+/**
+ * Refuses a `dir` inside (or at) a folder a live vwlmm run holds locked (`data --out demo/data` while the demo writes
+ * it deleted the demo's images mid-run): the locks of `dir` and of every folder above it are read, none is taken.
+ */
+async function refuseInsideLockedRun(option: string, dir: string, self = false): Promise<void> {
+  const { processRuns } = await import('./distributed');
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    if (self || d !== path.resolve(dir)) {
+      let held: { pid?: unknown; host?: unknown; procStart?: unknown; command?: unknown } | null = null;
+      try {
+        held = JSON.parse(fs.readFileSync(path.join(d, '.vwlmm.lock'), 'utf8'));
+      } catch {
+        // no lock there (or one being written: its own run's check takes it)
+      }
+      if (held && typeof held.pid === 'number' && held.pid !== process.pid && held.host === os.hostname() && processRuns(held.pid, typeof held.procStart === 'string' ? held.procStart : null))
+        fail(`${option} ${dir} is ${d === path.resolve(dir) ? '' : `inside ${d}, which is `}being written by ${typeof held.command === 'string' ? held.command : 'vwlmm'} (pid ${held.pid}): wait for it to end, or give another ${option}`);
+    }
+    if (path.dirname(d) === d) return;
+  }
+}
+
 async function lockOutput(option: string, dir: string, command: string): Promise<void> {
   const { processStartTime, processRuns } = await import('./distributed');
+  await refuseInsideLockedRun(option, dir);
   const file = path.join(dir, '.vwlmm.lock');
   const me = { pid: process.pid, host: os.hostname(), started: new Date().toISOString(), procStart: processStartTime(process.pid) ?? null, command: `vwlmm ${command}` };
   try {
@@ -288,13 +310,16 @@ async function lockOutput(option: string, dir: string, command: string): Promise
  * Ctrl-C or SIGTERM where no training step runs (preparing the data, calibrating, evaluating): without a handler Node
  * ends the process at once, silently, and its exit handlers do not run (the lock of --out was left behind). During
  * training the Trainer's own handler listens too, and this one leaves the signal to it (a checkpoint at the step's end).
- * Rank 0 speaks for a data-parallel run.
+ * Rank 0 speaks for a data-parallel run its launcher signalled as a whole.
  */
 function exitOnStopSignals(stopCodes: { STOP_SIGNALS: readonly string[]; exitCodeFor: (s: string) => number }, env: { rank: number; worldSize: number }): void {
   for (const sig of stopCodes.STOP_SIGNALS) {
     process.on(sig, () => {
       if (process.listenerCount(sig) > 1) return;
-      if (env.rank === 0) process.stderr.write(`\nvwlmm: ${sig}: stopped outside the training steps (no checkpoint written now; an earlier one stays as it was)\n`);
+      // under `--nproc-per-node` the launcher sends the signal to every rank and rank 0 speaks; under mpirun by hand (or
+      // a signal to one rank) each says it, with its rank
+      if (env.rank === 0 || !process.env.VWLMM_LAUNCHER_ARGS)
+        process.stderr.write(`\nvwlmm: ${env.worldSize > 1 ? `rank ${env.rank} of ${env.worldSize}: ` : ''}${sig}: stopped outside the training steps (no checkpoint written now; an earlier one stays as it was)\n`);
       // a rank leaves with 1, a failure: 130 / 143 tell a launcher that every rank stops at one step by itself (a
       // checkpoint), and it would wait for the others, which wait in a collective until its timeout
       process.exit(env.worldSize > 1 ? 1 : stopCodes.exitCodeFor(sig));
@@ -418,7 +443,7 @@ function checkRankFlags(o: { nprocPerNode?: number; distTimeout?: number }, env:
  * data-parallel run rank 0 alone reports, before the group ends: destroy waits for every rank (MPI_Finalize), so no rank
  * has left yet (mpirun drops what a rank writes once another has left with a non-zero code).
  */
-async function exitInterrupted(e: { message: string; exitCode: number; checkpoint: string | null }, group: { destroy(): void } | null): Promise<never> {
+async function exitInterrupted(e: { message: string; exitCode: number; checkpoint: string | null }, group: { destroy(): void } | null, resumableWithout?: string): Promise<never> {
   const { launchEnv } = await import('./distributed');
   const env = launchEnv();
   if (env.rank === 0) {
@@ -428,7 +453,8 @@ async function exitInterrupted(e: { message: string; exitCode: number; checkpoin
     const fresh = (c: string) => c.replace(/ --resume$/, '') + (/ --overwrite-output-dir( |$)/.test(c) ? '' : ' --overwrite-output-dir');
     const everyRank = env.launcher === 'torchrun' && !process.env.VWLMM_LAUNCHER_ARGS ? ' (on every rank, with its RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT)' : '';
     process.stderr.write(`\nvwlmm: ${e.message}\n`);
-    process.stderr.write(e.checkpoint ? `vwlmm: resume with: ${again}${everyRank}\n` : `vwlmm: nothing to resume: run the same command again (${fresh(again)})${everyRank}\n`);
+    // resumableWithout: a run that resumes from what it wrote before this training (the demo's data, stage 0 again)
+    process.stderr.write(e.checkpoint || resumableWithout ? `vwlmm: resume with: ${again}${everyRank}${resumableWithout ? ` (${resumableWithout})` : ''}\n` : `vwlmm: nothing to resume: run the same command again (${fresh(again)})${everyRank}\n`);
   }
   group?.destroy();
   process.exit(e.exitCode);
@@ -561,6 +587,7 @@ data.command('sort-of-clevr').description('generate Sort-of-CLEVR (LLaVA JSON + 
   .option('--overwrite-output-dir', 'replace the data set an --out holds (else a non-empty --out is refused)')
   .action(async (o: { out: string; train: number; test: number; seed: number; overwriteOutputDir?: boolean }) => {
     outputFolder('--out', o.out);
+    await refuseInsideLockedRun('--out', o.out, true);
     const { writeSortOfClevr, writeWordLevelTokenizer, sortOfClevrVocabulary, SORT_OF_CLEVR_MAX_IMAGES, removeSortOfClevr } = await import('./data');
     for (const [flag, n] of [['--train', o.train], ['--test', o.test]] as const)
       if (n > SORT_OF_CLEVR_MAX_IMAGES) fail(`${flag} must be at most ${SORT_OF_CLEVR_MAX_IMAGES} (the generator holds a split's scenes and records in memory, ~12 KB an image), got ${n}`);
@@ -608,6 +635,9 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
     const { resolveCheckpointDir } = await import('./model');
     // as train: a finished or stopped run (its checkpoint, its metrics) is not written over by running the demo again
     const refuseRun = () => {
+      // (a resume of nothing started a new run without a word, where train refuses it)
+      if (o.resume && !['data', 'vw', 'llava'].some((d) => fs.existsSync(path.join(o.out, d))))
+        fail(`--resume: --out ${o.out} holds no demo run to continue (no data/, vw/ or llava/): run without --resume to start one`);
       if (o.resume || o.overwriteOutputDir) return;
       const runs = ['vw', 'llava'].filter((r) => resolveCheckpointDir(path.join(o.out, r, 'checkpoint')) || fs.existsSync(path.join(o.out, r, 'metrics.jsonl')));
       if (runs.length) fail(`--out ${o.out} already holds a demo run (${runs.map((r) => `${r}/`).join(', ')}: checkpoint/ or metrics.jsonl): --resume continues it, --overwrite-output-dir starts over in it`);
@@ -625,6 +655,7 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
     const [dev, dtype] = [await device(o.device), await computeDtypeOf(o.dtype)];
     if (env.rank === 0) await lockOutput('--out', o.out, 'demo'); // rank 0 alone writes --out
     refuseRun(); // under the lock: no other run writes it meanwhile
+    if (o.overwriteOutputDir && env.rank === 0) (await import('./demo')).removeDemoRun(o.out);
     const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
     const group = env.worldSize > 1 ? await initProcessGroup({ backend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
@@ -634,7 +665,9 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
       group?.destroy();
     } catch (e) {
       if (e instanceof TrainingInterrupted) {
-        await exitInterrupted(e, group);
+        // stage 0 (the tower's pretraining) writes no checkpoint, but the data set is written: --resume runs it again
+        const stage0 = !e.checkpoint && fs.existsSync(path.join(o.out, 'data', 'meta.json')) ? 'the tower\'s pretraining, stage 0, writes no checkpoint: the resume runs it again on the data set written' : undefined;
+        await exitInterrupted(e, group, stage0);
       }
       throw e;
     }
@@ -1213,9 +1246,10 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
     }
     if (o.format === 'transformers' && imageTokenIndex === undefined && config.imageTokenIndex < 0) {
       const fromTokenizer = tokenizerPath ? (await openTokenizer(tokenizerPath, config.llm.vocabSize)).tokenToId('<image>') : null;
+      if (!tokenizerPath) fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and has no tokenizer to find one in (give --image-token-index ID, the <image> token's id in the tokenizer used with it)`);
       if (fromTokenizer === null) {
         // ids past the tokenizer's words (a padded vocabulary) are free for it; without one, no id is
-        const words = tokenizerPath ? (await openTokenizer(tokenizerPath, config.llm.vocabSize)).vocabSize : config.llm.vocabSize;
+        const words = (await openTokenizer(tokenizerPath!, config.llm.vocabSize)).vocabSize;
         fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and its tokenizer has no <image> token (${words < config.llm.vocabSize
           ? `give --image-token-index ID, an id past the tokenizer's ${words} words: ${words} to ${config.llm.vocabSize - 1}`
           : `and the vocabulary has no row past its ${words} words for one: transformers' LLaVA (llava-hf) adds <image> to the tokenizer and pads the vocabulary (vocab_size 32064 for 32000 words)`})`);

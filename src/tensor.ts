@@ -148,8 +148,6 @@ export function scope<T>(fn: () => T): T {
   keptOut.pop();
   const r: Reach = { kept: new Set(), selves: new Set(), links: new Set(), mine };
   collectTensors(result, r, new Set());
-  // a tensor returned as itself, by any scope (one reached through a view's .base), is no longer held for views alone
-  for (const t of r.selves) heldForViews.delete(t);
   // outermost: what is kept only for a recorded graph (the activations a backward reads) has no scope to free it;
   // autograd frees it once no recorded node reads it (graphHeld), as torch frees a graph's saved tensors
   const outermost = scopes.length === 0;
@@ -160,6 +158,9 @@ export function scope<T>(fn: () => T): T {
     collectTensors(kept, r, new Set());
     keptOut[keptOut.length - 1]?.push(...kept);
   }
+  // a tensor kept as itself, by any scope (one reached through a view's .base, or read by a kept graph), is no longer
+  // held for views alone (after the kept tensors' walk: their graphs' reads count too)
+  for (const t of r.selves) heldForViews.delete(t);
   for (const t of mine) {
     if (r.kept.has(t)) {
       track(t);
@@ -263,6 +264,11 @@ const CHECKED: unique symbol = Symbol('vwlmm.tensor.checked');
 let backwardImpl: ((root: Tensor, gradient?: Tensor) => void) | null = null;
 export function setBackwardImpl(fn: (root: Tensor, gradient?: Tensor) => void): void {
   backwardImpl = fn;
+}
+// and whether a recorded node (on the tape, or in a backward under way) refers to a tensor's memory
+let readByGraph: ((t: Tensor) => boolean) | null = null;
+export function setReadByGraph(fn: (t: Tensor) => boolean): void {
+  readByGraph = fn;
 }
 
 /** What autograd (src/autograd.ts) records about the op that produced a tensor. */
@@ -574,6 +580,12 @@ export class Tensor {
     // (a memory adopted since, adoptStorage, is not the views'; a non-owner frees nothing)
     if (--this.liveViews > 0 || !heldForViews.has(this) || this.buf !== buf || !this.owner) return;
     heldForViews.delete(this);
+    // a recorded graph still reads it (one built from view.base, outside the scope that kept it): autograd frees it
+    // once no recorded node reads it, as it frees an outermost scope's activations (graphHeld)
+    if (readByGraph?.(this)) {
+      graphHeld.add(this);
+      return;
+    }
     if (arriving.size > 0) arriving.delete(this);
     graphHeld.delete(this);
     this.buf.dispose();

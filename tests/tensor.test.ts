@@ -172,6 +172,28 @@ describe('Tensor', () => {
     expect(held.y.toArray()[0]).toBe(5);
     held.y.dispose();
     held.s.dispose();
+    // a recorded graph that reads the memory keeps it until its backward: one kept from an enclosing scope, and one
+    // built from v.base outside any scope (the views' dispose would have freed what the backward reads)
+    const p = Tensor.fromArray(Float32Array.of(1, 2, 3, 4), [4]);
+    p.requiresGrad = true;
+    let k!: Tensor;
+    scope(() => {
+      const v = scope(() => F.reshape(F.scale(p, 2), [2, 2]));
+      const b = v.base!;
+      k = keep(F.mul(b, b)); // its backward reads b; v is disposed as this scope ends
+      return null;
+    });
+    const loss = F.sum(k);
+    loss.backward();
+    expect(Array.from(p.grad!.toArray())).toEqual([8, 16, 24, 32]);
+    const v3 = scope(() => F.reshape(F.scale(p, 2), [2, 2]));
+    const m = F.mul(v3.base!, v3.base!), top = F.sum(m);
+    v3.dispose();
+    p.grad!.dispose();
+    p.grad = null;
+    top.backward();
+    expect(Array.from(p.grad!.toArray())).toEqual([8, 16, 24, 32]);
+    for (const t of [k, loss, m, top, p]) t.dispose();
     // a non-owner made by hand (new Tensor(buffer, ..., false)) frees nothing, nor do its views: x's memory stays
     const alias = scope(() => new Tensor(x.buffer, [4], 'float32', 'cpu', false).view([2, 2]));
     alias.dispose();

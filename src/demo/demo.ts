@@ -13,17 +13,19 @@ import * as path from 'path';
 import { DeviceSpec, useDevice } from '../device';
 import { checkKeys, typeError } from '../errors';
 import { checkSeed } from '../random';
-import { SORT_OF_CLEVR_GENERATOR_VERSION, sortOfClevrVocabulary, writeSortOfClevr } from '../data/sort_of_clevr';
+import { removeSortOfClevr, SORT_OF_CLEVR_GENERATOR_VERSION, sortOfClevrVocabulary, writeSortOfClevr } from '../data/sort_of_clevr';
 import { SceneImageWriter, spareImageWorkers } from '../data/scene_writer';
 import { writeWordLevelTokenizer } from '../data/word_level_tokenizer';
 import { TextTokenizer } from '../data/tokenizer';
 import { normalizeRgb } from '../data/images';
 import { modelIdOf } from '../eval/answer';
+import { shellWord } from './reproduce';
 import { evaluateFile } from '../eval/llava_eval';
 import { drawVisualWords, visualWordsOf } from '../eval/visual_words';
 import { plotMetrics } from '../viz/plot';
 import { Progress } from '../train/progress';
 import { VwLmm } from '../model/vwlmm';
+import { saveLeftovers } from '../model/checkpoint';
 import { cpu } from '../native';
 import { Calibration, calibrate, DemoEstimate, demoWork, estimateDemo, estimateNotice, gemmNotice, stepsDone } from './estimate';
 import { ablationRecipe, checkRecipeResume, DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from './recipe';
@@ -68,7 +70,8 @@ export interface DemoResult extends DemoRunResult {
 function scaled(r: Recipe, scale: number): Recipe {
   const c: Recipe = JSON.parse(JSON.stringify(r));
   if (c.stage0.steps > 0) c.stage0.steps = Math.max(1, Math.round(c.stage0.steps * scale));
-  c.stage0.frozenSteps = Math.round(c.stage0.frozenSteps * scale);
+  // at least one step, as the others: at --scale 0.00001 the frozen-tower stage rounded to 0 and vanished
+  if (c.stage0.frozenSteps > 0) c.stage0.frozenSteps = Math.max(1, Math.round(c.stage0.frozenSteps * scale));
   c.stage1.steps = Math.max(1, Math.round(c.stage1.steps * scale));
   if (c.text && c.text.steps > 0) c.text.steps = Math.max(1, Math.round(c.text.steps * scale));
   c.stage2.steps = Math.max(1, Math.round(c.stage2.steps * scale));
@@ -327,8 +330,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
     if (m.visualWordEntropy !== null)
       log(`visual words: ${(100 * m.visualWordAgreement!).toFixed(1)}% of object patches name their object's colour or shape (chance: "${m.visualWordChanceWord}" everywhere, ${(100 * m.visualWordChance!).toFixed(1)}%); mean entropy ${m.visualWordEntropy.toFixed(2)} nats of at most ${m.visualWordMaxEntropy.toFixed(2)}`);
     log(`\n${seconds.toFixed(0)} s (expected ${(estimate.seconds + calibration.seconds).toFixed(0)} s with the calibration${group ? ', for one process' : ''}); checkpoint ${m.checkpoint}; loss curve ${lossCurve}${visualWords ? `; visual words ${visualWords}` : ''}`);
-    log(`answers to ${path.join(dataDir, 'test.json')}: ${m.answers}${ablation ? ` (and ${ablation.answers})` : ''}; score them again with: vwlmm score sort-of-clevr --answers ${m.answers} --data ${path.join(dataDir, 'test.json')}`);
-    log(`stages 1 and 2 again with \`vwlmm train\`, on the files they trained on (${path.join(dataDir, 'stages')}): bash ${m.reproduce}`);
+    // (the commands' paths quoted for a shell: an --out with a space broke a copy-paste)
+    log(`answers to ${path.join(dataDir, 'test.json')}: ${m.answers}${ablation ? ` (and ${ablation.answers})` : ''}; score them again with: vwlmm score sort-of-clevr --answers ${shellWord(m.answers)} --data ${shellWord(path.join(dataDir, 'test.json'))}`);
+    log(`stages 1 and 2 again with \`vwlmm train\`, on the files they trained on (${path.join(dataDir, 'stages')}): bash ${shellWord(m.reproduce)}`);
     const result = { ...m, ...(group ? { ranks: group.worldSize } : {}), seconds, outDir: o.outDir, metrics, lossCurve, visualWords, ablation, gemm: info.gemm, estimate };
     ran = true;
     return result;
@@ -340,4 +344,37 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
   }
 }
 
-
+/**
+ * `demo --overwrite-output-dir`: what an earlier demo wrote in `out` goes (its runs' checkpoints, logs, answers and
+ * plots, its data set, stage files and images), so the new run starts in a clean folder (an old ablation's llava/, or
+ * an old scale's images, stayed beside the new run's and broke its --resume). Names the demo writes only: a user's own
+ * files stay.
+ */
+export function removeDemoRun(out: string): void {
+  const rm = (p: string) => fs.rmSync(p, { recursive: true, force: true });
+  const rmdirIfEmpty = (d: string) => {
+    if (fs.existsSync(d) && fs.statSync(d).isDirectory() && fs.readdirSync(d).length === 0) fs.rmdirSync(d);
+  };
+  for (const run of ['vw', 'llava']) {
+    const dir = path.join(out, run);
+    if (!fs.existsSync(dir)) continue;
+    for (const ck of ['checkpoint', 'init']) {
+      for (const d of saveLeftovers(path.join(dir, ck))) rm(d);
+      rm(path.join(dir, ck));
+    }
+    for (const f of ['answers', 'runs', 'metrics.jsonl', 'loss_curve.png', 'visual_words.png', 'reproduce.sh']) rm(path.join(dir, f));
+    rmdirIfEmpty(dir);
+  }
+  const data = path.join(out, 'data');
+  try {
+    removeSortOfClevr(data);
+  } catch {
+    return; // no data set of the demo's
+  }
+  rm(path.join(data, 'stages'));
+  const images = path.join(data, 'images');
+  if (fs.existsSync(images)) for (const n of fs.readdirSync(images)) if (/^[\w-]+_\d+\.png$/.test(n)) rm(path.join(images, n)); // the caption subsets'
+  rmdirIfEmpty(images);
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) rm(path.join(data, f));
+  rmdirIfEmpty(data);
+}

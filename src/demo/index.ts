@@ -1,7 +1,7 @@
 /// <reference types="node" preserve="true" />
 // Public API of the Sort-of-CLEVR demo: the whole run (`vwlmm demo`) and the recipe it trains by.
 // Re-exported by the package root and by 'vwlmm/demo'.
-export { runDemo, visualWordAgreement, visualWordStats } from './demo';
+export { runDemo, visualWordAgreement, visualWordStats, removeDemoRun } from './demo';
 export type { DemoResult, DemoRunResult, VisualWordStats, DemoOptions } from './demo';
 export type { Calibration, DemoEstimate } from './estimate';
 export { ablationRecipe, checkRecipeResume, DEFAULT_RECIPE, paperSchedule, RECIPE_RUN_FILE, recipeConfig, recipeStagePlan, runRecipe, validationSplit } from './recipe';

@@ -135,7 +135,7 @@ export function stageOptions(s: RecordStage['stage'], run: ReproduceRun): string
 
 const SAFE = /^[\w.,:/+=-]+$/;
 /** A word for bash: as it is when it has no special characters, else single-quoted. */
-const shellWord = (w: string) => (SAFE.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`);
+export const shellWord = (w: string) => (SAFE.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`);
 
 /**
  * reproduce.sh of a run directory: the record stages one after the other with `vwlmm train` (`$VWLMM`, default

@@ -204,11 +204,26 @@ const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json'
  */
 export function tokenizerFiles(file: string): Record<string, Buffer> {
   const out: Record<string, Buffer> = { 'tokenizer.json': readRegularFileSync(file) };
-  for (const name of TOKENIZER_SIDE_FILES) {
+  for (const name of [...TOKENIZER_SIDE_FILES, 'generation_config.json']) {
     const side = path.join(path.dirname(file), name);
     if (fs.existsSync(side) && fs.statSync(side).isFile()) out[name] = fs.readFileSync(side);
   }
+  // the base's generation_config.json as it is; else one of the tokenizer's ids
+  if (!out['generation_config.json']) {
+    const generation = generationConfigOf(new TextTokenizer(file));
+    if (generation) out['generation_config.json'] = generation;
+  }
   return out;
+}
+
+/**
+ * generation_config.json from a tokenizer's special ids, as LLaMA / Vicuna / LLaVA checkpoints have one (without it,
+ * transformers' generate ran past </s>); null for a tokenizer without an eos.
+ */
+function generationConfigOf(tokenizer: TextTokenizer): Buffer | null {
+  const ids = { bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId, pad_token_id: tokenizer.padId };
+  const known = Object.fromEntries(Object.entries(ids).filter(([, v]) => v !== null && v >= 0));
+  return known.eos_token_id === undefined ? null : Buffer.from(stringifyTransformersConfig({ _from_model_config: true, ...known }) + '\n');
 }
 
 /**
@@ -238,7 +253,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   const lora = loraConfigOf(model);
   if (lora && transformers) throw new RangeError('saveCheckpoint: the transformers layout has no place for LoRA adapters: merge them (mergeLora) first, or save them with saveLoraAdapter');
   // the tokenizer, once: its special ids go to generation_config.json, and a transformers image token must not be a word
-  const tokenizer = tok !== undefined ? new TextTokenizer(tok) : null;
+  const tokenizer = tok !== undefined && (typeof tok === 'object' || (transformers && opts.imageTokenIndex !== undefined)) ? new TextTokenizer(tok) : null;
   if (transformers && tokenizer && opts.imageTokenIndex !== undefined) {
     const word = tokenizer.idToToken(opts.imageTokenIndex);
     if (word !== null && word !== '<image>')
@@ -261,13 +276,9 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
       for (const [name, data] of Object.entries(tokenizerFiles(opts.tokenizer))) writeFileDurable(path.join(tmp, name), data);
     }
     else if (opts.tokenizer) writeFileDurable(path.join(tmp, 'tokenizer.json'), JSON.stringify(opts.tokenizer));
-    // what transformers' generate stops on (without it, it ran past </s>): the tokenizer's special ids, as the
-    // generation_config.json of LLaMA / Vicuna / LLaVA checkpoints hold them
-    if (tokenizer) {
-      const ids = { bos_token_id: tokenizer.bosId, eos_token_id: tokenizer.eosId, pad_token_id: tokenizer.padId };
-      const known = Object.fromEntries(Object.entries(ids).filter(([, v]) => v !== null && v >= 0));
-      if (known.eos_token_id !== undefined) writeFileDurable(path.join(tmp, 'generation_config.json'), stringifyTransformersConfig({ _from_model_config: true, ...known }) + '\n');
-    }
+    // what transformers' generate stops on (a tokenizer path brings its own, tokenizerFiles)
+    const generation = tokenizer && typeof opts.tokenizer === 'object' ? generationConfigOf(tokenizer) : null;
+    if (generation) writeFileDurable(path.join(tmp, 'generation_config.json'), generation);
     for (const [name, data] of Object.entries(opts.extraFiles ?? {})) writeFileDurable(path.join(tmp, name), data);
     for (const [name, tensors] of Object.entries(opts.extraTensors ?? {})) writeSafetensors(path.join(tmp, name), tensors, undefined, { checksum: true });
     fsyncPath(tmp);

@@ -90,7 +90,7 @@ export class TrainingInterrupted extends Error {
   readonly checkpoint: string | null;
   readonly state: TrainerState;
   constructor(signal: string, checkpoint: string | null, state: TrainerState, where: string) {
-    const none = state.globalStep === 0 ? 'no step was taken, so no checkpoint was written' : 'this run writes no checkpoints (no outDir), so there is nothing to resume';
+    const none = state.globalStep === 0 ? 'no step was taken, so no checkpoint was written' : 'this training writes no checkpoints (no outDir), so there is nothing to resume from it';
     super(`training interrupted by ${signal} ${where}; ${checkpoint ? `checkpoint ${checkpoint} (weights, optimizer state and data position) is complete` : none}`);
     this.name = 'TrainingInterrupted';
     this.signal = signal;

@@ -1017,7 +1017,10 @@ export class Trainer {
     const o = this.opts;
     const label: Record<string, string> = { size: "size (samples in the stage's data)", samplesPerStep: 'samplesPerStep (batchSize x gradAccum x ranks)' };
     const { data, ...rest } = stageSettings(s, this.world, {});
-    const settings = [...Object.entries(rest), ...Object.entries(data ?? {}).map(([k, v]) => [`dataSettings.${k}`, v] as const)].map(([k, v]) => [label[k] ?? k, String(v)] as const);
+    // the data settings in one field (a stage may have any number: one field each outran the check's 48 slots)
+    const entries = Object.entries(data ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const settings = [...Object.entries(rest).map(([k, v]) => [label[k] ?? k, String(v)] as const),
+      ...(entries.length ? [['dataSettings', entries.map(([k, v]) => `${k} ${JSON.stringify(v)}`).join(', ')] as const] : [])];
     // what the shapes do not tell: the model's settings, its adapters' scale and dropout, and its weights themselves
     // (ranks started from other checkpoints trained a mix: each rank's ZeRO shard from its own start; torch DDP
     // broadcasts rank 0's instead, which would hide the mistake); the settings a run is likeliest to differ in first

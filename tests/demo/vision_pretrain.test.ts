@@ -202,7 +202,7 @@ describe('demo stage 0: vision tower pretraining', () => {
     expect(err).toBeInstanceOf(TrainingInterrupted);
     expect(err.exitCode).toBe(143);
     expect(err.checkpoint).toBeNull();
-    expect(err.message).toMatch(/SIGTERM at stage 'vision' step 2\/50 \(global step 2\); this run writes no checkpoints/);
+    expect(err.message).toMatch(/SIGTERM at stage 'vision' step 2\/50 \(global step 2\); this training writes no checkpoints/);
     expect(model.parameters().every((p) => !p.requiresGrad)).toBe(true);
     expect(memoryStats().cpu.liveBuffers).toBe(live0);
     model.dispose();

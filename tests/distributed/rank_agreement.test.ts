@@ -57,7 +57,8 @@ describe.skipIf(!mpiReady && !required)('ranks that disagree, 2 MPI ranks', () =
 
   it("ranks whose models have the same shapes but other weights, settings or adapters' scale are refused too (they trained a mix)", async () => {
     const dir = tmp();
-    const r = await ranks('train', dir, { batchSize: 2, steps: 2, timeoutMs: 20_000, noOutDir: true, loraAlpha: 4, perRank: { 1: { initSeed: 7, pif: true, loraAlpha: 8 } } });
+    // (with 30 data settings each, which one field per setting could not send: at most 48 fields)
+    const r = await ranks('train', dir, { batchSize: 2, steps: 2, timeoutMs: 20_000, noOutDir: true, loraAlpha: 4, dataSettings: 30, perRank: { 1: { initSeed: 7, pif: true, loraAlpha: 8, dataSettings: 31 } } });
     expect(r.failure, r.text).toMatch(/exited with code 1/);
     const errors = r.text.split('\n').filter((l) => l.startsWith('rank error: '));
     expect(errors, r.text).toHaveLength(2);
@@ -65,6 +66,7 @@ describe.skipIf(!mpiReady && !required)('ranks that disagree, 2 MPI ranks', () =
     expect(one, r.text).toMatch(/model settings: rank 0 has pif false, .*this rank \(1\) has pif true, /);
     expect(one).toMatch(/LoRA adapters: rank 0 has r 2, alpha 4, dropout 0, on [a-z_, ]+, this rank \(1\) has r 2, alpha 8, dropout 0/);
     expect(one).toMatch(/weights: rank 0 has checksum #[0-9a-f]{8} of up to 64 elements of each of \d+ float32 tensors, this rank \(1\) has checksum #[0-9a-f]{8}/);
+    expect(one).toMatch(/dataSettings: rank 0 has s0 0, s1 1, .*, this rank \(1\) has s0 0, s1 1, /);
     // the shapes agree: not named
     expect(one).not.toMatch(/model parameters:|trainable parameters:/);
   }, 60_000);

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { saveCheckpoint, loadCheckpoint } from '../../src/model/checkpoint';
+import { loadCheckpoint, saveCheckpoint, tokenizerFiles } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
 import { tinyConfig, tinyData } from '../train/support/tiny';
 import { tempDirs } from '../support/tmp';
@@ -33,6 +33,18 @@ describe('the files transformers reads beside the weights', () => {
       expect(back.config.vision.initializerFactor).toBe(1);
       back.model.dispose();
     }
+    // a tokenizer path: the generation_config.json beside it as it is, else one of its ids; a Trainer's checkpoints too
+    const tokDir = tmp(), tokFile = path.join(tokDir, 'tokenizer.json');
+    fs.writeFileSync(tokFile, JSON.stringify(json));
+    const fromPath = path.join(tmp(), 'p');
+    saveCheckpoint(fromPath, model, { tokenizer: tokFile });
+    expect(JSON.parse(fs.readFileSync(path.join(fromPath, 'generation_config.json'), 'utf8')).eos_token_id).toBe(tokenizer.eosId);
+    fs.writeFileSync(path.join(tokDir, 'generation_config.json'), '{"eos_token_id": 2, "max_length": 4096}\n');
+    const beside = path.join(tmp(), 'b');
+    saveCheckpoint(beside, model, { tokenizer: tokFile });
+    expect(fs.readFileSync(path.join(beside, 'generation_config.json'), 'utf8')).toBe('{"eos_token_id": 2, "max_length": 4096}\n');
+    // what the Trainer copies into each of its checkpoints (checkpointFiles.tokenizer)
+    expect(tokenizerFiles(tokFile)['generation_config.json'].toString()).toBe('{"eos_token_id": 2, "max_length": 4096}\n');
     // an image token that is a word of the tokenizer is refused (every such word would be read as an image)
     expect(() => saveCheckpoint(path.join(tmp(), 'word'), model, { tokenizer: json, format: 'transformers', imageTokenIndex: tokenizer.eosId! }))
       .toThrow(`saveCheckpoint: imageTokenIndex ${tokenizer.eosId} is the tokenizer's token ${JSON.stringify(tokenizer.eosToken)}, not <image>`);

@@ -163,7 +163,7 @@ describe('Stage.loss with extraParameters', () => {
     })() as TrainingInterrupted;
     expect(err).toBeInstanceOf(TrainingInterrupted);
     expect(err.checkpoint).toBeNull();
-    expect(err.message).toMatch(/interrupted by SIGINT at stage 'probe' step 2\/6 \(global step 2\); this run writes no checkpoints/);
+    expect(err.message).toMatch(/interrupted by SIGINT at stage 'probe' step 2\/6 \(global step 2\); this training writes no checkpoints/);
     expect(() => new Trainer(m, [probe(hs)], { seed: 3, saveEvery: 2 })).toThrow(/Trainer: expected a directory \(saveEvery writes \/ reads checkpoints there\) for outDir but received undefined/);
     m.dispose();
     hs.forEach((h) => h.dispose());

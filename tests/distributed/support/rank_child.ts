@@ -18,7 +18,7 @@
 //                accumScale: both stages' gradient accumulation times this (1 rank at accumulation x2 is 2 ranks' objective);
 //                perRank: options of one rank ({ "1": {...} }: seed, size, steps, batchSize, gradAccum, lr, bucketBytes,
 //                trainVision, hidden: the LLM's hidden size, initSeed: the weights' seed, pif, loraAlpha: LoRA adapters of
-//                r 2 at this alpha), the ranks then disagree; stageStartSyncs (weights.json): the
+//                r 2 at this alpha, dataSettings: that many Stage.dataSettings), the ranks then disagree; stageStartSyncs (weights.json): the
 //                host waits between a stage's start and its first loss (the ranks' stage-start check), not in `syncs`
 //   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout (timeoutFromEnv: the
 //                group's timeout from VWLMM_COLLECTIVE_TIMEOUT), then disposes its tensor
@@ -44,7 +44,7 @@ import { applyLora } from '../../../src/model/lora';
 import { TextTokenizer } from '../../../src/data/tokenizer';
 
 const [mode, outDir, json] = process.argv.slice(2);
-type Options = { mixed?: boolean; backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; accumScale?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; timeoutFromEnv?: boolean; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean; withRead?: boolean; size?: number; lr?: number; trainVision?: boolean; hidden?: number; initSeed?: number; pif?: boolean; loraAlpha?: number; checkpoint?: string; jobs?: { data: string; imageFolder: string; options: EvalOptions }[]; perRank?: Record<string, Partial<Options>> };
+type Options = { mixed?: boolean; backend?: 'mpi' | 'nccl'; device?: 'cpu' | 'cuda'; noGroup?: boolean; seed?: number; batchSize?: number; steps?: number; gradAccum?: number; accumScale?: number; stopAfterSteps?: number; saveEvery?: number; noOutDir?: boolean; resume?: boolean; bucketBytes?: number; timeoutMs?: number; timeoutFromEnv?: boolean; gatherDtype?: 'float32' | 'bfloat16'; overlapGather?: boolean; failFirstLoss?: number; nanFirstLoss?: number; asyncMode?: boolean; withRead?: boolean; size?: number; lr?: number; trainVision?: boolean; hidden?: number; initSeed?: number; pif?: boolean; loraAlpha?: number; dataSettings?: number; checkpoint?: string; jobs?: { data: string; imageFolder: string; options: EvalOptions }[]; perRank?: Record<string, Partial<Options>> };
 const given = JSON.parse(json ?? '{}') as Options;
 let opts: Options = given;
 
@@ -224,7 +224,8 @@ function trainTiny(group: Awaited<ReturnType<typeof initProcessGroup>> | null, d
     };
     return F.scale(idx.map((i, k) => m.loss(batchOf(i, k)).loss).reduce((a, b) => F.add(a, b)), 1 / idx.length);
   };
-  const common = { size: opts.size ?? samples.length, batchSize: opts.batchSize ?? 2, lr: opts.lr ?? 3e-3, warmupRatio: 0.1, loss: perSample };
+  const dataSettings = opts.dataSettings ? { dataSettings: Object.fromEntries(Array.from({ length: opts.dataSettings }, (_, k) => [`s${k}`, k])) } : {};
+  const common = { size: opts.size ?? samples.length, batchSize: opts.batchSize ?? 2, lr: opts.lr ?? 3e-3, warmupRatio: 0.1, loss: perSample, ...dataSettings };
   const scale = opts.accumScale ?? 1;
   const stages: Stage[] = [
     { name: 'a', ...common, steps: opts.steps ?? 10, ...(scale !== 1 ? { gradAccum: scale } : {}), trainable: { projector: true, vmHead: true, visionTower: opts.trainVision } },
