@@ -4,9 +4,9 @@
 // output; LLaVA takes hidden_states[select_layer] (default -2) without its CLS token.
 import { gradientCheckpoint } from '../autograd';
 import * as F from '../functional';
-import { checkedOptions, checkKeys } from '../errors';
+import { checkedOptions } from '../errors';
 import { scope, Tensor } from '../tensor';
-import { checkNumbers, checkObject, POSITIVE, POSITIVE_INT, STD } from './config_check';
+import { checkSection, POSITIVE, POSITIVE_INT, STD } from './config_check';
 import { LayerNorm, Linear } from './layers';
 import { InitOptions, Module, ModuleList, normalParam } from './module';
 
@@ -38,10 +38,7 @@ const CLIP_RULES = {
  * image size the patches tile, a supported activation. Messages read `${where}: ${prefix}<key> ...`.
  */
 export function checkClipConfig(c: unknown, where: string, prefix = ''): ClipVisionConfig {
-  const o = checkObject(where, prefix ? prefix.slice(0, -1) : 'the config', c);
-  checkKeys(where, `${prefix ? `${prefix.slice(0, -1)} ` : ''}key`, o, CLIP_CONFIG_KEYS);
-  checkNumbers(where, prefix, o, CLIP_RULES);
-  const v = o as unknown as ClipVisionConfig;
+  const v = checkSection(where, prefix, c, CLIP_CONFIG_KEYS, CLIP_RULES) as unknown as ClipVisionConfig;
   if (v.hiddenSize % v.numHeads !== 0) throw new RangeError(`${where}: ${prefix}hiddenSize ${v.hiddenSize} must be a multiple of ${prefix}numHeads ${v.numHeads}`);
   if (v.imageSize % v.patchSize !== 0) throw new RangeError(`${where}: ${prefix}imageSize ${v.imageSize} must be a multiple of ${prefix}patchSize ${v.patchSize} (the patch grid)`);
   if (v.hiddenAct !== 'quick_gelu' && v.hiddenAct !== 'gelu') throw new RangeError(`${where}: ${prefix}hiddenAct ${JSON.stringify(v.hiddenAct)} is not supported (quick_gelu | gelu)`);

@@ -1,6 +1,7 @@
 // What a valid number in a module config is (a size, an epsilon, a std), and the one check of such fields that the
 // modules' constructors (LlamaDecoder, ClipVisionTransformer) and the model's validateConfig (src/model/config.ts)
 // share, so a config written in TypeScript fails where it is given, naming the field, and not in the first forward.
+import { checkKeys } from '../errors';
 
 /** A number rule of a config field. */
 export interface NumberRule {
@@ -44,4 +45,15 @@ export function checkNumbers(where: string, prefix: string, o: Record<string, un
 export function checkObject(where: string, name: string, v: unknown): Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new TypeError(`${where}: ${name} must be an object, got ${showValue(v)}`);
   return v as Record<string, unknown>;
+}
+
+/**
+ * A config section's object, keys and numbers (what every module's config check does first): an object, no key but
+ * `known`'s, each rule's number. `prefix` ('llm.', or '' for the config itself) starts the names in messages.
+ */
+export function checkSection(where: string, prefix: string, c: unknown, known: Record<string, true>, rules: Record<string, NumberRule>): Record<string, unknown> {
+  const o = checkObject(where, prefix ? prefix.slice(0, -1) : 'the config', c);
+  checkKeys(where, `${prefix ? `${prefix.slice(0, -1)} ` : ''}key`, o, known);
+  checkNumbers(where, prefix, o, rules);
+  return o;
 }

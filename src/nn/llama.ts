@@ -5,8 +5,8 @@ import { gradientCheckpoint } from '../autograd';
 import * as F from '../functional';
 import type { Generator } from '../random';
 import { Device, keep, scope, Tensor } from '../tensor';
-import { checkKeys, checkedOptions, typeError } from '../errors';
-import { checkNumbers, checkObject, POSITIVE, POSITIVE_INT, STD } from './config_check';
+import { checkedOptions, typeError } from '../errors';
+import { checkNumbers, checkSection, POSITIVE, POSITIVE_INT, STD } from './config_check';
 import { Embedding, Linear, RMSNorm } from './layers';
 import { InitOptions, Module, ModuleList } from './module';
 
@@ -46,9 +46,7 @@ const LLAMA_RULES = {
  * Messages read `${where}: ${prefix}<key> ...` (validateConfig passes 'config', 'llm.').
  */
 export function checkLlamaConfig(c: unknown, where: string, prefix = ''): LlamaConfig {
-  const o = checkObject(where, prefix ? prefix.slice(0, -1) : 'the config', c);
-  checkKeys(where, `${prefix ? `${prefix.slice(0, -1)} ` : ''}key`, o, LLAMA_CONFIG_KEYS);
-  checkNumbers(where, prefix, o, LLAMA_RULES);
+  const o = checkSection(where, prefix, c, LLAMA_CONFIG_KEYS, LLAMA_RULES);
   const { hiddenSize: D, numHeads: H, numKvHeads: KV } = o as unknown as LlamaConfig;
   if (H % KV !== 0) throw new RangeError(`${where}: ${prefix}numHeads ${H} must be a multiple of ${prefix}numKvHeads ${KV} (grouped-query attention)`);
   if (D % H !== 0 || (D / H) % 2 !== 0) throw new RangeError(`${where}: ${prefix}hiddenSize ${D} must split into ${H} heads of an even size (RoPE rotates pairs)`);
