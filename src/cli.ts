@@ -239,18 +239,28 @@ function createLock(file: string, text: string, failWith: (e: Error) => never): 
 async function refuseInsideLockedRun(option: string, dir: string, self = false): Promise<void> {
   const { processRuns } = await import('./distributed');
   for (let d = path.resolve(dir); ; d = path.dirname(d)) {
-    if (self || d !== path.resolve(dir)) {
-      let held: { pid?: unknown; host?: unknown; procStart?: unknown; command?: unknown } | null = null;
-      try {
-        held = JSON.parse(fs.readFileSync(path.join(d, '.vwlmm.lock'), 'utf8'));
-      } catch {
-        // no lock there (or one being written: its own run's check takes it)
-      }
-      if (held && typeof held.pid === 'number' && held.pid !== process.pid && held.host === os.hostname() && processRuns(held.pid, typeof held.procStart === 'string' ? held.procStart : null))
-        fail(`${option} ${dir} is ${d === path.resolve(dir) ? '' : `inside ${d}, which is `}being written by ${typeof held.command === 'string' ? held.command : 'vwlmm'} (pid ${held.pid}): wait for it to end, or give another ${option}`);
-    }
+    // (no lock there, or one being written: its own run's check takes it)
+    const held = self || d !== path.resolve(dir) ? readLock(path.join(d, '.vwlmm.lock')) : null;
+    if (held && typeof held.pid === 'number' && held.pid !== process.pid && held.host === os.hostname() && processRuns(held.pid, typeof held.procStart === 'string' ? held.procStart : null))
+      fail(`${option} ${dir} is ${d === path.resolve(dir) ? '' : `inside ${d}, which is `}being written by ${lockHolder(held)}: wait for it to end, or give another ${option}`);
     if (path.dirname(d) === d) return;
   }
+}
+
+/** What a .vwlmm.lock records (lockOutput); null when there is none or it cannot be read as one. */
+type LockRecord = { pid?: unknown; host?: unknown; started?: unknown; procStart?: unknown; command?: unknown };
+function readLock(file: string): LockRecord | null {
+  try {
+    const held = JSON.parse(fs.readFileSync(file, 'utf8')) as unknown;
+    return held !== null && typeof held === 'object' ? (held as LockRecord) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The run a lock names, for messages: "vwlmm train (pid 12 on host, started ...)". */
+function lockHolder(held: LockRecord): string {
+  return `${typeof held.command === 'string' ? held.command : 'vwlmm'} (pid ${String(held.pid)} on ${String(held.host)}, started ${String(held.started)})`;
 }
 
 async function lockOutput(option: string, dir: string, command: string): Promise<void> {
@@ -265,12 +275,8 @@ async function lockOutput(option: string, dir: string, command: string): Promise
   }
   for (let attempt = 0; ; attempt++) {
     if (createLock(file, JSON.stringify(me) + '\n', (e) => fail(`${option} ${dir}: cannot create the lock ${file} (${e.message})`))) break;
-    let held: { pid?: unknown; host?: unknown; started?: unknown; procStart?: unknown; command?: unknown } | null = null;
-    try {
-      held = JSON.parse(fs.readFileSync(file, 'utf8'));
-    } catch {
-      // just created, its line not written yet (or removed meanwhile): look again
-    }
+    const held = readLock(file);
+    // (null: just created, its line not written yet, or removed meanwhile: look again)
     if (held === null || typeof held.pid !== 'number') {
       if (attempt < 20) {
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
@@ -278,7 +284,7 @@ async function lockOutput(option: string, dir: string, command: string): Promise
       }
       fail(`${option} ${dir}: its lock ${file} names no process: if no run writes there, remove it`);
     }
-    const who = `${typeof held.command === 'string' ? held.command : 'vwlmm'} (pid ${held.pid} on ${String(held.host)}, started ${String(held.started)})`;
+    const who = lockHolder(held);
     if (held.host !== os.hostname()) fail(`${option} ${dir} is locked by ${who}, another machine: a run writes there; if it is gone, remove ${file}`);
     // a reused pid is not the holder: its start time (where /proc tells it) must be the one the lock recorded
     if (processRuns(held.pid, typeof held.procStart === 'string' ? held.procStart : null)) fail(`${option} ${dir} is being written by ${who}: wait for it to end, or give another ${option}`);
@@ -1238,26 +1244,27 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
     if (!lora) fail(`no LoRA adapters: ${o.checkpoint} has none${o.adapter ? '' : ' (give --adapter)'}`);
     // transformers' layout names the image token by a vocabulary id; LLaVA's layout uses the placeholder -200
     let imageTokenIndex = o.imageTokenIndex;
-    if (imageTokenIndex !== undefined) {
-      // a word's id would make every occurrence of that word in a prompt an image slot
-      if (imageTokenIndex >= config.llm.vocabSize) fail(`--image-token-index ${imageTokenIndex} is past the vocabulary (vocab_size ${config.llm.vocabSize}): give the <image> token's id`);
-      const token = tokenizerPath ? (await openTokenizer(tokenizerPath, config.llm.vocabSize)).idToToken(imageTokenIndex) : null;
-      if (token !== null && token !== '<image>') fail(`--image-token-index ${imageTokenIndex} is the tokenizer's token ${JSON.stringify(token)}, not <image>: every ${JSON.stringify(token)} of a prompt would be read as an image`);
-    }
+    if (imageTokenIndex !== undefined && imageTokenIndex >= config.llm.vocabSize) fail(`--image-token-index ${imageTokenIndex} is past the vocabulary (vocab_size ${config.llm.vocabSize}): give the <image> token's id`);
     if (o.format === 'transformers' && imageTokenIndex === undefined && config.imageTokenIndex < 0) {
-      const fromTokenizer = tokenizerPath ? (await openTokenizer(tokenizerPath, config.llm.vocabSize)).tokenToId('<image>') : null;
       if (!tokenizerPath) fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and has no tokenizer to find one in (give --image-token-index ID, the <image> token's id in the tokenizer used with it)`);
-      if (fromTokenizer === null) {
-        // ids past the tokenizer's words (a padded vocabulary) are free for it; without one, no id is
-        const words = (await openTokenizer(tokenizerPath!, config.llm.vocabSize)).vocabSize;
-        fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and its tokenizer has no <image> token (${words < config.llm.vocabSize
-          ? `give --image-token-index ID, an id past the tokenizer's ${words} words: ${words} to ${config.llm.vocabSize - 1}`
-          : `and the vocabulary has no row past its ${words} words for one: transformers' LLaVA (llava-hf) adds <image> to the tokenizer and pads the vocabulary (vocab_size 32064 for 32000 words)`})`);
-      }
+      const tok = await openTokenizer(tokenizerPath!, config.llm.vocabSize);
+      const fromTokenizer = tok.tokenToId('<image>');
+      // ids past the tokenizer's words (a padded vocabulary) are free for it; without one, no id is
+      if (fromTokenizer === null)
+        fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and its tokenizer has no <image> token (${tok.vocabSize < config.llm.vocabSize
+          ? `give --image-token-index ID, an id past the tokenizer's ${tok.vocabSize} words: ${tok.vocabSize} to ${config.llm.vocabSize - 1}`
+          : `and the vocabulary has no row past its ${tok.vocabSize} words for one: transformers' LLaVA (llava-hf) adds <image> to the tokenizer and pads the vocabulary (vocab_size 32064 for 32000 words)`})`);
       imageTokenIndex = fromTokenizer!;
     }
     mergeLora(model);
-    saveCheckpoint(o.out, model, { format: o.format as 'vwlmm' | 'transformers', tokenizer: tokenizerPath ?? undefined, imageTokenIndex });
+    try {
+      saveCheckpoint(o.out, model, { format: o.format as 'vwlmm' | 'transformers', tokenizer: tokenizerPath ?? undefined, imageTokenIndex });
+    } catch (e) {
+      // saveCheckpoint refuses an image token that is a word of the tokenizer (before it writes anything): the option named
+      const m = (e as Error).message;
+      if (m.startsWith('saveCheckpoint: imageTokenIndex ')) fail(m.replace('saveCheckpoint: imageTokenIndex', '--image-token-index'));
+      throw e;
+    }
     console.log(`merged LoRA (r ${lora!.r}, alpha ${lora!.alpha}, ${lora!.targetModules.join(', ')}) into ${o.out}`);
     model.dispose();
   });

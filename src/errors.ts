@@ -62,11 +62,11 @@ export function checkedOptions<T extends object>(where: string, o: T | undefined
   return o;
 }
 
-// The known key an unknown one most likely meant: its camelCase spelling (label_smoothing), or one a typo away
-// (casual for causal: one transposition), so the message points at the fix.
 /** transformers' names of options that have another name here (camel-cased): a hint where edit distance finds none. */
 const TORCH_NAMES: Record<string, string> = { attentionMask: 'keyMask', pastKeyValues: 'cache' };
 
+// The known key an unknown one most likely meant: its camelCase spelling (label_smoothing), transformers' name of it
+// (attention_mask for keyMask), or one a typo away (casual for causal: one transposition), so the message points at the fix.
 function nearestKey(k: string, known: readonly string[]): string | null {
   const camel = k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
   if (camel !== k && known.includes(camel)) return camel;

@@ -46,7 +46,7 @@ describe('demo --overwrite-output-dir and the folders of a live run', () => {
     fs.writeFileSync(path.join(out, '.vwlmm.lock'), JSON.stringify({ pid: process.pid, host: os.hostname(), started: 'now', procStart: processStartTime(process.pid) ?? null, command: 'vwlmm demo' }) + '\n');
     const r = cli('data', 'sort-of-clevr', '--out', path.join(out, 'data'), '--train', '2', '--test', '1', '--overwrite-output-dir');
     expect(r.status).toBe(2);
-    expect(r.stderr).toBe(`vwlmm: --out ${path.join(out, 'data')} is inside ${out}, which is being written by vwlmm demo (pid ${process.pid}): wait for it to end, or give another --out\n`);
+    expect(r.stderr).toBe(`vwlmm: --out ${path.join(out, 'data')} is inside ${out}, which is being written by vwlmm demo (pid ${process.pid} on ${os.hostname()}, started now): wait for it to end, or give another --out\n`);
     expect(fs.existsSync(path.join(out, 'data'))).toBe(false);
     const empty = tmp();
     const d = cli('demo', '--out', empty, '--scale', '0.00001', '--resume');

@@ -81,7 +81,8 @@ describe('LoRA on the command line', () => {
     expect(no.stderr).toContain(`uses LLaVA's placeholder -200 and its tokenizer has no <image> token (give --image-token-index ID, an id past the tokenizer's ${tok.vocabSize} words: ${tok.vocabSize} to ${padded - 1})`);
     // a word's id is refused (every such word of a prompt would be an image), and so is an id past the vocabulary
     const word = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers', '--image-token-index', String(tok.vocabSize - 1));
-    expect(word.stderr).toBe(`vwlmm: --image-token-index ${tok.vocabSize - 1} is the tokenizer's token ${JSON.stringify(tok.idToToken(tok.vocabSize - 1))}, not <image>: every ${JSON.stringify(tok.idToToken(tok.vocabSize - 1))} of a prompt would be read as an image\n`);
+    expect(word.stderr).toBe(`vwlmm: --image-token-index ${tok.vocabSize - 1} is the tokenizer's token ${JSON.stringify(tok.idToToken(tok.vocabSize - 1))}, not <image>: transformers' LLaVA would read every ${JSON.stringify(tok.idToToken(tok.vocabSize - 1))} of a prompt as an image\n`);
+    expect(fs.existsSync(merged)).toBe(false); // refused before anything is written
     expect(cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers', '--image-token-index', String(padded)).stderr).toBe(`vwlmm: --image-token-index ${padded} is past the vocabulary (vocab_size ${padded}): give the <image> token's id\n`);
     const yes = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers', '--image-token-index', String(tok.vocabSize));
     expect(yes.status, yes.stderr).toBe(0);
