@@ -26,7 +26,7 @@ import { forEachTorchTensor, readTorchBin, torchBinTensorNames } from '../io/tor
 import { Generator } from '../random';
 import { writeFileDurable } from '../io/atomic_file';
 import { CHECKSUM_KEY, describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readRegularFile, readRegularFileSync, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
-import { configFromJson, configToJson, VwLmmConfig, type TemplateName } from './config';
+import { configFromJson, configToJson, selectLayerFits, VwLmmConfig, type TemplateName } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
 import { applyLora, loraConfigOf } from './lora';
 import { VwLmm } from './vwlmm';
@@ -590,7 +590,7 @@ export function assembleLlava(o: AssembleOptions): { model: VwLmm; config: VwLmm
   if (!isPlainObject(vision)) throw new TypeError(`assembleLlava: ${o.visionTower}/config.json has no vision_config object`);
   // the caller's own settings named as theirs (checked again in the config, where an error would name the LLM's file)
   const L = vision.num_hidden_layers;
-  if (o.selectLayer !== undefined && typeof L === 'number' && (!Number.isInteger(o.selectLayer) || o.selectLayer < -(L + 1) || o.selectLayer > L))
+  if (o.selectLayer !== undefined && typeof L === 'number' && !selectLayerFits(o.selectLayer, L))
     throw new RangeError(`assembleLlava: selectLayer (mm_vision_select_layer) ${o.selectLayer} is out of range for the ${L}-layer tower of ${o.visionTower} (${-(L + 1)} to ${L})`);
   if (o.projectorType !== undefined) {
     try {

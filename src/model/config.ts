@@ -95,6 +95,11 @@ export function numImageTokens(c: VwLmmConfig): number {
 
 const show = showValue;
 
+/** Whether mm_vision_select_layer `layer` names a hidden state of an L-layer tower (0 and -(L + 1): the embedding output). */
+export function selectLayerFits(layer: number, L: number): boolean {
+  return Number.isInteger(layer) && layer >= -(L + 1) && layer <= L;
+}
+
 /**
  * Checks a config object field by field and returns a copy of it (later edits of `c` do not reach the copy). Whatever
  * passes is what config.json can hold and configFromJson reads back as the same config (finite numbers, the listed
@@ -143,10 +148,8 @@ export function validateConfig(c: VwLmmConfig): VwLmmConfig {
   } catch (e) {
     throw new RangeError(`config: projectorType: ${(e as Error).message}`);
   }
-  const L = c.vision.numLayers;
-  if (!Number.isInteger(c.selectLayer) || c.selectLayer < -(L + 1) || c.selectLayer > L)
-    throw new RangeError(`config: mm_vision_select_layer ${c.selectLayer} is out of range for a ${L}-layer tower`);
-  // (0 and -(L + 1) are the embedding output: allowed)
+  if (!selectLayerFits(c.selectLayer, c.vision.numLayers))
+    throw new RangeError(`config: mm_vision_select_layer ${c.selectLayer} is out of range for a ${c.vision.numLayers}-layer tower`);
   oneOf(c.selectFeature, 'selectFeature (mm_vision_select_feature)', SELECT_FEATURES);
   num(top, '', 'vmWeight', { min: 0 });
   bool(c.pif, 'pif');

@@ -80,6 +80,7 @@ const INTERNAL: Record<string, string> = {
   'model/vwlmm:spliceIndexOf': "VwLmm's splice index of a batch, memoized so that replayed steps take it as one of the batch's arrays (modelBatchArrays)",
   'model/vwlmm:klRowsOf': "VwLmm's KL rows of a batch (the given ones, or the method's memoized), which replayed steps take as batch arrays",
   'model/transformers_llava:stringifyTransformersConfig': "saveCheckpoint's JSON layout (matches Python's json.dumps)",
+  'model/config:selectLayerFits': "validateConfig's range of mm_vision_select_layer, which assembleLlava checks first to name the caller's setting",
   'io/safetensors:checkExpectedShape': "the expected-shape check shared with the PyTorch checkpoint reader (io/torch_bin.ts)",
   'io/safetensors:openRegularFile': "the regular-file open (no FIFO, no device) shared with io/torch_bin.ts and checkpoint.ts",
   'model/checkpoint:withModelNames': "the Trainer's resume reads a checkpoint's tensors by the names loadCheckpoint maps them to",
