@@ -18,11 +18,11 @@ import { TextTokenizer } from '../src/data/tokenizer';
 import { answerPrompt, answerQuestions } from '../src/eval/answer';
 import { loadCheckpoint } from '../src/model/checkpoint';
 import { KVCache } from '../src/nn/llama';
-import { addByOp, arg, declareFlags, OpTotals } from './support';
+import { addByOp, arg, declareFlags, numArg, OpTotals } from './support';
 
 declareFlags(['dir', 'batch-size', 'steps', 'python']);
 const dir = path.resolve(arg('dir', 'benchmarks/out/answer_throughput/d512'));
-const batchSize = Number(arg('batch-size', '16')), steps = Number(arg('steps', '4'));
+const batchSize = numArg('batch-size', 16, { integer: true, min: 1 }), steps = numArg('steps', 4, { integer: true, min: 1 }); // ms per decode step: / steps
 const python = arg('python', 'python3');
 
 const perOp: OpTotals = new Map();

@@ -48,7 +48,7 @@ import { CLIP_MEAN, CLIP_STD, VwLmmConfig } from '../src/model/config';
 import { VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { DeviceSpec, useDevice } from '../src/device';
-import { arg, declareFlags, flag } from './support';
+import { arg, declareFlags, flag, numArg } from './support';
 
 const GQA_QUESTIONS = 12578; // GQA testdev-balanced, llava_gqa_testdev_balanced.jsonl
 const GQA_SUFFIX = '\nAnswer the question using a single word or phrase.';
@@ -187,9 +187,10 @@ async function main(): Promise<void> {
   declareFlags(['size', 'questions', 'images', 'batch-size', 'max-new-tokens', 'warmup', 'python', 'out', 'model', 'device'], ['uniform', 'no-torch']);
   const size = arg('size', 'demo') as Size;
   if (size !== 'demo' && size !== 'd512') throw new RangeError(`--size must be demo or d512, got ${size}`);
-  const nQuestions = Number(arg('questions', '64')), nImages = Number(arg('images', '8'));
-  const batchSize = Number(arg('batch-size', '16')), budget = Number(arg('max-new-tokens', '8'));
-  const warmup = Number(arg('warmup', String(batchSize))), uniform = flag('uniform');
+  const nQuestions = numArg('questions', 64, { integer: true, min: 1 }), nImages = numArg('images', 8, { integer: true, min: 1 });
+  // max new tokens at least 2: the decode cost is the difference to the 1-token run; --warmup 0: no warm-up
+  const batchSize = numArg('batch-size', 16, { integer: true, min: 1 }), budget = numArg('max-new-tokens', 8, { integer: true, min: 2 });
+  const warmup = numArg('warmup', batchSize, { integer: true, min: 0 }), uniform = flag('uniform');
   const python = arg('python', 'python3');
   // the transformers side needs torch and transformers; without them vwlmm's side still runs
   const noTorch = flag('no-torch');
@@ -197,9 +198,6 @@ async function main(): Promise<void> {
   const torchNote = torchOk ? null : noTorch ? 'skipped (--no-torch)' : `not available (${python} -c "import torch, transformers" failed)`;
   if (torchNote) process.stderr.write(`transformers side ${torchNote}: timing vwlmm's side only\n`);
   const out = path.resolve(arg('out', `benchmarks/out/answer_throughput/${size}${uniform ? '-uniform' : ''}`));
-  for (const [k, v] of [['questions', nQuestions], ['images', nImages], ['batch-size', batchSize], ['max-new-tokens', budget]] as const)
-    if (!Number.isInteger(v) || v < 1) throw new RangeError(`--${k} must be a positive integer, got ${v}`);
-  if (budget < 2) throw new RangeError('--max-new-tokens must be at least 2 (the decode cost is the difference to the 1-token run)');
   fs.mkdirSync(out, { recursive: true });
   // other work on the machine skews both sides: the load is printed with the results
   const loadAvg = () => Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);

@@ -5,13 +5,13 @@
 import { Tensor } from '../src';
 import { callOp } from '../src/call_op';
 import { Generator } from '../src/random';
-import { arg, declareFlags } from './support';
+import { arg, declareFlags, numArg } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['B', 'T', 'H', 'Dh', 'causal', 'reps']);
 
-const B = Number(arg('B', '16')), T = Number(arg('T', '304')), H = Number(arg('H', '8')), Dh = Number(arg('Dh', '8'));
-const causal = arg('causal', '1') === '1', reps = Number(arg('reps', '40'));
+const B = numArg('B', 16, { integer: true, min: 1 }), T = numArg('T', 304, { integer: true, min: 1 }), H = numArg('H', 8, { integer: true, min: 1 }), Dh = numArg('Dh', 8, { integer: true, min: 1 });
+const causal = arg('causal', '1') === '1', reps = numArg('reps', 40, { integer: true, min: 1 });
 const gen = new Generator(0), n = B * T * H * Dh, shape = [B, T, H, Dh];
 const rand = (s: number) => Tensor.fromArray(Float32Array.from(gen.normals(n), (v) => s * v), shape);
 const q = rand(1), k = rand(1), v = rand(1), dO = rand(0.1);

@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import { backendInfo, cudaAvailable, scope, setCudaAttention, synchronize, Tensor } from '../src';
 import type { AttentionKernel } from '../src';
 import { callOp } from '../src/call_op';
-import { arg, declareFlags, flag, medianSeconds, uniform } from './support';
+import { arg, declareFlags, flag, medianSeconds, numArg, uniform } from './support';
 
 interface Shape { name: string; B: number; T: number; Hq: number; Hkv: number; Dh: number; causal: boolean }
 const SHAPES: Shape[] = [
@@ -25,7 +25,7 @@ const SHAPES: Shape[] = [
 interface Row { shape: string; impl: string; seconds: number; tflops: number; vsTorch?: number; maxRelDiff?: number }
 
 declareFlags(['shapes', 'reps', 'workspace-mib', 'out'], ['no-torch']);
-const reps = Number(arg('reps', '10'));
+const reps = numArg('reps', 10, { integer: true, min: 1 });
 const shapes = SHAPES.filter((s) => arg('shapes', 'llm,clip,7b').split(',').includes(s.name));
 const budgets = arg('workspace-mib', '64,256').split(',').map(Number);
 const flops = (s: Shape) => 3.5 * 4 * s.B * s.Hq * s.T * s.T * s.Dh * (s.causal ? 0.5 : 1);

@@ -44,8 +44,8 @@ if (mode) {
   }
   console.log(JSON.stringify({ mode, peakRssBytes: process.resourceUsage().maxRSS * 1024, params, seconds: (Date.now() - t0) / 1000 }));
 } else {
-  const hidden = numArg('hidden', 2048, true), layers = numArg('layers', 8, true);
-  if (hidden <= 0 || hidden % 128 !== 0 || layers <= 0) throw new RangeError(`checkpoint_load_memory: --hidden takes a positive multiple of 128 (heads of 128), --layers a positive integer; got ${hidden}, ${layers}`);
+  const hidden = numArg('hidden', 2048, { integer: true, min: 128 }), layers = numArg('layers', 8, { integer: true, min: 1 });
+  if (hidden % 128 !== 0) throw new RangeError(`checkpoint_load_memory: --hidden takes a positive multiple of 128 (heads of 128), got ${hidden}`);
   const given = arg('dir', '');
   const dir = given || fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-load-bench-'));
   const cfg = bigConfig(hidden, layers);

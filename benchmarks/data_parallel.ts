@@ -17,7 +17,7 @@ import { Trainer } from '../src/train/trainer';
 import { arg, declareFlags, flag, numArg } from './support';
 
 declareFlags(['batch', 'steps', 'warmup', 'gather-dtype'], ['no-overlap-gather']);
-const batch = numArg('batch', 32, true), steps = numArg('steps', 20, true), warmup = numArg('warmup', 3, true);
+const batch = numArg('batch', 32, { integer: true, min: 1 }), steps = numArg('steps', 20, { integer: true, min: 1 }), warmup = numArg('warmup', 3, { integer: true, min: 0 });
 const gatherDtype = arg('gather-dtype', 'float32') as 'float32' | 'bfloat16';
 if (gatherDtype !== 'float32' && gatherDtype !== 'bfloat16') throw new RangeError(`data_parallel: --gather-dtype takes float32 or bfloat16, got '${gatherDtype}'`);
 const overlapGather = !flag('no-overlap-gather');

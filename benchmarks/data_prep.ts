@@ -12,13 +12,13 @@ import { tokenizeConversation, TemplateName, Turn } from '../src/data/conversati
 import { renderScene, sortOfClevrSplit } from '../src/data/sort_of_clevr';
 import { TextTokenizer } from '../src/data/tokenizer';
 import { Generator } from '../src/random';
-import { arg, declareFlags } from './support';
+import { arg, declareFlags, numArg } from './support';
 
 declareFlags(['data', 'conversations', 'images']);
 const dataDir = arg('data', '');
 if (!dataDir) throw new Error('data_prep: --data DIR is required');
-const nConv = Number(arg('conversations', '20000'));
-const nImages = Number(arg('images', '1000'));
+const nConv = numArg('conversations', 20000, { integer: true, min: 1 });
+const nImages = numArg('images', 1000, { integer: true, min: 1 }); // ms an image: / images
 
 const tok = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
 const records = JSON.parse(fs.readFileSync(path.join(dataDir, 'stages', 'questions.json'), 'utf8')) as { conversations: Turn[]; conversation_template: TemplateName }[];

@@ -14,16 +14,17 @@ import { loadCheckpoint } from '../src/model/checkpoint';
 import { VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { scope } from '../src/tensor';
-import { arg, declareFlags, ridge, ridgePredict } from './support';
+import { declareFlags, numArg, ridge, ridgePredict } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['images'], ['plain-captions']);
 
 const dir = process.argv[2];
 if (!dir || dir.startsWith('--')) throw new Error('usage: demo_probe.ts <checkpoint dir> [--images N]');
+const images = numArg('images', 150, { integer: true, min: 1 }); // read before the checkpoint: a bad value stops at once
 const { model } = loadCheckpoint(dir);
 const { tokenizer } = makeTokenizer();
-const split = makeSplit(Number(arg('images', '150')), new Generator(123), { nonRelational: 0, relational: 0 });
+const split = makeSplit(images, new Generator(123), { nonRelational: 0, relational: 0 });
 
 // (1) every object's left and top question, bucketed by |centre - 37.5| (the bucket rides in `category`,
 // which evaluateSplit tallies by)

@@ -16,12 +16,13 @@ import * as path from 'path';
 import { constants, PerformanceObserver } from 'perf_hooks';
 import { memoryStats, profileOps } from '../src';
 import { DEFAULT_RECIPE, Recipe, runRecipe } from '../src/demo/recipe';
-import { arg, declareFlags, printOpProfile } from './support';
+import { arg, declareFlags, numArg, printOpProfile } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['stage', 'steps', 'top', 'replay', 'device']);
 
-const stage = arg('stage', 'questions'), steps = Number(arg('steps', '100')), top = Number(arg('top', '0'));
+// --top 0: no op/shape keys, only the time per op name
+const stage = arg('stage', 'questions'), steps = numArg('steps', 100, { integer: true, min: 1 }), top = numArg('top', 0, { integer: true, min: 0 });
 const replay = arg('replay', 'on') === 'on', device = arg('device', 'cpu') as 'cpu' | 'cuda';
 const replayRecords: string[] = [];
 const recordStage = { questions: 'questions', captions: 'captions-frozen-tower', vision: 'vision' }[stage];

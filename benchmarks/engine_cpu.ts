@@ -10,13 +10,13 @@
 import { spawnSync } from 'child_process';
 import * as os from 'os';
 import { F, Generator, nn, scope, Tensor, zeroGrad } from '../src';
-import { arg, declareFlags, engineDecoder, medianSeconds } from './support';
+import { arg, declareFlags, engineDecoder, medianSeconds, numArg } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['reps', 'models', 'rounds', 'torch-modes'], ['no-torch']);
 
 const args = process.argv.slice(2);
-const reps = Math.max(1, Number(arg('reps', '3')) || 3);
+const reps = numArg('reps', 3, { integer: true, min: 1 });
 const BATCH = 8, SEQ = 256;
 
 const time = (step: () => void): number => medianSeconds(step, reps);
@@ -61,7 +61,7 @@ function torchRun(model: string, mode: string): { seconds: number; tokensPerSeco
 interface Row { model: string; impl: string; seconds: number; tokensPerSecond: number; note?: string; rounds: number[] }
 const rows: Row[] = [];
 const models = arg('models', 'decoder,vit').split(',').filter((m) => m === 'decoder' || m === 'vit');
-const rounds = Math.max(1, Number(arg('rounds', '1')) || 1);
+const rounds = numArg('rounds', 1, { integer: true, min: 1 });
 const torchModes = arg('torch-modes', 'eager,compile').split(',').filter((m) => m === 'eager' || m === 'compile');
 const torchOk = !args.includes('--no-torch') && spawnSync('python3', ['-c', 'import torch, transformers'], { encoding: 'utf8' }).status === 0;
 const add = (model: string, impl: string, seconds: number, tokens: number, note?: string): void => {

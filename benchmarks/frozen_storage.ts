@@ -14,12 +14,13 @@ import { ModelBatch, VwLmm } from '../src/model/vwlmm';
 import { batchOf, makeSplit, makeTokenizer, questionConversation, tokenizeSamples } from '../src/demo/task';
 import { Generator } from '../src/random';
 import { Trainer } from '../src/train/trainer';
-import { arg, declareFlags } from './support';
+import { declareFlags, numArg } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['steps', 'rounds']);
 
-const steps = Math.max(2, Number(arg('steps', '6')) || 6), rounds = Math.max(1, Number(arg('rounds', '2')) || 2);
+// at least 2 steps: the first warms up and is not timed
+const steps = numArg('steps', 6, { integer: true, min: 2 }), rounds = numArg('rounds', 2, { integer: true, min: 1 });
 const config: VwLmmConfig = {
   llm: { vocabSize: 32000, hiddenSize: 512, intermediateSize: 1376, numLayers: 8, numHeads: 8, numKvHeads: 8, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 512, initializerRange: 0.02 },
   vision: { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numHeads: 2, imageSize: 75, patchSize: 15, numChannels: 3, layerNormEps: 1e-5, hiddenAct: 'quick_gelu', initializerRange: 0.02, initializerFactor: 1 },

@@ -13,7 +13,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import { backendInfo, cudaAvailable, fused, memoryStats, scope, Tensor } from '../src';
 import type { DType } from '../src';
-import { arg, declareFlags, medianSeconds, uniform } from './support';
+import { arg, declareFlags, medianSeconds, numArg, uniform } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['N', 'd', 'V', 'reps', 'dtypes', 'workspace-mib', 'chunk-rows', 'torch-dtypes', 'out'], ['no-torch']);
@@ -25,8 +25,8 @@ interface Result {
 }
 
 const args = process.argv.slice(2);
-const N = Number(arg('N', '9216')), d = Number(arg('d', '4096')), V = Number(arg('V', '32000'));
-const reps = Number(arg('reps', '5'));
+const N = numArg('N', 9216, { integer: true, min: 1 }), d = numArg('d', 4096, { integer: true, min: 1 }), V = numArg('V', 32000, { integer: true, min: 1 });
+const reps = numArg('reps', 5, { integer: true, min: 1 });
 const dtypes = arg('dtypes', 'bfloat16,float32').split(',') as DType[];
 const workspaces = arg('workspace-mib', '64,256').split(',').map(Number);
 const chunkRowsList = arg('chunk-rows', '0').split(',').map(Number);

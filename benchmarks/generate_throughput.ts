@@ -16,14 +16,15 @@ import { DeviceSpec, useDevice } from '../src/device';
 import type { GeneratePrompt } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { createSized, SIZES, sizeName } from './model_sizes';
-import { arg, declareFlags, medianSeconds } from './support';
+import { arg, declareFlags, medianSeconds, numArg } from './support';
 
 declareFlags(['size', 'device', 'batch', 'question', 'new-tokens', 'reps']);
 const size = sizeName(arg('size', '7b'));
 const s = SIZES[size];
 const device = arg('device', 'cuda') as DeviceSpec;
 useDevice('--device', device);
-const B = Number(arg('batch', '16')), Q = Number(arg('question', '64')), N = Number(arg('new-tokens', '32')), reps = Number(arg('reps', '3'));
+// new tokens at least 2: decode tokens/s is B (N - 1) / (t_N - t_1)
+const B = numArg('batch', 16, { integer: true, min: 1 }), Q = numArg('question', 64, { integer: true, min: 1 }), N = numArg('new-tokens', 32, { integer: true, min: 2 }), reps = numArg('reps', 3, { integer: true, min: 1 });
 const model = createSized(size, device);
 const gen = new Generator(1);
 const S = s.vision.image, P = (S / s.vision.patch) ** 2, prefix = 4;

@@ -6,12 +6,12 @@
 //   npx tsx benchmarks/gradient_checkpointing.ts [--reps 5] [--rounds 3]
 import * as os from 'os';
 import { memoryStats, releaseHostCache } from '../src';
-import { arg, declareFlags, engineDecoder } from './support';
+import { declareFlags, engineDecoder, numArg } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['reps', 'rounds']);
 
-const reps = Math.max(1, Number(arg('reps', '5')) || 5), rounds = Math.max(1, Number(arg('rounds', '3')) || 3);
+const reps = numArg('reps', 5, { integer: true, min: 1 }), rounds = numArg('rounds', 3, { integer: true, min: 1 });
 const { cfg, model, batch: BATCH, seq: SEQ, step: decoderStep } = engineDecoder();
 
 function step(): { seconds: number; held: number } {

@@ -11,11 +11,10 @@ import sharp from 'sharp';
 import { loadImage, preprocessClip, probeImage } from '../src/data/images';
 import { CLIP_MEAN, CLIP_STD } from '../src/model/config';
 import { Generator } from '../src/random';
-import { arg, declareFlags } from './support';
+import { declareFlags, numArg } from './support';
 
 declareFlags(['rounds']);
-const rounds = Number(arg('rounds', '40'));
-if (!(Number.isInteger(rounds) && rounds >= 1)) throw new RangeError(`--rounds must be an integer >= 1, got ${arg('rounds', '40')}`);
+const rounds = numArg('rounds', 40, { integer: true, min: 1 });
 const W = 640, H = 480;
 
 (async () => {

@@ -15,10 +15,11 @@ import { jsonListElements } from '../src/data/dataset';
 import { resizeRgb, RgbImage, shortestSideSize } from '../src/data/images';
 import { encodePng } from '../src/data/sort_of_clevr';
 import { Generator } from '../src/random';
-import { arg, declareFlags } from './support';
+import { declareFlags, numArg } from './support';
 
 declareFlags(['rounds', 'images', 'threads', 'records']);
-const rounds = Number(arg('rounds', '200')), nImages = Number(arg('images', '64')), threads = Number(arg('threads', '2')), nRecords = Number(arg('records', '100000'));
+// --threads at least 1: the pool is timed with 0 threads (the caller's) and with --threads
+const rounds = numArg('rounds', 200, { integer: true, min: 1 }), nImages = numArg('images', 64, { integer: true, min: 1 }), threads = numArg('threads', 2, { integer: true, min: 1 }), nRecords = numArg('records', 100000, { integer: true, min: 1 });
 const g = new Generator(0);
 
 /** A smooth random photo-like image (noise, blurred by a box filter) of w x h. */

@@ -13,15 +13,18 @@ import { questionText } from '../src/data/sort_of_clevr';
 import { validationSplit } from '../src/demo/recipe';
 import { makeTokenizer } from '../src/demo/task';
 import { loadCheckpoint } from '../src/model/checkpoint';
-import { arg, declareFlags } from './support';
+import { MAX_SEED } from '../src/random';
+import { arg, declareFlags, numArg } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['checkpoint', 'seed', 'images']);
 
 const HALF = 37.5;
+// read before the checkpoint: a bad value stops at once
+const seed = numArg('seed', 0, { integer: true, min: 0, max: MAX_SEED }), images = numArg('images', 200, { integer: true, min: 1 });
 const { model } = loadCheckpoint(arg('checkpoint', '/tmp/vwlmm-recipe-run/checkpoint'));
 const { tokenizer } = makeTokenizer();
-const val = validationSplit(Number(arg('seed', '0')), Number(arg('images', '200')));
+const val = validationSplit(seed, images);
 const cfg = model.config;
 const asked: { kind: 'left' | 'top'; left: boolean; top: boolean; coord: number }[] = [];
 const prompts: { tokenIds: Int32Array; imagePositions: Int32Array; pixelValues: Float32Array | null }[] = [];

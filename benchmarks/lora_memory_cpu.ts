@@ -19,7 +19,7 @@ import { cpu, NativeBuffer } from '../src/native';
 import { Generator } from '../src/random';
 import { applyTrainable } from '../src/train/trainer';
 import { initOnDevice, sizeConfig } from './model_sizes';
-import { arg, declareFlags } from './support';
+import { arg, declareFlags, numArg } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['layers', 'batch', 'text', 'image', 'lora', 'residual-dtype', 'd', 'ff', 'heads', 'vocab'], ['no-grad-ckpt']);
@@ -61,12 +61,13 @@ addon.NativeBuffer.prototype = Base.prototype;
 const call = addon.callOp.bind(addon);
 addon.callOp = (...xs: unknown[]) => ((lastOp = String(xs[0])), call(...xs));
 
-const num = (n: string, d: string) => Number(arg(n, d));
-const L = num('layers', '1'), B = num('batch', '2'), textTokens = num('text', '2000'), image = num('image', '112');
-const r = num('lora', '128'), residual = parseComputeDtype('--residual-dtype', arg('residual-dtype', 'bf16'));
+// sizes and counts: integers >= 1 (LoRA is always on here, so --lora too)
+const num = (n: string, d: number) => numArg(n, d, { integer: true, min: 1 });
+const L = num('layers', 1), B = num('batch', 2), textTokens = num('text', 2000), image = num('image', 112);
+const r = num('lora', 128), residual = parseComputeDtype('--residual-dtype', arg('residual-dtype', 'bf16'));
 const s = {
   vision: { d: 256, ff: 1024, L: 2, heads: 4, image, patch: 14 },
-  text: { d: num('d', '4096'), ff: num('ff', '11008'), L, heads: num('heads', '32'), V: num('vocab', '2000') },
+  text: { d: num('d', 4096), ff: num('ff', 11008), L, heads: num('heads', 32), V: num('vocab', 2000) },
   batch: B, textTokens,
 };
 const model = VwLmm.create(sizeConfig(s as Parameters<typeof sizeConfig>[0]), 0, { device: 'cpu', uninitialized: true, linearDtype: 'bfloat16' });

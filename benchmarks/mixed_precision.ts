@@ -11,11 +11,11 @@ import * as path from 'path';
 import { parseComputeDtype } from '../src/amp';
 import { parseDevice, DeviceSpec } from '../src/device';
 import { DEFAULT_RECIPE, Recipe, runRecipe } from '../src/demo/recipe';
-import { arg, declareFlags } from './support';
+import { arg, declareFlags, numArg } from './support';
 
 declareFlags(['a', 'b', 'steps', 'out']);
-const steps = Number(arg('steps', '200'));
-if (!Number.isInteger(steps) || steps < 2) throw new RangeError(`mixed_precision: --steps takes an integer >= 2, got '${arg('steps', '200')}'`);
+// at least 2: stages 1 and 2 take half each
+const steps = numArg('steps', 200, { integer: true, min: 2 });
 const given = arg('out', '');
 // only a folder this script made is removed
 const out = given || fs.mkdtempSync(path.join(os.tmpdir(), 'vwlmm-amp-'));

@@ -7,12 +7,12 @@
 //   npx tsx benchmarks/op_overhead.ts [--device cpu|cuda] [--calls 100000] [--rounds 5]
 import { callOp, F, noGrad, scope, synchronize, Tensor } from '../src';
 import { addonFor } from '../src/native';
-import { arg, declareFlags } from './support';
+import { arg, declareFlags, numArg } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['calls', 'rounds', 'device']);
 
-const calls = Number(arg('calls', '100000')), rounds = Number(arg('rounds', '5'));
+const calls = numArg('calls', 100000, { integer: true, min: 1 }), rounds = numArg('rounds', 5, { integer: true, min: 1 });
 const device = arg('device', 'cpu');
 if (device !== 'cpu' && device !== 'cuda') throw new Error(`op_overhead: --device must be cpu or cuda, not '${device}'`);
 const addon = addonFor(device, 'op_overhead');

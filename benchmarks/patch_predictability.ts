@@ -9,13 +9,13 @@ import { Generator } from '../src';
 import { generateScene, shapeContains } from '../src/data/sort_of_clevr';
 import type { Scene } from '../src/data/sort_of_clevr';
 import { objectAtPatch } from '../src/demo/task';
-import { arg, declareFlags } from './support';
+import { arg, declareFlags, numArg } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['scenes', 'patches']);
 
 const gen = new Generator(7);
-const scenes = Array.from({ length: Number(arg('scenes', '2000')) }, () => generateScene(gen));
+const scenes = Array.from({ length: numArg('scenes', 2000, { integer: true, min: 1 }) }, () => generateScene(gen));
 
 function covers(sc: Scene, k: number, row: number, col: number, patch: number): boolean {
   const o = sc.objects[k];

@@ -5,12 +5,12 @@
 // faults every batch. Prints ms a batch per way, each twice, alternating.
 //   npx tsx benchmarks/pixel_batch.ts [--batches 300] [--batch 32] [--size 75]
 import { CLIP_MEAN, CLIP_STD, normalizeRgb, normalizeRgbInto } from '../src/data/images';
-import { arg, declareFlags } from './support';
+import { declareFlags, numArg } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['batches', 'batch', 'size']);
 
-const batches = Number(arg('batches', '300')), B = Number(arg('batch', '32')), S = Number(arg('size', '75'));
+const batches = numArg('batches', 300, { integer: true, min: 1 }), B = numArg('batch', 32, { integer: true, min: 1 }), S = numArg('size', 75, { integer: true, min: 1 });
 const N = 3 * S * S;
 const images = Array.from({ length: 512 }, (_, i) => Uint8Array.from({ length: S * S * 3 }, (_, j) => (i * 7 + j * 13) & 255));
 const kept = new Float32Array(B * N);

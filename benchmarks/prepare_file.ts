@@ -13,14 +13,14 @@ import { VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { prepareFile } from '../src/train/from_file';
 import { tinyConfig } from '../tests/train/support/tiny';
-import { arg, declareFlags } from './support';
+import { arg, declareFlags, numArg } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['records', 'threads', 'rounds']);
 
-const N = Number(arg('records', '3000'));
+const N = numArg('records', 3000, { integer: true, min: 1 }); // per-record rates: / records
 const threadList = arg('threads', `0,${Math.min(8, os.availableParallelism())}`).split(',').map(Number);
-const rounds = Number(arg('rounds', '2'));
+const rounds = numArg('rounds', 2, { integer: true, min: 1 });
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error('run with node --expose-gc (the memory figures need a collection before each reading)');
 

@@ -4,11 +4,11 @@
 //
 //   npx tsx benchmarks/profile_decoder.ts [--reps 5]
 import { profileOps } from '../src';
-import { addByOp, arg, declareFlags, engineDecoder } from './support';
+import { addByOp, declareFlags, engineDecoder, numArg } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['reps']);
-const reps = Math.max(1, Number(arg('reps', '5')) || 5);
+const reps = numArg('reps', 5, { integer: true, min: 1 });
 const { cfg, batch: BATCH, seq: SEQ, step: decoderStep } = engineDecoder();
 
 const step = () => decoderStep();

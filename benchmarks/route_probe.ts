@@ -19,7 +19,8 @@ import { validationSplit } from '../src/demo/recipe';
 import { makeTokenizer } from '../src/demo/task';
 import { loadCheckpoint } from '../src/model/checkpoint';
 import { Tensor } from '../src/tensor';
-import { arg, declareFlags, ridge, ridgePredict } from './support';
+import { MAX_SEED } from '../src/random';
+import { arg, declareFlags, numArg, ridge, ridgePredict } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['kinds', 'offsets', 'checkpoint', 'seed', 'images']);
@@ -27,11 +28,12 @@ declareFlags(['kinds', 'offsets', 'checkpoint', 'seed', 'images']);
 const KINDS: readonly string[] = [...NON_RELATIONAL_KINDS, ...RELATIONAL_KINDS];
 const kinds = arg('kinds', 'left,top').split(',');
 for (const k of kinds) if (!KINDS.includes(k)) throw new RangeError(`route_probe: --kinds takes ${KINDS.join(', ')}; got '${k}'`);
-const offsets = Number(arg('offsets', '8'));
-if (!Number.isInteger(offsets) || offsets < 1) throw new RangeError(`route_probe: --offsets takes a positive integer, got '${arg('offsets', '8')}'`);
+const offsets = numArg('offsets', 8, { integer: true, min: 1 });
+// read before the checkpoint: a bad value stops at once
+const seed = numArg('seed', 0, { integer: true, min: 0, max: MAX_SEED }), images = numArg('images', 200, { integer: true, min: 1 });
 const { model } = loadCheckpoint(arg('checkpoint', '/tmp/vwlmm-recipe-run/checkpoint'));
 const { tokenizer } = makeTokenizer();
-const val = validationSplit(Number(arg('seed', '0')), Number(arg('images', '200')));
+const val = validationSplit(seed, images);
 const cfg = model.config, D = cfg.llm.hiddenSize, grid = cfg.image.size / cfg.vision.patchSize;
 
 interface Row { kind: number; left: number; top: number; shape: number; answer: number;

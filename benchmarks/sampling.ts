@@ -9,8 +9,8 @@ import { tinyConfig } from '../tests/train/support/tiny';
 import { declareFlags, numArg } from './support';
 
 declareFlags(['steps']);
-const steps = numArg('steps', 8, true);
-if (steps < 2) throw new RangeError(`sampling: --steps must be at least 2 (the decode cost is the difference to a 1-token run), got ${steps}`);
+// at least 2: the decode cost is the difference to a 1-token run
+const steps = numArg('steps', 8, { integer: true, min: 2 });
 const V = 32000;
 const model = VwLmm.create({ ...tinyConfig(V), llm: { ...tinyConfig(V).llm, vocabSize: V } }, 2);
 const prompts = Array.from({ length: 8 }, (_, b) => ({ tokenIds: Int32Array.from({ length: 12 }, (_, k) => (b * 977 + k * 31) % V), imagePositions: new Int32Array(0), pixelValues: null }));

@@ -11,7 +11,9 @@
 import { declareFlags, numArg } from './support';
 
 declareFlags(['gpus', 'busbw', 'mfu', 'peak']);
-const W = numArg('gpus', 8, true), busbw = numArg('busbw', 360) * 1e9, mfu = numArg('mfu', 0.4), peak = numArg('peak', 989) * 1e12;
+// bandwidth, MFU and peak divide: above 0 (and MFU a fraction of the peak)
+const W = numArg('gpus', 8, { integer: true, min: 1 }), busbw = numArg('busbw', 360, { min: 0, minExclusive: true }) * 1e9;
+const mfu = numArg('mfu', 0.4, { min: 0, minExclusive: true, max: 1 }), peak = numArg('peak', 989, { min: 0, minExclusive: true }) * 1e12;
 
 interface Llm { d: number; ff: number; L: number; V: number; kvHeads: number; heads: number }
 interface Config { name: string; llm: Llm; vision: { d: number; ff: number; L: number; tokens: number }; batchPerGpu: number; textTokens: number; trainLlm: boolean }

@@ -51,10 +51,20 @@ export function flag(name: string): boolean {
   return process.argv.slice(2).includes(`--${name}`);
 }
 
-/** arg() as a number: refuses (exit 2) a value that is not a finite number, or not an integer when `integer`. */
-export function numArg(name: string, dflt: number, integer = false): number {
+/** What numArg accepts: an integer only when `integer`; at least `min` (above it when `minExclusive`); at most `max`. */
+export interface NumArgBounds { integer?: boolean; min?: number; max?: number; minExclusive?: boolean }
+
+/**
+ * arg() as a number, refused (exit 2, with what it takes) unless a finite number within the bounds: Number() alone
+ * reads 'abc' as NaN and '' as 0, and a count of 0 or -3 ran as a hang, an empty median or a division by zero.
+ */
+export function numArg(name: string, dflt: number, { integer = false, min, max, minExclusive = false }: NumArgBounds = {}): number {
   const s = arg(name, String(dflt)), v = Number(s);
-  if (s.trim() === '' || !Number.isFinite(v) || (integer && !Number.isInteger(v))) refuse(`--${name} takes ${integer ? 'an integer' : 'a number'}, got '${s}'`);
+  const low = min === undefined || (minExclusive ? v > min : v >= min), high = max === undefined || v <= max;
+  if (s.trim() === '' || !Number.isFinite(v) || (integer && !Number.isInteger(v)) || !low || !high) {
+    const range = [min === undefined ? '' : `${minExclusive ? '>' : '>='} ${min}`, max === undefined ? '' : `<= ${max}`].filter((x) => x);
+    refuse(`--${name} takes ${integer ? 'an integer' : 'a number'}${range.length ? ` ${range.join(' and ')}` : ''}, got '${s}'`);
+  }
   return v;
 }
 

@@ -15,10 +15,12 @@ import { objectAtPatch, SplitData } from '../src/demo/task';
 import { PRETRAIN_ATTRIBUTES } from '../src/demo/vision_pretrain';
 import { VwLmm } from '../src/model/vwlmm';
 import { scope, Tensor } from '../src/tensor';
-import { arg, declareFlags, overridesArg, recipeWith, ridge, ridgePredict } from './support';
+import { arg, declareFlags, numArg, overridesArg, recipeWith, ridge, ridgePredict } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['out', 'probe-images']);
+// read before the training: a bad value stops at once
+const probeImages = numArg('probe-images', 3000, { integer: true, min: 1 });
 
 /** Per object of images [0, n): its feature rows (a: most-covered patch, b: mean of covered patches) and attribute classes. */
 function objectRows(model: VwLmm, split: SplitData, n: number, r: Recipe): { a: number[][]; b: number[][]; y: number[][] } {
@@ -75,7 +77,7 @@ function score(w: Float64Array[], x: number[][], y: number[]): number {
     outDir: arg('out', '/tmp/vwlmm-tower-probe'),
     onLog: (rec) => { if (rec.stage === 'vision' && rec.done) console.log('stage 0 read-out', JSON.stringify(rec)); },
   });
-  const n = Math.min(Number(arg('probe-images', '3000')), res.train.scenes.length);
+  const n = Math.min(probeImages, res.train.scenes.length);
   const tr = objectRows(res.model, res.train, n, r), va = objectRows(res.model, res.valSplit, res.valSplit.scenes.length, r);
   const out: Record<string, Record<string, string>> = {};
   for (const key of ['a', 'b'] as const) {

@@ -29,7 +29,7 @@ import { ModelBatch } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
 import { applyTrainable } from '../src/train/trainer';
 import { createSized, flopsPerStep, PEAK_BF16, SIZES, sizeName } from './model_sizes';
-import { arg, declareFlags, printOpProfile } from './support';
+import { arg, declareFlags, numArg, printOpProfile } from './support';
 
 // the flags this script reads: any other is refused, as is a flag without its value (support.ts)
 declareFlags(['size', 'device', 'dtype', 'steps', 'warmup', 'lora', 'residual-dtype', 'batch', 'profile'], ['device-init', 'grad-ckpt']);
@@ -40,8 +40,10 @@ const s = SIZES[size];
 const device = arg('device', 'cuda') as DeviceSpec;
 useDevice('--device', device);
 const dtype = parseComputeDtype('--dtype', arg('dtype', 'bf16'));
-const steps = Number(arg('steps', '10')), warmup = Number(arg('warmup', '3'));
-const loraR = Number(arg('lora', '0'));
+const steps = numArg('steps', 10, { integer: true, min: 1 }), warmup = numArg('warmup', 3, { integer: true, min: 0 });
+// --lora 0 and --profile 0: off. All read before the model is made: a bad value stops at once
+const loraR = numArg('lora', 0, { integer: true, min: 0 }), top = numArg('profile', 0, { integer: true, min: 0 });
+const batchSize = numArg('batch', s.batch, { integer: true, min: 1 });
 const model = createSized(size, device, size === '7b' || args.includes('--device-init'));
 if (loraR > 0) {
   applyLora(model, { r: loraR, alpha: 2 * loraR, dropout: 0.05 });
@@ -52,7 +54,6 @@ model.residualDtype = parseComputeDtype('--residual-dtype', arg('residual-dtype'
 const gen = new Generator(0);
 const patches = (s.vision.image / s.vision.patch) ** 2, seq = patches + s.textTokens, prefix = 4, question = Math.max(1, Math.floor(s.textTokens / 4));
 // one sample: 4 prompt tokens, the image, the question (not supervised), the answer
-const batchSize = Number(arg('batch', String(s.batch)));
 const samples = Array.from({ length: batchSize }, () => {
   const text = Array.from({ length: s.textTokens }, () => gen.int(s.text.V - 1));
   const inputIds = [...text.slice(0, prefix), -200, ...text.slice(prefix)];
@@ -96,7 +97,6 @@ console.log(JSON.stringify({
   peakBytes: dev === 'cuda' ? mem.cuda?.peakReservedBytes ?? null : mem.cpu.peakReservedBytes, savedBytes, flopsPerStep: fl,
   mfu: dev === 'cuda' ? fl / sec / PEAK_BF16 : null, loss, hostSyncsPerStep: (hostSyncs(dev) - syncs0) / steps,
 }));
-const top = Number(arg('profile', '0'));
 if (top > 0) {
   profileOps(true);
   for (let i = 0; i < 2; i++) scope(() => void step().item());

@@ -16,10 +16,11 @@ import { DEFAULT_RECIPE, paperSchedule, Recipe, runRecipe } from '../src/demo/re
 import { makeTokenizer, objectAtPatch } from '../src/demo/task';
 import { visualWordsOf } from '../src/eval/visual_words';
 import { normalizeRgb } from '../src/data/images';
-import { arg, declareFlags, flag, recipeWith } from './support';
+import { MAX_SEED } from '../src/random';
+import { arg, declareFlags, flag, numArg, recipeWith } from './support';
 
 declareFlags(['scale', 'seed', 'schedule', 'recipe', 'stops'], ['pif', 'grid']);
-const scale = Number(arg('scale', '0.25')), seed = Number(arg('seed', '0'));
+const scale = numArg('scale', 0.25, { min: 0, minExclusive: true }), seed = numArg('seed', 0, { integer: true, min: 0, max: MAX_SEED });
 const paper = arg('schedule', 'default') === 'paper', pif = flag('pif'), grid = flag('grid');
 const overrides = JSON.parse(arg('recipe', '{}')) as Record<string, unknown>;
 const sched = paper ? paperSchedule(DEFAULT_RECIPE) : DEFAULT_RECIPE;
