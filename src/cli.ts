@@ -398,11 +398,11 @@ function stdoutIsTerminal(): boolean {
  * ranks (src/distributed/launch.ts), which write a checkpoint and leave with 130 / 143, rank 0 printing the resume
  * command (this command line, from VWLMM_LAUNCHER_ARGS); this process then leaves with the same code.
  */
-async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'nccl'): Promise<never> {
+async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'nccl', out: string): Promise<never> {
   // mpirun starts every rank it is asked for (--oversubscribe): 100,000 of them filled the machine for minutes
   const cores = os.availableParallelism();
   if (nproc > 4 * cores) fail(`--nproc-per-node ${nproc} is more than 4 ranks per CPU core (${cores} here): one rank per core (or per GPU) is the usual choice`);
-  const { launchRanks } = await import('./distributed');
+  const { launchRanks, processRuns } = await import('./distributed');
   const argv = process.argv.slice(2);
   const k = argv.findIndex((a) => a === '--nproc-per-node' || a.startsWith('--nproc-per-node='));
   const inline = k >= 0 && argv[k].includes('=');
@@ -410,6 +410,19 @@ async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'n
   const batches = command === 'train' ? '--batch-size is per rank, the global batch is ' + nproc + 'x' : "the recipe's batches are split over them";
   process.stderr.write(`vwlmm ${command}: starting ${nproc} ranks (${backend}${backend === 'mpi' ? ', through mpirun' : ''}); ${batches}\n`);
   const r = await launchRanks({ nproc, backend, command: [process.execPath, ...process.execArgv, process.argv[1], ...rest], env: { ...process.env, VWLMM_LAUNCHER_ARGS: JSON.stringify(argv) } });
+  // a rank 0 that mpirun (or this launcher) had to kill left its lock of --out: the ranks are gone, so is the run. Moved
+  // aside first, as lockOutput takes one over: a run that took it over meanwhile keeps its own
+  const lock = path.join(out, '.vwlmm.lock'), held = readLock(lock);
+  if (held && typeof held.pid === 'number' && held.host === os.hostname() && !processRuns(held.pid, typeof held.procStart === 'string' ? held.procStart : null)) {
+    const aside = `${lock}.stale-${process.pid}`;
+    try {
+      fs.renameSync(lock, aside);
+      if (readLock(aside)?.pid === held.pid) fs.rmSync(aside, { force: true });
+      else fs.renameSync(aside, lock);
+    } catch {
+      /* gone already */
+    }
+  }
   if (r.interrupted) process.exit(r.code); // rank 0 said what was saved and how to resume
   if (r.failure && r.forwarded) {
     // stopped before the ranks could take the signal as training does (e.g. while they were starting)
@@ -653,18 +666,19 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
     const backend = o.device.startsWith('cuda') ? 'nccl' : 'mpi';
     if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) {
       refuseRun(); // before any rank starts (each checks again)
-      return launchRanksOf('demo', o.nprocPerNode, backend);
+      return launchRanksOf('demo', o.nprocPerNode, backend, o.out);
     }
     exitOnStopSignals(await import('./train'), env); // from here on (a rank's default death left its launcher no word)
     checkRankFlags(o, env);
     // every option checked before --out is made
     const [dev, dtype] = [await device(o.device), await computeDtypeOf(o.dtype)];
+    // the group before the lock (as train's)
+    const group = env.worldSize > 1 ? await initProcessGroup({ backend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
     if (env.rank === 0) await lockOutput('--out', o.out, 'demo'); // rank 0 alone writes --out
     refuseRun(); // under the lock: no other run writes it meanwhile
     if (o.overwriteOutputDir && env.rank === 0) (await import('./demo')).removeDemoRun(o.out);
     const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
-    const group = env.worldSize > 1 ? await initProcessGroup({ backend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
     try {
       const res = await runDemo({ outDir: o.out, seed: o.seed, ablation: !!o.ablation, scale: o.scale, quiet: !!o.json, resume: !!o.resume, device: dev, dtype, schedule: o.schedule as 'default' | 'paper', pif: o.pif, detachTarget: o.detachTarget, replay: o.replay, processGroup: group ?? undefined, reportTo });
       if (o.json && res) console.log(JSON.stringify(res));
@@ -742,7 +756,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const { launchEnv } = await import('./distributed');
     const env = launchEnv();
     if (env.worldSize > 1) rankTag = `rank ${env.rank} of ${env.worldSize}: `;
-    if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) return launchRanksOf('train', o.nprocPerNode, distBackend);
+    if (o.nprocPerNode !== undefined && o.nprocPerNode > 1 && env.launcher === null) return launchRanksOf('train', o.nprocPerNode, distBackend, o.out);
     exitOnStopSignals(await import('./train'), env); // from here on (a rank's default death left its launcher no word)
     checkRankFlags(o, env);
     for (const [flag, given] of [['--gather-dtype', o.gatherDtype], ['--dist-backend', o.distBackend]] as const)
@@ -782,7 +796,11 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const residualDtype = await computeDtypeOf(o.residualDtype, '--residual-dtype');
     const gatherDtype = await computeDtypeOf(o.gatherDtype, '--gather-dtype');
     const spec = await device(o.device);
-    // data-parallel: rank 0 alone writes --out (the launcher of --nproc-per-node returned above: its ranks lock)
+    // data-parallel: the group first, so that rank 0 takes the lock once every rank is up (MPI_Init holds this thread
+    // until all arrive: a Ctrl-C meanwhile, which ended the others, could not reach it, and its lock stayed)
+    const { initProcessGroup } = await import('./distributed');
+    const group = env.worldSize > 1 ? await initProcessGroup({ backend: distBackend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
+    // rank 0 alone writes --out (the launcher of --nproc-per-node returned above: its ranks lock)
     if (env.rank === 0) await lockOutput('--out', o.out, 'train');
     const { checkpointTargetProblem, loadCheckpoint, resolveCheckpointDir, saveLeftovers } = await import('./model');
     let from = o.init;
@@ -839,8 +857,6 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const tokenizer = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const resume = o.resume ? readTrainerState(from) : undefined;
     // a rank of a data-parallel run (mpirun, torchrun-style variables, --nproc-per-node): rank 0 alone reports
-    const { initProcessGroup } = await import('./distributed');
-    const group = env.worldSize > 1 ? await initProcessGroup({ backend: distBackend, timeoutMs: o.distTimeout !== undefined ? o.distTimeout * 1000 : undefined }) : null;
     const lead = (group?.rank ?? 0) === 0;
     const progress = new Progress(10); // onLog runs on rank 0 only
     const t0 = Date.now();

@@ -146,7 +146,7 @@ async function oneRun(recipe: Recipe, dir: string, dataDir: string, tokenizer: T
   progress.stop();
   const trainSeconds = (Date.now() - t0) / 1000;
   await writer?.flush(); // the images written while it trained (the data set's, the caption subsets'): evaluateFile reads the test set's
-  group?.barrier(); // data-parallel: rank 0 (the writer) has written them
+  await group?.barrierAsync(); // data-parallel: rank 0 (the writer) has written them
   // answered afresh every time: a file left by an earlier run (or by one resumed with another --scale) holds another
   // model's answers, which evaluateFile would keep
   const answers = path.join(dir, 'answers', 'test.jsonl');
@@ -228,12 +228,12 @@ function checkDemoOptions(o: DemoOptions): void {
 /** A data-parallel demo's other ranks: they wait for rank 0's data, train the same runs with it, answer their share of the test questions, and write nothing. */
 async function trainOnly(o: DemoOptions, recipe: Recipe, group: ProcessGroup): Promise<null> {
   const dataDir = path.join(o.outDir, 'data');
-  group.barrier(); // rank 0 has written the data
+  await group.barrierAsync(); // rank 0 has written the data (a Ctrl-C meanwhile reaches this rank: Work.waitAsync)
   const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
   const run = async (r: Recipe, dir: string, tower?: Map<string, Float32Array>) => oneRun(r, path.join(o.outDir, dir), dataDir, tokenizer, () => undefined, o.quiet, !!o.resume, o.device, o.dtype, tower, group, o.replay);
   const main = await run(recipe, 'vw');
   main.model.dispose();
-  group.barrier(); // rank 0's visual words and plots
+  await group.barrierAsync(); // rank 0's visual words and plots
   if (o.ablation) (await run(ablationRecipe(recipe), 'llava', main.tower ?? undefined)).model.dispose();
   return null;
 }
@@ -296,7 +296,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
   try {
     writeSortOfClevr(dataDir, { train: recipe.trainImages, test: recipe.testImages, seed: o.seed, writer });
     writeWordLevelTokenizer(path.join(dataDir, 'tokenizer.json'), sortOfClevrVocabulary());
-    group?.barrier(); // the other ranks read the tokenizer rank 0 wrote (trainOnly)
+    await group?.barrierAsync(); // the other ranks read the tokenizer rank 0 wrote (trainOnly)
     const tokenizer = new TextTokenizer(path.join(dataDir, 'tokenizer.json'));
     log(`training VW-LMM (vmWeight ${recipe.vmWeight}${recipe.pif ? ', PIF' : ''}${recipe.detachTarget ? ', target detached' : ''}): stage 0 vision tower ${recipe.stage0.steps} steps, ${recipe.text?.steps ? `text ${recipe.text.steps} steps, ` : ''}stage 1 captions ${recipe.stage1.steps} steps${recipe.stage1.freezeLlm ? ' (LLM frozen)' : ''}, stage 2 questions ${recipe.stage2.steps} steps`);
     const main = await oneRun(recipe, path.join(o.outDir, 'vw'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, undefined, group, o.replay, writer, o.reportTo);
@@ -311,7 +311,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
       await drawVisualWords(main.val.rgb[0], 75, 75, patches, cfg.vision.imageSize / cfg.vision.patchSize, visualWords);
     }
     main.model.dispose();
-    group?.barrier();
+    await group?.barrierAsync();
     let ablation: DemoRunResult | undefined;
     if (o.ablation) {
       log('ablation: the same run with vmWeight 0 (plain LLaVA objective), from the same stage-0 tower');

@@ -76,6 +76,26 @@ export class Work {
     this.group.addon.distWait(this.handle, this.group.timeoutMs);
     this.done = true;
   }
+
+  /**
+   * wait() that lets the event loop run meanwhile (signal handlers, timers): for waits where a rank may stand for
+   * seconds while another prepares. wait() blocks the JavaScript thread, so a Ctrl-C that ended the other rank would
+   * not reach this one, which would wait until its launcher killed it (its lock of --out left behind).
+   */
+  async waitAsync(): Promise<void> {
+    if (this.done) return;
+    const deadline = Date.now() + this.group.timeoutMs;
+    for (let pause = 1; !this.isCompleted() && Date.now() < deadline; pause = Math.min(2 * pause, 10)) await new Promise((r) => setTimeout(r, pause));
+    try {
+      // finished: returns at once; else it ends the group as wait() would at its deadline
+      this.group.addon.distWait(this.handle, this.isCompleted() ? this.group.timeoutMs : 1e-3);
+    } catch (e) {
+      // (the native message names the last slice waited, not the deadline)
+      if (e instanceof Error) e.message = e.message.replace(/within [\d.e+-]+ s/, `within ${this.group.timeoutMs / 1000} s`);
+      throw e;
+    }
+    this.done = true;
+  }
 }
 
 let current: ProcessGroup | null = null;
@@ -183,6 +203,16 @@ export class ProcessGroup {
     const t = Tensor.zeros([1], { device: this.device, dtype: 'int32' });
     try {
       this.allReduce(t);
+    } finally {
+      t.dispose();
+    }
+  }
+
+  /** barrier() with the event loop running while it waits (Work.waitAsync): the same collective, so ranks may mix them. */
+  async barrierAsync(): Promise<void> {
+    const t = Tensor.zeros([1], { device: this.device, dtype: 'int32' });
+    try {
+      await this.allReduceAsync(t).waitAsync();
     } finally {
       t.dispose();
     }

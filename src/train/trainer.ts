@@ -861,6 +861,7 @@ export class Trainer {
    */
   run(resume?: ResumeFrom): TrainerState {
     if (this.opts.handleSignals) throw new TypeError('Trainer: handleSignals needs runAsync(): a synchronous run() never lets Node deliver a signal (pass `stop` and request it from elsewhere instead)');
+    this.group?.barrier(); // runAsync's, so that ranks may mix the two
     const restore = this.applyModelSettings();
     try {
       const it = this.loop(resume, this.opts.stop ?? null);
@@ -879,6 +880,10 @@ export class Trainer {
    * training; with `handleSignals`, SIGINT / SIGTERM stop it cleanly (checkpoint, then TrainingInterrupted).
    */
   async runAsync(resume?: ResumeFrom): Promise<TrainerState> {
+    // Every rank at the start of training before the stop handlers go in, waited with the event loop running: a Ctrl-C
+    // to the ranks while some still prepare ends each at once (the launcher's signal reaches all). Without it a rank
+    // that prepared first stood in the stage's first collective, deaf to the signal, until its launcher killed it.
+    await this.group?.barrierAsync();
     const stop = this.opts.stop ?? (this.opts.handleSignals ? new StopRequest() : null);
     const remove = this.opts.handleSignals && stop ? installStopHandlers(stop) : null;
     const restore = this.applyModelSettings();

@@ -55,9 +55,13 @@ describe.skipIf(!mpiReady && !required)('vwlmm train --nproc-per-node 2 under a 
     // (a rank that left with 130 outside the steps told its launcher every rank would stop at a step by itself)
     expect(await exited, stderr).toBe(130);
     expect(processesNaming(out)).toEqual([]);
-    // (the lock is usually gone; when the signal falls between the ranks' handlers, rank 0 can wait in a collective for
-    // a rank already gone until mpirun kills it, and its lock stays: the next run takes it over, tests/train/output_lock)
-    expect((stderr.match(/SIGINT: (stopped outside the training steps|stopping after the current step)/g) ?? []).length, stderr).toBe(1);
+    // (rank 0 removes it as it exits; one killed by mpirun, its launcher)
+    expect(fs.existsSync(lock), stderr).toBe(false);
+    // rank 0 says it (the ranks wait for each other with the event loop running: Work.waitAsync). Where the signal
+    // falls within the few milliseconds between the ranks' handlers at the start of training, rank 0 may stand in a
+    // collective until mpirun kills it, and the launcher's line says it instead
+    const said = stderr.match(/SIGINT: (stopped outside the training steps|stopping after the current step)/g) ?? [];
+    expect(said.length === 1 || (said.length === 0 && /data-parallel run stopped by SIGINT/.test(stderr)), stderr).toBe(true);
   }, 60_000);
 
   it('Ctrl-C (SIGINT) reaches the ranks through the launcher: a checkpoint, exit 130 from every process, one stop message and one resume command (with --nproc-per-node 2), which resumes; no rank left behind', async () => {
