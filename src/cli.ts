@@ -1237,7 +1237,7 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply first')
   .requiredOption('--out <dir>', 'where the merged checkpoint goes')
   .option('--format <f>', 'vwlmm (LLaVA layout) or transformers (LlavaForConditionalGeneration: plain LLaVA models, no vm_head)', 'vwlmm')
-  .option('--image-token-index <id>', "transformers format: the vocabulary id of the <image> token (default: the model's when it is one, else the tokenizer's <image> token)", int('--image-token-index'))
+  .option('--image-token-index <id>', "transformers format: the vocabulary id of the <image> token (default: the model's when it is one, else the tokenizer's <image> token, else the first id past the tokenizer's words, where <image> is added)", int('--image-token-index'))
   .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)
@@ -1265,12 +1265,12 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
       if (!tokenizerPath) fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and has no tokenizer to find one in (give --image-token-index ID, the <image> token's id in the tokenizer used with it)`);
       const tok = await openTokenizer(tokenizerPath!, config.llm.vocabSize);
       const fromTokenizer = tok.tokenToId('<image>');
-      // ids past the tokenizer's words (a padded vocabulary) are free for it; without one, no id is
-      if (fromTokenizer === null)
-        fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and its tokenizer has no <image> token (${tok.vocabSize < config.llm.vocabSize
-          ? `give --image-token-index ID, an id past the tokenizer's ${tok.vocabSize} words: ${tok.vocabSize} to ${config.llm.vocabSize - 1}`
-          : `and the vocabulary has no row past its ${tok.vocabSize} words for one: transformers' LLaVA (llava-hf) adds <image> to the tokenizer and pads the vocabulary (vocab_size 32064 for 32000 words)`})`);
-      imageTokenIndex = fromTokenizer!;
+      // else the first row past the tokenizer's words (a padded vocabulary), as llava-hf's: the only id transformers'
+      // tokenizers give an added <image> (saveCheckpoint adds it)
+      if (fromTokenizer === null && tok.vocabSize >= config.llm.vocabSize)
+        fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex}, its tokenizer has no <image> token, and the vocabulary has no row past its ${tok.vocabSize} words for one: transformers' LLaVA (llava-hf) adds <image> to the tokenizer and pads the vocabulary (vocab_size 32064 for 32000 words)`);
+      imageTokenIndex = fromTokenizer ?? tok.vocabSize;
+      if (fromTokenizer === null) process.stderr.write(`vwlmm: the tokenizer has no <image> token: it is added as token ${imageTokenIndex}, the first row past its words (as in llava-hf's checkpoints)\n`);
     }
     mergeLora(model);
     try {
@@ -1278,7 +1278,7 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
     } catch (e) {
       // saveCheckpoint refuses an image token that is a word of the tokenizer (before it writes anything): the option named
       const m = (e as Error).message;
-      if (m.startsWith('saveCheckpoint: imageTokenIndex ')) fail(m.replace('saveCheckpoint: imageTokenIndex', '--image-token-index'));
+      if (m.startsWith('saveCheckpoint: imageTokenIndex ')) fail(m.replace('saveCheckpoint: imageTokenIndex', '--image-token-index').replace(/\bpass imageTokenIndex\b/, 'give --image-token-index'));
       throw e;
     }
     console.log(`merged LoRA (r ${lora!.r}, alpha ${lora!.alpha}, ${lora!.targetModules.join(', ')}) into ${o.out}`);

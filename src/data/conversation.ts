@@ -511,3 +511,80 @@ export function buildGenerationPrompt(
   const inputIds = tokenizer ? tokenizerImageToken(prompt, tokenizer, options) : null;
   return { prompt, inputIds, numImages };
 }
+
+/**
+ * The template as a Jinja chat template (chat_template.jinja of a transformers-format save), so that transformers'
+ * apply_chat_template writes the prompts buildPrompt / buildGenerationPrompt write: messages with roles user and
+ * assistant (and a first system message, which replaces the template's system prompt), each content a string or a list
+ * of { type: 'image' } and { type: 'text', text } items. As preprocess_multimodal, a turn's <image> goes to its front,
+ * followed by "\n"; mmtag templates' <Image> tags are left out, as LLaVA's eval loaders leave them out.
+ */
+export function jinjaChatTemplate(template: ConversationTemplate | TemplateName): string {
+  const t = getTemplate(template);
+  const str = (s: string) => JSON.stringify(s); // a JSON string is a Jinja string literal
+  const [user, assistant] = t.roles;
+  const content = [
+    // the text of a message, its images in front as preprocess_multimodal puts them
+    "{%- macro content(m) -%}",
+    "{%- if m['content'] is string -%}",
+    "{%- if '<image>' in m['content'] -%}{{ ('<image>\\n' + m['content'].replace('<image>', '').strip()).strip() }}{%- else -%}{{ m['content'] }}{%- endif -%}",
+    '{%- else -%}',
+    "{%- set ns = namespace(images=0, text='') -%}",
+    "{%- for c in m['content'] -%}",
+    "{%- if c['type'] == 'image' -%}{%- set ns.images = ns.images + 1 -%}",
+    "{%- elif c['type'] == 'text' -%}{%- set ns.text = ns.text + (' ' if ns.text else '') + c['text'] -%}{%- endif -%}",
+    '{%- endfor -%}',
+    "{%- if ns.images -%}{{ ('<image>\\n' * ns.images + ns.text.replace('<image>', '').strip()).strip() }}{%- else -%}{{ ns.text }}{%- endif -%}",
+    '{%- endif -%}',
+    '{%- endmacro -%}',
+  ];
+  const roles = "{%- if m['role'] != 'user' and m['role'] != 'assistant' -%}{{ raise_exception('chat template: roles are user and assistant (a system message only first), got ' + m['role']) }}{%- endif -%}";
+  const system = `{%- set ns = namespace(system=${str(t.system)}) -%}{%- if messages and messages[0]['role'] == 'system' -%}{%- set ns.system = content(messages[0]) -%}{%- endif -%}`;
+  const body: string[] = [];
+  switch (t.style) {
+    case 'plain':
+      // preprocess_plain: the image alone, then the caption and "\n"
+      body.push(
+        "{%- for m in messages if m['role'] != 'system' -%}",
+        roles,
+        `{%- if m['role'] == 'user' -%}{{ '<image>' }}{%- else -%}{{ content(m) + ${str(t.sep)} }}{%- endif -%}`,
+        '{%- endfor -%}',
+      );
+      break;
+    case 'two':
+      body.push(
+        system,
+        `{{- ns.system + ${str(t.sep)} -}}`,
+        "{%- for m in messages if m['role'] != 'system' -%}",
+        roles,
+        '{%- set text = content(m) -%}',
+        // get_prompt writes an empty message as the bare role and ":"
+        `{%- if m['role'] == 'user' -%}{{ (${str(user + ': ')} + text + ${str(t.sep)}) if text else ${str(user + ':')} }}`,
+        `{%- else -%}{{ (${str(assistant + ': ')} + text + ${str(t.sep2)}) if text else ${str(assistant + ':')} }}{%- endif -%}`,
+        '{%- endfor -%}',
+        `{%- if add_generation_prompt -%}{{ ${str(assistant + ':')} }}{%- endif -%}`,
+      );
+      break;
+    case 'mistral':
+    case 'llama_2':
+      body.push(
+        t.style === 'llama_2' ? system : "{%- if messages and messages[0]['role'] == 'system' -%}{{ raise_exception('chat template: " + t.name + " has no system prompt') }}{%- endif -%}",
+        "{%- for m in messages if m['role'] != 'system' -%}",
+        roles,
+        '{%- set text = content(m) -%}',
+        `{%- if loop.first and not text -%}{{ raise_exception('chat template: the first user message is empty (${t.name})') }}{%- endif -%}`,
+        // get_prompt writes nothing for an empty message
+        '{%- if text -%}',
+        "{%- if m['role'] == 'user' -%}",
+        t.style === 'llama_2'
+          ? `{%- set text = ('<<SYS>>\\n' + ns.system + '\\n<</SYS>>\\n\\n' + text) if loop.first and ns.system else text -%}{{ ('' if loop.first else ${str(t.sep)}) + '[INST] ' + text + ' [/INST]' }}`
+          : `{{ ('' if loop.first else ${str(t.sep)}) + '[INST] ' + text + ' [/INST]' }}`,
+        t.style === 'llama_2' ? `{%- else -%}{{ ' ' + text + ' ' + ${str(t.sep2)} }}` : `{%- else -%}{{ text + ${str(t.sep2)} }}`,
+        '{%- endif -%}',
+        '{%- endif -%}',
+        '{%- endfor -%}',
+      );
+      break;
+  }
+  return [...content, ...body].join('\n') + '\n';
+}

@@ -6,7 +6,7 @@ export { TextTokenizer } from './tokenizer';
 export type { TextTokenizerOptions, TokenizerConfigObject, EncodeOptions, DecodeOptions } from './tokenizer';
 export {
   IMAGE_TOKEN, IMAGE_TOKEN_INDEX, IGNORE_INDEX, SHORT_ANSWER_PROMPT, PLAIN, VICUNA_V1, LLAVA_V1, V1_MMTAG, MISTRAL, MISTRAL_INSTRUCT, TEMPLATES,
-  getTemplate, moveImageToFront, buildSegments, buildPrompt, tokenizerImageToken, tokenizeConversation, buildGenerationPrompt,
+  getTemplate, moveImageToFront, buildSegments, buildPrompt, tokenizerImageToken, tokenizeConversation, buildGenerationPrompt, jinjaChatTemplate,
 } from './conversation';
 export type {
   SeparatorStyle, ConversationTemplate, TemplateName, Turn, PromptSegment, ImageTokenizeOptions, TokenizeConversationOptions,

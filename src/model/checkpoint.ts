@@ -16,6 +16,7 @@
 // (harmlessTensor) and a CLIP directory's text side.
 import * as fs from 'fs';
 import * as path from 'path';
+import { jinjaChatTemplate } from '../data/conversation';
 import { tokenizerJsonFromSentencePiece } from '../data/sentencepiece';
 import { TextTokenizer } from '../data/tokenizer';
 import { DeviceSpec } from '../device';
@@ -27,7 +28,7 @@ import { Generator } from '../random';
 import { writeFileDurable } from '../io/atomic_file';
 import { CHECKSUM_KEY, describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readRegularFile, readRegularFileSync, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, selectLayerFits, VwLmmConfig, type TemplateName } from './config';
-import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
+import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, processorConfigsToTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
 import { applyLora, loraConfigOf } from './lora';
 import { VwLmm } from './vwlmm';
 
@@ -216,6 +217,42 @@ export function tokenizerFiles(file: string): Record<string, Buffer> {
   return out;
 }
 
+/** An added special token as transformers writes one into tokenizer.json (and tokenizer_config.json's decoder). */
+const ADDED_SPECIAL = { single_word: false, lstrip: false, rstrip: false, normalized: false, special: true } as const;
+
+/**
+ * A transformers-format save's tokenizer files with <image> as token `id`, as llava-hf's tokenizers have it: LlavaProcessor
+ * writes <image> once per image feature, and the model finds the features' places by its id. A tokenizer without it gets
+ * it as an added special token. transformers' tokenizers give an added token the next free id whatever id the file says
+ * (tokenizers 0.23), so `id` must be that one, else the processor's tokens would miss the model's.
+ */
+function withImageToken(files: Record<string, Buffer>, tokenizer: TextTokenizer, id: number, vocabSize: number): Record<string, Buffer> {
+  const where = 'saveCheckpoint';
+  const has = tokenizer.tokenToId('<image>');
+  if (has === id) return files;
+  if (has !== null)
+    throw new RangeError(`${where}: imageTokenIndex ${id}, but the tokenizer's <image> is token ${has}: transformers' LlavaProcessor would write ${has} where the model looks for ${id} (pass imageTokenIndex ${has})`);
+  if (id !== tokenizer.vocabSize)
+    throw new RangeError(`${where}: imageTokenIndex ${id}: the tokenizer has no <image> token, and transformers' tokenizers give an added one the next free id, ${tokenizer.vocabSize}, not ${id} (${tokenizer.vocabSize < vocabSize
+      ? `pass imageTokenIndex ${tokenizer.vocabSize}`
+      : `and the vocabulary has no row past the tokenizer's ${tokenizer.vocabSize} words for it: llava-hf pads it, vocab_size 32064 for 32000 words`})`);
+  const out = { ...files };
+  const json = JSON.parse(files['tokenizer.json'].toString('utf8')) as { added_tokens?: unknown[] };
+  json.added_tokens = [...(json.added_tokens ?? []), { id, content: '<image>', ...ADDED_SPECIAL }];
+  out['tokenizer.json'] = Buffer.from(JSON.stringify(json));
+  // transformers 5 reads the added tokens of tokenizer_config.json too, where it lists them
+  const configFile = files['tokenizer_config.json'];
+  if (configFile) {
+    const config = JSON.parse(configFile.toString('utf8')) as Record<string, unknown>;
+    const decoder = config.added_tokens_decoder;
+    if (isPlainObject(decoder)) {
+      config.added_tokens_decoder = { ...decoder, [String(id)]: { content: '<image>', ...ADDED_SPECIAL } };
+      out['tokenizer_config.json'] = Buffer.from(JSON.stringify(config, null, 2) + '\n');
+    }
+  }
+  return out;
+}
+
 /**
  * generation_config.json from a tokenizer's special ids, as LLaMA / Vicuna / LLaVA checkpoints have one (without it,
  * transformers' generate ran past </s>); null for a tokenizer without an eos.
@@ -252,17 +289,29 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   // everything that can throw on the model is done before the temp directory exists
   const lora = loraConfigOf(model);
   if (lora && transformers) throw new RangeError('saveCheckpoint: the transformers layout has no place for LoRA adapters: merge them (mergeLora) first, or save them with saveLoraAdapter');
-  // the tokenizer, once: its special ids go to generation_config.json, and a transformers image token must not be a word
-  const tokenizer = tok !== undefined && (typeof tok === 'object' || (transformers && opts.imageTokenIndex !== undefined)) ? new TextTokenizer(tok) : null;
-  if (transformers && tokenizer && opts.imageTokenIndex !== undefined) {
-    const word = tokenizer.idToToken(opts.imageTokenIndex);
+  // the tokenizer, once: its special ids go to generation_config.json, and a transformers image token must be its <image>
+  const tokenizer = tok !== undefined && (typeof tok === 'object' || transformers) ? new TextTokenizer(tok) : null;
+  const imageTokenIndex = opts.imageTokenIndex ?? model.config.imageTokenIndex;
+  if (transformers && tokenizer && imageTokenIndex >= 0) {
+    const word = tokenizer.idToToken(imageTokenIndex);
     if (word !== null && word !== '<image>')
-      throw new RangeError(`${where}: imageTokenIndex ${opts.imageTokenIndex} is the tokenizer's token ${JSON.stringify(word)}, not <image>: transformers' LLaVA would read every ${JSON.stringify(word)} of a prompt as an image`);
+      throw new RangeError(`${where}: imageTokenIndex ${imageTokenIndex} is the tokenizer's token ${JSON.stringify(word)}, not <image>: transformers' LLaVA would read every ${JSON.stringify(word)} of a prompt as an image`);
   }
   // a model with LoRA adapters keeps them (lora_A / lora_B tensors) and says so in config.json, so that a resume or
   // loadCheckpoint re-creates them before loading the weights
-  const configJson = transformers ? configToTransformers(model.config, opts.imageTokenIndex ?? model.config.imageTokenIndex)
+  const configJson = transformers ? configToTransformers(model.config, imageTokenIndex)
     : { ...configToJson(model.config), mm_vision_tower: 'embedded', ...(lora ? { lora: { r: lora.r, lora_alpha: lora.alpha, lora_dropout: lora.dropout, target_modules: lora.targetModules } } : {}) };
+  // the tokenizer's files (a path: with those beside it), read before the temp folder exists; in the transformers
+  // layout with <image> as the image token, and the processor's files that expand it (AutoProcessor loads the folder)
+  let tokenizerOut: Record<string, Buffer> = typeof tok === 'string' ? tokenizerFiles(tok) : tok ? { 'tokenizer.json': Buffer.from(JSON.stringify(tok)) } : {};
+  if (transformers && tokenizer) tokenizerOut = withImageToken(tokenizerOut, tokenizer, imageTokenIndex, model.config.llm.vocabSize);
+  if (transformers) {
+    const { preprocessor, processor } = processorConfigsToTransformers(model.config);
+    tokenizerOut['preprocessor_config.json'] = Buffer.from(stringifyTransformersConfig(preprocessor) + '\n');
+    tokenizerOut['processor_config.json'] = Buffer.from(stringifyTransformersConfig(processor) + '\n');
+    // apply_chat_template then writes the prompts the model was trained with
+    tokenizerOut['chat_template.jinja'] = Buffer.from(jinjaChatTemplate(model.config.template));
+  }
   const tensors = transformers ? weightsToTransformers(model.stateDict()) : model.stateDict();
   const target = path.resolve(dir);
   const tmp = `${target}.tmp-${process.pid}-${Date.now()}-${saveCounter++}`;
@@ -272,10 +321,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
     // (initializer_factor 1) where they declare a float, and LLaVA's layout is read by them too (model_type llava)
     writeFileDurable(path.join(tmp, 'config.json'), stringifyTransformersConfig(configJson) + '\n');
     writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' }, { checksum: true });
-    if (typeof opts.tokenizer === 'string') {
-      for (const [name, data] of Object.entries(tokenizerFiles(opts.tokenizer))) writeFileDurable(path.join(tmp, name), data);
-    }
-    else if (opts.tokenizer) writeFileDurable(path.join(tmp, 'tokenizer.json'), JSON.stringify(opts.tokenizer));
+    for (const [name, data] of Object.entries(tokenizerOut)) writeFileDurable(path.join(tmp, name), data);
     // what transformers' generate stops on (a tokenizer path brings its own, tokenizerFiles)
     const generation = tokenizer && typeof opts.tokenizer === 'object' ? generationConfigOf(tokenizer) : null;
     if (generation) writeFileDurable(path.join(tmp, 'generation_config.json'), generation);
@@ -299,7 +345,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
 }
 
 /** The files of a checkpoint folder: its config, weights, optimizer state, tokenizer files and run records. */
-const CHECKPOINT_FILE = /^(.+\.json|.+\.safetensors|tokenizer\.model)$/;
+const CHECKPOINT_FILE = /^(.+\.json|.+\.safetensors|tokenizer\.model|chat_template\.jinja)$/;
 
 /**
  * Why saveCheckpoint would refuse to write `dir`, which a save replaces whole (null: it would not). Allowed: no such

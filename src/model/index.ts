@@ -10,7 +10,7 @@ export type { TemplateName, ImageConfig, VwLmmConfig } from './config';
 export { saveCheckpoint, loadCheckpoint, assembleLlava, resolveCheckpointDir, checkpointTargetProblem, saveLeftovers, checkTokenizerVocab, readCheckpointWeights, forEachCheckpointTensor, checkpointTensorNames } from './checkpoint';
 export type { SaveOptions, LoadOptions, AssembleOptions } from './checkpoint';
 export {
-  LLAVA_TRANSFORMERS_NAMES, isTransformersLlavaConfig, configFromTransformers, configToTransformers,
+  LLAVA_TRANSFORMERS_NAMES, isTransformersLlavaConfig, configFromTransformers, configToTransformers, processorConfigsToTransformers,
   weightsFromTransformers, weightsToTransformers, ourNameFromTransformers, transformersNameFromOurs,
 } from './transformers_llava';
 export {

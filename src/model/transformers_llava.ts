@@ -176,6 +176,42 @@ export function configToTransformers(c: VwLmmConfig, imageTokenIndex = c.imageTo
   };
 }
 
+/**
+ * preprocessor_config.json and processor_config.json of a transformers-format save, as llava-hf's checkpoints have them:
+ * without them AutoProcessor.from_pretrained fails on the folder. The image processor does what preprocessClip does:
+ * the shortest edge resized (bicubic) to the tower's size, then a centre crop; for aspect 'pad' first LLaVA-1.5's
+ * expand2square (LlavaImageProcessor's do_pad, the mean colour). LlavaProcessor expands each <image> of a prompt to
+ * (size / patch)^2 + 1 tokens, less the CLS one for the 'default' strategy: numImageTokens.
+ */
+export function processorConfigsToTransformers(c: VwLmmConfig): { preprocessor: Record<string, unknown>; processor: Record<string, unknown> } {
+  const size = c.image.size;
+  return {
+    preprocessor: {
+      image_processor_type: c.image.aspect === 'pad' ? 'LlavaImageProcessor' : 'CLIPImageProcessor',
+      processor_class: 'LlavaProcessor',
+      do_convert_rgb: true,
+      ...(c.image.aspect === 'pad' ? { do_pad: true } : {}),
+      do_resize: true,
+      size: { shortest_edge: size },
+      resample: 3, // PIL's BICUBIC
+      do_center_crop: true,
+      crop_size: { height: size, width: size },
+      do_rescale: true,
+      rescale_factor: 1 / 255,
+      do_normalize: true,
+      image_mean: [...c.image.mean],
+      image_std: [...c.image.std],
+    },
+    processor: {
+      processor_class: 'LlavaProcessor',
+      image_token: '<image>',
+      patch_size: c.vision.patchSize,
+      num_additional_image_tokens: 1,
+      vision_feature_select_strategy: c.selectFeature === 'patch' ? 'default' : 'full',
+    },
+  };
+}
+
 // Fields transformers 5 declares as float in LlamaConfig / CLIPVisionConfig (and RoPE's rope_theta): its strict
 // config classes reject an integer there ("initializer_factor expected float, got int (value: 1)"), and
 // JSON.stringify writes 1.0 as 1, so these are written with a decimal point, as Python's json does.

@@ -8,6 +8,9 @@ import { describe, expect, it } from 'vitest';
 import { loadCheckpoint, saveCheckpoint, tokenizerFiles } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
 import { tinyConfig, tinyData } from '../train/support/tiny';
+import { jinjaChatTemplate } from '../../src/data/conversation';
+import { TextTokenizer } from '../../src/data/tokenizer';
+import { CLIP_MEAN, CLIP_STD } from '../../src/model/config';
 import { tempDirs } from '../support/tmp';
 
 const tmp = tempDirs('hf-side');
@@ -48,6 +51,57 @@ describe('the files transformers reads beside the weights', () => {
     // an image token that is a word of the tokenizer is refused (every such word would be read as an image)
     expect(() => saveCheckpoint(path.join(tmp(), 'word'), model, { tokenizer: json, format: 'transformers', imageTokenIndex: tokenizer.eosId! }))
       .toThrow(`saveCheckpoint: imageTokenIndex ${tokenizer.eosId} is the tokenizer's token ${JSON.stringify(tokenizer.eosToken)}, not <image>`);
+    model.dispose();
+  });
+});
+
+describe("the processor files of a transformers-format save (AutoProcessor.from_pretrained, as llava-hf's)", () => {
+  // scripts/check_llava_processor.py checked them against transformers 5.18: its processor's pixel_values equal
+  // preprocessClip's bit for bit (pad and square), its prompts hold numImageTokens image tokens, and each template's
+  // chat_template.jinja renders buildPrompt's / buildGenerationPrompt's prompts
+  it('preprocessor_config.json, processor_config.json, chat_template.jinja, and <image> added to the tokenizer as the next id', () => {
+    const { tokenizer, json } = tinyData(2);
+    const config = { ...tinyConfig(tokenizer.vocabSize + 3), vmWeight: 0, imageTokenIndex: tokenizer.vocabSize };
+    for (const aspect of ['pad', 'square'] as const) {
+      const model = VwLmm.create({ ...config, image: { ...config.image, aspect }, template: aspect === 'pad' ? 'vicuna_v1' : 'mistral_instruct' }, 3);
+      const dir = path.join(tmp(), aspect);
+      saveCheckpoint(dir, model, { tokenizer: json, format: 'transformers' });
+      const read = (f: string) => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
+      expect(read('preprocessor_config.json'), aspect).toEqual({
+        image_processor_type: aspect === 'pad' ? 'LlavaImageProcessor' : 'CLIPImageProcessor', processor_class: 'LlavaProcessor',
+        do_convert_rgb: true, ...(aspect === 'pad' ? { do_pad: true } : {}), do_resize: true, size: { shortest_edge: 75 }, resample: 3,
+        do_center_crop: true, crop_size: { height: 75, width: 75 }, do_rescale: true, rescale_factor: 1 / 255, do_normalize: true,
+        image_mean: [...CLIP_MEAN], image_std: [...CLIP_STD],
+      });
+      // LlavaProcessor's count: (75 / 15)^2 + 1, less the CLS for 'default'
+      expect(read('processor_config.json')).toEqual({ processor_class: 'LlavaProcessor', image_token: '<image>', patch_size: 15, num_additional_image_tokens: 1, vision_feature_select_strategy: 'default' });
+      expect(fs.readFileSync(path.join(dir, 'chat_template.jinja'), 'utf8')).toBe(jinjaChatTemplate(model.config.template));
+      const written = new TextTokenizer(path.join(dir, 'tokenizer.json'));
+      expect(written.tokenToId('<image>')).toBe(tokenizer.vocabSize);
+      expect(written.encode('a <image>\nb')).toEqual([...tokenizer.encode('a '), tokenizer.vocabSize, ...tokenizer.encode('\nb')]);
+      // it loads back, and a save over it (chat_template.jinja is a checkpoint's file) with its own tokenizer is the same
+      const back = loadCheckpoint(dir);
+      expect(back.config.image.aspect).toBe(aspect);
+      saveCheckpoint(dir, back.model, { tokenizer: path.join(dir, 'tokenizer.json'), format: 'transformers' });
+      expect(new TextTokenizer(path.join(dir, 'tokenizer.json')).vocabSize).toBe(tokenizer.vocabSize + 1);
+      back.model.dispose();
+      model.dispose();
+    }
+    // an id transformers' tokenizers would not give it, and a tokenizer whose <image> is another id: refused, nothing written
+    const model = VwLmm.create(config, 3);
+    expect(() => saveCheckpoint(path.join(tmp(), 'gap'), model, { tokenizer: json, format: 'transformers', imageTokenIndex: tokenizer.vocabSize + 1 }))
+      .toThrow(`saveCheckpoint: imageTokenIndex ${tokenizer.vocabSize + 1}: the tokenizer has no <image> token, and transformers' tokenizers give an added one the next free id, ${tokenizer.vocabSize}, not ${tokenizer.vocabSize + 1} (pass imageTokenIndex ${tokenizer.vocabSize})`);
+    const withImage = { ...json, added_tokens: [...((json as { added_tokens?: unknown[] }).added_tokens ?? []), { id: tokenizer.vocabSize, content: '<image>', special: true }] };
+    const other = path.join(tmp(), 'other');
+    const misplaced = VwLmm.create({ ...config, imageTokenIndex: tokenizer.vocabSize + 1 }, 3);
+    expect(() => saveCheckpoint(other, misplaced, { tokenizer: withImage, format: 'transformers' }))
+      .toThrow(`saveCheckpoint: imageTokenIndex ${tokenizer.vocabSize + 1}, but the tokenizer's <image> is token ${tokenizer.vocabSize}`);
+    misplaced.dispose();
+    expect(fs.existsSync(other)).toBe(false);
+    // the LLaVA layout has none of them
+    const llava = path.join(tmp(), 'llava');
+    saveCheckpoint(llava, model, { tokenizer: json });
+    expect(fs.readdirSync(llava).filter((f) => /processor|chat_template/.test(f))).toEqual([]);
     model.dispose();
   });
 });

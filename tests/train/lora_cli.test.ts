@@ -64,29 +64,39 @@ describe('LoRA on the command line', () => {
     b.model.dispose();
   });
 
-  it("merge-adapter --format transformers on a LLaVA-layout plain LLaVA: the <image> token's id from --image-token-index", () => {
+  it("merge-adapter --format transformers on a LLaVA-layout plain LLaVA: <image> is the first id past the tokenizer's words, added to it (or --image-token-index)", () => {
     // a plain LLaVA (no vm_head) with LLaVA's placeholder -200, as its own layout keeps it
     const init = path.join(dir, 'llava-init');
     const tok = new TextTokenizer(fx.tokenizer);
     // rows past the tokenizer's words (a padded vocabulary): the first one is the <image> token's, as llava-hf's models have it
-    const padded = [8, 16, 32, 64, 128].map((k) => Math.ceil(tok.vocabSize / k) * k).find((n) => n > tok.vocabSize)!;
+    const padded = [8, 16, 32, 64, 128].map((k) => Math.ceil(tok.vocabSize / k) * k).find((n) => n > tok.vocabSize + 1)!;
     const m = VwLmm.create(tinyConfig(padded, 0), 5);
     saveCheckpoint(init, m, { tokenizer: fx.tokenizer });
     m.dispose();
     const out = path.join(dir, 'llava-lora');
     expect(cli('train', '--init', init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', out, '--steps', '1', '--batch-size', '2', '--lora-r', '2').status).toBe(0);
     const ck = path.join(out, 'checkpoint'), merged = path.join(dir, 'llava-tf');
-    const no = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers');
-    expect(no.status).toBe(2);
-    expect(no.stderr).toContain(`uses LLaVA's placeholder -200 and its tokenizer has no <image> token (give --image-token-index ID, an id past the tokenizer's ${tok.vocabSize} words: ${tok.vocabSize} to ${padded - 1})`);
     // a word's id is refused (every such word of a prompt would be an image), and so is an id past the vocabulary
     const word = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers', '--image-token-index', String(tok.vocabSize - 1));
     expect(word.stderr).toBe(`vwlmm: --image-token-index ${tok.vocabSize - 1} is the tokenizer's token ${JSON.stringify(tok.idToToken(tok.vocabSize - 1))}, not <image>: transformers' LLaVA would read every ${JSON.stringify(tok.idToToken(tok.vocabSize - 1))} of a prompt as an image\n`);
     expect(fs.existsSync(merged)).toBe(false); // refused before anything is written
     expect(cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers', '--image-token-index', String(padded)).stderr).toBe(`vwlmm: --image-token-index ${padded} is past the vocabulary (vocab_size ${padded}): give the <image> token's id\n`);
-    const yes = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers', '--image-token-index', String(tok.vocabSize));
+    // transformers' tokenizers give an added token the next free id, whatever id tokenizer.json says: only that one works
+    const gap = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers', '--image-token-index', String(tok.vocabSize + 1));
+    expect(gap.stderr).toBe(`vwlmm: --image-token-index ${tok.vocabSize + 1}: the tokenizer has no <image> token, and transformers' tokenizers give an added one the next free id, ${tok.vocabSize}, not ${tok.vocabSize + 1} (give --image-token-index ${tok.vocabSize})\n`);
+    expect(fs.existsSync(merged)).toBe(false);
+    // without the flag: that id, said on stderr, in config.json and in the tokenizer beside it
+    const yes = cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--format', 'transformers');
     expect(yes.status, yes.stderr).toBe(0);
+    expect(yes.stderr).toContain(`the tokenizer has no <image> token: it is added as token ${tok.vocabSize}`);
     expect(JSON.parse(fs.readFileSync(path.join(merged, 'config.json'), 'utf8')).image_token_index).toBe(tok.vocabSize);
+    const written = new TextTokenizer(path.join(merged, 'tokenizer.json'));
+    expect(written.tokenToId('<image>')).toBe(tok.vocabSize);
+    expect(written.encode('a <image>\nb')).toContain(tok.vocabSize);
+    // the same id given, and a second save from the tokenizer that has it: the same files
+    const again = path.join(dir, 'llava-tf2');
+    expect(cli('merge-adapter', '--checkpoint', ck, '--out', again, '--format', 'transformers', '--image-token-index', String(tok.vocabSize)).status).toBe(0);
+    expect(fs.readFileSync(path.join(again, 'tokenizer.json'), 'utf8')).toBe(fs.readFileSync(path.join(merged, 'tokenizer.json'), 'utf8'));
     expect(cli('merge-adapter', '--checkpoint', ck, '--out', merged, '--image-token-index', '3').stderr).toMatch(/--image-token-index is for --format transformers/);
   });
 

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Check that transformers' AutoProcessor loads the processor files of a transformers-format save and prepares an
+image and a prompt as vwlmm does (a one-off check, not run by the tests).
+
+    npx tsx scripts/export_llava_processor_for_check.ts /tmp/llava-processor
+    python3 scripts/check_llava_processor.py /tmp/llava-processor
+
+For each of <dir>/pad (LLaVA-1.5's padding to a square) and <dir>/square (CLIP's centre crop):
+  * AutoProcessor.from_pretrained loads the folder (preprocessor_config.json, processor_config.json, the tokenizer);
+  * its pixel_values of <dir>/image.png equal vwlmm's preprocessClip (ours.json) within the bicubic resizers'
+    rounding (max abs error < 0.05 after normalisation, mean < 0.01);
+  * the prompt's input_ids hold the image token (the config's image_token_index) exactly as many times as the model
+    has image features, and LlavaForConditionalGeneration runs on them;
+  * the folder's chat template renders a conversation as vwlmm's vicuna_v1 prompt does, and the chat template of every
+    other conversation template renders the prompts buildPrompt / buildGenerationPrompt write (ours.json).
+Exit status 0 when all of it holds.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dir", help="folder written by scripts/export_llava_processor_for_check.ts")
+    args = ap.parse_args()
+    ours = json.load(open(os.path.join(args.dir, "ours.json")))
+    image = Image.open(os.path.join(args.dir, "image.png")).convert("RGB")
+    ok = True
+    for aspect in ("pad", "square"):
+        folder, mine = os.path.join(args.dir, aspect), ours[aspect]
+        processor = AutoProcessor.from_pretrained(folder)
+        config = json.load(open(os.path.join(folder, "config.json")))
+        batch = processor(images=image, text=ours["prompt"], return_tensors="pt")
+        theirs = batch["pixel_values"][0].numpy().astype(np.float64)
+        s = mine["size"]
+        want = np.asarray(mine["pixels"], dtype=np.float64).reshape(3, s, s)
+        err = np.abs(theirs - want) if theirs.shape == want.shape else None
+        pixels_ok = err is not None and err.max() < 0.05 and err.mean() < 0.01
+        count = int((batch["input_ids"][0] == config["image_token_index"]).sum())
+        ids_ok = config["image_token_index"] == mine["imageTokenIndex"] and count == mine["imageTokens"]
+        model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+        with torch.no_grad():
+            logits = model(**batch).logits
+        runs = bool(torch.isfinite(logits).all())
+        print(f"{aspect}: {type(processor.image_processor).__name__}, pixel_values {tuple(theirs.shape)}"
+              + (f" max |diff| {err.max():.4f} mean {err.mean():.5f}" if err is not None else f" vs ours {want.shape}")
+              + f"; {count} image tokens (ours {mine['imageTokens']}); logits {tuple(logits.shape)} finite {runs}")
+        ok = ok and pixels_ok and ids_ok and runs
+    for t in ours["templates"]:
+        bad = 0
+        for c in t["cases"]:
+            got = processor.apply_chat_template(c["messages"], chat_template=t["jinja"], add_generation_prompt=c["generation"], tokenize=False)
+            if got != c["expected"]:
+                bad += 1
+                print(f"  {t['name']}: {json.dumps(got)}\n  {' ' * len(t['name'])}  want {json.dumps(c['expected'])}")
+        print(f"chat template {t['name']}: {len(t['cases']) - bad}/{len(t['cases'])} prompts as vwlmm writes them")
+        ok = ok and bad == 0 and len(t["cases"]) > 0
+    # the folder's own (its config's template, vicuna_v1), as AutoProcessor loaded it
+    vicuna = next(t for t in ours["templates"] if t["name"] == "vicuna_v1")
+    own = [processor.apply_chat_template(c["messages"], add_generation_prompt=c["generation"], tokenize=False) == c["expected"] for c in vicuna["cases"]]
+    print(f"the folder's chat_template.jinja: {sum(own)}/{len(own)} prompts as vwlmm's vicuna_v1")
+    ok = ok and all(own)
+    print("OK" if ok else "FAILED")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+// The vwlmm half of scripts/check_llava_processor.py: a plain LLaVA (the demo's word-level tokenizer, a vocabulary
+// padded past it) saved in the transformers layout twice, as LLaVA-1.5 pads images (aspect 'pad') and as CLIP crops
+// them ('square'), into <dir>/pad and <dir>/square; beside them a 53 x 31 picture (<dir>/image.png) and, in
+// <dir>/ours.json, what vwlmm makes of it and of a prompt: the pixels preprocessClip gives, the image token's id and how
+// many tokens an image takes; and for every conversation template its chat_template.jinja with conversations and the
+// prompts buildPrompt / buildGenerationPrompt write for them.
+//   npx tsx scripts/export_llava_processor_for_check.ts <dir>
+import * as fs from 'fs';
+import * as path from 'path';
+import { buildGenerationPrompt, buildPrompt, getTemplate, jinjaChatTemplate, TEMPLATES, Turn } from '../src/data/conversation';
+import { loadImage, preprocessClip } from '../src/data/images';
+import { encodePng } from '../src/data/sort_of_clevr';
+import { makeTokenizer } from '../src/demo/task';
+import { saveCheckpoint } from '../src/model/checkpoint';
+import { CLIP_MEAN, CLIP_STD, clipPreprocessOptions, numImageTokens, VwLmmConfig } from '../src/model/config';
+import { VwLmm } from '../src/model/vwlmm';
+import { Generator } from '../src/random';
+
+const dir = process.argv[2];
+if (!dir) throw new Error('usage: npx tsx scripts/export_llava_processor_for_check.ts <dir>');
+fs.mkdirSync(dir, { recursive: true });
+const { tokenizer, json } = makeTokenizer();
+const vocab = Math.ceil((tokenizer.vocabSize + 1) / 8) * 8;
+const gen = new Generator(11);
+const [w, h] = [53, 31];
+const rgb = Uint8Array.from({ length: w * h * 3 }, () => Math.floor(gen.uniform() * 256));
+const picture = path.join(dir, 'image.png');
+fs.writeFileSync(picture, encodePng(rgb, w, h));
+
+void (async () => {
+  const img = await loadImage(picture);
+  const ours: Record<string, unknown> = { image: picture, prompt: 'USER: <image>\nwhat colour ASSISTANT:' };
+  for (const aspect of ['pad', 'square'] as const) {
+    const config: VwLmmConfig = {
+      llm: { vocabSize: vocab, hiddenSize: 16, intermediateSize: 24, numLayers: 1, numHeads: 2, numKvHeads: 1, rmsNormEps: 1e-6, ropeTheta: 10000, maxPositionEmbeddings: 256, initializerRange: 0.1 },
+      vision: { hiddenSize: 12, intermediateSize: 16, numLayers: 2, numHeads: 2, imageSize: 28, patchSize: 7, numChannels: 3, layerNormEps: 1e-5, hiddenAct: 'quick_gelu', initializerRange: 0.1, initializerFactor: 1 },
+      visionTower: 'embedded', projectorType: 'mlp2x_gelu', selectLayer: -2, selectFeature: 'patch', vmWeight: 0, pif: false, detachTarget: false,
+      template: 'vicuna_v1', image: { size: 28, mean: [...CLIP_MEAN] as [number, number, number], std: [...CLIP_STD] as [number, number, number], aspect }, imageTokenIndex: tokenizer.vocabSize,
+    };
+    const model = VwLmm.create(config, 5);
+    saveCheckpoint(path.join(dir, aspect), model, { format: 'transformers', tokenizer: json });
+    model.dispose();
+    ours[aspect] = { pixels: Array.from(await preprocessClip(img, clipPreprocessOptions(config))), imageTokenIndex: config.imageTokenIndex, imageTokens: numImageTokens(config), size: config.image.size };
+  }
+  ours.templates = chatCases();
+  fs.writeFileSync(path.join(dir, 'ours.json'), JSON.stringify(ours));
+  console.log(`wrote ${dir}/pad, ${dir}/square, ${dir}/image.png and ${dir}/ours.json`);
+})();
+
+/** transformers' messages for our turns: the first image as an image item, other turns as strings. */
+function messagesOf(turns: Turn[], system?: string): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = system === undefined ? [] : [{ role: 'system', content: system }];
+  for (const t of turns) {
+    const role = t.from === 'human' ? 'user' : 'assistant';
+    if (t.value.startsWith('<image>\n')) out.push({ role, content: [{ type: 'image' }, { type: 'text', text: t.value.slice('<image>\n'.length) }] });
+    else out.push({ role, content: t.value });
+  }
+  return out;
+}
+
+function chatCases(): Record<string, unknown>[] {
+  const q = (value: string): Turn => ({ from: 'human', value }), a = (value: string): Turn => ({ from: 'gpt', value });
+  const conversations: { turns: Turn[]; system?: string }[] = [
+    { turns: [q('<image>\nWhat colour is the circle?')] },
+    { turns: [q('<image>\nWhat colour is the circle?'), a('Red.'), q('And the square?')] },
+    { turns: [q('Where is <image> the square?')] },
+    { turns: [q('<image>\nWhat colour is the circle?'), a('')] },
+    { turns: [q('<image>\nHow many shapes?')], system: 'Answer in one word.' },
+  ];
+  const out: Record<string, unknown>[] = [];
+  for (const name of Object.keys(TEMPLATES)) {
+    const t = getTemplate(name), cases: Record<string, unknown>[] = [];
+    for (const c of conversations) {
+      const used = c.system === undefined ? t : { ...t, system: c.system };
+      if (c.system !== undefined && t.style !== 'two' && t.style !== 'llama_2') continue; // no system prompt to replace
+      const last = c.turns[c.turns.length - 1];
+      if (t.style === 'plain' && c.turns.length > 1 && last.from === 'human') continue; // one question only
+      try {
+        const expected = last.from === 'human' ? buildGenerationPrompt(c.turns, used).prompt : buildPrompt(c.turns, { ...used, imageTag: false });
+        cases.push({ messages: messagesOf(c.turns, c.system), generation: last.from === 'human', expected });
+      } catch {
+        // a conversation the template refuses (an empty first reply of mistral, a plain prompt without an image)
+      }
+    }
+    out.push({ name, jinja: jinjaChatTemplate(name), cases });
+  }
+  return out;
+}
