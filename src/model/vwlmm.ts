@@ -402,6 +402,33 @@ export class VwLmm extends Module {
     }
   }
 
+  /**
+   * The first non-finite value of a batch's pixels (its index, value and image), or null: checkBatch reads no pixel
+   * (a pass over every image each step), so this is asked only once something refused a non-finite activation.
+   */
+  nonFinitePixel(batch: Pick<ModelBatch, 'pixelValues'>): { index: number; value: number; image: number } | null {
+    const px = batch.pixelValues;
+    if (!(px instanceof Float32Array)) return null;
+    const v = this.config.vision, perImage = v.numChannels * v.imageSize * v.imageSize;
+    for (let i = 0; i < px.length; i++) if (!Number.isFinite(px[i])) return { index: i, value: px[i], image: Math.floor(i / perImage) };
+    return null;
+  }
+
+  /**
+   * fn(), where a kernel's refusal of a non-finite activation that a non-finite pixel caused is said as such: the
+   * kernel names its own input ("[linear_cross_entropy] h"), which every activation after the tower is then.
+   */
+  private namingPixels<T>(batch: ModelBatch, fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      const bad = e instanceof RangeError && /contains a non-finite value|are not finite/.test(e.message) ? this.nonFinitePixel(batch) : null;
+      if (!bad) throw e;
+      // (the words the Trainer knows a non-finite step by are kept)
+      throw new RangeError(`VwLmm.loss: batch.pixelValues contains a non-finite value (${bad.value}) at index ${bad.index} (image ${bad.image} of the batch): every activation after the vision tower is then non-finite (${(e as Error).message})`, { cause: e });
+    }
+  }
+
   /** The VW-LMM objective on a batch (needs targets; the KL rows are the method's unless batch.klRows says otherwise). */
   loss(batch: ModelBatch): LossOutput {
     this.checkBatch('VwLmm.loss', batch, true);
@@ -411,7 +438,7 @@ export class VwLmm extends Module {
     // casts) is freed before the backward runs, not with the step (~1.3 GiB at 7B). It once put V8 into a
     // mark-compact every few CPU demo steps; that came with a new 2 MB pixel array per batch and went with them
     // (benchmarks/RESULTS.md, "The forward's scope back").
-    const { loss, ceLoss, klLoss, klRows } = scope(() => {
+    const { loss, ceLoss, klLoss, klRows } = this.namingPixels(batch, () => scope(() => {
       const { h, features } = this.hiddenOf(batch);
       const ce = F.linearCrossEntropy(h, this.lm_head.weight, Tensor.fromArray(targets, [batch.B * batch.T], { device: this.device }));
       const kr = this.config.vmWeight > 0 ? klRowsOf(batch) : null;
@@ -421,7 +448,7 @@ export class VwLmm extends Module {
       const xRows = F.gatherRows(features, Tensor.fromArray(kr!.featureIndex, [klRows], { device: this.device }));
       const kl = F.visualWordKL(hRows, this.lm_head.weight, xRows, this.vm_head!.weight, { detachTarget: this.config.detachTarget });
       return { loss: F.add(ce, F.scale(kl, this.config.vmWeight)), ceLoss: ce, klLoss: kl, klRows };
-    });
+    }));
     // no host read here: a training step reads what it logs once (Trainer), not per loss term
     let ce: number | null = null, kl: number | null = null;
     return {

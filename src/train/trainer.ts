@@ -1302,11 +1302,11 @@ export class Trainer {
         return read();
       }
     };
+    const micro: { idx: number[]; batch: ModelBatch | null; data: ArrayBufferView[] | undefined }[] = [];
     try {
       // Replayable (one micro-batch): its batch and data first, as the op program covers the whole step. Otherwise
       // each micro-batch's batch is made as it comes (a stage may reuse its arrays: Stage.makeBatch).
       const upFront = replay !== null && replay.phase !== 'off';
-      const micro: { idx: number[]; batch: ModelBatch | null; data: ArrayBufferView[] | undefined }[] = [];
       const make = (step: number, m: number) => {
         const idx = batchIndices(state.seed, s, step, m, this.rank, this.world);
         const batch = s.loss ? null : this.batchOf(s, state.stage, step, m, idx);
@@ -1433,6 +1433,12 @@ export class Trainer {
       // micro-batch's loss in the stats is the ranks' together), not this rank's alone
       const ofMicro = (m: number) => (this.world > 1 ? Array.from({ length: this.world }, (_, r) => batchIndices(state.seed, s, state.step, m, r, this.world)).flat() : samples[m]);
       const stepSamples = this.world > 1 ? Array.from({ length: accum }, (_, m) => ofMicro(m)).flat() : samples.flat();
+      // a non-finite pixel, where VwLmm.loss did not say it (a replayed step runs no loss(); a refusal raised at the
+      // step's read). The last micro-batch's arrays are checked where a stage reuses them (Stage.makeBatch)
+      if (b.what === 'loss' && !b.detail.includes('pixelValues')) {
+        const pixel = micro.map((x, m) => ({ m, at: x.batch ? this.model.nonFinitePixel(x.batch) : null })).find((x) => x.at !== null);
+        if (pixel) b.detail += `; ${accum > 1 ? `micro-batch ${pixel.m}'s ` : "the batch's "}pixelValues hold a non-finite value (${pixel.at!.value}) at index ${pixel.at!.index} (image ${pixel.at!.image}): the image, not the model`;
+      }
       // the first time: weights that came in non-finite (a checkpoint's NaN) make every step non-finite; named, the
       // cause is found at once rather than guessed from an op's flat index
       if (!this.weightsChecked) {

@@ -73,7 +73,9 @@ describe('non-finite loss or gradients', () => {
     expect(bad).toHaveLength(1);
     expect(bad[0]).toMatchObject({ stage: 'a', step: poisonedStep + 1, globalStep: poisonedStep + 1, what: 'loss', microBatch: 0, action: 'skipped', skippedSteps: 1 });
     expect(bad[0].samples).toContain(poison);
-    expect(bad[0].detail).toMatch(/non-finite/);
+    // the pixel named, not only the kernel's input every activation after the tower then is ("[linear_cross_entropy] h")
+    const image = bad[0].samples.indexOf(poison);
+    expect(bad[0].detail).toMatch(new RegExp(`pixelValues (contains|hold) a non-finite value \\(NaN\\) at index ${image * 3 * 75 * 75 + 123} \\(image ${image}`));
     expect(recs.filter((x) => x.type === 'train').map((x) => x.globalStep)).toEqual([1, 2, 4, 5, 6, 7, 8]);
     expect(recs.at(-1)).toMatchObject({ type: 'summary', globalStep: 8, skippedSteps: 1 });
     // the checkpoint after the skipped step (global 3) equals the one before it (global 2), bit for bit
@@ -84,6 +86,16 @@ describe('non-finite loss or gradients', () => {
     const next = r.snapshots.find((s) => s.globalStep === poisonedStep + 2)!;
     expect(Buffer.from(next.opt.get('0.m')!.data.buffer).equals(Buffer.from(after.opt.get('0.m')!.data.buffer))).toBe(false);
     for (const t of [...r.snapshots.at(-1)!.model.values()]) expect(t.data.every((v) => Number.isFinite(v))).toBe(true);
+  });
+
+  it('VwLmm.loss names a non-finite pixel (its image and index), not the kernel input it made non-finite', () => {
+    const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5);
+    const b = makeBatch([0, 1]), px = b.pixelValues!.slice();
+    px[3 * 75 * 75 + 7] = -Infinity;
+    expect(() => model.loss({ ...b, pixelValues: px })).toThrow(/^VwLmm\.loss: batch\.pixelValues contains a non-finite value \(-Infinity\) at index 16882 \(image 1 of the batch\): every activation after the vision tower is then non-finite \(\[(linear_cross_entropy|visual_word_kl)\] \w+ contains a non-finite value/);
+    expect(model.nonFinitePixel(b)).toBeNull();
+    expect(Number.isFinite(model.loss(b).ce)).toBe(true); // the same batch with finite pixels
+    model.dispose();
   });
 
   it("in async mode (a GPU's default) the kernels' refusal comes at the step's one read: the same step skipped, the same weights", () => {
@@ -103,6 +115,8 @@ describe('non-finite loss or gradients', () => {
     expect(bad[0]).toMatchObject({ stage: 'a', step: poisonedStep + 1, what: 'loss', microBatch: null, action: 'skipped' });
     expect(bad[0].samples).toContain(poison);
     expect(bad[0].detail).toMatch(/^\[(linear_cross_entropy|visual_word_kl)\] \w+ contains a non-finite value \(nan\) at flat index \d+ \(an asynchronous check/);
+    const image = batchIndices(seed, base()[0], poisonedStep, 0).indexOf(poison);
+    expect(bad[0].detail).toContain(`; the batch's pixelValues hold a non-finite value (NaN) at index ${image * 3 * 75 * 75 + 123} (image ${image}): the image, not the model`);
     // the run is the synchronous one's: the same skipped step, the same final weights
     expect(records(r.out).filter((x) => x.type === 'train').map((x) => x.loss)).toEqual(records(sync.out).filter((x) => x.type === 'train').map((x) => x.loss));
     same(r.snapshots.at(-1)!.model, sync.snapshots.at(-1)!.model);
