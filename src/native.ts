@@ -52,7 +52,7 @@ export interface Addon {
   distInfo(): DistGroupInfo | null;
   distStart(collective: string, input: NativeBuffer, output: NativeBuffer, dtype: string, count: number, op: string, root: number): number;
   distTest(handle: number): boolean;
-  distWait(handle: number, timeoutMs: number): void;
+  distWait(handle: number, timeoutMs: number, waitedMs?: number): void;
   distDestroy(timeoutMs: number): void;
   /** Op programs (native/napi/program.h; src/program.ts): record a sequence of op calls, replay it natively. */
   programBegin(inputs: ArrayBufferView[], poolOf?: ProgramHandle, graph?: boolean): void;

@@ -91,7 +91,8 @@ struct CollectiveTimeout : Error {
 };
 
 // A process group's backend: started collectives run in order on its queue; wait() blocks the caller until one
-// finished, at most timeout_s, and throws vw::Error naming what failed. After a timeout or a failure the group
+// finished, at most timeout_s, and throws vw::Error naming what failed (a timeout's message counts waited_s too: the
+// time its caller already spent polling test(), so that it names the group's whole deadline). After a timeout or a failure the group
 // is broken: every later call throws the first failure (a collective left half-done cannot be resumed).
 class Communicator {
  public:
@@ -105,7 +106,7 @@ class Communicator {
   // The buffers are checked by the caller (check_collective) and kept alive until the handle is waited for.
   virtual uint64_t start(const CollectiveArgs& a) = 0;
   virtual bool test(uint64_t handle) = 0;
-  virtual void wait(uint64_t handle, double timeout_s) = 0;
+  virtual void wait(uint64_t handle, double timeout_s, double waited_s) = 0;
   // Waits for what is queued (timeout_s), then ends the backend (MPI_Finalize / ncclCommDestroy).
   virtual void finalize(double timeout_s) = 0;
 };

@@ -66,7 +66,7 @@ class MpiCommunicator final : public Communicator {
     return it->second == State::done;
   }
 
-  void wait(uint64_t h, double timeout_s) override {
+  void wait(uint64_t h, double timeout_s, double waited_s) override {
     std::unique_lock<std::mutex> lk(mu_);
     auto it = state_.find(h);
     if (it == state_.end()) throw_range_error("[process group] unknown or already waited-for collective ", h);
@@ -79,7 +79,7 @@ class MpiCommunicator final : public Communicator {
     if (!cv_done_.wait_for(lk, std::chrono::duration<double>(timeout_s), finished)) {
       if (broken_.empty()) {
         failed_what_ = running_what_.empty() ? "a collective" : running_what_;
-        broken_ = str_cat("rank ", world_.rank, " of ", world_.size, ": the collective did not complete within ", timeout_s,
+        broken_ = str_cat("rank ", world_.rank, " of ", world_.size, ": the collective did not complete within ", timeout_s + waited_s,
                           " s: another rank died, hangs, or did not start the same collectives in the same order; the process group cannot be used any more");
       }
       timed_out_ = true;

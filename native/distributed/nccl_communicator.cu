@@ -198,7 +198,7 @@ class NcclCommunicator final : public Communicator {
     return true;
   }
 
-  void wait(uint64_t h, double timeout_s) override {
+  void wait(uint64_t h, double timeout_s, double waited_s) override {
     auto it = find(h);
     const char* what = it->second.what;
     if (!broken_.empty()) throw CollectiveTimeout(broken_);
@@ -211,7 +211,7 @@ class NcclCommunicator final : public Communicator {
       cudaGetLastError();  // (as in test())
       if (Clock::now() > deadline) {
         loaded().api.CommAbort(comm_);  // frees the peers' kernels on this side; the buffers stay pinned
-        broken_ = str_cat("[", what, "] rank ", rank_, " of ", size_, ": the collective did not complete within ", timeout_s,
+        broken_ = str_cat("[", what, "] rank ", rank_, " of ", size_, ": the collective did not complete within ", timeout_s + waited_s,
                           " s: another rank died, hangs, or did not start the same collectives in the same order; the NCCL communicator was aborted");
         throw CollectiveTimeout(broken_);
       }
@@ -227,7 +227,7 @@ class NcclCommunicator final : public Communicator {
     throw_if_broken();
     std::vector<uint64_t> handles;
     for (const auto& e : pending_) handles.push_back(e.first);
-    for (uint64_t h : handles) wait(h, timeout_s);
+    for (uint64_t h : handles) wait(h, timeout_s, 0);
     check("ncclCommDestroy", loaded().api.CommDestroy(comm_));
     cudaStreamDestroy(stream_);
   }

@@ -2,7 +2,7 @@
 // only in the Communicator they open (the CPU addon: MPI; the CUDA addon: NCCL):
 //   distInit(backend, options) -> { backend, rank, worldSize, localRank, localWorldSize, library }
 //   distStart(collective, input, output, dtype, count, op, root) -> handle   (queued; pins both buffers)
-//   distTest(handle) -> boolean      distWait(handle, timeoutMs)      distDestroy(timeoutMs)
+//   distTest(handle) -> boolean      distWait(handle, timeoutMs[, waitedMs])      distDestroy(timeoutMs)
 //   distInfo() -> the group's fields, or null before distInit / after distDestroy
 // One group per process (MPI cannot start twice). src/distributed/process_group.ts is the TS side.
 #pragma once
@@ -159,9 +159,15 @@ inline void RegisterDist(Napi::Env env, Napi::Object exports, OpenCommunicator o
       if (info.Length() < 2) throw_type_error("[distWait] expected (handle, timeoutMs)");
       const uint64_t h = detail::Handle(info[0], "distWait");
       const double timeout = detail::TimeoutSeconds(info[1], "distWait");
+      // how long the caller already polled distTest (Work.waitAsync): a timeout's message names the whole deadline
+      double waited = 0;
+      if (info.Length() > 2 && !info[2].IsUndefined()) {
+        if (!info[2].IsNumber() || !(info[2].As<Napi::Number>().DoubleValue() >= 0)) throw_type_error("[distWait] waitedMs must be a number >= 0");
+        waited = info[2].As<Napi::Number>().DoubleValue() / 1000.0;
+      }
       dist::Communicator& c = detail::Comm("distWait");
       try {
-        c.wait(h, timeout);
+        c.wait(h, timeout, waited);
       } catch (const dist::CollectiveTimeout&) {
         detail::Abandon(h);  // it may still run: its buffers stay pinned for good
         throw;

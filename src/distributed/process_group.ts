@@ -84,16 +84,20 @@ export class Work {
    */
   async waitAsync(): Promise<void> {
     if (this.done) return;
-    const deadline = Date.now() + this.group.timeoutMs;
-    for (let pause = 1; !this.isCompleted() && Date.now() < deadline; pause = Math.min(2 * pause, 10)) await new Promise((r) => setTimeout(r, pause));
-    try {
-      // finished: returns at once; else it ends the group as wait() would at its deadline
-      this.group.addon.distWait(this.handle, this.isCompleted() ? this.group.timeoutMs : 1e-3);
-    } catch (e) {
-      // (the native message names the last slice waited, not the deadline)
-      if (e instanceof Error) e.message = e.message.replace(/within [\d.e+-]+ s/, `within ${this.group.timeoutMs / 1000} s`);
-      throw e;
+    const start = Date.now(), timeout = this.group.timeoutMs;
+    for (let pause = 1; Date.now() - start < timeout; pause = Math.min(2 * pause, 10)) {
+      let finished: boolean;
+      try {
+        finished = this.isCompleted();
+      } catch {
+        break; // it failed: distWait below throws its error and frees its buffers (a throw of distTest frees nothing)
+      }
+      if (finished) break;
+      await new Promise((r) => setTimeout(r, pause));
     }
+    // finished or failed: at once; else the deadline has passed, and it ends the group as wait() would (the message
+    // names the group's timeout: 1 ms here after timeout - 1 polled)
+    this.group.addon.distWait(this.handle, 1, Math.max(0, timeout - 1));
     this.done = true;
   }
 }

@@ -20,8 +20,9 @@
 //                trainVision, hidden: the LLM's hidden size, initSeed: the weights' seed, pif, loraAlpha: LoRA adapters of
 //                r 2 at this alpha, dataSettings: that many Stage.dataSettings), the ranks then disagree; stageStartSyncs (weights.json): the
 //                host waits between a stage's start and its first loss (the ranks' stage-start check), not in `syncs`
-//   hang         rank 1 stops taking part (sleeps), rank 0 waits for an all-reduce with a 2 s timeout (timeoutFromEnv: the
-//                group's timeout from VWLMM_COLLECTIVE_TIMEOUT), then disposes its tensor
+//   hang         rank 1 stops taking part (sleeps), rank 0 waits for a barrierAsync (as a Trainer's start) with a 2 s
+//                timeout (timeoutFromEnv: the group's timeout from VWLMM_COLLECTIVE_TIMEOUT) and prints its error, then
+//                for an all-reduce on the broken group, then disposes its tensor
 //   evaluate     evaluateFile over the group for each of `jobs` (data, imageFolder, options) with the model of `checkpoint`;
 //                each rank writes its results, or a job's error message (eval_rank_<r>.json)
 //   checks       ranks that disagree, each refused on every rank (each rank writes the messages to checks_rank_<r>.json):
@@ -156,9 +157,14 @@ async function main(): Promise<void> {
       const until = Date.now() + 60_000;
       while (Date.now() < until) { /* never takes part */ }
     }
+    try {
+      await group.barrierAsync(); // rank 0: times out after timeoutMs, polling
+    } catch (e) {
+      process.stderr.write(`barrierAsync: ${(e as Error).message}\n`);
+    }
     const t = Tensor.zeros([4]);
     try {
-      group.allReduce(t); // rank 0: times out after timeoutMs
+      group.allReduce(t); // the group's first failure again
     } finally {
       t.dispose(); // cleanup as the Trainer's: accepted, so the timeout stays the error (the memory is never reused)
     }
