@@ -316,10 +316,10 @@ export function loaderQuestions(file: string, strict: boolean | undefined, skipp
     }
     if (q === null || typeof q !== 'object' || Array.isArray(q)) return bad('not a JSON object');
     if (!('question_id' in q)) return bad('no question_id');
-    // Python keeps such an id exact; here it would be rounded, written back as another number, and the scorer would not
-    // find it (or would find another question's)
-    if (typeof q.question_id === 'number' && !Number.isSafeInteger(q.question_id) && Number.isInteger(q.question_id))
-      return bad(`question_id ${/"question_id"\s*:\s*(-?\d+)/.exec(l)?.[1] ?? q.question_id} is an integer past 2^53, which a JavaScript number cannot hold exactly: write it as a string`);
+    // an integer literal past 2^53: Python keeps it exact; here it would be rounded, written back as another number,
+    // and the scorer would not find it (or would find another question's). A float (1e17) is a float in both
+    const digits = typeof q.question_id === 'number' && !Number.isSafeInteger(q.question_id) ? /"question_id"\s*:\s*(-?\d+)\s*[,}]/.exec(l)?.[1] : undefined;
+    if (digits !== undefined) return bad(`question_id ${digits} is an integer past 2^53, which a JavaScript number cannot hold exactly: write it as a string`);
     if (typeof q.text !== 'string') return bad('text must be a string', q.question_id);
     if (q.image !== undefined && typeof q.image !== 'string') return bad('image must be a file name', q.question_id);
     out.push({ line: i + 1, id: q.question_id, image: q.image !== undefined ? { file: q.image as string } : null, text: q.text, prompt: q.text });

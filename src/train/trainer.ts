@@ -1434,9 +1434,15 @@ export class Trainer {
       const ofMicro = (m: number) => (this.world > 1 ? Array.from({ length: this.world }, (_, r) => batchIndices(state.seed, s, state.step, m, r, this.world)).flat() : samples[m]);
       const stepSamples = this.world > 1 ? Array.from({ length: accum }, (_, m) => ofMicro(m)).flat() : samples.flat();
       // a non-finite pixel, where VwLmm.loss did not say it (a replayed step runs no loss(); a refusal raised at the
-      // step's read). The last micro-batch's arrays are checked where a stage reuses them (Stage.makeBatch)
+      // step's read). Only arrays that are still the step's: a stage may reuse its arrays (Stage.makeBatch), and the
+      // next step's batch has been made by now (this.ahead), as has each later micro-batch's
       if (b.what === 'loss' && !b.detail.includes('pixelValues')) {
-        const pixel = micro.map((x, m) => ({ m, at: x.batch ? this.model.nonFinitePixel(x.batch) : null })).find((x) => x.at !== null);
+        const next = this.ahead?.micro.batch?.pixelValues;
+        const mine = (m: number) => {
+          const px = micro[m]?.batch?.pixelValues;
+          return px && px !== next && micro.every((x, k) => k <= m || x.batch?.pixelValues !== px) ? this.model.nonFinitePixel(micro[m].batch!) : null;
+        };
+        const pixel = (b.micro !== null ? [b.micro] : micro.map((_, m) => m)).map((m) => ({ m, at: mine(m) })).find((x) => x.at !== null);
         if (pixel) b.detail += `; ${accum > 1 ? `micro-batch ${pixel.m}'s ` : "the batch's "}pixelValues hold a non-finite value (${pixel.at!.value}) at index ${pixel.at!.index} (image ${pixel.at!.image}): the image, not the model`;
       }
       // the first time: weights that came in non-finite (a checkpoint's NaN) make every step non-finite; named, the

@@ -69,9 +69,10 @@ describe("LLaVA's eval loaders: prompts", () => {
 
   it('a numeric question_id past 2^53 is refused, not rounded (Python keeps it exact; written back rounded, no scorer finds it)', () => {
     const file = path.join(tmp(), 'big.jsonl');
-    fs.writeFileSync(file, ['{"question_id": 9007199254740993, "text": "a?"}', '{"question_id": 9007199254740991, "text": "b?"}', '{"question_id": "9007199254740993", "text": "c?"}'].join('\n'));
+    fs.writeFileSync(file, ['{"question_id": 9007199254740993, "text": "a?"}', '{"question_id": 9007199254740991, "text": "b?"}', '{"question_id": "9007199254740993", "text": "c?"}', '{"question_id": 1e17, "text": "d?"}'].join('\n'));
     const skipped: AnswerResult['skipped'] = [];
-    expect(loaderQuestions(file, false, skipped).map((q) => q.id)).toEqual([9007199254740991, '9007199254740993']);
+    // (a float, 1e17, is one in Python too)
+    expect(loaderQuestions(file, false, skipped).map((q) => q.id)).toEqual([9007199254740991, '9007199254740993', 1e17]);
     expect(skipped).toEqual([{ line: 1, questionId: undefined, reason: 'question_id 9007199254740993 is an integer past 2^53, which a JavaScript number cannot hold exactly: write it as a string' }]);
     expect(() => loaderQuestions(file, true, [])).toThrow(`questions ${file} line 1: question_id 9007199254740993 is an integer past 2^53`);
   });

@@ -122,6 +122,34 @@ describe('non-finite loss or gradients', () => {
     same(r.snapshots.at(-1)!.model, sync.snapshots.at(-1)!.model);
   });
 
+  it("a stage that refills one pixel array (as the demo's): no pixel note from an array the next batch has overwritten", () => {
+    // the next step's batch has a NaN pixel elsewhere (index 999): read after it was made, the array would name that
+    const following = batchIndices(seed, base()[0], poisonedStep + 1, 0);
+    let shared: Float32Array | null = null;
+    const refill = (idx: number[]): ModelBatch => {
+      const b = nanBatch(idx);
+      shared ??= new Float32Array(b.pixelValues!.length);
+      shared.set(b.pixelValues!);
+      if (idx.join() === following.join()) shared[999] = NaN;
+      return { ...b, pixelValues: shared };
+    };
+    const s = base();
+    s[0] = { ...s[0], makeBatch: refill };
+    const was = setAsync('cpu', true); // the refusal comes at the step's read, after the next batch was made
+    let r: ReturnType<typeof run>;
+    try {
+      r = run(s);
+    } finally {
+      setAsync('cpu', was);
+    }
+    const bad = records(r.out).filter((x) => x.type === 'nonfinite');
+    expect(bad.map((x) => x.step)).toEqual([poisonedStep + 1, poisonedStep + 2]);
+    // the poisoned step's array held the next batch by the read: not named. The next step's is its own (a non-finite
+    // step stops the replay, which made batches ahead): named
+    expect(bad[0].detail).not.toContain('pixelValues');
+    expect(bad[1].detail).toContain("; the batch's pixelValues hold a non-finite value (NaN) at index 999 (image 0): the image, not the model");
+  });
+
   it('a NaN gradient with a finite loss (global norm NaN) is skipped too, with gradient accumulation', () => {
     const model = VwLmm.create(tinyConfig(tokenizer.vocabSize), 5);
     const loss = model.loss.bind(model);
