@@ -515,49 +515,54 @@ export function buildGenerationPrompt(
 /**
  * The template as a Jinja chat template (chat_template.jinja of a transformers-format save), so that transformers'
  * apply_chat_template writes the prompts buildPrompt / buildGenerationPrompt write: messages with roles user and
- * assistant (and a first system message, which replaces the template's system prompt), each content a string or a list
- * of { type: 'image' } and { type: 'text', text } items. As preprocess_multimodal, a turn's <image> goes to its front,
- * followed by "\n"; mmtag templates' <Image> tags are left out, as LLaVA's eval loaders leave them out.
+ * assistant, alternating (a leading assistant message dropped, as LLaVA drops one), and a first system message, which
+ * replaces the template's system prompt; each content a string or a list of { type: 'image' } and { type: 'text', text }
+ * items. As preprocess_multimodal, a message's <image> goes to its front, followed by "\n" (one per image item, for
+ * transformers' processor, which wants one per image); mmtag templates' <Image> tags are left out, as LLaVA's eval
+ * loaders leave them out. What buildPrompt refuses (roles out of turn, a plain prompt without its image) raises.
  */
 export function jinjaChatTemplate(template: ConversationTemplate | TemplateName): string {
   const t = getTemplate(template);
   const str = (s: string) => JSON.stringify(s); // a JSON string is a Jinja string literal
+  const raise = (why: string) => `{{ raise_exception(${str(`chat template ${t.name}: ${why}`)}) }}`;
   const [user, assistant] = t.roles;
-  const content = [
-    // the text of a message, its images in front as preprocess_multimodal puts them
-    "{%- macro content(m) -%}",
-    "{%- if m['content'] is string -%}",
-    "{%- if '<image>' in m['content'] -%}{{ ('<image>\\n' + m['content'].replace('<image>', '').strip()).strip() }}{%- else -%}{{ m['content'] }}{%- endif -%}",
-    '{%- else -%}',
+  const noSystem = ["{%- if messages and messages[0]['role'] == 'system' -%}", raise('the template has no system prompt'), '{%- endif -%}'];
+  const lines = [
+    // a message's text, its images in front as preprocess_multimodal puts them
+    '{%- macro content(m) -%}',
     "{%- set ns = namespace(images=0, text='') -%}",
-    "{%- for c in m['content'] -%}",
+    "{%- if m['content'] is string -%}{%- set ns.text = m['content'] -%}",
+    "{%- else -%}{%- for c in m['content'] -%}",
     "{%- if c['type'] == 'image' -%}{%- set ns.images = ns.images + 1 -%}",
     "{%- elif c['type'] == 'text' -%}{%- set ns.text = ns.text + (' ' if ns.text else '') + c['text'] -%}{%- endif -%}",
-    '{%- endfor -%}',
-    "{%- if ns.images -%}{{ ('<image>\\n' * ns.images + ns.text.replace('<image>', '').strip()).strip() }}{%- else -%}{{ ns.text }}{%- endif -%}",
-    '{%- endif -%}',
+    '{%- endfor -%}{%- endif -%}',
+    "{%- if ns.images or '<image>' in ns.text -%}{{ ('<image>\\n' * [ns.images, 1]|max + ns.text.replace('<image>', '').strip()).strip() }}",
+    '{%- else -%}{{ ns.text }}{%- endif -%}',
     '{%- endmacro -%}',
+    // the system prompt: a first system message's, else the template's; the turns after it, a leading reply dropped
+    `{%- set system = namespace(text=${str(t.system)}) -%}`,
+    "{%- set turns = messages -%}",
+    "{%- if turns and turns[0]['role'] == 'system' -%}{%- set system.text = content(turns[0]) -%}{%- set turns = turns[1:] -%}{%- endif -%}",
+    "{%- if turns and turns[0]['role'] == 'assistant' -%}{%- set turns = turns[1:] -%}{%- endif -%}",
+    "{%- for m in turns -%}{%- if m['role'] != ('user' if loop.index0 % 2 == 0 else 'assistant') -%}",
+    raise('roles alternate user, assistant, ... (a system message only first)'),
+    '{%- endif -%}{%- endfor -%}',
   ];
-  const roles = "{%- if m['role'] != 'user' and m['role'] != 'assistant' -%}{{ raise_exception('chat template: roles are user and assistant (a system message only first), got ' + m['role']) }}{%- endif -%}";
-  const system = `{%- set ns = namespace(system=${str(t.system)}) -%}{%- if messages and messages[0]['role'] == 'system' -%}{%- set ns.system = content(messages[0]) -%}{%- endif -%}`;
-  const body: string[] = [];
   switch (t.style) {
     case 'plain':
       // preprocess_plain: the image alone, then the caption and "\n"
-      body.push(
-        "{%- for m in messages if m['role'] != 'system' -%}",
-        roles,
-        `{%- if m['role'] == 'user' -%}{{ '<image>' }}{%- else -%}{{ content(m) + ${str(t.sep)} }}{%- endif -%}`,
-        '{%- endfor -%}',
+      lines.push(
+        ...noSystem,
+        "{%- if turns|length not in [1, 2] or '<image>' not in content(turns[0]) -%}",
+        raise('one user message with the image (and its caption as the reply)'),
+        '{%- endif -%}',
+        "{%- for m in turns -%}{%- if m['role'] == 'user' -%}{{ '<image>' }}{%- else -%}" + `{{ content(m) + ${str(t.sep)} }}` + '{%- endif -%}{%- endfor -%}',
       );
       break;
     case 'two':
-      body.push(
-        system,
-        `{{- ns.system + ${str(t.sep)} -}}`,
-        "{%- for m in messages if m['role'] != 'system' -%}",
-        roles,
-        '{%- set text = content(m) -%}',
+      lines.push(
+        `{{- system.text + ${str(t.sep)} -}}`,
+        '{%- for m in turns -%}{%- set text = content(m) -%}',
         // get_prompt writes an empty message as the bare role and ":"
         `{%- if m['role'] == 'user' -%}{{ (${str(user + ': ')} + text + ${str(t.sep)}) if text else ${str(user + ':')} }}`,
         `{%- else -%}{{ (${str(assistant + ': ')} + text + ${str(t.sep2)}) if text else ${str(assistant + ':')} }}{%- endif -%}`,
@@ -567,24 +572,20 @@ export function jinjaChatTemplate(template: ConversationTemplate | TemplateName)
       break;
     case 'mistral':
     case 'llama_2':
-      body.push(
-        t.style === 'llama_2' ? system : "{%- if messages and messages[0]['role'] == 'system' -%}{{ raise_exception('chat template: " + t.name + " has no system prompt') }}{%- endif -%}",
-        "{%- for m in messages if m['role'] != 'system' -%}",
-        roles,
-        '{%- set text = content(m) -%}',
-        `{%- if loop.first and not text -%}{{ raise_exception('chat template: the first user message is empty (${t.name})') }}{%- endif -%}`,
+      lines.push(
+        ...(t.style === 'mistral' ? noSystem : []),
+        '{%- for m in turns -%}{%- set text = content(m) -%}',
+        '{%- if loop.first and not text -%}', raise('the first user message is empty'), '{%- endif -%}',
         // get_prompt writes nothing for an empty message
-        '{%- if text -%}',
-        "{%- if m['role'] == 'user' -%}",
+        "{%- if text -%}{%- if m['role'] == 'user' -%}",
         t.style === 'llama_2'
-          ? `{%- set text = ('<<SYS>>\\n' + ns.system + '\\n<</SYS>>\\n\\n' + text) if loop.first and ns.system else text -%}{{ ('' if loop.first else ${str(t.sep)}) + '[INST] ' + text + ' [/INST]' }}`
+          ? `{%- set text = ('<<SYS>>\\n' + system.text + '\\n<</SYS>>\\n\\n' + text) if loop.first and system.text else text -%}{{ ('' if loop.first else ${str(t.sep)}) + '[INST] ' + text + ' [/INST]' }}`
           : `{{ ('' if loop.first else ${str(t.sep)}) + '[INST] ' + text + ' [/INST]' }}`,
         t.style === 'llama_2' ? `{%- else -%}{{ ' ' + text + ' ' + ${str(t.sep2)} }}` : `{%- else -%}{{ text + ${str(t.sep2)} }}`,
-        '{%- endif -%}',
-        '{%- endif -%}',
+        '{%- endif -%}{%- endif -%}',
         '{%- endfor -%}',
       );
       break;
   }
-  return [...content, ...body].join('\n') + '\n';
+  return lines.join('\n') + '\n';
 }
