@@ -1232,58 +1232,85 @@ program.command('visual-words').description('top-k visual words of every patch (
     model.dispose();
   });
 
+/** What merge-adapter and convert read: a checkpoint (and an adapter) written again in a layout. */
+type WriteAsOptions = { pif?: boolean; checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number; overwriteOutputDir?: boolean };
+
+/**
+ * merge-adapter and convert: the checkpoint (with --adapter's LoRA) loaded and written to --out in --format, LoRA
+ * adapters merged into the weights (merge-adapter refuses a model without them).
+ */
+async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteAsOptions): Promise<void> {
+  existing(o.checkpoint, 'checkpoint', 'dir');
+  if (o.format !== 'vwlmm' && o.format !== 'transformers') fail(`--format must be vwlmm or transformers, got '${o.format}'`);
+  if (o.imageTokenIndex !== undefined && o.format !== 'transformers') fail('--image-token-index is for --format transformers');
+  outputFolder('--out', o.out);
+  // the new checkpoint replaces its folder whole: never an input's (a training checkpoint's optimizer and trainer
+  // state would be lost with it), and never a run's or checkpoint's by a slip of the keyboard
+  for (const [flag, dir] of [['--checkpoint', o.checkpoint], ['--adapter', o.adapter]] as const) {
+    const how = dir === undefined ? null : nesting(o.out, dir);
+    if (how) fail(`--out ${o.out} ${how} ${flag} ${dir}: ${command} writes a new checkpoint beside its inputs and never over them; give another --out`);
+  }
+  if (!o.overwriteOutputDir && fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() && fs.readdirSync(o.out).length > 0)
+    fail(`--out ${o.out} is not empty: ${command} writes a new checkpoint (--overwrite-output-dir replaces what is there)`);
+  const { saveCheckpoint, mergeLora, loraConfigOf, hasVmHead } = await import('./model');
+  const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter, undefined, o.pif);
+  const lora = loraConfigOf(model);
+  if (!lora && command === 'merge-adapter') fail(`no LoRA adapters: ${o.checkpoint} has none${o.adapter ? '' : ' (give --adapter; `vwlmm convert` writes a checkpoint without them in another layout)'}`);
+  // before the image token is looked for: the model transformers' layout cannot hold is the first thing to say
+  if (o.format === 'transformers' && hasVmHead(config))
+    fail(`--format transformers is for plain LLaVA models: ${o.checkpoint} is a VW-LMM${config.pif ? ' (PIF)' : ''} with a vm_head, which LlavaForConditionalGeneration has no place for (--format vwlmm keeps it)`);
+  // transformers' layout names the image token by a vocabulary id; LLaVA's layout uses the placeholder -200
+  let imageTokenIndex = o.imageTokenIndex;
+  if (imageTokenIndex !== undefined && imageTokenIndex >= config.llm.vocabSize) fail(`--image-token-index ${imageTokenIndex} is past the vocabulary (vocab_size ${config.llm.vocabSize}): give the <image> token's id`);
+  if (o.format === 'transformers' && imageTokenIndex === undefined && config.imageTokenIndex < 0) {
+    if (!tokenizerPath) fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and has no tokenizer to find one in (give --image-token-index ID, the <image> token's id in the tokenizer used with it)`);
+    const tok = await openTokenizer(tokenizerPath!, config.llm.vocabSize);
+    const fromTokenizer = tok.tokenToId('<image>');
+    // else the first row past the tokenizer's words (a padded vocabulary), as llava-hf's: the only id transformers'
+    // tokenizers give an added <image> (saveCheckpoint adds it)
+    if (fromTokenizer === null && tok.vocabSize >= config.llm.vocabSize)
+      fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex}, its tokenizer has no <image> token, and the vocabulary has no row past its ${tok.vocabSize} words for one: transformers' LLaVA (llava-hf) adds <image> to the tokenizer and pads the vocabulary (vocab_size 32064 for 32000 words)`);
+    imageTokenIndex = fromTokenizer ?? tok.vocabSize;
+    if (fromTokenizer === null) process.stderr.write(`vwlmm: the tokenizer has no <image> token: it is added as token ${imageTokenIndex}, the first row past its words (as in llava-hf's checkpoints)\n`);
+  }
+  if (lora) mergeLora(model);
+  try {
+    saveCheckpoint(o.out, model, { format: o.format as 'vwlmm' | 'transformers', tokenizer: tokenizerPath ?? undefined, imageTokenIndex });
+  } catch (e) {
+    // saveCheckpoint refuses an image token that is a word of the tokenizer (before it writes anything): the option named
+    const m = (e as Error).message;
+    if (m.startsWith('saveCheckpoint: imageTokenIndex ')) fail(m.replace('saveCheckpoint: imageTokenIndex', '--image-token-index').replace(/\bpass imageTokenIndex\b/, 'give --image-token-index'));
+    throw e;
+  }
+  const merged = lora ? `LoRA (r ${lora.r}, alpha ${lora.alpha}, ${lora.targetModules.join(', ')}) merged` : '';
+  console.log(command === 'merge-adapter' ? `merged ${merged.replace(/ merged$/, '')} into ${o.out}` : `wrote ${o.checkpoint} in the ${o.format === 'transformers' ? "transformers (LlavaForConditionalGeneration)" : 'vwlmm (LLaVA)'} layout to ${o.out}${merged ? ` (${merged})` : ''}`);
+  model.dispose();
+}
+
+const FORMAT_HELP = 'vwlmm (LLaVA layout) or transformers (LlavaForConditionalGeneration with its processor files, as llava-hf: plain LLaVA models, no vm_head)';
+const IMAGE_TOKEN_HELP = "transformers format: the vocabulary id of the <image> token (default: the model's when it is one, else the tokenizer's <image> token, else the first id past the tokenizer's words, where <image> is added)";
+
 program.command('merge-adapter').description('fold LoRA adapters into the weights and write a full checkpoint')
   .requiredOption('--checkpoint <dir>', 'the base checkpoint (or one trained with --lora-r, adapters inside)')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply first')
   .requiredOption('--out <dir>', 'where the merged checkpoint goes')
-  .option('--format <f>', 'vwlmm (LLaVA layout) or transformers (LlavaForConditionalGeneration: plain LLaVA models, no vm_head)', 'vwlmm')
-  .option('--image-token-index <id>', "transformers format: the vocabulary id of the <image> token (default: the model's when it is one, else the tokenizer's <image> token, else the first id past the tokenizer's words, where <image> is added)", int('--image-token-index'))
+  .option('--format <f>', FORMAT_HELP, 'vwlmm')
+  .option('--image-token-index <id>', IMAGE_TOKEN_HELP, int('--image-token-index'))
   .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)
-  .action(async (o: { pif?: boolean; checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number; overwriteOutputDir?: boolean }) => {
-    existing(o.checkpoint, 'checkpoint', 'dir');
-    if (o.format !== 'vwlmm' && o.format !== 'transformers') fail(`--format must be vwlmm or transformers, got '${o.format}'`);
-    if (o.imageTokenIndex !== undefined && o.format !== 'transformers') fail('--image-token-index is for --format transformers');
-    outputFolder('--out', o.out);
-    // the merged checkpoint replaces its folder whole: never an input's (a training checkpoint's optimizer and trainer
-    // state would be lost with it), and never a run's or checkpoint's by a slip of the keyboard
-    for (const [flag, dir] of [['--checkpoint', o.checkpoint], ['--adapter', o.adapter]] as const) {
-      const how = dir === undefined ? null : nesting(o.out, dir);
-      if (how) fail(`--out ${o.out} ${how} ${flag} ${dir}: merge-adapter writes a new checkpoint beside its inputs and never over them; give another --out`);
-    }
-    if (!o.overwriteOutputDir && fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() && fs.readdirSync(o.out).length > 0)
-      fail(`--out ${o.out} is not empty: merge-adapter writes a new checkpoint (--overwrite-output-dir replaces what is there)`);
-    const { saveCheckpoint, mergeLora, loraConfigOf } = await import('./model');
-    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter, undefined, o.pif);
-    const lora = loraConfigOf(model);
-    if (!lora) fail(`no LoRA adapters: ${o.checkpoint} has none${o.adapter ? '' : ' (give --adapter)'}`);
-    // transformers' layout names the image token by a vocabulary id; LLaVA's layout uses the placeholder -200
-    let imageTokenIndex = o.imageTokenIndex;
-    if (imageTokenIndex !== undefined && imageTokenIndex >= config.llm.vocabSize) fail(`--image-token-index ${imageTokenIndex} is past the vocabulary (vocab_size ${config.llm.vocabSize}): give the <image> token's id`);
-    if (o.format === 'transformers' && imageTokenIndex === undefined && config.imageTokenIndex < 0) {
-      if (!tokenizerPath) fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and has no tokenizer to find one in (give --image-token-index ID, the <image> token's id in the tokenizer used with it)`);
-      const tok = await openTokenizer(tokenizerPath!, config.llm.vocabSize);
-      const fromTokenizer = tok.tokenToId('<image>');
-      // else the first row past the tokenizer's words (a padded vocabulary), as llava-hf's: the only id transformers'
-      // tokenizers give an added <image> (saveCheckpoint adds it)
-      if (fromTokenizer === null && tok.vocabSize >= config.llm.vocabSize)
-        fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex}, its tokenizer has no <image> token, and the vocabulary has no row past its ${tok.vocabSize} words for one: transformers' LLaVA (llava-hf) adds <image> to the tokenizer and pads the vocabulary (vocab_size 32064 for 32000 words)`);
-      imageTokenIndex = fromTokenizer ?? tok.vocabSize;
-      if (fromTokenizer === null) process.stderr.write(`vwlmm: the tokenizer has no <image> token: it is added as token ${imageTokenIndex}, the first row past its words (as in llava-hf's checkpoints)\n`);
-    }
-    mergeLora(model);
-    try {
-      saveCheckpoint(o.out, model, { format: o.format as 'vwlmm' | 'transformers', tokenizer: tokenizerPath ?? undefined, imageTokenIndex });
-    } catch (e) {
-      // saveCheckpoint refuses an image token that is a word of the tokenizer (before it writes anything): the option named
-      const m = (e as Error).message;
-      if (m.startsWith('saveCheckpoint: imageTokenIndex ')) fail(m.replace('saveCheckpoint: imageTokenIndex', '--image-token-index').replace(/\bpass imageTokenIndex\b/, 'give --image-token-index'));
-      throw e;
-    }
-    console.log(`merged LoRA (r ${lora!.r}, alpha ${lora!.alpha}, ${lora!.targetModules.join(', ')}) into ${o.out}`);
-    model.dispose();
-  });
+  .action((o: WriteAsOptions) => writeCheckpointAs('merge-adapter', o));
+
+program.command('convert').description("write a checkpoint in another layout, as transformers' convert_llava_weights_to_hf.py: a LLaVA / VW-LMM checkpoint (its safetensors or .bin files) as transformers' LlavaForConditionalGeneration folder, or such a folder in LLaVA's layout")
+  .requiredOption('--checkpoint <dir>', 'the checkpoint: LLaVA / VW-LMM layout (safetensors or .bin) or transformers\' (llava-hf)')
+  .option('--adapter <dir>', 'a LoRA adapter (PEFT format), merged into the weights written')
+  .requiredOption('--out <dir>', 'where the checkpoint goes')
+  .requiredOption('--format <f>', FORMAT_HELP)
+  .option('--image-token-index <id>', IMAGE_TOKEN_HELP, int('--image-token-index'))
+  .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
+  .option('--pif', PIF_HELP)
+  .option('--no-pif', NO_PIF_HELP)
+  .action((o: WriteAsOptions) => writeCheckpointAs('convert', o));
 
 // the library's own errors already say where they come from ('vwlmm: ...'): not twice
 program.parseAsync(process.argv).catch((e: Error) => fail(e.message.replace(/^vwlmm: /, '')));

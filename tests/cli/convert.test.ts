@@ -1,0 +1,73 @@
+// `vwlmm convert`: a checkpoint written again in the other layout, as transformers' convert_llava_weights_to_hf.py
+// writes an llava-hf folder from LLaVA's weights: the same weights and config there and back, the processor's files
+// and <image> in the tokenizer on the way to transformers; a VW-LMM, whose vm_head transformers' LLaVA has no place
+// for, refused for that layout only.
+import * as fs from 'fs';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { TextTokenizer } from '../../src/data/tokenizer';
+import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
+import { VwLmm } from '../../src/model/vwlmm';
+import { cli, tinyConfig } from '../train/support/tiny';
+import { sortOfClevrVocabulary } from '../../src/data/sort_of_clevr';
+import { writeWordLevelTokenizer } from '../../src/data/word_level_tokenizer';
+import { tempDirs } from '../support/tmp';
+
+const tmp = tempDirs('convert');
+
+/** The weights of a checkpoint, by our names, as plain arrays. */
+const weights = (dir: string) => {
+  const { model, config } = loadCheckpoint(dir);
+  const out = new Map([...model.stateDict()].map(([n, t]) => [n, Array.from(t.data)]));
+  model.dispose();
+  return { out, config };
+};
+
+describe('vwlmm convert', () => {
+  it('LLaVA layout -> transformers -> LLaVA layout: the same weights and config; the processor files on the way', () => {
+    const dir = tmp(), tokenizer = path.join(dir, 'tokenizer.json');
+    writeWordLevelTokenizer(tokenizer, sortOfClevrVocabulary());
+    const words = new TextTokenizer(tokenizer).vocabSize;
+    // a padded vocabulary (as llava-hf's 32064 for 32000 words): a row for <image>
+    const padded = [8, 16, 32, 64, 128].map((k) => Math.ceil(words / k) * k).find((n) => n > words)!;
+    const model = VwLmm.create(tinyConfig(padded, 0), 5);
+    saveCheckpoint(path.join(dir, 'llava'), model, { tokenizer });
+    model.dispose();
+    const hf = path.join(dir, 'hf'), back = path.join(dir, 'back');
+    const r = cli('convert', '--checkpoint', path.join(dir, 'llava'), '--out', hf, '--format', 'transformers');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`the tokenizer has no <image> token: it is added as token ${words}`);
+    expect(r.stdout).toBe(`wrote ${path.join(dir, 'llava')} in the transformers (LlavaForConditionalGeneration) layout to ${hf}\n`);
+    expect(JSON.parse(fs.readFileSync(path.join(hf, 'config.json'), 'utf8'))).toMatchObject({ model_type: 'llava', image_token_index: words });
+    for (const f of ['preprocessor_config.json', 'processor_config.json', 'chat_template.jinja', 'tokenizer.json']) expect(fs.existsSync(path.join(hf, f)), f).toBe(true);
+    expect(cli('convert', '--checkpoint', hf, '--out', back, '--format', 'vwlmm').status).toBe(0);
+    expect(JSON.parse(fs.readFileSync(path.join(back, 'config.json'), 'utf8')).mm_projector_type).toBe('mlp2x_gelu');
+    const a = weights(path.join(dir, 'llava')), b = weights(hf), c = weights(back);
+    expect([...b.out.keys()].sort()).toEqual([...a.out.keys()].sort());
+    for (const [n, v] of a.out) {
+      expect(b.out.get(n), n).toEqual(v);
+      expect(c.out.get(n), n).toEqual(v);
+    }
+    // the image token is a vocabulary id from here on (transformers' layout has no placeholder)
+    expect({ ...b.config, imageTokenIndex: -200 }).toEqual(a.config);
+    expect(c.config).toEqual(b.config);
+  });
+
+  it('a VW-LMM: refused for transformers (no vm_head there) before anything is written, converted in the LLaVA layout', () => {
+    const dir = tmp(), tokenizer = path.join(dir, 'tokenizer.json');
+    writeWordLevelTokenizer(tokenizer, sortOfClevrVocabulary());
+    const model = VwLmm.create(tinyConfig(new TextTokenizer(tokenizer).vocabSize), 5);
+    saveCheckpoint(path.join(dir, 'vw'), model, { tokenizer });
+    model.dispose();
+    const r = cli('convert', '--checkpoint', path.join(dir, 'vw'), '--out', path.join(dir, 'hf'), '--format', 'transformers');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe(`vwlmm: --format transformers is for plain LLaVA models: ${path.join(dir, 'vw')} is a VW-LMM with a vm_head, which LlavaForConditionalGeneration has no place for (--format vwlmm keeps it)\n`);
+    expect(fs.existsSync(path.join(dir, 'hf'))).toBe(false);
+    expect(cli('convert', '--checkpoint', path.join(dir, 'vw'), '--out', path.join(dir, 'copy'), '--format', 'vwlmm').status).toBe(0);
+    const a = weights(path.join(dir, 'vw')), c = weights(path.join(dir, 'copy'));
+    expect(c.config).toEqual(a.config);
+    for (const [n, v] of a.out) expect(c.out.get(n), n).toEqual(v);
+    // --format is required: a layout is what convert is for
+    expect(cli('convert', '--checkpoint', path.join(dir, 'vw'), '--out', path.join(dir, 'x')).stderr).toMatch(/required option '--format <f>' not specified/);
+  });
+});
