@@ -1233,7 +1233,7 @@ program.command('visual-words').description('top-k visual words of every patch (
   });
 
 /** What merge-adapter and convert read: a checkpoint (and an adapter) written again in a layout. */
-type WriteAsOptions = { pif?: boolean; checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number; overwriteOutputDir?: boolean };
+type WriteAsOptions = { pif?: boolean; checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number; overwriteOutputDir?: boolean; saveDtype?: string };
 
 /**
  * merge-adapter and convert: the checkpoint (with --adapter's LoRA) loaded and written to --out in --format, LoRA
@@ -1243,6 +1243,7 @@ async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteA
   existing(o.checkpoint, 'checkpoint', 'dir');
   if (o.format !== 'vwlmm' && o.format !== 'transformers') fail(`--format must be vwlmm or transformers, got '${o.format}'`);
   if (o.imageTokenIndex !== undefined && o.format !== 'transformers') fail('--image-token-index is for --format transformers');
+  const saveDtype = await computeDtypeOf(o.saveDtype, '--save-dtype');
   outputFolder('--out', o.out);
   // the new checkpoint replaces its folder whole: never an input's (a training checkpoint's optimizer and trainer
   // state would be lost with it), and never a run's or checkpoint's by a slip of the keyboard
@@ -1275,7 +1276,7 @@ async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteA
   }
   if (lora) mergeLora(model);
   try {
-    saveCheckpoint(o.out, model, { format: o.format as 'vwlmm' | 'transformers', tokenizer: tokenizerPath ?? undefined, imageTokenIndex });
+    saveCheckpoint(o.out, model, { format: o.format as 'vwlmm' | 'transformers', tokenizer: tokenizerPath ?? undefined, imageTokenIndex, dtype: saveDtype });
   } catch (e) {
     // saveCheckpoint refuses an image token that is a word of the tokenizer (before it writes anything): the option named
     const m = (e as Error).message;
@@ -1283,11 +1284,13 @@ async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteA
     throw e;
   }
   const merged = lora ? `LoRA (r ${lora.r}, alpha ${lora.alpha}, ${lora.targetModules.join(', ')}) merged` : '';
-  console.log(command === 'merge-adapter' ? `merged ${merged.replace(/ merged$/, '')} into ${o.out}` : `wrote ${o.checkpoint} in the ${o.format === 'transformers' ? "transformers (LlavaForConditionalGeneration)" : 'vwlmm (LLaVA)'} layout to ${o.out}${merged ? ` (${merged})` : ''}`);
+  const inBf16 = saveDtype === 'bfloat16' ? ', weights in bf16' : '';
+  console.log(command === 'merge-adapter' ? `merged ${merged.replace(/ merged$/, '')} into ${o.out}${inBf16}` : `wrote ${o.checkpoint} in the ${o.format === 'transformers' ? "transformers (LlavaForConditionalGeneration)" : 'vwlmm (LLaVA)'} layout to ${o.out}${merged ? ` (${merged})` : ''}${inBf16}`);
   model.dispose();
 }
 
 const FORMAT_HELP = 'vwlmm (LLaVA layout) or transformers (LlavaForConditionalGeneration with its processor files, as llava-hf: plain LLaVA models, no vm_head)';
+const SAVE_DTYPE_HELP = "the weights' dtype in the files: fp32 (default) or bf16 (half the bytes, as released checkpoints; config.json's torch_dtype / dtype says so)";
 const IMAGE_TOKEN_HELP = "transformers format: the vocabulary id of the <image> token (default: the model's when it is one, else the tokenizer's <image> token, else the first id past the tokenizer's words, where <image> is added)";
 
 program.command('merge-adapter').description('fold LoRA adapters into the weights and write a full checkpoint')
@@ -1296,6 +1299,7 @@ program.command('merge-adapter').description('fold LoRA adapters into the weight
   .requiredOption('--out <dir>', 'where the merged checkpoint goes')
   .option('--format <f>', FORMAT_HELP, 'vwlmm')
   .option('--image-token-index <id>', IMAGE_TOKEN_HELP, int('--image-token-index'))
+  .option('--save-dtype <d>', SAVE_DTYPE_HELP)
   .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)
@@ -1307,6 +1311,7 @@ program.command('convert').description("write a checkpoint in another layout, as
   .requiredOption('--out <dir>', 'where the checkpoint goes')
   .requiredOption('--format <f>', FORMAT_HELP)
   .option('--image-token-index <id>', IMAGE_TOKEN_HELP, int('--image-token-index'))
+  .option('--save-dtype <d>', SAVE_DTYPE_HELP)
   .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)

@@ -20,6 +20,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { createHash, Hash, randomBytes } from 'crypto';
+import { f32ToBf16 } from '../bf16';
 
 export type HostDType = 'float32' | 'int32';
 
@@ -640,7 +641,16 @@ function writeAll(fd: number, bytes: Uint8Array): void {
   }
 }
 
-function tensorBytes(t: HostTensor): Uint8Array {
+/** A tensor's bytes as the file stores them (little-endian); float32 as bfloat16 words with `bf16` (rounded as torch). */
+function tensorBytes(t: HostTensor, bf16 = false): Uint8Array {
+  if (bf16 && t.dtype === 'float32') {
+    const words = f32ToBf16(t.data as Float32Array);
+    if (LITTLE_ENDIAN) return new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
+    const out = new Uint8Array(words.byteLength);
+    const dv = new DataView(out.buffer);
+    for (let i = 0; i < words.length; i++) dv.setUint16(2 * i, words[i], true);
+    return out;
+  }
   if (LITTLE_ENDIAN) return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
   const out = new Uint8Array(t.data.byteLength);
   const dv = new DataView(out.buffer);
@@ -652,14 +662,19 @@ function tensorBytes(t: HostTensor): Uint8Array {
 }
 
 /**
- * Writes float32/int32 tensors (names sorted) and optional string metadata as a .safetensors file.
+ * Writes float32/int32 tensors (names sorted) and optional string metadata as a .safetensors file; with `floatDtype`
+ * 'bfloat16' the float32 ones are stored as BF16 (rounded to nearest even, as torch's .to(torch.bfloat16)): half the
+ * bytes, as released checkpoints are.
  * Atomic: the bytes go to `${file}.tmp-<pid>-<random>` in the same directory, are fsync'ed, and the tmp file
  * is renamed over `file`, so readers see either the old file or the complete new one. On failure the tmp
  * file is removed and `file` is left as it was. `checksum: true` records the sha256 of the tensor data in
  * the metadata (CHECKSUM_KEY), which readers of the whole file verify.
  */
 export function writeSafetensors(file: string, tensors: Map<string, HostTensor> | Record<string, HostTensor>,
-  metadata?: Record<string, string>, options: { checksum?: boolean } = {}): void {
+  metadata?: Record<string, string>, options: { checksum?: boolean; floatDtype?: 'float32' | 'bfloat16' } = {}): void {
+  if (options.floatDtype !== undefined && options.floatDtype !== 'float32' && options.floatDtype !== 'bfloat16')
+    throw new TypeError(`writeSafetensors(${file}): floatDtype must be 'float32' or 'bfloat16', got ${JSON.stringify(options.floatDtype)}`);
+  const bf16 = options.floatDtype === 'bfloat16';
   const entries: [string, HostTensor][] = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   for (const [name, t] of entries) checkTensor(file, name, t);
   entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
@@ -677,13 +692,13 @@ export function writeSafetensors(file: string, tensors: Map<string, HostTensor> 
   if (options.checksum) {
     // sha256 of the tensor data as written (names sorted = offset order), verified by the reader
     const hash = createHash('sha256');
-    for (const [, t] of entries) hash.update(tensorBytes(t));
+    for (const [, t] of entries) hash.update(tensorBytes(t, bf16));
     header.__metadata__ = { ...(header.__metadata__ as Record<string, string> | undefined), [CHECKSUM_KEY]: hash.digest('hex') };
   }
   let offset = 0;
   for (const [name, t] of entries) {
-    const nbytes = t.data.byteLength;
-    header[name] = { dtype: t.dtype === 'float32' ? 'F32' : 'I32', shape: t.shape.slice(), data_offsets: [offset, offset + nbytes] };
+    const half = bf16 && t.dtype === 'float32', nbytes = half ? 2 * t.data.length : t.data.byteLength;
+    header[name] = { dtype: half ? 'BF16' : t.dtype === 'float32' ? 'F32' : 'I32', shape: t.shape.slice(), data_offsets: [offset, offset + nbytes] };
     offset += nbytes;
   }
   let json = JSON.stringify(header);
@@ -699,7 +714,7 @@ export function writeSafetensors(file: string, tensors: Map<string, HostTensor> 
     fd = fs.openSync(tmp, 'wx', 0o644);
     writeAll(fd, prefix);
     writeAll(fd, headerBytes);
-    for (const [, t] of entries) writeAll(fd, tensorBytes(t));
+    for (const [, t] of entries) writeAll(fd, tensorBytes(t, bf16));
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     fd = null;

@@ -185,6 +185,12 @@ export interface SaveOptions {
    * write (an object).
    */
   tokenizer?: string | Record<string, unknown>;
+  /**
+   * The dtype the weights are written in: 'float32' (default: the fp32 masters, a training checkpoint's) or 'bfloat16'
+   * (rounded as torch's .to(torch.bfloat16): half the bytes, as released checkpoints; config.json says so, as
+   * torch_dtype / dtype). Loading gives float32 parameters either way.
+   */
+  dtype?: 'float32' | 'bfloat16';
   /** Extra files written into the checkpoint (name -> contents). */
   extraFiles?: Record<string, string | Buffer>;
   /** Extra tensor files (name -> tensors), e.g. optimizer state. */
@@ -192,7 +198,7 @@ export interface SaveOptions {
 }
 
 // Every option saveCheckpoint reads: another key ({ tokenizr: ... }) is refused, not ignored (a save without the tokenizer)
-const SAVE_KEYS = { format: true, imageTokenIndex: true, tokenizer: true, extraFiles: true, extraTensors: true } satisfies Record<keyof SaveOptions, true>;
+const SAVE_KEYS = { format: true, imageTokenIndex: true, tokenizer: true, dtype: true, extraFiles: true, extraTensors: true } satisfies Record<keyof SaveOptions, true>;
 
 /** The files beside a tokenizer.json that TextTokenizer reads (its special tokens, BOS, added tokens), saved with it. */
 const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'] as const;
@@ -286,6 +292,8 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   fs.mkdirSync(parent, { recursive: true });
   const transformers = opts.format === 'transformers';
   if (opts.format !== undefined && opts.format !== 'vwlmm' && !transformers) throw new RangeError(`saveCheckpoint: unknown format '${String(opts.format)}' (vwlmm | transformers)`);
+  if (opts.dtype !== undefined && opts.dtype !== 'float32' && opts.dtype !== 'bfloat16') throw typeError(where, 'options.dtype', "'float32' or 'bfloat16'", opts.dtype);
+  const dtype = opts.dtype ?? 'float32';
   // everything that can throw on the model is done before the temp directory exists
   const lora = loraConfigOf(model);
   if (lora && transformers) throw new RangeError('saveCheckpoint: the transformers layout has no place for LoRA adapters: merge them (mergeLora) first, or save them with saveLoraAdapter');
@@ -299,8 +307,8 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   }
   // a model with LoRA adapters keeps them (lora_A / lora_B tensors) and says so in config.json, so that a resume or
   // loadCheckpoint re-creates them before loading the weights
-  const configJson = transformers ? configToTransformers(model.config, imageTokenIndex)
-    : { ...configToJson(model.config), mm_vision_tower: 'embedded', ...(lora ? { lora: { r: lora.r, lora_alpha: lora.alpha, lora_dropout: lora.dropout, target_modules: lora.targetModules } } : {}) };
+  const configJson = transformers ? { ...configToTransformers(model.config, imageTokenIndex), dtype }
+    : { ...configToJson(model.config), mm_vision_tower: 'embedded', ...(dtype === 'bfloat16' ? { torch_dtype: dtype } : {}), ...(lora ? { lora: { r: lora.r, lora_alpha: lora.alpha, lora_dropout: lora.dropout, target_modules: lora.targetModules } } : {}) };
   // the tokenizer's files (a path: with those beside it), read before the temp folder exists; in the transformers
   // layout with <image> as the image token, and the processor's files that expand it (AutoProcessor loads the folder)
   let tokenizerOut: Record<string, Buffer> = typeof tok === 'string' ? tokenizerFiles(tok) : tok ? { 'tokenizer.json': Buffer.from(JSON.stringify(tok)) } : {};
@@ -320,7 +328,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
     // float fields keep their decimal point in both layouts: transformers' strict config classes refuse an int
     // (initializer_factor 1) where they declare a float, and LLaVA's layout is read by them too (model_type llava)
     writeFileDurable(path.join(tmp, 'config.json'), stringifyTransformersConfig(configJson) + '\n');
-    writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' }, { checksum: true });
+    writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' }, { checksum: true, floatDtype: dtype });
     for (const [name, data] of Object.entries(tokenizerOut)) writeFileDurable(path.join(tmp, name), data);
     // what transformers' generate stops on (a tokenizer path brings its own, tokenizerFiles)
     const generation = tokenizer && typeof opts.tokenizer === 'object' ? generationConfigOf(tokenizer) : null;

@@ -12,6 +12,8 @@ import { cli, tinyConfig } from '../train/support/tiny';
 import { sortOfClevrVocabulary } from '../../src/data/sort_of_clevr';
 import { writeWordLevelTokenizer } from '../../src/data/word_level_tokenizer';
 import { tempDirs } from '../support/tmp';
+import { readSafetensorsHeader } from '../../src/io/safetensors';
+import { roundToBf16 } from '../../src/bf16';
 
 const tmp = tempDirs('convert');
 
@@ -51,6 +53,22 @@ describe('vwlmm convert', () => {
     // the image token is a vocabulary id from here on (transformers' layout has no placeholder)
     expect({ ...b.config, imageTokenIndex: -200 }).toEqual(a.config);
     expect(c.config).toEqual(b.config);
+    // --save-dtype bf16: half the bytes, each weight rounded as torch rounds it, config.json saying so
+    const half = path.join(dir, 'hf-bf16');
+    const h = cli('convert', '--checkpoint', path.join(dir, 'llava'), '--out', half, '--format', 'transformers', '--save-dtype', 'bf16');
+    expect(h.status, h.stderr).toBe(0);
+    expect(h.stdout).toMatch(/, weights in bf16\n$/);
+    expect(JSON.parse(fs.readFileSync(path.join(half, 'config.json'), 'utf8')).dtype).toBe('bfloat16');
+    expect(readSafetensorsHeader(path.join(half, 'model.safetensors')).entries.every((e) => e.dtype === 'BF16')).toBe(true);
+    const d = weights(half);
+    for (const [n, v] of a.out) expect(d.out.get(n), n).toEqual(v.map(roundToBf16));
+    // and LLaVA's layout (torch_dtype, as LLaVA's released configs have it)
+    const llava16 = path.join(dir, 'llava-bf16');
+    expect(cli('convert', '--checkpoint', half, '--out', llava16, '--format', 'vwlmm', '--save-dtype', 'bf16').status).toBe(0);
+    expect(JSON.parse(fs.readFileSync(path.join(llava16, 'config.json'), 'utf8')).torch_dtype).toBe('bfloat16');
+    const e = weights(llava16);
+    for (const [n, v] of d.out) expect(e.out.get(n), n).toEqual(v);
+    expect(cli('convert', '--checkpoint', hf, '--out', path.join(dir, 'x'), '--format', 'vwlmm', '--save-dtype', 'fp16').stderr).toMatch(/--save-dtype/);
   });
 
   it('a VW-LMM: refused for transformers (no vm_head there) before anything is written, converted in the LLaVA layout', () => {

@@ -9,6 +9,7 @@ import {
   readSafetensorsWithMetadata, writeSafetensors,
 } from '../../src/io/safetensors';
 import { readCheckpointWeights } from '../../src/model/checkpoint';
+import { roundToBf16 } from '../../src/bf16';
 
 const FIX = path.resolve(__dirname, '..', 'fixtures');
 let tmp: string;
@@ -126,6 +127,25 @@ describe('writeSafetensors / readSafetensors round trip', () => {
     expect(buf.byteLength).toBe(8 + n + 32);
     // the header entries are in the same order as the data
     expect(readSafetensorsHeader(file).entries.map((e) => e.name)).toEqual(['alpha', 'e', 'mid', 'zeta']);
+  });
+
+  it("floatDtype 'bfloat16': float32 tensors stored as BF16 words rounded as torch (nearest even, NaN kept), int32 as they are; the checksum verifies", () => {
+    const file = tmpFile();
+    // 1 + 2^-8 ties to 1 (even), 1 + 3 x 2^-8 to 1 + 2^-6; a subnormal, -0, infinities, NaN; an odd offset view
+    const values = new Float32Array([0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1e-40, -0, Infinity, -Infinity, NaN, 3.14159, -65504.7]);
+    const backing = new Float32Array(values.length + 1);
+    backing.set(values, 1);
+    writeSafetensors(file, { w: { dtype: 'float32', shape: [2, 5], data: backing.subarray(1) }, n: i32([2], [7, -8]) }, undefined, { checksum: true, floatDtype: 'bfloat16' });
+    const header = JSON.parse(fs.readFileSync(file).subarray(8, 8 + Number(fs.readFileSync(file).readBigUInt64LE(0))).toString('utf8'));
+    expect(header.n).toEqual({ dtype: 'I32', shape: [2], data_offsets: [0, 8] });
+    expect(header.w).toEqual({ dtype: 'BF16', shape: [2, 5], data_offsets: [8, 28] });
+    const back = readSafetensors(file); // verifies the checksum of the bytes as written
+    const want = Array.from(values, (v) => (Number.isNaN(v) ? NaN : Math.fround(v) === 0 ? v : roundToBf16(v)));
+    expect(Array.from(get(back, 'w').data)).toEqual(want);
+    expect(Array.from(get(back, 'w').data.subarray(1, 3))).toEqual([1, 1 + 2 ** -6]); // the ties, by hand
+    expect(Object.is(get(back, 'w').data[4], -0)).toBe(true);
+    expect(Array.from(get(back, 'n').data)).toEqual([7, -8]);
+    expect(() => writeSafetensors(tmpFile(), { w: f32([1]) }, undefined, { floatDtype: 'float16' as never })).toThrow(/floatDtype must be 'float32' or 'bfloat16', got "float16"/);
   });
 
   it('rejects bad tensors before touching the file system', () => {

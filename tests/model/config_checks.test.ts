@@ -194,7 +194,7 @@ describe('option objects refuse keys they do not read', () => {
     writeWordLevelTokenizer(tok, ['a', 'b']);
     const model = VwLmm.create(tinyConfig(), 0);
     const at = path.join(dir, 'ckpt');
-    expect(() => saveCheckpoint(at, model, { tokenizr: tok } as never)).toThrow(/^saveCheckpoint: unknown option 'tokenizr'( \(did you mean 'tokenizer'\?\))?; known: format, imageTokenIndex, tokenizer, extraFiles, extraTensors/);
+    expect(() => saveCheckpoint(at, model, { tokenizr: tok } as never)).toThrow(/^saveCheckpoint: unknown option 'tokenizr'( \(did you mean 'tokenizer'\?\))?; known: format, imageTokenIndex, tokenizer, dtype, extraFiles, extraTensors/);
     expect(fs.existsSync(at)).toBe(false);
     const gone = path.join(dir, 'nope', 'tokenizer.json');
     expect(() => saveCheckpoint(at, model, { tokenizer: gone })).toThrow(`saveCheckpoint: options.tokenizer ${gone} does not exist (expected a tokenizer.json to copy into the checkpoint)`);
