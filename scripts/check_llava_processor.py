@@ -9,8 +9,8 @@ For each of <dir>/pad (LLaVA-1.5's padding to a square) and <dir>/square (CLIP's
   * AutoProcessor.from_pretrained loads the folder (preprocessor_config.json, processor_config.json, the tokenizer);
   * its pixel_values of <dir>/image.png equal vwlmm's preprocessClip (ours.json) within the bicubic resizers'
     rounding (max abs error < 0.05 after normalisation, mean < 0.01);
-  * the prompt's input_ids hold the image token (the config's image_token_index) exactly as many times as the model
-    has image features, and LlavaForConditionalGeneration runs on them;
+  * the prompt's input_ids are vwlmm's (tokenizer_image_token, the image token expanded to the image's features), and
+    LlavaForConditionalGeneration's logits on them equal vwlmm's (relative error < 1e-4, float32);
   * the folder's chat template renders a conversation as vwlmm's vicuna_v1 prompt does, and the chat template of every
     other conversation template renders the prompts buildPrompt / buildGenerationPrompt write (ours.json), and raises
     where they refuse the conversation.
@@ -47,14 +47,18 @@ def main():
         pixels_ok = err is not None and err.max() < 0.05 and err.mean() < 0.01
         count = int((batch["input_ids"][0] == config["image_token_index"]).sum())
         ids_ok = config["image_token_index"] == mine["imageTokenIndex"] and count == mine["imageTokens"]
-        model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+        model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager")
         with torch.no_grad():
-            logits = model(**batch).logits
-        runs = bool(torch.isfinite(logits).all())
+            logits = model(**batch).logits[0].double()
+        same_ids = batch["input_ids"][0].tolist() == mine["inputIds"]
+        ref = torch.tensor(mine["logits"], dtype=torch.float64).reshape(logits.shape) if same_ids else None
+        rel = float((logits - ref).norm() / ref.norm()) if ref is not None else float("inf")
         print(f"{aspect}: {type(processor.image_processor).__name__}, pixel_values {tuple(theirs.shape)}"
               + (f" max |diff| {err.max():.4f} mean {err.mean():.5f}" if err is not None else f" vs ours {want.shape}")
-              + f"; {count} image tokens (ours {mine['imageTokens']}); logits {tuple(logits.shape)} finite {runs}")
-        ok = ok and pixels_ok and ids_ok and runs
+              + f"; {count} image tokens (ours {mine['imageTokens']}); input_ids {'as' if same_ids else 'NOT as'} vwlmm's"
+              + ("" if same_ids else f" ({batch['input_ids'][0].tolist()} vs {mine['inputIds']})")
+              + f"; logits vs vwlmm's: relative error {rel:.2e}")
+        ok = ok and pixels_ok and ids_ok and same_ids and rel < 1e-4
     for t in ours["templates"]:
         bad = 0
         for c in t["cases"]:

@@ -2,12 +2,13 @@
 // padded past it) saved in the transformers layout twice, as LLaVA-1.5 pads images (aspect 'pad') and as CLIP crops
 // them ('square'), into <dir>/pad and <dir>/square; beside them a 53 x 31 picture (<dir>/image.png) and, in
 // <dir>/ours.json, what vwlmm makes of it and of a prompt: the pixels preprocessClip gives, the image token's id and how
-// many tokens an image takes; and for every conversation template its chat_template.jinja with conversations and the
+// many tokens an image takes, the prompt's token ids and the model's logits on them; and for every conversation template its chat_template.jinja with conversations and the
 // prompts buildPrompt / buildGenerationPrompt write for them.
 //   npx tsx scripts/export_llava_processor_for_check.ts <dir>
 import * as fs from 'fs';
 import * as path from 'path';
-import { buildGenerationPrompt, buildPrompt, getTemplate, jinjaChatTemplate, TEMPLATES, Turn } from '../src/data/conversation';
+import { buildGenerationPrompt, buildPrompt, getTemplate, jinjaChatTemplate, TEMPLATES, tokenizerImageToken, Turn } from '../src/data/conversation';
+import { noGrad, scope } from '../src';
 import { loadImage, preprocessClip } from '../src/data/images';
 import { encodePng } from '../src/data/sort_of_clevr';
 import { makeTokenizer } from '../src/demo/task';
@@ -39,8 +40,15 @@ void (async () => {
     };
     const model = VwLmm.create(config, 5);
     saveCheckpoint(path.join(dir, aspect), model, { format: 'transformers', tokenizer: json });
+    const pixels = await preprocessClip(img, clipPreprocessOptions(config));
+    // the prompt as vwlmm tokenises it (tokenizer_image_token), its image token expanded to the image's features, and
+    // the logits of every position
+    const ids = tokenizerImageToken(ours.prompt as string, tokenizer, { imageTokenIndex: config.imageTokenIndex }).flatMap((id) => (id === config.imageTokenIndex ? Array(numImageTokens(config)).fill(id) : [id]));
+    const tokenIds = Int32Array.from(ids), T = ids.length;
+    const batch = { B: 1, T, tokenIds, attentionMask: new Int32Array(T).fill(1), imagePositions: Int32Array.from([...ids.keys()].filter((i) => ids[i] === config.imageTokenIndex)), pixelValues: pixels };
+    const logits = noGrad(() => scope(() => model.lm_head.forward(model.hidden(batch).h).toArray() as Float32Array));
     model.dispose();
-    ours[aspect] = { pixels: Array.from(await preprocessClip(img, clipPreprocessOptions(config))), imageTokenIndex: config.imageTokenIndex, imageTokens: numImageTokens(config), size: config.image.size };
+    ours[aspect] = { pixels: Array.from(pixels), imageTokenIndex: config.imageTokenIndex, imageTokens: numImageTokens(config), size: config.image.size, inputIds: ids, logits: Array.from(logits) };
   }
   ours.templates = chatCases();
   fs.writeFileSync(path.join(dir, 'ours.json'), JSON.stringify(ours));

@@ -260,6 +260,32 @@ function withImageToken(files: Record<string, Buffer>, tokenizer: TextTokenizer,
 }
 
 /**
+ * A transformers-format save's tokenizer.json with a BOS template (TemplateProcessing, as LLaMA's) where vwlmm puts BOS
+ * in front of every text and the file has no post-processor to say so (vwlmm's word-level tokenizers: TextTokenizer's
+ * addsBos): transformers' tokenizer would add none, and prompts would reach the model without the BOS it was trained
+ * with (scripts/check_llava_processor.py compares the ids).
+ */
+function withBosTemplate(files: Record<string, Buffer>, tokenizer: TextTokenizer): Record<string, Buffer> {
+  const json = JSON.parse(files['tokenizer.json'].toString('utf8')) as { post_processor?: unknown };
+  if (!tokenizer.addsBos || tokenizer.bosToken === null || tokenizer.bosId === null || (json.post_processor !== undefined && json.post_processor !== null)) return files;
+  const bos = tokenizer.bosToken;
+  json.post_processor = {
+    type: 'TemplateProcessing',
+    single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+    pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+    special_tokens: { [bos]: { id: bos, ids: [tokenizer.bosId], tokens: [bos] } },
+  };
+  const out: Record<string, Buffer> = { ...files, 'tokenizer.json': Buffer.from(JSON.stringify(json)) };
+  // transformers 5 rebuilds the template from add_bos_token where the config gives it (false: none)
+  const configFile = files['tokenizer_config.json'];
+  if (configFile) {
+    const config = JSON.parse(configFile.toString('utf8')) as Record<string, unknown>;
+    if (config.add_bos_token === false) out['tokenizer_config.json'] = Buffer.from(JSON.stringify({ ...config, add_bos_token: true }, null, 2) + '\n');
+  }
+  return out;
+}
+
+/**
  * generation_config.json from a tokenizer's special ids, as LLaMA / Vicuna / LLaVA checkpoints have one (without it,
  * transformers' generate ran past </s>); null for a tokenizer without an eos.
  */
@@ -312,7 +338,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   // the tokenizer's files (a path: with those beside it), read before the temp folder exists; in the transformers
   // layout with <image> as the image token, and the processor's files that expand it (AutoProcessor loads the folder)
   let tokenizerOut: Record<string, Buffer> = typeof tok === 'string' ? tokenizerFiles(tok) : tok ? { 'tokenizer.json': Buffer.from(JSON.stringify(tok)) } : {};
-  if (transformers && tokenizer) tokenizerOut = withImageToken(tokenizerOut, tokenizer, imageTokenIndex, model.config.llm.vocabSize);
+  if (transformers && tokenizer) tokenizerOut = withBosTemplate(withImageToken(tokenizerOut, tokenizer, imageTokenIndex, model.config.llm.vocabSize), tokenizer);
   if (transformers) {
     const { preprocessor, processor } = processorConfigsToTransformers(model.config);
     tokenizerOut['preprocessor_config.json'] = Buffer.from(stringifyTransformersConfig(preprocessor) + '\n');

@@ -78,6 +78,10 @@ describe("the processor files of a transformers-format save (AutoProcessor.from_
       expect(fs.readFileSync(path.join(dir, 'chat_template.jinja'), 'utf8')).toBe(jinjaChatTemplate(model.config.template));
       const written = new TextTokenizer(path.join(dir, 'tokenizer.json'));
       expect(written.tokenToId('<image>')).toBe(tokenizer.vocabSize);
+      // vwlmm puts BOS in front (addsBos: a BOS and no post-processor); transformers' tokenizer does so by a template
+      const post = read('tokenizer.json').post_processor;
+      expect(post).toMatchObject({ type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<s>' } }, { Sequence: { id: 'A' } }], special_tokens: { '<s>': { ids: [tokenizer.bosId] } } });
+      expect(written.addsBos).toBe(true);
       expect(written.encode('a <image>\nb')).toEqual([...tokenizer.encode('a '), tokenizer.vocabSize, ...tokenizer.encode('\nb')]);
       // it loads back, and a save over it (chat_template.jinja is a checkpoint's file) with its own tokenizer is the same
       const back = loadCheckpoint(dir);
