@@ -90,6 +90,19 @@ async function loadWithAdapter(checkpoint: string, dev: string, adapter: string 
 const PIF_HELP = 'load the checkpoint as the PIF variant, whatever its name says (it needs a vm_head)';
 const NO_PIF_HELP = 'load it as plain VW-LMM, whatever its name says (default: its config; else, as the official loader, PIF when the architecture is vwPifLlamaForCausalLM or the folder name holds "pif" on a LLaMA base)';
 
+/**
+ * A model folder: `p` itself, else, for a hub id with no such folder here, its snapshot in the Hugging Face cache
+ * (hubCacheFolder: read offline, never downloaded), said on stderr.
+ */
+async function localModel(p: string, what: string): Promise<string> {
+  if (fs.existsSync(p)) return existing(p, what, 'dir');
+  const { hubCacheFolder, hubCacheRoot } = await import('./model');
+  const cached = hubCacheFolder(p);
+  if (!cached) fail(`${what} ${p} does not exist, nor is it a model in the Hugging Face cache (${hubCacheRoot()}; nothing is downloaded)`);
+  process.stderr.write(`vwlmm: ${what} ${p}: the Hugging Face cache's ${cached}\n`);
+  return cached!;
+}
+
 /** p must exist: as a file, a directory, or either ('path'). */
 function existing(p: string, what: string, kind: 'file' | 'dir' | 'path'): string {
   if (!fs.existsSync(p)) fail(`${what} ${p} does not exist`);
@@ -532,8 +545,9 @@ program.command('init').description("a new checkpoint, the starting point of `vw
       fail('give --config (a random model from a LLaVA-layout config.json) or --llm with --vision-tower (one assembled from its parts), not both or neither');
     if (o.llm !== undefined || o.visionTower !== undefined) {
       if (o.llm === undefined || o.visionTower === undefined) fail('--llm and --vision-tower go together (a LLaVA needs both)');
-      existing(o.llm, 'LLM', 'dir');
-      existing(o.visionTower, 'vision tower', 'dir');
+      // a hub id (lmsys/vicuna-7b-v1.5, as LLaVA's scripts name them): the copy in the Hugging Face cache, if any
+      o.llm = await localModel(o.llm, 'LLM');
+      o.visionTower = await localModel(o.visionTower, 'vision tower');
       if (o.projector !== undefined) existing(o.projector, 'projector', 'file');
       if (o.tokenizer !== undefined) existing(o.tokenizer, 'tokenizer', 'file');
       if (o.imageAspectRatio !== 'square' && o.imageAspectRatio !== 'pad') fail(`--image-aspect-ratio must be square or pad, got '${o.imageAspectRatio}'`);

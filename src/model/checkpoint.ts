@@ -15,6 +15,7 @@
 // the model has no place for, as transformers reports unexpected keys, except buffers that hold nothing
 // (harmlessTensor) and a CLIP directory's text side.
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { jinjaChatTemplate } from '../data/conversation';
 import { tokenizerJsonFromSentencePiece } from '../data/sentencepiece';
@@ -565,8 +566,10 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): { model: Vw
   if (![...names].some((k) => k.startsWith(TOWER_PREFIX))) {
     const tower = String(json.mm_vision_tower ?? '');
     towerDir = path.isAbsolute(tower) ? tower : path.join(dir, tower);
+    // a hub id (LLaVA's configs name openai/clip-vit-large-patch14-336): the copy transformers cached, if any
+    if (tower && !fs.existsSync(path.join(towerDir, 'config.json'))) towerDir = hubCacheFolder(tower) ?? towerDir;
     if (!tower || !fs.existsSync(path.join(towerDir, 'config.json')))
-      throw new Error(`checkpoint: the vision tower is not in ${dir} and mm_vision_tower '${tower}' is not a local CLIP directory (models are never downloaded)`);
+      throw new Error(`checkpoint: the vision tower is not in ${dir} and mm_vision_tower '${tower}' is neither a local CLIP directory nor in the Hugging Face cache (${hubCacheRoot()}; models are never downloaded)`);
     visionConfig = readJson(path.join(towerDir, 'config.json'));
   }
   const config = withConfigFile(dir, () => modelKind(dir, json, configFromJson(json, visionConfig), names, opts.pif));
@@ -773,6 +776,36 @@ function modelKind(dir: string, json: Record<string, unknown>, config: VwLmmConf
   else if (json.vm_pif === undefined && vw) out.pif = archs.includes('vwPifLlamaForCausalLM') || (config.base !== 'mistral' && name.includes('pif'));
   if (out.pif && !names.has('vm_head.weight')) throw new RangeError(`the model is the PIF variant${pif ? ' (pif: true)' : archs.includes('vwPifLlamaForCausalLM') ? ' (architectures vwPifLlamaForCausalLM)' : ` ("pif" in its name '${name}')`} but has no vm_head.weight, which PIF needs (pass pif: false to load it as plain LLaVA)`);
   return out;
+}
+
+/** The Hugging Face hub cache transformers reads and fills: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub. */
+export function hubCacheRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
+  if (env.HF_HOME) return path.join(env.HF_HOME, 'hub');
+  return path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'huggingface', 'hub');
+}
+
+/**
+ * The local folder of a hub model id (`openai/clip-vit-large-patch14-336`) in the hub cache (hubCacheRoot), read as
+ * transformers reads it offline (HF_HUB_OFFLINE=1): the snapshot refs/main names, else the only snapshot there is; null
+ * when the cache has none with a config.json. Nothing is downloaded.
+ */
+export function hubCacheFolder(id: string, env: NodeJS.ProcessEnv = process.env): string | null {
+  if (!/^[\w.-]+(\/[\w.-]+)?$/.test(id) || id.split('/').some((p) => p === '.' || p === '..')) return null;
+  const repo = path.join(hubCacheRoot(env), `models--${id.replace('/', '--')}`);
+  let snapshot: string | null = null;
+  try {
+    const ref = fs.readFileSync(path.join(repo, 'refs', 'main'), 'utf8').trim();
+    if (/^[\w.-]+$/.test(ref)) snapshot = path.join(repo, 'snapshots', ref);
+  } catch {
+    try {
+      const all = fs.readdirSync(path.join(repo, 'snapshots'));
+      if (all.length === 1) snapshot = path.join(repo, 'snapshots', all[0]);
+    } catch {
+      return null;
+    }
+  }
+  return snapshot && fs.existsSync(path.join(snapshot, 'config.json')) ? snapshot : null;
 }
 
 /** Config errors (a missing or wrong-typed key) prefixed with the config file, keeping their class. */

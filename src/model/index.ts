@@ -7,7 +7,7 @@ export {
   CLIP_MEAN, CLIP_STD, hasVmHead, numImageTokens, validateConfig, configToJson, configFromJson, clipPreprocessOptions, architectureOf,
 } from './config';
 export type { TemplateName, ImageConfig, VwLmmConfig } from './config';
-export { saveCheckpoint, loadCheckpoint, assembleLlava, resolveCheckpointDir, checkpointTargetProblem, saveLeftovers, checkTokenizerVocab, readCheckpointWeights, forEachCheckpointTensor, checkpointTensorNames } from './checkpoint';
+export { saveCheckpoint, loadCheckpoint, assembleLlava, resolveCheckpointDir, checkpointTargetProblem, saveLeftovers, checkTokenizerVocab, readCheckpointWeights, forEachCheckpointTensor, checkpointTensorNames, hubCacheRoot, hubCacheFolder } from './checkpoint';
 export type { SaveOptions, LoadOptions, AssembleOptions } from './checkpoint';
 export {
   LLAVA_TRANSFORMERS_NAMES, isTransformersLlavaConfig, configFromTransformers, configToTransformers, processorConfigsToTransformers,

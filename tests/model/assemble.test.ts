@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { HostTensor, readSafetensors, writeSafetensors } from '../../src/io/safetensors';
-import { assembleLlava, loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
+import { assembleLlava, hubCacheFolder, hubCacheRoot, loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
 import { tempDirs } from '../support/tmp';
 import { cli } from '../train/support/tiny';
 import { torchSave } from './support/torch_save';
@@ -141,5 +141,49 @@ describe('vwlmm init --llm --vision-tower', () => {
     expect(far.stderr).toBe(`vwlmm: --mm-vision-select-layer 99 is out of range for the 3-layer tower of ${tower} (-4 to 3)\n`);
     const foo = cli('init', '--llm', llm, '--vision-tower', tower, '--mm-projector-type', 'foo', '--out', path.join(dir, 'y'));
     expect(foo.stderr).toBe("vwlmm: --mm-projector-type: projector type 'foo' is not supported (linear | mlp{N}x_gelu)\n");
+  });
+});
+
+describe("hub ids from the Hugging Face cache (as transformers reads it offline; nothing is downloaded)", () => {
+  it('init --llm / --vision-tower and a checkpoint whose mm_vision_tower is a hub id find the cached snapshot', () => {
+    const dir = tmp(), hub = path.join(dir, 'hub');
+    // refs/main names the snapshot; without refs, the only snapshot there is
+    const clip = path.join(hub, 'models--openai--clip-tiny', 'snapshots', 'abc123'), llama = path.join(hub, 'models--lmsys--tiny-llama', 'snapshots', 'def456');
+    fs.cpSync(tower, clip, { recursive: true });
+    fs.cpSync(llm, llama, { recursive: true });
+    fs.mkdirSync(path.join(hub, 'models--openai--clip-tiny', 'refs'));
+    fs.writeFileSync(path.join(hub, 'models--openai--clip-tiny', 'refs', 'main'), 'abc123');
+    fs.mkdirSync(path.join(hub, 'models--openai--clip-tiny', 'snapshots', 'older'));
+    const env = { HF_HUB_CACHE: hub };
+    expect(hubCacheFolder('openai/clip-tiny', env)).toBe(clip);
+    expect(hubCacheFolder('lmsys/tiny-llama', env)).toBe(llama);
+    expect(hubCacheFolder('openai/clip-huge', env)).toBeNull();
+    expect(hubCacheFolder('../hub', env)).toBeNull();
+    expect(hubCacheRoot({ HF_HOME: '/h' })).toBe('/h/hub');
+    const was = process.env.HF_HUB_CACHE;
+    process.env.HF_HUB_CACHE = hub;
+    try {
+      const vocab = Object.fromEntries(['<unk>', '<s>', '</s>', ...Array.from({ length: 58 }, (_, i) => `w${i}`)].map((t, i) => [t, i]));
+      const tok = path.join(dir, 'tokenizer.json'), out = path.join(dir, 'init');
+      fs.writeFileSync(tok, JSON.stringify({ version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null, pre_tokenizer: { type: 'Whitespace' }, post_processor: null, decoder: null, model: { type: 'WordLevel', vocab, unk_token: '<unk>' } }));
+      const r = cli('init', '--llm', 'lmsys/tiny-llama', '--vision-tower', 'openai/clip-tiny', '--tokenizer', tok, '--out', out);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toBe(`vwlmm: LLM lmsys/tiny-llama: the Hugging Face cache's ${llama}\nvwlmm: vision tower openai/clip-tiny: the Hugging Face cache's ${clip}\n`);
+      expect(cli('init', '--llm', 'lmsys/huge', '--vision-tower', 'openai/clip-tiny', '--out', path.join(dir, 'x')).stderr).toBe(`vwlmm: LLM lmsys/huge does not exist, nor is it a model in the Hugging Face cache (${hub}; nothing is downloaded)\n`);
+      // LLaVA's released configs name their tower by hub id, its weights not in the checkpoint
+      const weights = readSafetensors(path.join(out, 'model.safetensors'));
+      for (const n of [...weights.keys()]) if (n.startsWith('model.vision_tower.')) weights.delete(n);
+      writeSafetensors(path.join(out, 'model.safetensors'), weights);
+      const json = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
+      fs.writeFileSync(path.join(out, 'config.json'), JSON.stringify({ ...json, mm_vision_tower: 'openai/clip-tiny' }));
+      const { model } = loadCheckpoint(out);
+      expect(values(model, 'model.vision_tower.vision_tower.vision_model.post_layernorm.weight')).toEqual(Array.from(readSafetensors(path.join(tower, 'model.safetensors')).get('vision_model.post_layernorm.weight')!.data));
+      model.dispose();
+      process.env.HF_HUB_CACHE = path.join(dir, 'empty');
+      expect(() => loadCheckpoint(out)).toThrow(`mm_vision_tower 'openai/clip-tiny' is neither a local CLIP directory nor in the Hugging Face cache (${path.join(dir, 'empty')}; models are never downloaded)`);
+    } finally {
+      if (was === undefined) delete process.env.HF_HUB_CACHE;
+      else process.env.HF_HUB_CACHE = was;
+    }
   });
 });
