@@ -576,9 +576,9 @@ program.command('init').description("a new checkpoint, the starting point of `vw
         fail((e as Error).message.replace(/^assembleLlava: /, '').replace(/^selectLayer \(mm_vision_select_layer\)/, '--mm-vision-select-layer').replace(/^projectorType \(mm_projector_type\)/, '--mm-projector-type'));
       }
       model = made!.model;
-      const own = o.tokenizer ?? made!.tokenizerPath;
-      if (own === null) fail(`${o.llm} has no tokenizer (tokenizer.json or tokenizer.model): give --tokenizer`);
-      tokenizer = own!;
+      // the LLM's folder: its tokenizer.json or tokenizer.model, with the files beside it (generation_config.json)
+      if (o.tokenizer === undefined && made!.tokenizerPath === null) fail(`${o.llm} has no tokenizer (tokenizer.json or tokenizer.model): give --tokenizer`);
+      tokenizer = o.tokenizer ?? o.llm;
     } else {
       let json: Record<string, unknown>;
       try {
@@ -877,7 +877,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     let nonFiniteSteps = 0;
     let result: Awaited<ReturnType<typeof trainOnFile>>;
     try {
-      result = await trainOnFile(model, tokenizer, tokenizerPath, {
+      result = await trainOnFile(model, tokenizer, from, {
         data: o.data, imageFolder: o.imageFolder, outDir: o.out, steps: o.steps, epochs: o.epochs, batchSize: o.batchSize, gradAccum: o.gradAccum,
         lr: o.lr, visionTowerLr: o.mmVisionTowerLr, projectorLr: o.mmProjectorLr, warmupRatio: o.warmupRatio, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: o.seed, saveEvery: o.saveEvery,
         trainable: Object.fromEntries(known.map((p) => [TRAINABLE_PARTS[p], parts.includes(p)])), stage: o.stage,
@@ -1268,7 +1268,7 @@ async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteA
   if (!o.overwriteOutputDir && fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() && fs.readdirSync(o.out).length > 0)
     fail(`--out ${o.out} is not empty: ${command} writes a new checkpoint (--overwrite-output-dir replaces what is there)`);
   const { saveCheckpoint, mergeLora, loraConfigOf, hasVmHead } = await import('./model');
-  const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter, undefined, o.pif);
+  const { model, config, tokenizerPath, dir } = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter, undefined, o.pif);
   const lora = loraConfigOf(model);
   if (!lora && command === 'merge-adapter') fail(`no LoRA adapters: ${o.checkpoint} has none${o.adapter ? '' : ' (give --adapter; `vwlmm convert` writes a checkpoint without them in another layout)'}`);
   // before the image token is looked for: the model transformers' layout cannot hold is the first thing to say
@@ -1290,7 +1290,10 @@ async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteA
   }
   if (lora) mergeLora(model);
   try {
-    saveCheckpoint(o.out, model, { format: o.format as 'vwlmm' | 'transformers', tokenizer: tokenizerPath ?? undefined, imageTokenIndex, dtype: saveDtype });
+    // the checkpoint's tokenizer files (a tokenizer.model, generation_config.json); without a tokenizer, its generation config
+    const generation = path.join(dir, 'generation_config.json');
+    const extraFiles = !tokenizerPath && fs.existsSync(generation) ? { 'generation_config.json': fs.readFileSync(generation) } : undefined;
+    saveCheckpoint(o.out, model, { format: o.format as 'vwlmm' | 'transformers', tokenizer: tokenizerPath ? dir : undefined, imageTokenIndex, dtype: saveDtype, extraFiles });
   } catch (e) {
     // saveCheckpoint refuses an image token that is a word of the tokenizer (before it writes anything): the option named
     const m = (e as Error).message;

@@ -182,8 +182,9 @@ export interface SaveOptions {
   /** transformers format: the image token id to write (default: the model config's imageTokenIndex). */
   imageTokenIndex?: number;
   /**
-   * tokenizer.json to copy in (a path; with the files beside it that say how it is used: TOKENIZER_SIDE_FILES) or to
-   * write (an object).
+   * The tokenizer to copy in: a tokenizer.json (with the files beside it that say how it is used: TOKENIZER_SIDE_FILES,
+   * generation_config.json, tokenizer.model), or a checkpoint / model folder holding one or only a SentencePiece
+   * tokenizer.model (with those files); or a tokenizer.json object to write.
    */
   tokenizer?: string | Record<string, unknown>;
   /**
@@ -205,15 +206,22 @@ const SAVE_KEYS = { format: true, imageTokenIndex: true, tokenizer: true, dtype:
 const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'] as const;
 
 /**
- * A tokenizer.json's bytes and those of the TOKENIZER_SIDE_FILES beside it (without them a reloaded tokenizer falls back
- * to defaults: eos </s> where the config names another, no pad), by checkpoint file name: what saveCheckpoint copies
- * for a tokenizer path. The Trainer reads them once, when it starts: its run's tokenizer may sit in a checkpoint folder
- * that the run's own saves replace (a resume from <out>/checkpoint.old-*, left by a kill mid-save).
+ * A tokenizer's files by checkpoint file name: its tokenizer.json and, from beside it, the TOKENIZER_SIDE_FILES (without
+ * them a reloaded tokenizer falls back to defaults: eos </s> where the config names another, no pad),
+ * generation_config.json and a SentencePiece tokenizer.model (LLaVA's Python code loads the slow tokenizer from it).
+ * `source` is a tokenizer.json, or a folder: its tokenizer.json, else the one converted from its tokenizer.model
+ * (tokenizerPathOf), the other files the folder's (not the conversion cache's: liuhaotian/llava-v1.5-7b's
+ * generation_config.json has max_length 4096). What saveCheckpoint copies for a tokenizer path; the Trainer reads them
+ * once, when it starts: its run's tokenizer may sit in a checkpoint folder that the run's own saves replace (a resume from
+ * <out>/checkpoint.old-*, left by a kill mid-save).
  */
-export function tokenizerFiles(file: string): Record<string, Buffer> {
+export function tokenizerFiles(source: string): Record<string, Buffer> {
+  const folder = fs.statSync(source).isDirectory() ? source : null;
+  const file = folder ? tokenizerPathOf(folder) : source;
+  if (file === null) throw new Error(`${source} holds no tokenizer.json or tokenizer.model`);
   const out: Record<string, Buffer> = { 'tokenizer.json': readRegularFileSync(file) };
-  for (const name of [...TOKENIZER_SIDE_FILES, 'generation_config.json']) {
-    const side = path.join(path.dirname(file), name);
+  for (const name of [...TOKENIZER_SIDE_FILES, 'generation_config.json', 'tokenizer.model']) {
+    const side = path.join(folder ?? path.dirname(file), name);
     if (fs.existsSync(side) && fs.statSync(side).isFile()) out[name] = fs.readFileSync(side);
   }
   // the base's generation_config.json as it is; else one of the tokenizer's ids
@@ -247,6 +255,11 @@ function withImageToken(files: Record<string, Buffer>, tokenizer: TextTokenizer,
   const json = JSON.parse(files['tokenizer.json'].toString('utf8')) as { added_tokens?: unknown[] };
   json.added_tokens = [...(json.added_tokens ?? []), { id, content: '<image>', ...ADDED_SPECIAL }];
   out['tokenizer.json'] = Buffer.from(JSON.stringify(json));
+  // the slow tokenizer of a tokenizer.model (use_fast=False, as LLaVA's code loads it) reads added_tokens.json, as llava-hf's
+  if (files['tokenizer.model']) {
+    const added = files['added_tokens.json'] ? (JSON.parse(files['added_tokens.json'].toString('utf8')) as Record<string, unknown>) : {};
+    out['added_tokens.json'] = Buffer.from(JSON.stringify({ ...added, '<image>': id }, null, 2) + '\n');
+  }
   // transformers 5 reads the added tokens of tokenizer_config.json too, where it lists them
   const configFile = files['tokenizer_config.json'];
   if (configFile) {
@@ -311,8 +324,9 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   if (tok !== undefined && typeof tok !== 'string' && (tok === null || typeof tok !== 'object' || Array.isArray(tok)))
     throw typeError(where, 'options.tokenizer', 'a tokenizer.json path or its JSON object', tok);
   // before anything is written: a missing file would otherwise be a bare ENOENT from the middle of the save
-  if (typeof tok === 'string' && !(fs.existsSync(tok) && fs.statSync(tok).isFile()))
-    throw new Error(`${where}: options.tokenizer ${tok} ${fs.existsSync(tok) ? 'is not a file' : 'does not exist'} (expected a tokenizer.json to copy into the checkpoint)`);
+  const tokFolder = typeof tok === 'string' && fs.existsSync(tok) && fs.statSync(tok).isDirectory();
+  if (typeof tok === 'string' && !(tokFolder ? tokenizerPathOf(tok) !== null : fs.existsSync(tok) && fs.statSync(tok).isFile()))
+    throw new Error(`${where}: options.tokenizer ${tok} ${tokFolder ? 'holds no tokenizer.json or tokenizer.model' : fs.existsSync(tok) ? 'is not a file' : 'does not exist'} (expected a tokenizer.json, or a folder holding one, to copy into the checkpoint)`);
   const problem = checkpointTargetProblem(dir);
   if (problem) throw new Error(`saveCheckpoint: ${problem}`);
   const parent = path.dirname(path.resolve(dir));
@@ -325,7 +339,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   const lora = loraConfigOf(model);
   if (lora && transformers) throw new RangeError('saveCheckpoint: the transformers layout has no place for LoRA adapters: merge them (mergeLora) first, or save them with saveLoraAdapter');
   // the tokenizer, once: its special ids go to generation_config.json, and a transformers image token must be its <image>
-  const tokenizer = tok !== undefined && (typeof tok === 'object' || transformers) ? new TextTokenizer(tok) : null;
+  const tokenizer = tok !== undefined && (typeof tok === 'object' || transformers) ? new TextTokenizer(tokFolder ? tokenizerPathOf(tok as string)! : tok) : null;
   const imageTokenIndex = opts.imageTokenIndex ?? model.config.imageTokenIndex;
   if (transformers && tokenizer && imageTokenIndex >= 0) {
     const word = tokenizer.idToToken(imageTokenIndex);
@@ -778,26 +792,37 @@ function modelKind(dir: string, json: Record<string, unknown>, config: VwLmmConf
   return out;
 }
 
-/** The Hugging Face hub cache transformers reads and fills: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub. */
+/**
+ * The Hugging Face hub cache transformers reads and fills, as huggingface_hub finds it: HF_HUB_CACHE, else the legacy
+ * HUGGINGFACE_HUB_CACHE, else HF_HOME/hub, else $XDG_CACHE_HOME (or ~/.cache)/huggingface/hub; a leading ~ expanded.
+ */
 export function hubCacheRoot(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
-  if (env.HF_HOME) return path.join(env.HF_HOME, 'hub');
-  return path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'huggingface', 'hub');
+  const home = (p: string) => (p === '~' || p.startsWith('~/') ? path.join(os.homedir(), p.slice(1)) : p);
+  if (env.HF_HUB_CACHE) return home(env.HF_HUB_CACHE);
+  if (env.HUGGINGFACE_HUB_CACHE) return home(env.HUGGINGFACE_HUB_CACHE);
+  if (env.HF_HOME) return path.join(home(env.HF_HOME), 'hub');
+  return path.join(env.XDG_CACHE_HOME ? home(env.XDG_CACHE_HOME) : path.join(os.homedir(), '.cache'), 'huggingface', 'hub');
 }
 
 /**
  * The local folder of a hub model id (`openai/clip-vit-large-patch14-336`) in the hub cache (hubCacheRoot), read as
- * transformers reads it offline (HF_HUB_OFFLINE=1): the snapshot refs/main names, else the only snapshot there is; null
- * when the cache has none with a config.json. Nothing is downloaded.
+ * transformers reads it offline (HF_HUB_OFFLINE=1): the snapshot refs/main names (a commit hash), else the only snapshot
+ * there is; null when the cache has none with a config.json, or `id` is not a hub id. Nothing is downloaded.
  */
 export function hubCacheFolder(id: string, env: NodeJS.ProcessEnv = process.env): string | null {
-  if (!/^[\w.-]+(\/[\w.-]+)?$/.test(id) || id.split('/').some((p) => p === '.' || p === '..')) return null;
-  const repo = path.join(hubCacheRoot(env), `models--${id.replace('/', '--')}`);
+  // the hub's rule for names (no "--" or "..", no leading or trailing "-" or "."): models--org--name is then one id's
+  const name = /^[A-Za-z0-9_](?:[\w.-]*[A-Za-z0-9_])?$/;
+  const parts = id.split('/');
+  if (parts.length > 2 || !parts.every((p) => name.test(p) && !p.includes('--') && !p.includes('..'))) return null;
+  const repo = path.join(hubCacheRoot(env), `models--${parts.join('--')}`);
   let snapshot: string | null = null;
   try {
     const ref = fs.readFileSync(path.join(repo, 'refs', 'main'), 'utf8').trim();
-    if (/^[\w.-]+$/.test(ref)) snapshot = path.join(repo, 'snapshots', ref);
+    if (/^[0-9a-f]{40}$/.test(ref)) snapshot = path.join(repo, 'snapshots', ref);
   } catch {
+    /* no refs/main: a snapshot copied in by hand */
+  }
+  if (snapshot === null) {
     try {
       const all = fs.readdirSync(path.join(repo, 'snapshots'));
       if (all.length === 1) snapshot = path.join(repo, 'snapshots', all[0]);

@@ -120,6 +120,9 @@ export function configFromTransformers(j: Record<string, unknown>, preprocessor?
     return [...(vs[vs.length - 1] as [number, number, number])];
   };
   const aspect = j.image_aspect_ratio ?? (pre.do_pad === true ? 'pad' : 'square');
+  const maxLength = j.tokenizer_model_max_length;
+  if (maxLength !== undefined && maxLength !== null && !(typeof maxLength === 'number' && Number.isSafeInteger(maxLength) && maxLength >= 1))
+    throw new RangeError(`config: tokenizer_model_max_length ${JSON.stringify(maxLength)} is not an integer >= 1`);
   return validateConfig({
     llm,
     vision,
@@ -138,6 +141,8 @@ export function configFromTransformers(j: Record<string, unknown>, preprocessor?
       aspect: aspect === 'pad' ? 'pad' : 'square',
     },
     imageTokenIndex: token,
+    ...(typeof maxLength === 'number' ? { modelMaxLength: maxLength } : {}),
+    ...(j.llava_model_type === 'llava_mistral' ? { base: 'mistral' as const } : {}),
   });
 }
 
@@ -168,11 +173,14 @@ export function configToTransformers(c: VwLmmConfig, imageTokenIndex = c.imageTo
       rope_parameters: { rope_theta, rope_type: 'default' },
     },
     vision_config: clipConfigToHF(c.vision),
-    // ours, kept by transformers as plain attributes
+    // ours, kept by transformers as plain attributes (LLaVA's config names): what its LLaMA text_config cannot say
     conversation_template: c.template,
     image_aspect_ratio: c.image.aspect,
     image_mean: c.image.mean,
     image_std: c.image.std,
+    ...(c.modelMaxLength !== undefined ? { tokenizer_model_max_length: c.modelMaxLength } : {}),
+    // a Mistral base without a sliding window computes as a LLaMA; LLaVA's layout names it llava_mistral
+    ...(c.base === 'mistral' ? { llava_model_type: 'llava_mistral' } : {}),
   };
 }
 

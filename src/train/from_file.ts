@@ -329,7 +329,7 @@ const FILE_TRAIN_KEYS = {
   gatherDtype: true, replay: true, logEvery: true, reportTo: true, loggingDir: true,
 } satisfies Record<keyof FileTrainOptions, true>;
 
-export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions): Promise<{ data: PreparedData; state: TrainerState }> {
+export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokenizerSource: string, o: FileTrainOptions): Promise<{ data: PreparedData; state: TrainerState }> {
   // before anything is prepared (minutes on a large file): a misspelt option would otherwise be dropped without a word
   if (o === null || typeof o !== 'object') throw typeError('trainOnFile', 'options', 'an object (FileTrainOptions)', o);
   checkKeys('trainOnFile', 'option', o, FILE_TRAIN_KEYS);
@@ -359,7 +359,7 @@ export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokeni
   // that drives it)
   const images = new ClipImageWorkers(clipPreprocessOptions(model.config), { workers: spareImageWorkers(model.device === 'cpu' ? engineThreads() : 1) });
   try {
-    return await trainPrepared(model, tokenizer, tokenizerJson, o, images);
+    return await trainPrepared(model, tokenizer, tokenizerSource, o, images);
   } finally {
     await images.close();
   }
@@ -405,7 +405,7 @@ function engineThreads(): number {
   return (cpu().backendInfo() as { threads?: number }).threads ?? os.availableParallelism();
 }
 
-async function trainPrepared(model: VwLmm, tokenizer: TextTokenizer, tokenizerJson: string, o: FileTrainOptions, images: ClipImageWorkers): Promise<{ data: PreparedData; state: TrainerState }> {
+async function trainPrepared(model: VwLmm, tokenizer: TextTokenizer, tokenizerSource: string, o: FileTrainOptions, images: ClipImageWorkers): Promise<{ data: PreparedData; state: TrainerState }> {
   const data = await prepareFile(model, tokenizer, o.data, o.imageFolder, o.strict, { modelMaxLength: o.modelMaxLength, verifyImages: o.verifyImages, onProgress: o.onPrepareProgress });
   if (data.samples.length === 0) throw new Error(`no trainable samples in ${o.data}: ${describeSkipped(data, o.data)}`);
   // samples kept with every label ignored train only their image's KL: a model without one would train on nothing
@@ -421,7 +421,7 @@ async function trainPrepared(model: VwLmm, tokenizer: TextTokenizer, tokenizerJs
   if ((o.processGroup?.rank ?? 0) === 0) fs.mkdirSync(o.outDir, { recursive: true }); // rank 0 writes the run
   let trainer: Trainer;
   try {
-    trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerJson }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype, replay: o.replay, logEvery: o.logEvery, reportTo: o.reportTo, loggingDir: o.loggingDir });
+    trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerSource }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype, replay: o.replay, logEvery: o.logEvery, reportTo: o.reportTo, loggingDir: o.loggingDir });
   } catch (e) {
     // a stage too small for its batch because records were skipped: the error says which and why
     if (data.skipped.length === 0 || !(e instanceof RangeError)) throw e;

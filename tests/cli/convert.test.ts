@@ -7,6 +7,7 @@ import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { TextTokenizer } from '../../src/data/tokenizer';
 import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
+import { tokenizerJsonFromSentencePiece } from '../../src/data/sentencepiece';
 import { VwLmm } from '../../src/model/vwlmm';
 import { cli, tinyConfig } from '../train/support/tiny';
 import { sortOfClevrVocabulary } from '../../src/data/sort_of_clevr';
@@ -88,4 +89,29 @@ describe('vwlmm convert', () => {
     // --format is required: a layout is what convert is for
     expect(cli('convert', '--checkpoint', path.join(dir, 'vw'), '--out', path.join(dir, 'x')).stderr).toMatch(/required option '--format <f>' not specified/);
   });
+
+  it("a checkpoint with only a SentencePiece tokenizer.model (liuhaotian's): its tokenizer.model and generation_config.json kept, <image> added for both tokenizers", () => {
+    const dir = tmp(), src = path.join(dir, 'spm');
+    const spm = path.join(__dirname, '..', 'fixtures', 'sentencepiece');
+    fs.mkdirSync(src);
+    fs.copyFileSync(path.join(spm, 'tokenizer.model'), path.join(src, 'tokenizer.model'));
+    const words = new TextTokenizer(tokenizerJsonFromSentencePiece(src)).vocabSize;
+    const model = VwLmm.create(tinyConfig(Math.ceil((words + 1) / 8) * 8, 0), 5);
+    saveCheckpoint(path.join(dir, 'tmp'), model, {});
+    model.dispose();
+    for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(dir, 'tmp', f), path.join(src, f));
+    // LLaVA's: what its generate uses (transformers falls back to 20 new tokens without max_length)
+    const generation = '{"bos_token_id": 1, "eos_token_id": 2, "max_length": 4096, "temperature": 0.9, "top_p": 0.6}\n';
+    fs.writeFileSync(path.join(src, 'generation_config.json'), generation);
+    for (const format of ['vwlmm', 'transformers']) {
+      const out = path.join(dir, format);
+      const r = cli('convert', '--checkpoint', src, '--out', out, '--format', format);
+      expect(r.status, r.stderr).toBe(0);
+      expect(fs.readFileSync(path.join(out, 'generation_config.json'), 'utf8'), format).toBe(generation);
+      expect(fs.readFileSync(path.join(out, 'tokenizer.model')).equals(fs.readFileSync(path.join(src, 'tokenizer.model'))), format).toBe(true);
+      expect(new TextTokenizer(path.join(out, 'tokenizer.json')).vocabSize).toBe(format === 'vwlmm' ? words : words + 1);
+    }
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'transformers', 'added_tokens.json'), 'utf8'))).toEqual({ '<image>': words });
+  });
 });
+

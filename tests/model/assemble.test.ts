@@ -4,6 +4,7 @@
 // nn.Linear or from a trained mm_projector file, the vm_head as transformers draws a missing weight; a saved checkpoint
 // of it loads back; wrong parts are refused by name.
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { HostTensor, readSafetensors, writeSafetensors } from '../../src/io/safetensors';
@@ -148,18 +149,21 @@ describe("hub ids from the Hugging Face cache (as transformers reads it offline;
   it('init --llm / --vision-tower and a checkpoint whose mm_vision_tower is a hub id find the cached snapshot', () => {
     const dir = tmp(), hub = path.join(dir, 'hub');
     // refs/main names the snapshot; without refs, the only snapshot there is
-    const clip = path.join(hub, 'models--openai--clip-tiny', 'snapshots', 'abc123'), llama = path.join(hub, 'models--lmsys--tiny-llama', 'snapshots', 'def456');
+    const commit = 'a'.repeat(40);
+    const clip = path.join(hub, 'models--openai--clip-tiny', 'snapshots', commit), llama = path.join(hub, 'models--lmsys--tiny-llama', 'snapshots', 'def456');
     fs.cpSync(tower, clip, { recursive: true });
     fs.cpSync(llm, llama, { recursive: true });
     fs.mkdirSync(path.join(hub, 'models--openai--clip-tiny', 'refs'));
-    fs.writeFileSync(path.join(hub, 'models--openai--clip-tiny', 'refs', 'main'), 'abc123');
+    fs.writeFileSync(path.join(hub, 'models--openai--clip-tiny', 'refs', 'main'), commit);
     fs.mkdirSync(path.join(hub, 'models--openai--clip-tiny', 'snapshots', 'older'));
     const env = { HF_HUB_CACHE: hub };
     expect(hubCacheFolder('openai/clip-tiny', env)).toBe(clip);
     expect(hubCacheFolder('lmsys/tiny-llama', env)).toBe(llama);
     expect(hubCacheFolder('openai/clip-huge', env)).toBeNull();
-    expect(hubCacheFolder('../hub', env)).toBeNull();
+    // not hub ids: a path, the cache's own separator, a revision
+    for (const id of ['../hub', 'openai--clip-tiny', 'openai/clip-tiny/x', 'openai/clip-tiny@main', '.']) expect(hubCacheFolder(id, env), id).toBeNull();
     expect(hubCacheRoot({ HF_HOME: '/h' })).toBe('/h/hub');
+    expect(hubCacheRoot({ HUGGINGFACE_HUB_CACHE: '~/hf' })).toBe(path.join(os.homedir(), 'hf'));
     const was = process.env.HF_HUB_CACHE;
     process.env.HF_HUB_CACHE = hub;
     try {

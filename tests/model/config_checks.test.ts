@@ -197,7 +197,7 @@ describe('option objects refuse keys they do not read', () => {
     expect(() => saveCheckpoint(at, model, { tokenizr: tok } as never)).toThrow(/^saveCheckpoint: unknown option 'tokenizr'( \(did you mean 'tokenizer'\?\))?; known: format, imageTokenIndex, tokenizer, dtype, extraFiles, extraTensors/);
     expect(fs.existsSync(at)).toBe(false);
     const gone = path.join(dir, 'nope', 'tokenizer.json');
-    expect(() => saveCheckpoint(at, model, { tokenizer: gone })).toThrow(`saveCheckpoint: options.tokenizer ${gone} does not exist (expected a tokenizer.json to copy into the checkpoint)`);
+    expect(() => saveCheckpoint(at, model, { tokenizer: gone })).toThrow(`saveCheckpoint: options.tokenizer ${gone} does not exist (expected a tokenizer.json, or a folder holding one, to copy into the checkpoint)`);
     expect(fs.existsSync(at)).toBe(false);
     saveCheckpoint(at, model, { tokenizer: tok });
     expect(new TextTokenizer(path.join(at, 'tokenizer.json')).vocabSize).toBe(new TextTokenizer(tok).vocabSize);

@@ -11,6 +11,7 @@ import { tinyConfig, tinyData } from '../train/support/tiny';
 import { jinjaChatTemplate } from '../../src/data/conversation';
 import { TextTokenizer } from '../../src/data/tokenizer';
 import { CLIP_MEAN, CLIP_STD } from '../../src/model/config';
+import { configFromTransformers, configToTransformers } from '../../src/model/transformers_llava';
 import { tempDirs } from '../support/tmp';
 
 const tmp = tempDirs('hf-side');
@@ -109,3 +110,15 @@ describe("the processor files of a transformers-format save (AutoProcessor.from_
     model.dispose();
   });
 });
+
+describe("what transformers' LLaVA config cannot say, kept as attributes", () => {
+  it('the model max length and a Mistral base (no sliding window) come back from a transformers config', () => {
+    const c = { ...tinyConfig(64, 0), imageTokenIndex: 63, modelMaxLength: 512 };
+    expect(configFromTransformers(configToTransformers(c))).toEqual(c);
+    const mistral = { ...c, base: 'mistral' as const, template: 'mistral' as const };
+    const json = configToTransformers(mistral);
+    expect(json).toMatchObject({ tokenizer_model_max_length: 512, llava_model_type: 'llava_mistral' });
+    expect(configFromTransformers(json)).toEqual(mistral);
+  });
+});
+
