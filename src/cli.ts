@@ -1310,29 +1310,26 @@ const FORMAT_HELP = 'vwlmm (LLaVA layout) or transformers (LlavaForConditionalGe
 const SAVE_DTYPE_HELP = "the weights' dtype in the files: fp32 (default) or bf16 (half the bytes, as released checkpoints; config.json's torch_dtype / dtype says so)";
 const IMAGE_TOKEN_HELP = "transformers format: the vocabulary id of the <image> token (default: the model's when it is one, else the tokenizer's <image> token, else the first id past the tokenizer's words, where <image> is added)";
 
-program.command('merge-adapter').description('fold LoRA adapters into the weights and write a full checkpoint')
+/** The options merge-adapter and convert share, after each one's own, and the action that writes. */
+const writeAs = (command: 'merge-adapter' | 'convert', c: Command) => c
+  .option('--image-token-index <id>', IMAGE_TOKEN_HELP, int('--image-token-index'))
+  .option('--save-dtype <d>', SAVE_DTYPE_HELP)
+  .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
+  .option('--pif', PIF_HELP)
+  .option('--no-pif', NO_PIF_HELP)
+  .action((o: WriteAsOptions) => writeCheckpointAs(command, o));
+
+writeAs('merge-adapter', program.command('merge-adapter').description('fold LoRA adapters into the weights and write a full checkpoint')
   .requiredOption('--checkpoint <dir>', 'the base checkpoint (or one trained with --lora-r, adapters inside)')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply first')
   .requiredOption('--out <dir>', 'where the merged checkpoint goes')
-  .option('--format <f>', FORMAT_HELP, 'vwlmm')
-  .option('--image-token-index <id>', IMAGE_TOKEN_HELP, int('--image-token-index'))
-  .option('--save-dtype <d>', SAVE_DTYPE_HELP)
-  .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
-  .option('--pif', PIF_HELP)
-  .option('--no-pif', NO_PIF_HELP)
-  .action((o: WriteAsOptions) => writeCheckpointAs('merge-adapter', o));
+  .option('--format <f>', FORMAT_HELP, 'vwlmm'));
 
-program.command('convert').description("write a checkpoint in another layout, as transformers' convert_llava_weights_to_hf.py: a LLaVA / VW-LMM checkpoint (its safetensors or .bin files) as transformers' LlavaForConditionalGeneration folder, or such a folder in LLaVA's layout")
+writeAs('convert', program.command('convert').description("write a checkpoint in another layout, as transformers' convert_llava_weights_to_hf.py: a LLaVA / VW-LMM checkpoint (its safetensors or .bin files) as transformers' LlavaForConditionalGeneration folder, or such a folder in LLaVA's layout")
   .requiredOption('--checkpoint <dir>', 'the checkpoint: LLaVA / VW-LMM layout (safetensors or .bin) or transformers\' (llava-hf)')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format), merged into the weights written')
   .requiredOption('--out <dir>', 'where the checkpoint goes')
-  .requiredOption('--format <f>', FORMAT_HELP)
-  .option('--image-token-index <id>', IMAGE_TOKEN_HELP, int('--image-token-index'))
-  .option('--save-dtype <d>', SAVE_DTYPE_HELP)
-  .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
-  .option('--pif', PIF_HELP)
-  .option('--no-pif', NO_PIF_HELP)
-  .action((o: WriteAsOptions) => writeCheckpointAs('convert', o));
+  .requiredOption('--format <f>', FORMAT_HELP));
 
 // the library's own errors already say where they come from ('vwlmm: ...'): not twice
 program.parseAsync(process.argv).catch((e: Error) => fail(e.message.replace(/^vwlmm: /, '')));
