@@ -412,6 +412,11 @@ function stdoutIsTerminal(): boolean {
  * command (this command line, from VWLMM_LAUNCHER_ARGS); this process then leaves with the same code.
  */
 async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'nccl', out: string): Promise<never> {
+  // a Ctrl-C from here until launchRanks forwards signals would end this process alone, silently, or (once mpirun runs)
+  // leave mpirun and the ranks to notice by themselves: held here, said, and nothing started
+  let early: string | null = null;
+  const hold = (sig: string) => (early ??= sig);
+  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(s, hold);
   // mpirun starts every rank it is asked for (--oversubscribe): 100,000 of them filled the machine for minutes
   const cores = os.availableParallelism();
   if (nproc > 4 * cores) fail(`--nproc-per-node ${nproc} is more than 4 ranks per CPU core (${cores} here): one rank per core (or per GPU) is the usual choice`);
@@ -422,7 +427,19 @@ async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'n
   const rest = argv.filter((_, i) => i !== k && !(k >= 0 && !inline && i === k + 1));
   const batches = command === 'train' ? '--batch-size is per rank, the global batch is ' + nproc + 'x' : "the recipe's batches are split over them";
   process.stderr.write(`vwlmm ${command}: starting ${nproc} ranks (${backend}${backend === 'mpi' ? ', through mpirun' : ''}); ${batches}\n`);
-  const r = await launchRanks({ nproc, backend, command: [process.execPath, ...process.execArgv, process.argv[1], ...rest], env: { ...process.env, VWLMM_LAUNCHER_ARGS: JSON.stringify(argv) } });
+  const stopped = (sig: string) => (sig === 'SIGINT' ? 130 : 143);
+  if (early) {
+    process.stderr.write(`vwlmm: ${early}: stopped before the ranks started\n`);
+    process.exit(stopped(early === 'SIGHUP' ? 'SIGTERM' : early));
+  }
+  // where rank 0 marks that it said the stop (exitInterrupted)
+  const report = path.join(os.tmpdir(), `vwlmm-launch-${process.pid}-${Date.now()}`);
+  // launchRanks installs its own forwarding before it starts anything: `hold` goes once it has (one synchronous run)
+  const launched = launchRanks({ nproc, backend, command: [process.execPath, ...process.execArgv, process.argv[1], ...rest], env: { ...process.env, VWLMM_LAUNCHER_ARGS: JSON.stringify(argv), VWLMM_LAUNCHER_REPORT: report } });
+  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.removeListener(s, hold);
+  const r = await launched;
+  const said = fs.existsSync(report);
+  fs.rmSync(report, { force: true });
   // a rank 0 that mpirun (or this launcher) had to kill left its lock of --out: the ranks are gone, so is the run. Moved
   // aside first, as lockOutput takes one over: a run that took it over meanwhile keeps its own
   const lock = path.join(out, '.vwlmm.lock'), held = readLock(lock);
@@ -436,7 +453,11 @@ async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'n
       /* gone already */
     }
   }
-  if (r.interrupted) process.exit(r.code); // rank 0 said what was saved and how to resume
+  if (r.interrupted) {
+    // rank 0 said what was saved and how to resume; else the ranks died of the signal before their handlers were in
+    if (!said) process.stderr.write(`vwlmm: data-parallel run stopped by ${r.interrupted} while the ranks were starting (no checkpoint written now; an earlier one stays as it was)\n`);
+    process.exit(r.code);
+  }
   if (r.failure && r.forwarded) {
     // stopped before the ranks could take the signal as training does (e.g. while they were starting)
     process.stderr.write(`vwlmm: data-parallel run stopped by ${r.forwarded}: ${r.failure}\n`);
@@ -487,6 +508,16 @@ async function exitInterrupted(e: { message: string; exitCode: number; checkpoin
     process.stderr.write(`\nvwlmm: ${e.message}\n`);
     // resumableWithout: a run that resumes from what it wrote before this training (the demo's data, stage 0 again)
     process.stderr.write(e.checkpoint || resumableWithout ? `vwlmm: resume with: ${again}${everyRank}${resumableWithout ? ` (${resumableWithout})` : ''}\n` : `vwlmm: nothing to resume: run the same command again (${fresh(again)})${everyRank}\n`);
+    // tells the launcher of --nproc-per-node that the stop was said (a rank killed by the signal, before its handlers,
+    // leaves mpirun with the same 130 / 143)
+    const said = process.env.VWLMM_LAUNCHER_REPORT;
+    if (said) {
+      try {
+        fs.writeFileSync(said, 'interrupted\n');
+      } catch {
+        /* the launcher then says it */
+      }
+    }
   }
   group?.destroy();
   process.exit(e.exitCode);

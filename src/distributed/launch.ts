@@ -185,18 +185,6 @@ export async function launchRanks(o: LaunchOptions): Promise<LaunchResult> {
   // foreground group that reads it is stopped (mpirun forwards its stdin to rank 0)
   const stdio: ('ignore' | 'pipe' | 'inherit')[] = ['ignore', pipe ? 'pipe' : 'inherit', pipe ? 'pipe' : 'inherit'];
   const procs: { rank: number; child: ChildProcess; out: string }[] = [];
-  if (o.backend === 'mpi') {
-    if (process.getuid?.() === 0) Object.assign(env, { OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' });
-    const child = spawn(o.mpirun ?? 'mpirun', mpirunArgs(o.nproc, o.command, killGraceS), { env, stdio, detached: true });
-    procs.push({ rank: -1, child, out: '' });
-  } else {
-    const port = await freePort();
-    for (let rank = 0; rank < o.nproc; rank++) {
-      const renv = { ...env, RANK: String(rank), WORLD_SIZE: String(o.nproc), LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: String(o.nproc), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
-      const child = spawn(o.command[0], o.command.slice(1), { env: renv, stdio, detached: true });
-      procs.push({ rank, child, out: '' });
-    }
-  }
   const running = (p: (typeof procs)[number]) => p.child.exitCode === null && p.child.signalCode === null && p.child.pid !== undefined;
   // a signal for the ranks: mpirun's children directly where /proc lists them (the file's header), else mpirun
   const deliver = (sig: NodeJS.Signals) => {
@@ -220,9 +208,24 @@ export async function launchRanks(o: LaunchOptions): Promise<LaunchResult> {
     forwarded ??= to;
     deliver(to); // a second one too: the ranks then quit at once
   };
+  // before anything starts: a signal between the spawn and its handler would end this process alone (no listener, the
+  // default action), leaving mpirun and the ranks running; one before the spawn goes to the ranks as they start
   const forwarding = o.forwardSignals ?? !pipe;
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   if (forwarding) for (const s of signals) process.on(s, onSignal);
+  if (o.backend === 'mpi') {
+    if (process.getuid?.() === 0) Object.assign(env, { OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' });
+    const child = spawn(o.mpirun ?? 'mpirun', mpirunArgs(o.nproc, o.command, killGraceS), { env, stdio, detached: true });
+    procs.push({ rank: -1, child, out: '' });
+  } else {
+    const port = await freePort();
+    for (let rank = 0; rank < o.nproc; rank++) {
+      const renv = { ...env, RANK: String(rank), WORLD_SIZE: String(o.nproc), LOCAL_RANK: String(rank), LOCAL_WORLD_SIZE: String(o.nproc), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
+      const child = spawn(o.command[0], o.command.slice(1), { env: renv, stdio, detached: true });
+      procs.push({ rank, child, out: '' });
+    }
+  }
+  if (forwarded) deliver(forwarded as NodeJS.Signals);
   return new Promise((resolve) => {
     let failure: string | null = null, code = 0, left = procs.length, killTimer: NodeJS.Timeout | null = null, started = true;
     let interrupted: string | null = null;

@@ -64,6 +64,25 @@ describe.skipIf(!mpiReady && !required)('vwlmm train --nproc-per-node 2 under a 
     expect(said.length === 1 || (said.length === 0 && /data-parallel run stopped by SIGINT/.test(stderr)), stderr).toBe(true);
   }, 60_000);
 
+  it('Ctrl-C as the ranks start (before their handlers): every process ends, exit 130, and the launcher says the stop', async () => {
+    // ranks killed by the signal leave mpirun with 130, as ranks that stopped at a step and said so: the launcher tells
+    // them apart by rank 0's mark (VWLMM_LAUNCHER_REPORT); before, it said nothing
+    const dir = tmp(), f = writeCliFixture(dir), out = path.join(dir, 'starting');
+    const proc = cliAsync('train', '--init', f.init, '--data', f.data, '--image-folder', f.imageFolder, '--out', out, '--steps', '150', '--batch-size', '2', '--nproc-per-node', '2');
+    let stderr = '';
+    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((res) => proc.on('exit', (code) => res(code)));
+    for (let i = 0; i < 1200 && !stderr.includes('starting 2 ranks'); i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 200)); // mpirun has started the ranks, which are loading (0.5 s and more)
+    proc.kill('SIGINT');
+    expect(await exited, stderr).toBe(130);
+    expect(processesNaming(out)).toEqual([]);
+    expect(fs.existsSync(path.join(out, '.vwlmm.lock'))).toBe(false);
+    const said = stderr.match(/SIGINT: (stopped outside the training steps|stopping after the current step)|data-parallel run stopped by SIGINT|SIGINT: stopped before the ranks started/g) ?? [];
+    expect(said.length, stderr).toBeGreaterThan(0);
+    expect(said.filter((x) => x.startsWith('SIGINT: st')).length, stderr).toBeLessThanOrEqual(1);
+  }, 60_000);
+
   it('Ctrl-C (SIGINT) reaches the ranks through the launcher: a checkpoint, exit 130 from every process, one stop message and one resume command (with --nproc-per-node 2), which resumes; no rank left behind', async () => {
     const dir = tmp(), f = writeCliFixture(dir), out = path.join(dir, 'out');
     const args = ['train', '--init', f.init, '--data', f.data, '--image-folder', f.imageFolder, '--out', out, '--steps', '150', '--batch-size', '2', '--lr', '1e-3', '--nproc-per-node', '2'];
@@ -146,6 +165,22 @@ describe('the launcher and the rank flags, without MPI', () => {
     expect(fs.readdirSync(dir).sort()).toEqual(['done_0', 'done_1', 'ready_0', 'ready_1']);
     expect(JSON.parse(stdout.trim())).toMatchObject({ code: 143, failure: null, interrupted: 'SIGTERM', forwarded: 'SIGTERM' });
   }, 30_000);
+
+  it('a signal that comes while launchRanks starts the ranks is forwarded to them as they start, not the end of the launcher alone', async () => {
+    // before, the handlers went in after the spawn: a signal in between ended the launcher by the default action and left
+    // mpirun and its ranks running (a stress run at 0.3 s after the start hit it 2 times in 16)
+    const dir = tmp();
+    const rank = `require('fs').writeFileSync(${JSON.stringify(dir)} + '/ready_' + process.env.RANK, ''); setInterval(() => {}, 1000);`;
+    const launcher = path.join(tmp(), 'launcher.ts');
+    fs.writeFileSync(launcher, `import { launchRanks } from ${JSON.stringify(path.join(root, 'src', 'distributed', 'launch.ts'))};
+      const done = launchRanks({ nproc: 2, backend: 'nccl', command: [process.execPath, '-e', ${JSON.stringify(rank)}], graceMs: 10000 });
+      process.kill(process.pid, 'SIGINT'); // before any rank exists (launchRanks awaits a free port first)
+      done.then((r) => { console.log(JSON.stringify(r)); process.exit(0); });`);
+    const r = spawnSync(process.execPath, ['--import', 'tsx', launcher], { cwd: root, encoding: 'utf8', timeout: 30_000 });
+    expect(r.signal, r.stderr).toBeNull();
+    expect(JSON.parse(r.stdout.trim())).toMatchObject({ forwarded: 'SIGINT', failure: expect.stringMatching(/^rank [01] was killed by SIGINT$/) });
+    expect(processesNaming(dir)).toEqual([]);
+  }, 40_000);
 
   it("a rank's stop handlers: rank 0 alone prints; a copy of the signal within 0.5 s (a process tree signalled, and its launcher forwarding) is the same stop, a later one quits at once", () => {
     const script = path.join(tmp(), 'stop.ts');
