@@ -254,7 +254,7 @@ async function refuseInsideLockedRun(option: string, dir: string, self = false):
   for (let d = path.resolve(dir); ; d = path.dirname(d)) {
     // (no lock there, or one being written: its own run's check takes it)
     const held = self || d !== path.resolve(dir) ? readLock(path.join(d, '.vwlmm.lock')) : null;
-    if (held && typeof held.pid === 'number' && held.pid !== process.pid && held.host === os.hostname() && processRuns(held.pid, typeof held.procStart === 'string' ? held.procStart : null))
+    if (held && held.pid !== process.pid && lockHolderRuns(held, processRuns))
       fail(`${option} ${dir} is ${d === path.resolve(dir) ? '' : `inside ${d}, which is `}being written by ${lockHolder(held)}: wait for it to end, or give another ${option}`);
     if (path.dirname(d) === d) return;
   }
@@ -269,6 +269,33 @@ function readLock(file: string): LockRecord | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * Whether the process a lock names runs on this host: its pid alive and, where /proc tells it, started when the lock
+ * recorded (a reused pid is not the holder).
+ */
+function lockHolderRuns(held: LockRecord, processRuns: (pid: number, started: string | null) => boolean): boolean {
+  return typeof held.pid === 'number' && held.host === os.hostname() && processRuns(held.pid, typeof held.procStart === 'string' ? held.procStart : null);
+}
+
+/**
+ * Removes the lock `file` of `held`, a holder that is gone: moved aside first and checked, so that a live run's lock
+ * that replaced it meanwhile is put back. False when the lock was not `held`'s any more.
+ */
+function removeGoneLock(file: string, held: LockRecord): boolean {
+  const aside = `${file}.stale-${process.pid}`;
+  try {
+    fs.renameSync(file, aside);
+  } catch {
+    return false; // gone already
+  }
+  if (readLock(aside)?.pid !== held.pid) {
+    fs.renameSync(aside, file);
+    return false;
+  }
+  fs.rmSync(aside, { force: true });
+  return true;
 }
 
 /** The run a lock names, for messages: "vwlmm train (pid 12 on host, started ...)". */
@@ -299,21 +326,9 @@ async function lockOutput(option: string, dir: string, command: string): Promise
     }
     const who = lockHolder(held);
     if (held.host !== os.hostname()) fail(`${option} ${dir} is locked by ${who}, another machine: a run writes there; if it is gone, remove ${file}`);
-    // a reused pid is not the holder: its start time (where /proc tells it) must be the one the lock recorded
-    if (processRuns(held.pid, typeof held.procStart === 'string' ? held.procStart : null)) fail(`${option} ${dir} is being written by ${who}: wait for it to end, or give another ${option}`);
-    // the holder is gone (killed without its exit handler): taken over, unless another run took it first
-    const aside = `${file}.stale-${process.pid}`;
-    try {
-      fs.renameSync(file, aside);
-      const moved = fs.readFileSync(aside, 'utf8');
-      if (JSON.parse(moved).pid !== held.pid) {
-        fs.renameSync(aside, file); // a live run's fresh lock: put back, and look again
-        continue;
-      }
-      fs.rmSync(aside, { force: true });
-    } catch {
-      continue;
-    }
+    if (lockHolderRuns(held, processRuns)) fail(`${option} ${dir} is being written by ${who}: wait for it to end, or give another ${option}`);
+    // the holder is gone (killed without its exit handler): taken over, unless another run took it first (look again)
+    if (!removeGoneLock(file, held)) continue;
     process.stderr.write(`vwlmm: ${option} ${dir}: taking over the lock of ${who}, which is gone\n`);
   }
   process.on('exit', () => {
@@ -416,7 +431,8 @@ async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'n
   // leave mpirun and the ranks to notice by themselves: held here, said, and nothing started
   let early: string | null = null;
   const hold = (sig: string) => (early ??= sig);
-  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(s, hold);
+  const held = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const s of held) process.on(s, hold);
   // mpirun starts every rank it is asked for (--oversubscribe): 100,000 of them filled the machine for minutes
   const cores = os.availableParallelism();
   if (nproc > 4 * cores) fail(`--nproc-per-node ${nproc} is more than 4 ranks per CPU core (${cores} here): one rank per core (or per GPU) is the usual choice`);
@@ -427,32 +443,21 @@ async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'n
   const rest = argv.filter((_, i) => i !== k && !(k >= 0 && !inline && i === k + 1));
   const batches = command === 'train' ? '--batch-size is per rank, the global batch is ' + nproc + 'x' : "the recipe's batches are split over them";
   process.stderr.write(`vwlmm ${command}: starting ${nproc} ranks (${backend}${backend === 'mpi' ? ', through mpirun' : ''}); ${batches}\n`);
-  const stopped = (sig: string) => (sig === 'SIGINT' ? 130 : 143);
   if (early) {
     process.stderr.write(`vwlmm: ${early}: stopped before the ranks started\n`);
-    process.exit(stopped(early === 'SIGHUP' ? 'SIGTERM' : early));
+    process.exit(early === 'SIGINT' ? 130 : 143); // SIGHUP as SIGTERM, as the ranks get it
   }
   // where rank 0 marks that it said the stop (exitInterrupted)
   const report = path.join(os.tmpdir(), `vwlmm-launch-${process.pid}-${Date.now()}`);
   // launchRanks installs its own forwarding before it starts anything: `hold` goes once it has (one synchronous run)
   const launched = launchRanks({ nproc, backend, command: [process.execPath, ...process.execArgv, process.argv[1], ...rest], env: { ...process.env, VWLMM_LAUNCHER_ARGS: JSON.stringify(argv), VWLMM_LAUNCHER_REPORT: report } });
-  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.removeListener(s, hold);
+  for (const s of held) process.removeListener(s, hold);
   const r = await launched;
   const said = fs.existsSync(report);
   fs.rmSync(report, { force: true });
-  // a rank 0 that mpirun (or this launcher) had to kill left its lock of --out: the ranks are gone, so is the run. Moved
-  // aside first, as lockOutput takes one over: a run that took it over meanwhile keeps its own
-  const lock = path.join(out, '.vwlmm.lock'), held = readLock(lock);
-  if (held && typeof held.pid === 'number' && held.host === os.hostname() && !processRuns(held.pid, typeof held.procStart === 'string' ? held.procStart : null)) {
-    const aside = `${lock}.stale-${process.pid}`;
-    try {
-      fs.renameSync(lock, aside);
-      if (readLock(aside)?.pid === held.pid) fs.rmSync(aside, { force: true });
-      else fs.renameSync(aside, lock);
-    } catch {
-      /* gone already */
-    }
-  }
+  // a rank 0 that mpirun (or this launcher) had to kill left its lock of --out: the ranks are gone, so is the run
+  const lock = path.join(out, '.vwlmm.lock'), holder = readLock(lock);
+  if (holder && typeof holder.pid === 'number' && holder.host === os.hostname() && !lockHolderRuns(holder, processRuns)) removeGoneLock(lock, holder);
   if (r.interrupted) {
     // rank 0 said what was saved and how to resume; else the ranks died of the signal before their handlers were in
     if (!said) process.stderr.write(`vwlmm: data-parallel run stopped by ${r.interrupted} while the ranks were starting (no checkpoint written now; an earlier one stays as it was)\n`);

@@ -236,65 +236,54 @@ export function tokenizerFiles(source: string): Record<string, Buffer> {
 const ADDED_SPECIAL = { single_word: false, lstrip: false, rstrip: false, normalized: false, special: true } as const;
 
 /**
- * A transformers-format save's tokenizer files with <image> as token `id`, as llava-hf's tokenizers have it: LlavaProcessor
- * writes <image> once per image feature, and the model finds the features' places by its id. A tokenizer without it gets
- * it as an added special token. transformers' tokenizers give an added token the next free id whatever id the file says
- * (tokenizers 0.23), so `id` must be that one, else the processor's tokens would miss the model's.
+ * A transformers-format save's tokenizer files, edited where transformers would otherwise read them otherwise than vwlmm:
+ * - <image> as token `id`, as llava-hf's tokenizers have it: LlavaProcessor writes <image> once per image feature, and
+ *   the model finds the features' places by its id. A tokenizer without it gets it as an added special token (in
+ *   tokenizer.json, tokenizer_config.json's decoder where it lists them, added_tokens.json beside a tokenizer.model for
+ *   the slow tokenizer); transformers' tokenizers give an added token the next free id whatever id the file says
+ *   (tokenizers 0.23), so `id` must be that one, else the processor's tokens would miss the model's.
+ * - a BOS template (TemplateProcessing, as LLaMA's) where vwlmm puts BOS in front of every text and tokenizer.json has
+ *   no post-processor to say so (vwlmm's word-level tokenizers: TextTokenizer.addsBos): transformers would add none,
+ *   and prompts would reach the model without the BOS it was trained with (scripts/check_llava_processor.py compares
+ *   the ids); add_bos_token false in the config, from which transformers 5 may rebuild the template, becomes true.
  */
-function withImageToken(files: Record<string, Buffer>, tokenizer: TextTokenizer, id: number, vocabSize: number): Record<string, Buffer> {
+function transformersTokenizerFiles(files: Record<string, Buffer>, tokenizer: TextTokenizer, id: number, vocabSize: number): Record<string, Buffer> {
   const where = 'saveCheckpoint';
   const has = tokenizer.tokenToId('<image>');
-  if (has === id) return files;
-  if (has !== null)
+  if (has !== null && has !== id)
     throw new RangeError(`${where}: imageTokenIndex ${id}, but the tokenizer's <image> is token ${has}: transformers' LlavaProcessor would write ${has} where the model looks for ${id} (pass imageTokenIndex ${has})`);
-  if (id !== tokenizer.vocabSize)
+  if (has === null && id !== tokenizer.vocabSize)
     throw new RangeError(`${where}: imageTokenIndex ${id}: the tokenizer has no <image> token, and transformers' tokenizers give an added one the next free id, ${tokenizer.vocabSize}, not ${id} (${tokenizer.vocabSize < vocabSize
       ? `pass imageTokenIndex ${tokenizer.vocabSize}`
       : `and the vocabulary has no row past the tokenizer's ${tokenizer.vocabSize} words for it: llava-hf pads it, vocab_size 32064 for 32000 words`})`);
+  const json = JSON.parse(files['tokenizer.json'].toString('utf8')) as { added_tokens?: unknown[]; post_processor?: unknown };
+  const addImage = has === null;
+  const addBos = tokenizer.addsBos && tokenizer.bosToken !== null && tokenizer.bosId !== null && (json.post_processor === undefined || json.post_processor === null);
+  if (!addImage && !addBos) return files;
   const out = { ...files };
-  const json = JSON.parse(files['tokenizer.json'].toString('utf8')) as { added_tokens?: unknown[] };
-  json.added_tokens = [...(json.added_tokens ?? []), { id, content: '<image>', ...ADDED_SPECIAL }];
+  if (addImage) json.added_tokens = [...(json.added_tokens ?? []), { id, content: '<image>', ...ADDED_SPECIAL }];
+  if (addBos) {
+    const bos = tokenizer.bosToken!;
+    json.post_processor = {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { [bos]: { id: bos, ids: [tokenizer.bosId], tokens: [bos] } },
+    };
+  }
   out['tokenizer.json'] = Buffer.from(JSON.stringify(json));
-  // the slow tokenizer of a tokenizer.model (use_fast=False, as LLaVA's code loads it) reads added_tokens.json, as llava-hf's
-  if (files['tokenizer.model']) {
+  if (addImage && files['tokenizer.model']) {
     const added = files['added_tokens.json'] ? (JSON.parse(files['added_tokens.json'].toString('utf8')) as Record<string, unknown>) : {};
     out['added_tokens.json'] = Buffer.from(JSON.stringify({ ...added, '<image>': id }, null, 2) + '\n');
   }
-  // transformers 5 reads the added tokens of tokenizer_config.json too, where it lists them
-  const configFile = files['tokenizer_config.json'];
-  if (configFile) {
-    const config = JSON.parse(configFile.toString('utf8')) as Record<string, unknown>;
+  if (files['tokenizer_config.json']) {
+    const config = JSON.parse(files['tokenizer_config.json'].toString('utf8')) as Record<string, unknown>;
     const decoder = config.added_tokens_decoder;
-    if (isPlainObject(decoder)) {
-      config.added_tokens_decoder = { ...decoder, [String(id)]: { content: '<image>', ...ADDED_SPECIAL } };
-      out['tokenizer_config.json'] = Buffer.from(JSON.stringify(config, null, 2) + '\n');
-    }
-  }
-  return out;
-}
-
-/**
- * A transformers-format save's tokenizer.json with a BOS template (TemplateProcessing, as LLaMA's) where vwlmm puts BOS
- * in front of every text and the file has no post-processor to say so (vwlmm's word-level tokenizers: TextTokenizer's
- * addsBos): transformers' tokenizer would add none, and prompts would reach the model without the BOS it was trained
- * with (scripts/check_llava_processor.py compares the ids).
- */
-function withBosTemplate(files: Record<string, Buffer>, tokenizer: TextTokenizer): Record<string, Buffer> {
-  const json = JSON.parse(files['tokenizer.json'].toString('utf8')) as { post_processor?: unknown };
-  if (!tokenizer.addsBos || tokenizer.bosToken === null || tokenizer.bosId === null || (json.post_processor !== undefined && json.post_processor !== null)) return files;
-  const bos = tokenizer.bosToken;
-  json.post_processor = {
-    type: 'TemplateProcessing',
-    single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-    pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
-    special_tokens: { [bos]: { id: bos, ids: [tokenizer.bosId], tokens: [bos] } },
-  };
-  const out: Record<string, Buffer> = { ...files, 'tokenizer.json': Buffer.from(JSON.stringify(json)) };
-  // transformers 5 rebuilds the template from add_bos_token where the config gives it (false: none)
-  const configFile = files['tokenizer_config.json'];
-  if (configFile) {
-    const config = JSON.parse(configFile.toString('utf8')) as Record<string, unknown>;
-    if (config.add_bos_token === false) out['tokenizer_config.json'] = Buffer.from(JSON.stringify({ ...config, add_bos_token: true }, null, 2) + '\n');
+    const edits = {
+      ...(addImage && isPlainObject(decoder) ? { added_tokens_decoder: { ...decoder, [String(id)]: { content: '<image>', ...ADDED_SPECIAL } } } : {}),
+      ...(addBos && config.add_bos_token === false ? { add_bos_token: true } : {}),
+    };
+    if (Object.keys(edits).length) out['tokenizer_config.json'] = Buffer.from(JSON.stringify({ ...config, ...edits }, null, 2) + '\n');
   }
   return out;
 }
@@ -325,7 +314,9 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
     throw typeError(where, 'options.tokenizer', 'a tokenizer.json path or its JSON object', tok);
   // before anything is written: a missing file would otherwise be a bare ENOENT from the middle of the save
   const tokFolder = typeof tok === 'string' && fs.existsSync(tok) && fs.statSync(tok).isDirectory();
-  if (typeof tok === 'string' && !(tokFolder ? tokenizerPathOf(tok) !== null : fs.existsSync(tok) && fs.statSync(tok).isFile()))
+  // the tokenizer.json a path names (a folder's, converted from its tokenizer.model where it has only that)
+  const tokFile = typeof tok === 'string' ? (tokFolder ? tokenizerPathOf(tok) : tok) : null;
+  if (typeof tok === 'string' && !(tokFolder ? tokFile !== null : fs.existsSync(tok) && fs.statSync(tok).isFile()))
     throw new Error(`${where}: options.tokenizer ${tok} ${tokFolder ? 'holds no tokenizer.json or tokenizer.model' : fs.existsSync(tok) ? 'is not a file' : 'does not exist'} (expected a tokenizer.json, or a folder holding one, to copy into the checkpoint)`);
   const problem = checkpointTargetProblem(dir);
   if (problem) throw new Error(`saveCheckpoint: ${problem}`);
@@ -339,7 +330,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   const lora = loraConfigOf(model);
   if (lora && transformers) throw new RangeError('saveCheckpoint: the transformers layout has no place for LoRA adapters: merge them (mergeLora) first, or save them with saveLoraAdapter');
   // the tokenizer, once: its special ids go to generation_config.json, and a transformers image token must be its <image>
-  const tokenizer = tok !== undefined && (typeof tok === 'object' || transformers) ? new TextTokenizer(tokFolder ? tokenizerPathOf(tok as string)! : tok) : null;
+  const tokenizer = tok !== undefined && (typeof tok === 'object' || transformers) ? new TextTokenizer(tokFile ?? tok) : null;
   const imageTokenIndex = opts.imageTokenIndex ?? model.config.imageTokenIndex;
   if (transformers && tokenizer && imageTokenIndex >= 0) {
     const word = tokenizer.idToToken(imageTokenIndex);
@@ -352,8 +343,12 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
     : { ...configToJson(model.config), mm_vision_tower: 'embedded', ...(dtype === 'bfloat16' ? { torch_dtype: dtype } : {}), ...(lora ? { lora: { r: lora.r, lora_alpha: lora.alpha, lora_dropout: lora.dropout, target_modules: lora.targetModules } } : {}) };
   // the tokenizer's files (a path: with those beside it), read before the temp folder exists; in the transformers
   // layout with <image> as the image token, and the processor's files that expand it (AutoProcessor loads the folder)
-  let tokenizerOut: Record<string, Buffer> = typeof tok === 'string' ? tokenizerFiles(tok) : tok ? { 'tokenizer.json': Buffer.from(JSON.stringify(tok)) } : {};
-  if (transformers && tokenizer) tokenizerOut = withBosTemplate(withImageToken(tokenizerOut, tokenizer, imageTokenIndex, model.config.llm.vocabSize), tokenizer);
+  // (an object: its generation_config.json from its special ids, which transformers' generate stops on; a path brings
+  // the one beside it, tokenizerFiles)
+  const generation = tokenizer && typeof tok === 'object' ? generationConfigOf(tokenizer) : null;
+  let tokenizerOut: Record<string, Buffer> = typeof tok === 'string' ? tokenizerFiles(tok)
+    : tok ? { 'tokenizer.json': Buffer.from(JSON.stringify(tok)), ...(generation ? { 'generation_config.json': generation } : {}) } : {};
+  if (transformers && tokenizer) tokenizerOut = transformersTokenizerFiles(tokenizerOut, tokenizer, imageTokenIndex, model.config.llm.vocabSize);
   if (transformers) {
     const { preprocessor, processor } = processorConfigsToTransformers(model.config);
     tokenizerOut['preprocessor_config.json'] = Buffer.from(stringifyTransformersConfig(preprocessor) + '\n');
@@ -371,9 +366,6 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
     writeFileDurable(path.join(tmp, 'config.json'), stringifyTransformersConfig(configJson) + '\n');
     writeSafetensors(path.join(tmp, 'model.safetensors'), tensors, { format: 'pt' }, { checksum: true, floatDtype: dtype });
     for (const [name, data] of Object.entries(tokenizerOut)) writeFileDurable(path.join(tmp, name), data);
-    // what transformers' generate stops on (a tokenizer path brings its own, tokenizerFiles)
-    const generation = tokenizer && typeof opts.tokenizer === 'object' ? generationConfigOf(tokenizer) : null;
-    if (generation) writeFileDurable(path.join(tmp, 'generation_config.json'), generation);
     for (const [name, data] of Object.entries(opts.extraFiles ?? {})) writeFileDurable(path.join(tmp, name), data);
     for (const [name, tensors] of Object.entries(opts.extraTensors ?? {})) writeSafetensors(path.join(tmp, name), tensors, undefined, { checksum: true });
     fsyncPath(tmp);
