@@ -9,7 +9,7 @@ import {
   readSafetensorsWithMetadata, writeSafetensors,
 } from '../../src/io/safetensors';
 import { readCheckpointWeights } from '../../src/model/checkpoint';
-import { roundToBf16 } from '../../src/bf16';
+import { rngFor } from '../support/random';
 
 const FIX = path.resolve(__dirname, '..', 'fixtures');
 let tmp: string;
@@ -67,6 +67,22 @@ function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
     den = Math.max(den, Math.abs(b[i]));
   }
   return num / Math.max(den, 1e-300);
+}
+
+/**
+ * bfloat16 rounding in float64 arithmetic, independent of src/bf16.ts's bit tricks: 8 significant bits (the smallest
+ * exponent's spacing for subnormals), ties to even, past bfloat16's largest value infinity; NaN, +-0 and +-inf as they are.
+ */
+function bf16Reference(x: number): number {
+  if (!Number.isFinite(x) || x === 0) return x;
+  const ax = Math.abs(x);
+  let e = Math.floor(Math.log2(ax));
+  if (2 ** e > ax) e--;
+  if (2 ** (e + 1) <= ax) e++;
+  const ulp = 2 ** (Math.max(e, -126) - 7);
+  const q = ax / ulp, f = Math.floor(q), r = q - f;
+  const y = (r > 0.5 || (r === 0.5 && f % 2 === 1) ? f + 1 : f) * ulp;
+  return Math.sign(x) * (y >= 2 ** 128 ? Infinity : y);
 }
 
 describe('writeSafetensors / readSafetensors round trip', () => {
@@ -140,11 +156,16 @@ describe('writeSafetensors / readSafetensors round trip', () => {
     expect(header.n).toEqual({ dtype: 'I32', shape: [2], data_offsets: [0, 8] });
     expect(header.w).toEqual({ dtype: 'BF16', shape: [2, 5], data_offsets: [8, 28] });
     const back = readSafetensors(file); // verifies the checksum of the bytes as written
-    const want = Array.from(values, (v) => (Number.isNaN(v) ? NaN : Math.fround(v) === 0 ? v : roundToBf16(v)));
-    expect(Array.from(get(back, 'w').data)).toEqual(want);
+    expect(Array.from(get(back, 'w').data)).toEqual(Array.from(values, bf16Reference));
     expect(Array.from(get(back, 'w').data.subarray(1, 3))).toEqual([1, 1 + 2 ** -6]); // the ties, by hand
     expect(Object.is(get(back, 'w').data[4], -0)).toBe(true);
     expect(Array.from(get(back, 'n').data)).toEqual([7, -8]);
+    // random values over float32's whole range, subnormals and overflow to inf included
+    const rng = rngFor('safetensors:bf16');
+    const wide = Float32Array.from(rng.normals(4000, 1), (v, i) => v * 10 ** ((i % 80) - 42));
+    const wideFile = tmpFile();
+    writeSafetensors(wideFile, { w: { dtype: 'float32', shape: [wide.length], data: wide } }, undefined, { floatDtype: 'bfloat16' });
+    expect(Array.from(get(readSafetensors(wideFile), 'w').data)).toEqual(Array.from(wide, bf16Reference));
     expect(() => writeSafetensors(tmpFile(), { w: f32([1]) }, undefined, { floatDtype: 'float16' as never })).toThrow(/floatDtype must be 'float32' or 'bfloat16', got "float16"/);
   });
 
