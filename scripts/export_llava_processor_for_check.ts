@@ -7,7 +7,7 @@
 //   npx tsx scripts/export_llava_processor_for_check.ts <dir>
 import * as fs from 'fs';
 import * as path from 'path';
-import { buildGenerationPrompt, buildPrompt, getTemplate, jinjaChatTemplate, TEMPLATES, tokenizerImageToken, Turn } from '../src/data/conversation';
+import { tokenizerImageToken } from '../src/data/conversation';
 import { noGrad, scope } from '../src';
 import { loadImage, preprocessClip } from '../src/data/images';
 import { encodePng } from '../src/data/sort_of_clevr';
@@ -16,6 +16,7 @@ import { saveCheckpoint } from '../src/model/checkpoint';
 import { CLIP_MEAN, CLIP_STD, clipPreprocessOptions, numImageTokens, VwLmmConfig } from '../src/model/config';
 import { VwLmm } from '../src/model/vwlmm';
 import { Generator } from '../src/random';
+import { chatCases } from '../tests/support/chat_cases';
 
 const dir = process.argv[2];
 if (!dir) throw new Error('usage: npx tsx scripts/export_llava_processor_for_check.ts <dir>');
@@ -54,55 +55,3 @@ void (async () => {
   fs.writeFileSync(path.join(dir, 'ours.json'), JSON.stringify(ours));
   console.log(`wrote ${dir}/pad, ${dir}/square, ${dir}/image.png and ${dir}/ours.json`);
 })();
-
-/** transformers' messages for our turns: a leading "<image>\n" as an image item, other turns as strings (or text items). */
-function messagesOf(turns: Turn[], system?: string, list = false): Record<string, unknown>[] {
-  const out: Record<string, unknown>[] = system === undefined ? [] : [{ role: 'system', content: system }];
-  for (const t of turns) {
-    const role = t.from === 'human' ? 'user' : 'assistant';
-    if (t.value.startsWith('<image>\n')) out.push({ role, content: [{ type: 'image' }, { type: 'text', text: t.value.slice('<image>\n'.length) }] });
-    else out.push({ role, content: list ? [{ type: 'text', text: t.value }] : t.value });
-  }
-  return out;
-}
-
-/**
- * For every template, conversations with the prompt vwlmm writes for them (buildGenerationPrompt when the last turn is
- * the user's, else buildPrompt), or null where vwlmm refuses the conversation: the chat template must raise there.
- */
-function chatCases(): Record<string, unknown>[] {
-  const q = (value: string): Turn => ({ from: 'human', value }), a = (value: string): Turn => ({ from: 'gpt', value });
-  const conversations: { turns: Turn[]; system?: string; list?: boolean }[] = [
-    { turns: [q('<image>\nWhat colour is the circle?')] },
-    { turns: [q('<image>\nWhat colour is the circle?'), a('Red.'), q('And the square?')] },
-    { turns: [q('Where is <image> the square?')] },
-    { turns: [q('Where is <image> the square?')], list: true },
-    { turns: [q('<image>\nWhat colour is the circle?'), a('')] },
-    { turns: [q('<image>\nHow many shapes?')], system: 'Answer in one word.' },
-    { turns: [a('Hello.'), q('<image>\nWhat colour is the circle?')] }, // a leading reply: dropped
-    { turns: [q('<image>\nWhat colour?'), q('And the square?')] }, // out of turn: refused
-    { turns: [q('<image>\nA caption?'), a('red circle'), q('Another?'), a('blue square')] }, // plain: one round only
-    { turns: [q('What colour is the circle?')] }, // plain: needs its image
-  ];
-  const out: Record<string, unknown>[] = [];
-  for (const name of Object.keys(TEMPLATES)) {
-    const t = getTemplate(name), cases: Record<string, unknown>[] = [];
-    for (const c of conversations) {
-      const messages = messagesOf(c.turns, c.system, c.list);
-      const last = c.turns[c.turns.length - 1], generation = last.from === 'human';
-      let expected: string | null;
-      if (c.system !== undefined && t.style !== 'two' && t.style !== 'llama_2') expected = null; // no system prompt to replace
-      else {
-        const used = c.system === undefined ? t : { ...t, system: c.system };
-        try {
-          expected = generation ? buildGenerationPrompt(c.turns, used).prompt : buildPrompt(c.turns, { ...used, imageTag: false });
-        } catch {
-          expected = null;
-        }
-      }
-      cases.push({ messages, generation, expected });
-    }
-    out.push({ name, jinja: jinjaChatTemplate(name), cases });
-  }
-  return out;
-}
