@@ -236,32 +236,39 @@ export function tokenizerFiles(source: string): Record<string, Buffer> {
 const ADDED_SPECIAL = { single_word: false, lstrip: false, rstrip: false, normalized: false, special: true } as const;
 
 /**
- * A transformers-format save's tokenizer files, edited where transformers would otherwise read them otherwise than vwlmm:
- * - <image> as token `id`, as llava-hf's tokenizers have it: LlavaProcessor writes <image> once per image feature, and
- *   the model finds the features' places by its id. A tokenizer without it gets it as an added special token (in
- *   tokenizer.json, tokenizer_config.json's decoder where it lists them, added_tokens.json beside a tokenizer.model for
- *   the slow tokenizer); transformers' tokenizers give an added token the next free id whatever id the file says
- *   (tokenizers 0.23), so `id` must be that one, else the processor's tokens would miss the model's.
- * - a BOS template (TemplateProcessing, as LLaMA's) where vwlmm puts BOS in front of every text and tokenizer.json has
- *   no post-processor to say so (vwlmm's word-level tokenizers: TextTokenizer.addsBos): transformers would add none,
- *   and prompts would reach the model without the BOS it was trained with (scripts/check_llava_processor.py compares
- *   the ids); add_bos_token false in the config, from which transformers 5 may rebuild the template, becomes true.
+ * A save's tokenizer files, edited where transformers (and LLaVA's code, which loads them with AutoTokenizer) would
+ * otherwise read them otherwise than vwlmm:
+ * - in both layouts, a BOS template (TemplateProcessing, as LLaMA's) where vwlmm puts BOS in front of every text and
+ *   tokenizer.json has no post-processor to say so (vwlmm's word-level tokenizers: TextTokenizer.addsBos): transformers
+ *   would add none, and prompts would reach the model without the BOS it was trained with
+ *   (scripts/check_llava_processor.py compares the ids); add_bos_token false in the config, from which transformers 5
+ *   may rebuild the template, becomes true. vwlmm reads either form as the same tokenizer.
+ * - in the transformers layout (`image` given), <image> as token `image.id`, as llava-hf's tokenizers have it:
+ *   LlavaProcessor writes <image> once per image feature, and the model finds the features' places by its id. A
+ *   tokenizer without it gets it as an added special token (in tokenizer.json, tokenizer_config.json's decoder where it
+ *   lists them, added_tokens.json beside a tokenizer.model for the slow tokenizer); transformers' tokenizers give an
+ *   added token the next free id whatever id the file says (tokenizers 0.23), so `id` must be that one, else the
+ *   processor's tokens would miss the model's.
  */
-function transformersTokenizerFiles(files: Record<string, Buffer>, tokenizer: TextTokenizer, id: number, vocabSize: number): Record<string, Buffer> {
+function editTokenizerFiles(files: Record<string, Buffer>, tokenizer: TextTokenizer, image: { id: number; vocabSize: number } | null): Record<string, Buffer> {
   const where = 'saveCheckpoint';
   const has = tokenizer.tokenToId('<image>');
-  if (has !== null && has !== id)
-    throw new RangeError(`${where}: imageTokenIndex ${id}, but the tokenizer's <image> is token ${has}: transformers' LlavaProcessor would write ${has} where the model looks for ${id} (pass imageTokenIndex ${has})`);
-  if (has === null && id !== tokenizer.vocabSize)
-    throw new RangeError(`${where}: imageTokenIndex ${id}: the tokenizer has no <image> token, and transformers' tokenizers give an added one the next free id, ${tokenizer.vocabSize}, not ${id} (${tokenizer.vocabSize < vocabSize
-      ? `pass imageTokenIndex ${tokenizer.vocabSize}`
-      : `and the vocabulary has no row past the tokenizer's ${tokenizer.vocabSize} words for it: llava-hf pads it, vocab_size 32064 for 32000 words`})`);
+  if (image) {
+    const { id, vocabSize } = image;
+    if (has !== null && has !== id)
+      throw new RangeError(`${where}: imageTokenIndex ${id}, but the tokenizer's <image> is token ${has}: transformers' LlavaProcessor would write ${has} where the model looks for ${id} (pass imageTokenIndex ${has})`);
+    if (has === null && id !== tokenizer.vocabSize)
+      throw new RangeError(`${where}: imageTokenIndex ${id}: the tokenizer has no <image> token, and transformers' tokenizers give an added one the next free id, ${tokenizer.vocabSize}, not ${id} (${tokenizer.vocabSize < vocabSize
+        ? `pass imageTokenIndex ${tokenizer.vocabSize}`
+        : `and the vocabulary has no row past the tokenizer's ${tokenizer.vocabSize} words for it: llava-hf pads it, vocab_size 32064 for 32000 words`})`);
+  }
+  if (!files['tokenizer.json']) return files; // a tokenizer.model alone: its tokenizer_config says what it adds
   const json = JSON.parse(files['tokenizer.json'].toString('utf8')) as { added_tokens?: unknown[]; post_processor?: unknown };
-  const addImage = has === null;
+  const addImage = image !== null && has === null;
   const addBos = tokenizer.addsBos && tokenizer.bosToken !== null && tokenizer.bosId !== null && (json.post_processor === undefined || json.post_processor === null);
   if (!addImage && !addBos) return files;
   const out = { ...files };
-  if (addImage) json.added_tokens = [...(json.added_tokens ?? []), { id, content: '<image>', ...ADDED_SPECIAL }];
+  if (addImage) json.added_tokens = [...(json.added_tokens ?? []), { id: image.id, content: '<image>', ...ADDED_SPECIAL }];
   if (addBos) {
     const bos = tokenizer.bosToken!;
     json.post_processor = {
@@ -274,13 +281,13 @@ function transformersTokenizerFiles(files: Record<string, Buffer>, tokenizer: Te
   out['tokenizer.json'] = Buffer.from(JSON.stringify(json));
   if (addImage && files['tokenizer.model']) {
     const added = files['added_tokens.json'] ? (JSON.parse(files['added_tokens.json'].toString('utf8')) as Record<string, unknown>) : {};
-    out['added_tokens.json'] = Buffer.from(JSON.stringify({ ...added, '<image>': id }, null, 2) + '\n');
+    out['added_tokens.json'] = Buffer.from(JSON.stringify({ ...added, '<image>': image.id }, null, 2) + '\n');
   }
   if (files['tokenizer_config.json']) {
     const config = JSON.parse(files['tokenizer_config.json'].toString('utf8')) as Record<string, unknown>;
     const decoder = config.added_tokens_decoder;
     const edits = {
-      ...(addImage && isPlainObject(decoder) ? { added_tokens_decoder: { ...decoder, [String(id)]: { content: '<image>', ...ADDED_SPECIAL } } } : {}),
+      ...(addImage && isPlainObject(decoder) ? { added_tokens_decoder: { ...decoder, [String(image.id)]: { content: '<image>', ...ADDED_SPECIAL } } } : {}),
       ...(addBos && config.add_bos_token === false ? { add_bos_token: true } : {}),
     };
     if (Object.keys(edits).length) out['tokenizer_config.json'] = Buffer.from(JSON.stringify({ ...config, ...edits }, null, 2) + '\n');
@@ -329,8 +336,9 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   // everything that can throw on the model is done before the temp directory exists
   const lora = loraConfigOf(model);
   if (lora && transformers) throw new RangeError('saveCheckpoint: the transformers layout has no place for LoRA adapters: merge them (mergeLora) first, or save them with saveLoraAdapter');
-  // the tokenizer, once: its special ids go to generation_config.json, and a transformers image token must be its <image>
-  const tokenizer = tok !== undefined && (typeof tok === 'object' || transformers) ? new TextTokenizer(tokFile ?? tok) : null;
+  // the tokenizer, once: its special ids go to generation_config.json, its BOS rule into tokenizer.json, and a
+  // transformers image token must be its <image>
+  const tokenizer = tok !== undefined ? new TextTokenizer(tokFile ?? tok) : null;
   const imageTokenIndex = opts.imageTokenIndex ?? model.config.imageTokenIndex;
   if (transformers && tokenizer && imageTokenIndex >= 0) {
     const word = tokenizer.idToToken(imageTokenIndex);
@@ -348,7 +356,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   const generation = tokenizer && typeof tok === 'object' ? generationConfigOf(tokenizer) : null;
   let tokenizerOut: Record<string, Buffer> = typeof tok === 'string' ? tokenizerFiles(tok)
     : tok ? { 'tokenizer.json': Buffer.from(JSON.stringify(tok)), ...(generation ? { 'generation_config.json': generation } : {}) } : {};
-  if (transformers && tokenizer) tokenizerOut = transformersTokenizerFiles(tokenizerOut, tokenizer, imageTokenIndex, model.config.llm.vocabSize);
+  if (tokenizer) tokenizerOut = editTokenizerFiles(tokenizerOut, tokenizer, transformers ? { id: imageTokenIndex, vocabSize: model.config.llm.vocabSize } : null);
   if (transformers) {
     const { preprocessor, processor } = processorConfigsToTransformers(model.config);
     tokenizerOut['preprocessor_config.json'] = Buffer.from(stringifyTransformersConfig(preprocessor) + '\n');

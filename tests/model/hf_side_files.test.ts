@@ -107,6 +107,16 @@ describe("the processor files of a transformers-format save (AutoProcessor.from_
     const llava = path.join(tmp(), 'llava');
     saveCheckpoint(llava, model, { tokenizer: json });
     expect(fs.readdirSync(llava).filter((f) => /processor|chat_template/.test(f))).toEqual([]);
+    // but its tokenizer.json says that BOS goes in front too (LLaVA's code loads it with AutoTokenizer), without <image>,
+    // and a save from that file (a Trainer's next checkpoint) leaves it as it is
+    const llavaTok = JSON.parse(fs.readFileSync(path.join(llava, 'tokenizer.json'), 'utf8'));
+    expect(llavaTok.post_processor).toMatchObject({ type: 'TemplateProcessing', special_tokens: { '<s>': { ids: [tokenizer.bosId] } } });
+    const read = new TextTokenizer(path.join(llava, 'tokenizer.json'));
+    expect([read.addsBos, read.tokenToId('<image>'), read.vocabSize]).toEqual([true, null, tokenizer.vocabSize]);
+    expect(read.encode('a b', { addBos: true })).toEqual(tokenizer.encode('a b', { addBos: true }));
+    const again = path.join(tmp(), 'again');
+    saveCheckpoint(again, model, { tokenizer: path.join(llava, 'tokenizer.json') });
+    expect(fs.readFileSync(path.join(again, 'tokenizer.json'), 'utf8')).toBe(fs.readFileSync(path.join(llava, 'tokenizer.json'), 'utf8'));
     model.dispose();
   });
 });
