@@ -689,22 +689,24 @@ export function writeSafetensors(file: string, tensors: Map<string, HostTensor> 
     }
     if (Object.keys(metadata).length > 0) header.__metadata__ = { ...metadata };
   }
-  if (options.checksum) {
-    // sha256 of the tensor data as written (names sorted = offset order), verified by the reader
-    const hash = createHash('sha256');
-    for (const [, t] of entries) hash.update(tensorBytes(t, bf16));
-    header.__metadata__ = { ...(header.__metadata__ as Record<string, string> | undefined), [CHECKSUM_KEY]: hash.digest('hex') };
-  }
+  // the checksum is known only once the data are written: the header goes out with a placeholder of the same length
+  // (64 hex digits), rewritten in place at the end, so that each tensor is converted (bf16) once, not once per pass
+  const placeholder = '0'.repeat(64);
+  if (options.checksum) header.__metadata__ = { ...(header.__metadata__ as Record<string, string> | undefined), [CHECKSUM_KEY]: placeholder };
   let offset = 0;
   for (const [name, t] of entries) {
     const half = bf16 && t.dtype === 'float32', nbytes = half ? 2 * t.data.length : t.data.byteLength;
     header[name] = { dtype: half ? 'BF16' : t.dtype === 'float32' ? 'F32' : 'I32', shape: t.shape.slice(), data_offsets: [offset, offset + nbytes] };
     offset += nbytes;
   }
-  let json = JSON.stringify(header);
-  const rawLen = Buffer.byteLength(json, 'utf8');
-  json += ' '.repeat((8 - (rawLen % 8)) % 8); // the data section starts 8-byte aligned
-  const headerBytes = Buffer.from(json, 'utf8');
+  const headerOf = (digest: string): Buffer => {
+    if (options.checksum) (header.__metadata__ as Record<string, string>)[CHECKSUM_KEY] = digest;
+    let json = JSON.stringify(header);
+    const rawLen = Buffer.byteLength(json, 'utf8');
+    json += ' '.repeat((8 - (rawLen % 8)) % 8); // the data section starts 8-byte aligned
+    return Buffer.from(json, 'utf8');
+  };
+  const headerBytes = headerOf(placeholder);
   const prefix = Buffer.alloc(8);
   prefix.writeBigUInt64LE(BigInt(headerBytes.byteLength), 0);
 
@@ -714,7 +716,18 @@ export function writeSafetensors(file: string, tensors: Map<string, HostTensor> 
     fd = fs.openSync(tmp, 'wx', 0o644);
     writeAll(fd, prefix);
     writeAll(fd, headerBytes);
-    for (const [, t] of entries) writeAll(fd, tensorBytes(t, bf16));
+    // sha256 of the tensor data as written (names sorted = offset order), verified by the reader
+    const hash = options.checksum ? createHash('sha256') : null;
+    for (const [, t] of entries) {
+      const bytes = tensorBytes(t, bf16);
+      hash?.update(bytes);
+      writeAll(fd, bytes);
+    }
+    if (hash) {
+      const final = headerOf(hash.digest('hex'));
+      if (final.byteLength !== headerBytes.byteLength) throw new Error('the header with its checksum changed length'); // (a digest is always 64 hex digits)
+      for (let done = 0; done < final.byteLength;) done += fs.writeSync(fd, final, done, final.byteLength - done, 8 + done);
+    }
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     fd = null;
