@@ -211,7 +211,8 @@ const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json'
  * generation_config.json and a SentencePiece tokenizer.model (LLaVA's Python code loads the slow tokenizer from it).
  * `source` is a tokenizer.json, or a folder: its tokenizer.json, else the one converted from its tokenizer.model
  * (tokenizerPathOf), the other files the folder's (not the conversion cache's: liuhaotian/llava-v1.5-7b's
- * generation_config.json has max_length 4096). What saveCheckpoint copies for a tokenizer path; the Trainer reads them
+ * generation_config.json has max_length 4096), tokenizer.json with a BOS template where vwlmm adds a BOS it does not
+ * state (withBosTemplate). What saveCheckpoint copies for a tokenizer path; the Trainer reads them
  * once, when it starts: its run's tokenizer may sit in a checkpoint folder that the run's own saves replace (a resume from
  * <out>/checkpoint.old-*, left by a kill mid-save).
  */
@@ -225,73 +226,70 @@ export function tokenizerFiles(source: string): Record<string, Buffer> {
     if (fs.existsSync(side) && fs.statSync(side).isFile()) out[name] = fs.readFileSync(side);
   }
   // the base's generation_config.json as it is; else one of the tokenizer's ids
+  const tokenizer = new TextTokenizer(file);
   if (!out['generation_config.json']) {
-    const generation = generationConfigOf(new TextTokenizer(file));
+    const generation = generationConfigOf(tokenizer);
     if (generation) out['generation_config.json'] = generation;
   }
-  return out;
+  return withBosTemplate(out, tokenizer);
 }
 
 /** An added special token as transformers writes one into tokenizer.json (and tokenizer_config.json's decoder). */
 const ADDED_SPECIAL = { single_word: false, lstrip: false, rstrip: false, normalized: false, special: true } as const;
 
 /**
- * A save's tokenizer files, edited where transformers (and LLaVA's code, which loads them with AutoTokenizer) would
- * otherwise read them otherwise than vwlmm:
- * - in both layouts, a BOS template (TemplateProcessing, as LLaMA's) where vwlmm puts BOS in front of every text and
- *   tokenizer.json has no post-processor to say so (vwlmm's word-level tokenizers: TextTokenizer.addsBos): transformers
- *   would add none, and prompts would reach the model without the BOS it was trained with
- *   (scripts/check_llava_processor.py compares the ids); add_bos_token false in the config, from which transformers 5
- *   may rebuild the template, becomes true. vwlmm reads either form as the same tokenizer.
- * - in the transformers layout (`image` given), <image> as token `image.id`, as llava-hf's tokenizers have it:
- *   LlavaProcessor writes <image> once per image feature, and the model finds the features' places by its id. A
- *   tokenizer without it gets it as an added special token (in tokenizer.json, tokenizer_config.json's decoder where it
- *   lists them, added_tokens.json beside a tokenizer.model for the slow tokenizer); transformers' tokenizers give an
- *   added token the next free id whatever id the file says (tokenizers 0.23), so `id` must be that one, else the
- *   processor's tokens would miss the model's.
+ * A checkpoint's tokenizer files with a BOS template (TemplateProcessing, as LLaMA's) where vwlmm puts BOS in front of
+ * every text and tokenizer.json has no post-processor to say so (vwlmm's word-level tokenizers: TextTokenizer.addsBos).
+ * transformers, and LLaVA's code, which loads a checkpoint's tokenizer with AutoTokenizer, would add none, and prompts
+ * would reach the model without the BOS it was trained with (scripts/check_llava_processor.py compares the ids);
+ * add_bos_token false in the config, from which transformers 5 may rebuild the template, becomes true. vwlmm reads
+ * either form as the same tokenizer. The files as they are where nothing is missing.
  */
-function editTokenizerFiles(files: Record<string, Buffer>, tokenizer: TextTokenizer, image: { id: number; vocabSize: number } | null): Record<string, Buffer> {
+function withBosTemplate(files: Record<string, Buffer>, tokenizer: TextTokenizer): Record<string, Buffer> {
+  const bos = tokenizer.bosToken;
+  if (!tokenizer.addsBos || bos === null || tokenizer.bosId === null || !files['tokenizer.json']) return files;
+  const json = JSON.parse(files['tokenizer.json'].toString('utf8')) as { post_processor?: unknown };
+  if (json.post_processor !== undefined && json.post_processor !== null) return files;
+  json.post_processor = {
+    type: 'TemplateProcessing',
+    single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+    pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+    special_tokens: { [bos]: { id: bos, ids: [tokenizer.bosId], tokens: [bos] } },
+  };
+  const out: Record<string, Buffer> = { ...files, 'tokenizer.json': Buffer.from(JSON.stringify(json)) };
+  const config = files['tokenizer_config.json'] ? (JSON.parse(files['tokenizer_config.json'].toString('utf8')) as Record<string, unknown>) : null;
+  if (config?.add_bos_token === false) out['tokenizer_config.json'] = Buffer.from(JSON.stringify({ ...config, add_bos_token: true }, null, 2) + '\n');
+  return out;
+}
+
+/**
+ * A transformers-format save's tokenizer files with <image> as token `id`, as llava-hf's tokenizers have it:
+ * LlavaProcessor writes <image> once per image feature, and the model finds the features' places by its id. A tokenizer
+ * without it gets it as an added special token (in tokenizer.json, tokenizer_config.json's decoder where it lists them,
+ * added_tokens.json beside a tokenizer.model for the slow tokenizer); transformers' tokenizers give an added token the
+ * next free id whatever id the file says (tokenizers 0.23), so `id` must be that one, else the processor's tokens would
+ * miss the model's.
+ */
+function withImageToken(files: Record<string, Buffer>, tokenizer: TextTokenizer, id: number, vocabSize: number): Record<string, Buffer> {
   const where = 'saveCheckpoint';
   const has = tokenizer.tokenToId('<image>');
-  if (image) {
-    const { id, vocabSize } = image;
-    if (has !== null && has !== id)
-      throw new RangeError(`${where}: imageTokenIndex ${id}, but the tokenizer's <image> is token ${has}: transformers' LlavaProcessor would write ${has} where the model looks for ${id} (pass imageTokenIndex ${has})`);
-    if (has === null && id !== tokenizer.vocabSize)
-      throw new RangeError(`${where}: imageTokenIndex ${id}: the tokenizer has no <image> token, and transformers' tokenizers give an added one the next free id, ${tokenizer.vocabSize}, not ${id} (${tokenizer.vocabSize < vocabSize
-        ? `pass imageTokenIndex ${tokenizer.vocabSize}`
-        : `and the vocabulary has no row past the tokenizer's ${tokenizer.vocabSize} words for it: llava-hf pads it, vocab_size 32064 for 32000 words`})`);
-  }
-  if (!files['tokenizer.json']) return files; // a tokenizer.model alone: its tokenizer_config says what it adds
-  const json = JSON.parse(files['tokenizer.json'].toString('utf8')) as { added_tokens?: unknown[]; post_processor?: unknown };
-  const addImage = image !== null && has === null;
-  const addBos = tokenizer.addsBos && tokenizer.bosToken !== null && tokenizer.bosId !== null && (json.post_processor === undefined || json.post_processor === null);
-  if (!addImage && !addBos) return files;
-  const out = { ...files };
-  if (addImage) json.added_tokens = [...(json.added_tokens ?? []), { id: image.id, content: '<image>', ...ADDED_SPECIAL }];
-  if (addBos) {
-    const bos = tokenizer.bosToken!;
-    json.post_processor = {
-      type: 'TemplateProcessing',
-      single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
-      special_tokens: { [bos]: { id: bos, ids: [tokenizer.bosId], tokens: [bos] } },
-    };
-  }
-  out['tokenizer.json'] = Buffer.from(JSON.stringify(json));
-  if (addImage && files['tokenizer.model']) {
+  if (has !== null && has !== id)
+    throw new RangeError(`${where}: imageTokenIndex ${id}, but the tokenizer's <image> is token ${has}: transformers' LlavaProcessor would write ${has} where the model looks for ${id} (pass imageTokenIndex ${has})`);
+  if (has === null && id !== tokenizer.vocabSize)
+    throw new RangeError(`${where}: imageTokenIndex ${id}: the tokenizer has no <image> token, and transformers' tokenizers give an added one the next free id, ${tokenizer.vocabSize}, not ${id} (${tokenizer.vocabSize < vocabSize
+      ? `pass imageTokenIndex ${tokenizer.vocabSize}`
+      : `and the vocabulary has no row past the tokenizer's ${tokenizer.vocabSize} words for it: llava-hf pads it, vocab_size 32064 for 32000 words`})`);
+  if (has !== null) return files;
+  const json = JSON.parse(files['tokenizer.json'].toString('utf8')) as { added_tokens?: unknown[] };
+  json.added_tokens = [...(json.added_tokens ?? []), { id, content: '<image>', ...ADDED_SPECIAL }];
+  const out: Record<string, Buffer> = { ...files, 'tokenizer.json': Buffer.from(JSON.stringify(json)) };
+  if (files['tokenizer.model']) {
     const added = files['added_tokens.json'] ? (JSON.parse(files['added_tokens.json'].toString('utf8')) as Record<string, unknown>) : {};
-    out['added_tokens.json'] = Buffer.from(JSON.stringify({ ...added, '<image>': image.id }, null, 2) + '\n');
+    out['added_tokens.json'] = Buffer.from(JSON.stringify({ ...added, '<image>': id }, null, 2) + '\n');
   }
-  if (files['tokenizer_config.json']) {
-    const config = JSON.parse(files['tokenizer_config.json'].toString('utf8')) as Record<string, unknown>;
-    const decoder = config.added_tokens_decoder;
-    const edits = {
-      ...(addImage && isPlainObject(decoder) ? { added_tokens_decoder: { ...decoder, [String(image.id)]: { content: '<image>', ...ADDED_SPECIAL } } } : {}),
-      ...(addBos && config.add_bos_token === false ? { add_bos_token: true } : {}),
-    };
-    if (Object.keys(edits).length) out['tokenizer_config.json'] = Buffer.from(JSON.stringify({ ...config, ...edits }, null, 2) + '\n');
-  }
+  const config = files['tokenizer_config.json'] ? (JSON.parse(files['tokenizer_config.json'].toString('utf8')) as Record<string, unknown>) : null;
+  if (config && isPlainObject(config.added_tokens_decoder))
+    out['tokenizer_config.json'] = Buffer.from(JSON.stringify({ ...config, added_tokens_decoder: { ...config.added_tokens_decoder, [String(id)]: { content: '<image>', ...ADDED_SPECIAL } } }, null, 2) + '\n');
   return out;
 }
 
@@ -338,7 +336,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   if (lora && transformers) throw new RangeError('saveCheckpoint: the transformers layout has no place for LoRA adapters: merge them (mergeLora) first, or save them with saveLoraAdapter');
   // the tokenizer, once: its special ids go to generation_config.json, its BOS rule into tokenizer.json, and a
   // transformers image token must be its <image>
-  const tokenizer = tok !== undefined ? new TextTokenizer(tokFile ?? tok) : null;
+  const tokenizer = tok !== undefined && (typeof tok === 'object' || transformers) ? new TextTokenizer(tokFile ?? tok) : null;
   const imageTokenIndex = opts.imageTokenIndex ?? model.config.imageTokenIndex;
   if (transformers && tokenizer && imageTokenIndex >= 0) {
     const word = tokenizer.idToToken(imageTokenIndex);
@@ -356,13 +354,25 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   const generation = tokenizer && typeof tok === 'object' ? generationConfigOf(tokenizer) : null;
   let tokenizerOut: Record<string, Buffer> = typeof tok === 'string' ? tokenizerFiles(tok)
     : tok ? { 'tokenizer.json': Buffer.from(JSON.stringify(tok)), ...(generation ? { 'generation_config.json': generation } : {}) } : {};
-  if (tokenizer) tokenizerOut = editTokenizerFiles(tokenizerOut, tokenizer, transformers ? { id: imageTokenIndex, vocabSize: model.config.llm.vocabSize } : null);
+  if (tokenizer && typeof tok === 'object') tokenizerOut = withBosTemplate(tokenizerOut, tokenizer); // (tokenizerFiles does it for a path)
+  if (tokenizer && transformers) tokenizerOut = withImageToken(tokenizerOut, tokenizer, imageTokenIndex, model.config.llm.vocabSize);
   if (transformers) {
     const { preprocessor, processor } = processorConfigsToTransformers(model.config);
     tokenizerOut['preprocessor_config.json'] = Buffer.from(stringifyTransformersConfig(preprocessor) + '\n');
     tokenizerOut['processor_config.json'] = Buffer.from(stringifyTransformersConfig(processor) + '\n');
     // apply_chat_template then writes the prompts the model was trained with
     tokenizerOut['chat_template.jinja'] = Buffer.from(jinjaChatTemplate(model.config.template));
+  }
+  // an extra file is one plain name beside the model's, never one of them (a train_args.json named config.json
+  // replaced the model's config), nor a path out of the folder
+  const own = new Set(['config.json', 'model.safetensors', ...Object.keys(tokenizerOut)]);
+  for (const [key, names] of [['extraFiles', Object.keys(opts.extraFiles ?? {})], ['extraTensors', Object.keys(opts.extraTensors ?? {})]] as const) {
+    for (const name of names) {
+      if (name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name))
+        throw typeError(where, `options.${key} name`, 'a plain file name (no folder)', name);
+      if (own.has(name)) throw new RangeError(`${where}: options.${key} names ${name}, which the save writes itself${tokenizerOut[name] ? ' (a tokenizer file)' : ''}`);
+      own.add(name);
+    }
   }
   const tensors = transformers ? weightsToTransformers(model.stateDict()) : model.stateDict();
   const target = path.resolve(dir);

@@ -49,6 +49,8 @@ describe('the files transformers reads beside the weights', () => {
     expect(fs.readFileSync(path.join(beside, 'generation_config.json'), 'utf8')).toBe('{"eos_token_id": 2, "max_length": 4096}\n');
     // what the Trainer copies into each of its checkpoints (checkpointFiles.tokenizer)
     expect(tokenizerFiles(tokFile)['generation_config.json'].toString()).toBe('{"eos_token_id": 2, "max_length": 4096}\n');
+    // with the BOS template vwlmm's word-level tokenizer does not state (the LLaVA layout's test below)
+    expect(JSON.parse(tokenizerFiles(tokFile)['tokenizer.json'].toString()).post_processor).toMatchObject({ type: 'TemplateProcessing' });
     // an image token that is a word of the tokenizer is refused (every such word would be read as an image)
     expect(() => saveCheckpoint(path.join(tmp(), 'word'), model, { tokenizer: json, format: 'transformers', imageTokenIndex: tokenizer.eosId! }))
       .toThrow(`saveCheckpoint: imageTokenIndex ${tokenizer.eosId} is the tokenizer's token ${JSON.stringify(tokenizer.eosToken)}, not <image>`);
