@@ -388,6 +388,25 @@ function fail(msg: string): never {
   process.exit(2);
 }
 
+/** What `vwlmm train` writes into each of its checkpoints: where the run started (--init, resolved), its command and options. */
+const TRAIN_ARGS = 'train_args.json';
+
+/** A checkpoint's train_args.json (null where it has none: a checkpoint of the library's Trainer, or an older one). */
+function readTrainArgs(dir: string): { init?: string } | null {
+  const file = path.join(dir, TRAIN_ARGS);
+  if (!fs.existsSync(file)) return null;
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    fail(`${file} cannot be read as JSON (${(e as Error).message}): the checkpoint's record of its run is damaged`);
+  }
+  const init = (json as { init?: unknown } | null)?.init;
+  if (json === null || typeof json !== 'object' || Array.isArray(json) || (init !== undefined && typeof init !== 'string'))
+    fail(`${file}: expected an object whose init is the run's --init path, got ${JSON.stringify(json).slice(0, 80)}`);
+  return { init: init as string | undefined };
+}
+
 /**
  * The command line that continues this run: the same arguments plus --resume. A rank started by `--nproc-per-node`
  * gives its launcher's (VWLMM_LAUNCHER_ARGS: with --nproc-per-node N, which its own lacks); one started by mpirun by
@@ -865,6 +884,11 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         fail(`--resume: ${why}${started ? '; the run stopped before its first checkpoint was saved: start it over with --overwrite-output-dir' : ' (run without --resume to start)'}`);
       }
       from = found;
+      // a resume reads the checkpoint's weights, never --init: an --init other than the run's says the command means
+      // another run (the resume command printed at a stop repeats the run's own)
+      const recorded = readTrainArgs(from)?.init;
+      if (recorded !== undefined && path.resolve(o.init) !== recorded)
+        fail(`--resume continues the run in --out ${o.out}, which started from --init ${recorded} (${path.join(from, TRAIN_ARGS)}); this command names --init ${o.init}, which a resume does not read: resume with --init ${recorded}, or start a new run from ${o.init} with another --out`);
     } else {
       existing(from, 'init checkpoint', 'dir');
       // as transformers' Trainer scripts refuse a non-empty output_dir: a finished or stopped run is not lost to a typo
@@ -921,6 +945,8 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         strict: !!o.strict, modelMaxLength: o.modelMaxLength, verifyImages: o.verifyImages as 'decode' | 'header', groupByModalityLength: !!o.groupByModalityLength, template: template as never, imageAspect: o.imageAspectRatio as 'square' | 'pad' | undefined, resume, handleSignals: true, nonFinite: o.nonFinite as 'skip' | 'stop', gradientCheckpointing: !!o.gradientCheckpointing, residualDtype, dtype, frozenDtype, replay: o.replay,
         processGroup: group ?? undefined, gatherDtype, onPrepareProgress: lead ? preparationReport(o.data) : undefined,
         logEvery: o.loggingSteps, reportTo, loggingDir: o.loggingDir,
+        // a resume's --init is the run's (checked above): each checkpoint says where the run started and how
+        extraFiles: { [TRAIN_ARGS]: JSON.stringify({ vwlmm: require('../package.json').version as string, init: path.resolve(o.init), command: ['vwlmm', ...process.argv.slice(2)], options: o }, null, 2) + '\n' },
         onLog: (r) => {
           progress.update(r);
           if (r.type === 'nonfinite') {

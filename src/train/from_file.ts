@@ -102,6 +102,8 @@ export interface FileTrainOptions {
   reportTo?: readonly 'tensorboard'[];
   /** TrainerOptions.loggingDir: where the event files go (default `<outDir>/runs`). */
   loggingDir?: string;
+  /** Files written into every checkpoint beside the model (TrainerOptions.checkpointFiles.extraFiles; `vwlmm train`: train_args.json). */
+  extraFiles?: Record<string, string | Buffer>;
 }
 
 const LORA_KEYS = { r: true, alpha: true, dropout: true } satisfies Record<keyof NonNullable<FileTrainOptions['lora']>, true>;
@@ -326,7 +328,7 @@ const FILE_TRAIN_KEYS = {
   projectorLr: true, lora: true, warmupRatio: true, weightDecay: true, maxGradNorm: true, seed: true, saveEvery: true, trainable: true, strict: true,
   modelMaxLength: true, template: true, imageAspect: true, verifyImages: true, onPrepareProgress: true, groupByModalityLength: true, resume: true,
   onLog: true, handleSignals: true, nonFinite: true, gradientCheckpointing: true, residualDtype: true, dtype: true, frozenDtype: true, processGroup: true,
-  gatherDtype: true, replay: true, logEvery: true, reportTo: true, loggingDir: true,
+  gatherDtype: true, replay: true, logEvery: true, reportTo: true, loggingDir: true, extraFiles: true,
 } satisfies Record<keyof FileTrainOptions, true>;
 
 export async function trainOnFile(model: VwLmm, tokenizer: TextTokenizer, tokenizerSource: string, o: FileTrainOptions): Promise<{ data: PreparedData; state: TrainerState }> {
@@ -421,7 +423,7 @@ async function trainPrepared(model: VwLmm, tokenizer: TextTokenizer, tokenizerSo
   if ((o.processGroup?.rank ?? 0) === 0) fs.mkdirSync(o.outDir, { recursive: true }); // rank 0 writes the run
   let trainer: Trainer;
   try {
-    trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerSource }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype, replay: o.replay, logEvery: o.logEvery, reportTo: o.reportTo, loggingDir: o.loggingDir });
+    trainer = new Trainer(model, [stage], { seed: o.seed, outDir: o.outDir, saveEvery: o.saveEvery, onLog: o.onLog, checkpointFiles: { tokenizer: tokenizerSource, extraFiles: o.extraFiles }, handleSignals: o.handleSignals, nonFinite: o.nonFinite, gradientCheckpointing: o.gradientCheckpointing, residualDtype: o.residualDtype, dtype: o.dtype, frozenDtype: o.frozenDtype, processGroup: o.processGroup, gatherDtype: o.gatherDtype, replay: o.replay, logEvery: o.logEvery, reportTo: o.reportTo, loggingDir: o.loggingDir });
   } catch (e) {
     // a stage too small for its batch because records were skipped: the error says which and why
     if (data.skipped.length === 0 || !(e instanceof RangeError)) throw e;

@@ -518,6 +518,13 @@ function checkOptions(opts: TrainerOptions): void {
   if (o.checkpointFiles !== undefined) {
     if (o.checkpointFiles === null || typeof o.checkpointFiles !== 'object') throw typeError('Trainer', 'checkpointFiles', '{ tokenizer?, extraFiles? }', o.checkpointFiles);
     checkKeys('Trainer', 'key of checkpointFiles', o.checkpointFiles, CHECKPOINT_FILES_KEYS);
+    const extra = (o.checkpointFiles as { extraFiles?: unknown }).extraFiles;
+    if (extra !== undefined && (extra === null || typeof extra !== 'object' || Array.isArray(extra))) throw typeError('Trainer', 'checkpointFiles.extraFiles', 'an object of file contents by file name', extra);
+    // now, not at the first save, steps later (saveCheckpoint refuses them too)
+    for (const name of Object.keys(extra ?? {})) {
+      if (['config.json', 'model.safetensors', 'trainer_state.json', 'optimizer.safetensors', STAGE_PARAMETERS].includes(name) || name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name))
+        throw typeError('Trainer', 'a name in checkpointFiles.extraFiles', "a plain file name other than the checkpoint's own (config.json, model.safetensors, trainer_state.json, optimizer.safetensors)", name);
+    }
   }
 }
 

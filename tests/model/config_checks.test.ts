@@ -203,6 +203,20 @@ describe('option objects refuse keys they do not read', () => {
     expect(new TextTokenizer(path.join(at, 'tokenizer.json')).vocabSize).toBe(new TextTokenizer(tok).vocabSize);
     expect(() => loadCheckpoint(at, { weight_dtype: 'bfloat16' } as never)).toThrow(/^loadCheckpoint: unknown option 'weight_dtype' \(did you mean 'weightDtype'\?\); known: seed, device, pif, weightDtype/);
     expect(() => loadCheckpoint(at, { weightDtype: 'float16' as never })).toThrow("loadCheckpoint: expected 'float32' or 'bfloat16' for weightDtype but received 'float16' (string)");
+    // an extra file is a plain name beside the model's files, none of them (a record named config.json replaced the
+    // model's config); nothing is written
+    const other = path.join(dir, 'other');
+    for (const [extra, message] of [
+      [{ extraFiles: { 'config.json': '{}' } }, 'saveCheckpoint: options.extraFiles names config.json, which the save writes itself'],
+      [{ extraFiles: { 'tokenizer.json': '{}' }, tokenizer: tok }, 'saveCheckpoint: options.extraFiles names tokenizer.json, which the save writes itself (a tokenizer file)'],
+      [{ extraFiles: { 'a.safetensors': '' }, extraTensors: { 'a.safetensors': new Map() } }, 'saveCheckpoint: options.extraTensors names a.safetensors, which the save writes itself'],
+      [{ extraFiles: { '../escape.json': '{}' } }, "saveCheckpoint: expected a plain file name (no folder) for options.extraFiles name but received '../escape.json' (string)"],
+      [{ extraTensors: { '..': new Map() } }, "saveCheckpoint: expected a plain file name (no folder) for options.extraTensors name but received '..' (string)"],
+    ] as const) {
+      expect(() => saveCheckpoint(other, model, extra as never)).toThrow(message);
+      expect(fs.existsSync(other)).toBe(false);
+    }
+    expect(fs.existsSync(path.join(dir, 'escape.json'))).toBe(false);
     model.dispose();
   });
 });

@@ -113,6 +113,30 @@ describe('a resume refuses changed inputs that change training', () => {
     expect(r.stderr).not.toMatch(/continuing from the fp32 master weights/);
   });
 
+  it("another --init: a resume does not read it, and says so; the run's own, given another way, resumes", () => {
+    const out = trained();
+    const recorded = JSON.parse(fs.readFileSync(path.join(out, 'checkpoint', 'train_args.json'), 'utf8'));
+    expect(recorded).toMatchObject({ init: path.resolve(fx.init), command: ['vwlmm', ...args(fx.data, out)], options: { init: fx.init, steps: 4 } });
+    const other = path.join(tmp(), 'other-init');
+    fs.cpSync(fx.init, other, { recursive: true });
+    const a = args(fx.data, out, '--resume');
+    a[a.indexOf('--init') + 1] = other;
+    const metrics = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8');
+    const r = cli(...a);
+    expect(r.status, r.stdout).toBe(2);
+    expect(r.stderr).toContain(`vwlmm: --resume continues the run in --out ${out}, which started from --init ${path.resolve(fx.init)} (${path.join(out, 'checkpoint', 'train_args.json')}); this command names --init ${other}, which a resume does not read: resume with --init ${path.resolve(fx.init)}, or start a new run from ${other} with another --out`);
+    expect(fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8')).toBe(metrics);
+    // the same folder as a relative path resumes; a damaged record is named
+    const rel = args(fx.data, out, '--resume');
+    rel[rel.indexOf('--init') + 1] = path.relative(path.join(__dirname, '..', '..'), fx.init); // the CLI runs in the repository's root
+    const ok = cli(...rel);
+    expect(ok.status, ok.stderr).toBe(0);
+    fs.writeFileSync(path.join(out, 'checkpoint', 'train_args.json'), '{"init": 3}');
+    const bad = cli(...args(fx.data, out, '--resume'));
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain(`${path.join(out, 'checkpoint', 'train_args.json')}: expected an object whose init is the run's --init path, got {"init":3}`);
+  });
+
   it('a checkpoint that does not record them resumes unchecked', () => {
     const out = trained();
     const file = path.join(out, 'checkpoint', 'trainer_state.json');

@@ -136,6 +136,10 @@ describe('Trainer API contract', () => {
       [{ stop: {} as never }, /^Trainer: expected a StopRequest for stop but received/],
       [{ gatherDtype: 'fp16' as never }, /^Trainer: expected 'float32' or 'bfloat16' for gatherDtype but received 'fp16'/],
       [{ checkpointFiles: { tokeniser: json } as never }, /^Trainer: unknown key of checkpointFiles 'tokeniser'/],
+      // at construction, not at the first save steps later: the checkpoint's own files, and names that are paths
+      [{ checkpointFiles: { extraFiles: { 'trainer_state.json': '{}' } } }, /^Trainer: expected a plain file name other than the checkpoint's own \(config\.json, model\.safetensors, trainer_state\.json, optimizer\.safetensors\) for a name in checkpointFiles\.extraFiles but received 'trainer_state\.json'/],
+      [{ checkpointFiles: { extraFiles: { 'sub/x.json': '{}' } } }, /for a name in checkpointFiles\.extraFiles but received 'sub\/x\.json'/],
+      [{ checkpointFiles: { extraFiles: 'x' as never } }, /^Trainer: expected an object of file contents by file name for checkpointFiles\.extraFiles but received 'x'/],
     ];
     for (const [opts, message] of refused) expect(() => trainer(m, opts), JSON.stringify(opts)).toThrow(message);
     m.dispose();
