@@ -11,6 +11,8 @@ For each of <dir>/pad (LLaVA-1.5's padding to a square) and <dir>/square (CLIP's
     rounding (max abs error < 0.05 after normalisation, mean < 0.01);
   * the prompt's input_ids are vwlmm's (tokenizer_image_token, the image token expanded to the image's features), and
     LlavaForConditionalGeneration's logits on them equal vwlmm's (relative error < 1e-4, float32);
+  * <dir>/llava, the LLaVA layout, loads with AutoTokenizer as LLaVA's builder.py loads it, with vwlmm's special ids,
+    and LLaVA's tokenizer_image_token gives vwlmm's ids for the prompt;
   * the folder's chat template renders a conversation as vwlmm's vicuna_v1 prompt does, and the chat template of every
     other conversation template renders the prompts buildPrompt / buildGenerationPrompt write (ours.json), and raises
     where they refuse the conversation.
@@ -25,7 +27,24 @@ import sys
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoProcessor, LlavaForConditionalGeneration
+from transformers import AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration
+
+
+def tokenizer_image_token(prompt, tokenizer, image_token_index=-200):
+    """LLaVA's llava/mm_utils.py tokenizer_image_token (commit c121f04), as it is."""
+    prompt_chunks = [tokenizer(chunk).input_ids for chunk in prompt.split("<image>")]
+
+    def insert_separator(X, sep):
+        return [ele for sublist in zip(X, [sep] * len(X)) for ele in sublist][:-1]
+
+    input_ids = []
+    offset = 0
+    if len(prompt_chunks) > 0 and len(prompt_chunks[0]) > 0 and prompt_chunks[0][0] == tokenizer.bos_token_id:
+        offset = 1
+        input_ids.append(prompt_chunks[0][0])
+    for x in insert_separator(prompt_chunks, [image_token_index] * (offset + 1)):
+        input_ids.extend(x[offset:])
+    return input_ids
 
 
 def main():
@@ -59,6 +78,15 @@ def main():
               + ("" if same_ids else f" ({batch['input_ids'][0].tolist()} vs {mine['inputIds']})")
               + f"; logits vs vwlmm's: relative error {rel:.2e}")
         ok = ok and pixels_ok and ids_ok and same_ids and rel < 1e-4
+    # the LLaVA layout as LLaVA's code reads it: builder.py's AutoTokenizer (use_fast=False), mm_utils'
+    # tokenizer_image_token (below, as LLaVA has it), which keeps one BOS only when it knows the bos_token_id
+    for fast in (False, True):
+        tok = AutoTokenizer.from_pretrained(os.path.join(args.dir, "llava"), use_fast=fast)
+        special = {"bos": tok.bos_token_id, "eos": tok.eos_token_id, "unk": tok.unk_token_id}
+        llava_ids = tokenizer_image_token(ours["prompt"], tok)
+        print(f"llava layout (use_fast={fast}): special ids {special} (vwlmm's {ours['special']}); tokenizer_image_token "
+              + ("as vwlmm's" if llava_ids == ours["llavaIds"] else f"NOT as vwlmm's: {llava_ids} vs {ours['llavaIds']}"))
+        ok = ok and special == ours["special"] and llava_ids == ours["llavaIds"]
     for t in ours["templates"]:
         bad = 0
         for c in t["cases"]:

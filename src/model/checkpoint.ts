@@ -205,14 +205,17 @@ const SAVE_KEYS = { format: true, imageTokenIndex: true, tokenizer: true, dtype:
 /** The files beside a tokenizer.json that TextTokenizer reads (its special tokens, BOS, added tokens), saved with it. */
 const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'] as const;
 
+/** Every file a tokenizer brings into a checkpoint (tokenizerFiles; a transformers-format save adds the processor's). */
+export const TOKENIZER_FILE_NAMES: readonly string[] = ['tokenizer.json', ...TOKENIZER_SIDE_FILES, 'generation_config.json', 'tokenizer.model'];
+
 /**
  * A tokenizer's files by checkpoint file name: its tokenizer.json and, from beside it, the TOKENIZER_SIDE_FILES (without
  * them a reloaded tokenizer falls back to defaults: eos </s> where the config names another, no pad),
  * generation_config.json and a SentencePiece tokenizer.model (LLaVA's Python code loads the slow tokenizer from it).
  * `source` is a tokenizer.json, or a folder: its tokenizer.json, else the one converted from its tokenizer.model
  * (tokenizerPathOf), the other files the folder's (not the conversion cache's: liuhaotian/llava-v1.5-7b's
- * generation_config.json has max_length 4096), tokenizer.json with a BOS template where vwlmm adds a BOS it does not
- * state (withBosTemplate). What saveCheckpoint copies for a tokenizer path; the Trainer reads them
+ * generation_config.json has max_length 4096), stating the BOS template and special tokens vwlmm infers where they
+ * say nothing (withSpecialsStated). What saveCheckpoint copies for a tokenizer path; the Trainer reads them
  * once, when it starts: its run's tokenizer may sit in a checkpoint folder that the run's own saves replace (a resume from
  * <out>/checkpoint.old-*, left by a kill mid-save).
  */
@@ -221,7 +224,7 @@ export function tokenizerFiles(source: string): Record<string, Buffer> {
   const file = folder ? tokenizerPathOf(folder) : source;
   if (file === null) throw new Error(`${source} holds no tokenizer.json or tokenizer.model`);
   const out: Record<string, Buffer> = { 'tokenizer.json': readRegularFileSync(file) };
-  for (const name of [...TOKENIZER_SIDE_FILES, 'generation_config.json', 'tokenizer.model']) {
+  for (const name of TOKENIZER_FILE_NAMES.filter((n) => n !== 'tokenizer.json')) {
     const side = path.join(folder ?? path.dirname(file), name);
     if (fs.existsSync(side) && fs.statSync(side).isFile()) out[name] = fs.readFileSync(side);
   }
@@ -231,34 +234,50 @@ export function tokenizerFiles(source: string): Record<string, Buffer> {
     const generation = generationConfigOf(tokenizer);
     if (generation) out['generation_config.json'] = generation;
   }
-  return withBosTemplate(out, tokenizer);
+  return withSpecialsStated(out, tokenizer);
 }
 
 /** An added special token as transformers writes one into tokenizer.json (and tokenizer_config.json's decoder). */
 const ADDED_SPECIAL = { single_word: false, lstrip: false, rstrip: false, normalized: false, special: true } as const;
 
 /**
- * A checkpoint's tokenizer files with a BOS template (TemplateProcessing, as LLaMA's) where vwlmm puts BOS in front of
- * every text and tokenizer.json has no post-processor to say so (vwlmm's word-level tokenizers: TextTokenizer.addsBos).
- * transformers, and LLaVA's code, which loads a checkpoint's tokenizer with AutoTokenizer, would add none, and prompts
- * would reach the model without the BOS it was trained with (scripts/check_llava_processor.py compares the ids);
- * add_bos_token false in the config, from which transformers 5 may rebuild the template, becomes true. vwlmm reads
- * either form as the same tokenizer. The files as they are where nothing is missing.
+ * A checkpoint's tokenizer files stating what vwlmm infers and transformers would not (vwlmm's word-level tokenizers,
+ * a bare tokenizer.json), so that transformers, and LLaVA's code, which loads a checkpoint's tokenizer with
+ * AutoTokenizer, read the tokenizer vwlmm trained with; vwlmm reads either form as the same tokenizer:
+ * - a BOS template (TemplateProcessing, as LLaMA's) where vwlmm puts BOS in front of every text
+ *   (TextTokenizer.addsBos) and tokenizer.json has no post-processor to say so: transformers would add none
+ *   (scripts/check_llava_processor.py compares the ids); add_bos_token false in the config, from which transformers 5
+ *   may rebuild the template, becomes true;
+ * - bos, eos and unk in tokenizer_config.json where neither it nor special_tokens_map.json names them (vwlmm takes
+ *   <s>, </s>, <unk> from the vocabulary): without bos_token, LLaVA's tokenizer_image_token kept the BOS every chunk
+ *   after an image starts with (its offset is for a known bos_token_id), and eos_token was None. Not the pad, which
+ *   changes no prompt's ids (LLaVA sets it), and which vwlmm may take from the vocabulary's first word: transformers
+ *   would make that word special, and split and drop it in every text.
+ * The files as they are where nothing is missing.
  */
-function withBosTemplate(files: Record<string, Buffer>, tokenizer: TextTokenizer): Record<string, Buffer> {
+function withSpecialsStated(files: Record<string, Buffer>, tokenizer: TextTokenizer): Record<string, Buffer> {
+  if (!files['tokenizer.json']) return files;
+  const out: Record<string, Buffer> = { ...files };
   const bos = tokenizer.bosToken;
-  if (!tokenizer.addsBos || bos === null || tokenizer.bosId === null || !files['tokenizer.json']) return files;
   const json = JSON.parse(files['tokenizer.json'].toString('utf8')) as { post_processor?: unknown };
-  if (json.post_processor !== undefined && json.post_processor !== null) return files;
-  json.post_processor = {
-    type: 'TemplateProcessing',
-    single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-    pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
-    special_tokens: { [bos]: { id: bos, ids: [tokenizer.bosId], tokens: [bos] } },
-  };
-  const out: Record<string, Buffer> = { ...files, 'tokenizer.json': Buffer.from(JSON.stringify(json)) };
-  const config = files['tokenizer_config.json'] ? (JSON.parse(files['tokenizer_config.json'].toString('utf8')) as Record<string, unknown>) : null;
-  if (config?.add_bos_token === false) out['tokenizer_config.json'] = Buffer.from(JSON.stringify({ ...config, add_bos_token: true }, null, 2) + '\n');
+  const addBos = tokenizer.addsBos && bos !== null && tokenizer.bosId !== null && (json.post_processor === undefined || json.post_processor === null);
+  if (addBos) {
+    json.post_processor = {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { [bos]: { id: bos, ids: [tokenizer.bosId], tokens: [bos] } },
+    };
+    out['tokenizer.json'] = Buffer.from(JSON.stringify(json));
+  }
+  const parse = (name: string) => (files[name] ? (JSON.parse(files[name].toString('utf8')) as Record<string, unknown>) : null);
+  const config = parse('tokenizer_config.json'), map = parse('special_tokens_map.json');
+  const named = (k: string) => [config, map].some((c) => c !== null && c[k] !== undefined && c[k] !== null);
+  const stated = Object.entries({ bos_token: bos, eos_token: tokenizer.eosToken, unk_token: tokenizer.unkToken }).filter(([k, v]) => v !== null && !named(k));
+  const edits = { ...Object.fromEntries(stated), ...(addBos && config?.add_bos_token === false ? { add_bos_token: true } : {}) };
+  // a new config names the fast tokenizer, which tokenizer.json is (beside a tokenizer.model, transformers picks)
+  const base = config ?? (files['tokenizer.model'] ? {} : { tokenizer_class: 'PreTrainedTokenizerFast' });
+  if (Object.keys(edits).length) out['tokenizer_config.json'] = Buffer.from(JSON.stringify({ ...base, ...edits }, null, 2) + '\n');
   return out;
 }
 
@@ -334,8 +353,8 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   // everything that can throw on the model is done before the temp directory exists
   const lora = loraConfigOf(model);
   if (lora && transformers) throw new RangeError('saveCheckpoint: the transformers layout has no place for LoRA adapters: merge them (mergeLora) first, or save them with saveLoraAdapter');
-  // the tokenizer, once: its special ids go to generation_config.json, its BOS rule into tokenizer.json, and a
-  // transformers image token must be its <image>
+  // the tokenizer, once: its special ids go to generation_config.json, its BOS rule and special tokens into its
+  // files (withSpecialsStated), and a transformers image token must be its <image>
   const tokenizer = tok !== undefined && (typeof tok === 'object' || transformers) ? new TextTokenizer(tokFile ?? tok) : null;
   const imageTokenIndex = opts.imageTokenIndex ?? model.config.imageTokenIndex;
   if (transformers && tokenizer && imageTokenIndex >= 0) {
@@ -354,7 +373,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   const generation = tokenizer && typeof tok === 'object' ? generationConfigOf(tokenizer) : null;
   let tokenizerOut: Record<string, Buffer> = typeof tok === 'string' ? tokenizerFiles(tok)
     : tok ? { 'tokenizer.json': Buffer.from(JSON.stringify(tok)), ...(generation ? { 'generation_config.json': generation } : {}) } : {};
-  if (tokenizer && typeof tok === 'object') tokenizerOut = withBosTemplate(tokenizerOut, tokenizer); // (tokenizerFiles does it for a path)
+  if (tokenizer && typeof tok === 'object') tokenizerOut = withSpecialsStated(tokenizerOut, tokenizer); // (tokenizerFiles does it for a path)
   if (tokenizer && transformers) tokenizerOut = withImageToken(tokenizerOut, tokenizer, imageTokenIndex, model.config.llm.vocabSize);
   if (transformers) {
     const { preprocessor, processor } = processorConfigsToTransformers(model.config);

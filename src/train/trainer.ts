@@ -39,7 +39,7 @@ import * as F from '../functional';
 import { clearTape, noGrad, zeroGrad } from '../autograd';
 import { writeFileAtomic } from '../io/atomic_file';
 import { CHECKSUM_KEY, HostTensor, readSafetensorsWithMetadata } from '../io/safetensors';
-import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions, tokenizerFiles, withModelNames } from '../model/checkpoint';
+import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions, TOKENIZER_FILE_NAMES, tokenizerFiles, withModelNames } from '../model/checkpoint';
 import { loraConfigOf, loraParameters, loraTrainingRecord, resumeLoraTraining } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { LayerNorm, RMSNorm, storeFrozenWeights } from '../nn/layers';
@@ -276,6 +276,9 @@ export interface TrainerOptions {
 type ResumeFrom = { state: TrainerState; optimizer: Map<string, HostTensor>; stageParameters?: Map<string, HostTensor> | null; dir?: string };
 
 const STAGE_PARAMETERS = 'stage_parameters.safetensors';
+
+/** The files a Trainer's checkpoint holds besides its tokenizer's: checkpointFiles.extraFiles may name none of them. */
+const CHECKPOINT_OWN_FILES = ['config.json', 'model.safetensors', 'trainer_state.json', 'optimizer.safetensors', STAGE_PARAMETERS];
 
 /**
  * Where a step's stats sit (float32 on the device, read once at the step's end): per micro-batch m its loss, CE and
@@ -518,12 +521,14 @@ function checkOptions(opts: TrainerOptions): void {
   if (o.checkpointFiles !== undefined) {
     if (o.checkpointFiles === null || typeof o.checkpointFiles !== 'object') throw typeError('Trainer', 'checkpointFiles', '{ tokenizer?, extraFiles? }', o.checkpointFiles);
     checkKeys('Trainer', 'key of checkpointFiles', o.checkpointFiles, CHECKPOINT_FILES_KEYS);
-    const extra = (o.checkpointFiles as { extraFiles?: unknown }).extraFiles;
+    const { extraFiles: extra, tokenizer } = o.checkpointFiles as { extraFiles?: unknown; tokenizer?: unknown };
     if (extra !== undefined && (extra === null || typeof extra !== 'object' || Array.isArray(extra))) throw typeError('Trainer', 'checkpointFiles.extraFiles', 'an object of file contents by file name', extra);
-    // now, not at the first save, steps later (saveCheckpoint refuses them too)
+    // now, not at the first save, steps later (saveCheckpoint refuses them too); with a tokenizer, its files are the
+    // checkpoint's too (an extra tokenizer_config.json replaced the tokenizer's in every checkpoint)
+    const own = [...CHECKPOINT_OWN_FILES, ...(tokenizer !== undefined ? TOKENIZER_FILE_NAMES : [])];
     for (const name of Object.keys(extra ?? {})) {
-      if (['config.json', 'model.safetensors', 'trainer_state.json', 'optimizer.safetensors', STAGE_PARAMETERS].includes(name) || name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name))
-        throw typeError('Trainer', 'a name in checkpointFiles.extraFiles', "a plain file name other than the checkpoint's own (config.json, model.safetensors, trainer_state.json, optimizer.safetensors)", name);
+      if (own.includes(name) || name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name))
+        throw typeError('Trainer', 'a name in checkpointFiles.extraFiles', `a plain file name other than the checkpoint's own (${own.join(', ')})`, name);
     }
   }
 }

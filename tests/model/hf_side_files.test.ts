@@ -116,10 +116,42 @@ describe("the processor files of a transformers-format save (AutoProcessor.from_
     const read = new TextTokenizer(path.join(llava, 'tokenizer.json'));
     expect([read.addsBos, read.tokenToId('<image>'), read.vocabSize]).toEqual([true, null, tokenizer.vocabSize]);
     expect(read.encode('a b', { addBos: true })).toEqual(tokenizer.encode('a b', { addBos: true }));
+    // and names its special tokens, as vwlmm infers them: without bos_token, LLaVA's tokenizer_image_token kept a BOS
+    // after each image (scripts/check_llava_processor.py runs it)
+    expect(JSON.parse(fs.readFileSync(path.join(llava, 'tokenizer_config.json'), 'utf8'))).toEqual({ tokenizer_class: 'PreTrainedTokenizerFast', bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' });
     const again = path.join(tmp(), 'again');
     saveCheckpoint(again, model, { tokenizer: path.join(llava, 'tokenizer.json') });
     expect(fs.readFileSync(path.join(again, 'tokenizer.json'), 'utf8')).toBe(fs.readFileSync(path.join(llava, 'tokenizer.json'), 'utf8'));
     model.dispose();
+  });
+});
+
+describe('the special tokens a checkpoint states for transformers (withSpecialsStated)', () => {
+  it('only those neither tokenizer_config.json nor special_tokens_map.json names, never the pad', () => {
+    // a BPE file without unk, BOS or EOS: vwlmm pads with its first word ("a"), which transformers would make special
+    // (and split "ab" around it): nothing is stated, and vwlmm reads the copy as the original
+    const bare = tmp();
+    fs.copyFileSync(path.join(__dirname, '..', 'fixtures', 'bpe', 'handmade', 'no_unk.json'), path.join(bare, 'tokenizer.json'));
+    const files = tokenizerFiles(bare);
+    expect(Object.keys(files).sort()).toEqual(['tokenizer.json']);
+    // a config naming the unk, a map naming the eos: the bos is stated, in the config, and nothing else changes
+    const { json } = tinyData(2);
+    const part = tmp();
+    fs.writeFileSync(path.join(part, 'tokenizer.json'), JSON.stringify(json));
+    fs.writeFileSync(path.join(part, 'tokenizer_config.json'), JSON.stringify({ unk_token: '<unk>', model_max_length: 512 }));
+    fs.writeFileSync(path.join(part, 'special_tokens_map.json'), JSON.stringify({ eos_token: '</s>' }));
+    const stated = tokenizerFiles(part);
+    expect(JSON.parse(stated['tokenizer_config.json'].toString())).toEqual({ unk_token: '<unk>', model_max_length: 512, bos_token: '<s>' });
+    expect(stated['special_tokens_map.json'].toString()).toBe(JSON.stringify({ eos_token: '</s>' }));
+    // stating is idempotent: the stated files state nothing more
+    const again = tmp();
+    for (const [name, data] of Object.entries(stated)) fs.writeFileSync(path.join(again, name), data);
+    const twice = tokenizerFiles(again);
+    for (const name of Object.keys(stated)) expect(twice[name].equals(stated[name]), name).toBe(true);
+    for (const dir of [part, again]) {
+      const t = new TextTokenizer(path.join(dir, 'tokenizer.json'));
+      expect([t.bosId, t.eosId, t.unkId, t.padId, t.addsBos]).toEqual([1, 2, 0, 0, true]);
+    }
   });
 });
 

@@ -137,7 +137,8 @@ describe('Trainer API contract', () => {
       [{ gatherDtype: 'fp16' as never }, /^Trainer: expected 'float32' or 'bfloat16' for gatherDtype but received 'fp16'/],
       [{ checkpointFiles: { tokeniser: json } as never }, /^Trainer: unknown key of checkpointFiles 'tokeniser'/],
       // at construction, not at the first save steps later: the checkpoint's own files, and names that are paths
-      [{ checkpointFiles: { extraFiles: { 'trainer_state.json': '{}' } } }, /^Trainer: expected a plain file name other than the checkpoint's own \(config\.json, model\.safetensors, trainer_state\.json, optimizer\.safetensors\) for a name in checkpointFiles\.extraFiles but received 'trainer_state\.json'/],
+      [{ checkpointFiles: { extraFiles: { 'trainer_state.json': '{}' } } }, /^Trainer: expected a plain file name other than the checkpoint's own \(config\.json, model\.safetensors, trainer_state\.json, optimizer\.safetensors, stage_parameters\.safetensors\) for a name in checkpointFiles\.extraFiles but received 'trainer_state\.json'/],
+      [{ checkpointFiles: { tokenizer: json, extraFiles: { 'tokenizer_config.json': '{}' } } }, /checkpoint's own \(config\.json, .*, tokenizer\.json, tokenizer_config\.json, .*\) for a name in checkpointFiles\.extraFiles but received 'tokenizer_config\.json'/],
       [{ checkpointFiles: { extraFiles: { 'sub/x.json': '{}' } } }, /for a name in checkpointFiles\.extraFiles but received 'sub\/x\.json'/],
       [{ checkpointFiles: { extraFiles: 'x' as never } }, /^Trainer: expected an object of file contents by file name for checkpointFiles\.extraFiles but received 'x'/],
     ];
