@@ -341,6 +341,20 @@ async function lockOutput(option: string, dir: string, command: string): Promise
 }
 
 /**
+ * Tells the launcher of --nproc-per-node that rank 0 said why the run stopped (VWLMM_LAUNCHER_REPORT), so that it does
+ * not say it again; without the mark it does (ranks killed by the signal before their handlers were in).
+ */
+function markStopSaid(): void {
+  const said = process.env.VWLMM_LAUNCHER_REPORT;
+  if (!said) return;
+  try {
+    fs.writeFileSync(said, 'interrupted\n');
+  } catch {
+    /* the launcher then says it */
+  }
+}
+
+/**
  * Ctrl-C or SIGTERM where no training step runs (preparing the data, calibrating, evaluating): without a handler Node
  * ends the process at once, silently, and its exit handlers do not run (the lock of --out was left behind). During
  * training the Trainer's own handler listens too, and this one leaves the signal to it (a checkpoint at the step's end).
@@ -352,8 +366,10 @@ function exitOnStopSignals(stopCodes: { STOP_SIGNALS: readonly string[]; exitCod
       if (process.listenerCount(sig) > 1) return;
       // under `--nproc-per-node` the launcher sends the signal to every rank and rank 0 speaks; under mpirun by hand (or
       // a signal to one rank) each says it, with its rank
-      if (env.rank === 0 || !process.env.VWLMM_LAUNCHER_ARGS)
+      if (env.rank === 0 || !process.env.VWLMM_LAUNCHER_ARGS) {
         process.stderr.write(`\nvwlmm: ${env.worldSize > 1 ? `rank ${env.rank} of ${env.worldSize}: ` : ''}${sig}: stopped outside the training steps (no checkpoint written now; an earlier one stays as it was)\n`);
+        if (env.rank === 0) markStopSaid();
+      }
       // a rank leaves with 1, a failure: 130 / 143 tell a launcher that every rank stops at one step by itself (a
       // checkpoint), and it would wait for the others, which wait in a collective until its timeout
       process.exit(env.worldSize > 1 ? 1 : stopCodes.exitCodeFor(sig));
@@ -390,6 +406,15 @@ function fail(msg: string): never {
 
 /** What `vwlmm train` writes into each of its checkpoints: where the run started (--init, resolved), its command and options. */
 const TRAIN_ARGS = 'train_args.json';
+
+/** --init as train_args.json records it: the folder's real path (a symlink or a relative path names the same one), else as given. */
+function initIdentity(init: string): string {
+  try {
+    return fs.realpathSync(init);
+  } catch {
+    return path.resolve(init); // gone since (a resume does not read it)
+  }
+}
 
 /** A checkpoint's train_args.json (null where it has none: a checkpoint of the library's Trainer, or an older one). */
 function readTrainArgs(dir: string): { init?: string } | null {
@@ -483,8 +508,9 @@ async function launchRanksOf(command: string, nproc: number, backend: 'mpi' | 'n
     process.exit(r.code);
   }
   if (r.failure && r.forwarded) {
-    // stopped before the ranks could take the signal as training does (e.g. while they were starting)
-    process.stderr.write(`vwlmm: data-parallel run stopped by ${r.forwarded}: ${r.failure}\n`);
+    // stopped before the ranks could take the signal as training does (e.g. while they were starting); said by rank 0
+    // where it stopped outside the training steps
+    if (!said) process.stderr.write(`vwlmm: data-parallel run stopped by ${r.forwarded}: ${r.failure}\n`);
     process.exit(r.forwarded === 'SIGINT' ? 130 : 143);
   }
   if (r.failure) {
@@ -532,16 +558,7 @@ async function exitInterrupted(e: { message: string; exitCode: number; checkpoin
     process.stderr.write(`\nvwlmm: ${e.message}\n`);
     // resumableWithout: a run that resumes from what it wrote before this training (the demo's data, stage 0 again)
     process.stderr.write(e.checkpoint || resumableWithout ? `vwlmm: resume with: ${again}${everyRank}${resumableWithout ? ` (${resumableWithout})` : ''}\n` : `vwlmm: nothing to resume: run the same command again (${fresh(again)})${everyRank}\n`);
-    // tells the launcher of --nproc-per-node that the stop was said (a rank killed by the signal, before its handlers,
-    // leaves mpirun with the same 130 / 143)
-    const said = process.env.VWLMM_LAUNCHER_REPORT;
-    if (said) {
-      try {
-        fs.writeFileSync(said, 'interrupted\n');
-      } catch {
-        /* the launcher then says it */
-      }
-    }
+    markStopSaid();
   }
   group?.destroy();
   process.exit(e.exitCode);
@@ -887,7 +904,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
       // a resume reads the checkpoint's weights, never --init: an --init other than the run's says the command means
       // another run (the resume command printed at a stop repeats the run's own)
       const recorded = readTrainArgs(from)?.init;
-      if (recorded !== undefined && path.resolve(o.init) !== recorded)
+      if (recorded !== undefined && initIdentity(o.init) !== recorded && initIdentity(o.init) !== initIdentity(recorded))
         fail(`--resume continues the run in --out ${o.out}, which started from --init ${recorded} (${path.join(from, TRAIN_ARGS)}); this command names --init ${o.init}, which a resume does not read: resume with --init ${recorded}, or start a new run from ${o.init} with another --out`);
     } else {
       existing(from, 'init checkpoint', 'dir');
@@ -946,7 +963,8 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         processGroup: group ?? undefined, gatherDtype, onPrepareProgress: lead ? preparationReport(o.data) : undefined,
         logEvery: o.loggingSteps, reportTo, loggingDir: o.loggingDir,
         // a resume's --init is the run's (checked above): each checkpoint says where the run started and how
-        extraFiles: { [TRAIN_ARGS]: JSON.stringify({ vwlmm: require('../package.json').version as string, init: path.resolve(o.init), command: ['vwlmm', ...process.argv.slice(2)], options: o }, null, 2) + '\n' },
+        // (a rank of --nproc-per-node: its launcher's command, with the flag its own lacks)
+        extraFiles: { [TRAIN_ARGS]: JSON.stringify({ vwlmm: require('../package.json').version as string, init: initIdentity(o.init), command: ['vwlmm', ...(process.env.VWLMM_LAUNCHER_ARGS ? JSON.parse(process.env.VWLMM_LAUNCHER_ARGS) as string[] : process.argv.slice(2))], options: o }, null, 2) + '\n' },
         onLog: (r) => {
           progress.update(r);
           if (r.type === 'nonfinite') {

@@ -126,11 +126,17 @@ describe('a resume refuses changed inputs that change training', () => {
     expect(r.status, r.stdout).toBe(2);
     expect(r.stderr).toContain(`vwlmm: --resume continues the run in --out ${out}, which started from --init ${path.resolve(fx.init)} (${path.join(out, 'checkpoint', 'train_args.json')}); this command names --init ${other}, which a resume does not read: resume with --init ${path.resolve(fx.init)}, or start a new run from ${other} with another --out`);
     expect(fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8')).toBe(metrics);
-    // the same folder as a relative path resumes; a damaged record is named
+    // the same folder as a relative path, or through a symlink, resumes; a damaged record is named
     const rel = args(fx.data, out, '--resume');
     rel[rel.indexOf('--init') + 1] = path.relative(path.join(__dirname, '..', '..'), fx.init); // the CLI runs in the repository's root
     const ok = cli(...rel);
     expect(ok.status, ok.stderr).toBe(0);
+    const link = path.join(tmp(), 'init-link');
+    fs.symlinkSync(fx.init, link);
+    const linked = args(fx.data, out, '--resume');
+    linked[linked.indexOf('--init') + 1] = link;
+    const viaLink = cli(...linked);
+    expect(viaLink.status, viaLink.stderr).toBe(0);
     fs.writeFileSync(path.join(out, 'checkpoint', 'train_args.json'), '{"init": 3}');
     const bad = cli(...args(fx.data, out, '--resume'));
     expect(bad.status).toBe(2);
