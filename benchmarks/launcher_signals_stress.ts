@@ -23,6 +23,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { cpu } from '../src/native';
+import { Generator, MAX_SEED } from '../src/random';
 import { writeCliFixture } from '../tests/train/support/tiny';
 import { arg, declareFlags, numArg } from './support';
 
@@ -35,7 +36,7 @@ const mode = arg('mode', 'train');
 if (mode !== 'train' && mode !== 'demo') refuse(`--mode takes train or demo, got '${mode}'`);
 const N = numArg('trials', 40, { integer: true, min: 1 });
 const dmin = numArg('min-delay', 0.2, { min: 0 }), dmax = numArg('max-delay', 2.3, { min: dmin });
-const seed = numArg('seed', 1, { integer: true, min: 0 });
+const seed = numArg('seed', 1, { integer: true, min: 0, max: MAX_SEED });
 const steps = numArg('steps', 60, { integer: true, min: 1 }), scale = numArg('scale', 0.02, { min: 0, minExclusive: true, max: 100 });
 const HANG_S = 90, RESUME_TIMEOUT_S = 180;
 
@@ -58,9 +59,9 @@ const resultsFile = path.join(work, `results-${tag}.jsonl`);
 const fix = writeCliFixture(path.join(work, 'fixture'), { images: 3 });
 fs.mkdirSync(runsDir, { recursive: true });
 fs.writeFileSync(resultsFile, '');
-// mulberry32: the same signals and delays for the same --seed
-let s = seed >>> 0;
-const rnd = () => { s = (s + 0x6d2b79f5) >>> 0; let t = s; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+// the same signals and delays for the same --seed
+const gen = new Generator(seed);
+const rnd = () => gen.uniform();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Processes (other than this one) whose command line mentions `text`: a run's launcher, mpirun and ranks name its --out. */
