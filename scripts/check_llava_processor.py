@@ -11,6 +11,7 @@ For each of <dir>/pad (LLaVA-1.5's padding to a square) and <dir>/square (CLIP's
     rounding (max abs error < 0.05 after normalisation, mean < 0.01);
   * the prompt's input_ids are vwlmm's (tokenizer_image_token, the image token expanded to the image's features), and
     LlavaForConditionalGeneration's logits on them equal vwlmm's (relative error < 1e-4, float32);
+  * a padded batch of two prompts (pad_token, left padding) gives the short one's logits as alone (< 1e-4);
   * <dir>/llava, the LLaVA layout, loads with AutoTokenizer as LLaVA's builder.py loads it, with vwlmm's special ids,
     and LLaVA's tokenizer_image_token gives vwlmm's ids for the prompt;
   * the folder's chat template renders a conversation as vwlmm's vicuna_v1 prompt does, and the chat template of every
@@ -78,6 +79,17 @@ def main():
               + ("" if same_ids else f" ({batch['input_ids'][0].tolist()} vs {mine['inputIds']})")
               + f"; logits vs vwlmm's: relative error {rel:.2e}")
         ok = ok and pixels_ok and ids_ok and same_ids and rel < 1e-4
+        # a batch of two prompts of different lengths, as generate is given one: the processor pads it (a pad_token),
+        # on the left, and the short prompt's last logits are those it has alone
+        longer = ours["prompt"].replace("what colour", "what colour is the big red circle on the left")
+        padded = processor(images=[image, image], text=[ours["prompt"], longer], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            last = model(**padded).logits[0, -1].double()
+        batch_rel = float((last - logits[-1]).norm() / logits[-1].norm())
+        left = processor.tokenizer.padding_side == "left" and int(padded["attention_mask"][0, 0]) == 0
+        print(f"{aspect}: a padded batch of 2 (pad_token {processor.tokenizer.pad_token!r}, padding_side {processor.tokenizer.padding_side}): "
+              f"the short prompt's last logits vs alone: relative error {batch_rel:.2e}")
+        ok = ok and left and batch_rel < 1e-4
     # the LLaVA layout as LLaVA's code reads it: builder.py's AutoTokenizer (use_fast=False), mm_utils'
     # tokenizer_image_token (below, as LLaVA has it), which keeps one BOS only when it knows the bos_token_id
     for fast in (False, True):

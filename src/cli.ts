@@ -1327,7 +1327,7 @@ program.command('visual-words').description('top-k visual words of every patch (
   });
 
 /** What merge-adapter and convert read: a checkpoint (and an adapter) written again in a layout. */
-type WriteAsOptions = { pif?: boolean; checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number; overwriteOutputDir?: boolean; saveDtype?: string };
+type WriteAsOptions = { pif?: boolean; checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number; overwriteOutputDir?: boolean; saveDtype?: string; dropVmHead?: boolean };
 
 /**
  * merge-adapter and convert: the checkpoint (with --adapter's LoRA) loaded and written to --out in --format, LoRA
@@ -1347,15 +1347,19 @@ async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteA
   }
   if (!o.overwriteOutputDir && fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() && fs.readdirSync(o.out).length > 0)
     fail(`--out ${o.out} is not empty: ${command} writes a new checkpoint (--overwrite-output-dir replaces what is there)`);
-  const { saveCheckpoint, mergeLora, loraConfigOf, hasVmHead } = await import('./model');
-  const { model, config, tokenizerPath, dir } = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter, undefined, o.pif);
+  const { saveCheckpoint, mergeLora, loraConfigOf, hasVmHead, dropVmHead, resizeTokenEmbeddings } = await import('./model');
+  const loaded = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter, undefined, o.pif);
+  const { config, tokenizerPath, dir } = loaded;
+  let model = loaded.model;
   const lora = loraConfigOf(model);
   if (!lora && command === 'merge-adapter') fail(`no LoRA adapters: ${o.checkpoint} has none${o.adapter ? '' : ' (give --adapter; `vwlmm convert` writes a checkpoint without them in another layout)'}`);
   // before the image token is looked for: the model transformers' layout cannot hold is the first thing to say
-  if (o.format === 'transformers' && hasVmHead(config))
-    fail(`--format transformers is for plain LLaVA models: ${o.checkpoint} is a VW-LMM${config.pif ? ' (PIF)' : ''} with a vm_head, which LlavaForConditionalGeneration has no place for (--format vwlmm keeps it)`);
+  if (o.dropVmHead && !hasVmHead(config)) fail(`--drop-vm-head: ${o.checkpoint} has no vm_head (a plain LLaVA)`);
+  if (o.dropVmHead && config.pif) fail(`--drop-vm-head: ${o.checkpoint} is a PIF model, which feeds its image features through vm_head: without it, it would run as another model`);
+  if (o.format === 'transformers' && hasVmHead(config) && !o.dropVmHead)
+    fail(`--format transformers is for plain LLaVA models: ${o.checkpoint} is a VW-LMM${config.pif ? ' (PIF)' : ''} with a vm_head, which LlavaForConditionalGeneration has no place for (${config.pif ? 'a PIF model runs through it: --format vwlmm keeps it' : '--drop-vm-head writes the LLaVA it runs as: vm_head only trains; --format vwlmm keeps it'})`);
   // transformers' layout names the image token by a vocabulary id; LLaVA's layout uses the placeholder -200
-  let imageTokenIndex = o.imageTokenIndex;
+  let imageTokenIndex = o.imageTokenIndex, growTo = 0;
   if (imageTokenIndex !== undefined && imageTokenIndex >= config.llm.vocabSize) fail(`--image-token-index ${imageTokenIndex} is past the vocabulary (vocab_size ${config.llm.vocabSize}): give the <image> token's id`);
   if (o.format === 'transformers' && imageTokenIndex === undefined && config.imageTokenIndex < 0) {
     if (!tokenizerPath) fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and has no tokenizer to find one in (give --image-token-index ID, the <image> token's id in the tokenizer used with it)`);
@@ -1363,12 +1367,20 @@ async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteA
     const fromTokenizer = tok.tokenToId('<image>');
     // else the first row past the tokenizer's words (a padded vocabulary), as llava-hf's: the only id transformers'
     // tokenizers give an added <image> (saveCheckpoint adds it)
-    if (fromTokenizer === null && tok.vocabSize >= config.llm.vocabSize)
-      fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex}, its tokenizer has no <image> token, and the vocabulary has no row past its ${tok.vocabSize} words for one: transformers' LLaVA (llava-hf) adds <image> to the tokenizer and pads the vocabulary (vocab_size 32064 for 32000 words)`);
     imageTokenIndex = fromTokenizer ?? tok.vocabSize;
-    if (fromTokenizer === null) process.stderr.write(`vwlmm: the tokenizer has no <image> token: it is added as token ${imageTokenIndex}, the first row past its words (as in llava-hf's checkpoints)\n`);
+    // no row past the words: the vocabulary grows to the next multiple of 64, as transformers' convert_llava_weights_to_hf
+    // pads it (32064 for 32000 words), the new rows at the mean of the others (resizeTokenEmbeddings)
+    if (fromTokenizer === null && tok.vocabSize >= config.llm.vocabSize) growTo = Math.ceil((tok.vocabSize + 1) / 64) * 64;
+    if (fromTokenizer === null)
+      process.stderr.write(`vwlmm: the tokenizer has no <image> token: it is added as token ${imageTokenIndex}, the first row past its words (as in llava-hf's checkpoints)${growTo ? `; the vocabulary grows from ${config.llm.vocabSize} to ${growTo} rows for it (a multiple of 64, as llava-hf's; the new rows at the mean of the others, so no greedy choice changes)` : ''}\n`);
   }
   if (lora) mergeLora(model);
+  for (const [use, reshape] of [[o.dropVmHead, dropVmHead], [growTo !== 0, (m: typeof model) => resizeTokenEmbeddings(m, growTo)]] as const) {
+    if (!use) continue;
+    const next = reshape(model);
+    model.dispose();
+    model = next;
+  }
   try {
     // the checkpoint's tokenizer files (a tokenizer.model, generation_config.json); without a tokenizer, its generation config
     const generation = path.join(dir, 'generation_config.json');
@@ -1380,13 +1392,13 @@ async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteA
     if (m.startsWith('saveCheckpoint: imageTokenIndex ')) fail(m.replace('saveCheckpoint: imageTokenIndex', '--image-token-index').replace(/\bpass imageTokenIndex\b/, 'give --image-token-index'));
     throw e;
   }
-  const merged = lora ? `LoRA (r ${lora.r}, alpha ${lora.alpha}, ${lora.targetModules.join(', ')}) merged` : '';
+  const merged = [lora ? `LoRA (r ${lora.r}, alpha ${lora.alpha}, ${lora.targetModules.join(', ')}) merged` : '', o.dropVmHead ? 'without its vm_head' : ''].filter(Boolean).join(', ');
   const inBf16 = saveDtype === 'bfloat16' ? ', weights in bf16' : '';
   console.log(command === 'merge-adapter' ? `merged ${merged.replace(/ merged$/, '')} into ${o.out}${inBf16}` : `wrote ${o.checkpoint} in the ${o.format === 'transformers' ? "transformers (LlavaForConditionalGeneration)" : 'vwlmm (LLaVA)'} layout to ${o.out}${merged ? ` (${merged})` : ''}${inBf16}`);
   model.dispose();
 }
 
-const FORMAT_HELP = 'vwlmm (LLaVA layout) or transformers (LlavaForConditionalGeneration with its processor files, as llava-hf: plain LLaVA models, no vm_head)';
+const FORMAT_HELP = 'vwlmm (LLaVA layout) or transformers (LlavaForConditionalGeneration with its processor files, as llava-hf: plain LLaVA models; a VW-LMM with --drop-vm-head)';
 const SAVE_DTYPE_HELP = "the weights' dtype in the files: fp32 (default) or bf16 (half the bytes, as released checkpoints; config.json's torch_dtype / dtype says so)";
 const IMAGE_TOKEN_HELP = "transformers format: the vocabulary id of the <image> token (default: the model's when it is one, else the tokenizer's <image> token, else the first id past the tokenizer's words, where <image> is added)";
 
@@ -1394,6 +1406,7 @@ const IMAGE_TOKEN_HELP = "transformers format: the vocabulary id of the <image> 
 const writeAs = (command: 'merge-adapter' | 'convert', c: Command) => c
   .option('--image-token-index <id>', IMAGE_TOKEN_HELP, int('--image-token-index'))
   .option('--save-dtype <d>', SAVE_DTYPE_HELP)
+  .option('--drop-vm-head', "write a VW-LMM (not PIF) as the plain LLaVA it runs as, without vm_head, which only its training loss reads (what --format transformers needs)")
   .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)

@@ -282,6 +282,25 @@ function withSpecialsStated(files: Record<string, Buffer>, tokenizer: TextTokeni
 }
 
 /**
+ * A transformers-format save's tokenizer config as llava-hf's, for batched generation: transformers' processor pads a
+ * batch only with a pad_token (else "Asking to pad but the tokenizer does not have a padding token"), and LLaVA
+ * generates from left-padded prompts. pad_token where neither file names it and vwlmm pads with unk or eos (never a
+ * plain word: withSpecialsStated says why), padding_side 'left' where the config does not say.
+ */
+function withBatchPadding(files: Record<string, Buffer>, tokenizer: TextTokenizer): Record<string, Buffer> {
+  const parse = (name: string) => (files[name] ? (JSON.parse(files[name].toString('utf8')) as Record<string, unknown>) : null);
+  const config = parse('tokenizer_config.json'), map = parse('special_tokens_map.json');
+  const pad = tokenizer.padId !== null && (tokenizer.padId === tokenizer.unkId || tokenizer.padId === tokenizer.eosId) ? tokenizer.idToToken(tokenizer.padId) : null;
+  const edits = {
+    ...(pad !== null && !(config && 'pad_token' in config) && !(map && 'pad_token' in map) ? { pad_token: pad } : {}),
+    ...(config?.padding_side === undefined ? { padding_side: 'left' } : {}),
+  };
+  if (Object.keys(edits).length === 0) return files;
+  const base = config ?? (files['tokenizer.model'] ? {} : { tokenizer_class: 'PreTrainedTokenizerFast' });
+  return { ...files, 'tokenizer_config.json': Buffer.from(JSON.stringify({ ...base, ...edits }, null, 2) + '\n') };
+}
+
+/**
  * A transformers-format save's tokenizer files with <image> as token `id`, as llava-hf's tokenizers have it:
  * LlavaProcessor writes <image> once per image feature, and the model finds the features' places by its id. A tokenizer
  * without it gets it as an added special token (in tokenizer.json, tokenizer_config.json's decoder where it lists them,
@@ -374,7 +393,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   let tokenizerOut: Record<string, Buffer> = typeof tok === 'string' ? tokenizerFiles(tok)
     : tok ? { 'tokenizer.json': Buffer.from(JSON.stringify(tok)), ...(generation ? { 'generation_config.json': generation } : {}) } : {};
   if (tokenizer && typeof tok === 'object') tokenizerOut = withSpecialsStated(tokenizerOut, tokenizer); // (tokenizerFiles does it for a path)
-  if (tokenizer && transformers) tokenizerOut = withImageToken(tokenizerOut, tokenizer, imageTokenIndex, model.config.llm.vocabSize);
+  if (tokenizer && transformers) tokenizerOut = withBatchPadding(withImageToken(tokenizerOut, tokenizer, imageTokenIndex, model.config.llm.vocabSize), tokenizer);
   if (transformers) {
     const { preprocessor, processor } = processorConfigsToTransformers(model.config);
     tokenizerOut['preprocessor_config.json'] = Buffer.from(stringifyTransformersConfig(preprocessor) + '\n');

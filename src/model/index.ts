@@ -18,5 +18,6 @@ export {
 } from '../io/safetensors';
 export type { HostTensor, HostDType, SafetensorsHeader, SafetensorsEntry, ReadOptions } from '../io/safetensors';
 export { readTorchBin, TorchPickleError, forEachTorchTensor, torchBinTensorNames } from '../io/torch_bin';
+export { resizeTokenEmbeddings, dropVmHead } from './resize';
 export { applyLora, loadLoraAdapter, saveLoraAdapter, mergeLora, removeLora, loraParameters, loraConfigOf } from './lora';
 export type { LoraConfig, WithDecoder, AdapterLayout, SaveLoraAdapterOptions } from './lora';

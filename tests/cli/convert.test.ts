@@ -1,7 +1,7 @@
 // `vwlmm convert`: a checkpoint written again in the other layout, as transformers' convert_llava_weights_to_hf.py
 // writes an llava-hf folder from LLaVA's weights: the same weights and config there and back, the processor's files
-// and <image> in the tokenizer on the way to transformers; a VW-LMM, whose vm_head transformers' LLaVA has no place
-// for, refused for that layout only.
+// and <image> in the tokenizer on the way to transformers (the vocabulary grown for it where it has no row left); a
+// VW-LMM, whose vm_head transformers' LLaVA has no place for, refused for that layout unless --drop-vm-head.
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
@@ -72,7 +72,7 @@ describe('vwlmm convert', () => {
     expect(cli('convert', '--checkpoint', hf, '--out', path.join(dir, 'x'), '--format', 'vwlmm', '--save-dtype', 'fp16').stderr).toMatch(/--save-dtype/);
   });
 
-  it('a VW-LMM: refused for transformers (no vm_head there) before anything is written, converted in the LLaVA layout', () => {
+  it('a VW-LMM: refused for transformers (no vm_head there) before anything is written, converted in the LLaVA layout; --drop-vm-head writes the LLaVA it runs as', () => {
     const dir = tmp(), tokenizer = path.join(dir, 'tokenizer.json');
     writeWordLevelTokenizer(tokenizer, sortOfClevrVocabulary());
     const model = VwLmm.create(tinyConfig(new TextTokenizer(tokenizer).vocabSize), 5);
@@ -80,12 +80,46 @@ describe('vwlmm convert', () => {
     model.dispose();
     const r = cli('convert', '--checkpoint', path.join(dir, 'vw'), '--out', path.join(dir, 'hf'), '--format', 'transformers');
     expect(r.status).toBe(2);
-    expect(r.stderr).toBe(`vwlmm: --format transformers is for plain LLaVA models: ${path.join(dir, 'vw')} is a VW-LMM with a vm_head, which LlavaForConditionalGeneration has no place for (--format vwlmm keeps it)\n`);
+    expect(r.stderr).toBe(`vwlmm: --format transformers is for plain LLaVA models: ${path.join(dir, 'vw')} is a VW-LMM with a vm_head, which LlavaForConditionalGeneration has no place for (--drop-vm-head writes the LLaVA it runs as: vm_head only trains; --format vwlmm keeps it)\n`);
     expect(fs.existsSync(path.join(dir, 'hf'))).toBe(false);
+    // without vm_head, and with a row for <image>: the vocabulary (the tokenizer's words, no room) grows to a multiple of
+    // 64, the new rows at the mean of the others; every other weight as it was
+    const words = new TextTokenizer(tokenizer).vocabSize, grown = Math.ceil((words + 1) / 64) * 64;
+    const dropped = cli('convert', '--checkpoint', path.join(dir, 'vw'), '--out', path.join(dir, 'hf'), '--format', 'transformers', '--drop-vm-head');
+    expect(dropped.status, dropped.stderr).toBe(0);
+    expect(dropped.stderr).toContain(`it is added as token ${words}, the first row past its words (as in llava-hf's checkpoints); the vocabulary grows from ${words} to ${grown} rows for it`);
+    expect(dropped.stdout).toBe(`wrote ${path.join(dir, 'vw')} in the transformers (LlavaForConditionalGeneration) layout to ${path.join(dir, 'hf')} (without its vm_head)\n`);
+    const vw = weights(path.join(dir, 'vw')), hf = weights(path.join(dir, 'hf'));
+    expect(hf.config).toMatchObject({ vmWeight: 0, pif: false, imageTokenIndex: words, llm: { ...vw.config.llm, vocabSize: grown } });
+    expect([...hf.out.keys()].sort()).toEqual([...vw.out.keys()].filter((n) => n !== 'vm_head.weight').sort());
+    const H = vw.config.llm.hiddenSize;
+    for (const [n, v] of vw.out) {
+      if (n === 'vm_head.weight') continue;
+      const got = hf.out.get(n)!;
+      if (n !== 'model.embed_tokens.weight' && n !== 'lm_head.weight') {
+        expect(got, n).toEqual(v);
+        continue;
+      }
+      expect(got.slice(0, v.length), n).toEqual(v);
+      for (let c = 0; c < H; c++) {
+        let mean = 0;
+        for (let r = 0; r < words; r++) mean += v[r * H + c];
+        expect(got[(grown - 1) * H + c], `${n} column ${c}`).toBeCloseTo(mean / words, 6);
+      }
+    }
     expect(cli('convert', '--checkpoint', path.join(dir, 'vw'), '--out', path.join(dir, 'copy'), '--format', 'vwlmm').status).toBe(0);
     const a = weights(path.join(dir, 'vw')), c = weights(path.join(dir, 'copy'));
     expect(c.config).toEqual(a.config);
     for (const [n, v] of a.out) expect(c.out.get(n), n).toEqual(v);
+    // a PIF model runs through its vm_head; a plain LLaVA has none to drop
+    const pif = VwLmm.create({ ...tinyConfig(words), pif: true }, 5);
+    saveCheckpoint(path.join(dir, 'pif'), pif, { tokenizer });
+    pif.dispose();
+    expect(cli('convert', '--checkpoint', path.join(dir, 'pif'), '--out', path.join(dir, 'p'), '--format', 'transformers', '--drop-vm-head').stderr)
+      .toBe(`vwlmm: --drop-vm-head: ${path.join(dir, 'pif')} is a PIF model, which feeds its image features through vm_head: without it, it would run as another model\n`);
+    expect(cli('convert', '--checkpoint', path.join(dir, 'hf'), '--out', path.join(dir, 'p'), '--format', 'vwlmm', '--drop-vm-head').stderr)
+      .toBe(`vwlmm: --drop-vm-head: ${path.join(dir, 'hf')} has no vm_head (a plain LLaVA)\n`);
+    expect(fs.existsSync(path.join(dir, 'p'))).toBe(false);
     // --format is required: a layout is what convert is for
     expect(cli('convert', '--checkpoint', path.join(dir, 'vw'), '--out', path.join(dir, 'x')).stderr).toMatch(/required option '--format <f>' not specified/);
   });

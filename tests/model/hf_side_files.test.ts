@@ -85,6 +85,9 @@ describe("the processor files of a transformers-format save (AutoProcessor.from_
       const post = read('tokenizer.json').post_processor;
       expect(post).toMatchObject({ type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<s>' } }, { Sequence: { id: 'A' } }], special_tokens: { '<s>': { ids: [tokenizer.bosId] } } });
       expect(written.addsBos).toBe(true);
+      // batched generation as llava-hf's: a pad token (vwlmm's, the unk) and left padding (scripts/check_llava_processor.py
+      // runs a padded batch)
+      expect(read('tokenizer_config.json')).toEqual({ tokenizer_class: 'PreTrainedTokenizerFast', bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', pad_token: '<unk>', padding_side: 'left' });
       expect(written.encode('a <image>\nb')).toEqual([...tokenizer.encode('a '), tokenizer.vocabSize, ...tokenizer.encode('\nb')]);
       // it loads back, and a save over it (chat_template.jinja is a checkpoint's file) with its own tokenizer is the same
       const back = loadCheckpoint(dir);

@@ -1,0 +1,70 @@
+// A model in another shape, for a layout that wants one: transformers' LLaVA has no vm_head, and finds images by an
+// <image> token that needs a row of the vocabulary (llava-hf pads it to a multiple of 64). Each function returns a new
+// model on the same device with the old one's weights (one parameter on the host at a time); the caller disposes the
+// old one.
+import { rangeError, typeError } from '../errors';
+import { writeParameter } from '../nn/module';
+import { hasVmHead, VwLmmConfig } from './config';
+import { loraConfigOf } from './lora';
+import { VwLmm } from './vwlmm';
+
+/** The parameters with a row per vocabulary id. */
+const VOCABULARY_ROWS = new Set(['model.embed_tokens.weight', 'lm_head.weight', 'vm_head.weight']);
+
+/** A new model of `config` holding `model`'s weights, each passed through `rows` (name, data, shape) on the way. */
+function rebuilt(where: string, model: VwLmm, config: VwLmmConfig, rows: (name: string, data: Float32Array, shape: number[]) => Float32Array): VwLmm {
+  if (model === null || typeof model !== 'object' || typeof model.namedParameters !== 'function' || typeof model.config !== 'object') throw typeError(where, 'model', 'a VwLmm', model);
+  // the adapters are not in the config a new model is made from
+  if (loraConfigOf(model)) throw new Error(`${where}: the model has LoRA adapters: merge them first (mergeLora)`);
+  const linearDtype = model.lm_head.weight.dtype === 'bfloat16' ? 'bfloat16' : 'float32';
+  const out = VwLmm.create(config, 0, { device: model.device, uninitialized: true, linearDtype });
+  try {
+    const old = model.namedParameters();
+    for (const [name, p] of out.namedParameters()) {
+      const src = old.get(name)!;
+      const shape = [...src.shape];
+      const data = src.toArray() as Float32Array;
+      writeParameter(where, name, p, { dtype: 'float32', shape: [...p.shape], data: rows(name, data, shape) });
+    }
+  } catch (e) {
+    out.dispose();
+    throw e;
+  }
+  return out;
+}
+
+/**
+ * The model with `vocabSize` rows in its embedding, lm_head (and vm_head): the new rows at the mean of the old ones, as
+ * transformers' resize_token_embeddings initialises them (its mean_resizing draws around that mean), so that a new
+ * token's logit is the mean of the others' and changes no greedy choice. For the <image> token a transformers-format
+ * save needs (llava-hf: 32064 rows for 32000 words). Growing only: the rows the model has were trained.
+ */
+export function resizeTokenEmbeddings(model: VwLmm, vocabSize: number): VwLmm {
+  const where = 'resizeTokenEmbeddings';
+  const old = model?.config?.llm?.vocabSize;
+  if (!Number.isInteger(vocabSize) || vocabSize < 1) throw typeError(where, 'vocabSize', 'an integer >= 1', vocabSize);
+  if (typeof old === 'number' && vocabSize < old) throw rangeError(where, `vocabSize ${vocabSize} is less than the model's ${old}: resizing only grows the vocabulary (its rows were trained)`);
+  const config = { ...model.config, llm: { ...model.config.llm, vocabSize } };
+  return rebuilt(where, model, config, (name, data, shape) => {
+    if (!VOCABULARY_ROWS.has(name)) return data;
+    const [rows, cols] = shape;
+    const mean = new Float64Array(cols);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) mean[c] += data[r * cols + c];
+    const grown = new Float32Array(vocabSize * cols);
+    grown.set(data);
+    for (let r = rows; r < vocabSize; r++) for (let c = 0; c < cols; c++) grown[r * cols + c] = mean[c] / rows;
+    return grown;
+  });
+}
+
+/**
+ * A VW-LMM as the plain LLaVA it runs as: without its vm_head, which only its training loss reads (vmWeight 0). A PIF
+ * model is refused: it feeds each image through vm_head, so without it the model would see other features.
+ */
+export function dropVmHead(model: VwLmm): VwLmm {
+  const where = 'dropVmHead';
+  if (model?.config?.pif) throw new Error(`${where}: a PIF model feeds its image features through vm_head (softmax(vm_head(x)) . E): without vm_head it would run as another model`);
+  const config = { ...model.config, vmWeight: 0, detachTarget: false };
+  if (hasVmHead(config)) throw new Error(`${where}: the config still has a vm_head`); // (hasVmHead: vmWeight > 0 or pif)
+  return rebuilt(where, model, config, (_name, data) => data);
+}
