@@ -407,15 +407,6 @@ function fail(msg: string): never {
 /** What `vwlmm train` writes into each of its checkpoints: where the run started (--init, resolved), its command and options. */
 const TRAIN_ARGS = 'train_args.json';
 
-/** --init as train_args.json records it: the folder's real path (a symlink or a relative path names the same one), else as given. */
-function initIdentity(init: string): string {
-  try {
-    return fs.realpathSync(init);
-  } catch {
-    return path.resolve(init); // gone since (a resume does not read it)
-  }
-}
-
 /** A checkpoint's train_args.json (null where it has none: a checkpoint of the library's Trainer, or an older one). */
 function readTrainArgs(dir: string): { init?: string } | null {
   const file = path.join(dir, TRAIN_ARGS);
@@ -904,7 +895,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
       // a resume reads the checkpoint's weights, never --init: an --init other than the run's says the command means
       // another run (the resume command printed at a stop repeats the run's own)
       const recorded = readTrainArgs(from)?.init;
-      if (recorded !== undefined && initIdentity(o.init) !== recorded && initIdentity(o.init) !== initIdentity(recorded))
+      if (recorded !== undefined && realPathOf(o.init) !== realPathOf(recorded))
         fail(`--resume continues the run in --out ${o.out}, which started from --init ${recorded} (${path.join(from, TRAIN_ARGS)}); this command names --init ${o.init}, which a resume does not read: resume with --init ${recorded}, or start a new run from ${o.init} with another --out`);
     } else {
       existing(from, 'init checkpoint', 'dir');
@@ -964,7 +955,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         logEvery: o.loggingSteps, reportTo, loggingDir: o.loggingDir,
         // a resume's --init is the run's (checked above): each checkpoint says where the run started and how
         // (a rank of --nproc-per-node: its launcher's command, with the flag its own lacks)
-        extraFiles: { [TRAIN_ARGS]: JSON.stringify({ vwlmm: require('../package.json').version as string, init: initIdentity(o.init), command: ['vwlmm', ...(process.env.VWLMM_LAUNCHER_ARGS ? JSON.parse(process.env.VWLMM_LAUNCHER_ARGS) as string[] : process.argv.slice(2))], options: o }, null, 2) + '\n' },
+        extraFiles: { [TRAIN_ARGS]: JSON.stringify({ vwlmm: require('../package.json').version as string, init: realPathOf(o.init), command: ['vwlmm', ...(process.env.VWLMM_LAUNCHER_ARGS ? JSON.parse(process.env.VWLMM_LAUNCHER_ARGS) as string[] : process.argv.slice(2))], options: o }, null, 2) + '\n' },
         onLog: (r) => {
           progress.update(r);
           if (r.type === 'nonfinite') {
@@ -987,9 +978,11 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const plotted = await plotMetrics(path.join(o.out, 'metrics.jsonl'), path.join(o.out, 'loss_curve.png'), `vwlmm train ${path.basename(o.data)}`);
     // a resumed run's time is of the steps it ran itself
     const since = resume ? ` (${state.globalStep - resume.state.globalStep} of them in this run, resumed at step ${resume.state.globalStep})` : '';
+    // (batches are always full: each optimizer step takes batch size x grad accumulation x ranks samples)
+    const seen = state.globalStep * o.batchSize * o.gradAccum * (group?.worldSize ?? 1);
     // a resume of a run that had already finished trains nothing: said so, not as "trained N steps in 0 s"
     if (resume && resume.state.globalStep === state.globalStep) console.log(`the run in ${o.out} was already complete at global step ${state.globalStep}: nothing to train (its checkpoint ${path.join(o.out, 'checkpoint')} is unchanged)`);
-    else console.log(`trained ${state.globalStep} step${state.globalStep === 1 ? '' : 's'}${since} on ${data.samples.length} samples in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${data.truncated} samples cut to the model max length, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
+    else console.log(`trained ${state.globalStep} step${state.globalStep === 1 ? '' : 's'}${since} on ${seen} samples (${+(seen / data.samples.length).toFixed(2)} epochs of the ${data.samples.length}) in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${data.truncated} samples cut to the model max length, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
     // where each record stands (ids need not be unique), and its id
     const at = (r: { id?: string; line?: number; index?: number }) =>
       `${r.line !== undefined ? `${o.data}:${r.line}` : r.index !== undefined ? `${o.data}[${r.index}]` : 'record'}${r.id !== undefined ? ` (record '${r.id}')` : ''}`;

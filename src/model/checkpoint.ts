@@ -613,6 +613,11 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): { model: Vw
     if (fallback === null) throw new Error(`checkpoint: ${dir} is not a directory`);
     dir = fallback;
   }
+  // a run's folder for its checkpoint (train's --out, the demo's --out or its vw/, llava/): the error says where that is
+  if (!entryExists(path.join(dir, 'config.json'))) {
+    const inRun = ['checkpoint', 'vw/checkpoint', 'llava/checkpoint'].map((c) => path.join(dir, c)).filter((c) => resolveCheckpointDir(c) !== null);
+    if (inRun.length) throw new Error(`checkpoint: ${path.join(dir, 'config.json')} does not exist: ${dir} is a training run's folder, its checkpoint${inRun.length > 1 ? 's are' : ' is'} ${inRun.join(' and ')}`);
+  }
   const json = readJson(path.join(dir, 'config.json'));
   if (isTransformersLlavaConfig(json)) return { ...loadTransformersCheckpoint(dir, json, opts.seed ?? 0, opts.device, opts.weightDtype), dir };
   // LLaVA's own layout is model_type 'llava' too, with the LLM's sizes at the top; transformers' has vision_config instead

@@ -273,3 +273,19 @@ describe("the tokenizer's own files", () => {
     expect([after.eosToken, after.eosId]).toEqual(['[/INST]', 4]); // was </s> (2): the config stayed behind
   });
 });
+
+describe('a training run\'s folder given for its checkpoint', () => {
+  it('is named, with where its checkpoint is (train\'s --out, the demo\'s --out)', () => {
+    const model = VwLmm.create(tinyConfig(40, 0), 3);
+    const run = tmp(), demo = tmp();
+    try {
+      saveCheckpoint(path.join(run, 'checkpoint'), model);
+      for (const d of ['vw', 'llava']) saveCheckpoint(path.join(demo, d, 'checkpoint'), model);
+    } finally {
+      model.dispose();
+    }
+    expect(() => loadCheckpoint(run)).toThrow(`checkpoint: ${path.join(run, 'config.json')} does not exist: ${run} is a training run's folder, its checkpoint is ${path.join(run, 'checkpoint')}`);
+    expect(() => loadCheckpoint(demo)).toThrow(`its checkpoints are ${path.join(demo, 'vw', 'checkpoint')} and ${path.join(demo, 'llava', 'checkpoint')}`);
+    expect(() => loadCheckpoint(tmp())).toThrow(/config\.json does not exist$/);
+  });
+});
