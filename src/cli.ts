@@ -1262,7 +1262,8 @@ program.command('generate').description('answer a prompt about an image with a c
   .option('--dtype <d>', DTYPE_HELP)
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)
-  .action(async (o: { pif?: boolean; convMode?: string; checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; topK: number; seed: number; device: string; adapter?: string; dtype?: string }, cmd: Command) => {
+  .option('--json', 'print one JSON object: the prompt, its token ids (the image as the image token), the generated ids and the text')
+  .action(async (o: { pif?: boolean; convMode?: string; checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; topK: number; seed: number; device: string; adapter?: string; dtype?: string; json?: boolean }, cmd: Command) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     if (o.image) existing(o.image, 'image', 'file');
     if (o.topP <= 0 || o.topP > 1) fail('--top-p must be in (0, 1]');
@@ -1281,8 +1282,9 @@ program.command('generate').description('answer a prompt about an image with a c
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const pixels = o.image ? await preprocessClip(await loadImage(o.image), clipPreprocessOptions(config)) : null;
-    const { answerOne } = await import('./eval');
-    console.log(answerOne(model, tok, o.prompt, pixels, { template: o.convMode as never, maxNewTokens: o.maxNewTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed, dtype: await computeDtypeOf(o.dtype) }));
+    const { answerOneDetails } = await import('./eval');
+    const answer = answerOneDetails(model, tok, o.prompt, pixels, { template: o.convMode as never, maxNewTokens: o.maxNewTokens, temperature: o.temperature, topP: o.topP, topK: o.topK, seed: o.seed, dtype: await computeDtypeOf(o.dtype) });
+    console.log(o.json ? JSON.stringify(answer) : answer.text);
     model.dispose();
   });
 

@@ -367,7 +367,26 @@ const ANSWER_ONE_KEYS = {
  * model takes it (preprocessClip(image, clipPreprocessOptions(model.config))), or null for a text-only question.
  */
 export function answerOne(model: VwLmm, tokenizer: TextTokenizer, question: string, pixels: Float32Array | null, options: AnswerOneOptions = {}): string {
-  const where = 'answerOne';
+  return answered('answerOne', model, tokenizer, question, pixels, options).text;
+}
+
+/** answerOne's answer with what made it: the prompt, its ids (the image as the model's image token), the ids generated. */
+export interface AnswerDetails {
+  prompt: string;
+  inputIds: number[];
+  outputIds: number[];
+  text: string;
+}
+
+/**
+ * answerOne with its prompt and ids (`vwlmm generate --json`), to compare token for token with another implementation
+ * (transformers' generate on a converted folder).
+ */
+export function answerOneDetails(model: VwLmm, tokenizer: TextTokenizer, question: string, pixels: Float32Array | null, options: AnswerOneOptions = {}): AnswerDetails {
+  return answered('answerOneDetails', model, tokenizer, question, pixels, options);
+}
+
+function answered(where: string, model: VwLmm, tokenizer: TextTokenizer, question: string, pixels: Float32Array | null, options: AnswerOneOptions): AnswerDetails {
   if (typeof question !== 'string') throw typeError(where, 'question', 'a string', question);
   if (pixels !== null && !(pixels instanceof Float32Array)) throw typeError(where, 'pixels', 'a Float32Array of one preprocessed image, or null (no image)', pixels);
   const v = model.config.vision, perImage = v.numChannels * v.imageSize * v.imageSize;
@@ -382,7 +401,7 @@ export function answerOne(model: VwLmm, tokenizer: TextTokenizer, question: stri
   const b = collate([{ inputIds: p.inputIds!, labels: p.inputIds!.map(() => -100), image: pixels }], { padId: tokenizer.padId, numPatches: model.numImageTokens });
   const { template: _, maxNewTokens = 128, ...sampling } = options;
   const [ids] = model.generate([{ tokenIds: b.tokenIds, imagePositions: b.imagePositions, pixelValues: b.pixelValues }], { ...sampling, maxNewTokens, eosId: tokenizer.eosId });
-  return pyStrip(tokenizer.decode(ids));
+  return { prompt: p.prompt, inputIds: p.inputIds!, outputIds: [...ids], text: pyStrip(tokenizer.decode(ids)) };
 }
 
 export async function answerQuestions(model: VwLmm, tokenizer: TextTokenizer, o: AnswerOptions): Promise<AnswerResult> {

@@ -105,6 +105,15 @@ describe('vwlmm CLI', () => {
     const img = path.join(out, 'demo', 'data', 'images', fs.readdirSync(path.join(out, 'demo', 'data', 'images')).find((f) => f.startsWith('test'))!);
     const g = cli('generate', '--checkpoint', demo.checkpoint as string, '--image', img, '--prompt', 'What shape is the red object?', '--max-new-tokens', '3');
     expect(g.status, g.stderr).toBe(0);
+    // --json: the same answer with its prompt and ids, to compare token for token with transformers' generate
+    const gj = cli('generate', '--checkpoint', demo.checkpoint as string, '--image', img, '--prompt', 'What shape is the red object?', '--max-new-tokens', '3', '--json');
+    expect(gj.status, gj.stderr).toBe(0);
+    const detail = JSON.parse(gj.stdout) as { prompt: string; inputIds: number[]; outputIds: number[]; text: string };
+    expect(detail.text + '\n').toBe(g.stdout);
+    expect(detail.prompt).toContain('USER: <image>\nWhat shape is the red object? ASSISTANT:');
+    expect(detail.inputIds.filter((id) => id === -200)).toHaveLength(1);
+    expect(detail.outputIds.length).toBeGreaterThan(0);
+    expect(detail.outputIds.length).toBeLessThanOrEqual(3);
     const pic = path.join(out, 'vw.png');
     const v = cli('visual-words', '--checkpoint', demo.checkpoint as string, '--image', img, '--out', pic, '--top-k', '2');
     expect(v.status, v.stderr).toBe(0);
