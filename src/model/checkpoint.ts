@@ -284,16 +284,18 @@ function withSpecialsStated(files: Record<string, Buffer>, tokenizer: TextTokeni
 /**
  * A transformers-format save's tokenizer config as llava-hf's, for batched generation: transformers' processor pads a
  * batch only with a pad_token (else "Asking to pad but the tokenizer does not have a padding token"), and LLaVA
- * generates from left-padded prompts. pad_token where neither file names it and vwlmm pads with unk or eos (never a
- * plain word: withSpecialsStated says why), padding_side 'left' where the config does not say.
+ * generates from left-padded prompts (transformers' convert_llava_weights_to_hf makes its tokenizer so). pad_token where
+ * neither file names one (LLaVA's configs say null: its train.py sets unk at run time) and vwlmm pads with unk or eos
+ * (never a plain word: withSpecialsStated says why); padding_side 'left' (LLaVA's configs say 'right', for training).
  */
 function withBatchPadding(files: Record<string, Buffer>, tokenizer: TextTokenizer): Record<string, Buffer> {
   const parse = (name: string) => (files[name] ? (JSON.parse(files[name].toString('utf8')) as Record<string, unknown>) : null);
   const config = parse('tokenizer_config.json'), map = parse('special_tokens_map.json');
   const pad = tokenizer.padId !== null && (tokenizer.padId === tokenizer.unkId || tokenizer.padId === tokenizer.eosId) ? tokenizer.idToToken(tokenizer.padId) : null;
+  const named = (c: Record<string, unknown> | null) => c !== null && c.pad_token !== undefined && c.pad_token !== null;
   const edits = {
-    ...(pad !== null && !(config && 'pad_token' in config) && !(map && 'pad_token' in map) ? { pad_token: pad } : {}),
-    ...(config?.padding_side === undefined ? { padding_side: 'left' } : {}),
+    ...(pad !== null && !named(config) && !named(map) ? { pad_token: pad } : {}),
+    ...(config?.padding_side !== 'left' ? { padding_side: 'left' } : {}),
   };
   if (Object.keys(edits).length === 0) return files;
   const base = config ?? (files['tokenizer.model'] ? {} : { tokenizer_class: 'PreTrainedTokenizerFast' });

@@ -137,6 +137,9 @@ describe('vwlmm convert', () => {
     // LLaVA's: what its generate uses (transformers falls back to 20 new tokens without max_length)
     const generation = '{"bos_token_id": 1, "eos_token_id": 2, "max_length": 4096, "temperature": 0.9, "top_p": 0.6}\n';
     fs.writeFileSync(path.join(src, 'generation_config.json'), generation);
+    // and its tokenizer_config.json as LLaVA's: no pad token (train.py sets the unk), right padding (for training)
+    const llavaConfig = { tokenizer_class: 'LlamaTokenizer', bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', pad_token: null, padding_side: 'right', model_max_length: 2048 };
+    fs.writeFileSync(path.join(src, 'tokenizer_config.json'), JSON.stringify(llavaConfig));
     for (const format of ['vwlmm', 'transformers']) {
       const out = path.join(dir, format);
       const r = cli('convert', '--checkpoint', src, '--out', out, '--format', format);
@@ -144,6 +147,9 @@ describe('vwlmm convert', () => {
       expect(fs.readFileSync(path.join(out, 'generation_config.json'), 'utf8'), format).toBe(generation);
       expect(fs.readFileSync(path.join(out, 'tokenizer.model')).equals(fs.readFileSync(path.join(src, 'tokenizer.model'))), format).toBe(true);
       expect(new TextTokenizer(path.join(out, 'tokenizer.json')).vocabSize).toBe(format === 'vwlmm' ? words : words + 1);
+      // transformers' layout pads a batch for generate as llava-hf's tokenizer does: the unk, on the left
+      expect(JSON.parse(fs.readFileSync(path.join(out, 'tokenizer_config.json'), 'utf8')), format)
+        .toEqual(format === 'vwlmm' ? llavaConfig : { ...llavaConfig, pad_token: '<unk>', padding_side: 'left' });
     }
     expect(JSON.parse(fs.readFileSync(path.join(dir, 'transformers', 'added_tokens.json'), 'utf8'))).toEqual({ '<image>': words });
   });
