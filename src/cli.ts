@@ -1262,7 +1262,7 @@ program.command('generate').description('answer a prompt about an image with a c
   .option('--dtype <d>', DTYPE_HELP)
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)
-  .option('--json', 'print one JSON object: the prompt, its token ids (the image as the image token), the generated ids and the text')
+  .option('--json', "print one JSON object: the prompt, its token ids (the image as LLaVA's placeholder -200, once), the ids generated (without the EOS that ends them) and the text")
   .action(async (o: { pif?: boolean; convMode?: string; checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; topK: number; seed: number; device: string; adapter?: string; dtype?: string; json?: boolean }, cmd: Command) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     if (o.image) existing(o.image, 'image', 'file');
@@ -1387,9 +1387,10 @@ async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteA
     if (m.startsWith('saveCheckpoint: imageTokenIndex ')) fail(m.replace('saveCheckpoint: imageTokenIndex', '--image-token-index').replace(/\bpass imageTokenIndex\b/, 'give --image-token-index'));
     throw e;
   }
-  const merged = [lora ? `LoRA (r ${lora.r}, alpha ${lora.alpha}, ${lora.targetModules.join(', ')}) merged` : '', o.dropVmHead ? 'without its vm_head' : ''].filter(Boolean).join(', ');
-  const inBf16 = saveDtype === 'bfloat16' ? ', weights in bf16' : '';
-  console.log(command === 'merge-adapter' ? `merged ${merged.replace(/ merged$/, '')} into ${o.out}${inBf16}` : `wrote ${o.checkpoint} in the ${o.format === 'transformers' ? "transformers (LlavaForConditionalGeneration)" : 'vwlmm (LLaVA)'} layout to ${o.out}${merged ? ` (${merged})` : ''}${inBf16}`);
+  const adapters = lora ? `LoRA (r ${lora.r}, alpha ${lora.alpha}, ${lora.targetModules.join(', ')})` : '';
+  const noVm = o.dropVmHead ? ', without its vm_head' : '', inBf16 = saveDtype === 'bfloat16' ? ', weights in bf16' : '';
+  const how = [adapters ? `${adapters} merged` : '', noVm.slice(2)].filter(Boolean).join(', ');
+  console.log(command === 'merge-adapter' ? `merged ${adapters} into ${o.out}${noVm}${inBf16}` : `wrote ${o.checkpoint} in the ${o.format === 'transformers' ? "transformers (LlavaForConditionalGeneration)" : 'vwlmm (LLaVA)'} layout to ${o.out}${how ? ` (${how})` : ''}${inBf16}`);
   model.dispose();
 }
 
@@ -1401,7 +1402,7 @@ const IMAGE_TOKEN_HELP = "transformers format: the vocabulary id of the <image> 
 const writeAs = (command: 'merge-adapter' | 'convert', c: Command) => c
   .option('--image-token-index <id>', IMAGE_TOKEN_HELP, int('--image-token-index'))
   .option('--save-dtype <d>', SAVE_DTYPE_HELP)
-  .option('--drop-vm-head', "write a VW-LMM (not PIF) as the plain LLaVA it runs as, without vm_head, which only its training loss reads (what --format transformers needs)")
+  .option('--drop-vm-head', "write a VW-LMM (not PIF) as the plain LLaVA it runs as, without vm_head, which only its training loss reads (what --format transformers needs; holds a second copy of the model meanwhile)")
   .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)

@@ -370,10 +370,12 @@ export function answerOne(model: VwLmm, tokenizer: TextTokenizer, question: stri
   return answered('answerOne', model, tokenizer, question, pixels, options).text;
 }
 
-/** answerOne's answer with what made it: the prompt, its ids (the image as the model's image token), the ids generated. */
+/** answerOne's answer with what made it. */
 export interface AnswerDetails {
   prompt: string;
+  /** The prompt's ids as tokenizer_image_token gives them: the image as LLaVA's placeholder -200, once (transformers' processor writes its image token once per image feature). */
   inputIds: number[];
+  /** The ids generated, without the EOS that ends them (transformers' generate returns it too). */
   outputIds: number[];
   text: string;
 }

@@ -1,7 +1,7 @@
 // A model in another shape, for a layout that wants one: transformers' LLaVA has no vm_head, and finds images by an
 // <image> token that needs a row of the vocabulary (llava-hf pads it to a multiple of 64). Each function returns a new
-// model on the same device with the old one's weights (one parameter on the host at a time); the caller disposes the
-// old one.
+// model on the same device with the old one's weights (one parameter on the host at a time), so both are in memory
+// until the caller disposes the old one.
 import { rangeError, typeError } from '../errors';
 import { writeParameter } from '../nn/module';
 import { hasVmHead, VwLmmConfig } from './config';
@@ -9,7 +9,7 @@ import { loraConfigOf } from './lora';
 import { VwLmm } from './vwlmm';
 
 /** The parameters with a row per vocabulary id. */
-const VOCABULARY_ROWS = new Set(['model.embed_tokens.weight', 'lm_head.weight', 'vm_head.weight']);
+const VOCABULARY_ROWS = new Set(['model.embed_tokens.weight', 'lm_head.weight']);
 
 /** A new model of `config` holding `model`'s weights, each passed through `rows` (name, data, shape) on the way. */
 function rebuilt(where: string, model: VwLmm, config: VwLmmConfig, rows: (name: string, data: Float32Array, shape: number[]) => Float32Array): VwLmm {
@@ -34,13 +34,18 @@ function rebuilt(where: string, model: VwLmm, config: VwLmmConfig, rows: (name: 
 }
 
 /**
- * The model with `vocabSize` rows in its embedding, lm_head (and vm_head): the new rows at the mean of the old ones, as
+ * The model with `vocabSize` rows in its embedding and lm_head: the new rows at the mean of the old ones, as
  * transformers' resize_token_embeddings initialises them (its mean_resizing draws around that mean), so that a new
  * token's logit is the mean of the others' and changes no greedy choice. For the <image> token a transformers-format
- * save needs (llava-hf: 32064 rows for 32000 words). Growing only: the rows the model has were trained.
+ * save needs (llava-hf: 32064 rows for 32000 words). Growing only: the rows the model has were trained. Not a model
+ * with a vm_head (a VW-LMM's visual words, a PIF model's image features, are distributions over the vocabulary).
  */
 export function resizeTokenEmbeddings(model: VwLmm, vocabSize: number): VwLmm {
   const where = 'resizeTokenEmbeddings';
+  // a visual word is a softmax over the vocabulary: new ids would take some of its mass (a PIF model's image features
+  // moved by 0.018; a VW-LMM's KL on one batch went from 0.085 to 0.050)
+  if (model?.config && hasVmHead(model.config))
+    throw new Error(`${where}: the model has a vm_head, whose visual words are distributions over the vocabulary: new rows would change them (and a PIF model's image features); drop it first (dropVmHead), or keep the vocabulary`);
   const old = model?.config?.llm?.vocabSize;
   if (!Number.isInteger(vocabSize) || vocabSize < 1) throw typeError(where, 'vocabSize', 'an integer >= 1', vocabSize);
   if (typeof old === 'number' && vocabSize < old) throw rangeError(where, `vocabSize ${vocabSize} is less than the model's ${old}: resizing only grows the vocabulary (its rows were trained)`);

@@ -1,7 +1,8 @@
 // resizeTokenEmbeddings and dropVmHead (src/model/resize.ts), what a transformers-format export needs of a model: on
 // a batch with an image, the grown model's logits over the old vocabulary are the old ones bit for bit, and each new
 // token's logit is the mean of the old ones (its rows at the mean of theirs); the model without vm_head runs as before.
-// Both keep the Linear weights' storage (bf16), and refuse what they cannot do: shrinking, adapters, a PIF model.
+// Both keep the Linear weights' storage (bf16), and refuse what they cannot do: shrinking, adapters, a vm_head's
+// visual words over a grown vocabulary, a PIF model without its vm_head.
 import { describe, expect, it } from 'vitest';
 import { noGrad, scope } from '../../src';
 import { collate, nextTokenTargets, visualWordRows } from '../../src/data/collate';
@@ -23,15 +24,15 @@ const logitsOf = (model: VwLmm, batch: ModelBatch) => noGrad(() => scope(() => m
 
 describe('resizeTokenEmbeddings', () => {
   for (const linearDtype of ['float32', 'bfloat16'] as const) {
-    it(`grows embed_tokens, lm_head and vm_head with rows at the mean; the old logits unchanged (${linearDtype} Linears)`, () => {
+    it(`grows embed_tokens and lm_head with rows at the mean; the old logits unchanged (${linearDtype} Linears)`, () => {
       const V = 37, grown = 64;
-      const model = VwLmm.create(tinyConfig(V), 3, { linearDtype });
+      const model = VwLmm.create(tinyConfig(V, 0), 3, { linearDtype });
       const batch = batchOf(model);
       const before = logitsOf(model, batch);
       const big = resizeTokenEmbeddings(model, grown);
       expect(big.config.llm.vocabSize).toBe(grown);
       expect(big.lm_head.weight.dtype).toBe(model.lm_head.weight.dtype);
-      expect(big.vm_head!.weight.shape).toEqual([grown, model.config.llm.hiddenSize]);
+      expect(big.model.embed_tokens.weight.shape).toEqual([grown, model.config.llm.hiddenSize]);
       const after = logitsOf(big, batch);
       const N = before.length / V;
       for (let r = 0; r < N; r++) {
@@ -40,14 +41,15 @@ describe('resizeTokenEmbeddings', () => {
         const mean = old.reduce((a, b) => a + b, 0) / V;
         for (let v = V; v < grown; v++) expect(after[r * grown + v]).toBeCloseTo(mean, linearDtype === 'bfloat16' ? 2 : 5);
       }
-      // every other weight as it was; the new vm_head rows at the mean too
+      // every other weight as it was; the new embedding rows at the mean too
       const a = model.stateDict(), b = big.stateDict();
-      for (const [n, t] of a) if (!['model.embed_tokens.weight', 'lm_head.weight', 'vm_head.weight'].includes(n)) expect(b.get(n)!.data, n).toEqual(t.data);
-      const H = model.config.llm.hiddenSize, vm = a.get('vm_head.weight')!.data, vmBig = b.get('vm_head.weight')!.data;
+      for (const [n, t] of a) if (!['model.embed_tokens.weight', 'lm_head.weight'].includes(n)) expect(b.get(n)!.data, n).toEqual(t.data);
+      const H = model.config.llm.hiddenSize, e = a.get('model.embed_tokens.weight')!.data, eBig = b.get('model.embed_tokens.weight')!.data;
+      expect(eBig.subarray(0, V * H)).toEqual(e);
       for (let c = 0; c < H; c++) {
         let mean = 0;
-        for (let r = 0; r < V; r++) mean += vm[r * H + c];
-        expect(vmBig[(grown - 1) * H + c]).toBeCloseTo(mean / V, 6);
+        for (let r = 0; r < V; r++) mean += e[r * H + c];
+        expect(eBig[(grown - 1) * H + c]).toBeCloseTo(mean / V, 6);
       }
       // the old model is the caller's, untouched
       expect(logitsOf(model, batch)).toEqual(before);
@@ -56,7 +58,12 @@ describe('resizeTokenEmbeddings', () => {
     });
   }
 
-  it('refuses shrinking, a size that is not a count, and a model with adapters', () => {
+  it('refuses shrinking, a size that is not a count, a model with a vm_head, and one with adapters', () => {
+    for (const config of [tinyConfig(40), { ...tinyConfig(40, 0), pif: true }]) {
+      const vw = VwLmm.create(config, 3);
+      expect(() => resizeTokenEmbeddings(vw, 48)).toThrow('resizeTokenEmbeddings: the model has a vm_head, whose visual words are distributions over the vocabulary: new rows would change them');
+      vw.dispose();
+    }
     const model = VwLmm.create(tinyConfig(40, 0), 3);
     expect(() => resizeTokenEmbeddings(model, 39)).toThrow("resizeTokenEmbeddings: vocabSize 39 is less than the model's 40: resizing only grows the vocabulary (its rows were trained)");
     expect(() => resizeTokenEmbeddings(model, 40.5)).toThrow('resizeTokenEmbeddings: expected an integer >= 1 for vocabSize but received 40.5');

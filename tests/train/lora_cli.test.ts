@@ -44,6 +44,14 @@ describe('LoRA on the command line', () => {
     const m = cli('merge-adapter', '--checkpoint', ck, '--out', merged);
     expect(m.status, m.stderr).toBe(0);
     expect(m.stdout).toMatch(/merged LoRA \(r 2, alpha 4/);
+    // and without the vm_head (the LLaVA the VW-LMM runs as): the same weights less vm_head
+    const plain = path.join(dir, 'merged-plain');
+    const mp = cli('merge-adapter', '--checkpoint', ck, '--out', plain, '--drop-vm-head');
+    expect(mp.status, mp.stderr).toBe(0);
+    expect(mp.stdout).toMatch(new RegExp(`^merged LoRA \\(r 2, alpha 4, q_proj, [a-z_, ]+\\) into ${plain.replace(/[.\\/]/g, '\\$&')}, without its vm_head\n$`));
+    const withVm = readSafetensors(path.join(merged, 'model.safetensors')), noVm = readSafetensors(path.join(plain, 'model.safetensors'));
+    expect([...noVm.keys()].sort()).toEqual([...withVm.keys()].filter((k) => k !== 'vm_head.weight').sort());
+    for (const [k, t] of noVm) expect(Array.from(t.data), k).toEqual(Array.from(withVm.get(k)!.data));
     const a = loadCheckpoint(ck), b = loadCheckpoint(merged);
     expect(loraConfigOf(b.model)).toBeNull();
     expect([...readSafetensors(path.join(merged, 'model.safetensors')).keys()].some((k) => k.includes('lora_'))).toBe(false);
