@@ -33,6 +33,16 @@ export interface HostTensor {
   data: Float32Array | Int32Array;
 }
 
+/**
+ * A tensor writeSafetensors reads only when it writes it (`read()`, called once): a model's parameters go to the file
+ * one at a time, so a save holds one of them on the host, not a copy of the whole model.
+ */
+export interface LazyHostTensor {
+  dtype: 'float32' | 'int32';
+  shape: number[];
+  read(): Float32Array | Int32Array;
+}
+
 /** One header entry, as stored in the file (before conversion). */
 export interface SafetensorsEntry {
   name: string;
@@ -613,24 +623,34 @@ export function readSafetensors(file: string, options: ReadOptions = {}): Map<st
 // Writing
 // ------------------------------------------------------------------------------------------------------------
 
-function checkTensor(file: string, name: string, t: HostTensor): void {
+function checkTensor(file: string, name: string, t: HostTensor | LazyHostTensor): void {
   const where = `writeSafetensors(${file}): tensor '${name}'`;
   if (name === '' || name === '__metadata__') throw new TypeError(`${where}: invalid tensor name`);
   if (!t || typeof t !== 'object') throw new TypeError(`${where}: expected a HostTensor`);
-  if (t.dtype === 'float32') {
-    if (!(t.data instanceof Float32Array)) throw new TypeError(`${where}: dtype float32 needs a Float32Array`);
-  } else if (t.dtype === 'int32') {
-    if (!(t.data instanceof Int32Array)) throw new TypeError(`${where}: dtype int32 needs an Int32Array`);
-  } else {
-    throw new TypeError(`${where}: dtype must be 'float32' or 'int32', got ${JSON.stringify(t.dtype)}`);
-  }
+  if (t.dtype !== 'float32' && t.dtype !== 'int32') throw new TypeError(`${where}: dtype must be 'float32' or 'int32', got ${JSON.stringify(t.dtype)}`);
   if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw new RangeError(`${where}: shape ${JSON.stringify(t.shape)} is not a list of non-negative integers`);
   }
-  const numel = t.shape.reduce((a, b) => a * b, 1);
-  if (numel !== t.data.length) {
-    throw new RangeError(`${where}: shape [${t.shape.join(', ')}] has ${numel} elements but data has ${t.data.length}`);
+  if ('read' in t && typeof t.read === 'function') return; // its data are checked as they are read (dataOf)
+  dataOf(file, name, t as HostTensor);
+}
+
+/** A tensor's data, checked against its dtype and shape (a lazy one's read now). */
+function dataOf(file: string, name: string, t: HostTensor | LazyHostTensor): Float32Array | Int32Array {
+  const where = `writeSafetensors(${file}): tensor '${name}'`;
+  let data: Float32Array | Int32Array;
+  try {
+    data = 'read' in t && typeof t.read === 'function' ? t.read() : (t as HostTensor).data;
+  } catch (e) {
+    throw new Error(`${where}: reading it failed: ${(e as Error).message}`, { cause: e });
   }
+  if (t.dtype === 'float32' && !(data instanceof Float32Array)) throw new TypeError(`${where}: dtype float32 needs a Float32Array`);
+  if (t.dtype === 'int32' && !(data instanceof Int32Array)) throw new TypeError(`${where}: dtype int32 needs an Int32Array`);
+  const numel = t.shape.reduce((a, b) => a * b, 1);
+  if (numel !== data.length) {
+    throw new RangeError(`${where}: shape [${t.shape.join(', ')}] has ${numel} elements but data has ${data.length}`);
+  }
+  return data;
 }
 
 function writeAll(fd: number, bytes: Uint8Array): void {
@@ -662,7 +682,8 @@ function tensorBytes(t: HostTensor, bf16 = false): Uint8Array {
 }
 
 /**
- * Writes float32/int32 tensors (names sorted) and optional string metadata as a .safetensors file; with `floatDtype`
+ * Writes float32/int32 tensors (names sorted; a LazyHostTensor read as it is written) and optional string metadata as
+ * a .safetensors file; with `floatDtype`
  * 'bfloat16' the float32 ones are stored as BF16 (rounded to nearest even, as torch's .to(torch.bfloat16)): half the
  * bytes, as released checkpoints are.
  * Atomic: the bytes go to `${file}.tmp-<pid>-<random>` in the same directory, are fsync'ed, and the tmp file
@@ -670,12 +691,12 @@ function tensorBytes(t: HostTensor, bf16 = false): Uint8Array {
  * file is removed and `file` is left as it was. `checksum: true` records the sha256 of the tensor data in
  * the metadata (CHECKSUM_KEY), which readers of the whole file verify.
  */
-export function writeSafetensors(file: string, tensors: Map<string, HostTensor> | Record<string, HostTensor>,
+export function writeSafetensors(file: string, tensors: Map<string, HostTensor | LazyHostTensor> | Record<string, HostTensor | LazyHostTensor>,
   metadata?: Record<string, string>, options: { checksum?: boolean; floatDtype?: 'float32' | 'bfloat16' } = {}): void {
   if (options.floatDtype !== undefined && options.floatDtype !== 'float32' && options.floatDtype !== 'bfloat16')
     throw new TypeError(`writeSafetensors(${file}): floatDtype must be 'float32' or 'bfloat16', got ${JSON.stringify(options.floatDtype)}`);
   const bf16 = options.floatDtype === 'bfloat16';
-  const entries: [string, HostTensor][] = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
+  const entries: [string, HostTensor | LazyHostTensor][] = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   for (const [name, t] of entries) checkTensor(file, name, t);
   entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 
@@ -695,7 +716,7 @@ export function writeSafetensors(file: string, tensors: Map<string, HostTensor> 
   if (options.checksum) header.__metadata__ = { ...(header.__metadata__ as Record<string, string> | undefined), [CHECKSUM_KEY]: placeholder };
   let offset = 0;
   for (const [name, t] of entries) {
-    const half = bf16 && t.dtype === 'float32', nbytes = half ? 2 * t.data.length : t.data.byteLength;
+    const numel = t.shape.reduce((a, b) => a * b, 1), half = bf16 && t.dtype === 'float32', nbytes = numel * (half ? 2 : 4);
     header[name] = { dtype: half ? 'BF16' : t.dtype === 'float32' ? 'F32' : 'I32', shape: t.shape.slice(), data_offsets: [offset, offset + nbytes] };
     offset += nbytes;
   }
@@ -718,8 +739,8 @@ export function writeSafetensors(file: string, tensors: Map<string, HostTensor> 
     writeAll(fd, headerBytes);
     // sha256 of the tensor data as written (names sorted = offset order), verified by the reader
     const hash = options.checksum ? createHash('sha256') : null;
-    for (const [, t] of entries) {
-      const bytes = tensorBytes(t, bf16);
+    for (const [name, t] of entries) {
+      const bytes = tensorBytes({ dtype: t.dtype, shape: t.shape, data: dataOf(file, name, t) }, bf16);
       hash?.update(bytes);
       writeAll(fd, bytes);
     }
@@ -737,6 +758,8 @@ export function writeSafetensors(file: string, tensors: Map<string, HostTensor> 
       try { fs.closeSync(fd); } catch { /* already failing */ }
     }
     try { fs.unlinkSync(tmp); } catch { /* never created or already gone */ }
+    // a tensor's own problem (a lazy one is checked as it is read) as it is; a file system's, as the write's
+    if (e instanceof Error && e.message.startsWith(`writeSafetensors(${file}): tensor `)) throw e;
     throw new SafetensorsError(file, `write failed: ${describeFsError(e)}`, { cause: e });
   }
   // Make the rename itself durable (best effort: not every platform can fsync a directory).

@@ -27,7 +27,7 @@ import { parseProjectorType } from '../nn/projector';
 import { forEachTorchTensor, readTorchBin, torchBinTensorNames } from '../io/torch_bin';
 import { Generator } from '../random';
 import { writeFileDurable } from '../io/atomic_file';
-import { CHECKSUM_KEY, describeFsError, forEachSafetensor, HostTensor, isPlainObject, openRegularFile, readRegularFile, readRegularFileSync, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
+import { CHECKSUM_KEY, describeFsError, forEachSafetensor, HostTensor, isPlainObject, LazyHostTensor, openRegularFile, readRegularFile, readRegularFileSync, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, selectLayerFits, VwLmmConfig, type TemplateName } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, processorConfigsToTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
 import { applyLora, loraConfigOf } from './lora';
@@ -414,7 +414,9 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
       own.add(name);
     }
   }
-  const tensors = transformers ? weightsToTransformers(model.stateDict()) : model.stateDict();
+  // each parameter read as it is written: a save holds one of them on the host, not a copy of the model (28 GB at 7B)
+  const params = new Map<string, LazyHostTensor>([...model.namedParameters()].map(([name, p]) => [name, { dtype: 'float32', shape: [...p.shape], read: () => p.toArray() as Float32Array }]));
+  const tensors = transformers ? weightsToTransformers(params) : params;
   const target = path.resolve(dir);
   const tmp = `${target}.tmp-${process.pid}-${Date.now()}-${saveCounter++}`;
   fs.mkdirSync(tmp);

@@ -16,7 +16,7 @@ export {
 export {
   readSafetensors, readSafetensorsWithMetadata, readSafetensorsHeader, writeSafetensors, SafetensorsError, forEachSafetensor,
 } from '../io/safetensors';
-export type { HostTensor, HostDType, SafetensorsHeader, SafetensorsEntry, ReadOptions } from '../io/safetensors';
+export type { HostTensor, LazyHostTensor, HostDType, SafetensorsHeader, SafetensorsEntry, ReadOptions } from '../io/safetensors';
 export { readTorchBin, TorchPickleError, forEachTorchTensor, torchBinTensorNames } from '../io/torch_bin';
 export { resizeTokenEmbeddings, dropVmHead } from './resize';
 export { applyLora, loadLoraAdapter, saveLoraAdapter, mergeLora, removeLora, loraParameters, loraConfigOf } from './lora';

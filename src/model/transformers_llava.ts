@@ -265,8 +265,8 @@ export function weightsFromTransformers(weights: Map<string, HostTensor>, j: Rec
 }
 
 /** transformers tensors from our state dict (every parameter must have a transformers name). */
-export function weightsToTransformers(stateDict: Map<string, HostTensor>): Map<string, HostTensor> {
-  const out = new Map<string, HostTensor>();
+export function weightsToTransformers<T = HostTensor>(stateDict: Map<string, T>): Map<string, T> {
+  const out = new Map<string, T>();
   for (const [name, t] of stateDict) {
     const hf = transformersNameFromOurs(name);
     if (hf === null) throw new RangeError(`saveCheckpoint: parameter ${name} has no place in transformers' LLaVA layout`);

@@ -183,6 +183,31 @@ describe('writeSafetensors / readSafetensors round trip', () => {
     expect(() => writeSafetensors(file, { a: f32([1]) }, { x: 3 as unknown as string })).toThrow(/metadata value for 'x'/);
     expect(fs.readdirSync(path.dirname(file))).toEqual([]);
   });
+
+  it('LazyHostTensor: read once, as it is written, the same file as the data given at once; a bad read leaves the file as it was', () => {
+    const rng = rngFor('lazy');
+    const a = Float32Array.from({ length: 6 }, () => rng.normal()), b = Int32Array.from([3, -1, 7]);
+    const reads: string[] = [];
+    const lazy = (name: string, t: HostTensor) => ({ dtype: t.dtype as 'float32' | 'int32', shape: t.shape, read: () => (reads.push(name), t.data) });
+    for (const floatDtype of ['float32', 'bfloat16'] as const) {
+      const eager = tmpFile(), late = tmpFile();
+      writeSafetensors(eager, { a: { dtype: 'float32', shape: [2, 3], data: a }, b: { dtype: 'int32', shape: [3], data: b } }, { k: 'v' }, { checksum: true, floatDtype });
+      reads.length = 0;
+      writeSafetensors(late, { b: lazy('b', { dtype: 'int32', shape: [3], data: b }), a: lazy('a', { dtype: 'float32', shape: [2, 3], data: a }) }, { k: 'v' }, { checksum: true, floatDtype });
+      expect(reads).toEqual(['a', 'b']); // once each, in the file's order
+      expect(fs.readFileSync(late).equals(fs.readFileSync(eager)), floatDtype).toBe(true);
+    }
+    // a read of the wrong length, or one that fails: the tensor named, the old file in place, no temporary file
+    const file = tmpFile();
+    writeSafetensors(file, { a: f32([1, 2]) });
+    const before = fs.readFileSync(file), dir = fs.readdirSync(path.dirname(file));
+    expect(() => writeSafetensors(file, { a: { dtype: 'float32', shape: [2, 2], read: () => new Float32Array(3) } }))
+      .toThrow(`writeSafetensors(${file}): tensor 'a': shape [2, 2] has 4 elements but data has 3`);
+    expect(() => writeSafetensors(file, { a: { dtype: 'float32', shape: [2], read: () => { throw new Error('the tensor has been disposed'); } } }))
+      .toThrow(`writeSafetensors(${file}): tensor 'a': reading it failed: the tensor has been disposed`);
+    expect(fs.readFileSync(file).equals(before)).toBe(true);
+    expect(fs.readdirSync(path.dirname(file))).toEqual(dir);
+  });
 });
 
 describe('atomic write', () => {
