@@ -196,7 +196,7 @@ export interface SaveOptions {
   /** Extra files written into the checkpoint (name -> contents). */
   extraFiles?: Record<string, string | Buffer>;
   /** Extra tensor files (name -> tensors), e.g. optimizer state. */
-  extraTensors?: Record<string, Map<string, HostTensor>>;
+  extraTensors?: Record<string, Map<string, HostTensor | LazyHostTensor>>;
 }
 
 // Every option saveCheckpoint reads: another key ({ tokenizr: ... }) is refused, not ignored (a save without the tokenizer)

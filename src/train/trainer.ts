@@ -38,7 +38,7 @@ import { keep, scope, Tensor } from '../tensor';
 import * as F from '../functional';
 import { clearTape, noGrad, zeroGrad } from '../autograd';
 import { writeFileAtomic } from '../io/atomic_file';
-import { CHECKSUM_KEY, HostTensor, readSafetensorsWithMetadata } from '../io/safetensors';
+import { CHECKSUM_KEY, HostTensor, LazyHostTensor, readSafetensorsWithMetadata } from '../io/safetensors';
 import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions, TOKENIZER_FILE_NAMES, tokenizerFiles, withModelNames } from '../model/checkpoint';
 import { loraConfigOf, loraParameters, loraTrainingRecord, resumeLoraTraining } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
@@ -1508,7 +1508,8 @@ export class Trainer {
     if (this.opts.outDir === undefined) throw typeError('Trainer.save', 'outDir', 'a directory to write the checkpoint in', this.opts.outDir);
     const entries = opt instanceof ZeroAdamW
       ? opt.gatherState().map((e) => ({ ...e, shape: opt.params[e.index].shape }))
-      : opt.stateEntries().map((e) => ({ index: e.index, step: e.step, shape: e.m.shape, m: e.m.toArray() as Float32Array, v: e.v.toArray() as Float32Array }));
+      // (read as the file is written: one moment on the host at a time, not the whole state, 2 x the model's size)
+      : opt.stateEntries().map((e) => ({ index: e.index, step: e.step, shape: e.m.shape, m: () => e.m.toArray() as Float32Array, v: () => e.v.toArray() as Float32Array }));
     // indexed by the stage's parameters (the optimizer orders them by group, which its settings decide)
     const at = new Map(this.stageParams.map((p, i) => [p, i]));
     for (const e of entries) e.index = at.get(opt.params[e.index])!;
@@ -1529,12 +1530,15 @@ export class Trainer {
   }
 
   /** Rank 0 writes the checkpoint (the model's weights as they are now, and the optimizer entries). */
-  private write(outDir: string, state: TrainerState, entries: { index: number; step: number; shape: readonly number[]; m: Float32Array; v: Float32Array }[]): void {
+  private write(outDir: string, state: TrainerState, entries: { index: number; step: number; shape: readonly number[]; m: Float32Array | (() => Float32Array); v: Float32Array | (() => Float32Array) }[]): void {
     if (this.rank !== 0) return;
-    const tensors = new Map<string, HostTensor>();
+    const tensors = new Map<string, HostTensor | LazyHostTensor>();
+    // a gathered (ZeroAdamW) moment is on the host already; a local one is read as it is written
+    const moment = (shape: readonly number[], m: Float32Array | (() => Float32Array)): HostTensor | LazyHostTensor =>
+      typeof m === 'function' ? { dtype: 'float32', shape: [...shape], read: m } : { dtype: 'float32', shape: [...shape], data: m };
     for (const e of entries) {
-      tensors.set(`${e.index}.m`, { dtype: 'float32', shape: [...e.shape], data: e.m });
-      tensors.set(`${e.index}.v`, { dtype: 'float32', shape: [...e.shape], data: e.v });
+      tensors.set(`${e.index}.m`, moment(e.shape, e.m));
+      tensors.set(`${e.index}.v`, moment(e.shape, e.v));
       tensors.set(`${e.index}.step`, { dtype: 'int32', shape: [1], data: Int32Array.of(e.step) });
     }
     const extra = this.stages[state.stage]?.extraParameters ?? [];
