@@ -278,7 +278,7 @@ describe('broken data files', () => {
     const r = cli('train', '--init', fx.init, '--data', file, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'odd'), '--steps', '1', '--batch-size', '2');
     expect(r.status, r.stderr).toBe(0);
     // the two mismatches have an image: trained as LLaVA does (labels ignored), their patches' KL as VW-LMM's code does
-    expect(r.stdout).toMatch(/on 4 samples .* skipped 1 records, 2 tokenization mismatches/);
+    expect(r.stdout).toMatch(/on 2 samples \(0\.5 epochs of the 4\) .* skipped 1 records, 2 tokenization mismatches/);
     expect(r.stdout).toContain(`skipped ${file}[4] (record 'b'): image `);
     expect(r.stdout).toContain(`tokenization mismatch ${file}[2] (record 'humanonly') (trained with every label ignored, as LLaVA does: its image for the KL): `);
     expect(r.stdout).toContain(`tokenization mismatch ${file}[3] (record 'emptyanswer') (trained with every label ignored`);
