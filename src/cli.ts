@@ -940,7 +940,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const resume = o.resume ? readTrainerState(from) : undefined;
     // a rank of a data-parallel run (mpirun, torchrun-style variables, --nproc-per-node): rank 0 alone reports
     const lead = (group?.rank ?? 0) === 0;
-    const progress = new Progress(10); // onLog runs on rank 0 only
+    const progress = new Progress(10, process.stdout, { kl: config.vmWeight > 0 }); // onLog runs on rank 0 only
     const t0 = Date.now();
     let nonFiniteSteps = 0;
     let result: Awaited<ReturnType<typeof trainOnFile>>;

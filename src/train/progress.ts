@@ -1,12 +1,13 @@
 // Training progress for the CLI: a cli-progress bar on a terminal (step, loss split into CE and KL,
 // tokens/s, ETA), plain lines every `every` steps otherwise (logs, CI). A stage with its own loss
-// (Stage.loss) logs no CE, KL or tokens: its line shows the loss and ETA only.
+// (Stage.loss) logs no CE, KL or tokens: its line shows the loss and ETA only; a plain LLaVA's, no split.
 import { SingleBar } from 'cli-progress';
 
 export class Progress {
   private bar: SingleBar | null = null;
   private stage = '';
-  constructor(private readonly every = 50, private readonly stream: NodeJS.WriteStream = process.stdout) {}
+  /** `kl`: false for a model without the visual-word KL (vmWeight 0): its loss is the CE, and no split is shown. */
+  constructor(private readonly every = 50, private readonly stream: NodeJS.WriteStream = process.stdout, private readonly opts: { kl?: boolean } = {}) {}
 
   /**
    * A bar only on a real terminal. Open MPI gives every rank a pseudo-terminal even when mpirun's output goes to a
@@ -20,7 +21,7 @@ export class Progress {
 
   update(r: Record<string, unknown>): void {
     if (r.type !== 'train') return;
-    const parts = r.ce === undefined ? '' : ` (CE ${(r.ce as number).toFixed(3)}, KL ${(r.kl as number).toFixed(3)})`;
+    const parts = r.ce === undefined || this.opts.kl === false ? '' : ` (CE ${(r.ce as number).toFixed(3)}, KL ${(r.kl as number).toFixed(3)})`;
     const tps = r.tokensPerSec === undefined ? null : Math.round(r.tokensPerSec as number);
     const payload = { stage: String(r.stage), loss: (r.loss as number).toFixed(3), parts, speed: tps === null ? '' : ` ${tps} tok/s`, etaS: Math.round(r.eta as number) };
     if (this.onTerminal()) {
