@@ -240,6 +240,11 @@ export function tokenizerFiles(source: string): Record<string, Buffer> {
 /** An added special token as transformers writes one into tokenizer.json (and tokenizer_config.json's decoder). */
 const ADDED_SPECIAL = { single_word: false, lstrip: false, rstrip: false, normalized: false, special: true } as const;
 
+/** A tokenizer's JSON side file (tokenizer_config.json, special_tokens_map.json) as an object, null where there is none. */
+function jsonFile(files: Record<string, Buffer>, name: string): Record<string, unknown> | null {
+  return files[name] ? (JSON.parse(files[name].toString('utf8')) as Record<string, unknown>) : null;
+}
+
 /**
  * A checkpoint's tokenizer files stating what vwlmm infers and transformers would not (vwlmm's word-level tokenizers,
  * a bare tokenizer.json), so that transformers, and LLaVA's code, which loads a checkpoint's tokenizer with
@@ -270,8 +275,7 @@ function withSpecialsStated(files: Record<string, Buffer>, tokenizer: TextTokeni
     };
     out['tokenizer.json'] = Buffer.from(JSON.stringify(json));
   }
-  const parse = (name: string) => (files[name] ? (JSON.parse(files[name].toString('utf8')) as Record<string, unknown>) : null);
-  const config = parse('tokenizer_config.json'), map = parse('special_tokens_map.json');
+  const config = jsonFile(files, 'tokenizer_config.json'), map = jsonFile(files, 'special_tokens_map.json');
   const named = (k: string) => [config, map].some((c) => c !== null && c[k] !== undefined && c[k] !== null);
   const stated = Object.entries({ bos_token: bos, eos_token: tokenizer.eosToken, unk_token: tokenizer.unkToken }).filter(([k, v]) => v !== null && !named(k));
   const edits = { ...Object.fromEntries(stated), ...(addBos && config?.add_bos_token === false ? { add_bos_token: true } : {}) };
@@ -289,8 +293,7 @@ function withSpecialsStated(files: Record<string, Buffer>, tokenizer: TextTokeni
  * (never a plain word: withSpecialsStated says why); padding_side 'left' (LLaVA's configs say 'right', for training).
  */
 function withBatchPadding(files: Record<string, Buffer>, tokenizer: TextTokenizer): Record<string, Buffer> {
-  const parse = (name: string) => (files[name] ? (JSON.parse(files[name].toString('utf8')) as Record<string, unknown>) : null);
-  const config = parse('tokenizer_config.json'), map = parse('special_tokens_map.json');
+  const config = jsonFile(files, 'tokenizer_config.json'), map = jsonFile(files, 'special_tokens_map.json');
   const pad = tokenizer.padId !== null && (tokenizer.padId === tokenizer.unkId || tokenizer.padId === tokenizer.eosId) ? tokenizer.idToToken(tokenizer.padId) : null;
   const named = (c: Record<string, unknown> | null) => c !== null && c.pad_token !== undefined && c.pad_token !== null;
   const edits = {
@@ -327,7 +330,7 @@ function withImageToken(files: Record<string, Buffer>, tokenizer: TextTokenizer,
     const added = files['added_tokens.json'] ? (JSON.parse(files['added_tokens.json'].toString('utf8')) as Record<string, unknown>) : {};
     out['added_tokens.json'] = Buffer.from(JSON.stringify({ ...added, '<image>': id }, null, 2) + '\n');
   }
-  const config = files['tokenizer_config.json'] ? (JSON.parse(files['tokenizer_config.json'].toString('utf8')) as Record<string, unknown>) : null;
+  const config = jsonFile(files, 'tokenizer_config.json');
   if (config && isPlainObject(config.added_tokens_decoder))
     out['tokenizer_config.json'] = Buffer.from(JSON.stringify({ ...config, added_tokens_decoder: { ...config.added_tokens_decoder, [String(id)]: { content: '<image>', ...ADDED_SPECIAL } } }, null, 2) + '\n');
   return out;
