@@ -1343,7 +1343,17 @@ async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteA
   if (!o.overwriteOutputDir && fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() && fs.readdirSync(o.out).length > 0)
     fail(`--out ${o.out} is not empty: ${command} writes a new checkpoint (--overwrite-output-dir replaces what is there)`);
   const { saveCheckpoint, mergeLora, loraConfigOf, hasVmHead, dropVmHead, resizeTokenEmbeddings } = await import('./model');
-  const loaded = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter, undefined, o.pif);
+  // written in bf16 and nothing to merge: the Linear weights are loaded in bf16 already (rounded once, as the write
+  // would round them: the same file), half the memory of a 7B convert; LoRA merges in fp32 first
+  const ownLora = (() => {
+    try {
+      return (JSON.parse(fs.readFileSync(path.join(o.checkpoint, 'config.json'), 'utf8')) as { lora?: unknown }).lora !== undefined;
+    } catch {
+      return true; // (loadCheckpoint says what is wrong with it)
+    }
+  })();
+  const loadDtype = saveDtype === 'bfloat16' && !o.adapter && !ownLora ? 'bfloat16' : 'float32';
+  const loaded = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter, loadDtype, o.pif);
   const { config, tokenizerPath, dir } = loaded;
   let model = loaded.model;
   const lora = loraConfigOf(model);
