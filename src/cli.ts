@@ -430,18 +430,25 @@ function readTrainArgs(dir: string): { init?: string } | null {
  */
 function resumeCommand(env: { launcher: string | null; worldSize: number }): string {
   const q = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
-  let args = process.argv.slice(2);
+  const prefix = !process.env.VWLMM_LAUNCHER_ARGS && env.launcher === 'mpirun' ? ['mpirun', '-np', String(env.worldSize)] : [];
+  return [...prefix, 'vwlmm', ...commandArgs().filter((a) => a !== '--resume'), '--resume'].map(q).join(' ');
+}
+
+/**
+ * The arguments of the command the user gave: this process's, or for a rank started by `--nproc-per-node` its
+ * launcher's (VWLMM_LAUNCHER_ARGS: with --nproc-per-node N, which the rank's own lack).
+ */
+function commandArgs(): string[] {
   const launched = process.env.VWLMM_LAUNCHER_ARGS;
   if (launched) {
     try {
       const a = JSON.parse(launched) as unknown;
-      if (Array.isArray(a) && a.every((x) => typeof x === 'string')) args = a as string[];
+      if (Array.isArray(a) && a.every((x) => typeof x === 'string')) return a as string[];
     } catch {
       /* not ours: the rank's own arguments */
     }
   }
-  const prefix = !launched && env.launcher === 'mpirun' ? ['mpirun', '-np', String(env.worldSize)] : [];
-  return [...prefix, 'vwlmm', ...args.filter((a) => a !== '--resume'), '--resume'].map(q).join(' ');
+  return process.argv.slice(2);
 }
 
 /**
@@ -954,8 +961,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
         processGroup: group ?? undefined, gatherDtype, onPrepareProgress: lead ? preparationReport(o.data) : undefined,
         logEvery: o.loggingSteps, reportTo, loggingDir: o.loggingDir,
         // a resume's --init is the run's (checked above): each checkpoint says where the run started and how
-        // (a rank of --nproc-per-node: its launcher's command, with the flag its own lacks)
-        extraFiles: { [TRAIN_ARGS]: JSON.stringify({ vwlmm: require('../package.json').version as string, init: realPathOf(o.init), command: ['vwlmm', ...(process.env.VWLMM_LAUNCHER_ARGS ? JSON.parse(process.env.VWLMM_LAUNCHER_ARGS) as string[] : process.argv.slice(2))], options: o }, null, 2) + '\n' },
+        extraFiles: { [TRAIN_ARGS]: JSON.stringify({ vwlmm: require('../package.json').version as string, init: realPathOf(o.init), command: ['vwlmm', ...commandArgs()], options: o }, null, 2) + '\n' },
         onLog: (r) => {
           progress.update(r);
           if (r.type === 'nonfinite') {
@@ -1344,7 +1350,8 @@ async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteA
     fail(`--out ${o.out} is not empty: ${command} writes a new checkpoint (--overwrite-output-dir replaces what is there)`);
   const { saveCheckpoint, mergeLora, loraConfigOf, hasVmHead, dropVmHead, resizeTokenEmbeddings } = await import('./model');
   // written in bf16 and nothing to merge: the Linear weights are loaded in bf16 already (rounded once, as the write
-  // would round them: the same file), half the memory of a 7B convert; LoRA merges in fp32 first
+  // would round them: the same weights), half the memory of a 7B convert; LoRA merges in fp32 first. (Rows a grown
+  // vocabulary adds are then the mean of the rounded rows.)
   const ownLora = (() => {
     try {
       return (JSON.parse(fs.readFileSync(path.join(o.checkpoint, 'config.json'), 'utf8')) as { lora?: unknown }).lora !== undefined;

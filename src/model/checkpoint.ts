@@ -205,6 +205,11 @@ const SAVE_KEYS = { format: true, imageTokenIndex: true, tokenizer: true, dtype:
 /** The files beside a tokenizer.json that TextTokenizer reads (its special tokens, BOS, added tokens), saved with it. */
 const TOKENIZER_SIDE_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'] as const;
 
+/** A name that is one file in a checkpoint folder: not empty, '.' or '..', no separator (a path out of the folder). */
+export function isPlainFileName(name: string): boolean {
+  return name !== '' && name !== '.' && name !== '..' && !/[/\\\0]/.test(name);
+}
+
 /** Every file a tokenizer brings into a checkpoint (tokenizerFiles; a transformers-format save adds the processor's). */
 export const TOKENIZER_FILE_NAMES: readonly string[] = ['tokenizer.json', ...TOKENIZER_SIDE_FILES, 'generation_config.json', 'tokenizer.model'];
 
@@ -278,11 +283,17 @@ function withSpecialsStated(files: Record<string, Buffer>, tokenizer: TextTokeni
   const config = jsonFile(files, 'tokenizer_config.json'), map = jsonFile(files, 'special_tokens_map.json');
   const named = (k: string) => [config, map].some((c) => c !== null && c[k] !== undefined && c[k] !== null);
   const stated = Object.entries({ bos_token: bos, eos_token: tokenizer.eosToken, unk_token: tokenizer.unkToken }).filter(([k, v]) => v !== null && !named(k));
-  const edits = { ...Object.fromEntries(stated), ...(addBos && config?.add_bos_token === false ? { add_bos_token: true } : {}) };
-  // a new config names the fast tokenizer, which tokenizer.json is (beside a tokenizer.model, transformers picks)
-  const base = config ?? (files['tokenizer.model'] ? {} : { tokenizer_class: 'PreTrainedTokenizerFast' });
-  if (Object.keys(edits).length) out['tokenizer_config.json'] = Buffer.from(JSON.stringify({ ...base, ...edits }, null, 2) + '\n');
-  return out;
+  return withConfigEdits(out, { ...Object.fromEntries(stated), ...(addBos && config?.add_bos_token === false ? { add_bos_token: true } : {}) });
+}
+
+/**
+ * The files with `edits` in tokenizer_config.json (as they are without edits). A new config names the fast tokenizer,
+ * which tokenizer.json is; beside a tokenizer.model, transformers picks.
+ */
+function withConfigEdits(files: Record<string, Buffer>, edits: Record<string, unknown>): Record<string, Buffer> {
+  if (Object.keys(edits).length === 0) return files;
+  const base = jsonFile(files, 'tokenizer_config.json') ?? (files['tokenizer.model'] ? {} : { tokenizer_class: 'PreTrainedTokenizerFast' });
+  return { ...files, 'tokenizer_config.json': Buffer.from(JSON.stringify({ ...base, ...edits }, null, 2) + '\n') };
 }
 
 /**
@@ -296,13 +307,10 @@ function withBatchPadding(files: Record<string, Buffer>, tokenizer: TextTokenize
   const config = jsonFile(files, 'tokenizer_config.json'), map = jsonFile(files, 'special_tokens_map.json');
   const pad = tokenizer.padId !== null && (tokenizer.padId === tokenizer.unkId || tokenizer.padId === tokenizer.eosId) ? tokenizer.idToToken(tokenizer.padId) : null;
   const named = (c: Record<string, unknown> | null) => c !== null && c.pad_token !== undefined && c.pad_token !== null;
-  const edits = {
+  return withConfigEdits(files, {
     ...(pad !== null && !named(config) && !named(map) ? { pad_token: pad } : {}),
     ...(config?.padding_side !== 'left' ? { padding_side: 'left' } : {}),
-  };
-  if (Object.keys(edits).length === 0) return files;
-  const base = config ?? (files['tokenizer.model'] ? {} : { tokenizer_class: 'PreTrainedTokenizerFast' });
-  return { ...files, 'tokenizer_config.json': Buffer.from(JSON.stringify({ ...base, ...edits }, null, 2) + '\n') };
+  });
 }
 
 /**
@@ -411,8 +419,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   const own = new Set(['config.json', 'model.safetensors', ...Object.keys(tokenizerOut)]);
   for (const [key, names] of [['extraFiles', Object.keys(opts.extraFiles ?? {})], ['extraTensors', Object.keys(opts.extraTensors ?? {})]] as const) {
     for (const name of names) {
-      if (name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name))
-        throw typeError(where, `options.${key} name`, 'a plain file name (no folder)', name);
+      if (!isPlainFileName(name)) throw typeError(where, `options.${key} name`, 'a plain file name (no folder)', name);
       if (own.has(name)) throw new RangeError(`${where}: options.${key} names ${name}, which the save writes itself${tokenizerOut[name] ? ' (a tokenizer file)' : ''}`);
       own.add(name);
     }

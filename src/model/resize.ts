@@ -13,9 +13,6 @@ const VOCABULARY_ROWS = new Set(['model.embed_tokens.weight', 'lm_head.weight'])
 
 /** A new model of `config` holding `model`'s weights, each passed through `rows` (name, data, shape) on the way. */
 function rebuilt(where: string, model: VwLmm, config: VwLmmConfig, rows: (name: string, data: Float32Array, shape: number[]) => Float32Array): VwLmm {
-  if (model === null || typeof model !== 'object' || typeof model.namedParameters !== 'function' || typeof model.config !== 'object') throw typeError(where, 'model', 'a VwLmm', model);
-  // the adapters are not in the config a new model is made from
-  if (loraConfigOf(model)) throw new Error(`${where}: the model has LoRA adapters: merge them first (mergeLora)`);
   const linearDtype = model.lm_head.weight.dtype === 'bfloat16' ? 'bfloat16' : 'float32';
   const out = VwLmm.create(config, 0, { device: model.device, uninitialized: true, linearDtype });
   try {
@@ -33,6 +30,12 @@ function rebuilt(where: string, model: VwLmm, config: VwLmmConfig, rows: (name: 
   return out;
 }
 
+/** `model` as these functions take it: a VwLmm without LoRA adapters (not in the config a new model is made from). */
+function checkModel(where: string, model: VwLmm): void {
+  if (model === null || typeof model !== 'object' || typeof model.namedParameters !== 'function' || typeof model.config !== 'object') throw typeError(where, 'model', 'a VwLmm', model);
+  if (loraConfigOf(model)) throw new Error(`${where}: the model has LoRA adapters: merge them first (mergeLora)`);
+}
+
 /**
  * The model with `vocabSize` rows in its embedding and lm_head: the new rows at the mean of the old ones, as
  * transformers' resize_token_embeddings initialises them (its mean_resizing draws around that mean), so that a new
@@ -42,13 +45,14 @@ function rebuilt(where: string, model: VwLmm, config: VwLmmConfig, rows: (name: 
  */
 export function resizeTokenEmbeddings(model: VwLmm, vocabSize: number): VwLmm {
   const where = 'resizeTokenEmbeddings';
+  checkModel(where, model);
   // a visual word is a softmax over the vocabulary: new ids would take some of its mass (a PIF model's image features
   // moved by 0.018; a VW-LMM's KL on one batch went from 0.085 to 0.050)
-  if (model?.config && hasVmHead(model.config))
+  if (hasVmHead(model.config))
     throw new Error(`${where}: the model has a vm_head, whose visual words are distributions over the vocabulary: new rows would change them (and a PIF model's image features); drop it first (dropVmHead), or keep the vocabulary`);
-  const old = model?.config?.llm?.vocabSize;
+  const old = model.config.llm.vocabSize;
   if (!Number.isInteger(vocabSize) || vocabSize < 1) throw typeError(where, 'vocabSize', 'an integer >= 1', vocabSize);
-  if (typeof old === 'number' && vocabSize < old) throw rangeError(where, `vocabSize ${vocabSize} is less than the model's ${old}: resizing only grows the vocabulary (its rows were trained)`);
+  if (vocabSize < old) throw rangeError(where, `vocabSize ${vocabSize} is less than the model's ${old}: resizing only grows the vocabulary (its rows were trained)`);
   const config = { ...model.config, llm: { ...model.config.llm, vocabSize } };
   return rebuilt(where, model, config, (name, data, shape) => {
     if (!VOCABULARY_ROWS.has(name)) return data;
@@ -68,8 +72,7 @@ export function resizeTokenEmbeddings(model: VwLmm, vocabSize: number): VwLmm {
  */
 export function dropVmHead(model: VwLmm): VwLmm {
   const where = 'dropVmHead';
-  if (model?.config?.pif) throw new Error(`${where}: a PIF model feeds its image features through vm_head (softmax(vm_head(x)) . E): without vm_head it would run as another model`);
-  const config = { ...model.config, vmWeight: 0, detachTarget: false };
-  if (hasVmHead(config)) throw new Error(`${where}: the config still has a vm_head`); // (hasVmHead: vmWeight > 0 or pif)
-  return rebuilt(where, model, config, (_name, data) => data);
+  checkModel(where, model);
+  if (model.config.pif) throw new Error(`${where}: a PIF model feeds its image features through vm_head (softmax(vm_head(x)) . E): without vm_head it would run as another model`);
+  return rebuilt(where, model, { ...model.config, vmWeight: 0, detachTarget: false }, (_name, data) => data);
 }

@@ -39,7 +39,7 @@ import * as F from '../functional';
 import { clearTape, noGrad, zeroGrad } from '../autograd';
 import { writeFileAtomic } from '../io/atomic_file';
 import { CHECKSUM_KEY, HostTensor, LazyHostTensor, readSafetensorsWithMetadata } from '../io/safetensors';
-import { readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions, TOKENIZER_FILE_NAMES, tokenizerFiles, withModelNames } from '../model/checkpoint';
+import { isPlainFileName, readCheckpointWeights, resolveCheckpointDir, saveCheckpoint, SaveOptions, TOKENIZER_FILE_NAMES, tokenizerFiles, withModelNames } from '../model/checkpoint';
 import { loraConfigOf, loraParameters, loraTrainingRecord, resumeLoraTraining } from '../model/lora';
 import { ModelBatch, VwLmm } from '../model/vwlmm';
 import { LayerNorm, RMSNorm, storeFrozenWeights } from '../nn/layers';
@@ -527,7 +527,7 @@ function checkOptions(opts: TrainerOptions): void {
     // checkpoint's too (an extra tokenizer_config.json replaced the tokenizer's in every checkpoint)
     const own = [...CHECKPOINT_OWN_FILES, ...(tokenizer !== undefined ? TOKENIZER_FILE_NAMES : [])];
     for (const name of Object.keys(extra ?? {})) {
-      if (own.includes(name) || name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name))
+      if (own.includes(name) || !isPlainFileName(name))
         throw typeError('Trainer', 'a name in checkpointFiles.extraFiles', `a plain file name other than the checkpoint's own (${own.join(', ')})`, name);
     }
   }
@@ -1507,7 +1507,7 @@ export class Trainer {
   save(state: TrainerState, opt: AdamW | ZeroAdamW): void {
     if (this.opts.outDir === undefined) throw typeError('Trainer.save', 'outDir', 'a directory to write the checkpoint in', this.opts.outDir);
     const entries = opt instanceof ZeroAdamW
-      ? opt.gatherState().map((e) => ({ ...e, shape: opt.params[e.index].shape }))
+      ? opt.gatherState().map((e) => ({ index: e.index, step: e.step, shape: opt.params[e.index].shape, m: () => e.m, v: () => e.v }))
       // (read as the file is written: one moment on the host at a time, not the whole state, 2 x the model's size)
       : opt.stateEntries().map((e) => ({ index: e.index, step: e.step, shape: e.m.shape, m: () => e.m.toArray() as Float32Array, v: () => e.v.toArray() as Float32Array }));
     // indexed by the stage's parameters (the optimizer orders them by group, which its settings decide)
@@ -1530,15 +1530,12 @@ export class Trainer {
   }
 
   /** Rank 0 writes the checkpoint (the model's weights as they are now, and the optimizer entries). */
-  private write(outDir: string, state: TrainerState, entries: { index: number; step: number; shape: readonly number[]; m: Float32Array | (() => Float32Array); v: Float32Array | (() => Float32Array) }[]): void {
+  private write(outDir: string, state: TrainerState, entries: { index: number; step: number; shape: readonly number[]; m: () => Float32Array; v: () => Float32Array }[]): void {
     if (this.rank !== 0) return;
     const tensors = new Map<string, HostTensor | LazyHostTensor>();
-    // a gathered (ZeroAdamW) moment is on the host already; a local one is read as it is written
-    const moment = (shape: readonly number[], m: Float32Array | (() => Float32Array)): HostTensor | LazyHostTensor =>
-      typeof m === 'function' ? { dtype: 'float32', shape: [...shape], read: m } : { dtype: 'float32', shape: [...shape], data: m };
     for (const e of entries) {
-      tensors.set(`${e.index}.m`, moment(e.shape, e.m));
-      tensors.set(`${e.index}.v`, moment(e.shape, e.v));
+      tensors.set(`${e.index}.m`, { dtype: 'float32', shape: [...e.shape], read: e.m });
+      tensors.set(`${e.index}.v`, { dtype: 'float32', shape: [...e.shape], read: e.v });
       tensors.set(`${e.index}.step`, { dtype: 'int32', shape: [1], data: Int32Array.of(e.step) });
     }
     const extra = this.stages[state.stage]?.extraParameters ?? [];

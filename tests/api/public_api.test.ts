@@ -85,6 +85,7 @@ const INTERNAL: Record<string, string> = {
   'io/safetensors:openRegularFile': "the regular-file open (no FIFO, no device) shared with io/torch_bin.ts and checkpoint.ts",
   'model/checkpoint:withModelNames': "the Trainer's resume reads a checkpoint's tensors by the names loadCheckpoint maps them to",
   'model/checkpoint:tokenizerFiles': 'what saveCheckpoint copies for a tokenizer path, read by the Trainer when it starts',
+  'model/checkpoint:isPlainFileName': "saveCheckpoint's and the Trainer's check of an extra checkpoint file's name",
   'model/checkpoint:TOKENIZER_FILE_NAMES': 'the files tokenizerFiles brings into a checkpoint, which the Trainer refuses as extra files',
   'model/lora:loraTrainingRecord': "the Trainer's record of the adapters and trainable parameters in trainer_state.json",
   'model/lora:resumeLoraTraining': "the Trainer's resume check and dropout-stream restore",

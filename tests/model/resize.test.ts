@@ -67,6 +67,7 @@ describe('resizeTokenEmbeddings', () => {
     const model = VwLmm.create(tinyConfig(40, 0), 3);
     expect(() => resizeTokenEmbeddings(model, 39)).toThrow("resizeTokenEmbeddings: vocabSize 39 is less than the model's 40: resizing only grows the vocabulary (its rows were trained)");
     expect(() => resizeTokenEmbeddings(model, 40.5)).toThrow('resizeTokenEmbeddings: expected an integer >= 1 for vocabSize but received 40.5');
+    for (const f of [resizeTokenEmbeddings, dropVmHead]) expect(() => (f as (m: unknown, n: number) => VwLmm)(null, 48)).toThrow(`${f.name}: expected a VwLmm for model but received null`);
     applyLora(model, { r: 2, alpha: 4, seed: 1 });
     expect(() => resizeTokenEmbeddings(model, 48)).toThrow('resizeTokenEmbeddings: the model has LoRA adapters: merge them first (mergeLora)');
     model.dispose();
