@@ -67,13 +67,11 @@ async function loadWithAdapter(checkpoint: string, dev: string, adapter: string 
   const { defaultComputeDtype } = await import('./index');
   if (adapter) existing(adapter, 'adapter', 'dir');
   const spec = await device(dev);
+  // told before the load (minutes at 7B): config.json says it
+  if (adapter && (await import('./model')).checkpointConfig(checkpoint, { pif }).lora)
+    fail(`--adapter ${adapter}: ${checkpoint} has LoRA adapters of its own (trained with --lora-r); merge them first (vwlmm merge-adapter --checkpoint ${checkpoint} --out DIR), then give DIR with --adapter`);
   const loaded = loadCheckpoint(checkpoint, { device: spec, weightDtype: dtype ?? defaultComputeDtype(spec), pif });
   if (adapter) {
-    const { loraConfigOf } = await import('./model');
-    if (loraConfigOf(loaded.model)) {
-      loaded.model.dispose();
-      fail(`--adapter ${adapter}: ${checkpoint} has LoRA adapters of its own (trained with --lora-r); merge them first (vwlmm merge-adapter --checkpoint ${checkpoint} --out DIR), then give DIR with --adapter`);
-    }
     try {
       loadLoraAdapter(adapter, loaded.model);
     } catch (e) {
@@ -1348,51 +1346,43 @@ async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteA
   }
   if (!o.overwriteOutputDir && fs.existsSync(o.out) && fs.statSync(o.out).isDirectory() && fs.readdirSync(o.out).length > 0)
     fail(`--out ${o.out} is not empty: ${command} writes a new checkpoint (--overwrite-output-dir replaces what is there)`);
-  const { saveCheckpoint, mergeLora, loraConfigOf, hasVmHead, dropVmHead, resizeTokenEmbeddings } = await import('./model');
-  // written in bf16 and nothing to merge: the Linear weights are loaded in bf16 already (rounded once, as the write
-  // would round them: the same weights), half the memory of a 7B convert; LoRA merges in fp32 first. (Rows a grown
-  // vocabulary adds are then the mean of the rounded rows.)
-  const ownLora = (() => {
-    try {
-      return (JSON.parse(fs.readFileSync(path.join(o.checkpoint, 'config.json'), 'utf8')) as { lora?: unknown }).lora !== undefined;
-    } catch {
-      return true; // (loadCheckpoint says what is wrong with it)
-    }
-  })();
-  const loadDtype = saveDtype === 'bfloat16' && !o.adapter && !ownLora ? 'bfloat16' : 'float32';
-  const loaded = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter, loadDtype, o.pif);
-  const { config, tokenizerPath, dir } = loaded;
-  let model = loaded.model;
-  const lora = loraConfigOf(model);
-  if (!lora && command === 'merge-adapter') fail(`no LoRA adapters: ${o.checkpoint} has none${o.adapter ? '' : ' (give --adapter; `vwlmm convert` writes a checkpoint without them in another layout)'}`);
+  const { saveCheckpoint, mergeLora, loraConfigOf, hasVmHead, dropVmHead, resizeTokenEmbeddings, checkpointConfig } = await import('./model');
+  // what the model is, from its config.json and its tensors' names: a refusal comes before a load of minutes (7B)
+  const kind = checkpointConfig(o.checkpoint, { pif: o.pif });
+  if (!kind.lora && !o.adapter && command === 'merge-adapter') fail(`no LoRA adapters: ${o.checkpoint} has none (give --adapter; \`vwlmm convert\` writes a checkpoint without them in another layout)`);
   // before the image token is looked for: the model transformers' layout cannot hold is the first thing to say
-  if (o.dropVmHead && !hasVmHead(config)) fail(`--drop-vm-head: ${o.checkpoint} has no vm_head (a plain LLaVA)`);
-  if (o.dropVmHead && config.pif) fail(`--drop-vm-head: ${o.checkpoint} is a PIF model, which feeds its image features through vm_head: without it, it would run as another model`);
-  if (o.format === 'transformers' && hasVmHead(config) && !o.dropVmHead)
-    fail(`--format transformers is for plain LLaVA models: ${o.checkpoint} is a VW-LMM${config.pif ? ' (PIF)' : ''} with a vm_head, which LlavaForConditionalGeneration has no place for (${config.pif ? 'a PIF model runs through it: --format vwlmm keeps it' : '--drop-vm-head writes the LLaVA it runs as: vm_head only trains; --format vwlmm keeps it'})`);
+  if (o.dropVmHead && !hasVmHead(kind.config)) fail(`--drop-vm-head: ${o.checkpoint} has no vm_head (a plain LLaVA)`);
+  if (o.dropVmHead && kind.config.pif) fail(`--drop-vm-head: ${o.checkpoint} is a PIF model, which feeds its image features through vm_head: without it, it would run as another model`);
+  if (o.format === 'transformers' && hasVmHead(kind.config) && !o.dropVmHead)
+    fail(`--format transformers is for plain LLaVA models: ${o.checkpoint} is a VW-LMM${kind.config.pif ? ' (PIF)' : ''} with a vm_head, which LlavaForConditionalGeneration has no place for (${kind.config.pif ? 'a PIF model runs through it: --format vwlmm keeps it' : '--drop-vm-head writes the LLaVA it runs as: vm_head only trains; --format vwlmm keeps it'})`);
   // transformers' layout names the image token by a vocabulary id; LLaVA's layout uses the placeholder -200
   let imageTokenIndex = o.imageTokenIndex, growTo = 0;
-  if (imageTokenIndex !== undefined && imageTokenIndex >= config.llm.vocabSize) fail(`--image-token-index ${imageTokenIndex} is past the vocabulary (vocab_size ${config.llm.vocabSize}): give the <image> token's id`);
-  if (o.format === 'transformers' && imageTokenIndex === undefined && config.imageTokenIndex < 0) {
-    if (!tokenizerPath) fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${config.imageTokenIndex} and has no tokenizer to find one in (give --image-token-index ID, the <image> token's id in the tokenizer used with it)`);
-    const tok = await openTokenizer(tokenizerPath!, config.llm.vocabSize);
+  if (imageTokenIndex !== undefined && imageTokenIndex >= kind.config.llm.vocabSize) fail(`--image-token-index ${imageTokenIndex} is past the vocabulary (vocab_size ${kind.config.llm.vocabSize}): give the <image> token's id`);
+  if (o.format === 'transformers' && imageTokenIndex === undefined && kind.config.imageTokenIndex < 0) {
+    if (!kind.tokenizerPath) fail(`--format transformers needs the <image> token as a vocabulary id: ${o.checkpoint} uses LLaVA's placeholder ${kind.config.imageTokenIndex} and has no tokenizer to find one in (give --image-token-index ID, the <image> token's id in the tokenizer used with it)`);
+    const tok = await openTokenizer(kind.tokenizerPath!, kind.config.llm.vocabSize);
     const fromTokenizer = tok.tokenToId('<image>');
     // else the first row past the tokenizer's words (a padded vocabulary), as llava-hf's: the only id transformers'
     // tokenizers give an added <image> (saveCheckpoint adds it)
     imageTokenIndex = fromTokenizer ?? tok.vocabSize;
     // no row past the words: the vocabulary grows to the next multiple of 64, as transformers' convert_llava_weights_to_hf
     // pads it (32064 for 32000 words), the new rows at the mean of the others (resizeTokenEmbeddings)
-    if (fromTokenizer === null && tok.vocabSize >= config.llm.vocabSize) growTo = Math.ceil((tok.vocabSize + 1) / 64) * 64;
+    if (fromTokenizer === null && tok.vocabSize >= kind.config.llm.vocabSize) growTo = Math.ceil((tok.vocabSize + 1) / 64) * 64;
     if (fromTokenizer === null)
-      process.stderr.write(`vwlmm: the tokenizer has no <image> token: it is added as token ${imageTokenIndex}, the first row past its words (as in llava-hf's checkpoints)${growTo ? `; the vocabulary grows from ${config.llm.vocabSize} to ${growTo} rows for it (a multiple of 64, as llava-hf's; the new rows at the mean of the others, so no greedy choice changes)` : ''}\n`);
+      process.stderr.write(`vwlmm: the tokenizer has no <image> token: it is added as token ${imageTokenIndex}, the first row past its words (as in llava-hf's checkpoints)${growTo ? `; the vocabulary grows from ${kind.config.llm.vocabSize} to ${growTo} rows for it (a multiple of 64, as llava-hf's; the new rows at the mean of the others, so no greedy choice changes)` : ''}\n`);
   }
+  // written in bf16 and nothing to merge: the Linear weights are loaded in bf16 already (rounded once, as the write
+  // would round them: the same weights), half the memory of a 7B convert; LoRA merges in fp32 first. (Rows a grown
+  // vocabulary adds are then the mean of the rounded rows.)
+  const loadDtype = saveDtype === 'bfloat16' && !o.adapter && !kind.lora ? 'bfloat16' : 'float32';
+  const loaded = await loadWithAdapter(o.checkpoint, 'cpu', o.adapter, loadDtype, o.pif);
+  const { tokenizerPath, dir } = loaded;
+  let model = loaded.model;
+  const lora = loraConfigOf(model);
   if (lora) mergeLora(model);
-  for (const [use, reshape] of [[o.dropVmHead, dropVmHead], [growTo !== 0, (m: typeof model) => resizeTokenEmbeddings(m, growTo)]] as const) {
-    if (!use) continue;
-    const next = reshape(model);
-    model.dispose();
-    model = next;
-  }
+  // each reshape frees the model it copies as it goes: one model and one parameter in memory, not two models
+  if (o.dropVmHead) model = dropVmHead(model, { consume: true });
+  if (growTo !== 0) model = resizeTokenEmbeddings(model, growTo, { consume: true });
   try {
     // the checkpoint's tokenizer files (a tokenizer.model, generation_config.json); without a tokenizer, its generation config
     const generation = path.join(dir, 'generation_config.json');
@@ -1419,7 +1409,7 @@ const IMAGE_TOKEN_HELP = "transformers format: the vocabulary id of the <image> 
 const writeAs = (command: 'merge-adapter' | 'convert', c: Command) => c
   .option('--image-token-index <id>', IMAGE_TOKEN_HELP, int('--image-token-index'))
   .option('--save-dtype <d>', SAVE_DTYPE_HELP)
-  .option('--drop-vm-head', "write a VW-LMM (not PIF) as the plain LLaVA it runs as, without vm_head, which only its training loss reads (what --format transformers needs; holds a second copy of the model meanwhile)")
+  .option('--drop-vm-head', "write a VW-LMM (not PIF) as the plain LLaVA it runs as, without vm_head, which only its training loss reads (what --format transformers needs)")
   .option('--overwrite-output-dir', 'replace what --out holds (else a non-empty --out is refused)')
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)

@@ -30,7 +30,7 @@ import { writeFileDurable } from '../io/atomic_file';
 import { CHECKSUM_KEY, describeFsError, forEachSafetensor, HostTensor, isPlainObject, LazyHostTensor, openRegularFile, readRegularFile, readRegularFileSync, readSafetensors, readSafetensorsHeader, ReadOptions, SafetensorsError, writeSafetensors } from '../io/safetensors';
 import { configFromJson, configToJson, selectLayerFits, VwLmmConfig, type TemplateName } from './config';
 import { configFromTransformers, configToTransformers, isTransformersLlavaConfig, ourNameFromTransformers, processorConfigsToTransformers, stringifyTransformersConfig, transformersNameFromOurs, weightsToTransformers } from './transformers_llava';
-import { applyLora, loraConfigOf } from './lora';
+import { applyLora, loraConfigOf, type LoraConfig } from './lora';
 import { VwLmm } from './vwlmm';
 
 const TOWER_PREFIX = 'model.vision_tower.vision_tower.';
@@ -225,6 +225,11 @@ export const TOKENIZER_FILE_NAMES: readonly string[] = ['tokenizer.json', ...TOK
  * <out>/checkpoint.old-*, left by a kill mid-save).
  */
 export function tokenizerFiles(source: string): Record<string, Buffer> {
+  return tokenizerFilesWith(source, null);
+}
+
+/** tokenizerFiles, with `source`'s TextTokenizer where the caller has built it already (saveCheckpoint's). */
+function tokenizerFilesWith(source: string, built: TextTokenizer | null): Record<string, Buffer> {
   const folder = fs.statSync(source).isDirectory() ? source : null;
   const file = folder ? tokenizerPathOf(folder) : source;
   if (file === null) throw new Error(`${source} holds no tokenizer.json or tokenizer.model`);
@@ -234,7 +239,7 @@ export function tokenizerFiles(source: string): Record<string, Buffer> {
     if (fs.existsSync(side) && fs.statSync(side).isFile()) out[name] = fs.readFileSync(side);
   }
   // the base's generation_config.json as it is; else one of the tokenizer's ids
-  const tokenizer = new TextTokenizer(file);
+  const tokenizer = built ?? new TextTokenizer(file);
   if (!out['generation_config.json']) {
     const generation = generationConfigOf(tokenizer);
     if (generation) out['generation_config.json'] = generation;
@@ -403,7 +408,7 @@ export function saveCheckpoint(dir: string, model: VwLmm, opts: SaveOptions = {}
   // (an object: its generation_config.json from its special ids, which transformers' generate stops on; a path brings
   // the one beside it, tokenizerFiles)
   const generation = tokenizer && typeof tok === 'object' ? generationConfigOf(tokenizer) : null;
-  let tokenizerOut: Record<string, Buffer> = typeof tok === 'string' ? tokenizerFiles(tok)
+  let tokenizerOut: Record<string, Buffer> = typeof tok === 'string' ? tokenizerFilesWith(tok, tokenizer)
     : tok ? { 'tokenizer.json': Buffer.from(JSON.stringify(tok)), ...(generation ? { 'generation_config.json': generation } : {}) } : {};
   if (tokenizer && typeof tok === 'object') tokenizerOut = withSpecialsStated(tokenizerOut, tokenizer); // (tokenizerFiles does it for a path)
   if (tokenizer && transformers) tokenizerOut = withBatchPadding(withImageToken(tokenizerOut, tokenizer, imageTokenIndex, model.config.llm.vocabSize), tokenizer);
@@ -608,18 +613,17 @@ export interface LoadOptions {
 // Every option loadCheckpoint reads: another key ({ weight_dtype: ... }) is refused, not ignored
 const LOAD_KEYS = { seed: true, device: true, pif: true, weightDtype: true } satisfies Record<keyof LoadOptions, true>;
 
+/** What a checkpoint folder is before its weights are read: its layout, config.json, and the config its model has. */
+type CheckpointPlan =
+  | { layout: 'transformers'; dir: string; json: Record<string, unknown>; config: VwLmmConfig }
+  | { layout: 'llava'; dir: string; json: Record<string, unknown>; config: VwLmmConfig; names: Set<string>; towerDir: string | null };
+
 /**
- * Loads a VW-LMM / LLaVA checkpoint directory onto `opts.device` ('cpu' by default). Weights are stored as
- * float32 whatever device and dtype saved them, so a checkpoint of a GPU run loads on the CPU and the other way round;
- * `weightDtype` 'bfloat16' keeps the LLM's and the vision tower's Linear weights in bf16 instead (half the memory,
- * rounded once: for inference, where autocast('bfloat16') would round them anyway, or for LoRA's frozen base).
+ * The folder's checkpoint found (a save's leftover <dir>.old-*, a run's folder named), its config.json read, and the
+ * model it holds told from the config and the tensors' names (headers, the index, the pickle: no tensor data).
  */
-export function loadCheckpoint(dir: string, opts: LoadOptions = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null; dir: string } {
-  const where = 'loadCheckpoint';
-  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw typeError(where, 'options', `an object with keys among ${Object.keys(LOAD_KEYS).join(', ')}`, opts);
-  checkKeys(where, 'option', opts, LOAD_KEYS);
-  if (opts.weightDtype !== undefined && opts.weightDtype !== 'float32' && opts.weightDtype !== 'bfloat16') throw typeError(where, 'weightDtype', "'float32' or 'bfloat16'", opts.weightDtype);
-  if (opts.pif !== undefined && typeof opts.pif !== 'boolean') throw typeError(where, 'pif', 'a boolean', opts.pif);
+function openCheckpoint(where: string, dir: string, pif: boolean | undefined): CheckpointPlan {
+  if (pif !== undefined && typeof pif !== 'boolean') throw typeError(where, 'pif', 'a boolean', pif);
   if (typeof dir !== 'string' || dir === '') throw typeError(where, 'dir', 'a checkpoint folder path', dir);
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
     // a save killed between its two renames leaves the previous checkpoint as <dir>.old-*
@@ -633,12 +637,17 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): { model: Vw
     if (inRun.length) throw new Error(`checkpoint: ${path.join(dir, 'config.json')} does not exist: ${dir} is a training run's folder, its checkpoint${inRun.length > 1 ? 's are' : ' is'} ${inRun.join(' and ')}`);
   }
   const json = readJson(path.join(dir, 'config.json'));
-  if (isTransformersLlavaConfig(json)) return { ...loadTransformersCheckpoint(dir, json, opts.seed ?? 0, opts.device, opts.weightDtype), dir };
+  if (isTransformersLlavaConfig(json)) {
+    // transformers' LLaVA has no vm_head, which PIF runs through
+    if (pif) throw new RangeError(`checkpoint: ${dir} is in transformers' LlavaForConditionalGeneration layout, which has no vm_head: it cannot be the PIF variant (pif: true)`);
+    const pre = path.join(dir, 'preprocessor_config.json');
+    return { layout: 'transformers', dir, json, config: withConfigFile(dir, () => configFromTransformers(json, fs.existsSync(pre) ? readJson(pre) : undefined)) };
+  }
   // LLaVA's own layout is model_type 'llava' too, with the LLM's sizes at the top; transformers' has vision_config instead
   if (json.model_type === 'llava' && (json.text_config !== undefined || (isPlainObject(json.vision_config) && json.hidden_size === undefined)))
     throw new TypeError(`checkpoint: ${path.join(dir, 'config.json')} is model_type 'llava' (transformers' LlavaForConditionalGeneration) but its text_config is ${json.text_config === undefined ? 'missing' : `not an object (${JSON.stringify(json.text_config)})`}`);
-  // Names first (headers, the index, the pickle: no tensor data), to know what the model is; then the weights are
-  // streamed into it one tensor at a time, so the host never holds the checkpoint (a 7B model is 28 GB in fp32).
+  // Names first, to know what the model is; loadCheckpoint then streams the weights into it one tensor at a time, so
+  // the host never holds the checkpoint (a 7B model is 28 GB in fp32).
   const names = new Set(checkpointTensorNames(dir));
   // (else the first thing found missing would be the vision tower, and the error would send the user looking for it)
   if (names.size === 0) throw new Error(`checkpoint: the weights in ${dir} hold no tensors (${fs.readdirSync(dir).filter((n) => /\.(safetensors|bin)$|\.index\.json$/.test(n)).join(', ') || 'no weights file'})`);
@@ -653,18 +662,56 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): { model: Vw
       throw new Error(`checkpoint: the vision tower is not in ${dir} and mm_vision_tower '${tower}' is neither a local CLIP directory nor in the Hugging Face cache (${hubCacheRoot()}; models are never downloaded)`);
     visionConfig = readJson(path.join(towerDir, 'config.json'));
   }
-  const config = withConfigFile(dir, () => modelKind(dir, json, configFromJson(json, visionConfig), names, opts.pif));
+  const config = withConfigFile(dir, () => modelKind(dir, json, configFromJson(json, visionConfig), names, pif));
+  return { layout: 'llava', dir, json, config, names, towerDir };
+}
+
+/** A checkpoint's config.json `lora` entry (loadCheckpoint applies it before the weights stream in). */
+function loraEntryOf(dir: string, json: Record<string, unknown>): LoraConfig | null {
+  if (json.lora === undefined || json.lora === null) return null;
+  const l = json.lora as Record<string, unknown>;
+  if (typeof l !== 'object' || !Array.isArray(l.target_modules)) throw new TypeError(`checkpoint: ${dir}/config.json: lora must be an object with r, lora_alpha, lora_dropout, target_modules`);
+  return { r: l.r as number, alpha: l.lora_alpha as number, dropout: (l.lora_dropout as number) ?? 0, targetModules: l.target_modules as string[] };
+}
+
+/**
+ * What loadCheckpoint would load, without reading a weight (as transformers' AutoConfig.from_pretrained): the model's
+ * config (a VW-LMM, the PIF variant, or plain LLaVA, told as loadCheckpoint tells it) and the LoRA adapters its
+ * config.json states. For a check before a load that may take minutes (a 7B model), and for tools that only need
+ * the shapes. `dir` and `tokenizerPath` are loadCheckpoint's.
+ */
+export function checkpointConfig(dir: string, opts: { pif?: boolean } = {}): { config: VwLmmConfig; lora: LoraConfig | null; tokenizerPath: string | null; dir: string } {
+  const where = 'checkpointConfig';
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw typeError(where, 'options', 'an object with key pif', opts);
+  checkKeys(where, 'option', opts, { pif: true });
+  const plan = openCheckpoint(where, dir, opts.pif);
+  return { config: plan.config, lora: plan.layout === 'llava' ? loraEntryOf(plan.dir, plan.json) : null, tokenizerPath: tokenizerPathOf(plan.dir), dir: plan.dir };
+}
+
+/**
+ * Loads a VW-LMM / LLaVA checkpoint directory onto `opts.device` ('cpu' by default). Weights are stored as
+ * float32 whatever device and dtype saved them, so a checkpoint of a GPU run loads on the CPU and the other way round;
+ * `weightDtype` 'bfloat16' keeps the LLM's and the vision tower's Linear weights in bf16 instead (half the memory,
+ * rounded once: for inference, where autocast('bfloat16') would round them anyway, or for LoRA's frozen base).
+ */
+export function loadCheckpoint(dir: string, opts: LoadOptions = {}): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null; dir: string } {
+  const where = 'loadCheckpoint';
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw typeError(where, 'options', `an object with keys among ${Object.keys(LOAD_KEYS).join(', ')}`, opts);
+  checkKeys(where, 'option', opts, LOAD_KEYS);
+  if (opts.weightDtype !== undefined && opts.weightDtype !== 'float32' && opts.weightDtype !== 'bfloat16') throw typeError(where, 'weightDtype', "'float32' or 'bfloat16'", opts.weightDtype);
+  const plan = openCheckpoint(where, dir, opts.pif);
+  if (plan.layout === 'transformers') return { ...loadTransformersCheckpoint(plan, opts.seed ?? 0, opts.device, opts.weightDtype), dir: plan.dir };
+  const { json, names, towerDir, config } = plan;
+  dir = plan.dir;
   // every parameter is loaded below (a missing one is an error), so none is drawn at random first
   // weightDtype 'bfloat16': the LLM's and the tower's Linear weights stored in bf16 from the start (VwLmm.create's
   // linearDtype), each tensor converted as it streams in, so the model never exists in float32
   const model = withConfigFile(dir, () => VwLmm.create(config, opts.seed ?? 0, { device: opts.device, uninitialized: true, linearDtype: opts.weightDtype }));
   try {
     const loraKeys = [...names].filter((k) => /\.lora_[AB]\.weight$/.test(k));
-    if (json.lora !== undefined && json.lora !== null) {
-      const l = json.lora as Record<string, unknown>;
-      if (typeof l !== 'object' || !Array.isArray(l.target_modules)) throw new TypeError(`checkpoint: ${dir}/config.json: lora must be an object with r, lora_alpha, lora_dropout, target_modules`);
-      withConfigFile(dir, () => applyLora(model, { r: l.r as number, alpha: l.lora_alpha as number, dropout: (l.lora_dropout as number) ?? 0, targetModules: l.target_modules as string[] }));
-    } else if (loraKeys.length) {
+    const lora = loraEntryOf(dir, json);
+    if (lora) withConfigFile(dir, () => applyLora(model, lora));
+    else if (loraKeys.length) {
       throw new Error(`checkpoint: ${dir} holds LoRA tensors (${loraKeys[0]}, ...) but its config.json has no lora entry saying how to apply them`);
     }
     // Every parameter must be present, and every tensor must have a place in the model (as transformers reports
@@ -914,9 +961,7 @@ function withConfigFile<T>(dir: string, fn: () => T): T {
 }
 
 /** A transformers LlavaForConditionalGeneration directory (config.json with text_config / vision_config). */
-function loadTransformersCheckpoint(dir: string, json: Record<string, unknown>, seed: number, device: DeviceSpec | undefined, linearDtype: 'float32' | 'bfloat16' | undefined): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
-  const pre = path.join(dir, 'preprocessor_config.json');
-  const config = withConfigFile(dir, () => configFromTransformers(json, fs.existsSync(pre) ? readJson(pre) : undefined));
+function loadTransformersCheckpoint({ dir, json, config }: CheckpointPlan, seed: number, device: DeviceSpec | undefined, linearDtype: 'float32' | 'bfloat16' | undefined): { model: VwLmm; config: VwLmmConfig; tokenizerPath: string | null } {
   // the names mapped up front (weightsFromTransformers' rules), then the weights streamed in as in loadCheckpoint
   const ours = new Map<string, string>();
   const taken = new Map<string, string>(); // our name -> the file's

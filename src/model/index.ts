@@ -7,7 +7,7 @@ export {
   CLIP_MEAN, CLIP_STD, hasVmHead, numImageTokens, validateConfig, configToJson, configFromJson, clipPreprocessOptions, architectureOf,
 } from './config';
 export type { TemplateName, ImageConfig, VwLmmConfig } from './config';
-export { saveCheckpoint, loadCheckpoint, assembleLlava, resolveCheckpointDir, checkpointTargetProblem, saveLeftovers, checkTokenizerVocab, readCheckpointWeights, forEachCheckpointTensor, checkpointTensorNames, hubCacheRoot, hubCacheFolder } from './checkpoint';
+export { saveCheckpoint, loadCheckpoint, checkpointConfig, assembleLlava, resolveCheckpointDir, checkpointTargetProblem, saveLeftovers, checkTokenizerVocab, readCheckpointWeights, forEachCheckpointTensor, checkpointTensorNames, hubCacheRoot, hubCacheFolder } from './checkpoint';
 export type { SaveOptions, LoadOptions, AssembleOptions } from './checkpoint';
 export {
   LLAVA_TRANSFORMERS_NAMES, isTransformersLlavaConfig, configFromTransformers, configToTransformers, processorConfigsToTransformers,
@@ -19,5 +19,6 @@ export {
 export type { HostTensor, LazyHostTensor, HostDType, SafetensorsHeader, SafetensorsEntry, ReadOptions } from '../io/safetensors';
 export { readTorchBin, TorchPickleError, forEachTorchTensor, torchBinTensorNames } from '../io/torch_bin';
 export { resizeTokenEmbeddings, dropVmHead } from './resize';
+export type { ReshapeOptions } from './resize';
 export { applyLora, loadLoraAdapter, saveLoraAdapter, mergeLora, removeLora, loraParameters, loraConfigOf } from './lora';
 export type { LoraConfig, WithDecoder, AdapterLayout, SaveLoraAdapterOptions } from './lora';

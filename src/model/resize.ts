@@ -1,8 +1,9 @@
 // A model in another shape, for a layout that wants one: transformers' LLaVA has no vm_head, and finds images by an
 // <image> token that needs a row of the vocabulary (llava-hf pads it to a multiple of 64). Each function returns a new
-// model on the same device with the old one's weights (one parameter on the host at a time), so both are in memory
-// until the caller disposes the old one.
-import { rangeError, typeError } from '../errors';
+// model on the same device with the old one's weights (one parameter on the host at a time): both are in memory until
+// the caller disposes the old one, or the old one is freed as it is copied ({ consume: true }).
+import { checkKeys, rangeError, typeError } from '../errors';
+import { addonFor } from '../native';
 import { writeParameter } from '../nn/module';
 import { hasVmHead, VwLmmConfig } from './config';
 import { loraConfigOf } from './lora';
@@ -11,23 +12,58 @@ import { VwLmm } from './vwlmm';
 /** The parameters with a row per vocabulary id. */
 const VOCABULARY_ROWS = new Set(['model.embed_tokens.weight', 'lm_head.weight']);
 
-/** A new model of `config` holding `model`'s weights, each passed through `rows` (name, data, shape) on the way. */
-function rebuilt(where: string, model: VwLmm, config: VwLmmConfig, rows: (name: string, data: Float32Array, shape: number[]) => Float32Array): VwLmm {
+/**
+ * A new model of `config` holding `model`'s weights, each passed through `rows` (name, data, shape) on the way. With
+ * `consume`, each old parameter is freed once copied and `model` is disposed at the end (also on an error): one
+ * parameter is held twice at a time, not the model (a new model's untouched memory costs nothing on the host).
+ */
+function rebuilt(where: string, model: VwLmm, config: VwLmmConfig, opts: ReshapeOptions, rows: (name: string, data: Float32Array, shape: number[]) => Float32Array): VwLmm {
+  const consume = opts.consume === true;
   const linearDtype = model.lm_head.weight.dtype === 'bfloat16' ? 'bfloat16' : 'float32';
-  const out = VwLmm.create(config, 0, { device: model.device, uninitialized: true, linearDtype });
+  let out: VwLmm | null = null;
   try {
+    out = VwLmm.create(config, 0, { device: model.device, uninitialized: true, linearDtype });
     const old = model.namedParameters();
     for (const [name, p] of out.namedParameters()) {
       const src = old.get(name)!;
       const shape = [...src.shape];
       const data = src.toArray() as Float32Array;
+      if (consume) {
+        src.disposeWith(`was moved by ${where}({ consume: true }) into the model it returned: its parameter '${name}' (the old model was used after it)`);
+        // the caching allocator would keep the freed block while the new model's (allocated up front) fills: back to
+        // the system now, or the peak is two models again
+        addonFor(model.device, where).releaseCache();
+      }
       writeParameter(where, name, p, { dtype: 'float32', shape: [...p.shape], data: rows(name, data, shape) });
     }
   } catch (e) {
-    out.dispose();
+    out?.dispose();
+    if (consume) freeRest(model, `was freed by ${where}({ consume: true }), which failed`);
     throw e;
   }
+  if (consume) freeRest(model, `was left out by ${where}({ consume: true }): the model it returned has no such parameter`); // (vm_head)
   return out;
+}
+
+/** The parameters of a consumed model not moved yet, each saying why it is gone (the moved ones keep their reason). */
+function freeRest(model: VwLmm, why: string): void {
+  for (const [name, p] of model.namedParameters()) if (!p.disposed) p.disposeWith(`${why} (its parameter '${name}'; the old model was used after it)`);
+}
+
+/** Options of resizeTokenEmbeddings and dropVmHead. */
+export interface ReshapeOptions {
+  /**
+   * Free `model` as its weights are copied (disposed when the call returns, or when the copy fails; arguments refused
+   * leave it as it was): the peak is one model
+   * and one parameter, not two models (a 7B convert). Default false: `model` is left as it was.
+   */
+  consume?: boolean;
+}
+
+function checkOptions(where: string, opts: ReshapeOptions): void {
+  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) throw typeError(where, 'options', 'an object with key consume', opts);
+  checkKeys(where, 'option', opts, { consume: true });
+  if (opts.consume !== undefined && typeof opts.consume !== 'boolean') throw typeError(where, 'consume', 'a boolean', opts.consume);
 }
 
 /** `model` as these functions take it: a VwLmm without LoRA adapters (not in the config a new model is made from). */
@@ -43,9 +79,10 @@ function checkModel(where: string, model: VwLmm): void {
  * save needs (llava-hf: 32064 rows for 32000 words). Growing only: the rows the model has were trained. Not a model
  * with a vm_head (a VW-LMM's visual words, a PIF model's image features, are distributions over the vocabulary).
  */
-export function resizeTokenEmbeddings(model: VwLmm, vocabSize: number): VwLmm {
+export function resizeTokenEmbeddings(model: VwLmm, vocabSize: number, opts: ReshapeOptions = {}): VwLmm {
   const where = 'resizeTokenEmbeddings';
   checkModel(where, model);
+  checkOptions(where, opts);
   // a visual word is a softmax over the vocabulary: new ids would take some of its mass (a PIF model's image features
   // moved by 0.018; a VW-LMM's KL on one batch went from 0.085 to 0.050)
   if (hasVmHead(model.config))
@@ -54,7 +91,7 @@ export function resizeTokenEmbeddings(model: VwLmm, vocabSize: number): VwLmm {
   if (!Number.isInteger(vocabSize) || vocabSize < 1) throw typeError(where, 'vocabSize', 'an integer >= 1', vocabSize);
   if (vocabSize < old) throw rangeError(where, `vocabSize ${vocabSize} is less than the model's ${old}: resizing only grows the vocabulary (its rows were trained)`);
   const config = { ...model.config, llm: { ...model.config.llm, vocabSize } };
-  return rebuilt(where, model, config, (name, data, shape) => {
+  return rebuilt(where, model, config, opts, (name, data, shape) => {
     if (!VOCABULARY_ROWS.has(name)) return data;
     const [rows, cols] = shape;
     const mean = new Float64Array(cols);
@@ -70,9 +107,10 @@ export function resizeTokenEmbeddings(model: VwLmm, vocabSize: number): VwLmm {
  * A VW-LMM as the plain LLaVA it runs as: without its vm_head, which only its training loss reads (vmWeight 0). A PIF
  * model is refused: it feeds each image through vm_head, so without it the model would see other features.
  */
-export function dropVmHead(model: VwLmm): VwLmm {
+export function dropVmHead(model: VwLmm, opts: ReshapeOptions = {}): VwLmm {
   const where = 'dropVmHead';
   checkModel(where, model);
+  checkOptions(where, opts);
   if (model.config.pif) throw new Error(`${where}: a PIF model feeds its image features through vm_head (softmax(vm_head(x)) . E): without vm_head it would run as another model`);
-  return rebuilt(where, model, { ...model.config, vmWeight: 0, detachTarget: false }, (_name, data) => data);
+  return rebuilt(where, model, { ...model.config, vmWeight: 0, detachTarget: false }, opts, (_name, data) => data);
 }

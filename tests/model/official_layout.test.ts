@@ -6,7 +6,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { F, Generator, nn, noGrad, scope, Tensor } from '../../src';
-import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
+import { checkpointConfig, loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
+import { applyLora } from '../../src/model/lora';
 import { configFromJson, configToJson } from '../../src/model/config';
 import { VwLmm } from '../../src/model/vwlmm';
 import { tinyConfig } from '../train/support/tiny';
@@ -58,6 +59,34 @@ describe('official VW-LMM checkpoints', () => {
     for (const x of [a, b, c]) x.model.dispose();
     byName.model.dispose();
     byArch.model.dispose();
+  });
+
+  it('checkpointConfig tells what loadCheckpoint loads (kind, LoRA entry, layout) without reading a weight', () => {
+    const byName = official('VW-LMM-Vicuna-pif-7b', ['vwLlamaForCausalLM']);
+    const loaded = [loadCheckpoint(byName.dir), loadCheckpoint(byName.dir, { pif: false })];
+    // a corrupt weight byte, which a load's checksum finds, is never read
+    const file = path.join(byName.dir, 'model.safetensors'), bytes = fs.readFileSync(file);
+    bytes[bytes.length - 1] ^= 0xff;
+    fs.writeFileSync(file, bytes);
+    expect(() => loadCheckpoint(byName.dir)).toThrow(/checksum/);
+    expect(checkpointConfig(byName.dir)).toEqual({ config: loaded[0].config, lora: null, tokenizerPath: null, dir: byName.dir });
+    expect(checkpointConfig(byName.dir, { pif: false }).config).toEqual(loaded[1].config);
+    for (const x of [...loaded, byName]) x.model.dispose();
+    // LoRA adapters as config.json states them; transformers' layout, which has no vm_head, is never PIF
+    const model = VwLmm.create(tinyConfig(40, 0), 3);
+    const dir = tmp();
+    saveCheckpoint(path.join(dir, 'hf'), model, { format: 'transformers', imageTokenIndex: 39 });
+    applyLora(model, { r: 2, alpha: 4, dropout: 0.05, targetModules: ['q_proj', 'v_proj'], seed: 1 });
+    saveCheckpoint(path.join(dir, 'lora'), model);
+    model.dispose();
+    expect(checkpointConfig(path.join(dir, 'lora')).lora).toEqual({ r: 2, alpha: 4, dropout: 0.05, targetModules: ['q_proj', 'v_proj'] });
+    const hf = loadCheckpoint(path.join(dir, 'hf'));
+    expect(checkpointConfig(path.join(dir, 'hf'))).toMatchObject({ config: hf.config, lora: null });
+    hf.model.dispose();
+    for (const f of [checkpointConfig, loadCheckpoint])
+      expect(() => f(path.join(dir, 'hf'), { pif: true })).toThrow(`checkpoint: ${path.join(dir, 'hf')} is in transformers' LlavaForConditionalGeneration layout, which has no vm_head: it cannot be the PIF variant (pif: true)`);
+    expect(() => checkpointConfig(path.join(dir, 'hf'), { pif: 1 } as never)).toThrow('checkpointConfig: expected a boolean for pif but received 1');
+    expect(() => checkpointConfig(path.join(dir, 'nothing'))).toThrow(`checkpoint: ${path.join(dir, 'nothing')} is not a directory`);
   });
 
   it('the name is get_model_name_from_path\'s: the folder as given, <parent>_checkpoint-N for a checkpoint folder; never _name_or_path', () => {

@@ -74,6 +74,27 @@ describe('resizeTokenEmbeddings', () => {
   });
 });
 
+describe('{ consume: true }', () => {
+  it("frees the old model as it copies: the same result; the old model's parameters say what freed them; refused arguments leave it whole", () => {
+    const model = VwLmm.create(tinyConfig(40), 3);
+    const batch = batchOf(model);
+    const keep = dropVmHead(model);
+    const plain = dropVmHead(model, { consume: true });
+    expect(logitsOf(plain, batch)).toEqual(logitsOf(keep, batch));
+    for (const p of model.parameters()) expect(p.disposed).toBe(true);
+    expect(() => model.lm_head.weight.toArray()).toThrow("was moved by dropVmHead({ consume: true }) into the model it returned: its parameter 'lm_head.weight'");
+    expect(() => model.vm_head!.weight.toArray()).toThrow("was left out by dropVmHead({ consume: true }): the model it returned has no such parameter (its parameter 'vm_head.weight'");
+    const grown = resizeTokenEmbeddings(plain, 64, { consume: true });
+    expect(logitsOf(grown, batch).subarray(0, 40)).toEqual(logitsOf(keep, batch).subarray(0, 40));
+    expect(plain.parameters().every((p) => p.disposed)).toBe(true);
+    // an argument refused before anything is copied: the model is still the caller's
+    expect(() => resizeTokenEmbeddings(grown, 63, { consume: true })).toThrow('resizeTokenEmbeddings: vocabSize 63 is less');
+    for (const bad of [{ consume: 1 }, { consum: true }, null]) expect(() => resizeTokenEmbeddings(grown, 128, bad as never)).toThrow(/^resizeTokenEmbeddings: /);
+    expect(grown.parameters().some((p) => p.disposed)).toBe(false);
+    for (const m of [grown, keep]) m.dispose();
+  });
+});
+
 describe('dropVmHead', () => {
   it('a VW-LMM as the plain LLaVA it runs as: the same logits, no vm_head; a PIF model refused', () => {
     const model = VwLmm.create(tinyConfig(40), 3);
