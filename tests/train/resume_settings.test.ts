@@ -141,6 +141,11 @@ describe('a resume refuses changed inputs that change training', () => {
     const bad = cli(...args(fx.data, out, '--resume'));
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain(`${path.join(out, 'checkpoint', 'train_args.json')}: expected an object whose init is the run's --init path, got {"init":3}`);
+    // a checkpoint without the record (the library's Trainer, an older vwlmm) cannot tell: the resume goes on
+    fs.rmSync(path.join(out, 'checkpoint', 'train_args.json'));
+    const unrecorded = cli(...a);
+    expect(unrecorded.status, unrecorded.stderr).toBe(0);
+    expect(unrecorded.stdout).toContain('was already complete at global step 4: nothing to train');
   });
 
   it('a checkpoint that does not record them resumes unchecked', () => {
