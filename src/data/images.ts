@@ -2,7 +2,8 @@
 //
 // loadImage decodes PNG / JPEG / WebP (anything libvips reads; the first frame of animations) to 8-bit RGB:
 // greyscale is replicated to three channels, alpha is dropped without compositing (PIL's convert('RGB')),
-// 16-bit images are reduced to 8 bits, EXIF orientation is NOT applied (PIL does not either).
+// 16-bit images are reduced to 8 bits as Pillow reduces them (the high byte; a 16-bit greyscale PNG or TIFF, Pillow's
+// mode I;16, clipped to 255), EXIF orientation is NOT applied (PIL does not either).
 //
 // preprocessClip follows CLIPImageProcessor as LLaVA uses it, the aspect named as LLaVA's image_aspect_ratio:
 //   'pad'         LLaVA expand2square first: paste the image on a max(w, h) square of the mean colour
@@ -165,6 +166,7 @@ function whyNotDecoded(msg: string): string {
 export async function decodeImage(bytes: Uint8Array, name = '<buffer>'): Promise<RgbImage> {
   if (bytes.length === 0) throw new Error(`loadImage: cannot decode '${name}': the file is empty`);
   try {
+    if (await isPillowI16(bytes)) return await decodeI16(bytes);
     const { data, info } = await sharp()(bytes, { failOn: 'error' })
       .removeAlpha()
       .toColourspace('srgb')
@@ -177,6 +179,35 @@ export async function decodeImage(bytes: Uint8Array, name = '<buffer>'): Promise
   } catch (e) {
     throw new Error(`loadImage: cannot decode '${name}': ${whyNotDecoded((e as Error).message)}`);
   }
+}
+
+/**
+ * A 16-bit greyscale PNG (colour type 0, with or without a tRNS colour) or single-channel TIFF: Pillow opens it as mode
+ * I;16, and its convert('RGB') clips each value to 255 (LLaVA's loaders see 0..255 of 0..65535 as themselves, all else
+ * white), where libvips keeps the high byte. 16-bit RGB, RGBA and grey+alpha PNGs Pillow opens as 8-bit modes from the
+ * high byte, as libvips does.
+ */
+async function isPillowI16(bytes: Uint8Array): Promise<boolean> {
+  const png = bytes.length >= 26 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47 && String.fromCharCode(...bytes.subarray(12, 16)) === 'IHDR';
+  if (png) return bytes[24] === 16 && bytes[25] === 0; // IHDR: bit depth, colour type
+  const tiff = bytes.length >= 4 && ((bytes[0] === 0x49 && bytes[1] === 0x49 && bytes[2] === 0x2a) || (bytes[0] === 0x4d && bytes[1] === 0x4d && bytes[3] === 0x2a));
+  if (!tiff) return false;
+  const m = await sharp()(bytes, { failOn: 'error' }).metadata();
+  return m.channels === 1 && m.depth === 'ushort';
+}
+
+/** isPillowI16's image as Pillow's convert('RGB') gives it: each 16-bit value clipped to 255, replicated to RGB. */
+async function decodeI16(bytes: Uint8Array): Promise<RgbImage> {
+  const { data, info } = await sharp()(bytes, { failOn: 'error' }).removeAlpha().toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
+  const n = info.width * info.height;
+  if (info.channels !== 1 || data.length !== n * 2) throw new Error(`unexpected decoded layout (${info.width}x${info.height}x${info.channels}, 16-bit)`);
+  const values = new Uint16Array(Uint8Array.from(data).buffer); // libvips' raw samples, in the machine's byte order
+  const out = new Uint8Array(n * 3);
+  for (let i = 0; i < n; i++) {
+    const v = Math.min(255, values[i]);
+    out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = v;
+  }
+  return { width: info.width, height: info.height, data: out };
 }
 
 function checkImage(where: string, img: RgbImage): void {

@@ -96,6 +96,18 @@ describe('loadImage', () => {
     expect(Math.max(...Array.from(j.data).map((v, i) => Math.abs(v - flat.data[i])))).toBeLessThanOrEqual(3);
   });
 
+  it("reduces 16-bit images as Pillow's convert('RGB') does, byte for byte (mode I;16 clipped, the others' high byte)", async () => {
+    const dir = path.join(__dirname, '..', 'fixtures', 'decode');
+    const { cases } = JSON.parse(fs.readFileSync(path.join(dir, 'cases.json'), 'utf8')) as { cases: { file: string; mode: string; width: number; height: number; offset: number }[] };
+    const bytes = fs.readFileSync(path.join(dir, 'rgb.bin'));
+    expect(cases.map((c) => c.mode)).toEqual(['I;16', 'I;16', 'RGBA', 'RGB', 'RGBA', 'I;16']);
+    for (const c of cases) {
+      const img = await loadImage(path.join(dir, c.file));
+      expect([img.width, img.height], c.file).toEqual([c.width, c.height]);
+      expect(Buffer.from(img.data).equals(bytes.subarray(c.offset, c.offset + c.width * c.height * 3)), c.file).toBe(true);
+    }
+  });
+
   it('names the file and the reason on a missing, corrupt, truncated or empty file', async () => {
     const missing = path.join(tmp, 'nope.png');
     await expect(loadImage(missing)).rejects.toThrow(`'${missing}': file not found`);
