@@ -1292,38 +1292,74 @@ program.command('generate').description('answer a prompt about an image with a c
     model.dispose();
   });
 
-program.command('visual-words').description('top-k visual words of every patch (JSON) and a picture with the top-1 word on each patch')
+program.command('visual-words').description('top-k visual words of every patch (JSON on stdout) and a picture with the top-1 word on each patch')
   .requiredOption('--checkpoint <dir>', 'checkpoint directory')
   .requiredOption('--image <file>', 'image file')
-  .option('--top-k <k>', 'words per patch', int('--top-k', 1), 5)
+  .option('--top-k <k>', 'words per patch (up to the vocabulary: every word, for a map of one word over the image)', int('--top-k', 1), 5)
   .option('--out <file>', 'where to write the picture (.png, .jpg, .jpeg or .webp), on the image as the model saw it', 'visual_words.png')
+  .option('--no-picture', 'the JSON alone, no picture')
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)
-  .action(async (o: { pif?: boolean; checkpoint: string; image: string; topK: number; out: string; device: string; adapter?: string }) => {
+  .action(async (o: { pif?: boolean; checkpoint: string; image: string; topK: number; out: string; picture: boolean; device: string; adapter?: string }, cmd: Command) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
     existing(o.image, 'image', 'file');
-    // the picture's format and folder, before any work (drawVisualWords checks them again)
-    const ext = path.extname(o.out);
-    if (!['.png', '.jpg', '.jpeg', '.webp'].includes(ext.toLowerCase())) fail(`--out ${o.out}: ${ext ? `unknown picture format '${ext}'` : 'no extension'} (give .png, .jpg, .jpeg or .webp)`);
-    outputFile('--out', o.out);
+    if (!o.picture && cmd.getOptionValueSource('out') === 'cli') fail('--out names the picture, which --no-picture leaves out: give one of them');
+    if (o.picture) {
+      // the picture's format and folder, before any work (drawVisualWords checks them again); never over the image
+      const ext = path.extname(o.out);
+      if (!['.png', '.jpg', '.jpeg', '.webp'].includes(ext.toLowerCase())) fail(`--out ${o.out}: ${ext ? `unknown picture format '${ext}'` : 'no extension'} (give .png, .jpg, .jpeg or .webp)`);
+      outputFile('--out', o.out);
+      if (fs.existsSync(o.out)) {
+        const [a, b] = [fs.statSync(o.out), fs.statSync(o.image)];
+        if (a.dev === b.dev && a.ino === b.ino) fail(`--out ${o.out} is the --image ${o.image}: the picture would replace the image; give another --out`);
+      }
+    }
     const { loadImage, preprocessClip } = await import('./data');
-    const { clipPreprocessOptions } = await import('./model');
-    const { visualWordsOf, drawVisualWords } = await import('./eval');
+    const { clipPreprocessOptions, checkpointConfig, hasVmHead } = await import('./model');
+    const { visualWordTable, patchWords, drawVisualWords } = await import('./eval');
+    // what the model is, before a load of minutes (7B): a plain LLaVA has no visual words, and k its vocabulary at most
+    const kind = checkpointConfig(o.checkpoint, { pif: o.pif }).config;
+    if (!hasVmHead(kind)) fail(`visual words need a vm_head: ${o.checkpoint} is a plain LLaVA model (no vm_head)`);
+    if (o.topK > kind.llm.vocabSize) fail(`--top-k ${o.topK} exceeds the vocabulary's ${kind.llm.vocabSize} words`);
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, 'float32', o.pif);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
-    if (o.topK > config.llm.vocabSize) fail(`--top-k ${o.topK} exceeds the vocabulary's ${config.llm.vocabSize} words`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
     const img = await loadImage(o.image);
-    fs.mkdirSync(path.dirname(path.resolve(o.out)), { recursive: true });
     const pixels = await preprocessClip(img, clipPreprocessOptions(config));
-    const patches = visualWordsOf(model, tok, pixels, o.topK);
-    // drawn on the view the model saw (padded or centre-cropped to the tower's square), so the cells are its patches
-    await drawVisualWords(img.data, img.width, img.height, patches, config.vision.imageSize / config.vision.patchSize, o.out, { view: { size: config.image.size, mean: config.image.mean, aspect: config.image.aspect } });
-    console.log(JSON.stringify({ image: o.image, picture: o.out, patches }));
+    const table = visualWordTable(model, pixels, o.topK);
     model.dispose();
+    const patches = table.ids.length / table.topK;
+    if (o.picture) {
+      fs.mkdirSync(path.dirname(path.resolve(o.out)), { recursive: true });
+      // the top-1 word of each patch, drawn on the view the model saw (padded or centre-cropped to the tower's square)
+      const top1 = Array.from({ length: patches }, (_, i) => patchWords({ ...table, topK: 1, ids: table.ids.filter((_, j) => j % table.topK === 0), probs: table.probs.filter((_, j) => j % table.topK === 0) }, tok, i));
+      await drawVisualWords(img.data, img.width, img.height, top1, table.grid, o.out, { view: { size: config.image.size, mean: config.image.mean, aspect: config.image.aspect } });
+    }
+    // one JSON object, written a patch at a time: at k near the vocabulary (576 patches x 32000 words) the whole text
+    // is past what one string may hold
+    const v = config.vision;
+    const head = { image: o.image, picture: o.picture ? o.out : null, imageSize: v.imageSize, patchSize: v.patchSize, grid: table.grid, aspect: config.image.aspect, topK: table.topK };
+    await writeOut(JSON.stringify(head).slice(0, -1) + ',"patches":[');
+    for (let i = 0; i < patches; i++) await writeOut((i ? ',' : '') + JSON.stringify(patchWords(table, tok, i)));
+    await writeOut(']}\n');
   });
+
+/** Resolves when stdout fails (its reader went away: EPIPE); writeOut's listener, made at its first call. */
+let stdoutGone: Promise<void> | null = null;
+
+/**
+ * Writes `text` to stdout, waiting while the pipe is full, so that a long output is never all held in memory. A reader
+ * that went away (`| head`) ends the command quietly, as a Unix filter ends.
+ */
+async function writeOut(text: string): Promise<void> {
+  const out = process.stdout;
+  stdoutGone ??= new Promise<void>((resolve) => out.on('error', () => resolve()));
+  if (out.write(text)) return;
+  const gone = await Promise.race([new Promise<boolean>((resolve) => out.once('drain', () => resolve(false))), stdoutGone.then(() => true)]);
+  if (gone) process.exit(0);
+}
 
 /** What merge-adapter and convert read: a checkpoint (and an adapter) written again in a layout. */
 type WriteAsOptions = { pif?: boolean; checkpoint: string; adapter?: string; out: string; format: string; imageTokenIndex?: number; overwriteOutputDir?: boolean; saveDtype?: string; dropVmHead?: boolean };

@@ -42,41 +42,80 @@ function displayToken(token: string): string {
   return text === '' ? token : text;
 }
 
-/** Top-k visual words of every patch of one preprocessed image [3, S, S]. */
-export function visualWordsOf(model: VwLmm, tokenizer: TextTokenizer, pixels: Float32Array, topK = 5): PatchWords[] {
-  const where = 'visualWordsOf';
-  if (typeof (tokenizer as TextTokenizer | null)?.idToToken !== 'function') throw typeError(where, 'tokenizer', 'a TextTokenizer (the checkpoint\'s, to name the words)', tokenizer);
+/**
+ * The top-k visual words of every patch of one image as numbers: `ids` and `probs` [patches, topK] row-major, best
+ * first; patch i is at row floor(i / grid), column i % grid. What visualWordsOf names; at topK near the vocabulary's
+ * size (a heat map of every word) the numbers alone, without an object per word (576 x 32000 of them at LLaVA's sizes).
+ */
+export interface VisualWordTable {
+  /** Patches per side of the tower's square input (image size / patch size). */
+  grid: number;
+  topK: number;
+  ids: Int32Array;
+  probs: Float32Array;
+}
+
+/** The op's names of its inputs, as a user knows them. */
+const OP_INPUTS: [RegExp, string][] = [[/^\[visual_words\] wVm\b/, 'vm_head.weight'], [/^\[visual_words\] x\b/, 'the image features (vm_head\'s input)']];
+
+/** Top-k visual words of every patch of one preprocessed image [3, S, S], as numbers (VisualWordTable). */
+export function visualWordTable(model: VwLmm, pixels: Float32Array, topK = 5): VisualWordTable {
+  return tableOf('visualWordTable', model, pixels, topK);
+}
+
+/** visualWordTable, its errors in the name of the function called (`where`). */
+function tableOf(where: string, model: VwLmm, pixels: Float32Array, topK: number): VisualWordTable {
+  if (model === null || typeof model !== 'object' || typeof model.imageFeatures !== 'function' || typeof model.config !== 'object') throw typeError(where, 'model', 'a VwLmm', model);
   if (!Number.isSafeInteger(topK) || topK < 1 || topK > model.config.llm.vocabSize)
     throw typeError(where, 'topK', `an integer in [1, ${model.config.llm.vocabSize}] (the vocabulary's size)`, topK);
-  if (!model.vm_head) throw new Error('visual words need a vm_head: this checkpoint is a plain LLaVA model (vm_weight 0, no PIF)');
+  if (!model.vm_head) throw new Error(`${where}: visual words need a vm_head: this model is a plain LLaVA (no vm_head)`);
   const v = model.config.vision;
-  const grid = v.imageSize / v.patchSize;
-  if (model.config.selectFeature !== 'patch') throw new Error('visual words are drawn per patch: mm_vision_select_feature must be "patch"');
+  if (model.config.selectFeature !== 'patch') throw new Error(`${where}: visual words are drawn per patch: mm_vision_select_feature must be "patch"`);
   const expected = v.numChannels * v.imageSize * v.imageSize;
   if (!(pixels instanceof Float32Array)) throw typeError(where, 'pixels', `a Float32Array of ${expected} values (${v.numChannels} x ${v.imageSize} x ${v.imageSize}, preprocessClip's)`, pixels);
   if (pixels.length !== expected)
-    throw new RangeError(`visualWordsOf: expected ${expected} pixel values (${v.numChannels} x ${v.imageSize} x ${v.imageSize}) but received ${pixels.length}`);
+    throw new RangeError(`${where}: expected ${expected} pixel values (${v.numChannels} x ${v.imageSize} x ${v.imageSize}) but received ${pixels.length}`);
   // on the host, before the tower: the fused op would refuse the features, naming x rather than the pixels
   for (let i = 0; i < pixels.length; i++) {
-    if (!Number.isFinite(pixels[i])) throw new RangeError(`visualWordsOf: the pixels hold a non-finite value (${pixels[i]}) at index ${i}`);
+    if (!Number.isFinite(pixels[i])) throw new RangeError(`${where}: the pixels hold a non-finite value (${pixels[i]}) at index ${i}`);
   }
-  return noGrad(() =>
+  // typed arrays out of the scope: it walks what it returns for tensors, and an object per word is millions at topK V
+  const { ids, probs } = noGrad(() =>
     scope(() => {
       const x = model.imageFeatures(pixels, 1);
-      const { ids, probs } = fused.visualWords(x, model.vm_head!.weight, { topK });
-      const id = ids.toArray(), pr = probs.toArray();
-      const out: PatchWords[] = [];
-      for (let i = 0; i < x.shape[0]; i++) {
-        const words = [];
-        for (let j = 0; j < topK; j++) {
-          const k = id[i * topK + j], raw = tokenizer.idToToken(k);
-          words.push({ id: k, token: raw ?? `<${k}>`, text: raw === null ? `<${k}>` : displayToken(raw), prob: pr[i * topK + j] });
-        }
-        out.push({ row: Math.floor(i / grid), col: i % grid, words });
+      try {
+        const r = fused.visualWords(x, model.vm_head!.weight, { topK });
+        return { ids: r.ids.toArray() as Int32Array, probs: r.probs.toArray() as Float32Array };
+      } catch (e) {
+        const m = (e as Error).message, named = OP_INPUTS.find(([re]) => re.test(m));
+        if (!named) throw e;
+        const Ctor = e instanceof RangeError ? RangeError : e instanceof TypeError ? TypeError : Error;
+        throw new Ctor(m.replace(named[0], `${where}: ${named[1]}`), { cause: e });
       }
-      return out;
     }),
   );
+  return { grid: v.imageSize / v.patchSize, topK, ids, probs };
+}
+
+/** Patch `i` of a VisualWordTable with its words named by `tokenizer` (visualWordsOf's entries). */
+export function patchWords(table: VisualWordTable, tokenizer: TextTokenizer, i: number): PatchWords {
+  const where = 'patchWords';
+  if (typeof (tokenizer as TextTokenizer | null)?.idToToken !== 'function') throw typeError(where, 'tokenizer', 'a TextTokenizer (the checkpoint\'s, to name the words)', tokenizer);
+  const n = table.ids.length / table.topK;
+  if (!(Number.isSafeInteger(i) && i >= 0 && i < n)) throw typeError(where, 'i', `a patch index in [0, ${n})`, i);
+  const words = [];
+  for (let j = 0; j < table.topK; j++) {
+    const k = table.ids[i * table.topK + j], raw = tokenizer.idToToken(k);
+    words.push({ id: k, token: raw ?? `<${k}>`, text: raw === null ? `<${k}>` : displayToken(raw), prob: table.probs[i * table.topK + j] });
+  }
+  return { row: Math.floor(i / table.grid), col: i % table.grid, words };
+}
+
+/** Top-k visual words of every patch of one preprocessed image [3, S, S], each word named (visualWordTable's). */
+export function visualWordsOf(model: VwLmm, tokenizer: TextTokenizer, pixels: Float32Array, topK = 5): PatchWords[] {
+  if (typeof (tokenizer as TextTokenizer | null)?.idToToken !== 'function') throw typeError('visualWordsOf', 'tokenizer', 'a TextTokenizer (the checkpoint\'s, to name the words)', tokenizer);
+  const table = tableOf('visualWordsOf', model, pixels, topK);
+  return Array.from({ length: table.ids.length / topK }, (_, i) => patchWords(table, tokenizer, i));
 }
 
 const escapeXml = (s: string) => s.replace(/[<>&'"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', "'": '&apos;', '"': '&quot;' })[c]!);
@@ -134,7 +173,8 @@ function pictureFormat(file: string): 'png' | 'jpeg' | 'webp' {
 /**
  * The picture (RGB, width x height) upscaled, with the patch grid and each patch's top-1 word, written to `file` in the
  * format its extension names (.png, .jpg / .jpeg, .webp) atomically: a temporary file in the same folder, renamed.
- * The image must be the square the model saw, or be given with `view` (how the model saw it).
+ * The image must be the square the model saw, or be given with `view` (how the model saw it). `patches` has one entry
+ * per cell of the grid x grid patches (visualWordsOf's), or none: the view alone.
  */
 export async function drawVisualWords(rgb: Uint8Array, width: number, height: number, patches: PatchWords[], grid: number, file: string, options: number | DrawVisualWordsOptions = 8): Promise<void> {
   const where = 'drawVisualWords';
@@ -150,15 +190,25 @@ export async function drawVisualWords(rgb: Uint8Array, width: number, height: nu
   if (!(rgb instanceof Uint8Array) || rgb.length !== width * height * 3)
     throw typeError(where, 'rgb', `a Uint8Array of ${width} x ${height} x 3 = ${width * height * 3} RGB bytes`, rgb);
   if (!Array.isArray(patches)) throw typeError(where, 'patches', 'an array of PatchWords (visualWordsOf)', patches);
+  // every cell once (or none: the view alone): a grid that is not the model's (20 for its 10 x 10 patches) would put
+  // the words in the wrong cells
+  if (patches.length !== grid * grid && patches.length !== 0)
+    throw rangeError(where, `expected ${grid * grid} patches (one per cell of the ${grid} x ${grid} grid: the model's image size / patch size) but received ${patches.length}`);
+  const seen = new Set<number>();
   patches.forEach((p, i) => {
     if (p === null || typeof p !== 'object' || !Array.isArray(p.words) || p.words.length === 0) throw typeError(where, `patches[${i}]`, 'a PatchWords { row, col, words } with one word at least', p);
     if (!(Number.isInteger(p.row) && Number.isInteger(p.col) && p.row >= 0 && p.col >= 0 && p.row < grid && p.col < grid))
       throw rangeError(where, `expected patches[${i}] in the ${grid} x ${grid} grid (row and col in [0, ${grid})) but received row ${p.row}, col ${p.col}`);
+    if (seen.has(p.row * grid + p.col)) throw rangeError(where, `patches[${i}] is a second entry for the cell at row ${p.row}, col ${p.col}`);
+    seen.add(p.row * grid + p.col);
   });
   const format = pictureFormat(file);
   let img: RgbImage = { width, height, data: rgb };
   if (o.view) img = await modelView(img, o.view);
   else if (width !== height) throw new RangeError(`drawVisualWords: a ${width}x${height} image is not the square the model saw, so the grid would not be its patches: give options.view (the checkpoint's image size and aspect)`);
+  // the tower's square is whole patches a side: another size's cells would not be its patches
+  if (img.width % grid !== 0)
+    throw new RangeError(`drawVisualWords: the ${img.width}x${img.height} ${o.view ? 'view (options.view.size)' : 'image'} is not ${grid} whole patches a side (${img.width} / ${grid} = ${(img.width / grid).toFixed(2)}): give the model's image size`);
   const W = img.width * scale, H = img.height * scale, cw = W / grid, ch = H / grid;
   const fontSize = Math.max(8, Math.min(cw / 4, ch / 3));
   const cells = patches.map((p) => {

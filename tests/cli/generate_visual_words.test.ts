@@ -117,4 +117,35 @@ describe('vwlmm generate and visual-words', () => {
     expect(many.status).toBe(2);
     expect(many.stderr).toMatch(/^vwlmm: --top-k 100000 exceeds the vocabulary's \d+ words\n$/);
   });
+
+  it('visual-words: the JSON says the grid it is drawn on; every word (k = V) streamed; --no-picture; never over the image; a plain LLaVA refused before its load', () => {
+    const V = JSON.parse(fs.readFileSync(path.join(fx.init, 'config.json'), 'utf8')).vocab_size as number;
+    const img = path.join(fx.imageFolder, image);
+    const all = cli('visual-words', '--checkpoint', fx.init, '--image', img, '--no-picture', '--top-k', String(V));
+    expect(all.status, all.stderr).toBe(0);
+    const j = JSON.parse(all.stdout);
+    expect({ ...j, patches: j.patches.length }).toEqual({ image: img, picture: null, imageSize: 75, patchSize: 15, grid: 5, aspect: 'square', topK: V, patches: 25 });
+    for (const p of j.patches) {
+      expect(p.words).toHaveLength(V);
+      expect(Math.abs(p.words.reduce((a: number, w: { prob: number }) => a + w.prob, 0) - 1)).toBeLessThan(1e-5);
+    }
+    expect(fs.existsSync('visual_words.png')).toBe(false); // (the CLI runs in the repository's root)
+    expect(cli('visual-words', '--checkpoint', fx.init, '--image', img, '--no-picture', '--out', path.join(dir, 'x.png')).stderr)
+      .toBe('vwlmm: --out names the picture, which --no-picture leaves out: give one of them\n');
+    // the image itself, or a hard link to it, is never the picture
+    const copy = path.join(dir, 'self.png'), link = path.join(dir, 'self-link.png');
+    fs.copyFileSync(img, copy);
+    fs.linkSync(copy, link);
+    const before = fs.readFileSync(copy);
+    for (const out of [copy, link]) {
+      const r = cli('visual-words', '--checkpoint', fx.init, '--image', copy, '--out', out);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toBe(`vwlmm: --out ${out} is the --image ${copy}: the picture would replace the image; give another --out\n`);
+    }
+    expect(fs.readFileSync(copy).equals(before)).toBe(true);
+    const plain = variant(fx.init, path.join(dir, 'plain'), { vm_weight: 0 }); // (its vm_head.weight would be refused by the load)
+    const r = cli('visual-words', '--checkpoint', plain, '--image', img, '--no-picture');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe(`vwlmm: visual words need a vm_head: ${plain} is a plain LLaVA model (no vm_head)\n`);
+  });
 });

@@ -11,7 +11,8 @@ import { TextTokenizer } from '../../src/data/tokenizer';
 import { normalizeRgb, preprocessClip, RgbImage } from '../../src/data/images';
 import { CLIP_MEAN, CLIP_STD } from '../../src/model/config';
 import { VwLmm } from '../../src/model/vwlmm';
-import { drawVisualWords, visualWordsOf } from '../../src/eval/visual_words';
+import { writeParameter } from '../../src/nn/module';
+import { drawVisualWords, patchWords, visualWordsOf, visualWordTable } from '../../src/eval/visual_words';
 import { asInput, backends, tensor } from '../support/backends';
 import { llamaBpeJson } from '../support/tokenizer_json';
 import { tempDirs } from '../support/tmp';
@@ -109,6 +110,48 @@ describe('visual words', () => {
     expect(() => visualWordsOf(model, tokenizer, bad, 2)).toThrow('visualWordsOf: the pixels hold a non-finite value (NaN) at index 42');
     expect(() => visualWordsOf(model, tokenizer, pixels.subarray(1), 2)).toThrow('visualWordsOf: expected 16875 pixel values (3 x 75 x 75) but received 16874');
     model.dispose();
+  });
+
+  it('visualWordTable: the numbers visualWordsOf names, without an object per word; a non-finite vm_head named as such', async () => {
+    const tokenizer = new TextTokenizer(llamaBpeJson(['▁red', '▁circle']));
+    const V = tokenizer.vocabSize;
+    const model = VwLmm.create(tinyConfig(V), 5);
+    const pixels = await preprocessClip(pattern(75, 75), { size: 75 });
+    const table = visualWordTable(model, pixels, V);
+    expect([table.grid, table.topK, table.ids.length, table.probs.length]).toEqual([5, V, 25 * V, 25 * V]);
+    expect(table.ids).toBeInstanceOf(Int32Array);
+    const named = visualWordsOf(model, tokenizer, pixels, V);
+    named.forEach((p, i) => expect(patchWords(table, tokenizer, i), `patch ${i}`).toEqual(p));
+    for (let i = 0; i < 25; i++) {
+      const row = table.probs.subarray(i * V, (i + 1) * V);
+      expect(Math.abs(row.reduce((a, q) => a + q, 0) - 1)).toBeLessThan(1e-5);
+      expect(new Set(table.ids.subarray(i * V, (i + 1) * V)).size).toBe(V);
+    }
+    expect(() => patchWords(table, tokenizer, 25)).toThrow('patchWords: expected a patch index in [0, 25) for i but received 25');
+    expect(() => visualWordTable(model, pixels, V + 1)).toThrow(`visualWordTable: expected an integer in [1, ${V}] (the vocabulary's size) for topK but received ${V + 1}`);
+    // the op's own name for vm_head (wVm) was what the error said
+    const w = model.vm_head!.weight.toArray() as Float32Array;
+    w[7] = NaN;
+    writeParameter('test', 'vm_head.weight', model.vm_head!.weight, { dtype: 'float32', shape: [...model.vm_head!.weight.shape], data: w });
+    expect(() => visualWordsOf(model, tokenizer, pixels, 2)).toThrow(/^visualWordsOf: vm_head\.weight contains a non-finite value \(nan\) at flat index 7/);
+    model.dispose();
+    const plain = VwLmm.create(tinyConfig(V, 0), 5);
+    expect(() => visualWordsOf(plain, tokenizer, pixels, 2)).toThrow('visualWordsOf: visual words need a vm_head: this model is a plain LLaVA (no vm_head)');
+    plain.dispose();
+  });
+
+  it("drawVisualWords refuses a grid that is not the patches': another count, a cell twice, a view that is not whole patches", async () => {
+    const dir = tmp(), img = pattern(75, 75), file = path.join(dir, 'g.png');
+    const cells = (grid: number) => Array.from({ length: grid * grid }, (_, i) => ({ row: Math.floor(i / grid), col: i % grid, words: [{ token: 'a', text: 'a', id: 0, prob: 1 }] }));
+    await expect(drawVisualWords(img.data, 75, 75, cells(5), 10, file)).rejects.toThrow("drawVisualWords: expected 100 patches (one per cell of the 10 x 10 grid: the model's image size / patch size) but received 25");
+    const twice = cells(5);
+    twice[3] = { ...twice[3], row: 0, col: 0 };
+    await expect(drawVisualWords(img.data, 75, 75, twice, 5, file)).rejects.toThrow('drawVisualWords: patches[3] is a second entry for the cell at row 0, col 0');
+    await expect(drawVisualWords(img.data, 75, 75, cells(4), 4, file)).rejects.toThrow('drawVisualWords: the 75x75 image is not 4 whole patches a side (75 / 4 = 18.75)');
+    await expect(drawVisualWords(pattern(60, 40).data, 60, 40, cells(5), 5, file, { view: { size: 61, aspect: 'pad' } })).rejects.toThrow('drawVisualWords: the 61x61 view (options.view.size) is not 5 whole patches a side');
+    expect(fs.existsSync(file)).toBe(false);
+    await drawVisualWords(img.data, 75, 75, cells(5), 5, file, 1);
+    expect((await rgbOf(file)).width).toBe(75);
   });
 
   // A probability was exp(z - lse) with lse = m + log(sum): at |m| ~ 1e30 that sum rounds to m in double, so three
