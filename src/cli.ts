@@ -358,7 +358,13 @@ function markStopSaid(): void {
  * training the Trainer's own handler listens too, and this one leaves the signal to it (a checkpoint at the step's end).
  * Rank 0 speaks for a data-parallel run its launcher signalled as a whole.
  */
-function exitOnStopSignals(stopCodes: { STOP_SIGNALS: readonly string[]; exitCodeFor: (s: string) => number }, env: { rank: number; worldSize: number }): void {
+/**
+ * What a --resume of this run would continue, once the run owns its --out (an old run's checkpoint removed, or a resume
+ * checked): exitOnStopSignals names the resume command where it holds (the demo stopped in its final evaluation).
+ */
+let stopResumable: (() => boolean) | null = null;
+
+function exitOnStopSignals(stopCodes: { STOP_SIGNALS: readonly string[]; exitCodeFor: (s: string) => number }, env: { rank: number; worldSize: number; launcher: string | null }): void {
   for (const sig of stopCodes.STOP_SIGNALS) {
     process.on(sig, () => {
       if (process.listenerCount(sig) > 1) return;
@@ -366,6 +372,7 @@ function exitOnStopSignals(stopCodes: { STOP_SIGNALS: readonly string[]; exitCod
       // a signal to one rank) each says it, with its rank
       if (env.rank === 0 || !process.env.VWLMM_LAUNCHER_ARGS) {
         process.stderr.write(`\nvwlmm: ${env.worldSize > 1 ? `rank ${env.rank} of ${env.worldSize}: ` : ''}${sig}: stopped outside the training steps (no checkpoint written now; an earlier one stays as it was)\n`);
+        if (env.rank === 0 && stopResumable?.()) process.stderr.write(`vwlmm: resume with: ${resumeCommand(env)}\n`);
         if (env.rank === 0) markStopSaid();
       }
       // a rank leaves with 1, a failure: 130 / 143 tell a launcher that every rank stops at one step by itself (a
@@ -759,6 +766,9 @@ program.command('demo').description("generate Sort-of-CLEVR, train a small VW-LM
     if (env.rank === 0) await lockOutput('--out', o.out, 'demo'); // rank 0 alone writes --out
     refuseRun(); // under the lock: no other run writes it meanwhile
     if (o.overwriteOutputDir && env.rank === 0) (await import('./demo')).removeDemoRun(o.out);
+    // from here --out is this run's: a stop outside the steps (the final evaluation) names the resume where one holds
+    // (a checkpoint, or the data set that stage 0 runs again on)
+    stopResumable = () => resolveCheckpointDir(path.join(o.out, 'vw', 'checkpoint')) !== null || fs.existsSync(path.join(o.out, 'data', 'meta.json'));
     const { TrainingInterrupted } = await import('./train');
     const { runDemo } = await import('./demo');
     try {
@@ -922,6 +932,8 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
       const problem = checkpointTargetProblem(ckpt);
       if (problem) fail(`--out ${o.out}: the run saves its checkpoint to ${ckpt}, but ${problem}`);
     }
+    // from here --out is this run's: a stop outside the steps (after the last save) names the resume where one holds
+    stopResumable = () => resolveCheckpointDir(path.join(o.out, 'checkpoint')) !== null;
     const { trainOnFile, readTrainerState, TrainingInterrupted, plotMetrics, Progress, describeSkipped } = await import('./train');
     const { defaultComputeDtype } = await import('./index');
     if (residualDtype === 'bfloat16' && (dtype ?? defaultComputeDtype(spec)) !== 'bfloat16')
@@ -986,7 +998,7 @@ program.command('train').description('train a checkpoint on a LLaVA-format file 
     const seen = state.globalStep * o.batchSize * o.gradAccum * (group?.worldSize ?? 1);
     // a resume of a run that had already finished trains nothing: said so, not as "trained N steps in 0 s"
     if (resume && resume.state.globalStep === state.globalStep) console.log(`the run in ${o.out} was already complete at global step ${state.globalStep}: nothing to train (its checkpoint ${path.join(o.out, 'checkpoint')} is unchanged)`);
-    else console.log(`trained ${state.globalStep} step${state.globalStep === 1 ? '' : 's'}${since} on ${seen} samples (${+(seen / data.samples.length).toFixed(2)} epochs of the ${data.samples.length}) in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${data.truncated} samples cut to the model max length, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
+    else console.log(`trained ${state.globalStep} step${state.globalStep === 1 ? '' : 's'}${since} on ${seen} samples (${epochsShown(seen / data.samples.length)} epochs of the ${data.samples.length}) in ${((Date.now() - t0) / 1000).toFixed(0)} s; skipped ${data.skipped.length} records, ${data.mismatches} tokenization mismatches, ${data.truncated} samples cut to the model max length, ${state.skippedSteps ?? 0} steps with a non-finite loss or gradient${nonFiniteSteps !== (state.skippedSteps ?? 0) ? ` (${nonFiniteSteps} in this run)` : ''}; checkpoint ${path.join(o.out, 'checkpoint')}`);
     // where each record stands (ids need not be unique), and its id
     const at = (r: { id?: string; line?: number; index?: number }) =>
       `${r.line !== undefined ? `${o.data}:${r.line}` : r.index !== undefined ? `${o.data}[${r.index}]` : 'record'}${r.id !== undefined ? ` (record '${r.id}')` : ''}`;
@@ -1345,6 +1357,11 @@ program.command('visual-words').description('top-k visual words of every patch (
     for (let i = 0; i < patches; i++) await writeOut((i ? ',' : '') + JSON.stringify(patchWords(table, tok, i)));
     await writeOut(']}\n');
   });
+
+/** A share of epochs as the train summary says it: 2 decimals, or 2 significant digits below 0.01 (not "0 epochs"). */
+function epochsShown(epochs: number): number {
+  return epochs >= 0.01 || epochs === 0 ? +epochs.toFixed(2) : +epochs.toPrecision(2);
+}
 
 /** Resolves when stdout fails (its reader went away: EPIPE); writeOut's listener, made at its first call. */
 let stdoutGone: Promise<void> | null = null;

@@ -983,6 +983,8 @@ export class Trainer {
 
   /** Whether a non-finite step has had the model's weights checked (once a run). */
   private weightsChecked = false;
+  /** Updates applied since this Trainer was made: weights found non-finite after one may be its doing, not the input's. */
+  private updatesApplied = 0;
 
   /** The names of the model's parameters that hold a NaN or an infinity (one reduction and read each). */
   private nonFiniteWeights(): string[] {
@@ -1462,7 +1464,9 @@ export class Trainer {
       if (!this.weightsChecked) {
         this.weightsChecked = true;
         const held = this.nonFiniteWeights();
-        if (held.length > 0) b.detail += `; the model's weights hold non-finite values (${held.slice(0, 3).join(', ')}${held.length > 3 ? `, and ${held.length - 3} more` : ''}): no step can train them away (check the checkpoint the run started from)`;
+        const why = this.updatesApplied === 0 ? 'check the checkpoint the run started from'
+          : `they came in so, or one of this run's ${this.updatesApplied} update${this.updatesApplied > 1 ? 's' : ''} made them so (a learning rate too large?): check the checkpoint the run started from, then the learning rate`;
+        if (held.length > 0) b.detail += `; the model's weights hold non-finite values (${held.slice(0, 3).join(', ')}${held.length > 3 ? `, and ${held.length - 3} more` : ''}): no step can train them away (${why})`;
       }
       const record = {
         type: 'nonfinite', stage: s.name, step: state.step + 1, steps: total, globalStep: state.globalStep + 1, what: b.what, detail: b.detail,
@@ -1486,6 +1490,7 @@ export class Trainer {
     const maxNorm = s.maxGradNorm ?? 1.0;
     const factor = maxNorm > 0 ? maxNorm / (gradNorm + 1e-6) : 1;
     opt.step({ gradScale: factor < 1 ? factor : 1 });
+    this.updatesApplied++;
     addTokens(stepTokens);
     if (!replay || replay.afterStep(params)) zeroGrad(params);
     state.step++;

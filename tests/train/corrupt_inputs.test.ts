@@ -260,8 +260,11 @@ describe('broken data files', () => {
     ck.model.dispose();
     const r = cli('train', '--init', nan, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'nan-run'), '--steps', '2', '--batch-size', '2');
     expect(r.status, r.stderr).toBe(1);
-    expect(r.stderr).toContain("the model's weights hold non-finite values (lm_head.weight): no step can train them away");
+    expect(r.stderr).toContain("the model's weights hold non-finite values (lm_head.weight): no step can train them away (check the checkpoint the run started from)");
     expect(r.stderr).toContain('vwlmm: every step of this run (2) had a non-finite loss or gradient and was skipped: the weights were not updated');
+    // finite weights that an update of this run broke (a learning rate of 1e38): the message does not blame the input alone
+    const blown = cli('train', '--init', fx.init, '--data', fx.data, '--image-folder', fx.imageFolder, '--out', path.join(dir, 'blown'), '--steps', '3', '--batch-size', '2', '--lr', '1e38', '--warmup-ratio', '0', '--max-grad-norm', '0');
+    expect(blown.stderr).toMatch(/no step can train them away \(they came in so, or one of this run's \d+ updates? made them so \(a learning rate too large\?\): check the checkpoint the run started from, then the learning rate\)/);
   });
 
   it('vwlmm train names every record it leaves out by where it stands, tokenization mismatches too', () => {

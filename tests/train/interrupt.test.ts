@@ -129,6 +129,7 @@ describe('vwlmm CLI interruption', () => {
     expect(res.code, res.stderr).toBe(130);
     expect(res.stderr).toMatch(/vwlmm: SIGINT: (stopped outside the training steps|stopping after the current step)/);
     expect(res.stderr).not.toMatch(/\n\s+at /);
+    expect(res.stderr).not.toContain('resume with'); // (nothing was saved to resume)
     expect(fs.existsSync(lock)).toBe(false);
   });
 
@@ -158,6 +159,15 @@ describe('vwlmm CLI interruption', () => {
       resumeArgs = m![1].split(' ').slice(1); // the printed command (no quoting needed for these paths)
       expect(resumeArgs).toEqual([...args(out), '--resume']);
     }
+    // a stop while the resume prepares its data (outside the steps) names the resume too: the checkpoint is the run's
+    const lock = path.join(out, '.vwlmm.lock');
+    const early = cliAsync(...resumeArgs);
+    const stopped = finished(early);
+    for (let i = 0; i < 600 && !fs.existsSync(lock); i++) await new Promise((r) => setTimeout(r, 25));
+    early.kill('SIGINT');
+    const e = await stopped;
+    expect(e.code, e.stderr).toBe(130);
+    expect(e.stderr).toContain(`resume with: vwlmm ${resumeArgs.join(' ')}\n`);
     const fin = cli(...resumeArgs);
     expect(fin.status, fin.stderr).toBe(0);
     // the steps of this process said apart from the run's (the time is theirs)
