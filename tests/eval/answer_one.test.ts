@@ -81,12 +81,12 @@ describe('drawVisualWords checks its arguments', () => {
     const dir = tmp();
     const rgb = new Uint8Array(75 * 75 * 3).fill(128);
     const file = path.join(dir, 'w.png');
-    const patches = [{ row: 0, col: 0, words: [{ token: 'red', text: 'red', id: 3, prob: 0.5 }] }];
+    const patches = Array.from({ length: 25 }, (_, i) => ({ row: Math.floor(i / 5), col: i % 5, words: [{ token: 'red', text: 'red', id: 3, prob: 0.5 }] }));
     await expect(drawVisualWords(rgb, 75, 75, patches, 5, file, { scal: 2 } as never)).rejects.toThrow(/^drawVisualWords: unknown option 'scal'( \(did you mean 'scale'\?\))?; known: scale, view/);
     for (const scale of [0, -2, NaN, 1.5])
       await expect(drawVisualWords(rgb, 75, 75, patches, 5, file, scale), String(scale)).rejects.toThrow(`drawVisualWords: expected an integer >= 1 (picture pixels per image pixel) for scale but received ${scale} (number)`);
     await expect(drawVisualWords(rgb, 75, 75, patches, 0, file)).rejects.toThrow('drawVisualWords: expected an integer >= 1 (patches per side: image size / patch size) for grid but received 0 (number)');
-    await expect(drawVisualWords(rgb, 75, 75, [{ ...patches[0], row: 5 }], 5, file)).rejects.toThrow('drawVisualWords: expected patches[0] in the 5 x 5 grid (row and col in [0, 5)) but received row 5, col 0');
+    await expect(drawVisualWords(rgb, 75, 75, [{ ...patches[0], row: 5 }, ...patches.slice(1)], 5, file)).rejects.toThrow('drawVisualWords: expected patches[0] in the 5 x 5 grid (row and col in [0, 5)) but received row 5, col 0');
     await expect(drawVisualWords(rgb.subarray(3), 75, 75, patches, 5, file)).rejects.toThrow(/^drawVisualWords: expected a Uint8Array of 75 x 75 x 3 = 16875 RGB bytes for rgb but received Uint8Array\(16872\)/);
     await expect(drawVisualWords(rgb, 75, 75, patches, 5, file, { view: { size: 75, aspect: 'pad', means: [0.5, 0.5, 0.5] } as never })).rejects.toThrow(/^drawVisualWords: unknown key of view 'means'( \(did you mean 'mean'\?\))?; known: size, mean, aspect/);
     expect(fs.existsSync(file)).toBe(false); // nothing written
