@@ -1306,27 +1306,37 @@ program.command('generate').description('answer a prompt about an image with a c
 
 program.command('visual-words').description('top-k visual words of every patch (JSON on stdout) and a picture with the top-1 word on each patch')
   .requiredOption('--checkpoint <dir>', 'checkpoint directory')
-  .requiredOption('--image <file>', 'image file')
+  .requiredOption('--image <files...>', 'image file(s): the model is loaded once for all; one JSON line each, in order')
   .option('--top-k <k>', 'words per patch (up to the vocabulary: every word, for a map of one word over the image)', int('--top-k', 1), 5)
-  .option('--out <file>', 'where to write the picture (.png, .jpg, .jpeg or .webp), on the image as the model saw it', 'visual_words.png')
+  .option('--out <path>', 'where to write the picture (.png, .jpg, .jpeg or .webp), on the image as the model saw it; for several images a folder, each picture named after its image (<name>.png)', 'visual_words.png')
   .option('--no-picture', 'the JSON alone, no picture')
   .option('--device <d>', DEVICE_HELP, 'cpu')
   .option('--adapter <dir>', 'a LoRA adapter (PEFT format) to apply on the checkpoint')
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)
-  .action(async (o: { pif?: boolean; checkpoint: string; image: string; topK: number; out: string; picture: boolean; device: string; adapter?: string }, cmd: Command) => {
+  .action(async (o: { pif?: boolean; checkpoint: string; image: string[]; topK: number; out: string; picture: boolean; device: string; adapter?: string }, cmd: Command) => {
     existing(o.checkpoint, 'checkpoint', 'dir');
-    existing(o.image, 'image', 'file');
-    if (!o.picture && cmd.getOptionValueSource('out') === 'cli') fail('--out names the picture, which --no-picture leaves out: give one of them');
+    for (const f of o.image) existing(f, 'image', 'file');
+    const outGiven = cmd.getOptionValueSource('out') === 'cli';
+    if (!o.picture && outGiven) fail('--out names the picture, which --no-picture leaves out: give one of them');
+    // each image's picture: --out itself for one image, else <--out>/<the image's name>.png
+    const many = o.image.length > 1;
+    if (many && o.picture && !outGiven) fail(`--out: ${o.image.length} images draw ${o.image.length} pictures: give --out a folder to write them in (or --no-picture)`);
+    const pictures = !o.picture ? [] : !many ? [o.out] : o.image.map((f) => path.join(o.out, `${path.parse(f).name}.png`));
     if (o.picture) {
-      // the picture's format and folder, before any work (drawVisualWords checks them again); never over the image
+      if (many) outputFolder('--out', o.out);
+      const twice = pictures.find((p, i) => pictures.indexOf(p) !== i);
+      if (twice) fail(`--out: two images are named ${path.basename(twice, '.png')} (${o.image.filter((_, i) => pictures[i] === twice).join(', ')}): their pictures would be one file; draw them in two calls`);
+      // the picture's format and folder, before any work (drawVisualWords checks them again); never over an image
       const ext = path.extname(o.out);
-      if (!['.png', '.jpg', '.jpeg', '.webp'].includes(ext.toLowerCase())) fail(`--out ${o.out}: ${ext ? `unknown picture format '${ext}'` : 'no extension'} (give .png, .jpg, .jpeg or .webp)`);
-      outputFile('--out', o.out);
-      if (fs.existsSync(o.out)) {
-        const [a, b] = [fs.statSync(o.out), fs.statSync(o.image)];
-        if (a.dev === b.dev && a.ino === b.ino) fail(`--out ${o.out} is the --image ${o.image}: the picture would replace the image; give another --out`);
-      }
+      if (!many && !['.png', '.jpg', '.jpeg', '.webp'].includes(ext.toLowerCase())) fail(`--out ${o.out}: ${ext ? `unknown picture format '${ext}'` : 'no extension'} (give .png, .jpg, .jpeg or .webp)`);
+      if (!many) outputFile('--out', o.out);
+      const images = o.image.map((f) => fs.statSync(f));
+      pictures.forEach((p) => {
+        if (!fs.existsSync(p)) return;
+        const a = fs.statSync(p), hit = images.findIndex((b) => a.dev === b.dev && a.ino === b.ino);
+        if (hit >= 0) fail(`${many ? `--out ${o.out}: the picture ${p}` : `--out ${p}`} is the --image ${o.image[hit]}: the picture would replace the image; give another --out`);
+      });
     }
     const { loadImage, preprocessClip } = await import('./data');
     const { clipPreprocessOptions, checkpointConfig, hasVmHead } = await import('./model');
@@ -1338,24 +1348,26 @@ program.command('visual-words').description('top-k visual words of every patch (
     const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, 'float32', o.pif);
     if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
     const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
-    const img = await loadImage(o.image);
-    const pixels = await preprocessClip(img, clipPreprocessOptions(config));
-    const table = visualWordTable(model, pixels, o.topK);
-    model.dispose();
-    const patches = table.ids.length / table.topK;
-    if (o.picture) {
-      fs.mkdirSync(path.dirname(path.resolve(o.out)), { recursive: true });
-      // the top-1 word of each patch, drawn on the view the model saw (padded or centre-cropped to the tower's square)
-      const top1 = Array.from({ length: patches }, (_, i) => patchWords({ ...table, topK: 1, ids: table.ids.filter((_, j) => j % table.topK === 0), probs: table.probs.filter((_, j) => j % table.topK === 0) }, tok, i));
-      await drawVisualWords(img.data, img.width, img.height, top1, table.grid, o.out, { view: { size: config.image.size, mean: config.image.mean, aspect: config.image.aspect } });
-    }
-    // one JSON object, written a patch at a time: at k near the vocabulary (576 patches x 32000 words) the whole text
-    // is past what one string may hold
     const v = config.vision;
-    const head = { image: o.image, picture: o.picture ? o.out : null, imageSize: v.imageSize, patchSize: v.patchSize, grid: table.grid, aspect: config.image.aspect, topK: table.topK };
-    await writeOut(JSON.stringify(head).slice(0, -1) + ',"patches":[');
-    for (let i = 0; i < patches; i++) await writeOut((i ? ',' : '') + JSON.stringify(patchWords(table, tok, i)));
-    await writeOut(']}\n');
+    for (const [n, file] of o.image.entries()) {
+      const img = await loadImage(file);
+      const table = visualWordTable(model, await preprocessClip(img, clipPreprocessOptions(config)), o.topK);
+      const patches = table.ids.length / table.topK;
+      const picture = o.picture ? pictures[n] : null;
+      if (picture) {
+        fs.mkdirSync(path.dirname(path.resolve(picture)), { recursive: true });
+        // the top-1 word of each patch, drawn on the view the model saw (padded or centre-cropped to the tower's square)
+        const top1 = { ...table, topK: 1, ids: table.ids.filter((_, j) => j % table.topK === 0), probs: table.probs.filter((_, j) => j % table.topK === 0) };
+        await drawVisualWords(img.data, img.width, img.height, Array.from({ length: patches }, (_, i) => patchWords(top1, tok, i)), table.grid, picture, { view: { size: config.image.size, mean: config.image.mean, aspect: config.image.aspect } });
+      }
+      // one JSON object a line, written a patch at a time: at k near the vocabulary (576 patches x 32000 words) the
+      // whole text is past what one string may hold
+      const head = { image: file, picture, imageSize: v.imageSize, patchSize: v.patchSize, grid: table.grid, aspect: config.image.aspect, topK: table.topK };
+      await writeOut(JSON.stringify(head).slice(0, -1) + ',"patches":[');
+      for (let i = 0; i < patches; i++) await writeOut((i ? ',' : '') + JSON.stringify(patchWords(table, tok, i)));
+      await writeOut(']}\n');
+    }
+    model.dispose();
   });
 
 /** A share of epochs as the train summary says it: 2 decimals, or 2 significant digits below 0.01 (not "0 epochs"). */

@@ -143,6 +143,22 @@ describe('vwlmm generate and visual-words', () => {
       expect(r.stderr).toBe(`vwlmm: --out ${out} is the --image ${copy}: the picture would replace the image; give another --out\n`);
     }
     expect(fs.readFileSync(copy).equals(before)).toBe(true);
+    // several images: one load, a JSON line each in order, the pictures in the --out folder after their images' names
+    const second = path.join(dir, 'second.png');
+    fs.copyFileSync(img, second);
+    const pics = path.join(dir, 'pics');
+    const both = cli('visual-words', '--checkpoint', fx.init, '--image', img, second, '--out', pics, '--top-k', '3');
+    expect(both.status, both.stderr).toBe(0);
+    const lines = both.stdout.trimEnd().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => [l.image, l.picture, l.patches.length])).toEqual([[img, path.join(pics, `${path.parse(img).name}.png`), 25], [second, path.join(pics, 'second.png'), 25]]);
+    expect(lines[1].patches).toEqual(lines[0].patches); // the same pixels
+    for (const l of lines) expect(fs.statSync(l.picture).size).toBeGreaterThan(100);
+    expect(cli('visual-words', '--checkpoint', fx.init, '--image', img, second).stderr).toBe('vwlmm: --out: 2 images draw 2 pictures: give --out a folder to write them in (or --no-picture)\n');
+    const same = path.join(dir, 'again');
+    fs.mkdirSync(same);
+    fs.copyFileSync(img, path.join(same, path.basename(img)));
+    expect(cli('visual-words', '--checkpoint', fx.init, '--image', img, path.join(same, path.basename(img)), '--out', pics).stderr)
+      .toBe(`vwlmm: --out: two images are named ${path.parse(img).name} (${img}, ${path.join(same, path.basename(img))}): their pictures would be one file; draw them in two calls\n`);
     const plain = variant(fx.init, path.join(dir, 'plain'), { vm_weight: 0 }); // (its vm_head.weight would be refused by the load)
     const r = cli('visual-words', '--checkpoint', plain, '--image', img, '--no-picture');
     expect(r.status).toBe(2);
