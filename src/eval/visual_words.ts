@@ -212,9 +212,11 @@ export async function drawVisualWords(rgb: Uint8Array, width: number, height: nu
   const W = img.width * scale, H = img.height * scale, cw = W / grid, ch = H / grid;
   const fontSize = Math.max(8, Math.min(cw / 4, ch / 3));
   const cells = patches.map((p) => {
-    const x = p.col * cw, y = p.row * ch, w = p.words[0];
+    const x = p.col * cw, y = p.row * ch, w = p.words[0], text = w.text ?? w.token;
+    // a long word in a smaller font, to stay in its cell (DejaVu Sans: about 0.6 em a character), down to 6 px
+    const size = Math.max(6, Math.min(fontSize, (0.92 * cw) / (0.6 * Math.max(1, [...text].length))));
     return `<rect x="${x}" y="${y}" width="${cw}" height="${ch}" fill="none" stroke="#000" stroke-opacity="0.35"/>` +
-      `<text x="${x + cw / 2}" y="${y + ch / 2}" font-size="${fontSize}" font-family="DejaVu Sans, sans-serif" text-anchor="middle" dominant-baseline="middle" fill="#000" stroke="#fff" stroke-width="${fontSize / 6}" paint-order="stroke">${escapeXml(w.text ?? w.token)}</text>`;
+      `<text x="${x + cw / 2}" y="${y + ch / 2}" font-size="${size}" font-family="DejaVu Sans, sans-serif" text-anchor="middle" dominant-baseline="middle" fill="#000" stroke="#fff" stroke-width="${size / 6}" paint-order="stroke">${escapeXml(text)}</text>`;
   }).join('');
   const svg = Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">${cells}</svg>`);
   const picture = sharp(Buffer.from(img.data), { raw: { width: img.width, height: img.height, channels: 3 } })
