@@ -110,6 +110,15 @@ function existing(p: string, what: string, kind: 'file' | 'dir' | 'path'): strin
   return p;
 }
 
+/**
+ * --checkpoint: a folder, or a checkpoint a save killed between its two renames left as <dir>.old-* (loadCheckpoint
+ * reads that one, and a run folder's error names <run>/checkpoint in that case).
+ */
+async function existingCheckpoint(p: string): Promise<string> {
+  if (!fs.existsSync(p) && (await import('./model')).resolveCheckpointDir(p) !== null) return p;
+  return existing(p, 'checkpoint', 'dir');
+}
+
 /** p absolute, with the symbolic links of the part that exists resolved: two spellings of one folder compare equal. */
 function realPathOf(p: string): string {
   let head = path.resolve(p);
@@ -429,14 +438,15 @@ function readTrainArgs(dir: string): { init?: string } | null {
 }
 
 /**
- * The command line that continues this run: the same arguments plus --resume. A rank started by `--nproc-per-node`
+ * The command line that continues this run: the same arguments plus --resume, less --overwrite-output-dir (which starts
+ * a run over: train and demo refuse the two together). A rank started by `--nproc-per-node`
  * gives its launcher's (VWLMM_LAUNCHER_ARGS: with --nproc-per-node N, which its own lacks); one started by mpirun by
  * hand, the mpirun in front.
  */
 function resumeCommand(env: { launcher: string | null; worldSize: number }): string {
   const q = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
   const prefix = !process.env.VWLMM_LAUNCHER_ARGS && env.launcher === 'mpirun' ? ['mpirun', '-np', String(env.worldSize)] : [];
-  return [...prefix, 'vwlmm', ...commandArgs().filter((a) => a !== '--resume'), '--resume'].map(q).join(' ');
+  return [...prefix, 'vwlmm', ...commandArgs().filter((a) => a !== '--resume' && a !== '--overwrite-output-dir'), '--resume'].map(q).join(' ');
 }
 
 /**
@@ -1037,7 +1047,7 @@ program.command('answer').description("answer a LLaVA question file (model_vqa_l
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)
   .action(async (o: { pif?: boolean; checkpoint: string; questions: string; imageFolder: string; answers: string; convMode?: string; numChunks: number; chunkIdx: number; maxNewTokens: number; batchSize: number; strict?: boolean; device: string; adapter?: string; dtype?: string; format: string; singlePredPrompt?: boolean; lang: string; allRounds?: boolean }) => {
-    existing(o.checkpoint, 'checkpoint', 'dir');
+    await existingCheckpoint(o.checkpoint);
     existing(o.questions, 'questions', 'file');
     if (o.format !== 'vqa_loader' && o.format !== 'science' && o.format !== 'mmbench') fail(`--format must be vqa_loader, science or mmbench, got ${o.format}`);
     if (o.lang !== 'en' && o.lang !== 'cn') fail(`--lang must be en or cn, got ${o.lang}`);
@@ -1245,7 +1255,7 @@ program.command('eval').description('exact-match (or VQA soft) accuracy of a che
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)
   .action(async (o: { pif?: boolean; checkpoint: string; data: string; imageFolder: string; answers?: string; limit?: number; maxNewTokens: number; strict?: boolean; json?: boolean; device: string; adapter?: string; dtype?: string }) => {
-    existing(o.checkpoint, 'checkpoint', 'dir');
+    await existingCheckpoint(o.checkpoint);
     existing(o.data, 'data file', 'file');
     existing(o.imageFolder, 'image folder', 'dir');
     if (o.answers && fs.existsSync(o.answers) && !fs.statSync(o.answers).isFile()) fail(`answers ${o.answers} is not a file`);
@@ -1280,7 +1290,7 @@ program.command('generate').description('answer a prompt about an image with a c
   .option('--no-pif', NO_PIF_HELP)
   .option('--json', "print one JSON object: the prompt, its token ids (the image as LLaVA's placeholder -200, once), the ids generated (without the EOS that ends them) and the text")
   .action(async (o: { pif?: boolean; convMode?: string; checkpoint: string; prompt: string; image?: string; maxNewTokens: number; temperature: number; topP: number; topK: number; seed: number; device: string; adapter?: string; dtype?: string; json?: boolean }, cmd: Command) => {
-    existing(o.checkpoint, 'checkpoint', 'dir');
+    await existingCheckpoint(o.checkpoint);
     if (o.image) existing(o.image, 'image', 'file');
     if (o.topP <= 0 || o.topP > 1) fail('--top-p must be in (0, 1]');
     if (o.temperature < 0) fail('--temperature must be >= 0');
@@ -1315,7 +1325,7 @@ program.command('visual-words').description('top-k visual words of every patch (
   .option('--pif', PIF_HELP)
   .option('--no-pif', NO_PIF_HELP)
   .action(async (o: { pif?: boolean; checkpoint: string; image: string[]; topK: number; out: string; picture: boolean; device: string; adapter?: string }, cmd: Command) => {
-    existing(o.checkpoint, 'checkpoint', 'dir');
+    await existingCheckpoint(o.checkpoint);
     for (const f of o.image) existing(f, 'image', 'file');
     const outGiven = cmd.getOptionValueSource('out') === 'cli';
     if (!o.picture && outGiven) fail('--out names the picture, which --no-picture leaves out: give one of them');
@@ -1342,12 +1352,12 @@ program.command('visual-words').description('top-k visual words of every patch (
     const { clipPreprocessOptions, checkpointConfig, hasVmHead } = await import('./model');
     const { visualWordTable, patchWords, drawVisualWords } = await import('./eval');
     // what the model is, before a load of minutes (7B): a plain LLaVA has no visual words, and k its vocabulary at most
-    const kind = checkpointConfig(o.checkpoint, { pif: o.pif }).config;
+    const { config: kind, tokenizerPath } = checkpointConfig(o.checkpoint, { pif: o.pif });
     if (!hasVmHead(kind)) fail(`visual words need a vm_head: ${o.checkpoint} is a plain LLaVA model (no vm_head)`);
     if (o.topK > kind.llm.vocabSize) fail(`--top-k ${o.topK} exceeds the vocabulary's ${kind.llm.vocabSize} words`);
-    const { model, config, tokenizerPath } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, 'float32', o.pif);
-    if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer.json`);
-    const tok = await openTokenizer(tokenizerPath, config.llm.vocabSize);
+    if (!tokenizerPath) fail(`checkpoint ${o.checkpoint} has no tokenizer (tokenizer.json or tokenizer.model) to name the words`);
+    const tok = await openTokenizer(tokenizerPath, kind.llm.vocabSize);
+    const { model, config } = await loadWithAdapter(o.checkpoint, o.device, o.adapter, 'float32', o.pif);
     const v = config.vision;
     for (const [n, file] of o.image.entries()) {
       const img = await loadImage(file);
@@ -1367,6 +1377,7 @@ program.command('visual-words').description('top-k visual words of every patch (
       for (let i = 0; i < patches; i++) await writeOut((i ? ',' : '') + JSON.stringify(patchWords(table, tok, i)));
       await writeOut(']}\n');
     }
+    await writeOut(null);
     model.dispose();
   });
 
@@ -1375,19 +1386,35 @@ function epochsShown(epochs: number): number {
   return epochs >= 0.01 || epochs === 0 ? +epochs.toFixed(2) : +epochs.toPrecision(2);
 }
 
-/** Resolves when stdout fails (its reader went away: EPIPE); writeOut's listener, made at its first call. */
-let stdoutGone: Promise<void> | null = null;
+/** stdout's error once it failed (its reader went away: EPIPE; a full disk): writeOut's listener, made at its first call. */
+let stdoutError: NodeJS.ErrnoException | null = null;
+let stdoutWatched = false;
 
 /**
  * Writes `text` to stdout, waiting while the pipe is full, so that a long output is never all held in memory. A reader
- * that went away (`| head`) ends the command quietly, as a Unix filter ends.
+ * that went away (`| head`: EPIPE) ends the command quietly, as a Unix filter ends; another failure (ENOSPC) is an
+ * error, never a cut-off output and exit 0. `text` null: the output is complete (its last write's error is awaited).
  */
-async function writeOut(text: string): Promise<void> {
+async function writeOut(text: string | null): Promise<void> {
   const out = process.stdout;
-  stdoutGone ??= new Promise<void>((resolve) => out.on('error', () => resolve()));
-  if (out.write(text)) return;
-  const gone = await Promise.race([new Promise<boolean>((resolve) => out.once('drain', () => resolve(false))), stdoutGone.then(() => true)]);
-  if (gone) process.exit(0);
+  if (!stdoutWatched) {
+    stdoutWatched = true;
+    out.on('error', (e: NodeJS.ErrnoException) => (stdoutError ??= e));
+  }
+  if (text !== null && !stdoutError && !out.write(text))
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        out.off('drain', done).off('error', done);
+        resolve();
+      };
+      out.on('drain', done).on('error', done);
+    });
+  // a failed write's error comes on a later tick
+  if (text === null) await new Promise((resolve) => setImmediate(resolve));
+  if (stdoutError === null) return;
+  if (stdoutError.code === 'EPIPE') process.exit(0);
+  process.stderr.write(`vwlmm: cannot write the output: ${stdoutError.message}\n`);
+  process.exit(1);
 }
 
 /** What merge-adapter and convert read: a checkpoint (and an adapter) written again in a layout. */
@@ -1398,7 +1425,7 @@ type WriteAsOptions = { pif?: boolean; checkpoint: string; adapter?: string; out
  * adapters merged into the weights (merge-adapter refuses a model without them).
  */
 async function writeCheckpointAs(command: 'merge-adapter' | 'convert', o: WriteAsOptions): Promise<void> {
-  existing(o.checkpoint, 'checkpoint', 'dir');
+  await existingCheckpoint(o.checkpoint);
   if (o.format !== 'vwlmm' && o.format !== 'transformers') fail(`--format must be vwlmm or transformers, got '${o.format}'`);
   if (o.imageTokenIndex !== undefined && o.format !== 'transformers') fail('--image-token-index is for --format transformers');
   const saveDtype = await computeDtypeOf(o.saveDtype, '--save-dtype');

@@ -480,10 +480,14 @@ export class Tensor {
     return this.freedWith ?? 'has been disposed';
   }
 
-  /** dispose(), with what whyFreed says of it then ("has been disposed with its module: ...", "was freed by autograd ..."). */
+  /**
+   * dispose(), with what whyFreed says of it then ("has been disposed with its module: ...", "was freed by autograd
+   * ..."); a tensor freed already keeps the first reason (a module disposed after resize's consume freed its weights).
+   */
   disposeWith(why: string): void {
+    const first = !this.disposed;
     this.dispose();
-    this.freedWith = why;
+    if (first) this.freedWith = why;
   }
 
   /**

@@ -663,6 +663,9 @@ function openCheckpoint(where: string, dir: string, pif: boolean | undefined): C
     visionConfig = readJson(path.join(towerDir, 'config.json'));
   }
   const config = withConfigFile(dir, () => modelKind(dir, json, configFromJson(json, visionConfig), names, pif));
+  const loraKey = [...names].find((k) => /\.lora_[AB]\.weight$/.test(k));
+  if (loraKey && loraEntryOf(dir, json) === null)
+    throw new Error(`checkpoint: ${dir} holds LoRA tensors (${loraKey}, ...) but its config.json has no lora entry saying how to apply them`);
   return { layout: 'llava', dir, json, config, names, towerDir };
 }
 
@@ -708,12 +711,8 @@ export function loadCheckpoint(dir: string, opts: LoadOptions = {}): { model: Vw
   // linearDtype), each tensor converted as it streams in, so the model never exists in float32
   const model = withConfigFile(dir, () => VwLmm.create(config, opts.seed ?? 0, { device: opts.device, uninitialized: true, linearDtype: opts.weightDtype }));
   try {
-    const loraKeys = [...names].filter((k) => /\.lora_[AB]\.weight$/.test(k));
     const lora = loraEntryOf(dir, json);
     if (lora) withConfigFile(dir, () => applyLora(model, lora));
-    else if (loraKeys.length) {
-      throw new Error(`checkpoint: ${dir} holds LoRA tensors (${loraKeys[0]}, ...) but its config.json has no lora entry saying how to apply them`);
-    }
     // Every parameter must be present, and every tensor must have a place in the model (as transformers reports
     // unexpected keys), except the buffers real checkpoints carry that hold nothing (harmlessTensor) and a separate
     // CLIP directory's text side. Only the tensors that go into the model are read, each shape checked first.

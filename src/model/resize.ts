@@ -20,16 +20,16 @@ const VOCABULARY_ROWS = new Set(['model.embed_tokens.weight', 'lm_head.weight'])
 function rebuilt(where: string, model: VwLmm, config: VwLmmConfig, opts: ReshapeOptions, rows: (name: string, data: Float32Array, shape: number[]) => Float32Array): VwLmm {
   const consume = opts.consume === true;
   const linearDtype = model.lm_head.weight.dtype === 'bfloat16' ? 'bfloat16' : 'float32';
-  let out: VwLmm | null = null;
+  // (made before anything is freed: a model too large to make leaves the old one whole)
+  const out = VwLmm.create(config, 0, { device: model.device, uninitialized: true, linearDtype });
   try {
-    out = VwLmm.create(config, 0, { device: model.device, uninitialized: true, linearDtype });
     const old = model.namedParameters();
     for (const [name, p] of out.namedParameters()) {
       const src = old.get(name)!;
       const shape = [...src.shape];
       const data = src.toArray() as Float32Array;
       if (consume) {
-        src.disposeWith(`was moved by ${where}({ consume: true }) into the model it returned: its parameter '${name}' (the old model was used after it)`);
+        src.disposeWith(`was freed by ${where}({ consume: true }), which frees the old model as it copies it: its parameter '${name}' (the old model was used after it)`);
         // the caching allocator would keep the freed block while the new model's (allocated up front) fills: back to
         // the system now, or the peak is two models again
         addonFor(model.device, where).releaseCache();
@@ -37,7 +37,7 @@ function rebuilt(where: string, model: VwLmm, config: VwLmmConfig, opts: Reshape
       writeParameter(where, name, p, { dtype: 'float32', shape: [...p.shape], data: rows(name, data, shape) });
     }
   } catch (e) {
-    out?.dispose();
+    out.dispose();
     if (consume) freeRest(model, `was freed by ${where}({ consume: true }), which failed`);
     throw e;
   }
@@ -53,8 +53,8 @@ function freeRest(model: VwLmm, why: string): void {
 /** Options of resizeTokenEmbeddings and dropVmHead. */
 export interface ReshapeOptions {
   /**
-   * Free `model` as its weights are copied (disposed when the call returns, or when the copy fails; arguments refused
-   * leave it as it was): the peak is one model
+   * Free `model` as its weights are copied (disposed when the call returns, or when the copy fails; arguments refused,
+   * or a new model too large to make, leave it as it was): the peak is one model
    * and one parameter, not two models (a 7B convert). Default false: `model` is left as it was.
    */
   consume?: boolean;

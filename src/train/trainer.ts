@@ -983,7 +983,7 @@ export class Trainer {
 
   /** Whether a non-finite step has had the model's weights checked (once a run). */
   private weightsChecked = false;
-  /** Updates applied since this Trainer was made: weights found non-finite after one may be its doing, not the input's. */
+  /** Updates the run has applied (a resumed run's before it too): weights found non-finite after one may be its doing. */
   private updatesApplied = 0;
 
   /** The names of the model's parameters that hold a NaN or an infinity (one reduction and read each). */
@@ -1126,6 +1126,7 @@ export class Trainer {
     if (!resume && this.opts.autoResume) resume = this.loadLatest() ?? undefined;
     const state: TrainerState = resume ? { ...resume.state } : { stage: 0, step: 0, globalStep: 0, seed: this.opts.seed };
     state.skippedSteps ??= 0;
+    this.updatesApplied = state.globalStep - state.skippedSteps;
     delete state.stages;
     delete state.stageSteps;
     delete state.sampleOrder;

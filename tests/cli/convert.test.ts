@@ -125,6 +125,13 @@ describe('vwlmm convert', () => {
     expect(cli('convert', '--checkpoint', path.join(dir, 'hf'), '--out', path.join(dir, 'p'), '--format', 'vwlmm', '--drop-vm-head').stderr)
       .toBe(`vwlmm: --drop-vm-head: ${path.join(dir, 'hf')} has no vm_head (a plain LLaVA)\n`);
     expect(fs.existsSync(path.join(dir, 'p'))).toBe(false);
+    // a save killed between its two renames left only <dir>.old-*: --checkpoint <dir> reads it, as loadCheckpoint does
+    const run = path.join(dir, 'run');
+    fs.mkdirSync(run);
+    fs.cpSync(path.join(dir, 'vw'), path.join(run, 'checkpoint.old-000001000000000-1-0'), { recursive: true });
+    const fromOld = cli('convert', '--checkpoint', path.join(run, 'checkpoint'), '--out', path.join(dir, 'from-old'), '--format', 'vwlmm');
+    expect(fromOld.status, fromOld.stderr).toBe(0);
+    expect(cli('convert', '--checkpoint', path.join(dir, 'nowhere'), '--out', path.join(dir, 'x'), '--format', 'vwlmm').stderr).toBe(`vwlmm: checkpoint ${path.join(dir, 'nowhere')} does not exist\n`);
     // --format is required: a layout is what convert is for
     expect(cli('convert', '--checkpoint', path.join(dir, 'vw'), '--out', path.join(dir, 'x')).stderr).toMatch(/required option '--format <f>' not specified/);
   });

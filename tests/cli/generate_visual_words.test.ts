@@ -2,6 +2,7 @@
 // it is, conv_plain's "<image>\nQ\n" with the plain template) and prints the answer stripped; --top-k; a prompt holding
 // "<image>" is an error. `vwlmm visual-words` draws on the view the model saw and names a bad --out before any work.
 import * as fs from 'fs';
+import { spawnSync } from 'child_process';
 import * as path from 'path';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -130,6 +131,14 @@ describe('vwlmm generate and visual-words', () => {
       expect(Math.abs(p.words.reduce((a: number, w: { prob: number }) => a + w.prob, 0) - 1)).toBeLessThan(1e-5);
     }
     expect(fs.existsSync('visual_words.png')).toBe(false); // (the CLI runs in the repository's root)
+    // an output that cannot be written is an error, never a cut-off JSON and exit 0; a reader that left ends it quietly
+    if (fs.existsSync('/dev/full')) {
+      const full = fs.openSync('/dev/full', 'w');
+      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', '..', 'src', 'cli.ts'), 'visual-words', '--checkpoint', fx.init, '--image', img, '--no-picture'], { encoding: 'utf8', cwd: path.join(__dirname, '..', '..'), stdio: ['ignore', full, 'pipe'] });
+      fs.closeSync(full);
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stderr).toMatch(/^vwlmm: cannot write the output: ENOSPC: no space left on device/);
+    }
     expect(cli('visual-words', '--checkpoint', fx.init, '--image', img, '--no-picture', '--out', path.join(dir, 'x.png')).stderr)
       .toBe('vwlmm: --out names the picture, which --no-picture leaves out: give one of them\n');
     // the image itself, or a hard link to it, is never the picture

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { autocast, cudaAvailable, F, Generator, memoryStats, nn, noGrad, profileOps, scope, Tensor } from '../../src';
 import { HostTensor, readSafetensors, writeSafetensors } from '../../src/io/safetensors';
 import { applyLora, loadLoraAdapter, loraConfigOf, loraParameters, mergeLora, removeLora, saveLoraAdapter } from '../../src/model/lora';
-import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
+import { checkpointConfig, loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint';
 import { VwLmm } from '../../src/model/vwlmm';
 import { Trainer } from '../../src/train/trainer';
 import { tinyConfig, tinyData } from '../train/support/tiny';
@@ -350,7 +350,7 @@ describe('LoRA', () => {
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
     delete cfg.lora;
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
-    expect(() => loadCheckpoint(dir)).toThrow(/holds LoRA tensors \(.*lora_[AB].weight, ...\) but its config.json has no lora entry/);
+    for (const f of [loadCheckpoint, checkpointConfig]) expect(() => f(dir)).toThrow(/holds LoRA tensors \(.*lora_[AB].weight, ...\) but its config.json has no lora entry/);
     expect(() => new Trainer(VwLmm.create(tinyConfig(tokenizer.vocabSize), 2), [{ name: 'x', size: 6, makeBatch, steps: 1, batchSize: 2, lr: 1e-3, trainable: { lora: true } }], { seed: 1 }).run()).toThrow(/trainable.lora is set but the model has no LoRA adapters/);
     model.dispose();
     loaded.model.dispose();

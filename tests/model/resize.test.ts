@@ -82,7 +82,9 @@ describe('{ consume: true }', () => {
     const plain = dropVmHead(model, { consume: true });
     expect(logitsOf(plain, batch)).toEqual(logitsOf(keep, batch));
     for (const p of model.parameters()) expect(p.disposed).toBe(true);
-    expect(() => model.lm_head.weight.toArray()).toThrow("was moved by dropVmHead({ consume: true }) into the model it returned: its parameter 'lm_head.weight'");
+    expect(() => model.lm_head.weight.toArray()).toThrow("was freed by dropVmHead({ consume: true }), which frees the old model as it copies it: its parameter 'lm_head.weight'");
+    model.dispose(); // (a caller's dispose after it keeps the first reason)
+    expect(() => model.lm_head.weight.toArray()).toThrow('was freed by dropVmHead({ consume: true })');
     expect(() => model.vm_head!.weight.toArray()).toThrow("was left out by dropVmHead({ consume: true }): the model it returned has no such parameter (its parameter 'vm_head.weight'");
     const grown = resizeTokenEmbeddings(plain, 64, { consume: true });
     expect(logitsOf(grown, batch).subarray(0, 40)).toEqual(logitsOf(keep, batch).subarray(0, 40));
@@ -90,6 +92,9 @@ describe('{ consume: true }', () => {
     // an argument refused before anything is copied: the model is still the caller's
     expect(() => resizeTokenEmbeddings(grown, 63, { consume: true })).toThrow('resizeTokenEmbeddings: vocabSize 63 is less');
     for (const bad of [{ consume: 1 }, { consum: true }, null]) expect(() => resizeTokenEmbeddings(grown, 128, bad as never)).toThrow(/^resizeTokenEmbeddings: /);
+    expect(grown.parameters().some((p) => p.disposed)).toBe(false);
+    // a new model too large to make: refused before anything is freed
+    expect(() => resizeTokenEmbeddings(grown, 2 ** 31, { consume: true })).toThrow(/^VwLmm\.create: /);
     expect(grown.parameters().some((p) => p.disposed)).toBe(false);
     for (const m of [grown, keep]) m.dispose();
   });
