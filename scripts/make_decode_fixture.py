@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""tests/fixtures/decode/: 16-bit images and what Pillow's convert('RGB') makes of them, the reference of loadImage's
-8-bit reduction (src/data/images.ts; tests/data/images.test.ts). LLaVA's loaders open every image with
+"""tests/fixtures/decode/: images that decoders read differently and what Pillow's convert('RGB') makes of them, the
+reference of loadImage (src/data/images.ts; tests/data/images.test.ts). LLaVA's loaders open every image with
 Image.open(f).convert('RGB'): a 16-bit greyscale PNG or TIFF is Pillow's mode I;16, whose values are clipped to 255;
-16-bit RGB, RGBA and grey+alpha PNGs are read from each sample's high byte.
+16-bit RGB, RGBA and grey+alpha PNGs are read from each sample's high byte; an embedded ICC profile is ignored (no
+colour management); a CMYK JPEG goes through Pillow's own cmyk2rgb formula.
 
   python3 scripts/make_decode_fixture.py   # Pillow, numpy (the local package index); deterministic
 
 - <name>.png / .tif: 9 x 7 images whose first samples are the edge values (0, 1, 127, 128, 255, 256, 257, 32767,
   32768, 32896, 65279, 65280, 65534, 65535), the rest random; the PNGs written by hand (big-endian samples), so that
   the bit depth and colour type are the ones named.
+- grey_icc22.png, rgb_icc.png, rgb_icc.jpg: 8-bit images with a hand-made ICC profile (gamma 2.2; Adobe RGB-like
+  primaries for RGB), which a colour-managed decoder would apply; cmyk.jpg: Pillow's own CMYK JPEG of a random image.
 - cases.json: each file, its Pillow mode, and the offset of Pillow's convert('RGB') bytes (H x W x 3) in rgb.bin.
 """
 import json
@@ -39,6 +42,33 @@ def png16(path, a, colour_type, trns=None):
         f.write(b'\x89PNG\r\n\x1a\n' + b''.join(chunks) + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
 
 
+def icc_profile(colour_space):
+    """A minimal ICC v2 display profile: gamma-2.2 curves, D50 white; RGB with Adobe RGB-like (D50) primaries."""
+    def xyz(x, y, z):
+        return b'XYZ ' + b'\0' * 4 + b''.join(struct.pack('>i', int(round(v * 65536))) for v in (x, y, z))
+    text = b'test\0'
+    desc = b'desc' + b'\0' * 4 + struct.pack('>I', len(text)) + text + b'\0' * 8 + b'\0' * 3 + b'\0' * 67
+    curve = b'curv' + b'\0' * 4 + struct.pack('>I', 1) + struct.pack('>H', int(2.2 * 256)) + b'\0\0'
+    tags = [(b'desc', desc), (b'wtpt', xyz(0.9642, 1.0, 0.8249)), (b'cprt', b'text' + b'\0' * 4 + b'none\0' + b'\0' * 3)]
+    if colour_space == b'RGB ':
+        tags += [(b'rXYZ', xyz(0.6097, 0.3111, 0.0195)), (b'gXYZ', xyz(0.2053, 0.6257, 0.0609)), (b'bXYZ', xyz(0.1492, 0.0632, 0.7446)),
+                 (b'rTRC', curve), (b'gTRC', curve), (b'bTRC', curve)]
+    else:
+        tags += [(b'kTRC', curve)]
+    start = 128 + 4 + 12 * len(tags)
+    table, body = b'', b''
+    for sig, data in tags:
+        while (start + len(body)) % 4:
+            body += b'\0'
+        table += sig + struct.pack('>II', start + len(body), len(data))
+        body += data
+    header = (struct.pack('>I', start + len(body)) + b'lcms' + struct.pack('>I', 0x02100000) + b'mntr' + colour_space + b'XYZ '
+              + b'\0' * 12 + b'acsp' + b'\0' * 24 + struct.pack('>I', 0) + struct.pack('>iii', int(0.9642 * 65536), 65536, int(0.8249 * 65536))
+              + b'\0' * 48)
+    assert len(header) == 128
+    return header + struct.pack('>I', len(tags)) + table + body
+
+
 def samples(channels):
     a = rng.integers(0, 65536, size=(7, 9, channels), dtype=np.uint16)
     a.reshape(-1)[:len(EDGES)] = EDGES
@@ -53,6 +83,12 @@ def main():
         files.append(name + '.png')
     Image.open(os.path.join(OUT, 'grey16.png')).save(os.path.join(OUT, 'grey16.tif'))
     files.append('grey16.tif')
+    rgb8 = rng.integers(0, 256, size=(13, 17, 3), dtype=np.uint8)
+    Image.fromarray(rgb8[..., 0]).save(os.path.join(OUT, 'grey_icc22.png'), icc_profile=icc_profile(b'GRAY'))
+    Image.fromarray(rgb8).save(os.path.join(OUT, 'rgb_icc.png'), icc_profile=icc_profile(b'RGB '))
+    Image.fromarray(rgb8).save(os.path.join(OUT, 'rgb_icc.jpg'), icc_profile=icc_profile(b'RGB '), quality=95)
+    Image.fromarray(rgb8).convert('CMYK').save(os.path.join(OUT, 'cmyk.jpg'), quality=95)
+    files += ['grey_icc22.png', 'rgb_icc.png', 'rgb_icc.jpg', 'cmyk.jpg']
     cases, blob = [], bytearray()
     for f in files:
         im = Image.open(os.path.join(OUT, f))

@@ -3,7 +3,9 @@
 // loadImage decodes PNG / JPEG / WebP (anything libvips reads; the first frame of animations) to 8-bit RGB:
 // greyscale is replicated to three channels, alpha is dropped without compositing (PIL's convert('RGB')),
 // 16-bit images are reduced to 8 bits as Pillow reduces them (the high byte; a 16-bit greyscale PNG or TIFF, Pillow's
-// mode I;16, clipped to 255), EXIF orientation is NOT applied (PIL does not either).
+// mode I;16, clipped to 255), an embedded colour profile is ignored and a CMYK JPEG converted by Pillow's formula (as
+// PIL's convert('RGB'), which does no colour management), EXIF orientation is NOT applied (PIL does not either).
+// Not matched: a 16-bit TIFF that is MinIsWhite (libvips inverts it, Pillow does not) or signed (Pillow clips it at 0).
 //
 // preprocessClip follows CLIPImageProcessor as LLaVA uses it, the aspect named as LLaVA's image_aspect_ratio:
 //   'pad'         LLaVA expand2square first: paste the image on a max(w, h) square of the mean colour
@@ -167,7 +169,10 @@ export async function decodeImage(bytes: Uint8Array, name = '<buffer>'): Promise
   if (bytes.length === 0) throw new Error(`loadImage: cannot decode '${name}': the file is empty`);
   try {
     if (await isPillowI16(bytes)) return await decodeI16(bytes);
-    const { data, info } = await sharp()(bytes, { failOn: 'error' })
+    if (jpegComponents(bytes) === 4) return await decodeCmyk(bytes);
+    // ignoreIcc: Pillow's convert('RGB') ignores an embedded profile (a greyscale PNG with a gamma-2.2 profile moved by
+    // up to 9 levels through libvips' colour management)
+    const { data, info } = await sharp()(bytes, { failOn: 'error', ignoreIcc: true })
       .removeAlpha()
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
@@ -206,6 +211,49 @@ async function decodeI16(bytes: Uint8Array): Promise<RgbImage> {
   for (let i = 0; i < n; i++) {
     const v = Math.min(255, values[i]);
     out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = v;
+  }
+  return { width: info.width, height: info.height, data: out };
+}
+
+/** The number of components of a JPEG's frame (its SOF marker's Nf: 4 for CMYK / YCCK), or null for another file. */
+function jpegComponents(bytes: Uint8Array): number | null {
+  if (bytes.length < 4 || bytes[0] !== 0xff || bytes[1] !== 0xd8) return null;
+  let i = 2;
+  while (i + 4 <= bytes.length) {
+    if (bytes[i] !== 0xff) return null;
+    const m = bytes[i + 1];
+    if (m === 0xff) {
+      i++; // fill byte
+      continue;
+    }
+    if (m === 0x01 || (m >= 0xd0 && m <= 0xd8)) {
+      i += 2; // markers without a length
+      continue;
+    }
+    // SOF0..SOF15, not DHT (c4), JPG (c8) or DAC (cc): FF Cn, length, precision, height, width, components
+    if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) return i + 9 < bytes.length ? bytes[i + 9] : null;
+    if (m === 0xda) return null; // scan data before a frame header
+    i += 2 + ((bytes[i + 2] << 8) | bytes[i + 3]);
+  }
+  return null;
+}
+
+/**
+ * A CMYK JPEG as Pillow's convert('RGB') gives it: the CMYK samples as decoded (libvips reads an Adobe file's inverted
+ * ones as Pillow does), then Pillow's cmyk2rgb without colour management, each channel (255 - K) - C (255 - K) / 255
+ * in its rounding; libvips' own CMYK conversion (a CMYK profile) was up to 117 levels away.
+ */
+async function decodeCmyk(bytes: Uint8Array): Promise<RgbImage> {
+  const { data, info } = await sharp()(bytes, { failOn: 'error', ignoreIcc: true }).pipelineColourspace('cmyk').toColourspace('cmyk').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  const n = info.width * info.height;
+  if (info.channels !== 4 || data.length !== n * 4) throw new Error(`unexpected decoded layout (${info.width}x${info.height}x${info.channels}, CMYK)`);
+  const out = new Uint8Array(n * 3);
+  for (let p = 0; p < n; p++) {
+    const nk = 255 - data[4 * p + 3];
+    for (let c = 0; c < 3; c++) {
+      const t = data[4 * p + c] * nk + 128; // Pillow's MULDIV255
+      out[3 * p + c] = Math.max(0, Math.min(255, nk - (((t >> 8) + t) >> 8)));
+    }
   }
   return { width: info.width, height: info.height, data: out };
 }
