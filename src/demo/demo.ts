@@ -317,6 +317,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult | null> {
       log('ablation: the same run with vmWeight 0 (plain LLaVA objective), from the same stage-0 tower');
       const a = await oneRun(ablationRecipe(recipe), path.join(o.outDir, 'llava'), dataDir, tokenizer, log, o.quiet, !!o.resume, o.device, o.dtype, main.tower ?? undefined, group, o.replay, writer, o.reportTo);
       a.model.dispose();
+      // its curve beside VW-LMM's (no visual words: no vm_head)
+      await plotMetrics(path.join(o.outDir, 'llava', 'metrics.jsonl'), path.join(o.outDir, 'llava', 'loss_curve.png'), `LLaVA (vmWeight 0) on Sort-of-CLEVR (seed ${o.seed})`);
       ablation = a.result!;
     }
     const seconds = (Date.now() - t0) / 1000;
