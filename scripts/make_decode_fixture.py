@@ -10,6 +10,8 @@ colour management); a CMYK JPEG goes through Pillow's own cmyk2rgb formula.
 - <name>.png / .tif: 9 x 7 images whose first samples are the edge values (0, 1, 127, 128, 255, 256, 257, 32767,
   32768, 32896, 65279, 65280, 65534, 65535), the rest random; the PNGs written by hand (big-endian samples), so that
   the bit depth and colour type are the ones named.
+- grey16_miniswhite.tif, signed16_le.tif, signed16_be.tif: single-channel 16-bit TIFFs written by hand, MinIsWhite
+  (Pillow reads the values uninverted) and signed (Pillow's mode I, clipped at 0 too).
 - grey_icc22.png, rgb_icc.png, rgb_icc.jpg: 8-bit images with a hand-made ICC profile (gamma 2.2; Adobe RGB-like
   primaries for RGB), which a colour-managed decoder would apply; cmyk.jpg: Pillow's own CMYK JPEG of a random image.
 - cases.json: each file, its Pillow mode, and the offset of Pillow's convert('RGB') bytes (H x W x 3) in rgb.bin.
@@ -40,6 +42,21 @@ def png16(path, a, colour_type, trns=None):
         chunks.append(chunk(b'tRNS', struct.pack('>H', trns)))
     with open(path, 'wb') as f:
         f.write(b'\x89PNG\r\n\x1a\n' + b''.join(chunks) + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+
+
+def tiff16(path, a, byte_order, photometric, sample_format):
+    """A one-strip, uncompressed single-channel 16-bit TIFF written by hand (photometric 0: MinIsWhite; format 2: signed)."""
+    h, w = a.shape
+    data = a.astype(byte_order + ('i2' if sample_format == 2 else 'u2')).tobytes()
+    entries = [(256, 3, w), (257, 3, h), (258, 3, 16), (259, 3, 1), (262, 3, photometric), (273, 4, 0), (277, 3, 1),
+               (278, 3, h), (279, 4, len(data)), (339, 3, sample_format)]
+    data_offset = 8 + 2 + 12 * len(entries) + 4
+    ifd = struct.pack(byte_order + 'H', len(entries))
+    for tag, kind, value in entries:
+        value = data_offset if tag == 273 else value
+        ifd += struct.pack(byte_order + 'HHIHH', tag, kind, 1, value, 0) if kind == 3 else struct.pack(byte_order + 'HHII', tag, kind, 1, value)
+    with open(path, 'wb') as f:
+        f.write((b'II*\0' if byte_order == '<' else b'MM\0*') + struct.pack(byte_order + 'I', 8) + ifd + struct.pack(byte_order + 'I', 0) + data)
 
 
 def icc_profile(colour_space):
@@ -89,6 +106,14 @@ def main():
     Image.fromarray(rgb8).save(os.path.join(OUT, 'rgb_icc.jpg'), icc_profile=icc_profile(b'RGB '), quality=95)
     Image.fromarray(rgb8).convert('CMYK').save(os.path.join(OUT, 'cmyk.jpg'), quality=95)
     files += ['grey_icc22.png', 'rgb_icc.png', 'rgb_icc.jpg', 'cmyk.jpg']
+    grey = samples(1)[..., 0]
+    grey.reshape(-1)[14:40] = rng.integers(0, 300, 26)  # values around 255, where Pillow's clip shows
+    tiff16(os.path.join(OUT, 'grey16_miniswhite.tif'), grey, '<', 0, 1)  # (Pillow does not open a big-endian one)
+    signed = (grey.astype(np.int32) - 32768).astype(np.int16)
+    signed.reshape(-1)[14:40] = rng.integers(-300, 300, 26)
+    for byte_order, name in (('<', 'le'), ('>', 'be')):
+        tiff16(os.path.join(OUT, f'signed16_{name}.tif'), signed, byte_order, 1, 2)
+    files += ['grey16_miniswhite.tif', 'signed16_le.tif', 'signed16_be.tif']
     cases, blob = [], bytearray()
     for f in files:
         im = Image.open(os.path.join(OUT, f))

@@ -3,9 +3,8 @@
 // loadImage decodes PNG / JPEG / WebP (anything libvips reads; the first frame of animations) to 8-bit RGB:
 // greyscale is replicated to three channels, alpha is dropped without compositing (PIL's convert('RGB')),
 // 16-bit images are reduced to 8 bits as Pillow reduces them (the high byte; a 16-bit greyscale PNG or TIFF, Pillow's
-// mode I;16, clipped to 255), an embedded colour profile is ignored and a CMYK JPEG converted by Pillow's formula (as
+// mode I;16, clipped to 0..255, a MinIsWhite TIFF not inverted), an embedded colour profile is ignored and a CMYK JPEG converted by Pillow's formula (as
 // PIL's convert('RGB'), which does no colour management), EXIF orientation is NOT applied (PIL does not either).
-// Not matched: a 16-bit TIFF that is MinIsWhite (libvips inverts it, Pillow does not) or signed (Pillow clips it at 0).
 //
 // preprocessClip follows CLIPImageProcessor as LLaVA uses it, the aspect named as LLaVA's image_aspect_ratio:
 //   'pad'         LLaVA expand2square first: paste the image on a max(w, h) square of the mean colour
@@ -168,7 +167,8 @@ function whyNotDecoded(msg: string): string {
 export async function decodeImage(bytes: Uint8Array, name = '<buffer>'): Promise<RgbImage> {
   if (bytes.length === 0) throw new Error(`loadImage: cannot decode '${name}': the file is empty`);
   try {
-    if (await isPillowI16(bytes)) return await decodeI16(bytes);
+    const i16 = pillowI16(bytes);
+    if (i16) return await decodeI16(bytes, i16.invert);
     if (jpegComponents(bytes) === 4) return await decodeCmyk(bytes);
     // ignoreIcc: Pillow's convert('RGB') ignores an embedded profile (a greyscale PNG with a gamma-2.2 profile moved by
     // up to 9 levels through libvips' colour management)
@@ -188,28 +188,53 @@ export async function decodeImage(bytes: Uint8Array, name = '<buffer>'): Promise
 
 /**
  * A 16-bit greyscale PNG (colour type 0, with or without a tRNS colour) or single-channel TIFF: Pillow opens it as mode
- * I;16, and its convert('RGB') clips each value to 255 (LLaVA's loaders see 0..255 of 0..65535 as themselves, all else
- * white), where libvips keeps the high byte. 16-bit RGB, RGBA and grey+alpha PNGs Pillow opens as 8-bit modes from the
- * high byte, as libvips does.
+ * I;16 (a signed TIFF as mode I), and its convert('RGB') clips each value to 0..255 (LLaVA's loaders see 0..255 of
+ * 0..65535 as themselves, all else white), where libvips keeps the high byte. Pillow reads a MinIsWhite TIFF's values
+ * as they are, where libvips inverts them (`invert`). 16-bit RGB, RGBA and grey+alpha PNGs Pillow opens as 8-bit modes
+ * from the high byte, as libvips does. null: another image.
  */
-async function isPillowI16(bytes: Uint8Array): Promise<boolean> {
+function pillowI16(bytes: Uint8Array): { invert: boolean } | null {
   const png = bytes.length >= 26 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47 && String.fromCharCode(...bytes.subarray(12, 16)) === 'IHDR';
-  if (png) return bytes[24] === 16 && bytes[25] === 0; // IHDR: bit depth, colour type
-  const tiff = bytes.length >= 4 && ((bytes[0] === 0x49 && bytes[1] === 0x49 && bytes[2] === 0x2a) || (bytes[0] === 0x4d && bytes[1] === 0x4d && bytes[3] === 0x2a));
-  if (!tiff) return false;
-  const m = await sharp()(bytes, { failOn: 'error' }).metadata();
-  return m.channels === 1 && m.depth === 'ushort';
+  if (png) return bytes[24] === 16 && bytes[25] === 0 ? { invert: false } : null; // IHDR: bit depth, colour type
+  const tags = tiffTags(bytes);
+  if (!tags || (tags.get(277) ?? 1) !== 1 || tags.get(258) !== 16) return null; // samples per pixel, bits per sample
+  const signed = tags.get(339) === 2; // sample format
+  return { invert: tags.get(262) === 0 && !signed }; // photometric 0: MinIsWhite
 }
 
-/** isPillowI16's image as Pillow's convert('RGB') gives it: each 16-bit value clipped to 255, replicated to RGB. */
-async function decodeI16(bytes: Uint8Array): Promise<RgbImage> {
-  const { data, info } = await sharp()(bytes, { failOn: 'error' }).removeAlpha().toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
+/**
+ * The first IFD's single-valued SHORT / LONG tags of a (classic, not Big) TIFF, by tag number; null for another file.
+ * A tag with several values (bits per sample of three channels) is left out.
+ */
+function tiffTags(bytes: Uint8Array): Map<number, number> | null {
+  if (bytes.length < 8) return null;
+  const le = bytes[0] === 0x49 && bytes[1] === 0x49 && bytes[2] === 0x2a && bytes[3] === 0;
+  if (!le && !(bytes[0] === 0x4d && bytes[1] === 0x4d && bytes[2] === 0 && bytes[3] === 0x2a)) return null;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const ifd = view.getUint32(4, le);
+  if (ifd + 2 > bytes.length) return null;
+  const tags = new Map<number, number>();
+  for (let k = 0, n = view.getUint16(ifd, le); k < n && ifd + 2 + 12 * (k + 1) <= bytes.length; k++) {
+    const e = ifd + 2 + 12 * k, type = view.getUint16(e + 2, le);
+    if (view.getUint32(e + 4, le) !== 1) continue;
+    if (type === 3) tags.set(view.getUint16(e, le), view.getUint16(e + 8, le));
+    else if (type === 4) tags.set(view.getUint16(e, le), view.getUint32(e + 8, le));
+  }
+  return tags;
+}
+
+/**
+ * pillowI16's image as Pillow's convert('RGB') gives it: each 16-bit value (a MinIsWhite TIFF's uninverted; a signed
+ * one's negatives 0, as libvips casts them) clipped to 255, replicated to RGB.
+ */
+async function decodeI16(bytes: Uint8Array, invert: boolean): Promise<RgbImage> {
+  const { data, info } = await sharp()(bytes, { failOn: 'error', ignoreIcc: true }).removeAlpha().toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
   const n = info.width * info.height;
   if (info.channels !== 1 || data.length !== n * 2) throw new Error(`unexpected decoded layout (${info.width}x${info.height}x${info.channels}, 16-bit)`);
   const values = new Uint16Array(Uint8Array.from(data).buffer); // libvips' raw samples, in the machine's byte order
   const out = new Uint8Array(n * 3);
   for (let i = 0; i < n; i++) {
-    const v = Math.min(255, values[i]);
+    const v = Math.min(255, invert ? 65535 - values[i] : values[i]);
     out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = v;
   }
   return { width: info.width, height: info.height, data: out };

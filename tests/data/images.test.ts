@@ -96,11 +96,11 @@ describe('loadImage', () => {
     expect(Math.max(...Array.from(j.data).map((v, i) => Math.abs(v - flat.data[i])))).toBeLessThanOrEqual(3);
   });
 
-  it("reads as Pillow's convert('RGB') does, byte for byte: 16-bit images (mode I;16 clipped, the others' high byte), embedded profiles ignored, CMYK by Pillow's formula", async () => {
+  it("reads as Pillow's convert('RGB') does, byte for byte: 16-bit images (mode I;16 / I clipped, MinIsWhite not inverted, the others' high byte), embedded profiles ignored, CMYK by Pillow's formula", async () => {
     const dir = path.join(__dirname, '..', 'fixtures', 'decode');
     const { cases } = JSON.parse(fs.readFileSync(path.join(dir, 'cases.json'), 'utf8')) as { cases: { file: string; mode: string; width: number; height: number; offset: number }[] };
     const bytes = fs.readFileSync(path.join(dir, 'rgb.bin'));
-    expect(cases.map((c) => c.mode)).toEqual(['I;16', 'I;16', 'RGBA', 'RGB', 'RGBA', 'I;16', 'L', 'RGB', 'RGB', 'CMYK']);
+    expect(cases.map((c) => c.mode)).toEqual(['I;16', 'I;16', 'RGBA', 'RGB', 'RGBA', 'I;16', 'L', 'RGB', 'RGB', 'CMYK', 'I;16', 'I', 'I']);
     for (const c of cases) {
       const img = await loadImage(path.join(dir, c.file));
       expect([img.width, img.height], c.file).toEqual([c.width, c.height]);
