@@ -362,17 +362,17 @@ function markStopSaid(): void {
 }
 
 /**
- * Ctrl-C or SIGTERM where no training step runs (preparing the data, calibrating, evaluating): without a handler Node
- * ends the process at once, silently, and its exit handlers do not run (the lock of --out was left behind). During
- * training the Trainer's own handler listens too, and this one leaves the signal to it (a checkpoint at the step's end).
- * Rank 0 speaks for a data-parallel run its launcher signalled as a whole.
- */
-/**
  * What a --resume of this run would continue, once the run owns its --out (an old run's checkpoint removed, or a resume
  * checked): exitOnStopSignals names the resume command where it holds (the demo stopped in its final evaluation).
  */
 let stopResumable: (() => boolean) | null = null;
 
+/**
+ * Ctrl-C or SIGTERM where no training step runs (preparing the data, calibrating, evaluating): without a handler Node
+ * ends the process at once, silently, and its exit handlers do not run (the lock of --out was left behind). During
+ * training the Trainer's own handler listens too, and this one leaves the signal to it (a checkpoint at the step's end).
+ * Rank 0 speaks for a data-parallel run its launcher signalled as a whole.
+ */
 function exitOnStopSignals(stopCodes: { STOP_SIGNALS: readonly string[]; exitCodeFor: (s: string) => number }, env: { rank: number; worldSize: number; launcher: string | null }): void {
   for (const sig of stopCodes.STOP_SIGNALS) {
     process.on(sig, () => {

@@ -3,8 +3,9 @@
 // loadImage decodes PNG / JPEG / WebP (anything libvips reads; the first frame of animations) to 8-bit RGB:
 // greyscale is replicated to three channels, alpha is dropped without compositing (PIL's convert('RGB')),
 // 16-bit images are reduced to 8 bits as Pillow reduces them (the high byte; a 16-bit greyscale PNG or TIFF, Pillow's
-// mode I;16, clipped to 0..255, a MinIsWhite TIFF not inverted), an embedded colour profile is ignored and a CMYK JPEG converted by Pillow's formula (as
-// PIL's convert('RGB'), which does no colour management), EXIF orientation is NOT applied (PIL does not either).
+// mode I;16, clipped to 0..255, a MinIsWhite TIFF not inverted), an embedded colour profile is ignored and a CMYK JPEG
+// converted by Pillow's formula (PIL's convert('RGB') does no colour management), EXIF orientation is NOT applied (PIL
+// does not either).
 //
 // preprocessClip follows CLIPImageProcessor as LLaVA uses it, the aspect named as LLaVA's image_aspect_ratio:
 //   'pad'         LLaVA expand2square first: paste the image on a max(w, h) square of the mean colour

@@ -14,8 +14,8 @@ const VOCABULARY_ROWS = new Set(['model.embed_tokens.weight', 'lm_head.weight'])
 
 /**
  * A new model of `config` holding `model`'s weights, each passed through `rows` (name, data, shape) on the way. With
- * `consume`, each old parameter is freed once copied and `model` is disposed at the end (also on an error): one
- * parameter is held twice at a time, not the model (a new model's untouched memory costs nothing on the host).
+ * `consume`, each old parameter is freed once copied and the rest of `model` at the end (also when the copy fails):
+ * one parameter is held twice at a time, not the model (a new model's untouched memory costs nothing on the host).
  */
 function rebuilt(where: string, model: VwLmm, config: VwLmmConfig, opts: ReshapeOptions, rows: (name: string, data: Float32Array, shape: number[]) => Float32Array): VwLmm {
   const consume = opts.consume === true;
@@ -54,8 +54,8 @@ function freeRest(model: VwLmm, why: string): void {
 export interface ReshapeOptions {
   /**
    * Free `model` as its weights are copied (disposed when the call returns, or when the copy fails; arguments refused,
-   * or a new model too large to make, leave it as it was): the peak is one model
-   * and one parameter, not two models (a 7B convert). Default false: `model` is left as it was.
+   * or a new model too large to make, leave it as it was): the peak is one model and one parameter, not two models (a
+   * 7B convert). Default false: `model` is left as it was.
    */
   consume?: boolean;
 }
