@@ -85,8 +85,10 @@ export interface NativeProgramInfo {
   inputBytes: number[];
   /** Buffers made before the recording that the program uses. */
   externals: number;
-  /** The memory of the program's own buffers. */
+  /** The memory of the program's own buffers (its pool's, shared with the programs recorded into it). */
   poolBytes: number;
+  /** The most its own buffers held at once while it was recorded: its step's temporaries. */
+  stepBytes: number;
   opNames: string[];
   /**
    * The backend's graph of a replay (CUDA graphs; program.cc "Graphs"): null where there are none (the CPU) or none is

@@ -6,7 +6,7 @@
 //   programAbort() -> boolean                   drops the recording in progress (false: none)
 //   programReplay(handle, inputs: TypedArray[]) runs the recorded calls with new inputs of the recorded sizes
 //   programCompare(a, b) -> string | null       the first difference between two recordings, null when none
-//   programInfo(handle) -> { ops, uploads, zeros, constantBytes, inputBytes, externals, poolBytes, opNames, graph }
+//   programInfo(handle) -> { ops, uploads, zeros, constantBytes, inputBytes, externals, poolBytes, stepBytes, opNames, graph }
 //   programDispose(handle)                      frees the program's memory now (idempotent)
 //   programHostGraphs(on[, failLaunches]) -> boolean  tests: host graphs where the backend has none (the CPU), the next
 //                                                failLaunches of their launches failing; the old value
@@ -364,6 +364,7 @@ void RegisterProgram(Napi::Env env, Napi::Object exports) {
       }
       auto* p = new OpProgram();
       if (pool) p->pool = std::move(pool);
+      p->pool->start_peak();
       p->graph_wanted = graph;
       p->inputs = std::move(inputs);
       for (const auto& in : p->inputs) p->input_bytes.push_back(in.bytes);
@@ -387,6 +388,7 @@ void RegisterProgram(Napi::Env env, Napi::Object exports) {
       if (p->pool->live() != 0)
         throw_type_error("programEnd: the recording cannot be replayed: ", p->pool->live(),
                          " buffer(s) created during it are still alive (a program's own buffers must all be disposed by its end)");
+      p->step_bytes = p->pool->peak();
       p->inputs.clear();
       p->external_index.clear();
       auto* box = new ProgramBox{owned.release()};
@@ -429,6 +431,7 @@ void RegisterProgram(Napi::Env env, Napi::Object exports) {
       o.Set("inputBytes", ib);
       o.Set("externals", static_cast<double>(p->externals.size()));
       o.Set("poolBytes", static_cast<double>(p->pool->bytes()));
+      o.Set("stepBytes", static_cast<double>(p->step_bytes));
       // the backend's graph: null where there are none (the CPU) or none is wanted; else whether one was captured,
       // its nodes and launches, and why not (null: captured, or not tried yet)
       const GraphHooks* hooks = p->graph_hooks ? p->graph_hooks : Graphs();

@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -40,10 +41,12 @@
 namespace vw::napi {
 
 // The memory of a program's internal buffers: never returned to the backend's cache while a program (or a buffer of
-// an aborted recording) holds the pool. Freed blocks are reused by size class (block_size_class of
-// native/core/block_cache.h: 256-byte steps up to 1 MiB, then 4 per octave), so recordings of other shapes sharing a
-// pool (programBegin's second argument) reuse most of its blocks. Programs that share a pool must never run at once (they do not: one JS thread,
-// and a replay or recording holds no internal buffer past its end).
+// an aborted recording) holds the pool. Requests are rounded to size classes (block_size_class of
+// native/core/block_cache.h: 256-byte steps up to 1 MiB, then 4 per octave), and a freed block serves any later request
+// of a class up to its own and at least half of it (best fit): recordings of other shapes sharing a pool (programBegin's
+// second argument; a stage whose batches' lengths vary) reuse its blocks, where an exact class match made every new
+// length allocate anew (a stage of 319 batch shapes held 1.6 GB for steps of 60 MB). Programs that share a pool must
+// never run at once (they do not: one JS thread, and a replay or recording holds no internal buffer past its end).
 class ProgramPool {
  public:
   ProgramPool() = default;
@@ -58,38 +61,51 @@ class ProgramPool {
     void* p = nullptr;
     if (bytes > 0) {
       const size_t cls = size_class(bytes);
-      auto it = free_.find(cls);
-      if (it != free_.end()) {
+      // the smallest free block that fits, if it wastes less than half of itself
+      auto it = free_.lower_bound(cls);
+      if (it != free_.end() && it->first / 2 <= cls) {
         p = it->second;
         free_.erase(it);
       } else {
         p = kDeviceMemory.alloc(cls);
         blocks_.emplace_back(p, cls);
+        sizes_.emplace(p, cls);
         bytes_ += cls;
       }
+      live_bytes_ += sizes_.at(p);
+      if (live_bytes_ > peak_bytes_) peak_bytes_ = live_bytes_;
     }
     ++live_;
     return p;
   }
-  void release(void* p, size_t bytes) {
+  void release(void* p, size_t /*bytes*/) {
     --live_;
-    if (p) free_.emplace(size_class(bytes), p);
+    if (!p) return;
+    live_bytes_ -= sizes_.at(p);
+    free_.emplace(sizes_.at(p), p);  // back at its own size, whatever request it served
   }
   // A block a collective may still write (its buffer disposed while pinned): never reused nor freed, as the cache
   // never frees such a block either.
   void abandon(void* p) {
     --live_;
+    if (!p) return;
+    live_bytes_ -= sizes_.at(p);
+    sizes_.erase(p);
     for (auto& b : blocks_)
       if (b.first == p) b.first = nullptr;
   }
   int64_t live() const { return live_; }  // internal buffers not yet disposed
   size_t bytes() const { return bytes_; }  // memory the pool holds
+  // the most its live blocks held at once since start_peak(): a recording's own footprint (its step's temporaries)
+  void start_peak() { peak_bytes_ = live_bytes_; }
+  size_t peak() const { return peak_bytes_; }
 
  private:
   std::vector<std::pair<void*, size_t>> blocks_;
-  std::unordered_multimap<size_t, void*> free_;
+  std::unordered_map<void*, size_t> sizes_;  // each block's size (its class when made)
+  std::multimap<size_t, void*> free_;         // by size, for the best fit
   int64_t live_ = 0;
-  size_t bytes_ = 0;
+  size_t bytes_ = 0, live_bytes_ = 0, peak_bytes_ = 0;
 };
 
 namespace program_detail {
@@ -156,6 +172,7 @@ class OpProgram {
   // which recording made a buffer (NativeBuffer::recorded_by): a serial number, never reused as an address could be
   const uint64_t serial = NextSerial();
   std::shared_ptr<ProgramPool> pool = std::make_shared<ProgramPool>();
+  size_t step_bytes = 0;  // the most its internal buffers held at once while it was recorded (programInfo's stepBytes)
   std::vector<program_detail::Event> events;
   std::vector<program_detail::Op> ops;
   std::vector<program_detail::Upload> uploads;

@@ -25,6 +25,16 @@ interface Entry {
   program: OpProgram | null;
 }
 
+/**
+ * Bounds on what a stage's programs may hold: its batch shapes (keys), and the pool's bytes against the largest step's
+ * temporaries (a program's stepBytes). Past either, the stage goes on in
+ * JavaScript and the programs are freed: a stage whose batch lengths all differ (LLaVA's data), or grow step after
+ * step, would keep a recording per length and new blocks for each, as torch.compile falls back to eager past its
+ * cache_size_limit of recompilations.
+ */
+export const REPLAY_MAX_SHAPES = 64;
+export const REPLAY_MAX_POOL_GROWTH = 4;
+
 export class StageReplay {
   phase: ReplayPhase = 'first';
   /** The step's stats tensor, kept through the stage: the programs write the losses there. */
@@ -35,8 +45,10 @@ export class StageReplay {
   why: string | null = null;
   /** Steps replayed, recorded, and run in JavaScript alone. */
   readonly counts = { replayed: 0, recorded: 0, javascript: 0 };
+  /** The largest recorded step's temporaries (stepBytes). */
+  private stepBytes = 0;
 
-  constructor(readonly device: Device, statsSize: number) {
+  constructor(readonly device: Device, statsSize: number, readonly limits = { maxShapes: REPLAY_MAX_SHAPES, maxPoolGrowth: REPLAY_MAX_POOL_GROWTH }) {
     this.stats = keep(Tensor.zeros([statsSize], { device }));
   }
 
@@ -63,6 +75,14 @@ export class StageReplay {
       return undefined;
     }
     const key = `${shape}|${data.map((a) => a.byteLength).join(',')}`;
+    if (!this.entries.has(key) && this.entries.size >= this.limits.maxShapes) {
+      // the gradients the last step left, zeroed in place as a recording zeroes them; then the step in JavaScript
+      for (const g of this.grads) callOp('fill', this.device, [], [g], [g.size], [0]);
+      const record = this.stop(`the stage's batches came in more than ${this.limits.maxShapes} shapes (sizes of B x T and data): a program for each would hold its memory for the stage`);
+      this.counts.javascript++;
+      step();
+      return record;
+    }
     const e = this.entries.get(key) ?? { recordings: [], program: null };
     this.entries.set(key, e);
     if (e.program) {
@@ -71,14 +91,19 @@ export class StageReplay {
       return undefined;
     }
     this.counts.recorded++;
+    const anchor = this.anchor();
     const r = OpProgram.tryRecord(this.device, data, () => {
       // the gradients kept from the last step, zeroed in place (set_to_none=False): 0 + g is g, so the numbers
       // are those of gradients made anew
       for (const g of this.grads) callOp('fill', this.device, [], [g], [g.size], [0]);
       step();
-    }, { poolOf: this.anchor() });
+    }, { poolOf: anchor });
     if ('why' in r) return this.stop(`a step could not be recorded: ${r.why}`);
     e.recordings.push(r.program);
+    const { poolBytes, stepBytes } = r.program.info();
+    this.stepBytes = Math.max(this.stepBytes, stepBytes);
+    if (poolBytes > this.limits.maxPoolGrowth * this.stepBytes)
+      return this.stop(`the programs' pool grew to ${poolBytes} bytes, more than ${this.limits.maxPoolGrowth} x its largest step's ${this.stepBytes}: the batches' shapes vary too much to keep a program for each`);
     if (e.recordings.length < 2) return undefined;
     const diff = e.recordings[0].differenceFrom(e.recordings[1]);
     if (diff !== null) return this.stop(`two recorded steps of the same sizes differ: ${diff}`);

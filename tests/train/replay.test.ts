@@ -7,7 +7,8 @@ import { memoryStats, OpProgram, setAsync } from '../../src';
 import { cpu } from '../../src/native';
 import * as F from '../../src/functional';
 import { ModelBatch, VwLmm } from '../../src/model/vwlmm';
-import { Tensor } from '../../src/tensor';
+import { scope, Tensor } from '../../src/tensor';
+import { REPLAY_MAX_POOL_GROWTH, REPLAY_MAX_SHAPES, StageReplay } from '../../src/train/replay';
 import { Stage, Trainer } from '../../src/train/trainer';
 import { tinyConfig, tinyData } from './support/tiny';
 
@@ -113,6 +114,48 @@ describe('Trainer: steps replayed as op programs', () => {
     expect(replayed.replays).toBeGreaterThan(0);
     expect(replayed.losses).toEqual(js.losses);
     expect(same(replayed.weights, js.weights)).toBe(true);
+  });
+
+  it(`batches whose programs' pool outgrows ${REPLAY_MAX_POOL_GROWTH} x its largest step's (T growing step after step), or of more than ${REPLAY_MAX_SHAPES} shapes, go on in JavaScript: the same numbers, the programs freed`, () => {
+    // text-only batches of 2 x T tokens, T = 6, 12, 18, ...: each length's blocks are new
+    let k = 0;
+    const textBatch = (): ModelBatch => {
+      const B = 2, T = 6 * ++k;
+      const tokenIds = Int32Array.from({ length: B * T }, (_, i) => 1 + ((i * 7 + k) % (tokenizer.vocabSize - 1)));
+      const targets = Int32Array.from({ length: B * T }, (_, i) => ((i + 1) % T === 0 ? -100 : tokenIds[i + 1]));
+      return { B, T, tokenIds, attentionMask: new Int32Array(B * T).fill(1), imagePositions: new Int32Array(0), pixelValues: null, targets };
+    };
+    const stage: Stage = { name: 'lengths', size: samples.length, makeBatch: textBatch, steps: 30, batchSize: 2, lr: 3e-3, trainable: { llm: true } };
+    const js = train([stage], false);
+    k = 0;
+    const replayed = train([stage], true); // (train checks that no native buffer is left)
+    expect(replayed.logs.filter((r) => r.used === false)).toMatchObject([{ stage: 'lengths', why: expect.stringMatching(/pool grew to \d+ bytes, more than 4 x its largest step's \d+/) }]);
+    expect(replayed.logs.at(-1)).toMatchObject({ summary: true, programs: 0 });
+    expect(replayed.losses).toEqual(js.losses);
+    expect(same(replayed.weights, js.weights)).toBe(true);
+    // the shapes' bound, on a StageReplay of 3: a fourth shape's step runs in JavaScript, its gradients zeroed first
+    const w = Tensor.fromArray(Float32Array.from({ length: 16 }, (_, i) => i / 16), [4, 4]);
+    w.requiresGrad = true;
+    const r = new StageReplay('cpu', 4, { maxShapes: 3, maxPoolGrowth: 1000 });
+    const step = (rows: number) => () => scope(() => F.sum(F.matmul(Tensor.fromArray(new Float32Array(rows * 4).fill(1), [rows, 4]), w)).backward());
+    const grads: number[][] = [];
+    const records: unknown[] = [];
+    for (const rows of [1, 2, 2, 3, 1, 4, 2]) {
+      const rec = r.run([new Float32Array(rows * 4).fill(1)], step(rows));
+      if (rec) records.push(rec);
+      grads.push(Array.from(w.grad!.toArray()));
+      if (r.afterStep([w])) {
+        w.grad!.dispose();
+        w.grad = null;
+      }
+    }
+    expect(records).toEqual([{ used: true, ops: expect.any(Number), poolBytes: expect.any(Number) }, { used: false, why: "the stage's batches came in more than 3 shapes (sizes of B x T and data): a program for each would hold its memory for the stage" }]);
+    expect(r.phase).toBe('off');
+    // each step's gradient is its own batch's (rows x the column sums of ones): never the last step's added in
+    expect(grads.map((g) => g[0])).toEqual([1, 2, 2, 3, 1, 4, 2]);
+    r.dispose();
+    w.grad?.dispose();
+    w.dispose();
   });
 
   it('a step whose calls change from batch to batch is found by its two recordings, and the stage goes on in JavaScript', () => {
