@@ -83,15 +83,24 @@ export function record(name: string, inputs: (Tensor | null)[], outputs: Tensor[
   }
   tape.push(node);
   // A forward pass recorded but never back-propagated (e.g. evaluation without noGrad) leaves nodes
-  // whose outputs a scope has since freed: drop those so the tape cannot grow without bound. A node lives while a
-  // live output depends on it (its own, or one downstream through released links, Tensor.release).
+  // whose outputs a scope has since freed: drop those. A node lives while a live output depends on it (its own, or one
+  // downstream through released links, Tensor.release). An output left alive, neither disposed nor in a scope (torch's
+  // habit of letting an evaluation's loss go out of scope), keeps its graph: JavaScript says nothing of what it
+  // collects, so the tape cannot know it is gone. Past TAPE_WARN_NODES such nodes a warning names the cure.
   if (tape.length > pruneAt) {
     tape = dropDead(tape);
     pruneAt = Math.max(10_000, 2 * tape.length);
+    if (tape.length >= TAPE_WARN_NODES && !tapeWarned) {
+      tapeWarned = true;
+      process.emitWarning(`the autograd tape holds ${tape.length} nodes of forwards never back-propagated whose outputs are still alive (not disposed, outside any scope), each keeping its graph's tensors: compute what needs no gradient under noGrad(), or inside scope(), or dispose the results; clearTape() frees the graphs`, 'VwlmmAutogradWarning');
+    }
   }
   return node;
 }
 let pruneAt = 10_000;
+/** Nodes kept after a prune past which record() warns, once a process (a training step's graph is a few thousand). */
+const TAPE_WARN_NODES = 50_000;
+let tapeWarned = false;
 /** Nodes recorded so far: Node.seq, by which a checkpoint's recomputation finds its own nodes whatever a prune removed. */
 let recorded = 0;
 

@@ -159,6 +159,28 @@ describe('autograd tape', () => {
     x.dispose();
   });
 
+  it('forwards never back-propagated whose outputs are left alive (outside any scope, not disposed): one warning past 50,000 nodes, naming the cure', async () => {
+    const x = t([1, -2, 3]);
+    x.requiresGrad = true;
+    const warnings: Error[] = [];
+    const listen = (w: Error) => warnings.push(w);
+    process.on('warning', listen);
+    const kept: Tensor[] = [];
+    try {
+      clearTape();
+      for (let i = 0; i < 90_000; i++) kept.push(F.scale(x, 1)); // an evaluation loss per batch, let go without noGrad
+      await new Promise((resolve) => setImmediate(resolve)); // (a warning is emitted on a later tick)
+      const ours = warnings.filter((w) => w.name === 'VwlmmAutogradWarning');
+      expect(ours).toHaveLength(1);
+      expect(ours[0].message).toMatch(/^the autograd tape holds \d+ nodes of forwards never back-propagated whose outputs are still alive .*noGrad\(\), or inside scope\(\), or dispose the results; clearTape\(\) frees the graphs$/);
+    } finally {
+      process.off('warning', listen);
+      clearTape();
+      for (const k of kept) k.dispose();
+      x.dispose();
+    }
+  });
+
   it("a gradient arrives in its tensor's dtype: one returned in float32 for a bf16 input is cast (as torch does)", () => {
     scope(() => {
       const x = Tensor.fromArray(Float32Array.from([0.5, -1, 2]), [3], { dtype: 'bfloat16' });
