@@ -3,7 +3,8 @@
 // first step in a run runs in JavaScript and leaves its gradients allocated. After it, a step is keyed by the byte
 // sizes of its data (and a model batch's B x T); the first two steps of a key are recorded as they run, one program per optimizer step (the
 // autocast region, its forward and backward, the gradients zeroed in place first); when the two agree
-// call for call, the key's later steps replay the second. The programs of a stage share one memory pool. A replay runs
+// call for call, the key's later steps replay the second. The programs of a stage share one memory pool, within bounds
+// (REPLAY_MAX_SHAPES, REPLAY_MAX_POOL_GROWTH) past which the stage goes on in JavaScript. A replay runs
 // the recorded kernels on the recorded buffers, so the stage trains to the same numbers, bit for bit, as without it
 // (tests/train/replay.test.ts, tests/demo/vision_pretrain.test.ts).
 import { callOp } from '../call_op';
@@ -27,10 +28,9 @@ interface Entry {
 
 /**
  * Bounds on what a stage's programs may hold: its batch shapes (keys), and the pool's bytes against the largest step's
- * temporaries (a program's stepBytes). Past either, the stage goes on in
- * JavaScript and the programs are freed: a stage whose batch lengths all differ (LLaVA's data), or grow step after
- * step, would keep a recording per length and new blocks for each, as torch.compile falls back to eager past its
- * cache_size_limit of recompilations.
+ * temporaries (a program's stepBytes). Past either, the stage goes on in JavaScript and the programs are freed: a
+ * stage whose batch lengths all differ (LLaVA's data), or grow step after step, would keep a recording per length and
+ * new blocks for each (torch.compile likewise falls back to eager past its cache_size_limit of recompilations).
  */
 export const REPLAY_MAX_SHAPES = 64;
 export const REPLAY_MAX_POOL_GROWTH = 4;
