@@ -32,6 +32,12 @@ function train(stages: Stage[], replay: boolean) {
     replays.mockRestore();
   }
 }
+/** A text-only batch of B x T tokens drawn from `k`, each row's next token its target. */
+function textOnlyBatch(B: number, T: number, k: number): ModelBatch {
+  const tokenIds = Int32Array.from({ length: B * T }, (_, i) => 1 + ((i * 7 + k) % (tokenizer.vocabSize - 1)));
+  const targets = Int32Array.from({ length: B * T }, (_, i) => ((i + 1) % T === 0 ? -100 : tokenIds[i + 1]));
+  return { B, T, tokenIds, attentionMask: new Int32Array(B * T).fill(1), imagePositions: new Int32Array(0), pixelValues: null, targets };
+}
 const same = (a: Float32Array[], b: Float32Array[]) => a.length === b.length && a.every((x, i) => x.every((v, j) => Object.is(v, b[i][j])));
 
 describe('Trainer: steps replayed as op programs', () => {
@@ -101,12 +107,7 @@ describe('Trainer: steps replayed as op programs', () => {
   it('batches whose arrays have the same sizes but another B x T get programs of their own', () => {
     // text only: 2 x 12 and 3 x 8 tokens, arrays of the same byte sizes; three steps of the first shape, then both
     let k = 0;
-    const textBatch = (): ModelBatch => {
-      const [B, T] = k++ < 3 || k % 2 === 0 ? [2, 12] : [3, 8];
-      const tokenIds = Int32Array.from({ length: B * T }, (_, i) => 1 + ((i * 7 + k) % (tokenizer.vocabSize - 1)));
-      const targets = Int32Array.from({ length: B * T }, (_, i) => ((i + 1) % T === 0 ? -100 : tokenIds[i + 1]));
-      return { B, T, tokenIds, attentionMask: new Int32Array(B * T).fill(1), imagePositions: new Int32Array(0), pixelValues: null, targets };
-    };
+    const textBatch = () => textOnlyBatch(...(k++ < 3 || k % 2 === 0 ? [2, 12] : [3, 8]) as [number, number], k);
     const stage: Stage = { name: 'text', size: samples.length, makeBatch: textBatch, steps: 12, batchSize: 2, lr: 3e-3, trainable: { llm: true } };
     const js = train([stage], false);
     k = 0;
@@ -119,12 +120,7 @@ describe('Trainer: steps replayed as op programs', () => {
   it(`batches whose programs' pool outgrows ${REPLAY_MAX_POOL_GROWTH} x its largest step's (T growing step after step), or of more than ${REPLAY_MAX_SHAPES} shapes, go on in JavaScript: the same numbers, the programs freed`, () => {
     // text-only batches of 2 x T tokens, T = 6, 12, 18, ...: each length's blocks are new
     let k = 0;
-    const textBatch = (): ModelBatch => {
-      const B = 2, T = 6 * ++k;
-      const tokenIds = Int32Array.from({ length: B * T }, (_, i) => 1 + ((i * 7 + k) % (tokenizer.vocabSize - 1)));
-      const targets = Int32Array.from({ length: B * T }, (_, i) => ((i + 1) % T === 0 ? -100 : tokenIds[i + 1]));
-      return { B, T, tokenIds, attentionMask: new Int32Array(B * T).fill(1), imagePositions: new Int32Array(0), pixelValues: null, targets };
-    };
+    const textBatch = () => textOnlyBatch(2, 6 * ++k, k);
     const stage: Stage = { name: 'lengths', size: samples.length, makeBatch: textBatch, steps: 30, batchSize: 2, lr: 3e-3, trainable: { llm: true } };
     const js = train([stage], false);
     k = 0;
