@@ -100,9 +100,18 @@ function tableOf(where: string, model: VwLmm, pixels: Float32Array, topK: number
 /** Patch `i` of a VisualWordTable with its words named by `tokenizer` (visualWordsOf's entries). */
 export function patchWords(table: VisualWordTable, tokenizer: TextTokenizer, i: number): PatchWords {
   const where = 'patchWords';
-  if (typeof (tokenizer as TextTokenizer | null)?.idToToken !== 'function') throw typeError(where, 'tokenizer', 'a TextTokenizer (the checkpoint\'s, to name the words)', tokenizer);
+  checkTokenizer(where, tokenizer);
   const n = table.ids.length / table.topK;
   if (!(Number.isSafeInteger(i) && i >= 0 && i < n)) throw typeError(where, 'i', `a patch index in [0, ${n})`, i);
+  return namedPatch(table, tokenizer, i);
+}
+
+function checkTokenizer(where: string, tokenizer: TextTokenizer): void {
+  if (typeof (tokenizer as TextTokenizer | null)?.idToToken !== 'function') throw typeError(where, 'tokenizer', 'a TextTokenizer (the checkpoint\'s, to name the words)', tokenizer);
+}
+
+/** Patch `i` of `table` named (patchWords without its checks, for callers that made them). */
+function namedPatch(table: VisualWordTable, tokenizer: TextTokenizer, i: number): PatchWords {
   const words = [];
   for (let j = 0; j < table.topK; j++) {
     const k = table.ids[i * table.topK + j], raw = tokenizer.idToToken(k);
@@ -113,9 +122,9 @@ export function patchWords(table: VisualWordTable, tokenizer: TextTokenizer, i: 
 
 /** Top-k visual words of every patch of one preprocessed image [3, S, S], each word named (visualWordTable's). */
 export function visualWordsOf(model: VwLmm, tokenizer: TextTokenizer, pixels: Float32Array, topK = 5): PatchWords[] {
-  if (typeof (tokenizer as TextTokenizer | null)?.idToToken !== 'function') throw typeError('visualWordsOf', 'tokenizer', 'a TextTokenizer (the checkpoint\'s, to name the words)', tokenizer);
+  checkTokenizer('visualWordsOf', tokenizer);
   const table = tableOf('visualWordsOf', model, pixels, topK);
-  return Array.from({ length: table.ids.length / topK }, (_, i) => patchWords(table, tokenizer, i));
+  return Array.from({ length: table.ids.length / topK }, (_, i) => namedPatch(table, tokenizer, i));
 }
 
 const escapeXml = (s: string) => s.replace(/[<>&'"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', "'": '&apos;', '"': '&quot;' })[c]!);
